@@ -1,0 +1,262 @@
+/*
+ * xg_conf.h: the nginx-style configuration language.
+ *
+ * A file is read in two steps. The tokenizer turns it into a tree of
+ * statements (a directive's words, its file and line, and its block if it
+ * has one); `include` is expanded there, relative to the including file.
+ * Then xg_conf_dispatch() walks a block and hands each statement to the
+ * directive that owns it. Directives are data: tables of struct
+ * xg_command owned by the module that implements them (src/xg_module.c
+ * lists the modules), with a context and an arity, like nginx's
+ * ngx_command_t. The parser knows no directive but `include`.
+ *
+ * Errors are collected, not fatal: every error in a file is reported as
+ * "FILE:LINE: message" and the load fails at the end if there was any.
+ */
+#ifndef XG_CONF_H
+#define XG_CONF_H
+
+#include "xg_core.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+/* One statement: `name arg...;` or `name arg... { ... }`. */
+struct xg_conf_stmt {
+    const char           *file;     /* owned by the conf's file list */
+    int                   line;
+    int                   nargs;    /* args[0] is the directive name */
+    char                **args;
+    int                   has_block;
+    int                   nblock;
+    struct xg_conf_stmt  *block;
+};
+
+/* Contexts: where a directive may stand. */
+#define XG_CONF_MAIN        0x0001
+#define XG_CONF_UPSTREAM    0x0002
+#define XG_CONF_RECONNECT   0x0004  /* reconnect POLICY { ... } */
+#define XG_CONF_BREAKER     0x0008  /* breaker { ... } */
+#define XG_CONF_CTX_MASK    0x00ff
+
+/* Arity: how many arguments after the name. */
+#define XG_CONF_NOARGS      0x0100
+#define XG_CONF_TAKE1       0x0200
+#define XG_CONF_TAKE2       0x0400
+#define XG_CONF_TAKE3       0x0800
+#define XG_CONF_TAKE12      (XG_CONF_TAKE1 | XG_CONF_TAKE2)
+#define XG_CONF_TAKE23      (XG_CONF_TAKE2 | XG_CONF_TAKE3)
+#define XG_CONF_1MORE       0x1000  /* one or more */
+#define XG_CONF_2MORE       0x2000  /* two or more */
+#define XG_CONF_ARGS_MASK   0x3f00
+
+#define XG_CONF_BLOCK       0x10000 /* must have a { } block */
+#define XG_CONF_MULTI       0x20000 /* may appear more than once */
+#define XG_CONF_OPTBLOCK    0x40000 /* may have a block */
+
+struct xg_conf;
+struct xg_command;
+
+typedef int (*xg_conf_set_cb)(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf);
+
+struct xg_command {
+    const char      *name;
+    unsigned         type;
+    xg_conf_set_cb   set;
+    size_t           offset;    /* for the generic setters */
+    const void      *post;      /* e.g. struct xg_conf_bounds */
+};
+
+#define XG_CONF_NULL_COMMAND { NULL, 0, NULL, 0, NULL }
+
+/* Bounds for xg_conf_set_uint/duration/size (post). */
+struct xg_conf_bounds {
+    uint64_t min;
+    uint64_t max;
+};
+
+/* A module: a name and the directives it owns. */
+struct xg_module {
+    const char               *name;
+    const struct xg_command  *commands;
+};
+
+extern const struct xg_module *const xg_modules[];
+
+/* An address from the conf: host (no brackets) and port. */
+struct xg_addr {
+    char     host[256];
+    uint16_t port;
+};
+
+/* A ws:// or wss:// URL. */
+struct xg_url {
+    int      tls;
+    char     host[256];
+    uint16_t port;
+    char     path[1024];     /* with the query, starts with '/' */
+};
+
+/* An extra HTTP header sent on the upstream upgrade. */
+struct xg_header {
+    char *name;
+    char *value;
+};
+
+/* The breaker wrapped around a reconnect policy. */
+struct xg_breaker_conf {
+    int       enabled;
+    unsigned  failures;
+    uint64_t  window_ms;
+    uint64_t  open_ms;
+};
+
+struct xg_reconnect_policy;
+
+struct xg_upstream_conf {
+    char                 *name;
+    const char           *file;         /* where it was defined */
+    int                   line;
+    struct xg_url         url;
+    int                   url_set;
+    char                 *protocol;     /* "deribit", "raw" */
+
+    /* transport (ws) */
+    char                 *tls_ca;
+    int                   tls_verify;   /* default on */
+    struct xg_header     *headers;
+    int                   nheaders;
+    size_t                max_message;
+    uint64_t              ping_ms;
+    uint64_t              ping_timeout_ms;
+    uint64_t              idle_timeout_ms;
+    uint64_t              connect_timeout_ms;
+    uint64_t              handshake_timeout_ms;
+    uint64_t              restore_timeout_ms;
+    uint64_t              close_timeout_ms;
+
+    /* reconnect policy (modules/reconnect) */
+    const struct xg_reconnect_policy *reconnect;
+    void                 *reconnect_conf;
+    struct xg_breaker_conf breaker;
+    uint64_t              stable_ms;
+    unsigned              max_attempts;  /* 0: unlimited */
+
+    /* space for protocol modules (the gateway core) */
+    void                 *proto_conf;
+
+    struct xg_upstream_conf *next;
+};
+
+enum xg_listen_kind {
+    XG_LISTEN_WEBSOCKET = 1,
+    XG_LISTEN_TCP
+};
+
+struct xg_listen_conf {
+    const char           *file;
+    int                   line;
+    struct xg_addr        addr;
+    enum xg_listen_kind   kind;
+    char                 *upstream_name;
+    struct xg_upstream_conf *upstream;   /* resolved after parsing */
+    char                 *path;          /* websocket: default /ws/api/v2 */
+    unsigned              max_clients;
+    struct xg_listen_conf *next;
+};
+
+struct xg_main_conf {
+    char                 *path;          /* the file loaded */
+    char                 *error_log;     /* "stderr" or a path */
+    int                   error_log_level;
+    int                   allow_remote;
+    struct xg_addr        admin;
+    int                   admin_set;
+    const char           *admin_file;
+    int                   admin_line;
+    struct xg_upstream_conf *upstreams;
+    struct xg_listen_conf   *listens;
+
+    /* for the tree and file names */
+    struct xg_conf_stmt  *root;
+    int                   nroot;
+    char                **files;
+    int                   nfiles;
+};
+
+/* The parse context. */
+struct xg_conf {
+    struct xg_main_conf  *main;
+    char                 *errors;       /* "FILE:LINE: msg\n"..., malloc'd */
+    size_t                errors_len;
+    int                   nerrors;
+    int                   nwarnings;
+    int                   include_depth;
+};
+
+/*
+ * Loads and checks the conf at PATH. Returns the conf, or NULL when it
+ * has errors; in both cases *ERRORS (caller frees) receives every error
+ * and warning line, "FILE:LINE: message\n" each, or NULL when there is none.
+ */
+struct xg_main_conf *xg_conf_load(const char *path, char **errors);
+
+/* The same for TEXT, as if read from a file named NAME (tests, fuzzing). */
+struct xg_main_conf *xg_conf_load_string(const char *name, const char *text,
+    char **errors);
+
+void xg_conf_free(struct xg_main_conf *mc);
+
+/*
+ * Dispatches the statements of one block in context CTX: each is handed
+ * to the directive of that name in TABLES (a NULL-terminated list of
+ * command tables) whose context includes CTX, with CONF. Checks arity,
+ * block presence and duplicates first. Unknown and misplaced directives
+ * are reported. Returns the number of errors found.
+ */
+int xg_conf_dispatch(struct xg_conf *cf, const struct xg_conf_stmt *stmts,
+    int n, unsigned ctx, const struct xg_command *const *tables, void *conf);
+
+/* Reports an error at ST's file and line. Always returns XG_ERROR. */
+int xg_conf_error(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void xg_conf_warn(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Value parsers: XG_OK or XG_ERROR (no message; callers word it). */
+int xg_conf_parse_duration(const char *s, uint64_t *ms);
+int xg_conf_parse_size(const char *s, uint64_t *bytes);
+int xg_conf_parse_flag(const char *s, int *on);
+int xg_conf_parse_uint(const char *s, uint64_t *v);
+int xg_conf_parse_addr(const char *s, struct xg_addr *a);
+int xg_conf_parse_url(const char *s, struct xg_url *u);
+int xg_addr_is_loopback(const struct xg_addr *a);
+
+/*
+ * Resolves a secret: "env:NAME" or "file:PATH" (relative to the conf
+ * file). Reports unset variables, unreadable files, and warns about
+ * group- or world-readable files. Returns a malloc'd string or NULL.
+ * Plain values are refused: secrets never stand in a conf file.
+ */
+char *xg_conf_secret(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const char *spec);
+
+/* Generic setters through cmd->offset (bounds in cmd->post, optional). */
+int xg_conf_set_flag(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf);           /* int */
+int xg_conf_set_str(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf);           /* char * */
+int xg_conf_set_uint(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf);           /* unsigned */
+int xg_conf_set_duration(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf);           /* uint64_t ms */
+int xg_conf_set_size(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf);           /* size_t */
+int xg_conf_set_secret(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf);           /* char * */
+
+/* Tables for the upstream context, for modules that add blocks there. */
+const struct xg_command *const *xg_conf_upstream_tables(void);
+
+#endif

@@ -1,0 +1,129 @@
+/*
+ * xg_ws.h: the WebSocket transport (RFC 6455) over TCP or TLS, client and
+ * server side, built on libevent bufferevents (+ OpenSSL) and wslay.
+ *
+ * A connection has exactly one owner and calls it back: on_open when the
+ * upgrade is done, on_message for each complete (reassembled, validated)
+ * message, on_down exactly once when the connection is over for whatever
+ * reason. It never reconnects by itself. After on_down the owner frees it
+ * with xg_ws_free() (allowed from inside any callback: the free is
+ * deferred). xg_ws_free() on a live connection drops it without calling
+ * on_down.
+ */
+#ifndef XG_WS_H
+#define XG_WS_H
+
+#include "xg_core.h"
+#include "xg_conf.h"
+
+#include <event2/event.h>
+#include <event2/dns.h>
+#include <openssl/ssl.h>
+
+struct xg_ws;
+
+enum xg_ws_state {
+    XG_WS_CONNECTING = 1,   /* dns and tcp connect */
+    XG_WS_TLS,              /* tls handshake */
+    XG_WS_HANDSHAKE,        /* http upgrade */
+    XG_WS_OPEN,
+    XG_WS_CLOSING,          /* close frame sent, waiting for the peer's */
+    XG_WS_DOWN
+};
+
+/* Why a connection went down (valid only during on_down). */
+struct xg_ws_down {
+    const char *reason;       /* e.g. "connect: Connection refused",
+                                 "tls: certificate verify failed: ...",
+                                 "http 503", "close 1011 \"restart\"",
+                                 "ping timeout", "eof" */
+    int         http_status;  /* a non-101 upgrade answer, else 0 */
+    int         retry_after_s;/* its Retry-After in seconds, else -1 */
+    int         close_code;   /* the peer's close code, else 0 */
+    int         by_us;        /* we started the close (xg_ws_close) */
+};
+
+struct xg_ws_cbs {
+    void (*on_state)(struct xg_ws *ws, enum xg_ws_state st, void *arg);
+    void (*on_open)(struct xg_ws *ws, void *arg);
+    void (*on_message)(struct xg_ws *ws, int binary,
+        const unsigned char *data, size_t len, void *arg);
+    void (*on_down)(struct xg_ws *ws, const struct xg_ws_down *why,
+        void *arg);
+    void (*on_drain)(struct xg_ws *ws, void *arg);  /* output empty */
+};
+
+struct xg_ws_opts {
+    size_t             max_message;         /* required; over -> 1009 */
+    uint64_t           ping_ms;             /* 0: send no pings */
+    uint64_t           ping_timeout_ms;     /* 0: no check; silence -> down */
+    uint64_t           connect_timeout_ms;  /* dns + tcp + tls */
+    uint64_t           handshake_timeout_ms;
+    uint64_t           close_timeout_ms;    /* after our close frame */
+    int                text_only;           /* binary message -> 1003 */
+    /* client side */
+    const char        *tls_ca;              /* NULL: system store */
+    int                tls_verify;
+    const struct xg_header *headers;
+    int                nheaders;
+    const char        *log_name;            /* "upstream deribit#3" */
+};
+
+/*
+ * Starts a client connection to URL. Never returns NULL; failures,
+ * including ones found at once, are reported through on_down later.
+ * Borrows base, dns, url, opts (copied) and cbs (must outlive ws).
+ */
+struct xg_ws *xg_ws_connect(struct event_base *base, struct evdns_base *dns,
+    const struct xg_url *url, const struct xg_ws_opts *opts,
+    const struct xg_ws_cbs *cbs, void *arg);
+
+/*
+ * Server side: the callback that sees the request path and returns 0 to
+ * accept the upgrade, or an HTTP status (404, 503, ...) to refuse it.
+ */
+typedef int (*xg_ws_accept_cb)(struct xg_ws *ws, const char *path, void *arg);
+
+/*
+ * Takes ownership of the accepted socket FD and runs the server handshake
+ * (over TLS when TLS is not NULL). Never returns NULL.
+ */
+struct xg_ws *xg_ws_accept(struct event_base *base, evutil_socket_t fd,
+    SSL_CTX *tls, const struct xg_ws_opts *opts, xg_ws_accept_cb check,
+    const struct xg_ws_cbs *cbs, void *arg);
+
+/* Queues one message. XG_ERROR when the connection is not open. */
+int xg_ws_send_text(struct xg_ws *ws, const void *data, size_t len);
+int xg_ws_send_binary(struct xg_ws *ws, const void *data, size_t len);
+
+/*
+ * Starts the close handshake with CODE and REASON; on_down follows when the
+ * peer answers or after close_timeout_ms.
+ */
+void xg_ws_close(struct xg_ws *ws, int code, const char *reason);
+
+/* Drops the connection at once, with no further callbacks. */
+void xg_ws_free(struct xg_ws *ws);
+
+/* Bytes queued for output and not yet written to the socket. */
+size_t xg_ws_output_len(const struct xg_ws *ws);
+
+enum xg_ws_state xg_ws_state(const struct xg_ws *ws);
+const char *xg_ws_peer(const struct xg_ws *ws);   /* "127.0.0.1:5555" */
+void xg_ws_set_arg(struct xg_ws *ws, void *arg);
+
+/*
+ * The fan-out primitive: one server-to-client frame (header + payload)
+ * encoded once in a refcounted buffer and appended by reference to any
+ * number of server connections. xg_frame_text() returns it with one
+ * reference held by the caller.
+ */
+struct xg_frame;
+
+struct xg_frame *xg_frame_text(const void *data, size_t len);
+void xg_frame_ref(struct xg_frame *f);
+void xg_frame_unref(struct xg_frame *f);
+size_t xg_frame_len(const struct xg_frame *f);
+int xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f);
+
+#endif
