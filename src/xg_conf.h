@@ -163,6 +163,7 @@ struct xg_listen_conf {
     struct xg_upstream_conf *upstream;   /* resolved after parsing */
     char                 *path;          /* websocket: default /ws/api/v2 */
     unsigned              max_clients;
+    void                 *gateway_conf;  /* per-listener gateway settings */
     struct xg_listen_conf *next;
 };
 
@@ -177,6 +178,9 @@ struct xg_main_conf {
     int                   admin_line;
     struct xg_upstream_conf *upstreams;
     struct xg_listen_conf   *listens;
+
+    /* space for the gateway core's main-context directives */
+    void                 *gateway_conf;
 
     /* for the tree and file names */
     struct xg_conf_stmt  *root;

@@ -1,0 +1,68 @@
+/*
+ * xg_proto.h: the interface between an upstream (layer 1: the connection,
+ * its state machine and reconnect policy, src/xg_upstream.c) and the
+ * protocol module that runs on it (layer 2: auth, heartbeats,
+ * subscriptions, request routing; modules/protocol/xg_proto_<venue>.c).
+ *
+ * The upstream owns the connection and calls the module on each event.
+ * The module never touches sockets or wslay: it sends through
+ * xg_upstream_send() and reports with xg_upstream_restored() and
+ * xg_upstream_fail().
+ */
+#ifndef XG_PROTO_H
+#define XG_PROTO_H
+
+#include "xg_core.h"
+#include "xg_conf.h"
+
+#include <jansson.h>
+
+struct xg_upstream;
+
+struct xg_proto_module {
+    const char               *name;         /* as in `protocol NAME;` */
+    const struct xg_command  *commands;     /* its upstream directives */
+
+    /* Per-upstream instance, built from the conf at start-up. */
+    void *(*create)(struct xg_upstream *up,
+        const struct xg_upstream_conf *conf);
+    void  (*destroy)(void *p);
+
+    /*
+     * A new connection is open (upstream state RESTORING): replay the
+     * session, then call xg_upstream_restored(), or xg_upstream_fail().
+     * NULL: the upstream is ready as soon as it opens.
+     */
+    void  (*on_open)(void *p);
+    void  (*on_message)(void *p, const unsigned char *data, size_t len);
+    /* The connection is gone; a reconnect will follow (or the stop). */
+    void  (*on_down)(void *p, const char *reason);
+    /*
+     * Orderly stop: the module may send a last message (a logout that
+     * does not trigger cancel-on-disconnect) before the close.
+     */
+    void  (*on_stop)(void *p);
+    /* Adds this module's fields to the upstream's /status object. */
+    void  (*status)(void *p, json_t *obj);
+};
+
+/* The protocol modules compiled in (NULL-terminated). */
+extern const struct xg_proto_module *const xg_proto_modules[];
+const struct xg_proto_module *xg_proto_find(const char *name);
+
+/* ---- what an upstream offers its protocol module (src/xg_upstream.c) ---- */
+
+/* Sends one text message. XG_ERROR when no connection is open. */
+int xg_upstream_send(struct xg_upstream *up, const void *data, size_t len);
+/* Restore done: RESTORING -> READY. */
+void xg_upstream_restored(struct xg_upstream *up);
+/* A protocol-level failure (heartbeat missed, auth refused): reconnect. */
+void xg_upstream_fail(struct xg_upstream *up, const char *reason);
+int xg_upstream_is_ready(const struct xg_upstream *up);
+const char *xg_upstream_name(const struct xg_upstream *up);
+unsigned xg_upstream_conn_id(const struct xg_upstream *up);
+struct event_base *xg_upstream_base(const struct xg_upstream *up);
+void *xg_upstream_proto(const struct xg_upstream *up);
+struct xg_upstream *xg_upstream_find(const char *name);
+
+#endif
