@@ -167,6 +167,12 @@ struct xg_listen_conf {
     struct xg_listen_conf *next;
 };
 
+struct xg_conf_cleanup {
+    void                   (*fn)(void *p);
+    void                    *p;
+    struct xg_conf_cleanup  *next;
+};
+
 struct xg_main_conf {
     char                 *path;          /* the file loaded */
     char                 *error_log;     /* "stderr" or a path */
@@ -181,6 +187,9 @@ struct xg_main_conf {
 
     /* space for the gateway core's main-context directives */
     void                 *gateway_conf;
+
+    /* run by xg_conf_free(), newest first (module conf memory) */
+    struct xg_conf_cleanup *cleanups;
 
     /* for the tree and file names */
     struct xg_conf_stmt  *root;
@@ -260,7 +269,17 @@ int xg_conf_set_size(struct xg_conf *cf, const struct xg_conf_stmt *st,
 int xg_conf_set_secret(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf);           /* char * */
 
-/* Tables for the upstream context, for modules that add blocks there. */
-const struct xg_command *const *xg_conf_upstream_tables(void);
+/*
+ * Registers FN(P) to run when the conf is freed: modules that allocate
+ * their own conf structs (proto_conf, reconnect_conf, gateway_conf) free
+ * them this way.
+ */
+void xg_conf_cleanup_add(struct xg_conf *cf, void (*fn)(void *p), void *p);
+
+/*
+ * Every module's command table (NULL-terminated), for dispatching a block
+ * whose directives may come from any module (main, upstream).
+ */
+const struct xg_command *const *xg_conf_tables(void);
 
 #endif

@@ -1,0 +1,237 @@
+/*
+ * exgate.c: main. Parses the command line, loads the conf, builds the
+ * runtime objects from it and runs the one event loop in the foreground
+ * (systemd-friendly) until SIGTERM or SIGINT.
+ *
+ * Signals: SIGTERM/SIGINT stop in order and exit 0; SIGHUP re-reads the
+ * conf and reports whether it is valid (the running conf is kept);
+ * SIGUSR1 reopens the log file.
+ */
+#include "xg_core.h"
+#include "xg_conf.h"
+#include "xg_log.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+
+#ifndef XG_SYSCONFDIR
+#define XG_SYSCONFDIR "/usr/local/etc"
+#endif
+
+#define XG_STOP_DEADLINE_MS 5000
+
+struct xg_main {
+    struct event_base   *base;
+    struct evdns_base   *dns;
+    struct xg_main_conf *conf;
+    const char          *conf_path;
+    struct event        *ev_term, *ev_int, *ev_hup, *ev_usr1;
+    struct event        *ev_stop_deadline;
+    int                  stopping;
+};
+
+static void
+usage(FILE *fp)
+{
+    fprintf(fp,
+        "usage: exgate [-c FILE] [-t] [-f] [-v] [-h]\n"
+        "  -c FILE  configuration file (default %s/exgate.conf)\n"
+        "  -t       check the configuration and exit\n"
+        "  -f       stay in the foreground (always the case; for systemd)\n"
+        "  -v       print the version and exit\n"
+        "  -h       print this help and exit\n", XG_SYSCONFDIR);
+}
+
+/* Prints the conf errors and warnings to standard error. */
+static void
+print_errors(const char *errors)
+{
+    if (errors != NULL) {
+        fputs(errors, stderr);
+    }
+}
+
+static void
+stop_done(struct xg_main *m)
+{
+    xg_log_info("exgate: stopped");
+    event_base_loopexit(m->base, NULL);
+}
+
+static void
+on_stop_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_main *m = arg;
+
+    xg_log_warn("exgate: stop deadline of %d ms passed, exiting",
+        XG_STOP_DEADLINE_MS);
+    stop_done(m);
+}
+
+static void
+begin_stop(struct xg_main *m, const char *why)
+{
+    struct timeval tv = { XG_STOP_DEADLINE_MS / 1000,
+        (XG_STOP_DEADLINE_MS % 1000) * 1000 };
+
+    if (m->stopping) {
+        xg_log_info("exgate: %s again, stopping now", why);
+        stop_done(m);
+        return;
+    }
+    m->stopping = 1;
+    xg_log_info("exgate: %s, stopping", why);
+    m->ev_stop_deadline = evtimer_new(m->base, on_stop_deadline, m);
+    evtimer_add(m->ev_stop_deadline, &tv);
+
+    /* upstreams: close each with 1000 (and listeners), then stop_done() */
+    stop_done(m);
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct xg_main *m = arg;
+    struct xg_main_conf *next;
+    char *errors = NULL;
+
+    switch (sig) {
+    case SIGTERM:
+        begin_stop(m, "SIGTERM");
+        break;
+    case SIGINT:
+        begin_stop(m, "SIGINT");
+        break;
+    case SIGUSR1:
+        xg_log_reopen();
+        break;
+    case SIGHUP:
+        next = xg_conf_load(m->conf_path, &errors);
+        if (next == NULL) {
+            xg_log_error("exgate: SIGHUP: \"%s\" is not valid, keeping the "
+                "running configuration:\n%s", m->conf_path,
+                errors ? errors : "");
+        } else {
+            xg_log_info("exgate: SIGHUP: \"%s\" is valid; applying a new "
+                "configuration needs a restart for now, keeping the running "
+                "one", m->conf_path);
+            xg_conf_free(next);
+        }
+        free(errors);
+        break;
+    }
+}
+
+int
+main(int argc, char **argv)
+{
+    struct xg_main m;
+    const char *path = XG_SYSCONFDIR "/exgate.conf";
+    char *errors = NULL;
+    int opt, test_only = 0, rc = 0;
+
+    while ((opt = getopt(argc, argv, "c:tfvh")) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            test_only = 1;
+            break;
+        case 'f':
+            break;
+        case 'v':
+            printf("exgate %s\n", XG_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    memset(&m, 0, sizeof(m));
+    m.conf_path = path;
+    m.conf = xg_conf_load(path, &errors);
+    print_errors(errors);
+    free(errors);
+    if (m.conf == NULL) {
+        fprintf(stderr, "exgate: %s: configuration check failed\n", path);
+        return 1;
+    }
+    if (test_only) {
+        printf("%s: ok\n", path);
+        xg_conf_free(m.conf);
+        return 0;
+    }
+
+    if (xg_log_open(m.conf->error_log, m.conf->error_log_level) != XG_OK) {
+        fprintf(stderr, "exgate: error_log \"%s\": %s\n", m.conf->error_log,
+            strerror(errno));
+        xg_conf_free(m.conf);
+        return 1;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    m.base = event_base_new();
+    if (m.base == NULL) {
+        xg_log_error("exgate: cannot create the event base");
+        xg_conf_free(m.conf);
+        return 1;
+    }
+    m.dns = evdns_base_new(m.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (m.dns == NULL) {
+        /* No resolv.conf: numeric hosts still work. */
+        m.dns = evdns_base_new(m.base, 0);
+        xg_log_warn("exgate: no name servers configured; only numeric "
+            "hosts can be resolved");
+    }
+
+    m.ev_term = evsignal_new(m.base, SIGTERM, on_signal, &m);
+    m.ev_int = evsignal_new(m.base, SIGINT, on_signal, &m);
+    m.ev_hup = evsignal_new(m.base, SIGHUP, on_signal, &m);
+    m.ev_usr1 = evsignal_new(m.base, SIGUSR1, on_signal, &m);
+    evsignal_add(m.ev_term, NULL);
+    evsignal_add(m.ev_int, NULL);
+    evsignal_add(m.ev_hup, NULL);
+    evsignal_add(m.ev_usr1, NULL);
+
+    /* upstreams */
+
+    /* listeners */
+
+    /* admin */
+
+    xg_log_info("exgate %s: started with \"%s\" (pid %ld)", XG_VERSION, path,
+        (long) getpid());
+    if (event_base_dispatch(m.base) < 0) {
+        xg_log_error("exgate: event loop failed");
+        rc = 1;
+    }
+
+    event_free(m.ev_term);
+    event_free(m.ev_int);
+    event_free(m.ev_hup);
+    event_free(m.ev_usr1);
+    if (m.ev_stop_deadline != NULL) {
+        event_free(m.ev_stop_deadline);
+    }
+    evdns_base_free(m.dns, 0);
+    event_base_free(m.base);
+    xg_conf_free(m.conf);
+    xg_log_open(NULL, XG_LOG_INFO);
+    return rc;
+}

@@ -1,0 +1,527 @@
+/*
+ * xg_conf_core.c: the core module's directives (error_log, upstream,
+ * listen, admin, allow_remote, and the transport settings inside an
+ * upstream), and the checks that need the whole file (a listener's
+ * upstream exists, remote addresses are opted in).
+ */
+#include "xg_core.h"
+#include "xg_conf.h"
+#include "xg_log.h"
+#include "xg_proto.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define XG_DEFAULT_WS_PATH      "/ws/api/v2"
+#define XG_DEFAULT_MAX_CLIENTS  1024
+
+static const struct xg_conf_bounds bounds_message = { 1024, 1024ULL * 1024 * 1024 };
+static const struct xg_conf_bounds bounds_timeout = { 1, 24ULL * 3600 * 1000 };
+static const struct xg_conf_bounds bounds_ping = { 0, 3600 * 1000 };
+
+/* ---- main context --------------------------------------------------------- */
+
+static int
+set_error_log(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_main_conf *mc = conf;
+    int level = XG_LOG_INFO;
+
+    if (st->nargs == 3) {
+        level = xg_log_level_parse(st->args[2]);
+        if (level < 0) {
+            return xg_conf_error(cf, st, "\"error_log\": unknown level \"%s\" "
+                "(error, warn, info, debug)", st->args[2]);
+        }
+    }
+    if (st->args[1][0] == '\0') {
+        return xg_conf_error(cf, st, "\"error_log\": empty path");
+    }
+    free(mc->error_log);
+    mc->error_log = xg_strdup(st->args[1]);
+    mc->error_log_level = level;
+    return XG_OK;
+}
+
+static int
+set_admin(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_main_conf *mc = conf;
+
+    if (xg_conf_parse_addr(st->args[1], &mc->admin) != XG_OK) {
+        return xg_conf_error(cf, st, "\"admin\": bad address \"%s\" "
+            "(HOST:PORT or [V6]:PORT)", st->args[1]);
+    }
+    mc->admin_set = 1;
+    mc->admin_file = st->file;
+    mc->admin_line = st->line;
+    return XG_OK;
+}
+
+static void
+listen_free(void *p)
+{
+    struct xg_listen_conf *lc = p;
+
+    free(lc->upstream_name);
+    free(lc->path);
+    free(lc);
+}
+
+static int
+set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_main_conf *mc = conf;
+    struct xg_listen_conf *lc, **tail;
+    int i, bad = 0;
+
+    lc = xg_calloc(1, sizeof(*lc));
+    xg_conf_cleanup_add(cf, listen_free, lc);
+    lc->file = st->file;
+    lc->line = st->line;
+    lc->max_clients = XG_DEFAULT_MAX_CLIENTS;
+    if (xg_conf_parse_addr(st->args[1], &lc->addr) != XG_OK) {
+        xg_conf_error(cf, st, "\"listen\": bad address \"%s\" "
+            "(HOST:PORT or [V6]:PORT)", st->args[1]);
+        bad = 1;
+    }
+    if (strcmp(st->args[2], "websocket") == 0) {
+        lc->kind = XG_LISTEN_WEBSOCKET;
+    } else if (strcmp(st->args[2], "tcp") == 0) {
+        lc->kind = XG_LISTEN_TCP;
+    } else {
+        xg_conf_error(cf, st, "\"listen\": kind must be \"websocket\" or "
+            "\"tcp\", not \"%s\"", st->args[2]);
+        bad = 1;
+    }
+    for (i = 3; i < st->nargs; i++) {
+        const char *a = st->args[i];
+        const char *eq = strchr(a, '=');
+        uint64_t v;
+
+        if (eq == NULL || eq == a) {
+            xg_conf_error(cf, st, "\"listen\": expected key=value, got "
+                "\"%s\"", a);
+            bad = 1;
+            continue;
+        }
+        if (strncmp(a, "upstream=", 9) == 0) {
+            if (lc->upstream_name != NULL) {
+                xg_conf_error(cf, st, "\"listen\": duplicate \"upstream=\"");
+                bad = 1;
+                continue;
+            }
+            if (a[9] == '\0') {
+                xg_conf_error(cf, st, "\"listen\": empty \"upstream=\"");
+                bad = 1;
+                continue;
+            }
+            lc->upstream_name = xg_strdup(a + 9);
+        } else if (strncmp(a, "path=", 5) == 0) {
+            if (lc->path != NULL) {
+                xg_conf_error(cf, st, "\"listen\": duplicate \"path=\"");
+                bad = 1;
+                continue;
+            }
+            if (a[5] != '/') {
+                xg_conf_error(cf, st, "\"listen\": path must start with "
+                    "\"/\": \"%s\"", a + 5);
+                bad = 1;
+                continue;
+            }
+            lc->path = xg_strdup(a + 5);
+        } else if (strncmp(a, "max_clients=", 12) == 0) {
+            if (xg_conf_parse_uint(a + 12, &v) != XG_OK || v == 0
+                || v > 1000000)
+            {
+                xg_conf_error(cf, st, "\"listen\": max_clients must be "
+                    "1..1000000, not \"%s\"", a + 12);
+                bad = 1;
+                continue;
+            }
+            lc->max_clients = (unsigned) v;
+        } else {
+            xg_conf_error(cf, st, "\"listen\": unknown parameter \"%.*s\" "
+                "(upstream, path, max_clients)", (int) (eq - a), a);
+            bad = 1;
+        }
+    }
+    if (lc->upstream_name == NULL && !bad) {
+        xg_conf_error(cf, st, "\"listen\": missing \"upstream=NAME\"");
+        bad = 1;
+    }
+    if (lc->path != NULL && lc->kind == XG_LISTEN_TCP) {
+        xg_conf_error(cf, st, "\"listen\": \"path=\" is for websocket "
+            "listeners only");
+        bad = 1;
+    }
+    if (lc->path == NULL) {
+        lc->path = xg_strdup(XG_DEFAULT_WS_PATH);
+    }
+    if (bad) {
+        return XG_ERROR;
+    }
+    for (tail = &mc->listens; *tail != NULL; tail = &(*tail)->next) {
+        /* keep conf order */
+    }
+    *tail = lc;
+    return XG_OK;
+}
+
+static void
+upstream_free(void *p)
+{
+    struct xg_upstream_conf *uc = p;
+    int i;
+
+    free(uc->name);
+    free(uc->protocol);
+    free(uc->tls_ca);
+    for (i = 0; i < uc->nheaders; i++) {
+        free(uc->headers[i].name);
+        free(uc->headers[i].value);
+    }
+    free(uc->headers);
+    free(uc);
+}
+
+static int
+valid_name(const char *s)
+{
+    if (*s == '\0') {
+        return 0;
+    }
+    for (; *s; s++) {
+        if (!(isalnum((unsigned char) *s) || *s == '_' || *s == '-'
+            || *s == '.'))
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+set_upstream(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_main_conf *mc = conf;
+    struct xg_upstream_conf *uc, **tail;
+
+    if (!valid_name(st->args[1])) {
+        return xg_conf_error(cf, st, "bad upstream name \"%s\" (letters, "
+            "digits, \"_\", \"-\", \".\")", st->args[1]);
+    }
+    for (uc = mc->upstreams; uc != NULL; uc = uc->next) {
+        if (strcmp(uc->name, st->args[1]) == 0) {
+            return xg_conf_error(cf, st, "duplicate upstream \"%s\" (first "
+                "at %s:%d)", st->args[1], uc->file, uc->line);
+        }
+    }
+    uc = xg_calloc(1, sizeof(*uc));
+    xg_conf_cleanup_add(cf, upstream_free, uc);
+    uc->name = xg_strdup(st->args[1]);
+    uc->file = st->file;
+    uc->line = st->line;
+    uc->tls_verify = 1;
+    uc->max_message = 16 * 1024 * 1024;
+    uc->ping_ms = 5000;
+    uc->ping_timeout_ms = 15000;
+    uc->idle_timeout_ms = 0;
+    uc->connect_timeout_ms = 10000;
+    uc->handshake_timeout_ms = 10000;
+    uc->restore_timeout_ms = 30000;
+    uc->close_timeout_ms = 3000;
+
+    xg_conf_dispatch(cf, st->block, st->nblock, XG_CONF_UPSTREAM,
+        xg_conf_tables(), uc);
+
+    if (!uc->url_set) {
+        xg_conf_error(cf, st, "upstream \"%s\" has no \"url\"", uc->name);
+    }
+    if (uc->protocol == NULL) {
+        uc->protocol = xg_strdup("raw");
+    }
+    if (uc->ping_ms > 0 && uc->ping_timeout_ms > 0
+        && uc->ping_timeout_ms <= uc->ping_ms)
+    {
+        xg_conf_error(cf, st, "upstream \"%s\": \"ping_timeout\" must be "
+            "longer than \"ping\"", uc->name);
+    }
+    for (tail = &mc->upstreams; *tail != NULL; tail = &(*tail)->next) {
+        /* keep conf order */
+    }
+    *tail = uc;
+    return XG_OK;
+}
+
+/* ---- upstream context ----------------------------------------------------- */
+
+static int
+set_url(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_upstream_conf *uc = conf;
+
+    if (xg_conf_parse_url(st->args[1], &uc->url) != XG_OK) {
+        return xg_conf_error(cf, st, "\"url\": bad url \"%s\" (ws://HOST"
+            "[:PORT]/PATH or wss://HOST[:PORT]/PATH)", st->args[1]);
+    }
+    uc->url_set = 1;
+    return XG_OK;
+}
+
+static int
+set_protocol(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_upstream_conf *uc = conf;
+    const struct xg_proto_module *const *p;
+    char known[256] = "raw";
+
+    if (strcmp(st->args[1], "raw") != 0 && xg_proto_find(st->args[1]) == NULL) {
+        for (p = xg_proto_modules; *p != NULL; p++) {
+            strncat(known, ", ", sizeof(known) - strlen(known) - 1);
+            strncat(known, (*p)->name, sizeof(known) - strlen(known) - 1);
+        }
+        return xg_conf_error(cf, st, "\"protocol\": unknown protocol \"%s\" "
+            "(%s)", st->args[1], known);
+    }
+    free(uc->protocol);
+    uc->protocol = xg_strdup(st->args[1]);
+    return XG_OK;
+}
+
+static int
+set_tls_ca(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_upstream_conf *uc = conf;
+    const char *dir_end;
+    char path[4096];
+
+    if (st->args[1][0] == '/') {
+        snprintf(path, sizeof(path), "%s", st->args[1]);
+    } else {
+        dir_end = strrchr(st->file, '/');
+        if (dir_end != NULL) {
+            snprintf(path, sizeof(path), "%.*s/%s",
+                (int) (dir_end - st->file), st->file, st->args[1]);
+        } else {
+            snprintf(path, sizeof(path), "%s", st->args[1]);
+        }
+    }
+    free(uc->tls_ca);
+    uc->tls_ca = xg_strdup(path);
+    return XG_OK;
+}
+
+static int
+set_header(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    static const char *reserved[] = {
+        "host", "upgrade", "connection", "sec-websocket-key",
+        "sec-websocket-version", "sec-websocket-accept", "content-length",
+        "transfer-encoding"
+    };
+    struct xg_upstream_conf *uc = conf;
+    const char *p;
+    size_t i;
+
+    for (p = st->args[1]; *p; p++) {
+        if (!(isalnum((unsigned char) *p) || strchr("!#$%&'*+-.^_`|~", *p))) {
+            return xg_conf_error(cf, st, "\"header\": bad header name "
+                "\"%s\"", st->args[1]);
+        }
+    }
+    if (st->args[1][0] == '\0') {
+        return xg_conf_error(cf, st, "\"header\": empty header name");
+    }
+    for (i = 0; i < XG_NELEM(reserved); i++) {
+        if (strcasecmp(st->args[1], reserved[i]) == 0) {
+            return xg_conf_error(cf, st, "\"header\": \"%s\" is set by the "
+                "WebSocket handshake and cannot be overridden", st->args[1]);
+        }
+    }
+    for (p = st->args[2]; *p; p++) {
+        if (*p == '\r' || *p == '\n' || (unsigned char) *p < 0x20) {
+            return xg_conf_error(cf, st, "\"header\": control character in "
+                "the value of \"%s\"", st->args[1]);
+        }
+    }
+    uc->headers = xg_realloc(uc->headers,
+        (size_t) (uc->nheaders + 1) * sizeof(*uc->headers));
+    uc->headers[uc->nheaders].name = xg_strdup(st->args[1]);
+    uc->headers[uc->nheaders].value = xg_strdup(st->args[2]);
+    uc->nheaders++;
+    return XG_OK;
+}
+
+#define UP(field) offsetof(struct xg_upstream_conf, field)
+#define MAIN(field) offsetof(struct xg_main_conf, field)
+
+static const struct xg_command core_commands[] = {
+    { "error_log", XG_CONF_MAIN | XG_CONF_TAKE12, set_error_log, 0, NULL },
+    { "upstream", XG_CONF_MAIN | XG_CONF_TAKE1 | XG_CONF_BLOCK | XG_CONF_MULTI,
+      set_upstream, 0, NULL },
+    { "listen", XG_CONF_MAIN | XG_CONF_2MORE | XG_CONF_MULTI, set_listen, 0,
+      NULL },
+    { "admin", XG_CONF_MAIN | XG_CONF_TAKE1, set_admin, 0, NULL },
+    { "allow_remote", XG_CONF_MAIN | XG_CONF_TAKE1, xg_conf_set_flag,
+      MAIN(allow_remote), NULL },
+
+    { "url", XG_CONF_UPSTREAM | XG_CONF_TAKE1, set_url, 0, NULL },
+    { "protocol", XG_CONF_UPSTREAM | XG_CONF_TAKE1, set_protocol, 0, NULL },
+    { "tls_ca", XG_CONF_UPSTREAM | XG_CONF_TAKE1, set_tls_ca, 0, NULL },
+    { "tls_verify", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_flag,
+      UP(tls_verify), NULL },
+    { "header", XG_CONF_UPSTREAM | XG_CONF_TAKE2 | XG_CONF_MULTI, set_header,
+      0, NULL },
+    { "max_message", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_size,
+      UP(max_message), &bounds_message },
+    { "ping", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_duration,
+      UP(ping_ms), &bounds_ping },
+    { "ping_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_duration,
+      UP(ping_timeout_ms), &bounds_ping },
+    { "idle_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_duration,
+      UP(idle_timeout_ms), &bounds_ping },
+    { "connect_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
+      xg_conf_set_duration, UP(connect_timeout_ms), &bounds_timeout },
+    { "handshake_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
+      xg_conf_set_duration, UP(handshake_timeout_ms), &bounds_timeout },
+    { "restore_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
+      xg_conf_set_duration, UP(restore_timeout_ms), &bounds_timeout },
+    { "close_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
+      xg_conf_set_duration, UP(close_timeout_ms), &bounds_timeout },
+    XG_CONF_NULL_COMMAND
+};
+
+const struct xg_module xg_core_module = {
+    "core",
+    core_commands
+};
+
+const struct xg_command *const *
+xg_conf_tables(void)
+{
+    static const struct xg_command *tables[64];
+    static int built;
+    const struct xg_module *const *m;
+    const struct xg_proto_module *const *p;
+    size_t n = 0;
+
+    if (!built) {
+        for (m = xg_modules; *m != NULL && n + 1 < XG_NELEM(tables); m++) {
+            tables[n++] = (*m)->commands;
+        }
+        for (p = xg_proto_modules; *p != NULL && n + 1 < XG_NELEM(tables);
+            p++)
+        {
+            if ((*p)->commands != NULL) {
+                tables[n++] = (*p)->commands;
+            }
+        }
+        tables[n] = NULL;
+        built = 1;
+    }
+    return tables;
+}
+
+void
+xg_conf_cleanup_add(struct xg_conf *cf, void (*fn)(void *p), void *p)
+{
+    struct xg_conf_cleanup *c = xg_malloc(sizeof(*c));
+
+    c->fn = fn;
+    c->p = p;
+    c->next = cf->main->cleanups;
+    cf->main->cleanups = c;
+}
+
+/* ---- whole-file checks ------------------------------------------------------ */
+
+static void
+check_listens(struct xg_conf *cf)
+{
+    struct xg_main_conf *mc = cf->main;
+    struct xg_listen_conf *lc, *o;
+    struct xg_upstream_conf *uc;
+    struct xg_conf_stmt at;
+
+    memset(&at, 0, sizeof(at));
+    for (lc = mc->listens; lc != NULL; lc = lc->next) {
+        at.file = lc->file;
+        at.line = lc->line;
+        for (uc = mc->upstreams; uc != NULL; uc = uc->next) {
+            if (strcmp(uc->name, lc->upstream_name) == 0) {
+                lc->upstream = uc;
+                break;
+            }
+        }
+        if (lc->upstream == NULL) {
+            xg_conf_error(cf, &at, "\"listen\": no upstream named \"%s\"",
+                lc->upstream_name);
+        }
+        if (!mc->allow_remote && !xg_addr_is_loopback(&lc->addr)) {
+            xg_conf_error(cf, &at, "\"listen\": %s is not a loopback address;"
+                " set \"allow_remote on;\" to listen on it", lc->addr.host);
+        }
+        for (o = mc->listens; o != lc; o = o->next) {
+            if (o->addr.port == lc->addr.port
+                && strcmp(o->addr.host, lc->addr.host) == 0)
+            {
+                xg_conf_error(cf, &at, "\"listen\": %s:%u is already used at "
+                    "%s:%d", lc->addr.host, lc->addr.port, o->file, o->line);
+                break;
+            }
+        }
+    }
+    if (mc->admin_set && !mc->allow_remote
+        && !xg_addr_is_loopback(&mc->admin))
+    {
+        at.file = mc->admin_file;
+        at.line = mc->admin_line;
+        xg_conf_error(cf, &at, "\"admin\": %s is not a loopback address; set "
+            "\"allow_remote on;\" to listen on it", mc->admin.host);
+    }
+}
+
+/*
+ * Builds the main conf from the statement tree in cf->main. Errors are
+ * collected in CF. Returns the number of errors found.
+ */
+int
+xg_conf_core_build(struct xg_conf *cf)
+{
+    struct xg_main_conf *mc = cf->main;
+    int before = cf->nerrors;
+
+    mc->error_log_level = XG_LOG_INFO;
+    xg_conf_dispatch(cf, mc->root, mc->nroot, XG_CONF_MAIN, xg_conf_tables(),
+        mc);
+    if (mc->error_log == NULL) {
+        mc->error_log = xg_strdup("stderr");
+    }
+    check_listens(cf);
+    return cf->nerrors - before;
+}
+
+/* Frees what the directives allocated. */
+void
+xg_conf_core_free(struct xg_main_conf *mc)
+{
+    struct xg_conf_cleanup *c, *next;
+
+    for (c = mc->cleanups; c != NULL; c = next) {
+        next = c->next;
+        c->fn(c->p);
+        free(c);
+    }
+    mc->cleanups = NULL;
+    free(mc->error_log);
+}

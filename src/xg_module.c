@@ -1,0 +1,34 @@
+/*
+ * xg_module.c: the modules compiled into exgate, in one table each, as in
+ * nginx's ngx_modules[]. A module that owns directives is listed in
+ * xg_modules[]; a protocol module is listed in xg_proto_modules[] too.
+ */
+#include "xg_core.h"
+#include "xg_conf.h"
+#include "xg_proto.h"
+
+#include <string.h>
+
+extern const struct xg_module xg_core_module;
+
+const struct xg_module *const xg_modules[] = {
+    &xg_core_module,
+    NULL
+};
+
+const struct xg_proto_module *const xg_proto_modules[] = {
+    NULL
+};
+
+const struct xg_proto_module *
+xg_proto_find(const char *name)
+{
+    const struct xg_proto_module *const *p;
+
+    for (p = xg_proto_modules; *p != NULL; p++) {
+        if (strcmp((*p)->name, name) == 0) {
+            return *p;
+        }
+    }
+    return NULL;
+}

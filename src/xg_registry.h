@@ -1,0 +1,239 @@
+/*
+ * xg_registry.h: the gateway's session state for one upstream, and
+ * nothing else (DESIGN.md §8: no sockets, no timers).
+ *
+ * - channels: refcounted by their subscriber sets, with the upstream
+ *   state pending (subscribe sent or to send), confirmed, unsubscribing;
+ * - clients: each local client's channels, its subscribe requests still
+ *   waiting for the exchange, the open orders it placed (for its own
+ *   cancel-on-disconnect);
+ * - requests: in flight upstream (keyed by the fresh upstream id, with the
+ *   client and the client's own id as raw JSON text), and queued while the
+ *   upstream is not ready (FIFO).
+ *
+ * The protocol module drives it and does all I/O and timing. Clients are
+ * the module's opaque OWNER pointers; the registry never dereferences them.
+ */
+#ifndef XG_REGISTRY_H
+#define XG_REGISTRY_H
+
+#include "xg_core.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum xg_chan_state {
+    XG_CHAN_PENDING = 1,     /* not (yet) confirmed upstream */
+    XG_CHAN_CONFIRMED,       /* the exchange confirmed it */
+    XG_CHAN_UNSUBSCRIBING    /* upstream unsubscribe in flight */
+};
+
+struct xg_reg_client;
+struct xg_reg_subreq;
+
+struct xg_reg_channel {
+    char                   *name;
+    enum xg_chan_state      state;
+    int                     sent;        /* pending: subscribe in flight */
+    int                     resubscribe; /* unsubscribing: joined again */
+    struct xg_reg_client  **subs;        /* the subscriber set */
+    size_t                  nsubs, subs_cap;
+    struct xg_reg_subreq  **waiters;     /* subscribe requests waiting */
+    size_t                  nwaiters, waiters_cap;
+    uint64_t                idle_since_ms; /* nsubs hit 0 (0: not idle) */
+    int                     in_idle;     /* on the registry's idle list */
+    struct xg_reg_channel  *hnext;       /* hash chain */
+};
+
+struct xg_reg_client {
+    void                   *owner;
+    struct xg_reg_channel **chans;       /* this client's subscriptions */
+    size_t                  nchans, chans_cap;
+    struct xg_reg_subreq  **subreqs;     /* its waiting subscribe requests */
+    size_t                  nsubreqs, subreqs_cap;
+    char                  **orders;      /* open order ids it placed */
+    size_t                  norders, orders_cap;
+};
+
+/*
+ * One client subscribe request: answered once every channel in it is
+ * resolved, with the channels confirmed, in request order.
+ */
+struct xg_reg_subreq {
+    struct xg_reg_client   *client;      /* NULL once the client left */
+    char                   *client_id;   /* raw JSON text of its id */
+    int                     nchan;
+    char                  **chan;        /* requested, in order */
+    signed char            *status;      /* 0 waiting, 1 confirmed, -1 no */
+    int                     outstanding;
+    char                   *error;       /* an upstream error object (JSON) */
+};
+
+/* A request in flight upstream or queued. */
+struct xg_reg_req {
+    uint64_t                up_id;       /* 0 while queued */
+    int                     kind;        /* module-defined */
+    struct xg_reg_client   *client;      /* NULL: internal, or client left */
+    char                   *client_id;   /* raw JSON id text, or NULL */
+    char                   *method;
+    char                   *text;        /* the request, with id placeholder */
+    size_t                  len;
+    uint64_t                deadline_ms; /* request or queue deadline */
+    char                  **chan;        /* (un)subscribe batches */
+    int                     nchan;
+    struct xg_reg_req      *hnext;       /* in-flight hash chain */
+    struct xg_reg_req      *prev, *next; /* in-flight list or queue */
+};
+
+struct xg_registry;
+
+/* Builds an empty registry. Never returns NULL. */
+struct xg_registry *xg_registry_new(void);
+/* Frees R and everything in it (clients' owners are not touched). */
+void xg_registry_free(struct xg_registry *r);
+
+/* ---- clients ---- */
+
+/* Adds a client; OWNER is borrowed and opaque. */
+struct xg_reg_client *xg_registry_client_new(struct xg_registry *r,
+    void *owner);
+/*
+ * Removes RC: leaves every channel (those left empty go on the idle list),
+ * detaches its waiting subscribe requests and its in-flight requests
+ * (their answers will go nowhere), drops its queued requests. Frees RC.
+ */
+void xg_registry_client_free(struct xg_registry *r, struct xg_reg_client *rc);
+
+/* ---- channels ---- */
+
+struct xg_reg_channel *xg_registry_channel(struct xg_registry *r,
+    const char *name);
+struct xg_reg_channel *xg_registry_channel_n(struct xg_registry *r,
+    const char *name, size_t len);
+size_t xg_registry_nchannels(const struct xg_registry *r);
+/* Calls FN for every channel (FN must not add or remove channels). */
+void xg_registry_channel_foreach(struct xg_registry *r,
+    void (*fn)(struct xg_reg_channel *ch, void *arg), void *arg);
+
+/* What xg_registry_subscribe() found. */
+enum xg_sub_result {
+    XG_SUB_LIVE = 1,     /* confirmed upstream: answer at once */
+    XG_SUB_ALREADY,      /* the client already had it: answer at once */
+    XG_SUB_WAIT,         /* pending or unsubscribing: wait for it */
+    XG_SUB_NEW           /* created pending: subscribe upstream */
+};
+
+/*
+ * Adds RC to channel NAME's subscriber set, creating the channel (pending)
+ * when it is new. *CHP receives the channel. A channel taken back from the
+ * idle list is no longer idle. Returns what the caller must do, or
+ * XG_ERROR when RC already holds MAX channels.
+ */
+int xg_registry_subscribe(struct xg_registry *r, struct xg_reg_client *rc,
+    const char *name, size_t max, struct xg_reg_channel **chp);
+
+/*
+ * Removes RC from CH. Returns 1 when RC was subscribed, else 0. A channel
+ * left with no subscriber goes on the idle list (NOW_MS stamps it).
+ */
+int xg_registry_unsubscribe(struct xg_registry *r, struct xg_reg_client *rc,
+    struct xg_reg_channel *ch, uint64_t now_ms);
+
+/* Removes RC from all its channels; returns how many. */
+size_t xg_registry_unsubscribe_all(struct xg_registry *r,
+    struct xg_reg_client *rc, uint64_t now_ms);
+
+/*
+ * Takes the next channel from the idle list (channels whose subscriber set
+ * emptied), or NULL. Channels that got a subscriber back are skipped.
+ */
+struct xg_reg_channel *xg_registry_idle_next(struct xg_registry *r);
+/* Puts CH back on the idle list (e.g. its linger has not run out). */
+void xg_registry_idle_push(struct xg_registry *r, struct xg_reg_channel *ch);
+
+/*
+ * The exchange confirmed (CONFIRMED = 1) or refused (0) pending channel
+ * CH. Confirmed: state CONFIRMED. Refused: every subscriber is removed
+ * and the channel is deleted (CH is invalid afterwards). Waiting subscribe
+ * requests get the channel's status; those now complete are appended to
+ * DONE (caller-provided, room for CH's waiter count) and returned in
+ * *NDONE; the caller answers and frees them with
+ * xg_registry_subreq_free().
+ */
+void xg_registry_channel_resolve(struct xg_registry *r,
+    struct xg_reg_channel *ch, int confirmed, const char *error,
+    struct xg_reg_subreq **done, size_t *ndone);
+
+/*
+ * The upstream connection is gone: confirmed channels and subscribes in
+ * flight become pending and unsent (to replay on the next connection);
+ * channels being unsubscribed are deleted unless someone joined again.
+ */
+void xg_registry_upstream_reset(struct xg_registry *r);
+
+/* Deletes CH (it must have no subscriber and no waiter). */
+void xg_registry_channel_delete(struct xg_registry *r,
+    struct xg_reg_channel *ch);
+
+/* ---- subscribe requests ---- */
+
+/*
+ * Starts a subscribe request of RC with raw id CLIENT_ID (copied) for the
+ * NCHAN channels CHANS (copied). Channels are then resolved one by one
+ * with xg_registry_subreq_set() or through the channels' waiter lists.
+ */
+struct xg_reg_subreq *xg_registry_subreq_new(struct xg_registry *r,
+    struct xg_reg_client *rc, const char *client_id, char **chans,
+    int nchan);
+/* Marks channel I of SR resolved now (1 confirmed, -1 not). */
+void xg_registry_subreq_set(struct xg_reg_subreq *sr, int i, int status);
+/* Makes SR wait for channel I on CH. */
+void xg_registry_subreq_wait(struct xg_reg_subreq *sr, int i,
+    struct xg_reg_channel *ch);
+/* Frees SR (it must no longer be waited on: outstanding == 0). */
+void xg_registry_subreq_free(struct xg_registry *r, struct xg_reg_subreq *sr);
+
+/* ---- requests ---- */
+
+/*
+ * Makes a request object. CLIENT_ID, METHOD, TEXT are copied (each may be
+ * NULL). It belongs to the caller until it is put in flight or queued.
+ */
+struct xg_reg_req *xg_registry_req_new(int kind, struct xg_reg_client *rc,
+    const char *client_id, const char *method, const char *text, size_t len);
+void xg_registry_req_free(struct xg_reg_req *q);
+
+/*
+ * Puts Q in flight under a fresh upstream id (returned; also in q->up_id),
+ * with DEADLINE_MS (0: none). The registry owns Q until it is taken.
+ */
+uint64_t xg_registry_inflight_add(struct xg_registry *r, struct xg_reg_req *q,
+    uint64_t deadline_ms);
+/* Removes and returns the in-flight request UP_ID, or NULL. */
+struct xg_reg_req *xg_registry_inflight_take(struct xg_registry *r,
+    uint64_t up_id);
+/* Removes and returns the oldest in-flight request, or NULL. */
+struct xg_reg_req *xg_registry_inflight_pop(struct xg_registry *r);
+/* The oldest in-flight request whose deadline is at or before NOW, taken. */
+struct xg_reg_req *xg_registry_inflight_expired(struct xg_registry *r,
+    uint64_t now_ms);
+size_t xg_registry_ninflight(const struct xg_registry *r);
+
+/* Appends Q to the queue (or puts it first when FRONT). Owns Q. */
+void xg_registry_queue_push(struct xg_registry *r, struct xg_reg_req *q,
+    int front);
+/* Removes and returns the first queued request, or NULL. */
+struct xg_reg_req *xg_registry_queue_pop(struct xg_registry *r);
+/* The first queued request whose deadline passed, taken, or NULL. */
+struct xg_reg_req *xg_registry_queue_expired(struct xg_registry *r,
+    uint64_t now_ms);
+size_t xg_registry_nqueued(const struct xg_registry *r);
+
+/* ---- a client's own orders (its emulated cancel-on-disconnect) ---- */
+
+/* Remembers ORDER_ID as open for RC (no duplicates). */
+void xg_registry_order_add(struct xg_reg_client *rc, const char *order_id);
+/* Forgets ORDER_ID; returns 1 when it was known. */
+int xg_registry_order_remove(struct xg_reg_client *rc, const char *order_id);
+
+#endif
