@@ -113,7 +113,7 @@ void
 xg_registry_free(struct xg_registry *r)
 {
     struct xg_reg_req *q;
-    size_t i, j;
+    size_t i;
 
     if (r == NULL) {
         return;
@@ -124,27 +124,12 @@ xg_registry_free(struct xg_registry *r)
     while ((q = xg_registry_queue_pop(r)) != NULL) {
         xg_registry_req_free(q);
     }
+    /* subscribe requests belong to their clients, freed before this */
     for (i = 0; i < REG_CHAN_BUCKETS; i++) {
         struct xg_reg_channel *ch = r->chan_tab[i], *nx;
 
         for (; ch != NULL; ch = nx) {
             nx = ch->hnext;
-            /* a waiter may wait on several channels: free it once */
-            for (j = 0; j < ch->nwaiters; j++) {
-                struct xg_reg_subreq *sr = ch->waiters[j];
-                int k;
-
-                for (k = 0; k < sr->nchan; k++) {
-                    if (sr->status[k] == 0) {
-                        sr->status[k] = -1;
-                        sr->outstanding--;
-                    }
-                }
-                if (sr->client == NULL && sr->outstanding == 0) {
-                    /* detached: nobody else holds it */
-                    sr->outstanding = -1;
-                }
-            }
             channel_destroy(ch);
         }
     }
@@ -183,12 +168,24 @@ xg_registry_client_free(struct xg_registry *r, struct xg_reg_client *rc)
     if (rc == NULL) {
         return;
     }
-    xg_registry_unsubscribe_all(r, rc, 1);
-    /* its waiting subscribe requests stay on their channels, detached */
+    /* its waiting subscribe requests are answered to nobody: drop them */
     for (i = 0; i < rc->nsubreqs; i++) {
-        rc->subreqs[i]->client = NULL;
+        struct xg_reg_subreq *sr = rc->subreqs[i];
+        int k;
+
+        for (k = 0; k < sr->nchan; k++) {
+            struct xg_reg_channel *ch;
+
+            if (sr->status[k] == 0
+                && (ch = xg_registry_channel(r, sr->chan[k])) != NULL) {
+                vec_remove((void **) ch->waiters, &ch->nwaiters, sr);
+            }
+        }
+        subreq_destroy(sr);
     }
     free(rc->subreqs);
+    rc->nsubreqs = 0;
+    xg_registry_unsubscribe_all(r, rc, 1);
     for (q = r->inflight_head; q != NULL; q = q->next) {
         if (q->client == rc) {
             q->client = NULL;
@@ -410,6 +407,7 @@ xg_registry_channel_resolve(struct xg_registry *r, struct xg_reg_channel *ch,
     if (confirmed) {
         ch->state = XG_CHAN_CONFIRMED;
         ch->sent = 0;
+        idle_mark(r, ch, 1);   /* everyone left while it was pending */
         return;
     }
     while (ch->nsubs > 0) {
@@ -426,8 +424,8 @@ reset_one(struct xg_reg_channel *ch, void *arg)
     struct xg_registry *r = arg;
 
     ch->sent = 0;
-    if (ch->state == XG_CHAN_UNSUBSCRIBING && ch->nsubs == 0
-        && ch->nwaiters == 0) {
+    if (ch->nsubs == 0 && ch->nwaiters == 0) {
+        /* nobody wants it, and the new connection does not have it */
         xg_registry_channel_delete(r, ch);
         return;
     }

@@ -1,0 +1,389 @@
+/*
+ * check_xg_registry.c: the gateway registry (channels refcounted with
+ * subscriber sets, subscribe requests, requests in flight and queued,
+ * per-client orders) and the top-level JSON scanner it is used with.
+ */
+#include "xg_core.h"
+#include "xg_registry.h"
+#include "xg_jscan.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+START_TEST(test_jscan_members)
+{
+    const char *keys[] = { "id", "method", "params" };
+    struct xg_jspan v[3];
+    const char *m = "{\"jsonrpc\":\"2.0\", \"id\" : 123456789012345678901234567890,"
+                    "\"method\":\"public/get_time\",\"params\":{\"a\":[1,\"}\\\"]\"]}}";
+
+    ck_assert_int_eq(xg_jscan_object(m, strlen(m), keys, 3, v), XG_OK);
+    ck_assert_int_eq((int) v[0].len, 30);
+    ck_assert(strncmp(v[0].p, "123456789012345678901234567890", 30) == 0);
+    ck_assert(xg_jscan_str_eq(&v[1], "public/get_time"));
+    ck_assert(!xg_jscan_str_eq(&v[1], "public/get_tim"));
+    ck_assert(strncmp(v[2].p, "{\"a\":[1,\"}\\\"]\"]}", v[2].len) == 0);
+    ck_assert_int_eq((int) v[2].len, (int) strlen("{\"a\":[1,\"}\\\"]\"]}"));
+}
+END_TEST
+
+START_TEST(test_jscan_string_id_and_nested_keys)
+{
+    const char *keys[] = { "id", "channel" };
+    struct xg_jspan v[2];
+    const char *m = "{\"params\":{\"id\":5,\"channel\":\"x\"},\"id\":\"a\\\"b\"}";
+    uint64_t u;
+
+    ck_assert_int_eq(xg_jscan_object(m, strlen(m), keys, 2, v), XG_OK);
+    /* only top-level members count */
+    ck_assert(v[1].p == NULL);
+    ck_assert_int_eq((int) v[0].len, 6);
+    ck_assert(strncmp(v[0].p, "\"a\\\"b\"", 6) == 0);
+    ck_assert_int_eq(xg_jscan_uint(&v[0], &u), XG_ERROR);
+}
+END_TEST
+
+START_TEST(test_jscan_bad_input)
+{
+    const char *keys[] = { "id" };
+    struct xg_jspan v[1];
+    const char *bad[] = { "", "[1,2]", "{", "{\"id\":1", "{\"id\" 1}",
+        "{\"id\":\"x}", "{\"id\":1}}", "{\"id\":{\"a\":1}", "{,}", "{\"id\":}",
+        "{\"a\":1,}", "  " };
+    size_t i;
+
+    for (i = 0; i < XG_NELEM(bad); i++) {
+        ck_assert_msg(xg_jscan_object(bad[i], strlen(bad[i]), keys, 1, v)
+            == XG_ERROR, "accepted %s", bad[i]);
+    }
+    ck_assert_int_eq(xg_jscan_object("{}", 2, keys, 1, v), XG_OK);
+    ck_assert(v[0].p == NULL);
+    ck_assert_int_eq(xg_jscan_object(" {\"id\" : 7 }\r\n", 14, keys, 1, v),
+        XG_OK);
+    ck_assert_int_eq((int) v[0].len, 1);
+}
+END_TEST
+
+START_TEST(test_jscan_depth_limit)
+{
+    char buf[400];
+    const char *keys[] = { "a" };
+    struct xg_jspan v[1];
+    int i, n = 0;
+
+    n += sprintf(buf + n, "{\"a\":");
+    for (i = 0; i < 100; i++) {
+        buf[n++] = '[';
+    }
+    for (i = 0; i < 100; i++) {
+        buf[n++] = ']';
+    }
+    buf[n++] = '}';
+    ck_assert_int_eq(xg_jscan_object(buf, n, keys, 1, v), XG_ERROR);
+}
+END_TEST
+
+START_TEST(test_jscan_uint_and_splice)
+{
+    struct xg_jspan s = { "18446744073709551615", 20 };
+    struct xg_jspan o = { "18446744073709551616", 20 };
+    uint64_t u;
+    const char *m = "{\"id\":42,\"x\":1}";
+    struct xg_jspan id = { m + 6, 2 };
+    size_t n;
+    char *out;
+
+    ck_assert_int_eq(xg_jscan_uint(&s, &u), XG_OK);
+    ck_assert(u == UINT64_MAX);
+    ck_assert_int_eq(xg_jscan_uint(&o, &u), XG_ERROR);
+    out = xg_jscan_splice(m, strlen(m), &id, "\"abc\"", 5, &n);
+    ck_assert_str_eq(out, "{\"id\":\"abc\",\"x\":1}");
+    ck_assert_int_eq((int) n, (int) strlen(out));
+    free(out);
+}
+END_TEST
+
+/* Three clients, one channel: one upstream subscribe, refcounted leave. */
+START_TEST(test_refcount_one_upstream_subscribe)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, (void *) 1);
+    struct xg_reg_client *b = xg_registry_client_new(r, (void *) 2);
+    struct xg_reg_client *c = xg_registry_client_new(r, (void *) 3);
+    struct xg_reg_channel *ch, *ch2;
+    struct xg_reg_subreq *done[4];
+    size_t ndone;
+
+    ck_assert_int_eq(xg_registry_subscribe(r, a, "ticker.X", 10, &ch),
+        XG_SUB_NEW);
+    ck_assert_int_eq(ch->state, XG_CHAN_PENDING);
+    ck_assert_int_eq(xg_registry_subscribe(r, b, "ticker.X", 10, &ch2),
+        XG_SUB_WAIT);
+    ck_assert_ptr_eq(ch, ch2);
+    ck_assert_int_eq(xg_registry_subscribe(r, a, "ticker.X", 10, &ch2),
+        XG_SUB_ALREADY);
+    ck_assert_uint_eq(ch->nsubs, 2);
+    xg_registry_channel_resolve(r, ch, 1, NULL, done, &ndone);
+    ck_assert_uint_eq(ndone, 0);
+    ck_assert_int_eq(ch->state, XG_CHAN_CONFIRMED);
+    ck_assert_int_eq(xg_registry_subscribe(r, c, "ticker.X", 10, &ch2),
+        XG_SUB_LIVE);
+    ck_assert_uint_eq(ch->nsubs, 3);
+    ck_assert_uint_eq(xg_registry_nchannels(r), 1);
+
+    ck_assert_int_eq(xg_registry_unsubscribe(r, a, ch, 100), 1);
+    ck_assert_int_eq(xg_registry_unsubscribe(r, a, ch, 100), 0);
+    ck_assert(xg_registry_idle_next(r) == NULL);
+    xg_registry_client_free(r, b);          /* b leaves without asking */
+    ck_assert(xg_registry_idle_next(r) == NULL);
+    ck_assert_uint_eq(xg_registry_unsubscribe_all(r, c, 200), 1);
+    ch2 = xg_registry_idle_next(r);
+    ck_assert_ptr_eq(ch2, ch);
+    ck_assert(ch->idle_since_ms == 200);
+    ck_assert(xg_registry_idle_next(r) == NULL);
+    xg_registry_channel_delete(r, ch);
+    ck_assert_uint_eq(xg_registry_nchannels(r), 0);
+    xg_registry_client_free(r, a);
+    xg_registry_client_free(r, c);
+    xg_registry_free(r);
+}
+END_TEST
+
+/* One client's unsubscribe_all never touches another's channels. */
+START_TEST(test_unsubscribe_all_is_per_client)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *b = xg_registry_client_new(r, NULL);
+    struct xg_reg_channel *x, *y;
+
+    xg_registry_subscribe(r, a, "x", 10, &x);
+    xg_registry_subscribe(r, a, "y", 10, &y);
+    xg_registry_subscribe(r, b, "x", 10, &x);
+    ck_assert_uint_eq(xg_registry_unsubscribe_all(r, a, 5), 2);
+    ck_assert_uint_eq(x->nsubs, 1);
+    ck_assert_ptr_eq(x->subs[0], b);
+    ck_assert_ptr_eq(xg_registry_idle_next(r), y);
+    ck_assert(xg_registry_idle_next(r) == NULL);
+    /* a comes back to y before it was unsubscribed upstream */
+    ck_assert_int_eq(xg_registry_subscribe(r, a, "y", 10, &y), XG_SUB_WAIT);
+    ck_assert_uint_eq(b->nchans, 1);
+    xg_registry_client_free(r, a);
+    xg_registry_client_free(r, b);
+    xg_registry_free(r);
+}
+END_TEST
+
+/* Subscribe requests are answered with exactly the confirmed channels. */
+START_TEST(test_subreq_diff)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *b = xg_registry_client_new(r, NULL);
+    char *chans[] = { "good", "bad" };
+    struct xg_reg_subreq *sa, *sb, *done[4];
+    struct xg_reg_channel *g, *bd;
+    size_t ndone;
+
+    sa = xg_registry_subreq_new(r, a, "1", chans, 2);
+    ck_assert_int_eq(xg_registry_subscribe(r, a, "good", 10, &g), XG_SUB_NEW);
+    xg_registry_subreq_wait(sa, 0, g);
+    ck_assert_int_eq(xg_registry_subscribe(r, a, "bad", 10, &bd), XG_SUB_NEW);
+    xg_registry_subreq_wait(sa, 1, bd);
+    sb = xg_registry_subreq_new(r, b, "\"s\"", chans, 1);
+    ck_assert_int_eq(xg_registry_subscribe(r, b, "good", 10, &g),
+        XG_SUB_WAIT);
+    xg_registry_subreq_wait(sb, 0, g);
+
+    xg_registry_channel_resolve(r, bd, 0, NULL, done, &ndone);
+    ck_assert_uint_eq(ndone, 0);
+    ck_assert_uint_eq(a->nchans, 1);           /* "bad" is gone */
+    ck_assert(xg_registry_channel(r, "bad") == NULL);
+    xg_registry_channel_resolve(r, g, 1, NULL, done, &ndone);
+    ck_assert_uint_eq(ndone, 2);
+    ck_assert_ptr_eq(done[0], sa);
+    ck_assert_ptr_eq(done[1], sb);
+    ck_assert_int_eq(sa->status[0], 1);
+    ck_assert_int_eq(sa->status[1], -1);
+    ck_assert_int_eq(sb->status[0], 1);
+    ck_assert_str_eq(sb->client_id, "\"s\"");
+    xg_registry_subreq_free(r, sa);
+    xg_registry_subreq_free(r, sb);
+    ck_assert_uint_eq(a->nsubreqs, 0);
+    xg_registry_client_free(r, a);
+    xg_registry_client_free(r, b);
+    xg_registry_free(r);
+}
+END_TEST
+
+/* A client that leaves while its subscribe waits leaves nothing behind. */
+START_TEST(test_client_leaves_while_pending)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    char *chans[] = { "p" };
+    struct xg_reg_subreq *sa, *done[2];
+    struct xg_reg_channel *p;
+    size_t ndone;
+
+    sa = xg_registry_subreq_new(r, a, "9", chans, 1);
+    xg_registry_subscribe(r, a, "p", 10, &p);
+    p->sent = 1;
+    xg_registry_subreq_wait(sa, 0, p);
+    xg_registry_client_free(r, a);
+    ck_assert_uint_eq(p->nwaiters, 0);
+    ck_assert_uint_eq(p->nsubs, 0);
+    /* idle while in flight: the module waits for the answer */
+    ck_assert_ptr_eq(xg_registry_idle_next(r), p);
+    xg_registry_channel_resolve(r, p, 1, NULL, done, &ndone);
+    ck_assert_uint_eq(ndone, 0);
+    /* confirmed with nobody left: idle again, to unsubscribe upstream */
+    ck_assert_ptr_eq(xg_registry_idle_next(r), p);
+    xg_registry_free(r);
+}
+END_TEST
+
+/* Requests: fresh ids, lookup, expiry, queue order, client detach. */
+START_TEST(test_requests)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *b = xg_registry_client_new(r, NULL);
+    struct xg_reg_req *q1, *q2, *q3, *q;
+    uint64_t id1, id2;
+
+    q1 = xg_registry_req_new(1, a, "1", "public/get_time", "{}", 2);
+    q2 = xg_registry_req_new(1, b, "1", "private/buy", "{}", 2);
+    id1 = xg_registry_inflight_add(r, q1, 1000);
+    id2 = xg_registry_inflight_add(r, q2, 2000);
+    ck_assert(id1 != id2);
+    ck_assert_uint_eq(xg_registry_ninflight(r), 2);
+    ck_assert(xg_registry_inflight_expired(r, 999) == NULL);
+    q = xg_registry_inflight_expired(r, 1500);
+    ck_assert_ptr_eq(q, q1);
+    xg_registry_req_free(q);
+    ck_assert(xg_registry_inflight_take(r, id1) == NULL);
+
+    xg_registry_client_free(r, b);           /* its answer goes nowhere */
+    q = xg_registry_inflight_take(r, id2);
+    ck_assert_ptr_eq(q, q2);
+    ck_assert(q->client == NULL);
+    xg_registry_req_free(q);
+
+    q1 = xg_registry_req_new(1, a, "1", "m1", NULL, 0);
+    q2 = xg_registry_req_new(1, a, "2", "m2", NULL, 0);
+    q3 = xg_registry_req_new(1, NULL, NULL, "m3", NULL, 0);
+    q1->deadline_ms = 50;
+    xg_registry_queue_push(r, q1, 0);
+    xg_registry_queue_push(r, q2, 0);
+    xg_registry_queue_push(r, q3, 1);
+    ck_assert_uint_eq(xg_registry_nqueued(r), 3);
+    ck_assert_ptr_eq(xg_registry_queue_expired(r, 60), q1);
+    xg_registry_req_free(q1);
+    xg_registry_client_free(r, a);           /* drops q2 */
+    ck_assert_uint_eq(xg_registry_nqueued(r), 1);
+    ck_assert_ptr_eq(xg_registry_queue_pop(r), q3);
+    xg_registry_req_free(q3);
+    ck_assert(xg_registry_queue_pop(r) == NULL);
+    xg_registry_free(r);
+}
+END_TEST
+
+/* Many ids in the table at once. */
+START_TEST(test_many_inflight)
+{
+    struct xg_registry *r = xg_registry_new();
+    uint64_t ids[5000];
+    int i;
+
+    for (i = 0; i < 5000; i++) {
+        ids[i] = xg_registry_inflight_add(r,
+            xg_registry_req_new(2, NULL, NULL, NULL, NULL, 0), 0);
+    }
+    for (i = 4999; i >= 0; i -= 2) {
+        struct xg_reg_req *q = xg_registry_inflight_take(r, ids[i]);
+
+        ck_assert(q != NULL && q->up_id == ids[i]);
+        xg_registry_req_free(q);
+    }
+    ck_assert_uint_eq(xg_registry_ninflight(r), 2500);
+    xg_registry_free(r);
+}
+END_TEST
+
+START_TEST(test_upstream_reset_and_limit)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_channel *x, *y, *z;
+    struct xg_reg_subreq *done[2];
+    size_t ndone;
+
+    xg_registry_subscribe(r, a, "x", 2, &x);
+    xg_registry_subscribe(r, a, "y", 2, &y);
+    ck_assert_int_eq(xg_registry_subscribe(r, a, "z", 2, &z), XG_ERROR);
+    xg_registry_channel_resolve(r, x, 1, NULL, done, &ndone);
+    xg_registry_unsubscribe(r, a, y, 1);
+    y->state = XG_CHAN_UNSUBSCRIBING;
+    xg_registry_upstream_reset(r);
+    ck_assert_int_eq(x->state, XG_CHAN_PENDING);
+    ck_assert(xg_registry_channel(r, "y") == NULL);
+    ck_assert(xg_registry_idle_next(r) == NULL);
+    xg_registry_client_free(r, a);
+    xg_registry_free(r);
+}
+END_TEST
+
+START_TEST(test_orders)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+
+    xg_registry_order_add(a, "ETH-1");
+    xg_registry_order_add(a, "ETH-1");
+    xg_registry_order_add(a, "ETH-2");
+    ck_assert_uint_eq(a->norders, 2);
+    ck_assert_int_eq(xg_registry_order_remove(a, "ETH-1"), 1);
+    ck_assert_int_eq(xg_registry_order_remove(a, "ETH-1"), 0);
+    ck_assert_str_eq(a->orders[0], "ETH-2");
+    xg_registry_client_free(r, a);
+    xg_registry_free(r);
+}
+END_TEST
+
+static Suite *
+registry_suite(void)
+{
+    Suite *s = suite_create("xg_registry");
+    TCase *tc = tcase_create("core");
+
+    tcase_add_test(tc, test_jscan_members);
+    tcase_add_test(tc, test_jscan_string_id_and_nested_keys);
+    tcase_add_test(tc, test_jscan_bad_input);
+    tcase_add_test(tc, test_jscan_depth_limit);
+    tcase_add_test(tc, test_jscan_uint_and_splice);
+    tcase_add_test(tc, test_refcount_one_upstream_subscribe);
+    tcase_add_test(tc, test_unsubscribe_all_is_per_client);
+    tcase_add_test(tc, test_subreq_diff);
+    tcase_add_test(tc, test_client_leaves_while_pending);
+    tcase_add_test(tc, test_requests);
+    tcase_add_test(tc, test_many_inflight);
+    tcase_add_test(tc, test_upstream_reset_and_limit);
+    tcase_add_test(tc, test_orders);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(registry_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
