@@ -10,9 +10,11 @@
 #include <string.h>
 
 extern const struct xg_module xg_core_module;
+extern const struct xg_module xg_reconnect_module;
 
 const struct xg_module *const xg_modules[] = {
     &xg_core_module,
+    &xg_reconnect_module,
     NULL
 };
 

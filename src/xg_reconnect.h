@@ -12,8 +12,8 @@
  * A policy is data, like an nginx module: a name, a table of directives
  * for the `reconnect NAME { ... }` block (context XG_CONF_RECONNECT), the
  * size and defaults of its conf, and next_delay(). Policy confs are flat
- * (no pointers inside), so whoever frees the upstream conf frees one with
- * free().
+ * (no pointers inside): the `reconnect` directive registers free() for
+ * one with xg_conf_cleanup_add().
  */
 #ifndef XG_RECONNECT_H
 #define XG_RECONNECT_H
@@ -144,6 +144,7 @@ struct xg_reconnect {
     struct xg_reconnect_state         st;
     struct xg_breaker                 breaker;
     int                               ready;         /* connection is READY */
+    int                               stable_done;   /* and `stable` has reset */
     uint64_t                          ready_at;
     unsigned                          resets;        /* times `stable` reset the backoff */
 };
