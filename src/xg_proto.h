@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 struct xg_upstream;
+struct xg_client;
 
 struct xg_proto_module {
     const char               *name;         /* as in `protocol NAME;` */
@@ -44,6 +45,18 @@ struct xg_proto_module {
     void  (*on_stop)(void *p);
     /* Adds this module's fields to the upstream's /status object. */
     void  (*status)(void *p, json_t *obj);
+
+    /*
+     * The gateway side (src/xg_client.c): local clients of a listener on
+     * this upstream. NULL when the module serves no clients. client_open
+     * returns the module's per-client state CS; client_message gets each
+     * complete message; client_close is called exactly once when the
+     * client is gone (CS must not be used afterwards).
+     */
+    void *(*client_open)(void *p, struct xg_client *c);
+    void  (*client_message)(void *p, void *cs, const unsigned char *data,
+        size_t len);
+    void  (*client_close)(void *p, void *cs, const char *reason);
 };
 
 /* The protocol modules compiled in (NULL-terminated). */
