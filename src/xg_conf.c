@@ -147,6 +147,7 @@ lex_next(struct lexer *lx)
         return TOK_CLOSE;
     }
     if (*lx->p == '\0') {
+        lx->p++;
         conf_error_at(lx->cf, lx->file, lx->line, "unexpected NUL byte");
         return TOK_BAD;
     }
@@ -353,7 +354,7 @@ expand_include(struct xg_conf *cf, struct xg_conf_stmt *st,
         parse_file(cf, pattern, st->line, st->file, out);
         return;
     }
-    rc = glob(pattern, GLOB_ERR, NULL, &g);
+    rc = glob(pattern, 0, NULL, &g);
     if (rc == GLOB_NOMATCH) {
         /* An empty glob is fine, as in nginx: conf.d may be empty. */
         return;
@@ -1273,6 +1274,13 @@ xg_conf_load(const char *path, char **errors)
 struct xg_main_conf *
 xg_conf_load_string(const char *name, const char *text, char **errors)
 {
+    return xg_conf_load_mem(name, text, strlen(text), errors);
+}
+
+struct xg_main_conf *
+xg_conf_load_mem(const char *name, const char *text, size_t len,
+    char **errors)
+{
     struct stmt_list root = { 0 };
     struct xg_conf cf;
 
@@ -1280,7 +1288,7 @@ xg_conf_load_string(const char *name, const char *text, char **errors)
     cf.main = xg_calloc(1, sizeof(*cf.main));
     cf.main->path = xg_strdup(name);
     file_stack_n = 0;
-    parse_text(&cf, name, text, strlen(text), &root);
+    parse_text(&cf, name, text, len, &root);
     return conf_finish(&cf, &root, errors);
 }
 

@@ -219,6 +219,9 @@ struct xg_main_conf *xg_conf_load(const char *path, char **errors);
 struct xg_main_conf *xg_conf_load_string(const char *name, const char *text,
     char **errors);
 
+struct xg_main_conf *xg_conf_load_mem(const char *name, const char *text,
+    size_t len, char **errors);
+
 void xg_conf_free(struct xg_main_conf *mc);
 
 /*

@@ -349,7 +349,7 @@ set_header(struct xg_conf *cf, const struct xg_conf_stmt *st,
         }
     }
     for (p = st->args[2]; *p; p++) {
-        if (*p == '\r' || *p == '\n' || (unsigned char) *p < 0x20) {
+        if ((unsigned char) *p < 0x20 && *p != '\t') {
             return xg_conf_error(cf, st, "\"header\": control character in "
                 "the value of \"%s\"", st->args[1]);
         }

@@ -1,0 +1,826 @@
+/*
+ * check_xg_conf.c: the conf language: parsed values, and the exact text
+ * and line of every kind of error.
+ */
+#include "xg_core.h"
+#include "xg_conf.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char *errs;
+static char tmpdir[256];
+
+static struct xg_main_conf *
+load(const char *text)
+{
+    free(errs);
+    errs = NULL;
+    return xg_conf_load_string("t.conf", text, &errs);
+}
+
+/* Asserts that TEXT fails with exactly the error line EXPECT. */
+static void
+expect_error(const char *text, const char *expect)
+{
+    struct xg_main_conf *mc = load(text);
+
+    ck_assert_ptr_null(mc);
+    ck_assert_ptr_nonnull(errs);
+    ck_assert_msg(strstr(errs, expect) != NULL, "expected \"%s\" in \"%s\"",
+        expect, errs);
+}
+
+static void
+write_file(const char *name, const char *text, int mode)
+{
+    char path[512];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    fp = fopen(path, "w");
+    ck_assert_ptr_nonnull(fp);
+    fputs(text, fp);
+    fclose(fp);
+    chmod(path, (mode_t) mode);
+}
+
+static struct xg_main_conf *
+load_file(const char *name)
+{
+    char path[512];
+
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+    free(errs);
+    errs = NULL;
+    return xg_conf_load(path, &errs);
+}
+
+static void
+setup(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_xg_conf.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void
+teardown(void)
+{
+    char cmd[300];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+    free(errs);
+    errs = NULL;
+}
+
+#define UPSTREAM "upstream d { url wss://www.deribit.com/ws/api/v2; }\n"
+
+/* ---- good confs and values -------------------------------------------- */
+
+START_TEST(t_minimal)
+{
+    struct xg_main_conf *mc = load(
+        "error_log stderr warn;\n"
+        "upstream deribit {\n"
+        "    url wss://www.deribit.com/ws/api/v2;\n"
+        "    protocol raw;\n"
+        "}\n"
+        "listen 127.0.0.1:8600 websocket upstream=deribit;\n"
+        "listen 127.0.0.1:8601 tcp upstream=deribit max_clients=5;\n"
+        "admin 127.0.0.1:8610;\n");
+
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_ptr_null(errs);
+    ck_assert_str_eq(mc->error_log, "stderr");
+    ck_assert_int_eq(mc->error_log_level, 1);
+    ck_assert_str_eq(mc->upstreams->name, "deribit");
+    ck_assert_int_eq(mc->upstreams->url.tls, 1);
+    ck_assert_str_eq(mc->upstreams->url.host, "www.deribit.com");
+    ck_assert_int_eq(mc->upstreams->url.port, 443);
+    ck_assert_str_eq(mc->upstreams->url.path, "/ws/api/v2");
+    ck_assert_str_eq(mc->upstreams->protocol, "raw");
+    ck_assert_int_eq(mc->listens->kind, XG_LISTEN_WEBSOCKET);
+    ck_assert_str_eq(mc->listens->path, "/ws/api/v2");
+    ck_assert_ptr_eq(mc->listens->upstream, mc->upstreams);
+    ck_assert_int_eq(mc->listens->next->kind, XG_LISTEN_TCP);
+    ck_assert_int_eq(mc->listens->next->max_clients, 5);
+    ck_assert_int_eq(mc->listens->next->addr.port, 8601);
+    ck_assert_int_eq(mc->admin_set, 1);
+    ck_assert_int_eq(mc->admin.port, 8610);
+    xg_conf_free(mc);
+}
+END_TEST
+
+START_TEST(t_comments_and_layout)
+{
+    struct xg_main_conf *mc = load(
+        "# leading comment\n"
+        "upstream a{url ws://h:1/p;}# trailing\n"
+        "\n\t  upstream   b {\n  url\tws://h:2/;  # c\n }\n");
+
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_str_eq(mc->upstreams->name, "a");
+    ck_assert_str_eq(mc->upstreams->next->name, "b");
+    ck_assert_int_eq(mc->upstreams->next->url.port, 2);
+    xg_conf_free(mc);
+}
+END_TEST
+
+START_TEST(t_double_quotes_escapes)
+{
+    struct xg_main_conf *mc = load(
+        "upstream d { url \"wss://h/x\"; header X-A \"a\\\"b\\tc\\\\d\"; }\n");
+
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_str_eq(mc->upstreams->url.path, "/x");
+    ck_assert_str_eq(mc->upstreams->headers[0].name, "X-A");
+    ck_assert_str_eq(mc->upstreams->headers[0].value, "a\"b\tc\\d");
+    xg_conf_free(mc);
+}
+END_TEST
+
+START_TEST(t_single_quotes_and_unknown_escape)
+{
+    struct xg_main_conf *mc = load(
+        "upstream d { url 'wss://h/x'; header X-B 'it\\'s a {;} \\q'; }\n");
+
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_str_eq(mc->upstreams->headers[0].value, "it's a {;} \\q");
+    xg_conf_free(mc);
+}
+END_TEST
+
+START_TEST(t_quoted_string_spans_lines)
+{
+    expect_error("upstream d {\n url wss://h/;\n header X \"a\nb\";\n}\n"
+        "bogus;\n", "t.conf:6: unknown directive \"bogus\"");
+}
+END_TEST
+
+START_TEST(t_durations)
+{
+    uint64_t ms;
+
+    ck_assert_int_eq(xg_conf_parse_duration("250ms", &ms), XG_OK);
+    ck_assert_uint_eq(ms, 250);
+    ck_assert_int_eq(xg_conf_parse_duration("10s", &ms), XG_OK);
+    ck_assert_uint_eq(ms, 10000);
+    ck_assert_int_eq(xg_conf_parse_duration("2m", &ms), XG_OK);
+    ck_assert_uint_eq(ms, 120000);
+    ck_assert_int_eq(xg_conf_parse_duration("1h", &ms), XG_OK);
+    ck_assert_uint_eq(ms, 3600000);
+    ck_assert_int_eq(xg_conf_parse_duration("10", &ms), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_duration("10x", &ms), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_duration("s", &ms), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_duration("-1s", &ms), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_duration("1.5s", &ms), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_duration("99999999999999999999s", &ms),
+        XG_ERROR);
+}
+END_TEST
+
+START_TEST(t_sizes)
+{
+    uint64_t b;
+
+    ck_assert_int_eq(xg_conf_parse_size("1024", &b), XG_OK);
+    ck_assert_uint_eq(b, 1024);
+    ck_assert_int_eq(xg_conf_parse_size("4k", &b), XG_OK);
+    ck_assert_uint_eq(b, 4096);
+    ck_assert_int_eq(xg_conf_parse_size("16m", &b), XG_OK);
+    ck_assert_uint_eq(b, 16777216);
+    ck_assert_int_eq(xg_conf_parse_size("1g", &b), XG_OK);
+    ck_assert_uint_eq(b, 1073741824);
+    ck_assert_int_eq(xg_conf_parse_size("1t", &b), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_size("k", &b), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_size("", &b), XG_ERROR);
+}
+END_TEST
+
+START_TEST(t_flags)
+{
+    int on = 5;
+
+    ck_assert_int_eq(xg_conf_parse_flag("on", &on), XG_OK);
+    ck_assert_int_eq(on, 1);
+    ck_assert_int_eq(xg_conf_parse_flag("off", &on), XG_OK);
+    ck_assert_int_eq(on, 0);
+    ck_assert_int_eq(xg_conf_parse_flag("yes", &on), XG_ERROR);
+    expect_error("upstream d { url ws://h/; tls_verify yes; }\n",
+        "t.conf:1: \"tls_verify\" must be \"on\" or \"off\", not \"yes\"");
+}
+END_TEST
+
+START_TEST(t_addresses)
+{
+    struct xg_addr a;
+
+    ck_assert_int_eq(xg_conf_parse_addr("127.0.0.1:80", &a), XG_OK);
+    ck_assert_str_eq(a.host, "127.0.0.1");
+    ck_assert_int_eq(a.port, 80);
+    ck_assert_int_eq(xg_conf_parse_addr("[::1]:8600", &a), XG_OK);
+    ck_assert_str_eq(a.host, "::1");
+    ck_assert_int_eq(a.port, 8600);
+    ck_assert_int_eq(xg_addr_is_loopback(&a), 1);
+    ck_assert_int_eq(xg_conf_parse_addr("localhost:1", &a), XG_OK);
+    ck_assert_int_eq(xg_addr_is_loopback(&a), 1);
+    ck_assert_int_eq(xg_conf_parse_addr("10.0.0.1:1", &a), XG_OK);
+    ck_assert_int_eq(xg_addr_is_loopback(&a), 0);
+    ck_assert_int_eq(xg_conf_parse_addr("127.0.0.1", &a), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_addr("1.2.3.4:0", &a), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_addr("1.2.3.4:70000", &a), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_addr("[::1]8600", &a), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_addr("[zz]:1", &a), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_addr("::1:80", &a), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_addr(":80", &a), XG_ERROR);
+}
+END_TEST
+
+START_TEST(t_urls)
+{
+    struct xg_url u;
+
+    ck_assert_int_eq(xg_conf_parse_url("ws://h/p", &u), XG_OK);
+    ck_assert_int_eq(u.tls, 0);
+    ck_assert_int_eq(u.port, 80);
+    ck_assert_str_eq(u.path, "/p");
+    ck_assert_int_eq(xg_conf_parse_url("wss://ex.com:8443/ws?x=1", &u), XG_OK);
+    ck_assert_int_eq(u.tls, 1);
+    ck_assert_int_eq(u.port, 8443);
+    ck_assert_str_eq(u.path, "/ws?x=1");
+    ck_assert_int_eq(xg_conf_parse_url("wss://[::1]:9/x", &u), XG_OK);
+    ck_assert_str_eq(u.host, "::1");
+    ck_assert_int_eq(u.port, 9);
+    ck_assert_int_eq(xg_conf_parse_url("wss://h", &u), XG_OK);
+    ck_assert_str_eq(u.path, "/");
+    ck_assert_int_eq(xg_conf_parse_url("http://h/", &u), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_url("wss://", &u), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_url("wss://h:0/", &u), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_url("wss://h:abc/", &u), XG_ERROR);
+    ck_assert_int_eq(xg_conf_parse_url("wss://h/a b", &u), XG_ERROR);
+    expect_error("upstream d { url http://h/; }\n",
+        "t.conf:1: \"url\": bad url \"http://h/\"");
+}
+END_TEST
+
+/* ---- syntax errors ------------------------------------------------------ */
+
+START_TEST(t_unterminated_quote)
+{
+    expect_error("error_log stderr;\nupstream d {\n url \"wss://h/;\n}\n",
+        "t.conf:3: unterminated quoted string");
+}
+END_TEST
+
+START_TEST(t_quote_glued)
+{
+    expect_error(UPSTREAM "admin \"127.0.0.1:1\"x;\n",
+        "t.conf:2: unexpected \"x\" after a quoted string");
+}
+END_TEST
+
+START_TEST(t_missing_semicolon_before_brace)
+{
+    expect_error("upstream d {\n  url wss://h/x\n}\n",
+        "t.conf:2: missing \";\" after \"url\"");
+}
+END_TEST
+
+START_TEST(t_missing_semicolon_at_eof)
+{
+    expect_error(UPSTREAM "admin 127.0.0.1:1",
+        "t.conf:2: missing \";\" after \"admin\" (unexpected end of file)");
+}
+END_TEST
+
+START_TEST(t_missing_semicolon_between)
+{
+    expect_error("upstream d {\n  url wss://h/x\n  protocol raw;\n}\n",
+        "t.conf:2: invalid number of arguments in \"url\" directive "
+        "(missing \";\"?)");
+}
+END_TEST
+
+START_TEST(t_missing_brace)
+{
+    expect_error("error_log stderr;\nupstream d {\n  url wss://h/x;\n",
+        "t.conf:2: missing \"}\": the block opened here is not closed");
+}
+END_TEST
+
+START_TEST(t_unexpected_brace)
+{
+    expect_error(UPSTREAM "}\n", "t.conf:2: unexpected \"}\"");
+}
+END_TEST
+
+START_TEST(t_unexpected_semicolon)
+{
+    expect_error(UPSTREAM ";\n", "t.conf:2: unexpected \";\"");
+}
+END_TEST
+
+START_TEST(t_nul_byte)
+{
+    struct xg_main_conf *mc;
+
+    write_file("nul.conf", "", 0600);
+    {
+        char path[512];
+        FILE *fp;
+
+        snprintf(path, sizeof(path), "%s/nul.conf", tmpdir);
+        fp = fopen(path, "w");
+        fwrite("admin\0 x;\n", 1, 10, fp);
+        fclose(fp);
+    }
+    mc = load_file("nul.conf");
+    ck_assert_ptr_null(mc);
+    ck_assert_ptr_nonnull(strstr(errs, "nul.conf:1: unexpected NUL byte"));
+}
+END_TEST
+
+/* ---- directive errors --------------------------------------------------- */
+
+START_TEST(t_unknown_with_suggestion)
+{
+    expect_error(UPSTREAM "\n\n\n\n\nadmn 127.0.0.1:8610;\n",
+        "t.conf:7: unknown directive \"admn\" (did you mean \"admin\"?)");
+}
+END_TEST
+
+START_TEST(t_unknown_in_upstream_with_suggestion)
+{
+    expect_error("upstream d {\n url ws://h/;\n ping_timout 10s;\n}\n",
+        "t.conf:3: unknown directive \"ping_timout\" (did you mean "
+        "\"ping_timeout\"?)");
+}
+END_TEST
+
+START_TEST(t_unknown_without_suggestion)
+{
+    struct xg_main_conf *mc = load(UPSTREAM "frobnicate 1;\n");
+
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:2: unknown directive \"frobnicate\"\n");
+}
+END_TEST
+
+START_TEST(t_wrong_context_main)
+{
+    expect_error(UPSTREAM "url ws://h/;\n",
+        "t.conf:2: \"url\" directive is not allowed here");
+}
+END_TEST
+
+START_TEST(t_wrong_context_upstream)
+{
+    expect_error("upstream d {\n url ws://h/;\n admin 127.0.0.1:1;\n}\n",
+        "t.conf:3: \"admin\" directive is not allowed here");
+}
+END_TEST
+
+START_TEST(t_wrong_arity)
+{
+    expect_error(UPSTREAM "admin;\n",
+        "t.conf:2: invalid number of arguments in \"admin\" directive");
+    expect_error(UPSTREAM "admin 127.0.0.1:1 x;\n",
+        "t.conf:2: invalid number of arguments in \"admin\" directive");
+    expect_error(UPSTREAM "error_log;\n",
+        "t.conf:2: invalid number of arguments in \"error_log\" directive");
+    expect_error(UPSTREAM "error_log a b c;\n",
+        "t.conf:2: invalid number of arguments in \"error_log\" directive");
+}
+END_TEST
+
+START_TEST(t_duplicate)
+{
+    expect_error("upstream d {\n url ws://h/;\n url ws://h/;\n}\n",
+        "t.conf:3: \"url\" directive is duplicate (first at line 2)");
+    expect_error(UPSTREAM "admin 127.0.0.1:1;\nadmin 127.0.0.1:2;\n",
+        "t.conf:3: \"admin\" directive is duplicate (first at line 2)");
+}
+END_TEST
+
+START_TEST(t_duplicate_upstream)
+{
+    expect_error(UPSTREAM "upstream d { url ws://h/; }\n",
+        "t.conf:2: duplicate upstream \"d\" (first at t.conf:1)");
+}
+END_TEST
+
+START_TEST(t_block_required_and_refused)
+{
+    expect_error("upstream d;\n", "t.conf:1: \"upstream\" directive needs a "
+        "{ } block");
+    expect_error("upstream d { url ws://h/ { } }\n",
+        "t.conf:1: \"url\" directive takes no { } block");
+}
+END_TEST
+
+START_TEST(t_bad_values)
+{
+    expect_error("upstream d { url ws://h/; ping 10; }\n",
+        "t.conf:1: \"ping\": bad duration \"10\" (a number with a unit: ms, "
+        "s, m, h)");
+    expect_error("upstream d { url ws://h/; max_message 10q; }\n",
+        "t.conf:1: \"max_message\": bad size \"10q\"");
+    expect_error("upstream d { url ws://h/; max_message 10; }\n",
+        "t.conf:1: \"max_message\": 10 is out of range");
+    expect_error(UPSTREAM "error_log stderr loud;\n",
+        "t.conf:2: \"error_log\": unknown level \"loud\"");
+    expect_error("upstream d { url ws://h/; protocol ftp; }\n",
+        "t.conf:1: \"protocol\": unknown protocol \"ftp\"");
+    expect_error("upstream d { url ws://h/; ping 10s; ping_timeout 5s; }\n",
+        "t.conf:1: upstream \"d\": \"ping_timeout\" must be longer than "
+        "\"ping\"");
+}
+END_TEST
+
+START_TEST(t_upstream_without_url)
+{
+    expect_error("upstream d {\n protocol raw;\n}\n",
+        "t.conf:1: upstream \"d\" has no \"url\"");
+}
+END_TEST
+
+START_TEST(t_headers)
+{
+    struct xg_main_conf *mc;
+
+    expect_error("upstream d { url ws://h/; header Upgrade x; }\n",
+        "t.conf:1: \"header\": \"Upgrade\" is set by the WebSocket handshake");
+    expect_error("upstream d { url ws://h/; header \"A B\" x; }\n",
+        "t.conf:1: \"header\": bad header name \"A B\"");
+    expect_error("upstream d { url ws://h/; header A \"x\\ny\"; }\n",
+        "t.conf:1: \"header\": control character in the value of \"A\"");
+    mc = load("upstream d { url ws://h/; header A 1; header B 2; }\n");
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_int_eq(mc->upstreams->nheaders, 2);
+    ck_assert_str_eq(mc->upstreams->headers[1].value, "2");
+    xg_conf_free(mc);
+}
+END_TEST
+
+START_TEST(t_listen_errors)
+{
+    expect_error(UPSTREAM "listen 127.0.0.1:1 udp upstream=d;\n",
+        "t.conf:2: \"listen\": kind must be \"websocket\" or \"tcp\", not "
+        "\"udp\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=nope;\n",
+        "t.conf:2: \"listen\": no upstream named \"nope\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=d color=red;\n",
+        "t.conf:2: \"listen\": unknown parameter \"color\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 tcp path=/x;\n",
+        "t.conf:2: \"listen\": missing \"upstream=NAME\"");
+    expect_error(UPSTREAM "listen 127.0.0.1 tcp upstream=d;\n",
+        "t.conf:2: \"listen\": bad address \"127.0.0.1\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=d max_clients=0;\n",
+        "t.conf:2: \"listen\": max_clients must be 1..1000000, not \"0\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=d;\n"
+        "listen 127.0.0.1:1 websocket upstream=d;\n",
+        "t.conf:3: \"listen\": 127.0.0.1:1 is already used at t.conf:2");
+}
+END_TEST
+
+START_TEST(t_listen_before_upstream)
+{
+    struct xg_main_conf *mc = load(
+        "listen 127.0.0.1:1 websocket upstream=d path=/x;\n" UPSTREAM);
+
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_str_eq(mc->listens->path, "/x");
+    ck_assert_ptr_eq(mc->listens->upstream, mc->upstreams);
+    xg_conf_free(mc);
+}
+END_TEST
+
+START_TEST(t_remote_needs_opt_in)
+{
+    struct xg_main_conf *mc;
+
+    expect_error(UPSTREAM "listen 0.0.0.0:8600 websocket upstream=d;\n",
+        "t.conf:2: \"listen\": 0.0.0.0 is not a loopback address; set "
+        "\"allow_remote on;\" to listen on it");
+    expect_error(UPSTREAM "admin 10.1.2.3:8610;\n",
+        "t.conf:2: \"admin\": 10.1.2.3 is not a loopback address");
+    mc = load(UPSTREAM "listen 0.0.0.0:8600 websocket upstream=d;\n"
+        "allow_remote on;\n");
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_int_eq(mc->allow_remote, 1);
+    xg_conf_free(mc);
+}
+END_TEST
+
+START_TEST(t_every_error_reported)
+{
+    struct xg_main_conf *mc = load(
+        "bogus1;\n"
+        "upstream d { url ws://h/; pingg 1s; }\n"
+        "admin nowhere;\n"
+        "listen 127.0.0.1:1 tcp upstream=zz;\n");
+    int lines = 0;
+    const char *p;
+
+    ck_assert_ptr_null(mc);
+    for (p = errs; *p; p++) {
+        lines += *p == '\n';
+    }
+    ck_assert_int_eq(lines, 4);
+    ck_assert_ptr_nonnull(strstr(errs, "t.conf:1: unknown directive \"bogus1\""));
+    ck_assert_ptr_nonnull(strstr(errs, "t.conf:2: unknown directive \"pingg\""));
+    ck_assert_ptr_nonnull(strstr(errs, "t.conf:3: \"admin\": bad address"));
+    ck_assert_ptr_nonnull(strstr(errs, "t.conf:4: \"listen\": no upstream"));
+}
+END_TEST
+
+START_TEST(t_syntax_and_directive_errors_together)
+{
+    struct xg_main_conf *mc = load("bogus;\nupstream d { url \"x; }\n");
+
+    ck_assert_ptr_null(mc);
+    ck_assert_ptr_nonnull(strstr(errs, "t.conf:2: unterminated quoted string"));
+    ck_assert_ptr_nonnull(strstr(errs, "t.conf:1: unknown directive \"bogus\""));
+}
+END_TEST
+
+/* ---- include -------------------------------------------------------------- */
+
+START_TEST(t_include_relative)
+{
+    struct xg_main_conf *mc;
+
+    mkdir(strcat(strcpy((char[512]){0}, tmpdir), "/sub"), 0700);
+    write_file("main.conf", "include sub/up.conf;\nadmin 127.0.0.1:9;\n", 0600);
+    write_file("sub/up.conf", "upstream d {\n  include inner.conf;\n}\n", 0600);
+    write_file("sub/inner.conf", "url ws://inner:7/;\n", 0600);
+    mc = load_file("main.conf");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_str_eq(mc->upstreams->url.host, "inner");
+    ck_assert_int_eq(mc->upstreams->url.port, 7);
+    ck_assert_int_eq(mc->admin.port, 9);
+    xg_conf_free(mc);
+}
+END_TEST
+
+START_TEST(t_include_glob)
+{
+    struct xg_main_conf *mc;
+    char d[512];
+
+    snprintf(d, sizeof(d), "%s/conf.d", tmpdir);
+    mkdir(d, 0700);
+    write_file("main.conf", "include conf.d/*.conf;\ninclude none/*.conf;\n",
+        0600);
+    write_file("conf.d/a.conf", "upstream a { url ws://a/; }\n", 0600);
+    write_file("conf.d/b.conf", "upstream b { url ws://b/; }\n", 0600);
+    write_file("conf.d/c.txt", "garbage\n", 0600);
+    mc = load_file("main.conf");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_str_eq(mc->upstreams->name, "a");
+    ck_assert_str_eq(mc->upstreams->next->name, "b");
+    ck_assert_ptr_null(mc->upstreams->next->next);
+    xg_conf_free(mc);
+}
+END_TEST
+
+START_TEST(t_include_error_names_included_file)
+{
+    struct xg_main_conf *mc;
+
+    write_file("main.conf", "include x.conf;\n", 0600);
+    write_file("x.conf", "\n\nbogus;\n", 0600);
+    mc = load_file("main.conf");
+    ck_assert_ptr_null(mc);
+    ck_assert_ptr_nonnull(strstr(errs, "x.conf:3: unknown directive \"bogus\""));
+}
+END_TEST
+
+START_TEST(t_include_loop)
+{
+    struct xg_main_conf *mc;
+
+    write_file("a.conf", "include b.conf;\n", 0600);
+    write_file("b.conf", "\ninclude a.conf;\n", 0600);
+    mc = load_file("a.conf");
+    ck_assert_ptr_null(mc);
+    ck_assert_ptr_nonnull(strstr(errs, "b.conf:2: include loop: "));
+}
+END_TEST
+
+START_TEST(t_include_missing)
+{
+    struct xg_main_conf *mc;
+
+    write_file("main.conf", "\ninclude nope.conf;\n", 0600);
+    mc = load_file("main.conf");
+    ck_assert_ptr_null(mc);
+    ck_assert_ptr_nonnull(strstr(errs, "main.conf:2: include \""));
+    ck_assert_ptr_nonnull(strstr(errs, "nope.conf\": No such file or directory"));
+}
+END_TEST
+
+START_TEST(t_include_arity)
+{
+    expect_error("include a b;\n", "t.conf:1: invalid number of arguments in "
+        "\"include\" directive");
+}
+END_TEST
+
+START_TEST(t_missing_file)
+{
+    struct xg_main_conf *mc = load_file("does-not-exist.conf");
+
+    ck_assert_ptr_null(mc);
+    ck_assert_ptr_nonnull(strstr(errs, "does-not-exist.conf: cannot open: No "
+        "such file or directory"));
+}
+END_TEST
+
+/* ---- secrets -------------------------------------------------------------- */
+
+static char *
+secret(const char *spec, const char *file)
+{
+    struct xg_main_conf mc;
+    struct xg_conf cf;
+    struct xg_conf_stmt st;
+    char *v;
+
+    memset(&mc, 0, sizeof(mc));
+    memset(&cf, 0, sizeof(cf));
+    memset(&st, 0, sizeof(st));
+    cf.main = &mc;
+    st.file = file;
+    st.line = 4;
+    v = xg_conf_secret(&cf, &st, spec);
+    free(errs);
+    errs = cf.errors;
+    return v;
+}
+
+START_TEST(t_secret_env)
+{
+    char *v;
+
+    setenv("XG_TEST_SECRET", "s3cr3t", 1);
+    v = secret("env:XG_TEST_SECRET", "t.conf");
+    ck_assert_str_eq(v, "s3cr3t");
+    ck_assert_ptr_null(errs);
+    free(v);
+    unsetenv("XG_TEST_SECRET_NOPE");
+    v = secret("env:XG_TEST_SECRET_NOPE", "t.conf");
+    ck_assert_ptr_null(v);
+    ck_assert_str_eq(errs, "t.conf:4: secret: environment variable "
+        "\"XG_TEST_SECRET_NOPE\" is not set\n");
+}
+END_TEST
+
+START_TEST(t_secret_file)
+{
+    char conf[512];
+    char *v;
+
+    snprintf(conf, sizeof(conf), "%s/main.conf", tmpdir);
+    write_file("key", "abc123\n", 0600);
+    v = secret("file:key", conf);
+    ck_assert_str_eq(v, "abc123");
+    ck_assert_ptr_null(errs);
+    free(v);
+    write_file("key2", "xyz", 0644);
+    v = secret("file:key2", conf);
+    ck_assert_str_eq(v, "xyz");
+    ck_assert_ptr_nonnull(strstr(errs, "main.conf:4: warning: secret file "));
+    ck_assert_ptr_nonnull(strstr(errs, "is readable by group or others "
+        "(mode 644)"));
+    free(v);
+    v = secret("file:nope", conf);
+    ck_assert_ptr_null(v);
+    ck_assert_ptr_nonnull(strstr(errs, "/nope\": No such file or directory"));
+    write_file("empty", "\n", 0600);
+    v = secret("file:empty", conf);
+    ck_assert_ptr_null(v);
+    ck_assert_ptr_nonnull(strstr(errs, "is empty"));
+}
+END_TEST
+
+START_TEST(t_secret_literal_refused)
+{
+    char *v = secret("hunter2", "t.conf");
+
+    ck_assert_ptr_null(v);
+    ck_assert_str_eq(errs, "t.conf:4: a secret must be \"env:NAME\" or "
+        "\"file:PATH\", not a literal value\n");
+    v = secret("env:", "t.conf");
+    ck_assert_ptr_null(v);
+    ck_assert_ptr_nonnull(strstr(errs, "names no variable"));
+}
+END_TEST
+
+START_TEST(t_tls_ca_relative_to_conf)
+{
+    struct xg_main_conf *mc;
+
+    write_file("main.conf", "upstream d { url wss://h/; tls_ca ca.pem; "
+        "tls_verify off; }\n", 0600);
+    mc = load_file("main.conf");
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_ptr_nonnull(strstr(mc->upstreams->tls_ca, "/ca.pem"));
+    ck_assert_int_eq(strncmp(mc->upstreams->tls_ca, tmpdir, strlen(tmpdir)), 0);
+    ck_assert_int_eq(mc->upstreams->tls_verify, 0);
+    xg_conf_free(mc);
+}
+END_TEST
+
+START_TEST(t_default_conf_file)
+{
+    struct xg_main_conf *mc;
+    char path[512];
+    const char *src = getenv("XG_SRCDIR");
+
+    snprintf(path, sizeof(path), "%s/conf/exgate.conf", src ? src : ".");
+    free(errs);
+    errs = NULL;
+    mc = xg_conf_load(path, &errs);
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_str_eq(mc->upstreams->url.host, "www.deribit.com");
+    ck_assert_int_eq(mc->admin.port, 8610);
+    xg_conf_free(mc);
+}
+END_TEST
+
+static Suite *
+conf_suite(void)
+{
+    Suite *s = suite_create("xg_conf");
+    TCase *tc = tcase_create("conf");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, t_minimal);
+    tcase_add_test(tc, t_comments_and_layout);
+    tcase_add_test(tc, t_double_quotes_escapes);
+    tcase_add_test(tc, t_single_quotes_and_unknown_escape);
+    tcase_add_test(tc, t_quoted_string_spans_lines);
+    tcase_add_test(tc, t_durations);
+    tcase_add_test(tc, t_sizes);
+    tcase_add_test(tc, t_flags);
+    tcase_add_test(tc, t_addresses);
+    tcase_add_test(tc, t_urls);
+    tcase_add_test(tc, t_unterminated_quote);
+    tcase_add_test(tc, t_quote_glued);
+    tcase_add_test(tc, t_missing_semicolon_before_brace);
+    tcase_add_test(tc, t_missing_semicolon_at_eof);
+    tcase_add_test(tc, t_missing_semicolon_between);
+    tcase_add_test(tc, t_missing_brace);
+    tcase_add_test(tc, t_unexpected_brace);
+    tcase_add_test(tc, t_unexpected_semicolon);
+    tcase_add_test(tc, t_nul_byte);
+    tcase_add_test(tc, t_unknown_with_suggestion);
+    tcase_add_test(tc, t_unknown_in_upstream_with_suggestion);
+    tcase_add_test(tc, t_unknown_without_suggestion);
+    tcase_add_test(tc, t_wrong_context_main);
+    tcase_add_test(tc, t_wrong_context_upstream);
+    tcase_add_test(tc, t_wrong_arity);
+    tcase_add_test(tc, t_duplicate);
+    tcase_add_test(tc, t_duplicate_upstream);
+    tcase_add_test(tc, t_block_required_and_refused);
+    tcase_add_test(tc, t_bad_values);
+    tcase_add_test(tc, t_upstream_without_url);
+    tcase_add_test(tc, t_headers);
+    tcase_add_test(tc, t_listen_errors);
+    tcase_add_test(tc, t_listen_before_upstream);
+    tcase_add_test(tc, t_remote_needs_opt_in);
+    tcase_add_test(tc, t_every_error_reported);
+    tcase_add_test(tc, t_syntax_and_directive_errors_together);
+    tcase_add_test(tc, t_include_relative);
+    tcase_add_test(tc, t_include_glob);
+    tcase_add_test(tc, t_include_error_names_included_file);
+    tcase_add_test(tc, t_include_loop);
+    tcase_add_test(tc, t_include_missing);
+    tcase_add_test(tc, t_include_arity);
+    tcase_add_test(tc, t_missing_file);
+    tcase_add_test(tc, t_secret_env);
+    tcase_add_test(tc, t_secret_file);
+    tcase_add_test(tc, t_secret_literal_refused);
+    tcase_add_test(tc, t_tls_ca_relative_to_conf);
+    tcase_add_test(tc, t_default_conf_file);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(conf_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
