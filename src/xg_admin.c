@@ -1,0 +1,223 @@
+/*
+ * xg_admin.c: the admin listener: GET /status as JSON over libevent's
+ * evhttp. See xg_admin.h.
+ */
+#include "xg_core.h"
+#include "xg_admin.h"
+#include "xg_conf.h"
+#include "xg_log.h"
+#include "xg_upstream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+/* Bounds for a request to a status endpoint: it has no body to speak of. */
+#define XG_ADMIN_MAX_HEADERS   8192
+#define XG_ADMIN_MAX_BODY      1024
+#define XG_ADMIN_TIMEOUT_S     10
+#define XG_ADMIN_MAX_HOOKS     16
+
+struct xg_admin {
+    struct evhttp               *http;
+    struct evhttp_bound_socket  *sock;
+    unsigned                     port;
+    char                         name[300];   /* "127.0.0.1:8610" */
+};
+
+static struct {
+    xg_admin_status_cb  cb;
+    void               *arg;
+} hooks[XG_ADMIN_MAX_HOOKS];
+static int nhooks;
+
+/* The start time for uptime_s: the first admin start or status call. */
+static uint64_t started_ms;
+
+/* See xg_admin.h. */
+int
+xg_admin_status_hook(xg_admin_status_cb cb, void *arg)
+{
+    if (nhooks >= XG_ADMIN_MAX_HOOKS) {
+        xg_log_error("admin: too many status hooks (%d)", XG_ADMIN_MAX_HOOKS);
+        return XG_ERROR;
+    }
+    hooks[nhooks].cb = cb;
+    hooks[nhooks].arg = arg;
+    nhooks++;
+    return XG_OK;
+}
+
+/* See xg_admin.h. */
+void
+xg_admin_status_unhook(xg_admin_status_cb cb, void *arg)
+{
+    int i;
+
+    for (i = 0; i < nhooks; i++) {
+        if (hooks[i].cb == cb && hooks[i].arg == arg) {
+            memmove(&hooks[i], &hooks[i + 1],
+                (size_t) (nhooks - i - 1) * sizeof(hooks[0]));
+            nhooks--;
+            return;
+        }
+    }
+}
+
+/* See xg_admin.h. */
+json_t *
+xg_admin_status(void)
+{
+    json_t *root = json_object();
+    int i;
+
+    if (started_ms == 0) {
+        started_ms = xg_now_ms();
+    }
+    json_object_set_new(root, "version", json_string(XG_VERSION));
+    json_object_set_new(root, "uptime_s",
+        json_real((double) (xg_now_ms() - started_ms) / 1000.0));
+    json_object_set_new(root, "upstreams", xg_upstream_status_all());
+    for (i = 0; i < nhooks; i++) {
+        hooks[i].cb(root, hooks[i].arg);
+    }
+    return root;
+}
+
+static void
+admin_reply(struct evhttp_request *req, int code, const char *reason,
+    const char *type, const char *body, size_t len)
+{
+    struct evbuffer *out = evbuffer_new();
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+
+    if (out == NULL) {
+        evhttp_send_error(req, HTTP_INTERNAL, NULL);
+        return;
+    }
+    evhttp_add_header(h, "Content-Type", type);
+    evhttp_add_header(h, "Cache-Control", "no-store");
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+        evbuffer_add(out, body, len);
+    }
+    evhttp_send_reply(req, code, reason, out);
+    evbuffer_free(out);
+}
+
+static int
+admin_method_ok(struct evhttp_request *req)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+
+    if (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD) {
+        return 1;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+        "GET, HEAD");
+    admin_reply(req, 405, "Method Not Allowed", "text/plain",
+        "method not allowed\n", 19);
+    return 0;
+}
+
+static void
+admin_on_status(struct evhttp_request *req, void *arg)
+{
+    json_t *root;
+    char *s;
+
+    if (!admin_method_ok(req)) {
+        return;
+    }
+    root = xg_admin_status();
+    s = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(6));
+    json_decref(root);
+    if (s == NULL) {
+        xg_log_error("admin: cannot encode /status");
+        admin_reply(req, 500, "Internal Server Error", "text/plain",
+            "internal error\n", 15);
+        return;
+    }
+    admin_reply(req, 200, "OK", "application/json", s, strlen(s));
+    free(s);
+}
+
+static void
+admin_on_other(struct evhttp_request *req, void *arg)
+{
+    if (!admin_method_ok(req)) {
+        return;
+    }
+    admin_reply(req, 404, "Not Found", "text/plain", "not found\n", 10);
+}
+
+/* See xg_admin.h. */
+struct xg_admin *
+xg_admin_start(struct event_base *base, const struct xg_addr *addr)
+{
+    struct xg_admin *a = xg_calloc(1, sizeof(*a));
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    evutil_socket_t fd;
+    int v6 = strchr(addr->host, ':') != NULL;
+
+    if (started_ms == 0) {
+        started_ms = xg_now_ms();
+    }
+    a->http = evhttp_new(base);
+    if (a->http == NULL) {
+        xg_log_error("admin: cannot create the http server");
+        free(a);
+        return NULL;
+    }
+    evhttp_set_max_headers_size(a->http, XG_ADMIN_MAX_HEADERS);
+    evhttp_set_max_body_size(a->http, XG_ADMIN_MAX_BODY);
+    evhttp_set_timeout(a->http, XG_ADMIN_TIMEOUT_S);
+    evhttp_set_cb(a->http, "/status", admin_on_status, a);
+    evhttp_set_gencb(a->http, admin_on_other, a);
+
+    a->sock = evhttp_bind_socket_with_handle(a->http, addr->host, addr->port);
+    if (a->sock == NULL) {
+        xg_log_error("admin: cannot listen on %s%s%s:%u: %s", v6 ? "[" : "",
+            addr->host, v6 ? "]" : "", addr->port, strerror(errno));
+        evhttp_free(a->http);
+        free(a);
+        return NULL;
+    }
+    a->port = addr->port;
+    fd = evhttp_bound_socket_get_fd(a->sock);
+    if (getsockname(fd, (struct sockaddr *) &ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET) {
+            a->port = ntohs(((struct sockaddr_in *) &ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            a->port = ntohs(((struct sockaddr_in6 *) &ss)->sin6_port);
+        }
+    }
+    snprintf(a->name, sizeof(a->name), "%s%s%s:%u", v6 ? "[" : "",
+        addr->host, v6 ? "]" : "", a->port);
+    xg_log_info("admin: listening on http://%s/status", a->name);
+    return a;
+}
+
+/* See xg_admin.h. */
+unsigned
+xg_admin_port(const struct xg_admin *a)
+{
+    return a->port;
+}
+
+/* See xg_admin.h. */
+void
+xg_admin_free(struct xg_admin *a)
+{
+    if (a == NULL) {
+        return;
+    }
+    evhttp_free(a->http);
+    free(a);
+}

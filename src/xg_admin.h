@@ -1,0 +1,52 @@
+/*
+ * xg_admin.h: the admin listener (`admin ADDR:PORT;`), an evhttp server
+ * on the event loop. GET /status answers JSON:
+ *
+ *   {"version", "uptime_s", "upstreams": [ xg_upstream_status()... ],
+ *    ...fields added by status hooks}
+ *
+ * Other parts (the gateway core: listeners, totals) add their fields
+ * through xg_admin_status_hook() without this file knowing them.
+ * Unknown paths get 404, methods other than GET and HEAD 405.
+ */
+#ifndef XG_ADMIN_H
+#define XG_ADMIN_H
+
+#include "xg_core.h"
+#include "xg_conf.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+
+struct xg_admin;
+
+/* Adds fields to the /status ROOT object (which already has upstreams). */
+typedef void (*xg_admin_status_cb)(json_t *root, void *arg);
+
+/*
+ * Registers CB(root, ARG) to run for every /status, in registration
+ * order. Works before or after xg_admin_start(). Returns XG_OK, or
+ * XG_ERROR when the table (16 hooks) is full.
+ */
+int xg_admin_status_hook(xg_admin_status_cb cb, void *arg);
+/* Removes the hook registered with CB and ARG, if any. */
+void xg_admin_status_unhook(xg_admin_status_cb cb, void *arg);
+
+/*
+ * Starts serving on ADDR (host and port; port 0 picks a free one, see
+ * xg_admin_port()). Borrows BASE. Returns NULL, with a log line, when
+ * the address cannot be bound.
+ */
+struct xg_admin *xg_admin_start(struct event_base *base,
+    const struct xg_addr *addr);
+
+/* The port actually bound. */
+unsigned xg_admin_port(const struct xg_admin *a);
+
+/* Stops serving and frees A (NULL is fine). */
+void xg_admin_free(struct xg_admin *a);
+
+/* The /status document (new reference), as served. */
+json_t *xg_admin_status(void);
+
+#endif

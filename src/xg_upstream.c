@@ -1,0 +1,966 @@
+/*
+ * xg_upstream.c: the upstream connection state machine (see
+ * xg_upstream.h), the upstream side of xg_proto.h, and the list of all
+ * upstreams.
+ *
+ * The rules it keeps (DESIGN.md sections 2 and 4):
+ *  - it is the only place that reconnects: the transport reports on_down
+ *    once and is freed, and every new attempt starts from one timer;
+ *  - at most one connection attempt is in flight, and the previous
+ *    connection is gone (dropped if its close is still running) before
+ *    the next one starts;
+ *  - every state that waits has a deadline timer, every transition is
+ *    logged as "upstream NAME#ID: old -> new (reason), retry in Xms".
+ */
+#include "xg_core.h"
+#include "xg_conf.h"
+#include "xg_log.h"
+#include "xg_proto.h"
+#include "xg_reconnect.h"
+#include "xg_upstream.h"
+#include "xg_ws.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <openssl/rand.h>
+
+/*
+ * Our own deadlines back up the transport's (which get the same values
+ * through xg_ws_opts), so a state can never hang even if a layer below
+ * misses one. The grace lets the transport's more precise reason win.
+ */
+#define XG_UP_DEADLINE_GRACE_MS 250
+
+/* A close frame's reason holds at most 123 bytes (RFC 6455 5.5.1). */
+#define XG_UP_CLOSE_REASON_MAX  123
+
+struct xg_upstream {
+    const struct xg_upstream_conf  *conf;
+    struct event_base              *base;
+    struct evdns_base              *dns;
+    const struct xg_proto_module   *proto;     /* NULL: raw */
+    void                           *proto_p;
+
+    enum xg_upstream_state          state;
+    uint64_t                        state_since_ms;
+    unsigned                        conn_id;   /* one per attempt */
+    char                            log_name[320];
+
+    struct xg_ws                   *ws;        /* the current connection */
+    struct xg_ws                   *old_ws;    /* closing, dropped before the next attempt */
+    int                             connecting_now; /* inside xg_ws_connect() */
+    int                             proto_opened;   /* on_open ran on this connection */
+
+    struct xg_reconnect             rc;
+    struct event                   *ev_retry;
+    struct event                   *ev_deadline;
+    struct event                   *ev_stable;
+    struct event                   *ev_idle;
+    uint64_t                        retry_at_ms;
+    uint64_t                        last_data_ms;
+    int                             gave_up;
+
+    uint64_t                        connects;
+    uint64_t                        disconnects;
+    uint64_t                        reconnect_attempts;
+    uint64_t                        messages_in;
+    char                            last_error[256];
+
+    int                             stopping;
+    xg_upstream_stopped_cb          stopped_cb;
+    void                           *stopped_arg;
+
+    struct xg_upstream             *next;
+};
+
+static struct xg_upstream *upstreams;   /* every upstream, in conf order */
+
+static const char *const state_names[] = {
+    "idle", "connecting", "tls", "handshake", "restoring", "ready", "down",
+    "open", "stopping"
+};
+
+static void up_connect(struct xg_upstream *up);
+static void up_failed(struct xg_upstream *up, const char *reason,
+    int http_status, int retry_after_s);
+
+/* "idle", "connecting", ... as shown in logs and /status. */
+const char *
+xg_upstream_state_name(enum xg_upstream_state s)
+{
+    if ((size_t) s < XG_NELEM(state_names)) {
+        return state_names[s];
+    }
+    return "unknown";
+}
+
+/* OpenSSL's CSPRNG as the policies' random source. */
+static uint64_t
+up_rand(void *arg)
+{
+    uint64_t r;
+
+    if (RAND_bytes((unsigned char *) &r, sizeof(r)) != 1) {
+        /* Only jitter depends on it: the clock is a usable fallback. */
+        r = xg_now_us() * 0x9e3779b97f4a7c15ULL;
+    }
+    return r;
+}
+
+static void
+up_set_log_name(struct xg_upstream *up)
+{
+    snprintf(up->log_name, sizeof(up->log_name), "upstream %s#%u",
+        up->conf->name, up->conn_id);
+}
+
+/*
+ * Moves UP to state S and logs it. REASON may be NULL; DELAY_MS >= 0
+ * adds ", retry in Xms" (and NOTE, if any, after it).
+ */
+static void
+up_set_state(struct xg_upstream *up, enum xg_upstream_state s,
+    const char *reason, int64_t delay_ms, const char *note)
+{
+    enum xg_upstream_state old = up->state;
+    char tail[384] = "";
+    size_t n = 0;
+    int level;
+
+    if (old == s && delay_ms < 0) {
+        return;
+    }
+    up->state = s;
+    up->state_since_ms = xg_now_ms();
+    if (reason != NULL) {
+        n += (size_t) snprintf(tail + n, sizeof(tail) - n, " (%s)", reason);
+    }
+    if (delay_ms >= 0 && n < sizeof(tail)) {
+        n += (size_t) snprintf(tail + n, sizeof(tail) - n, ", retry in %lldms",
+            (long long) delay_ms);
+    }
+    if (note != NULL && n < sizeof(tail)) {
+        snprintf(tail + n, sizeof(tail) - n, " %s", note);
+    }
+    level = (s == XG_UP_DOWN || s == XG_UP_OPEN) ? XG_LOG_WARN : XG_LOG_INFO;
+    xg_log(level, "%s: %s -> %s%s", up->log_name, xg_upstream_state_name(old),
+        xg_upstream_state_name(s), tail);
+}
+
+static void
+timer_arm(struct event *ev, uint64_t ms)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t) (ms / 1000);
+    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
+    evtimer_add(ev, &tv);
+}
+
+static void
+up_cancel_timers(struct xg_upstream *up)
+{
+    evtimer_del(up->ev_retry);
+    evtimer_del(up->ev_deadline);
+    evtimer_del(up->ev_stable);
+    evtimer_del(up->ev_idle);
+}
+
+static int
+up_is_open(const struct xg_upstream *up)
+{
+    return up->state == XG_UP_RESTORING || up->state == XG_UP_READY;
+}
+
+/* ---- transport callbacks ----------------------------------------------- */
+
+/*
+ * Is WS this upstream's current connection? The transport may call back
+ * from inside xg_ws_connect(), before its return value is stored.
+ */
+static int
+up_is_current(struct xg_upstream *up, struct xg_ws *ws)
+{
+    if (ws == up->ws) {
+        return 1;
+    }
+    if (up->ws == NULL && up->connecting_now) {
+        up->ws = ws;
+        return 1;
+    }
+    return 0;
+}
+
+static void
+up_on_state(struct xg_ws *ws, enum xg_ws_state st, void *arg)
+{
+    struct xg_upstream *up = arg;
+
+    if (!up_is_current(up, ws) || up->stopping) {
+        return;
+    }
+    switch (st) {
+    case XG_WS_TLS:
+        up_set_state(up, XG_UP_TLS, NULL, -1, NULL);
+        break;
+    case XG_WS_HANDSHAKE:
+        up_set_state(up, XG_UP_HANDSHAKE, NULL, -1, NULL);
+        evtimer_del(up->ev_deadline);
+        timer_arm(up->ev_deadline,
+            up->conf->handshake_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
+        break;
+    default:
+        /* CONNECTING is set by up_connect(); OPEN and DOWN have callbacks. */
+        break;
+    }
+}
+
+static void
+up_became_ready(struct xg_upstream *up, const char *reason)
+{
+    evtimer_del(up->ev_deadline);
+    up_set_state(up, XG_UP_READY, reason, -1, NULL);
+    xg_reconnect_ready(&up->rc, xg_now_ms());
+    timer_arm(up->ev_stable, up->rc.stable_ms);
+}
+
+static void
+up_on_open(struct xg_ws *ws, void *arg)
+{
+    struct xg_upstream *up = arg;
+
+    if (!up_is_current(up, ws) || up->stopping) {
+        return;
+    }
+    evtimer_del(up->ev_deadline);
+    up->connects++;
+    up->last_data_ms = xg_now_ms();
+    if (up->conf->idle_timeout_ms > 0) {
+        timer_arm(up->ev_idle, up->conf->idle_timeout_ms);
+    }
+    if (up->proto == NULL || up->proto->on_open == NULL) {
+        up_became_ready(up, "open");
+        return;
+    }
+    /* State and deadline first: on_open may call restored() at once. */
+    up_set_state(up, XG_UP_RESTORING, "open", -1, NULL);
+    timer_arm(up->ev_deadline, up->conf->restore_timeout_ms);
+    up->proto_opened = 1;
+    up->proto->on_open(up->proto_p);
+}
+
+static void
+up_on_message(struct xg_ws *ws, int binary, const unsigned char *data,
+    size_t len, void *arg)
+{
+    struct xg_upstream *up = arg;
+
+    if (!up_is_current(up, ws)) {
+        return;
+    }
+    up->messages_in++;
+    up->last_data_ms = xg_now_ms();
+    if (up->proto != NULL && up->proto->on_message != NULL) {
+        up->proto->on_message(up->proto_p, data, len);
+        return;
+    }
+    xg_log_debug("%s: %s message of %zu bytes (raw: discarded)",
+        up->log_name, binary ? "binary" : "text", len);
+}
+
+static void
+up_on_down(struct xg_ws *ws, const struct xg_ws_down *why, void *arg)
+{
+    struct xg_upstream *up = arg;
+
+    if (ws == up->old_ws) {
+        /* A connection we gave up on has finished its close. */
+        up->old_ws = NULL;
+        xg_ws_free(ws);
+        return;
+    }
+    if (!up_is_current(up, ws)) {
+        xg_ws_free(ws);
+        return;
+    }
+    up->ws = NULL;
+    xg_ws_free(ws);     /* deferred by the transport: we are inside it */
+    up_failed(up, why->reason ? why->reason : "down", why->http_status,
+        why->retry_after_s);
+}
+
+static const struct xg_ws_cbs up_ws_cbs = {
+    up_on_state,
+    up_on_open,
+    up_on_message,
+    up_on_down,
+    NULL
+};
+
+/* ---- timers ------------------------------------------------------------ */
+
+static void
+up_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_upstream *up = arg;
+
+    if (up->stopping) {
+        return;
+    }
+    if (up->state == XG_UP_OPEN) {
+        xg_reconnect_trial(&up->rc);
+        xg_log_info("upstream %s: breaker cool-down over, one trial "
+            "connection", up->conf->name);
+    }
+    if (up->conn_id > 0) {
+        up->reconnect_attempts++;
+    }
+    up_connect(up);
+}
+
+/*
+ * Tears the current connection down for a reason found here (a deadline,
+ * the protocol module): an open one is closed politely while the backoff
+ * runs and dropped at the latest when the next attempt starts; one still
+ * connecting is dropped at once.
+ */
+static void
+up_abort(struct xg_upstream *up, const char *reason)
+{
+    struct xg_ws *ws = up->ws;
+    char why[XG_UP_CLOSE_REASON_MAX + 1];
+
+    if (ws == NULL) {
+        return;
+    }
+    up->ws = NULL;
+    if (xg_ws_state(ws) == XG_WS_OPEN) {
+        if (up->old_ws != NULL) {
+            xg_ws_free(up->old_ws);
+        }
+        snprintf(why, sizeof(why), "%s", reason);
+        up->old_ws = ws;
+        xg_ws_close(ws, 1001, why);
+    } else {
+        xg_ws_free(ws);
+    }
+}
+
+static void
+up_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_upstream *up = arg;
+    char reason[96];
+
+    if (up->stopping) {
+        /* The close handshake of the stop took too long. */
+        xg_log_warn("%s: close not answered within %llums, dropping",
+            up->log_name, (unsigned long long) up->conf->close_timeout_ms);
+        if (up->ws != NULL) {
+            struct xg_ws *ws = up->ws;
+
+            up->ws = NULL;
+            xg_ws_free(ws);
+        }
+        up_failed(up, "close timeout", 0, -1);
+        return;
+    }
+    switch (up->state) {
+    case XG_UP_CONNECTING:
+    case XG_UP_TLS:
+        snprintf(reason, sizeof(reason), "connect timeout (%llums)",
+            (unsigned long long) up->conf->connect_timeout_ms);
+        break;
+    case XG_UP_HANDSHAKE:
+        snprintf(reason, sizeof(reason), "handshake timeout (%llums)",
+            (unsigned long long) up->conf->handshake_timeout_ms);
+        break;
+    case XG_UP_RESTORING:
+        snprintf(reason, sizeof(reason), "restore timeout (%llums)",
+            (unsigned long long) up->conf->restore_timeout_ms);
+        break;
+    default:
+        return;
+    }
+    up_abort(up, reason);
+    up_failed(up, reason, 0, -1);
+}
+
+static void
+up_on_stable(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_upstream *up = arg;
+    const char *before = xg_reconnect_breaker_name(&up->rc);
+
+    if (up->state != XG_UP_READY) {
+        return;
+    }
+    if (xg_reconnect_check_stable(&up->rc, xg_now_ms())) {
+        xg_log_info("%s: stable for %llums, backoff reset%s%s", up->log_name,
+            (unsigned long long) up->rc.stable_ms,
+            strcmp(before, "half-open") == 0 ? ", breaker " : "",
+            strcmp(before, "half-open") == 0
+                ? xg_reconnect_breaker_name(&up->rc) : "");
+    }
+}
+
+static void
+up_on_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_upstream *up = arg;
+    uint64_t now = xg_now_ms(), idle = up->conf->idle_timeout_ms;
+    char reason[96];
+
+    if (!up_is_open(up)) {
+        return;
+    }
+    /* Re-armed lazily: cheaper than moving a timer on every message. */
+    if (now - up->last_data_ms < idle) {
+        timer_arm(up->ev_idle, idle - (now - up->last_data_ms));
+        return;
+    }
+    snprintf(reason, sizeof(reason), "idle timeout (no data for %llums)",
+        (unsigned long long) (now - up->last_data_ms));
+    up_abort(up, reason);
+    up_failed(up, reason, 0, -1);
+}
+
+/* ---- the state machine ------------------------------------------------- */
+
+static void
+up_finish_stop(struct xg_upstream *up)
+{
+    xg_upstream_stopped_cb cb = up->stopped_cb;
+
+    up_cancel_timers(up);
+    if (up->old_ws != NULL) {
+        xg_ws_free(up->old_ws);
+        up->old_ws = NULL;
+    }
+    up_set_state(up, XG_UP_IDLE, "stopped", -1, NULL);
+    up->stopped_cb = NULL;
+    if (cb != NULL) {
+        cb(up->stopped_arg);
+    }
+}
+
+/*
+ * The current connection is gone (already freed or handed to old_ws) or
+ * an attempt failed, for REASON. Tells the protocol module, asks the
+ * policy, and schedules the next attempt (or the stop's end).
+ */
+static void
+up_failed(struct xg_upstream *up, const char *reason, int http_status,
+    int retry_after_s)
+{
+    struct xg_reconnect_failure f;
+    struct xg_reconnect_decision d;
+    struct xg_reconnect_env env;
+    char note[128];
+
+    /* REASON may live in the transport only for this call: copy it. */
+    if (reason != up->last_error) {
+        snprintf(up->last_error, sizeof(up->last_error), "%s", reason);
+    }
+    reason = up->last_error;
+    evtimer_del(up->ev_deadline);
+    evtimer_del(up->ev_stable);
+    evtimer_del(up->ev_idle);
+    if (up_is_open(up) || up->state == XG_UP_STOPPING) {
+        up->disconnects++;
+    }
+    if (up->proto_opened) {
+        up->proto_opened = 0;
+        if (up->proto->on_down != NULL) {
+            up->proto->on_down(up->proto_p, reason);
+        }
+    }
+    if (up->stopping) {
+        up_finish_stop(up);
+        return;
+    }
+
+    f.reason = reason;
+    f.http_status = http_status;
+    f.retry_after_s = retry_after_s;
+    env.now_ms = xg_now_ms();
+    env.rand = up_rand;
+    env.rand_arg = NULL;
+    xg_reconnect_failed(&up->rc, &f, &env, &d);
+
+    note[0] = '\0';
+    switch (d.action) {
+    case XG_RECONNECT_GIVE_UP:
+        up->gave_up = 1;
+        up_set_state(up, XG_UP_DOWN, reason, -1, NULL);
+        xg_log_error("%s: giving up after %u attempts in a row "
+            "(max_attempts); no more reconnects", up->log_name,
+            up->rc.max_attempts);
+        return;
+    case XG_RECONNECT_OPEN:
+        snprintf(note, sizeof(note), "(breaker open after %u failures within "
+            "%llums%s)", up->rc.breaker.conf.failures,
+            (unsigned long long) up->rc.breaker.conf.window_ms,
+            d.retry_after ? ", Retry-After" : "");
+        up_set_state(up, XG_UP_OPEN, reason, (int64_t) d.delay_ms, note);
+        break;
+    case XG_RECONNECT_RETRY:
+        if (d.retry_after) {
+            snprintf(note, sizeof(note), "(Retry-After%s)",
+                d.clamped ? ", clamped" : "");
+        }
+        up_set_state(up, XG_UP_DOWN, reason, (int64_t) d.delay_ms,
+            note[0] ? note : NULL);
+        break;
+    }
+    up->retry_at_ms = env.now_ms + d.delay_ms;
+    timer_arm(up->ev_retry, d.delay_ms);
+}
+
+/* Starts one connection attempt: the only place that calls xg_ws_connect. */
+static void
+up_connect(struct xg_upstream *up)
+{
+    struct xg_ws_opts opts;
+    struct xg_ws *ws;
+
+    if (up->ws != NULL) {
+        /* Cannot happen by construction; never run two attempts. */
+        xg_log_error("%s: attempt requested while one is in flight",
+            up->log_name);
+        return;
+    }
+    if (up->old_ws != NULL) {
+        xg_ws_free(up->old_ws);
+        up->old_ws = NULL;
+    }
+    up->conn_id++;
+    up_set_log_name(up);
+    up->gave_up = 0;
+    up->proto_opened = 0;
+
+    memset(&opts, 0, sizeof(opts));
+    opts.max_message = up->conf->max_message;
+    opts.ping_ms = up->conf->ping_ms;
+    opts.ping_timeout_ms = up->conf->ping_timeout_ms;
+    opts.connect_timeout_ms = up->conf->connect_timeout_ms;
+    opts.handshake_timeout_ms = up->conf->handshake_timeout_ms;
+    opts.close_timeout_ms = up->conf->close_timeout_ms;
+    opts.text_only = 0;
+    opts.tls_ca = up->conf->tls_ca;
+    opts.tls_verify = up->conf->tls_verify;
+    opts.headers = up->conf->headers;
+    opts.nheaders = up->conf->nheaders;
+    opts.log_name = up->log_name;
+
+    up_set_state(up, XG_UP_CONNECTING, NULL, -1, NULL);
+    timer_arm(up->ev_deadline,
+        up->conf->connect_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
+    up->connecting_now = 1;
+    ws = xg_ws_connect(up->base, up->dns, &up->conf->url, &opts, &up_ws_cbs,
+        up);
+    up->connecting_now = 0;
+    /* It may already have failed inside: then up->ws was set and cleared. */
+    if (up->ws == NULL && up->state == XG_UP_CONNECTING
+        && !evtimer_pending(up->ev_retry, NULL))
+    {
+        up->ws = ws;
+    }
+}
+
+/* ---- public ------------------------------------------------------------ */
+
+/* See xg_upstream.h. */
+struct xg_upstream *
+xg_upstream_create(struct event_base *base, struct evdns_base *dns,
+    const struct xg_upstream_conf *conf)
+{
+    struct xg_upstream *up, **tail;
+    char desc[256];
+
+    up = xg_calloc(1, sizeof(*up));
+    up->conf = conf;
+    up->base = base;
+    up->dns = dns;
+    up->state = XG_UP_IDLE;
+    up->state_since_ms = xg_now_ms();
+    up_set_log_name(up);
+    xg_reconnect_init(&up->rc, conf);
+    up->ev_retry = evtimer_new(base, up_on_retry, up);
+    up->ev_deadline = evtimer_new(base, up_on_deadline, up);
+    up->ev_stable = evtimer_new(base, up_on_stable, up);
+    up->ev_idle = evtimer_new(base, up_on_idle, up);
+    if (up->ev_retry == NULL || up->ev_deadline == NULL
+        || up->ev_stable == NULL || up->ev_idle == NULL)
+    {
+        xg_log_error("upstream %s: cannot create timers", conf->name);
+        goto fail;
+    }
+    if (conf->protocol != NULL && strcmp(conf->protocol, "raw") != 0) {
+        up->proto = xg_proto_find(conf->protocol);
+        if (up->proto == NULL) {
+            xg_log_error("upstream %s: unknown protocol \"%s\"", conf->name,
+                conf->protocol);
+            goto fail;
+        }
+    }
+    /* Listed before create(): a module may look its upstream up by name. */
+    for (tail = &upstreams; *tail != NULL; tail = &(*tail)->next) {
+        /* keep conf order */
+    }
+    *tail = up;
+    if (up->proto != NULL && up->proto->create != NULL) {
+        up->proto_p = up->proto->create(up, conf);
+        if (up->proto_p == NULL) {
+            xg_log_error("upstream %s: protocol %s refused to start",
+                conf->name, up->proto->name);
+            xg_upstream_free(up);
+            return NULL;
+        }
+    }
+    up->rc.policy->describe(up->rc.pconf, desc, sizeof(desc));
+    xg_log_info("upstream %s: %s, reconnect %s, stable %llums, breaker %s%s",
+        conf->name, up->proto ? up->proto->name : "raw", desc,
+        (unsigned long long) up->rc.stable_ms,
+        xg_reconnect_breaker_name(&up->rc),
+        conf->max_attempts ? ", max_attempts set" : "");
+    return up;
+
+fail:
+    xg_upstream_free(up);
+    return NULL;
+}
+
+/* See xg_upstream.h. */
+void
+xg_upstream_start(struct xg_upstream *up)
+{
+    if (up->state != XG_UP_IDLE || up->stopping) {
+        return;
+    }
+    /* Through the timer, so the first attempt runs inside the loop. */
+    timer_arm(up->ev_retry, 0);
+}
+
+/* See xg_upstream.h. */
+void
+xg_upstream_stop(struct xg_upstream *up, xg_upstream_stopped_cb cb,
+    void *arg)
+{
+    if (up->stopping) {
+        return;
+    }
+    up->stopping = 1;
+    up->stopped_cb = cb;
+    up->stopped_arg = arg;
+    evtimer_del(up->ev_retry);
+    evtimer_del(up->ev_stable);
+    evtimer_del(up->ev_idle);
+    if (up->ws != NULL && up_is_open(up)
+        && xg_ws_state(up->ws) == XG_WS_OPEN)
+    {
+        if (up->proto_opened && up->proto->on_stop != NULL) {
+            up->proto->on_stop(up->proto_p);
+        }
+        /* on_stop may have failed the connection (it is gone then). */
+        if (up->ws != NULL) {
+            up_set_state(up, XG_UP_STOPPING, "stop", -1, NULL);
+            evtimer_del(up->ev_deadline);
+            timer_arm(up->ev_deadline,
+                up->conf->close_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
+            xg_ws_close(up->ws, 1000, "shutdown");
+            return;
+        }
+        if (up->state == XG_UP_IDLE) {
+            return;     /* up_failed() already finished the stop */
+        }
+    }
+    if (up->ws != NULL) {
+        struct xg_ws *ws = up->ws;
+
+        up->ws = NULL;
+        xg_ws_free(ws);
+    }
+    up_finish_stop(up);
+}
+
+/* See xg_upstream.h. */
+void
+xg_upstream_free(struct xg_upstream *up)
+{
+    struct xg_upstream **pp;
+
+    if (up == NULL) {
+        return;
+    }
+    for (pp = &upstreams; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == up) {
+            *pp = up->next;
+            break;
+        }
+    }
+    if (up->ws != NULL) {
+        xg_ws_free(up->ws);
+    }
+    if (up->old_ws != NULL) {
+        xg_ws_free(up->old_ws);
+    }
+    if (up->proto_p != NULL && up->proto->destroy != NULL) {
+        up->proto->destroy(up->proto_p);
+    }
+    if (up->ev_retry != NULL) {
+        event_free(up->ev_retry);
+    }
+    if (up->ev_deadline != NULL) {
+        event_free(up->ev_deadline);
+    }
+    if (up->ev_stable != NULL) {
+        event_free(up->ev_stable);
+    }
+    if (up->ev_idle != NULL) {
+        event_free(up->ev_idle);
+    }
+    xg_reconnect_free(&up->rc);
+    free(up);
+}
+
+enum xg_upstream_state
+xg_upstream_state(const struct xg_upstream *up)
+{
+    return up->state;
+}
+
+/* The URL without its query, which may carry credentials. */
+static void
+up_url(const struct xg_upstream *up, char *buf, size_t len)
+{
+    const struct xg_url *u = &up->conf->url;
+    size_t plen = strcspn(u->path, "?");
+    int v6 = strchr(u->host, ':') != NULL;
+
+    snprintf(buf, len, "%s://%s%s%s:%u%.*s", u->tls ? "wss" : "ws",
+        v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, (int) plen, u->path);
+}
+
+/* See xg_upstream.h. */
+json_t *
+xg_upstream_status(const struct xg_upstream *up)
+{
+    char url[1400];
+    uint64_t now = xg_now_ms();
+    json_t *o;
+
+    up_url(up, url, sizeof(url));
+    o = json_object();
+    json_object_set_new(o, "name", json_string(up->conf->name));
+    json_object_set_new(o, "state", json_string(
+        xg_upstream_state_name(up->state)));
+    json_object_set_new(o, "url", json_string(url));
+    json_object_set_new(o, "protocol", json_string(
+        up->proto ? up->proto->name : "raw"));
+    json_object_set_new(o, "connection_id", json_integer(up->conn_id));
+    json_object_set_new(o, "connects", json_integer((json_int_t) up->connects));
+    json_object_set_new(o, "disconnects",
+        json_integer((json_int_t) up->disconnects));
+    json_object_set_new(o, "reconnect_attempts",
+        json_integer((json_int_t) up->reconnect_attempts));
+    json_object_set_new(o, "failures_in_row", json_integer(up->rc.st.attempt));
+    json_object_set_new(o, "reconnect", json_string(
+        xg_reconnect_policy_name(&up->rc)));
+    json_object_set_new(o, "breaker", json_string(
+        xg_reconnect_breaker_name(&up->rc)));
+    json_object_set_new(o, "last_error", up->last_error[0]
+        ? json_string(up->last_error) : json_null());
+    json_object_set_new(o, "state_since_s",
+        json_real((double) (now - up->state_since_ms) / 1000.0));
+    if ((up->state == XG_UP_DOWN || up->state == XG_UP_OPEN)
+        && !up->gave_up)
+    {
+        json_object_set_new(o, "retry_in_ms", json_integer((json_int_t)
+            (up->retry_at_ms > now ? up->retry_at_ms - now : 0)));
+    }
+    if (up->gave_up) {
+        json_object_set_new(o, "gave_up", json_true());
+    }
+    json_object_set_new(o, "messages_in",
+        json_integer((json_int_t) up->messages_in));
+    if (up->proto != NULL && up->proto->status != NULL && up->proto_p) {
+        up->proto->status(up->proto_p, o);
+    }
+    return o;
+}
+
+/* ---- what the protocol module calls (xg_proto.h) ---------------------- */
+
+/* Sends one text message on the open connection. */
+int
+xg_upstream_send(struct xg_upstream *up, const void *data, size_t len)
+{
+    if (up->ws == NULL || xg_ws_state(up->ws) != XG_WS_OPEN) {
+        return XG_ERROR;
+    }
+    return xg_ws_send_text(up->ws, data, len);
+}
+
+/* RESTORING -> READY. Ignored (logged) in any other state. */
+void
+xg_upstream_restored(struct xg_upstream *up)
+{
+    if (up->state != XG_UP_RESTORING || up->stopping) {
+        xg_log_debug("%s: restored in state %s, ignored", up->log_name,
+            xg_upstream_state_name(up->state));
+        return;
+    }
+    up_became_ready(up, "restored");
+}
+
+/* A protocol-level failure: drop this connection and reconnect. */
+void
+xg_upstream_fail(struct xg_upstream *up, const char *reason)
+{
+    char copy[256];
+
+    if (up->ws == NULL || up->stopping) {
+        xg_log_debug("%s: fail (%s) with no connection, ignored",
+            up->log_name, reason);
+        return;
+    }
+    /* REASON may point into the module's memory, freed by on_down. */
+    snprintf(copy, sizeof(copy), "%s", reason ? reason : "protocol failure");
+    up_abort(up, copy);
+    up_failed(up, copy, 0, -1);
+}
+
+int
+xg_upstream_is_ready(const struct xg_upstream *up)
+{
+    return up->state == XG_UP_READY;
+}
+
+const char *
+xg_upstream_name(const struct xg_upstream *up)
+{
+    return up->conf->name;
+}
+
+unsigned
+xg_upstream_conn_id(const struct xg_upstream *up)
+{
+    return up->conn_id;
+}
+
+struct event_base *
+xg_upstream_base(const struct xg_upstream *up)
+{
+    return up->base;
+}
+
+void *
+xg_upstream_proto(const struct xg_upstream *up)
+{
+    return up->proto_p;
+}
+
+/* The upstream called NAME, or NULL. */
+struct xg_upstream *
+xg_upstream_find(const char *name)
+{
+    struct xg_upstream *up;
+
+    for (up = upstreams; up != NULL; up = up->next) {
+        if (strcmp(up->conf->name, name) == 0) {
+            return up;
+        }
+    }
+    return NULL;
+}
+
+/* ---- all upstreams ------------------------------------------------------ */
+
+/* See xg_upstream.h. */
+int
+xg_upstream_start_all(struct event_base *base, struct evdns_base *dns,
+    const struct xg_main_conf *mc)
+{
+    const struct xg_upstream_conf *uc;
+    struct xg_upstream *up;
+
+    for (uc = mc->upstreams; uc != NULL; uc = uc->next) {
+        up = xg_upstream_create(base, dns, uc);
+        if (up == NULL) {
+            return XG_ERROR;
+        }
+    }
+    for (up = upstreams; up != NULL; up = up->next) {
+        xg_upstream_start(up);
+    }
+    return XG_OK;
+}
+
+static struct {
+    unsigned                pending;
+    xg_upstream_stopped_cb  cb;
+    void                   *arg;
+} stop_all;
+
+static void
+stop_all_one(void *arg)
+{
+    if (stop_all.pending > 0 && --stop_all.pending == 0
+        && stop_all.cb != NULL)
+    {
+        xg_upstream_stopped_cb cb = stop_all.cb;
+
+        stop_all.cb = NULL;
+        cb(stop_all.arg);
+    }
+}
+
+/* See xg_upstream.h. */
+void
+xg_upstream_stop_all(xg_upstream_stopped_cb cb, void *arg)
+{
+    struct xg_upstream *up, *next;
+
+    stop_all.cb = cb;
+    stop_all.arg = arg;
+    /* One extra count, so CB cannot run before the loop has finished. */
+    stop_all.pending = 1;
+    for (up = upstreams; up != NULL; up = up->next) {
+        if (!up->stopping) {
+            stop_all.pending++;
+        }
+    }
+    for (up = upstreams; up != NULL; up = next) {
+        next = up->next;
+        if (!up->stopping) {
+            xg_upstream_stop(up, stop_all_one, NULL);
+        }
+    }
+    stop_all_one(NULL);
+}
+
+/* See xg_upstream.h. */
+void
+xg_upstream_free_all(void)
+{
+    while (upstreams != NULL) {
+        xg_upstream_free(upstreams);
+    }
+}
+
+/* See xg_upstream.h. */
+json_t *
+xg_upstream_status_all(void)
+{
+    struct xg_upstream *up;
+    json_t *a = json_array();
+
+    for (up = upstreams; up != NULL; up = up->next) {
+        json_array_append_new(a, xg_upstream_status(up));
+    }
+    return a;
+}

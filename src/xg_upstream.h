@@ -1,0 +1,92 @@
+/*
+ * xg_upstream.h: one supervised upstream connection (layer 1 of
+ * DESIGN.md section 2): the connection state machine, the one owner of
+ * reconnection for its upstream, built on the WebSocket transport
+ * (src/xg_ws.h) and a reconnect policy (src/xg_reconnect.h).
+ *
+ *   idle -> connecting -> tls -> handshake -> restoring -> ready
+ *   any --error/close/timeout--> down --policy delay--> connecting
+ *   down --breaker trips--> open --cool-down--> connecting (one trial)
+ *   any --stop--> stopping --close 1000 or deadline--> idle
+ *
+ * What it offers the protocol module running on it is declared in
+ * src/xg_proto.h (xg_upstream_send, xg_upstream_restored, ...).
+ */
+#ifndef XG_UPSTREAM_H
+#define XG_UPSTREAM_H
+
+#include "xg_core.h"
+#include "xg_conf.h"
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <jansson.h>
+
+struct xg_upstream;
+
+enum xg_upstream_state {
+    XG_UP_IDLE = 0,
+    XG_UP_CONNECTING,   /* dns and tcp connect */
+    XG_UP_TLS,
+    XG_UP_HANDSHAKE,    /* http upgrade */
+    XG_UP_RESTORING,    /* the protocol module replays its session */
+    XG_UP_READY,
+    XG_UP_DOWN,         /* waiting for the policy's delay (or given up) */
+    XG_UP_OPEN,         /* breaker open: waiting for the cool-down */
+    XG_UP_STOPPING      /* orderly stop: close 1000 sent */
+};
+
+/* Called once when an upstream's orderly stop is complete. */
+typedef void (*xg_upstream_stopped_cb)(void *arg);
+
+/*
+ * Builds an upstream from CONF (borrowed: it must outlive the upstream)
+ * and its protocol module instance, and adds it to the list that
+ * xg_upstream_find() searches. Borrows BASE and DNS. Nothing connects
+ * until xg_upstream_start(). Returns NULL (and logs) when the protocol
+ * module refuses to start.
+ */
+struct xg_upstream *xg_upstream_create(struct event_base *base,
+    struct evdns_base *dns, const struct xg_upstream_conf *conf);
+
+/* IDLE -> CONNECTING: the first attempt starts on the next loop turn. */
+void xg_upstream_start(struct xg_upstream *up);
+
+/*
+ * Orderly stop: the protocol module's on_stop() runs first (it may send
+ * a last message), then the connection is closed with 1000 and CB(ARG)
+ * is called once the peer answered or close_timeout passed (at once when
+ * no connection is open). No reconnect follows.
+ */
+void xg_upstream_stop(struct xg_upstream *up, xg_upstream_stopped_cb cb,
+    void *arg);
+
+/* Drops the connection at once and frees UP and its protocol instance. */
+void xg_upstream_free(struct xg_upstream *up);
+
+enum xg_upstream_state xg_upstream_state(const struct xg_upstream *up);
+const char *xg_upstream_state_name(enum xg_upstream_state s);
+
+/*
+ * Returns UP's /status object (new reference): name, state, url,
+ * connection_id, connects, disconnects, reconnect_attempts, breaker,
+ * last_error, state_since_s, and the protocol module's own fields.
+ */
+json_t *xg_upstream_status(const struct xg_upstream *up);
+
+/* ---- every upstream of a conf ---------------------------------------- */
+
+/* Creates and starts an upstream for each in MC. XG_ERROR if any failed. */
+int xg_upstream_start_all(struct event_base *base, struct evdns_base *dns,
+    const struct xg_main_conf *mc);
+
+/* Stops every upstream; CB(ARG) runs once when all have stopped. */
+void xg_upstream_stop_all(xg_upstream_stopped_cb cb, void *arg);
+
+/* Frees every upstream. */
+void xg_upstream_free_all(void);
+
+/* A JSON array of every upstream's status object (new reference). */
+json_t *xg_upstream_status_all(void);
+
+#endif
