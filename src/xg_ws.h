@@ -43,6 +43,12 @@ struct xg_ws_down {
     int         by_us;        /* we started the close (xg_ws_close) */
 };
 
+/*
+ * on_state reports each transition after the first (TLS, HANDSHAKE, OPEN,
+ * CLOSING), never DOWN: on_down is that one. Every callback may be NULL
+ * except on_down. No callback is ever made from inside xg_ws_connect(),
+ * xg_ws_accept() or xg_ws_free().
+ */
 struct xg_ws_cbs {
     void (*on_state)(struct xg_ws *ws, enum xg_ws_state st, void *arg);
     void (*on_open)(struct xg_ws *ws, void *arg);
@@ -92,17 +98,31 @@ struct xg_ws *xg_ws_accept(struct event_base *base, evutil_socket_t fd,
     SSL_CTX *tls, const struct xg_ws_opts *opts, xg_ws_accept_cb check,
     const struct xg_ws_cbs *cbs, void *arg);
 
-/* Queues one message. XG_ERROR when the connection is not open. */
+/*
+ * Like xg_ws_accept() over an already made plain bufferevent BEV (e.g. one
+ * end of a bufferevent_pair in tests and fuzzers), which the connection
+ * takes over and frees. PEER names the other end in the log.
+ */
+struct bufferevent;
+struct xg_ws *xg_ws_accept_bev(struct event_base *base,
+    struct bufferevent *bev, const char *peer, const struct xg_ws_opts *opts,
+    xg_ws_accept_cb check, const struct xg_ws_cbs *cbs, void *arg);
+
+/*
+ * Queues one message (copied). XG_ERROR when the connection is not open,
+ * or for text that is not valid UTF-8 (the peer would close with 1007).
+ */
 int xg_ws_send_text(struct xg_ws *ws, const void *data, size_t len);
 int xg_ws_send_binary(struct xg_ws *ws, const void *data, size_t len);
 
 /*
- * Starts the close handshake with CODE and REASON; on_down follows when the
- * peer answers or after close_timeout_ms.
+ * Starts the close handshake with CODE and REASON (trimmed to 123 bytes);
+ * on_down follows when the peer answers or after close_timeout_ms. Before
+ * the connection is open it just drops it; on_down follows as well.
  */
 void xg_ws_close(struct xg_ws *ws, int code, const char *reason);
 
-/* Drops the connection at once, with no further callbacks. */
+/* Drops the connection at once, with no further callbacks. NULL is ok. */
 void xg_ws_free(struct xg_ws *ws);
 
 /* Bytes queued for output and not yet written to the socket. */
@@ -120,10 +140,19 @@ void xg_ws_set_arg(struct xg_ws *ws, void *arg);
  */
 struct xg_frame;
 
+/* DATA must be valid UTF-8 (as any text wslay accepted is). */
 struct xg_frame *xg_frame_text(const void *data, size_t len);
+struct xg_frame *xg_frame_binary(const void *data, size_t len);
 void xg_frame_ref(struct xg_frame *f);
 void xg_frame_unref(struct xg_frame *f);
+/* The encoded length: header + payload. */
 size_t xg_frame_len(const struct xg_frame *f);
+/*
+ * Appends F by reference (one more reference, dropped when the bytes are
+ * written or the connection freed) to the output of server connection
+ * WS, after everything queued before. XG_ERROR when WS is a client (its
+ * frames must be masked) or not open.
+ */
 int xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f);
 
 #endif

@@ -1,0 +1,1680 @@
+/*
+ * xg_ws.c: the WebSocket transport (see xg_ws.h).
+ *
+ * One struct xg_ws per connection, driven by one bufferevent (a socket
+ * one, or an OpenSSL one over the socket once TCP is up) and, once open,
+ * one wslay event context.
+ *
+ * Output: wslay's send callback appends everything to the bufferevent's
+ * output buffer and never says WOULDBLOCK, and wslay_event_send() runs
+ * right after anything is queued, so wslay never holds a half-sent frame.
+ * That is what lets pre-encoded fan-out frames (struct xg_frame) and
+ * server messages go straight into the same output buffer, in order with
+ * the pongs and close frames wslay makes.
+ *
+ * Lifetime: every entry from libevent marks the connection busy; a free
+ * or a teardown asked for while busy (e.g. xg_ws_free() from on_message,
+ * with wslay_event_recv() still on the stack) is finished when the
+ * outermost entry returns. on_down is always delivered from its own
+ * event, so it never runs inside a call the owner made.
+ */
+#include "xg_core.h"
+#include "xg_log.h"
+#include "xg_tls.h"
+#include "xg_ws.h"
+#include "xg_wsproto.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/util.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include <wslay/wslay.h>
+
+#define WS_DEFAULT_MAX_MESSAGE   (16u * 1024 * 1024)
+#define WS_DEFAULT_TIMEOUT_MS    10000
+#define WS_DEFAULT_CLOSE_MS      3000
+
+struct xg_frame {
+    unsigned       refs;
+    size_t         len;
+    unsigned char  data[];
+};
+
+/* The argument of an evdns request: outlives the ws if it is freed. */
+struct ws_dnsreq {
+    struct xg_ws  *ws;
+};
+
+struct xg_ws {
+    struct event_base       *base;
+    struct evdns_base       *dns;
+    int                      server;
+    int                      tls;
+    enum xg_ws_state         state;
+    struct bufferevent      *bev;
+    SSL_CTX                 *ssl_ctx;       /* client side: our reference */
+    wslay_event_context_ptr  wslay;
+    const struct xg_ws_cbs  *cbs;
+    void                    *arg;
+    xg_ws_accept_cb          check;
+    struct xg_ws_opts        opts;          /* strings below are copies */
+    char                    *name;
+    struct xg_url            url;
+    char                     host[256];     /* url host without brackets */
+    char                     peer[300];
+    char                     key[XG_WSPROTO_KEY_LEN + 1];
+
+    struct event            *ev_deadline;   /* connect/tls/handshake/close */
+    struct event            *ev_ping;
+    struct event            *ev_silence;
+    struct event            *ev_down;
+    uint64_t                 last_rx_ms;
+
+    struct ws_dnsreq        *dnsreq;
+    struct evdns_getaddrinfo_request *dns_handle;
+    struct evutil_addrinfo  *ai_list;
+    struct evutil_addrinfo  *ai_next;
+    char                     connect_err[400];
+
+    int                      busy;
+    unsigned                 freed:1;       /* xg_ws_free() while busy */
+    unsigned                 ending:1;      /* flushing, then down */
+    unsigned                 discard:1;     /* closing: input ignored */
+    unsigned                 shut_wr:1;
+    unsigned                 release_bev:1;
+    unsigned                 down_queued:1;
+
+    char                     reason[512];
+    int                      http_status;
+    int                      retry_after_s;
+    int                      close_code;
+    int                      by_us;
+};
+
+static void ws_read_cb(struct bufferevent *bev, void *arg);
+static void ws_write_cb(struct bufferevent *bev, void *arg);
+static void ws_event_cb(struct bufferevent *bev, short what, void *arg);
+static void ws_feed(struct xg_ws *ws);
+static void ws_after_io(struct xg_ws *ws);
+static void ws_destroy(struct xg_ws *ws);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void
+ws_enter(struct xg_ws *ws)
+{
+    ws->busy++;
+}
+
+/* Returns 1 when WS is gone and must not be touched. */
+static int
+ws_leave(struct xg_ws *ws)
+{
+    if (--ws->busy > 0) {
+        return 0;
+    }
+    if (ws->freed) {
+        ws_destroy(ws);
+        return 1;
+    }
+    if (ws->release_bev && ws->bev != NULL) {
+        bufferevent_free(ws->bev);
+        ws->bev = NULL;
+        ws->release_bev = 0;
+    }
+    return 0;
+}
+
+static int
+ws_dead(const struct xg_ws *ws)
+{
+    return ws->freed || ws->state == XG_WS_DOWN;
+}
+
+static void
+timer_add_ms(struct event *ev, uint64_t ms)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t) (ms / 1000);
+    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
+    evtimer_add(ev, &tv);
+}
+
+static const char *
+state_name(enum xg_ws_state st)
+{
+    switch (st) {
+    case XG_WS_CONNECTING: return "connecting";
+    case XG_WS_TLS:        return "tls";
+    case XG_WS_HANDSHAKE:  return "handshake";
+    case XG_WS_OPEN:       return "open";
+    case XG_WS_CLOSING:    return "closing";
+    case XG_WS_DOWN:       return "down";
+    }
+    return "?";
+}
+
+static const char *
+close_code_text(int code)
+{
+    switch (code) {
+    case 1000: return "normal";
+    case 1001: return "going away";
+    case 1002: return "protocol error";
+    case 1003: return "unsupported data";
+    case 1005: return "no status";
+    case 1007: return "invalid utf-8";
+    case 1008: return "policy violation";
+    case 1009: return "message too big";
+    case 1011: return "internal error";
+    default:   return "other";
+    }
+}
+
+static void
+ws_set_state(struct xg_ws *ws, enum xg_ws_state st)
+{
+    if (ws->state == st) {
+        return;
+    }
+    xg_log_debug("%s: %s -> %s", ws->name, state_name(ws->state),
+        state_name(st));
+    ws->state = st;
+    if (st != XG_WS_DOWN && !ws->freed && ws->cbs->on_state != NULL) {
+        ws->cbs->on_state(ws, st, ws->arg);
+    }
+}
+
+static void
+format_addr(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char ip[INET6_ADDRSTRLEN];
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *) sa;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        snprintf(buf, len, "%s:%u", ip, ntohs(s4->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *) sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        snprintf(buf, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
+    } else {
+        snprintf(buf, len, "unix");
+    }
+}
+
+static void
+fd_peer(evutil_socket_t fd, char *buf, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+
+    sl = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *) &ss, &sl) != 0) {
+        snprintf(buf, len, "?");
+        return;
+    }
+    format_addr((struct sockaddr *) &ss, buf, len);
+}
+
+static void
+fd_nodelay(evutil_socket_t fd)
+{
+    int one = 1;
+
+    /* Small messages are the norm: never let Nagle hold one back. */
+    (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* ---- going down --------------------------------------------------------- */
+
+static void
+ws_release_bev(struct xg_ws *ws)
+{
+    if (ws->bev == NULL) {
+        return;
+    }
+    bufferevent_disable(ws->bev, EV_READ | EV_WRITE);
+    bufferevent_setcb(ws->bev, NULL, NULL, NULL, NULL);
+    if (ws->busy > 0) {
+        ws->release_bev = 1;    /* wslay may still read from it */
+        return;
+    }
+    bufferevent_free(ws->bev);
+    ws->bev = NULL;
+}
+
+static void
+ws_stop_timers(struct xg_ws *ws)
+{
+    evtimer_del(ws->ev_deadline);
+    event_del(ws->ev_ping);
+    evtimer_del(ws->ev_silence);
+}
+
+/* The end: close the socket now and report on_down from its own event. */
+static void
+ws_down_now(struct xg_ws *ws)
+{
+    if (ws->state == XG_WS_DOWN) {
+        return;
+    }
+    ws->ending = 0;
+    ws_stop_timers(ws);
+    if (ws->wslay != NULL) {
+        wslay_event_shutdown_read(ws->wslay);
+        wslay_event_shutdown_write(ws->wslay);
+    }
+    ws_release_bev(ws);
+    if (ws->reason[0] == '\0') {
+        snprintf(ws->reason, sizeof(ws->reason), "closed");
+    }
+    xg_log_info("%s: down: %s", ws->name, ws->reason);
+    ws_set_state(ws, XG_WS_DOWN);
+    if (!ws->freed && !ws->down_queued) {
+        ws->down_queued = 1;
+        event_active(ws->ev_down, EV_TIMEOUT, 1);
+    }
+}
+
+/*
+ * Takes the connection down for the reason FMT (kept if one was already
+ * recorded). With FLUSH, what is queued for output is written first,
+ * within close_timeout_ms.
+ */
+static void
+ws_fail(struct xg_ws *ws, int flush, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+ws_fail(struct xg_ws *ws, int flush, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (ws->state == XG_WS_DOWN) {
+        return;
+    }
+    if (ws->reason[0] == '\0') {
+        va_start(ap, fmt);
+        vsnprintf(ws->reason, sizeof(ws->reason), fmt, ap);
+        va_end(ap);
+    }
+    if (ws->ending && flush) {
+        return;
+    }
+    if (flush && !ws->freed && ws->bev != NULL
+        && evbuffer_get_length(bufferevent_get_output(ws->bev)) > 0)
+    {
+        ws->ending = 1;
+        event_del(ws->ev_ping);
+        evtimer_del(ws->ev_silence);
+        evtimer_del(ws->ev_deadline);
+        timer_add_ms(ws->ev_deadline, ws->opts.close_timeout_ms);
+        if (ws->state == XG_WS_OPEN) {
+            ws_set_state(ws, XG_WS_CLOSING);
+        }
+        return;
+    }
+    ws_down_now(ws);
+}
+
+static void
+ws_down_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_ws *ws = arg;
+    struct xg_ws_down why;
+
+    ws_enter(ws);
+    if (!ws->freed) {
+        why.reason = ws->reason;
+        why.http_status = ws->http_status;
+        why.retry_after_s = ws->retry_after_s;
+        why.close_code = ws->close_code;
+        why.by_us = ws->by_us;
+        ws->cbs->on_down(ws, &why, ws->arg);
+    }
+    ws_leave(ws);
+}
+
+/* ---- wslay glue --------------------------------------------------------- */
+
+static ssize_t
+wsl_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+    void *user)
+{
+    struct xg_ws *ws = user;
+    int n;
+
+    if (ws_dead(ws) || ws->bev == NULL || ws->release_bev) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    n = evbuffer_remove(bufferevent_get_input(ws->bev), buf, len);
+    if (n <= 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    return n;
+}
+
+/* Never blocks: the bufferevent's output buffer takes everything. */
+static ssize_t
+wsl_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
+    int flags, void *user)
+{
+    struct xg_ws *ws = user;
+
+    if (ws_dead(ws) || ws->bev == NULL || ws->release_bev) {
+        return (ssize_t) len;    /* going away: nothing will be written */
+    }
+    if (evbuffer_add(bufferevent_get_output(ws->bev), data, len) != 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return (ssize_t) len;
+}
+
+static int
+wsl_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
+    void *user)
+{
+    /* A fresh unpredictable mask per frame, as RFC 6455 5.3 asks. */
+    return RAND_bytes(buf, (int) len) == 1 ? 0 : -1;
+}
+
+/* Copies a close reason for a log line: printable ASCII, no quotes. */
+static void
+printable(char *dst, size_t dlen, const unsigned char *s, size_t len)
+{
+    size_t i, n;
+
+    n = 0;
+    for (i = 0; i < len && n + 1 < dlen; i++) {
+        dst[n++] = (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"')
+            ? (char) s[i] : '?';
+    }
+    dst[n] = '\0';
+}
+
+static void
+wsl_on_msg(wslay_event_context_ptr ctx,
+    const struct wslay_event_on_msg_recv_arg *m, void *user)
+{
+    struct xg_ws *ws = user;
+    char text[2 * XG_WSPROTO_MAX_CLOSE_REASON];
+    int binary;
+
+    if (ws_dead(ws)) {
+        return;
+    }
+    switch (m->opcode) {
+    case WSLAY_TEXT_FRAME:
+    case WSLAY_BINARY_FRAME:
+        if (ws->ending || ws->discard) {
+            return;
+        }
+        binary = m->opcode == WSLAY_BINARY_FRAME;
+        if (binary && ws->opts.text_only) {
+            snprintf(ws->reason, sizeof(ws->reason),
+                "binary message on a text-only connection: sent close 1003");
+            wslay_event_queue_close(ctx, 1003,
+                (const uint8_t *) "text only", 9);
+            wslay_event_shutdown_read(ctx);
+            return;
+        }
+        /* wslay has checked the UTF-8 of text messages (1007 otherwise). */
+        if (ws->cbs->on_message != NULL) {
+            ws->cbs->on_message(ws, binary,
+                m->msg ? m->msg : (const uint8_t *) "", m->msg_length,
+                ws->arg);
+        }
+        break;
+    case WSLAY_CONNECTION_CLOSE:
+        ws->close_code = m->status_code ? m->status_code : 1005;
+        text[0] = '\0';
+        if (m->msg_length > 2) {
+            printable(text, sizeof(text), m->msg + 2, m->msg_length - 2);
+        }
+        if (ws->reason[0] == '\0') {
+            snprintf(ws->reason, sizeof(ws->reason), "close %d \"%s\"",
+                ws->close_code, text);
+        }
+        break;
+    default:
+        break;      /* wslay answers pings itself; pongs need nothing */
+    }
+}
+
+static const struct wslay_event_callbacks wsl_callbacks = {
+    wsl_recv, wsl_send, wsl_genmask, NULL, NULL, NULL, wsl_on_msg
+};
+
+/* Writes a close frame ourselves, past wslay (see ws_feed). */
+static void
+ws_raw_close(struct xg_ws *ws, int code, const char *reason)
+{
+    unsigned char frame[XG_WSPROTO_MAX_FRAME_HEADER + 2
+        + XG_WSPROTO_MAX_CLOSE_REASON];
+    unsigned char mask[4];
+    size_t n;
+
+    if (ws->bev == NULL) {
+        return;
+    }
+    if (!ws->server && RAND_bytes(mask, 4) != 1) {
+        memset(mask, 0x5a, 4);
+    }
+    n = xg_wsproto_close_frame(frame, code, reason,
+        ws->server ? NULL : mask);
+    evbuffer_add(bufferevent_get_output(ws->bev), frame, n);
+}
+
+/* The close frame is out: wait for the peer's, or with DISCARD for EOF. */
+static void
+ws_enter_closing(struct xg_ws *ws, int discard)
+{
+    if (ws->state != XG_WS_OPEN) {
+        return;
+    }
+    event_del(ws->ev_ping);
+    evtimer_del(ws->ev_silence);
+    evtimer_del(ws->ev_deadline);
+    timer_add_ms(ws->ev_deadline, ws->opts.close_timeout_ms);
+    if (discard) {
+        ws->discard = 1;
+        if (ws->bev != NULL) {
+            struct evbuffer *in = bufferevent_get_input(ws->bev);
+            evbuffer_drain(in, evbuffer_get_length(in));
+        }
+    }
+    ws_set_state(ws, XG_WS_CLOSING);
+}
+
+/* After wslay read or queued something: send it and follow the close. */
+static void
+ws_after_io(struct xg_ws *ws)
+{
+    int r, code;
+
+    if (ws_dead(ws) || ws->ending || ws->wslay == NULL) {
+        return;
+    }
+    r = wslay_event_send(ws->wslay);
+    if (r != 0) {
+        ws_fail(ws, 0, "wslay send failed (%d)", r);
+        return;
+    }
+    if (wslay_event_get_close_sent(ws->wslay)
+        && wslay_event_get_close_received(ws->wslay))
+    {
+        /* The close handshake is complete: flush, then drop the socket. */
+        ws_fail(ws, 1, "close %d", ws->close_code);
+        return;
+    }
+    if (wslay_event_get_close_sent(ws->wslay) && ws->state == XG_WS_OPEN) {
+        if (!wslay_event_get_read_enabled(ws->wslay)) {
+            /* wslay (or we) found the peer at fault: no more input. */
+            code = wslay_event_get_status_code_sent(ws->wslay);
+            if (ws->reason[0] == '\0') {
+                snprintf(ws->reason, sizeof(ws->reason),
+                    "%s: sent close %d", close_code_text(code), code);
+            }
+            xg_log_info("%s: %s", ws->name, ws->reason);
+            ws_enter_closing(ws, 1);
+        } else {
+            ws_enter_closing(ws, 0);
+        }
+    }
+}
+
+/* Runs wslay over the input buffer. */
+static void
+ws_feed(struct xg_ws *ws)
+{
+    struct evbuffer *in;
+    int r;
+
+    if (ws_dead(ws) || ws->bev == NULL) {
+        return;
+    }
+    in = bufferevent_get_input(ws->bev);
+    if (ws->discard || ws->ending || ws->wslay == NULL) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
+    r = wslay_event_recv(ws->wslay);
+    if (ws_dead(ws)) {
+        return;
+    }
+    if (r == WSLAY_ERR_CALLBACK_FAILURE) {
+        /*
+         * A malformed frame header (bad length encoding, oversized or
+         * fragmented control frame). wslay has queued a close without a
+         * code; send 1002 ourselves instead and keep wslay quiet.
+         */
+        wslay_event_shutdown_write(ws->wslay);
+        if (ws->reason[0] == '\0') {
+            snprintf(ws->reason, sizeof(ws->reason),
+                "protocol error: malformed frame: sent close 1002");
+        }
+        xg_log_info("%s: %s", ws->name, ws->reason);
+        ws_raw_close(ws, 1002, "malformed frame");
+        ws_enter_closing(ws, 1);
+        return;
+    }
+    if (r != 0) {
+        ws_fail(ws, 0, "wslay receive failed (%d)", r);
+        return;
+    }
+    ws_after_io(ws);
+    if (!ws_dead(ws) && ws->bev != NULL && ws->discard) {
+        evbuffer_drain(in, evbuffer_get_length(in));
+    }
+}
+
+static void
+ws_ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_ws *ws = arg;
+    struct wslay_event_msg m;
+    char payload[24];
+
+    ws_enter(ws);
+    if (ws->state == XG_WS_OPEN && !ws->ending && !ws->freed) {
+        m.opcode = WSLAY_PING;
+        m.msg_length = (size_t) snprintf(payload, sizeof(payload), "%llu",
+            (unsigned long long) xg_now_ms());
+        m.msg = (const uint8_t *) payload;
+        if (wslay_event_queue_msg(ws->wslay, &m) == 0) {
+            ws_after_io(ws);
+        }
+    }
+    ws_leave(ws);
+}
+
+static void
+ws_silence_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_ws *ws = arg;
+    uint64_t idle;
+
+    ws_enter(ws);
+    idle = xg_now_ms() - ws->last_rx_ms;
+    if (ws->state == XG_WS_OPEN && !ws->ending) {
+        if (idle >= ws->opts.ping_timeout_ms) {
+            ws_fail(ws, 0, "ping timeout");
+        } else {
+            timer_add_ms(ws->ev_silence, ws->opts.ping_timeout_ms - idle);
+        }
+    }
+    ws_leave(ws);
+}
+
+static void
+ws_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_ws *ws = arg;
+
+    ws_enter(ws);
+    if (ws->ending) {
+        ws_fail(ws, 0, "close timeout");
+    } else {
+        switch (ws->state) {
+        case XG_WS_CONNECTING:
+            ws_fail(ws, 0, "connect timeout%s%s",
+                ws->connect_err[0] ? " after " : "", ws->connect_err);
+            break;
+        case XG_WS_TLS:
+            ws_fail(ws, 0, "tls handshake timeout");
+            break;
+        case XG_WS_HANDSHAKE:
+            ws_fail(ws, 0, "handshake timeout");
+            break;
+        case XG_WS_CLOSING:
+            ws_fail(ws, 0, "close timeout");
+            break;
+        default:
+            break;
+        }
+    }
+    ws_leave(ws);
+}
+
+/* ---- open ---------------------------------------------------------------- */
+
+static void
+ws_open(struct xg_ws *ws)
+{
+    int r;
+
+    if (ws->server) {
+        r = wslay_event_context_server_init(&ws->wslay, &wsl_callbacks, ws);
+    } else {
+        r = wslay_event_context_client_init(&ws->wslay, &wsl_callbacks, ws);
+    }
+    if (r != 0) {
+        ws->wslay = NULL;
+        ws_fail(ws, 0, "out of memory");
+        return;
+    }
+    /* wslay's default limit is 2 GiB: always set ours. */
+    wslay_event_config_set_max_recv_msg_length(ws->wslay,
+        ws->opts.max_message);
+    evtimer_del(ws->ev_deadline);
+    ws->last_rx_ms = xg_now_ms();
+    if (ws->opts.ping_ms > 0) {
+        struct timeval tv;
+        tv.tv_sec = (time_t) (ws->opts.ping_ms / 1000);
+        tv.tv_usec = (suseconds_t) ((ws->opts.ping_ms % 1000) * 1000);
+        event_add(ws->ev_ping, &tv);
+    }
+    if (ws->opts.ping_timeout_ms > 0) {
+        timer_add_ms(ws->ev_silence, ws->opts.ping_timeout_ms);
+    }
+    xg_log_info("%s: open%s%s", ws->name, ws->server ? " " : "",
+        ws->server ? "" : "");
+    ws_set_state(ws, XG_WS_OPEN);
+    if (ws_dead(ws) || ws->state != XG_WS_OPEN) {
+        return;
+    }
+    if (ws->cbs->on_open != NULL) {
+        ws->cbs->on_open(ws, ws->arg);
+    }
+    if (ws_dead(ws) || ws->bev == NULL) {
+        return;
+    }
+    /* Frames that came in the same read as the handshake. */
+    if (evbuffer_get_length(bufferevent_get_input(ws->bev)) > 0) {
+        ws_feed(ws);
+    }
+}
+
+/*
+ * Looks for a complete HTTP head in the input. Returns its length, 0 if
+ * more is needed, -1 when none fits in the bound. *P gets its bytes.
+ */
+static ssize_t
+ws_find_head(struct xg_ws *ws, const char **p)
+{
+    struct evbuffer *in;
+    size_t len;
+
+    in = bufferevent_get_input(ws->bev);
+    len = evbuffer_get_length(in);
+    if (len > XG_WSPROTO_MAX_HEAD) {
+        len = XG_WSPROTO_MAX_HEAD;
+    }
+    *p = (const char *) evbuffer_pullup(in, (ssize_t) len);
+    if (*p == NULL) {
+        return 0;
+    }
+    return xg_wsproto_head_len(*p, len, XG_WSPROTO_MAX_HEAD);
+}
+
+/* ---- server handshake -------------------------------------------------- */
+
+static void
+ws_srv_refuse(struct xg_ws *ws, int status, const char *error)
+{
+    char buf[512];
+    struct evbuffer *in;
+    size_t n;
+
+    in = bufferevent_get_input(ws->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    bufferevent_disable(ws->bev, EV_READ);
+    n = xg_wsproto_error_response(buf, sizeof(buf), status, error);
+    evbuffer_add(bufferevent_get_output(ws->bev), buf, n);
+    ws->http_status = status;
+    ws_fail(ws, 1, "handshake refused: %d %s", status, error);
+}
+
+static void
+ws_srv_handshake(struct xg_ws *ws)
+{
+    struct xg_wsproto_req req;
+    char accept[XG_WSPROTO_ACCEPT_LEN + 1];
+    const char *p;
+    ssize_t hl;
+    int status;
+
+    hl = ws_find_head(ws, &p);
+    if (hl == 0) {
+        return;
+    }
+    if (hl < 0) {
+        ws_srv_refuse(ws, 431, "request head too large");
+        return;
+    }
+    if (xg_wsproto_parse_request(p, (size_t) hl, &req) != XG_OK) {
+        ws_srv_refuse(ws, req.status, req.error);
+        return;
+    }
+    status = ws->check ? ws->check(ws, req.path, ws->arg) : 0;
+    if (ws_dead(ws)) {
+        return;
+    }
+    if (status != 0) {
+        ws_srv_refuse(ws, status, status == 404 ? "no such path"
+            : xg_wsproto_status_text(status));
+        return;
+    }
+    evbuffer_drain(bufferevent_get_input(ws->bev), (size_t) hl);
+    xg_wsproto_accept(req.key, XG_WSPROTO_KEY_LEN, accept);
+    evbuffer_add_printf(bufferevent_get_output(ws->bev),
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", accept);
+    xg_log_debug("%s: upgrade %s", ws->name, req.path);
+    ws_open(ws);
+}
+
+/* ---- client handshake -------------------------------------------------- */
+
+static int
+header_safe(const char *s)
+{
+    return strpbrk(s, "\r\n") == NULL;
+}
+
+static void
+ws_cli_start_handshake(struct xg_ws *ws)
+{
+    struct evbuffer *out;
+    char hosthdr[300];
+    int i, own_ua;
+    int def_port;
+
+    ws_set_state(ws, XG_WS_HANDSHAKE);
+    if (ws_dead(ws)) {
+        return;
+    }
+    evtimer_del(ws->ev_deadline);
+    timer_add_ms(ws->ev_deadline, ws->opts.handshake_timeout_ms);
+    def_port = ws->url.tls ? 443 : 80;
+    if (strchr(ws->host, ':') != NULL) {
+        snprintf(hosthdr, sizeof(hosthdr), "[%s]", ws->host);
+    } else {
+        snprintf(hosthdr, sizeof(hosthdr), "%s", ws->host);
+    }
+    if (ws->url.port != def_port) {
+        size_t l = strlen(hosthdr);
+        snprintf(hosthdr + l, sizeof(hosthdr) - l, ":%u", ws->url.port);
+    }
+    out = bufferevent_get_output(ws->bev);
+    evbuffer_add_printf(out,
+        "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+        "Sec-WebSocket-Version: 13\r\n",
+        ws->url.path[0] ? ws->url.path : "/", hosthdr, ws->key);
+    own_ua = 0;
+    for (i = 0; i < ws->opts.nheaders; i++) {
+        const struct xg_header *h = &ws->opts.headers[i];
+        if (!header_safe(h->name) || !header_safe(h->value)) {
+            xg_log_warn("%s: header \"%s\" has a line break, not sent",
+                ws->name, h->name);
+            continue;
+        }
+        if (strcasecmp(h->name, "User-Agent") == 0) {
+            own_ua = 1;
+        }
+        evbuffer_add_printf(out, "%s: %s\r\n", h->name, h->value);
+    }
+    if (!own_ua) {
+        evbuffer_add_printf(out, "User-Agent: exgate/%s\r\n", XG_VERSION);
+    }
+    evbuffer_add(out, "\r\n", 2);
+    bufferevent_enable(ws->bev, EV_READ | EV_WRITE);
+}
+
+static void
+ws_cli_handshake(struct xg_ws *ws)
+{
+    struct xg_wsproto_resp resp;
+    const char *p;
+    ssize_t hl;
+    int r;
+
+    hl = ws_find_head(ws, &p);
+    if (hl == 0) {
+        return;
+    }
+    if (hl < 0) {
+        ws_fail(ws, 0, "handshake: response head over %d bytes",
+            XG_WSPROTO_MAX_HEAD);
+        return;
+    }
+    r = xg_wsproto_parse_response(p, (size_t) hl, ws->key, time(NULL), &resp);
+    /* Whatever follows the head belongs to the WebSocket stream. */
+    evbuffer_drain(bufferevent_get_input(ws->bev), (size_t) hl);
+    if (r != XG_OK) {
+        if (resp.status != 0 && resp.status != 101) {
+            ws->http_status = resp.status;
+            ws->retry_after_s = resp.retry_after_s;
+            if (resp.retry_after_s >= 0) {
+                ws_fail(ws, 0, "http %d, retry after %ds", resp.status,
+                    resp.retry_after_s);
+            } else {
+                ws_fail(ws, 0, "http %d", resp.status);
+            }
+        } else {
+            ws_fail(ws, 0, "handshake: %s", resp.error);
+        }
+        return;
+    }
+    ws_open(ws);
+}
+
+/* ---- client connect ------------------------------------------------------ */
+
+static void ws_try_connect(struct xg_ws *ws);
+
+static void
+ws_cli_tls_start(struct xg_ws *ws)
+{
+    struct bufferevent *nb;
+    evutil_socket_t fd;
+    SSL *ssl;
+    char err[512];
+
+    fd = bufferevent_getfd(ws->bev);
+    ERR_clear_error();
+    ssl = SSL_new(ws->ssl_ctx);
+    if (ssl == NULL) {
+        snprintf(err, sizeof(err), "SSL_new: ");
+        ws_fail(ws, 0, "tls: %s", xg_log_ssl_errors(err, sizeof(err)));
+        return;
+    }
+    err[0] = '\0';
+    if (xg_tls_client_setup(ssl, ws->host, ws->opts.tls_verify, err,
+            sizeof(err)) != 0)
+    {
+        SSL_free(ssl);
+        ws_fail(ws, 0, "tls: %s", err);
+        return;
+    }
+    nb = bufferevent_openssl_socket_new(ws->base, fd, ssl,
+        BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+    if (nb == NULL) {
+        ws_fail(ws, 0, "tls: cannot make the tls bufferevent");
+        return;
+    }
+    /* The fd now belongs to the tls bufferevent. */
+    bufferevent_setfd(ws->bev, -1);
+    bufferevent_free(ws->bev);
+    ws->bev = nb;
+    bufferevent_openssl_set_allow_dirty_shutdown(nb, 1);
+    bufferevent_setcb(nb, ws_read_cb, ws_write_cb, ws_event_cb, ws);
+    bufferevent_enable(nb, EV_READ | EV_WRITE);
+    ws_set_state(ws, XG_WS_TLS);
+}
+
+static void
+ws_cli_tls_done(struct xg_ws *ws)
+{
+    SSL *ssl;
+    const unsigned char *alpn;
+    unsigned alen;
+
+    ssl = bufferevent_openssl_get_ssl(ws->bev);
+    SSL_get0_alpn_selected(ssl, &alpn, &alen);
+    if (alen > 0 && (alen != 8 || memcmp(alpn, "http/1.1", 8) != 0)) {
+        ws_fail(ws, 0, "tls: server chose alpn \"%.*s\", not http/1.1",
+            (int) alen, alpn);
+        return;
+    }
+    xg_log_info("%s: tls %s %s, %s", ws->name, SSL_get_version(ssl),
+        SSL_get_cipher_name(ssl), ws->opts.tls_verify
+        ? "certificate verified" : "certificate NOT verified (tls_verify off)");
+    ws_cli_start_handshake(ws);
+}
+
+static void
+ws_tcp_connected(struct xg_ws *ws)
+{
+    evutil_socket_t fd;
+
+    fd = bufferevent_getfd(ws->bev);
+    fd_nodelay(fd);
+    if (ws->ai_list != NULL) {
+        evutil_freeaddrinfo(ws->ai_list);
+        ws->ai_list = ws->ai_next = NULL;
+    }
+    xg_log_debug("%s: tcp connected to %s", ws->name, ws->peer);
+    if (ws->url.tls) {
+        ws_cli_tls_start(ws);
+    } else {
+        ws_cli_start_handshake(ws);
+    }
+}
+
+/* Tries the resolved addresses in turn until one connect starts. */
+static void
+ws_try_connect(struct xg_ws *ws)
+{
+    struct evutil_addrinfo *ai;
+    struct bufferevent *bev;
+    evutil_socket_t fd;
+
+    while ((ai = ws->ai_next) != NULL) {
+        ws->ai_next = ai->ai_next;
+        format_addr(ai->ai_addr, ws->peer, sizeof(ws->peer));
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+            0);
+        if (fd < 0) {
+            snprintf(ws->connect_err, sizeof(ws->connect_err),
+                "connect to %s: %s", ws->peer, strerror(errno));
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0
+            && errno != EINPROGRESS)
+        {
+            snprintf(ws->connect_err, sizeof(ws->connect_err),
+                "connect to %s: %s", ws->peer, strerror(errno));
+            xg_log_debug("%s: %s", ws->name, ws->connect_err);
+            close(fd);
+            continue;
+        }
+        bev = bufferevent_socket_new(ws->base, fd, BEV_OPT_CLOSE_ON_FREE);
+        if (bev == NULL) {
+            close(fd);
+            snprintf(ws->connect_err, sizeof(ws->connect_err),
+                "connect to %s: out of memory", ws->peer);
+            continue;
+        }
+        bufferevent_setcb(bev, ws_read_cb, ws_write_cb, ws_event_cb, ws);
+        /* NULL address: the connect is under way, wait for it. */
+        if (bufferevent_socket_connect(bev, NULL, 0) != 0) {
+            bufferevent_free(bev);
+            snprintf(ws->connect_err, sizeof(ws->connect_err),
+                "connect to %s: cannot watch the socket", ws->peer);
+            continue;
+        }
+        ws->bev = bev;
+        return;
+    }
+    ws_fail(ws, 0, "%s", ws->connect_err[0] ? ws->connect_err
+        : "connect: no address");
+}
+
+static void
+ws_dns_cb(int err, struct evutil_addrinfo *res, void *arg)
+{
+    struct ws_dnsreq *rq = arg;
+    struct xg_ws *ws;
+
+    ws = rq->ws;
+    free(rq);
+    if (ws == NULL) {
+        if (res != NULL) {
+            evutil_freeaddrinfo(res);
+        }
+        return;
+    }
+    ws->dnsreq = NULL;
+    ws->dns_handle = NULL;
+    ws_enter(ws);
+    if (err != 0) {
+        ws_fail(ws, 0, "dns: %s: %s", ws->host, evutil_gai_strerror(err));
+    } else if (!ws_dead(ws)) {
+        ws->ai_list = ws->ai_next = res;
+        ws_try_connect(ws);
+    } else {
+        evutil_freeaddrinfo(res);
+    }
+    ws_leave(ws);
+}
+
+static void
+ws_resolve(struct xg_ws *ws)
+{
+    struct evutil_addrinfo hints, *res;
+    struct evdns_getaddrinfo_request *h;
+    struct ws_dnsreq *rq;
+    char port[8];
+    int r;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    snprintf(port, sizeof(port), "%u", ws->url.port);
+    if (ws->dns == NULL) {
+        /* No resolver given: only safe (non-blocking) for literals. */
+        res = NULL;
+        r = evutil_getaddrinfo(ws->host, port, &hints, &res);
+        if (r != 0) {
+            ws_fail(ws, 0, "dns: %s: %s", ws->host, evutil_gai_strerror(r));
+            return;
+        }
+        ws->ai_list = ws->ai_next = res;
+        ws_try_connect(ws);
+        return;
+    }
+    rq = xg_malloc(sizeof(*rq));
+    rq->ws = ws;
+    ws->dnsreq = rq;
+    /* The callback may run before this returns (literals, hosts file). */
+    h = evdns_getaddrinfo(ws->dns, ws->host, port, &hints, ws_dns_cb, rq);
+    if (h != NULL && ws->dnsreq == rq) {
+        ws->dns_handle = h;
+    }
+}
+
+/* ---- bufferevent callbacks ---------------------------------------------- */
+
+static void
+ws_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct xg_ws *ws = arg;
+
+    ws_enter(ws);
+    ws->last_rx_ms = xg_now_ms();
+    if (!ws_dead(ws)) {
+        switch (ws->state) {
+        case XG_WS_HANDSHAKE:
+            if (ws->ending) {
+                struct evbuffer *in = bufferevent_get_input(bev);
+                evbuffer_drain(in, evbuffer_get_length(in));
+            } else if (ws->server) {
+                ws_srv_handshake(ws);
+            } else {
+                ws_cli_handshake(ws);
+            }
+            break;
+        case XG_WS_OPEN:
+        case XG_WS_CLOSING:
+            ws_feed(ws);
+            break;
+        default:
+            break;
+        }
+    }
+    ws_leave(ws);
+}
+
+static void
+ws_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct xg_ws *ws = arg;
+    evutil_socket_t fd;
+
+    ws_enter(ws);
+    if (ws_dead(ws)) {
+        /* nothing */
+    } else if (ws->ending) {
+        ws_down_now(ws);
+    } else if (ws->state == XG_WS_CLOSING && ws->discard && !ws->shut_wr) {
+        /*
+         * Our close frame is out and we read no more: half-close so the
+         * peer sees EOF after it, answers, and closes its side (plain TCP
+         * only; a TLS peer gets the close timeout).
+         */
+        ws->shut_wr = 1;
+        fd = bufferevent_getfd(bev);
+        if (!ws->tls && fd >= 0) {
+            shutdown(fd, SHUT_WR);
+        }
+    } else if (ws->state == XG_WS_OPEN && ws->cbs->on_drain != NULL) {
+        ws->cbs->on_drain(ws, ws->arg);
+    }
+    ws_leave(ws);
+}
+
+static void
+ws_tls_reason(struct xg_ws *ws, char *buf, size_t len)
+{
+    SSL *ssl;
+    unsigned long e;
+    size_t off;
+    long vr;
+    int saved;
+
+    saved = EVUTIL_SOCKET_ERROR();
+    buf[0] = '\0';
+    ssl = bufferevent_openssl_get_ssl(ws->bev);
+    if (!ws->server && ws->opts.tls_verify && ssl != NULL) {
+        vr = SSL_get_verify_result(ssl);
+        if (vr != X509_V_OK) {
+            snprintf(buf, len, "certificate verify failed: %s",
+                X509_verify_cert_error_string(vr));
+            while (bufferevent_get_openssl_error(ws->bev) != 0) {
+                /* drained: the verify result says it better */
+            }
+            ERR_clear_error();
+            return;
+        }
+    }
+    off = 0;
+    while ((e = bufferevent_get_openssl_error(ws->bev)) != 0) {
+        char one[256];
+        ERR_error_string_n(e, one, sizeof(one));
+        if (off + 2 < len) {
+            off += (size_t) snprintf(buf + off, len - off, "%s%s",
+                off ? "; " : "", one);
+            if (off >= len) {
+                off = len - 1;
+            }
+        }
+    }
+    xg_log_ssl_errors(buf, len);
+    if (buf[0] == '\0') {
+        snprintf(buf, len, "%s", saved ? evutil_socket_error_to_string(saved)
+            : "connection closed during the handshake");
+    }
+}
+
+static void
+ws_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct xg_ws *ws = arg;
+    char buf[512];
+    int err;
+
+    ws_enter(ws);
+    err = EVUTIL_SOCKET_ERROR();
+    if (ws_dead(ws)) {
+        /* nothing */
+    } else if (what & BEV_EVENT_CONNECTED) {
+        if (ws->state == XG_WS_CONNECTING) {
+            ws_tcp_connected(ws);
+        } else if (ws->state == XG_WS_TLS) {
+            if (ws->server) {
+                ws_set_state(ws, XG_WS_HANDSHAKE);
+            } else {
+                ws_cli_tls_done(ws);
+            }
+        }
+    } else if (ws->state == XG_WS_CONNECTING) {
+        snprintf(ws->connect_err, sizeof(ws->connect_err),
+            "connect to %s: %s", ws->peer,
+            (what & BEV_EVENT_ERROR) && err ? evutil_socket_error_to_string(err)
+            : "connection closed");
+        xg_log_debug("%s: %s", ws->name, ws->connect_err);
+        bufferevent_free(ws->bev);
+        ws->bev = NULL;
+        ws_try_connect(ws);
+    } else if (ws->state == XG_WS_TLS) {
+        ws_tls_reason(ws, buf, sizeof(buf));
+        ws_fail(ws, 0, "tls: %s", buf);
+    } else if (what & BEV_EVENT_EOF) {
+        if (ws->state == XG_WS_OPEN) {
+            ws_fail(ws, 0, "eof");
+        } else if (ws->state == XG_WS_CLOSING) {
+            ws_fail(ws, 0, "eof while closing");
+        } else {
+            ws_fail(ws, 0, "eof during the handshake");
+        }
+    } else if (what & BEV_EVENT_ERROR) {
+        if (ws->tls) {
+            ws_tls_reason(ws, buf, sizeof(buf));
+            ws_fail(ws, 0, "tls: %s", buf);
+        } else {
+            ws_fail(ws, 0, "%s: %s", what & BEV_EVENT_READING ? "read"
+                : "write", err ? evutil_socket_error_to_string(err)
+                : "error");
+        }
+    }
+    ws_leave(ws);
+}
+
+/* ---- construction ---------------------------------------------------------- */
+
+static struct xg_ws *
+ws_new(struct event_base *base, const struct xg_ws_opts *opts,
+    const struct xg_ws_cbs *cbs, void *arg)
+{
+    struct xg_ws *ws;
+    int i;
+
+    ws = xg_calloc(1, sizeof(*ws));
+    ws->base = base;
+    ws->cbs = cbs;
+    ws->arg = arg;
+    ws->opts = *opts;
+    ws->retry_after_s = -1;
+    ws->opts.log_name = NULL;
+    ws->opts.tls_ca = opts->tls_ca ? xg_strdup(opts->tls_ca) : NULL;
+    ws->opts.headers = NULL;
+    ws->opts.nheaders = 0;
+    if (opts->nheaders > 0 && opts->headers != NULL) {
+        struct xg_header *h = xg_calloc((size_t) opts->nheaders, sizeof(*h));
+        for (i = 0; i < opts->nheaders; i++) {
+            h[i].name = xg_strdup(opts->headers[i].name);
+            h[i].value = xg_strdup(opts->headers[i].value);
+        }
+        ws->opts.headers = h;
+        ws->opts.nheaders = opts->nheaders;
+    }
+    if (ws->opts.max_message == 0) {
+        ws->opts.max_message = WS_DEFAULT_MAX_MESSAGE;
+    }
+    if (ws->opts.connect_timeout_ms == 0) {
+        ws->opts.connect_timeout_ms = WS_DEFAULT_TIMEOUT_MS;
+    }
+    if (ws->opts.handshake_timeout_ms == 0) {
+        ws->opts.handshake_timeout_ms = WS_DEFAULT_TIMEOUT_MS;
+    }
+    if (ws->opts.close_timeout_ms == 0) {
+        ws->opts.close_timeout_ms = WS_DEFAULT_CLOSE_MS;
+    }
+    ws->ev_deadline = evtimer_new(base, ws_deadline_cb, ws);
+    ws->ev_ping = event_new(base, -1, EV_PERSIST, ws_ping_cb, ws);
+    ws->ev_silence = evtimer_new(base, ws_silence_cb, ws);
+    ws->ev_down = evtimer_new(base, ws_down_event, ws);
+    if (ws->ev_deadline == NULL || ws->ev_ping == NULL
+        || ws->ev_silence == NULL || ws->ev_down == NULL)
+    {
+        xg_log_error("ws: out of memory for timers");
+        abort();
+    }
+    return ws;
+}
+
+struct xg_ws *
+xg_ws_connect(struct event_base *base, struct evdns_base *dns,
+    const struct xg_url *url, const struct xg_ws_opts *opts,
+    const struct xg_ws_cbs *cbs, void *arg)
+{
+    struct xg_ws *ws;
+    char err[512];
+    size_t hl;
+
+    ws = ws_new(base, opts, cbs, arg);
+    ws->dns = dns;
+    ws->url = *url;
+    ws->tls = url->tls;
+    hl = strlen(url->host);
+    if (hl >= 2 && url->host[0] == '[' && url->host[hl - 1] == ']') {
+        memcpy(ws->host, url->host + 1, hl - 2);
+        ws->host[hl - 2] = '\0';
+    } else {
+        snprintf(ws->host, sizeof(ws->host), "%s", url->host);
+    }
+    if (opts->log_name != NULL) {
+        ws->name = xg_strdup(opts->log_name);
+    } else {
+        snprintf(err, sizeof(err), "ws %s:%u", url->host, url->port);
+        ws->name = xg_strdup(err);
+    }
+    snprintf(ws->peer, sizeof(ws->peer), "%s:%u", url->host, url->port);
+    ws->state = XG_WS_CONNECTING;
+    timer_add_ms(ws->ev_deadline, ws->opts.connect_timeout_ms);
+    xg_log_info("%s: connecting to %s://%s:%u%s", ws->name,
+        url->tls ? "wss" : "ws", url->host, url->port, url->path);
+    if (xg_wsproto_make_key(ws->key) != XG_OK) {
+        ws_fail(ws, 0, "no random bytes for the key");
+        return ws;
+    }
+    if (url->tls) {
+        if (!ws->opts.tls_verify) {
+            xg_log_warn("%s: tls_verify is off: the certificate of %s is "
+                "NOT checked (tests only)", ws->name, ws->host);
+        }
+        err[0] = '\0';
+        ws->ssl_ctx = xg_tls_client_ctx(ws->opts.tls_ca, err, sizeof(err));
+        if (ws->ssl_ctx == NULL) {
+            ws_fail(ws, 0, "tls: %s", err);
+            return ws;
+        }
+    }
+    ws_resolve(ws);
+    return ws;
+}
+
+static struct xg_ws *
+ws_accept_common(struct xg_ws *ws, xg_ws_accept_cb check)
+{
+    char name[400];
+
+    ws->server = 1;
+    ws->check = check;
+    if (ws->name == NULL) {
+        snprintf(name, sizeof(name), "ws client %s", ws->peer);
+        ws->name = xg_strdup(name);
+    }
+    timer_add_ms(ws->ev_deadline, ws->opts.handshake_timeout_ms);
+    if (ws->bev != NULL) {
+        bufferevent_setcb(ws->bev, ws_read_cb, ws_write_cb, ws_event_cb, ws);
+        bufferevent_enable(ws->bev, EV_READ | EV_WRITE);
+    }
+    xg_log_debug("%s: accepted%s", ws->name, ws->tls ? " (tls)" : "");
+    return ws;
+}
+
+struct xg_ws *
+xg_ws_accept(struct event_base *base, evutil_socket_t fd, SSL_CTX *tls,
+    const struct xg_ws_opts *opts, xg_ws_accept_cb check,
+    const struct xg_ws_cbs *cbs, void *arg)
+{
+    struct xg_ws *ws;
+    SSL *ssl;
+    char err[512];
+
+    ws = ws_new(base, opts, cbs, arg);
+    if (opts->log_name != NULL) {
+        ws->name = xg_strdup(opts->log_name);
+    }
+    fd_peer(fd, ws->peer, sizeof(ws->peer));
+    evutil_make_socket_nonblocking(fd);
+    evutil_make_socket_closeonexec(fd);
+    fd_nodelay(fd);
+    ws->tls = tls != NULL;
+    ws->state = ws->tls ? XG_WS_TLS : XG_WS_HANDSHAKE;
+    if (tls != NULL) {
+        ERR_clear_error();
+        ssl = SSL_new(tls);
+        if (ssl == NULL) {
+            evutil_closesocket(fd);
+            ws_accept_common(ws, check);
+            snprintf(err, sizeof(err), "SSL_new: ");
+            ws_fail(ws, 0, "tls: %s", xg_log_ssl_errors(err, sizeof(err)));
+            return ws;
+        }
+        ws->bev = bufferevent_openssl_socket_new(base, fd, ssl,
+            BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+        if (ws->bev != NULL) {
+            bufferevent_openssl_set_allow_dirty_shutdown(ws->bev, 1);
+        }
+    } else {
+        ws->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    ws_accept_common(ws, check);
+    if (ws->bev == NULL) {
+        evutil_closesocket(fd);
+        ws_fail(ws, 0, "cannot make a bufferevent");
+    }
+    return ws;
+}
+
+struct xg_ws *
+xg_ws_accept_bev(struct event_base *base, struct bufferevent *bev,
+    const char *peer, const struct xg_ws_opts *opts, xg_ws_accept_cb check,
+    const struct xg_ws_cbs *cbs, void *arg)
+{
+    struct xg_ws *ws;
+
+    ws = ws_new(base, opts, cbs, arg);
+    if (opts->log_name != NULL) {
+        ws->name = xg_strdup(opts->log_name);
+    }
+    snprintf(ws->peer, sizeof(ws->peer), "%s", peer ? peer : "pair");
+    ws->state = XG_WS_HANDSHAKE;
+    ws->bev = bev;
+    return ws_accept_common(ws, check);
+}
+
+/* ---- owner API ----------------------------------------------------------- */
+
+static void
+ws_destroy(struct xg_ws *ws)
+{
+    int i;
+
+    if (ws->dnsreq != NULL) {
+        ws->dnsreq->ws = NULL;      /* its callback frees it */
+        ws->dnsreq = NULL;
+        if (ws->dns_handle != NULL) {
+            evdns_getaddrinfo_cancel(ws->dns_handle);
+        }
+    }
+    if (ws->ai_list != NULL) {
+        evutil_freeaddrinfo(ws->ai_list);
+    }
+    event_free(ws->ev_deadline);
+    event_free(ws->ev_ping);
+    event_free(ws->ev_silence);
+    event_free(ws->ev_down);
+    if (ws->bev != NULL) {
+        bufferevent_free(ws->bev);
+    }
+    if (ws->wslay != NULL) {
+        wslay_event_context_free(ws->wslay);
+    }
+    if (ws->ssl_ctx != NULL) {
+        SSL_CTX_free(ws->ssl_ctx);
+    }
+    for (i = 0; i < ws->opts.nheaders; i++) {
+        free(ws->opts.headers[i].name);
+        free(ws->opts.headers[i].value);
+    }
+    free((void *) ws->opts.headers);
+    free((void *) ws->opts.tls_ca);
+    free(ws->name);
+    free(ws);
+}
+
+void
+xg_ws_free(struct xg_ws *ws)
+{
+    if (ws == NULL || ws->freed) {
+        return;
+    }
+    ws->freed = 1;
+    if (ws->busy > 0) {
+        /* Inside one of our callbacks: finish when it returns. */
+        ws_stop_timers(ws);
+        event_del(ws->ev_down);
+        if (ws->wslay != NULL) {
+            wslay_event_shutdown_read(ws->wslay);
+            wslay_event_shutdown_write(ws->wslay);
+        }
+        if (ws->bev != NULL) {
+            bufferevent_disable(ws->bev, EV_READ | EV_WRITE);
+            bufferevent_setcb(ws->bev, NULL, NULL, NULL, NULL);
+        }
+        return;
+    }
+    ws_destroy(ws);
+}
+
+static int
+ws_send(struct xg_ws *ws, int opcode, const void *data, size_t len)
+{
+    struct wslay_event_msg m;
+    unsigned char hdr[XG_WSPROTO_MAX_FRAME_HEADER];
+    struct evbuffer *out;
+    size_t n;
+    int r;
+
+    if (ws == NULL || ws_dead(ws) || ws->state != XG_WS_OPEN || ws->ending
+        || ws->bev == NULL)
+    {
+        return XG_ERROR;
+    }
+    if (opcode == WSLAY_TEXT_FRAME
+        && !xg_wsproto_utf8_valid((const unsigned char *) data, len))
+    {
+        xg_log_warn("%s: refusing to send a text message that is not utf-8",
+            ws->name);
+        return XG_ERROR;
+    }
+    if (ws->server) {
+        /* Unmasked: straight into the output, no copy inside wslay. */
+        out = bufferevent_get_output(ws->bev);
+        n = xg_wsproto_frame_header(hdr, opcode, len, NULL);
+        if (evbuffer_add(out, hdr, n) != 0
+            || (len > 0 && evbuffer_add(out, data, len) != 0))
+        {
+            ws_fail(ws, 0, "out of memory");
+            return XG_ERROR;
+        }
+        return XG_OK;
+    }
+    m.opcode = (uint8_t) opcode;
+    m.msg = data;
+    m.msg_length = len;
+    r = wslay_event_queue_msg(ws->wslay, &m);
+    if (r != 0) {
+        return XG_ERROR;
+    }
+    r = wslay_event_send(ws->wslay);
+    if (r != 0) {
+        ws_fail(ws, 0, "wslay send failed (%d)", r);
+        return XG_ERROR;
+    }
+    return XG_OK;
+}
+
+int
+xg_ws_send_text(struct xg_ws *ws, const void *data, size_t len)
+{
+    return ws_send(ws, WSLAY_TEXT_FRAME, data, len);
+}
+
+int
+xg_ws_send_binary(struct xg_ws *ws, const void *data, size_t len)
+{
+    return ws_send(ws, WSLAY_BINARY_FRAME, data, len);
+}
+
+void
+xg_ws_close(struct xg_ws *ws, int code, const char *reason)
+{
+    size_t rlen;
+
+    if (ws == NULL || ws_dead(ws) || ws->ending
+        || ws->state == XG_WS_CLOSING)
+    {
+        return;
+    }
+    ws->by_us = 1;
+    if (ws->state != XG_WS_OPEN) {
+        ws_fail(ws, 0, "closed by the owner before open");
+        return;
+    }
+    rlen = 0;
+    if (reason != NULL) {
+        rlen = strlen(reason);
+        if (!xg_wsproto_utf8_valid((const unsigned char *) reason, rlen)) {
+            rlen = 0;
+        }
+        rlen = xg_wsproto_utf8_trim(reason, rlen, XG_WSPROTO_MAX_CLOSE_REASON);
+    }
+    xg_log_debug("%s: closing with %d", ws->name, code);
+    if (wslay_event_queue_close(ws->wslay, (uint16_t) code,
+            (const uint8_t *) reason, rlen) != 0)
+    {
+        ws_fail(ws, 0, "cannot queue the close frame");
+        return;
+    }
+    ws_after_io(ws);
+}
+
+size_t
+xg_ws_output_len(const struct xg_ws *ws)
+{
+    if (ws == NULL || ws->bev == NULL || ws->release_bev) {
+        return 0;
+    }
+    return evbuffer_get_length(bufferevent_get_output(ws->bev));
+}
+
+enum xg_ws_state
+xg_ws_state(const struct xg_ws *ws)
+{
+    return ws->state;
+}
+
+const char *
+xg_ws_peer(const struct xg_ws *ws)
+{
+    return ws->peer;
+}
+
+void
+xg_ws_set_arg(struct xg_ws *ws, void *arg)
+{
+    ws->arg = arg;
+}
+
+/* ---- fan-out frames ------------------------------------------------------ */
+
+static struct xg_frame *
+frame_new(int opcode, const void *data, size_t len)
+{
+    unsigned char hdr[XG_WSPROTO_MAX_FRAME_HEADER];
+    struct xg_frame *f;
+    size_t n;
+
+    n = xg_wsproto_frame_header(hdr, opcode, len, NULL);
+    f = xg_malloc(sizeof(*f) + n + len);
+    f->refs = 1;
+    f->len = n + len;
+    memcpy(f->data, hdr, n);
+    if (len > 0) {
+        memcpy(f->data + n, data, len);
+    }
+    return f;
+}
+
+struct xg_frame *
+xg_frame_text(const void *data, size_t len)
+{
+    return frame_new(WSLAY_TEXT_FRAME, data, len);
+}
+
+struct xg_frame *
+xg_frame_binary(const void *data, size_t len)
+{
+    return frame_new(WSLAY_BINARY_FRAME, data, len);
+}
+
+void
+xg_frame_ref(struct xg_frame *f)
+{
+    f->refs++;
+}
+
+void
+xg_frame_unref(struct xg_frame *f)
+{
+    if (f != NULL && --f->refs == 0) {
+        free(f);
+    }
+}
+
+size_t
+xg_frame_len(const struct xg_frame *f)
+{
+    return f->len;
+}
+
+static void
+frame_cleanup(const void *data, size_t len, void *extra)
+{
+    xg_frame_unref(extra);
+}
+
+int
+xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f)
+{
+    if (ws == NULL || !ws->server || ws_dead(ws) || ws->state != XG_WS_OPEN
+        || ws->ending || ws->bev == NULL)
+    {
+        return XG_ERROR;
+    }
+    f->refs++;
+    if (evbuffer_add_reference(bufferevent_get_output(ws->bev), f->data,
+            f->len, frame_cleanup, f) != 0)
+    {
+        f->refs--;
+        return XG_ERROR;
+    }
+    return XG_OK;
+}
