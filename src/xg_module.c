@@ -10,15 +10,19 @@
 #include <string.h>
 
 extern const struct xg_module xg_core_module;
+extern const struct xg_module xg_gateway_module;
+extern const struct xg_proto_module xg_proto_deribit;
 extern const struct xg_module xg_reconnect_module;
 
 const struct xg_module *const xg_modules[] = {
     &xg_core_module,
+    &xg_gateway_module,
     &xg_reconnect_module,
     NULL
 };
 
 const struct xg_proto_module *const xg_proto_modules[] = {
+    &xg_proto_deribit,
     NULL
 };
 

@@ -1,0 +1,1857 @@
+/*
+ * xg_proto_deribit.c: the Deribit JSON-RPC 2.0 protocol module.
+ *
+ * Upstream side (layer 2, state recovery): on every new connection it
+ * replays the session in order (auth -> set_heartbeat ->
+ * enable_cancel_on_disconnect -> subscribe batches -> queued requests),
+ * answers the exchange's test_request itself, refreshes the token before
+ * it expires, and routes every answer back to the client that asked.
+ *
+ * Client side (DESIGN.md §3a, per client): public/auth against the conf's
+ * client credentials with a local token; set_heartbeat / test emulated
+ * per client; subscriptions refcounted in the registry so that one
+ * upstream subscription serves every client; private/enable_cancel_on_
+ * disconnect emulated per client; anything else forwarded under a fresh upstream id,
+ * the answer carrying the client's own id back byte for byte.
+ *
+ * Notifications are routed by a byte scan for their channel and written
+ * to every subscriber by reference (xg_msg): no jansson tree, no copy per
+ * client.
+ */
+#include "xg_core.h"
+#include "xg_client.h"
+#include "xg_conf.h"
+#include "xg_jscan.h"
+#include "xg_log.h"
+#include "xg_proto.h"
+#include "xg_registry.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#define DR_MAX_FRAME        (32 * 1024)    /* Deribit's request size cap */
+#define DR_BATCH_BYTES      (30 * 1024)    /* subscribe chunks stay under it */
+#define DR_TICK_MS          100
+#define DR_MIN_CLIENT_HB_S  10             /* as Deribit: interval >= 10 */
+#define DR_TOKEN_TTL_S      31536000
+#define DR_SIG_WINDOW_MS    60000          /* client_signature timestamps */
+
+/* ---- conf ---- */
+
+enum dr_auth_kind {
+    DR_AUTH_NONE = 0,
+    DR_AUTH_CREDENTIALS,
+    DR_AUTH_SIGNATURE
+};
+
+struct dr_conf {
+    enum dr_auth_kind  auth;
+    char              *auth_id;
+    char              *auth_secret;
+    char              *auth_scope;       /* "connection" or "session:NAME" */
+    uint64_t           heartbeat_ms;     /* 0: none */
+    int                cod;
+    uint64_t           request_timeout_ms;
+    unsigned           queue_limit;
+    uint64_t           queue_timeout_ms;
+};
+
+/*
+ * The methods whose outcome is harmless to repeat: replayed after a
+ * reconnect when their answer was lost with the connection. Everything
+ * else in flight gets the "outcome unknown" error and is never replayed.
+ */
+static const char *const dr_replay_prefixes[] = {
+    "public/", "private/get_", NULL
+};
+static const char *const dr_replay_except[] = {
+    "public/auth", "public/exchange_token", "public/fork_token", NULL
+};
+
+static int
+dr_is_replayable(const char *method)
+{
+    int i;
+
+    for (i = 0; dr_replay_except[i] != NULL; i++) {
+        if (strcmp(method, dr_replay_except[i]) == 0) {
+            return 0;
+        }
+    }
+    for (i = 0; dr_replay_prefixes[i] != NULL; i++) {
+        if (strncmp(method, dr_replay_prefixes[i],
+                strlen(dr_replay_prefixes[i])) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- instance ---- */
+
+enum dr_kind {
+    K_CLIENT = 1,      /* a client's request, forwarded */
+    K_AUTH,            /* restore: public/auth */
+    K_REFRESH,         /* public/auth with the refresh_token grant */
+    K_HEARTBEAT,       /* restore: public/set_heartbeat */
+    K_COD,             /* restore: private/enable_cancel_on_disconnect */
+    K_SUB,             /* a subscribe batch */
+    K_UNSUB,           /* an unsubscribe batch */
+    K_TEST,            /* our answer to a test_request */
+    K_CANCEL           /* a client's emulated cancel-on-disconnect */
+};
+
+enum dr_state {
+    DR_DOWN = 0,
+    DR_RESTORING,
+    DR_READY
+};
+
+struct dr_client;
+
+struct dr {
+    struct xg_upstream    *up;
+    const struct dr_conf  *cf;
+    const char            *name;
+    struct event_base     *base;
+    struct xg_registry    *reg;
+    enum dr_state          st;
+    int                    step;          /* restore step (K_*) */
+    int                    subs_left;     /* restore subscribe batches */
+    uint64_t               restore_start_ms;
+    uint64_t               last_restore_ms;
+    uint64_t               last_in_ms;
+    uint64_t               messages_in;
+    uint64_t               restores;
+    char                  *refresh_token;
+    struct event          *ev_tick;
+    struct event          *ev_flush;     /* batches, once per loop turn */
+    struct event          *ev_refresh;
+    char                 **sub_batch;
+    size_t                 nsub, sub_cap;
+    char                 **unsub_batch;
+    size_t                 nunsub, unsub_cap;
+    struct dr_client      *clients;
+    unsigned               nclients;
+};
+
+struct dr_client {
+    struct dr             *d;
+    struct xg_client      *c;
+    struct xg_reg_client  *rc;
+    int                    authed;
+    char                   refresh[48];
+    int                    cod;
+    uint64_t               hb_ms;
+    int                    hb_waiting;
+    struct event          *ev_hb;
+    uint64_t               rate_start_ms;
+    unsigned               rate_count;
+    struct dr_client      *prev, *next;
+};
+
+static void dr_flush_schedule(struct dr *d);
+static void dr_restore_next(struct dr *d);
+
+/* ---- small helpers ---- */
+
+static char *
+dr_strndup_span(const struct xg_jspan *s)
+{
+    return xg_strndup(s->p, s->len);
+}
+
+static void
+dr_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char hx[] = "0123456789abcdef";
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        out[2 * i] = hx[in[i] >> 4];
+        out[2 * i + 1] = hx[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static void
+dr_random_hex(char *out, size_t nbytes)
+{
+    unsigned char b[32];
+
+    if (nbytes > sizeof(b)) {
+        nbytes = sizeof(b);
+    }
+    if (RAND_bytes(b, (int) nbytes) != 1) {
+        /* never a predictable token: abort rather than go on */
+        xg_log_error("deribit: RAND_bytes failed");
+        abort();
+    }
+    dr_hex(b, nbytes, out);
+}
+
+/* HMAC-SHA256(SECRET, "TS\nNONCE\nDATA") as lowercase hex (65 bytes). */
+static void
+dr_signature(const char *secret, const char *ts, const char *nonce,
+    const char *data, char *out)
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    size_t n = strlen(ts) + strlen(nonce) + strlen(data) + 3;
+    char *msg = xg_malloc(n);
+
+    snprintf(msg, n, "%s\n%s\n%s", ts, nonce, data);
+    HMAC(EVP_sha256(), secret, (int) strlen(secret), (unsigned char *) msg,
+        strlen(msg), mac, &maclen);
+    free(msg);
+    dr_hex(mac, maclen, out);
+}
+
+/* ---- replies to one client ---- */
+
+static void
+dr_client_send_str(struct dr_client *dc, char *s)
+{
+    xg_client_send(dc->c, s, strlen(s));
+    free(s);
+}
+
+/* {"jsonrpc":"2.0","id":ID,"result":RESULT,...} with ID as raw text. */
+static void
+dr_reply(struct dr_client *dc, const char *id, const char *result)
+{
+    uint64_t now = xg_wall_us();
+    size_t n = strlen(id) + strlen(result) + 160;
+    char *s = xg_malloc(n);
+
+    snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":%s,"
+        "\"usIn\":%llu,\"usOut\":%llu,\"usDiff\":0}", id, result,
+        (unsigned long long) now, (unsigned long long) now);
+    dr_client_send_str(dc, s);
+}
+
+static void
+dr_reply_json(struct dr_client *dc, const char *id, json_t *result)
+{
+    char *r = json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY);
+
+    dr_reply(dc, id, r ? r : "null");
+    free(r);
+    json_decref(result);
+}
+
+/* A JSON-RPC error; ID NULL -> "id":null; REASON, if any, in data.reason. */
+static void
+dr_error(struct dr_client *dc, const char *id, int code, const char *message,
+    const char *reason)
+{
+    json_t *err = json_pack("{s:i, s:s}", "code", code, "message", message);
+    char *e, *s;
+    size_t n;
+
+    if (reason != NULL) {
+        json_object_set_new(err, "data", json_pack("{s:s}", "reason",
+            reason));
+    }
+    e = json_dumps(err, JSON_COMPACT);
+    json_decref(err);
+    n = (id ? strlen(id) : 4) + strlen(e) + 160;
+    s = xg_malloc(n);
+    snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":%s,"
+        "\"usIn\":%llu,\"usOut\":%llu,\"usDiff\":0}", id ? id : "null", e,
+        (unsigned long long) xg_wall_us(), (unsigned long long) xg_wall_us());
+    free(e);
+    xg_client_count_error(dc->c);
+    dr_client_send_str(dc, s);
+}
+
+/* ---- upstream sending ---- */
+
+/*
+ * Puts Q in flight under a fresh id and sends it: Q->text holds the
+ * request with some "id" member, replaced here. Takes ownership of Q.
+ */
+static int
+dr_send(struct dr *d, struct xg_reg_req *q)
+{
+    const char *keys[] = { "id" };
+    struct xg_jspan v[1];
+    char idbuf[24];
+    uint64_t id, deadline = 0;
+    size_t n;
+    char *out;
+    int rc;
+
+    if (xg_jscan_object(q->text, q->len, keys, 1, v) != XG_OK
+        || v[0].p == NULL) {
+        xg_log_error("upstream %s: internal: request without id dropped",
+            d->name);
+        xg_registry_req_free(q);
+        return XG_ERROR;
+    }
+    if (q->kind == K_CLIENT && d->cf->request_timeout_ms != 0) {
+        deadline = xg_now_ms() + d->cf->request_timeout_ms;
+    }
+    id = xg_registry_inflight_add(d->reg, q, deadline);
+    snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long) id);
+    out = xg_jscan_splice(q->text, q->len, &v[0], idbuf, strlen(idbuf), &n);
+    rc = xg_upstream_send(d->up, out, n);
+    free(out);
+    if (rc != XG_OK) {
+        /* no connection: on_down will sort the in-flight list out */
+        xg_log_debug("upstream %s: send of %s failed", d->name,
+            q->method ? q->method : "?");
+    }
+    return rc;
+}
+
+/* Builds an internal request {"jsonrpc":"2.0","id":0,"method":M,"params":P}. */
+static struct xg_reg_req *
+dr_internal(int kind, const char *method, json_t *params)
+{
+    json_t *o = json_pack("{s:s, s:i, s:s, s:o}", "jsonrpc", "2.0", "id", 0,
+        "method", method, "params", params ? params : json_object());
+    char *t = json_dumps(o, JSON_COMPACT);
+    struct xg_reg_req *q = xg_registry_req_new(kind, NULL, NULL, method, t,
+        strlen(t));
+
+    free(t);
+    json_decref(o);
+    return q;
+}
+
+/*
+ * Forwards or queues Q (takes ownership). Over queue_limit the client
+ * gets "upstream unavailable" at once.
+ */
+static void
+dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
+{
+    if (d->st == DR_READY) {
+        dr_send(d, q);
+        return;
+    }
+    if (xg_registry_nqueued(d->reg) >= d->cf->queue_limit) {
+        xg_log_warn("upstream %s: queue_limit %u reached: refusing %s",
+            d->name, d->cf->queue_limit, q->method ? q->method : "?");
+        if (dc != NULL) {
+            dr_error(dc, q->client_id, 13028, "upstream unavailable",
+                "the exchange connection is down and the request queue is "
+                "full");
+        }
+        xg_registry_req_free(q);
+        return;
+    }
+    q->deadline_ms = d->cf->queue_timeout_ms
+                     ? xg_now_ms() + d->cf->queue_timeout_ms : 0;
+    xg_registry_queue_push(d->reg, q, 0);
+}
+
+/* ---- subscriptions: batches ---- */
+
+static void
+dr_batch_add(char ***a, size_t *n, size_t *cap, const char *name)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        *a = xg_realloc(*a, *cap * sizeof(char *));
+    }
+    (*a)[(*n)++] = xg_strdup(name);
+}
+
+/* Sends NAMES as (un)subscribe requests chunked under 32 kB; frees them. */
+static int
+dr_send_batches(struct dr *d, int kind, char **names, size_t n)
+{
+    const char *method;
+    size_t i = 0;
+    int batches = 0;
+
+    if (kind == K_SUB) {
+        method = d->cf->auth != DR_AUTH_NONE ? "private/subscribe"
+                                              : "public/subscribe";
+    } else {
+        method = d->cf->auth != DR_AUTH_NONE ? "private/unsubscribe"
+                                              : "public/unsubscribe";
+    }
+    while (i < n) {
+        json_t *arr = json_array();
+        size_t bytes = 100, start = i;
+        struct xg_reg_req *q;
+        size_t k;
+
+        while (i < n && (i == start || bytes + strlen(names[i]) + 3
+                                       < DR_BATCH_BYTES)) {
+            bytes += strlen(names[i]) + 3;
+            json_array_append_new(arr, json_string(names[i]));
+            i++;
+        }
+        q = dr_internal(kind, method, json_pack("{s:o}", "channels", arr));
+        q->nchan = (int) (i - start);
+        q->chan = xg_calloc(q->nchan, sizeof(char *));
+        for (k = start; k < i; k++) {
+            q->chan[k - start] = names[k];
+            names[k] = NULL;
+        }
+        xg_log_debug("upstream %s: %s of %d channels (%zu bytes)", d->name,
+            method, q->nchan, bytes);
+        dr_send(d, q);
+        batches++;
+    }
+    return batches;
+}
+
+/*
+ * Once per loop turn: channels whose last subscriber left are unsubscribed
+ * upstream (after unsubscribe_linger), new channels are subscribed, in
+ * batches.
+ */
+static void
+dr_flush(struct dr *d)
+{
+    const struct xg_gateway_conf *gc = NULL;
+    struct xg_reg_channel *ch, **keep = NULL;
+    size_t nkeep = 0, keep_cap = 0, i;
+    uint64_t now = xg_now_ms(), linger;
+
+    if (d->clients != NULL) {
+        gc = xg_client_conf(d->clients->c);
+    }
+    linger = gc ? gc->unsubscribe_linger_ms : 0;
+    while ((ch = xg_registry_idle_next(d->reg)) != NULL) {
+        if (ch->state == XG_CHAN_PENDING && !ch->sent) {
+            xg_registry_channel_delete(d->reg, ch);
+        } else if (ch->state == XG_CHAN_CONFIRMED) {
+            if (d->st != DR_READY) {
+                continue;   /* the reset on down deletes it */
+            }
+            if (linger != 0 && now < ch->idle_since_ms + linger) {
+                if (nkeep == keep_cap) {
+                    keep_cap = keep_cap ? keep_cap * 2 : 8;
+                    keep = xg_realloc(keep, keep_cap * sizeof(*keep));
+                }
+                keep[nkeep++] = ch;
+                continue;
+            }
+            ch->state = XG_CHAN_UNSUBSCRIBING;
+            dr_batch_add(&d->unsub_batch, &d->nunsub, &d->unsub_cap,
+                ch->name);
+        }
+        /* pending and in flight: the answer puts it back if still idle */
+    }
+    for (i = 0; i < nkeep; i++) {
+        xg_registry_idle_push(d->reg, keep[i]);
+    }
+    free(keep);
+    if (d->st != DR_READY) {
+        /* restore sends everything pending; nothing to batch now */
+        for (i = 0; i < d->nsub; i++) {
+            free(d->sub_batch[i]);
+        }
+        d->nsub = 0;
+        for (i = 0; i < d->nunsub; i++) {
+            free(d->unsub_batch[i]);
+        }
+        d->nunsub = 0;
+        return;
+    }
+    if (d->nunsub > 0) {
+        dr_send_batches(d, K_UNSUB, d->unsub_batch, d->nunsub);
+        d->nunsub = 0;
+    }
+    if (d->nsub > 0) {
+        dr_send_batches(d, K_SUB, d->sub_batch, d->nsub);
+        d->nsub = 0;
+    }
+}
+
+static void
+dr_on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    dr_flush(arg);
+}
+
+static void
+dr_flush_schedule(struct dr *d)
+{
+    event_active(d->ev_flush, EV_TIMEOUT, 1);
+}
+
+/* Marks CH sent and adds it to the next subscribe batch. */
+static void
+dr_want_subscribe(struct dr *d, struct xg_reg_channel *ch)
+{
+    if (d->st != DR_READY || ch->sent) {
+        return;
+    }
+    ch->sent = 1;
+    dr_batch_add(&d->sub_batch, &d->nsub, &d->sub_cap, ch->name);
+    dr_flush_schedule(d);
+}
+
+/* Answers a complete subscribe request and frees it. */
+static void
+dr_subreq_answer(struct dr *d, struct xg_reg_subreq *sr)
+{
+    struct dr_client *dc = sr->client ? sr->client->owner : NULL;
+
+    if (dc != NULL) {
+        if (sr->error != NULL) {
+            size_t n = strlen(sr->client_id) + strlen(sr->error) + 64;
+            char *s = xg_malloc(n);
+
+            snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":%s}",
+                sr->client_id, sr->error);
+            xg_client_count_error(dc->c);
+            dr_client_send_str(dc, s);
+        } else {
+            json_t *arr = json_array();
+            int i;
+
+            for (i = 0; i < sr->nchan; i++) {
+                if (sr->status[i] == 1) {
+                    json_array_append_new(arr, json_string(sr->chan[i]));
+                }
+            }
+            dr_reply_json(dc, sr->client_id, arr);
+        }
+    }
+    xg_registry_subreq_free(d->reg, sr);
+}
+
+/* The answer to a subscribe batch: diff the confirmed list against it. */
+static void
+dr_on_sub_answer(struct dr *d, struct xg_reg_req *q, const char *data,
+    size_t len, const struct xg_jspan *result, const struct xg_jspan *error)
+{
+    json_t *res = NULL;
+    char *errtext = NULL;
+    int i;
+
+    if (result->p != NULL) {
+        res = json_loadb(result->p, result->len, 0, NULL);
+    }
+    if (res == NULL || !json_is_array(res)) {
+        errtext = error->p ? dr_strndup_span(error)
+                           : xg_strdup("{\"code\":11052,\"message\":"
+                                       "\"subscribe_error_unsubscribed\"}");
+        xg_log_warn("upstream %s: subscribe of %d channels failed: %s",
+            d->name, q->nchan, errtext);
+    }
+    for (i = 0; i < q->nchan; i++) {
+        struct xg_reg_channel *ch = xg_registry_channel(d->reg, q->chan[i]);
+        struct xg_reg_subreq **done;
+        size_t ndone, j, k;
+        int ok = 0;
+
+        if (ch == NULL || ch->state != XG_CHAN_PENDING) {
+            continue;
+        }
+        for (k = 0; res != NULL && k < json_array_size(res); k++) {
+            const char *s = json_string_value(json_array_get(res, k));
+
+            if (s != NULL && strcmp(s, q->chan[i]) == 0) {
+                ok = 1;
+                break;
+            }
+        }
+        if (!ok && errtext == NULL) {
+            xg_log_warn("upstream %s: the exchange did not confirm channel "
+                "\"%s\"", d->name, q->chan[i]);
+        }
+        done = xg_calloc(ch->nwaiters + 1, sizeof(*done));
+        xg_registry_channel_resolve(d->reg, ch, ok, ok ? NULL : errtext,
+            done, &ndone);
+        for (j = 0; j < ndone; j++) {
+            dr_subreq_answer(d, done[j]);
+        }
+        free(done);
+    }
+    json_decref(res);
+    free(errtext);
+    dr_flush_schedule(d);   /* confirmed with nobody left: unsubscribe */
+}
+
+static void
+dr_on_unsub_answer(struct dr *d, struct xg_reg_req *q)
+{
+    int i;
+
+    for (i = 0; i < q->nchan; i++) {
+        struct xg_reg_channel *ch = xg_registry_channel(d->reg, q->chan[i]);
+
+        if (ch == NULL || ch->state != XG_CHAN_UNSUBSCRIBING) {
+            continue;
+        }
+        if (ch->nsubs > 0 || ch->nwaiters > 0) {
+            /* someone joined while it was being unsubscribed */
+            ch->state = XG_CHAN_PENDING;
+            ch->sent = 0;
+            ch->resubscribe = 0;
+            dr_want_subscribe(d, ch);
+        } else {
+            xg_registry_channel_delete(d->reg, ch);
+        }
+    }
+}
+
+/* ---- upstream: restore ---- */
+
+static void
+dr_refresh_schedule(struct dr *d, json_t *result)
+{
+    json_t *exp = json_object_get(result, "expires_in");
+    const char *rt = json_string_value(json_object_get(result,
+        "refresh_token"));
+    struct timeval tv;
+    uint64_t ms;
+
+    if (rt != NULL) {
+        free(d->refresh_token);
+        d->refresh_token = xg_strdup(rt);
+    }
+    if (!json_is_integer(exp) || json_integer_value(exp) <= 0) {
+        return;
+    }
+    /* refresh at 80% of the lifetime */
+    ms = (uint64_t) json_integer_value(exp) * 800;
+    if (ms > (uint64_t) 30 * 24 * 3600 * 1000) {
+        ms = (uint64_t) 30 * 24 * 3600 * 1000;
+    }
+    tv.tv_sec = (time_t) (ms / 1000);
+    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
+    evtimer_add(d->ev_refresh, &tv);
+    xg_log_info("upstream %s#%u: token valid for %lld s, refresh in %llu ms",
+        d->name, xg_upstream_conn_id(d->up),
+        (long long) json_integer_value(exp), (unsigned long long) ms);
+}
+
+static json_t *
+dr_auth_params(struct dr *d)
+{
+    const struct dr_conf *cf = d->cf;
+    json_t *p;
+
+    if (cf->auth == DR_AUTH_SIGNATURE) {
+        char ts[24], nonce[17], sig[2 * EVP_MAX_MD_SIZE + 1];
+        json_int_t ms = (json_int_t) (xg_wall_us() / 1000);
+
+        snprintf(ts, sizeof(ts), "%lld", (long long) ms);
+        dr_random_hex(nonce, 8);
+        dr_signature(cf->auth_secret, ts, nonce, "", sig);
+        p = json_pack("{s:s, s:s, s:I, s:s, s:s, s:s}",
+            "grant_type", "client_signature", "client_id", cf->auth_id,
+            "timestamp", ms,
+            "nonce", nonce, "data", "", "signature", sig);
+    } else {
+        p = json_pack("{s:s, s:s, s:s}", "grant_type", "client_credentials",
+            "client_id", cf->auth_id, "client_secret", cf->auth_secret);
+    }
+    if (cf->auth_scope != NULL) {
+        json_object_set_new(p, "scope", json_string(cf->auth_scope));
+    }
+    return p;
+}
+
+struct dr_collect {
+    char   **names;
+    size_t   n, cap;
+};
+
+/* Collects the pending channels someone wants, marking them sent. */
+static void
+dr_collect_cb(struct xg_reg_channel *ch, void *arg)
+{
+    struct dr_collect *col = arg;
+
+    if (ch->state == XG_CHAN_PENDING && !ch->sent
+        && (ch->nsubs > 0 || ch->nwaiters > 0)) {
+        ch->sent = 1;
+        dr_batch_add(&col->names, &col->n, &col->cap, ch->name);
+    }
+}
+
+/* Restore done: flush the queue (replays first), then READY. */
+static void
+dr_ready(struct dr *d)
+{
+    struct xg_reg_req *q;
+    struct dr_collect col = { NULL, 0, 0 };
+    size_t nq = xg_registry_nqueued(d->reg);
+
+    d->st = DR_READY;
+    d->step = 0;
+    while ((q = xg_registry_queue_pop(d->reg)) != NULL) {
+        dr_send(d, q);
+    }
+    /* channels asked for during the restore */
+    xg_registry_channel_foreach(d->reg, dr_collect_cb, &col);
+    if (col.n > 0) {
+        dr_send_batches(d, K_SUB, col.names, col.n);
+    }
+    free(col.names);
+    d->last_restore_ms = xg_now_ms() - d->restore_start_ms;
+    d->restores++;
+    xg_log_info("upstream %s#%u: restored in %llu ms: %zu channels, %zu "
+        "queued requests sent", d->name, xg_upstream_conn_id(d->up),
+        (unsigned long long) d->last_restore_ms,
+        xg_registry_nchannels(d->reg), nq);
+    xg_upstream_restored(d->up);
+    dr_flush_schedule(d);
+}
+
+static void
+dr_restore_next(struct dr *d)
+{
+    const struct dr_conf *cf = d->cf;
+    unsigned conn = xg_upstream_conn_id(d->up);
+
+    switch (d->step) {
+    case 0:
+        d->step = K_AUTH;
+        if (cf->auth != DR_AUTH_NONE) {
+            xg_log_info("upstream %s#%u: restore: public/auth (%s, scope %s)",
+                d->name, conn, cf->auth == DR_AUTH_SIGNATURE
+                ? "client_signature" : "client_credentials",
+                cf->auth_scope ? cf->auth_scope : "connection");
+            dr_send(d, dr_internal(K_AUTH, "public/auth", dr_auth_params(d)));
+            return;
+        }
+        /* fall through */
+    case K_AUTH:
+        d->step = K_HEARTBEAT;
+        if (cf->heartbeat_ms != 0) {
+            json_int_t s = (json_int_t) ((cf->heartbeat_ms + 999) / 1000);
+
+            xg_log_info("upstream %s#%u: restore: public/set_heartbeat %lld s",
+                d->name, conn, (long long) s);
+            dr_send(d, dr_internal(K_HEARTBEAT, "public/set_heartbeat",
+                json_pack("{s:I}", "interval", s)));
+            return;
+        }
+        /* fall through */
+    case K_HEARTBEAT:
+        d->step = K_COD;
+        if (cf->cod) {
+            xg_log_info("upstream %s#%u: restore: "
+                "private/enable_cancel_on_disconnect", d->name, conn);
+            dr_send(d, dr_internal(K_COD,
+                "private/enable_cancel_on_disconnect",
+                json_pack("{s:s}", "scope", "connection")));
+            return;
+        }
+        /* fall through */
+    case K_COD: {
+        struct dr_collect col = { NULL, 0, 0 };
+        struct xg_reg_channel *ch;
+
+        d->step = K_SUB;
+        /* channels nobody wants any more are simply forgotten */
+        while ((ch = xg_registry_idle_next(d->reg)) != NULL) {
+            if (ch->state == XG_CHAN_PENDING) {
+                xg_registry_channel_delete(d->reg, ch);
+            }
+        }
+        xg_registry_channel_foreach(d->reg, dr_collect_cb, &col);
+        d->subs_left = 0;
+        if (col.n > 0) {
+            xg_log_info("upstream %s#%u: restore: subscribing %zu channels",
+                d->name, conn, col.n);
+            d->subs_left = dr_send_batches(d, K_SUB, col.names, col.n);
+        }
+        free(col.names);
+        if (d->subs_left > 0) {
+            return;
+        }
+    }
+        /* fall through */
+    case K_SUB:
+        dr_ready(d);
+        break;
+    default:
+        break;
+    }
+}
+
+static void
+dr_on_refresh(evutil_socket_t fd, short what, void *arg)
+{
+    struct dr *d = arg;
+
+    if (d->st != DR_READY) {
+        return;     /* the next connection authenticates anew */
+    }
+    if (d->refresh_token != NULL) {
+        xg_log_info("upstream %s#%u: refreshing the token",
+            d->name, xg_upstream_conn_id(d->up));
+        dr_send(d, dr_internal(K_REFRESH, "public/auth",
+            json_pack("{s:s, s:s}", "grant_type", "refresh_token",
+                "refresh_token", d->refresh_token)));
+    } else {
+        dr_send(d, dr_internal(K_AUTH, "public/auth", dr_auth_params(d)));
+    }
+}
+
+/* ---- upstream: messages ---- */
+
+/* A client's forwarded request came back: its own id goes back in. */
+static void
+dr_on_client_answer(struct dr *d, struct xg_reg_req *q, const char *data,
+    size_t len, const struct xg_jspan *id, const struct xg_jspan *result)
+{
+    struct dr_client *dc = q->client ? q->client->owner : NULL;
+    char *out;
+    size_t n;
+
+    if (dc == NULL) {
+        xg_log_debug("upstream %s: answer to %s for a client that left",
+            d->name, q->method);
+        return;
+    }
+    /* orders this client placed, for its own cancel-on-disconnect */
+    if (result->p != NULL && q->method != NULL
+        && strncmp(q->method, "private/", 8) == 0) {
+        const char *m = q->method + 8;
+
+        if (strcmp(m, "buy") == 0 || strcmp(m, "sell") == 0
+            || strcmp(m, "edit") == 0 || strcmp(m, "cancel") == 0) {
+            json_t *r = json_loadb(result->p, result->len, 0, NULL);
+            json_t *o = json_object_get(r, "order");
+            const char *oid, *state;
+
+            if (o == NULL) {
+                o = r;     /* private/cancel answers with the order */
+            }
+            oid = json_string_value(json_object_get(o, "order_id"));
+            state = json_string_value(json_object_get(o, "order_state"));
+            if (oid != NULL) {
+                if (state != NULL && (strcmp(state, "open") == 0
+                        || strcmp(state, "untriggered") == 0)) {
+                    xg_registry_order_add(dc->rc, oid);
+                } else {
+                    xg_registry_order_remove(dc->rc, oid);
+                }
+            }
+            json_decref(r);
+        } else if (strncmp(m, "cancel_all", 10) == 0) {
+            while (dc->rc->norders > 0) {
+                xg_registry_order_remove(dc->rc, dc->rc->orders[0]);
+            }
+        }
+    }
+    out = xg_jscan_splice(data, len, id, q->client_id, strlen(q->client_id),
+        &n);
+    xg_client_send(dc->c, out, n);
+    free(out);
+}
+
+static void
+dr_fail(struct dr *d, const char *what, const struct xg_jspan *error)
+{
+    char reason[256];
+
+    snprintf(reason, sizeof(reason), "%s refused: %.*s", what,
+        error->p ? (int) (error->len > 180 ? 180 : error->len) : 7,
+        error->p ? error->p : "no answer");
+    xg_log_error("upstream %s#%u: %s", d->name, xg_upstream_conn_id(d->up),
+        reason);
+    xg_upstream_fail(d->up, reason);
+}
+
+static void
+dr_on_answer(struct dr *d, const char *data, size_t len,
+    const struct xg_jspan *id, const struct xg_jspan *result,
+    const struct xg_jspan *error)
+{
+    struct xg_reg_req *q;
+    uint64_t up_id;
+    json_t *r;
+
+    if (xg_jscan_uint(id, &up_id) != XG_OK
+        || (q = xg_registry_inflight_take(d->reg, up_id)) == NULL) {
+        xg_log_debug("upstream %s: answer to unknown id %.*s dropped",
+            d->name, (int) (id->len > 40 ? 40 : id->len), id->p);
+        return;
+    }
+    switch (q->kind) {
+    case K_CLIENT:
+        dr_on_client_answer(d, q, data, len, id, result);
+        break;
+    case K_AUTH:
+    case K_REFRESH:
+        if (error->p != NULL || result->p == NULL) {
+            if (q->kind == K_REFRESH && d->st == DR_READY) {
+                xg_log_warn("upstream %s: token refresh refused, "
+                    "authenticating again", d->name);
+                free(d->refresh_token);
+                d->refresh_token = NULL;
+                dr_send(d, dr_internal(K_AUTH, "public/auth",
+                    dr_auth_params(d)));
+                break;
+            }
+            dr_fail(d, "public/auth", error);
+            break;
+        }
+        r = json_loadb(result->p, result->len, 0, NULL);
+        dr_refresh_schedule(d, r);
+        json_decref(r);
+        if (d->st == DR_RESTORING && d->step == K_AUTH) {
+            dr_restore_next(d);
+        }
+        break;
+    case K_HEARTBEAT:
+        if (error->p != NULL) {
+            dr_fail(d, "public/set_heartbeat", error);
+            break;
+        }
+        if (d->st == DR_RESTORING && d->step == K_HEARTBEAT) {
+            dr_restore_next(d);
+        }
+        break;
+    case K_COD:
+        if (error->p != NULL) {
+            dr_fail(d, "private/enable_cancel_on_disconnect", error);
+            break;
+        }
+        if (d->st == DR_RESTORING && d->step == K_COD) {
+            dr_restore_next(d);
+        }
+        break;
+    case K_SUB:
+        dr_on_sub_answer(d, q, data, len, result, error);
+        if (d->st == DR_RESTORING && d->step == K_SUB
+            && --d->subs_left == 0) {
+            dr_restore_next(d);
+        }
+        break;
+    case K_UNSUB:
+        dr_on_unsub_answer(d, q);
+        break;
+    case K_TEST:
+        break;
+    case K_CANCEL:
+        if (error->p != NULL) {
+            xg_log_warn("upstream %s: cancel-on-disconnect: %.*s refused: "
+                "%.*s", d->name, (int) strlen(q->client_id ? q->client_id
+                : "?"), q->client_id ? q->client_id : "?",
+                (int) (error->len > 200 ? 200 : error->len), error->p);
+        } else {
+            xg_log_info("upstream %s: cancel-on-disconnect: order %s "
+                "cancelled", d->name, q->client_id ? q->client_id : "?");
+        }
+        break;
+    }
+    xg_registry_req_free(q);
+}
+
+/* Fan-out: one shared message for every subscriber of the channel. */
+static void
+dr_on_notification(struct dr *d, const char *data, size_t len,
+    const struct xg_jspan *params)
+{
+    const char *keys[] = { "channel" };
+    struct xg_jspan v[1];
+    struct xg_reg_channel *ch;
+    struct xg_msg *m;
+    size_t i;
+
+    if (xg_jscan_object(params->p, params->len, keys, 1, v) != XG_OK
+        || v[0].p == NULL || v[0].len < 2 || v[0].p[0] != '"') {
+        xg_log_warn("upstream %s: subscription message without a channel "
+            "dropped", d->name);
+        return;
+    }
+    ch = xg_registry_channel_n(d->reg, v[0].p + 1, v[0].len - 2);
+    if (ch == NULL || ch->nsubs == 0) {
+        xg_log_debug("upstream %s: data for channel %.*s with no subscriber",
+            d->name, (int) v[0].len, v[0].p);
+        return;
+    }
+    m = xg_msg_new(data, len);
+    for (i = 0; i < ch->nsubs; i++) {
+        struct dr_client *dc = ch->subs[i]->owner;
+
+        xg_client_send_msg(dc->c, m);
+    }
+    xg_msg_unref(m);
+}
+
+static void
+dr_on_message(void *p, const unsigned char *udata, size_t len)
+{
+    static const char *keys[] = { "id", "method", "params", "result",
+                                  "error" };
+    struct dr *d = p;
+    const char *data = (const char *) udata;
+    struct xg_jspan v[5];
+
+    d->messages_in++;
+    d->last_in_ms = xg_now_ms();
+    if (xg_jscan_object(data, len, keys, 5, v) != XG_OK) {
+        xg_log_warn("upstream %s: a message that is not a JSON object "
+            "dropped (%zu bytes)", d->name, len);
+        return;
+    }
+    if (v[0].p != NULL && !(v[0].len == 4 && memcmp(v[0].p, "null", 4) == 0)) {
+        dr_on_answer(d, data, len, &v[0], &v[3], &v[4]);
+        return;
+    }
+    if (xg_jscan_str_eq(&v[1], "subscription") && v[2].p != NULL) {
+        dr_on_notification(d, data, len, &v[2]);
+        return;
+    }
+    if (xg_jscan_str_eq(&v[1], "heartbeat")) {
+        const char *tk[] = { "type" };
+        struct xg_jspan t[1];
+
+        if (v[2].p != NULL
+            && xg_jscan_object(v[2].p, v[2].len, tk, 1, t) == XG_OK
+            && xg_jscan_str_eq(&t[0], "test_request")) {
+            /* answered here, never forwarded to a client */
+            dr_send(d, dr_internal(K_TEST, "public/test", NULL));
+        }
+        return;
+    }
+    if (v[4].p != NULL) {
+        /* no id (or "id":null): nobody to route it to */
+        xg_log_warn("upstream %s#%u: error with no id from the exchange, "
+            "not forwarded: %.*s", d->name, xg_upstream_conn_id(d->up),
+            (int) (v[4].len > 300 ? 300 : v[4].len), v[4].p);
+        return;
+    }
+    xg_log_debug("upstream %s: unhandled message (%zu bytes)", d->name, len);
+}
+
+static void
+dr_on_open(void *p)
+{
+    struct dr *d = p;
+
+    d->st = DR_RESTORING;
+    d->step = 0;
+    d->restore_start_ms = xg_now_ms();
+    d->last_in_ms = d->restore_start_ms;
+    dr_restore_next(d);
+}
+
+static void
+dr_on_down(void *p, const char *reason)
+{
+    struct dr *d = p;
+    struct xg_reg_req *q, *replay = NULL, *nx;
+    unsigned lost = 0, replayed = 0;
+
+    d->st = DR_DOWN;
+    d->step = 0;
+    evtimer_del(d->ev_refresh);
+    if (d->cf->auth_scope == NULL
+        || strncmp(d->cf->auth_scope, "session:", 8) != 0) {
+        /* connection-scoped tokens died with the socket */
+        free(d->refresh_token);
+        d->refresh_token = NULL;
+    }
+    /* in flight: replay what is harmless, report the rest as unknown */
+    while ((q = xg_registry_inflight_pop(d->reg)) != NULL) {
+        struct dr_client *dc = q->client ? q->client->owner : NULL;
+
+        if ((q->kind == K_CLIENT && dc != NULL && dr_is_replayable(q->method))
+            || q->kind == K_CANCEL) {
+            q->next = replay;   /* reversed; pushed to the front below */
+            replay = q;
+            replayed++;
+            continue;
+        }
+        if (q->kind == K_CLIENT && dc != NULL) {
+            xg_log_warn("upstream %s: %s: %s in flight when the connection "
+                "dropped: outcome unknown", d->name, xg_client_name(dc->c),
+                q->method);
+            dr_error(dc, q->client_id, 13028,
+                "upstream connection lost, outcome unknown",
+                "the request reached the exchange connection but its answer "
+                "was lost; check the state (e.g. open orders) before "
+                "retrying");
+            lost++;
+        }
+        xg_registry_req_free(q);
+    }
+    for (q = replay; q != NULL; q = nx) {
+        nx = q->next;
+        q->deadline_ms = d->cf->queue_timeout_ms
+                         ? xg_now_ms() + d->cf->queue_timeout_ms : 0;
+        xg_registry_queue_push(d->reg, q, 1);
+    }
+    xg_registry_upstream_reset(d->reg);
+    xg_log_info("upstream %s: down (%s): %u requests to replay, %u with "
+        "unknown outcome, %zu channels to restore", d->name, reason,
+        replayed, lost, xg_registry_nchannels(d->reg));
+}
+
+/* Timeouts: requests, the queue, the upstream heartbeat, lingering. */
+static void
+dr_on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct dr *d = arg;
+    uint64_t now = xg_now_ms();
+    struct xg_reg_req *q;
+
+    while ((q = xg_registry_inflight_expired(d->reg, now)) != NULL) {
+        struct dr_client *dc = q->client ? q->client->owner : NULL;
+
+        if (dc != NULL) {
+            xg_log_warn("upstream %s: %s: %s timed out after %llu ms",
+                d->name, xg_client_name(dc->c), q->method,
+                (unsigned long long) d->cf->request_timeout_ms);
+            dr_error(dc, q->client_id, 13888, "timed_out",
+                "no answer from the exchange within request_timeout; "
+                "outcome unknown");
+        }
+        xg_registry_req_free(q);
+    }
+    while ((q = xg_registry_queue_expired(d->reg, now)) != NULL) {
+        struct dr_client *dc = q->client ? q->client->owner : NULL;
+
+        if (dc != NULL) {
+            xg_log_warn("upstream %s: %s: %s waited queue_timeout for the "
+                "exchange connection", d->name, xg_client_name(dc->c),
+                q->method);
+            dr_error(dc, q->client_id, 13028, "upstream unavailable",
+                "the exchange connection did not come back within "
+                "queue_timeout; the request was not sent");
+        } else {
+            xg_log_warn("upstream %s: %s dropped after queue_timeout",
+                d->name, q->method);
+        }
+        xg_registry_req_free(q);
+    }
+    if (d->cf->heartbeat_ms != 0 && d->st != DR_DOWN
+        && now - d->last_in_ms > 2 * d->cf->heartbeat_ms + 1000) {
+        char reason[96];
+
+        snprintf(reason, sizeof(reason), "heartbeat missed: nothing from "
+            "the exchange for %llu ms",
+            (unsigned long long) (now - d->last_in_ms));
+        xg_log_warn("upstream %s#%u: %s", d->name,
+            xg_upstream_conn_id(d->up), reason);
+        d->last_in_ms = now;
+        xg_upstream_fail(d->up, reason);
+    }
+    dr_flush(d);
+}
+
+/* ---- clients ---- */
+
+static void
+dr_client_hb(evutil_socket_t fd, short what, void *arg)
+{
+    static const char tr[] = "{\"jsonrpc\":\"2.0\",\"method\":\"heartbeat\","
+                             "\"params\":{\"type\":\"test_request\"}}";
+    struct dr_client *dc = arg;
+    struct timeval tv;
+
+    if (dc->hb_waiting) {
+        xg_log_warn("%s: heartbeat failure: no public/test within %llu ms",
+            xg_client_name(dc->c), (unsigned long long) dc->hb_ms);
+        xg_client_close(dc->c, 1000, "heartbeat failure");
+        return;
+    }
+    dc->hb_waiting = 1;
+    xg_client_send(dc->c, tr, sizeof(tr) - 1);
+    tv.tv_sec = (time_t) (dc->hb_ms / 1000);
+    tv.tv_usec = (suseconds_t) ((dc->hb_ms % 1000) * 1000);
+    evtimer_add(dc->ev_hb, &tv);
+}
+
+static void *
+dr_client_open(void *p, struct xg_client *c)
+{
+    struct dr *d = p;
+    struct dr_client *dc = xg_calloc(1, sizeof(*dc));
+
+    dc->d = d;
+    dc->c = c;
+    dc->rc = xg_registry_client_new(d->reg, dc);
+    dc->authed = !xg_client_conf(c)->client_auth;
+    dc->ev_hb = evtimer_new(d->base, dr_client_hb, dc);
+    dc->next = d->clients;
+    if (d->clients) {
+        d->clients->prev = dc;
+    }
+    d->clients = dc;
+    d->nclients++;
+    return dc;
+}
+
+/* The client's emulated cancel-on-disconnect: cancel what it placed. */
+static void
+dr_client_cod(struct dr *d, struct dr_client *dc, const char *reason)
+{
+    size_t i;
+
+    for (i = 0; i < dc->rc->norders; i++) {
+        struct xg_reg_req *q;
+
+        xg_log_warn("%s: cancel-on-disconnect (%s): cancelling order %s",
+            xg_client_name(dc->c), reason, dc->rc->orders[i]);
+        q = dr_internal(K_CANCEL, "private/cancel",
+            json_pack("{s:s}", "order_id", dc->rc->orders[i]));
+        q->client_id = xg_strdup(dc->rc->orders[i]);
+        dr_submit(d, q, NULL);
+    }
+}
+
+static void
+dr_client_close(void *p, void *cs, const char *reason)
+{
+    struct dr *d = p;
+    struct dr_client *dc = cs;
+
+    if (dc->cod && dc->rc->norders > 0) {
+        dr_client_cod(d, dc, reason);
+    }
+    xg_registry_client_free(d->reg, dc->rc);
+    event_free(dc->ev_hb);
+    if (dc->prev) {
+        dc->prev->next = dc->next;
+    } else {
+        d->clients = dc->next;
+    }
+    if (dc->next) {
+        dc->next->prev = dc->prev;
+    }
+    d->nclients--;
+    OPENSSL_cleanse(dc->refresh, sizeof(dc->refresh));
+    free(dc);
+    dr_flush_schedule(d);
+}
+
+static int
+dr_cred_find(const struct xg_gateway_conf *gc, const char *id)
+{
+    int i;
+
+    for (i = 0; id != NULL && i < gc->ncreds; i++) {
+        if (strcmp(gc->creds[i].id, id) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static int
+dr_str_eq_ct(const char *a, const char *b)
+{
+    size_t n = strlen(a);
+
+    return n == strlen(b) && CRYPTO_memcmp(a, b, n) == 0;
+}
+
+/* public/auth from a local client: the gateway's own credentials policy. */
+static void
+dr_client_auth(struct dr_client *dc, const char *id, json_t *params)
+{
+    const struct xg_gateway_conf *gc = xg_client_conf(dc->c);
+    const char *grant = json_string_value(json_object_get(params,
+        "grant_type"));
+    const char *cid = json_string_value(json_object_get(params, "client_id"));
+    json_t *state = json_object_get(params, "state");
+    char token[48], refresh[48];
+    int ok = 0, i;
+    json_t *res;
+
+    if (grant == NULL) {
+        dr_error(dc, id, -32602, "Invalid params",
+            "grant_type is required");
+        return;
+    }
+    if (!gc->client_auth) {
+        ok = 1;
+    } else if (strcmp(grant, "client_credentials") == 0) {
+        const char *sec = json_string_value(json_object_get(params,
+            "client_secret"));
+
+        i = dr_cred_find(gc, cid);
+        ok = i >= 0 && sec != NULL && dr_str_eq_ct(sec, gc->creds[i].secret);
+    } else if (strcmp(grant, "client_signature") == 0) {
+        json_t *tsj = json_object_get(params, "timestamp");
+        const char *nonce = json_string_value(json_object_get(params,
+            "nonce"));
+        const char *data = json_string_value(json_object_get(params, "data"));
+        const char *sig = json_string_value(json_object_get(params,
+            "signature"));
+        char ts[32], want[2 * EVP_MAX_MD_SIZE + 1];
+        long long t = -1, now = (long long) (xg_wall_us() / 1000);
+
+        if (json_is_integer(tsj)) {
+            t = json_integer_value(tsj);
+        } else if (json_is_string(tsj)) {
+            t = strtoll(json_string_value(tsj), NULL, 10);
+        }
+        i = dr_cred_find(gc, cid);
+        if (i >= 0 && nonce != NULL && sig != NULL && t > 0
+            && t > now - DR_SIG_WINDOW_MS && t < now + DR_SIG_WINDOW_MS) {
+            snprintf(ts, sizeof(ts), "%lld", t);
+            dr_signature(gc->creds[i].secret, ts, nonce, data ? data : "",
+                want);
+            ok = dr_str_eq_ct(sig, want);
+        }
+    } else if (strcmp(grant, "refresh_token") == 0) {
+        const char *rt = json_string_value(json_object_get(params,
+            "refresh_token"));
+
+        ok = rt != NULL && dc->refresh[0] != '\0'
+             && dr_str_eq_ct(rt, dc->refresh);
+        if (!ok) {
+            xg_log_info("%s: public/auth refresh_token refused",
+                xg_client_name(dc->c));
+            dr_error(dc, id, 13009, "unauthorized", "invalid refresh token");
+            return;
+        }
+    } else {
+        dr_error(dc, id, -32602, "Invalid params", "unknown grant_type");
+        return;
+    }
+    if (!ok) {
+        xg_log_warn("%s: public/auth (%s) refused for client_id \"%s\"",
+            xg_client_name(dc->c), grant, cid ? cid : "");
+        dr_error(dc, id, 13004, "invalid_credentials", NULL);
+        return;
+    }
+    dc->authed = 1;
+    memcpy(token, "xg.", 3);
+    dr_random_hex(token + 3, 16);
+    memcpy(refresh, "xgr.", 4);
+    dr_random_hex(refresh + 4, 16);
+    snprintf(dc->refresh, sizeof(dc->refresh), "%s", refresh);
+    xg_log_info("%s: authenticated (%s%s%s)", xg_client_name(dc->c), grant,
+        cid ? ", client_id " : "", cid ? cid : "");
+    res = json_pack("{s:s, s:i, s:s, s:s, s:s, s:[]}",
+        "access_token", token, "expires_in", DR_TOKEN_TTL_S,
+        "refresh_token", refresh, "scope", "connection",
+        "token_type", "bearer", "enabled_features");
+    if (state != NULL) {
+        json_object_set(res, "state", state);
+    }
+    dr_reply_json(dc, id, res);
+}
+
+static void
+dr_client_subscribe(struct dr *d, struct dr_client *dc, const char *id,
+    const char *method, json_t *params)
+{
+    json_t *chans = json_object_get(params, "channels");
+    const struct xg_gateway_conf *gc = xg_client_conf(dc->c);
+    int public_only = strncmp(method, "public/", 7) == 0;
+    struct xg_reg_subreq *sr;
+    char **names;
+    size_t n, i;
+
+    if (!json_is_array(chans) || json_array_size(chans) == 0) {
+        dr_error(dc, id, -32602, "Invalid params",
+            "channels must be a non-empty array of strings");
+        return;
+    }
+    n = json_array_size(chans);
+    names = xg_calloc(n, sizeof(char *));
+    for (i = 0; i < n; i++) {
+        const char *s = json_string_value(json_array_get(chans, i));
+
+        if (s == NULL || *s == '\0' || strlen(s) > 256) {
+            free(names);
+            dr_error(dc, id, -32602, "Invalid params",
+                "channels must be a non-empty array of strings");
+            return;
+        }
+        names[i] = (char *) s;
+    }
+    sr = xg_registry_subreq_new(d->reg, dc->rc, id, names, (int) n);
+    free(names);
+    for (i = 0; i < n; i++) {
+        struct xg_reg_channel *ch;
+        int r;
+
+        if (strncmp(sr->chan[i], "user.", 5) == 0
+            && (public_only || !dc->authed)) {
+            /* as Deribit: private channels are left out of the result */
+            xg_registry_subreq_set(sr, (int) i, -1);
+            continue;
+        }
+        r = xg_registry_subscribe(d->reg, dc->rc, sr->chan[i],
+            gc->client_max_channels, &ch);
+        switch (r) {
+        case XG_SUB_LIVE:
+        case XG_SUB_ALREADY:
+            xg_registry_subreq_set(sr, (int) i, 1);
+            break;
+        case XG_SUB_NEW:
+        case XG_SUB_WAIT:
+            xg_registry_subreq_wait(sr, (int) i, ch);
+            if (ch->state == XG_CHAN_PENDING) {
+                dr_want_subscribe(d, ch);
+            }
+            break;
+        default:
+            xg_log_warn("%s: client_max_channels %u reached",
+                xg_client_name(dc->c), gc->client_max_channels);
+            xg_registry_subreq_set(sr, (int) i, -1);
+            break;
+        }
+    }
+    if (sr->outstanding == 0) {
+        dr_subreq_answer(d, sr);
+    }
+}
+
+static void
+dr_client_unsubscribe(struct dr *d, struct dr_client *dc, const char *id,
+    json_t *params)
+{
+    json_t *chans = json_object_get(params, "channels");
+    json_t *res = json_array();
+    size_t i;
+
+    if (!json_is_array(chans)) {
+        json_decref(res);
+        dr_error(dc, id, -32602, "Invalid params",
+            "channels must be an array of strings");
+        return;
+    }
+    for (i = 0; i < json_array_size(chans); i++) {
+        const char *s = json_string_value(json_array_get(chans, i));
+        struct xg_reg_channel *ch = s ? xg_registry_channel(d->reg, s) : NULL;
+
+        if (ch != NULL
+            && xg_registry_unsubscribe(d->reg, dc->rc, ch, xg_now_ms())) {
+            json_array_append_new(res, json_string(s));
+        }
+    }
+    dr_reply_json(dc, id, res);
+    dr_flush_schedule(d);
+}
+
+static void
+dr_client_set_heartbeat(struct dr_client *dc, const char *id, json_t *params)
+{
+    json_t *iv = json_object_get(params, "interval");
+    struct timeval tv;
+    double s;
+
+    if (!json_is_number(iv) || (s = json_number_value(iv))
+                               < DR_MIN_CLIENT_HB_S || s > 3600) {
+        dr_error(dc, id, -32602, "Invalid params",
+            "interval must be a number of seconds, at least 10");
+        return;
+    }
+    dc->hb_ms = (uint64_t) (s * 1000);
+    dc->hb_waiting = 0;
+    tv.tv_sec = (time_t) (dc->hb_ms / 1000);
+    tv.tv_usec = (suseconds_t) ((dc->hb_ms % 1000) * 1000);
+    evtimer_add(dc->ev_hb, &tv);
+    dr_reply(dc, id, "\"ok\"");
+}
+
+/* 1 when the client is over client_rate requests in this second. */
+static int
+dr_rate_exceeded(struct dr_client *dc)
+{
+    unsigned rate = xg_client_conf(dc->c)->client_rate;
+    uint64_t now;
+
+    if (rate == 0) {
+        return 0;
+    }
+    now = xg_now_ms();
+    if (now - dc->rate_start_ms >= 1000) {
+        dc->rate_start_ms = now;
+        dc->rate_count = 0;
+    }
+    return ++dc->rate_count > rate;
+}
+
+static void
+dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
+{
+    static const char *keys[] = { "id" };
+    struct dr *d = p;
+    struct dr_client *dc = cs;
+    const char *data = (const char *) udata;
+    struct xg_jspan v[1];
+    json_t *req = NULL, *params;
+    const char *method;
+    char *id = NULL, *work = NULL;
+    size_t wlen, i;
+    json_error_t jerr;
+
+    for (i = 0; i < len && (data[i] == ' ' || data[i] == '\t'
+                            || data[i] == '\r' || data[i] == '\n'); i++) {
+    }
+    if (i < len && data[i] == '[') {
+        xg_log_info("%s: batch request refused", xg_client_name(dc->c));
+        dr_error(dc, NULL, -32600, "Invalid Request",
+            "batch requests are not supported");
+        return;
+    }
+    if (xg_jscan_object(data, len, keys, 1, v) != XG_OK) {
+        xg_log_info("%s: unparseable request (%zu bytes)",
+            xg_client_name(dc->c), len);
+        dr_error(dc, NULL, -32700, "Parse error", NULL);
+        return;
+    }
+    if (v[0].p == NULL || !(v[0].p[0] == '"' || v[0].p[0] == '-'
+                            || (v[0].p[0] >= '0' && v[0].p[0] <= '9'))) {
+        dr_error(dc, NULL, -32600, "Invalid Request",
+            "id (a number or a string) is required");
+        return;
+    }
+    /* jansson cannot hold ids of any size: parse with a placeholder id */
+    id = dr_strndup_span(&v[0]);
+    work = xg_jscan_splice(data, len, &v[0], "0", 1, &wlen);
+    req = json_loadb(work, wlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (req == NULL || !json_is_object(req)) {
+        xg_log_info("%s: unparseable request: %s", xg_client_name(dc->c),
+            req ? "not an object" : jerr.text);
+        dr_error(dc, NULL, -32700, "Parse error", NULL);
+        goto done;
+    }
+    method = json_string_value(json_object_get(req, "method"));
+    params = json_object_get(req, "params");
+    if (method == NULL) {
+        dr_error(dc, id, -32600, "Invalid Request", "method is required");
+        goto done;
+    }
+    if (params != NULL && !json_is_object(params)) {
+        dr_error(dc, id, -32602, "Invalid params",
+            "params must be an object");
+        goto done;
+    }
+    if (params == NULL) {
+        params = json_object();
+        json_object_set_new(req, "params", params);
+    }
+    if (dr_rate_exceeded(dc)) {
+        xg_log_warn("%s: over client_rate: %s refused",
+            xg_client_name(dc->c), method);
+        dr_error(dc, id, 10028, "too_many_requests", NULL);
+        goto done;
+    }
+
+    /* connection-level methods: answered here, per client */
+    if (strcmp(method, "public/auth") == 0) {
+        dr_client_auth(dc, id, params);
+        goto done;
+    }
+    if (strcmp(method, "public/set_heartbeat") == 0) {
+        dr_client_set_heartbeat(dc, id, params);
+        goto done;
+    }
+    if (strcmp(method, "public/disable_heartbeat") == 0) {
+        dc->hb_ms = 0;
+        dc->hb_waiting = 0;
+        evtimer_del(dc->ev_hb);
+        dr_reply(dc, id, "\"ok\"");
+        goto done;
+    }
+    if (strcmp(method, "public/test") == 0) {
+        dc->hb_waiting = 0;
+        if (json_is_string(json_object_get(params, "expected_result"))
+            && strcmp(json_string_value(json_object_get(params,
+                   "expected_result")), "exception") == 0) {
+            dr_error(dc, id, 11094, "internal_server_error",
+                "expected_result exception");
+            goto done;
+        }
+        dr_reply(dc, id, "{\"version\":\"" XG_VERSION "\"}");
+        goto done;
+    }
+    if (strncmp(method, "private/", 8) == 0 && !dc->authed) {
+        xg_log_info("%s: %s before public/auth: 13009",
+            xg_client_name(dc->c), method);
+        dr_error(dc, id, 13009, "unauthorized", NULL);
+        goto done;
+    }
+    if (strcmp(method, "public/subscribe") == 0
+        || strcmp(method, "private/subscribe") == 0) {
+        dr_client_subscribe(d, dc, id, method, params);
+        goto done;
+    }
+    if (strcmp(method, "public/unsubscribe") == 0
+        || strcmp(method, "private/unsubscribe") == 0) {
+        dr_client_unsubscribe(d, dc, id, params);
+        goto done;
+    }
+    if (strcmp(method, "public/unsubscribe_all") == 0
+        || strcmp(method, "private/unsubscribe_all") == 0) {
+        xg_registry_unsubscribe_all(d->reg, dc->rc, xg_now_ms());
+        dr_reply(dc, id, "\"ok\"");
+        dr_flush_schedule(d);
+        goto done;
+    }
+    if (strcmp(method, "private/enable_cancel_on_disconnect") == 0) {
+        dc->cod = 1;
+        xg_log_info("%s: cancel-on-disconnect enabled (emulated per client)",
+            xg_client_name(dc->c));
+        dr_reply(dc, id, "\"ok\"");
+        goto done;
+    }
+    if (strcmp(method, "private/disable_cancel_on_disconnect") == 0) {
+        dc->cod = 0;
+        dr_reply(dc, id, "\"ok\"");
+        goto done;
+    }
+    if (strcmp(method, "private/get_cancel_on_disconnect") == 0) {
+        dr_reply_json(dc, id, json_pack("{s:s, s:b}", "scope", "connection",
+            "enabled", dc->cod));
+        goto done;
+    }
+    if (strcmp(method, "private/logout") == 0) {
+        /* as Deribit: no answer, the connection closes, no COD */
+        dc->cod = 0;
+        xg_client_close(dc->c, 1000, "logout");
+        goto done;
+    }
+
+    /* anything else goes to the exchange under a fresh id */
+    {
+        struct xg_reg_req *q;
+        char *text;
+        size_t tlen;
+
+        if (json_object_get(params, "access_token") != NULL) {
+            /* the local token means nothing upstream; the session is ours */
+            json_object_del(params, "access_token");
+            text = json_dumps(req, JSON_COMPACT);
+            tlen = strlen(text);
+            q = xg_registry_req_new(K_CLIENT, dc->rc, id, method, text, tlen);
+            free(text);
+        } else {
+            q = xg_registry_req_new(K_CLIENT, dc->rc, id, method, work,
+                wlen);
+        }
+        dr_submit(d, q, dc);
+    }
+done:
+    json_decref(req);
+    free(work);
+    free(id);
+}
+
+/* ---- life cycle and /status ---- */
+
+static void *
+dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
+{
+    static const struct dr_conf defaults = {
+        DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, 1000, 30000
+    };
+    struct dr *d = xg_calloc(1, sizeof(*d));
+    struct timeval tick = { 0, DR_TICK_MS * 1000 };
+
+    d->up = up;
+    d->cf = conf->proto_conf ? conf->proto_conf : &defaults;
+    d->name = conf->name;
+    d->base = xg_upstream_base(up);
+    d->reg = xg_registry_new();
+    d->ev_tick = event_new(d->base, -1, EV_PERSIST, dr_on_tick, d);
+    d->ev_flush = event_new(d->base, -1, 0, dr_on_flush, d);
+    d->ev_refresh = evtimer_new(d->base, dr_on_refresh, d);
+    event_add(d->ev_tick, &tick);
+    return d;
+}
+
+static void
+dr_destroy(void *p)
+{
+    struct dr *d = p;
+    size_t i;
+
+    if (d == NULL) {
+        return;
+    }
+    while (d->clients != NULL) {
+        /* the listeners free their clients first; this is a last resort */
+        dr_client_close(d, d->clients, "upstream destroyed");
+    }
+    event_free(d->ev_tick);
+    event_free(d->ev_flush);
+    event_free(d->ev_refresh);
+    for (i = 0; i < d->nsub; i++) {
+        free(d->sub_batch[i]);
+    }
+    free(d->sub_batch);
+    for (i = 0; i < d->nunsub; i++) {
+        free(d->unsub_batch[i]);
+    }
+    free(d->unsub_batch);
+    free(d->refresh_token);
+    xg_registry_free(d->reg);
+    free(d);
+}
+
+static void
+dr_status(void *p, json_t *obj)
+{
+    struct dr *d = p;
+
+    json_object_set_new(obj, "channels",
+        json_integer((json_int_t) xg_registry_nchannels(d->reg)));
+    json_object_set_new(obj, "pending_requests",
+        json_integer((json_int_t) xg_registry_ninflight(d->reg)));
+    json_object_set_new(obj, "queued_requests",
+        json_integer((json_int_t) xg_registry_nqueued(d->reg)));
+    json_object_set_new(obj, "messages_in",
+        json_integer((json_int_t) d->messages_in));
+    json_object_set_new(obj, "last_restore_ms",
+        json_integer((json_int_t) d->last_restore_ms));
+    json_object_set_new(obj, "restores", json_integer((json_int_t) d->restores));
+    json_object_set_new(obj, "clients", json_integer((json_int_t) d->nclients));
+}
+
+/* ---- conf directives (upstream context) ---- */
+
+static void
+dr_conf_free(void *p)
+{
+    struct dr_conf *c = p;
+
+    free(c->auth_id);
+    if (c->auth_secret != NULL) {
+        OPENSSL_cleanse(c->auth_secret, strlen(c->auth_secret));
+    }
+    free(c->auth_secret);
+    free(c->auth_scope);
+    free(c);
+}
+
+static struct dr_conf *
+dr_conf(struct xg_conf *cf, void *conf)
+{
+    struct xg_upstream_conf *uc = conf;
+
+    if (uc->proto_conf == NULL) {
+        struct dr_conf *c = xg_calloc(1, sizeof(*c));
+
+        c->request_timeout_ms = 10000;
+        c->queue_limit = 1000;
+        c->queue_timeout_ms = 30000;
+        uc->proto_conf = c;
+        xg_conf_cleanup_add(cf, dr_conf_free, c);
+    }
+    return uc->proto_conf;
+}
+
+static int
+dr_set_auth(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct dr_conf *c = dr_conf(cf, conf);
+    char *secret;
+
+    if (strcmp(st->args[1], "client_signature") == 0) {
+        c->auth = DR_AUTH_SIGNATURE;
+    } else if (strcmp(st->args[1], "client_credentials") == 0) {
+        c->auth = DR_AUTH_CREDENTIALS;
+    } else {
+        return xg_conf_error(cf, st, "\"auth\": the grant must be "
+            "\"client_signature\" or \"client_credentials\", not \"%s\"",
+            st->args[1]);
+    }
+    if (strncmp(st->args[2], "env:", 4) == 0
+        || strncmp(st->args[2], "file:", 5) == 0) {
+        c->auth_id = xg_conf_secret(cf, st, st->args[2]);
+        if (c->auth_id == NULL) {
+            return XG_ERROR;
+        }
+    } else {
+        c->auth_id = xg_strdup(st->args[2]);
+    }
+    secret = xg_conf_secret(cf, st, st->args[3]);
+    if (secret == NULL) {
+        return XG_ERROR;
+    }
+    c->auth_secret = secret;
+    return XG_OK;
+}
+
+static int
+dr_set_auth_scope(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct dr_conf *c = dr_conf(cf, conf);
+    const char *s = st->args[1];
+
+    if (strcmp(s, "connection") != 0
+        && !(strncmp(s, "session:", 8) == 0 && s[8] != '\0')) {
+        return xg_conf_error(cf, st, "\"auth_scope\": \"connection\" or "
+            "\"session:NAME\", not \"%s\"", s);
+    }
+    free(c->auth_scope);
+    c->auth_scope = xg_strdup(s);
+    return XG_OK;
+}
+
+static int
+dr_set_duration(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    return xg_conf_set_duration(cf, st, cmd, dr_conf(cf, conf));
+}
+
+static int
+dr_set_flag(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    return xg_conf_set_flag(cf, st, cmd, dr_conf(cf, conf));
+}
+
+static int
+dr_set_uint(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    return xg_conf_set_uint(cf, st, cmd, dr_conf(cf, conf));
+}
+
+static const struct xg_conf_bounds dr_bounds_hb = { 1000, 3600 * 1000 };
+static const struct xg_conf_bounds dr_bounds_timeout = { 0, 3600 * 1000 };
+static const struct xg_conf_bounds dr_bounds_queue = { 0, 1000000 };
+
+#define DR(f) offsetof(struct dr_conf, f)
+
+static const struct xg_command dr_commands[] = {
+    { "auth", XG_CONF_UPSTREAM | XG_CONF_TAKE3, dr_set_auth, 0, NULL },
+    { "auth_scope", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_auth_scope, 0,
+      NULL },
+    { "heartbeat", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_duration,
+      DR(heartbeat_ms), &dr_bounds_hb },
+    { "cancel_on_disconnect", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_flag,
+      DR(cod), NULL },
+    { "request_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_duration,
+      DR(request_timeout_ms), &dr_bounds_timeout },
+    { "queue_limit", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_uint,
+      DR(queue_limit), &dr_bounds_queue },
+    { "queue_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_duration,
+      DR(queue_timeout_ms), &dr_bounds_timeout },
+    XG_CONF_NULL_COMMAND
+};
+
+const struct xg_proto_module xg_proto_deribit = {
+    "deribit",
+    dr_commands,
+    dr_create,
+    dr_destroy,
+    dr_on_open,
+    dr_on_message,
+    dr_on_down,
+    NULL,
+    dr_status,
+    dr_client_open,
+    dr_client_message,
+    dr_client_close
+};

@@ -1,0 +1,531 @@
+/*
+ * xg_client.c: one local client, WebSocket or TCP (see xg_client.h).
+ *
+ * Output never blocks anything: messages are appended to the client's
+ * output buffer (shared messages by reference) and libevent writes them
+ * out on the next loop turn, in one writev for everything that
+ * accumulated. A client whose buffer grows past the conf's hard limit, or
+ * past the soft limit for longer than allowed, is closed as a slow
+ * consumer (redis's client-output-buffer-limit semantics).
+ */
+#include "xg_core.h"
+#include "xg_client.h"
+#include "xg_client_int.h"
+#include "xg_listen.h"
+#include "xg_log.h"
+#include "xg_proto.h"
+#include "xg_ws.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#define XG_CLIENT_TCP_CLOSE_WAIT_S  5   /* flushing before a TCP close */
+#define XG_CLIENT_WS_CLOSE_MS       2000
+#define XG_CLIENT_HANDSHAKE_MS      10000
+
+struct xg_gateway_stats xg_gateway_stats;
+
+static uint64_t client_seq;
+
+enum client_kind {
+    CLIENT_WS = 1,
+    CLIENT_TCP
+};
+
+struct xg_client {
+    struct xg_listener  *l;
+    enum client_kind     kind;
+    uint64_t             id;
+    char                 name[176];
+    struct xg_ws        *ws;
+    struct bufferevent  *bev;
+    void                *cs;            /* the protocol module's state */
+    int                  opened;        /* client_open() was called */
+    int                  closing;
+    int                  close_code;
+    char                 close_reason[96];
+    struct event        *ev_close;      /* the asynchronous close */
+    uint64_t             soft_since_ms; /* over the soft limit since */
+    struct xg_client    *prev, *next;   /* in the listener's list */
+};
+
+/* ---- shared messages ---- */
+
+struct xg_msg {
+    int              refs;
+    size_t           len;
+    struct xg_frame *frame;     /* built on the first WebSocket recipient */
+    char             data[];    /* LEN bytes, then '\n' for TCP lines */
+};
+
+struct xg_msg *
+xg_msg_new(const void *data, size_t len)
+{
+    struct xg_msg *m = xg_malloc(sizeof(*m) + len + 1);
+
+    m->refs = 1;
+    m->len = len;
+    m->frame = NULL;
+    memcpy(m->data, data, len);
+    m->data[len] = '\n';
+    return m;
+}
+
+void
+xg_msg_unref(struct xg_msg *m)
+{
+    if (m == NULL || --m->refs > 0) {
+        return;
+    }
+    if (m->frame != NULL) {
+        xg_frame_unref(m->frame);
+    }
+    free(m);
+}
+
+/* evbuffer_add_reference() cleanup: the TCP line is written out. */
+static void
+msg_line_done(const void *data, size_t len, void *arg)
+{
+    xg_msg_unref(arg);
+}
+
+/* ---- teardown ---- */
+
+/* The one teardown: the module forgets C, the listener counts it out. */
+static void
+client_destroy(struct xg_client *c, const char *reason)
+{
+    struct xg_listener *l = c->l;
+
+    if (c->opened && l->pm->client_close != NULL) {
+        c->opened = 0;
+        l->pm->client_close(l->pp, c->cs, reason);
+    }
+    xg_log_info("%s: closed: %s", c->name, reason);
+    if (c->prev) {
+        c->prev->next = c->next;
+    } else {
+        l->clients = c->next;
+    }
+    if (c->next) {
+        c->next->prev = c->prev;
+    }
+    xg_listen_client_gone(l, c);
+    if (c->ws != NULL) {
+        xg_ws_free(c->ws);
+    }
+    if (c->bev != NULL) {
+        bufferevent_free(c->bev);
+    }
+    event_free(c->ev_close);
+    free(c);
+}
+
+static void
+on_close_ev(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_client *c = arg;
+
+    if (c->kind == CLIENT_WS) {
+        if (xg_ws_state(c->ws) == XG_WS_OPEN) {
+            /* on_down follows, then the teardown */
+            xg_ws_close(c->ws, c->close_code, c->close_reason);
+            return;
+        }
+        if (xg_ws_state(c->ws) == XG_WS_CLOSING) {
+            return;
+        }
+        client_destroy(c, c->close_reason);
+        return;
+    }
+    if (c->close_code == 1008
+        || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        client_destroy(c, c->close_reason);
+        return;
+    }
+    /* let the error line go out first; the write timeout bounds the wait */
+    {
+        struct timeval wt = { XG_CLIENT_TCP_CLOSE_WAIT_S, 0 };
+
+        bufferevent_disable(c->bev, EV_READ);
+        bufferevent_set_timeouts(c->bev, NULL, &wt);
+    }
+}
+
+void
+xg_client_close(struct xg_client *c, int code, const char *reason)
+{
+    if (c->closing) {
+        return;
+    }
+    c->closing = 1;
+    c->close_code = code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
+    xg_log_info("%s: closing (%d \"%s\")", c->name, code, reason);
+    event_active(c->ev_close, EV_TIMEOUT, 1);
+}
+
+int
+xg_client_closing(const struct xg_client *c)
+{
+    return c->closing;
+}
+
+const char *
+xg_client_name(const struct xg_client *c)
+{
+    return c->name;
+}
+
+const struct xg_gateway_conf *
+xg_client_conf(const struct xg_client *c)
+{
+    return c->l->gc;
+}
+
+struct event_base *
+xg_client_base(const struct xg_client *c)
+{
+    return c->l->base;
+}
+
+void
+xg_client_count_error(struct xg_client *c)
+{
+    xg_gateway_stats.client_errors++;
+}
+
+void
+xg_client_free(struct xg_client *c, const char *reason)
+{
+    client_destroy(c, reason);
+}
+
+struct xg_client *
+xg_client_next(const struct xg_client *c)
+{
+    return c->next;
+}
+
+/* ---- output ---- */
+
+static size_t
+output_len(const struct xg_client *c)
+{
+    if (c->kind == CLIENT_WS) {
+        return xg_ws_output_len(c->ws);
+    }
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+/* The output limits, checked after each queued message. */
+static void
+output_check(struct xg_client *c)
+{
+    const struct xg_gateway_conf *gc = c->l->gc;
+    size_t out = output_len(c);
+    char why[128];
+
+    if (gc->out_hard != 0 && out > gc->out_hard) {
+        snprintf(why, sizeof(why), "%zu bytes queued, over the hard output "
+            "limit of %zu", out, gc->out_hard);
+    } else if (gc->out_soft != 0 && out > gc->out_soft) {
+        uint64_t now = xg_now_ms();
+
+        if (c->soft_since_ms == 0) {
+            c->soft_since_ms = now;
+            return;
+        }
+        if (now - c->soft_since_ms < gc->out_soft_ms) {
+            return;
+        }
+        snprintf(why, sizeof(why), "%zu bytes queued, over the soft output "
+            "limit of %zu for %llu ms", out, gc->out_soft,
+            (unsigned long long) (now - c->soft_since_ms));
+    } else {
+        c->soft_since_ms = 0;
+        return;
+    }
+    xg_log_warn("%s: slow consumer: %s", c->name, why);
+    xg_gateway_stats.slow_consumer_closes++;
+    xg_client_close(c, 1008, "slow consumer");
+}
+
+int
+xg_client_send(struct xg_client *c, const void *data, size_t len)
+{
+    if (c->closing) {
+        return XG_ERROR;
+    }
+    if (c->kind == CLIENT_WS) {
+        if (xg_ws_send_text(c->ws, data, len) != XG_OK) {
+            return XG_ERROR;
+        }
+    } else {
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+
+        evbuffer_add(out, data, len);
+        evbuffer_add(out, "\n", 1);
+    }
+    xg_gateway_stats.messages_out++;
+    output_check(c);
+    return XG_OK;
+}
+
+int
+xg_client_send_msg(struct xg_client *c, struct xg_msg *m)
+{
+    if (c->closing) {
+        return XG_ERROR;
+    }
+    if (c->kind == CLIENT_WS) {
+        if (m->frame == NULL) {
+            m->frame = xg_frame_text(m->data, m->len);
+        }
+        if (xg_ws_send_frame(c->ws, m->frame) != XG_OK) {
+            return XG_ERROR;
+        }
+    } else {
+        m->refs++;
+        if (evbuffer_add_reference(bufferevent_get_output(c->bev), m->data,
+                m->len + 1, msg_line_done, m) != 0) {
+            m->refs--;
+            return XG_ERROR;
+        }
+    }
+    xg_gateway_stats.messages_out++;
+    output_check(c);
+    return XG_OK;
+}
+
+/* ---- WebSocket clients ---- */
+
+static int
+ws_check(struct xg_ws *ws, const char *path, void *arg)
+{
+    struct xg_client *c = arg;
+    const struct xg_listen_conf *lc = c->l->lc;
+    const char *want = lc->path ? lc->path : "/ws/api/v2";
+    size_t n = strcspn(path, "?");
+
+    if (strlen(want) != n || strncmp(path, want, n) != 0) {
+        xg_log_info("%s: refused: path \"%s\" is not \"%s\"", c->name, path,
+            want);
+        return 404;
+    }
+    /* this client is already counted */
+    if (lc->max_clients != 0 && c->l->nclients > lc->max_clients) {
+        xg_log_warn("%s: refused: listener %s is at max_clients %u",
+            c->name, c->l->addr, lc->max_clients);
+        return 503;
+    }
+    return 0;
+}
+
+static void
+ws_on_open(struct xg_ws *ws, void *arg)
+{
+    struct xg_client *c = arg;
+
+    xg_log_info("%s: open", c->name);
+    c->cs = c->l->pm->client_open(c->l->pp, c);
+    c->opened = 1;
+}
+
+static void
+ws_on_message(struct xg_ws *ws, int binary, const unsigned char *data,
+    size_t len, void *arg)
+{
+    struct xg_client *c = arg;
+
+    if (c->closing || !c->opened) {
+        return;
+    }
+    c->l->pm->client_message(c->l->pp, c->cs, data, len);
+}
+
+static void
+ws_on_down(struct xg_ws *ws, const struct xg_ws_down *why, void *arg)
+{
+    struct xg_client *c = arg;
+
+    if (why->close_code == 1009 || why->close_code == 1003
+        || why->close_code == 1007 || why->close_code == 1002) {
+        xg_gateway_stats.client_errors++;
+    }
+    client_destroy(c, why->reason ? why->reason : "down");
+}
+
+static const struct xg_ws_cbs ws_cbs = {
+    NULL, ws_on_open, ws_on_message, ws_on_down, NULL
+};
+
+/* ---- TCP clients ---- */
+
+static void
+tcp_error_line(struct xg_client *c, int code, const char *message)
+{
+    char buf[256];
+    int n;
+
+    n = snprintf(buf, sizeof(buf), "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":"
+        "%d,\"message\":\"%s\"}}", code, message);
+    xg_client_send(c, buf, (size_t) n);
+}
+
+static void
+tcp_read(struct bufferevent *bev, void *arg)
+{
+    struct xg_client *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t max = c->l->gc->client_max_message;
+
+    while (!c->closing) {
+        struct evbuffer_ptr eol;
+        size_t n;
+        char *line;
+
+        eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+        if (eol.pos < 0) {
+            if (evbuffer_get_length(in) > max) {
+                xg_log_warn("%s: a line longer than client_max_message %zu",
+                    c->name, max);
+                xg_gateway_stats.client_errors++;
+                tcp_error_line(c, -32600, "request entity too large");
+                xg_client_close(c, 1009, "message too big");
+            }
+            return;
+        }
+        n = (size_t) eol.pos;
+        if (n > max) {
+            xg_log_warn("%s: a line of %zu bytes, over client_max_message "
+                "%zu", c->name, n, max);
+            xg_gateway_stats.client_errors++;
+            tcp_error_line(c, -32600, "request entity too large");
+            xg_client_close(c, 1009, "message too big");
+            return;
+        }
+        line = xg_malloc(n + 1);
+        evbuffer_remove(in, line, n);
+        evbuffer_drain(in, 1);
+        line[n] = '\0';
+        if (n > 0 && line[n - 1] == '\r') {
+            line[--n] = '\0';
+        }
+        if (n > 0) {
+            c->l->pm->client_message(c->l->pp, c->cs,
+                (const unsigned char *) line, n);
+        }
+        free(line);
+    }
+}
+
+static void
+tcp_write(struct bufferevent *bev, void *arg)
+{
+    struct xg_client *c = arg;
+
+    if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        client_destroy(c, c->close_reason);
+    }
+}
+
+static void
+tcp_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct xg_client *c = arg;
+    char why[128];
+
+    if (what & BEV_EVENT_EOF) {
+        snprintf(why, sizeof(why), "%s", c->closing ? c->close_reason : "eof");
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        snprintf(why, sizeof(why), "%s (output not flushed in %d s)",
+            c->close_reason, XG_CLIENT_TCP_CLOSE_WAIT_S);
+    } else {
+        snprintf(why, sizeof(why), "%s", evutil_socket_error_to_string(
+            EVUTIL_SOCKET_ERROR()));
+    }
+    client_destroy(c, why);
+}
+
+/* ---- creation ---- */
+
+static struct xg_client *
+client_alloc(struct xg_listener *l, enum client_kind kind,
+    const struct sockaddr *sa)
+{
+    struct xg_client *c = xg_calloc(1, sizeof(*c));
+    char peer[128] = "?";
+
+    c->l = l;
+    c->kind = kind;
+    c->id = ++client_seq;
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const void *) sa;
+        char a[64];
+
+        evutil_inet_ntop(AF_INET, &sin->sin_addr, a, sizeof(a));
+        snprintf(peer, sizeof(peer), "%s:%u", a, ntohs(sin->sin_port));
+    } else if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const void *) sa;
+        char a[64];
+
+        evutil_inet_ntop(AF_INET6, &sin6->sin6_addr, a, sizeof(a));
+        snprintf(peer, sizeof(peer), "[%s]:%u", a, ntohs(sin6->sin6_port));
+    }
+    snprintf(c->name, sizeof(c->name), "client %s#%llu %s",
+        kind == CLIENT_WS ? "ws" : "tcp", (unsigned long long) c->id, peer);
+    c->ev_close = event_new(l->base, -1, 0, on_close_ev, c);
+    c->next = l->clients;
+    if (l->clients) {
+        l->clients->prev = c;
+    }
+    l->clients = c;
+    xg_gateway_stats.clients_accepted++;
+    return c;
+}
+
+struct xg_client *
+xg_client_new_ws(struct xg_listener *l, evutil_socket_t fd,
+    const struct sockaddr *sa)
+{
+    struct xg_client *c = client_alloc(l, CLIENT_WS, sa);
+    struct xg_ws_opts o;
+
+    memset(&o, 0, sizeof(o));
+    o.max_message = l->gc->client_max_message;
+    o.handshake_timeout_ms = XG_CLIENT_HANDSHAKE_MS;
+    o.close_timeout_ms = XG_CLIENT_WS_CLOSE_MS;
+    o.text_only = 1;
+    o.log_name = c->name;
+    c->ws = xg_ws_accept(l->base, fd, NULL, &o, ws_check, &ws_cbs, c);
+    return c;
+}
+
+struct xg_client *
+xg_client_new_tcp(struct xg_listener *l, evutil_socket_t fd,
+    const struct sockaddr *sa)
+{
+    struct xg_client *c = client_alloc(l, CLIENT_TCP, sa);
+
+    c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        evutil_closesocket(fd);
+        xg_log_error("%s: cannot create a bufferevent", c->name);
+        client_destroy(c, "no memory");
+        return NULL;
+    }
+    bufferevent_setcb(c->bev, tcp_read, tcp_write, tcp_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    xg_log_info("%s: open", c->name);
+    c->cs = l->pm->client_open(l->pp, c);
+    c->opened = 1;
+    return c;
+}

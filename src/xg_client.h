@@ -1,0 +1,99 @@
+/*
+ * xg_client.h: one local client of a listener (a trading bot), over
+ * WebSocket (text frames) or plain TCP (one JSON message per line).
+ *
+ * A client belongs to its listener and talks to the protocol module of
+ * the listener's upstream through the module's client hooks (xg_proto.h):
+ * each complete message goes to client_message(); client_close() is
+ * called exactly once when the client is gone. The module answers with
+ * xg_client_send() and fans out notifications with xg_client_send_msg(),
+ * which shares one encoded buffer by reference among all recipients.
+ *
+ * Closing is always asynchronous (as in redis): xg_client_close() may be
+ * called from anywhere, even in the middle of a fan-out loop; the client
+ * stops receiving at once and is torn down from the event loop.
+ */
+#ifndef XG_CLIENT_H
+#define XG_CLIENT_H
+
+#include "xg_core.h"
+#include "xg_conf.h"
+
+#include <event2/event.h>
+
+struct xg_client;
+struct xg_listener;
+
+/* The gateway core's main-context settings (struct xg_main_conf.gateway_conf). */
+struct xg_gateway_cred {
+    char *id;
+    char *secret;
+};
+
+struct xg_gateway_conf {
+    struct xg_gateway_cred *creds;         /* client_credentials ID SECRET */
+    int                     ncreds;
+    int                     client_auth;   /* 1 (default) or 0: trust all */
+    size_t                  client_max_message;
+    size_t                  out_hard;      /* client_output_limit HARD */
+    size_t                  out_soft;      /*                     SOFT */
+    uint64_t                out_soft_ms;   /*                     SECONDS */
+    unsigned                client_rate;   /* requests/s, 0: no limit */
+    unsigned                client_max_channels;
+    uint64_t                unsubscribe_linger_ms;
+};
+
+/* The defaults when the conf sets nothing (never NULL). */
+const struct xg_gateway_conf *xg_gateway_conf_get(
+    const struct xg_main_conf *mc);
+
+/* Totals over every listener, for /status. */
+struct xg_gateway_stats {
+    uint64_t messages_out;
+    uint64_t slow_consumer_closes;
+    uint64_t client_errors;
+    uint64_t clients_accepted;
+};
+extern struct xg_gateway_stats xg_gateway_stats;
+
+/* ---- shared outgoing messages (fan-out by reference) ---- */
+
+struct xg_msg;
+
+/*
+ * Copies LEN bytes of DATA once into a refcounted message (one reference
+ * held by the caller). The WebSocket frame and the TCP line ("\n"
+ * appended) are built from it at most once each, whatever the number of
+ * recipients.
+ */
+struct xg_msg *xg_msg_new(const void *data, size_t len);
+void xg_msg_unref(struct xg_msg *m);
+
+/* ---- clients ---- */
+
+/*
+ * Queues one message to C (copied). Returns XG_OK, or XG_ERROR when C is
+ * closing. May start C's asynchronous close (output limits).
+ */
+int xg_client_send(struct xg_client *c, const void *data, size_t len);
+/* The same for a shared message M (borrowed; references taken as needed). */
+int xg_client_send_msg(struct xg_client *c, struct xg_msg *m);
+
+/*
+ * Starts closing C with CODE (a WebSocket close code; TCP clients just
+ * close) and REASON, logged. The output already queued is sent first
+ * unless CODE is 1008 (slow consumer). Safe from any callback.
+ */
+void xg_client_close(struct xg_client *c, int code, const char *reason);
+
+/* 1 when C is closing and gets nothing more. */
+int xg_client_closing(const struct xg_client *c);
+/* "client ws#7 127.0.0.1:40000" for logs. */
+const char *xg_client_name(const struct xg_client *c);
+/* The gateway settings that apply to C. */
+const struct xg_gateway_conf *xg_client_conf(const struct xg_client *c);
+struct event_base *xg_client_base(const struct xg_client *c);
+/* Counts a client error (bad input, refused request) in the totals. */
+void xg_client_count_error(struct xg_client *c);
+
+#endif

@@ -1,0 +1,434 @@
+/*
+ * xg_listen.c: the local listeners and the gateway core's main-context
+ * directives.
+ *
+ * A listener accepts sockets with evconnlistener and hands each one to a
+ * new client (xg_client.c). When accept fails for lack of descriptors
+ * (EMFILE, ENFILE) the listener pauses on a timer instead of spinning, as
+ * relayd does; RLIMIT_NOFILE is raised to the hard limit at start-up.
+ */
+#include "xg_core.h"
+#include "xg_client.h"
+#include "xg_client_int.h"
+#include "xg_listen.h"
+#include "xg_log.h"
+#include "xg_proto.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <event2/listener.h>
+#include <openssl/crypto.h>
+
+#define XG_LISTEN_PAUSE_MS 1000     /* after EMFILE */
+
+static struct xg_listener *listeners;
+
+/* ---- conf: the gateway core's main-context directives ---- */
+
+static const struct xg_gateway_conf gw_defaults = {
+    NULL, 0,
+    1,                      /* client_auth on */
+    1024 * 1024,            /* client_max_message 1m */
+    32 * 1024 * 1024,       /* client_output_limit 32m 8m 60s */
+    8 * 1024 * 1024,
+    60000,
+    0,                      /* client_rate: unlimited */
+    10000,                  /* client_max_channels */
+    0                       /* unsubscribe_linger */
+};
+
+const struct xg_gateway_conf *
+xg_gateway_conf_get(const struct xg_main_conf *mc)
+{
+    if (mc != NULL && mc->gateway_conf != NULL) {
+        return mc->gateway_conf;
+    }
+    return &gw_defaults;
+}
+
+static void
+gw_conf_free(void *p)
+{
+    struct xg_gateway_conf *gc = p;
+    int i;
+
+    for (i = 0; i < gc->ncreds; i++) {
+        free(gc->creds[i].id);
+        if (gc->creds[i].secret != NULL) {
+            OPENSSL_cleanse(gc->creds[i].secret, strlen(gc->creds[i].secret));
+        }
+        free(gc->creds[i].secret);
+    }
+    free(gc->creds);
+    free(gc);
+}
+
+/* The conf object, made with the defaults on first use. */
+static struct xg_gateway_conf *
+gw_conf(struct xg_conf *cf, void *conf)
+{
+    struct xg_main_conf *mc = conf;
+
+    if (mc->gateway_conf == NULL) {
+        struct xg_gateway_conf *gc = xg_malloc(sizeof(*gc));
+
+        *gc = gw_defaults;
+        mc->gateway_conf = gc;
+        xg_conf_cleanup_add(cf, gw_conf_free, gc);
+    }
+    return mc->gateway_conf;
+}
+
+static int
+gw_set_flag(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    return xg_conf_set_flag(cf, st, cmd, gw_conf(cf, conf));
+}
+
+static int
+gw_set_uint(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    return xg_conf_set_uint(cf, st, cmd, gw_conf(cf, conf));
+}
+
+static int
+gw_set_size(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    return xg_conf_set_size(cf, st, cmd, gw_conf(cf, conf));
+}
+
+static int
+gw_set_duration(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    return xg_conf_set_duration(cf, st, cmd, gw_conf(cf, conf));
+}
+
+static int
+gw_set_credentials(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_gateway_conf *gc = gw_conf(cf, conf);
+    char *secret;
+    int i;
+
+    for (i = 0; i < gc->ncreds; i++) {
+        if (strcmp(gc->creds[i].id, st->args[1]) == 0) {
+            return xg_conf_error(cf, st, "\"client_credentials\": duplicate "
+                "client id \"%s\"", st->args[1]);
+        }
+    }
+    secret = xg_conf_secret(cf, st, st->args[2]);
+    if (secret == NULL) {
+        return XG_ERROR;
+    }
+    if (*secret == '\0') {
+        free(secret);
+        return xg_conf_error(cf, st, "\"client_credentials\": the secret of "
+            "\"%s\" is empty", st->args[1]);
+    }
+    gc->creds = xg_realloc(gc->creds, (gc->ncreds + 1) * sizeof(*gc->creds));
+    gc->creds[gc->ncreds].id = xg_strdup(st->args[1]);
+    gc->creds[gc->ncreds].secret = secret;
+    gc->ncreds++;
+    return XG_OK;
+}
+
+static int
+gw_set_output_limit(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_gateway_conf *gc = gw_conf(cf, conf);
+    uint64_t hard, soft, ms;
+
+    if (xg_conf_parse_size(st->args[1], &hard) != XG_OK
+        || xg_conf_parse_size(st->args[2], &soft) != XG_OK) {
+        return xg_conf_error(cf, st, "\"client_output_limit\": HARD and SOFT "
+            "must be sizes (0 disables), e.g. 32m 8m 60s");
+    }
+    if (xg_conf_parse_duration(st->args[3], &ms) != XG_OK) {
+        /* redis writes plain seconds */
+        uint64_t s;
+
+        if (xg_conf_parse_uint(st->args[3], &s) != XG_OK || s > 86400) {
+            return xg_conf_error(cf, st, "\"client_output_limit\": bad "
+                "duration \"%s\"", st->args[3]);
+        }
+        ms = s * 1000;
+    }
+    if (hard != 0 && soft > hard) {
+        return xg_conf_error(cf, st, "\"client_output_limit\": SOFT %s is "
+            "over HARD %s", st->args[2], st->args[1]);
+    }
+    gc->out_hard = (size_t) hard;
+    gc->out_soft = (size_t) soft;
+    gc->out_soft_ms = ms;
+    return XG_OK;
+}
+
+static const struct xg_conf_bounds bounds_msg = { 64, 256 * 1024 * 1024 };
+static const struct xg_conf_bounds bounds_rate = { 0, 1000000 };
+static const struct xg_conf_bounds bounds_chans = { 1, 1000000 };
+static const struct xg_conf_bounds bounds_linger = { 0, 3600 * 1000 };
+
+#define GW(f) offsetof(struct xg_gateway_conf, f)
+
+static const struct xg_command gw_commands[] = {
+    { "client_credentials", XG_CONF_MAIN | XG_CONF_TAKE2 | XG_CONF_MULTI,
+      gw_set_credentials, 0, NULL },
+    { "client_auth", XG_CONF_MAIN | XG_CONF_TAKE1, gw_set_flag,
+      GW(client_auth), NULL },
+    { "client_max_message", XG_CONF_MAIN | XG_CONF_TAKE1, gw_set_size,
+      GW(client_max_message), &bounds_msg },
+    { "client_output_limit", XG_CONF_MAIN | XG_CONF_TAKE3,
+      gw_set_output_limit, 0, NULL },
+    { "client_rate", XG_CONF_MAIN | XG_CONF_TAKE1, gw_set_uint,
+      GW(client_rate), &bounds_rate },
+    { "client_max_channels", XG_CONF_MAIN | XG_CONF_TAKE1, gw_set_uint,
+      GW(client_max_channels), &bounds_chans },
+    { "unsubscribe_linger", XG_CONF_MAIN | XG_CONF_TAKE1, gw_set_duration,
+      GW(unsubscribe_linger_ms), &bounds_linger },
+    XG_CONF_NULL_COMMAND
+};
+
+const struct xg_module xg_gateway_module = {
+    "gateway",
+    gw_commands
+};
+
+/* ---- listeners ---- */
+
+void
+xg_listen_raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        xg_log_warn("gateway: getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return;
+    }
+    if (rl.rlim_cur == rl.rlim_max) {
+        xg_log_info("gateway: open file limit %llu",
+            (unsigned long long) rl.rlim_cur);
+        return;
+    }
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        xg_log_warn("gateway: setrlimit(RLIMIT_NOFILE, %llu): %s",
+            (unsigned long long) rl.rlim_max, strerror(errno));
+        return;
+    }
+    xg_log_info("gateway: open file limit raised to %llu",
+        (unsigned long long) rl.rlim_cur);
+}
+
+void
+xg_listen_client_gone(struct xg_listener *l, struct xg_client *c)
+{
+    l->nclients--;
+}
+
+static void
+on_accept(struct evconnlistener *evl, evutil_socket_t fd,
+    struct sockaddr *sa, int socklen, void *arg)
+{
+    struct xg_listener *l = arg;
+    int one = 1;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (l->lc->kind == XG_LISTEN_TCP) {
+        if (l->lc->max_clients != 0 && l->nclients >= l->lc->max_clients) {
+            xg_log_warn("listener %s: max_clients %u reached: closing a new "
+                "tcp client", l->addr, l->lc->max_clients);
+            evutil_closesocket(fd);
+            return;
+        }
+        l->nclients++;
+        xg_client_new_tcp(l, fd, sa);
+        return;
+    }
+    /* over max_clients, the upgrade is refused with 503 (ws_check) */
+    l->nclients++;
+    xg_client_new_ws(l, fd, sa);
+}
+
+static void
+on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_listener *l = arg;
+
+    xg_log_info("listener %s: accepting again", l->addr);
+    evconnlistener_enable(l->evl);
+}
+
+static void
+on_accept_error(struct evconnlistener *evl, void *arg)
+{
+    struct xg_listener *l = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = { XG_LISTEN_PAUSE_MS / 1000,
+        (XG_LISTEN_PAUSE_MS % 1000) * 1000 };
+
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        xg_log_warn("listener %s: accept: %s: pausing for %d ms", l->addr,
+            strerror(err), XG_LISTEN_PAUSE_MS);
+        evconnlistener_disable(l->evl);
+        evtimer_add(l->ev_resume, &tv);
+        return;
+    }
+    xg_log_warn("listener %s: accept: %s", l->addr, strerror(err));
+}
+
+static int
+listen_open(struct event_base *base, const struct xg_main_conf *mc,
+    const struct xg_listen_conf *lc)
+{
+    struct xg_listener *l;
+    struct evutil_addrinfo hints, *ai = NULL;
+    char port[8];
+    const struct xg_proto_module *pm;
+    struct xg_upstream *up;
+    int e;
+
+    up = xg_upstream_find(lc->upstream_name);
+    if (up == NULL) {
+        xg_log_error("listener %s:%u: no running upstream \"%s\"",
+            lc->addr.host, lc->addr.port, lc->upstream_name);
+        return XG_ERROR;
+    }
+    pm = lc->upstream ? xg_proto_find(lc->upstream->protocol) : NULL;
+    if (pm == NULL || pm->client_open == NULL) {
+        xg_log_error("listener %s:%u: upstream \"%s\" speaks a protocol that "
+            "serves no local clients", lc->addr.host, lc->addr.port,
+            lc->upstream_name);
+        return XG_ERROR;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_NUMERICHOST
+                     | EVUTIL_AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%u", lc->addr.port);
+    e = evutil_getaddrinfo(lc->addr.host, port, &hints, &ai);
+    if (e != 0) {
+        xg_log_error("listener %s:%u: %s", lc->addr.host, lc->addr.port,
+            evutil_gai_strerror(e));
+        return XG_ERROR;
+    }
+    l = xg_calloc(1, sizeof(*l));
+    l->lc = lc;
+    l->gc = xg_gateway_conf_get(mc);
+    l->base = base;
+    l->up = up;
+    l->pm = pm;
+    l->pp = xg_upstream_proto(up);
+    snprintf(l->addr, sizeof(l->addr), "%s%s%s:%u",
+        strchr(lc->addr.host, ':') ? "[" : "", lc->addr.host,
+        strchr(lc->addr.host, ':') ? "]" : "", lc->addr.port);
+    l->evl = evconnlistener_new_bind(base, on_accept, l,
+        LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, ai->ai_addr, (int) ai->ai_addrlen);
+    evutil_freeaddrinfo(ai);
+    if (l->evl == NULL) {
+        xg_log_error("listener %s: cannot listen: %s", l->addr,
+            strerror(errno));
+        free(l);
+        return XG_ERROR;
+    }
+    evconnlistener_set_error_cb(l->evl, on_accept_error);
+    l->ev_resume = evtimer_new(base, on_resume, l);
+    l->next = listeners;
+    listeners = l;
+    xg_log_info("listener %s: %s clients for upstream \"%s\"%s%s", l->addr,
+        lc->kind == XG_LISTEN_WEBSOCKET ? "websocket" : "tcp",
+        lc->upstream_name, lc->kind == XG_LISTEN_WEBSOCKET ? " on " : "",
+        lc->kind == XG_LISTEN_WEBSOCKET
+            ? (lc->path ? lc->path : "/ws/api/v2") : "");
+    return XG_OK;
+}
+
+int
+xg_listen_start_all(struct event_base *base, const struct xg_main_conf *mc)
+{
+    const struct xg_listen_conf *lc;
+
+    for (lc = mc->listens; lc != NULL; lc = lc->next) {
+        if (listen_open(base, mc, lc) != XG_OK) {
+            return XG_ERROR;
+        }
+    }
+    return XG_OK;
+}
+
+void
+xg_listen_stop_all(void)
+{
+    struct xg_listener *l, *nx;
+
+    for (l = listeners; l != NULL; l = nx) {
+        struct xg_client *c, *cn;
+
+        nx = l->next;
+        for (c = l->clients; c != NULL; c = cn) {
+            cn = xg_client_next(c);
+            xg_client_close(c, 1001, "exgate stopping");
+        }
+        if (l->evl != NULL) {
+            evconnlistener_free(l->evl);
+            l->evl = NULL;
+        }
+        evtimer_del(l->ev_resume);
+    }
+}
+
+void
+xg_listen_free_all(void)
+{
+    struct xg_listener *l, *nx;
+
+    for (l = listeners; l != NULL; l = nx) {
+        nx = l->next;
+        while (l->clients != NULL) {
+            xg_client_free(l->clients, "exgate stopped");
+        }
+        if (l->evl != NULL) {
+            evconnlistener_free(l->evl);
+        }
+        event_free(l->ev_resume);
+        free(l);
+    }
+    listeners = NULL;
+}
+
+void
+xg_listen_status(json_t *obj)
+{
+    json_t *arr = json_array();
+    struct xg_listener *l;
+
+    for (l = listeners; l != NULL; l = l->next) {
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I}",
+            "address", l->addr,
+            "kind", l->lc->kind == XG_LISTEN_WEBSOCKET ? "websocket" : "tcp",
+            "upstream", l->lc->upstream_name,
+            "clients", (json_int_t) l->nclients));
+    }
+    json_object_set_new(obj, "listeners", arr);
+    json_object_set_new(obj, "messages_out",
+        json_integer((json_int_t) xg_gateway_stats.messages_out));
+    json_object_set_new(obj, "slow_consumer_closes",
+        json_integer((json_int_t) xg_gateway_stats.slow_consumer_closes));
+    json_object_set_new(obj, "client_errors",
+        json_integer((json_int_t) xg_gateway_stats.client_errors));
+}

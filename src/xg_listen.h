@@ -1,0 +1,69 @@
+/*
+ * xg_listen.h: the local listeners (`listen ADDR:PORT websocket|tcp
+ * upstream=NAME [path=P] [max_clients=N];`) and the gateway core's
+ * main-context directives (module xg_gateway_module).
+ */
+#ifndef XG_LISTEN_H
+#define XG_LISTEN_H
+
+#include "xg_core.h"
+#include "xg_conf.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+
+struct xg_client;
+struct xg_upstream;
+struct xg_proto_module;
+struct evconnlistener;
+
+/* One open listener (owned by this file; clients point back to it). */
+struct xg_listener {
+    const struct xg_listen_conf  *lc;
+    const struct xg_gateway_conf *gc;
+    struct event_base            *base;
+    struct evconnlistener        *evl;
+    struct event                 *ev_resume;   /* after EMFILE */
+    struct xg_upstream           *up;
+    const struct xg_proto_module *pm;
+    void                         *pp;          /* the module instance */
+    unsigned                      nclients;
+    struct xg_client             *clients;
+    char                          addr[300];
+    struct xg_listener           *next;
+};
+
+/* Called by xg_client.c when C is gone (C is freed right after). */
+void xg_listen_client_gone(struct xg_listener *l, struct xg_client *c);
+
+extern const struct xg_module xg_gateway_module;
+
+/*
+ * Raises RLIMIT_NOFILE to its hard limit (logged). Call once at start-up,
+ * before the listeners open.
+ */
+void xg_listen_raise_nofile(void);
+
+/*
+ * Opens every listener of MC on BASE; each one's upstream must exist
+ * already (xg_upstream_find()). Returns XG_OK, or XG_ERROR after logging
+ * (a port in use, an upstream without a client-serving protocol).
+ */
+int xg_listen_start_all(struct event_base *base, const struct xg_main_conf *mc);
+
+/* Closes every listener and every client (orderly stop). */
+void xg_listen_stop_all(void);
+
+/*
+ * Frees every listener and tears every client down at once; call before
+ * the upstreams are freed (their modules see each client leave).
+ */
+void xg_listen_free_all(void);
+
+/*
+ * Adds "listeners" (address, kind, clients) and the totals messages_out,
+ * slow_consumer_closes, client_errors to the /status object OBJ.
+ */
+void xg_listen_status(json_t *obj);
+
+#endif
