@@ -537,7 +537,9 @@ xg_wsproto_close_frame(unsigned char *out, int code, const char *reason,
     }
     payload[0] = (unsigned char) (code >> 8);
     payload[1] = (unsigned char) code;
-    memcpy(payload + 2, reason, rlen);
+    if (rlen > 0) {
+        memcpy(payload + 2, reason, rlen);
+    }
     n = xg_wsproto_frame_header(out, 0x8, 2 + rlen, mask);
     for (i = 0; i < 2 + rlen; i++) {
         out[n + i] = mask ? payload[i] ^ mask[i % 4] : payload[i];
