@@ -8,6 +8,7 @@
  * relayd does; RLIMIT_NOFILE is raised to the hard limit at start-up.
  */
 #include "xg_core.h"
+#include "xg_admin.h"
 #include "xg_client.h"
 #include "xg_client_int.h"
 #include "xg_listen.h"
@@ -368,6 +369,7 @@ xg_listen_start_all(struct event_base *base, const struct xg_main_conf *mc)
             return XG_ERROR;
         }
     }
+    xg_admin_status_hook(xg_listen_status, NULL);
     return XG_OK;
 }
 
@@ -409,10 +411,11 @@ xg_listen_free_all(void)
         free(l);
     }
     listeners = NULL;
+    xg_admin_status_unhook(xg_listen_status, NULL);
 }
 
 void
-xg_listen_status(json_t *obj)
+xg_listen_status(json_t *obj, void *arg)
 {
     json_t *arr = json_array();
     struct xg_listener *l;

@@ -46,8 +46,9 @@ void xg_listen_raise_nofile(void);
 
 /*
  * Opens every listener of MC on BASE; each one's upstream must exist
- * already (xg_upstream_find()). Returns XG_OK, or XG_ERROR after logging
- * (a port in use, an upstream without a client-serving protocol).
+ * already (xg_upstream_find()), and adds the gateway's /status fields.
+ * Returns XG_OK, or XG_ERROR after logging (a port in use, an upstream
+ * without a client-serving protocol).
  */
 int xg_listen_start_all(struct event_base *base, const struct xg_main_conf *mc);
 
@@ -61,9 +62,10 @@ void xg_listen_stop_all(void);
 void xg_listen_free_all(void);
 
 /*
- * Adds "listeners" (address, kind, clients) and the totals messages_out,
- * slow_consumer_closes, client_errors to the /status object OBJ.
+ * Adds "listeners" (address, kind, upstream, clients) and the totals
+ * messages_out, slow_consumer_closes, client_errors to the /status object
+ * OBJ (an xg_admin status hook, registered by xg_listen_start_all()).
  */
-void xg_listen_status(json_t *obj);
+void xg_listen_status(json_t *obj, void *arg);
 
 #endif
