@@ -1,0 +1,904 @@
+/*
+ * exsim_main.c: the simulator's command line, its two listeners (the
+ * WebSocket API and the line-based control port), the control commands,
+ * stats, bench mode, and a clean shutdown that frees everything.
+ */
+#include "exsim.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <openssl/err.h>
+
+#define CTL_MAX_LINE      4096
+#define BENCH_BATCH       64          /* messages a channel per loop turn */
+#define BENCH_MAX_OUTPUT  (1u << 20)  /* flat out waits above this */
+
+struct exsim *ex;
+
+struct exsim_ctl {
+    struct exsim_ctl   *next;
+    struct bufferevent *bev;
+    int                 quit_after_write;
+};
+
+/* ---- random ------------------------------------------------------------- */
+
+/* splitmix64: a seeded, reproducible stream (--seed). */
+uint64_t
+exsim_rand(void)
+{
+    uint64_t z = (ex->rng += 0x9e3779b97f4a7c15ull);
+
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+double
+exsim_rand01(void)
+{
+    return (double) (exsim_rand() >> 11) / 9007199254740992.0;
+}
+
+/* Leaves the event loop; main() frees everything. */
+void
+exsim_quit(void)
+{
+    ex->quitting = 1;
+    event_base_loopbreak(ex->base);
+}
+
+/* ---- bench -------------------------------------------------------------- */
+
+static uint64_t bench_last_us;
+static double bench_carry;
+
+static void
+bench_publish(struct exsim_chan *ch)
+{
+    char head[256], *buf;
+    struct timespec ts;
+    size_t size = (size_t) ex->o.bench_size, n, pad;
+    uint64_t ns;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ns = (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
+    n = (size_t) snprintf(head, sizeof(head),
+        "{\"jsonrpc\":\"2.0\",\"method\":\"subscription\",\"params\":"
+        "{\"channel\":\"%s\",\"data\":{\"seq\":%llu,\"ts_ns\":%llu,"
+        "\"pad\":\"", ch->name, (unsigned long long) ch->seq++,
+        (unsigned long long) ns);
+    pad = size > n + 4 ? size - n - 4 : 0;
+    buf = xg_malloc(n + pad + 5);
+    memcpy(buf, head, n);
+    memset(buf + n, 'x', pad);
+    memcpy(buf + n + pad, "\"}}}", 4);
+    exsim_publish_text(ch, buf, n + pad + 4);
+    free(buf);
+}
+
+static int
+bench_backlogged(struct exsim_chan *ch)
+{
+    size_t i;
+
+    for (i = 0; i < ch->nsubs; i++) {
+        if (ch->subs[i]->ws != NULL
+            && xg_ws_output_len(ch->subs[i]->ws) > BENCH_MAX_OUTPUT)
+        {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One message on every subscribed bench channel, COUNT times. */
+static void
+bench_round(long count)
+{
+    struct exsim_chan *ch;
+    long i;
+
+    for (ch = ex->chans; ch != NULL; ch = ch->lnext) {
+        if (ch->kind != EXSIM_CH_BENCH || ch->nsubs == 0) {
+            continue;
+        }
+        for (i = 0; i < count; i++) {
+            bench_publish(ch);
+        }
+    }
+}
+
+static void bench_arm(void);
+
+/*
+ * Rate > 0: as many rounds as the clock asks for. Rate 0 (flat out): up to
+ * BENCH_BATCH messages a channel per loop turn, only while no subscriber
+ * has more than BENCH_MAX_OUTPUT queued, so the loop keeps serving I/O.
+ */
+static void
+bench_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct exsim_chan *ch;
+    uint64_t now = xg_now_us();
+    double steps;
+    long n;
+
+    if (ex->stall) {
+        bench_arm();
+        return;
+    }
+    if (ex->rate > 0) {
+        steps = (double) (now - bench_last_us) / 1e6 * ex->rate + bench_carry;
+        bench_last_us = now;
+        n = (long) steps;
+        bench_carry = steps - (double) n;
+        bench_round(n > 100000 ? 100000 : n);
+        return;
+    }
+    for (ch = ex->chans; ch != NULL; ch = ch->lnext) {
+        long i;
+
+        if (ch->kind != EXSIM_CH_BENCH || ch->nsubs == 0) {
+            continue;
+        }
+        for (i = 0; i < BENCH_BATCH && !bench_backlogged(ch); i++) {
+            bench_publish(ch);
+        }
+    }
+    bench_arm();
+}
+
+static void
+bench_arm(void)
+{
+    struct timeval tv = { 0, 0 };
+    struct exsim_chan *ch;
+    int backlog = 0;
+
+    if (ex->bench_ev == NULL || ex->rate > 0) {
+        return;
+    }
+    for (ch = ex->chans; ch != NULL; ch = ch->lnext) {
+        if (ch->kind == EXSIM_CH_BENCH && bench_backlogged(ch)) {
+            backlog = 1;
+        }
+    }
+    /* backlogged: on_drain kicks us, the 1 ms timer is a fallback */
+    tv.tv_usec = backlog ? 1000 : 0;
+    event_add(ex->bench_ev, &tv);
+}
+
+/* A connection's output drained: flat-out bench may go on. */
+void
+exsim_bench_kick(void)
+{
+    if (ex->bench_ev != NULL && ex->rate <= 0 && !ex->quitting) {
+        event_del(ex->bench_ev);
+        bench_arm();
+    }
+}
+
+static void
+bench_set_rate(double hz)
+{
+    struct timeval tv = { 0, 0 };
+    double period;
+
+    ex->rate = hz;
+    if (ex->bench_ev != NULL) {
+        event_free(ex->bench_ev);
+    }
+    if (hz <= 0) {
+        /* flat out: a one-shot timer re-armed by every round */
+        ex->bench_ev = event_new(ex->base, -1, 0, bench_cb, NULL);
+        bench_arm();
+        return;
+    }
+    ex->bench_ev = event_new(ex->base, -1, EV_PERSIST, bench_cb, NULL);
+    period = 1.0 / hz;
+    if (period < 0.001) {
+        period = 0.001;
+    }
+    tv.tv_sec = (time_t) period;
+    tv.tv_usec = (suseconds_t) ((period - (double) tv.tv_sec) * 1e6);
+    bench_last_us = xg_now_us();
+    bench_carry = 0;
+    event_add(ex->bench_ev, &tv);
+}
+
+/* ---- stats -------------------------------------------------------------- */
+
+static json_t *
+stats_json(void)
+{
+    json_t *subs = json_object();
+    struct exsim_chan *ch;
+
+    for (ch = ex->chans; ch != NULL; ch = ch->lnext) {
+        if (ch->nsubs > 0) {
+            json_object_set_new(subs, ch->name, json_integer((json_int_t)
+                ch->nsubs));
+        }
+    }
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:O, s:o, s:I, s:I, s:I,"
+        " s:I, s:I, s:I, s:I, s:b, s:f}",
+        "connections_total", (json_int_t) ex->st.connections_total,
+        "connections_open", (json_int_t) ex->st.connections_open,
+        "max_concurrent", (json_int_t) ex->st.max_concurrent,
+        "auth_ok", (json_int_t) ex->st.auth_ok,
+        "auth_fail", (json_int_t) ex->st.auth_fail,
+        "requests", ex->st.requests,
+        "subscribed", subs,
+        "published", (json_int_t) ex->st.published,
+        "orders_open", (json_int_t) exsim_orders_open(),
+        "cod_cancels", (json_int_t) ex->st.cod_cancels,
+        "delivered", (json_int_t) ex->st.delivered,
+        "rate_limited", (json_int_t) ex->st.rate_limited,
+        "heartbeat_closes", (json_int_t) ex->st.heartbeat_closes,
+        "slow_closes", (json_int_t) ex->st.slow_closes,
+        "stall", ex->stall,
+        "rate", ex->rate);
+}
+
+/* ---- control port ------------------------------------------------------- */
+
+static json_t *
+ctl_err(const char *fmt, const char *arg)
+{
+    char buf[256];
+
+    snprintf(buf, sizeof(buf), fmt, arg ? arg : "");
+    return json_pack("{s:b, s:s}", "ok", 0, "error", buf);
+}
+
+static json_t *
+ctl_ok(void)
+{
+    return json_pack("{s:b}", "ok", 1);
+}
+
+static int
+onoff(const char *s)
+{
+    if (s != NULL && strcmp(s, "on") == 0) {
+        return 1;
+    }
+    if (s != NULL && strcmp(s, "off") == 0) {
+        return 0;
+    }
+    return -1;
+}
+
+static int
+parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v;
+
+    if (s == NULL || *s == '\0') {
+        return -1;
+    }
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static json_t *
+ctl_command(struct exsim_ctl *k, char *line)
+{
+    char *save = NULL, *cmd = strtok_r(line, " \t\r", &save);
+    char *a1 = strtok_r(NULL, " \t\r", &save);
+    char *rest = save ? save + strspn(save, " \t") : NULL;
+    struct exsim_conn *c;
+    long n;
+    int v;
+
+    if (cmd == NULL) {
+        return ctl_err("empty command", NULL);
+    }
+    if (strcmp(cmd, "stats") == 0) {
+        return stats_json();
+    }
+    if (strcmp(cmd, "drop") == 0) {
+        n = 0;
+        for (c = ex->conns; c != NULL; c = c->next) {
+            if (!c->down && c->ws != NULL) {
+                exsim_conn_drop(c);
+                n++;
+            }
+        }
+        xg_log_info("exsim: control: %ld connections dropped", n);
+        return json_pack("{s:b, s:i}", "ok", 1, "dropped", (int) n);
+    }
+    if (strcmp(cmd, "close") == 0) {
+        char *reason = strtok_r(NULL, "\r", &save);
+
+        (void) rest;
+        if (parse_long(a1, 1000, 4999, &n) != 0 || n == 1004 || n == 1005
+            || n == 1006 || n == 1015)
+        {
+            return ctl_err("close CODE [REASON]: bad code \"%s\"", a1);
+        }
+        if (reason != NULL && strlen(reason) > 123) {
+            return ctl_err("close: reason over 123 bytes", NULL);
+        }
+        v = 0;
+        for (c = ex->conns; c != NULL; c = c->next) {
+            if (!c->down && c->ws != NULL && !c->closing && c->open) {
+                exsim_conn_close(c, (int) n, reason ? reason : "");
+                v++;
+            }
+        }
+        xg_log_info("exsim: control: close %ld on %d connections", n, v);
+        return json_pack("{s:b, s:i}", "ok", 1, "closed", v);
+    }
+    if (strcmp(cmd, "stall") == 0) {
+        if ((v = onoff(a1)) < 0) {
+            return ctl_err("stall on|off", NULL);
+        }
+        ex->stall = v;
+        for (c = ex->conns; c != NULL; c = c->next) {
+            exsim_conn_stall(c, v);
+            c->test_deadline_us = 0;
+        }
+        xg_log_info("exsim: control: stall %s", v ? "on" : "off");
+        if (!v) {
+            exsim_bench_kick();
+        }
+        return ctl_ok();
+    }
+    if (strcmp(cmd, "refuse") == 0) {
+        char *st = strtok_r(NULL, " \t\r", &save);
+
+        if ((v = onoff(a1)) < 0) {
+            return ctl_err("refuse on|off [STATUS]", NULL);
+        }
+        n = 503;
+        if (st != NULL && (parse_long(st, 200, 599, &n) != 0)) {
+            return ctl_err("refuse: bad status \"%s\"", st);
+        }
+        ex->refuse = v ? (int) n : 0;
+        xg_log_info("exsim: control: refuse %s %d", v ? "on" : "off",
+            ex->refuse);
+        return ctl_ok();
+    }
+    if (strcmp(cmd, "reject-auth") == 0) {
+        if ((v = onoff(a1)) < 0) {
+            return ctl_err("reject-auth on|off", NULL);
+        }
+        ex->reject_auth = v;
+        return ctl_ok();
+    }
+    if (strcmp(cmd, "reject-channel") == 0) {
+        char *oo = strtok_r(NULL, " \t\r", &save);
+
+        if (a1 == NULL || (v = onoff(oo)) < 0) {
+            return ctl_err("reject-channel NAME on|off", NULL);
+        }
+        if (v) {
+            json_object_set_new(ex->reject_chan, a1, json_true());
+        } else {
+            json_object_del(ex->reject_chan, a1);
+        }
+        return ctl_ok();
+    }
+    if (strcmp(cmd, "rate") == 0) {
+        char *end;
+        double hz = a1 ? strtod(a1, &end) : -1;
+
+        if (a1 == NULL || *end != '\0' || !(hz >= 0) || hz > 1e6) {
+            return ctl_err("rate HZ (0..1000000)", NULL);
+        }
+        if (ex->o.bench_size > 0) {
+            bench_set_rate(hz);
+        } else {
+            exsim_market_set_rate(hz);
+        }
+        return ctl_ok();
+    }
+    if (strcmp(cmd, "gap") == 0) {
+        struct exsim_chan tmp, *ch;
+
+        memset(&tmp, 0, sizeof(tmp));
+        if (a1 == NULL || exsim_chan_parse(a1, &tmp) != 0
+            || tmp.kind != EXSIM_CH_BOOK)
+        {
+            return ctl_err("gap CHANNEL: \"%s\" is not a book channel", a1);
+        }
+        ch = exsim_chan_find(a1);
+        if (ch == NULL) {
+            return ctl_err("gap: nobody is subscribed to %s", a1);
+        }
+        ch->gap = 1;
+        return ctl_ok();
+    }
+    if (strcmp(cmd, "burst") == 0) {
+        if (parse_long(a1, 1, 1000000, &n) != 0) {
+            return ctl_err("burst N (1..1000000)", NULL);
+        }
+        if (ex->o.bench_size > 0) {
+            bench_round(n);
+        } else {
+            long i;
+
+            for (i = 0; i < n; i++) {
+                exsim_market_step_all();
+            }
+        }
+        return json_pack("{s:b, s:i}", "ok", 1, "updates", (int) n);
+    }
+    if (strcmp(cmd, "quit") == 0) {
+        k->quit_after_write = 1;
+        return ctl_ok();
+    }
+    return ctl_err("unknown command \"%s\"", cmd);
+}
+
+static void
+ctl_free(struct exsim_ctl *k)
+{
+    struct exsim_ctl **pp;
+
+    for (pp = &ex->ctls; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == k) {
+            *pp = k->next;
+            break;
+        }
+    }
+    bufferevent_free(k->bev);
+    free(k);
+}
+
+static void
+ctl_read(struct bufferevent *bev, void *arg)
+{
+    struct exsim_ctl *k = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    char *line, *s;
+    size_t n;
+
+    while ((line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF)) != NULL) {
+        json_t *r;
+
+        if (n > CTL_MAX_LINE) {
+            r = ctl_err("line too long", NULL);
+        } else {
+            r = ctl_command(k, line);
+        }
+        free(line);
+        s = json_dumps(r, JSON_COMPACT | JSON_REAL_PRECISION(12));
+        json_decref(r);
+        if (s != NULL) {
+            evbuffer_add_printf(bufferevent_get_output(bev), "%s\n", s);
+            free(s);
+        }
+        if (k->quit_after_write) {
+            xg_log_info("exsim: control: quit");
+            bufferevent_disable(bev, EV_READ);
+            return;
+        }
+    }
+    if (evbuffer_get_length(in) > CTL_MAX_LINE) {
+        xg_log_warn("exsim: control: line over %d bytes, closing",
+            CTL_MAX_LINE);
+        ctl_free(k);
+    }
+}
+
+static void
+ctl_write(struct bufferevent *bev, void *arg)
+{
+    struct exsim_ctl *k = arg;
+
+    if (k->quit_after_write) {
+        exsim_quit();
+    }
+}
+
+static void
+ctl_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct exsim_ctl *k = arg;
+
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        if (k->quit_after_write) {
+            exsim_quit();
+        }
+        ctl_free(k);
+    }
+}
+
+static void
+ctl_accept(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int len, void *arg)
+{
+    struct exsim_ctl *k = xg_calloc(1, sizeof(*k));
+
+    k->bev = bufferevent_socket_new(ex->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(k->bev, ctl_read, ctl_write, ctl_event, k);
+    bufferevent_enable(k->bev, EV_READ | EV_WRITE);
+    k->next = ex->ctls;
+    ex->ctls = k;
+}
+
+/* ---- listeners ---------------------------------------------------------- */
+
+static void
+ws_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int len, void *arg)
+{
+    int one = 1;
+
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    exsim_conn_accept(fd);
+}
+
+static void
+lev_error(struct evconnlistener *l, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+
+    xg_log_warn("exsim: %s listener: accept: %s", (const char *) arg,
+        evutil_socket_error_to_string(err));
+}
+
+/*
+ * ADDR:PORT or [ADDR6]:PORT; libevent's parser refuses port 0, which here
+ * means "pick a free port".
+ */
+static int
+parse_addr(const char *spec, struct sockaddr_storage *ss, int *len)
+{
+    char host[128];
+    const char *colon = strrchr(spec, ':');
+    size_t hl;
+    long port;
+    char *end;
+
+    if (colon == NULL || colon == spec) {
+        return -1;
+    }
+    port = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || port < 0 || port > 65535) {
+        return -1;
+    }
+    hl = (size_t) (colon - spec);
+    if (spec[0] == '[' && hl >= 2 && spec[hl - 1] == ']') {
+        spec++;
+        hl -= 2;
+    }
+    if (hl >= sizeof(host)) {
+        return -1;
+    }
+    memcpy(host, spec, hl);
+    host[hl] = '\0';
+    if (evutil_inet_pton(AF_INET, host,
+        &((struct sockaddr_in *) ss)->sin_addr) == 1)
+    {
+        ((struct sockaddr_in *) ss)->sin_family = AF_INET;
+        ((struct sockaddr_in *) ss)->sin_port = htons((uint16_t) port);
+        *len = (int) sizeof(struct sockaddr_in);
+        return 0;
+    }
+    if (evutil_inet_pton(AF_INET6, host,
+        &((struct sockaddr_in6 *) ss)->sin6_addr) == 1)
+    {
+        ((struct sockaddr_in6 *) ss)->sin6_family = AF_INET6;
+        ((struct sockaddr_in6 *) ss)->sin6_port = htons((uint16_t) port);
+        *len = (int) sizeof(struct sockaddr_in6);
+        return 0;
+    }
+    return -1;
+}
+
+static struct evconnlistener *
+listen_on(const char *spec, evconnlistener_cb cb, const char *what, int *port)
+{
+    struct sockaddr_storage ss;
+    int len = (int) sizeof(ss);
+    struct evconnlistener *l;
+    socklen_t sl = sizeof(ss);
+
+    memset(&ss, 0, sizeof(ss));
+    if (parse_addr(spec, &ss, &len) != 0) {
+        fprintf(stderr, "exsim: --%s %s: expected ADDR:PORT\n", what, spec);
+        return NULL;
+    }
+    l = evconnlistener_new_bind(ex->base, cb, NULL,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        128, (struct sockaddr *) &ss, len);
+    if (l == NULL) {
+        fprintf(stderr, "exsim: --%s %s: %s\n", what, spec, strerror(errno));
+        return NULL;
+    }
+    evconnlistener_set_error_cb(l, lev_error);
+    getsockname(evconnlistener_get_fd(l), (struct sockaddr *) &ss, &sl);
+    *port = ntohs(ss.ss_family == AF_INET6
+        ? ((struct sockaddr_in6 *) &ss)->sin6_port
+        : ((struct sockaddr_in *) &ss)->sin_port);
+    return l;
+}
+
+static SSL_CTX *
+tls_ctx(const char *cert, const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    char buf[512];
+
+    if (ctx == NULL
+        || SSL_CTX_use_certificate_chain_file(ctx, cert) != 1
+        || SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1
+        || SSL_CTX_check_private_key(ctx) != 1)
+    {
+        fprintf(stderr, "exsim: tls %s / %s: %s\n", cert, key,
+            xg_log_ssl_errors(buf, sizeof(buf)));
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    xg_log_info("exsim: signal %d, quitting", (int) sig);
+    exsim_quit();
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static void
+usage(FILE *fp)
+{
+    fprintf(fp,
+"usage: exsim [--listen ADDR:PORT] [--control ADDR:PORT]\n"
+"             [--tls-cert FILE --tls-key FILE] [--rate HZ]\n"
+"             [--instruments A,B,...] [--client-id ID --client-secret S]\n"
+"             [--expires-in SECONDS] [--min-heartbeat SECONDS] [--seed N]\n"
+"             [--bench SIZE] [--no-rate-limit] [--raw-unauth-omit]\n"
+"             [--require-access-token] [--string-timestamp]\n"
+"             [--no-aggregate] [--max-connections N] [--production]\n"
+"             [--log-level error|warn|info|debug]\n"
+"Port 0 picks a free port. Prints \"exsim ready ws=PORT control=PORT\".\n");
+}
+
+static int
+num_arg(const char *name, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+
+    if (*s == '\0' || *end != '\0' || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "exsim: --%s %s: expected a number in %g..%g\n",
+            name, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void
+free_all(void)
+{
+    struct exsim_ctl *k;
+    int i;
+
+    if (ex->ws_lev != NULL) {
+        evconnlistener_free(ex->ws_lev);
+    }
+    if (ex->ctl_lev != NULL) {
+        evconnlistener_free(ex->ctl_lev);
+    }
+    while ((k = ex->ctls) != NULL) {
+        ctl_free(k);
+    }
+    exsim_conn_free_all();
+    exsim_chan_free_all();
+    /* let the transport run its deferred frees */
+    for (i = 0; ex->base != NULL && i < 4; i++) {
+        event_base_loop(ex->base, EVLOOP_NONBLOCK);
+    }
+    if (ex->market_ev) {
+        event_free(ex->market_ev);
+    }
+    if (ex->agg_ev) {
+        event_free(ex->agg_ev);
+    }
+    if (ex->bench_ev) {
+        event_free(ex->bench_ev);
+    }
+    if (ex->reap_ev) {
+        event_free(ex->reap_ev);
+    }
+    if (ex->sig_int) {
+        event_free(ex->sig_int);
+    }
+    if (ex->sig_term) {
+        event_free(ex->sig_term);
+    }
+    exsim_trade_free_all();
+    exsim_auth_free_all();
+    exsim_market_free();
+    json_decref(ex->st.requests);
+    json_decref(ex->reject_chan);
+    SSL_CTX_free(ex->tls);
+    if (ex->base != NULL) {
+        event_base_free(ex->base);
+    }
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option lopts[] = {
+        { "listen", required_argument, NULL, 'l' },
+        { "control", required_argument, NULL, 'c' },
+        { "tls-cert", required_argument, NULL, 'C' },
+        { "tls-key", required_argument, NULL, 'K' },
+        { "rate", required_argument, NULL, 'r' },
+        { "instruments", required_argument, NULL, 'i' },
+        { "client-id", required_argument, NULL, 'u' },
+        { "client-secret", required_argument, NULL, 'p' },
+        { "expires-in", required_argument, NULL, 'e' },
+        { "min-heartbeat", required_argument, NULL, 'm' },
+        { "seed", required_argument, NULL, 's' },
+        { "bench", required_argument, NULL, 'b' },
+        { "no-rate-limit", no_argument, NULL, 1 },
+        { "raw-unauth-omit", no_argument, NULL, 2 },
+        { "require-access-token", no_argument, NULL, 3 },
+        { "string-timestamp", no_argument, NULL, 4 },
+        { "no-aggregate", no_argument, NULL, 5 },
+        { "max-connections", required_argument, NULL, 6 },
+        { "production", no_argument, NULL, 7 },
+        { "log-level", required_argument, NULL, 8 },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+    struct exsim exs;
+    double v;
+    int ch, rc = 1;
+
+    memset(&exs, 0, sizeof(exs));
+    ex = &exs;
+    ex->o.listen = "127.0.0.1:0";
+    ex->o.control = "127.0.0.1:0";
+    ex->o.rate = 10;
+    ex->o.client_id = "exsim";
+    ex->o.client_secret = "exsim-secret";
+    ex->o.expires_in = 900;
+    ex->o.min_heartbeat = 10;
+    ex->o.seed = 1;
+    ex->o.max_connections = 32;
+
+    while ((ch = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+        switch (ch) {
+        case 'l': ex->o.listen = optarg; break;
+        case 'c': ex->o.control = optarg; break;
+        case 'C': ex->o.tls_cert = optarg; break;
+        case 'K': ex->o.tls_key = optarg; break;
+        case 'r':
+            if (num_arg("rate", optarg, 0, 1e6, &ex->o.rate) != 0) {
+                return 2;
+            }
+            break;
+        case 'i': ex->o.instruments = optarg; break;
+        case 'u': ex->o.client_id = optarg; break;
+        case 'p': ex->o.client_secret = optarg; break;
+        case 'e':
+            if (num_arg("expires-in", optarg, 0.1, 1e9, &ex->o.expires_in)
+                != 0)
+            {
+                return 2;
+            }
+            break;
+        case 'm':
+            if (num_arg("min-heartbeat", optarg, 0.05, 3600,
+                &ex->o.min_heartbeat) != 0)
+            {
+                return 2;
+            }
+            break;
+        case 's':
+            if (num_arg("seed", optarg, 0, 1e18, &v) != 0) {
+                return 2;
+            }
+            ex->o.seed = (uint64_t) v;
+            break;
+        case 'b':
+            if (num_arg("bench", optarg, 1, 16 << 20, &v) != 0) {
+                return 2;
+            }
+            ex->o.bench_size = (long) v;
+            break;
+        case 1: ex->o.no_rate_limit = 1; break;
+        case 2: ex->o.raw_unauth_omit = 1; break;
+        case 3: ex->o.require_token = 1; break;
+        case 4: ex->o.string_timestamp = 1; break;
+        case 5: ex->o.no_aggregate = 1; break;
+        case 6:
+            if (num_arg("max-connections", optarg, 0, 1e6, &v) != 0) {
+                return 2;
+            }
+            ex->o.max_connections = (int) v;
+            break;
+        case 7: ex->o.production = 1; break;
+        case 8:
+            if ((ch = xg_log_level_parse(optarg)) < 0) {
+                fprintf(stderr, "exsim: --log-level %s: unknown\n", optarg);
+                return 2;
+            }
+            xg_log_level = ch;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if ((ex->o.tls_cert == NULL) != (ex->o.tls_key == NULL)) {
+        fprintf(stderr, "exsim: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    ex->rng = ex->o.seed;
+    ex->base = event_base_new();
+    ex->st.requests = json_object();
+    ex->reject_chan = json_object();
+    exsim_credits_init(&ex->account);
+    if (ex->base == NULL || exsim_market_init(ex->o.instruments) != 0) {
+        goto out;
+    }
+    if (ex->o.tls_cert != NULL
+        && (ex->tls = tls_ctx(ex->o.tls_cert, ex->o.tls_key)) == NULL)
+    {
+        goto out;
+    }
+    ex->ws_lev = listen_on(ex->o.listen, ws_accept, "listen", &ex->ws_port);
+    ex->ctl_lev = listen_on(ex->o.control, ctl_accept, "control",
+        &ex->ctl_port);
+    if (ex->ws_lev == NULL || ex->ctl_lev == NULL) {
+        goto out;
+    }
+    ex->sig_int = evsignal_new(ex->base, SIGINT, on_signal, NULL);
+    ex->sig_term = evsignal_new(ex->base, SIGTERM, on_signal, NULL);
+    event_add(ex->sig_int, NULL);
+    event_add(ex->sig_term, NULL);
+    if (ex->o.bench_size > 0) {
+        exsim_market_set_rate(10);
+        bench_set_rate(ex->o.rate);
+    } else {
+        exsim_market_set_rate(ex->o.rate);
+    }
+    xg_log_info("exsim: listening ws=%d control=%d%s, %g updates/s, seed"
+        " %llu", ex->ws_port, ex->ctl_port, ex->tls ? " (tls)" : "",
+        ex->o.rate, (unsigned long long) ex->o.seed);
+    printf("exsim ready ws=%d control=%d\n", ex->ws_port, ex->ctl_port);
+    fflush(stdout);
+    event_base_dispatch(ex->base);
+    rc = 0;
+out:
+    free_all();
+    return rc;
+}
