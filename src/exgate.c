@@ -10,6 +10,8 @@
 #include "xg_core.h"
 #include "xg_conf.h"
 #include "xg_log.h"
+#include "xg_admin.h"
+#include "xg_upstream.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -35,6 +37,7 @@ struct xg_main {
     struct event        *ev_term, *ev_int, *ev_hup, *ev_usr1;
     struct event        *ev_stop_deadline;
     int                  stopping;
+    struct xg_admin     *admin;
 };
 
 static void
@@ -75,6 +78,13 @@ on_stop_deadline(evutil_socket_t fd, short what, void *arg)
     stop_done(m);
 }
 
+/* Every upstream has closed (1000 answered, or its close deadline). */
+static void
+on_upstreams_stopped(void *arg)
+{
+    stop_done(arg);
+}
+
 static void
 begin_stop(struct xg_main *m, const char *why)
 {
@@ -92,7 +102,7 @@ begin_stop(struct xg_main *m, const char *why)
     evtimer_add(m->ev_stop_deadline, &tv);
 
     /* upstreams: close each with 1000 (and listeners), then stop_done() */
-    stop_done(m);
+    xg_upstream_stop_all(on_upstreams_stopped, m);
 }
 
 static void
@@ -210,17 +220,31 @@ main(int argc, char **argv)
     evsignal_add(m.ev_usr1, NULL);
 
     /* upstreams */
+    if (rc == 0 && xg_upstream_start_all(m.base, m.dns, m.conf) != XG_OK) {
+        rc = 1;
+    }
 
     /* listeners */
 
     /* admin */
-
-    xg_log_info("exgate %s: started with \"%s\" (pid %ld)", XG_VERSION, path,
-        (long) getpid());
-    if (event_base_dispatch(m.base) < 0) {
-        xg_log_error("exgate: event loop failed");
-        rc = 1;
+    if (rc == 0 && m.conf->admin_set) {
+        m.admin = xg_admin_start(m.base, &m.conf->admin);
+        if (m.admin == NULL) {
+            rc = 1;
+        }
     }
+
+    if (rc == 0) {
+        xg_log_info("exgate %s: started with \"%s\" (pid %ld)", XG_VERSION,
+            path, (long) getpid());
+        if (event_base_dispatch(m.base) < 0) {
+            xg_log_error("exgate: event loop failed");
+            rc = 1;
+        }
+    }
+
+    xg_admin_free(m.admin);
+    xg_upstream_free_all();
 
     event_free(m.ev_term);
     event_free(m.ev_int);

@@ -578,6 +578,24 @@ struct xg_upstream *
 xg_upstream_create(struct event_base *base, struct evdns_base *dns,
     const struct xg_upstream_conf *conf)
 {
+    const struct xg_proto_module *proto = NULL;
+
+    if (conf->protocol != NULL && strcmp(conf->protocol, "raw") != 0) {
+        proto = xg_proto_find(conf->protocol);
+        if (proto == NULL) {
+            xg_log_error("upstream %s: unknown protocol \"%s\"", conf->name,
+                conf->protocol);
+            return NULL;
+        }
+    }
+    return xg_upstream_create_proto(base, dns, conf, proto);
+}
+
+/* See xg_upstream.h. */
+struct xg_upstream *
+xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
+    const struct xg_upstream_conf *conf, const struct xg_proto_module *proto)
+{
     struct xg_upstream *up, **tail;
     char desc[256];
 
@@ -599,14 +617,7 @@ xg_upstream_create(struct event_base *base, struct evdns_base *dns,
         xg_log_error("upstream %s: cannot create timers", conf->name);
         goto fail;
     }
-    if (conf->protocol != NULL && strcmp(conf->protocol, "raw") != 0) {
-        up->proto = xg_proto_find(conf->protocol);
-        if (up->proto == NULL) {
-            xg_log_error("upstream %s: unknown protocol \"%s\"", conf->name,
-                conf->protocol);
-            goto fail;
-        }
-    }
+    up->proto = proto;
     /* Listed before create(): a module may look its upstream up by name. */
     for (tail = &upstreams; *tail != NULL; tail = &(*tail)->next) {
         /* keep conf order */

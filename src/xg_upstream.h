@@ -49,6 +49,16 @@ typedef void (*xg_upstream_stopped_cb)(void *arg);
 struct xg_upstream *xg_upstream_create(struct event_base *base,
     struct evdns_base *dns, const struct xg_upstream_conf *conf);
 
+/*
+ * The same with PROTO (NULL: raw) as its protocol module instead of the
+ * one the conf names: how the unit tests run a protocol module of their
+ * own through the real state machine.
+ */
+struct xg_proto_module;
+struct xg_upstream *xg_upstream_create_proto(struct event_base *base,
+    struct evdns_base *dns, const struct xg_upstream_conf *conf,
+    const struct xg_proto_module *proto);
+
 /* IDLE -> CONNECTING: the first attempt starts on the next loop turn. */
 void xg_upstream_start(struct xg_upstream *up);
 

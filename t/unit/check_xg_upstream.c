@@ -1,0 +1,554 @@
+/*
+ * check_xg_upstream.c: the upstream state machine end to end on loopback:
+ * the real WebSocket transport on both sides (a server made with
+ * xg_ws_accept in this process), and a small protocol module of the
+ * test's own, run through xg_upstream_create_proto(), to drive the
+ * restoring state, xg_upstream_fail(), on_stop and status().
+ */
+#include "xg_core.h"
+#include "xg_conf.h"
+#include "xg_log.h"
+#include "xg_proto.h"
+#include "xg_upstream.h"
+#include "xg_ws.h"
+
+#include <check.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/listener.h>
+
+/* ---- the server side ---------------------------------------------------- */
+
+#define MAX_CONNS 64
+
+struct sconn {
+    struct xg_ws *ws;
+    int           open;
+    int           close_code;       /* the client's close code */
+    char          reason[160];
+    char          msgs[8][64];      /* the first messages received */
+    int           nmsgs;
+};
+
+static struct {
+    struct evconnlistener *lst;
+    uint16_t               port;
+    struct sconn           conns[MAX_CONNS];
+    int                    nconns;
+    int                    live;       /* accepted and not yet down */
+    int                    max_live;
+    const char            *greeting;   /* sent on every new connection */
+    int                    refuse;     /* HTTP status for the upgrade */
+    int                    silent;     /* accept TCP, never answer */
+    evutil_socket_t        silent_fds[MAX_CONNS];
+    int                    nsilent;
+} srv;
+
+static struct event_base *base;
+static struct event *tick;
+static struct xg_ws_opts srv_opts;
+
+static void
+srv_on_open(struct xg_ws *ws, void *arg)
+{
+    struct sconn *c = arg;
+
+    c->open = 1;
+    if (srv.greeting != NULL) {
+        xg_ws_send_text(ws, srv.greeting, strlen(srv.greeting));
+    }
+}
+
+static void
+srv_on_message(struct xg_ws *ws, int binary, const unsigned char *data,
+    size_t len, void *arg)
+{
+    struct sconn *c = arg;
+
+    if (c->nmsgs < 8) {
+        snprintf(c->msgs[c->nmsgs++], sizeof(c->msgs[0]), "%.*s", (int) len,
+            (const char *) data);
+    }
+    /* Echo: the test module's "auth" gets its answer this way. */
+    xg_ws_send_text(ws, data, len);
+}
+
+static void
+srv_on_down(struct xg_ws *ws, const struct xg_ws_down *why, void *arg)
+{
+    struct sconn *c = arg;
+
+    c->close_code = why->close_code;
+    snprintf(c->reason, sizeof(c->reason), "%s", why->reason);
+    c->ws = NULL;
+    srv.live--;
+    xg_ws_free(ws);
+}
+
+static const struct xg_ws_cbs srv_cbs = {
+    NULL, srv_on_open, srv_on_message, srv_on_down, NULL
+};
+
+static int
+srv_check(struct xg_ws *ws, const char *path, void *arg)
+{
+    return srv.refuse;
+}
+
+static void
+srv_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int slen, void *arg)
+{
+    struct sconn *c;
+
+    if (srv.silent) {
+        if (srv.nsilent < MAX_CONNS) {
+            srv.silent_fds[srv.nsilent++] = fd;
+        } else {
+            close(fd);
+        }
+        return;
+    }
+    ck_assert_int_lt(srv.nconns, MAX_CONNS);
+    c = &srv.conns[srv.nconns++];
+    srv.live++;
+    if (srv.live > srv.max_live) {
+        srv.max_live = srv.live;
+    }
+    c->ws = xg_ws_accept(base, fd, NULL, &srv_opts, srv_check, &srv_cbs, c);
+}
+
+/* ---- the test protocol module ------------------------------------------ */
+
+enum tp_mode {
+    TP_RESTORE_ON_REPLY = 0,   /* sends "auth", ready when it comes back */
+    TP_NEVER_RESTORE,          /* restore_timeout must fire */
+    TP_FAIL_ON_BAD             /* "bad" from the server -> xg_upstream_fail */
+};
+
+struct tp {
+    struct xg_upstream *up;
+    int                 opens, downs, stops, msgs;
+    char                last_down[160];
+};
+
+static enum tp_mode tp_mode;
+static struct tp *tp_last;
+
+static void *
+tp_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
+{
+    struct tp *t = xg_calloc(1, sizeof(*t));
+
+    t->up = up;
+    tp_last = t;
+    return t;
+}
+
+static void
+tp_destroy(void *p)
+{
+    if (tp_last == p) {
+        tp_last = NULL;
+    }
+    free(p);
+}
+
+static void
+tp_on_open(void *p)
+{
+    struct tp *t = p;
+
+    t->opens++;
+    ck_assert_int_eq(xg_upstream_is_ready(t->up), 0);
+    if (tp_mode == TP_RESTORE_ON_REPLY) {
+        ck_assert_int_eq(xg_upstream_send(t->up, "auth", 4), XG_OK);
+    }
+}
+
+static void
+tp_on_message(void *p, const unsigned char *data, size_t len)
+{
+    struct tp *t = p;
+
+    t->msgs++;
+    if (tp_mode == TP_RESTORE_ON_REPLY && len == 4
+        && memcmp(data, "auth", 4) == 0)
+    {
+        xg_upstream_restored(t->up);
+    } else if (tp_mode == TP_FAIL_ON_BAD && len == 3
+        && memcmp(data, "bad", 3) == 0)
+    {
+        xg_upstream_fail(t->up, "heartbeat missed");
+    }
+}
+
+static void
+tp_on_down(void *p, const char *reason)
+{
+    struct tp *t = p;
+
+    t->downs++;
+    snprintf(t->last_down, sizeof(t->last_down), "%s", reason);
+}
+
+static void
+tp_on_stop(void *p)
+{
+    struct tp *t = p;
+
+    t->stops++;
+    xg_upstream_send(t->up, "logout", 6);
+}
+
+static void
+tp_status(void *p, json_t *o)
+{
+    struct tp *t = p;
+
+    json_object_set_new(o, "tp_opens", json_integer(t->opens));
+}
+
+static const struct xg_proto_module tp_module = {
+    "test", NULL, tp_create, tp_destroy, tp_on_open, tp_on_message,
+    tp_on_down, tp_on_stop, tp_status, NULL, NULL, NULL
+};
+
+/* ---- fixtures and helpers ----------------------------------------------- */
+
+static struct xg_main_conf *mc;
+static struct xg_upstream *up;
+static int stopped_calls;
+
+static void
+loop_wake(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+static void
+setup(void)
+{
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof(sin);
+    struct timeval tv = { 0, 2000 };
+
+    xg_log_level = XG_LOG_ERROR;
+    memset(&srv, 0, sizeof(srv));
+    base = event_base_new();
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    srv.lst = evconnlistener_new_bind(base, srv_accept, NULL,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
+        (struct sockaddr *) &sin, sizeof(sin));
+    ck_assert_ptr_nonnull(srv.lst);
+    getsockname(evconnlistener_get_fd(srv.lst), (struct sockaddr *) &sin, &sl);
+    srv.port = ntohs(sin.sin_port);
+    memset(&srv_opts, 0, sizeof(srv_opts));
+    srv_opts.max_message = 1 << 20;
+    srv_opts.handshake_timeout_ms = 2000;
+    srv_opts.close_timeout_ms = 500;
+    tick = event_new(base, -1, EV_PERSIST, loop_wake, NULL);
+    event_add(tick, &tv);
+    tp_mode = TP_RESTORE_ON_REPLY;
+    stopped_calls = 0;
+    mc = NULL;
+    up = NULL;
+}
+
+static void
+teardown(void)
+{
+    int i;
+
+    xg_upstream_free_all();
+    up = NULL;
+    for (i = 0; i < srv.nconns; i++) {
+        xg_ws_free(srv.conns[i].ws);
+    }
+    for (i = 0; i < srv.nsilent; i++) {
+        close(srv.silent_fds[i]);
+    }
+    evconnlistener_free(srv.lst);
+    event_free(tick);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    event_base_free(base);
+    xg_conf_free(mc);
+}
+
+/* Builds upstream "u" at PORT with BODY and the test module (or raw). */
+static void
+make_up(uint16_t port, const char *body, int raw)
+{
+    char text[2048], *errors = NULL;
+
+    snprintf(text, sizeof(text), "upstream u {\n url ws://127.0.0.1:%u/ws;\n"
+        " ping 0ms;\n %s\n}\n", port, body);
+    mc = xg_conf_load_string("t.conf", text, &errors);
+    ck_assert_msg(mc != NULL, "conf: %s", errors ? errors : "");
+    free(errors);
+    up = xg_upstream_create_proto(base, NULL, mc->upstreams,
+        raw ? NULL : &tp_module);
+    ck_assert_ptr_nonnull(up);
+}
+
+typedef int (*pred_fn)(void);
+
+/* Runs the loop until PRED holds or MS pass; returns PRED's last value. */
+static int
+run_until(pred_fn pred, unsigned ms)
+{
+    uint64_t end = xg_now_ms() + ms;
+
+    while (!pred() && xg_now_ms() < end) {
+        event_base_loop(base, EVLOOP_ONCE);
+    }
+    return pred();
+}
+
+static void
+run_for(unsigned ms)
+{
+    uint64_t end = xg_now_ms() + ms;
+
+    while (xg_now_ms() < end) {
+        event_base_loop(base, EVLOOP_ONCE);
+    }
+}
+
+static int is_ready(void) { return xg_upstream_state(up) == XG_UP_READY; }
+static int is_idle(void) { return xg_upstream_state(up) == XG_UP_IDLE; }
+static int second_ready(void)
+{
+    return xg_upstream_conn_id(up) >= 2 && is_ready();
+}
+static int second_conn(void) { return xg_upstream_conn_id(up) >= 2; }
+
+static json_t *
+status_field(const char *name)
+{
+    static json_t *last;
+
+    json_decref(last);
+    last = xg_upstream_status(up);
+    return json_object_get(last, name);
+}
+
+static void
+on_stopped(void *arg)
+{
+    stopped_calls++;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+START_TEST(restoring_then_ready)
+{
+    make_up(srv.port, "", 0);
+    ck_assert_ptr_eq(xg_upstream_find("u"), up);
+    ck_assert_ptr_null(xg_upstream_find("v"));
+    ck_assert_str_eq(xg_upstream_name(up), "u");
+    ck_assert_ptr_eq(xg_upstream_base(up), base);
+    ck_assert_ptr_eq(xg_upstream_proto(up), tp_last);
+    /* Nothing open yet: sending fails, restored is ignored. */
+    ck_assert_int_eq(xg_upstream_send(up, "x", 1), XG_ERROR);
+    xg_upstream_restored(up);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_IDLE);
+
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 1);
+    ck_assert_int_eq(tp_last->opens, 1);
+    ck_assert_int_ge(tp_last->msgs, 1);
+    ck_assert_str_eq(srv.conns[0].msgs[0], "auth");
+    ck_assert_str_eq(json_string_value(status_field("state")), "ready");
+    ck_assert_str_eq(json_string_value(status_field("protocol")), "test");
+    ck_assert_int_eq(json_integer_value(status_field("tp_opens")), 1);
+    ck_assert_int_eq(json_integer_value(status_field("connects")), 1);
+    ck_assert(json_is_null(status_field("last_error")));
+    {
+        char want[64];
+
+        snprintf(want, sizeof(want), "ws://127.0.0.1:%u/ws", srv.port);
+        ck_assert_str_eq(json_string_value(status_field("url")), want);
+    }
+}
+END_TEST
+
+START_TEST(restore_timeout_reconnects)
+{
+    tp_mode = TP_NEVER_RESTORE;
+    make_up(srv.port, "restore_timeout 200ms; reconnect fixed { delay 50ms; }",
+        0);
+    xg_upstream_start(up);
+    ck_assert(run_until(second_conn, 3000));
+    ck_assert_int_eq(tp_last->downs, 1);
+    ck_assert_str_eq(tp_last->last_down, "restore timeout (200ms)");
+    ck_assert_str_eq(json_string_value(status_field("last_error")),
+        "restore timeout (200ms)");
+    /* Closed politely, with the reason, before the next attempt. */
+    run_for(100);
+    ck_assert_int_eq(srv.conns[0].close_code, 1001);
+    ck_assert_int_eq(srv.max_live, 1);
+}
+END_TEST
+
+START_TEST(fail_from_module)
+{
+    tp_mode = TP_FAIL_ON_BAD;
+    srv.greeting = "bad";
+    make_up(srv.port, "reconnect fixed { delay 30ms; } restore_timeout 5s;", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(second_conn, 3000));
+    ck_assert_int_ge(tp_last->downs, 1);
+    ck_assert_str_eq(tp_last->last_down, "heartbeat missed");
+    run_for(100);
+    ck_assert_int_eq(srv.conns[0].close_code, 1001);
+    ck_assert_ptr_nonnull(strstr(srv.conns[0].reason, "heartbeat missed"));
+    ck_assert_int_eq(srv.max_live, 1);
+}
+END_TEST
+
+START_TEST(server_close_reconnects)
+{
+    make_up(srv.port, "reconnect fixed { delay 30ms; }", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    xg_ws_close(srv.conns[0].ws, 1011, "restart");
+    ck_assert(run_until(second_ready, 3000));
+    ck_assert_int_eq(tp_last->downs, 1);
+    ck_assert_ptr_nonnull(strstr(tp_last->last_down, "1011"));
+    ck_assert_int_eq(tp_last->opens, 2);
+    ck_assert_int_eq(json_integer_value(status_field("disconnects")), 1);
+    ck_assert_int_eq(json_integer_value(status_field("reconnect_attempts")),
+        1);
+    ck_assert_int_eq(srv.max_live, 1);
+}
+END_TEST
+
+START_TEST(stop_sends_logout_then_1000)
+{
+    make_up(srv.port, "", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    xg_upstream_stop(up, on_stopped, NULL);
+    ck_assert_int_eq(tp_last->stops, 1);
+    ck_assert(run_until(is_idle, 3000));
+    ck_assert_int_eq(stopped_calls, 1);
+    ck_assert_int_eq(tp_last->downs, 1);
+    run_for(50);
+    ck_assert_int_eq(srv.conns[0].nmsgs, 2);
+    ck_assert_str_eq(srv.conns[0].msgs[1], "logout");
+    ck_assert_int_eq(srv.conns[0].close_code, 1000);
+    /* No reconnect after a stop, and a second stop is harmless. */
+    run_for(200);
+    ck_assert_int_eq(srv.nconns, 1);
+    xg_upstream_stop(up, on_stopped, NULL);
+    ck_assert_int_eq(stopped_calls, 1);
+}
+END_TEST
+
+START_TEST(stop_all_while_down)
+{
+    make_up(1, "reconnect fixed { delay 10s; }", 1);
+    xg_upstream_start(up);
+    run_until(second_conn, 300);    /* port 1 refuses: down, 10 s wait */
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_DOWN);
+    xg_upstream_stop_all(on_stopped, NULL);
+    ck_assert_int_eq(stopped_calls, 1);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_IDLE);
+}
+END_TEST
+
+START_TEST(max_attempts_gives_up)
+{
+    make_up(1, "reconnect fixed { delay 20ms; } max_attempts 3;", 1);
+    xg_upstream_start(up);
+    run_for(400);
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 3);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_DOWN);
+    ck_assert(json_is_true(status_field("gave_up")));
+    ck_assert_ptr_nonnull(strstr(json_string_value(status_field("last_error")),
+        "refused"));
+}
+END_TEST
+
+START_TEST(handshake_deadline)
+{
+    srv.silent = 1;
+    make_up(srv.port, "handshake_timeout 200ms; reconnect fixed "
+        "{ delay 20ms; }", 1);
+    xg_upstream_start(up);
+    ck_assert(run_until(second_conn, 2000));
+    ck_assert_ptr_nonnull(strstr(json_string_value(status_field("last_error")),
+        "timeout"));
+    ck_assert_int_eq(json_integer_value(status_field("connects")), 0);
+}
+END_TEST
+
+START_TEST(refused_upgrade_503)
+{
+    srv.refuse = 503;
+    make_up(srv.port, "reconnect fixed { delay 20ms; } "
+        "breaker { failures 2; window 10s; open 10s; }", 1);
+    xg_upstream_start(up);
+    run_for(300);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_OPEN);
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 2);
+    ck_assert_str_eq(json_string_value(status_field("breaker")), "open");
+    ck_assert_ptr_nonnull(strstr(json_string_value(status_field("last_error")),
+        "503"));
+}
+END_TEST
+
+START_TEST(raw_ready_on_open)
+{
+    srv.greeting = "hello";
+    make_up(srv.port, "", 1);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    run_for(50);
+    ck_assert_str_eq(json_string_value(status_field("protocol")), "raw");
+    ck_assert_int_eq(json_integer_value(status_field("messages_in")), 1);
+    ck_assert_int_eq(xg_upstream_send(up, "ping", 4), XG_OK);
+}
+END_TEST
+
+static Suite *
+upstream_suite(void)
+{
+    Suite *s = suite_create("xg_upstream");
+    TCase *tc = tcase_create("loopback");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, restoring_then_ready);
+    tcase_add_test(tc, restore_timeout_reconnects);
+    tcase_add_test(tc, fail_from_module);
+    tcase_add_test(tc, server_close_reconnects);
+    tcase_add_test(tc, stop_sends_logout_then_1000);
+    tcase_add_test(tc, stop_all_while_down);
+    tcase_add_test(tc, max_attempts_gives_up);
+    tcase_add_test(tc, handshake_deadline);
+    tcase_add_test(tc, refused_upgrade_503);
+    tcase_add_test(tc, raw_ready_on_open);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(upstream_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
