@@ -12,6 +12,7 @@
 #include "xg_log.h"
 #include "xg_admin.h"
 #include "xg_upstream.h"
+#include "xg_listen.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -102,6 +103,7 @@ begin_stop(struct xg_main *m, const char *why)
     evtimer_add(m->ev_stop_deadline, &tv);
 
     /* upstreams: close each with 1000 (and listeners), then stop_done() */
+    xg_listen_stop_all();
     xg_upstream_stop_all(on_upstreams_stopped, m);
 }
 
@@ -225,6 +227,12 @@ main(int argc, char **argv)
     }
 
     /* listeners */
+    if (rc == 0) {
+        xg_listen_raise_nofile();
+        if (xg_listen_start_all(m.base, m.conf) != XG_OK) {
+            rc = 1;
+        }
+    }
 
     /* admin */
     if (rc == 0 && m.conf->admin_set) {
@@ -244,6 +252,7 @@ main(int argc, char **argv)
     }
 
     xg_admin_free(m.admin);
+    xg_listen_free_all();
     xg_upstream_free_all();
 
     event_free(m.ev_term);

@@ -1,0 +1,184 @@
+"""Shared pieces of the gateway tests (t/integ/test_gateway_*.py).
+
+Builds on upstream_harness (exsim + exgate processes, /status, cleanup)
+and adds local listeners and clients: WebSocket clients with the python
+`websockets` module and TCP clients with plain asyncio streams, each with
+an inbox that keeps answers by id and notifications by channel.
+"""
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import upstream_harness as uh  # noqa: E402
+from upstream_harness import Fail, check, free_port  # noqa: E402,F401
+
+import websockets  # noqa: E402
+
+
+def start(h, upstream_body="    protocol deribit;\n", main_extra="",
+          level="debug", sim_args=()):
+    """Starts exsim and exgate with one upstream `sim`, a websocket and a
+    tcp listener; sets h.ws_url and h.tcp_port."""
+    if h.sim is None:
+        h.start_sim(*sim_args)
+    h.gw_ws_port = free_port()
+    h.gw_tcp_port = free_port()
+    url = "ws://127.0.0.1:%d/ws/api/v2" % h.ws_port
+    conf = ("%s"
+            "upstream sim {\n    url %s;\n%s}\n"
+            "listen 127.0.0.1:%d websocket upstream=sim;\n"
+            "listen 127.0.0.1:%d tcp upstream=sim;\n"
+            % (main_extra, url, upstream_body, h.gw_ws_port, h.gw_tcp_port))
+    h.start_gate_conf(conf, level)
+    h.ws_url = "ws://127.0.0.1:%d/ws/api/v2" % h.gw_ws_port
+    h.tcp_port = h.gw_tcp_port
+
+
+def wait_ready(h, timeout=10):
+    return h.wait_up(lambda u: u.get("state") == "ready", timeout,
+                     "upstream ready")
+
+
+class Client:
+    """Common inbox logic; subclasses implement _send and _recv_raw."""
+
+    def __init__(self, name):
+        self.name = name
+        self.answers = {}          # json.dumps(id) -> message
+        self.notes = []            # (channel, message)
+        self.other = []            # heartbeats, id-less errors
+        self.closed = None         # close code / reason once closed
+        self.raw = []              # every text received
+        self._ev = asyncio.Event()
+        self._task = None
+
+    def _dispatch(self, text):
+        self.raw.append(text)
+        try:
+            m = json.loads(text)
+        except ValueError:
+            self.other.append(text)
+            self._ev.set()
+            return
+        if isinstance(m, dict) and "id" in m:
+            self.answers.setdefault(json.dumps(m["id"]), []).append(m)
+        elif (isinstance(m, dict) and m.get("method") == "subscription"):
+            self.notes.append((m["params"]["channel"], m))
+        else:
+            self.other.append(m)
+        self._ev.set()
+
+    async def _wait(self, pred, timeout, what):
+        end = time.monotonic() + timeout
+        while True:
+            r = pred()
+            if r:
+                return r
+            left = end - time.monotonic()
+            if left <= 0:
+                raise Fail("%s: timed out waiting for %s" % (self.name, what))
+            self._ev.clear()
+            try:
+                await asyncio.wait_for(self._ev.wait(), min(left, 0.2))
+            except asyncio.TimeoutError:
+                pass
+
+    async def send(self, obj):
+        await self._send(obj if isinstance(obj, str) else json.dumps(obj))
+
+    async def request(self, method, params=None, id=None, raw_id=None):
+        """Sends a request; returns the key its answer will be filed under."""
+        if raw_id is not None:
+            text = ('{"jsonrpc":"2.0","id":%s,"method":%s,"params":%s}'
+                    % (raw_id, json.dumps(method), json.dumps(params or {})))
+            await self._send(text)
+            return raw_id
+        await self.send({"jsonrpc": "2.0", "id": id, "method": method,
+                         "params": params or {}})
+        return json.dumps(id)
+
+    async def answer(self, key, timeout=5):
+        def got():
+            lst = self.answers.get(key)
+            return lst.pop(0) if lst else None
+        return await self._wait(got, timeout, "answer to id %s" % key)
+
+    async def call(self, method, params=None, id=None, timeout=5):
+        key = await self.request(method, params, id)
+        return await self.answer(key, timeout)
+
+    def count(self, channel):
+        return sum(1 for c, _ in self.notes if c == channel)
+
+    async def wait_notes(self, channel, n, timeout=5):
+        return await self._wait(lambda: self.count(channel) >= n, timeout,
+                                "%d notifications on %s" % (n, channel))
+
+    async def wait_closed(self, timeout=5):
+        return await self._wait(lambda: self.closed, timeout, "close")
+
+
+class WSClient(Client):
+    async def connect(self, url, **kw):
+        self.ws = await websockets.connect(url, max_size=None, **kw)
+        self._task = asyncio.ensure_future(self._reader())
+        return self
+
+    async def _reader(self):
+        try:
+            async for msg in self.ws:
+                self._dispatch(msg if isinstance(msg, str)
+                               else msg.decode("utf-8", "replace"))
+        except websockets.ConnectionClosed:
+            pass
+        self.closed = (self.ws.close_code, self.ws.close_reason)
+        self._ev.set()
+
+    async def _send(self, text):
+        await self.ws.send(text)
+
+    async def close(self):
+        await self.ws.close()
+        if self._task:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class TCPClient(Client):
+    async def connect(self, port):
+        self.reader, self.writer = await asyncio.open_connection(
+            "127.0.0.1", port, limit=64 * 1024 * 1024)
+        self._task = asyncio.ensure_future(self._reader())
+        return self
+
+    async def _reader(self):
+        try:
+            while True:
+                line = await self.reader.readline()
+                if not line:
+                    break
+                self._dispatch(line.decode("utf-8", "replace").rstrip("\r\n"))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        self.closed = ("eof",)
+        self._ev.set()
+
+    async def _send(self, text):
+        self.writer.write(text.encode() + b"\n")
+        await self.writer.drain()
+
+    async def close(self):
+        self.writer.close()
+        if self._task:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def run(name, body):
+    """Runs the coroutine function BODY(h) under upstream_harness.run."""
+    def sync_body(h):
+        asyncio.run(asyncio.wait_for(body(h), 50))
+    uh.run(name, sync_body)
