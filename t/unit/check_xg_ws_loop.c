@@ -22,6 +22,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/dns.h>
 #include <event2/listener.h>
 #include <openssl/rand.h>
 
@@ -53,8 +54,11 @@ static struct event_base *base;
 static struct evconnlistener *lst;
 static uint16_t srv_port;
 static struct xg_ws_opts srv_opts;
-static struct side srv;
+static struct side srvs[8];
+static int nsrv;
 static struct side cli;
+static struct side clis[3];
+#define srv (srvs[0])
 static struct event *tick;
 
 static void
@@ -148,10 +152,14 @@ static void
 accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     int slen, void *arg)
 {
-    if (srv.ws != NULL) {
-        xg_ws_free(srv.ws);
+    struct side *s;
+
+    if (nsrv >= (int) XG_NELEM(srvs)) {
+        evutil_closesocket(fd);
+        return;
     }
-    srv.ws = xg_ws_accept(base, fd, NULL, &srv_opts, check_path, &cbs, &srv);
+    s = &srvs[nsrv++];
+    s->ws = xg_ws_accept(base, fd, NULL, &srv_opts, check_path, &cbs, s);
 }
 
 static void
@@ -183,8 +191,10 @@ setup(void)
     sl = sizeof(sin);
     getsockname(evconnlistener_get_fd(lst), (struct sockaddr *) &sin, &sl);
     srv_port = ntohs(sin.sin_port);
-    memset(&srv, 0, sizeof(srv));
+    memset(srvs, 0, sizeof(srvs));
+    nsrv = 0;
     memset(&cli, 0, sizeof(cli));
+    memset(clis, 0, sizeof(clis));
     default_opts(&srv_opts);
     {
         struct timeval tv = { 0, 5000 };
@@ -196,9 +206,17 @@ setup(void)
 static void
 teardown(void)
 {
-    xg_ws_free(srv.ws);
+    size_t i;
+
+    for (i = 0; i < XG_NELEM(srvs); i++) {
+        xg_ws_free(srvs[i].ws);
+        free(srvs[i].msg);
+    }
+    for (i = 0; i < XG_NELEM(clis); i++) {
+        xg_ws_free(clis[i].ws);
+        free(clis[i].msg);
+    }
     xg_ws_free(cli.ws);
-    free(srv.msg);
     free(cli.msg);
     evconnlistener_free(lst);
     event_free(tick);
@@ -226,15 +244,22 @@ make_url(struct xg_url *u, uint16_t port, const char *path)
 }
 
 static void
-connect_client(const struct xg_ws_opts *o, uint16_t port, const char *path)
+connect_side(struct side *c, const struct xg_ws_opts *o, uint16_t port,
+    const char *path)
 {
     struct xg_url u;
 
     make_url(&u, port, path);
-    cli.in_connect = 1;
-    cli.ws = xg_ws_connect(base, NULL, &u, o, &cbs, &cli);
-    cli.in_connect = 0;
-    ck_assert_ptr_nonnull(cli.ws);
+    c->in_connect = 1;
+    c->ws = xg_ws_connect(base, NULL, &u, o, &cbs, c);
+    c->in_connect = 0;
+    ck_assert_ptr_nonnull(c->ws);
+}
+
+static void
+connect_client(const struct xg_ws_opts *o, uint16_t port, const char *path)
+{
+    connect_side(&cli, o, port, path);
 }
 
 static void
@@ -297,6 +322,894 @@ START_TEST(test_echo_sizes)
 }
 END_TEST
 
+
+/* ---- raw peers ----------------------------------------------------------- */
+
+struct raw {
+    int             fd;
+    unsigned char   buf[1 << 17];
+    size_t          len;
+    int             eof;
+};
+
+static struct raw *
+raw_new(int fd)
+{
+    struct raw *r = calloc(1, sizeof(*r));
+
+    r->fd = fd;
+    return r;
+}
+
+static void
+raw_free(struct raw *r)
+{
+    if (r->fd >= 0) {
+        close(r->fd);
+    }
+    free(r);
+}
+
+/* Reads what is there without blocking; returns 1 for the RUN_UNTIL use. */
+static int
+raw_pump(struct raw *r)
+{
+    ssize_t n;
+
+    while (!r->eof && r->len < sizeof(r->buf)) {
+        n = recv(r->fd, r->buf + r->len, sizeof(r->buf) - r->len,
+            MSG_DONTWAIT);
+        if (n > 0) {
+            r->len += (size_t) n;
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            r->eof = 1;
+        } else {
+            break;
+        }
+    }
+    return 1;
+}
+
+static void
+raw_drop(struct raw *r, size_t n)
+{
+    memmove(r->buf, r->buf + n, r->len - n);
+    r->len -= n;
+}
+
+static void
+raw_send(struct raw *r, const void *p, size_t n)
+{
+    ck_assert_int_eq(send(r->fd, p, n, MSG_NOSIGNAL), (ssize_t) n);
+}
+
+static ssize_t
+raw_head(struct raw *r)
+{
+    return xg_wsproto_head_len((const char *) r->buf, r->len, sizeof(r->buf));
+}
+
+static struct raw *
+raw_connect(uint16_t port)
+{
+    struct sockaddr_in sin;
+    int fd;
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons(port);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *) &sin, sizeof(sin)), 0);
+    return raw_new(fd);
+}
+
+#define RAW_REQ(path, extra) \
+    "GET " path " HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n" \
+    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" \
+    extra "\r\n"
+
+/* Sends REQ to our server and returns the HTTP status it answered. */
+static int
+raw_request(struct raw *r, const char *req, size_t len)
+{
+    ssize_t hl;
+
+    raw_send(r, req, len);
+    RUN_UNTIL(raw_pump(r) && (raw_head(r) > 0 || r->eof), 3000);
+    hl = raw_head(r);
+    ck_assert_msg(hl > 0, "no answer head");
+    ck_assert(memcmp(r->buf, "HTTP/1.1 ", 9) == 0);
+    return atoi((const char *) r->buf + 9);
+}
+
+/* An open raw client of our server. */
+static struct raw *
+raw_client_open(void)
+{
+    struct raw *r;
+    const char req[] = RAW_REQ("/ws", "Sec-WebSocket-Version: 13\r\n");
+
+    r = raw_connect(srv_port);
+    ck_assert_int_eq(raw_request(r, req, sizeof(req) - 1), 101);
+    ck_assert_ptr_nonnull(strstr((const char *) r->buf,
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    raw_drop(r, (size_t) raw_head(r));
+    RUN_UNTIL(srv.opened, 2000);
+    ck_assert_int_eq(srv.opened, 1);
+    return r;
+}
+
+/* Encodes a frame with any FIN/opcode, masked with MASK unless NULL. */
+static size_t
+mkframe(unsigned char *out, int fin, int opcode, const void *data,
+    size_t len, const unsigned char *mask)
+{
+    size_t n, i;
+
+    n = xg_wsproto_frame_header(out, opcode, len, mask);
+    if (!fin) {
+        out[0] &= 0x7f;
+    }
+    for (i = 0; i < len; i++) {
+        out[n + i] = ((const unsigned char *) data)[i]
+            ^ (mask ? mask[i % 4] : 0);
+    }
+    return n + len;
+}
+
+static const unsigned char M[4] = { 0x11, 0x22, 0x33, 0x44 };
+
+/*
+ * Takes one unmasked frame off R's buffer. Returns 1 with the opcode and
+ * payload (copied to PAY, up to CAP), 0 if none is complete.
+ */
+static int
+raw_frame(struct raw *r, int *opcode, unsigned char *pay, size_t cap,
+    size_t *plen)
+{
+    size_t hl, len;
+    int i;
+
+    if (r->len < 2) {
+        return 0;
+    }
+    len = r->buf[1] & 0x7f;
+    hl = 2;
+    if (len == 126) {
+        if (r->len < 4) {
+            return 0;
+        }
+        len = ((size_t) r->buf[2] << 8) | r->buf[3];
+        hl = 4;
+    } else if (len == 127) {
+        if (r->len < 10) {
+            return 0;
+        }
+        len = 0;
+        for (i = 0; i < 8; i++) {
+            len = (len << 8) | r->buf[2 + i];
+        }
+        hl = 10;
+    }
+    ck_assert_msg((r->buf[1] & 0x80) == 0, "server frame masked");
+    if (r->len < hl + len) {
+        return 0;
+    }
+    *opcode = r->buf[0] & 0x0f;
+    *plen = len;
+    memcpy(pay, r->buf + hl, len < cap ? len : cap);
+    raw_drop(r, hl + len);
+    return 1;
+}
+
+/* Waits for a close frame from our server; returns its code (-1: none). */
+static int
+raw_wait_close(struct raw *r)
+{
+    unsigned char pay[256];
+    size_t plen;
+    int op;
+    uint64_t end;
+
+    end = xg_now_ms() + 3000;
+    while (xg_now_ms() < end) {
+        RUN_UNTIL(raw_pump(r) && (r->len >= 2 || r->eof), 50);
+        while (raw_frame(r, &op, pay, sizeof(pay), &plen)) {
+            if (op == 8) {
+                return plen >= 2 ? (pay[0] << 8 | pay[1]) : 0;
+            }
+        }
+        if (r->eof) {
+            return -1;
+        }
+    }
+    return -1;
+}
+
+/* A raw server: a listening socket whose port our client is sent to. */
+static int
+raw_listen(uint16_t *port)
+{
+    struct sockaddr_in sin;
+    socklen_t sl;
+    int fd, one = 1;
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *) &sin, sizeof(sin)), 0);
+    ck_assert_int_eq(listen(fd, 4), 0);
+    sl = sizeof(sin);
+    getsockname(fd, (struct sockaddr *) &sin, &sl);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+static char last_req[XG_WSPROTO_MAX_HEAD + 1];
+
+/* Connects our client to a raw server and returns it with the request. */
+static struct raw *
+raw_server_accept(int lfd, const struct xg_ws_opts *o, char *key)
+{
+    struct raw *r;
+    const char *k;
+    uint16_t port;
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof(sin);
+    int fd;
+
+    getsockname(lfd, (struct sockaddr *) &sin, &sl);
+    port = ntohs(sin.sin_port);
+    connect_client(o, port, "/feed");
+    RUN_UNTIL(xg_ws_state(cli.ws) == XG_WS_HANDSHAKE || cli.downs, 2000);
+    fd = accept(lfd, NULL, NULL);
+    ck_assert_int_ge(fd, 0);
+    r = raw_new(fd);
+    RUN_UNTIL(raw_pump(r) && (raw_head(r) > 0 || r->eof), 2000);
+    ck_assert_int_gt(raw_head(r), 0);
+    ck_assert(memcmp(r->buf, "GET /feed HTTP/1.1\r\n", 20) == 0);
+    ck_assert_ptr_nonnull(strstr((const char *) r->buf, "User-Agent: "));
+    k = strstr((const char *) r->buf, "Sec-WebSocket-Key: ");
+    ck_assert_ptr_nonnull(k);
+    memcpy(key, k + 19, 24);
+    key[24] = '\0';
+    snprintf(last_req, sizeof(last_req), "%.*s", (int) raw_head(r),
+        (const char *) r->buf);
+    raw_drop(r, (size_t) raw_head(r));
+    return r;
+}
+
+/* ---- messages ------------------------------------------------------------- */
+
+START_TEST(test_fragmented_and_ping)
+{
+    struct raw *r;
+    unsigned char f[256], pay[256];
+    size_t n, plen;
+    int op;
+
+    r = raw_client_open();
+    n = mkframe(f, 0, 1, "Hel", 3, M);
+    n += mkframe(f + n, 1, 9, "are you there", 13, M);   /* between */
+    n += mkframe(f + n, 0, 0, "l", 1, M);
+    raw_send(r, f, n);
+    RUN_UNTIL(raw_pump(r) && r->len >= 15, 2000);
+    ck_assert(raw_frame(r, &op, pay, sizeof(pay), &plen));
+    ck_assert_int_eq(op, 0xa);                 /* pong, same payload */
+    ck_assert_uint_eq(plen, 13);
+    ck_assert(memcmp(pay, "are you there", 13) == 0);
+    ck_assert_int_eq(srv.nmsg, 0);
+    n = mkframe(f, 1, 0, "o \xe2\x82", 4, M);   /* UTF-8 split over frames */
+    raw_send(r, f, n);
+    RUN_UNTIL(srv.nmsg || srv.downs, 200);
+    ck_assert_int_eq(srv.nmsg, 0);
+    ck_assert_int_eq(srv.downs, 0);
+    raw_free(r);
+    RUN_UNTIL(srv.downs, 2000);
+    ck_assert_int_eq(srv.downs, 1);
+}
+END_TEST
+
+START_TEST(test_fragmented_message)
+{
+    struct raw *r;
+    unsigned char f[256];
+    size_t n;
+
+    r = raw_client_open();
+    n = mkframe(f, 0, 1, "Hel", 3, M);
+    n += mkframe(f + n, 0, 0, "lo \xe2\x82", 5, M);
+    n += mkframe(f + n, 1, 0, "\xac!", 2, M);
+    raw_send(r, f, n);
+    RUN_UNTIL(srv.nmsg, 2000);
+    ck_assert_int_eq(srv.nmsg, 1);
+    ck_assert_uint_eq(srv.msg_len, 10);
+    ck_assert(memcmp(srv.msg, "Hello \xe2\x82\xac!", 10) == 0);
+    raw_free(r);
+}
+END_TEST
+
+START_TEST(test_keepalive_pings)
+{
+    struct xg_ws_opts o;
+
+    default_opts(&o);
+    o.ping_ms = 30;
+    o.ping_timeout_ms = 150;
+    srv_opts.ping_ms = 30;
+    srv_opts.ping_timeout_ms = 150;
+    open_pair(&o);
+    RUN_UNTIL(cli.downs || srv.downs, 600);
+    ck_assert_int_eq(cli.downs, 0);
+    ck_assert_int_eq(srv.downs, 0);
+}
+END_TEST
+
+START_TEST(test_half_frame_then_stall)
+{
+    struct raw *r;
+    unsigned char f[64], pay[64];
+    size_t plen;
+    int op, pings;
+    uint64_t t0;
+
+    srv_opts.ping_ms = 40;
+    srv_opts.ping_timeout_ms = 200;
+    r = raw_client_open();
+    mkframe(f, 1, 1, "hello world", 11, M);
+    raw_send(r, f, 5);          /* header and one byte, then nothing */
+    t0 = xg_now_ms();
+    RUN_UNTIL(srv.downs, 2000);
+    ck_assert_int_eq(srv.downs, 1);
+    ck_assert_str_eq(srv.reason, "ping timeout");
+    ck_assert_uint_ge(xg_now_ms() - t0, 150);
+    raw_pump(r);
+    pings = 0;
+    while (raw_frame(r, &op, pay, sizeof(pay), &plen)) {
+        pings += op == 9;
+    }
+    ck_assert_int_ge(pings, 2);
+    ck_assert_int_eq(srv.nmsg, 0);
+    raw_free(r);
+}
+END_TEST
+
+START_TEST(test_fanout_frame)
+{
+    struct xg_frame *f;
+    struct xg_ws_opts o;
+    int i, opened;
+
+    default_opts(&o);
+    for (i = 0; i < 3; i++) {
+        connect_side(&clis[i], &o, srv_port, "/ws");
+    }
+    RUN_UNTIL((opened = clis[0].opened + clis[1].opened + clis[2].opened
+        + srvs[0].opened + srvs[1].opened + srvs[2].opened) == 6, 3000);
+    ck_assert_int_eq(opened, 6);
+    f = xg_frame_text("{\"tick\":1}", 10);
+    ck_assert_uint_eq(xg_frame_len(f), 12);
+    for (i = 0; i < 3; i++) {
+        ck_assert_int_eq(xg_ws_send_frame(srvs[i].ws, f), XG_OK);
+        /* Ordering with ordinary messages on the same connection. */
+        ck_assert_int_eq(xg_ws_send_text(srvs[i].ws, "after", 5), XG_OK);
+    }
+    ck_assert_int_eq(xg_ws_send_frame(clis[0].ws, f), XG_ERROR);
+    xg_frame_unref(f);      /* the connections hold their own references */
+    RUN_UNTIL(clis[0].nmsg + clis[1].nmsg + clis[2].nmsg == 6, 3000);
+    for (i = 0; i < 3; i++) {
+        ck_assert_int_eq(clis[i].nmsg, 2);
+        ck_assert_uint_eq(clis[i].msg_len, 5);
+        ck_assert(memcmp(clis[i].msg, "after", 5) == 0);
+    }
+}
+END_TEST
+
+START_TEST(test_output_len_and_drain)
+{
+    struct xg_ws_opts o;
+    unsigned char *big;
+    size_t len = 4u << 20;
+
+    default_opts(&o);
+    o.max_message = 8u << 20;
+    open_pair(&o);
+    big = calloc(1, len);
+    ck_assert_int_eq(xg_ws_send_binary(srv.ws, big, len), XG_OK);
+    ck_assert_uint_ge(xg_ws_output_len(srv.ws), len);
+    RUN_UNTIL(cli.nmsg && srv.drains, 5000);
+    ck_assert_int_eq(cli.nmsg, 1);
+    ck_assert_uint_eq(cli.msg_len, len);
+    ck_assert_int_ge(srv.drains, 1);
+    ck_assert_uint_eq(xg_ws_output_len(srv.ws), 0);
+    free(big);
+}
+END_TEST
+
+START_TEST(test_send_invalid_utf8_refused)
+{
+    open_pair(NULL);
+    ck_assert_int_eq(xg_ws_send_text(cli.ws, "\xc0\x80", 2), XG_ERROR);
+    ck_assert_int_eq(xg_ws_send_text(srv.ws, "\xed\xa0\x80", 3), XG_ERROR);
+    ck_assert_int_eq(xg_ws_send_binary(cli.ws, "\xc0\x80", 2), XG_OK);
+    RUN_UNTIL(srv.nmsg, 2000);
+    ck_assert_int_eq(srv.nmsg, 1);
+}
+END_TEST
+
+START_TEST(test_free_inside_callback)
+{
+    srv.free_in_msg = 1;
+    open_pair(NULL);
+    ck_assert_int_eq(xg_ws_send_text(cli.ws, "one", 3), XG_OK);
+    ck_assert_int_eq(xg_ws_send_text(cli.ws, "two", 3), XG_OK);
+    RUN_UNTIL(cli.downs, 2000);
+    ck_assert_int_eq(srv.nmsg, 1);
+    ck_assert_ptr_null(srv.ws);
+    ck_assert_int_eq(srv.downs, 0);
+    ck_assert_int_eq(cli.downs, 1);
+}
+END_TEST
+
+/* ---- close codes ---------------------------------------------------------- */
+
+static const int codes[] = { 1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011 };
+
+START_TEST(test_close_codes_client_first)
+{
+    int code = codes[_i];
+    char want[64];
+
+    open_pair(NULL);
+    xg_ws_close(cli.ws, code, "client says");
+    ck_assert_int_eq(xg_ws_state(cli.ws), XG_WS_CLOSING);
+    ck_assert_int_eq(xg_ws_send_text(cli.ws, "late", 4), XG_ERROR);
+    RUN_UNTIL(cli.downs && srv.downs, 3000);
+    ck_assert_int_eq(srv.downs, 1);
+    ck_assert_int_eq(cli.downs, 1);
+    ck_assert_int_eq(srv.close_code, code);
+    ck_assert_int_eq(srv.by_us, 0);
+    snprintf(want, sizeof(want), "close %d \"client says\"", code);
+    ck_assert_str_eq(srv.reason, want);
+    ck_assert_int_eq(cli.by_us, 1);
+    ck_assert_int_eq(cli.close_code, code);     /* the echo */
+}
+END_TEST
+
+START_TEST(test_close_codes_server_first)
+{
+    int code = codes[_i];
+    char want[64];
+
+    open_pair(NULL);
+    xg_ws_close(srv.ws, code, "server says");
+    RUN_UNTIL(cli.downs && srv.downs, 3000);
+    ck_assert_int_eq(cli.downs, 1);
+    ck_assert_int_eq(srv.downs, 1);
+    ck_assert_int_eq(cli.close_code, code);
+    ck_assert_int_eq(cli.by_us, 0);
+    snprintf(want, sizeof(want), "close %d \"server says\"", code);
+    ck_assert_str_eq(cli.reason, want);
+    ck_assert_int_eq(srv.by_us, 1);
+    ck_assert_int_eq(srv.close_code, code);
+}
+END_TEST
+
+START_TEST(test_close_from_on_message)
+{
+    srv.close_in_msg = 1008;
+    open_pair(NULL);
+    xg_ws_send_text(cli.ws, "bad request", 11);
+    RUN_UNTIL(cli.downs && srv.downs, 3000);
+    ck_assert_int_eq(cli.close_code, 1008);
+    ck_assert_str_eq(cli.reason, "close 1008 \"asked to\"");
+}
+END_TEST
+
+START_TEST(test_too_big)
+{
+    unsigned char buf[1001];
+
+    memset(buf, 'x', sizeof(buf));
+    srv_opts.max_message = 1000;
+    open_pair(NULL);
+    ck_assert_int_eq(xg_ws_send_text(cli.ws, buf, 1000), XG_OK);
+    RUN_UNTIL(srv.nmsg, 2000);
+    ck_assert_int_eq(srv.nmsg, 1);
+    ck_assert_int_eq(xg_ws_send_text(cli.ws, buf, 1001), XG_OK);
+    RUN_UNTIL(cli.downs && srv.downs, 3000);
+    ck_assert_int_eq(srv.nmsg, 1);
+    ck_assert_int_eq(cli.close_code, 1009);
+    ck_assert_str_eq(srv.reason, "message too big: sent close 1009");
+}
+END_TEST
+
+START_TEST(test_too_big_fragmented)
+{
+    struct raw *r;
+    unsigned char f[2048], chunk[600];
+    size_t n;
+
+    memset(chunk, 'y', sizeof(chunk));
+    srv_opts.max_message = 1000;
+    r = raw_client_open();
+    n = mkframe(f, 0, 2, chunk, 600, M);
+    n += mkframe(f + n, 1, 0, chunk, 600, M);
+    raw_send(r, f, n);
+    ck_assert_int_eq(raw_wait_close(r), 1009);
+    ck_assert_int_eq(srv.nmsg, 0);
+    raw_free(r);
+    RUN_UNTIL(srv.downs, 2000);
+    ck_assert_int_eq(srv.downs, 1);
+}
+END_TEST
+
+START_TEST(test_text_only)
+{
+    srv_opts.text_only = 1;
+    open_pair(NULL);
+    xg_ws_send_binary(cli.ws, "\x01\x02", 2);
+    RUN_UNTIL(cli.downs && srv.downs, 3000);
+    ck_assert_int_eq(cli.close_code, 1003);
+    ck_assert_int_eq(srv.nmsg, 0);
+    ck_assert_ptr_nonnull(strstr(srv.reason, "sent close 1003"));
+}
+END_TEST
+
+START_TEST(test_invalid_utf8)
+{
+    struct raw *r;
+    unsigned char f[64];
+    size_t n;
+
+    r = raw_client_open();
+    n = mkframe(f, 1, 1, "ok \xc0\x80", 5, M);
+    raw_send(r, f, n);
+    ck_assert_int_eq(raw_wait_close(r), 1007);
+    ck_assert_int_eq(srv.nmsg, 0);
+    RUN_UNTIL(raw_pump(r) && r->eof, 3000);
+    ck_assert(r->eof);      /* we half-closed after the close frame */
+    raw_free(r);
+    RUN_UNTIL(srv.downs, 2000);
+    ck_assert_str_eq(srv.reason, "invalid utf-8: sent close 1007");
+}
+END_TEST
+
+START_TEST(test_unmasked_client_frame)
+{
+    struct raw *r;
+    unsigned char f[64];
+    size_t n;
+
+    r = raw_client_open();
+    n = mkframe(f, 1, 1, "naked", 5, NULL);
+    raw_send(r, f, n);
+    ck_assert_int_eq(raw_wait_close(r), 1002);
+    ck_assert_int_eq(srv.nmsg, 0);
+    raw_free(r);
+    RUN_UNTIL(srv.downs, 2000);
+    ck_assert_int_eq(srv.downs, 1);
+}
+END_TEST
+
+START_TEST(test_malformed_frame)
+{
+    struct raw *r;
+    unsigned char f[300], pay[200];
+    size_t n;
+
+    memset(pay, 'p', sizeof(pay));
+    r = raw_client_open();
+    n = mkframe(f, 1, 9, pay, 130, M);      /* a ping over 125 bytes */
+    raw_send(r, f, n);
+    ck_assert_int_eq(raw_wait_close(r), 1002);
+    raw_free(r);
+    RUN_UNTIL(srv.downs, 2000);
+    ck_assert_str_eq(srv.reason,
+        "protocol error: malformed frame: sent close 1002");
+}
+END_TEST
+
+/* ---- server handshake ---------------------------------------------------- */
+
+static void
+expect_refused(const char *req, size_t len, int status)
+{
+    struct raw *r;
+    int got;
+
+    r = raw_connect(srv_port);
+    got = raw_request(r, req, len);
+    ck_assert_msg(got == status, "got %d, want %d for %.40s", got, status,
+        req);
+    RUN_UNTIL(raw_pump(r) && r->eof, 2000);
+    ck_assert(r->eof);
+    raw_free(r);
+}
+
+START_TEST(test_handshake_refusals)
+{
+    static const char bad_version[] =
+        RAW_REQ("/ws", "Sec-WebSocket-Version: 12\r\n");
+    static const char no_key[] =
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    static const char plain[] =
+        "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n";
+    static const char unknown[] =
+        RAW_REQ("/nope", "Sec-WebSocket-Version: 13\r\n");
+    static const char garbage[] = "\x16\x03\x01 hello\r\n\r\n";
+    char big[9000];
+    int i;
+
+    expect_refused(garbage, sizeof(garbage) - 1, 400);
+    expect_refused(bad_version, sizeof(bad_version) - 1, 400);
+    expect_refused(no_key, sizeof(no_key) - 1, 400);
+    expect_refused(plain, sizeof(plain) - 1, 426);
+    expect_refused(unknown, sizeof(unknown) - 1, 404);
+    ck_assert_str_eq(srvs[4].path, "/nope");
+    srvs[5].path_status = 503;
+    expect_refused(unknown, sizeof(unknown) - 1, 503);
+    memset(big, 'a', sizeof(big));
+    memcpy(big, "GET /ws HTTP/1.1\r\nX: ", 21);
+    expect_refused(big, sizeof(big), 431);
+    RUN_UNTIL(srvs[0].downs + srvs[1].downs + srvs[2].downs
+        + srvs[3].downs + srvs[4].downs + srvs[5].downs
+        + srvs[6].downs == 7, 2000);
+    ck_assert_int_eq(srvs[0].http_status, 400);
+    ck_assert_str_eq(srvs[1].reason,
+        "handshake refused: 400 Sec-WebSocket-Version is not 13");
+    ck_assert_int_eq(srvs[3].http_status, 426);
+    ck_assert_int_eq(srvs[4].http_status, 404);
+    ck_assert_int_eq(srvs[5].http_status, 503);
+    ck_assert_int_eq(srvs[6].http_status, 431);
+    for (i = 0; i < 7; i++) {
+        ck_assert_int_eq(srvs[i].opened, 0);
+        ck_assert_int_eq(srvs[i].downs, 1);
+    }
+}
+END_TEST
+
+START_TEST(test_handshake_deadline_and_eof)
+{
+    struct raw *r;
+
+    srv_opts.handshake_timeout_ms = 150;
+    r = raw_connect(srv_port);
+    raw_send(r, "GET /ws HTTP/1.1\r\nHo", 20);
+    RUN_UNTIL(srvs[0].downs, 2000);
+    ck_assert_str_eq(srvs[0].reason, "handshake timeout");
+    raw_free(r);
+    r = raw_connect(srv_port);
+    raw_send(r, "GET /ws HTTP/1.1\r\nHo", 20);
+    RUN_UNTIL(nsrv == 2, 2000);
+    raw_free(r);            /* gone mid-handshake */
+    RUN_UNTIL(srvs[1].downs, 2000);
+    ck_assert_str_eq(srvs[1].reason, "eof during the handshake");
+    ck_assert_int_eq(srvs[1].opened, 0);
+}
+END_TEST
+
+/* ---- client handshake ------------------------------------------------------ */
+
+START_TEST(test_bytes_glued_to_101)
+{
+    struct raw *r;
+    char key[25], acc[29], resp[512];
+    unsigned char f[64];
+    size_t n;
+    int lfd;
+    uint16_t port;
+    struct xg_ws_opts o;
+
+    default_opts(&o);
+    lfd = raw_listen(&port);
+    r = raw_server_accept(lfd, &o, key);
+    xg_wsproto_accept(key, 24, acc);
+    n = (size_t) snprintf(resp, sizeof(resp), "HTTP/1.1 101 Switching "
+        "Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: %s\r\n\r\n", acc);
+    memcpy(resp + n, f, mkframe(f, 1, 1, "glued", 5, NULL));
+    n += 7;
+    n += mkframe((unsigned char *) resp + n, 1, 2, "\x00\x01", 2, NULL);
+    raw_send(r, resp, n);
+    RUN_UNTIL(cli.nmsg == 2 || cli.downs, 2000);
+    ck_assert_int_eq(cli.opened, 1);
+    ck_assert_int_eq(cli.nmsg, 2);
+    ck_assert_int_eq(cli.binary, 1);
+    ck_assert_uint_eq(cli.msg_len, 2);
+    /* Our client masks what it sends. */
+    xg_ws_send_text(cli.ws, "masked?", 7);
+    RUN_UNTIL(raw_pump(r) && r->len >= 13, 2000);
+    ck_assert_uint_eq(r->len, 13);
+    ck_assert_int_eq(r->buf[1], 0x80 | 7);
+    ck_assert(memcmp(r->buf + 6, "masked?", 7) != 0);
+    raw_free(r);
+    close(lfd);
+    RUN_UNTIL(cli.downs, 2000);
+    ck_assert_str_eq(cli.reason, "eof");
+}
+END_TEST
+
+static void
+client_against(const char *answer, struct xg_ws_opts *o)
+{
+    struct raw *r;
+    char key[25];
+    int lfd;
+    uint16_t port;
+
+    lfd = raw_listen(&port);
+    r = raw_server_accept(lfd, o, key);
+    if (answer != NULL) {
+        raw_send(r, answer, strlen(answer));
+    } else {
+        close(r->fd);
+        r->fd = -1;
+    }
+    RUN_UNTIL(cli.downs, 3000);
+    ck_assert_int_eq(cli.downs, 1);
+    ck_assert_int_eq(cli.opened, 0);
+    raw_free(r);
+    close(lfd);
+}
+
+START_TEST(test_non101_retry_after)
+{
+    struct xg_ws_opts o;
+
+    default_opts(&o);
+    client_against("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\n"
+        "Content-Length: 5\r\n\r\nslow!", &o);
+    ck_assert_int_eq(cli.http_status, 429);
+    ck_assert_int_eq(cli.retry_after_s, 7);
+    ck_assert_str_eq(cli.reason, "http 429, retry after 7s");
+    memset(&cli, 0, sizeof(cli));
+    client_against("HTTP/1.1 503 Service Unavailable\r\n\r\n", &o);
+    ck_assert_int_eq(cli.http_status, 503);
+    ck_assert_int_eq(cli.retry_after_s, -1);
+    ck_assert_str_eq(cli.reason, "http 503");
+}
+END_TEST
+
+START_TEST(test_bad_101)
+{
+    struct xg_ws_opts o;
+
+    default_opts(&o);
+    client_against("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Accept: "
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n", &o);
+    ck_assert_str_eq(cli.reason, "handshake: bad Sec-WebSocket-Accept");
+    ck_assert_int_eq(cli.http_status, 0);
+    memset(&cli, 0, sizeof(cli));
+    client_against("SSH-2.0-OpenSSH_9.2\r\n\r\n", &o);
+    ck_assert_str_eq(cli.reason, "handshake: bad status line");
+    memset(&cli, 0, sizeof(cli));
+    client_against(NULL, &o);
+    ck_assert_str_eq(cli.reason, "eof during the handshake");
+    memset(&cli, 0, sizeof(cli));
+    o.handshake_timeout_ms = 150;
+    client_against("HTTP/1.1 101 Switching", &o);
+    ck_assert_str_eq(cli.reason, "handshake timeout");
+}
+END_TEST
+
+START_TEST(test_extra_headers)
+{
+    struct xg_header h[2] = {
+        { "X-Api-Key", "abc" }, { "User-Agent", "bot/1" }
+    };
+    struct xg_ws_opts o;
+    struct raw *r;
+    char key[25];
+    int lfd;
+    uint16_t port;
+
+    default_opts(&o);
+    o.headers = h;
+    o.nheaders = 2;
+    lfd = raw_listen(&port);
+    r = raw_server_accept(lfd, &o, key);
+    ck_assert_ptr_nonnull(strstr(last_req, "\r\nX-Api-Key: abc\r\n"));
+    ck_assert_ptr_nonnull(strstr(last_req, "\r\nUser-Agent: bot/1\r\n"));
+    ck_assert_ptr_null(strstr(last_req, "exgate/"));
+    ck_assert_ptr_nonnull(strstr(last_req, "\r\nHost: 127.0.0.1:"));
+    raw_free(r);
+    close(lfd);
+    RUN_UNTIL(cli.downs, 2000);
+    ck_assert_int_eq(cli.downs, 1);
+}
+END_TEST
+
+START_TEST(test_connect_refused)
+{
+    struct xg_ws_opts o;
+    int lfd;
+    uint16_t port;
+
+    lfd = raw_listen(&port);
+    close(lfd);         /* a port nobody listens on */
+    default_opts(&o);
+    connect_client(&o, port, "/ws");
+    ck_assert_int_eq(cli.downs, 0);
+    ck_assert_int_eq(xg_ws_state(cli.ws), XG_WS_CONNECTING);
+    RUN_UNTIL(cli.downs, 2000);
+    ck_assert_int_eq(cli.downs, 1);
+    ck_assert_int_eq(cli.cb_in_connect, 0);
+    ck_assert_msg(strstr(cli.reason, "Connection refused") != NULL, "%s",
+        cli.reason);
+}
+END_TEST
+
+START_TEST(test_dns_hosts_fallback)
+{
+    struct evdns_base *dns;
+    struct xg_ws_opts o;
+    struct xg_url u;
+    char path[] = "/tmp/xg_ws_hosts_XXXXXX";
+    int fd;
+    const char hosts[] = "::1 xg-ws-test.invalid\n"
+        "127.0.0.1 xg-ws-test.invalid\n";
+
+    fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, hosts, sizeof(hosts) - 1),
+        (ssize_t) sizeof(hosts) - 1);
+    close(fd);
+    dns = evdns_base_new(base, 0);
+    ck_assert_int_eq(evdns_base_load_hosts(dns, path), 0);
+    unlink(path);
+    default_opts(&o);
+    memset(&u, 0, sizeof(u));
+    snprintf(u.host, sizeof(u.host), "xg-ws-test.invalid");
+    u.port = srv_port;
+    snprintf(u.path, sizeof(u.path), "/ws");
+    cli.in_connect = 1;
+    cli.ws = xg_ws_connect(base, dns, &u, &o, &cbs, &cli);
+    cli.in_connect = 0;
+    RUN_UNTIL(cli.opened || cli.downs, 3000);
+    ck_assert_msg(cli.opened == 1, "%s", cli.reason);
+    ck_assert_int_eq(cli.cb_in_connect, 0);
+    ck_assert(strncmp(xg_ws_peer(cli.ws), "127.0.0.1:", 10) == 0);
+    xg_ws_free(cli.ws);
+    cli.ws = NULL;
+    /* A free while the lookup is pending must not leak or call back. */
+    evdns_base_nameserver_ip_add(dns, "127.0.0.1:9");
+    snprintf(u.host, sizeof(u.host), "not-in-hosts.invalid");
+    cli.ws = xg_ws_connect(base, dns, &u, &o, &cbs, &cli);
+    RUN_UNTIL(0, 50);
+    xg_ws_free(cli.ws);
+    cli.ws = NULL;
+    RUN_UNTIL(0, 50);
+    ck_assert_int_eq(cli.downs, 0);
+    evdns_base_free(dns, 1);
+}
+END_TEST
+
+START_TEST(test_close_and_free_before_open)
+{
+    struct xg_ws_opts o;
+
+    default_opts(&o);
+    connect_client(&o, srv_port, "/ws");
+    xg_ws_close(cli.ws, 1000, "never mind");
+    ck_assert_int_eq(cli.downs, 0);
+    RUN_UNTIL(cli.downs, 2000);
+    ck_assert_int_eq(cli.downs, 1);
+    ck_assert_int_eq(cli.by_us, 1);
+    memset(&cli, 0, sizeof(cli));
+    connect_client(&o, srv_port, "/ws");
+    xg_ws_free(cli.ws);
+    cli.ws = NULL;
+    RUN_UNTIL(0, 100);
+    ck_assert_int_eq(cli.downs, 0);
+}
+END_TEST
+
 static Suite *
 ws_loop_suite(void)
 {
@@ -308,6 +1221,34 @@ ws_loop_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_echo_sizes);
+    tcase_add_test(tc, test_fragmented_and_ping);
+    tcase_add_test(tc, test_fragmented_message);
+    tcase_add_test(tc, test_keepalive_pings);
+    tcase_add_test(tc, test_half_frame_then_stall);
+    tcase_add_test(tc, test_fanout_frame);
+    tcase_add_test(tc, test_output_len_and_drain);
+    tcase_add_test(tc, test_send_invalid_utf8_refused);
+    tcase_add_test(tc, test_free_inside_callback);
+    tcase_add_loop_test(tc, test_close_codes_client_first, 0,
+        (int) XG_NELEM(codes));
+    tcase_add_loop_test(tc, test_close_codes_server_first, 0,
+        (int) XG_NELEM(codes));
+    tcase_add_test(tc, test_close_from_on_message);
+    tcase_add_test(tc, test_too_big);
+    tcase_add_test(tc, test_too_big_fragmented);
+    tcase_add_test(tc, test_text_only);
+    tcase_add_test(tc, test_invalid_utf8);
+    tcase_add_test(tc, test_unmasked_client_frame);
+    tcase_add_test(tc, test_malformed_frame);
+    tcase_add_test(tc, test_handshake_refusals);
+    tcase_add_test(tc, test_handshake_deadline_and_eof);
+    tcase_add_test(tc, test_bytes_glued_to_101);
+    tcase_add_test(tc, test_non101_retry_after);
+    tcase_add_test(tc, test_bad_101);
+    tcase_add_test(tc, test_extra_headers);
+    tcase_add_test(tc, test_connect_refused);
+    tcase_add_test(tc, test_dns_hosts_fallback);
+    tcase_add_test(tc, test_close_and_free_before_open);
     suite_add_tcase(s, tc);
     return s;
 }
