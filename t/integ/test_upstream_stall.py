@@ -1,0 +1,54 @@
+#!/usr/bin/python3
+"""exsim `stall on` (TCP stays open, nothing is sent, not even pongs) ->
+exgate detects the dead connection within ping_timeout, goes down with
+"ping timeout", and reconnects once the stall ends. Then `idle_timeout`:
+pongs keep flowing but no data message -> reconnect."""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from upstream_harness import check, run  # noqa: E402
+
+PING_TIMEOUT = 1.0
+
+
+def body(h):
+    h.start_sim()
+    h.start_gate("    protocol raw;\n"
+                 "    ping 200ms;\n"
+                 "    ping_timeout %dms;\n"
+                 "    reconnect fixed { delay 100ms; }\n"
+                 % int(PING_TIMEOUT * 1000))
+    u = h.wait_up(lambda u: u["state"] == "ready", 10, "first ready")
+    # Pings are answered: the connection stays up for several timeouts.
+    time.sleep(PING_TIMEOUT * 2.5)
+    u = h.up()
+    check(u["state"] == "ready" and u["connection_id"] == 1,
+          "answered pings did not keep it up: %r" % u)
+
+    h.control("stall on")
+    t0 = time.monotonic()
+    u = h.wait_up(lambda u: u["state"] != "ready", PING_TIMEOUT + 2,
+                  "stall detected")
+    took = time.monotonic() - t0
+    check(took <= PING_TIMEOUT + 0.4,
+          "stall detected after %.2fs, ping_timeout is %.1fs"
+          % (took, PING_TIMEOUT))
+    check(u["last_error"] and "ping timeout" in u["last_error"],
+          "last_error %r" % u)
+    check(h.log_lines(r"upstream sim#1: ready -> down \(.*ping timeout.*\), "
+                      r"retry in 100ms"), "no ping timeout transition logged")
+
+    h.control("stall off")
+    u = h.wait_up(lambda u: u["state"] == "ready", 10,
+                  "ready after the stall ended")
+    check(u["connection_id"] >= 2, "no new connection: %r" % u)
+    stats = h.control("stats")
+    check(stats.get("max_concurrent") == 1, "exsim max_concurrent %r" % stats)
+    sys.stdout.write("stall detected in %.3fs (ping_timeout %.1fs)\n"
+                     % (took, PING_TIMEOUT))
+
+
+run("upstream_stall", body)

@@ -1,0 +1,237 @@
+"""Shared pieces of the upstream supervision tests (t/integ/test_upstream_*.py).
+
+Starts t/sim/exsim and src/exgate on 127.0.0.1 with a conf written into a
+temp dir, talks to exsim's control port, reads exgate's /status with
+urllib, and kills everything it started on exit, also on failure.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+BUILDDIR = os.environ.get("XG_BUILDDIR", os.getcwd())
+SRCDIR = os.environ.get("XG_SRCDIR", os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__)))))
+OPENSSL = os.environ.get("OPENSSL_BIN", "openssl")
+EXGATE = os.path.join(BUILDDIR, "src", "exgate")
+EXSIM = os.path.join(BUILDDIR, "t", "sim", "exsim")
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def free_port():
+    """A port that was free a moment ago (bind 0, read it back)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for(pred, timeout, step=0.02, what="condition"):
+    """Polls PRED until it returns a true value; returns it, or raises."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = pred()
+        except (OSError, ValueError, urllib.error.URLError) as e:
+            last = None
+            err = e
+        if last:
+            return last
+        time.sleep(step)
+    raise Fail("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+class Sim:
+    """One exsim process with its ports."""
+
+    def __init__(self, h, *extra):
+        if not os.access(EXSIM, os.X_OK):
+            raise Fail("exsim not built: %s" % EXSIM)
+        errf = open(os.path.join(h.tmp, "exsim-%d.err" % len(h.procs)), "w")
+        p = subprocess.Popen([EXSIM, "--listen", "127.0.0.1:0", "--control",
+                              "127.0.0.1:0"] + list(extra),
+                             stdout=subprocess.PIPE, stderr=errf,
+                             stdin=subprocess.DEVNULL, text=True)
+        errf.close()
+        h.procs.append(p)
+        self.proc = p
+        self.ws_port = None
+        self.control_port = None
+        line = ""
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            line = p.stdout.readline()
+            if not line:
+                break
+            m = re.search(r"exsim ready ws=(\d+) control=(\d+)", line)
+            if m:
+                self.ws_port = int(m.group(1))
+                self.control_port = int(m.group(2))
+                return
+        raise Fail("exsim did not print its ready line (got %r)" % line)
+
+    def control(self, cmd, timeout=5):
+        """One control command; returns its JSON reply."""
+        with socket.create_connection(("127.0.0.1", self.control_port),
+                                      timeout=timeout) as s:
+            s.sendall((cmd + "\n").encode())
+            buf = b""
+            while b"\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        line = buf.split(b"\n", 1)[0].decode()
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise Fail("exsim control %r: bad reply %r" % (cmd, line))
+
+
+class Harness:
+    def __init__(self, name):
+        self.name = name
+        self.tmp = tempfile.mkdtemp(prefix="xg-%s-" % name)
+        self.procs = []
+        self.sim = None
+        self.gate = None
+        self.ws_port = None
+        self.control_port = None
+        self.admin_port = None
+        self.log_path = os.path.join(self.tmp, "exgate.log")
+
+    # ---- processes -----------------------------------------------------
+
+    def start_sim(self, *extra):
+        """Starts an exsim on free ports; the first one is self.sim."""
+        sim = Sim(self, *extra)
+        if self.sim is None:
+            self.sim = sim
+            self.ws_port = sim.ws_port
+            self.control_port = sim.control_port
+        return sim
+
+    def control(self, cmd, timeout=5):
+        """One control command to the first exsim; its JSON reply."""
+        return self.sim.control(cmd, timeout)
+
+    def start_gate(self, upstream_body, url=None, level="debug"):
+        """Writes a conf with one upstream `sim` and starts exgate on it."""
+        if url is None:
+            url = "ws://127.0.0.1:%d/ws/api/v2" % self.ws_port
+        self.start_gate_conf("upstream sim {\n    url %s;\n%s\n}\n"
+                             % (url, upstream_body), level)
+
+    def start_gate_conf(self, upstreams, level="debug"):
+        """Starts exgate on UPSTREAMS (conf text) plus log and admin lines."""
+        self.admin_port = free_port()
+        conf = "error_log stderr %s;\n%sadmin 127.0.0.1:%d;\n" % (
+            level, upstreams, self.admin_port)
+        path = os.path.join(self.tmp, "exgate.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        logf = open(self.log_path, "w")
+        p = subprocess.Popen([EXGATE, "-c", path], stdout=logf, stderr=logf,
+                             stdin=subprocess.DEVNULL)
+        logf.close()
+        self.procs.append(p)
+        self.gate = p
+        wait_for(self.try_status, 10, what="exgate /status")
+
+    def try_status(self):
+        if self.gate is not None and self.gate.poll() is not None:
+            raise Fail("exgate exited with %s:\n%s" % (self.gate.returncode,
+                                                       self.log()))
+        url = "http://127.0.0.1:%d/status" % self.admin_port
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return json.loads(r.read().decode())
+
+    def status(self):
+        return self.try_status()
+
+    def up(self, name="sim"):
+        """The status object of upstream NAME."""
+        st = self.status()
+        for u in st["upstreams"]:
+            if u["name"] == name:
+                return u
+        raise Fail("no upstream %s in /status: %r" % (name, st))
+
+    def wait_up(self, pred, timeout, what, name="sim"):
+        def probe():
+            u = self.up(name)
+            return u if pred(u) else None
+        try:
+            return wait_for(probe, timeout, what=what)
+        except Fail as e:
+            raise Fail("%s; last status %r" % (e, self.up(name)))
+
+    def log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def log_lines(self, pattern):
+        return [l for l in self.log().splitlines() if re.search(pattern, l)]
+
+    def stop_gate(self, timeout=10):
+        """SIGTERM to exgate; returns its exit code."""
+        self.gate.send_signal(signal.SIGTERM)
+        return self.gate.wait(timeout)
+
+    def close(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(3)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            if p.stdout:
+                p.stdout.close()
+        if os.environ.get("XG_KEEP_TMP"):
+            sys.stderr.write("kept %s\n" % self.tmp)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def run(name, body):
+    """Runs BODY(harness); prints the log on failure; exits 0 or 1."""
+    h = Harness(name)
+    try:
+        body(h)
+    except Fail as e:
+        sys.stderr.write("FAIL %s: %s\n--- exgate log (tail) ---\n%s\n"
+                         % (name, e, "\n".join(h.log().splitlines()[-80:])))
+        h.close()
+        sys.exit(1)
+    except BaseException:
+        sys.stderr.write("--- exgate log (tail) ---\n%s\n"
+                         % "\n".join(h.log().splitlines()[-80:]))
+        h.close()
+        raise
+    h.close()
+    print("PASS %s" % name)
+    sys.exit(0)
