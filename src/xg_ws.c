@@ -687,8 +687,7 @@ ws_open(struct xg_ws *ws)
     if (ws->opts.ping_timeout_ms > 0) {
         timer_add_ms(ws->ev_silence, ws->opts.ping_timeout_ms);
     }
-    xg_log_info("%s: open%s%s", ws->name, ws->server ? " " : "",
-        ws->server ? "" : "");
+    xg_log_info("%s: open", ws->name);
     ws_set_state(ws, XG_WS_OPEN);
     if (ws_dead(ws) || ws->state != XG_WS_OPEN) {
         return;
