@@ -196,6 +196,7 @@ struct exsim_instr {
     uint64_t trade_seq;
     int      last_tick_dir;
     int64_t  last_price;
+    int64_t  base_ticks;        /* the price the market reverts to */
     double   index_price;
     double   open_interest;
     double   volume;

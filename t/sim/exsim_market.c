@@ -118,6 +118,7 @@ book_seed(struct exsim_instr *in, int64_t mid)
         p += 1 + rnd(3);
     }
     in->last_price = mid;
+    in->base_ticks = mid;
     in->high = in->low = mid;
 }
 
@@ -721,11 +722,19 @@ market_step(struct exsim_instr *in)
 {
     struct exsim_book *b = &in->book;
     json_t *bids = json_array(), *asks = json_array(), *trades = NULL;
-    int side = (int) rnd(2);
+    double mid = b->nbids && b->nasks
+        ? (double) (b->bids[0].price + b->asks[0].price) / 2
+        : (double) in->last_price;
+    /* a weak pull back to the base price keeps long runs in a sane band */
+    double bias = fmax(-0.2, fmin(0.2, (mid - (double) in->base_ticks)
+        / (double) in->base_ticks * 5));
+    int side = exsim_rand01() < 0.5 - bias;
     struct exsim_level *lv = side ? b->asks : b->bids;
     int n = side ? b->nasks : b->nbids;
+    int64_t spread = b->nbids && b->nasks
+        ? b->asks[0].price - b->bids[0].price : 0;
     double r = exsim_rand01();
-    int64_t p;
+    int64_t p, k;
     int i;
 
     if (r < 0.35 && n > 0) {
@@ -733,10 +742,10 @@ market_step(struct exsim_instr *in)
         exsim_book_apply(in, bids, asks, side, lv[i].price,
             lv[i].lots + 1 + rnd(20) - (lv[i].lots > 10 ? 10 : 0));
     } else if (r < 0.55) {
-        if (b->nbids && b->nasks && b->asks[0].price - b->bids[0].price > 1
-            && rnd(2))
-        {
-            p = side ? b->asks[0].price - 1 : b->bids[0].price + 1;
+        if (spread > 1 && (spread > 3 || rnd(2))) {
+            /* inside the spread, so the spread stays a few ticks wide */
+            k = 1 + rnd(spread - 1 < 3 ? spread - 1 : 3);
+            p = side ? b->asks[0].price - k : b->bids[0].price + k;
         } else if (n > 0) {
             p = side ? lv[n - 1].price + 1 + rnd(3)
                 : lv[n - 1].price - 1 - rnd(3);
