@@ -1162,6 +1162,9 @@ ws_tls_reason(struct xg_ws *ws, char *buf, size_t len)
     off = 0;
     while ((e = bufferevent_get_openssl_error(ws->bev)) != 0) {
         char one[256];
+        if (ERR_GET_LIB(e) == 0) {
+            continue;   /* libevent also records the bare SSL_get_error() */
+        }
         ERR_error_string_n(e, one, sizeof(one));
         if (off + 2 < len) {
             off += (size_t) snprintf(buf + off, len - off, "%s%s",
