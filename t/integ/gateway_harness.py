@@ -9,6 +9,7 @@ an inbox that keeps answers by id and notifications by channel.
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 
@@ -177,8 +178,21 @@ class TCPClient(Client):
             await asyncio.gather(self._task, return_exceptions=True)
 
 
+def stop_clean(h):
+    """SIGTERM to exgate: it must exit 0 with no sanitizer report (leaks
+    included: LeakSanitizer runs at exit)."""
+    rc = h.stop_gate()
+    log = h.log()
+    check(not re.search(r"AddressSanitizer|LeakSanitizer|runtime error",
+                        log), "sanitizer report in the exgate log")
+    check(rc == 0, "exgate exited with %s on SIGTERM" % rc)
+
+
 def run(name, body):
-    """Runs the coroutine function BODY(h) under upstream_harness.run."""
+    """Runs the coroutine function BODY(h) under upstream_harness.run, then
+    stops exgate and checks it exits cleanly."""
     def sync_body(h):
         asyncio.run(asyncio.wait_for(body(h), 50))
+        if h.gate is not None and h.gate.poll() is None:
+            stop_clean(h)
     uh.run(name, sync_body)
