@@ -394,11 +394,21 @@ up_on_stable(evutil_socket_t fd, short what, void *arg)
 {
     struct xg_upstream *up = arg;
     const char *before = xg_reconnect_breaker_name(&up->rc);
+    uint64_t now = xg_now_ms(), up_for;
 
-    if (up->state != XG_UP_READY) {
+    if (up->state != XG_UP_READY || up->rc.stable_done) {
         return;
     }
-    if (xg_reconnect_check_stable(&up->rc, xg_now_ms())) {
+    up_for = now - up->rc.ready_at;
+    if (up_for < up->rc.stable_ms) {
+        /*
+         * libevent's coarse monotonic clock can fire a timer a few ms
+         * before our precise one says it is due: wait for the rest.
+         */
+        timer_arm(up->ev_stable, up->rc.stable_ms - up_for);
+        return;
+    }
+    if (xg_reconnect_check_stable(&up->rc, now)) {
         xg_log_info("%s: stable for %llums, backoff reset%s%s", up->log_name,
             (unsigned long long) up->rc.stable_ms,
             strcmp(before, "half-open") == 0 ? ", breaker " : "",
@@ -419,6 +429,7 @@ up_on_idle(evutil_socket_t fd, short what, void *arg)
     }
     /* Re-armed lazily: cheaper than moving a timer on every message. */
     if (now - up->last_data_ms < idle) {
+        /* (Also when libevent's coarse clock fired a few ms early.) */
         timer_arm(up->ev_idle, idle - (now - up->last_data_ms));
         return;
     }

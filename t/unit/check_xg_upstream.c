@@ -431,6 +431,31 @@ START_TEST(server_close_reconnects)
 }
 END_TEST
 
+static int failures_reset(void)
+{
+    return json_integer_value(status_field("failures_in_row")) == 0;
+}
+
+START_TEST(stable_timer_resets_backoff)
+{
+    make_up(srv.port, "reconnect fixed { delay 20ms; } stable 300ms; "
+        "breaker { failures 1; window 10s; open 50ms; }", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    xg_ws_close(srv.conns[0].ws, 1011, "restart");
+    /* One failure opens this breaker; the trial gets ready (half-open). */
+    ck_assert(run_until(second_ready, 3000));
+    ck_assert_str_eq(json_string_value(status_field("breaker")), "half-open");
+    ck_assert_int_eq(json_integer_value(status_field("failures_in_row")), 1);
+    /* Not yet stable after 200 ms... */
+    run_for(200);
+    ck_assert_int_eq(json_integer_value(status_field("failures_in_row")), 1);
+    /* ...stable after 300 ms: reset from the timer, breaker closed. */
+    ck_assert(run_until(failures_reset, 1000));
+    ck_assert_str_eq(json_string_value(status_field("breaker")), "closed");
+}
+END_TEST
+
 START_TEST(stop_sends_logout_then_1000)
 {
     make_up(srv.port, "", 0);
@@ -531,6 +556,7 @@ upstream_suite(void)
     tcase_add_test(tc, restore_timeout_reconnects);
     tcase_add_test(tc, fail_from_module);
     tcase_add_test(tc, server_close_reconnects);
+    tcase_add_test(tc, stable_timer_resets_backoff);
     tcase_add_test(tc, stop_sends_logout_then_1000);
     tcase_add_test(tc, stop_all_while_down);
     tcase_add_test(tc, max_attempts_gives_up);
