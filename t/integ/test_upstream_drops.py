@@ -4,6 +4,8 @@
 
 import os
 import sys
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from upstream_harness import check, run  # noqa: E402
@@ -46,13 +48,42 @@ def body(h):
         check(h.log_lines(r"upstream sim#%d: handshake -> ready \(open\)" % n),
               "no ready line for sim#%d" % n)
 
+    # A close frame from the exchange takes the same path.
+    h.control("close 1011 restart")
+    u = h.wait_up(lambda u: u["state"] == "ready"
+                  and u["connection_id"] == DROPS + 2, 10,
+                  "ready after close 1011")
+    check("1011" in (u["last_error"] or ""), "last_error %r" % u)
+
+    # The admin endpoint: the document, 404 elsewhere, 405 for POST.
+    st = h.status()
+    check(isinstance(st.get("version"), str) and st["version"],
+          "version %r" % st)
+    check(isinstance(st.get("uptime_s"), (int, float))
+          and st["uptime_s"] > 0, "uptime_s %r" % st)
+    base = "http://127.0.0.1:%d" % h.admin_port
+    for path, method, want in (("/nope", "GET", 404), ("/", "GET", 404),
+                               ("/status", "POST", 405)):
+        req = urllib.request.Request(base + path, method=method,
+                                     data=b"x" if method == "POST" else None)
+        try:
+            urllib.request.urlopen(req, timeout=2)
+            code = 200
+        except urllib.error.HTTPError as e:
+            code = e.code
+        check(code == want, "%s %s -> %d, want %d" % (method, path, code,
+                                                      want))
+
+    stats = h.control("stats")
+    check(stats.get("max_concurrent") == 1, "exsim max_concurrent %r" % stats)
+
     # Orderly stop: close 1000 and exit 0.
     rc = h.stop_gate()
     check(rc == 0, "exgate exit code %r" % rc)
-    check(h.log_lines(r"upstream sim#%d: ready -> stopping" % (DROPS + 1)),
+    check(h.log_lines(r"upstream sim#%d: ready -> stopping" % (DROPS + 2)),
           "no 'ready -> stopping' line")
     check(h.log_lines(r"upstream sim#%d: stopping -> idle \(stopped\)"
-                      % (DROPS + 1)), "no 'stopping -> idle' line")
+                      % (DROPS + 2)), "no 'stopping -> idle' line")
 
 
 run("upstream_drops", body)
