@@ -200,6 +200,20 @@ class Harness:
         self.gate.send_signal(signal.SIGTERM)
         return self.gate.wait(timeout)
 
+    def finish(self):
+        """Stops exgate with SIGTERM: it must exit 0, and a sanitizer
+        build must have reported nothing (errors or leaks)."""
+        if self.gate is None:
+            return
+        if self.gate.poll() is None:
+            rc = self.stop_gate()
+        else:
+            rc = self.gate.returncode
+        log = self.log()
+        check("Sanitizer" not in log and "runtime error" not in log,
+              "sanitizer report in the exgate log")
+        check(rc == 0, "exgate exit code %r after SIGTERM" % rc)
+
     def close(self):
         for p in reversed(self.procs):
             if p.poll() is None:
@@ -222,6 +236,7 @@ def run(name, body):
     h = Harness(name)
     try:
         body(h)
+        h.finish()
     except Fail as e:
         sys.stderr.write("FAIL %s: %s\n--- exgate log (tail) ---\n%s\n"
                          % (name, e, "\n".join(h.log().splitlines()[-80:])))
