@@ -749,6 +749,7 @@ xg_upstream_free(struct xg_upstream *up)
     free(up);
 }
 
+/* UP's current state. */
 enum xg_upstream_state
 xg_upstream_state(const struct xg_upstream *up)
 {
@@ -856,30 +857,35 @@ xg_upstream_fail(struct xg_upstream *up, const char *reason)
     up_failed(up, copy, 0, -1);
 }
 
+/* 1 when UP is READY (restored and usable), else 0. */
 int
 xg_upstream_is_ready(const struct xg_upstream *up)
 {
     return up->state == XG_UP_READY;
 }
 
+/* The conf name of UP (borrowed from its conf). */
 const char *
 xg_upstream_name(const struct xg_upstream *up)
 {
     return up->conf->name;
 }
 
+/* The id of the current (or last) connection attempt; 0 before any. */
 unsigned
 xg_upstream_conn_id(const struct xg_upstream *up)
 {
     return up->conn_id;
 }
 
+/* The event base UP runs on (for the protocol module's own timers). */
 struct event_base *
 xg_upstream_base(const struct xg_upstream *up)
 {
     return up->base;
 }
 
+/* The protocol module instance of UP, or NULL for raw. */
 void *
 xg_upstream_proto(const struct xg_upstream *up)
 {
