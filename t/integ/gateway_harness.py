@@ -22,7 +22,7 @@ import websockets  # noqa: E402
 
 
 def start(h, upstream_body="    protocol deribit;\n", main_extra="",
-          level="debug", sim_args=()):
+          level="debug", sim_args=(), ws_extra="", tcp_extra=""):
     """Starts exsim and exgate with one upstream `sim`, a websocket and a
     tcp listener; sets h.ws_url and h.tcp_port."""
     if h.sim is None:
@@ -32,9 +32,10 @@ def start(h, upstream_body="    protocol deribit;\n", main_extra="",
     url = "ws://127.0.0.1:%d/ws/api/v2" % h.ws_port
     conf = ("%s"
             "upstream sim {\n    url %s;\n%s}\n"
-            "listen 127.0.0.1:%d websocket upstream=sim;\n"
-            "listen 127.0.0.1:%d tcp upstream=sim;\n"
-            % (main_extra, url, upstream_body, h.gw_ws_port, h.gw_tcp_port))
+            "listen 127.0.0.1:%d websocket upstream=sim%s;\n"
+            "listen 127.0.0.1:%d tcp upstream=sim%s;\n"
+            % (main_extra, url, upstream_body, h.gw_ws_port, ws_extra,
+               h.gw_tcp_port, tcp_extra))
     h.start_gate_conf(conf, level)
     h.ws_url = "ws://127.0.0.1:%d/ws/api/v2" % h.gw_ws_port
     h.tcp_port = h.gw_tcp_port
