@@ -5,6 +5,7 @@ temp dir, talks to exsim's control port, reads exgate's /status with
 urllib, and kills everything it started on exit, also on failure.
 """
 
+import calendar
 import json
 import os
 import re
@@ -194,6 +195,17 @@ class Harness:
 
     def log_lines(self, pattern):
         return [l for l in self.log().splitlines() if re.search(pattern, l)]
+
+    def log_times(self, pattern):
+        """Unix times (float seconds) of the log lines matching PATTERN."""
+        out = []
+        for l in self.log_lines(pattern):
+            m = re.match(r"(\d+-\d+-\d+T\d+:\d+:\d+)\.(\d+)Z", l)
+            if m:
+                t = calendar.timegm(time.strptime(m.group(1),
+                                                  "%Y-%m-%dT%H:%M:%S"))
+                out.append(t + int(m.group(2)) / 1000.0)
+        return out
 
     def stop_gate(self, timeout=10):
         """SIGTERM to exgate; returns its exit code."""
