@@ -165,15 +165,19 @@ bench_arm(void)
 {
     struct timeval tv = { 0, 0 };
     struct exsim_chan *ch;
-    int backlog = 0;
+    int backlog = 0, subs = 0;
 
-    if (ex->bench_ev == NULL || ex->rate > 0) {
+    if (ex->bench_ev == NULL || ex->rate > 0 || ex->quitting) {
         return;
     }
     for (ch = ex->chans; ch != NULL; ch = ch->lnext) {
-        if (ch->kind == EXSIM_CH_BENCH && bench_backlogged(ch)) {
-            backlog = 1;
+        if (ch->kind == EXSIM_CH_BENCH && ch->nsubs > 0) {
+            subs = 1;
+            backlog |= bench_backlogged(ch);
         }
+    }
+    if (!subs) {
+        return;     /* idle until a subscribe kicks us */
     }
     /* backlogged: on_drain kicks us, the 1 ms timer is a fallback */
     tv.tv_usec = backlog ? 1000 : 0;
@@ -708,12 +712,9 @@ free_all(void)
     while ((k = ex->ctls) != NULL) {
         ctl_free(k);
     }
-    exsim_conn_free_all();
-    exsim_chan_free_all();
-    /* let the transport run its deferred frees */
-    for (i = 0; ex->base != NULL && i < 4; i++) {
-        event_base_loop(ex->base, EVLOOP_NONBLOCK);
-    }
+    ex->quitting = 1;
+    /* our own timers go first: a self-rearming one would keep the
+       non-blocking loop below from ever returning */
     if (ex->market_ev) {
         event_free(ex->market_ev);
     }
@@ -722,15 +723,22 @@ free_all(void)
     }
     if (ex->bench_ev) {
         event_free(ex->bench_ev);
-    }
-    if (ex->reap_ev) {
-        event_free(ex->reap_ev);
+        ex->bench_ev = NULL;
     }
     if (ex->sig_int) {
         event_free(ex->sig_int);
     }
     if (ex->sig_term) {
         event_free(ex->sig_term);
+    }
+    exsim_conn_free_all();
+    exsim_chan_free_all();
+    /* let the transport run its deferred frees */
+    for (i = 0; ex->base != NULL && i < 4; i++) {
+        event_base_loop(ex->base, EVLOOP_NONBLOCK);
+    }
+    if (ex->reap_ev) {
+        event_free(ex->reap_ev);
     }
     exsim_trade_free_all();
     exsim_auth_free_all();

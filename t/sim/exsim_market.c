@@ -1119,6 +1119,8 @@ exsim_chan_subscribed(struct exsim_conn *c, struct exsim_chan *ch)
             ch->agg_change_id));
     } else if (ch->kind == EXSIM_CH_BOOK_GROUP) {
         exsim_notify_conn(c, ch->name, group_json(ch));
+    } else if (ch->kind == EXSIM_CH_BENCH) {
+        exsim_bench_kick();
     }
 }
 
