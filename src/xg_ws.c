@@ -1085,7 +1085,11 @@ ws_read_cb(struct bufferevent *bev, void *arg)
     ws_enter(ws);
     ws->last_rx_ms = xg_now_ms();
     if (!ws_dead(ws)) {
-        switch (ws->state) {
+        if (ws->state == XG_WS_TLS && ws->server) {
+            /* Data means the tls handshake is over, event or not. */
+            ws_set_state(ws, XG_WS_HANDSHAKE);
+        }
+        switch (ws_dead(ws) ? XG_WS_DOWN : ws->state) {
         case XG_WS_HANDSHAKE:
             if (ws->ending) {
                 struct evbuffer *in = bufferevent_get_input(bev);
@@ -1198,6 +1202,12 @@ ws_event_cb(struct bufferevent *bev, short what, void *arg)
         } else if (ws->state == XG_WS_TLS) {
             if (ws->server) {
                 ws_set_state(ws, XG_WS_HANDSHAKE);
+                /* The request may have come with the end of the handshake. */
+                if (!ws_dead(ws) && ws->bev != NULL && evbuffer_get_length(
+                        bufferevent_get_input(ws->bev)) > 0)
+                {
+                    ws_srv_handshake(ws);
+                }
             } else {
                 ws_cli_tls_done(ws);
             }
