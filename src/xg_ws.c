@@ -438,7 +438,20 @@ wsl_on_msg(wslay_event_context_ptr ctx,
             wslay_event_shutdown_read(ctx);
             return;
         }
-        /* wslay has checked the UTF-8 of text messages (1007 otherwise). */
+        /*
+         * wslay 1.1.1 already checks received text frame by frame and
+         * closes with 1007 itself; checking the whole message again costs
+         * about a nanosecond a byte and keeps the promise that on_message
+         * only ever sees valid UTF-8 independent of the wslay build.
+         */
+        if (!binary && !xg_wsproto_utf8_valid(m->msg, m->msg_length)) {
+            snprintf(ws->reason, sizeof(ws->reason),
+                "invalid utf-8: sent close 1007");
+            wslay_event_queue_close(ctx, 1007,
+                (const uint8_t *) "invalid utf-8", 13);
+            wslay_event_shutdown_read(ctx);
+            return;
+        }
         if (ws->cbs->on_message != NULL) {
             ws->cbs->on_message(ws, binary,
                 m->msg ? m->msg : (const uint8_t *) "", m->msg_length,
@@ -768,6 +781,9 @@ ws_srv_handshake(struct xg_ws *ws)
     status = ws->check ? ws->check(ws, req.path, ws->arg) : 0;
     if (ws_dead(ws)) {
         return;
+    }
+    if (status != 0 && (status < 400 || status > 599)) {
+        status = 500;   /* a refusal must be an error status */
     }
     if (status != 0) {
         ws_srv_refuse(ws, status, status == 404 ? "no such path"

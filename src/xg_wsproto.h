@@ -124,8 +124,10 @@ size_t xg_wsproto_close_frame(unsigned char *out, int code,
  * Returns 1 when the LEN bytes at S are well-formed UTF-8 (RFC 3629: no
  * overlong forms, no surrogates, nothing above U+10FFFF, nothing
  * truncated), else 0. Hand-written: neither OpenSSL nor libevent offer
- * one, and wslay's own check only runs on frames it receives, while this
- * one guards the text we send and the close reasons we trim.
+ * one. wslay 1.1.1 does check the text frames it receives, but not what
+ * we send; this one guards the text we send, the close reasons we trim,
+ * and (again, independent of the wslay build) every text message we
+ * deliver.
  */
 int xg_wsproto_utf8_valid(const unsigned char *s, size_t len);
 
