@@ -68,7 +68,8 @@ async def drain(c, books, until_change_id, timeout=40):
 
 
 def test():
-    with Exsim("--rate", "0", "--seed", "3") as sim:
+    with Exsim("--rate", "0", "--seed", "3", "--instruments",
+               "BTC-PERPETUAL,ETH-PERPETUAL") as sim:
         async def go():
             c = await Rpc.open(sim.url())
             await c.result("public/auth", CREDS)
@@ -84,7 +85,7 @@ def test():
             start = books[RAW].change_id
             check(books[AGG].change_id == start, "snapshots differ")
 
-            r = sim.control("burst %d" % CHANGES)
+            r = sim.control("burst %d" % CHANGES, timeout=40)
             check(r.get("ok") and r.get("updates") == CHANGES, "burst %r" % r)
             ob = await c.result("public/get_order_book",
                                 {"instrument_name": "BTC-PERPETUAL",
