@@ -1210,6 +1210,76 @@ START_TEST(test_close_and_free_before_open)
 }
 END_TEST
 
+
+START_TEST(test_tls_deadline_and_eof)
+{
+    struct xg_ws_opts o;
+    struct xg_url u;
+    int lfd, fd;
+    uint16_t port;
+
+    default_opts(&o);
+    o.connect_timeout_ms = 200;
+    o.tls_verify = 0;
+    lfd = raw_listen(&port);
+    make_url(&u, port, "/ws");
+    u.tls = 1;
+    cli.ws = xg_ws_connect(base, NULL, &u, &o, &cbs, &cli);
+    RUN_UNTIL(xg_ws_state(cli.ws) == XG_WS_TLS || cli.downs, 2000);
+    ck_assert_int_eq(xg_ws_state(cli.ws), XG_WS_TLS);
+    fd = accept(lfd, NULL, NULL);       /* and never answer the hello */
+    RUN_UNTIL(cli.downs, 2000);
+    ck_assert_str_eq(cli.reason, "tls handshake timeout");
+    close(fd);
+    memset(&cli, 0, sizeof(cli));
+    o.connect_timeout_ms = 2000;
+    cli.ws = xg_ws_connect(base, NULL, &u, &o, &cbs, &cli);
+    RUN_UNTIL(xg_ws_state(cli.ws) == XG_WS_TLS || cli.downs, 2000);
+    fd = accept(lfd, NULL, NULL);
+    send(fd, "HTTP/1.1 400 Bad Request\r\n\r\n", 28, MSG_NOSIGNAL);
+    close(fd);                          /* not tls at all */
+    RUN_UNTIL(cli.downs, 2000);
+    ck_assert_int_eq(cli.downs, 1);
+    ck_assert_msg(strncmp(cli.reason, "tls: ", 5) == 0, "%s", cli.reason);
+    close(lfd);
+}
+END_TEST
+
+START_TEST(test_connect_deadline)
+{
+    struct xg_ws_opts o;
+    struct sockaddr_in sin;
+    int lfd, fill[8], i, n;
+    uint16_t port;
+
+    /* A listener whose backlog is full drops further SYNs. */
+    lfd = raw_listen(&port);
+    listen(lfd, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons(port);
+    n = 0;
+    for (i = 0; i < 8; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[i], (struct sockaddr *) &sin, sizeof(sin));
+        n++;
+    }
+    usleep(50000);
+    default_opts(&o);
+    o.connect_timeout_ms = 300;
+    connect_client(&o, port, "/ws");
+    RUN_UNTIL(cli.downs, 3000);
+    ck_assert_int_eq(cli.downs, 1);
+    ck_assert_msg(strncmp(cli.reason, "connect timeout", 15) == 0, "%s",
+        cli.reason);
+    for (i = 0; i < n; i++) {
+        close(fill[i]);
+    }
+    close(lfd);
+}
+END_TEST
+
 static Suite *
 ws_loop_suite(void)
 {
@@ -1249,6 +1319,8 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_connect_refused);
     tcase_add_test(tc, test_dns_hosts_fallback);
     tcase_add_test(tc, test_close_and_free_before_open);
+    tcase_add_test(tc, test_tls_deadline_and_eof);
+    tcase_add_test(tc, test_connect_deadline);
     suite_add_tcase(s, tc);
     return s;
 }
