@@ -143,4 +143,25 @@ async def body(h):
     await t2.close()
 
 
-gh.run("gateway_auth", body)
+def example_conf_checks():
+    """conf/examples/trading.conf passes `exgate -t` with its env set."""
+    import subprocess
+    env = dict(os.environ, DERIBIT_CLIENT_ID="id", DERIBIT_CLIENT_SECRET="s",
+               BOT_MM_SECRET="m", BOT_HEDGE_SECRET="h")
+    path = os.path.join(gh.uh.SRCDIR, "conf", "examples", "trading.conf")
+    p = subprocess.run([gh.uh.EXGATE, "-t", "-c", path], env=env,
+                       capture_output=True, text=True, timeout=10)
+    check(p.returncode == 0, "trading.conf: %s%s" % (p.stdout, p.stderr))
+    del env["BOT_MM_SECRET"]
+    p = subprocess.run([gh.uh.EXGATE, "-t", "-c", path], env=env,
+                       capture_output=True, text=True, timeout=10)
+    check(p.returncode != 0 and "BOT_MM_SECRET" in p.stderr,
+          "an unset secret must fail the check: %s" % p.stderr)
+
+
+async def body_all(h):
+    example_conf_checks()
+    await body(h)
+
+
+gh.run("gateway_auth", body_all)
