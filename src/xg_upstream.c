@@ -287,9 +287,10 @@ up_on_down(struct xg_ws *ws, const struct xg_ws_down *why, void *arg)
         return;
     }
     up->ws = NULL;
-    xg_ws_free(ws);     /* deferred by the transport: we are inside it */
+    /* WHY lives as long as WS: use it first, then free (deferred). */
     up_failed(up, why->reason ? why->reason : "down", why->http_status,
         why->retry_after_s);
+    xg_ws_free(ws);
 }
 
 static const struct xg_ws_cbs up_ws_cbs = {
