@@ -19,6 +19,7 @@ def body(h):
     h.start_gate("    protocol raw;\n"
                  "    ping 200ms;\n"
                  "    ping_timeout %dms;\n"
+                 "    close_timeout 400ms;\n"
                  "    reconnect fixed { delay 100ms; }\n"
                  % int(PING_TIMEOUT * 1000))
     u = h.wait_up(lambda u: u["state"] == "ready", 10, "first ready")
@@ -51,8 +52,22 @@ def body(h):
     check(u["connection_id"] >= 2, "no new connection: %r" % u)
     stats = h.control("stats")
     check(stats.get("max_concurrent") == 1, "exsim max_concurrent %r" % stats)
-    sys.stdout.write("stall detected in %.3fs (ping_timeout %.1fs)\n"
-                     % (took, PING_TIMEOUT))
+    # SIGTERM while the exchange is stalled: our close 1000 is never
+    # answered, so the stop ends at close_timeout (400ms), not later.
+    h.control("stall on")
+    t1 = time.monotonic()
+    rc = h.stop_gate()
+    stop_took = time.monotonic() - t1
+    check(rc == 0, "exit code %r" % rc)
+    check(stop_took < 1.5, "stop took %.2fs with close_timeout 400ms"
+          % stop_took)
+    check(h.log_lines(r"upstream sim#\d+: ready -> stopping"),
+          "no stopping line")
+    check(h.log_lines(r"upstream sim#\d+: stopping -> idle \(stopped\)"),
+          "no stopped line")
+    sys.stdout.write("stall detected in %.3fs (ping_timeout %.1fs); stop "
+                     "with an unanswered close took %.3fs\n"
+                     % (took, PING_TIMEOUT, stop_took))
 
 
 run("upstream_stall", body)
