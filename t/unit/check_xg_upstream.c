@@ -6,6 +6,7 @@
  * restoring state, xg_upstream_fail(), on_stop and status().
  */
 #include "xg_core.h"
+#include "xg_admin.h"
 #include "xg_conf.h"
 #include "xg_log.h"
 #include "xg_proto.h"
@@ -20,6 +21,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+#include <event2/http.h>
 #include <event2/listener.h>
 
 /* ---- the server side ---------------------------------------------------- */
@@ -544,6 +547,105 @@ START_TEST(raw_ready_on_open)
 }
 END_TEST
 
+/* ---- the admin listener -------------------------------------------------- */
+
+static struct {
+    int   done;
+    int   code;
+    char  body[4096];
+} http;
+
+static int http_done(void) { return http.done; }
+
+static void
+http_cb(struct evhttp_request *req, void *arg)
+{
+    struct evbuffer *in;
+    size_t n;
+
+    http.done = 1;
+    if (req == NULL) {
+        return;
+    }
+    http.code = evhttp_request_get_response_code(req);
+    in = evhttp_request_get_input_buffer(req);
+    n = evbuffer_get_length(in);
+    n = n < sizeof(http.body) - 1 ? n : sizeof(http.body) - 1;
+    evbuffer_remove(in, http.body, n);
+    http.body[n] = '\0';
+}
+
+/* One request to the admin listener on PORT; fills `http`. */
+static void
+http_get(unsigned port, enum evhttp_cmd_type cmd, const char *path)
+{
+    struct evhttp_connection *c;
+    struct evhttp_request *req;
+
+    memset(&http, 0, sizeof(http));
+    c = evhttp_connection_base_new(base, NULL, "127.0.0.1", (uint16_t) port);
+    req = evhttp_request_new(http_cb, NULL);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "x");
+    evhttp_make_request(c, req, cmd, path);
+    ck_assert(run_until(http_done, 3000));
+    evhttp_connection_free(c);
+}
+
+static void
+hook_totals(json_t *root, void *arg)
+{
+    json_object_set_new(root, "totals", json_integer(*(int *) arg));
+}
+
+START_TEST(admin_status_and_hooks)
+{
+    struct xg_addr addr;
+    struct xg_admin *a;
+    json_t *doc, *ups;
+    json_error_t jerr;
+    static int forty_two = 42;
+
+    make_up(srv.port, "", 1);
+    memset(&addr, 0, sizeof(addr));
+    snprintf(addr.host, sizeof(addr.host), "127.0.0.1");
+    addr.port = 0;
+    a = xg_admin_start(base, &addr);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_uint_gt(xg_admin_port(a), 0);
+    ck_assert_int_eq(xg_admin_status_hook(hook_totals, &forty_two), XG_OK);
+
+    http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/status");
+    ck_assert_int_eq(http.code, 200);
+    doc = json_loads(http.body, 0, &jerr);
+    ck_assert_msg(doc != NULL, "bad json: %s", http.body);
+    ck_assert_str_eq(json_string_value(json_object_get(doc, "version")),
+        XG_VERSION);
+    ck_assert(json_is_number(json_object_get(doc, "uptime_s")));
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "totals")), 42);
+    ups = json_object_get(doc, "upstreams");
+    ck_assert_int_eq(json_array_size(ups), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(
+        json_array_get(ups, 0), "name")), "u");
+    ck_assert_str_eq(json_string_value(json_object_get(
+        json_array_get(ups, 0), "state")), "idle");
+    json_decref(doc);
+
+    xg_admin_status_unhook(hook_totals, &forty_two);
+    http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/status");
+    ck_assert_ptr_null(strstr(http.body, "totals"));
+
+    http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/metricz");
+    ck_assert_int_eq(http.code, 404);
+    http_get(xg_admin_port(a), EVHTTP_REQ_DELETE, "/status");
+    ck_assert_int_eq(http.code, 405);
+    xg_admin_free(a);
+
+    /* A port in use is a clean NULL, not a crash. */
+    addr.port = srv.port;
+    ck_assert_ptr_null(xg_admin_start(base, &addr));
+}
+END_TEST
+
 static Suite *
 upstream_suite(void)
 {
@@ -563,6 +665,7 @@ upstream_suite(void)
     tcase_add_test(tc, handshake_deadline);
     tcase_add_test(tc, refused_upgrade_503);
     tcase_add_test(tc, raw_ready_on_open);
+    tcase_add_test(tc, admin_status_and_hooks);
     suite_add_tcase(s, tc);
     return s;
 }
