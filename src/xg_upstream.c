@@ -51,7 +51,6 @@ struct xg_upstream {
 
     struct xg_ws                   *ws;        /* the current connection */
     struct xg_ws                   *old_ws;    /* closing, dropped before the next attempt */
-    int                             connecting_now; /* inside xg_ws_connect() */
     int                             proto_opened;   /* on_open ran on this connection */
 
     struct xg_reconnect             rc;
@@ -178,20 +177,13 @@ up_is_open(const struct xg_upstream *up)
 /* ---- transport callbacks ----------------------------------------------- */
 
 /*
- * Is WS this upstream's current connection? The transport may call back
- * from inside xg_ws_connect(), before its return value is stored.
+ * Is WS this upstream's current connection? (The transport never calls
+ * back from inside xg_ws_connect(), so up->ws is always set by then.)
  */
 static int
 up_is_current(struct xg_upstream *up, struct xg_ws *ws)
 {
-    if (ws == up->ws) {
-        return 1;
-    }
-    if (up->ws == NULL && up->connecting_now) {
-        up->ws = ws;
-        return 1;
-    }
-    return 0;
+    return ws == up->ws;
 }
 
 static void
@@ -537,7 +529,6 @@ static void
 up_connect(struct xg_upstream *up)
 {
     struct xg_ws_opts opts;
-    struct xg_ws *ws;
 
     if (up->ws != NULL) {
         /* Cannot happen by construction; never run two attempts. */
@@ -571,16 +562,9 @@ up_connect(struct xg_upstream *up)
     up_set_state(up, XG_UP_CONNECTING, NULL, -1, NULL);
     timer_arm(up->ev_deadline,
         up->conf->connect_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
-    up->connecting_now = 1;
-    ws = xg_ws_connect(up->base, up->dns, &up->conf->url, &opts, &up_ws_cbs,
-        up);
-    up->connecting_now = 0;
-    /* It may already have failed inside: then up->ws was set and cleared. */
-    if (up->ws == NULL && up->state == XG_UP_CONNECTING
-        && !evtimer_pending(up->ev_retry, NULL))
-    {
-        up->ws = ws;
-    }
+    /* Failures found at once come back through on_down, later. */
+    up->ws = xg_ws_connect(up->base, up->dns, &up->conf->url, &opts,
+        &up_ws_cbs, up);
 }
 
 /* ---- public ------------------------------------------------------------ */
