@@ -23,6 +23,7 @@ struct xg_registry {
     size_t                  nqueued;
     struct xg_reg_channel **idle;
     size_t                  nidle, idle_cap;
+    void                  (*chan_free)(void *ext);
 };
 
 static uint32_t
@@ -85,9 +86,18 @@ xg_registry_new(void)
     return r;
 }
 
-static void
-channel_destroy(struct xg_reg_channel *ch)
+void
+xg_registry_set_channel_free(struct xg_registry *r, void (*fn)(void *))
 {
+    r->chan_free = fn;
+}
+
+static void
+channel_destroy(struct xg_registry *r, struct xg_reg_channel *ch)
+{
+    if (ch->ext != NULL && r->chan_free != NULL) {
+        r->chan_free(ch->ext);
+    }
     free(ch->name);
     free(ch->subs);
     free(ch->waiters);
@@ -130,7 +140,7 @@ xg_registry_free(struct xg_registry *r)
 
         for (; ch != NULL; ch = nx) {
             nx = ch->hnext;
-            channel_destroy(ch);
+            channel_destroy(r, ch);
         }
     }
     free(r->idle);
@@ -371,7 +381,7 @@ void
 xg_registry_channel_delete(struct xg_registry *r, struct xg_reg_channel *ch)
 {
     chan_unlink(r, ch);
-    channel_destroy(ch);
+    channel_destroy(r, ch);
 }
 
 void

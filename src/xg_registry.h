@@ -42,6 +42,8 @@ struct xg_reg_channel {
     size_t                  nwaiters, waiters_cap;
     uint64_t                idle_since_ms; /* nsubs hit 0 (0: not idle) */
     int                     in_idle;     /* on the registry's idle list */
+    void                   *ext;         /* the module's (freed by the
+                                            channel free callback) */
     struct xg_reg_channel  *hnext;       /* hash chain */
 };
 
@@ -91,6 +93,12 @@ struct xg_registry;
 struct xg_registry *xg_registry_new(void);
 /* Frees R and everything in it (clients' owners are not touched). */
 void xg_registry_free(struct xg_registry *r);
+
+/*
+ * FN(ext) is called for each channel's ext pointer (when not NULL) as the
+ * channel is deleted, whoever deletes it.
+ */
+void xg_registry_set_channel_free(struct xg_registry *r, void (*fn)(void *));
 
 /* ---- clients ---- */
 

@@ -161,6 +161,12 @@ struct dr_client {
 
 static void dr_flush_schedule(struct dr *d);
 static void dr_restore_next(struct dr *d);
+static void dr_book_free(void *p);
+static void dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch,
+    int live);
+static void dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch);
+static void dr_books_left(struct dr_client *dc);
+static void dr_books_down(struct dr *d);
 
 /* ---- small helpers ---- */
 
@@ -953,6 +959,480 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
     xg_registry_req_free(q);
 }
 
+/* ---- order books: late joiners, bridging after a restore, gaps ---- */
+
+/*
+ * For `book.INSTRUMENT.INTERVAL` channels (the ones with snapshot/change
+ * chains) the gateway keeps the book, so that every client sees one
+ * unbroken chain whatever happens upstream (DESIGN.md §3a): a late joiner
+ * gets a snapshot built from it; after a restore (or a gap, detected once
+ * here) subscribers that already hold the book get one bridging `change`
+ * from the book they have to the exchange's new snapshot, with
+ * `prev_change_id` = the last `change_id` they saw; clients that joined
+ * meanwhile get the snapshot itself. These messages are parsed with
+ * jansson (6-10 us each); other channels are only scanned.
+ */
+
+struct dr_level {
+    double  px;
+    json_t *price;      /* as the exchange wrote them */
+    json_t *amount;
+};
+
+struct dr_side {
+    struct dr_level *lv;
+    size_t           n, cap;
+    int              desc;  /* bids: best (highest) first */
+};
+
+struct dr_book {
+    struct dr_side      bids, asks;
+    json_int_t          change_id;
+    char               *instrument;
+    int                 have;       /* a snapshot was applied */
+    int                 resync;     /* waiting for a new snapshot */
+    struct dr_client  **need;       /* joined with no book yet */
+    size_t              nneed, need_cap;
+};
+
+static int
+dr_is_book_channel(const char *name)
+{
+    int dots = 0;
+
+    if (strncmp(name, "book.", 5) != 0) {
+        return 0;
+    }
+    for (; *name; name++) {
+        dots += *name == '.';
+    }
+    return dots == 2;
+}
+
+static void
+dr_side_clear(struct dr_side *sd)
+{
+    size_t i;
+
+    for (i = 0; i < sd->n; i++) {
+        json_decref(sd->lv[i].price);
+        json_decref(sd->lv[i].amount);
+    }
+    sd->n = 0;
+}
+
+static void
+dr_book_free(void *p)
+{
+    struct dr_book *b = p;
+
+    dr_side_clear(&b->bids);
+    dr_side_clear(&b->asks);
+    free(b->bids.lv);
+    free(b->asks.lv);
+    free(b->instrument);
+    free(b->need);
+    free(b);
+}
+
+static struct dr_book *
+dr_book_get(struct xg_reg_channel *ch)
+{
+    struct dr_book *b;
+
+    if (ch->ext != NULL || !dr_is_book_channel(ch->name)) {
+        return ch->ext;
+    }
+    b = xg_calloc(1, sizeof(*b));
+    b->bids.desc = 1;
+    ch->ext = b;
+    return b;
+}
+
+/* Index of PX in SD, or where it would go (*FOUND says which). */
+static size_t
+dr_side_find(const struct dr_side *sd, double px, int *found)
+{
+    size_t lo = 0, hi = sd->n;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        double m = sd->lv[mid].px;
+
+        if (m == px) {
+            *found = 1;
+            return mid;
+        }
+        if (sd->desc ? m > px : m < px) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    *found = 0;
+    return lo;
+}
+
+/* Applies one [action, price, amount] level (or a [price, amount] pair). */
+static void
+dr_side_apply(struct dr_side *sd, json_t *lvl)
+{
+    json_t *price, *amount;
+    const char *action = NULL;
+    size_t i;
+    int found;
+    double px;
+
+    if (json_array_size(lvl) == 3) {
+        action = json_string_value(json_array_get(lvl, 0));
+        price = json_array_get(lvl, 1);
+        amount = json_array_get(lvl, 2);
+    } else if (json_array_size(lvl) == 2) {
+        price = json_array_get(lvl, 0);
+        amount = json_array_get(lvl, 1);
+    } else {
+        return;
+    }
+    if (!json_is_number(price) || !json_is_number(amount)) {
+        return;
+    }
+    px = json_number_value(price);
+    i = dr_side_find(sd, px, &found);
+    if ((action != NULL && strcmp(action, "delete") == 0)
+        || json_number_value(amount) == 0) {
+        if (found) {
+            json_decref(sd->lv[i].price);
+            json_decref(sd->lv[i].amount);
+            memmove(&sd->lv[i], &sd->lv[i + 1],
+                (sd->n - i - 1) * sizeof(*sd->lv));
+            sd->n--;
+        }
+        return;
+    }
+    if (found) {
+        json_decref(sd->lv[i].amount);
+        sd->lv[i].amount = json_incref(amount);
+        return;
+    }
+    if (sd->n == sd->cap) {
+        sd->cap = sd->cap ? sd->cap * 2 : 64;
+        sd->lv = xg_realloc(sd->lv, sd->cap * sizeof(*sd->lv));
+    }
+    memmove(&sd->lv[i + 1], &sd->lv[i], (sd->n - i) * sizeof(*sd->lv));
+    sd->lv[i].px = px;
+    sd->lv[i].price = json_incref(price);
+    sd->lv[i].amount = json_incref(amount);
+    sd->n++;
+}
+
+static void
+dr_side_load(struct dr_side *sd, json_t *levels)
+{
+    size_t i;
+
+    dr_side_clear(sd);
+    for (i = 0; i < json_array_size(levels); i++) {
+        dr_side_apply(sd, json_array_get(levels, i));
+    }
+}
+
+/* The side as snapshot levels ["new", price, amount]. */
+static json_t *
+dr_side_snapshot(const struct dr_side *sd)
+{
+    json_t *arr = json_array();
+    size_t i;
+
+    for (i = 0; i < sd->n; i++) {
+        json_array_append_new(arr, json_pack("[s, O, O]", "new",
+            sd->lv[i].price, sd->lv[i].amount));
+    }
+    return arr;
+}
+
+/* The levels that turn OLD into NEW (both sorted the same way). */
+static json_t *
+dr_side_diff(const struct dr_side *old, const struct dr_side *nw)
+{
+    json_t *arr = json_array();
+    size_t i;
+
+    for (i = 0; i < old->n; i++) {
+        int found;
+        size_t j = dr_side_find(nw, old->lv[i].px, &found);
+
+        if (!found) {
+            json_array_append_new(arr, json_pack("[s, O, i]", "delete",
+                old->lv[i].price, 0));
+        } else if (!json_equal(nw->lv[j].amount, old->lv[i].amount)) {
+            json_array_append_new(arr, json_pack("[s, O, O]", "change",
+                nw->lv[j].price, nw->lv[j].amount));
+        }
+    }
+    for (i = 0; i < nw->n; i++) {
+        int found;
+
+        dr_side_find(old, nw->lv[i].px, &found);
+        if (!found) {
+            json_array_append_new(arr, json_pack("[s, O, O]", "new",
+                nw->lv[i].price, nw->lv[i].amount));
+        }
+    }
+    return arr;
+}
+
+static char *
+dr_book_notification(const char *channel, json_t *data)
+{
+    json_t *m = json_pack("{s:s, s:s, s:{s:s, s:o}}", "jsonrpc", "2.0",
+        "method", "subscription", "params", "channel", channel, "data", data);
+    char *s = json_dumps(m, JSON_COMPACT | JSON_REAL_PRECISION(15));
+
+    json_decref(m);
+    return s;
+}
+
+/* Sends DC {"jsonrpc":"2.0","method":"subscription","params":PARAMS}. */
+static void
+dr_book_send_params(struct dr_client *dc, const char *params)
+{
+    size_t n = strlen(params) + 64;
+    char *s = xg_malloc(n);
+
+    snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"method\":\"subscription\","
+        "\"params\":%s}", params);
+    xg_client_send(dc->c, s, strlen(s));
+    free(s);
+}
+
+/* A snapshot of the gateway's book for one late joiner. */
+static void
+dr_book_send_snapshot(struct dr_client *dc, struct xg_reg_channel *ch,
+    struct dr_book *b)
+{
+    json_t *data = json_pack("{s:s, s:I, s:s, s:I, s:o, s:o}",
+        "type", "snapshot", "timestamp", (json_int_t) (xg_wall_us() / 1000),
+        "instrument_name", b->instrument ? b->instrument : "",
+        "change_id", b->change_id,
+        "bids", dr_side_snapshot(&b->bids), "asks", dr_side_snapshot(&b->asks));
+    char *s = dr_book_notification(ch->name, data);
+
+    xg_client_send(dc->c, s, strlen(s));
+    free(s);
+}
+
+static int
+dr_book_needs(const struct dr_book *b, const struct dr_client *dc)
+{
+    size_t i;
+
+    for (i = 0; i < b->nneed; i++) {
+        if (b->need[i] == dc) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* DC joined CH: a snapshot now if the book is in sync, else later. */
+static void
+dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch, int live)
+{
+    struct dr_book *b = dr_book_get(ch);
+
+    if (b == NULL) {
+        return;
+    }
+    if (live && b->have && !b->resync) {
+        dr_book_send_snapshot(dc, ch, b);
+        return;
+    }
+    if (!dr_book_needs(b, dc)) {
+        if (b->nneed == b->need_cap) {
+            b->need_cap = b->need_cap ? b->need_cap * 2 : 4;
+            b->need = xg_realloc(b->need, b->need_cap * sizeof(*b->need));
+        }
+        b->need[b->nneed++] = dc;
+    }
+}
+
+/* DC left CH (or is gone): forget that it waits for a snapshot. */
+static void
+dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch)
+{
+    struct dr_book *b = ch->ext;
+    size_t i;
+
+    if (b == NULL) {
+        return;
+    }
+    for (i = 0; i < b->nneed; i++) {
+        if (b->need[i] == dc) {
+            b->need[i] = b->need[--b->nneed];
+            return;
+        }
+    }
+}
+
+/* DC leaves all its channels. */
+static void
+dr_books_left(struct dr_client *dc)
+{
+    size_t i;
+
+    for (i = 0; i < dc->rc->nchans; i++) {
+        dr_book_left(dc, dc->rc->chans[i]);
+    }
+}
+
+static void
+dr_book_down_cb(struct xg_reg_channel *ch, void *arg)
+{
+    struct dr_book *b = ch->ext;
+
+    if (b != NULL && b->have) {
+        b->resync = 1;  /* bridge to the snapshot the restore brings */
+    }
+}
+
+/* The upstream dropped: every book waits for its new snapshot. */
+static void
+dr_books_down(struct dr *d)
+{
+    xg_registry_channel_foreach(d->reg, dr_book_down_cb, NULL);
+}
+
+/* Upstream unsubscribe + subscribe of one channel: a fresh snapshot. */
+static void
+dr_book_resubscribe(struct dr *d, struct xg_reg_channel *ch)
+{
+    int priv = d->cf->auth != DR_AUTH_NONE;
+    struct xg_reg_req *q;
+
+    q = dr_internal(K_TEST, priv ? "private/unsubscribe" : "public/unsubscribe",
+        json_pack("{s:[s]}", "channels", ch->name));
+    dr_send(d, q);
+    q = dr_internal(K_TEST, priv ? "private/subscribe" : "public/subscribe",
+        json_pack("{s:[s]}", "channels", ch->name));
+    dr_send(d, q);
+}
+
+/*
+ * A notification on a book channel: keeps the book and decides what each
+ * subscriber gets. Returns 1 when the original bytes go to every
+ * subscriber (the common case), 0 when this function handled delivery.
+ */
+static int
+dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
+    const struct xg_jspan *params)
+{
+    json_t *p = json_loadb(params->p, params->len, 0, NULL);
+    json_t *data = json_object_get(p, "data");
+    const char *type = json_string_value(json_object_get(data, "type"));
+    json_t *cid = json_object_get(data, "change_id");
+    json_t *prev = json_object_get(data, "prev_change_id");
+    int forward = 0;
+
+    if (!json_is_integer(cid) || type == NULL) {
+        json_decref(p);
+        return 1;   /* not a shape we know: pass it through */
+    }
+    if (strcmp(type, "snapshot") == 0) {
+        const char *instr = json_string_value(json_object_get(data,
+            "instrument_name"));
+
+        if (instr != NULL && (b->instrument == NULL
+                              || strcmp(b->instrument, instr) != 0)) {
+            free(b->instrument);
+            b->instrument = xg_strdup(instr);
+        }
+        if (b->have && b->resync) {
+            struct dr_side nb = { NULL, 0, 0, 1 }, na = { NULL, 0, 0, 0 };
+            json_t *bd, *ad;
+            char *bridge = NULL;
+            size_t i;
+
+            dr_side_load(&nb, json_object_get(data, "bids"));
+            dr_side_load(&na, json_object_get(data, "asks"));
+            bd = dr_side_diff(&b->bids, &nb);
+            ad = dr_side_diff(&b->asks, &na);
+            if (json_array_size(bd) + json_array_size(ad) > 0
+                || json_integer_value(cid) != b->change_id) {
+                bridge = dr_book_notification(ch->name, json_pack(
+                    "{s:s, s:O, s:s, s:I, s:O, s:o, s:o}", "type", "change",
+                    "timestamp", json_object_get(data, "timestamp"),
+                    "instrument_name", b->instrument ? b->instrument : "",
+                    "prev_change_id", b->change_id, "change_id", cid,
+                    "bids", bd, "asks", ad));
+            } else {
+                json_decref(bd);
+                json_decref(ad);
+            }
+            xg_log_info("upstream %s: %s: new snapshot bridged with a "
+                "change (%lld -> %lld)", d->name, ch->name,
+                (long long) b->change_id, (long long) json_integer_value(cid));
+            for (i = 0; i < ch->nsubs; i++) {
+                struct dr_client *dc = ch->subs[i]->owner;
+
+                if (dr_book_needs(b, dc)) {
+                    char *s = json_dumps(p, JSON_COMPACT);
+
+                    /* rebuild the full message around these params */
+                    dr_book_send_params(dc, s);
+                    free(s);
+                } else if (bridge != NULL) {
+                    xg_client_send(dc->c, bridge, strlen(bridge));
+                }
+            }
+            free(bridge);
+            dr_side_clear(&b->bids);
+            dr_side_clear(&b->asks);
+            free(b->bids.lv);
+            free(b->asks.lv);
+            b->bids = nb;
+            b->asks = na;
+        } else {
+            dr_side_load(&b->bids, json_object_get(data, "bids"));
+            dr_side_load(&b->asks, json_object_get(data, "asks"));
+            forward = 1;
+        }
+        b->change_id = json_integer_value(cid);
+        b->have = 1;
+        b->resync = 0;
+        b->nneed = 0;
+    } else if (strcmp(type, "change") == 0) {
+        if (!b->have || b->resync) {
+            forward = 0;    /* waiting for the snapshot */
+        } else if (!json_is_integer(prev)
+                   || json_integer_value(prev) != b->change_id) {
+            xg_log_warn("upstream %s: %s: gap (prev_change_id %lld, last "
+                "%lld): resubscribing for a new snapshot", d->name,
+                ch->name, json_is_integer(prev)
+                ? (long long) json_integer_value(prev) : -1LL,
+                (long long) b->change_id);
+            b->resync = 1;
+            dr_book_resubscribe(d, ch);
+        } else {
+            size_t i;
+            json_t *bids = json_object_get(data, "bids");
+            json_t *asks = json_object_get(data, "asks");
+
+            for (i = 0; i < json_array_size(bids); i++) {
+                dr_side_apply(&b->bids, json_array_get(bids, i));
+            }
+            for (i = 0; i < json_array_size(asks); i++) {
+                dr_side_apply(&b->asks, json_array_get(asks, i));
+            }
+            b->change_id = json_integer_value(cid);
+            forward = 1;
+        }
+    } else {
+        forward = 1;
+    }
+    json_decref(p);
+    return forward;
+}
+
 /* Fan-out: one shared message for every subscriber of the channel. */
 static void
 dr_on_notification(struct dr *d, const char *data, size_t len,
@@ -975,6 +1455,11 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
         xg_log_debug("upstream %s: data for channel %.*s with no subscriber",
             d->name, (int) v[0].len, v[0].p);
         return;
+    }
+    if (ch->ext != NULL || dr_is_book_channel(ch->name)) {
+        if (!dr_book_message(d, ch, dr_book_get(ch), params)) {
+            return;
+        }
     }
     m = xg_msg_new(data, len);
     for (i = 0; i < ch->nsubs; i++) {
@@ -1089,6 +1574,7 @@ dr_on_down(void *p, const char *reason)
                          ? xg_now_ms() + d->cf->queue_timeout_ms : 0;
         xg_registry_queue_push(d->reg, q, 1);
     }
+    dr_books_down(d);
     xg_registry_upstream_reset(d->reg);
     xg_log_info("upstream %s: down (%s): %u requests to replay, %u with "
         "unknown outcome, %zu channels to restore", d->name, reason,
@@ -1217,6 +1703,7 @@ dr_client_close(void *p, void *cs, const char *reason)
     if (dc->cod && dc->rc->norders > 0) {
         dr_client_cod(d, dc, reason);
     }
+    dr_books_left(dc);
     xg_registry_client_free(d->reg, dc->rc);
     event_free(dc->ev_hb);
     if (dc->prev) {
@@ -1351,6 +1838,8 @@ dr_client_subscribe(struct dr *d, struct dr_client *dc, const char *id,
     const struct xg_gateway_conf *gc = xg_client_conf(dc->c);
     int public_only = strncmp(method, "public/", 7) == 0;
     struct xg_reg_subreq *sr;
+    struct xg_reg_channel **live = NULL;
+    size_t nlive = 0;
     char **names;
     size_t n, i;
 
@@ -1388,12 +1877,18 @@ dr_client_subscribe(struct dr *d, struct dr_client *dc, const char *id,
             gc->client_max_channels, &ch);
         switch (r) {
         case XG_SUB_LIVE:
+            if (live == NULL) {
+                live = xg_calloc(n, sizeof(*live));
+            }
+            live[nlive++] = ch;
+            /* fall through */
         case XG_SUB_ALREADY:
             xg_registry_subreq_set(sr, (int) i, 1);
             break;
         case XG_SUB_NEW:
         case XG_SUB_WAIT:
             xg_registry_subreq_wait(sr, (int) i, ch);
+            dr_book_joined(dc, ch, 0);
             if (ch->state == XG_CHAN_PENDING) {
                 dr_want_subscribe(d, ch);
             }
@@ -1408,6 +1903,11 @@ dr_client_subscribe(struct dr *d, struct dr_client *dc, const char *id,
     if (sr->outstanding == 0) {
         dr_subreq_answer(d, sr);
     }
+    /* after the answer: a late joiner's book snapshot */
+    for (i = 0; i < nlive; i++) {
+        dr_book_joined(dc, live[i], 1);
+    }
+    free(live);
 }
 
 static void
@@ -1428,6 +1928,9 @@ dr_client_unsubscribe(struct dr *d, struct dr_client *dc, const char *id,
         const char *s = json_string_value(json_array_get(chans, i));
         struct xg_reg_channel *ch = s ? xg_registry_channel(d->reg, s) : NULL;
 
+        if (ch != NULL && ch->ext != NULL) {
+            dr_book_left(dc, ch);
+        }
         if (ch != NULL
             && xg_registry_unsubscribe(d->reg, dc->rc, ch, xg_now_ms())) {
             json_array_append_new(res, json_string(s));
@@ -1589,6 +2092,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     }
     if (strcmp(method, "public/unsubscribe_all") == 0
         || strcmp(method, "private/unsubscribe_all") == 0) {
+        dr_books_left(dc);
         xg_registry_unsubscribe_all(d->reg, dc->rc, xg_now_ms());
         dr_reply(dc, id, "\"ok\"");
         dr_flush_schedule(d);
@@ -1659,6 +2163,7 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     d->name = conf->name;
     d->base = xg_upstream_base(up);
     d->reg = xg_registry_new();
+    xg_registry_set_channel_free(d->reg, dr_book_free);
     d->ev_tick = event_new(d->base, -1, EV_PERSIST, dr_on_tick, d);
     d->ev_flush = event_new(d->base, -1, 0, dr_on_flush, d);
     d->ev_refresh = evtimer_new(d->base, dr_on_refresh, d);

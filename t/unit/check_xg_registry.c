@@ -353,6 +353,43 @@ START_TEST(test_orders)
 }
 END_TEST
 
+static int ext_freed;
+
+static void
+ext_free(void *p)
+{
+    ext_freed++;
+    free(p);
+}
+
+/* The module's per-channel state is freed whoever deletes the channel. */
+START_TEST(test_channel_ext_freed)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_channel *x, *y, *z;
+    struct xg_reg_subreq *done[1];
+    size_t ndone;
+
+    ext_freed = 0;
+    xg_registry_set_channel_free(r, ext_free);
+    xg_registry_subscribe(r, a, "x", 10, &x);
+    xg_registry_subscribe(r, a, "y", 10, &y);
+    xg_registry_subscribe(r, a, "z", 10, &z);
+    x->ext = xg_malloc(8);
+    y->ext = xg_malloc(8);
+    z->ext = xg_malloc(8);
+    xg_registry_channel_resolve(r, x, 0, NULL, done, &ndone);  /* refused */
+    ck_assert_int_eq(ext_freed, 1);
+    xg_registry_unsubscribe(r, a, y, 1);
+    xg_registry_upstream_reset(r);                     /* nobody wants y */
+    ck_assert_int_eq(ext_freed, 2);
+    xg_registry_client_free(r, a);
+    xg_registry_free(r);                               /* z */
+    ck_assert_int_eq(ext_freed, 3);
+}
+END_TEST
+
 static Suite *
 registry_suite(void)
 {
@@ -372,6 +409,7 @@ registry_suite(void)
     tcase_add_test(tc, test_many_inflight);
     tcase_add_test(tc, test_upstream_reset_and_limit);
     tcase_add_test(tc, test_orders);
+    tcase_add_test(tc, test_channel_ext_freed);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,152 @@
+"""Order books stay one unbroken chain per client (DESIGN.md §3a):
+
+- a late joiner to a live book channel gets a snapshot built from the
+  gateway's book, then the following changes;
+- after an upstream `drop`, clients that hold the book get one bridging
+  `change` (prev_change_id = the last change_id they saw), never a second
+  snapshot; a client that joined during the outage gets the snapshot;
+- a gap in the exchange's chain (exsim `gap`) is detected once in the
+  gateway and repaired the same way for every subscriber;
+- at the end every client's book equals the exchange's
+  (public/get_order_book).
+"""
+
+import asyncio
+
+import gateway_harness as gh
+from gateway_harness import check, WSClient, TCPClient
+
+BOOK = "book.BTC-PERPETUAL.100ms"
+
+UPSTREAM = """    protocol deribit;
+    reconnect fixed { delay 200ms; }
+"""
+
+
+class Book:
+    """A client-side book that applies every message as ccxt does: the
+    first must be a snapshot, each change must chain."""
+
+    def __init__(self, name):
+        self.name = name
+        self.bids, self.asks = {}, {}
+        self.change_id = None
+        self.snapshots = 0
+        self.bridges = 0
+        self.n = 0
+
+    def apply(self, data):
+        self.n += 1
+        if data.get("type") == "snapshot":
+            check(self.change_id is None,
+                  "%s: a second snapshot (change_id %s after %s)"
+                  % (self.name, data["change_id"], self.change_id))
+            self.snapshots += 1
+            self.bids, self.asks = {}, {}
+        else:
+            check(self.change_id is not None,
+                  "%s: a change before any snapshot" % self.name)
+            check(data.get("prev_change_id") == self.change_id,
+                  "%s: chain broken: prev_change_id %s, last %s"
+                  % (self.name, data.get("prev_change_id"), self.change_id))
+        for side, book in (("bids", self.bids), ("asks", self.asks)):
+            for lvl in data[side]:
+                action, price, amount = lvl
+                if action == "delete" or amount == 0:
+                    book.pop(price, None)
+                else:
+                    book[price] = amount
+        self.change_id = data["change_id"]
+
+    def feed(self, client, start):
+        for ch, m in client.notes[start:]:
+            if ch == BOOK:
+                self.apply(m["params"]["data"])
+        return len(client.notes)
+
+
+async def exchange_book(c, n):
+    r = await c.call("public/get_order_book",
+                     {"instrument_name": "BTC-PERPETUAL", "depth": 1000},
+                     id="ob%d" % n)
+    res = r["result"]
+    return ({p: a for p, a in res["bids"]}, {p: a for p, a in res["asks"]},
+            res["change_id"])
+
+
+async def settle(h, clients, books, pos):
+    """Stops the market, lets everything arrive, checks every book."""
+    h.control("rate 0")
+    await asyncio.sleep(0.6)
+    bids, asks, cid = await exchange_book(clients[0], len(pos) + 100)
+    for i, c in enumerate(clients):
+        pos[i] = books[i].feed(c, pos[i])
+        b = books[i]
+        check(b.change_id == cid, "%s: at change_id %s, exchange %s"
+              % (b.name, b.change_id, cid))
+        check(b.bids == bids and b.asks == asks,
+              "%s: book differs from the exchange's" % b.name)
+
+
+async def body(h):
+    gh.start(h, UPSTREAM, "client_auth off;\n",
+             sim_args=("--rate", "40", "--no-aggregate", "--no-rate-limit"))
+    gh.wait_ready(h)
+    a = await WSClient("ws-a").connect(h.ws_url)
+    b = await TCPClient("tcp-b").connect(h.tcp_port)
+    clients, books, pos = [a], [Book("ws-a")], [0]
+
+    r = await a.call("public/subscribe", {"channels": [BOOK]}, id=1)
+    check(r["result"] == [BOOK], "subscribe %r" % r)
+    await a.wait_notes(BOOK, 20)
+
+    # a late joiner gets the gateway's snapshot
+    r = await b.call("public/subscribe", {"channels": [BOOK]}, id=2)
+    check(r["result"] == [BOOK], "late subscribe %r" % r)
+    clients.append(b)
+    books.append(Book("tcp-b"))
+    pos.append(0)
+    await b.wait_notes(BOOK, 20)
+    check(b.notes[0][1]["params"]["data"]["type"] == "snapshot",
+          "the late joiner's first message: %r" % (b.notes[0],))
+    await settle(h, clients, books, pos)
+
+    # drop: a bridging change, no second snapshot; a client joining while
+    # the upstream is down gets the new snapshot
+    h.control("rate 40")
+    await a.wait_notes(BOOK, a.count(BOOK) + 10)
+    h.control("refuse on")
+    h.control("drop")
+    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
+    c = await WSClient("ws-c").connect(h.ws_url)
+    kc = await c.request("public/subscribe", {"channels": [BOOK]}, id=3)
+    clients.append(c)
+    books.append(Book("ws-c"))
+    pos.append(0)
+    h.control("refuse off")
+    r = await c.answer(kc, timeout=5)
+    check(r["result"] == [BOOK], "subscribe during the outage %r" % r)
+    for cl in clients:
+        await cl.wait_notes(BOOK, cl.count(BOOK) + 10, timeout=10)
+    check(c.notes[0][1]["params"]["data"]["type"] == "snapshot",
+          "the outage joiner's first message: %r" % (c.notes[0],))
+    await settle(h, clients, books, pos)
+    check(len(h.log_lines("new snapshot bridged")) >= 1, "bridge logged")
+
+    # a gap upstream: detected once, repaired for everyone
+    h.control("rate 40")
+    await a.wait_notes(BOOK, a.count(BOOK) + 5)
+    r = h.control("gap %s" % BOOK)
+    check(r.get("ok"), "gap %r" % r)
+    for cl in clients:
+        await cl.wait_notes(BOOK, cl.count(BOOK) + 15, timeout=10)
+    check(len(h.log_lines("gap \\(prev_change_id")) == 1,
+          "the gap is detected once: %r" % h.log_lines("gap"))
+    await settle(h, clients, books, pos)
+    for bk in books:
+        check(bk.snapshots == 1, "%s: %d snapshots" % (bk.name, bk.snapshots))
+    for cl in clients:
+        await cl.close()
+
+
+gh.run("gateway_books", body)
