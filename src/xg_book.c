@@ -825,10 +825,55 @@ sb_num(struct sbuf *sb, double v, int is_int)
     char buf[40];
     int n, prec;
 
+    static const double p10[] = { 1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+                                  1e8, 1e9 };
+    int d;
+
     if (is_int) {
         n = snprintf(buf, sizeof(buf), "%lld", (long long) v);
         sb_put(sb, buf, (size_t) n);
         return;
+    }
+    /*
+     * Fast path for prices and amounts with few decimals: the first D
+     * for which M = round(V * 10^D) gives back V. M and 10^D are exact
+     * doubles, so M / 10^D is correctly rounded, which is what any
+     * correct float parse of the text "M with D decimals" returns
+     * (Clinger's fast path). The smallest D gives the shortest text.
+     * printf's %g is ten times slower, and a snapshot has 4 numbers a
+     * level.
+     */
+    for (d = 0; d < (int) XG_NELEM(p10); d++) {
+        double m = nearbyint(v * p10[d]);
+
+        if (fabs(m) < (double) XG_BOOK_INT_EXACT && m / p10[d] == v) {
+            char digits[24];
+            unsigned long long u = (unsigned long long) fabs(m);
+            int nd = 0, o = 0;
+
+            do {
+                digits[nd++] = (char) ('0' + u % 10);
+                u /= 10;
+            } while (u > 0);
+            while (nd <= d) {
+                digits[nd++] = '0';     /* 0.05: leading zeros */
+            }
+            if (signbit(v) && m != 0) {
+                buf[o++] = '-';
+            }
+            while (nd > d) {
+                buf[o++] = digits[--nd];
+            }
+            buf[o++] = '.';
+            if (d == 0) {
+                buf[o++] = '0';
+            }
+            while (nd > 0) {
+                buf[o++] = digits[--nd];
+            }
+            sb_put(sb, buf, (size_t) o);
+            return;
+        }
     }
     for (prec = 15; prec <= 17; prec++) {
         n = snprintf(buf, sizeof(buf), "%.*g", prec, v);

@@ -919,7 +919,7 @@ START_TEST(test_number_text)
         "%s", t);
     /* a value past 2^53 is written as the double a client would read */
     ck_assert_msg(strstr(t, "\"asks\":[[\"new\",50002.5,0.3],"
-        "[\"new\",9007199254740992.0,1],[\"new\",1e+22,1e-07]]") != NULL,
+        "[\"new\",9007199254740992.0,1],[\"new\",1e+22,0.0000001]]") != NULL,
         "%s", t);
     free(t);
     xg_book_free(b);
