@@ -172,7 +172,8 @@ def test():
         st = sim.stats()
         check(st["requests"].get("public/get_time") == 6, "requests %r"
               % st["requests"])
-        check(st["connections_total"] == 2, "connections_total %r" % st)
+        check(st["connections_total"] == 3 and st["upgrades"] == 2
+              and st["refused"] == 1, "connections %r" % st)
 
 
 main(test)

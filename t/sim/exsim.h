@@ -247,7 +247,9 @@ struct exsim_opts {
 };
 
 struct exsim_stats {
-    uint64_t connections_total;
+    uint64_t connections_total;   /* TCP connections accepted on the API port */
+    uint64_t upgrades;            /* of which upgraded to WebSocket */
+    uint64_t refused;             /* of which answered with an HTTP error */
     uint64_t connections_open;
     uint64_t max_concurrent;
     uint64_t auth_ok, auth_fail;

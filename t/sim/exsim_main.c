@@ -236,9 +236,11 @@ stats_json(void)
                 ch->nsubs));
         }
     }
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:O, s:o, s:I, s:I, s:I,"
-        " s:I, s:I, s:I, s:I, s:b, s:f}",
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:o, s:I,"
+        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:f}",
         "connections_total", (json_int_t) ex->st.connections_total,
+        "upgrades", (json_int_t) ex->st.upgrades,
+        "refused", (json_int_t) ex->st.refused,
         "connections_open", (json_int_t) ex->st.connections_open,
         "max_concurrent", (json_int_t) ex->st.max_concurrent,
         "auth_ok", (json_int_t) ex->st.auth_ok,

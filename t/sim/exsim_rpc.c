@@ -725,11 +725,13 @@ on_accept_check(struct xg_ws *ws, const char *path, void *arg)
 
     if (n != strlen("/ws/api/v2") || strncmp(path, "/ws/api/v2", n) != 0) {
         xg_log_info("%s: path %s refused with 404", c->name, path);
+        ex->st.refused++;
         return 404;
     }
     if (ex->refuse) {
         xg_log_info("%s: upgrade refused with %d (control)", c->name,
             ex->refuse);
+        ex->st.refused++;
         return ex->refuse;
     }
     if (ex->o.max_connections > 0
@@ -737,6 +739,7 @@ on_accept_check(struct xg_ws *ws, const char *path, void *arg)
     {
         xg_log_info("%s: %d connections open, refused with 429", c->name,
             ex->o.max_connections);
+        ex->st.refused++;
         return 429;
     }
     return 0;
@@ -749,7 +752,7 @@ on_open(struct xg_ws *ws, void *arg)
 
     c->open = 1;
     c->cod = ex->cod_account;
-    ex->st.connections_total++;
+    ex->st.upgrades++;
     ex->st.connections_open++;
     if (ex->st.connections_open > ex->st.max_concurrent) {
         ex->st.max_concurrent = ex->st.connections_open;
@@ -811,6 +814,7 @@ exsim_conn_accept(evutil_socket_t fd)
     }
     c->id = ++ex->next_conn_id;
     c->fd = fd;
+    ex->st.connections_total++;
     snprintf(c->name, sizeof(c->name), "exsim conn#%llu",
         (unsigned long long) c->id);
     exsim_credits_init(&c->credits);
