@@ -162,9 +162,10 @@ state_clone(const struct xg_book_state *o)
         size_t n = o->side[k].n;
 
         s->side[k].n = n;
-        s->side[k].cap = n;
         if (n > 0) {
-            s->side[k].lv = xg_malloc(n * sizeof(struct xg_book_level));
+            s->side[k].cap = n + n / 8 + 8;
+            s->side[k].lv = xg_malloc(s->side[k].cap
+                * sizeof(struct xg_book_level));
             memcpy(s->side[k].lv, o->side[k].lv,
                 n * sizeof(struct xg_book_level));
         }
@@ -503,8 +504,9 @@ build_side(struct xg_book_side *sd, int side, struct xg_book_op *ops,
         return;
     }
     qsort(ops, n, sizeof(*ops), side ? op_cmp_asks : op_cmp_bids);
-    sd->lv = xg_malloc(n * sizeof(struct xg_book_level));
-    sd->cap = n;
+    /* room for the usual ebb and flow of a book without a realloc */
+    sd->cap = n + n / 8 + 8;
+    sd->lv = xg_malloc(sd->cap * sizeof(struct xg_book_level));
     for (i = 0; i < n; i++) {
         if (i + 1 < n && ops[i + 1].price == ops[i].price) {
             continue;
@@ -558,8 +560,9 @@ apply_side(struct xg_book_side *sd, int side, const struct xg_book_op *ops,
             return -1;
         }
         if (sd->n == sd->cap) {
-            sd->cap = sd->cap ? sd->cap * 2 : 16;
-            sd->lv = xg_realloc(sd->lv, sd->cap * sizeof(struct xg_book_level));
+            sd->cap = sd->cap + sd->cap / 2 + 16;
+            sd->lv = xg_realloc(sd->lv,
+                sd->cap * sizeof(struct xg_book_level));
         }
         memmove(&sd->lv[i + 1], &sd->lv[i],
             (sd->n - i) * sizeof(struct xg_book_level));

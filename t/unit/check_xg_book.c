@@ -646,6 +646,7 @@ START_TEST(test_mark_copy_on_write)
     struct xg_book *b = xg_book_new(CH, INST);
     struct xg_book *same = xg_book_new(CH, INST);
     struct xg_book_state *m, *m2;
+    int i;
     const char *snap = "{\"type\":\"snapshot\",\"instrument_name\":"
         "\"" INST "\",\"change_id\":1,\"bids\":[[\"new\",10,1],[\"new\",9,1]],"
         "\"asks\":[[\"new\",20,1]]}";
@@ -683,6 +684,28 @@ START_TEST(test_mark_copy_on_write)
     xg_book_state_unref(NULL);
     xg_book_free(same);
     xg_book_free(NULL);
+
+    /* copy on write of an empty side, then growth past the slack */
+    b = xg_book_new(CH, INST);
+    ck_assert_int_eq(apply_s(b, "{\"type\":\"snapshot\",\"instrument_name\":"
+        "\"" INST "\",\"change_id\":1,\"bids\":[],\"asks\":[]}"),
+        XG_BOOK_APPLIED);
+    m = xg_book_mark(b);
+    for (i = 0; i < 40; i++) {
+        char d[256];
+
+        snprintf(d, sizeof(d), "{\"type\":\"change\",\"instrument_name\":"
+            "\"" INST "\",\"prev_change_id\":%d,\"change_id\":%d,"
+            "\"bids\":[[\"new\",%d,1]],\"asks\":[[\"new\",%d,2]]}", i + 1,
+            i + 2, 100 - i, 200 + i);
+        ck_assert_int_eq(apply_s(b, d), XG_BOOK_APPLIED);
+    }
+    t = xg_book_bridge(m, b, NULL);
+    ck_assert(strstr(t, "\"bids\":[[\"new\",100,1],[\"new\",99,1],") != NULL);
+    ck_assert(strstr(t, ",[\"new\",239,2]]}}}") != NULL);
+    free(t);
+    xg_book_state_unref(m);
+    xg_book_free(b);
 }
 END_TEST
 
