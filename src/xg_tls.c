@@ -6,16 +6,112 @@
 #include "xg_log.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 static const unsigned char alpn_http11[] = "\x08http/1.1";
 
+/*
+ * Client contexts are cached: loading the system store costs about 100 ms
+ * with OpenSSL 3.0 (its decoders are slow), far too long to block the
+ * loop on every reconnect. An entry is keyed by the CA file and its
+ * identity on disk, so a replaced file is loaded again.
+ */
+#define TLS_CACHE_SIZE 8
+
+struct tls_cache_entry {
+    char      *ca_file;     /* NULL: the system store */
+    dev_t      dev;
+    ino_t      ino;
+    off_t      size;
+    time_t     mtime;
+    SSL_CTX   *ctx;
+    uint64_t   used;
+};
+
+static struct tls_cache_entry tls_cache[TLS_CACHE_SIZE];
+static uint64_t tls_cache_clock;
+
+static SSL_CTX *tls_client_ctx_new(const char *ca_file, char *err,
+    size_t errlen);
+
 SSL_CTX *
 xg_tls_client_ctx(const char *ca_file, char *err, size_t errlen)
+{
+    struct tls_cache_entry *e, *victim;
+    struct stat st;
+    SSL_CTX *ctx;
+    size_t i;
+
+    memset(&st, 0, sizeof(st));
+    if (ca_file != NULL && stat(ca_file, &st) != 0) {
+        snprintf(err, errlen, "cannot load %s: %s", ca_file, strerror(errno));
+        return NULL;
+    }
+    victim = &tls_cache[0];
+    for (i = 0; i < TLS_CACHE_SIZE; i++) {
+        e = &tls_cache[i];
+        if (e->ctx != NULL
+            && ((ca_file == NULL && e->ca_file == NULL)
+                || (ca_file != NULL && e->ca_file != NULL
+                    && strcmp(ca_file, e->ca_file) == 0)))
+        {
+            if (e->dev == st.st_dev && e->ino == st.st_ino
+                && e->size == st.st_size && e->mtime == st.st_mtime)
+            {
+                e->used = ++tls_cache_clock;
+                SSL_CTX_up_ref(e->ctx);
+                return e->ctx;
+            }
+            victim = e;     /* the file changed: replace this entry */
+            break;
+        }
+        if (e->ctx == NULL || e->used < victim->used) {
+            victim = e;
+        }
+    }
+    ctx = tls_client_ctx_new(ca_file, err, errlen);
+    if (ctx == NULL) {
+        return NULL;
+    }
+    if (victim->ctx != NULL) {
+        SSL_CTX_free(victim->ctx);
+    }
+    free(victim->ca_file);
+    victim->ca_file = ca_file ? xg_strdup(ca_file) : NULL;
+    victim->dev = st.st_dev;
+    victim->ino = st.st_ino;
+    victim->size = st.st_size;
+    victim->mtime = st.st_mtime;
+    victim->ctx = ctx;
+    victim->used = ++tls_cache_clock;
+    SSL_CTX_up_ref(ctx);
+    return ctx;
+}
+
+void
+xg_tls_cleanup(void)
+{
+    size_t i;
+
+    for (i = 0; i < TLS_CACHE_SIZE; i++) {
+        if (tls_cache[i].ctx != NULL) {
+            SSL_CTX_free(tls_cache[i].ctx);
+        }
+        free(tls_cache[i].ca_file);
+        memset(&tls_cache[i], 0, sizeof(tls_cache[i]));
+    }
+}
+
+static SSL_CTX *
+tls_client_ctx_new(const char *ca_file, char *err, size_t errlen)
 {
     SSL_CTX *ctx;
     int ok;

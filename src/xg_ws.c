@@ -1342,7 +1342,6 @@ xg_ws_connect(struct event_base *base, struct evdns_base *dns,
     }
     snprintf(ws->peer, sizeof(ws->peer), "%s:%u", url->host, url->port);
     ws->state = XG_WS_CONNECTING;
-    timer_add_ms(ws->ev_deadline, ws->opts.connect_timeout_ms);
     xg_log_info("%s: connecting to %s://%s:%u%s", ws->name,
         url->tls ? "wss" : "ws", url->host, url->port, url->path);
     if (xg_wsproto_make_key(ws->key) != XG_OK) {
@@ -1360,7 +1359,10 @@ xg_ws_connect(struct event_base *base, struct evdns_base *dns,
             ws_fail(ws, 0, "tls: %s", err);
             return ws;
         }
+        /* The first load of a trust store is slow: start the clock after. */
+        event_base_update_cache_time(ws->base);
     }
+    timer_add_ms(ws->ev_deadline, ws->opts.connect_timeout_ms);
     ws_resolve(ws);
     return ws;
 }

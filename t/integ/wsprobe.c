@@ -367,5 +367,6 @@ main(int argc, char **argv)
         rc = 2;
     }
     event_base_free(base);
+    xg_tls_cleanup();
     return rc;
 }

@@ -5,6 +5,7 @@
  */
 #include "xg_core.h"
 #include "xg_log.h"
+#include "xg_tls.h"
 #include "xg_ws.h"
 #include "xg_wsproto.h"
 
@@ -564,7 +565,8 @@ raw_server_accept(int lfd, const struct xg_ws_opts *o, char *key)
     getsockname(lfd, (struct sockaddr *) &sin, &sl);
     port = ntohs(sin.sin_port);
     connect_client(o, port, "/feed");
-    RUN_UNTIL(xg_ws_state(cli.ws) == XG_WS_HANDSHAKE || cli.downs, 2000);
+    RUN_UNTIL(cli.downs || xg_ws_state(cli.ws) == XG_WS_HANDSHAKE, 2000);
+    ck_assert_msg(cli.downs == 0, "%s", cli.reason);
     fd = accept(lfd, NULL, NULL);
     ck_assert_int_ge(fd, 0);
     r = raw_new(fd);
@@ -1225,7 +1227,8 @@ START_TEST(test_tls_deadline_and_eof)
     make_url(&u, port, "/ws");
     u.tls = 1;
     cli.ws = xg_ws_connect(base, NULL, &u, &o, &cbs, &cli);
-    RUN_UNTIL(xg_ws_state(cli.ws) == XG_WS_TLS || cli.downs, 2000);
+    RUN_UNTIL(cli.downs || xg_ws_state(cli.ws) == XG_WS_TLS, 2000);
+    ck_assert_msg(cli.downs == 0, "%s", cli.reason);
     ck_assert_int_eq(xg_ws_state(cli.ws), XG_WS_TLS);
     fd = accept(lfd, NULL, NULL);       /* and never answer the hello */
     RUN_UNTIL(cli.downs, 2000);
@@ -1234,7 +1237,8 @@ START_TEST(test_tls_deadline_and_eof)
     memset(&cli, 0, sizeof(cli));
     o.connect_timeout_ms = 2000;
     cli.ws = xg_ws_connect(base, NULL, &u, &o, &cbs, &cli);
-    RUN_UNTIL(xg_ws_state(cli.ws) == XG_WS_TLS || cli.downs, 2000);
+    RUN_UNTIL(cli.downs || xg_ws_state(cli.ws) == XG_WS_TLS, 2000);
+    ck_assert_msg(cli.downs == 0, "%s", cli.reason);
     fd = accept(lfd, NULL, NULL);
     send(fd, "HTTP/1.1 400 Bad Request\r\n\r\n", 28, MSG_NOSIGNAL);
     close(fd);                          /* not tls at all */
@@ -1335,5 +1339,6 @@ main(void)
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    xg_tls_cleanup();
     return failed == 0 ? 0 : 1;
 }
