@@ -34,7 +34,9 @@ def test():
             watch = await authed(sim)
             await watch.result("private/subscribe",
                                {"channels": ["user.orders.%s.raw" % I,
-                                             "user.trades.future.BTC.100ms"]})
+                                             "user.trades.future.BTC.100ms",
+                                             "user.changes.any.any.raw",
+                                             "user.portfolio.BTC"]})
             a = await authed(sim)
             ob = await a.result("public/get_order_book",
                                 {"instrument_name": I, "depth": 5})
@@ -94,15 +96,31 @@ def test():
             check(sim.stats()["orders_open"] == 2, "orders_open")
 
             # a taker: a market buy fills at once against the asks
+            await asyncio.sleep(0.2)
+            while not watch.notes.empty():
+                watch.notes.get_nowait()
             m = await a.result("private/buy", {"instrument_name": I,
                                                "amount": 10,
                                                "type": "market"})
             check(m["order"]["order_state"] == "filled" and m["trades"]
                   and m["trades"][0]["price"] == ask
                   and m["trades"][0]["liquidity"] == "T", "market %r" % m)
-            n = await watch.note("user.trades.future.BTC.100ms")
-            check(n["params"]["data"][0]["order_id"]
-                  == m["order"]["order_id"], "user.trades %r" % n)
+            await asyncio.sleep(0.3)
+            got = {}
+            while not watch.notes.empty():
+                n = watch.notes.get_nowait()
+                got.setdefault(n["params"]["channel"], n["params"]["data"])
+            d = got.get("user.trades.future.BTC.100ms")
+            check(d and d[0]["order_id"] == m["order"]["order_id"],
+                  "user.trades %r" % got)
+            d = got.get("user.changes.any.any.raw")
+            check(d and d["orders"][0]["order_id"] == m["order"]["order_id"]
+                  and d["trades"] and d["positions"][0]["size"] == 10
+                  and d["instrument_name"] == I, "user.changes %r" % d)
+            d = got.get("user.portfolio.BTC")
+            check(d and d["currency"] == "BTC", "portfolio %r" % got)
+            d = got.get("user.orders.%s.raw" % I)
+            check(d and d["order_state"] == "filled", "user.orders %r" % d)
             ob2 = await a.result("public/get_order_book",
                                  {"instrument_name": I, "depth": 1})
             check(ob2["change_id"] > ob["change_id"], "book consumed")

@@ -310,7 +310,6 @@ ctl_command(struct exsim_ctl *k, char *line)
 {
     char *save = NULL, *cmd = strtok_r(line, " \t\r", &save);
     char *a1 = strtok_r(NULL, " \t\r", &save);
-    char *rest = save ? save + strspn(save, " \t") : NULL;
     struct exsim_conn *c;
     long n;
     int v;
@@ -335,7 +334,6 @@ ctl_command(struct exsim_ctl *k, char *line)
     if (strcmp(cmd, "close") == 0) {
         char *reason = strtok_r(NULL, "\r", &save);
 
-        (void) rest;
         if (parse_long(a1, 1000, 4999, &n) != 0 || n == 1004 || n == 1005
             || n == 1006 || n == 1015)
         {

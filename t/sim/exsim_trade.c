@@ -192,10 +192,10 @@ user_publish(const struct exsim_order *o, json_t *trades)
                 exsim_publish(ch, json_deep_copy(trades));
             }
         } else if (ch->kind == EXSIM_CH_USER_CHANGES) {
-            exsim_publish(ch, json_pack("{s:s, s:[o], s:O, s:[o]}",
+            exsim_publish(ch, json_pack("{s:s, s:[o], s:o, s:[o]}",
                 "instrument_name", in->name,
                 "orders", order_json(o),
-                "trades", trades ? trades : json_array(),
+                "trades", trades ? json_deep_copy(trades) : json_array(),
                 "positions", position_json(in)));
         }
     }
