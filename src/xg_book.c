@@ -693,6 +693,7 @@ xg_book_apply(struct xg_book *b, const json_t *data)
         b->cur = s;
         b->synced = 1;
         b->st.snapshots++;
+        r = XG_BOOK_SNAPSHOT;
     } else {
         struct xg_book_state *s = b->cur;
         long an[2];

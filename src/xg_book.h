@@ -41,7 +41,11 @@ enum xg_book_kind {
 
 /* The outcome of applying one message. */
 enum xg_book_result {
-    XG_BOOK_APPLIED = 0,    /* applied; forward it to in-sync subscribers */
+    XG_BOOK_APPLIED = 0,    /* a change applied: forward it as is to the
+                               subscribers in sync */
+    XG_BOOK_SNAPSHOT = 3,   /* a snapshot replaced the book: bridge the
+                               subscribers that hold a mark, give the
+                               others the snapshot */
     XG_BOOK_GAP = 1,        /* prev_change_id != last change_id: the book
                                stopped being in sync just now; resync the
                                channel (once) and do not forward */
@@ -101,9 +105,10 @@ void xg_book_set_max_levels(struct xg_book *b, size_t max);
  * makes it in sync. A change applies only when in sync and its
  * prev_change_id equals the last change_id. Levels are
  * [action, price, amount]: `new` and `change` set the level (amount 0
- * removes it, as ccxt does), `delete` removes it. Atomic: on any result
- * but XG_BOOK_APPLIED the levels are unchanged. Logs gaps and errors
- * with the channel name.
+ * removes it, as ccxt does), `delete` removes it. Returns
+ * XG_BOOK_SNAPSHOT or XG_BOOK_APPLIED on success. Atomic: on any other
+ * result the levels are unchanged. Logs gaps and errors with the channel
+ * name.
  */
 enum xg_book_result xg_book_apply(struct xg_book *b, const json_t *data);
 

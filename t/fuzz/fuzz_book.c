@@ -57,11 +57,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     a = xg_book_new(CH, NULL);
     b = xg_book_new(CH, NULL);
     xg_book_set_max_levels(a, 64);
-    if (xg_book_apply_text(a, start, sizeof(start) - 1) != XG_BOOK_APPLIED) {
+    if (xg_book_apply_text(a, start, sizeof(start) - 1) != XG_BOOK_SNAPSHOT) {
         abort();
     }
     t = xg_book_snapshot_text(a, NULL);
-    if (xg_book_apply_notification(b, t, strlen(t)) != XG_BOOK_APPLIED) {
+    if (xg_book_apply_notification(b, t, strlen(t)) != XG_BOOK_SNAPSHOT) {
         abort();
     }
     free(t);

@@ -486,7 +486,7 @@ START_TEST(test_snapshot_then_changes)
         "1554373962454,\"instrument_name\":\"" INST "\",\"change_id\":297217,"
         "\"bids\":[[\"new\",5042.34,30],[\"new\",5041.94,20]],"
         "\"asks\":[[\"new\",5042.64,40],[\"new\",5043.3,40]]}"),
-        XG_BOOK_APPLIED);
+        XG_BOOK_SNAPSHOT);
     ck_assert(xg_book_synced(b));
     ck_assert_uint_eq(xg_book_change_id(b), 297217);
     t = xg_book_snapshot_text(b, NULL);
@@ -526,7 +526,7 @@ START_TEST(test_snapshot_then_changes)
     /* a snapshot without `type` (no prev_change_id) replaces the book */
     ck_assert_int_eq(apply_s(b, "{\"instrument_name\":\"" INST "\","
         "\"change_id\":5,\"bids\":[[\"new\",1,1]],\"asks\":[]}"),
-        XG_BOOK_APPLIED);
+        XG_BOOK_SNAPSHOT);
     t = xg_book_snapshot_text(b, NULL);
     ck_assert(strstr(t, "\"change_id\":5,\"bids\":[[\"new\",1,1]],"
         "\"asks\":[]}") != NULL);
@@ -550,7 +550,7 @@ START_TEST(test_snapshot_duplicates_and_order)
         "\"" INST "\",\"change_id\":1,\"bids\":[[\"new\",10,1],"
         "[\"new\",12,2],[\"new\",11,3],[\"new\",12,4],[\"new\",9,5],"
         "[\"delete\",9,0]],\"asks\":[[\"new\",20,1],[\"new\",15,1],"
-        "[\"new\",15.0,2],[\"new\",17,0]]}"), XG_BOOK_APPLIED);
+        "[\"new\",15.0,2],[\"new\",17,0]]}"), XG_BOOK_SNAPSHOT);
     t = xg_book_snapshot_text(b, NULL);
     ck_assert(strstr(t, "\"bids\":[[\"new\",12,4],[\"new\",11,3],"
         "[\"new\",10,1]],\"asks\":[[\"new\",15.0,2],[\"new\",20,1]]")
@@ -568,7 +568,7 @@ START_TEST(test_anomalies)
 
     ck_assert_int_eq(apply_s(b, "{\"type\":\"snapshot\",\"instrument_name\":"
         "\"" INST "\",\"change_id\":1,\"bids\":[[\"new\",10,1]],"
-        "\"asks\":[[\"new\",20,1]]}"), XG_BOOK_APPLIED);
+        "\"asks\":[[\"new\",20,1]]}"), XG_BOOK_SNAPSHOT);
     /* delete of a missing level: applied as a no-op, counted */
     ck_assert_int_eq(apply_s(b, "{\"type\":\"change\",\"instrument_name\":"
         "\"" INST "\",\"prev_change_id\":1,\"change_id\":2,"
@@ -598,7 +598,7 @@ START_TEST(test_gap)
 
     ck_assert_int_eq(apply_s(b, "{\"type\":\"snapshot\",\"instrument_name\":"
         "\"" INST "\",\"change_id\":10,\"bids\":[[\"new\",10,1]],"
-        "\"asks\":[[\"new\",20,1]]}"), XG_BOOK_APPLIED);
+        "\"asks\":[[\"new\",20,1]]}"), XG_BOOK_SNAPSHOT);
     ck_assert_int_eq(apply_s(b, "{\"type\":\"change\",\"instrument_name\":"
         "\"" INST "\",\"prev_change_id\":10,\"change_id\":11,"
         "\"bids\":[[\"change\",10,2]],\"asks\":[]}"), XG_BOOK_APPLIED);
@@ -620,7 +620,7 @@ START_TEST(test_gap)
     ck_assert_int_eq(apply_s(b, "{\"type\":\"snapshot\",\"timestamp\":77,"
         "\"instrument_name\":\"" INST "\",\"change_id\":20,"
         "\"bids\":[[\"new\",10,5],[\"new\",9,1]],\"asks\":[]}"),
-        XG_BOOK_APPLIED);
+        XG_BOOK_SNAPSHOT);
     t = xg_book_bridge(m, b, NULL);
     ck_assert_str_eq(t, "{\"jsonrpc\":\"2.0\",\"method\":\"subscription\","
         "\"params\":{\"channel\":\"" CH "\",\"data\":{\"type\":\"change\","
@@ -652,8 +652,8 @@ START_TEST(test_mark_copy_on_write)
         "\"asks\":[[\"new\",20,1]]}";
     char *t;
 
-    ck_assert_int_eq(apply_s(b, snap), XG_BOOK_APPLIED);
-    ck_assert_int_eq(apply_s(same, snap), XG_BOOK_APPLIED);
+    ck_assert_int_eq(apply_s(b, snap), XG_BOOK_SNAPSHOT);
+    ck_assert_int_eq(apply_s(same, snap), XG_BOOK_SNAPSHOT);
     m = xg_book_mark(b);
     ck_assert(xg_book_state_equal(m, b));
     ck_assert_int_eq(apply_s(b, "{\"type\":\"change\",\"instrument_name\":"
@@ -689,7 +689,7 @@ START_TEST(test_mark_copy_on_write)
     b = xg_book_new(CH, INST);
     ck_assert_int_eq(apply_s(b, "{\"type\":\"snapshot\",\"instrument_name\":"
         "\"" INST "\",\"change_id\":1,\"bids\":[],\"asks\":[]}"),
-        XG_BOOK_APPLIED);
+        XG_BOOK_SNAPSHOT);
     m = xg_book_mark(b);
     for (i = 0; i < 40; i++) {
         char d[256];
@@ -732,7 +732,7 @@ START_TEST(test_notification)
     ck_assert_int_eq(xg_book_apply_notification(b, other, strlen(other)),
         XG_BOOK_ERROR);
     ck_assert_int_eq(xg_book_apply_notification(b, ok, strlen(ok)),
-        XG_BOOK_APPLIED);
+        XG_BOOK_SNAPSHOT);
     ck_assert_uint_eq(xg_book_change_id(b), 3);
     xg_book_free(b);
 }
@@ -815,7 +815,7 @@ START_TEST(test_malformed)
 
     ck_assert_int_eq(apply_s(b, "{\"type\":\"snapshot\",\"instrument_name\":"
         "\"" INST "\",\"change_id\":1,\"bids\":[[\"new\",10,1]],"
-        "\"asks\":[[\"new\",20,1]]}"), XG_BOOK_APPLIED);
+        "\"asks\":[[\"new\",20,1]]}"), XG_BOOK_SNAPSHOT);
     before = xg_book_snapshot_text(b, NULL);
     for (i = 0; i < XG_NELEM(bad); i++) {
         ck_assert_msg(apply_s(b, bad[i]) == XG_BOOK_ERROR, "accepted #%zu: "
@@ -869,7 +869,7 @@ START_TEST(test_huge)
     free(d);
     d = big_side_data("{\"type\":\"snapshot\",\"instrument_name\":\"" INST
         "\",\"change_id\":1,", XG_BOOK_MAX_LEVELS_DEFAULT, 1);
-    ck_assert_int_eq(apply_s(b, d), XG_BOOK_APPLIED);
+    ck_assert_int_eq(apply_s(b, d), XG_BOOK_SNAPSHOT);
     free(d);
     xg_book_stats(b, &st);
     ck_assert_uint_eq(st.nbids, XG_BOOK_MAX_LEVELS_DEFAULT);
@@ -878,7 +878,7 @@ START_TEST(test_huge)
     xg_book_set_max_levels(b, 100);
     d = big_side_data("{\"type\":\"snapshot\",\"instrument_name\":\"" INST
         "\",\"change_id\":1,", 95, 1);
-    ck_assert_int_eq(apply_s(b, d), XG_BOOK_APPLIED);
+    ck_assert_int_eq(apply_s(b, d), XG_BOOK_SNAPSHOT);
     free(d);
     d = big_side_data(HDR, 6, 1000);
     ck_assert_int_eq(apply_s(b, d), XG_BOOK_ERROR);
@@ -935,7 +935,7 @@ START_TEST(test_number_text)
         "\"" INST "\",\"change_id\":1,\"bids\":[[\"new\",50000.0,9.8],"
         "[\"new\",5042.34,30],[\"new\",0.1,2.5],[\"new\",-0.0,1]],"
         "\"asks\":[[\"new\",50002.5,0.3],[\"new\",1e22,1e-7],"
-        "[\"new\",9007199254740993,1]]}"), XG_BOOK_APPLIED);
+        "[\"new\",9007199254740993,1]]}"), XG_BOOK_SNAPSHOT);
     t = xg_book_snapshot_text(b, NULL);
     ck_assert_msg(strstr(t, "\"bids\":[[\"new\",50000.0,9.8],"
         "[\"new\",5042.34,30],[\"new\",0.1,2.5],[\"new\",0.0,1]]") != NULL,
@@ -987,7 +987,7 @@ START_TEST(test_number_roundtrip)
         }
         fprintf(f, "],\"asks\":[]}");
         fclose(f);
-        ck_assert_int_eq(apply_s(b, out), XG_BOOK_APPLIED);
+        ck_assert_int_eq(apply_s(b, out), XG_BOOK_SNAPSHOT);
         free(out);
         t = xg_book_snapshot_text(b, NULL);
         root = json_loads(t, 0, NULL);
@@ -1065,7 +1065,7 @@ START_TEST(test_bridge_walk)
     rng_state = 0x1234567ULL * (uint64_t) (_i + 1) + 77;
     gen_init(g, 504234 + rnd(1000) * 100);
     d = gen_snapshot(g);
-    ck_assert_int_eq(apply_s(b, d), XG_BOOK_APPLIED);
+    ck_assert_int_eq(apply_s(b, d), XG_BOOK_SNAPSHOT);
     m = wrap(d);
     subs[0].c = xg_calloc(1, sizeof(struct cli));
     strcpy(subs[0].name, "client0");
@@ -1156,7 +1156,7 @@ START_TEST(test_bridge_walk)
             }
             ck_assert(xg_book_snapshot_text(b, NULL) == NULL);
             d = gen_snapshot(g);
-            ck_assert_int_eq(apply_s(b, d), XG_BOOK_APPLIED);
+            ck_assert_int_eq(apply_s(b, d), XG_BOOK_SNAPSHOT);
             free(d);
             /* every subscriber bridged from what it saw (frozen ones too) */
             for (i = 0; i < NCLI; i++) {
