@@ -137,6 +137,19 @@ class Bench:
             self.procs.remove(p)
         return p.returncode
 
+    def sanitizer_reports(self):
+        """Names of the stderr files (and the exgate log) in which a
+        sanitizer build reported something."""
+        bad = []
+        for name in sorted(os.listdir(self.tmp)):
+            if not name.endswith((".err", ".log")):
+                continue
+            with open(os.path.join(self.tmp, name), errors="replace") as f:
+                text = f.read()
+            if "Sanitizer" in text or "runtime error:" in text:
+                bad.append(name)
+        return bad
+
     def close(self):
         for p in list(reversed(self.procs)):
             self.stop(p, 3)
@@ -398,7 +411,7 @@ class Bench:
         if self.start_nginx():
             systems.append("nginx")
         ns = [2] if self.a.smoke else [1, 10, 100, 1000]
-        rates = [0, 1000] if self.a.smoke else [0, 1000, 10000]
+        rates = [1000] if self.a.smoke else [0, 1000, 10000]
         for n in ns:
             for rate in rates:
                 for system in systems:
@@ -425,9 +438,10 @@ class Bench:
 
     def restore(self):
         ks = [1] if self.a.smoke else [1, 100, 1000]
-        # a tick of 5 ms: every channel publishes within 5 ms of its
-        # subscription (part of the time measured)
-        self.control("rate 200")
+        # a slow steady rate shows every channel flowing before each drop;
+        # during the restore the client asks exsim for one message on every
+        # subscribed channel each millisecond (`burst 1`)
+        self.control("rate 10")
         for k in ks:
             r = self.client(self.gate_url, 1, [
                 "--mode", "restore", "--channels", str(k), "--control",
@@ -435,7 +449,7 @@ class Bench:
                 None, "restore k=%d" % k)
             cyc = r.get("cycles", [])
             out = {"scenario": "restore", "system": "exgate", "channels": k,
-                   "rate": 200, "cycles": cyc, "ok": r.get("ok"),
+                   "rate": 10, "cycles": cyc, "ok": r.get("ok"),
                    "from_drop_ms_max": max((c["from_drop_ms"] for c in cyc),
                                            default=None),
                    "from_open_ms_max": max((c["from_open_ms"] for c in cyc),
@@ -699,6 +713,14 @@ def main():
             if rc not in (0, None):
                 b.note("exgate exited with %s: %s" % (rc, b.gate_log(5)))
                 failed = True
+        for p in list(b.procs):
+            b.stop(p, 5)
+        bad = b.sanitizer_reports()
+        if bad:
+            b.note("sanitizer reports in %s (kept in %s)" % (
+                ", ".join(bad), b.tmp))
+            os.environ["XG_KEEP_TMP"] = "1"
+            failed = True
         b.close()
     targets = b.targets()
     for t in targets:
