@@ -82,7 +82,7 @@ static const char *const state_names[] = {
     "open", "stopping"
 };
 
-static void up_connect(struct xg_upstream *up);
+static void up_connect(struct xg_upstream *up, const char *reason);
 static void up_failed(struct xg_upstream *up, const char *reason,
     int http_status, int retry_after_s);
 
@@ -299,19 +299,19 @@ static void
 up_on_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct xg_upstream *up = arg;
+    const char *why = NULL;
 
     if (up->stopping) {
         return;
     }
     if (up->state == XG_UP_OPEN) {
         xg_reconnect_trial(&up->rc);
-        xg_log_info("upstream %s: breaker cool-down over, one trial "
-            "connection", up->conf->name);
+        why = "breaker half-open: one trial";
     }
     if (up->conn_id > 0) {
         up->reconnect_attempts++;
     }
-    up_connect(up);
+    up_connect(up, why);
 }
 
 /*
@@ -524,9 +524,12 @@ up_failed(struct xg_upstream *up, const char *reason, int http_status,
     timer_arm(up->ev_retry, d.delay_ms);
 }
 
-/* Starts one connection attempt: the only place that calls xg_ws_connect. */
+/*
+ * Starts one connection attempt, for REASON (may be NULL): the only place
+ * that calls xg_ws_connect.
+ */
 static void
-up_connect(struct xg_upstream *up)
+up_connect(struct xg_upstream *up, const char *reason)
 {
     struct xg_ws_opts opts;
 
@@ -559,7 +562,7 @@ up_connect(struct xg_upstream *up)
     opts.nheaders = up->conf->nheaders;
     opts.log_name = up->log_name;
 
-    up_set_state(up, XG_UP_CONNECTING, NULL, -1, NULL);
+    up_set_state(up, XG_UP_CONNECTING, reason, -1, NULL);
     timer_arm(up->ev_deadline,
         up->conf->connect_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
     /* Failures found at once come back through on_down, later. */

@@ -55,6 +55,8 @@ def body(h):
           "connected while the breaker was open")
     u = h.wait_up(lambda u: u["connection_id"] == 4 and u["state"] == "open",
                   3, "half-open trial refused -> open again")
+    check(h.log_lines(r"upstream sim#4: open -> connecting \(breaker "
+                      r"half-open: one trial\)"), "no half-open trial line")
     check(h.log_lines(r"upstream sim#4: \w+ -> open \(.*503.*\), retry in "
                       r"1500ms"), "trial failure did not reopen the breaker")
 
