@@ -43,7 +43,7 @@ SIZE = 300                      # bytes per bench message
 # upstream carries one stream and memory stays bounded (exgate's output
 # limit, raw's pause), so they go up to 1M.
 RATE_CAP = {"direct": 300_000, "nginx": 300_000, "raw": 1_000_000,
-            "exgate": 1_000_000}
+            "exgate": 1_000_000, "exgate-tcp": 1_000_000}
 
 
 class BenchError(Exception):
@@ -219,6 +219,7 @@ class Bench:
 
     def start_gate(self):
         self.gate_port = free_port()
+        self.gate_tcp_port = free_port()
         self.admin_port = free_port()
         conf = os.path.join(self.tmp, "exgate.conf")
         with open(conf, "w") as f:
@@ -233,9 +234,10 @@ class Bench:
                 "}\n"
                 "listen 127.0.0.1:%d websocket upstream=sim "
                 "max_clients=20000;\n"
+                "listen 127.0.0.1:%d tcp upstream=sim max_clients=20000;\n"
                 "admin 127.0.0.1:%d;\n"
                 % (os.path.join(self.tmp, "exgate.log"), self.ws_url,
-                   self.gate_port, self.admin_port))
+                   self.gate_port, self.gate_tcp_port, self.admin_port))
         p = self.spawn("exgate", [self.bin["exgate"], "-c", conf], 1)
         self.gate = p
         self.gate_url = "ws://127.0.0.1:%d/ws/api/v2" % self.gate_port
@@ -369,6 +371,9 @@ class Bench:
             url, pids = self.ws_url, [self.exsim.pid]
         elif system == "exgate":
             url, pids = self.gate_url, [self.gate.pid]
+        elif system == "exgate-tcp":
+            url = "tcp://127.0.0.1:%d" % self.gate_tcp_port
+            pids = [self.gate.pid]
         elif system == "nginx":
             url, pids = self.nginx_url, [self.nginx.pid]
         else:
@@ -407,7 +412,7 @@ class Bench:
         self.emit(out)
 
     def fanout(self):
-        systems = ["direct", "raw", "exgate"]
+        systems = ["direct", "raw", "exgate", "exgate-tcp"]
         if self.start_nginx():
             systems.append("nginx")
         ns = [2] if self.a.smoke else [1, 10, 100, 1000]
@@ -544,7 +549,7 @@ class Bench:
             out.append("fan-out, %d-byte messages (latency in us: flat out vs "
                        "the embedded send time, fixed rates vs the intended "
                        "send time)" % SIZE)
-            hdr = ("%-7s %5s %6s %11s %9s %9s %9s %9s %10s %5s %6s"
+            hdr = ("%-10s %5s %6s %11s %9s %9s %9s %9s %10s %5s %6s"
                    % ("system", "N", "rate", "deliv/s", "cpu s/M", "p50",
                       "p99", "p99.9", "max", "gaps", "closed"))
             out.append(hdr)
@@ -552,7 +557,7 @@ class Bench:
             for r in fan:
                 lat = r.get("lat_us") or {}
                 cpu = r.get("sut_cpu_s_per_m")
-                out.append("%-7s %5d %6s %11s %9s %9s %9s %9s %10s %5s %6s" % (
+                out.append("%-10s %5d %6s %11s %9s %9s %9s %9s %10s %5s %6s" % (
                     r["system"], r["clients"],
                     "flat" if not r["rate"] else "%dk" % (r["rate"] // 1000),
                     r.get("deliveries_per_s", "-") if r.get("ok") is not False
