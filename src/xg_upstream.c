@@ -109,6 +109,27 @@ up_rand(void *arg)
     return r;
 }
 
+/*
+ * Copies SRC into DST (SIZE bytes); when it must cut, it cuts before a
+ * UTF-8 character rather than inside one, so a long reason stays valid
+ * text for a close frame and for JSON.
+ */
+static void
+up_copy_text(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+
+    if (n >= size) {
+        n = size - 1;
+        /* Back off over continuation bytes to the character's start. */
+        while (n > 0 && ((unsigned char) src[n] & 0xc0) == 0x80) {
+            n--;
+        }
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static void
 up_set_log_name(struct xg_upstream *up)
 {
@@ -334,7 +355,7 @@ up_abort(struct xg_upstream *up, const char *reason)
         if (up->old_ws != NULL) {
             xg_ws_free(up->old_ws);
         }
-        snprintf(why, sizeof(why), "%s", reason);
+        up_copy_text(why, sizeof(why), reason);
         up->old_ws = ws;
         xg_ws_close(ws, 1001, why);
     } else {
@@ -467,7 +488,7 @@ up_failed(struct xg_upstream *up, const char *reason, int http_status,
 
     /* REASON may live in the transport only for this call: copy it. */
     if (reason != up->last_error) {
-        snprintf(up->last_error, sizeof(up->last_error), "%s", reason);
+        up_copy_text(up->last_error, sizeof(up->last_error), reason);
     }
     reason = up->last_error;
     evtimer_del(up->ev_deadline);
@@ -756,6 +777,30 @@ up_url(const struct xg_upstream *up, char *buf, size_t len)
         v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, (int) plen, u->path);
 }
 
+/*
+ * A JSON string for S, which came from the network (a close reason) and
+ * may not be UTF-8: jansson refuses such text, so bytes outside printable
+ * ASCII become '?' then.
+ */
+static json_t *
+up_json_text(const char *s)
+{
+    char buf[sizeof(((struct xg_upstream *) 0)->last_error)];
+    json_t *j = json_string(s);
+    size_t i;
+
+    if (j != NULL) {
+        return j;
+    }
+    snprintf(buf, sizeof(buf), "%s", s);
+    for (i = 0; buf[i] != '\0'; i++) {
+        if ((unsigned char) buf[i] < 0x20 || (unsigned char) buf[i] > 0x7e) {
+            buf[i] = '?';
+        }
+    }
+    return json_string(buf);
+}
+
 /* See xg_upstream.h. */
 json_t *
 xg_upstream_status(const struct xg_upstream *up)
@@ -784,7 +829,7 @@ xg_upstream_status(const struct xg_upstream *up)
     json_object_set_new(o, "breaker", json_string(
         xg_reconnect_breaker_name(&up->rc)));
     json_object_set_new(o, "last_error", up->last_error[0]
-        ? json_string(up->last_error) : json_null());
+        ? up_json_text(up->last_error) : json_null());
     json_object_set_new(o, "state_since_s",
         json_real((double) (now - up->state_since_ms) / 1000.0));
     if ((up->state == XG_UP_DOWN || up->state == XG_UP_OPEN)
@@ -840,7 +885,7 @@ xg_upstream_fail(struct xg_upstream *up, const char *reason)
         return;
     }
     /* REASON may point into the module's memory, freed by on_down. */
-    snprintf(copy, sizeof(copy), "%s", reason ? reason : "protocol failure");
+    up_copy_text(copy, sizeof(copy), reason ? reason : "protocol failure");
     up_abort(up, copy);
     up_failed(up, copy, 0, -1);
 }

@@ -141,6 +141,7 @@ struct tp {
 };
 
 static enum tp_mode tp_mode;
+static const char *tp_fail_reason;
 static struct tp *tp_last;
 
 static void *
@@ -187,7 +188,7 @@ tp_on_message(void *p, const unsigned char *data, size_t len)
     } else if (tp_mode == TP_FAIL_ON_BAD && len == 3
         && memcmp(data, "bad", 3) == 0)
     {
-        xg_upstream_fail(t->up, "heartbeat missed");
+        xg_upstream_fail(t->up, tp_fail_reason);
     }
 }
 
@@ -259,6 +260,7 @@ setup(void)
     tick = event_new(base, -1, EV_PERSIST, loop_wake, NULL);
     event_add(tick, &tv);
     tp_mode = TP_RESTORE_ON_REPLY;
+    tp_fail_reason = "heartbeat missed";
     stopped_calls = 0;
     mc = NULL;
     up = NULL;
@@ -414,6 +416,36 @@ START_TEST(fail_from_module)
     ck_assert_int_eq(srv.conns[0].close_code, 1001);
     ck_assert_ptr_nonnull(strstr(srv.conns[0].reason, "heartbeat missed"));
     ck_assert_int_eq(srv.max_live, 1);
+}
+END_TEST
+
+START_TEST(long_utf8_reason_stays_json)
+{
+    static char reason[600];
+    const char *le;
+    int i;
+
+    /* 300 two-byte characters: cut at 255 bytes, mid-character. */
+    for (i = 0; i < 300; i++) {
+        memcpy(reason + 2 * i, "\xc3\xa9", 2);
+    }
+    reason[600 - 1] = '\0';
+    tp_fail_reason = reason;
+    tp_mode = TP_FAIL_ON_BAD;
+    srv.greeting = "bad";
+    make_up(srv.port, "reconnect fixed { delay 10s; }", 0);
+    xg_upstream_start(up);
+    run_until(second_conn, 500);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_DOWN);
+    le = json_string_value(status_field("last_error"));
+    ck_assert_ptr_nonnull(le);
+    ck_assert_uint_gt(strlen(le), 100);
+    /* Cut between characters, not replaced: still the original text. */
+    ck_assert_int_eq(strncmp(le, "\xc3\xa9\xc3\xa9", 4), 0);
+    ck_assert_ptr_null(strchr(le, '?'));
+    /* The close reason (<= 123 bytes) was valid UTF-8 for the peer too. */
+    run_for(50);
+    ck_assert_int_eq(srv.conns[0].close_code, 1001);
 }
 END_TEST
 
@@ -657,6 +689,7 @@ upstream_suite(void)
     tcase_add_test(tc, restoring_then_ready);
     tcase_add_test(tc, restore_timeout_reconnects);
     tcase_add_test(tc, fail_from_module);
+    tcase_add_test(tc, long_utf8_reason_stays_json);
     tcase_add_test(tc, server_close_reconnects);
     tcase_add_test(tc, stable_timer_resets_backoff);
     tcase_add_test(tc, stop_sends_logout_then_1000);
