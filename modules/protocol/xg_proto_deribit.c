@@ -21,6 +21,7 @@
 #include "xg_core.h"
 #include "xg_client.h"
 #include "xg_conf.h"
+#include "xg_book.h"
 #include "xg_jscan.h"
 #include "xg_log.h"
 #include "xg_proto.h"
@@ -963,62 +964,27 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
 
 /*
  * For `book.INSTRUMENT.INTERVAL` channels (the ones with snapshot/change
- * chains) the gateway keeps the book, so that every client sees one
- * unbroken chain whatever happens upstream (DESIGN.md §3a): a late joiner
- * gets a snapshot built from it; after a restore (or a gap, detected once
- * here) subscribers that already hold the book get one bridging `change`
- * from the book they have to the exchange's new snapshot, with
- * `prev_change_id` = the last `change_id` they saw; clients that joined
+ * chains) the gateway keeps the book (src/xg_book.c), so that every
+ * client sees one unbroken chain whatever happens upstream (DESIGN.md
+ * §3a): a late joiner gets a snapshot built from it; after a restore (or
+ * a gap, detected once here) subscribers that already hold the book get
+ * one bridging `change` from the book they have (a mark taken when the
+ * chain broke) to the exchange's new snapshot; clients that joined
  * meanwhile get the snapshot itself. These messages are parsed with
- * jansson (6-10 us each); other channels are only scanned.
+ * jansson; other channels are only scanned.
  */
 
-struct dr_level {
-    double  px;
-    json_t *price;      /* as the exchange wrote them */
-    json_t *amount;
-};
-
-struct dr_side {
-    struct dr_level *lv;
-    size_t           n, cap;
-    int              desc;  /* bids: best (highest) first */
-};
-
 struct dr_book {
-    struct dr_side      bids, asks;
-    json_int_t          change_id;
-    char               *instrument;
-    int                 have;       /* a snapshot was applied */
-    int                 resync;     /* waiting for a new snapshot */
-    struct dr_client  **need;       /* joined with no book yet */
-    size_t              nneed, need_cap;
+    struct xg_book        *book;
+    struct xg_book_state  *mark;     /* what in-sync clients hold */
+    struct dr_client     **need;     /* joined with no book yet */
+    size_t                 nneed, need_cap;
 };
 
 static int
 dr_is_book_channel(const char *name)
 {
-    int dots = 0;
-
-    if (strncmp(name, "book.", 5) != 0) {
-        return 0;
-    }
-    for (; *name; name++) {
-        dots += *name == '.';
-    }
-    return dots == 2;
-}
-
-static void
-dr_side_clear(struct dr_side *sd)
-{
-    size_t i;
-
-    for (i = 0; i < sd->n; i++) {
-        json_decref(sd->lv[i].price);
-        json_decref(sd->lv[i].amount);
-    }
-    sd->n = 0;
+    return xg_book_channel_kind(name) == XG_BOOK_DELTA;
 }
 
 static void
@@ -1026,11 +992,8 @@ dr_book_free(void *p)
 {
     struct dr_book *b = p;
 
-    dr_side_clear(&b->bids);
-    dr_side_clear(&b->asks);
-    free(b->bids.lv);
-    free(b->asks.lv);
-    free(b->instrument);
+    xg_book_state_unref(b->mark);
+    xg_book_free(b->book);
     free(b->need);
     free(b);
 }
@@ -1039,186 +1002,31 @@ static struct dr_book *
 dr_book_get(struct xg_reg_channel *ch)
 {
     struct dr_book *b;
+    struct xg_book *bk;
 
     if (ch->ext != NULL || !dr_is_book_channel(ch->name)) {
         return ch->ext;
     }
+    bk = xg_book_new(ch->name, NULL);
+    if (bk == NULL) {
+        return NULL;
+    }
     b = xg_calloc(1, sizeof(*b));
-    b->bids.desc = 1;
+    b->book = bk;
     ch->ext = b;
     return b;
 }
 
-/* Index of PX in SD, or where it would go (*FOUND says which). */
-static size_t
-dr_side_find(const struct dr_side *sd, double px, int *found)
-{
-    size_t lo = 0, hi = sd->n;
-
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        double m = sd->lv[mid].px;
-
-        if (m == px) {
-            *found = 1;
-            return mid;
-        }
-        if (sd->desc ? m > px : m < px) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    *found = 0;
-    return lo;
-}
-
-/* Applies one [action, price, amount] level (or a [price, amount] pair). */
+/* The chain broke (upstream down, or a gap): remember what clients hold. */
 static void
-dr_side_apply(struct dr_side *sd, json_t *lvl)
+dr_book_break(struct dr_book *b)
 {
-    json_t *price, *amount;
-    const char *action = NULL;
-    size_t i;
-    int found;
-    double px;
-
-    if (json_array_size(lvl) == 3) {
-        action = json_string_value(json_array_get(lvl, 0));
-        price = json_array_get(lvl, 1);
-        amount = json_array_get(lvl, 2);
-    } else if (json_array_size(lvl) == 2) {
-        price = json_array_get(lvl, 0);
-        amount = json_array_get(lvl, 1);
-    } else {
-        return;
+    /* a gap has already unsynced the book; its levels are still the
+       last ones clients got (apply is atomic). NULL: never had any. */
+    if (b->mark == NULL) {
+        b->mark = xg_book_mark(b->book);
     }
-    if (!json_is_number(price) || !json_is_number(amount)) {
-        return;
-    }
-    px = json_number_value(price);
-    i = dr_side_find(sd, px, &found);
-    if ((action != NULL && strcmp(action, "delete") == 0)
-        || json_number_value(amount) == 0) {
-        if (found) {
-            json_decref(sd->lv[i].price);
-            json_decref(sd->lv[i].amount);
-            memmove(&sd->lv[i], &sd->lv[i + 1],
-                (sd->n - i - 1) * sizeof(*sd->lv));
-            sd->n--;
-        }
-        return;
-    }
-    if (found) {
-        json_decref(sd->lv[i].amount);
-        sd->lv[i].amount = json_incref(amount);
-        return;
-    }
-    if (sd->n == sd->cap) {
-        sd->cap = sd->cap ? sd->cap * 2 : 64;
-        sd->lv = xg_realloc(sd->lv, sd->cap * sizeof(*sd->lv));
-    }
-    memmove(&sd->lv[i + 1], &sd->lv[i], (sd->n - i) * sizeof(*sd->lv));
-    sd->lv[i].px = px;
-    sd->lv[i].price = json_incref(price);
-    sd->lv[i].amount = json_incref(amount);
-    sd->n++;
-}
-
-static void
-dr_side_load(struct dr_side *sd, json_t *levels)
-{
-    size_t i;
-
-    dr_side_clear(sd);
-    for (i = 0; i < json_array_size(levels); i++) {
-        dr_side_apply(sd, json_array_get(levels, i));
-    }
-}
-
-/* The side as snapshot levels ["new", price, amount]. */
-static json_t *
-dr_side_snapshot(const struct dr_side *sd)
-{
-    json_t *arr = json_array();
-    size_t i;
-
-    for (i = 0; i < sd->n; i++) {
-        json_array_append_new(arr, json_pack("[s, O, O]", "new",
-            sd->lv[i].price, sd->lv[i].amount));
-    }
-    return arr;
-}
-
-/* The levels that turn OLD into NEW (both sorted the same way). */
-static json_t *
-dr_side_diff(const struct dr_side *old, const struct dr_side *nw)
-{
-    json_t *arr = json_array();
-    size_t i;
-
-    for (i = 0; i < old->n; i++) {
-        int found;
-        size_t j = dr_side_find(nw, old->lv[i].px, &found);
-
-        if (!found) {
-            json_array_append_new(arr, json_pack("[s, O, i]", "delete",
-                old->lv[i].price, 0));
-        } else if (!json_equal(nw->lv[j].amount, old->lv[i].amount)) {
-            json_array_append_new(arr, json_pack("[s, O, O]", "change",
-                nw->lv[j].price, nw->lv[j].amount));
-        }
-    }
-    for (i = 0; i < nw->n; i++) {
-        int found;
-
-        dr_side_find(old, nw->lv[i].px, &found);
-        if (!found) {
-            json_array_append_new(arr, json_pack("[s, O, O]", "new",
-                nw->lv[i].price, nw->lv[i].amount));
-        }
-    }
-    return arr;
-}
-
-static char *
-dr_book_notification(const char *channel, json_t *data)
-{
-    json_t *m = json_pack("{s:s, s:s, s:{s:s, s:o}}", "jsonrpc", "2.0",
-        "method", "subscription", "params", "channel", channel, "data", data);
-    char *s = json_dumps(m, JSON_COMPACT | JSON_REAL_PRECISION(15));
-
-    json_decref(m);
-    return s;
-}
-
-/* Sends DC {"jsonrpc":"2.0","method":"subscription","params":PARAMS}. */
-static void
-dr_book_send_params(struct dr_client *dc, const char *params)
-{
-    size_t n = strlen(params) + 64;
-    char *s = xg_malloc(n);
-
-    snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"method\":\"subscription\","
-        "\"params\":%s}", params);
-    xg_client_send(dc->c, s, strlen(s));
-    free(s);
-}
-
-/* A snapshot of the gateway's book for one late joiner. */
-static void
-dr_book_send_snapshot(struct dr_client *dc, struct xg_reg_channel *ch,
-    struct dr_book *b)
-{
-    json_t *data = json_pack("{s:s, s:I, s:s, s:I, s:o, s:o}",
-        "type", "snapshot", "timestamp", (json_int_t) (xg_wall_us() / 1000),
-        "instrument_name", b->instrument ? b->instrument : "",
-        "change_id", b->change_id,
-        "bids", dr_side_snapshot(&b->bids), "asks", dr_side_snapshot(&b->asks));
-    char *s = dr_book_notification(ch->name, data);
-
-    xg_client_send(dc->c, s, strlen(s));
-    free(s);
+    xg_book_invalidate(b->book);
 }
 
 static int
@@ -1243,9 +1051,14 @@ dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch, int live)
     if (b == NULL) {
         return;
     }
-    if (live && b->have && !b->resync) {
-        dr_book_send_snapshot(dc, ch, b);
-        return;
+    if (live && xg_book_synced(b->book)) {
+        char *s = xg_book_snapshot_text(b->book, NULL);
+
+        if (s != NULL) {
+            xg_client_send(dc->c, s, strlen(s));
+            free(s);
+            return;
+        }
     }
     if (!dr_book_needs(b, dc)) {
         if (b->nneed == b->need_cap) {
@@ -1288,10 +1101,8 @@ dr_books_left(struct dr_client *dc)
 static void
 dr_book_down_cb(struct xg_reg_channel *ch, void *arg)
 {
-    struct dr_book *b = ch->ext;
-
-    if (b != NULL && b->have) {
-        b->resync = 1;  /* bridge to the snapshot the restore brings */
+    if (ch->ext != NULL) {
+        dr_book_break(ch->ext);  /* bridge to the restore's snapshot */
     }
 }
 
@@ -1324,113 +1135,66 @@ dr_book_resubscribe(struct dr *d, struct xg_reg_channel *ch)
  */
 static int
 dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
-    const struct xg_jspan *params)
+    const char *data, size_t len, const struct xg_jspan *params)
 {
-    json_t *p = json_loadb(params->p, params->len, 0, NULL);
-    json_t *data = json_object_get(p, "data");
-    const char *type = json_string_value(json_object_get(data, "type"));
-    json_t *cid = json_object_get(data, "change_id");
-    json_t *prev = json_object_get(data, "prev_change_id");
-    int forward = 0;
+    const char *keys[] = { "data" }, *tkeys[] = { "type" };
+    struct xg_jspan v[1], t[1];
+    enum xg_book_result r;
+    char *bridge = NULL;
+    size_t i;
 
-    if (!json_is_integer(cid) || type == NULL) {
-        json_decref(p);
-        return 1;   /* not a shape we know: pass it through */
+    if (xg_jscan_object(params->p, params->len, keys, 1, v) != XG_OK
+        || v[0].p == NULL) {
+        return 1;
     }
-    if (strcmp(type, "snapshot") == 0) {
-        const char *instr = json_string_value(json_object_get(data,
-            "instrument_name"));
-
-        if (instr != NULL && (b->instrument == NULL
-                              || strcmp(b->instrument, instr) != 0)) {
-            free(b->instrument);
-            b->instrument = xg_strdup(instr);
-        }
-        if (b->have && b->resync) {
-            struct dr_side nb = { NULL, 0, 0, 1 }, na = { NULL, 0, 0, 0 };
-            json_t *bd, *ad;
-            char *bridge = NULL;
-            size_t i;
-
-            dr_side_load(&nb, json_object_get(data, "bids"));
-            dr_side_load(&na, json_object_get(data, "asks"));
-            bd = dr_side_diff(&b->bids, &nb);
-            ad = dr_side_diff(&b->asks, &na);
-            if (json_array_size(bd) + json_array_size(ad) > 0
-                || json_integer_value(cid) != b->change_id) {
-                bridge = dr_book_notification(ch->name, json_pack(
-                    "{s:s, s:O, s:s, s:I, s:O, s:o, s:o}", "type", "change",
-                    "timestamp", json_object_get(data, "timestamp"),
-                    "instrument_name", b->instrument ? b->instrument : "",
-                    "prev_change_id", b->change_id, "change_id", cid,
-                    "bids", bd, "asks", ad));
-            } else {
-                json_decref(bd);
-                json_decref(ad);
-            }
-            xg_log_info("upstream %s: %s: new snapshot bridged with a "
-                "change (%lld -> %lld)", d->name, ch->name,
-                (long long) b->change_id, (long long) json_integer_value(cid));
-            for (i = 0; i < ch->nsubs; i++) {
-                struct dr_client *dc = ch->subs[i]->owner;
-
-                if (dr_book_needs(b, dc)) {
-                    char *s = json_dumps(p, JSON_COMPACT);
-
-                    /* rebuild the full message around these params */
-                    dr_book_send_params(dc, s);
-                    free(s);
-                } else if (bridge != NULL) {
-                    xg_client_send(dc->c, bridge, strlen(bridge));
-                }
-            }
-            free(bridge);
-            dr_side_clear(&b->bids);
-            dr_side_clear(&b->asks);
-            free(b->bids.lv);
-            free(b->asks.lv);
-            b->bids = nb;
-            b->asks = na;
-        } else {
-            dr_side_load(&b->bids, json_object_get(data, "bids"));
-            dr_side_load(&b->asks, json_object_get(data, "asks"));
-            forward = 1;
-        }
-        b->change_id = json_integer_value(cid);
-        b->have = 1;
-        b->resync = 0;
-        b->nneed = 0;
-    } else if (strcmp(type, "change") == 0) {
-        if (!b->have || b->resync) {
-            forward = 0;    /* waiting for the snapshot */
-        } else if (!json_is_integer(prev)
-                   || json_integer_value(prev) != b->change_id) {
-            xg_log_warn("upstream %s: %s: gap (prev_change_id %lld, last "
-                "%lld): resubscribing for a new snapshot", d->name,
-                ch->name, json_is_integer(prev)
-                ? (long long) json_integer_value(prev) : -1LL,
-                (long long) b->change_id);
-            b->resync = 1;
-            dr_book_resubscribe(d, ch);
-        } else {
-            size_t i;
-            json_t *bids = json_object_get(data, "bids");
-            json_t *asks = json_object_get(data, "asks");
-
-            for (i = 0; i < json_array_size(bids); i++) {
-                dr_side_apply(&b->bids, json_array_get(bids, i));
-            }
-            for (i = 0; i < json_array_size(asks); i++) {
-                dr_side_apply(&b->asks, json_array_get(asks, i));
-            }
-            b->change_id = json_integer_value(cid);
-            forward = 1;
-        }
-    } else {
-        forward = 1;
+    /* a snapshot while in sync: clients hold the book, bridge them too */
+    if (b->mark == NULL && xg_book_synced(b->book)
+        && xg_jscan_object(v[0].p, v[0].len, tkeys, 1, t) == XG_OK
+        && xg_jscan_str_eq(&t[0], "snapshot")) {
+        b->mark = xg_book_mark(b->book);
     }
-    json_decref(p);
-    return forward;
+    r = xg_book_apply_text(b->book, v[0].p, v[0].len);
+    switch (r) {
+    case XG_BOOK_APPLIED:
+        return 1;           /* a change in the chain: bytes as they are */
+    case XG_BOOK_SNAPSHOT:
+        break;
+    case XG_BOOK_GAP:
+        xg_log_warn("upstream %s: %s: gap at change_id %llu: resubscribing "
+            "for a new snapshot", d->name, ch->name,
+            (unsigned long long) xg_book_change_id(b->book));
+        dr_book_break(b);
+        dr_book_resubscribe(d, ch);
+        return 0;
+    case XG_BOOK_WAIT:
+        return 0;           /* a snapshot is on its way */
+    default:
+        xg_log_warn("upstream %s: %s: %s; passed through", d->name, ch->name,
+            xg_book_last_error(b->book));
+        return 1;
+    }
+    /* a snapshot: bridge those who hold the old book, the others get it */
+    if (b->mark != NULL) {
+        bridge = xg_book_bridge(b->mark, b->book, NULL);
+        xg_log_info("upstream %s: %s: new snapshot bridged with a change "
+            "(%llu -> %llu)", d->name, ch->name,
+            (unsigned long long) xg_book_state_change_id(b->mark),
+            (unsigned long long) xg_book_change_id(b->book));
+    }
+    for (i = 0; i < ch->nsubs; i++) {
+        struct dr_client *dc = ch->subs[i]->owner;
+
+        if (bridge == NULL || dr_book_needs(b, dc)) {
+            xg_client_send(dc->c, data, len);
+        } else {
+            xg_client_send(dc->c, bridge, strlen(bridge));
+        }
+    }
+    free(bridge);
+    xg_book_state_unref(b->mark);
+    b->mark = NULL;
+    b->nneed = 0;
+    return 0;
 }
 
 /* Fan-out: one shared message for every subscriber of the channel. */
@@ -1457,7 +1221,9 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
         return;
     }
     if (ch->ext != NULL || dr_is_book_channel(ch->name)) {
-        if (!dr_book_message(d, ch, dr_book_get(ch), params)) {
+        struct dr_book *b = dr_book_get(ch);
+
+        if (b != NULL && !dr_book_message(d, ch, b, data, len, params)) {
             return;
         }
     }

@@ -140,7 +140,7 @@ async def body(h):
     check(r.get("ok"), "gap %r" % r)
     for cl in clients:
         await cl.wait_notes(BOOK, cl.count(BOOK) + 15, timeout=10)
-    check(len(h.log_lines("gap \\(prev_change_id")) == 1,
+    check(len(h.log_lines("gap at change_id .*resubscribing")) == 1,
           "the gap is detected once: %r" % h.log_lines("gap"))
     await settle(h, clients, books, pos)
     for bk in books:
