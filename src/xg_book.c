@@ -65,6 +65,9 @@ struct xg_book {
     char                 *channel_json;     /* quoted and escaped */
     char                 *instrument_json;
     struct xg_book_state *cur;              /* NULL before a snapshot */
+    struct xg_book_state *replaced;         /* what the last snapshot
+                                               replaced while in sync,
+                                               until the next apply */
     int                   synced;
     size_t                max_levels;
     struct xg_book_stats  st;
@@ -280,6 +283,7 @@ xg_book_free(struct xg_book *b)
         return;
     }
     xg_book_state_unref(b->cur);
+    xg_book_state_unref(b->replaced);
     free(b->channel);
     free(b->instrument);
     free(b->channel_json);
@@ -339,6 +343,12 @@ struct xg_book_state *
 xg_book_mark(struct xg_book *b)
 {
     return b->cur ? xg_book_state_ref(b->cur) : NULL;
+}
+
+const struct xg_book_state *
+xg_book_replaced(const struct xg_book *b)
+{
+    return b->replaced;
 }
 
 /* ---- parsing ------------------------------------------------------------ */
@@ -608,6 +618,8 @@ xg_book_apply(struct xg_book *b, const json_t *data)
     size_t nops[2] = { 0, 0 };
     enum xg_book_result r = XG_BOOK_APPLIED;
 
+    xg_book_state_unref(b->replaced);
+    b->replaced = NULL;
     if (!json_is_object(data)) {
         set_err(b, "data is not an object");
         return book_error(b, "message");
@@ -689,7 +701,12 @@ xg_book_apply(struct xg_book *b, const json_t *data)
         s->change_id = change_id;
         s->timestamp = ts;
         s->has_ts = has_ts;
-        xg_book_state_unref(b->cur);
+        if (b->synced) {
+            /* subscribers hold this one: keep it for a bridge */
+            b->replaced = b->cur;
+        } else {
+            xg_book_state_unref(b->cur);
+        }
         b->cur = s;
         b->synced = 1;
         b->st.snapshots++;

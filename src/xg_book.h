@@ -151,6 +151,15 @@ void xg_book_stats(const struct xg_book *b, struct xg_book_stats *st);
  */
 struct xg_book_state *xg_book_mark(struct xg_book *b);
 
+/*
+ * The state that the snapshot just applied replaced, if the book was in
+ * sync when it came (an unexpected snapshot: subscribers hold that
+ * state, and no mark was taken). Borrowed: valid until the next apply
+ * or xg_book_free; take a reference to keep it. NULL otherwise. Bridge
+ * from it as from a mark.
+ */
+const struct xg_book_state *xg_book_replaced(const struct xg_book *b);
+
 /* Takes one more reference on S (returns S). */
 struct xg_book_state *xg_book_state_ref(struct xg_book_state *s);
 

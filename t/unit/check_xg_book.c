@@ -629,10 +629,27 @@ START_TEST(test_gap)
         "[\"new\",9,1]],\"asks\":[[\"delete\",20,0]]}}}");
     free(t);
     xg_book_state_unref(m);
+    /* no snapshot replaced anything while out of sync */
+    ck_assert(xg_book_replaced(b) == NULL);
+    /* an unexpected snapshot while in sync keeps what it replaced */
+    ck_assert_int_eq(apply_s(b, "{\"type\":\"snapshot\","
+        "\"instrument_name\":\"" INST "\",\"change_id\":25,"
+        "\"bids\":[[\"new\",10,5]],\"asks\":[[\"new\",21,1]]}"),
+        XG_BOOK_SNAPSHOT);
+    ck_assert(xg_book_replaced(b) != NULL);
+    ck_assert_uint_eq(xg_book_state_change_id(xg_book_replaced(b)), 20);
+    t = xg_book_bridge(xg_book_replaced(b), b, NULL);
+    ck_assert(strstr(t, "\"prev_change_id\":20,\"change_id\":25,"
+        "\"bids\":[[\"delete\",9,0]],\"asks\":[[\"new\",21,1]]}")
+        != NULL);
+    free(t);
+    /* held until the next apply, whatever its result */
+    ck_assert_int_eq(apply_s(b, "{}"), XG_BOOK_ERROR);
+    ck_assert(xg_book_replaced(b) == NULL);
     /* invalidate (upstream down) also makes changes wait */
     xg_book_invalidate(b);
     ck_assert_int_eq(apply_s(b, "{\"type\":\"change\",\"instrument_name\":"
-        "\"" INST "\",\"prev_change_id\":20,\"change_id\":21,"
+        "\"" INST "\",\"prev_change_id\":25,\"change_id\":26,"
         "\"bids\":[],\"asks\":[]}"), XG_BOOK_WAIT);
     xg_book_stats(b, &st);
     ck_assert_uint_eq(st.gaps, 1);
@@ -1059,6 +1076,7 @@ START_TEST(test_bridge_walk)
     struct sub subs[NCLI];
     char *d, *m;
     int step, i, bridges = 0, joins = 0, outages = 0, gaps = 0, frozen = 0;
+    int resnaps = 0;
     int steps = 3000;
 
     memset(subs, 0, sizeof(subs));
@@ -1107,6 +1125,25 @@ START_TEST(test_bridge_walk)
             free(m);
             cli_check(subs[slot].c, g, subs[slot].name);
             joins++;
+        } else if (r < 936) {
+            /* an unexpected snapshot while in sync: bridged from the
+             * state it replaced */
+            const struct xg_book_state *rep;
+
+            d = gen_snapshot(g);
+            ck_assert_int_eq(apply_s(b, d), XG_BOOK_SNAPSHOT);
+            free(d);
+            rep = xg_book_replaced(b);
+            ck_assert(rep != NULL);
+            for (i = 0; i < NCLI; i++) {
+                if (subs[i].c != NULL && subs[i].seen == NULL) {
+                    subs[i].seen = xg_book_state_ref(
+                        (struct xg_book_state *) rep);
+                    sub_bridge(&subs[i], b, g);
+                    bridges++;
+                }
+            }
+            resnaps++;
         } else if (r < 960) {
             /* freeze a live subscriber at a mark, or thaw a frozen one */
             int slot = (int) rnd(NCLI);
@@ -1195,6 +1232,7 @@ START_TEST(test_bridge_walk)
     ck_assert_int_gt(outages, 20);
     ck_assert_int_gt(gaps, 20);
     ck_assert_int_gt(frozen, 10);
+    ck_assert_int_gt(resnaps, 5);
     xg_book_free(b);
     free(g);
 }
