@@ -1284,6 +1284,50 @@ START_TEST(test_connect_deadline)
 }
 END_TEST
 
+
+START_TEST(test_sync_failure_is_async)
+{
+    struct xg_ws_opts o;
+    struct xg_url u;
+
+    default_opts(&o);
+    o.tls_ca = "/nonexistent/ca.pem";
+    make_url(&u, srv_port, "/ws");
+    u.tls = 1;
+    cli.in_connect = 1;
+    cli.ws = xg_ws_connect(base, NULL, &u, &o, &cbs, &cli);
+    cli.in_connect = 0;
+    ck_assert_ptr_nonnull(cli.ws);
+    ck_assert_int_eq(cli.downs, 0);
+    RUN_UNTIL(cli.downs, 2000);
+    ck_assert_int_eq(cli.downs, 1);
+    ck_assert_int_eq(cli.cb_in_connect, 0);
+    ck_assert_str_eq(cli.reason,
+        "tls: cannot load /nonexistent/ca.pem: No such file or directory");
+}
+END_TEST
+
+START_TEST(test_close_timeout)
+{
+    struct raw *r;
+    uint64_t t0;
+
+    srv_opts.close_timeout_ms = 200;
+    r = raw_client_open();
+    xg_ws_close(srv.ws, 1001, "going");
+    t0 = xg_now_ms();
+    ck_assert_int_eq(raw_wait_close(r), 1001);  /* and never answer it */
+    RUN_UNTIL(srv.downs, 2000);
+    ck_assert_int_eq(srv.downs, 1);
+    ck_assert_str_eq(srv.reason, "close timeout");
+    ck_assert_int_eq(srv.by_us, 1);
+    ck_assert_uint_ge(xg_now_ms() - t0, 150);
+    RUN_UNTIL(raw_pump(r) && r->eof, 2000);
+    ck_assert(r->eof);
+    raw_free(r);
+}
+END_TEST
+
 static Suite *
 ws_loop_suite(void)
 {
@@ -1325,6 +1369,8 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_close_and_free_before_open);
     tcase_add_test(tc, test_tls_deadline_and_eof);
     tcase_add_test(tc, test_connect_deadline);
+    tcase_add_test(tc, test_sync_failure_is_async);
+    tcase_add_test(tc, test_close_timeout);
     suite_add_tcase(s, tc);
     return s;
 }
