@@ -27,7 +27,6 @@
 
 #define EXSIM_MAX_REQUEST      32768      /* Deribit's 32 kB frame cap */
 #define EXSIM_MAX_MESSAGE      (1 << 20)  /* transport bound, over -> 1009 */
-#define EXSIM_MAX_OUTPUT       (64u << 20)/* slow consumer bound per conn */
 #define EXSIM_MAX_CHANNELS     4096       /* per connection */
 #define EXSIM_MAX_LEVELS       200        /* per book side */
 #define EXSIM_TRADE_RING       20000      /* trades kept per instrument */
@@ -244,6 +243,7 @@ struct exsim_opts {
     int         no_aggregate;        /* 100ms / agg2 behave like raw */
     int         max_connections;     /* 0 unlimited; Deribit: 32 per IP */
     int         production;          /* testnet:false */
+    size_t      max_output;          /* slow consumer bound per conn */
 };
 
 struct exsim_stats {

@@ -678,7 +678,7 @@ usage(FILE *fp)
 "             [--bench SIZE] [--no-rate-limit] [--raw-unauth-omit]\n"
 "             [--require-access-token] [--string-timestamp]\n"
 "             [--no-aggregate] [--max-connections N] [--production]\n"
-"             [--log-level error|warn|info|debug]\n"
+"             [--max-output BYTES] [--log-level error|warn|info|debug]\n"
 "Port 0 picks a free port. Prints \"exsim ready ws=PORT control=PORT\".\n");
 }
 
@@ -775,6 +775,7 @@ main(int argc, char **argv)
         { "max-connections", required_argument, NULL, 6 },
         { "production", no_argument, NULL, 7 },
         { "log-level", required_argument, NULL, 8 },
+        { "max-output", required_argument, NULL, 9 },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -793,6 +794,7 @@ main(int argc, char **argv)
     ex->o.min_heartbeat = 10;
     ex->o.seed = 1;
     ex->o.max_connections = 32;
+    ex->o.max_output = 64u << 20;
 
     while ((ch = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
         switch (ch) {
@@ -852,6 +854,12 @@ main(int argc, char **argv)
                 return 2;
             }
             xg_log_level = ch;
+            break;
+        case 9:
+            if (num_arg("max-output", optarg, 4096, 1e12, &v) != 0) {
+                return 2;
+            }
+            ex->o.max_output = (size_t) v;
             break;
         case 'h':
             usage(stdout);

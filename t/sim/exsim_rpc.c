@@ -136,9 +136,9 @@ conn_mark_down(struct exsim_conn *c)
 static void
 conn_check_output(struct exsim_conn *c)
 {
-    if (c->ws != NULL && xg_ws_output_len(c->ws) > EXSIM_MAX_OUTPUT) {
-        xg_log_warn("%s: output over %u bytes, dropped (connection too slow)",
-            c->name, EXSIM_MAX_OUTPUT);
+    if (c->ws != NULL && xg_ws_output_len(c->ws) > ex->o.max_output) {
+        xg_log_warn("%s: output over %zu bytes, dropped (connection too slow)",
+            c->name, ex->o.max_output);
         ex->st.slow_closes++;
         xg_ws_free(c->ws);
         c->ws = NULL;
