@@ -33,13 +33,16 @@ enum xg_ws_state {
 
 /* Why a connection went down (valid only during on_down). */
 struct xg_ws_down {
-    const char *reason;       /* e.g. "connect: Connection refused",
-                                 "tls: certificate verify failed: ...",
-                                 "http 503", "close 1011 \"restart\"",
+    const char *reason;       /* e.g. "connect to 1.2.3.4:443: Connection
+                                 refused", "tls: certificate verify
+                                 failed: hostname mismatch", "http 429,
+                                 retry after 7s", "close 1011 \"restart\"",
+                                 "message too big: sent close 1009",
                                  "ping timeout", "eof" */
     int         http_status;  /* a non-101 upgrade answer, else 0 */
     int         retry_after_s;/* its Retry-After in seconds, else -1 */
-    int         close_code;   /* the peer's close code, else 0 */
+    int         close_code;   /* the peer's close code (1005: a close
+                                 without one), else 0 */
     int         by_us;        /* we started the close (xg_ws_close) */
 };
 
@@ -47,7 +50,8 @@ struct xg_ws_down {
  * on_state reports each transition after the first (TLS, HANDSHAKE, OPEN,
  * CLOSING), never DOWN: on_down is that one. Every callback may be NULL
  * except on_down. No callback is ever made from inside xg_ws_connect(),
- * xg_ws_accept() or xg_ws_free().
+ * xg_ws_accept() or xg_ws_free(); xg_ws_close() may report on_state
+ * (CLOSING) before it returns. on_drain also fires once right after open.
  */
 struct xg_ws_cbs {
     void (*on_state)(struct xg_ws *ws, enum xg_ws_state st, void *arg);
@@ -59,8 +63,10 @@ struct xg_ws_cbs {
     void (*on_drain)(struct xg_ws *ws, void *arg);  /* output empty */
 };
 
+/* Zero values get defaults: 16 MiB, 10 s for connect and handshake, 3 s
+ * for close. */
 struct xg_ws_opts {
-    size_t             max_message;         /* required; over -> 1009 */
+    size_t             max_message;         /* over -> 1009 */
     uint64_t           ping_ms;             /* 0: send no pings */
     uint64_t           ping_timeout_ms;     /* 0: no check; silence -> down */
     uint64_t           connect_timeout_ms;  /* dns + tcp + tls */
