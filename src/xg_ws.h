@@ -51,7 +51,7 @@ struct xg_ws_down {
  * CLOSING), never DOWN: on_down is that one. Every callback may be NULL
  * except on_down. No callback is ever made from inside xg_ws_connect(),
  * xg_ws_accept() or xg_ws_free(); xg_ws_close() may report on_state
- * (CLOSING) before it returns. on_drain also fires once right after open.
+ * (CLOSING) before it returns. on_drain may also fire right after open.
  */
 struct xg_ws_cbs {
     void (*on_state)(struct xg_ws *ws, enum xg_ws_state st, void *arg);
