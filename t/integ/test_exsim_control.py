@@ -33,7 +33,7 @@ def test():
 
         # bad commands get an error reply and the port keeps working
         for bad in ("", "frobnicate", "close", "close 999", "close 1005",
-                    "stall maybe", "refuse on 42", "rate -1", "rate x",
+                    "stall maybe", "refuse on 42", "maintenance", "rate -1", "rate x",
                     "burst 0", "burst", "gap nonsense", "reject-channel x",
                     "reject-auth"):
             r = sim.control(bad)
@@ -112,6 +112,25 @@ def test():
             sim.control("rate 0")
             await c.close()
 
+            # maintenance: platform_state says so, most methods fail 11051
+            c = await Rpc.open(sim.url())
+            await c.result("public/subscribe", {"channels": ["platform_state"]})
+            check(sim.control("maintenance on")["ok"], "maintenance on")
+            n = await c.note("platform_state")
+            check(n["params"]["data"] == {"maintenance": True}, "ps %r" % n)
+            r = await c.call("public/get_order_book",
+                             {"instrument_name": "BTC-PERPETUAL"})
+            check(r.get("error", {}).get("code") == 11051
+                  and r["error"]["message"] == "system_maintenance",
+                  "during maintenance %r" % r)
+            check((await c.result("public/status"))["locked"] == "true",
+                  "status")
+            await c.result("public/test")
+            check(sim.control("maintenance off")["ok"], "maintenance off")
+            await c.result("public/get_order_book",
+                           {"instrument_name": "BTC-PERPETUAL"})
+            await c.close()
+
             # refuse: upgrades answered with the status, then accepted again
             for cmd, status in (("refuse on", 503), ("refuse on 429", 429)):
                 check(sim.control(cmd)["ok"], cmd)
@@ -131,12 +150,13 @@ def test():
         check(st["max_concurrent"] == 2 and st["connections_open"] == 0,
               "stats %r" % st)
         # TCP connections: close, 2 dropped, stalled one, the one that gave
-        # up during the stall, 2 refused, the one after refuse; the one
+        # up during the stall, maintenance, 2 refused, the one after refuse;
+        # the one
         # that gave up may or may not have completed its upgrade: its FIN
         # wakes the socket, so the upgrade request may still be read
-        check(st["connections_total"] == 8 and st["refused"] == 2,
+        check(st["connections_total"] == 9 and st["refused"] == 2,
               "connections_total %r" % st)
-        check(st["upgrades"] in (5, 6), "upgrades %r" % st)
+        check(st["upgrades"] in (6, 7), "upgrades %r" % st)
         check(st["published"] > 0, "published")
         t0 = time.monotonic()
         check(sim.control("quit")["ok"], "quit")

@@ -289,6 +289,7 @@ struct exsim {
     int                     stall;
     int                     refuse;          /* HTTP status or 0 */
     int                     reject_auth;
+    int                     maintenance;     /* 11051 for most methods */
     json_t                 *reject_chan;     /* name -> true */
     struct exsim_stats      st;
     struct exsim_ctl       *ctls;

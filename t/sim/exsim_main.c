@@ -237,7 +237,7 @@ stats_json(void)
         }
     }
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:o, s:I,"
-        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:f}",
+        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f}",
         "connections_total", (json_int_t) ex->st.connections_total,
         "upgrades", (json_int_t) ex->st.upgrades,
         "refused", (json_int_t) ex->st.refused,
@@ -255,6 +255,7 @@ stats_json(void)
         "heartbeat_closes", (json_int_t) ex->st.heartbeat_closes,
         "slow_closes", (json_int_t) ex->st.slow_closes,
         "stall", ex->stall,
+        "maintenance", ex->maintenance,
         "rate", ex->rate);
 }
 
@@ -446,6 +447,19 @@ ctl_command(struct exsim_ctl *k, char *line)
             }
         }
         return json_pack("{s:b, s:i}", "ok", 1, "updates", (int) n);
+    }
+    if (strcmp(cmd, "maintenance") == 0) {
+        struct exsim_chan *ch = exsim_chan_find("platform_state");
+
+        if ((v = onoff(a1)) < 0) {
+            return ctl_err("maintenance on|off", NULL);
+        }
+        ex->maintenance = v;
+        if (v && ch != NULL) {
+            exsim_publish(ch, json_pack("{s:b}", "maintenance", 1));
+        }
+        xg_log_info("exsim: control: maintenance %s", v ? "on" : "off");
+        return ctl_ok();
     }
     if (strcmp(cmd, "quit") == 0) {
         k->quit_after_write = 1;

@@ -254,6 +254,7 @@ error_message(int code)
     case EXSIM_E_PARAMS:        return "Invalid params";
     case EXSIM_E_PARSE:         return "Parse error";
     case 11094:                 return "internal_server_error";
+    case 11051:                 return "system_maintenance";
     }
     return "error";
 }
@@ -960,7 +961,9 @@ m_get_time(struct req *r, json_t *params, json_t **err)
 static json_t *
 m_status(struct req *r, json_t *params, json_t **err)
 {
-    return json_pack("{s:s, s:[]}", "locked", "false", "locked_indices");
+    /* [UNVERIFIED] C.7: the schema's shape (locked as a string) */
+    return json_pack("{s:s, s:[]}", "locked",
+        ex->maintenance ? "true" : "false", "locked_indices");
 }
 
 static int
@@ -1377,6 +1380,24 @@ send_after(struct req *r)
     }
 }
 
+/* During `maintenance on` only these still work (A7: 11051 for the rest). */
+static int
+maintenance_ok(const char *m)
+{
+    static const char *ok[] = { "public/test", "public/get_time",
+        "public/hello", "public/status", "public/set_heartbeat",
+        "public/disable_heartbeat", "public/subscribe", "public/unsubscribe",
+        "public/unsubscribe_all", NULL };
+    int i;
+
+    for (i = 0; ok[i] != NULL; i++) {
+        if (strcmp(m, ok[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void
 dispatch(struct req *r, json_t *params)
 {
@@ -1388,6 +1409,10 @@ dispatch(struct req *r, json_t *params)
         if (strcmp(methods[i].name, r->method) == 0) {
             break;
         }
+    }
+    if (ex->maintenance && !maintenance_ok(r->method)) {
+        respond(r->c, r->rid, NULL, exsim_error_obj(11051, NULL, NULL, NULL));
+        return;
     }
     if (i < XG_NELEM(methods)) {
         if (!(methods[i].flags & M_PRIVATE)
