@@ -108,7 +108,8 @@ enum dr_kind {
     K_SUB,             /* a subscribe batch */
     K_UNSUB,           /* an unsubscribe batch */
     K_TEST,            /* our answer to a test_request */
-    K_CANCEL           /* a client's emulated cancel-on-disconnect */
+    K_CANCEL,          /* a client's emulated cancel-on-disconnect */
+    K_BACKFILL         /* trades missed during an outage */
 };
 
 enum dr_state {
@@ -168,6 +169,9 @@ static void dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch,
 static void dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch);
 static void dr_books_left(struct dr_client *dc);
 static void dr_books_down(struct dr *d);
+static void dr_trades_down(struct dr *d, struct xg_reg_channel *ch);
+static void dr_on_backfill_answer(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error);
 
 /* ---- small helpers ---- */
 
@@ -945,6 +949,9 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
         break;
     case K_TEST:
         break;
+    case K_BACKFILL:
+        dr_on_backfill_answer(d, q, result, error);
+        break;
     case K_CANCEL:
         if (error->p != NULL) {
             xg_log_warn("upstream %s: cancel-on-disconnect: %.*s refused: "
@@ -974,7 +981,12 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
  * jansson; other channels are only scanned.
  */
 
+/* What hangs on a registry channel's ext: a book or a trades tracker. */
+#define DR_EXT_BOOK     1
+#define DR_EXT_TRADES   2
+
 struct dr_book {
+    int                    kind;     /* DR_EXT_BOOK */
     struct xg_book        *book;
     struct xg_book_state  *mark;     /* what in-sync clients hold */
     struct dr_client     **need;     /* joined with no book yet */
@@ -987,11 +999,23 @@ dr_is_book_channel(const char *name)
     return xg_book_channel_kind(name) == XG_BOOK_DELTA;
 }
 
+static void dr_trades_free(void *p);
+
+static int
+dr_ext_kind(const struct xg_reg_channel *ch)
+{
+    return ch->ext != NULL ? *(const int *) ch->ext : 0;
+}
+
 static void
 dr_book_free(void *p)
 {
     struct dr_book *b = p;
 
+    if (b->kind == DR_EXT_TRADES) {
+        dr_trades_free(p);
+        return;
+    }
     xg_book_state_unref(b->mark);
     xg_book_free(b->book);
     free(b->need);
@@ -1005,13 +1029,14 @@ dr_book_get(struct xg_reg_channel *ch)
     struct xg_book *bk;
 
     if (ch->ext != NULL || !dr_is_book_channel(ch->name)) {
-        return ch->ext;
+        return dr_ext_kind(ch) == DR_EXT_BOOK ? ch->ext : NULL;
     }
     bk = xg_book_new(ch->name, NULL);
     if (bk == NULL) {
         return NULL;
     }
     b = xg_calloc(1, sizeof(*b));
+    b->kind = DR_EXT_BOOK;
     b->book = bk;
     ch->ext = b;
     return b;
@@ -1076,7 +1101,7 @@ dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch)
     struct dr_book *b = ch->ext;
     size_t i;
 
-    if (b == NULL) {
+    if (dr_ext_kind(ch) != DR_EXT_BOOK) {
         return;
     }
     for (i = 0; i < b->nneed; i++) {
@@ -1101,8 +1126,10 @@ dr_books_left(struct dr_client *dc)
 static void
 dr_book_down_cb(struct xg_reg_channel *ch, void *arg)
 {
-    if (ch->ext != NULL) {
+    if (dr_ext_kind(ch) == DR_EXT_BOOK) {
         dr_book_break(ch->ext);  /* bridge to the restore's snapshot */
+    } else if (dr_ext_kind(ch) == DR_EXT_TRADES) {
+        dr_trades_down(arg, ch);
     }
 }
 
@@ -1110,7 +1137,7 @@ dr_book_down_cb(struct xg_reg_channel *ch, void *arg)
 static void
 dr_books_down(struct dr *d)
 {
-    xg_registry_channel_foreach(d->reg, dr_book_down_cb, NULL);
+    xg_registry_channel_foreach(d->reg, dr_book_down_cb, d);
 }
 
 /* Upstream unsubscribe + subscribe of one channel: a fresh snapshot. */
@@ -1197,6 +1224,309 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
     return 0;
 }
 
+/* ---- trades: backfill by trade_seq after an outage ---- */
+
+/*
+ * For `trades.INSTRUMENT.INTERVAL` channels, trade_seq counts the
+ * instrument's trades one by one. The gateway remembers the last one it
+ * delivered; when the first trades after a restore skip some, it holds the
+ * channel, fetches the missing ones with
+ * public/get_last_trades_by_instrument (start_seq, end_seq), delivers them
+ * as one notification, then what it held. Trades already delivered are
+ * never sent twice. The seqs are found by a byte scan; only a message that
+ * overlaps the last one delivered is re-encoded.
+ */
+
+#define DR_TRADES_MAX_HELD  1000
+
+struct dr_trades {
+    int        kind;          /* DR_EXT_TRADES */
+    char      *instrument;
+    uint64_t   last_seq;      /* last delivered, 0: none yet */
+    int        gap;           /* the upstream dropped since */
+    int        filling;       /* a backfill is in flight: hold */
+    char     **held;
+    size_t    *held_len;
+    size_t     nheld, held_cap;
+};
+
+static void
+dr_trades_free(void *p)
+{
+    struct dr_trades *t = p;
+    size_t i;
+
+    for (i = 0; i < t->nheld; i++) {
+        free(t->held[i]);
+    }
+    free(t->held);
+    free(t->held_len);
+    free(t->instrument);
+    free(t);
+}
+
+/* trades.INSTRUMENT.INTERVAL (not trades.KIND.CURRENCY.INTERVAL). */
+static struct dr_trades *
+dr_trades_get(struct xg_reg_channel *ch)
+{
+    const char *a, *b;
+    struct dr_trades *t;
+
+    if (ch->ext != NULL) {
+        return dr_ext_kind(ch) == DR_EXT_TRADES ? ch->ext : NULL;
+    }
+    if (strncmp(ch->name, "trades.", 7) != 0) {
+        return NULL;
+    }
+    a = ch->name + 7;
+    b = strchr(a, '.');
+    if (b == NULL || b == a || strchr(b + 1, '.') != NULL) {
+        return NULL;
+    }
+    t = xg_calloc(1, sizeof(*t));
+    t->kind = DR_EXT_TRADES;
+    t->instrument = xg_strndup(a, (size_t) (b - a));
+    ch->ext = t;
+    return t;
+}
+
+/* The lowest and highest trade_seq in a message; returns how many. */
+static size_t
+dr_trades_scan(const char *data, size_t len, uint64_t *min, uint64_t *max)
+{
+    static const char key[] = "\"trade_seq\":";
+    const char *p = data, *end = data + len;
+    size_t n = 0;
+
+    *min = UINT64_MAX;
+    *max = 0;
+    while ((p = memmem(p, (size_t) (end - p), key, sizeof(key) - 1))
+           != NULL) {
+        uint64_t v = 0;
+
+        p += sizeof(key) - 1;
+        while (p < end && *p == ' ') {
+            p++;
+        }
+        if (p >= end || *p < '0' || *p > '9') {
+            continue;
+        }
+        while (p < end && *p >= '0' && *p <= '9') {
+            v = v * 10 + (uint64_t) (*p - '0');
+            p++;
+        }
+        *min = v < *min ? v : *min;
+        *max = v > *max ? v : *max;
+        n++;
+    }
+    return n;
+}
+
+static void
+dr_fanout(struct xg_reg_channel *ch, const char *data, size_t len)
+{
+    struct xg_msg *m = xg_msg_new(data, len);
+    size_t i;
+
+    for (i = 0; i < ch->nsubs; i++) {
+        struct dr_client *dc = ch->subs[i]->owner;
+
+        xg_client_send_msg(dc->c, m);
+    }
+    xg_msg_unref(m);
+}
+
+/* Sends the trades of ARR (a JSON array) with trade_seq > after; frees ARR. */
+static uint64_t
+dr_trades_send_after(struct xg_reg_channel *ch, json_t *arr, uint64_t after)
+{
+    json_t *keep = json_array(), *msg;
+    uint64_t max = after;
+    size_t i;
+    char *s;
+
+    for (i = 0; i < json_array_size(arr); i++) {
+        json_t *tr = json_array_get(arr, i);
+        json_t *sq = json_object_get(tr, "trade_seq");
+
+        if (json_is_integer(sq) && (uint64_t) json_integer_value(sq) > after) {
+            json_array_append(keep, tr);
+            if ((uint64_t) json_integer_value(sq) > max) {
+                max = (uint64_t) json_integer_value(sq);
+            }
+        }
+    }
+    json_decref(arr);
+    if (json_array_size(keep) == 0) {
+        json_decref(keep);
+        return after;
+    }
+    msg = json_pack("{s:s, s:s, s:{s:s, s:o}}", "jsonrpc", "2.0", "method",
+        "subscription", "params", "channel", ch->name, "data", keep);
+    s = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    json_decref(msg);
+    if (s != NULL) {
+        dr_fanout(ch, s, strlen(s));
+        free(s);
+    }
+    return max;
+}
+
+static int dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_trades *t, const char *data, size_t len);
+
+/* Delivers what was held during a backfill, in order. */
+static void
+dr_trades_release(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_trades *t)
+{
+    char **held = t->held;
+    size_t *held_len = t->held_len, n = t->nheld, i;
+
+    t->held = NULL;
+    t->held_len = NULL;
+    t->nheld = t->held_cap = 0;
+    t->filling = 0;
+    for (i = 0; i < n; i++) {
+        if (dr_trades_message(d, ch, t, held[i], held_len[i])) {
+            dr_fanout(ch, held[i], held_len[i]);
+        }
+        free(held[i]);
+    }
+    free(held);
+    free(held_len);
+}
+
+static void
+dr_trades_hold(struct dr_trades *t, const char *data, size_t len)
+{
+    if (t->nheld == t->held_cap) {
+        t->held_cap = t->held_cap ? t->held_cap * 2 : 8;
+        t->held = xg_realloc(t->held, t->held_cap * sizeof(*t->held));
+        t->held_len = xg_realloc(t->held_len,
+            t->held_cap * sizeof(*t->held_len));
+    }
+    t->held[t->nheld] = xg_strndup(data, len);
+    t->held_len[t->nheld] = len;
+    t->nheld++;
+}
+
+/*
+ * A notification on a trades channel. Returns 1 when its bytes go to every
+ * subscriber as they are, 0 when it was handled (held, filtered, dropped).
+ */
+static int
+dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_trades *t, const char *data, size_t len)
+{
+    uint64_t min, max;
+
+    if (t->filling) {
+        if (t->nheld >= DR_TRADES_MAX_HELD) {
+            xg_log_warn("upstream %s: %s: backfill too slow, releasing",
+                d->name, ch->name);
+            dr_trades_release(d, ch, t);
+            return 1;
+        }
+        dr_trades_hold(t, data, len);
+        return 0;
+    }
+    if (dr_trades_scan(data, len, &min, &max) == 0) {
+        return 1;
+    }
+    if (t->last_seq == 0) {
+        t->last_seq = max;
+        t->gap = 0;
+        return 1;
+    }
+    if (max <= t->last_seq) {
+        return 0;                   /* all delivered already */
+    }
+    if (min <= t->last_seq) {
+        /* some delivered already: send the rest only */
+        json_t *m = json_loadb(data, len, 0, NULL);
+        json_t *arr = json_object_get(json_object_get(m, "params"), "data");
+
+        if (json_is_array(arr)) {
+            t->last_seq = dr_trades_send_after(ch, json_incref(arr),
+                t->last_seq);
+        }
+        json_decref(m);
+        t->gap = 0;
+        return 0;
+    }
+    if (t->gap && min > t->last_seq + 1) {
+        struct xg_reg_req *q;
+        json_int_t from = (json_int_t) t->last_seq + 1;
+        json_int_t to = (json_int_t) min - 1;
+
+        xg_log_info("upstream %s: %s: trades %lld..%lld missed during the "
+            "outage: backfilling", d->name, ch->name, (long long) from,
+            (long long) to);
+        t->filling = 1;
+        dr_trades_hold(t, data, len);
+        q = dr_internal(K_BACKFILL, "public/get_last_trades_by_instrument",
+            json_pack("{s:s, s:I, s:I, s:i, s:s}", "instrument_name",
+                t->instrument, "start_seq", from, "end_seq", to,
+                "count", 1000, "sorting", "asc"));
+        q->nchan = 1;
+        q->chan = xg_calloc(1, sizeof(char *));
+        q->chan[0] = xg_strdup(ch->name);
+        dr_send(d, q);
+        return 0;
+    }
+    t->gap = 0;
+    t->last_seq = max;
+    return 1;
+}
+
+/* The answer to a backfill: the missed trades, then what was held. */
+static void
+dr_on_backfill_answer(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error)
+{
+    struct xg_reg_channel *ch = xg_registry_channel(d->reg, q->chan[0]);
+    struct dr_trades *t = ch ? dr_trades_get(ch) : NULL;
+    json_t *r;
+
+    if (t == NULL || !t->filling) {
+        return;
+    }
+    r = result->p ? json_loadb(result->p, result->len, 0, NULL) : NULL;
+    if (json_is_array(json_object_get(r, "trades"))) {
+        uint64_t before = t->last_seq;
+
+        t->last_seq = dr_trades_send_after(ch,
+            json_incref(json_object_get(r, "trades")), t->last_seq);
+        xg_log_info("upstream %s: %s: %llu trades backfilled%s", d->name,
+            ch->name, (unsigned long long) (t->last_seq - before),
+            json_is_true(json_object_get(r, "has_more"))
+            ? " (more were missed: over 1000)" : "");
+    } else {
+        xg_log_warn("upstream %s: %s: backfill failed: %.*s", d->name,
+            ch->name, error->p ? (int) (error->len > 200 ? 200 : error->len)
+            : 9, error->p ? error->p : "no result");
+    }
+    json_decref(r);
+    t->gap = 0;
+    dr_trades_release(d, ch, t);
+}
+
+/* The upstream dropped: the next trades may skip some. */
+static void
+dr_trades_down(struct dr *d, struct xg_reg_channel *ch)
+{
+    struct dr_trades *t = ch->ext;
+
+    if (t->filling) {
+        /* the backfill died with the connection: deliver what was held */
+        dr_trades_release(d, ch, t);
+    }
+    if (t->last_seq != 0) {
+        t->gap = 1;
+    }
+}
+
 /* Fan-out: one shared message for every subscriber of the channel. */
 static void
 dr_on_notification(struct dr *d, const char *data, size_t len,
@@ -1205,8 +1535,6 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
     const char *keys[] = { "channel" };
     struct xg_jspan v[1];
     struct xg_reg_channel *ch;
-    struct xg_msg *m;
-    size_t i;
 
     if (xg_jscan_object(params->p, params->len, keys, 1, v) != XG_OK
         || v[0].p == NULL || v[0].len < 2 || v[0].p[0] != '"') {
@@ -1227,13 +1555,14 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
             return;
         }
     }
-    m = xg_msg_new(data, len);
-    for (i = 0; i < ch->nsubs; i++) {
-        struct dr_client *dc = ch->subs[i]->owner;
+    if (ch->ext != NULL || strncmp(ch->name, "trades.", 7) == 0) {
+        struct dr_trades *t = dr_trades_get(ch);
 
-        xg_client_send_msg(dc->c, m);
+        if (t != NULL && !dr_trades_message(d, ch, t, data, len)) {
+            return;
+        }
     }
-    xg_msg_unref(m);
+    dr_fanout(ch, data, len);
 }
 
 static void
