@@ -20,6 +20,22 @@
  * Grouped books (`book.I.GROUP.DEPTH.INTERVAL`) are full top-N images in
  * every message, with no prev_change_id: a client replaces its book each
  * time, so they need no state and no bridging (XG_BOOK_IMAGE).
+ *
+ * Wiring, per DELTA channel (t/integ/book_relay.c does exactly this):
+ *   notification in  -> xg_book_apply_notification():
+ *       APPLIED   forward the original bytes to the subscribers;
+ *       SNAPSHOT  if a mark is held, or xg_book_replaced() is not NULL,
+ *                 send xg_book_bridge(that, book) to the subscribers that
+ *                 held the book and drop the mark; else (first snapshot)
+ *                 forward the bytes. Joiners that waited get
+ *                 xg_book_snapshot_text();
+ *       GAP       take a mark if none is held, resubscribe the channel;
+ *       WAIT      drop;
+ *       ERROR     drop (the next change is a GAP); if the book is not in
+ *                 sync the channel cannot be kept: pass it through.
+ *   upstream down    -> mark (unless one is held), xg_book_invalidate().
+ *   client joins     -> in sync: xg_book_snapshot_text() after the
+ *                       subscribe answer; else it waits for the snapshot.
  */
 #ifndef XG_BOOK_H
 #define XG_BOOK_H
