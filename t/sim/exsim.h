@@ -272,7 +272,9 @@ struct exsim {
     struct exsim_chan      *chans;          /* global list */
     struct exsim_chan      *chash[1024];
     struct exsim_instr     *instrs;
-    struct exsim_order     *orders;
+    struct exsim_order     *orders;          /* open, newest first */
+    struct exsim_order     *closed;          /* done, newest first */
+    size_t                  nclosed;
     uint64_t                next_order_id, next_trade_id;
     struct exsim_token     *tokens;
     struct exsim_session   *sessions;

@@ -292,27 +292,38 @@ available(const struct exsim_order *o)
     return sum;
 }
 
+/*
+ * Moves O to the closed list once it is no longer open, so the matching
+ * loops only walk open orders; the oldest closed ones are forgotten past
+ * MAX_CLOSED_ORDERS. O must not be on the closed list yet.
+ */
 static void
-orders_prune(void)
+order_settle(struct exsim_order *o)
 {
-    struct exsim_order **pp, *o;
-    size_t closed = 0;
+    struct exsim_order **pp, *x;
+    size_t n = 0;
 
-    for (o = ex->orders; o != NULL; o = o->next) {
-        closed += !order_open(o);
-    }
-    if (closed <= MAX_CLOSED_ORDERS) {
+    if (order_open(o)) {
         return;
     }
-    /* the list is newest first: drop the oldest closed orders */
-    closed = 0;
-    for (pp = &ex->orders; (o = *pp) != NULL;) {
-        if (!order_open(o) && ++closed > MAX_CLOSED_ORDERS / 2) {
+    for (pp = &ex->orders; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == o) {
             *pp = o->next;
-            free(o);
-        } else {
-            pp = &o->next;
+            break;
         }
+    }
+    o->next = ex->closed;
+    ex->closed = o;
+    if (++ex->nclosed <= MAX_CLOSED_ORDERS) {
+        return;
+    }
+    for (pp = &ex->closed; *pp != NULL && n < MAX_CLOSED_ORDERS / 2; n++) {
+        pp = &(*pp)->next;
+    }
+    while ((x = *pp) != NULL) {
+        *pp = x->next;
+        free(x);
+        ex->nclosed--;
     }
 }
 
@@ -322,6 +333,11 @@ order_find(const char *id)
     struct exsim_order *o;
 
     for (o = ex->orders; id != NULL && o != NULL; o = o->next) {
+        if (strcmp(o->order_id, id) == 0) {
+            return o;
+        }
+    }
+    for (o = ex->closed; id != NULL && o != NULL; o = o->next) {
         if (strcmp(o->order_id, id) == 0) {
             return o;
         }
@@ -379,7 +395,7 @@ place(struct exsim_conn *c, int dir, json_t *params, json_t **err)
     struct exsim_instr *in = exsim_instr_find(json_string_value(
         json_object_get(params, "instrument_name")) ?: "");
     struct exsim_order o, *op;
-    json_t *trades;
+    json_t *trades, *res;
 
     memset(&o, 0, sizeof(o));
     if (in == NULL) {
@@ -459,8 +475,9 @@ place(struct exsim_conn *c, int dir, json_t *params, json_t **err)
     xg_log_info("%s: %s %s %s x%lld: %s", c->name, dir > 0 ? "buy" : "sell",
         in->name, op->order_id, (long long) op->lots, op->state);
     user_publish(op, json_array_size(trades) ? trades : NULL);
-    orders_prune();
-    return json_pack("{s:o, s:o}", "order", order_json(op), "trades", trades);
+    res = json_pack("{s:o, s:o}", "order", order_json(op), "trades", trades);
+    order_settle(op);
+    return res;
 }
 
 static void
@@ -470,6 +487,7 @@ cancel_one(struct exsim_order *o, const char *reason)
     snprintf(o->cancel_reason, sizeof(o->cancel_reason), "%s", reason);
     o->updated_ms = now_ms();
     user_publish(o, NULL);
+    order_settle(o);
 }
 
 static json_t *
@@ -485,7 +503,7 @@ edit(json_t *params, json_t **err)
     struct exsim_order *o = order_find(json_string_value(
         json_object_get(params, "order_id")));
     int64_t lots, price;
-    json_t *trades;
+    json_t *trades, *res;
 
     if (o == NULL || !order_open(o)) {
         return not_open(err);
@@ -507,7 +525,9 @@ edit(json_t *params, json_t **err)
         snprintf(o->state, sizeof(o->state), "filled");
     }
     user_publish(o, json_array_size(trades) ? trades : NULL);
-    return json_pack("{s:o, s:o}", "order", order_json(o), "trades", trades);
+    res = json_pack("{s:o, s:o}", "order", order_json(o), "trades", trades);
+    order_settle(o);
+    return res;
 }
 
 typedef int (*order_filter)(const struct exsim_order *o, json_t *params);
@@ -569,10 +589,11 @@ open_orders(json_t *params, order_filter f)
 static json_t *
 cancel_many(json_t *params, order_filter f)
 {
-    struct exsim_order *o;
+    struct exsim_order *o, *next;
     json_int_t n = 0;
 
-    for (o = ex->orders; o != NULL; o = o->next) {
+    for (o = ex->orders; o != NULL; o = next) {
+        next = o->next;
         if (order_open(o) && f(o, params)) {
             cancel_one(o, "user_request");
             n++;
@@ -696,13 +717,14 @@ void
 exsim_trade_after_step(struct exsim_instr *in)
 {
     const struct exsim_book *b = &in->book;
-    struct exsim_order *o;
+    struct exsim_order *o, *next;
 
-    for (o = ex->orders; o != NULL; o = o->next) {
+    for (o = ex->orders; o != NULL; o = next) {
         struct exsim_trade_rec t;
         json_t *pub, *mine;
         int64_t lots;
 
+        next = o->next;
         if (o->instr != in || !order_open(o)) {
             continue;
         }
@@ -720,6 +742,7 @@ exsim_trade_after_step(struct exsim_instr *in)
         user_publish(o, mine);
         json_decref(pub);
         json_decref(mine);
+        order_settle(o);
     }
 }
 
@@ -731,13 +754,14 @@ exsim_trade_after_step(struct exsim_instr *in)
 void
 exsim_trade_conn_gone(struct exsim_conn *c)
 {
-    struct exsim_order *o;
+    struct exsim_order *o, *next;
     uint64_t n = 0;
 
     if (!c->cod || c->auth[0] == '\0') {
         return;
     }
-    for (o = ex->orders; o != NULL; o = o->next) {
+    for (o = ex->orders; o != NULL; o = next) {
+        next = o->next;
         if (order_open(o) && (ex->cod_account || o->conn_id == c->id)) {
             cancel_one(o, "cancel_on_disconnect");
             n++;
@@ -771,6 +795,10 @@ exsim_trade_free_all(void)
 
     while ((o = ex->orders) != NULL) {
         ex->orders = o->next;
+        free(o);
+    }
+    while ((o = ex->closed) != NULL) {
+        ex->closed = o->next;
         free(o);
     }
 }
