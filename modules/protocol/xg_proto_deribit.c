@@ -1828,6 +1828,21 @@ dr_cred_find(const struct xg_gateway_conf *gc, const char *id)
     return -1;
 }
 
+/* A client-supplied string made safe for one log line (truncated). */
+static void
+dr_log_safe(const char *in, char *out, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i + 1 < n && in[i] != '\0'; i++) {
+        unsigned char ch = (unsigned char) in[i];
+
+        out[i] = ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\'
+                 ? (char) ch : '?';
+    }
+    out[i] = '\0';
+}
+
 static int
 dr_str_eq_ct(const char *a, const char *b)
 {
@@ -1902,8 +1917,12 @@ dr_client_auth(struct dr_client *dc, const char *id, json_t *params)
         return;
     }
     if (!ok) {
+        char safe[65];
+
+        dr_log_safe(cid ? cid : "", safe, sizeof(safe));
         xg_log_warn("%s: public/auth (%s) refused for client_id \"%s\"",
-            xg_client_name(dc->c), grant, cid ? cid : "");
+            xg_client_name(dc->c), strcmp(grant, "client_signature") == 0
+            ? "client_signature" : "client_credentials", safe);
         dr_error(dc, id, 13004, "invalid_credentials", NULL);
         return;
     }
@@ -1913,8 +1932,14 @@ dr_client_auth(struct dr_client *dc, const char *id, json_t *params)
     memcpy(refresh, "xgr.", 4);
     dr_random_hex(refresh + 4, 16);
     snprintf(dc->refresh, sizeof(dc->refresh), "%s", refresh);
-    xg_log_info("%s: authenticated (%s%s%s)", xg_client_name(dc->c), grant,
-        cid ? ", client_id " : "", cid ? cid : "");
+    {
+        char safe[65], sgrant[33];
+
+        dr_log_safe(cid ? cid : "", safe, sizeof(safe));
+        dr_log_safe(grant, sgrant, sizeof(sgrant));
+        xg_log_info("%s: authenticated (%s%s%s)", xg_client_name(dc->c),
+            sgrant, cid ? ", client_id " : "", safe);
+    }
     res = json_pack("{s:s, s:i, s:s, s:s, s:s, s:[]}",
         "access_token", token, "expires_in", DR_TOKEN_TTL_S,
         "refresh_token", refresh, "scope", "connection",
@@ -2108,6 +2133,14 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
         dr_error(dc, NULL, -32600, "Invalid Request",
             "id (a number or a string) is required");
         return;
+    }
+    if (len > DR_MAX_FRAME) {
+        /* the exchange refuses it (with no id); answer with the id */
+        xg_log_info("%s: request of %zu bytes over 32 kB refused",
+            xg_client_name(dc->c), len);
+        id = dr_strndup_span(&v[0]);
+        dr_error(dc, id, -32600, "request entity too large", NULL);
+        goto done;
     }
     /* jansson cannot hold ids of any size: parse with a placeholder id */
     id = dr_strndup_span(&v[0]);

@@ -47,6 +47,10 @@ async def bad_input(h):
                      '"params":[1]}')
         r = await c.answer("3")
         check(r["error"]["code"] == -32602, "%s params: %r" % (c.name, r))
+        # over Deribit's 32 kB request cap: refused here, with the id
+        r = await c.call("public/get_time", {"pad": "x" * 40000}, id=4)
+        check(r["error"]["code"] == -32600 and r["id"] == 4,
+              "%s 40 kB: %r" % (c.name, r))
         check(c.closed is None, "%s closed on bad input" % c.name)
 
     # 10 MiB over WebSocket -> 1009
