@@ -134,6 +134,39 @@ if grep -q "certificate verified" "$TMP/c.log"; then
 else
     fail "no verification line in the log"; cat "$TMP/c.log"
 fi
+if "$PROBE" client "wss://localhost:$PORT/echo" --ca ca.pem --size 1048576 \
+    --count 2 --binary > "$TMP/c.out" 2> "$TMP/c.log" \
+    && [ "$(grep -c 'echo ok 1048576' "$TMP/c.out")" = 2 ]; then
+    ok "two 1 MiB echoes over tls"
+else
+    fail "1 MiB over tls"; cat "$TMP/c.out" "$TMP/c.log"
+fi
+# An independent TLS + WebSocket client (python3-websockets) against ours.
+PY=${PYTHON3:-/usr/bin/python3}
+if "$PY" - "$PORT" "$TMP/ca.pem" > "$TMP/py.out" 2>&1 <<'PYEOF'
+import asyncio, ssl, sys
+import websockets
+async def main():
+    ctx = ssl.create_default_context(cafile=sys.argv[2])
+    url = "wss://localhost:%s/echo" % sys.argv[1]
+    async with websockets.connect(url, ssl=ctx, max_size=4 << 20) as ws:
+        data = bytes(range(256)) * 4096
+        await ws.send(data)
+        assert await asyncio.wait_for(ws.recv(), 10) == data
+        await ws.send("close 1011 tls bye")
+        try:
+            await asyncio.wait_for(ws.recv(), 5)
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        assert ws.close_code == 1011, ws.close_code
+    print("python tls ok")
+asyncio.run(main())
+PYEOF
+then
+    ok "python3-websockets over tls: 1 MiB echo, close 1011"
+else
+    fail "python3-websockets over tls"; cat "$TMP/py.out"
+fi
 expect_refused "localhost cert against the system store" \
     "unable to get local issuer certificate" "wss://localhost:$PORT/echo"
 

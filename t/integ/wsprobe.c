@@ -5,7 +5,7 @@
  *   wsprobe server [--port N] [--tls CERT KEY] [--max BYTES] [--text-only]
  *                  [--ping MS] [--once]
  *     Listens on 127.0.0.1 (port 0: any), prints "port N", echoes every
- *     message. A text message "close CODE REASON" makes it close that
+ *     message (as an xg_frame appended by reference). A text message "close CODE REASON" makes it close that
  *     connection with CODE; "big N" makes it send N binary bytes. Every
  *     connection's end is printed as "down: REASON code=C".
  *
@@ -67,6 +67,7 @@ static void
 srv_message(struct xg_ws *ws, int binary, const unsigned char *data,
     size_t len, void *arg)
 {
+    struct xg_frame *f;
     char cmd[160];
     int code;
     size_t n;
@@ -90,11 +91,10 @@ srv_message(struct xg_ws *ws, int binary, const unsigned char *data,
             return;
         }
     }
-    if (binary) {
-        xg_ws_send_binary(ws, data, len);
-    } else {
-        xg_ws_send_text(ws, data, len);
-    }
+    /* Echo through the fan-out path: one pre-encoded frame by reference. */
+    f = binary ? xg_frame_binary(data, len) : xg_frame_text(data, len);
+    xg_ws_send_frame(ws, f);
+    xg_frame_unref(f);
 }
 
 static void
