@@ -597,6 +597,14 @@ growth(const struct xg_book_op *ops, size_t n)
     return g;
 }
 
+/* xg_book_replaced() lasts until the next message, whatever it is. */
+static void
+forget_replaced(struct xg_book *b)
+{
+    xg_book_state_unref(b->replaced);
+    b->replaced = NULL;
+}
+
 static enum xg_book_result
 book_error(struct xg_book *b, const char *what)
 {
@@ -618,8 +626,7 @@ xg_book_apply(struct xg_book *b, const json_t *data)
     size_t nops[2] = { 0, 0 };
     enum xg_book_result r = XG_BOOK_APPLIED;
 
-    xg_book_state_unref(b->replaced);
-    b->replaced = NULL;
+    forget_replaced(b);
     if (!json_is_object(data)) {
         set_err(b, "data is not an object");
         return book_error(b, "message");
@@ -762,6 +769,7 @@ xg_book_apply_text(struct xg_book *b, const char *data, size_t len)
 
     j = json_loadb(data, len, JSON_REJECT_DUPLICATES, &e);
     if (j == NULL) {
+        forget_replaced(b);
         set_err(b, "not JSON: %s at %d", e.text, e.position);
         return book_error(b, "message");
     }
@@ -780,12 +788,14 @@ xg_book_apply_notification(struct xg_book *b, const char *msg, size_t len)
 
     j = json_loadb(msg, len, JSON_REJECT_DUPLICATES, &e);
     if (j == NULL) {
+        forget_replaced(b);
         set_err(b, "not JSON: %s at %d", e.text, e.position);
         return book_error(b, "notification");
     }
     params = json_object_get(j, "params");
     ch = json_string_value(json_object_get(params, "channel"));
     if (ch == NULL || strcmp(ch, b->channel) != 0) {
+        forget_replaced(b);
         json_decref(j);
         set_err(b, "params.channel is %s", ch ? "another channel"
             : "missing");

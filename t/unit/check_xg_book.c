@@ -646,6 +646,13 @@ START_TEST(test_gap)
     /* held until the next apply, whatever its result */
     ck_assert_int_eq(apply_s(b, "{}"), XG_BOOK_ERROR);
     ck_assert(xg_book_replaced(b) == NULL);
+    ck_assert_int_eq(apply_s(b, "{\"type\":\"snapshot\","
+        "\"instrument_name\":\"" INST "\",\"change_id\":25,"
+        "\"bids\":[[\"new\",10,5]],\"asks\":[[\"new\",21,1]]}"),
+        XG_BOOK_SNAPSHOT);
+    ck_assert(xg_book_replaced(b) != NULL);
+    ck_assert_int_eq(apply_s(b, "not json"), XG_BOOK_ERROR);
+    ck_assert(xg_book_replaced(b) == NULL);
     /* invalidate (upstream down) also makes changes wait */
     xg_book_invalidate(b);
     ck_assert_int_eq(apply_s(b, "{\"type\":\"change\",\"instrument_name\":"
