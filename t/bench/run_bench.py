@@ -495,9 +495,21 @@ class Bench:
             self.stop(p)
         return rss0, rss1, rss2, held, subs
 
+    def restart_gate(self):
+        """A fresh exgate: RSS growth and idle CPU must not depend on what
+        the heap and the tables went through in earlier scenarios."""
+        rc = self.stop(self.gate, 10)
+        self.gate = None
+        if rc not in (0, None):
+            raise BenchError("exgate exited with %s: %s" % (
+                rc, self.gate_log(5)))
+        self.wait_unsubscribed()
+        self.start_gate()
+
     def memory(self):
         self.control("rate 1")
         for n in ([20] if self.a.smoke else [1000, 10000]):
+            self.restart_gate()
             rss0, rss1, rss2, held, subs = self.hold(n, True)
             self.emit({
                 "scenario": "memory", "system": "exgate", "clients": n,
@@ -512,6 +524,7 @@ class Bench:
 
     def idle(self):
         n, secs = (10, 1.0) if self.a.smoke else (100, 60.0)
+        self.restart_gate()
         p = self.spawn("idle", [self.bin["client"], "--url", self.gate_url,
                                 "-n", str(n), "--mode", "hold",
                                 "--timeout", "600"], 0,
