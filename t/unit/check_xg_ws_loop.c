@@ -45,6 +45,9 @@ struct side {
     size_t          msg_len;
     int             echo;           /* send every message back */
     int             free_in_msg;    /* xg_ws_free from on_message */
+    int             free_in_open;   /* ... from on_open */
+    int             free_in_state;  /* ... from on_state(this state) */
+    int             states;         /* on_state calls */
     int             close_in_msg;   /* xg_ws_close(code) from on_message */
     int             drains;
     int             path_status;    /* accept callback answer */
@@ -76,6 +79,25 @@ on_open(struct xg_ws *ws, void *arg)
         s->cb_in_connect = 1;
     }
     s->opened++;
+    if (s->free_in_open) {
+        xg_ws_free(ws);
+        s->ws = NULL;
+    }
+}
+
+static void
+on_state(struct xg_ws *ws, enum xg_ws_state st, void *arg)
+{
+    struct side *s = arg;
+
+    if (s->in_connect) {
+        s->cb_in_connect = 1;
+    }
+    s->states++;
+    if (s->free_in_state == (int) st) {
+        xg_ws_free(ws);
+        s->ws = NULL;
+    }
 }
 
 static void
@@ -133,7 +155,7 @@ on_drain(struct xg_ws *ws, void *arg)
 }
 
 static const struct xg_ws_cbs cbs = {
-    NULL, on_open, on_message, on_down, on_drain
+    on_state, on_open, on_message, on_down, on_drain
 };
 
 static int
@@ -1328,6 +1350,42 @@ START_TEST(test_close_timeout)
 }
 END_TEST
 
+
+START_TEST(test_free_in_open_and_state)
+{
+    struct xg_ws_opts o;
+
+    default_opts(&o);
+    cli.free_in_open = 1;
+    connect_client(&o, srv_port, "/ws");
+    RUN_UNTIL(cli.opened && srv.downs, 2000);
+    ck_assert_ptr_null(cli.ws);
+    ck_assert_int_eq(cli.downs, 0);
+    ck_assert_str_eq(srv.reason, "eof");
+    /* A server freed in on_open drops its 101 unsent: at once means that. */
+    memset(&cli, 0, sizeof(cli));
+    srvs[1].free_in_open = 1;
+    connect_client(&o, srv_port, "/ws");
+    RUN_UNTIL(srvs[1].opened && cli.downs, 2000);
+    ck_assert_ptr_null(srvs[1].ws);
+    ck_assert_int_eq(srvs[1].downs, 0);
+    ck_assert_str_eq(cli.reason, "eof during the handshake");
+    memset(&cli, 0, sizeof(cli));
+    cli.free_in_state = XG_WS_HANDSHAKE;
+    connect_client(&o, srv_port, "/ws");
+    RUN_UNTIL(cli.ws == NULL, 2000);
+    ck_assert_int_eq(cli.states, 1);
+    memset(&cli, 0, sizeof(cli));
+    cli.free_in_state = XG_WS_OPEN;
+    connect_client(&o, srv_port, "/ws");
+    RUN_UNTIL(cli.ws == NULL, 2000);
+    RUN_UNTIL(0, 50);
+    ck_assert_int_eq(cli.opened, 0);
+    ck_assert_int_eq(cli.downs, 0);
+    ck_assert_int_eq(cli.cb_in_connect, 0);
+}
+END_TEST
+
 static Suite *
 ws_loop_suite(void)
 {
@@ -1371,6 +1429,7 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_connect_deadline);
     tcase_add_test(tc, test_sync_failure_is_async);
     tcase_add_test(tc, test_close_timeout);
+    tcase_add_test(tc, test_free_in_open_and_state);
     suite_add_tcase(s, tc);
     return s;
 }
