@@ -133,6 +133,13 @@ async def slow_consumer(h, normal):
     s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1,
                           "method": "public/subscribe",
                           "params": {"channels": [BOOK]}}).encode() + b"\n")
+    # and a WebSocket client that never reads: websockets stops reading
+    # the socket once its queue (1 message, 1 kB buffer) is full
+    wslow = await websockets.connect(h.ws_url, max_queue=1, read_limit=1024,
+                                     max_size=None)
+    await wslow.send(json.dumps({"jsonrpc": "2.0", "id": 1,
+                                 "method": "public/subscribe",
+                                 "params": {"channels": [BOOK]}}))
     r = await normal.call("public/subscribe", {"channels": [BOOK]}, id=900)
     check(r["result"] == [BOOK], "subscribe %r" % r)
     h.control("burst 2")
@@ -141,8 +148,11 @@ async def slow_consumer(h, normal):
     for _ in range(4):
         h.control("burst 3000")
         await asyncio.sleep(0.3)
-    gh.uh.wait_for(lambda: h.status()["slow_consumer_closes"] > before, 10,
-                   what="the slow consumer closed")
+    gh.uh.wait_for(lambda: h.status()["slow_consumer_closes"] >= before + 2,
+                   10, what="both slow consumers closed")
+    check(h.log_lines("client ws#.*slow consumer") and
+          h.log_lines("client tcp#.*slow consumer"),
+          "a slow consumer line for each kind")
     h.control("burst 50")
     # one book change per market step: 2 + 4 * 3000 + 50 of them
     await normal.wait_notes(BOOK, 12052, timeout=30)
@@ -166,6 +176,7 @@ async def slow_consumer(h, normal):
             break
     s.close()
     check(ended, "the slow client's socket was not closed")
+    wslow.transport.abort()
 
 
 async def body(h):
@@ -178,7 +189,7 @@ async def body(h):
     await slow_consumer(h, a)
     s = h.status()
     check(s["client_errors"] >= 10, "client_errors %r" % s["client_errors"])
-    check(s["slow_consumer_closes"] == 1, "slow_consumer_closes %r"
+    check(s["slow_consumer_closes"] == 2, "slow_consumer_closes %r"
           % s["slow_consumer_closes"])
     await a.close()
     await t.close()
