@@ -19,6 +19,8 @@ exsim and the bench client on CPU 0 (taskset), when there are 2 CPUs.
 
 Usage: run_bench.py [--builddir DIR] [--duration S] [--warmup S]
                     [--only fanout,restore,memory,idle] [--smoke] [--out FILE]
+                    [--no-pin]
+BENCH_NGINX=PATH picks the nginx binary, BENCH_NGINX=none skips nginx.
 """
 
 import argparse
@@ -271,10 +273,10 @@ class Bench:
     # ---- nginx ----------------------------------------------------------
 
     def start_nginx(self):
-        exe = shutil.which("nginx") or (
+        exe = os.environ.get("BENCH_NGINX") or shutil.which("nginx") or (
             "/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK)
             else None)
-        if exe is None:
+        if exe == "none" or exe is None or not os.access(exe, os.X_OK):
             self.note("nginx: not installed (Debian: apt-get install "
                       "nginx-light): nginx scenario skipped")
             return False
@@ -706,6 +708,11 @@ def main():
     mach["nofile"] = hard
     mach["pinning"] = ("systems under test on CPU 1, exsim and the bench "
                        "client on CPU 0" if b.taskset else "none")
+    with open(b.bin["exgate"], "rb") as f:
+        if b"__asan_init" in f.read():
+            b.note("this is a sanitizer build: its numbers say nothing "
+                   "about performance (configure without "
+                   "--enable-sanitizers)")
     b.emit(dict(scenario="machine", **mach))
     failed = False
     try:
