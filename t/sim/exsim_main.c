@@ -144,7 +144,12 @@ bench_cb(evutil_socket_t fd, short what, void *arg)
         bench_last_us = now;
         n = (long) steps;
         bench_carry = steps - (double) n;
-        bench_round(n > 100000 ? 100000 : n);
+        /* a lag of more than 100 ms is not made up in one burst */
+        if ((double) n > ex->rate / 10 + 1) {
+            n = (long) (ex->rate / 10 + 1);
+            bench_carry = 0;
+        }
+        bench_round(n);
         return;
     }
     for (ch = ex->chans; ch != NULL; ch = ch->lnext) {
