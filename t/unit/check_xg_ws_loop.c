@@ -1116,6 +1116,16 @@ START_TEST(test_bad_101)
     client_against(NULL, &o);
     ck_assert_str_eq(cli.reason, "eof during the handshake");
     memset(&cli, 0, sizeof(cli));
+    {
+        char big[10000];
+        memset(big, 'h', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        memcpy(big, "HTTP/1.1 101 OK\r\nX: ", 20);
+        client_against(big, &o);
+        ck_assert_str_eq(cli.reason,
+            "handshake: response head over 8192 bytes");
+    }
+    memset(&cli, 0, sizeof(cli));
     o.handshake_timeout_ms = 150;
     client_against("HTTP/1.1 101 Switching", &o);
     ck_assert_str_eq(cli.reason, "handshake timeout");
