@@ -135,5 +135,27 @@ def test():
 
         run(go(), timeout=55)
 
+    # the same seed gives the same market, another seed another one
+    books = []
+    for seed in ("5", "5", "6"):
+        with Exsim("--rate", "0", "--seed", seed) as sim:
+            sim.control("burst 300")
+
+            async def book():
+                c = await Rpc.open(sim.url())
+                ob = await c.result("public/get_order_book",
+                                    {"instrument_name": "ETH-PERPETUAL",
+                                     "depth": 50})
+                lt = await c.result("public/get_last_trades_by_instrument",
+                                    {"instrument_name": "ETH-PERPETUAL",
+                                     "count": 20})
+                await c.close()
+                return (ob["bids"], ob["asks"], ob["change_id"],
+                        [(t["trade_seq"], t["price"], t["amount"])
+                         for t in lt["trades"]])
+            books.append(run(book()))
+    check(books[0] == books[1], "same seed, different market")
+    check(books[0] != books[2], "different seeds, same market")
+
 
 main(test)
