@@ -181,6 +181,51 @@ bench_apply(size_t n, int top)
     xg_book_free(b);
 }
 
+/*
+ * Per level entry with the per-message work amortized: 200 messages of
+ * 300 amount changes each (every entry a lookup and an update).
+ */
+static void
+bench_levels(size_t n, int top)
+{
+    enum { NM = 200, NL = 300 };
+    struct xg_book *b = xg_book_new(CH, NULL);
+    json_t *snap = snapshot(n, 1), *m[NM];
+    double t0, t1;
+    size_t i, j;
+
+    for (i = 0; i < NM; i++) {
+        json_t *s[2] = { json_array(), json_array() };
+
+        for (j = 0; j < NL; j++) {
+            int k = (int) (rnd64() & 1);
+
+            json_array_append_new(s[k], json_pack("[s,f,f]", "change",
+                price(k, depth(n, top)), 1.0 + (double) (rnd64() % 100)));
+        }
+        m[i] = json_pack("{s:s,s:s,s:I,s:I,s:o,s:o}", "type", "change",
+            "instrument_name", "BTC-PERPETUAL",
+            "prev_change_id", (json_int_t) (1 + i),
+            "change_id", (json_int_t) (2 + i), "bids", s[0], "asks", s[1]);
+    }
+    xg_book_apply(b, snap);
+    t0 = now_ns();
+    for (i = 0; i < NM; i++) {
+        if (xg_book_apply(b, m[i]) != XG_BOOK_APPLIED) {
+            exit(1);
+        }
+    }
+    t1 = now_ns();
+    printf("levels  levels=%-6zu depth=%-7s %7.0f ns/level entry (300-entry "
+        "messages, json_t in)\n", n, top ? "top" : "uniform",
+        (t1 - t0) / (NM * NL));
+    for (i = 0; i < NM; i++) {
+        json_decref(m[i]);
+    }
+    json_decref(snap);
+    xg_book_free(b);
+}
+
 static void
 bench_memory(size_t n)
 {
@@ -301,6 +346,8 @@ main(int argc, char **argv)
     for (i = 0; i < nlv; i++) {
         bench_apply(lv[i], 1);
         bench_apply(lv[i], 0);
+        bench_levels(lv[i], 1);
+        bench_levels(lv[i], 0);
         bench_memory(lv[i]);
         bench_bridge(lv[i], 100);
         bench_bridge(lv[i], 5000);
