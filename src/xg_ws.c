@@ -45,7 +45,7 @@
 #include <openssl/rand.h>
 #include <wslay/wslay.h>
 
-#define WS_DEFAULT_MAX_MESSAGE   (16u * 1024 * 1024)
+#define WS_DEFAULT_MAX_MESSAGE   ((size_t) 16 * 1024 * 1024)
 #define WS_DEFAULT_TIMEOUT_MS    10000
 #define WS_DEFAULT_CLOSE_MS      3000
 
@@ -225,6 +225,7 @@ fd_peer(evutil_socket_t fd, char *buf, size_t len)
     struct sockaddr_storage ss;
     socklen_t sl;
 
+    memset(&ss, 0, sizeof(ss));
     sl = sizeof(ss);
     if (getpeername(fd, (struct sockaddr *) &ss, &sl) != 0) {
         snprintf(buf, len, "?");
