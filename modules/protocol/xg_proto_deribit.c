@@ -1543,11 +1543,12 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
         return;
     }
     ch = xg_registry_channel_n(d->reg, v[0].p + 1, v[0].len - 2);
-    if (ch == NULL || ch->nsubs == 0) {
+    if (ch == NULL) {
         xg_log_debug("upstream %s: data for channel %.*s with no subscriber",
             d->name, (int) v[0].len, v[0].p);
         return;
     }
+    /* books and trades are kept even while a channel lingers unwatched */
     if (ch->ext != NULL || dr_is_book_channel(ch->name)) {
         struct dr_book *b = dr_book_get(ch);
 
@@ -1562,7 +1563,9 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
             return;
         }
     }
-    dr_fanout(ch, data, len);
+    if (ch->nsubs > 0) {
+        dr_fanout(ch, data, len);
+    }
 }
 
 static void

@@ -69,6 +69,32 @@ async def body(h):
     took = time.monotonic() - t0
     check(took > 1.0, "unsubscribed after %.2f s, linger is 1.5 s" % took)
 
+    # a book keeps being applied while its channel lingers unwatched: a
+    # client coming back gets a current snapshot that the next change
+    # chains on, with no resync
+    BOOK = "book.BTC-PERPETUAL.100ms"
+    r = await a.call("public/subscribe", {"channels": [BOOK]}, id=20)
+    check(r["result"] == [BOOK], "book subscribe %r" % r)
+    await a.wait_notes(BOOK, 5)
+    await a.call("public/unsubscribe", {"channels": [BOOK]}, id=21)
+    await asyncio.sleep(0.7)            # the book moves meanwhile
+    r = await b.call("public/subscribe", {"channels": [BOOK]}, id=22)
+    check(r["result"] == [BOOK], "book back within the linger %r" % r)
+    await b.wait_notes(BOOK, 10)
+    last = None
+    for ch, m in b.notes:
+        if ch != BOOK:
+            continue
+        dt = m["params"]["data"]
+        if last is None:
+            check(dt["type"] == "snapshot", "first book message %r" % dt)
+        else:
+            check(dt.get("prev_change_id") == last,
+                  "chain after the linger: %r after %r" % (dt, last))
+        last = dt["change_id"]
+    check(not h.log_lines("gap at change_id"), "a resync was needed")
+    await b.call("public/unsubscribe", {"channels": [BOOK]}, id=23)
+
     # subscribe while the upstream is down
     h.control("refuse on")
     h.control("drop")
