@@ -1,7 +1,8 @@
 """exsim: Deribit's credit model (exchange-protocols.md A6). Running out
 gives 10028 too_many_requests and then the connection is closed:
 non-matching requests (500 of 50 000, 10 000/s), subscribe (3 000 of
-30 000), matching engine tier 4 (burst 20). --no-rate-limit lifts it.
+30 000), matching engine tier 4 (burst 20); unauthenticated pools are per
+IP, shared by connections. --no-rate-limit lifts it.
 """
 import asyncio
 import os
@@ -50,6 +51,15 @@ def test():
             code, reason = c.closed.result()
             check(code == 1008, "close %r %r" % (code, reason))
 
+            # unauthenticated pools are per IP: a new connection from the
+            # same address finds them empty (at most a refill's worth left)
+            c = await Rpc.open(sim.url())
+            ok2, limited, _ = await hammer(c, 20, "public/get_time",
+                                           lambda i: {})
+            check(ok2 <= 3 and limited == [ok2], "shared pool %d %r"
+                  % (ok2, limited))
+            await asyncio.sleep(0.3)
+
             # subscribe: 10 at once
             c = await Rpc.open(sim.url())
             ok, limited, _ = await hammer(
@@ -59,6 +69,7 @@ def test():
                   % (ok, limited))
 
             # matching engine, tier 4: burst 20 (on the account's pool)
+            await asyncio.sleep(0.3)
             c = await Rpc.open(sim.url())
             await c.result("public/auth", CREDS)
             ok, limited, _ = await hammer(
@@ -76,7 +87,7 @@ def test():
 
         run(go())
         st = sim.stats()
-        check(st["rate_limited"] == 3, "rate_limited %r" % st)
+        check(st["rate_limited"] == 4, "rate_limited %r" % st)
 
     with Exsim("--rate", "0", "--no-rate-limit") as sim:
         async def go2():

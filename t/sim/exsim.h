@@ -65,6 +65,13 @@ struct exsim_credits {
     struct exsim_bucket matching;
 };
 
+/* Unauthenticated requests are limited per IP (A6). */
+struct exsim_ippool {
+    struct exsim_ippool  *next;
+    char                  ip[64];
+    struct exsim_credits  cr;
+};
+
 struct exsim_token {
     struct exsim_token *next;
     char      access[96];
@@ -104,7 +111,7 @@ struct exsim_conn {
     struct event        *hb_ev;
     int                  hb_phase;
     uint64_t             test_deadline_us; /* unanswered test_request */
-    struct exsim_credits credits;    /* used until authenticated */
+    struct exsim_credits *anon;      /* its IP's pool, until authenticated */
     struct exsim_chan  **subs;
     size_t               nsubs, capsubs;
     uint64_t             us_in;      /* wall clock of the current request */
@@ -280,6 +287,7 @@ struct exsim {
     struct exsim_session   *sessions;
     struct exsim_nonce     *nonces;
     struct exsim_credits    account;         /* the authenticated pool */
+    struct exsim_ippool    *ippools;
     int                     cod_account;     /* account-scope COD default */
     uint64_t                rng;
     double                  rate;
@@ -313,6 +321,7 @@ void exsim_conn_accept(evutil_socket_t fd);
 void exsim_conn_drop(struct exsim_conn *c);     /* RST, no close frame */
 void exsim_conn_close(struct exsim_conn *c, int code, const char *reason);
 void exsim_conn_free_all(void);
+void exsim_ippools_free(void);
 void exsim_conn_stall(struct exsim_conn *c, int on);
 int exsim_conn_authed(struct exsim_conn *c);
 void exsim_send_json(struct exsim_conn *c, json_t *msg);  /* steals msg */

@@ -761,6 +761,7 @@ free_all(void)
     }
     exsim_trade_free_all();
     exsim_auth_free_all();
+    exsim_ippools_free();
     exsim_market_free();
     json_decref(ex->st.requests);
     json_decref(ex->reject_chan);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 
 #define EXSIM_VERSION "1.2.26"
 
@@ -99,7 +100,7 @@ credits_charge(struct exsim_conn *c, const char *method)
     if (ex->o.no_rate_limit) {
         return 0;
     }
-    cr = exsim_conn_authed(c) ? &ex->account : &c->credits;
+    cr = exsim_conn_authed(c) ? &ex->account : c->anon;
     if (strcmp(method, "public/subscribe") == 0
         || strcmp(method, "private/subscribe") == 0)
     {
@@ -803,6 +804,53 @@ static const struct xg_ws_cbs conn_cbs = {
     .on_drain = on_drain,
 };
 
+/* The unauthenticated credit pool of FD's peer address, made on first use. */
+static struct exsim_credits *
+ippool(evutil_socket_t fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    struct exsim_ippool *p;
+    char ip[64] = "?";
+    int n = 0;
+
+    if (getpeername(fd, (struct sockaddr *) &ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            evutil_inet_ntop(AF_INET6, &((struct sockaddr_in6 *) &ss)->sin6_addr,
+                ip, sizeof(ip));
+        } else {
+            evutil_inet_ntop(AF_INET, &((struct sockaddr_in *) &ss)->sin_addr,
+                ip, sizeof(ip));
+        }
+    }
+    for (p = ex->ippools; p != NULL; p = p->next, n++) {
+        if (strcmp(p->ip, ip) == 0) {
+            return &p->cr;
+        }
+    }
+    if (n >= 1024) {
+        return &ex->ippools->cr;    /* bounded: the rest share one pool */
+    }
+    p = xg_calloc(1, sizeof(*p));
+    snprintf(p->ip, sizeof(p->ip), "%s", ip);
+    exsim_credits_init(&p->cr);
+    p->next = ex->ippools;
+    ex->ippools = p;
+    return &p->cr;
+}
+
+/* Frees the per-IP pools (quit). */
+void
+exsim_ippools_free(void)
+{
+    struct exsim_ippool *p;
+
+    while ((p = ex->ippools) != NULL) {
+        ex->ippools = p->next;
+        free(p);
+    }
+}
+
 /* Takes ownership of the accepted socket FD and runs the upgrade on it. */
 void
 exsim_conn_accept(evutil_socket_t fd)
@@ -818,7 +866,7 @@ exsim_conn_accept(evutil_socket_t fd)
     ex->st.connections_total++;
     snprintf(c->name, sizeof(c->name), "exsim conn#%llu",
         (unsigned long long) c->id);
-    exsim_credits_init(&c->credits);
+    c->anon = ippool(fd);
     c->next = ex->conns;
     if (ex->conns != NULL) {
         ex->conns->prev = c;
