@@ -123,6 +123,7 @@ def test():
             check(code(r) == -32602, "string timestamp accepted %r" % r)
             r = await c.call("public/auth", sig(now, "n7"))
             check("result" in r, "fresh nonce %r" % r)
+            ctok = r["result"]
 
             # session scope: survives the connection and works elsewhere
             s = await a.result("public/auth", creds("session:bot1"))
@@ -138,6 +139,19 @@ def test():
                                 {"grant_type": "refresh_token",
                                  "refresh_token": s["refresh_token"]})
             check("session:bot1" in s2["scope"].split(), "session refresh")
+            # fork_token: a session token opens another session
+            f = await d.result("public/fork_token",
+                               {"refresh_token": s2["refresh_token"],
+                                "session_name": "bot2"})
+            check("session:bot2" in f["scope"].split(), "fork %r" % f)
+            await d.result("private/get_open_orders",
+                           {"access_token": f["access_token"]})
+            r = await d.call("public/fork_token",
+                             {"refresh_token": ctok["refresh_token"],
+                              "session_name": "bot3"})
+            check(code(r) == 13009
+                  and "forked" in r["error"]["data"]["reason"],
+                  "fork of a connection token %r" % r)
             # a dead connection's token stays dead
             r = await d.call("private/get_open_orders",
                              {"access_token": new["access_token"]})
@@ -170,12 +184,13 @@ def test():
 
         run(go())
         st = sim.stats()
-        # ok: creds, refresh, sig, sig n7, session, session refresh,
+        # ok: creds, refresh, sig, sig n7, session, session refresh, fork,
         #     logout conn, after reject-auth
-        check(st["auth_ok"] == 8, "auth_ok %r" % st)
+        check(st["auth_ok"] == 9, "auth_ok %r" % st)
         # fail: 3 bad creds, conn refresh elsewhere, reused refresh,
-        #       replay, stale, future, bad sig, upper, string ts, reject
-        check(st["auth_fail"] == 12, "auth_fail %r" % st)
+        #       replay, stale, future, bad sig, upper, string ts, fork of
+        #       a connection token, reject
+        check(st["auth_fail"] == 13, "auth_fail %r" % st)
 
 
 main(test)

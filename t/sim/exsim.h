@@ -338,6 +338,7 @@ json_t *exsim_error_obj(int code, const char *message, const char *reason,
 /* exsim_auth.c */
 json_t *exsim_auth_handle(struct exsim_conn *c, json_t *params,
     json_t **err);
+json_t *exsim_auth_fork(struct exsim_conn *c, json_t *params, json_t **err);
 int exsim_auth_check(struct exsim_conn *c, json_t *params, json_t **err);
 void exsim_auth_logout(struct exsim_conn *c, json_t *params);
 void exsim_auth_conn_gone(struct exsim_conn *c);

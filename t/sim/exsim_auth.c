@@ -441,6 +441,72 @@ exsim_auth_handle(struct exsim_conn *c, json_t *params, json_t **err)
 }
 
 /*
+ * public/fork_token: a valid session-scope REFRESH_TOKEN opens a new
+ * session SESSION_NAME with the same rights (A2.5; connection tokens may
+ * not be forked). Returns the auth result, or NULL with *err set.
+ */
+json_t *
+exsim_auth_fork(struct exsim_conn *c, json_t *params, json_t **err)
+{
+    const char *rt = json_string_value(json_object_get(params,
+        "refresh_token"));
+    const char *name = json_string_value(json_object_get(params,
+        "session_name"));
+    struct exsim_token *old, *t;
+    const char *rest;
+    char scope[512];
+
+    if (name == NULL || !session_name_ok(name)) {
+        *err = deny(EXSIM_E_PARAMS, "must be a session name",
+            "session_name");
+        return NULL;
+    }
+    tokens_prune();
+    for (old = ex->tokens; rt != NULL && old != NULL; old = old->next) {
+        if (old->refresh_valid && strcmp(old->refresh, rt) == 0) {
+            break;
+        }
+    }
+    if (old == NULL) {
+        *err = deny(EXSIM_E_UNAUTHORIZED, "invalid refresh token",
+            "refresh_token");
+        return NULL;
+    }
+    if (old->session == NULL) {
+        *err = deny(EXSIM_E_UNAUTHORIZED,
+            "connection scope tokens can't be forked", "refresh_token");
+        return NULL;
+    }
+    /* the old scope with its session:NAME swapped for the new name */
+    rest = strchr(old->scope, ' ');
+    snprintf(scope, sizeof(scope), "session:%s%s", name, rest ? rest : "");
+    session_touch(name);
+    t = xg_calloc(1, sizeof(*t));
+    token_string(t->access, sizeof(t->access));
+    token_string(t->refresh, sizeof(t->refresh));
+    t->session = xg_strdup(name);
+    t->conn_id = c->id;
+    t->expires_us = xg_now_us() + (uint64_t) (ex->o.expires_in * 1e6);
+    t->refresh_expires_us = t->expires_us
+        + (uint64_t) (ex->o.expires_in * 1e6) + 3600ull * 1000000;
+    t->valid = 1;
+    t->refresh_valid = 1;
+    t->scope = xg_strdup(scope);
+    t->next = ex->tokens;
+    ex->tokens = t;
+    ex->st.auth_ok++;
+    xg_log_info("%s: session %s forked from %s", c->name, name, old->session);
+    return json_pack("{s:s, s:I, s:s, s:s, s:s, s:s, s:[]}",
+        "access_token", t->access,
+        "expires_in", (json_int_t) ceil(ex->o.expires_in),
+        "refresh_token", t->refresh,
+        "scope", t->scope,
+        "token_type", "bearer",
+        "sid", name,
+        "enabled_features");
+}
+
+/*
  * Whether C may call a private method: PARAMS.access_token when given,
  * else the token C authenticated with. 0 when allowed; else -1 and, when
  * ERR is not NULL, a 13009 error in *err. ERR NULL is an internal query

@@ -1175,6 +1175,12 @@ m_auth(struct req *r, json_t *params, json_t **err)
 }
 
 static json_t *
+m_fork_token(struct req *r, json_t *params, json_t **err)
+{
+    return exsim_auth_fork(r->c, params, err);
+}
+
+static json_t *
 m_logout(struct req *r, json_t *params, json_t **err)
 {
     exsim_auth_logout(r->c, params);
@@ -1399,6 +1405,7 @@ static const struct {
     { "public/get_last_trades_by_instrument", m_last_trades, 0 },
     { "public/get_index_price", m_get_index_price, 0 },
     { "public/auth", m_auth, 0 },
+    { "public/fork_token", m_fork_token, 0 },
     { "public/set_heartbeat", m_set_heartbeat, 0 },
     { "public/disable_heartbeat", m_disable_heartbeat, 0 },
     { "public/subscribe", m_pub_subscribe, 0 },
