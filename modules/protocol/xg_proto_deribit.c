@@ -351,6 +351,13 @@ dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
         dr_send(d, q);
         return;
     }
+    if (q->kind == K_CANCEL) {
+        /* a client's cancel-on-disconnect waits for the exchange however
+           long it takes: its orders must not outlive it */
+        q->deadline_ms = 0;
+        xg_registry_queue_push(d->reg, q, 0);
+        return;
+    }
     if (xg_registry_nqueued(d->reg) >= d->cf->queue_limit) {
         xg_log_warn("upstream %s: queue_limit %u reached: refusing %s",
             d->name, d->cf->queue_limit, q->method ? q->method : "?");
@@ -1668,7 +1675,7 @@ dr_on_down(void *p, const char *reason)
     }
     for (q = replay; q != NULL; q = nx) {
         nx = q->next;
-        q->deadline_ms = d->cf->queue_timeout_ms
+        q->deadline_ms = d->cf->queue_timeout_ms && q->kind != K_CANCEL
                          ? xg_now_ms() + d->cf->queue_timeout_ms : 0;
         xg_registry_queue_push(d->reg, q, 1);
     }

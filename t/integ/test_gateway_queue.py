@@ -5,7 +5,10 @@
   longer than queue_timeout get it too, and are never sent;
 - requests queued when the upstream comes back are sent after the restore
   and answered, the client's own ids intact;
-- request_timeout: a request the exchange never answers gets 13888.
+- request_timeout: a request the exchange never answers gets 13888;
+- a client's emulated cancel-on-disconnect that fires while the upstream
+  is down waits (past queue_timeout) and cancels its orders after the
+  restore.
 """
 
 import asyncio
@@ -14,6 +17,7 @@ import gateway_harness as gh
 from gateway_harness import check, WSClient, TCPClient
 
 UPSTREAM = """    protocol deribit;
+    auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;
     queue_limit 3;
     queue_timeout 1500ms;
     request_timeout 1s;
@@ -22,6 +26,8 @@ UPSTREAM = """    protocol deribit;
 
 
 async def body(h):
+    import os
+    os.environ["XG_TEST_EXSIM_SECRET"] = "exsim-secret"
     gh.start(h, UPSTREAM, "client_auth off;\n")
     gh.wait_ready(h)
     a = await WSClient("ws-a").connect(h.ws_url)
@@ -62,6 +68,25 @@ async def body(h):
           "flushed: %r" % r1)
     check(isinstance(r2.get("result"), int) and r2["id"] == 99,
           "flushed: %r" % r2)
+
+    # cancel-on-disconnect while the exchange is unreachable
+    c = await TCPClient("tcp-cod").connect(h.tcp_port)
+    r = await c.call("private/enable_cancel_on_disconnect", {}, id=1)
+    check(r["result"] == "ok", "COD %r" % r)
+    r = await c.call("private/buy", {"instrument_name": "BTC-PERPETUAL",
+                                     "amount": 10, "type": "limit",
+                                     "price": 1000}, id=2)
+    check(r["result"]["order"]["order_state"] == "open", "buy %r" % r)
+    check(h.control("stats")["orders_open"] == 1, "one order open")
+    h.control("refuse on")
+    h.control("drop")
+    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
+    await c.close()
+    await asyncio.sleep(2.0)             # longer than queue_timeout
+    check(h.control("stats")["orders_open"] == 1, "cancelled while down?")
+    h.control("refuse off")
+    gh.uh.wait_for(lambda: h.control("stats")["orders_open"] == 0, 5,
+                   what="the order cancelled after the restore")
     await a.close()
     await t.close()
 
