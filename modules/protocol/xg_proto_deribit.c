@@ -1215,14 +1215,20 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
             (unsigned long long) xg_book_state_change_id(b->mark),
             (unsigned long long) xg_book_change_id(b->book));
     }
-    for (i = 0; i < ch->nsubs; i++) {
-        struct dr_client *dc = ch->subs[i]->owner;
+    {
+        /* each text encoded once, shared by reference */
+        struct xg_msg *snap = xg_msg_new(data, len);
+        struct xg_msg *br = bridge ? xg_msg_new(bridge, strlen(bridge))
+                                   : NULL;
 
-        if (bridge == NULL || dr_book_needs(b, dc)) {
-            xg_client_send(dc->c, data, len);
-        } else {
-            xg_client_send(dc->c, bridge, strlen(bridge));
+        for (i = 0; i < ch->nsubs; i++) {
+            struct dr_client *dc = ch->subs[i]->owner;
+
+            xg_client_send_msg(dc->c, br == NULL || dr_book_needs(b, dc)
+                                      ? snap : br);
         }
+        xg_msg_unref(snap);
+        xg_msg_unref(br);
     }
     free(bridge);
     xg_book_state_unref(b->mark);
