@@ -99,6 +99,18 @@ struct xg_ws {
     unsigned                 release_bev:1;
     unsigned                 down_queued:1;
 
+    /*
+     * The message being received. wslay runs without buffering: it would
+     * allocate each frame's announced length up front, so a peer could pin
+     * max_message bytes per connection while sending next to nothing.
+     * Here memory grows with the bytes that really arrive.
+     */
+    unsigned char           *rx;
+    size_t                   rx_len;
+    size_t                   rx_cap;
+    unsigned                 rx_ctrl:1;     /* current frame is control */
+    unsigned                 rx_over:1;     /* over the limit: ignore */
+
     char                     reason[512];
     int                      http_status;
     int                      retry_after_s;
@@ -413,12 +425,77 @@ printable(char *dst, size_t dlen, const unsigned char *s, size_t len)
     dst[n] = '\0';
 }
 
+/* Refuses the message being received: too big (1009). */
+static void
+ws_rx_too_big(struct xg_ws *ws, wslay_event_context_ptr ctx)
+{
+    ws->rx_over = 1;
+    ws->rx_len = 0;
+    wslay_event_queue_close(ctx, 1009, (const uint8_t *) "message too big",
+        15);
+    wslay_event_shutdown_read(ctx);
+}
+
+static void
+wsl_on_frame_start(wslay_event_context_ptr ctx,
+    const struct wslay_event_on_frame_recv_start_arg *f, void *user)
+{
+    struct xg_ws *ws = user;
+
+    ws->rx_ctrl = (f->opcode & 0x8) != 0;
+    if (ws->rx_ctrl || ws->rx_over) {
+        return;
+    }
+    if (f->opcode != WSLAY_CONTINUATION_FRAME) {
+        ws->rx_len = 0;     /* a new message */
+    }
+    /*
+     * Without buffering wslay checks the limit per frame only; the whole
+     * message is checked here, against what the frame announces.
+     */
+    if (f->payload_length > ws->opts.max_message - ws->rx_len) {
+        ws_rx_too_big(ws, ctx);
+    }
+}
+
+static void
+wsl_on_frame_chunk(wslay_event_context_ptr ctx,
+    const struct wslay_event_on_frame_recv_chunk_arg *c, void *user)
+{
+    struct xg_ws *ws = user;
+    size_t need, cap;
+
+    if (ws->rx_ctrl || ws->rx_over || c->data_length == 0) {
+        return;
+    }
+    if (c->data_length > ws->opts.max_message - ws->rx_len) {
+        ws_rx_too_big(ws, ctx);     /* cannot happen: checked at start */
+        return;
+    }
+    need = ws->rx_len + c->data_length;
+    if (need > ws->rx_cap) {
+        cap = ws->rx_cap ? ws->rx_cap : 4096;
+        while (cap < need) {
+            cap *= 2;
+        }
+        if (cap > ws->opts.max_message) {
+            cap = ws->opts.max_message;
+        }
+        ws->rx = xg_realloc(ws->rx, cap);
+        ws->rx_cap = cap;
+    }
+    memcpy(ws->rx + ws->rx_len, c->data, c->data_length);
+    ws->rx_len = need;
+}
+
 static void
 wsl_on_msg(wslay_event_context_ptr ctx,
     const struct wslay_event_on_msg_recv_arg *m, void *user)
 {
     struct xg_ws *ws = user;
     char text[2 * XG_WSPROTO_MAX_CLOSE_REASON];
+    const unsigned char *data;
+    size_t len;
     int binary;
 
     if (ws_dead(ws)) {
@@ -427,7 +504,7 @@ wsl_on_msg(wslay_event_context_ptr ctx,
     switch (m->opcode) {
     case WSLAY_TEXT_FRAME:
     case WSLAY_BINARY_FRAME:
-        if (ws->ending || ws->discard) {
+        if (ws->ending || ws->discard || ws->rx_over) {
             return;
         }
         binary = m->opcode == WSLAY_BINARY_FRAME;
@@ -445,7 +522,10 @@ wsl_on_msg(wslay_event_context_ptr ctx,
          * about a nanosecond a byte and keeps the promise that on_message
          * only ever sees valid UTF-8 independent of the wslay build.
          */
-        if (!binary && !xg_wsproto_utf8_valid(m->msg, m->msg_length)) {
+        data = ws->rx_len ? ws->rx : (const unsigned char *) "";
+        len = ws->rx_len;
+        ws->rx_len = 0;
+        if (!binary && !xg_wsproto_utf8_valid(data, len)) {
             snprintf(ws->reason, sizeof(ws->reason),
                 "invalid utf-8: sent close 1007");
             wslay_event_queue_close(ctx, 1007,
@@ -454,9 +534,13 @@ wsl_on_msg(wslay_event_context_ptr ctx,
             return;
         }
         if (ws->cbs->on_message != NULL) {
-            ws->cbs->on_message(ws, binary,
-                m->msg ? m->msg : (const uint8_t *) "", m->msg_length,
-                ws->arg);
+            ws->cbs->on_message(ws, binary, data, len, ws->arg);
+        }
+        /* A big message's buffer is not kept for an idle connection. */
+        if (!ws->freed && ws->rx_cap > 65536) {
+            free(ws->rx);
+            ws->rx = NULL;
+            ws->rx_cap = 0;
         }
         break;
     case WSLAY_CONNECTION_CLOSE:
@@ -476,7 +560,8 @@ wsl_on_msg(wslay_event_context_ptr ctx,
 }
 
 static const struct wslay_event_callbacks wsl_callbacks = {
-    wsl_recv, wsl_send, wsl_genmask, NULL, NULL, NULL, wsl_on_msg
+    wsl_recv, wsl_send, wsl_genmask, wsl_on_frame_start, wsl_on_frame_chunk,
+    NULL, wsl_on_msg
 };
 
 /* Writes a close frame ourselves, past wslay (see ws_feed). */
@@ -687,9 +772,13 @@ ws_open(struct xg_ws *ws)
         ws_fail(ws, 0, "out of memory");
         return;
     }
-    /* wslay's default limit is 2 GiB: always set ours. */
+    /*
+     * wslay's default limit is 2 GiB: always set ours (it applies per
+     * frame in this mode; wsl_on_frame_start checks whole messages).
+     */
     wslay_event_config_set_max_recv_msg_length(ws->wslay,
         ws->opts.max_message);
+    wslay_event_config_set_no_buffering(ws->wslay, 1);
     evtimer_del(ws->ev_deadline);
     ws->last_rx_ms = xg_now_ms();
     if (ws->opts.ping_ms > 0) {
@@ -1477,6 +1566,7 @@ ws_destroy(struct xg_ws *ws)
     if (ws->wslay != NULL) {
         wslay_event_context_free(ws->wslay);
     }
+    free(ws->rx);
     if (ws->ssl_ctx != NULL) {
         SSL_CTX_free(ws->ssl_ctx);
     }

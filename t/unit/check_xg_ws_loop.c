@@ -12,6 +12,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -1396,6 +1397,38 @@ START_TEST(test_free_in_open_and_state)
 }
 END_TEST
 
+
+/* Bytes malloc has handed out, mmapped blocks included. */
+static size_t
+heap_in_use(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+
+    return mi.uordblks + mi.hblkhd;
+}
+
+START_TEST(test_memory_follows_data)
+{
+    struct raw *r;
+    unsigned char f[64];
+    size_t n, before, after;
+
+    srv_opts.max_message = 64u << 20;
+    r = raw_client_open();
+    before = heap_in_use();
+    /* Announce a 60 MiB frame, send 10 bytes of it, and wait. */
+    n = xg_wsproto_frame_header(f, 2, 60u << 20, M);
+    memcpy(f + n, "0123456789", 10);
+    raw_send(r, f, n + 10);
+    RUN_UNTIL(0, 100);
+    after = heap_in_use();
+    ck_assert_msg(after < before + (1u << 20), "%zu -> %zu bytes", before,
+        after);
+    ck_assert_int_eq(srv.downs, 0);
+    raw_free(r);
+}
+END_TEST
+
 static Suite *
 ws_loop_suite(void)
 {
@@ -1440,6 +1473,7 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_sync_failure_is_async);
     tcase_add_test(tc, test_close_timeout);
     tcase_add_test(tc, test_free_in_open_and_state);
+    tcase_add_test(tc, test_memory_follows_data);
     suite_add_tcase(s, tc);
     return s;
 }
