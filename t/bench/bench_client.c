@@ -137,6 +137,9 @@ static struct {
     struct event *deadline;
     int          done;
     int          failed;
+    double       start_rate;    /* --start-rate: set on exsim when ready */
+    int          rate_pending;  /* "rate" sent, its answer not read yet */
+    uint64_t     t_rate;        /* ns: the new rate is in force after it */
     double       cpu0, cpu1;    /* the system under test, seconds */
     double       self0, self1;  /* this process */
 } B;
@@ -474,6 +477,9 @@ on_message(struct conn *c, const char *m, size_t len, uint64_t now)
         if (B.mode == M_RESTORE) {
             restore_check(c, ch, ts, now);
             return;
+        }
+        if (B.rate_pending || (B.t_rate != 0 && ts < B.t_rate)) {
+            return;   /* published at the set-up rate */
         }
         if (B.rate > 0) {
             /* the intended send time of seq is anchor + seq / rate */
@@ -883,6 +889,21 @@ rs_reply(char *line)
     json_t *j = json_loads(line, 0, NULL);
     json_t *ct;
 
+    if (B.mode == M_RUN && B.rate_pending && j != NULL
+        && json_is_true(json_object_get(j, "ok")))
+    {
+        int k;
+
+        B.rate_pending = 0;
+        B.t_rate = now_ns();
+        /* the schedule starts over: estimate the anchors afresh */
+        for (k = 0; k < B.nchan; k++) {
+            B.have_anchor[k] = 0;
+        }
+        arm(B.tick, B.warmup_s);
+        json_decref(j);
+        return;
+    }
     if (j == NULL || !json_is_true(json_object_get(j, "ok"))) {
         if (j == NULL || json_object_get(j, "connections_total") == NULL) {
             fprintf(stderr, "bench_client: control: bad reply %s\n", line);
@@ -1028,7 +1049,18 @@ all_acked(void)
         return;
     }
     B.t_acked = now_ns();
-    if (B.mode == M_RUN) {
+    if (B.mode == M_RUN && B.start_rate >= 0) {
+        /*
+         * Set up at a low rate, then switch to the measured one: N clients
+         * join much faster when the first ones are not already drinking
+         * from a fire hose. The warm-up starts once exsim has answered.
+         */
+        char cmd[64];
+
+        snprintf(cmd, sizeof(cmd), "rate %g", B.start_rate);
+        B.rate_pending = 1;
+        rs_send(cmd);
+    } else if (B.mode == M_RUN) {
         arm(B.tick, B.warmup_s);
     } else if (B.mode == M_HOLD) {
         printf("{\"subscribed\":%d,\"failed\":%d}\n", B.nacked, B.nclosed);
@@ -1236,6 +1268,7 @@ usage(void)
 "         [--mode run|restore|hold] [--warmup S] [--duration S]\n"
 "         [--rate HZ] [--control PORT] [--repeat N] [--timeout S]\n"
 "         [--inflight N] [--label TEXT] [--cpu-pid PID[,PID...]]\n"
+"         [--start-rate HZ (with --control: exsim's rate once all joined)]\n"
 "       bench_client --selftest   (checks the histogram)\n"
 "HOST is a numeric IPv4 address. Prints one JSON line per run.\n");
     exit(2);
@@ -1259,6 +1292,7 @@ main(int argc, char **argv)
         { "inflight", required_argument, NULL, 'i' },
         { "label", required_argument, NULL, 'l' },
         { "cpu-pid", required_argument, NULL, 'p' },
+        { "start-rate", required_argument, NULL, 's' },
         { NULL, 0, NULL, 0 }
     };
     struct rlimit rl;
@@ -1273,6 +1307,7 @@ main(int argc, char **argv)
     B.timeout_s = 60;
     B.inflight_max = 64;
     B.mode = M_RUN;
+    B.start_rate = -1;
     if (argc == 2 && strcmp(argv[1], "--selftest") == 0) {
         return selftest();
     }
@@ -1301,6 +1336,7 @@ main(int argc, char **argv)
         case 't': B.timeout_s = atof(optarg); break;
         case 'i': B.inflight_max = atoi(optarg); break;
         case 'l': B.label = optarg; break;
+        case 's': B.start_rate = atof(optarg); break;
         case 'p': {
             char *save = NULL, *t, *dup = strdup(optarg);
 
@@ -1320,7 +1356,8 @@ main(int argc, char **argv)
         || B.nchan < 1 || B.nchan > MAX_CHANNELS || B.chan0 < 0
         || B.warmup_s < 0 || B.duration_s <= 0 || B.rate < 0
         || B.repeat < 1 || B.inflight_max < 1 || B.timeout_s <= 0
-        || (B.mode == M_RESTORE && B.control_port <= 0))
+        || ((B.mode == M_RESTORE || B.start_rate >= 0)
+            && B.control_port <= 0))
     {
         usage();
     }
@@ -1349,7 +1386,7 @@ main(int argc, char **argv)
     B.tick = evtimer_new(B.base, window_cb, NULL);
     B.deadline = evtimer_new(B.base, deadline_cb, NULL);
     arm(B.deadline, B.timeout_s);
-    if (B.mode == M_RESTORE) {
+    if (B.mode == M_RESTORE || (B.mode == M_RUN && B.start_rate >= 0)) {
         rs_open();
     }
     if (B.mode == M_HOLD) {

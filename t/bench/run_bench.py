@@ -19,7 +19,8 @@ exsim and the bench client on CPU 0 (taskset), when there are 2 CPUs.
 
 Usage: run_bench.py [--builddir DIR] [--duration S] [--warmup S]
                     [--only fanout,restore,memory,idle] [--smoke] [--out FILE]
-                    [--no-pin]
+                    [--no-pin] [--clients 1,10,100,1000] [--rates 0,1000,10000]
+                    [--systems direct,raw,exgate,exgate-tcp,nginx]
 BENCH_NGINX=PATH picks the nginx binary, BENCH_NGINX=none skips nginx.
 """
 
@@ -367,7 +368,9 @@ class Bench:
 
     def fanout_point(self, system, n, rate):
         label = "%s n=%d rate=%s" % (system, n, rate or "flat")
-        self.control("rate %d" % rate)
+        # the clients join at 10 msgs/s; the bench client sets RATE once
+        # every one of them is subscribed
+        self.control("rate 10")
         raw = None
         if system == "direct":
             url, pids = self.ws_url, [self.exsim.pid]
@@ -391,7 +394,9 @@ class Bench:
         try:
             r = self.client(url, n, ["--rate", str(rate), "--duration",
                                      str(self.a.duration), "--warmup",
-                                     str(self.a.warmup)], pids, label)
+                                     str(self.a.warmup), "--control",
+                                     str(self.ctl_port), "--start-rate",
+                                     str(rate)], pids, label)
         finally:
             if raw is not None:
                 try:
@@ -412,16 +417,23 @@ class Bench:
             "latency_basis": "intended" if rate else "sent",
             "lat_us": lat, "lat_sent_us": r.get("lat_us"),
             "gaps": r.get("gaps"), "closed": r.get("closed"),
+            "open": r.get("open"), "acked": r.get("acked"),
+            "setup_s": r.get("setup_s"),
             "last_close": r.get("last_close"), "ok": r.get("ok"),
         }
+        if not r.get("ok"):
+            out["error"] = self.err_tail("client", 3).strip()[-300:]
         self.emit(out)
 
     def fanout(self):
         systems = ["direct", "raw", "exgate", "exgate-tcp"]
-        if self.start_nginx():
+        if "nginx" in self.a.systems.split(",") and self.start_nginx():
             systems.append("nginx")
-        ns = [2] if self.a.smoke else [1, 10, 100, 1000]
-        rates = [1000] if self.a.smoke else [0, 1000, 10000]
+        systems = [x for x in systems if x in self.a.systems.split(",")]
+        ns = [2] if self.a.smoke else [int(x) for x in
+                                       self.a.clients.split(",")]
+        rates = [1000] if self.a.smoke else [int(x) for x in
+                                             self.a.rates.split(",")]
         for n in ns:
             for rate in rates:
                 for system in systems:
@@ -691,6 +703,12 @@ def main():
     ap.add_argument("--duration", type=float, default=4.0)
     ap.add_argument("--warmup", type=float, default=0.5)
     ap.add_argument("--only", default="fanout,restore,memory,idle")
+    ap.add_argument("--clients", default="1,10,100,1000",
+                    help="fan-out client counts")
+    ap.add_argument("--rates", default="0,1000,10000",
+                    help="fan-out rates, 0 = flat out")
+    ap.add_argument("--systems", default="direct,raw,exgate,exgate-tcp,nginx",
+                    help="fan-out systems")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes, for the smoke test")
     ap.add_argument("--out", help="also write the JSON lines to this file")
