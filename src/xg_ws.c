@@ -1432,8 +1432,11 @@ xg_ws_connect(struct event_base *base, struct evdns_base *dns,
     }
     snprintf(ws->peer, sizeof(ws->peer), "%s:%u", url->host, url->port);
     ws->state = XG_WS_CONNECTING;
-    xg_log_info("%s: connecting to %s://%s:%u%s", ws->name,
-        url->tls ? "wss" : "ws", url->host, url->port, url->path);
+    /* The query string may carry a credential: never log it. */
+    xg_log_info("%s: connecting to %s://%s:%u%.*s%s", ws->name,
+        url->tls ? "wss" : "ws", url->host, url->port,
+        (int) strcspn(url->path, "?"), url->path,
+        strchr(url->path, '?') != NULL ? "?..." : "");
     if (xg_wsproto_make_key(ws->key) != XG_OK) {
         ws_fail(ws, 0, "no random bytes for the key");
         return ws;
