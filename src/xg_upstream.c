@@ -85,6 +85,7 @@ static const char *const state_names[] = {
 static void up_connect(struct xg_upstream *up, const char *reason);
 static void up_failed(struct xg_upstream *up, const char *reason,
     int http_status, int retry_after_s);
+static void up_url(const struct xg_upstream *up, char *buf, size_t len);
 
 /* "idle", "connecting", ... as shown in logs and /status. */
 const char *
@@ -582,6 +583,8 @@ up_connect(struct xg_upstream *up, const char *reason)
     opts.headers = up->conf->headers;
     opts.nheaders = up->conf->nheaders;
     opts.log_name = up->log_name;
+    /* up_set_state() logs every transition: one line per event. */
+    opts.owner_logs = 1;
 
     up_set_state(up, XG_UP_CONNECTING, reason, -1, NULL);
     timer_arm(up->ev_deadline,
@@ -617,7 +620,7 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
     const struct xg_upstream_conf *conf, const struct xg_proto_module *proto)
 {
     struct xg_upstream *up, **tail;
-    char desc[256];
+    char desc[256], url[1400];
 
     up = xg_calloc(1, sizeof(*up));
     up->conf = conf;
@@ -653,8 +656,10 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
         }
     }
     up->rc.policy->describe(up->rc.pconf, desc, sizeof(desc));
-    xg_log_info("upstream %s: %s, reconnect %s, stable %llums, breaker %s%s",
-        conf->name, up->proto ? up->proto->name : "raw", desc,
+    up_url(up, url, sizeof(url));
+    xg_log_info("upstream %s: %s %s, reconnect %s, stable %llums, "
+        "breaker %s%s", conf->name, url, up->proto ? up->proto->name : "raw",
+        desc,
         (unsigned long long) up->rc.stable_ms,
         xg_reconnect_breaker_name(&up->rc),
         conf->max_attempts ? ", max_attempts set" : "");

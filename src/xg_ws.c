@@ -205,8 +205,10 @@ ws_set_state(struct xg_ws *ws, enum xg_ws_state st)
     if (ws->state == st) {
         return;
     }
-    xg_log_debug("%s: %s -> %s", ws->name, state_name(ws->state),
-        state_name(st));
+    if (!ws->opts.owner_logs) {
+        xg_log_debug("%s: %s -> %s", ws->name, state_name(ws->state),
+            state_name(st));
+    }
     ws->state = st;
     if (st != XG_WS_DOWN && !ws->freed && ws->cbs->on_state != NULL) {
         ws->cbs->on_state(ws, st, ws->arg);
@@ -298,7 +300,9 @@ ws_down_now(struct xg_ws *ws)
     if (ws->reason[0] == '\0') {
         snprintf(ws->reason, sizeof(ws->reason), "closed");
     }
-    xg_log_info("%s: down: %s", ws->name, ws->reason);
+    if (!ws->opts.owner_logs) {
+        xg_log_info("%s: down: %s", ws->name, ws->reason);
+    }
     ws_set_state(ws, XG_WS_DOWN);
     if (!ws->freed && !ws->down_queued) {
         ws->down_queued = 1;
@@ -790,7 +794,9 @@ ws_open(struct xg_ws *ws)
     if (ws->opts.ping_timeout_ms > 0) {
         timer_add_ms(ws->ev_silence, ws->opts.ping_timeout_ms);
     }
-    xg_log_info("%s: open", ws->name);
+    if (!ws->opts.owner_logs) {
+        xg_log_info("%s: open", ws->name);
+    }
     ws_set_state(ws, XG_WS_OPEN);
     if (ws_dead(ws) || ws->state != XG_WS_OPEN) {
         return;
@@ -1433,10 +1439,12 @@ xg_ws_connect(struct event_base *base, struct evdns_base *dns,
     snprintf(ws->peer, sizeof(ws->peer), "%s:%u", url->host, url->port);
     ws->state = XG_WS_CONNECTING;
     /* The query string may carry a credential: never log it. */
-    xg_log_info("%s: connecting to %s://%s:%u%.*s%s", ws->name,
-        url->tls ? "wss" : "ws", url->host, url->port,
-        (int) strcspn(url->path, "?"), url->path,
-        strchr(url->path, '?') != NULL ? "?..." : "");
+    if (!ws->opts.owner_logs) {
+        xg_log_info("%s: connecting to %s://%s:%u%.*s%s", ws->name,
+            url->tls ? "wss" : "ws", url->host, url->port,
+            (int) strcspn(url->path, "?"), url->path,
+            strchr(url->path, '?') != NULL ? "?..." : "");
+    }
     if (xg_wsproto_make_key(ws->key) != XG_OK) {
         ws_fail(ws, 0, "no random bytes for the key");
         return ws;
@@ -1690,7 +1698,9 @@ xg_ws_close(struct xg_ws *ws, int code, const char *reason)
         }
         rlen = xg_wsproto_utf8_trim(reason, rlen, XG_WSPROTO_MAX_CLOSE_REASON);
     }
-    xg_log_debug("%s: closing with %d", ws->name, code);
+    if (!ws->opts.owner_logs) {
+        xg_log_debug("%s: closing with %d", ws->name, code);
+    }
     if (wslay_event_queue_close(ws->wslay, (uint16_t) code,
             (const uint8_t *) reason, rlen) != 0)
     {

@@ -79,6 +79,12 @@ struct xg_ws_opts {
     const struct xg_header *headers;
     int                nheaders;
     const char        *log_name;            /* "upstream deribit#3" */
+    /*
+     * 1: the owner logs the connection's life itself (its transitions,
+     * open and down with the reason), so the transport logs none of
+     * them and each event is one line. 0: the transport logs them.
+     */
+    int                owner_logs;
 };
 
 /*

@@ -47,6 +47,15 @@ def body(h):
     for n in range(1, DROPS + 2):
         check(h.log_lines(r"upstream sim#%d: handshake -> ready \(open\)" % n),
               "no ready line for sim#%d" % n)
+        # One line per event (the log is at debug): the transport does
+        # not repeat what the upstream logs.
+        for ev in (r"connecting -> handshake", r"\w+ -> connecting"):
+            lines = h.log_lines(r"upstream sim#%d: %s" % (n, ev))
+            check(len(lines) == 1, "sim#%d '%s' logged %d times: %r"
+                  % (n, ev, len(lines), lines))
+    dup = h.log_lines(r"upstream sim#\d+: (open|down: .*|connecting to .*"
+                      r"|handshake -> open|open -> down)$")
+    check(not dup, "transport lines repeat the upstream's: %r" % dup[:4])
 
     # A close frame from the exchange takes the same path.
     h.control("close 1011 restart")
