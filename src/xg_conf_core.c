@@ -6,6 +6,7 @@
  */
 #include "xg_core.h"
 #include "xg_conf.h"
+#include "xg_listen.h"
 #include "xg_log.h"
 #include "xg_proto.h"
 
@@ -77,7 +78,7 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
 {
     struct xg_main_conf *mc = conf;
     struct xg_listen_conf *lc, **tail;
-    int i, bad = 0;
+    int i, gk, bad = 0;
 
     lc = xg_calloc(1, sizeof(*lc));
     xg_conf_cleanup_add(cf, listen_free, lc);
@@ -144,9 +145,13 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
                 continue;
             }
             lc->max_clients = (unsigned) v;
+        } else if ((gk = xg_listen_conf_key(cf, st, lc, a)) != XG_AGAIN) {
+            /* the gateway's keys (src/xg_listen.c) */
+            bad |= gk != XG_OK;
         } else {
             xg_conf_error(cf, st, "\"listen\": unknown parameter \"%.*s\" "
-                "(upstream, path, max_clients)", (int) (eq - a), a);
+                "(upstream, path, max_clients, client_credentials, "
+                "client_auth)", (int) (eq - a), a);
             bad = 1;
         }
     }

@@ -208,6 +208,88 @@ const struct xg_module xg_gateway_module = {
     gw_commands
 };
 
+/* ---- conf: the gateway's keys on a listen line ---- */
+
+struct listen_gw {
+    struct xg_gateway_cred *creds;
+    int                     ncreds;
+    int                     client_auth;    /* -1: as the top level */
+};
+
+static void
+listen_gw_free(void *p)
+{
+    struct listen_gw *g = p;
+    int i;
+
+    for (i = 0; i < g->ncreds; i++) {
+        free(g->creds[i].id);
+        OPENSSL_cleanse(g->creds[i].secret, strlen(g->creds[i].secret));
+        free(g->creds[i].secret);
+    }
+    free(g->creds);
+    free(g);
+}
+
+int
+xg_listen_conf_key(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    struct xg_listen_conf *lc, const char *arg)
+{
+    struct listen_gw *g = lc->gateway_conf;
+    const char *v, *colon;
+    char *id, *secret;
+    int i, on;
+
+    if (strncmp(arg, "client_credentials=", 19) != 0
+        && strncmp(arg, "client_auth=", 12) != 0) {
+        return XG_AGAIN;
+    }
+    if (g == NULL) {
+        g = xg_calloc(1, sizeof(*g));
+        g->client_auth = -1;
+        lc->gateway_conf = g;
+        xg_conf_cleanup_add(cf, listen_gw_free, g);
+    }
+    if (strncmp(arg, "client_auth=", 12) == 0) {
+        if (xg_conf_parse_flag(arg + 12, &on) != XG_OK) {
+            return xg_conf_error(cf, st, "\"listen\": client_auth must be "
+                "on or off, not \"%s\"", arg + 12);
+        }
+        g->client_auth = on;
+        return XG_OK;
+    }
+    v = arg + 19;
+    colon = strchr(v, ':');
+    if (colon == NULL || colon == v || colon[1] == '\0') {
+        return xg_conf_error(cf, st, "\"listen\": client_credentials="
+            "ID:SECRET, SECRET env:NAME or file:PATH");
+    }
+    id = xg_strndup(v, (size_t) (colon - v));
+    for (i = 0; i < g->ncreds; i++) {
+        if (strcmp(g->creds[i].id, id) == 0) {
+            xg_conf_error(cf, st, "\"listen\": duplicate client id \"%s\"",
+                id);
+            free(id);
+            return XG_ERROR;
+        }
+    }
+    secret = xg_conf_secret(cf, st, colon + 1);
+    if (secret == NULL || *secret == '\0') {
+        if (secret != NULL) {
+            xg_conf_error(cf, st, "\"listen\": the secret of \"%s\" is "
+                "empty", id);
+        }
+        free(secret);
+        free(id);
+        return XG_ERROR;
+    }
+    g->creds = xg_realloc(g->creds, (g->ncreds + 1) * sizeof(*g->creds));
+    g->creds[g->ncreds].id = id;
+    g->creds[g->ncreds].secret = secret;
+    g->ncreds++;
+    return XG_OK;
+}
+
 /* ---- listeners ---- */
 
 void
@@ -330,6 +412,21 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
     l = xg_calloc(1, sizeof(*l));
     l->lc = lc;
     l->gc = xg_gateway_conf_get(mc);
+    if (lc->gateway_conf != NULL) {
+        const struct listen_gw *g = lc->gateway_conf;
+
+        /* this listener's own policy over the top-level one */
+        l->gc_own = xg_malloc(sizeof(*l->gc_own));
+        *l->gc_own = *l->gc;
+        if (g->ncreds > 0) {
+            l->gc_own->creds = g->creds;
+            l->gc_own->ncreds = g->ncreds;
+        }
+        if (g->client_auth >= 0) {
+            l->gc_own->client_auth = g->client_auth;
+        }
+        l->gc = l->gc_own;
+    }
     l->base = base;
     l->up = up;
     l->pm = pm;
@@ -344,6 +441,7 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
     if (l->evl == NULL) {
         xg_log_error("listener %s: cannot listen: %s", l->addr,
             strerror(errno));
+        free(l->gc_own);
         free(l);
         return XG_ERROR;
     }
@@ -408,6 +506,7 @@ xg_listen_free_all(void)
             evconnlistener_free(l->evl);
         }
         event_free(l->ev_resume);
+        free(l->gc_own);
         free(l);
     }
     listeners = NULL;

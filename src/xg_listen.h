@@ -29,9 +29,20 @@ struct xg_listener {
     void                         *pp;          /* the module instance */
     unsigned                      nclients;
     struct xg_client             *clients;
+    struct xg_gateway_conf       *gc_own;      /* with per-listener keys */
     char                          addr[300];
     struct xg_listener           *next;
 };
+
+/*
+ * The gateway's keys on a `listen` line (called by the core parser for a
+ * key it does not know): `client_credentials=ID:SECRET` (repeatable,
+ * SECRET is env:NAME or file:PATH; replaces the top-level list for this
+ * listener) and `client_auth=on|off`. Returns XG_OK, XG_ERROR (reported),
+ * or XG_AGAIN when ARG is not one of them.
+ */
+int xg_listen_conf_key(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    struct xg_listen_conf *lc, const char *arg);
 
 /* Called by xg_client.c when C is gone (C is freed right after). */
 void xg_listen_client_gone(struct xg_listener *l, struct xg_client *c);
