@@ -333,6 +333,10 @@ static int second_ready(void)
     return xg_upstream_conn_id(up) >= 2 && is_ready();
 }
 static int second_conn(void) { return xg_upstream_conn_id(up) >= 2; }
+static int is_down(void) { return xg_upstream_state(up) == XG_UP_DOWN; }
+static int is_open(void) { return xg_upstream_state(up) == XG_UP_OPEN; }
+/* The server side of the first connection has gone down. */
+static int srv0_down(void) { return srv.nconns > 0 && srv.conns[0].ws == NULL; }
 
 static json_t *
 status_field(const char *name)
@@ -397,7 +401,7 @@ START_TEST(restore_timeout_reconnects)
     ck_assert_str_eq(json_string_value(status_field("last_error")),
         "restore timeout (200ms)");
     /* Closed politely, with the reason, before the next attempt. */
-    run_for(100);
+    ck_assert(run_until(srv0_down, 3000));
     ck_assert_int_eq(srv.conns[0].close_code, 1001);
     ck_assert_int_eq(srv.max_live, 1);
 }
@@ -412,7 +416,7 @@ START_TEST(fail_from_module)
     ck_assert(run_until(second_conn, 3000));
     ck_assert_int_ge(tp_last->downs, 1);
     ck_assert_str_eq(tp_last->last_down, "heartbeat missed");
-    run_for(100);
+    ck_assert(run_until(srv0_down, 3000));
     ck_assert_int_eq(srv.conns[0].close_code, 1001);
     ck_assert_ptr_nonnull(strstr(srv.conns[0].reason, "heartbeat missed"));
     ck_assert_int_eq(srv.max_live, 1);
@@ -435,8 +439,8 @@ START_TEST(long_utf8_reason_stays_json)
     srv.greeting = "bad";
     make_up(srv.port, "reconnect fixed { delay 10s; }", 0);
     xg_upstream_start(up);
-    run_until(second_conn, 500);
-    ck_assert_int_eq(xg_upstream_state(up), XG_UP_DOWN);
+    ck_assert(run_until(is_down, 3000));
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 1);
     le = json_string_value(status_field("last_error"));
     ck_assert_ptr_nonnull(le);
     ck_assert_uint_gt(strlen(le), 100);
@@ -444,7 +448,7 @@ START_TEST(long_utf8_reason_stays_json)
     ck_assert_int_eq(strncmp(le, "\xc3\xa9\xc3\xa9", 4), 0);
     ck_assert_ptr_null(strchr(le, '?'));
     /* The close reason (<= 123 bytes) was valid UTF-8 for the peer too. */
-    run_for(50);
+    ck_assert(run_until(srv0_down, 3000));
     ck_assert_int_eq(srv.conns[0].close_code, 1001);
 }
 END_TEST
@@ -466,6 +470,11 @@ START_TEST(server_close_reconnects)
 }
 END_TEST
 
+static int gave_up(void)
+{
+    return json_is_true(status_field("gave_up"));
+}
+
 static int failures_reset(void)
 {
     return json_integer_value(status_field("failures_in_row")) == 0;
@@ -473,7 +482,7 @@ static int failures_reset(void)
 
 START_TEST(stable_timer_resets_backoff)
 {
-    make_up(srv.port, "reconnect fixed { delay 20ms; } stable 300ms; "
+    make_up(srv.port, "reconnect fixed { delay 20ms; } stable 1s; "
         "breaker { failures 1; window 10s; open 50ms; }", 0);
     xg_upstream_start(up);
     ck_assert(run_until(is_ready, 3000));
@@ -482,11 +491,11 @@ START_TEST(stable_timer_resets_backoff)
     ck_assert(run_until(second_ready, 3000));
     ck_assert_str_eq(json_string_value(status_field("breaker")), "half-open");
     ck_assert_int_eq(json_integer_value(status_field("failures_in_row")), 1);
-    /* Not yet stable after 200 ms... */
+    /* Not yet stable after 200 ms (of 1 s: room for a slow machine)... */
     run_for(200);
     ck_assert_int_eq(json_integer_value(status_field("failures_in_row")), 1);
-    /* ...stable after 300 ms: reset from the timer, breaker closed. */
-    ck_assert(run_until(failures_reset, 1000));
+    /* ...stable after 1 s: reset from the timer, breaker closed. */
+    ck_assert(run_until(failures_reset, 5000));
     ck_assert_str_eq(json_string_value(status_field("breaker")), "closed");
 }
 END_TEST
@@ -501,7 +510,7 @@ START_TEST(stop_sends_logout_then_1000)
     ck_assert(run_until(is_idle, 3000));
     ck_assert_int_eq(stopped_calls, 1);
     ck_assert_int_eq(tp_last->downs, 1);
-    run_for(50);
+    ck_assert(run_until(srv0_down, 3000));
     ck_assert_int_eq(srv.conns[0].nmsgs, 2);
     ck_assert_str_eq(srv.conns[0].msgs[1], "logout");
     ck_assert_int_eq(srv.conns[0].close_code, 1000);
@@ -517,8 +526,9 @@ START_TEST(stop_all_while_down)
 {
     make_up(1, "reconnect fixed { delay 10s; }", 1);
     xg_upstream_start(up);
-    run_until(second_conn, 300);    /* port 1 refuses: down, 10 s wait */
-    ck_assert_int_eq(xg_upstream_state(up), XG_UP_DOWN);
+    /* port 1 refuses: down, 10 s wait */
+    ck_assert(run_until(is_down, 3000));
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 1);
     xg_upstream_stop_all(on_stopped, NULL);
     ck_assert_int_eq(stopped_calls, 1);
     ck_assert_int_eq(xg_upstream_state(up), XG_UP_IDLE);
@@ -529,7 +539,8 @@ START_TEST(max_attempts_gives_up)
 {
     make_up(1, "reconnect fixed { delay 20ms; } max_attempts 3;", 1);
     xg_upstream_start(up);
-    run_for(400);
+    ck_assert(run_until(gave_up, 3000));
+    run_for(100);       /* and no attempt after giving up */
     ck_assert_uint_eq(xg_upstream_conn_id(up), 3);
     ck_assert_int_eq(xg_upstream_state(up), XG_UP_DOWN);
     ck_assert(json_is_true(status_field("gave_up")));
@@ -557,7 +568,7 @@ START_TEST(refused_upgrade_503)
     make_up(srv.port, "reconnect fixed { delay 20ms; } "
         "breaker { failures 2; window 10s; open 10s; }", 1);
     xg_upstream_start(up);
-    run_for(300);
+    ck_assert(run_until(is_open, 3000));
     ck_assert_int_eq(xg_upstream_state(up), XG_UP_OPEN);
     ck_assert_uint_eq(xg_upstream_conn_id(up), 2);
     ck_assert_str_eq(json_string_value(status_field("breaker")), "open");
@@ -566,13 +577,18 @@ START_TEST(refused_upgrade_503)
 }
 END_TEST
 
+static int got_message(void)
+{
+    return json_integer_value(status_field("messages_in")) >= 1;
+}
+
 START_TEST(raw_ready_on_open)
 {
     srv.greeting = "hello";
     make_up(srv.port, "", 1);
     xg_upstream_start(up);
     ck_assert(run_until(is_ready, 3000));
-    run_for(50);
+    ck_assert(run_until(got_message, 3000));
     ck_assert_str_eq(json_string_value(status_field("protocol")), "raw");
     ck_assert_int_eq(json_integer_value(status_field("messages_in")), 1);
     ck_assert_int_eq(xg_upstream_send(up, "ping", 4), XG_OK);
