@@ -2150,6 +2150,20 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
             "id (a number or a string) is required");
         return;
     }
+    {
+        /* the id is kept as raw text: check it is one valid JSON string or
+           number (UTF-8, escapes; integers of any size read as reals) */
+        json_t *idj = json_loadb(v[0].p, v[0].len,
+            JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
+
+        if (idj == NULL || !(json_is_string(idj) || json_is_number(idj))) {
+            json_decref(idj);
+            dr_error(dc, NULL, -32600, "Invalid Request",
+                "id must be a valid number or string");
+            return;
+        }
+        json_decref(idj);
+    }
     if (len > DR_MAX_FRAME) {
         /* the exchange refuses it (with no id); answer with the id */
         xg_log_info("%s: request of %zu bytes over 32 kB refused",

@@ -41,6 +41,9 @@ async def bad_input(h):
         await c.send('{"jsonrpc":"2.0","method":"public/test"}')
         r = await c.answer("null")
         check(r["error"]["code"] == -32600, "%s no id: %r" % (c.name, r))
+        await c.send('{"jsonrpc":"2.0","id":1e,"method":"public/test"}')
+        r = await c.answer("null")
+        check(r["error"]["code"] == -32600, "%s bad id: %r" % (c.name, r))
         r = await c.call("public/test", None, id=2)
         check("result" in r, "%s: still served after bad input" % c.name)
         await c.send('{"jsonrpc":"2.0","id":3,"method":"public/get_time",'
