@@ -123,6 +123,8 @@ async def round_(h, clients, mode, n):
               and u["connection_id"] > conn_before, 10, "ready again")
     await resumed(clients, mode)
     took = time.monotonic() - t0
+    check(took < 5, "%s: data took %.1f s to resume after the restore"
+          % (mode, took))
     one_sub_each(h, mode)
     auth_before_subscribe(h, h.up()["connection_id"])
     return took
