@@ -53,9 +53,9 @@ async def connect_all(h):
 
 
 async def resumed(clients, what):
-    for c in clients:
-        n = c.count(PUB)
-        await c.wait_notes(PUB, n + 3, timeout=10)
+    counts = [c.count(PUB) for c in clients]
+    for c, n in zip(clients, counts):
+        await c.wait_notes(PUB, n + 1, timeout=10)
     for c in clients:
         check(c.closed is None, "%s: client socket closed %r (%s)"
               % (c.name, c.closed, what))
