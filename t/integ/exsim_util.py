@@ -102,6 +102,23 @@ class Exsim:
     def stats(self):
         return self.control("stats")
 
+    async def wait_stats(self, pred, what, timeout=10):
+        """Polls `stats` until PRED(stats) holds; returns that stats object.
+
+        exsim applies a drop or a close from its own later events, so a
+        test waits for the count it expects instead of sleeping a guess
+        (a loaded machine under ASan is several times slower).
+        """
+        end = time.monotonic() + timeout
+        while True:
+            st = self.stats()
+            if pred(st):
+                return st
+            if time.monotonic() >= end:
+                raise Fail("timed out after %.0fs waiting for %s: %r"
+                           % (timeout, what, st))
+            await asyncio.sleep(0.02)
+
     def log(self):
         try:
             with open(self.err_path) as f:
@@ -151,6 +168,24 @@ class Exsim:
         return False
 
 
+def envelope_problem(msg):
+    """What is wrong with MSG's envelope if it is a response, else None.
+
+    Deribit puts jsonrpc, usIn, usOut, usDiff and testnet (a boolean) on
+    every response, with or without an id; notifications carry none.
+    """
+    if not isinstance(msg, dict) or "method" in msg:
+        return None
+    if "result" not in msg and "error" not in msg:
+        return "neither result nor error: %r" % (msg,)
+    missing = {"jsonrpc", "usIn", "usOut", "usDiff", "testnet"} - set(msg)
+    if missing:
+        return "response lacks %s: %r" % (sorted(missing), msg)
+    if msg["jsonrpc"] != "2.0" or not isinstance(msg["testnet"], bool):
+        return "bad jsonrpc or testnet: %r" % (msg,)
+    return None
+
+
 class Rpc:
     """A JSON-RPC 2.0 client over one WebSocket connection.
 
@@ -168,6 +203,7 @@ class Rpc:
         self.notes = asyncio.Queue()
         self.noid = asyncio.Queue()
         self.unmatched = []     # responses to ids sent with send()
+        self.envelope_errors = []   # responses without Deribit's envelope
         self.closed = asyncio.get_running_loop().create_future()
         self.answer_test_requests = False
         self.reader = asyncio.ensure_future(self._read())
@@ -183,10 +219,16 @@ class Rpc:
         try:
             async for raw in self.ws:
                 msg = json.loads(raw)
+                bad = envelope_problem(msg)
+                if bad:
+                    self.envelope_errors.append(bad)
                 if "id" in msg:
                     fut = self.pending.pop(msg["id"], None)
                     if fut is not None and not fut.done():
-                        fut.set_result(msg)
+                        if bad:
+                            fut.set_exception(Fail(bad))
+                        else:
+                            fut.set_result(msg)
                     else:
                         self.unmatched.append(msg)
                     continue
@@ -215,6 +257,8 @@ class Rpc:
 
     async def call(self, method, params=None, id=None, timeout=10):
         """Sends one request; returns the whole response (result or error)."""
+        check(not self.envelope_errors, "earlier response: %s"
+              % (self.envelope_errors[:1],))
         if id is None:
             id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()

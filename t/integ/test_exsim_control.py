@@ -54,10 +54,15 @@ def test():
             check(await book_id(c) == a, "market moved at rate 0")
             check(sim.control("burst 7")["updates"] == 7, "burst")
             check(await book_id(c) == a + 7, "burst 7 changes")
+            t0 = time.monotonic()
             check(sim.control("rate 200")["ok"], "rate 200")
             await asyncio.sleep(0.5)
             moved = await book_id(c) - a - 7
-            check(50 <= moved <= 150, "rate 200 for 0.5s moved %d" % moved)
+            # The bound follows the time that really passed: a loaded
+            # machine may sleep longer than asked.
+            el = time.monotonic() - t0
+            check(50 <= moved <= 200 * el + 50,
+                  "rate 200 for %.2fs moved %d" % (el, moved))
             sim.control("rate 0")
 
             # close CODE REASON: a clean close with that code and reason
@@ -77,8 +82,8 @@ def test():
             for x in (c, d):
                 code, _ = await x.wait_closed(5)
                 check(code == 1006, "drop gave close code %r" % code)
-            await asyncio.sleep(0.1)
-            check(sim.stats()["connections_open"] == 0, "none open")
+            await sim.wait_stats(lambda st: st["connections_open"] == 0,
+                                 "none open")
 
             # stall: nothing at all goes out, pings unanswered, TCP open
             c = await Rpc.open(sim.url())

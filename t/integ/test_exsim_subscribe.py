@@ -126,8 +126,8 @@ def test():
                          "ticker.ETH-PERPETUAL.100ms": 1},
                   "after unsubscribe_all %r" % st)
             await b.close()
-            await asyncio.sleep(0.2)
-            check(sim.stats()["subscribed"] == {}, "after close")
+            await sim.wait_stats(lambda st: st["subscribed"] == {},
+                                 "no subscriptions after close")
             await a.close()
 
         run(go())

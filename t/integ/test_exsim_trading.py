@@ -174,8 +174,8 @@ def test():
             check(r["ok"] and r["dropped"] == 3, "drop %r" % r)
             code_a, _ = await a.wait_closed(5)
             check(code_a == 1006, "drop sent a close frame: %r" % code_a)
-            await asyncio.sleep(0.3)
-            st = sim.stats()
+            st = await sim.wait_stats(
+                lambda st: st["cod_cancels"] >= before + 3, "cod cancels")
             check(st["cod_cancels"] == before + 3, "cod_cancels %r" % st)
             check(st["orders_open"] == 1, "orders_open %r" % st)
             c = await authed(sim)
@@ -215,8 +215,8 @@ def test():
                              {"scope": "galaxy"})
             check(code(r) == -32602, "bad scope %r" % r)
             await e.close()           # a clean close is a disconnect too
-            await asyncio.sleep(0.3)
-            st = sim.stats()
+            st = await sim.wait_stats(
+                lambda st: st["cod_cancels"] >= before + 5, "account cod")
             check(st["orders_open"] == 0
                   and st["cod_cancels"] == before + 5, "account COD %r" % st)
             n = await d.result("private/cancel_all")
