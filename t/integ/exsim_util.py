@@ -22,7 +22,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,8 @@ SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                    "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
 
 
-class Fail(Exception):
-    pass
+# One Fail class for both helper modules, so either's failures are caught.
+from upstream_harness import Fail, exsim_control  # noqa: E402
 
 
 def check(cond, what):
@@ -84,20 +83,7 @@ class Exsim:
 
     def control(self, cmd, timeout=5):
         """Sends one control line; returns the parsed one-line JSON reply."""
-        with socket.create_connection(("127.0.0.1", self.control_port),
-                                      timeout=timeout) as s:
-            s.sendall((cmd + "\n").encode())
-            buf = b""
-            while b"\n" not in buf:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        line = buf.split(b"\n", 1)[0].decode()
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise Fail("control %r: bad reply %r" % (cmd, line))
+        return exsim_control(self.control_port, cmd, timeout)
 
     def stats(self):
         return self.control("stats")

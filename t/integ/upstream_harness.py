@@ -45,6 +45,24 @@ def free_port():
     return port
 
 
+def exsim_control(port, cmd, timeout=5):
+    """Sends one line to exsim's control PORT; returns its one-line JSON
+    reply (shared with exsim_util.py)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall((cmd + "\n").encode())
+        buf = b""
+        while b"\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    line = buf.split(b"\n", 1)[0].decode()
+    try:
+        return json.loads(line)
+    except ValueError:
+        raise Fail("exsim control %r: bad reply %r" % (cmd, line))
+
+
 def wait_for(pred, timeout, step=0.02, what="condition"):
     """Polls PRED until it returns a true value; returns it, or raises."""
     end = time.monotonic() + timeout
@@ -92,20 +110,7 @@ class Sim:
 
     def control(self, cmd, timeout=5):
         """One control command; returns its JSON reply."""
-        with socket.create_connection(("127.0.0.1", self.control_port),
-                                      timeout=timeout) as s:
-            s.sendall((cmd + "\n").encode())
-            buf = b""
-            while b"\n" not in buf:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-        line = buf.split(b"\n", 1)[0].decode()
-        try:
-            return json.loads(line)
-        except ValueError:
-            raise Fail("exsim control %r: bad reply %r" % (cmd, line))
+        return exsim_control(self.control_port, cmd, timeout)
 
 
 class Harness:
