@@ -112,26 +112,29 @@ xg_log_level_parse(const char *s)
     return -1;
 }
 
-char *
-xg_log_ssl_errors(char *buf, size_t len)
+void
+xg_log_ssl_error_append(char *buf, size_t len, unsigned long e)
 {
-    unsigned long e;
     size_t off;
     char one[256];
 
     if (len == 0) {
-        return buf;
+        return;
     }
     off = strlen(buf);
-    while ((e = ERR_get_error()) != 0) {
+    if (off + 2 < len) {
         ERR_error_string_n(e, one, sizeof(one));
-        if (off + 2 < len) {
-            off += (size_t) snprintf(buf + off, len - off, "%s%s",
-                off ? "; " : "", one);
-            if (off >= len) {
-                off = len - 1;
-            }
-        }
+        snprintf(buf + off, len - off, "%s%s", off ? "; " : "", one);
+    }
+}
+
+char *
+xg_log_ssl_errors(char *buf, size_t len)
+{
+    unsigned long e;
+
+    while ((e = ERR_get_error()) != 0) {
+        xg_log_ssl_error_append(buf, len, e);
     }
     return buf;
 }

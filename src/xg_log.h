@@ -47,4 +47,10 @@ int xg_log_level_parse(const char *s);
  */
 char *xg_log_ssl_errors(char *buf, size_t len);
 
+/*
+ * Appends the reason string of OpenSSL error E to BUF (LEN bytes, NUL-
+ * terminated), after a "; " when BUF is not empty; cut to fit.
+ */
+void xg_log_ssl_error_append(char *buf, size_t len, unsigned long e);
+
 #endif

@@ -1256,7 +1256,6 @@ ws_tls_reason(struct xg_ws *ws, char *buf, size_t len)
 {
     SSL *ssl;
     unsigned long e;
-    size_t off;
     long vr;
     int saved;
 
@@ -1275,20 +1274,11 @@ ws_tls_reason(struct xg_ws *ws, char *buf, size_t len)
             return;
         }
     }
-    off = 0;
     while ((e = bufferevent_get_openssl_error(ws->bev)) != 0) {
-        char one[256];
         if (ERR_GET_LIB(e) == 0) {
             continue;   /* libevent also records the bare SSL_get_error() */
         }
-        ERR_error_string_n(e, one, sizeof(one));
-        if (off + 2 < len) {
-            off += (size_t) snprintf(buf + off, len - off, "%s%s",
-                off ? "; " : "", one);
-            if (off >= len) {
-                off = len - 1;
-            }
-        }
+        xg_log_ssl_error_append(buf, len, e);
     }
     xg_log_ssl_errors(buf, len);
     if (buf[0] == '\0') {
@@ -1690,14 +1680,7 @@ xg_ws_close(struct xg_ws *ws, int code, const char *reason)
         ws_fail(ws, 0, "closed by the owner before open");
         return;
     }
-    rlen = 0;
-    if (reason != NULL) {
-        rlen = strlen(reason);
-        if (!xg_wsproto_utf8_valid((const unsigned char *) reason, rlen)) {
-            rlen = 0;
-        }
-        rlen = xg_wsproto_utf8_trim(reason, rlen, XG_WSPROTO_MAX_CLOSE_REASON);
-    }
+    rlen = xg_wsproto_close_reason_len(reason);
     if (!ws->opts.owner_logs) {
         xg_log_debug("%s: closing with %d", ws->name, code);
     }

@@ -521,20 +521,28 @@ xg_wsproto_frame_header(unsigned char *out, int opcode, uint64_t len,
 }
 
 size_t
+xg_wsproto_close_reason_len(const char *reason)
+{
+    size_t rlen;
+
+    if (reason == NULL) {
+        return 0;
+    }
+    rlen = strlen(reason);
+    if (!xg_wsproto_utf8_valid((const unsigned char *) reason, rlen)) {
+        return 0;   /* the peer would fail the connection with 1007 */
+    }
+    return xg_wsproto_utf8_trim(reason, rlen, XG_WSPROTO_MAX_CLOSE_REASON);
+}
+
+size_t
 xg_wsproto_close_frame(unsigned char *out, int code, const char *reason,
     const unsigned char *mask)
 {
     unsigned char payload[2 + XG_WSPROTO_MAX_CLOSE_REASON];
     size_t rlen, n, i;
 
-    rlen = 0;
-    if (reason != NULL) {
-        rlen = strlen(reason);
-        if (!xg_wsproto_utf8_valid((const unsigned char *) reason, rlen)) {
-            rlen = 0;
-        }
-        rlen = xg_wsproto_utf8_trim(reason, rlen, XG_WSPROTO_MAX_CLOSE_REASON);
-    }
+    rlen = xg_wsproto_close_reason_len(reason);
     payload[0] = (unsigned char) (code >> 8);
     payload[1] = (unsigned char) code;
     if (rlen > 0) {

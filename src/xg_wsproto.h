@@ -113,6 +113,13 @@ size_t xg_wsproto_frame_header(unsigned char *out, int opcode, uint64_t len,
     const unsigned char *mask);
 
 /*
+ * How many bytes of REASON (NUL-terminated, may be NULL) go into a close
+ * frame: none when it is not valid UTF-8, else at most 123, cut between
+ * characters.
+ */
+size_t xg_wsproto_close_reason_len(const char *reason);
+
+/*
  * Encodes a whole close frame (code + reason, the reason trimmed to 123
  * bytes at a character boundary), masked when MASK is not NULL, to OUT
  * (at least 14 + 2 + 123 bytes). Returns its length.

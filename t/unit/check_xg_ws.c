@@ -3,6 +3,7 @@
  * value, handshake request and response checks, frame headers, UTF-8.
  */
 #include "xg_core.h"
+#include "xg_log.h"
 #include "xg_wsproto.h"
 
 #include <check.h>
@@ -10,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 
 #define KEY "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -399,6 +402,44 @@ START_TEST(test_utf8_trim)
 }
 END_TEST
 
+START_TEST(test_close_reason_len)
+{
+    char r[300];
+    int i;
+
+    ck_assert_uint_eq(xg_wsproto_close_reason_len(NULL), 0);
+    ck_assert_uint_eq(xg_wsproto_close_reason_len(""), 0);
+    ck_assert_uint_eq(xg_wsproto_close_reason_len("restart"), 7);
+    /* Not UTF-8: no reason at all, rather than one the peer rejects. */
+    ck_assert_uint_eq(xg_wsproto_close_reason_len("bad \xff byte"), 0);
+    /* 100 two-byte characters: 123 bytes would split one, 122 do not. */
+    for (i = 0; i < 100; i++) {
+        memcpy(r + 2 * i, "\xc3\xa9", 2);
+    }
+    r[200] = '\0';
+    ck_assert_uint_eq(xg_wsproto_close_reason_len(r), 122);
+    memset(r, 'x', 200);
+    ck_assert_uint_eq(xg_wsproto_close_reason_len(r), 123);
+}
+END_TEST
+
+START_TEST(test_ssl_error_append)
+{
+    char buf[64] = "";
+    char small[8] = "";
+    unsigned long e = ERR_PACK(ERR_LIB_SSL, 0, SSL_R_WRONG_VERSION_NUMBER);
+
+    xg_log_ssl_error_append(buf, sizeof(buf), e);
+    ck_assert_ptr_nonnull(strstr(buf, "error:0A00010B:"));
+    xg_log_ssl_error_append(buf, sizeof(buf), e);
+    ck_assert_ptr_nonnull(strstr(buf, "; "));
+    ck_assert_uint_eq(strlen(buf), sizeof(buf) - 1);    /* cut to fit */
+    xg_log_ssl_error_append(small, sizeof(small), e);
+    ck_assert_uint_eq(strlen(small), sizeof(small) - 1);
+    xg_log_ssl_error_append(small, 0, e);               /* no room: no-op */
+}
+END_TEST
+
 static Suite *
 ws_suite(void)
 {
@@ -420,6 +461,8 @@ ws_suite(void)
     tcase_add_test(tc, test_close_frame);
     tcase_add_test(tc, test_utf8);
     tcase_add_test(tc, test_utf8_trim);
+    tcase_add_test(tc, test_close_reason_len);
+    tcase_add_test(tc, test_ssl_error_append);
     suite_add_tcase(s, tc);
     return s;
 }
