@@ -1043,6 +1043,9 @@ xg_conf_parse_url(const char *s, struct xg_url *u)
     return XG_OK;
 }
 
+/* A secret is a key or a token: anything longer is the wrong file. */
+#define XG_CONF_SECRET_MAX 4096
+
 char *
 xg_conf_secret(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const char *spec)
@@ -1053,6 +1056,7 @@ xg_conf_secret(struct xg_conf *cf, const struct xg_conf_stmt *st,
     char *buf;
     size_t len;
     FILE *fp;
+    int fd;
 
     if (strncmp(spec, "env:", 4) == 0) {
         if (spec[4] == '\0') {
@@ -1083,20 +1087,44 @@ xg_conf_secret(struct xg_conf *cf, const struct xg_conf_stmt *st,
                 snprintf(path, sizeof(path), "%s", spec + 5);
             }
         }
-        fp = fopen(path, "r");
-        if (fp == NULL) {
+        /*
+         * O_NONBLOCK: a FIFO (or a device) must not hang the start or a
+         * SIGHUP reload waiting for a writer; only regular files count.
+         */
+        fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) {
             xg_conf_error(cf, st, "secret file \"%s\": %s", path,
                 strerror(errno));
             return NULL;
         }
-        if (fstat(fileno(fp), &sb) == 0 && (sb.st_mode & 077)) {
+        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            close(fd);
+            xg_conf_error(cf, st, "secret file \"%s\" is not a regular file",
+                path);
+            return NULL;
+        }
+        fp = fdopen(fd, "r");
+        if (fp == NULL) {
+            close(fd);
+            xg_conf_error(cf, st, "secret file \"%s\": %s", path,
+                strerror(errno));
+            return NULL;
+        }
+        if (sb.st_mode & 077) {
             xg_conf_warn(cf, st, "secret file \"%s\" is readable by group "
                 "or others (mode %03o); chmod 600 it", path,
                 (unsigned) (sb.st_mode & 0777));
         }
-        buf = xg_malloc(4097);
-        len = fread(buf, 1, 4096, fp);
+        /* One byte more than allowed, to tell a cut secret from a whole. */
+        buf = xg_malloc(XG_CONF_SECRET_MAX + 2);
+        len = fread(buf, 1, XG_CONF_SECRET_MAX + 1, fp);
         fclose(fp);
+        if (len > XG_CONF_SECRET_MAX) {
+            free(buf);
+            xg_conf_error(cf, st, "secret file \"%s\" is larger than %d "
+                "bytes", path, XG_CONF_SECRET_MAX);
+            return NULL;
+        }
         buf[len] = '\0';
         while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'
             || buf[len - 1] == ' ' || buf[len - 1] == '\t'))

@@ -709,6 +709,40 @@ START_TEST(t_secret_file)
 }
 END_TEST
 
+START_TEST(t_secret_file_bounds)
+{
+    char conf[512], path[512], big[4098];
+    char *v;
+
+    snprintf(conf, sizeof(conf), "%s/main.conf", tmpdir);
+    /* Exactly 4096 bytes: whole. 4097: an error, never a cut secret. */
+    memset(big, 'k', 4096);
+    big[4096] = '\0';
+    write_file("k4096", big, 0600);
+    v = secret("file:k4096", conf);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_uint_eq(strlen(v), 4096);
+    ck_assert_ptr_null(errs);
+    free(v);
+    big[4096] = 'k';
+    big[4097] = '\0';
+    write_file("k4097", big, 0600);
+    v = secret("file:k4097", conf);
+    ck_assert_ptr_null(v);
+    ck_assert_ptr_nonnull(strstr(errs, "k4097\" is larger than 4096 bytes"));
+    /* A FIFO with no writer: an error at once, not a hang. */
+    snprintf(path, sizeof(path), "%s/fifo", tmpdir);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    v = secret("file:fifo", conf);
+    ck_assert_ptr_null(v);
+    ck_assert_ptr_nonnull(strstr(errs, "fifo\" is not a regular file"));
+    /* A directory likewise, rather than "is empty". */
+    v = secret("file:.", conf);
+    ck_assert_ptr_null(v);
+    ck_assert_ptr_nonnull(strstr(errs, "is not a regular file"));
+}
+END_TEST
+
 START_TEST(t_secret_literal_refused)
 {
     char *v = secret("hunter2", "t.conf");
@@ -806,6 +840,7 @@ conf_suite(void)
     tcase_add_test(tc, t_missing_file);
     tcase_add_test(tc, t_secret_env);
     tcase_add_test(tc, t_secret_file);
+    tcase_add_test(tc, t_secret_file_bounds);
     tcase_add_test(tc, t_secret_literal_refused);
     tcase_add_test(tc, t_tls_ca_relative_to_conf);
     tcase_add_test(tc, t_default_conf_file);
