@@ -661,13 +661,18 @@ START_TEST(test_keepalive_pings)
 {
     struct xg_ws_opts o;
 
+    /*
+     * Both ends live in this one process: a timeout of a few hundred ms
+     * leaves room for it being descheduled on a loaded machine (a pong
+     * that waits behind the silence timer), while three timeouts pass.
+     */
     default_opts(&o);
-    o.ping_ms = 30;
-    o.ping_timeout_ms = 150;
-    srv_opts.ping_ms = 30;
-    srv_opts.ping_timeout_ms = 150;
+    o.ping_ms = 50;
+    o.ping_timeout_ms = 500;
+    srv_opts.ping_ms = 50;
+    srv_opts.ping_timeout_ms = 500;
     open_pair(&o);
-    RUN_UNTIL(cli.downs || srv.downs, 600);
+    RUN_UNTIL(cli.downs || srv.downs, 1500);
     ck_assert_int_eq(cli.downs, 0);
     ck_assert_int_eq(srv.downs, 0);
 }
