@@ -273,8 +273,11 @@ set_url(struct xg_conf *cf, const struct xg_conf_stmt *st,
     struct xg_upstream_conf *uc = conf;
 
     if (xg_conf_parse_url(st->args[1], &uc->url) != XG_OK) {
-        return xg_conf_error(cf, st, "\"url\": bad url \"%s\" (ws://HOST"
-            "[:PORT]/PATH or wss://HOST[:PORT]/PATH)", st->args[1]);
+        /* The query may carry a credential: never echo it (SIGHUP logs). */
+        return xg_conf_error(cf, st, "\"url\": bad url \"%.*s%s\" (ws://HOST"
+            "[:PORT]/PATH or wss://HOST[:PORT]/PATH)",
+            (int) strcspn(st->args[1], "?"), st->args[1],
+            strchr(st->args[1], '?') != NULL ? "?..." : "");
     }
     uc->url_set = 1;
     return XG_OK;

@@ -265,6 +265,10 @@ START_TEST(t_urls)
     ck_assert_int_eq(xg_conf_parse_url("wss://h/a b", &u), XG_ERROR);
     expect_error("upstream d { url http://h/; }\n",
         "t.conf:1: \"url\": bad url \"http://h/\"");
+    /* A query string may hold a token: the error does not repeat it. */
+    expect_error("upstream d { url \"ws://h/x?key=SeCrEt#f\"; }\n",
+        "t.conf:1: \"url\": bad url \"ws://h/x?...\"");
+    ck_assert_ptr_null(strstr(errs, "SeCrEt"));
 }
 END_TEST
 
