@@ -18,6 +18,7 @@
 #include "xg_proto.h"
 #include "xg_upstream.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -69,6 +70,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     xg_log_level = -1;
     if (mc == NULL) {
+        /* as exgate does: a peer gone is an error return, not a signal */
+        signal(SIGPIPE, SIG_IGN);
         mc = xg_conf_load_string("fuzz.conf", conf_text, &errors);
         free(errors);
         if (mc == NULL) {
