@@ -1166,7 +1166,12 @@ ws_resolve(struct xg_ws *ws)
     hints.ai_protocol = IPPROTO_TCP;
     snprintf(port, sizeof(port), "%u", ws->url.port);
     if (ws->dns == NULL) {
-        /* No resolver given: only safe (non-blocking) for literals. */
+        /*
+         * No resolver given: getaddrinfo() is non-blocking only for
+         * address literals, so a name fails here rather than stall the
+         * loop on a DNS query.
+         */
+        hints.ai_flags |= EVUTIL_AI_NUMERICHOST;
         res = NULL;
         r = evutil_getaddrinfo(ws->host, port, &hints, &res);
         if (r != 0) {

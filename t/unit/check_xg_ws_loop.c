@@ -1287,6 +1287,23 @@ START_TEST(test_tls_deadline_and_eof)
 }
 END_TEST
 
+START_TEST(test_no_resolver_literals_only)
+{
+    struct xg_ws_opts o;
+    struct xg_url u;
+
+    /* Without an evdns base a name is refused, never resolved blocking. */
+    default_opts(&o);
+    make_url(&u, 9, "/ws");
+    snprintf(u.host, sizeof(u.host), "localhost");
+    cli.ws = xg_ws_connect(base, NULL, &u, &o, &cbs, &cli);
+    RUN_UNTIL(cli.downs, 2000);
+    ck_assert_int_eq(cli.downs, 1);
+    ck_assert_msg(strncmp(cli.reason, "dns: localhost: ", 16) == 0, "%s",
+        cli.reason);
+}
+END_TEST
+
 START_TEST(test_connect_deadline)
 {
     struct xg_ws_opts o;
@@ -1474,6 +1491,7 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_dns_hosts_fallback);
     tcase_add_test(tc, test_close_and_free_before_open);
     tcase_add_test(tc, test_tls_deadline_and_eof);
+    tcase_add_test(tc, test_no_resolver_literals_only);
     tcase_add_test(tc, test_connect_deadline);
     tcase_add_test(tc, test_sync_failure_is_async);
     tcase_add_test(tc, test_close_timeout);
