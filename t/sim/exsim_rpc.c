@@ -881,6 +881,7 @@ exsim_conn_accept(evutil_socket_t fd)
     opts.close_timeout_ms = 2000;
     opts.text_only = 1;
     opts.log_name = c->name;
+    opts.owner_logs = 1;        /* on_open and on_down log the connection */
     c->ws = xg_ws_accept(ex->base, fd, ex->tls, &opts, on_accept_check,
         &conn_cbs, c);
 }
