@@ -14,6 +14,7 @@ Everything on 127.0.0.1 with ports chosen by the kernel.
 import asyncio
 import os
 import sys
+import time
 
 try:
     import websockets
@@ -78,8 +79,11 @@ async def probe(*args, timeout=20):
     return proc.returncode, out.decode(), err.decode()
 
 
-async def wait_seen(path):
-    for _ in range(200):
+async def wait_seen(path, timeout=10):
+    """What the python server saw on PATH, polled with a deadline generous
+    enough for a sanitizer build on a loaded machine."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
         if path in server_seen:
             return server_seen[path]
         await asyncio.sleep(0.01)
@@ -178,7 +182,8 @@ async def part_b():
             ws = await websockets.connect(base + "/echo", **kw)
             await ws.close(code=code, reason="py client")
             want = 'down: close %d "py client" code=%d' % (code, code)
-            for _ in range(200):
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
                 if any(l.startswith(want) for l in lines):
                     break
                 await asyncio.sleep(0.01)

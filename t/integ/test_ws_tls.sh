@@ -89,7 +89,7 @@ start_server() {
     "$PROBE" server --tls "$1.pem" "$1.key" > "$out" 2> "$TMP/srv.$1.err" &
     PIDS+=($!)
     local i
-    for i in $(seq 1 100); do
+    for i in $(seq 1 200); do
         PORT=$(awk '/^port/ {print $2}' "$out")
         [ -n "$PORT" ] && return 0
         sleep 0.05
