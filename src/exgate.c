@@ -131,6 +131,11 @@ on_signal(evutil_socket_t sig, short what, void *arg)
                 "running configuration:\n%s", m->conf_path,
                 errors ? errors : "");
         } else {
+            /* A valid conf may still carry warnings: show them too. */
+            if (errors != NULL && errors[0] != '\0') {
+                xg_log_warn("exgate: SIGHUP: \"%s\":\n%s", m->conf_path,
+                    errors);
+            }
             xg_log_info("exgate: SIGHUP: \"%s\" is valid; applying a new "
                 "configuration needs a restart for now, keeping the running "
                 "one", m->conf_path);

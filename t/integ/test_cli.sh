@@ -40,15 +40,15 @@ cat > "$tmp/run.conf" <<CONF
 error_log $tmp/exgate.log debug;
 CONF
 $X -c "$tmp/run.conf" & pid=$!
-for i in $(seq 50); do grep -q started "$tmp/exgate.log" 2>/dev/null && break; sleep 0.1; done
+for i in $(seq 200); do grep -q started "$tmp/exgate.log" 2>/dev/null && break; sleep 0.1; done
 grep -q started "$tmp/exgate.log" || fail "no start line"
 mv "$tmp/exgate.log" "$tmp/exgate.log.1"
 kill -USR1 $pid
-for i in $(seq 50); do [ -f "$tmp/exgate.log" ] && break; sleep 0.1; done
+for i in $(seq 200); do [ -f "$tmp/exgate.log" ] && break; sleep 0.1; done
 [ -f "$tmp/exgate.log" ] || fail "log not reopened on SIGUSR1"
 echo "bogus;" >> "$tmp/run.conf"
 kill -HUP $pid
-for i in $(seq 50); do grep -q 'SIGHUP' "$tmp/exgate.log" && break; sleep 0.1; done
+for i in $(seq 200); do grep -q 'SIGHUP' "$tmp/exgate.log" && break; sleep 0.1; done
 grep -q 'is not valid, keeping' "$tmp/exgate.log" || fail "SIGHUP report"
 grep -q 'run.conf:2: unknown directive "bogus"' "$tmp/exgate.log" || fail "SIGHUP errors"
 kill -0 $pid || fail "died on SIGHUP"
@@ -57,4 +57,31 @@ wait $pid; rc=$?
 pid=
 [ $rc -eq 0 ] || fail "exit $rc after SIGTERM"
 grep -q 'stopped' "$tmp/exgate.log" || fail "no stop line"
+
+# SIGHUP with a valid conf that has a warning (a group-readable secret):
+# the warning reaches the log, the secret itself never does.
+printf 'sEcReT-vAlUe\n' > "$tmp/secret"
+chmod 644 "$tmp/secret"
+cat > "$tmp/warn.conf" <<CONF
+error_log $tmp/warn.log debug;
+upstream d {
+    url ws://127.0.0.1:1/ws/api/v2;
+    protocol deribit;
+    auth client_credentials id file:secret;
+}
+CONF
+out=$($X -t -c "$tmp/warn.conf" 2>&1) || fail "warn conf: $out"
+echo "$out" | grep -q 'warn.conf:5: warning: secret file' || fail "-t warning: $out"
+$X -c "$tmp/warn.conf" 2>/dev/null & pid=$!
+for i in $(seq 200); do grep -q started "$tmp/warn.log" 2>/dev/null && break; sleep 0.1; done
+kill -HUP $pid
+for i in $(seq 200); do grep -q 'SIGHUP: .* is valid' "$tmp/warn.log" && break; sleep 0.1; done
+grep -q 'SIGHUP: .* is valid' "$tmp/warn.log" || fail "SIGHUP valid report"
+[ "$(grep -c 'warn.conf:5: warning: secret file' "$tmp/warn.log")" -ge 1 ] \
+    || fail "SIGHUP dropped the conf warning"
+grep -q 'sEcReT-vAlUe' "$tmp/warn.log" && fail "the secret reached the log"
+kill -TERM $pid
+wait $pid; rc=$?
+pid=
+[ $rc -eq 0 ] || fail "exit $rc after SIGTERM (warn conf)"
 echo "PASS"
