@@ -154,6 +154,37 @@ class Exsim:
         return False
 
 
+class DeltaBook:
+    """A client's copy of one book channel: the levels of each snapshot or
+    change applied as Deribit's new/change/delete, each checked against
+    what the copy holds (a delete or change of an unknown price, or a new
+    one on a price already there, fails the test)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.bids, self.asks = {}, {}
+
+    def apply_levels(self, d):
+        for side, levels in (("bids", self.bids), ("asks", self.asks)):
+            for action, price, amount in d[side]:
+                if action == "delete":
+                    check(price in levels, "%s: delete of unknown %r"
+                          % (self.name, price))
+                    del levels[price]
+                elif action == "new":
+                    check(price not in levels, "%s: new on existing %r"
+                          % (self.name, price))
+                    levels[price] = amount
+                else:
+                    check(action == "change" and price in levels,
+                          "%s: %s of %r" % (self.name, action, price))
+                    levels[price] = amount
+
+    def pairs(self):
+        return (sorted(([p, a] for p, a in self.bids.items()), reverse=True),
+                sorted([p, a] for p, a in self.asks.items()))
+
+
 def envelope_problem(msg):
     """What is wrong with MSG's envelope if it is a response, else None.
 

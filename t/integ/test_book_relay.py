@@ -19,7 +19,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from exsim_util import BUILDDIR, Exsim, Rpc, check, main, run  # noqa: E402
+from exsim_util import (BUILDDIR, DeltaBook, Exsim, Rpc, check,  # noqa: E402
+                        main, run)
 
 import websockets  # noqa: E402
 
@@ -32,12 +33,11 @@ DELTA = [RAW, AGG, ETH]
 INSTR = {RAW: "BTC-PERPETUAL", AGG: "BTC-PERPETUAL", ETH: "ETH-PERPETUAL"}
 
 
-class Client:
+class Client(DeltaBook):
     """A client book that applies every message as deltas."""
 
     def __init__(self, name):
-        self.name = name
-        self.bids, self.asks = {}, {}
+        DeltaBook.__init__(self, name)
         self.change_id = None
         self.snapshots = 0
         self.messages = 0
@@ -56,24 +56,7 @@ class Client:
                   % (self.name, d["prev_change_id"], self.change_id))
         self.change_id = d["change_id"]
         self.messages += 1
-        for side, levels in (("bids", self.bids), ("asks", self.asks)):
-            for action, price, amount in d[side]:
-                if action == "delete":
-                    check(price in levels, "%s: delete of unknown %r"
-                          % (self.name, price))
-                    del levels[price]
-                elif action == "new":
-                    check(price not in levels, "%s: new on existing %r"
-                          % (self.name, price))
-                    levels[price] = amount
-                else:
-                    check(action == "change" and price in levels,
-                          "%s: %s of %r" % (self.name, action, price))
-                    levels[price] = amount
-
-    def pairs(self):
-        return (sorted(([p, a] for p, a in self.bids.items()), reverse=True),
-                sorted([p, a] for p, a in self.asks.items()))
+        self.apply_levels(d)
 
 
 class Feed:

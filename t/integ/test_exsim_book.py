@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from exsim_util import Exsim, Rpc, check, main, run  # noqa: E402
+from exsim_util import DeltaBook, Exsim, Rpc, check, main, run  # noqa: E402
 
 CREDS = {"grant_type": "client_credentials", "client_id": "exsim",
          "client_secret": "exsim-secret"}
@@ -17,10 +17,9 @@ RAW, AGG = "book.BTC-PERPETUAL.raw", "book.BTC-PERPETUAL.100ms"
 CHANGES = 10000
 
 
-class Book:
+class Book(DeltaBook):
     def __init__(self, name):
-        self.name = name
-        self.bids, self.asks = {}, {}
+        DeltaBook.__init__(self, name)
         self.change_id = None
         self.messages = 0
 
@@ -35,24 +34,7 @@ class Book:
             check(d["change_id"] > d["prev_change_id"], "change_id order")
         self.change_id = d["change_id"]
         self.messages += 1
-        for side, levels in (("bids", self.bids), ("asks", self.asks)):
-            for action, price, amount in d[side]:
-                if action == "delete":
-                    check(price in levels, "%s: delete of unknown %r"
-                          % (self.name, price))
-                    del levels[price]
-                elif action == "new":
-                    check(price not in levels, "%s: new on existing %r"
-                          % (self.name, price))
-                    levels[price] = amount
-                else:
-                    check(action == "change" and price in levels,
-                          "%s: %s of %r" % (self.name, action, price))
-                    levels[price] = amount
-
-    def pairs(self):
-        return (sorted(([p, a] for p, a in self.bids.items()), reverse=True),
-                sorted([p, a] for p, a in self.asks.items()))
+        self.apply_levels(d)
 
 
 async def drain(c, books, until_change_id, timeout=40):
