@@ -41,9 +41,14 @@ def code(r):
     return r.get("error", {}).get("code")
 
 
+# Long enough for the steps that use a token on a slow (sanitizer, loaded)
+# machine; the expiry check waits from the token's issue, not a fixed nap.
+EXPIRES = 4
+
+
 def test():
     with Exsim("--client-id", CID, "--client-secret", SECRET,
-               "--expires-in", "2", "--rate", "0") as sim:
+               "--expires-in", str(EXPIRES), "--rate", "0") as sim:
         async def go():
             a = await Rpc.open(sim.url())
             r = await a.call("private/get_open_orders")
@@ -60,7 +65,8 @@ def test():
             for k in ("access_token", "refresh_token", "expires_in", "scope",
                       "token_type"):
                 check(k in tok, "auth result lacks %s: %r" % (k, tok))
-            check(tok["token_type"] == "bearer" and tok["expires_in"] == 2
+            check(tok["token_type"] == "bearer"
+                  and tok["expires_in"] == EXPIRES
                   and tok["state"] == "st1"
                   and "connection" in tok["scope"].split(), "auth %r" % tok)
             # the connection is authenticated, with or without the token
@@ -138,6 +144,7 @@ def test():
             s2 = await d.result("public/auth",
                                 {"grant_type": "refresh_token",
                                  "refresh_token": s["refresh_token"]})
+            s2_issued = time.monotonic()   # d's auth expires by then + 4 s
             check("session:bot1" in s2["scope"].split(), "session refresh")
             # fork_token: a session token opens another session
             f = await d.result("public/fork_token",
@@ -157,8 +164,9 @@ def test():
                              {"access_token": new["access_token"]})
             check(code(r) == 13009, "token of a closed conn %r" % r)
 
-            # expiry (--expires-in 2)
-            await asyncio.sleep(2.3)
+            # expiry (--expires-in): d's auth (s2) has expired by now
+            await asyncio.sleep(max(0.0, s2_issued + EXPIRES + 0.3
+                                    - time.monotonic()))
             r = await d.call("private/get_open_orders")
             check(code(r) == 13009
                   and r["error"]["data"]["reason"] == "token has expired",
