@@ -22,11 +22,13 @@ def test():
             check(r.get("error", {}).get("code") == -32602, "no interval")
 
             # answered: the connection lives well past several intervals
+            # (0.6 s: the answer's round trip through a sanitizer build of
+            # exsim on a loaded machine must fit into one interval)
             c.answer_test_requests = True
-            check(await c.result("public/set_heartbeat", {"interval": 0.3})
+            check(await c.result("public/set_heartbeat", {"interval": 0.6})
                   == "ok", "set_heartbeat")
             types = []
-            end = time.monotonic() + 2.0
+            end = time.monotonic() + 3.5
             while time.monotonic() < end:
                 n = await c.note(method="heartbeat", timeout=1)
                 check(set(n) == {"jsonrpc", "method", "params"},
@@ -44,9 +46,9 @@ def test():
                 if n["params"]["type"] == "test_request":
                     t0 = time.monotonic()
                     break
-            code, reason = await c.wait_closed(3)
+            code, reason = await c.wait_closed(5)
             took = time.monotonic() - t0
-            check(0.2 <= took <= 1.5, "closed after %.2fs" % took)
+            check(0.4 <= took <= 2.5, "closed after %.2fs" % took)
             check(code == 1000, "close code %r %r" % (code, reason))
 
             # disable_heartbeat: no more heartbeats, no close
