@@ -9,6 +9,7 @@ in cod_cancels) and not on private/logout.
 import asyncio
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from exsim_util import Exsim, Rpc, check, main, run  # noqa: E402
@@ -95,20 +96,33 @@ def test():
             check(code(r) == 11044, "cancel twice %r" % r)
             check(sim.stats()["orders_open"] == 2, "orders_open")
 
-            # a taker: a market buy fills at once against the asks
-            await asyncio.sleep(0.2)
-            while not watch.notes.empty():
-                watch.notes.get_nowait()
+            # a taker: a market buy fills at once against the asks. First
+            # the notes of the orders above arrive and are dropped: quiet
+            # for 0.3 s (100ms-batched channels included), within 10 s.
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
+                try:
+                    await asyncio.wait_for(watch.notes.get(), 0.3)
+                except asyncio.TimeoutError:
+                    break
             m = await a.result("private/buy", {"instrument_name": I,
                                                "amount": 10,
                                                "type": "market"})
             check(m["order"]["order_state"] == "filled" and m["trades"]
                   and m["trades"][0]["price"] == ask
                   and m["trades"][0]["liquidity"] == "T", "market %r" % m)
-            await asyncio.sleep(0.3)
+            # Until each private channel has spoken (one is 100ms-batched),
+            # with a deadline rather than one fixed pause.
+            want = {"user.trades.future.BTC.100ms", "user.changes.any.any.raw",
+                    "user.portfolio.BTC", "user.orders.%s.raw" % I}
             got = {}
-            while not watch.notes.empty():
-                n = watch.notes.get_nowait()
+            end = time.monotonic() + 10
+            while not want <= set(got) and time.monotonic() < end:
+                try:
+                    n = await asyncio.wait_for(watch.notes.get(),
+                                               end - time.monotonic())
+                except asyncio.TimeoutError:
+                    break
                 got.setdefault(n["params"]["channel"], n["params"]["data"])
             d = got.get("user.trades.future.BTC.100ms")
             check(d and d[0]["order_id"] == m["order"]["order_id"],
