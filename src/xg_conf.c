@@ -371,6 +371,35 @@ expand_include(struct xg_conf *cf, struct xg_conf_stmt *st,
 }
 
 /*
+ * Consumes a block nested past XG_CONF_MAX_NESTING (its `{` already read)
+ * up to its matching `}`, with a counter instead of recursion, so a file
+ * of a million `{` cannot exhaust the stack. The error was reported.
+ */
+static void
+skip_block(struct lexer *lx, int open_line)
+{
+    unsigned long level = 1;
+    int t;
+
+    while (level > 0) {
+        t = lex_next(lx);
+        if (t == TOK_WORD) {
+            free(lx->word);
+            lx->word = NULL;
+        } else if (t == TOK_OPEN) {
+            level++;
+        } else if (t == TOK_CLOSE) {
+            level--;
+        } else if (t == TOK_EOF) {
+            conf_error_at(lx->cf, lx->file, open_line,
+                "missing \"}\": the block opened here is not closed "
+                "before the end of the file");
+            return;
+        }
+    }
+}
+
+/*
  * Parses statements until `}` (when DEPTH > 0) or the end of input,
  * appending to OUT. Returns XG_OK when the block ended as it should.
  */
@@ -403,7 +432,9 @@ parse_block(struct lexer *lx, int depth, int open_line, struct stmt_list *out)
             if (nargs == 0) {
                 conf_error_at(lx->cf, lx->file, lx->tok_line,
                     "unexpected \"%s\"", t == TOK_SEMI ? ";" : "{");
-                if (t == TOK_OPEN) {
+                if (t == TOK_OPEN && depth + 1 > XG_CONF_MAX_NESTING) {
+                    skip_block(lx, lx->tok_line);
+                } else if (t == TOK_OPEN) {
                     struct stmt_list junk = { 0 };
                     int i;
 
@@ -429,8 +460,10 @@ parse_block(struct lexer *lx, int depth, int open_line, struct stmt_list *out)
                 if (depth + 1 > XG_CONF_MAX_NESTING) {
                     conf_error_at(lx->cf, lx->file, lx->tok_line,
                         "blocks nested too deeply");
+                    skip_block(lx, lx->tok_line);
+                } else {
+                    parse_block(lx, depth + 1, lx->tok_line, &child);
                 }
-                parse_block(lx, depth + 1, lx->tok_line, &child);
                 st.block = child.v;
                 st.nblock = child.n;
             }

@@ -274,6 +274,29 @@ END_TEST
 
 /* ---- syntax errors ------------------------------------------------------ */
 
+START_TEST(t_deep_nesting_bounded)
+{
+    /* A million levels: an error, not a stack overflow (skipped, not
+     * parsed recursively, past 16 levels). */
+    size_t i, n = 1000000;
+    char *text = xg_malloc(4 * n + 16);
+
+    for (i = 0; i < n; i++) {
+        memcpy(text + 4 * i, "a { ", 4);
+    }
+    text[4 * n] = '\0';
+    expect_error(text, "t.conf:1: blocks nested too deeply");
+    ck_assert_ptr_nonnull(strstr(errs, "missing \"}\""));
+    for (i = 0; i < n; i++) {
+        text[i] = '{';
+    }
+    memset(text + n, '}', n);
+    text[2 * n] = '\0';
+    expect_error(text, "t.conf:1: unexpected \"{\"");
+    free(text);
+}
+END_TEST
+
 START_TEST(t_unterminated_quote)
 {
     expect_error("error_log stderr;\nupstream d {\n url \"wss://h/;\n}\n",
@@ -809,6 +832,7 @@ conf_suite(void)
     tcase_add_test(tc, t_flags);
     tcase_add_test(tc, t_addresses);
     tcase_add_test(tc, t_urls);
+    tcase_add_test(tc, t_deep_nesting_bounded);
     tcase_add_test(tc, t_unterminated_quote);
     tcase_add_test(tc, t_quote_glued);
     tcase_add_test(tc, t_missing_semicolon_before_brace);
