@@ -134,6 +134,9 @@ struct dr {
     uint64_t               last_in_ms;
     uint64_t               messages_in;
     uint64_t               restores;
+    uint64_t               book_gaps;     /* chain breaks detected */
+    uint64_t               book_resyncs;  /* bridging changes computed */
+    uint64_t               book_errors;   /* malformed book messages */
     char                  *refresh_token;
     struct event          *ev_tick;
     struct event          *ev_flush;     /* batches, once per loop turn */
@@ -1171,8 +1174,9 @@ static int
 dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
     const char *data, size_t len, const struct xg_jspan *params)
 {
-    const char *keys[] = { "data" }, *tkeys[] = { "type" };
-    struct xg_jspan v[1], t[1];
+    const char *keys[] = { "data" };
+    const struct xg_book_state *from;
+    struct xg_jspan v[1];
     enum xg_book_result r;
     char *bridge = NULL;
     size_t i;
@@ -1181,12 +1185,9 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
         || v[0].p == NULL) {
         return 1;
     }
-    /* a snapshot while in sync: clients hold the book, bridge them too */
-    if (b->mark == NULL && xg_book_synced(b->book)
-        && xg_jscan_object(v[0].p, v[0].len, tkeys, 1, t) == XG_OK
-        && xg_jscan_str_eq(&t[0], "snapshot")) {
-        b->mark = xg_book_mark(b->book);
-    }
+    /* no mark is taken before applying: a malformed snapshot would leave
+       it behind, stale, while the chain goes on (xg_book_replaced() gives
+       the replaced state of a valid one instead) */
     r = xg_book_apply_text(b->book, v[0].p, v[0].len);
     switch (r) {
     case XG_BOOK_APPLIED:
@@ -1197,22 +1198,33 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
         xg_log_warn("upstream %s: %s: gap at change_id %llu: resubscribing "
             "for a new snapshot", d->name, ch->name,
             (unsigned long long) xg_book_change_id(b->book));
+        d->book_gaps++;
         dr_book_break(b);
         dr_book_resubscribe(d, ch);
         return 0;
     case XG_BOOK_WAIT:
         return 0;           /* a snapshot is on its way */
     default:
-        xg_log_warn("upstream %s: %s: %s; passed through", d->name, ch->name,
-            xg_book_last_error(b->book));
+        d->book_errors++;
+        if (xg_book_synced(b->book)) {
+            /* clients hold the book in sync: a message it rejected would
+               break theirs; the next change is a gap, which resyncs */
+            xg_log_warn("upstream %s: %s: %s; dropped", d->name, ch->name,
+                xg_book_last_error(b->book));
+            return 0;
+        }
+        xg_log_warn("upstream %s: %s: %s; passed through (the book is not "
+            "in sync)", d->name, ch->name, xg_book_last_error(b->book));
         return 1;
     }
     /* a snapshot: bridge those who hold the old book, the others get it */
-    if (b->mark != NULL) {
-        bridge = xg_book_bridge(b->mark, b->book, NULL);
+    from = b->mark != NULL ? b->mark : xg_book_replaced(b->book);
+    if (from != NULL) {
+        bridge = xg_book_bridge(from, b->book, NULL);
+        d->book_resyncs++;
         xg_log_info("upstream %s: %s: new snapshot bridged with a change "
             "(%llu -> %llu)", d->name, ch->name,
-            (unsigned long long) xg_book_state_change_id(b->mark),
+            (unsigned long long) xg_book_state_change_id(from),
             (unsigned long long) xg_book_change_id(b->book));
     }
     {
@@ -2374,6 +2386,12 @@ dr_status(void *p, json_t *obj)
     json_object_set_new(obj, "last_restore_ms",
         json_integer((json_int_t) d->last_restore_ms));
     json_object_set_new(obj, "restores", json_integer((json_int_t) d->restores));
+    json_object_set_new(obj, "book_gaps",
+        json_integer((json_int_t) d->book_gaps));
+    json_object_set_new(obj, "book_resyncs",
+        json_integer((json_int_t) d->book_resyncs));
+    json_object_set_new(obj, "book_errors",
+        json_integer((json_int_t) d->book_errors));
     json_object_set_new(obj, "clients", json_integer((json_int_t) d->nclients));
 }
 

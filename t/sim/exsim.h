@@ -301,6 +301,8 @@ struct exsim {
     int                     reject_auth;
     int                     maintenance;     /* 11051 for most methods */
     json_t                 *reject_chan;     /* name -> true */
+    json_t                 *mute_chan;       /* name -> true: not published */
+    json_t                 *sub_counts;      /* name -> subscribes confirmed */
     struct exsim_stats      st;
     struct exsim_ctl       *ctls;
     struct event           *sig_int, *sig_term;

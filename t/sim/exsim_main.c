@@ -242,7 +242,7 @@ stats_json(void)
         }
     }
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:o, s:I,"
-        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f}",
+        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O}",
         "connections_total", (json_int_t) ex->st.connections_total,
         "upgrades", (json_int_t) ex->st.upgrades,
         "refused", (json_int_t) ex->st.refused,
@@ -261,7 +261,8 @@ stats_json(void)
         "slow_closes", (json_int_t) ex->st.slow_closes,
         "stall", ex->stall,
         "maintenance", ex->maintenance,
-        "rate", ex->rate);
+        "rate", ex->rate,
+        "subscribes", ex->sub_counts);
 }
 
 /* ---- control port ------------------------------------------------------- */
@@ -406,6 +407,42 @@ ctl_command(struct exsim_ctl *k, char *line)
         } else {
             json_object_del(ex->reject_chan, a1);
         }
+        return ctl_ok();
+    }
+    if (strcmp(cmd, "mute") == 0) {
+        char *oo = strtok_r(NULL, " \t\r", &save);
+
+        if (a1 == NULL || (v = onoff(oo)) < 0) {
+            return ctl_err("mute CHANNEL on|off", NULL);
+        }
+        if (v) {
+            json_object_set_new(ex->mute_chan, a1, json_true());
+        } else {
+            json_object_del(ex->mute_chan, a1);
+        }
+        xg_log_info("exsim: control: mute %s %s", a1, v ? "on" : "off");
+        return ctl_ok();
+    }
+    if (strcmp(cmd, "corrupt") == 0) {
+        struct exsim_chan tmp, *ch;
+
+        memset(&tmp, 0, sizeof(tmp));
+        if (a1 == NULL || exsim_chan_parse(a1, &tmp) != 0
+            || tmp.kind != EXSIM_CH_BOOK)
+        {
+            return ctl_err("corrupt CHANNEL: \"%s\" is not a book channel",
+                a1);
+        }
+        ch = exsim_chan_find(a1);
+        if (ch == NULL || ch->nsubs == 0) {
+            return ctl_err("corrupt: nobody is subscribed to %s", a1);
+        }
+        /* a malformed snapshot (bids not an array); the chain is not
+           advanced, so the next change follows the last good one */
+        exsim_publish(ch, json_pack("{s:s, s:s, s:I, s:s, s:[]}", "type",
+            "snapshot", "instrument_name", ch->instr ? ch->instr->name : "?",
+            "change_id", (json_int_t) (ch->instr ? ch->instr->change_id : 1),
+            "bids", "corrupt", "asks"));
         return ctl_ok();
     }
     if (strcmp(cmd, "rate") == 0) {
@@ -765,6 +802,8 @@ free_all(void)
     exsim_market_free();
     json_decref(ex->st.requests);
     json_decref(ex->reject_chan);
+    json_decref(ex->mute_chan);
+    json_decref(ex->sub_counts);
     SSL_CTX_free(ex->tls);
     if (ex->base != NULL) {
         event_base_free(ex->base);
@@ -902,6 +941,8 @@ main(int argc, char **argv)
     ex->base = event_base_new();
     ex->st.requests = json_object();
     ex->reject_chan = json_object();
+    ex->mute_chan = json_object();
+    ex->sub_counts = json_object();
     exsim_credits_init(&ex->account);
     if (ex->base == NULL || exsim_market_init(ex->o.instruments) != 0) {
         goto out;

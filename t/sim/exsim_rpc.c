@@ -201,7 +201,7 @@ exsim_publish_text(struct exsim_chan *ch, const char *text, size_t len)
         return;
     }
     ex->st.published++;
-    if (ex->stall) {
+    if (ex->stall || json_object_get(ex->mute_chan, ch->name) != NULL) {
         return;
     }
     f = xg_frame_text(text, len);
@@ -1334,6 +1334,8 @@ subscribe(struct req *r, json_t *params, json_t **err, int priv)
             sub_add(c, ch);
             json_array_append_new(r->after, json_string(name));
         }
+        json_object_set_new(ex->sub_counts, name, json_integer(
+            json_integer_value(json_object_get(ex->sub_counts, name)) + 1));
         json_array_append_new(res, json_string(name));
     }
     return res;
