@@ -385,6 +385,36 @@ xg_registry_channel_delete(struct xg_registry *r, struct xg_reg_channel *ch)
 }
 
 void
+xg_registry_channel_answer_waiters(struct xg_registry *r,
+    struct xg_reg_channel *ch, int confirmed, struct xg_reg_subreq **done,
+    size_t *ndone)
+{
+    size_t i;
+
+    (void) r;
+    *ndone = 0;
+    for (i = 0; i < ch->nwaiters; i++) {
+        struct xg_reg_subreq *sr = ch->waiters[i];
+        int k;
+
+        for (k = 0; k < sr->nchan; k++) {
+            if (sr->status[k] == 0 && strcmp(sr->chan[k], ch->name) == 0) {
+                sr->status[k] = confirmed > 0 ? 1 : -1;
+                sr->outstanding--;
+            }
+        }
+        if (sr->outstanding == 0) {
+            if (sr->client != NULL) {
+                vec_remove((void **) sr->client->subreqs,
+                    &sr->client->nsubreqs, sr);
+            }
+            done[(*ndone)++] = sr;
+        }
+    }
+    ch->nwaiters = 0;
+}
+
+void
 xg_registry_channel_resolve(struct xg_registry *r, struct xg_reg_channel *ch,
     int confirmed, const char *error, struct xg_reg_subreq **done,
     size_t *ndone)

@@ -44,6 +44,17 @@ struct xg_reg_channel {
     int                     in_idle;     /* on the registry's idle list */
     void                   *ext;         /* the module's (freed by the
                                             channel free callback) */
+    /* continuity bookkeeping, the module's to set and read */
+    uint64_t                confirmed_ms;  /* first confirmation (0: never):
+                                              kept across a reconnect */
+    uint64_t                last_data_ms;  /* last notification */
+    uint64_t                retry_at_ms;   /* unconfirmed: next subscribe */
+    uint32_t                retry_ms;      /* unconfirmed: current backoff */
+    unsigned                retries;       /* unconfirmed: attempts so far */
+    int                     unconfirmed;   /* restored but not confirmed */
+    int                     stale_set;     /* stale_ms looked up */
+    uint64_t                stale_ms;      /* silence bound (0: none) */
+    uint64_t                stale_from_ms; /* silent since (for notices) */
     struct xg_reg_channel  *hnext;       /* hash chain */
 };
 
@@ -171,6 +182,18 @@ void xg_registry_idle_push(struct xg_registry *r, struct xg_reg_channel *ch);
 void xg_registry_channel_resolve(struct xg_registry *r,
     struct xg_reg_channel *ch, int confirmed, const char *error,
     struct xg_reg_subreq **done, size_t *ndone);
+
+/*
+ * Answers CH's waiting subscribe requests with status CONFIRMED (1: the
+ * channel is in the client's result, -1: left out) without changing the
+ * channel, its state or its subscribers (e.g. a restored channel the
+ * exchange refused for now: its clients, new ones included, stay
+ * subscribed while the subscribe is retried). DONE and *NDONE as for
+ * xg_registry_channel_resolve().
+ */
+void xg_registry_channel_answer_waiters(struct xg_registry *r,
+    struct xg_reg_channel *ch, int confirmed, struct xg_reg_subreq **done,
+    size_t *ndone);
 
 /*
  * The upstream connection is gone: confirmed channels and subscribes in

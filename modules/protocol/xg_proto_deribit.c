@@ -27,6 +27,7 @@
 #include "xg_proto.h"
 #include "xg_registry.h"
 
+#include <fnmatch.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,9 @@
 #define DR_MIN_CLIENT_HB_S  10             /* as Deribit: interval >= 10 */
 #define DR_TOKEN_TTL_S      31536000
 #define DR_SIG_WINDOW_MS    60000          /* client_signature timestamps */
+#define DR_RETRY_MIN_MS     1000           /* unconfirmed channel: first retry */
+#define DR_RETRY_MAX_MS     30000          /* ... doubling up to this */
+#define DR_MAX_LISTED       100            /* names listed in /status */
 
 /* ---- conf ---- */
 
@@ -52,6 +56,13 @@ enum dr_auth_kind {
     DR_AUTH_NONE = 0,
     DR_AUTH_CREDENTIALS,
     DR_AUTH_SIGNATURE
+};
+
+/* `stale PATTERN DURATION;`: a matching channel silent longer is
+   resubscribed on its own. */
+struct dr_stale {
+    char      *pattern;          /* fnmatch(3) glob on the channel name */
+    uint64_t   ms;
 };
 
 struct dr_conf {
@@ -64,6 +75,8 @@ struct dr_conf {
     uint64_t           request_timeout_ms;
     unsigned           queue_limit;
     uint64_t           queue_timeout_ms;
+    struct dr_stale   *stale;            /* in conf order: first match */
+    size_t             nstale;
 };
 
 /*
@@ -137,6 +150,11 @@ struct dr {
     uint64_t               book_gaps;     /* chain breaks detected */
     uint64_t               book_resyncs;  /* bridging changes computed */
     uint64_t               book_errors;   /* malformed book messages */
+    uint64_t               stale_resubscribes;
+    uint64_t               resubscribe_retries;
+    uint64_t               gap_notices;   /* exgate/gap messages sent */
+    unsigned               nunconfirmed;  /* restored, not confirmed (an
+                                             upper bound between scans) */
     char                  *refresh_token;
     struct event          *ev_tick;
     struct event          *ev_flush;     /* batches, once per loop turn */
@@ -161,6 +179,7 @@ struct dr_client {
     struct event          *ev_hb;
     uint64_t               rate_start_ms;
     unsigned               rate_count;
+    int                    notify_gaps;   /* exgate/notify_gaps enabled */
     struct dr_client      *prev, *next;
 };
 
@@ -175,6 +194,9 @@ static void dr_books_down(struct dr *d);
 static void dr_trades_down(struct dr *d, struct xg_reg_channel *ch);
 static void dr_on_backfill_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);
+static int dr_chan_recovers(const struct xg_reg_channel *ch);
+static void dr_gap_notice(struct dr *d, struct xg_reg_channel *ch,
+    uint64_t duration_ms, const char *reason);
 
 /* ---- small helpers ---- */
 
@@ -549,6 +571,60 @@ dr_subreq_answer(struct dr *d, struct xg_reg_subreq *sr)
     xg_registry_subreq_free(d->reg, sr);
 }
 
+/*
+ * A restored channel the exchange did not confirm: it stays PENDING and
+ * "sent" (so no restore or batch sends it again) until its retry time,
+ * when the tick subscribes it anew; 1 s doubling up to 30 s.
+ */
+static void
+dr_chan_unconfirmed(struct dr *d, struct xg_reg_channel *ch)
+{
+    ch->retry_ms = ch->retry_ms == 0 ? DR_RETRY_MIN_MS
+                   : ch->retry_ms * 2 > DR_RETRY_MAX_MS ? DR_RETRY_MAX_MS
+                   : ch->retry_ms * 2;
+    ch->retry_at_ms = xg_now_ms() + ch->retry_ms;
+    ch->sent = 1;
+    if (!ch->unconfirmed) {
+        ch->unconfirmed = 1;
+        ch->stale_from_ms = ch->last_data_ms;
+        d->nunconfirmed++;
+    }
+    xg_log_warn("upstream %s: channel \"%s\" not confirmed on resubscribe "
+        "(attempt %u): retrying in %u ms; its %zu clients stay subscribed",
+        d->name, ch->name, ch->retries + 1, ch->retry_ms, ch->nsubs);
+    ch->retries++;
+}
+
+/* CH is confirmed: restored (after a reconnect or retries) or new. */
+static void
+dr_chan_confirmed(struct dr *d, struct xg_reg_channel *ch)
+{
+    uint64_t now = xg_now_ms();
+
+    if (ch->unconfirmed) {
+        xg_log_info("upstream %s: channel \"%s\" confirmed after %u "
+            "refused attempts", d->name, ch->name, ch->retries);
+        if (!dr_chan_recovers(ch)) {
+            dr_gap_notice(d, ch, now - ch->stale_from_ms,
+                "refused on resubscribe");
+        }
+        ch->unconfirmed = 0;
+        ch->retries = 0;
+        ch->retry_ms = 0;
+        if (d->nunconfirmed > 0) {
+            d->nunconfirmed--;
+        }
+    } else if (ch->confirmed_ms != 0 && !dr_chan_recovers(ch)
+               && ch->last_data_ms != 0) {
+        /* restored after a reconnect: what it carried meanwhile is lost */
+        dr_gap_notice(d, ch, now - ch->last_data_ms, "upstream reconnect");
+    }
+    if (ch->confirmed_ms == 0) {
+        ch->confirmed_ms = now;
+    }
+    ch->last_data_ms = now;     /* silence is counted from here */
+}
+
 /* The answer to a subscribe batch: diff the confirmed list against it. */
 static void
 dr_on_sub_answer(struct dr *d, struct xg_reg_req *q, const char *data,
@@ -590,8 +666,18 @@ dr_on_sub_answer(struct dr *d, struct xg_reg_req *q, const char *data,
                 "\"%s\"", d->name, q->chan[i]);
         }
         done = xg_calloc(ch->nwaiters + 1, sizeof(*done));
-        xg_registry_channel_resolve(d->reg, ch, ok, ok ? NULL : errtext,
-            done, &ndone);
+        if (!ok && ch->confirmed_ms != 0 && ch->nsubs > 0) {
+            /* a restored channel the exchange left out or refused: its
+               clients (joiners too) stay subscribed while it is retried */
+            xg_registry_channel_answer_waiters(d->reg, ch, 1, done, &ndone);
+            dr_chan_unconfirmed(d, ch);
+        } else {
+            if (ok) {
+                dr_chan_confirmed(d, ch);
+            }
+            xg_registry_channel_resolve(d->reg, ch, ok, ok ? NULL : errtext,
+                done, &ndone);
+        }
         for (j = 0; j < ndone; j++) {
             dr_subreq_answer(d, done[j]);
         }
@@ -1150,7 +1236,8 @@ dr_books_down(struct dr *d)
     xg_registry_channel_foreach(d->reg, dr_book_down_cb, d);
 }
 
-/* Upstream unsubscribe + subscribe of one channel: a fresh snapshot. */
+/* Upstream unsubscribe + subscribe of one channel: a fresh snapshot (for
+   a book), the stream back (for a stale channel). */
 static void
 dr_book_resubscribe(struct dr *d, struct xg_reg_channel *ch)
 {
@@ -1269,6 +1356,7 @@ struct dr_trades {
     char      *instrument;
     uint64_t   last_seq;      /* last delivered, 0: none yet */
     int        gap;           /* the upstream dropped since */
+    uint64_t   gap_from_ms;   /* last data before the gap (for notices) */
     int        filling;       /* a backfill is in flight: hold */
     char     **held;
     size_t    *held_len;
@@ -1450,6 +1538,8 @@ dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
         if (t->nheld >= DR_TRADES_MAX_HELD) {
             xg_log_warn("upstream %s: %s: backfill too slow, releasing",
                 d->name, ch->name);
+            dr_gap_notice(d, ch, xg_now_ms() - t->gap_from_ms,
+                "trades backfill too slow");
             dr_trades_release(d, ch, t);
             return 1;
         }
@@ -1527,10 +1617,16 @@ dr_on_backfill_answer(struct dr *d, struct xg_reg_req *q,
             ch->name, (unsigned long long) (t->last_seq - before),
             json_is_true(json_object_get(r, "has_more"))
             ? " (more were missed: over 1000)" : "");
+        if (json_is_true(json_object_get(r, "has_more"))) {
+            dr_gap_notice(d, ch, xg_now_ms() - t->gap_from_ms,
+                "trades beyond the backfill");
+        }
     } else {
         xg_log_warn("upstream %s: %s: backfill failed: %.*s", d->name,
             ch->name, error->p ? (int) (error->len > 200 ? 200 : error->len)
             : 9, error->p ? error->p : "no result");
+        dr_gap_notice(d, ch, xg_now_ms() - t->gap_from_ms,
+            "trades backfill failed");
     }
     json_decref(r);
     t->gap = 0;
@@ -1547,8 +1643,179 @@ dr_trades_down(struct dr *d, struct xg_reg_channel *ch)
         /* the backfill died with the connection: deliver what was held */
         dr_trades_release(d, ch, t);
     }
-    if (t->last_seq != 0) {
+    if (t->last_seq != 0 && !t->gap) {
         t->gap = 1;
+        t->gap_from_ms = ch->last_data_ms;
+    }
+}
+
+/* ---- continuity: gap notices, staleness, unconfirmed channels ---- */
+
+/* 1 when a gap on CH is repaired (a delta book is bridged, a grouped book
+   is a full image, instrument trades are backfilled). */
+static int
+dr_chan_recovers(const struct xg_reg_channel *ch)
+{
+    return xg_book_channel_kind(ch->name) != XG_BOOK_NOT_BOOK
+           || dr_ext_kind(ch) == DR_EXT_TRADES;
+}
+
+/*
+ * Tells CH's subscribers that asked for it (exgate/notify_gaps) that the
+ * channel had a gap that could not be repaired.
+ */
+static void
+dr_gap_notice(struct dr *d, struct xg_reg_channel *ch, uint64_t duration_ms,
+    const char *reason)
+{
+    struct xg_msg *m = NULL;
+    size_t i;
+
+    xg_log_info("upstream %s: %s: unrepaired gap of %llu ms (%s)", d->name,
+        ch->name, (unsigned long long) duration_ms, reason);
+    for (i = 0; i < ch->nsubs; i++) {
+        struct dr_client *dc = ch->subs[i]->owner;
+
+        if (!dc->notify_gaps) {
+            continue;
+        }
+        if (m == NULL) {
+            json_t *o = json_pack("{s:s, s:s, s:{s:s, s:I, s:s}}", "jsonrpc",
+                "2.0", "method", "exgate/gap", "params", "channel", ch->name,
+                "duration_ms", (json_int_t) duration_ms, "reason", reason);
+            char *t = json_dumps(o, JSON_COMPACT);
+
+            json_decref(o);
+            m = xg_msg_new(t, strlen(t));
+            free(t);
+        }
+        xg_client_send_msg(dc->c, m);
+        d->gap_notices++;
+    }
+    xg_msg_unref(m);
+}
+
+/* The stale bound of CH from the conf (first matching pattern), cached. */
+static uint64_t
+dr_stale_ms(struct dr *d, struct xg_reg_channel *ch)
+{
+    size_t i;
+
+    if (!ch->stale_set) {
+        ch->stale_set = 1;
+        ch->stale_ms = 0;
+        for (i = 0; i < d->cf->nstale; i++) {
+            if (fnmatch(d->cf->stale[i].pattern, ch->name, 0) == 0) {
+                ch->stale_ms = d->cf->stale[i].ms;
+                break;
+            }
+        }
+    }
+    return ch->stale_ms;
+}
+
+struct dr_scan {
+    struct dr               *d;
+    uint64_t                 now;
+    unsigned                 unconfirmed;
+    struct xg_reg_channel  **drop;        /* unconfirmed, nobody left */
+    size_t                   ndrop, drop_cap;
+};
+
+/* Per channel, from the tick: staleness and retries of unconfirmed ones. */
+static void
+dr_scan_cb(struct xg_reg_channel *ch, void *arg)
+{
+    struct dr_scan *sc = arg;
+    struct dr *d = sc->d;
+    uint64_t stale;
+
+    if (ch->unconfirmed) {
+        if (ch->state != XG_CHAN_PENDING) {
+            ch->unconfirmed = 0;
+            return;
+        }
+        if (ch->nsubs == 0 && ch->nwaiters == 0) {
+            if (sc->ndrop == sc->drop_cap) {
+                sc->drop_cap = sc->drop_cap ? sc->drop_cap * 2 : 8;
+                sc->drop = xg_realloc(sc->drop,
+                    sc->drop_cap * sizeof(*sc->drop));
+            }
+            sc->drop[sc->ndrop++] = ch;
+            return;
+        }
+        sc->unconfirmed++;
+        if (sc->now >= ch->retry_at_ms && ch->sent) {
+            d->resubscribe_retries++;
+            ch->sent = 0;
+            dr_want_subscribe(d, ch);
+        }
+        return;
+    }
+    if (ch->state != XG_CHAN_CONFIRMED || ch->nsubs == 0
+        || (stale = dr_stale_ms(d, ch)) == 0
+        || sc->now < ch->last_data_ms + stale) {
+        return;
+    }
+    xg_log_warn("upstream %s: channel \"%s\" silent for %llu ms (stale "
+        "%llu ms): resubscribing it alone", d->name, ch->name,
+        (unsigned long long) (sc->now - ch->last_data_ms),
+        (unsigned long long) stale);
+    d->stale_resubscribes++;
+    if (dr_ext_kind(ch) == DR_EXT_BOOK) {
+        dr_book_break(ch->ext);     /* the new snapshot is bridged */
+    } else if (dr_ext_kind(ch) == DR_EXT_TRADES) {
+        struct dr_trades *t = ch->ext;
+
+        if (t->last_seq != 0 && !t->filling && !t->gap) {
+            t->gap = 1;             /* the next trades are backfilled */
+            t->gap_from_ms = ch->last_data_ms;
+        }
+    } else if (!dr_chan_recovers(ch)) {
+        dr_gap_notice(d, ch, sc->now - ch->last_data_ms, "stale");
+    }
+    ch->last_data_ms = sc->now;
+    dr_book_resubscribe(d, ch);
+}
+
+/* From the tick, when READY: stale channels, unconfirmed retries. */
+static void
+dr_continuity_tick(struct dr *d, uint64_t now)
+{
+    struct dr_scan sc;
+    size_t i;
+
+    if (d->st != DR_READY || (d->cf->nstale == 0 && d->nunconfirmed == 0)) {
+        return;
+    }
+    memset(&sc, 0, sizeof(sc));
+    sc.d = d;
+    sc.now = now;
+    xg_registry_channel_foreach(d->reg, dr_scan_cb, &sc);
+    for (i = 0; i < sc.ndrop; i++) {
+        xg_log_info("upstream %s: unconfirmed channel \"%s\" dropped: no "
+            "subscriber left", d->name, sc.drop[i]->name);
+        xg_registry_channel_delete(d->reg, sc.drop[i]);
+    }
+    free(sc.drop);
+    d->nunconfirmed = sc.unconfirmed;
+}
+
+struct dr_list {
+    json_t  *arr;
+    size_t   n;
+};
+
+static void
+dr_list_unconfirmed_cb(struct xg_reg_channel *ch, void *arg)
+{
+    struct dr_list *l = arg;
+
+    if (ch->unconfirmed) {
+        if (json_array_size(l->arr) < DR_MAX_LISTED) {
+            json_array_append_new(l->arr, json_string(ch->name));
+        }
+        l->n++;
     }
 }
 
@@ -1573,6 +1840,7 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
             d->name, (int) v[0].len, v[0].p);
         return;
     }
+    ch->last_data_ms = d->last_in_ms;
     /* books and trades are kept even while a channel lingers unwatched */
     if (ch->ext != NULL || dr_is_book_channel(ch->name)) {
         struct dr_book *b = dr_book_get(ch);
@@ -1741,6 +2009,7 @@ dr_on_tick(evutil_socket_t fd, short what, void *arg)
         }
         xg_registry_req_free(q);
     }
+    dr_continuity_tick(d, now);
     if (d->cf->heartbeat_ms != 0 && d->st != DR_DOWN
         && now - d->last_in_ms > 2 * d->cf->heartbeat_ms + 1000) {
         char reason[96];
@@ -2268,6 +2537,21 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
         dr_flush_schedule(d);
         goto done;
     }
+    if (strcmp(method, "exgate/notify_gaps") == 0) {
+        json_t *en = json_object_get(params, "enabled");
+
+        if (en != NULL && !json_is_boolean(en)) {
+            dr_error(dc, id, -32602, "Invalid params",
+                "enabled must be a boolean");
+            goto done;
+        }
+        dc->notify_gaps = en == NULL || json_is_true(en);
+        xg_log_info("%s: gap notices %s", xg_client_name(dc->c),
+            dc->notify_gaps ? "enabled" : "disabled");
+        dr_reply_json(dc, id, json_pack("{s:b}", "enabled",
+            dc->notify_gaps));
+        goto done;
+    }
     if (strcmp(method, "private/enable_cancel_on_disconnect") == 0) {
         dc->cod = 1;
         xg_log_info("%s: cancel-on-disconnect enabled (emulated per client)",
@@ -2323,7 +2607,7 @@ static void *
 dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
 {
     static const struct dr_conf defaults = {
-        DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, 1000, 30000
+        DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, 1000, 30000, NULL, 0
     };
     struct dr *d = xg_calloc(1, sizeof(*d));
     struct timeval tick = { 0, DR_TICK_MS * 1000 };
@@ -2392,6 +2676,20 @@ dr_status(void *p, json_t *obj)
         json_integer((json_int_t) d->book_resyncs));
     json_object_set_new(obj, "book_errors",
         json_integer((json_int_t) d->book_errors));
+    json_object_set_new(obj, "stale_resubscribes",
+        json_integer((json_int_t) d->stale_resubscribes));
+    json_object_set_new(obj, "resubscribe_retries",
+        json_integer((json_int_t) d->resubscribe_retries));
+    json_object_set_new(obj, "gap_notices",
+        json_integer((json_int_t) d->gap_notices));
+    {
+        struct dr_list l = { json_array(), 0 };
+
+        xg_registry_channel_foreach(d->reg, dr_list_unconfirmed_cb, &l);
+        json_object_set_new(obj, "unconfirmed_channels", l.arr);
+        json_object_set_new(obj, "unconfirmed_count",
+            json_integer((json_int_t) l.n));
+    }
     json_object_set_new(obj, "clients", json_integer((json_int_t) d->nclients));
 }
 
@@ -2408,6 +2706,10 @@ dr_conf_free(void *p)
     }
     free(c->auth_secret);
     free(c->auth_scope);
+    for (size_t i = 0; i < c->nstale; i++) {
+        free(c->stale[i].pattern);
+    }
+    free(c->stale);
     free(c);
 }
 
@@ -2478,6 +2780,30 @@ dr_set_auth_scope(struct xg_conf *cf, const struct xg_conf_stmt *st,
     return XG_OK;
 }
 
+/* stale PATTERN DURATION; (repeatable; the first matching line wins) */
+static int
+dr_set_stale(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct dr_conf *c = dr_conf(cf, conf);
+    uint64_t ms;
+
+    if (st->args[1][0] == '\0' || strlen(st->args[1]) > 256) {
+        return xg_conf_error(cf, st, "\"stale\": the channel pattern must "
+            "be 1 to 256 characters");
+    }
+    if (xg_conf_parse_duration(st->args[2], &ms) != XG_OK || ms < 100
+        || ms > (uint64_t) 24 * 3600 * 1000) {
+        return xg_conf_error(cf, st, "\"stale\": \"%s\" is not a duration "
+            "between 100ms and 24h", st->args[2]);
+    }
+    c->stale = xg_realloc(c->stale, (c->nstale + 1) * sizeof(*c->stale));
+    c->stale[c->nstale].pattern = xg_strdup(st->args[1]);
+    c->stale[c->nstale].ms = ms;
+    c->nstale++;
+    return XG_OK;
+}
+
 static int
 dr_set_duration(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
@@ -2519,6 +2845,8 @@ static const struct xg_command dr_commands[] = {
       DR(queue_limit), &dr_bounds_queue },
     { "queue_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_duration,
       DR(queue_timeout_ms), &dr_bounds_timeout },
+    { "stale", XG_CONF_UPSTREAM | XG_CONF_TAKE2 | XG_CONF_MULTI, dr_set_stale,
+      0, NULL },
     XG_CONF_NULL_COMMAND
 };
 

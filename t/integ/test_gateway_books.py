@@ -251,4 +251,5 @@ async def body(h):
         await cl.close()
 
 
-gh.run("gateway_books", body)
+if __name__ == "__main__":
+    gh.run("gateway_books", body)

@@ -1334,6 +1334,9 @@ subscribe(struct req *r, json_t *params, json_t **err, int priv)
             sub_add(c, ch);
             json_array_append_new(r->after, json_string(name));
         }
+        /* a muted channel speaks again once it is subscribed anew (a
+           stuck feed that a resubscribe repairs) */
+        json_object_del(ex->mute_chan, name);
         json_object_set_new(ex->sub_counts, name, json_integer(
             json_integer_value(json_object_get(ex->sub_counts, name)) + 1));
         json_array_append_new(res, json_string(name));
