@@ -218,6 +218,50 @@ START_TEST(test_subreq_diff)
 }
 END_TEST
 
+/* A refused restored channel: waiters answered, subscribers and channel
+   kept (verified resubscribe retries it). */
+START_TEST(test_answer_waiters_keeps_channel)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *b = xg_registry_client_new(r, NULL);
+    char *chans[] = { "book.X.100ms" };
+    struct xg_reg_subreq *sb, *done[2];
+    struct xg_reg_channel *ch, *ch2;
+    size_t ndone;
+
+    ck_assert_int_eq(xg_registry_subscribe(r, a, chans[0], 10, &ch),
+        XG_SUB_NEW);
+    xg_registry_channel_resolve(r, ch, 1, NULL, done, &ndone);
+    xg_registry_upstream_reset(r);          /* a reconnect */
+    ck_assert_int_eq(ch->state, XG_CHAN_PENDING);
+    sb = xg_registry_subreq_new(r, b, "7", chans, 1);
+    ck_assert_int_eq(xg_registry_subscribe(r, b, chans[0], 10, &ch2),
+        XG_SUB_WAIT);
+    ck_assert_ptr_eq(ch, ch2);
+    xg_registry_subreq_wait(sb, 0, ch);
+    xg_registry_channel_answer_waiters(r, ch, 1, done, &ndone);
+    ck_assert_uint_eq(ndone, 1);
+    ck_assert_ptr_eq(done[0], sb);
+    ck_assert_int_eq(sb->status[0], 1);
+    ck_assert_uint_eq(ch->nwaiters, 0);
+    ck_assert_uint_eq(ch->nsubs, 2);
+    ck_assert_int_eq(ch->state, XG_CHAN_PENDING);
+    ck_assert(xg_registry_channel(r, chans[0]) == ch);
+    ck_assert_uint_eq(b->nsubreqs, 0);
+    xg_registry_subreq_free(r, sb);
+    /* confirmed later: live for both */
+    xg_registry_channel_resolve(r, ch, 1, NULL, done, &ndone);
+    ck_assert_uint_eq(ndone, 0);
+    ck_assert_int_eq(ch->state, XG_CHAN_CONFIRMED);
+    ck_assert_uint_eq(a->nchans, 1);
+    ck_assert_uint_eq(b->nchans, 1);
+    xg_registry_client_free(r, a);
+    xg_registry_client_free(r, b);
+    xg_registry_free(r);
+}
+END_TEST
+
 /* A client that leaves while its subscribe waits leaves nothing behind. */
 START_TEST(test_client_leaves_while_pending)
 {
@@ -404,6 +448,7 @@ registry_suite(void)
     tcase_add_test(tc, test_refcount_one_upstream_subscribe);
     tcase_add_test(tc, test_unsubscribe_all_is_per_client);
     tcase_add_test(tc, test_subreq_diff);
+    tcase_add_test(tc, test_answer_waiters_keeps_channel);
     tcase_add_test(tc, test_client_leaves_while_pending);
     tcase_add_test(tc, test_requests);
     tcase_add_test(tc, test_many_inflight);
