@@ -15,8 +15,12 @@
 """
 
 import asyncio
+import os
+import subprocess
+import tempfile
 
 import gateway_harness as gh
+import upstream_harness as uh
 from gateway_harness import check, WSClient, TCPClient
 from test_gateway_books import Book, exchange_book
 
@@ -36,7 +40,29 @@ def gaps(client):
             if isinstance(m, dict) and m.get("method") == "exgate/gap"]
 
 
+def conf_checks():
+    """`stale` takes a pattern and a duration of 100ms..24h, repeatable."""
+    cases = [("stale book.* 5s;\n    stale ticker.* 2s;", 0, None),
+             ("stale book.* 10ms;", 1, "not a duration between"),
+             ("stale book.*;", 1, "invalid number of arguments")]
+    with tempfile.TemporaryDirectory() as d:
+        for lines, want, msg in cases:
+            path = os.path.join(d, "x.conf")
+            with open(path, "w") as f:
+                f.write("client_auth off;\nupstream sim {\n"
+                        "    url ws://127.0.0.1:1/ws/api/v2;\n"
+                        "    protocol deribit;\n    %s\n}\n"
+                        "listen 127.0.0.1:1 websocket upstream=sim;\n"
+                        % lines)
+            p = subprocess.run([uh.EXGATE, "-t", "-c", path],
+                               capture_output=True, text=True, timeout=10)
+            check(p.returncode == want and (msg is None or msg in p.stderr),
+                  "exgate -t with %r: rc %d, %r" % (lines, p.returncode,
+                                                     p.stderr))
+
+
 async def body(h):
+    conf_checks()
     gh.start(h, UPSTREAM, "client_auth off;\n",
              sim_args=("--rate", "40", "--no-aggregate", "--no-rate-limit"))
     gh.wait_ready(h)
