@@ -31,7 +31,7 @@ struct tls_cache_entry {
     dev_t      dev;
     ino_t      ino;
     off_t      size;
-    time_t     mtime;
+    struct timespec mtime;  /* to the ns: a rewrite within a second counts */
     SSL_CTX   *ctx;
     uint64_t   used;
 };
@@ -64,7 +64,9 @@ xg_tls_client_ctx(const char *ca_file, char *err, size_t errlen)
                     && strcmp(ca_file, e->ca_file) == 0)))
         {
             if (e->dev == st.st_dev && e->ino == st.st_ino
-                && e->size == st.st_size && e->mtime == st.st_mtime)
+                && e->size == st.st_size
+                && e->mtime.tv_sec == st.st_mtim.tv_sec
+                && e->mtime.tv_nsec == st.st_mtim.tv_nsec)
             {
                 e->used = ++tls_cache_clock;
                 SSL_CTX_up_ref(e->ctx);
@@ -89,7 +91,7 @@ xg_tls_client_ctx(const char *ca_file, char *err, size_t errlen)
     victim->dev = st.st_dev;
     victim->ino = st.st_ino;
     victim->size = st.st_size;
-    victim->mtime = st.st_mtime;
+    victim->mtime = st.st_mtim;
     victim->ctx = ctx;
     victim->used = ++tls_cache_clock;
     SSL_CTX_up_ref(ctx);

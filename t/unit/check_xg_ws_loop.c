@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -1287,6 +1288,61 @@ START_TEST(test_tls_deadline_and_eof)
 }
 END_TEST
 
+START_TEST(test_tls_ctx_cache_sees_rewrite)
+{
+    char path[] = "/tmp/xg_ws_ca_XXXXXX";
+    char err[256];
+    struct timespec ts[2];
+    SSL_CTX *a, *b, *c;
+    FILE *in, *out;
+    static char buf[65536];
+    const char *end;
+    size_t n;
+    int fd;
+
+    /*
+     * Any CA certificate will do (the cache, not trust, is under test):
+     * the first whole one of the system bundle.
+     */
+    in = fopen("/etc/ssl/certs/ca-certificates.crt", "r");
+    if (in == NULL) {
+        return;     /* no system store here: nothing to load */
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, in);
+    fclose(in);
+    buf[n] = '\0';
+    end = strstr(buf, "-----END CERTIFICATE-----\n");
+    ck_assert_ptr_nonnull(end);
+    n = (size_t) (end - buf) + strlen("-----END CERTIFICATE-----\n");
+    fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    out = fdopen(fd, "w");
+    ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+    fclose(out);
+    ts[0].tv_sec = ts[1].tv_sec = 1700000000;
+    ts[0].tv_nsec = ts[1].tv_nsec = 100;
+    ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+    a = xg_tls_client_ctx(path, err, sizeof(err));
+    ck_assert_msg(a != NULL, "%s", err);
+    b = xg_tls_client_ctx(path, err, sizeof(err));
+    ck_assert_ptr_eq(a, b);         /* unchanged: the cached context */
+    /*
+     * Rewritten in place (same inode and size) within the same second:
+     * only the nanoseconds of the mtime tell, and they must be enough.
+     */
+    ts[0].tv_nsec = ts[1].tv_nsec = 200;
+    ck_assert_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0);
+    c = xg_tls_client_ctx(path, err, sizeof(err));
+    ck_assert_msg(c != NULL, "%s", err);
+    ck_assert_ptr_ne(c, a);
+    SSL_CTX_free(a);
+    SSL_CTX_free(b);
+    SSL_CTX_free(c);
+    xg_tls_cleanup();
+    unlink(path);
+}
+END_TEST
+
 START_TEST(test_no_resolver_literals_only)
 {
     struct xg_ws_opts o;
@@ -1491,6 +1547,7 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_dns_hosts_fallback);
     tcase_add_test(tc, test_close_and_free_before_open);
     tcase_add_test(tc, test_tls_deadline_and_eof);
+    tcase_add_test(tc, test_tls_ctx_cache_sees_rewrite);
     tcase_add_test(tc, test_no_resolver_literals_only);
     tcase_add_test(tc, test_connect_deadline);
     tcase_add_test(tc, test_sync_failure_is_async);
