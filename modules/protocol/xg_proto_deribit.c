@@ -192,6 +192,7 @@ static void dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch);
 static void dr_books_left(struct dr_client *dc);
 static void dr_books_down(struct dr *d);
 static void dr_trades_down(struct dr *d, struct xg_reg_channel *ch);
+static void dr_trades_confirmed(struct dr *d, struct xg_reg_channel *ch);
 static void dr_on_backfill_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);
 static int dr_chan_recovers(const struct xg_reg_channel *ch);
@@ -600,6 +601,8 @@ static void
 dr_chan_confirmed(struct dr *d, struct xg_reg_channel *ch)
 {
     uint64_t now = xg_now_ms();
+
+    dr_trades_confirmed(d, ch);     /* trades tracked from the start */
 
     if (ch->unconfirmed) {
         xg_log_info("upstream %s: channel \"%s\" confirmed after %u "
@@ -1353,6 +1356,8 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
 
 struct dr_trades {
     int        kind;          /* DR_EXT_TRADES */
+    int        user;          /* user.trades.I.INTERVAL: the account's */
+    uint64_t   since_wall_ms; /* user: first subscribed (wall clock) */
     char      *instrument;
     uint64_t   last_seq;      /* last delivered, 0: none yet */
     int        gap;           /* the upstream dropped since */
@@ -1378,26 +1383,34 @@ dr_trades_free(void *p)
     free(t);
 }
 
-/* trades.INSTRUMENT.INTERVAL (not trades.KIND.CURRENCY.INTERVAL). */
+/* trades.INSTRUMENT.INTERVAL or user.trades.INSTRUMENT.INTERVAL (not
+   the KIND.CURRENCY forms). */
 static struct dr_trades *
 dr_trades_get(struct xg_reg_channel *ch)
 {
     const char *a, *b;
     struct dr_trades *t;
+    int user = 0;
 
     if (ch->ext != NULL) {
         return dr_ext_kind(ch) == DR_EXT_TRADES ? ch->ext : NULL;
     }
-    if (strncmp(ch->name, "trades.", 7) != 0) {
+    if (strncmp(ch->name, "trades.", 7) == 0) {
+        a = ch->name + 7;
+    } else if (strncmp(ch->name, "user.trades.", 12) == 0) {
+        a = ch->name + 12;
+        user = 1;
+    } else {
         return NULL;
     }
-    a = ch->name + 7;
     b = strchr(a, '.');
     if (b == NULL || b == a || strchr(b + 1, '.') != NULL) {
         return NULL;
     }
     t = xg_calloc(1, sizeof(*t));
     t->kind = DR_EXT_TRADES;
+    t->user = user;
+    t->since_wall_ms = xg_wall_us() / 1000;
     t->instrument = xg_strndup(a, (size_t) (b - a));
     ch->ext = t;
     return t;
@@ -1570,7 +1583,7 @@ dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
         t->gap = 0;
         return 0;
     }
-    if (t->gap && min > t->last_seq + 1) {
+    if (t->gap && !t->user && min > t->last_seq + 1) {
         struct xg_reg_req *q;
         json_int_t from = (json_int_t) t->last_seq + 1;
         json_int_t to = (json_int_t) min - 1;
@@ -1643,9 +1656,62 @@ dr_trades_down(struct dr *d, struct xg_reg_channel *ch)
         /* the backfill died with the connection: deliver what was held */
         dr_trades_release(d, ch, t);
     }
-    if (t->last_seq != 0 && !t->gap) {
+    if ((t->last_seq != 0 || t->user) && !t->gap) {
         t->gap = 1;
         t->gap_from_ms = ch->last_data_ms;
+    }
+}
+
+/*
+ * A user.trades channel is back after an outage: the account's trades on
+ * its instrument since the last one delivered (or since the channel was
+ * first subscribed) are fetched and delivered before the live ones. Its
+ * trade_seq numbers are the instrument's, so they are not contiguous and
+ * cannot show a gap by themselves: the restore itself triggers this.
+ */
+static void
+dr_user_trades_backfill(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_trades *t)
+{
+    struct xg_reg_req *q;
+
+    t->filling = 1;
+    if (t->last_seq != 0) {
+        xg_log_info("upstream %s: %s: fetching the account's trades after "
+            "trade_seq %llu", d->name, ch->name,
+            (unsigned long long) t->last_seq);
+        q = dr_internal(K_BACKFILL, "private/get_user_trades_by_instrument",
+            json_pack("{s:s, s:I, s:i, s:s}", "instrument_name",
+                t->instrument, "start_seq", (json_int_t) t->last_seq + 1,
+                "count", 1000, "sorting", "asc"));
+    } else {
+        json_int_t now = (json_int_t) (xg_wall_us() / 1000);
+
+        xg_log_info("upstream %s: %s: fetching the account's trades since "
+            "the channel was subscribed", d->name, ch->name);
+        q = dr_internal(K_BACKFILL,
+            "private/get_user_trades_by_instrument_and_time",
+            json_pack("{s:s, s:I, s:I, s:i, s:s}", "instrument_name",
+                t->instrument, "start_timestamp",
+                (json_int_t) t->since_wall_ms, "end_timestamp",
+                now + 60000, "count", 1000, "sorting", "asc"));
+    }
+    q->nchan = 1;
+    q->chan = xg_calloc(1, sizeof(char *));
+    q->chan[0] = xg_strdup(ch->name);
+    dr_send(d, q);
+}
+
+/* CH was confirmed by the exchange: a trades channel gets its tracker now
+   (so an outage before its first trade is still seen); a user.trades
+   channel back after an outage is backfilled. */
+static void
+dr_trades_confirmed(struct dr *d, struct xg_reg_channel *ch)
+{
+    struct dr_trades *t = dr_trades_get(ch);
+
+    if (t != NULL && t->user && t->gap && !t->filling) {
+        dr_user_trades_backfill(d, ch, t);
     }
 }
 

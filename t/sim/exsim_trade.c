@@ -158,12 +158,100 @@ user_match(const struct exsim_chan *ch, const struct exsim_instr *in)
             || strcmp(ch->fcur, in->currency) == 0);
 }
 
+static json_t *bad(json_t **err, const char *reason, const char *param);
+
+/* The account's trades, oldest first, for the user-trades methods. */
+#define EXSIM_USER_TRADES_MAX 10000
+static json_t *user_trades;
+
+static void
+user_trades_record(json_t *trades)
+{
+    json_t *v;
+    size_t i;
+
+    if (user_trades == NULL) {
+        user_trades = json_array();
+    }
+    json_array_foreach(trades, i, v) {
+        json_array_append_new(user_trades, json_deep_copy(v));
+    }
+    while (json_array_size(user_trades) > EXSIM_USER_TRADES_MAX) {
+        json_array_remove(user_trades, 0);
+    }
+}
+
+/*
+ * private/get_user_trades_by_instrument (start_seq, end_seq) and
+ * ..._and_time (start_timestamp, end_timestamp): the account's trades on
+ * one instrument, count (default 10, max 1000), sorting asc|desc|default
+ * (default: asc); {"trades":[...],"has_more":bool}.
+ */
+static json_t *
+user_trades_query(json_t *params, int by_time, json_t **err)
+{
+    const char *name = json_string_value(json_object_get(params,
+        "instrument_name"));
+    const char *ks = by_time ? "start_timestamp" : "start_seq";
+    const char *ke = by_time ? "end_timestamp" : "end_seq";
+    const char *kf = by_time ? "timestamp" : "trade_seq";
+    json_t *js = json_object_get(params, ks), *je = json_object_get(params, ke);
+    json_t *jc = json_object_get(params, "count");
+    const char *sort = json_string_value(json_object_get(params, "sorting"));
+    json_int_t lo = 0, hi = INT64_MAX, count = 10;
+    json_t *out = json_array();
+    size_t i, n;
+    int desc = sort != NULL && strcmp(sort, "desc") == 0, more = 0;
+
+    if (name == NULL || exsim_instr_find(name) == NULL) {
+        json_decref(out);
+        return bad(err, "instrument not found", "instrument_name");
+    }
+    if ((js && !json_is_integer(js)) || (je && !json_is_integer(je))
+        || (jc && (!json_is_integer(jc) || json_integer_value(jc) < 1
+                   || json_integer_value(jc) > 1000))) {
+        json_decref(out);
+        return bad(err, "must be an integer (count 1..1000)",
+            js && !json_is_integer(js) ? ks : je && !json_is_integer(je)
+            ? ke : "count");
+    }
+    if (js) {
+        lo = json_integer_value(js);
+    }
+    if (je) {
+        hi = json_integer_value(je);
+    }
+    if (jc) {
+        count = json_integer_value(jc);
+    }
+    n = json_array_size(user_trades);
+    for (i = 0; i < n; i++) {
+        json_t *t = json_array_get(user_trades, desc ? n - 1 - i : i);
+        json_int_t k = json_integer_value(json_object_get(t, kf));
+
+        if (strcmp(json_string_value(json_object_get(t, "instrument_name")),
+                name) != 0 || k < lo || k > hi) {
+            continue;
+        }
+        if ((json_int_t) json_array_size(out) == count) {
+            more = 1;
+            break;
+        }
+        json_array_append(out, t);
+    }
+    return json_pack("{s:o, s:b}", "trades", out, "has_more", more);
+}
+
 /* Publishes an order update and its trades (TRADES borrowed, may be NULL). */
 static void
 user_publish(const struct exsim_order *o, json_t *trades)
 {
     struct exsim_chan *ch;
     const struct exsim_instr *in = o->instr;
+
+    if (trades != NULL) {
+        user_trades_record(trades);
+    }
 
     for (ch = ex->chans; ch != NULL; ch = ch->lnext) {
         if (!ch->priv || ch->nsubs == 0) {
@@ -620,7 +708,8 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
         "cancel_by_label", "get_open_orders", "get_open_orders_by_instrument",
         "get_open_orders_by_currency", "get_open_orders_by_label",
         "get_order_state", "get_positions", "get_position",
-        "get_account_summary", NULL };
+        "get_account_summary", "get_user_trades_by_instrument",
+        "get_user_trades_by_instrument_and_time", NULL };
     int i;
 
     for (i = 0; names[i] != NULL; i++) {
@@ -673,6 +762,12 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
     }
     if (strcmp(m, "get_open_orders_by_label") == 0) {
         return open_orders(params, f_label);
+    }
+    if (strcmp(m, "get_user_trades_by_instrument") == 0) {
+        return user_trades_query(params, 0, err);
+    }
+    if (strcmp(m, "get_user_trades_by_instrument_and_time") == 0) {
+        return user_trades_query(params, 1, err);
     }
     if (strcmp(m, "get_order_state") == 0) {
         o = order_find(json_string_value(json_object_get(params,
@@ -801,4 +896,6 @@ exsim_trade_free_all(void)
         ex->closed = o->next;
         free(o);
     }
+    json_decref(user_trades);
+    user_trades = NULL;
 }
