@@ -1833,7 +1833,7 @@ dr_scan_cb(struct xg_reg_channel *ch, void *arg)
     } else if (dr_ext_kind(ch) == DR_EXT_TRADES) {
         struct dr_trades *t = ch->ext;
 
-        if (t->last_seq != 0 && !t->filling && !t->gap) {
+        if ((t->last_seq != 0 || t->user) && !t->filling && !t->gap) {
             t->gap = 1;             /* the next trades are backfilled */
             t->gap_from_ms = ch->last_data_ms;
         }
@@ -1842,6 +1842,10 @@ dr_scan_cb(struct xg_reg_channel *ch, void *arg)
     }
     ch->last_data_ms = sc->now;
     dr_book_resubscribe(d, ch);
+    if (dr_ext_kind(ch) == DR_EXT_TRADES && ((struct dr_trades *)
+            ch->ext)->user) {
+        dr_trades_confirmed(d, ch);  /* no seq gap shows: fetch now */
+    }
 }
 
 /* From the tick, when READY: stale channels, unconfirmed retries. */
