@@ -505,6 +505,7 @@ xg_client_new_ws(struct xg_listener *l, evutil_socket_t fd,
     o.close_timeout_ms = XG_CLIENT_WS_CLOSE_MS;
     o.text_only = 1;
     o.log_name = c->name;
+    o.owner_logs = 1;   /* open and closed are logged here, once */
     c->ws = xg_ws_accept(l->base, fd, NULL, &o, ws_check, &ws_cbs, c);
     return c;
 }
