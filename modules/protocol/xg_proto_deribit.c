@@ -122,7 +122,8 @@ enum dr_kind {
     K_UNSUB,           /* an unsubscribe batch */
     K_TEST,            /* our answer to a test_request */
     K_CANCEL,          /* a client's emulated cancel-on-disconnect */
-    K_BACKFILL         /* trades missed during an outage */
+    K_BACKFILL,        /* trades missed during an outage */
+    K_ORDERS           /* user.orders reconcile after an outage */
 };
 
 enum dr_state {
@@ -153,6 +154,8 @@ struct dr {
     uint64_t               stale_resubscribes;
     uint64_t               resubscribe_retries;
     uint64_t               gap_notices;   /* exgate/gap messages sent */
+    uint64_t               orders_reconciled; /* order states delivered */
+    uint64_t               orders_reconciles; /* channels reconciled */
     unsigned               nunconfirmed;  /* restored, not confirmed (an
                                              upper bound between scans) */
     char                  *refresh_token;
@@ -193,6 +196,10 @@ static void dr_books_left(struct dr_client *dc);
 static void dr_books_down(struct dr *d);
 static void dr_trades_down(struct dr *d, struct xg_reg_channel *ch);
 static void dr_trades_confirmed(struct dr *d, struct xg_reg_channel *ch);
+static void dr_orders_confirmed(struct dr *d, struct xg_reg_channel *ch);
+static void dr_orders_down(struct dr *d, struct xg_reg_channel *ch);
+static void dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error);
 static void dr_on_backfill_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);
 static int dr_chan_recovers(const struct xg_reg_channel *ch);
@@ -603,6 +610,7 @@ dr_chan_confirmed(struct dr *d, struct xg_reg_channel *ch)
     uint64_t now = xg_now_ms();
 
     dr_trades_confirmed(d, ch);     /* trades tracked from the start */
+    dr_orders_confirmed(d, ch);     /* orders too */
 
     if (ch->unconfirmed) {
         xg_log_info("upstream %s: channel \"%s\" confirmed after %u "
@@ -1051,6 +1059,9 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
     case K_BACKFILL:
         dr_on_backfill_answer(d, q, result, error);
         break;
+    case K_ORDERS:
+        dr_on_orders_answer(d, q, result, error);
+        break;
     case K_CANCEL:
         if (error->p != NULL) {
             xg_log_warn("upstream %s: cancel-on-disconnect: %.*s refused: "
@@ -1083,6 +1094,7 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
 /* What hangs on a registry channel's ext: a book or a trades tracker. */
 #define DR_EXT_BOOK     1
 #define DR_EXT_TRADES   2
+#define DR_EXT_ORDERS   3
 
 struct dr_book {
     int                    kind;     /* DR_EXT_BOOK */
@@ -1099,6 +1111,7 @@ dr_is_book_channel(const char *name)
 }
 
 static void dr_trades_free(void *p);
+static void dr_orders_free(void *p);
 
 static int
 dr_ext_kind(const struct xg_reg_channel *ch)
@@ -1113,6 +1126,10 @@ dr_book_free(void *p)
 
     if (b->kind == DR_EXT_TRADES) {
         dr_trades_free(p);
+        return;
+    }
+    if (b->kind == DR_EXT_ORDERS) {
+        dr_orders_free(p);
         return;
     }
     xg_book_state_unref(b->mark);
@@ -1229,6 +1246,8 @@ dr_book_down_cb(struct xg_reg_channel *ch, void *arg)
         dr_book_break(ch->ext);  /* bridge to the restore's snapshot */
     } else if (dr_ext_kind(ch) == DR_EXT_TRADES) {
         dr_trades_down(arg, ch);
+    } else if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
+        dr_orders_down(arg, ch);
     }
 }
 
@@ -1715,6 +1734,510 @@ dr_trades_confirmed(struct dr *d, struct xg_reg_channel *ch)
     }
 }
 
+/* ---- user.orders: reconcile after an outage ---- */
+
+/*
+ * For `user.orders.INSTRUMENT.INTERVAL` channels the gateway remembers,
+ * per order_id, the last state it delivered (order_state, filled_amount,
+ * amount, price, last_update_timestamp), at most DR_ORDERS_MAX orders per
+ * channel (the oldest closed one is forgotten first). When the channel is
+ * back after an outage (restore or stale resubscribe) it holds the live
+ * updates, fetches private/get_open_orders_by_instrument and
+ * private/get_order_history_by_instrument, delivers one notification per
+ * order whose state differs from the remembered one (or that is new since
+ * the channel was subscribed), oldest update first, then what it held.
+ * An update older than what was delivered (or the same) is dropped, so
+ * each state reaches the client once and never goes backwards.
+ */
+
+#define DR_ORDERS_MAX        10000
+#define DR_ORDERS_HISTORY    1000    /* orders fetched from the history */
+
+struct dr_orders {
+    int        kind;          /* DR_EXT_ORDERS */
+    int        array;         /* data is an array (100ms, agg2) */
+    char      *instrument;
+    uint64_t   since_wall_ms; /* first subscribed (wall clock) */
+    json_int_t forgot_upd;    /* newest last_update of a forgotten order */
+    json_t    *seen;          /* order_id -> [state, filled, amount, price,
+                                 last_update_timestamp] */
+    int        gap;           /* the upstream dropped since */
+    uint64_t   gap_from_ms;
+    int        filling;       /* fetches in flight: hold */
+    int        pending;       /* answers still expected */
+    int        failed;        /* one of them failed */
+    json_t    *fetched;       /* the orders the answers carried */
+    char     **held;
+    size_t    *held_len;
+    size_t     nheld, held_cap;
+};
+
+static void
+dr_orders_drop_held(struct dr_orders *o)
+{
+    size_t i;
+
+    for (i = 0; i < o->nheld; i++) {
+        free(o->held[i]);
+    }
+    free(o->held);
+    free(o->held_len);
+    o->held = NULL;
+    o->held_len = NULL;
+    o->nheld = o->held_cap = 0;
+}
+
+static void
+dr_orders_free(void *p)
+{
+    struct dr_orders *o = p;
+
+    dr_orders_drop_held(o);
+    json_decref(o->seen);
+    json_decref(o->fetched);
+    free(o->instrument);
+    free(o);
+}
+
+/* user.orders.INSTRUMENT.INTERVAL (not the KIND.CURRENCY form). */
+static struct dr_orders *
+dr_orders_get(struct xg_reg_channel *ch)
+{
+    const char *a, *b;
+    struct dr_orders *o;
+
+    if (ch->ext != NULL) {
+        return dr_ext_kind(ch) == DR_EXT_ORDERS ? ch->ext : NULL;
+    }
+    if (strncmp(ch->name, "user.orders.", 12) != 0) {
+        return NULL;
+    }
+    a = ch->name + 12;
+    b = strchr(a, '.');
+    if (b == NULL || b == a || b[1] == '\0' || strchr(b + 1, '.') != NULL) {
+        return NULL;
+    }
+    o = xg_calloc(1, sizeof(*o));
+    o->kind = DR_EXT_ORDERS;
+    o->array = strcmp(b + 1, "raw") != 0;
+    o->instrument = xg_strndup(a, (size_t) (b - a));
+    o->since_wall_ms = xg_wall_us() / 1000;
+    o->seen = json_object();
+    ch->ext = o;
+    return o;
+}
+
+/* What is remembered of one order: a small array, or NULL if malformed. */
+static json_t *
+dr_orders_key(json_t *ord)
+{
+    json_t *st = json_object_get(ord, "order_state");
+    json_t *up = json_object_get(ord, "last_update_timestamp");
+    json_t *pr = json_object_get(ord, "price");
+
+    if (!json_is_string(st) || !json_is_integer(up)
+        || !json_is_string(json_object_get(ord, "order_id"))) {
+        return NULL;
+    }
+    return json_pack("[O, f, f, O, O]", st,
+        json_number_value(json_object_get(ord, "filled_amount")),
+        json_number_value(json_object_get(ord, "amount")),
+        pr != NULL ? pr : json_null(), up);
+}
+
+static int
+dr_orders_closed(json_t *key)
+{
+    const char *s = json_string_value(json_array_get(key, 0));
+
+    return s != NULL && strcmp(s, "open") != 0 && strcmp(s, "untriggered")
+           != 0;
+}
+
+/*
+ * 1 when ORD (an order object) brings something the client has not seen:
+ * its update is newer than the remembered one, or as new but further on
+ * (more filled, or closed while the remembered one is open).
+ */
+static int
+dr_orders_is_news(struct dr_orders *o, json_t *ord)
+{
+    json_t *k = dr_orders_key(ord), *old;
+    json_int_t ku, ou;
+    int news;
+
+    if (k == NULL) {
+        return 1;                   /* not ours to judge: pass it on */
+    }
+    old = json_object_get(o->seen, json_string_value(json_object_get(ord,
+        "order_id")));
+    if (old == NULL) {
+        json_decref(k);
+        return 1;
+    }
+    ku = json_integer_value(json_array_get(k, 4));
+    ou = json_integer_value(json_array_get(old, 4));
+    if (json_equal(k, old) || ku < ou) {
+        news = 0;
+    } else if (ku > ou) {
+        news = 1;
+    } else {
+        double kf = json_real_value(json_array_get(k, 1));
+        double of = json_real_value(json_array_get(old, 1));
+
+        news = kf > of || (kf == of && dr_orders_closed(k)
+                           && !dr_orders_closed(old))
+               || (kf == of && dr_orders_closed(k) == dr_orders_closed(old));
+    }
+    json_decref(k);
+    return news;
+}
+
+/* Forgets the oldest closed order (or the oldest, if none is closed). */
+static void
+dr_orders_forget_one(struct dr_orders *o)
+{
+    const char *id, *pick = NULL, *pick_closed = NULL;
+    json_int_t best = 0, best_closed = 0;
+    json_t *v;
+
+    json_object_foreach(o->seen, id, v) {
+        json_int_t u = json_integer_value(json_array_get(v, 4));
+
+        if (dr_orders_closed(v) && (pick_closed == NULL || u < best_closed)) {
+            pick_closed = id;
+            best_closed = u;
+        }
+        if (pick == NULL || u < best) {
+            pick = id;
+            best = u;
+        }
+    }
+    if (pick_closed != NULL) {
+        pick = pick_closed;
+        best = best_closed;
+    }
+    if (pick != NULL) {
+        char *key = xg_strdup(pick);    /* pick lives in the entry */
+
+        if (best > o->forgot_upd) {
+            o->forgot_upd = best;
+        }
+        json_object_del(o->seen, key);
+        free(key);
+    }
+}
+
+/* ORD was delivered: remember its state. */
+static void
+dr_orders_remember(struct dr_orders *o, json_t *ord)
+{
+    json_t *k = dr_orders_key(ord);
+    const char *id;
+
+    if (k == NULL) {
+        return;
+    }
+    id = json_string_value(json_object_get(ord, "order_id"));
+    if (json_object_get(o->seen, id) == NULL
+        && json_object_size(o->seen) >= DR_ORDERS_MAX) {
+        dr_orders_forget_one(o);
+    }
+    json_object_set_new(o->seen, id, k);
+}
+
+/* One notification with ORD (borrowed) on CH, in the channel's shape. */
+static void
+dr_orders_send(struct xg_reg_channel *ch, struct dr_orders *o, json_t *ord)
+{
+    json_t *msg = json_pack("{s:s, s:s, s:{s:s, s:O}}", "jsonrpc", "2.0",
+        "method", "subscription", "params", "channel", ch->name, "data",
+        ord);
+    char *s;
+
+    if (o->array) {
+        json_object_set_new(json_object_get(msg, "params"), "data",
+            json_pack("[O]", ord));
+    }
+    s = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    json_decref(msg);
+    if (s != NULL && ch->nsubs > 0) {
+        dr_fanout(ch, s, strlen(s));
+    }
+    free(s);
+}
+
+static void
+dr_orders_hold(struct dr_orders *o, const char *data, size_t len)
+{
+    if (o->nheld == o->held_cap) {
+        o->held_cap = o->held_cap ? o->held_cap * 2 : 8;
+        o->held = xg_realloc(o->held, o->held_cap * sizeof(*o->held));
+        o->held_len = xg_realloc(o->held_len,
+            o->held_cap * sizeof(*o->held_len));
+    }
+    o->held[o->nheld] = xg_strndup(data, len);
+    o->held_len[o->nheld] = len;
+    o->nheld++;
+}
+
+static void dr_orders_release(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_orders *o);
+
+/*
+ * A notification on a user.orders channel. Returns 1 when its bytes go to
+ * every subscriber as they are, 0 when it was handled (held, filtered).
+ */
+static int
+dr_orders_message(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_orders *o, const char *data, size_t len)
+{
+    json_t *m, *dat, *keep, *v;
+    size_t i, n = 0;
+    int whole = 1;
+
+    if (o->filling) {
+        if (o->nheld >= DR_TRADES_MAX_HELD) {
+            xg_log_warn("upstream %s: %s: reconcile too slow, releasing",
+                d->name, ch->name);
+            dr_gap_notice(d, ch, xg_now_ms() - o->gap_from_ms,
+                "orders reconcile too slow");
+            dr_orders_release(d, ch, o);
+            return dr_orders_message(d, ch, o, data, len);
+        }
+        dr_orders_hold(o, data, len);
+        return 0;
+    }
+    m = json_loadb(data, len, 0, NULL);
+    dat = json_object_get(json_object_get(m, "params"), "data");
+    if (json_is_object(dat)) {
+        if (!dr_orders_is_news(o, dat)) {
+            json_decref(m);
+            return 0;               /* delivered already (reconciled) */
+        }
+        dr_orders_remember(o, dat);
+        json_decref(m);
+        return 1;
+    }
+    if (!json_is_array(dat)) {
+        json_decref(m);
+        return 1;
+    }
+    keep = json_array();
+    json_array_foreach(dat, i, v) {
+        if (dr_orders_is_news(o, v)) {
+            dr_orders_remember(o, v);
+            json_array_append(keep, v);
+            n++;
+        } else {
+            whole = 0;
+        }
+    }
+    if (!whole && n > 0) {
+        json_object_set(json_object_get(m, "params"), "data", keep);
+        {
+            char *s = json_dumps(m, JSON_COMPACT | JSON_REAL_PRECISION(17));
+
+            if (s != NULL && ch->nsubs > 0) {
+                dr_fanout(ch, s, strlen(s));
+            }
+            free(s);
+        }
+    }
+    json_decref(keep);
+    json_decref(m);
+    return whole;
+}
+
+/* Delivers what was held during a reconcile, in order. */
+static void
+dr_orders_release(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_orders *o)
+{
+    char **held = o->held;
+    size_t *held_len = o->held_len, n = o->nheld, i;
+
+    o->held = NULL;
+    o->held_len = NULL;
+    o->nheld = o->held_cap = 0;
+    o->filling = 0;
+    o->pending = 0;
+    json_decref(o->fetched);
+    o->fetched = NULL;
+    for (i = 0; i < n; i++) {
+        if (dr_orders_message(d, ch, o, held[i], held_len[i])
+            && ch->nsubs > 0) {
+            dr_fanout(ch, held[i], held_len[i]);
+        }
+        free(held[i]);
+    }
+    free(held);
+    free(held_len);
+}
+
+static int
+dr_orders_cmp_upd(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *) a,
+        "last_update_timestamp"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *) b,
+        "last_update_timestamp"));
+
+    return x < y ? -1 : x > y;
+}
+
+/* Both answers are in: deliver what the client has not seen, then the
+   held live updates. */
+static void
+dr_orders_reconcile(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_orders *o)
+{
+    json_t **list, *v;
+    size_t i, n = json_array_size(o->fetched), nsend = 0, sent = 0;
+    json_int_t floor = (json_int_t) o->since_wall_ms > o->forgot_upd
+                       ? (json_int_t) o->since_wall_ms : o->forgot_upd + 1;
+
+    list = xg_calloc(n ? n : 1, sizeof(*list));
+    json_array_foreach(o->fetched, i, v) {
+        const char *id = json_string_value(json_object_get(v, "order_id"));
+        json_t *up = json_object_get(v, "last_update_timestamp");
+
+        if (id == NULL || !json_is_integer(up)) {
+            continue;
+        }
+        if (json_object_get(o->seen, id) == NULL
+            && json_integer_value(up) < floor) {
+            continue;               /* before the client's time */
+        }
+        if (dr_orders_is_news(o, v)) {
+            list[nsend++] = v;
+        }
+    }
+    qsort(list, nsend, sizeof(*list), dr_orders_cmp_upd);
+    for (i = 0; i < nsend; i++) {
+        /* the two lists may both carry an order closed meanwhile */
+        if (dr_orders_is_news(o, list[i])) {
+            dr_orders_remember(o, list[i]);
+            dr_orders_send(ch, o, list[i]);
+            sent++;
+        }
+    }
+    free(list);
+    d->orders_reconciled += sent;
+    d->orders_reconciles++;
+    xg_log_info("upstream %s: %s: reconciled %zu orders after the outage",
+        d->name, ch->name, sent);
+    o->gap = 0;
+    dr_orders_release(d, ch, o);
+}
+
+/* An answer to one of the reconcile's fetches. */
+static void
+dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error)
+{
+    struct xg_reg_channel *ch = xg_registry_channel(d->reg, q->chan[0]);
+    struct dr_orders *o = ch ? dr_orders_get(ch) : NULL;
+    json_t *r, *v;
+    size_t i;
+
+    if (o == NULL || !o->filling || o->pending == 0) {
+        return;
+    }
+    r = result->p ? json_loadb(result->p, result->len, 0, NULL) : NULL;
+    if (json_is_array(r)) {
+        json_array_foreach(r, i, v) {
+            if (json_is_object(v)) {
+                json_array_append(o->fetched, v);
+            }
+        }
+        if (strcmp(q->method, "private/get_order_history_by_instrument") == 0
+            && json_array_size(r) >= DR_ORDERS_HISTORY) {
+            xg_log_warn("upstream %s: %s: over %d orders closed since: the "
+                "older ones are not reconciled", d->name, ch->name,
+                DR_ORDERS_HISTORY);
+            dr_gap_notice(d, ch, xg_now_ms() - o->gap_from_ms,
+                "orders beyond the reconcile");
+        }
+    } else {
+        xg_log_warn("upstream %s: %s: %s failed: %.*s", d->name, ch->name,
+            q->method, error->p ? (int) (error->len > 200 ? 200 : error->len)
+            : 9, error->p ? error->p : "no result");
+        o->failed = 1;
+    }
+    json_decref(r);
+    if (--o->pending > 0) {
+        return;
+    }
+    if (o->failed) {
+        dr_gap_notice(d, ch, xg_now_ms() - o->gap_from_ms,
+            "orders reconcile failed");
+        o->gap = 0;
+        dr_orders_release(d, ch, o);
+        return;
+    }
+    dr_orders_reconcile(d, ch, o);
+}
+
+/* CH is back after an outage (or resubscribed as stale): fetch the
+   account's orders on its instrument; hold the live ones meanwhile. */
+static void
+dr_orders_fetch(struct dr *d, struct xg_reg_channel *ch, struct dr_orders *o)
+{
+    struct xg_reg_req *q[2];
+    int i;
+
+    o->filling = 1;
+    o->failed = 0;
+    o->pending = 2;
+    json_decref(o->fetched);
+    o->fetched = json_array();
+    xg_log_info("upstream %s: %s: fetching the account's orders to "
+        "reconcile %zu remembered", d->name, ch->name,
+        json_object_size(o->seen));
+    q[0] = dr_internal(K_ORDERS, "private/get_open_orders_by_instrument",
+        json_pack("{s:s, s:s}", "instrument_name", o->instrument, "type",
+            "all"));
+    q[1] = dr_internal(K_ORDERS, "private/get_order_history_by_instrument",
+        json_pack("{s:s, s:i, s:b, s:b}", "instrument_name", o->instrument,
+            "count", DR_ORDERS_HISTORY, "include_old", 1,
+            "include_unfilled", 1));
+    for (i = 0; i < 2; i++) {
+        q[i]->nchan = 1;
+        q[i]->chan = xg_calloc(1, sizeof(char *));
+        q[i]->chan[0] = xg_strdup(ch->name);
+        dr_send(d, q[i]);
+    }
+}
+
+/* CH confirmed by the exchange: an orders channel is tracked from now;
+   one back after an outage is reconciled. */
+static void
+dr_orders_confirmed(struct dr *d, struct xg_reg_channel *ch)
+{
+    struct dr_orders *o = dr_orders_get(ch);
+
+    if (o != NULL && o->gap && !o->filling) {
+        dr_orders_fetch(d, ch, o);
+    }
+}
+
+/* The upstream dropped (or CH went stale): reconcile when it is back. */
+static void
+dr_orders_down(struct dr *d, struct xg_reg_channel *ch)
+{
+    struct dr_orders *o = ch->ext;
+
+    if (o->filling) {
+        /* the fetches died with the connection: deliver what was held */
+        dr_orders_release(d, ch, o);
+    }
+    if (!o->gap) {
+        o->gap = 1;
+        o->gap_from_ms = ch->last_data_ms;
+    }
+}
+
 /* ---- continuity: gap notices, staleness, unconfirmed channels ---- */
 
 /* 1 when a gap on CH is repaired (a delta book is bridged, a grouped book
@@ -1723,7 +2246,8 @@ static int
 dr_chan_recovers(const struct xg_reg_channel *ch)
 {
     return xg_book_channel_kind(ch->name) != XG_BOOK_NOT_BOOK
-           || dr_ext_kind(ch) == DR_EXT_TRADES;
+           || dr_ext_kind(ch) == DR_EXT_TRADES
+           || dr_ext_kind(ch) == DR_EXT_ORDERS;
 }
 
 /*
@@ -1837,6 +2361,8 @@ dr_scan_cb(struct xg_reg_channel *ch, void *arg)
             t->gap = 1;             /* the next trades are backfilled */
             t->gap_from_ms = ch->last_data_ms;
         }
+    } else if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
+        dr_orders_down(d, ch);      /* reconciled at the resubscribe */
     } else if (!dr_chan_recovers(ch)) {
         dr_gap_notice(d, ch, sc->now - ch->last_data_ms, "stale");
     }
@@ -1845,6 +2371,9 @@ dr_scan_cb(struct xg_reg_channel *ch, void *arg)
     if (dr_ext_kind(ch) == DR_EXT_TRADES && ((struct dr_trades *)
             ch->ext)->user) {
         dr_trades_confirmed(d, ch);  /* no seq gap shows: fetch now */
+    }
+    if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
+        dr_orders_confirmed(d, ch);
     }
 }
 
@@ -1923,6 +2452,13 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
         struct dr_trades *t = dr_trades_get(ch);
 
         if (t != NULL && !dr_trades_message(d, ch, t, data, len)) {
+            return;
+        }
+    }
+    if (ch->ext != NULL || strncmp(ch->name, "user.orders.", 12) == 0) {
+        struct dr_orders *o = dr_orders_get(ch);
+
+        if (o != NULL && !dr_orders_message(d, ch, o, data, len)) {
             return;
         }
     }
@@ -2752,6 +3288,10 @@ dr_status(void *p, json_t *obj)
         json_integer((json_int_t) d->resubscribe_retries));
     json_object_set_new(obj, "gap_notices",
         json_integer((json_int_t) d->gap_notices));
+    json_object_set_new(obj, "orders_reconciled",
+        json_integer((json_int_t) d->orders_reconciled));
+    json_object_set_new(obj, "orders_reconciles",
+        json_integer((json_int_t) d->orders_reconciles));
     {
         struct dr_list l = { json_array(), 0 };
 

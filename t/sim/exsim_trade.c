@@ -674,6 +674,58 @@ open_orders(json_t *params, order_filter f)
     return arr;
 }
 
+/*
+ * private/get_order_history_by_instrument: the account's closed orders on
+ * one instrument (filled, cancelled, rejected), newest first, as Deribit;
+ * count (default 20, 1..1000), offset; cancelled orders that filled
+ * nothing only with include_unfilled. Only the last MAX_CLOSED_ORDERS
+ * closed orders are remembered.
+ */
+static json_t *
+order_history(json_t *params, json_t **err)
+{
+    const char *name = json_string_value(json_object_get(params,
+        "instrument_name"));
+    json_t *jc = json_object_get(params, "count");
+    json_t *jo = json_object_get(params, "offset");
+    int unfilled = json_is_true(json_object_get(params, "include_unfilled"));
+    json_int_t count = 20, skip = 0;
+    const struct exsim_instr *in;
+    struct exsim_order *o;
+    json_t *arr;
+
+    if (name == NULL || (in = exsim_instr_find(name)) == NULL) {
+        return bad(err, "instrument not found", "instrument_name");
+    }
+    if (jc != NULL && (!json_is_integer(jc) || json_integer_value(jc) < 1
+                       || json_integer_value(jc) > 1000)) {
+        return bad(err, "must be an integer 1..1000", "count");
+    }
+    if (jo != NULL && (!json_is_integer(jo) || json_integer_value(jo) < 0)) {
+        return bad(err, "must be a non-negative integer", "offset");
+    }
+    if (jc != NULL) {
+        count = json_integer_value(jc);
+    }
+    if (jo != NULL) {
+        skip = json_integer_value(jo);
+    }
+    arr = json_array();
+    for (o = ex->closed; o != NULL
+         && (json_int_t) json_array_size(arr) < count; o = o->next) {
+        if (o->instr != in || (!unfilled && o->filled == 0
+                               && strcmp(o->state, "filled") != 0)) {
+            continue;
+        }
+        if (skip > 0) {
+            skip--;
+            continue;
+        }
+        json_array_append_new(arr, order_json(o));
+    }
+    return arr;
+}
+
 static json_t *
 cancel_many(json_t *params, order_filter f)
 {
@@ -709,7 +761,8 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
         "get_open_orders_by_currency", "get_open_orders_by_label",
         "get_order_state", "get_positions", "get_position",
         "get_account_summary", "get_user_trades_by_instrument",
-        "get_user_trades_by_instrument_and_time", NULL };
+        "get_user_trades_by_instrument_and_time",
+        "get_order_history_by_instrument", NULL };
     int i;
 
     for (i = 0; names[i] != NULL; i++) {
@@ -762,6 +815,9 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
     }
     if (strcmp(m, "get_open_orders_by_label") == 0) {
         return open_orders(params, f_label);
+    }
+    if (strcmp(m, "get_order_history_by_instrument") == 0) {
+        return order_history(params, err);
     }
     if (strcmp(m, "get_user_trades_by_instrument") == 0) {
         return user_trades_query(params, 0, err);

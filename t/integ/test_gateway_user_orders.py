@@ -1,0 +1,231 @@
+"""An order change during an upstream outage is not lost (issue 8 (e)):
+a client subscribed to user.orders.BTC-PERPETUAL.raw and .100ms through
+exgate has resting orders A, B, E. While exgate is disconnected (its 2 s
+reconnect delay), a direct exsim connection of the same account fills A
+(edited through the ask), cancels B, enlarges E and places a new D. exsim
+only notifies the subscribers it has at that moment, so those changes
+reach the client only through exgate's reconcile after the restore
+(private/get_open_orders_by_instrument + get_order_history_by_instrument).
+
+Checked: the client's last state of every order equals exsim's
+(private/get_order_state and get_open_orders_by_instrument over a direct
+connection); the gap-time states arrive after the restore; each state
+exactly once; /status orders_reconciled and the log line; a live change
+afterwards comes through once. Then a stale resubscribe (exsim mute on
+the channel, `stale user.orders.* 1s`) with a change made while muted is
+reconciled the same way.
+"""
+
+import asyncio
+import json
+import os
+import time
+
+import websockets
+
+import gateway_harness as gh
+from gateway_harness import check, WSClient
+
+INSTR = "BTC-PERPETUAL"
+RAW = "user.orders.%s.raw" % INSTR
+AGG = "user.orders.%s.100ms" % INSTR
+UPSTREAM = """    protocol deribit;
+    auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;
+    reconnect fixed { delay 2s; }
+    stale user.orders.* 1s;
+"""
+FIELDS = ("order_state", "filled_amount", "amount", "price",
+          "last_update_timestamp")
+
+
+def orders(client, ch):
+    """Every order object the client got on CH, in arrival order."""
+    out = []
+    for c, m in client.notes:
+        if c != ch:
+            continue
+        d = m["params"]["data"]
+        out.extend(d if isinstance(d, list) else [d])
+    return out
+
+
+def last_state(client, ch):
+    st = {}
+    for o in orders(client, ch):
+        st[o["order_id"]] = tuple(o[f] for f in FIELDS)
+    return st
+
+
+def no_repeat(client, ch):
+    seen = [(o["order_id"],) + tuple(o[f] for f in FIELDS)
+            for o in orders(client, ch)]
+    check(len(seen) == len(set(seen)), "%s: a state delivered twice: %r"
+          % (ch, seen))
+
+
+class Direct:
+    """A direct exsim connection of the same account."""
+
+    async def open(self, h):
+        self.ws = await websockets.connect("ws://127.0.0.1:%d/ws/api/v2"
+                                           % h.ws_port)
+        self.id = 0
+        await self.call("public/auth", {
+            "grant_type": "client_credentials", "client_id": "exsim",
+            "client_secret": "exsim-secret"})
+        return self
+
+    async def call(self, method, params):
+        self.id += 1
+        await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": self.id,
+                                       "method": method, "params": params}))
+        while True:
+            r = json.loads(await self.ws.recv())
+            if r.get("id") == self.id:
+                check("result" in r, "direct %s: %r" % (method, r))
+                return r["result"]
+
+    async def close(self):
+        try:
+            await self.ws.close()
+        except websockets.exceptions.ConnectionClosed:
+            pass
+
+
+async def book_edges(d):
+    b = await d.call("public/get_order_book", {"instrument_name": INSTR,
+                                               "depth": 1})
+    return b["bids"][0][0], b["asks"][0][0]
+
+
+async def place(client, price, id, amount=10):
+    r = await client.call("private/buy", {
+        "instrument_name": INSTR, "amount": amount, "type": "limit",
+        "price": price}, id=id)
+    check("result" in r, "buy %r" % r)
+    return r["result"]["order"]["order_id"]
+
+
+async def exsim_states(d, ids):
+    st = {}
+    for i in ids:
+        o = await d.call("private/get_order_state", {"order_id": i})
+        st[i] = tuple(o[f] for f in FIELDS)
+    return st
+
+
+async def converged(a, d, ids, what):
+    want = await exsim_states(d, ids)
+
+    async def same():
+        return all(last_state(a, ch).get(i) == want[i]
+                   for ch in (RAW, AGG) for i in ids)
+    end = time.monotonic() + 10
+    while not await same():
+        check(time.monotonic() < end, "%s: client %r / %r, exsim %r"
+              % (what, last_state(a, RAW), last_state(a, AGG), want))
+        await asyncio.sleep(0.05)
+    return want
+
+
+async def body(h):
+    os.environ["XG_TEST_EXSIM_SECRET"] = "exsim-secret"
+    gh.start(h, UPSTREAM, "client_auth off;\n",
+             sim_args=("--rate", "20", "--no-rate-limit"))
+    gh.wait_ready(h)
+    d = await Direct().open(h)
+    bid, ask = await book_edges(d)
+    low = float(int(bid * 0.5))
+    a = await WSClient("ws-a").connect(h.ws_url)
+    r = await a.call("private/subscribe", {"channels": [RAW, AGG]}, id=1)
+    check(sorted(r["result"]) == sorted([RAW, AGG]), "subscribe %r" % r)
+    oa = await place(a, low, 2)
+    ob = await place(a, low - 1, 3)
+    oe = await place(a, low - 2, 4)
+    await converged(a, d, [oa, ob, oe], "live orders")
+
+    # the outage: exgate reconnects 2 s after the drop
+    restores = h.up()["restores"]
+    h.control("drop")
+    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
+    await d.close()
+    d = await Direct().open(h)      # the drop closed every connection
+    n_before = {ch: len(orders(a, ch)) for ch in (RAW, AGG)}
+    bid, ask = await book_edges(d)
+    high = float(int(ask * 1.2))
+    await d.call("private/edit", {"order_id": oa, "amount": 10,
+                                  "price": high})
+    await d.call("private/cancel", {"order_id": ob})
+    await d.call("private/edit", {"order_id": oe, "amount": 20,
+                                  "price": low - 2})
+    od = (await d.call("private/buy", {
+        "instrument_name": INSTR, "amount": 10, "type": "limit",
+        "price": low - 3}))["order"]["order_id"]
+    end = time.monotonic() + 5
+    while (await exsim_states(d, [oa]))[oa][0] != "filled":
+        check(time.monotonic() < end, "A not filled by exsim")
+        await asyncio.sleep(0.05)
+    gap = await exsim_states(d, [oa, ob, oe, od])
+    check(gap[oa][0] == "filled" and gap[ob][0] == "cancelled"
+          and gap[oe][0] == "open" and gap[oe][2] == 20
+          and gap[od][0] == "open", "gap states %r" % gap)
+    check(h.up()["restores"] == restores, "restored before the changes")
+    # nothing can reach the client while exgate is down
+    check({ch: len(orders(a, ch)) for ch in (RAW, AGG)} == n_before,
+          "notes during the outage")
+    h.wait_up(lambda u: u["restores"] > restores
+              and u["state"] == "ready", 10, "restore")
+    want = await converged(a, d, [oa, ob, oe, od], "after the restore")
+    check(want == gap, "exsim changed after the gap: %r / %r" % (want, gap))
+    for ch in (RAW, AGG):
+        after = orders(a, ch)[n_before[ch]:]
+        got = {o["order_id"]: tuple(o[f] for f in FIELDS) for o in after}
+        check(got == gap, "%s: after the restore %r, gap states %r"
+              % (ch, got, gap))
+        no_repeat(a, ch)
+    opened = await d.call("private/get_open_orders_by_instrument",
+                          {"instrument_name": INSTR})
+    mine = {oa, ob, oe, od}
+    exsim_open = sorted(o["order_id"] for o in opened
+                        if o["order_id"] in mine)
+    client_open = sorted(i for i, s in last_state(a, RAW).items()
+                         if s[0] == "open")
+    check(exsim_open == client_open, "open orders: exsim %r, client %r"
+          % (exsim_open, client_open))
+    u = h.up()
+    check(u["orders_reconciled"] == 8, "orders_reconciled %r (4 orders x "
+          "2 channels)" % u["orders_reconciled"])
+    check(h.log_lines("%s: reconciled 4 orders after the outage" % RAW),
+          "reconcile logged (raw)")
+    check(h.log_lines("%s: reconciled 4 orders after the outage" % AGG),
+          "reconcile logged (100ms)")
+
+    # a live change after the restore comes through once
+    r = await a.call("private/cancel", {"order_id": od}, id=5)
+    check(r.get("result", {}).get("order_state") == "cancelled",
+          "cancel %r" % r)
+    await converged(a, d, [oa, ob, oe, od], "live cancel")
+    for ch in (RAW, AGG):
+        no_repeat(a, ch)
+
+    # a stale resubscribe: the channel muted at exsim, a change meanwhile
+    stale0 = h.up()["stale_resubscribes"]
+    rec0 = h.up()["orders_reconciled"]
+    h.control("mute %s on" % RAW)
+    await d.call("private/cancel", {"order_id": oe})
+    h.wait_up(lambda u: u["stale_resubscribes"] > stale0, 10,
+              "stale resubscribe")
+    await converged(a, d, [oa, ob, oe, od], "after the stale resubscribe")
+    for ch in (RAW, AGG):
+        no_repeat(a, ch)
+    check(h.up()["orders_reconciled"] >= rec0 + 1,
+          "stale reconcile counted %r" % h.up()["orders_reconciled"])
+    print("orders A %s, B %s, E %s, D %s; reconciled %d order states"
+          % (gap[oa][0], gap[ob][0], gap[oe][0], gap[od][0],
+             h.up()["orders_reconciled"]))
+    await d.close()
+    await a.close()
+
+
+if __name__ == "__main__":
+    gh.run("gateway_user_orders", body)
