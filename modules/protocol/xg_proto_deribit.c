@@ -123,7 +123,8 @@ enum dr_kind {
     K_TEST,            /* our answer to a test_request */
     K_CANCEL,          /* a client's emulated cancel-on-disconnect */
     K_BACKFILL,        /* trades missed during an outage */
-    K_ORDERS           /* user.orders reconcile after an outage */
+    K_ORDERS,          /* user.orders reconcile after an outage */
+    K_CTRADES          /* a currency's trades missed during an outage */
 };
 
 enum dr_state {
@@ -156,6 +157,7 @@ struct dr {
     uint64_t               gap_notices;   /* exgate/gap messages sent */
     uint64_t               orders_reconciled; /* order states delivered */
     uint64_t               orders_reconciles; /* channels reconciled */
+    uint64_t               currency_trades_backfilled;
     unsigned               nunconfirmed;  /* restored, not confirmed (an
                                              upper bound between scans) */
     char                  *refresh_token;
@@ -197,6 +199,10 @@ static void dr_books_down(struct dr *d);
 static void dr_trades_down(struct dr *d, struct xg_reg_channel *ch);
 static void dr_trades_confirmed(struct dr *d, struct xg_reg_channel *ch);
 static void dr_orders_confirmed(struct dr *d, struct xg_reg_channel *ch);
+static void dr_ctrades_confirmed(struct dr *d, struct xg_reg_channel *ch);
+static void dr_ctrades_down(struct dr *d, struct xg_reg_channel *ch);
+static void dr_on_ctrades_answer(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error);
 static void dr_orders_down(struct dr *d, struct xg_reg_channel *ch);
 static void dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);
@@ -611,6 +617,7 @@ dr_chan_confirmed(struct dr *d, struct xg_reg_channel *ch)
 
     dr_trades_confirmed(d, ch);     /* trades tracked from the start */
     dr_orders_confirmed(d, ch);     /* orders too */
+    dr_ctrades_confirmed(d, ch);    /* and a currency's trades */
 
     if (ch->unconfirmed) {
         xg_log_info("upstream %s: channel \"%s\" confirmed after %u "
@@ -1062,6 +1069,9 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
     case K_ORDERS:
         dr_on_orders_answer(d, q, result, error);
         break;
+    case K_CTRADES:
+        dr_on_ctrades_answer(d, q, result, error);
+        break;
     case K_CANCEL:
         if (error->p != NULL) {
             xg_log_warn("upstream %s: cancel-on-disconnect: %.*s refused: "
@@ -1095,6 +1105,7 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
 #define DR_EXT_BOOK     1
 #define DR_EXT_TRADES   2
 #define DR_EXT_ORDERS   3
+#define DR_EXT_CTRADES  4
 
 struct dr_book {
     int                    kind;     /* DR_EXT_BOOK */
@@ -1112,6 +1123,7 @@ dr_is_book_channel(const char *name)
 
 static void dr_trades_free(void *p);
 static void dr_orders_free(void *p);
+static void dr_ctrades_free(void *p);
 
 static int
 dr_ext_kind(const struct xg_reg_channel *ch)
@@ -1130,6 +1142,10 @@ dr_book_free(void *p)
     }
     if (b->kind == DR_EXT_ORDERS) {
         dr_orders_free(p);
+        return;
+    }
+    if (b->kind == DR_EXT_CTRADES) {
+        dr_ctrades_free(p);
         return;
     }
     xg_book_state_unref(b->mark);
@@ -1248,6 +1264,8 @@ dr_book_down_cb(struct xg_reg_channel *ch, void *arg)
         dr_trades_down(arg, ch);
     } else if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
         dr_orders_down(arg, ch);
+    } else if (dr_ext_kind(ch) == DR_EXT_CTRADES) {
+        dr_ctrades_down(arg, ch);
     }
 }
 
@@ -1731,6 +1749,292 @@ dr_trades_confirmed(struct dr *d, struct xg_reg_channel *ch)
 
     if (t != NULL && t->user && t->gap && !t->filling) {
         dr_user_trades_backfill(d, ch, t);
+    }
+}
+
+/* ---- trades of a currency: backfill by time after an outage ---- */
+
+/*
+ * `trades.KIND.CURRENCY.INTERVAL` and `user.trades.KIND.CURRENCY.INTERVAL`
+ * mix instruments, each with its own trade_seq, so no gap shows by the
+ * numbers: the gateway remembers the last trade_seq delivered per
+ * instrument and the newest timestamp. When the channel is back after an
+ * outage (restore or stale resubscribe) it holds the live trades, fetches
+ * public/get_last_trades_by_currency_and_time (or
+ * private/get_user_trades_by_currency_and_time) from that timestamp on,
+ * delivers those past each instrument's last trade_seq as one
+ * notification, then what it held, never a trade twice.
+ */
+
+struct dr_ctrades {
+    int        kind;          /* DR_EXT_CTRADES */
+    int        user;          /* user.trades.KIND.CURRENCY.INTERVAL */
+    char      *tkind;         /* future, option, any... */
+    char      *currency;
+    uint64_t   since_wall_ms; /* first subscribed (wall clock) */
+    json_int_t last_ts;       /* newest timestamp delivered, 0: none */
+    json_t    *seqs;          /* instrument -> last trade_seq delivered */
+    int        gap;
+    uint64_t   gap_from_ms;
+    int        filling;
+    char     **held;
+    size_t    *held_len;
+    size_t     nheld, held_cap;
+};
+
+static void
+dr_ctrades_free(void *p)
+{
+    struct dr_ctrades *c = p;
+    size_t i;
+
+    for (i = 0; i < c->nheld; i++) {
+        free(c->held[i]);
+    }
+    free(c->held);
+    free(c->held_len);
+    json_decref(c->seqs);
+    free(c->tkind);
+    free(c->currency);
+    free(c);
+}
+
+static struct dr_ctrades *
+dr_ctrades_get(struct xg_reg_channel *ch)
+{
+    const char *a, *b, *e;
+    struct dr_ctrades *c;
+    int user = 0;
+
+    if (ch->ext != NULL) {
+        return dr_ext_kind(ch) == DR_EXT_CTRADES ? ch->ext : NULL;
+    }
+    if (strncmp(ch->name, "trades.", 7) == 0) {
+        a = ch->name + 7;
+    } else if (strncmp(ch->name, "user.trades.", 12) == 0) {
+        a = ch->name + 12;
+        user = 1;
+    } else {
+        return NULL;
+    }
+    b = strchr(a, '.');
+    if (b == NULL || b == a || (e = strchr(b + 1, '.')) == NULL
+        || e == b + 1 || e[1] == '\0' || strchr(e + 1, '.') != NULL) {
+        return NULL;
+    }
+    c = xg_calloc(1, sizeof(*c));
+    c->kind = DR_EXT_CTRADES;
+    c->user = user;
+    c->tkind = xg_strndup(a, (size_t) (b - a));
+    c->currency = xg_strndup(b + 1, (size_t) (e - b - 1));
+    c->since_wall_ms = xg_wall_us() / 1000;
+    c->seqs = json_object();
+    ch->ext = c;
+    return c;
+}
+
+/* 1 when trade TR was not delivered yet (and remembers it as delivered). */
+static int
+dr_ctrades_take(struct dr_ctrades *c, json_t *tr)
+{
+    const char *in = json_string_value(json_object_get(tr,
+        "instrument_name"));
+    json_t *sq = json_object_get(tr, "trade_seq"), *last;
+    json_t *ts = json_object_get(tr, "timestamp");
+
+    if (in == NULL || !json_is_integer(sq)) {
+        return 1;                   /* not ours to judge: pass it on */
+    }
+    last = json_object_get(c->seqs, in);
+    if (last != NULL && json_integer_value(sq) <= json_integer_value(last)) {
+        return 0;
+    }
+    json_object_set_new(c->seqs, in, json_integer(json_integer_value(sq)));
+    if (json_is_integer(ts) && json_integer_value(ts) > c->last_ts) {
+        c->last_ts = json_integer_value(ts);
+    }
+    return 1;
+}
+
+/* Sends the trades of KEEP (taken) on CH as one notification. */
+static void
+dr_ctrades_send(struct xg_reg_channel *ch, json_t *keep)
+{
+    json_t *msg = json_pack("{s:s, s:s, s:{s:s, s:O}}", "jsonrpc", "2.0",
+        "method", "subscription", "params", "channel", ch->name, "data",
+        keep);
+    char *s = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(17));
+
+    json_decref(msg);
+    if (s != NULL && ch->nsubs > 0) {
+        dr_fanout(ch, s, strlen(s));
+    }
+    free(s);
+}
+
+static void dr_ctrades_release(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_ctrades *c);
+
+/* A notification on such a channel: 1 to pass its bytes on, 0 handled. */
+static int
+dr_ctrades_message(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_ctrades *c, const char *data, size_t len)
+{
+    json_t *m, *dat, *keep, *v;
+    size_t i;
+    int whole = 1;
+
+    if (c->filling) {
+        if (c->nheld >= DR_TRADES_MAX_HELD) {
+            xg_log_warn("upstream %s: %s: backfill too slow, releasing",
+                d->name, ch->name);
+            dr_gap_notice(d, ch, xg_now_ms() - c->gap_from_ms,
+                "trades backfill too slow");
+            dr_ctrades_release(d, ch, c);
+            return dr_ctrades_message(d, ch, c, data, len);
+        }
+        if (c->nheld == c->held_cap) {
+            c->held_cap = c->held_cap ? c->held_cap * 2 : 8;
+            c->held = xg_realloc(c->held, c->held_cap * sizeof(*c->held));
+            c->held_len = xg_realloc(c->held_len,
+                c->held_cap * sizeof(*c->held_len));
+        }
+        c->held[c->nheld] = xg_strndup(data, len);
+        c->held_len[c->nheld] = len;
+        c->nheld++;
+        return 0;
+    }
+    m = json_loadb(data, len, 0, NULL);
+    dat = json_object_get(json_object_get(m, "params"), "data");
+    if (!json_is_array(dat)) {
+        json_decref(m);
+        return 1;
+    }
+    keep = json_array();
+    json_array_foreach(dat, i, v) {
+        if (dr_ctrades_take(c, v)) {
+            json_array_append(keep, v);
+        } else {
+            whole = 0;
+        }
+    }
+    if (!whole && json_array_size(keep) > 0) {
+        dr_ctrades_send(ch, keep);
+    }
+    json_decref(keep);
+    json_decref(m);
+    return whole;
+}
+
+static void
+dr_ctrades_release(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_ctrades *c)
+{
+    char **held = c->held;
+    size_t *held_len = c->held_len, n = c->nheld, i;
+
+    c->held = NULL;
+    c->held_len = NULL;
+    c->nheld = c->held_cap = 0;
+    c->filling = 0;
+    for (i = 0; i < n; i++) {
+        if (dr_ctrades_message(d, ch, c, held[i], held_len[i])
+            && ch->nsubs > 0) {
+            dr_fanout(ch, held[i], held_len[i]);
+        }
+        free(held[i]);
+    }
+    free(held);
+    free(held_len);
+}
+
+/* The answer to the backfill: the missed trades, then what was held. */
+static void
+dr_on_ctrades_answer(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error)
+{
+    struct xg_reg_channel *ch = xg_registry_channel(d->reg, q->chan[0]);
+    struct dr_ctrades *c = ch ? dr_ctrades_get(ch) : NULL;
+    json_t *r, *arr, *keep, *v;
+    size_t i;
+
+    if (c == NULL || !c->filling) {
+        return;
+    }
+    r = result->p ? json_loadb(result->p, result->len, 0, NULL) : NULL;
+    arr = json_object_get(r, "trades");
+    if (json_is_array(arr)) {
+        keep = json_array();
+        json_array_foreach(arr, i, v) {
+            if (dr_ctrades_take(c, v)) {
+                json_array_append(keep, v);
+            }
+        }
+        if (json_array_size(keep) > 0) {
+            dr_ctrades_send(ch, keep);
+        }
+        d->currency_trades_backfilled += json_array_size(keep);
+        xg_log_info("upstream %s: %s: %zu trades backfilled%s", d->name,
+            ch->name, json_array_size(keep),
+            json_is_true(json_object_get(r, "has_more"))
+            ? " (more were missed: over 1000)" : "");
+        if (json_is_true(json_object_get(r, "has_more"))) {
+            dr_gap_notice(d, ch, xg_now_ms() - c->gap_from_ms,
+                "trades beyond the backfill");
+        }
+        json_decref(keep);
+    } else {
+        xg_log_warn("upstream %s: %s: backfill failed: %.*s", d->name,
+            ch->name, error->p ? (int) (error->len > 200 ? 200 : error->len)
+            : 9, error->p ? error->p : "no result");
+        dr_gap_notice(d, ch, xg_now_ms() - c->gap_from_ms,
+            "trades backfill failed");
+    }
+    json_decref(r);
+    c->gap = 0;
+    dr_ctrades_release(d, ch, c);
+}
+
+/* CH confirmed: tracked from now; back after an outage: backfilled. */
+static void
+dr_ctrades_confirmed(struct dr *d, struct xg_reg_channel *ch)
+{
+    struct dr_ctrades *c = dr_ctrades_get(ch);
+    struct xg_reg_req *q;
+    json_int_t from, now = (json_int_t) (xg_wall_us() / 1000);
+
+    if (c == NULL || !c->gap || c->filling) {
+        return;
+    }
+    from = c->last_ts != 0 ? c->last_ts : (json_int_t) c->since_wall_ms;
+    c->filling = 1;
+    xg_log_info("upstream %s: %s: fetching the %s trades since %lld",
+        d->name, ch->name, c->user ? "account's" : "market's",
+        (long long) from);
+    q = dr_internal(K_CTRADES, c->user
+        ? "private/get_user_trades_by_currency_and_time"
+        : "public/get_last_trades_by_currency_and_time",
+        json_pack("{s:s, s:s, s:I, s:I, s:i, s:s}", "currency", c->currency,
+            "kind", c->tkind, "start_timestamp", from, "end_timestamp",
+            now + 60000, "count", 1000, "sorting", "asc"));
+    q->nchan = 1;
+    q->chan = xg_calloc(1, sizeof(char *));
+    q->chan[0] = xg_strdup(ch->name);
+    dr_send(d, q);
+}
+
+/* The upstream dropped (or CH went stale): backfill when it is back. */
+static void
+dr_ctrades_down(struct dr *d, struct xg_reg_channel *ch)
+{
+    struct dr_ctrades *c = ch->ext;
+
+    if (c->filling) {
+        dr_ctrades_release(d, ch, c);
+    }
+    if (!c->gap) {
+        c->gap = 1;
+        c->gap_from_ms = ch->last_data_ms;
     }
 }
 
@@ -2247,7 +2551,8 @@ dr_chan_recovers(const struct xg_reg_channel *ch)
 {
     return xg_book_channel_kind(ch->name) != XG_BOOK_NOT_BOOK
            || dr_ext_kind(ch) == DR_EXT_TRADES
-           || dr_ext_kind(ch) == DR_EXT_ORDERS;
+           || dr_ext_kind(ch) == DR_EXT_ORDERS
+           || dr_ext_kind(ch) == DR_EXT_CTRADES;
 }
 
 /*
@@ -2363,6 +2668,8 @@ dr_scan_cb(struct xg_reg_channel *ch, void *arg)
         }
     } else if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
         dr_orders_down(d, ch);      /* reconciled at the resubscribe */
+    } else if (dr_ext_kind(ch) == DR_EXT_CTRADES) {
+        dr_ctrades_down(d, ch);     /* backfilled at the resubscribe */
     } else if (!dr_chan_recovers(ch)) {
         dr_gap_notice(d, ch, sc->now - ch->last_data_ms, "stale");
     }
@@ -2374,6 +2681,9 @@ dr_scan_cb(struct xg_reg_channel *ch, void *arg)
     }
     if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
         dr_orders_confirmed(d, ch);
+    }
+    if (dr_ext_kind(ch) == DR_EXT_CTRADES) {
+        dr_ctrades_confirmed(d, ch);
     }
 }
 
@@ -2452,6 +2762,13 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
         struct dr_trades *t = dr_trades_get(ch);
 
         if (t != NULL && !dr_trades_message(d, ch, t, data, len)) {
+            return;
+        }
+    }
+    if (ch->ext != NULL) {
+        struct dr_ctrades *c = dr_ctrades_get(ch);
+
+        if (c != NULL && !dr_ctrades_message(d, ch, c, data, len)) {
             return;
         }
     }
@@ -3292,6 +3609,8 @@ dr_status(void *p, json_t *obj)
         json_integer((json_int_t) d->orders_reconciled));
     json_object_set_new(obj, "orders_reconciles",
         json_integer((json_int_t) d->orders_reconciles));
+    json_object_set_new(obj, "currency_trades_backfilled",
+        json_integer((json_int_t) d->currency_trades_backfilled));
     {
         struct dr_list l = { json_array(), 0 };
 

@@ -371,6 +371,8 @@ json_t *exsim_ticker_json(const struct exsim_instr *in);
 json_t *exsim_order_book_json(const struct exsim_instr *in, int depth);
 json_t *exsim_last_trades_json(const struct exsim_instr *in, json_t *params,
     json_t **err);
+json_t *exsim_last_trades_by_currency_json(json_t *params, json_t **err);
+json_t *exsim_trades_sorted(json_t *arr, int desc, size_t count, int *more);
 void exsim_book_apply(struct exsim_instr *in, json_t *bids, json_t *asks,
     int side, int64_t price, int64_t lots_new);
 void exsim_book_publish_change(struct exsim_instr *in, json_t *bids,

@@ -602,6 +602,116 @@ exsim_last_trades_json(const struct exsim_instr *in, json_t *params,
     return json_pack("{s:o, s:b}", "trades", arr, "has_more", matched > got);
 }
 
+static int
+ts_cmp_asc(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *) a,
+        "timestamp"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *) b,
+        "timestamp"));
+
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Sorts the trades of ARR by timestamp (stable for equal ones: ARR holds
+ * them per instrument in trade_seq order); DESC reverses. Returns a new
+ * array of at most COUNT; *more is set when some were left out.
+ */
+json_t *
+exsim_trades_sorted(json_t *arr, int desc, size_t count, int *more)
+{
+    size_t n = json_array_size(arr), i;
+    json_t **v = calloc(n ? n : 1, sizeof(*v)), *out = json_array();
+
+    for (i = 0; i < n; i++) {
+        v[i] = json_array_get(arr, i);
+    }
+    /* stable: insertion by merge would be nicer; n is small (<= rings) */
+    for (i = 1; i < n; i++) {
+        json_t *x = v[i];
+        size_t j = i;
+
+        while (j > 0 && ts_cmp_asc(&v[j - 1], &x) > 0) {
+            v[j] = v[j - 1];
+            j--;
+        }
+        v[j] = x;
+    }
+    for (i = 0; i < n && json_array_size(out) < count; i++) {
+        json_array_append(out, v[desc ? n - 1 - i : i]);
+    }
+    *more = n > count;
+    free(v);
+    return out;
+}
+
+/*
+ * public/get_last_trades_by_currency_and_time: the trades of every
+ * instrument of currency (and kind: future, option or any, the default)
+ * between start_timestamp and end_timestamp, count (default 10, max
+ * 1000), sorting asc|desc|default (default: desc);
+ * {"trades":[...],"has_more":bool}.
+ */
+json_t *
+exsim_last_trades_by_currency_json(json_t *params, json_t **err)
+{
+    const char *cur = json_string_value(json_object_get(params, "currency"));
+    const char *kind = json_string_value(json_object_get(params, "kind"));
+    const char *sorting = json_string_value(json_object_get(params,
+        "sorting"));
+    json_t *jst = json_object_get(params, "start_timestamp");
+    json_t *jet = json_object_get(params, "end_timestamp");
+    json_t *jc = json_object_get(params, "count");
+    uint64_t st, et;
+    size_t count = 10, i;
+    const struct exsim_instr *in;
+    json_t *all, *out;
+    int more = 0;
+
+    if (cur == NULL) {
+        *err = exsim_error_obj(EXSIM_E_PARAMS, NULL, "required", "currency");
+        return NULL;
+    }
+    if (!json_is_integer(jst) || !json_is_integer(jet)) {
+        *err = exsim_error_obj(EXSIM_E_PARAMS, NULL, "must be an integer",
+            json_is_integer(jst) ? "end_timestamp" : "start_timestamp");
+        return NULL;
+    }
+    if (jc != NULL && (!json_is_integer(jc) || json_integer_value(jc) < 1
+                       || json_integer_value(jc) > 1000)) {
+        *err = exsim_error_obj(EXSIM_E_PARAMS, NULL,
+            "must be between 1 and 1000", "count");
+        return NULL;
+    }
+    if (jc != NULL) {
+        count = (size_t) json_integer_value(jc);
+    }
+    st = (uint64_t) json_integer_value(jst);
+    et = (uint64_t) json_integer_value(jet);
+    all = json_array();
+    for (in = ex->instrs; in != NULL; in = in->next) {
+        if ((strcmp(cur, "any") != 0 && strcmp(cur, in->currency) != 0)
+            || (kind != NULL && strcmp(kind, "any") != 0
+                && strcmp(kind, in->kind) != 0)) {
+            continue;
+        }
+        for (i = 0; i < in->ntrades; i++) {
+            size_t k = (in->trade_head + EXSIM_TRADE_RING - in->ntrades + i)
+                % EXSIM_TRADE_RING;
+            const struct exsim_trade_rec *t = &in->trades[k];
+
+            if (t->ts_ms >= st && t->ts_ms <= et) {
+                json_array_append_new(all, exsim_trade_public_json(in, t));
+            }
+        }
+    }
+    out = exsim_trades_sorted(all, !(sorting && strcmp(sorting, "asc") == 0),
+        count, &more);
+    json_decref(all);
+    return json_pack("{s:o, s:b}", "trades", out, "has_more", more);
+}
+
 /* ---- books -------------------------------------------------------------- */
 
 static json_t *

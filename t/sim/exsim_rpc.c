@@ -1150,6 +1150,13 @@ m_last_trades(struct req *r, json_t *params, json_t **err)
 }
 
 static json_t *
+m_last_trades_cur(struct req *r, json_t *params, json_t **err)
+{
+    (void) r;
+    return exsim_last_trades_by_currency_json(params, err);
+}
+
+static json_t *
 m_get_index_price(struct req *r, json_t *params, json_t **err)
 {
     const char *name = json_string_value(json_object_get(params,
@@ -1409,6 +1416,7 @@ static const struct {
     { "public/ticker", m_ticker, 0 },
     { "public/get_order_book", m_get_order_book, 0 },
     { "public/get_last_trades_by_instrument", m_last_trades, 0 },
+    { "public/get_last_trades_by_currency_and_time", m_last_trades_cur, 0 },
     { "public/get_index_price", m_get_index_price, 0 },
     { "public/auth", m_auth, 0 },
     { "public/fork_token", m_fork_token, 0 },

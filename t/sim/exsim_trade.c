@@ -242,6 +242,60 @@ user_trades_query(json_t *params, int by_time, json_t **err)
     return json_pack("{s:o, s:b}", "trades", out, "has_more", more);
 }
 
+/*
+ * private/get_user_trades_by_currency_and_time: the account's trades on
+ * every instrument of currency (and kind, default any) between
+ * start_timestamp and end_timestamp, count (default 10, max 1000),
+ * sorting asc|desc|default (default: desc); {"trades":[...],"has_more"}.
+ */
+static json_t *
+user_trades_by_currency(json_t *params, json_t **err)
+{
+    const char *cur = json_string_value(json_object_get(params, "currency"));
+    const char *kind = json_string_value(json_object_get(params, "kind"));
+    const char *sort = json_string_value(json_object_get(params, "sorting"));
+    json_t *js = json_object_get(params, "start_timestamp");
+    json_t *je = json_object_get(params, "end_timestamp");
+    json_t *jc = json_object_get(params, "count");
+    json_t *all, *out, *t;
+    size_t i, count = 10;
+    int more = 0;
+
+    if (cur == NULL) {
+        return bad(err, "required", "currency");
+    }
+    if (!json_is_integer(js) || !json_is_integer(je)) {
+        return bad(err, "must be an integer", json_is_integer(js)
+            ? "end_timestamp" : "start_timestamp");
+    }
+    if (jc != NULL && (!json_is_integer(jc) || json_integer_value(jc) < 1
+                       || json_integer_value(jc) > 1000)) {
+        return bad(err, "must be between 1 and 1000", "count");
+    }
+    if (jc != NULL) {
+        count = (size_t) json_integer_value(jc);
+    }
+    all = json_array();
+    json_array_foreach(user_trades, i, t) {
+        const struct exsim_instr *in = exsim_instr_find(json_string_value(
+            json_object_get(t, "instrument_name")) ?: "");
+        json_int_t ts = json_integer_value(json_object_get(t, "timestamp"));
+
+        if (in == NULL || ts < json_integer_value(js)
+            || ts > json_integer_value(je)
+            || (strcmp(cur, "any") != 0 && strcmp(cur, in->currency) != 0)
+            || (kind != NULL && strcmp(kind, "any") != 0
+                && strcmp(kind, in->kind) != 0)) {
+            continue;
+        }
+        json_array_append(all, t);
+    }
+    out = exsim_trades_sorted(all, !(sort && strcmp(sort, "asc") == 0),
+        count, &more);
+    json_decref(all);
+    return json_pack("{s:o, s:b}", "trades", out, "has_more", more);
+}
+
 /* Publishes an order update and its trades (TRADES borrowed, may be NULL). */
 static void
 user_publish(const struct exsim_order *o, json_t *trades)
@@ -762,7 +816,8 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
         "get_order_state", "get_positions", "get_position",
         "get_account_summary", "get_user_trades_by_instrument",
         "get_user_trades_by_instrument_and_time",
-        "get_order_history_by_instrument", NULL };
+        "get_order_history_by_instrument",
+        "get_user_trades_by_currency_and_time", NULL };
     int i;
 
     for (i = 0; names[i] != NULL; i++) {
@@ -815,6 +870,9 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
     }
     if (strcmp(m, "get_open_orders_by_label") == 0) {
         return open_orders(params, f_label);
+    }
+    if (strcmp(m, "get_user_trades_by_currency_and_time") == 0) {
+        return user_trades_by_currency(params, err);
     }
     if (strcmp(m, "get_order_history_by_instrument") == 0) {
         return order_history(params, err);

@@ -1,0 +1,135 @@
+"""Trades on the KIND.CURRENCY channels survive an upstream outage (issue
+8): a client subscribed through exgate to trades.future.BTC.raw and
+user.trades.future.BTC.raw; exsim keeps trading during exgate's 2 s
+reconnect delay and a direct exsim connection of the same account buys
+BTC-PERPETUAL meanwhile. After the restore exgate backfills both channels
+by time (public/get_last_trades_by_currency_and_time,
+private/get_user_trades_by_currency_and_time) before the live trades.
+
+Checked: per instrument, the trade_seq numbers on trades.future.BTC.raw
+have no hole and no repeat across the outage and equal exsim's
+(public/get_last_trades_by_instrument over the same range); the
+account's trades are the live one, the missed one and the next live one,
+each once, in order; the backfill is logged and counted in /status.
+"""
+
+import asyncio
+import json
+import os
+import time
+
+import websockets
+
+import gateway_harness as gh
+from gateway_harness import check, WSClient
+
+PUB = "trades.future.BTC.raw"
+USR = "user.trades.future.BTC.raw"
+UPSTREAM = """    protocol deribit;
+    auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;
+    reconnect fixed { delay 2s; }
+"""
+
+
+def trades(client, ch):
+    out = []
+    for c, m in client.notes:
+        if c == ch:
+            out.extend(m["params"]["data"])
+    return out
+
+
+def seqs_by_instrument(ts):
+    out = {}
+    for t in ts:
+        out.setdefault(t["instrument_name"], []).append(t["trade_seq"])
+    return out
+
+
+async def direct(h, method, params):
+    async with websockets.connect("ws://127.0.0.1:%d/ws/api/v2"
+                                  % h.ws_port) as ws:
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1,
+                                  "method": "public/auth", "params": {
+                                      "grant_type": "client_credentials",
+                                      "client_id": "exsim",
+                                      "client_secret": "exsim-secret"}}))
+        r = json.loads(await ws.recv())
+        check("result" in r, "direct auth %r" % r)
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2,
+                                  "method": method, "params": params}))
+        while True:
+            r = json.loads(await ws.recv())
+            if r.get("id") == 2:
+                break
+        check("result" in r, "direct %s %r" % (method, r))
+        return r["result"]
+
+
+async def body(h):
+    os.environ["XG_TEST_EXSIM_SECRET"] = "exsim-secret"
+    gh.start(h, UPSTREAM, "client_auth off;\n",
+             sim_args=("--rate", "20", "--no-rate-limit"))
+    gh.wait_ready(h)
+    a = await WSClient("ws-a").connect(h.ws_url)
+    r = await a.call("private/subscribe", {"channels": [PUB, USR]}, id=1)
+    check(sorted(r["result"]) == sorted([PUB, USR]), "subscribe %r" % r)
+    await a._wait(lambda: len(trades(a, PUB)) >= 3, 10, "market trades")
+    r = await a.call("private/buy", {"instrument_name": "BTC-PERPETUAL",
+                                     "amount": 10, "type": "market"}, id=2)
+    check(r.get("result", {}).get("trades"), "buy %r" % r)
+    await a._wait(lambda: trades(a, USR), 5, "the live user trade")
+    before = [t["trade_seq"] for t in trades(a, USR)]
+
+    restores = h.up()["restores"]
+    h.control("drop")
+    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
+    n_pub = len(trades(a, PUB))
+    res = await direct(h, "private/buy", {"instrument_name": "BTC-PERPETUAL",
+                                          "amount": 10, "type": "market"})
+    missed = [t["trade_seq"] for t in res["trades"]]
+    check(h.up()["restores"] == restores, "restored before the trade")
+    check(len(trades(a, PUB)) == n_pub, "trades during the outage")
+    h.wait_up(lambda u: u["restores"] > restores
+              and u["state"] == "ready", 10, "restore")
+    await a._wait(lambda: len(trades(a, USR)) >= len(before) + len(missed),
+                  10, "the missed user trade")
+    r = await a.call("private/buy", {"instrument_name": "BTC-PERPETUAL",
+                                     "amount": 10, "type": "market"}, id=3)
+    live = [t["trade_seq"] for t in r["result"]["trades"]]
+    await a._wait(lambda: len(trades(a, USR)) >= len(before) + len(missed)
+                  + len(live), 10, "the next live user trade")
+    got = [t["trade_seq"] for t in trades(a, USR)]
+    check(got == before + missed + live, "user trades %r, expected %r"
+          % (got, before + missed + live))
+    # the public channel: the buys' trades and the market's, no hole
+    await a._wait(lambda: max(seqs_by_instrument(trades(a, PUB))
+                              .get("BTC-PERPETUAL", [0])) >= live[-1],
+                  10, "the live buy on the market channel")
+    per = seqs_by_instrument(trades(a, PUB))
+    for instr, sq in per.items():
+        check(sq == list(range(sq[0], sq[0] + len(sq))),
+              "%s: trade_seq hole or repeat: %r" % (instr, sq))
+        ex = await direct(h, "public/get_last_trades_by_instrument", {
+            "instrument_name": instr, "start_seq": sq[0], "end_seq": sq[-1],
+            "count": 1000, "sorting": "asc"})
+        check([t["trade_seq"] for t in ex["trades"]] == sq,
+              "%s: exsim's trades differ" % instr)
+    for s in missed:
+        check(s in per["BTC-PERPETUAL"], "missed trade %d on %s" % (s, PUB))
+    check(h.log_lines("%s: fetching the market's trades since" % PUB),
+          "public backfill logged")
+    check(h.log_lines("%s: fetching the account's trades since" % USR),
+          "user backfill logged")
+    u = h.up()
+    check(u["currency_trades_backfilled"] >= len(missed) * 2,
+          "currency_trades_backfilled %r" % u["currency_trades_backfilled"])
+    print("public trades per instrument %r; user before %r, missed %r, "
+          "live %r; backfilled %d"
+          % ({i: (s[0], s[-1], len(s)) for i, s in per.items()}, before,
+             missed, live, u["currency_trades_backfilled"]))
+    await a.close()
+
+
+if __name__ == "__main__":
+    gh.run("gateway_currency_trades", body)
