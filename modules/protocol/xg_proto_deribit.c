@@ -2070,6 +2070,8 @@ struct dr_orders {
     int        filling;       /* fetches in flight: hold */
     int        pending;       /* answers still expected */
     int        failed;        /* one of them failed */
+    int        asked_states;  /* get_order_state round sent */
+    json_int_t gap_wall_ms;   /* last data before the gap (wall clock) */
     json_t    *fetched;       /* the orders the answers carried */
     char     **held;
     size_t    *held_len;
@@ -2435,6 +2437,61 @@ dr_orders_reconcile(struct dr *d, struct xg_reg_channel *ch,
     dr_orders_release(d, ch, o);
 }
 
+#define DR_ORDERS_MAX_ASKED  100
+
+/*
+ * Orders the client last saw open that neither list carries (closed
+ * beyond the history's 1000): private/get_order_state for each, at most
+ * DR_ORDERS_MAX_ASKED. Returns how many were asked.
+ */
+static int
+dr_orders_ask_missing(struct dr *d, struct xg_reg_channel *ch,
+    struct dr_orders *o)
+{
+    json_t *ids = json_object(), *v;
+    const char *id;
+    size_t i;
+    int n = 0, more = 0;
+
+    o->asked_states = 1;
+    json_array_foreach(o->fetched, i, v) {
+        const char *fid = json_string_value(json_object_get(v, "order_id"));
+
+        if (fid != NULL) {
+            json_object_set_new(ids, fid, json_true());
+        }
+    }
+    json_object_foreach(o->seen, id, v) {
+        struct xg_reg_req *q;
+
+        if (dr_orders_closed(v) || json_object_get(ids, id) != NULL) {
+            continue;
+        }
+        if (n == DR_ORDERS_MAX_ASKED) {
+            more = 1;
+            break;
+        }
+        q = dr_internal(K_ORDERS, "private/get_order_state",
+            json_pack("{s:s}", "order_id", id));
+        q->nchan = 1;
+        q->chan = xg_calloc(1, sizeof(char *));
+        q->chan[0] = xg_strdup(ch->name);
+        o->pending++;
+        n++;
+        dr_send(d, q);
+    }
+    json_decref(ids);
+    if (n > 0) {
+        xg_log_info("upstream %s: %s: %d open orders in neither list: "
+            "asking their state", d->name, ch->name, n);
+    }
+    if (more) {
+        dr_gap_notice(d, ch, xg_now_ms() - o->gap_from_ms,
+            "orders beyond the reconcile");
+    }
+    return n;
+}
+
 /* An answer to one of the reconcile's fetches. */
 static void
 dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
@@ -2449,14 +2506,30 @@ dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
         return;
     }
     r = result->p ? json_loadb(result->p, result->len, 0, NULL) : NULL;
-    if (json_is_array(r)) {
+    if (strcmp(q->method, "private/get_order_state") == 0) {
+        /* an order the exchange no longer knows: nothing to tell */
+        if (json_is_object(r)) {
+            json_array_append(o->fetched, r);
+        }
+    } else if (json_is_array(r)) {
+        json_int_t oldest = INT64_MAX;
+
         json_array_foreach(r, i, v) {
-            if (json_is_object(v)) {
-                json_array_append(o->fetched, v);
+            json_t *up = json_object_get(v, "last_update_timestamp");
+
+            if (!json_is_object(v)) {
+                continue;
+            }
+            json_array_append(o->fetched, v);
+            if (json_is_integer(up) && json_integer_value(up) < oldest) {
+                oldest = json_integer_value(up);
             }
         }
+        /* a full page that does not reach back to the gap: some orders
+           closed during the gap may be older than the page */
         if (strcmp(q->method, "private/get_order_history_by_instrument") == 0
-            && json_array_size(r) >= DR_ORDERS_HISTORY) {
+            && json_array_size(r) >= DR_ORDERS_HISTORY
+            && oldest >= o->gap_wall_ms) {
             xg_log_warn("upstream %s: %s: over %d orders closed since: the "
                 "older ones are not reconciled", d->name, ch->name,
                 DR_ORDERS_HISTORY);
@@ -2480,6 +2553,9 @@ dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
         dr_orders_release(d, ch, o);
         return;
     }
+    if (!o->asked_states && dr_orders_ask_missing(d, ch, o) > 0) {
+        return;
+    }
     dr_orders_reconcile(d, ch, o);
 }
 
@@ -2493,6 +2569,7 @@ dr_orders_fetch(struct dr *d, struct xg_reg_channel *ch, struct dr_orders *o)
 
     o->filling = 1;
     o->failed = 0;
+    o->asked_states = 0;
     o->pending = 2;
     json_decref(o->fetched);
     o->fetched = json_array();
@@ -2537,8 +2614,13 @@ dr_orders_down(struct dr *d, struct xg_reg_channel *ch)
         dr_orders_release(d, ch, o);
     }
     if (!o->gap) {
+        uint64_t now = xg_now_ms();
+
         o->gap = 1;
         o->gap_from_ms = ch->last_data_ms;
+        o->gap_wall_ms = (json_int_t) (xg_wall_us() / 1000)
+            - (json_int_t) (now > ch->last_data_ms ? now - ch->last_data_ms
+                            : 0);
     }
 }
 

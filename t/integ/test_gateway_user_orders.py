@@ -31,7 +31,7 @@ RAW = "user.orders.%s.raw" % INSTR
 AGG = "user.orders.%s.100ms" % INSTR
 UPSTREAM = """    protocol deribit;
     auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;
-    reconnect fixed { delay 2s; }
+    reconnect fixed { delay 4s; }
     stale user.orders.* 1s;
 """
 FIELDS = ("order_state", "filled_amount", "amount", "price",
@@ -84,6 +84,20 @@ class Direct:
             if r.get("id") == self.id:
                 check("result" in r, "direct %s: %r" % (method, r))
                 return r["result"]
+
+    async def pipeline(self, reqs):
+        """Sends every (method, params) at once, then reads the answers."""
+        first = self.id + 1
+        for m, p in reqs:
+            self.id += 1
+            await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": self.id,
+                                           "method": m, "params": p}))
+        got = 0
+        while got < len(reqs):
+            r = json.loads(await self.ws.recv())
+            if isinstance(r.get("id"), int) and r["id"] >= first:
+                check("result" in r, "pipelined: %r" % r)
+                got += 1
 
     async def close(self):
         try:
@@ -220,6 +234,43 @@ async def body(h):
         no_repeat(a, ch)
     check(h.up()["orders_reconciled"] >= rec0 + 1,
           "stale reconcile counted %r" % h.up()["orders_reconciled"])
+    # an order the client saw open, closed beyond the history's 1000:
+    # reconciled through private/get_order_state
+    of = await place(a, low - 4, 6)
+    await converged(a, d, [of], "live order F")
+    restores = h.up()["restores"]
+    rec0 = h.up()["orders_reconciled"]
+    h.control("drop")
+    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
+    await d.close()
+    d = await Direct().open(h)
+    await d.call("private/cancel", {"order_id": of})
+    await d.pipeline([("private/buy", {
+        "instrument_name": INSTR, "amount": 10, "type": "limit",
+        "price": low - 5}) for _ in range(1000)])
+    await d.call("private/cancel_all_by_instrument",
+                 {"instrument_name": INSTR})
+    hist = await d.call("private/get_order_history_by_instrument", {
+        "instrument_name": INSTR, "count": 1000, "include_unfilled": True})
+    check(len(hist) == 1000 and of not in [o["order_id"] for o in hist],
+          "F still in the last 1000 closed orders")
+    check(h.up()["restores"] == restores, "restored before the 1000 orders")
+    h.wait_up(lambda u: u["restores"] > restores
+              and u["state"] == "ready", 15, "restore")
+    await converged(a, d, [oa, ob, oe, od, of], "F beyond the history")
+    def gap_orders(ch):
+        return len([o for o in orders(a, ch) if o["price"] == low - 5])
+    # F's state came first (oldest update): the rest may still be on its way
+    await a._wait(lambda: gap_orders(RAW) >= 1000 and gap_orders(AGG)
+                  >= 1000, 15, "the 1000 orders closed in the gap")
+    for ch in (RAW, AGG):
+        no_repeat(a, ch)
+        check(gap_orders(ch) == 1000, "%s: the 1000 orders closed in the "
+              "gap: %d" % (ch, gap_orders(ch)))
+    check(h.log_lines("%s: 1 open orders in neither list" % RAW),
+          "get_order_state round logged")
+    check(h.up()["orders_reconciled"] == rec0 + 2002,
+          "orders_reconciled %r" % h.up()["orders_reconciled"])
     print("orders A %s, B %s, E %s, D %s; reconciled %d order states"
           % (gap[oa][0], gap[ob][0], gap[oe][0], gap[od][0],
              h.up()["orders_reconciled"]))
