@@ -2060,7 +2060,9 @@ dr_ctrades_down(struct dr *d, struct xg_reg_channel *ch)
 struct dr_orders {
     int        kind;          /* DR_EXT_ORDERS */
     int        array;         /* data is an array (100ms, agg2) */
-    char      *instrument;
+    char      *instrument;    /* NULL: the KIND.CURRENCY form */
+    char      *tkind;         /* KIND.CURRENCY: future, option, any... */
+    char      *currency;
     uint64_t   since_wall_ms; /* first subscribed (wall clock) */
     json_int_t forgot_upd;    /* newest last_update of a forgotten order */
     json_t    *seen;          /* order_id -> [state, filled, amount, price,
@@ -2102,14 +2104,16 @@ dr_orders_free(void *p)
     json_decref(o->seen);
     json_decref(o->fetched);
     free(o->instrument);
+    free(o->tkind);
+    free(o->currency);
     free(o);
 }
 
-/* user.orders.INSTRUMENT.INTERVAL (not the KIND.CURRENCY form). */
+/* user.orders.INSTRUMENT.INTERVAL or user.orders.KIND.CURRENCY.INTERVAL. */
 static struct dr_orders *
 dr_orders_get(struct xg_reg_channel *ch)
 {
-    const char *a, *b;
+    const char *a, *b, *e = NULL, *iv;
     struct dr_orders *o;
 
     if (ch->ext != NULL) {
@@ -2120,13 +2124,25 @@ dr_orders_get(struct xg_reg_channel *ch)
     }
     a = ch->name + 12;
     b = strchr(a, '.');
-    if (b == NULL || b == a || b[1] == '\0' || strchr(b + 1, '.') != NULL) {
+    if (b == NULL || b == a || b[1] == '\0') {
         return NULL;
+    }
+    iv = b + 1;
+    if ((e = strchr(b + 1, '.')) != NULL) {
+        if (e == b + 1 || e[1] == '\0' || strchr(e + 1, '.') != NULL) {
+            return NULL;
+        }
+        iv = e + 1;
     }
     o = xg_calloc(1, sizeof(*o));
     o->kind = DR_EXT_ORDERS;
-    o->array = strcmp(b + 1, "raw") != 0;
-    o->instrument = xg_strndup(a, (size_t) (b - a));
+    o->array = strcmp(iv, "raw") != 0;
+    if (e == NULL) {
+        o->instrument = xg_strndup(a, (size_t) (b - a));
+    } else {
+        o->tkind = xg_strndup(a, (size_t) (b - a));
+        o->currency = xg_strndup(b + 1, (size_t) (e - b - 1));
+    }
     o->since_wall_ms = xg_wall_us() / 1000;
     o->seen = json_object();
     ch->ext = o;
@@ -2527,7 +2543,7 @@ dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
         }
         /* a full page that does not reach back to the gap: some orders
            closed during the gap may be older than the page */
-        if (strcmp(q->method, "private/get_order_history_by_instrument") == 0
+        if (strncmp(q->method, "private/get_order_history_by_", 29) == 0
             && json_array_size(r) >= DR_ORDERS_HISTORY
             && oldest >= o->gap_wall_ms) {
             xg_log_warn("upstream %s: %s: over %d orders closed since: the "
@@ -2576,13 +2592,24 @@ dr_orders_fetch(struct dr *d, struct xg_reg_channel *ch, struct dr_orders *o)
     xg_log_info("upstream %s: %s: fetching the account's orders to "
         "reconcile %zu remembered", d->name, ch->name,
         json_object_size(o->seen));
-    q[0] = dr_internal(K_ORDERS, "private/get_open_orders_by_instrument",
-        json_pack("{s:s, s:s}", "instrument_name", o->instrument, "type",
-            "all"));
-    q[1] = dr_internal(K_ORDERS, "private/get_order_history_by_instrument",
-        json_pack("{s:s, s:i, s:b, s:b}", "instrument_name", o->instrument,
-            "count", DR_ORDERS_HISTORY, "include_old", 1,
-            "include_unfilled", 1));
+    if (o->instrument != NULL) {
+        q[0] = dr_internal(K_ORDERS, "private/get_open_orders_by_instrument",
+            json_pack("{s:s, s:s}", "instrument_name", o->instrument, "type",
+                "all"));
+        q[1] = dr_internal(K_ORDERS,
+            "private/get_order_history_by_instrument",
+            json_pack("{s:s, s:i, s:b, s:b}", "instrument_name",
+                o->instrument, "count", DR_ORDERS_HISTORY, "include_old", 1,
+                "include_unfilled", 1));
+    } else {
+        q[0] = dr_internal(K_ORDERS, "private/get_open_orders_by_currency",
+            json_pack("{s:s, s:s, s:s}", "currency", o->currency, "kind",
+                o->tkind, "type", "all"));
+        q[1] = dr_internal(K_ORDERS, "private/get_order_history_by_currency",
+            json_pack("{s:s, s:s, s:i, s:b, s:b}", "currency", o->currency,
+                "kind", o->tkind, "count", DR_ORDERS_HISTORY, "include_old",
+                1, "include_unfilled", 1));
+    }
     for (i = 0; i < 2; i++) {
         q[i]->nchan = 1;
         q[i]->chan = xg_calloc(1, sizeof(char *));
@@ -2749,9 +2776,15 @@ dr_scan_cb(struct xg_reg_channel *ch, void *arg)
             t->gap_from_ms = ch->last_data_ms;
         }
     } else if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
-        dr_orders_down(d, ch);      /* reconciled at the resubscribe */
+        /* reconciled at the resubscribe; one in flight covers it (its
+           answers would be counted against a second one) */
+        if (!((struct dr_orders *) ch->ext)->filling) {
+            dr_orders_down(d, ch);
+        }
     } else if (dr_ext_kind(ch) == DR_EXT_CTRADES) {
-        dr_ctrades_down(d, ch);     /* backfilled at the resubscribe */
+        if (!((struct dr_ctrades *) ch->ext)->filling) {
+            dr_ctrades_down(d, ch); /* backfilled at the resubscribe */
+        }
     } else if (!dr_chan_recovers(ch)) {
         dr_gap_notice(d, ch, sc->now - ch->last_data_ms, "stale");
     }

@@ -1,11 +1,12 @@
 """An order change during an upstream outage is not lost (issue 8 (e)):
-a client subscribed to user.orders.BTC-PERPETUAL.raw and .100ms through
-exgate has resting orders A, B, E. While exgate is disconnected (its 2 s
+a client subscribed to user.orders.BTC-PERPETUAL.raw and .100ms and
+user.orders.future.BTC.raw through exgate has resting orders A, B, E. While exgate is disconnected (its 2 s
 reconnect delay), a direct exsim connection of the same account fills A
 (edited through the ask), cancels B, enlarges E and places a new D. exsim
 only notifies the subscribers it has at that moment, so those changes
 reach the client only through exgate's reconcile after the restore
-(private/get_open_orders_by_instrument + get_order_history_by_instrument).
+(private/get_open_orders_by_instrument + get_order_history_by_instrument,
+or the _by_currency pair for the KIND.CURRENCY channel).
 
 Checked: the client's last state of every order equals exsim's
 (private/get_order_state and get_open_orders_by_instrument over a direct
@@ -29,6 +30,8 @@ from gateway_harness import check, WSClient
 INSTR = "BTC-PERPETUAL"
 RAW = "user.orders.%s.raw" % INSTR
 AGG = "user.orders.%s.100ms" % INSTR
+CUR = "user.orders.future.BTC.raw"
+CHS = (RAW, AGG, CUR)
 UPSTREAM = """    protocol deribit;
     auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;
     reconnect fixed { delay 4s; }
@@ -133,11 +136,11 @@ async def converged(a, d, ids, what):
 
     async def same():
         return all(last_state(a, ch).get(i) == want[i]
-                   for ch in (RAW, AGG) for i in ids)
+                   for ch in CHS for i in ids)
     end = time.monotonic() + 10
     while not await same():
-        check(time.monotonic() < end, "%s: client %r / %r, exsim %r"
-              % (what, last_state(a, RAW), last_state(a, AGG), want))
+        check(time.monotonic() < end, "%s: client %r, exsim %r"
+              % (what, [last_state(a, ch) for ch in CHS], want))
         await asyncio.sleep(0.05)
     return want
 
@@ -151,8 +154,8 @@ async def body(h):
     bid, ask = await book_edges(d)
     low = float(int(bid * 0.5))
     a = await WSClient("ws-a").connect(h.ws_url)
-    r = await a.call("private/subscribe", {"channels": [RAW, AGG]}, id=1)
-    check(sorted(r["result"]) == sorted([RAW, AGG]), "subscribe %r" % r)
+    r = await a.call("private/subscribe", {"channels": list(CHS)}, id=1)
+    check(sorted(r["result"]) == sorted(CHS), "subscribe %r" % r)
     oa = await place(a, low, 2)
     ob = await place(a, low - 1, 3)
     oe = await place(a, low - 2, 4)
@@ -164,7 +167,7 @@ async def body(h):
     h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
     await d.close()
     d = await Direct().open(h)      # the drop closed every connection
-    n_before = {ch: len(orders(a, ch)) for ch in (RAW, AGG)}
+    n_before = {ch: len(orders(a, ch)) for ch in CHS}
     bid, ask = await book_edges(d)
     high = float(int(ask * 1.2))
     await d.call("private/edit", {"order_id": oa, "amount": 10,
@@ -185,13 +188,13 @@ async def body(h):
           and gap[od][0] == "open", "gap states %r" % gap)
     check(h.up()["restores"] == restores, "restored before the changes")
     # nothing can reach the client while exgate is down
-    check({ch: len(orders(a, ch)) for ch in (RAW, AGG)} == n_before,
+    check({ch: len(orders(a, ch)) for ch in CHS} == n_before,
           "notes during the outage")
     h.wait_up(lambda u: u["restores"] > restores
               and u["state"] == "ready", 10, "restore")
     want = await converged(a, d, [oa, ob, oe, od], "after the restore")
     check(want == gap, "exsim changed after the gap: %r / %r" % (want, gap))
-    for ch in (RAW, AGG):
+    for ch in CHS:
         after = orders(a, ch)[n_before[ch]:]
         got = {o["order_id"]: tuple(o[f] for f in FIELDS) for o in after}
         check(got == gap, "%s: after the restore %r, gap states %r"
@@ -207,19 +210,18 @@ async def body(h):
     check(exsim_open == client_open, "open orders: exsim %r, client %r"
           % (exsim_open, client_open))
     u = h.up()
-    check(u["orders_reconciled"] == 8, "orders_reconciled %r (4 orders x "
-          "2 channels)" % u["orders_reconciled"])
-    check(h.log_lines("%s: reconciled 4 orders after the outage" % RAW),
-          "reconcile logged (raw)")
-    check(h.log_lines("%s: reconciled 4 orders after the outage" % AGG),
-          "reconcile logged (100ms)")
+    check(u["orders_reconciled"] == 12, "orders_reconciled %r (4 orders x "
+          "3 channels)" % u["orders_reconciled"])
+    for ch in CHS:
+        check(h.log_lines("%s: reconciled 4 orders after the outage" % ch),
+              "reconcile logged (%s)" % ch)
 
     # a live change after the restore comes through once
     r = await a.call("private/cancel", {"order_id": od}, id=5)
     check(r.get("result", {}).get("order_state") == "cancelled",
           "cancel %r" % r)
     await converged(a, d, [oa, ob, oe, od], "live cancel")
-    for ch in (RAW, AGG):
+    for ch in CHS:
         no_repeat(a, ch)
 
     # a stale resubscribe: the channel muted at exsim, a change meanwhile
@@ -230,7 +232,7 @@ async def body(h):
     h.wait_up(lambda u: u["stale_resubscribes"] > stale0, 10,
               "stale resubscribe")
     await converged(a, d, [oa, ob, oe, od], "after the stale resubscribe")
-    for ch in (RAW, AGG):
+    for ch in CHS:
         no_repeat(a, ch)
     check(h.up()["orders_reconciled"] >= rec0 + 1,
           "stale reconcile counted %r" % h.up()["orders_reconciled"])
@@ -261,15 +263,15 @@ async def body(h):
     def gap_orders(ch):
         return len([o for o in orders(a, ch) if o["price"] == low - 5])
     # F's state came first (oldest update): the rest may still be on its way
-    await a._wait(lambda: gap_orders(RAW) >= 1000 and gap_orders(AGG)
-                  >= 1000, 15, "the 1000 orders closed in the gap")
-    for ch in (RAW, AGG):
+    await a._wait(lambda: all(gap_orders(ch) >= 1000 for ch in CHS), 15,
+                  "the 1000 orders closed in the gap")
+    for ch in CHS:
         no_repeat(a, ch)
         check(gap_orders(ch) == 1000, "%s: the 1000 orders closed in the "
               "gap: %d" % (ch, gap_orders(ch)))
     check(h.log_lines("%s: 1 open orders in neither list" % RAW),
           "get_order_state round logged")
-    check(h.up()["orders_reconciled"] == rec0 + 2002,
+    check(h.up()["orders_reconciled"] == rec0 + 3003,
           "orders_reconciled %r" % h.up()["orders_reconciled"])
     print("orders A %s, B %s, E %s, D %s; reconciled %d order states"
           % (gap[oa][0], gap[ob][0], gap[oe][0], gap[od][0],

@@ -729,26 +729,33 @@ open_orders(json_t *params, order_filter f)
 }
 
 /*
- * private/get_order_history_by_instrument: the account's closed orders on
- * one instrument (filled, cancelled, rejected), newest first, as Deribit;
+ * private/get_order_history_by_instrument (and _by_currency, with kind:
+ * BY_CURRENCY set): the account's closed orders on one instrument (on the
+ * currency's instruments of that kind) (filled, cancelled, rejected),
+ * newest first, as Deribit;
  * count (default 20, 1..1000), offset; cancelled orders that filled
  * nothing only with include_unfilled. Only the last MAX_CLOSED_ORDERS
  * closed orders are remembered.
  */
 static json_t *
-order_history(json_t *params, json_t **err)
+order_history(json_t *params, int by_currency, json_t **err)
 {
     const char *name = json_string_value(json_object_get(params,
         "instrument_name"));
+    const char *cur = json_string_value(json_object_get(params, "currency"));
     json_t *jc = json_object_get(params, "count");
     json_t *jo = json_object_get(params, "offset");
     int unfilled = json_is_true(json_object_get(params, "include_unfilled"));
     json_int_t count = 20, skip = 0;
-    const struct exsim_instr *in;
+    const struct exsim_instr *in = NULL;
     struct exsim_order *o;
     json_t *arr;
 
-    if (name == NULL || (in = exsim_instr_find(name)) == NULL) {
+    if (by_currency && cur == NULL) {
+        return bad(err, "required", "currency");
+    }
+    if (!by_currency && (name == NULL
+                         || (in = exsim_instr_find(name)) == NULL)) {
         return bad(err, "instrument not found", "instrument_name");
     }
     if (jc != NULL && (!json_is_integer(jc) || json_integer_value(jc) < 1
@@ -767,8 +774,9 @@ order_history(json_t *params, json_t **err)
     arr = json_array();
     for (o = ex->closed; o != NULL
          && (json_int_t) json_array_size(arr) < count; o = o->next) {
-        if (o->instr != in || (!unfilled && o->filled == 0
-                               && strcmp(o->state, "filled") != 0)) {
+        if ((by_currency ? !f_currency(o, params) : o->instr != in)
+            || (!unfilled && o->filled == 0
+                && strcmp(o->state, "filled") != 0)) {
             continue;
         }
         if (skip > 0) {
@@ -816,7 +824,7 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
         "get_order_state", "get_positions", "get_position",
         "get_account_summary", "get_user_trades_by_instrument",
         "get_user_trades_by_instrument_and_time",
-        "get_order_history_by_instrument",
+        "get_order_history_by_instrument", "get_order_history_by_currency",
         "get_user_trades_by_currency_and_time", NULL };
     int i;
 
@@ -875,7 +883,10 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
         return user_trades_by_currency(params, err);
     }
     if (strcmp(m, "get_order_history_by_instrument") == 0) {
-        return order_history(params, err);
+        return order_history(params, 0, err);
+    }
+    if (strcmp(m, "get_order_history_by_currency") == 0) {
+        return order_history(params, 1, err);
     }
     if (strcmp(m, "get_user_trades_by_instrument") == 0) {
         return user_trades_query(params, 0, err);
