@@ -221,6 +221,18 @@ class Bench:
     # ---- exgate ---------------------------------------------------------
 
     def start_gate(self):
+        """Starts exgate; free_port() can race with another process taking
+        the port first, so a start that fails is tried again on new ports."""
+        for attempt in range(4):
+            try:
+                return self.start_gate_once()
+            except BenchError as e:
+                if attempt == 3 or "already in use" not in str(e):
+                    raise
+                self.note("exgate start: %s; trying other ports"
+                          % str(e).strip().splitlines()[-1][-120:])
+
+    def start_gate_once(self):
         self.gate_port = free_port()
         self.gate_tcp_port = free_port()
         self.admin_port = free_port()
@@ -247,6 +259,8 @@ class Bench:
         end = time.monotonic() + 15
         while time.monotonic() < end:
             if p.poll() is not None:
+                self.stop(p)
+                self.gate = None
                 raise BenchError("exgate exited: %s%s" % (
                     self.err_tail("exgate"), self.gate_log()))
             try:
