@@ -271,6 +271,12 @@ async def body(h):
               "gap: %d" % (ch, gap_orders(ch)))
     check(h.log_lines("%s: 1 open orders in neither list" % RAW),
           "get_order_state round logged")
+    done = h.log_times("%s: reconciled 1001 orders after" % RAW)
+    asked = [t for t in h.log_times("%s: fetching the account's orders"
+                                    % RAW) if done and t <= done[0]]
+    check(done and asked, "the 1001-order reconcile logged")
+    print("reconcile of 1001 orders on %s: %.0f ms from the fetch to the "
+          "last notification" % (RAW, (done[0] - asked[-1]) * 1000))
     check(h.up()["orders_reconciled"] == rec0 + 3003,
           "orders_reconciled %r" % h.up()["orders_reconciled"])
     print("orders A %s, B %s, E %s, D %s; reconciled %d order states"
