@@ -11,6 +11,8 @@ have no hole and no repeat across the outage and equal exsim's
 (public/get_last_trades_by_instrument over the same range); the
 account's trades are the live one, the missed one and the next live one,
 each once, in order; the backfill is logged and counted in /status.
+Then the market channel is muted at exsim (`stale trades.future.* 1s`):
+resubscribed alone and backfilled by time, still no hole and no repeat.
 """
 
 import asyncio
@@ -28,6 +30,7 @@ USR = "user.trades.future.BTC.raw"
 UPSTREAM = """    protocol deribit;
     auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;
     reconnect fixed { delay 2s; }
+    stale trades.future.* 1s;
 """
 
 
@@ -124,6 +127,22 @@ async def body(h):
     u = h.up()
     check(u["currency_trades_backfilled"] >= len(missed) * 2,
           "currency_trades_backfilled %r" % u["currency_trades_backfilled"])
+    # a stale resubscribe: the market channel muted while trading goes on
+    stale0 = u["stale_resubscribes"]
+    bf0 = u["currency_trades_backfilled"]
+    n0 = len(trades(a, PUB))
+    h.control("mute %s on" % PUB)
+    h.wait_up(lambda u: u["stale_resubscribes"] > stale0, 10,
+              "stale resubscribe")
+    await a._wait(lambda: len(trades(a, PUB)) > n0 + 5, 10,
+                  "trades after the stale resubscribe")
+    per = seqs_by_instrument(trades(a, PUB))
+    for instr, sq in per.items():
+        check(sq == list(range(sq[0], sq[0] + len(sq))),
+              "%s after stale: trade_seq hole or repeat: %r" % (instr, sq))
+    u = h.up()
+    check(u["currency_trades_backfilled"] > bf0,
+          "nothing backfilled after the mute: %r" % u)
     print("public trades per instrument %r; user before %r, missed %r, "
           "live %r; backfilled %d"
           % ({i: (s[0], s[-1], len(s)) for i, s in per.items()}, before,
