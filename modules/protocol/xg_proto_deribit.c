@@ -148,6 +148,7 @@ struct dr {
     uint64_t               last_restore_ms;
     uint64_t               last_in_ms;
     uint64_t               messages_in;
+    int                    testnet;       /* as the exchange last said */
     uint64_t               restores;
     uint64_t               book_gaps;     /* chain breaks detected */
     uint64_t               book_resyncs;  /* bridging changes computed */
@@ -284,8 +285,9 @@ dr_reply(struct dr_client *dc, const char *id, const char *result)
     char *s = xg_malloc(n);
 
     snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":%s,"
-        "\"usIn\":%llu,\"usOut\":%llu,\"usDiff\":0}", id, result,
-        (unsigned long long) now, (unsigned long long) now);
+        "\"usIn\":%llu,\"usOut\":%llu,\"usDiff\":0,\"testnet\":%s}", id,
+        result, (unsigned long long) now, (unsigned long long) now,
+        dc->d->testnet ? "true" : "false");
     dr_client_send_str(dc, s);
 }
 
@@ -317,8 +319,9 @@ dr_error(struct dr_client *dc, const char *id, int code, const char *message,
     n = (id ? strlen(id) : 4) + strlen(e) + 160;
     s = xg_malloc(n);
     snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":%s,"
-        "\"usIn\":%llu,\"usOut\":%llu,\"usDiff\":0}", id ? id : "null", e,
-        (unsigned long long) xg_wall_us(), (unsigned long long) xg_wall_us());
+        "\"usIn\":%llu,\"usOut\":%llu,\"usDiff\":0,\"testnet\":%s}",
+        id ? id : "null", e, (unsigned long long) xg_wall_us(),
+        (unsigned long long) xg_wall_us(), dc->d->testnet ? "true" : "false");
     free(e);
     xg_client_count_error(dc->c);
     dr_client_send_str(dc, s);
@@ -2903,17 +2906,21 @@ static void
 dr_on_message(void *p, const unsigned char *udata, size_t len)
 {
     static const char *keys[] = { "id", "method", "params", "result",
-                                  "error" };
+                                  "error", "testnet" };
     struct dr *d = p;
     const char *data = (const char *) udata;
-    struct xg_jspan v[5];
+    struct xg_jspan v[6];
 
     d->messages_in++;
     d->last_in_ms = xg_now_ms();
-    if (xg_jscan_object(data, len, keys, 5, v) != XG_OK) {
+    if (xg_jscan_object(data, len, keys, 6, v) != XG_OK) {
         xg_log_warn("upstream %s: a message that is not a JSON object "
             "dropped (%zu bytes)", d->name, len);
         return;
+    }
+    if (v[5].p != NULL) {
+        /* Deribit marks every response; local answers say the same. */
+        d->testnet = v[5].len == 4 && memcmp(v[5].p, "true", 4) == 0;
     }
     if (v[0].p != NULL && !(v[0].len == 4 && memcmp(v[0].p, "null", 4) == 0)) {
         dr_on_answer(d, data, len, &v[0], &v[3], &v[4]);

@@ -34,6 +34,11 @@ async def body(h):
     check(sorted(ra["result"]) == sorted([CH, CH2]), "a got %r" % ra)
     check(rb["result"] == [CH] and rb["id"] == 1, "b got %r" % rb)
     check(rc["result"] == [CH] and rc["id"] == "sub-c", "c got %r" % rc)
+    # answers built by exgate carry Deribit's whole envelope, testnet as
+    # the exchange says it (exsim: true)
+    for r in (ra, rb, rc):
+        check(all(k in r for k in ("usIn", "usOut", "usDiff"))
+              and r.get("testnet") is True, "envelope of %r" % r)
     for cl in (a, b, c):
         await cl.wait_notes(CH, 3)
     st = h.control("stats")
