@@ -80,6 +80,21 @@ int xg_client_send(struct xg_client *c, const void *data, size_t len);
 int xg_client_send_msg(struct xg_client *c, struct xg_msg *m);
 
 /*
+ * Fans one notification (DATA, LEN: copied) out to the N clients TO.
+ * Consecutive calls with the same KEY and the same recipients are held
+ * and sent at the end of the loop pass as one shared buffer, one
+ * reference per client; anything else written to a client, and any
+ * close, sends the held batch first, so every client sees the same order
+ * as without batching.
+ */
+void xg_client_fanout(const void *key, struct xg_client *const *to, size_t n,
+    const void *data, size_t len);
+/* Sends the held batch now. */
+void xg_client_fanout_flush(void);
+/* Sends the held batch and frees the batching state (at exit). */
+void xg_client_fanout_cleanup(void);
+
+/*
  * Starts closing C with CODE (a WebSocket close code; TCP clients just
  * close) and REASON, logged. The output already queued is sent first
  * unless CODE is 1008 (slow consumer). Safe from any callback.

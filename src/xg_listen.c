@@ -510,6 +510,7 @@ xg_listen_free_all(void)
         free(l);
     }
     listeners = NULL;
+    xg_client_fanout_cleanup();
     xg_admin_status_unhook(xg_listen_status, NULL);
 }
 

@@ -1752,6 +1752,31 @@ xg_frame_text(const void *data, size_t len)
 }
 
 struct xg_frame *
+xg_frame_texts(const void *const *data, const size_t *len, size_t n)
+{
+    unsigned char hdr[XG_WSPROTO_MAX_FRAME_HEADER];
+    struct xg_frame *f;
+    size_t i, total = 0, off = 0, h;
+
+    for (i = 0; i < n; i++) {
+        total += XG_WSPROTO_MAX_FRAME_HEADER + len[i];
+    }
+    f = xg_malloc(sizeof(*f) + total);
+    f->refs = 1;
+    for (i = 0; i < n; i++) {
+        h = xg_wsproto_frame_header(hdr, WSLAY_TEXT_FRAME, len[i], NULL);
+        memcpy(f->data + off, hdr, h);
+        off += h;
+        if (len[i] > 0) {
+            memcpy(f->data + off, data[i], len[i]);
+            off += len[i];
+        }
+    }
+    f->len = off;
+    return f;
+}
+
+struct xg_frame *
 xg_frame_binary(const void *data, size_t len)
 {
     return frame_new(WSLAY_BINARY_FRAME, data, len);

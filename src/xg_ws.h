@@ -155,6 +155,12 @@ struct xg_frame;
 /* DATA must be valid UTF-8 (as any text wslay accepted is). */
 struct xg_frame *xg_frame_text(const void *data, size_t len);
 struct xg_frame *xg_frame_binary(const void *data, size_t len);
+/*
+ * N text messages encoded back to back in one frame buffer (N frames), so
+ * a batch of notifications costs each recipient one reference.
+ */
+struct xg_frame *xg_frame_texts(const void *const *data, const size_t *len,
+    size_t n);
 void xg_frame_ref(struct xg_frame *f);
 void xg_frame_unref(struct xg_frame *f);
 /* The encoded length: header + payload. */

@@ -1491,15 +1491,20 @@ dr_trades_scan(const char *data, size_t len, uint64_t *min, uint64_t *max)
 static void
 dr_fanout(struct xg_reg_channel *ch, const char *data, size_t len)
 {
-    struct xg_msg *m = xg_msg_new(data, len);
+    static struct xg_client **to;
+    static size_t cap;
     size_t i;
 
+    if (ch->nsubs > cap) {
+        cap = ch->nsubs * 2;
+        to = xg_realloc(to, cap * sizeof(*to));
+    }
     for (i = 0; i < ch->nsubs; i++) {
         struct dr_client *dc = ch->subs[i]->owner;
 
-        xg_client_send_msg(dc->c, m);
+        to[i] = dc->c;
     }
-    xg_msg_unref(m);
+    xg_client_fanout(ch, to, ch->nsubs, data, len);
 }
 
 /* Sends the trades of ARR (a JSON array) with trade_seq > after; frees ARR. */

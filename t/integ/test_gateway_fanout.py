@@ -79,6 +79,17 @@ async def body(h):
     check(a.count(CH) == na and b.count(CH) == nb,
           "data after unsubscribe: a %d->%d b %d->%d"
           % (na, a.count(CH), nb, b.count(CH)))
+    # strictly in order: nothing of CH after the unsubscribe's answer
+    # (notifications are batched per loop pass; the batch must go out
+    # before any answer written to the same client)
+    for cl, rid in ((b, 5), (a, 6)):
+        pos = [i for i, t in enumerate(cl.raw)
+               if '"id":%d' % rid in t.replace(" ", "")]
+        check(pos, "%s: no answer to id %d in its stream" % (cl.name, rid))
+        late = [t for t in cl.raw[pos[0] + 1:] if '"channel":"%s"' % CH
+                in t.replace(" ", "")]
+        check(not late, "%s got %d notification(s) of %s after the "
+              "unsubscribe answer" % (cl.name, len(late), CH))
     st = h.control("stats")
     check(st["subscribed"].get(CH) == 1, "exsim lost the channel: %r"
           % st["subscribed"])
