@@ -12,15 +12,75 @@
 #define REG_CHAN_BUCKETS  1024
 #define REG_REQ_BUCKETS   1024
 
+/* A doubly linked list of requests, for those in flight and those queued. */
+struct req_list {
+    struct xg_reg_req *head, *tail;
+    size_t             n;
+};
+
+static void
+req_list_push(struct req_list *l, struct xg_reg_req *q, int front)
+{
+    if (front) {
+        q->prev = NULL;
+        q->next = l->head;
+        if (l->head) {
+            l->head->prev = q;
+        } else {
+            l->tail = q;
+        }
+        l->head = q;
+    } else {
+        q->next = NULL;
+        q->prev = l->tail;
+        if (l->tail) {
+            l->tail->next = q;
+        } else {
+            l->head = q;
+        }
+        l->tail = q;
+    }
+    l->n++;
+}
+
+static void
+req_list_unlink(struct req_list *l, struct xg_reg_req *q)
+{
+    if (q->prev) {
+        q->prev->next = q->next;
+    } else {
+        l->head = q->next;
+    }
+    if (q->next) {
+        q->next->prev = q->prev;
+    } else {
+        l->tail = q->prev;
+    }
+    q->prev = q->next = NULL;
+    l->n--;
+}
+
+/* The first request of L whose deadline has passed, or NULL. */
+static struct xg_reg_req *
+req_list_expired(const struct req_list *l, uint64_t now_ms)
+{
+    struct xg_reg_req *q;
+
+    for (q = l->head; q != NULL; q = q->next) {
+        if (q->deadline_ms != 0 && q->deadline_ms <= now_ms) {
+            return q;
+        }
+    }
+    return NULL;
+}
+
 struct xg_registry {
     struct xg_reg_channel  *chan_tab[REG_CHAN_BUCKETS];
     size_t                  nchannels;
     struct xg_reg_req      *req_tab[REG_REQ_BUCKETS];
-    struct xg_reg_req      *inflight_head, *inflight_tail;
-    size_t                  ninflight;
+    struct req_list         inflight;
     uint64_t                next_id;
-    struct xg_reg_req      *queue_head, *queue_tail;
-    size_t                  nqueued;
+    struct req_list         queue;
     struct xg_reg_channel **idle;
     size_t                  nidle, idle_cap;
     void                  (*chan_free)(void *ext);
@@ -196,25 +256,15 @@ xg_registry_client_free(struct xg_registry *r, struct xg_reg_client *rc)
     free(rc->subreqs);
     rc->nsubreqs = 0;
     xg_registry_unsubscribe_all(r, rc, 1);
-    for (q = r->inflight_head; q != NULL; q = q->next) {
+    for (q = r->inflight.head; q != NULL; q = q->next) {
         if (q->client == rc) {
             q->client = NULL;
         }
     }
-    for (q = r->queue_head; q != NULL; q = nx) {
+    for (q = r->queue.head; q != NULL; q = nx) {
         nx = q->next;
         if (q->client == rc) {
-            if (q->prev) {
-                q->prev->next = q->next;
-            } else {
-                r->queue_head = q->next;
-            }
-            if (q->next) {
-                q->next->prev = q->prev;
-            } else {
-                r->queue_tail = q->prev;
-            }
-            r->nqueued--;
+            req_list_unlink(&r->queue, q);
             xg_registry_req_free(q);
         }
     }
@@ -584,15 +634,7 @@ xg_registry_inflight_add(struct xg_registry *r, struct xg_reg_req *q,
     b = (uint32_t) (q->up_id % REG_REQ_BUCKETS);
     q->hnext = r->req_tab[b];
     r->req_tab[b] = q;
-    q->next = NULL;
-    q->prev = r->inflight_tail;
-    if (r->inflight_tail) {
-        r->inflight_tail->next = q;
-    } else {
-        r->inflight_head = q;
-    }
-    r->inflight_tail = q;
-    r->ninflight++;
+    req_list_push(&r->inflight, q, 0);
     return q->up_id;
 }
 
@@ -607,18 +649,8 @@ inflight_unlink(struct xg_registry *r, struct xg_reg_req *q)
             break;
         }
     }
-    if (q->prev) {
-        q->prev->next = q->next;
-    } else {
-        r->inflight_head = q->next;
-    }
-    if (q->next) {
-        q->next->prev = q->prev;
-    } else {
-        r->inflight_tail = q->prev;
-    }
-    q->prev = q->next = q->hnext = NULL;
-    r->ninflight--;
+    req_list_unlink(&r->inflight, q);
+    q->hnext = NULL;
 }
 
 struct xg_reg_req *
@@ -638,7 +670,7 @@ xg_registry_inflight_take(struct xg_registry *r, uint64_t up_id)
 struct xg_reg_req *
 xg_registry_inflight_pop(struct xg_registry *r)
 {
-    struct xg_reg_req *q = r->inflight_head;
+    struct xg_reg_req *q = r->inflight.head;
 
     if (q != NULL) {
         inflight_unlink(r, q);
@@ -649,73 +681,34 @@ xg_registry_inflight_pop(struct xg_registry *r)
 struct xg_reg_req *
 xg_registry_inflight_expired(struct xg_registry *r, uint64_t now_ms)
 {
-    struct xg_reg_req *q;
+    struct xg_reg_req *q = req_list_expired(&r->inflight, now_ms);
 
-    for (q = r->inflight_head; q != NULL; q = q->next) {
-        if (q->deadline_ms != 0 && q->deadline_ms <= now_ms) {
-            inflight_unlink(r, q);
-            return q;
-        }
+    if (q != NULL) {
+        inflight_unlink(r, q);
     }
-    return NULL;
+    return q;
 }
 
 size_t
 xg_registry_ninflight(const struct xg_registry *r)
 {
-    return r->ninflight;
+    return r->inflight.n;
 }
 
 void
 xg_registry_queue_push(struct xg_registry *r, struct xg_reg_req *q, int front)
 {
     q->up_id = 0;
-    if (front) {
-        q->prev = NULL;
-        q->next = r->queue_head;
-        if (r->queue_head) {
-            r->queue_head->prev = q;
-        } else {
-            r->queue_tail = q;
-        }
-        r->queue_head = q;
-    } else {
-        q->next = NULL;
-        q->prev = r->queue_tail;
-        if (r->queue_tail) {
-            r->queue_tail->next = q;
-        } else {
-            r->queue_head = q;
-        }
-        r->queue_tail = q;
-    }
-    r->nqueued++;
-}
-
-static void
-queue_unlink(struct xg_registry *r, struct xg_reg_req *q)
-{
-    if (q->prev) {
-        q->prev->next = q->next;
-    } else {
-        r->queue_head = q->next;
-    }
-    if (q->next) {
-        q->next->prev = q->prev;
-    } else {
-        r->queue_tail = q->prev;
-    }
-    q->prev = q->next = NULL;
-    r->nqueued--;
+    req_list_push(&r->queue, q, front);
 }
 
 struct xg_reg_req *
 xg_registry_queue_pop(struct xg_registry *r)
 {
-    struct xg_reg_req *q = r->queue_head;
+    struct xg_reg_req *q = r->queue.head;
 
     if (q != NULL) {
-        queue_unlink(r, q);
+        req_list_unlink(&r->queue, q);
     }
     return q;
 }
@@ -723,21 +716,18 @@ xg_registry_queue_pop(struct xg_registry *r)
 struct xg_reg_req *
 xg_registry_queue_expired(struct xg_registry *r, uint64_t now_ms)
 {
-    struct xg_reg_req *q;
+    struct xg_reg_req *q = req_list_expired(&r->queue, now_ms);
 
-    for (q = r->queue_head; q != NULL; q = q->next) {
-        if (q->deadline_ms != 0 && q->deadline_ms <= now_ms) {
-            queue_unlink(r, q);
-            return q;
-        }
+    if (q != NULL) {
+        req_list_unlink(&r->queue, q);
     }
-    return NULL;
+    return q;
 }
 
 size_t
 xg_registry_nqueued(const struct xg_registry *r)
 {
-    return r->nqueued;
+    return r->queue.n;
 }
 
 /* ---- orders ---- */
