@@ -1,10 +1,11 @@
 /*
  * xg_client.c: one local client, WebSocket or TCP (see xg_client.h).
  *
- * Output never blocks anything: messages are appended to the client's
- * output buffer (shared messages by reference) and libevent writes them
- * out on the next loop turn, in one writev for everything that
- * accumulated. A client whose buffer grows past the conf's hard limit, or
+ * Output never blocks anything. Shared messages (the fan-out) are written
+ * to the socket at once when nothing is queued for the client, and what
+ * the socket does not take is appended to the client's output buffer by
+ * reference; answers are appended and libevent writes them on the next
+ * loop turn. A client whose buffer grows past the conf's hard limit, or
  * past the soft limit for longer than allowed, is closed as a slow
  * consumer (redis's client-output-buffer-limit semantics).
  */
@@ -96,13 +97,32 @@ msg_line_done(const void *data, size_t len, void *arg)
     xg_msg_unref(arg);
 }
 
+/* M's line to TCP client C: to the socket now, or the rest by reference. */
+static int
+tcp_send_msg(struct xg_client *c, struct xg_msg *m)
+{
+    size_t n = xg_bev_send_now(c->bev, m->data, m->len + 1);
+
+    if (n == m->len + 1) {
+        return XG_OK;
+    }
+    m->refs++;
+    if (evbuffer_add_reference(bufferevent_get_output(c->bev), m->data + n,
+            m->len + 1 - n, msg_line_done, m) != 0) {
+        m->refs--;
+        return XG_ERROR;
+    }
+    return XG_OK;
+}
+
 /* ---- coalescing fan-out ----
  *
  * Appending one reference per message per client costs a malloc'd
  * evbuffer chain each time, which dominated the fan-out profile. So
  * consecutive notifications that go to the same recipients are held in
- * one batch and go out as one shared buffer (one reference per client)
- * at the end of the loop pass. Order is kept exactly: the batch is sent
+ * one batch and go out as one shared buffer at the end of the loop pass:
+ * one send(2) per client when its socket takes it all, else one
+ * reference for the rest. Order is kept exactly: the batch is sent
  * before anything else is written to any client, before any client is
  * closed or freed, and as soon as a notification has other recipients.
  */
@@ -181,10 +201,7 @@ xg_client_fanout_flush(void)
                 line = xg_msg_new(text, total - 1);
                 free(text);
             }
-            line->refs++;
-            if (evbuffer_add_reference(bufferevent_get_output(c->bev),
-                    line->data, line->len + 1, msg_line_done, line) != 0) {
-                line->refs--;
+            if (tcp_send_msg(c, line) != XG_OK) {
                 continue;
             }
         }
@@ -450,13 +467,8 @@ xg_client_send_msg(struct xg_client *c, struct xg_msg *m)
         if (xg_ws_send_frame(c->ws, m->frame) != XG_OK) {
             return XG_ERROR;
         }
-    } else {
-        m->refs++;
-        if (evbuffer_add_reference(bufferevent_get_output(c->bev), m->data,
-                m->len + 1, msg_line_done, m) != 0) {
-            m->refs--;
-            return XG_ERROR;
-        }
+    } else if (tcp_send_msg(c, m) != XG_OK) {
+        return XG_ERROR;
     }
     xg_gateway_stats.messages_out++;
     output_check(c);
@@ -664,6 +676,7 @@ xg_client_new_ws(struct xg_listener *l, evutil_socket_t fd,
     o.text_only = 1;
     o.log_name = c->name;
     o.owner_logs = 1;   /* open and closed are logged here, once */
+    o.direct_output = 1;    /* the fan-out sends a loop pass's batch */
     c->ws = xg_ws_accept(l->base, fd, NULL, &o, ws_check, &ws_cbs, c);
     return c;
 }

@@ -85,6 +85,14 @@ struct xg_ws_opts {
      * them and each event is one line. 0: the transport logs them.
      */
     int                owner_logs;
+    /*
+     * Server side, plain socket: xg_ws_send_frame() writes the frame to
+     * the socket at once when nothing is queued ahead of it (see
+     * xg_bev_send_now). For an owner that already gathers what a loop
+     * pass produces into one frame buffer; one that sends message by
+     * message is cheaper with libevent's one writev per loop turn.
+     */
+    int                direct_output;
 };
 
 /*
@@ -172,5 +180,16 @@ size_t xg_frame_len(const struct xg_frame *f);
  * frames must be masked) or not open.
  */
 int xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f);
+
+/*
+ * Sends DATA on the socket of plain socket bufferevent BEV at once when
+ * its output buffer is empty; returns the bytes the socket took (0 when
+ * output is queued, the socket is full, or on an error). The caller
+ * queues the rest in the output buffer. Not for TLS or paired
+ * bufferevents.
+ */
+struct bufferevent;
+size_t xg_bev_send_now(struct bufferevent *bev, const void *data,
+    size_t len);
 
 #endif

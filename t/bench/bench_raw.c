@@ -6,9 +6,11 @@
  * unmasked, so they are valid for any client) to all N client sockets.
  *
  * Nothing is parsed or routed: each read from the upstream is copied once
- * into a refcounted chunk and appended by reference to every client's
- * libevent output buffer, which libevent writes out once per loop turn,
- * the same batching the gateway's clients get. When a client falls more
+ * into a refcounted chunk and written to every client's socket at once
+ * when nothing is queued for it (xg_bev_send_now, the gateway's own
+ * output path), else appended by reference to the client's libevent
+ * output buffer, which libevent writes out once per loop turn: the same
+ * batching and the same writes the gateway's clients get. When a client falls more
  * than 1 MiB behind, the upstream is not read until every client is back
  * under 256 KiB (the limit measured is the slowest stage, nothing is
  * dropped, and 1000 clients cannot hold more than about 1 GiB). Exits
@@ -21,6 +23,7 @@
  */
 #include "config.h"
 
+#include "xg_ws.h"
 #include "xg_wsproto.h"
 
 #include <errno.h>
@@ -137,6 +140,7 @@ up_forward(struct evbuffer *in)
     size_t n = evbuffer_get_length(in);
     struct chunk *ch;
     struct client *c;
+    size_t sent;
     int over = 0;
 
     if (n == 0 || R.nopen == 0) {
@@ -156,8 +160,12 @@ up_forward(struct evbuffer *in)
             continue;
         }
         out = bufferevent_get_output(c->bev);
-        ch->refs++;
-        evbuffer_add_reference(out, ch->data, n, chunk_unref, ch);
+        sent = xg_bev_send_now(c->bev, ch->data, n);
+        if (sent < n) {
+            ch->refs++;
+            evbuffer_add_reference(out, ch->data + sent, n - sent,
+                chunk_unref, ch);
+        }
         if (evbuffer_get_length(out) > OUT_HIGH) {
             over = 1;
         }

@@ -45,6 +45,19 @@ SIZE = 300                      # bytes per bench message
 # starves its loop, so those two stop at 300k; through exgate and raw the
 # upstream carries one stream and memory stays bounded (exgate's output
 # limit, raw's pause), so they go up to 1M.
+# exgate's client_output_limit in the bench. Flat out, exgate now writes
+# faster than the one bench client process reads 100 WebSocket clients, so
+# each client's queue sits near its limit; 4 MiB (the old figure) closed
+# all 100 as slow consumers in some runs. The default limit (32 MiB) is
+# kept where N x limit stays within 2 GiB, and never less than 4 MiB.
+OUT_LIMIT_MIN = 4 << 20
+OUT_LIMIT_MAX = 32 << 20
+
+
+def out_limit_for(n):
+    return max(OUT_LIMIT_MIN, min(OUT_LIMIT_MAX, (2 << 30) // max(n, 1)))
+
+
 RATE_CAP = {"direct": 300_000, "nginx": 300_000, "raw": 1_000_000,
             "exgate": 1_000_000, "exgate-tcp": 1_000_000}
 
@@ -84,6 +97,7 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix="xg-bench-")
         self.procs = []
         self.results = []
+        self.out_limit = OUT_LIMIT_MIN
         self.notes = []
         self.exsim = None
         self.gate = None
@@ -240,8 +254,8 @@ class Bench:
         with open(conf, "w") as f:
             f.write(
                 "error_log %s warn;\n"
-                "# bounds memory when 1000 clients fall behind flat out\n"
-                "client_output_limit 4m 0 0;\n"
+                "# bounds memory when the clients fall behind flat out\n"
+                "client_output_limit %d 0 0;\n"
                 "upstream sim {\n"
                 "    url %s;\n"
                 "    protocol deribit;\n"
@@ -251,7 +265,8 @@ class Bench:
                 "max_clients=20000;\n"
                 "listen 127.0.0.1:%d tcp upstream=sim max_clients=20000;\n"
                 "admin 127.0.0.1:%d;\n"
-                % (os.path.join(self.tmp, "exgate.log"), self.ws_url,
+                % (os.path.join(self.tmp, "exgate.log"), self.out_limit,
+                   self.ws_url,
                    self.gate_port, self.gate_tcp_port, self.admin_port))
         p = self.spawn("exgate", [self.bin["exgate"], "-c", conf], 1)
         self.gate = p
@@ -392,7 +407,7 @@ class Bench:
             # a fresh exgate (and upstream connection) for every point: what
             # exsim still had queued for the last one (an overloaded point
             # leaves megabytes) would otherwise delay this one
-            self.restart_gate()
+            self.restart_gate(out_limit_for(n))
             url, pids = self.gate_url, [self.gate.pid]
             if system == "exgate-tcp":
                 url = "tcp://127.0.0.1:%d" % self.gate_tcp_port
@@ -527,7 +542,7 @@ class Bench:
             self.stop(p)
         return rss0, rss1, rss2, held, subs
 
-    def restart_gate(self):
+    def restart_gate(self, out_limit=OUT_LIMIT_MIN):
         """A fresh exgate: a point, the RSS growth or the idle CPU must not
         depend on what earlier ones left in buffers, heap and tables."""
         rc = self.stop(self.gate, 10)
@@ -536,6 +551,7 @@ class Bench:
             raise BenchError("exgate exited with %s: %s" % (
                 rc, self.gate_log(5)))
         self.wait_unsubscribed()
+        self.out_limit = out_limit
         self.start_gate()
 
     def memory(self):
