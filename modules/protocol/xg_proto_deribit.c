@@ -42,7 +42,8 @@
 
 #define DR_MAX_FRAME        (32 * 1024)    /* Deribit's request size cap */
 #define DR_BATCH_BYTES      (30 * 1024)    /* subscribe chunks stay under it */
-#define DR_TICK_MS          100
+#define DR_TICK_MS          100            /* while something has a deadline */
+#define DR_TICK_IDLE_MS     1000           /* otherwise: the heartbeat check */
 #define DR_MIN_CLIENT_HB_S  10             /* as Deribit: interval >= 10 */
 #define DR_TOKEN_TTL_S      31536000
 #define DR_SIG_WINDOW_MS    60000          /* client_signature timestamps */
@@ -163,6 +164,8 @@ struct dr {
                                              upper bound between scans) */
     char                  *refresh_token;
     struct event          *ev_tick;
+    uint64_t               tick_ms;      /* the interval it is armed with */
+    size_t                 nlinger;      /* idle channels kept for linger */
     struct event          *ev_flush;     /* batches, once per loop turn */
     struct event          *ev_refresh;
     char                 **sub_batch;
@@ -329,6 +332,42 @@ dr_error(struct dr_client *dc, const char *id, int code, const char *message,
 
 /* ---- upstream sending ---- */
 
+
+/*
+ * The tick: request and queue timeouts, unconfirmed and stale channels,
+ * lingering unsubscribes, the upstream heartbeat. It runs every
+ * DR_TICK_MS while any of those but the heartbeat has a deadline, and
+ * every DR_TICK_IDLE_MS otherwise, so an idle gateway wakes once a second
+ * instead of ten times. Whatever creates such a deadline calls
+ * dr_tick_wake().
+ */
+static int
+dr_tick_busy(const struct dr *d)
+{
+    return xg_registry_ninflight(d->reg) != 0
+           || xg_registry_nqueued(d->reg) != 0 || d->nunconfirmed != 0
+           || d->nlinger != 0 || d->cf->nstale != 0;
+}
+
+static void
+dr_tick_arm(struct dr *d, uint64_t ms)
+{
+    struct timeval tv;
+
+    d->tick_ms = ms;
+    tv.tv_sec = (time_t) (ms / 1000);
+    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
+    event_add(d->ev_tick, &tv);
+}
+
+static void
+dr_tick_wake(struct dr *d)
+{
+    if (d->tick_ms != DR_TICK_MS && d->ev_tick != NULL) {
+        dr_tick_arm(d, DR_TICK_MS);
+    }
+}
+
 /*
  * Puts Q in flight under a fresh id and sends it: Q->text holds the
  * request with some "id" member, replaced here. Takes ownership of Q.
@@ -355,6 +394,7 @@ dr_send(struct dr *d, struct xg_reg_req *q)
         deadline = xg_now_ms() + d->cf->request_timeout_ms;
     }
     id = xg_registry_inflight_add(d->reg, q, deadline);
+    dr_tick_wake(d);
     snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long) id);
     out = xg_jscan_splice(q->text, q->len, &v[0], idbuf, strlen(idbuf), &n);
     rc = xg_upstream_send(d->up, out, n);
@@ -398,6 +438,7 @@ dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
            long it takes: its orders must not outlive it */
         q->deadline_ms = 0;
         xg_registry_queue_push(d->reg, q, 0);
+        dr_tick_wake(d);
         return;
     }
     if (xg_registry_nqueued(d->reg) >= d->cf->queue_limit) {
@@ -414,6 +455,7 @@ dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
     q->deadline_ms = d->cf->queue_timeout_ms
                      ? xg_now_ms() + d->cf->queue_timeout_ms : 0;
     xg_registry_queue_push(d->reg, q, 0);
+    dr_tick_wake(d);
 }
 
 /* ---- subscriptions: batches ---- */
@@ -512,6 +554,10 @@ dr_flush(struct dr *d)
         xg_registry_idle_push(d->reg, keep[i]);
     }
     free(keep);
+    d->nlinger = nkeep;
+    if (nkeep > 0) {
+        dr_tick_wake(d);
+    }
     if (d->st != DR_READY) {
         /* restore sends everything pending; nothing to batch now */
         for (i = 0; i < d->nsub; i++) {
@@ -605,6 +651,7 @@ dr_chan_unconfirmed(struct dr *d, struct xg_reg_channel *ch)
         ch->unconfirmed = 1;
         ch->stale_from_ms = ch->last_data_ms;
         d->nunconfirmed++;
+        dr_tick_wake(d);
     }
     xg_log_warn("upstream %s: channel \"%s\" not confirmed on resubscribe "
         "(attempt %u): retrying in %u ms; its %zu clients stay subscribed",
@@ -3015,6 +3062,7 @@ dr_on_down(void *p, const char *reason)
                          ? xg_now_ms() + d->cf->queue_timeout_ms : 0;
         xg_registry_queue_push(d->reg, q, 1);
     }
+    dr_tick_wake(d);
     dr_books_down(d);
     xg_registry_upstream_reset(d->reg);
     xg_log_info("upstream %s: down (%s): %u requests to replay, %u with "
@@ -3073,6 +3121,7 @@ dr_on_tick(evutil_socket_t fd, short what, void *arg)
         xg_upstream_fail(d->up, reason);
     }
     dr_flush(d);
+    dr_tick_arm(d, dr_tick_busy(d) ? DR_TICK_MS : DR_TICK_IDLE_MS);
 }
 
 /* ---- clients ---- */
@@ -3660,18 +3709,16 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
         DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, 1000, 30000, NULL, 0
     };
     struct dr *d = xg_calloc(1, sizeof(*d));
-    struct timeval tick = { 0, DR_TICK_MS * 1000 };
-
     d->up = up;
     d->cf = conf->proto_conf ? conf->proto_conf : &defaults;
     d->name = conf->name;
     d->base = xg_upstream_base(up);
     d->reg = xg_registry_new();
     xg_registry_set_channel_free(d->reg, dr_book_free);
-    d->ev_tick = event_new(d->base, -1, EV_PERSIST, dr_on_tick, d);
+    d->ev_tick = evtimer_new(d->base, dr_on_tick, d);
     d->ev_flush = event_new(d->base, -1, 0, dr_on_flush, d);
     d->ev_refresh = evtimer_new(d->base, dr_on_refresh, d);
-    event_add(d->ev_tick, &tick);
+    dr_tick_arm(d, DR_TICK_MS);
     return d;
 }
 
