@@ -5,13 +5,15 @@
   longer than queue_timeout get it too, and are never sent;
 - requests queued when the upstream comes back are sent after the restore
   and answered, the client's own ids intact;
-- request_timeout: a request the exchange never answers gets 13888;
+- request_timeout: a request the exchange never answers gets 13888, on
+  time (within 250 ms of the deadline) also after the gateway idled;
 - a client's emulated cancel-on-disconnect that fires while the upstream
   is down waits (past queue_timeout) and cancels its orders after the
   restore.
 """
 
 import asyncio
+import time
 
 import gateway_harness as gh
 from gateway_harness import check, WSClient, TCPClient
@@ -20,7 +22,7 @@ UPSTREAM = """    protocol deribit;
     auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;
     queue_limit 3;
     queue_timeout 1500ms;
-    request_timeout 1s;
+    request_timeout 200ms;
     reconnect fixed { delay 200ms; }
 """
 
@@ -33,10 +35,20 @@ async def body(h):
     a = await WSClient("ws-a").connect(h.ws_url)
     t = await TCPClient("tcp-t").connect(h.tcp_port)
 
-    # request_timeout: exsim drops what it reads while stalled
+    # request_timeout: exsim drops what it reads while stalled. Each
+    # request comes after 1.2 s of quiet, when the module's tick has gone
+    # to once a second: the request must bring it back to 100 ms, so the
+    # answer comes 200 ms after the request, not at the slow tick, up to
+    # 1 s later (five times, as a slow tick is late at a random phase).
     h.control("stall on")
-    r = await a.call("public/get_time", None, id=1, timeout=5)
-    check(r.get("error", {}).get("code") == 13888, "timeout: %r" % r)
+    for i in range(5):
+        await asyncio.sleep(1.2)
+        t0 = time.monotonic()
+        r = await a.call("public/get_time", None, id=1, timeout=5)
+        took = time.monotonic() - t0
+        check(r.get("error", {}).get("code") == 13888, "timeout: %r" % r)
+        check(0.19 <= took <= 0.45, "13888 after %.3f s, request_timeout "
+              "is 200 ms" % took)
     h.control("stall off")
     r = await a.call("public/get_time", None, id=2)
     check("result" in r, "after the timeout: %r" % r)
