@@ -54,6 +54,9 @@ struct side {
     int             drains;
     int             path_status;    /* accept callback answer */
     char            path[256];
+    int             check_seq;      /* messages start "N ": N = 0, 1, ... */
+    int             seq_next;
+    int             seq_bad;
 };
 
 static struct event_base *base;
@@ -110,6 +113,16 @@ on_message(struct xg_ws *ws, int binary, const unsigned char *data,
 
     s->nmsg++;
     s->binary = binary;
+    if (s->check_seq) {
+        char head[16];
+        size_t n = len < sizeof(head) - 1 ? len : sizeof(head) - 1;
+
+        memcpy(head, data, n);
+        head[n] = '\0';
+        if (atoi(head) != s->seq_next++) {
+            s->seq_bad++;
+        }
+    }
     free(s->msg);
     s->msg = malloc(len ? len : 1);
     memcpy(s->msg, data, len);
@@ -736,6 +749,69 @@ START_TEST(test_fanout_frame)
         ck_assert_uint_eq(clis[i].msg_len, 5);
         ck_assert(memcmp(clis[i].msg, "after", 5) == 0);
     }
+}
+END_TEST
+
+/*
+ * direct_output: a frame goes to the socket only when nothing is queued
+ * (a queued text message keeps the next frame behind it), frames go to the
+ * socket while it takes them, the part of a frame it did not take and
+ * everything after are queued, and from then on nothing jumps ahead. The
+ * client reads nothing until the loop runs. Fails if the queue check is
+ * dropped from xg_bev_send_now, or the rest queued from the wrong offset.
+ */
+static void
+send_seq_frame(struct xg_ws *ws, char *buf, size_t len, int seq)
+{
+    struct xg_frame *f;
+    int n;
+
+    memset(buf, 'x', len);
+    n = snprintf(buf, len, "%d ", seq);
+    buf[n] = 'x';
+    f = xg_frame_text(buf, len);
+    ck_assert_int_eq(xg_ws_send_frame(ws, f), XG_OK);
+    xg_frame_unref(f);
+}
+
+START_TEST(test_direct_output_order)
+{
+    enum { LEN = 32 * 1024, MAX = 4000 };
+    char *buf = malloc(LEN), text[32];
+    int seq = 0, n;
+
+    srv_opts.direct_output = 1;
+    open_pair(NULL);
+    cli.check_seq = 1;
+    /* queued output, a socket with room: the frame waits its turn */
+    n = snprintf(text, sizeof(text), "%d text", seq++);
+    ck_assert_int_eq(xg_ws_send_text(srv.ws, text, (size_t) n), XG_OK);
+    send_seq_frame(srv.ws, buf, LEN, seq++);
+    ck_assert_uint_gt(xg_ws_output_len(srv.ws), LEN);
+    RUN_UNTIL(cli.nmsg == seq || cli.downs, 5000);
+    ck_assert_int_eq(cli.nmsg, seq);
+    ck_assert_int_eq(cli.seq_bad, 0);
+    ck_assert_uint_eq(xg_ws_output_len(srv.ws), 0);
+    /* nothing queued: straight out until the socket is full */
+    send_seq_frame(srv.ws, buf, LEN, seq++);
+    ck_assert_uint_eq(xg_ws_output_len(srv.ws), 0);
+    while (seq < MAX && xg_ws_output_len(srv.ws) == 0) {
+        send_seq_frame(srv.ws, buf, LEN, seq++);
+    }
+    /* the socket was full: the rest of one frame is queued */
+    ck_assert_int_lt(seq, MAX);
+    ck_assert_uint_gt(xg_ws_output_len(srv.ws), 0);
+    ck_assert_uint_lt(xg_ws_output_len(srv.ws), LEN);
+    n = snprintf(text, sizeof(text), "%d text", seq++);
+    ck_assert_int_eq(xg_ws_send_text(srv.ws, text, (size_t) n), XG_OK);
+    send_seq_frame(srv.ws, buf, LEN, seq++);
+    send_seq_frame(srv.ws, buf, LEN, seq++);
+    RUN_UNTIL(cli.nmsg == seq || cli.downs, 20000);
+    ck_assert_int_eq(cli.downs, 0);
+    ck_assert_int_eq(cli.nmsg, seq);
+    ck_assert_int_eq(cli.seq_bad, 0);
+    ck_assert_uint_eq(xg_ws_output_len(srv.ws), 0);
+    free(buf);
 }
 END_TEST
 
@@ -1523,6 +1599,7 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_keepalive_pings);
     tcase_add_test(tc, test_half_frame_then_stall);
     tcase_add_test(tc, test_fanout_frame);
+    tcase_add_test(tc, test_direct_output_order);
     tcase_add_test(tc, test_output_len_and_drain);
     tcase_add_test(tc, test_send_invalid_utf8_refused);
     tcase_add_test(tc, test_free_inside_callback);
