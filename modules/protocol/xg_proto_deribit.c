@@ -1441,6 +1441,70 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
 
 #define DR_TRADES_MAX_HELD  1000
 
+/*
+ * Live messages of a channel held while a fetch (a trades backfill, an
+ * orders reconcile) is in flight, to be released in order behind what
+ * the fetch brought. One type for the three channel kinds that do it.
+ */
+struct dr_held {
+    char   **msg;
+    size_t  *len;
+    size_t   n, cap;
+};
+
+static void dr_fanout(struct xg_reg_channel *ch, const char *data,
+    size_t len);
+
+/* The channel kind's own handling of a live message: 1 to fan it out. */
+typedef int (*dr_held_fn)(struct dr *d, struct xg_reg_channel *ch,
+    void *ext, const char *data, size_t len);
+
+static void
+dr_held_push(struct dr_held *h, const char *data, size_t len)
+{
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 8;
+        h->msg = xg_realloc(h->msg, h->cap * sizeof(*h->msg));
+        h->len = xg_realloc(h->len, h->cap * sizeof(*h->len));
+    }
+    h->msg[h->n] = xg_strndup(data, len);
+    h->len[h->n] = len;
+    h->n++;
+}
+
+static void
+dr_held_clear(struct dr_held *h)
+{
+    size_t i;
+
+    for (i = 0; i < h->n; i++) {
+        free(h->msg[i]);
+    }
+    free(h->msg);
+    free(h->len);
+    memset(h, 0, sizeof(*h));
+}
+
+/*
+ * Passes each held message through FN, in order, and fans out those it
+ * returns 1 for. H is emptied first, so FN may hold anew.
+ */
+static void
+dr_held_release(struct dr *d, struct xg_reg_channel *ch, struct dr_held *h,
+    dr_held_fn fn, void *ext)
+{
+    struct dr_held out = *h;
+    size_t i;
+
+    memset(h, 0, sizeof(*h));
+    for (i = 0; i < out.n; i++) {
+        if (fn(d, ch, ext, out.msg[i], out.len[i]) && ch->nsubs > 0) {
+            dr_fanout(ch, out.msg[i], out.len[i]);
+        }
+    }
+    dr_held_clear(&out);
+}
+
 struct dr_trades {
     int        kind;          /* DR_EXT_TRADES */
     int        user;          /* user.trades.I.INTERVAL: the account's */
@@ -1450,22 +1514,15 @@ struct dr_trades {
     int        gap;           /* the upstream dropped since */
     uint64_t   gap_from_ms;   /* last data before the gap (for notices) */
     int        filling;       /* a backfill is in flight: hold */
-    char     **held;
-    size_t    *held_len;
-    size_t     nheld, held_cap;
+    struct dr_held held;
 };
 
 static void
 dr_trades_free(void *p)
 {
     struct dr_trades *t = p;
-    size_t i;
 
-    for (i = 0; i < t->nheld; i++) {
-        free(t->held[i]);
-    }
-    free(t->held);
-    free(t->held_len);
+    dr_held_clear(&t->held);
     free(t->instrument);
     free(t);
 }
@@ -1593,40 +1650,20 @@ dr_trades_send_after(struct xg_reg_channel *ch, json_t *arr, uint64_t after)
 static int dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
     struct dr_trades *t, const char *data, size_t len);
 
+static int
+dr_trades_held_fn(struct dr *d, struct xg_reg_channel *ch, void *ext,
+    const char *data, size_t len)
+{
+    return dr_trades_message(d, ch, ext, data, len);
+}
+
 /* Delivers what was held during a backfill, in order. */
 static void
 dr_trades_release(struct dr *d, struct xg_reg_channel *ch,
     struct dr_trades *t)
 {
-    char **held = t->held;
-    size_t *held_len = t->held_len, n = t->nheld, i;
-
-    t->held = NULL;
-    t->held_len = NULL;
-    t->nheld = t->held_cap = 0;
     t->filling = 0;
-    for (i = 0; i < n; i++) {
-        if (dr_trades_message(d, ch, t, held[i], held_len[i])) {
-            dr_fanout(ch, held[i], held_len[i]);
-        }
-        free(held[i]);
-    }
-    free(held);
-    free(held_len);
-}
-
-static void
-dr_trades_hold(struct dr_trades *t, const char *data, size_t len)
-{
-    if (t->nheld == t->held_cap) {
-        t->held_cap = t->held_cap ? t->held_cap * 2 : 8;
-        t->held = xg_realloc(t->held, t->held_cap * sizeof(*t->held));
-        t->held_len = xg_realloc(t->held_len,
-            t->held_cap * sizeof(*t->held_len));
-    }
-    t->held[t->nheld] = xg_strndup(data, len);
-    t->held_len[t->nheld] = len;
-    t->nheld++;
+    dr_held_release(d, ch, &t->held, dr_trades_held_fn, t);
 }
 
 /*
@@ -1640,15 +1677,20 @@ dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
     uint64_t min, max;
 
     if (t->filling) {
-        if (t->nheld >= DR_TRADES_MAX_HELD) {
-            xg_log_warn("upstream %s: %s: backfill too slow, releasing",
-                d->name, ch->name);
+        if (t->held.n >= DR_TRADES_MAX_HELD) {
+            xg_log_warn("upstream %s: %s: backfill too slow, releasing "
+                "the %zu messages held; the missed trades stay missing",
+                d->name, ch->name, t->held.n);
             dr_gap_notice(d, ch, xg_now_ms() - t->gap_from_ms,
                 "trades backfill too slow");
+            /* given up: the first held message must not start another
+               fetch, and this one goes after the held ones, through the
+               same seq filter (its late answer finds filling off) */
+            t->gap = 0;
             dr_trades_release(d, ch, t);
-            return 1;
+            return dr_trades_message(d, ch, t, data, len);
         }
-        dr_trades_hold(t, data, len);
+        dr_held_push(&t->held, data, len);
         return 0;
     }
     if (dr_trades_scan(data, len, &min, &max) == 0) {
@@ -1684,7 +1726,7 @@ dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
             "outage: backfilling", d->name, ch->name, (long long) from,
             (long long) to);
         t->filling = 1;
-        dr_trades_hold(t, data, len);
+        dr_held_push(&t->held, data, len);
         q = dr_internal(K_BACKFILL, "public/get_last_trades_by_instrument",
             json_pack("{s:s, s:I, s:I, s:i, s:s}", "instrument_name",
                 t->instrument, "start_seq", from, "end_seq", to,
@@ -1832,22 +1874,15 @@ struct dr_ctrades {
     int        gap;
     uint64_t   gap_from_ms;
     int        filling;
-    char     **held;
-    size_t    *held_len;
-    size_t     nheld, held_cap;
+    struct dr_held held;
 };
 
 static void
 dr_ctrades_free(void *p)
 {
     struct dr_ctrades *c = p;
-    size_t i;
 
-    for (i = 0; i < c->nheld; i++) {
-        free(c->held[i]);
-    }
-    free(c->held);
-    free(c->held_len);
+    dr_held_clear(&c->held);
     json_decref(c->seqs);
     free(c->tkind);
     free(c->currency);
@@ -1940,7 +1975,7 @@ dr_ctrades_message(struct dr *d, struct xg_reg_channel *ch,
     int whole = 1;
 
     if (c->filling) {
-        if (c->nheld >= DR_TRADES_MAX_HELD) {
+        if (c->held.n >= DR_TRADES_MAX_HELD) {
             xg_log_warn("upstream %s: %s: backfill too slow, releasing",
                 d->name, ch->name);
             dr_gap_notice(d, ch, xg_now_ms() - c->gap_from_ms,
@@ -1948,15 +1983,7 @@ dr_ctrades_message(struct dr *d, struct xg_reg_channel *ch,
             dr_ctrades_release(d, ch, c);
             return dr_ctrades_message(d, ch, c, data, len);
         }
-        if (c->nheld == c->held_cap) {
-            c->held_cap = c->held_cap ? c->held_cap * 2 : 8;
-            c->held = xg_realloc(c->held, c->held_cap * sizeof(*c->held));
-            c->held_len = xg_realloc(c->held_len,
-                c->held_cap * sizeof(*c->held_len));
-        }
-        c->held[c->nheld] = xg_strndup(data, len);
-        c->held_len[c->nheld] = len;
-        c->nheld++;
+        dr_held_push(&c->held, data, len);
         return 0;
     }
     m = json_loadb(data, len, 0, NULL);
@@ -1981,26 +2008,19 @@ dr_ctrades_message(struct dr *d, struct xg_reg_channel *ch,
     return whole;
 }
 
+static int
+dr_ctrades_held_fn(struct dr *d, struct xg_reg_channel *ch, void *ext,
+    const char *data, size_t len)
+{
+    return dr_ctrades_message(d, ch, ext, data, len);
+}
+
 static void
 dr_ctrades_release(struct dr *d, struct xg_reg_channel *ch,
     struct dr_ctrades *c)
 {
-    char **held = c->held;
-    size_t *held_len = c->held_len, n = c->nheld, i;
-
-    c->held = NULL;
-    c->held_len = NULL;
-    c->nheld = c->held_cap = 0;
     c->filling = 0;
-    for (i = 0; i < n; i++) {
-        if (dr_ctrades_message(d, ch, c, held[i], held_len[i])
-            && ch->nsubs > 0) {
-            dr_fanout(ch, held[i], held_len[i]);
-        }
-        free(held[i]);
-    }
-    free(held);
-    free(held_len);
+    dr_held_release(d, ch, &c->held, dr_ctrades_held_fn, c);
 }
 
 /* The answer to the backfill: the missed trades, then what was held. */
@@ -2130,32 +2150,15 @@ struct dr_orders {
     int        asked_states;  /* get_order_state round sent */
     json_int_t gap_wall_ms;   /* last data before the gap (wall clock) */
     json_t    *fetched;       /* the orders the answers carried */
-    char     **held;
-    size_t    *held_len;
-    size_t     nheld, held_cap;
+    struct dr_held held;
 };
-
-static void
-dr_orders_drop_held(struct dr_orders *o)
-{
-    size_t i;
-
-    for (i = 0; i < o->nheld; i++) {
-        free(o->held[i]);
-    }
-    free(o->held);
-    free(o->held_len);
-    o->held = NULL;
-    o->held_len = NULL;
-    o->nheld = o->held_cap = 0;
-}
 
 static void
 dr_orders_free(void *p)
 {
     struct dr_orders *o = p;
 
-    dr_orders_drop_held(o);
+    dr_held_clear(&o->held);
     json_decref(o->seen);
     json_decref(o->fetched);
     free(o->instrument);
@@ -2344,20 +2347,6 @@ dr_orders_send(struct xg_reg_channel *ch, struct dr_orders *o, json_t *ord)
     free(s);
 }
 
-static void
-dr_orders_hold(struct dr_orders *o, const char *data, size_t len)
-{
-    if (o->nheld == o->held_cap) {
-        o->held_cap = o->held_cap ? o->held_cap * 2 : 8;
-        o->held = xg_realloc(o->held, o->held_cap * sizeof(*o->held));
-        o->held_len = xg_realloc(o->held_len,
-            o->held_cap * sizeof(*o->held_len));
-    }
-    o->held[o->nheld] = xg_strndup(data, len);
-    o->held_len[o->nheld] = len;
-    o->nheld++;
-}
-
 static void dr_orders_release(struct dr *d, struct xg_reg_channel *ch,
     struct dr_orders *o);
 
@@ -2374,7 +2363,7 @@ dr_orders_message(struct dr *d, struct xg_reg_channel *ch,
     int whole = 1;
 
     if (o->filling) {
-        if (o->nheld >= DR_TRADES_MAX_HELD) {
+        if (o->held.n >= DR_TRADES_MAX_HELD) {
             xg_log_warn("upstream %s: %s: reconcile too slow, releasing",
                 d->name, ch->name);
             dr_gap_notice(d, ch, xg_now_ms() - o->gap_from_ms,
@@ -2382,7 +2371,7 @@ dr_orders_message(struct dr *d, struct xg_reg_channel *ch,
             dr_orders_release(d, ch, o);
             return dr_orders_message(d, ch, o, data, len);
         }
-        dr_orders_hold(o, data, len);
+        dr_held_push(&o->held, data, len);
         return 0;
     }
     m = json_loadb(data, len, 0, NULL);
@@ -2426,30 +2415,23 @@ dr_orders_message(struct dr *d, struct xg_reg_channel *ch,
     return whole;
 }
 
+static int
+dr_orders_held_fn(struct dr *d, struct xg_reg_channel *ch, void *ext,
+    const char *data, size_t len)
+{
+    return dr_orders_message(d, ch, ext, data, len);
+}
+
 /* Delivers what was held during a reconcile, in order. */
 static void
 dr_orders_release(struct dr *d, struct xg_reg_channel *ch,
     struct dr_orders *o)
 {
-    char **held = o->held;
-    size_t *held_len = o->held_len, n = o->nheld, i;
-
-    o->held = NULL;
-    o->held_len = NULL;
-    o->nheld = o->held_cap = 0;
     o->filling = 0;
     o->pending = 0;
     json_decref(o->fetched);
     o->fetched = NULL;
-    for (i = 0; i < n; i++) {
-        if (dr_orders_message(d, ch, o, held[i], held_len[i])
-            && ch->nsubs > 0) {
-            dr_fanout(ch, held[i], held_len[i]);
-        }
-        free(held[i]);
-    }
-    free(held);
-    free(held_len);
+    dr_held_release(d, ch, &o->held, dr_orders_held_fn, o);
 }
 
 static int

@@ -1,6 +1,6 @@
 """exsim: the control port, one command per line, one JSON reply each:
 drop, close CODE [REASON], stall on|off, refuse on|off [STATUS], rate,
-burst, stats, quit, and bad commands. (reject-auth, reject-channel and gap
+burst, delay METHOD MS, stats, quit, and bad commands. (reject-auth, reject-channel and gap
 are exercised in test_exsim_auth, test_exsim_subscribe, test_exsim_book.)
 """
 import asyncio
@@ -35,7 +35,9 @@ def test():
         for bad in ("", "frobnicate", "close", "close 999", "close 1005",
                     "stall maybe", "refuse on 42", "maintenance", "rate -1", "rate x",
                     "burst 0", "burst", "gap nonsense", "reject-channel x",
-                    "reject-auth"):
+                    "reject-auth", "delay", "delay public/test",
+                    "delay public/test -1", "delay public/test 600001",
+                    "delay public/test 5ms", "delay public/test x"):
             r = sim.control(bad)
             check(r.get("ok") is False and r.get("error"), "%r -> %r"
                   % (bad, r))
@@ -117,6 +119,32 @@ def test():
             sim.control("rate 0")
             await c.close()
 
+            # delay: that method's answers go out late, others at once,
+            # and none to a connection that went away meanwhile
+            c = await Rpc.open(sim.url())
+            check(sim.control("delay public/get_time 800")["ok"], "delay")
+            t0 = time.monotonic()
+            slow = asyncio.ensure_future(c.call("public/get_time"))
+            await c.result("public/test")
+            fast = time.monotonic() - t0
+            r = await asyncio.wait_for(slow, 5)
+            took = time.monotonic() - t0
+            check("result" in r, "delayed answer %r" % r)
+            check(fast < 0.5 and 0.75 <= took <= 3,
+                  "public/test after %.3f s, delayed get_time after %.3f s"
+                  % (fast, took))
+            d = await Rpc.open(sim.url())
+            gone = asyncio.ensure_future(d.call("public/get_time"))
+            await asyncio.sleep(0.1)
+            await d.close()
+            await asyncio.sleep(1.0)     # its answer found no connection
+            gone.cancel()
+            check(sim.control("delay public/get_time 0")["ok"], "undelay")
+            t0 = time.monotonic()
+            await c.result("public/get_time")
+            check(time.monotonic() - t0 < 0.5, "delay 0 ends it")
+            await c.close()
+
             # maintenance: platform_state says so, most methods fail 11051
             c = await Rpc.open(sim.url())
             await c.result("public/subscribe", {"channels": ["platform_state"]})
@@ -155,13 +183,15 @@ def test():
         check(st["max_concurrent"] == 2 and st["connections_open"] == 0,
               "stats %r" % st)
         # TCP connections: close, 2 dropped, stalled one, the one that gave
-        # up during the stall, maintenance, 2 refused, the one after refuse;
-        # the one
-        # that gave up may or may not have completed its upgrade: its FIN
-        # wakes the socket, so the upgrade request may still be read
-        check(st["connections_total"] == 9 and st["refused"] == 2,
+        # up during the stall, 2 for delay, maintenance, 2 refused, the one
+        # after refuse; the one that gave up may or may not have completed
+        # its upgrade: its FIN wakes the socket, so the upgrade request may
+        # still be read
+        check(st["connections_total"] == 11 and st["refused"] == 2,
               "connections_total %r" % st)
-        check(st["upgrades"] in (6, 7), "upgrades %r" % st)
+        check(st["upgrades"] in (8, 9), "upgrades %r" % st)
+        check(st["requests"].get("public/get_time") == 3,
+              "get_time requests %r" % st["requests"])
         check(st["published"] > 0, "published")
         t0 = time.monotonic()
         check(sim.control("quit")["ok"], "quit")

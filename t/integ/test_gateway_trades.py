@@ -3,6 +3,13 @@ a client subscribed to trades.BTC-PERPETUAL.* sees every trade_seq
 exactly once, in order, across an upstream drop during which the market
 kept trading (exsim refuses the reconnect for a while); the gateway
 fetched the gap with public/get_last_trades_by_instrument.
+
+Then the bound on what is held meanwhile: exsim answers that fetch only
+after 6 s (`delay`), while the market trades on. At 1000 held messages
+the gateway gives up on the fetch: it delivers what it held, in order,
+the missed range stays a hole (logged), no second fetch starts for it,
+and the late answer changes nothing: every trade_seq still arrives once,
+in order.
 """
 
 import asyncio
@@ -52,6 +59,39 @@ async def body(h):
     check(h.log_lines("missed during the outage: backfilling"),
           "no backfill happened (did the market trade during the outage?)")
     check(h.log_lines("trades backfilled"), "backfill answer logged")
+
+    # the fetch takes too long: the held messages hit DR_TRADES_MAX_HELD
+    h.control("delay public/get_last_trades_by_instrument 6000")
+    h.control("refuse on")
+    h.control("drop")
+    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
+    await asyncio.sleep(1.0)
+    h.control("refuse off")
+    gh.uh.wait_for(lambda: len(h.log_lines("missed during the outage: "
+                                           "backfilling")) >= 2, 10,
+                   what="the second backfill")
+    bursts = 0
+    while not h.log_lines("backfill too slow") and bursts < 40:
+        h.control("burst 500")
+        bursts += 1
+        await asyncio.sleep(0.1)
+    check(h.log_lines("backfill too slow, releasing"),
+          "no release after %d bursts of 500 market steps" % bursts)
+    await asyncio.sleep(6.5)             # the late answer has come and gone
+    n = len(seqs(a))
+    await a._wait(lambda: len(seqs(a)) >= n + 40, 10, "trades after")
+    await t._wait(lambda: len(seqs(t)) >= n + 40, 10, "trades after")
+    for c in (a, t):
+        s = seqs(c)
+        holes = [(x, y) for x, y in zip(s, s[1:]) if y != x + 1]
+        check(all(y > x for x, y in holes),
+              "%s: trade_seq out of order or repeated: %r" % (c.name,
+                                                              holes[:5]))
+        check(len(holes) == 1, "%s: one hole expected (the range given "
+              "up), got %r" % (c.name, holes[:5]))
+    check(len(h.log_lines("missed during the outage: backfilling")) == 2,
+          "a second fetch started for the hole given up: %r"
+          % h.log_lines("backfilling"))
     await a.close()
     await t.close()
 

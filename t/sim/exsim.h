@@ -302,6 +302,8 @@ struct exsim {
     int                     maintenance;     /* 11051 for most methods */
     json_t                 *reject_chan;     /* name -> true */
     json_t                 *mute_chan;       /* name -> true: not published */
+    json_t                 *delay_method;    /* method -> ms its answer waits */
+    struct exsim_delayed   *delayed;         /* answers waiting to go out */
     json_t                 *sub_counts;      /* name -> subscribes confirmed */
     struct exsim_stats      st;
     struct exsim_ctl       *ctls;
@@ -311,6 +313,16 @@ struct exsim {
 };
 
 extern struct exsim *ex;
+
+/* An answer held back by the `delay` control command. */
+struct exsim_delayed {
+    struct exsim_delayed *next, *prev;
+    uint64_t              conn_id;   /* sent only if that conn still lives */
+    char                 *text;
+    size_t                len;
+    struct event         *ev;
+};
+void exsim_delayed_free_all(void);
 
 /* exsim_main.c */
 uint64_t exsim_rand(void);

@@ -409,6 +409,24 @@ ctl_command(struct exsim_ctl *k, char *line)
         }
         return ctl_ok();
     }
+    if (strcmp(cmd, "delay") == 0) {
+        char *ms = strtok_r(NULL, " \t\r", &save), *end = NULL;
+        long long v;
+
+        errno = 0;
+        v = ms != NULL ? strtoll(ms, &end, 10) : -1;
+        if (a1 == NULL || ms == NULL || errno != 0 || end == ms || *end
+            || v < 0 || v > 600000) {
+            return ctl_err("delay METHOD MS (0..600000; 0: no delay)", NULL);
+        }
+        if (v > 0) {
+            json_object_set_new(ex->delay_method, a1, json_integer(v));
+        } else {
+            json_object_del(ex->delay_method, a1);
+        }
+        xg_log_info("exsim: control: delay %s %lld ms", a1, v);
+        return ctl_ok();
+    }
     if (strcmp(cmd, "mute") == 0) {
         char *oo = strtok_r(NULL, " \t\r", &save);
 
@@ -803,6 +821,8 @@ free_all(void)
     json_decref(ex->st.requests);
     json_decref(ex->reject_chan);
     json_decref(ex->mute_chan);
+    json_decref(ex->delay_method);
+    exsim_delayed_free_all();
     json_decref(ex->sub_counts);
     SSL_CTX_free(ex->tls);
     if (ex->base != NULL) {
@@ -956,6 +976,7 @@ main(int argc, char **argv)
     ex->st.requests = json_object();
     ex->reject_chan = json_object();
     ex->mute_chan = json_object();
+    ex->delay_method = json_object();
     ex->sub_counts = json_object();
     exsim_credits_init(&ex->account);
     if (ex->base == NULL || exsim_market_init(ex->o.instruments) != 0) {

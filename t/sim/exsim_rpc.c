@@ -288,7 +288,80 @@ exsim_error_obj(int code, const char *message, const char *reason,
  * error (both stolen), then usIn/usOut/usDiff/testnet.
  */
 static void
+delayed_unlink(struct exsim_delayed *dl)
+{
+    if (dl->prev != NULL) {
+        dl->prev->next = dl->next;
+    } else {
+        ex->delayed = dl->next;
+    }
+    if (dl->next != NULL) {
+        dl->next->prev = dl->prev;
+    }
+    event_free(dl->ev);
+    free(dl->text);
+    free(dl);
+}
+
+static void
+delayed_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct exsim_delayed *dl = arg;
+    struct exsim_conn *c;
+
+    for (c = ex->conns; c != NULL; c = c->next) {
+        if (c->id == dl->conn_id) {
+            if (conn_usable(c)) {
+                send_text(c, dl->text, dl->len);
+            }
+            break;
+        }
+    }
+    delayed_unlink(dl);
+}
+
+void
+exsim_delayed_free_all(void)
+{
+    while (ex->delayed != NULL) {
+        delayed_unlink(ex->delayed);
+    }
+}
+
+/* Sends TEXT on C after MS milliseconds, if C is still there then. */
+static void
+send_later(struct exsim_conn *c, const char *text, size_t len, uint64_t ms)
+{
+    struct exsim_delayed *dl = xg_calloc(1, sizeof(*dl));
+    struct timeval tv;
+
+    dl->conn_id = c->id;
+    dl->text = xg_strndup(text, len);
+    dl->len = len;
+    dl->ev = evtimer_new(ex->base, delayed_cb, dl);
+    dl->next = ex->delayed;
+    if (ex->delayed != NULL) {
+        ex->delayed->prev = dl;
+    }
+    ex->delayed = dl;
+    tv.tv_sec = (time_t) (ms / 1000);
+    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
+    evtimer_add(dl->ev, &tv);
+}
+
+static void respond_later(struct exsim_conn *c, const char *rid,
+    json_t *result, json_t *error, uint64_t delay_ms);
+
+static void
 respond(struct exsim_conn *c, const char *rid, json_t *result, json_t *error)
+{
+    respond_later(c, rid, result, error, 0);
+}
+
+/* respond(), the answer held back DELAY_MS (the `delay` control). */
+static void
+respond_later(struct exsim_conn *c, const char *rid, json_t *result,
+    json_t *error, uint64_t delay_ms)
 {
     char *body = json_dumps(result ? result : error,
         JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(12));
@@ -311,7 +384,11 @@ respond(struct exsim_conn *c, const char *rid, json_t *result, json_t *error)
         body, (unsigned long long) c->us_in, (unsigned long long) out,
         (unsigned long long) (out - c->us_in),
         ex->o.production ? "false" : "true");
-    send_text(c, s, n);
+    if (delay_ms > 0) {
+        send_later(c, s, n, delay_ms);
+    } else {
+        send_text(c, s, n);
+    }
     free(s);
     free(body);
 done:
@@ -1503,6 +1580,13 @@ dispatch(struct req *r, json_t *params)
     }
     if (result == NULL && err == NULL) {
         err = exsim_error_obj(11094, NULL, NULL, NULL);
+    }
+    if (r->after == NULL) {
+        json_int_t ms = json_integer_value(json_object_get(ex->delay_method,
+            r->method));
+
+        respond_later(r->c, r->rid, result, err, ms > 0 ? (uint64_t) ms : 0);
+        return;
     }
     respond(r->c, r->rid, result, err);
     if (r->after != NULL) {
