@@ -279,6 +279,42 @@ async def body(h):
           "last notification" % (RAW, (done[0] - asked[-1]) * 1000))
     check(h.up()["orders_reconciled"] == rec0 + 3003,
           "orders_reconciled %r" % h.up()["orders_reconciled"])
+    # the bound on what is held: exsim answers the reconcile's open-orders
+    # fetches only after 8 s while 1100 orders are placed; at 1000 held
+    # messages the gateway gives up and delivers what it held, in order
+    for m in ("private/get_open_orders_by_instrument",
+              "private/get_open_orders_by_currency"):
+        h.control("delay %s 8000" % m)
+    fetches = len(h.log_lines("%s: fetching the account's orders" % RAW))
+    restores = h.up()["restores"]
+    h.control("drop")
+    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
+    await d.close()
+    h.wait_up(lambda u: u["restores"] > restores
+              and u["state"] == "ready", 15, "restore")
+    gh.uh.wait_for(lambda: len(h.log_lines(
+        "%s: fetching the account's orders" % RAW)) > fetches, 10,
+        what="the delayed reconcile")
+    d = await Direct().open(h)
+    await d.pipeline([("private/buy", {
+        "instrument_name": INSTR, "amount": 10, "type": "limit",
+        "price": low - 6}) for _ in range(1100)])
+    gh.uh.wait_for(lambda: h.log_lines("%s: reconcile too slow" % RAW), 10,
+                   what="the release at 1000 held")
+
+    def held_orders(ch):
+        return [o for o in orders(a, ch) if o["price"] == low - 6]
+    await a._wait(lambda: all(len(held_orders(ch)) >= 1100
+                              for ch in (RAW, CUR)), 15, "the 1100 orders")
+    await asyncio.sleep(8.5)             # the late answers come and go
+    for ch in CHS:
+        no_repeat(a, ch)
+    for ch in (RAW, CUR):
+        got = held_orders(ch)
+        check(len(got) == 1100, "%s: %d of the 1100 orders" % (ch, len(got)))
+        ts = [o["creation_timestamp"] for o in got]
+        check(ts == sorted(ts), "%s: the held orders out of order" % ch)
+    print("bound: released at 1000 held on %s" % RAW)
     print("orders A %s, B %s, E %s, D %s; reconciled %d order states"
           % (gap[oa][0], gap[ob][0], gap[oe][0], gap[od][0],
              h.up()["orders_reconciled"]))
