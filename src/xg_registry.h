@@ -94,6 +94,7 @@ struct xg_reg_req {
     uint64_t                deadline_ms; /* request or queue deadline */
     char                  **chan;        /* (un)subscribe batches */
     int                     nchan;
+    uint64_t                tag;         /* module-defined (which fetch) */
     struct xg_reg_req      *hnext;       /* in-flight hash chain */
     struct xg_reg_req      *prev, *next; /* in-flight list or queue */
 };

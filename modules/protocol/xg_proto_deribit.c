@@ -1505,6 +1505,22 @@ dr_held_release(struct dr *d, struct xg_reg_channel *ch, struct dr_held *h,
     dr_held_clear(&out);
 }
 
+/*
+ * Sends Q, a fetch for channel CH. TAG (the channel's fetch count) comes
+ * back with the answer: an answer to a fetch given up on (too slow, or
+ * the connection went down) must not be taken for a later one's.
+ */
+static void
+dr_send_fetch(struct dr *d, struct xg_reg_req *q, struct xg_reg_channel *ch,
+    uint64_t tag)
+{
+    q->nchan = 1;
+    q->chan = xg_calloc(1, sizeof(char *));
+    q->chan[0] = xg_strdup(ch->name);
+    q->tag = tag;
+    dr_send(d, q);
+}
+
 struct dr_trades {
     int        kind;          /* DR_EXT_TRADES */
     int        user;          /* user.trades.I.INTERVAL: the account's */
@@ -1514,6 +1530,7 @@ struct dr_trades {
     int        gap;           /* the upstream dropped since */
     uint64_t   gap_from_ms;   /* last data before the gap (for notices) */
     int        filling;       /* a backfill is in flight: hold */
+    uint64_t   fetch;         /* the last fetch sent (its answer's tag) */
     struct dr_held held;
 };
 
@@ -1731,10 +1748,7 @@ dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
             json_pack("{s:s, s:I, s:I, s:i, s:s}", "instrument_name",
                 t->instrument, "start_seq", from, "end_seq", to,
                 "count", 1000, "sorting", "asc"));
-        q->nchan = 1;
-        q->chan = xg_calloc(1, sizeof(char *));
-        q->chan[0] = xg_strdup(ch->name);
-        dr_send(d, q);
+        dr_send_fetch(d, q, ch, ++t->fetch);
         return 0;
     }
     t->gap = 0;
@@ -1751,7 +1765,7 @@ dr_on_backfill_answer(struct dr *d, struct xg_reg_req *q,
     struct dr_trades *t = ch ? dr_trades_get(ch) : NULL;
     json_t *r;
 
-    if (t == NULL || !t->filling) {
+    if (t == NULL || !t->filling || q->tag != t->fetch) {
         return;
     }
     r = result->p ? json_loadb(result->p, result->len, 0, NULL) : NULL;
@@ -1830,10 +1844,7 @@ dr_user_trades_backfill(struct dr *d, struct xg_reg_channel *ch,
                 (json_int_t) t->since_wall_ms, "end_timestamp",
                 now + 60000, "count", 1000, "sorting", "asc"));
     }
-    q->nchan = 1;
-    q->chan = xg_calloc(1, sizeof(char *));
-    q->chan[0] = xg_strdup(ch->name);
-    dr_send(d, q);
+    dr_send_fetch(d, q, ch, ++t->fetch);
 }
 
 /* CH was confirmed by the exchange: a trades channel gets its tracker now
@@ -1874,6 +1885,7 @@ struct dr_ctrades {
     int        gap;
     uint64_t   gap_from_ms;
     int        filling;
+    uint64_t   fetch;         /* the last fetch sent (its answer's tag) */
     struct dr_held held;
 };
 
@@ -2033,7 +2045,7 @@ dr_on_ctrades_answer(struct dr *d, struct xg_reg_req *q,
     json_t *r, *arr, *keep, *v;
     size_t i;
 
-    if (c == NULL || !c->filling) {
+    if (c == NULL || !c->filling || q->tag != c->fetch) {
         return;
     }
     r = result->p ? json_loadb(result->p, result->len, 0, NULL) : NULL;
@@ -2092,10 +2104,7 @@ dr_ctrades_confirmed(struct dr *d, struct xg_reg_channel *ch)
         json_pack("{s:s, s:s, s:I, s:I, s:i, s:s}", "currency", c->currency,
             "kind", c->tkind, "start_timestamp", from, "end_timestamp",
             now + 60000, "count", 1000, "sorting", "asc"));
-    q->nchan = 1;
-    q->chan = xg_calloc(1, sizeof(char *));
-    q->chan[0] = xg_strdup(ch->name);
-    dr_send(d, q);
+    dr_send_fetch(d, q, ch, ++c->fetch);
 }
 
 /* The upstream dropped (or CH went stale): backfill when it is back. */
@@ -2150,6 +2159,7 @@ struct dr_orders {
     int        asked_states;  /* get_order_state round sent */
     json_int_t gap_wall_ms;   /* last data before the gap (wall clock) */
     json_t    *fetched;       /* the orders the answers carried */
+    uint64_t   fetch;         /* the reconcile in flight (answers' tag) */
     struct dr_held held;
 };
 
@@ -2526,12 +2536,9 @@ dr_orders_ask_missing(struct dr *d, struct xg_reg_channel *ch,
         }
         q = dr_internal(K_ORDERS, "private/get_order_state",
             json_pack("{s:s}", "order_id", id));
-        q->nchan = 1;
-        q->chan = xg_calloc(1, sizeof(char *));
-        q->chan[0] = xg_strdup(ch->name);
         o->pending++;
         n++;
-        dr_send(d, q);
+        dr_send_fetch(d, q, ch, o->fetch);
     }
     json_decref(ids);
     if (n > 0) {
@@ -2555,7 +2562,7 @@ dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
     json_t *r, *v;
     size_t i;
 
-    if (o == NULL || !o->filling || o->pending == 0) {
+    if (o == NULL || !o->filling || o->pending == 0 || q->tag != o->fetch) {
         return;
     }
     r = result->p ? json_loadb(result->p, result->len, 0, NULL) : NULL;
@@ -2647,11 +2654,9 @@ dr_orders_fetch(struct dr *d, struct xg_reg_channel *ch, struct dr_orders *o)
                 "kind", o->tkind, "count", DR_ORDERS_HISTORY, "include_old",
                 1, "include_unfilled", 1));
     }
+    o->fetch++;
     for (i = 0; i < 2; i++) {
-        q[i]->nchan = 1;
-        q[i]->chan = xg_calloc(1, sizeof(char *));
-        q[i]->chan[0] = xg_strdup(ch->name);
-        dr_send(d, q[i]);
+        dr_send_fetch(d, q[i], ch, o->fetch);
     }
 }
 

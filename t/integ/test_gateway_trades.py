@@ -9,10 +9,13 @@ after 6 s (`delay`), while the market trades on. At 1000 held messages
 the gateway gives up on the fetch: it delivers what it held, in order,
 the missed range stays a hole (logged), no second fetch starts for it,
 and the late answer changes nothing: every trade_seq still arrives once,
-in order.
+in order. Last, a given-up fetch whose answer comes while a later fetch
+(a stale resubscribe, same connection) is in flight: the later fetch
+still fills its own hole (it did not before fetches were tagged).
 """
 
 import asyncio
+import time
 
 import gateway_harness as gh
 from gateway_harness import check, WSClient, TCPClient
@@ -20,6 +23,7 @@ from gateway_harness import check, WSClient, TCPClient
 CH = "trades.BTC-PERPETUAL.100ms"
 UPSTREAM = """    protocol deribit;
     reconnect fixed { delay 200ms; }
+    stale trades.* 1s;
 """
 
 
@@ -92,6 +96,50 @@ async def body(h):
     check(len(h.log_lines("missed during the outage: backfilling")) == 2,
           "a second fetch started for the hole given up: %r"
           % h.log_lines("backfilling"))
+
+    # A given-up fetch's late answer must not be taken for a later fetch's
+    # on the same connection: fetch 1 (answered after 6 s) is given up,
+    # then a stale resubscribe (the channel muted) starts fetch 2
+    # (answered after 6 s too), and fetch 1's answer comes while fetch 2
+    # is in flight. Fetch 2's trades must still fill its hole.
+    holes0 = len(h.log_lines("backfill too slow"))
+    h.control("refuse on")
+    h.control("drop")
+    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
+    await asyncio.sleep(1.0)
+    h.control("refuse off")
+    gh.uh.wait_for(lambda: len(h.log_lines("missed during the outage: "
+                                           "backfilling")) >= 3, 10,
+                   what="fetch 1")
+    t1 = time.monotonic()
+    bursts = 0
+    while len(h.log_lines("backfill too slow")) == holes0 and bursts < 40:
+        h.control("burst 500")
+        bursts += 1
+        await asyncio.sleep(0.1)
+    check(len(h.log_lines("backfill too slow")) > holes0, "fetch 1 given up")
+    h.control("mute %s on" % CH)
+    stale0 = h.up()["stale_resubscribes"]
+    h.wait_up(lambda u: u["stale_resubscribes"] > stale0, 10,
+              "stale resubscribe")
+    gh.uh.wait_for(lambda: len(h.log_lines("missed during the outage: "
+                                           "backfilling")) >= 4, 10,
+                   what="fetch 2")
+    check(time.monotonic() - t1 < 5.5, "fetch 2 started %.1f s after fetch "
+          "1: its answer would not be in flight yet" % (time.monotonic() - t1))
+    gh.uh.wait_for(lambda: len(h.log_lines("trades backfilled")) >= 2, 15,
+                   what="fetch 2's answer")
+    h.control("delay public/get_last_trades_by_instrument 0")
+    n = len(seqs(a))
+    await a._wait(lambda: len(seqs(a)) >= n + 40, 10, "trades after")
+    for c in (a,):
+        s = seqs(c)
+        holes = [(x, y) for x, y in zip(s, s[1:]) if y != x + 1]
+        check(all(y > x for x, y in holes),
+              "%s: trade_seq out of order or repeated: %r" % (c.name,
+                                                              holes[:5]))
+        check(len(holes) == 2, "%s: two holes expected (the two fetches "
+              "given up), got %r" % (c.name, holes))
     await a.close()
     await t.close()
 
