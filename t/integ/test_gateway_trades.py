@@ -40,6 +40,43 @@ def contiguous(s, name):
         check(b == a + 1, "%s: trade_seq %d after %d" % (name, b, a))
 
 
+def check_holes(c, n):
+    """C's trade_seq only ever goes up, with N holes (the N ranges whose
+    backfill was given up)."""
+    s = seqs(c)
+    holes = [(x, y) for x, y in zip(s, s[1:]) if y != x + 1]
+    check(all(y > x for x, y in holes),
+          "%s: trade_seq out of order or repeated: %r" % (c.name, holes[:5]))
+    check(len(holes) == n, "%s: %d holes expected (the ranges given up), "
+          "got %r" % (c.name, n, holes[:5]))
+
+
+async def outage_then_give_up(h, nth):
+    """An outage during which the market trades, then bursts until the
+    NTH backfill (answered late by exsim) is given up at 1000 held
+    messages. Returns when that backfill was sent."""
+    given_up = len(h.log_lines("backfill too slow, releasing"))
+    h.control("refuse on")
+    h.control("drop")
+    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
+    await asyncio.sleep(1.0)             # the market trades on meanwhile
+    h.control("refuse off")
+    gh.uh.wait_for(lambda: len(h.log_lines("missed during the outage: "
+                                           "backfilling")) >= nth, 10,
+                   what="backfill %d" % nth)
+    sent = time.monotonic()
+    bursts = 0
+    while (len(h.log_lines("backfill too slow, releasing")) == given_up
+           and bursts < 40):
+        h.control("burst 500")
+        bursts += 1
+        await asyncio.sleep(0.1)
+    check(len(h.log_lines("backfill too slow, releasing")) > given_up,
+          "backfill %d: no release after %d bursts of 500 market steps"
+          % (nth, bursts))
+    return sent
+
+
 async def body(h):
     gh.start(h, UPSTREAM, "client_auth off;\n",
              sim_args=("--rate", "200", "--no-aggregate", "--no-rate-limit"))
@@ -66,33 +103,13 @@ async def body(h):
 
     # the fetch takes too long: the held messages hit DR_TRADES_MAX_HELD
     h.control("delay public/get_last_trades_by_instrument 6000")
-    h.control("refuse on")
-    h.control("drop")
-    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
-    await asyncio.sleep(1.0)
-    h.control("refuse off")
-    gh.uh.wait_for(lambda: len(h.log_lines("missed during the outage: "
-                                           "backfilling")) >= 2, 10,
-                   what="the second backfill")
-    bursts = 0
-    while not h.log_lines("backfill too slow") and bursts < 40:
-        h.control("burst 500")
-        bursts += 1
-        await asyncio.sleep(0.1)
-    check(h.log_lines("backfill too slow, releasing"),
-          "no release after %d bursts of 500 market steps" % bursts)
+    await outage_then_give_up(h, 2)
     await asyncio.sleep(6.5)             # the late answer has come and gone
     n = len(seqs(a))
     await a._wait(lambda: len(seqs(a)) >= n + 40, 10, "trades after")
     await t._wait(lambda: len(seqs(t)) >= n + 40, 10, "trades after")
     for c in (a, t):
-        s = seqs(c)
-        holes = [(x, y) for x, y in zip(s, s[1:]) if y != x + 1]
-        check(all(y > x for x, y in holes),
-              "%s: trade_seq out of order or repeated: %r" % (c.name,
-                                                              holes[:5]))
-        check(len(holes) == 1, "%s: one hole expected (the range given "
-              "up), got %r" % (c.name, holes[:5]))
+        check_holes(c, 1)
     check(len(h.log_lines("missed during the outage: backfilling")) == 2,
           "a second fetch started for the hole given up: %r"
           % h.log_lines("backfilling"))
@@ -102,22 +119,7 @@ async def body(h):
     # then a stale resubscribe (the channel muted) starts fetch 2
     # (answered after 6 s too), and fetch 1's answer comes while fetch 2
     # is in flight. Fetch 2's trades must still fill its hole.
-    holes0 = len(h.log_lines("backfill too slow"))
-    h.control("refuse on")
-    h.control("drop")
-    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
-    await asyncio.sleep(1.0)
-    h.control("refuse off")
-    gh.uh.wait_for(lambda: len(h.log_lines("missed during the outage: "
-                                           "backfilling")) >= 3, 10,
-                   what="fetch 1")
-    t1 = time.monotonic()
-    bursts = 0
-    while len(h.log_lines("backfill too slow")) == holes0 and bursts < 40:
-        h.control("burst 500")
-        bursts += 1
-        await asyncio.sleep(0.1)
-    check(len(h.log_lines("backfill too slow")) > holes0, "fetch 1 given up")
+    t1 = await outage_then_give_up(h, 3)
     h.control("mute %s on" % CH)
     stale0 = h.up()["stale_resubscribes"]
     h.wait_up(lambda u: u["stale_resubscribes"] > stale0, 10,
@@ -132,14 +134,7 @@ async def body(h):
     h.control("delay public/get_last_trades_by_instrument 0")
     n = len(seqs(a))
     await a._wait(lambda: len(seqs(a)) >= n + 40, 10, "trades after")
-    for c in (a,):
-        s = seqs(c)
-        holes = [(x, y) for x, y in zip(s, s[1:]) if y != x + 1]
-        check(all(y > x for x, y in holes),
-              "%s: trade_seq out of order or repeated: %r" % (c.name,
-                                                              holes[:5]))
-        check(len(holes) == 2, "%s: two holes expected (the two fetches "
-              "given up), got %r" % (c.name, holes))
+    check_holes(a, 2)
     await a.close()
     await t.close()
 
