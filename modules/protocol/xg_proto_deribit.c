@@ -1684,6 +1684,33 @@ dr_trades_release(struct dr *d, struct xg_reg_channel *ch,
 }
 
 /*
+ * Fetches trades FROM..TO of T's instrument (TO 0: up to the newest); live
+ * ones are held meanwhile.
+ */
+static void
+dr_trades_fetch(struct dr *d, struct xg_reg_channel *ch, struct dr_trades *t,
+    uint64_t from, uint64_t to)
+{
+    json_t *params = json_pack("{s:s, s:I, s:i, s:s}", "instrument_name",
+        t->instrument, "start_seq", (json_int_t) from, "count", 1000,
+        "sorting", "asc");
+
+    if (to != 0) {
+        json_object_set_new(params, "end_seq", json_integer((json_int_t) to));
+        xg_log_info("upstream %s: %s: trades %llu..%llu missed during the "
+            "outage: backfilling", d->name, ch->name,
+            (unsigned long long) from, (unsigned long long) to);
+    } else {
+        xg_log_info("upstream %s: %s: trades from %llu on missed during the "
+            "outage: backfilling", d->name, ch->name,
+            (unsigned long long) from);
+    }
+    t->filling = 1;
+    dr_send_fetch(d, dr_internal(K_BACKFILL,
+        "public/get_last_trades_by_instrument", params), ch, ++t->fetch);
+}
+
+/*
  * A notification on a trades channel. Returns 1 when its bytes go to every
  * subscriber as they are, 0 when it was handled (held, filtered, dropped).
  */
@@ -1693,7 +1720,9 @@ dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
 {
     uint64_t min, max;
 
-    if (t->filling) {
+    /* a fetch in flight, or one to send again when the channel is back
+       (the last one died with its connection): hold */
+    if (t->filling || t->held.n > 0) {
         if (t->held.n >= DR_TRADES_MAX_HELD) {
             xg_log_warn("upstream %s: %s: backfill too slow, releasing "
                 "the %zu messages held; the missed trades stay missing",
@@ -1735,20 +1764,8 @@ dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
         return 0;
     }
     if (t->gap && !t->user && min > t->last_seq + 1) {
-        struct xg_reg_req *q;
-        json_int_t from = (json_int_t) t->last_seq + 1;
-        json_int_t to = (json_int_t) min - 1;
-
-        xg_log_info("upstream %s: %s: trades %lld..%lld missed during the "
-            "outage: backfilling", d->name, ch->name, (long long) from,
-            (long long) to);
-        t->filling = 1;
         dr_held_push(&t->held, data, len);
-        q = dr_internal(K_BACKFILL, "public/get_last_trades_by_instrument",
-            json_pack("{s:s, s:I, s:I, s:i, s:s}", "instrument_name",
-                t->instrument, "start_seq", from, "end_seq", to,
-                "count", 1000, "sorting", "asc"));
-        dr_send_fetch(d, q, ch, ++t->fetch);
+        dr_trades_fetch(d, ch, t, t->last_seq + 1, min - 1);
         return 0;
     }
     t->gap = 0;
@@ -1801,8 +1818,15 @@ dr_trades_down(struct dr *d, struct xg_reg_channel *ch)
     struct dr_trades *t = ch->ext;
 
     if (t->filling) {
-        /* the backfill died with the connection: deliver what was held */
-        dr_trades_release(d, ch, t);
+        /*
+         * The fetch died with the connection. What was held stays held,
+         * behind the trades still missing: dr_trades_confirmed fetches
+         * them again once the channel is back. Delivering the held ones
+         * now would make the hole permanent, and a fetch started here
+         * (by the first held trade) would go out on a dead connection and
+         * never be answered: the channel would hold its trades for good.
+         */
+        t->filling = 0;
     }
     if ((t->last_seq != 0 || t->user) && !t->gap) {
         t->gap = 1;
@@ -1855,9 +1879,28 @@ dr_trades_confirmed(struct dr *d, struct xg_reg_channel *ch)
 {
     struct dr_trades *t = dr_trades_get(ch);
 
-    if (t != NULL && t->user && t->gap && !t->filling) {
-        dr_user_trades_backfill(d, ch, t);
+    if (t == NULL || t->filling) {
+        return;
     }
+    if (t->user) {
+        if (t->gap) {
+            dr_user_trades_backfill(d, ch, t);
+        }
+        return;
+    }
+    if (t->held.n == 0 || t->last_seq == 0) {
+        if (t->held.n > 0) {
+            dr_trades_release(d, ch, t);
+        }
+        return;
+    }
+    /*
+     * A fetch died with its connection. Its range is still missing, and
+     * so is what traded while this connection was down, after the held
+     * trades: everything after the last delivered, up to now. The live
+     * stream is confirmed already, so what trades later arrives live.
+     */
+    dr_trades_fetch(d, ch, t, t->last_seq + 1, 0);
 }
 
 /* ---- trades of a currency: backfill by time after an outage ---- */

@@ -2,7 +2,11 @@
 a client subscribed to trades.BTC-PERPETUAL.* sees every trade_seq
 exactly once, in order, across an upstream drop during which the market
 kept trading (exsim refuses the reconnect for a while); the gateway
-fetched the gap with public/get_last_trades_by_instrument.
+fetched the gap with public/get_last_trades_by_instrument. When that
+fetch is still unanswered as the connection drops again, the next
+connection fetches everything after the last delivered trade (it used to
+send the fetch on the dead connection and hold the channel's trades for
+good).
 
 Then the bound on what is held meanwhile: exsim answers that fetch only
 after 6 s (`delay`), while the market trades on. At 1000 held messages
@@ -25,6 +29,13 @@ UPSTREAM = """    protocol deribit;
     reconnect fixed { delay 200ms; }
     stale trades.* 1s;
 """
+
+
+FETCHES = "missed during the outage: backfilling"
+
+
+def fetches(h):
+    return len(h.log_lines(FETCHES))
 
 
 def seqs(client):
@@ -51,19 +62,24 @@ def check_holes(c, n):
           "got %r" % (c.name, n, holes[:5]))
 
 
-async def outage_then_give_up(h, nth):
-    """An outage during which the market trades, then bursts until the
-    NTH backfill (answered late by exsim) is given up at 1000 held
-    messages. Returns when that backfill was sent."""
-    given_up = len(h.log_lines("backfill too slow, releasing"))
+async def outage(h):
+    """An outage of about a second during which the market trades; returns
+    once the gateway has sent the backfill for it."""
+    before = fetches(h)
     h.control("refuse on")
     h.control("drop")
     h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
     await asyncio.sleep(1.0)             # the market trades on meanwhile
     h.control("refuse off")
-    gh.uh.wait_for(lambda: len(h.log_lines("missed during the outage: "
-                                           "backfilling")) >= nth, 10,
-                   what="backfill %d" % nth)
+    gh.uh.wait_for(lambda: fetches(h) > before, 10, what="the backfill")
+
+
+async def outage_then_give_up(h):
+    """An outage, then bursts until its backfill (answered late by exsim)
+    is given up at 1000 held messages. Returns when that backfill was
+    sent."""
+    given_up = len(h.log_lines("backfill too slow, releasing"))
+    await outage(h)
     sent = time.monotonic()
     bursts = 0
     while (len(h.log_lines("backfill too slow, releasing")) == given_up
@@ -72,8 +88,7 @@ async def outage_then_give_up(h, nth):
         bursts += 1
         await asyncio.sleep(0.1)
     check(len(h.log_lines("backfill too slow, releasing")) > given_up,
-          "backfill %d: no release after %d bursts of 500 market steps"
-          % (nth, bursts))
+          "no release after %d bursts of 500 market steps" % bursts)
     return sent
 
 
@@ -101,16 +116,38 @@ async def body(h):
           "no backfill happened (did the market trade during the outage?)")
     check(h.log_lines("trades backfilled"), "backfill answer logged")
 
+    # a backfill in flight when the connection drops again: what was held
+    # stays held, and on the next connection everything after the last
+    # delivered trade is fetched (the dead range and the new outage's);
+    # the stream neither stops nor skips
+    h.control("delay public/get_last_trades_by_instrument 1500")
+    answers = len(h.log_lines("trades backfilled"))
+    await outage(h)
+    before = fetches(h)
+    h.control("drop")                    # the backfill dies with it
+    h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
+    gh.uh.wait_for(lambda: h.log_lines("trades from \\d+ on missed"), 10,
+                   what="the backfill sent again")
+    gh.uh.wait_for(lambda: len(h.log_lines("trades backfilled")) > answers,
+                   10, what="its answer")
+    h.control("delay public/get_last_trades_by_instrument 0")
+    n = len(seqs(a))
+    await a._wait(lambda: len(seqs(a)) >= n + 60, 10, "trades after")
+    await t._wait(lambda: len(seqs(t)) >= n + 60, 10, "trades after")
+    for c in (a, t):
+        contiguous(seqs(c), c.name)
+
     # the fetch takes too long: the held messages hit DR_TRADES_MAX_HELD
     h.control("delay public/get_last_trades_by_instrument 6000")
-    await outage_then_give_up(h, 2)
+    before = fetches(h)
+    await outage_then_give_up(h)
     await asyncio.sleep(6.5)             # the late answer has come and gone
     n = len(seqs(a))
     await a._wait(lambda: len(seqs(a)) >= n + 40, 10, "trades after")
     await t._wait(lambda: len(seqs(t)) >= n + 40, 10, "trades after")
     for c in (a, t):
         check_holes(c, 1)
-    check(len(h.log_lines("missed during the outage: backfilling")) == 2,
+    check(fetches(h) == before + 1,
           "a second fetch started for the hole given up: %r"
           % h.log_lines("backfilling"))
 
@@ -119,18 +156,18 @@ async def body(h):
     # then a stale resubscribe (the channel muted) starts fetch 2
     # (answered after 6 s too), and fetch 1's answer comes while fetch 2
     # is in flight. Fetch 2's trades must still fill its hole.
-    t1 = await outage_then_give_up(h, 3)
+    t1 = await outage_then_give_up(h)
+    before = fetches(h)
     h.control("mute %s on" % CH)
     stale0 = h.up()["stale_resubscribes"]
     h.wait_up(lambda u: u["stale_resubscribes"] > stale0, 10,
               "stale resubscribe")
-    gh.uh.wait_for(lambda: len(h.log_lines("missed during the outage: "
-                                           "backfilling")) >= 4, 10,
-                   what="fetch 2")
+    gh.uh.wait_for(lambda: fetches(h) > before, 10, what="fetch 2")
     check(time.monotonic() - t1 < 5.5, "fetch 2 started %.1f s after fetch "
           "1: its answer would not be in flight yet" % (time.monotonic() - t1))
-    gh.uh.wait_for(lambda: len(h.log_lines("trades backfilled")) >= 2, 15,
-                   what="fetch 2's answer")
+    answers = len(h.log_lines("trades backfilled"))
+    gh.uh.wait_for(lambda: len(h.log_lines("trades backfilled")) > answers,
+                   15, what="fetch 2's answer")
     h.control("delay public/get_last_trades_by_instrument 0")
     n = len(seqs(a))
     await a._wait(lambda: len(seqs(a)) >= n + 40, 10, "trades after")
