@@ -2029,7 +2029,7 @@ dr_ctrades_message(struct dr *d, struct xg_reg_channel *ch,
     size_t i;
     int whole = 1;
 
-    if (c->filling) {
+    if (c->filling || c->held.n > 0) {   /* in flight, or to send again */
         if (c->held.n >= DR_TRADES_MAX_HELD) {
             xg_log_warn("upstream %s: %s: backfill too slow, releasing",
                 d->name, ch->name);
@@ -2157,7 +2157,11 @@ dr_ctrades_down(struct dr *d, struct xg_reg_channel *ch)
     struct dr_ctrades *c = ch->ext;
 
     if (c->filling) {
-        dr_ctrades_release(d, ch, c);
+        /* the fetch died with the connection: the held trades wait for
+           the next one (dr_ctrades_confirmed), which fetches from the
+           same timestamp on; delivered now, they would move last_ts past
+           the trades still missing */
+        c->filling = 0;
     }
     if (!c->gap) {
         c->gap = 1;

@@ -13,6 +13,8 @@ account's trades are the live one, the missed one and the next live one,
 each once, in order; the backfill is logged and counted in /status.
 Then the market channel is muted at exsim (`stale trades.future.* 1s`):
 resubscribed alone and backfilled by time, still no hole and no repeat.
+Then a backfill still unanswered when the connection drops again: the
+next connection fetches from the same timestamp on, no hole.
 """
 
 import asyncio
@@ -143,6 +145,35 @@ async def body(h):
     u = h.up()
     check(u["currency_trades_backfilled"] > bf0,
           "nothing backfilled after the mute: %r" % u)
+    # a backfill in flight when the connection drops again: the held
+    # trades wait for the next connection, which fetches from the same
+    # timestamp on, so nothing is skipped or repeated
+    h.control("delay public/get_last_trades_by_currency_and_time 1500")
+    fetch_line = "%s: fetching the market's trades since" % PUB
+    answer_line = "%s: \\d+ trades backfilled" % PUB
+    f0, a0 = len(h.log_lines(fetch_line)), len(h.log_lines(answer_line))
+    for i in (1, 2):                     # the second drop kills the fetch
+        restores = h.up()["restores"]
+        h.control("drop")
+        h.wait_up(lambda u: u["restores"] > restores
+                  and u["state"] == "ready", 10, "restore %d" % i)
+        gh.uh.wait_for(lambda: len(h.log_lines(fetch_line)) >= f0 + i, 10,
+                       what="fetch %d" % i)
+        if i == 1:
+            h.control("burst 20")        # live trades held behind fetch 1
+            await asyncio.sleep(0.3)
+    gh.uh.wait_for(lambda: len(h.log_lines(answer_line)) > a0, 10,
+                   what="the second fetch's answer")
+    h.control("delay public/get_last_trades_by_currency_and_time 0")
+    n2 = len(trades(a, PUB))
+    h.control("burst 20")
+    await a._wait(lambda: len(trades(a, PUB)) > n2, 10, "trades after")
+    per = seqs_by_instrument(trades(a, PUB))
+    for instr, sq in per.items():
+        check(sq == list(range(sq[0], sq[0] + len(sq))),
+              "%s after a fetch died with its connection: trade_seq hole "
+              "or repeat: %r" % (instr, sq))
+
     # the bound on what is held: exsim answers the market backfill only
     # after 6 s while the market trades on; at 1000 held messages the
     # gateway gives up on it and delivers what it held, in order
