@@ -163,6 +163,7 @@ struct xg_listen_conf {
     struct xg_upstream_conf *upstream;   /* resolved after parsing */
     char                 *path;          /* websocket: default /ws/api/v2 */
     unsigned              max_clients;
+    size_t                sndbuf;        /* SO_SNDBUF of clients, 0: kernel's */
     void                 *gateway_conf;  /* per-listener gateway settings */
     struct xg_listen_conf *next;
 };

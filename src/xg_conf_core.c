@@ -15,6 +15,8 @@
 #include <string.h>
 
 #define XG_DEFAULT_WS_PATH      "/ws/api/v2"
+#define XG_LISTEN_SNDBUF_MIN    4096
+#define XG_LISTEN_SNDBUF_MAX    (64 * 1024 * 1024)
 #define XG_DEFAULT_MAX_CLIENTS  1024
 
 static const struct xg_conf_bounds bounds_message = { 1024, 1024ULL * 1024 * 1024 };
@@ -145,12 +147,27 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
                 continue;
             }
             lc->max_clients = (unsigned) v;
+        } else if (strncmp(a, "sndbuf=", 7) == 0) {
+            if (lc->sndbuf != 0) {
+                xg_conf_error(cf, st, "\"listen\": duplicate \"sndbuf=\"");
+                bad = 1;
+                continue;
+            }
+            if (xg_conf_parse_size(a + 7, &v) != XG_OK
+                || v < XG_LISTEN_SNDBUF_MIN || v > XG_LISTEN_SNDBUF_MAX)
+            {
+                xg_conf_error(cf, st, "\"listen\": sndbuf must be a size "
+                    "from 4k to 64m, not \"%s\"", a + 7);
+                bad = 1;
+                continue;
+            }
+            lc->sndbuf = (size_t) v;
         } else if ((gk = xg_listen_conf_key(cf, st, lc, a)) != XG_AGAIN) {
             /* the gateway's keys (src/xg_listen.c) */
             bad |= gk != XG_OK;
         } else {
             xg_conf_error(cf, st, "\"listen\": unknown parameter \"%.*s\" "
-                "(upstream, path, max_clients, client_credentials, "
+                "(upstream, path, max_clients, sndbuf, client_credentials, "
                 "client_auth)", (int) (eq - a), a);
             bad = 1;
         }

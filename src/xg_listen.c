@@ -330,6 +330,20 @@ on_accept(struct evconnlistener *evl, evutil_socket_t fd,
     int one = 1;
 
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (l->lc->sndbuf != 0) {
+        /*
+         * Bounds what the kernel takes for a client that stops reading,
+         * ahead of client_output_limit (autotuned, it grows to
+         * net.ipv4.tcp_wmem's maximum). The kernel doubles the value and
+         * caps it at net.core.wmem_max.
+         */
+        int v = (int) l->lc->sndbuf;
+
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)) != 0) {
+            xg_log_warn("listener %s: SO_SNDBUF %d: %s", l->addr, v,
+                strerror(errno));
+        }
+    }
     if (l->lc->kind == XG_LISTEN_TCP) {
         if (l->lc->max_clients != 0 && l->nclients >= l->lc->max_clients) {
             xg_log_warn("listener %s: max_clients %u reached: closing a new "

@@ -152,15 +152,26 @@ async def slow_consumer(h, normal):
     # net.ipv4.tcp_wmem's maximum (4 MiB by default) before exgate queues
     # a byte, so bursts go on until both are over the hard limit on top
     # of that (about 200 bytes a change; 40 bursts would be 24 MB).
+    # The tcp listener has sndbuf=16k: its slow client is closed at the
+    # first burst, where the websocket one (the kernel's autotuned send
+    # queue) needs several.
     rounds = 0
+    tcp_round = None
     while (rounds < 40
            and h.status()["slow_consumer_closes"] < before + 2):
         h.control("burst 3000")
         rounds += 1
         await asyncio.sleep(0.3)
+        if tcp_round is None and h.log_lines("client tcp#.*slow consumer"):
+            tcp_round = rounds
     gh.uh.wait_for(lambda: h.status()["slow_consumer_closes"] >= before + 2,
                    10, what="both slow consumers closed")
-    print("slow consumers closed after %d bursts of 3000 changes" % rounds)
+    print("slow consumers closed after %d bursts of 3000 changes, the tcp "
+          "one (sndbuf=16k) after %s" % (rounds, tcp_round))
+    check(tcp_round == 1, "sndbuf=16k: the tcp slow consumer was closed "
+          "after %s bursts" % tcp_round)
+    check(rounds >= 2, "the websocket slow consumer was closed at the "
+          "first burst too: is the kernel's send queue that small?")
     check(h.log_lines("client ws#.*slow consumer") and
           h.log_lines("client tcp#.*slow consumer"),
           "a slow consumer line for each kind")
@@ -193,7 +204,7 @@ async def slow_consumer(h, normal):
 async def body(h):
     gh.start(h, "    protocol deribit;\n", MAIN,
              sim_args=("--rate", "0", "--no-aggregate", "--no-rate-limit"),
-             ws_extra=" max_clients=4")
+             ws_extra=" max_clients=4", tcp_extra=" sndbuf=16k")
     gh.wait_ready(h)
     a, t = await bad_input(h)
     await max_clients(h)

@@ -91,7 +91,8 @@ START_TEST(t_minimal)
         "    protocol raw;\n"
         "}\n"
         "listen 127.0.0.1:8600 websocket upstream=deribit;\n"
-        "listen 127.0.0.1:8601 tcp upstream=deribit max_clients=5;\n"
+        "listen 127.0.0.1:8601 tcp upstream=deribit max_clients=5 "
+        "sndbuf=64k;\n"
         "admin 127.0.0.1:8610;\n");
 
     ck_assert_ptr_nonnull(mc);
@@ -109,6 +110,8 @@ START_TEST(t_minimal)
     ck_assert_ptr_eq(mc->listens->upstream, mc->upstreams);
     ck_assert_int_eq(mc->listens->next->kind, XG_LISTEN_TCP);
     ck_assert_int_eq(mc->listens->next->max_clients, 5);
+    ck_assert_uint_eq(mc->listens->next->sndbuf, 65536);
+    ck_assert_uint_eq(mc->listens->sndbuf, 0);      /* the kernel's */
     ck_assert_int_eq(mc->listens->next->addr.port, 8601);
     ck_assert_int_eq(mc->admin_set, 1);
     ck_assert_int_eq(mc->admin.port, 8610);
@@ -509,6 +512,20 @@ START_TEST(t_listen_errors)
         "t.conf:2: \"listen\": bad address \"127.0.0.1\"");
     expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=d max_clients=0;\n",
         "t.conf:2: \"listen\": max_clients must be 1..1000000, not \"0\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=d sndbuf=0;\n",
+        "t.conf:2: \"listen\": sndbuf must be a size from 4k to 64m, not "
+        "\"0\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=d sndbuf=4095;\n",
+        "t.conf:2: \"listen\": sndbuf must be a size from 4k to 64m, not "
+        "\"4095\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=d sndbuf=65m;\n",
+        "t.conf:2: \"listen\": sndbuf must be a size from 4k to 64m, not "
+        "\"65m\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=d sndbuf=big;\n",
+        "t.conf:2: \"listen\": sndbuf must be a size from 4k to 64m, not "
+        "\"big\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=d sndbuf=8k "
+        "sndbuf=16k;\n", "t.conf:2: \"listen\": duplicate \"sndbuf=\"");
     expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=d;\n"
         "listen 127.0.0.1:1 websocket upstream=d;\n",
         "t.conf:3: \"listen\": 127.0.0.1:1 is already used at t.conf:2");
