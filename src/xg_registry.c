@@ -434,40 +434,14 @@ xg_registry_channel_delete(struct xg_registry *r, struct xg_reg_channel *ch)
     channel_destroy(r, ch);
 }
 
-void
-xg_registry_channel_answer_waiters(struct xg_registry *r,
-    struct xg_reg_channel *ch, int confirmed, struct xg_reg_subreq **done,
-    size_t *ndone)
-{
-    size_t i;
-
-    (void) r;
-    *ndone = 0;
-    for (i = 0; i < ch->nwaiters; i++) {
-        struct xg_reg_subreq *sr = ch->waiters[i];
-        int k;
-
-        for (k = 0; k < sr->nchan; k++) {
-            if (sr->status[k] == 0 && strcmp(sr->chan[k], ch->name) == 0) {
-                sr->status[k] = confirmed > 0 ? 1 : -1;
-                sr->outstanding--;
-            }
-        }
-        if (sr->outstanding == 0) {
-            if (sr->client != NULL) {
-                vec_remove((void **) sr->client->subreqs,
-                    &sr->client->nsubreqs, sr);
-            }
-            done[(*ndone)++] = sr;
-        }
-    }
-    ch->nwaiters = 0;
-}
-
-void
-xg_registry_channel_resolve(struct xg_registry *r, struct xg_reg_channel *ch,
-    int confirmed, const char *error, struct xg_reg_subreq **done,
-    size_t *ndone)
+/*
+ * Sets CH's entry of every waiting subscribe request to STATUS (1, -1),
+ * and ERROR on those without one; the requests that now have every
+ * channel answered go to DONE.
+ */
+static void
+waiters_answer(struct xg_reg_channel *ch, int status, const char *error,
+    struct xg_reg_subreq **done, size_t *ndone)
 {
     size_t i;
 
@@ -478,7 +452,7 @@ xg_registry_channel_resolve(struct xg_registry *r, struct xg_reg_channel *ch,
 
         for (k = 0; k < sr->nchan; k++) {
             if (sr->status[k] == 0 && strcmp(sr->chan[k], ch->name) == 0) {
-                sr->status[k] = confirmed ? 1 : -1;
+                sr->status[k] = status;
                 sr->outstanding--;
             }
         }
@@ -494,6 +468,23 @@ xg_registry_channel_resolve(struct xg_registry *r, struct xg_reg_channel *ch,
         }
     }
     ch->nwaiters = 0;
+}
+
+void
+xg_registry_channel_answer_waiters(struct xg_registry *r,
+    struct xg_reg_channel *ch, int confirmed, struct xg_reg_subreq **done,
+    size_t *ndone)
+{
+    (void) r;
+    waiters_answer(ch, confirmed > 0 ? 1 : -1, NULL, done, ndone);
+}
+
+void
+xg_registry_channel_resolve(struct xg_registry *r, struct xg_reg_channel *ch,
+    int confirmed, const char *error, struct xg_reg_subreq **done,
+    size_t *ndone)
+{
+    waiters_answer(ch, confirmed ? 1 : -1, error, done, ndone);
     if (confirmed) {
         ch->state = XG_CHAN_CONFIRMED;
         ch->sent = 0;
