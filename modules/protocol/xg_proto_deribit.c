@@ -1521,6 +1521,56 @@ dr_send_fetch(struct dr *d, struct xg_reg_req *q, struct xg_reg_channel *ch,
     dr_send(d, q);
 }
 
+/*
+ * Holds DATA in H while a fetch is in flight. 1 when H is full: the
+ * fetch (WHAT: "backfill", "reconcile") is given up, logged, and told to
+ * clients as gap notice NOTICE; the caller then releases what is held and
+ * handles DATA after it.
+ */
+static int
+dr_held_hold(struct dr *d, struct xg_reg_channel *ch, struct dr_held *h,
+    const char *data, size_t len, const char *what, const char *notice,
+    uint64_t gap_from_ms)
+{
+    if (h->n < DR_TRADES_MAX_HELD) {
+        dr_held_push(h, data, len);
+        return 0;
+    }
+    xg_log_warn("upstream %s: %s: %s too slow, releasing the %zu messages "
+        "held; what it was fetching stays missing", d->name, ch->name, what,
+        h->n);
+    dr_gap_notice(d, ch, xg_now_ms() - gap_from_ms, notice);
+    return 1;
+}
+
+/* MSG (a whole notification) to every subscriber of CH. */
+static void
+dr_fanout_json(struct xg_reg_channel *ch, json_t *msg)
+{
+    char *s;
+
+    if (ch->nsubs == 0) {
+        return;
+    }
+    s = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    if (s != NULL) {
+        dr_fanout(ch, s, strlen(s));
+    }
+    free(s);
+}
+
+/* A notification of DATA (borrowed) on CH, built here, to its subscribers. */
+static void
+dr_notify(struct xg_reg_channel *ch, json_t *data)
+{
+    json_t *msg = json_pack("{s:s, s:s, s:{s:s, s:O}}", "jsonrpc", "2.0",
+        "method", "subscription", "params", "channel", ch->name, "data",
+        data);
+
+    dr_fanout_json(ch, msg);
+    json_decref(msg);
+}
+
 struct dr_trades {
     int        kind;          /* DR_EXT_TRADES */
     int        user;          /* user.trades.I.INTERVAL: the account's */
@@ -1632,10 +1682,9 @@ dr_fanout(struct xg_reg_channel *ch, const char *data, size_t len)
 static uint64_t
 dr_trades_send_after(struct xg_reg_channel *ch, json_t *arr, uint64_t after)
 {
-    json_t *keep = json_array(), *msg;
-    uint64_t max = after;
+    json_t *keep = json_array();
+    uint64_t max = after;           /* stays AFTER when nothing is kept */
     size_t i;
-    char *s;
 
     for (i = 0; i < json_array_size(arr); i++) {
         json_t *tr = json_array_get(arr, i);
@@ -1649,18 +1698,10 @@ dr_trades_send_after(struct xg_reg_channel *ch, json_t *arr, uint64_t after)
         }
     }
     json_decref(arr);
-    if (json_array_size(keep) == 0) {
-        json_decref(keep);
-        return after;
+    if (json_array_size(keep) > 0) {
+        dr_notify(ch, keep);
     }
-    msg = json_pack("{s:s, s:s, s:{s:s, s:o}}", "jsonrpc", "2.0", "method",
-        "subscription", "params", "channel", ch->name, "data", keep);
-    s = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    json_decref(msg);
-    if (s != NULL) {
-        dr_fanout(ch, s, strlen(s));
-        free(s);
-    }
+    json_decref(keep);
     return max;
 }
 
@@ -1723,21 +1764,16 @@ dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
     /* a fetch in flight, or one to send again when the channel is back
        (the last one died with its connection): hold */
     if (t->filling || t->held.n > 0) {
-        if (t->held.n >= DR_TRADES_MAX_HELD) {
-            xg_log_warn("upstream %s: %s: backfill too slow, releasing "
-                "the %zu messages held; the missed trades stay missing",
-                d->name, ch->name, t->held.n);
-            dr_gap_notice(d, ch, xg_now_ms() - t->gap_from_ms,
-                "trades backfill too slow");
-            /* given up: the first held message must not start another
-               fetch, and this one goes after the held ones, through the
-               same seq filter (its late answer finds filling off) */
-            t->gap = 0;
-            dr_trades_release(d, ch, t);
-            return dr_trades_message(d, ch, t, data, len);
+        if (!dr_held_hold(d, ch, &t->held, data, len, "backfill",
+                "trades backfill too slow", t->gap_from_ms)) {
+            return 0;
         }
-        dr_held_push(&t->held, data, len);
-        return 0;
+        /* given up: the first held message must not start another fetch,
+           and this one goes after the held ones, through the same seq
+           filter (its late answer finds filling off) */
+        t->gap = 0;
+        dr_trades_release(d, ch, t);
+        return dr_trades_message(d, ch, t, data, len);
     }
     if (dr_trades_scan(data, len, &min, &max) == 0) {
         return 1;
@@ -2002,20 +2038,6 @@ dr_ctrades_take(struct dr_ctrades *c, json_t *tr)
 }
 
 /* Sends the trades of KEEP (taken) on CH as one notification. */
-static void
-dr_ctrades_send(struct xg_reg_channel *ch, json_t *keep)
-{
-    json_t *msg = json_pack("{s:s, s:s, s:{s:s, s:O}}", "jsonrpc", "2.0",
-        "method", "subscription", "params", "channel", ch->name, "data",
-        keep);
-    char *s = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(17));
-
-    json_decref(msg);
-    if (s != NULL && ch->nsubs > 0) {
-        dr_fanout(ch, s, strlen(s));
-    }
-    free(s);
-}
 
 static void dr_ctrades_release(struct dr *d, struct xg_reg_channel *ch,
     struct dr_ctrades *c);
@@ -2030,16 +2052,12 @@ dr_ctrades_message(struct dr *d, struct xg_reg_channel *ch,
     int whole = 1;
 
     if (c->filling || c->held.n > 0) {   /* in flight, or to send again */
-        if (c->held.n >= DR_TRADES_MAX_HELD) {
-            xg_log_warn("upstream %s: %s: backfill too slow, releasing",
-                d->name, ch->name);
-            dr_gap_notice(d, ch, xg_now_ms() - c->gap_from_ms,
-                "trades backfill too slow");
-            dr_ctrades_release(d, ch, c);
-            return dr_ctrades_message(d, ch, c, data, len);
+        if (!dr_held_hold(d, ch, &c->held, data, len, "backfill",
+                "trades backfill too slow", c->gap_from_ms)) {
+            return 0;
         }
-        dr_held_push(&c->held, data, len);
-        return 0;
+        dr_ctrades_release(d, ch, c);
+        return dr_ctrades_message(d, ch, c, data, len);
     }
     m = json_loadb(data, len, 0, NULL);
     dat = json_object_get(json_object_get(m, "params"), "data");
@@ -2056,7 +2074,7 @@ dr_ctrades_message(struct dr *d, struct xg_reg_channel *ch,
         }
     }
     if (!whole && json_array_size(keep) > 0) {
-        dr_ctrades_send(ch, keep);
+        dr_notify(ch, keep);
     }
     json_decref(keep);
     json_decref(m);
@@ -2101,7 +2119,7 @@ dr_on_ctrades_answer(struct dr *d, struct xg_reg_req *q,
             }
         }
         if (json_array_size(keep) > 0) {
-            dr_ctrades_send(ch, keep);
+            dr_notify(ch, keep);
         }
         d->currency_trades_backfilled += json_array_size(keep);
         xg_log_info("upstream %s: %s: %zu trades backfilled%s", d->name,
@@ -2387,21 +2405,14 @@ dr_orders_remember(struct dr_orders *o, json_t *ord)
 static void
 dr_orders_send(struct xg_reg_channel *ch, struct dr_orders *o, json_t *ord)
 {
-    json_t *msg = json_pack("{s:s, s:s, s:{s:s, s:O}}", "jsonrpc", "2.0",
-        "method", "subscription", "params", "channel", ch->name, "data",
-        ord);
-    char *s;
-
     if (o->array) {
-        json_object_set_new(json_object_get(msg, "params"), "data",
-            json_pack("[O]", ord));
+        json_t *one = json_pack("[O]", ord);
+
+        dr_notify(ch, one);
+        json_decref(one);
+    } else {
+        dr_notify(ch, ord);
     }
-    s = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    json_decref(msg);
-    if (s != NULL && ch->nsubs > 0) {
-        dr_fanout(ch, s, strlen(s));
-    }
-    free(s);
 }
 
 static void dr_orders_release(struct dr *d, struct xg_reg_channel *ch,
@@ -2420,16 +2431,12 @@ dr_orders_message(struct dr *d, struct xg_reg_channel *ch,
     int whole = 1;
 
     if (o->filling) {
-        if (o->held.n >= DR_TRADES_MAX_HELD) {
-            xg_log_warn("upstream %s: %s: reconcile too slow, releasing",
-                d->name, ch->name);
-            dr_gap_notice(d, ch, xg_now_ms() - o->gap_from_ms,
-                "orders reconcile too slow");
-            dr_orders_release(d, ch, o);
-            return dr_orders_message(d, ch, o, data, len);
+        if (!dr_held_hold(d, ch, &o->held, data, len, "reconcile",
+                "orders reconcile too slow", o->gap_from_ms)) {
+            return 0;
         }
-        dr_held_push(&o->held, data, len);
-        return 0;
+        dr_orders_release(d, ch, o);
+        return dr_orders_message(d, ch, o, data, len);
     }
     m = json_loadb(data, len, 0, NULL);
     dat = json_object_get(json_object_get(m, "params"), "data");
@@ -2457,15 +2464,9 @@ dr_orders_message(struct dr *d, struct xg_reg_channel *ch,
         }
     }
     if (!whole && n > 0) {
+        /* the exchange's envelope (a label, say) with what is news */
         json_object_set(json_object_get(m, "params"), "data", keep);
-        {
-            char *s = json_dumps(m, JSON_COMPACT | JSON_REAL_PRECISION(17));
-
-            if (s != NULL && ch->nsubs > 0) {
-                dr_fanout(ch, s, strlen(s));
-            }
-            free(s);
-        }
+        dr_fanout_json(ch, m);
     }
     json_decref(keep);
     json_decref(m);
