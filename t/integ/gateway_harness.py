@@ -41,6 +41,71 @@ def start(h, upstream_body="    protocol deribit;\n", main_extra="",
     h.tcp_port = h.gw_tcp_port
 
 
+class Direct:
+    """A connection straight to exsim, authenticated as the account the
+    gateway uses (client_credentials exsim / exsim-secret): what another
+    bot of the same account does behind the gateway's back."""
+
+    async def open(self, h):
+        self.ws = await websockets.connect("ws://127.0.0.1:%d/ws/api/v2"
+                                           % h.ws_port)
+        self.id = 0
+        await self.call("public/auth", {
+            "grant_type": "client_credentials", "client_id": "exsim",
+            "client_secret": "exsim-secret"})
+        return self
+
+    async def call(self, method, params):
+        self.id += 1
+        await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": self.id,
+                                       "method": method, "params": params}))
+        while True:
+            r = json.loads(await self.ws.recv())
+            if r.get("id") == self.id:
+                check("result" in r, "direct %s: %r" % (method, r))
+                return r["result"]
+
+    async def pipeline(self, reqs):
+        """Sends every (method, params) at once, then reads the answers."""
+        first = self.id + 1
+        for m, p in reqs:
+            self.id += 1
+            await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": self.id,
+                                           "method": m, "params": p}))
+        got = 0
+        while got < len(reqs):
+            r = json.loads(await self.ws.recv())
+            if isinstance(r.get("id"), int) and r["id"] >= first:
+                check("result" in r, "pipelined: %r" % r)
+                got += 1
+
+    async def close(self):
+        try:
+            await self.ws.close()
+        except websockets.exceptions.ConnectionClosed:
+            pass
+
+
+async def direct_call(h, method, params):
+    """One authenticated call on a fresh direct connection: its result."""
+    d = await Direct().open(h)
+    try:
+        return await d.call(method, params)
+    finally:
+        await d.close()
+
+
+def notes_data(client, ch):
+    """The data items of every notification CLIENT got on CH, in order
+    (a notification's data list is flattened, an object taken as is)."""
+    out = []
+    for c, m in client.notes:
+        if c == ch:
+            d = m["params"]["data"]
+            out.extend(d if isinstance(d, list) else [d])
+    return out
+
+
 def wait_ready(h, timeout=10):
     return h.wait_up(lambda u: u.get("state") == "ready", timeout,
                      "upstream ready")

@@ -18,11 +18,7 @@ next connection fetches from the same timestamp on, no hole.
 """
 
 import asyncio
-import json
 import os
-import time
-
-import websockets
 
 import gateway_harness as gh
 from gateway_harness import check, WSClient
@@ -36,12 +32,7 @@ UPSTREAM = """    protocol deribit;
 """
 
 
-def trades(client, ch):
-    out = []
-    for c, m in client.notes:
-        if c == ch:
-            out.extend(m["params"]["data"])
-    return out
+trades = gh.notes_data
 
 
 def seqs_by_instrument(ts):
@@ -49,26 +40,6 @@ def seqs_by_instrument(ts):
     for t in ts:
         out.setdefault(t["instrument_name"], []).append(t["trade_seq"])
     return out
-
-
-async def direct(h, method, params):
-    async with websockets.connect("ws://127.0.0.1:%d/ws/api/v2"
-                                  % h.ws_port) as ws:
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1,
-                                  "method": "public/auth", "params": {
-                                      "grant_type": "client_credentials",
-                                      "client_id": "exsim",
-                                      "client_secret": "exsim-secret"}}))
-        r = json.loads(await ws.recv())
-        check("result" in r, "direct auth %r" % r)
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2,
-                                  "method": method, "params": params}))
-        while True:
-            r = json.loads(await ws.recv())
-            if r.get("id") == 2:
-                break
-        check("result" in r, "direct %s %r" % (method, r))
-        return r["result"]
 
 
 async def body(h):
@@ -90,8 +61,8 @@ async def body(h):
     h.control("drop")
     h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
     n_pub = len(trades(a, PUB))
-    res = await direct(h, "private/buy", {"instrument_name": "BTC-PERPETUAL",
-                                          "amount": 10, "type": "market"})
+    res = await gh.direct_call(h, "private/buy", {
+        "instrument_name": "BTC-PERPETUAL", "amount": 10, "type": "market"})
     missed = [t["trade_seq"] for t in res["trades"]]
     check(h.up()["restores"] == restores, "restored before the trade")
     check(len(trades(a, PUB)) == n_pub, "trades during the outage")
@@ -115,9 +86,10 @@ async def body(h):
     for instr, sq in per.items():
         check(sq == list(range(sq[0], sq[0] + len(sq))),
               "%s: trade_seq hole or repeat: %r" % (instr, sq))
-        ex = await direct(h, "public/get_last_trades_by_instrument", {
-            "instrument_name": instr, "start_seq": sq[0], "end_seq": sq[-1],
-            "count": 1000, "sorting": "asc"})
+        ex = await gh.direct_call(
+            h, "public/get_last_trades_by_instrument", {
+                "instrument_name": instr, "start_seq": sq[0],
+                "end_seq": sq[-1], "count": 1000, "sorting": "asc"})
         check([t["trade_seq"] for t in ex["trades"]] == sq,
               "%s: exsim's trades differ" % instr)
     for s in missed:

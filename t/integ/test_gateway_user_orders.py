@@ -18,11 +18,8 @@ reconciled the same way.
 """
 
 import asyncio
-import json
 import os
 import time
-
-import websockets
 
 import gateway_harness as gh
 from gateway_harness import check, WSClient
@@ -43,13 +40,7 @@ FIELDS = ("order_state", "filled_amount", "amount", "price",
 
 def orders(client, ch):
     """Every order object the client got on CH, in arrival order."""
-    out = []
-    for c, m in client.notes:
-        if c != ch:
-            continue
-        d = m["params"]["data"]
-        out.extend(d if isinstance(d, list) else [d])
-    return out
+    return gh.notes_data(client, ch)
 
 
 def last_state(client, ch):
@@ -64,49 +55,6 @@ def no_repeat(client, ch):
             for o in orders(client, ch)]
     check(len(seen) == len(set(seen)), "%s: a state delivered twice: %r"
           % (ch, seen))
-
-
-class Direct:
-    """A direct exsim connection of the same account."""
-
-    async def open(self, h):
-        self.ws = await websockets.connect("ws://127.0.0.1:%d/ws/api/v2"
-                                           % h.ws_port)
-        self.id = 0
-        await self.call("public/auth", {
-            "grant_type": "client_credentials", "client_id": "exsim",
-            "client_secret": "exsim-secret"})
-        return self
-
-    async def call(self, method, params):
-        self.id += 1
-        await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": self.id,
-                                       "method": method, "params": params}))
-        while True:
-            r = json.loads(await self.ws.recv())
-            if r.get("id") == self.id:
-                check("result" in r, "direct %s: %r" % (method, r))
-                return r["result"]
-
-    async def pipeline(self, reqs):
-        """Sends every (method, params) at once, then reads the answers."""
-        first = self.id + 1
-        for m, p in reqs:
-            self.id += 1
-            await self.ws.send(json.dumps({"jsonrpc": "2.0", "id": self.id,
-                                           "method": m, "params": p}))
-        got = 0
-        while got < len(reqs):
-            r = json.loads(await self.ws.recv())
-            if isinstance(r.get("id"), int) and r["id"] >= first:
-                check("result" in r, "pipelined: %r" % r)
-                got += 1
-
-    async def close(self):
-        try:
-            await self.ws.close()
-        except websockets.exceptions.ConnectionClosed:
-            pass
 
 
 async def book_edges(d):
@@ -150,7 +98,7 @@ async def body(h):
     gh.start(h, UPSTREAM, "client_auth off;\n",
              sim_args=("--rate", "20", "--no-rate-limit"))
     gh.wait_ready(h)
-    d = await Direct().open(h)
+    d = await gh.Direct().open(h)
     bid, ask = await book_edges(d)
     low = float(int(bid * 0.5))
     a = await WSClient("ws-a").connect(h.ws_url)
@@ -166,7 +114,7 @@ async def body(h):
     h.control("drop")
     h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
     await d.close()
-    d = await Direct().open(h)      # the drop closed every connection
+    d = await gh.Direct().open(h)      # the drop closed every connection
     n_before = {ch: len(orders(a, ch)) for ch in CHS}
     bid, ask = await book_edges(d)
     high = float(int(ask * 1.2))
@@ -245,7 +193,7 @@ async def body(h):
     h.control("drop")
     h.wait_up(lambda u: u["state"] != "ready", 5, "upstream down")
     await d.close()
-    d = await Direct().open(h)
+    d = await gh.Direct().open(h)
     await d.call("private/cancel", {"order_id": of})
     await d.pipeline([("private/buy", {
         "instrument_name": INSTR, "amount": 10, "type": "limit",
@@ -295,7 +243,7 @@ async def body(h):
     gh.uh.wait_for(lambda: len(h.log_lines(
         "%s: fetching the account's orders" % RAW)) > fetches, 10,
         what="the delayed reconcile")
-    d = await Direct().open(h)
+    d = await gh.Direct().open(h)
     await d.pipeline([("private/buy", {
         "instrument_name": INSTR, "amount": 10, "type": "limit",
         "price": low - 6}) for _ in range(1100)])

@@ -8,10 +8,7 @@ first trade comes only during the outage is fetched by time
 (private/get_user_trades_by_instrument_and_time).
 """
 
-import json
 import os
-
-import websockets
 
 import gateway_harness as gh
 from gateway_harness import check, WSClient
@@ -24,35 +21,15 @@ UPSTREAM = """    protocol deribit;
 """
 
 
-def trades(client, ch):
-    out = []
-    for c, m in client.notes:
-        if c == ch:
-            out.extend(m["params"]["data"])
-    return out
+trades = gh.notes_data
 
 
 async def direct_buy(h, instrument):
     """A market buy on the account over a direct exsim connection."""
-    async with websockets.connect("ws://127.0.0.1:%d/ws/api/v2"
-                                  % h.ws_port) as ws:
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1,
-                                  "method": "public/auth", "params": {
-                                      "grant_type": "client_credentials",
-                                      "client_id": "exsim",
-                                      "client_secret": "exsim-secret"}}))
-        r = json.loads(await ws.recv())
-        check("result" in r, "direct auth %r" % r)
-        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 2,
-                                  "method": "private/buy", "params": {
-                                      "instrument_name": instrument,
-                                      "amount": 10, "type": "market"}}))
-        while True:
-            r = json.loads(await ws.recv())
-            if r.get("id") == 2:
-                break
-        check(r.get("result", {}).get("trades"), "direct buy %r" % r)
-        return [t["trade_seq"] for t in r["result"]["trades"]]
+    r = await gh.direct_call(h, "private/buy", {
+        "instrument_name": instrument, "amount": 10, "type": "market"})
+    check(r.get("trades"), "direct buy %r" % r)
+    return [t["trade_seq"] for t in r["trades"]]
 
 
 async def body(h):
