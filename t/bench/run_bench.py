@@ -40,6 +40,11 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "integ"))
+# the tests' exsim control client and port picker
+from upstream_harness import Fail, exsim_control, free_port  # noqa: E402
+
 SIZE = 300                      # bytes per bench message
 # Offered deliveries/s above which a fixed-rate point is not run. At a fixed
 # rate exsim does not wait for slow readers: where exsim itself fans out
@@ -69,14 +74,6 @@ RATE_CAP = {"direct": 300_000, "nginx": 300_000, "raw": 1_000_000,
 
 class BenchError(Exception):
     pass
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def proc_cpu(pid):
@@ -225,17 +222,8 @@ class Bench:
 
     def control(self, cmd, timeout=30):
         try:
-            with socket.create_connection(("127.0.0.1", self.ctl_port),
-                                          timeout) as s:
-                s.sendall((cmd + "\n").encode())
-                buf = b""
-                while b"\n" not in buf:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-            r = json.loads(buf.split(b"\n", 1)[0].decode())
-        except (OSError, ValueError) as e:
+            r = exsim_control(self.ctl_port, cmd, timeout)
+        except (OSError, Fail) as e:
             raise BenchError("exsim control %r: %s" % (cmd, e))
         if r.get("ok") is False:
             raise BenchError("exsim control %r: %r" % (cmd, r))
