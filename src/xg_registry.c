@@ -222,7 +222,7 @@ static void
 idle_mark(struct xg_registry *r, struct xg_reg_channel *ch, uint64_t now_ms)
 {
     if (ch->nsubs == 0 && ch->nwaiters == 0) {
-        ch->idle_since_ms = now_ms ? now_ms : 1;
+        ch->idle_since_ms = now_ms;
         if (!ch->in_idle) {
             xg_registry_idle_push(r, ch);
         }
@@ -230,7 +230,8 @@ idle_mark(struct xg_registry *r, struct xg_reg_channel *ch, uint64_t now_ms)
 }
 
 void
-xg_registry_client_free(struct xg_registry *r, struct xg_reg_client *rc)
+xg_registry_client_free(struct xg_registry *r, struct xg_reg_client *rc,
+    uint64_t now_ms)
 {
     struct xg_reg_req *q, *nx;
     size_t i;
@@ -255,7 +256,7 @@ xg_registry_client_free(struct xg_registry *r, struct xg_reg_client *rc)
     }
     free(rc->subreqs);
     rc->nsubreqs = 0;
-    xg_registry_unsubscribe_all(r, rc, 1);
+    xg_registry_unsubscribe_all(r, rc, now_ms);
     for (q = r->inflight.head; q != NULL; q = q->next) {
         if (q->client == rc) {
             q->client = NULL;

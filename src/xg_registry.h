@@ -40,7 +40,7 @@ struct xg_reg_channel {
     size_t                  nsubs, subs_cap;
     struct xg_reg_subreq  **waiters;     /* subscribe requests waiting */
     size_t                  nwaiters, waiters_cap;
-    uint64_t                idle_since_ms; /* nsubs hit 0 (0: not idle) */
+    uint64_t                idle_since_ms; /* when nsubs hit 0 */
     int                     in_idle;     /* on the registry's idle list */
     void                   *ext;         /* the module's (freed by the
                                             channel free callback) */
@@ -118,11 +118,13 @@ void xg_registry_set_channel_free(struct xg_registry *r, void (*fn)(void *));
 struct xg_reg_client *xg_registry_client_new(struct xg_registry *r,
     void *owner);
 /*
- * Removes RC: leaves every channel (those left empty go on the idle list),
+ * Removes RC: leaves every channel (those left empty go on the idle list,
+ * stamped with NOW_MS, so that a linger counts from the client's going),
  * detaches its waiting subscribe requests and its in-flight requests
  * (their answers will go nowhere), drops its queued requests. Frees RC.
  */
-void xg_registry_client_free(struct xg_registry *r, struct xg_reg_client *rc);
+void xg_registry_client_free(struct xg_registry *r, struct xg_reg_client *rc,
+    uint64_t now_ms);
 
 /* ---- channels ---- */
 

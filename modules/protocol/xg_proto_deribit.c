@@ -174,6 +174,9 @@ struct dr {
     size_t                 nunsub, unsub_cap;
     struct dr_client      *clients;
     unsigned               nclients;
+    /* the gateway settings of the clients (unsubscribe_linger), kept from
+       the first client: the linger still applies once the last one left */
+    const struct xg_gateway_conf *gc;
 };
 
 struct dr_client {
@@ -520,15 +523,11 @@ dr_send_batches(struct dr *d, int kind, char **names, size_t n)
 static void
 dr_flush(struct dr *d)
 {
-    const struct xg_gateway_conf *gc = NULL;
     struct xg_reg_channel *ch, **keep = NULL;
     size_t nkeep = 0, keep_cap = 0, i;
     uint64_t now = xg_now_ms(), linger;
 
-    if (d->clients != NULL) {
-        gc = xg_client_conf(d->clients->c);
-    }
-    linger = gc ? gc->unsubscribe_linger_ms : 0;
+    linger = d->gc ? d->gc->unsubscribe_linger_ms : 0;
     while ((ch = xg_registry_idle_next(d->reg)) != NULL) {
         if (ch->state == XG_CHAN_PENDING && !ch->sent) {
             xg_registry_channel_delete(d->reg, ch);
@@ -3192,6 +3191,7 @@ dr_client_open(void *p, struct xg_client *c)
     dc->c = c;
     dc->rc = xg_registry_client_new(d->reg, dc);
     dc->authed = !xg_client_conf(c)->client_auth;
+    d->gc = xg_client_conf(c);
     dc->ev_hb = evtimer_new(d->base, dr_client_hb, dc);
     dc->next = d->clients;
     if (d->clients) {
@@ -3230,7 +3230,7 @@ dr_client_close(void *p, void *cs, const char *reason)
         dr_client_cod(d, dc, reason);
     }
     dr_books_left(dc);
-    xg_registry_client_free(d->reg, dc->rc);
+    xg_registry_client_free(d->reg, dc->rc, xg_now_ms());
     event_free(dc->ev_hb);
     if (dc->prev) {
         dc->prev->next = dc->next;

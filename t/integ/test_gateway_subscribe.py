@@ -6,7 +6,9 @@
   for the linger, a client coming back within it is answered at once
   without a new upstream subscribe, and after it the channel goes;
 - a subscribe while the upstream is down waits and is answered with the
-  confirmed channels after the restore.
+  confirmed channels after the restore;
+- the linger holds when the last subscriber disconnects (not only when it
+  unsubscribes): a bot that reconnects within it finds its channel live.
 """
 
 import asyncio
@@ -111,6 +113,30 @@ async def body(h):
     s = subs(h)
     check(s.get(ETH) == 1 and s.get(BTC) == 1 and s.get(IDX) == 1,
           "exsim subscriptions after the restore: %r" % s)
+
+    # linger after a disconnect: the channel's last subscriber goes away
+    # without unsubscribing, a bot coming back within the linger finds it
+    # still subscribed upstream and no new subscribe is sent
+    SOL = "ticker.BTC-26DEC26.100ms"
+    c = await TCPClient("tcp-c").connect(h.tcp_port)
+    r = await c.call("public/subscribe", {"channels": [SOL]}, id=30)
+    check(r["result"] == [SOL], "subscribe %r" % r)
+    await c.close()
+    await asyncio.sleep(0.5)
+    check(SOL in subs(h), "unsubscribed upstream at once on disconnect")
+    before = nsubscribes(h)
+    c = await WSClient("ws-c").connect(h.ws_url)
+    r = await c.call("public/subscribe", {"channels": [SOL]}, id=31)
+    check(r["result"] == [SOL], "back within the linger: %r" % r)
+    check(nsubscribes(h) == before, "a new upstream subscribe was sent")
+    await c.wait_notes(SOL, 2)
+    await c.close()
+    t0 = time.monotonic()
+    gh.uh.wait_for(lambda: SOL not in subs(h), 5,
+                   what="the upstream unsubscribe after the linger")
+    took = time.monotonic() - t0
+    check(took > 1.0, "unsubscribed %.2f s after the disconnect, linger is "
+          "1.5 s" % took)
     await a.close()
     await b.close()
 

@@ -136,7 +136,7 @@ START_TEST(test_refcount_one_upstream_subscribe)
     ck_assert_int_eq(xg_registry_unsubscribe(r, a, ch, 100), 1);
     ck_assert_int_eq(xg_registry_unsubscribe(r, a, ch, 100), 0);
     ck_assert(xg_registry_idle_next(r) == NULL);
-    xg_registry_client_free(r, b);          /* b leaves without asking */
+    xg_registry_client_free(r, b, 0);          /* b leaves without asking */
     ck_assert(xg_registry_idle_next(r) == NULL);
     ck_assert_uint_eq(xg_registry_unsubscribe_all(r, c, 200), 1);
     ch2 = xg_registry_idle_next(r);
@@ -145,8 +145,32 @@ START_TEST(test_refcount_one_upstream_subscribe)
     ck_assert(xg_registry_idle_next(r) == NULL);
     xg_registry_channel_delete(r, ch);
     ck_assert_uint_eq(xg_registry_nchannels(r), 0);
-    xg_registry_client_free(r, a);
-    xg_registry_client_free(r, c);
+    xg_registry_client_free(r, a, 0);
+    xg_registry_client_free(r, c, 0);
+    xg_registry_free(r);
+}
+END_TEST
+
+/*
+ * A client that goes away without unsubscribing leaves its channels idle
+ * from the time it went: the linger counts from then (it was stamped 1,
+ * so every linger had run out at once).
+ */
+START_TEST(test_client_free_stamps_idle)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_channel *ch;
+    struct xg_reg_subreq *done[1];
+    size_t ndone;
+
+    ck_assert_int_eq(xg_registry_subscribe(r, a, "ticker.Y", 10, &ch),
+        XG_SUB_NEW);
+    xg_registry_channel_resolve(r, ch, 1, NULL, done, &ndone);
+    xg_registry_client_free(r, a, 123456);
+    ck_assert_ptr_eq(xg_registry_idle_next(r), ch);
+    ck_assert(ch->idle_since_ms == 123456);
+    xg_registry_channel_delete(r, ch);
     xg_registry_free(r);
 }
 END_TEST
@@ -170,8 +194,8 @@ START_TEST(test_unsubscribe_all_is_per_client)
     /* a comes back to y before it was unsubscribed upstream */
     ck_assert_int_eq(xg_registry_subscribe(r, a, "y", 10, &y), XG_SUB_WAIT);
     ck_assert_uint_eq(b->nchans, 1);
-    xg_registry_client_free(r, a);
-    xg_registry_client_free(r, b);
+    xg_registry_client_free(r, a, 0);
+    xg_registry_client_free(r, b, 0);
     xg_registry_free(r);
 }
 END_TEST
@@ -212,8 +236,8 @@ START_TEST(test_subreq_diff)
     xg_registry_subreq_free(r, sa);
     xg_registry_subreq_free(r, sb);
     ck_assert_uint_eq(a->nsubreqs, 0);
-    xg_registry_client_free(r, a);
-    xg_registry_client_free(r, b);
+    xg_registry_client_free(r, a, 0);
+    xg_registry_client_free(r, b, 0);
     xg_registry_free(r);
 }
 END_TEST
@@ -256,8 +280,8 @@ START_TEST(test_answer_waiters_keeps_channel)
     ck_assert_int_eq(ch->state, XG_CHAN_CONFIRMED);
     ck_assert_uint_eq(a->nchans, 1);
     ck_assert_uint_eq(b->nchans, 1);
-    xg_registry_client_free(r, a);
-    xg_registry_client_free(r, b);
+    xg_registry_client_free(r, a, 0);
+    xg_registry_client_free(r, b, 0);
     xg_registry_free(r);
 }
 END_TEST
@@ -276,7 +300,7 @@ START_TEST(test_client_leaves_while_pending)
     xg_registry_subscribe(r, a, "p", 10, &p);
     p->sent = 1;
     xg_registry_subreq_wait(sa, 0, p);
-    xg_registry_client_free(r, a);
+    xg_registry_client_free(r, a, 0);
     ck_assert_uint_eq(p->nwaiters, 0);
     ck_assert_uint_eq(p->nsubs, 0);
     /* idle while in flight: the module waits for the answer */
@@ -310,7 +334,7 @@ START_TEST(test_requests)
     xg_registry_req_free(q);
     ck_assert(xg_registry_inflight_take(r, id1) == NULL);
 
-    xg_registry_client_free(r, b);           /* its answer goes nowhere */
+    xg_registry_client_free(r, b, 0);           /* its answer goes nowhere */
     q = xg_registry_inflight_take(r, id2);
     ck_assert_ptr_eq(q, q2);
     ck_assert(q->client == NULL);
@@ -326,7 +350,7 @@ START_TEST(test_requests)
     ck_assert_uint_eq(xg_registry_nqueued(r), 3);
     ck_assert_ptr_eq(xg_registry_queue_expired(r, 60), q1);
     xg_registry_req_free(q1);
-    xg_registry_client_free(r, a);           /* drops q2 */
+    xg_registry_client_free(r, a, 0);           /* drops q2 */
     ck_assert_uint_eq(xg_registry_nqueued(r), 1);
     ck_assert_ptr_eq(xg_registry_queue_pop(r), q3);
     xg_registry_req_free(q3);
@@ -375,7 +399,7 @@ START_TEST(test_upstream_reset_and_limit)
     ck_assert_int_eq(x->state, XG_CHAN_PENDING);
     ck_assert(xg_registry_channel(r, "y") == NULL);
     ck_assert(xg_registry_idle_next(r) == NULL);
-    xg_registry_client_free(r, a);
+    xg_registry_client_free(r, a, 0);
     xg_registry_free(r);
 }
 END_TEST
@@ -392,7 +416,7 @@ START_TEST(test_orders)
     ck_assert_int_eq(xg_registry_order_remove(a, "ETH-1"), 1);
     ck_assert_int_eq(xg_registry_order_remove(a, "ETH-1"), 0);
     ck_assert_str_eq(a->orders[0], "ETH-2");
-    xg_registry_client_free(r, a);
+    xg_registry_client_free(r, a, 0);
     xg_registry_free(r);
 }
 END_TEST
@@ -428,7 +452,7 @@ START_TEST(test_channel_ext_freed)
     xg_registry_unsubscribe(r, a, y, 1);
     xg_registry_upstream_reset(r);                     /* nobody wants y */
     ck_assert_int_eq(ext_freed, 2);
-    xg_registry_client_free(r, a);
+    xg_registry_client_free(r, a, 0);
     xg_registry_free(r);                               /* z */
     ck_assert_int_eq(ext_freed, 3);
 }
@@ -447,6 +471,7 @@ registry_suite(void)
     tcase_add_test(tc, test_jscan_uint_and_splice);
     tcase_add_test(tc, test_refcount_one_upstream_subscribe);
     tcase_add_test(tc, test_unsubscribe_all_is_per_client);
+    tcase_add_test(tc, test_client_free_stamps_idle);
     tcase_add_test(tc, test_subreq_diff);
     tcase_add_test(tc, test_answer_waiters_keeps_channel);
     tcase_add_test(tc, test_client_leaves_while_pending);
