@@ -50,6 +50,8 @@
 #define DR_RETRY_MIN_MS     1000           /* unconfirmed channel: first retry */
 #define DR_RETRY_MAX_MS     30000          /* ... doubling up to this */
 #define DR_MAX_LISTED       100            /* names listed in /status */
+#define DR_RESUB            1              /* tag: a subscribe of our own
+                                              (gap resync, stale) */
 
 /* ---- conf ---- */
 
@@ -739,7 +741,9 @@ dr_on_sub_answer(struct dr *d, struct xg_reg_req *q, const char *data,
             xg_registry_channel_answer_waiters(d->reg, ch, 1, done, &ndone);
             dr_chan_unconfirmed(d, ch);
         } else {
-            if (ok) {
+            /* a resubscribe of our own that the exchange took: the gap or
+               stale path that sent it did the continuity work already */
+            if (ok && q->tag != DR_RESUB) {
                 dr_chan_confirmed(d, ch);
             }
             xg_registry_channel_resolve(d->reg, ch, ok, ok ? NULL : errtext,
@@ -1325,10 +1329,18 @@ dr_books_down(struct dr *d)
     xg_registry_channel_foreach(d->reg, dr_book_down_cb, d);
 }
 
-/* Upstream unsubscribe + subscribe of one channel: a fresh snapshot (for
-   a book), the stream back (for a stale channel). */
+/*
+ * Upstream unsubscribe + subscribe of one channel: a fresh snapshot (for
+ * a book), the stream back (for a stale channel). The subscribe is a
+ * subscribe batch of one like any other (tag DR_RESUB): the channel is
+ * pending again until the exchange answers, and a refusal goes through
+ * the unconfirmed retry (dr_on_sub_answer), so a refused resync is seen
+ * and retried instead of leaving the book waiting for a snapshot that
+ * never comes. The unsubscribe's answer needs no look: the subscribe's
+ * answer says where the channel stands.
+ */
 static void
-dr_book_resubscribe(struct dr *d, struct xg_reg_channel *ch)
+dr_resubscribe(struct dr *d, struct xg_reg_channel *ch)
 {
     int priv = d->cf->auth != DR_AUTH_NONE;
     struct xg_reg_req *q;
@@ -1336,8 +1348,14 @@ dr_book_resubscribe(struct dr *d, struct xg_reg_channel *ch)
     q = dr_internal(K_TEST, priv ? "private/unsubscribe" : "public/unsubscribe",
         json_pack("{s:[s]}", "channels", ch->name));
     dr_send(d, q);
-    q = dr_internal(K_TEST, priv ? "private/subscribe" : "public/subscribe",
+    q = dr_internal(K_SUB, priv ? "private/subscribe" : "public/subscribe",
         json_pack("{s:[s]}", "channels", ch->name));
+    q->nchan = 1;
+    q->chan = xg_calloc(1, sizeof(char *));
+    q->chan[0] = xg_strdup(ch->name);
+    q->tag = DR_RESUB;
+    ch->state = XG_CHAN_PENDING;
+    ch->sent = 1;
     dr_send(d, q);
 }
 
@@ -1376,7 +1394,7 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
             (unsigned long long) xg_book_change_id(b->book));
         d->book_gaps++;
         dr_book_break(b);
-        dr_book_resubscribe(d, ch);
+        dr_resubscribe(d, ch);
         return 0;
     case XG_BOOK_WAIT:
         return 0;           /* a snapshot is on its way */
@@ -2878,7 +2896,7 @@ dr_scan_cb(struct xg_reg_channel *ch, void *arg)
         dr_gap_notice(d, ch, sc->now - ch->last_data_ms, "stale");
     }
     ch->last_data_ms = sc->now;
-    dr_book_resubscribe(d, ch);
+    dr_resubscribe(d, ch);
     if (dr_ext_kind(ch) == DR_EXT_TRADES && ((struct dr_trades *)
             ch->ext)->user) {
         dr_trades_confirmed(d, ch);  /* no seq gap shows: fetch now */

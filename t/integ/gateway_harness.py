@@ -41,6 +41,51 @@ def start(h, upstream_body="    protocol deribit;\n", main_extra="",
     h.tcp_port = h.gw_tcp_port
 
 
+class Book:
+    """A client-side book that applies every message as ccxt does: the
+    first must be a snapshot, each change must chain."""
+
+    def __init__(self, name, channel):
+        self.name = name
+        self.channel = channel
+        self.bids, self.asks = {}, {}
+        self.change_id = None
+        self.snapshots = 0
+        self.bridges = 0
+        self.n = 0
+
+    def apply(self, data):
+        self.n += 1
+        if data.get("type") == "snapshot":
+            check(self.change_id is None,
+                  "%s: a second snapshot (change_id %s after %s)"
+                  % (self.name, data["change_id"], self.change_id))
+            self.snapshots += 1
+            self.bids, self.asks = {}, {}
+        else:
+            check(self.change_id is not None,
+                  "%s: a change before any snapshot" % self.name)
+            check(data.get("prev_change_id") == self.change_id,
+                  "%s: chain broken: prev_change_id %s, last %s"
+                  % (self.name, data.get("prev_change_id"), self.change_id))
+        for side, book in (("bids", self.bids), ("asks", self.asks)):
+            for lvl in data[side]:
+                action, price, amount = lvl
+                if action == "delete" or amount == 0:
+                    book.pop(price, None)
+                else:
+                    book[price] = amount
+        self.change_id = data["change_id"]
+
+    def feed(self, client, start, channel=None):
+        """Applies CLIENT's notifications on the book's channel (or
+        CHANNEL) from index START on; returns the index to go on from."""
+        for ch, m in client.notes[start:]:
+            if ch == (channel or self.channel):
+                self.apply(m["params"]["data"])
+        return len(client.notes)
+
+
 class Direct:
     """A connection straight to exsim, authenticated as the account the
     gateway uses (client_credentials exsim / exsim-secret): what another
