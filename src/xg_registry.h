@@ -95,6 +95,7 @@ struct xg_reg_req {
     char                  **chan;        /* (un)subscribe batches */
     int                     nchan;
     uint64_t                tag;         /* module-defined (which fetch) */
+    unsigned                attempts;    /* module-defined (retries sent) */
     struct xg_reg_req      *hnext;       /* in-flight hash chain */
     struct xg_reg_req      *prev, *next; /* in-flight list or queue */
 };

@@ -50,6 +50,10 @@
 #define DR_RETRY_MIN_MS     1000           /* unconfirmed channel: first retry */
 #define DR_RETRY_MAX_MS     30000          /* ... doubling up to this */
 #define DR_MAX_LISTED       100            /* names listed in /status */
+#define DR_FETCH_RETRY_MS   200            /* a fetch refused for now: first
+                                              retry, doubling ... */
+#define DR_FETCH_RETRY_MAX_MS 3200         /* ... up to this */
+#define DR_FETCH_TRIES      8              /* retries before giving up */
 #define DR_RESUB            1              /* tag: a subscribe of our own
                                               (gap resync, stale) */
 
@@ -162,6 +166,10 @@ struct dr {
     uint64_t               orders_reconciled; /* order states delivered */
     uint64_t               orders_reconciles; /* channels reconciled */
     uint64_t               currency_trades_backfilled;
+    uint64_t               fetch_retries;  /* fetches sent again */
+    struct xg_reg_req    **retry;          /* fetches waiting to be sent
+                                              again (deadline_ms: when) */
+    size_t                 nretry, retry_cap;
     unsigned               nunconfirmed;  /* restored, not confirmed (an
                                              upper bound between scans) */
     char                  *refresh_token;
@@ -215,6 +223,12 @@ static void dr_on_ctrades_answer(struct dr *d, struct xg_reg_req *q,
 static void dr_orders_down(struct dr *d, struct xg_reg_channel *ch);
 static void dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);
+static int dr_fetch_retry(struct dr *d, struct xg_reg_req *q,
+    const char *why, int len);
+static void dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error);
+static int dr_error_transient(const struct xg_jspan *error);
+static void dr_fetch_retries_due(struct dr *d, uint64_t now);
 static void dr_on_backfill_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);
 static int dr_chan_recovers(const struct xg_reg_channel *ch);
@@ -351,7 +365,7 @@ dr_tick_busy(const struct dr *d)
 {
     return xg_registry_ninflight(d->reg) != 0
            || xg_registry_nqueued(d->reg) != 0 || d->nunconfirmed != 0
-           || d->nlinger != 0 || d->cf->nstale != 0;
+           || d->nlinger != 0 || d->cf->nstale != 0 || d->nretry != 0;
 }
 
 static void
@@ -395,7 +409,10 @@ dr_send(struct dr *d, struct xg_reg_req *q)
         xg_registry_req_free(q);
         return XG_ERROR;
     }
-    if (q->kind == K_CLIENT && d->cf->request_timeout_ms != 0) {
+    /* a client's request, and a continuity fetch (sent again, see
+       dr_fetch_retry), wait for request_timeout at most */
+    if ((q->kind == K_CLIENT || q->kind == K_BACKFILL || q->kind == K_ORDERS
+            || q->kind == K_CTRADES) && d->cf->request_timeout_ms != 0) {
         deadline = xg_now_ms() + d->cf->request_timeout_ms;
     }
     id = xg_registry_inflight_add(d->reg, q, deadline);
@@ -1117,13 +1134,13 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
     case K_TEST:
         break;
     case K_BACKFILL:
-        dr_on_backfill_answer(d, q, result, error);
-        break;
     case K_ORDERS:
-        dr_on_orders_answer(d, q, result, error);
-        break;
     case K_CTRADES:
-        dr_on_ctrades_answer(d, q, result, error);
+        if (error->p != NULL && dr_error_transient(error)
+            && dr_fetch_retry(d, q, error->p, (int) error->len)) {
+            return;     /* kept for the retry */
+        }
+        dr_fetch_answer(d, q, result, error);
         break;
     case K_CANCEL:
         if (error->p != NULL) {
@@ -2758,6 +2775,156 @@ dr_orders_down(struct dr *d, struct xg_reg_channel *ch)
     }
 }
 
+/* ---- continuity fetches refused for now: retried ---- */
+
+/*
+ * A fetch that fills a gap (trades backfill, a currency's trades, the
+ * orders reconcile) may meet the exchange at a bad moment: a maintenance
+ * window, a rate limit, an overloaded matching engine. Giving it up then
+ * leaves a hole that a minute later would have been filled, so those
+ * answers (and a fetch with no answer within request_timeout) send the
+ * same request again after a backoff, under the same tag, while the live
+ * messages stay held (within the held bound, which still gives up). A
+ * permanent error, or DR_FETCH_TRIES retries, gives up as before.
+ */
+
+/* 1 when ERROR (a JSON-RPC error object) says "not now" rather than "no":
+   11051 system_maintenance, 10028 too_many_requests, 10040 retry,
+   13028 temporarily_unavailable, 13888 timed_out. */
+static int
+dr_error_transient(const struct xg_jspan *error)
+{
+    static const char *const keys[] = { "code" };
+    static const char *const transient[] = { "11051", "10028", "10040",
+        "13028", "13888", NULL };
+    struct xg_jspan v[1];
+    int i;
+
+    if (xg_jscan_object(error->p, error->len, keys, 1, v) != XG_OK
+        || v[0].p == NULL) {
+        return 0;
+    }
+    for (i = 0; transient[i] != NULL; i++) {
+        if (v[0].len == strlen(transient[i])
+            && memcmp(v[0].p, transient[i], v[0].len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* 1 when Q is still the fetch its channel waits for (not given up, not
+   superseded by a later one, the channel not gone). */
+static int
+dr_fetch_current(struct dr *d, const struct xg_reg_req *q)
+{
+    struct xg_reg_channel *ch = q->nchan == 1
+                                ? xg_registry_channel(d->reg, q->chan[0])
+                                : NULL;
+
+    if (ch == NULL) {
+        return 0;
+    }
+    switch (dr_ext_kind(ch)) {
+    case DR_EXT_TRADES: {
+        const struct dr_trades *t = ch->ext;
+
+        return q->kind == K_BACKFILL && t->filling && q->tag == t->fetch;
+    }
+    case DR_EXT_CTRADES: {
+        const struct dr_ctrades *c = ch->ext;
+
+        return q->kind == K_CTRADES && c->filling && q->tag == c->fetch;
+    }
+    case DR_EXT_ORDERS: {
+        const struct dr_orders *o = ch->ext;
+
+        return q->kind == K_ORDERS && o->filling && o->pending > 0
+               && q->tag == o->fetch;
+    }
+    }
+    return 0;
+}
+
+/*
+ * Q, a fetch, was refused for now (WHY, LEN bytes: the error) or timed
+ * out: keeps it to send again after a backoff and returns 1; returns 0
+ * (Q still the caller's) when it is no longer wanted or has had its
+ * retries.
+ */
+static int
+dr_fetch_retry(struct dr *d, struct xg_reg_req *q, const char *why, int len)
+{
+    uint64_t ms;
+
+    if (!dr_fetch_current(d, q) || q->attempts >= DR_FETCH_TRIES) {
+        if (q->attempts >= DR_FETCH_TRIES) {
+            xg_log_warn("upstream %s: %s: %s refused %u times: giving up",
+                d->name, q->chan[0], q->method, q->attempts + 1);
+        }
+        return 0;
+    }
+    ms = (uint64_t) DR_FETCH_RETRY_MS << q->attempts;
+    if (ms > DR_FETCH_RETRY_MAX_MS) {
+        ms = DR_FETCH_RETRY_MAX_MS;
+    }
+    q->attempts++;
+    q->deadline_ms = xg_now_ms() + ms;
+    xg_log_info("upstream %s: %s: %s refused for now (%.*s): retrying in "
+        "%llu ms (retry %u of %d), live messages held", d->name, q->chan[0],
+        q->method, len > 120 ? 120 : len, why, (unsigned long long) ms,
+        q->attempts, DR_FETCH_TRIES);
+    if (d->nretry == d->retry_cap) {
+        d->retry_cap = d->retry_cap ? d->retry_cap * 2 : 8;
+        d->retry = xg_realloc(d->retry, d->retry_cap * sizeof(*d->retry));
+    }
+    d->retry[d->nretry++] = q;
+    dr_tick_wake(d);
+    return 1;
+}
+
+/* From the tick: sends again the fetches whose backoff ran out (those no
+   longer wanted are dropped). */
+static void
+dr_fetch_retries_due(struct dr *d, uint64_t now)
+{
+    size_t i = 0;
+
+    while (i < d->nretry) {
+        struct xg_reg_req *q = d->retry[i];
+
+        if (now < q->deadline_ms) {
+            i++;
+            continue;
+        }
+        d->retry[i] = d->retry[--d->nretry];
+        if (!dr_fetch_current(d, q)) {
+            xg_registry_req_free(q);
+            continue;
+        }
+        d->fetch_retries++;
+        dr_send(d, q);
+    }
+}
+
+/* The answer (or the give-up) of a fetch, to its channel kind. */
+static void
+dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error)
+{
+    switch (q->kind) {
+    case K_BACKFILL:
+        dr_on_backfill_answer(d, q, result, error);
+        break;
+    case K_ORDERS:
+        dr_on_orders_answer(d, q, result, error);
+        break;
+    case K_CTRADES:
+        dr_on_ctrades_answer(d, q, result, error);
+        break;
+    }
+}
+
 /* ---- continuity: gap notices, staleness, unconfirmed channels ---- */
 
 /* 1 when a gap on CH is repaired (a delta book is bridged, a grouped book
@@ -3133,6 +3300,22 @@ dr_on_tick(evutil_socket_t fd, short what, void *arg)
     while ((q = xg_registry_inflight_expired(d->reg, now)) != NULL) {
         struct dr_client *dc = q->client ? q->client->owner : NULL;
 
+        if (q->kind == K_BACKFILL || q->kind == K_ORDERS
+            || q->kind == K_CTRADES) {
+            static const char timed_out[] =
+                "{\"code\":13888,\"message\":\"timed_out\"}";
+            struct xg_jspan none = { NULL, 0 };
+            struct xg_jspan err = { timed_out, sizeof(timed_out) - 1 };
+
+            xg_log_warn("upstream %s: %s (%s) timed out after %llu ms",
+                d->name, q->method, q->chan ? q->chan[0] : "?",
+                (unsigned long long) d->cf->request_timeout_ms);
+            if (!dr_fetch_retry(d, q, err.p, (int) err.len)) {
+                dr_fetch_answer(d, q, &none, &err);
+                xg_registry_req_free(q);
+            }
+            continue;
+        }
         if (dc != NULL) {
             xg_log_warn("upstream %s: %s: %s timed out after %llu ms",
                 d->name, xg_client_name(dc->c), q->method,
@@ -3159,6 +3342,7 @@ dr_on_tick(evutil_socket_t fd, short what, void *arg)
         }
         xg_registry_req_free(q);
     }
+    dr_fetch_retries_due(d, now);
     dr_continuity_tick(d, now);
     if (d->cf->heartbeat_ms != 0 && d->st != DR_DOWN
         && now - d->last_in_ms > 2 * d->cf->heartbeat_ms + 1000) {
@@ -3800,6 +3984,10 @@ dr_destroy(void *p)
     }
     free(d->unsub_batch);
     free(d->refresh_token);
+    for (i = 0; i < d->nretry; i++) {
+        xg_registry_req_free(d->retry[i]);
+    }
+    free(d->retry);
     xg_registry_free(d->reg);
     free(d);
 }
@@ -3838,6 +4026,8 @@ dr_status(void *p, json_t *obj)
         json_integer((json_int_t) d->orders_reconciles));
     json_object_set_new(obj, "currency_trades_backfilled",
         json_integer((json_int_t) d->currency_trades_backfilled));
+    json_object_set_new(obj, "fetch_retries",
+        json_integer((json_int_t) d->fetch_retries));
     {
         struct dr_list l = { json_array(), 0 };
 

@@ -37,7 +37,10 @@ def test():
                     "burst 0", "burst", "gap nonsense", "reject-channel x",
                     "reject-auth", "delay", "delay public/test",
                     "delay public/test -1", "delay public/test 600001",
-                    "delay public/test 5ms", "delay public/test x"):
+                    "delay public/test 5ms", "delay public/test x",
+                    "fail", "fail public/test", "fail public/test 11051",
+                    "fail public/test x 1", "fail public/test 11051 -1",
+                    "fail public/test 11051 1x"):
             r = sim.control(bad)
             check(r.get("ok") is False and r.get("error"), "%r -> %r"
                   % (bad, r))

@@ -303,6 +303,7 @@ struct exsim {
     json_t                 *reject_chan;     /* name -> true */
     json_t                 *mute_chan;       /* name -> true: not published */
     json_t                 *delay_method;    /* method -> ms its answer waits */
+    json_t                 *fail_method;     /* method -> [code, calls left] */
     struct exsim_delayed   *delayed;         /* answers waiting to go out */
     json_t                 *sub_counts;      /* name -> subscribes confirmed */
     struct exsim_stats      st;

@@ -427,6 +427,25 @@ ctl_command(struct exsim_ctl *k, char *line)
         xg_log_info("exsim: control: delay %s %lld ms", a1, v);
         return ctl_ok();
     }
+    if (strcmp(cmd, "fail") == 0) {
+        char *code = strtok_r(NULL, " \t\r", &save);
+        char *count = strtok_r(NULL, " \t\r", &save);
+        long cv;
+
+        if (a1 == NULL || parse_long(code, -32768, 99999, &cv) != 0
+            || parse_long(count, 0, 1000000, &n) != 0) {
+            return ctl_err("fail METHOD CODE COUNT (the next COUNT calls of "
+                "METHOD answer error CODE; 0: none)", NULL);
+        }
+        if (n > 0) {
+            json_object_set_new(ex->fail_method, a1,
+                json_pack("[I, I]", (json_int_t) cv, (json_int_t) n));
+        } else {
+            json_object_del(ex->fail_method, a1);
+        }
+        xg_log_info("exsim: control: fail %s %ld %ld", a1, cv, n);
+        return ctl_ok();
+    }
     if (strcmp(cmd, "mute") == 0) {
         char *oo = strtok_r(NULL, " \t\r", &save);
 
@@ -822,6 +841,7 @@ free_all(void)
     json_decref(ex->reject_chan);
     json_decref(ex->mute_chan);
     json_decref(ex->delay_method);
+    json_decref(ex->fail_method);
     exsim_delayed_free_all();
     json_decref(ex->sub_counts);
     SSL_CTX_free(ex->tls);
@@ -977,6 +997,7 @@ main(int argc, char **argv)
     ex->reject_chan = json_object();
     ex->mute_chan = json_object();
     ex->delay_method = json_object();
+    ex->fail_method = json_object();
     ex->sub_counts = json_object();
     exsim_credits_init(&ex->account);
     if (ex->base == NULL || exsim_market_init(ex->o.instruments) != 0) {

@@ -256,6 +256,9 @@ error_message(int code)
     case EXSIM_E_PARSE:         return "Parse error";
     case 11094:                 return "internal_server_error";
     case 11051:                 return "system_maintenance";
+    case 10040:                 return "retry";
+    case 13028:                 return "temporarily_unavailable";
+    case 13888:                 return "timed_out";
     }
     return "error";
 }
@@ -1547,7 +1550,7 @@ maintenance_ok(const char *m)
 static void
 dispatch(struct req *r, json_t *params)
 {
-    json_t *result = NULL, *err = NULL;
+    json_t *result = NULL, *err = NULL, *fail;
     size_t i;
     int handled = 0;
 
@@ -1558,6 +1561,21 @@ dispatch(struct req *r, json_t *params)
     }
     if (ex->maintenance && !maintenance_ok(r->method)) {
         respond(r->c, r->rid, NULL, exsim_error_obj(11051, NULL, NULL, NULL));
+        return;
+    }
+    if ((fail = json_object_get(ex->fail_method, r->method)) != NULL) {
+        json_int_t code = json_integer_value(json_array_get(fail, 0));
+        json_int_t left = json_integer_value(json_array_get(fail, 1)) - 1;
+
+        if (left > 0) {
+            json_array_set_new(fail, 1, json_integer(left));
+        } else {
+            json_object_del(ex->fail_method, r->method);
+        }
+        xg_log_info("%s: %s answered error %lld (control)", r->c->name,
+            r->method, (long long) code);
+        respond(r->c, r->rid, NULL, exsim_error_obj((int) code, NULL, NULL,
+            NULL));
         return;
     }
     if (i < XG_NELEM(methods)) {
