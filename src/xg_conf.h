@@ -281,8 +281,10 @@ int xg_conf_set_secret(struct xg_conf *cf, const struct xg_conf_stmt *st,
 void xg_conf_cleanup_add(struct xg_conf *cf, void (*fn)(void *p), void *p);
 
 /*
- * Every module's command table (NULL-terminated), for dispatching a block
- * whose directives may come from any module (main, upstream).
+ * The command tables of the modules in xg_modules[] (NULL-terminated), for
+ * dispatching a block whose directives may come from any of them (main,
+ * upstream). A protocol module's directives are not among them: the
+ * upstream block hands those to its own protocol only (xg_proto.h).
  */
 const struct xg_command *const *xg_conf_tables(void);
 

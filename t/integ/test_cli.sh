@@ -18,6 +18,13 @@ $X -q >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad option exit code"
 out=$($X -t -c "$S/conf/exgate.conf" 2>&1) || fail "default conf: $out"
 echo "$out" | grep -q ': ok$' || fail "default conf says: $out"
 
+# Every shipped conf passes -t (the examples read their secrets from env).
+for f in "$S"/conf/*.conf "$S"/conf/examples/*.conf; do
+    out=$(DERIBIT_CLIENT_ID=id DERIBIT_CLIENT_SECRET=s BOT_MM_SECRET=s \
+        BOT_HEDGE_SECRET=s $X -t -c "$f" 2>&1) || fail "$f: $out"
+    echo "$out" | grep -q ': ok$' || fail "$f says: $out"
+done
+
 cat > "$tmp/bad.conf" <<'CONF'
 # a conf with a misspelled directive on line 7
 error_log stderr info;
