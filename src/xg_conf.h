@@ -178,6 +178,8 @@ struct xg_main_conf {
     char                 *path;          /* the file loaded */
     char                 *error_log;     /* "stderr" or a path */
     int                   error_log_level;
+    const char           *error_log_file;  /* where it was set, or NULL */
+    int                   error_log_line;
     int                   allow_remote;
     struct xg_addr        admin;
     int                   admin_set;

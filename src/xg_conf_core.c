@@ -2,7 +2,10 @@
  * xg_conf_core.c: the core module's directives (error_log, upstream,
  * listen, admin, allow_remote, and the transport settings inside an
  * upstream), and the checks that need the whole file (a listener's
- * upstream exists, remote addresses are opted in).
+ * upstream exists and serves clients, remote addresses are opted in, the
+ * error log can be opened). Every refusal start-up can meet before it
+ * binds a socket is made here, so that `exgate -t` (and SIGHUP) refuses
+ * the same confs with the same words.
  */
 #include "xg_core.h"
 #include "xg_conf.h"
@@ -45,6 +48,8 @@ set_error_log(struct xg_conf *cf, const struct xg_conf_stmt *st,
     free(mc->error_log);
     mc->error_log = xg_strdup(st->args[1]);
     mc->error_log_level = level;
+    mc->error_log_file = st->file;
+    mc->error_log_line = st->line;
     return XG_OK;
 }
 
@@ -619,6 +624,7 @@ check_listens(struct xg_conf *cf)
     struct xg_listen_conf *lc, *o;
     struct xg_upstream_conf *uc;
     struct xg_conf_stmt at;
+    char err[1024];
 
     memset(&at, 0, sizeof(at));
     for (lc = mc->listens; lc != NULL; lc = lc->next) {
@@ -633,6 +639,9 @@ check_listens(struct xg_conf *cf)
         if (lc->upstream == NULL) {
             xg_conf_error(cf, &at, "\"listen\": no upstream named \"%s\"",
                 lc->upstream_name);
+        } else if (xg_listen_check(lc, err, sizeof(err)) != XG_OK) {
+            /* what start-up would refuse, in its words */
+            xg_conf_error(cf, &at, "%s", err);
         }
         if (!mc->allow_remote && !xg_addr_is_loopback(&lc->addr)) {
             xg_conf_error(cf, &at, "\"listen\": %s is not a loopback address;"
@@ -659,6 +668,30 @@ check_listens(struct xg_conf *cf)
 }
 
 /*
+ * The error log must be one that start-up can open (xg_log_open()); the
+ * check creates nothing.
+ */
+static void
+check_error_log(struct xg_conf *cf)
+{
+    struct xg_main_conf *mc = cf->main;
+    struct xg_conf_stmt at;
+    int e;
+
+    if (mc->error_log_file == NULL) {
+        return;     /* not set: stderr */
+    }
+    e = xg_log_check(mc->error_log);
+    if (e != 0) {
+        memset(&at, 0, sizeof(at));
+        at.file = mc->error_log_file;
+        at.line = mc->error_log_line;
+        xg_conf_error(cf, &at, "error_log \"%s\": %s", mc->error_log,
+            strerror(e));
+    }
+}
+
+/*
  * Builds the main conf from the statement tree in cf->main. Errors are
  * collected in CF. Returns the number of errors found.
  */
@@ -675,6 +708,7 @@ xg_conf_core_build(struct xg_conf *cf)
         mc->error_log = xg_strdup("stderr");
     }
     check_listens(cf);
+    check_error_log(cf);
     return cf->nerrors - before;
 }
 

@@ -78,7 +78,9 @@ teardown(void)
     errs = NULL;
 }
 
-#define UPSTREAM "upstream d { url wss://www.deribit.com/ws/api/v2; }\n"
+/* An upstream that serves listeners (a raw one does not). */
+#define UPSTREAM "upstream d { url wss://www.deribit.com/ws/api/v2; " \
+    "protocol deribit; }\n"
 
 /* ---- good confs and values -------------------------------------------- */
 
@@ -88,7 +90,7 @@ START_TEST(t_minimal)
         "error_log stderr warn;\n"
         "upstream deribit {\n"
         "    url wss://www.deribit.com/ws/api/v2;\n"
-        "    protocol raw;\n"
+        "    protocol deribit;\n"
         "}\n"
         "listen 127.0.0.1:8600 websocket upstream=deribit;\n"
         "listen 127.0.0.1:8601 tcp upstream=deribit max_clients=5 "
@@ -104,7 +106,7 @@ START_TEST(t_minimal)
     ck_assert_str_eq(mc->upstreams->url.host, "www.deribit.com");
     ck_assert_int_eq(mc->upstreams->url.port, 443);
     ck_assert_str_eq(mc->upstreams->url.path, "/ws/api/v2");
-    ck_assert_str_eq(mc->upstreams->protocol, "raw");
+    ck_assert_str_eq(mc->upstreams->protocol, "deribit");
     ck_assert_int_eq(mc->listens->kind, XG_LISTEN_WEBSOCKET);
     ck_assert_str_eq(mc->listens->path, "/ws/api/v2");
     ck_assert_ptr_eq(mc->listens->upstream, mc->upstreams);
@@ -736,6 +738,86 @@ START_TEST(t_proto_directive_from_include)
 }
 END_TEST
 
+/* ---- what start-up refuses is a conf error too ------------------------- */
+
+/* A listener needs an upstream whose protocol serves local clients. */
+START_TEST(t_listen_needs_client_protocol)
+{
+    struct xg_main_conf *mc;
+
+    mc = load("upstream r {\n url ws://h/;\n protocol raw;\n}\n"
+        "listen 127.0.0.1:9 tcp upstream=r;\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:5: listener 127.0.0.1:9: upstream \"r\" "
+        "speaks a protocol that serves no local clients\n");
+    /* no `protocol` line: raw */
+    mc = load("upstream r { url ws://h/; }\n"
+        "listen [::1]:9 websocket upstream=r;\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:2: listener ::1:9: upstream \"r\" "
+        "speaks a protocol that serves no local clients\n");
+}
+END_TEST
+
+/* A listener's host must be numeric, as start-up resolves it. */
+START_TEST(t_listen_numeric_host)
+{
+    struct xg_main_conf *mc;
+
+    mc = load(UPSTREAM "listen localhost:9 tcp upstream=d;\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_msg(strncmp(errs, "t.conf:2: listener localhost:9: ", 32) == 0
+        && strchr(errs, '\n') == errs + strlen(errs) - 1, "%s", errs);
+    mc = load(UPSTREAM "allow_remote on;\n"
+        "listen exgate-test.invalid:9 tcp upstream=d;\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_msg(strncmp(errs, "t.conf:3: listener exgate-test.invalid:9: ",
+        42) == 0, "%s", errs);
+    mc = load(UPSTREAM "listen 127.0.0.1:9 tcp upstream=d;\n"
+        "listen [::1]:9 tcp upstream=d;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    xg_conf_free(mc);
+}
+END_TEST
+
+/* The error log must be one start-up can open; the check creates nothing. */
+START_TEST(t_error_log_must_open)
+{
+    struct xg_main_conf *mc;
+    char text[1024], want[1024], path[600];
+    struct stat sb;
+
+    snprintf(text, sizeof(text), "error_log %s/nodir/x.log;\n", tmpdir);
+    mc = load(text);
+    ck_assert_ptr_null(mc);
+    snprintf(want, sizeof(want), "t.conf:1: error_log \"%s/nodir/x.log\": "
+        "No such file or directory\n", tmpdir);
+    ck_assert_str_eq(errs, want);
+
+    snprintf(text, sizeof(text), "error_log %s info;\n", tmpdir);
+    mc = load(text);
+    ck_assert_ptr_null(mc);
+    snprintf(want, sizeof(want), "t.conf:1: error_log \"%s\": Is a "
+        "directory\n", tmpdir);
+    ck_assert_str_eq(errs, want);
+
+    snprintf(path, sizeof(path), "%s/new.log", tmpdir);
+    snprintf(text, sizeof(text), "error_log %s;\n", path);
+    mc = load(text);
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    xg_conf_free(mc);
+    ck_assert_int_ne(stat(path, &sb), 0);
+    write_file("old.log", "kept\n", 0600);
+    snprintf(text, sizeof(text), "error_log %s/old.log;\n", tmpdir);
+    mc = load(text);
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    xg_conf_free(mc);
+    snprintf(path, sizeof(path), "%s/old.log", tmpdir);
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_int_eq(sb.st_size, 5);
+}
+END_TEST
+
 /* ---- include -------------------------------------------------------------- */
 
 START_TEST(t_include_relative)
@@ -1025,6 +1107,9 @@ conf_suite(void)
     tcase_add_test(tc, t_proto_directive_unknown_protocol);
     tcase_add_test(tc, t_proto_directive_in_main);
     tcase_add_test(tc, t_proto_directive_from_include);
+    tcase_add_test(tc, t_listen_needs_client_protocol);
+    tcase_add_test(tc, t_listen_numeric_host);
+    tcase_add_test(tc, t_error_log_must_open);
     tcase_add_test(tc, t_include_relative);
     tcase_add_test(tc, t_include_glob);
     tcase_add_test(tc, t_include_error_names_included_file);
