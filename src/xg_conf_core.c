@@ -364,9 +364,10 @@ upstream_block(struct xg_conf *cf, const struct xg_conf_stmt *st,
     }
 
     /*
-     * No table has these names, so no setter runs (conf NULL): the
-     * dispatcher only words the error, with hints from the core's and the
-     * upstream's own protocol's directives.
+     * No table has these names in the upstream context, so no setter runs
+     * (conf NULL): the dispatcher only words the error (unknown, or not
+     * allowed here), with hints from the core's and the upstream's own
+     * protocol's directives.
      */
     for (t = xg_conf_tables(); *t != NULL && n + 2 < XG_NELEM(hints); t++) {
         hints[n++] = *t;
