@@ -7,6 +7,7 @@
 #include "xg_core.h"
 #include "xg_conf.h"
 #include "xg_log.h"
+#include "xg_proto.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -630,15 +631,23 @@ edit_distance(const char *a, const char *b)
     return prev[lb];
 }
 
-/* Finds NAME in the global module tables, in any context. */
+/* Finds NAME in the module and protocol module tables, in any context. */
 static const struct xg_command *
 find_anywhere(const char *name)
 {
     const struct xg_module *const *m;
+    const struct xg_proto_module *const *p;
     const struct xg_command *c;
 
     for (m = xg_modules; *m != NULL; m++) {
         for (c = (*m)->commands; c->name != NULL; c++) {
+            if (strcmp(c->name, name) == 0) {
+                return c;
+            }
+        }
+    }
+    for (p = xg_proto_modules; *p != NULL; p++) {
+        for (c = (*p)->commands; c != NULL && c->name != NULL; c++) {
             if (strcmp(c->name, name) == 0) {
                 return c;
             }

@@ -178,6 +178,8 @@ struct xg_main_conf {
     char                 *path;          /* the file loaded */
     char                 *error_log;     /* "stderr" or a path */
     int                   error_log_level;
+    const char           *error_log_file;  /* where it was set, or NULL */
+    int                   error_log_line;
     int                   allow_remote;
     struct xg_addr        admin;
     int                   admin_set;
@@ -281,8 +283,10 @@ int xg_conf_set_secret(struct xg_conf *cf, const struct xg_conf_stmt *st,
 void xg_conf_cleanup_add(struct xg_conf *cf, void (*fn)(void *p), void *p);
 
 /*
- * Every module's command table (NULL-terminated), for dispatching a block
- * whose directives may come from any module (main, upstream).
+ * The command tables of the modules in xg_modules[] (NULL-terminated), for
+ * dispatching a block whose directives may come from any of them (main,
+ * upstream). A protocol module's directives are not among them: the
+ * upstream block hands those to its own protocol only (xg_proto.h).
  */
 const struct xg_command *const *xg_conf_tables(void);
 

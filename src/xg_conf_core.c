@@ -2,7 +2,10 @@
  * xg_conf_core.c: the core module's directives (error_log, upstream,
  * listen, admin, allow_remote, and the transport settings inside an
  * upstream), and the checks that need the whole file (a listener's
- * upstream exists, remote addresses are opted in).
+ * upstream exists and serves clients, remote addresses are opted in, the
+ * error log can be opened). Every refusal start-up can meet before it
+ * binds a socket is made here, so that `exgate -t` (and SIGHUP) refuses
+ * the same confs with the same words.
  */
 #include "xg_core.h"
 #include "xg_conf.h"
@@ -45,6 +48,8 @@ set_error_log(struct xg_conf *cf, const struct xg_conf_stmt *st,
     free(mc->error_log);
     mc->error_log = xg_strdup(st->args[1]);
     mc->error_log_level = level;
+    mc->error_log_file = st->file;
+    mc->error_log_line = st->line;
     return XG_OK;
 }
 
@@ -227,6 +232,158 @@ valid_name(const char *s)
     return 1;
 }
 
+/* The command called NAME in TABLE for the upstream context, or NULL. */
+static const struct xg_command *
+upstream_command(const struct xg_command *table, const char *name)
+{
+    const struct xg_command *c;
+
+    for (c = table; c != NULL && c->name != NULL; c++) {
+        if ((c->type & XG_CONF_UPSTREAM) && strcmp(c->name, name) == 0) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+/* Whether NAME is an upstream directive of a module in xg_modules[]. */
+static int
+upstream_generic(const char *name)
+{
+    const struct xg_command *const *t;
+
+    for (t = xg_conf_tables(); *t != NULL; t++) {
+        if (upstream_command(*t, name) != NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Whether NAME is an upstream directive of some protocol module. */
+static int
+upstream_proto(const char *name)
+{
+    const struct xg_proto_module *const *p;
+
+    for (p = xg_proto_modules; *p != NULL; p++) {
+        if (upstream_command((*p)->commands, name) != NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Reports ST, a directive of another protocol than PM's (NULL: raw) on
+ * upstream UC, naming the protocols it belongs to.
+ */
+static void
+proto_mismatch(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_upstream_conf *uc)
+{
+    const struct xg_proto_module *const *p;
+    char owners[256] = "";
+    int n = 0;
+
+    for (p = xg_proto_modules; *p != NULL; p++) {
+        if (upstream_command((*p)->commands, st->args[0]) != NULL) {
+            if (n++ > 0) {
+                strncat(owners, ", ", sizeof(owners) - strlen(owners) - 1);
+            }
+            strncat(owners, (*p)->name, sizeof(owners) - strlen(owners) - 1);
+        }
+    }
+    xg_conf_error(cf, st, "\"%s\" is a directive of protocol%s %s; upstream "
+        "\"%s\" uses %s", st->args[0], n > 1 ? "s" : "", owners, uc->name,
+        uc->protocol);
+}
+
+/*
+ * Dispatches the block of `upstream` (ST) into UC. The core's and the
+ * other modules' directives go first, in conf order; a protocol's
+ * directives wait for the end of the block, where `protocol` is known
+ * wherever it stood: the upstream's protocol module makes its conf
+ * (create_conf) and gets its own directives with it; another protocol's
+ * directive is an error at its own file and line. Unknown directives are
+ * reported last, with a "did you mean" among the names valid here.
+ */
+static void
+upstream_block(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    struct xg_upstream_conf *uc)
+{
+    const struct xg_proto_module *pm = NULL;
+    const struct xg_command *hints[64];
+    const struct xg_command *const *t;
+    struct xg_conf_stmt *generic, *proto, *mine, *unknown;
+    int ngeneric = 0, nproto = 0, nmine = 0, nunknown = 0;
+    int i, has_protocol = 0;
+    size_t n = 0;
+
+    /* shallow copies: the statements stay owned by the conf's tree */
+    generic = xg_calloc((size_t) st->nblock + 1, sizeof(*generic));
+    proto = xg_calloc((size_t) st->nblock + 1, sizeof(*proto));
+    mine = xg_calloc((size_t) st->nblock + 1, sizeof(*mine));
+    unknown = xg_calloc((size_t) st->nblock + 1, sizeof(*unknown));
+    for (i = 0; i < st->nblock; i++) {
+        const char *name = st->block[i].args[0];
+
+        if (upstream_generic(name)) {
+            generic[ngeneric++] = st->block[i];
+            has_protocol |= strcmp(name, "protocol") == 0;
+        } else if (upstream_proto(name)) {
+            proto[nproto++] = st->block[i];
+        } else {
+            unknown[nunknown++] = st->block[i];
+        }
+    }
+    xg_conf_dispatch(cf, generic, ngeneric, XG_CONF_UPSTREAM,
+        xg_conf_tables(), uc);
+
+    if (uc->protocol == NULL && !has_protocol) {
+        uc->protocol = xg_strdup("raw");
+    }
+    if (uc->protocol != NULL) {
+        pm = xg_proto_find(uc->protocol);   /* NULL: raw */
+        for (i = 0; i < nproto; i++) {
+            if (pm != NULL
+                && upstream_command(pm->commands, proto[i].args[0]) != NULL)
+            {
+                mine[nmine++] = proto[i];
+            } else {
+                proto_mismatch(cf, &proto[i], uc);
+            }
+        }
+        if (pm != NULL && pm->create_conf != NULL) {
+            const struct xg_command *own[2] = { pm->commands, NULL };
+
+            uc->proto_conf = pm->create_conf(cf);
+            xg_conf_dispatch(cf, mine, nmine, XG_CONF_UPSTREAM, own,
+                uc->proto_conf);
+        }
+    }
+
+    /*
+     * No table has these names in the upstream context, so no setter runs
+     * (conf NULL): the dispatcher only words the error (unknown, or not
+     * allowed here), with hints from the core's and the upstream's own
+     * protocol's directives.
+     */
+    for (t = xg_conf_tables(); *t != NULL && n + 2 < XG_NELEM(hints); t++) {
+        hints[n++] = *t;
+    }
+    if (pm != NULL && pm->commands != NULL) {
+        hints[n++] = pm->commands;
+    }
+    hints[n] = NULL;
+    xg_conf_dispatch(cf, unknown, nunknown, XG_CONF_UPSTREAM, hints, NULL);
+
+    free(generic);
+    free(proto);
+    free(mine);
+    free(unknown);
+}
+
 static int
 set_upstream(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
@@ -259,8 +416,7 @@ set_upstream(struct xg_conf *cf, const struct xg_conf_stmt *st,
     uc->restore_timeout_ms = 30000;
     uc->close_timeout_ms = 3000;
 
-    xg_conf_dispatch(cf, st->block, st->nblock, XG_CONF_UPSTREAM,
-        xg_conf_tables(), uc);
+    upstream_block(cf, st, uc);
 
     if (!uc->url_set) {
         xg_conf_error(cf, st, "upstream \"%s\" has no \"url\"", uc->name);
@@ -437,19 +593,11 @@ xg_conf_tables(void)
     static const struct xg_command *tables[64];
     static int built;
     const struct xg_module *const *m;
-    const struct xg_proto_module *const *p;
     size_t n = 0;
 
     if (!built) {
         for (m = xg_modules; *m != NULL && n + 1 < XG_NELEM(tables); m++) {
             tables[n++] = (*m)->commands;
-        }
-        for (p = xg_proto_modules; *p != NULL && n + 1 < XG_NELEM(tables);
-            p++)
-        {
-            if ((*p)->commands != NULL) {
-                tables[n++] = (*p)->commands;
-            }
         }
         tables[n] = NULL;
         built = 1;
@@ -477,6 +625,7 @@ check_listens(struct xg_conf *cf)
     struct xg_listen_conf *lc, *o;
     struct xg_upstream_conf *uc;
     struct xg_conf_stmt at;
+    char err[1024];
 
     memset(&at, 0, sizeof(at));
     for (lc = mc->listens; lc != NULL; lc = lc->next) {
@@ -491,6 +640,9 @@ check_listens(struct xg_conf *cf)
         if (lc->upstream == NULL) {
             xg_conf_error(cf, &at, "\"listen\": no upstream named \"%s\"",
                 lc->upstream_name);
+        } else if (xg_listen_check(lc, err, sizeof(err)) != XG_OK) {
+            /* what start-up would refuse, in its words */
+            xg_conf_error(cf, &at, "%s", err);
         }
         if (!mc->allow_remote && !xg_addr_is_loopback(&lc->addr)) {
             xg_conf_error(cf, &at, "\"listen\": %s is not a loopback address;"
@@ -517,6 +669,30 @@ check_listens(struct xg_conf *cf)
 }
 
 /*
+ * The error log must be one that start-up can open (xg_log_open()); the
+ * check creates nothing.
+ */
+static void
+check_error_log(struct xg_conf *cf)
+{
+    struct xg_main_conf *mc = cf->main;
+    struct xg_conf_stmt at;
+    int e;
+
+    if (mc->error_log_file == NULL) {
+        return;     /* not set: stderr */
+    }
+    e = xg_log_check(mc->error_log);
+    if (e != 0) {
+        memset(&at, 0, sizeof(at));
+        at.file = mc->error_log_file;
+        at.line = mc->error_log_line;
+        xg_conf_error(cf, &at, "error_log \"%s\": %s", mc->error_log,
+            strerror(e));
+    }
+}
+
+/*
  * Builds the main conf from the statement tree in cf->main. Errors are
  * collected in CF. Returns the number of errors found.
  */
@@ -533,6 +709,7 @@ xg_conf_core_build(struct xg_conf *cf)
         mc->error_log = xg_strdup("stderr");
     }
     check_listens(cf);
+    check_error_log(cf);
     return cf->nerrors - before;
 }
 

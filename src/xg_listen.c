@@ -387,28 +387,25 @@ on_accept_error(struct evconnlistener *evl, void *arg)
     xg_log_warn("listener %s: accept: %s", l->addr, strerror(err));
 }
 
+/*
+ * The conf's part of opening LC: its protocol module PM (which must serve
+ * clients) and its address, resolved without a name server into *AI
+ * (caller frees). XG_ERROR with the reason in ERR.
+ */
 static int
-listen_open(struct event_base *base, const struct xg_main_conf *mc,
-    const struct xg_listen_conf *lc)
+listen_prepare(const struct xg_listen_conf *lc,
+    const struct xg_proto_module **pm, struct evutil_addrinfo **ai,
+    char *err, size_t errlen)
 {
-    struct xg_listener *l;
-    struct evutil_addrinfo hints, *ai = NULL;
+    struct evutil_addrinfo hints;
     char port[8];
-    const struct xg_proto_module *pm;
-    struct xg_upstream *up;
     int e;
 
-    up = xg_upstream_find(lc->upstream_name);
-    if (up == NULL) {
-        xg_log_error("listener %s:%u: no running upstream \"%s\"",
-            lc->addr.host, lc->addr.port, lc->upstream_name);
-        return XG_ERROR;
-    }
-    pm = lc->upstream ? xg_proto_find(lc->upstream->protocol) : NULL;
-    if (pm == NULL || pm->client_open == NULL) {
-        xg_log_error("listener %s:%u: upstream \"%s\" speaks a protocol that "
-            "serves no local clients", lc->addr.host, lc->addr.port,
-            lc->upstream_name);
+    *pm = lc->upstream ? xg_proto_find(lc->upstream->protocol) : NULL;
+    if (*pm == NULL || (*pm)->client_open == NULL) {
+        snprintf(err, errlen, "listener %s:%u: upstream \"%s\" speaks a "
+            "protocol that serves no local clients", lc->addr.host,
+            lc->addr.port, lc->upstream_name);
         return XG_ERROR;
     }
     memset(&hints, 0, sizeof(hints));
@@ -417,10 +414,49 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
     hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_NUMERICHOST
                      | EVUTIL_AI_NUMERICSERV;
     snprintf(port, sizeof(port), "%u", lc->addr.port);
-    e = evutil_getaddrinfo(lc->addr.host, port, &hints, &ai);
+    *ai = NULL;
+    e = evutil_getaddrinfo(lc->addr.host, port, &hints, ai);
     if (e != 0) {
-        xg_log_error("listener %s:%u: %s", lc->addr.host, lc->addr.port,
-            evutil_gai_strerror(e));
+        snprintf(err, errlen, "listener %s:%u: %s", lc->addr.host,
+            lc->addr.port, evutil_gai_strerror(e));
+        return XG_ERROR;
+    }
+    return XG_OK;
+}
+
+/* See xg_listen.h. */
+int
+xg_listen_check(const struct xg_listen_conf *lc, char *err, size_t errlen)
+{
+    const struct xg_proto_module *pm;
+    struct evutil_addrinfo *ai;
+
+    if (listen_prepare(lc, &pm, &ai, err, errlen) != XG_OK) {
+        return XG_ERROR;
+    }
+    evutil_freeaddrinfo(ai);
+    return XG_OK;
+}
+
+static int
+listen_open(struct event_base *base, const struct xg_main_conf *mc,
+    const struct xg_listen_conf *lc)
+{
+    struct xg_listener *l;
+    struct evutil_addrinfo *ai = NULL;
+    const struct xg_proto_module *pm;
+    struct xg_upstream *up;
+    char err[1024];
+
+    up = xg_upstream_find(lc->upstream_name);
+    if (up == NULL) {
+        xg_log_error("listener %s:%u: no running upstream \"%s\"",
+            lc->addr.host, lc->addr.port, lc->upstream_name);
+        return XG_ERROR;
+    }
+    /* the conf check made these already (xg_listen_check) */
+    if (listen_prepare(lc, &pm, &ai, err, sizeof(err)) != XG_OK) {
+        xg_log_error("%s", err);
         return XG_ERROR;
     }
     l = xg_calloc(1, sizeof(*l));

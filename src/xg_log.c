@@ -5,10 +5,13 @@
 #include "xg_log.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 
@@ -78,6 +81,45 @@ xg_log_open(const char *path, int level)
     log_path = xg_strdup(path);
     xg_log_level = level;
     return XG_OK;
+}
+
+/* See xg_log.h. */
+int
+xg_log_check(const char *path)
+{
+    char dir[PATH_MAX];
+    const char *slash;
+    struct stat sb;
+
+    if (path == NULL || strcmp(path, "stderr") == 0) {
+        return 0;
+    }
+    /*
+     * Nothing is opened: opening a device for writing can act (a
+     * watchdog), and the check also runs on every SIGHUP and fuzz input.
+     */
+    if (stat(path, &sb) == 0) {
+        if (S_ISDIR(sb.st_mode)) {
+            return EISDIR;
+        }
+        return access(path, W_OK) == 0 ? 0 : errno;
+    }
+    if (errno != ENOENT) {
+        return errno;
+    }
+    slash = strrchr(path, '/');
+    if (slash == NULL) {
+        snprintf(dir, sizeof(dir), ".");
+    } else if (slash == path) {
+        snprintf(dir, sizeof(dir), "/");
+    } else {
+        snprintf(dir, sizeof(dir), "%.*s", (int) (slash - path), path);
+    }
+    /* what fopen(path, "a") needs to create the file */
+    if (access(dir, W_OK | X_OK) != 0) {
+        return errno;
+    }
+    return 0;
 }
 
 void

@@ -35,6 +35,14 @@ void xg_logv(int level, const char *fmt, va_list ap);
  */
 int xg_log_open(const char *path, int level);
 
+/*
+ * Whether xg_log_open(PATH) could open PATH, found without creating or
+ * changing anything: an existing file must open for appending, a missing
+ * one needs a directory it can be created in. Returns 0, or the errno
+ * that xg_log_open() would meet. "stderr" and NULL always pass.
+ */
+int xg_log_check(const char *path);
+
 /* Reopens the log file (SIGUSR1, after logrotate). */
 void xg_log_reopen(void);
 

@@ -22,7 +22,19 @@ struct xg_client;
 
 struct xg_proto_module {
     const char               *name;         /* as in `protocol NAME;` */
-    const struct xg_command  *commands;     /* its upstream directives */
+    /*
+     * Its upstream directives (context XG_CONF_UPSTREAM). They are valid
+     * only on an upstream whose `protocol` is this module; their setters
+     * get the object create_conf made, never the upstream's conf.
+     */
+    const struct xg_command  *commands;
+    /*
+     * Makes the module's per-upstream conf with its defaults and registers
+     * its free with xg_conf_cleanup_add(). Called once for each upstream
+     * of this protocol, at the end of its block; stored in its
+     * proto_conf. Required when commands is not NULL.
+     */
+    void *(*create_conf)(struct xg_conf *cf);
 
     /* Per-upstream instance, built from the conf at start-up. */
     void *(*create)(struct xg_upstream *up,

@@ -4059,28 +4059,24 @@ dr_conf_free(void *p)
     free(c);
 }
 
-static struct dr_conf *
-dr_conf(struct xg_conf *cf, void *conf)
+/* The per-upstream conf, with its defaults (xg_proto.h create_conf). */
+static void *
+dr_create_conf(struct xg_conf *cf)
 {
-    struct xg_upstream_conf *uc = conf;
+    struct dr_conf *c = xg_calloc(1, sizeof(*c));
 
-    if (uc->proto_conf == NULL) {
-        struct dr_conf *c = xg_calloc(1, sizeof(*c));
-
-        c->request_timeout_ms = 10000;
-        c->queue_limit = 1000;
-        c->queue_timeout_ms = 30000;
-        uc->proto_conf = c;
-        xg_conf_cleanup_add(cf, dr_conf_free, c);
-    }
-    return uc->proto_conf;
+    c->request_timeout_ms = 10000;
+    c->queue_limit = 1000;
+    c->queue_timeout_ms = 30000;
+    xg_conf_cleanup_add(cf, dr_conf_free, c);
+    return c;
 }
 
 static int
 dr_set_auth(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
 {
-    struct dr_conf *c = dr_conf(cf, conf);
+    struct dr_conf *c = conf;
     char *secret;
 
     if (strcmp(st->args[1], "client_signature") == 0) {
@@ -4113,7 +4109,7 @@ static int
 dr_set_auth_scope(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
 {
-    struct dr_conf *c = dr_conf(cf, conf);
+    struct dr_conf *c = conf;
     const char *s = st->args[1];
 
     if (strcmp(s, "connection") != 0
@@ -4131,7 +4127,7 @@ static int
 dr_set_stale(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
 {
-    struct dr_conf *c = dr_conf(cf, conf);
+    struct dr_conf *c = conf;
     uint64_t ms;
 
     if (st->args[1][0] == '\0' || strlen(st->args[1]) > 256) {
@@ -4150,27 +4146,6 @@ dr_set_stale(struct xg_conf *cf, const struct xg_conf_stmt *st,
     return XG_OK;
 }
 
-static int
-dr_set_duration(struct xg_conf *cf, const struct xg_conf_stmt *st,
-    const struct xg_command *cmd, void *conf)
-{
-    return xg_conf_set_duration(cf, st, cmd, dr_conf(cf, conf));
-}
-
-static int
-dr_set_flag(struct xg_conf *cf, const struct xg_conf_stmt *st,
-    const struct xg_command *cmd, void *conf)
-{
-    return xg_conf_set_flag(cf, st, cmd, dr_conf(cf, conf));
-}
-
-static int
-dr_set_uint(struct xg_conf *cf, const struct xg_conf_stmt *st,
-    const struct xg_command *cmd, void *conf)
-{
-    return xg_conf_set_uint(cf, st, cmd, dr_conf(cf, conf));
-}
-
 static const struct xg_conf_bounds dr_bounds_hb = { 1000, 3600 * 1000 };
 static const struct xg_conf_bounds dr_bounds_timeout = { 0, 3600 * 1000 };
 static const struct xg_conf_bounds dr_bounds_queue = { 0, 1000000 };
@@ -4181,16 +4156,16 @@ static const struct xg_command dr_commands[] = {
     { "auth", XG_CONF_UPSTREAM | XG_CONF_TAKE3, dr_set_auth, 0, NULL },
     { "auth_scope", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_auth_scope, 0,
       NULL },
-    { "heartbeat", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_duration,
+    { "heartbeat", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_duration,
       DR(heartbeat_ms), &dr_bounds_hb },
-    { "cancel_on_disconnect", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_flag,
-      DR(cod), NULL },
-    { "request_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_duration,
-      DR(request_timeout_ms), &dr_bounds_timeout },
-    { "queue_limit", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_uint,
+    { "cancel_on_disconnect", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
+      xg_conf_set_flag, DR(cod), NULL },
+    { "request_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
+      xg_conf_set_duration, DR(request_timeout_ms), &dr_bounds_timeout },
+    { "queue_limit", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_uint,
       DR(queue_limit), &dr_bounds_queue },
-    { "queue_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_duration,
-      DR(queue_timeout_ms), &dr_bounds_timeout },
+    { "queue_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
+      xg_conf_set_duration, DR(queue_timeout_ms), &dr_bounds_timeout },
     { "stale", XG_CONF_UPSTREAM | XG_CONF_TAKE2 | XG_CONF_MULTI, dr_set_stale,
       0, NULL },
     XG_CONF_NULL_COMMAND
@@ -4199,6 +4174,7 @@ static const struct xg_command dr_commands[] = {
 const struct xg_proto_module xg_proto_deribit = {
     "deribit",
     dr_commands,
+    dr_create_conf,
     dr_create,
     dr_destroy,
     dr_on_open,

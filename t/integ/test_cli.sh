@@ -18,6 +18,13 @@ $X -q >/dev/null 2>&1; [ $? -eq 2 ] || fail "bad option exit code"
 out=$($X -t -c "$S/conf/exgate.conf" 2>&1) || fail "default conf: $out"
 echo "$out" | grep -q ': ok$' || fail "default conf says: $out"
 
+# Every shipped conf passes -t (the examples read their secrets from env).
+for f in "$S"/conf/*.conf "$S"/conf/examples/*.conf; do
+    out=$(DERIBIT_CLIENT_ID=id DERIBIT_CLIENT_SECRET=s BOT_MM_SECRET=s \
+        BOT_HEDGE_SECRET=s $X -t -c "$f" 2>&1) || fail "$f: $out"
+    echo "$out" | grep -q ': ok$' || fail "$f says: $out"
+done
+
 cat > "$tmp/bad.conf" <<'CONF'
 # a conf with a misspelled directive on line 7
 error_log stderr info;
@@ -33,6 +40,84 @@ echo "$out" | grep -q "bad.conf:7: unknown directive \"admn\" (did you mean \"ad
     || fail "bad conf message: $out"
 
 $X -t -c "$tmp/missing.conf" >/dev/null 2>&1; [ $? -eq 1 ] || fail "missing file"
+
+# Whatever start-up refuses after the conf has parsed, -t refuses too, with
+# the same text: each bad conf below is checked with -t (exit 1, the
+# expected message at its FILE:LINE) and started for real (it must refuse,
+# and every error it prints must be in the -t output).
+errors_of() {   # the messages of the error lines in $1, prefixes dropped
+    echo "$1" | sed -n -e '/configuration check failed$/d' \
+        -e 's/^[0-9T:.-]*Z \[error\] //p;t' \
+        -e 's/^[^ :]*:[0-9][0-9]*: //p;t' -e '/^exgate: /p'
+}
+refused() {     # NAME LINE MESSAGE, the conf on stdin
+    local name=$1 line=$2 want=$3 t_out s_out msgs m rc
+    cat > "$tmp/$name.conf"
+    t_out=$($X -t -c "$tmp/$name.conf" 2>&1); rc=$?
+    [ $rc -eq 1 ] || fail "$name: -t exit $rc: $t_out"
+    echo "$t_out" | grep -qF -- "$name.conf:$line: $want" \
+        || fail "$name: -t says: $t_out"
+    s_out=$(timeout 10 $X -c "$tmp/$name.conf" 2>&1 </dev/null); rc=$?
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "$name: start exit $rc: $s_out"
+    msgs=$(errors_of "$s_out")
+    echo "$msgs" | grep -qF -- "$want" || fail "$name: start says: $s_out"
+    while IFS= read -r m; do
+        echo "$t_out" | grep -qF -- ": $m" \
+            || fail "$name: start says \"$m\", -t does not: $t_out"
+    done <<< "$msgs"
+}
+P=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+refused raw_listen 6 "listener 127.0.0.1:$P: upstream \"r\" speaks a protocol that serves no local clients" <<CONF
+error_log stderr;
+upstream r {
+    url ws://127.0.0.1:1/ws/api/v2;
+    protocol raw;
+}
+listen 127.0.0.1:$P tcp upstream=r;
+CONF
+refused default_raw_listen 6 "listener 127.0.0.1:$P: upstream \"r\" speaks a protocol that serves no local clients" <<CONF
+error_log stderr;
+upstream r {
+    url ws://127.0.0.1:1/ws/api/v2;
+}
+# no protocol line: raw
+listen 127.0.0.1:$P websocket upstream=r;
+CONF
+refused name_listen 6 "listener localhost:$P: " <<CONF
+error_log stderr;
+upstream d {
+    url ws://127.0.0.1:1/ws/api/v2;
+    protocol deribit;
+}
+listen localhost:$P tcp upstream=d;
+CONF
+refused log_nodir 1 "error_log \"$tmp/nodir/x.log\": No such file or directory" <<CONF
+error_log $tmp/nodir/x.log;
+CONF
+refused log_isdir 2 "error_log \"$tmp\": Is a directory" <<CONF
+
+error_log $tmp debug;
+CONF
+
+# What only binding a socket can tell is not a conf error: a port in use
+# passes -t and is refused at start.
+cat > "$tmp/inuse.conf" <<CONF
+error_log stderr;
+upstream d {
+    url ws://127.0.0.1:1/ws/api/v2;
+    protocol deribit;
+}
+listen 127.0.0.1:$P tcp upstream=d;
+CONF
+out=$(python3 -c '
+import socket, subprocess, sys
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1)
+t = subprocess.run([sys.argv[2], "-t", "-c", sys.argv[3]], capture_output=True, text=True)
+r = subprocess.run([sys.argv[2], "-c", sys.argv[3]], capture_output=True, text=True, timeout=10)
+print("t=%d start=%d %s%s" % (t.returncode, r.returncode, t.stdout, r.stderr))
+' "$P" "$X" "$tmp/inuse.conf" 2>&1)
+echo "$out" | grep -q '^t=0 start=1 ' || fail "port in use: $out"
+echo "$out" | grep -q 'cannot listen: Address already in use' || fail "port in use: $out"
 
 # Runs, reopens its log on SIGUSR1, survives SIGHUP with a broken conf,
 # and stops with exit 0 on SIGTERM.

@@ -78,7 +78,9 @@ teardown(void)
     errs = NULL;
 }
 
-#define UPSTREAM "upstream d { url wss://www.deribit.com/ws/api/v2; }\n"
+/* An upstream that serves listeners (a raw one does not). */
+#define UPSTREAM "upstream d { url wss://www.deribit.com/ws/api/v2; " \
+    "protocol deribit; }\n"
 
 /* ---- good confs and values -------------------------------------------- */
 
@@ -88,7 +90,7 @@ START_TEST(t_minimal)
         "error_log stderr warn;\n"
         "upstream deribit {\n"
         "    url wss://www.deribit.com/ws/api/v2;\n"
-        "    protocol raw;\n"
+        "    protocol deribit;\n"
         "}\n"
         "listen 127.0.0.1:8600 websocket upstream=deribit;\n"
         "listen 127.0.0.1:8601 tcp upstream=deribit max_clients=5 "
@@ -104,7 +106,7 @@ START_TEST(t_minimal)
     ck_assert_str_eq(mc->upstreams->url.host, "www.deribit.com");
     ck_assert_int_eq(mc->upstreams->url.port, 443);
     ck_assert_str_eq(mc->upstreams->url.path, "/ws/api/v2");
-    ck_assert_str_eq(mc->upstreams->protocol, "raw");
+    ck_assert_str_eq(mc->upstreams->protocol, "deribit");
     ck_assert_int_eq(mc->listens->kind, XG_LISTEN_WEBSOCKET);
     ck_assert_str_eq(mc->listens->path, "/ws/api/v2");
     ck_assert_ptr_eq(mc->listens->upstream, mc->upstreams);
@@ -593,6 +595,229 @@ START_TEST(t_syntax_and_directive_errors_together)
 }
 END_TEST
 
+/* ---- protocol directives ---------------------------------------------- */
+
+/*
+ * A protocol's directive is valid only on an upstream of that protocol,
+ * wherever `protocol` stands in the block; the default protocol is raw.
+ */
+START_TEST(t_proto_directive_on_raw)
+{
+    struct xg_main_conf *mc;
+
+    mc = load("upstream x {\n url ws://h/;\n protocol raw;\n"
+        " heartbeat 10s;\n}\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:4: \"heartbeat\" is a directive of "
+        "protocol deribit; upstream \"x\" uses raw\n");
+
+    /* before the `protocol` line: only the end of the block can tell */
+    mc = load("upstream x {\n url ws://h/;\n heartbeat 10s;\n"
+        " protocol raw;\n}\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:3: \"heartbeat\" is a directive of "
+        "protocol deribit; upstream \"x\" uses raw\n");
+
+    /* no `protocol` line at all: raw */
+    mc = load("upstream x {\n url ws://h/;\n stale book.* 5s;\n}\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:3: \"stale\" is a directive of "
+        "protocol deribit; upstream \"x\" uses raw\n");
+}
+END_TEST
+
+/* Every protocol directive is refused on raw, each at its own line. */
+START_TEST(t_proto_directives_all_refused_on_raw)
+{
+    static const char *const lines[] = {
+        "auth client_signature id env:XG_T_SECRET;",
+        "auth_scope connection;",
+        "heartbeat 10s;",
+        "cancel_on_disconnect on;",
+        "request_timeout 5s;",
+        "queue_limit 10;",
+        "queue_timeout 5s;",
+        "stale book.* 5s;",
+    };
+    char text[2048], want[256];
+    struct xg_main_conf *mc;
+    size_t i, n;
+
+    setenv("XG_T_SECRET", "s3cr3t", 1);
+    n = (size_t) snprintf(text, sizeof(text), "upstream x {\n");
+    for (i = 0; i < XG_NELEM(lines); i++) {
+        n += (size_t) snprintf(text + n, sizeof(text) - n, " %s\n", lines[i]);
+    }
+    snprintf(text + n, sizeof(text) - n, " url ws://h/;\n}\n");
+    mc = load(text);
+    ck_assert_ptr_null(mc);
+    for (i = 0; i < XG_NELEM(lines); i++) {
+        snprintf(want, sizeof(want), "t.conf:%zu: \"%.*s\" is a directive of "
+            "protocol deribit; upstream \"x\" uses raw\n", i + 2,
+            (int) strcspn(lines[i], " "), lines[i]);
+        ck_assert_msg(strstr(errs, want) != NULL, "expected \"%s\" in \"%s\"",
+            want, errs);
+    }
+    unsetenv("XG_T_SECRET");
+}
+END_TEST
+
+/* The same directives stay valid on a deribit upstream, on either side. */
+START_TEST(t_proto_directives_on_deribit)
+{
+    struct xg_main_conf *mc;
+
+    setenv("XG_T_SECRET", "s3cr3t", 1);
+    mc = load("upstream x {\n"
+        " url ws://h/;\n"
+        " heartbeat 10s;\n"
+        " auth client_signature id env:XG_T_SECRET;\n"
+        " stale book.* 5s;\n"
+        " protocol deribit;\n"
+        " cancel_on_disconnect on;\n"
+        " queue_limit 10;\n"
+        " stale trades.* 1s;\n"
+        "}\n"
+        "listen 127.0.0.1:1 tcp upstream=x;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_ptr_null(errs);
+    ck_assert_str_eq(mc->upstreams->protocol, "deribit");
+    ck_assert_ptr_nonnull(mc->upstreams->proto_conf);
+    xg_conf_free(mc);
+    unsetenv("XG_T_SECRET");
+
+    /* their values are still checked, before or after `protocol` */
+    mc = load("upstream x {\n url ws://h/;\n heartbeat 1ms;\n"
+        " protocol deribit;\n queue_limit lots;\n}\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:3: \"heartbeat\": 1ms is out of range\n"
+        "t.conf:5: \"queue_limit\": \"lots\" is not a number\n");
+    expect_error("upstream x {\n url ws://h/;\n heartbeat 10s;\n"
+        " protocol deribit;\n heartbeat 20s;\n}\n",
+        "t.conf:5: \"heartbeat\" directive is duplicate (first at line 3)");
+    expect_error("upstream x {\n url ws://h/;\n protocol deribit;\n"
+        " heartbaet 10s;\n}\n",
+        "t.conf:4: unknown directive \"heartbaet\" (did you mean "
+        "\"heartbeat\"?)");
+}
+END_TEST
+
+/* A bad or unknown `protocol` is one error, not one per directive. */
+START_TEST(t_proto_directive_unknown_protocol)
+{
+    struct xg_main_conf *mc;
+
+    mc = load("upstream x {\n url ws://h/;\n heartbeat 10s;\n"
+        " protocol ftp;\n}\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:4: \"protocol\": unknown protocol \"ftp\" "
+        "(raw, deribit)\n");
+}
+END_TEST
+
+/* A protocol directive outside an upstream is misplaced, not unknown. */
+START_TEST(t_proto_directive_in_main)
+{
+    expect_error(UPSTREAM "heartbeat 10s;\n",
+        "t.conf:2: \"heartbeat\" directive is not allowed here");
+}
+END_TEST
+
+/* The file and line of an included protocol directive are kept. */
+START_TEST(t_proto_directive_from_include)
+{
+    struct xg_main_conf *mc;
+
+    write_file("main.conf", "upstream x {\n  include p.conf;\n"
+        "  url ws://h/;\n}\n", 0600);
+    write_file("p.conf", "\nheartbeat 10s;\n", 0600);
+    mc = load_file("main.conf");
+    ck_assert_ptr_null(mc);
+    ck_assert_ptr_nonnull(strstr(errs, "p.conf:2: \"heartbeat\" is a "
+        "directive of protocol deribit; upstream \"x\" uses raw\n"));
+}
+END_TEST
+
+/* ---- what start-up refuses is a conf error too ------------------------- */
+
+/* A listener needs an upstream whose protocol serves local clients. */
+START_TEST(t_listen_needs_client_protocol)
+{
+    struct xg_main_conf *mc;
+
+    mc = load("upstream r {\n url ws://h/;\n protocol raw;\n}\n"
+        "listen 127.0.0.1:9 tcp upstream=r;\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:5: listener 127.0.0.1:9: upstream \"r\" "
+        "speaks a protocol that serves no local clients\n");
+    /* no `protocol` line: raw */
+    mc = load("upstream r { url ws://h/; }\n"
+        "listen [::1]:9 websocket upstream=r;\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:2: listener ::1:9: upstream \"r\" "
+        "speaks a protocol that serves no local clients\n");
+}
+END_TEST
+
+/* A listener's host must be numeric, as start-up resolves it. */
+START_TEST(t_listen_numeric_host)
+{
+    struct xg_main_conf *mc;
+
+    mc = load(UPSTREAM "listen localhost:9 tcp upstream=d;\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_msg(strncmp(errs, "t.conf:2: listener localhost:9: ", 32) == 0
+        && strchr(errs, '\n') == errs + strlen(errs) - 1, "%s", errs);
+    mc = load(UPSTREAM "allow_remote on;\n"
+        "listen exgate-test.invalid:9 tcp upstream=d;\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_msg(strncmp(errs, "t.conf:3: listener exgate-test.invalid:9: ",
+        42) == 0, "%s", errs);
+    mc = load(UPSTREAM "listen 127.0.0.1:9 tcp upstream=d;\n"
+        "listen [::1]:9 tcp upstream=d;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    xg_conf_free(mc);
+}
+END_TEST
+
+/* The error log must be one start-up can open; the check creates nothing. */
+START_TEST(t_error_log_must_open)
+{
+    struct xg_main_conf *mc;
+    char text[1024], want[1024], path[600];
+    struct stat sb;
+
+    snprintf(text, sizeof(text), "error_log %s/nodir/x.log;\n", tmpdir);
+    mc = load(text);
+    ck_assert_ptr_null(mc);
+    snprintf(want, sizeof(want), "t.conf:1: error_log \"%s/nodir/x.log\": "
+        "No such file or directory\n", tmpdir);
+    ck_assert_str_eq(errs, want);
+
+    snprintf(text, sizeof(text), "error_log %s info;\n", tmpdir);
+    mc = load(text);
+    ck_assert_ptr_null(mc);
+    snprintf(want, sizeof(want), "t.conf:1: error_log \"%s\": Is a "
+        "directory\n", tmpdir);
+    ck_assert_str_eq(errs, want);
+
+    snprintf(path, sizeof(path), "%s/new.log", tmpdir);
+    snprintf(text, sizeof(text), "error_log %s;\n", path);
+    mc = load(text);
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    xg_conf_free(mc);
+    ck_assert_int_ne(stat(path, &sb), 0);
+    write_file("old.log", "kept\n", 0600);
+    snprintf(text, sizeof(text), "error_log %s/old.log;\n", tmpdir);
+    mc = load(text);
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    xg_conf_free(mc);
+    snprintf(path, sizeof(path), "%s/old.log", tmpdir);
+    ck_assert_int_eq(stat(path, &sb), 0);
+    ck_assert_int_eq(sb.st_size, 5);
+}
+END_TEST
+
 /* ---- include -------------------------------------------------------------- */
 
 START_TEST(t_include_relative)
@@ -876,6 +1101,15 @@ conf_suite(void)
     tcase_add_test(tc, t_remote_needs_opt_in);
     tcase_add_test(tc, t_every_error_reported);
     tcase_add_test(tc, t_syntax_and_directive_errors_together);
+    tcase_add_test(tc, t_proto_directive_on_raw);
+    tcase_add_test(tc, t_proto_directives_all_refused_on_raw);
+    tcase_add_test(tc, t_proto_directives_on_deribit);
+    tcase_add_test(tc, t_proto_directive_unknown_protocol);
+    tcase_add_test(tc, t_proto_directive_in_main);
+    tcase_add_test(tc, t_proto_directive_from_include);
+    tcase_add_test(tc, t_listen_needs_client_protocol);
+    tcase_add_test(tc, t_listen_numeric_host);
+    tcase_add_test(tc, t_error_log_must_open);
     tcase_add_test(tc, t_include_relative);
     tcase_add_test(tc, t_include_glob);
     tcase_add_test(tc, t_include_error_names_included_file);
