@@ -84,6 +84,7 @@ struct xg_registry {
     struct xg_reg_channel **idle;
     size_t                  nidle, idle_cap;
     void                  (*chan_free)(void *ext);
+    void                  (*sess_free)(void *sess);
 };
 
 static uint32_t
@@ -152,11 +153,20 @@ xg_registry_set_channel_free(struct xg_registry *r, void (*fn)(void *))
     r->chan_free = fn;
 }
 
+void
+xg_registry_set_session_free(struct xg_registry *r, void (*fn)(void *))
+{
+    r->sess_free = fn;
+}
+
 static void
 channel_destroy(struct xg_registry *r, struct xg_reg_channel *ch)
 {
     if (ch->ext != NULL && r->chan_free != NULL) {
         r->chan_free(ch->ext);
+    }
+    if (ch->sess != NULL && r->sess_free != NULL) {
+        r->sess_free(ch->sess);
     }
     free(ch->name);
     free(ch->subs);

@@ -44,6 +44,8 @@ struct xg_reg_channel {
     int                     in_idle;     /* on the registry's idle list */
     void                   *ext;         /* the module's (freed by the
                                             channel free callback) */
+    void                   *sess;        /* the session's (freed by the
+                                            session free callback) */
     /* continuity bookkeeping, the module's to set and read */
     uint64_t                confirmed_ms;  /* first confirmation (0: never):
                                               kept across a reconnect */
@@ -112,6 +114,8 @@ void xg_registry_free(struct xg_registry *r);
  * channel is deleted, whoever deletes it.
  */
 void xg_registry_set_channel_free(struct xg_registry *r, void (*fn)(void *));
+/* The same for each channel's sess pointer (src/xg_session.c's). */
+void xg_registry_set_session_free(struct xg_registry *r, void (*fn)(void *));
 
 /* ---- clients ---- */
 

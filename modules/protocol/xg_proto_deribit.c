@@ -26,8 +26,8 @@
 #include "xg_log.h"
 #include "xg_proto.h"
 #include "xg_registry.h"
+#include "xg_session.h"
 
-#include <fnmatch.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,15 +47,10 @@
 #define DR_MIN_CLIENT_HB_S  10             /* as Deribit: interval >= 10 */
 #define DR_TOKEN_TTL_S      31536000
 #define DR_SIG_WINDOW_MS    60000          /* client_signature timestamps */
-#define DR_RETRY_MIN_MS     1000           /* unconfirmed channel: first retry */
-#define DR_RETRY_MAX_MS     30000          /* ... doubling up to this */
-#define DR_MAX_LISTED       100            /* names listed in /status */
 #define DR_FETCH_RETRY_MS   200            /* a fetch refused for now: first
                                               retry, doubling ... */
 #define DR_FETCH_RETRY_MAX_MS 3200         /* ... up to this */
 #define DR_FETCH_TRIES      8              /* retries before giving up */
-#define DR_RESUB            1              /* tag: a subscribe of our own
-                                              (gap resync, stale) */
 
 /* ---- conf ---- */
 
@@ -65,12 +60,6 @@ enum dr_auth_kind {
     DR_AUTH_SIGNATURE
 };
 
-/* `stale PATTERN DURATION;`: a matching channel silent longer is
-   resubscribed on its own. */
-struct dr_stale {
-    char      *pattern;          /* fnmatch(3) glob on the channel name */
-    uint64_t   ms;
-};
 
 struct dr_conf {
     enum dr_auth_kind  auth;
@@ -82,7 +71,7 @@ struct dr_conf {
     uint64_t           request_timeout_ms;
     unsigned           queue_limit;
     uint64_t           queue_timeout_ms;
-    struct dr_stale   *stale;            /* in conf order: first match */
+    struct xg_stale   *stale;            /* in conf order: first match */
     size_t             nstale;
 };
 
@@ -125,8 +114,6 @@ enum dr_kind {
     K_REFRESH,         /* public/auth with the refresh_token grant */
     K_HEARTBEAT,       /* restore: public/set_heartbeat */
     K_COD,             /* restore: private/enable_cancel_on_disconnect */
-    K_SUB,             /* a subscribe batch */
-    K_UNSUB,           /* an unsubscribe batch */
     K_TEST,            /* our answer to a test_request */
     K_CANCEL,          /* a client's emulated cancel-on-disconnect */
     K_BACKFILL,        /* trades missed during an outage */
@@ -148,6 +135,7 @@ struct dr {
     const char            *name;
     struct event_base     *base;
     struct xg_registry    *reg;
+    struct xg_session     *s;            /* subscriptions */
     enum dr_state          st;
     int                    step;          /* restore step (K_*) */
     int                    subs_left;     /* restore subscribe batches */
@@ -160,8 +148,6 @@ struct dr {
     uint64_t               book_gaps;     /* chain breaks detected */
     uint64_t               book_resyncs;  /* bridging changes computed */
     uint64_t               book_errors;   /* malformed book messages */
-    uint64_t               stale_resubscribes;
-    uint64_t               resubscribe_retries;
     uint64_t               gap_notices;   /* exgate/gap messages sent */
     uint64_t               orders_reconciled; /* order states delivered */
     uint64_t               orders_reconciles; /* channels reconciled */
@@ -170,18 +156,10 @@ struct dr {
     struct xg_reg_req    **retry;          /* fetches waiting to be sent
                                               again (deadline_ms: when) */
     size_t                 nretry, retry_cap;
-    unsigned               nunconfirmed;  /* restored, not confirmed (an
-                                             upper bound between scans) */
     char                  *refresh_token;
     struct event          *ev_tick;
     uint64_t               tick_ms;      /* the interval it is armed with */
-    size_t                 nlinger;      /* idle channels kept for linger */
-    struct event          *ev_flush;     /* batches, once per loop turn */
     struct event          *ev_refresh;
-    char                 **sub_batch;
-    size_t                 nsub, sub_cap;
-    char                 **unsub_batch;
-    size_t                 nunsub, unsub_cap;
     struct dr_client      *clients;
     unsigned               nclients;
     /* the gateway settings of the clients (unsubscribe_linger), kept from
@@ -205,7 +183,6 @@ struct dr_client {
     struct dr_client      *prev, *next;
 };
 
-static void dr_flush_schedule(struct dr *d);
 static void dr_restore_next(struct dr *d);
 static void dr_book_free(void *p);
 static void dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch,
@@ -364,8 +341,7 @@ static int
 dr_tick_busy(const struct dr *d)
 {
     return xg_registry_ninflight(d->reg) != 0
-           || xg_registry_nqueued(d->reg) != 0 || d->nunconfirmed != 0
-           || d->nlinger != 0 || d->cf->nstale != 0 || d->nretry != 0;
+           || xg_registry_nqueued(d->reg) != 0 || d->nretry != 0;
 }
 
 static void
@@ -480,148 +456,6 @@ dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
     dr_tick_wake(d);
 }
 
-/* ---- subscriptions: batches ---- */
-
-static void
-dr_batch_add(char ***a, size_t *n, size_t *cap, const char *name)
-{
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 16;
-        *a = xg_realloc(*a, *cap * sizeof(char *));
-    }
-    (*a)[(*n)++] = xg_strdup(name);
-}
-
-/* Sends NAMES as (un)subscribe requests chunked under 32 kB; frees them. */
-static int
-dr_send_batches(struct dr *d, int kind, char **names, size_t n)
-{
-    const char *method;
-    size_t i = 0;
-    int batches = 0;
-
-    if (kind == K_SUB) {
-        method = d->cf->auth != DR_AUTH_NONE ? "private/subscribe"
-                                              : "public/subscribe";
-    } else {
-        method = d->cf->auth != DR_AUTH_NONE ? "private/unsubscribe"
-                                              : "public/unsubscribe";
-    }
-    while (i < n) {
-        json_t *arr = json_array();
-        size_t bytes = 100, start = i;
-        struct xg_reg_req *q;
-        size_t k;
-
-        while (i < n && (i == start || bytes + strlen(names[i]) + 3
-                                       < DR_BATCH_BYTES)) {
-            bytes += strlen(names[i]) + 3;
-            json_array_append_new(arr, json_string(names[i]));
-            i++;
-        }
-        q = dr_internal(kind, method, json_pack("{s:o}", "channels", arr));
-        q->nchan = (int) (i - start);
-        q->chan = xg_calloc(q->nchan, sizeof(char *));
-        for (k = start; k < i; k++) {
-            q->chan[k - start] = names[k];
-            names[k] = NULL;
-        }
-        xg_log_debug("upstream %s: %s of %d channels (%zu bytes)", d->name,
-            method, q->nchan, bytes);
-        dr_send(d, q);
-        batches++;
-    }
-    return batches;
-}
-
-/*
- * Once per loop turn: channels whose last subscriber left are unsubscribed
- * upstream (after unsubscribe_linger), new channels are subscribed, in
- * batches.
- */
-static void
-dr_flush(struct dr *d)
-{
-    struct xg_reg_channel *ch, **keep = NULL;
-    size_t nkeep = 0, keep_cap = 0, i;
-    uint64_t now = xg_now_ms(), linger;
-
-    linger = d->gc ? d->gc->unsubscribe_linger_ms : 0;
-    while ((ch = xg_registry_idle_next(d->reg)) != NULL) {
-        if (ch->state == XG_CHAN_PENDING && !ch->sent) {
-            xg_registry_channel_delete(d->reg, ch);
-        } else if (ch->state == XG_CHAN_CONFIRMED) {
-            if (d->st != DR_READY) {
-                continue;   /* the reset on down deletes it */
-            }
-            if (linger != 0 && now < ch->idle_since_ms + linger) {
-                if (nkeep == keep_cap) {
-                    keep_cap = keep_cap ? keep_cap * 2 : 8;
-                    keep = xg_realloc(keep, keep_cap * sizeof(*keep));
-                }
-                keep[nkeep++] = ch;
-                continue;
-            }
-            ch->state = XG_CHAN_UNSUBSCRIBING;
-            dr_batch_add(&d->unsub_batch, &d->nunsub, &d->unsub_cap,
-                ch->name);
-        }
-        /* pending and in flight: the answer puts it back if still idle */
-    }
-    for (i = 0; i < nkeep; i++) {
-        xg_registry_idle_push(d->reg, keep[i]);
-    }
-    free(keep);
-    d->nlinger = nkeep;
-    if (nkeep > 0) {
-        dr_tick_wake(d);
-    }
-    if (d->st != DR_READY) {
-        /* restore sends everything pending; nothing to batch now */
-        for (i = 0; i < d->nsub; i++) {
-            free(d->sub_batch[i]);
-        }
-        d->nsub = 0;
-        for (i = 0; i < d->nunsub; i++) {
-            free(d->unsub_batch[i]);
-        }
-        d->nunsub = 0;
-        return;
-    }
-    if (d->nunsub > 0) {
-        dr_send_batches(d, K_UNSUB, d->unsub_batch, d->nunsub);
-        d->nunsub = 0;
-    }
-    if (d->nsub > 0) {
-        dr_send_batches(d, K_SUB, d->sub_batch, d->nsub);
-        d->nsub = 0;
-    }
-}
-
-static void
-dr_on_flush(evutil_socket_t fd, short what, void *arg)
-{
-    dr_flush(arg);
-}
-
-static void
-dr_flush_schedule(struct dr *d)
-{
-    event_active(d->ev_flush, EV_TIMEOUT, 1);
-}
-
-/* Marks CH sent and adds it to the next subscribe batch. */
-static void
-dr_want_subscribe(struct dr *d, struct xg_reg_channel *ch)
-{
-    if (d->st != DR_READY || ch->sent) {
-        return;
-    }
-    ch->sent = 1;
-    dr_batch_add(&d->sub_batch, &d->nsub, &d->sub_cap, ch->name);
-    dr_flush_schedule(d);
-}
-
 /* Answers a complete subscribe request and frees it. */
 static void
 dr_subreq_answer(struct dr *d, struct xg_reg_subreq *sr)
@@ -652,153 +486,26 @@ dr_subreq_answer(struct dr *d, struct xg_reg_subreq *sr)
     xg_registry_subreq_free(d->reg, sr);
 }
 
-/*
- * A restored channel the exchange did not confirm: it stays PENDING and
- * "sent" (so no restore or batch sends it again) until its retry time,
- * when the tick subscribes it anew; 1 s doubling up to 30 s.
- */
+/* The session confirmed CH (HOW): trackers, and a gap notice for a
+   channel whose gap nothing repairs. */
 static void
-dr_chan_unconfirmed(struct dr *d, struct xg_reg_channel *ch)
+dr_confirmed(void *p, struct xg_reg_channel *ch, enum xg_confirm how,
+    uint64_t now)
 {
-    ch->retry_ms = ch->retry_ms == 0 ? DR_RETRY_MIN_MS
-                   : ch->retry_ms * 2 > DR_RETRY_MAX_MS ? DR_RETRY_MAX_MS
-                   : ch->retry_ms * 2;
-    ch->retry_at_ms = xg_now_ms() + ch->retry_ms;
-    ch->sent = 1;
-    if (!ch->unconfirmed) {
-        ch->unconfirmed = 1;
-        ch->stale_from_ms = ch->last_data_ms;
-        d->nunconfirmed++;
-        dr_tick_wake(d);
-    }
-    xg_log_warn("upstream %s: channel \"%s\" not confirmed on resubscribe "
-        "(attempt %u): retrying in %u ms; its %zu clients stay subscribed",
-        d->name, ch->name, ch->retries + 1, ch->retry_ms, ch->nsubs);
-    ch->retries++;
-}
-
-/* CH is confirmed: restored (after a reconnect or retries) or new. */
-static void
-dr_chan_confirmed(struct dr *d, struct xg_reg_channel *ch)
-{
-    uint64_t now = xg_now_ms();
+    struct dr *d = p;
 
     dr_trades_confirmed(d, ch);     /* trades tracked from the start */
     dr_orders_confirmed(d, ch);     /* orders too */
     dr_ctrades_confirmed(d, ch);    /* and a currency's trades */
-
-    if (ch->unconfirmed) {
-        xg_log_info("upstream %s: channel \"%s\" confirmed after %u "
-            "refused attempts", d->name, ch->name, ch->retries);
-        if (!dr_chan_recovers(ch)) {
-            dr_gap_notice(d, ch, now - ch->stale_from_ms,
-                "refused on resubscribe");
-        }
-        ch->unconfirmed = 0;
-        ch->retries = 0;
-        ch->retry_ms = 0;
-        if (d->nunconfirmed > 0) {
-            d->nunconfirmed--;
-        }
-    } else if (ch->confirmed_ms != 0 && !dr_chan_recovers(ch)
+    if (how == XG_CONFIRM_RETRIED && !dr_chan_recovers(ch)) {
+        dr_gap_notice(d, ch, now - ch->stale_from_ms,
+            "refused on resubscribe");
+    } else if (how == XG_CONFIRM_RESTORED && !dr_chan_recovers(ch)
                && ch->last_data_ms != 0) {
         /* restored after a reconnect: what it carried meanwhile is lost */
         dr_gap_notice(d, ch, now - ch->last_data_ms, "upstream reconnect");
     }
-    if (ch->confirmed_ms == 0) {
-        ch->confirmed_ms = now;
-    }
-    ch->last_data_ms = now;     /* silence is counted from here */
 }
-
-/* The answer to a subscribe batch: diff the confirmed list against it. */
-static void
-dr_on_sub_answer(struct dr *d, struct xg_reg_req *q, const char *data,
-    size_t len, const struct xg_jspan *result, const struct xg_jspan *error)
-{
-    json_t *res = NULL;
-    char *errtext = NULL;
-    int i;
-
-    if (result->p != NULL) {
-        res = json_loadb(result->p, result->len, 0, NULL);
-    }
-    if (res == NULL || !json_is_array(res)) {
-        errtext = error->p ? dr_strndup_span(error)
-                           : xg_strdup("{\"code\":11052,\"message\":"
-                                       "\"subscribe_error_unsubscribed\"}");
-        xg_log_warn("upstream %s: subscribe of %d channels failed: %s",
-            d->name, q->nchan, errtext);
-    }
-    for (i = 0; i < q->nchan; i++) {
-        struct xg_reg_channel *ch = xg_registry_channel(d->reg, q->chan[i]);
-        struct xg_reg_subreq **done;
-        size_t ndone, j, k;
-        int ok = 0;
-
-        if (ch == NULL || ch->state != XG_CHAN_PENDING) {
-            continue;
-        }
-        for (k = 0; res != NULL && k < json_array_size(res); k++) {
-            const char *s = json_string_value(json_array_get(res, k));
-
-            if (s != NULL && strcmp(s, q->chan[i]) == 0) {
-                ok = 1;
-                break;
-            }
-        }
-        if (!ok && errtext == NULL) {
-            xg_log_warn("upstream %s: the exchange did not confirm channel "
-                "\"%s\"", d->name, q->chan[i]);
-        }
-        done = xg_calloc(ch->nwaiters + 1, sizeof(*done));
-        if (!ok && ch->confirmed_ms != 0 && ch->nsubs > 0) {
-            /* a restored channel the exchange left out or refused: its
-               clients (joiners too) stay subscribed while it is retried */
-            xg_registry_channel_answer_waiters(d->reg, ch, 1, done, &ndone);
-            dr_chan_unconfirmed(d, ch);
-        } else {
-            /* a resubscribe of our own that the exchange took: the gap or
-               stale path that sent it did the continuity work already */
-            if (ok && q->tag != DR_RESUB) {
-                dr_chan_confirmed(d, ch);
-            }
-            xg_registry_channel_resolve(d->reg, ch, ok, ok ? NULL : errtext,
-                done, &ndone);
-        }
-        for (j = 0; j < ndone; j++) {
-            dr_subreq_answer(d, done[j]);
-        }
-        free(done);
-    }
-    json_decref(res);
-    free(errtext);
-    dr_flush_schedule(d);   /* confirmed with nobody left: unsubscribe */
-}
-
-static void
-dr_on_unsub_answer(struct dr *d, struct xg_reg_req *q)
-{
-    int i;
-
-    for (i = 0; i < q->nchan; i++) {
-        struct xg_reg_channel *ch = xg_registry_channel(d->reg, q->chan[i]);
-
-        if (ch == NULL || ch->state != XG_CHAN_UNSUBSCRIBING) {
-            continue;
-        }
-        if (ch->nsubs > 0 || ch->nwaiters > 0) {
-            /* someone joined while it was being unsubscribed */
-            ch->state = XG_CHAN_PENDING;
-            ch->sent = 0;
-            ch->resubscribe = 0;
-            dr_want_subscribe(d, ch);
-        } else {
-            xg_registry_channel_delete(d->reg, ch);
-        }
-    }
-}
-
 /* ---- upstream: restore ---- */
 
 static void
@@ -857,43 +564,21 @@ dr_auth_params(struct dr *d)
     return p;
 }
 
-struct dr_collect {
-    char   **names;
-    size_t   n, cap;
-};
-
-/* Collects the pending channels someone wants, marking them sent. */
-static void
-dr_collect_cb(struct xg_reg_channel *ch, void *arg)
-{
-    struct dr_collect *col = arg;
-
-    if (ch->state == XG_CHAN_PENDING && !ch->sent
-        && (ch->nsubs > 0 || ch->nwaiters > 0)) {
-        ch->sent = 1;
-        dr_batch_add(&col->names, &col->n, &col->cap, ch->name);
-    }
-}
-
 /* Restore done: flush the queue (replays first), then READY. */
 static void
 dr_ready(struct dr *d)
 {
     struct xg_reg_req *q;
-    struct dr_collect col = { NULL, 0, 0 };
     size_t nq = xg_registry_nqueued(d->reg);
 
     d->st = DR_READY;
     d->step = 0;
+    xg_session_set_ready(d->s, 1);
     while ((q = xg_registry_queue_pop(d->reg)) != NULL) {
         dr_send(d, q);
     }
     /* channels asked for during the restore */
-    xg_registry_channel_foreach(d->reg, dr_collect_cb, &col);
-    if (col.n > 0) {
-        dr_send_batches(d, K_SUB, col.names, col.n);
-    }
-    free(col.names);
+    xg_session_subscribe_pending(d->s);
     d->last_restore_ms = xg_now_ms() - d->restore_start_ms;
     d->restores++;
     xg_log_info("upstream %s#%u: restored in %llu ms: %zu channels, %zu "
@@ -901,7 +586,7 @@ dr_ready(struct dr *d)
         (unsigned long long) d->last_restore_ms,
         xg_registry_nchannels(d->reg), nq);
     xg_upstream_restored(d->up);
-    dr_flush_schedule(d);
+    xg_session_flush_soon(d->s);
 }
 
 static void
@@ -946,30 +631,20 @@ dr_restore_next(struct dr *d)
         }
         /* fall through */
     case K_COD: {
-        struct dr_collect col = { NULL, 0, 0 };
-        struct xg_reg_channel *ch;
+        size_t n;
 
-        d->step = K_SUB;
-        /* channels nobody wants any more are simply forgotten */
-        while ((ch = xg_registry_idle_next(d->reg)) != NULL) {
-            if (ch->state == XG_CHAN_PENDING) {
-                xg_registry_channel_delete(d->reg, ch);
-            }
-        }
-        xg_registry_channel_foreach(d->reg, dr_collect_cb, &col);
-        d->subs_left = 0;
-        if (col.n > 0) {
+        d->step = XG_REQ_SUB;
+        d->subs_left = xg_session_subscribe_all(d->s, &n);
+        if (n > 0) {
             xg_log_info("upstream %s#%u: restore: subscribing %zu channels",
-                d->name, conn, col.n);
-            d->subs_left = dr_send_batches(d, K_SUB, col.names, col.n);
+                d->name, conn, n);
         }
-        free(col.names);
         if (d->subs_left > 0) {
             return;
         }
     }
         /* fall through */
-    case K_SUB:
+    case XG_REQ_SUB:
         dr_ready(d);
         break;
     default:
@@ -1121,15 +796,15 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
             dr_restore_next(d);
         }
         break;
-    case K_SUB:
-        dr_on_sub_answer(d, q, data, len, result, error);
-        if (d->st == DR_RESTORING && d->step == K_SUB
+    case XG_REQ_SUB:
+        xg_session_sub_answer(d->s, q, result, error);
+        if (d->st == DR_RESTORING && d->step == XG_REQ_SUB
             && --d->subs_left == 0) {
             dr_restore_next(d);
         }
         break;
-    case K_UNSUB:
-        dr_on_unsub_answer(d, q);
+    case XG_REQ_UNSUB:
+        xg_session_unsub_answer(d->s, q);
         break;
     case K_TEST:
         break;
@@ -1347,36 +1022,6 @@ dr_books_down(struct dr *d)
 }
 
 /*
- * Upstream unsubscribe + subscribe of one channel: a fresh snapshot (for
- * a book), the stream back (for a stale channel). The subscribe is a
- * subscribe batch of one like any other (tag DR_RESUB): the channel is
- * pending again until the exchange answers, and a refusal goes through
- * the unconfirmed retry (dr_on_sub_answer), so a refused resync is seen
- * and retried instead of leaving the book waiting for a snapshot that
- * never comes. The unsubscribe's answer needs no look: the subscribe's
- * answer says where the channel stands.
- */
-static void
-dr_resubscribe(struct dr *d, struct xg_reg_channel *ch)
-{
-    int priv = d->cf->auth != DR_AUTH_NONE;
-    struct xg_reg_req *q;
-
-    q = dr_internal(K_TEST, priv ? "private/unsubscribe" : "public/unsubscribe",
-        json_pack("{s:[s]}", "channels", ch->name));
-    dr_send(d, q);
-    q = dr_internal(K_SUB, priv ? "private/subscribe" : "public/subscribe",
-        json_pack("{s:[s]}", "channels", ch->name));
-    q->nchan = 1;
-    q->chan = xg_calloc(1, sizeof(char *));
-    q->chan[0] = xg_strdup(ch->name);
-    q->tag = DR_RESUB;
-    ch->state = XG_CHAN_PENDING;
-    ch->sent = 1;
-    dr_send(d, q);
-}
-
-/*
  * A notification on a book channel: keeps the book and decides what each
  * subscriber gets. Returns 1 when the original bytes go to every
  * subscriber (the common case), 0 when this function handled delivery.
@@ -1411,7 +1056,7 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
             (unsigned long long) xg_book_change_id(b->book));
         d->book_gaps++;
         dr_book_break(b);
-        dr_resubscribe(d, ch);
+        xg_session_resubscribe(d->s, ch);
         return 0;
     case XG_BOOK_WAIT:
         return 0;           /* a snapshot is on its way */
@@ -2973,73 +2618,13 @@ dr_gap_notice(struct dr *d, struct xg_reg_channel *ch, uint64_t duration_ms,
     xg_msg_unref(m);
 }
 
-/* The stale bound of CH from the conf (first matching pattern), cached. */
-static uint64_t
-dr_stale_ms(struct dr *d, struct xg_reg_channel *ch)
-{
-    size_t i;
-
-    if (!ch->stale_set) {
-        ch->stale_set = 1;
-        ch->stale_ms = 0;
-        for (i = 0; i < d->cf->nstale; i++) {
-            if (fnmatch(d->cf->stale[i].pattern, ch->name, 0) == 0) {
-                ch->stale_ms = d->cf->stale[i].ms;
-                break;
-            }
-        }
-    }
-    return ch->stale_ms;
-}
-
-struct dr_scan {
-    struct dr               *d;
-    uint64_t                 now;
-    unsigned                 unconfirmed;
-    struct xg_reg_channel  **drop;        /* unconfirmed, nobody left */
-    size_t                   ndrop, drop_cap;
-};
-
-/* Per channel, from the tick: staleness and retries of unconfirmed ones. */
+/* CH went stale (the session resubscribes it next): what its tracker
+   needs, or a gap notice when nothing repairs it. */
 static void
-dr_scan_cb(struct xg_reg_channel *ch, void *arg)
+dr_stale(void *p, struct xg_reg_channel *ch, uint64_t now)
 {
-    struct dr_scan *sc = arg;
-    struct dr *d = sc->d;
-    uint64_t stale;
+    struct dr *d = p;
 
-    if (ch->unconfirmed) {
-        if (ch->state != XG_CHAN_PENDING) {
-            ch->unconfirmed = 0;
-            return;
-        }
-        if (ch->nsubs == 0 && ch->nwaiters == 0) {
-            if (sc->ndrop == sc->drop_cap) {
-                sc->drop_cap = sc->drop_cap ? sc->drop_cap * 2 : 8;
-                sc->drop = xg_realloc(sc->drop,
-                    sc->drop_cap * sizeof(*sc->drop));
-            }
-            sc->drop[sc->ndrop++] = ch;
-            return;
-        }
-        sc->unconfirmed++;
-        if (sc->now >= ch->retry_at_ms && ch->sent) {
-            d->resubscribe_retries++;
-            ch->sent = 0;
-            dr_want_subscribe(d, ch);
-        }
-        return;
-    }
-    if (ch->state != XG_CHAN_CONFIRMED || ch->nsubs == 0
-        || (stale = dr_stale_ms(d, ch)) == 0
-        || sc->now < ch->last_data_ms + stale) {
-        return;
-    }
-    xg_log_warn("upstream %s: channel \"%s\" silent for %llu ms (stale "
-        "%llu ms): resubscribing it alone", d->name, ch->name,
-        (unsigned long long) (sc->now - ch->last_data_ms),
-        (unsigned long long) stale);
-    d->stale_resubscribes++;
     if (dr_ext_kind(ch) == DR_EXT_BOOK) {
         dr_book_break(ch->ext);     /* the new snapshot is bridged */
     } else if (dr_ext_kind(ch) == DR_EXT_TRADES) {
@@ -3060,10 +2645,16 @@ dr_scan_cb(struct xg_reg_channel *ch, void *arg)
             dr_ctrades_down(d, ch); /* backfilled at the resubscribe */
         }
     } else if (!dr_chan_recovers(ch)) {
-        dr_gap_notice(d, ch, sc->now - ch->last_data_ms, "stale");
+        dr_gap_notice(d, ch, now - ch->last_data_ms, "stale");
     }
-    ch->last_data_ms = sc->now;
-    dr_resubscribe(d, ch);
+}
+
+/* CH was resubscribed after going stale: fetches that start now. */
+static void
+dr_restale(void *p, struct xg_reg_channel *ch)
+{
+    struct dr *d = p;
+
     if (dr_ext_kind(ch) == DR_EXT_TRADES && ((struct dr_trades *)
             ch->ext)->user) {
         dr_trades_confirmed(d, ch);  /* no seq gap shows: fetch now */
@@ -3076,46 +2667,6 @@ dr_scan_cb(struct xg_reg_channel *ch, void *arg)
     }
 }
 
-/* From the tick, when READY: stale channels, unconfirmed retries. */
-static void
-dr_continuity_tick(struct dr *d, uint64_t now)
-{
-    struct dr_scan sc;
-    size_t i;
-
-    if (d->st != DR_READY || (d->cf->nstale == 0 && d->nunconfirmed == 0)) {
-        return;
-    }
-    memset(&sc, 0, sizeof(sc));
-    sc.d = d;
-    sc.now = now;
-    xg_registry_channel_foreach(d->reg, dr_scan_cb, &sc);
-    for (i = 0; i < sc.ndrop; i++) {
-        xg_log_info("upstream %s: unconfirmed channel \"%s\" dropped: no "
-            "subscriber left", d->name, sc.drop[i]->name);
-        xg_registry_channel_delete(d->reg, sc.drop[i]);
-    }
-    free(sc.drop);
-    d->nunconfirmed = sc.unconfirmed;
-}
-
-struct dr_list {
-    json_t  *arr;
-    size_t   n;
-};
-
-static void
-dr_list_unconfirmed_cb(struct xg_reg_channel *ch, void *arg)
-{
-    struct dr_list *l = arg;
-
-    if (ch->unconfirmed) {
-        if (json_array_size(l->arr) < DR_MAX_LISTED) {
-            json_array_append_new(l->arr, json_string(ch->name));
-        }
-        l->n++;
-    }
-}
 
 /* Fan-out: one shared message for every subscriber of the channel. */
 static void
@@ -3244,6 +2795,7 @@ dr_on_down(void *p, const char *reason)
 
     d->st = DR_DOWN;
     d->step = 0;
+    xg_session_set_ready(d->s, 0);
     evtimer_del(d->ev_refresh);
     if (d->cf->auth_scope == NULL
         || strncmp(d->cf->auth_scope, "session:", 8) != 0) {
@@ -3343,7 +2895,6 @@ dr_on_tick(evutil_socket_t fd, short what, void *arg)
         xg_registry_req_free(q);
     }
     dr_fetch_retries_due(d, now);
-    dr_continuity_tick(d, now);
     if (d->cf->heartbeat_ms != 0 && d->st != DR_DOWN
         && now - d->last_in_ms > 2 * d->cf->heartbeat_ms + 1000) {
         char reason[96];
@@ -3356,7 +2907,6 @@ dr_on_tick(evutil_socket_t fd, short what, void *arg)
         d->last_in_ms = now;
         xg_upstream_fail(d->up, reason);
     }
-    dr_flush(d);
     dr_tick_arm(d, dr_tick_busy(d) ? DR_TICK_MS : DR_TICK_IDLE_MS);
 }
 
@@ -3394,6 +2944,7 @@ dr_client_open(void *p, struct xg_client *c)
     dc->rc = xg_registry_client_new(d->reg, dc);
     dc->authed = !xg_client_conf(c)->client_auth;
     d->gc = xg_client_conf(c);
+    xg_session_set_linger(d->s, d->gc->unsubscribe_linger_ms);
     dc->ev_hb = evtimer_new(d->base, dr_client_hb, dc);
     dc->next = d->clients;
     if (d->clients) {
@@ -3445,7 +2996,7 @@ dr_client_close(void *p, void *cs, const char *reason)
     d->nclients--;
     OPENSSL_cleanse(dc->refresh, sizeof(dc->refresh));
     free(dc);
-    dr_flush_schedule(d);
+    xg_session_flush_soon(d->s);
 }
 
 static int
@@ -3643,7 +3194,7 @@ dr_client_subscribe(struct dr *d, struct dr_client *dc, const char *id,
             xg_registry_subreq_wait(sr, (int) i, ch);
             dr_book_joined(dc, ch, 0);
             if (ch->state == XG_CHAN_PENDING) {
-                dr_want_subscribe(d, ch);
+                xg_session_want(d->s, ch);
             }
             break;
         default:
@@ -3690,7 +3241,7 @@ dr_client_unsubscribe(struct dr *d, struct dr_client *dc, const char *id,
         }
     }
     dr_reply_json(dc, id, res);
-    dr_flush_schedule(d);
+    xg_session_flush_soon(d->s);
 }
 
 static void
@@ -3870,7 +3421,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
         dr_books_left(dc);
         xg_registry_unsubscribe_all(d->reg, dc->rc, xg_now_ms());
         dr_reply(dc, id, "\"ok\"");
-        dr_flush_schedule(d);
+        xg_session_flush_soon(d->s);
         goto done;
     }
     if (strcmp(method, "exgate/notify_gaps") == 0) {
@@ -3937,6 +3488,63 @@ done:
     free(id);
 }
 
+/* ---- the session's calls ---- */
+
+static struct xg_reg_req *
+dr_encode_sub(void *p, int subscribe, char *const *names, size_t n)
+{
+    struct dr *d = p;
+    int priv = d->cf->auth != DR_AUTH_NONE;
+    json_t *arr = json_array();
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        json_array_append_new(arr, json_string(names[i]));
+    }
+    return dr_internal(subscribe ? XG_REQ_SUB : XG_REQ_UNSUB, subscribe
+        ? (priv ? "private/subscribe" : "public/subscribe")
+        : (priv ? "private/unsubscribe" : "public/unsubscribe"),
+        json_pack("{s:o}", "channels", arr));
+}
+
+static void
+dr_session_send(void *p, struct xg_reg_req *q)
+{
+    dr_send(p, q);
+}
+
+/* Deribit answers a subscribe with the list of channels it took. */
+static json_t *
+dr_sub_result(void *p, const struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error,
+    char **errtext)
+{
+    json_t *res = NULL;
+
+    if (result->p != NULL) {
+        res = json_loadb(result->p, result->len, 0, NULL);
+    }
+    if (res == NULL || !json_is_array(res)) {
+        json_decref(res);
+        *errtext = error->p ? dr_strndup_span(error)
+                            : xg_strdup("{\"code\":11052,\"message\":"
+                                        "\"subscribe_error_unsubscribed\"}");
+        return NULL;
+    }
+    return res;
+}
+
+static void
+dr_subreq_done(void *p, struct xg_reg_subreq *sr)
+{
+    dr_subreq_answer(p, sr);
+}
+
+static const struct xg_session_ops dr_session_ops = {
+    dr_encode_sub, dr_session_send, dr_sub_result, dr_confirmed, dr_stale,
+    dr_restale, dr_subreq_done
+};
+
 /* ---- life cycle and /status ---- */
 
 static void *
@@ -3952,8 +3560,9 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     d->base = xg_upstream_base(up);
     d->reg = xg_registry_new();
     xg_registry_set_channel_free(d->reg, dr_book_free);
+    d->s = xg_session_new(d->name, d->base, d->reg, d->cf->stale,
+        d->cf->nstale, DR_BATCH_BYTES, &dr_session_ops, d);
     d->ev_tick = evtimer_new(d->base, dr_on_tick, d);
-    d->ev_flush = event_new(d->base, -1, 0, dr_on_flush, d);
     d->ev_refresh = evtimer_new(d->base, dr_on_refresh, d);
     dr_tick_arm(d, DR_TICK_MS);
     return d;
@@ -3973,22 +3582,14 @@ dr_destroy(void *p)
         dr_client_close(d, d->clients, "upstream destroyed");
     }
     event_free(d->ev_tick);
-    event_free(d->ev_flush);
     event_free(d->ev_refresh);
-    for (i = 0; i < d->nsub; i++) {
-        free(d->sub_batch[i]);
-    }
-    free(d->sub_batch);
-    for (i = 0; i < d->nunsub; i++) {
-        free(d->unsub_batch[i]);
-    }
-    free(d->unsub_batch);
     free(d->refresh_token);
     for (i = 0; i < d->nretry; i++) {
         xg_registry_req_free(d->retry[i]);
     }
     free(d->retry);
     xg_registry_free(d->reg);
+    xg_session_free(d->s);
     free(d);
 }
 
@@ -4014,10 +3615,6 @@ dr_status(void *p, json_t *obj)
         json_integer((json_int_t) d->book_resyncs));
     json_object_set_new(obj, "book_errors",
         json_integer((json_int_t) d->book_errors));
-    json_object_set_new(obj, "stale_resubscribes",
-        json_integer((json_int_t) d->stale_resubscribes));
-    json_object_set_new(obj, "resubscribe_retries",
-        json_integer((json_int_t) d->resubscribe_retries));
     json_object_set_new(obj, "gap_notices",
         json_integer((json_int_t) d->gap_notices));
     json_object_set_new(obj, "orders_reconciled",
@@ -4028,14 +3625,7 @@ dr_status(void *p, json_t *obj)
         json_integer((json_int_t) d->currency_trades_backfilled));
     json_object_set_new(obj, "fetch_retries",
         json_integer((json_int_t) d->fetch_retries));
-    {
-        struct dr_list l = { json_array(), 0 };
-
-        xg_registry_channel_foreach(d->reg, dr_list_unconfirmed_cb, &l);
-        json_object_set_new(obj, "unconfirmed_channels", l.arr);
-        json_object_set_new(obj, "unconfirmed_count",
-            json_integer((json_int_t) l.n));
-    }
+    xg_session_status(d->s, obj);
     json_object_set_new(obj, "clients", json_integer((json_int_t) d->nclients));
 }
 

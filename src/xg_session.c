@@ -1,0 +1,625 @@
+/*
+ * xg_session.c: the exchange-independent session of one upstream; this
+ * part is the subscription engine (see xg_session.h).
+ */
+#include "xg_core.h"
+#include "xg_log.h"
+#include "xg_session.h"
+
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SS_RETRY_MIN_MS     1000        /* unconfirmed channel: first retry */
+#define SS_RETRY_MAX_MS     30000       /* ... doubling up to this */
+#define SS_MAX_LISTED       100         /* names listed in /status */
+
+struct xg_session {
+    const char                   *name;
+    struct event_base            *base;
+    struct xg_registry           *reg;
+    const struct xg_stale        *stale;
+    size_t                        nstale;
+    size_t                        batch_bytes;
+    const struct xg_session_ops  *ops;
+    void                         *owner;
+    int                           ready;
+    uint64_t                      linger_ms;
+    struct event                 *ev_flush;    /* batches, once per pass */
+    struct event                 *ev_linger;   /* the earliest linger end */
+    char                        **sub_batch;
+    size_t                        nsub, sub_cap;
+    char                        **unsub_batch;
+    size_t                        nunsub, unsub_cap;
+    uint64_t                      stale_resubscribes;
+    uint64_t                      resubscribe_retries;
+};
+
+/* The session's per-channel timers (ch->sess), made when first needed. */
+struct ss_chan {
+    struct xg_session      *s;
+    struct xg_reg_channel  *ch;
+    struct event           *ev_retry;     /* unconfirmed: the next attempt */
+    struct event           *ev_stale;     /* the silence bound */
+};
+
+static void ss_flush(struct xg_session *s);
+
+static void
+ss_chan_free(void *p)
+{
+    struct ss_chan *sc = p;
+
+    if (sc->ev_retry != NULL) {
+        event_free(sc->ev_retry);
+    }
+    if (sc->ev_stale != NULL) {
+        event_free(sc->ev_stale);
+    }
+    free(sc);
+}
+
+static struct ss_chan *
+ss_chan(struct xg_session *s, struct xg_reg_channel *ch)
+{
+    struct ss_chan *sc = ch->sess;
+
+    if (sc == NULL) {
+        sc = xg_calloc(1, sizeof(*sc));
+        sc->s = s;
+        sc->ch = ch;
+        ch->sess = sc;
+    }
+    return sc;
+}
+
+static void
+ss_timer(struct event *ev, uint64_t ms)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t) (ms / 1000);
+    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
+    event_add(ev, &tv);
+}
+
+static void
+ss_on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    ss_flush(arg);
+}
+
+struct xg_session *
+xg_session_new(const char *name, struct event_base *base,
+    struct xg_registry *reg, const struct xg_stale *stale, size_t nstale,
+    size_t batch_bytes, const struct xg_session_ops *ops, void *owner)
+{
+    struct xg_session *s = xg_calloc(1, sizeof(*s));
+
+    s->name = name;
+    s->base = base;
+    s->reg = reg;
+    s->stale = stale;
+    s->nstale = nstale;
+    s->batch_bytes = batch_bytes;
+    s->ops = ops;
+    s->owner = owner;
+    s->ev_flush = event_new(base, -1, 0, ss_on_flush, s);
+    s->ev_linger = evtimer_new(base, ss_on_flush, s);
+    xg_registry_set_session_free(reg, ss_chan_free);
+    return s;
+}
+
+static void
+ss_names_free(char **names, size_t *n)
+{
+    size_t i;
+
+    for (i = 0; i < *n; i++) {
+        free(names[i]);
+    }
+    *n = 0;
+}
+
+void
+xg_session_free(struct xg_session *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    event_free(s->ev_flush);
+    event_free(s->ev_linger);
+    ss_names_free(s->sub_batch, &s->nsub);
+    free(s->sub_batch);
+    ss_names_free(s->unsub_batch, &s->nunsub);
+    free(s->unsub_batch);
+    free(s);
+}
+
+void
+xg_session_set_linger(struct xg_session *s, uint64_t ms)
+{
+    s->linger_ms = ms;
+}
+
+void
+xg_session_set_ready(struct xg_session *s, int ready)
+{
+    s->ready = ready;
+}
+
+void
+xg_session_flush_soon(struct xg_session *s)
+{
+    event_active(s->ev_flush, EV_TIMEOUT, 1);
+}
+
+/* ---- batches ---- */
+
+static void
+ss_batch_add(char ***a, size_t *n, size_t *cap, const char *name)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 16;
+        *a = xg_realloc(*a, *cap * sizeof(char *));
+    }
+    (*a)[(*n)++] = xg_strdup(name);
+}
+
+/*
+ * Sends NAMES as (un)subscribe requests, each under the venue's message
+ * size; the names move into the requests (NAMES[i] NULL afterwards).
+ * Returns the number of requests.
+ */
+static int
+ss_send_batches(struct xg_session *s, int subscribe, char **names, size_t n)
+{
+    size_t i = 0;
+    int batches = 0;
+
+    while (i < n) {
+        size_t bytes = 100, start = i, k;
+        struct xg_reg_req *q;
+
+        while (i < n && (i == start || bytes + strlen(names[i]) + 3
+                                       < s->batch_bytes)) {
+            bytes += strlen(names[i]) + 3;
+            i++;
+        }
+        q = s->ops->encode_sub(s->owner, subscribe, names + start,
+            i - start);
+        q->nchan = (int) (i - start);
+        q->chan = xg_calloc(q->nchan, sizeof(char *));
+        for (k = start; k < i; k++) {
+            q->chan[k - start] = names[k];
+            names[k] = NULL;
+        }
+        xg_log_debug("upstream %s: %s of %d channels (%zu bytes)", s->name,
+            q->method, q->nchan, bytes);
+        s->ops->send(s->owner, q);
+        batches++;
+    }
+    return batches;
+}
+
+/*
+ * Once per loop pass (and when the earliest linger ends): channels whose
+ * last subscriber left are unsubscribed upstream once unsubscribe_linger
+ * has run out, new channels are subscribed, in batches.
+ */
+static void
+ss_flush(struct xg_session *s)
+{
+    struct xg_reg_channel *ch, **keep = NULL;
+    size_t nkeep = 0, keep_cap = 0, i;
+    uint64_t now = xg_now_ms(), first = UINT64_MAX;
+
+    while ((ch = xg_registry_idle_next(s->reg)) != NULL) {
+        if (ch->state == XG_CHAN_PENDING && !ch->sent) {
+            xg_registry_channel_delete(s->reg, ch);
+        } else if (ch->state == XG_CHAN_CONFIRMED) {
+            if (!s->ready) {
+                continue;   /* the reset on down deletes it */
+            }
+            if (s->linger_ms != 0 && now < ch->idle_since_ms + s->linger_ms) {
+                if (nkeep == keep_cap) {
+                    keep_cap = keep_cap ? keep_cap * 2 : 8;
+                    keep = xg_realloc(keep, keep_cap * sizeof(*keep));
+                }
+                keep[nkeep++] = ch;
+                if (ch->idle_since_ms + s->linger_ms < first) {
+                    first = ch->idle_since_ms + s->linger_ms;
+                }
+                continue;
+            }
+            ch->state = XG_CHAN_UNSUBSCRIBING;
+            ss_batch_add(&s->unsub_batch, &s->nunsub, &s->unsub_cap,
+                ch->name);
+        }
+        /* pending and in flight: the answer puts it back if still idle */
+    }
+    for (i = 0; i < nkeep; i++) {
+        xg_registry_idle_push(s->reg, keep[i]);
+    }
+    free(keep);
+    if (nkeep > 0) {
+        ss_timer(s->ev_linger, first - now);
+    }
+    if (!s->ready) {
+        /* the restore sends everything pending; nothing to batch now */
+        ss_names_free(s->sub_batch, &s->nsub);
+        ss_names_free(s->unsub_batch, &s->nunsub);
+        return;
+    }
+    if (s->nunsub > 0) {
+        ss_send_batches(s, 0, s->unsub_batch, s->nunsub);
+        s->nunsub = 0;
+    }
+    if (s->nsub > 0) {
+        ss_send_batches(s, 1, s->sub_batch, s->nsub);
+        s->nsub = 0;
+    }
+}
+
+void
+xg_session_want(struct xg_session *s, struct xg_reg_channel *ch)
+{
+    if (!s->ready || ch->sent) {
+        return;
+    }
+    ch->sent = 1;
+    ss_batch_add(&s->sub_batch, &s->nsub, &s->sub_cap, ch->name);
+    xg_session_flush_soon(s);
+}
+
+struct ss_collect {
+    char   **names;
+    size_t   n, cap;
+};
+
+/* Collects the pending channels someone wants, marking them sent. */
+static void
+ss_collect_cb(struct xg_reg_channel *ch, void *arg)
+{
+    struct ss_collect *col = arg;
+
+    if (ch->state == XG_CHAN_PENDING && !ch->sent
+        && (ch->nsubs > 0 || ch->nwaiters > 0)) {
+        ch->sent = 1;
+        ss_batch_add(&col->names, &col->n, &col->cap, ch->name);
+    }
+}
+
+static int
+ss_collect_send(struct xg_session *s, size_t *nchan)
+{
+    struct ss_collect col = { NULL, 0, 0 };
+    int batches = 0;
+
+    xg_registry_channel_foreach(s->reg, ss_collect_cb, &col);
+    if (nchan != NULL) {
+        *nchan = col.n;
+    }
+    if (col.n > 0) {
+        batches = ss_send_batches(s, 1, col.names, col.n);
+    }
+    free(col.names);
+    return batches;
+}
+
+int
+xg_session_subscribe_all(struct xg_session *s, size_t *nchan)
+{
+    struct xg_reg_channel *ch;
+
+    /* channels nobody wants any more are simply forgotten */
+    while ((ch = xg_registry_idle_next(s->reg)) != NULL) {
+        if (ch->state == XG_CHAN_PENDING) {
+            xg_registry_channel_delete(s->reg, ch);
+        }
+    }
+    return ss_collect_send(s, nchan);
+}
+
+void
+xg_session_subscribe_pending(struct xg_session *s)
+{
+    ss_collect_send(s, NULL);
+}
+
+/* ---- verified subscribes: confirmed, refused, retried ---- */
+
+static void ss_on_retry(evutil_socket_t fd, short what, void *arg);
+static void ss_on_stale(evutil_socket_t fd, short what, void *arg);
+
+/* The stale bound of CH from the conf (first matching pattern), cached. */
+static uint64_t
+ss_stale_ms(struct xg_session *s, struct xg_reg_channel *ch)
+{
+    size_t i;
+
+    if (!ch->stale_set) {
+        ch->stale_set = 1;
+        ch->stale_ms = 0;
+        for (i = 0; i < s->nstale; i++) {
+            if (fnmatch(s->stale[i].pattern, ch->name, 0) == 0) {
+                ch->stale_ms = s->stale[i].ms;
+                break;
+            }
+        }
+    }
+    return ch->stale_ms;
+}
+
+/* Starts CH's silence timer when its name has a stale bound. */
+static void
+ss_arm_stale(struct xg_session *s, struct xg_reg_channel *ch)
+{
+    uint64_t stale = ss_stale_ms(s, ch);
+    struct ss_chan *sc;
+
+    if (stale == 0) {
+        return;
+    }
+    sc = ss_chan(s, ch);
+    if (sc->ev_stale == NULL) {
+        sc->ev_stale = evtimer_new(s->base, ss_on_stale, sc);
+    }
+    ss_timer(sc->ev_stale, stale);
+}
+
+/*
+ * A restored channel the exchange did not confirm: it stays PENDING and
+ * "sent" (so no restore or batch sends it again) until its retry timer,
+ * which subscribes it anew; 1 s doubling up to 30 s.
+ */
+static void
+ss_unconfirmed(struct xg_session *s, struct xg_reg_channel *ch)
+{
+    struct ss_chan *sc = ss_chan(s, ch);
+
+    ch->retry_ms = ch->retry_ms == 0 ? SS_RETRY_MIN_MS
+                   : ch->retry_ms * 2 > SS_RETRY_MAX_MS ? SS_RETRY_MAX_MS
+                   : ch->retry_ms * 2;
+    ch->sent = 1;
+    if (!ch->unconfirmed) {
+        ch->unconfirmed = 1;
+        ch->stale_from_ms = ch->last_data_ms;
+    }
+    if (sc->ev_retry == NULL) {
+        sc->ev_retry = evtimer_new(s->base, ss_on_retry, sc);
+    }
+    ss_timer(sc->ev_retry, ch->retry_ms);
+    xg_log_warn("upstream %s: channel \"%s\" not confirmed on resubscribe "
+        "(attempt %u): retrying in %u ms; its %zu clients stay subscribed",
+        s->name, ch->name, ch->retries + 1, ch->retry_ms, ch->nsubs);
+    ch->retries++;
+}
+
+/* An unconfirmed channel's retry time: subscribe it again, or drop it
+   when nobody holds it any more. */
+static void
+ss_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct ss_chan *sc = arg;
+    struct xg_session *s = sc->s;
+    struct xg_reg_channel *ch = sc->ch;
+
+    if (!ch->unconfirmed) {
+        return;
+    }
+    if (ch->state != XG_CHAN_PENDING) {
+        ch->unconfirmed = 0;
+        return;
+    }
+    if (ch->nsubs == 0 && ch->nwaiters == 0) {
+        xg_log_info("upstream %s: unconfirmed channel \"%s\" dropped: no "
+            "subscriber left", s->name, ch->name);
+        xg_registry_channel_delete(s->reg, ch);
+        return;
+    }
+    if (ch->sent) {
+        s->resubscribe_retries++;
+        ch->sent = 0;
+        xg_session_want(s, ch);
+    }
+}
+
+/* CH is confirmed: restored (after a reconnect or retries) or new. */
+static void
+ss_confirmed(struct xg_session *s, struct xg_reg_channel *ch)
+{
+    uint64_t now = xg_now_ms();
+    enum xg_confirm how = ch->unconfirmed ? XG_CONFIRM_RETRIED
+                          : ch->confirmed_ms != 0 ? XG_CONFIRM_RESTORED
+                          : XG_CONFIRM_NEW;
+
+    s->ops->confirmed(s->owner, ch, how, now);
+    if (ch->unconfirmed) {
+        xg_log_info("upstream %s: channel \"%s\" confirmed after %u "
+            "refused attempts", s->name, ch->name, ch->retries);
+        ch->unconfirmed = 0;
+        ch->retries = 0;
+        ch->retry_ms = 0;
+    }
+    if (ch->confirmed_ms == 0) {
+        ch->confirmed_ms = now;
+    }
+    ch->last_data_ms = now;     /* silence is counted from here */
+    ss_arm_stale(s, ch);
+}
+
+void
+xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error)
+{
+    char *errtext = NULL;
+    json_t *res = s->ops->sub_result(s->owner, q, result, error, &errtext);
+    int i;
+
+    if (res == NULL) {
+        xg_log_warn("upstream %s: subscribe of %d channels failed: %s",
+            s->name, q->nchan, errtext);
+    }
+    for (i = 0; i < q->nchan; i++) {
+        struct xg_reg_channel *ch = xg_registry_channel(s->reg, q->chan[i]);
+        struct xg_reg_subreq **done;
+        size_t ndone, j, k;
+        int ok = 0;
+
+        if (ch == NULL || ch->state != XG_CHAN_PENDING) {
+            continue;
+        }
+        for (k = 0; res != NULL && k < json_array_size(res); k++) {
+            const char *n = json_string_value(json_array_get(res, k));
+
+            if (n != NULL && strcmp(n, q->chan[i]) == 0) {
+                ok = 1;
+                break;
+            }
+        }
+        if (!ok && errtext == NULL) {
+            xg_log_warn("upstream %s: the exchange did not confirm channel "
+                "\"%s\"", s->name, q->chan[i]);
+        }
+        done = xg_calloc(ch->nwaiters + 1, sizeof(*done));
+        if (!ok && ch->confirmed_ms != 0 && ch->nsubs > 0) {
+            /* a channel clients held (a restore, a resync) that the
+               exchange left out or refused: its clients (joiners too)
+               stay subscribed while it is retried */
+            xg_registry_channel_answer_waiters(s->reg, ch, 1, done, &ndone);
+            ss_unconfirmed(s, ch);
+        } else {
+            /* a resubscribe of our own that the exchange took: the gap or
+               stale path that sent it did the continuity work already */
+            if (ok && q->tag != XG_SESSION_RESUB) {
+                ss_confirmed(s, ch);
+            } else if (ok) {
+                ss_arm_stale(s, ch);
+            }
+            xg_registry_channel_resolve(s->reg, ch, ok, ok ? NULL : errtext,
+                done, &ndone);
+        }
+        for (j = 0; j < ndone; j++) {
+            s->ops->subreq_done(s->owner, done[j]);
+        }
+        free(done);
+    }
+    json_decref(res);
+    free(errtext);
+    xg_session_flush_soon(s);   /* confirmed with nobody left: unsubscribe */
+}
+
+void
+xg_session_unsub_answer(struct xg_session *s, const struct xg_reg_req *q)
+{
+    int i;
+
+    for (i = 0; i < q->nchan; i++) {
+        struct xg_reg_channel *ch = xg_registry_channel(s->reg, q->chan[i]);
+
+        if (ch == NULL || ch->state != XG_CHAN_UNSUBSCRIBING) {
+            continue;
+        }
+        if (ch->nsubs > 0 || ch->nwaiters > 0) {
+            /* someone joined while it was being unsubscribed */
+            ch->state = XG_CHAN_PENDING;
+            ch->sent = 0;
+            ch->resubscribe = 0;
+            xg_session_want(s, ch);
+        } else {
+            xg_registry_channel_delete(s->reg, ch);
+        }
+    }
+}
+
+void
+xg_session_resubscribe(struct xg_session *s, struct xg_reg_channel *ch)
+{
+    char *name = ch->name;
+    struct xg_reg_req *q;
+
+    /* the unsubscribe's answer needs no look (no channel listed): the
+       subscribe's answer says where the channel stands */
+    s->ops->send(s->owner, s->ops->encode_sub(s->owner, 0, &name, 1));
+    q = s->ops->encode_sub(s->owner, 1, &name, 1);
+    q->nchan = 1;
+    q->chan = xg_calloc(1, sizeof(char *));
+    q->chan[0] = xg_strdup(ch->name);
+    q->tag = XG_SESSION_RESUB;
+    ch->state = XG_CHAN_PENDING;
+    ch->sent = 1;
+    s->ops->send(s->owner, q);
+}
+
+/* ---- stale channels ---- */
+
+/*
+ * CH's silence bound: a notification only stores its time, and the timer
+ * moves on when it fires early. Past the bound, with clients and a ready
+ * connection, CH is resubscribed on its own.
+ */
+static void
+ss_on_stale(evutil_socket_t fd, short what, void *arg)
+{
+    struct ss_chan *sc = arg;
+    struct xg_session *s = sc->s;
+    struct xg_reg_channel *ch = sc->ch;
+    uint64_t now = xg_now_ms(), stale = ch->stale_ms;
+
+    if (ch->state != XG_CHAN_CONFIRMED) {
+        return;                 /* armed again when it is confirmed */
+    }
+    if (now < ch->last_data_ms + stale) {
+        ss_timer(sc->ev_stale, ch->last_data_ms + stale - now);
+        return;
+    }
+    if (ch->nsubs == 0 || !s->ready) {
+        ss_timer(sc->ev_stale, stale);
+        return;
+    }
+    xg_log_warn("upstream %s: channel \"%s\" silent for %llu ms (stale "
+        "%llu ms): resubscribing it alone", s->name, ch->name,
+        (unsigned long long) (now - ch->last_data_ms),
+        (unsigned long long) stale);
+    s->stale_resubscribes++;
+    s->ops->stale(s->owner, ch, now);
+    ch->last_data_ms = now;
+    xg_session_resubscribe(s, ch);
+    s->ops->restale(s->owner, ch);
+}
+
+/* ---- /status ---- */
+
+struct ss_list {
+    json_t  *arr;
+    size_t   n;
+};
+
+static void
+ss_list_unconfirmed_cb(struct xg_reg_channel *ch, void *arg)
+{
+    struct ss_list *l = arg;
+
+    if (ch->unconfirmed) {
+        if (json_array_size(l->arr) < SS_MAX_LISTED) {
+            json_array_append_new(l->arr, json_string(ch->name));
+        }
+        l->n++;
+    }
+}
+
+void
+xg_session_status(struct xg_session *s, json_t *obj)
+{
+    struct ss_list l = { json_array(), 0 };
+
+    json_object_set_new(obj, "stale_resubscribes",
+        json_integer((json_int_t) s->stale_resubscribes));
+    json_object_set_new(obj, "resubscribe_retries",
+        json_integer((json_int_t) s->resubscribe_retries));
+    xg_registry_channel_foreach(s->reg, ss_list_unconfirmed_cb, &l);
+    json_object_set_new(obj, "unconfirmed_channels", l.arr);
+    json_object_set_new(obj, "unconfirmed_count",
+        json_integer((json_int_t) l.n));
+}

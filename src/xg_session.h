@@ -1,0 +1,136 @@
+/*
+ * xg_session.h: the exchange-independent session of one upstream
+ * (DESIGN.md §10): what every venue needs done the same way. This first
+ * part is the subscription engine:
+ *
+ * - channels wanted by clients are subscribed in batches, once per loop
+ *   pass, within the venue's message size;
+ * - a channel whose last subscriber left is unsubscribed upstream after
+ *   unsubscribe_linger (one timer for the earliest);
+ * - every subscribe answer is verified against the venue's reading of it:
+ *   a channel the exchange left out is refused to its new clients, or,
+ *   when clients held it before (a restore, a resync), kept for them and
+ *   retried 1 s, 2 s, 4 s ... 30 s apart (a timer per such channel);
+ * - a channel silent for longer than its `stale` bound is resubscribed on
+ *   its own (a timer per channel with a bound, moved on only when it
+ *   fires, so a notification costs one store).
+ *
+ * The session owns none of the channels (the registry does) and sends
+ * nothing itself: the venue encodes the (un)subscribe requests and sends
+ * them through its request table, and gets called back for what depends
+ * on the exchange (what a confirmation means for its continuity trackers,
+ * how a client's subscribe is answered).
+ */
+#ifndef XG_SESSION_H
+#define XG_SESSION_H
+
+#include "xg_core.h"
+#include "xg_jscan.h"
+#include "xg_registry.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+
+struct xg_session;
+
+/* Request kinds the session owns (the venue's own kinds stay below). */
+#define XG_REQ_SUB      100      /* a subscribe batch */
+#define XG_REQ_UNSUB    101      /* an unsubscribe batch */
+#define XG_SESSION_RESUB 1       /* tag of a subscribe of the session's own
+                                    (a resync, a stale channel) */
+
+/* `stale PATTERN DURATION;`: a matching channel silent longer is
+   resubscribed on its own. */
+struct xg_stale {
+    char      *pattern;          /* fnmatch(3) glob on the channel name */
+    uint64_t   ms;
+};
+
+/* How a channel came to be confirmed, for the venue's continuity. */
+enum xg_confirm {
+    XG_CONFIRM_NEW = 1,          /* first subscribed */
+    XG_CONFIRM_RESTORED,         /* again, after a reconnect */
+    XG_CONFIRM_RETRIED           /* after refused attempts */
+};
+
+/* What the session calls in its venue (OWNER is the venue's instance). */
+struct xg_session_ops {
+    /*
+     * Builds a (un)subscribe request (SUBSCRIBE 1 or 0) for NAMES[0..N-1]
+     * with an id placeholder, of kind XG_REQ_SUB or XG_REQ_UNSUB, for the
+     * session to fill in q->chan and send with send().
+     */
+    struct xg_reg_req *(*encode_sub)(void *owner, int subscribe,
+        char *const *names, size_t n);
+    /* Sends Q (taken) through the venue's request table. */
+    void (*send)(void *owner, struct xg_reg_req *q);
+    /*
+     * The channels a subscribe answer confirms, as a JSON array of names
+     * (a new reference), or NULL when the whole request failed; *ERRTEXT
+     * then gets a malloc'd JSON-RPC error object for the clients.
+     */
+    json_t *(*sub_result)(void *owner, const struct xg_reg_req *q,
+        const struct xg_jspan *result, const struct xg_jspan *error,
+        char **errtext);
+    /* CH was confirmed (HOW): the venue's continuity (trackers, notices). */
+    void (*confirmed)(void *owner, struct xg_reg_channel *ch,
+        enum xg_confirm how, uint64_t now_ms);
+    /* CH went stale: the venue's continuity before it is resubscribed. */
+    void (*stale)(void *owner, struct xg_reg_channel *ch, uint64_t now_ms);
+    /* CH is resubscribed after being stale: continuity that starts now. */
+    void (*restale)(void *owner, struct xg_reg_channel *ch);
+    /* SR, a client's subscribe request, is complete: answer and free it. */
+    void (*subreq_done)(void *owner, struct xg_reg_subreq *sr);
+};
+
+/*
+ * A session on registry REG (borrowed) for the upstream NAME (borrowed),
+ * with its timers on BASE. STALE[0..NSTALE-1] (borrowed: the conf's) are
+ * the silence bounds. Never returns NULL.
+ */
+struct xg_session *xg_session_new(const char *name, struct event_base *base,
+    struct xg_registry *reg, const struct xg_stale *stale, size_t nstale,
+    size_t batch_bytes, const struct xg_session_ops *ops, void *owner);
+/* Frees S and its timers (not the registry). */
+void xg_session_free(struct xg_session *s);
+
+/* The clients' unsubscribe_linger (0: none), from the gateway settings. */
+void xg_session_set_linger(struct xg_session *s, uint64_t ms);
+
+/*
+ * The connection is ready for (un)subscribes (READY 1), or not (0): while
+ * it is not, nothing is batched (the restore sends everything pending).
+ */
+void xg_session_set_ready(struct xg_session *s, int ready);
+
+/* CH (pending) is wanted: it goes into the next subscribe batch. */
+void xg_session_want(struct xg_session *s, struct xg_reg_channel *ch);
+/* Something changed (a client left, an answer came): flush this pass. */
+void xg_session_flush_soon(struct xg_session *s);
+
+/*
+ * The restore's subscribe step: channels pending and nobody's are
+ * forgotten, the rest are sent in batches. Returns the number of batches
+ * (their answers come to xg_session_sub_answer()); *NCHAN gets the
+ * number of channels.
+ */
+int xg_session_subscribe_all(struct xg_session *s, size_t *nchan);
+/* After the restore: what was asked for meanwhile goes out now. */
+void xg_session_subscribe_pending(struct xg_session *s);
+
+/* The answer to subscribe batch Q: diff, confirm, answer the clients. */
+void xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error);
+/* The answer to unsubscribe batch Q. */
+void xg_session_unsub_answer(struct xg_session *s, const struct xg_reg_req *q);
+
+/*
+ * Unsubscribes and subscribes CH again on its own (a book gap's resync);
+ * the subscribe is verified like any other.
+ */
+void xg_session_resubscribe(struct xg_session *s, struct xg_reg_channel *ch);
+
+/* Adds the session's counters to an upstream's /status object. */
+void xg_session_status(struct xg_session *s, json_t *obj);
+
+#endif
