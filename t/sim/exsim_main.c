@@ -242,7 +242,7 @@ stats_json(void)
         }
     }
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:o, s:I,"
-        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O}",
+        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O, s:O}",
         "connections_total", (json_int_t) ex->st.connections_total,
         "upgrades", (json_int_t) ex->st.upgrades,
         "refused", (json_int_t) ex->st.refused,
@@ -262,7 +262,8 @@ stats_json(void)
         "stall", ex->stall,
         "maintenance", ex->maintenance,
         "rate", ex->rate,
-        "subscribes", ex->sub_counts);
+        "subscribes", ex->sub_counts,
+        "grants", ex->st.grants);
 }
 
 /* ---- control port ------------------------------------------------------- */
@@ -819,6 +820,7 @@ free_all(void)
     exsim_ippools_free();
     exsim_market_free();
     json_decref(ex->st.requests);
+    json_decref(ex->st.grants);
     json_decref(ex->reject_chan);
     json_decref(ex->mute_chan);
     json_decref(ex->delay_method);
@@ -974,6 +976,7 @@ main(int argc, char **argv)
         }
     }
     ex->st.requests = json_object();
+    ex->st.grants = json_object();
     ex->reject_chan = json_object();
     ex->mute_chan = json_object();
     ex->delay_method = json_object();
