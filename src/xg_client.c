@@ -53,6 +53,7 @@ struct xg_client {
     char                 close_reason[96];
     struct event        *ev_close;      /* the asynchronous close */
     uint64_t             soft_since_ms; /* over the soft limit since */
+    struct event        *ev_soft;       /* its deadline, made when needed */
     struct xg_client    *prev, *next;   /* in the listener's list */
 };
 
@@ -297,6 +298,9 @@ client_destroy(struct xg_client *c, const char *reason)
         bufferevent_free(c->bev);
     }
     event_free(c->ev_close);
+    if (c->ev_soft != NULL) {
+        event_free(c->ev_soft);
+    }
     free(c);
 }
 
@@ -398,7 +402,38 @@ output_len(const struct xg_client *c)
     return evbuffer_get_length(bufferevent_get_output(c->bev));
 }
 
-/* The output limits, checked after each queued message. */
+static void
+output_on_soft(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_client *c = arg;
+
+    if (!c->closing) {
+        output_check(c);
+    }
+}
+
+/* Arms C's soft-limit deadline MS from now unless it is already armed. */
+static void
+output_soft_arm(struct xg_client *c, uint64_t ms)
+{
+    struct timeval tv;
+
+    if (c->ev_soft == NULL) {
+        c->ev_soft = evtimer_new(c->l->base, output_on_soft, c);
+    } else if (evtimer_pending(c->ev_soft, NULL)) {
+        return;
+    }
+    tv.tv_sec = (time_t) (ms / 1000);
+    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
+    evtimer_add(c->ev_soft, &tv);
+}
+
+/*
+ * The output limits, checked after each queued message and at the soft
+ * limit's deadline: a client that went over the soft limit and is sent
+ * nothing more is still closed if it is over at the deadline. A client
+ * found at or under the soft limit starts a new soft period next time.
+ */
 static void
 output_check(struct xg_client *c)
 {
@@ -414,9 +449,12 @@ output_check(struct xg_client *c)
 
         if (c->soft_since_ms == 0) {
             c->soft_since_ms = now;
+            output_soft_arm(c, gc->out_soft_ms);
             return;
         }
         if (now - c->soft_since_ms < gc->out_soft_ms) {
+            /* a timer may fire a clock tick early: wait out the rest */
+            output_soft_arm(c, gc->out_soft_ms - (now - c->soft_since_ms));
             return;
         }
         snprintf(why, sizeof(why), "%zu bytes queued, over the soft output "
@@ -424,6 +462,9 @@ output_check(struct xg_client *c)
             (unsigned long long) (now - c->soft_since_ms));
     } else {
         c->soft_since_ms = 0;
+        if (c->ev_soft != NULL) {
+            evtimer_del(c->ev_soft);
+        }
         return;
     }
     xg_log_warn("%s: slow consumer: %s", c->name, why);

@@ -5,7 +5,7 @@ future timestamp, bad signature), refresh_token; a connection-scope token
 is dead on another connection (13009) and after its connection closes; a
 session token works on a new connection and survives the first one; the
 token expires after --expires-in; private/logout closes with no reply;
-reject-auth; auth_ok/auth_fail in stats.
+reject-auth; auth_ok/auth_fail and the grants answered ok in stats.
 """
 import asyncio
 import hashlib
@@ -199,6 +199,9 @@ def test():
         #       replay, stale, future, bad sig, upper, string ts, fork of
         #       a connection token, reject
         check(st["auth_fail"] == 13, "auth_fail %r" % st)
+        # the public/auth grants answered ok (fork_token is not one)
+        check(st["grants"] == {"client_credentials": 4, "refresh_token": 2,
+                               "client_signature": 2}, "grants %r" % st)
 
 
 main(test)

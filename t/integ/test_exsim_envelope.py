@@ -71,6 +71,29 @@ def test():
                   == {"ETH-PERPETUAL", "ETH-26DEC26"}, "eth futures %r" % fut)
             r = await c.call("public/get_instruments", {"currency": "XYZ"})
             check(r.get("error", {}).get("code") == -32602, "bad currency")
+            # ccxt's loadMarkets: no params at all, or currency "any": every
+            # instrument; kind and expired still filter
+            every = {"BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-26DEC26",
+                     "ETH-26DEC26", "BTC-26DEC26-100000-C",
+                     "ETH-26DEC26-4000-P"}
+            for params in (None, {}, {"currency": "any"},
+                           {"currency": "any", "expired": False}):
+                ins = await c.result("public/get_instruments", params)
+                check(sorted(i["instrument_name"] for i in ins)
+                      == sorted(every), "%r: %r" % (params, ins))
+            for params in ({"kind": "option"},
+                           {"currency": "any", "kind": "option"}):
+                ins = await c.result("public/get_instruments", params)
+                check({i["instrument_name"] for i in ins}
+                      == {"BTC-26DEC26-100000-C", "ETH-26DEC26-4000-P"},
+                      "%r: %r" % (params, ins))
+            # exsim's instruments never expire: none was recently expired
+            ins = await c.result("public/get_instruments", {"expired": True})
+            check(ins == [], "expired: %r" % ins)
+            for bad in ({"expired": "yes"}, {"kind": 3}, {"currency": 1}):
+                r = await c.call("public/get_instruments", bad)
+                check(r.get("error", {}).get("code") == -32602,
+                      "%r: %r" % (bad, r))
             cur = await c.result("public/get_currencies")
             check({x["currency"] for x in cur} == {"BTC", "ETH"},
                   "currencies %r" % cur)

@@ -1,5 +1,6 @@
 """exsim: --tls-cert/--tls-key serve wss:// (with a throwaway self-signed
-certificate made by $OPENSSL_BIN), and a bad key pair is a start-up error.
+certificate made by $OPENSSL_BIN) and count the server names (SNI) the
+handshakes carried in stats tls_sni; a bad key pair is a start-up error.
 """
 import os
 import ssl
@@ -18,7 +19,8 @@ def test():
     cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
     subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes",
                     "-keyout", key, "-out", cert, "-days", "1", "-subj",
-                    "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                    "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost,IP:127.0.0.1"],
                    check=True, capture_output=True)
     with Exsim("--tls-cert", cert, "--tls-key", key, "--rate", "0") as sim:
         async def go():
@@ -27,6 +29,15 @@ def test():
             r = await c.result("public/test")
             check("version" in r, "test over tls %r" % r)
             await c.close()
+            # by address: no SNI (RFC 6066); by name: that name
+            check(sim.stats()["tls_sni"] == {"(none)": 1},
+                  "sni by ip %r" % sim.stats()["tls_sni"])
+            c = await Rpc.open(sim.url(scheme="wss"), ssl=ctx,
+                               server_hostname="localhost")
+            await c.result("public/test")
+            await c.close()
+            check(sim.stats()["tls_sni"] == {"(none)": 1, "localhost": 1},
+                  "sni by name %r" % sim.stats()["tls_sni"])
         run(go())
     # a key that does not match the certificate
     other = os.path.join(d, "other.pem")

@@ -4,8 +4,9 @@ cancel-on-disconnect, against exsim:
 - wrong client credentials -> 13004; a private call before auth -> 13009;
   a private channel in public/subscribe is left out; client_signature
   (HMAC as Deribit) and the refresh_token grant work;
-- the upstream token is refreshed before expiry (exsim --expires-in 2):
-  no reconnect, private calls keep working;
+- the upstream token is refreshed before expiry (exsim --expires-in 2)
+  with the refresh_token grant, which exsim accepts (no fallback to a new
+  client_credentials auth): no reconnect, private calls keep working;
 - a client that enabled cancel-on-disconnect has the orders it placed
   cancelled by exgate when it disconnects; another client's order stays.
 """
@@ -131,6 +132,13 @@ async def body(h):
     st = h.control("stats")
     check(st["requests"].get("public/auth", 0) >= 3,
           "refreshes: %r" % st["requests"])
+    # each refresh used the refresh_token grant and exsim accepted it: the
+    # full authentication (the fallback after a refused refresh) ran once
+    check(st["grants"].get("refresh_token", 0) >= 2
+          and st["grants"].get("client_credentials") == 1
+          and st["auth_fail"] == 0, "grants at exsim %r, auth_fail %r"
+          % (st["grants"], st["auth_fail"]))
+    check(not h.log_lines("token refresh refused"), "a refresh was refused")
     check(h.up()["connection_id"] == conn0, "a reconnect happened")
     check(len(h.log_lines("refreshing the token")) >= 2, "refresh logged")
     r = await a.call("private/get_positions", {"currency": "BTC"}, id=15)

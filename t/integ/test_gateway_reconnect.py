@@ -8,7 +8,9 @@ and `stall on` (a heartbeat miss). After each:
 - the in-flight private/buy gets the "outcome unknown" error;
 - every channel resumes on every client, and exsim holds exactly one
   subscription per channel;
-- the gateway authenticates before it resubscribes.
+- the gateway authenticates before it resubscribes;
+- cancel_on_disconnect on: exsim saw exactly one
+  private/enable_cancel_on_disconnect per upstream connection.
 """
 
 import asyncio
@@ -65,6 +67,16 @@ def one_sub_each(h, what):
     subs = h.control("stats")["subscribed"]
     check(subs.get(PUB) == 1 and subs.get(PRIV) == 1,
           "%s: exsim subscriptions %r" % (what, subs))
+
+
+def one_cod_each(h, what):
+    """exsim counted one enable_cancel_on_disconnect per connection (the
+    gateway answers its clients' own COD calls itself, none go up)."""
+    conn = h.up()["connection_id"]
+    n = h.control("stats")["requests"].get(
+        "private/enable_cancel_on_disconnect", 0)
+    check(n == conn, "%s: %d enable_cancel_on_disconnect at exsim over %d "
+          "connections" % (what, n, conn))
 
 
 def auth_before_subscribe(h, conn):
@@ -126,6 +138,7 @@ async def round_(h, clients, mode, n):
     check(took < 5, "%s: data took %.1f s to resume after the restore"
           % (mode, took))
     one_sub_each(h, mode)
+    one_cod_each(h, mode)
     auth_before_subscribe(h, h.up()["connection_id"])
     return took
 
@@ -139,6 +152,7 @@ async def body(h):
     clients = await connect_all(h)
     await resumed(clients, "start")
     one_sub_each(h, "start")
+    one_cod_each(h, "start")
     await orders_placed(h, clients[0])
     times = []
     for n, mode in enumerate(("drop", "close", "stall")):

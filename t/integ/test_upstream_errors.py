@@ -4,7 +4,9 @@ failure (exsim serving a self-signed certificate the client does not
 trust) each go through the same policy path: down with their reason,
 "retry in" the policy's delay, again and again, and the reason in /status
 last_error. A fourth upstream trusts that certificate (tls_ca) and gets
-ready, so the TLS failure is the trust and nothing else."""
+ready, so the TLS failure is the trust and nothing else; a fifth trusts it
+by address. exsim saw the server name (SNI) "localhost" in every handshake
+of the two by name, and none in those by address (RFC 6066)."""
 
 import os
 import subprocess
@@ -39,8 +41,10 @@ def body(h):
         "upstream untrusted {\n    url wss://localhost:%d/ws/api/v2;\n%s}\n"
         "upstream trusted {\n    url wss://localhost:%d/ws/api/v2;\n"
         "    tls_ca %s;\n%s}\n"
+        "upstream trusted_ip {\n    url wss://127.0.0.1:%d/ws/api/v2;\n"
+        "    tls_ca %s;\n%s}\n"
         % (POLICY, closed, POLICY, tls_sim.ws_port, POLICY, tls_sim.ws_port,
-           cert, POLICY))
+           cert, POLICY, tls_sim.ws_port, cert, POLICY))
 
     want = {
         "baddns": ("dns", "resolve", "name", "nodename", "nxdomain"),
@@ -64,6 +68,15 @@ def body(h):
     u = h.wait_up(lambda u: u["state"] == "ready", 10, "trusted ready",
                   name="trusted")
     check(u["connection_id"] == 1, "trusted: %r" % u)
+    u = h.wait_up(lambda u: u["state"] == "ready", 10, "trusted_ip ready",
+                  name="trusted_ip")
+    check(u["connection_id"] == 1, "trusted_ip: %r" % u)
+
+    # SNI: "localhost" from each handshake of untrusted and trusted, none
+    # from trusted_ip's; the handshakes still under way count as well
+    sni = tls_sim.control("stats")["tls_sni"]
+    check(set(sni) == {"localhost", "(none)"} and sni["localhost"] >= 4
+          and sni["(none)"] >= 1, "server names exsim saw: %r" % sni)
 
 
 run("upstream_errors", body)

@@ -266,6 +266,8 @@ struct exsim_stats {
     uint64_t heartbeat_closes;
     uint64_t slow_closes;
     json_t  *requests;       /* method -> count */
+    json_t  *grants;         /* grant_type -> public/auth answered ok */
+    json_t  *tls_sni;        /* server name -> TLS handshakes with it */
 };
 
 struct exsim {

@@ -421,6 +421,9 @@ exsim_auth_handle(struct exsim_conn *c, json_t *params, json_t **err)
     ex->tokens = t;
     snprintf(c->auth, sizeof(c->auth), "%s", t->access);
     ex->st.auth_ok++;
+    /* GRANT is one of the three names checked above */
+    json_object_set_new(ex->st.grants, grant, json_integer(1
+        + json_integer_value(json_object_get(ex->st.grants, grant))));
     xg_log_info("%s: auth ok (%s, %s, expires in %g s)", c->name, grant,
         session ? session : "connection", expires);
 

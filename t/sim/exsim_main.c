@@ -242,7 +242,7 @@ stats_json(void)
         }
     }
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:o, s:I,"
-        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O}",
+        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O, s:O, s:O}",
         "connections_total", (json_int_t) ex->st.connections_total,
         "upgrades", (json_int_t) ex->st.upgrades,
         "refused", (json_int_t) ex->st.refused,
@@ -262,7 +262,9 @@ stats_json(void)
         "stall", ex->stall,
         "maintenance", ex->maintenance,
         "rate", ex->rate,
-        "subscribes", ex->sub_counts);
+        "subscribes", ex->sub_counts,
+        "grants", ex->st.grants,
+        "tls_sni", ex->st.tls_sni);
 }
 
 /* ---- control port ------------------------------------------------------- */
@@ -732,6 +734,27 @@ listen_on(const char *spec, evconnlistener_cb cb, const char *what, int *port)
     return l;
 }
 
+/*
+ * Every ClientHello: counts the server name it carried (SNI) in stats
+ * tls_sni, "(none)" when it had none, so a test can see what a client
+ * sent. Never refuses a handshake.
+ */
+static int
+tls_on_servername(SSL *ssl, int *alert, void *arg)
+{
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    const char *key = name != NULL ? name : "(none)";
+
+    if (strlen(key) > 64 || (json_object_get(ex->st.tls_sni, key) == NULL
+        && json_object_size(ex->st.tls_sni) >= 64))
+    {
+        key = "(other)";
+    }
+    json_object_set_new(ex->st.tls_sni, key, json_integer(1
+        + json_integer_value(json_object_get(ex->st.tls_sni, key))));
+    return SSL_TLSEXT_ERR_OK;
+}
+
 static SSL_CTX *
 tls_ctx(const char *cert, const char *key)
 {
@@ -748,6 +771,7 @@ tls_ctx(const char *cert, const char *key)
         SSL_CTX_free(ctx);
         return NULL;
     }
+    SSL_CTX_set_tlsext_servername_callback(ctx, tls_on_servername);
     return ctx;
 }
 
@@ -838,6 +862,8 @@ free_all(void)
     exsim_ippools_free();
     exsim_market_free();
     json_decref(ex->st.requests);
+    json_decref(ex->st.grants);
+    json_decref(ex->st.tls_sni);
     json_decref(ex->reject_chan);
     json_decref(ex->mute_chan);
     json_decref(ex->delay_method);
@@ -994,6 +1020,8 @@ main(int argc, char **argv)
         }
     }
     ex->st.requests = json_object();
+    ex->st.grants = json_object();
+    ex->st.tls_sni = json_object();
     ex->reject_chan = json_object();
     ex->mute_chan = json_object();
     ex->delay_method = json_object();

@@ -1111,11 +1111,20 @@ currency_ok(const char *cur)
     return 0;
 }
 
+/*
+ * No currency, like "any", lists every currency's instruments: ccxt's
+ * loadMarkets sends no params at all and Deribit answers with the lot.
+ * expired:true asks for recently expired instruments; exsim's never
+ * expire (they trade until quit), so that list is empty.
+ */
 static json_t *
 m_get_instruments(struct req *r, json_t *params, json_t **err)
 {
-    const char *cur = json_string_value(json_object_get(params, "currency"));
-    const char *kind = json_string_value(json_object_get(params, "kind"));
+    json_t *jcur = json_object_get(params, "currency");
+    json_t *jkind = json_object_get(params, "kind");
+    json_t *jexp = json_object_get(params, "expired");
+    const char *cur = jcur ? json_string_value(jcur) : "any";
+    const char *kind = json_string_value(jkind);
     json_t *arr;
     struct exsim_instr *in;
 
@@ -1124,7 +1133,20 @@ m_get_instruments(struct req *r, json_t *params, json_t **err)
             "currency");
         return NULL;
     }
+    if (jkind != NULL && kind == NULL) {
+        *err = exsim_error_obj(EXSIM_E_PARAMS, NULL, "must be a string",
+            "kind");
+        return NULL;
+    }
+    if (jexp != NULL && !json_is_boolean(jexp)) {
+        *err = exsim_error_obj(EXSIM_E_PARAMS, NULL, "must be a boolean",
+            "expired");
+        return NULL;
+    }
     arr = json_array();
+    if (json_is_true(jexp)) {
+        return arr;
+    }
     for (in = ex->instrs; in != NULL; in = in->next) {
         if (strcmp(cur, "any") != 0 && strcmp(cur, in->currency) != 0) {
             continue;
