@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #define REG_CHAN_BUCKETS  1024
 #define REG_REQ_BUCKETS   1024
 
@@ -622,6 +624,9 @@ xg_registry_req_free(struct xg_reg_req *q)
     free(q->client_id);
     free(q->method);
     free(q->text);
+    if (q->ev != NULL) {
+        event_free(q->ev);
+    }
     free(q);
 }
 
@@ -702,6 +707,12 @@ xg_registry_queue_push(struct xg_registry *r, struct xg_reg_req *q, int front)
 {
     q->up_id = 0;
     req_list_push(&r->queue, q, front);
+}
+
+void
+xg_registry_queue_take(struct xg_registry *r, struct xg_reg_req *q)
+{
+    req_list_unlink(&r->queue, q);
 }
 
 struct xg_reg_req *

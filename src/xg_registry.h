@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct event;
+
 enum xg_chan_state {
     XG_CHAN_PENDING = 1,     /* not (yet) confirmed upstream */
     XG_CHAN_CONFIRMED,       /* the exchange confirmed it */
@@ -98,6 +100,12 @@ struct xg_reg_req {
     int                     nchan;
     uint64_t                tag;         /* module-defined (which fetch) */
     unsigned                attempts;    /* module-defined (retries sent) */
+    int                     timed;       /* request_timeout applies */
+    int                     nolimit;     /* queued past queue_limit and
+                                            queue_timeout (must go out) */
+    struct event           *ev;          /* its deadline timer, given by
+                                            the session (freed with it) */
+    void                   *sess;        /* the session that timed it */
     struct xg_reg_req      *hnext;       /* in-flight hash chain */
     struct xg_reg_req      *prev, *next; /* in-flight list or queue */
 };
@@ -258,6 +266,8 @@ struct xg_reg_req *xg_registry_inflight_expired(struct xg_registry *r,
     uint64_t now_ms);
 size_t xg_registry_ninflight(const struct xg_registry *r);
 
+/* Removes Q (queued) from the queue; the caller owns it again. */
+void xg_registry_queue_take(struct xg_registry *r, struct xg_reg_req *q);
 /* Appends Q to the queue (or puts it first when FRONT). Owns Q. */
 void xg_registry_queue_push(struct xg_registry *r, struct xg_reg_req *q,
     int front);

@@ -7,6 +7,7 @@
 #include "xg_session.h"
 
 #include <fnmatch.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,9 @@ struct xg_session {
     size_t                        nunsub, unsub_cap;
     uint64_t                      stale_resubscribes;
     uint64_t                      resubscribe_retries;
+    uint64_t                      request_ms;
+    unsigned                      queue_limit;
+    uint64_t                      queue_ms;
 };
 
 /* The session's per-channel timers (ch->sess), made when first needed. */
@@ -589,6 +593,176 @@ ss_on_stale(evutil_socket_t fd, short what, void *arg)
     s->ops->restale(s->owner, ch);
 }
 
+/* ---- requests ---- */
+
+void
+xg_session_set_limits(struct xg_session *s, uint64_t request_ms,
+    unsigned limit, uint64_t queue_ms)
+{
+    s->request_ms = request_ms;
+    s->queue_limit = limit;
+    s->queue_ms = queue_ms;
+}
+
+static void ss_on_request_expired(evutil_socket_t fd, short what, void *arg);
+
+/* Starts Q's deadline timer (MS from now): one libevent timer per request
+   that has a deadline, freed with the request. */
+static void
+ss_req_arm(struct xg_session *s, struct xg_reg_req *q, uint64_t ms)
+{
+    if (q->ev == NULL) {
+        q->ev = evtimer_new(s->base, ss_on_request_expired, q);
+    }
+    q->deadline_ms = xg_now_ms() + ms;
+    q->sess = s;
+    ss_timer(q->ev, ms);
+}
+
+static void
+ss_req_disarm(struct xg_reg_req *q)
+{
+    if (q->ev != NULL) {
+        event_del(q->ev);
+    }
+    q->deadline_ms = 0;
+}
+
+int
+xg_session_send(struct xg_session *s, struct xg_reg_req *q)
+{
+    static const char *const keys[] = { "id" };
+    struct xg_jspan v[1];
+    char idbuf[24];
+    uint64_t id;
+    size_t n;
+    char *out;
+    int rc;
+
+    if (xg_jscan_object(q->text, q->len, keys, 1, v) != XG_OK
+        || v[0].p == NULL) {
+        xg_log_error("upstream %s: internal: request without id dropped",
+            s->name);
+        xg_registry_req_free(q);
+        return XG_ERROR;
+    }
+    ss_req_disarm(q);
+    id = xg_registry_inflight_add(s->reg, q, 0);
+    if (q->timed && s->request_ms != 0) {
+        ss_req_arm(s, q, s->request_ms);
+    }
+    snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long) id);
+    out = xg_jscan_splice(q->text, q->len, &v[0], idbuf, strlen(idbuf), &n);
+    rc = s->ops->write(s->owner, out, n);
+    free(out);
+    if (rc != XG_OK) {
+        /* no connection: xg_session_down() will sort the request out */
+        xg_log_debug("upstream %s: send of %s failed", s->name,
+            q->method ? q->method : "?");
+    }
+    return rc;
+}
+
+int
+xg_session_submit(struct xg_session *s, struct xg_reg_req *q)
+{
+    if (s->ready) {
+        xg_session_send(s, q);
+        return XG_OK;
+    }
+    if (!q->nolimit && xg_registry_nqueued(s->reg) >= s->queue_limit) {
+        xg_log_warn("upstream %s: queue_limit %u reached: refusing %s",
+            s->name, s->queue_limit, q->method ? q->method : "?");
+        return XG_ERROR;
+    }
+    ss_req_disarm(q);
+    if (!q->nolimit && s->queue_ms != 0) {
+        ss_req_arm(s, q, s->queue_ms);
+    }
+    xg_registry_queue_push(s->reg, q, 0);
+    return XG_OK;
+}
+
+/* A request's deadline: in flight or queued, it leaves its list and its
+   waiter is told (or the venue keeps it to send again). */
+static void
+ss_on_request_expired(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_reg_req *q = arg;
+    struct xg_session *s = q->sess;
+    int queued = q->up_id == 0;
+
+    if (queued) {
+        xg_registry_queue_take(s->reg, q);
+    } else {
+        q = xg_registry_inflight_take(s->reg, q->up_id);
+    }
+    q->deadline_ms = 0;
+    if (!s->ops->expired(s->owner, q, queued)) {
+        xg_registry_req_free(q);
+    }
+}
+
+struct xg_reg_req *
+xg_session_take(struct xg_session *s, const struct xg_jspan *id)
+{
+    struct xg_reg_req *q;
+    uint64_t up_id;
+
+    if (xg_jscan_uint(id, &up_id) != XG_OK
+        || (q = xg_registry_inflight_take(s->reg, up_id)) == NULL) {
+        return NULL;
+    }
+    ss_req_disarm(q);
+    return q;
+}
+
+void
+xg_session_down(struct xg_session *s, unsigned *replayed, unsigned *lost)
+{
+    struct xg_reg_req *q, *replay = NULL, *nx;
+
+    *replayed = *lost = 0;
+    while ((q = xg_registry_inflight_pop(s->reg)) != NULL) {
+        ss_req_disarm(q);
+        switch (s->ops->lost(s->owner, q)) {
+        case XG_LOST_REPLAY:
+            q->next = replay;   /* reversed; pushed to the front below */
+            replay = q;
+            (*replayed)++;
+            break;
+        case XG_LOST_KEPT:
+            break;
+        case XG_LOST_UNKNOWN:
+            (*lost)++;
+            /* fall through */
+        default:
+            xg_registry_req_free(q);
+            break;
+        }
+    }
+    for (q = replay; q != NULL; q = nx) {
+        nx = q->next;
+        if (!q->nolimit && s->queue_ms != 0) {
+            ss_req_arm(s, q, s->queue_ms);
+        }
+        xg_registry_queue_push(s->reg, q, 1);
+    }
+}
+
+size_t
+xg_session_flush_queue(struct xg_session *s)
+{
+    struct xg_reg_req *q;
+    size_t n = 0;
+
+    while ((q = xg_registry_queue_pop(s->reg)) != NULL) {
+        xg_session_send(s, q);
+        n++;
+    }
+    return n;
+}
+
 /* ---- /status ---- */
 
 struct ss_list {
@@ -618,6 +792,10 @@ xg_session_status(struct xg_session *s, json_t *obj)
         json_integer((json_int_t) s->stale_resubscribes));
     json_object_set_new(obj, "resubscribe_retries",
         json_integer((json_int_t) s->resubscribe_retries));
+    json_object_set_new(obj, "pending_requests",
+        json_integer((json_int_t) xg_registry_ninflight(s->reg)));
+    json_object_set_new(obj, "queued_requests",
+        json_integer((json_int_t) xg_registry_nqueued(s->reg)));
     xg_registry_channel_foreach(s->reg, ss_list_unconfirmed_cb, &l);
     json_object_set_new(obj, "unconfirmed_channels", l.arr);
     json_object_set_new(obj, "unconfirmed_count",

@@ -53,8 +53,27 @@ enum xg_confirm {
     XG_CONFIRM_RETRIED           /* after refused attempts */
 };
 
+/* What becomes of a request in flight when its connection is lost. */
+enum xg_lost {
+    XG_LOST_FREE = 0,            /* forget it (the session frees it) */
+    XG_LOST_UNKNOWN,             /* its client was told the outcome is
+                                    unknown (the session frees it) */
+    XG_LOST_REPLAY,              /* send it again on the next connection */
+    XG_LOST_KEPT                 /* the venue took it */
+};
+
 /* What the session calls in its venue (OWNER is the venue's instance). */
 struct xg_session_ops {
+    /* Writes one message upstream; XG_ERROR when no connection is open. */
+    int (*write)(void *owner, const char *data, size_t len);
+    /*
+     * Q's deadline passed, in flight (QUEUED 0) or waiting for the
+     * connection (QUEUED 1): tell whoever waits. Returns 1 when it kept Q
+     * (e.g. to send it again), else the session frees it.
+     */
+    int (*expired)(void *owner, struct xg_reg_req *q, int queued);
+    /* Q was in flight when the connection was lost: what becomes of it. */
+    enum xg_lost (*lost)(void *owner, struct xg_reg_req *q);
     /*
      * Builds a (un)subscribe request (SUBSCRIBE 1 or 0) for NAMES[0..N-1]
      * with an id placeholder, of kind XG_REQ_SUB or XG_REQ_UNSUB, for the
@@ -129,6 +148,46 @@ void xg_session_unsub_answer(struct xg_session *s, const struct xg_reg_req *q);
  * the subscribe is verified like any other.
  */
 void xg_session_resubscribe(struct xg_session *s, struct xg_reg_channel *ch);
+
+/* ---- requests: in flight (fresh ids), queued while not ready ---- */
+
+/*
+ * REQUEST_MS bounds a request with q->timed set (0: none); LIMIT and
+ * QUEUE_MS bound the queue (QUEUE_MS 0: no deadline).
+ */
+void xg_session_set_limits(struct xg_session *s, uint64_t request_ms,
+    unsigned limit, uint64_t queue_ms);
+
+/*
+ * Puts Q in flight under a fresh id and writes it: Q->text holds the
+ * request with some "id" member, replaced here. Takes ownership of Q.
+ * XG_ERROR when the write failed (the loss of the connection sorts Q
+ * out).
+ */
+int xg_session_send(struct xg_session *s, struct xg_reg_req *q);
+
+/*
+ * Sends Q when ready, else queues it (q->nolimit: past the limit and with
+ * no deadline). XG_ERROR when the queue is full: Q stays the caller's.
+ */
+int xg_session_submit(struct xg_session *s, struct xg_reg_req *q);
+
+/* The request in flight answered under ID, taken (the caller frees it),
+   or NULL. */
+struct xg_reg_req *xg_session_take(struct xg_session *s,
+    const struct xg_jspan *id);
+
+/*
+ * The connection is gone: every request in flight goes to ops->lost();
+ * those to replay are queued first, in their order. *REPLAYED and *LOST
+ * get the counts.
+ */
+void xg_session_down(struct xg_session *s, unsigned *replayed,
+    unsigned *lost);
+
+/* The connection is ready: what was queued goes out, in order. Returns
+   how many. */
+size_t xg_session_flush_queue(struct xg_session *s);
 
 /* Adds the session's counters to an upstream's /status object. */
 void xg_session_status(struct xg_session *s, json_t *obj);

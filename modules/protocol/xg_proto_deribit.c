@@ -330,18 +330,16 @@ dr_error(struct dr_client *dc, const char *id, int code, const char *message,
 
 
 /*
- * The tick: request and queue timeouts, unconfirmed and stale channels,
- * lingering unsubscribes, the upstream heartbeat. It runs every
- * DR_TICK_MS while any of those but the heartbeat has a deadline, and
- * every DR_TICK_IDLE_MS otherwise, so an idle gateway wakes once a second
- * instead of ten times. Whatever creates such a deadline calls
- * dr_tick_wake().
+ * The tick: fetch retries and the upstream heartbeat (requests, the
+ * queue, lingering, unconfirmed and stale channels have timers of their
+ * own in the session). It runs every DR_TICK_MS while a fetch waits to be
+ * retried, and every DR_TICK_IDLE_MS otherwise. Whatever creates such a
+ * deadline calls dr_tick_wake().
  */
 static int
 dr_tick_busy(const struct dr *d)
 {
-    return xg_registry_ninflight(d->reg) != 0
-           || xg_registry_nqueued(d->reg) != 0 || d->nretry != 0;
+    return d->nretry != 0;
 }
 
 static void
@@ -364,45 +362,22 @@ dr_tick_wake(struct dr *d)
 }
 
 /*
- * Puts Q in flight under a fresh id and sends it: Q->text holds the
- * request with some "id" member, replaced here. Takes ownership of Q.
+ * Puts Q in flight under a fresh id and sends it (the session's request
+ * table). A client's request and a continuity fetch wait request_timeout
+ * at most. Takes ownership of Q.
  */
+static int
+dr_timed(const struct xg_reg_req *q)
+{
+    return q->kind == K_CLIENT || q->kind == K_BACKFILL || q->kind == K_ORDERS
+           || q->kind == K_CTRADES;
+}
+
 static int
 dr_send(struct dr *d, struct xg_reg_req *q)
 {
-    const char *keys[] = { "id" };
-    struct xg_jspan v[1];
-    char idbuf[24];
-    uint64_t id, deadline = 0;
-    size_t n;
-    char *out;
-    int rc;
-
-    if (xg_jscan_object(q->text, q->len, keys, 1, v) != XG_OK
-        || v[0].p == NULL) {
-        xg_log_error("upstream %s: internal: request without id dropped",
-            d->name);
-        xg_registry_req_free(q);
-        return XG_ERROR;
-    }
-    /* a client's request, and a continuity fetch (sent again, see
-       dr_fetch_retry), wait for request_timeout at most */
-    if ((q->kind == K_CLIENT || q->kind == K_BACKFILL || q->kind == K_ORDERS
-            || q->kind == K_CTRADES) && d->cf->request_timeout_ms != 0) {
-        deadline = xg_now_ms() + d->cf->request_timeout_ms;
-    }
-    id = xg_registry_inflight_add(d->reg, q, deadline);
-    dr_tick_wake(d);
-    snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long) id);
-    out = xg_jscan_splice(q->text, q->len, &v[0], idbuf, strlen(idbuf), &n);
-    rc = xg_upstream_send(d->up, out, n);
-    free(out);
-    if (rc != XG_OK) {
-        /* no connection: on_down will sort the in-flight list out */
-        xg_log_debug("upstream %s: send of %s failed", d->name,
-            q->method ? q->method : "?");
-    }
-    return rc;
+    q->timed = dr_timed(q);
+    return xg_session_send(d->s, q);
 }
 
 /* Builds an internal request {"jsonrpc":"2.0","id":0,"method":M,"params":P}. */
@@ -427,33 +402,18 @@ dr_internal(int kind, const char *method, json_t *params)
 static void
 dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
 {
-    if (d->st == DR_READY) {
-        dr_send(d, q);
+    /* a client's cancel-on-disconnect waits for the exchange however long
+       it takes: its orders must not outlive it */
+    q->nolimit = q->kind == K_CANCEL;
+    q->timed = dr_timed(q);
+    if (xg_session_submit(d->s, q) == XG_OK) {
         return;
     }
-    if (q->kind == K_CANCEL) {
-        /* a client's cancel-on-disconnect waits for the exchange however
-           long it takes: its orders must not outlive it */
-        q->deadline_ms = 0;
-        xg_registry_queue_push(d->reg, q, 0);
-        dr_tick_wake(d);
-        return;
+    if (dc != NULL) {
+        dr_error(dc, q->client_id, 13028, "upstream unavailable",
+            "the exchange connection is down and the request queue is full");
     }
-    if (xg_registry_nqueued(d->reg) >= d->cf->queue_limit) {
-        xg_log_warn("upstream %s: queue_limit %u reached: refusing %s",
-            d->name, d->cf->queue_limit, q->method ? q->method : "?");
-        if (dc != NULL) {
-            dr_error(dc, q->client_id, 13028, "upstream unavailable",
-                "the exchange connection is down and the request queue is "
-                "full");
-        }
-        xg_registry_req_free(q);
-        return;
-    }
-    q->deadline_ms = d->cf->queue_timeout_ms
-                     ? xg_now_ms() + d->cf->queue_timeout_ms : 0;
-    xg_registry_queue_push(d->reg, q, 0);
-    dr_tick_wake(d);
+    xg_registry_req_free(q);
 }
 
 /* Answers a complete subscribe request and frees it. */
@@ -568,15 +528,12 @@ dr_auth_params(struct dr *d)
 static void
 dr_ready(struct dr *d)
 {
-    struct xg_reg_req *q;
     size_t nq = xg_registry_nqueued(d->reg);
 
     d->st = DR_READY;
     d->step = 0;
     xg_session_set_ready(d->s, 1);
-    while ((q = xg_registry_queue_pop(d->reg)) != NULL) {
-        dr_send(d, q);
-    }
+    xg_session_flush_queue(d->s);
     /* channels asked for during the restore */
     xg_session_subscribe_pending(d->s);
     d->last_restore_ms = xg_now_ms() - d->restore_start_ms;
@@ -743,11 +700,9 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
     const struct xg_jspan *error)
 {
     struct xg_reg_req *q;
-    uint64_t up_id;
     json_t *r;
 
-    if (xg_jscan_uint(id, &up_id) != XG_OK
-        || (q = xg_registry_inflight_take(d->reg, up_id)) == NULL) {
+    if ((q = xg_session_take(d->s, id)) == NULL) {
         xg_log_debug("upstream %s: answer to unknown id %.*s dropped",
             d->name, (int) (id->len > 40 ? 40 : id->len), id->p);
         return;
@@ -2786,12 +2741,90 @@ dr_on_open(void *p)
     dr_restore_next(d);
 }
 
+/*
+ * A request in flight when the connection was lost: a client's read-only
+ * request and a cancel-on-disconnect are sent again; anything else a
+ * client asked for gets "outcome unknown" (never replay an order).
+ */
+static enum xg_lost
+dr_lost(void *p, struct xg_reg_req *q)
+{
+    struct dr *d = p;
+    struct dr_client *dc = q->client ? q->client->owner : NULL;
+
+    if ((q->kind == K_CLIENT && dc != NULL && dr_is_replayable(q->method))
+        || q->kind == K_CANCEL) {
+        return XG_LOST_REPLAY;
+    }
+    if (q->kind == K_CLIENT && dc != NULL) {
+        xg_log_warn("upstream %s: %s: %s in flight when the connection "
+            "dropped: outcome unknown", d->name, xg_client_name(dc->c),
+            q->method);
+        dr_error(dc, q->client_id, 13028,
+            "upstream connection lost, outcome unknown",
+            "the request reached the exchange connection but its answer "
+            "was lost; check the state (e.g. open orders) before retrying");
+        return XG_LOST_UNKNOWN;
+    }
+    return XG_LOST_FREE;
+}
+
+/*
+ * Q had no answer within request_timeout (or waited queue_timeout for the
+ * connection): its client is told; a continuity fetch is sent again.
+ */
+static int
+dr_expired(void *p, struct xg_reg_req *q, int queued)
+{
+    static const char timed_out[] =
+        "{\"code\":13888,\"message\":\"timed_out\"}";
+    struct dr *d = p;
+    struct dr_client *dc = q->client ? q->client->owner : NULL;
+
+    if (queued) {
+        if (dc != NULL) {
+            xg_log_warn("upstream %s: %s: %s waited queue_timeout for the "
+                "exchange connection", d->name, xg_client_name(dc->c),
+                q->method);
+            dr_error(dc, q->client_id, 13028, "upstream unavailable",
+                "the exchange connection did not come back within "
+                "queue_timeout; the request was not sent");
+        } else {
+            xg_log_warn("upstream %s: %s dropped after queue_timeout",
+                d->name, q->method);
+        }
+        return 0;
+    }
+    if (q->kind == K_BACKFILL || q->kind == K_ORDERS
+        || q->kind == K_CTRADES) {
+        struct xg_jspan none = { NULL, 0 };
+        struct xg_jspan err = { timed_out, sizeof(timed_out) - 1 };
+
+        xg_log_warn("upstream %s: %s (%s) timed out after %llu ms",
+            d->name, q->method, q->chan ? q->chan[0] : "?",
+            (unsigned long long) d->cf->request_timeout_ms);
+        if (dr_fetch_retry(d, q, err.p, (int) err.len)) {
+            return 1;
+        }
+        dr_fetch_answer(d, q, &none, &err);
+        return 0;
+    }
+    if (dc != NULL) {
+        xg_log_warn("upstream %s: %s: %s timed out after %llu ms",
+            d->name, xg_client_name(dc->c), q->method,
+            (unsigned long long) d->cf->request_timeout_ms);
+        dr_error(dc, q->client_id, 13888, "timed_out",
+            "no answer from the exchange within request_timeout; "
+            "outcome unknown");
+    }
+    return 0;
+}
+
 static void
 dr_on_down(void *p, const char *reason)
 {
     struct dr *d = p;
-    struct xg_reg_req *q, *replay = NULL, *nx;
-    unsigned lost = 0, replayed = 0;
+    unsigned lost, replayed;
 
     d->st = DR_DOWN;
     d->step = 0;
@@ -2804,36 +2837,7 @@ dr_on_down(void *p, const char *reason)
         d->refresh_token = NULL;
     }
     /* in flight: replay what is harmless, report the rest as unknown */
-    while ((q = xg_registry_inflight_pop(d->reg)) != NULL) {
-        struct dr_client *dc = q->client ? q->client->owner : NULL;
-
-        if ((q->kind == K_CLIENT && dc != NULL && dr_is_replayable(q->method))
-            || q->kind == K_CANCEL) {
-            q->next = replay;   /* reversed; pushed to the front below */
-            replay = q;
-            replayed++;
-            continue;
-        }
-        if (q->kind == K_CLIENT && dc != NULL) {
-            xg_log_warn("upstream %s: %s: %s in flight when the connection "
-                "dropped: outcome unknown", d->name, xg_client_name(dc->c),
-                q->method);
-            dr_error(dc, q->client_id, 13028,
-                "upstream connection lost, outcome unknown",
-                "the request reached the exchange connection but its answer "
-                "was lost; check the state (e.g. open orders) before "
-                "retrying");
-            lost++;
-        }
-        xg_registry_req_free(q);
-    }
-    for (q = replay; q != NULL; q = nx) {
-        nx = q->next;
-        q->deadline_ms = d->cf->queue_timeout_ms && q->kind != K_CANCEL
-                         ? xg_now_ms() + d->cf->queue_timeout_ms : 0;
-        xg_registry_queue_push(d->reg, q, 1);
-    }
-    dr_tick_wake(d);
+    xg_session_down(d->s, &replayed, &lost);
     dr_books_down(d);
     xg_registry_upstream_reset(d->reg);
     xg_log_info("upstream %s: down (%s): %u requests to replay, %u with "
@@ -2841,59 +2845,13 @@ dr_on_down(void *p, const char *reason)
         replayed, lost, xg_registry_nchannels(d->reg));
 }
 
-/* Timeouts: requests, the queue, the upstream heartbeat, lingering. */
+/* The tick: fetch retries, the upstream heartbeat. */
 static void
 dr_on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct dr *d = arg;
     uint64_t now = xg_now_ms();
-    struct xg_reg_req *q;
 
-    while ((q = xg_registry_inflight_expired(d->reg, now)) != NULL) {
-        struct dr_client *dc = q->client ? q->client->owner : NULL;
-
-        if (q->kind == K_BACKFILL || q->kind == K_ORDERS
-            || q->kind == K_CTRADES) {
-            static const char timed_out[] =
-                "{\"code\":13888,\"message\":\"timed_out\"}";
-            struct xg_jspan none = { NULL, 0 };
-            struct xg_jspan err = { timed_out, sizeof(timed_out) - 1 };
-
-            xg_log_warn("upstream %s: %s (%s) timed out after %llu ms",
-                d->name, q->method, q->chan ? q->chan[0] : "?",
-                (unsigned long long) d->cf->request_timeout_ms);
-            if (!dr_fetch_retry(d, q, err.p, (int) err.len)) {
-                dr_fetch_answer(d, q, &none, &err);
-                xg_registry_req_free(q);
-            }
-            continue;
-        }
-        if (dc != NULL) {
-            xg_log_warn("upstream %s: %s: %s timed out after %llu ms",
-                d->name, xg_client_name(dc->c), q->method,
-                (unsigned long long) d->cf->request_timeout_ms);
-            dr_error(dc, q->client_id, 13888, "timed_out",
-                "no answer from the exchange within request_timeout; "
-                "outcome unknown");
-        }
-        xg_registry_req_free(q);
-    }
-    while ((q = xg_registry_queue_expired(d->reg, now)) != NULL) {
-        struct dr_client *dc = q->client ? q->client->owner : NULL;
-
-        if (dc != NULL) {
-            xg_log_warn("upstream %s: %s: %s waited queue_timeout for the "
-                "exchange connection", d->name, xg_client_name(dc->c),
-                q->method);
-            dr_error(dc, q->client_id, 13028, "upstream unavailable",
-                "the exchange connection did not come back within "
-                "queue_timeout; the request was not sent");
-        } else {
-            xg_log_warn("upstream %s: %s dropped after queue_timeout",
-                d->name, q->method);
-        }
-        xg_registry_req_free(q);
-    }
     dr_fetch_retries_due(d, now);
     if (d->cf->heartbeat_ms != 0 && d->st != DR_DOWN
         && now - d->last_in_ms > 2 * d->cf->heartbeat_ms + 1000) {
@@ -3513,6 +3471,14 @@ dr_session_send(void *p, struct xg_reg_req *q)
     dr_send(p, q);
 }
 
+static int
+dr_write(void *p, const char *data, size_t len)
+{
+    struct dr *d = p;
+
+    return xg_upstream_send(d->up, data, len);
+}
+
 /* Deribit answers a subscribe with the list of channels it took. */
 static json_t *
 dr_sub_result(void *p, const struct xg_reg_req *q,
@@ -3541,8 +3507,16 @@ dr_subreq_done(void *p, struct xg_reg_subreq *sr)
 }
 
 static const struct xg_session_ops dr_session_ops = {
-    dr_encode_sub, dr_session_send, dr_sub_result, dr_confirmed, dr_stale,
-    dr_restale, dr_subreq_done
+    .write = dr_write,
+    .expired = dr_expired,
+    .lost = dr_lost,
+    .encode_sub = dr_encode_sub,
+    .send = dr_session_send,
+    .sub_result = dr_sub_result,
+    .confirmed = dr_confirmed,
+    .stale = dr_stale,
+    .restale = dr_restale,
+    .subreq_done = dr_subreq_done
 };
 
 /* ---- life cycle and /status ---- */
@@ -3562,6 +3536,8 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     xg_registry_set_channel_free(d->reg, dr_book_free);
     d->s = xg_session_new(d->name, d->base, d->reg, d->cf->stale,
         d->cf->nstale, DR_BATCH_BYTES, &dr_session_ops, d);
+    xg_session_set_limits(d->s, d->cf->request_timeout_ms,
+        d->cf->queue_limit, d->cf->queue_timeout_ms);
     d->ev_tick = evtimer_new(d->base, dr_on_tick, d);
     d->ev_refresh = evtimer_new(d->base, dr_on_refresh, d);
     dr_tick_arm(d, DR_TICK_MS);
@@ -3600,10 +3576,6 @@ dr_status(void *p, json_t *obj)
 
     json_object_set_new(obj, "channels",
         json_integer((json_int_t) xg_registry_nchannels(d->reg)));
-    json_object_set_new(obj, "pending_requests",
-        json_integer((json_int_t) xg_registry_ninflight(d->reg)));
-    json_object_set_new(obj, "queued_requests",
-        json_integer((json_int_t) xg_registry_nqueued(d->reg)));
     json_object_set_new(obj, "messages_in",
         json_integer((json_int_t) d->messages_in));
     json_object_set_new(obj, "last_restore_ms",
