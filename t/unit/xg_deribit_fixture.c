@@ -186,11 +186,9 @@ ex_expect_(const char *method)
 void
 ex_quiet_(unsigned ms)
 {
-    size_t before = ex.nframes;
-
     loop_for(ms);
-    ck_assert_msg(ex.nframes == before, "%sexchange: unexpected frame %s",
-        at, fx_text(ex.frames[before].j));
+    ck_assert_msg(ex.next == ex.nframes, "%sexchange: unexpected frame %s",
+        at, fx_text(ex.frames[ex.next].j));
 }
 
 size_t
@@ -280,6 +278,19 @@ ex_drop(void)
     ex.open[ex.n] = 0;
 }
 
+int
+ex_conn_of(json_t *req)
+{
+    size_t i;
+
+    for (i = 0; i < ex.nframes; i++) {
+        if (ex.frames[i].j == req) {
+            return ex.frames[i].conn;
+        }
+    }
+    return 0;
+}
+
 json_t *
 ex_params(json_t *req)
 {
@@ -333,7 +344,7 @@ struct fx_client {
     int                fd;
     struct event      *ev;
     struct evbuffer   *in;
-    struct fx_msg     *msgs;
+    struct fx_msg    **msgs;            /* each allocated: stable */
     size_t             n, cap;
     int                eof;
     struct fx_client  *next;
@@ -353,8 +364,9 @@ cl_add(struct fx_client *c, char *line, size_t len)
         c->cap = c->cap ? c->cap * 2 : 32;
         c->msgs = xg_realloc(c->msgs, c->cap * sizeof(*c->msgs));
     }
-    m = &c->msgs[c->n++];
-    memset(m, 0, sizeof(*m));
+    m = xg_calloc(1, sizeof(*m));
+    m->seq = c->n;
+    c->msgs[c->n++] = m;
     m->text = line;
     m->j = json_loadb(line, len, 0, NULL);
     if (m->j == NULL) {
@@ -471,7 +483,7 @@ cl_found(const void *arg)
     size_t i;
 
     for (i = 0; i < f->c->n; i++) {
-        struct fx_msg *m = &f->c->msgs[i];
+        struct fx_msg *m = f->c->msgs[i];
 
         if (!m->taken && f->pred(m, f->arg)) {
             f->found = m;
@@ -511,7 +523,7 @@ cl_count(struct fx_client *c, fx_pred_fn pred, const void *arg)
     size_t i, n = 0;
 
     for (i = 0; i < c->n; i++) {
-        n += pred(&c->msgs[i], arg) != 0;
+        n += pred(c->msgs[i], arg) != 0;
     }
     return n;
 }
@@ -522,7 +534,7 @@ cl_untaken(struct fx_client *c)
     size_t i, n = 0;
 
     for (i = 0; i < c->n; i++) {
-        n += !c->msgs[i].taken;
+        n += !c->msgs[i]->taken;
     }
     return n;
 }
@@ -530,11 +542,9 @@ cl_untaken(struct fx_client *c)
 void
 cl_quiet_(struct fx_client *c, unsigned ms)
 {
-    size_t before = c->n;
-
     loop_for(ms);
-    ck_assert_msg(c->n == before, "%sclient %s: unexpected message %s",
-        at, c->name, c->msgs[before].text);
+    ck_assert_msg(cl_untaken(c) == 0, "%sclient %s: unexpected messages %s",
+        at, c->name, cl_dump(c));
 }
 
 const char *
@@ -545,9 +555,9 @@ cl_dump(struct fx_client *c)
 
     buf[0] = '\0';
     for (i = 0; i < c->n && off < sizeof(buf) - 1; i++) {
-        if (!c->msgs[i].taken) {
+        if (!c->msgs[i]->taken) {
             off += (size_t) snprintf(buf + off, sizeof(buf) - off, "%s\n",
-                c->msgs[i].text);
+                c->msgs[i]->text);
         }
     }
     return off == 0 ? "(none)" : buf;
@@ -728,8 +738,9 @@ fx_teardown(void)
         event_free(c->ev);
         evbuffer_free(c->in);
         for (i = 0; i < c->n; i++) {
-            free(c->msgs[i].text);
-            free(c->msgs[i].id);
+            free(c->msgs[i]->text);
+            free(c->msgs[i]->id);
+            free(c->msgs[i]);
         }
         free(c->msgs);
         free(c);

@@ -70,7 +70,8 @@ void ex_wait_conn_(int n);
 json_t *ex_next(unsigned ms, int *conn);
 /* Takes the next frame and checks its method; fails the test otherwise. */
 json_t *ex_expect_(const char *method);
-/* Asserts that exgate sends nothing upstream for MS. */
+/* Runs the loop for MS, then asserts that no frame is left untaken:
+   exgate sent nothing the test did not take. */
 void ex_quiet_(unsigned ms);
 /* Frames received and not taken yet. */
 size_t ex_pending(void);
@@ -85,6 +86,8 @@ void ex_pushf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Drops the current connection (TCP closed, no close frame). */
 void ex_drop(void);
 
+/* The connection frame REQ came on (0: not a frame exgate sent). */
+int ex_conn_of(json_t *req);
 /* The params of frame REQ (borrowed). */
 json_t *ex_params(json_t *req);
 /*
@@ -102,6 +105,7 @@ struct fx_msg {
     char   *text;
     json_t *j;          /* parsed (big integers as reals); NULL if not JSON */
     char   *id;         /* the raw text of "id", or NULL */
+    size_t  seq;        /* arrival order at this client (0, 1, ...) */
     int     taken;
 };
 
@@ -118,7 +122,8 @@ void cl_sendf(struct fx_client *c, const char *fmt, ...)
 
 /*
  * Waits for the first message not taken yet for which PRED(ARG) holds;
- * marks it taken and returns it. Fails the test after FX_WAIT_MS.
+ * marks it taken and returns it (valid until teardown). Fails the test
+ * after FX_WAIT_MS.
  */
 const struct fx_msg *cl_expect_(struct fx_client *c, fx_pred_fn pred,
     const void *arg);
@@ -130,7 +135,8 @@ json_t *cl_note_(struct fx_client *c, const char *channel);
 size_t cl_count(struct fx_client *c, fx_pred_fn pred, const void *arg);
 /* Messages received and not taken yet. */
 size_t cl_untaken(struct fx_client *c);
-/* Asserts that the client receives nothing new for MS. */
+/* Runs the loop for MS, then asserts that the client holds no message
+   the test did not take. */
 void cl_quiet_(struct fx_client *c, unsigned ms);
 /* A description of the untaken messages, for failure text. */
 const char *cl_dump(struct fx_client *c);
@@ -141,7 +147,11 @@ int fx_is_note(const struct fx_msg *m, const void *channel);
 int fx_is_method(const struct fx_msg *m, const void *method);
 int fx_any(const struct fx_msg *m, const void *unused);
 
-/* ---- JSON helpers ---- */
+/* ---- JSON helpers ----
+ *
+ * Careful: jansson's json_is_*() macros evaluate their argument twice;
+ * never pass them a call that waits (cl_answer(), ex_expect()).
+ */
 
 /* json_loads that fails the test on bad text. The result is kept. */
 json_t *fx_json(const char *text);
