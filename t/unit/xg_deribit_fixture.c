@@ -655,6 +655,12 @@ fx_text(json_t *j)
         json_array_size(kept) - 1));
 }
 
+uint64_t
+fx_now_ms(void)
+{
+    return xg_now_ms();
+}
+
 long long
 fx_wall_ms(void)
 {

@@ -164,6 +164,8 @@ const char *fx_str(json_t *j, const char *path);
 /* Compact text of J (kept until teardown), for messages. */
 const char *fx_text(json_t *j);
 
+/* The monotonic clock in ms (for elapsed times). */
+uint64_t fx_now_ms(void);
 /* Wall clock in ms (for order timestamps the module compares). */
 long long fx_wall_ms(void);
 
