@@ -727,8 +727,8 @@ END_TEST
 /*
  * The same when the last subscriber disconnects (issue 12 item 0.1): a
  * bot that comes back within the linger finds its channel still
- * subscribed upstream. Registered only with XG_TEST_PENDING=1 until the
- * fix lands: today the unsubscribe goes out at once.
+ * subscribed upstream, and the unsubscribe goes out once the linger has
+ * passed with nobody back.
  */
 START_TEST(linger_disconnect)
 {
@@ -1452,7 +1452,6 @@ deribit_suite(void)
 {
     Suite *s = suite_create("xg_deribit");
     TCase *tc = tcase_create("session");
-    const char *pending;
 
     tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
     tcase_set_timeout(tc, 30);
@@ -1468,6 +1467,7 @@ deribit_suite(void)
     ADD(tc, subscribe_batches);
     ADD(tc, unsubscribe_last_leaves);
     ADD(tc, linger_unsubscribe);
+    ADD(tc, linger_disconnect);
     ADD(tc, stale_resubscribe);
     ADD(tc, gap_notice_after_reconnect);
     ADD(tc, book_bridge);
@@ -1477,17 +1477,6 @@ deribit_suite(void)
     ADD(tc, cod_upstream_every_connection);
     ADD(tc, cod_per_client);
     suite_add_tcase(s, tc);
-
-    /* known defects, tests written ahead of their fix (issue 12, step 0):
-       run with XG_TEST_PENDING=1 */
-    pending = getenv("XG_TEST_PENDING");
-    if (pending != NULL && strcmp(pending, "1") == 0) {
-        tc = tcase_create("linger_disconnect");
-        tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
-        tcase_set_timeout(tc, 30);
-        ADD(tc, linger_disconnect);
-        suite_add_tcase(s, tc);
-    }
     return s;
 }
 
