@@ -94,7 +94,8 @@ struct xg_reg_req {
     char                   *text;        /* the request, with id placeholder */
     size_t                  len;
     uint64_t                deadline_ms; /* request or queue deadline */
-    char                  **chan;        /* (un)subscribe batches */
+    char                  **chan;        /* (un)subscribe batches; the
+                                            module's names (order ids) */
     int                     nchan;
     uint64_t                tag;         /* module-defined (which fetch) */
     unsigned                attempts;    /* module-defined (retries sent) */
