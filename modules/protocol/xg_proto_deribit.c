@@ -756,7 +756,11 @@ dr_order_of(json_t *r, int *open)
     return json_string_value(json_object_get(o, "order_id"));
 }
 
-/* The order ids of a get_open_orders result as a set, or NULL. */
+/*
+ * The orders of a get_open_orders result: order_id -> the trigger order
+ * that created it (trigger_order_id, as a string) or true; NULL if the
+ * result is not an array.
+ */
 static json_t *
 dr_open_set(const struct xg_jspan *result)
 {
@@ -774,9 +778,11 @@ dr_open_set(const struct xg_jspan *result)
     set = json_object();
     json_array_foreach(r, i, o) {
         const char *id = json_string_value(json_object_get(o, "order_id"));
+        json_t *trig = json_object_get(o, "trigger_order_id");
 
         if (id != NULL) {
-            json_object_set_new(set, id, json_true());
+            json_object_set(set, id, json_is_string(trig) ? trig
+                                                          : json_true());
         }
     }
     json_decref(r);
@@ -845,7 +851,8 @@ dr_on_tracked_check(struct dr *d, struct xg_reg_req *q,
 {
     struct dr_client *dc = q->client ? q->client->owner : NULL;
     size_t gone = 0;
-    json_t *open;
+    json_t *open, *snap, *v;
+    const char *oid;
     int i;
 
     if (dc == NULL) {
@@ -858,11 +865,22 @@ dr_on_tracked_check(struct dr *d, struct xg_reg_req *q,
             error->p ? error->p : "no result");
         return;
     }
+    snap = json_object();
     for (i = 0; i < q->nchan; i++) {
+        json_object_set_new(snap, q->chan[i], json_true());
         if (json_object_get(open, q->chan[i]) == NULL) {
             gone += (size_t) xg_registry_order_remove(dc->rc, q->chan[i]);
         }
     }
+    json_object_foreach(open, oid, v) {
+        /* a trigger order of the client fired: the order it created is
+           the client's too */
+        if (json_is_string(v)
+            && json_object_get(snap, json_string_value(v)) != NULL) {
+            xg_registry_order_add(dc->rc, oid);
+        }
+    }
+    json_decref(snap);
     json_decref(open);
     dc->check_at = 2 * dc->rc->norders > DR_COD_CHECK_MIN
                    ? 2 * dc->rc->norders : DR_COD_CHECK_MIN;
@@ -980,6 +998,17 @@ dr_on_cod_check(struct dr *d, struct xg_reg_req *q,
     }
     json_object_foreach(check, oid, v) {
         if (open == NULL || json_object_get(open, oid) != NULL) {
+            dr_cod_cancel(d, cod, oid);
+            nopen++;
+        }
+    }
+    json_object_foreach(open, oid, v) {
+        /* created by one of its trigger orders: its own too (NULL open:
+           no iteration) */
+        if (json_is_string(v)
+            && json_object_get(cod->owned, json_string_value(v)) != NULL
+            && json_object_get(cod->cancelled, oid) == NULL) {
+            json_object_set_new(cod->owned, oid, json_true());
             dr_cod_cancel(d, cod, oid);
             nopen++;
         }
