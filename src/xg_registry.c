@@ -703,6 +703,17 @@ xg_registry_ninflight(const struct xg_registry *r)
 }
 
 void
+xg_registry_inflight_foreach(struct xg_registry *r,
+    void (*fn)(struct xg_reg_req *q, void *arg), void *arg)
+{
+    struct xg_reg_req *q;
+
+    for (q = r->inflight.head; q != NULL; q = q->next) {
+        fn(q, arg);
+    }
+}
+
+void
 xg_registry_queue_push(struct xg_registry *r, struct xg_reg_req *q, int front)
 {
     q->up_id = 0;
@@ -745,18 +756,28 @@ xg_registry_nqueued(const struct xg_registry *r)
 
 /* ---- orders ---- */
 
-void
+int
 xg_registry_order_add(struct xg_reg_client *rc, const char *order_id)
+{
+    if (xg_registry_order_has(rc, order_id)) {
+        return 0;
+    }
+    vec_push((void ***) &rc->orders, &rc->norders, &rc->orders_cap,
+        xg_strdup(order_id));
+    return 1;
+}
+
+int
+xg_registry_order_has(const struct xg_reg_client *rc, const char *order_id)
 {
     size_t i;
 
     for (i = 0; i < rc->norders; i++) {
         if (strcmp(rc->orders[i], order_id) == 0) {
-            return;
+            return 1;
         }
     }
-    vec_push((void ***) &rc->orders, &rc->norders, &rc->orders_cap,
-        xg_strdup(order_id));
+    return 0;
 }
 
 int

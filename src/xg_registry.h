@@ -96,7 +96,8 @@ struct xg_reg_req {
     char                   *text;        /* the request, with id placeholder */
     size_t                  len;
     uint64_t                deadline_ms; /* request or queue deadline */
-    char                  **chan;        /* (un)subscribe batches */
+    char                  **chan;        /* (un)subscribe batches; the
+                                            module's names (order ids) */
     int                     nchan;
     uint64_t                tag;         /* module-defined (which fetch) */
     unsigned                attempts;    /* module-defined (retries sent) */
@@ -265,6 +266,13 @@ struct xg_reg_req *xg_registry_inflight_pop(struct xg_registry *r);
 struct xg_reg_req *xg_registry_inflight_expired(struct xg_registry *r,
     uint64_t now_ms);
 size_t xg_registry_ninflight(const struct xg_registry *r);
+/*
+ * Calls FN for every request in flight, oldest first. FN may change a
+ * request's kind, tag and deadline in place (e.g. the requests of a client
+ * that is leaving); it must not take, free or add requests.
+ */
+void xg_registry_inflight_foreach(struct xg_registry *r,
+    void (*fn)(struct xg_reg_req *q, void *arg), void *arg);
 
 /* Removes Q (queued) from the queue; the caller owns it again. */
 void xg_registry_queue_take(struct xg_registry *r, struct xg_reg_req *q);
@@ -280,8 +288,11 @@ size_t xg_registry_nqueued(const struct xg_registry *r);
 
 /* ---- a client's own orders (its emulated cancel-on-disconnect) ---- */
 
-/* Remembers ORDER_ID as open for RC (no duplicates). */
-void xg_registry_order_add(struct xg_reg_client *rc, const char *order_id);
+/* Remembers ORDER_ID as open for RC: returns 1, or 0 if it was known. */
+int xg_registry_order_add(struct xg_reg_client *rc, const char *order_id);
+/* 1 when RC holds ORDER_ID (it placed that order), else 0. */
+int xg_registry_order_has(const struct xg_reg_client *rc,
+    const char *order_id);
 /* Forgets ORDER_ID; returns 1 when it was known. */
 int xg_registry_order_remove(struct xg_reg_client *rc, const char *order_id);
 

@@ -628,6 +628,13 @@ ss_req_disarm(struct xg_reg_req *q)
     q->deadline_ms = 0;
 }
 
+void
+xg_session_untime(struct xg_reg_req *q)
+{
+    ss_req_disarm(q);
+    q->timed = 0;
+}
+
 int
 xg_session_send(struct xg_session *s, struct xg_reg_req *q)
 {

@@ -172,6 +172,9 @@ int xg_session_send(struct xg_session *s, struct xg_reg_req *q);
  */
 int xg_session_submit(struct xg_session *s, struct xg_reg_req *q);
 
+/* Q (in flight) waits for its answer however long it takes. */
+void xg_session_untime(struct xg_reg_req *q);
+
 /* The request in flight answered under ID, taken (the caller frees it),
    or NULL. */
 struct xg_reg_req *xg_session_take(struct xg_session *s,

@@ -1389,8 +1389,10 @@ buy_answered(struct fx_client *c, const char *order_id)
 
 /*
  * A client's cancel-on-disconnect is kept by exgate: enabling it sends
- * nothing upstream; when that client goes, the order it placed (open) is
- * cancelled with private/cancel; another client's order is not.
+ * nothing upstream; when that client goes, the orders it placed are
+ * checked with one private/get_open_orders (issue 12 step 0.5: only what
+ * is still open is cancelled), and the one open is cancelled with
+ * private/cancel; another client's order is not.
  */
 START_TEST(cod_per_client)
 {
@@ -1414,6 +1416,9 @@ START_TEST(cod_per_client)
     cl_close(b);
     ex_quiet(200);
     cl_close(a);
+    q = ex_expect("private/get_open_orders");
+    ex_answer(q, "[{\"order_id\":\"ETH-1\",\"order_state\":\"open\"},"
+        "{\"order_id\":\"ETH-2\",\"order_state\":\"open\"}]");
     q = ex_expect("private/cancel");
     ck_assert_str_eq(fx_str(q, "params.order_id"), "ETH-1");
     ex_answer(q, "{\"order_id\":\"ETH-1\",\"order_state\":\"cancelled\"}");

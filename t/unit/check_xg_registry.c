@@ -359,6 +359,55 @@ START_TEST(test_requests)
 }
 END_TEST
 
+struct visit {
+    struct xg_reg_req *seen[4];
+    int                n;
+};
+
+static void
+visit_cb(struct xg_reg_req *q, void *arg)
+{
+    struct visit *v = arg;
+
+    if (v->n < 4) {
+        v->seen[v->n] = q;
+    }
+    v->n++;
+    q->kind = 7;            /* the module may re-mark a request in place */
+    q->deadline_ms = 0;
+}
+
+/* Every request in flight, oldest first, none of the queued ones. */
+START_TEST(test_inflight_foreach)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_req *q1, *q2, *q3;
+    struct visit v = { { NULL }, 0 };
+
+    xg_registry_inflight_foreach(r, visit_cb, &v);
+    ck_assert_int_eq(v.n, 0);
+    q1 = xg_registry_req_new(1, a, "1", "private/buy", "{}", 2);
+    q2 = xg_registry_req_new(1, NULL, NULL, "public/test", "{}", 2);
+    q3 = xg_registry_req_new(1, a, "2", "private/sell", "{}", 2);
+    xg_registry_inflight_add(r, q1, 100);
+    xg_registry_inflight_add(r, q2, 200);
+    xg_registry_queue_push(r, q3, 0);
+    xg_registry_inflight_foreach(r, visit_cb, &v);
+    ck_assert_int_eq(v.n, 2);
+    ck_assert_ptr_eq(v.seen[0], q1);
+    ck_assert_ptr_eq(v.seen[1], q2);
+    ck_assert_int_eq(q1->kind, 7);
+    ck_assert_int_eq(q3->kind, 1);
+    /* the deadlines cleared in place: nothing expires any more */
+    ck_assert(xg_registry_inflight_expired(r, 1000) == NULL);
+    ck_assert_ptr_eq(xg_registry_inflight_take(r, q1->up_id), q1);
+    xg_registry_req_free(q1);
+    xg_registry_client_free(r, a, 0);
+    xg_registry_free(r);
+}
+END_TEST
+
 /* Many ids in the table at once. */
 START_TEST(test_many_inflight)
 {
@@ -409,12 +458,15 @@ START_TEST(test_orders)
     struct xg_registry *r = xg_registry_new();
     struct xg_reg_client *a = xg_registry_client_new(r, NULL);
 
-    xg_registry_order_add(a, "ETH-1");
-    xg_registry_order_add(a, "ETH-1");
-    xg_registry_order_add(a, "ETH-2");
+    ck_assert_int_eq(xg_registry_order_add(a, "ETH-1"), 1);
+    ck_assert_int_eq(xg_registry_order_add(a, "ETH-1"), 0);
+    ck_assert_int_eq(xg_registry_order_add(a, "ETH-2"), 1);
     ck_assert_uint_eq(a->norders, 2);
+    ck_assert_int_eq(xg_registry_order_has(a, "ETH-1"), 1);
+    ck_assert_int_eq(xg_registry_order_has(a, "ETH-3"), 0);
     ck_assert_int_eq(xg_registry_order_remove(a, "ETH-1"), 1);
     ck_assert_int_eq(xg_registry_order_remove(a, "ETH-1"), 0);
+    ck_assert_int_eq(xg_registry_order_has(a, "ETH-1"), 0);
     ck_assert_str_eq(a->orders[0], "ETH-2");
     xg_registry_client_free(r, a, 0);
     xg_registry_free(r);
@@ -476,6 +528,7 @@ registry_suite(void)
     tcase_add_test(tc, test_answer_waiters_keeps_channel);
     tcase_add_test(tc, test_client_leaves_while_pending);
     tcase_add_test(tc, test_requests);
+    tcase_add_test(tc, test_inflight_foreach);
     tcase_add_test(tc, test_many_inflight);
     tcase_add_test(tc, test_upstream_reset_and_limit);
     tcase_add_test(tc, test_orders);
