@@ -13,6 +13,7 @@
 #define XG_OK       0
 #define XG_ERROR   -1
 #define XG_AGAIN   -2
+#define XG_DONE    -4
 
 #define XG_VERSION  PACKAGE_VERSION
 

@@ -1,9 +1,10 @@
 /*
- * xg_session.c: the exchange-independent session of one upstream; this
- * part is the subscription engine (see xg_session.h).
+ * xg_session.c: the exchange-independent session of one upstream: the
+ * restore, the request table, the subscription engine (see xg_session.h).
  */
 #include "xg_core.h"
 #include "xg_log.h"
+#include "xg_proto.h"
 #include "xg_session.h"
 
 #include <fnmatch.h>
@@ -16,6 +17,7 @@
 #define SS_MAX_LISTED       100         /* names listed in /status */
 
 struct xg_session {
+    struct xg_upstream           *up;
     const char                   *name;
     struct event_base            *base;
     struct xg_registry           *reg;
@@ -24,7 +26,13 @@ struct xg_session {
     size_t                        batch_bytes;
     const struct xg_session_ops  *ops;
     void                         *owner;
-    int                           ready;
+    int                           ready;     /* state == READY */
+    enum xg_session_state         st;
+    int                           step;      /* the venue's restore step */
+    int                           subs_left; /* restore subscribe batches */
+    uint64_t                      restore_start_ms;
+    uint64_t                      last_restore_ms;
+    uint64_t                      restores;
     uint64_t                      linger_ms;
     struct event                 *ev_flush;    /* batches, once per pass */
     struct event                 *ev_linger;   /* the earliest linger end */
@@ -48,6 +56,7 @@ struct ss_chan {
 };
 
 static void ss_flush(struct xg_session *s);
+static void ss_ready(struct xg_session *s);
 
 static void
 ss_chan_free(void *p)
@@ -94,12 +103,14 @@ ss_on_flush(evutil_socket_t fd, short what, void *arg)
 }
 
 struct xg_session *
-xg_session_new(const char *name, struct event_base *base,
+xg_session_new(struct xg_upstream *up, const char *name,
+    struct event_base *base,
     struct xg_registry *reg, const struct xg_stale *stale, size_t nstale,
     size_t batch_bytes, const struct xg_session_ops *ops, void *owner)
 {
     struct xg_session *s = xg_calloc(1, sizeof(*s));
 
+    s->up = up;
     s->name = name;
     s->base = base;
     s->reg = reg;
@@ -146,11 +157,6 @@ xg_session_set_linger(struct xg_session *s, uint64_t ms)
     s->linger_ms = ms;
 }
 
-void
-xg_session_set_ready(struct xg_session *s, int ready)
-{
-    s->ready = ready;
-}
 
 void
 xg_session_flush_soon(struct xg_session *s)
@@ -311,8 +317,13 @@ ss_collect_send(struct xg_session *s, size_t *nchan)
     return batches;
 }
 
-int
-xg_session_subscribe_all(struct xg_session *s, size_t *nchan)
+/*
+ * The restore's subscribe step: channels pending and nobody's are
+ * forgotten, the rest are sent in batches. Returns the number of batches;
+ * *NCHAN gets the number of channels.
+ */
+static int
+ss_subscribe_all(struct xg_session *s, size_t *nchan)
 {
     struct xg_reg_channel *ch;
 
@@ -323,12 +334,6 @@ xg_session_subscribe_all(struct xg_session *s, size_t *nchan)
         }
     }
     return ss_collect_send(s, nchan);
-}
-
-void
-xg_session_subscribe_pending(struct xg_session *s)
-{
-    ss_collect_send(s, NULL);
 }
 
 /* ---- verified subscribes: confirmed, refused, retried ---- */
@@ -512,6 +517,10 @@ xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
     json_decref(res);
     free(errtext);
     xg_session_flush_soon(s);   /* confirmed with nobody left: unsubscribe */
+    if (s->st == XG_SESSION_RESTORING && s->step < 0
+        && q->tag != XG_SESSION_RESUB && --s->subs_left == 0) {
+        ss_ready(s);
+    }
 }
 
 void
@@ -729,6 +738,8 @@ xg_session_down(struct xg_session *s, unsigned *replayed, unsigned *lost)
 {
     struct xg_reg_req *q, *replay = NULL, *nx;
 
+    s->st = XG_SESSION_DOWN;
+    s->ready = 0;
     *replayed = *lost = 0;
     while ((q = xg_registry_inflight_pop(s->reg)) != NULL) {
         ss_req_disarm(q);
@@ -757,17 +768,81 @@ xg_session_down(struct xg_session *s, unsigned *replayed, unsigned *lost)
     }
 }
 
-size_t
-xg_session_flush_queue(struct xg_session *s)
+/* ---- the connection: restore, ready, down ---- */
+
+/* Restore done: what was queued goes out (replays first), then what was
+   asked for meanwhile, and the upstream is READY. */
+static void
+ss_ready(struct xg_session *s)
 {
     struct xg_reg_req *q;
-    size_t n = 0;
+    size_t nq = 0;
 
+    s->st = XG_SESSION_READY;
+    s->ready = 1;
     while ((q = xg_registry_queue_pop(s->reg)) != NULL) {
         xg_session_send(s, q);
-        n++;
+        nq++;
     }
-    return n;
+    ss_collect_send(s, NULL);
+    s->last_restore_ms = xg_now_ms() - s->restore_start_ms;
+    s->restores++;
+    xg_log_info("upstream %s#%u: restored in %llu ms: %zu channels, %zu "
+        "queued requests sent", s->name, xg_upstream_conn_id(s->up),
+        (unsigned long long) s->last_restore_ms,
+        xg_registry_nchannels(s->reg), nq);
+    xg_upstream_restored(s->up);
+    xg_session_flush_soon(s);
+}
+
+/* Runs the venue's steps from the current one until one waits for its
+   answer; after the last, the subscriptions; then READY. */
+static void
+ss_restore_run(struct xg_session *s)
+{
+    size_t n;
+    int rc;
+
+    while ((rc = s->ops->restore_step(s->owner, s->step)) == XG_OK) {
+        s->step++;
+    }
+    if (rc == XG_AGAIN) {
+        s->step++;          /* xg_session_step_done() goes on from there */
+        return;
+    }
+    s->step = -1;           /* the subscriptions */
+    s->subs_left = ss_subscribe_all(s, &n);
+    if (n > 0) {
+        xg_log_info("upstream %s#%u: restore: subscribing %zu channels",
+            s->name, xg_upstream_conn_id(s->up), n);
+    }
+    if (s->subs_left == 0) {
+        ss_ready(s);
+    }
+}
+
+void
+xg_session_open(struct xg_session *s)
+{
+    s->st = XG_SESSION_RESTORING;
+    s->ready = 0;
+    s->step = 0;
+    s->restore_start_ms = xg_now_ms();
+    ss_restore_run(s);
+}
+
+void
+xg_session_step_done(struct xg_session *s)
+{
+    if (s->st == XG_SESSION_RESTORING && s->step >= 0) {
+        ss_restore_run(s);
+    }
+}
+
+enum xg_session_state
+xg_session_state(const struct xg_session *s)
+{
+    return s->st;
 }
 
 /* ---- /status ---- */
@@ -795,6 +870,10 @@ xg_session_status(struct xg_session *s, json_t *obj)
 {
     struct ss_list l = { json_array(), 0 };
 
+    json_object_set_new(obj, "last_restore_ms",
+        json_integer((json_int_t) s->last_restore_ms));
+    json_object_set_new(obj, "restores",
+        json_integer((json_int_t) s->restores));
     json_object_set_new(obj, "stale_resubscribes",
         json_integer((json_int_t) s->stale_resubscribes));
     json_object_set_new(obj, "resubscribe_retries",

@@ -1,7 +1,15 @@
 /*
  * xg_session.h: the exchange-independent session of one upstream
- * (DESIGN.md §10): what every venue needs done the same way. This first
- * part is the subscription engine:
+ * (DESIGN.md §10): what every venue needs done the same way.
+ *
+ * - the restore of every new connection: the venue's steps (auth,
+ *   heartbeat...), then every channel held, then the queued requests;
+ * - the request table: fresh ids (the client's id bytes kept), in flight
+ *   and queued while the connection is not ready (bounded, with
+ *   deadlines), replay or "outcome unknown" when the connection is lost,
+ *   a libevent timer per deadline;
+ *
+ * and the subscription engine:
  *
  * - channels wanted by clients are subscribed in batches, once per loop
  *   pass, within the venue's message size;
@@ -32,6 +40,7 @@
 #include <jansson.h>
 
 struct xg_session;
+struct xg_upstream;
 
 /* Request kinds the session owns (the venue's own kinds stay below). */
 #define XG_REQ_SUB      100      /* a subscribe batch */
@@ -100,14 +109,29 @@ struct xg_session_ops {
     void (*restale)(void *owner, struct xg_reg_channel *ch);
     /* SR, a client's subscribe request, is complete: answer and free it. */
     void (*subreq_done)(void *owner, struct xg_reg_subreq *sr);
+    /*
+     * Restore step STEP (0, 1, ...) of a new connection, before the
+     * subscriptions: XG_AGAIN when it sent a request whose answer will
+     * call xg_session_step_done(), XG_OK when this step has nothing to
+     * do, XG_DONE when the venue has no such step (its steps are over).
+     */
+    int (*restore_step)(void *owner, int step);
+};
+
+/* The session's connection state. */
+enum xg_session_state {
+    XG_SESSION_DOWN = 0,
+    XG_SESSION_RESTORING,
+    XG_SESSION_READY
 };
 
 /*
- * A session on registry REG (borrowed) for the upstream NAME (borrowed),
- * with its timers on BASE. STALE[0..NSTALE-1] (borrowed: the conf's) are
+ * A session on registry REG (borrowed) for the upstream UP (borrowed;
+ * its name NAME), with its timers on BASE. STALE[0..NSTALE-1] (borrowed: the conf's) are
  * the silence bounds. Never returns NULL.
  */
-struct xg_session *xg_session_new(const char *name, struct event_base *base,
+struct xg_session *xg_session_new(struct xg_upstream *up, const char *name,
+    struct event_base *base,
     struct xg_registry *reg, const struct xg_stale *stale, size_t nstale,
     size_t batch_bytes, const struct xg_session_ops *ops, void *owner);
 /* Frees S and its timers (not the registry). */
@@ -116,26 +140,24 @@ void xg_session_free(struct xg_session *s);
 /* The clients' unsubscribe_linger (0: none), from the gateway settings. */
 void xg_session_set_linger(struct xg_session *s, uint64_t ms);
 
+/* ---- the connection: restore, ready, down ---- */
+
 /*
- * The connection is ready for (un)subscribes (READY 1), or not (0): while
- * it is not, nothing is batched (the restore sends everything pending).
+ * A new connection is open: the restore runs the venue's steps in order,
+ * then subscribes every channel held, then (READY) sends what was queued
+ * and tells the upstream (xg_upstream_restored()). While the session is
+ * not ready nothing is batched (the restore sends everything pending).
  */
-void xg_session_set_ready(struct xg_session *s, int ready);
+void xg_session_open(struct xg_session *s);
+/* The venue's restore step answered well: the next one. */
+void xg_session_step_done(struct xg_session *s);
+enum xg_session_state xg_session_state(const struct xg_session *s);
 
 /* CH (pending) is wanted: it goes into the next subscribe batch. */
 void xg_session_want(struct xg_session *s, struct xg_reg_channel *ch);
 /* Something changed (a client left, an answer came): flush this pass. */
 void xg_session_flush_soon(struct xg_session *s);
 
-/*
- * The restore's subscribe step: channels pending and nobody's are
- * forgotten, the rest are sent in batches. Returns the number of batches
- * (their answers come to xg_session_sub_answer()); *NCHAN gets the
- * number of channels.
- */
-int xg_session_subscribe_all(struct xg_session *s, size_t *nchan);
-/* After the restore: what was asked for meanwhile goes out now. */
-void xg_session_subscribe_pending(struct xg_session *s);
 
 /* The answer to subscribe batch Q: diff, confirm, answer the clients. */
 void xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
@@ -181,16 +203,13 @@ struct xg_reg_req *xg_session_take(struct xg_session *s,
     const struct xg_jspan *id);
 
 /*
- * The connection is gone: every request in flight goes to ops->lost();
- * those to replay are queued first, in their order. *REPLAYED and *LOST
- * get the counts.
+ * The connection is gone (state DOWN): every request in flight goes to
+ * ops->lost(); those to replay are queued first, in their order.
+ * *REPLAYED and *LOST get the counts.
  */
 void xg_session_down(struct xg_session *s, unsigned *replayed,
     unsigned *lost);
 
-/* The connection is ready: what was queued goes out, in order. Returns
-   how many. */
-size_t xg_session_flush_queue(struct xg_session *s);
 
 /* Adds the session's counters to an upstream's /status object. */
 void xg_session_status(struct xg_session *s, json_t *obj);

@@ -124,12 +124,6 @@ enum dr_kind {
     K_COD_ORDER        /* an order request of a client that left (COD on) */
 };
 
-enum dr_state {
-    DR_DOWN = 0,
-    DR_RESTORING,
-    DR_READY
-};
-
 struct dr_client;
 struct dr_cod;
 
@@ -140,15 +134,9 @@ struct dr {
     struct event_base     *base;
     struct xg_registry    *reg;
     struct xg_session     *s;            /* subscriptions */
-    enum dr_state          st;
-    int                    step;          /* restore step (K_*) */
-    int                    subs_left;     /* restore subscribe batches */
-    uint64_t               restore_start_ms;
-    uint64_t               last_restore_ms;
     uint64_t               last_in_ms;
     uint64_t               messages_in;
     int                    testnet;       /* as the exchange last said */
-    uint64_t               restores;
     uint64_t               book_gaps;     /* chain breaks detected */
     uint64_t               book_resyncs;  /* bridging changes computed */
     uint64_t               book_errors;   /* malformed book messages */
@@ -192,7 +180,6 @@ struct dr_client {
     struct dr_client      *prev, *next;
 };
 
-static void dr_restore_next(struct dr *d);
 static void dr_book_free(void *p);
 static void dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch,
     int live);
@@ -533,97 +520,60 @@ dr_auth_params(struct dr *d)
     return p;
 }
 
-/* Restore done: flush the queue (replays first), then READY. */
-static void
-dr_ready(struct dr *d)
+/*
+ * The session's restore steps on a new connection, in order: public/auth
+ * (connection-scope tokens die with their socket), public/set_heartbeat,
+ * private/enable_cancel_on_disconnect; then the session subscribes.
+ */
+static int
+dr_restore_step(void *p, int step)
 {
-    size_t nq = xg_registry_nqueued(d->reg);
-
-    d->st = DR_READY;
-    d->step = 0;
-    xg_session_set_ready(d->s, 1);
-    xg_session_flush_queue(d->s);
-    /* channels asked for during the restore */
-    xg_session_subscribe_pending(d->s);
-    d->last_restore_ms = xg_now_ms() - d->restore_start_ms;
-    d->restores++;
-    xg_log_info("upstream %s#%u: restored in %llu ms: %zu channels, %zu "
-        "queued requests sent", d->name, xg_upstream_conn_id(d->up),
-        (unsigned long long) d->last_restore_ms,
-        xg_registry_nchannels(d->reg), nq);
-    xg_upstream_restored(d->up);
-    xg_session_flush_soon(d->s);
-}
-
-static void
-dr_restore_next(struct dr *d)
-{
+    struct dr *d = p;
     const struct dr_conf *cf = d->cf;
     unsigned conn = xg_upstream_conn_id(d->up);
 
-    switch (d->step) {
+    switch (step) {
     case 0:
-        d->step = K_AUTH;
-        if (cf->auth != DR_AUTH_NONE) {
-            xg_log_info("upstream %s#%u: restore: public/auth (%s, scope %s)",
-                d->name, conn, cf->auth == DR_AUTH_SIGNATURE
-                ? "client_signature" : "client_credentials",
-                cf->auth_scope ? cf->auth_scope : "connection");
-            dr_send(d, dr_internal(K_AUTH, "public/auth", dr_auth_params(d)));
-            return;
+        if (cf->auth == DR_AUTH_NONE) {
+            return XG_OK;
         }
-        /* fall through */
-    case K_AUTH:
-        d->step = K_HEARTBEAT;
-        if (cf->heartbeat_ms != 0) {
+        xg_log_info("upstream %s#%u: restore: public/auth (%s, scope %s)",
+            d->name, conn, cf->auth == DR_AUTH_SIGNATURE
+            ? "client_signature" : "client_credentials",
+            cf->auth_scope ? cf->auth_scope : "connection");
+        dr_send(d, dr_internal(K_AUTH, "public/auth", dr_auth_params(d)));
+        return XG_AGAIN;
+    case 1:
+        if (cf->heartbeat_ms == 0) {
+            return XG_OK;
+        }
+        {
             json_int_t s = (json_int_t) ((cf->heartbeat_ms + 999) / 1000);
 
-            xg_log_info("upstream %s#%u: restore: public/set_heartbeat %lld s",
-                d->name, conn, (long long) s);
+            xg_log_info("upstream %s#%u: restore: public/set_heartbeat "
+                "%lld s", d->name, conn, (long long) s);
             dr_send(d, dr_internal(K_HEARTBEAT, "public/set_heartbeat",
                 json_pack("{s:I}", "interval", s)));
-            return;
         }
-        /* fall through */
-    case K_HEARTBEAT:
-        d->step = K_COD;
-        if (cf->cod) {
-            xg_log_info("upstream %s#%u: restore: "
-                "private/enable_cancel_on_disconnect", d->name, conn);
-            dr_send(d, dr_internal(K_COD,
-                "private/enable_cancel_on_disconnect",
-                json_pack("{s:s}", "scope", "connection")));
-            return;
+        return XG_AGAIN;
+    case 2:
+        if (!cf->cod) {
+            return XG_OK;
         }
-        /* fall through */
-    case K_COD: {
-        size_t n;
-
-        d->step = XG_REQ_SUB;
-        d->subs_left = xg_session_subscribe_all(d->s, &n);
-        if (n > 0) {
-            xg_log_info("upstream %s#%u: restore: subscribing %zu channels",
-                d->name, conn, n);
-        }
-        if (d->subs_left > 0) {
-            return;
-        }
+        xg_log_info("upstream %s#%u: restore: "
+            "private/enable_cancel_on_disconnect", d->name, conn);
+        dr_send(d, dr_internal(K_COD, "private/enable_cancel_on_disconnect",
+            json_pack("{s:s}", "scope", "connection")));
+        return XG_AGAIN;
     }
-        /* fall through */
-    case XG_REQ_SUB:
-        dr_ready(d);
-        break;
-    default:
-        break;
-    }
+    return XG_DONE;
 }
-
 static void
 dr_on_refresh(evutil_socket_t fd, short what, void *arg)
 {
     struct dr *d = arg;
 
-    if (d->st != DR_READY) {
+    if (xg_session_state(d->s) != XG_SESSION_READY) {
         return;     /* the next connection authenticates anew */
     }
     if (d->refresh_token != NULL) {
@@ -754,7 +704,7 @@ dr_tracked_check(struct dr *d, struct dr_client *dc)
     struct xg_reg_req *q;
 
     if (n < (dc->check_at ? dc->check_at : DR_COD_CHECK_MIN)
-        || d->st != DR_READY) {
+        || xg_session_state(d->s) != XG_SESSION_READY) {
         return;
     }
     xg_log_info("%s: checking %zu tracked orders against the exchange's "
@@ -1119,7 +1069,7 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
     case K_AUTH:
     case K_REFRESH:
         if (error->p != NULL || result->p == NULL) {
-            if (q->kind == K_REFRESH && d->st == DR_READY) {
+            if (q->kind == K_REFRESH && xg_session_state(d->s) == XG_SESSION_READY) {
                 xg_log_warn("upstream %s: token refresh refused, "
                     "authenticating again", d->name);
                 free(d->refresh_token);
@@ -1134,34 +1084,24 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
         r = json_loadb(result->p, result->len, 0, NULL);
         dr_refresh_schedule(d, r);
         json_decref(r);
-        if (d->st == DR_RESTORING && d->step == K_AUTH) {
-            dr_restore_next(d);
-        }
+        xg_session_step_done(d->s);
         break;
     case K_HEARTBEAT:
         if (error->p != NULL) {
             dr_fail(d, "public/set_heartbeat", error);
             break;
         }
-        if (d->st == DR_RESTORING && d->step == K_HEARTBEAT) {
-            dr_restore_next(d);
-        }
+        xg_session_step_done(d->s);
         break;
     case K_COD:
         if (error->p != NULL) {
             dr_fail(d, "private/enable_cancel_on_disconnect", error);
             break;
         }
-        if (d->st == DR_RESTORING && d->step == K_COD) {
-            dr_restore_next(d);
-        }
+        xg_session_step_done(d->s);
         break;
     case XG_REQ_SUB:
         xg_session_sub_answer(d->s, q, result, error);
-        if (d->st == DR_RESTORING && d->step == XG_REQ_SUB
-            && --d->subs_left == 0) {
-            dr_restore_next(d);
-        }
         break;
     case XG_REQ_UNSUB:
         xg_session_unsub_answer(d->s, q);
@@ -3140,11 +3080,8 @@ dr_on_open(void *p)
 {
     struct dr *d = p;
 
-    d->st = DR_RESTORING;
-    d->step = 0;
-    d->restore_start_ms = xg_now_ms();
-    d->last_in_ms = d->restore_start_ms;
-    dr_restore_next(d);
+    d->last_in_ms = xg_now_ms();
+    xg_session_open(d->s);
 }
 
 /*
@@ -3235,9 +3172,6 @@ dr_on_down(void *p, const char *reason)
     struct dr *d = p;
     unsigned lost, replayed;
 
-    d->st = DR_DOWN;
-    d->step = 0;
-    xg_session_set_ready(d->s, 0);
     evtimer_del(d->ev_refresh);
     if (d->cf->auth_scope == NULL
         || strncmp(d->cf->auth_scope, "session:", 8) != 0) {
@@ -3262,7 +3196,7 @@ dr_on_tick(evutil_socket_t fd, short what, void *arg)
     uint64_t now = xg_now_ms();
 
     dr_fetch_retries_due(d, now);
-    if (d->cf->heartbeat_ms != 0 && d->st != DR_DOWN
+    if (d->cf->heartbeat_ms != 0 && xg_session_state(d->s) != XG_SESSION_DOWN
         && now - d->last_in_ms > 2 * d->cf->heartbeat_ms + 1000) {
         char reason[96];
 
@@ -3989,7 +3923,8 @@ static const struct xg_session_ops dr_session_ops = {
     .confirmed = dr_confirmed,
     .stale = dr_stale,
     .restale = dr_restale,
-    .subreq_done = dr_subreq_done
+    .subreq_done = dr_subreq_done,
+    .restore_step = dr_restore_step
 };
 
 /* ---- life cycle and /status ---- */
@@ -4007,7 +3942,7 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     d->base = xg_upstream_base(up);
     d->reg = xg_registry_new();
     xg_registry_set_channel_free(d->reg, dr_book_free);
-    d->s = xg_session_new(d->name, d->base, d->reg, d->cf->stale,
+    d->s = xg_session_new(up, d->name, d->base, d->reg, d->cf->stale,
         d->cf->nstale, DR_BATCH_BYTES, &dr_session_ops, d);
     xg_session_set_limits(d->s, d->cf->request_timeout_ms,
         d->cf->queue_limit, d->cf->queue_timeout_ms);
@@ -4057,9 +3992,6 @@ dr_status(void *p, json_t *obj)
         json_integer((json_int_t) xg_registry_nchannels(d->reg)));
     json_object_set_new(obj, "messages_in",
         json_integer((json_int_t) d->messages_in));
-    json_object_set_new(obj, "last_restore_ms",
-        json_integer((json_int_t) d->last_restore_ms));
-    json_object_set_new(obj, "restores", json_integer((json_int_t) d->restores));
     json_object_set_new(obj, "book_gaps",
         json_integer((json_int_t) d->book_gaps));
     json_object_set_new(obj, "book_resyncs",
