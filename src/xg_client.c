@@ -580,15 +580,17 @@ static const struct xg_ws_cbs ws_cbs = {
 
 /* ---- TCP clients ---- */
 
+/* A line over client_max_message: the protocol's error, then the close. */
 static void
-tcp_error_line(struct xg_client *c, int code, const char *message)
+tcp_too_big(struct xg_client *c)
 {
-    char buf[256];
-    int n;
+    const char *reply = c->l->pm->client_too_big;
 
-    n = snprintf(buf, sizeof(buf), "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":"
-        "%d,\"message\":\"%s\"}}", code, message);
-    xg_client_send(c, buf, (size_t) n);
+    xg_gateway_stats.client_errors++;
+    if (reply != NULL) {
+        xg_client_send(c, reply, strlen(reply));
+    }
+    xg_client_close(c, 1009, "message too big");
 }
 
 static void
@@ -608,9 +610,7 @@ tcp_read(struct bufferevent *bev, void *arg)
             if (evbuffer_get_length(in) > max) {
                 xg_log_warn("%s: a line longer than client_max_message %zu",
                     c->name, max);
-                xg_gateway_stats.client_errors++;
-                tcp_error_line(c, -32600, "request entity too large");
-                xg_client_close(c, 1009, "message too big");
+                tcp_too_big(c);
             }
             return;
         }
@@ -618,9 +618,7 @@ tcp_read(struct bufferevent *bev, void *arg)
         if (n > max) {
             xg_log_warn("%s: a line of %zu bytes, over client_max_message "
                 "%zu", c->name, n, max);
-            xg_gateway_stats.client_errors++;
-            tcp_error_line(c, -32600, "request entity too large");
-            xg_client_close(c, 1009, "message too big");
+            tcp_too_big(c);
             return;
         }
         line = xg_malloc(n + 1);

@@ -69,6 +69,11 @@ struct xg_proto_module {
     void  (*client_message)(void *p, void *cs, const unsigned char *data,
         size_t len);
     void  (*client_close)(void *p, void *cs, const char *reason);
+    /*
+     * What a TCP client whose line is over client_max_message gets before
+     * the close, in the protocol's own words (NULL: nothing).
+     */
+    const char *client_too_big;
 };
 
 /* The protocol modules compiled in (NULL-terminated). */

@@ -4158,5 +4158,7 @@ const struct xg_proto_module xg_proto_deribit = {
     dr_status,
     dr_client_open,
     dr_client_message,
-    dr_client_close
+    dr_client_close,
+    "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,"
+    "\"message\":\"request entity too large\"}}"
 };
