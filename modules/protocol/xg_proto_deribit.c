@@ -167,6 +167,12 @@ struct dr {
     uint64_t               orders_reconciles; /* channels reconciled */
     uint64_t               currency_trades_backfilled;
     uint64_t               fetch_retries;  /* fetches sent again */
+    uint64_t               backfills;      /* gap fetches answered */
+    uint64_t               unrepaired_gaps;
+    uint64_t               requests_answered;  /* clients' requests: */
+    uint64_t               requests_timed_out;
+    uint64_t               requests_outcome_unknown;
+    uint64_t               requests_rejected;  /* refused by exgate */
     struct xg_reg_req    **retry;          /* fetches waiting to be sent
                                               again (deadline_ms: when) */
     size_t                 nretry, retry_cap;
@@ -467,6 +473,7 @@ dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
         xg_log_warn("upstream %s: queue_limit %u reached: refusing %s",
             d->name, d->cf->queue_limit, q->method ? q->method : "?");
         if (dc != NULL) {
+            d->requests_rejected++;
             dr_error(dc, q->client_id, 13028, "upstream unavailable",
                 "the exchange connection is down and the request queue is "
                 "full");
@@ -1079,6 +1086,7 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
     }
     switch (q->kind) {
     case K_CLIENT:
+        d->requests_answered++;
         dr_on_client_answer(d, q, data, len, id, result);
         break;
     case K_AUTH:
@@ -2912,6 +2920,7 @@ static void
 dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error)
 {
+    d->backfills += result->p != NULL && dr_fetch_current(d, q);
     switch (q->kind) {
     case K_BACKFILL:
         dr_on_backfill_answer(d, q, result, error);
@@ -2951,6 +2960,7 @@ dr_gap_notice(struct dr *d, struct xg_reg_channel *ch, uint64_t duration_ms,
 
     xg_log_info("upstream %s: %s: unrepaired gap of %llu ms (%s)", d->name,
         ch->name, (unsigned long long) duration_ms, reason);
+    d->unrepaired_gaps++;
     for (i = 0; i < ch->nsubs; i++) {
         struct dr_client *dc = ch->subs[i]->owner;
 
@@ -3272,6 +3282,7 @@ dr_on_down(void *p, const char *reason)
                 "was lost; check the state (e.g. open orders) before "
                 "retrying");
             lost++;
+            d->requests_outcome_unknown++;
         }
         xg_registry_req_free(q);
     }
@@ -3316,6 +3327,7 @@ dr_on_tick(evutil_socket_t fd, short what, void *arg)
             }
             continue;
         }
+        d->requests_timed_out++;
         if (dc != NULL) {
             xg_log_warn("upstream %s: %s: %s timed out after %llu ms",
                 d->name, xg_client_name(dc->c), q->method,
@@ -3330,6 +3342,7 @@ dr_on_tick(evutil_socket_t fd, short what, void *arg)
         struct dr_client *dc = q->client ? q->client->owner : NULL;
 
         if (dc != NULL) {
+            d->requests_rejected++;
             xg_log_warn("upstream %s: %s: %s waited queue_timeout for the "
                 "exchange connection", d->name, xg_client_name(dc->c),
                 q->method);
@@ -3817,6 +3830,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     if (dr_rate_exceeded(dc)) {
         xg_log_warn("%s: over client_rate: %s refused",
             xg_client_name(dc->c), method);
+        d->requests_rejected++;
         dr_error(dc, id, 10028, "too_many_requests", NULL);
         goto done;
     }
@@ -4028,6 +4042,17 @@ dr_status(void *p, json_t *obj)
         json_integer((json_int_t) d->currency_trades_backfilled));
     json_object_set_new(obj, "fetch_retries",
         json_integer((json_int_t) d->fetch_retries));
+    json_object_set_new(obj, "backfills", json_integer((json_int_t) d->backfills));
+    json_object_set_new(obj, "unrepaired_gaps",
+        json_integer((json_int_t) d->unrepaired_gaps));
+    json_object_set_new(obj, "requests_answered",
+        json_integer((json_int_t) d->requests_answered));
+    json_object_set_new(obj, "requests_timed_out",
+        json_integer((json_int_t) d->requests_timed_out));
+    json_object_set_new(obj, "requests_outcome_unknown",
+        json_integer((json_int_t) d->requests_outcome_unknown));
+    json_object_set_new(obj, "requests_rejected",
+        json_integer((json_int_t) d->requests_rejected));
     {
         struct dr_list l = { json_array(), 0 };
 
