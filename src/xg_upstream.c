@@ -953,6 +953,8 @@ xg_upstream_status(const struct xg_upstream *up)
         xg_reconnect_policy_name(&up->rc)));
     json_object_set_new(o, "breaker", json_string(
         xg_reconnect_breaker_name(&up->rc)));
+    json_object_set_new(o, "breaker_trips",
+        json_integer((json_int_t) up->rc.breaker.trips));
     json_object_set_new(o, "last_error", up->last_error[0]
         ? up_json_text(up->last_error) : json_null());
     json_object_set_new(o, "state_since_s",

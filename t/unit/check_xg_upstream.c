@@ -630,6 +630,7 @@ START_TEST(refused_upgrade_503)
     ck_assert_ptr_nonnull(strstr(json_string_value(status_field("last_error")),
         "503"));
     ck_assert_int_eq(why_count("connect_failure_reasons", "http"), 2);
+    ck_assert_int_eq(json_integer_value(status_field("breaker_trips")), 1);
     ck_assert_int_eq(why_total("connect_failure_reasons"), 2);
 }
 END_TEST
@@ -658,7 +659,8 @@ END_TEST
 static struct {
     int   done;
     int   code;
-    char  body[4096];
+    char  type[128];
+    char  body[16384];
 } http;
 
 static int http_done(void) { return http.done; }
@@ -674,6 +676,12 @@ http_cb(struct evhttp_request *req, void *arg)
         return;
     }
     http.code = evhttp_request_get_response_code(req);
+    {
+        const char *t = evhttp_find_header(
+            evhttp_request_get_input_headers(req), "Content-Type");
+
+        snprintf(http.type, sizeof(http.type), "%s", t ? t : "");
+    }
     in = evhttp_request_get_input_buffer(req);
     n = evbuffer_get_length(in);
     n = n < sizeof(http.body) - 1 ? n : sizeof(http.body) - 1;
@@ -739,6 +747,16 @@ START_TEST(admin_status_and_hooks)
     xg_admin_status_unhook(hook_totals, &forty_two);
     http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/status");
     ck_assert_ptr_null(strstr(http.body, "totals"));
+
+    http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/metrics");
+    ck_assert_int_eq(http.code, 200);
+    ck_assert_str_eq(http.type, "text/plain; version=0.0.4; charset=utf-8");
+    ck_assert_ptr_nonnull(strstr(http.body,
+        "\nexgate_upstream_state{upstream=\"u\",state=\"idle\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(http.body, "\nprocess_open_fds "));
+    http_get(xg_admin_port(a), EVHTTP_REQ_HEAD, "/metrics");
+    ck_assert_int_eq(http.code, 200);
+    ck_assert_str_eq(http.body, "");
 
     http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/metricz");
     ck_assert_int_eq(http.code, 404);
