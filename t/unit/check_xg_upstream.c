@@ -758,6 +758,15 @@ START_TEST(admin_status_and_hooks)
     ck_assert_int_eq(http.code, 200);
     ck_assert_str_eq(http.body, "");
 
+    /* the status page, built in */
+    http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/");
+    ck_assert_int_eq(http.code, 200);
+    ck_assert_str_eq(http.type, "text/html; charset=utf-8");
+    ck_assert_int_eq(strncmp(http.body, "<!doctype html>", 15), 0);
+    ck_assert_uint_eq(xg_status_html_len, strlen((const char *) xg_status_html));
+    http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/?refresh=1");
+    ck_assert_int_eq(http.code, 200);
+
     http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/metricz");
     ck_assert_int_eq(http.code, 404);
     http_get(xg_admin_port(a), EVHTTP_REQ_DELETE, "/status");
