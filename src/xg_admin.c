@@ -1,11 +1,12 @@
 /*
- * xg_admin.c: the admin listener: GET /status as JSON over libevent's
- * evhttp. See xg_admin.h.
+ * xg_admin.c: the admin listener over libevent's evhttp: GET /status as
+ * JSON, /metrics for Prometheus, / the status page. See xg_admin.h.
  */
 #include "xg_core.h"
 #include "xg_admin.h"
 #include "xg_conf.h"
 #include "xg_log.h"
+#include "xg_metrics.h"
 #include "xg_upstream.h"
 
 #include <errno.h>
@@ -148,6 +149,47 @@ admin_on_status(struct evhttp_request *req, void *arg)
 }
 
 static void
+admin_on_metrics(struct evhttp_request *req, void *arg)
+{
+    struct evbuffer *out;
+    json_t *root, *proc;
+
+    if (!admin_method_ok(req)) {
+        return;
+    }
+    out = evbuffer_new();
+    if (out == NULL) {
+        evhttp_send_error(req, HTTP_INTERNAL, NULL);
+        return;
+    }
+    root = xg_admin_status();
+    proc = xg_metrics_process();
+    xg_metrics_render(out, root, proc);
+    json_decref(root);
+    json_decref(proc);
+    admin_reply(req, 200, "OK", XG_METRICS_CONTENT_TYPE,
+        (const char *) evbuffer_pullup(out, -1), evbuffer_get_length(out));
+    evbuffer_free(out);
+}
+
+/* The page: only what it carries may run, and it may only ask /status. */
+static void
+admin_on_page(struct evhttp_request *req, void *arg)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+
+    if (!admin_method_ok(req)) {
+        return;
+    }
+    evhttp_add_header(h, "Content-Security-Policy", "default-src 'none'; "
+        "script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src data:; frame-ancestors 'none'");
+    evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
+    admin_reply(req, 200, "OK", "text/html; charset=utf-8",
+        (const char *) xg_status_html, xg_status_html_len);
+}
+
+static void
 admin_on_other(struct evhttp_request *req, void *arg)
 {
     if (!admin_method_ok(req)) {
@@ -179,6 +221,8 @@ xg_admin_start(struct event_base *base, const struct xg_addr *addr)
     evhttp_set_max_body_size(a->http, XG_ADMIN_MAX_BODY);
     evhttp_set_timeout(a->http, XG_ADMIN_TIMEOUT_S);
     evhttp_set_cb(a->http, "/status", admin_on_status, a);
+    evhttp_set_cb(a->http, "/metrics", admin_on_metrics, a);
+    evhttp_set_cb(a->http, "/", admin_on_page, a);
     evhttp_set_gencb(a->http, admin_on_other, a);
 
     a->sock = evhttp_bind_socket_with_handle(a->http, addr->host, addr->port);
@@ -200,7 +244,8 @@ xg_admin_start(struct event_base *base, const struct xg_addr *addr)
     }
     snprintf(a->name, sizeof(a->name), "%s%s%s:%u", v6 ? "[" : "",
         addr->host, v6 ? "]" : "", a->port);
-    xg_log_info("admin: listening on http://%s/status", a->name);
+    xg_log_info("admin: listening on http://%s/ (page), /status, /metrics",
+        a->name);
     return a;
 }
 

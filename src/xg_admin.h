@@ -1,6 +1,8 @@
 /*
  * xg_admin.h: the admin listener (`admin ADDR:PORT;`), an evhttp server
- * on the event loop. GET /status answers JSON:
+ * on the event loop. GET / is the status page (src/xg_status.html, built
+ * in), GET /metrics the Prometheus exposition (xg_metrics.h), and
+ * GET /status answers JSON:
  *
  *   {"version", "uptime_s", "upstreams": [ xg_upstream_status()... ],
  *    ...fields added by status hooks}
@@ -48,5 +50,9 @@ void xg_admin_free(struct xg_admin *a);
 
 /* The /status document (new reference), as served. */
 json_t *xg_admin_status(void);
+
+/* The status page, generated from src/xg_status.html at build time. */
+extern const unsigned char xg_status_html[];
+extern const size_t xg_status_html_len;
 
 #endif

@@ -143,6 +143,14 @@ static struct {
 
 static void output_check(struct xg_client *c);
 
+/* Counts N messages written to C: in the totals and in its listener's. */
+static void
+client_count_out(struct xg_client *c, uint64_t n)
+{
+    xg_gateway_stats.messages_out += n;
+    c->l->messages_out += n;
+}
+
 /* Sends the held batch to its recipients. */
 void
 xg_client_fanout_flush(void)
@@ -206,7 +214,7 @@ xg_client_fanout_flush(void)
                 continue;
             }
         }
-        xg_gateway_stats.messages_out += n;
+        client_count_out(c, n);
         output_check(c);
     }
     if (frame != NULL) {
@@ -469,6 +477,7 @@ output_check(struct xg_client *c)
     }
     xg_log_warn("%s: slow consumer: %s", c->name, why);
     xg_gateway_stats.slow_consumer_closes++;
+    c->l->slow_consumer_closes++;
     xg_client_close(c, 1008, "slow consumer");
 }
 
@@ -489,7 +498,7 @@ xg_client_send(struct xg_client *c, const void *data, size_t len)
         evbuffer_add(out, data, len);
         evbuffer_add(out, "\n", 1);
     }
-    xg_gateway_stats.messages_out++;
+    client_count_out(c, 1);
     output_check(c);
     return XG_OK;
 }
@@ -511,7 +520,7 @@ xg_client_send_msg(struct xg_client *c, struct xg_msg *m)
     } else if (tcp_send_msg(c, m) != XG_OK) {
         return XG_ERROR;
     }
-    xg_gateway_stats.messages_out++;
+    client_count_out(c, 1);
     output_check(c);
     return XG_OK;
 }

@@ -571,11 +571,13 @@ xg_listen_status(json_t *obj, void *arg)
     struct xg_listener *l;
 
     for (l = listeners; l != NULL; l = l->next) {
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I}",
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}",
             "address", l->addr,
             "kind", l->lc->kind == XG_LISTEN_WEBSOCKET ? "websocket" : "tcp",
             "upstream", l->lc->upstream_name,
-            "clients", (json_int_t) l->nclients));
+            "clients", (json_int_t) l->nclients,
+            "messages_out", (json_int_t) l->messages_out,
+            "slow_consumer_closes", (json_int_t) l->slow_consumer_closes));
     }
     json_object_set_new(obj, "listeners", arr);
     json_object_set_new(obj, "messages_out",

@@ -28,6 +28,8 @@ struct xg_listener {
     const struct xg_proto_module *pm;
     void                         *pp;          /* the module instance */
     unsigned                      nclients;
+    uint64_t                      messages_out;   /* to its clients */
+    uint64_t                      slow_consumer_closes;
     struct xg_client             *clients;
     struct xg_gateway_conf       *gc_own;      /* with per-listener keys */
     char                          addr[300];
@@ -84,7 +86,8 @@ void xg_listen_stop_all(void);
 void xg_listen_free_all(void);
 
 /*
- * Adds "listeners" (address, kind, upstream, clients) and the totals
+ * Adds "listeners" (address, kind, upstream, clients, messages_out,
+ * slow_consumer_closes) and the totals
  * messages_out, slow_consumer_closes, client_errors to the /status object
  * OBJ (an xg_admin status hook, registered by xg_listen_start_all()).
  */

@@ -37,6 +37,40 @@
 /* A close frame's reason holds at most 123 bytes (RFC 6455 5.5.1). */
 #define XG_UP_CLOSE_REASON_MAX  123
 
+/*
+ * Why a connection ended, or an attempt failed, in a few fixed classes
+ * that /status and /metrics count (the full text stays in last_error).
+ * The order is the order of up_why_names.
+ */
+enum up_why {
+    UP_WHY_CLOSED = 0,  /* the exchange sent a close frame */
+    UP_WHY_LOST,        /* eof or a socket error, no close frame */
+    UP_WHY_TIMEOUT,     /* a deadline: connect, handshake, ping, idle, ... */
+    UP_WHY_CONNECT,     /* the tcp connect failed (refused, unreachable) */
+    UP_WHY_DNS,
+    UP_WHY_TLS,
+    UP_WHY_HTTP,        /* the upgrade was answered without 101 */
+    UP_WHY_PROTOCOL,    /* the protocol module failed the connection */
+    UP_WHY_STOP,        /* our orderly stop */
+    UP_WHY_ERROR,       /* anything else */
+    UP_WHY_N
+};
+
+static const char *const up_why_names[UP_WHY_N] = {
+    "closed", "lost", "timeout", "connect", "dns", "tls", "http",
+    "protocol", "stop", "error"
+};
+
+/*
+ * The upper bounds (ms) of the restore duration histogram's buckets, as
+ * Prometheus' default buckets for a latency from a few ms to the
+ * restore_timeout's order of magnitude; one more bucket counts the rest.
+ */
+static const unsigned up_restore_le_ms[] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000
+};
+#define XG_UP_RESTORE_BUCKETS  (XG_NELEM(up_restore_le_ms) + 1)
+
 struct xg_upstream {
     const struct xg_upstream_conf  *conf;
     struct event_base              *base;
@@ -66,6 +100,11 @@ struct xg_upstream {
     uint64_t                        disconnects;
     uint64_t                        reconnect_attempts;
     uint64_t                        messages_in;
+    uint64_t                        bytes_in;
+    uint64_t                        disconnects_by[UP_WHY_N];
+    uint64_t                        connect_failures_by[UP_WHY_N];
+    uint64_t                        restore_hist[XG_UP_RESTORE_BUCKETS];
+    uint64_t                        restore_ms_sum;
     char                            last_error[256];
 
     int                             stopping;
@@ -83,8 +122,8 @@ static const char *const state_names[] = {
 };
 
 static void up_connect(struct xg_upstream *up, const char *reason);
-static void up_failed(struct xg_upstream *up, const char *reason,
-    int http_status, int retry_after_s);
+static void up_failed(struct xg_upstream *up, enum up_why why,
+    const char *reason, int http_status, int retry_after_s);
 static void up_url(const struct xg_upstream *up, char *buf, size_t len);
 
 /* "idle", "connecting", ... as shown in logs and /status. */
@@ -276,6 +315,7 @@ up_on_message(struct xg_ws *ws, int binary, const unsigned char *data,
         return;
     }
     up->messages_in++;
+    up->bytes_in += len;
     up->last_data_ms = xg_now_ms();
     if (up->proto != NULL && up->proto->on_message != NULL) {
         up->proto->on_message(up->proto_p, data, len);
@@ -283,6 +323,42 @@ up_on_message(struct xg_ws *ws, int binary, const unsigned char *data,
     }
     xg_log_debug("%s: %s message of %zu bytes (raw: discarded)",
         up->log_name, binary ? "binary" : "text", len);
+}
+
+/*
+ * The class of a connection the transport reports down, from what it
+ * says (the reason texts are listed in xg_ws.h: their prefixes are
+ * stable, they say which layer failed).
+ */
+static enum up_why
+up_why_transport(const struct xg_ws_down *why)
+{
+    const char *r = why->reason != NULL ? why->reason : "";
+
+    if (why->http_status != 0) {
+        return UP_WHY_HTTP;
+    }
+    if (why->close_code != 0 && !why->by_us) {
+        return UP_WHY_CLOSED;
+    }
+    if (strstr(r, "timeout") != NULL) {
+        return UP_WHY_TIMEOUT;
+    }
+    if (strncmp(r, "tls:", 4) == 0) {
+        return UP_WHY_TLS;
+    }
+    if (strncmp(r, "dns:", 4) == 0) {
+        return UP_WHY_DNS;
+    }
+    if (strncmp(r, "connect", 7) == 0) {
+        return UP_WHY_CONNECT;
+    }
+    if (strncmp(r, "eof", 3) == 0 || strncmp(r, "read:", 5) == 0
+        || strncmp(r, "write:", 6) == 0)
+    {
+        return UP_WHY_LOST;
+    }
+    return UP_WHY_ERROR;
 }
 
 static void
@@ -302,8 +378,8 @@ up_on_down(struct xg_ws *ws, const struct xg_ws_down *why, void *arg)
     }
     up->ws = NULL;
     /* WHY lives as long as WS: use it first, then free (deferred). */
-    up_failed(up, why->reason ? why->reason : "down", why->http_status,
-        why->retry_after_s);
+    up_failed(up, up_why_transport(why), why->reason ? why->reason : "down",
+        why->http_status, why->retry_after_s);
     xg_ws_free(ws);
 }
 
@@ -380,7 +456,7 @@ up_on_deadline(evutil_socket_t fd, short what, void *arg)
             up->ws = NULL;
             xg_ws_free(ws);
         }
-        up_failed(up, "close timeout", 0, -1);
+        up_failed(up, UP_WHY_STOP, "close timeout", 0, -1);
         return;
     }
     switch (up->state) {
@@ -401,7 +477,7 @@ up_on_deadline(evutil_socket_t fd, short what, void *arg)
         return;
     }
     up_abort(up, reason);
-    up_failed(up, reason, 0, -1);
+    up_failed(up, UP_WHY_TIMEOUT, reason, 0, -1);
 }
 
 static void
@@ -451,7 +527,7 @@ up_on_idle(evutil_socket_t fd, short what, void *arg)
     snprintf(reason, sizeof(reason), "idle timeout (no data for %llums)",
         (unsigned long long) (now - up->last_data_ms));
     up_abort(up, reason);
-    up_failed(up, reason, 0, -1);
+    up_failed(up, UP_WHY_TIMEOUT, reason, 0, -1);
 }
 
 /* ---- the state machine ------------------------------------------------- */
@@ -475,12 +551,13 @@ up_finish_stop(struct xg_upstream *up)
 
 /*
  * The current connection is gone (already freed or handed to old_ws) or
- * an attempt failed, for REASON. Tells the protocol module, asks the
- * policy, and schedules the next attempt (or the stop's end).
+ * an attempt failed, for REASON (of class WHY). Counts it, tells the
+ * protocol module, asks the policy, and schedules the next attempt (or
+ * the stop's end).
  */
 static void
-up_failed(struct xg_upstream *up, const char *reason, int http_status,
-    int retry_after_s)
+up_failed(struct xg_upstream *up, enum up_why why, const char *reason,
+    int http_status, int retry_after_s)
 {
     struct xg_reconnect_failure f;
     struct xg_reconnect_decision d;
@@ -495,8 +572,14 @@ up_failed(struct xg_upstream *up, const char *reason, int http_status,
     evtimer_del(up->ev_deadline);
     evtimer_del(up->ev_stable);
     evtimer_del(up->ev_idle);
+    if (up->stopping) {
+        why = UP_WHY_STOP;
+    }
     if (up_is_open(up) || up->state == XG_UP_STOPPING) {
         up->disconnects++;
+        up->disconnects_by[why]++;
+    } else {
+        up->connect_failures_by[why]++;
     }
     if (up->proto_opened) {
         up->proto_opened = 0;
@@ -806,6 +889,43 @@ up_json_text(const char *s)
     return json_string(buf);
 }
 
+/* {"closed": N, "lost": N, ...}: every class, counted by N[class]. */
+static json_t *
+up_why_json(const uint64_t *n)
+{
+    json_t *o = json_object();
+    size_t i;
+
+    for (i = 0; i < UP_WHY_N; i++) {
+        json_object_set_new(o, up_why_names[i], json_integer((json_int_t) n[i]));
+    }
+    return o;
+}
+
+/*
+ * The restore duration histogram as Prometheus has it: {"le": [upper
+ * bounds in s], "counts": [cumulative counts, the last one for +Inf],
+ * "sum": total s, "count": n}.
+ */
+static json_t *
+up_restore_json(const struct xg_upstream *up)
+{
+    json_t *le = json_array(), *counts = json_array();
+    uint64_t cum = 0;
+    size_t i;
+
+    for (i = 0; i < XG_UP_RESTORE_BUCKETS; i++) {
+        cum += up->restore_hist[i];
+        if (i < XG_NELEM(up_restore_le_ms)) {
+            json_array_append_new(le,
+                json_real((double) up_restore_le_ms[i] / 1000.0));
+        }
+        json_array_append_new(counts, json_integer((json_int_t) cum));
+    }
+    return json_pack("{s:o, s:o, s:f, s:I}", "le", le, "counts", counts,
+        "sum", (double) up->restore_ms_sum / 1000.0, "count", (json_int_t) cum);
+}
+
 /* See xg_upstream.h. */
 json_t *
 xg_upstream_status(const struct xg_upstream *up)
@@ -833,6 +953,8 @@ xg_upstream_status(const struct xg_upstream *up)
         xg_reconnect_policy_name(&up->rc)));
     json_object_set_new(o, "breaker", json_string(
         xg_reconnect_breaker_name(&up->rc)));
+    json_object_set_new(o, "breaker_trips",
+        json_integer((json_int_t) up->rc.breaker.trips));
     json_object_set_new(o, "last_error", up->last_error[0]
         ? up_json_text(up->last_error) : json_null());
     json_object_set_new(o, "state_since_s",
@@ -848,6 +970,12 @@ xg_upstream_status(const struct xg_upstream *up)
     }
     json_object_set_new(o, "messages_in",
         json_integer((json_int_t) up->messages_in));
+    json_object_set_new(o, "bytes_in", json_integer((json_int_t) up->bytes_in));
+    json_object_set_new(o, "disconnect_reasons",
+        up_why_json(up->disconnects_by));
+    json_object_set_new(o, "connect_failure_reasons",
+        up_why_json(up->connect_failures_by));
+    json_object_set_new(o, "restore_seconds", up_restore_json(up));
     if (up->proto != NULL && up->proto->status != NULL && up->proto_p) {
         up->proto->status(up->proto_p, o);
     }
@@ -855,6 +983,19 @@ xg_upstream_status(const struct xg_upstream *up)
 }
 
 /* ---- what the protocol module calls (xg_proto.h) ---------------------- */
+
+/* Counts a restore that took MS in the restore duration histogram. */
+static void
+up_count_restore(struct xg_upstream *up, uint64_t ms)
+{
+    size_t i = 0;
+
+    while (i < XG_NELEM(up_restore_le_ms) && ms > up_restore_le_ms[i]) {
+        i++;
+    }
+    up->restore_hist[i]++;
+    up->restore_ms_sum += ms;
+}
 
 /* Sends one text message on the open connection. */
 int
@@ -875,6 +1016,7 @@ xg_upstream_restored(struct xg_upstream *up)
             xg_upstream_state_name(up->state));
         return;
     }
+    up_count_restore(up, xg_now_ms() - up->state_since_ms);
     up_became_ready(up, "restored");
 }
 
@@ -892,7 +1034,7 @@ xg_upstream_fail(struct xg_upstream *up, const char *reason)
     /* REASON may point into the module's memory, freed by on_down. */
     up_copy_text(copy, sizeof(copy), reason ? reason : "protocol failure");
     up_abort(up, copy);
-    up_failed(up, copy, 0, -1);
+    up_failed(up, UP_WHY_PROTOCOL, copy, 0, -1);
 }
 
 /* 1 when UP is READY (restored and usable), else 0. */

@@ -38,7 +38,10 @@ struct xg_ws_down {
                                  failed: hostname mismatch", "http 429,
                                  retry after 7s", "close 1011 \"restart\"",
                                  "message too big: sent close 1009",
-                                 "ping timeout", "eof" */
+                                 "ping timeout", "eof"; the upstream
+                                 counts downs by these words: "timeout",
+                                 and the prefixes "tls:", "dns:",
+                                 "connect", "eof", "read:", "write:" */
     int         http_status;  /* a non-101 upgrade answer, else 0 */
     int         retry_after_s;/* its Retry-After in seconds, else -1 */
     int         close_code;   /* the peer's close code (1005: a close

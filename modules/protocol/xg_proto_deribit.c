@@ -145,6 +145,12 @@ struct dr {
     uint64_t               orders_reconciles; /* channels reconciled */
     uint64_t               currency_trades_backfilled;
     uint64_t               fetch_retries;  /* fetches sent again */
+    uint64_t               backfills;      /* gap fetches answered */
+    uint64_t               unrepaired_gaps;
+    uint64_t               requests_answered;  /* clients' requests: */
+    uint64_t               requests_timed_out;
+    uint64_t               requests_outcome_unknown;
+    uint64_t               requests_rejected;  /* refused by exgate */
     struct xg_reg_req    **retry;          /* fetches waiting to be sent
                                               again (deadline_ms: when) */
     size_t                 nretry, retry_cap;
@@ -406,6 +412,7 @@ dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
         return;
     }
     if (dc != NULL) {
+        d->requests_rejected++;
         dr_error(dc, q->client_id, 13028, "upstream unavailable",
             "the exchange connection is down and the request queue is full");
     }
@@ -1064,6 +1071,7 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
     }
     switch (q->kind) {
     case K_CLIENT:
+        d->requests_answered++;
         dr_on_client_answer(d, q, data, len, id, result);
         break;
     case K_AUTH:
@@ -2858,6 +2866,7 @@ static void
 dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error)
 {
+    d->backfills += result->p != NULL && dr_fetch_current(d, q);
     switch (q->kind) {
     case K_BACKFILL:
         dr_on_backfill_answer(d, q, result, error);
@@ -2897,6 +2906,7 @@ dr_gap_notice(struct dr *d, struct xg_reg_channel *ch, uint64_t duration_ms,
 
     xg_log_info("upstream %s: %s: unrepaired gap of %llu ms (%s)", d->name,
         ch->name, (unsigned long long) duration_ms, reason);
+    d->unrepaired_gaps++;
     for (i = 0; i < ch->nsubs; i++) {
         struct dr_client *dc = ch->subs[i]->owner;
 
@@ -3110,6 +3120,7 @@ dr_lost(void *p, struct xg_reg_req *q)
             "upstream connection lost, outcome unknown",
             "the request reached the exchange connection but its answer "
             "was lost; check the state (e.g. open orders) before retrying");
+        d->requests_outcome_unknown++;
         return XG_LOST_UNKNOWN;
     }
     return XG_LOST_FREE;
@@ -3129,6 +3140,7 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
 
     if (queued) {
         if (dc != NULL) {
+            d->requests_rejected++;
             xg_log_warn("upstream %s: %s: %s waited queue_timeout for the "
                 "exchange connection", d->name, xg_client_name(dc->c),
                 q->method);
@@ -3155,6 +3167,7 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
         dr_fetch_answer(d, q, &none, &err);
         return 0;
     }
+    d->requests_timed_out++;
     if (dc != NULL) {
         xg_log_warn("upstream %s: %s: %s timed out after %llu ms",
             d->name, xg_client_name(dc->c), q->method,
@@ -3733,6 +3746,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     if (dr_rate_exceeded(dc)) {
         xg_log_warn("%s: over client_rate: %s refused",
             xg_client_name(dc->c), method);
+        d->requests_rejected++;
         dr_error(dc, id, 10028, "too_many_requests", NULL);
         goto done;
     }
@@ -4008,6 +4022,17 @@ dr_status(void *p, json_t *obj)
         json_integer((json_int_t) d->currency_trades_backfilled));
     json_object_set_new(obj, "fetch_retries",
         json_integer((json_int_t) d->fetch_retries));
+    json_object_set_new(obj, "backfills", json_integer((json_int_t) d->backfills));
+    json_object_set_new(obj, "unrepaired_gaps",
+        json_integer((json_int_t) d->unrepaired_gaps));
+    json_object_set_new(obj, "requests_answered",
+        json_integer((json_int_t) d->requests_answered));
+    json_object_set_new(obj, "requests_timed_out",
+        json_integer((json_int_t) d->requests_timed_out));
+    json_object_set_new(obj, "requests_outcome_unknown",
+        json_integer((json_int_t) d->requests_outcome_unknown));
+    json_object_set_new(obj, "requests_rejected",
+        json_integer((json_int_t) d->requests_rejected));
     xg_session_status(d->s, obj);
     json_object_set_new(obj, "clients", json_integer((json_int_t) d->nclients));
     dr_cod_status(d, obj);

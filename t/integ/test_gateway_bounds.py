@@ -213,6 +213,11 @@ async def body(h):
     check(s["client_errors"] >= 10, "client_errors %r" % s["client_errors"])
     check(s["slow_consumer_closes"] == 2, "slow_consumer_closes %r"
           % s["slow_consumer_closes"])
+    # one per listener: the websocket one and the tcp one
+    per = sorted((l["kind"], l["slow_consumer_closes"])
+                 for l in s["listeners"])
+    check(per == [("tcp", 1), ("websocket", 1)],
+          "slow_consumer_closes per listener %r" % per)
     await a.close()
     await t.close()
 

@@ -105,6 +105,11 @@ async def body(h):
     check(sum(l["clients"] for l in s["listeners"]) == 3,
           "clients: %r" % s["listeners"])
     check(s["messages_out"] > 10, "messages_out %r" % s["messages_out"])
+    check(sum(l["messages_out"] for l in s["listeners"]) == s["messages_out"],
+          "messages_out per listener %r, total %r"
+          % ([l["messages_out"] for l in s["listeners"]], s["messages_out"]))
+    check(all(l["messages_out"] > 0 for l in s["listeners"]),
+          "a listener without messages out: %r" % s["listeners"])
 
     # the last leaver unsubscribes upstream
     await c.call("public/unsubscribe_all", {}, id=7)

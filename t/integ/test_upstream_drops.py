@@ -64,15 +64,18 @@ def body(h):
                   "ready after close 1011")
     check("1011" in (u["last_error"] or ""), "last_error %r" % u)
 
-    # The admin endpoint: the document, 404 elsewhere, 405 for POST.
+    # The admin endpoint: the document, the page (/) and /metrics, 404
+    # elsewhere, 405 for POST.
     st = h.status()
     check(isinstance(st.get("version"), str) and st["version"],
           "version %r" % st)
     check(isinstance(st.get("uptime_s"), (int, float))
           and st["uptime_s"] > 0, "uptime_s %r" % st)
     base = "http://127.0.0.1:%d" % h.admin_port
-    for path, method, want in (("/nope", "GET", 404), ("/", "GET", 404),
-                               ("/status", "POST", 405)):
+    for path, method, want in (("/nope", "GET", 404), ("/", "GET", 200),
+                               ("/metrics", "GET", 200),
+                               ("/index.html", "GET", 404),
+                               ("/status", "POST", 405), ("/", "POST", 405)):
         req = urllib.request.Request(base + path, method=method,
                                      data=b"x" if method == "POST" else None)
         try:

@@ -348,6 +348,31 @@ status_field(const char *name)
     return json_object_get(last, name);
 }
 
+/* How many downs of class CLS the status map MAP (disconnect_reasons or
+   connect_failure_reasons) counts. */
+static json_int_t
+why_count(const char *map, const char *cls)
+{
+    json_t *m = status_field(map);
+
+    ck_assert_msg(json_is_integer(json_object_get(m, cls)), "%s.%s", map, cls);
+    return json_integer_value(json_object_get(m, cls));
+}
+
+/* The sum of every class of MAP. */
+static json_int_t
+why_total(const char *map)
+{
+    json_t *m = status_field(map), *v;
+    const char *k;
+    json_int_t n = 0;
+
+    json_object_foreach(m, k, v) {
+        n += json_integer_value(v);
+    }
+    return n;
+}
+
 static void
 on_stopped(void *arg)
 {
@@ -380,6 +405,20 @@ START_TEST(restoring_then_ready)
     ck_assert_int_eq(json_integer_value(status_field("tp_opens")), 1);
     ck_assert_int_eq(json_integer_value(status_field("connects")), 1);
     ck_assert(json_is_null(status_field("last_error")));
+    /* One restore, in the histogram: every bucket up from its own. */
+    {
+        json_t *h = status_field("restore_seconds");
+        json_t *le = json_object_get(h, "le");
+        json_t *counts = json_object_get(h, "counts");
+
+        ck_assert_int_eq(json_integer_value(json_object_get(h, "count")), 1);
+        ck_assert_uint_eq(json_array_size(counts), json_array_size(le) + 1);
+        ck_assert_int_eq(json_integer_value(json_array_get(counts,
+            json_array_size(le))), 1);
+        ck_assert(json_real_value(json_object_get(h, "sum")) < 3.0);
+    }
+    ck_assert_int_eq(why_total("disconnect_reasons"), 0);
+    ck_assert_int_eq(why_total("connect_failure_reasons"), 0);
     {
         char want[64];
 
@@ -400,6 +439,9 @@ START_TEST(restore_timeout_reconnects)
     ck_assert_str_eq(tp_last->last_down, "restore timeout (200ms)");
     ck_assert_str_eq(json_string_value(status_field("last_error")),
         "restore timeout (200ms)");
+    ck_assert_int_eq(why_count("disconnect_reasons", "timeout"), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(
+        status_field("restore_seconds"), "count")), 0);
     /* Closed politely, with the reason, before the next attempt. */
     ck_assert(run_until(srv0_down, 3000));
     ck_assert_int_eq(srv.conns[0].close_code, 1001);
@@ -416,6 +458,9 @@ START_TEST(fail_from_module)
     ck_assert(run_until(second_conn, 3000));
     ck_assert_int_ge(tp_last->downs, 1);
     ck_assert_str_eq(tp_last->last_down, "heartbeat missed");
+    ck_assert_int_ge(why_count("disconnect_reasons", "protocol"), 1);
+    ck_assert_int_eq(why_count("disconnect_reasons", "protocol"),
+        why_total("disconnect_reasons"));
     ck_assert(run_until(srv0_down, 3000));
     ck_assert_int_eq(srv.conns[0].close_code, 1001);
     ck_assert_ptr_nonnull(strstr(srv.conns[0].reason, "heartbeat missed"));
@@ -464,6 +509,8 @@ START_TEST(server_close_reconnects)
     ck_assert_ptr_nonnull(strstr(tp_last->last_down, "1011"));
     ck_assert_int_eq(tp_last->opens, 2);
     ck_assert_int_eq(json_integer_value(status_field("disconnects")), 1);
+    ck_assert_int_eq(why_count("disconnect_reasons", "closed"), 1);
+    ck_assert_int_eq(why_total("disconnect_reasons"), 1);
     ck_assert_int_eq(json_integer_value(status_field("reconnect_attempts")),
         1);
     ck_assert_int_eq(srv.max_live, 1);
@@ -514,6 +561,8 @@ START_TEST(stop_sends_logout_then_1000)
     ck_assert_int_eq(srv.conns[0].nmsgs, 2);
     ck_assert_str_eq(srv.conns[0].msgs[1], "logout");
     ck_assert_int_eq(srv.conns[0].close_code, 1000);
+    ck_assert_int_eq(why_count("disconnect_reasons", "stop"), 1);
+    ck_assert_int_eq(why_total("disconnect_reasons"), 1);
     /* No reconnect after a stop, and a second stop is harmless. */
     run_for(200);
     ck_assert_int_eq(srv.nconns, 1);
@@ -543,6 +592,9 @@ START_TEST(max_attempts_gives_up)
     run_for(100);       /* and no attempt after giving up */
     ck_assert_uint_eq(xg_upstream_conn_id(up), 3);
     ck_assert_int_eq(xg_upstream_state(up), XG_UP_DOWN);
+    ck_assert_int_eq(why_count("connect_failure_reasons", "connect"), 3);
+    ck_assert_int_eq(why_total("connect_failure_reasons"), 3);
+    ck_assert_int_eq(why_total("disconnect_reasons"), 0);
     ck_assert(json_is_true(status_field("gave_up")));
     ck_assert_ptr_nonnull(strstr(json_string_value(status_field("last_error")),
         "refused"));
@@ -558,6 +610,9 @@ START_TEST(handshake_deadline)
     ck_assert(run_until(second_conn, 2000));
     ck_assert_ptr_nonnull(strstr(json_string_value(status_field("last_error")),
         "timeout"));
+    ck_assert_int_ge(why_count("connect_failure_reasons", "timeout"), 1);
+    ck_assert_int_eq(why_count("connect_failure_reasons", "timeout"),
+        why_total("connect_failure_reasons"));
     ck_assert_int_eq(json_integer_value(status_field("connects")), 0);
 }
 END_TEST
@@ -574,6 +629,9 @@ START_TEST(refused_upgrade_503)
     ck_assert_str_eq(json_string_value(status_field("breaker")), "open");
     ck_assert_ptr_nonnull(strstr(json_string_value(status_field("last_error")),
         "503"));
+    ck_assert_int_eq(why_count("connect_failure_reasons", "http"), 2);
+    ck_assert_int_eq(json_integer_value(status_field("breaker_trips")), 1);
+    ck_assert_int_eq(why_total("connect_failure_reasons"), 2);
 }
 END_TEST
 
@@ -591,6 +649,7 @@ START_TEST(raw_ready_on_open)
     ck_assert(run_until(got_message, 3000));
     ck_assert_str_eq(json_string_value(status_field("protocol")), "raw");
     ck_assert_int_eq(json_integer_value(status_field("messages_in")), 1);
+    ck_assert_int_eq(json_integer_value(status_field("bytes_in")), 5);
     ck_assert_int_eq(xg_upstream_send(up, "ping", 4), XG_OK);
 }
 END_TEST
@@ -600,7 +659,8 @@ END_TEST
 static struct {
     int   done;
     int   code;
-    char  body[4096];
+    char  type[128];
+    char  body[16384];
 } http;
 
 static int http_done(void) { return http.done; }
@@ -616,6 +676,12 @@ http_cb(struct evhttp_request *req, void *arg)
         return;
     }
     http.code = evhttp_request_get_response_code(req);
+    {
+        const char *t = evhttp_find_header(
+            evhttp_request_get_input_headers(req), "Content-Type");
+
+        snprintf(http.type, sizeof(http.type), "%s", t ? t : "");
+    }
     in = evhttp_request_get_input_buffer(req);
     n = evbuffer_get_length(in);
     n = n < sizeof(http.body) - 1 ? n : sizeof(http.body) - 1;
@@ -681,6 +747,25 @@ START_TEST(admin_status_and_hooks)
     xg_admin_status_unhook(hook_totals, &forty_two);
     http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/status");
     ck_assert_ptr_null(strstr(http.body, "totals"));
+
+    http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/metrics");
+    ck_assert_int_eq(http.code, 200);
+    ck_assert_str_eq(http.type, "text/plain; version=0.0.4; charset=utf-8");
+    ck_assert_ptr_nonnull(strstr(http.body,
+        "\nexgate_upstream_state{upstream=\"u\",state=\"idle\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(http.body, "\nprocess_open_fds "));
+    http_get(xg_admin_port(a), EVHTTP_REQ_HEAD, "/metrics");
+    ck_assert_int_eq(http.code, 200);
+    ck_assert_str_eq(http.body, "");
+
+    /* the status page, built in */
+    http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/");
+    ck_assert_int_eq(http.code, 200);
+    ck_assert_str_eq(http.type, "text/html; charset=utf-8");
+    ck_assert_int_eq(strncmp(http.body, "<!doctype html>", 15), 0);
+    ck_assert_uint_eq(xg_status_html_len, strlen((const char *) xg_status_html));
+    http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/?refresh=1");
+    ck_assert_int_eq(http.code, 200);
 
     http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/metricz");
     ck_assert_int_eq(http.code, 404);

@@ -1,0 +1,598 @@
+/*
+ * xg_metrics.c: the Prometheus exposition of /status (see xg_metrics.h).
+ *
+ * The table below is the whole list of metrics: its name, type and help,
+ * where its value comes from (the scope: each upstream, each listener,
+ * the document, the process; and the key in that scope's object), and
+ * how the value becomes samples (the kind). Names follow Prometheus'
+ * naming guide: exgate_ prefix, base units (seconds, bytes), _total on
+ * counters; the process's figures have the standard process_ names that
+ * every client library exports, so the usual dashboards find them.
+ */
+#include "xg_core.h"
+#include "xg_log.h"
+#include "xg_metrics.h"
+#include "xg_reconnect.h"
+#include "xg_upstream.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <openssl/crypto.h>
+
+enum m_scope {
+    M_UPSTREAM,     /* each of "upstreams", labelled upstream="NAME" */
+    M_LISTENER,     /* each of "listeners", labelled listener="ADDR" */
+    M_DOCUMENT,     /* the /status document itself */
+    M_PROCESS       /* xg_metrics_process() */
+};
+
+enum m_kind {
+    M_VALUE,        /* the number at KEY (times SCALE); LABEL="LVALUE"
+                       when LABEL is set */
+    M_IS,           /* 1 when the string at KEY is LVALUE, else 0 */
+    M_ENUM,         /* one sample per NAMES(i): LABEL="NAMES(i)", 1 for the
+                       string at KEY, 0 for the others */
+    M_MAP,          /* one sample per member of the object at KEY:
+                       LABEL="MEMBER", its number */
+    M_HISTOGRAM,    /* the object at KEY: {le: [..], counts: [cumulative,
+                       +Inf last], sum, count} */
+    M_INFO          /* 1, labelled with the strings INFO names in the
+                       object at KEY (NULL: the scope's object) */
+};
+
+struct m_metric {
+    const char         *name;
+    const char         *type;       /* NULL: as the row above (same name) */
+    const char         *help;       /* NULL: as the row above */
+    enum m_scope        scope;
+    enum m_kind         kind;
+    const char         *key;
+    const char         *label;
+    const char         *lvalue;
+    double              scale;      /* M_VALUE: 0 means 1 */
+    const char       *(*names)(unsigned i);     /* M_ENUM: NULL ends */
+    const char *const  *info;       /* M_INFO: NULL ends */
+};
+
+static const char *m_up_state_name(unsigned i);
+static const char *m_breaker_name(unsigned i);
+
+static const char *const m_upstream_info[] = { "protocol", "reconnect", NULL };
+static const char *const m_listener_info[] = { "kind", "upstream", NULL };
+static const char *const m_build_info[] = { "version", "libevent", "openssl",
+    NULL };
+
+#define UP      M_UPSTREAM
+#define LI      M_LISTENER
+#define CTR     "counter"
+#define GAUGE   "gauge"
+
+/* A number from an upstream's /status object, as a counter or a gauge. */
+#define UP_VALUE(name, type, key, help) \
+    { name, type, help, UP, M_VALUE, key, NULL, NULL, 0, NULL, NULL }
+/* One outcome of exgate_upstream_requests_total. */
+#define UP_OUTCOME(key, outcome, help) \
+    { "exgate_upstream_requests_total", CTR, help, UP, M_VALUE, key, \
+      "outcome", outcome, 0, NULL, NULL }
+
+static const struct m_metric m_table[] = {
+    /* ---- upstream: connection ---- */
+    { "exgate_upstream_up", GAUGE, "1 when the upstream is ready "
+      "(connected and its session restored), else 0.",
+      UP, M_IS, "state", NULL, "ready", 0, NULL, NULL },
+    { "exgate_upstream_state", GAUGE, "1 for the state the upstream is in, "
+      "0 for the others.",
+      UP, M_ENUM, "state", "state", NULL, 0, m_up_state_name, NULL },
+    UP_VALUE("exgate_upstream_state_seconds", GAUGE, "state_since_s",
+        "Seconds since the upstream entered its current state."),
+    UP_VALUE("exgate_upstream_connection_id", GAUGE, "connection_id",
+        "The id of the upstream's current (or last) connection attempt."),
+    { "exgate_upstream_info", GAUGE, "The upstream's protocol module and "
+      "reconnect policy, as labels; always 1.",
+      UP, M_INFO, NULL, NULL, NULL, 0, NULL, m_upstream_info },
+    UP_VALUE("exgate_upstream_connects_total", CTR, "connects",
+        "Connections that opened (WebSocket handshake done)."),
+    { "exgate_upstream_disconnects_total", CTR, "Open connections that "
+      "ended, by reason: closed, lost, timeout, protocol, stop, error, ...",
+      UP, M_MAP, "disconnect_reasons", "reason", NULL, 0, NULL, NULL },
+    { "exgate_upstream_connect_failures_total", CTR, "Connection attempts "
+      "that failed before opening, by reason: connect, dns, tls, http, "
+      "timeout, ...",
+      UP, M_MAP, "connect_failure_reasons", "reason", NULL, 0, NULL, NULL },
+    UP_VALUE("exgate_upstream_reconnect_attempts_total", CTR,
+        "reconnect_attempts", "Connection attempts after the first one."),
+    UP_VALUE("exgate_upstream_consecutive_failures", GAUGE,
+        "failures_in_row", "Failures since the last stable connection."),
+    { "exgate_upstream_breaker_state", GAUGE, "1 for the circuit breaker's "
+      "state (off: none configured), 0 for the others.",
+      UP, M_ENUM, "breaker", "state", NULL, 0, m_breaker_name, NULL },
+    UP_VALUE("exgate_upstream_breaker_trips_total", CTR, "breaker_trips",
+        "Times the circuit breaker opened."),
+
+    /* ---- upstream: session restore ---- */
+    UP_VALUE("exgate_upstream_restores_total", CTR, "restores",
+        "Sessions restored on a new connection (auth, heartbeat, "
+        "subscriptions)."),
+    { "exgate_upstream_restore_duration_seconds", "histogram", "Time from "
+      "a connection's open to its session being restored.",
+      UP, M_HISTOGRAM, "restore_seconds", NULL, NULL, 0, NULL, NULL },
+    { "exgate_upstream_last_restore_duration_seconds", GAUGE, "How long "
+      "the last restore took.",
+      UP, M_VALUE, "last_restore_ms", NULL, NULL, 0.001, NULL, NULL },
+
+    /* ---- upstream: traffic, channels, clients ---- */
+    UP_VALUE("exgate_upstream_messages_in_total", CTR, "messages_in",
+        "Messages received from the exchange."),
+    UP_VALUE("exgate_upstream_bytes_in_total", CTR, "bytes_in",
+        "Bytes of message payload received from the exchange."),
+    UP_VALUE("exgate_upstream_channels", GAUGE, "channels",
+        "Channels subscribed (or being subscribed) upstream."),
+    UP_VALUE("exgate_upstream_unconfirmed_channels", GAUGE,
+        "unconfirmed_count", "Channels restored but not yet confirmed by "
+        "the exchange (retried)."),
+    UP_VALUE("exgate_upstream_clients", GAUGE, "clients",
+        "Local clients of the upstream."),
+
+    /* ---- upstream: requests ---- */
+    UP_VALUE("exgate_upstream_requests_in_flight", GAUGE, "pending_requests",
+        "Requests sent to the exchange and not answered yet."),
+    UP_VALUE("exgate_upstream_requests_queued", GAUGE, "queued_requests",
+        "Requests waiting for the upstream to be ready."),
+    UP_OUTCOME("requests_answered", "answered", "Clients' requests "
+        "forwarded to the exchange, by outcome: answered, timed_out "
+        "(request_timeout), outcome_unknown (connection lost with the "
+        "request in flight), rejected (refused by exgate: queue full, "
+        "queue_timeout, client_rate)."),
+    UP_OUTCOME("requests_timed_out", "timed_out", NULL),
+    UP_OUTCOME("requests_outcome_unknown", "outcome_unknown", NULL),
+    UP_OUTCOME("requests_rejected", "rejected", NULL),
+
+    /* ---- upstream: continuity ---- */
+    UP_VALUE("exgate_upstream_book_gaps_total", CTR, "book_gaps",
+        "Order book chain breaks detected."),
+    UP_VALUE("exgate_upstream_book_bridges_total", CTR, "book_resyncs",
+        "Bridging book changes computed (after a restore or a gap)."),
+    UP_VALUE("exgate_upstream_book_errors_total", CTR, "book_errors",
+        "Malformed book messages."),
+    UP_VALUE("exgate_upstream_backfills_total", CTR, "backfills",
+        "Gap fetches answered: trades backfills and orders reconciles."),
+    UP_VALUE("exgate_upstream_unrepaired_gaps_total", CTR, "unrepaired_gaps",
+        "Channel gaps that could not be repaired."),
+    UP_VALUE("exgate_upstream_gap_notices_total", CTR, "gap_notices",
+        "exgate/gap notices sent to clients."),
+    UP_VALUE("exgate_upstream_stale_resubscribes_total", CTR,
+        "stale_resubscribes", "Channels resubscribed after going silent "
+        "for their stale bound."),
+    UP_VALUE("exgate_upstream_resubscribe_retries_total", CTR,
+        "resubscribe_retries", "Subscribes sent again for channels the "
+        "exchange did not confirm."),
+    UP_VALUE("exgate_upstream_fetch_retries_total", CTR, "fetch_retries",
+        "Gap fetches sent again after a refusal for now or a timeout."),
+    UP_VALUE("exgate_upstream_orders_reconciles_total", CTR,
+        "orders_reconciles", "Orders channels reconciled after an outage."),
+    UP_VALUE("exgate_upstream_orders_reconciled_total", CTR,
+        "orders_reconciled", "Order states delivered by reconciles."),
+    UP_VALUE("exgate_upstream_currency_trades_backfilled_total", CTR,
+        "currency_trades_backfilled", "Trades delivered by currency trades "
+        "backfills."),
+
+    /* ---- listeners ---- */
+    { "exgate_listener_info", GAUGE, "The listener's kind and upstream, as "
+      "labels; always 1.",
+      LI, M_INFO, NULL, NULL, NULL, 0, NULL, m_listener_info },
+    { "exgate_listener_clients", GAUGE, "Clients connected.",
+      LI, M_VALUE, "clients", NULL, NULL, 0, NULL, NULL },
+    { "exgate_listener_messages_out_total", CTR, "Messages written to the "
+      "listener's clients.",
+      LI, M_VALUE, "messages_out", NULL, NULL, 0, NULL, NULL },
+    { "exgate_listener_slow_consumer_closes_total", CTR, "Clients closed "
+      "for not reading fast enough (over the output limits).",
+      LI, M_VALUE, "slow_consumer_closes", NULL, NULL, 0, NULL, NULL },
+
+    /* ---- the whole gateway ---- */
+    { "exgate_client_errors_total", CTR, "Malformed or over-limit client "
+      "input.",
+      M_DOCUMENT, M_VALUE, "client_errors", NULL, NULL, 0, NULL, NULL },
+
+    /* ---- the process ---- */
+    { "process_cpu_seconds_total", CTR, "User and system CPU time spent.",
+      M_PROCESS, M_VALUE, "cpu_seconds", NULL, NULL, 0, NULL, NULL },
+    { "process_resident_memory_bytes", GAUGE, "Resident memory size.",
+      M_PROCESS, M_VALUE, "resident_bytes", NULL, NULL, 0, NULL, NULL },
+    { "process_virtual_memory_bytes", GAUGE, "Virtual memory size.",
+      M_PROCESS, M_VALUE, "virtual_bytes", NULL, NULL, 0, NULL, NULL },
+    { "process_open_fds", GAUGE, "Open file descriptors.",
+      M_PROCESS, M_VALUE, "open_fds", NULL, NULL, 0, NULL, NULL },
+    { "process_max_fds", GAUGE, "The limit of open file descriptors.",
+      M_PROCESS, M_VALUE, "max_fds", NULL, NULL, 0, NULL, NULL },
+    { "process_start_time_seconds", GAUGE, "Start time of the process "
+      "since the Unix epoch.",
+      M_PROCESS, M_VALUE, "start_time_seconds", NULL, NULL, 0, NULL, NULL },
+    { "exgate_build_info", GAUGE, "exgate's version and the versions of "
+      "the libraries it runs on, as labels; always 1.",
+      M_PROCESS, M_INFO, "build", NULL, NULL, 0, NULL, m_build_info },
+};
+
+/* The upstream states, in their enum's order. */
+static const char *
+m_up_state_name(unsigned i)
+{
+    return i <= XG_UP_STOPPING ? xg_upstream_state_name(i) : NULL;
+}
+
+/* The breaker states, in their enum's order. */
+static const char *
+m_breaker_name(unsigned i)
+{
+    return i <= XG_BREAKER_HALF_OPEN
+           ? xg_reconnect_breaker_state_name(i) : NULL;
+}
+
+/* ---- the text format ---------------------------------------------------- */
+
+/* One rendering: the output, and the family whose header is out. */
+struct m_out {
+    struct evbuffer        *out;
+    const struct m_metric  *family;     /* the row that named it */
+};
+
+/* S with \ and newline escaped (and " when QUOTE), as the format wants. */
+static void
+m_escaped(struct evbuffer *out, const char *s, int quote)
+{
+    for (; *s != '\0'; s++) {
+        if (*s == '\\') {
+            evbuffer_add(out, "\\\\", 2);
+        } else if (*s == '\n') {
+            evbuffer_add(out, "\\n", 2);
+        } else if (*s == '"' && quote) {
+            evbuffer_add(out, "\\\"", 2);
+        } else {
+            evbuffer_add(out, s, 1);
+        }
+    }
+}
+
+/* A number as the format writes it (integers without an exponent). */
+static void
+m_number(struct evbuffer *out, double v)
+{
+    if (v != v) {
+        evbuffer_add_printf(out, "NaN");
+    } else if (v > 1e300 * 1e300) {
+        evbuffer_add_printf(out, "+Inf");
+    } else if (v < -1e300 * 1e300) {
+        evbuffer_add_printf(out, "-Inf");
+    } else if (v == (double) (int64_t) v && v < 9007199254740992.0
+               && v > -9007199254740992.0) {
+        evbuffer_add_printf(out, "%lld", (long long) v);
+    } else {
+        evbuffer_add_printf(out, "%.15g", v);
+    }
+}
+
+/*
+ * Writes the HELP and TYPE lines of ROW's family, once: rows that share a
+ * name follow each other in the table, the first one holds the text.
+ */
+static void
+m_header(struct m_out *o, const struct m_metric *row)
+{
+    const struct m_metric *first = row;
+
+    if (o->family != NULL && strcmp(o->family->name, row->name) == 0) {
+        return;
+    }
+    while (first > m_table && strcmp(first[-1].name, row->name) == 0) {
+        first--;
+    }
+    o->family = first;
+    evbuffer_add_printf(o->out, "# HELP %s ", first->name);
+    m_escaped(o->out, first->help, 0);
+    evbuffer_add_printf(o->out, "\n# TYPE %s %s\n", first->name, first->type);
+}
+
+/* Adds name="value" to the label list B (comma separated). */
+static void
+m_label(struct evbuffer *b, const char *name, const char *value)
+{
+    if (evbuffer_get_length(b) > 0) {
+        evbuffer_add(b, ",", 1);
+    }
+    evbuffer_add_printf(b, "%s=\"", name);
+    m_escaped(b, value, 1);
+    evbuffer_add(b, "\"", 1);
+}
+
+/* One sample: NAME{LABELS[,EXTRA="EVALUE"]} V. */
+static void
+m_sample(struct m_out *o, const struct m_metric *row, const char *suffix,
+    struct evbuffer *labels, const char *extra, const char *evalue, double v)
+{
+    size_t n = evbuffer_get_length(labels);
+
+    m_header(o, row);
+    evbuffer_add_printf(o->out, "%s%s", row->name, suffix);
+    if (n > 0 || extra != NULL) {
+        evbuffer_add(o->out, "{", 1);
+        if (n > 0) {
+            evbuffer_add(o->out, evbuffer_pullup(labels, -1), n);
+        }
+        if (extra != NULL) {
+            if (n > 0) {
+                evbuffer_add(o->out, ",", 1);
+            }
+            evbuffer_add_printf(o->out, "%s=\"", extra);
+            m_escaped(o->out, evalue, 1);
+            evbuffer_add(o->out, "\"", 1);
+        }
+        evbuffer_add(o->out, "}", 1);
+    }
+    evbuffer_add(o->out, " ", 1);
+    m_number(o->out, v);
+    evbuffer_add(o->out, "\n", 1);
+}
+
+/* The histogram H ({le, counts, sum, count}) as _bucket, _sum, _count. */
+static void
+m_histogram(struct m_out *o, const struct m_metric *row,
+    struct evbuffer *labels, const json_t *h)
+{
+    const json_t *le = json_object_get(h, "le");
+    const json_t *counts = json_object_get(h, "counts");
+    const json_t *sum = json_object_get(h, "sum");
+    const json_t *count = json_object_get(h, "count");
+    char bound[64];
+    size_t i;
+
+    if (!json_is_array(le) || !json_is_array(counts) || !json_is_number(sum)
+        || !json_is_number(count)
+        || json_array_size(counts) != json_array_size(le) + 1)
+    {
+        return;
+    }
+    for (i = 0; i < json_array_size(counts); i++) {
+        if (i < json_array_size(le)) {
+            snprintf(bound, sizeof(bound), "%.15g",
+                json_number_value(json_array_get(le, i)));
+        } else {
+            snprintf(bound, sizeof(bound), "+Inf");
+        }
+        m_sample(o, row, "_bucket", labels, "le", bound,
+            json_number_value(json_array_get(counts, i)));
+    }
+    m_sample(o, row, "_sum", labels, NULL, NULL, json_number_value(sum));
+    m_sample(o, row, "_count", labels, NULL, NULL, json_number_value(count));
+}
+
+/* The samples of ROW from OBJ (one upstream, listener, ...), labelled
+   with LABELS (its identity). */
+static void
+m_row(struct m_out *o, const struct m_metric *row, const json_t *obj,
+    struct evbuffer *labels)
+{
+    const json_t *v = row->key != NULL ? json_object_get(obj, row->key) : obj;
+    const char *s, *k;
+    const json_t *mv;
+    unsigned i;
+
+    if (v == NULL) {
+        return;
+    }
+    switch (row->kind) {
+    case M_VALUE:
+        if (json_is_number(v)) {
+            m_sample(o, row, "", labels, row->label, row->lvalue,
+                json_number_value(v) * (row->scale != 0 ? row->scale : 1));
+        }
+        break;
+    case M_IS:
+        if ((s = json_string_value(v)) != NULL) {
+            m_sample(o, row, "", labels, NULL, NULL,
+                strcmp(s, row->lvalue) == 0);
+        }
+        break;
+    case M_ENUM:
+        if ((s = json_string_value(v)) == NULL) {
+            break;
+        }
+        for (i = 0; row->names(i) != NULL; i++) {
+            m_sample(o, row, "", labels, row->label, row->names(i),
+                strcmp(s, row->names(i)) == 0);
+        }
+        break;
+    case M_MAP:
+        if (!json_is_object(v)) {
+            break;
+        }
+        json_object_foreach((json_t *) v, k, mv) {
+            if (json_is_number(mv)) {
+                m_sample(o, row, "", labels, row->label, k,
+                    json_number_value(mv));
+            }
+        }
+        break;
+    case M_HISTOGRAM:
+        m_histogram(o, row, labels, v);
+        break;
+    case M_INFO: {
+        struct evbuffer *all = evbuffer_new();
+
+        if (all == NULL) {
+            break;
+        }
+        if (evbuffer_get_length(labels) > 0) {
+            evbuffer_add(all, evbuffer_pullup(labels, -1),
+                evbuffer_get_length(labels));
+        }
+        for (i = 0; row->info[i] != NULL; i++) {
+            if ((s = json_string_value(json_object_get(v, row->info[i])))
+                != NULL) {
+                m_label(all, row->info[i], s);
+            }
+        }
+        m_sample(o, row, "", all, NULL, NULL, 1);
+        evbuffer_free(all);
+        break;
+    }
+    }
+}
+
+/* ROW for every object of its scope. */
+static void
+m_scope_rows(struct m_out *o, const struct m_metric *row,
+    const json_t *status, const json_t *process, struct evbuffer *labels)
+{
+    const char *array, *idkey, *idlabel;
+    const json_t *a, *obj;
+    size_t i;
+
+    switch (row->scope) {
+    case M_UPSTREAM:
+        array = "upstreams", idkey = "name", idlabel = "upstream";
+        break;
+    case M_LISTENER:
+        array = "listeners", idkey = "address", idlabel = "listener";
+        break;
+    case M_DOCUMENT:
+        m_row(o, row, status, labels);
+        return;
+    case M_PROCESS:
+    default:
+        if (process != NULL) {
+            m_row(o, row, process, labels);
+        }
+        return;
+    }
+    a = json_object_get(status, array);
+    for (i = 0; i < json_array_size(a); i++) {
+        const char *id;
+
+        obj = json_array_get(a, i);
+        id = json_string_value(json_object_get(obj, idkey));
+        if (id == NULL) {
+            continue;
+        }
+        evbuffer_drain(labels, evbuffer_get_length(labels));
+        m_label(labels, idlabel, id);
+        m_row(o, row, obj, labels);
+    }
+    evbuffer_drain(labels, evbuffer_get_length(labels));
+}
+
+/* See xg_metrics.h. */
+void
+xg_metrics_render(struct evbuffer *out, const json_t *status,
+    const json_t *process)
+{
+    struct m_out o = { out, NULL };
+    struct evbuffer *labels = evbuffer_new();
+    size_t i;
+
+    if (labels == NULL) {
+        return;
+    }
+    for (i = 0; i < XG_NELEM(m_table); i++) {
+        m_scope_rows(&o, &m_table[i], status, process, labels);
+    }
+    evbuffer_free(labels);
+}
+
+/* ---- the process, from /proc ----------------------------------------- */
+
+/* Reads PATH (a small /proc file) into BUF; returns its length or -1. */
+static ssize_t
+m_read(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (f == NULL) {
+        xg_log_debug("metrics: %s: %s", path, strerror(errno));
+        return -1;
+    }
+    n = fread(buf, 1, size - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return (ssize_t) n;
+}
+
+/* cpu_seconds, virtual_bytes, resident_bytes, start_time_seconds. */
+static void
+m_proc_stat(json_t *o)
+{
+    char buf[4096], *p;
+    unsigned long utime, stime, vsize;
+    unsigned long long starttime, btime = 0;
+    long rss, tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+
+    if (m_read("/proc/self/stat", buf, sizeof(buf)) < 0 || tck <= 0
+        || page <= 0) {
+        return;
+    }
+    /* After the command name, which may hold spaces and parentheses. */
+    if ((p = strrchr(buf, ')')) == NULL
+        || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+                  "%lu %lu %*d %*d %*d %*d %*d %*d %llu %lu %ld", &utime,
+                  &stime, &starttime, &vsize, &rss) != 5) {
+        xg_log_debug("metrics: /proc/self/stat: unexpected format");
+        return;
+    }
+    json_object_set_new(o, "cpu_seconds",
+        json_real((double) (utime + stime) / (double) tck));
+    json_object_set_new(o, "virtual_bytes", json_integer((json_int_t) vsize));
+    json_object_set_new(o, "resident_bytes",
+        json_integer((json_int_t) rss * page));
+    if (m_read("/proc/stat", buf, sizeof(buf)) >= 0
+        && (p = strstr(buf, "\nbtime ")) != NULL
+        && sscanf(p + 7, "%llu", &btime) == 1) {
+        json_object_set_new(o, "start_time_seconds", json_real((double) btime
+            + (double) starttime / (double) tck));
+    }
+}
+
+/* open_fds (not counting the one that reads the list), max_fds. */
+static void
+m_proc_fds(json_t *o)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    struct rlimit rl;
+    json_int_t n = 0;
+
+    if (d != NULL) {
+        while ((e = readdir(d)) != NULL) {
+            if (e->d_name[0] != '.') {
+                n++;
+            }
+        }
+        closedir(d);
+        json_object_set_new(o, "open_fds", json_integer(n - 1));
+    } else {
+        xg_log_debug("metrics: /proc/self/fd: %s", strerror(errno));
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        json_object_set_new(o, "max_fds", json_integer((json_int_t)
+            rl.rlim_cur));
+    }
+}
+
+/* See xg_metrics.h. */
+json_t *
+xg_metrics_process(void)
+{
+    json_t *o = json_object();
+
+    m_proc_stat(o);
+    m_proc_fds(o);
+    json_object_set_new(o, "build", json_pack("{s:s, s:s, s:s}",
+        "version", XG_VERSION, "libevent", event_get_version(),
+        "openssl", OpenSSL_version(OPENSSL_VERSION_STRING)));
+    return o;
+}
