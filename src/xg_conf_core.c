@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define XG_DEFAULT_WS_PATH      "/ws/api/v2"
 #define XG_LISTEN_SNDBUF_MIN    4096
 #define XG_LISTEN_SNDBUF_MAX    (64 * 1024 * 1024)
 #define XG_DEFAULT_MAX_CLIENTS  1024
@@ -141,6 +140,14 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
                 bad = 1;
                 continue;
             }
+            if (strchr(a + 5, '*') != NULL
+                && strchr(a + 5, '*') != a + strlen(a) - 1)
+            {
+                xg_conf_error(cf, st, "\"listen\": \"*\" may only end the "
+                    "path: \"%s\"", a + 5);
+                bad = 1;
+                continue;
+            }
             lc->path = xg_strdup(a + 5);
         } else if (strncmp(a, "max_clients=", 12) == 0) {
             if (xg_conf_parse_uint(a + 12, &v) != XG_OK || v == 0
@@ -185,9 +192,6 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
         xg_conf_error(cf, st, "\"listen\": \"path=\" is for websocket "
             "listeners only");
         bad = 1;
-    }
-    if (lc->path == NULL) {
-        lc->path = xg_strdup(XG_DEFAULT_WS_PATH);
     }
     if (bad) {
         return XG_ERROR;
@@ -636,6 +640,15 @@ check_listens(struct xg_conf *cf)
                 lc->upstream = uc;
                 break;
             }
+        }
+        if (lc->upstream != NULL && lc->kind == XG_LISTEN_WEBSOCKET
+            && lc->path == NULL)
+        {
+            const struct xg_proto_module *pm;
+
+            pm = xg_proto_find(lc->upstream->protocol);
+            lc->path = xg_strdup(pm != NULL && pm->default_path != NULL
+                ? pm->default_path : "/*");
         }
         if (lc->upstream == NULL) {
             xg_conf_error(cf, &at, "\"listen\": no upstream named \"%s\"",

@@ -502,8 +502,7 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
     xg_log_info("listener %s: %s clients for upstream \"%s\"%s%s", l->addr,
         lc->kind == XG_LISTEN_WEBSOCKET ? "websocket" : "tcp",
         lc->upstream_name, lc->kind == XG_LISTEN_WEBSOCKET ? " on " : "",
-        lc->kind == XG_LISTEN_WEBSOCKET
-            ? (lc->path ? lc->path : "/ws/api/v2") : "");
+        lc->kind == XG_LISTEN_WEBSOCKET ? lc->path : "");
     return XG_OK;
 }
 

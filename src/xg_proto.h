@@ -69,6 +69,13 @@ struct xg_proto_module {
     void  (*client_message)(void *p, void *cs, const unsigned char *data,
         size_t len);
     void  (*client_close)(void *p, void *cs, const char *reason);
+
+    /*
+     * The path a WebSocket listener on this protocol accepts when its
+     * `listen` line has no path= (a trailing '*' matches any suffix; a
+     * query string is never part of the match). NULL: any path.
+     */
+    const char               *default_path;
 };
 
 /* The protocol modules compiled in (NULL-terminated). */

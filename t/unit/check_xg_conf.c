@@ -546,6 +546,30 @@ START_TEST(t_listen_before_upstream)
 }
 END_TEST
 
+/* path=: starts with "/", "*" only at its end; the protocol's default. */
+START_TEST(t_listen_path)
+{
+    struct xg_main_conf *mc;
+
+    expect_error(UPSTREAM "listen 127.0.0.1:1 websocket upstream=d "
+        "path=feed/v1;\n",
+        "t.conf:2: \"listen\": path must start with \"/\": \"feed/v1\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 websocket upstream=d "
+        "path=/a*/b;\n",
+        "t.conf:2: \"listen\": \"*\" may only end the path: \"/a*/b\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 websocket upstream=d "
+        "path=/a**;\n",
+        "t.conf:2: \"listen\": \"*\" may only end the path: \"/a**\"");
+    mc = load(UPSTREAM
+        "listen 127.0.0.1:1 websocket upstream=d;\n"
+        "listen 127.0.0.1:2 websocket upstream=d path=/feed/*;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_str_eq(mc->listens->path, "/ws/api/v2");
+    ck_assert_str_eq(mc->listens->next->path, "/feed/*");
+    xg_conf_free(mc);
+}
+END_TEST
+
 START_TEST(t_remote_needs_opt_in)
 {
     struct xg_main_conf *mc;
@@ -1098,6 +1122,7 @@ conf_suite(void)
     tcase_add_test(tc, t_headers);
     tcase_add_test(tc, t_listen_errors);
     tcase_add_test(tc, t_listen_before_upstream);
+    tcase_add_test(tc, t_listen_path);
     tcase_add_test(tc, t_remote_needs_opt_in);
     tcase_add_test(tc, t_every_error_reported);
     tcase_add_test(tc, t_syntax_and_directive_errors_together);
