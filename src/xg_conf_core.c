@@ -279,8 +279,8 @@ upstream_proto(const char *name)
 }
 
 /*
- * Reports ST, a directive of another protocol than PM's (NULL: raw) on
- * upstream UC, naming the protocols it belongs to.
+ * Reports ST, a directive of another protocol than UC's on upstream UC,
+ * naming the protocols it belongs to.
  */
 static void
 proto_mismatch(struct xg_conf *cf, const struct xg_conf_stmt *st,
@@ -348,7 +348,7 @@ upstream_block(struct xg_conf *cf, const struct xg_conf_stmt *st,
         uc->protocol = xg_strdup("raw");
     }
     if (uc->protocol != NULL) {
-        pm = xg_proto_find(uc->protocol);   /* NULL: raw */
+        pm = xg_proto_find(uc->protocol);
         for (i = 0; i < nproto; i++) {
             if (pm != NULL
                 && upstream_command(pm->commands, proto[i].args[0]) != NULL)
@@ -466,11 +466,13 @@ set_protocol(struct xg_conf *cf, const struct xg_conf_stmt *st,
 {
     struct xg_upstream_conf *uc = conf;
     const struct xg_proto_module *const *p;
-    char known[256] = "raw";
+    char known[256] = "";
 
-    if (strcmp(st->args[1], "raw") != 0 && xg_proto_find(st->args[1]) == NULL) {
+    if (xg_proto_find(st->args[1]) == NULL) {
         for (p = xg_proto_modules; *p != NULL; p++) {
-            strncat(known, ", ", sizeof(known) - strlen(known) - 1);
+            if (p != xg_proto_modules) {
+                strncat(known, ", ", sizeof(known) - strlen(known) - 1);
+            }
             strncat(known, (*p)->name, sizeof(known) - strlen(known) - 1);
         }
         return xg_conf_error(cf, st, "\"protocol\": unknown protocol \"%s\" "
@@ -653,7 +655,7 @@ check_listens(struct xg_conf *cf)
         if (lc->upstream == NULL) {
             xg_conf_error(cf, &at, "\"listen\": no upstream named \"%s\"",
                 lc->upstream_name);
-        } else if (xg_listen_check(lc, err, sizeof(err)) != XG_OK) {
+        } else if (xg_listen_check(mc, lc, err, sizeof(err)) != XG_OK) {
             /* what start-up would refuse, in its words */
             xg_conf_error(cf, &at, "%s", err);
         }

@@ -4185,5 +4185,6 @@ const struct xg_proto_module xg_proto_deribit = {
     dr_client_open,
     dr_client_message,
     dr_client_close,
-    "/ws/api/v2"    /* Deribit's own path: a bot changes only the host */
+    "/ws/api/v2",   /* Deribit's own path: a bot changes only the host */
+    0
 };

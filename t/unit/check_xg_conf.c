@@ -560,12 +560,17 @@ START_TEST(t_listen_path)
     expect_error(UPSTREAM "listen 127.0.0.1:1 websocket upstream=d "
         "path=/a**;\n",
         "t.conf:2: \"listen\": \"*\" may only end the path: \"/a**\"");
-    mc = load(UPSTREAM
+    mc = load(UPSTREAM "upstream r { url ws://h/; }\n"
         "listen 127.0.0.1:1 websocket upstream=d;\n"
-        "listen 127.0.0.1:2 websocket upstream=d path=/feed/*;\n");
+        "listen 127.0.0.1:2 websocket upstream=d path=/feed/*;\n"
+        "listen 127.0.0.1:3 websocket upstream=r client_auth=off;\n"
+        "listen 127.0.0.1:4 websocket upstream=r client_auth=off "
+        "path=/feed/v1;\n");
     ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
     ck_assert_str_eq(mc->listens->path, "/ws/api/v2");
     ck_assert_str_eq(mc->listens->next->path, "/feed/*");
+    ck_assert_str_eq(mc->listens->next->next->path, "/*");  /* raw's */
+    ck_assert_str_eq(mc->listens->next->next->next->path, "/feed/v1");
     xg_conf_free(mc);
 }
 END_TEST
@@ -650,7 +655,10 @@ START_TEST(t_proto_directive_on_raw)
 }
 END_TEST
 
-/* Every protocol directive is refused on raw, each at its own line. */
+/*
+ * Every directive of deribit alone is refused on raw, each at its own
+ * line (queue_limit and queue_timeout are raw's too: t_raw_directives).
+ */
 START_TEST(t_proto_directives_all_refused_on_raw)
 {
     static const char *const lines[] = {
@@ -659,8 +667,6 @@ START_TEST(t_proto_directives_all_refused_on_raw)
         "heartbeat 10s;",
         "cancel_on_disconnect on;",
         "request_timeout 5s;",
-        "queue_limit 10;",
-        "queue_timeout 5s;",
         "stale book.* 5s;",
     };
     char text[2048], want[256];
@@ -764,22 +770,76 @@ END_TEST
 
 /* ---- what start-up refuses is a conf error too ------------------------- */
 
-/* A listener needs an upstream whose protocol serves local clients. */
-START_TEST(t_listen_needs_client_protocol)
+/*
+ * raw serves clients but cannot authenticate them: a listener on it must
+ * say that it trusts every one (client_auth off, on the listen line or
+ * inherited), as `client_auth off;` must always be explicit.
+ */
+START_TEST(t_listen_raw_needs_client_auth_off)
 {
     struct xg_main_conf *mc;
 
     mc = load("upstream r {\n url ws://h/;\n protocol raw;\n}\n"
         "listen 127.0.0.1:9 tcp upstream=r;\n");
     ck_assert_ptr_null(mc);
-    ck_assert_str_eq(errs, "t.conf:5: listener 127.0.0.1:9: upstream \"r\" "
-        "speaks a protocol that serves no local clients\n");
+    ck_assert_str_eq(errs, "t.conf:5: listener 127.0.0.1:9: protocol raw "
+        "cannot authenticate local clients and trusts every one: say so "
+        "with client_auth=off on the listen line (or client_auth off;)\n");
     /* no `protocol` line: raw */
     mc = load("upstream r { url ws://h/; }\n"
         "listen [::1]:9 websocket upstream=r;\n");
     ck_assert_ptr_null(mc);
-    ck_assert_str_eq(errs, "t.conf:2: listener ::1:9: upstream \"r\" "
-        "speaks a protocol that serves no local clients\n");
+    ck_assert_ptr_nonnull(strstr(errs, "t.conf:2: listener ::1:9: protocol "
+        "raw cannot authenticate local clients"));
+    /* the listener's own on over the top level's off */
+    mc = load("client_auth off;\nupstream r { url ws://h/; }\n"
+        "listen [::1]:9 websocket upstream=r client_auth=on;\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_ptr_nonnull(strstr(errs, "t.conf:3: listener ::1:9: protocol "
+        "raw cannot authenticate local clients"));
+
+    mc = load("upstream r { url ws://h/; }\n"
+        "listen 127.0.0.1:9 websocket upstream=r client_auth=off;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_str_eq(mc->listens->path, "/*");     /* raw's default */
+    xg_conf_free(mc);
+    mc = load("client_auth off;\nupstream r { url ws://h/; }\n"
+        "listen 127.0.0.1:9 tcp upstream=r;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_ptr_null(mc->listens->path);
+    xg_conf_free(mc);
+}
+END_TEST
+
+/* raw's own directives, their bounds, and raw's alone on deribit. */
+START_TEST(t_raw_directives)
+{
+    struct xg_main_conf *mc;
+
+    mc = load("upstream r {\n url ws://h/;\n"
+        " replay '\"op\":\"subscribe\"';\n replay \"SUBSCRIBE\";\n"
+        " on_open '{\"op\":\"hello\"}';\n replay_limit 10;\n"
+        " queue_limit 0;\n queue_timeout 0ms;\n}\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_str_eq(mc->upstreams->protocol, "raw");
+    ck_assert_ptr_nonnull(mc->upstreams->proto_conf);
+    xg_conf_free(mc);
+
+    mc = load("upstream r {\n url ws://h/;\n replay \"\";\n"
+        " on_open '';\n replay_limit 0;\n}\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:3: \"replay\": empty substring (it "
+        "would match every message)\n"
+        "t.conf:4: \"on_open\": empty message\n"
+        "t.conf:5: \"replay_limit\": 0 is out of range\n");
+
+    mc = load("upstream d {\n url ws://h/;\n protocol deribit;\n"
+        " replay subscribe;\n on_open x;\n}\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:4: \"replay\" is a directive of "
+        "protocol raw; upstream \"d\" uses deribit\n"
+        "t.conf:5: \"on_open\" is a directive of protocol raw; upstream "
+        "\"d\" uses deribit\n");
 }
 END_TEST
 
@@ -1132,7 +1192,8 @@ conf_suite(void)
     tcase_add_test(tc, t_proto_directive_unknown_protocol);
     tcase_add_test(tc, t_proto_directive_in_main);
     tcase_add_test(tc, t_proto_directive_from_include);
-    tcase_add_test(tc, t_listen_needs_client_protocol);
+    tcase_add_test(tc, t_listen_raw_needs_client_auth_off);
+    tcase_add_test(tc, t_raw_directives);
     tcase_add_test(tc, t_listen_numeric_host);
     tcase_add_test(tc, t_error_log_must_open);
     tcase_add_test(tc, t_include_relative);
