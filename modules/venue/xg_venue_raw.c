@@ -210,8 +210,10 @@ raw_is_replay(const struct raw *r, const void *data, size_t len)
 
 /*
  * Remembers DATA as a replay text sent by RC (once per client and once
- * per upstream). Returns 1 when it is remembered, 0 when replay_limit
- * texts are remembered already (logged once until one is forgotten).
+ * per upstream), last in the replay order: a subscribe sent again after
+ * its unsubscribe is replayed after it too. Returns 1 when it is
+ * remembered, 0 when replay_limit texts are remembered already (logged
+ * once until one is forgotten).
  */
 static int
 raw_remember(struct raw *r, struct raw_client *rc, const void *data,
@@ -225,6 +227,9 @@ raw_remember(struct raw *r, struct raw_client *rc, const void *data,
             && memcmp(r->texts.v[i]->data, data, len) == 0)
         {
             t = r->texts.v[i];
+            memmove(&r->texts.v[i], &r->texts.v[i + 1],
+                (r->texts.n - i - 1) * sizeof(*r->texts.v));
+            r->texts.v[r->texts.n - 1] = t;
         }
     }
     if (t == NULL) {
@@ -266,7 +271,7 @@ raw_text_unref(struct raw *r, struct raw_text *t)
         return;
     }
     for (i = 0; r->texts.v[i] != t; i++) {
-        /* it is there: RC held a reference */
+        /* it is there: a client held a reference */
     }
     memmove(&r->texts.v[i], &r->texts.v[i + 1],
         (--r->texts.n - i) * sizeof(*r->texts.v));
@@ -535,7 +540,7 @@ raw_set_on_open(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
 {
     struct raw_conf *c = conf;
-    const char *a = st->args[1];
+    const char *a = st->args[1], *why;
     char *text;
 
     if (strncmp(a, "env:", 4) == 0 || strncmp(a, "file:", 5) == 0) {
@@ -546,9 +551,13 @@ raw_set_on_open(struct xg_conf *cf, const struct xg_conf_stmt *st,
     } else {
         text = xg_strdup(a);
     }
-    if (text[0] == '\0') {
+    why = text[0] == '\0' ? "empty message"
+          : !xg_wsproto_utf8_valid((unsigned char *) text, strlen(text))
+          ? "not UTF-8 text (it goes in a text frame)" : NULL;
+    if (why != NULL) {
+        OPENSSL_cleanse(text, strlen(text));
         free(text);
-        return xg_conf_error(cf, st, "\"on_open\": empty message");
+        return xg_conf_error(cf, st, "\"on_open\": %s", why);
     }
     raw_strv_add(&c->on_open, &c->non_open, text);
     return XG_OK;

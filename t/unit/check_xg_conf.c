@@ -826,12 +826,13 @@ START_TEST(t_raw_directives)
     xg_conf_free(mc);
 
     mc = load("upstream r {\n url ws://h/;\n replay \"\";\n"
-        " on_open '';\n replay_limit 0;\n}\n");
+        " on_open '';\n replay_limit 0;\n on_open '{\"k\":\"\xff\"}';\n}\n");
     ck_assert_ptr_null(mc);
     ck_assert_str_eq(errs, "t.conf:3: \"replay\": empty substring (it "
         "would match every message)\n"
         "t.conf:4: \"on_open\": empty message\n"
-        "t.conf:5: \"replay_limit\": 0 is out of range\n");
+        "t.conf:5: \"replay_limit\": 0 is out of range\n"
+        "t.conf:6: \"on_open\": not UTF-8 text (it goes in a text frame)\n");
 
     mc = load("upstream d {\n url ws://h/;\n protocol deribit;\n"
         " replay subscribe;\n on_open x;\n}\n");
