@@ -16,7 +16,8 @@ client sockets, and exsim counts, per connection:
 While the upstream is stalled, plain messages queue (queue_limit 3,
 queue_timeout 2s: the excess and the expired ones are dropped and logged)
 and go out once it is ready again; a new subscribe sent meanwhile is
-replayed, not queued too (exsim gets it once).
+replayed, not queued too (exsim gets it once). An unsubscribe then a
+subscribe again of the same text are replayed in the order last sent.
 Also: the path (/feed/v1 and /feed/v2/btc accepted; /feed, /fee and the
 deribit default /ws/api/v2 get 404); replay_limit (a text over it is sent
 but not remembered, logged); a TCP line that is not UTF-8 is dropped and
@@ -73,11 +74,20 @@ def subscribes(h):
     return st.get("subscribes", {}), st["requests"].get("public/auth", 0)
 
 
-async def good_answer(cl, id):
-    """Waits for the next answer to ID: it must be a result."""
-    m = await cl.answer(json.dumps(id), 10)
-    check("result" in m and m["result"], "%s: id %d answered %r"
-          % (cl.name, id, m))
+def answers(cl, id):
+    return cl.answers.get(json.dumps(id), [])
+
+
+async def good_answer(cl, id, n0=None):
+    """Waits for one more answer to ID than N0 (default: than now); every
+    answer to ID must be a result. Answers are kept (every client sees the
+    answers to every replay, on every connection)."""
+    n0 = len(answers(cl, id)) if n0 is None else n0
+    await cl._wait(lambda: len(answers(cl, id)) > n0, 10,
+                   "answer %d to id %d" % (n0 + 1, id))
+    for m in answers(cl, id):
+        check("result" in m and m["result"], "%s: id %d answered %r"
+              % (cl.name, id, m))
 
 
 async def resumed(h, clients, channels, conn0, what):
@@ -92,13 +102,14 @@ async def resumed(h, clients, channels, conn0, what):
     return u
 
 
-def check_counts(h, nconn, what):
+def check_counts(h, nconn, what, extra_b=0):
     """Per connection: one auth, each subscribe text once; C's only on the
-    first connection; D twice on the first (both clients sent it live)."""
+    first connection; D twice on the first (both clients sent it live);
+    EXTRA_B more of B sent live."""
     subs, auths = subscribes(h)
     check(auths == nconn, "%s: %d public/auth for %d connections"
           % (what, auths, nconn))
-    want = {CH_A: nconn, CH_B: nconn, CH_D: nconn + 1, CH_C: 1}
+    want = {CH_A: nconn, CH_B: nconn + extra_b, CH_D: nconn + 1, CH_C: 1}
     for ch, n in want.items():
         check(subs.get(ch) == n, "%s: exsim subscribes %s = %r, want %d "
               "(all: %r)" % (what, ch, subs.get(ch), n, subs))
@@ -129,14 +140,14 @@ async def body(h):
     await a.send(SUB_D)
     await b.send(SUB_D)
     for cl in (a, b):
-        await good_answer(cl, 1)        # auth went first: not 13778
-        await good_answer(cl, 2)
+        await good_answer(cl, 1, 0)     # auth went first: not 13778
+        await good_answer(cl, 2, 0)
     await resumed(h, (a, b), (CH_A, CH_B, CH_D), 0, "start")
 
     # C subscribes, leaves: its text is forgotten.
     c = await WSClient("leaver").connect(base + "/feed/v2/btc")
     await c.send(SUB_C)
-    await good_answer(c, 4)
+    await good_answer(c, 4, 0)
     await a.wait_notes(CH_C, 1, 10)
     u = h.up()
     check(u["replay_texts"] == 4 and u["clients"] == 3, "status %r" % u)
@@ -148,12 +159,12 @@ async def body(h):
     nconn = 1
     for fault in ("drop", "close 1011 restart"):
         conn0 = h.up()["connection_id"]
-        n1 = len(a.answers.get("1", []))
+        n1 = len(answers(a, 1))
         r = h.control(fault)
         check(r.get("ok"), "%s: %r" % (fault, r))
         u = await resumed(h, (a, b), (CH_A, CH_B, CH_D), conn0, fault)
         nconn += 1
-        await good_answer(a, 1)
+        await good_answer(a, 1, n1)
         check_counts(h, nconn, fault)
         check(u["queued"] == 0, "queued %r" % u)
         sys.stdout.write("%s: notifications resumed on connection %d\n"
@@ -186,8 +197,7 @@ async def body(h):
     check(nconn >= 4, "%d connections" % nconn)
     for cl in (a, b):
         for i in (100, 101, 102):
-            m = await cl.answer(json.dumps(i), 5)
-            check("result" in m, "%s: queued id %d: %r" % (cl.name, i, m))
+            await good_answer(cl, i, 0)
         for i in (200, 103, 104):
             drained[i] = cl.answers.get(json.dumps(i))
             check(not drained[i], "%s: dropped id %d answered: %r"
@@ -201,26 +211,43 @@ async def body(h):
     check(h.log_lines(r"upstream sim: 1 queued message dropped after "
                       r"queue_timeout 2000ms"), "no queue_timeout line")
 
+    # B unsubscribed (a remembered text too: it contains "subscribe"),
+    # then subscribed again with the text sent before: replayed in the
+    # order last sent, B ends subscribed.
+    unsub_b = ('{"jsonrpc":"2.0","id":8,"method":"public/unsubscribe",'
+               '"params":{"channels":["%s"]}}' % CH_B)
+    await a.send(unsub_b)
+    await good_answer(a, 8)
+    await a.send(SUB_B)
+    await good_answer(a, 2)
+    # (B's notifications may resume now; the drop below is the check)
+
     # One more drop: E is replayed like the others.
     conn0 = u["connection_id"]
     h.control("drop")
     await resumed(h, (a, b), (CH_A, CH_B, CH_D, CH_E), conn0, "last drop")
-    subs = check_counts(h, nconn + 1, "last drop")
+    subs = check_counts(h, nconn + 1, "last drop", extra_b=1)
     check(subs.get(CH_E) == 2, "E subscribed %r times" % subs.get(CH_E))
 
-    # The same sockets all along.
+    # The same sockets all along; A (raw book: auth needed) answered with a
+    # result on every connection, so the on_open went first every time.
     check(a.closed is None and b.closed is None,
           "client closed: %r %r" % (a.closed, b.closed))
+    for cl in (a, b):
+        await good_answer(cl, 1, nconn)
+        check(len(answers(cl, 1)) == nconn + 1, "%s: %d answers to id 1 for "
+              "%d connections" % (cl.name, len(answers(cl, 1)), nconn + 1))
     u = h.up()
-    check(u["messages_to_clients"] > 0 and u["messages_from_clients"] == 13,
+    check(u["messages_to_clients"] > 0 and u["messages_from_clients"] == 15,
           "status %r" % u)
 
-    # replay_limit 5: a sixth text is sent but not remembered (logged).
+    # replay_limit 5 (A, B, D, E and B's unsubscribe): a sixth text is
+    # sent but not remembered (logged once).
     await a.send(sub(6, "ticker.BTC-26DEC26.100ms"))
     await a.send(sub(7, "ticker.ETH-26DEC26.100ms"))
     await good_answer(a, 7)
     u = h.up()
-    check(u["replay_texts"] == 5 and u["replay_refused"] == 1, "status %r" % u)
+    check(u["replay_texts"] == 5 and u["replay_refused"] == 2, "status %r" % u)
     check(subscribes(h)[0].get("ticker.ETH-26DEC26.100ms") == 1,
           "the sixth text did not go upstream")
     check(h.log_lines(r"upstream sim: replay_limit 5 reached: a new replay "
@@ -237,7 +264,7 @@ async def body(h):
     await d.wait_closed(5)
     check(any('"code":-32600' in x for x in d.raw), "no error line: %r"
           % d.raw[:3])
-    check(h.up()["messages_from_clients"] == 16, "status %r" % h.up())
+    check(h.up()["messages_from_clients"] == 18, "status %r" % h.up())
     check(h.log_lines(r"upstream sim: a message of 9 bytes from client tcp#\d+"
                       r" .* that is not UTF-8 text dropped"),
           "no not-UTF-8 line")
