@@ -527,17 +527,32 @@ xg_client_send_msg(struct xg_client *c, struct xg_msg *m)
 
 /* ---- WebSocket clients ---- */
 
+/*
+ * Whether the request PATH (its query string left out) is the listener's
+ * WANT: the same text, or one that starts with WANT's text before a
+ * trailing '*'.
+ */
+static int
+ws_path_match(const char *want, const char *path)
+{
+    size_t n = strcspn(path, "?"), w = strlen(want);
+
+    if (w > 0 && want[w - 1] == '*') {
+        return n >= w - 1 && strncmp(path, want, w - 1) == 0;
+    }
+    return w == n && strncmp(path, want, n) == 0;
+}
+
 static int
 ws_check(struct xg_ws *ws, const char *path, void *arg)
 {
     struct xg_client *c = arg;
     const struct xg_listen_conf *lc = c->l->lc;
-    const char *want = lc->path ? lc->path : "/ws/api/v2";
-    size_t n = strcspn(path, "?");
+    const char *want = lc->path ? lc->path : "/*";   /* set by the conf */
 
-    if (strlen(want) != n || strncmp(path, want, n) != 0) {
-        xg_log_info("%s: refused: path \"%s\" is not \"%s\"", c->name, path,
-            want);
+    if (!ws_path_match(want, path)) {
+        xg_log_info("%s: refused: path \"%s\" does not match \"%s\"",
+            c->name, path, want);
         return 404;
     }
     /* this client is already counted */

@@ -161,7 +161,8 @@ struct xg_listen_conf {
     enum xg_listen_kind   kind;
     char                 *upstream_name;
     struct xg_upstream_conf *upstream;   /* resolved after parsing */
-    char                 *path;          /* websocket: default /ws/api/v2 */
+    char                 *path;          /* websocket: path= or the protocol's
+                                            default_path (xg_proto.h) */
     unsigned              max_clients;
     size_t                sndbuf;        /* SO_SNDBUF of clients, 0: kernel's */
     void                 *gateway_conf;  /* per-listener gateway settings */

@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define XG_DEFAULT_WS_PATH      "/ws/api/v2"
 #define XG_LISTEN_SNDBUF_MIN    4096
 #define XG_LISTEN_SNDBUF_MAX    (64 * 1024 * 1024)
 #define XG_DEFAULT_MAX_CLIENTS  1024
@@ -141,6 +140,14 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
                 bad = 1;
                 continue;
             }
+            if (strchr(a + 5, '*') != NULL
+                && strchr(a + 5, '*') != a + strlen(a) - 1)
+            {
+                xg_conf_error(cf, st, "\"listen\": \"*\" may only end the "
+                    "path: \"%s\"", a + 5);
+                bad = 1;
+                continue;
+            }
             lc->path = xg_strdup(a + 5);
         } else if (strncmp(a, "max_clients=", 12) == 0) {
             if (xg_conf_parse_uint(a + 12, &v) != XG_OK || v == 0
@@ -185,9 +192,6 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
         xg_conf_error(cf, st, "\"listen\": \"path=\" is for websocket "
             "listeners only");
         bad = 1;
-    }
-    if (lc->path == NULL) {
-        lc->path = xg_strdup(XG_DEFAULT_WS_PATH);
     }
     if (bad) {
         return XG_ERROR;
@@ -275,8 +279,8 @@ upstream_proto(const char *name)
 }
 
 /*
- * Reports ST, a directive of another protocol than PM's (NULL: raw) on
- * upstream UC, naming the protocols it belongs to.
+ * Reports ST, a directive of another protocol than UC's on upstream UC,
+ * naming the protocols it belongs to.
  */
 static void
 proto_mismatch(struct xg_conf *cf, const struct xg_conf_stmt *st,
@@ -344,7 +348,7 @@ upstream_block(struct xg_conf *cf, const struct xg_conf_stmt *st,
         uc->protocol = xg_strdup("raw");
     }
     if (uc->protocol != NULL) {
-        pm = xg_proto_find(uc->protocol);   /* NULL: raw */
+        pm = xg_proto_find(uc->protocol);
         for (i = 0; i < nproto; i++) {
             if (pm != NULL
                 && upstream_command(pm->commands, proto[i].args[0]) != NULL)
@@ -462,11 +466,13 @@ set_protocol(struct xg_conf *cf, const struct xg_conf_stmt *st,
 {
     struct xg_upstream_conf *uc = conf;
     const struct xg_proto_module *const *p;
-    char known[256] = "raw";
+    char known[256] = "";
 
-    if (strcmp(st->args[1], "raw") != 0 && xg_proto_find(st->args[1]) == NULL) {
+    if (xg_proto_find(st->args[1]) == NULL) {
         for (p = xg_proto_modules; *p != NULL; p++) {
-            strncat(known, ", ", sizeof(known) - strlen(known) - 1);
+            if (p != xg_proto_modules) {
+                strncat(known, ", ", sizeof(known) - strlen(known) - 1);
+            }
             strncat(known, (*p)->name, sizeof(known) - strlen(known) - 1);
         }
         return xg_conf_error(cf, st, "\"protocol\": unknown protocol \"%s\" "
@@ -637,10 +643,19 @@ check_listens(struct xg_conf *cf)
                 break;
             }
         }
+        if (lc->upstream != NULL && lc->kind == XG_LISTEN_WEBSOCKET
+            && lc->path == NULL)
+        {
+            const struct xg_proto_module *pm;
+
+            pm = xg_proto_find(lc->upstream->protocol);
+            lc->path = xg_strdup(pm != NULL && pm->default_path != NULL
+                ? pm->default_path : "/*");
+        }
         if (lc->upstream == NULL) {
             xg_conf_error(cf, &at, "\"listen\": no upstream named \"%s\"",
                 lc->upstream_name);
-        } else if (xg_listen_check(lc, err, sizeof(err)) != XG_OK) {
+        } else if (xg_listen_check(mc, lc, err, sizeof(err)) != XG_OK) {
             /* what start-up would refuse, in its words */
             xg_conf_error(cf, &at, "%s", err);
         }

@@ -388,24 +388,35 @@ on_accept_error(struct evconnlistener *evl, void *arg)
 }
 
 /*
- * The conf's part of opening LC: its protocol module PM (which must serve
- * clients) and its address, resolved without a name server into *AI
- * (caller frees). XG_ERROR with the reason in ERR.
+ * The conf's part of opening LC (in MC): its protocol module PM (which
+ * must serve clients, and be told to trust them all when it cannot
+ * authenticate them) and its address, resolved without a name server into
+ * *AI (caller frees). XG_ERROR with the reason in ERR.
  */
 static int
-listen_prepare(const struct xg_listen_conf *lc,
+listen_prepare(const struct xg_main_conf *mc, const struct xg_listen_conf *lc,
     const struct xg_proto_module **pm, struct evutil_addrinfo **ai,
     char *err, size_t errlen)
 {
+    const struct listen_gw *g = lc->gateway_conf;
     struct evutil_addrinfo hints;
     char port[8];
-    int e;
+    int e, client_auth;
 
     *pm = lc->upstream ? xg_proto_find(lc->upstream->protocol) : NULL;
     if (*pm == NULL || (*pm)->client_open == NULL) {
         snprintf(err, errlen, "listener %s:%u: upstream \"%s\" speaks a "
             "protocol that serves no local clients", lc->addr.host,
             lc->addr.port, lc->upstream_name);
+        return XG_ERROR;
+    }
+    client_auth = g != NULL && g->client_auth >= 0
+                  ? g->client_auth : xg_gateway_conf_get(mc)->client_auth;
+    if ((*pm)->trusts_clients && client_auth) {
+        snprintf(err, errlen, "listener %s:%u: protocol %s cannot "
+            "authenticate local clients and trusts every one: say so with "
+            "client_auth=off on the listen line (or client_auth off;)",
+            lc->addr.host, lc->addr.port, (*pm)->name);
         return XG_ERROR;
     }
     memset(&hints, 0, sizeof(hints));
@@ -426,12 +437,13 @@ listen_prepare(const struct xg_listen_conf *lc,
 
 /* See xg_listen.h. */
 int
-xg_listen_check(const struct xg_listen_conf *lc, char *err, size_t errlen)
+xg_listen_check(const struct xg_main_conf *mc,
+    const struct xg_listen_conf *lc, char *err, size_t errlen)
 {
     const struct xg_proto_module *pm;
     struct evutil_addrinfo *ai;
 
-    if (listen_prepare(lc, &pm, &ai, err, errlen) != XG_OK) {
+    if (listen_prepare(mc, lc, &pm, &ai, err, errlen) != XG_OK) {
         return XG_ERROR;
     }
     evutil_freeaddrinfo(ai);
@@ -455,7 +467,7 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
         return XG_ERROR;
     }
     /* the conf check made these already (xg_listen_check) */
-    if (listen_prepare(lc, &pm, &ai, err, sizeof(err)) != XG_OK) {
+    if (listen_prepare(mc, lc, &pm, &ai, err, sizeof(err)) != XG_OK) {
         xg_log_error("%s", err);
         return XG_ERROR;
     }
@@ -502,8 +514,7 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
     xg_log_info("listener %s: %s clients for upstream \"%s\"%s%s", l->addr,
         lc->kind == XG_LISTEN_WEBSOCKET ? "websocket" : "tcp",
         lc->upstream_name, lc->kind == XG_LISTEN_WEBSOCKET ? " on " : "",
-        lc->kind == XG_LISTEN_WEBSOCKET
-            ? (lc->path ? lc->path : "/ws/api/v2") : "");
+        lc->kind == XG_LISTEN_WEBSOCKET ? lc->path : "");
     return XG_OK;
 }
 

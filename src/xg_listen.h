@@ -58,15 +58,16 @@ extern const struct xg_module xg_gateway_module;
 void xg_listen_raise_nofile(void);
 
 /*
- * What opening the listener of LC needs from the conf alone, checked as
- * xg_listen_start_all() checks it before binding: its upstream (resolved,
- * lc->upstream) speaks a protocol that serves local clients, and its host
- * is a numeric address. Returns XG_OK, or XG_ERROR with the reason
- * start-up would log written into ERR. Binds nothing: a port in use is
- * only found at start.
+ * What opening the listener of LC (in MC) needs from the conf alone,
+ * checked as xg_listen_start_all() checks it before binding: its upstream
+ * (resolved, lc->upstream) speaks a protocol that serves local clients,
+ * with client_auth off when that protocol cannot authenticate them, and
+ * its host is a numeric address. Returns XG_OK, or XG_ERROR with the
+ * reason start-up would log written into ERR. Binds nothing: a port in
+ * use is only found at start.
  */
-int xg_listen_check(const struct xg_listen_conf *lc, char *err,
-    size_t errlen);
+int xg_listen_check(const struct xg_main_conf *mc,
+    const struct xg_listen_conf *lc, char *err, size_t errlen);
 
 /*
  * Opens every listener of MC on BASE; each one's upstream must exist

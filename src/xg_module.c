@@ -12,6 +12,7 @@
 extern const struct xg_module xg_core_module;
 extern const struct xg_module xg_gateway_module;
 extern const struct xg_proto_module xg_proto_deribit;
+extern const struct xg_proto_module xg_proto_raw;
 extern const struct xg_module xg_reconnect_module;
 
 const struct xg_module *const xg_modules[] = {
@@ -22,6 +23,7 @@ const struct xg_module *const xg_modules[] = {
 };
 
 const struct xg_proto_module *const xg_proto_modules[] = {
+    &xg_proto_raw,
     &xg_proto_deribit,
     NULL
 };

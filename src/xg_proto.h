@@ -2,7 +2,8 @@
  * xg_proto.h: the interface between an upstream (layer 1: the connection,
  * its state machine and reconnect policy, src/xg_upstream.c) and the
  * protocol module that runs on it (layer 2: auth, heartbeats,
- * subscriptions, request routing; modules/protocol/xg_proto_<venue>.c).
+ * subscriptions, request routing; modules/protocol/xg_proto_<venue>.c,
+ * modules/venue/xg_venue_<venue>.c).
  *
  * The upstream owns the connection and calls the module on each event.
  * The module never touches sockets or wslay: it sends through
@@ -74,6 +75,19 @@ struct xg_proto_module {
      * the close, in the protocol's own words (NULL: nothing).
      */
     const char *client_too_big;
+
+    /*
+     * The path a WebSocket listener on this protocol accepts when its
+     * `listen` line has no path= (a trailing '*' matches any suffix; a
+     * query string is never part of the match). NULL: any path.
+     */
+    const char               *default_path;
+    /*
+     * 1 when the module cannot authenticate local clients in band, so
+     * that every client of its listeners is trusted: a listener on it
+     * must then say client_auth=off (or inherit `client_auth off;`).
+     */
+    int                       trusts_clients;
 };
 
 /* The protocol modules compiled in (NULL-terminated). */

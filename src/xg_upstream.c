@@ -75,7 +75,7 @@ struct xg_upstream {
     const struct xg_upstream_conf  *conf;
     struct event_base              *base;
     struct evdns_base              *dns;
-    const struct xg_proto_module   *proto;     /* NULL: raw */
+    const struct xg_proto_module   *proto;     /* NULL: none (unit tests) */
     void                           *proto_p;
 
     enum xg_upstream_state          state;
@@ -321,7 +321,7 @@ up_on_message(struct xg_ws *ws, int binary, const unsigned char *data,
         up->proto->on_message(up->proto_p, data, len);
         return;
     }
-    xg_log_debug("%s: %s message of %zu bytes (raw: discarded)",
+    xg_log_debug("%s: %s message of %zu bytes (no module: discarded)",
         up->log_name, binary ? "binary" : "text", len);
 }
 
@@ -684,15 +684,13 @@ struct xg_upstream *
 xg_upstream_create(struct event_base *base, struct evdns_base *dns,
     const struct xg_upstream_conf *conf)
 {
-    const struct xg_proto_module *proto = NULL;
+    const char *name = conf->protocol != NULL ? conf->protocol : "raw";
+    const struct xg_proto_module *proto = xg_proto_find(name);
 
-    if (conf->protocol != NULL && strcmp(conf->protocol, "raw") != 0) {
-        proto = xg_proto_find(conf->protocol);
-        if (proto == NULL) {
-            xg_log_error("upstream %s: unknown protocol \"%s\"", conf->name,
-                conf->protocol);
-            return NULL;
-        }
+    if (proto == NULL) {
+        xg_log_error("upstream %s: unknown protocol \"%s\"", conf->name,
+            name);
+        return NULL;
     }
     return xg_upstream_create_proto(base, dns, conf, proto);
 }
@@ -741,7 +739,8 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
     up->rc.policy->describe(up->rc.pconf, desc, sizeof(desc));
     up_url(up, url, sizeof(url));
     xg_log_info("upstream %s: %s %s, reconnect %s, stable %llums, "
-        "breaker %s%s", conf->name, url, up->proto ? up->proto->name : "raw",
+        "breaker %s%s", conf->name, url,
+        up->proto ? up->proto->name : "no protocol module",
         desc,
         (unsigned long long) up->rc.stable_ms,
         xg_reconnect_breaker_name(&up->rc),
@@ -941,7 +940,7 @@ xg_upstream_status(const struct xg_upstream *up)
         xg_upstream_state_name(up->state)));
     json_object_set_new(o, "url", json_string(url));
     json_object_set_new(o, "protocol", json_string(
-        up->proto ? up->proto->name : "raw"));
+        up->proto ? up->proto->name : up->conf->protocol));
     json_object_set_new(o, "connection_id", json_integer(up->conn_id));
     json_object_set_new(o, "connects", json_integer((json_int_t) up->connects));
     json_object_set_new(o, "disconnects",
@@ -1065,7 +1064,7 @@ xg_upstream_base(const struct xg_upstream *up)
     return up->base;
 }
 
-/* The protocol module instance of UP, or NULL for raw. */
+/* The protocol module instance of UP, or NULL without a module. */
 void *
 xg_upstream_proto(const struct xg_upstream *up)
 {

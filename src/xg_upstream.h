@@ -50,9 +50,9 @@ struct xg_upstream *xg_upstream_create(struct event_base *base,
     struct evdns_base *dns, const struct xg_upstream_conf *conf);
 
 /*
- * The same with PROTO (NULL: raw) as its protocol module instead of the
- * one the conf names: how the unit tests run a protocol module of their
- * own through the real state machine.
+ * The same with PROTO (NULL: none, messages are discarded) as its
+ * protocol module instead of the one the conf names: how the unit tests
+ * run a protocol module of their own through the real state machine.
  */
 struct xg_proto_module;
 struct xg_upstream *xg_upstream_create_proto(struct event_base *base,

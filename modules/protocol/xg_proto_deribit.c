@@ -4185,5 +4185,7 @@ const struct xg_proto_module xg_proto_deribit = {
     dr_client_message,
     dr_client_close,
     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,"
-    "\"message\":\"request entity too large\"}}"
+    "\"message\":\"request entity too large\"}}",
+    "/ws/api/v2",   /* Deribit's own path: a bot changes only the host */
+    0
 };

@@ -67,7 +67,7 @@ refused() {     # NAME LINE MESSAGE, the conf on stdin
     done <<< "$msgs"
 }
 P=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-refused raw_listen 6 "listener 127.0.0.1:$P: upstream \"r\" speaks a protocol that serves no local clients" <<CONF
+refused raw_listen 6 "listener 127.0.0.1:$P: protocol raw cannot authenticate local clients and trusts every one: say so with client_auth=off on the listen line (or client_auth off;)" <<CONF
 error_log stderr;
 upstream r {
     url ws://127.0.0.1:1/ws/api/v2;
@@ -75,7 +75,7 @@ upstream r {
 }
 listen 127.0.0.1:$P tcp upstream=r;
 CONF
-refused default_raw_listen 6 "listener 127.0.0.1:$P: upstream \"r\" speaks a protocol that serves no local clients" <<CONF
+refused default_raw_listen 6 "listener 127.0.0.1:$P: protocol raw cannot authenticate local clients" <<CONF
 error_log stderr;
 upstream r {
     url ws://127.0.0.1:1/ws/api/v2;

@@ -546,6 +546,35 @@ START_TEST(t_listen_before_upstream)
 }
 END_TEST
 
+/* path=: starts with "/", "*" only at its end; the protocol's default. */
+START_TEST(t_listen_path)
+{
+    struct xg_main_conf *mc;
+
+    expect_error(UPSTREAM "listen 127.0.0.1:1 websocket upstream=d "
+        "path=feed/v1;\n",
+        "t.conf:2: \"listen\": path must start with \"/\": \"feed/v1\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 websocket upstream=d "
+        "path=/a*/b;\n",
+        "t.conf:2: \"listen\": \"*\" may only end the path: \"/a*/b\"");
+    expect_error(UPSTREAM "listen 127.0.0.1:1 websocket upstream=d "
+        "path=/a**;\n",
+        "t.conf:2: \"listen\": \"*\" may only end the path: \"/a**\"");
+    mc = load(UPSTREAM "upstream r { url ws://h/; }\n"
+        "listen 127.0.0.1:1 websocket upstream=d;\n"
+        "listen 127.0.0.1:2 websocket upstream=d path=/feed/*;\n"
+        "listen 127.0.0.1:3 websocket upstream=r client_auth=off;\n"
+        "listen 127.0.0.1:4 websocket upstream=r client_auth=off "
+        "path=/feed/v1;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_str_eq(mc->listens->path, "/ws/api/v2");
+    ck_assert_str_eq(mc->listens->next->path, "/feed/*");
+    ck_assert_str_eq(mc->listens->next->next->path, "/*");  /* raw's */
+    ck_assert_str_eq(mc->listens->next->next->next->path, "/feed/v1");
+    xg_conf_free(mc);
+}
+END_TEST
+
 START_TEST(t_remote_needs_opt_in)
 {
     struct xg_main_conf *mc;
@@ -626,7 +655,10 @@ START_TEST(t_proto_directive_on_raw)
 }
 END_TEST
 
-/* Every protocol directive is refused on raw, each at its own line. */
+/*
+ * Every directive of deribit alone is refused on raw, each at its own
+ * line (queue_limit and queue_timeout are raw's too: t_raw_directives).
+ */
 START_TEST(t_proto_directives_all_refused_on_raw)
 {
     static const char *const lines[] = {
@@ -635,8 +667,6 @@ START_TEST(t_proto_directives_all_refused_on_raw)
         "heartbeat 10s;",
         "cancel_on_disconnect on;",
         "request_timeout 5s;",
-        "queue_limit 10;",
-        "queue_timeout 5s;",
         "stale book.* 5s;",
     };
     char text[2048], want[256];
@@ -740,22 +770,77 @@ END_TEST
 
 /* ---- what start-up refuses is a conf error too ------------------------- */
 
-/* A listener needs an upstream whose protocol serves local clients. */
-START_TEST(t_listen_needs_client_protocol)
+/*
+ * raw serves clients but cannot authenticate them: a listener on it must
+ * say that it trusts every one (client_auth off, on the listen line or
+ * inherited), as `client_auth off;` must always be explicit.
+ */
+START_TEST(t_listen_raw_needs_client_auth_off)
 {
     struct xg_main_conf *mc;
 
     mc = load("upstream r {\n url ws://h/;\n protocol raw;\n}\n"
         "listen 127.0.0.1:9 tcp upstream=r;\n");
     ck_assert_ptr_null(mc);
-    ck_assert_str_eq(errs, "t.conf:5: listener 127.0.0.1:9: upstream \"r\" "
-        "speaks a protocol that serves no local clients\n");
+    ck_assert_str_eq(errs, "t.conf:5: listener 127.0.0.1:9: protocol raw "
+        "cannot authenticate local clients and trusts every one: say so "
+        "with client_auth=off on the listen line (or client_auth off;)\n");
     /* no `protocol` line: raw */
     mc = load("upstream r { url ws://h/; }\n"
         "listen [::1]:9 websocket upstream=r;\n");
     ck_assert_ptr_null(mc);
-    ck_assert_str_eq(errs, "t.conf:2: listener ::1:9: upstream \"r\" "
-        "speaks a protocol that serves no local clients\n");
+    ck_assert_ptr_nonnull(strstr(errs, "t.conf:2: listener ::1:9: protocol "
+        "raw cannot authenticate local clients"));
+    /* the listener's own on over the top level's off */
+    mc = load("client_auth off;\nupstream r { url ws://h/; }\n"
+        "listen [::1]:9 websocket upstream=r client_auth=on;\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_ptr_nonnull(strstr(errs, "t.conf:3: listener ::1:9: protocol "
+        "raw cannot authenticate local clients"));
+
+    mc = load("upstream r { url ws://h/; }\n"
+        "listen 127.0.0.1:9 websocket upstream=r client_auth=off;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_str_eq(mc->listens->path, "/*");     /* raw's default */
+    xg_conf_free(mc);
+    mc = load("client_auth off;\nupstream r { url ws://h/; }\n"
+        "listen 127.0.0.1:9 tcp upstream=r;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_ptr_null(mc->listens->path);
+    xg_conf_free(mc);
+}
+END_TEST
+
+/* raw's own directives, their bounds, and raw's alone on deribit. */
+START_TEST(t_raw_directives)
+{
+    struct xg_main_conf *mc;
+
+    mc = load("upstream r {\n url ws://h/;\n"
+        " replay '\"op\":\"subscribe\"';\n replay \"SUBSCRIBE\";\n"
+        " on_open '{\"op\":\"hello\"}';\n replay_limit 10;\n"
+        " queue_limit 0;\n queue_timeout 0ms;\n}\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_str_eq(mc->upstreams->protocol, "raw");
+    ck_assert_ptr_nonnull(mc->upstreams->proto_conf);
+    xg_conf_free(mc);
+
+    mc = load("upstream r {\n url ws://h/;\n replay \"\";\n"
+        " on_open '';\n replay_limit 0;\n on_open '{\"k\":\"\xff\"}';\n}\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:3: \"replay\": empty substring (it "
+        "would match every message)\n"
+        "t.conf:4: \"on_open\": empty message\n"
+        "t.conf:5: \"replay_limit\": 0 is out of range\n"
+        "t.conf:6: \"on_open\": not UTF-8 text (it goes in a text frame)\n");
+
+    mc = load("upstream d {\n url ws://h/;\n protocol deribit;\n"
+        " replay subscribe;\n on_open x;\n}\n");
+    ck_assert_ptr_null(mc);
+    ck_assert_str_eq(errs, "t.conf:4: \"replay\" is a directive of "
+        "protocol raw; upstream \"d\" uses deribit\n"
+        "t.conf:5: \"on_open\" is a directive of protocol raw; upstream "
+        "\"d\" uses deribit\n");
 }
 END_TEST
 
@@ -1098,6 +1183,7 @@ conf_suite(void)
     tcase_add_test(tc, t_headers);
     tcase_add_test(tc, t_listen_errors);
     tcase_add_test(tc, t_listen_before_upstream);
+    tcase_add_test(tc, t_listen_path);
     tcase_add_test(tc, t_remote_needs_opt_in);
     tcase_add_test(tc, t_every_error_reported);
     tcase_add_test(tc, t_syntax_and_directive_errors_together);
@@ -1107,7 +1193,8 @@ conf_suite(void)
     tcase_add_test(tc, t_proto_directive_unknown_protocol);
     tcase_add_test(tc, t_proto_directive_in_main);
     tcase_add_test(tc, t_proto_directive_from_include);
-    tcase_add_test(tc, t_listen_needs_client_protocol);
+    tcase_add_test(tc, t_listen_raw_needs_client_auth_off);
+    tcase_add_test(tc, t_raw_directives);
     tcase_add_test(tc, t_listen_numeric_host);
     tcase_add_test(tc, t_error_log_must_open);
     tcase_add_test(tc, t_include_relative);
