@@ -45,9 +45,10 @@ static void
 usage(FILE *fp)
 {
     fprintf(fp,
-        "usage: exgate [-c FILE] [-t] [-f] [-v] [-h]\n"
+        "usage: exgate [-c FILE] [-t | -T] [-f] [-v] [-h]\n"
         "  -c FILE  configuration file (default %s/exgate.conf)\n"
         "  -t       check the configuration and exit\n"
+        "  -T       check it, print the effective configuration and exit\n"
         "  -f       stay in the foreground (always the case; for systemd)\n"
         "  -v       print the version and exit\n"
         "  -h       print this help and exit\n", XG_SYSCONFDIR);
@@ -152,15 +153,18 @@ main(int argc, char **argv)
     struct xg_main m;
     const char *path = XG_SYSCONFDIR "/exgate.conf";
     char *errors = NULL;
-    int opt, test_only = 0, rc = 0;
+    int opt, test_only = 0, dump = 0, rc = 0;
 
-    while ((opt = getopt(argc, argv, "c:tfvh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:tTfvh")) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
             break;
         case 't':
             test_only = 1;
+            break;
+        case 'T':
+            dump = 1;
             break;
         case 'f':
             break;
@@ -188,6 +192,13 @@ main(int argc, char **argv)
     if (m.conf == NULL) {
         fprintf(stderr, "exgate: %s: configuration check failed\n", path);
         return 1;
+    }
+    if (dump) {
+        /* as nginx -T: the conf is valid (on stderr), here is what it says */
+        fprintf(stderr, "%s: ok\n", path);
+        rc = xg_conf_dump(stdout, m.conf) == XG_OK ? 0 : 1;
+        xg_conf_free(m.conf);
+        return rc;
     }
     if (test_only) {
         printf("%s: ok\n", path);

@@ -69,6 +69,12 @@ struct xg_proto_module {
     void  (*client_message)(void *p, void *cs, const unsigned char *data,
         size_t len);
     void  (*client_close)(void *p, void *cs, const char *reason);
+
+    /*
+     * Its directives for `exgate -T`, given the object create_conf made
+     * (NULL: generic setters only). Never writes a secret's value.
+     */
+    xg_conf_dump_cb dump;
 };
 
 /* The protocol modules compiled in (NULL-terminated). */
