@@ -24,6 +24,10 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
 #ifndef XG_SYSCONFDIR
 #define XG_SYSCONFDIR "/usr/local/etc"
 #endif
@@ -52,6 +56,29 @@ usage(FILE *fp)
         "  -f       stay in the foreground (always the case; for systemd)\n"
         "  -v       print the version and exit\n"
         "  -h       print this help and exit\n", XG_SYSCONFDIR);
+}
+
+/*
+ * Tells systemd (Type=notify, $NOTIFY_SOCKET) where the daemon stands:
+ * READY=1, RELOADING=1, STOPPING=1, STATUS=... A no-op when exgate was
+ * built without libsystemd or runs outside systemd.
+ */
+static void
+notify(const char *state)
+{
+#ifdef HAVE_SYSTEMD
+    char buf[256];
+
+    if (strncmp(state, "RELOADING=1", 11) == 0) {
+        /* systemd 253+ wants the time of the reload with it */
+        snprintf(buf, sizeof(buf), "%s\nMONOTONIC_USEC=%llu", state,
+            (unsigned long long) xg_now_us());
+        state = buf;
+    }
+    sd_notify(0, state);
+#else
+    (void) state;
+#endif
 }
 
 /* Prints the conf errors and warnings to standard error. */
@@ -99,6 +126,7 @@ begin_stop(struct xg_main *m, const char *why)
         return;
     }
     m->stopping = 1;
+    notify("STOPPING=1");
     xg_log_info("exgate: %s, stopping", why);
     m->ev_stop_deadline = evtimer_new(m->base, on_stop_deadline, m);
     evtimer_add(m->ev_stop_deadline, &tv);
@@ -126,6 +154,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
         xg_log_reopen();
         break;
     case SIGHUP:
+        notify("RELOADING=1");
         next = xg_conf_load(m->conf_path, &errors);
         if (next == NULL) {
             xg_log_error("exgate: SIGHUP: \"%s\" is not valid, keeping the "
@@ -143,6 +172,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
             xg_conf_free(next);
         }
         free(errors);
+        notify("READY=1");
         break;
     }
 }
@@ -261,6 +291,8 @@ main(int argc, char **argv)
     if (rc == 0) {
         xg_log_info("exgate %s: started with \"%s\" (pid %ld)", XG_VERSION,
             path, (long) getpid());
+        /* every listener and the admin endpoint are open: bots can come */
+        notify("READY=1");
         if (event_base_dispatch(m.base) < 0) {
             xg_log_error("exgate: event loop failed");
             rc = 1;
