@@ -21,7 +21,11 @@ tmp=$(mktemp -d)
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-out=$(logrotate -d -s "$tmp/state.d" "$R" 2>&1) || fail "logrotate -d: $out"
+# logrotate ignores a group-writable file: a checkout made with umask 002
+# has one; make install writes mode 644, as this copy has
+cp "$R" "$tmp/exgate.logrotate"
+chmod 644 "$tmp/exgate.logrotate"
+out=$(logrotate -d -s "$tmp/state.d" "$tmp/exgate.logrotate" 2>&1) || fail "logrotate -d: $out"
 echo "$out" | grep -qi 'error' && fail "logrotate -d: $out"
 grep -q 'kill.*SIGUSR1.*exgate\|kill.*USR1.*exgate' "$R" || fail "the snippet sends no SIGUSR1"
 grep -Eq '^\s*nocreate\s*$' "$R" || fail "the snippet lacks nocreate"
@@ -37,6 +41,7 @@ sed -e "s|^/var/log/exgate/\*\.log {|$tmp/log/*.log {|" \
     -e "s|^\( *\)systemctl kill .*|\1kill -USR1 $pid|" "$R" > "$tmp/rotate.conf"
 grep -q "^$tmp/log/\*.log {" "$tmp/rotate.conf" || fail "cannot point the copy at $tmp/log"
 grep -q "kill -USR1 $pid" "$tmp/rotate.conf" || fail "cannot point postrotate at exgate"
+chmod 644 "$tmp/rotate.conf"
 out=$(logrotate -f -s "$tmp/state" "$tmp/rotate.conf" 2>&1) || fail "logrotate -f: $out"
 [ -f "$tmp/log/exgate.log.1" ] || fail "no exgate.log.1 after the rotation: $(ls "$tmp/log")"
 grep -q started "$tmp/log/exgate.log.1" || fail "the rotated file lost the start line"
