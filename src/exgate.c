@@ -60,8 +60,8 @@ usage(FILE *fp)
 
 /*
  * Tells systemd (Type=notify, $NOTIFY_SOCKET) where the daemon stands:
- * READY=1, RELOADING=1, STOPPING=1, STATUS=... A no-op when exgate was
- * built without libsystemd or runs outside systemd.
+ * READY=1, RELOADING=1, STOPPING=1. A no-op when exgate was built
+ * without libsystemd or runs outside systemd.
  */
 static void
 notify(const char *state)
