@@ -24,6 +24,10 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
 #ifndef XG_SYSCONFDIR
 #define XG_SYSCONFDIR "/usr/local/etc"
 #endif
@@ -45,12 +49,36 @@ static void
 usage(FILE *fp)
 {
     fprintf(fp,
-        "usage: exgate [-c FILE] [-t] [-f] [-v] [-h]\n"
+        "usage: exgate [-c FILE] [-t | -T] [-f] [-v] [-h]\n"
         "  -c FILE  configuration file (default %s/exgate.conf)\n"
         "  -t       check the configuration and exit\n"
+        "  -T       check it, print the effective configuration and exit\n"
         "  -f       stay in the foreground (always the case; for systemd)\n"
         "  -v       print the version and exit\n"
         "  -h       print this help and exit\n", XG_SYSCONFDIR);
+}
+
+/*
+ * Tells systemd (Type=notify, $NOTIFY_SOCKET) where the daemon stands:
+ * READY=1, RELOADING=1, STOPPING=1. A no-op when exgate was built
+ * without libsystemd or runs outside systemd.
+ */
+static void
+notify(const char *state)
+{
+#ifdef HAVE_SYSTEMD
+    char buf[256];
+
+    if (strncmp(state, "RELOADING=1", 11) == 0) {
+        /* systemd 253+ wants the time of the reload with it */
+        snprintf(buf, sizeof(buf), "%s\nMONOTONIC_USEC=%llu", state,
+            (unsigned long long) xg_now_us());
+        state = buf;
+    }
+    sd_notify(0, state);
+#else
+    (void) state;
+#endif
 }
 
 /* Prints the conf errors and warnings to standard error. */
@@ -98,6 +126,7 @@ begin_stop(struct xg_main *m, const char *why)
         return;
     }
     m->stopping = 1;
+    notify("STOPPING=1");
     xg_log_info("exgate: %s, stopping", why);
     m->ev_stop_deadline = evtimer_new(m->base, on_stop_deadline, m);
     evtimer_add(m->ev_stop_deadline, &tv);
@@ -125,6 +154,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
         xg_log_reopen();
         break;
     case SIGHUP:
+        notify("RELOADING=1");
         next = xg_conf_load(m->conf_path, &errors);
         if (next == NULL) {
             xg_log_error("exgate: SIGHUP: \"%s\" is not valid, keeping the "
@@ -142,6 +172,7 @@ on_signal(evutil_socket_t sig, short what, void *arg)
             xg_conf_free(next);
         }
         free(errors);
+        notify("READY=1");
         break;
     }
 }
@@ -152,15 +183,18 @@ main(int argc, char **argv)
     struct xg_main m;
     const char *path = XG_SYSCONFDIR "/exgate.conf";
     char *errors = NULL;
-    int opt, test_only = 0, rc = 0;
+    int opt, test_only = 0, dump = 0, rc = 0;
 
-    while ((opt = getopt(argc, argv, "c:tfvh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:tTfvh")) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
             break;
         case 't':
             test_only = 1;
+            break;
+        case 'T':
+            dump = 1;
             break;
         case 'f':
             break;
@@ -188,6 +222,13 @@ main(int argc, char **argv)
     if (m.conf == NULL) {
         fprintf(stderr, "exgate: %s: configuration check failed\n", path);
         return 1;
+    }
+    if (dump) {
+        /* as nginx -T: the conf is valid (on stderr), here is what it says */
+        fprintf(stderr, "%s: ok\n", path);
+        rc = xg_conf_dump(stdout, m.conf) == XG_OK ? 0 : 1;
+        xg_conf_free(m.conf);
+        return rc;
     }
     if (test_only) {
         printf("%s: ok\n", path);
@@ -250,6 +291,8 @@ main(int argc, char **argv)
     if (rc == 0) {
         xg_log_info("exgate %s: started with \"%s\" (pid %ld)", XG_VERSION,
             path, (long) getpid());
+        /* every listener and the admin endpoint are open: bots can come */
+        notify("READY=1");
         if (event_base_dispatch(m.base) < 0) {
             xg_log_error("exgate: event loop failed");
             rc = 1;

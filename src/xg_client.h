@@ -28,6 +28,7 @@ struct xg_listener;
 struct xg_gateway_cred {
     char *id;
     char *secret;
+    char *src;      /* where the secret comes from (env:/file:), for -T */
 };
 
 struct xg_gateway_conf {

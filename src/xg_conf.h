@@ -76,10 +76,26 @@ struct xg_conf_bounds {
     uint64_t max;
 };
 
-/* A module: a name and the directives it owns. */
+struct xg_conf_dump;
+
+/*
+ * A directive table's dump function, for `exgate -T`: writes directive
+ * CMD of CONF (the object CMD's setter writes) as conf text through D
+ * (xg_conf_dump_*() below), or a comment when it is not set. Returns
+ * XG_OK, or XG_AGAIN to let xg_conf_dump_field() write it from cmd->set
+ * and cmd->offset. Never writes a secret: only where it comes from.
+ */
+typedef int (*xg_conf_dump_cb)(struct xg_conf_dump *d,
+    const struct xg_command *cmd, const void *conf);
+
+/*
+ * A module: a name, the directives it owns, and how to write them back
+ * (NULL: every directive has a generic setter).
+ */
 struct xg_module {
     const char               *name;
     const struct xg_command  *commands;
+    xg_conf_dump_cb           dump;
 };
 
 extern const struct xg_module *const xg_modules[];
@@ -290,5 +306,83 @@ void xg_conf_cleanup_add(struct xg_conf *cf, void (*fn)(void *p), void *p);
  * upstream block hands those to its own protocol only (xg_proto.h).
  */
 const struct xg_command *const *xg_conf_tables(void);
+
+/* ---- exgate -T: the effective configuration as conf text (xg_conf_dump.c) */
+
+/* Where a dump goes, and where it stands in the line and the blocks. */
+struct xg_conf_dump {
+    FILE    *fp;
+    int      depth;     /* open blocks */
+    int      nwords;    /* words written on the current line */
+};
+
+/*
+ * Writes MC as one conf file to FP: every directive of every module in
+ * table order, includes expanded, defaults filled in, a comment for what
+ * is not set, secrets as their env:NAME or file:PATH only. The text is a
+ * valid conf that loads to the same configuration, and dumping it again
+ * gives the same text. Returns XG_OK, or XG_ERROR when FP failed.
+ */
+int xg_conf_dump(FILE *fp, const struct xg_main_conf *mc);
+
+/*
+ * Writes the body of UC's `upstream` block: the upstream-context
+ * directives of every module in xg_modules[], then those of its protocol
+ * module (with uc->proto_conf).
+ */
+void xg_conf_dump_upstream(struct xg_conf_dump *d,
+    const struct xg_upstream_conf *uc);
+
+/*
+ * Dumps the directives of TABLE that belong to context CTX, each through
+ * CB (may be NULL), then xg_conf_dump_field() when CB returns XG_AGAIN.
+ */
+void xg_conf_dump_table(struct xg_conf_dump *d, const struct xg_command *table,
+    unsigned ctx, xg_conf_dump_cb cb, const void *conf);
+
+/*
+ * Dumps CMD's value at cmd->offset in CONF as the generic setter SET
+ * (xg_conf_set_flag, _str, _uint, _duration or _size) stores it. A value
+ * outside cmd->post's bounds (or a NULL string) is the directive left
+ * unset: a comment says so. Returns XG_OK, or XG_AGAIN for another SET.
+ */
+int xg_conf_dump_field(struct xg_conf_dump *d, const struct xg_command *cmd,
+    xg_conf_set_cb set, const void *conf);
+
+/*
+ * A line is written word by word: begin(), word()..., then end() (";")
+ * or open() (" {", one level deeper; close() ends the block). A word is
+ * quoted when the tokenizer needs it. words() writes a whole line
+ * (NULL-terminated list), comment() a "# ..." line.
+ */
+void xg_conf_dump_begin(struct xg_conf_dump *d);
+void xg_conf_dump_word(struct xg_conf_dump *d, const char *w);
+void xg_conf_dump_kv(struct xg_conf_dump *d, const char *key,
+    const char *value);                                 /* word "KEY=VALUE" */
+void xg_conf_dump_end(struct xg_conf_dump *d);
+void xg_conf_dump_open(struct xg_conf_dump *d);
+void xg_conf_dump_close(struct xg_conf_dump *d);
+void xg_conf_dump_words(struct xg_conf_dump *d, const char *w, ...)
+    __attribute__((sentinel));
+void xg_conf_dump_comment(struct xg_conf_dump *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Values as the parsers read them back: "250ms", "30s", "1h"; "16m", "0". */
+const char *xg_conf_fmt_duration(uint64_t ms, char *buf, size_t len);
+const char *xg_conf_fmt_size(uint64_t bytes, char *buf, size_t len);
+/* HOST:PORT, [V6]:PORT */
+const char *xg_conf_fmt_addr(const struct xg_addr *a, char *buf, size_t len);
+/* ws[s]://HOST[:PORT]/PATH, the port only when not the scheme's own */
+const char *xg_conf_fmt_url(const struct xg_url *u, char *buf, size_t len);
+
+/*
+ * Where the secret SPEC written at ST comes from, for the dump: "env:NAME"
+ * as written, "file:PATH" with PATH made absolute (it was relative to the
+ * conf file). Returns a malloc'd string; never reads the secret.
+ */
+char *xg_conf_secret_source(const struct xg_conf_stmt *st, const char *spec);
+
+/* PATH made absolute against the working directory (malloc'd). */
+char *xg_conf_abs_path(const char *path);
 
 #endif

@@ -588,9 +588,100 @@ static const struct xg_command core_commands[] = {
     XG_CONF_NULL_COMMAND
 };
 
+/*
+ * The core's directives for `exgate -T` (xg_conf_dump.c): those whose
+ * setter is not a generic one. CONF is the main conf or an upstream's.
+ */
+static int
+core_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
+    const void *conf)
+{
+    const struct xg_main_conf *mc = conf;
+    const struct xg_upstream_conf *uc = conf;
+    const struct xg_listen_conf *lc;
+    char buf[2048], num[32];
+    char *path;
+    int i;
+
+    if (cmd->set == set_error_log) {
+        xg_conf_dump_words(d, cmd->name, mc->error_log,
+            xg_log_level_name(mc->error_log_level), NULL);
+    } else if (cmd->set == set_upstream) {
+        if (mc->upstreams == NULL) {
+            xg_conf_dump_comment(d, "%s: none", cmd->name);
+        }
+        for (uc = mc->upstreams; uc != NULL; uc = uc->next) {
+            xg_conf_dump_begin(d);
+            xg_conf_dump_word(d, cmd->name);
+            xg_conf_dump_word(d, uc->name);
+            xg_conf_dump_open(d);
+            xg_conf_dump_upstream(d, uc);
+            xg_conf_dump_close(d);
+        }
+    } else if (cmd->set == set_listen) {
+        if (mc->listens == NULL) {
+            xg_conf_dump_comment(d, "%s: none", cmd->name);
+        }
+        for (lc = mc->listens; lc != NULL; lc = lc->next) {
+            xg_conf_dump_begin(d);
+            xg_conf_dump_word(d, cmd->name);
+            xg_conf_dump_word(d, xg_conf_fmt_addr(&lc->addr, buf,
+                sizeof(buf)));
+            xg_conf_dump_word(d, lc->kind == XG_LISTEN_TCP ? "tcp"
+                : "websocket");
+            xg_conf_dump_kv(d, "upstream", lc->upstream_name);
+            if (lc->kind == XG_LISTEN_WEBSOCKET) {
+                xg_conf_dump_kv(d, "path", lc->path);
+            }
+            snprintf(num, sizeof(num), "%u", lc->max_clients);
+            xg_conf_dump_kv(d, "max_clients", num);
+            if (lc->sndbuf != 0) {
+                xg_conf_dump_kv(d, "sndbuf", xg_conf_fmt_size(lc->sndbuf, num,
+                    sizeof(num)));
+            }
+            xg_listen_conf_dump(d, lc);
+            xg_conf_dump_end(d);
+        }
+    } else if (cmd->set == set_admin) {
+        if (mc->admin_set) {
+            xg_conf_dump_words(d, cmd->name, xg_conf_fmt_addr(&mc->admin,
+                buf, sizeof(buf)), NULL);
+        } else {
+            xg_conf_dump_comment(d, "%s: not set (no admin endpoint)",
+                cmd->name);
+        }
+    } else if (cmd->set == set_url) {
+        xg_conf_dump_words(d, cmd->name, xg_conf_fmt_url(&uc->url, buf,
+            sizeof(buf)), NULL);
+    } else if (cmd->set == set_protocol) {
+        xg_conf_dump_words(d, cmd->name, uc->protocol, NULL);
+    } else if (cmd->set == set_tls_ca) {
+        if (uc->tls_ca == NULL) {
+            xg_conf_dump_comment(d, "%s: not set (the system's CA store)",
+                cmd->name);
+        } else {
+            path = xg_conf_abs_path(uc->tls_ca);
+            xg_conf_dump_words(d, cmd->name, path, NULL);
+            free(path);
+        }
+    } else if (cmd->set == set_header) {
+        if (uc->nheaders == 0) {
+            xg_conf_dump_comment(d, "%s: none", cmd->name);
+        }
+        for (i = 0; i < uc->nheaders; i++) {
+            xg_conf_dump_words(d, cmd->name, uc->headers[i].name,
+                uc->headers[i].value, NULL);
+        }
+    } else {
+        return XG_AGAIN;
+    }
+    return XG_OK;
+}
+
 const struct xg_module xg_core_module = {
     "core",
-    core_commands
+    core_commands,
+    core_dump
 };
 
 const struct xg_command *const *

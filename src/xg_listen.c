@@ -67,6 +67,7 @@ gw_conf_free(void *p)
             OPENSSL_cleanse(gc->creds[i].secret, strlen(gc->creds[i].secret));
         }
         free(gc->creds[i].secret);
+        free(gc->creds[i].src);
     }
     free(gc->creds);
     free(gc);
@@ -142,6 +143,7 @@ gw_set_credentials(struct xg_conf *cf, const struct xg_conf_stmt *st,
     gc->creds = xg_realloc(gc->creds, (gc->ncreds + 1) * sizeof(*gc->creds));
     gc->creds[gc->ncreds].id = xg_strdup(st->args[1]);
     gc->creds[gc->ncreds].secret = secret;
+    gc->creds[gc->ncreds].src = xg_conf_secret_source(st, st->args[2]);
     gc->ncreds++;
     return XG_OK;
 }
@@ -203,9 +205,49 @@ static const struct xg_command gw_commands[] = {
     XG_CONF_NULL_COMMAND
 };
 
+/*
+ * The gateway's directives for `exgate -T`: CONF is the main conf; the
+ * values are in its gateway conf (the defaults when none was made).
+ */
+static int
+gw_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
+    const void *conf)
+{
+    const struct xg_gateway_conf *gc = xg_gateway_conf_get(conf);
+    char hard[32], soft[32], ms[32];
+    int i;
+
+    if (cmd->set == gw_set_credentials) {
+        if (gc->ncreds == 0) {
+            xg_conf_dump_comment(d, "%s: none", cmd->name);
+        }
+        for (i = 0; i < gc->ncreds; i++) {
+            xg_conf_dump_words(d, cmd->name, gc->creds[i].id,
+                gc->creds[i].src, NULL);
+        }
+    } else if (cmd->set == gw_set_output_limit) {
+        xg_conf_dump_words(d, cmd->name,
+            xg_conf_fmt_size(gc->out_hard, hard, sizeof(hard)),
+            xg_conf_fmt_size(gc->out_soft, soft, sizeof(soft)),
+            xg_conf_fmt_duration(gc->out_soft_ms, ms, sizeof(ms)), NULL);
+    } else if (cmd->set == gw_set_flag) {
+        return xg_conf_dump_field(d, cmd, xg_conf_set_flag, gc);
+    } else if (cmd->set == gw_set_uint) {
+        return xg_conf_dump_field(d, cmd, xg_conf_set_uint, gc);
+    } else if (cmd->set == gw_set_size) {
+        return xg_conf_dump_field(d, cmd, xg_conf_set_size, gc);
+    } else if (cmd->set == gw_set_duration) {
+        return xg_conf_dump_field(d, cmd, xg_conf_set_duration, gc);
+    } else {
+        return XG_AGAIN;
+    }
+    return XG_OK;
+}
+
 const struct xg_module xg_gateway_module = {
     "gateway",
-    gw_commands
+    gw_commands,
+    gw_dump
 };
 
 /* ---- conf: the gateway's keys on a listen line ---- */
@@ -226,6 +268,7 @@ listen_gw_free(void *p)
         free(g->creds[i].id);
         OPENSSL_cleanse(g->creds[i].secret, strlen(g->creds[i].secret));
         free(g->creds[i].secret);
+        free(g->creds[i].src);
     }
     free(g->creds);
     free(g);
@@ -286,8 +329,35 @@ xg_listen_conf_key(struct xg_conf *cf, const struct xg_conf_stmt *st,
     g->creds = xg_realloc(g->creds, (g->ncreds + 1) * sizeof(*g->creds));
     g->creds[g->ncreds].id = id;
     g->creds[g->ncreds].secret = secret;
+    g->creds[g->ncreds].src = xg_conf_secret_source(st, colon + 1);
     g->ncreds++;
     return XG_OK;
+}
+
+/* See xg_listen.h. */
+void
+xg_listen_conf_dump(struct xg_conf_dump *d, const struct xg_listen_conf *lc)
+{
+    const struct listen_gw *g = lc->gateway_conf;
+    char *word;
+    size_t n;
+    int i;
+
+    if (g == NULL) {
+        return;
+    }
+    if (g->client_auth >= 0) {
+        xg_conf_dump_word(d, g->client_auth ? "client_auth=on"
+            : "client_auth=off");
+    }
+    for (i = 0; i < g->ncreds; i++) {
+        n = strlen(g->creds[i].id) + strlen(g->creds[i].src) + 21;
+        word = xg_malloc(n);
+        snprintf(word, n, "client_credentials=%s:%s", g->creds[i].id,
+            g->creds[i].src);
+        xg_conf_dump_word(d, word);
+        free(word);
+    }
 }
 
 /* ---- listeners ---- */

@@ -46,6 +46,14 @@ struct xg_listener {
 int xg_listen_conf_key(struct xg_conf *cf, const struct xg_conf_stmt *st,
     struct xg_listen_conf *lc, const char *arg);
 
+/*
+ * Writes the gateway's keys of LC's `listen` line (client_auth=,
+ * client_credentials=ID:SOURCE) as words of the line D is writing, for
+ * `exgate -T`; a secret only by its source.
+ */
+void xg_listen_conf_dump(struct xg_conf_dump *d,
+    const struct xg_listen_conf *lc);
+
 /* Called by xg_client.c when C is gone (C is freed right after). */
 void xg_listen_client_gone(struct xg_listener *l, struct xg_client *c);
 

@@ -180,3 +180,10 @@ xg_log_ssl_errors(char *buf, size_t len)
     }
     return buf;
 }
+
+/* The name of LEVEL as error_log takes it ("error" ... "debug"). */
+const char *
+xg_log_level_name(int level)
+{
+    return level_names[level < 0 ? 0 : level > 3 ? 3 : level];
+}

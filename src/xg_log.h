@@ -49,6 +49,9 @@ void xg_log_reopen(void);
 /* Parses "error|warn|info|debug"; returns the level or -1. */
 int xg_log_level_parse(const char *s);
 
+/* The name of LEVEL as error_log takes it ("error" ... "debug"). */
+const char *xg_log_level_name(int level);
+
 /*
  * Appends the OpenSSL error queue (and drains it) to BUF as "; "-joined
  * reason strings. Returns BUF.

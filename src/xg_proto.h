@@ -88,6 +88,12 @@ struct xg_proto_module {
      * must then say client_auth=off (or inherit `client_auth off;`).
      */
     int                       trusts_clients;
+
+    /*
+     * Its directives for `exgate -T`, given the object create_conf made
+     * (NULL: generic setters only). Never writes a secret's value.
+     */
+    xg_conf_dump_cb dump;
 };
 
 /* The protocol modules compiled in (NULL-terminated). */

@@ -59,6 +59,8 @@ struct xg_reconnect_policy {
         const struct xg_reconnect_env *env);
     /* A short description of CONF for the start-up log. */
     void   (*describe)(const void *conf, char *buf, size_t len);
+    /* Its directives for `exgate -T` (NULL: generic setters only). */
+    xg_conf_dump_cb dump;
 };
 
 /* The policies compiled in (NULL-terminated), and a lookup by name. */
@@ -70,6 +72,8 @@ extern const struct xg_reconnect_policy xg_reconnect_fixed;
 
 /* The module that owns the upstream-context directives (xg_module.c). */
 extern const struct xg_module xg_reconnect_module;
+/* The directives inside `breaker { ... }` (context XG_CONF_BREAKER). */
+extern const struct xg_command xg_reconnect_breaker_commands[];
 
 /* Defaults when an upstream has no `reconnect` or `stable` directive. */
 #define XG_RECONNECT_DEFAULT_STABLE_MS  10000

@@ -73,6 +73,8 @@ struct dr_conf {
     uint64_t           queue_timeout_ms;
     struct xg_stale   *stale;            /* in conf order: first match */
     size_t             nstale;
+    char              *auth_id_src;      /* env:/file: of the id, or NULL */
+    char              *auth_secret_src;  /* env:/file: of the secret (-T) */
 };
 
 /*
@@ -3947,7 +3949,8 @@ static void *
 dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
 {
     static const struct dr_conf defaults = {
-        DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, 1000, 30000, NULL, 0
+        DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, 1000, 30000, NULL, 0,
+        NULL, NULL
     };
     struct dr *d = xg_calloc(1, sizeof(*d));
     d->up = up;
@@ -4051,6 +4054,8 @@ dr_conf_free(void *p)
     }
     free(c->auth_secret);
     free(c->auth_scope);
+    free(c->auth_id_src);
+    free(c->auth_secret_src);
     for (size_t i = 0; i < c->nstale; i++) {
         free(c->stale[i].pattern);
     }
@@ -4093,6 +4098,7 @@ dr_set_auth(struct xg_conf *cf, const struct xg_conf_stmt *st,
         if (c->auth_id == NULL) {
             return XG_ERROR;
         }
+        c->auth_id_src = xg_conf_secret_source(st, st->args[2]);
     } else {
         c->auth_id = xg_strdup(st->args[2]);
     }
@@ -4101,6 +4107,7 @@ dr_set_auth(struct xg_conf *cf, const struct xg_conf_stmt *st,
         return XG_ERROR;
     }
     c->auth_secret = secret;
+    c->auth_secret_src = xg_conf_secret_source(st, st->args[3]);
     return XG_OK;
 }
 
@@ -4170,6 +4177,50 @@ static const struct xg_command dr_commands[] = {
     XG_CONF_NULL_COMMAND
 };
 
+/*
+ * auth, auth_scope and stale for `exgate -T`; the others are generic.
+ * The id and the secret of `auth` are shown by source, never by value
+ * (a plain id is not a secret and is shown as written).
+ */
+static int
+dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
+    const void *conf)
+{
+    const struct dr_conf *c = conf;
+    char buf[32];
+    size_t i;
+
+    if (cmd->set == dr_set_auth) {
+        if (c->auth == DR_AUTH_NONE) {
+            xg_conf_dump_comment(d, "%s: not set (public data only)",
+                cmd->name);
+            return XG_OK;
+        }
+        xg_conf_dump_words(d, cmd->name, c->auth == DR_AUTH_SIGNATURE
+            ? "client_signature" : "client_credentials",
+            c->auth_id_src != NULL ? c->auth_id_src : c->auth_id,
+            c->auth_secret_src, NULL);
+    } else if (cmd->set == dr_set_auth_scope) {
+        if (c->auth_scope == NULL) {
+            xg_conf_dump_comment(d, "%s: not set (the exchange's default, "
+                "connection)", cmd->name);
+        } else {
+            xg_conf_dump_words(d, cmd->name, c->auth_scope, NULL);
+        }
+    } else if (cmd->set == dr_set_stale) {
+        if (c->nstale == 0) {
+            xg_conf_dump_comment(d, "%s: none", cmd->name);
+        }
+        for (i = 0; i < c->nstale; i++) {
+            xg_conf_dump_words(d, cmd->name, c->stale[i].pattern,
+                xg_conf_fmt_duration(c->stale[i].ms, buf, sizeof(buf)), NULL);
+        }
+    } else {
+        return XG_AGAIN;
+    }
+    return XG_OK;
+}
+
 const struct xg_proto_module xg_proto_deribit = {
     "deribit",
     dr_commands,
@@ -4187,5 +4238,6 @@ const struct xg_proto_module xg_proto_deribit = {
     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,"
     "\"message\":\"request entity too large\"}}",
     "/ws/api/v2",   /* Deribit's own path: a bot changes only the host */
-    0
+    0,
+    dr_dump
 };

@@ -86,7 +86,7 @@ static const struct xg_command reconnect_commands[] = {
     XG_CONF_NULL_COMMAND
 };
 
-static const struct xg_command breaker_commands[] = {
+const struct xg_command xg_reconnect_breaker_commands[] = {
     { "failures", XG_CONF_BREAKER | XG_CONF_TAKE1, xg_conf_set_uint,
       offsetof(struct xg_breaker_conf, failures), &failures_bounds },
     { "window", XG_CONF_BREAKER | XG_CONF_TAKE1, xg_conf_set_duration,
@@ -96,10 +96,14 @@ static const struct xg_command breaker_commands[] = {
     XG_CONF_NULL_COMMAND
 };
 
+static int reconnect_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
+    const void *conf);
+
 /* Listed in xg_modules[] (src/xg_module.c). */
 const struct xg_module xg_reconnect_module = {
     "reconnect",
-    reconnect_commands
+    reconnect_commands,
+    reconnect_dump
 };
 
 static int
@@ -147,7 +151,9 @@ set_breaker(struct xg_conf *cf, const struct xg_conf_stmt *st,
 {
     struct xg_upstream_conf *uc = conf;
     struct xg_breaker_conf bc;
-    const struct xg_command *tables[2] = { breaker_commands, NULL };
+    const struct xg_command *tables[2] = {
+        xg_reconnect_breaker_commands, NULL
+    };
 
     bc.enabled = 1;
     bc.failures = XG_BREAKER_DEFAULT_FAILURES;
@@ -160,6 +166,63 @@ set_breaker(struct xg_conf *cf, const struct xg_conf_stmt *st,
         return XG_ERROR;
     }
     uc->breaker = bc;
+    return XG_OK;
+}
+
+/*
+ * The upstream-context directives for `exgate -T`, with the defaults the
+ * supervisor applies (xg_reconnect_init()) written out: the exponential
+ * policy when there is no `reconnect`, `stable` 10s when it is 0.
+ */
+static int
+reconnect_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
+    const void *conf)
+{
+    const struct xg_upstream_conf *uc = conf;
+    const struct xg_reconnect_policy *policy = uc->reconnect;
+    const void *pc = uc->reconnect_conf;
+    void *defaults = NULL;
+    char buf[32];
+
+    if (cmd->set == set_reconnect) {
+        if (policy == NULL || pc == NULL) {
+            policy = &xg_reconnect_exponential;
+            defaults = xg_calloc(1, policy->conf_size);
+            policy->init_conf(defaults);
+            pc = defaults;
+        }
+        xg_conf_dump_begin(d);
+        xg_conf_dump_word(d, cmd->name);
+        xg_conf_dump_word(d, policy->name);
+        xg_conf_dump_open(d);
+        xg_conf_dump_table(d, policy->commands, XG_CONF_RECONNECT,
+            policy->dump, pc);
+        xg_conf_dump_close(d);
+        free(defaults);
+    } else if (cmd->set == set_breaker) {
+        if (!uc->breaker.enabled) {
+            xg_conf_dump_comment(d, "%s: off", cmd->name);
+            return XG_OK;
+        }
+        xg_conf_dump_begin(d);
+        xg_conf_dump_word(d, cmd->name);
+        xg_conf_dump_open(d);
+        xg_conf_dump_table(d, xg_reconnect_breaker_commands, XG_CONF_BREAKER,
+            NULL, &uc->breaker);
+        xg_conf_dump_close(d);
+    } else if (cmd->offset == offsetof(struct xg_upstream_conf, stable_ms)
+        && cmd->set == xg_conf_set_duration)
+    {
+        xg_conf_dump_words(d, cmd->name, xg_conf_fmt_duration(uc->stable_ms
+            ? uc->stable_ms : XG_RECONNECT_DEFAULT_STABLE_MS, buf,
+            sizeof(buf)), NULL);
+    } else if (cmd->offset == offsetof(struct xg_upstream_conf, max_attempts)
+        && cmd->set == xg_conf_set_uint && uc->max_attempts == 0)
+    {
+        xg_conf_dump_comment(d, "%s: not set (unlimited)", cmd->name);
+    } else {
+        return XG_AGAIN;
+    }
     return XG_OK;
 }
 

@@ -194,6 +194,39 @@ exponential_describe(const void *conf, char *buf, size_t len)
         jitter_names[c->jitter]);
 }
 
+/* multiplier and jitter for `exgate -T`; initial and max are generic. */
+static int
+exponential_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
+    const void *conf)
+{
+    const struct xg_reconnect_exponential_conf *c = conf;
+    char buf[32];
+    int prec;
+
+    if (cmd->set == set_multiplier) {
+        /* the shortest text that reads back as the same double */
+        for (prec = 1; prec < 17; prec++) {
+            snprintf(buf, sizeof(buf), "%.*f", prec, c->multiplier);
+            if (strtod(buf, NULL) == c->multiplier) {
+                break;
+            }
+        }
+        /* "2.0" -> "2": set_multiplier takes digits and one dot */
+        while (strchr(buf, '.') != NULL && buf[strlen(buf) - 1] == '0') {
+            buf[strlen(buf) - 1] = '\0';
+        }
+        if (buf[strlen(buf) - 1] == '.') {
+            buf[strlen(buf) - 1] = '\0';
+        }
+        xg_conf_dump_words(d, cmd->name, buf, NULL);
+    } else if (cmd->set == set_jitter) {
+        xg_conf_dump_words(d, cmd->name, jitter_names[c->jitter], NULL);
+    } else {
+        return XG_AGAIN;
+    }
+    return XG_OK;
+}
+
 /* The exponential policy, listed in xg_reconnect_policies[]. */
 const struct xg_reconnect_policy xg_reconnect_exponential = {
     "exponential",
@@ -202,5 +235,6 @@ const struct xg_reconnect_policy xg_reconnect_exponential = {
     exponential_init_conf,
     exponential_check_conf,
     exponential_next_delay,
-    exponential_describe
+    exponential_describe,
+    exponential_dump
 };

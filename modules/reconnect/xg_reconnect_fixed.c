@@ -59,5 +59,6 @@ const struct xg_reconnect_policy xg_reconnect_fixed = {
     fixed_init_conf,
     NULL,
     fixed_next_delay,
-    fixed_describe
+    fixed_describe,
+    NULL
 };

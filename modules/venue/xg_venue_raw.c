@@ -27,6 +27,7 @@
 
 struct raw_conf {
     char          **on_open;        /* sent first on every connection */
+    char          **on_open_src;    /* env:/file: of each, or NULL (-T) */
     size_t          non_open;
     char          **replay;         /* substrings that mark a replay text */
     size_t          nreplay;
@@ -442,7 +443,7 @@ static void *
 raw_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
 {
     static const struct raw_conf defaults = {
-        NULL, 0, NULL, 0, 1000, 30000, 1024
+        .queue_limit = 1000, .queue_timeout_ms = 30000, .replay_limit = 1024
     };
     struct raw *r = xg_calloc(1, sizeof(*r));
 
@@ -492,8 +493,10 @@ raw_conf_free(void *p)
         /* a login message may hold a key */
         OPENSSL_cleanse(c->on_open[i], strlen(c->on_open[i]));
         free(c->on_open[i]);
+        free(c->on_open_src[i]);
     }
     free(c->on_open);
+    free(c->on_open_src);
     for (i = 0; i < c->nreplay; i++) {
         free(c->replay[i]);
     }
@@ -559,6 +562,10 @@ raw_set_on_open(struct xg_conf *cf, const struct xg_conf_stmt *st,
         free(text);
         return xg_conf_error(cf, st, "\"on_open\": %s", why);
     }
+    c->on_open_src = xg_realloc(c->on_open_src,
+        (c->non_open + 1) * sizeof(*c->on_open_src));
+    c->on_open_src[c->non_open] = text != NULL && (strncmp(a, "env:", 4) == 0
+        || strncmp(a, "file:", 5) == 0) ? xg_conf_secret_source(st, a) : NULL;
     raw_strv_add(&c->on_open, &c->non_open, text);
     return XG_OK;
 }
@@ -583,6 +590,38 @@ static const struct xg_command raw_commands[] = {
     XG_CONF_NULL_COMMAND
 };
 
+/*
+ * replay and on_open for `exgate -T` (the others are generic). An on_open
+ * read from env:/file: is shown by its source, never by its text.
+ */
+static int
+raw_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
+    const void *conf)
+{
+    const struct raw_conf *c = conf;
+    size_t i;
+
+    if (cmd->set == raw_set_replay) {
+        if (c->nreplay == 0) {
+            xg_conf_dump_comment(d, "%s: none", cmd->name);
+        }
+        for (i = 0; i < c->nreplay; i++) {
+            xg_conf_dump_words(d, cmd->name, c->replay[i], NULL);
+        }
+    } else if (cmd->set == raw_set_on_open) {
+        if (c->non_open == 0) {
+            xg_conf_dump_comment(d, "%s: none", cmd->name);
+        }
+        for (i = 0; i < c->non_open; i++) {
+            xg_conf_dump_words(d, cmd->name, c->on_open_src[i] != NULL
+                ? c->on_open_src[i] : c->on_open[i], NULL);
+        }
+    } else {
+        return XG_AGAIN;
+    }
+    return XG_OK;
+}
+
 const struct xg_proto_module xg_proto_raw = {
     "raw",
     raw_commands,
@@ -599,5 +638,6 @@ const struct xg_proto_module xg_proto_raw = {
     raw_client_close,
     NULL,       /* client_too_big: the close says it */
     "/*",       /* any path: clients keep their own URL scheme */
-    1           /* no in-band client auth: listeners say client_auth=off */
+    1,          /* no in-band client auth: listeners say client_auth=off */
+    raw_dump
 };

@@ -169,4 +169,131 @@ kill -TERM $pid
 wait $pid; rc=$?
 pid=
 [ $rc -eq 0 ] || fail "exit $rc after SIGTERM (warn conf)"
+
+# -T: the effective configuration. Every directive of the tables
+# (t/unit/list_directives) is written, includes are expanded, secrets
+# appear by source only, and the output is a conf that -t accepts and
+# that -T writes again unchanged (a fixed point), read from another
+# directory so that nothing in it is relative to the original file.
+L=$B/t/unit/list_directives
+[ -x "$L" ] || fail "$L not built"
+names=$("$L") || fail "list_directives"
+T=$tmp/T
+mkdir -p "$T/conf.d" "$T/sub" "$tmp/elsewhere"
+printf 'fIlEsEcReT-api\n' > "$T/api.secret"
+printf 'fIlEsEcReT-bot\n' > "$T/sub/bot.secret"
+chmod 600 "$T/api.secret" "$T/sub/bot.secret"
+: > "$T/ca.pem"
+export XG_T_ID=eNvId-1234 XG_T_SECRET=eNvSeCrEt-upstream XG_T_BOT=eNvSeCrEt-bot
+cat > "$T/main.conf" <<CONF
+error_log $T/x.log warn;
+allow_remote off;
+admin 127.0.0.1:8610;
+client_credentials bot-a env:XG_T_BOT;
+client_credentials bot-b file:sub/bot.secret;
+client_auth on;
+client_max_message 2m;
+client_output_limit 16m 4m 30s;
+client_rate 50;
+client_max_channels 500;
+unsubscribe_linger 2s;
+include conf.d/*.conf;
+listen 127.0.0.1:8600 websocket upstream=a path=/ws/api/v2 max_clients=10 sndbuf=64k client_auth=off;
+listen 127.0.0.1:8601 tcp upstream=b client_credentials=bot-c:env:XG_T_BOT client_credentials=bot-d:file:sub/bot.secret;
+CONF
+cat > "$T/conf.d/a.conf" <<'CONF'
+upstream a {
+    url wss://test.deribit.com:8443/ws/api/v2?x=1;
+    protocol deribit;
+    tls_ca ../ca.pem;
+    tls_verify off;
+    header X-Api "a b;c";
+    header X-Two "it's \"q\"";
+    max_message 1m;
+    ping 3s;
+    ping_timeout 9s;
+    idle_timeout 20s;
+    connect_timeout 4s;
+    handshake_timeout 5s;
+    restore_timeout 6s;
+    close_timeout 2500ms;
+    reconnect exponential { initial 100ms; max 20s; multiplier 1.5; jitter decorrelated; }
+    breaker { failures 3; window 10s; open 5s; }
+    stable 2s;
+    max_attempts 7;
+    auth client_signature env:XG_T_ID file:../api.secret;
+    auth_scope session:bots;
+    heartbeat 15s;
+    cancel_on_disconnect on;
+    request_timeout 5s;
+    queue_limit 100;
+    queue_timeout 10s;
+    stale "book.*" 90s;
+    stale trades.* 2m;
+}
+CONF
+cat > "$T/conf.d/b.conf" <<'CONF'
+upstream b {
+    url ws://127.0.0.1:9/ws/api/v2;
+    protocol deribit;
+    reconnect fixed { delay 2s; }
+    auth client_credentials plainid env:XG_T_SECRET;
+}
+CONF
+cat > "$T/conf.d/c.conf" <<'CONF'
+upstream c {
+    url ws://127.0.0.1:9/feed;
+    protocol raw;
+    on_open env:XG_T_SECRET;
+    on_open '{"op":"hello"}';
+    replay '"op":"subscribe"';
+    replay_limit 50;
+    queue_limit 20;
+    queue_timeout 3s;
+}
+CONF
+secrets='fIlEsEcReT|eNvSeCrEt|eNvId-1234'
+# -T reads the conf from another directory than its own
+(cd "$tmp/elsewhere" && $X -T -c "$T/main.conf" > "$tmp/dump1" 2> "$tmp/dump1.err") \
+    || fail "-T full conf: $(cat "$tmp/dump1.err")"
+grep -Eq "$secrets" "$tmp/dump1" "$tmp/dump1.err" && fail "-T shows a secret"
+while read -r ctx name; do
+    if [ "$name" = include ]; then
+        grep -Eq '^\s*include( |;)' "$tmp/dump1" && fail "-T kept an include"
+        continue
+    fi
+    grep -Eq "^\s*$name( |;|\$)" "$tmp/dump1" || fail "-T lacks \"$name\" ($ctx)"
+done <<< "$names"
+for want in "auth client_signature env:XG_T_ID file:$T/conf.d/../api.secret;" \
+    "on_open env:XG_T_SECRET;" \
+    "auth client_credentials plainid env:XG_T_SECRET;" \
+    "client_credentials bot-a env:XG_T_BOT;" \
+    "client_credentials bot-b file:$T/sub/bot.secret;" \
+    "client_credentials=bot-c:env:XG_T_BOT client_credentials=bot-d:file:$T/sub/bot.secret;" \
+    "tls_ca $T/conf.d/../ca.pem;" 'header X-Api "a b;c";' "header X-Two \"it's \\\"q\\\"\";" \
+    'close_timeout 2500ms;' 'multiplier 1.5;' 'stale book.* 90s;' \
+    'stale trades.* 120s;' 'url wss://test.deribit.com:8443/ws/api/v2?x=1;'
+do
+    grep -qF -- "$want" "$tmp/dump1" || fail "-T lacks: $want"
+done
+cp "$tmp/dump1" "$tmp/elsewhere/dumped.conf"
+out=$($X -t -c "$tmp/elsewhere/dumped.conf" 2>&1) || fail "-t on the -T output: $out"
+$X -T -c "$tmp/elsewhere/dumped.conf" > "$tmp/dump2" 2>/dev/null || fail "-T of the -T output"
+cmp -s "$tmp/dump1" "$tmp/dump2" || fail "-T is not a fixed point: $(diff "$tmp/dump1" "$tmp/dump2")"
+
+# The default conf: every directive that applies to it is written, as a
+# value or as a "# NAME: not set" comment; the fixed policy's does not
+# apply (it uses exponential), nor include.
+$X -T -c "$S/conf/exgate.conf" > "$tmp/dump3" 2>/dev/null || fail "-T default conf"
+while read -r ctx name; do
+    # the default conf has a deribit upstream: raw's directives do not apply
+    case "$ctx" in reconnect:fixed|upstream:raw|any) continue ;; esac
+    grep -Eq "^\s*(# )?$name( |;|:|\$)" "$tmp/dump3" \
+        || fail "-T of the default conf lacks \"$name\" ($ctx)"
+done <<< "$names"
+cp "$tmp/dump3" "$tmp/elsewhere/default.conf"
+out=$($X -t -c "$tmp/elsewhere/default.conf" 2>&1) || fail "-t on -T of the default conf: $out"
+$X -T -c "$tmp/elsewhere/default.conf" > "$tmp/dump4" 2>/dev/null || fail "-T again"
+cmp -s "$tmp/dump3" "$tmp/dump4" || fail "-T of the default conf is not a fixed point"
+$X -T -c "$tmp/bad.conf" > "$tmp/dump5" 2>&1; [ $? -eq 1 ] || fail "-T on a bad conf must exit 1"
 echo "PASS"

@@ -1142,6 +1142,144 @@ START_TEST(t_default_conf_file)
 }
 END_TEST
 
+/* ---- exgate -T (xg_conf_dump.c) ---------------------------------------- */
+
+/* MC dumped as conf text (caller frees). */
+static char *
+dump(const struct xg_main_conf *mc)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&text, &len);
+
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_int_eq(xg_conf_dump(fp, mc), XG_OK);
+    fclose(fp);
+    return text;
+}
+
+START_TEST(t_dump_values_read_back)
+{
+    static const uint64_t ms[] = { 0, 1, 250, 999, 1000, 1500, 60000, 90000,
+        3600000, 7200000, 86400000, 3601000 };
+    static const uint64_t bytes[] = { 0, 1, 1023, 1024, 1536, 65536,
+        16777216, 1073741824, 1073741825 };
+    char buf[64];
+    uint64_t v;
+    size_t i;
+
+    ck_assert_str_eq(xg_conf_fmt_duration(0, buf, sizeof(buf)), "0s");
+    ck_assert_str_eq(xg_conf_fmt_duration(250, buf, sizeof(buf)), "250ms");
+    ck_assert_str_eq(xg_conf_fmt_duration(60000, buf, sizeof(buf)), "60s");
+    ck_assert_str_eq(xg_conf_fmt_duration(7200000, buf, sizeof(buf)), "2h");
+    ck_assert_str_eq(xg_conf_fmt_size(0, buf, sizeof(buf)), "0");
+    ck_assert_str_eq(xg_conf_fmt_size(1536, buf, sizeof(buf)), "1536");
+    ck_assert_str_eq(xg_conf_fmt_size(16777216, buf, sizeof(buf)), "16m");
+    for (i = 0; i < XG_NELEM(ms); i++) {
+        ck_assert_int_eq(xg_conf_parse_duration(xg_conf_fmt_duration(ms[i],
+            buf, sizeof(buf)), &v), XG_OK);
+        ck_assert_uint_eq(v, ms[i]);
+    }
+    for (i = 0; i < XG_NELEM(bytes); i++) {
+        ck_assert_int_eq(xg_conf_parse_size(xg_conf_fmt_size(bytes[i], buf,
+            sizeof(buf)), &v), XG_OK);
+        ck_assert_uint_eq(v, bytes[i]);
+    }
+}
+END_TEST
+
+START_TEST(t_dump_urls_and_addresses)
+{
+    static const char *in[] = {
+        "wss://www.deribit.com/ws/api/v2", "ws://127.0.0.1:8080/x?a=1&b=2",
+        "wss://[::1]:9443/ws", "ws://[::1]/", "wss://h:443/p"
+    };
+    static const char *out[] = {
+        "wss://www.deribit.com/ws/api/v2", "ws://127.0.0.1:8080/x?a=1&b=2",
+        "wss://[::1]:9443/ws", "ws://[::1]/", "wss://h/p"
+    };
+    struct xg_url u;
+    struct xg_addr a;
+    char buf[2048];
+    size_t i;
+
+    for (i = 0; i < XG_NELEM(in); i++) {
+        ck_assert_int_eq(xg_conf_parse_url(in[i], &u), XG_OK);
+        ck_assert_str_eq(xg_conf_fmt_url(&u, buf, sizeof(buf)), out[i]);
+    }
+    ck_assert_int_eq(xg_conf_parse_addr("[::1]:8600", &a), XG_OK);
+    ck_assert_str_eq(xg_conf_fmt_addr(&a, buf, sizeof(buf)), "[::1]:8600");
+}
+END_TEST
+
+/* Words that need quoting come back as they were, and a second dump of
+   the dump is the same text. */
+START_TEST(t_dump_round_trip)
+{
+    struct xg_main_conf *mc, *again;
+    char *one, *two;
+
+    mc = load(
+        "upstream u {\n"
+        "    url ws://127.0.0.1:1/ws;\n"
+        "    header X-A \"semi; brace{ } hash# quote\\\" apos' back\\\\slash\";\n"
+        "    header X-B \"tab\\there\";\n"
+        "    header X-C \"\";\n"
+        "    ping 0ms;\n"
+        "    reconnect exponential { multiplier 1.25; jitter equal; }\n"
+        "}\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    one = dump(mc);
+    again = load(one);
+    ck_assert_msg(again != NULL, "the dump does not load: %s\n%s",
+        errs ? errs : "", one);
+    ck_assert_int_eq(again->upstreams->nheaders, 3);
+    ck_assert_str_eq(again->upstreams->headers[0].value,
+        "semi; brace{ } hash# quote\" apos' back\\slash");
+    ck_assert_str_eq(again->upstreams->headers[1].value, "tab\there");
+    ck_assert_str_eq(again->upstreams->headers[2].value, "");
+    ck_assert_uint_eq(again->upstreams->ping_ms, 0);
+    two = dump(again);
+    ck_assert_str_eq(one, two);
+    ck_assert_ptr_nonnull(strstr(one, "    multiplier 1.25;\n"));
+    ck_assert_ptr_nonnull(strstr(one, "    # breaker: off\n"));
+    ck_assert_ptr_nonnull(strstr(one, "# listen: none\n"));
+    free(one);
+    free(two);
+    xg_conf_free(again);
+    xg_conf_free(mc);
+}
+END_TEST
+
+/* A secret is shown by its source, never its value. */
+START_TEST(t_dump_secret_by_source)
+{
+    struct xg_main_conf *mc;
+    char *text;
+
+    setenv("XG_CHECK_DUMP_SECRET", "vAlUe-never-shown", 1);
+    write_file("s.secret", "fIlE-never-shown\n", 0600);
+    write_file("d.conf",
+        "upstream d { url ws://127.0.0.1:1/; protocol deribit;\n"
+        "    auth client_credentials env:XG_CHECK_DUMP_SECRET file:s.secret; }\n"
+        "client_credentials bot file:s.secret;\n"
+        "listen 127.0.0.1:8600 tcp upstream=d "
+        "client_credentials=b2:env:XG_CHECK_DUMP_SECRET;\n", 0644);
+    mc = load_file("d.conf");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    text = dump(mc);
+    ck_assert_ptr_null(strstr(text, "never-shown"));
+    ck_assert_ptr_nonnull(strstr(text, "auth client_credentials "
+        "env:XG_CHECK_DUMP_SECRET file:/"));
+    ck_assert_ptr_nonnull(strstr(text, "/s.secret;\n"));
+    ck_assert_ptr_nonnull(strstr(text,
+        "client_credentials=b2:env:XG_CHECK_DUMP_SECRET;"));
+    free(text);
+    xg_conf_free(mc);
+    unsetenv("XG_CHECK_DUMP_SECRET");
+}
+END_TEST
+
 static Suite *
 conf_suite(void)
 {
@@ -1210,6 +1348,10 @@ conf_suite(void)
     tcase_add_test(tc, t_secret_literal_refused);
     tcase_add_test(tc, t_tls_ca_relative_to_conf);
     tcase_add_test(tc, t_default_conf_file);
+    tcase_add_test(tc, t_dump_values_read_back);
+    tcase_add_test(tc, t_dump_urls_and_addresses);
+    tcase_add_test(tc, t_dump_round_trip);
+    tcase_add_test(tc, t_dump_secret_by_source);
     suite_add_tcase(s, tc);
     return s;
 }

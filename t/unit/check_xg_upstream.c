@@ -220,7 +220,7 @@ tp_status(void *p, json_t *o)
 
 static const struct xg_proto_module tp_module = {
     "test", NULL, NULL, tp_create, tp_destroy, tp_on_open, tp_on_message,
-    tp_on_down, tp_on_stop, tp_status, NULL, NULL, NULL
+    tp_on_down, tp_on_stop, tp_status, NULL, NULL, NULL, NULL
 };
 
 /* ---- fixtures and helpers ----------------------------------------------- */
