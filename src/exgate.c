@@ -11,6 +11,7 @@
 #include "xg_conf.h"
 #include "xg_log.h"
 #include "xg_admin.h"
+#include "xg_client.h"
 #include "xg_upstream.h"
 #include "xg_listen.h"
 
@@ -33,6 +34,7 @@
 struct xg_main {
     struct event_base   *base;
     struct evdns_base   *dns;
+    struct xg_fanout    *fo;        /* the loop's */
     struct xg_main_conf *conf;
     const char          *conf_path;
     struct event        *ev_term, *ev_int, *ev_hup, *ev_usr1;
@@ -226,6 +228,12 @@ main(int argc, char **argv)
     evsignal_add(m.ev_hup, NULL);
     evsignal_add(m.ev_usr1, NULL);
 
+    m.fo = xg_client_fanout_new(m.base);
+    if (m.fo == NULL) {
+        xg_log_error("exgate: cannot create the fan-out event");
+        rc = 1;
+    }
+
     /* upstreams */
     if (rc == 0 && xg_upstream_start_all(m.base, m.dns, m.conf) != XG_OK) {
         rc = 1;
@@ -234,7 +242,7 @@ main(int argc, char **argv)
     /* listeners */
     if (rc == 0) {
         xg_listen_raise_nofile();
-        if (xg_listen_start_all(m.base, m.conf) != XG_OK) {
+        if (xg_listen_start_all(m.base, m.fo, m.conf) != XG_OK) {
             rc = 1;
         }
     }
@@ -258,6 +266,7 @@ main(int argc, char **argv)
 
     xg_admin_free(m.admin);
     xg_listen_free_all();
+    xg_client_fanout_free(m.fo);
     xg_upstream_free_all();
 
     event_free(m.ev_term);

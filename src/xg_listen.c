@@ -439,8 +439,8 @@ xg_listen_check(const struct xg_listen_conf *lc, char *err, size_t errlen)
 }
 
 static int
-listen_open(struct event_base *base, const struct xg_main_conf *mc,
-    const struct xg_listen_conf *lc)
+listen_open(struct event_base *base, struct xg_fanout *fo,
+    const struct xg_main_conf *mc, const struct xg_listen_conf *lc)
 {
     struct xg_listener *l;
     struct evutil_addrinfo *ai = NULL;
@@ -478,6 +478,7 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
         l->gc = l->gc_own;
     }
     l->base = base;
+    l->fo = fo;
     l->up = up;
     l->pm = pm;
     l->pp = xg_upstream_proto(up);
@@ -508,12 +509,13 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
 }
 
 int
-xg_listen_start_all(struct event_base *base, const struct xg_main_conf *mc)
+xg_listen_start_all(struct event_base *base, struct xg_fanout *fo,
+    const struct xg_main_conf *mc)
 {
     const struct xg_listen_conf *lc;
 
     for (lc = mc->listens; lc != NULL; lc = lc->next) {
-        if (listen_open(base, mc, lc) != XG_OK) {
+        if (listen_open(base, fo, mc, lc) != XG_OK) {
             return XG_ERROR;
         }
     }
@@ -560,7 +562,6 @@ xg_listen_free_all(void)
         free(l);
     }
     listeners = NULL;
-    xg_client_fanout_cleanup();
     xg_admin_status_unhook(xg_listen_status, NULL);
 }
 

@@ -13,15 +13,20 @@
 #include <jansson.h>
 
 struct xg_client;
+struct xg_fanout;
 struct xg_upstream;
 struct xg_proto_module;
 struct evconnlistener;
 
-/* One open listener (owned by this file; clients point back to it). */
+/*
+ * One open listener (owned by this file; clients point back to it). FO is
+ * the fan-out of BASE's loop (borrowed; never NULL).
+ */
 struct xg_listener {
     const struct xg_listen_conf  *lc;
     const struct xg_gateway_conf *gc;
     struct event_base            *base;
+    struct xg_fanout             *fo;
     struct evconnlistener        *evl;
     struct event                 *ev_resume;   /* after EMFILE */
     struct xg_upstream           *up;
@@ -69,19 +74,22 @@ int xg_listen_check(const struct xg_listen_conf *lc, char *err,
     size_t errlen);
 
 /*
- * Opens every listener of MC on BASE; each one's upstream must exist
- * already (xg_upstream_find()), and adds the gateway's /status fields.
- * Returns XG_OK, or XG_ERROR after logging (a port in use; what
- * xg_listen_check() finds is refused by the conf check before this).
+ * Opens every listener of MC on BASE, fanning out through FO (the loop's,
+ * borrowed); each one's upstream must exist already (xg_upstream_find()),
+ * and adds the gateway's /status fields. Returns XG_OK, or XG_ERROR after
+ * logging (a port in use; what xg_listen_check() finds is refused by the
+ * conf check before this).
  */
-int xg_listen_start_all(struct event_base *base, const struct xg_main_conf *mc);
+int xg_listen_start_all(struct event_base *base, struct xg_fanout *fo,
+    const struct xg_main_conf *mc);
 
 /* Closes every listener and every client (orderly stop). */
 void xg_listen_stop_all(void);
 
 /*
  * Frees every listener and tears every client down at once; call before
- * the upstreams are freed (their modules see each client leave).
+ * the upstreams are freed (their modules see each client leave) and
+ * before the fan-out.
  */
 void xg_listen_free_all(void);
 
