@@ -11,6 +11,7 @@
 #include "xg_conf.h"
 #include "xg_log.h"
 #include "xg_admin.h"
+#include "xg_client.h"
 #include "xg_upstream.h"
 #include "xg_listen.h"
 
@@ -34,15 +35,23 @@
 
 #define XG_STOP_DEADLINE_MS 5000
 
+/*
+ * The loop and what runs on it. The fan-out belongs to the loop; the
+ * upstream set, the listener set and the admin endpoint to the running
+ * configuration (a reload would build new ones beside them).
+ */
 struct xg_main {
-    struct event_base   *base;
-    struct evdns_base   *dns;
-    struct xg_main_conf *conf;
-    const char          *conf_path;
-    struct event        *ev_term, *ev_int, *ev_hup, *ev_usr1;
-    struct event        *ev_stop_deadline;
-    int                  stopping;
-    struct xg_admin     *admin;
+    struct event_base       *base;
+    struct evdns_base       *dns;
+    struct xg_fanout        *fo;
+    struct xg_main_conf     *conf;
+    const char              *conf_path;
+    struct event            *ev_term, *ev_int, *ev_hup, *ev_usr1;
+    struct event            *ev_stop_deadline;
+    int                      stopping;
+    struct xg_upstream_set  *ups;
+    struct xg_listen_set    *ls;
+    struct xg_admin         *admin;
 };
 
 static void
@@ -132,8 +141,10 @@ begin_stop(struct xg_main *m, const char *why)
     evtimer_add(m->ev_stop_deadline, &tv);
 
     /* upstreams: close each with 1000 (and listeners), then stop_done() */
-    xg_listen_stop_all();
-    xg_upstream_stop_all(on_upstreams_stopped, m);
+    if (m->ls != NULL) {
+        xg_listen_stop_all(m->ls);
+    }
+    xg_upstream_stop_all(m->ups, on_upstreams_stopped, m);
 }
 
 static void
@@ -267,24 +278,36 @@ main(int argc, char **argv)
     evsignal_add(m.ev_hup, NULL);
     evsignal_add(m.ev_usr1, NULL);
 
+    m.fo = xg_client_fanout_new(m.base);
+    if (m.fo == NULL) {
+        xg_log_error("exgate: cannot create the fan-out event");
+        rc = 1;
+    }
+
     /* upstreams */
-    if (rc == 0 && xg_upstream_start_all(m.base, m.dns, m.conf) != XG_OK) {
+    m.ups = xg_upstream_set_new();
+    if (rc == 0
+        && xg_upstream_start_all(m.ups, m.base, m.dns, m.conf) != XG_OK)
+    {
         rc = 1;
     }
 
     /* listeners */
     if (rc == 0) {
         xg_listen_raise_nofile();
-        if (xg_listen_start_all(m.base, m.conf) != XG_OK) {
+        m.ls = xg_listen_start_all(m.base, m.fo, m.conf, m.ups);
+        if (m.ls == NULL) {
             rc = 1;
         }
     }
 
     /* admin */
     if (rc == 0 && m.conf->admin_set) {
-        m.admin = xg_admin_start(m.base, &m.conf->admin);
+        m.admin = xg_admin_start(m.base, &m.conf->admin, m.ups);
         if (m.admin == NULL) {
             rc = 1;
+        } else {
+            xg_admin_status_hook(m.admin, xg_listen_status, m.ls);
         }
     }
 
@@ -300,8 +323,9 @@ main(int argc, char **argv)
     }
 
     xg_admin_free(m.admin);
-    xg_listen_free_all();
-    xg_upstream_free_all();
+    xg_listen_free_all(m.ls);
+    xg_client_fanout_free(m.fo);
+    xg_upstream_free_all(m.ups);
 
     event_free(m.ev_term);
     event_free(m.ev_int);

@@ -30,42 +30,46 @@ struct xg_admin {
     struct evhttp_bound_socket  *sock;
     unsigned                     port;
     char                         name[300];   /* "127.0.0.1:8610" */
+    const struct xg_upstream_set *ups;
+    struct {
+        xg_admin_status_cb  cb;
+        void               *arg;
+    }                            hooks[XG_ADMIN_MAX_HOOKS];
+    int                          nhooks;
 };
 
-static struct {
-    xg_admin_status_cb  cb;
-    void               *arg;
-} hooks[XG_ADMIN_MAX_HOOKS];
-static int nhooks;
-
-/* The start time for uptime_s: the first admin start or status call. */
+/*
+ * The start time for uptime_s: the first admin start or status call. The
+ * process's, not an admin endpoint's: set once, it stays when a reload
+ * replaces the endpoint.
+ */
 static uint64_t started_ms;
 
 /* See xg_admin.h. */
 int
-xg_admin_status_hook(xg_admin_status_cb cb, void *arg)
+xg_admin_status_hook(struct xg_admin *a, xg_admin_status_cb cb, void *arg)
 {
-    if (nhooks >= XG_ADMIN_MAX_HOOKS) {
+    if (a->nhooks >= XG_ADMIN_MAX_HOOKS) {
         xg_log_error("admin: too many status hooks (%d)", XG_ADMIN_MAX_HOOKS);
         return XG_ERROR;
     }
-    hooks[nhooks].cb = cb;
-    hooks[nhooks].arg = arg;
-    nhooks++;
+    a->hooks[a->nhooks].cb = cb;
+    a->hooks[a->nhooks].arg = arg;
+    a->nhooks++;
     return XG_OK;
 }
 
 /* See xg_admin.h. */
 void
-xg_admin_status_unhook(xg_admin_status_cb cb, void *arg)
+xg_admin_status_unhook(struct xg_admin *a, xg_admin_status_cb cb, void *arg)
 {
     int i;
 
-    for (i = 0; i < nhooks; i++) {
-        if (hooks[i].cb == cb && hooks[i].arg == arg) {
-            memmove(&hooks[i], &hooks[i + 1],
-                (size_t) (nhooks - i - 1) * sizeof(hooks[0]));
-            nhooks--;
+    for (i = 0; i < a->nhooks; i++) {
+        if (a->hooks[i].cb == cb && a->hooks[i].arg == arg) {
+            memmove(&a->hooks[i], &a->hooks[i + 1],
+                (size_t) (a->nhooks - i - 1) * sizeof(a->hooks[0]));
+            a->nhooks--;
             return;
         }
     }
@@ -73,7 +77,7 @@ xg_admin_status_unhook(xg_admin_status_cb cb, void *arg)
 
 /* See xg_admin.h. */
 json_t *
-xg_admin_status(void)
+xg_admin_status(const struct xg_admin *a)
 {
     json_t *root = json_object();
     int i;
@@ -84,9 +88,9 @@ xg_admin_status(void)
     json_object_set_new(root, "version", json_string(XG_VERSION));
     json_object_set_new(root, "uptime_s",
         json_real((double) (xg_now_ms() - started_ms) / 1000.0));
-    json_object_set_new(root, "upstreams", xg_upstream_status_all());
-    for (i = 0; i < nhooks; i++) {
-        hooks[i].cb(root, hooks[i].arg);
+    json_object_set_new(root, "upstreams", xg_upstream_status_all(a->ups));
+    for (i = 0; i < a->nhooks; i++) {
+        a->hooks[i].cb(root, a->hooks[i].arg);
     }
     return root;
 }
@@ -129,13 +133,14 @@ admin_method_ok(struct evhttp_request *req)
 static void
 admin_on_status(struct evhttp_request *req, void *arg)
 {
+    struct xg_admin *a = arg;
     json_t *root;
     char *s;
 
     if (!admin_method_ok(req)) {
         return;
     }
-    root = xg_admin_status();
+    root = xg_admin_status(a);
     s = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(6));
     json_decref(root);
     if (s == NULL) {
@@ -151,6 +156,7 @@ admin_on_status(struct evhttp_request *req, void *arg)
 static void
 admin_on_metrics(struct evhttp_request *req, void *arg)
 {
+    struct xg_admin *a = arg;
     struct evbuffer *out;
     json_t *root, *proc;
 
@@ -162,7 +168,7 @@ admin_on_metrics(struct evhttp_request *req, void *arg)
         evhttp_send_error(req, HTTP_INTERNAL, NULL);
         return;
     }
-    root = xg_admin_status();
+    root = xg_admin_status(a);
     proc = xg_metrics_process();
     xg_metrics_render(out, root, proc);
     json_decref(root);
@@ -200,7 +206,8 @@ admin_on_other(struct evhttp_request *req, void *arg)
 
 /* See xg_admin.h. */
 struct xg_admin *
-xg_admin_start(struct event_base *base, const struct xg_addr *addr)
+xg_admin_start(struct event_base *base, const struct xg_addr *addr,
+    const struct xg_upstream_set *ups)
 {
     struct xg_admin *a = xg_calloc(1, sizeof(*a));
     struct sockaddr_storage ss;
@@ -211,6 +218,7 @@ xg_admin_start(struct event_base *base, const struct xg_addr *addr)
     if (started_ms == 0) {
         started_ms = xg_now_ms();
     }
+    a->ups = ups;
     a->http = evhttp_new(base);
     if (a->http == NULL) {
         xg_log_error("admin: cannot create the http server");

@@ -1,8 +1,9 @@
 /*
  * xg_admin.h: the admin listener (`admin ADDR:PORT;`), an evhttp server
- * on the event loop. GET / is the status page (src/xg_status.html, built
- * in), GET /metrics the Prometheus exposition (xg_metrics.h), and
- * GET /status answers JSON:
+ * on the event loop, serving one running configuration (its upstream
+ * set). GET / is the status page (src/xg_status.html, built in),
+ * GET /metrics the Prometheus exposition (xg_metrics.h), and GET /status
+ * answers JSON:
  *
  *   {"version", "uptime_s", "upstreams": [ xg_upstream_status()... ],
  *    ...fields added by status hooks}
@@ -21,26 +22,29 @@
 #include <jansson.h>
 
 struct xg_admin;
+struct xg_upstream_set;
 
 /* Adds fields to the /status ROOT object (which already has upstreams). */
 typedef void (*xg_admin_status_cb)(json_t *root, void *arg);
 
 /*
- * Registers CB(root, ARG) to run for every /status, in registration
- * order. Works before or after xg_admin_start(). Returns XG_OK, or
- * XG_ERROR when the table (16 hooks) is full.
+ * Registers CB(root, ARG) to run for every /status of A, in registration
+ * order. Returns XG_OK, or XG_ERROR when A's table (16 hooks) is full.
  */
-int xg_admin_status_hook(xg_admin_status_cb cb, void *arg);
-/* Removes the hook registered with CB and ARG, if any. */
-void xg_admin_status_unhook(xg_admin_status_cb cb, void *arg);
+int xg_admin_status_hook(struct xg_admin *a, xg_admin_status_cb cb,
+    void *arg);
+/* Removes A's hook registered with CB and ARG, if any. */
+void xg_admin_status_unhook(struct xg_admin *a, xg_admin_status_cb cb,
+    void *arg);
 
 /*
  * Starts serving on ADDR (host and port; port 0 picks a free one, see
- * xg_admin_port()). Borrows BASE. Returns NULL, with a log line, when
- * the address cannot be bound.
+ * xg_admin_port()) the status of the upstreams UPS. Borrows BASE and UPS
+ * (both must outlive A). Returns NULL, with a log line, when the address
+ * cannot be bound.
  */
 struct xg_admin *xg_admin_start(struct event_base *base,
-    const struct xg_addr *addr);
+    const struct xg_addr *addr, const struct xg_upstream_set *ups);
 
 /* The port actually bound. */
 unsigned xg_admin_port(const struct xg_admin *a);
@@ -48,8 +52,8 @@ unsigned xg_admin_port(const struct xg_admin *a);
 /* Stops serving and frees A (NULL is fine). */
 void xg_admin_free(struct xg_admin *a);
 
-/* The /status document (new reference), as served. */
-json_t *xg_admin_status(void);
+/* A's /status document (new reference), as served. */
+json_t *xg_admin_status(const struct xg_admin *a);
 
 /* The status page, generated from src/xg_status.html at build time. */
 extern const unsigned char xg_status_html[];

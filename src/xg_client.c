@@ -131,7 +131,13 @@ tcp_send_msg(struct xg_client *c, struct xg_msg *m)
 #define FANOUT_MAX_MSGS   256
 #define FANOUT_MAX_BYTES  (256 * 1024)
 
-static struct {
+/*
+ * The batch belongs to one event loop: its end-of-pass event is made on
+ * that loop's base, and every client fanned out to through it is on that
+ * base (its listener points to it). One per loop, not one per listener
+ * set, so that clients of two sets on one loop still see one order.
+ */
+struct xg_fanout {
     const void          *key;
     struct xg_client   **to;
     size_t               nto, to_cap;
@@ -139,7 +145,7 @@ static struct {
     size_t               nmsgs;
     size_t               bytes;
     struct event        *ev;
-} fo;
+};
 
 static void output_check(struct xg_client *c);
 
@@ -151,31 +157,31 @@ client_count_out(struct xg_client *c, uint64_t n)
     c->l->messages_out += n;
 }
 
-/* Sends the held batch to its recipients. */
+/* Sends FO's held batch to its recipients. */
 void
-xg_client_fanout_flush(void)
+xg_client_fanout_flush(struct xg_fanout *fo)
 {
     const void *data[FANOUT_MAX_MSGS];
     size_t len[FANOUT_MAX_MSGS];
     struct xg_frame *frame = NULL;
     struct xg_msg *line = NULL;
     char *text;
-    size_t i, n = fo.nmsgs, off;
+    size_t i, n = fo->nmsgs, off;
 
     if (n == 0) {
         return;
     }
-    fo.nmsgs = 0;
-    fo.bytes = 0;
+    fo->nmsgs = 0;
+    fo->bytes = 0;
     if (n == 1) {
-        for (i = 0; i < fo.nto; i++) {
-            xg_client_send_msg(fo.to[i], fo.msgs[0]);
+        for (i = 0; i < fo->nto; i++) {
+            xg_client_send_msg(fo->to[i], fo->msgs[0]);
         }
-        xg_msg_unref(fo.msgs[0]);
+        xg_msg_unref(fo->msgs[0]);
         return;
     }
-    for (i = 0; i < fo.nto; i++) {
-        struct xg_client *c = fo.to[i];
+    for (i = 0; i < fo->nto; i++) {
+        struct xg_client *c = fo->to[i];
 
         if (c->closing) {
             continue;
@@ -185,8 +191,8 @@ xg_client_fanout_flush(void)
                 size_t k;
 
                 for (k = 0; k < n; k++) {
-                    data[k] = fo.msgs[k]->data;
-                    len[k] = fo.msgs[k]->len;
+                    data[k] = fo->msgs[k]->data;
+                    len[k] = fo->msgs[k]->len;
                 }
                 frame = xg_frame_texts(data, len, n);
             }
@@ -198,13 +204,13 @@ xg_client_fanout_flush(void)
                 size_t total = 0, k;
 
                 for (k = 0; k < n; k++) {
-                    total += fo.msgs[k]->len + 1;
+                    total += fo->msgs[k]->len + 1;
                 }
                 text = xg_malloc(total);
                 for (k = 0, off = 0; k < n; k++) {
-                    memcpy(text + off, fo.msgs[k]->data,
-                        fo.msgs[k]->len + 1);
-                    off += fo.msgs[k]->len + 1;
+                    memcpy(text + off, fo->msgs[k]->data,
+                        fo->msgs[k]->len + 1);
+                    off += fo->msgs[k]->len + 1;
                 }
                 /* xg_msg_new adds the last '\n' itself */
                 line = xg_msg_new(text, total - 1);
@@ -222,57 +228,72 @@ xg_client_fanout_flush(void)
     }
     xg_msg_unref(line);
     for (i = 0; i < n; i++) {
-        xg_msg_unref(fo.msgs[i]);
+        xg_msg_unref(fo->msgs[i]);
     }
 }
 
 static void
 fanout_on_pass(evutil_socket_t fd, short what, void *arg)
 {
-    xg_client_fanout_flush();
+    xg_client_fanout_flush(arg);
+}
+
+/* See xg_client.h. */
+struct xg_fanout *
+xg_client_fanout_new(struct event_base *base)
+{
+    struct xg_fanout *fo = xg_calloc(1, sizeof(*fo));
+
+    fo->ev = event_new(base, -1, 0, fanout_on_pass, fo);
+    if (fo->ev == NULL) {
+        free(fo);
+        return NULL;
+    }
+    return fo;
+}
+
+/* See xg_client.h. */
+void
+xg_client_fanout_free(struct xg_fanout *fo)
+{
+    if (fo == NULL) {
+        return;
+    }
+    xg_client_fanout_flush(fo);
+    event_free(fo->ev);
+    free(fo->to);
+    free(fo);
 }
 
 void
 xg_client_fanout(const void *key, struct xg_client *const *to, size_t n,
     const void *data, size_t len)
 {
+    struct xg_fanout *fo;
+
     if (n == 0) {
         return;
     }
-    if (fo.nmsgs > 0 && (fo.key != key || fo.nto != n
-        || memcmp(fo.to, to, n * sizeof(*to)) != 0
-        || fo.nmsgs == FANOUT_MAX_MSGS || fo.bytes + len > FANOUT_MAX_BYTES))
+    fo = to[0]->l->fo;
+    if (fo->nmsgs > 0 && (fo->key != key || fo->nto != n
+        || memcmp(fo->to, to, n * sizeof(*to)) != 0
+        || fo->nmsgs == FANOUT_MAX_MSGS
+        || fo->bytes + len > FANOUT_MAX_BYTES))
     {
-        xg_client_fanout_flush();
+        xg_client_fanout_flush(fo);
     }
-    if (fo.nmsgs == 0) {
-        if (n > fo.to_cap) {
-            fo.to_cap = n * 2;
-            fo.to = xg_realloc(fo.to, fo.to_cap * sizeof(*fo.to));
+    if (fo->nmsgs == 0) {
+        if (n > fo->to_cap) {
+            fo->to_cap = n * 2;
+            fo->to = xg_realloc(fo->to, fo->to_cap * sizeof(*fo->to));
         }
-        memcpy(fo.to, to, n * sizeof(*to));
-        fo.nto = n;
-        fo.key = key;
-        if (fo.ev == NULL) {
-            fo.ev = event_new(to[0]->l->base, -1, 0, fanout_on_pass, NULL);
-        }
-        event_active(fo.ev, EV_TIMEOUT, 1);
+        memcpy(fo->to, to, n * sizeof(*to));
+        fo->nto = n;
+        fo->key = key;
+        event_active(fo->ev, EV_TIMEOUT, 1);
     }
-    fo.msgs[fo.nmsgs++] = xg_msg_new(data, len);
-    fo.bytes += len;
-}
-
-void
-xg_client_fanout_cleanup(void)
-{
-    xg_client_fanout_flush();
-    if (fo.ev != NULL) {
-        event_free(fo.ev);
-        fo.ev = NULL;
-    }
-    free(fo.to);
-    fo.to = NULL;
-    fo.nto = fo.to_cap = 0;
+    fo->msgs[fo->nmsgs++] = xg_msg_new(data, len);
+    fo->bytes += len;
 }
 
 /* ---- teardown ---- */
@@ -283,7 +304,7 @@ client_destroy(struct xg_client *c, const char *reason)
 {
     struct xg_listener *l = c->l;
 
-    xg_client_fanout_flush();
+    xg_client_fanout_flush(l->fo);
 
     if (c->opened && l->pm->client_close != NULL) {
         c->opened = 0;
@@ -349,7 +370,7 @@ xg_client_close(struct xg_client *c, int code, const char *reason)
     if (c->closing) {
         return;
     }
-    xg_client_fanout_flush();
+    xg_client_fanout_flush(c->l->fo);
     c->closing = 1;
     c->close_code = code;
     snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
@@ -484,7 +505,7 @@ output_check(struct xg_client *c)
 int
 xg_client_send(struct xg_client *c, const void *data, size_t len)
 {
-    xg_client_fanout_flush();
+    xg_client_fanout_flush(c->l->fo);
     if (c->closing) {
         return XG_ERROR;
     }
@@ -506,7 +527,7 @@ xg_client_send(struct xg_client *c, const void *data, size_t len)
 int
 xg_client_send_msg(struct xg_client *c, struct xg_msg *m)
 {
-    xg_client_fanout_flush();
+    xg_client_fanout_flush(c->l->fo);
     if (c->closing) {
         return XG_ERROR;
     }

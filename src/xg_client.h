@@ -81,19 +81,36 @@ int xg_client_send(struct xg_client *c, const void *data, size_t len);
 int xg_client_send_msg(struct xg_client *c, struct xg_msg *m);
 
 /*
- * Fans one notification (DATA, LEN: copied) out to the N clients TO.
- * Consecutive calls with the same KEY and the same recipients are held
- * and sent at the end of the loop pass as one shared buffer, one
- * reference per client; anything else written to a client, and any
- * close, sends the held batch first, so every client sees the same order
- * as without batching.
+ * The fan-out batch of one event loop (struct xg_listener.fo points to
+ * it). Made with the loop's base and freed before it; every listener on
+ * that base shares it, so that one client never sees two orders.
+ */
+struct xg_fanout;
+
+/*
+ * A fan-out for the loop of BASE (borrowed: it must outlive the fan-out).
+ * Returns NULL when libevent cannot make its event.
+ */
+struct xg_fanout *xg_client_fanout_new(struct event_base *base);
+/*
+ * Sends FO's held batch (its recipients must still be open: any client
+ * teardown sends the batch first) and frees FO. NULL is fine. Call it
+ * after every client of the loop is freed, before the base.
+ */
+void xg_client_fanout_free(struct xg_fanout *fo);
+
+/*
+ * Fans one notification (DATA, LEN: copied) out to the N clients TO,
+ * through the fan-out of their listeners' loop. Consecutive calls with
+ * the same KEY and the same recipients are held and sent at the end of
+ * the loop pass as one shared buffer, one reference per client; anything
+ * else written to a client, and any close, sends the held batch first,
+ * so every client sees the same order as without batching.
  */
 void xg_client_fanout(const void *key, struct xg_client *const *to, size_t n,
     const void *data, size_t len);
-/* Sends the held batch now. */
-void xg_client_fanout_flush(void);
-/* Sends the held batch and frees the batching state (at exit). */
-void xg_client_fanout_cleanup(void);
+/* Sends FO's held batch now. */
+void xg_client_fanout_flush(struct xg_fanout *fo);
 
 /*
  * Starts closing C with CODE (a WebSocket close code; TCP clients just

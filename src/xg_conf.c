@@ -22,7 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define XG_CONF_MAX_INCLUDE_DEPTH  16
 #define XG_CONF_MAX_FILE           (16 * 1024 * 1024)
 #define XG_CONF_MAX_WORD           (64 * 1024)
 #define XG_CONF_MAX_NESTING        16
@@ -532,11 +531,6 @@ parse_text(struct xg_conf *cf, const char *file, const char *text, size_t len,
     return parse_block(&lx, 0, 0, out);
 }
 
-/* The files being read, for include loops. */
-#define MAX_STACK XG_CONF_MAX_INCLUDE_DEPTH
-static char *file_stack[MAX_STACK + 1];
-static int file_stack_n;
-
 static int
 parse_file(struct xg_conf *cf, const char *path, int line_of_include,
     const char *includer, struct stmt_list *out)
@@ -548,9 +542,10 @@ parse_file(struct xg_conf *cf, const char *path, int line_of_include,
     size_t got;
     int fd, i, rc;
 
-    if (file_stack_n >= MAX_STACK) {
+    if (cf->nreading >= XG_CONF_MAX_INCLUDE_DEPTH) {
         return conf_error_at(cf, includer, line_of_include,
-            "includes nested too deeply (more than %d)", MAX_STACK);
+            "includes nested too deeply (more than %d)",
+            XG_CONF_MAX_INCLUDE_DEPTH);
     }
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &sb) != 0) {
@@ -576,8 +571,8 @@ parse_file(struct xg_conf *cf, const char *path, int line_of_include,
     if (realpath(path, real) == NULL) {
         snprintf(real, sizeof(real), "%s", path);
     }
-    for (i = 0; i < file_stack_n; i++) {
-        if (strcmp(file_stack[i], real) == 0) {
+    for (i = 0; i < cf->nreading; i++) {
+        if (strcmp(cf->reading[i], real) == 0) {
             close(fd);
             return conf_error_at(cf, includer, line_of_include,
                 "include loop: \"%s\" is already being read", path);
@@ -596,9 +591,9 @@ parse_file(struct xg_conf *cf, const char *path, int line_of_include,
         got += (size_t) n;
     }
     close(fd);
-    file_stack[file_stack_n++] = real;
+    cf->reading[cf->nreading++] = real;
     rc = parse_text(cf, path, text, got, out);
-    file_stack_n--;
+    cf->nreading--;
     free(text);
     return rc;
 }
@@ -1336,7 +1331,6 @@ xg_conf_load(const char *path, char **errors)
     memset(&cf, 0, sizeof(cf));
     cf.main = xg_calloc(1, sizeof(*cf.main));
     cf.main->path = xg_strdup(path);
-    file_stack_n = 0;
     parse_file(&cf, path, 0, NULL, &root);
     return conf_finish(&cf, &root, errors);
 }
@@ -1357,7 +1351,6 @@ xg_conf_load_mem(const char *name, const char *text, size_t len,
     memset(&cf, 0, sizeof(cf));
     cf.main = xg_calloc(1, sizeof(*cf.main));
     cf.main->path = xg_strdup(name);
-    file_stack_n = 0;
     parse_text(&cf, name, text, len, &root);
     return conf_finish(&cf, &root, errors);
 }

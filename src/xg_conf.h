@@ -218,14 +218,18 @@ struct xg_main_conf {
     int                   nfiles;
 };
 
-/* The parse context. */
+#define XG_CONF_MAX_INCLUDE_DEPTH  16
+
+/* The parse context (one per load). */
 struct xg_conf {
     struct xg_main_conf  *main;
     char                 *errors;       /* "FILE:LINE: msg\n"..., malloc'd */
     size_t                errors_len;
     int                   nerrors;
     int                   nwarnings;
-    int                   include_depth;
+    /* the real paths of the files being read, for include loops */
+    const char           *reading[XG_CONF_MAX_INCLUDE_DEPTH];
+    int                   nreading;
 };
 
 /*

@@ -8,12 +8,12 @@
  * relayd does; RLIMIT_NOFILE is raised to the hard limit at start-up.
  */
 #include "xg_core.h"
-#include "xg_admin.h"
 #include "xg_client.h"
 #include "xg_client_int.h"
 #include "xg_listen.h"
 #include "xg_log.h"
 #include "xg_proto.h"
+#include "xg_upstream.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -30,7 +30,9 @@
 
 #define XG_LISTEN_PAUSE_MS 1000     /* after EMFILE */
 
-static struct xg_listener *listeners;
+struct xg_listen_set {
+    struct xg_listener *first;
+};
 
 /* ---- conf: the gateway core's main-context directives ---- */
 
@@ -521,8 +523,9 @@ xg_listen_check(const struct xg_main_conf *mc,
 }
 
 static int
-listen_open(struct event_base *base, const struct xg_main_conf *mc,
-    const struct xg_listen_conf *lc)
+listen_open(struct xg_listen_set *ls, struct event_base *base,
+    struct xg_fanout *fo, const struct xg_main_conf *mc,
+    const struct xg_upstream_set *ups, const struct xg_listen_conf *lc)
 {
     struct xg_listener *l;
     struct evutil_addrinfo *ai = NULL;
@@ -530,7 +533,7 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
     struct xg_upstream *up;
     char err[1024];
 
-    up = xg_upstream_find(lc->upstream_name);
+    up = xg_upstream_find(ups, lc->upstream_name);
     if (up == NULL) {
         xg_log_error("listener %s:%u: no running upstream \"%s\"",
             lc->addr.host, lc->addr.port, lc->upstream_name);
@@ -560,6 +563,7 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
         l->gc = l->gc_own;
     }
     l->base = base;
+    l->fo = fo;
     l->up = up;
     l->pm = pm;
     l->pp = xg_upstream_proto(up);
@@ -579,8 +583,8 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
     }
     evconnlistener_set_error_cb(l->evl, on_accept_error);
     l->ev_resume = evtimer_new(base, on_resume, l);
-    l->next = listeners;
-    listeners = l;
+    l->next = ls->first;
+    ls->first = l;
     xg_log_info("listener %s: %s clients for upstream \"%s\"%s%s", l->addr,
         lc->kind == XG_LISTEN_WEBSOCKET ? "websocket" : "tcp",
         lc->upstream_name, lc->kind == XG_LISTEN_WEBSOCKET ? " on " : "",
@@ -588,26 +592,28 @@ listen_open(struct event_base *base, const struct xg_main_conf *mc,
     return XG_OK;
 }
 
-int
-xg_listen_start_all(struct event_base *base, const struct xg_main_conf *mc)
+struct xg_listen_set *
+xg_listen_start_all(struct event_base *base, struct xg_fanout *fo,
+    const struct xg_main_conf *mc, const struct xg_upstream_set *ups)
 {
+    struct xg_listen_set *ls = xg_calloc(1, sizeof(*ls));
     const struct xg_listen_conf *lc;
 
     for (lc = mc->listens; lc != NULL; lc = lc->next) {
-        if (listen_open(base, mc, lc) != XG_OK) {
-            return XG_ERROR;
+        if (listen_open(ls, base, fo, mc, ups, lc) != XG_OK) {
+            xg_listen_free_all(ls);
+            return NULL;
         }
     }
-    xg_admin_status_hook(xg_listen_status, NULL);
-    return XG_OK;
+    return ls;
 }
 
 void
-xg_listen_stop_all(void)
+xg_listen_stop_all(struct xg_listen_set *ls)
 {
     struct xg_listener *l, *nx;
 
-    for (l = listeners; l != NULL; l = nx) {
+    for (l = ls->first; l != NULL; l = nx) {
         struct xg_client *c, *cn;
 
         nx = l->next;
@@ -624,11 +630,14 @@ xg_listen_stop_all(void)
 }
 
 void
-xg_listen_free_all(void)
+xg_listen_free_all(struct xg_listen_set *ls)
 {
     struct xg_listener *l, *nx;
 
-    for (l = listeners; l != NULL; l = nx) {
+    if (ls == NULL) {
+        return;
+    }
+    for (l = ls->first; l != NULL; l = nx) {
         nx = l->next;
         while (l->clients != NULL) {
             xg_client_free(l->clients, "exgate stopped");
@@ -640,18 +649,17 @@ xg_listen_free_all(void)
         free(l->gc_own);
         free(l);
     }
-    listeners = NULL;
-    xg_client_fanout_cleanup();
-    xg_admin_status_unhook(xg_listen_status, NULL);
+    free(ls);
 }
 
 void
 xg_listen_status(json_t *obj, void *arg)
 {
+    const struct xg_listen_set *ls = arg;
     json_t *arr = json_array();
     struct xg_listener *l;
 
-    for (l = listeners; l != NULL; l = l->next) {
+    for (l = ls->first; l != NULL; l = l->next) {
         json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}",
             "address", l->addr,
             "kind", l->lc->kind == XG_LISTEN_WEBSOCKET ? "websocket" : "tcp",

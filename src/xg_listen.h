@@ -13,15 +13,21 @@
 #include <jansson.h>
 
 struct xg_client;
+struct xg_fanout;
 struct xg_upstream;
+struct xg_upstream_set;
 struct xg_proto_module;
 struct evconnlistener;
 
-/* One open listener (owned by this file; clients point back to it). */
+/*
+ * One open listener (owned by its set; clients point back to it). FO is
+ * the fan-out of BASE's loop (borrowed; never NULL).
+ */
 struct xg_listener {
     const struct xg_listen_conf  *lc;
     const struct xg_gateway_conf *gc;
     struct event_base            *base;
+    struct xg_fanout             *fo;
     struct evconnlistener        *evl;
     struct event                 *ev_resume;   /* after EMFILE */
     struct xg_upstream           *up;
@@ -78,27 +84,37 @@ int xg_listen_check(const struct xg_main_conf *mc,
     const struct xg_listen_conf *lc, char *err, size_t errlen);
 
 /*
- * Opens every listener of MC on BASE; each one's upstream must exist
- * already (xg_upstream_find()), and adds the gateway's /status fields.
- * Returns XG_OK, or XG_ERROR after logging (a port in use; what
- * xg_listen_check() finds is refused by the conf check before this).
+ * The listeners of one running configuration and their clients. Owned
+ * by whoever runs the configuration (exgate.c), like its upstream set.
  */
-int xg_listen_start_all(struct event_base *base, const struct xg_main_conf *mc);
-
-/* Closes every listener and every client (orderly stop). */
-void xg_listen_stop_all(void);
+struct xg_listen_set;
 
 /*
- * Frees every listener and tears every client down at once; call before
- * the upstreams are freed (their modules see each client leave).
+ * Opens every listener of MC on BASE, each on its upstream in UPS (which
+ * must exist already), fanning out through FO (the loop's, borrowed).
+ * Returns the set, or NULL after logging (a port in use; what
+ * xg_listen_check() finds is refused by the conf check before this) with
+ * nothing left open.
  */
-void xg_listen_free_all(void);
+struct xg_listen_set *xg_listen_start_all(struct event_base *base,
+    struct xg_fanout *fo, const struct xg_main_conf *mc,
+    const struct xg_upstream_set *ups);
+
+/* Closes every listener of LS and every client (orderly stop). */
+void xg_listen_stop_all(struct xg_listen_set *ls);
+
+/*
+ * Frees every listener of LS and tears every client down at once, then
+ * LS (NULL is fine); call before the upstreams are freed (their modules
+ * see each client leave) and before the fan-out.
+ */
+void xg_listen_free_all(struct xg_listen_set *ls);
 
 /*
  * Adds "listeners" (address, kind, upstream, clients, messages_out,
- * slow_consumer_closes) and the totals
- * messages_out, slow_consumer_closes, client_errors to the /status object
- * OBJ (an xg_admin status hook, registered by xg_listen_start_all()).
+ * slow_consumer_closes) of the set ARG and the totals messages_out,
+ * slow_consumer_closes, client_errors to the /status object OBJ (an
+ * xg_admin status hook).
  */
 void xg_listen_status(json_t *obj, void *arg);
 

@@ -113,6 +113,5 @@ const char *xg_upstream_name(const struct xg_upstream *up);
 unsigned xg_upstream_conn_id(const struct xg_upstream *up);
 struct event_base *xg_upstream_base(const struct xg_upstream *up);
 void *xg_upstream_proto(const struct xg_upstream *up);
-struct xg_upstream *xg_upstream_find(const char *name);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * xg_upstream.c: the upstream connection state machine (see
- * xg_upstream.h), the upstream side of xg_proto.h, and the list of all
- * upstreams.
+ * xg_upstream.h), the upstream side of xg_proto.h, and the set of the
+ * upstreams of a running configuration.
  *
  * The rules it keeps (DESIGN.md sections 2 and 4):
  *  - it is the only place that reconnects: the transport reports on_down
@@ -111,10 +111,17 @@ struct xg_upstream {
     xg_upstream_stopped_cb          stopped_cb;
     void                           *stopped_arg;
 
-    struct xg_upstream             *next;
+    struct xg_upstream_set         *set;        /* NULL: in none */
+    struct xg_upstream             *next;       /* in the set */
 };
 
-static struct xg_upstream *upstreams;   /* every upstream, in conf order */
+/* The upstreams of one running configuration (see xg_upstream.h). */
+struct xg_upstream_set {
+    struct xg_upstream             *first;      /* in conf order */
+    unsigned                        stop_pending;
+    xg_upstream_stopped_cb          stop_cb;
+    void                           *stop_arg;
+};
 
 static const char *const state_names[] = {
     "idle", "connecting", "tls", "handshake", "restoring", "ready", "down",
@@ -700,7 +707,7 @@ struct xg_upstream *
 xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
     const struct xg_upstream_conf *conf, const struct xg_proto_module *proto)
 {
-    struct xg_upstream *up, **tail;
+    struct xg_upstream *up;
     char desc[256], url[1400];
 
     up = xg_calloc(1, sizeof(*up));
@@ -722,11 +729,6 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
         goto fail;
     }
     up->proto = proto;
-    /* Listed before create(): a module may look its upstream up by name. */
-    for (tail = &upstreams; *tail != NULL; tail = &(*tail)->next) {
-        /* keep conf order */
-    }
-    *tail = up;
     if (up->proto != NULL && up->proto->create != NULL) {
         up->proto_p = up->proto->create(up, conf);
         if (up->proto_p == NULL) {
@@ -814,10 +816,12 @@ xg_upstream_free(struct xg_upstream *up)
     if (up == NULL) {
         return;
     }
-    for (pp = &upstreams; *pp != NULL; pp = &(*pp)->next) {
-        if (*pp == up) {
-            *pp = up->next;
-            break;
+    if (up->set != NULL) {
+        for (pp = &up->set->first; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == up) {
+                *pp = up->next;
+                break;
+            }
         }
     }
     if (up->ws != NULL) {
@@ -1071,13 +1075,36 @@ xg_upstream_proto(const struct xg_upstream *up)
     return up->proto_p;
 }
 
-/* The upstream called NAME, or NULL. */
+/* ---- the upstreams of a configuration ---------------------------------- */
+
+/* See xg_upstream.h. */
+struct xg_upstream_set *
+xg_upstream_set_new(void)
+{
+    return xg_calloc(1, sizeof(struct xg_upstream_set));
+}
+
+/* See xg_upstream.h. */
+void
+xg_upstream_set_add(struct xg_upstream_set *set, struct xg_upstream *up)
+{
+    struct xg_upstream **tail;
+
+    for (tail = &set->first; *tail != NULL; tail = &(*tail)->next) {
+        /* keep conf order */
+    }
+    *tail = up;
+    up->next = NULL;
+    up->set = set;
+}
+
+/* See xg_upstream.h. */
 struct xg_upstream *
-xg_upstream_find(const char *name)
+xg_upstream_find(const struct xg_upstream_set *set, const char *name)
 {
     struct xg_upstream *up;
 
-    for (up = upstreams; up != NULL; up = up->next) {
+    for (up = set->first; up != NULL; up = up->next) {
         if (strcmp(up->conf->name, name) == 0) {
             return up;
         }
@@ -1085,12 +1112,10 @@ xg_upstream_find(const char *name)
     return NULL;
 }
 
-/* ---- all upstreams ------------------------------------------------------ */
-
 /* See xg_upstream.h. */
 int
-xg_upstream_start_all(struct event_base *base, struct evdns_base *dns,
-    const struct xg_main_conf *mc)
+xg_upstream_start_all(struct xg_upstream_set *set, struct event_base *base,
+    struct evdns_base *dns, const struct xg_main_conf *mc)
 {
     const struct xg_upstream_conf *uc;
     struct xg_upstream *up;
@@ -1100,73 +1125,75 @@ xg_upstream_start_all(struct event_base *base, struct evdns_base *dns,
         if (up == NULL) {
             return XG_ERROR;
         }
+        xg_upstream_set_add(set, up);
     }
-    for (up = upstreams; up != NULL; up = up->next) {
+    for (up = set->first; up != NULL; up = up->next) {
         xg_upstream_start(up);
     }
     return XG_OK;
 }
 
-static struct {
-    unsigned                pending;
-    xg_upstream_stopped_cb  cb;
-    void                   *arg;
-} stop_all;
-
 static void
 stop_all_one(void *arg)
 {
-    if (stop_all.pending > 0 && --stop_all.pending == 0
-        && stop_all.cb != NULL)
-    {
-        xg_upstream_stopped_cb cb = stop_all.cb;
+    struct xg_upstream_set *set = arg;
 
-        stop_all.cb = NULL;
-        cb(stop_all.arg);
+    if (set->stop_pending > 0 && --set->stop_pending == 0
+        && set->stop_cb != NULL)
+    {
+        xg_upstream_stopped_cb cb = set->stop_cb;
+
+        set->stop_cb = NULL;
+        cb(set->stop_arg);
     }
 }
 
 /* See xg_upstream.h. */
 void
-xg_upstream_stop_all(xg_upstream_stopped_cb cb, void *arg)
+xg_upstream_stop_all(struct xg_upstream_set *set, xg_upstream_stopped_cb cb,
+    void *arg)
 {
     struct xg_upstream *up, *next;
 
-    stop_all.cb = cb;
-    stop_all.arg = arg;
+    set->stop_cb = cb;
+    set->stop_arg = arg;
     /* One extra count, so CB cannot run before the loop has finished. */
-    stop_all.pending = 1;
-    for (up = upstreams; up != NULL; up = up->next) {
+    set->stop_pending = 1;
+    for (up = set->first; up != NULL; up = up->next) {
         if (!up->stopping) {
-            stop_all.pending++;
+            set->stop_pending++;
         }
     }
-    for (up = upstreams; up != NULL; up = next) {
+    for (up = set->first; up != NULL; up = next) {
         next = up->next;
         if (!up->stopping) {
-            xg_upstream_stop(up, stop_all_one, NULL);
+            xg_upstream_stop(up, stop_all_one, set);
         }
     }
-    stop_all_one(NULL);
+    stop_all_one(set);
 }
 
 /* See xg_upstream.h. */
 void
-xg_upstream_free_all(void)
+xg_upstream_free_all(struct xg_upstream_set *set)
 {
-    while (upstreams != NULL) {
-        xg_upstream_free(upstreams);
+    if (set == NULL) {
+        return;
     }
+    while (set->first != NULL) {
+        xg_upstream_free(set->first);
+    }
+    free(set);
 }
 
 /* See xg_upstream.h. */
 json_t *
-xg_upstream_status_all(void)
+xg_upstream_status_all(const struct xg_upstream_set *set)
 {
     struct xg_upstream *up;
     json_t *a = json_array();
 
-    for (up = upstreams; up != NULL; up = up->next) {
+    for (up = set->first; up != NULL; up = up->next) {
         json_array_append_new(a, xg_upstream_status(up));
     }
     return a;

@@ -41,10 +41,10 @@ typedef void (*xg_upstream_stopped_cb)(void *arg);
 
 /*
  * Builds an upstream from CONF (borrowed: it must outlive the upstream)
- * and its protocol module instance, and adds it to the list that
- * xg_upstream_find() searches. Borrows BASE and DNS. Nothing connects
- * until xg_upstream_start(). Returns NULL (and logs) when the protocol
- * module refuses to start.
+ * and its protocol module instance, in no set (xg_upstream_set_add()
+ * puts it in one). Borrows BASE and DNS. Nothing connects until
+ * xg_upstream_start(). Returns NULL (and logs) when the protocol module
+ * refuses to start.
  */
 struct xg_upstream *xg_upstream_create(struct event_base *base,
     struct evdns_base *dns, const struct xg_upstream_conf *conf);
@@ -71,7 +71,10 @@ void xg_upstream_start(struct xg_upstream *up);
 void xg_upstream_stop(struct xg_upstream *up, xg_upstream_stopped_cb cb,
     void *arg);
 
-/* Drops the connection at once and frees UP and its protocol instance. */
+/*
+ * Drops the connection at once and frees UP and its protocol instance
+ * (and takes UP out of its set).
+ */
 void xg_upstream_free(struct xg_upstream *up);
 
 enum xg_upstream_state xg_upstream_state(const struct xg_upstream *up);
@@ -91,17 +94,39 @@ json_t *xg_upstream_status(const struct xg_upstream *up);
 
 /* ---- every upstream of a conf ---------------------------------------- */
 
-/* Creates and starts an upstream for each in MC. XG_ERROR if any failed. */
-int xg_upstream_start_all(struct event_base *base, struct evdns_base *dns,
-    const struct xg_main_conf *mc);
+/*
+ * The upstreams of one running configuration, in conf order: what the
+ * listeners and the admin endpoint of that configuration look upstreams
+ * up in. Owned by whoever runs the configuration (exgate.c); a reload
+ * builds a second set beside the running one, so nothing here is global.
+ */
+struct xg_upstream_set;
 
-/* Stops every upstream; CB(ARG) runs once when all have stopped. */
-void xg_upstream_stop_all(xg_upstream_stopped_cb cb, void *arg);
+/* An empty set (freed with xg_upstream_free_all()). */
+struct xg_upstream_set *xg_upstream_set_new(void);
 
-/* Frees every upstream. */
-void xg_upstream_free_all(void);
+/* Puts UP (in no set yet) last in SET, which owns it from now on. */
+void xg_upstream_set_add(struct xg_upstream_set *set, struct xg_upstream *up);
 
-/* A JSON array of every upstream's status object (new reference). */
-json_t *xg_upstream_status_all(void);
+/* SET's upstream called NAME, or NULL. */
+struct xg_upstream *xg_upstream_find(const struct xg_upstream_set *set,
+    const char *name);
+
+/*
+ * Creates an upstream for each in MC, in SET, and starts them. XG_ERROR
+ * (logged) if any failed; those made stay in SET.
+ */
+int xg_upstream_start_all(struct xg_upstream_set *set, struct event_base *base,
+    struct evdns_base *dns, const struct xg_main_conf *mc);
+
+/* Stops every upstream of SET; CB(ARG) runs once when all have stopped. */
+void xg_upstream_stop_all(struct xg_upstream_set *set,
+    xg_upstream_stopped_cb cb, void *arg);
+
+/* Frees every upstream of SET, then SET (NULL is fine). */
+void xg_upstream_free_all(struct xg_upstream_set *set);
+
+/* A JSON array of the status object of each of SET (new reference). */
+json_t *xg_upstream_status_all(const struct xg_upstream_set *set);
 
 #endif

@@ -967,6 +967,30 @@ START_TEST(t_include_loop)
 }
 END_TEST
 
+/* 16 files deep is fine (the main one counts), 17 is an error. */
+START_TEST(t_include_depth)
+{
+    struct xg_main_conf *mc;
+    char name[32], text[64];
+    int i;
+
+    for (i = 0; i < 16; i++) {
+        snprintf(name, sizeof(name), "f%d.conf", i);
+        snprintf(text, sizeof(text), "include f%d.conf;\n", i + 1);
+        write_file(name, text, 0600);
+    }
+    write_file("f16.conf", "admin 127.0.0.1:9;\n", 0600);
+    mc = load_file("f1.conf");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_int_eq(mc->admin.port, 9);
+    xg_conf_free(mc);
+    mc = load_file("f0.conf");
+    ck_assert_ptr_null(mc);
+    ck_assert_ptr_nonnull(strstr(errs,
+        "f15.conf:1: includes nested too deeply (more than 16)"));
+}
+END_TEST
+
 START_TEST(t_include_missing)
 {
     struct xg_main_conf *mc;
@@ -1339,6 +1363,7 @@ conf_suite(void)
     tcase_add_test(tc, t_include_glob);
     tcase_add_test(tc, t_include_error_names_included_file);
     tcase_add_test(tc, t_include_loop);
+    tcase_add_test(tc, t_include_depth);
     tcase_add_test(tc, t_include_missing);
     tcase_add_test(tc, t_include_arity);
     tcase_add_test(tc, t_missing_file);

@@ -227,6 +227,7 @@ static const struct xg_proto_module tp_module = {
 
 static struct xg_main_conf *mc;
 static struct xg_upstream *up;
+static struct xg_upstream_set *up_set; /* up is in it */
 static int stopped_calls;
 
 static void
@@ -264,6 +265,7 @@ setup(void)
     stopped_calls = 0;
     mc = NULL;
     up = NULL;
+    up_set = xg_upstream_set_new();
 }
 
 static void
@@ -271,7 +273,8 @@ teardown(void)
 {
     int i;
 
-    xg_upstream_free_all();
+    xg_upstream_free_all(up_set);
+    up_set = NULL;
     up = NULL;
     for (i = 0; i < srv.nconns; i++) {
         xg_ws_free(srv.conns[i].ws);
@@ -300,6 +303,7 @@ make_up(uint16_t port, const char *body, int raw)
     up = xg_upstream_create_proto(base, NULL, mc->upstreams,
         raw ? NULL : &tp_module);
     ck_assert_ptr_nonnull(up);
+    xg_upstream_set_add(up_set, up);
 }
 
 typedef int (*pred_fn)(void);
@@ -384,8 +388,8 @@ on_stopped(void *arg)
 START_TEST(restoring_then_ready)
 {
     make_up(srv.port, "", 0);
-    ck_assert_ptr_eq(xg_upstream_find("u"), up);
-    ck_assert_ptr_null(xg_upstream_find("v"));
+    ck_assert_ptr_eq(xg_upstream_find(up_set, "u"), up);
+    ck_assert_ptr_null(xg_upstream_find(up_set, "v"));
     ck_assert_str_eq(xg_upstream_name(up), "u");
     ck_assert_ptr_eq(xg_upstream_base(up), base);
     ck_assert_ptr_eq(xg_upstream_proto(up), tp_last);
@@ -578,7 +582,7 @@ START_TEST(stop_all_while_down)
     /* port 1 refuses: down, 10 s wait */
     ck_assert(run_until(is_down, 3000));
     ck_assert_uint_eq(xg_upstream_conn_id(up), 1);
-    xg_upstream_stop_all(on_stopped, NULL);
+    xg_upstream_stop_all(up_set, on_stopped, NULL);
     ck_assert_int_eq(stopped_calls, 1);
     ck_assert_int_eq(xg_upstream_state(up), XG_UP_IDLE);
 }
@@ -723,10 +727,11 @@ START_TEST(admin_status_and_hooks)
     memset(&addr, 0, sizeof(addr));
     snprintf(addr.host, sizeof(addr.host), "127.0.0.1");
     addr.port = 0;
-    a = xg_admin_start(base, &addr);
+    a = xg_admin_start(base, &addr, up_set);
     ck_assert_ptr_nonnull(a);
     ck_assert_uint_gt(xg_admin_port(a), 0);
-    ck_assert_int_eq(xg_admin_status_hook(hook_totals, &forty_two), XG_OK);
+    ck_assert_int_eq(xg_admin_status_hook(a, hook_totals, &forty_two),
+        XG_OK);
 
     http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/status");
     ck_assert_int_eq(http.code, 200);
@@ -744,7 +749,7 @@ START_TEST(admin_status_and_hooks)
         json_array_get(ups, 0), "state")), "idle");
     json_decref(doc);
 
-    xg_admin_status_unhook(hook_totals, &forty_two);
+    xg_admin_status_unhook(a, hook_totals, &forty_two);
     http_get(xg_admin_port(a), EVHTTP_REQ_GET, "/status");
     ck_assert_ptr_null(strstr(http.body, "totals"));
 
@@ -775,7 +780,7 @@ START_TEST(admin_status_and_hooks)
 
     /* A port in use is a clean NULL, not a crash. */
     addr.port = srv.port;
-    ck_assert_ptr_null(xg_admin_start(base, &addr));
+    ck_assert_ptr_null(xg_admin_start(base, &addr, up_set));
 }
 END_TEST
 

@@ -4,6 +4,7 @@
  * suite that calls exgate's own functions.
  */
 #include "xg_core.h"
+#include "xg_client.h"
 #include "xg_conf.h"
 #include "xg_jscan.h"
 #include "xg_listen.h"
@@ -33,6 +34,9 @@
 #define FX_MAX_CONNS 32
 
 static struct event_base *base;
+static struct xg_fanout *fo;    /* the loop's, as exgate.c makes it */
+static struct xg_upstream_set *ups;
+static struct xg_listen_set *ls;
 static struct event *wake;
 static struct xg_main_conf *mc;
 static json_t *kept;            /* every json handed out, freed at teardown */
@@ -713,6 +717,8 @@ fx_setup(void)
     mc = NULL;
     kept = json_array();
     base = event_base_new();
+    fo = xg_client_fanout_new(base);
+    ck_assert_ptr_nonnull(fo);
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -736,8 +742,12 @@ fx_teardown(void)
     size_t i;
     int k;
 
-    xg_listen_free_all();
-    xg_upstream_free_all();
+    xg_listen_free_all(ls);
+    ls = NULL;
+    xg_client_fanout_free(fo);
+    fo = NULL;
+    xg_upstream_free_all(ups);
+    ups = NULL;
     for (c = clients; c != NULL; c = nx) {
         nx = c->next;
         cl_close(c);
@@ -803,7 +813,9 @@ fx_start(const char *upstream_body, const char *main_body)
     ck_assert_msg(mc != NULL, "conf: %s\n%s", errors ? errors : "", text);
     free(errors);
     free(text);
-    ck_assert_int_eq(xg_upstream_start_all(base, NULL, mc), XG_OK);
-    ck_assert_int_eq(xg_listen_start_all(base, mc), XG_OK);
+    ups = xg_upstream_set_new();
+    ck_assert_int_eq(xg_upstream_start_all(ups, base, NULL, mc), XG_OK);
+    ls = xg_listen_start_all(base, fo, mc, ups);
+    ck_assert_ptr_nonnull(ls);
     close(hold);
 }

@@ -1,0 +1,293 @@
+/*
+ * check_xg_client.c: local clients and the coalescing fan-out, in process:
+ * TCP clients over socketpairs on listeners built by the test, each on an
+ * event base of its own, with a protocol module of the test's (it only
+ * counts) so that nothing else runs.
+ *
+ * The fan-out's batch and its end-of-pass event belong to one loop: a
+ * second loop (a reload building a new configuration, the fuzz harness's
+ * base per run) must get its batches delivered by its own loop, and
+ * nothing of a freed loop may be touched again.
+ */
+#include "xg_core.h"
+#include "xg_client.h"
+#include "xg_client_int.h"
+#include "xg_conf.h"
+#include "xg_listen.h"
+#include "xg_log.h"
+#include "xg_proto.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+/* ---- a protocol module that only counts --------------------------------- */
+
+static int opens, closes;
+
+static void *
+cp_client_open(void *p, struct xg_client *c)
+{
+    opens++;
+    return c;
+}
+
+static void
+cp_client_message(void *p, void *cs, const unsigned char *data, size_t len)
+{
+}
+
+static void
+cp_client_close(void *p, void *cs, const char *reason)
+{
+    closes++;
+}
+
+static const struct xg_proto_module cp_module = {
+    .name = "client-test",
+    .client_open = cp_client_open,
+    .client_message = cp_client_message,
+    .client_close = cp_client_close
+};
+
+/* ---- one loop: a base, its fan-out, a listener, one TCP client ----------- */
+
+struct loop {
+    struct event_base   *base;
+    struct xg_fanout    *fo;
+    struct xg_listener   l;
+    struct xg_client    *c;
+    int                  peer;      /* the bot's end of the socketpair */
+};
+
+static struct xg_main_conf *mc;
+
+static void
+loop_open(struct loop *lp)
+{
+    int sv[2];
+
+    memset(lp, 0, sizeof(*lp));
+    lp->base = event_base_new();
+    ck_assert_ptr_nonnull(lp->base);
+    lp->fo = xg_client_fanout_new(lp->base);
+    ck_assert_ptr_nonnull(lp->fo);
+    lp->l.lc = mc->listens;
+    lp->l.gc = xg_gateway_conf_get(mc);
+    lp->l.base = lp->base;
+    lp->l.fo = lp->fo;
+    lp->l.pm = &cp_module;
+    snprintf(lp->l.addr, sizeof(lp->l.addr), "test");
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    ck_assert_int_eq(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
+    lp->peer = sv[1];
+    lp->l.nclients++;
+    lp->c = xg_client_new_tcp(&lp->l, sv[0], NULL);
+    ck_assert_ptr_nonnull(lp->c);
+}
+
+/*
+ * Frees LP's clients and its fan-out; the base stays (see loop_free), as
+ * a base outlives what was made on it.
+ */
+static void
+loop_close(struct loop *lp)
+{
+    while (lp->l.clients != NULL) {
+        xg_client_free(lp->l.clients, "test done");
+    }
+    xg_client_fanout_free(lp->fo);
+    lp->fo = NULL;
+    close(lp->peer);
+}
+
+static void
+loop_free(struct loop *lp)
+{
+    event_base_free(lp->base);
+}
+
+/* One pass of LP's loop (what runs at the end of a pass runs). */
+static void
+loop_pass(struct loop *lp)
+{
+    event_base_loop(lp->base, EVLOOP_NONBLOCK);
+}
+
+/* What the bot of LP has received so far ("" when nothing). */
+static const char *
+peer_read(struct loop *lp)
+{
+    static char buf[4096];
+    ssize_t n = read(lp->peer, buf, sizeof(buf) - 1);
+
+    if (n < 0) {
+        ck_assert_int_eq(errno, EAGAIN);
+        n = 0;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+static void
+fanout(struct loop *lp, const void *key, const char *text)
+{
+    xg_client_fanout(key, &lp->c, 1, text, strlen(text));
+}
+
+static void
+setup(void)
+{
+    char *errors = NULL;
+
+    xg_log_level = -1;
+    mc = xg_conf_load_string("t.conf", "upstream u {\n"
+        "    url ws://127.0.0.1:9/ws/api/v2;\n"
+        "    protocol deribit;\n"
+        "}\n"
+        "listen 127.0.0.1:9 tcp upstream=u;\n", &errors);
+    ck_assert_msg(mc != NULL, "conf: %s", errors ? errors : "");
+    free(errors);
+    opens = closes = 0;
+}
+
+static void
+teardown(void)
+{
+    xg_conf_free(mc);
+    mc = NULL;
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+/* Two notifications to the same client go out at the end of the pass. */
+START_TEST(fanout_at_end_of_pass)
+{
+    struct loop a;
+    static int key;
+
+    loop_open(&a);
+    fanout(&a, &key, "n1");
+    fanout(&a, &key, "n2");
+    ck_assert_str_eq(peer_read(&a), "");
+    loop_pass(&a);
+    ck_assert_str_eq(peer_read(&a), "n1\nn2\n");
+    loop_close(&a);
+    loop_free(&a);
+    ck_assert_int_eq(opens, 1);
+    ck_assert_int_eq(closes, 1);
+}
+END_TEST
+
+/* An answer to a client sends the held batch first: the order is kept. */
+START_TEST(fanout_flushed_before_answer)
+{
+    struct loop a;
+    static int key;
+
+    loop_open(&a);
+    fanout(&a, &key, "n1");
+    fanout(&a, &key, "n2");
+    ck_assert_int_eq(xg_client_send(a.c, "r", 1), XG_OK);
+    loop_pass(&a);
+    ck_assert_str_eq(peer_read(&a), "n1\nn2\nr\n");
+    loop_close(&a);
+    loop_free(&a);
+}
+END_TEST
+
+/*
+ * Two loops side by side (a reload building the new configuration beside
+ * the running one): each one's batch goes out at the end of its own pass.
+ * Before the fan-out was owned by a loop, its end-of-pass event was bound
+ * to the first base it saw, and the second loop's batch waited for the
+ * first loop to run.
+ */
+START_TEST(fanout_two_loops_side_by_side)
+{
+    struct loop a, b;
+    static int key_a, key_b;
+
+    loop_open(&a);
+    loop_open(&b);
+    fanout(&a, &key_a, "a1");
+    loop_pass(&a);
+    ck_assert_str_eq(peer_read(&a), "a1\n");
+
+    fanout(&b, &key_b, "b1");
+    loop_pass(&b);
+    ck_assert_str_eq(peer_read(&b), "b1\n");
+    /* and the other way round */
+    fanout(&a, &key_a, "a2");
+    loop_pass(&a);
+    ck_assert_str_eq(peer_read(&a), "a2\n");
+    ck_assert_str_eq(peer_read(&b), "");
+
+    loop_close(&b);
+    loop_close(&a);
+    loop_free(&b);
+    loop_free(&a);
+}
+END_TEST
+
+/*
+ * Loops in turn, as the fuzz harness runs them: the first loop's clients
+ * are gone before the second starts. The second loop's batch must go out
+ * on the second loop, and nothing may still point into the first (it is
+ * freed after the second one ran, so that the two bases are distinct).
+ */
+START_TEST(fanout_loops_in_turn)
+{
+    struct loop a, b;
+    static int key;
+
+    loop_open(&a);
+    fanout(&a, &key, "a1");
+    loop_pass(&a);
+    ck_assert_str_eq(peer_read(&a), "a1\n");
+    loop_close(&a);
+
+    loop_open(&b);
+    fanout(&b, &key, "b1");
+    fanout(&b, &key, "b2");
+    loop_pass(&b);
+    ck_assert_str_eq(peer_read(&b), "b1\nb2\n");
+    loop_close(&b);
+    loop_free(&b);
+    loop_free(&a);
+}
+END_TEST
+
+static Suite *
+client_suite(void)
+{
+    Suite *s = suite_create("xg_client");
+    TCase *tc = tcase_create("fanout");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, fanout_at_end_of_pass);
+    tcase_add_test(tc, fanout_flushed_before_answer);
+    tcase_add_test(tc, fanout_two_loops_side_by_side);
+    tcase_add_test(tc, fanout_loops_in_turn);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr = srunner_create(client_suite());
+    int failed;
+
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
