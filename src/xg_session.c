@@ -602,6 +602,92 @@ ss_on_stale(evutil_socket_t fd, short what, void *arg)
     s->ops->restale(s->owner, ch);
 }
 
+/* ---- a client's channels ---- */
+
+void
+xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
+    const char *client_id, char *const *names, size_t n, unsigned max,
+    int flags)
+{
+    struct xg_reg_subreq *sr;
+    struct xg_reg_channel **live = NULL;
+    size_t nlive = 0, i;
+
+    sr = xg_registry_subreq_new(s->reg, rc, client_id, (char **) names,
+        (int) n);
+    for (i = 0; i < n; i++) {
+        struct xg_reg_channel *ch;
+        int r;
+
+        if (!s->ops->allowed(s->owner, rc->owner, sr->chan[i], flags)) {
+            xg_registry_subreq_set(sr, (int) i, -1);
+            continue;
+        }
+        r = xg_registry_subscribe(s->reg, rc, sr->chan[i], max, &ch);
+        switch (r) {
+        case XG_SUB_LIVE:
+            if (live == NULL) {
+                live = xg_calloc(n, sizeof(*live));
+            }
+            live[nlive++] = ch;
+            /* fall through */
+        case XG_SUB_ALREADY:
+            xg_registry_subreq_set(sr, (int) i, 1);
+            break;
+        case XG_SUB_NEW:
+        case XG_SUB_WAIT:
+            xg_registry_subreq_wait(sr, (int) i, ch);
+            s->ops->joined(s->owner, rc->owner, ch, 0);
+            if (ch->state == XG_CHAN_PENDING) {
+                xg_session_want(s, ch);
+            }
+            break;
+        default:
+            xg_log_warn("upstream %s: a client is at client_max_channels "
+                "%u: %s left out", s->name, max, sr->chan[i]);
+            xg_registry_subreq_set(sr, (int) i, -1);
+            break;
+        }
+    }
+    if (sr->outstanding == 0) {
+        s->ops->subreq_done(s->owner, sr);
+    }
+    /* after the answer: what a late joiner gets (a book's snapshot) */
+    for (i = 0; i < nlive; i++) {
+        s->ops->joined(s->owner, rc->owner, live[i], 1);
+    }
+    free(live);
+}
+
+void
+xg_session_unsubscribe(struct xg_session *s, struct xg_reg_client *rc,
+    char *const *names, size_t n, json_t *left)
+{
+    uint64_t now = xg_now_ms();
+    size_t i;
+
+    if (names == NULL) {
+        for (i = 0; i < rc->nchans; i++) {
+            s->ops->left(s->owner, rc->owner, rc->chans[i]);
+        }
+        xg_registry_unsubscribe_all(s->reg, rc, now);
+    }
+    for (i = 0; names != NULL && i < n; i++) {
+        struct xg_reg_channel *ch = names[i] != NULL
+                                    ? xg_registry_channel(s->reg, names[i])
+                                    : NULL;
+
+        if (ch == NULL) {
+            continue;
+        }
+        s->ops->left(s->owner, rc->owner, ch);
+        if (xg_registry_unsubscribe(s->reg, rc, ch, now) && left != NULL) {
+            json_array_append_new(left, json_string(names[i]));
+        }
+    }
+    xg_session_flush_soon(s);
+}
+
 /* ---- requests ---- */
 
 void

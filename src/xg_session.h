@@ -116,6 +116,16 @@ struct xg_session_ops {
      * do, XG_DONE when the venue has no such step (its steps are over).
      */
     int (*restore_step)(void *owner, int step);
+    /*
+     * CH's name given to the client whose registry owner is CLIENT, on a
+     * subscribe of kind FLAGS (the venue's): 1 when the client may have
+     * it (e.g. a private channel needs an authenticated client).
+     */
+    int (*allowed)(void *owner, void *client, const char *name, int flags);
+    /* CLIENT joined CH (LIVE: it was confirmed already), or left it. */
+    void (*joined)(void *owner, void *client, struct xg_reg_channel *ch,
+        int live);
+    void (*left)(void *owner, void *client, struct xg_reg_channel *ch);
 };
 
 /* The session's connection state. */
@@ -170,6 +180,27 @@ void xg_session_unsub_answer(struct xg_session *s, const struct xg_reg_req *q);
  * the subscribe is verified like any other.
  */
 void xg_session_resubscribe(struct xg_session *s, struct xg_reg_channel *ch);
+
+/* ---- a client's channels ---- */
+
+/*
+ * Client RC (its registry owner is the venue's client) subscribes to
+ * NAMES[0..N-1] under CLIENT_ID (raw JSON text), at most MAX channels in
+ * all: live channels are answered at once, new ones are subscribed
+ * upstream, the answer (the channels confirmed, in request order) goes
+ * to ops->subreq_done() once every channel is resolved, maybe before
+ * this returns.
+ */
+void xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
+    const char *client_id, char *const *names, size_t n, unsigned max,
+    int flags);
+/*
+ * RC leaves the channels NAMES[0..N-1] (those it held are appended to
+ * LEFT, a JSON array), or all of them (NAMES NULL); the last leaver's
+ * channel is unsubscribed upstream after the linger.
+ */
+void xg_session_unsubscribe(struct xg_session *s, struct xg_reg_client *rc,
+    char *const *names, size_t n, json_t *left);
 
 /* ---- requests: in flight (fresh ids), queued while not ready ---- */
 

@@ -3521,9 +3521,6 @@ dr_client_subscribe(struct dr *d, struct dr_client *dc, const char *id,
     json_t *chans = json_object_get(params, "channels");
     const struct xg_gateway_conf *gc = xg_client_conf(dc->c);
     int public_only = strncmp(method, "public/", 7) == 0;
-    struct xg_reg_subreq *sr;
-    struct xg_reg_channel **live = NULL;
-    size_t nlive = 0;
     char **names;
     size_t n, i;
 
@@ -3545,53 +3542,9 @@ dr_client_subscribe(struct dr *d, struct dr_client *dc, const char *id,
         }
         names[i] = (char *) s;
     }
-    sr = xg_registry_subreq_new(d->reg, dc->rc, id, names, (int) n);
+    xg_session_subscribe(d->s, dc->rc, id, names, n,
+        gc->client_max_channels, public_only);
     free(names);
-    for (i = 0; i < n; i++) {
-        struct xg_reg_channel *ch;
-        int r;
-
-        if (strncmp(sr->chan[i], "user.", 5) == 0
-            && (public_only || !dc->authed)) {
-            /* as Deribit: private channels are left out of the result */
-            xg_registry_subreq_set(sr, (int) i, -1);
-            continue;
-        }
-        r = xg_registry_subscribe(d->reg, dc->rc, sr->chan[i],
-            gc->client_max_channels, &ch);
-        switch (r) {
-        case XG_SUB_LIVE:
-            if (live == NULL) {
-                live = xg_calloc(n, sizeof(*live));
-            }
-            live[nlive++] = ch;
-            /* fall through */
-        case XG_SUB_ALREADY:
-            xg_registry_subreq_set(sr, (int) i, 1);
-            break;
-        case XG_SUB_NEW:
-        case XG_SUB_WAIT:
-            xg_registry_subreq_wait(sr, (int) i, ch);
-            dr_book_joined(dc, ch, 0);
-            if (ch->state == XG_CHAN_PENDING) {
-                xg_session_want(d->s, ch);
-            }
-            break;
-        default:
-            xg_log_warn("%s: client_max_channels %u reached",
-                xg_client_name(dc->c), gc->client_max_channels);
-            xg_registry_subreq_set(sr, (int) i, -1);
-            break;
-        }
-    }
-    if (sr->outstanding == 0) {
-        dr_subreq_answer(d, sr);
-    }
-    /* after the answer: a late joiner's book snapshot */
-    for (i = 0; i < nlive; i++) {
-        dr_book_joined(dc, live[i], 1);
-    }
-    free(live);
 }
 
 static void
@@ -3600,7 +3553,8 @@ dr_client_unsubscribe(struct dr *d, struct dr_client *dc, const char *id,
 {
     json_t *chans = json_object_get(params, "channels");
     json_t *res = json_array();
-    size_t i;
+    char **names;
+    size_t i, n;
 
     if (!json_is_array(chans)) {
         json_decref(res);
@@ -3608,20 +3562,14 @@ dr_client_unsubscribe(struct dr *d, struct dr_client *dc, const char *id,
             "channels must be an array of strings");
         return;
     }
-    for (i = 0; i < json_array_size(chans); i++) {
-        const char *s = json_string_value(json_array_get(chans, i));
-        struct xg_reg_channel *ch = s ? xg_registry_channel(d->reg, s) : NULL;
-
-        if (ch != NULL && ch->ext != NULL) {
-            dr_book_left(dc, ch);
-        }
-        if (ch != NULL
-            && xg_registry_unsubscribe(d->reg, dc->rc, ch, xg_now_ms())) {
-            json_array_append_new(res, json_string(s));
-        }
+    n = json_array_size(chans);
+    names = xg_calloc(n + 1, sizeof(char *));
+    for (i = 0; i < n; i++) {
+        names[i] = (char *) json_string_value(json_array_get(chans, i));
     }
+    xg_session_unsubscribe(d->s, dc->rc, names, n, res);
+    free(names);
     dr_reply_json(dc, id, res);
-    xg_session_flush_soon(d->s);
 }
 
 static void
@@ -3799,10 +3747,8 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     }
     if (strcmp(method, "public/unsubscribe_all") == 0
         || strcmp(method, "private/unsubscribe_all") == 0) {
-        dr_books_left(dc);
-        xg_registry_unsubscribe_all(d->reg, dc->rc, xg_now_ms());
+        xg_session_unsubscribe(d->s, dc->rc, NULL, 0, NULL);
         dr_reply(dc, id, "\"ok\"");
-        xg_session_flush_soon(d->s);
         goto done;
     }
     if (strcmp(method, "exgate/notify_gaps") == 0) {
@@ -3929,6 +3875,28 @@ dr_subreq_done(void *p, struct xg_reg_subreq *sr)
     dr_subreq_answer(p, sr);
 }
 
+/* As Deribit: private channels are left out of a public/subscribe's result
+   and of an unauthenticated client's. */
+static int
+dr_allowed(void *p, void *client, const char *name, int public_only)
+{
+    const struct dr_client *dc = client;
+
+    return strncmp(name, "user.", 5) != 0 || (!public_only && dc->authed);
+}
+
+static void
+dr_joined(void *p, void *client, struct xg_reg_channel *ch, int live)
+{
+    dr_book_joined(client, ch, live);
+}
+
+static void
+dr_left(void *p, void *client, struct xg_reg_channel *ch)
+{
+    dr_book_left(client, ch);
+}
+
 static const struct xg_session_ops dr_session_ops = {
     .write = dr_write,
     .expired = dr_expired,
@@ -3940,7 +3908,10 @@ static const struct xg_session_ops dr_session_ops = {
     .stale = dr_stale,
     .restale = dr_restale,
     .subreq_done = dr_subreq_done,
-    .restore_step = dr_restore_step
+    .restore_step = dr_restore_step,
+    .allowed = dr_allowed,
+    .joined = dr_joined,
+    .left = dr_left
 };
 
 /* ---- life cycle and /status ---- */
