@@ -22,6 +22,7 @@
 #include "xg_client.h"
 #include "xg_conf.h"
 #include "xg_book.h"
+#include "xg_venue_deribit.h"
 #include "xg_jscan.h"
 #include "xg_log.h"
 #include "xg_proto.h"
@@ -1174,7 +1175,7 @@ struct dr_book {
 static int
 dr_is_book_channel(const char *name)
 {
-    return xg_book_channel_kind(name) == XG_BOOK_DELTA;
+    return xg_venue_deribit_book_kind(name) == XG_BOOK_DELTA;
 }
 
 static void dr_trades_free(void *p);
@@ -1219,7 +1220,7 @@ dr_book_get(struct xg_reg_channel *ch)
     if (ch->ext != NULL || !dr_is_book_channel(ch->name)) {
         return dr_ext_kind(ch) == DR_EXT_BOOK ? ch->ext : NULL;
     }
-    bk = xg_book_new(ch->name, NULL);
+    bk = xg_venue_deribit_book_new(ch->name, NULL);
     if (bk == NULL) {
         return NULL;
     }
@@ -1265,7 +1266,7 @@ dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch, int live)
         return;
     }
     if (live && xg_book_synced(b->book)) {
-        char *s = xg_book_snapshot_text(b->book, NULL);
+        char *s = xg_venue_deribit_book_snapshot(b->book, NULL);
 
         if (s != NULL) {
             xg_client_send(dc->c, s, strlen(s));
@@ -1355,7 +1356,7 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
     /* no mark is taken before applying: a malformed snapshot would leave
        it behind, stale, while the chain goes on (xg_book_replaced() gives
        the replaced state of a valid one instead) */
-    r = xg_book_apply_text(b->book, v[0].p, v[0].len);
+    r = xg_venue_deribit_book_apply_text(b->book, v[0].p, v[0].len);
     switch (r) {
     case XG_BOOK_APPLIED:
         return 1;           /* a change in the chain: bytes as they are */
@@ -1364,7 +1365,7 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
     case XG_BOOK_GAP:
         xg_log_warn("upstream %s: %s: gap at change_id %llu: resubscribing "
             "for a new snapshot", d->name, ch->name,
-            (unsigned long long) xg_book_change_id(b->book));
+            (unsigned long long) xg_book_seq(b->book));
         d->book_gaps++;
         dr_book_break(b);
         xg_session_resubscribe(d->s, ch);
@@ -1387,12 +1388,12 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
     /* a snapshot: bridge those who hold the old book, the others get it */
     from = b->mark != NULL ? b->mark : xg_book_replaced(b->book);
     if (from != NULL) {
-        bridge = xg_book_bridge(from, b->book, NULL);
+        bridge = xg_venue_deribit_book_bridge(from, b->book, NULL);
         d->book_resyncs++;
         xg_log_info("upstream %s: %s: new snapshot bridged with a change "
             "(%llu -> %llu)", d->name, ch->name,
-            (unsigned long long) xg_book_state_change_id(from),
-            (unsigned long long) xg_book_change_id(b->book));
+            (unsigned long long) xg_book_state_seq(from),
+            (unsigned long long) xg_book_seq(b->book));
     }
     {
         /* each text encoded once, shared by reference */
@@ -2889,7 +2890,7 @@ dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
 static int
 dr_chan_recovers(const struct xg_reg_channel *ch)
 {
-    return xg_book_channel_kind(ch->name) != XG_BOOK_NOT_BOOK
+    return xg_venue_deribit_book_kind(ch->name) != XG_BOOK_NOT_BOOK
            || dr_ext_kind(ch) == DR_EXT_TRADES
            || dr_ext_kind(ch) == DR_EXT_ORDERS
            || dr_ext_kind(ch) == DR_EXT_CTRADES;

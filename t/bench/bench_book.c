@@ -1,8 +1,10 @@
 /*
- * bench_book.c: measures the order book (src/xg_book.c): the cost of
- * applying changes (per level, with and without the JSON parse), the
- * memory a book holds at N levels a side, and the cost of a mark, the
- * first change after it (copy on write), a bridge and a snapshot text.
+ * bench_book.c: measures the order book (src/xg_book.c, fed and read
+ * through the Deribit venue's book messages,
+ * modules/venue/xg_venue_deribit_book.c): the cost of applying changes
+ * (per level, with and without the JSON parse), the memory a book holds
+ * at N levels a side, and the cost of a mark, the first change after it
+ * (copy on write), a bridge and a snapshot text.
  *
  *   bench_book [levels...]      default: 100 1000 10000
  *
@@ -12,7 +14,7 @@
  * measurement.
  */
 #include "xg_core.h"
-#include "xg_book.h"
+#include "xg_venue_deribit.h"
 #include "xg_log.h"
 
 #include <jansson.h>
@@ -136,7 +138,7 @@ measure_clock(void)
 static void
 bench_apply(size_t n, int top)
 {
-    struct xg_book *b = xg_book_new(CH, NULL);
+    struct xg_book *b = xg_venue_deribit_book_new(CH, NULL);
     json_t *snap = snapshot(n, 1000), **m = changes(n, top, 1000);
     char **text = xg_malloc(NMSG * sizeof(char *));
     double t0, t1;
@@ -146,10 +148,10 @@ bench_apply(size_t n, int top)
         text[i] = json_dumps(m[i], JSON_COMPACT);
     }
     /* parsed messages: validation + apply */
-    xg_book_apply(b, snap);
+    xg_venue_deribit_book_apply(b, snap);
     t0 = now_ns();
     for (i = 0; i < NMSG; i++) {
-        if (xg_book_apply(b, m[i]) != XG_BOOK_APPLIED) {
+        if (xg_venue_deribit_book_apply(b, m[i]) != XG_BOOK_APPLIED) {
             fprintf(stderr, "apply failed: %s\n", xg_book_last_error(b));
             exit(1);
         }
@@ -159,10 +161,10 @@ bench_apply(size_t n, int top)
         " (json_t in)\n", n, top ? "top" : "uniform", (t1 - t0) / NMSG,
         (t1 - t0) / NMSG / 3);
     /* text messages: jansson parse + validation + apply */
-    xg_book_apply(b, snap);
+    xg_venue_deribit_book_apply(b, snap);
     t0 = now_ns();
     for (i = 0; i < NMSG; i++) {
-        if (xg_book_apply_text(b, text[i], strlen(text[i]))
+        if (xg_venue_deribit_book_apply_text(b, text[i], strlen(text[i]))
             != XG_BOOK_APPLIED) {
             exit(1);
         }
@@ -189,7 +191,7 @@ static void
 bench_levels(size_t n, int top)
 {
     enum { NM = 200, NL = 300 };
-    struct xg_book *b = xg_book_new(CH, NULL);
+    struct xg_book *b = xg_venue_deribit_book_new(CH, NULL);
     json_t *snap = snapshot(n, 1), *m[NM];
     double t0, t1;
     size_t i, j;
@@ -208,10 +210,10 @@ bench_levels(size_t n, int top)
             "prev_change_id", (json_int_t) (1 + i),
             "change_id", (json_int_t) (2 + i), "bids", s[0], "asks", s[1]);
     }
-    xg_book_apply(b, snap);
+    xg_venue_deribit_book_apply(b, snap);
     t0 = now_ns();
     for (i = 0; i < NM; i++) {
-        if (xg_book_apply(b, m[i]) != XG_BOOK_APPLIED) {
+        if (xg_venue_deribit_book_apply(b, m[i]) != XG_BOOK_APPLIED) {
             exit(1);
         }
     }
@@ -240,8 +242,8 @@ bench_memory(size_t n)
 
     m0 = mallinfo2();
     for (k = 0; k < NB; k++) {
-        b[k] = xg_book_new(CH, NULL);
-        xg_book_apply(b[k], snap);
+        b[k] = xg_venue_deribit_book_new(CH, NULL);
+        xg_venue_deribit_book_apply(b[k], snap);
     }
     m1 = mallinfo2();
     xg_book_stats(b[0], &st);
@@ -250,7 +252,7 @@ bench_memory(size_t n)
         (m1.uordblks - m0.uordblks) / NB);
     /* after churn the arrays may hold spare capacity */
     for (i = 0; i < 2000; i++) {
-        xg_book_apply(b[0], m[i]);
+        xg_venue_deribit_book_apply(b[0], m[i]);
     }
     xg_book_stats(b[0], &st);
     printf("memory  levels=%-6zu after 2000 changes: %zu bytes/book counted"
@@ -269,7 +271,7 @@ static void
 bench_bridge(size_t n, size_t nchanges)
 {
     enum { REP = 200 };
-    struct xg_book *b = xg_book_new(CH, NULL);
+    struct xg_book *b = xg_venue_deribit_book_new(CH, NULL);
     struct xg_book_state *mk;
     json_t *snap = snapshot(n, 1), **m = changes(n, 0, 1), *snap2;
     double t0, t1, tmark = 0, tcow = 0, tbridge = 0, tsnap = 0;
@@ -279,7 +281,7 @@ bench_bridge(size_t n, size_t nchanges)
     for (r = 0; r < REP; r++) {
         char *t;
 
-        xg_book_apply(b, snap);
+        xg_venue_deribit_book_apply(b, snap);
         t0 = now_ns();
         for (i = 0; i < 1000; i++) {
             xg_book_state_unref(xg_book_mark(b));
@@ -288,27 +290,27 @@ bench_bridge(size_t n, size_t nchanges)
         tmark += (t1 - t0) / 1000;
         mk = xg_book_mark(b);
         t0 = now_ns();
-        xg_book_apply(b, m[0]);     /* the first change copies */
+        xg_venue_deribit_book_apply(b, m[0]); /* the first change copies */
         t1 = now_ns();
         tcow += t1 - t0 - clock_cost;
         for (i = 1; i < nchanges; i++) {
-            xg_book_apply(b, m[i]);
+            xg_venue_deribit_book_apply(b, m[i]);
         }
         /* the resync snapshot: the same book the changes led to */
-        t = xg_book_snapshot_text(b, NULL);
+        t = xg_venue_deribit_book_snapshot(b, NULL);
         snap2 = json_loads(t, 0, NULL);
         free(t);
         xg_book_invalidate(b);
-        xg_book_apply(b, json_object_get(json_object_get(snap2, "params"),
-            "data"));
+        xg_venue_deribit_book_apply(b, json_object_get(json_object_get(snap2,
+            "params"), "data"));
         t0 = now_ns();
-        t = xg_book_bridge(mk, b, NULL);
+        t = xg_venue_deribit_book_bridge(mk, b, NULL);
         t1 = now_ns();
         tbridge += t1 - t0 - clock_cost;
         blen = strlen(t);
         free(t);
         t0 = now_ns();
-        t = xg_book_snapshot_text(b, NULL);
+        t = xg_venue_deribit_book_snapshot(b, NULL);
         t1 = now_ns();
         tsnap += t1 - t0 - clock_cost;
         slen = strlen(t);

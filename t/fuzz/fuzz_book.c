@@ -1,5 +1,7 @@
 /*
- * fuzz_book.c: libFuzzer target for the order book. The input is split
+ * fuzz_book.c: libFuzzer target for the order book (src/xg_book.c) fed
+ * by the Deribit venue's parser and read through its encoder
+ * (modules/venue/xg_venue_deribit_book.c). The input is split
  * on newlines into up to 64 messages, applied in turn to a book that
  * starts from a known snapshot (even pieces as notification `data`, odd
  * ones as whole notifications). Besides "never crashes, never leaks",
@@ -9,7 +11,7 @@
  * at the end must be JSON. A failed check aborts, which libFuzzer reports.
  */
 #include "xg_core.h"
-#include "xg_book.h"
+#include "xg_venue_deribit.h"
 #include "xg_log.h"
 
 #include <jansson.h>
@@ -54,14 +56,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         xg_log_open(NULL, XG_LOG_ERROR);
         inited = 1;
     }
-    a = xg_book_new(CH, NULL);
-    b = xg_book_new(CH, NULL);
+    a = xg_venue_deribit_book_new(CH, NULL);
+    b = xg_venue_deribit_book_new(CH, NULL);
     xg_book_set_max_levels(a, 64);
-    if (xg_book_apply_text(a, start, sizeof(start) - 1) != XG_BOOK_SNAPSHOT) {
+    if (xg_venue_deribit_book_apply_text(a, start, sizeof(start) - 1)
+        != XG_BOOK_SNAPSHOT) {
         abort();
     }
-    t = xg_book_snapshot_text(a, NULL);
-    if (xg_book_apply_notification(b, t, strlen(t)) != XG_BOOK_SNAPSHOT) {
+    t = xg_venue_deribit_book_snapshot(a, NULL);
+    if (xg_venue_deribit_book_apply_notification(b, t, strlen(t))
+        != XG_BOOK_SNAPSHOT) {
         abort();
     }
     free(t);
@@ -72,27 +76,28 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len = nl ? (size_t) (nl - p) : (size_t) (end - p);
 
         if (piece % 2 == 0) {
-            xg_book_apply_text(a, p, len);
+            xg_venue_deribit_book_apply_text(a, p, len);
         } else {
-            xg_book_apply_notification(a, p, len);
+            xg_venue_deribit_book_apply_notification(a, p, len);
         }
         p += len + (nl != NULL);
         piece++;
     }
 
-    t = xg_book_snapshot_text(a, NULL);
+    t = xg_venue_deribit_book_snapshot(a, NULL);
     check_json(t);
     free(t);
     if (xg_book_synced(a)) {
-        t = xg_book_bridge(mark, a, NULL);
+        t = xg_venue_deribit_book_bridge(mark, a, NULL);
         check_json(t);
-        if (xg_book_apply_notification(b, t, strlen(t)) != XG_BOOK_APPLIED) {
+        if (xg_venue_deribit_book_apply_notification(b, t, strlen(t))
+            != XG_BOOK_APPLIED) {
             abort();
         }
         free(t);
         mb = xg_book_mark(b);
         if (!xg_book_state_equal(mb, a)
-            || xg_book_change_id(b) != xg_book_change_id(a)) {
+            || xg_book_seq(b) != xg_book_seq(a)) {
             abort();
         }
         xg_book_state_unref(mb);

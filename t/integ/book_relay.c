@@ -1,8 +1,10 @@
 /*
  * book_relay.c: the gateway's book wiring in miniature, for
  * test_book_relay.py. It reads upstream events on stdin and writes what
- * the gateway would send its clients on stdout, calling src/xg_book.c
- * exactly as the deribit module is meant to (README, book section):
+ * the gateway would send its clients on stdout, calling the book
+ * (src/xg_book.c) through the Deribit venue's book messages
+ * (modules/venue/xg_venue_deribit_book.c) exactly as the deribit module
+ * is meant to (README, book section):
  *
  *   stdin                      stdout
  *   M CHANNEL NOTIFICATION     O CHANNEL TEXT   to every subscriber that
@@ -21,7 +23,7 @@
  * Grouped books (XG_BOOK_IMAGE) pass through untouched.
  */
 #include "xg_core.h"
-#include "xg_book.h"
+#include "xg_venue_deribit.h"
 #include "xg_log.h"
 
 #include <stdio.h>
@@ -58,8 +60,9 @@ chan_get(const char *name)
     }
     c = &chans[nchans++];
     c->name = xg_strdup(name);
-    c->kind = xg_book_channel_kind(name);
-    c->book = c->kind == XG_BOOK_DELTA ? xg_book_new(name, NULL) : NULL;
+    c->kind = xg_venue_deribit_book_kind(name);
+    c->book = c->kind == XG_BOOK_DELTA ? xg_venue_deribit_book_new(name, NULL)
+                                       : NULL;
     return c;
 }
 
@@ -74,7 +77,7 @@ static void
 serve_joiners(struct relay_chan *c)
 {
     for (; c->joiners > 0; c->joiners--) {
-        char *t = xg_book_snapshot_text(c->book, NULL);
+        char *t = xg_venue_deribit_book_snapshot(c->book, NULL);
 
         out("J", c, t);
         free(t);
@@ -91,7 +94,7 @@ on_message(struct relay_chan *c, const char *msg)
         out("O", c, msg);
         return;
     }
-    r = xg_book_apply_notification(c->book, msg, strlen(msg));
+    r = xg_venue_deribit_book_apply_notification(c->book, msg, strlen(msg));
     switch (r) {
     case XG_BOOK_APPLIED:
         out("O", c, msg);
@@ -100,7 +103,7 @@ on_message(struct relay_chan *c, const char *msg)
         if (c->mark != NULL || xg_book_replaced(c->book) != NULL) {
             /* subscribers hold the marked (or just replaced) book: one
              * bridging change instead of a second snapshot */
-            t = xg_book_bridge(c->mark ? c->mark
+            t = xg_venue_deribit_book_bridge(c->mark ? c->mark
                 : xg_book_replaced(c->book), c->book, NULL);
             out("O", c, t);
             free(t);
@@ -148,7 +151,7 @@ on_join(struct relay_chan *c)
         return;
     }
     if (xg_book_synced(c->book)) {
-        t = xg_book_snapshot_text(c->book, NULL);
+        t = xg_venue_deribit_book_snapshot(c->book, NULL);
         out("J", c, t);
         free(t);
         return;
@@ -166,7 +169,7 @@ on_stats(struct relay_chan *c)
         xg_book_stats(c->book, &st);
     }
     printf("T %s %d %d %llu %llu %llu %llu %llu %zu %zu\n", c->name, c->kind,
-        st.synced, (unsigned long long) st.change_id,
+        st.synced, (unsigned long long) st.seq,
         (unsigned long long) st.gaps, (unsigned long long) st.waits,
         (unsigned long long) st.errors, (unsigned long long) st.anomalies,
         st.nbids + st.nasks, st.bytes);
