@@ -151,6 +151,21 @@ def notes_data(client, ch):
     return out
 
 
+def trade_seqs(client, ch):
+    """The trade_seq of every trade CLIENT got on CH, in order."""
+    return [t["trade_seq"] for t in notes_data(client, ch)]
+
+
+def seq_holes(client, ch):
+    """The holes (pairs of neighbours that are not consecutive) in
+    CLIENT's trade_seq on CH; fails when one goes back or repeats."""
+    s = trade_seqs(client, ch)
+    check(all(y > x for x, y in zip(s, s[1:])),
+          "%s: trade_seq out of order or repeated: %r"
+          % (client.name, [(x, y) for x, y in zip(s, s[1:]) if y <= x][:5]))
+    return [(x, y) for x, y in zip(s, s[1:]) if y != x + 1]
+
+
 def wait_ready(h, timeout=10):
     return h.wait_up(lambda u: u.get("state") == "ready", timeout,
                      "upstream ready")

@@ -43,11 +43,7 @@ UPSTREAM = """    protocol deribit;
 
 
 def trade_seqs(client):
-    out = []
-    for ch, m in client.notes:
-        if ch == TRADES:
-            out.extend(t["trade_seq"] for t in m["params"]["data"])
-    return out
+    return gh.trade_seqs(client, TRADES)
 
 
 async def exchange_book(c, n, instrument="BTC-PERPETUAL"):

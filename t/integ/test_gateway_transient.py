@@ -40,19 +40,8 @@ PUBLIC = """    protocol deribit;
 """
 
 
-def seqs(client):
-    out = []
-    for ch, m in client.notes:
-        if ch == CH:
-            out.extend(t["trade_seq"] for t in m["params"]["data"])
-    return out
-
-
 def holes(client):
-    s = seqs(client)
-    check(all(y > x for x, y in zip(s, s[1:])),
-          "%s: trade_seq out of order or repeated" % client.name)
-    return [(x, y) for x, y in zip(s, s[1:]) if y != x + 1]
+    return gh.seq_holes(client, CH)
 
 
 def fetches(h):
