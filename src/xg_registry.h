@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 struct event;
+struct xg_client;
 
 enum xg_chan_state {
     XG_CHAN_PENDING = 1,     /* not (yet) confirmed upstream */
@@ -64,6 +65,8 @@ struct xg_reg_channel {
 
 struct xg_reg_client {
     void                   *owner;
+    struct xg_client       *out;         /* its connection (opaque here),
+                                            for the session's fan-out */
     struct xg_reg_channel **chans;       /* this client's subscriptions */
     size_t                  nchans, chans_cap;
     struct xg_reg_subreq  **subreqs;     /* its waiting subscribe requests */

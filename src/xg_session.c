@@ -3,6 +3,7 @@
  * restore, the request table, the subscription engine (see xg_session.h).
  */
 #include "xg_core.h"
+#include "xg_client.h"
 #include "xg_log.h"
 #include "xg_proto.h"
 #include "xg_session.h"
@@ -42,6 +43,9 @@ struct xg_session {
     size_t                        nunsub, unsub_cap;
     uint64_t                      stale_resubscribes;
     uint64_t                      resubscribe_retries;
+    struct xg_client            **to;        /* fan-out recipients */
+    size_t                        to_cap;
+    uint64_t                      messages_in;
     uint64_t                      request_ms;
     unsigned                      queue_limit;
     uint64_t                      queue_ms;
@@ -144,6 +148,7 @@ xg_session_free(struct xg_session *s)
     }
     event_free(s->ev_flush);
     event_free(s->ev_linger);
+    free(s->to);
     ss_names_free(s->sub_batch, &s->nsub);
     free(s->sub_batch);
     ss_names_free(s->unsub_batch, &s->nunsub);
@@ -602,6 +607,70 @@ ss_on_stale(evutil_socket_t fd, short what, void *arg)
     s->ops->restale(s->owner, ch);
 }
 
+/* ---- messages from the exchange ---- */
+
+void
+xg_session_fanout(struct xg_session *s, struct xg_reg_channel *ch,
+    const char *data, size_t len)
+{
+    size_t i;
+
+    if (ch->nsubs == 0) {
+        return;
+    }
+    if (ch->nsubs > s->to_cap) {
+        s->to_cap = ch->nsubs * 2;
+        s->to = xg_realloc(s->to, s->to_cap * sizeof(*s->to));
+    }
+    for (i = 0; i < ch->nsubs; i++) {
+        s->to[i] = ch->subs[i]->out;
+    }
+    xg_client_fanout(ch, s->to, ch->nsubs, data, len);
+}
+
+void
+xg_session_message(struct xg_session *s, const char *data, size_t len)
+{
+    struct xg_umsg m;
+    struct xg_reg_req *q;
+    struct xg_reg_channel *ch;
+
+    s->messages_in++;
+    memset(&m, 0, sizeof(m));
+    s->ops->classify(s->owner, data, len, &m);
+    switch (m.kind) {
+    case XG_UMSG_ANSWER:
+        if ((q = xg_session_take(s, &m.id)) == NULL) {
+            xg_log_debug("upstream %s: answer to unknown id %.*s dropped",
+                s->name, (int) (m.id.len > 40 ? 40 : m.id.len), m.id.p);
+            return;
+        }
+        if (q->kind == XG_REQ_SUB) {
+            xg_session_sub_answer(s, q, &m.result, &m.error);
+        } else if (q->kind == XG_REQ_UNSUB) {
+            xg_session_unsub_answer(s, q);
+        } else if (s->ops->answer(s->owner, q, data, len, &m)) {
+            return;             /* kept */
+        }
+        xg_registry_req_free(q);
+        return;
+    case XG_UMSG_DATA:
+        ch = xg_registry_channel_n(s->reg, m.chan, m.chan_len);
+        if (ch == NULL) {
+            xg_log_debug("upstream %s: data for channel %.*s with no "
+                "subscriber", s->name, (int) m.chan_len, m.chan);
+            return;
+        }
+        ch->last_data_ms = xg_now_ms();
+        if (s->ops->data(s->owner, ch, data, len, &m)) {
+            xg_session_fanout(s, ch, data, len);
+        }
+        return;
+    default:
+        return;
+    }
+}
+
 /* ---- a client's channels ---- */
 
 void
@@ -956,6 +1025,8 @@ xg_session_status(struct xg_session *s, json_t *obj)
 {
     struct ss_list l = { json_array(), 0 };
 
+    json_object_set_new(obj, "messages_in",
+        json_integer((json_int_t) s->messages_in));
     json_object_set_new(obj, "last_restore_ms",
         json_integer((json_int_t) s->last_restore_ms));
     json_object_set_new(obj, "restores",

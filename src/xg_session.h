@@ -62,6 +62,24 @@ enum xg_confirm {
     XG_CONFIRM_RETRIED           /* after refused attempts */
 };
 
+/* What an upstream message is, as the venue reads it. */
+enum xg_umsg_kind {
+    XG_UMSG_IGNORE = 0,          /* nothing for the session (the venue
+                                    logged or answered it: a heartbeat) */
+    XG_UMSG_ANSWER,              /* the answer to a request: id */
+    XG_UMSG_DATA                 /* data on a channel: chan, chan_len */
+};
+
+struct xg_umsg {
+    enum xg_umsg_kind   kind;
+    struct xg_jspan     id;          /* ANSWER: the raw id */
+    struct xg_jspan     result;      /* ANSWER: raw text (p NULL: none) */
+    struct xg_jspan     error;       /* ANSWER: raw text (p NULL: none) */
+    const char         *chan;        /* DATA: the channel's name */
+    size_t              chan_len;
+    struct xg_jspan     params;      /* DATA: the venue's, for its use */
+};
+
 /* What becomes of a request in flight when its connection is lost. */
 enum xg_lost {
     XG_LOST_FREE = 0,            /* forget it (the session frees it) */
@@ -73,6 +91,23 @@ enum xg_lost {
 
 /* What the session calls in its venue (OWNER is the venue's instance). */
 struct xg_session_ops {
+    /* Reads one upstream message into *M (kind IGNORE for the rest). */
+    void (*classify)(void *owner, const char *data, size_t len,
+        struct xg_umsg *m);
+    /*
+     * The answer M (DATA, LEN: the whole message) to the venue's request
+     * Q (a client's or its own; the session's (un)subscribes never come
+     * here). Returns 1 when it kept Q, else the session frees it.
+     */
+    int (*answer)(void *owner, struct xg_reg_req *q, const char *data,
+        size_t len, const struct xg_umsg *m);
+    /*
+     * Data on CH (DATA, LEN: the whole message): 1 when its bytes go to
+     * every subscriber as they are, 0 when the venue handled it (its
+     * continuity tracker held, filtered or rewrote it).
+     */
+    int (*data)(void *owner, struct xg_reg_channel *ch, const char *data,
+        size_t len, const struct xg_umsg *m);
     /* Writes one message upstream; XG_ERROR when no connection is open. */
     int (*write)(void *owner, const char *data, size_t len);
     /*
@@ -180,6 +215,20 @@ void xg_session_unsub_answer(struct xg_session *s, const struct xg_reg_req *q);
  * the subscribe is verified like any other.
  */
 void xg_session_resubscribe(struct xg_session *s, struct xg_reg_channel *ch);
+
+/*
+ * One message from the exchange: the venue classifies it; an answer goes
+ * to the request it answers, data to its channel's subscribers (one copy
+ * shared by all, xg_client_fanout()).
+ */
+void xg_session_message(struct xg_session *s, const char *data, size_t len);
+
+/*
+ * DATA (LEN bytes, copied) to every subscriber of CH, one shared copy
+ * (the same batching as a notification passed through).
+ */
+void xg_session_fanout(struct xg_session *s, struct xg_reg_channel *ch,
+    const char *data, size_t len);
 
 /* ---- a client's channels ---- */
 
