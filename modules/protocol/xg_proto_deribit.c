@@ -28,6 +28,7 @@
 #include "xg_proto.h"
 #include "xg_registry.h"
 #include "xg_session.h"
+#include "xg_track.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -154,6 +155,7 @@ struct dr {
     uint64_t               requests_timed_out;
     uint64_t               requests_outcome_unknown;
     uint64_t               requests_rejected;  /* refused by exgate */
+    struct xg_track_env    track;          /* its continuity trackers' */
     struct xg_reg_req    **retry;          /* fetches waiting to be sent
                                               again (deadline_ms: when) */
     size_t                 nretry, retry_cap;
@@ -195,14 +197,13 @@ static void dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch,
 static void dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch);
 static void dr_books_left(struct dr_client *dc);
 static void dr_books_down(struct dr *d);
-static void dr_trades_down(struct dr *d, struct xg_reg_channel *ch);
-static void dr_trades_confirmed(struct dr *d, struct xg_reg_channel *ch);
 static void dr_orders_confirmed(struct dr *d, struct xg_reg_channel *ch);
 static void dr_ctrades_confirmed(struct dr *d, struct xg_reg_channel *ch);
 static void dr_ctrades_down(struct dr *d, struct xg_reg_channel *ch);
 static void dr_on_ctrades_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);
 static void dr_orders_down(struct dr *d, struct xg_reg_channel *ch);
+static void dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch);
 static void dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);
 static int dr_fetch_retry(struct dr *d, struct xg_reg_req *q,
@@ -211,8 +212,6 @@ static void dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);
 static int dr_error_transient(const struct xg_jspan *error);
 static void dr_fetch_retries_due(struct dr *d, uint64_t now);
-static void dr_on_backfill_answer(struct dr *d, struct xg_reg_req *q,
-    const struct xg_jspan *result, const struct xg_jspan *error);
 static int dr_chan_recovers(const struct xg_reg_channel *ch);
 static void dr_gap_notice(struct dr *d, struct xg_reg_channel *ch,
     uint64_t duration_ms, const char *reason);
@@ -460,7 +459,7 @@ dr_confirmed(void *p, struct xg_reg_channel *ch, enum xg_confirm how,
 {
     struct dr *d = p;
 
-    dr_trades_confirmed(d, ch);     /* trades tracked from the start */
+    dr_track_confirmed(d, ch);      /* trades tracked from the start */
     dr_orders_confirmed(d, ch);     /* orders too */
     dr_ctrades_confirmed(d, ch);    /* and a currency's trades */
     if (how == XG_CONFIRM_RETRIED && !dr_chan_recovers(ch)) {
@@ -1163,6 +1162,12 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
 #define DR_EXT_TRADES   2
 #define DR_EXT_ORDERS   3
 #define DR_EXT_CTRADES  4
+#define DR_EXT_TRACK    5      /* a tracker of src/xg_track.c */
+
+struct dr_tracked {
+    int                    kind;     /* DR_EXT_TRACK */
+    struct xg_track       *t;
+};
 
 struct dr_book {
     int                    kind;     /* DR_EXT_BOOK */
@@ -1178,7 +1183,6 @@ dr_is_book_channel(const char *name)
     return xg_venue_deribit_book_kind(name) == XG_BOOK_DELTA;
 }
 
-static void dr_trades_free(void *p);
 static void dr_orders_free(void *p);
 static void dr_ctrades_free(void *p);
 
@@ -1193,8 +1197,9 @@ dr_book_free(void *p)
 {
     struct dr_book *b = p;
 
-    if (b->kind == DR_EXT_TRADES) {
-        dr_trades_free(p);
+    if (b->kind == DR_EXT_TRACK) {
+        xg_track_free(((struct dr_tracked *) p)->t);
+        free(p);
         return;
     }
     if (b->kind == DR_EXT_ORDERS) {
@@ -1317,8 +1322,8 @@ dr_book_down_cb(struct xg_reg_channel *ch, void *arg)
 {
     if (dr_ext_kind(ch) == DR_EXT_BOOK) {
         dr_book_break(ch->ext);  /* bridge to the restore's snapshot */
-    } else if (dr_ext_kind(ch) == DR_EXT_TRADES) {
-        dr_trades_down(arg, ch);
+    } else if (dr_ext_kind(ch) == DR_EXT_TRACK) {
+        xg_track_down(((struct dr_tracked *) ch->ext)->t, ch->last_data_ms);
     } else if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
         dr_orders_down(arg, ch);
     } else if (dr_ext_kind(ch) == DR_EXT_CTRADES) {
@@ -1562,62 +1567,6 @@ dr_notify(struct xg_reg_channel *ch, json_t *data)
     json_decref(msg);
 }
 
-struct dr_trades {
-    int        kind;          /* DR_EXT_TRADES */
-    int        user;          /* user.trades.I.INTERVAL: the account's */
-    uint64_t   since_wall_ms; /* user: first subscribed (wall clock) */
-    char      *instrument;
-    uint64_t   last_seq;      /* last delivered, 0: none yet */
-    int        gap;           /* the upstream dropped since */
-    uint64_t   gap_from_ms;   /* last data before the gap (for notices) */
-    int        filling;       /* a backfill is in flight: hold */
-    uint64_t   fetch;         /* the last fetch sent (its answer's tag) */
-    struct dr_held held;
-};
-
-static void
-dr_trades_free(void *p)
-{
-    struct dr_trades *t = p;
-
-    dr_held_clear(&t->held);
-    free(t->instrument);
-    free(t);
-}
-
-/* trades.INSTRUMENT.INTERVAL or user.trades.INSTRUMENT.INTERVAL (not
-   the KIND.CURRENCY forms). */
-static struct dr_trades *
-dr_trades_get(struct xg_reg_channel *ch)
-{
-    const char *a, *b;
-    struct dr_trades *t;
-    int user = 0;
-
-    if (ch->ext != NULL) {
-        return dr_ext_kind(ch) == DR_EXT_TRADES ? ch->ext : NULL;
-    }
-    if (strncmp(ch->name, "trades.", 7) == 0) {
-        a = ch->name + 7;
-    } else if (strncmp(ch->name, "user.trades.", 12) == 0) {
-        a = ch->name + 12;
-        user = 1;
-    } else {
-        return NULL;
-    }
-    b = strchr(a, '.');
-    if (b == NULL || b == a || strchr(b + 1, '.') != NULL) {
-        return NULL;
-    }
-    t = xg_calloc(1, sizeof(*t));
-    t->kind = DR_EXT_TRADES;
-    t->user = user;
-    t->since_wall_ms = xg_wall_us() / 1000;
-    t->instrument = xg_strndup(a, (size_t) (b - a));
-    ch->ext = t;
-    return t;
-}
-
 /* The lowest and highest trade_seq in a message; returns how many. */
 static size_t
 dr_trades_scan(const char *data, size_t len, uint64_t *min, uint64_t *max)
@@ -1669,9 +1618,48 @@ dr_fanout(struct xg_reg_channel *ch, const char *data, size_t len)
     xg_client_fanout(ch, to, ch->nsubs, data, len);
 }
 
-/* Sends the trades of ARR (a JSON array) with trade_seq > after; frees ARR. */
+/* ---- continuity trackers (src/xg_track.c): the module's side ---- */
+
+static void
+dr_track_send(void *ctx, void *chan, struct xg_reg_req *q)
+{
+    struct xg_reg_channel *ch = chan;
+
+    if (q->chan == NULL) {      /* a new request, not one sent again */
+        q->nchan = 1;
+        q->chan = xg_calloc(1, sizeof(char *));
+        q->chan[0] = xg_strdup(ch->name);
+    }
+    dr_send(ctx, q);
+}
+
+static void
+dr_track_fanout(void *ctx, void *chan, const char *data, size_t len)
+{
+    struct xg_reg_channel *ch = chan;
+
+    if (ch->nsubs > 0) {
+        dr_fanout(ch, data, len);
+    }
+}
+
+static void
+dr_track_notice(void *ctx, void *chan, uint64_t duration_ms,
+    const char *reason)
+{
+    dr_gap_notice(ctx, chan, duration_ms, reason);
+}
+
 static uint64_t
-dr_trades_send_after(struct xg_reg_channel *ch, json_t *arr, uint64_t after)
+dr_track_now(void *ctx)
+{
+    return xg_now_ms();
+}
+
+/* The trades of ARR (a JSON array) with trade_seq > after, to T's
+   subscribers; frees ARR. Returns the highest trade_seq now delivered. */
+static uint64_t
+dr_trades_send_after(struct xg_track *t, json_t *arr, uint64_t after)
 {
     json_t *keep = json_array();
     uint64_t max = after;           /* stays AFTER when nothing is kept */
@@ -1690,244 +1678,238 @@ dr_trades_send_after(struct xg_reg_channel *ch, json_t *arr, uint64_t after)
     }
     json_decref(arr);
     if (json_array_size(keep) > 0) {
-        dr_notify(ch, keep);
+        dr_notify(t->chan, keep);
     }
     json_decref(keep);
     return max;
 }
 
-static int dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_trades *t, const char *data, size_t len);
+struct dr_trades {
+    int        user;          /* user.trades.I.INTERVAL: the account's */
+    uint64_t   since_wall_ms; /* user: first subscribed (wall clock) */
+    char      *instrument;
+    uint64_t   last_seq;      /* last delivered, 0: none yet */
+};
 
-static int
-dr_trades_held_fn(struct dr *d, struct xg_reg_channel *ch, void *ext,
-    const char *data, size_t len)
+/* trades.INSTRUMENT.INTERVAL or user.trades.INSTRUMENT.INTERVAL (not
+   the KIND.CURRENCY forms). */
+static void *
+dr_trades_create(const char *name)
 {
-    return dr_trades_message(d, ch, ext, data, len);
-}
+    const char *a, *b;
+    struct dr_trades *tr;
+    int user = 0;
 
-/* Delivers what was held during a backfill, in order. */
-static void
-dr_trades_release(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_trades *t)
-{
-    t->filling = 0;
-    dr_held_release(d, ch, &t->held, dr_trades_held_fn, t);
-}
-
-/*
- * Fetches trades FROM..TO of T's instrument (TO 0: up to the newest); live
- * ones are held meanwhile.
- */
-static void
-dr_trades_fetch(struct dr *d, struct xg_reg_channel *ch, struct dr_trades *t,
-    uint64_t from, uint64_t to)
-{
-    json_t *params = json_pack("{s:s, s:I, s:i, s:s}", "instrument_name",
-        t->instrument, "start_seq", (json_int_t) from, "count", 1000,
-        "sorting", "asc");
-
-    if (to != 0) {
-        json_object_set_new(params, "end_seq", json_integer((json_int_t) to));
-        xg_log_info("upstream %s: %s: trades %llu..%llu missed during the "
-            "outage: backfilling", d->name, ch->name,
-            (unsigned long long) from, (unsigned long long) to);
+    if (strncmp(name, "trades.", 7) == 0) {
+        a = name + 7;
+    } else if (strncmp(name, "user.trades.", 12) == 0) {
+        a = name + 12;
+        user = 1;
     } else {
-        xg_log_info("upstream %s: %s: trades from %llu on missed during the "
-            "outage: backfilling", d->name, ch->name,
-            (unsigned long long) from);
+        return NULL;
     }
-    t->filling = 1;
-    dr_send_fetch(d, dr_internal(K_BACKFILL,
-        "public/get_last_trades_by_instrument", params), ch, ++t->fetch);
+    b = strchr(a, '.');
+    if (b == NULL || b == a || strchr(b + 1, '.') != NULL) {
+        return NULL;
+    }
+    tr = xg_calloc(1, sizeof(*tr));
+    tr->user = user;
+    tr->since_wall_ms = xg_wall_us() / 1000;
+    tr->instrument = xg_strndup(a, (size_t) (b - a));
+    return tr;
+}
+
+static void
+dr_trades_free(void *p)
+{
+    struct dr_trades *tr = p;
+
+    free(tr->instrument);
+    free(tr);
 }
 
 /*
- * A notification on a trades channel. Returns 1 when its bytes go to every
- * subscriber as they are, 0 when it was handled (held, filtered, dropped).
+ * A notification on a trades channel: trades already delivered are
+ * dropped (a message that overlaps the last one delivered is re-encoded
+ * with the rest); after an outage, trades that skip some show the gap.
  */
-static int
-dr_trades_message(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_trades *t, const char *data, size_t len)
+static enum xg_track_verdict
+dr_trades_parse(struct xg_track *t, const char *data, size_t len,
+    struct xg_track_seq *seq)
 {
+    struct dr_trades *tr = t->data;
     uint64_t min, max;
 
-    /* a fetch in flight, or one to send again when the channel is back
-       (the last one died with its connection): hold */
-    if (t->filling || t->held.n > 0) {
-        if (!dr_held_hold(d, ch, &t->held, data, len, "backfill",
-                "trades backfill too slow", t->gap_from_ms)) {
-            return 0;
-        }
-        /* given up: the first held message must not start another fetch,
-           and this one goes after the held ones, through the same seq
-           filter (its late answer finds filling off) */
-        t->gap = 0;
-        dr_trades_release(d, ch, t);
-        return dr_trades_message(d, ch, t, data, len);
-    }
     if (dr_trades_scan(data, len, &min, &max) == 0) {
-        return 1;
+        return XG_TRACK_PASS;
     }
-    if (t->last_seq == 0) {
-        t->last_seq = max;
-        t->gap = 0;
-        return 1;
+    seq->lined = 1;
+    if (tr->last_seq == 0) {
+        tr->last_seq = max;
+        return XG_TRACK_PASS;
     }
-    if (max <= t->last_seq) {
-        return 0;                   /* all delivered already */
+    if (max <= tr->last_seq) {
+        seq->lined = 0;
+        return XG_TRACK_DROP;       /* all delivered already */
     }
-    if (min <= t->last_seq) {
+    if (min <= tr->last_seq) {
         /* some delivered already: send the rest only */
         json_t *m = json_loadb(data, len, 0, NULL);
         json_t *arr = json_object_get(json_object_get(m, "params"), "data");
 
         if (json_is_array(arr)) {
-            t->last_seq = dr_trades_send_after(ch, json_incref(arr),
-                t->last_seq);
+            tr->last_seq = dr_trades_send_after(t, json_incref(arr),
+                tr->last_seq);
         }
         json_decref(m);
-        t->gap = 0;
-        return 0;
+        return XG_TRACK_DROP;
     }
-    if (t->gap && !t->user && min > t->last_seq + 1) {
-        dr_held_push(&t->held, data, len);
-        dr_trades_fetch(d, ch, t, t->last_seq + 1, min - 1);
-        return 0;
+    if (t->state == XG_TRACK_GAP && !tr->user && min > tr->last_seq + 1) {
+        seq->lined = 0;
+        seq->from = tr->last_seq + 1;
+        seq->to = min - 1;
+        return XG_TRACK_FETCH;
     }
-    t->gap = 0;
-    t->last_seq = max;
-    return 1;
-}
-
-/* The answer to a backfill: the missed trades, then what was held. */
-static void
-dr_on_backfill_answer(struct dr *d, struct xg_reg_req *q,
-    const struct xg_jspan *result, const struct xg_jspan *error)
-{
-    struct xg_reg_channel *ch = xg_registry_channel(d->reg, q->chan[0]);
-    struct dr_trades *t = ch ? dr_trades_get(ch) : NULL;
-    json_t *r;
-
-    if (t == NULL || !t->filling || q->tag != t->fetch) {
-        return;
-    }
-    r = result->p ? json_loadb(result->p, result->len, 0, NULL) : NULL;
-    if (json_is_array(json_object_get(r, "trades"))) {
-        uint64_t before = t->last_seq;
-
-        t->last_seq = dr_trades_send_after(ch,
-            json_incref(json_object_get(r, "trades")), t->last_seq);
-        xg_log_info("upstream %s: %s: %llu trades backfilled%s", d->name,
-            ch->name, (unsigned long long) (t->last_seq - before),
-            json_is_true(json_object_get(r, "has_more"))
-            ? " (more were missed: over 1000)" : "");
-        if (json_is_true(json_object_get(r, "has_more"))) {
-            dr_gap_notice(d, ch, xg_now_ms() - t->gap_from_ms,
-                "trades beyond the backfill");
-        }
-    } else {
-        xg_log_warn("upstream %s: %s: backfill failed: %.*s", d->name,
-            ch->name, error->p ? (int) (error->len > 200 ? 200 : error->len)
-            : 9, error->p ? error->p : "no result");
-        dr_gap_notice(d, ch, xg_now_ms() - t->gap_from_ms,
-            "trades backfill failed");
-    }
-    json_decref(r);
-    t->gap = 0;
-    dr_trades_release(d, ch, t);
-}
-
-/* The upstream dropped: the next trades may skip some. */
-static void
-dr_trades_down(struct dr *d, struct xg_reg_channel *ch)
-{
-    struct dr_trades *t = ch->ext;
-
-    if (t->filling) {
-        /*
-         * The fetch died with the connection. What was held stays held,
-         * behind the trades still missing: dr_trades_confirmed fetches
-         * them again once the channel is back. Delivering the held ones
-         * now would make the hole permanent, and a fetch started here
-         * (by the first held trade) would go out on a dead connection and
-         * never be answered: the channel would hold its trades for good.
-         */
-        t->filling = 0;
-    }
-    if ((t->last_seq != 0 || t->user) && !t->gap) {
-        t->gap = 1;
-        t->gap_from_ms = ch->last_data_ms;
-    }
+    tr->last_seq = max;
+    return XG_TRACK_PASS;
 }
 
 /*
- * A user.trades channel is back after an outage: the account's trades on
- * its instrument since the last one delivered (or since the channel was
- * first subscribed) are fetched and delivered before the live ones. Its
- * trade_seq numbers are the instrument's, so they are not contiguous and
- * cannot show a gap by themselves: the restore itself triggers this.
+ * The fetch of a trades channel. By trade_seq: FROM..TO of its instrument
+ * (TO 0: up to the newest) with public/get_last_trades_by_instrument. A
+ * user.trades channel's trade_seq numbers are the instrument's, so they
+ * are not contiguous and cannot show a gap by themselves: when it is
+ * confirmed after an outage, the account's trades since the last one
+ * delivered (or since the channel was first subscribed) are fetched.
  */
 static void
-dr_user_trades_backfill(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_trades *t)
+dr_trades_fetch(struct xg_track *t, const struct xg_track_seq *seq)
 {
+    struct dr_trades *tr = t->data;
+    uint64_t from = seq != NULL ? seq->from : tr->last_seq + 1;
+    uint64_t to = seq != NULL ? seq->to : 0;
     struct xg_reg_req *q;
+    json_t *params;
 
-    t->filling = 1;
-    if (t->last_seq != 0) {
-        xg_log_info("upstream %s: %s: fetching the account's trades after "
-            "trade_seq %llu", d->name, ch->name,
-            (unsigned long long) t->last_seq);
-        q = dr_internal(K_BACKFILL, "private/get_user_trades_by_instrument",
-            json_pack("{s:s, s:I, s:i, s:s}", "instrument_name",
-                t->instrument, "start_seq", (json_int_t) t->last_seq + 1,
-                "count", 1000, "sorting", "asc"));
-    } else {
+    if (tr->user) {
         json_int_t now = (json_int_t) (xg_wall_us() / 1000);
 
-        xg_log_info("upstream %s: %s: fetching the account's trades since "
-            "the channel was subscribed", d->name, ch->name);
-        q = dr_internal(K_BACKFILL,
-            "private/get_user_trades_by_instrument_and_time",
-            json_pack("{s:s, s:I, s:I, s:i, s:s}", "instrument_name",
-                t->instrument, "start_timestamp",
-                (json_int_t) t->since_wall_ms, "end_timestamp",
-                now + 60000, "count", 1000, "sorting", "asc"));
-    }
-    dr_send_fetch(d, q, ch, ++t->fetch);
-}
-
-/* CH was confirmed by the exchange: a trades channel gets its tracker now
-   (so an outage before its first trade is still seen); a user.trades
-   channel back after an outage is backfilled. */
-static void
-dr_trades_confirmed(struct dr *d, struct xg_reg_channel *ch)
-{
-    struct dr_trades *t = dr_trades_get(ch);
-
-    if (t == NULL || t->filling) {
+        if (tr->last_seq != 0) {
+            xg_log_info("upstream %s: %s: fetching the account's trades "
+                "after trade_seq %llu", t->env->name, t->name,
+                (unsigned long long) tr->last_seq);
+            q = dr_internal(K_BACKFILL,
+                "private/get_user_trades_by_instrument",
+                json_pack("{s:s, s:I, s:i, s:s}", "instrument_name",
+                    tr->instrument, "start_seq",
+                    (json_int_t) tr->last_seq + 1, "count", 1000, "sorting",
+                    "asc"));
+        } else {
+            xg_log_info("upstream %s: %s: fetching the account's trades "
+                "since the channel was subscribed", t->env->name, t->name);
+            q = dr_internal(K_BACKFILL,
+                "private/get_user_trades_by_instrument_and_time",
+                json_pack("{s:s, s:I, s:I, s:i, s:s}", "instrument_name",
+                    tr->instrument, "start_timestamp",
+                    (json_int_t) tr->since_wall_ms, "end_timestamp",
+                    now + 60000, "count", 1000, "sorting", "asc"));
+        }
+        xg_track_send(t, q);
         return;
     }
-    if (t->user) {
-        if (t->gap) {
-            dr_user_trades_backfill(d, ch, t);
-        }
-        return;
-    }
-    if (t->held.n == 0 || t->last_seq == 0) {
-        if (t->held.n > 0) {
-            dr_trades_release(d, ch, t);
-        }
+    if (seq == NULL && (t->state != XG_TRACK_HELD || tr->last_seq == 0)) {
+        /* confirmed: the next trades show whether some were missed */
         return;
     }
     /*
-     * A fetch died with its connection. Its range is still missing, and
-     * so is what traded while this connection was down, after the held
-     * trades: everything after the last delivered, up to now. The live
-     * stream is confirmed already, so what trades later arrives live.
+     * From the held state (a fetch died with its connection) its range is
+     * still missing, and so is what traded while this connection was
+     * down, after the held trades: everything after the last delivered,
+     * up to now. The live stream is confirmed already, so what trades
+     * later arrives live.
      */
-    dr_trades_fetch(d, ch, t, t->last_seq + 1, 0);
+    params = json_pack("{s:s, s:I, s:i, s:s}", "instrument_name",
+        tr->instrument, "start_seq", (json_int_t) from, "count", 1000,
+        "sorting", "asc");
+    if (to != 0) {
+        json_object_set_new(params, "end_seq", json_integer((json_int_t) to));
+        xg_log_info("upstream %s: %s: trades %llu..%llu missed during the "
+            "outage: backfilling", t->env->name, t->name,
+            (unsigned long long) from, (unsigned long long) to);
+    } else {
+        xg_log_info("upstream %s: %s: trades from %llu on missed during the "
+            "outage: backfilling", t->env->name, t->name,
+            (unsigned long long) from);
+    }
+    xg_track_send(t, dr_internal(K_BACKFILL,
+        "public/get_last_trades_by_instrument", params));
+}
+
+/* The answer to a backfill: the missed trades. */
+static int
+dr_trades_apply(struct xg_track *t, const struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error)
+{
+    struct dr_trades *tr = t->data;
+    json_t *r = result->p ? json_loadb(result->p, result->len, 0, NULL)
+                          : NULL;
+    json_t *arr = json_object_get(r, "trades");
+    int more = json_is_true(json_object_get(r, "has_more"));
+    uint64_t before = tr->last_seq;
+
+    if (!json_is_array(arr)) {
+        json_decref(r);
+        return XG_ERROR;
+    }
+    tr->last_seq = dr_trades_send_after(t, json_incref(arr), tr->last_seq);
+    xg_log_info("upstream %s: %s: %llu trades backfilled%s", t->env->name,
+        t->name, (unsigned long long) (tr->last_seq - before),
+        more ? " (more were missed: over 1000)" : "");
+    if (more) {
+        xg_track_notice(t, "trades beyond the backfill");
+    }
+    json_decref(r);
+    return XG_OK;
+}
+
+static const struct xg_track_kind dr_trades_kind = {
+    "trades", "backfill", XG_TRACK_KEEP_HELD, dr_trades_create,
+    dr_trades_parse, dr_trades_fetch, dr_trades_apply, NULL, NULL,
+    dr_trades_free
+};
+
+/* CH's tracker, made now if its name is one a tracker kind follows. */
+static struct xg_track *
+dr_track_get(struct dr *d, struct xg_reg_channel *ch)
+{
+    struct dr_tracked *w;
+    struct xg_track *t;
+
+    if (ch->ext != NULL) {
+        return dr_ext_kind(ch) == DR_EXT_TRACK
+               ? ((struct dr_tracked *) ch->ext)->t : NULL;
+    }
+    t = xg_track_new(&dr_trades_kind, &d->track, ch->name, ch);
+    if (t == NULL) {
+        return NULL;
+    }
+    w = xg_calloc(1, sizeof(*w));
+    w->kind = DR_EXT_TRACK;
+    w->t = t;
+    ch->ext = w;
+    return t;
+}
+
+/* CH was confirmed by the exchange: tracked from now on (so that an
+   outage before its first message is still seen); a gap is fetched. */
+static void
+dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch)
+{
+    struct xg_track *t = dr_track_get(d, ch);
+
+    if (t != NULL) {
+        xg_track_resume(t, "confirmed");
+    }
 }
 
 /* ---- trades of a currency: backfill by time after an outage ---- */
@@ -2783,11 +2765,6 @@ dr_fetch_current(struct dr *d, const struct xg_reg_req *q)
         return 0;
     }
     switch (dr_ext_kind(ch)) {
-    case DR_EXT_TRADES: {
-        const struct dr_trades *t = ch->ext;
-
-        return q->kind == K_BACKFILL && t->filling && q->tag == t->fetch;
-    }
     case DR_EXT_CTRADES: {
         const struct dr_ctrades *c = ch->ext;
 
@@ -2803,6 +2780,18 @@ dr_fetch_current(struct dr *d, const struct xg_reg_req *q)
     return 0;
 }
 
+/* The tracker of fetch Q's channel, or NULL (gone, or not a tracker). */
+static struct xg_track *
+dr_fetch_track(struct dr *d, const struct xg_reg_req *q)
+{
+    struct xg_reg_channel *ch = q->nchan == 1
+                                ? xg_registry_channel(d->reg, q->chan[0])
+                                : NULL;
+
+    return ch != NULL && dr_ext_kind(ch) == DR_EXT_TRACK
+           ? ((struct dr_tracked *) ch->ext)->t : NULL;
+}
+
 /*
  * Q, a fetch, was refused for now (WHY, LEN bytes: the error) or timed
  * out: keeps it to send again after a backoff and returns 1; returns 0
@@ -2812,8 +2801,12 @@ dr_fetch_current(struct dr *d, const struct xg_reg_req *q)
 static int
 dr_fetch_retry(struct dr *d, struct xg_reg_req *q, const char *why, int len)
 {
+    struct xg_track *t = dr_fetch_track(d, q);
     uint64_t ms;
 
+    if (t != NULL) {
+        return xg_track_retry(t, q, why, len);
+    }
     if (!dr_fetch_current(d, q) || q->attempts >= DR_FETCH_TRIES) {
         if (q->attempts >= DR_FETCH_TRIES) {
             xg_log_warn("upstream %s: %s: %s refused %u times: giving up",
@@ -2872,7 +2865,9 @@ dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
     d->backfills += result->p != NULL && dr_fetch_current(d, q);
     switch (q->kind) {
     case K_BACKFILL:
-        dr_on_backfill_answer(d, q, result, error);
+        if (dr_fetch_track(d, q) != NULL) {
+            xg_track_answer(dr_fetch_track(d, q), q, result, error);
+        }
         break;
     case K_ORDERS:
         dr_on_orders_answer(d, q, result, error);
@@ -2891,7 +2886,7 @@ static int
 dr_chan_recovers(const struct xg_reg_channel *ch)
 {
     return xg_venue_deribit_book_kind(ch->name) != XG_BOOK_NOT_BOOK
-           || dr_ext_kind(ch) == DR_EXT_TRADES
+           || dr_ext_kind(ch) == DR_EXT_TRACK
            || dr_ext_kind(ch) == DR_EXT_ORDERS
            || dr_ext_kind(ch) == DR_EXT_CTRADES;
 }
@@ -2941,13 +2936,9 @@ dr_stale(void *p, struct xg_reg_channel *ch, uint64_t now)
 
     if (dr_ext_kind(ch) == DR_EXT_BOOK) {
         dr_book_break(ch->ext);     /* the new snapshot is bridged */
-    } else if (dr_ext_kind(ch) == DR_EXT_TRADES) {
-        struct dr_trades *t = ch->ext;
-
-        if ((t->last_seq != 0 || t->user) && !t->filling && !t->gap) {
-            t->gap = 1;             /* the next trades are backfilled */
-            t->gap_from_ms = ch->last_data_ms;
-        }
+    } else if (dr_ext_kind(ch) == DR_EXT_TRACK) {
+        xg_track_gap(((struct dr_tracked *) ch->ext)->t, ch->last_data_ms,
+            "stale");
     } else if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
         /* reconciled at the resubscribe; one in flight covers it (its
            answers would be counted against a second one) */
@@ -2969,9 +2960,8 @@ dr_restale(void *p, struct xg_reg_channel *ch)
 {
     struct dr *d = p;
 
-    if (dr_ext_kind(ch) == DR_EXT_TRADES && ((struct dr_trades *)
-            ch->ext)->user) {
-        dr_trades_confirmed(d, ch);  /* no seq gap shows: fetch now */
+    if (dr_ext_kind(ch) == DR_EXT_TRACK) {
+        xg_track_resume(((struct dr_tracked *) ch->ext)->t, "resubscribed");
     }
     if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
         dr_orders_confirmed(d, ch);
@@ -3013,9 +3003,9 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
         }
     }
     if (ch->ext != NULL || strncmp(ch->name, "trades.", 7) == 0) {
-        struct dr_trades *t = dr_trades_get(ch);
+        struct xg_track *t = dr_track_get(d, ch);
 
-        if (t != NULL && !dr_trades_message(d, ch, t, data, len)) {
+        if (t != NULL && !xg_track_message(t, data, len)) {
             return;
         }
     }
@@ -3935,6 +3925,17 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
         d->cf->nstale, DR_BATCH_BYTES, &dr_session_ops, d);
     xg_session_set_limits(d->s, d->cf->request_timeout_ms,
         d->cf->queue_limit, d->cf->queue_timeout_ms);
+    d->track.name = d->name;
+    d->track.base = d->base;
+    d->track.max_held = DR_TRADES_MAX_HELD;
+    d->track.retry_ms = DR_FETCH_RETRY_MS;
+    d->track.retry_max_ms = DR_FETCH_RETRY_MAX_MS;
+    d->track.tries = DR_FETCH_TRIES;
+    d->track.ctx = d;
+    d->track.send = dr_track_send;
+    d->track.fanout = dr_track_fanout;
+    d->track.notice = dr_track_notice;
+    d->track.now = dr_track_now;
     d->ev_tick = evtimer_new(d->base, dr_on_tick, d);
     d->ev_refresh = evtimer_new(d->base, dr_on_refresh, d);
     dr_tick_arm(d, DR_TICK_MS);
@@ -3996,8 +3997,9 @@ dr_status(void *p, json_t *obj)
     json_object_set_new(obj, "currency_trades_backfilled",
         json_integer((json_int_t) d->currency_trades_backfilled));
     json_object_set_new(obj, "fetch_retries",
-        json_integer((json_int_t) d->fetch_retries));
-    json_object_set_new(obj, "backfills", json_integer((json_int_t) d->backfills));
+        json_integer((json_int_t) (d->fetch_retries + d->track.retries)));
+    json_object_set_new(obj, "backfills",
+        json_integer((json_int_t) (d->backfills + d->track.answers)));
     json_object_set_new(obj, "unrepaired_gaps",
         json_integer((json_int_t) d->unrepaired_gaps));
     json_object_set_new(obj, "requests_answered",
