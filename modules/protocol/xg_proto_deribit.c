@@ -198,10 +198,6 @@ static void dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch);
 static void dr_books_left(struct dr_client *dc);
 static void dr_books_down(struct dr *d);
 static void dr_orders_confirmed(struct dr *d, struct xg_reg_channel *ch);
-static void dr_ctrades_confirmed(struct dr *d, struct xg_reg_channel *ch);
-static void dr_ctrades_down(struct dr *d, struct xg_reg_channel *ch);
-static void dr_on_ctrades_answer(struct dr *d, struct xg_reg_req *q,
-    const struct xg_jspan *result, const struct xg_jspan *error);
 static void dr_orders_down(struct dr *d, struct xg_reg_channel *ch);
 static void dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch);
 static void dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
@@ -461,7 +457,6 @@ dr_confirmed(void *p, struct xg_reg_channel *ch, enum xg_confirm how,
 
     dr_track_confirmed(d, ch);      /* trades tracked from the start */
     dr_orders_confirmed(d, ch);     /* orders too */
-    dr_ctrades_confirmed(d, ch);    /* and a currency's trades */
     if (how == XG_CONFIRM_RETRIED && !dr_chan_recovers(ch)) {
         dr_gap_notice(d, ch, now - ch->stale_from_ms,
             "refused on resubscribe");
@@ -1161,7 +1156,6 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
 #define DR_EXT_BOOK     1
 #define DR_EXT_TRADES   2
 #define DR_EXT_ORDERS   3
-#define DR_EXT_CTRADES  4
 #define DR_EXT_TRACK    5      /* a tracker of src/xg_track.c */
 
 struct dr_tracked {
@@ -1184,7 +1178,6 @@ dr_is_book_channel(const char *name)
 }
 
 static void dr_orders_free(void *p);
-static void dr_ctrades_free(void *p);
 
 static int
 dr_ext_kind(const struct xg_reg_channel *ch)
@@ -1204,10 +1197,6 @@ dr_book_free(void *p)
     }
     if (b->kind == DR_EXT_ORDERS) {
         dr_orders_free(p);
-        return;
-    }
-    if (b->kind == DR_EXT_CTRADES) {
-        dr_ctrades_free(p);
         return;
     }
     xg_book_state_unref(b->mark);
@@ -1326,8 +1315,6 @@ dr_book_down_cb(struct xg_reg_channel *ch, void *arg)
         xg_track_down(((struct dr_tracked *) ch->ext)->t, ch->last_data_ms);
     } else if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
         dr_orders_down(arg, ch);
-    } else if (dr_ext_kind(ch) == DR_EXT_CTRADES) {
-        dr_ctrades_down(arg, ch);
     }
 }
 
@@ -1878,40 +1865,6 @@ static const struct xg_track_kind dr_trades_kind = {
     dr_trades_free
 };
 
-/* CH's tracker, made now if its name is one a tracker kind follows. */
-static struct xg_track *
-dr_track_get(struct dr *d, struct xg_reg_channel *ch)
-{
-    struct dr_tracked *w;
-    struct xg_track *t;
-
-    if (ch->ext != NULL) {
-        return dr_ext_kind(ch) == DR_EXT_TRACK
-               ? ((struct dr_tracked *) ch->ext)->t : NULL;
-    }
-    t = xg_track_new(&dr_trades_kind, &d->track, ch->name, ch);
-    if (t == NULL) {
-        return NULL;
-    }
-    w = xg_calloc(1, sizeof(*w));
-    w->kind = DR_EXT_TRACK;
-    w->t = t;
-    ch->ext = w;
-    return t;
-}
-
-/* CH was confirmed by the exchange: tracked from now on (so that an
-   outage before its first message is still seen); a gap is fetched. */
-static void
-dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch)
-{
-    struct xg_track *t = dr_track_get(d, ch);
-
-    if (t != NULL) {
-        xg_track_resume(t, "confirmed");
-    }
-}
-
 /* ---- trades of a currency: backfill by time after an outage ---- */
 
 /*
@@ -1923,50 +1876,32 @@ dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch)
  * public/get_last_trades_by_currency_and_time (or
  * private/get_user_trades_by_currency_and_time) from that timestamp on,
  * delivers those past each instrument's last trade_seq as one
- * notification, then what it held, never a trade twice.
+ * notification, then what it held, never a trade twice. A fetch that dies
+ * with its connection keeps its held trades for the next connection's
+ * fetch, from the same timestamp: delivered at once, they would move
+ * last_ts past the trades still missing.
  */
 
 struct dr_ctrades {
-    int        kind;          /* DR_EXT_CTRADES */
     int        user;          /* user.trades.KIND.CURRENCY.INTERVAL */
     char      *tkind;         /* future, option, any... */
     char      *currency;
     uint64_t   since_wall_ms; /* first subscribed (wall clock) */
     json_int_t last_ts;       /* newest timestamp delivered, 0: none */
     json_t    *seqs;          /* instrument -> last trade_seq delivered */
-    int        gap;
-    uint64_t   gap_from_ms;
-    int        filling;
-    uint64_t   fetch;         /* the last fetch sent (its answer's tag) */
-    struct dr_held held;
 };
 
-static void
-dr_ctrades_free(void *p)
-{
-    struct dr_ctrades *c = p;
-
-    dr_held_clear(&c->held);
-    json_decref(c->seqs);
-    free(c->tkind);
-    free(c->currency);
-    free(c);
-}
-
-static struct dr_ctrades *
-dr_ctrades_get(struct xg_reg_channel *ch)
+static void *
+dr_ctrades_create(const char *name)
 {
     const char *a, *b, *e;
     struct dr_ctrades *c;
     int user = 0;
 
-    if (ch->ext != NULL) {
-        return dr_ext_kind(ch) == DR_EXT_CTRADES ? ch->ext : NULL;
-    }
-    if (strncmp(ch->name, "trades.", 7) == 0) {
-        a = ch->name + 7;
-    } else if (strncmp(ch->name, "user.trades.", 12) == 0) {
-        a = ch->name + 12;
+    if (strncmp(name, "trades.", 7) == 0) {
+        a = name + 7;
+    } else if (strncmp(name, "user.trades.", 12) == 0) {
+        a = name + 12;
         user = 1;
     } else {
         return NULL;
@@ -1977,14 +1912,23 @@ dr_ctrades_get(struct xg_reg_channel *ch)
         return NULL;
     }
     c = xg_calloc(1, sizeof(*c));
-    c->kind = DR_EXT_CTRADES;
     c->user = user;
     c->tkind = xg_strndup(a, (size_t) (b - a));
     c->currency = xg_strndup(b + 1, (size_t) (e - b - 1));
     c->since_wall_ms = xg_wall_us() / 1000;
     c->seqs = json_object();
-    ch->ext = c;
     return c;
+}
+
+static void
+dr_ctrades_free(void *p)
+{
+    struct dr_ctrades *c = p;
+
+    json_decref(c->seqs);
+    free(c->tkind);
+    free(c->currency);
+    free(c);
 }
 
 /* 1 when trade TR was not delivered yet (and remembers it as delivered). */
@@ -2010,153 +1954,140 @@ dr_ctrades_take(struct dr_ctrades *c, json_t *tr)
     return 1;
 }
 
-/* Sends the trades of KEEP (taken) on CH as one notification. */
-
-static void dr_ctrades_release(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_ctrades *c);
-
-/* A notification on such a channel: 1 to pass its bytes on, 0 handled. */
-static int
-dr_ctrades_message(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_ctrades *c, const char *data, size_t len)
+/* The trades of ARR not delivered yet, taken, as a new array. */
+static json_t *
+dr_ctrades_new(struct dr_ctrades *c, json_t *arr)
 {
-    json_t *m, *dat, *keep, *v;
+    json_t *keep = json_array(), *v;
     size_t i;
-    int whole = 1;
 
-    if (c->filling || c->held.n > 0) {   /* in flight, or to send again */
-        if (!dr_held_hold(d, ch, &c->held, data, len, "backfill",
-                "trades backfill too slow", c->gap_from_ms)) {
-            return 0;
-        }
-        dr_ctrades_release(d, ch, c);
-        return dr_ctrades_message(d, ch, c, data, len);
-    }
-    m = json_loadb(data, len, 0, NULL);
-    dat = json_object_get(json_object_get(m, "params"), "data");
-    if (!json_is_array(dat)) {
-        json_decref(m);
-        return 1;
-    }
-    keep = json_array();
-    json_array_foreach(dat, i, v) {
+    json_array_foreach(arr, i, v) {
         if (dr_ctrades_take(c, v)) {
             json_array_append(keep, v);
-        } else {
-            whole = 0;
         }
     }
+    return keep;
+}
+
+/* A notification on such a channel: the trades not delivered yet. */
+static enum xg_track_verdict
+dr_ctrades_parse(struct xg_track *t, const char *data, size_t len,
+    struct xg_track_seq *seq)
+{
+    json_t *m = json_loadb(data, len, 0, NULL);
+    json_t *dat = json_object_get(json_object_get(m, "params"), "data");
+    json_t *keep;
+    int whole;
+
+    if (!json_is_array(dat)) {
+        json_decref(m);
+        return XG_TRACK_PASS;
+    }
+    keep = dr_ctrades_new(t->data, dat);
+    whole = json_array_size(keep) == json_array_size(dat);
     if (!whole && json_array_size(keep) > 0) {
-        dr_notify(ch, keep);
+        dr_notify(t->chan, keep);
     }
     json_decref(keep);
     json_decref(m);
-    return whole;
+    return whole ? XG_TRACK_PASS : XG_TRACK_DROP;
 }
 
-static int
-dr_ctrades_held_fn(struct dr *d, struct xg_reg_channel *ch, void *ext,
-    const char *data, size_t len)
-{
-    return dr_ctrades_message(d, ch, ext, data, len);
-}
-
+/* Confirmed after an outage: the trades since the newest delivered. */
 static void
-dr_ctrades_release(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_ctrades *c)
+dr_ctrades_fetch(struct xg_track *t, const struct xg_track_seq *seq)
 {
-    c->filling = 0;
-    dr_held_release(d, ch, &c->held, dr_ctrades_held_fn, c);
-}
-
-/* The answer to the backfill: the missed trades, then what was held. */
-static void
-dr_on_ctrades_answer(struct dr *d, struct xg_reg_req *q,
-    const struct xg_jspan *result, const struct xg_jspan *error)
-{
-    struct xg_reg_channel *ch = xg_registry_channel(d->reg, q->chan[0]);
-    struct dr_ctrades *c = ch ? dr_ctrades_get(ch) : NULL;
-    json_t *r, *arr, *keep, *v;
-    size_t i;
-
-    if (c == NULL || !c->filling || q->tag != c->fetch) {
-        return;
-    }
-    r = result->p ? json_loadb(result->p, result->len, 0, NULL) : NULL;
-    arr = json_object_get(r, "trades");
-    if (json_is_array(arr)) {
-        keep = json_array();
-        json_array_foreach(arr, i, v) {
-            if (dr_ctrades_take(c, v)) {
-                json_array_append(keep, v);
-            }
-        }
-        if (json_array_size(keep) > 0) {
-            dr_notify(ch, keep);
-        }
-        d->currency_trades_backfilled += json_array_size(keep);
-        xg_log_info("upstream %s: %s: %zu trades backfilled%s", d->name,
-            ch->name, json_array_size(keep),
-            json_is_true(json_object_get(r, "has_more"))
-            ? " (more were missed: over 1000)" : "");
-        if (json_is_true(json_object_get(r, "has_more"))) {
-            dr_gap_notice(d, ch, xg_now_ms() - c->gap_from_ms,
-                "trades beyond the backfill");
-        }
-        json_decref(keep);
-    } else {
-        xg_log_warn("upstream %s: %s: backfill failed: %.*s", d->name,
-            ch->name, error->p ? (int) (error->len > 200 ? 200 : error->len)
-            : 9, error->p ? error->p : "no result");
-        dr_gap_notice(d, ch, xg_now_ms() - c->gap_from_ms,
-            "trades backfill failed");
-    }
-    json_decref(r);
-    c->gap = 0;
-    dr_ctrades_release(d, ch, c);
-}
-
-/* CH confirmed: tracked from now; back after an outage: backfilled. */
-static void
-dr_ctrades_confirmed(struct dr *d, struct xg_reg_channel *ch)
-{
-    struct dr_ctrades *c = dr_ctrades_get(ch);
-    struct xg_reg_req *q;
+    struct dr_ctrades *c = t->data;
     json_int_t from, now = (json_int_t) (xg_wall_us() / 1000);
 
-    if (c == NULL || !c->gap || c->filling) {
-        return;
-    }
     from = c->last_ts != 0 ? c->last_ts : (json_int_t) c->since_wall_ms;
-    c->filling = 1;
     xg_log_info("upstream %s: %s: fetching the %s trades since %lld",
-        d->name, ch->name, c->user ? "account's" : "market's",
+        t->env->name, t->name, c->user ? "account's" : "market's",
         (long long) from);
-    q = dr_internal(K_CTRADES, c->user
+    xg_track_send(t, dr_internal(K_CTRADES, c->user
         ? "private/get_user_trades_by_currency_and_time"
         : "public/get_last_trades_by_currency_and_time",
         json_pack("{s:s, s:s, s:I, s:I, s:i, s:s}", "currency", c->currency,
             "kind", c->tkind, "start_timestamp", from, "end_timestamp",
-            now + 60000, "count", 1000, "sorting", "asc"));
-    dr_send_fetch(d, q, ch, ++c->fetch);
+            now + 60000, "count", 1000, "sorting", "asc")));
 }
 
-/* The upstream dropped (or CH went stale): backfill when it is back. */
-static void
-dr_ctrades_down(struct dr *d, struct xg_reg_channel *ch)
+/* The answer to the backfill: the missed trades. */
+static int
+dr_ctrades_apply(struct xg_track *t, const struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error)
 {
-    struct dr_ctrades *c = ch->ext;
+    struct dr *d = t->env->ctx;
+    json_t *r = result->p ? json_loadb(result->p, result->len, 0, NULL)
+                          : NULL;
+    json_t *arr = json_object_get(r, "trades"), *keep;
+    int more = json_is_true(json_object_get(r, "has_more"));
 
-    if (c->filling) {
-        /* the fetch died with the connection: the held trades wait for
-           the next one (dr_ctrades_confirmed), which fetches from the
-           same timestamp on; delivered now, they would move last_ts past
-           the trades still missing */
-        c->filling = 0;
+    if (!json_is_array(arr)) {
+        json_decref(r);
+        return XG_ERROR;
     }
-    if (!c->gap) {
-        c->gap = 1;
-        c->gap_from_ms = ch->last_data_ms;
+    keep = dr_ctrades_new(t->data, arr);
+    if (json_array_size(keep) > 0) {
+        dr_notify(t->chan, keep);
+    }
+    d->currency_trades_backfilled += json_array_size(keep);
+    xg_log_info("upstream %s: %s: %zu trades backfilled%s", t->env->name,
+        t->name, json_array_size(keep),
+        more ? " (more were missed: over 1000)" : "");
+    if (more) {
+        xg_track_notice(t, "trades beyond the backfill");
+    }
+    json_decref(keep);
+    json_decref(r);
+    return XG_OK;
+}
+
+static const struct xg_track_kind dr_ctrades_kind = {
+    "trades", "backfill", XG_TRACK_KEEP_HELD, dr_ctrades_create,
+    dr_ctrades_parse, dr_ctrades_fetch, dr_ctrades_apply, NULL, NULL,
+    dr_ctrades_free
+};
+
+/* The channels followed by a tracker, by kind. */
+static const struct xg_track_kind *const dr_track_kinds[] = {
+    &dr_trades_kind, &dr_ctrades_kind
+};
+
+/* CH's tracker, made now if its name is one a tracker kind follows. */
+static struct xg_track *
+dr_track_get(struct dr *d, struct xg_reg_channel *ch)
+{
+    struct xg_track *t = NULL;
+    struct dr_tracked *w;
+    size_t i;
+
+    if (ch->ext != NULL) {
+        return dr_ext_kind(ch) == DR_EXT_TRACK
+               ? ((struct dr_tracked *) ch->ext)->t : NULL;
+    }
+    for (i = 0; t == NULL && i < XG_NELEM(dr_track_kinds); i++) {
+        t = xg_track_new(dr_track_kinds[i], &d->track, ch->name, ch);
+    }
+    if (t == NULL) {
+        return NULL;
+    }
+    w = xg_calloc(1, sizeof(*w));
+    w->kind = DR_EXT_TRACK;
+    w->t = t;
+    ch->ext = w;
+    return t;
+}
+
+/* CH was confirmed by the exchange: tracked from now on (so that an
+   outage before its first message is still seen); a gap is fetched. */
+static void
+dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch)
+{
+    struct xg_track *t = dr_track_get(d, ch);
+
+    if (t != NULL) {
+        xg_track_resume(t, "confirmed");
     }
 }
 
@@ -2765,11 +2696,6 @@ dr_fetch_current(struct dr *d, const struct xg_reg_req *q)
         return 0;
     }
     switch (dr_ext_kind(ch)) {
-    case DR_EXT_CTRADES: {
-        const struct dr_ctrades *c = ch->ext;
-
-        return q->kind == K_CTRADES && c->filling && q->tag == c->fetch;
-    }
     case DR_EXT_ORDERS: {
         const struct dr_orders *o = ch->ext;
 
@@ -2865,15 +2791,13 @@ dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
     d->backfills += result->p != NULL && dr_fetch_current(d, q);
     switch (q->kind) {
     case K_BACKFILL:
+    case K_CTRADES:
         if (dr_fetch_track(d, q) != NULL) {
             xg_track_answer(dr_fetch_track(d, q), q, result, error);
         }
         break;
     case K_ORDERS:
         dr_on_orders_answer(d, q, result, error);
-        break;
-    case K_CTRADES:
-        dr_on_ctrades_answer(d, q, result, error);
         break;
     }
 }
@@ -2887,8 +2811,7 @@ dr_chan_recovers(const struct xg_reg_channel *ch)
 {
     return xg_venue_deribit_book_kind(ch->name) != XG_BOOK_NOT_BOOK
            || dr_ext_kind(ch) == DR_EXT_TRACK
-           || dr_ext_kind(ch) == DR_EXT_ORDERS
-           || dr_ext_kind(ch) == DR_EXT_CTRADES;
+           || dr_ext_kind(ch) == DR_EXT_ORDERS;
 }
 
 /*
@@ -2945,10 +2868,6 @@ dr_stale(void *p, struct xg_reg_channel *ch, uint64_t now)
         if (!((struct dr_orders *) ch->ext)->filling) {
             dr_orders_down(d, ch);
         }
-    } else if (dr_ext_kind(ch) == DR_EXT_CTRADES) {
-        if (!((struct dr_ctrades *) ch->ext)->filling) {
-            dr_ctrades_down(d, ch); /* backfilled at the resubscribe */
-        }
     } else if (!dr_chan_recovers(ch)) {
         dr_gap_notice(d, ch, now - ch->last_data_ms, "stale");
     }
@@ -2965,9 +2884,6 @@ dr_restale(void *p, struct xg_reg_channel *ch)
     }
     if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
         dr_orders_confirmed(d, ch);
-    }
-    if (dr_ext_kind(ch) == DR_EXT_CTRADES) {
-        dr_ctrades_confirmed(d, ch);
     }
 }
 
@@ -3006,13 +2922,6 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
         struct xg_track *t = dr_track_get(d, ch);
 
         if (t != NULL && !xg_track_message(t, data, len)) {
-            return;
-        }
-    }
-    if (ch->ext != NULL) {
-        struct dr_ctrades *c = dr_ctrades_get(ch);
-
-        if (c != NULL && !dr_ctrades_message(d, ch, c, data, len)) {
             return;
         }
     }
