@@ -44,8 +44,7 @@
 
 #define DR_MAX_FRAME        (32 * 1024)    /* Deribit's request size cap */
 #define DR_BATCH_BYTES      (30 * 1024)    /* subscribe chunks stay under it */
-#define DR_TICK_MS          100            /* while something has a deadline */
-#define DR_TICK_IDLE_MS     1000           /* otherwise: the heartbeat check */
+#define DR_TICK_MS          1000           /* the heartbeat check */
 #define DR_MIN_CLIENT_HB_S  10             /* as Deribit: interval >= 10 */
 #define DR_TOKEN_TTL_S      31536000
 #define DR_SIG_WINDOW_MS    60000          /* client_signature timestamps */
@@ -53,6 +52,8 @@
                                               retry, doubling ... */
 #define DR_FETCH_RETRY_MAX_MS 3200         /* ... up to this */
 #define DR_FETCH_TRIES      8              /* retries before giving up */
+#define DR_MAX_HELD         1000           /* live messages held while a
+                                              continuity fetch is out */
 
 /* ---- conf ---- */
 
@@ -148,20 +149,14 @@ struct dr {
     uint64_t               orders_reconciled; /* order states delivered */
     uint64_t               orders_reconciles; /* channels reconciled */
     uint64_t               currency_trades_backfilled;
-    uint64_t               fetch_retries;  /* fetches sent again */
-    uint64_t               backfills;      /* gap fetches answered */
     uint64_t               unrepaired_gaps;
     uint64_t               requests_answered;  /* clients' requests: */
     uint64_t               requests_timed_out;
     uint64_t               requests_outcome_unknown;
     uint64_t               requests_rejected;  /* refused by exgate */
     struct xg_track_env    track;          /* its continuity trackers' */
-    struct xg_reg_req    **retry;          /* fetches waiting to be sent
-                                              again (deadline_ms: when) */
-    size_t                 nretry, retry_cap;
     char                  *refresh_token;
     struct event          *ev_tick;
-    uint64_t               tick_ms;      /* the interval it is armed with */
     struct event          *ev_refresh;
     struct dr_client      *clients;
     unsigned               nclients;
@@ -197,17 +192,12 @@ static void dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch,
 static void dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch);
 static void dr_books_left(struct dr_client *dc);
 static void dr_books_down(struct dr *d);
-static void dr_orders_confirmed(struct dr *d, struct xg_reg_channel *ch);
-static void dr_orders_down(struct dr *d, struct xg_reg_channel *ch);
 static void dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch);
-static void dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
-    const struct xg_jspan *result, const struct xg_jspan *error);
 static int dr_fetch_retry(struct dr *d, struct xg_reg_req *q,
     const char *why, int len);
 static void dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);
 static int dr_error_transient(const struct xg_jspan *error);
-static void dr_fetch_retries_due(struct dr *d, uint64_t now);
 static int dr_chan_recovers(const struct xg_reg_channel *ch);
 static void dr_gap_notice(struct dr *d, struct xg_reg_channel *ch,
     uint64_t duration_ms, const char *reason);
@@ -330,35 +320,16 @@ dr_error(struct dr_client *dc, const char *id, int code, const char *message,
 
 
 /*
- * The tick: fetch retries and the upstream heartbeat (requests, the
+ * The tick: the upstream heartbeat check, once a second (requests, the
  * queue, lingering, unconfirmed and stale channels have timers of their
- * own in the session). It runs every DR_TICK_MS while a fetch waits to be
- * retried, and every DR_TICK_IDLE_MS otherwise. Whatever creates such a
- * deadline calls dr_tick_wake().
+ * own in the session, a continuity fetch's retry in its tracker).
  */
-static int
-dr_tick_busy(const struct dr *d)
-{
-    return d->nretry != 0;
-}
-
 static void
-dr_tick_arm(struct dr *d, uint64_t ms)
+dr_tick_arm(struct dr *d)
 {
-    struct timeval tv;
+    struct timeval tv = { DR_TICK_MS / 1000, 0 };
 
-    d->tick_ms = ms;
-    tv.tv_sec = (time_t) (ms / 1000);
-    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
     event_add(d->ev_tick, &tv);
-}
-
-static void
-dr_tick_wake(struct dr *d)
-{
-    if (d->tick_ms != DR_TICK_MS && d->ev_tick != NULL) {
-        dr_tick_arm(d, DR_TICK_MS);
-    }
 }
 
 /*
@@ -456,7 +427,6 @@ dr_confirmed(void *p, struct xg_reg_channel *ch, enum xg_confirm how,
     struct dr *d = p;
 
     dr_track_confirmed(d, ch);      /* trades tracked from the start */
-    dr_orders_confirmed(d, ch);     /* orders too */
     if (how == XG_CONFIRM_RETRIED && !dr_chan_recovers(ch)) {
         dr_gap_notice(d, ch, now - ch->stale_from_ms,
             "refused on resubscribe");
@@ -1154,8 +1124,6 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
 
 /* What hangs on a registry channel's ext: a book or a trades tracker. */
 #define DR_EXT_BOOK     1
-#define DR_EXT_TRADES   2
-#define DR_EXT_ORDERS   3
 #define DR_EXT_TRACK    5      /* a tracker of src/xg_track.c */
 
 struct dr_tracked {
@@ -1177,7 +1145,6 @@ dr_is_book_channel(const char *name)
     return xg_venue_deribit_book_kind(name) == XG_BOOK_DELTA;
 }
 
-static void dr_orders_free(void *p);
 
 static int
 dr_ext_kind(const struct xg_reg_channel *ch)
@@ -1193,10 +1160,6 @@ dr_book_free(void *p)
     if (b->kind == DR_EXT_TRACK) {
         xg_track_free(((struct dr_tracked *) p)->t);
         free(p);
-        return;
-    }
-    if (b->kind == DR_EXT_ORDERS) {
-        dr_orders_free(p);
         return;
     }
     xg_book_state_unref(b->mark);
@@ -1313,8 +1276,6 @@ dr_book_down_cb(struct xg_reg_channel *ch, void *arg)
         dr_book_break(ch->ext);  /* bridge to the restore's snapshot */
     } else if (dr_ext_kind(ch) == DR_EXT_TRACK) {
         xg_track_down(((struct dr_tracked *) ch->ext)->t, ch->last_data_ms);
-    } else if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
-        dr_orders_down(arg, ch);
     }
 }
 
@@ -1422,109 +1383,8 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
  * overlaps the last one delivered is re-encoded.
  */
 
-#define DR_TRADES_MAX_HELD  1000
-
-/*
- * Live messages of a channel held while a fetch (a trades backfill, an
- * orders reconcile) is in flight, to be released in order behind what
- * the fetch brought. One type for the three channel kinds that do it.
- */
-struct dr_held {
-    char   **msg;
-    size_t  *len;
-    size_t   n, cap;
-};
-
 static void dr_fanout(struct xg_reg_channel *ch, const char *data,
     size_t len);
-
-/* The channel kind's own handling of a live message: 1 to fan it out. */
-typedef int (*dr_held_fn)(struct dr *d, struct xg_reg_channel *ch,
-    void *ext, const char *data, size_t len);
-
-static void
-dr_held_push(struct dr_held *h, const char *data, size_t len)
-{
-    if (h->n == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 8;
-        h->msg = xg_realloc(h->msg, h->cap * sizeof(*h->msg));
-        h->len = xg_realloc(h->len, h->cap * sizeof(*h->len));
-    }
-    h->msg[h->n] = xg_strndup(data, len);
-    h->len[h->n] = len;
-    h->n++;
-}
-
-static void
-dr_held_clear(struct dr_held *h)
-{
-    size_t i;
-
-    for (i = 0; i < h->n; i++) {
-        free(h->msg[i]);
-    }
-    free(h->msg);
-    free(h->len);
-    memset(h, 0, sizeof(*h));
-}
-
-/*
- * Passes each held message through FN, in order, and fans out those it
- * returns 1 for. H is emptied first, so FN may hold anew.
- */
-static void
-dr_held_release(struct dr *d, struct xg_reg_channel *ch, struct dr_held *h,
-    dr_held_fn fn, void *ext)
-{
-    struct dr_held out = *h;
-    size_t i;
-
-    memset(h, 0, sizeof(*h));
-    for (i = 0; i < out.n; i++) {
-        if (fn(d, ch, ext, out.msg[i], out.len[i]) && ch->nsubs > 0) {
-            dr_fanout(ch, out.msg[i], out.len[i]);
-        }
-    }
-    dr_held_clear(&out);
-}
-
-/*
- * Sends Q, a fetch for channel CH. TAG (the channel's fetch count) comes
- * back with the answer: an answer to a fetch given up on (too slow, or
- * the connection went down) must not be taken for a later one's.
- */
-static void
-dr_send_fetch(struct dr *d, struct xg_reg_req *q, struct xg_reg_channel *ch,
-    uint64_t tag)
-{
-    q->nchan = 1;
-    q->chan = xg_calloc(1, sizeof(char *));
-    q->chan[0] = xg_strdup(ch->name);
-    q->tag = tag;
-    dr_send(d, q);
-}
-
-/*
- * Holds DATA in H while a fetch is in flight. 1 when H is full: the
- * fetch (WHAT: "backfill", "reconcile") is given up, logged, and told to
- * clients as gap notice NOTICE; the caller then releases what is held and
- * handles DATA after it.
- */
-static int
-dr_held_hold(struct dr *d, struct xg_reg_channel *ch, struct dr_held *h,
-    const char *data, size_t len, const char *what, const char *notice,
-    uint64_t gap_from_ms)
-{
-    if (h->n < DR_TRADES_MAX_HELD) {
-        dr_held_push(h, data, len);
-        return 0;
-    }
-    xg_log_warn("upstream %s: %s: %s too slow, releasing the %zu messages "
-        "held; what it was fetching stays missing", d->name, ch->name, what,
-        h->n);
-    dr_gap_notice(d, ch, xg_now_ms() - gap_from_ms, notice);
-    return 1;
-}
 
 /* MSG (a whole notification) to every subscriber of CH. */
 static void
@@ -2049,48 +1909,6 @@ static const struct xg_track_kind dr_ctrades_kind = {
     dr_ctrades_free
 };
 
-/* The channels followed by a tracker, by kind. */
-static const struct xg_track_kind *const dr_track_kinds[] = {
-    &dr_trades_kind, &dr_ctrades_kind
-};
-
-/* CH's tracker, made now if its name is one a tracker kind follows. */
-static struct xg_track *
-dr_track_get(struct dr *d, struct xg_reg_channel *ch)
-{
-    struct xg_track *t = NULL;
-    struct dr_tracked *w;
-    size_t i;
-
-    if (ch->ext != NULL) {
-        return dr_ext_kind(ch) == DR_EXT_TRACK
-               ? ((struct dr_tracked *) ch->ext)->t : NULL;
-    }
-    for (i = 0; t == NULL && i < XG_NELEM(dr_track_kinds); i++) {
-        t = xg_track_new(dr_track_kinds[i], &d->track, ch->name, ch);
-    }
-    if (t == NULL) {
-        return NULL;
-    }
-    w = xg_calloc(1, sizeof(*w));
-    w->kind = DR_EXT_TRACK;
-    w->t = t;
-    ch->ext = w;
-    return t;
-}
-
-/* CH was confirmed by the exchange: tracked from now on (so that an
-   outage before its first message is still seen); a gap is fetched. */
-static void
-dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch)
-{
-    struct xg_track *t = dr_track_get(d, ch);
-
-    if (t != NULL) {
-        xg_track_resume(t, "confirmed");
-    }
-}
-
 /* ---- user.orders: reconcile after an outage ---- */
 
 /*
@@ -2111,7 +1929,6 @@ dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch)
 #define DR_ORDERS_HISTORY    1000    /* orders fetched from the history */
 
 struct dr_orders {
-    int        kind;          /* DR_EXT_ORDERS */
     int        array;         /* data is an array (100ms, agg2) */
     char      *instrument;    /* NULL: the KIND.CURRENCY form */
     char      *tkind;         /* KIND.CURRENCY: future, option, any... */
@@ -2120,46 +1937,22 @@ struct dr_orders {
     json_int_t forgot_upd;    /* newest last_update of a forgotten order */
     json_t    *seen;          /* order_id -> [state, filled, amount, price,
                                  last_update_timestamp] */
-    int        gap;           /* the upstream dropped since */
-    uint64_t   gap_from_ms;
-    int        filling;       /* fetches in flight: hold */
-    int        pending;       /* answers still expected */
-    int        failed;        /* one of them failed */
-    int        asked_states;  /* get_order_state round sent */
+    int        asked_states;  /* the reconcile's get_order_state round */
     json_int_t gap_wall_ms;   /* last data before the gap (wall clock) */
-    json_t    *fetched;       /* the orders the answers carried */
-    uint64_t   fetch;         /* the reconcile in flight (answers' tag) */
-    struct dr_held held;
+    json_t    *fetched;       /* the orders the reconcile's answers carried */
 };
 
-static void
-dr_orders_free(void *p)
-{
-    struct dr_orders *o = p;
-
-    dr_held_clear(&o->held);
-    json_decref(o->seen);
-    json_decref(o->fetched);
-    free(o->instrument);
-    free(o->tkind);
-    free(o->currency);
-    free(o);
-}
-
 /* user.orders.INSTRUMENT.INTERVAL or user.orders.KIND.CURRENCY.INTERVAL. */
-static struct dr_orders *
-dr_orders_get(struct xg_reg_channel *ch)
+static void *
+dr_orders_create(const char *name)
 {
     const char *a, *b, *e = NULL, *iv;
     struct dr_orders *o;
 
-    if (ch->ext != NULL) {
-        return dr_ext_kind(ch) == DR_EXT_ORDERS ? ch->ext : NULL;
-    }
-    if (strncmp(ch->name, "user.orders.", 12) != 0) {
+    if (strncmp(name, "user.orders.", 12) != 0) {
         return NULL;
     }
-    a = ch->name + 12;
+    a = name + 12;
     b = strchr(a, '.');
     if (b == NULL || b == a || b[1] == '\0') {
         return NULL;
@@ -2172,7 +1965,6 @@ dr_orders_get(struct xg_reg_channel *ch)
         iv = e + 1;
     }
     o = xg_calloc(1, sizeof(*o));
-    o->kind = DR_EXT_ORDERS;
     o->array = strcmp(iv, "raw") != 0;
     if (e == NULL) {
         o->instrument = xg_strndup(a, (size_t) (b - a));
@@ -2182,8 +1974,20 @@ dr_orders_get(struct xg_reg_channel *ch)
     }
     o->since_wall_ms = xg_wall_us() / 1000;
     o->seen = json_object();
-    ch->ext = o;
     return o;
+}
+
+static void
+dr_orders_free(void *p)
+{
+    struct dr_orders *o = p;
+
+    json_decref(o->seen);
+    json_decref(o->fetched);
+    free(o->instrument);
+    free(o->tkind);
+    free(o->currency);
+    free(o);
 }
 
 /* What is remembered of one order: a small array, or NULL if malformed. */
@@ -2319,43 +2123,34 @@ dr_orders_send(struct xg_reg_channel *ch, struct dr_orders *o, json_t *ord)
     }
 }
 
-static void dr_orders_release(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_orders *o);
-
 /*
- * A notification on a user.orders channel. Returns 1 when its bytes go to
- * every subscriber as they are, 0 when it was handled (held, filtered).
+ * A notification on a user.orders channel: the order states the client
+ * has not seen (an update older than what was delivered, or the same, is
+ * dropped).
  */
-static int
-dr_orders_message(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_orders *o, const char *data, size_t len)
+static enum xg_track_verdict
+dr_orders_parse(struct xg_track *t, const char *data, size_t len,
+    struct xg_track_seq *seq)
 {
+    struct dr_orders *o = t->data;
     json_t *m, *dat, *keep, *v;
     size_t i, n = 0;
     int whole = 1;
 
-    if (o->filling) {
-        if (!dr_held_hold(d, ch, &o->held, data, len, "reconcile",
-                "orders reconcile too slow", o->gap_from_ms)) {
-            return 0;
-        }
-        dr_orders_release(d, ch, o);
-        return dr_orders_message(d, ch, o, data, len);
-    }
     m = json_loadb(data, len, 0, NULL);
     dat = json_object_get(json_object_get(m, "params"), "data");
     if (json_is_object(dat)) {
         if (!dr_orders_is_news(o, dat)) {
             json_decref(m);
-            return 0;               /* delivered already (reconciled) */
+            return XG_TRACK_DROP;   /* delivered already (reconciled) */
         }
         dr_orders_remember(o, dat);
         json_decref(m);
-        return 1;
+        return XG_TRACK_PASS;
     }
     if (!json_is_array(dat)) {
         json_decref(m);
-        return 1;
+        return XG_TRACK_PASS;
     }
     keep = json_array();
     json_array_foreach(dat, i, v) {
@@ -2370,153 +2165,64 @@ dr_orders_message(struct dr *d, struct xg_reg_channel *ch,
     if (!whole && n > 0) {
         /* the exchange's envelope (a label, say) with what is news */
         json_object_set(json_object_get(m, "params"), "data", keep);
-        dr_fanout_json(ch, m);
+        dr_fanout_json(t->chan, m);
     }
     json_decref(keep);
     json_decref(m);
-    return whole;
+    return whole ? XG_TRACK_PASS : XG_TRACK_DROP;
 }
 
-static int
-dr_orders_held_fn(struct dr *d, struct xg_reg_channel *ch, void *ext,
-    const char *data, size_t len)
-{
-    return dr_orders_message(d, ch, ext, data, len);
-}
-
-/* Delivers what was held during a reconcile, in order. */
+/* CH is back after an outage (or resubscribed as stale): fetch the
+   account's orders on its instrument (or currency). */
 static void
-dr_orders_release(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_orders *o)
+dr_orders_fetch(struct xg_track *t, const struct xg_track_seq *seq)
 {
-    o->filling = 0;
-    o->pending = 0;
+    struct dr_orders *o = t->data;
+    uint64_t now = xg_now_ms();
+    struct xg_reg_req *q[2];
+    int i;
+
+    o->asked_states = 0;
+    o->gap_wall_ms = (json_int_t) (xg_wall_us() / 1000)
+        - (json_int_t) (now > t->gap_from_ms ? now - t->gap_from_ms : 0);
     json_decref(o->fetched);
-    o->fetched = NULL;
-    dr_held_release(d, ch, &o->held, dr_orders_held_fn, o);
+    o->fetched = json_array();
+    xg_log_info("upstream %s: %s: fetching the account's orders to "
+        "reconcile %zu remembered", t->env->name, t->name,
+        json_object_size(o->seen));
+    if (o->instrument != NULL) {
+        q[0] = dr_internal(K_ORDERS, "private/get_open_orders_by_instrument",
+            json_pack("{s:s, s:s}", "instrument_name", o->instrument, "type",
+                "all"));
+        q[1] = dr_internal(K_ORDERS,
+            "private/get_order_history_by_instrument",
+            json_pack("{s:s, s:i, s:b, s:b}", "instrument_name",
+                o->instrument, "count", DR_ORDERS_HISTORY, "include_old", 1,
+                "include_unfilled", 1));
+    } else {
+        q[0] = dr_internal(K_ORDERS, "private/get_open_orders_by_currency",
+            json_pack("{s:s, s:s, s:s}", "currency", o->currency, "kind",
+                o->tkind, "type", "all"));
+        q[1] = dr_internal(K_ORDERS, "private/get_order_history_by_currency",
+            json_pack("{s:s, s:s, s:i, s:b, s:b}", "currency", o->currency,
+                "kind", o->tkind, "count", DR_ORDERS_HISTORY, "include_old",
+                1, "include_unfilled", 1));
+    }
+    for (i = 0; i < 2; i++) {
+        xg_track_send(t, q[i]);
+    }
 }
 
+/* An answer to one of the reconcile's fetches: its orders kept. */
 static int
-dr_orders_cmp_upd(const void *a, const void *b)
-{
-    json_int_t x = json_integer_value(json_object_get(*(json_t *const *) a,
-        "last_update_timestamp"));
-    json_int_t y = json_integer_value(json_object_get(*(json_t *const *) b,
-        "last_update_timestamp"));
-
-    return x < y ? -1 : x > y;
-}
-
-/* Both answers are in: deliver what the client has not seen, then the
-   held live updates. */
-static void
-dr_orders_reconcile(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_orders *o)
-{
-    json_t **list, *v;
-    size_t i, n = json_array_size(o->fetched), nsend = 0, sent = 0;
-    json_int_t floor = (json_int_t) o->since_wall_ms > o->forgot_upd
-                       ? (json_int_t) o->since_wall_ms : o->forgot_upd + 1;
-
-    list = xg_calloc(n ? n : 1, sizeof(*list));
-    json_array_foreach(o->fetched, i, v) {
-        const char *id = json_string_value(json_object_get(v, "order_id"));
-        json_t *up = json_object_get(v, "last_update_timestamp");
-
-        if (id == NULL || !json_is_integer(up)) {
-            continue;
-        }
-        if (json_object_get(o->seen, id) == NULL
-            && json_integer_value(up) < floor) {
-            continue;               /* before the client's time */
-        }
-        if (dr_orders_is_news(o, v)) {
-            list[nsend++] = v;
-        }
-    }
-    qsort(list, nsend, sizeof(*list), dr_orders_cmp_upd);
-    for (i = 0; i < nsend; i++) {
-        /* the two lists may both carry an order closed meanwhile */
-        if (dr_orders_is_news(o, list[i])) {
-            dr_orders_remember(o, list[i]);
-            dr_orders_send(ch, o, list[i]);
-            sent++;
-        }
-    }
-    free(list);
-    d->orders_reconciled += sent;
-    d->orders_reconciles++;
-    xg_log_info("upstream %s: %s: reconciled %zu orders after the outage",
-        d->name, ch->name, sent);
-    o->gap = 0;
-    dr_orders_release(d, ch, o);
-}
-
-#define DR_ORDERS_MAX_ASKED  100
-
-/*
- * Orders the client last saw open that neither list carries (closed
- * beyond the history's 1000): private/get_order_state for each, at most
- * DR_ORDERS_MAX_ASKED. Returns how many were asked.
- */
-static int
-dr_orders_ask_missing(struct dr *d, struct xg_reg_channel *ch,
-    struct dr_orders *o)
-{
-    json_t *ids = json_object(), *v;
-    const char *id;
-    size_t i;
-    int n = 0, more = 0;
-
-    o->asked_states = 1;
-    json_array_foreach(o->fetched, i, v) {
-        const char *fid = json_string_value(json_object_get(v, "order_id"));
-
-        if (fid != NULL) {
-            json_object_set_new(ids, fid, json_true());
-        }
-    }
-    json_object_foreach(o->seen, id, v) {
-        struct xg_reg_req *q;
-
-        if (dr_orders_closed(v) || json_object_get(ids, id) != NULL) {
-            continue;
-        }
-        if (n == DR_ORDERS_MAX_ASKED) {
-            more = 1;
-            break;
-        }
-        q = dr_internal(K_ORDERS, "private/get_order_state",
-            json_pack("{s:s}", "order_id", id));
-        o->pending++;
-        n++;
-        dr_send_fetch(d, q, ch, o->fetch);
-    }
-    json_decref(ids);
-    if (n > 0) {
-        xg_log_info("upstream %s: %s: %d open orders in neither list: "
-            "asking their state", d->name, ch->name, n);
-    }
-    if (more) {
-        dr_gap_notice(d, ch, xg_now_ms() - o->gap_from_ms,
-            "orders beyond the reconcile");
-    }
-    return n;
-}
-
-/* An answer to one of the reconcile's fetches. */
-static void
-dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
+dr_orders_apply(struct xg_track *t, const struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error)
 {
-    struct xg_reg_channel *ch = xg_registry_channel(d->reg, q->chan[0]);
-    struct dr_orders *o = ch ? dr_orders_get(ch) : NULL;
+    struct dr_orders *o = t->data;
     json_t *r, *v;
     size_t i;
+    int rc = XG_OK;
 
-    if (o == NULL || !o->filling || o->pending == 0 || q->tag != o->fetch) {
-        return;
-    }
     r = result->p ? json_loadb(result->p, result->len, 0, NULL) : NULL;
     if (strcmp(q->method, "private/get_order_state") == 0) {
         /* an order the exchange no longer knows: nothing to tell */
@@ -2543,105 +2249,172 @@ dr_on_orders_answer(struct dr *d, struct xg_reg_req *q,
             && json_array_size(r) >= DR_ORDERS_HISTORY
             && oldest >= o->gap_wall_ms) {
             xg_log_warn("upstream %s: %s: over %d orders closed since: the "
-                "older ones are not reconciled", d->name, ch->name,
+                "older ones are not reconciled", t->env->name, t->name,
                 DR_ORDERS_HISTORY);
-            dr_gap_notice(d, ch, xg_now_ms() - o->gap_from_ms,
-                "orders beyond the reconcile");
+            xg_track_notice(t, "orders beyond the reconcile");
         }
     } else {
-        xg_log_warn("upstream %s: %s: %s failed: %.*s", d->name, ch->name,
-            q->method, error->p ? (int) (error->len > 200 ? 200 : error->len)
-            : 9, error->p ? error->p : "no result");
-        o->failed = 1;
+        rc = XG_ERROR;
     }
     json_decref(r);
-    if (--o->pending > 0) {
-        return;
-    }
-    if (o->failed) {
-        dr_gap_notice(d, ch, xg_now_ms() - o->gap_from_ms,
-            "orders reconcile failed");
-        o->gap = 0;
-        dr_orders_release(d, ch, o);
-        return;
-    }
-    if (!o->asked_states && dr_orders_ask_missing(d, ch, o) > 0) {
-        return;
-    }
-    dr_orders_reconcile(d, ch, o);
+    return rc;
 }
 
-/* CH is back after an outage (or resubscribed as stale): fetch the
-   account's orders on its instrument; hold the live ones meanwhile. */
-static void
-dr_orders_fetch(struct dr *d, struct xg_reg_channel *ch, struct dr_orders *o)
-{
-    struct xg_reg_req *q[2];
-    int i;
+#define DR_ORDERS_MAX_ASKED  100
 
-    o->filling = 1;
-    o->failed = 0;
-    o->asked_states = 0;
-    o->pending = 2;
+/*
+ * Orders the client last saw open that neither list carries (closed
+ * beyond the history's 1000): private/get_order_state for each, at most
+ * DR_ORDERS_MAX_ASKED. Returns how many were asked.
+ */
+static int
+dr_orders_ask_missing(struct xg_track *t, struct dr_orders *o)
+{
+    json_t *ids = json_object(), *v;
+    const char *id;
+    size_t i;
+    int n = 0, more = 0;
+
+    o->asked_states = 1;
+    json_array_foreach(o->fetched, i, v) {
+        const char *fid = json_string_value(json_object_get(v, "order_id"));
+
+        if (fid != NULL) {
+            json_object_set_new(ids, fid, json_true());
+        }
+    }
+    json_object_foreach(o->seen, id, v) {
+        if (dr_orders_closed(v) || json_object_get(ids, id) != NULL) {
+            continue;
+        }
+        if (n == DR_ORDERS_MAX_ASKED) {
+            more = 1;
+            break;
+        }
+        xg_track_send(t, dr_internal(K_ORDERS, "private/get_order_state",
+            json_pack("{s:s}", "order_id", id)));
+        n++;
+    }
+    json_decref(ids);
+    if (n > 0) {
+        xg_log_info("upstream %s: %s: %d open orders in neither list: "
+            "asking their state", t->env->name, t->name, n);
+    }
+    if (more) {
+        xg_track_notice(t, "orders beyond the reconcile");
+    }
+    return n;
+}
+
+static int
+dr_orders_cmp_upd(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *) a,
+        "last_update_timestamp"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *) b,
+        "last_update_timestamp"));
+
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Every answer is in: first the state of the orders neither list carried;
+ * then deliver what the client has not seen, oldest update first (the
+ * held live updates follow).
+ */
+static void
+dr_orders_complete(struct xg_track *t)
+{
+    struct dr *d = t->env->ctx;
+    struct dr_orders *o = t->data;
+    json_t **list, *v;
+    size_t i, n = json_array_size(o->fetched), nsend = 0, sent = 0;
+    json_int_t floor = (json_int_t) o->since_wall_ms > o->forgot_upd
+                       ? (json_int_t) o->since_wall_ms : o->forgot_upd + 1;
+
+    if (!o->asked_states && dr_orders_ask_missing(t, o) > 0) {
+        return;
+    }
+    list = xg_calloc(n ? n : 1, sizeof(*list));
+    json_array_foreach(o->fetched, i, v) {
+        const char *id = json_string_value(json_object_get(v, "order_id"));
+        json_t *up = json_object_get(v, "last_update_timestamp");
+
+        if (id == NULL || !json_is_integer(up)) {
+            continue;
+        }
+        if (json_object_get(o->seen, id) == NULL
+            && json_integer_value(up) < floor) {
+            continue;               /* before the client's time */
+        }
+        if (dr_orders_is_news(o, v)) {
+            list[nsend++] = v;
+        }
+    }
+    qsort(list, nsend, sizeof(*list), dr_orders_cmp_upd);
+    for (i = 0; i < nsend; i++) {
+        /* the two lists may both carry an order closed meanwhile */
+        if (dr_orders_is_news(o, list[i])) {
+            dr_orders_remember(o, list[i]);
+            dr_orders_send(t->chan, o, list[i]);
+            sent++;
+        }
+    }
+    free(list);
     json_decref(o->fetched);
-    o->fetched = json_array();
-    xg_log_info("upstream %s: %s: fetching the account's orders to "
-        "reconcile %zu remembered", d->name, ch->name,
-        json_object_size(o->seen));
-    if (o->instrument != NULL) {
-        q[0] = dr_internal(K_ORDERS, "private/get_open_orders_by_instrument",
-            json_pack("{s:s, s:s}", "instrument_name", o->instrument, "type",
-                "all"));
-        q[1] = dr_internal(K_ORDERS,
-            "private/get_order_history_by_instrument",
-            json_pack("{s:s, s:i, s:b, s:b}", "instrument_name",
-                o->instrument, "count", DR_ORDERS_HISTORY, "include_old", 1,
-                "include_unfilled", 1));
-    } else {
-        q[0] = dr_internal(K_ORDERS, "private/get_open_orders_by_currency",
-            json_pack("{s:s, s:s, s:s}", "currency", o->currency, "kind",
-                o->tkind, "type", "all"));
-        q[1] = dr_internal(K_ORDERS, "private/get_order_history_by_currency",
-            json_pack("{s:s, s:s, s:i, s:b, s:b}", "currency", o->currency,
-                "kind", o->tkind, "count", DR_ORDERS_HISTORY, "include_old",
-                1, "include_unfilled", 1));
-    }
-    o->fetch++;
-    for (i = 0; i < 2; i++) {
-        dr_send_fetch(d, q[i], ch, o->fetch);
-    }
+    o->fetched = NULL;
+    d->orders_reconciled += sent;
+    d->orders_reconciles++;
+    xg_log_info("upstream %s: %s: reconciled %zu orders after the outage",
+        t->env->name, t->name, sent);
 }
 
-/* CH confirmed by the exchange: an orders channel is tracked from now;
-   one back after an outage is reconciled. */
-static void
-dr_orders_confirmed(struct dr *d, struct xg_reg_channel *ch)
-{
-    struct dr_orders *o = dr_orders_get(ch);
+/* Its fetch dying with the connection delivers what it held. */
+static const struct xg_track_kind dr_orders_kind = {
+    "orders", "reconcile", 0, dr_orders_create, dr_orders_parse,
+    dr_orders_fetch, dr_orders_apply, dr_orders_complete, NULL,
+    dr_orders_free
+};
 
-    if (o != NULL && o->gap && !o->filling) {
-        dr_orders_fetch(d, ch, o);
+/* The channels followed by a tracker, by kind. */
+static const struct xg_track_kind *const dr_track_kinds[] = {
+    &dr_trades_kind, &dr_ctrades_kind, &dr_orders_kind
+};
+
+/* CH's tracker, made now if its name is one a tracker kind follows. */
+static struct xg_track *
+dr_track_get(struct dr *d, struct xg_reg_channel *ch)
+{
+    struct xg_track *t = NULL;
+    struct dr_tracked *w;
+    size_t i;
+
+    if (ch->ext != NULL) {
+        return dr_ext_kind(ch) == DR_EXT_TRACK
+               ? ((struct dr_tracked *) ch->ext)->t : NULL;
     }
+    for (i = 0; t == NULL && i < XG_NELEM(dr_track_kinds); i++) {
+        t = xg_track_new(dr_track_kinds[i], &d->track, ch->name, ch);
+    }
+    if (t == NULL) {
+        return NULL;
+    }
+    w = xg_calloc(1, sizeof(*w));
+    w->kind = DR_EXT_TRACK;
+    w->t = t;
+    ch->ext = w;
+    return t;
 }
 
-/* The upstream dropped (or CH went stale): reconcile when it is back. */
+/* CH was confirmed by the exchange: tracked from now on (so that an
+   outage before its first message is still seen); a gap is fetched. */
 static void
-dr_orders_down(struct dr *d, struct xg_reg_channel *ch)
+dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch)
 {
-    struct dr_orders *o = ch->ext;
+    struct xg_track *t = dr_track_get(d, ch);
 
-    if (o->filling) {
-        /* the fetches died with the connection: deliver what was held */
-        dr_orders_release(d, ch, o);
-    }
-    if (!o->gap) {
-        uint64_t now = xg_now_ms();
-
-        o->gap = 1;
-        o->gap_from_ms = ch->last_data_ms;
-        o->gap_wall_ms = (json_int_t) (xg_wall_us() / 1000)
-            - (json_int_t) (now > ch->last_data_ms ? now - ch->last_data_ms
-                            : 0);
+    if (t != NULL) {
+        xg_track_resume(t, "confirmed");
     }
 }
 
@@ -2683,30 +2456,7 @@ dr_error_transient(const struct xg_jspan *error)
     return 0;
 }
 
-/* 1 when Q is still the fetch its channel waits for (not given up, not
-   superseded by a later one, the channel not gone). */
-static int
-dr_fetch_current(struct dr *d, const struct xg_reg_req *q)
-{
-    struct xg_reg_channel *ch = q->nchan == 1
-                                ? xg_registry_channel(d->reg, q->chan[0])
-                                : NULL;
-
-    if (ch == NULL) {
-        return 0;
-    }
-    switch (dr_ext_kind(ch)) {
-    case DR_EXT_ORDERS: {
-        const struct dr_orders *o = ch->ext;
-
-        return q->kind == K_ORDERS && o->filling && o->pending > 0
-               && q->tag == o->fetch;
-    }
-    }
-    return 0;
-}
-
-/* The tracker of fetch Q's channel, or NULL (gone, or not a tracker). */
+/* The tracker of fetch Q's channel, or NULL (the channel is gone). */
 static struct xg_track *
 dr_fetch_track(struct dr *d, const struct xg_reg_req *q)
 {
@@ -2720,85 +2470,27 @@ dr_fetch_track(struct dr *d, const struct xg_reg_req *q)
 
 /*
  * Q, a fetch, was refused for now (WHY, LEN bytes: the error) or timed
- * out: keeps it to send again after a backoff and returns 1; returns 0
- * (Q still the caller's) when it is no longer wanted or has had its
- * retries.
+ * out: its tracker keeps it to send again after a backoff (returns 1);
+ * returns 0 (Q still the caller's) when it is no longer wanted or has had
+ * its retries.
  */
 static int
 dr_fetch_retry(struct dr *d, struct xg_reg_req *q, const char *why, int len)
 {
     struct xg_track *t = dr_fetch_track(d, q);
-    uint64_t ms;
 
-    if (t != NULL) {
-        return xg_track_retry(t, q, why, len);
-    }
-    if (!dr_fetch_current(d, q) || q->attempts >= DR_FETCH_TRIES) {
-        if (q->attempts >= DR_FETCH_TRIES) {
-            xg_log_warn("upstream %s: %s: %s refused %u times: giving up",
-                d->name, q->chan[0], q->method, q->attempts + 1);
-        }
-        return 0;
-    }
-    ms = (uint64_t) DR_FETCH_RETRY_MS << q->attempts;
-    if (ms > DR_FETCH_RETRY_MAX_MS) {
-        ms = DR_FETCH_RETRY_MAX_MS;
-    }
-    q->attempts++;
-    q->deadline_ms = xg_now_ms() + ms;
-    xg_log_info("upstream %s: %s: %s refused for now (%.*s): retrying in "
-        "%llu ms (retry %u of %d), live messages held", d->name, q->chan[0],
-        q->method, len > 120 ? 120 : len, why, (unsigned long long) ms,
-        q->attempts, DR_FETCH_TRIES);
-    if (d->nretry == d->retry_cap) {
-        d->retry_cap = d->retry_cap ? d->retry_cap * 2 : 8;
-        d->retry = xg_realloc(d->retry, d->retry_cap * sizeof(*d->retry));
-    }
-    d->retry[d->nretry++] = q;
-    dr_tick_wake(d);
-    return 1;
+    return t != NULL && xg_track_retry(t, q, why, len);
 }
 
-/* From the tick: sends again the fetches whose backoff ran out (those no
-   longer wanted are dropped). */
-static void
-dr_fetch_retries_due(struct dr *d, uint64_t now)
-{
-    size_t i = 0;
-
-    while (i < d->nretry) {
-        struct xg_reg_req *q = d->retry[i];
-
-        if (now < q->deadline_ms) {
-            i++;
-            continue;
-        }
-        d->retry[i] = d->retry[--d->nretry];
-        if (!dr_fetch_current(d, q)) {
-            xg_registry_req_free(q);
-            continue;
-        }
-        d->fetch_retries++;
-        dr_send(d, q);
-    }
-}
-
-/* The answer (or the give-up) of a fetch, to its channel kind. */
+/* The answer (or the give-up) of a fetch, to its channel's tracker. */
 static void
 dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error)
 {
-    d->backfills += result->p != NULL && dr_fetch_current(d, q);
-    switch (q->kind) {
-    case K_BACKFILL:
-    case K_CTRADES:
-        if (dr_fetch_track(d, q) != NULL) {
-            xg_track_answer(dr_fetch_track(d, q), q, result, error);
-        }
-        break;
-    case K_ORDERS:
-        dr_on_orders_answer(d, q, result, error);
-        break;
+    struct xg_track *t = dr_fetch_track(d, q);
+
+    if (t != NULL) {
+        xg_track_answer(t, q, result, error);
     }
 }
 
@@ -2810,8 +2502,7 @@ static int
 dr_chan_recovers(const struct xg_reg_channel *ch)
 {
     return xg_venue_deribit_book_kind(ch->name) != XG_BOOK_NOT_BOOK
-           || dr_ext_kind(ch) == DR_EXT_TRACK
-           || dr_ext_kind(ch) == DR_EXT_ORDERS;
+           || dr_ext_kind(ch) == DR_EXT_TRACK;
 }
 
 /*
@@ -2862,12 +2553,6 @@ dr_stale(void *p, struct xg_reg_channel *ch, uint64_t now)
     } else if (dr_ext_kind(ch) == DR_EXT_TRACK) {
         xg_track_gap(((struct dr_tracked *) ch->ext)->t, ch->last_data_ms,
             "stale");
-    } else if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
-        /* reconciled at the resubscribe; one in flight covers it (its
-           answers would be counted against a second one) */
-        if (!((struct dr_orders *) ch->ext)->filling) {
-            dr_orders_down(d, ch);
-        }
     } else if (!dr_chan_recovers(ch)) {
         dr_gap_notice(d, ch, now - ch->last_data_ms, "stale");
     }
@@ -2877,13 +2562,8 @@ dr_stale(void *p, struct xg_reg_channel *ch, uint64_t now)
 static void
 dr_restale(void *p, struct xg_reg_channel *ch)
 {
-    struct dr *d = p;
-
     if (dr_ext_kind(ch) == DR_EXT_TRACK) {
         xg_track_resume(((struct dr_tracked *) ch->ext)->t, "resubscribed");
-    }
-    if (dr_ext_kind(ch) == DR_EXT_ORDERS) {
-        dr_orders_confirmed(d, ch);
     }
 }
 
@@ -2918,17 +2598,10 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
             return;
         }
     }
-    if (ch->ext != NULL || strncmp(ch->name, "trades.", 7) == 0) {
+    {
         struct xg_track *t = dr_track_get(d, ch);
 
         if (t != NULL && !xg_track_message(t, data, len)) {
-            return;
-        }
-    }
-    if (ch->ext != NULL || strncmp(ch->name, "user.orders.", 12) == 0) {
-        struct dr_orders *o = dr_orders_get(ch);
-
-        if (o != NULL && !dr_orders_message(d, ch, o, data, len)) {
             return;
         }
     }
@@ -3103,14 +2776,13 @@ dr_on_down(void *p, const char *reason)
         replayed, lost, xg_registry_nchannels(d->reg));
 }
 
-/* The tick: fetch retries, the upstream heartbeat. */
+/* The tick: the upstream heartbeat. */
 static void
 dr_on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct dr *d = arg;
     uint64_t now = xg_now_ms();
 
-    dr_fetch_retries_due(d, now);
     if (d->cf->heartbeat_ms != 0 && xg_session_state(d->s) != XG_SESSION_DOWN
         && now - d->last_in_ms > 2 * d->cf->heartbeat_ms + 1000) {
         char reason[96];
@@ -3123,7 +2795,7 @@ dr_on_tick(evutil_socket_t fd, short what, void *arg)
         d->last_in_ms = now;
         xg_upstream_fail(d->up, reason);
     }
-    dr_tick_arm(d, dr_tick_busy(d) ? DR_TICK_MS : DR_TICK_IDLE_MS);
+    dr_tick_arm(d);
 }
 
 /* ---- clients ---- */
@@ -3836,7 +3508,7 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
         d->cf->queue_limit, d->cf->queue_timeout_ms);
     d->track.name = d->name;
     d->track.base = d->base;
-    d->track.max_held = DR_TRADES_MAX_HELD;
+    d->track.max_held = DR_MAX_HELD;
     d->track.retry_ms = DR_FETCH_RETRY_MS;
     d->track.retry_max_ms = DR_FETCH_RETRY_MAX_MS;
     d->track.tries = DR_FETCH_TRIES;
@@ -3847,7 +3519,7 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     d->track.now = dr_track_now;
     d->ev_tick = evtimer_new(d->base, dr_on_tick, d);
     d->ev_refresh = evtimer_new(d->base, dr_on_refresh, d);
-    dr_tick_arm(d, DR_TICK_MS);
+    dr_tick_arm(d);
     return d;
 }
 
@@ -3855,7 +3527,6 @@ static void
 dr_destroy(void *p)
 {
     struct dr *d = p;
-    size_t i;
 
     if (d == NULL) {
         return;
@@ -3873,10 +3544,6 @@ dr_destroy(void *p)
     event_free(d->ev_tick);
     event_free(d->ev_refresh);
     free(d->refresh_token);
-    for (i = 0; i < d->nretry; i++) {
-        xg_registry_req_free(d->retry[i]);
-    }
-    free(d->retry);
     xg_registry_free(d->reg);
     xg_session_free(d->s);
     free(d);
@@ -3906,9 +3573,9 @@ dr_status(void *p, json_t *obj)
     json_object_set_new(obj, "currency_trades_backfilled",
         json_integer((json_int_t) d->currency_trades_backfilled));
     json_object_set_new(obj, "fetch_retries",
-        json_integer((json_int_t) (d->fetch_retries + d->track.retries)));
+        json_integer((json_int_t) d->track.retries));
     json_object_set_new(obj, "backfills",
-        json_integer((json_int_t) (d->backfills + d->track.answers)));
+        json_integer((json_int_t) d->track.answers));
     json_object_set_new(obj, "unrepaired_gaps",
         json_integer((json_int_t) d->unrepaired_gaps));
     json_object_set_new(obj, "requests_answered",
