@@ -186,12 +186,12 @@ struct dr_client {
     struct dr_client      *prev, *next;
 };
 
-static void dr_book_free(void *p);
 static void dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch,
     int live);
 static void dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch);
 static void dr_books_left(struct dr_client *dc);
-static void dr_books_down(struct dr *d);
+static void dr_tracks_down(struct dr *d);
+static struct xg_track *dr_track_get(struct dr *d, struct xg_reg_channel *ch);
 static void dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch);
 static int dr_fetch_retry(struct dr *d, struct xg_reg_req *q,
     const char *why, int len);
@@ -426,7 +426,7 @@ dr_confirmed(void *p, struct xg_reg_channel *ch, enum xg_confirm how,
 {
     struct dr *d = p;
 
-    dr_track_confirmed(d, ch);      /* trades tracked from the start */
+    dr_track_confirmed(d, ch);      /* tracked from the start */
     if (how == XG_CONFIRM_RETRIED && !dr_chan_recovers(ch)) {
         dr_gap_notice(d, ch, now - ch->stale_from_ms,
             "refused on resubscribe");
@@ -1122,17 +1122,7 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
  * jansson; other channels are only scanned.
  */
 
-/* What hangs on a registry channel's ext: a book or a trades tracker. */
-#define DR_EXT_BOOK     1
-#define DR_EXT_TRACK    5      /* a tracker of src/xg_track.c */
-
-struct dr_tracked {
-    int                    kind;     /* DR_EXT_TRACK */
-    struct xg_track       *t;
-};
-
 struct dr_book {
-    int                    kind;     /* DR_EXT_BOOK */
     struct xg_book        *book;
     struct xg_book_state  *mark;     /* what in-sync clients hold */
     struct dr_client     **need;     /* joined with no book yet */
@@ -1145,11 +1135,19 @@ dr_is_book_channel(const char *name)
     return xg_venue_deribit_book_kind(name) == XG_BOOK_DELTA;
 }
 
-
-static int
-dr_ext_kind(const struct xg_reg_channel *ch)
+static void *
+dr_book_create(const char *name)
 {
-    return ch->ext != NULL ? *(const int *) ch->ext : 0;
+    struct xg_book *bk;
+    struct dr_book *b;
+
+    if (!dr_is_book_channel(name)
+        || (bk = xg_venue_deribit_book_new(name, NULL)) == NULL) {
+        return NULL;
+    }
+    b = xg_calloc(1, sizeof(*b));
+    b->book = bk;
+    return b;
 }
 
 static void
@@ -1157,35 +1155,10 @@ dr_book_free(void *p)
 {
     struct dr_book *b = p;
 
-    if (b->kind == DR_EXT_TRACK) {
-        xg_track_free(((struct dr_tracked *) p)->t);
-        free(p);
-        return;
-    }
     xg_book_state_unref(b->mark);
     xg_book_free(b->book);
     free(b->need);
     free(b);
-}
-
-static struct dr_book *
-dr_book_get(struct xg_reg_channel *ch)
-{
-    struct dr_book *b;
-    struct xg_book *bk;
-
-    if (ch->ext != NULL || !dr_is_book_channel(ch->name)) {
-        return dr_ext_kind(ch) == DR_EXT_BOOK ? ch->ext : NULL;
-    }
-    bk = xg_venue_deribit_book_new(ch->name, NULL);
-    if (bk == NULL) {
-        return NULL;
-    }
-    b = xg_calloc(1, sizeof(*b));
-    b->kind = DR_EXT_BOOK;
-    b->book = bk;
-    ch->ext = b;
-    return b;
 }
 
 /* The chain broke (upstream down, or a gap): remember what clients hold. */
@@ -1199,6 +1172,23 @@ dr_book_break(struct dr_book *b)
     }
     xg_book_invalidate(b->book);
 }
+
+/* The stream broke (upstream down, stale, a gap): the new snapshot is
+   bridged. */
+static void
+dr_book_lost(struct xg_track *t)
+{
+    dr_book_break(t->data);
+}
+
+static enum xg_track_verdict dr_book_parse(struct xg_track *t,
+    const char *data, size_t len, struct xg_track_seq *seq);
+
+/* A book is repaired by a new snapshot, not a fetch: nothing is held. */
+static const struct xg_track_kind dr_book_kind = {
+    "book", "resync", 0, dr_book_create, dr_book_parse, NULL, NULL, NULL,
+    dr_book_lost, dr_book_free
+};
 
 static int
 dr_book_needs(const struct dr_book *b, const struct dr_client *dc)
@@ -1217,7 +1207,10 @@ dr_book_needs(const struct dr_book *b, const struct dr_client *dc)
 static void
 dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch, int live)
 {
-    struct dr_book *b = dr_book_get(ch);
+    struct xg_track *t = dr_is_book_channel(ch->name)
+                         ? dr_track_get(dc->d, ch) : NULL;
+    struct dr_book *b = t != NULL && t->kind == &dr_book_kind ? t->data
+                                                              : NULL;
 
     if (b == NULL) {
         return;
@@ -1244,12 +1237,14 @@ dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch, int live)
 static void
 dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch)
 {
-    struct dr_book *b = ch->ext;
+    struct xg_track *t = ch->ext;
+    struct dr_book *b;
     size_t i;
 
-    if (dr_ext_kind(ch) != DR_EXT_BOOK) {
+    if (t == NULL || t->kind != &dr_book_kind) {
         return;
     }
+    b = t->data;
     for (i = 0; i < b->nneed; i++) {
         if (b->need[i] == dc) {
             b->need[i] = b->need[--b->nneed];
@@ -1269,50 +1264,39 @@ dr_books_left(struct dr_client *dc)
     }
 }
 
-static void
-dr_book_down_cb(struct xg_reg_channel *ch, void *arg)
-{
-    if (dr_ext_kind(ch) == DR_EXT_BOOK) {
-        dr_book_break(ch->ext);  /* bridge to the restore's snapshot */
-    } else if (dr_ext_kind(ch) == DR_EXT_TRACK) {
-        xg_track_down(((struct dr_tracked *) ch->ext)->t, ch->last_data_ms);
-    }
-}
-
-/* The upstream dropped: every book waits for its new snapshot. */
-static void
-dr_books_down(struct dr *d)
-{
-    xg_registry_channel_foreach(d->reg, dr_book_down_cb, d);
-}
-
 /*
  * A notification on a book channel: keeps the book and decides what each
- * subscriber gets. Returns 1 when the original bytes go to every
- * subscriber (the common case), 0 when this function handled delivery.
+ * subscriber gets: the original bytes (a change in the chain), or nothing
+ * more (this function delivered a snapshot or a bridge, or dropped it).
  */
-static int
-dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
-    const char *data, size_t len, const struct xg_jspan *params)
+static enum xg_track_verdict
+dr_book_parse(struct xg_track *t, const char *data, size_t len,
+    struct xg_track_seq *seq)
 {
-    const char *keys[] = { "data" };
+    static const char *const pkeys[] = { "params" }, *const dkeys[] = {
+        "data" };
+    struct dr *d = t->env->ctx;
+    struct xg_reg_channel *ch = t->chan;
+    struct dr_book *b = t->data;
     const struct xg_book_state *from;
-    struct xg_jspan v[1];
+    struct xg_jspan params, v;
     enum xg_book_result r;
     char *bridge = NULL;
     size_t i;
 
-    if (xg_jscan_object(params->p, params->len, keys, 1, v) != XG_OK
-        || v[0].p == NULL) {
-        return 1;
+    if (xg_jscan_object(data, len, pkeys, 1, &params) != XG_OK
+        || params.p == NULL
+        || xg_jscan_object(params.p, params.len, dkeys, 1, &v) != XG_OK
+        || v.p == NULL) {
+        return XG_TRACK_PASS;
     }
     /* no mark is taken before applying: a malformed snapshot would leave
        it behind, stale, while the chain goes on (xg_book_replaced() gives
        the replaced state of a valid one instead) */
-    r = xg_venue_deribit_book_apply_text(b->book, v[0].p, v[0].len);
+    r = xg_venue_deribit_book_apply_text(b->book, v.p, v.len);
     switch (r) {
     case XG_BOOK_APPLIED:
-        return 1;           /* a change in the chain: bytes as they are */
+        return XG_TRACK_PASS;   /* a change in the chain: as it is */
     case XG_BOOK_SNAPSHOT:
         break;
     case XG_BOOK_GAP:
@@ -1320,11 +1304,11 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
             "for a new snapshot", d->name, ch->name,
             (unsigned long long) xg_book_seq(b->book));
         d->book_gaps++;
-        dr_book_break(b);
+        xg_track_gap(t, ch->last_data_ms, "change_id gap");
         xg_session_resubscribe(d->s, ch);
-        return 0;
+        return XG_TRACK_DROP;
     case XG_BOOK_WAIT:
-        return 0;           /* a snapshot is on its way */
+        return XG_TRACK_DROP;   /* a snapshot is on its way */
     default:
         d->book_errors++;
         if (xg_book_synced(b->book)) {
@@ -1332,11 +1316,11 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
                break theirs; the next change is a gap, which resyncs */
             xg_log_warn("upstream %s: %s: %s; dropped", d->name, ch->name,
                 xg_book_last_error(b->book));
-            return 0;
+            return XG_TRACK_DROP;
         }
         xg_log_warn("upstream %s: %s: %s; passed through (the book is not "
             "in sync)", d->name, ch->name, xg_book_last_error(b->book));
-        return 1;
+        return XG_TRACK_PASS;
     }
     /* a snapshot: bridge those who hold the old book, the others get it */
     from = b->mark != NULL ? b->mark : xg_book_replaced(b->book);
@@ -1367,7 +1351,8 @@ dr_book_message(struct dr *d, struct xg_reg_channel *ch, struct dr_book *b,
     xg_book_state_unref(b->mark);
     b->mark = NULL;
     b->nneed = 0;
-    return 0;
+    seq->lined = 1;
+    return XG_TRACK_DROP;
 }
 
 /* ---- trades: backfill by trade_seq after an outage ---- */
@@ -2378,32 +2363,41 @@ static const struct xg_track_kind dr_orders_kind = {
 
 /* The channels followed by a tracker, by kind. */
 static const struct xg_track_kind *const dr_track_kinds[] = {
-    &dr_trades_kind, &dr_ctrades_kind, &dr_orders_kind
+    &dr_book_kind, &dr_trades_kind, &dr_ctrades_kind, &dr_orders_kind
 };
 
 /* CH's tracker, made now if its name is one a tracker kind follows. */
 static struct xg_track *
 dr_track_get(struct dr *d, struct xg_reg_channel *ch)
 {
-    struct xg_track *t = NULL;
-    struct dr_tracked *w;
     size_t i;
 
+    for (i = 0; ch->ext == NULL && i < XG_NELEM(dr_track_kinds); i++) {
+        ch->ext = xg_track_new(dr_track_kinds[i], &d->track, ch->name, ch);
+    }
+    return ch->ext;
+}
+
+/* The registry's channel free callback: CH's tracker goes with it. */
+static void
+dr_track_free(void *ext)
+{
+    xg_track_free(ext);
+}
+
+static void
+dr_track_down_cb(struct xg_reg_channel *ch, void *arg)
+{
     if (ch->ext != NULL) {
-        return dr_ext_kind(ch) == DR_EXT_TRACK
-               ? ((struct dr_tracked *) ch->ext)->t : NULL;
+        xg_track_down(ch->ext, ch->last_data_ms);
     }
-    for (i = 0; t == NULL && i < XG_NELEM(dr_track_kinds); i++) {
-        t = xg_track_new(dr_track_kinds[i], &d->track, ch->name, ch);
-    }
-    if (t == NULL) {
-        return NULL;
-    }
-    w = xg_calloc(1, sizeof(*w));
-    w->kind = DR_EXT_TRACK;
-    w->t = t;
-    ch->ext = w;
-    return t;
+}
+
+/* The upstream dropped: every tracked channel has a gap. */
+static void
+dr_tracks_down(struct dr *d)
+{
+    xg_registry_channel_foreach(d->reg, dr_track_down_cb, d);
 }
 
 /* CH was confirmed by the exchange: tracked from now on (so that an
@@ -2464,8 +2458,7 @@ dr_fetch_track(struct dr *d, const struct xg_reg_req *q)
                                 ? xg_registry_channel(d->reg, q->chan[0])
                                 : NULL;
 
-    return ch != NULL && dr_ext_kind(ch) == DR_EXT_TRACK
-           ? ((struct dr_tracked *) ch->ext)->t : NULL;
+    return ch != NULL ? ch->ext : NULL;
 }
 
 /*
@@ -2502,7 +2495,7 @@ static int
 dr_chan_recovers(const struct xg_reg_channel *ch)
 {
     return xg_venue_deribit_book_kind(ch->name) != XG_BOOK_NOT_BOOK
-           || dr_ext_kind(ch) == DR_EXT_TRACK;
+           || ch->ext != NULL;
 }
 
 /*
@@ -2548,11 +2541,10 @@ dr_stale(void *p, struct xg_reg_channel *ch, uint64_t now)
 {
     struct dr *d = p;
 
-    if (dr_ext_kind(ch) == DR_EXT_BOOK) {
-        dr_book_break(ch->ext);     /* the new snapshot is bridged */
-    } else if (dr_ext_kind(ch) == DR_EXT_TRACK) {
-        xg_track_gap(((struct dr_tracked *) ch->ext)->t, ch->last_data_ms,
-            "stale");
+    if (ch->ext != NULL) {
+        /* a book bridges the new snapshot; a sequence is fetched at the
+           resubscribe (dr_restale) */
+        xg_track_gap(ch->ext, ch->last_data_ms, "stale");
     } else if (!dr_chan_recovers(ch)) {
         dr_gap_notice(d, ch, now - ch->last_data_ms, "stale");
     }
@@ -2562,8 +2554,8 @@ dr_stale(void *p, struct xg_reg_channel *ch, uint64_t now)
 static void
 dr_restale(void *p, struct xg_reg_channel *ch)
 {
-    if (dr_ext_kind(ch) == DR_EXT_TRACK) {
-        xg_track_resume(((struct dr_tracked *) ch->ext)->t, "resubscribed");
+    if (ch->ext != NULL) {
+        xg_track_resume(ch->ext, "resubscribed");
     }
 }
 
@@ -2576,6 +2568,7 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
     const char *keys[] = { "channel" };
     struct xg_jspan v[1];
     struct xg_reg_channel *ch;
+    struct xg_track *t;
 
     if (xg_jscan_object(params->p, params->len, keys, 1, v) != XG_OK
         || v[0].p == NULL || v[0].len < 2 || v[0].p[0] != '"') {
@@ -2590,20 +2583,10 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
         return;
     }
     ch->last_data_ms = d->last_in_ms;
-    /* books and trades are kept even while a channel lingers unwatched */
-    if (ch->ext != NULL || dr_is_book_channel(ch->name)) {
-        struct dr_book *b = dr_book_get(ch);
-
-        if (b != NULL && !dr_book_message(d, ch, b, data, len, params)) {
-            return;
-        }
-    }
-    {
-        struct xg_track *t = dr_track_get(d, ch);
-
-        if (t != NULL && !xg_track_message(t, data, len)) {
-            return;
-        }
+    /* tracked channels are kept even while a channel lingers unwatched */
+    t = dr_track_get(d, ch);
+    if (t != NULL && !xg_track_message(t, data, len)) {
+        return;
     }
     if (ch->nsubs > 0) {
         dr_fanout(ch, data, len);
@@ -2769,7 +2752,7 @@ dr_on_down(void *p, const char *reason)
     }
     /* in flight: replay what is harmless, report the rest as unknown */
     xg_session_down(d->s, &replayed, &lost);
-    dr_books_down(d);
+    dr_tracks_down(d);
     xg_registry_upstream_reset(d->reg);
     xg_log_info("upstream %s: down (%s): %u requests to replay, %u with "
         "unknown outcome, %zu channels to restore", d->name, reason,
@@ -3501,7 +3484,7 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     d->name = conf->name;
     d->base = xg_upstream_base(up);
     d->reg = xg_registry_new();
-    xg_registry_set_channel_free(d->reg, dr_book_free);
+    xg_registry_set_channel_free(d->reg, dr_track_free);
     d->s = xg_session_new(up, d->name, d->base, d->reg, d->cf->stale,
         d->cf->nstale, DR_BATCH_BYTES, &dr_session_ops, d);
     xg_session_set_limits(d->s, d->cf->request_timeout_ms,
