@@ -1108,6 +1108,101 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
     xg_registry_req_free(q);
 }
 
+/* ---- continuity trackers (src/xg_track.c): the module's side ---- */
+
+/*
+ * Every channel whose continuity the gateway keeps has a tracker on its
+ * registry entry (ch->ext): a book, trades by trade_seq, a currency's
+ * trades by time, user.orders. The engine holds, fetches, retries,
+ * releases and gives up; the kinds below say what the messages mean.
+ */
+
+/* DATA (borrowed) to every subscriber of CH, one message shared. */
+static void
+dr_fanout(struct xg_reg_channel *ch, const char *data, size_t len)
+{
+    static struct xg_client **to;
+    static size_t cap;
+    size_t i;
+
+    if (ch->nsubs > cap) {
+        cap = ch->nsubs * 2;
+        to = xg_realloc(to, cap * sizeof(*to));
+    }
+    for (i = 0; i < ch->nsubs; i++) {
+        struct dr_client *dc = ch->subs[i]->owner;
+
+        to[i] = dc->c;
+    }
+    xg_client_fanout(ch, to, ch->nsubs, data, len);
+}
+
+/* MSG (a whole notification) to every subscriber of CH. */
+static void
+dr_fanout_json(struct xg_reg_channel *ch, json_t *msg)
+{
+    char *s;
+
+    if (ch->nsubs == 0) {
+        return;
+    }
+    s = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    if (s != NULL) {
+        dr_fanout(ch, s, strlen(s));
+    }
+    free(s);
+}
+
+/* A notification of DATA (borrowed) on CH, built here, to its subscribers. */
+static void
+dr_notify(struct xg_reg_channel *ch, json_t *data)
+{
+    json_t *msg = json_pack("{s:s, s:s, s:{s:s, s:O}}", "jsonrpc", "2.0",
+        "method", "subscription", "params", "channel", ch->name, "data",
+        data);
+
+    dr_fanout_json(ch, msg);
+    json_decref(msg);
+}
+
+/* The engine's callbacks (struct xg_track_env): CTX is the module's
+   instance, CHAN the tracker's registry channel. */
+static void
+dr_track_send(void *ctx, void *chan, struct xg_reg_req *q)
+{
+    struct xg_reg_channel *ch = chan;
+
+    if (q->chan == NULL) {      /* a new request, not one sent again */
+        q->nchan = 1;
+        q->chan = xg_calloc(1, sizeof(char *));
+        q->chan[0] = xg_strdup(ch->name);
+    }
+    dr_send(ctx, q);
+}
+
+static void
+dr_track_fanout(void *ctx, void *chan, const char *data, size_t len)
+{
+    struct xg_reg_channel *ch = chan;
+
+    if (ch->nsubs > 0) {
+        dr_fanout(ch, data, len);
+    }
+}
+
+static void
+dr_track_notice(void *ctx, void *chan, uint64_t duration_ms,
+    const char *reason)
+{
+    dr_gap_notice(ctx, chan, duration_ms, reason);
+}
+
+static uint64_t
+dr_track_now(void *ctx)
+{
+    return xg_now_ms();
+}
+
 /* ---- order books: late joiners, bridging after a restore, gaps ---- */
 
 /*
@@ -1161,10 +1256,13 @@ dr_book_free(void *p)
     free(b);
 }
 
-/* The chain broke (upstream down, or a gap): remember what clients hold. */
+/* The stream broke (upstream down, stale, a gap): what clients hold is
+   remembered, and bridged to the new snapshot. */
 static void
-dr_book_break(struct dr_book *b)
+dr_book_lost(struct xg_track *t)
 {
+    struct dr_book *b = t->data;
+
     /* a gap has already unsynced the book; its levels are still the
        last ones clients got (apply is atomic). NULL: never had any. */
     if (b->mark == NULL) {
@@ -1172,23 +1270,6 @@ dr_book_break(struct dr_book *b)
     }
     xg_book_invalidate(b->book);
 }
-
-/* The stream broke (upstream down, stale, a gap): the new snapshot is
-   bridged. */
-static void
-dr_book_lost(struct xg_track *t)
-{
-    dr_book_break(t->data);
-}
-
-static enum xg_track_verdict dr_book_parse(struct xg_track *t,
-    const char *data, size_t len, struct xg_track_seq *seq);
-
-/* A book is repaired by a new snapshot, not a fetch: nothing is held. */
-static const struct xg_track_kind dr_book_kind = {
-    "book", "resync", 0, dr_book_create, dr_book_parse, NULL, NULL, NULL,
-    dr_book_lost, dr_book_free
-};
 
 static int
 dr_book_needs(const struct dr_book *b, const struct dr_client *dc)
@@ -1201,67 +1282,6 @@ dr_book_needs(const struct dr_book *b, const struct dr_client *dc)
         }
     }
     return 0;
-}
-
-/* DC joined CH: a snapshot now if the book is in sync, else later. */
-static void
-dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch, int live)
-{
-    struct xg_track *t = dr_is_book_channel(ch->name)
-                         ? dr_track_get(dc->d, ch) : NULL;
-    struct dr_book *b = t != NULL && t->kind == &dr_book_kind ? t->data
-                                                              : NULL;
-
-    if (b == NULL) {
-        return;
-    }
-    if (live && xg_book_synced(b->book)) {
-        char *s = xg_venue_deribit_book_snapshot(b->book, NULL);
-
-        if (s != NULL) {
-            xg_client_send(dc->c, s, strlen(s));
-            free(s);
-            return;
-        }
-    }
-    if (!dr_book_needs(b, dc)) {
-        if (b->nneed == b->need_cap) {
-            b->need_cap = b->need_cap ? b->need_cap * 2 : 4;
-            b->need = xg_realloc(b->need, b->need_cap * sizeof(*b->need));
-        }
-        b->need[b->nneed++] = dc;
-    }
-}
-
-/* DC left CH (or is gone): forget that it waits for a snapshot. */
-static void
-dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch)
-{
-    struct xg_track *t = ch->ext;
-    struct dr_book *b;
-    size_t i;
-
-    if (t == NULL || t->kind != &dr_book_kind) {
-        return;
-    }
-    b = t->data;
-    for (i = 0; i < b->nneed; i++) {
-        if (b->need[i] == dc) {
-            b->need[i] = b->need[--b->nneed];
-            return;
-        }
-    }
-}
-
-/* DC leaves all its channels. */
-static void
-dr_books_left(struct dr_client *dc)
-{
-    size_t i;
-
-    for (i = 0; i < dc->rc->nchans; i++) {
-        dr_book_left(dc, dc->rc->chans[i]);
-    }
 }
 
 /*
@@ -1355,6 +1375,77 @@ dr_book_parse(struct xg_track *t, const char *data, size_t len,
     return XG_TRACK_DROP;
 }
 
+/* A book is repaired by a new snapshot, not a fetch: nothing is held. */
+static const struct xg_track_kind dr_book_kind = {
+    "book", "resync", 0, dr_book_create, dr_book_parse, NULL, NULL, NULL,
+    dr_book_lost, dr_book_free
+};
+
+/* CH's book, or NULL (not a book channel, or not made yet). */
+static struct dr_book *
+dr_book_of(const struct xg_reg_channel *ch)
+{
+    const struct xg_track *t = ch->ext;
+
+    return t != NULL && t->kind == &dr_book_kind ? t->data : NULL;
+}
+
+/* DC joined CH: a snapshot now if the book is in sync, else later. */
+static void
+dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch, int live)
+{
+    struct dr_book *b;
+
+    if (dr_is_book_channel(ch->name)) {
+        dr_track_get(dc->d, ch);
+    }
+    if ((b = dr_book_of(ch)) == NULL) {
+        return;
+    }
+    if (live && xg_book_synced(b->book)) {
+        char *s = xg_venue_deribit_book_snapshot(b->book, NULL);
+
+        if (s != NULL) {
+            xg_client_send(dc->c, s, strlen(s));
+            free(s);
+            return;
+        }
+    }
+    if (!dr_book_needs(b, dc)) {
+        if (b->nneed == b->need_cap) {
+            b->need_cap = b->need_cap ? b->need_cap * 2 : 4;
+            b->need = xg_realloc(b->need, b->need_cap * sizeof(*b->need));
+        }
+        b->need[b->nneed++] = dc;
+    }
+}
+
+/* DC left CH (or is gone): forget that it waits for a snapshot. */
+static void
+dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch)
+{
+    struct dr_book *b = dr_book_of(ch);
+    size_t i;
+
+    for (i = 0; b != NULL && i < b->nneed; i++) {
+        if (b->need[i] == dc) {
+            b->need[i] = b->need[--b->nneed];
+            return;
+        }
+    }
+}
+
+/* DC leaves all its channels. */
+static void
+dr_books_left(struct dr_client *dc)
+{
+    size_t i;
+
+    for (i = 0; i < dc->rc->nchans; i++) {
+        dr_book_left(dc, dc->rc->chans[i]);
+    }
+}
+
 /* ---- trades: backfill by trade_seq after an outage ---- */
 
 /*
@@ -1367,37 +1458,6 @@ dr_book_parse(struct xg_track *t, const char *data, size_t len,
  * never sent twice. The seqs are found by a byte scan; only a message that
  * overlaps the last one delivered is re-encoded.
  */
-
-static void dr_fanout(struct xg_reg_channel *ch, const char *data,
-    size_t len);
-
-/* MSG (a whole notification) to every subscriber of CH. */
-static void
-dr_fanout_json(struct xg_reg_channel *ch, json_t *msg)
-{
-    char *s;
-
-    if (ch->nsubs == 0) {
-        return;
-    }
-    s = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    if (s != NULL) {
-        dr_fanout(ch, s, strlen(s));
-    }
-    free(s);
-}
-
-/* A notification of DATA (borrowed) on CH, built here, to its subscribers. */
-static void
-dr_notify(struct xg_reg_channel *ch, json_t *data)
-{
-    json_t *msg = json_pack("{s:s, s:s, s:{s:s, s:O}}", "jsonrpc", "2.0",
-        "method", "subscription", "params", "channel", ch->name, "data",
-        data);
-
-    dr_fanout_json(ch, msg);
-    json_decref(msg);
-}
 
 /* The lowest and highest trade_seq in a message; returns how many. */
 static size_t
@@ -1429,63 +1489,6 @@ dr_trades_scan(const char *data, size_t len, uint64_t *min, uint64_t *max)
         n++;
     }
     return n;
-}
-
-static void
-dr_fanout(struct xg_reg_channel *ch, const char *data, size_t len)
-{
-    static struct xg_client **to;
-    static size_t cap;
-    size_t i;
-
-    if (ch->nsubs > cap) {
-        cap = ch->nsubs * 2;
-        to = xg_realloc(to, cap * sizeof(*to));
-    }
-    for (i = 0; i < ch->nsubs; i++) {
-        struct dr_client *dc = ch->subs[i]->owner;
-
-        to[i] = dc->c;
-    }
-    xg_client_fanout(ch, to, ch->nsubs, data, len);
-}
-
-/* ---- continuity trackers (src/xg_track.c): the module's side ---- */
-
-static void
-dr_track_send(void *ctx, void *chan, struct xg_reg_req *q)
-{
-    struct xg_reg_channel *ch = chan;
-
-    if (q->chan == NULL) {      /* a new request, not one sent again */
-        q->nchan = 1;
-        q->chan = xg_calloc(1, sizeof(char *));
-        q->chan[0] = xg_strdup(ch->name);
-    }
-    dr_send(ctx, q);
-}
-
-static void
-dr_track_fanout(void *ctx, void *chan, const char *data, size_t len)
-{
-    struct xg_reg_channel *ch = chan;
-
-    if (ch->nsubs > 0) {
-        dr_fanout(ch, data, len);
-    }
-}
-
-static void
-dr_track_notice(void *ctx, void *chan, uint64_t duration_ms,
-    const char *reason)
-{
-    dr_gap_notice(ctx, chan, duration_ms, reason);
-}
-
-static uint64_t
-dr_track_now(void *ctx)
-{
-    return xg_now_ms();
 }
 
 /* The trades of ARR (a JSON array) with trade_seq > after, to T's
@@ -1523,6 +1526,15 @@ struct dr_trades {
     uint64_t   last_seq;      /* last delivered, 0: none yet */
 };
 
+/* What follows "trades." or "user.trades." (*USER: 1) in NAME, or NULL. */
+static const char *
+dr_trades_rest(const char *name, int *user)
+{
+    *user = strncmp(name, "user.", 5) == 0;
+    name += *user ? 5 : 0;
+    return strncmp(name, "trades.", 7) == 0 ? name + 7 : NULL;
+}
+
 /* trades.INSTRUMENT.INTERVAL or user.trades.INSTRUMENT.INTERVAL (not
    the KIND.CURRENCY forms). */
 static void *
@@ -1530,18 +1542,11 @@ dr_trades_create(const char *name)
 {
     const char *a, *b;
     struct dr_trades *tr;
-    int user = 0;
+    int user;
 
-    if (strncmp(name, "trades.", 7) == 0) {
-        a = name + 7;
-    } else if (strncmp(name, "user.trades.", 12) == 0) {
-        a = name + 12;
-        user = 1;
-    } else {
-        return NULL;
-    }
-    b = strchr(a, '.');
-    if (b == NULL || b == a || strchr(b + 1, '.') != NULL) {
+    if ((a = dr_trades_rest(name, &user)) == NULL
+        || (b = strchr(a, '.')) == NULL || b == a
+        || strchr(b + 1, '.') != NULL) {
         return NULL;
     }
     tr = xg_calloc(1, sizeof(*tr));
@@ -1741,18 +1746,11 @@ dr_ctrades_create(const char *name)
 {
     const char *a, *b, *e;
     struct dr_ctrades *c;
-    int user = 0;
+    int user;
 
-    if (strncmp(name, "trades.", 7) == 0) {
-        a = name + 7;
-    } else if (strncmp(name, "user.trades.", 12) == 0) {
-        a = name + 12;
-        user = 1;
-    } else {
-        return NULL;
-    }
-    b = strchr(a, '.');
-    if (b == NULL || b == a || (e = strchr(b + 1, '.')) == NULL
+    if ((a = dr_trades_rest(name, &user)) == NULL
+        || (b = strchr(a, '.')) == NULL || b == a
+        || (e = strchr(b + 1, '.')) == NULL
         || e == b + 1 || e[1] == '\0' || strchr(e + 1, '.') != NULL) {
         return NULL;
     }

@@ -250,6 +250,7 @@ feed(struct xg_track *t, const char *s)
     return pass;
 }
 
+/* Answers request I with RESULT, or with an error when it is NULL. */
 static void
 answer(struct xg_track *t, int i, const char *result)
 {
@@ -266,6 +267,23 @@ confirm(struct xg_track *t)
     xg_track_resume(t, "confirmed");
 }
 
+/* T is in STATE and the subscribers got WANT so far. */
+static void
+expect(const struct xg_track *t, enum xg_track_state state, const char *want)
+{
+    ck_assert_str_eq(xg_track_state_name(t->state),
+        xg_track_state_name(state));
+    ck_assert_str_eq(out, want);
+}
+
+/* N gap notices so far, the last one for REASON. */
+static void
+noticed(int n, const char *reason)
+{
+    ck_assert_int_eq(nnotice, n);
+    ck_assert_str_eq(notice, n > 0 ? reason : "");
+}
+
 /* Delivered 1..2, then the connection dropped at 1000 ms. */
 static struct xg_track *
 track_after_outage(const struct xg_track_kind *k)
@@ -275,7 +293,7 @@ track_after_outage(const struct xg_track_kind *k)
     feed(t, "1");
     feed(t, "2");
     xg_track_down(t, 1000);
-    ck_assert_int_eq(t->state, XG_TRACK_GAP);
+    expect(t, XG_TRACK_GAP, "1,2,");
     ck_assert_int_eq(nlost, 1);
     return t;
 }
@@ -287,11 +305,33 @@ track_fetching(const struct xg_track_kind *k)
     struct xg_track *t = track_after_outage(k);
 
     ck_assert_int_eq(feed(t, "5"), 0);
-    ck_assert_int_eq(t->state, XG_TRACK_FETCHING);
+    expect(t, XG_TRACK_FETCHING, "1,2,");
     ck_assert_int_eq(nsent, nreq);
     ck_assert_uint_eq(fetch_from, 3);
     ck_assert_uint_eq(fetch_to, 4);
     ck_assert_uint_eq(sent[0]->tag, t->tag);
+    return t;
+}
+
+/* The same, with a bound of MAX held messages. */
+static struct xg_track *
+track_bounded(size_t max)
+{
+    env.max_held = max;
+    return track_fetching(&fake_kind);
+}
+
+/* After an outage, a kind that fetches when confirmed is confirmed. */
+static struct xg_track *
+track_refetching(void)
+{
+    struct xg_track *t;
+
+    fetch_on_confirm = 1;
+    t = track_after_outage(&fake_kind);
+    confirm(t);
+    expect(t, XG_TRACK_FETCHING, "1,2,");
+    ck_assert_int_eq(t->nheld, 0);
     return t;
 }
 
@@ -307,10 +347,9 @@ START_TEST(live_filters)
     ck_assert_int_eq(feed(t, "3"), 0);           /* the kind's filter */
     ck_assert_int_eq(feed(t, "hello"), 1);
     ck_assert_int_eq(feed(t, "9"), 1);           /* a jump while live */
-    confirm(t);                      /* nothing to do */
+    confirm(t);                                  /* nothing to do */
     ck_assert_int_eq(nfetch, 0);
-    ck_assert_str_eq(out, "1,2-3,hello,9,");
-    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
+    expect(t, XG_TRACK_LIVE, "1,2-3,hello,9,");
     xg_track_free(t);
 }
 END_TEST
@@ -319,14 +358,12 @@ START_TEST(gap_closed_in_line)
 {
     struct xg_track *t = track_after_outage(&fake_kind);
 
-    confirm(t);                      /* the kind waits for data */
+    confirm(t);                     /* the kind waits for data */
     ck_assert_int_eq(nfetch, 1);
-    ck_assert_int_eq(t->state, XG_TRACK_GAP);
     ck_assert_int_eq(feed(t, "hello"), 1);       /* says nothing */
-    ck_assert_int_eq(t->state, XG_TRACK_GAP);
+    expect(t, XG_TRACK_GAP, "1,2,hello,");
     ck_assert_int_eq(feed(t, "3"), 1);           /* in line: no gap */
     ck_assert_int_eq(t->state, XG_TRACK_LIVE);
-    ck_assert_int_eq(nsent, 0);
     ck_assert_int_eq(feed(t, "7"), 1);           /* live: not fetched */
     ck_assert_int_eq(nsent, 0);
     xg_track_free(t);
@@ -339,16 +376,14 @@ START_TEST(fetch_then_release)
 
     ck_assert_int_eq(feed(t, "6"), 0);
     ck_assert_int_eq(t->nheld, 2);
-    confirm(t);                      /* in flight already */
+    confirm(t);                                  /* in flight already */
     ck_assert_int_eq(nsent, 1);
-    now_ms = 1500;
     answer(t, 0, "3-4");
-    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
-    ck_assert_str_eq(out, "1,2,3,4,5,6,");
+    expect(t, XG_TRACK_LIVE, "1,2,3,4,5,6,");
     ck_assert_int_eq(t->nheld, 0);
-    ck_assert_int_eq(nnotice, 0);
     answer(t, 0, "3-4");                         /* a repeat: ignored */
-    ck_assert_str_eq(out, "1,2,3,4,5,6,");
+    expect(t, XG_TRACK_LIVE, "1,2,3,4,5,6,");
+    noticed(0, NULL);
     ck_assert_uint_eq(env.answers, 1);
     xg_track_free(t);
 }
@@ -356,21 +391,18 @@ END_TEST
 
 START_TEST(confirm_fetches)
 {
-    struct xg_track *t;
+    struct xg_track *t = track_refetching();
 
-    fetch_on_confirm = 1;
-    t = track_after_outage(&fake_kind);
-    confirm(t);
-    ck_assert_int_eq(t->state, XG_TRACK_FETCHING);
     ck_assert_int_eq(feed(t, "4"), 0);           /* held */
+    expect(t, XG_TRACK_FETCHING, "1,2,");
     answer(t, 0, "3");
-    ck_assert_str_eq(out, "1,2,3,4,");
-    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
+    expect(t, XG_TRACK_LIVE, "1,2,3,4,");
+    ck_assert_int_eq(nfetch, 1);                 /* "4": in line */
     xg_track_free(t);
 }
 END_TEST
 
-START_TEST(stale_gap_fetches_now)
+START_TEST(stale_gap_fetches_at_resume)
 {
     struct xg_track *t = track(&fake_kind);
 
@@ -379,18 +411,15 @@ START_TEST(stale_gap_fetches_now)
     now_ms = 5000;
     xg_track_gap(t, 2000, "stale");
     ck_assert_int_eq(nlost, 1);
-    ck_assert_int_eq(t->state, XG_TRACK_GAP);
     ck_assert_int_eq(nsent, 0);
-    xg_track_resume(t, "resubscribed");         /* fetched now */
-    ck_assert_int_eq(t->state, XG_TRACK_FETCHING);
-    ck_assert_uint_eq(t->gap_from_ms, 2000);
+    xg_track_resume(t, "resubscribed");          /* fetched now */
+    expect(t, XG_TRACK_FETCHING, "1,");
     xg_track_gap(t, 4000, "stale");              /* a fetch covers it */
     xg_track_resume(t, "resubscribed");
     ck_assert_int_eq(nsent, 1);
-    ck_assert_uint_eq(t->gap_from_ms, 2000);
     answer(t, 0, NULL);                          /* refused */
-    ck_assert_int_eq(nnotice, 1);
-    ck_assert_uint_eq(notice_ms, 3000);
+    noticed(1, "fake fetch failed");
+    ck_assert_uint_eq(notice_ms, 3000);          /* from the first gap */
     xg_track_free(t);
 }
 END_TEST
@@ -401,23 +430,19 @@ START_TEST(down_while_fetching_keeps_held)
     uint64_t tag = t->tag;
 
     xg_track_down(t, 1200);
-    ck_assert_int_eq(t->state, XG_TRACK_HELD);
     ck_assert_uint_eq(t->gap_from_ms, 1000);     /* the first gap's */
     ck_assert_int_eq(feed(t, "6"), 0);           /* still held */
     ck_assert_int_eq(t->nheld, 2);
     answer(t, 0, "3-4");                         /* the dead fetch's */
-    ck_assert_str_eq(out, "1,2,");
+    expect(t, XG_TRACK_HELD, "1,2,");
     fetch_on_confirm = 1;
-    confirm(t);                      /* fetched again */
-    ck_assert_int_eq(t->state, XG_TRACK_FETCHING);
+    confirm(t);                                  /* fetched again */
     ck_assert_int_eq(nsent, 2);
     ck_assert_uint_eq(sent[1]->tag, tag + 1);
     answer(t, 0, "3-4");                         /* a tag mismatch */
-    ck_assert_int_eq(t->state, XG_TRACK_FETCHING);
-    ck_assert_str_eq(out, "1,2,");
+    expect(t, XG_TRACK_FETCHING, "1,2,");
     answer(t, 1, "3-4");
-    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
-    ck_assert_str_eq(out, "1,2,3,4,5,6,");
+    expect(t, XG_TRACK_LIVE, "1,2,3,4,5,6,");
     xg_track_free(t);
 }
 END_TEST
@@ -427,17 +452,15 @@ START_TEST(held_with_nothing_to_fetch)
     struct xg_track *t = track_fetching(&fake_kind);
 
     xg_track_down(t, 1200);
-    ck_assert_int_eq(t->state, XG_TRACK_HELD);
-    confirm(t);                      /* the kind sends nothing: released */
-    ck_assert_int_eq(t->state, XG_TRACK_FETCHING);
-    ck_assert_int_eq(nsent, 2);     /* "5", released in the gap, asks */
+    confirm(t);                     /* the kind sends nothing: released */
+    expect(t, XG_TRACK_FETCHING, "1,2,");    /* "5", in the gap, asks */
+    ck_assert_int_eq(nsent, 2);
     ck_assert_int_eq(t->nheld, 1);
     xg_track_down(t, 1200);
     nreq = 0;                       /* and now it cannot */
     confirm(t);
-    ck_assert_int_eq(t->state, XG_TRACK_GAP);
+    expect(t, XG_TRACK_GAP, "1,2,5,");
     ck_assert_int_eq(t->nheld, 0);
-    ck_assert_str_eq(out, "1,2,5,");
     xg_track_free(t);
 }
 END_TEST
@@ -448,25 +471,30 @@ START_TEST(down_while_fetching_releases)
 
     nreq = 0;       /* "5" released in the gap: its fetch sends nothing */
     xg_track_down(t, 1200);
-    ck_assert_int_eq(t->state, XG_TRACK_GAP);
+    expect(t, XG_TRACK_GAP, "1,2,5,");    /* no fetch: passed as it is */
     ck_assert_int_eq(t->nheld, 0);
-    ck_assert_str_eq(out, "1,2,5,");  /* no fetch: passed as it is */
     xg_track_free(t);
 }
 END_TEST
 
 START_TEST(down_with_nothing_held)
 {
-    struct xg_track *t;
+    struct xg_track *t = track_refetching();
 
-    fetch_on_confirm = 1;
-    t = track_after_outage(&fake_kind);
-    confirm(t);
-    ck_assert_int_eq(t->nheld, 0);
     xg_track_down(t, 1500);         /* nothing held: a plain gap */
-    ck_assert_int_eq(t->state, XG_TRACK_GAP);
+    expect(t, XG_TRACK_GAP, "1,2,");
     ck_assert_int_eq(feed(t, "3"), 1);
     xg_track_free(t);
+}
+END_TEST
+
+START_TEST(state_names)
+{
+    ck_assert_str_eq(xg_track_state_name(XG_TRACK_LIVE), "live");
+    ck_assert_str_eq(xg_track_state_name(XG_TRACK_GAP), "gap");
+    ck_assert_str_eq(xg_track_state_name(XG_TRACK_FETCHING), "fetching");
+    ck_assert_str_eq(xg_track_state_name(XG_TRACK_HELD), "held");
+    ck_assert_str_eq(xg_track_state_name((enum xg_track_state) 9), "?");
 }
 END_TEST
 
@@ -474,40 +502,31 @@ END_TEST
 
 START_TEST(held_bound_gives_up)
 {
-    struct xg_track *t;
+    struct xg_track *t = track_bounded(3);
 
-    env.max_held = 3;
-    t = track_fetching(&fake_kind);
     now_ms = 1700;
     ck_assert_int_eq(feed(t, "6"), 0);
     ck_assert_int_eq(feed(t, "7"), 0);
-    ck_assert_int_eq(t->nheld, 3);
-    ck_assert_int_eq(nnotice, 0);
+    noticed(0, NULL);
     ck_assert_int_eq(feed(t, "8"), 1);           /* over the bound */
-    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
-    ck_assert_int_eq(nnotice, 1);
-    ck_assert_str_eq(notice, "fake fetch too slow");
+    expect(t, XG_TRACK_LIVE, "1,2,5,6,7,8,");
+    noticed(1, "fake fetch too slow");
     ck_assert_uint_eq(notice_ms, 700);
-    ck_assert_str_eq(out, "1,2,5,6,7,8,");
     answer(t, 0, "3-4");                         /* too late: ignored */
-    ck_assert_str_eq(out, "1,2,5,6,7,8,");
-    ck_assert_int_eq(nsent, 1);
+    expect(t, XG_TRACK_LIVE, "1,2,5,6,7,8,");
     xg_track_free(t);
 }
 END_TEST
 
 START_TEST(held_bound_while_held)
 {
-    struct xg_track *t;
+    struct xg_track *t = track_bounded(2);
 
-    env.max_held = 2;
-    t = track_fetching(&fake_kind);
     xg_track_down(t, 1200);
     ck_assert_int_eq(feed(t, "6"), 0);
     ck_assert_int_eq(feed(t, "7"), 1);
-    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
-    ck_assert_str_eq(notice, "fake fetch too slow");
-    ck_assert_str_eq(out, "1,2,5,6,7,");
+    expect(t, XG_TRACK_LIVE, "1,2,5,6,7,");
+    noticed(1, "fake fetch too slow");
     xg_track_free(t);
 }
 END_TEST
@@ -518,10 +537,8 @@ START_TEST(failed_answer_gives_up)
 
     feed(t, "6");
     answer(t, 0, NULL);
-    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
-    ck_assert_int_eq(nnotice, 1);
-    ck_assert_str_eq(notice, "fake fetch failed");
-    ck_assert_str_eq(out, "1,2,5,6,");
+    expect(t, XG_TRACK_LIVE, "1,2,5,6,");
+    noticed(1, "fake fetch failed");
     xg_track_free(t);
 }
 END_TEST
@@ -533,12 +550,12 @@ START_TEST(every_answer_waited_for)
     nreq = 2;
     t = track_fetching(&fake_kind);
     answer(t, 0, NULL);                          /* one fails ... */
-    ck_assert_int_eq(t->state, XG_TRACK_FETCHING);
-    ck_assert_int_eq(nnotice, 0);
+    expect(t, XG_TRACK_FETCHING, "1,2,");
+    noticed(0, NULL);
     answer(t, 1, "3-4");                         /* ... the other not */
-    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
-    ck_assert_int_eq(nnotice, 1);
-    ck_assert_str_eq(out, "1,2,3,4,5,");
+    expect(t, XG_TRACK_LIVE, "1,2,3,4,5,");
+    ck_assert_uint_eq(env.answers, 1);
+    noticed(1, "fake fetch failed");
     xg_track_free(t);
 }
 END_TEST
@@ -552,13 +569,11 @@ START_TEST(complete_sends_a_round)
     t = track_fetching(&fake_kind);
     answer(t, 0, "3");
     answer(t, 1, "3");
-    ck_assert_int_eq(t->state, XG_TRACK_FETCHING);   /* a third asked */
+    expect(t, XG_TRACK_FETCHING, "1,2,3,");      /* a third asked */
     ck_assert_int_eq(nsent, 3);
     ck_assert_uint_eq(sent[2]->tag, t->tag);
-    ck_assert_str_eq(out, "1,2,3,");
     answer(t, 2, "4");
-    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
-    ck_assert_str_eq(out, "1,2,3,4,5,");
+    expect(t, XG_TRACK_LIVE, "1,2,3,4,5,");
     xg_track_free(t);
 }
 END_TEST
@@ -588,6 +603,14 @@ loop_for(uint64_t ms)
     event_base_dispatch(base);
 }
 
+/* Q (sent[I], given to the tracker for its retry) is the engine's now. */
+static void
+retried(struct xg_track *t, int i)
+{
+    ck_assert_int_eq(xg_track_retry(t, sent[i], "busy", 4), 1);
+    sent[i] = NULL;
+}
+
 START_TEST(retry_backs_off)
 {
     static const uint64_t want[] = { 10, 20, 25 };
@@ -598,10 +621,8 @@ START_TEST(retry_backs_off)
     for (i = 0; i < 3; i++) {
         uint64_t took;
 
-        ck_assert_int_eq(xg_track_retry(t, q, "busy", 4), 1);
-        ck_assert_int_eq(t->state, XG_TRACK_FETCHING);
+        retried(t, nsent - 1);
         ck_assert_int_eq(feed(t, "9"), 0);       /* live: held */
-        sent[nsent - 1] = NULL;                  /* the engine's now */
         took = loop_until_sent();
         ck_assert_ptr_eq(sent[nsent - 1], q);    /* the same request */
         ck_assert_uint_eq(q->tag, t->tag);
@@ -610,12 +631,12 @@ START_TEST(retry_backs_off)
             "retry %d after %llu ms, want %llu", i + 1,
             (unsigned long long) took, (unsigned long long) want[i]);
     }
+    expect(t, XG_TRACK_FETCHING, "1,2,");
     ck_assert_uint_eq(env.retries, 3);
     ck_assert_int_eq(xg_track_retry(t, q, "busy", 4), 0);  /* out */
     answer(t, nsent - 1, NULL);                  /* the caller's give-up */
-    ck_assert_str_eq(notice, "fake fetch failed");
-    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
-    ck_assert_str_eq(out, "1,2,5,9,");           /* one "9": a filter */
+    noticed(1, "fake fetch failed");
+    expect(t, XG_TRACK_LIVE, "1,2,5,9,");        /* one "9": a filter */
     xg_track_free(t);
 }
 END_TEST
@@ -631,8 +652,7 @@ START_TEST(retry_not_current)
     fetch_on_confirm = 1;
     confirm(t);
     ck_assert_int_eq(xg_track_retry(t, old, "busy", 4), 0);  /* old tag */
-    ck_assert_int_eq(xg_track_retry(t, sent[1], "busy", 4), 1);
-    sent[1] = NULL;
+    retried(t, 1);
     xg_track_free(t);               /* its waiting request freed */
     loop_for(30);
     ck_assert_int_eq(nsent, 2);
@@ -643,10 +663,9 @@ START_TEST(retry_dropped_when_down)
 {
     struct xg_track *t = track_fetching(&fake_kind);
 
-    ck_assert_int_eq(xg_track_retry(t, sent[0], "busy", 4), 1);
-    sent[0] = NULL;
+    retried(t, 0);
     xg_track_down(t, 1200);         /* the fetch is over: no resend */
-    ck_assert_int_eq(t->state, XG_TRACK_HELD);
+    expect(t, XG_TRACK_HELD, "1,2,");
     loop_for(40);
     ck_assert_int_eq(nsent, 1);
     ck_assert_uint_eq(env.retries, 0);
@@ -656,66 +675,54 @@ END_TEST
 
 START_TEST(retry_dropped_on_give_up)
 {
-    struct xg_track *t;
+    struct xg_track *t = track_bounded(1);
 
-    env.max_held = 1;
-    t = track_fetching(&fake_kind);
-    ck_assert_int_eq(xg_track_retry(t, sent[0], "busy", 4), 1);
-    sent[0] = NULL;
+    retried(t, 0);
     ck_assert_int_eq(feed(t, "6"), 1);           /* over the bound */
-    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
+    expect(t, XG_TRACK_LIVE, "1,2,5,6,");
     loop_for(40);
     ck_assert_int_eq(nsent, 1);
     xg_track_free(t);
 }
 END_TEST
 
-START_TEST(state_names)
+/* A test case NAME of the tests in T (NULL-terminated), each one set up
+   and torn down. */
+static void
+add_case(Suite *s, const char *name, const TTest *const *t)
 {
-    ck_assert_str_eq(xg_track_state_name(XG_TRACK_LIVE), "live");
-    ck_assert_str_eq(xg_track_state_name(XG_TRACK_GAP), "gap");
-    ck_assert_str_eq(xg_track_state_name(XG_TRACK_FETCHING), "fetching");
-    ck_assert_str_eq(xg_track_state_name(XG_TRACK_HELD), "held");
-    ck_assert_str_eq(xg_track_state_name((enum xg_track_state) 9), "?");
+    TCase *tc = tcase_create(name);
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    for (; *t != NULL; t++) {
+        tcase_add_test(tc, *t);
+    }
+    suite_add_tcase(s, tc);
 }
-END_TEST
 
 static Suite *
 track_suite(void)
 {
     Suite *s = suite_create("xg_track");
-    TCase *tc;
+    const TTest *const transitions[] = {
+        live_filters, gap_closed_in_line, fetch_then_release,
+        confirm_fetches, stale_gap_fetches_at_resume,
+        down_while_fetching_keeps_held, held_with_nothing_to_fetch,
+        down_while_fetching_releases, down_with_nothing_held, state_names,
+        NULL
+    };
+    const TTest *const give_up[] = {
+        held_bound_gives_up, held_bound_while_held, failed_answer_gives_up,
+        every_answer_waited_for, complete_sends_a_round, NULL
+    };
+    const TTest *const retry[] = {
+        retry_backs_off, retry_not_current, retry_dropped_when_down,
+        retry_dropped_on_give_up, NULL
+    };
 
-    tc = tcase_create("transitions");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, live_filters);
-    tcase_add_test(tc, gap_closed_in_line);
-    tcase_add_test(tc, fetch_then_release);
-    tcase_add_test(tc, confirm_fetches);
-    tcase_add_test(tc, stale_gap_fetches_now);
-    tcase_add_test(tc, down_while_fetching_keeps_held);
-    tcase_add_test(tc, held_with_nothing_to_fetch);
-    tcase_add_test(tc, down_while_fetching_releases);
-    tcase_add_test(tc, down_with_nothing_held);
-    tcase_add_test(tc, state_names);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("give_up");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, held_bound_gives_up);
-    tcase_add_test(tc, held_bound_while_held);
-    tcase_add_test(tc, failed_answer_gives_up);
-    tcase_add_test(tc, every_answer_waited_for);
-    tcase_add_test(tc, complete_sends_a_round);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("retry");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, retry_backs_off);
-    tcase_add_test(tc, retry_not_current);
-    tcase_add_test(tc, retry_dropped_when_down);
-    tcase_add_test(tc, retry_dropped_on_give_up);
-    suite_add_tcase(s, tc);
+    add_case(s, "transitions", transitions);
+    add_case(s, "give_up", give_up);
+    add_case(s, "retry", retry);
     return s;
 }
 
