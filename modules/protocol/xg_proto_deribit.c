@@ -140,7 +140,6 @@ struct dr {
     struct xg_registry    *reg;
     struct xg_session     *s;            /* subscriptions */
     uint64_t               last_in_ms;
-    uint64_t               messages_in;
     int                    testnet;       /* as the exchange last said */
     uint64_t               book_gaps;     /* chain breaks detected */
     uint64_t               book_resyncs;  /* bridging changes computed */
@@ -1023,19 +1022,15 @@ dr_fail(struct dr *d, const char *what, const struct xg_jspan *error)
     xg_upstream_fail(d->up, reason);
 }
 
-static void
-dr_on_answer(struct dr *d, const char *data, size_t len,
-    const struct xg_jspan *id, const struct xg_jspan *result,
-    const struct xg_jspan *error)
+static int
+dr_answer(void *p, struct xg_reg_req *q, const char *data, size_t len,
+    const struct xg_umsg *m)
 {
-    struct xg_reg_req *q;
+    struct dr *d = p;
+    const struct xg_jspan *id = &m->id, *result = &m->result;
+    const struct xg_jspan *error = &m->error;
     json_t *r;
 
-    if ((q = xg_session_take(d->s, id)) == NULL) {
-        xg_log_debug("upstream %s: answer to unknown id %.*s dropped",
-            d->name, (int) (id->len > 40 ? 40 : id->len), id->p);
-        return;
-    }
     switch (q->kind) {
     case K_CLIENT:
         d->requests_answered++;
@@ -1075,12 +1070,6 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
         }
         xg_session_step_done(d->s);
         break;
-    case XG_REQ_SUB:
-        xg_session_sub_answer(d->s, q, result, error);
-        break;
-    case XG_REQ_UNSUB:
-        xg_session_unsub_answer(d->s, q);
-        break;
     case K_TEST:
         break;
     case K_BACKFILL:
@@ -1088,7 +1077,7 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
     case K_CTRADES:
         if (error->p != NULL && dr_error_transient(error)
             && dr_fetch_retry(d, q, error->p, (int) error->len)) {
-            return;     /* kept for the retry */
+            return 1;   /* kept for the retry */
         }
         dr_fetch_answer(d, q, result, error);
         break;
@@ -1105,7 +1094,7 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
         dr_on_cod_order(d, q, result);
         break;
     }
-    xg_registry_req_free(q);
+    return 0;
 }
 
 /* ---- continuity trackers (src/xg_track.c): the module's side ---- */
@@ -1119,27 +1108,15 @@ dr_on_answer(struct dr *d, const char *data, size_t len,
 
 /* DATA (borrowed) to every subscriber of CH, one message shared. */
 static void
-dr_fanout(struct xg_reg_channel *ch, const char *data, size_t len)
+dr_fanout(struct dr *d, struct xg_reg_channel *ch, const char *data,
+    size_t len)
 {
-    static struct xg_client **to;
-    static size_t cap;
-    size_t i;
-
-    if (ch->nsubs > cap) {
-        cap = ch->nsubs * 2;
-        to = xg_realloc(to, cap * sizeof(*to));
-    }
-    for (i = 0; i < ch->nsubs; i++) {
-        struct dr_client *dc = ch->subs[i]->owner;
-
-        to[i] = dc->c;
-    }
-    xg_client_fanout(ch, to, ch->nsubs, data, len);
+    xg_session_fanout(d->s, ch, data, len);
 }
 
 /* MSG (a whole notification) to every subscriber of CH. */
 static void
-dr_fanout_json(struct xg_reg_channel *ch, json_t *msg)
+dr_fanout_json(struct dr *d, struct xg_reg_channel *ch, json_t *msg)
 {
     char *s;
 
@@ -1148,20 +1125,20 @@ dr_fanout_json(struct xg_reg_channel *ch, json_t *msg)
     }
     s = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(17));
     if (s != NULL) {
-        dr_fanout(ch, s, strlen(s));
+        dr_fanout(d, ch, s, strlen(s));
     }
     free(s);
 }
 
 /* A notification of DATA (borrowed) on CH, built here, to its subscribers. */
 static void
-dr_notify(struct xg_reg_channel *ch, json_t *data)
+dr_notify(struct dr *d, struct xg_reg_channel *ch, json_t *data)
 {
     json_t *msg = json_pack("{s:s, s:s, s:{s:s, s:O}}", "jsonrpc", "2.0",
         "method", "subscription", "params", "channel", ch->name, "data",
         data);
 
-    dr_fanout_json(ch, msg);
+    dr_fanout_json(d, ch, msg);
     json_decref(msg);
 }
 
@@ -1185,9 +1162,7 @@ dr_track_fanout(void *ctx, void *chan, const char *data, size_t len)
 {
     struct xg_reg_channel *ch = chan;
 
-    if (ch->nsubs > 0) {
-        dr_fanout(ch, data, len);
-    }
+    dr_fanout(ctx, ch, data, len);
 }
 
 static void
@@ -1513,7 +1488,7 @@ dr_trades_send_after(struct xg_track *t, json_t *arr, uint64_t after)
     }
     json_decref(arr);
     if (json_array_size(keep) > 0) {
-        dr_notify(t->chan, keep);
+        dr_notify(t->env->ctx, t->chan, keep);
     }
     json_decref(keep);
     return max;
@@ -1829,7 +1804,7 @@ dr_ctrades_parse(struct xg_track *t, const char *data, size_t len,
     keep = dr_ctrades_new(t->data, dat);
     whole = json_array_size(keep) == json_array_size(dat);
     if (!whole && json_array_size(keep) > 0) {
-        dr_notify(t->chan, keep);
+        dr_notify(t->env->ctx, t->chan, keep);
     }
     json_decref(keep);
     json_decref(m);
@@ -1872,7 +1847,7 @@ dr_ctrades_apply(struct xg_track *t, const struct xg_reg_req *q,
     }
     keep = dr_ctrades_new(t->data, arr);
     if (json_array_size(keep) > 0) {
-        dr_notify(t->chan, keep);
+        dr_notify(t->env->ctx, t->chan, keep);
     }
     d->currency_trades_backfilled += json_array_size(keep);
     xg_log_info("upstream %s: %s: %zu trades backfilled%s", t->env->name,
@@ -2094,15 +2069,16 @@ dr_orders_remember(struct dr_orders *o, json_t *ord)
 
 /* One notification with ORD (borrowed) on CH, in the channel's shape. */
 static void
-dr_orders_send(struct xg_reg_channel *ch, struct dr_orders *o, json_t *ord)
+dr_orders_send(struct dr *d, struct xg_reg_channel *ch, struct dr_orders *o,
+    json_t *ord)
 {
     if (o->array) {
         json_t *one = json_pack("[O]", ord);
 
-        dr_notify(ch, one);
+        dr_notify(d, ch, one);
         json_decref(one);
     } else {
-        dr_notify(ch, ord);
+        dr_notify(d, ch, ord);
     }
 }
 
@@ -2148,7 +2124,7 @@ dr_orders_parse(struct xg_track *t, const char *data, size_t len,
     if (!whole && n > 0) {
         /* the exchange's envelope (a label, say) with what is news */
         json_object_set(json_object_get(m, "params"), "data", keep);
-        dr_fanout_json(t->chan, m);
+        dr_fanout_json(t->env->ctx, t->chan, m);
     }
     json_decref(keep);
     json_decref(m);
@@ -2339,7 +2315,7 @@ dr_orders_complete(struct xg_track *t)
         /* the two lists may both carry an order closed meanwhile */
         if (dr_orders_is_news(o, list[i])) {
             dr_orders_remember(o, list[i]);
-            dr_orders_send(t->chan, o, list[i]);
+            dr_orders_send(t->env->ctx, t->chan, o, list[i]);
             sent++;
         }
     }
@@ -2558,49 +2534,28 @@ dr_restale(void *p, struct xg_reg_channel *ch)
 }
 
 
-/* Fan-out: one shared message for every subscriber of the channel. */
-static void
-dr_on_notification(struct dr *d, const char *data, size_t len,
-    const struct xg_jspan *params)
+/* Data on CH: its tracker (if it has one) says whether it goes out as
+   it is. Tracked channels are kept even while they linger unwatched. */
+static int
+dr_data(void *p, struct xg_reg_channel *ch, const char *data, size_t len,
+    const struct xg_umsg *m)
 {
-    const char *keys[] = { "channel" };
-    struct xg_jspan v[1];
-    struct xg_reg_channel *ch;
-    struct xg_track *t;
+    struct xg_track *t = dr_track_get(p, ch);
 
-    if (xg_jscan_object(params->p, params->len, keys, 1, v) != XG_OK
-        || v[0].p == NULL || v[0].len < 2 || v[0].p[0] != '"') {
-        xg_log_warn("upstream %s: subscription message without a channel "
-            "dropped", d->name);
-        return;
-    }
-    ch = xg_registry_channel_n(d->reg, v[0].p + 1, v[0].len - 2);
-    if (ch == NULL) {
-        xg_log_debug("upstream %s: data for channel %.*s with no subscriber",
-            d->name, (int) v[0].len, v[0].p);
-        return;
-    }
-    ch->last_data_ms = d->last_in_ms;
-    /* tracked channels are kept even while a channel lingers unwatched */
-    t = dr_track_get(d, ch);
-    if (t != NULL && !xg_track_message(t, data, len)) {
-        return;
-    }
-    if (ch->nsubs > 0) {
-        dr_fanout(ch, data, len);
-    }
+    return t == NULL || xg_track_message(t, data, len);
 }
 
+/* Reads a Deribit message: an answer (by id), a subscription
+   notification (by channel), or what the module handles itself. */
 static void
-dr_on_message(void *p, const unsigned char *udata, size_t len)
+dr_classify(void *p, const char *data, size_t len, struct xg_umsg *m)
 {
     static const char *keys[] = { "id", "method", "params", "result",
                                   "error", "testnet" };
+    static const char *ckeys[] = { "channel" };
     struct dr *d = p;
-    const char *data = (const char *) udata;
-    struct xg_jspan v[6];
+    struct xg_jspan v[6], c[1];
 
-    d->messages_in++;
     d->last_in_ms = xg_now_ms();
     if (xg_jscan_object(data, len, keys, 6, v) != XG_OK) {
         xg_log_warn("upstream %s: a message that is not a JSON object "
@@ -2612,11 +2567,23 @@ dr_on_message(void *p, const unsigned char *udata, size_t len)
         d->testnet = v[5].len == 4 && memcmp(v[5].p, "true", 4) == 0;
     }
     if (v[0].p != NULL && !(v[0].len == 4 && memcmp(v[0].p, "null", 4) == 0)) {
-        dr_on_answer(d, data, len, &v[0], &v[3], &v[4]);
+        m->kind = XG_UMSG_ANSWER;
+        m->id = v[0];
+        m->result = v[3];
+        m->error = v[4];
         return;
     }
     if (xg_jscan_str_eq(&v[1], "subscription") && v[2].p != NULL) {
-        dr_on_notification(d, data, len, &v[2]);
+        if (xg_jscan_object(v[2].p, v[2].len, ckeys, 1, c) != XG_OK
+            || c[0].p == NULL || c[0].len < 2 || c[0].p[0] != '"') {
+            xg_log_warn("upstream %s: subscription message without a "
+                "channel dropped", d->name);
+            return;
+        }
+        m->kind = XG_UMSG_DATA;
+        m->chan = c[0].p + 1;
+        m->chan_len = c[0].len - 2;
+        m->params = v[2];
         return;
     }
     if (xg_jscan_str_eq(&v[1], "heartbeat")) {
@@ -2639,6 +2606,14 @@ dr_on_message(void *p, const unsigned char *udata, size_t len)
         return;
     }
     xg_log_debug("upstream %s: unhandled message (%zu bytes)", d->name, len);
+}
+
+static void
+dr_on_message(void *p, const unsigned char *udata, size_t len)
+{
+    struct dr *d = p;
+
+    xg_session_message(d->s, (const char *) udata, len);
 }
 
 static void
@@ -2811,6 +2786,7 @@ dr_client_open(void *p, struct xg_client *c)
     dc->d = d;
     dc->c = c;
     dc->rc = xg_registry_client_new(d->reg, dc);
+    dc->rc->out = c;
     dc->authed = !xg_client_conf(c)->client_auth;
     d->gc = xg_client_conf(c);
     xg_session_set_linger(d->s, d->gc->unsubscribe_linger_ms);
@@ -3451,6 +3427,9 @@ dr_left(void *p, void *client, struct xg_reg_channel *ch)
 }
 
 static const struct xg_session_ops dr_session_ops = {
+    .classify = dr_classify,
+    .answer = dr_answer,
+    .data = dr_data,
     .write = dr_write,
     .expired = dr_expired,
     .lost = dr_lost,
@@ -3537,8 +3516,6 @@ dr_status(void *p, json_t *obj)
 
     json_object_set_new(obj, "channels",
         json_integer((json_int_t) xg_registry_nchannels(d->reg)));
-    json_object_set_new(obj, "messages_in",
-        json_integer((json_int_t) d->messages_in));
     json_object_set_new(obj, "book_gaps",
         json_integer((json_int_t) d->book_gaps));
     json_object_set_new(obj, "book_resyncs",
