@@ -3038,7 +3038,8 @@ dr_on_notification(struct dr *d, const char *data, size_t len,
 }
 
 static void
-dr_on_message(void *p, const unsigned char *udata, size_t len)
+dr_on_message(void *p, struct xg_conn *c, const unsigned char *udata,
+    size_t len)
 {
     static const char *keys[] = { "id", "method", "params", "result",
                                   "error", "testnet" };
@@ -3088,7 +3089,7 @@ dr_on_message(void *p, const unsigned char *udata, size_t len)
 }
 
 static void
-dr_on_open(void *p)
+dr_on_open(void *p, struct xg_conn *c)
 {
     struct dr *d = p;
 
@@ -3182,7 +3183,7 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
 }
 
 static void
-dr_on_down(void *p, const char *reason)
+dr_on_down(void *p, struct xg_conn *c, const char *reason)
 {
     struct dr *d = p;
     unsigned lost, replayed;
@@ -4239,5 +4240,6 @@ const struct xg_proto_module xg_proto_deribit = {
     "\"message\":\"request entity too large\"}}",
     "/ws/api/v2",   /* Deribit's own path: a bot changes only the host */
     0,
-    dr_dump
+    dr_dump,
+    0           /* rotates: not yet (the upstream closes a rotation's conn) */
 };

@@ -126,8 +126,9 @@ async def body(h):
     version = h.status()["version"]
     check([v for (n, l), v in s.samples.items() if n == "exgate_build_info"
            and ("version", version) in l] == [1], "build info %s" % version)
-    # rotations do not exist yet: no counter that could only say 0
-    check("rotation" not in s.text, "a rotation metric")
+    check(s.up("exgate_upstream_rotations_total") == 0
+          and s.up("exgate_upstream_rotations_failed_total") == 0,
+          "no rotation yet")
 
     # a client subscribes: channels, clients, traffic
     a = await WSClient("ws-a").connect(h.ws_url)
