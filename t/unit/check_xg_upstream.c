@@ -1339,6 +1339,111 @@ START_TEST(admin_status_and_hooks)
 }
 END_TEST
 
+static int admin_alone(void) { return nconns_status() == 1; }
+
+/*
+ * POST /upstreams/NAME/rotate: 404 for an unknown name, 405 (Allow:
+ * POST) for another method, 202 with the rotation, 409 while one runs,
+ * 403 for an Origin not listed (or two of them), 202 for one listed;
+ * every POST logged with the peer address.
+ */
+START_TEST(admin_rotate)
+{
+    static const struct xg_admin_origin allowed[] = {
+        { "http://localhost:3000", "t.conf", 1 }
+    };
+    struct xg_addr addr;
+    struct xg_admin *a;
+    unsigned port;
+
+    make_up(srv.port, "", 0);
+    memset(&addr, 0, sizeof(addr));
+    snprintf(addr.host, sizeof(addr.host), "127.0.0.1");
+    a = xg_admin_start(base, &addr, up_set);
+    ck_assert_ptr_nonnull(a);
+    port = xg_admin_port(a);
+    log_capture();
+
+    /* Not ready yet: 409 with the reason. */
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 409);
+    ck_assert_str_eq(http.body,
+        "{\"upstream\":\"u\",\"error\":\"not ready (state idle)\"}");
+
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/nope/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 404);
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotatex", NULL, NULL);
+    ck_assert_int_eq(http.code, 404);
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u", NULL, NULL);
+    ck_assert_int_eq(http.code, 404);
+    http_req(port, EVHTTP_REQ_GET, "/upstreams/u/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 405);
+    ck_assert_str_eq(http.allow, "POST");
+    http_req(port, EVHTTP_REQ_DELETE, "/upstreams/u/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 405);
+    ck_assert_str_eq(http.allow, "POST");
+
+    /* An Origin nobody listed: refused before anything happens. */
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate",
+        "http://evil.example", NULL);
+    ck_assert_int_eq(http.code, 403);
+    ck_assert_ptr_nonnull(strstr(http.body, "not allowed"));
+    ck_assert_int_eq(nconns_status(), 1);
+    /* Listed, but with a second Origin header: refused too. */
+    xg_admin_allow_origins(a, allowed, 1);
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate",
+        "http://localhost:3000", "http://evil.example");
+    ck_assert_int_eq(http.code, 403);
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate",
+        "http://localhost:3000/", NULL);
+    ck_assert_int_eq(http.code, 403);
+    ck_assert_int_eq(nconns_status(), 1);
+
+    /* No Origin (curl, a script): started. */
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 202);
+    ck_assert_str_eq(http.type, "application/json");
+    ck_assert_str_eq(http.body,
+        "{\"upstream\":\"u\",\"rotation\":1,\"from\":1,\"to\":2}");
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 409);
+    ck_assert_str_eq(http.body, "{\"upstream\":\"u\",\"error\":"
+        "\"rotation #1 in progress (#1 -> #2)\"}");
+    ck_assert(run_until(rot_restored, 3000));
+    {
+        struct xg_conn *old = tp_last->primary;
+
+        xg_upstream_promote(up, tp_last->rot);
+        xg_upstream_retire(up, old, "rotated");
+    }
+    ck_assert(run_until(admin_alone, 3000));
+
+    /* The listed Origin: started. */
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate",
+        "http://localhost:3000", NULL);
+    ck_assert_int_eq(http.code, 202);
+    ck_assert_str_eq(http.body,
+        "{\"upstream\":\"u\",\"rotation\":2,\"from\":2,\"to\":3}");
+
+    /* Every POST in the log with its peer and its answer. */
+    ck_assert_ptr_nonnull(strstr(log_text(), "admin: POST "
+        "/upstreams/u/rotate from 127.0.0.1:"));
+    ck_assert_ptr_nonnull(strstr(log_text(),
+        " (origin http://evil.example): 403 {\"error\":\"origin "));
+    ck_assert_ptr_nonnull(strstr(log_text(), " (origin none): 202 "
+        "{\"upstream\":\"u\",\"rotation\":1,\"from\":1,\"to\":2}\n"));
+    ck_assert_ptr_nonnull(strstr(log_text(), " (origin "
+        "http://localhost:3000): 202 {\"upstream\":\"u\",\"rotation\":2,"));
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+        "started (admin request from 127.0.0.1:"));
+    ck_assert_ptr_nonnull(strstr(log_text(), "admin: DELETE "
+        "/upstreams/u/rotate from 127.0.0.1:"));
+    xg_admin_free(a);
+}
+END_TEST
+
 static Suite *
 upstream_suite(void)
 {
@@ -1369,6 +1474,7 @@ upstream_suite(void)
     tcase_add_test(tc, max_connection_age_rotates);
     tcase_add_test(tc, rotate_not_supported_closes);
     tcase_add_test(tc, stop_during_rotation);
+    tcase_add_test(tc, admin_rotate);
     suite_add_tcase(s, tc);
     return s;
 }
