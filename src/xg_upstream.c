@@ -2,7 +2,8 @@
  * xg_upstream.c: the upstream connection state machine (see
  * xg_upstream.h), the upstream side of xg_proto.h (connections and their
  * make-before-break rotation), and the set of the upstreams of a running
- * configuration.
+ * configuration. Its /status object is built in xg_upstream_status.c,
+ * from the insides both share (xg_upstream_int.h).
  *
  * The rules it keeps (DESIGN.md sections 2 and 4):
  *  - it is the only place that reconnects: the transport reports on_down
@@ -23,6 +24,7 @@
 #include "xg_proto.h"
 #include "xg_reconnect.h"
 #include "xg_upstream.h"
+#include "xg_upstream_int.h"
 #include "xg_ws.h"
 
 #include <stdio.h>
@@ -42,152 +44,18 @@
 /* A close frame's reason holds at most 123 bytes (RFC 6455 5.5.1). */
 #define XG_UP_CLOSE_REASON_MAX  123
 
-/*
- * Why a connection ended, or an attempt failed, in a few fixed classes
- * that /status and /metrics count (the full text stays in last_error).
- * The order is the order of up_why_names.
- */
-enum up_why {
-    UP_WHY_CLOSED = 0,  /* the exchange sent a close frame */
-    UP_WHY_LOST,        /* eof or a socket error, no close frame */
-    UP_WHY_TIMEOUT,     /* a deadline: connect, handshake, ping, idle, ... */
-    UP_WHY_CONNECT,     /* the tcp connect failed (refused, unreachable) */
-    UP_WHY_DNS,
-    UP_WHY_TLS,
-    UP_WHY_HTTP,        /* the upgrade was answered without 101 */
-    UP_WHY_PROTOCOL,    /* the protocol module failed the connection */
-    UP_WHY_STOP,        /* our orderly stop */
-    UP_WHY_ERROR,       /* anything else */
-    UP_WHY_N
-};
-
-static const char *const up_why_names[UP_WHY_N] = {
-    "closed", "lost", "timeout", "connect", "dns", "tls", "http",
-    "protocol", "stop", "error"
-};
-
-/*
- * The upper bounds (ms) of the restore duration histogram's buckets, as
- * Prometheus' default buckets for a latency from a few ms to the
- * restore_timeout's order of magnitude; one more bucket counts the rest.
- */
-static const unsigned up_restore_le_ms[] = {
+/* See xg_upstream_int.h. */
+const unsigned xg_upstream_restore_le_ms[XG_UP_RESTORE_LE_N] = {
     5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000
 };
-#define XG_UP_RESTORE_BUCKETS  (XG_NELEM(up_restore_le_ms) + 1)
 
-/* Where a connection is in its life, as /status shows it. */
-enum up_conn_state {
-    UP_CONN_CONNECTING = 0,     /* dns and tcp connect */
-    UP_CONN_TLS,
-    UP_CONN_HANDSHAKE,
-    UP_CONN_RESTORING,          /* open: the module replays its session */
-    UP_CONN_READY,
-    UP_CONN_CLOSING             /* close 1000 sent: waiting for the peer */
-};
-
-static const char *const conn_state_names[] = {
+/* See xg_upstream_int.h. */
+const char *const xg_conn_state_names[] = {
     "connecting", "tls", "handshake", "restoring", "ready", "closing"
 };
 
 static const char *const conn_role_names[] = {
     "primary", "rotating", "retiring"
-};
-
-/*
- * One WebSocket connection of an upstream (see xg_proto.h). Owned by its
- * upstream, which frees it when its transport is over; its timers go
- * with it, so they may point at it.
- */
-struct xg_conn {
-    struct xg_upstream     *up;
-    unsigned                id;
-    enum xg_conn_role       role;
-    enum up_conn_state      state;
-    uint64_t                opened_ms;     /* the WebSocket open; 0 before */
-    uint64_t                last_data_ms;
-    unsigned                rotation;      /* the last one it was part of */
-    struct xg_ws           *ws;            /* NULL once detached */
-    int                     proto_opened;  /* on_open ran: on_down is owed */
-    struct event           *ev_deadline;   /* connect, handshake, restore,
-                                              close */
-    struct event           *ev_age;        /* max_connection_age (primary) */
-    char                    log_name[320]; /* "upstream u#13" */
-};
-
-/*
- * Sockets given up on whose polite close still runs: the old primary's
- * (dropped before the next attempt) and the other connection's (dropped
- * before the next rotation).
- */
-enum { UP_PARK_PRIMARY = 0, UP_PARK_OTHER, UP_PARK_N };
-
-struct xg_upstream {
-    const struct xg_upstream_conf  *conf;
-    struct event_base              *base;
-    struct evdns_base              *dns;
-    const struct xg_proto_module   *proto;     /* NULL: none (unit tests) */
-    void                           *proto_p;
-
-    enum xg_upstream_state          state;     /* the primary's, or down ... */
-    uint64_t                        state_since_ms;
-    unsigned                        last_id;   /* the last connection made */
-    unsigned                        primary_id;/* the primary's, or the last
-                                                  attempt at one; 0 before */
-    char                            log_name[320];
-
-    struct xg_conn                 *primary;   /* NULL: none (down, idle) */
-    struct xg_conn                 *other;     /* rotating or retiring */
-    struct xg_ws                   *parked[UP_PARK_N];
-
-    struct xg_reconnect             rc;
-    struct event                   *ev_retry;
-    struct event                   *ev_stable;
-    struct event                   *ev_idle;
-    uint64_t                        retry_at_ms;
-    int                             retry_held; /* a rotating connection
-                                                   may take over first */
-    int                             gave_up;
-
-    /* rotation: its own backoff, so that it never touches the primary's */
-    struct xg_reconnect             rot_rc;
-    struct event                   *ev_rotate;  /* the retry after a failure */
-    unsigned                        rot_n;      /* rotations started */
-    uint64_t                        rot_started_ms;
-    char                            rot_why[96];
-    unsigned                        rot_retries;/* failed in a row */
-    unsigned                        rot_due_for;/* a rotation is wanted for
-                                                   this primary id (age,
-                                                   retry); 0: none */
-    int                             rot_due_retry;
-
-    uint64_t                        connects;
-    uint64_t                        disconnects;
-    uint64_t                        reconnect_attempts;
-    uint64_t                        rotations;  /* done (promoted) */
-    uint64_t                        rotations_failed;
-    uint64_t                        messages_in;
-    uint64_t                        bytes_in;
-    uint64_t                        disconnects_by[UP_WHY_N];
-    uint64_t                        connect_failures_by[UP_WHY_N];
-    uint64_t                        restore_hist[XG_UP_RESTORE_BUCKETS];
-    uint64_t                        restore_ms_sum;
-    char                            last_error[256];
-
-    int                             stopping;
-    xg_upstream_stopped_cb          stopped_cb;
-    void                           *stopped_arg;
-
-    struct xg_upstream_set         *set;        /* NULL: in none */
-    struct xg_upstream             *next;       /* in the set */
-};
-
-/* The upstreams of one running configuration (see xg_upstream.h). */
-struct xg_upstream_set {
-    struct xg_upstream             *first;      /* in conf order */
-    unsigned                        stop_pending;
-    xg_upstream_stopped_cb          stop_cb;
-    void                           *stop_arg;
 };
 
 static const char *const state_names[] = {
@@ -200,7 +68,6 @@ static const struct xg_ws_cbs up_ws_cbs;
 static void up_connect(struct xg_upstream *up, const char *reason);
 static void up_failed(struct xg_upstream *up, struct xg_conn *c,
     enum up_why why, const char *reason, int http_status, int retry_after_s);
-static void up_url(const struct xg_upstream *up, char *buf, size_t len);
 static void conn_on_deadline(evutil_socket_t fd, short what, void *arg);
 static void conn_on_age(evutil_socket_t fd, short what, void *arg);
 static void up_rotate_if_due(struct xg_upstream *up);
@@ -338,7 +205,7 @@ conn_set_state(struct xg_conn *c, enum up_conn_state s, const char *reason)
     }
     c->state = s;
     xg_log_info("%s: %s -> %s (%s, rotation #%u%s%s)", c->log_name,
-        conn_state_names[old], conn_state_names[s],
+        xg_conn_state_names[old], xg_conn_state_names[s],
         xg_conn_role_name(c->role), c->rotation,
         reason != NULL ? ": " : "", reason != NULL ? reason : "");
 }
@@ -1185,7 +1052,7 @@ up_failed(struct xg_upstream *up, struct xg_conn *c, enum up_why why,
 
         snprintf(note + n, sizeof(note) - n, "%s(unless rotation #%u takes "
             "over: #%u is %s)", n > 0 ? " " : "", up->rot_n, up->other->id,
-            conn_state_names[up->other->state]);
+            xg_conn_state_names[up->other->state]);
     }
     up_set_state(up, d.action == XG_RECONNECT_OPEN ? XG_UP_OPEN : XG_UP_DOWN,
         reason, (int64_t) d.delay_ms, note[0] ? note : NULL);
@@ -1282,7 +1149,7 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
         }
     }
     up->rc.policy->describe(up->rc.pconf, desc, sizeof(desc));
-    up_url(up, url, sizeof(url));
+    xg_upstream_url(up, url, sizeof(url));
     xg_log_info("upstream %s: %s %s, reconnect %s, stable %llums, "
         "breaker %s%s%s%s", conf->name, url,
         up->proto ? up->proto->name : "no protocol module",
@@ -1416,158 +1283,6 @@ xg_upstream_state(const struct xg_upstream *up)
     return up->state;
 }
 
-/* The URL without its query, which may carry credentials. */
-static void
-up_url(const struct xg_upstream *up, char *buf, size_t len)
-{
-    const struct xg_url *u = &up->conf->url;
-    size_t plen = strcspn(u->path, "?");
-    int v6 = strchr(u->host, ':') != NULL;
-
-    snprintf(buf, len, "%s://%s%s%s:%u%.*s", u->tls ? "wss" : "ws",
-        v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, (int) plen, u->path);
-}
-
-/*
- * A JSON string for S, which came from the network (a close reason) and
- * may not be UTF-8: jansson refuses such text, so bytes outside printable
- * ASCII become '?' then.
- */
-static json_t *
-up_json_text(const char *s)
-{
-    char buf[sizeof(((struct xg_upstream *) 0)->last_error)];
-    json_t *j = json_string(s);
-    size_t i;
-
-    if (j != NULL) {
-        return j;
-    }
-    snprintf(buf, sizeof(buf), "%s", s);
-    for (i = 0; buf[i] != '\0'; i++) {
-        if ((unsigned char) buf[i] < 0x20 || (unsigned char) buf[i] > 0x7e) {
-            buf[i] = '?';
-        }
-    }
-    return json_string(buf);
-}
-
-/* {"closed": N, "lost": N, ...}: every class, counted by N[class]. */
-static json_t *
-up_why_json(const uint64_t *n)
-{
-    json_t *o = json_object();
-    size_t i;
-
-    for (i = 0; i < UP_WHY_N; i++) {
-        json_object_set_new(o, up_why_names[i], json_integer((json_int_t) n[i]));
-    }
-    return o;
-}
-
-/*
- * The restore duration histogram as Prometheus has it: {"le": [upper
- * bounds in s], "counts": [cumulative counts, the last one for +Inf],
- * "sum": total s, "count": n}.
- */
-static json_t *
-up_restore_json(const struct xg_upstream *up)
-{
-    json_t *le = json_array(), *counts = json_array();
-    uint64_t cum = 0;
-    size_t i;
-
-    for (i = 0; i < XG_UP_RESTORE_BUCKETS; i++) {
-        cum += up->restore_hist[i];
-        if (i < XG_NELEM(up_restore_le_ms)) {
-            json_array_append_new(le,
-                json_real((double) up_restore_le_ms[i] / 1000.0));
-        }
-        json_array_append_new(counts, json_integer((json_int_t) cum));
-    }
-    return json_pack("{s:o, s:o, s:f, s:I}", "le", le, "counts", counts,
-        "sum", (double) up->restore_ms_sum / 1000.0, "count", (json_int_t) cum);
-}
-
-/* {id, role, state, age_s} of C. */
-static json_t *
-up_conn_json(const struct xg_conn *c, uint64_t now)
-{
-    return json_pack("{s:I, s:s, s:s, s:f}", "id", (json_int_t) c->id,
-        "role", xg_conn_role_name(c->role),
-        "state", conn_state_names[c->state],
-        "age_s", c->opened_ms != 0
-            ? (double) (now - c->opened_ms) / 1000.0 : 0.0);
-}
-
-/* See xg_upstream.h. */
-json_t *
-xg_upstream_status(const struct xg_upstream *up)
-{
-    char url[1400];
-    uint64_t now = xg_now_ms();
-    json_t *o, *conns;
-
-    up_url(up, url, sizeof(url));
-    o = json_object();
-    json_object_set_new(o, "name", json_string(up->conf->name));
-    json_object_set_new(o, "state", json_string(
-        xg_upstream_state_name(up->state)));
-    json_object_set_new(o, "url", json_string(url));
-    json_object_set_new(o, "protocol", json_string(
-        up->proto ? up->proto->name : up->conf->protocol));
-    json_object_set_new(o, "connection_id", json_integer(up->primary_id));
-    json_object_set_new(o, "connects", json_integer((json_int_t) up->connects));
-    json_object_set_new(o, "disconnects",
-        json_integer((json_int_t) up->disconnects));
-    json_object_set_new(o, "reconnect_attempts",
-        json_integer((json_int_t) up->reconnect_attempts));
-    json_object_set_new(o, "failures_in_row", json_integer(up->rc.st.attempt));
-    json_object_set_new(o, "reconnect", json_string(
-        xg_reconnect_policy_name(&up->rc)));
-    json_object_set_new(o, "breaker", json_string(
-        xg_reconnect_breaker_name(&up->rc)));
-    json_object_set_new(o, "breaker_trips",
-        json_integer((json_int_t) up->rc.breaker.trips));
-    json_object_set_new(o, "last_error", up->last_error[0]
-        ? up_json_text(up->last_error) : json_null());
-    json_object_set_new(o, "state_since_s",
-        json_real((double) (now - up->state_since_ms) / 1000.0));
-    if ((up->state == XG_UP_DOWN || up->state == XG_UP_OPEN)
-        && !up->gave_up)
-    {
-        json_object_set_new(o, "retry_in_ms", json_integer((json_int_t)
-            (up->retry_at_ms > now ? up->retry_at_ms - now : 0)));
-    }
-    if (up->gave_up) {
-        json_object_set_new(o, "gave_up", json_true());
-    }
-    json_object_set_new(o, "messages_in",
-        json_integer((json_int_t) up->messages_in));
-    json_object_set_new(o, "bytes_in", json_integer((json_int_t) up->bytes_in));
-    json_object_set_new(o, "disconnect_reasons",
-        up_why_json(up->disconnects_by));
-    json_object_set_new(o, "connect_failure_reasons",
-        up_why_json(up->connect_failures_by));
-    json_object_set_new(o, "restore_seconds", up_restore_json(up));
-    json_object_set_new(o, "rotations",
-        json_integer((json_int_t) up->rotations));
-    json_object_set_new(o, "rotations_failed",
-        json_integer((json_int_t) up->rotations_failed));
-    conns = json_array();
-    if (up->primary != NULL) {
-        json_array_append_new(conns, up_conn_json(up->primary, now));
-    }
-    if (up->other != NULL) {
-        json_array_append_new(conns, up_conn_json(up->other, now));
-    }
-    json_object_set_new(o, "connections", conns);
-    if (up->proto != NULL && up->proto->status != NULL && up->proto_p) {
-        up->proto->status(up->proto_p, o);
-    }
-    return o;
-}
-
 /* ---- what the protocol module calls (xg_proto.h) ---------------------- */
 
 /* Counts a restore that took MS in the restore duration histogram. */
@@ -1576,7 +1291,7 @@ up_count_restore(struct xg_upstream *up, uint64_t ms)
 {
     size_t i = 0;
 
-    while (i < XG_NELEM(up_restore_le_ms) && ms > up_restore_le_ms[i]) {
+    while (i < XG_UP_RESTORE_LE_N && ms > xg_upstream_restore_le_ms[i]) {
         i++;
     }
     up->restore_hist[i]++;
