@@ -1225,7 +1225,7 @@ xg_upstream_stop(struct xg_upstream *up, xg_upstream_stopped_cb cb,
         return;
     }
     if (c != NULL) {
-        /* Not open yet: the module never heard of it. */
+        /* Still connecting: dropped; the module never heard of it. */
         up->primary = NULL;
         conn_free(c);
     }
