@@ -307,6 +307,8 @@ main(int argc, char **argv)
         if (m.admin == NULL) {
             rc = 1;
         } else {
+            xg_admin_allow_origins(m.admin, m.conf->admin_origins,
+                m.conf->nadmin_origins);
             xg_admin_status_hook(m.admin, xg_listen_status, m.ls);
         }
     }

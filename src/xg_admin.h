@@ -8,6 +8,18 @@
  *   {"version", "uptime_s", "upstreams": [ xg_upstream_status()... ],
  *    ...fields added by status hooks}
  *
+ * POST /upstreams/NAME/rotate starts a make-before-break rotation of the
+ * upstream's connection (xg_upstream_rotate_start()): 202 and
+ * {"upstream", "rotation", "from", "to"}, 409 and {"upstream", "error"}
+ * when it cannot start, 404 for an unknown NAME, 405 (Allow: POST) for
+ * another method.
+ *
+ * A request that changes state is refused with 403 when it carries an
+ * Origin header that `admin_origin` does not list (a web page in a
+ * local browser can send a cross-site POST to loopback), and every
+ * request with a method other than GET and HEAD is logged with its peer
+ * address, its Origin and the answer.
+ *
  * Other parts (the gateway core: listeners, totals) add their fields
  * through xg_admin_status_hook() without this file knowing them.
  * Unknown paths get 404, methods other than GET and HEAD 405.
@@ -45,6 +57,14 @@ void xg_admin_status_unhook(struct xg_admin *a, xg_admin_status_cb cb,
  */
 struct xg_admin *xg_admin_start(struct event_base *base,
     const struct xg_addr *addr, const struct xg_upstream_set *ups);
+
+/*
+ * The Origins (N of them, borrowed: they must outlive A) a request that
+ * changes state may carry, compared exactly. None until this is called:
+ * only requests without an Origin header may change state.
+ */
+void xg_admin_allow_origins(struct xg_admin *a,
+    const struct xg_admin_origin *origins, int n);
 
 /* The port actually bound. */
 unsigned xg_admin_port(const struct xg_admin *a);

@@ -848,6 +848,8 @@ xg_conf_parse_duration(const char *s, uint64_t *ms)
         mult = 60 * 1000;
     } else if (strcmp(u, "h") == 0) {
         mult = 3600 * 1000;
+    } else if (strcmp(u, "d") == 0) {
+        mult = 24 * 3600 * 1000;
     } else {
         return XG_ERROR;
     }
@@ -1252,7 +1254,7 @@ xg_conf_set_duration(struct xg_conf *cf, const struct xg_conf_stmt *st,
 
     if (xg_conf_parse_duration(st->args[1], &v) != XG_OK) {
         return xg_conf_error(cf, st, "\"%s\": bad duration \"%s\" (a number "
-            "with a unit: ms, s, m, h)", cmd->name, st->args[1]);
+            "with a unit: ms, s, m, h, d)", cmd->name, st->args[1]);
     }
     if (check_bounds(cf, st, cmd, v, st->args[1]) != XG_OK) {
         return XG_ERROR;

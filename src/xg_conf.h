@@ -151,6 +151,7 @@ struct xg_upstream_conf {
     uint64_t              handshake_timeout_ms;
     uint64_t              restore_timeout_ms;
     uint64_t              close_timeout_ms;
+    uint64_t              max_connection_age_ms;  /* 0: off (no rotation) */
 
     /* reconnect policy (modules/reconnect) */
     const struct xg_reconnect_policy *reconnect;
@@ -185,6 +186,13 @@ struct xg_listen_conf {
     struct xg_listen_conf *next;
 };
 
+/* One `admin_origin URL;`: an Origin the admin endpoint accepts. */
+struct xg_admin_origin {
+    char                 *origin;        /* scheme://host[:port] as written */
+    const char           *file;
+    int                   line;
+};
+
 struct xg_conf_cleanup {
     void                   (*fn)(void *p);
     void                    *p;
@@ -202,6 +210,8 @@ struct xg_main_conf {
     int                   admin_set;
     const char           *admin_file;
     int                   admin_line;
+    struct xg_admin_origin *admin_origins;  /* in conf order */
+    int                   nadmin_origins;
     struct xg_upstream_conf *upstreams;
     struct xg_listen_conf   *listens;
 

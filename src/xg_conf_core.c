@@ -24,6 +24,9 @@
 static const struct xg_conf_bounds bounds_message = { 1024, 1024ULL * 1024 * 1024 };
 static const struct xg_conf_bounds bounds_timeout = { 1, 24ULL * 3600 * 1000 };
 static const struct xg_conf_bounds bounds_ping = { 0, 3600 * 1000 };
+/* max_connection_age: 1m..7d (0, the default, is off) */
+static const struct xg_conf_bounds bounds_age = { 60 * 1000,
+    7ULL * 24 * 3600 * 1000 };
 
 /* ---- main context --------------------------------------------------------- */
 
@@ -65,6 +68,107 @@ set_admin(struct xg_conf *cf, const struct xg_conf_stmt *st,
     mc->admin_set = 1;
     mc->admin_file = st->file;
     mc->admin_line = st->line;
+    return XG_OK;
+}
+
+/*
+ * Whether S is an origin as a browser sends it: scheme://host[:port],
+ * the scheme a letter then letters, digits, '+', '-', '.'; the host a
+ * name or [v6]; no path, query, user or trailing '/'.
+ */
+static int
+valid_origin(const char *s)
+{
+    const char *p = s, *h;
+    unsigned long port;
+    char *end;
+
+    if (!isalpha((unsigned char) *p)) {
+        return 0;
+    }
+    while (isalnum((unsigned char) *p) || *p == '+' || *p == '-'
+        || *p == '.')
+    {
+        p++;
+    }
+    if (strncmp(p, "://", 3) != 0) {
+        return 0;
+    }
+    h = p += 3;
+    if (*p == '[') {
+        p++;
+        while (isxdigit((unsigned char) *p) || *p == ':' || *p == '.') {
+            p++;
+        }
+        if (*p != ']' || p == h + 1) {
+            return 0;
+        }
+        p++;
+    } else {
+        while (isalnum((unsigned char) *p) || *p == '-' || *p == '.'
+            || *p == '_' || *p == '~')
+        {
+            p++;
+        }
+        if (p == h) {
+            return 0;
+        }
+    }
+    if (*p == ':') {
+        if (!isdigit((unsigned char) p[1])) {
+            return 0;
+        }
+        port = strtoul(p + 1, &end, 10);
+        if (port == 0 || port > 65535) {
+            return 0;
+        }
+        p = end;
+    }
+    return *p == '\0';
+}
+
+static void
+admin_origins_free(void *p)
+{
+    struct xg_main_conf *mc = p;
+    int i;
+
+    for (i = 0; i < mc->nadmin_origins; i++) {
+        free(mc->admin_origins[i].origin);
+    }
+    free(mc->admin_origins);
+    mc->admin_origins = NULL;
+    mc->nadmin_origins = 0;
+}
+
+static int
+set_admin_origin(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_main_conf *mc = conf;
+    struct xg_admin_origin *o;
+    int i;
+
+    if (!valid_origin(st->args[1])) {
+        return xg_conf_error(cf, st, "\"admin_origin\": \"%s\" is not an "
+            "origin (scheme://host[:port], no path)", st->args[1]);
+    }
+    for (i = 0; i < mc->nadmin_origins; i++) {
+        o = &mc->admin_origins[i];
+        if (strcmp(o->origin, st->args[1]) == 0) {
+            return xg_conf_error(cf, st, "\"admin_origin\": duplicate \"%s\" "
+                "(first at %s:%d)", st->args[1], o->file, o->line);
+        }
+    }
+    if (mc->nadmin_origins == 0) {
+        xg_conf_cleanup_add(cf, admin_origins_free, mc);
+    }
+    mc->admin_origins = xg_realloc(mc->admin_origins,
+        (size_t) (mc->nadmin_origins + 1) * sizeof(*mc->admin_origins));
+    o = &mc->admin_origins[mc->nadmin_origins++];
+    o->origin = xg_strdup(st->args[1]);
+    o->file = st->file;
+    o->line = st->line;
     return XG_OK;
 }
 
@@ -559,6 +663,8 @@ static const struct xg_command core_commands[] = {
     { "listen", XG_CONF_MAIN | XG_CONF_2MORE | XG_CONF_MULTI, set_listen, 0,
       NULL },
     { "admin", XG_CONF_MAIN | XG_CONF_TAKE1, set_admin, 0, NULL },
+    { "admin_origin", XG_CONF_MAIN | XG_CONF_TAKE1 | XG_CONF_MULTI,
+      set_admin_origin, 0, NULL },
     { "allow_remote", XG_CONF_MAIN | XG_CONF_TAKE1, xg_conf_set_flag,
       MAIN(allow_remote), NULL },
 
@@ -585,6 +691,8 @@ static const struct xg_command core_commands[] = {
       xg_conf_set_duration, UP(restore_timeout_ms), &bounds_timeout },
     { "close_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
       xg_conf_set_duration, UP(close_timeout_ms), &bounds_timeout },
+    { "max_connection_age", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
+      xg_conf_set_duration, UP(max_connection_age_ms), &bounds_age },
     XG_CONF_NULL_COMMAND
 };
 
@@ -649,6 +757,15 @@ core_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
         } else {
             xg_conf_dump_comment(d, "%s: not set (no admin endpoint)",
                 cmd->name);
+        }
+    } else if (cmd->set == set_admin_origin) {
+        if (mc->nadmin_origins == 0) {
+            xg_conf_dump_comment(d, "%s: none (only requests without an "
+                "Origin may change state)", cmd->name);
+        }
+        for (i = 0; i < mc->nadmin_origins; i++) {
+            xg_conf_dump_words(d, cmd->name, mc->admin_origins[i].origin,
+                NULL);
         }
     } else if (cmd->set == set_url) {
         xg_conf_dump_words(d, cmd->name, xg_conf_fmt_url(&uc->url, buf,

@@ -114,6 +114,10 @@ static const struct m_metric m_table[] = {
       UP, M_ENUM, "breaker", "state", NULL, 0, m_breaker_name, NULL },
     UP_VALUE("exgate_upstream_breaker_trips_total", CTR, "breaker_trips",
         "Times the circuit breaker opened."),
+    UP_VALUE("exgate_upstream_rotations_total", CTR, "rotations",
+        "Make-before-break rotations done (the new connection promoted)."),
+    UP_VALUE("exgate_upstream_rotations_failed_total", CTR,
+        "rotations_failed", "Rotations that ended without a promote."),
 
     /* ---- upstream: session restore ---- */
     UP_VALUE("exgate_upstream_restores_total", CTR, "restores",

@@ -5,10 +5,22 @@
  * subscriptions, request routing; modules/protocol/xg_proto_<venue>.c,
  * modules/venue/xg_venue_<venue>.c).
  *
- * The upstream owns the connection and calls the module on each event.
- * The module never touches sockets or wslay: it sends through
- * xg_upstream_send() and reports with xg_upstream_restored() and
- * xg_upstream_fail().
+ * The upstream owns the connections and calls the module on each event,
+ * naming the connection (struct xg_conn) it is about. The module never
+ * touches sockets or wslay: it sends through xg_upstream_send() (on the
+ * primary) or xg_upstream_send_on() (on one connection), and reports with
+ * xg_upstream_restored(), xg_upstream_fail(), and for a rotation
+ * xg_upstream_promote() and xg_upstream_retire().
+ *
+ * Connections. An upstream has at most one PRIMARY connection (the one
+ * its state machine, its reconnects and xg_upstream_send() are about) and
+ * at most one other at a time: a ROTATING one, opened beside a READY
+ * primary by xg_upstream_rotate() to replace it (make before break), or a
+ * RETIRING one, the primary it replaced, open until the module retires it.
+ * Every connection has its own id from the upstream's increasing counter.
+ * The module gets on_open(c) and then exactly one on_down(c) for every
+ * connection, on_message(c) only between the two; a connection pointer
+ * is valid from on_open until on_down returns, never after.
  */
 #ifndef XG_PROTO_H
 #define XG_PROTO_H
@@ -20,6 +32,14 @@
 
 struct xg_upstream;
 struct xg_client;
+struct xg_conn;
+
+/* What a connection is to its upstream (see above). */
+enum xg_conn_role {
+    XG_CONN_PRIMARY = 0,
+    XG_CONN_ROTATING,   /* opened to replace the primary, not promoted yet */
+    XG_CONN_RETIRING    /* replaced by a promoted one, closing soon */
+};
 
 struct xg_proto_module {
     const char               *name;         /* as in `protocol NAME;` */
@@ -43,14 +63,26 @@ struct xg_proto_module {
     void  (*destroy)(void *p);
 
     /*
-     * A new connection is open (upstream state RESTORING): replay the
-     * session, then call xg_upstream_restored(), or xg_upstream_fail().
-     * NULL: the upstream is ready as soon as it opens.
+     * Connection C is open. A PRIMARY one (upstream state RESTORING):
+     * replay the session, then call xg_upstream_restored(), or
+     * xg_upstream_fail(). A ROTATING one (only when `rotates` is 1; the
+     * primary stays READY and keeps serving): replay the session on C with
+     * xg_upstream_send_on(C), switch to it, then xg_upstream_promote(C);
+     * or give up with xg_upstream_retire(C). NULL: the upstream is ready
+     * as soon as a connection opens.
      */
-    void  (*on_open)(void *p);
-    void  (*on_message)(void *p, const unsigned char *data, size_t len);
-    /* The connection is gone; a reconnect will follow (or the stop). */
-    void  (*on_down)(void *p, const char *reason);
+    void  (*on_open)(void *p, struct xg_conn *c);
+    /* One complete message from the exchange on C. */
+    void  (*on_message)(void *p, struct xg_conn *c, const unsigned char *data,
+        size_t len);
+    /*
+     * C is gone (its role says which it was). A PRIMARY: a reconnect
+     * follows (or the stop, or a rotating connection may take over, see
+     * xg_upstream_rotate()). A ROTATING: the rotation failed, the primary
+     * is untouched. A RETIRING: its orderly close is done. Every request
+     * still in flight on C has an unknown outcome.
+     */
+    void  (*on_down)(void *p, struct xg_conn *c, const char *reason);
     /*
      * Orderly stop: the module may send a last message (a logout that
      * does not trigger cancel-on-disconnect) before the close.
@@ -94,6 +126,14 @@ struct xg_proto_module {
      * (NULL: generic setters only). Never writes a secret's value.
      */
     xg_conf_dump_cb dump;
+
+    /*
+     * 1 when the module restores a session on a ROTATING connection (see
+     * on_open) and promotes it; 0: a rotation's new connection is closed
+     * as soon as it opens, with a log line, and the module never hears of
+     * it (the rotation counts as failed and is not retried).
+     */
+    int                       rotates;
 };
 
 /* The protocol modules compiled in (NULL-terminated). */
@@ -102,15 +142,78 @@ const struct xg_proto_module *xg_proto_find(const char *name);
 
 /* ---- what an upstream offers its protocol module (src/xg_upstream.c) ---- */
 
-/* Sends one text message. XG_ERROR when no connection is open. */
+/*
+ * Sends one text message on the primary connection. XG_ERROR when there
+ * is none, or it is not open.
+ */
 int xg_upstream_send(struct xg_upstream *up, const void *data, size_t len);
-/* Restore done: RESTORING -> READY. */
+/*
+ * Sends one text message on connection C, whatever its role. XG_ERROR
+ * when C is not open (a retired one closing included).
+ */
+int xg_upstream_send_on(struct xg_conn *c, const void *data, size_t len);
+/* Restore done on the primary: RESTORING -> READY. */
 void xg_upstream_restored(struct xg_upstream *up);
-/* A protocol-level failure (heartbeat missed, auth refused): reconnect. */
+/*
+ * A protocol-level failure of the primary (heartbeat missed, auth
+ * refused): reconnect. For another connection use xg_upstream_retire().
+ */
 void xg_upstream_fail(struct xg_upstream *up, const char *reason);
 int xg_upstream_is_ready(const struct xg_upstream *up);
 const char *xg_upstream_name(const struct xg_upstream *up);
+/* The id of the primary connection (or of the last attempt at one). */
 unsigned xg_upstream_conn_id(const struct xg_upstream *up);
+
+/*
+ * Make-before-break rotation. Starts opening a second connection
+ * (ROTATING) beside the primary, which keeps serving; WHY ("admin",
+ * "max_connection_age 1h") goes in the log. Allowed only when the
+ * upstream is READY, no other connection exists and it is not stopping;
+ * otherwise XG_ERROR, logged, and nothing changes. The module then gets
+ * on_open(C) for the new connection (or, if it fails before opening,
+ * nothing: the failure is logged and counted). A rotation that fails
+ * (the new connection goes down, misses a deadline, or is retired before
+ * it is promoted) leaves the primary untouched and is tried again after
+ * the reconnect policy's delay, with its own backoff.
+ *
+ * If the primary goes down while the ROTATING connection is alive, the
+ * module gets on_down(primary) as for any drop and the upstream goes
+ * DOWN, but its reconnect waits: the module may finish the restore on
+ * the rotating connection and promote it, which makes it the primary and
+ * the upstream READY again (logged "down -> ready (rotation #N took
+ * over)"); if the rotating connection fails or is retired instead, the
+ * reconnect starts at once (or when the policy's delay is over).
+ */
+int xg_upstream_rotate(struct xg_upstream *up, const char *why);
+/*
+ * The module has switched everything to C, a ROTATING connection whose
+ * session it has restored: C becomes the PRIMARY (sends go to it, the
+ * upstream stays READY), and the old primary, if still there, becomes
+ * RETIRING: still open, its messages still delivered, until the module
+ * calls xg_upstream_retire() for it (once its requests in flight are
+ * answered or timed out). Logged with both ids. Ignored (logged) unless C
+ * is the upstream's ROTATING connection and open.
+ */
+void xg_upstream_promote(struct xg_upstream *up, struct xg_conn *c);
+/*
+ * Closes C, a RETIRING or ROTATING connection, with WebSocket code 1000
+ * and WHY as the reason. Messages that arrive before the peer answers
+ * are still delivered; on_down(C) follows when the close is done or
+ * close_timeout passed. Retiring a ROTATING connection abandons its
+ * rotation (counted as failed, tried again later). Ignored (logged) for
+ * the PRIMARY (use xg_upstream_fail()) or a connection already closing.
+ */
+void xg_upstream_retire(struct xg_upstream *up, struct xg_conn *c,
+    const char *why);
+
+/* C's id: unique per upstream, increasing with every connection made. */
+unsigned xg_conn_id(const struct xg_conn *c);
+/* C's role now (it changes on promote). */
+enum xg_conn_role xg_conn_role(const struct xg_conn *c);
+/* "primary", "rotating", "retiring", as in logs and /status. */
+const char *xg_conn_role_name(enum xg_conn_role r);
+/* The upstream C belongs to. */
+struct xg_upstream *xg_conn_upstream(const struct xg_conn *c);
 struct event_base *xg_upstream_base(const struct xg_upstream *up);
 void *xg_upstream_proto(const struct xg_upstream *up);
 

@@ -1,14 +1,20 @@
 /*
  * xg_upstream.c: the upstream connection state machine (see
- * xg_upstream.h), the upstream side of xg_proto.h, and the set of the
- * upstreams of a running configuration.
+ * xg_upstream.h), the upstream side of xg_proto.h (connections and their
+ * make-before-break rotation), and the set of the upstreams of a running
+ * configuration. Its /status object is built in xg_upstream_status.c,
+ * from the insides both share (xg_upstream_int.h).
  *
  * The rules it keeps (DESIGN.md sections 2 and 4):
  *  - it is the only place that reconnects: the transport reports on_down
  *    once and is freed, and every new attempt starts from one timer;
- *  - at most one connection attempt is in flight, and the previous
- *    connection is gone (dropped if its close is still running) before
- *    the next one starts;
+ *  - at most one attempt at a primary connection is in flight, and the
+ *    previous primary is gone (dropped if its close is still running)
+ *    before the next one starts;
+ *  - beside the primary there is at most one other connection: the one a
+ *    rotation opens (ROTATING) or the primary it replaced (RETIRING);
+ *    a rotation never starts a second one, and one that fails is tried
+ *    again after its own backoff, from a timer;
  *  - every state that waits has a deadline timer, every transition is
  *    logged as "upstream NAME#ID: old -> new (reason), retry in Xms".
  */
@@ -18,6 +24,7 @@
 #include "xg_proto.h"
 #include "xg_reconnect.h"
 #include "xg_upstream.h"
+#include "xg_upstream_int.h"
 #include "xg_ws.h"
 
 #include <stdio.h>
@@ -37,90 +44,18 @@
 /* A close frame's reason holds at most 123 bytes (RFC 6455 5.5.1). */
 #define XG_UP_CLOSE_REASON_MAX  123
 
-/*
- * Why a connection ended, or an attempt failed, in a few fixed classes
- * that /status and /metrics count (the full text stays in last_error).
- * The order is the order of up_why_names.
- */
-enum up_why {
-    UP_WHY_CLOSED = 0,  /* the exchange sent a close frame */
-    UP_WHY_LOST,        /* eof or a socket error, no close frame */
-    UP_WHY_TIMEOUT,     /* a deadline: connect, handshake, ping, idle, ... */
-    UP_WHY_CONNECT,     /* the tcp connect failed (refused, unreachable) */
-    UP_WHY_DNS,
-    UP_WHY_TLS,
-    UP_WHY_HTTP,        /* the upgrade was answered without 101 */
-    UP_WHY_PROTOCOL,    /* the protocol module failed the connection */
-    UP_WHY_STOP,        /* our orderly stop */
-    UP_WHY_ERROR,       /* anything else */
-    UP_WHY_N
-};
-
-static const char *const up_why_names[UP_WHY_N] = {
-    "closed", "lost", "timeout", "connect", "dns", "tls", "http",
-    "protocol", "stop", "error"
-};
-
-/*
- * The upper bounds (ms) of the restore duration histogram's buckets, as
- * Prometheus' default buckets for a latency from a few ms to the
- * restore_timeout's order of magnitude; one more bucket counts the rest.
- */
-static const unsigned up_restore_le_ms[] = {
+/* See xg_upstream_int.h. */
+const unsigned xg_upstream_restore_le_ms[XG_UP_RESTORE_LE_N] = {
     5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000
 };
-#define XG_UP_RESTORE_BUCKETS  (XG_NELEM(up_restore_le_ms) + 1)
 
-struct xg_upstream {
-    const struct xg_upstream_conf  *conf;
-    struct event_base              *base;
-    struct evdns_base              *dns;
-    const struct xg_proto_module   *proto;     /* NULL: none (unit tests) */
-    void                           *proto_p;
-
-    enum xg_upstream_state          state;
-    uint64_t                        state_since_ms;
-    unsigned                        conn_id;   /* one per attempt */
-    char                            log_name[320];
-
-    struct xg_ws                   *ws;        /* the current connection */
-    struct xg_ws                   *old_ws;    /* closing, dropped before the next attempt */
-    int                             proto_opened;   /* on_open ran on this connection */
-
-    struct xg_reconnect             rc;
-    struct event                   *ev_retry;
-    struct event                   *ev_deadline;
-    struct event                   *ev_stable;
-    struct event                   *ev_idle;
-    uint64_t                        retry_at_ms;
-    uint64_t                        last_data_ms;
-    int                             gave_up;
-
-    uint64_t                        connects;
-    uint64_t                        disconnects;
-    uint64_t                        reconnect_attempts;
-    uint64_t                        messages_in;
-    uint64_t                        bytes_in;
-    uint64_t                        disconnects_by[UP_WHY_N];
-    uint64_t                        connect_failures_by[UP_WHY_N];
-    uint64_t                        restore_hist[XG_UP_RESTORE_BUCKETS];
-    uint64_t                        restore_ms_sum;
-    char                            last_error[256];
-
-    int                             stopping;
-    xg_upstream_stopped_cb          stopped_cb;
-    void                           *stopped_arg;
-
-    struct xg_upstream_set         *set;        /* NULL: in none */
-    struct xg_upstream             *next;       /* in the set */
+/* See xg_upstream_int.h. */
+const char *const xg_conn_state_names[] = {
+    "connecting", "tls", "handshake", "restoring", "ready", "closing"
 };
 
-/* The upstreams of one running configuration (see xg_upstream.h). */
-struct xg_upstream_set {
-    struct xg_upstream             *first;      /* in conf order */
-    unsigned                        stop_pending;
-    xg_upstream_stopped_cb          stop_cb;
-    void                           *stop_arg;
+static const char *const conn_role_names[] = {
+    "primary", "rotating", "retiring"
 };
 
 static const char *const state_names[] = {
@@ -128,10 +63,16 @@ static const char *const state_names[] = {
     "open", "stopping"
 };
 
+static const struct xg_ws_cbs up_ws_cbs;
+
 static void up_connect(struct xg_upstream *up, const char *reason);
-static void up_failed(struct xg_upstream *up, enum up_why why,
-    const char *reason, int http_status, int retry_after_s);
-static void up_url(const struct xg_upstream *up, char *buf, size_t len);
+static void up_failed(struct xg_upstream *up, struct xg_conn *c,
+    enum up_why why, const char *reason, int http_status, int retry_after_s);
+static void conn_on_deadline(evutil_socket_t fd, short what, void *arg);
+static void conn_on_age(evutil_socket_t fd, short what, void *arg);
+static void up_rotate_if_due(struct xg_upstream *up);
+static int up_rotate(struct xg_upstream *up, const char *why, int retry,
+    struct xg_rotation *r, char *err, size_t len);
 
 /* "idle", "connecting", ... as shown in logs and /status. */
 const char *
@@ -139,6 +80,16 @@ xg_upstream_state_name(enum xg_upstream_state s)
 {
     if ((size_t) s < XG_NELEM(state_names)) {
         return state_names[s];
+    }
+    return "unknown";
+}
+
+/* See xg_proto.h. */
+const char *
+xg_conn_role_name(enum xg_conn_role r)
+{
+    if ((size_t) r < XG_NELEM(conn_role_names)) {
+        return conn_role_names[r];
     }
     return "unknown";
 }
@@ -173,7 +124,7 @@ up_copy_text(char *dst, size_t size, const char *src)
             n--;
         }
     }
-    memcpy(dst, src, n);
+    memmove(dst, src, n);
     dst[n] = '\0';
 }
 
@@ -181,7 +132,27 @@ static void
 up_set_log_name(struct xg_upstream *up)
 {
     snprintf(up->log_name, sizeof(up->log_name), "upstream %s#%u",
-        up->conf->name, up->conn_id);
+        up->conf->name, up->primary_id);
+}
+
+/* What the primary connection is in, for upstream state S. */
+static enum up_conn_state
+up_conn_state_of(enum xg_upstream_state s)
+{
+    switch (s) {
+    case XG_UP_TLS:
+        return UP_CONN_TLS;
+    case XG_UP_HANDSHAKE:
+        return UP_CONN_HANDSHAKE;
+    case XG_UP_RESTORING:
+        return UP_CONN_RESTORING;
+    case XG_UP_READY:
+        return UP_CONN_READY;
+    case XG_UP_STOPPING:
+        return UP_CONN_CLOSING;
+    default:
+        return UP_CONN_CONNECTING;
+    }
 }
 
 /*
@@ -202,6 +173,9 @@ up_set_state(struct xg_upstream *up, enum xg_upstream_state s,
     }
     up->state = s;
     up->state_since_ms = xg_now_ms();
+    if (up->primary != NULL) {
+        up->primary->state = up_conn_state_of(s);
+    }
     if (reason != NULL) {
         n += (size_t) snprintf(tail + n, sizeof(tail) - n, " (%s)", reason);
     }
@@ -215,6 +189,25 @@ up_set_state(struct xg_upstream *up, enum xg_upstream_state s,
     level = (s == XG_UP_DOWN || s == XG_UP_OPEN) ? XG_LOG_WARN : XG_LOG_INFO;
     xg_log(level, "%s: %s -> %s%s", up->log_name, xg_upstream_state_name(old),
         xg_upstream_state_name(s), tail);
+}
+
+/*
+ * Moves C, the upstream's other connection, to state S and logs it the
+ * way up_set_state() does for the primary, with C's own id.
+ */
+static void
+conn_set_state(struct xg_conn *c, enum up_conn_state s, const char *reason)
+{
+    enum up_conn_state old = c->state;
+
+    if (old == s) {
+        return;
+    }
+    c->state = s;
+    xg_log_info("%s: %s -> %s (%s, rotation #%u%s%s)", c->log_name,
+        xg_conn_state_names[old], xg_conn_state_names[s],
+        xg_conn_role_name(c->role), c->rotation,
+        reason != NULL ? ": " : "", reason != NULL ? reason : "");
 }
 
 static void
@@ -231,9 +224,10 @@ static void
 up_cancel_timers(struct xg_upstream *up)
 {
     evtimer_del(up->ev_retry);
-    evtimer_del(up->ev_deadline);
     evtimer_del(up->ev_stable);
     evtimer_del(up->ev_idle);
+    evtimer_del(up->ev_rotate);
+    up->retry_held = 0;
 }
 
 static int
@@ -242,38 +236,328 @@ up_is_open(const struct xg_upstream *up)
     return up->state == XG_UP_RESTORING || up->state == XG_UP_READY;
 }
 
+/* ---- connections --------------------------------------------------------- */
+
+/*
+ * A new connection of UP in ROLE with the next id, not connecting yet.
+ * NULL (logged) when its timers cannot be made.
+ */
+static struct xg_conn *
+conn_new(struct xg_upstream *up, enum xg_conn_role role)
+{
+    struct xg_conn *c = xg_calloc(1, sizeof(*c));
+
+    c->up = up;
+    c->role = role;
+    c->id = ++up->last_id;
+    c->state = UP_CONN_CONNECTING;
+    snprintf(c->log_name, sizeof(c->log_name), "upstream %s#%u",
+        up->conf->name, c->id);
+    c->ev_deadline = evtimer_new(up->base, conn_on_deadline, c);
+    c->ev_age = evtimer_new(up->base, conn_on_age, c);
+    if (c->ev_deadline == NULL || c->ev_age == NULL) {
+        xg_log_error("%s: cannot create timers", c->log_name);
+        if (c->ev_deadline != NULL) {
+            event_free(c->ev_deadline);
+        }
+        if (c->ev_age != NULL) {
+            event_free(c->ev_age);
+        }
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Frees C, detached from its upstream, and drops its socket if any. */
+static void
+conn_free(struct xg_conn *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    if (c->ws != NULL) {
+        xg_ws_free(c->ws);
+    }
+    event_free(c->ev_deadline);
+    event_free(c->ev_age);
+    free(c);
+}
+
+/*
+ * Takes WS, a socket given up on, out of the way: an open one is closed
+ * politely with CODE and REASON and parked in SLOT (any socket parked
+ * there before is dropped), one not open yet is dropped at once.
+ */
+static void
+up_park(struct xg_upstream *up, int slot, struct xg_ws *ws, int code,
+    const char *reason)
+{
+    char why[XG_UP_CLOSE_REASON_MAX + 1];
+
+    if (ws == NULL) {
+        return;
+    }
+    if (xg_ws_state(ws) != XG_WS_OPEN) {
+        xg_ws_free(ws);
+        return;
+    }
+    if (up->parked[slot] != NULL) {
+        xg_ws_free(up->parked[slot]);
+    }
+    up_copy_text(why, sizeof(why), reason);
+    up->parked[slot] = ws;
+    xg_ws_close(ws, code, why);
+}
+
+static void
+up_unpark(struct xg_upstream *up, int slot)
+{
+    if (up->parked[slot] != NULL) {
+        xg_ws_free(up->parked[slot]);
+        up->parked[slot] = NULL;
+    }
+}
+
+/* Arms C's max_connection_age timer for what is left of the age. */
+static void
+conn_arm_age(struct xg_conn *c)
+{
+    uint64_t age = c->up->conf->max_connection_age_ms, lived;
+
+    evtimer_del(c->ev_age);
+    if (age == 0 || c->opened_ms == 0) {
+        return;
+    }
+    lived = xg_now_ms() - c->opened_ms;
+    timer_arm(c->ev_age, lived < age ? age - lived : 0);
+}
+
+/*
+ * Starts C's WebSocket connection: the only place that calls
+ * xg_ws_connect. The caller has set C's state and logged it.
+ */
+static void
+conn_connect(struct xg_upstream *up, struct xg_conn *c)
+{
+    struct xg_ws_opts opts;
+
+    memset(&opts, 0, sizeof(opts));
+    opts.max_message = up->conf->max_message;
+    opts.ping_ms = up->conf->ping_ms;
+    opts.ping_timeout_ms = up->conf->ping_timeout_ms;
+    opts.connect_timeout_ms = up->conf->connect_timeout_ms;
+    opts.handshake_timeout_ms = up->conf->handshake_timeout_ms;
+    opts.close_timeout_ms = up->conf->close_timeout_ms;
+    opts.text_only = 0;
+    opts.tls_ca = up->conf->tls_ca;
+    opts.tls_verify = up->conf->tls_verify;
+    opts.headers = up->conf->headers;
+    opts.nheaders = up->conf->nheaders;
+    opts.log_name = c->log_name;
+    /* up_set_state() logs every transition: one line per event. */
+    opts.owner_logs = 1;
+
+    timer_arm(c->ev_deadline,
+        up->conf->connect_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
+    /* Failures found at once come back through on_down, later. */
+    c->ws = xg_ws_connect(up->base, up->dns, &up->conf->url, &opts,
+        &up_ws_cbs, up);
+}
+
+/* ---- the rotation's ends ------------------------------------------------- */
+
+/*
+ * A rotating connection will not take over: if the primary went down
+ * meanwhile, its reconnect, held for the rotation, starts now (or when
+ * the policy's delay is over).
+ */
+static void
+up_release_retry(struct xg_upstream *up, const char *why)
+{
+    uint64_t now = xg_now_ms();
+    uint64_t delay = up->retry_at_ms > now ? up->retry_at_ms - now : 0;
+
+    if (!up->retry_held) {
+        return;
+    }
+    up->retry_held = 0;
+    if (up->stopping || up->gave_up) {
+        return;
+    }
+    xg_log_info("%s: rotation #%u will not take over (%s): reconnect in "
+        "%llums", up->log_name, up->rot_n, why, (unsigned long long) delay);
+    timer_arm(up->ev_retry, delay);
+}
+
+/*
+ * The rotation C (ROTATING) was opened for ended without a promote, for
+ * REASON: counted, and tried again after the rotation backoff when RETRY
+ * and the primary it was for still serves; or, when the primary is gone,
+ * the held reconnect goes ahead.
+ */
+static void
+up_rotation_failed(struct xg_upstream *up, struct xg_conn *c,
+    const char *reason, int retry)
+{
+    struct xg_reconnect_failure f;
+    struct xg_reconnect_decision d;
+    struct xg_reconnect_env env;
+
+    if (up->stopping) {
+        return;
+    }
+    up->rotations_failed++;
+    up->rot_due_for = 0;
+    if (up->primary == NULL) {
+        xg_log_warn("upstream %s: rotation #%u failed: #%u %s; #%u was lost "
+            "meanwhile", up->conf->name, c->rotation, c->id, reason,
+            up->primary_id);
+        up_release_retry(up, reason);
+        return;
+    }
+    if (!retry) {
+        xg_log_warn("upstream %s: rotation #%u failed: #%u %s; #%u keeps "
+            "serving", up->conf->name, c->rotation, c->id, reason,
+            up->primary->id);
+        return;
+    }
+    f.reason = reason;
+    f.http_status = 0;
+    f.retry_after_s = -1;
+    env.now_ms = xg_now_ms();
+    env.rand = up_rand;
+    env.rand_arg = NULL;
+    xg_reconnect_failed(&up->rot_rc, &f, &env, &d);
+    up->rot_retries++;
+    if (d.action == XG_RECONNECT_GIVE_UP) {
+        xg_log_error("upstream %s: rotation #%u failed: #%u %s; #%u keeps "
+            "serving; giving up rotations after %u failures in a row "
+            "(max_attempts)", up->conf->name, c->rotation, c->id, reason,
+            up->primary->id, up->rot_retries);
+        return;
+    }
+    xg_log_warn("upstream %s: rotation #%u failed: #%u %s; #%u keeps "
+        "serving, retry in %llums", up->conf->name, c->rotation, c->id,
+        reason, up->primary->id, (unsigned long long) d.delay_ms);
+    up->rot_due_for = up->primary->id;
+    up->rot_due_retry = 0;  /* set when the timer fires */
+    timer_arm(up->ev_rotate, d.delay_ms);
+}
+
+/*
+ * The other connection is over, for REASON: detached, its socket closed
+ * politely (PARK) or dropped, a rotation it was opened for counted as
+ * failed unless its retire did it already, the module told (on_down) if
+ * it knew it, then freed. A rotation that is due may start after.
+ */
+static void
+up_other_lost(struct xg_upstream *up, const char *reason, int park)
+{
+    struct xg_conn *c = up->other;
+    char copy[256];
+
+    /* REASON may live in the transport or the module: copy it. */
+    up_copy_text(copy, sizeof(copy), reason != NULL ? reason : "down");
+    up->other = NULL;
+    if (park) {
+        up_park(up, UP_PARK_OTHER, c->ws, up->stopping ? 1000 : 1001, copy);
+    } else {
+        xg_ws_free(c->ws);
+    }
+    c->ws = NULL;
+    evtimer_del(c->ev_deadline);
+    if (c->role == XG_CONN_ROTATING && c->state != UP_CONN_CLOSING) {
+        up_rotation_failed(up, c, copy, 1);
+    } else if (c->role == XG_CONN_RETIRING) {
+        xg_log_info("upstream %s: rotation #%u: #%u closed (%s), %llums "
+            "after the start", up->conf->name, c->rotation, c->id, copy,
+            (unsigned long long) (xg_now_ms() - up->rot_started_ms));
+    } else {
+        xg_log_info("upstream %s: rotation #%u: #%u closed (%s)",
+            up->conf->name, c->rotation, c->id, copy);
+    }
+    if (c->proto_opened) {
+        c->proto_opened = 0;
+        if (up->proto->on_down != NULL) {
+            up->proto->on_down(up->proto_p, c, copy);
+        }
+    }
+    conn_free(c);
+    up_rotate_if_due(up);
+}
+
+/*
+ * Starts the orderly close of C, the other connection: close 1000 with
+ * WHY, bounded by close_timeout; up_other_lost() follows from the
+ * transport (or the deadline).
+ */
+static void
+conn_close(struct xg_upstream *up, struct xg_conn *c, const char *why)
+{
+    char reason[XG_UP_CLOSE_REASON_MAX + 1];
+
+    up_copy_text(reason, sizeof(reason), why != NULL ? why : "retired");
+    conn_set_state(c, UP_CONN_CLOSING, reason);
+    evtimer_del(c->ev_deadline);
+    evtimer_del(c->ev_age);
+    timer_arm(c->ev_deadline,
+        up->conf->close_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
+    /* Not open yet: dropped, and on_down follows all the same. */
+    xg_ws_close(c->ws, 1000, reason);
+}
+
 /* ---- transport callbacks ----------------------------------------------- */
 
 /*
- * Is WS this upstream's current connection? (The transport never calls
- * back from inside xg_ws_connect(), so up->ws is always set by then.)
+ * Which of UP's connections WS is: the primary, the other one, or NULL
+ * (a parked one, or one already detached). The transport never calls
+ * back from inside xg_ws_connect(), so c->ws is always set by then.
  */
-static int
-up_is_current(struct xg_upstream *up, struct xg_ws *ws)
+static struct xg_conn *
+up_conn_of(struct xg_upstream *up, struct xg_ws *ws)
 {
-    return ws == up->ws;
+    if (up->primary != NULL && up->primary->ws == ws) {
+        return up->primary;
+    }
+    if (up->other != NULL && up->other->ws == ws) {
+        return up->other;
+    }
+    return NULL;
 }
 
 static void
 up_on_state(struct xg_ws *ws, enum xg_ws_state st, void *arg)
 {
     struct xg_upstream *up = arg;
+    struct xg_conn *c = up_conn_of(up, ws);
 
-    if (!up_is_current(up, ws) || up->stopping) {
+    if (c == NULL || up->stopping) {
         return;
     }
     switch (st) {
     case XG_WS_TLS:
-        up_set_state(up, XG_UP_TLS, NULL, -1, NULL);
+        if (c == up->primary) {
+            up_set_state(up, XG_UP_TLS, NULL, -1, NULL);
+        } else {
+            conn_set_state(c, UP_CONN_TLS, NULL);
+        }
         break;
     case XG_WS_HANDSHAKE:
-        up_set_state(up, XG_UP_HANDSHAKE, NULL, -1, NULL);
-        evtimer_del(up->ev_deadline);
-        timer_arm(up->ev_deadline,
+        if (c == up->primary) {
+            up_set_state(up, XG_UP_HANDSHAKE, NULL, -1, NULL);
+        } else {
+            conn_set_state(c, UP_CONN_HANDSHAKE, NULL);
+        }
+        evtimer_del(c->ev_deadline);
+        timer_arm(c->ev_deadline,
             up->conf->handshake_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
         break;
     default:
-        /* CONNECTING is set by up_connect(); OPEN and DOWN have callbacks. */
+        /*
+         * CONNECTING is set when the attempt starts, CLOSING by whoever
+         * closes; OPEN and DOWN have callbacks.
+         */
         break;
     }
 }
@@ -281,35 +565,68 @@ up_on_state(struct xg_ws *ws, enum xg_ws_state st, void *arg)
 static void
 up_became_ready(struct xg_upstream *up, const char *reason)
 {
-    evtimer_del(up->ev_deadline);
+    evtimer_del(up->primary->ev_deadline);
     up_set_state(up, XG_UP_READY, reason, -1, NULL);
     xg_reconnect_ready(&up->rc, xg_now_ms());
     timer_arm(up->ev_stable, up->rc.stable_ms);
+    up_rotate_if_due(up);
+}
+
+/* The rotating connection C is open: the module restores on it. */
+static void
+up_other_open(struct xg_upstream *up, struct xg_conn *c)
+{
+    char why[160];
+
+    conn_set_state(c, UP_CONN_RESTORING, "open");
+    timer_arm(c->ev_deadline, up->conf->restore_timeout_ms);
+    if (up->proto == NULL || !up->proto->rotates) {
+        snprintf(why, sizeof(why), "rotation not supported by this "
+            "protocol yet (%s)", up->proto != NULL ? up->proto->name
+            : "no protocol module");
+        up_rotation_failed(up, c, why, 0);
+        conn_close(up, c, "rotation not supported");
+        return;
+    }
+    if (up->proto->on_open == NULL) {
+        /* Nothing to restore: it can take over at once. */
+        xg_upstream_promote(up, c);
+        return;
+    }
+    c->proto_opened = 1;
+    up->proto->on_open(up->proto_p, c);
 }
 
 static void
 up_on_open(struct xg_ws *ws, void *arg)
 {
     struct xg_upstream *up = arg;
+    struct xg_conn *c = up_conn_of(up, ws);
 
-    if (!up_is_current(up, ws) || up->stopping) {
+    if (c == NULL || up->stopping) {
         return;
     }
-    evtimer_del(up->ev_deadline);
+    evtimer_del(c->ev_deadline);
     up->connects++;
-    up->last_data_ms = xg_now_ms();
+    c->opened_ms = xg_now_ms();
+    c->last_data_ms = c->opened_ms;
+    if (c != up->primary) {
+        up_other_open(up, c);
+        return;
+    }
     if (up->conf->idle_timeout_ms > 0) {
         timer_arm(up->ev_idle, up->conf->idle_timeout_ms);
     }
+    conn_arm_age(c);
     if (up->proto == NULL || up->proto->on_open == NULL) {
         up_became_ready(up, "open");
         return;
     }
     /* State and deadline first: on_open may call restored() at once. */
     up_set_state(up, XG_UP_RESTORING, "open", -1, NULL);
-    timer_arm(up->ev_deadline, up->conf->restore_timeout_ms);
-    up->proto_opened = 1;
-    up->proto->on_open(up->proto_p);
+    timer_arm(c->ev_deadline, up->conf->restore_timeout_ms);
+    c->proto_opened = 1;
+    up->proto->on_open(up->proto_p, c);
 }
 
 static void
@@ -317,19 +634,22 @@ up_on_message(struct xg_ws *ws, int binary, const unsigned char *data,
     size_t len, void *arg)
 {
     struct xg_upstream *up = arg;
+    struct xg_conn *c = up_conn_of(up, ws);
 
-    if (!up_is_current(up, ws)) {
+    if (c == NULL) {
         return;
     }
     up->messages_in++;
     up->bytes_in += len;
-    up->last_data_ms = xg_now_ms();
-    if (up->proto != NULL && up->proto->on_message != NULL) {
-        up->proto->on_message(up->proto_p, data, len);
+    c->last_data_ms = xg_now_ms();
+    if (up->proto != NULL && up->proto->on_message != NULL
+        && (c == up->primary || c->proto_opened))
+    {
+        up->proto->on_message(up->proto_p, c, data, len);
         return;
     }
     xg_log_debug("%s: %s message of %zu bytes (no module: discarded)",
-        up->log_name, binary ? "binary" : "text", len);
+        c->log_name, binary ? "binary" : "text", len);
 }
 
 /*
@@ -368,26 +688,59 @@ up_why_transport(const struct xg_ws_down *why)
     return UP_WHY_ERROR;
 }
 
+/*
+ * The primary is over, for REASON (of class WHY): detached, its socket
+ * closed politely while the backoff runs (PARK; dropped at the latest
+ * when the next attempt starts) or dropped, up_failed(), then freed.
+ */
+static void
+up_primary_lost(struct xg_upstream *up, enum up_why why, const char *reason,
+    int http_status, int retry_after_s, int park)
+{
+    struct xg_conn *c = up->primary;
+    struct xg_ws *ws = c->ws;
+
+    up->primary = NULL;
+    c->ws = NULL;
+    evtimer_del(c->ev_deadline);
+    evtimer_del(c->ev_age);
+    if (park) {
+        up_park(up, UP_PARK_PRIMARY, ws, 1001, reason);
+        ws = NULL;
+    }
+    /* REASON may live in WS (the transport's why): free it after. */
+    up_failed(up, c, why, reason, http_status, retry_after_s);
+    xg_ws_free(ws);
+    conn_free(c);
+}
+
 static void
 up_on_down(struct xg_ws *ws, const struct xg_ws_down *why, void *arg)
 {
     struct xg_upstream *up = arg;
+    struct xg_conn *c;
+    int i;
 
-    if (ws == up->old_ws) {
-        /* A connection we gave up on has finished its close. */
-        up->old_ws = NULL;
+    for (i = 0; i < UP_PARK_N; i++) {
+        if (ws == up->parked[i]) {
+            /* A connection we gave up on has finished its close. */
+            up->parked[i] = NULL;
+            xg_ws_free(ws);
+            return;
+        }
+    }
+    c = up_conn_of(up, ws);
+    if (c == NULL) {
         xg_ws_free(ws);
         return;
     }
-    if (!up_is_current(up, ws)) {
-        xg_ws_free(ws);
+    if (c == up->other) {
+        up_other_lost(up, why->reason ? why->reason : "down", 0);
         return;
     }
-    up->ws = NULL;
-    /* WHY lives as long as WS: use it first, then free (deferred). */
-    up_failed(up, up_why_transport(why), why->reason ? why->reason : "down",
-        why->http_status, why->retry_after_s);
-    xg_ws_free(ws);
+    up_primary_lost(up, up_why_transport(why),
+        why->reason ? why->reason : "down", why->http_status,
+        why->retry_after_s, 0);
 }
 
 static const struct xg_ws_cbs up_ws_cbs = {
@@ -413,57 +766,23 @@ up_on_retry(evutil_socket_t fd, short what, void *arg)
         xg_reconnect_trial(&up->rc);
         why = "breaker half-open: one trial";
     }
-    if (up->conn_id > 0) {
+    if (up->primary_id > 0) {
         up->reconnect_attempts++;
     }
     up_connect(up, why);
 }
 
-/*
- * Tears the current connection down for a reason found here (a deadline,
- * the protocol module): an open one is closed politely while the backoff
- * runs and dropped at the latest when the next attempt starts; one still
- * connecting is dropped at once.
- */
+/* The deadline of the primary's state (or of the stop's close). */
 static void
-up_abort(struct xg_upstream *up, const char *reason)
+up_primary_deadline(struct xg_upstream *up)
 {
-    struct xg_ws *ws = up->ws;
-    char why[XG_UP_CLOSE_REASON_MAX + 1];
-
-    if (ws == NULL) {
-        return;
-    }
-    up->ws = NULL;
-    if (xg_ws_state(ws) == XG_WS_OPEN) {
-        if (up->old_ws != NULL) {
-            xg_ws_free(up->old_ws);
-        }
-        up_copy_text(why, sizeof(why), reason);
-        up->old_ws = ws;
-        xg_ws_close(ws, 1001, why);
-    } else {
-        xg_ws_free(ws);
-    }
-}
-
-static void
-up_on_deadline(evutil_socket_t fd, short what, void *arg)
-{
-    struct xg_upstream *up = arg;
     char reason[96];
 
     if (up->stopping) {
         /* The close handshake of the stop took too long. */
         xg_log_warn("%s: close not answered within %llums, dropping",
             up->log_name, (unsigned long long) up->conf->close_timeout_ms);
-        if (up->ws != NULL) {
-            struct xg_ws *ws = up->ws;
-
-            up->ws = NULL;
-            xg_ws_free(ws);
-        }
-        up_failed(up, UP_WHY_STOP, "close timeout", 0, -1);
+        up_primary_lost(up, UP_WHY_STOP, "close timeout", 0, -1, 0);
         return;
     }
     switch (up->state) {
@@ -483,8 +802,96 @@ up_on_deadline(evutil_socket_t fd, short what, void *arg)
     default:
         return;
     }
-    up_abort(up, reason);
-    up_failed(up, UP_WHY_TIMEOUT, reason, 0, -1);
+    up_primary_lost(up, UP_WHY_TIMEOUT, reason, 0, -1, 1);
+}
+
+/* The deadline of the other connection's state. */
+static void
+up_other_deadline(struct xg_upstream *up, struct xg_conn *c)
+{
+    char reason[96];
+    uint64_t ms;
+    const char *what;
+
+    switch (c->state) {
+    case UP_CONN_CLOSING:
+        xg_log_warn("%s: close not answered within %llums, dropping",
+            c->log_name, (unsigned long long) up->conf->close_timeout_ms);
+        up_other_lost(up, "close timeout", 0);
+        return;
+    case UP_CONN_CONNECTING:
+    case UP_CONN_TLS:
+        what = "connect";
+        ms = up->conf->connect_timeout_ms;
+        break;
+    case UP_CONN_HANDSHAKE:
+        what = "handshake";
+        ms = up->conf->handshake_timeout_ms;
+        break;
+    case UP_CONN_RESTORING:
+        what = "restore";
+        ms = up->conf->restore_timeout_ms;
+        break;
+    default:
+        return;
+    }
+    snprintf(reason, sizeof(reason), "%s timeout (%llums)", what,
+        (unsigned long long) ms);
+    up_other_lost(up, reason, 1);
+}
+
+static void
+conn_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_conn *c = arg;
+    struct xg_upstream *up = c->up;
+
+    if (c == up->primary) {
+        up_primary_deadline(up);
+    } else if (c == up->other) {
+        up_other_deadline(up, c);
+    }
+}
+
+/* C has been open for max_connection_age: its rotation is due. */
+static void
+conn_on_age(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_conn *c = arg;
+    struct xg_upstream *up = c->up;
+    uint64_t age = up->conf->max_connection_age_ms;
+    uint64_t lived = xg_now_ms() - c->opened_ms;
+    char buf[32];
+
+    if (c != up->primary || up->stopping) {
+        return;
+    }
+    if (lived < age) {
+        /* libevent's coarse clock fired a few ms early: wait the rest. */
+        timer_arm(c->ev_age, age - lived);
+        return;
+    }
+    up->rot_due_for = c->id;
+    up->rot_due_retry = 0;
+    snprintf(up->rot_why, sizeof(up->rot_why), "max_connection_age %s",
+        xg_conf_fmt_duration(age, buf, sizeof(buf)));
+    up_rotate_if_due(up);
+}
+
+/* The backoff after a failed rotation is over: try it again. */
+static void
+up_on_rotate_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_upstream *up = arg;
+
+    if (up->stopping || up->rot_due_for == 0) {
+        return;
+    }
+    if (up->rot_rc.breaker.state == XG_BREAKER_OPEN) {
+        xg_reconnect_trial(&up->rot_rc);
+    }
+    up->rot_due_retry = 1;
+    up_rotate_if_due(up);
 }
 
 static void
@@ -519,22 +926,22 @@ static void
 up_on_idle(evutil_socket_t fd, short what, void *arg)
 {
     struct xg_upstream *up = arg;
-    uint64_t now = xg_now_ms(), idle = up->conf->idle_timeout_ms;
+    uint64_t now = xg_now_ms(), idle = up->conf->idle_timeout_ms, last;
     char reason[96];
 
-    if (!up_is_open(up)) {
+    if (!up_is_open(up) || up->primary == NULL) {
         return;
     }
+    last = up->primary->last_data_ms;
     /* Re-armed lazily: cheaper than moving a timer on every message. */
-    if (now - up->last_data_ms < idle) {
+    if (now - last < idle) {
         /* (Also when libevent's coarse clock fired a few ms early.) */
-        timer_arm(up->ev_idle, idle - (now - up->last_data_ms));
+        timer_arm(up->ev_idle, idle - (now - last));
         return;
     }
     snprintf(reason, sizeof(reason), "idle timeout (no data for %llums)",
-        (unsigned long long) (now - up->last_data_ms));
-    up_abort(up, reason);
-    up_failed(up, UP_WHY_TIMEOUT, reason, 0, -1);
+        (unsigned long long) (now - last));
+    up_primary_lost(up, UP_WHY_TIMEOUT, reason, 0, -1, 1);
 }
 
 /* ---- the state machine ------------------------------------------------- */
@@ -543,11 +950,14 @@ static void
 up_finish_stop(struct xg_upstream *up)
 {
     xg_upstream_stopped_cb cb = up->stopped_cb;
+    int i;
 
     up_cancel_timers(up);
-    if (up->old_ws != NULL) {
-        xg_ws_free(up->old_ws);
-        up->old_ws = NULL;
+    if (up->other != NULL) {
+        up_other_lost(up, "stop", 1);
+    }
+    for (i = 0; i < UP_PARK_N; i++) {
+        up_unpark(up, i);
     }
     up_set_state(up, XG_UP_IDLE, "stopped", -1, NULL);
     up->stopped_cb = NULL;
@@ -557,26 +967,27 @@ up_finish_stop(struct xg_upstream *up)
 }
 
 /*
- * The current connection is gone (already freed or handed to old_ws) or
- * an attempt failed, for REASON (of class WHY). Counts it, tells the
- * protocol module, asks the policy, and schedules the next attempt (or
- * the stop's end).
+ * The primary connection C is gone (detached: its socket already freed
+ * or parked) or its attempt failed, for REASON (of class WHY). Counts it,
+ * tells the protocol module, asks the policy, and schedules the next
+ * attempt (or the stop's end); while a rotating connection may still
+ * take over, the attempt waits for it (see xg_upstream_rotate()).
  */
 static void
-up_failed(struct xg_upstream *up, enum up_why why, const char *reason,
-    int http_status, int retry_after_s)
+up_failed(struct xg_upstream *up, struct xg_conn *c, enum up_why why,
+    const char *reason, int http_status, int retry_after_s)
 {
     struct xg_reconnect_failure f;
     struct xg_reconnect_decision d;
     struct xg_reconnect_env env;
-    char note[128];
+    char note[160];
+    int hold;
 
     /* REASON may live in the transport only for this call: copy it. */
     if (reason != up->last_error) {
         up_copy_text(up->last_error, sizeof(up->last_error), reason);
     }
     reason = up->last_error;
-    evtimer_del(up->ev_deadline);
     evtimer_del(up->ev_stable);
     evtimer_del(up->ev_idle);
     if (up->stopping) {
@@ -588,14 +999,18 @@ up_failed(struct xg_upstream *up, enum up_why why, const char *reason,
     } else {
         up->connect_failures_by[why]++;
     }
-    if (up->proto_opened) {
-        up->proto_opened = 0;
+    if (c != NULL && c->proto_opened) {
+        c->proto_opened = 0;
         if (up->proto->on_down != NULL) {
-            up->proto->on_down(up->proto_p, reason);
+            up->proto->on_down(up->proto_p, c, reason);
         }
     }
     if (up->stopping) {
         up_finish_stop(up);
+        return;
+    }
+    if (up->primary != NULL) {
+        /* on_down promoted the rotating connection: it has taken over. */
         return;
     }
 
@@ -607,10 +1022,13 @@ up_failed(struct xg_upstream *up, enum up_why why, const char *reason,
     env.rand_arg = NULL;
     xg_reconnect_failed(&up->rc, &f, &env, &d);
 
+    hold = up->other != NULL && up->other->role == XG_CONN_ROTATING
+        && up->other->state != UP_CONN_CLOSING;
     note[0] = '\0';
     switch (d.action) {
     case XG_RECONNECT_GIVE_UP:
         up->gave_up = 1;
+        up->retry_held = 0;
         up_set_state(up, XG_UP_DOWN, reason, -1, NULL);
         xg_log_error("%s: giving up after %u attempts in a row "
             "(max_attempts); no more reconnects", up->log_name,
@@ -621,67 +1039,58 @@ up_failed(struct xg_upstream *up, enum up_why why, const char *reason,
             "%llums%s)", up->rc.breaker.conf.failures,
             (unsigned long long) up->rc.breaker.conf.window_ms,
             d.retry_after ? ", Retry-After" : "");
-        up_set_state(up, XG_UP_OPEN, reason, (int64_t) d.delay_ms, note);
         break;
     case XG_RECONNECT_RETRY:
         if (d.retry_after) {
             snprintf(note, sizeof(note), "(Retry-After%s)",
                 d.clamped ? ", clamped" : "");
         }
-        up_set_state(up, XG_UP_DOWN, reason, (int64_t) d.delay_ms,
-            note[0] ? note : NULL);
         break;
     }
+    if (hold) {
+        size_t n = strlen(note);
+
+        snprintf(note + n, sizeof(note) - n, "%s(unless rotation #%u takes "
+            "over: #%u is %s)", n > 0 ? " " : "", up->rot_n, up->other->id,
+            xg_conn_state_names[up->other->state]);
+    }
+    up_set_state(up, d.action == XG_RECONNECT_OPEN ? XG_UP_OPEN : XG_UP_DOWN,
+        reason, (int64_t) d.delay_ms, note[0] ? note : NULL);
     up->retry_at_ms = env.now_ms + d.delay_ms;
+    if (hold) {
+        up->retry_held = 1;
+        return;
+    }
     timer_arm(up->ev_retry, d.delay_ms);
 }
 
 /*
- * Starts one connection attempt, for REASON (may be NULL): the only place
- * that calls xg_ws_connect.
+ * Starts one attempt at a primary connection, for REASON (may be NULL).
  */
 static void
 up_connect(struct xg_upstream *up, const char *reason)
 {
-    struct xg_ws_opts opts;
+    struct xg_conn *c;
 
-    if (up->ws != NULL) {
+    if (up->primary != NULL) {
         /* Cannot happen by construction; never run two attempts. */
         xg_log_error("%s: attempt requested while one is in flight",
             up->log_name);
         return;
     }
-    if (up->old_ws != NULL) {
-        xg_ws_free(up->old_ws);
-        up->old_ws = NULL;
-    }
-    up->conn_id++;
-    up_set_log_name(up);
+    up_unpark(up, UP_PARK_PRIMARY);
     up->gave_up = 0;
-    up->proto_opened = 0;
-
-    memset(&opts, 0, sizeof(opts));
-    opts.max_message = up->conf->max_message;
-    opts.ping_ms = up->conf->ping_ms;
-    opts.ping_timeout_ms = up->conf->ping_timeout_ms;
-    opts.connect_timeout_ms = up->conf->connect_timeout_ms;
-    opts.handshake_timeout_ms = up->conf->handshake_timeout_ms;
-    opts.close_timeout_ms = up->conf->close_timeout_ms;
-    opts.text_only = 0;
-    opts.tls_ca = up->conf->tls_ca;
-    opts.tls_verify = up->conf->tls_verify;
-    opts.headers = up->conf->headers;
-    opts.nheaders = up->conf->nheaders;
-    opts.log_name = up->log_name;
-    /* up_set_state() logs every transition: one line per event. */
-    opts.owner_logs = 1;
-
+    up->retry_held = 0;
+    c = conn_new(up, XG_CONN_PRIMARY);
+    if (c == NULL) {
+        up_failed(up, NULL, UP_WHY_ERROR, "cannot create timers", 0, -1);
+        return;
+    }
+    up->primary = c;
+    up->primary_id = c->id;
+    up_set_log_name(up);
     up_set_state(up, XG_UP_CONNECTING, reason, -1, NULL);
-    timer_arm(up->ev_deadline,
-        up->conf->connect_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
-    /* Failures found at once come back through on_down, later. */
-    up->ws = xg_ws_connect(up->base, up->dns, &up->conf->url, &opts,
-        &up_ws_cbs, up);
+    conn_connect(up, c);
 }
 
 /* ---- public ------------------------------------------------------------ */
@@ -708,7 +1117,7 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
     const struct xg_upstream_conf *conf, const struct xg_proto_module *proto)
 {
     struct xg_upstream *up;
-    char desc[256], url[1400];
+    char desc[256], url[1400], age[32];
 
     up = xg_calloc(1, sizeof(*up));
     up->conf = conf;
@@ -718,12 +1127,13 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
     up->state_since_ms = xg_now_ms();
     up_set_log_name(up);
     xg_reconnect_init(&up->rc, conf);
+    xg_reconnect_init(&up->rot_rc, conf);
     up->ev_retry = evtimer_new(base, up_on_retry, up);
-    up->ev_deadline = evtimer_new(base, up_on_deadline, up);
     up->ev_stable = evtimer_new(base, up_on_stable, up);
     up->ev_idle = evtimer_new(base, up_on_idle, up);
-    if (up->ev_retry == NULL || up->ev_deadline == NULL
-        || up->ev_stable == NULL || up->ev_idle == NULL)
+    up->ev_rotate = evtimer_new(base, up_on_rotate_retry, up);
+    if (up->ev_retry == NULL || up->ev_stable == NULL || up->ev_idle == NULL
+        || up->ev_rotate == NULL)
     {
         xg_log_error("upstream %s: cannot create timers", conf->name);
         goto fail;
@@ -739,14 +1149,25 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
         }
     }
     up->rc.policy->describe(up->rc.pconf, desc, sizeof(desc));
-    up_url(up, url, sizeof(url));
+    xg_upstream_url(up, url, sizeof(url));
     xg_log_info("upstream %s: %s %s, reconnect %s, stable %llums, "
-        "breaker %s%s", conf->name, url,
+        "breaker %s%s%s%s", conf->name, url,
         up->proto ? up->proto->name : "no protocol module",
         desc,
         (unsigned long long) up->rc.stable_ms,
         xg_reconnect_breaker_name(&up->rc),
-        conf->max_attempts ? ", max_attempts set" : "");
+        conf->max_attempts ? ", max_attempts set" : "",
+        conf->max_connection_age_ms ? ", max_connection_age " : "",
+        conf->max_connection_age_ms ? xg_conf_fmt_duration(
+            conf->max_connection_age_ms, age, sizeof(age)) : "");
+    if (conf->max_connection_age_ms && (up->proto == NULL
+        || !up->proto->rotates))
+    {
+        xg_log_warn("upstream %s: max_connection_age is set but %s%s cannot "
+            "rotate yet: each rotation will close its new connection",
+            conf->name, up->proto ? "protocol " : "no protocol module",
+            up->proto ? up->proto->name : "");
+    }
     return up;
 
 fail:
@@ -770,39 +1191,43 @@ void
 xg_upstream_stop(struct xg_upstream *up, xg_upstream_stopped_cb cb,
     void *arg)
 {
+    struct xg_conn *c;
+
     if (up->stopping) {
         return;
     }
     up->stopping = 1;
     up->stopped_cb = cb;
     up->stopped_arg = arg;
-    evtimer_del(up->ev_retry);
-    evtimer_del(up->ev_stable);
-    evtimer_del(up->ev_idle);
-    if (up->ws != NULL && up_is_open(up)
-        && xg_ws_state(up->ws) == XG_WS_OPEN)
+    up_cancel_timers(up);
+    c = up->primary;
+    if (c != NULL && up_is_open(up) && xg_ws_state(c->ws) == XG_WS_OPEN
+        && c->proto_opened && up->proto->on_stop != NULL)
     {
-        if (up->proto_opened && up->proto->on_stop != NULL) {
-            up->proto->on_stop(up->proto_p);
-        }
-        /* on_stop may have failed the connection (it is gone then). */
-        if (up->ws != NULL) {
-            up_set_state(up, XG_UP_STOPPING, "stop", -1, NULL);
-            evtimer_del(up->ev_deadline);
-            timer_arm(up->ev_deadline,
-                up->conf->close_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
-            xg_ws_close(up->ws, 1000, "shutdown");
-            return;
-        }
-        if (up->state == XG_UP_IDLE) {
-            return;     /* up_failed() already finished the stop */
+        up->proto->on_stop(up->proto_p);
+        if (up->primary == NULL) {
+            return;     /* on_stop failed it: up_failed() finished the stop */
         }
     }
-    if (up->ws != NULL) {
-        struct xg_ws *ws = up->ws;
-
-        up->ws = NULL;
-        xg_ws_free(ws);
+    /* The other connection, if any, goes first: only the primary's close
+       is waited for. */
+    if (up->other != NULL) {
+        up_other_lost(up, "stop", 1);
+    }
+    c = up->primary;
+    if (c != NULL && up_is_open(up) && xg_ws_state(c->ws) == XG_WS_OPEN) {
+        up_set_state(up, XG_UP_STOPPING, "stop", -1, NULL);
+        evtimer_del(c->ev_deadline);
+        evtimer_del(c->ev_age);
+        timer_arm(c->ev_deadline,
+            up->conf->close_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
+        xg_ws_close(c->ws, 1000, "shutdown");
+        return;
+    }
+    if (c != NULL) {
+        /* Still connecting: dropped; the module never heard of it. */
+        up->primary = NULL;
+        conn_free(c);
     }
     up_finish_stop(up);
 }
@@ -812,6 +1237,7 @@ void
 xg_upstream_free(struct xg_upstream *up)
 {
     struct xg_upstream **pp;
+    int i;
 
     if (up == NULL) {
         return;
@@ -824,11 +1250,11 @@ xg_upstream_free(struct xg_upstream *up)
             }
         }
     }
-    if (up->ws != NULL) {
-        xg_ws_free(up->ws);
-    }
-    if (up->old_ws != NULL) {
-        xg_ws_free(up->old_ws);
+    conn_free(up->primary);
+    conn_free(up->other);
+    up->primary = up->other = NULL;
+    for (i = 0; i < UP_PARK_N; i++) {
+        up_unpark(up, i);
     }
     if (up->proto_p != NULL && up->proto->destroy != NULL) {
         up->proto->destroy(up->proto_p);
@@ -836,16 +1262,17 @@ xg_upstream_free(struct xg_upstream *up)
     if (up->ev_retry != NULL) {
         event_free(up->ev_retry);
     }
-    if (up->ev_deadline != NULL) {
-        event_free(up->ev_deadline);
-    }
     if (up->ev_stable != NULL) {
         event_free(up->ev_stable);
     }
     if (up->ev_idle != NULL) {
         event_free(up->ev_idle);
     }
+    if (up->ev_rotate != NULL) {
+        event_free(up->ev_rotate);
+    }
     xg_reconnect_free(&up->rc);
+    xg_reconnect_free(&up->rot_rc);
     free(up);
 }
 
@@ -856,135 +1283,6 @@ xg_upstream_state(const struct xg_upstream *up)
     return up->state;
 }
 
-/* The URL without its query, which may carry credentials. */
-static void
-up_url(const struct xg_upstream *up, char *buf, size_t len)
-{
-    const struct xg_url *u = &up->conf->url;
-    size_t plen = strcspn(u->path, "?");
-    int v6 = strchr(u->host, ':') != NULL;
-
-    snprintf(buf, len, "%s://%s%s%s:%u%.*s", u->tls ? "wss" : "ws",
-        v6 ? "[" : "", u->host, v6 ? "]" : "", u->port, (int) plen, u->path);
-}
-
-/*
- * A JSON string for S, which came from the network (a close reason) and
- * may not be UTF-8: jansson refuses such text, so bytes outside printable
- * ASCII become '?' then.
- */
-static json_t *
-up_json_text(const char *s)
-{
-    char buf[sizeof(((struct xg_upstream *) 0)->last_error)];
-    json_t *j = json_string(s);
-    size_t i;
-
-    if (j != NULL) {
-        return j;
-    }
-    snprintf(buf, sizeof(buf), "%s", s);
-    for (i = 0; buf[i] != '\0'; i++) {
-        if ((unsigned char) buf[i] < 0x20 || (unsigned char) buf[i] > 0x7e) {
-            buf[i] = '?';
-        }
-    }
-    return json_string(buf);
-}
-
-/* {"closed": N, "lost": N, ...}: every class, counted by N[class]. */
-static json_t *
-up_why_json(const uint64_t *n)
-{
-    json_t *o = json_object();
-    size_t i;
-
-    for (i = 0; i < UP_WHY_N; i++) {
-        json_object_set_new(o, up_why_names[i], json_integer((json_int_t) n[i]));
-    }
-    return o;
-}
-
-/*
- * The restore duration histogram as Prometheus has it: {"le": [upper
- * bounds in s], "counts": [cumulative counts, the last one for +Inf],
- * "sum": total s, "count": n}.
- */
-static json_t *
-up_restore_json(const struct xg_upstream *up)
-{
-    json_t *le = json_array(), *counts = json_array();
-    uint64_t cum = 0;
-    size_t i;
-
-    for (i = 0; i < XG_UP_RESTORE_BUCKETS; i++) {
-        cum += up->restore_hist[i];
-        if (i < XG_NELEM(up_restore_le_ms)) {
-            json_array_append_new(le,
-                json_real((double) up_restore_le_ms[i] / 1000.0));
-        }
-        json_array_append_new(counts, json_integer((json_int_t) cum));
-    }
-    return json_pack("{s:o, s:o, s:f, s:I}", "le", le, "counts", counts,
-        "sum", (double) up->restore_ms_sum / 1000.0, "count", (json_int_t) cum);
-}
-
-/* See xg_upstream.h. */
-json_t *
-xg_upstream_status(const struct xg_upstream *up)
-{
-    char url[1400];
-    uint64_t now = xg_now_ms();
-    json_t *o;
-
-    up_url(up, url, sizeof(url));
-    o = json_object();
-    json_object_set_new(o, "name", json_string(up->conf->name));
-    json_object_set_new(o, "state", json_string(
-        xg_upstream_state_name(up->state)));
-    json_object_set_new(o, "url", json_string(url));
-    json_object_set_new(o, "protocol", json_string(
-        up->proto ? up->proto->name : up->conf->protocol));
-    json_object_set_new(o, "connection_id", json_integer(up->conn_id));
-    json_object_set_new(o, "connects", json_integer((json_int_t) up->connects));
-    json_object_set_new(o, "disconnects",
-        json_integer((json_int_t) up->disconnects));
-    json_object_set_new(o, "reconnect_attempts",
-        json_integer((json_int_t) up->reconnect_attempts));
-    json_object_set_new(o, "failures_in_row", json_integer(up->rc.st.attempt));
-    json_object_set_new(o, "reconnect", json_string(
-        xg_reconnect_policy_name(&up->rc)));
-    json_object_set_new(o, "breaker", json_string(
-        xg_reconnect_breaker_name(&up->rc)));
-    json_object_set_new(o, "breaker_trips",
-        json_integer((json_int_t) up->rc.breaker.trips));
-    json_object_set_new(o, "last_error", up->last_error[0]
-        ? up_json_text(up->last_error) : json_null());
-    json_object_set_new(o, "state_since_s",
-        json_real((double) (now - up->state_since_ms) / 1000.0));
-    if ((up->state == XG_UP_DOWN || up->state == XG_UP_OPEN)
-        && !up->gave_up)
-    {
-        json_object_set_new(o, "retry_in_ms", json_integer((json_int_t)
-            (up->retry_at_ms > now ? up->retry_at_ms - now : 0)));
-    }
-    if (up->gave_up) {
-        json_object_set_new(o, "gave_up", json_true());
-    }
-    json_object_set_new(o, "messages_in",
-        json_integer((json_int_t) up->messages_in));
-    json_object_set_new(o, "bytes_in", json_integer((json_int_t) up->bytes_in));
-    json_object_set_new(o, "disconnect_reasons",
-        up_why_json(up->disconnects_by));
-    json_object_set_new(o, "connect_failure_reasons",
-        up_why_json(up->connect_failures_by));
-    json_object_set_new(o, "restore_seconds", up_restore_json(up));
-    if (up->proto != NULL && up->proto->status != NULL && up->proto_p) {
-        up->proto->status(up->proto_p, o);
-    }
-    return o;
-}
-
 /* ---- what the protocol module calls (xg_proto.h) ---------------------- */
 
 /* Counts a restore that took MS in the restore duration histogram. */
@@ -993,21 +1291,31 @@ up_count_restore(struct xg_upstream *up, uint64_t ms)
 {
     size_t i = 0;
 
-    while (i < XG_NELEM(up_restore_le_ms) && ms > up_restore_le_ms[i]) {
+    while (i < XG_UP_RESTORE_LE_N && ms > xg_upstream_restore_le_ms[i]) {
         i++;
     }
     up->restore_hist[i]++;
     up->restore_ms_sum += ms;
 }
 
-/* Sends one text message on the open connection. */
+/* See xg_proto.h. */
 int
 xg_upstream_send(struct xg_upstream *up, const void *data, size_t len)
 {
-    if (up->ws == NULL || xg_ws_state(up->ws) != XG_WS_OPEN) {
+    if (up->primary == NULL) {
         return XG_ERROR;
     }
-    return xg_ws_send_text(up->ws, data, len);
+    return xg_upstream_send_on(up->primary, data, len);
+}
+
+/* See xg_proto.h. */
+int
+xg_upstream_send_on(struct xg_conn *c, const void *data, size_t len)
+{
+    if (c->ws == NULL || xg_ws_state(c->ws) != XG_WS_OPEN) {
+        return XG_ERROR;
+    }
+    return xg_ws_send_text(c->ws, data, len);
 }
 
 /* RESTORING -> READY. Ignored (logged) in any other state. */
@@ -1023,21 +1331,202 @@ xg_upstream_restored(struct xg_upstream *up)
     up_became_ready(up, "restored");
 }
 
-/* A protocol-level failure: drop this connection and reconnect. */
+/* A protocol-level failure: drop the primary and reconnect. */
 void
 xg_upstream_fail(struct xg_upstream *up, const char *reason)
 {
     char copy[256];
 
-    if (up->ws == NULL || up->stopping) {
+    if (up->primary == NULL || up->stopping) {
         xg_log_debug("%s: fail (%s) with no connection, ignored",
             up->log_name, reason);
         return;
     }
     /* REASON may point into the module's memory, freed by on_down. */
     up_copy_text(copy, sizeof(copy), reason ? reason : "protocol failure");
-    up_abort(up, copy);
-    up_failed(up, UP_WHY_PROTOCOL, copy, 0, -1);
+    up_primary_lost(up, UP_WHY_PROTOCOL, copy, 0, -1, 1);
+}
+
+/*
+ * Starts a rotation for WHY (RETRY: the retry of one that failed) if it
+ * can; else writes why not to ERR and returns XG_ERROR. See
+ * xg_upstream_rotate_start().
+ */
+static int
+up_rotate(struct xg_upstream *up, const char *why, int retry,
+    struct xg_rotation *r, char *err, size_t len)
+{
+    char no[160] = "";
+    struct xg_conn *c;
+
+    if (up->stopping) {
+        snprintf(no, sizeof(no), "stopping");
+    } else if (up->state != XG_UP_READY || up->primary == NULL) {
+        snprintf(no, sizeof(no), "not ready (state %s)",
+            xg_upstream_state_name(up->state));
+    } else if (up->other != NULL && up->other->role == XG_CONN_ROTATING) {
+        snprintf(no, sizeof(no), "rotation #%u in progress (#%u -> #%u)",
+            up->rot_n, up->primary->id, up->other->id);
+    } else if (up->other != NULL) {
+        snprintf(no, sizeof(no), "rotation #%u is still retiring #%u",
+            up->other->rotation, up->other->id);
+    }
+    if (no[0] == '\0') {
+        up_unpark(up, UP_PARK_OTHER);
+        c = conn_new(up, XG_CONN_ROTATING);
+        if (c == NULL) {
+            snprintf(no, sizeof(no), "cannot create timers");
+        }
+    }
+    if (no[0] != '\0') {
+        xg_log_warn("upstream %s: rotation (%s) refused: %s", up->conf->name,
+            why, no);
+        if (err != NULL && len > 0) {
+            up_copy_text(err, len, no);
+        }
+        return XG_ERROR;
+    }
+    evtimer_del(up->ev_rotate);
+    up->rot_due_for = 0;
+    if (!retry) {
+        up->rot_retries = 0;
+        if (why != up->rot_why) {
+            up_copy_text(up->rot_why, sizeof(up->rot_why), why);
+        }
+    }
+    up->rot_n++;
+    up->rot_started_ms = xg_now_ms();
+    c->rotation = up->rot_n;
+    up->primary->rotation = up->rot_n;
+    up->other = c;
+    if (retry) {
+        xg_log_info("upstream %s: rotation #%u started (%s, retry %u): "
+            "#%u -> #%u", up->conf->name, up->rot_n, up->rot_why,
+            up->rot_retries, up->primary->id, c->id);
+    } else {
+        xg_log_info("upstream %s: rotation #%u started (%s): #%u -> #%u",
+            up->conf->name, up->rot_n, up->rot_why, up->primary->id, c->id);
+    }
+    if (r != NULL) {
+        r->n = up->rot_n;
+        r->from = up->primary->id;
+        r->to = c->id;
+    }
+    conn_connect(up, c);
+    return XG_OK;
+}
+
+/*
+ * Starts the rotation that is due for the current primary (its age, or
+ * the retry of a failed one) when it can start; else it stays due until
+ * the upstream is ready and alone again (this is called then).
+ */
+static void
+up_rotate_if_due(struct xg_upstream *up)
+{
+    if (up->rot_due_for == 0 || up->stopping) {
+        return;
+    }
+    if (up->primary == NULL || up->primary->id != up->rot_due_for) {
+        /* A new primary since: it is young, and no rotation is owed. */
+        up->rot_due_for = 0;
+        return;
+    }
+    if (up->state != XG_UP_READY || up->other != NULL) {
+        return;
+    }
+    if (!up->rot_due_retry && evtimer_pending(up->ev_rotate, NULL)) {
+        return;     /* a failure's backoff runs: its timer will call */
+    }
+    up_rotate(up, up->rot_why, up->rot_due_retry, NULL, NULL, 0);
+}
+
+/* See xg_upstream.h. */
+int
+xg_upstream_rotate_start(struct xg_upstream *up, const char *why,
+    struct xg_rotation *r, char *err, size_t len)
+{
+    return up_rotate(up, why != NULL ? why : "asked", 0, r, err, len);
+}
+
+/* See xg_proto.h. */
+int
+xg_upstream_rotate(struct xg_upstream *up, const char *why)
+{
+    return xg_upstream_rotate_start(up, why, NULL, NULL, 0);
+}
+
+/* See xg_proto.h. */
+void
+xg_upstream_promote(struct xg_upstream *up, struct xg_conn *c)
+{
+    struct xg_conn *old = up->primary;
+    uint64_t now = xg_now_ms();
+    char took[64];
+
+    if (up->stopping || c == NULL || c != up->other
+        || c->role != XG_CONN_ROTATING || c->state != UP_CONN_RESTORING)
+    {
+        xg_log_error("upstream %s: promote of #%u ignored: not an open "
+            "rotating connection", up->conf->name, c != NULL ? c->id : 0);
+        return;
+    }
+    evtimer_del(c->ev_deadline);
+    up_count_restore(up, now - c->opened_ms);
+    up->rotations++;
+    up->rot_retries = 0;
+    up->rot_due_for = 0;
+    xg_reconnect_ready(&up->rot_rc, now);
+
+    c->role = XG_CONN_PRIMARY;
+    c->state = UP_CONN_READY;
+    up->primary = c;
+    up->primary_id = c->id;
+    up->other = NULL;
+    up_set_log_name(up);
+    if (old != NULL) {
+        old->role = XG_CONN_RETIRING;
+        evtimer_del(old->ev_age);
+        up->other = old;
+        xg_log_info("upstream %s: rotation #%u done in %llums: #%u primary, "
+            "#%u retiring", up->conf->name, c->rotation,
+            (unsigned long long) (now - up->rot_started_ms), c->id, old->id);
+    } else {
+        xg_log_info("upstream %s: rotation #%u done in %llums: #%u primary "
+            "(the old primary was lost)", up->conf->name, c->rotation,
+            (unsigned long long) (now - up->rot_started_ms), c->id);
+    }
+    conn_arm_age(c);
+    if (up->conf->idle_timeout_ms > 0) {
+        evtimer_del(up->ev_idle);
+        timer_arm(up->ev_idle, up->conf->idle_timeout_ms);
+    }
+    if (up->state != XG_UP_READY) {
+        /* The primary went down meanwhile: this one takes over. */
+        evtimer_del(up->ev_retry);
+        up->retry_held = 0;
+        up->gave_up = 0;
+        snprintf(took, sizeof(took), "rotation #%u took over", c->rotation);
+        up_became_ready(up, took);
+    }
+}
+
+/* See xg_proto.h. */
+void
+xg_upstream_retire(struct xg_upstream *up, struct xg_conn *c,
+    const char *why)
+{
+    if (c == NULL || c != up->other || c->state == UP_CONN_CLOSING) {
+        xg_log_error("upstream %s: retire of #%u ignored: %s", up->conf->name,
+            c != NULL ? c->id : 0, c != NULL && c == up->primary
+            ? "it is the primary" : "not a live rotating or retiring "
+            "connection");
+        return;
+    }
+    if (c->role == XG_CONN_ROTATING) {
+        up_rotation_failed(up, c, why != NULL ? why : "retired", 1);
+    }
+    conn_close(up, c, why);
 }
 
 /* 1 when UP is READY (restored and usable), else 0. */
@@ -1054,11 +1543,11 @@ xg_upstream_name(const struct xg_upstream *up)
     return up->conf->name;
 }
 
-/* The id of the current (or last) connection attempt; 0 before any. */
+/* See xg_proto.h. */
 unsigned
 xg_upstream_conn_id(const struct xg_upstream *up)
 {
-    return up->conn_id;
+    return up->primary_id;
 }
 
 /* The event base UP runs on (for the protocol module's own timers). */
@@ -1073,6 +1562,27 @@ void *
 xg_upstream_proto(const struct xg_upstream *up)
 {
     return up->proto_p;
+}
+
+/* See xg_proto.h. */
+unsigned
+xg_conn_id(const struct xg_conn *c)
+{
+    return c->id;
+}
+
+/* See xg_proto.h. */
+enum xg_conn_role
+xg_conn_role(const struct xg_conn *c)
+{
+    return c->role;
+}
+
+/* See xg_proto.h. */
+struct xg_upstream *
+xg_conn_upstream(const struct xg_conn *c)
+{
+    return c->up;
 }
 
 /* ---- the upstreams of a configuration ---------------------------------- */

@@ -1,13 +1,16 @@
 /*
- * xg_upstream.h: one supervised upstream connection (layer 1 of
- * DESIGN.md section 2): the connection state machine, the one owner of
+ * xg_upstream.h: one supervised upstream (layer 1 of DESIGN.md section
+ * 2): the state machine of its primary connection, the one owner of
  * reconnection for its upstream, built on the WebSocket transport
- * (src/xg_ws.h) and a reconnect policy (src/xg_reconnect.h).
+ * (src/xg_ws.h) and a reconnect policy (src/xg_reconnect.h); and the
+ * make-before-break rotation of that connection (a second one opened
+ * beside it, see xg_upstream_rotate() in src/xg_proto.h).
  *
  *   idle -> connecting -> tls -> handshake -> restoring -> ready
  *   any --error/close/timeout--> down --policy delay--> connecting
  *   down --breaker trips--> open --cool-down--> connecting (one trial)
  *   any --stop--> stopping --close 1000 or deadline--> idle
+ *   ready --rotation: the new connection promoted--> ready (no change)
  *
  * What it offers the protocol module running on it is declared in
  * src/xg_proto.h (xg_upstream_send, xg_upstream_restored, ...).
@@ -87,10 +90,31 @@ const char *xg_upstream_state_name(enum xg_upstream_state s);
  * last_error, state_since_s, messages_in, bytes_in, disconnect_reasons
  * and connect_failure_reasons (a count per class: closed, lost, timeout,
  * connect, dns, tls, http, protocol, stop, error), restore_seconds (the
- * restore duration histogram: le, cumulative counts, sum, count), and
- * the protocol module's own fields.
+ * restore duration histogram: le, cumulative counts, sum, count),
+ * rotations (done: a new connection promoted), rotations_failed,
+ * connections (a list of {id, role, state, age_s}: the primary first,
+ * then the rotating or retiring one; state is connecting, tls,
+ * handshake, restoring, ready or closing; age_s counts from the
+ * WebSocket open, 0 before it), and the protocol module's own fields.
  */
 json_t *xg_upstream_status(const struct xg_upstream *up);
+
+/* What xg_upstream_rotate_start() started. */
+struct xg_rotation {
+    unsigned n;         /* the Nth rotation started on this upstream */
+    unsigned from;      /* the primary's connection id */
+    unsigned to;        /* the new connection's id */
+};
+
+/*
+ * xg_upstream_rotate() (src/xg_proto.h) for callers that need to know
+ * what happened (the admin endpoint): on XG_OK writes the rotation to *R
+ * (may be NULL); on XG_ERROR writes why it cannot start ("not ready
+ * (state down)", "rotation #3 in progress", ...) to ERR (LEN bytes, may
+ * be NULL). Logs either way.
+ */
+int xg_upstream_rotate_start(struct xg_upstream *up, const char *why,
+    struct xg_rotation *r, char *err, size_t len);
 
 /* ---- every upstream of a conf ---------------------------------------- */
 

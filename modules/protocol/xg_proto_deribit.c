@@ -2609,7 +2609,8 @@ dr_classify(void *p, const char *data, size_t len, struct xg_umsg *m)
 }
 
 static void
-dr_on_message(void *p, const unsigned char *udata, size_t len)
+dr_on_message(void *p, struct xg_conn *c, const unsigned char *udata,
+    size_t len)
 {
     struct dr *d = p;
 
@@ -2617,7 +2618,7 @@ dr_on_message(void *p, const unsigned char *udata, size_t len)
 }
 
 static void
-dr_on_open(void *p)
+dr_on_open(void *p, struct xg_conn *c)
 {
     struct dr *d = p;
 
@@ -2711,7 +2712,7 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
 }
 
 static void
-dr_on_down(void *p, const char *reason)
+dr_on_down(void *p, struct xg_conn *c, const char *reason)
 {
     struct dr *d = p;
     unsigned lost, replayed;
@@ -3747,5 +3748,6 @@ const struct xg_proto_module xg_proto_deribit = {
     "\"message\":\"request entity too large\"}}",
     "/ws/api/v2",   /* Deribit's own path: a bot changes only the host */
     0,
-    dr_dump
+    dr_dump,
+    0           /* rotates: not yet (the upstream closes a rotation's conn) */
 };

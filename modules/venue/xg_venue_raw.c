@@ -285,7 +285,7 @@ raw_text_unref(struct raw *r, struct raw_text *t)
 /* ---- the upstream side --------------------------------------------------- */
 
 static void
-raw_on_open(void *p)
+raw_on_open(void *p, struct xg_conn *c)
 {
     struct raw *r = p;
     size_t i, nqueued = r->nqueued;
@@ -318,7 +318,8 @@ raw_on_open(void *p)
 }
 
 static void
-raw_on_message(void *p, const unsigned char *data, size_t len)
+raw_on_message(void *p, struct xg_conn *c, const unsigned char *data,
+    size_t len)
 {
     struct raw *r = p;
 
@@ -639,5 +640,6 @@ const struct xg_proto_module xg_proto_raw = {
     NULL,       /* client_too_big: the close says it */
     "/*",       /* any path: clients keep their own URL scheme */
     1,          /* no in-band client auth: listeners say client_auth=off */
-    raw_dump
+    raw_dump,
+    0           /* rotates: no (the upstream closes a rotation's conn) */
 };

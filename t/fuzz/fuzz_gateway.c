@@ -125,7 +125,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             continue;
         }
         if (i > start && data[start] == 'U') {
-            pm->on_message(l.pp, data + start + 1, i - start - 1);
+            /* no connection: the harness feeds the module directly */
+            pm->on_message(l.pp, NULL, data + start + 1, i - start - 1);
         } else if (i > start) {
             if (write(sv[1], data + start, i - start + (i < size)) < 0) {
                 break;

@@ -11,6 +11,8 @@
   (backfills), the ticker's unrepaired gap; `refuse on` + `drop` -> the
   state gauges leave ready, connect failures (http), the breaker opens,
   a request queued, one over queue_limit rejected; `refuse off` -> ready;
+  POST /upstreams/sim/rotate (deribit cannot rotate yet) -> a failed
+  rotation, the connection unchanged;
 - no configured secret (the upstream's client secret, the bots' client
   secret) appears in any scrape.
 """
@@ -126,8 +128,9 @@ async def body(h):
     version = h.status()["version"]
     check([v for (n, l), v in s.samples.items() if n == "exgate_build_info"
            and ("version", version) in l] == [1], "build info %s" % version)
-    # rotations do not exist yet: no counter that could only say 0
-    check("rotation" not in s.text, "a rotation metric")
+    check(s.up("exgate_upstream_rotations_total") == 0
+          and s.up("exgate_upstream_rotations_failed_total") == 0,
+          "no rotation yet")
 
     # a client subscribes: channels, clients, traffic
     a = await WSClient("ws-a").connect(h.ws_url)
@@ -256,6 +259,19 @@ async def body(h):
                                         listener=ws_addr) == 0,
                      "the client gone")
     check(s8.up("exgate_upstream_clients") == 0, "no client")
+
+    # a rotation, which deribit cannot do yet: counted as failed, the
+    # connection serves on
+    req = urllib.request.Request("http://127.0.0.1:%d/upstreams/sim/rotate"
+                                 % h.admin_port, data=b"", method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        check(r.status == 202, "rotate: %d" % r.status)
+    s9 = wait_scrape(h, lambda x: x.up(
+        "exgate_upstream_rotations_failed_total") == 1, "a failed rotation")
+    check(s9.up("exgate_upstream_rotations_total") == 0, "none done")
+    check(s9.up("exgate_upstream_up") == 1
+          and s9.up("exgate_upstream_connection_id")
+          == s8.up("exgate_upstream_connection_id"), "the primary serves on")
 
     for text in scrapes:
         for secret in (EXSIM_SECRET, BOT_SECRET):

@@ -189,6 +189,7 @@ cat > "$T/main.conf" <<CONF
 error_log $T/x.log warn;
 allow_remote off;
 admin 127.0.0.1:8610;
+admin_origin http://localhost:3000;
 client_credentials bot-a env:XG_T_BOT;
 client_credentials bot-b file:sub/bot.secret;
 client_auth on;
@@ -217,6 +218,7 @@ upstream a {
     handshake_timeout 5s;
     restore_timeout 6s;
     close_timeout 2500ms;
+    max_connection_age 24h;
     reconnect exponential { initial 100ms; max 20s; multiplier 1.5; jitter decorrelated; }
     breaker { failures 3; window 10s; open 5s; }
     stable 2s;
@@ -272,7 +274,8 @@ for want in "auth client_signature env:XG_T_ID file:$T/conf.d/../api.secret;" \
     "client_credentials=bot-c:env:XG_T_BOT client_credentials=bot-d:file:$T/sub/bot.secret;" \
     "tls_ca $T/conf.d/../ca.pem;" 'header X-Api "a b;c";' "header X-Two \"it's \\\"q\\\"\";" \
     'close_timeout 2500ms;' 'multiplier 1.5;' 'stale book.* 90s;' \
-    'stale trades.* 120s;' 'url wss://test.deribit.com:8443/ws/api/v2?x=1;'
+    'stale trades.* 120s;' 'url wss://test.deribit.com:8443/ws/api/v2?x=1;' \
+    'admin_origin http://localhost:3000;' 'max_connection_age 24h;'
 do
     grep -qF -- "$want" "$tmp/dump1" || fail "-T lacks: $want"
 done

@@ -179,6 +179,8 @@ START_TEST(t_durations)
     ck_assert_uint_eq(ms, 120000);
     ck_assert_int_eq(xg_conf_parse_duration("1h", &ms), XG_OK);
     ck_assert_uint_eq(ms, 3600000);
+    ck_assert_int_eq(xg_conf_parse_duration("7d", &ms), XG_OK);
+    ck_assert_uint_eq(ms, 7ULL * 86400000);
     ck_assert_int_eq(xg_conf_parse_duration("10", &ms), XG_ERROR);
     ck_assert_int_eq(xg_conf_parse_duration("10x", &ms), XG_ERROR);
     ck_assert_int_eq(xg_conf_parse_duration("s", &ms), XG_ERROR);
@@ -459,7 +461,7 @@ START_TEST(t_bad_values)
 {
     expect_error("upstream d { url ws://h/; ping 10; }\n",
         "t.conf:1: \"ping\": bad duration \"10\" (a number with a unit: ms, "
-        "s, m, h)");
+        "s, m, h, d)");
     expect_error("upstream d { url ws://h/; max_message 10q; }\n",
         "t.conf:1: \"max_message\": bad size \"10q\"");
     expect_error("upstream d { url ws://h/; max_message 10; }\n",
@@ -1166,6 +1168,97 @@ START_TEST(t_default_conf_file)
 }
 END_TEST
 
+/* max_connection_age: off by default, 1m..7d, a duration. */
+START_TEST(t_max_connection_age)
+{
+    struct xg_main_conf *mc;
+
+    mc = load("upstream u { url ws://h/; }\n"
+        "upstream v { url ws://h/; max_connection_age 1m; }\n"
+        "upstream w { url ws://h/; max_connection_age 7d; }\n"
+        "upstream x { url ws://h/; max_connection_age 24h; protocol deribit; }\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_uint_eq(mc->upstreams->max_connection_age_ms, 0);
+    ck_assert_uint_eq(mc->upstreams->next->max_connection_age_ms, 60000);
+    ck_assert_uint_eq(mc->upstreams->next->next->max_connection_age_ms,
+        7ULL * 86400000);
+    ck_assert_uint_eq(mc->upstreams->next->next->next->max_connection_age_ms,
+        86400000);
+    xg_conf_free(mc);
+    expect_error("upstream u { url ws://h/;\n max_connection_age 59s; }\n",
+        "t.conf:2: \"max_connection_age\": 59s is out of range");
+    expect_error("upstream u { url ws://h/;\n max_connection_age 169h; }\n",
+        "t.conf:2: \"max_connection_age\": 169h is out of range");
+    expect_error("upstream u { url ws://h/;\n max_connection_age 8d; }\n",
+        "t.conf:2: \"max_connection_age\": 8d is out of range");
+    expect_error("upstream u { url ws://h/;\n max_connection_age 0s; }\n",
+        "t.conf:2: \"max_connection_age\": 0s is out of range");
+    expect_error("upstream u { url ws://h/;\n max_connection_age 1; }\n",
+        "t.conf:2: \"max_connection_age\": bad duration \"1\"");
+    expect_error("upstream u { url ws://h/;\n max_connection_age off; }\n",
+        "t.conf:2: \"max_connection_age\": bad duration \"off\"");
+    expect_error("upstream u { url ws://h/; max_connection_age 1h;\n"
+        " max_connection_age 2h; }\n",
+        "t.conf:2: \"max_connection_age\" directive is duplicate (first at line 1)");
+    expect_error("max_connection_age 1h;\n",
+        "t.conf:1: \"max_connection_age\" directive is not allowed here");
+}
+END_TEST
+
+/* admin_origin: main context, repeatable, scheme://host[:port] only. */
+START_TEST(t_admin_origin)
+{
+    struct xg_main_conf *mc;
+
+    mc = load("admin 127.0.0.1:8610;\n"
+        "admin_origin http://localhost:3000;\n"
+        "admin_origin https://ops.example.com;\n"
+        "admin_origin http://[::1]:8080;\n"
+        "admin_origin chrome-extension://abcdef;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_int_eq(mc->nadmin_origins, 4);
+    ck_assert_str_eq(mc->admin_origins[0].origin, "http://localhost:3000");
+    ck_assert_int_eq(mc->admin_origins[0].line, 2);
+    ck_assert_str_eq(mc->admin_origins[1].origin, "https://ops.example.com");
+    ck_assert_str_eq(mc->admin_origins[2].origin, "http://[::1]:8080");
+    ck_assert_str_eq(mc->admin_origins[3].origin,
+        "chrome-extension://abcdef");
+    xg_conf_free(mc);
+    mc = load("admin 127.0.0.1:8610;\n");
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_int_eq(mc->nadmin_origins, 0);
+    xg_conf_free(mc);
+
+    expect_error("admin_origin localhost:3000;\n",
+        "t.conf:1: \"admin_origin\": \"localhost:3000\" is not an origin "
+        "(scheme://host[:port], no path)");
+    expect_error("admin_origin http://localhost:3000/;\n",
+        "t.conf:1: \"admin_origin\": \"http://localhost:3000/\" is not an "
+        "origin");
+    expect_error("admin_origin http://h/x;\n", "t.conf:1: \"admin_origin\"");
+    expect_error("admin_origin http://;\n", "t.conf:1: \"admin_origin\"");
+    expect_error("admin_origin http://h:;\n", "t.conf:1: \"admin_origin\"");
+    expect_error("admin_origin http://h:0;\n", "t.conf:1: \"admin_origin\"");
+    expect_error("admin_origin http://h:65536;\n",
+        "t.conf:1: \"admin_origin\"");
+    expect_error("admin_origin http://u@h;\n", "t.conf:1: \"admin_origin\"");
+    expect_error("admin_origin http://h?x=1;\n", "t.conf:1: \"admin_origin\"");
+    expect_error("admin_origin null;\n", "t.conf:1: \"admin_origin\"");
+    expect_error("admin_origin *;\n", "t.conf:1: \"admin_origin\"");
+    expect_error("admin_origin 1http://h;\n", "t.conf:1: \"admin_origin\"");
+    expect_error("admin_origin http://[zz]:1;\n",
+        "t.conf:1: \"admin_origin\"");
+    expect_error("admin_origin http://a;\nadmin_origin https://b;\n"
+        "admin_origin http://a;\n",
+        "t.conf:3: \"admin_origin\": duplicate \"http://a\" (first at "
+        "t.conf:1)");
+    expect_error("upstream u { url ws://h/;\n admin_origin http://a; }\n",
+        "t.conf:2: \"admin_origin\" directive is not allowed here");
+    expect_error("admin_origin;\n", "t.conf:1: invalid number of arguments "
+        "in \"admin_origin\" directive");
+}
+END_TEST
+
 /* ---- exgate -T (xg_conf_dump.c) ---------------------------------------- */
 
 /* MC dumped as conf text (caller frees). */
@@ -1251,7 +1344,11 @@ START_TEST(t_dump_round_trip)
         "    header X-C \"\";\n"
         "    ping 0ms;\n"
         "    reconnect exponential { multiplier 1.25; jitter equal; }\n"
-        "}\n");
+        "    max_connection_age 7d;\n"
+        "}\n"
+        "upstream v { url ws://127.0.0.1:1/ws; }\n"
+        "admin_origin http://localhost:3000;\n"
+        "admin_origin \"https://[::1]:8443\";\n");
     ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
     one = dump(mc);
     again = load(one);
@@ -1268,6 +1365,14 @@ START_TEST(t_dump_round_trip)
     ck_assert_ptr_nonnull(strstr(one, "    multiplier 1.25;\n"));
     ck_assert_ptr_nonnull(strstr(one, "    # breaker: off\n"));
     ck_assert_ptr_nonnull(strstr(one, "# listen: none\n"));
+    ck_assert_ptr_nonnull(strstr(one, "\n    max_connection_age 168h;\n"));
+    ck_assert_ptr_nonnull(strstr(one, "\n    # max_connection_age: not set\n"));
+    ck_assert_ptr_nonnull(strstr(one, "\nadmin_origin http://localhost:3000;\n"
+        "admin_origin https://[::1]:8443;\n"));
+    ck_assert_uint_eq(again->upstreams->max_connection_age_ms,
+        7ULL * 86400000);
+    ck_assert_int_eq(again->nadmin_origins, 2);
+    ck_assert_str_eq(again->admin_origins[1].origin, "https://[::1]:8443");
     free(one);
     free(two);
     xg_conf_free(again);
@@ -1373,6 +1478,8 @@ conf_suite(void)
     tcase_add_test(tc, t_secret_literal_refused);
     tcase_add_test(tc, t_tls_ca_relative_to_conf);
     tcase_add_test(tc, t_default_conf_file);
+    tcase_add_test(tc, t_max_connection_age);
+    tcase_add_test(tc, t_admin_origin);
     tcase_add_test(tc, t_dump_values_read_back);
     tcase_add_test(tc, t_dump_urls_and_addresses);
     tcase_add_test(tc, t_dump_round_trip);

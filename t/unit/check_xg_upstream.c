@@ -15,6 +15,7 @@
 
 #include <check.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,15 +135,38 @@ enum tp_mode {
     TP_FAIL_ON_BAD             /* "bad" from the server -> xg_upstream_fail */
 };
 
+/*
+ * A rotating connection restores the same way ("auth" echoed back on it);
+ * then with tp_auto_promote the module promotes it and retires the old
+ * primary at once, else the test does.
+ */
 struct tp {
     struct xg_upstream *up;
     int                 opens, downs, stops, msgs;
     char                last_down[160];
+    struct xg_conn     *primary;        /* as the module knows them */
+    struct xg_conn     *rot;
+    int                 rot_restored;
+    char                events[4096];   /* "open#1:primary;down#1:..." */
 };
 
 static enum tp_mode tp_mode;
 static const char *tp_fail_reason;
 static struct tp *tp_last;
+static int tp_auto_promote;
+
+static void
+tp_event(struct tp *t, const char *fmt, ...)
+{
+    size_t n = strlen(t->events);
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(t->events + n, sizeof(t->events) - n, fmt, ap);
+    va_end(ap);
+    n = strlen(t->events);
+    snprintf(t->events + n, sizeof(t->events) - n, ";");
+}
 
 static void *
 tp_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
@@ -164,11 +188,23 @@ tp_destroy(void *p)
 }
 
 static void
-tp_on_open(void *p)
+tp_on_open(void *p, struct xg_conn *c)
 {
     struct tp *t = p;
 
     t->opens++;
+    ck_assert_ptr_eq(xg_conn_upstream(c), t->up);
+    tp_event(t, "open#%u:%s", xg_conn_id(c), xg_conn_role_name(
+        xg_conn_role(c)));
+    if (xg_conn_role(c) == XG_CONN_ROTATING) {
+        t->rot = c;
+        t->rot_restored = 0;
+        ck_assert_int_eq(xg_upstream_send_on(c, "auth", 4), XG_OK);
+        return;
+    }
+    ck_assert_int_eq(xg_conn_role(c), XG_CONN_PRIMARY);
+    ck_assert_uint_eq(xg_conn_id(c), xg_upstream_conn_id(t->up));
+    t->primary = c;
     ck_assert_int_eq(xg_upstream_is_ready(t->up), 0);
     if (tp_mode == TP_RESTORE_ON_REPLY) {
         ck_assert_int_eq(xg_upstream_send(t->up, "auth", 4), XG_OK);
@@ -176,12 +212,26 @@ tp_on_open(void *p)
 }
 
 static void
-tp_on_message(void *p, const unsigned char *data, size_t len)
+tp_on_message(void *p, struct xg_conn *c, const unsigned char *data,
+    size_t len)
 {
     struct tp *t = p;
+    struct xg_conn *old;
 
     t->msgs++;
-    if (tp_mode == TP_RESTORE_ON_REPLY && len == 4
+    tp_event(t, "msg#%u:%.*s", xg_conn_id(c), (int) len, (const char *) data);
+    if (c == t->rot && len == 4 && memcmp(data, "auth", 4) == 0) {
+        t->rot_restored = 1;
+        if (tp_auto_promote) {
+            old = t->primary;
+            xg_upstream_promote(t->up, c);
+            t->primary = c;
+            t->rot = NULL;
+            if (old != NULL) {
+                xg_upstream_retire(t->up, old, "rotated");
+            }
+        }
+    } else if (tp_mode == TP_RESTORE_ON_REPLY && len == 4
         && memcmp(data, "auth", 4) == 0)
     {
         xg_upstream_restored(t->up);
@@ -193,12 +243,21 @@ tp_on_message(void *p, const unsigned char *data, size_t len)
 }
 
 static void
-tp_on_down(void *p, const char *reason)
+tp_on_down(void *p, struct xg_conn *c, const char *reason)
 {
     struct tp *t = p;
 
     t->downs++;
     snprintf(t->last_down, sizeof(t->last_down), "%s", reason);
+    tp_event(t, "down#%u:%s:%s", xg_conn_id(c), xg_conn_role_name(
+        xg_conn_role(c)), reason);
+    if (c == t->rot) {
+        t->rot = NULL;
+        t->rot_restored = 0;
+    }
+    if (c == t->primary) {
+        t->primary = NULL;
+    }
 }
 
 static void
@@ -219,14 +278,34 @@ tp_status(void *p, json_t *o)
 }
 
 static const struct xg_proto_module tp_module = {
-    "test", NULL, NULL, tp_create, tp_destroy, tp_on_open, tp_on_message,
-    tp_on_down, tp_on_stop, tp_status, NULL, NULL, NULL, NULL
+    .name = "test",
+    .create = tp_create,
+    .destroy = tp_destroy,
+    .on_open = tp_on_open,
+    .on_message = tp_on_message,
+    .on_down = tp_on_down,
+    .on_stop = tp_on_stop,
+    .status = tp_status,
+    .rotates = 1
+};
+
+/* The same module, but one that cannot rotate (the default). */
+static const struct xg_proto_module tp_module_norot = {
+    .name = "test-norot",
+    .create = tp_create,
+    .destroy = tp_destroy,
+    .on_open = tp_on_open,
+    .on_message = tp_on_message,
+    .on_down = tp_on_down,
+    .on_stop = tp_on_stop,
+    .status = tp_status
 };
 
 /* ---- fixtures and helpers ----------------------------------------------- */
 
 static struct xg_main_conf *mc;
 static struct xg_upstream *up;
+static void log_release(void);
 static struct xg_upstream_set *up_set; /* up is in it */
 static int stopped_calls;
 
@@ -262,6 +341,7 @@ setup(void)
     event_add(tick, &tv);
     tp_mode = TP_RESTORE_ON_REPLY;
     tp_fail_reason = "heartbeat missed";
+    tp_auto_promote = 0;
     stopped_calls = 0;
     mc = NULL;
     up = NULL;
@@ -287,11 +367,13 @@ teardown(void)
     event_base_loop(base, EVLOOP_NONBLOCK);
     event_base_free(base);
     xg_conf_free(mc);
+    log_release();
 }
 
-/* Builds upstream "u" at PORT with BODY and the test module (or raw). */
+/* Builds upstream "u" at PORT with BODY and protocol module PROTO. */
 static void
-make_up(uint16_t port, const char *body, int raw)
+make_up_proto(uint16_t port, const char *body,
+    const struct xg_proto_module *proto)
 {
     char text[2048], *errors = NULL;
 
@@ -300,10 +382,56 @@ make_up(uint16_t port, const char *body, int raw)
     mc = xg_conf_load_string("t.conf", text, &errors);
     ck_assert_msg(mc != NULL, "conf: %s", errors ? errors : "");
     free(errors);
-    up = xg_upstream_create_proto(base, NULL, mc->upstreams,
-        raw ? NULL : &tp_module);
+    up = xg_upstream_create_proto(base, NULL, mc->upstreams, proto);
     ck_assert_ptr_nonnull(up);
     xg_upstream_set_add(up_set, up);
+}
+
+/* Builds upstream "u" at PORT with BODY and the test module (or raw). */
+static void
+make_up(uint16_t port, const char *body, int raw)
+{
+    make_up_proto(port, body, raw ? NULL : &tp_module);
+}
+
+/* The log goes to a file from now on (at info), read by log_text(). */
+static char log_path[64];
+
+static void
+log_capture(void)
+{
+    int fd;
+
+    snprintf(log_path, sizeof(log_path), "/tmp/check_xg_upstream.XXXXXX");
+    fd = mkstemp(log_path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(xg_log_open(log_path, XG_LOG_INFO), XG_OK);
+}
+
+/* What the log file holds so far (static buffer). */
+static const char *
+log_text(void)
+{
+    static char buf[1 << 16];
+    FILE *f = fopen(log_path, "r");
+    size_t n;
+
+    ck_assert_ptr_nonnull(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void
+log_release(void)
+{
+    if (log_path[0] != '\0') {
+        xg_log_open("stderr", XG_LOG_ERROR);
+        unlink(log_path);
+        log_path[0] = '\0';
+    }
 }
 
 typedef int (*pred_fn)(void);
@@ -658,12 +786,418 @@ START_TEST(raw_ready_on_open)
 }
 END_TEST
 
+/* ---- rotation: several connections ------------------------------------- */
+
+static json_int_t
+status_int(const char *name)
+{
+    json_t *v = status_field(name);
+
+    ck_assert_msg(json_is_integer(v), "%s is not an integer", name);
+    return json_integer_value(v);
+}
+
+/* Entry I of /status "connections" is {ID, ROLE, STATE, age_s >= 0}. */
+static void
+assert_conn(size_t i, unsigned id, const char *role, const char *state)
+{
+    json_t *l = status_field("connections"), *c = json_array_get(l, i);
+
+    ck_assert_msg(c != NULL, "no connection %zu", i);
+    ck_assert_int_eq(json_integer_value(json_object_get(c, "id")), id);
+    ck_assert_str_eq(json_string_value(json_object_get(c, "role")), role);
+    ck_assert_str_eq(json_string_value(json_object_get(c, "state")), state);
+    ck_assert(json_is_real(json_object_get(c, "age_s")));
+    ck_assert(json_real_value(json_object_get(c, "age_s")) >= 0.0);
+}
+
+static size_t
+nconns_status(void)
+{
+    return json_array_size(status_field("connections"));
+}
+
+static int rot_restored(void) { return tp_last->rot_restored; }
+static int srv1_down(void) { return srv.nconns > 1 && srv.conns[1].ws == NULL; }
+static int one_down(void) { return tp_last->downs >= 1; }
+static int two_down(void) { return tp_last->downs >= 2; }
+static int rotated_once(void)
+{
+    return json_integer_value(status_field("rotations")) >= 1;
+}
+static int rotated_twice(void)
+{
+    return json_integer_value(status_field("rotations")) >= 2;
+}
+static int rot_failed_once(void)
+{
+    return json_integer_value(status_field("rotations_failed")) >= 1;
+}
+static int rot_failed_twice(void)
+{
+    return json_integer_value(status_field("rotations_failed")) >= 2;
+}
+static int alone(void) { return nconns_status() == 1; }
+static int three_conns(void) { return srv.nconns >= 3; }
+/* Server connection I has received at least N messages. */
+static int srv_got(int i, int n) { return srv.nconns > i && srv.conns[i].nmsgs >= n; }
+static int srv0_got2(void) { return srv_got(0, 2); }
+static int srv1_got2(void) { return srv_got(1, 2); }
+static int srv1_got3(void) { return srv_got(1, 3); }
+
+START_TEST(rotate_make_before_break)
+{
+    struct xg_conn *old, *c2;
+    char err[200];
+    struct xg_rotation r;
+
+    make_up(srv.port, "", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    log_capture();
+    ck_assert_int_eq(xg_upstream_rotate_start(up, "test", &r, err,
+        sizeof(err)), XG_OK);
+    ck_assert_uint_eq(r.n, 1);
+    ck_assert_uint_eq(r.from, 1);
+    ck_assert_uint_eq(r.to, 2);
+    /* One rotation at a time, even while the new one still connects. */
+    ck_assert_int_eq(xg_upstream_rotate_start(up, "again", NULL, err,
+        sizeof(err)), XG_ERROR);
+    ck_assert_str_eq(err, "rotation #1 in progress (#1 -> #2)");
+    ck_assert(run_until(rot_restored, 3000));
+
+    /* Two server connections at once; the first one still serving. */
+    ck_assert_int_eq(srv.live, 2);
+    ck_assert_ptr_nonnull(srv.conns[0].ws);
+    ck_assert_str_eq(srv.conns[1].msgs[0], "auth");
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 1);
+    ck_assert_ptr_nonnull(strstr(tp_last->events,
+        "open#1:primary;msg#1:auth;open#2:rotating;msg#2:auth;"));
+    c2 = tp_last->rot;
+    old = tp_last->primary;
+    ck_assert_uint_eq(xg_conn_id(c2), 2);
+    ck_assert_int_eq(xg_conn_role(c2), XG_CONN_ROTATING);
+    ck_assert_int_eq(nconns_status(), 2);
+    assert_conn(0, 1, "primary", "ready");
+    assert_conn(1, 2, "rotating", "restoring");
+
+    /* Sends go where they are sent: the primary, or the one named. */
+    ck_assert_int_eq(xg_upstream_send(up, "p1", 2), XG_OK);
+    ck_assert_int_eq(xg_upstream_send_on(c2, "r1", 2), XG_OK);
+    ck_assert(run_until(srv0_got2, 3000));
+    ck_assert(run_until(srv1_got2, 3000));
+    ck_assert_str_eq(srv.conns[0].msgs[1], "p1");
+    ck_assert_str_eq(srv.conns[1].msgs[1], "r1");
+
+    /* Promote: #2 primary, #1 retiring and still open; still READY. */
+    xg_upstream_promote(up, c2);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 2);
+    ck_assert_int_eq(xg_conn_role(c2), XG_CONN_PRIMARY);
+    ck_assert_int_eq(xg_conn_role(old), XG_CONN_RETIRING);
+    assert_conn(0, 2, "primary", "ready");
+    assert_conn(1, 1, "retiring", "ready");
+    ck_assert_int_eq(status_int("rotations"), 1);
+    ck_assert_int_eq(xg_upstream_send(up, "p2", 2), XG_OK);
+    ck_assert(run_until(srv1_got3, 3000));
+    ck_assert_str_eq(srv.conns[1].msgs[2], "p2");
+    ck_assert_int_eq(srv.conns[0].nmsgs, 2);
+    ck_assert_int_eq(xg_upstream_rotate_start(up, "again", NULL, err,
+        sizeof(err)), XG_ERROR);
+    ck_assert_str_eq(err, "rotation #1 is still retiring #1");
+    /* What does not apply is ignored: promote a primary, retire one. */
+    xg_upstream_promote(up, c2);
+    xg_upstream_retire(up, c2, "no");
+    ck_assert_int_eq(xg_conn_role(c2), XG_CONN_PRIMARY);
+
+    /* Retire: close 1000 with the reason, then on_down as RETIRING. */
+    xg_upstream_retire(up, old, "rotated");
+    ck_assert(run_until(srv0_down, 3000));
+    ck_assert_int_eq(srv.conns[0].close_code, 1000);
+    ck_assert_ptr_nonnull(strstr(srv.conns[0].reason, "rotated"));
+    ck_assert(run_until(one_down, 3000));
+    ck_assert_int_eq(tp_last->downs, 1);
+    ck_assert_ptr_nonnull(strstr(tp_last->events, ";down#1:retiring:"));
+    ck_assert_int_eq(nconns_status(), 1);
+    assert_conn(0, 2, "primary", "ready");
+    ck_assert_int_eq(status_int("rotations"), 1);
+    ck_assert_int_eq(status_int("rotations_failed"), 0);
+    ck_assert_int_eq(status_int("disconnects"), 0);
+    ck_assert_int_eq(status_int("connects"), 2);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
+    ck_assert_int_eq(srv.max_live, 2);
+    ck_assert_ptr_nonnull(strstr(log_text(),
+        "upstream u: rotation #1 started (test): #1 -> #2\n"));
+    ck_assert_ptr_nonnull(strstr(log_text(),
+        "ms: #2 primary, #1 retiring\n"));
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 done in "));
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1: #1 "
+        "closed ("));
+    /* And the next rotation may start. */
+    ck_assert_int_eq(xg_upstream_rotate(up, "next"), XG_OK);
+    ck_assert_int_eq(nconns_status(), 2);
+    assert_conn(1, 3, "rotating", "connecting");
+}
+END_TEST
+
+START_TEST(rotate_refused_when_not_ready)
+{
+    char err[200];
+
+    make_up(1, "reconnect fixed { delay 10s; }", 0);
+    ck_assert_int_eq(xg_upstream_rotate_start(up, "x", NULL, err,
+        sizeof(err)), XG_ERROR);
+    ck_assert_str_eq(err, "not ready (state idle)");
+    xg_upstream_start(up);
+    ck_assert(run_until(is_down, 3000));
+    ck_assert_int_eq(xg_upstream_rotate_start(up, "x", NULL, err,
+        sizeof(err)), XG_ERROR);
+    ck_assert_str_eq(err, "not ready (state down)");
+    ck_assert_int_eq(xg_upstream_rotate(up, "x"), XG_ERROR);
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 1);
+    ck_assert_int_eq(status_int("rotations_failed"), 0);
+    ck_assert_int_eq(nconns_status(), 0);
+}
+END_TEST
+
+/*
+ * The new connection is refused (503): the primary serves on, the module
+ * never hears of the failed one, and the rotation is tried again after
+ * the policy's delay (fixed 300 ms), never at once; once the server
+ * accepts again, the retried rotation completes.
+ */
+START_TEST(rotate_failure_retried_after_delay)
+{
+    uint64_t t_fail, t_retry;
+
+    tp_auto_promote = 1;
+    make_up(srv.port, "reconnect fixed { delay 300ms; }", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    log_capture();
+    srv.refuse = 503;
+    ck_assert_int_eq(xg_upstream_rotate(up, "test"), XG_OK);
+    ck_assert(run_until(rot_failed_once, 3000));
+    t_fail = xg_now_ms();
+    ck_assert_int_eq(nconns_status(), 1);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
+    ck_assert_ptr_nonnull(srv.conns[0].ws);
+    ck_assert_int_eq(tp_last->opens, 1);
+    ck_assert_int_eq(tp_last->downs, 0);
+    ck_assert_int_eq(status_int("disconnects"), 0);
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+        "failed: #2 http 503"));
+    ck_assert_ptr_nonnull(strstr(log_text(), "#1 keeps serving, retry in "
+        "300ms\n"));
+    ck_assert(run_until(three_conns, 3000));
+    t_retry = xg_now_ms();
+    ck_assert_msg(t_retry - t_fail >= 280, "retried after %llu ms",
+        (unsigned long long) (t_retry - t_fail));
+    ck_assert(run_until(rot_failed_twice, 3000));
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #2 "
+        "started (test, retry 1): #1 -> #3\n"));
+    ck_assert_int_eq(srv.nconns, 3);
+    /* The server accepts again: the next retry takes over. */
+    srv.refuse = 0;
+    ck_assert(run_until(rotated_once, 3000));
+    ck_assert_int_eq(status_int("rotations_failed"), 2);
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 4);
+    ck_assert(run_until(srv0_down, 3000));
+    ck_assert_int_eq(srv.conns[0].close_code, 1000);
+    ck_assert(run_until(one_down, 3000));
+    ck_assert_ptr_nonnull(strstr(tp_last->events,
+        "open#4:rotating;msg#4:auth;down#1:retiring:"));
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
+    ck_assert_int_eq(nconns_status(), 1);
+    assert_conn(0, 4, "primary", "ready");
+}
+END_TEST
+
+/*
+ * The rotating connection opens (the module restores on it), then drops:
+ * the module gets on_down for it as ROTATING, the primary is untouched,
+ * and the rotation is tried again after the delay.
+ */
+START_TEST(rotate_drop_after_open)
+{
+    make_up(srv.port, "reconnect fixed { delay 100ms; }", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    ck_assert_int_eq(xg_upstream_rotate(up, "test"), XG_OK);
+    ck_assert(run_until(rot_restored, 3000));
+    xg_ws_close(srv.conns[1].ws, 1011, "restart");
+    ck_assert(run_until(one_down, 3000));
+    ck_assert_ptr_nonnull(strstr(tp_last->events, "down#2:rotating:"));
+    ck_assert_int_eq(status_int("rotations_failed"), 1);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
+    ck_assert_ptr_nonnull(srv.conns[0].ws);
+    ck_assert(run_until(three_conns, 3000));
+    ck_assert(run_until(rot_restored, 3000));
+    ck_assert_ptr_nonnull(strstr(tp_last->events, "open#3:rotating;"));
+    ck_assert_int_eq(tp_last->downs, 1);
+}
+END_TEST
+
+/*
+ * The documented behaviour when the primary drops during a rotation: the
+ * module is told (on_down for the primary), the upstream is DOWN, and no
+ * reconnect starts while the rotating connection lives; promoting it
+ * brings the upstream back to READY on it.
+ */
+START_TEST(primary_drops_then_rotating_takes_over)
+{
+    make_up(srv.port, "reconnect fixed { delay 30ms; }", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    log_capture();
+    ck_assert_int_eq(xg_upstream_rotate(up, "test"), XG_OK);
+    ck_assert(run_until(rot_restored, 3000));
+    xg_ws_close(srv.conns[0].ws, 1011, "restart");
+    ck_assert(run_until(one_down, 3000));
+    ck_assert_ptr_nonnull(strstr(tp_last->events, "down#1:primary:"));
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_DOWN);
+    run_for(300);   /* ten times the reconnect delay */
+    ck_assert_int_eq(srv.nconns, 2);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_DOWN);
+    ck_assert_int_eq(nconns_status(), 1);
+    assert_conn(0, 2, "rotating", "restoring");
+    ck_assert_int_eq(xg_upstream_send(up, "x", 1), XG_ERROR);
+
+    xg_upstream_promote(up, tp_last->rot);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 2);
+    assert_conn(0, 2, "primary", "ready");
+    ck_assert_int_eq(status_int("rotations"), 1);
+    ck_assert_int_eq(status_int("disconnects"), 1);
+    ck_assert_ptr_nonnull(strstr(log_text(),
+        "upstream u#2: down -> ready (rotation #1 took over)\n"));
+    run_for(100);
+    ck_assert_int_eq(srv.nconns, 2);
+    ck_assert_int_eq(xg_upstream_send(up, "x", 1), XG_OK);
+}
+END_TEST
+
+/* ...and when the rotating one fails too, the reconnect starts then. */
+START_TEST(primary_drops_then_rotating_fails)
+{
+    make_up(srv.port, "reconnect fixed { delay 30ms; }", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    ck_assert_int_eq(xg_upstream_rotate(up, "test"), XG_OK);
+    ck_assert(run_until(rot_restored, 3000));
+    xg_ws_close(srv.conns[0].ws, 1011, "restart");
+    ck_assert(run_until(one_down, 3000));
+    run_for(100);
+    ck_assert_int_eq(srv.nconns, 2);
+    xg_ws_close(srv.conns[1].ws, 1011, "restart");
+    ck_assert(run_until(two_down, 3000));
+    ck_assert_ptr_nonnull(strstr(tp_last->events, "down#2:rotating:"));
+    ck_assert(run_until(is_ready, 3000));
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 3);
+    ck_assert_int_eq(srv.nconns, 3);
+    ck_assert_int_eq(status_int("rotations_failed"), 1);
+    ck_assert_int_eq(nconns_status(), 1);
+    assert_conn(0, 3, "primary", "ready");
+}
+END_TEST
+
+/*
+ * max_connection_age: the same timer path at a test-sized age (the conf
+ * allows 1m..7d; the test writes the parsed value directly).
+ */
+START_TEST(max_connection_age_rotates)
+{
+    uint64_t t0;
+
+    tp_auto_promote = 1;
+    make_up(srv.port, "", 0);
+    mc->upstreams->max_connection_age_ms = 400;
+    log_capture();
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    t0 = xg_now_ms();
+    run_for(250);
+    ck_assert_int_eq(srv.nconns, 1);
+    ck_assert(run_until(rotated_twice, 5000));
+    ck_assert_msg(xg_now_ms() - t0 >= 700, "two rotations in %llu ms",
+        (unsigned long long) (xg_now_ms() - t0));
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 3);
+    ck_assert(run_until(two_down, 3000));
+    ck_assert_int_eq(srv.conns[0].close_code, 1000);
+    ck_assert(run_until(srv1_down, 3000));
+    ck_assert_int_eq(srv.conns[1].close_code, 1000);
+    ck_assert_ptr_nonnull(strstr(tp_last->events, "down#1:retiring:"));
+    ck_assert_ptr_nonnull(strstr(tp_last->events, "down#2:retiring:"));
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+        "started (max_connection_age 400ms): #1 -> #2\n"));
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #2 "
+        "started (max_connection_age 400ms): #2 -> #3\n"));
+    ck_assert_int_eq(status_int("rotations_failed"), 0);
+    ck_assert_int_eq(status_int("disconnects"), 0);
+}
+END_TEST
+
+/*
+ * A module that cannot rotate never hears of the new connection: it is
+ * closed with 1000 as soon as it opens, counted as failed, not retried.
+ */
+START_TEST(rotate_not_supported_closes)
+{
+    make_up_proto(srv.port, "reconnect fixed { delay 30ms; }",
+        &tp_module_norot);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    log_capture();
+    ck_assert_int_eq(xg_upstream_rotate(up, "test"), XG_OK);
+    ck_assert(run_until(srv1_down, 3000));
+    ck_assert_int_eq(srv.conns[1].close_code, 1000);
+    ck_assert_ptr_nonnull(strstr(srv.conns[1].reason,
+        "rotation not supported"));
+    ck_assert(run_until(alone, 3000));
+    ck_assert_int_eq(status_int("rotations_failed"), 1);
+    ck_assert_int_eq(status_int("rotations"), 0);
+    ck_assert_int_eq(tp_last->opens, 1);
+    ck_assert_int_eq(tp_last->downs, 0);
+    ck_assert_ptr_nonnull(strstr(log_text(), "rotation not supported by this "
+        "protocol yet (test-norot)"));
+    run_for(200);
+    ck_assert_int_eq(srv.nconns, 2);
+    ck_assert_ptr_nonnull(srv.conns[0].ws);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 1);
+}
+END_TEST
+
+/* A stop during a rotation closes both with 1000, the module told. */
+START_TEST(stop_during_rotation)
+{
+    make_up(srv.port, "", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    ck_assert_int_eq(xg_upstream_rotate(up, "test"), XG_OK);
+    ck_assert(run_until(rot_restored, 3000));
+    xg_upstream_stop(up, on_stopped, NULL);
+    ck_assert(run_until(is_idle, 3000));
+    ck_assert_int_eq(stopped_calls, 1);
+    ck_assert_int_eq(tp_last->downs, 2);
+    ck_assert_ptr_nonnull(strstr(tp_last->events, "down#2:rotating:stop;"));
+    ck_assert(run_until(srv0_down, 3000));
+    ck_assert(run_until(srv1_down, 3000));
+    ck_assert_int_eq(srv.conns[0].close_code, 1000);
+    ck_assert_int_eq(srv.conns[1].close_code, 1000);
+    ck_assert_int_eq(status_int("rotations_failed"), 0);
+    ck_assert_int_eq(nconns_status(), 0);
+}
+END_TEST
+
 /* ---- the admin listener -------------------------------------------------- */
 
 static struct {
     int   done;
     int   code;
     char  type[128];
+    char  allow[64];
     char  body[16384];
 } http;
 
@@ -681,10 +1215,12 @@ http_cb(struct evhttp_request *req, void *arg)
     }
     http.code = evhttp_request_get_response_code(req);
     {
-        const char *t = evhttp_find_header(
-            evhttp_request_get_input_headers(req), "Content-Type");
+        struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+        const char *t = evhttp_find_header(h, "Content-Type");
+        const char *al = evhttp_find_header(h, "Allow");
 
         snprintf(http.type, sizeof(http.type), "%s", t ? t : "");
+        snprintf(http.allow, sizeof(http.allow), "%s", al ? al : "");
     }
     in = evhttp_request_get_input_buffer(req);
     n = evbuffer_get_length(in);
@@ -693,20 +1229,39 @@ http_cb(struct evhttp_request *req, void *arg)
     http.body[n] = '\0';
 }
 
-/* One request to the admin listener on PORT; fills `http`. */
+/*
+ * One request to the admin listener on PORT, with an Origin header for
+ * each of ORIGIN1 and ORIGIN2 that is not NULL; fills `http`.
+ */
 static void
-http_get(unsigned port, enum evhttp_cmd_type cmd, const char *path)
+http_req(unsigned port, enum evhttp_cmd_type cmd, const char *path,
+    const char *origin1, const char *origin2)
 {
     struct evhttp_connection *c;
     struct evhttp_request *req;
+    struct evkeyvalq *h;
 
     memset(&http, 0, sizeof(http));
     c = evhttp_connection_base_new(base, NULL, "127.0.0.1", (uint16_t) port);
     req = evhttp_request_new(http_cb, NULL);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Host", "x");
+    h = evhttp_request_get_output_headers(req);
+    evhttp_add_header(h, "Host", "x");
+    if (origin1 != NULL) {
+        evhttp_add_header(h, "Origin", origin1);
+    }
+    if (origin2 != NULL) {
+        evhttp_add_header(h, "Origin", origin2);
+    }
     evhttp_make_request(c, req, cmd, path);
     ck_assert(run_until(http_done, 3000));
     evhttp_connection_free(c);
+}
+
+/* One request to the admin listener on PORT; fills `http`. */
+static void
+http_get(unsigned port, enum evhttp_cmd_type cmd, const char *path)
+{
+    http_req(port, cmd, path, NULL, NULL);
 }
 
 static void
@@ -784,6 +1339,111 @@ START_TEST(admin_status_and_hooks)
 }
 END_TEST
 
+static int admin_alone(void) { return nconns_status() == 1; }
+
+/*
+ * POST /upstreams/NAME/rotate: 404 for an unknown name, 405 (Allow:
+ * POST) for another method, 202 with the rotation, 409 while one runs,
+ * 403 for an Origin not listed (or two of them), 202 for one listed;
+ * every POST logged with the peer address.
+ */
+START_TEST(admin_rotate)
+{
+    static const struct xg_admin_origin allowed[] = {
+        { "http://localhost:3000", "t.conf", 1 }
+    };
+    struct xg_addr addr;
+    struct xg_admin *a;
+    unsigned port;
+
+    make_up(srv.port, "", 0);
+    memset(&addr, 0, sizeof(addr));
+    snprintf(addr.host, sizeof(addr.host), "127.0.0.1");
+    a = xg_admin_start(base, &addr, up_set);
+    ck_assert_ptr_nonnull(a);
+    port = xg_admin_port(a);
+    log_capture();
+
+    /* Not ready yet: 409 with the reason. */
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 409);
+    ck_assert_str_eq(http.body,
+        "{\"upstream\":\"u\",\"error\":\"not ready (state idle)\"}");
+
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/nope/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 404);
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotatex", NULL, NULL);
+    ck_assert_int_eq(http.code, 404);
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u", NULL, NULL);
+    ck_assert_int_eq(http.code, 404);
+    http_req(port, EVHTTP_REQ_GET, "/upstreams/u/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 405);
+    ck_assert_str_eq(http.allow, "POST");
+    http_req(port, EVHTTP_REQ_DELETE, "/upstreams/u/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 405);
+    ck_assert_str_eq(http.allow, "POST");
+
+    /* An Origin nobody listed: refused before anything happens. */
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate",
+        "http://evil.example", NULL);
+    ck_assert_int_eq(http.code, 403);
+    ck_assert_ptr_nonnull(strstr(http.body, "not allowed"));
+    ck_assert_int_eq(nconns_status(), 1);
+    /* Listed, but with a second Origin header: refused too. */
+    xg_admin_allow_origins(a, allowed, 1);
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate",
+        "http://localhost:3000", "http://evil.example");
+    ck_assert_int_eq(http.code, 403);
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate",
+        "http://localhost:3000/", NULL);
+    ck_assert_int_eq(http.code, 403);
+    ck_assert_int_eq(nconns_status(), 1);
+
+    /* No Origin (curl, a script): started. */
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 202);
+    ck_assert_str_eq(http.type, "application/json");
+    ck_assert_str_eq(http.body,
+        "{\"upstream\":\"u\",\"rotation\":1,\"from\":1,\"to\":2}");
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate", NULL, NULL);
+    ck_assert_int_eq(http.code, 409);
+    ck_assert_str_eq(http.body, "{\"upstream\":\"u\",\"error\":"
+        "\"rotation #1 in progress (#1 -> #2)\"}");
+    ck_assert(run_until(rot_restored, 3000));
+    {
+        struct xg_conn *old = tp_last->primary;
+
+        xg_upstream_promote(up, tp_last->rot);
+        xg_upstream_retire(up, old, "rotated");
+    }
+    ck_assert(run_until(admin_alone, 3000));
+
+    /* The listed Origin: started. */
+    http_req(port, EVHTTP_REQ_POST, "/upstreams/u/rotate",
+        "http://localhost:3000", NULL);
+    ck_assert_int_eq(http.code, 202);
+    ck_assert_str_eq(http.body,
+        "{\"upstream\":\"u\",\"rotation\":2,\"from\":2,\"to\":3}");
+
+    /* Every POST in the log with its peer and its answer. */
+    ck_assert_ptr_nonnull(strstr(log_text(), "admin: POST "
+        "/upstreams/u/rotate from 127.0.0.1:"));
+    ck_assert_ptr_nonnull(strstr(log_text(),
+        " (origin http://evil.example): 403 {\"error\":\"origin "));
+    ck_assert_ptr_nonnull(strstr(log_text(), " (origin none): 202 "
+        "{\"upstream\":\"u\",\"rotation\":1,\"from\":1,\"to\":2}\n"));
+    ck_assert_ptr_nonnull(strstr(log_text(), " (origin "
+        "http://localhost:3000): 202 {\"upstream\":\"u\",\"rotation\":2,"));
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+        "started (admin request from 127.0.0.1:"));
+    ck_assert_ptr_nonnull(strstr(log_text(), "admin: DELETE "
+        "/upstreams/u/rotate from 127.0.0.1:"));
+    xg_admin_free(a);
+}
+END_TEST
+
 static Suite *
 upstream_suite(void)
 {
@@ -805,6 +1465,16 @@ upstream_suite(void)
     tcase_add_test(tc, refused_upgrade_503);
     tcase_add_test(tc, raw_ready_on_open);
     tcase_add_test(tc, admin_status_and_hooks);
+    tcase_add_test(tc, rotate_make_before_break);
+    tcase_add_test(tc, rotate_refused_when_not_ready);
+    tcase_add_test(tc, rotate_failure_retried_after_delay);
+    tcase_add_test(tc, rotate_drop_after_open);
+    tcase_add_test(tc, primary_drops_then_rotating_takes_over);
+    tcase_add_test(tc, primary_drops_then_rotating_fails);
+    tcase_add_test(tc, max_connection_age_rotates);
+    tcase_add_test(tc, rotate_not_supported_closes);
+    tcase_add_test(tc, stop_during_rotation);
+    tcase_add_test(tc, admin_rotate);
     suite_add_tcase(s, tc);
     return s;
 }
