@@ -1,0 +1,202 @@
+/*
+ * xg_venue_deribit_int.h: what the Deribit venue's files share
+ * (xg_venue_deribit.c: the codec, restore, requests and clients;
+ * xg_venue_deribit_track.c: its continuity kinds; xg_venue_deribit_cod.c:
+ * the clients' cancel-on-disconnect). Nothing outside modules/venue/
+ * includes it.
+ */
+#ifndef XG_VENUE_DERIBIT_INT_H
+#define XG_VENUE_DERIBIT_INT_H
+
+#include "xg_core.h"
+#include "xg_client.h"
+#include "xg_conf.h"
+#include "xg_book.h"
+#include "xg_venue_deribit.h"
+#include "xg_jscan.h"
+#include "xg_log.h"
+#include "xg_proto.h"
+#include "xg_registry.h"
+#include "xg_session.h"
+#include "xg_track.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#define DR_MAX_FRAME        (32 * 1024)    /* Deribit's request size cap */
+#define DR_BATCH_BYTES      (30 * 1024)    /* subscribe chunks stay under it */
+#define DR_TICK_MS          1000           /* the heartbeat check */
+#define DR_MIN_CLIENT_HB_S  10             /* as Deribit: interval >= 10 */
+#define DR_TOKEN_TTL_S      31536000
+#define DR_SIG_WINDOW_MS    60000          /* client_signature timestamps */
+#define DR_FETCH_RETRY_MS   200            /* a fetch refused for now: first
+                                              retry, doubling ... */
+#define DR_FETCH_RETRY_MAX_MS 3200         /* ... up to this */
+#define DR_FETCH_TRIES      8              /* retries before giving up */
+#define DR_MAX_HELD         1000           /* live messages held while a
+                                              continuity fetch is out */
+/* ---- conf ---- */
+
+enum dr_auth_kind {
+    DR_AUTH_NONE = 0,
+    DR_AUTH_CREDENTIALS,
+    DR_AUTH_SIGNATURE
+};
+
+
+struct dr_conf {
+    enum dr_auth_kind  auth;
+    char              *auth_id;
+    char              *auth_secret;
+    char              *auth_scope;       /* "connection" or "session:NAME" */
+    uint64_t           heartbeat_ms;     /* 0: none */
+    int                cod;
+    uint64_t           request_timeout_ms;
+    unsigned           queue_limit;
+    uint64_t           queue_timeout_ms;
+    struct xg_stale   *stale;            /* in conf order: first match */
+    size_t             nstale;
+    char              *auth_id_src;      /* env:/file: of the id, or NULL */
+    char              *auth_secret_src;  /* env:/file: of the secret (-T) */
+};
+
+
+/* ---- instance ---- */
+
+enum dr_kind {
+    K_CLIENT = 1,      /* a client's request, forwarded */
+    K_AUTH,            /* restore: public/auth */
+    K_REFRESH,         /* public/auth with the refresh_token grant */
+    K_HEARTBEAT,       /* restore: public/set_heartbeat */
+    K_COD,             /* restore: private/enable_cancel_on_disconnect */
+    K_TEST,            /* our answer to a test_request */
+    K_CANCEL,          /* a client's emulated cancel-on-disconnect */
+    K_BACKFILL,        /* trades missed during an outage */
+    K_ORDERS,          /* user.orders reconcile after an outage */
+    K_CTRADES,         /* a currency's trades missed during an outage */
+    K_ORDERS_CHECK,    /* a client's tracked orders against get_open_orders */
+    K_COD_CHECK,       /* the same for a client that left, before cancels */
+    K_COD_ORDER        /* an order request of a client that left (COD on) */
+};
+
+struct dr_client;
+struct dr_cod;
+
+struct dr {
+    struct xg_upstream    *up;
+    const struct dr_conf  *cf;
+    const char            *name;
+    struct event_base     *base;
+    struct xg_registry    *reg;
+    struct xg_session     *s;            /* subscriptions */
+    uint64_t               last_in_ms;
+    int                    testnet;       /* as the exchange last said */
+    uint64_t               book_gaps;     /* chain breaks detected */
+    uint64_t               book_resyncs;  /* bridging changes computed */
+    uint64_t               book_errors;   /* malformed book messages */
+    uint64_t               gap_notices;   /* exgate/gap messages sent */
+    uint64_t               orders_reconciled; /* order states delivered */
+    uint64_t               orders_reconciles; /* channels reconciled */
+    uint64_t               currency_trades_backfilled;
+    uint64_t               unrepaired_gaps;
+    uint64_t               requests_answered;  /* clients' requests: */
+    uint64_t               requests_timed_out;
+    uint64_t               requests_outcome_unknown;
+    uint64_t               requests_rejected;  /* refused by exgate */
+    struct xg_track_env    track;          /* its continuity trackers' */
+    char                  *refresh_token;
+    struct event          *ev_tick;
+    struct event          *ev_refresh;
+    struct dr_client      *clients;
+    unsigned               nclients;
+    /* the gateway settings of the clients (unsubscribe_linger), kept from
+       the first client: the linger still applies once the last one left */
+    const struct xg_gateway_conf *gc;
+    struct dr_cod         *cods;         /* clients that left, COD unsettled */
+    uint64_t               cod_last_id;
+    uint64_t               cod_checks;    /* get_open_orders sent for them */
+    uint64_t               cod_cancels;   /* private/cancel sent */
+};
+
+struct dr_client {
+    struct dr             *d;
+    struct xg_client      *c;
+    struct xg_reg_client  *rc;
+    int                    authed;
+    char                   refresh[48];
+    int                    cod;
+    size_t                 check_at;      /* tracked orders: check at this */
+    uint64_t               hb_ms;
+    int                    hb_waiting;
+    struct event          *ev_hb;
+    uint64_t               rate_start_ms;
+    unsigned               rate_count;
+    int                    notify_gaps;   /* exgate/notify_gaps enabled */
+    struct dr_client      *prev, *next;
+};
+
+
+/* A client that left with cancel-on-disconnect on (xg_venue_deribit_cod.c) */
+#define DR_COD_CHECK_MIN    128
+
+struct dr_cod {
+    uint64_t         id;          /* the tag of its requests */
+    char            *name;        /* the client's, for the log */
+    char            *reason;      /* why it left */
+    json_t          *owned;       /* ids of the orders it placed (a set) */
+    json_t          *check;       /* ids to check with the next answer */
+    json_t          *cancelled;   /* ids a cancel was sent for */
+    int              checking;    /* a K_COD_CHECK queued or in flight */
+    unsigned         refs;        /* its requests queued or in flight */
+    struct dr_cod   *prev, *next;
+};
+
+/* ---- shared between the venue's files ---- */
+
+void dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch, int live);
+void dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch);
+void dr_books_left(struct dr_client *dc);
+void dr_cod_check(struct dr *d, struct dr_cod *cod);
+void dr_cod_free(struct dr_cod *cod);
+int dr_cod_lost(struct dr *d, struct xg_reg_req *q);
+int dr_error_transient(const struct xg_jspan *error);
+void dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error);
+int dr_fetch_retry(struct dr *d, struct xg_reg_req *q, const char *why, int len);
+void dr_gap_notice(struct dr *d, struct xg_reg_channel *ch, uint64_t duration_ms,
+    const char *reason);
+struct xg_reg_req * dr_internal(int kind, const char *method, json_t *params);
+int dr_is_order_edit(const char *method);
+int dr_is_order_place(const char *method);
+void dr_on_cod_cancel(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *error);
+void dr_on_cod_check(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error);
+void dr_on_cod_order(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result);
+void dr_on_tracked_check(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error);
+int dr_send(struct dr *d, struct xg_reg_req *q);
+void dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc);
+void dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch);
+void dr_track_fanout(void *ctx, void *chan, const char *data, size_t len);
+void dr_track_free(void *ext);
+struct xg_track * dr_track_get(struct dr *d, struct xg_reg_channel *ch);
+void dr_track_notice(void *ctx, void *chan, uint64_t duration_ms,
+    const char *reason);
+uint64_t dr_track_now(void *ctx);
+void dr_track_send(void *ctx, void *chan, struct xg_reg_req *q);
+void dr_tracked_answer(struct dr *d, struct dr_client *dc, const char *method,
+    const struct xg_jspan *result);
+void dr_tracks_down(struct dr *d);
+
+#endif
