@@ -298,7 +298,10 @@ xg_registry_channel_n(struct xg_registry *r, const char *name, size_t len)
 
     ch = r->chan_tab[hash_bytes(name, len) % REG_CHAN_BUCKETS];
     for (; ch != NULL; ch = ch->hnext) {
-        if (strncmp(ch->name, name, len) == 0 && ch->name[len] == '\0') {
+        /* NAME may hold a NUL: never read past the end of ch->name */
+        if (strnlen(ch->name, len + 1) == len
+            && memcmp(ch->name, name, len) == 0)
+        {
             return ch;
         }
     }

@@ -175,6 +175,38 @@ START_TEST(test_client_free_stamps_idle)
 }
 END_TEST
 
+/*
+ * A name given with its length may hold any byte (the channel of an
+ * upstream message, scanned, not decoded): "ticker.X" followed by a NUL
+ * and more bytes is not the channel "ticker.X", and looking it up reads
+ * nothing past either name. strncmp stopped at the NUL and the check of
+ * the byte after the stored name read past its end (fuzz_gateway: heap
+ * overflow in xg_registry_channel_n; without ASan a wrong match).
+ * Every suffix is tried, so that some land in the channel's bucket.
+ */
+START_TEST(test_channel_n_any_bytes)
+{
+    struct xg_registry *r = xg_registry_new();
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_channel *ch;
+    char name[16] = "ticker.X";
+    unsigned i;
+
+    ck_assert_int_eq(xg_registry_subscribe(r, a, "ticker.X", 10, &ch),
+        XG_SUB_NEW);
+    ck_assert_ptr_eq(xg_registry_channel_n(r, "ticker.XY", 8), ch);
+    ck_assert_ptr_null(xg_registry_channel_n(r, "ticker.", 7));
+    for (i = 0; i < 65536; i++) {
+        name[8] = '\0';
+        name[9] = (char) (i & 0xff);
+        name[10] = (char) (i >> 8);
+        ck_assert_ptr_null(xg_registry_channel_n(r, name, 11));
+    }
+    xg_registry_client_free(r, a, 0);
+    xg_registry_free(r);
+}
+END_TEST
+
 /* One client's unsubscribe_all never touches another's channels. */
 START_TEST(test_unsubscribe_all_is_per_client)
 {
@@ -533,6 +565,7 @@ registry_suite(void)
     tcase_add_test(tc, test_upstream_reset_and_limit);
     tcase_add_test(tc, test_orders);
     tcase_add_test(tc, test_channel_ext_freed);
+    tcase_add_test(tc, test_channel_n_any_bytes);
     suite_add_tcase(s, tc);
     return s;
 }
