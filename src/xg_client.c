@@ -14,7 +14,7 @@
 #include "xg_client_int.h"
 #include "xg_listen.h"
 #include "xg_log.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 #include "xg_ws.h"
 
 #include <errno.h>

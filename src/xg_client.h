@@ -3,7 +3,7 @@
  * WebSocket (text frames) or plain TCP (one JSON message per line).
  *
  * A client belongs to its listener and talks to the protocol module of
- * the listener's upstream through the module's client hooks (xg_proto.h):
+ * the listener's upstream through the module's client hooks (xg_venue.h):
  * each complete message goes to client_message(); client_close() is
  * called exactly once when the client is gone. The module answers with
  * xg_client_send() and fans out notifications with xg_client_send_msg(),

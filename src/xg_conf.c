@@ -7,7 +7,7 @@
 #include "xg_core.h"
 #include "xg_conf.h"
 #include "xg_log.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -631,7 +631,7 @@ static const struct xg_command *
 find_anywhere(const char *name)
 {
     const struct xg_module *const *m;
-    const struct xg_proto_module *const *p;
+    const struct xg_venue *const *p;
     const struct xg_command *c;
 
     for (m = xg_modules; *m != NULL; m++) {
@@ -641,7 +641,7 @@ find_anywhere(const char *name)
             }
         }
     }
-    for (p = xg_proto_modules; *p != NULL; p++) {
+    for (p = xg_venues; *p != NULL; p++) {
         for (c = (*p)->commands; c != NULL && c->name != NULL; c++) {
             if (strcmp(c->name, name) == 0) {
                 return c;

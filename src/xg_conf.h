@@ -179,7 +179,7 @@ struct xg_listen_conf {
     char                 *upstream_name;
     struct xg_upstream_conf *upstream;   /* resolved after parsing */
     char                 *path;          /* websocket: path= or the protocol's
-                                            default_path (xg_proto.h) */
+                                            default_path (xg_venue.h) */
     unsigned              max_clients;
     size_t                sndbuf;        /* SO_SNDBUF of clients, 0: kernel's */
     void                 *gateway_conf;  /* per-listener gateway settings */
@@ -317,7 +317,7 @@ void xg_conf_cleanup_add(struct xg_conf *cf, void (*fn)(void *p), void *p);
  * The command tables of the modules in xg_modules[] (NULL-terminated), for
  * dispatching a block whose directives may come from any of them (main,
  * upstream). A protocol module's directives are not among them: the
- * upstream block hands those to its own protocol only (xg_proto.h).
+ * upstream block hands those to its own protocol only (xg_venue.h).
  */
 const struct xg_command *const *xg_conf_tables(void);
 

@@ -11,7 +11,7 @@
 #include "xg_conf.h"
 #include "xg_listen.h"
 #include "xg_log.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -372,9 +372,9 @@ upstream_generic(const char *name)
 static int
 upstream_proto(const char *name)
 {
-    const struct xg_proto_module *const *p;
+    const struct xg_venue *const *p;
 
-    for (p = xg_proto_modules; *p != NULL; p++) {
+    for (p = xg_venues; *p != NULL; p++) {
         if (upstream_command((*p)->commands, name) != NULL) {
             return 1;
         }
@@ -390,11 +390,11 @@ static void
 proto_mismatch(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_upstream_conf *uc)
 {
-    const struct xg_proto_module *const *p;
+    const struct xg_venue *const *p;
     char owners[256] = "";
     int n = 0;
 
-    for (p = xg_proto_modules; *p != NULL; p++) {
+    for (p = xg_venues; *p != NULL; p++) {
         if (upstream_command((*p)->commands, st->args[0]) != NULL) {
             if (n++ > 0) {
                 strncat(owners, ", ", sizeof(owners) - strlen(owners) - 1);
@@ -420,7 +420,7 @@ static void
 upstream_block(struct xg_conf *cf, const struct xg_conf_stmt *st,
     struct xg_upstream_conf *uc)
 {
-    const struct xg_proto_module *pm = NULL;
+    const struct xg_venue *pm = NULL;
     const struct xg_command *hints[64];
     const struct xg_command *const *t;
     struct xg_conf_stmt *generic, *proto, *mine, *unknown;
@@ -452,7 +452,7 @@ upstream_block(struct xg_conf *cf, const struct xg_conf_stmt *st,
         uc->protocol = xg_strdup("raw");
     }
     if (uc->protocol != NULL) {
-        pm = xg_proto_find(uc->protocol);
+        pm = xg_venue_find(uc->protocol);
         for (i = 0; i < nproto; i++) {
             if (pm != NULL
                 && upstream_command(pm->commands, proto[i].args[0]) != NULL)
@@ -569,12 +569,12 @@ set_protocol(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
 {
     struct xg_upstream_conf *uc = conf;
-    const struct xg_proto_module *const *p;
+    const struct xg_venue *const *p;
     char known[256] = "";
 
-    if (xg_proto_find(st->args[1]) == NULL) {
-        for (p = xg_proto_modules; *p != NULL; p++) {
-            if (p != xg_proto_modules) {
+    if (xg_venue_find(st->args[1]) == NULL) {
+        for (p = xg_venues; *p != NULL; p++) {
+            if (p != xg_venues) {
                 strncat(known, ", ", sizeof(known) - strlen(known) - 1);
             }
             strncat(known, (*p)->name, sizeof(known) - strlen(known) - 1);
@@ -854,9 +854,9 @@ check_listens(struct xg_conf *cf)
         if (lc->upstream != NULL && lc->kind == XG_LISTEN_WEBSOCKET
             && lc->path == NULL)
         {
-            const struct xg_proto_module *pm;
+            const struct xg_venue *pm;
 
-            pm = xg_proto_find(lc->upstream->protocol);
+            pm = xg_venue_find(lc->upstream->protocol);
             lc->path = xg_strdup(pm != NULL && pm->default_path != NULL
                 ? pm->default_path : "/*");
         }

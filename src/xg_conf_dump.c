@@ -11,7 +11,7 @@
  */
 #include "xg_core.h"
 #include "xg_conf.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 
 #include <limits.h>
 #include <stdarg.h>
@@ -342,13 +342,13 @@ xg_conf_dump_upstream(struct xg_conf_dump *d,
     const struct xg_upstream_conf *uc)
 {
     const struct xg_module *const *m;
-    const struct xg_proto_module *pm;
+    const struct xg_venue *pm;
 
     for (m = xg_modules; *m != NULL; m++) {
         xg_conf_dump_table(d, (*m)->commands, XG_CONF_UPSTREAM, (*m)->dump,
             uc);
     }
-    pm = xg_proto_find(uc->protocol);
+    pm = xg_venue_find(uc->protocol);
     if (pm != NULL && pm->commands != NULL && uc->proto_conf != NULL) {
         xg_conf_dump_table(d, pm->commands, XG_CONF_UPSTREAM, pm->dump,
             uc->proto_conf);

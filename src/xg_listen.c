@@ -12,7 +12,7 @@
 #include "xg_client_int.h"
 #include "xg_listen.h"
 #include "xg_log.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 #include "xg_upstream.h"
 
 #include <errno.h>
@@ -467,7 +467,7 @@ on_accept_error(struct evconnlistener *evl, void *arg)
  */
 static int
 listen_prepare(const struct xg_main_conf *mc, const struct xg_listen_conf *lc,
-    const struct xg_proto_module **pm, struct evutil_addrinfo **ai,
+    const struct xg_venue **pm, struct evutil_addrinfo **ai,
     char *err, size_t errlen)
 {
     const struct listen_gw *g = lc->gateway_conf;
@@ -475,7 +475,7 @@ listen_prepare(const struct xg_main_conf *mc, const struct xg_listen_conf *lc,
     char port[8];
     int e, client_auth;
 
-    *pm = lc->upstream ? xg_proto_find(lc->upstream->protocol) : NULL;
+    *pm = lc->upstream ? xg_venue_find(lc->upstream->protocol) : NULL;
     if (*pm == NULL || (*pm)->client_open == NULL) {
         snprintf(err, errlen, "listener %s:%u: upstream \"%s\" speaks a "
             "protocol that serves no local clients", lc->addr.host,
@@ -512,7 +512,7 @@ int
 xg_listen_check(const struct xg_main_conf *mc,
     const struct xg_listen_conf *lc, char *err, size_t errlen)
 {
-    const struct xg_proto_module *pm;
+    const struct xg_venue *pm;
     struct evutil_addrinfo *ai;
 
     if (listen_prepare(mc, lc, &pm, &ai, err, errlen) != XG_OK) {
@@ -529,7 +529,7 @@ listen_open(struct xg_listen_set *ls, struct event_base *base,
 {
     struct xg_listener *l;
     struct evutil_addrinfo *ai = NULL;
-    const struct xg_proto_module *pm;
+    const struct xg_venue *pm;
     struct xg_upstream *up;
     char err[1024];
 

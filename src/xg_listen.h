@@ -16,7 +16,7 @@ struct xg_client;
 struct xg_fanout;
 struct xg_upstream;
 struct xg_upstream_set;
-struct xg_proto_module;
+struct xg_venue;
 struct evconnlistener;
 
 /*
@@ -31,7 +31,7 @@ struct xg_listener {
     struct evconnlistener        *evl;
     struct event                 *ev_resume;   /* after EMFILE */
     struct xg_upstream           *up;
-    const struct xg_proto_module *pm;
+    const struct xg_venue *pm;
     void                         *pp;          /* the module instance */
     unsigned                      nclients;
     uint64_t                      messages_out;   /* to its clients */

@@ -1,18 +1,18 @@
 /*
  * xg_module.c: the modules compiled into exgate, in one table each, as in
  * nginx's ngx_modules[]. A module that owns directives is listed in
- * xg_modules[]; a protocol module is listed in xg_proto_modules[] too.
+ * xg_modules[]; a protocol module is listed in xg_venues[] too.
  */
 #include "xg_core.h"
 #include "xg_conf.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 
 #include <string.h>
 
 extern const struct xg_module xg_core_module;
 extern const struct xg_module xg_gateway_module;
-extern const struct xg_proto_module xg_proto_deribit;
-extern const struct xg_proto_module xg_proto_raw;
+extern const struct xg_venue xg_venue_deribit;
+extern const struct xg_venue xg_venue_raw;
 extern const struct xg_module xg_reconnect_module;
 
 const struct xg_module *const xg_modules[] = {
@@ -22,18 +22,18 @@ const struct xg_module *const xg_modules[] = {
     NULL
 };
 
-const struct xg_proto_module *const xg_proto_modules[] = {
-    &xg_proto_raw,
-    &xg_proto_deribit,
+const struct xg_venue *const xg_venues[] = {
+    &xg_venue_raw,
+    &xg_venue_deribit,
     NULL
 };
 
-const struct xg_proto_module *
-xg_proto_find(const char *name)
+const struct xg_venue *
+xg_venue_find(const char *name)
 {
-    const struct xg_proto_module *const *p;
+    const struct xg_venue *const *p;
 
-    for (p = xg_proto_modules; *p != NULL; p++) {
+    for (p = xg_venues; *p != NULL; p++) {
         if (strcmp((*p)->name, name) == 0) {
             return *p;
         }

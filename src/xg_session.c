@@ -5,7 +5,7 @@
 #include "xg_core.h"
 #include "xg_client.h"
 #include "xg_log.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 #include "xg_session.h"
 
 #include <fnmatch.h>

@@ -1,6 +1,6 @@
 /*
  * xg_upstream.c: the upstream connection state machine (see
- * xg_upstream.h), the upstream side of xg_proto.h (connections and their
+ * xg_upstream.h), the upstream side of xg_venue.h (connections and their
  * make-before-break rotation), and the set of the upstreams of a running
  * configuration. Its /status object is built in xg_upstream_status.c,
  * from the insides both share (xg_upstream_int.h).
@@ -21,7 +21,7 @@
 #include "xg_core.h"
 #include "xg_conf.h"
 #include "xg_log.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 #include "xg_reconnect.h"
 #include "xg_upstream.h"
 #include "xg_upstream_int.h"
@@ -84,7 +84,7 @@ xg_upstream_state_name(enum xg_upstream_state s)
     return "unknown";
 }
 
-/* See xg_proto.h. */
+/* See xg_venue.h. */
 const char *
 xg_conn_role_name(enum xg_conn_role r)
 {
@@ -1101,7 +1101,7 @@ xg_upstream_create(struct event_base *base, struct evdns_base *dns,
     const struct xg_upstream_conf *conf)
 {
     const char *name = conf->protocol != NULL ? conf->protocol : "raw";
-    const struct xg_proto_module *proto = xg_proto_find(name);
+    const struct xg_venue *proto = xg_venue_find(name);
 
     if (proto == NULL) {
         xg_log_error("upstream %s: unknown protocol \"%s\"", conf->name,
@@ -1114,7 +1114,7 @@ xg_upstream_create(struct event_base *base, struct evdns_base *dns,
 /* See xg_upstream.h. */
 struct xg_upstream *
 xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
-    const struct xg_upstream_conf *conf, const struct xg_proto_module *proto)
+    const struct xg_upstream_conf *conf, const struct xg_venue *proto)
 {
     struct xg_upstream *up;
     char desc[256], url[1400], age[32];
@@ -1283,7 +1283,7 @@ xg_upstream_state(const struct xg_upstream *up)
     return up->state;
 }
 
-/* ---- what the protocol module calls (xg_proto.h) ---------------------- */
+/* ---- what the protocol module calls (xg_venue.h) ---------------------- */
 
 /* Counts a restore that took MS in the restore duration histogram. */
 static void
@@ -1298,7 +1298,7 @@ up_count_restore(struct xg_upstream *up, uint64_t ms)
     up->restore_ms_sum += ms;
 }
 
-/* See xg_proto.h. */
+/* See xg_venue.h. */
 int
 xg_upstream_send(struct xg_upstream *up, const void *data, size_t len)
 {
@@ -1308,7 +1308,7 @@ xg_upstream_send(struct xg_upstream *up, const void *data, size_t len)
     return xg_upstream_send_on(up->primary, data, len);
 }
 
-/* See xg_proto.h. */
+/* See xg_venue.h. */
 int
 xg_upstream_send_on(struct xg_conn *c, const void *data, size_t len)
 {
@@ -1449,14 +1449,14 @@ xg_upstream_rotate_start(struct xg_upstream *up, const char *why,
     return up_rotate(up, why != NULL ? why : "asked", 0, r, err, len);
 }
 
-/* See xg_proto.h. */
+/* See xg_venue.h. */
 int
 xg_upstream_rotate(struct xg_upstream *up, const char *why)
 {
     return xg_upstream_rotate_start(up, why, NULL, NULL, 0);
 }
 
-/* See xg_proto.h. */
+/* See xg_venue.h. */
 void
 xg_upstream_promote(struct xg_upstream *up, struct xg_conn *c)
 {
@@ -1511,7 +1511,7 @@ xg_upstream_promote(struct xg_upstream *up, struct xg_conn *c)
     }
 }
 
-/* See xg_proto.h. */
+/* See xg_venue.h. */
 void
 xg_upstream_retire(struct xg_upstream *up, struct xg_conn *c,
     const char *why)
@@ -1543,7 +1543,7 @@ xg_upstream_name(const struct xg_upstream *up)
     return up->conf->name;
 }
 
-/* See xg_proto.h. */
+/* See xg_venue.h. */
 unsigned
 xg_upstream_conn_id(const struct xg_upstream *up)
 {
@@ -1564,21 +1564,21 @@ xg_upstream_proto(const struct xg_upstream *up)
     return up->proto_p;
 }
 
-/* See xg_proto.h. */
+/* See xg_venue.h. */
 unsigned
 xg_conn_id(const struct xg_conn *c)
 {
     return c->id;
 }
 
-/* See xg_proto.h. */
+/* See xg_venue.h. */
 enum xg_conn_role
 xg_conn_role(const struct xg_conn *c)
 {
     return c->role;
 }
 
-/* See xg_proto.h. */
+/* See xg_venue.h. */
 struct xg_upstream *
 xg_conn_upstream(const struct xg_conn *c)
 {

@@ -4,7 +4,7 @@
  * reconnection for its upstream, built on the WebSocket transport
  * (src/xg_ws.h) and a reconnect policy (src/xg_reconnect.h); and the
  * make-before-break rotation of that connection (a second one opened
- * beside it, see xg_upstream_rotate() in src/xg_proto.h).
+ * beside it, see xg_upstream_rotate() in src/xg_venue.h).
  *
  *   idle -> connecting -> tls -> handshake -> restoring -> ready
  *   any --error/close/timeout--> down --policy delay--> connecting
@@ -13,7 +13,7 @@
  *   ready --rotation: the new connection promoted--> ready (no change)
  *
  * What it offers the protocol module running on it is declared in
- * src/xg_proto.h (xg_upstream_send, xg_upstream_restored, ...).
+ * src/xg_venue.h (xg_upstream_send, xg_upstream_restored, ...).
  */
 #ifndef XG_UPSTREAM_H
 #define XG_UPSTREAM_H
@@ -57,10 +57,10 @@ struct xg_upstream *xg_upstream_create(struct event_base *base,
  * protocol module instead of the one the conf names: how the unit tests
  * run a protocol module of their own through the real state machine.
  */
-struct xg_proto_module;
+struct xg_venue;
 struct xg_upstream *xg_upstream_create_proto(struct event_base *base,
     struct evdns_base *dns, const struct xg_upstream_conf *conf,
-    const struct xg_proto_module *proto);
+    const struct xg_venue *proto);
 
 /* IDLE -> CONNECTING: the first attempt starts on the next loop turn. */
 void xg_upstream_start(struct xg_upstream *up);
@@ -107,7 +107,7 @@ struct xg_rotation {
 };
 
 /*
- * xg_upstream_rotate() (src/xg_proto.h) for callers that need to know
+ * xg_upstream_rotate() (src/xg_venue.h) for callers that need to know
  * what happened (the admin endpoint): on XG_OK writes the rotation to *R
  * (may be NULL); on XG_ERROR writes why it cannot start ("not ready
  * (state down)", "rotation #3 in progress", ...) to ERR (LEN bytes, may

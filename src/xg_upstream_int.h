@@ -9,7 +9,7 @@
 
 #include "xg_core.h"
 #include "xg_conf.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 #include "xg_reconnect.h"
 #include "xg_upstream.h"
 
@@ -59,7 +59,7 @@ enum up_conn_state {
 extern const char *const xg_conn_state_names[];
 
 /*
- * One WebSocket connection of an upstream (see xg_proto.h). Owned by its
+ * One WebSocket connection of an upstream (see xg_venue.h). Owned by its
  * upstream, which frees it when its transport is over; its timers go
  * with it, so they may point at it.
  */
@@ -90,7 +90,7 @@ struct xg_upstream {
     const struct xg_upstream_conf  *conf;
     struct event_base              *base;
     struct evdns_base              *dns;
-    const struct xg_proto_module   *proto;     /* NULL: none (unit tests) */
+    const struct xg_venue   *proto;     /* NULL: none (unit tests) */
     void                           *proto_p;
 
     enum xg_upstream_state          state;     /* the primary's, or down ... */

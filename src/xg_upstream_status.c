@@ -5,7 +5,7 @@
  */
 #include "xg_core.h"
 #include "xg_conf.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 #include "xg_reconnect.h"
 #include "xg_upstream.h"
 #include "xg_upstream_int.h"

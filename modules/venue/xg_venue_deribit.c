@@ -1,5 +1,5 @@
 /*
- * xg_proto_deribit.c: the Deribit JSON-RPC 2.0 protocol module.
+ * xg_venue_deribit.c: the Deribit JSON-RPC 2.0 protocol module.
  *
  * Upstream side (layer 2, state recovery): on every new connection it
  * replays the session in order (auth -> set_heartbeat ->
@@ -1634,7 +1634,7 @@ dr_conf_free(void *p)
     free(c);
 }
 
-/* The per-upstream conf, with its defaults (xg_proto.h create_conf). */
+/* The per-upstream conf, with its defaults (xg_venue.h create_conf). */
 static void *
 dr_create_conf(struct xg_conf *cf)
 {
@@ -1792,7 +1792,7 @@ dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     return XG_OK;
 }
 
-const struct xg_proto_module xg_proto_deribit = {
+const struct xg_venue xg_venue_deribit = {
     "deribit",
     dr_commands,
     dr_create_conf,

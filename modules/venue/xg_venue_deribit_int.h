@@ -15,7 +15,7 @@
 #include "xg_venue_deribit.h"
 #include "xg_jscan.h"
 #include "xg_log.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 #include "xg_registry.h"
 #include "xg_session.h"
 #include "xg_track.h"

@@ -16,7 +16,7 @@
 #include "xg_client.h"
 #include "xg_conf.h"
 #include "xg_log.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 #include "xg_wsproto.h"
 
 #include <stdlib.h>
@@ -505,7 +505,7 @@ raw_conf_free(void *p)
     free(c);
 }
 
-/* The per-upstream conf, with its defaults (xg_proto.h create_conf). */
+/* The per-upstream conf, with its defaults (xg_venue.h create_conf). */
 static void *
 raw_create_conf(struct xg_conf *cf)
 {
@@ -623,7 +623,7 @@ raw_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     return XG_OK;
 }
 
-const struct xg_proto_module xg_proto_raw = {
+const struct xg_venue xg_venue_raw = {
     "raw",
     raw_commands,
     raw_create_conf,

@@ -17,7 +17,7 @@
 #include "xg_jscan.h"
 #include "xg_listen.h"
 #include "xg_log.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 #include "xg_upstream.h"
 
 #include <signal.h>
@@ -63,7 +63,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct event_base *base;
     struct xg_fanout *fo;
     struct xg_upstream *up;
-    const struct xg_proto_module *pm;
+    const struct xg_venue *pm;
     struct xg_listener l;
     struct xg_jspan v[2];
     const char *keys[] = { "id", "params" };
@@ -100,7 +100,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (up == NULL) {
         abort();
     }
-    pm = xg_proto_find("deribit");
+    pm = xg_venue_find("deribit");
     memset(&l, 0, sizeof(l));
     l.lc = mc->listens;
     l.gc = xg_gateway_conf_get(mc);

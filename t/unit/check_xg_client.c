@@ -15,7 +15,7 @@
 #include "xg_conf.h"
 #include "xg_listen.h"
 #include "xg_log.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 
 #include <check.h>
 #include <errno.h>
@@ -50,7 +50,7 @@ cp_client_close(void *p, void *cs, const char *reason)
     closes++;
 }
 
-static const struct xg_proto_module cp_module = {
+static const struct xg_venue cp_module = {
     .name = "client-test",
     .client_open = cp_client_open,
     .client_message = cp_client_message,

@@ -9,7 +9,7 @@
 #include "xg_admin.h"
 #include "xg_conf.h"
 #include "xg_log.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 #include "xg_upstream.h"
 #include "xg_ws.h"
 
@@ -277,7 +277,7 @@ tp_status(void *p, json_t *o)
     json_object_set_new(o, "tp_opens", json_integer(t->opens));
 }
 
-static const struct xg_proto_module tp_module = {
+static const struct xg_venue tp_module = {
     .name = "test",
     .create = tp_create,
     .destroy = tp_destroy,
@@ -290,7 +290,7 @@ static const struct xg_proto_module tp_module = {
 };
 
 /* The same module, but one that cannot rotate (the default). */
-static const struct xg_proto_module tp_module_norot = {
+static const struct xg_venue tp_module_norot = {
     .name = "test-norot",
     .create = tp_create,
     .destroy = tp_destroy,
@@ -373,7 +373,7 @@ teardown(void)
 /* Builds upstream "u" at PORT with BODY and protocol module PROTO. */
 static void
 make_up_proto(uint16_t port, const char *body,
-    const struct xg_proto_module *proto)
+    const struct xg_venue *proto)
 {
     char text[2048], *errors = NULL;
 

@@ -4,7 +4,7 @@
  * arrays (never from the matching code):
  *
  *   main, upstream          the modules of xg_modules[] (src/xg_module.c)
- *   upstream:PROTOCOL       each protocol module's (xg_proto_modules[])
+ *   upstream:PROTOCOL       each protocol module's (xg_venues[])
  *   reconnect:POLICY        each reconnect policy's (xg_reconnect_policies[])
  *   breaker                 inside `breaker { }` (modules/reconnect)
  *   any                     `include`, the parser's own keyword
@@ -14,7 +14,7 @@
  */
 #include "xg_core.h"
 #include "xg_conf.h"
-#include "xg_proto.h"
+#include "xg_venue.h"
 #include "xg_reconnect.h"
 
 #include <stdio.h>
@@ -39,7 +39,7 @@ int
 main(void)
 {
     const struct xg_module *const *m;
-    const struct xg_proto_module *const *p;
+    const struct xg_venue *const *p;
     const struct xg_reconnect_policy *const *r;
     char ctx[128];
     int n = 0;
@@ -48,7 +48,7 @@ main(void)
         n += print_table("main", (*m)->commands, XG_CONF_MAIN);
         n += print_table("upstream", (*m)->commands, XG_CONF_UPSTREAM);
     }
-    for (p = xg_proto_modules; *p != NULL; p++) {
+    for (p = xg_venues; *p != NULL; p++) {
         snprintf(ctx, sizeof(ctx), "upstream:%s", (*p)->name);
         n += print_table(ctx, (*p)->commands, XG_CONF_UPSTREAM);
     }

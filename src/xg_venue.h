@@ -1,9 +1,17 @@
 /*
- * xg_proto.h: the interface between an upstream (layer 1: the connection,
- * its state machine and reconnect policy, src/xg_upstream.c) and the
- * protocol module that runs on it (layer 2: auth, heartbeats,
- * subscriptions, request routing; modules/protocol/xg_proto_<venue>.c,
- * modules/venue/xg_venue_<venue>.c).
+ * xg_venue.h: a venue is what exgate knows of one exchange's protocol
+ * (modules/venue/xg_venue_<exchange>*.c, listed in xg_venues[] in
+ * src/xg_module.c; `protocol NAME;` picks one per upstream). This is the
+ * interface between an upstream (layer 1: the connections, their state
+ * machine and reconnect policy, src/xg_upstream.c) and the venue that
+ * runs on it (layer 2: auth, heartbeats, subscriptions, request routing).
+ * A venue with session state builds on the exchange-independent session
+ * engine (src/xg_session.h: restore runner, request table, subscription
+ * engine, client channels, fan-out) and the continuity trackers
+ * (src/xg_track.h), and supplies only what is the exchange's: how its
+ * messages read, how requests and subscribes are written, its restore
+ * steps, its client methods, its directives and limits. The raw venue
+ * (modules/venue/xg_venue_raw.c) is the smallest example.
  *
  * The upstream owns the connections and calls the module on each event,
  * naming the connection (struct xg_conn) it is about. The module never
@@ -22,8 +30,8 @@
  * connection, on_message(c) only between the two; a connection pointer
  * is valid from on_open until on_down returns, never after.
  */
-#ifndef XG_PROTO_H
-#define XG_PROTO_H
+#ifndef XG_VENUE_H
+#define XG_VENUE_H
 
 #include "xg_core.h"
 #include "xg_conf.h"
@@ -41,7 +49,7 @@ enum xg_conn_role {
     XG_CONN_RETIRING    /* replaced by a promoted one, closing soon */
 };
 
-struct xg_proto_module {
+struct xg_venue {
     const char               *name;         /* as in `protocol NAME;` */
     /*
      * Its upstream directives (context XG_CONF_UPSTREAM). They are valid
@@ -137,8 +145,8 @@ struct xg_proto_module {
 };
 
 /* The protocol modules compiled in (NULL-terminated). */
-extern const struct xg_proto_module *const xg_proto_modules[];
-const struct xg_proto_module *xg_proto_find(const char *name);
+extern const struct xg_venue *const xg_venues[];
+const struct xg_venue *xg_venue_find(const char *name);
 
 /* ---- what an upstream offers its protocol module (src/xg_upstream.c) ---- */
 
