@@ -483,15 +483,10 @@ dr_answer(void *p, struct xg_reg_req *q, const char *data, size_t len,
         xg_session_step_done(d->s);
         break;
     case K_HEARTBEAT:
-        if (error->p != NULL) {
-            dr_fail(d, "public/set_heartbeat", error);
-            break;
-        }
-        xg_session_step_done(d->s);
-        break;
     case K_COD:
+        /* restore steps: a refusal fails the connection */
         if (error->p != NULL) {
-            dr_fail(d, "private/enable_cancel_on_disconnect", error);
+            dr_fail(d, q->method, error);
             break;
         }
         xg_session_step_done(d->s);
