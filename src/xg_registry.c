@@ -222,11 +222,13 @@ xg_registry_free(struct xg_registry *r)
 /* ---- clients ---- */
 
 struct xg_reg_client *
-xg_registry_client_new(struct xg_registry *r, void *owner)
+xg_registry_client_new(struct xg_registry *r, void *owner,
+    struct xg_client *out)
 {
     struct xg_reg_client *rc = xg_calloc(1, sizeof(*rc));
 
     rc->owner = owner;
+    rc->out = out;
     return rc;
 }
 

@@ -131,9 +131,10 @@ void xg_registry_set_session_free(struct xg_registry *r, void (*fn)(void *));
 
 /* ---- clients ---- */
 
-/* Adds a client; OWNER is borrowed and opaque. */
+/* Adds a client; OWNER (the venue's) and OUT (its connection, for the
+   fan-out) are borrowed and opaque. */
 struct xg_reg_client *xg_registry_client_new(struct xg_registry *r,
-    void *owner);
+    void *owner, struct xg_client *out);
 /*
  * Removes RC: leaves every channel (those left empty go on the idle list,
  * stamped with NOW_MS, so that a linger counts from the client's going),

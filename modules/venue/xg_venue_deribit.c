@@ -843,8 +843,7 @@ dr_client_open(void *p, struct xg_client *c)
 
     dc->d = d;
     dc->c = c;
-    dc->rc = xg_registry_client_new(d->reg, dc);
-    dc->rc->out = c;
+    dc->rc = xg_registry_client_new(d->reg, dc, c);
     dc->authed = !xg_client_conf(c)->client_auth;
     d->gc = xg_client_conf(c);
     xg_session_set_linger(d->s, d->gc->unsubscribe_linger_ms);

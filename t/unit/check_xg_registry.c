@@ -159,7 +159,7 @@ END_TEST
 START_TEST(test_client_free_stamps_idle)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL, NULL);
     struct xg_reg_channel *ch;
     struct xg_reg_subreq *done[1];
     size_t ndone;
@@ -187,7 +187,7 @@ END_TEST
 START_TEST(test_channel_n_any_bytes)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL, NULL);
     struct xg_reg_channel *ch;
     char name[16] = "ticker.X";
     unsigned i;
@@ -211,8 +211,8 @@ END_TEST
 START_TEST(test_unsubscribe_all_is_per_client)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
-    struct xg_reg_client *b = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL, NULL);
+    struct xg_reg_client *b = xg_registry_client_new(r, NULL, NULL);
     struct xg_reg_channel *x, *y;
 
     xg_registry_subscribe(r, a, "x", 10, &x);
@@ -236,8 +236,8 @@ END_TEST
 START_TEST(test_subreq_diff)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
-    struct xg_reg_client *b = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL, NULL);
+    struct xg_reg_client *b = xg_registry_client_new(r, NULL, NULL);
     char *chans[] = { "good", "bad" };
     struct xg_reg_subreq *sa, *sb, *done[4];
     struct xg_reg_channel *g, *bd;
@@ -279,8 +279,8 @@ END_TEST
 START_TEST(test_answer_waiters_keeps_channel)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
-    struct xg_reg_client *b = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL, NULL);
+    struct xg_reg_client *b = xg_registry_client_new(r, NULL, NULL);
     char *chans[] = { "book.X.100ms" };
     struct xg_reg_subreq *sb, *done[2];
     struct xg_reg_channel *ch, *ch2;
@@ -322,7 +322,7 @@ END_TEST
 START_TEST(test_client_leaves_while_pending)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL, NULL);
     char *chans[] = { "p" };
     struct xg_reg_subreq *sa, *done[2];
     struct xg_reg_channel *p;
@@ -349,8 +349,8 @@ END_TEST
 START_TEST(test_requests)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
-    struct xg_reg_client *b = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL, NULL);
+    struct xg_reg_client *b = xg_registry_client_new(r, NULL, NULL);
     struct xg_reg_req *q1, *q2, *q3, *q;
     uint64_t id1, id2;
 
@@ -413,7 +413,7 @@ visit_cb(struct xg_reg_req *q, void *arg)
 START_TEST(test_inflight_foreach)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL, NULL);
     struct xg_reg_req *q1, *q2, *q3;
     struct visit v = { { NULL }, 0 };
 
@@ -465,7 +465,7 @@ END_TEST
 START_TEST(test_upstream_reset_and_limit)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL, NULL);
     struct xg_reg_channel *x, *y, *z;
     struct xg_reg_subreq *done[2];
     size_t ndone;
@@ -488,7 +488,7 @@ END_TEST
 START_TEST(test_orders)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL, NULL);
 
     ck_assert_int_eq(xg_registry_order_add(a, "ETH-1"), 1);
     ck_assert_int_eq(xg_registry_order_add(a, "ETH-1"), 0);
@@ -518,7 +518,7 @@ ext_free(void *p)
 START_TEST(test_channel_ext_freed)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, NULL);
+    struct xg_reg_client *a = xg_registry_client_new(r, NULL, NULL);
     struct xg_reg_channel *x, *y, *z;
     struct xg_reg_subreq *done[1];
     size_t ndone;
