@@ -109,9 +109,9 @@ END_TEST
 START_TEST(test_refcount_one_upstream_subscribe)
 {
     struct xg_registry *r = xg_registry_new();
-    struct xg_reg_client *a = xg_registry_client_new(r, (void *) 1);
-    struct xg_reg_client *b = xg_registry_client_new(r, (void *) 2);
-    struct xg_reg_client *c = xg_registry_client_new(r, (void *) 3);
+    struct xg_reg_client *a = xg_registry_client_new(r, (void *) 1, NULL);
+    struct xg_reg_client *b = xg_registry_client_new(r, (void *) 2, NULL);
+    struct xg_reg_client *c = xg_registry_client_new(r, (void *) 3, NULL);
     struct xg_reg_channel *ch, *ch2;
     struct xg_reg_subreq *done[4];
     size_t ndone;
