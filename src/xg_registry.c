@@ -62,20 +62,6 @@ req_list_unlink(struct req_list *l, struct xg_reg_req *q)
     l->n--;
 }
 
-/* The first request of L whose deadline has passed, or NULL. */
-static struct xg_reg_req *
-req_list_expired(const struct req_list *l, uint64_t now_ms)
-{
-    struct xg_reg_req *q;
-
-    for (q = l->head; q != NULL; q = q->next) {
-        if (q->deadline_ms != 0 && q->deadline_ms <= now_ms) {
-            return q;
-        }
-    }
-    return NULL;
-}
-
 struct xg_registry {
     struct xg_reg_channel  *chan_tab[REG_CHAN_BUCKETS];
     size_t                  nchannels;
@@ -690,17 +676,6 @@ xg_registry_inflight_pop(struct xg_registry *r)
     return q;
 }
 
-struct xg_reg_req *
-xg_registry_inflight_expired(struct xg_registry *r, uint64_t now_ms)
-{
-    struct xg_reg_req *q = req_list_expired(&r->inflight, now_ms);
-
-    if (q != NULL) {
-        inflight_unlink(r, q);
-    }
-    return q;
-}
-
 size_t
 xg_registry_ninflight(const struct xg_registry *r)
 {
@@ -735,17 +710,6 @@ struct xg_reg_req *
 xg_registry_queue_pop(struct xg_registry *r)
 {
     struct xg_reg_req *q = r->queue.head;
-
-    if (q != NULL) {
-        req_list_unlink(&r->queue, q);
-    }
-    return q;
-}
-
-struct xg_reg_req *
-xg_registry_queue_expired(struct xg_registry *r, uint64_t now_ms)
-{
-    struct xg_reg_req *q = req_list_expired(&r->queue, now_ms);
 
     if (q != NULL) {
         req_list_unlink(&r->queue, q);

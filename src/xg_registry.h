@@ -53,7 +53,6 @@ struct xg_reg_channel {
     uint64_t                confirmed_ms;  /* first confirmation (0: never):
                                               kept across a reconnect */
     uint64_t                last_data_ms;  /* last notification */
-    uint64_t                retry_at_ms;   /* unconfirmed: next subscribe */
     uint32_t                retry_ms;      /* unconfirmed: current backoff */
     unsigned                retries;       /* unconfirmed: attempts so far */
     int                     unconfirmed;   /* restored but not confirmed */
@@ -266,9 +265,6 @@ struct xg_reg_req *xg_registry_inflight_take(struct xg_registry *r,
     uint64_t up_id);
 /* Removes and returns the oldest in-flight request, or NULL. */
 struct xg_reg_req *xg_registry_inflight_pop(struct xg_registry *r);
-/* The oldest in-flight request whose deadline is at or before NOW, taken. */
-struct xg_reg_req *xg_registry_inflight_expired(struct xg_registry *r,
-    uint64_t now_ms);
 size_t xg_registry_ninflight(const struct xg_registry *r);
 /*
  * Calls FN for every request in flight, oldest first. FN may change a
@@ -285,9 +281,6 @@ void xg_registry_queue_push(struct xg_registry *r, struct xg_reg_req *q,
     int front);
 /* Removes and returns the first queued request, or NULL. */
 struct xg_reg_req *xg_registry_queue_pop(struct xg_registry *r);
-/* The first queued request whose deadline passed, taken, or NULL. */
-struct xg_reg_req *xg_registry_queue_expired(struct xg_registry *r,
-    uint64_t now_ms);
 size_t xg_registry_nqueued(const struct xg_registry *r);
 
 /* ---- a client's own orders (its emulated cancel-on-disconnect) ---- */
