@@ -4,7 +4,7 @@
  * the gateway would send its clients on stdout, calling the book
  * (src/xg_book.c) through the Deribit venue's book messages
  * (modules/venue/xg_venue_deribit_book.c) exactly as the deribit module
- * is meant to (README, book section):
+ * is meant to (docs/book.md):
  *
  *   stdin                      stdout
  *   M CHANNEL NOTIFICATION     O CHANNEL TEXT   to every subscriber that

@@ -4,7 +4,7 @@
  * 16-session limit. There is one simulated account (--client-id,
  * --client-secret).
  *
- * Error choices (documented in the README): wrong client id or secret ->
+ * Error choices (documented in docs/simulator.md): wrong client id or secret ->
  * 13004 invalid_credentials; a bad signature, a timestamp outside the 60 s
  * window, a reused nonce, an unknown/expired/foreign token -> 13009
  * unauthorized with data.reason saying which.
