@@ -22,6 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #define XG_CONF_MAX_FILE           (16 * 1024 * 1024)
 #define XG_CONF_MAX_WORD           (64 * 1024)
 #define XG_CONF_MAX_NESTING        16
@@ -1085,8 +1087,43 @@ xg_conf_parse_url(const char *s, struct xg_url *u)
 /* A secret is a key or a token: anything longer is the wrong file. */
 #define XG_CONF_SECRET_MAX 4096
 
+static char *conf_secret_read(struct xg_conf *cf,
+    const struct xg_conf_stmt *st, const char *spec);
+
+/*
+ * Resolves SPEC and, inside an upstream block, folds the value into the
+ * upstream's secrets digest: a reload compares digests, never values.
+ */
 char *
 xg_conf_secret(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const char *spec)
+{
+    struct xg_upstream_conf *uc = cf->upstream;
+    char *v = conf_secret_read(cf, st, spec);
+    EVP_MD_CTX *md;
+
+    if (v == NULL || uc == NULL) {
+        return v;
+    }
+    md = EVP_MD_CTX_new();
+    if (md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1
+        && EVP_DigestUpdate(md, uc->secrets_digest,
+            sizeof(uc->secrets_digest)) == 1
+        && EVP_DigestUpdate(md, spec, strlen(spec) + 1) == 1
+        && EVP_DigestUpdate(md, v, strlen(v)) == 1
+        && EVP_DigestFinal_ex(md, uc->secrets_digest, NULL) == 1)
+    {
+        uc->nsecrets++;
+    } else {
+        /* out of memory in OpenSSL: a reload sees no change of secrets */
+        xg_conf_warn(cf, st, "secret: cannot digest it for reloads");
+    }
+    EVP_MD_CTX_free(md);
+    return v;
+}
+
+static char *
+conf_secret_read(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const char *spec)
 {
     char path[PATH_MAX];
@@ -1332,6 +1369,7 @@ xg_conf_load(const char *path, char **errors)
 
     memset(&cf, 0, sizeof(cf));
     cf.main = xg_calloc(1, sizeof(*cf.main));
+    cf.main->refs = 1;
     cf.main->path = xg_strdup(path);
     parse_file(&cf, path, 0, NULL, &root);
     return conf_finish(&cf, &root, errors);
@@ -1352,9 +1390,17 @@ xg_conf_load_mem(const char *name, const char *text, size_t len,
 
     memset(&cf, 0, sizeof(cf));
     cf.main = xg_calloc(1, sizeof(*cf.main));
+    cf.main->refs = 1;
     cf.main->path = xg_strdup(name);
     parse_text(&cf, name, text, len, &root);
     return conf_finish(&cf, &root, errors);
+}
+
+struct xg_main_conf *
+xg_conf_ref(struct xg_main_conf *mc)
+{
+    mc->refs++;
+    return mc;
 }
 
 void
@@ -1363,6 +1409,10 @@ xg_conf_free(struct xg_main_conf *mc)
     int i;
 
     if (mc == NULL) {
+        return;
+    }
+    if (mc->refs > 1) {
+        mc->refs--;
         return;
     }
     xg_conf_core_free(mc);

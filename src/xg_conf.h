@@ -163,6 +163,14 @@ struct xg_upstream_conf {
     /* space for protocol modules (the gateway core) */
     void                 *proto_conf;
 
+    /*
+     * A digest of every secret read in the block (their values, with
+     * where they come from), so that a reload sees a secret file whose
+     * content changed although the conf text did not. Never shown.
+     */
+    unsigned char         secrets_digest[32];
+    int                   nsecrets;
+
     struct xg_upstream_conf *next;
 };
 
@@ -200,6 +208,7 @@ struct xg_conf_cleanup {
 };
 
 struct xg_main_conf {
+    unsigned              refs;          /* xg_conf_ref(); 1 after a load */
     char                 *path;          /* the file loaded */
     char                 *error_log;     /* "stderr" or a path */
     int                   error_log_level;
@@ -240,6 +249,8 @@ struct xg_conf {
     /* the real paths of the files being read, for include loops */
     const char           *reading[XG_CONF_MAX_INCLUDE_DEPTH];
     int                   nreading;
+    /* the upstream block being read, whose secrets xg_conf_secret() notes */
+    struct xg_upstream_conf *upstream;
 };
 
 /*
@@ -256,7 +267,15 @@ struct xg_main_conf *xg_conf_load_string(const char *name, const char *text,
 struct xg_main_conf *xg_conf_load_mem(const char *name, const char *text,
     size_t len, char **errors);
 
+/*
+ * Drops one reference to MC and frees it with the last (NULL is fine). A
+ * loaded conf has one; whatever still runs on a conf that a reload
+ * replaced (a listener closing its clients, an upstream closing) holds
+ * one of its own with xg_conf_ref() until it is done.
+ */
 void xg_conf_free(struct xg_main_conf *mc);
+/* Takes a reference to MC (see xg_conf_free()); returns MC. */
+struct xg_main_conf *xg_conf_ref(struct xg_main_conf *mc);
 
 /*
  * Dispatches the statements of one block in context CTX: each is handed

@@ -524,7 +524,9 @@ set_upstream(struct xg_conf *cf, const struct xg_conf_stmt *st,
     uc->restore_timeout_ms = 30000;
     uc->close_timeout_ms = 3000;
 
+    cf->upstream = uc;
     upstream_block(cf, st, uc);
+    cf->upstream = NULL;
 
     if (!uc->url_set) {
         xg_conf_error(cf, st, "upstream \"%s\" has no \"url\"", uc->name);
