@@ -163,6 +163,16 @@ void xg_reconnect_init(struct xg_reconnect *r,
 void xg_reconnect_free(struct xg_reconnect *r);
 
 /*
+ * A reload: R follows CONF from now on (borrowed, as for init) and keeps
+ * where it stands: the attempt count and backoff, the ready and stable
+ * marks, and the breaker's state and trips (its failure history is
+ * cleared when the breaker's settings changed). The next delay, reset or
+ * breaker decision uses CONF.
+ */
+void xg_reconnect_reconf(struct xg_reconnect *r,
+    const struct xg_upstream_conf *conf);
+
+/*
  * A connection attempt failed, or a connection went down, at ENV->now_ms.
  * A connection that had been ready for `stable` resets the backoff first;
  * then the attempt counts, the breaker sees the failure, and the policy

@@ -365,6 +365,22 @@ ss_stale_ms(struct xg_session *s, struct xg_reg_channel *ch)
     return ch->stale_ms;
 }
 
+static void
+ss_stale_forget(struct xg_reg_channel *ch, void *arg)
+{
+    ch->stale_set = 0;
+}
+
+/* See xg_session.h. */
+void
+xg_session_set_stale(struct xg_session *s, const struct xg_stale *stale,
+    size_t nstale)
+{
+    s->stale = stale;
+    s->nstale = nstale;
+    xg_registry_channel_foreach(s->reg, ss_stale_forget, NULL);
+}
+
 /* Starts CH's silence timer when its name has a stale bound. */
 static void
 ss_arm_stale(struct xg_session *s, struct xg_reg_channel *ch)

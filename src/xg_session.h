@@ -251,6 +251,14 @@ void xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
 void xg_session_unsubscribe(struct xg_session *s, struct xg_reg_client *rc,
     char *const *names, size_t n, json_t *left);
 
+/*
+ * A reload: STALE[0..NSTALE-1] (borrowed, the new conf's) are the stale
+ * bounds from now on; each channel looks its bound up again the next
+ * time its silence timer is armed.
+ */
+void xg_session_set_stale(struct xg_session *s, const struct xg_stale *stale,
+    size_t nstale);
+
 /* ---- requests: in flight (fresh ids), queued while not ready ---- */
 
 /*

@@ -71,6 +71,7 @@ static void up_failed(struct xg_upstream *up, struct xg_conn *c,
 static void conn_on_deadline(evutil_socket_t fd, short what, void *arg);
 static void conn_on_age(evutil_socket_t fd, short what, void *arg);
 static void up_rotate_if_due(struct xg_upstream *up);
+static void up_rotate_if_stale(struct xg_upstream *up);
 static int up_rotate(struct xg_upstream *up, const char *why, int retry,
     struct xg_rotation *r, char *err, size_t len);
 
@@ -357,6 +358,7 @@ conn_connect(struct xg_upstream *up, struct xg_conn *c)
     opts.log_name = c->log_name;
     /* up_set_state() logs every transition: one line per event. */
     opts.owner_logs = 1;
+    c->gen = up->conf_gen;
 
     timer_arm(c->ev_deadline,
         up->conf->connect_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
@@ -1121,6 +1123,7 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
 
     up = xg_calloc(1, sizeof(*up));
     up->conf = conf;
+    up->name = xg_strdup(conf->name);
     up->base = base;
     up->dns = dns;
     up->state = XG_UP_IDLE;
@@ -1273,6 +1276,7 @@ xg_upstream_free(struct xg_upstream *up)
     }
     xg_reconnect_free(&up->rc);
     xg_reconnect_free(&up->rot_rc);
+    free(up->name);
     free(up);
 }
 
@@ -1417,6 +1421,35 @@ up_rotate(struct xg_upstream *up, const char *why, int retry,
 }
 
 /*
+ * A reload changed what a connection is made with since the primary was
+ * made: rotate it as soon as the upstream is ready and alone (a rotation
+ * already running, or the retry of a failed one, is waited for: it
+ * connects with the settings of its own start). A module that cannot
+ * rotate gets a reconnect instead, which is not make-before-break: said
+ * in the log.
+ */
+static void
+up_rotate_if_stale(struct xg_upstream *up)
+{
+    if (up->stopping || up->primary == NULL
+        || up->primary->gen == up->conf_gen || up->state != XG_UP_READY
+        || up->other != NULL || up->rot_due_for != 0
+        || evtimer_pending(up->ev_rotate, NULL))
+    {
+        return;
+    }
+    if (up->proto == NULL || !up->proto->rotates) {
+        xg_log_warn("upstream %s: %s: %s%s cannot rotate: reconnecting to "
+            "apply it", up->name, up->conf_why,
+            up->proto ? "protocol " : "no protocol module",
+            up->proto ? up->proto->name : "");
+        xg_upstream_fail(up, up->conf_why);
+        return;
+    }
+    up_rotate(up, up->conf_why, 0, NULL, NULL, 0);
+}
+
+/*
  * Starts the rotation that is due for the current primary (its age, or
  * the retry of a failed one) when it can start; else it stays due until
  * the upstream is ready and alone again (this is called then).
@@ -1425,11 +1458,13 @@ static void
 up_rotate_if_due(struct xg_upstream *up)
 {
     if (up->rot_due_for == 0 || up->stopping) {
+        up_rotate_if_stale(up);
         return;
     }
     if (up->primary == NULL || up->primary->id != up->rot_due_for) {
         /* A new primary since: it is young, and no rotation is owed. */
         up->rot_due_for = 0;
+        up_rotate_if_stale(up);
         return;
     }
     if (up->state != XG_UP_READY || up->other != NULL) {
@@ -1540,7 +1575,7 @@ xg_upstream_is_ready(const struct xg_upstream *up)
 const char *
 xg_upstream_name(const struct xg_upstream *up)
 {
-    return up->conf->name;
+    return up->name;
 }
 
 /* See xg_venue.h. */
@@ -1620,6 +1655,49 @@ xg_upstream_find(const struct xg_upstream_set *set, const char *name)
         }
     }
     return NULL;
+}
+
+/* See xg_upstream.h. */
+int
+xg_upstream_reconf(struct xg_upstream *up,
+    const struct xg_upstream_conf *conf, const char *reconnect_why)
+{
+    if (up->proto != NULL && up->proto->create != NULL
+        && up->proto->reconf == NULL)
+    {
+        return XG_ERROR;
+    }
+    up->conf = conf;
+    xg_reconnect_reconf(&up->rc, conf);
+    xg_reconnect_reconf(&up->rot_rc, conf);
+    if (up->proto_p != NULL && up->proto->reconf != NULL) {
+        up->proto->reconf(up->proto_p, conf);
+    }
+    if (reconnect_why != NULL) {
+        up->conf_gen++;
+        up_copy_text(up->conf_why, sizeof(up->conf_why), reconnect_why);
+        up_rotate_if_stale(up);
+    }
+    return XG_OK;
+}
+
+/* See xg_upstream.h. */
+void
+xg_upstream_set_remove(struct xg_upstream *up)
+{
+    struct xg_upstream **pp;
+
+    if (up->set == NULL) {
+        return;
+    }
+    for (pp = &up->set->first; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == up) {
+            *pp = up->next;
+            break;
+        }
+    }
+    up->set = NULL;
+    up->next = NULL;
 }
 
 /* See xg_upstream.h. */

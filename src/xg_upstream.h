@@ -132,6 +132,28 @@ struct xg_upstream_set *xg_upstream_set_new(void);
 /* Puts UP (in no set yet) last in SET, which owns it from now on. */
 void xg_upstream_set_add(struct xg_upstream_set *set, struct xg_upstream *up);
 
+/*
+ * A reload: UP runs on CONF from now on (the same name and protocol;
+ * borrowed, it must outlive UP or the next reconf), and the conf it ran
+ * on may be freed once this returns. Reconnect policy, breaker, timeouts
+ * and the module's limits apply from the next event that uses them.
+ * RECONNECT_WHY not NULL ("reload: url changed") says that what a
+ * connection is made with changed: new connections use CONF, and the
+ * primary is replaced by a make-before-break rotation as soon as the
+ * upstream is ready with no other connection (a reconnect, logged, when
+ * its protocol cannot rotate). Returns XG_ERROR, with nothing changed,
+ * when the protocol module cannot take a new conf (the caller restarts
+ * the upstream).
+ */
+int xg_upstream_reconf(struct xg_upstream *up,
+    const struct xg_upstream_conf *conf, const char *reconnect_why);
+
+/*
+ * Takes UP out of its set (if any), for a reload that removes it: the
+ * caller owns it from now on, stops it and frees it.
+ */
+void xg_upstream_set_remove(struct xg_upstream *up);
+
 /* SET's upstream called NAME, or NULL. */
 struct xg_upstream *xg_upstream_find(const struct xg_upstream_set *set,
     const char *name);

@@ -71,6 +71,8 @@ struct xg_conn {
     uint64_t                opened_ms;     /* the WebSocket open; 0 before */
     uint64_t                last_data_ms;
     unsigned                rotation;      /* the last one it was part of */
+    unsigned                gen;           /* the upstream's conf_gen when
+                                              it connected */
     struct xg_ws           *ws;            /* NULL once detached */
     int                     proto_opened;  /* on_open ran: on_down is owed */
     struct event           *ev_deadline;   /* connect, handshake, restore,
@@ -87,7 +89,8 @@ struct xg_conn {
 enum { UP_PARK_PRIMARY = 0, UP_PARK_OTHER, UP_PARK_N };
 
 struct xg_upstream {
-    const struct xg_upstream_conf  *conf;
+    const struct xg_upstream_conf  *conf;      /* replaced by a reload */
+    char                           *name;      /* its own copy: stays */
     struct event_base              *base;
     struct evdns_base              *dns;
     const struct xg_venue   *proto;     /* NULL: none (unit tests) */
@@ -124,6 +127,14 @@ struct xg_upstream {
                                                    this primary id (age,
                                                    retry); 0: none */
     int                             rot_due_retry;
+
+    /*
+     * Bumped by a reload that changed what a connection is made with
+     * (url, tls_*, header, auth): a primary of an older generation is
+     * rotated (or reconnected) once it can be.
+     */
+    unsigned                        conf_gen;
+    char                            conf_why[160];
 
     uint64_t                        connects;
     uint64_t                        disconnects;

@@ -142,6 +142,16 @@ struct xg_venue {
      * it (the rotation counts as failed and is not retried).
      */
     int                       rotates;
+
+    /*
+     * A reload replaced the upstream's conf with CONF (the same name and
+     * protocol; the old conf is freed after this returns): point whatever
+     * the instance kept of the old conf at CONF. Limits apply from the
+     * next event that uses them, credentials from the next connection's
+     * restore (a rotation's, when they changed). NULL, for a module with
+     * a create(): it cannot follow, and a reload restarts the upstream.
+     */
+    void  (*reconf)(void *p, const struct xg_upstream_conf *conf);
 };
 
 /* The protocol modules compiled in (NULL-terminated). */

@@ -228,11 +228,12 @@ reconnect_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
 
 /* ---- the supervisor --------------------------------------------------- */
 
-/* Sets R up from CONF (borrowed); see xg_reconnect.h. */
-void
-xg_reconnect_init(struct xg_reconnect *r, const struct xg_upstream_conf *conf)
+/* R's policy, stable and max_attempts from CONF. */
+static void
+rc_set_policy(struct xg_reconnect *r, const struct xg_upstream_conf *conf)
 {
-    memset(r, 0, sizeof(*r));
+    free(r->owned_pconf);
+    r->owned_pconf = NULL;
     r->policy = conf->reconnect;
     r->pconf = conf->reconnect_conf;
     if (r->policy == NULL || r->pconf == NULL) {
@@ -245,7 +246,42 @@ xg_reconnect_init(struct xg_reconnect *r, const struct xg_upstream_conf *conf)
     r->stable_ms = conf->stable_ms ? conf->stable_ms
         : XG_RECONNECT_DEFAULT_STABLE_MS;
     r->max_attempts = conf->max_attempts;
+}
+
+/* Sets R up from CONF (borrowed); see xg_reconnect.h. */
+void
+xg_reconnect_init(struct xg_reconnect *r, const struct xg_upstream_conf *conf)
+{
+    memset(r, 0, sizeof(*r));
+    rc_set_policy(r, conf);
     xg_reconnect_breaker_init(&r->breaker, &conf->breaker);
+}
+
+/* See xg_reconnect.h. */
+void
+xg_reconnect_reconf(struct xg_reconnect *r,
+    const struct xg_upstream_conf *conf)
+{
+    enum xg_breaker_state state = r->breaker.state;
+    uint64_t opened_at = r->breaker.opened_at;
+    unsigned trips = r->breaker.trips;
+
+    rc_set_policy(r, conf);
+    if (memcmp(&r->breaker.conf, &conf->breaker, sizeof(conf->breaker))
+        == 0 || (!r->breaker.conf.enabled && !conf->breaker.enabled))
+    {
+        return;
+    }
+    xg_reconnect_breaker_free(&r->breaker);
+    xg_reconnect_breaker_init(&r->breaker, &conf->breaker);
+    r->breaker.trips = trips;
+    if (r->breaker.state != XG_BREAKER_OFF
+        && (state == XG_BREAKER_OPEN || state == XG_BREAKER_HALF_OPEN))
+    {
+        /* open stays open: its cool-down timer runs in the upstream */
+        r->breaker.state = state;
+        r->breaker.opened_at = opened_at;
+    }
 }
 
 /* Frees what R allocated; R's conf is not touched. */

@@ -845,8 +845,7 @@ dr_client_open(void *p, struct xg_client *c)
     dc->c = c;
     dc->rc = xg_registry_client_new(d->reg, dc, c);
     dc->authed = !xg_client_conf(c)->client_auth;
-    d->gc = xg_client_conf(c);
-    xg_session_set_linger(d->s, d->gc->unsubscribe_linger_ms);
+    xg_session_set_linger(d->s, xg_client_conf(c)->unsubscribe_linger_ms);
     dc->ev_hb = evtimer_new(d->base, dr_client_hb, dc);
     dc->next = d->clients;
     if (d->clients) {
@@ -1505,17 +1504,18 @@ static const struct xg_session_ops dr_session_ops = {
 
 /* ---- life cycle and /status ---- */
 
+static const struct dr_conf dr_defaults = {
+    DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, 1000, 30000, NULL, 0,
+    NULL, NULL
+};
+
 static void *
 dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
 {
-    static const struct dr_conf defaults = {
-        DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, 1000, 30000, NULL, 0,
-        NULL, NULL
-    };
     struct dr *d = xg_calloc(1, sizeof(*d));
     d->up = up;
-    d->cf = conf->proto_conf ? conf->proto_conf : &defaults;
-    d->name = conf->name;
+    d->cf = conf->proto_conf ? conf->proto_conf : &dr_defaults;
+    d->name = xg_upstream_name(up);
     d->base = xg_upstream_base(up);
     d->reg = xg_registry_new();
     xg_registry_set_channel_free(d->reg, dr_track_free);
@@ -1786,6 +1786,23 @@ dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     return XG_OK;
 }
 
+/*
+ * A reload (xg_venue.h): the new conf from now on. The auth grant is
+ * read at each restore's auth step, the heartbeat at its set_heartbeat
+ * step; the request and queue bounds from the next request; the stale
+ * bounds from each channel's next silence timer.
+ */
+static void
+dr_reconf(void *p, const struct xg_upstream_conf *conf)
+{
+    struct dr *d = p;
+
+    d->cf = conf->proto_conf ? conf->proto_conf : &dr_defaults;
+    xg_session_set_limits(d->s, d->cf->request_timeout_ms,
+        d->cf->queue_limit, d->cf->queue_timeout_ms);
+    xg_session_set_stale(d->s, d->cf->stale, d->cf->nstale);
+}
+
 const struct xg_venue xg_venue_deribit = {
     "deribit",
     dr_commands,
@@ -1805,5 +1822,6 @@ const struct xg_venue xg_venue_deribit = {
     "/ws/api/v2",   /* Deribit's own path: a bot changes only the host */
     0,
     dr_dump,
-    0           /* rotates: not yet (the upstream closes a rotation's conn) */
+    0,          /* rotates: not yet (the upstream closes a rotation's conn) */
+    dr_reconf
 };

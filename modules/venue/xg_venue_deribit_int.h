@@ -118,9 +118,6 @@ struct dr {
     struct event          *ev_refresh;
     struct dr_client      *clients;
     unsigned               nclients;
-    /* the gateway settings of the clients (unsubscribe_linger), kept from
-       the first client: the linger still applies once the last one left */
-    const struct xg_gateway_conf *gc;
     struct dr_cod         *cods;         /* clients that left, COD unsettled */
     uint64_t               cod_last_id;
     uint64_t               cod_checks;    /* get_open_orders sent for them */

@@ -440,17 +440,18 @@ raw_client_close(void *p, void *cs, const char *reason)
 
 /* ---- instance ------------------------------------------------------------ */
 
+static const struct raw_conf raw_defaults = {
+    .queue_limit = 1000, .queue_timeout_ms = 30000, .replay_limit = 1024
+};
+
 static void *
 raw_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
 {
-    static const struct raw_conf defaults = {
-        .queue_limit = 1000, .queue_timeout_ms = 30000, .replay_limit = 1024
-    };
     struct raw *r = xg_calloc(1, sizeof(*r));
 
     r->up = up;
-    r->cf = conf->proto_conf ? conf->proto_conf : &defaults;
-    r->name = conf->name;
+    r->cf = conf->proto_conf ? conf->proto_conf : &raw_defaults;
+    r->name = xg_upstream_name(up);
     r->qtail = &r->qhead;
     r->ev_queue = evtimer_new(xg_upstream_base(up), raw_on_queue_timeout, r);
     if (r->ev_queue == NULL) {
@@ -623,6 +624,19 @@ raw_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     return XG_OK;
 }
 
+/*
+ * A reload (xg_venue.h): the new conf from now on; its on_open texts are
+ * sent on the next connection, its queue bounds hold from the next
+ * request, replay and replay_limit from the next text a client sends.
+ */
+static void
+raw_reconf(void *p, const struct xg_upstream_conf *conf)
+{
+    struct raw *r = p;
+
+    r->cf = conf->proto_conf ? conf->proto_conf : &raw_defaults;
+}
+
 const struct xg_venue xg_venue_raw = {
     "raw",
     raw_commands,
@@ -641,5 +655,6 @@ const struct xg_venue xg_venue_raw = {
     "/*",       /* any path: clients keep their own URL scheme */
     1,          /* no in-band client auth: listeners say client_auth=off */
     raw_dump,
-    0           /* rotates: no (the upstream closes a rotation's conn) */
+    0,          /* rotates: no (the upstream closes a rotation's conn) */
+    raw_reconf
 };
