@@ -32,6 +32,7 @@
 
 struct xg_listen_set {
     struct xg_listener *first;
+    struct xg_listener *closing;    /* removed by a reload, clients left */
 };
 
 /* ---- conf: the gateway core's main-context directives ---- */
@@ -392,6 +393,10 @@ void
 xg_listen_client_gone(struct xg_listener *l, struct xg_client *c)
 {
     l->nclients--;
+    if (l->ev_reap != NULL && l->clients == NULL) {
+        /* the caller still runs on C: L goes from the loop */
+        event_active(l->ev_reap, EV_TIMEOUT, 1);
+    }
 }
 
 static void
@@ -522,6 +527,32 @@ xg_listen_check(const struct xg_main_conf *mc,
     return XG_OK;
 }
 
+/* L's conf: LC, and the gateway settings of MC with LC's own keys. */
+static void
+listen_set_conf(struct xg_listener *l, const struct xg_main_conf *mc,
+    const struct xg_listen_conf *lc)
+{
+    l->lc = lc;
+    l->gc = xg_gateway_conf_get(mc);
+    free(l->gc_own);
+    l->gc_own = NULL;
+    if (lc->gateway_conf != NULL) {
+        const struct listen_gw *g = lc->gateway_conf;
+
+        /* this listener's own policy over the top-level one */
+        l->gc_own = xg_malloc(sizeof(*l->gc_own));
+        *l->gc_own = *l->gc;
+        if (g->ncreds > 0) {
+            l->gc_own->creds = g->creds;
+            l->gc_own->ncreds = g->ncreds;
+        }
+        if (g->client_auth >= 0) {
+            l->gc_own->client_auth = g->client_auth;
+        }
+        l->gc = l->gc_own;
+    }
+}
+
 static int
 listen_open(struct xg_listen_set *ls, struct event_base *base,
     struct xg_fanout *fo, const struct xg_main_conf *mc,
@@ -545,23 +576,7 @@ listen_open(struct xg_listen_set *ls, struct event_base *base,
         return XG_ERROR;
     }
     l = xg_calloc(1, sizeof(*l));
-    l->lc = lc;
-    l->gc = xg_gateway_conf_get(mc);
-    if (lc->gateway_conf != NULL) {
-        const struct listen_gw *g = lc->gateway_conf;
-
-        /* this listener's own policy over the top-level one */
-        l->gc_own = xg_malloc(sizeof(*l->gc_own));
-        *l->gc_own = *l->gc;
-        if (g->ncreds > 0) {
-            l->gc_own->creds = g->creds;
-            l->gc_own->ncreds = g->ncreds;
-        }
-        if (g->client_auth >= 0) {
-            l->gc_own->client_auth = g->client_auth;
-        }
-        l->gc = l->gc_own;
-    }
+    listen_set_conf(l, mc, lc);
     l->base = base;
     l->fo = fo;
     l->up = up;
@@ -608,6 +623,134 @@ xg_listen_start_all(struct event_base *base, struct xg_fanout *fo,
     return ls;
 }
 
+/* Frees L (out of every list), its clients torn down at once. */
+static void
+listen_free(struct xg_listener *l, const char *reason)
+{
+    while (l->clients != NULL) {
+        xg_client_free(l->clients, reason);
+    }
+    if (l->evl != NULL) {
+        evconnlistener_free(l->evl);
+    }
+    event_free(l->ev_resume);
+    if (l->ev_reap != NULL) {
+        event_free(l->ev_reap);
+    }
+    free(l->gc_own);
+    xg_conf_free(l->conf_ref);
+    free(l);
+}
+
+/* Takes L out of the list at *PP. */
+static void
+listen_unlink(struct xg_listener **pp, struct xg_listener *l)
+{
+    for (; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == l) {
+            *pp = l->next;
+            l->next = NULL;
+            return;
+        }
+    }
+}
+
+/* A closed listener's last client is gone (see xg_listen_close()). */
+static void
+on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_listener *l = arg;
+    void (*cb)(void *) = l->closed_cb;
+    void *cb_arg = l->closed_arg;
+
+    if (l->clients != NULL) {
+        return;
+    }
+    xg_log_info("listener %s: closed (its last client is gone)", l->addr);
+    listen_unlink(&l->set->closing, l);
+    listen_free(l, "listener closed");
+    if (cb != NULL) {
+        cb(cb_arg);
+    }
+}
+
+/* See xg_listen.h. */
+int
+xg_listen_open(struct xg_listen_set *ls, struct event_base *base,
+    struct xg_fanout *fo, const struct xg_main_conf *mc,
+    const struct xg_upstream_set *ups, const struct xg_listen_conf *lc)
+{
+    if (listen_open(ls, base, fo, mc, ups, lc) != XG_OK) {
+        return XG_ERROR;
+    }
+    ls->first->set = ls;
+    return XG_OK;
+}
+
+/* See xg_listen.h. */
+struct xg_listener *
+xg_listen_first(const struct xg_listen_set *ls)
+{
+    return ls->first;
+}
+
+/* See xg_listen.h. */
+void
+xg_listen_reconf(struct xg_listener *l, const struct xg_main_conf *mc,
+    const struct xg_listen_conf *lc)
+{
+    listen_set_conf(l, mc, lc);
+}
+
+/* See xg_listen.h. */
+void
+xg_listen_close(struct xg_listen_set *ls, struct xg_listener *l, int code,
+    const char *reason, struct xg_main_conf *mc, void (*cb)(void *arg),
+    void *arg)
+{
+    struct xg_client *c, *cn;
+
+    listen_unlink(&ls->first, l);
+    l->set = ls;
+    l->next = ls->closing;
+    ls->closing = l;
+    l->conf_ref = xg_conf_ref(mc);
+    l->closed_cb = cb;
+    l->closed_arg = arg;
+    if (l->evl != NULL) {
+        evconnlistener_free(l->evl);
+        l->evl = NULL;
+    }
+    evtimer_del(l->ev_resume);
+    xg_log_info("listener %s: closed for new clients (%s), closing its %u "
+        "client%s", l->addr, reason, l->nclients, l->nclients == 1 ? "" : "s");
+    l->ev_reap = event_new(l->base, -1, 0, on_reap, l);
+    for (c = l->clients; c != NULL; c = cn) {
+        cn = xg_client_next(c);
+        xg_client_close(c, code, reason);
+    }
+    if (l->clients == NULL) {
+        event_active(l->ev_reap, EV_TIMEOUT, 1);
+    }
+}
+
+/* See xg_listen.h. */
+void
+xg_listen_forget_upstream(struct xg_listen_set *ls,
+    const struct xg_upstream *up)
+{
+    struct xg_listener *l;
+
+    for (l = ls->closing; l != NULL; l = l->next) {
+        if (l->up == up) {
+            l->closed_cb = NULL;
+            while (l->clients != NULL) {
+                xg_client_free(l->clients, "its upstream is gone");
+            }
+        }
+    }
+}
+
 void
 xg_listen_stop_all(struct xg_listen_set *ls)
 {
@@ -639,15 +782,11 @@ xg_listen_free_all(struct xg_listen_set *ls)
     }
     for (l = ls->first; l != NULL; l = nx) {
         nx = l->next;
-        while (l->clients != NULL) {
-            xg_client_free(l->clients, "exgate stopped");
-        }
-        if (l->evl != NULL) {
-            evconnlistener_free(l->evl);
-        }
-        event_free(l->ev_resume);
-        free(l->gc_own);
-        free(l);
+        listen_free(l, "exgate stopped");
+    }
+    for (l = ls->closing; l != NULL; l = nx) {
+        nx = l->next;
+        listen_free(l, "exgate stopped");
     }
     free(ls);
 }

@@ -39,6 +39,12 @@ struct xg_listener {
     struct xg_client             *clients;
     struct xg_gateway_conf       *gc_own;      /* with per-listener keys */
     char                          addr[300];
+    /* closed by a reload (xg_listen_close()): freed with its last client */
+    struct xg_listen_set         *set;
+    struct event                 *ev_reap;
+    struct xg_main_conf          *conf_ref;    /* the conf LC is in */
+    void                        (*closed_cb)(void *arg);
+    void                         *closed_arg;
     struct xg_listener           *next;
 };
 
@@ -109,6 +115,49 @@ void xg_listen_stop_all(struct xg_listen_set *ls);
  * see each client leave) and before the fan-out.
  */
 void xg_listen_free_all(struct xg_listen_set *ls);
+
+/* ---- a reload (src/xg_reload.c) ---- */
+
+/*
+ * Opens the listener of LC (in MC, borrowed) in LS, on its upstream in
+ * UPS, as xg_listen_start_all() does for each. XG_ERROR (logged) with
+ * nothing open when it cannot bind.
+ */
+int xg_listen_open(struct xg_listen_set *ls, struct event_base *base,
+    struct xg_fanout *fo, const struct xg_main_conf *mc,
+    const struct xg_upstream_set *ups, const struct xg_listen_conf *lc);
+
+/* LS's first open listener (then l->next), or NULL. */
+struct xg_listener *xg_listen_first(const struct xg_listen_set *ls);
+
+/*
+ * L runs on LC of MC from now on (borrowed; the same address, kind and
+ * upstream): path, max_clients, sndbuf and the gateway settings (client
+ * auth and credentials, limits) hold from the next client or the next
+ * event of a client that uses them. Its clients are not touched.
+ */
+void xg_listen_reconf(struct xg_listener *l, const struct xg_main_conf *mc,
+    const struct xg_listen_conf *lc);
+
+/*
+ * Closes L, a listener of LS that a reload removed: it stops accepting
+ * at once (its port is free when this returns), every client is closed
+ * with CODE and REASON (WebSocket 1001 "server reloading"; TCP: closed),
+ * and L is freed when the last one is gone; then CB(ARG) runs (CB may be
+ * NULL), from the loop. Takes a reference to MC, the conf L runs on, and
+ * drops it then.
+ */
+void xg_listen_close(struct xg_listen_set *ls, struct xg_listener *l,
+    int code, const char *reason, struct xg_main_conf *mc,
+    void (*cb)(void *arg), void *arg);
+
+/*
+ * Tears down at once the clients still closing on LS's closed listeners
+ * whose upstream is UP, which is about to be freed; their CBs will not
+ * run.
+ */
+void xg_listen_forget_upstream(struct xg_listen_set *ls,
+    const struct xg_upstream *up);
 
 /*
  * Adds "listeners" (address, kind, upstream, clients, messages_out,
