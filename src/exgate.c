@@ -3,9 +3,9 @@
  * runtime objects from it and runs the one event loop in the foreground
  * (systemd-friendly) until SIGTERM or SIGINT.
  *
- * Signals: SIGTERM/SIGINT stop in order and exit 0; SIGHUP re-reads the
- * conf and reports whether it is valid (the running conf is kept);
- * SIGUSR1 reopens the log file.
+ * Signals: SIGTERM/SIGINT stop in order and exit 0; SIGHUP reloads the
+ * conf in place (src/xg_reload.h: what did not change is not touched; an
+ * invalid conf changes nothing); SIGUSR1 reopens the log file.
  */
 #include "xg_core.h"
 #include "xg_conf.h"
@@ -14,6 +14,7 @@
 #include "xg_client.h"
 #include "xg_upstream.h"
 #include "xg_listen.h"
+#include "xg_reload.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -38,20 +39,13 @@
 /*
  * The loop and what runs on it. The fan-out belongs to the loop; the
  * upstream set, the listener set and the admin endpoint to the running
- * configuration (a reload would build new ones beside them).
+ * configuration (R), which a reload changes in place.
  */
 struct xg_main {
-    struct event_base       *base;
-    struct evdns_base       *dns;
-    struct xg_fanout        *fo;
-    struct xg_main_conf     *conf;
+    struct xg_running        r;
     const char              *conf_path;
     struct event            *ev_term, *ev_int, *ev_hup, *ev_usr1;
     struct event            *ev_stop_deadline;
-    int                      stopping;
-    struct xg_upstream_set  *ups;
-    struct xg_listen_set    *ls;
-    struct xg_admin         *admin;
 };
 
 static void
@@ -103,7 +97,7 @@ static void
 stop_done(struct xg_main *m)
 {
     xg_log_info("exgate: stopped");
-    event_base_loopexit(m->base, NULL);
+    event_base_loopexit(m->r.base, NULL);
 }
 
 static void
@@ -129,30 +123,28 @@ begin_stop(struct xg_main *m, const char *why)
     struct timeval tv = { XG_STOP_DEADLINE_MS / 1000,
         (XG_STOP_DEADLINE_MS % 1000) * 1000 };
 
-    if (m->stopping) {
+    if (m->r.stopping) {
         xg_log_info("exgate: %s again, stopping now", why);
         stop_done(m);
         return;
     }
-    m->stopping = 1;
+    m->r.stopping = 1;
     notify("STOPPING=1");
     xg_log_info("exgate: %s, stopping", why);
-    m->ev_stop_deadline = evtimer_new(m->base, on_stop_deadline, m);
+    m->ev_stop_deadline = evtimer_new(m->r.base, on_stop_deadline, m);
     evtimer_add(m->ev_stop_deadline, &tv);
 
     /* upstreams: close each with 1000 (and listeners), then stop_done() */
-    if (m->ls != NULL) {
-        xg_listen_stop_all(m->ls);
+    if (m->r.ls != NULL) {
+        xg_listen_stop_all(m->r.ls);
     }
-    xg_upstream_stop_all(m->ups, on_upstreams_stopped, m);
+    xg_upstream_stop_all(m->r.ups, on_upstreams_stopped, m);
 }
 
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct xg_main *m = arg;
-    struct xg_main_conf *next;
-    char *errors = NULL;
 
     switch (sig) {
     case SIGTERM:
@@ -165,24 +157,13 @@ on_signal(evutil_socket_t sig, short what, void *arg)
         xg_log_reopen();
         break;
     case SIGHUP:
-        notify("RELOADING=1");
-        next = xg_conf_load(m->conf_path, &errors);
-        if (next == NULL) {
-            xg_log_error("exgate: SIGHUP: \"%s\" is not valid, keeping the "
-                "running configuration:\n%s", m->conf_path,
-                errors ? errors : "");
-        } else {
-            /* A valid conf may still carry warnings: show them too. */
-            if (errors != NULL && errors[0] != '\0') {
-                xg_log_warn("exgate: SIGHUP: \"%s\":\n%s", m->conf_path,
-                    errors);
-            }
-            xg_log_info("exgate: SIGHUP: \"%s\" is valid; applying a new "
-                "configuration needs a restart for now, keeping the running "
-                "one", m->conf_path);
-            xg_conf_free(next);
+        if (m->r.stopping) {
+            xg_log_info("exgate: SIGHUP while stopping: ignored");
+            break;
         }
-        free(errors);
+        notify("RELOADING=1");
+        xg_log_info("exgate: SIGHUP: reloading \"%s\"", m->conf_path);
+        xg_reload(&m->r, m->conf_path);
         notify("READY=1");
         break;
     }
@@ -227,67 +208,67 @@ main(int argc, char **argv)
 
     memset(&m, 0, sizeof(m));
     m.conf_path = path;
-    m.conf = xg_conf_load(path, &errors);
+    m.r.conf = xg_conf_load(path, &errors);
     print_errors(errors);
     free(errors);
-    if (m.conf == NULL) {
+    if (m.r.conf == NULL) {
         fprintf(stderr, "exgate: %s: configuration check failed\n", path);
         return 1;
     }
     if (dump) {
         /* as nginx -T: the conf is valid (on stderr), here is what it says */
         fprintf(stderr, "%s: ok\n", path);
-        rc = xg_conf_dump(stdout, m.conf) == XG_OK ? 0 : 1;
-        xg_conf_free(m.conf);
+        rc = xg_conf_dump(stdout, m.r.conf) == XG_OK ? 0 : 1;
+        xg_conf_free(m.r.conf);
         return rc;
     }
     if (test_only) {
         printf("%s: ok\n", path);
-        xg_conf_free(m.conf);
+        xg_conf_free(m.r.conf);
         return 0;
     }
 
-    if (xg_log_open(m.conf->error_log, m.conf->error_log_level) != XG_OK) {
-        fprintf(stderr, "exgate: error_log \"%s\": %s\n", m.conf->error_log,
+    if (xg_log_open(m.r.conf->error_log, m.r.conf->error_log_level) != XG_OK) {
+        fprintf(stderr, "exgate: error_log \"%s\": %s\n", m.r.conf->error_log,
             strerror(errno));
-        xg_conf_free(m.conf);
+        xg_conf_free(m.r.conf);
         return 1;
     }
 
     signal(SIGPIPE, SIG_IGN);
-    m.base = event_base_new();
-    if (m.base == NULL) {
+    m.r.base = event_base_new();
+    if (m.r.base == NULL) {
         xg_log_error("exgate: cannot create the event base");
-        xg_conf_free(m.conf);
+        xg_conf_free(m.r.conf);
         return 1;
     }
-    m.dns = evdns_base_new(m.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (m.dns == NULL) {
+    m.r.dns = evdns_base_new(m.r.base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (m.r.dns == NULL) {
         /* No resolv.conf: numeric hosts still work. */
-        m.dns = evdns_base_new(m.base, 0);
+        m.r.dns = evdns_base_new(m.r.base, 0);
         xg_log_warn("exgate: no name servers configured; only numeric "
             "hosts can be resolved");
     }
 
-    m.ev_term = evsignal_new(m.base, SIGTERM, on_signal, &m);
-    m.ev_int = evsignal_new(m.base, SIGINT, on_signal, &m);
-    m.ev_hup = evsignal_new(m.base, SIGHUP, on_signal, &m);
-    m.ev_usr1 = evsignal_new(m.base, SIGUSR1, on_signal, &m);
+    m.ev_term = evsignal_new(m.r.base, SIGTERM, on_signal, &m);
+    m.ev_int = evsignal_new(m.r.base, SIGINT, on_signal, &m);
+    m.ev_hup = evsignal_new(m.r.base, SIGHUP, on_signal, &m);
+    m.ev_usr1 = evsignal_new(m.r.base, SIGUSR1, on_signal, &m);
     evsignal_add(m.ev_term, NULL);
     evsignal_add(m.ev_int, NULL);
     evsignal_add(m.ev_hup, NULL);
     evsignal_add(m.ev_usr1, NULL);
 
-    m.fo = xg_client_fanout_new(m.base);
-    if (m.fo == NULL) {
+    m.r.fo = xg_client_fanout_new(m.r.base);
+    if (m.r.fo == NULL) {
         xg_log_error("exgate: cannot create the fan-out event");
         rc = 1;
     }
 
     /* upstreams */
-    m.ups = xg_upstream_set_new();
+    m.r.ups = xg_upstream_set_new();
     if (rc == 0
-        && xg_upstream_start_all(m.ups, m.base, m.dns, m.conf) != XG_OK)
+        && xg_upstream_start_all(m.r.ups, m.r.base, m.r.dns, m.r.conf) != XG_OK)
     {
         rc = 1;
     }
@@ -295,21 +276,17 @@ main(int argc, char **argv)
     /* listeners */
     if (rc == 0) {
         xg_listen_raise_nofile();
-        m.ls = xg_listen_start_all(m.base, m.fo, m.conf, m.ups);
-        if (m.ls == NULL) {
+        m.r.ls = xg_listen_start_all(m.r.base, m.r.fo, m.r.conf, m.r.ups);
+        if (m.r.ls == NULL) {
             rc = 1;
         }
     }
 
     /* admin */
-    if (rc == 0 && m.conf->admin_set) {
-        m.admin = xg_admin_start(m.base, &m.conf->admin, m.ups);
-        if (m.admin == NULL) {
+    if (rc == 0 && m.r.conf->admin_set) {
+        m.r.admin = xg_reload_admin_start(&m.r, m.r.conf);
+        if (m.r.admin == NULL) {
             rc = 1;
-        } else {
-            xg_admin_allow_origins(m.admin, m.conf->admin_origins,
-                m.conf->nadmin_origins);
-            xg_admin_status_hook(m.admin, xg_listen_status, m.ls);
         }
     }
 
@@ -318,16 +295,18 @@ main(int argc, char **argv)
             path, (long) getpid());
         /* every listener and the admin endpoint are open: bots can come */
         notify("READY=1");
-        if (event_base_dispatch(m.base) < 0) {
+        if (event_base_dispatch(m.r.base) < 0) {
             xg_log_error("exgate: event loop failed");
             rc = 1;
         }
     }
 
-    xg_admin_free(m.admin);
-    xg_listen_free_all(m.ls);
-    xg_client_fanout_free(m.fo);
-    xg_upstream_free_all(m.ups);
+    xg_admin_free(m.r.admin);
+    xg_listen_free_all(m.r.ls);
+    m.r.ls = NULL;
+    xg_reload_free(&m.r);
+    xg_client_fanout_free(m.r.fo);
+    xg_upstream_free_all(m.r.ups);
 
     event_free(m.ev_term);
     event_free(m.ev_int);
@@ -336,9 +315,9 @@ main(int argc, char **argv)
     if (m.ev_stop_deadline != NULL) {
         event_free(m.ev_stop_deadline);
     }
-    evdns_base_free(m.dns, 0);
-    event_base_free(m.base);
-    xg_conf_free(m.conf);
+    evdns_base_free(m.r.dns, 0);
+    event_base_free(m.r.base);
+    xg_conf_free(m.r.conf);
     xg_log_open(NULL, XG_LOG_INFO);
     return rc;
 }
