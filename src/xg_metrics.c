@@ -203,6 +203,10 @@ static const struct m_metric m_table[] = {
     { "exgate_client_errors_total", CTR, "Malformed or over-limit client "
       "input.",
       M_DOCUMENT, M_VALUE, "client_errors", NULL, NULL, 0, NULL, NULL },
+    { "exgate_reloads_total", CTR, "Configuration reloads (SIGHUP), by "
+      "result: ok (the new conf runs), error (the running conf was kept, "
+      "or a listener could not be opened again).",
+      M_DOCUMENT, M_MAP, "reloads", "result", NULL, 0, NULL, NULL },
 
     /* ---- the process ---- */
     { "process_cpu_seconds_total", CTR, "User and system CPU time spent.",

@@ -20,6 +20,7 @@
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -272,6 +273,27 @@ async def body(h):
     check(s9.up("exgate_upstream_up") == 1
           and s9.up("exgate_upstream_connection_id")
           == s8.up("exgate_upstream_connection_id"), "the primary serves on")
+
+    # reloads: one that runs, one whose conf is broken (kept)
+    check(s9.get("exgate_reloads_total", result="ok") == 0
+          and s9.get("exgate_reloads_total", result="error") == 0,
+          "no reload yet")
+    h.gate.send_signal(signal.SIGHUP)
+    wait_scrape(h, lambda x: x.get("exgate_reloads_total", result="ok")
+                == 1, "a reload that runs")
+    path = os.path.join(h.tmp, "exgate.conf")
+    with open(path) as f:
+        good = f.read()
+    with open(path, "a") as f:
+        f.write("upstream {\n")
+    h.gate.send_signal(signal.SIGHUP)
+    s10 = wait_scrape(h, lambda x: x.get("exgate_reloads_total",
+                                         result="error") == 1,
+                      "a reload that failed")
+    check(s10.get("exgate_reloads_total", result="ok") == 1
+          and s10.up("exgate_upstream_up") == 1, "the running conf kept")
+    with open(path, "w") as f:
+        f.write(good)
 
     for text in scrapes:
         for secret in (EXSIM_SECRET, BOT_SECRET):
