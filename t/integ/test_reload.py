@@ -29,6 +29,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
 
 import gateway_harness as gh
@@ -53,7 +54,7 @@ class Confs:
         self.up2_port = free_port()
 
     def text(self, timeout="10s", extra_listener=False, extra_upstream=False,
-             on_sim2=False, invalid=False):
+             on_sim2=False, invalid=False, busy_port=None):
         h = self.h
         if on_sim2:
             url, auth = self.sim2.ws_port, ("exsim2", "XG_TEST_EXSIM2_SECRET")
@@ -80,6 +81,15 @@ class Confs:
                   "}\n"
                   "listen 127.0.0.1:%d websocket upstream=up2;\n"
                   % (h.ws_port, self.up2_port))
+        if busy_port is not None:
+            # valid, but its new parts cannot start: a port in use, an
+            # upstream that would be added with it
+            t = t.replace("request_timeout %s;" % timeout,
+                          "request_timeout 13s;")
+            t += ("upstream up3 {\n    url ws://127.0.0.1:%d/ws/api/v2;\n"
+                  "    protocol deribit;\n}\n"
+                  "listen 127.0.0.1:%d tcp upstream=up3;\n"
+                  % (h.ws_port, busy_port))
         if invalid:
             t += "upstream sim2 {\n    url ws://127.0.0.1:1/;\n" \
                  "    hartbeat 10s;\n}\nlisten 127.0.0.1:0 carrier-pigeon;\n"
@@ -177,6 +187,7 @@ async def body(h):
     for n, step in enumerate(plan, 1):
         u0 = h.up()
         invalid = False
+        busy = None
         if step == "timeout":
             state["timeout"] = "11s" if state["timeout"] == "10s" else "10s"
         elif step == "listener+":
@@ -190,20 +201,33 @@ async def body(h):
         elif step in ("sim2", "sim1"):
             state["on_sim2"] = step == "sim2"
             rotate_changes += 1
-        elif step == "invalid":
+        elif step == "invalid" and n < 10:
             invalid = True
+        elif step == "invalid":
+            busy = socket.socket()
+            busy.bind(("127.0.0.1", 0))
+            busy.listen(1)
         sims = (h.sim.control("stats"), sim2.control("stats"))
-        st = reload(h, confs, invalid=invalid, **state)
+        st = reload(h, confs, invalid=invalid,
+                    busy_port=busy.getsockname()[1] if busy else None,
+                    **state)
         lr = st["last_reload"]
         lst = sorted(l["address"] for l in st["listeners"])
-        if invalid:
-            check(lr["ok"] is False and len(lr["errors"]) >= 2
+        if invalid or busy:
+            check(lr["ok"] is False and len(lr["errors"]) >= 1
                   and all(re.match(r".*exgate\.conf:\d+: ", e)
                           for e in lr["errors"]),
                   "reload %d: invalid conf: last_reload %r" % (n, lr))
             check(lst == prev_listeners,
                   "reload %d: invalid conf changed the listeners: %r"
                   % (n, lst))
+            check([u["name"] for u in st["upstreams"]] == ["sim"],
+                  "reload %d: invalid conf changed the upstreams" % n)
+            check(not h.log_lines(r"request_timeout changed.*13s|"
+                                  r"upstream up3: added"),
+                  "reload %d: a part of a failed reload was applied" % n)
+            if busy:
+                busy.close()
         else:
             check(lr["ok"] is True and lr["errors"] == [],
                   "reload %d (%s): last_reload %r" % (n, step, lr))
