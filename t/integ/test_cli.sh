@@ -134,7 +134,8 @@ for i in $(seq 200); do [ -f "$tmp/exgate.log" ] && break; sleep 0.1; done
 echo "bogus;" >> "$tmp/run.conf"
 kill -HUP $pid
 for i in $(seq 200); do grep -q 'SIGHUP' "$tmp/exgate.log" && break; sleep 0.1; done
-grep -q 'is not valid, keeping' "$tmp/exgate.log" || fail "SIGHUP report"
+grep -q 'is not valid, the running configuration stays' "$tmp/exgate.log" \
+    || fail "SIGHUP report"
 grep -q 'run.conf:2: unknown directive "bogus"' "$tmp/exgate.log" || fail "SIGHUP errors"
 kill -0 $pid || fail "died on SIGHUP"
 kill -TERM $pid
@@ -160,8 +161,8 @@ echo "$out" | grep -q 'warn.conf:5: warning: secret file' || fail "-t warning: $
 $X -c "$tmp/warn.conf" 2>/dev/null & pid=$!
 for i in $(seq 200); do grep -q started "$tmp/warn.log" 2>/dev/null && break; sleep 0.1; done
 kill -HUP $pid
-for i in $(seq 200); do grep -q 'SIGHUP: .* is valid' "$tmp/warn.log" && break; sleep 0.1; done
-grep -q 'SIGHUP: .* is valid' "$tmp/warn.log" || fail "SIGHUP valid report"
+for i in $(seq 200); do grep -q 'reload: ".*" runs' "$tmp/warn.log" && break; sleep 0.1; done
+grep -q 'reload: ".*" runs' "$tmp/warn.log" || fail "SIGHUP valid report"
 [ "$(grep -c 'warn.conf:5: warning: secret file' "$tmp/warn.log")" -ge 1 ] \
     || fail "SIGHUP dropped the conf warning"
 grep -q 'sEcReT-vAlUe' "$tmp/warn.log" && fail "the secret reached the log"
