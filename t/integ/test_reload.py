@@ -109,6 +109,11 @@ def rss_kb(pid):
     raise gh.Fail("no VmRSS for pid %d" % pid)
 
 
+def sanitized(pid):
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()
+
+
 def reload(h, confs, **kw):
     """Writes the conf, sends SIGHUP, waits for the reload to be done;
     returns /status."""
@@ -312,8 +317,13 @@ async def body(h):
     print("reload: 20 reloads, %d clients, %d book messages applied; RSS "
           "after the 1st %d kB, after the 20th %d kB (%+.1f %%)"
           % (len(clients), books, rss_first, rss_last, 100 * grow))
-    check(abs(grow) <= 0.10, "RSS grew %.1f %% over 19 reloads"
-          % (100 * grow))
+    if sanitized(h.gate.pid):
+        # ASan keeps freed memory in quarantine: RSS says nothing there,
+        # LeakSanitizer at exit (stop_clean) does
+        print("reload: sanitizer build: RSS not checked, leaks are")
+    else:
+        check(abs(grow) <= 0.10, "RSS grew %.1f %% over 19 reloads"
+              % (100 * grow))
     if rotations_pending:
         print("reload: ROTATION PENDING: the deribit venue cannot rotate "
               "yet; each url/auth change was applied by one reconnect")
