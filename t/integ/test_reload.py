@@ -95,10 +95,12 @@ class Confs:
                  "    hartbeat 10s;\n}\nlisten 127.0.0.1:0 carrier-pigeon;\n"
         return t
 
-    def full(self, **kw):
-        """As start_gate_conf() writes it."""
-        return "error_log stderr debug;\n%sadmin 127.0.0.1:%d;\n" % (
-            self.text(**kw), self.h.admin_port)
+    def full(self, admin_port, log_file=None, **kw):
+        """As start_gate_conf() writes it (LOG_FILE: error_log there, at
+        level info)."""
+        log = "%s info" % log_file if log_file else "stderr debug"
+        return "error_log %s;\n%sadmin 127.0.0.1:%d;\n" % (
+            log, self.text(**kw), admin_port)
 
 
 def rss_kb(pid):
@@ -114,14 +116,17 @@ def sanitized(pid):
         return "libasan" in f.read()
 
 
-def reload(h, confs, **kw):
-    """Writes the conf, sends SIGHUP, waits for the reload to be done;
-    returns /status."""
+def reload(h, confs, admin_port=None, **kw):
+    """Writes the conf (the admin endpoint on ADMIN_PORT: where it is when
+    None), sends SIGHUP, waits for the reload to be done; returns
+    /status."""
+    port = admin_port or h.admin_port
     with open(os.path.join(h.tmp, "exgate.conf"), "w") as f:
-        f.write(confs.full(**kw))
+        f.write(confs.full(port, **kw))
     before = h.status()["reloads"]
     n = before["ok"] + before["error"]
     h.gate.send_signal(signal.SIGHUP)
+    h.admin_port = port
 
     def done():
         st = h.status()
@@ -187,6 +192,8 @@ async def body(h):
     rotate_changes = 0
     rotations_pending = False
     extra_clients, up2_clients = [], []
+    log_file = os.path.join(h.tmp, "reload.log")
+    admin0 = h.admin_port
     rss_first = None
     prev_listeners = None
     for n, step in enumerate(plan, 1):
@@ -213,9 +220,36 @@ async def body(h):
             busy.bind(("127.0.0.1", 0))
             busy.listen(1)
         sims = (h.sim.control("stats"), sim2.control("stats"))
-        st = reload(h, confs, invalid=invalid,
+        admin = None
+        if step == "listener+":
+            admin = free_port()
+        elif step == "listener-":
+            admin = admin0
+        st = reload(h, confs, invalid=invalid, admin_port=admin,
+                    log_file=log_file if step == "timeout" else None,
                     busy_port=busy.getsockname()[1] if busy else None,
                     **state)
+        if step == "timeout":
+            # error_log: to a file at level info
+            with open(log_file) as f:
+                text = f.read()
+            check(re.search(r'\[info\] reload: ".*" runs', text)
+                  and "[debug]" not in text,
+                  "reload %d: error_log not reopened as a file at info: %r"
+                  % (n, text[-300:]))
+        elif step == "listener+":
+            # and back; the admin endpoint moved
+            check(h.log_lines(r"reload: listener 127.0.0.1:%d: added"
+                              % confs.extra_port),
+                  "reload %d: error_log not back on stderr" % n)
+            s = socket.socket()
+            try:
+                s.connect(("127.0.0.1", admin0))
+                check(False, "the old admin port still answers")
+            except ConnectionRefusedError:
+                pass
+            finally:
+                s.close()
         lr = st["last_reload"]
         lst = sorted(l["address"] for l in st["listeners"])
         if invalid or busy:
