@@ -37,6 +37,7 @@ struct sconn {
     char          reason[160];
     char          msgs[8][64];      /* the first messages received */
     int           nmsgs;
+    char          path[64];         /* of the upgrade request */
 };
 
 static struct {
@@ -101,6 +102,9 @@ static const struct xg_ws_cbs srv_cbs = {
 static int
 srv_check(struct xg_ws *ws, const char *path, void *arg)
 {
+    struct sconn *c = arg;
+
+    snprintf(c->path, sizeof(c->path), "%s", path);
     return srv.refuse;
 }
 
@@ -147,6 +151,7 @@ struct tp {
     struct xg_conn     *primary;        /* as the module knows them */
     struct xg_conn     *rot;
     int                 rot_restored;
+    const struct xg_upstream_conf *conf;   /* the last create or reconf */
     char                events[4096];   /* "open#1:primary;down#1:..." */
 };
 
@@ -174,8 +179,18 @@ tp_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     struct tp *t = xg_calloc(1, sizeof(*t));
 
     t->up = up;
+    t->conf = conf;
     tp_last = t;
     return t;
+}
+
+static void
+tp_reconf(void *p, const struct xg_upstream_conf *conf)
+{
+    struct tp *t = p;
+
+    t->conf = conf;
+    tp_event(t, "reconf");
 }
 
 static void
@@ -286,7 +301,8 @@ static const struct xg_venue tp_module = {
     .on_down = tp_on_down,
     .on_stop = tp_on_stop,
     .status = tp_status,
-    .rotates = 1
+    .rotates = 1,
+    .reconf = tp_reconf
 };
 
 /* The same module, but one that cannot rotate (the default). */
@@ -298,7 +314,8 @@ static const struct xg_venue tp_module_norot = {
     .on_message = tp_on_message,
     .on_down = tp_on_down,
     .on_stop = tp_on_stop,
-    .status = tp_status
+    .status = tp_status,
+    .reconf = tp_reconf
 };
 
 /* ---- fixtures and helpers ----------------------------------------------- */
@@ -1444,6 +1461,157 @@ START_TEST(admin_rotate)
 }
 END_TEST
 
+/* ---- a reload: xg_upstream_reconf() ------------------------------------ */
+
+/* The conf of upstream "u" at PORT with BODY, as make_up_proto() writes. */
+static struct xg_main_conf *
+conf_u(uint16_t port, const char *path, const char *body)
+{
+    char text[2048], *errors = NULL;
+    struct xg_main_conf *c;
+
+    snprintf(text, sizeof(text), "upstream u {\n url ws://127.0.0.1:%u%s;\n"
+        " ping 0ms;\n %s\n}\n", port, path, body);
+    c = xg_conf_load_string("t.conf", text, &errors);
+    ck_assert_msg(c != NULL, "conf: %s", errors ? errors : "");
+    free(errors);
+    return c;
+}
+
+/* UP runs on NEXT from now on; the conf it ran on is freed at once. */
+static int
+reconf(struct xg_main_conf *next, const char *why)
+{
+    int rc = xg_upstream_reconf(up, next->upstreams, why);
+
+    if (rc == XG_OK) {
+        xg_conf_free(mc);
+        mc = next;
+    } else {
+        xg_conf_free(next);
+    }
+    return rc;
+}
+
+static int srv1_open(void) { return srv.nconns > 1 && srv.conns[1].open; }
+static int srv2_open(void) { return srv.nconns > 2 && srv.conns[2].open; }
+
+/* Limits: the module and the policy follow, no connection is made. */
+START_TEST(reconf_limits_in_place)
+{
+    make_up(srv.port, "", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    ck_assert_int_eq(reconf(conf_u(srv.port, "/ws",
+        "connect_timeout 3s; reconnect fixed { delay 1s; } "
+        "breaker { failures 3; }"), NULL), XG_OK);
+    ck_assert_ptr_eq(tp_last->conf, mc->upstreams);
+    ck_assert_str_eq(json_string_value(status_field("reconnect")), "fixed");
+    ck_assert_str_eq(json_string_value(status_field("breaker")), "closed");
+    run_for(200);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 1);
+    ck_assert_int_eq(srv.nconns, 1);
+    /* the next drop uses the new policy: fixed 1s */
+    xg_upstream_fail(up, "test");
+    ck_assert_ptr_nonnull(strstr(json_string_value(status_field(
+        "last_error")), "test"));
+    ck_assert_int_ge(status_int("retry_in_ms"), 900);
+}
+END_TEST
+
+/* A new url: a rotation to it, make before break; the old conf is gone. */
+START_TEST(reconf_url_rotates)
+{
+    tp_auto_promote = 1;
+    make_up(srv.port, "", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    ck_assert_str_eq(srv.conns[0].path, "/ws");
+    log_capture();
+    ck_assert_int_eq(reconf(conf_u(srv.port, "/ws2", "header X-Gen two;"),
+        "reload: url, header changed"), XG_OK);
+    ck_assert(run_until(rotated_once, 3000));
+    ck_assert_str_eq(srv.conns[1].path, "/ws2");
+    ck_assert(run_until(srv0_down, 3000));
+    ck_assert_int_eq(srv.conns[0].close_code, 1000);
+    ck_assert_int_eq(srv.max_live, 2);
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 2);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+        "started (reload: url, header changed): #1 -> #2\n"));
+    /* done: nothing more follows */
+    run_for(300);
+    ck_assert_int_eq(srv.nconns, 2);
+    ck_assert_int_eq(status_int("rotations"), 1);
+}
+END_TEST
+
+/*
+ * A reload during a rotation that started before it: that rotation's
+ * connection was made with the old url, so another rotation follows once
+ * it is done.
+ */
+START_TEST(reconf_during_rotation)
+{
+    tp_auto_promote = 1;
+    make_up(srv.port, "", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    ck_assert_int_eq(xg_upstream_rotate(up, "admin"), XG_OK);
+    ck_assert(run_until(srv1_open, 3000));
+    ck_assert_int_eq(reconf(conf_u(srv.port, "/ws3", ""),
+        "reload: url changed"), XG_OK);
+    ck_assert(run_until(rotated_twice, 5000));
+    ck_assert_str_eq(srv.conns[1].path, "/ws");
+    ck_assert_str_eq(srv.conns[2].path, "/ws3");
+    run_for(300);
+    ck_assert_int_eq(srv.nconns, 3);
+    ck_assert_uint_eq(xg_upstream_conn_id(up), 3);
+}
+END_TEST
+
+/* A module that cannot rotate: one reconnect, to the new url. */
+START_TEST(reconf_norot_reconnects)
+{
+    make_up_proto(srv.port, "", &tp_module_norot);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    log_capture();
+    ck_assert_int_eq(reconf(conf_u(srv.port, "/ws4", ""),
+        "reload: url changed"), XG_OK);
+    ck_assert(run_until(second_ready, 3000));
+    ck_assert_str_eq(srv.conns[1].path, "/ws4");
+    ck_assert_int_eq(srv.max_live, 1);
+    ck_assert_int_eq(status_int("rotations"), 0);
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: reload: url "
+        "changed: protocol test-norot cannot rotate: reconnecting to apply "
+        "it\n"));
+    run_for(300);
+    ck_assert_int_eq(srv.nconns, 2);
+}
+END_TEST
+
+/* A module without reconf cannot take a new conf: nothing changes. */
+START_TEST(reconf_refused_without_hook)
+{
+    static const struct xg_venue plain = {
+        .name = "plain",
+        .create = tp_create,
+        .destroy = tp_destroy,
+        .on_open = tp_on_open,
+        .on_message = tp_on_message,
+        .on_down = tp_on_down
+    };
+    const struct xg_upstream_conf *before;
+
+    make_up_proto(srv.port, "", &plain);
+    before = mc->upstreams;
+    ck_assert_int_eq(reconf(conf_u(srv.port, "/ws", ""), NULL), XG_ERROR);
+    ck_assert_ptr_eq(tp_last->conf, before);
+}
+END_TEST
+
 static Suite *
 upstream_suite(void)
 {
@@ -1475,6 +1643,11 @@ upstream_suite(void)
     tcase_add_test(tc, rotate_not_supported_closes);
     tcase_add_test(tc, stop_during_rotation);
     tcase_add_test(tc, admin_rotate);
+    tcase_add_test(tc, reconf_limits_in_place);
+    tcase_add_test(tc, reconf_url_rotates);
+    tcase_add_test(tc, reconf_during_rotation);
+    tcase_add_test(tc, reconf_norot_reconnects);
+    tcase_add_test(tc, reconf_refused_without_hook);
     suite_add_tcase(s, tc);
     return s;
 }
