@@ -15,6 +15,7 @@
 #include "xg_upstream.h"
 #include "xg_listen.h"
 #include "xg_reload.h"
+#include "xg_tls.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -318,6 +319,7 @@ main(int argc, char **argv)
     evdns_base_free(m.r.dns, 0);
     event_base_free(m.r.base);
     xg_conf_free(m.r.conf);
+    xg_tls_cleanup();
     xg_log_open(NULL, XG_LOG_INFO);
     return rc;
 }
