@@ -53,10 +53,12 @@ static void
 usage(FILE *fp)
 {
     fprintf(fp,
-        "usage: exgate [-c FILE] [-t | -T] [-f] [-v] [-h]\n"
+        "usage: exgate [-c FILE] [-t | -T | -s SIGNAL] [-f] [-v] [-h]\n"
         "  -c FILE  configuration file (default %s/exgate.conf)\n"
         "  -t       check the configuration and exit\n"
         "  -T       check it, print the effective configuration and exit\n"
+        "  -s SIG   send reload, stop or reopen to the running exgate (its\n"
+        "           pid file, the conf's pid directive) and exit\n"
         "  -f       stay in the foreground (always the case; for systemd)\n"
         "  -v       print the version and exit\n"
         "  -h       print this help and exit\n", XG_SYSCONFDIR);
@@ -83,6 +85,105 @@ notify(const char *state)
 #else
     (void) state;
 #endif
+}
+
+/*
+ * Writes our pid to PATH (NULL: none configured). XG_ERROR, logged, when
+ * it cannot.
+ */
+static int
+pid_write(const char *path)
+{
+    FILE *fp;
+
+    if (path == NULL) {
+        return XG_OK;
+    }
+    fp = fopen(path, "w");
+    if (fp == NULL || fprintf(fp, "%ld\n", (long) getpid()) < 0
+        || fclose(fp) != 0)
+    {
+        xg_log_error("exgate: pid file \"%s\": %s", path, strerror(errno));
+        return XG_ERROR;
+    }
+    return XG_OK;
+}
+
+/* Whether A and B (each may be NULL: none) are the same path. */
+static int
+same_path(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL)
+           || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Removes the pid file PATH if it is still ours. */
+static void
+pid_remove(const char *path)
+{
+    char buf[32];
+    FILE *fp;
+
+    if (path == NULL || (fp = fopen(path, "r")) == NULL) {
+        return;
+    }
+    if (fgets(buf, sizeof(buf), fp) != NULL && atol(buf) == (long) getpid()) {
+        unlink(path);
+    }
+    fclose(fp);
+}
+
+/*
+ * exgate -s SIG: sends SIGHUP (reload), SIGTERM (stop) or SIGUSR1 (reopen)
+ * to the pid in the pid file that the conf MC names. Returns the exit
+ * status.
+ */
+static int
+send_signal(const struct xg_main_conf *mc, const char *name)
+{
+    static const struct { const char *name; int sig; } sigs[] = {
+        { "reload", SIGHUP }, { "stop", SIGTERM }, { "reopen", SIGUSR1 }
+    };
+    char buf[32], *end;
+    FILE *fp;
+    long pid;
+    size_t i;
+
+    for (i = 0; i < XG_NELEM(sigs); i++) {
+        if (strcmp(sigs[i].name, name) == 0) {
+            break;
+        }
+    }
+    if (i == XG_NELEM(sigs)) {
+        fprintf(stderr, "exgate: -s %s: reload, stop or reopen\n", name);
+        return 2;
+    }
+    if (mc->pid == NULL) {
+        fprintf(stderr, "exgate: -s %s: %s has no pid directive\n", name,
+            mc->path);
+        return 1;
+    }
+    fp = fopen(mc->pid, "r");
+    if (fp == NULL) {
+        fprintf(stderr, "exgate: -s %s: %s: %s\n", name, mc->pid,
+            strerror(errno));
+        return 1;
+    }
+    if (fgets(buf, sizeof(buf), fp) == NULL) {
+        buf[0] = '\0';
+    }
+    fclose(fp);
+    pid = strtol(buf, &end, 10);
+    if (pid <= 1 || (*end != '\n' && *end != '\0')) {
+        fprintf(stderr, "exgate: -s %s: %s holds no pid\n", name, mc->pid);
+        return 1;
+    }
+    if (kill((pid_t) pid, sigs[i].sig) != 0) {
+        fprintf(stderr, "exgate: -s %s: pid %ld (%s): %s\n", name, pid,
+            mc->pid, strerror(errno));
+        return 1;
+    }
+    return 0;
 }
 
 /* Prints the conf errors and warnings to standard error. */
@@ -146,6 +247,7 @@ static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct xg_main *m = arg;
+    char *pid;
 
     switch (sig) {
     case SIGTERM:
@@ -164,7 +266,15 @@ on_signal(evutil_socket_t sig, short what, void *arg)
         }
         notify("RELOADING=1");
         xg_log_info("exgate: SIGHUP: reloading \"%s\"", m->conf_path);
-        xg_reload(&m->r, m->conf_path);
+        pid = m->r.conf->pid != NULL ? xg_strdup(m->r.conf->pid) : NULL;
+        if (xg_reload(&m->r, m->conf_path) == XG_OK
+            && !same_path(pid, m->r.conf->pid))
+        {
+            /* the pid file moved: a failed write is logged, not fatal */
+            pid_remove(pid);
+            pid_write(m->r.conf->pid);
+        }
+        free(pid);
         notify("READY=1");
         break;
     }
@@ -176,9 +286,10 @@ main(int argc, char **argv)
     struct xg_main m;
     const char *path = XG_SYSCONFDIR "/exgate.conf";
     char *errors = NULL;
+    const char *sig = NULL;
     int opt, test_only = 0, dump = 0, rc = 0;
 
-    while ((opt = getopt(argc, argv, "c:tTfvh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:tTs:fvh")) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
@@ -188,6 +299,9 @@ main(int argc, char **argv)
             break;
         case 'T':
             dump = 1;
+            break;
+        case 's':
+            sig = optarg;
             break;
         case 'f':
             break;
@@ -215,6 +329,11 @@ main(int argc, char **argv)
     if (m.r.conf == NULL) {
         fprintf(stderr, "exgate: %s: configuration check failed\n", path);
         return 1;
+    }
+    if (sig != NULL) {
+        rc = send_signal(m.r.conf, sig);
+        xg_conf_free(m.r.conf);
+        return rc;
     }
     if (dump) {
         /* as nginx -T: the conf is valid (on stderr), here is what it says */
@@ -291,6 +410,9 @@ main(int argc, char **argv)
         }
     }
 
+    if (rc == 0 && pid_write(m.r.conf->pid) != XG_OK) {
+        rc = 1;
+    }
     if (rc == 0) {
         xg_log_info("exgate %s: started with \"%s\" (pid %ld)", XG_VERSION,
             path, (long) getpid());
@@ -302,6 +424,9 @@ main(int argc, char **argv)
         }
     }
 
+    if (m.r.conf != NULL) {
+        pid_remove(m.r.conf->pid);
+    }
     xg_admin_free(m.r.admin);
     xg_listen_free_all(m.r.ls);
     m.r.ls = NULL;

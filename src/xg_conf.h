@@ -219,6 +219,7 @@ struct xg_main_conf {
     const char           *error_log_file;  /* where it was set, or NULL */
     int                   error_log_line;
     int                   allow_remote;
+    char                 *pid;           /* pid file (absolute), or NULL */
     struct xg_addr        admin;
     int                   admin_set;
     const char           *admin_file;

@@ -58,6 +58,31 @@ set_error_log(struct xg_conf *cf, const struct xg_conf_stmt *st,
     return XG_OK;
 }
 
+/*
+ * `pid PATH;`: relative to the file that says it, as a `file:` secret,
+ * and kept absolute, for `exgate -s` run from another directory.
+ */
+static int
+set_pid(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_main_conf *mc = conf;
+    size_t n = strlen(st->args[1]) + 6;
+    char *spec, *src;
+
+    if (st->args[1][0] == '\0') {
+        return xg_conf_error(cf, st, "\"pid\": empty path");
+    }
+    spec = xg_malloc(n);
+    snprintf(spec, n, "file:%s", st->args[1]);
+    src = xg_conf_secret_source(st, spec);
+    free(mc->pid);
+    mc->pid = xg_strdup(src + 5);
+    free(src);
+    free(spec);
+    return XG_OK;
+}
+
 static int
 set_admin(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
@@ -674,6 +699,7 @@ static const struct xg_command core_commands[] = {
       set_admin_origin, 0, NULL },
     { "allow_remote", XG_CONF_MAIN | XG_CONF_TAKE1, xg_conf_set_flag,
       MAIN(allow_remote), NULL },
+    { "pid", XG_CONF_MAIN | XG_CONF_TAKE1, set_pid, MAIN(pid), NULL },
 
     { "url", XG_CONF_UPSTREAM | XG_CONF_TAKE1, set_url, 0, NULL },
     { "protocol", XG_CONF_UPSTREAM | XG_CONF_TAKE1, set_protocol, 0, NULL },
@@ -725,6 +751,8 @@ core_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     if (cmd->set == set_error_log) {
         xg_conf_dump_words(d, cmd->name, mc->error_log,
             xg_log_level_name(mc->error_log_level), NULL);
+    } else if (cmd->set == set_pid) {
+        return xg_conf_dump_field(d, cmd, xg_conf_set_str, mc);
     } else if (cmd->set == set_upstream) {
         if (mc->upstreams == NULL) {
             xg_conf_dump_comment(d, "%s: none", cmd->name);
@@ -969,4 +997,5 @@ xg_conf_core_free(struct xg_main_conf *mc)
     }
     mc->cleanups = NULL;
     free(mc->error_log);
+    free(mc->pid);
 }

@@ -171,6 +171,26 @@ wait $pid; rc=$?
 pid=
 [ $rc -eq 0 ] || fail "exit $rc after SIGTERM (warn conf)"
 
+# -s: signals through the pid file of the conf's pid directive (relative
+# to the conf's directory): reload, stop; the file goes with the stop.
+cat > "$tmp/pid.conf" <<CONF
+error_log $tmp/pid.log debug;
+pid run.pid;
+CONF
+(cd / && $X -s reload -c "$tmp/pid.conf" 2>/dev/null) && fail "-s with no pid file"
+$X -c "$tmp/pid.conf" 2>/dev/null & pid=$!
+for i in $(seq 200); do [ -s "$tmp/run.pid" ] && break; sleep 0.1; done
+[ "$(cat "$tmp/run.pid" 2>&1)" = "$pid" ] || fail "pid file: $(cat "$tmp/run.pid" 2>&1)"
+(cd / && $X -s reload -c "$tmp/pid.conf") || fail "-s reload"
+for i in $(seq 200); do grep -q 'reload: ".*" runs' "$tmp/pid.log" && break; sleep 0.1; done
+grep -q 'reload: ".*" runs' "$tmp/pid.log" || fail "-s reload did not reload"
+$X -s bogus -c "$tmp/pid.conf" 2>/dev/null; [ $? -eq 2 ] || fail "-s bogus exit code"
+$X -s stop -c "$tmp/pid.conf" || fail "-s stop"
+wait $pid; rc=$?
+pid=
+[ $rc -eq 0 ] || fail "exit $rc after -s stop"
+[ -e "$tmp/run.pid" ] && fail "pid file left after the stop"
+
 # -T: the effective configuration. Every directive of the tables
 # (t/unit/list_directives) is written, includes are expanded, secrets
 # appear by source only, and the output is a conf that -t accepts and
@@ -189,6 +209,7 @@ export XG_T_ID=eNvId-1234 XG_T_SECRET=eNvSeCrEt-upstream XG_T_BOT=eNvSeCrEt-bot
 cat > "$T/main.conf" <<CONF
 error_log $T/x.log warn;
 allow_remote off;
+pid run/exgate.pid;
 admin 127.0.0.1:8610;
 admin_origin http://localhost:3000;
 client_credentials bot-a env:XG_T_BOT;
@@ -276,7 +297,8 @@ for want in "auth client_signature env:XG_T_ID file:$T/conf.d/../api.secret;" \
     "tls_ca $T/conf.d/../ca.pem;" 'header X-Api "a b;c";' "header X-Two \"it's \\\"q\\\"\";" \
     'close_timeout 2500ms;' 'multiplier 1.5;' 'stale book.* 90s;' \
     'stale trades.* 120s;' 'url wss://test.deribit.com:8443/ws/api/v2?x=1;' \
-    'admin_origin http://localhost:3000;' 'max_connection_age 24h;'
+    'admin_origin http://localhost:3000;' 'max_connection_age 24h;' \
+    "pid $T/run/exgate.pid;"
 do
     grep -qF -- "$want" "$tmp/dump1" || fail "-T lacks: $want"
 done
