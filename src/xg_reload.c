@@ -692,8 +692,9 @@ xg_reload_admin_start(struct xg_running *r, const struct xg_main_conf *mc)
 /*
  * The steps that can fail, before anything runs on NEXT: the new admin
  * endpoint, the added upstreams (made, in the set, not started), the
- * listeners on new addresses. Written to *NEW_ADMIN and marked in
- * STARTED (one per listener item). XG_ERROR with the reasons in *ERRS.
+ * listeners on new addresses. Written to *NEW_ADMIN, MADE (one per
+ * upstream item) and OPENED (one per listener item). XG_ERROR with the
+ * reasons in *ERRS; apply_undo() then takes them back.
  */
 static int
 apply_prepare(struct xg_running *r, struct xg_main_conf *next,

@@ -14,7 +14,8 @@
  *   removed                 its listeners' clients closed (WebSocket 1001
  *                           "server reloading", TCP closed), then its
  *                           connection (1000)
- *   listener removed        stops accepting, then closes its clients so
+ *   listener removed        stops accepting, then closes its clients the
+ *                           same way
  *   listener changed        path, max_clients, client keys in place;
  *                           kind or upstream: closed and opened anew
  *   error_log               reopened with the new target and level
