@@ -1,9 +1,12 @@
 """Live reload (SIGHUP): 20 reloads in a row while 50 clients (25
 WebSocket, 25 TCP) receive a book and trades from exsim at --rate 50.
-The confs alternate between: nothing changed, a timeout changed, a
-listener added and removed, an upstream (with a listener) added and
-removed, the upstream's url switched to a second exsim together with its
-auth, and back, an invalid conf, and the running one again.
+The confs alternate between: nothing changed, a timeout changed (and
+error_log moved to a file and back), a listener added and removed (and
+the admin endpoint moved and back), an upstream (with a listener) added
+and removed, the upstream's url switched to a second exsim together with
+its auth, and back, an invalid conf (the second time: a valid one whose
+new listener's port is in use), the running one again, and last the
+auth alone (the same secret from another variable).
 
 Checked, after every reload and at the end:
 - /status last_reload says ok (ok:false with each error as FILE:LINE for
@@ -54,10 +57,14 @@ class Confs:
         self.up2_port = free_port()
 
     def text(self, timeout="10s", extra_listener=False, extra_upstream=False,
-             on_sim2=False, invalid=False, busy_port=None):
+             on_sim2=False, auth_b=False, invalid=False, busy_port=None):
         h = self.h
         if on_sim2:
             url, auth = self.sim2.ws_port, ("exsim2", "XG_TEST_EXSIM2_SECRET")
+        elif auth_b:
+            # the same secret from another variable: the auth directive
+            # changed, the account did not
+            url, auth = h.ws_port, ("exsim", "XG_TEST_EXSIM_SECRET_B")
         else:
             url, auth = h.ws_port, ("exsim", "XG_TEST_EXSIM_SECRET")
         t = ("client_auth off;\n"
@@ -165,6 +172,7 @@ def trade_runs(c):
 
 async def body(h):
     os.environ["XG_TEST_EXSIM_SECRET"] = "exsim-secret"
+    os.environ["XG_TEST_EXSIM_SECRET_B"] = "exsim-secret"
     os.environ["XG_TEST_EXSIM2_SECRET"] = "exsim2-secret"
     h.start_sim("--rate", "50", "--no-rate-limit", "--seed", "1")
     sim2 = h.start_sim("--rate", "50", "--no-rate-limit", "--seed", "99",
@@ -187,8 +195,9 @@ async def body(h):
 
     plan = ["same", "timeout", "listener+", "listener-", "upstream+",
             "upstream-", "sim2", "sim1", "invalid", "same"] * 2
+    plan[-1] = "auth"
     state = dict(timeout="10s", extra_listener=False, extra_upstream=False,
-                 on_sim2=False)
+                 on_sim2=False, auth_b=False)
     rotate_changes = 0
     rotations_pending = False
     extra_clients, up2_clients = [], []
@@ -213,6 +222,8 @@ async def body(h):
         elif step in ("sim2", "sim1"):
             state["on_sim2"] = step == "sim2"
             rotate_changes += 1
+        elif step == "auth":
+            state["auth_b"] = True
         elif step == "invalid" and n < 10:
             invalid = True
         elif step == "invalid":
@@ -271,7 +282,7 @@ async def body(h):
             check(lr["ok"] is True and lr["errors"] == [],
                   "reload %d (%s): last_reload %r" % (n, step, lr))
             prev_listeners = lst
-        if step in ("sim2", "sim1"):
+        if step in ("sim2", "sim1", "auth"):
             new_sim = sim2 if step == "sim2" else h.sim
             u = h.wait_up(lambda u: u["state"] == "ready"
                           and u["connection_id"] > u0["connection_id"]
