@@ -78,6 +78,10 @@ After=basic.target
 AllowIsolate=yes
 EOF
     ln -sf /dev/null "$R/etc/systemd/system/timers.target"
+    # the overlay holds the root file system only (a separate /usr is not in it)
+    for d in "$SYSTEMD" /usr/bin/setpriv /usr/bin/systemctl; do
+        [ -x "$R$d" ] || { echo "inner: no $d on the root file system alone"; exit 1; }
+    done
     echo xg-check > "$R/etc/hostname"
     hostname xg-check
     cd "$R"
