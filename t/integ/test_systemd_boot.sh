@@ -179,7 +179,7 @@ done
 for i in $(seq 300); do     # until PID 1 answers and the boot is done
     st=$(ns systemctl is-system-running 2>&1)
     case $st in
-    initializing|starting|*"Failed to connect to bus"*) sleep 0.1 ;;
+    initializing|starting|offline*|*"Failed to connect to bus"*) sleep 0.1 ;;
     *) break ;;
     esac
 done
