@@ -3,17 +3,17 @@
 # /lib/systemd/systemd boots as PID 1 of its own PID, mount, UTS, IPC,
 # network and cgroup namespaces, on an overlay of this machine's root (every
 # write lands in a tmpfs that goes with the namespaces: the host's files,
-# network, hostname and kernel settings are not touched). Inside it:
-# `make install` from the build tree, exsim on 127.0.0.1 as a transient
-# unit, the README's conf pointed at exsim with its secrets from
-# exgate.env (env:) and from LoadCredential= (file:, as docs/running.md
-# says), then
+# network, hostname and kernel settings are not touched). Inside it, exsim
+# on 127.0.0.1 as a transient unit, then the README's "Under systemd" block
+# as written (make install from the build tree, the README's conf with its
+# url on exsim, the secrets in exgate.env), and
 #   systemctl enable --now exgate   active; Type=notify: READY=1 arrived;
 #                                   a dynamic user, not root; LimitNOFILE
 #   GET /status, /metrics, /        upstream ready; promtool check metrics;
 #                                   the page; no secret in any of them
 #   systemctl reload exgate         RELOADING=1 then READY=1 (notify); same
 #                                   main PID and upstream connection
+#   LoadCredential= in a drop-in    a file: secret, as docs/running.md says
 #   systemd-analyze security        exposure at most 2.0
 #   systemctl stop exgate           STOPPING=1 (notify), exit status 0
 # Skipped (77) when it cannot run: not root, no systemd, no cgroup2
