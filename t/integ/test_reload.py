@@ -54,6 +54,7 @@ class Confs:
         self.ws_port = free_port()
         self.tcp_port = free_port()
         self.extra_port = free_port()
+        self.extra_tcp_port = free_port()
         self.up2_port = free_port()
 
     def text(self, timeout="10s", extra_listener=False, extra_upstream=False,
@@ -79,8 +80,9 @@ class Confs:
              "listen 127.0.0.1:%d tcp upstream=sim;\n"
              % (url, auth[0], auth[1], timeout, self.ws_port, self.tcp_port))
         if extra_listener:
-            t += "listen 127.0.0.1:%d websocket upstream=sim;\n" \
-                 % self.extra_port
+            t += ("listen 127.0.0.1:%d websocket upstream=sim;\n"
+                  "listen 127.0.0.1:%d tcp upstream=sim;\n"
+                  % (self.extra_port, self.extra_tcp_port))
         if extra_upstream:
             t += ("upstream up2 {\n"
                   "    url ws://127.0.0.1:%d/ws/api/v2;\n"
@@ -314,12 +316,26 @@ async def body(h):
             extra_clients = [await subscribe(
                 await WSClient("extra%d" % i).connect(url))
                 for i in range(2)]
-            await extra_clients[0].wait_notes(BOOK, 2, timeout=5)
+            extra_clients.append(await subscribe(await TCPClient(
+                "extra-tcp").connect(confs.extra_tcp_port)))
+            for c in extra_clients:
+                await c.wait_notes(BOOK, 2, timeout=5)
         elif step == "listener-":
             for c in extra_clients:
                 await c.wait_closed(5)
-                check(c.closed == (1001, "server reloading"),
-                      "%s: closed %r, not 1001" % (c.name, c.closed))
+                want = ("eof",) if isinstance(c, TCPClient) \
+                    else (1001, "server reloading")
+                check(c.closed == want, "%s: closed %r, not %r"
+                      % (c.name, c.closed, want))
+            for port in (confs.extra_port, confs.extra_tcp_port):
+                s = socket.socket()
+                try:
+                    s.connect(("127.0.0.1", port))
+                    check(False, "removed listener %d still accepts" % port)
+                except ConnectionRefusedError:
+                    pass
+                finally:
+                    s.close()
         elif step == "upstream+":
             h.wait_up(lambda u: u["state"] == "ready", 10, "up2 ready",
                       name="up2")
