@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -369,6 +370,23 @@ async def body(h):
               "backup back %r" % by_name(page)["deribit-eu-backup"])
         check(page["summary"] == "2 OF 10 NOT READY", "summary %r"
               % page["summary"])
+
+        # a reload that fails: the header says so and why; then a good one
+        path = os.path.join(h.tmp, "exgate.conf")
+        with open(path) as f:
+            good = f.read()
+        with open(path, "a") as f:
+            f.write("bogus_directive on;\n")
+        h.gate.send_signal(signal.SIGHUP)
+        page = await wait_page(b, lambda p: "reload FAILED" in p["meta"],
+                               "the failed reload in the header")
+        check('unknown directive "bogus_directive"' in page["meta"],
+              "meta %r" % page["meta"])
+        with open(path, "w") as f:
+            f.write(good)
+        h.gate.send_signal(signal.SIGHUP)
+        await wait_page(b, lambda p: "reload ok" in p["meta"],
+                        "the good reload in the header")
         await asyncio.sleep(0.3)
         await b.read()          # collects the events that came meanwhile
         check(not b.problems, "the browser reported: %s"
