@@ -253,6 +253,7 @@ main(int argc, char **argv)
         xg_conf_free(m.conf);
         return 1;
     }
+    xg_log_set_format(m.conf->error_log_format);
 
     signal(SIGPIPE, SIG_IGN);
     m.base = event_base_new();

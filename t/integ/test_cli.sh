@@ -186,7 +186,7 @@ chmod 600 "$T/api.secret" "$T/sub/bot.secret"
 : > "$T/ca.pem"
 export XG_T_ID=eNvId-1234 XG_T_SECRET=eNvSeCrEt-upstream XG_T_BOT=eNvSeCrEt-bot
 cat > "$T/main.conf" <<CONF
-error_log $T/x.log warn;
+error_log $T/x.log warn json;
 allow_remote off;
 admin 127.0.0.1:8610;
 admin_origin http://localhost:3000;
@@ -275,7 +275,8 @@ for want in "auth client_signature env:XG_T_ID file:$T/conf.d/../api.secret;" \
     "tls_ca $T/conf.d/../ca.pem;" 'header X-Api "a b;c";' "header X-Two \"it's \\\"q\\\"\";" \
     'close_timeout 2500ms;' 'multiplier 1.5;' 'stale book.* 90s;' \
     'stale trades.* 120s;' 'url wss://test.deribit.com:8443/ws/api/v2?x=1;' \
-    'admin_origin http://localhost:3000;' 'max_connection_age 24h;'
+    'admin_origin http://localhost:3000;' 'max_connection_age 24h;' \
+    "error_log $T/x.log warn json;"
 do
     grep -qF -- "$want" "$tmp/dump1" || fail "-T lacks: $want"
 done
