@@ -928,11 +928,12 @@ START_TEST(rotate_make_before_break)
     ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
     ck_assert_int_eq(srv.max_live, 2);
     ck_assert_ptr_nonnull(strstr(log_text(),
-        "upstream u: rotation #1 started (test): #1 -> #2\n"));
+        "upstream u#2: rotation #1 started (test): #1 -> #2\n"));
     ck_assert_ptr_nonnull(strstr(log_text(),
         "ms: #2 primary, #1 retiring\n"));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 done in "));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1: #1 "
+    ck_assert_ptr_nonnull(strstr(log_text(),
+        "upstream u#2: rotation #1 done in "));
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#1: rotation #1: #1 "
         "closed ("));
     /* And the next rotation may start. */
     ck_assert_int_eq(xg_upstream_rotate(up, "next"), XG_OK);
@@ -986,7 +987,7 @@ START_TEST(rotate_failure_retried_after_delay)
     ck_assert_int_eq(tp_last->opens, 1);
     ck_assert_int_eq(tp_last->downs, 0);
     ck_assert_int_eq(status_int("disconnects"), 0);
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#2: rotation #1 "
         "failed: #2 http 503"));
     ck_assert_ptr_nonnull(strstr(log_text(), "#1 keeps serving, retry in "
         "300ms\n"));
@@ -995,7 +996,7 @@ START_TEST(rotate_failure_retried_after_delay)
     ck_assert_msg(t_retry - t_fail >= 280, "retried after %llu ms",
         (unsigned long long) (t_retry - t_fail));
     ck_assert(run_until(rot_failed_twice, 3000));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #2 "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#3: rotation #2 "
         "started (test, retry 1): #1 -> #3\n"));
     ck_assert_int_eq(srv.nconns, 3);
     /* The server accepts again: the next retry takes over. */
@@ -1129,9 +1130,9 @@ START_TEST(max_connection_age_rotates)
     ck_assert_int_eq(srv.conns[1].close_code, 1000);
     ck_assert_ptr_nonnull(strstr(tp_last->events, "down#1:retiring:"));
     ck_assert_ptr_nonnull(strstr(tp_last->events, "down#2:retiring:"));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#2: rotation #1 "
         "started (max_connection_age 400ms): #1 -> #2\n"));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #2 "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#3: rotation #2 "
         "started (max_connection_age 400ms): #2 -> #3\n"));
     ck_assert_int_eq(status_int("rotations_failed"), 0);
     ck_assert_int_eq(status_int("disconnects"), 0);
@@ -1436,7 +1437,7 @@ START_TEST(admin_rotate)
         "{\"upstream\":\"u\",\"rotation\":1,\"from\":1,\"to\":2}\n"));
     ck_assert_ptr_nonnull(strstr(log_text(), " (origin "
         "http://localhost:3000): 202 {\"upstream\":\"u\",\"rotation\":2,"));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#2: rotation #1 "
         "started (admin request from 127.0.0.1:"));
     ck_assert_ptr_nonnull(strstr(log_text(), "admin: DELETE "
         "/upstreams/u/rotate from 127.0.0.1:"));
