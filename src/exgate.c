@@ -14,6 +14,7 @@
 #include "xg_client.h"
 #include "xg_upstream.h"
 #include "xg_listen.h"
+#include "xg_tls.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -340,6 +341,7 @@ main(int argc, char **argv)
     evdns_base_free(m.dns, 0);
     event_base_free(m.base);
     xg_conf_free(m.conf);
+    xg_tls_cleanup();
     xg_log_open(NULL, XG_LOG_INFO);
     return rc;
 }

@@ -154,6 +154,10 @@ struct xg_upstream_conf {
     uint64_t              close_timeout_ms;
     uint64_t              max_connection_age_ms;  /* 0: off (no rotation) */
 
+    /* what clients send while the upstream is not ready (every venue) */
+    unsigned              queue_limit;
+    uint64_t              queue_timeout_ms;       /* 0: no deadline */
+
     /* reconnect policy (modules/reconnect) */
     const struct xg_reconnect_policy *reconnect;
     void                 *reconnect_conf;
@@ -314,6 +318,11 @@ int xg_conf_set_secret(struct xg_conf *cf, const struct xg_conf_stmt *st,
  * them this way.
  */
 void xg_conf_cleanup_add(struct xg_conf *cf, void (*fn)(void *p), void *p);
+/*
+ * A zeroed object of SIZE bytes that FN frees with the conf (FN NULL:
+ * free(3)): the start of every module's create_conf.
+ */
+void *xg_conf_calloc(struct xg_conf *cf, size_t size, void (*fn)(void *p));
 
 /*
  * The command tables of the modules in xg_modules[] (NULL-terminated), for

@@ -27,6 +27,9 @@ static const struct xg_conf_bounds bounds_ping = { 0, 3600 * 1000 };
 /* max_connection_age: 1m..7d (0, the default, is off) */
 static const struct xg_conf_bounds bounds_age = { 60 * 1000,
     7ULL * 24 * 3600 * 1000 };
+static const struct xg_conf_bounds bounds_queue = { 0, 1000000 };
+/* queue_timeout: 0 (no deadline)..1h */
+static const struct xg_conf_bounds bounds_queue_ms = { 0, 3600 * 1000 };
 
 /* ---- main context --------------------------------------------------------- */
 
@@ -531,6 +534,8 @@ set_upstream(struct xg_conf *cf, const struct xg_conf_stmt *st,
     uc->handshake_timeout_ms = 10000;
     uc->restore_timeout_ms = 30000;
     uc->close_timeout_ms = 3000;
+    uc->queue_limit = 1000;
+    uc->queue_timeout_ms = 30000;
 
     upstream_block(cf, st, uc);
 
@@ -701,6 +706,10 @@ static const struct xg_command core_commands[] = {
       xg_conf_set_duration, UP(close_timeout_ms), &bounds_timeout },
     { "max_connection_age", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
       xg_conf_set_duration, UP(max_connection_age_ms), &bounds_age },
+    { "queue_limit", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_uint,
+      UP(queue_limit), &bounds_queue },
+    { "queue_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
+      xg_conf_set_duration, UP(queue_timeout_ms), &bounds_queue_ms },
     XG_CONF_NULL_COMMAND
 };
 
@@ -837,6 +846,15 @@ xg_conf_cleanup_add(struct xg_conf *cf, void (*fn)(void *p), void *p)
     c->p = p;
     c->next = cf->main->cleanups;
     cf->main->cleanups = c;
+}
+
+void *
+xg_conf_calloc(struct xg_conf *cf, size_t size, void (*fn)(void *p))
+{
+    void *p = xg_calloc(1, size);
+
+    xg_conf_cleanup_add(cf, fn != NULL ? fn : free, p);
+    return p;
 }
 
 /* ---- whole-file checks ------------------------------------------------------ */

@@ -835,6 +835,15 @@ up_other_deadline(struct xg_upstream *up, struct xg_conn *c)
         what = "restore";
         ms = up->conf->restore_timeout_ms;
         break;
+    case UP_CONN_READY:
+        if (c->role != XG_CONN_RETIRING) {
+            return;
+        }
+        xg_log_warn("%s: retiring, not retired by the protocol module "
+            "within restore_timeout (%llums): closing it", c->log_name,
+            (unsigned long long) up->conf->restore_timeout_ms);
+        conn_close(up, c, "retire timeout");
+        return;
     default:
         return;
     }
@@ -1489,6 +1498,9 @@ xg_upstream_promote(struct xg_upstream *up, struct xg_conn *c)
     if (old != NULL) {
         old->role = XG_CONN_RETIRING;
         evtimer_del(old->ev_age);
+        /* The module retires it; if it never does, the deadline will. */
+        evtimer_del(old->ev_deadline);
+        timer_arm(old->ev_deadline, up->conf->restore_timeout_ms);
         up->other = old;
         xg_conn_log(XG_LOG_INFO, c, "rotation #%u done in %llums: #%u "
             "primary, #%u retiring", c->rotation,

@@ -1509,8 +1509,7 @@ static void *
 dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
 {
     static const struct dr_conf defaults = {
-        DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, 1000, 30000, NULL, 0,
-        NULL, NULL
+        DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, NULL, 0, NULL, NULL
     };
     struct dr *d = xg_calloc(1, sizeof(*d));
     d->up = up;
@@ -1522,7 +1521,7 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     d->s = xg_session_new(up, d->name, d->base, d->reg, d->cf->stale,
         d->cf->nstale, DR_BATCH_BYTES, &dr_session_ops, d);
     xg_session_set_limits(d->s, d->cf->request_timeout_ms,
-        d->cf->queue_limit, d->cf->queue_timeout_ms);
+        conf->queue_limit, conf->queue_timeout_ms);
     d->track.name = d->name;
     d->track.base = d->base;
     d->track.max_held = DR_MAX_HELD;
@@ -1632,12 +1631,9 @@ dr_conf_free(void *p)
 static void *
 dr_create_conf(struct xg_conf *cf)
 {
-    struct dr_conf *c = xg_calloc(1, sizeof(*c));
+    struct dr_conf *c = xg_conf_calloc(cf, sizeof(*c), dr_conf_free);
 
     c->request_timeout_ms = 10000;
-    c->queue_limit = 1000;
-    c->queue_timeout_ms = 30000;
-    xg_conf_cleanup_add(cf, dr_conf_free, c);
     return c;
 }
 
@@ -1719,7 +1715,6 @@ dr_set_stale(struct xg_conf *cf, const struct xg_conf_stmt *st,
 
 static const struct xg_conf_bounds dr_bounds_hb = { 1000, 3600 * 1000 };
 static const struct xg_conf_bounds dr_bounds_timeout = { 0, 3600 * 1000 };
-static const struct xg_conf_bounds dr_bounds_queue = { 0, 1000000 };
 
 #define DR(f) offsetof(struct dr_conf, f)
 
@@ -1733,10 +1728,6 @@ static const struct xg_command dr_commands[] = {
       xg_conf_set_flag, DR(cod), NULL },
     { "request_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
       xg_conf_set_duration, DR(request_timeout_ms), &dr_bounds_timeout },
-    { "queue_limit", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_uint,
-      DR(queue_limit), &dr_bounds_queue },
-    { "queue_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
-      xg_conf_set_duration, DR(queue_timeout_ms), &dr_bounds_timeout },
     { "stale", XG_CONF_UPSTREAM | XG_CONF_TAKE2 | XG_CONF_MULTI, dr_set_stale,
       0, NULL },
     XG_CONF_NULL_COMMAND

@@ -61,8 +61,6 @@ struct dr_conf {
     uint64_t           heartbeat_ms;     /* 0: none */
     int                cod;
     uint64_t           request_timeout_ms;
-    unsigned           queue_limit;
-    uint64_t           queue_timeout_ms;
     struct xg_stale   *stale;            /* in conf order: first match */
     size_t             nstale;
     char              *auth_id_src;      /* env:/file: of the id, or NULL */

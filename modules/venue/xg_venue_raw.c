@@ -31,8 +31,6 @@ struct raw_conf {
     size_t          non_open;
     char          **replay;         /* substrings that mark a replay text */
     size_t          nreplay;
-    unsigned        queue_limit;
-    uint64_t        queue_timeout_ms;   /* 0: no timeout */
     unsigned        replay_limit;   /* remembered texts per upstream */
 };
 
@@ -67,6 +65,7 @@ struct raw_client {
 struct raw {
     struct xg_upstream     *up;
     const struct raw_conf  *cf;
+    const struct xg_upstream_conf *ucf; /* queue_limit, queue_timeout */
     const char             *name;
     struct xg_client      **to;         /* the fan-out's recipients */
     struct raw_client     **clients;    /* the same order */
@@ -137,17 +136,17 @@ raw_queue_push(struct raw *r, struct raw_client *rc, const void *data,
 {
     struct raw_queued *q;
 
-    if (r->nqueued >= r->cf->queue_limit) {
+    if (r->nqueued >= r->ucf->queue_limit) {
         r->queue_dropped++;
         xg_log_warn("upstream %s: queue_limit %u reached: dropping a message "
-            "of %zu bytes from %s", r->name, r->cf->queue_limit, len,
+            "of %zu bytes from %s", r->name, r->ucf->queue_limit, len,
             xg_client_name(rc->c));
         return;
     }
     q = xg_malloc(sizeof(*q) + len);
     q->rc = rc;
-    q->deadline_ms = r->cf->queue_timeout_ms
-                     ? xg_now_ms() + r->cf->queue_timeout_ms : 0;
+    q->deadline_ms = r->ucf->queue_timeout_ms
+                     ? xg_now_ms() + r->ucf->queue_timeout_ms : 0;
     q->len = len;
     q->next = NULL;
     memcpy(q->data, data, len);
@@ -176,7 +175,7 @@ raw_on_queue_timeout(evutil_socket_t fd, short what, void *arg)
         r->queue_dropped += n;
         xg_log_warn("upstream %s: %zu queued message%s dropped after "
             "queue_timeout %llums", r->name, n, n == 1 ? "" : "s",
-            (unsigned long long) r->cf->queue_timeout_ms);
+            (unsigned long long) r->ucf->queue_timeout_ms);
     }
     raw_queue_arm(r);   /* early by the coarse clock, or the next head */
 }
@@ -444,12 +443,13 @@ static void *
 raw_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
 {
     static const struct raw_conf defaults = {
-        .queue_limit = 1000, .queue_timeout_ms = 30000, .replay_limit = 1024
+        .replay_limit = 1024
     };
     struct raw *r = xg_calloc(1, sizeof(*r));
 
     r->up = up;
     r->cf = conf->proto_conf ? conf->proto_conf : &defaults;
+    r->ucf = conf;
     r->name = conf->name;
     r->qtail = &r->qhead;
     r->ev_queue = evtimer_new(xg_upstream_base(up), raw_on_queue_timeout, r);
@@ -509,12 +509,9 @@ raw_conf_free(void *p)
 static void *
 raw_create_conf(struct xg_conf *cf)
 {
-    struct raw_conf *c = xg_calloc(1, sizeof(*c));
+    struct raw_conf *c = xg_conf_calloc(cf, sizeof(*c), raw_conf_free);
 
-    c->queue_limit = 1000;
-    c->queue_timeout_ms = 30000;
     c->replay_limit = 1024;
-    xg_conf_cleanup_add(cf, raw_conf_free, c);
     return c;
 }
 
@@ -571,8 +568,6 @@ raw_set_on_open(struct xg_conf *cf, const struct xg_conf_stmt *st,
     return XG_OK;
 }
 
-static const struct xg_conf_bounds raw_bounds_queue = { 0, 1000000 };
-static const struct xg_conf_bounds raw_bounds_timeout = { 0, 3600 * 1000 };
 static const struct xg_conf_bounds raw_bounds_replay = { 1, 100000 };
 
 #define RAW(f) offsetof(struct raw_conf, f)
@@ -584,10 +579,6 @@ static const struct xg_command raw_commands[] = {
       raw_set_on_open, 0, NULL },
     { "replay_limit", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_uint,
       RAW(replay_limit), &raw_bounds_replay },
-    { "queue_limit", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_uint,
-      RAW(queue_limit), &raw_bounds_queue },
-    { "queue_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
-      xg_conf_set_duration, RAW(queue_timeout_ms), &raw_bounds_timeout },
     XG_CONF_NULL_COMMAND
 };
 

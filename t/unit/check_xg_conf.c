@@ -681,7 +681,7 @@ END_TEST
 
 /*
  * Every directive of deribit alone is refused on raw, each at its own
- * line (queue_limit and queue_timeout are raw's too: t_raw_directives).
+ * line (queue_limit and queue_timeout belong to every upstream).
  */
 START_TEST(t_proto_directives_all_refused_on_raw)
 {
@@ -742,10 +742,10 @@ START_TEST(t_proto_directives_on_deribit)
 
     /* their values are still checked, before or after `protocol` */
     mc = load("upstream x {\n url ws://h/;\n heartbeat 1ms;\n"
-        " protocol deribit;\n queue_limit lots;\n}\n");
+        " protocol deribit;\n request_timeout 2h;\n}\n");
     ck_assert_ptr_null(mc);
     ck_assert_str_eq(errs, "t.conf:3: \"heartbeat\": 1ms is out of range\n"
-        "t.conf:5: \"queue_limit\": \"lots\" is not a number\n");
+        "t.conf:5: \"request_timeout\": 2h is out of range\n");
     expect_error("upstream x {\n url ws://h/;\n heartbeat 10s;\n"
         " protocol deribit;\n heartbeat 20s;\n}\n",
         "t.conf:5: \"heartbeat\" directive is duplicate (first at line 3)");
@@ -847,7 +847,16 @@ START_TEST(t_raw_directives)
     ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
     ck_assert_str_eq(mc->upstreams->protocol, "raw");
     ck_assert_ptr_nonnull(mc->upstreams->proto_conf);
+    ck_assert_uint_eq(mc->upstreams->queue_limit, 0);
+    ck_assert_uint_eq(mc->upstreams->queue_timeout_ms, 0);
     xg_conf_free(mc);
+
+    /* the queue's bounds are the upstream's, whatever the protocol */
+    expect_error("upstream r {\n url ws://h/;\n protocol deribit;\n"
+        " queue_limit 1000001;\n}\n",
+        "t.conf:4: \"queue_limit\": 1000001 is out of range");
+    expect_error("upstream r {\n url ws://h/;\n queue_timeout 2h;\n}\n",
+        "t.conf:3: \"queue_timeout\": 2h is out of range");
 
     mc = load("upstream r {\n url ws://h/;\n replay \"\";\n"
         " on_open '';\n replay_limit 0;\n on_open '{\"k\":\"\xff\"}';\n}\n");

@@ -1079,6 +1079,42 @@ START_TEST(primary_drops_then_rotating_takes_over)
 }
 END_TEST
 
+/*
+ * A retiring connection the module never retires is closed by the
+ * upstream after restore_timeout (1000, "retire timeout"), on_down as
+ * RETIRING; the new primary is untouched.
+ */
+START_TEST(retiring_bounded)
+{
+    struct xg_conn *old;
+
+    make_up(srv.port, "restore_timeout 300ms;", 0);
+    xg_upstream_start(up);
+    ck_assert(run_until(is_ready, 3000));
+    log_capture();
+    ck_assert_int_eq(xg_upstream_rotate(up, "test"), XG_OK);
+    ck_assert(run_until(rot_restored, 3000));
+    old = tp_last->primary;
+    xg_upstream_promote(up, tp_last->rot);
+    ck_assert_int_eq(xg_conn_role(old), XG_CONN_RETIRING);
+    run_for(150);
+    ck_assert_int_eq(nconns_status(), 2);
+    assert_conn(1, 1, "retiring", "ready");
+    ck_assert(run_until(one_down, 3000));
+    ck_assert_ptr_nonnull(strstr(tp_last->events, "down#1:retiring:"));
+    ck_assert(run_until(srv0_down, 3000));
+    ck_assert_int_eq(srv.conns[0].close_code, 1000);
+    ck_assert_ptr_nonnull(strstr(srv.conns[0].reason, "retire timeout"));
+    ck_assert_ptr_nonnull(strstr(log_text(), "retiring, not retired by the "
+        "protocol module within restore_timeout (300ms): closing it\n"));
+    ck_assert_int_eq(nconns_status(), 1);
+    assert_conn(0, 2, "primary", "ready");
+    ck_assert_int_eq(status_int("rotations"), 1);
+    ck_assert_int_eq(status_int("rotations_failed"), 0);
+    ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
+}
+END_TEST
+
 /* ...and when the rotating one fails too, the reconnect starts then. */
 START_TEST(primary_drops_then_rotating_fails)
 {
@@ -1472,6 +1508,7 @@ upstream_suite(void)
     tcase_add_test(tc, rotate_drop_after_open);
     tcase_add_test(tc, primary_drops_then_rotating_takes_over);
     tcase_add_test(tc, primary_drops_then_rotating_fails);
+    tcase_add_test(tc, retiring_bounded);
     tcase_add_test(tc, max_connection_age_rotates);
     tcase_add_test(tc, rotate_not_supported_closes);
     tcase_add_test(tc, stop_during_rotation);
