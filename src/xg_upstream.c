@@ -839,8 +839,8 @@ up_other_deadline(struct xg_upstream *up, struct xg_conn *c)
         if (c->role != XG_CONN_RETIRING) {
             return;
         }
-        xg_log_warn("%s: retiring, not retired by the protocol module "
-            "within restore_timeout (%llums): closing it", c->log_name,
+        xg_conn_log(XG_LOG_WARN, c, "retiring, not retired by the protocol "
+            "module within restore_timeout (%llums): closing it",
             (unsigned long long) up->conf->restore_timeout_ms);
         conn_close(up, c, "retire timeout");
         return;
