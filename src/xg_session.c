@@ -209,7 +209,7 @@ ss_send_batches(struct xg_session *s, int subscribe, char **names, size_t n)
             q->chan[k - start] = names[k];
             names[k] = NULL;
         }
-        xg_log_debug("upstream %s: %s of %d channels (%zu bytes)", s->name,
+        xg_upstream_log(XG_LOG_DEBUG, s->up, "%s of %d channels (%zu bytes)",
             q->method, q->nchan, bytes);
         s->ops->send(s->owner, q);
         batches++;
@@ -404,9 +404,9 @@ ss_unconfirmed(struct xg_session *s, struct xg_reg_channel *ch)
         sc->ev_retry = evtimer_new(s->base, ss_on_retry, sc);
     }
     ss_timer(sc->ev_retry, ch->retry_ms);
-    xg_log_warn("upstream %s: channel \"%s\" not confirmed on resubscribe "
-        "(attempt %u): retrying in %u ms; its %zu clients stay subscribed",
-        s->name, ch->name, ch->retries + 1, ch->retry_ms, ch->nsubs);
+    xg_upstream_log(XG_LOG_WARN, s->up, "channel \"%s\" not confirmed on "
+        "resubscribe (attempt %u): retrying in %u ms; its %zu clients stay "
+        "subscribed", ch->name, ch->retries + 1, ch->retry_ms, ch->nsubs);
     ch->retries++;
 }
 
@@ -427,8 +427,8 @@ ss_on_retry(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (ch->nsubs == 0 && ch->nwaiters == 0) {
-        xg_log_info("upstream %s: unconfirmed channel \"%s\" dropped: no "
-            "subscriber left", s->name, ch->name);
+        xg_upstream_log(XG_LOG_INFO, s->up, "unconfirmed channel \"%s\" "
+            "dropped: no subscriber left", ch->name);
         xg_registry_channel_delete(s->reg, ch);
         return;
     }
@@ -450,8 +450,8 @@ ss_confirmed(struct xg_session *s, struct xg_reg_channel *ch)
 
     s->ops->confirmed(s->owner, ch, how, now);
     if (ch->unconfirmed) {
-        xg_log_info("upstream %s: channel \"%s\" confirmed after %u "
-            "refused attempts", s->name, ch->name, ch->retries);
+        xg_upstream_log(XG_LOG_INFO, s->up, "channel \"%s\" confirmed after %u "
+            "refused attempts", ch->name, ch->retries);
         ch->unconfirmed = 0;
         ch->retries = 0;
         ch->retry_ms = 0;
@@ -472,8 +472,8 @@ xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
     int i;
 
     if (res == NULL) {
-        xg_log_warn("upstream %s: subscribe of %d channels failed: %s",
-            s->name, q->nchan, errtext);
+        xg_upstream_log(XG_LOG_WARN, s->up, "subscribe of %d channels failed: "
+            "%s", q->nchan, errtext);
     }
     for (i = 0; i < q->nchan; i++) {
         struct xg_reg_channel *ch = xg_registry_channel(s->reg, q->chan[i]);
@@ -493,8 +493,8 @@ xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
             }
         }
         if (!ok && errtext == NULL) {
-            xg_log_warn("upstream %s: the exchange did not confirm channel "
-                "\"%s\"", s->name, q->chan[i]);
+            xg_upstream_log(XG_LOG_WARN, s->up, "the exchange did not confirm "
+                "channel \"%s\"", q->chan[i]);
         }
         done = xg_calloc(ch->nwaiters + 1, sizeof(*done));
         if (!ok && ch->confirmed_ms != 0 && ch->nsubs > 0) {
@@ -596,8 +596,8 @@ ss_on_stale(evutil_socket_t fd, short what, void *arg)
         ss_timer(sc->ev_stale, stale);
         return;
     }
-    xg_log_warn("upstream %s: channel \"%s\" silent for %llu ms (stale "
-        "%llu ms): resubscribing it alone", s->name, ch->name,
+    xg_upstream_log(XG_LOG_WARN, s->up, "channel \"%s\" silent for %llu ms "
+        "(stale %llu ms): resubscribing it alone", ch->name,
         (unsigned long long) (now - ch->last_data_ms),
         (unsigned long long) stale);
     s->stale_resubscribes++;
@@ -641,8 +641,8 @@ xg_session_message(struct xg_session *s, const char *data, size_t len)
     switch (m.kind) {
     case XG_UMSG_ANSWER:
         if ((q = xg_session_take(s, &m.id)) == NULL) {
-            xg_log_debug("upstream %s: answer to unknown id %.*s dropped",
-                s->name, (int) (m.id.len > 40 ? 40 : m.id.len), m.id.p);
+            xg_upstream_log(XG_LOG_DEBUG, s->up, "answer to unknown id %.*s "
+                "dropped", (int) (m.id.len > 40 ? 40 : m.id.len), m.id.p);
             return;
         }
         if (q->kind == XG_REQ_SUB) {
@@ -657,8 +657,8 @@ xg_session_message(struct xg_session *s, const char *data, size_t len)
     case XG_UMSG_DATA:
         ch = xg_registry_channel_n(s->reg, m.chan, m.chan_len);
         if (ch == NULL) {
-            xg_log_debug("upstream %s: data for channel %.*s with no "
-                "subscriber", s->name, (int) m.chan_len, m.chan);
+            xg_upstream_log(XG_LOG_DEBUG, s->up, "data for channel %.*s with "
+                "no subscriber", (int) m.chan_len, m.chan);
             return;
         }
         ch->last_data_ms = xg_now_ms();
@@ -712,8 +712,8 @@ xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
             }
             break;
         default:
-            xg_log_warn("upstream %s: a client is at client_max_channels "
-                "%u: %s left out", s->name, max, sr->chan[i]);
+            xg_upstream_log(XG_LOG_WARN, s->up, "a client is at "
+                "client_max_channels %u: %s left out", max, sr->chan[i]);
             xg_registry_subreq_set(sr, (int) i, -1);
             break;
         }
@@ -812,8 +812,8 @@ xg_session_send(struct xg_session *s, struct xg_reg_req *q)
 
     if (xg_jscan_object(q->text, q->len, keys, 1, v) != XG_OK
         || v[0].p == NULL) {
-        xg_log_error("upstream %s: internal: request without id dropped",
-            s->name);
+        xg_upstream_log(XG_LOG_ERROR, s->up, "internal: request without id "
+            "dropped");
         xg_registry_req_free(q);
         return XG_ERROR;
     }
@@ -828,7 +828,7 @@ xg_session_send(struct xg_session *s, struct xg_reg_req *q)
     free(out);
     if (rc != XG_OK) {
         /* no connection: xg_session_down() will sort the request out */
-        xg_log_debug("upstream %s: send of %s failed", s->name,
+        xg_upstream_log(XG_LOG_DEBUG, s->up, "send of %s failed",
             q->method ? q->method : "?");
     }
     return rc;
@@ -842,8 +842,8 @@ xg_session_submit(struct xg_session *s, struct xg_reg_req *q)
         return XG_OK;
     }
     if (!q->nolimit && xg_registry_nqueued(s->reg) >= s->queue_limit) {
-        xg_log_warn("upstream %s: queue_limit %u reached: refusing %s",
-            s->name, s->queue_limit, q->method ? q->method : "?");
+        xg_upstream_log(XG_LOG_WARN, s->up, "queue_limit %u reached: refusing "
+            "%s", s->queue_limit, q->method ? q->method : "?");
         return XG_ERROR;
     }
     ss_req_disarm(q);
@@ -942,9 +942,8 @@ ss_ready(struct xg_session *s)
     ss_collect_send(s, NULL);
     s->last_restore_ms = xg_now_ms() - s->restore_start_ms;
     s->restores++;
-    xg_log_info("upstream %s#%u: restored in %llu ms: %zu channels, %zu "
-        "queued requests sent", s->name, xg_upstream_conn_id(s->up),
-        (unsigned long long) s->last_restore_ms,
+    xg_upstream_log(XG_LOG_INFO, s->up, "restored in %llu ms: %zu channels, "
+        "%zu queued requests sent", (unsigned long long) s->last_restore_ms,
         xg_registry_nchannels(s->reg), nq);
     xg_upstream_restored(s->up);
     xg_session_flush_soon(s);
@@ -968,8 +967,8 @@ ss_restore_run(struct xg_session *s)
     s->step = -1;           /* the subscriptions */
     s->subs_left = ss_subscribe_all(s, &n);
     if (n > 0) {
-        xg_log_info("upstream %s#%u: restore: subscribing %zu channels",
-            s->name, xg_upstream_conn_id(s->up), n);
+        xg_upstream_log(XG_LOG_INFO, s->up, "restore: subscribing %zu channels",
+            n);
     }
     if (s->subs_left == 0) {
         ss_ready(s);
