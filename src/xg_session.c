@@ -645,6 +645,10 @@ xg_session_message(struct xg_session *s, const char *data, size_t len)
                 "dropped", (int) (m.id.len > 40 ? 40 : m.id.len), m.id.p);
             return;
         }
+        xg_session_log_req(XG_LOG_DEBUG, s, q, "%s answered in %llu ms%s",
+            q->method ? q->method : "?",
+            (unsigned long long) (xg_now_ms() - q->log_ms),
+            m.error.p != NULL ? " with an error" : "");
         if (q->kind == XG_REQ_SUB) {
             xg_session_sub_answer(s, q, &m.result, &m.error);
         } else if (q->kind == XG_REQ_UNSUB) {
@@ -768,6 +772,38 @@ xg_session_set_limits(struct xg_session *s, uint64_t request_ms,
     s->queue_ms = queue_ms;
 }
 
+/* See xg_session.h. */
+void
+xg_session_log_req(int level, const struct xg_session *s,
+    const struct xg_reg_req *q, const char *fmt, ...)
+{
+    struct xg_log_ctx ctx;
+    va_list ap;
+
+    if (level > xg_log_level) {
+        return;
+    }
+    xg_upstream_log_ctx(s->up, &ctx);
+    if (q->client != NULL && q->client->out != NULL) {
+        xg_client_log_ctx(q->client->out, &ctx);
+    }
+    ctx.request = q->up_id;
+    va_start(ap, fmt);
+    xg_log_atv(level, &ctx, fmt, ap);
+    va_end(ap);
+}
+
+/* " (client id ID)" for a client's request, cut to fit BUF, else "". */
+static const char *
+ss_client_id(const struct xg_reg_req *q, char *buf, size_t len)
+{
+    if (q->client_id == NULL) {
+        return "";
+    }
+    snprintf(buf, len, " (client id %.*s)", 64, q->client_id);
+    return buf;
+}
+
 static void ss_on_request_expired(evutil_socket_t fd, short what, void *arg);
 
 /* Starts Q's deadline timer (MS from now): one libevent timer per request
@@ -799,6 +835,27 @@ xg_session_untime(struct xg_reg_req *q)
     q->timed = 0;
 }
 
+/* The debug line of Q's send: its arrival when it goes out at once, or
+   its queueing time, or the request it replays. */
+static void
+ss_log_sent(const struct xg_session *s, const struct xg_reg_req *q)
+{
+    char cid[96], queued[48], replay[48];
+
+    queued[0] = replay[0] = '\0';
+    if (q->log_ms != 0) {
+        snprintf(queued, sizeof(queued), ", %llu ms in the queue",
+            (unsigned long long) (xg_now_ms() - q->log_ms));
+    }
+    if (q->replay_of != 0) {
+        snprintf(replay, sizeof(replay), ", replay of request %llu",
+            (unsigned long long) q->replay_of);
+    }
+    xg_session_log_req(XG_LOG_DEBUG, s, q, "%s sent%s%s%s",
+        q->method ? q->method : "?", ss_client_id(q, cid, sizeof(cid)),
+        queued, replay);
+}
+
 int
 xg_session_send(struct xg_session *s, struct xg_reg_req *q)
 {
@@ -822,6 +879,10 @@ xg_session_send(struct xg_session *s, struct xg_reg_req *q)
     if (q->timed && s->request_ms != 0) {
         ss_req_arm(s, q, s->request_ms);
     }
+    if (xg_log_level >= XG_LOG_DEBUG) {
+        ss_log_sent(s, q);
+    }
+    q->log_ms = xg_now_ms();
     snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long) id);
     out = xg_jscan_splice(q->text, q->len, &v[0], idbuf, strlen(idbuf), &n);
     rc = s->ops->write(s->owner, out, n);
@@ -842,8 +903,8 @@ xg_session_submit(struct xg_session *s, struct xg_reg_req *q)
         return XG_OK;
     }
     if (!q->nolimit && xg_registry_nqueued(s->reg) >= s->queue_limit) {
-        xg_upstream_log(XG_LOG_WARN, s->up, "queue_limit %u reached: refusing "
-            "%s", s->queue_limit, q->method ? q->method : "?");
+        xg_session_log_req(XG_LOG_WARN, s, q, "queue_limit %u reached: "
+            "refusing %s", s->queue_limit, q->method ? q->method : "?");
         return XG_ERROR;
     }
     ss_req_disarm(q);
@@ -851,6 +912,14 @@ xg_session_submit(struct xg_session *s, struct xg_reg_req *q)
         ss_req_arm(s, q, s->queue_ms);
     }
     xg_registry_queue_push(s->reg, q, 0);
+    q->log_ms = xg_now_ms();
+    if (xg_log_level >= XG_LOG_DEBUG) {
+        char cid[96];
+
+        xg_session_log_req(XG_LOG_DEBUG, s, q, "%s queued%s: the upstream is "
+            "not ready (%zu in the queue)", q->method ? q->method : "?",
+            ss_client_id(q, cid, sizeof(cid)), xg_registry_nqueued(s->reg));
+    }
     return XG_OK;
 }
 
@@ -900,6 +969,10 @@ xg_session_down(struct xg_session *s, unsigned *replayed, unsigned *lost)
         ss_req_disarm(q);
         switch (s->ops->lost(s->owner, q)) {
         case XG_LOST_REPLAY:
+            xg_session_log_req(XG_LOG_INFO, s, q, "%s lost with the "
+                "connection: sent again under a new id once it is back",
+                q->method ? q->method : "?");
+            q->replay_of = q->up_id;
             q->next = replay;   /* reversed; pushed to the front below */
             replay = q;
             (*replayed)++;
@@ -920,6 +993,7 @@ xg_session_down(struct xg_session *s, unsigned *replayed, unsigned *lost)
             ss_req_arm(s, q, s->queue_ms);
         }
         xg_registry_queue_push(s->reg, q, 1);
+        q->log_ms = xg_now_ms();
     }
 }
 
