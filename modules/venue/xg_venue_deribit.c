@@ -422,8 +422,8 @@ dr_on_client_answer(struct dr *d, struct xg_reg_req *q, const char *data,
     size_t n;
 
     if (dc == NULL) {
-        xg_upstream_log(XG_LOG_DEBUG, d->up, "answer to %s for a client that "
-            "left", q->method);
+        xg_session_log_req(XG_LOG_DEBUG, d->s, q, "answer to %s for a client "
+            "that left", q->method);
         return;
     }
     dr_tracked_answer(d, dc, q->method, result);
@@ -699,9 +699,8 @@ dr_lost(void *p, struct xg_reg_req *q)
         return XG_LOST_REPLAY;
     }
     if (q->kind == K_CLIENT && dc != NULL) {
-        xg_upstream_log(XG_LOG_WARN, d->up, "%s: %s in flight when the "
-            "connection dropped: outcome unknown", xg_client_name(dc->c),
-            q->method);
+        xg_session_log_req(XG_LOG_WARN, d->s, q, "%s in flight when the "
+            "connection dropped: outcome unknown", q->method);
         dr_error(dc, q->client_id, 13028,
             "upstream connection lost, outcome unknown",
             "the request reached the exchange connection but its answer "
@@ -727,14 +726,13 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
     if (queued) {
         if (dc != NULL) {
             d->requests_rejected++;
-            xg_upstream_log(XG_LOG_WARN, d->up, "%s: %s waited queue_timeout "
-                "for the exchange connection", xg_client_name(dc->c),
-                q->method);
+            xg_session_log_req(XG_LOG_WARN, d->s, q, "%s waited queue_timeout "
+                "for the exchange connection", q->method);
             dr_error(dc, q->client_id, 13028, "upstream unavailable",
                 "the exchange connection did not come back within "
                 "queue_timeout; the request was not sent");
         } else {
-            xg_upstream_log(XG_LOG_WARN, d->up, "%s dropped after "
+            xg_session_log_req(XG_LOG_WARN, d->s, q, "%s dropped after "
                 "queue_timeout", q->method);
         }
         return 0;
@@ -744,8 +742,8 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
         struct xg_jspan none = { NULL, 0 };
         struct xg_jspan err = { timed_out, sizeof(timed_out) - 1 };
 
-        xg_upstream_log(XG_LOG_WARN, d->up, "%s (%s) timed out after %llu ms",
-            q->method, q->chan ? q->chan[0] : "?",
+        xg_session_log_req(XG_LOG_WARN, d->s, q, "%s (%s) timed out after "
+            "%llu ms", q->method, q->chan ? q->chan[0] : "?",
             (unsigned long long) d->cf->request_timeout_ms);
         if (dr_fetch_retry(d, q, err.p, (int) err.len)) {
             return 1;
@@ -755,8 +753,8 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
     }
     d->requests_timed_out++;
     if (dc != NULL) {
-        xg_upstream_log(XG_LOG_WARN, d->up, "%s: %s timed out after %llu ms",
-            xg_client_name(dc->c), q->method,
+        xg_session_log_req(XG_LOG_WARN, d->s, q, "%s timed out after %llu ms",
+            q->method,
             (unsigned long long) d->cf->request_timeout_ms);
         dr_error(dc, q->client_id, 13888, "timed_out",
             "no answer from the exchange within request_timeout; "
