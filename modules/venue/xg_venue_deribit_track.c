@@ -197,6 +197,7 @@ dr_book_parse(struct xg_track *t, const char *data, size_t len,
     /* no mark is taken before applying: a malformed snapshot would leave
        it behind, stale, while the chain goes on (xg_book_replaced() gives
        the replaced state of a valid one instead) */
+    xg_book_set_log(b->book, d->up);    /* its own lines name the upstream */
     r = xg_venue_deribit_book_apply_text(b->book, v.p, v.len);
     switch (r) {
     case XG_BOOK_APPLIED:
