@@ -645,10 +645,12 @@ xg_session_message(struct xg_session *s, const char *data, size_t len)
                 "dropped", (int) (m.id.len > 40 ? 40 : m.id.len), m.id.p);
             return;
         }
-        xg_session_log_req(XG_LOG_DEBUG, s, q, "%s answered in %llu ms%s",
-            q->method ? q->method : "?",
-            (unsigned long long) (xg_now_ms() - q->log_ms),
-            m.error.p != NULL ? " with an error" : "");
+        if (xg_log_level >= XG_LOG_DEBUG) {
+            xg_session_log_req(XG_LOG_DEBUG, s, q, "%s answered in %llu ms%s",
+                q->method ? q->method : "?",
+                (unsigned long long) (xg_now_ms() - q->log_ms),
+                m.error.p != NULL ? " with an error" : "");
+        }
         if (q->kind == XG_REQ_SUB) {
             xg_session_sub_answer(s, q, &m.result, &m.error);
         } else if (q->kind == XG_REQ_UNSUB) {
