@@ -463,6 +463,32 @@ ss_confirmed(struct xg_session *s, struct xg_reg_channel *ch)
     ss_arm_stale(s, ch);
 }
 
+/* The debug line of a client's subscribe request SR at WHAT: its client,
+   the client's id, and the upstream id of the batch Q that answered it
+   (NULL: none), so that one grep for the batch finds its clients. */
+static void
+ss_log_subreq(const struct xg_session *s, const struct xg_reg_subreq *sr,
+    const struct xg_reg_req *q, const char *what)
+{
+    struct xg_log_ctx ctx;
+    int i, ok = 0;
+
+    if (xg_log_level < XG_LOG_DEBUG) {
+        return;
+    }
+    xg_upstream_log_ctx(s->up, &ctx);
+    if (sr->client != NULL && sr->client->out != NULL) {
+        xg_client_log_ctx(sr->client->out, &ctx);
+    }
+    ctx.request = q != NULL ? q->up_id : 0;
+    for (i = 0; i < sr->nchan; i++) {
+        ok += sr->status[i] == 1;
+    }
+    xg_log_at(XG_LOG_DEBUG, &ctx, "subscribe (client id %.*s) of %d "
+        "channels %s: %d confirmed", 64,
+        sr->client_id != NULL ? sr->client_id : "null", sr->nchan, what, ok);
+}
+
 void
 xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error)
@@ -515,6 +541,7 @@ xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
                 done, &ndone);
         }
         for (j = 0; j < ndone; j++) {
+            ss_log_subreq(s, done[j], q, "answered");
             s->ops->subreq_done(s->owner, done[j]);
         }
         free(done);
@@ -725,7 +752,10 @@ xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
         }
     }
     if (sr->outstanding == 0) {
+        ss_log_subreq(s, sr, NULL, "answered at once");
         s->ops->subreq_done(s->owner, sr);
+    } else {
+        ss_log_subreq(s, sr, NULL, "waiting for the exchange");
     }
     /* after the answer: what a late joiner gets (a book's snapshot) */
     for (i = 0; i < nlive; i++) {

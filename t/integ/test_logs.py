@@ -18,6 +18,9 @@ asked on the admin endpoint. Then, in the text format:
   unknown, or lost and replayed: the replay's send line names N, and one
   grep for the replay's id finds its answer); a queued request's send
   line says how long it waited, after its "queued" line;
+- a client's subscribe is logged when it arrives and when the answer to
+  the subscribe batch that confirmed its channel answers it, with that
+  batch's id: one grep finds the batch's send, its answer, and the client;
 - nothing about a request that goes well is logged at the default level
   (info): every request line but the trouble ones is at debug.
 
@@ -79,6 +82,11 @@ async def drive(h, json_format):
     check(res.get("access_token") and res.get("refresh_token"),
           "bot auth: %r" % r)
     tokens = [res["access_token"], res["refresh_token"]]
+
+    # a subscribe: answered with the exchange's answer to a batch
+    r = await a.call("public/subscribe",
+                     {"channels": ["trades.BTC-PERPETUAL.raw"]}, id=76)
+    check(r.get("result") == ["trades.BTC-PERPETUAL.raw"], "subscribe: %r" % r)
 
     # answered
     r = await a.call("public/get_time", {}, id=77)
@@ -200,6 +208,20 @@ def check_text(h, rot):
     check(re.match(client + r"request %d: public/get_time answered in \d+ ms$"
                    % n, g[1][1]), "answer: %r" % (g[1],))
     check(g[0][0] == "debug" and g[1][0] == "debug", "levels %r" % g)
+
+    # a client's subscribe: its answer names the batch request, whose
+    # grep finds the batch's send and answer and the client's answer
+    check(any(re.match(client + r"subscribe \(client id 76\) of 1 channels "
+                       r"waiting for the exchange", t) for _, t in lines),
+          "no arrival of the subscribe (id 76)")
+    m = [re.match(client + r"request (\d+): subscribe \(client id 76\) of 1 "
+                  r"channels answered: 1 confirmed$", t) for _, t in lines]
+    m = [x for x in m if x]
+    check(len(m) == 1, "the subscribe's (id 76) answer: %r" % m)
+    g = [t for _, t in req_lines(lines, int(m[0].group(1)))]
+    check(len(g) == 3 and re.search(r"/subscribe sent$", g[0])
+          and re.search(r"/subscribe answered in \d+ ms$", g[1]),
+          "the subscribe batch %s: %r" % (m[0].group(1), g))
 
     # timed out
     n = req_id(lines, "public/get_time sent (client id 78)")
