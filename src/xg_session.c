@@ -655,6 +655,28 @@ xg_session_fanout(struct xg_session *s, struct xg_reg_channel *ch,
     xg_client_fanout(ch, s->to, ch->nsubs, data, len);
 }
 
+/* The debug line of an answer to no request in flight: most often one
+   that timed out, whose grep it ends. */
+static void
+ss_log_unknown(const struct xg_session *s, const struct xg_jspan *id)
+{
+    struct xg_log_ctx ctx;
+    uint64_t n;
+
+    if (xg_log_level < XG_LOG_DEBUG) {
+        return;
+    }
+    xg_upstream_log_ctx(s->up, &ctx);
+    if (xg_jscan_uint(id, &n) == XG_OK) {
+        ctx.request = n;
+        xg_log_at(XG_LOG_DEBUG, &ctx, "answer to a request no longer in "
+            "flight dropped");
+        return;
+    }
+    xg_log_at(XG_LOG_DEBUG, &ctx, "answer to unknown id %.*s dropped",
+        (int) (id->len > 40 ? 40 : id->len), id->p);
+}
+
 void
 xg_session_message(struct xg_session *s, const char *data, size_t len)
 {
@@ -668,8 +690,7 @@ xg_session_message(struct xg_session *s, const char *data, size_t len)
     switch (m.kind) {
     case XG_UMSG_ANSWER:
         if ((q = xg_session_take(s, &m.id)) == NULL) {
-            xg_upstream_log(XG_LOG_DEBUG, s->up, "answer to unknown id %.*s "
-                "dropped", (int) (m.id.len > 40 ? 40 : m.id.len), m.id.p);
+            ss_log_unknown(s, &m.id);
             return;
         }
         if (xg_log_level >= XG_LOG_DEBUG) {

@@ -14,10 +14,11 @@ asked on the admin endpoint. Then, in the text format:
   old one for its close);
 - one grep for "request N" (N the upstream id of a client's request)
   finds the line of its arrival and send, with the client and the
-  client's own id, and the line of its end (answered, timed out, outcome
-  unknown, or lost and replayed: the replay's send line names N, and one
-  grep for the replay's id finds its answer); a queued request's send
-  line says how long it waited, after its "queued" line;
+  client's own id, and the line of its end (answered, timed out and its
+  late answer dropped, outcome unknown, or lost and replayed: the
+  replay's send line names N, and one grep for the replay's id finds its
+  answer); a queued request's send line says how long it waited, after
+  its "queued" line;
 - a client's subscribe is logged when it arrives and when the answer to
   the subscribe batch that confirmed its channel answers it, with that
   batch's id: one grep finds the batch's send, its answer, and the client;
@@ -97,7 +98,7 @@ async def drive(h, json_format):
     h.control("delay public/get_time 1800")
     r = await a.call("public/get_time", {}, id=78, timeout=5)
     check(r.get("error", {}).get("code") == 13888, "not timed out: %r" % r)
-    await asyncio.sleep(1.0)        # its late answer comes and goes
+    await asyncio.sleep(1.2)        # its late answer comes and goes
 
     # in flight when the connection drops: a read-only request is sent
     # again, an order gets "outcome unknown"
@@ -238,6 +239,9 @@ def check_text(h, rot):
     check(any(re.match(client + r"request %d: public/get_time timed out "
                        r"after 1000 ms$" % n, t) and lvl == "warn"
               for lvl, t in g), "request %d (id 78) timed out: %r" % (n, g))
+    check(re.match(r"upstream sim#\d+: request %d: answer to a request no "
+                   r"longer in flight dropped$" % n, g[-1][1]),
+          "request %d (id 78): its late answer: %r" % (n, g))
 
     # replayed: the lost line and the replay's send carry the old id, the
     # replay's own id finds its answer
