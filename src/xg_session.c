@@ -733,6 +733,7 @@ xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
     int flags)
 {
     struct xg_reg_subreq *sr;
+    struct xg_log_ctx lc;
     struct xg_reg_channel **live = NULL;
     size_t nlive = 0, i;
 
@@ -766,8 +767,12 @@ xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
             }
             break;
         default:
-            xg_upstream_log(XG_LOG_WARN, s->up, "a client is at "
-                "client_max_channels %u: %s left out", max, sr->chan[i]);
+            xg_upstream_log_ctx(s->up, &lc);
+            if (rc->out != NULL) {
+                xg_client_log_ctx(rc->out, &lc);
+            }
+            xg_log_at(XG_LOG_WARN, &lc, "at client_max_channels %u: %s left "
+                "out", max, sr->chan[i]);
             xg_registry_subreq_set(sr, (int) i, -1);
             break;
         }
