@@ -3,7 +3,10 @@
 # pages, the conf, the systemd unit (with the installed paths and no
 # @VAR@ left: its ExecStart names the installed binary and conf) and the
 # logrotate snippet as logrotate.d/exgate; the installed binary checks the
-# installed conf. `make uninstall` takes them away again.
+# installed conf. The conf is the user's once installed: a second
+# `make install` keeps an edited one (the shipped one is also installed as
+# exgate.conf.default), and `make uninstall` leaves an edited one behind;
+# it takes everything else away.
 set -u
 B=${XG_BUILDDIR:-.}
 tmp=$(mktemp -d)
@@ -34,7 +37,28 @@ grep -qx "ExecStart=$x -f -c $conf" "$D$unit" \
     || fail "$unit: $(grep ^ExecStart "$D$unit"), want $x and $conf"
 grep -q "^/var/log/exgate/\*\.log {" "$D$rot" || fail "$rot"
 out=$("$D$x" -t -c "$D$conf" 2>&1) || fail "installed exgate -t installed conf: $out"
+cmp -s "$D$conf" "${XG_SRCDIR:-.}/conf/exgate.conf" || fail "$conf differs from conf/exgate.conf"
+cmp -s "$D$conf.default" "${XG_SRCDIR:-.}/conf/exgate.conf" \
+    || fail "$conf.default is not conf/exgate.conf"
 
+# the user edits the conf, then installs again (an upgrade): the edit stays
+echo '# edited by the user' >> "$D$conf"
+cp "$D$conf" "$tmp/edited"
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C "$B" install DESTDIR="$D" > "$tmp/install2.log" 2>&1 \
+    || fail "second make install: $(tail -20 "$tmp/install2.log")"
+cmp -s "$D$conf" "$tmp/edited" || fail "a second make install overwrote the edited $conf"
+cmp -s "$D$conf.default" "${XG_SRCDIR:-.}/conf/exgate.conf" \
+    || fail "second make install: $conf.default is not conf/exgate.conf"
+
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C "$B" uninstall DESTDIR="$D" > "$tmp/uninstall.log" 2>&1 \
+    || fail "make uninstall: $(tail -20 "$tmp/uninstall.log")"
+left=$(cd "$D" && find . -type f | sed 's|^\.||')
+[ "$left" = "$conf" ] || fail "after make uninstall, want only the edited $conf left, have: $left"
+rm -f "$D$conf"
+
+# an unedited conf goes with make uninstall
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C "$B" install DESTDIR="$D" > "$tmp/install3.log" 2>&1 \
+    || fail "third make install: $(tail -20 "$tmp/install3.log")"
 env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -s -C "$B" uninstall DESTDIR="$D" > "$tmp/uninstall.log" 2>&1 \
     || fail "make uninstall: $(tail -20 "$tmp/uninstall.log")"
 left=$(cd "$D" && find . -type f)
