@@ -23,6 +23,8 @@ int xg_log_level = XG_LOG_INFO;
 static FILE *log_fp;
 static char *log_path;
 static int log_format;      /* enum xg_log_format */
+static int log_journal = -1;    /* stderr is systemd's journal stream (-1:
+                                   not looked at yet) */
 
 static const char *level_names[] = { "error", "warn", "info", "debug" };
 static const char *format_names[] = { "text", "json" };
@@ -152,6 +154,30 @@ xg_log_line(int format, int level, const struct timespec *ts,
     return line;
 }
 
+/*
+ * 1 when stderr is the journal's stream (JOURNAL_STREAM names its device
+ * and inode, see systemd.exec(5)): each line then starts with its syslog
+ * priority, <3> error .. <7> debug, which journald reads as the line's
+ * priority (sd-daemon(3)) so that `journalctl -p warning` finds them.
+ */
+static int
+log_to_journal(void)
+{
+    const char *js;
+    unsigned long long dev, ino;
+    struct stat st;
+
+    if (log_journal < 0) {
+        js = getenv("JOURNAL_STREAM");
+        log_journal = js != NULL
+            && sscanf(js, "%llu:%llu", &dev, &ino) == 2
+            && fstat(STDERR_FILENO, &st) == 0
+            && (unsigned long long) st.st_dev == dev
+            && (unsigned long long) st.st_ino == ino;
+    }
+    return log_journal;
+}
+
 /* See xg_log.h. */
 void
 xg_log_atv(int level, const struct xg_log_ctx *ctx, const char *fmt,
@@ -181,6 +207,12 @@ xg_log_atv(int level, const struct xg_log_ctx *ctx, const char *fmt,
     line = xg_log_line(log_format, level, &ts, ctx, msg);
     if (line != NULL) {
         fp = log_fp ? log_fp : stderr;
+        if (fp == stderr && log_to_journal()) {
+            /* error, warn, info, debug: LOG_ERR, LOG_WARNING, LOG_INFO,
+               LOG_DEBUG */
+            fprintf(fp, "<%d>", level <= XG_LOG_ERROR ? 3
+                : level == XG_LOG_WARN ? 4 : level == XG_LOG_INFO ? 6 : 7);
+        }
         fputs(line, fp);
         fputc('\n', fp);
         fflush(fp);
