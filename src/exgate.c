@@ -354,6 +354,7 @@ main(int argc, char **argv)
         xg_conf_free(m.r.conf);
         return 1;
     }
+    xg_log_set_format(m.r.conf->error_log_format);
 
     signal(SIGPIPE, SIG_IGN);
     m.r.base = event_base_new();

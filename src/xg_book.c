@@ -21,6 +21,7 @@
 #include "xg_core.h"
 #include "xg_book.h"
 #include "xg_log.h"
+#include "xg_venue.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -49,6 +50,7 @@ struct xg_book_state {
 
 struct xg_book {
     char                 *name;
+    const struct xg_upstream *log_up;       /* its lines' upstream */
     struct xg_book_state *cur;              /* NULL before a snapshot */
     struct xg_book_state *replaced;         /* what the last snapshot
                                                replaced while in sync,
@@ -293,11 +295,19 @@ forget_replaced(struct xg_book *b)
     b->replaced = NULL;
 }
 
+/* See xg_book.h. */
+void
+xg_book_set_log(struct xg_book *b, const struct xg_upstream *up)
+{
+    b->log_up = up;
+}
+
 static enum xg_book_result
 book_error(struct xg_book *b, const char *what)
 {
     b->st.errors++;
-    xg_log_warn("book %s: malformed %s dropped: %s", b->name, what, b->err);
+    xg_upstream_log(XG_LOG_WARN, b->log_up, "book %s: malformed %s dropped: "
+        "%s", b->name, what, b->err);
     return XG_BOOK_ERROR;
 }
 
@@ -319,15 +329,17 @@ xg_book_chain(struct xg_book *b, uint64_t prev, uint64_t seq)
     forget_replaced(b);
     if (!b->synced) {
         b->st.waits++;
-        xg_log_debug("book %s: change %llu dropped: waiting for a "
-            "snapshot", b->name, (unsigned long long) seq);
+        xg_upstream_log(XG_LOG_DEBUG, b->log_up, "book %s: change %llu "
+            "dropped: waiting for a snapshot", b->name,
+            (unsigned long long) seq);
         return XG_BOOK_WAIT;
     }
     if (prev != b->cur->seq) {
         b->synced = 0;
         b->st.gaps++;
-        xg_log_warn("book %s: gap: change %llu follows %llu but the last "
-            "applied is %llu: resync needed", b->name,
+        xg_upstream_log(XG_LOG_WARN, b->log_up, "book %s: gap: change %llu "
+            "follows %llu but the last applied is %llu: resync needed",
+            b->name,
             (unsigned long long) seq, (unsigned long long) prev,
             (unsigned long long) b->cur->seq);
         return XG_BOOK_GAP;

@@ -44,6 +44,7 @@
 #include <stdint.h>
 
 struct xg_book;
+struct xg_upstream;
 struct xg_book_state;
 
 /* What a venue's channel rule says a channel is. */
@@ -153,6 +154,12 @@ void xg_book_free(struct xg_book *b);
 
 /* The name given to xg_book_new (borrowed). */
 const char *xg_book_name(const struct xg_book *b);
+
+/*
+ * The upstream (borrowed; NULL: none) whose lines B's own log lines (a
+ * gap, a malformed message) are about: "upstream NAME#CONN: book ...".
+ */
+void xg_book_set_log(struct xg_book *b, const struct xg_upstream *up);
 
 /*
  * Attaches DATA, the venue's per-book data (what its parser checks and

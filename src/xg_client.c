@@ -310,7 +310,7 @@ client_destroy(struct xg_client *c, const char *reason)
         c->opened = 0;
         l->pm->client_close(l->pp, c->cs, reason);
     }
-    xg_log_info("%s: closed: %s", c->name, reason);
+    xg_client_log(XG_LOG_INFO, c, "closed: %s", reason);
     if (c->prev) {
         c->prev->next = c->next;
     } else {
@@ -374,7 +374,7 @@ xg_client_close(struct xg_client *c, int code, const char *reason)
     c->closing = 1;
     c->close_code = code;
     snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
-    xg_log_info("%s: closing (%d \"%s\")", c->name, code, reason);
+    xg_client_log(XG_LOG_INFO, c, "closing (%d \"%s\")", code, reason);
     event_active(c->ev_close, EV_TIMEOUT, 1);
 }
 
@@ -388,6 +388,34 @@ const char *
 xg_client_name(const struct xg_client *c)
 {
     return c->name;
+}
+
+/* See xg_client.h. */
+void
+xg_client_log_ctx(const struct xg_client *c, struct xg_log_ctx *ctx)
+{
+    const char *sp = strrchr(c->name, ' ');
+
+    ctx->client = c->id;
+    ctx->client_name = c->name;
+    ctx->peer = sp != NULL ? sp + 1 : NULL;
+}
+
+/* See xg_client.h. */
+void
+xg_client_log(int level, const struct xg_client *c, const char *fmt, ...)
+{
+    struct xg_log_ctx ctx;
+    va_list ap;
+
+    if (level > xg_log_level) {
+        return;
+    }
+    memset(&ctx, 0, sizeof(ctx));
+    xg_client_log_ctx(c, &ctx);
+    va_start(ap, fmt);
+    xg_log_atv(level, &ctx, fmt, ap);
+    va_end(ap);
 }
 
 const struct xg_gateway_conf *
@@ -496,7 +524,7 @@ output_check(struct xg_client *c)
         }
         return;
     }
-    xg_log_warn("%s: slow consumer: %s", c->name, why);
+    xg_client_log(XG_LOG_WARN, c, "slow consumer: %s", why);
     xg_gateway_stats.slow_consumer_closes++;
     c->l->slow_consumer_closes++;
     xg_client_close(c, 1008, "slow consumer");
@@ -572,14 +600,14 @@ ws_check(struct xg_ws *ws, const char *path, void *arg)
     const char *want = lc->path ? lc->path : "/*";   /* set by the conf */
 
     if (!ws_path_match(want, path)) {
-        xg_log_info("%s: refused: path \"%s\" does not match \"%s\"",
-            c->name, path, want);
+        xg_client_log(XG_LOG_INFO, c, "refused: path \"%s\" does not match "
+            "\"%s\"", path, want);
         return 404;
     }
     /* this client is already counted */
     if (lc->max_clients != 0 && c->l->nclients > lc->max_clients) {
-        xg_log_warn("%s: refused: listener %s is at max_clients %u",
-            c->name, c->l->addr, lc->max_clients);
+        xg_client_log(XG_LOG_WARN, c, "refused: listener %s is at max_clients "
+            "%u", c->l->addr, lc->max_clients);
         return 503;
     }
     return 0;
@@ -590,7 +618,7 @@ ws_on_open(struct xg_ws *ws, void *arg)
 {
     struct xg_client *c = arg;
 
-    xg_log_info("%s: open", c->name);
+    xg_client_log(XG_LOG_INFO, c, "open");
     c->cs = c->l->pm->client_open(c->l->pp, c);
     c->opened = 1;
 }
@@ -653,16 +681,16 @@ tcp_read(struct bufferevent *bev, void *arg)
         eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
         if (eol.pos < 0) {
             if (evbuffer_get_length(in) > max) {
-                xg_log_warn("%s: a line longer than client_max_message %zu",
-                    c->name, max);
+                xg_client_log(XG_LOG_WARN, c, "a line longer than "
+                    "client_max_message %zu", max);
                 tcp_too_big(c);
             }
             return;
         }
         n = (size_t) eol.pos;
         if (n > max) {
-            xg_log_warn("%s: a line of %zu bytes, over client_max_message "
-                "%zu", c->name, n, max);
+            xg_client_log(XG_LOG_WARN, c, "a line of %zu bytes, over "
+                "client_max_message %zu", n, max);
             tcp_too_big(c);
             return;
         }
@@ -752,6 +780,7 @@ xg_client_new_ws(struct xg_listener *l, evutil_socket_t fd,
 {
     struct xg_client *c = client_alloc(l, CLIENT_WS, sa);
     struct xg_ws_opts o;
+    struct xg_log_ctx lctx;
 
     memset(&o, 0, sizeof(o));
     o.max_message = l->gc->client_max_message;
@@ -759,6 +788,9 @@ xg_client_new_ws(struct xg_listener *l, evutil_socket_t fd,
     o.close_timeout_ms = XG_CLIENT_WS_CLOSE_MS;
     o.text_only = 1;
     o.log_name = c->name;
+    memset(&lctx, 0, sizeof(lctx));
+    xg_client_log_ctx(c, &lctx);
+    o.log_ctx = &lctx;
     o.owner_logs = 1;   /* open and closed are logged here, once */
     o.direct_output = 1;    /* the fan-out sends a loop pass's batch */
     c->ws = xg_ws_accept(l->base, fd, NULL, &o, ws_check, &ws_cbs, c);
@@ -774,13 +806,13 @@ xg_client_new_tcp(struct xg_listener *l, evutil_socket_t fd,
     c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL) {
         evutil_closesocket(fd);
-        xg_log_error("%s: cannot create a bufferevent", c->name);
+        xg_client_log(XG_LOG_ERROR, c, "cannot create a bufferevent");
         client_destroy(c, "no memory");
         return NULL;
     }
     bufferevent_setcb(c->bev, tcp_read, tcp_write, tcp_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    xg_log_info("%s: open", c->name);
+    xg_client_log(XG_LOG_INFO, c, "open");
     c->cs = l->pm->client_open(l->pp, c);
     c->opened = 1;
     return c;

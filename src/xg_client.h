@@ -23,6 +23,7 @@
 
 struct xg_client;
 struct xg_listener;
+struct xg_log_ctx;
 
 /* The gateway core's main-context settings (struct xg_main_conf.gateway_conf). */
 struct xg_gateway_cred {
@@ -123,6 +124,15 @@ void xg_client_close(struct xg_client *c, int code, const char *reason);
 int xg_client_closing(const struct xg_client *c);
 /* "client ws#7 127.0.0.1:40000" for logs. */
 const char *xg_client_name(const struct xg_client *c);
+/*
+ * Sets CTX's client fields (its id, name and address) to C's, leaving
+ * the others as they are: a line about C and an upstream or a request.
+ * The strings are C's, valid while C is.
+ */
+void xg_client_log_ctx(const struct xg_client *c, struct xg_log_ctx *ctx);
+/* Logs one line at LEVEL about C ("client ws#3 ADDR: ..." or json). */
+void xg_client_log(int level, const struct xg_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* The gateway settings that apply to C. */
 const struct xg_gateway_conf *xg_client_conf(const struct xg_client *c);
 struct event_base *xg_client_base(const struct xg_client *c);

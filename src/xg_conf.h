@@ -46,6 +46,7 @@ struct xg_conf_stmt {
 #define XG_CONF_TAKE3       0x0800
 #define XG_CONF_TAKE12      (XG_CONF_TAKE1 | XG_CONF_TAKE2)
 #define XG_CONF_TAKE23      (XG_CONF_TAKE2 | XG_CONF_TAKE3)
+#define XG_CONF_TAKE123     (XG_CONF_TAKE1 | XG_CONF_TAKE2 | XG_CONF_TAKE3)
 #define XG_CONF_1MORE       0x1000  /* one or more */
 #define XG_CONF_2MORE       0x2000  /* two or more */
 #define XG_CONF_ARGS_MASK   0x3f00
@@ -216,6 +217,7 @@ struct xg_main_conf {
     char                 *path;          /* the file loaded */
     char                 *error_log;     /* "stderr" or a path */
     int                   error_log_level;
+    int                   error_log_format;  /* enum xg_log_format */
     const char           *error_log_file;  /* where it was set, or NULL */
     int                   error_log_line;
     int                   allow_remote;

@@ -38,9 +38,16 @@ set_error_log(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
 {
     struct xg_main_conf *mc = conf;
-    int level = XG_LOG_INFO;
+    int level = XG_LOG_INFO, format = XG_LOG_TEXT;
 
-    if (st->nargs == 3) {
+    if (st->nargs == 4) {
+        format = xg_log_format_parse(st->args[3]);
+        if (format < 0) {
+            return xg_conf_error(cf, st, "\"error_log\": unknown format "
+                "\"%s\" (text, json)", st->args[3]);
+        }
+    }
+    if (st->nargs >= 3) {
         level = xg_log_level_parse(st->args[2]);
         if (level < 0) {
             return xg_conf_error(cf, st, "\"error_log\": unknown level \"%s\" "
@@ -53,6 +60,7 @@ set_error_log(struct xg_conf *cf, const struct xg_conf_stmt *st,
     free(mc->error_log);
     mc->error_log = xg_strdup(st->args[1]);
     mc->error_log_level = level;
+    mc->error_log_format = format;
     mc->error_log_file = st->file;
     mc->error_log_line = st->line;
     return XG_OK;
@@ -689,7 +697,7 @@ set_header(struct xg_conf *cf, const struct xg_conf_stmt *st,
 #define MAIN(field) offsetof(struct xg_main_conf, field)
 
 static const struct xg_command core_commands[] = {
-    { "error_log", XG_CONF_MAIN | XG_CONF_TAKE12, set_error_log, 0, NULL },
+    { "error_log", XG_CONF_MAIN | XG_CONF_TAKE123, set_error_log, 0, NULL },
     { "upstream", XG_CONF_MAIN | XG_CONF_TAKE1 | XG_CONF_BLOCK | XG_CONF_MULTI,
       set_upstream, 0, NULL },
     { "listen", XG_CONF_MAIN | XG_CONF_2MORE | XG_CONF_MULTI, set_listen, 0,
@@ -750,7 +758,8 @@ core_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
 
     if (cmd->set == set_error_log) {
         xg_conf_dump_words(d, cmd->name, mc->error_log,
-            xg_log_level_name(mc->error_log_level), NULL);
+            xg_log_level_name(mc->error_log_level),
+            xg_log_format_name(mc->error_log_format), NULL);
     } else if (cmd->set == set_pid) {
         return xg_conf_dump_field(d, cmd, xg_conf_set_str, mc);
     } else if (cmd->set == set_upstream) {

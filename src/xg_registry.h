@@ -109,6 +109,10 @@ struct xg_reg_req {
     struct event           *ev;          /* its deadline timer, given by
                                             the session (freed with it) */
     void                   *sess;        /* the session that timed it */
+    uint64_t                log_ms;      /* queued or sent then (for the
+                                            log's durations); 0: neither */
+    uint64_t                replay_of;   /* the id it had when its
+                                            connection was lost; 0: none */
     struct xg_reg_req      *hnext;       /* in-flight hash chain */
     struct xg_reg_req      *prev, *next; /* in-flight list or queue */
 };

@@ -452,7 +452,8 @@ xg_reload_diff(const struct xg_main_conf *old, const struct xg_main_conf *new,
     dirs_free(&a);
     dirs_free(&b);
     plan->error_log = strcmp(old->error_log, new->error_log) != 0
-        || old->error_log_level != new->error_log_level;
+        || old->error_log_level != new->error_log_level
+        || old->error_log_format != new->error_log_format;
     plan->admin = old->admin_set != new->admin_set
         || (old->admin_set
             && (old->admin.port != new->admin.port
@@ -528,8 +529,7 @@ retiring_on_free(evutil_socket_t fd, short what, void *arg)
 {
     struct xg_reload_retiring *t = arg;
 
-    xg_log_info("upstream %s: closed (removed by a reload)",
-        xg_upstream_name(t->up));
+    xg_upstream_log(XG_LOG_INFO, t->up, "closed (removed by a reload)");
     retiring_free(t);
 }
 
@@ -570,8 +570,8 @@ retiring_on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct xg_reload_retiring *t = arg;
 
-    xg_log_warn("upstream %s: clients still closing after %d ms: dropped",
-        xg_upstream_name(t->up), XG_RELOAD_CLIENTS_CLOSE_MS);
+    xg_upstream_log(XG_LOG_WARN, t->up, "clients still closing after %d ms: "
+        "dropped", XG_RELOAD_CLIENTS_CLOSE_MS);
     t->nlisteners = 0;
     xg_listen_forget_upstream(t->r->ls, t->up);
     retiring_stop(t);
@@ -779,8 +779,34 @@ apply_undo(struct xg_running *r, struct xg_main_conf *next,
     xg_admin_free(new_admin);
 }
 
+/*
+ * One line about the upstream called NAME: with its connection when it
+ * runs in R (xg_upstream_log()), else with its name alone.
+ */
 static void
-log_plan(const struct xg_reload_plan *plan)
+log_up(const struct xg_running *r, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+log_up(const struct xg_running *r, const char *name, const char *fmt, ...)
+{
+    struct xg_upstream *up = xg_upstream_find(r->ups, name);
+    struct xg_log_ctx ctx;
+    va_list ap;
+
+    memset(&ctx, 0, sizeof(ctx));
+    if (up != NULL) {
+        xg_upstream_log_ctx(up, &ctx);
+    } else {
+        ctx.upstream = name;
+    }
+    va_start(ap, fmt);
+    xg_log_atv(XG_LOG_INFO, &ctx, fmt, ap);
+    va_end(ap);
+}
+
+static void
+log_plan(const struct xg_running *r, const struct xg_reload_plan *plan)
 {
     const struct xg_upstream_conf *uc;
     const struct xg_listen_conf *lc;
@@ -793,26 +819,26 @@ log_plan(const struct xg_reload_plan *plan)
         uc = it->new != NULL ? it->new : it->old;
         switch (it->op) {
         case XG_RELOAD_KEEP:
-            xg_log_info("reload: upstream %s: unchanged", uc->name);
+            log_up(r, uc->name, "reload: unchanged");
             break;
         case XG_RELOAD_APPLY:
-            xg_log_info("reload: upstream %s: %s changed: applied from "
-                "their next use", uc->name, it->changed);
+            log_up(r, uc->name, "reload: %s changed: applied from their "
+                "next use", it->changed);
             break;
         case XG_RELOAD_ROTATE:
-            xg_log_info("reload: upstream %s: %s changed: a new connection "
-                "(rotation) applies it", uc->name, it->changed);
+            log_up(r, uc->name, "reload: %s changed: a new connection "
+                "(rotation) applies it", it->changed);
             break;
         case XG_RELOAD_START:
-            xg_log_info("reload: upstream %s: added", uc->name);
+            log_up(r, uc->name, "reload: added");
             break;
         case XG_RELOAD_STOP:
-            xg_log_info("reload: upstream %s: removed: closing its clients "
-                "(1001) and its connection (1000)", uc->name);
+            log_up(r, uc->name, "reload: removed: closing its clients "
+                "(1001) and its connection (1000)");
             break;
         case XG_RELOAD_RESTART:
-            xg_log_info("reload: upstream %s: %s changed: restarted (its "
-                "clients closed with 1001)", uc->name, it->changed);
+            log_up(r, uc->name, "reload: %s changed: restarted (its "
+                "clients closed with 1001)", it->changed);
             break;
         }
     }
@@ -881,8 +907,11 @@ xg_reload_apply(struct xg_running *r, struct xg_main_conf *next,
             next->error_log_line, next->error_log);
         goto undo;
     }
+    if (plan.error_log) {
+        xg_log_set_format(next->error_log_format);
+    }
     /* from here on nothing fails but a replaced listener's bind */
-    log_plan(&plan);
+    log_plan(r, &plan);
 
     /* upstreams that go: out of the set, their clients closed first */
     for (i = 0; i < plan.nups; i++) {
@@ -940,8 +969,8 @@ xg_reload_apply(struct xg_running *r, struct xg_main_conf *next,
                 it->op == XG_RELOAD_ROTATE ? why : NULL) != XG_OK)
             {
                 /* diff_upstream() restarts those: cannot happen */
-                xg_log_error("reload: upstream %s: cannot take the new "
-                    "conf", xg_upstream_name(up));
+                xg_upstream_log(XG_LOG_ERROR, up, "reload: cannot take the "
+                    "new conf");
             }
         }
     }

@@ -18,7 +18,8 @@
  *                           same way
  *   listener changed        path, max_clients, client keys in place;
  *                           kind or upstream: closed and opened anew
- *   error_log               reopened with the new target and level
+ *   error_log               reopened with the new target, level and
+ *                           format
  *   admin                   moved, started or stopped as it says
  *
  * A conf that does not load, or whose new parts cannot start (a port in

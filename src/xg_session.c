@@ -209,7 +209,7 @@ ss_send_batches(struct xg_session *s, int subscribe, char **names, size_t n)
             q->chan[k - start] = names[k];
             names[k] = NULL;
         }
-        xg_log_debug("upstream %s: %s of %d channels (%zu bytes)", s->name,
+        xg_upstream_log(XG_LOG_DEBUG, s->up, "%s of %d channels (%zu bytes)",
             q->method, q->nchan, bytes);
         s->ops->send(s->owner, q);
         batches++;
@@ -420,9 +420,9 @@ ss_unconfirmed(struct xg_session *s, struct xg_reg_channel *ch)
         sc->ev_retry = evtimer_new(s->base, ss_on_retry, sc);
     }
     ss_timer(sc->ev_retry, ch->retry_ms);
-    xg_log_warn("upstream %s: channel \"%s\" not confirmed on resubscribe "
-        "(attempt %u): retrying in %u ms; its %zu clients stay subscribed",
-        s->name, ch->name, ch->retries + 1, ch->retry_ms, ch->nsubs);
+    xg_upstream_log(XG_LOG_WARN, s->up, "channel \"%s\" not confirmed on "
+        "resubscribe (attempt %u): retrying in %u ms; its %zu clients stay "
+        "subscribed", ch->name, ch->retries + 1, ch->retry_ms, ch->nsubs);
     ch->retries++;
 }
 
@@ -443,8 +443,8 @@ ss_on_retry(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (ch->nsubs == 0 && ch->nwaiters == 0) {
-        xg_log_info("upstream %s: unconfirmed channel \"%s\" dropped: no "
-            "subscriber left", s->name, ch->name);
+        xg_upstream_log(XG_LOG_INFO, s->up, "unconfirmed channel \"%s\" "
+            "dropped: no subscriber left", ch->name);
         xg_registry_channel_delete(s->reg, ch);
         return;
     }
@@ -466,8 +466,8 @@ ss_confirmed(struct xg_session *s, struct xg_reg_channel *ch)
 
     s->ops->confirmed(s->owner, ch, how, now);
     if (ch->unconfirmed) {
-        xg_log_info("upstream %s: channel \"%s\" confirmed after %u "
-            "refused attempts", s->name, ch->name, ch->retries);
+        xg_upstream_log(XG_LOG_INFO, s->up, "channel \"%s\" confirmed after %u "
+            "refused attempts", ch->name, ch->retries);
         ch->unconfirmed = 0;
         ch->retries = 0;
         ch->retry_ms = 0;
@@ -479,6 +479,32 @@ ss_confirmed(struct xg_session *s, struct xg_reg_channel *ch)
     ss_arm_stale(s, ch);
 }
 
+/* The debug line of a client's subscribe request SR at WHAT: its client,
+   the client's id, and the upstream id of the batch Q that answered it
+   (NULL: none), so that one grep for the batch finds its clients. */
+static void
+ss_log_subreq(const struct xg_session *s, const struct xg_reg_subreq *sr,
+    const struct xg_reg_req *q, const char *what)
+{
+    struct xg_log_ctx ctx;
+    int i, ok = 0;
+
+    if (xg_log_level < XG_LOG_DEBUG) {
+        return;
+    }
+    xg_upstream_log_ctx(s->up, &ctx);
+    if (sr->client != NULL && sr->client->out != NULL) {
+        xg_client_log_ctx(sr->client->out, &ctx);
+    }
+    ctx.request = q != NULL ? q->up_id : 0;
+    for (i = 0; i < sr->nchan; i++) {
+        ok += sr->status[i] == 1;
+    }
+    xg_log_at(XG_LOG_DEBUG, &ctx, "subscribe (client id %.*s) of %d "
+        "channels %s: %d confirmed", 64,
+        sr->client_id != NULL ? sr->client_id : "null", sr->nchan, what, ok);
+}
+
 void
 xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error)
@@ -488,8 +514,8 @@ xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
     int i;
 
     if (res == NULL) {
-        xg_log_warn("upstream %s: subscribe of %d channels failed: %s",
-            s->name, q->nchan, errtext);
+        xg_upstream_log(XG_LOG_WARN, s->up, "subscribe of %d channels failed: "
+            "%s", q->nchan, errtext);
     }
     for (i = 0; i < q->nchan; i++) {
         struct xg_reg_channel *ch = xg_registry_channel(s->reg, q->chan[i]);
@@ -509,8 +535,8 @@ xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
             }
         }
         if (!ok && errtext == NULL) {
-            xg_log_warn("upstream %s: the exchange did not confirm channel "
-                "\"%s\"", s->name, q->chan[i]);
+            xg_upstream_log(XG_LOG_WARN, s->up, "the exchange did not confirm "
+                "channel \"%s\"", q->chan[i]);
         }
         done = xg_calloc(ch->nwaiters + 1, sizeof(*done));
         if (!ok && ch->confirmed_ms != 0 && ch->nsubs > 0) {
@@ -531,6 +557,7 @@ xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
                 done, &ndone);
         }
         for (j = 0; j < ndone; j++) {
+            ss_log_subreq(s, done[j], q, "answered");
             s->ops->subreq_done(s->owner, done[j]);
         }
         free(done);
@@ -612,8 +639,8 @@ ss_on_stale(evutil_socket_t fd, short what, void *arg)
         ss_timer(sc->ev_stale, stale);
         return;
     }
-    xg_log_warn("upstream %s: channel \"%s\" silent for %llu ms (stale "
-        "%llu ms): resubscribing it alone", s->name, ch->name,
+    xg_upstream_log(XG_LOG_WARN, s->up, "channel \"%s\" silent for %llu ms "
+        "(stale %llu ms): resubscribing it alone", ch->name,
         (unsigned long long) (now - ch->last_data_ms),
         (unsigned long long) stale);
     s->stale_resubscribes++;
@@ -644,6 +671,28 @@ xg_session_fanout(struct xg_session *s, struct xg_reg_channel *ch,
     xg_client_fanout(ch, s->to, ch->nsubs, data, len);
 }
 
+/* The debug line of an answer to no request in flight: most often one
+   that timed out, whose grep it ends. */
+static void
+ss_log_unknown(const struct xg_session *s, const struct xg_jspan *id)
+{
+    struct xg_log_ctx ctx;
+    uint64_t n;
+
+    if (xg_log_level < XG_LOG_DEBUG) {
+        return;
+    }
+    xg_upstream_log_ctx(s->up, &ctx);
+    if (xg_jscan_uint(id, &n) == XG_OK) {
+        ctx.request = n;
+        xg_log_at(XG_LOG_DEBUG, &ctx, "answer to a request no longer in "
+            "flight dropped");
+        return;
+    }
+    xg_log_at(XG_LOG_DEBUG, &ctx, "answer to unknown id %.*s dropped",
+        (int) (id->len > 40 ? 40 : id->len), id->p);
+}
+
 void
 xg_session_message(struct xg_session *s, const char *data, size_t len)
 {
@@ -657,9 +706,14 @@ xg_session_message(struct xg_session *s, const char *data, size_t len)
     switch (m.kind) {
     case XG_UMSG_ANSWER:
         if ((q = xg_session_take(s, &m.id)) == NULL) {
-            xg_log_debug("upstream %s: answer to unknown id %.*s dropped",
-                s->name, (int) (m.id.len > 40 ? 40 : m.id.len), m.id.p);
+            ss_log_unknown(s, &m.id);
             return;
+        }
+        if (xg_log_level >= XG_LOG_DEBUG) {
+            xg_session_log_req(XG_LOG_DEBUG, s, q, "%s answered in %llu ms%s",
+                q->method ? q->method : "?",
+                (unsigned long long) (xg_now_ms() - q->log_ms),
+                m.error.p != NULL ? " with an error" : "");
         }
         if (q->kind == XG_REQ_SUB) {
             xg_session_sub_answer(s, q, &m.result, &m.error);
@@ -673,8 +727,8 @@ xg_session_message(struct xg_session *s, const char *data, size_t len)
     case XG_UMSG_DATA:
         ch = xg_registry_channel_n(s->reg, m.chan, m.chan_len);
         if (ch == NULL) {
-            xg_log_debug("upstream %s: data for channel %.*s with no "
-                "subscriber", s->name, (int) m.chan_len, m.chan);
+            xg_upstream_log(XG_LOG_DEBUG, s->up, "data for channel %.*s with "
+                "no subscriber", (int) m.chan_len, m.chan);
             return;
         }
         ch->last_data_ms = xg_now_ms();
@@ -695,6 +749,7 @@ xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
     int flags)
 {
     struct xg_reg_subreq *sr;
+    struct xg_log_ctx lc;
     struct xg_reg_channel **live = NULL;
     size_t nlive = 0, i;
 
@@ -728,14 +783,21 @@ xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
             }
             break;
         default:
-            xg_log_warn("upstream %s: a client is at client_max_channels "
-                "%u: %s left out", s->name, max, sr->chan[i]);
+            xg_upstream_log_ctx(s->up, &lc);
+            if (rc->out != NULL) {
+                xg_client_log_ctx(rc->out, &lc);
+            }
+            xg_log_at(XG_LOG_WARN, &lc, "at client_max_channels %u: %s left "
+                "out", max, sr->chan[i]);
             xg_registry_subreq_set(sr, (int) i, -1);
             break;
         }
     }
     if (sr->outstanding == 0) {
+        ss_log_subreq(s, sr, NULL, "answered at once");
         s->ops->subreq_done(s->owner, sr);
+    } else {
+        ss_log_subreq(s, sr, NULL, "waiting for the exchange");
     }
     /* after the answer: what a late joiner gets (a book's snapshot) */
     for (i = 0; i < nlive; i++) {
@@ -784,6 +846,38 @@ xg_session_set_limits(struct xg_session *s, uint64_t request_ms,
     s->queue_ms = queue_ms;
 }
 
+/* See xg_session.h. */
+void
+xg_session_log_req(int level, const struct xg_session *s,
+    const struct xg_reg_req *q, const char *fmt, ...)
+{
+    struct xg_log_ctx ctx;
+    va_list ap;
+
+    if (level > xg_log_level) {
+        return;
+    }
+    xg_upstream_log_ctx(s->up, &ctx);
+    if (q->client != NULL && q->client->out != NULL) {
+        xg_client_log_ctx(q->client->out, &ctx);
+    }
+    ctx.request = q->up_id;
+    va_start(ap, fmt);
+    xg_log_atv(level, &ctx, fmt, ap);
+    va_end(ap);
+}
+
+/* " (client id ID)" for a client's request, cut to fit BUF, else "". */
+static const char *
+ss_client_id(const struct xg_reg_req *q, char *buf, size_t len)
+{
+    if (q->client_id == NULL) {
+        return "";
+    }
+    snprintf(buf, len, " (client id %.*s)", 64, q->client_id);
+    return buf;
+}
+
 static void ss_on_request_expired(evutil_socket_t fd, short what, void *arg);
 
 /* Starts Q's deadline timer (MS from now): one libevent timer per request
@@ -815,6 +909,27 @@ xg_session_untime(struct xg_reg_req *q)
     q->timed = 0;
 }
 
+/* The debug line of Q's send: its arrival when it goes out at once, or
+   its queueing time, or the request it replays. */
+static void
+ss_log_sent(const struct xg_session *s, const struct xg_reg_req *q)
+{
+    char cid[96], queued[48], replay[48];
+
+    queued[0] = replay[0] = '\0';
+    if (q->log_ms != 0) {
+        snprintf(queued, sizeof(queued), ", %llu ms in the queue",
+            (unsigned long long) (xg_now_ms() - q->log_ms));
+    }
+    if (q->replay_of != 0) {
+        snprintf(replay, sizeof(replay), ", replay of request %llu",
+            (unsigned long long) q->replay_of);
+    }
+    xg_session_log_req(XG_LOG_DEBUG, s, q, "%s sent%s%s%s",
+        q->method ? q->method : "?", ss_client_id(q, cid, sizeof(cid)),
+        queued, replay);
+}
+
 int
 xg_session_send(struct xg_session *s, struct xg_reg_req *q)
 {
@@ -828,8 +943,8 @@ xg_session_send(struct xg_session *s, struct xg_reg_req *q)
 
     if (xg_jscan_object(q->text, q->len, keys, 1, v) != XG_OK
         || v[0].p == NULL) {
-        xg_log_error("upstream %s: internal: request without id dropped",
-            s->name);
+        xg_upstream_log(XG_LOG_ERROR, s->up, "internal: request without id "
+            "dropped");
         xg_registry_req_free(q);
         return XG_ERROR;
     }
@@ -838,13 +953,17 @@ xg_session_send(struct xg_session *s, struct xg_reg_req *q)
     if (q->timed && s->request_ms != 0) {
         ss_req_arm(s, q, s->request_ms);
     }
+    if (xg_log_level >= XG_LOG_DEBUG) {
+        ss_log_sent(s, q);
+    }
+    q->log_ms = xg_now_ms();
     snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long) id);
     out = xg_jscan_splice(q->text, q->len, &v[0], idbuf, strlen(idbuf), &n);
     rc = s->ops->write(s->owner, out, n);
     free(out);
     if (rc != XG_OK) {
         /* no connection: xg_session_down() will sort the request out */
-        xg_log_debug("upstream %s: send of %s failed", s->name,
+        xg_upstream_log(XG_LOG_DEBUG, s->up, "send of %s failed",
             q->method ? q->method : "?");
     }
     return rc;
@@ -858,8 +977,8 @@ xg_session_submit(struct xg_session *s, struct xg_reg_req *q)
         return XG_OK;
     }
     if (!q->nolimit && xg_registry_nqueued(s->reg) >= s->queue_limit) {
-        xg_log_warn("upstream %s: queue_limit %u reached: refusing %s",
-            s->name, s->queue_limit, q->method ? q->method : "?");
+        xg_session_log_req(XG_LOG_WARN, s, q, "queue_limit %u reached: "
+            "refusing %s", s->queue_limit, q->method ? q->method : "?");
         return XG_ERROR;
     }
     ss_req_disarm(q);
@@ -867,6 +986,14 @@ xg_session_submit(struct xg_session *s, struct xg_reg_req *q)
         ss_req_arm(s, q, s->queue_ms);
     }
     xg_registry_queue_push(s->reg, q, 0);
+    q->log_ms = xg_now_ms();
+    if (xg_log_level >= XG_LOG_DEBUG) {
+        char cid[96];
+
+        xg_session_log_req(XG_LOG_DEBUG, s, q, "%s queued%s: the upstream is "
+            "not ready (%zu in the queue)", q->method ? q->method : "?",
+            ss_client_id(q, cid, sizeof(cid)), xg_registry_nqueued(s->reg));
+    }
     return XG_OK;
 }
 
@@ -916,6 +1043,10 @@ xg_session_down(struct xg_session *s, unsigned *replayed, unsigned *lost)
         ss_req_disarm(q);
         switch (s->ops->lost(s->owner, q)) {
         case XG_LOST_REPLAY:
+            xg_session_log_req(XG_LOG_INFO, s, q, "%s lost with the "
+                "connection: sent again under a new id once it is back",
+                q->method ? q->method : "?");
+            q->replay_of = q->up_id;
             q->next = replay;   /* reversed; pushed to the front below */
             replay = q;
             (*replayed)++;
@@ -936,6 +1067,7 @@ xg_session_down(struct xg_session *s, unsigned *replayed, unsigned *lost)
             ss_req_arm(s, q, s->queue_ms);
         }
         xg_registry_queue_push(s->reg, q, 1);
+        q->log_ms = xg_now_ms();
     }
 }
 
@@ -958,9 +1090,8 @@ ss_ready(struct xg_session *s)
     ss_collect_send(s, NULL);
     s->last_restore_ms = xg_now_ms() - s->restore_start_ms;
     s->restores++;
-    xg_log_info("upstream %s#%u: restored in %llu ms: %zu channels, %zu "
-        "queued requests sent", s->name, xg_upstream_conn_id(s->up),
-        (unsigned long long) s->last_restore_ms,
+    xg_upstream_log(XG_LOG_INFO, s->up, "restored in %llu ms: %zu channels, "
+        "%zu queued requests sent", (unsigned long long) s->last_restore_ms,
         xg_registry_nchannels(s->reg), nq);
     xg_upstream_restored(s->up);
     xg_session_flush_soon(s);
@@ -984,8 +1115,8 @@ ss_restore_run(struct xg_session *s)
     s->step = -1;           /* the subscriptions */
     s->subs_left = ss_subscribe_all(s, &n);
     if (n > 0) {
-        xg_log_info("upstream %s#%u: restore: subscribing %zu channels",
-            s->name, xg_upstream_conn_id(s->up), n);
+        xg_upstream_log(XG_LOG_INFO, s->up, "restore: subscribing %zu channels",
+            n);
     }
     if (s->subs_left == 0) {
         ss_ready(s);

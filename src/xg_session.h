@@ -282,6 +282,16 @@ int xg_session_send(struct xg_session *s, struct xg_reg_req *q);
  */
 int xg_session_submit(struct xg_session *s, struct xg_reg_req *q);
 
+/*
+ * One log line at LEVEL about request Q of S: the upstream's NAME#CONN,
+ * the client that asked (if any: its id and address) and Q's upstream id
+ * (if it has one: not while queued), as text prefix or json fields, so
+ * that one grep for "request ID" follows Q from its send to its end.
+ */
+void xg_session_log_req(int level, const struct xg_session *s,
+    const struct xg_reg_req *q, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Q (in flight) waits for its answer however long it takes. */
 void xg_session_untime(struct xg_reg_req *q);
 

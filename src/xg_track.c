@@ -4,6 +4,7 @@
  */
 #include "xg_track.h"
 #include "xg_log.h"
+#include "xg_venue.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,10 +46,31 @@ track_set(struct xg_track *t, enum xg_track_state to, const char *why)
 
     t->state = to;
     if (xg_log_level >= level) {
-        xg_log(level, "upstream %s: %s: %s %s -> %s (%s)", t->env->name,
+        xg_track_log(level, t, "%s: %s %s -> %s (%s)",
             t->name, t->kind->name, xg_track_state_name(from),
             xg_track_state_name(to), why);
     }
+}
+
+/* See xg_track.h. */
+void
+xg_track_log(int level, const struct xg_track *t, const char *fmt, ...)
+{
+    struct xg_log_ctx ctx;
+    va_list ap;
+
+    if (level > xg_log_level) {
+        return;
+    }
+    if (t->env->up != NULL) {
+        xg_upstream_log_ctx(t->env->up, &ctx);
+    } else {
+        memset(&ctx, 0, sizeof(ctx));
+        ctx.upstream = t->env->name;
+    }
+    va_start(ap, fmt);
+    xg_log_atv(level, &ctx, fmt, ap);
+    va_end(ap);
 }
 
 /* Drops the requests waiting for their retry (the fetch is over). */
@@ -231,9 +253,9 @@ xg_track_message(struct xg_track *t, const char *data, size_t len)
             track_hold(t, data, len);
             return 0;
         }
-        xg_log_warn("upstream %s: %s: %s too slow, releasing the %zu "
-            "messages held; what it was fetching stays missing",
-            t->env->name, t->name, t->kind->what, t->nheld);
+        xg_track_log(XG_LOG_WARN, t, "%s: %s too slow, releasing the %zu "
+            "messages held; what it was fetching stays missing", t->name,
+            t->kind->what, t->nheld);
         track_give_up(t, "too slow");
         /* this one goes after the held ones, through the same filter */
     }
@@ -310,7 +332,7 @@ xg_track_answer(struct xg_track *t, const struct xg_reg_req *q,
     t->env->answers += result->p != NULL;
     t->pending--;
     if (t->kind->apply(t, q, result, error) != XG_OK) {
-        xg_log_warn("upstream %s: %s: %s failed (%s): %.*s", t->env->name,
+        xg_track_log(XG_LOG_WARN, t, "%s: %s failed (%s): %.*s",
             t->name, t->kind->what, q->method ? q->method : "?",
             error->p ? (int) (error->len > 200 ? 200 : error->len) : 9,
             error->p ? error->p : "no result");
@@ -344,9 +366,8 @@ xg_track_retry(struct xg_track *t, struct xg_reg_req *q, const char *why,
         return 0;
     }
     if (q->attempts >= t->env->tries) {
-        xg_log_warn("upstream %s: %s: %s refused %u times: giving up",
-            t->env->name, t->name, q->method ? q->method : "?",
-            q->attempts + 1);
+        xg_track_log(XG_LOG_WARN, t, "%s: %s refused %u times: giving up",
+            t->name, q->method ? q->method : "?", q->attempts + 1);
         return 0;
     }
     ms = q->attempts < 32 ? t->env->retry_ms << q->attempts
@@ -355,8 +376,8 @@ xg_track_retry(struct xg_track *t, struct xg_reg_req *q, const char *why,
         ms = t->env->retry_max_ms;
     }
     q->attempts++;
-    xg_log_info("upstream %s: %s: %s refused for now (%.*s): retrying in "
-        "%llu ms (retry %u of %u), live messages held", t->env->name,
+    xg_track_log(XG_LOG_INFO, t, "%s: %s refused for now (%.*s): retrying in "
+        "%llu ms (retry %u of %u), live messages held",
         t->name, q->method ? q->method : "?", len > 120 ? 120 : len, why,
         (unsigned long long) ms, q->attempts, t->env->tries);
     r = xg_calloc(1, sizeof(*r));

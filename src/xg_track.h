@@ -38,6 +38,7 @@
 
 struct event_base;
 struct xg_track;
+struct xg_upstream;
 
 enum xg_track_state {
     XG_TRACK_LIVE = 0,   /* messages go through the kind's filter */
@@ -105,6 +106,8 @@ struct xg_track_kind {
  */
 struct xg_track_env {
     const char         *name;       /* the upstream's, for logs */
+    const struct xg_upstream *up;   /* for logs (its connection id);
+                                       NULL: NAME only */
     struct event_base  *base;       /* for the retry timers */
     size_t              max_held;   /* held messages before a give-up */
     uint64_t            retry_ms;   /* first retry backoff, doubling ... */
@@ -214,5 +217,13 @@ void xg_track_fanout(struct xg_track *t, const char *data, size_t len);
 
 /* For the kind: a gap notice for REASON, timed from the gap's start. */
 void xg_track_notice(struct xg_track *t, const char *reason);
+
+/*
+ * One log line at LEVEL about T's upstream ("upstream NAME#CONN: " or the
+ * json fields, from the env's upstream, or its name alone without one).
+ * The message names the channel itself.
+ */
+void xg_track_log(int level, const struct xg_track *t, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -188,7 +188,7 @@ up_set_state(struct xg_upstream *up, enum xg_upstream_state s,
         snprintf(tail + n, sizeof(tail) - n, " %s", note);
     }
     level = (s == XG_UP_DOWN || s == XG_UP_OPEN) ? XG_LOG_WARN : XG_LOG_INFO;
-    xg_log(level, "%s: %s -> %s%s", up->log_name, xg_upstream_state_name(old),
+    xg_upstream_log(level, up, "%s -> %s%s", xg_upstream_state_name(old),
         xg_upstream_state_name(s), tail);
 }
 
@@ -205,7 +205,7 @@ conn_set_state(struct xg_conn *c, enum up_conn_state s, const char *reason)
         return;
     }
     c->state = s;
-    xg_log_info("%s: %s -> %s (%s, rotation #%u%s%s)", c->log_name,
+    xg_conn_log(XG_LOG_INFO, c, "%s -> %s (%s, rotation #%u%s%s)",
         xg_conn_state_names[old], xg_conn_state_names[s],
         xg_conn_role_name(c->role), c->rotation,
         reason != NULL ? ": " : "", reason != NULL ? reason : "");
@@ -257,7 +257,7 @@ conn_new(struct xg_upstream *up, enum xg_conn_role role)
     c->ev_deadline = evtimer_new(up->base, conn_on_deadline, c);
     c->ev_age = evtimer_new(up->base, conn_on_age, c);
     if (c->ev_deadline == NULL || c->ev_age == NULL) {
-        xg_log_error("%s: cannot create timers", c->log_name);
+        xg_conn_log(XG_LOG_ERROR, c, "cannot create timers");
         if (c->ev_deadline != NULL) {
             event_free(c->ev_deadline);
         }
@@ -342,6 +342,7 @@ static void
 conn_connect(struct xg_upstream *up, struct xg_conn *c)
 {
     struct xg_ws_opts opts;
+    struct xg_log_ctx lctx;
 
     memset(&opts, 0, sizeof(opts));
     opts.max_message = up->conf->max_message;
@@ -356,6 +357,8 @@ conn_connect(struct xg_upstream *up, struct xg_conn *c)
     opts.headers = up->conf->headers;
     opts.nheaders = up->conf->nheaders;
     opts.log_name = c->log_name;
+    xg_conn_log_ctx(c, &lctx);
+    opts.log_ctx = &lctx;
     /* up_set_state() logs every transition: one line per event. */
     opts.owner_logs = 1;
     c->gen = up->conf_gen;
@@ -387,8 +390,8 @@ up_release_retry(struct xg_upstream *up, const char *why)
     if (up->stopping || up->gave_up) {
         return;
     }
-    xg_log_info("%s: rotation #%u will not take over (%s): reconnect in "
-        "%llums", up->log_name, up->rot_n, why, (unsigned long long) delay);
+    xg_upstream_log(XG_LOG_INFO, up, "rotation #%u will not take over (%s): "
+        "reconnect in %llums", up->rot_n, why, (unsigned long long) delay);
     timer_arm(up->ev_retry, delay);
 }
 
@@ -412,15 +415,15 @@ up_rotation_failed(struct xg_upstream *up, struct xg_conn *c,
     up->rotations_failed++;
     up->rot_due_for = 0;
     if (up->primary == NULL) {
-        xg_log_warn("upstream %s: rotation #%u failed: #%u %s; #%u was lost "
-            "meanwhile", up->conf->name, c->rotation, c->id, reason,
+        xg_conn_log(XG_LOG_WARN, c, "rotation #%u failed: #%u %s; #%u was "
+            "lost meanwhile", c->rotation, c->id, reason,
             up->primary_id);
         up_release_retry(up, reason);
         return;
     }
     if (!retry) {
-        xg_log_warn("upstream %s: rotation #%u failed: #%u %s; #%u keeps "
-            "serving", up->conf->name, c->rotation, c->id, reason,
+        xg_conn_log(XG_LOG_WARN, c, "rotation #%u failed: #%u %s; #%u keeps "
+            "serving", c->rotation, c->id, reason,
             up->primary->id);
         return;
     }
@@ -433,14 +436,14 @@ up_rotation_failed(struct xg_upstream *up, struct xg_conn *c,
     xg_reconnect_failed(&up->rot_rc, &f, &env, &d);
     up->rot_retries++;
     if (d.action == XG_RECONNECT_GIVE_UP) {
-        xg_log_error("upstream %s: rotation #%u failed: #%u %s; #%u keeps "
+        xg_conn_log(XG_LOG_ERROR, c, "rotation #%u failed: #%u %s; #%u keeps "
             "serving; giving up rotations after %u failures in a row "
-            "(max_attempts)", up->conf->name, c->rotation, c->id, reason,
+            "(max_attempts)", c->rotation, c->id, reason,
             up->primary->id, up->rot_retries);
         return;
     }
-    xg_log_warn("upstream %s: rotation #%u failed: #%u %s; #%u keeps "
-        "serving, retry in %llums", up->conf->name, c->rotation, c->id,
+    xg_conn_log(XG_LOG_WARN, c, "rotation #%u failed: #%u %s; #%u keeps "
+        "serving, retry in %llums", c->rotation, c->id,
         reason, up->primary->id, (unsigned long long) d.delay_ms);
     up->rot_due_for = up->primary->id;
     up->rot_due_retry = 0;  /* set when the timer fires */
@@ -472,12 +475,12 @@ up_other_lost(struct xg_upstream *up, const char *reason, int park)
     if (c->role == XG_CONN_ROTATING && c->state != UP_CONN_CLOSING) {
         up_rotation_failed(up, c, copy, 1);
     } else if (c->role == XG_CONN_RETIRING) {
-        xg_log_info("upstream %s: rotation #%u: #%u closed (%s), %llums "
-            "after the start", up->conf->name, c->rotation, c->id, copy,
+        xg_conn_log(XG_LOG_INFO, c, "rotation #%u: #%u closed (%s), %llums "
+            "after the start", c->rotation, c->id, copy,
             (unsigned long long) (xg_now_ms() - up->rot_started_ms));
     } else {
-        xg_log_info("upstream %s: rotation #%u: #%u closed (%s)",
-            up->conf->name, c->rotation, c->id, copy);
+        xg_conn_log(XG_LOG_INFO, c, "rotation #%u: #%u closed (%s)",
+            c->rotation, c->id, copy);
     }
     if (c->proto_opened) {
         c->proto_opened = 0;
@@ -650,8 +653,8 @@ up_on_message(struct xg_ws *ws, int binary, const unsigned char *data,
         up->proto->on_message(up->proto_p, c, data, len);
         return;
     }
-    xg_log_debug("%s: %s message of %zu bytes (no module: discarded)",
-        c->log_name, binary ? "binary" : "text", len);
+    xg_conn_log(XG_LOG_DEBUG, c, "%s message of %zu bytes (no module: "
+        "discarded)", binary ? "binary" : "text", len);
 }
 
 /*
@@ -782,8 +785,8 @@ up_primary_deadline(struct xg_upstream *up)
 
     if (up->stopping) {
         /* The close handshake of the stop took too long. */
-        xg_log_warn("%s: close not answered within %llums, dropping",
-            up->log_name, (unsigned long long) up->conf->close_timeout_ms);
+        xg_upstream_log(XG_LOG_WARN, up, "close not answered within %llums, "
+            "dropping", (unsigned long long) up->conf->close_timeout_ms);
         up_primary_lost(up, UP_WHY_STOP, "close timeout", 0, -1, 0);
         return;
     }
@@ -817,8 +820,8 @@ up_other_deadline(struct xg_upstream *up, struct xg_conn *c)
 
     switch (c->state) {
     case UP_CONN_CLOSING:
-        xg_log_warn("%s: close not answered within %llums, dropping",
-            c->log_name, (unsigned long long) up->conf->close_timeout_ms);
+        xg_conn_log(XG_LOG_WARN, c, "close not answered within %llums, "
+            "dropping", (unsigned long long) up->conf->close_timeout_ms);
         up_other_lost(up, "close timeout", 0);
         return;
     case UP_CONN_CONNECTING:
@@ -838,8 +841,8 @@ up_other_deadline(struct xg_upstream *up, struct xg_conn *c)
         if (c->role != XG_CONN_RETIRING) {
             return;
         }
-        xg_log_warn("%s: retiring, not retired by the protocol module "
-            "within restore_timeout (%llums): closing it", c->log_name,
+        xg_conn_log(XG_LOG_WARN, c, "retiring, not retired by the protocol "
+            "module within restore_timeout (%llums): closing it",
             (unsigned long long) up->conf->restore_timeout_ms);
         conn_close(up, c, "retire timeout");
         return;
@@ -925,7 +928,7 @@ up_on_stable(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (xg_reconnect_check_stable(&up->rc, now)) {
-        xg_log_info("%s: stable for %llums, backoff reset%s%s", up->log_name,
+        xg_upstream_log(XG_LOG_INFO, up, "stable for %llums, backoff reset%s%s",
             (unsigned long long) up->rc.stable_ms,
             strcmp(before, "half-open") == 0 ? ", breaker " : "",
             strcmp(before, "half-open") == 0
@@ -1041,9 +1044,8 @@ up_failed(struct xg_upstream *up, struct xg_conn *c, enum up_why why,
         up->gave_up = 1;
         up->retry_held = 0;
         up_set_state(up, XG_UP_DOWN, reason, -1, NULL);
-        xg_log_error("%s: giving up after %u attempts in a row "
-            "(max_attempts); no more reconnects", up->log_name,
-            up->rc.max_attempts);
+        xg_upstream_log(XG_LOG_ERROR, up, "giving up after %u attempts in a "
+            "row (max_attempts); no more reconnects", up->rc.max_attempts);
         return;
     case XG_RECONNECT_OPEN:
         snprintf(note, sizeof(note), "(breaker open after %u failures within "
@@ -1085,8 +1087,8 @@ up_connect(struct xg_upstream *up, const char *reason)
 
     if (up->primary != NULL) {
         /* Cannot happen by construction; never run two attempts. */
-        xg_log_error("%s: attempt requested while one is in flight",
-            up->log_name);
+        xg_upstream_log(XG_LOG_ERROR, up, "attempt requested while one is in "
+            "flight");
         return;
     }
     up_unpark(up, UP_PARK_PRIMARY);
@@ -1147,23 +1149,23 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
     if (up->ev_retry == NULL || up->ev_stable == NULL || up->ev_idle == NULL
         || up->ev_rotate == NULL)
     {
-        xg_log_error("upstream %s: cannot create timers", conf->name);
+        xg_upstream_log(XG_LOG_ERROR, up, "cannot create timers");
         goto fail;
     }
     up->proto = proto;
     if (up->proto != NULL && up->proto->create != NULL) {
         up->proto_p = up->proto->create(up, conf);
         if (up->proto_p == NULL) {
-            xg_log_error("upstream %s: protocol %s refused to start",
-                conf->name, up->proto->name);
+            xg_upstream_log(XG_LOG_ERROR, up, "protocol %s refused to start",
+                up->proto->name);
             xg_upstream_free(up);
             return NULL;
         }
     }
     up->rc.policy->describe(up->rc.pconf, desc, sizeof(desc));
     xg_upstream_url(up, url, sizeof(url));
-    xg_log_info("upstream %s: %s %s, reconnect %s, stable %llums, "
-        "breaker %s%s%s%s", conf->name, url,
+    xg_upstream_log(XG_LOG_INFO, up, "%s %s, reconnect %s, stable %llums, "
+        "breaker %s%s%s%s", url,
         up->proto ? up->proto->name : "no protocol module",
         desc,
         (unsigned long long) up->rc.stable_ms,
@@ -1175,9 +1177,9 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
     if (conf->max_connection_age_ms && (up->proto == NULL
         || !up->proto->rotates))
     {
-        xg_log_warn("upstream %s: max_connection_age is set but %s%s cannot "
-            "rotate yet: each rotation will close its new connection",
-            conf->name, up->proto ? "protocol " : "no protocol module",
+        xg_upstream_log(XG_LOG_WARN, up, "max_connection_age is set but %s%s "
+            "cannot rotate yet: each rotation will close its new connection",
+            up->proto ? "protocol " : "no protocol module",
             up->proto ? up->proto->name : "");
     }
     return up;
@@ -1336,7 +1338,7 @@ void
 xg_upstream_restored(struct xg_upstream *up)
 {
     if (up->state != XG_UP_RESTORING || up->stopping) {
-        xg_log_debug("%s: restored in state %s, ignored", up->log_name,
+        xg_upstream_log(XG_LOG_DEBUG, up, "restored in state %s, ignored",
             xg_upstream_state_name(up->state));
         return;
     }
@@ -1351,8 +1353,8 @@ xg_upstream_fail(struct xg_upstream *up, const char *reason)
     char copy[256];
 
     if (up->primary == NULL || up->stopping) {
-        xg_log_debug("%s: fail (%s) with no connection, ignored",
-            up->log_name, reason);
+        xg_upstream_log(XG_LOG_DEBUG, up, "fail (%s) with no connection, "
+            "ignored", reason);
         return;
     }
     /* REASON may point into the module's memory, freed by on_down. */
@@ -1392,8 +1394,8 @@ up_rotate(struct xg_upstream *up, const char *why, int retry,
         }
     }
     if (no[0] != '\0') {
-        xg_log_warn("upstream %s: rotation (%s) refused: %s", up->conf->name,
-            why, no);
+        xg_upstream_log(XG_LOG_WARN, up, "rotation (%s) refused: %s", why,
+            no);
         if (err != NULL && len > 0) {
             up_copy_text(err, len, no);
         }
@@ -1413,12 +1415,12 @@ up_rotate(struct xg_upstream *up, const char *why, int retry,
     up->primary->rotation = up->rot_n;
     up->other = c;
     if (retry) {
-        xg_log_info("upstream %s: rotation #%u started (%s, retry %u): "
-            "#%u -> #%u", up->conf->name, up->rot_n, up->rot_why,
+        xg_conn_log(XG_LOG_INFO, c, "rotation #%u started (%s, retry %u): "
+            "#%u -> #%u", up->rot_n, up->rot_why,
             up->rot_retries, up->primary->id, c->id);
     } else {
-        xg_log_info("upstream %s: rotation #%u started (%s): #%u -> #%u",
-            up->conf->name, up->rot_n, up->rot_why, up->primary->id, c->id);
+        xg_conn_log(XG_LOG_INFO, c, "rotation #%u started (%s): #%u -> #%u",
+            up->rot_n, up->rot_why, up->primary->id, c->id);
     }
     if (r != NULL) {
         r->n = up->rot_n;
@@ -1448,8 +1450,8 @@ up_rotate_if_stale(struct xg_upstream *up)
         return;
     }
     if (up->proto == NULL || !up->proto->rotates) {
-        xg_log_warn("upstream %s: %s: %s%s cannot rotate: reconnecting to "
-            "apply it", up->name, up->conf_why,
+        xg_upstream_log(XG_LOG_WARN, up, "%s: %s%s cannot rotate: "
+            "reconnecting to apply it", up->conf_why,
             up->proto ? "protocol " : "no protocol module",
             up->proto ? up->proto->name : "");
         xg_upstream_fail(up, up->conf_why);
@@ -1511,8 +1513,8 @@ xg_upstream_promote(struct xg_upstream *up, struct xg_conn *c)
     if (up->stopping || c == NULL || c != up->other
         || c->role != XG_CONN_ROTATING || c->state != UP_CONN_RESTORING)
     {
-        xg_log_error("upstream %s: promote of #%u ignored: not an open "
-            "rotating connection", up->conf->name, c != NULL ? c->id : 0);
+        xg_upstream_log(XG_LOG_ERROR, up, "promote of #%u ignored: not an "
+            "open rotating connection", c != NULL ? c->id : 0);
         return;
     }
     evtimer_del(c->ev_deadline);
@@ -1535,12 +1537,12 @@ xg_upstream_promote(struct xg_upstream *up, struct xg_conn *c)
         evtimer_del(old->ev_deadline);
         timer_arm(old->ev_deadline, up->conf->restore_timeout_ms);
         up->other = old;
-        xg_log_info("upstream %s: rotation #%u done in %llums: #%u primary, "
-            "#%u retiring", up->conf->name, c->rotation,
+        xg_conn_log(XG_LOG_INFO, c, "rotation #%u done in %llums: #%u "
+            "primary, #%u retiring", c->rotation,
             (unsigned long long) (now - up->rot_started_ms), c->id, old->id);
     } else {
-        xg_log_info("upstream %s: rotation #%u done in %llums: #%u primary "
-            "(the old primary was lost)", up->conf->name, c->rotation,
+        xg_conn_log(XG_LOG_INFO, c, "rotation #%u done in %llums: #%u "
+            "primary (the old primary was lost)", c->rotation,
             (unsigned long long) (now - up->rot_started_ms), c->id);
     }
     conn_arm_age(c);
@@ -1564,7 +1566,7 @@ xg_upstream_retire(struct xg_upstream *up, struct xg_conn *c,
     const char *why)
 {
     if (c == NULL || c != up->other || c->state == UP_CONN_CLOSING) {
-        xg_log_error("upstream %s: retire of #%u ignored: %s", up->conf->name,
+        xg_upstream_log(XG_LOG_ERROR, up, "retire of #%u ignored: %s",
             c != NULL ? c->id : 0, c != NULL && c == up->primary
             ? "it is the primary" : "not a live rotating or retiring "
             "connection");
@@ -1616,6 +1618,60 @@ unsigned
 xg_conn_id(const struct xg_conn *c)
 {
     return c->id;
+}
+
+/* See xg_venue.h. */
+void
+xg_upstream_log_ctx(const struct xg_upstream *up, struct xg_log_ctx *ctx)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    if (up != NULL) {
+        ctx->upstream = up->conf->name;
+        ctx->conn = up->primary_id;
+    }
+}
+
+/* See xg_venue.h. */
+void
+xg_conn_log_ctx(const struct xg_conn *c, struct xg_log_ctx *ctx)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    if (c != NULL) {
+        ctx->upstream = c->up->conf->name;
+        ctx->conn = c->id;
+    }
+}
+
+/* See xg_venue.h. */
+void
+xg_upstream_log(int level, const struct xg_upstream *up, const char *fmt, ...)
+{
+    struct xg_log_ctx ctx;
+    va_list ap;
+
+    if (level > xg_log_level) {
+        return;
+    }
+    xg_upstream_log_ctx(up, &ctx);
+    va_start(ap, fmt);
+    xg_log_atv(level, &ctx, fmt, ap);
+    va_end(ap);
+}
+
+/* See xg_venue.h. */
+void
+xg_conn_log(int level, const struct xg_conn *c, const char *fmt, ...)
+{
+    struct xg_log_ctx ctx;
+    va_list ap;
+
+    if (level > xg_log_level) {
+        return;
+    }
+    xg_conn_log_ctx(c, &ctx);
+    va_start(ap, fmt);
+    xg_log_atv(level, &ctx, fmt, ap);
+    va_end(ap);
 }
 
 /* See xg_venue.h. */

@@ -39,6 +39,7 @@
 #include <jansson.h>
 
 struct xg_upstream;
+struct xg_log_ctx;
 struct xg_client;
 struct xg_conn;
 
@@ -226,6 +227,26 @@ void xg_upstream_retire(struct xg_upstream *up, struct xg_conn *c,
 
 /* C's id: unique per upstream, increasing with every connection made. */
 unsigned xg_conn_id(const struct xg_conn *c);
+
+/*
+ * The log entry points for lines about an upstream: each writes
+ * "upstream NAME#ID: " (text) or the upstream and connection fields
+ * (json) before the message, ID being UP's primary connection's (or its
+ * last attempt's) for xg_upstream_log() and C's for xg_conn_log(), so that
+ * a line about a rotating or retiring connection names that one. NULL UP
+ * or C logs without the prefix.
+ */
+void xg_upstream_log(int level, const struct xg_upstream *up,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void xg_conn_log(int level, const struct xg_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/*
+ * Fills CTX (every field cleared first) with UP's name and primary
+ * connection id, or C's upstream name and C's id, for a line that names
+ * more (a client, a request: see xg_log_at()).
+ */
+void xg_upstream_log_ctx(const struct xg_upstream *up, struct xg_log_ctx *ctx);
+void xg_conn_log_ctx(const struct xg_conn *c, struct xg_log_ctx *ctx);
 /* C's role now (it changes on promote). */
 enum xg_conn_role xg_conn_role(const struct xg_conn *c);
 /* "primary", "rotating", "retiring", as in logs and /status. */

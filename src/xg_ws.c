@@ -74,6 +74,8 @@ struct xg_ws {
     xg_ws_accept_cb          check;
     struct xg_ws_opts        opts;          /* strings below are copies */
     char                    *name;
+    struct xg_log_ctx       *lctx;      /* what its lines are about, or
+                                           NULL: NAME is their prefix */
     struct xg_url            url;
     char                     host[256];     /* url host without brackets */
     char                     peer[300];
@@ -200,6 +202,33 @@ close_code_text(int code)
     }
 }
 
+/*
+ * One log line about WS: about what its owner said it is (an upstream's
+ * connection, a client) when it said, else prefixed with its name.
+ */
+static void
+ws_log(const struct xg_ws *ws, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+ws_log(const struct xg_ws *ws, int level, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    if (level > xg_log_level) {
+        return;
+    }
+    va_start(ap, fmt);
+    if (ws->lctx != NULL) {
+        xg_log_atv(level, ws->lctx, fmt, ap);
+    } else {
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        xg_log(level, "%s: %s", ws->name, msg);
+    }
+    va_end(ap);
+}
+
 static void
 ws_set_state(struct xg_ws *ws, enum xg_ws_state st)
 {
@@ -207,7 +236,7 @@ ws_set_state(struct xg_ws *ws, enum xg_ws_state st)
         return;
     }
     if (!ws->opts.owner_logs) {
-        xg_log_debug("%s: %s -> %s", ws->name, state_name(ws->state),
+        ws_log(ws, XG_LOG_DEBUG, "%s -> %s", state_name(ws->state),
             state_name(st));
     }
     ws->state = st;
@@ -302,7 +331,7 @@ ws_down_now(struct xg_ws *ws)
         snprintf(ws->reason, sizeof(ws->reason), "closed");
     }
     if (!ws->opts.owner_logs) {
-        xg_log_info("%s: down: %s", ws->name, ws->reason);
+        ws_log(ws, XG_LOG_INFO, "down: %s", ws->reason);
     }
     ws_set_state(ws, XG_WS_DOWN);
     if (!ws->freed && !ws->down_queued) {
@@ -639,7 +668,7 @@ ws_after_io(struct xg_ws *ws)
                 snprintf(ws->reason, sizeof(ws->reason),
                     "%s: sent close %d", close_code_text(code), code);
             }
-            xg_log_info("%s: %s", ws->name, ws->reason);
+            ws_log(ws, XG_LOG_INFO, "%s", ws->reason);
             ws_enter_closing(ws, 1);
         } else {
             ws_enter_closing(ws, 0);
@@ -677,7 +706,7 @@ ws_feed(struct xg_ws *ws)
             snprintf(ws->reason, sizeof(ws->reason),
                 "protocol error: malformed frame: sent close 1002");
         }
-        xg_log_info("%s: %s", ws->name, ws->reason);
+        ws_log(ws, XG_LOG_INFO, "%s", ws->reason);
         ws_raw_close(ws, 1002, "malformed frame");
         ws_enter_closing(ws, 1);
         return;
@@ -796,7 +825,7 @@ ws_open(struct xg_ws *ws)
         timer_add_ms(ws->ev_silence, ws->opts.ping_timeout_ms);
     }
     if (!ws->opts.owner_logs) {
-        xg_log_info("%s: open", ws->name);
+        ws_log(ws, XG_LOG_INFO, "open");
     }
     ws_set_state(ws, XG_WS_OPEN);
     if (ws_dead(ws) || ws->state != XG_WS_OPEN) {
@@ -892,7 +921,7 @@ ws_srv_handshake(struct xg_ws *ws)
     evbuffer_add_printf(bufferevent_get_output(ws->bev),
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
         "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", accept);
-    xg_log_debug("%s: upgrade %s", ws->name, req.path);
+    ws_log(ws, XG_LOG_DEBUG, "upgrade %s", req.path);
     ws_open(ws);
 }
 
@@ -938,8 +967,8 @@ ws_cli_start_handshake(struct xg_ws *ws)
     for (i = 0; i < ws->opts.nheaders; i++) {
         const struct xg_header *h = &ws->opts.headers[i];
         if (!header_safe(h->name) || !header_safe(h->value)) {
-            xg_log_warn("%s: header \"%s\" has a line break, not sent",
-                ws->name, h->name);
+            ws_log(ws, XG_LOG_WARN, "header \"%s\" has a line break, not "
+                "sent", h->name);
             continue;
         }
         if (strcasecmp(h->name, "User-Agent") == 0) {
@@ -1050,7 +1079,7 @@ ws_cli_tls_done(struct xg_ws *ws)
             (int) alen, alpn);
         return;
     }
-    xg_log_info("%s: tls %s %s, %s", ws->name, SSL_get_version(ssl),
+    ws_log(ws, XG_LOG_INFO, "tls %s %s, %s", SSL_get_version(ssl),
         SSL_get_cipher_name(ssl), ws->opts.tls_verify
         ? "certificate verified" : "certificate NOT verified (tls_verify off)");
     ws_cli_start_handshake(ws);
@@ -1067,7 +1096,7 @@ ws_tcp_connected(struct xg_ws *ws)
         evutil_freeaddrinfo(ws->ai_list);
         ws->ai_list = ws->ai_next = NULL;
     }
-    xg_log_debug("%s: tcp connected to %s", ws->name, ws->peer);
+    ws_log(ws, XG_LOG_DEBUG, "tcp connected to %s", ws->peer);
     if (ws->url.tls) {
         ws_cli_tls_start(ws);
     } else {
@@ -1098,7 +1127,7 @@ ws_try_connect(struct xg_ws *ws)
         {
             snprintf(ws->connect_err, sizeof(ws->connect_err),
                 "connect to %s: %s", ws->peer, strerror(errno));
-            xg_log_debug("%s: %s", ws->name, ws->connect_err);
+            ws_log(ws, XG_LOG_DEBUG, "%s", ws->connect_err);
             close(fd);
             continue;
         }
@@ -1325,7 +1354,7 @@ ws_event_cb(struct bufferevent *bev, short what, void *arg)
             "connect to %s: %s", ws->peer,
             (what & BEV_EVENT_ERROR) && err ? evutil_socket_error_to_string(err)
             : "connection closed");
-        xg_log_debug("%s: %s", ws->name, ws->connect_err);
+        ws_log(ws, XG_LOG_DEBUG, "%s", ws->connect_err);
         bufferevent_free(ws->bev);
         ws->bev = NULL;
         ws_try_connect(ws);
@@ -1369,6 +1398,8 @@ ws_new(struct event_base *base, const struct xg_ws_opts *opts,
     ws->opts = *opts;
     ws->retry_after_s = -1;
     ws->opts.log_name = NULL;
+    ws->lctx = xg_log_ctx_dup(opts->log_ctx);
+    ws->opts.log_ctx = NULL;
     ws->opts.tls_ca = opts->tls_ca ? xg_strdup(opts->tls_ca) : NULL;
     ws->opts.headers = NULL;
     ws->opts.nheaders = 0;
@@ -1436,7 +1467,7 @@ xg_ws_connect(struct event_base *base, struct evdns_base *dns,
     ws->state = XG_WS_CONNECTING;
     /* The query string may carry a credential: never log it. */
     if (!ws->opts.owner_logs) {
-        xg_log_info("%s: connecting to %s://%s:%u%.*s%s", ws->name,
+        ws_log(ws, XG_LOG_INFO, "connecting to %s://%s:%u%.*s%s",
             url->tls ? "wss" : "ws", url->host, url->port,
             (int) strcspn(url->path, "?"), url->path,
             strchr(url->path, '?') != NULL ? "?..." : "");
@@ -1447,8 +1478,8 @@ xg_ws_connect(struct event_base *base, struct evdns_base *dns,
     }
     if (url->tls) {
         if (!ws->opts.tls_verify) {
-            xg_log_warn("%s: tls_verify is off: the certificate of %s is "
-                "NOT checked (tests only)", ws->name, ws->host);
+            ws_log(ws, XG_LOG_WARN, "tls_verify is off: the certificate of %s "
+                "is NOT checked (tests only)", ws->host);
         }
         err[0] = '\0';
         ws->ssl_ctx = xg_tls_client_ctx(ws->opts.tls_ca, err, sizeof(err));
@@ -1480,7 +1511,7 @@ ws_accept_common(struct xg_ws *ws, xg_ws_accept_cb check)
         bufferevent_setcb(ws->bev, ws_read_cb, ws_write_cb, ws_event_cb, ws);
         bufferevent_enable(ws->bev, EV_READ | EV_WRITE);
     }
-    xg_log_debug("%s: accepted%s", ws->name, ws->tls ? " (tls)" : "");
+    ws_log(ws, XG_LOG_DEBUG, "accepted%s", ws->tls ? " (tls)" : "");
     return ws;
 }
 
@@ -1585,6 +1616,7 @@ ws_destroy(struct xg_ws *ws)
     free((void *) ws->opts.headers);
     free((void *) ws->opts.tls_ca);
     free(ws->name);
+    xg_log_ctx_free(ws->lctx);
     free(ws);
 }
 
@@ -1629,8 +1661,8 @@ ws_send(struct xg_ws *ws, int opcode, const void *data, size_t len)
     if (opcode == WSLAY_TEXT_FRAME
         && !xg_wsproto_utf8_valid((const unsigned char *) data, len))
     {
-        xg_log_warn("%s: refusing to send a text message that is not utf-8",
-            ws->name);
+        ws_log(ws, XG_LOG_WARN, "refusing to send a text message that is "
+            "not utf-8");
         return XG_ERROR;
     }
     if (ws->server) {
@@ -1689,7 +1721,7 @@ xg_ws_close(struct xg_ws *ws, int code, const char *reason)
     }
     rlen = xg_wsproto_close_reason_len(reason);
     if (!ws->opts.owner_logs) {
-        xg_log_debug("%s: closing with %d", ws->name, code);
+        ws_log(ws, XG_LOG_DEBUG, "closing with %d", code);
     }
     if (wslay_event_queue_close(ws->wslay, (uint16_t) code,
             (const uint8_t *) reason, rlen) != 0)

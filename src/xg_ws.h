@@ -21,6 +21,7 @@
 #include <openssl/ssl.h>
 
 struct xg_ws;
+struct xg_log_ctx;
 
 enum xg_ws_state {
     XG_WS_CONNECTING = 1,   /* dns and tcp connect */
@@ -82,6 +83,8 @@ struct xg_ws_opts {
     const struct xg_header *headers;
     int                nheaders;
     const char        *log_name;            /* "upstream deribit#3" */
+    const struct xg_log_ctx *log_ctx;       /* what its lines are about
+                                               (copied); NULL: log_name */
     /*
      * 1: the owner logs the connection's life itself (its transitions,
      * open and down with the reason), so the transport logs none of

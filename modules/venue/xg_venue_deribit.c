@@ -313,9 +313,9 @@ dr_refresh_schedule(struct dr *d, json_t *result)
     tv.tv_sec = (time_t) (ms / 1000);
     tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
     evtimer_add(d->ev_refresh, &tv);
-    xg_log_info("upstream %s#%u: token valid for %lld s, refresh in %llu ms",
-        d->name, xg_upstream_conn_id(d->up),
-        (long long) json_integer_value(exp), (unsigned long long) ms);
+    xg_upstream_log(XG_LOG_INFO, d->up, "token valid for %lld s, refresh in "
+        "%llu ms", (long long) json_integer_value(exp),
+        (unsigned long long) ms);
 }
 
 static json_t *
@@ -355,15 +355,14 @@ dr_restore_step(void *p, int step)
 {
     struct dr *d = p;
     const struct dr_conf *cf = d->cf;
-    unsigned conn = xg_upstream_conn_id(d->up);
 
     switch (step) {
     case 0:
         if (cf->auth == DR_AUTH_NONE) {
             return XG_OK;
         }
-        xg_log_info("upstream %s#%u: restore: public/auth (%s, scope %s)",
-            d->name, conn, cf->auth == DR_AUTH_SIGNATURE
+        xg_upstream_log(XG_LOG_INFO, d->up, "restore: public/auth (%s, scope "
+            "%s)", cf->auth == DR_AUTH_SIGNATURE
             ? "client_signature" : "client_credentials",
             cf->auth_scope ? cf->auth_scope : "connection");
         dr_send(d, dr_internal(K_AUTH, "public/auth", dr_auth_params(d)));
@@ -375,8 +374,8 @@ dr_restore_step(void *p, int step)
         {
             json_int_t s = (json_int_t) ((cf->heartbeat_ms + 999) / 1000);
 
-            xg_log_info("upstream %s#%u: restore: public/set_heartbeat "
-                "%lld s", d->name, conn, (long long) s);
+            xg_upstream_log(XG_LOG_INFO, d->up, "restore: public/set_heartbeat "
+                "%lld s", (long long) s);
             dr_send(d, dr_internal(K_HEARTBEAT, "public/set_heartbeat",
                 json_pack("{s:I}", "interval", s)));
         }
@@ -385,8 +384,8 @@ dr_restore_step(void *p, int step)
         if (!cf->cod) {
             return XG_OK;
         }
-        xg_log_info("upstream %s#%u: restore: "
-            "private/enable_cancel_on_disconnect", d->name, conn);
+        xg_upstream_log(XG_LOG_INFO, d->up, "restore: "
+            "private/enable_cancel_on_disconnect");
         dr_send(d, dr_internal(K_COD, "private/enable_cancel_on_disconnect",
             json_pack("{s:s}", "scope", "connection")));
         return XG_AGAIN;
@@ -402,8 +401,7 @@ dr_on_refresh(evutil_socket_t fd, short what, void *arg)
         return;     /* the next connection authenticates anew */
     }
     if (d->refresh_token != NULL) {
-        xg_log_info("upstream %s#%u: refreshing the token",
-            d->name, xg_upstream_conn_id(d->up));
+        xg_upstream_log(XG_LOG_INFO, d->up, "refreshing the token");
         dr_send(d, dr_internal(K_REFRESH, "public/auth",
             json_pack("{s:s, s:s}", "grant_type", "refresh_token",
                 "refresh_token", d->refresh_token)));
@@ -424,8 +422,8 @@ dr_on_client_answer(struct dr *d, struct xg_reg_req *q, const char *data,
     size_t n;
 
     if (dc == NULL) {
-        xg_log_debug("upstream %s: answer to %s for a client that left",
-            d->name, q->method);
+        xg_session_log_req(XG_LOG_DEBUG, d->s, q, "answer to %s for a client "
+            "that left", q->method);
         return;
     }
     dr_tracked_answer(d, dc, q->method, result);
@@ -443,8 +441,7 @@ dr_fail(struct dr *d, const char *what, const struct xg_jspan *error)
     snprintf(reason, sizeof(reason), "%s refused: %.*s", what,
         error->p ? (int) (error->len > 180 ? 180 : error->len) : 7,
         error->p ? error->p : "no answer");
-    xg_log_error("upstream %s#%u: %s", d->name, xg_upstream_conn_id(d->up),
-        reason);
+    xg_upstream_log(XG_LOG_ERROR, d->up, "%s", reason);
     xg_upstream_fail(d->up, reason);
 }
 
@@ -466,8 +463,8 @@ dr_answer(void *p, struct xg_reg_req *q, const char *data, size_t len,
     case K_REFRESH:
         if (error->p != NULL || result->p == NULL) {
             if (q->kind == K_REFRESH && xg_session_state(d->s) == XG_SESSION_READY) {
-                xg_log_warn("upstream %s: token refresh refused, "
-                    "authenticating again", d->name);
+                xg_upstream_log(XG_LOG_WARN, d->up, "token refresh refused, "
+                    "authenticating again");
                 free(d->refresh_token);
                 d->refresh_token = NULL;
                 dr_send(d, dr_internal(K_AUTH, "public/auth",
@@ -540,7 +537,7 @@ dr_gap_notice(struct dr *d, struct xg_reg_channel *ch, uint64_t duration_ms,
     struct xg_msg *m = NULL;
     size_t i;
 
-    xg_log_info("upstream %s: %s: unrepaired gap of %llu ms (%s)", d->name,
+    xg_upstream_log(XG_LOG_INFO, d->up, "%s: unrepaired gap of %llu ms (%s)",
         ch->name, (unsigned long long) duration_ms, reason);
     d->unrepaired_gaps++;
     for (i = 0; i < ch->nsubs; i++) {
@@ -615,8 +612,8 @@ dr_classify(void *p, const char *data, size_t len, struct xg_umsg *m)
 
     d->last_in_ms = xg_now_ms();
     if (xg_jscan_object(data, len, keys, 6, v) != XG_OK) {
-        xg_log_warn("upstream %s: a message that is not a JSON object "
-            "dropped (%zu bytes)", d->name, len);
+        xg_upstream_log(XG_LOG_WARN, d->up, "a message that is not a JSON "
+            "object dropped (%zu bytes)", len);
         return;
     }
     if (v[5].p != NULL) {
@@ -633,8 +630,8 @@ dr_classify(void *p, const char *data, size_t len, struct xg_umsg *m)
     if (xg_jscan_str_eq(&v[1], "subscription") && v[2].p != NULL) {
         if (xg_jscan_object(v[2].p, v[2].len, ckeys, 1, c) != XG_OK
             || c[0].p == NULL || c[0].len < 2 || c[0].p[0] != '"') {
-            xg_log_warn("upstream %s: subscription message without a "
-                "channel dropped", d->name);
+            xg_upstream_log(XG_LOG_WARN, d->up, "subscription message without "
+                "a channel dropped");
             return;
         }
         m->kind = XG_UMSG_DATA;
@@ -657,12 +654,12 @@ dr_classify(void *p, const char *data, size_t len, struct xg_umsg *m)
     }
     if (v[4].p != NULL) {
         /* no id (or "id":null): nobody to route it to */
-        xg_log_warn("upstream %s#%u: error with no id from the exchange, "
-            "not forwarded: %.*s", d->name, xg_upstream_conn_id(d->up),
+        xg_upstream_log(XG_LOG_WARN, d->up, "error with no id from the "
+            "exchange, not forwarded: %.*s",
             (int) (v[4].len > 300 ? 300 : v[4].len), v[4].p);
         return;
     }
-    xg_log_debug("upstream %s: unhandled message (%zu bytes)", d->name, len);
+    xg_upstream_log(XG_LOG_DEBUG, d->up, "unhandled message (%zu bytes)", len);
 }
 
 static void
@@ -702,9 +699,8 @@ dr_lost(void *p, struct xg_reg_req *q)
         return XG_LOST_REPLAY;
     }
     if (q->kind == K_CLIENT && dc != NULL) {
-        xg_log_warn("upstream %s: %s: %s in flight when the connection "
-            "dropped: outcome unknown", d->name, xg_client_name(dc->c),
-            q->method);
+        xg_session_log_req(XG_LOG_WARN, d->s, q, "%s in flight when the "
+            "connection dropped: outcome unknown", q->method);
         dr_error(dc, q->client_id, 13028,
             "upstream connection lost, outcome unknown",
             "the request reached the exchange connection but its answer "
@@ -730,15 +726,14 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
     if (queued) {
         if (dc != NULL) {
             d->requests_rejected++;
-            xg_log_warn("upstream %s: %s: %s waited queue_timeout for the "
-                "exchange connection", d->name, xg_client_name(dc->c),
-                q->method);
+            xg_session_log_req(XG_LOG_WARN, d->s, q, "%s waited queue_timeout "
+                "for the exchange connection", q->method);
             dr_error(dc, q->client_id, 13028, "upstream unavailable",
                 "the exchange connection did not come back within "
                 "queue_timeout; the request was not sent");
         } else {
-            xg_log_warn("upstream %s: %s dropped after queue_timeout",
-                d->name, q->method);
+            xg_session_log_req(XG_LOG_WARN, d->s, q, "%s dropped after "
+                "queue_timeout", q->method);
         }
         return 0;
     }
@@ -747,8 +742,8 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
         struct xg_jspan none = { NULL, 0 };
         struct xg_jspan err = { timed_out, sizeof(timed_out) - 1 };
 
-        xg_log_warn("upstream %s: %s (%s) timed out after %llu ms",
-            d->name, q->method, q->chan ? q->chan[0] : "?",
+        xg_session_log_req(XG_LOG_WARN, d->s, q, "%s (%s) timed out after "
+            "%llu ms", q->method, q->chan ? q->chan[0] : "?",
             (unsigned long long) d->cf->request_timeout_ms);
         if (dr_fetch_retry(d, q, err.p, (int) err.len)) {
             return 1;
@@ -758,8 +753,8 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
     }
     d->requests_timed_out++;
     if (dc != NULL) {
-        xg_log_warn("upstream %s: %s: %s timed out after %llu ms",
-            d->name, xg_client_name(dc->c), q->method,
+        xg_session_log_req(XG_LOG_WARN, d->s, q, "%s timed out after %llu ms",
+            q->method,
             (unsigned long long) d->cf->request_timeout_ms);
         dr_error(dc, q->client_id, 13888, "timed_out",
             "no answer from the exchange within request_timeout; "
@@ -785,9 +780,9 @@ dr_on_down(void *p, struct xg_conn *c, const char *reason)
     xg_session_down(d->s, &replayed, &lost);
     dr_tracks_down(d);
     xg_registry_upstream_reset(d->reg);
-    xg_log_info("upstream %s: down (%s): %u requests to replay, %u with "
-        "unknown outcome, %zu channels to restore", d->name, reason,
-        replayed, lost, xg_registry_nchannels(d->reg));
+    xg_upstream_log(XG_LOG_INFO, d->up, "down (%s): %u requests to replay, %u "
+        "with unknown outcome, %zu channels to restore", reason, replayed, lost,
+        xg_registry_nchannels(d->reg));
 }
 
 /* The tick: the upstream heartbeat. */
@@ -804,8 +799,7 @@ dr_on_tick(evutil_socket_t fd, short what, void *arg)
         snprintf(reason, sizeof(reason), "heartbeat missed: nothing from "
             "the exchange for %llu ms",
             (unsigned long long) (now - d->last_in_ms));
-        xg_log_warn("upstream %s#%u: %s", d->name,
-            xg_upstream_conn_id(d->up), reason);
+        xg_upstream_log(XG_LOG_WARN, d->up, "%s", reason);
         d->last_in_ms = now;
         xg_upstream_fail(d->up, reason);
     }
@@ -823,8 +817,8 @@ dr_client_hb(evutil_socket_t fd, short what, void *arg)
     struct timeval tv;
 
     if (dc->hb_waiting) {
-        xg_log_warn("%s: heartbeat failure: no public/test within %llu ms",
-            xg_client_name(dc->c), (unsigned long long) dc->hb_ms);
+        xg_client_log(XG_LOG_WARN, dc->c, "heartbeat failure: no public/test "
+            "within %llu ms", (unsigned long long) dc->hb_ms);
         xg_client_close(dc->c, 1000, "heartbeat failure");
         return;
     }
@@ -908,9 +902,9 @@ dr_client_cod(struct dr *d, struct dr_client *dc, const char *reason)
         d->cods->prev = cod;
     }
     d->cods = cod;
-    xg_log_info("%s: cancel-on-disconnect (%s): %zu orders it placed, %u "
-        "order requests in flight", cod->name, reason, dc->rc->norders,
-        cod->refs);
+    xg_upstream_log(XG_LOG_INFO, d->up, "%s: cancel-on-disconnect (%s): %zu "
+        "orders it placed, %u order requests in flight", cod->name, reason,
+        dc->rc->norders, cod->refs);
     dr_cod_check(d, cod);
 }
 
@@ -1056,8 +1050,8 @@ dr_client_auth(struct dr_client *dc, const char *id, json_t *params)
         ok = rt != NULL && dc->refresh[0] != '\0'
              && dr_str_eq_ct(rt, dc->refresh);
         if (!ok) {
-            xg_log_info("%s: public/auth refresh_token refused",
-                xg_client_name(dc->c));
+            xg_client_log(XG_LOG_INFO, dc->c, "public/auth refresh_token "
+                "refused");
             dr_error(dc, id, 13009, "unauthorized", "invalid refresh token");
             return;
         }
@@ -1069,8 +1063,8 @@ dr_client_auth(struct dr_client *dc, const char *id, json_t *params)
         char safe[65];
 
         dr_log_safe(cid ? cid : "", safe, sizeof(safe));
-        xg_log_warn("%s: public/auth (%s) refused for client_id \"%s\"",
-            xg_client_name(dc->c), strcmp(grant, "client_signature") == 0
+        xg_client_log(XG_LOG_WARN, dc->c, "public/auth (%s) refused for "
+            "client_id \"%s\"", strcmp(grant, "client_signature") == 0
             ? "client_signature" : "client_credentials", safe);
         dr_error(dc, id, 13004, "invalid_credentials", NULL);
         return;
@@ -1086,7 +1080,7 @@ dr_client_auth(struct dr_client *dc, const char *id, json_t *params)
 
         dr_log_safe(cid ? cid : "", safe, sizeof(safe));
         dr_log_safe(grant, sgrant, sizeof(sgrant));
-        xg_log_info("%s: authenticated (%s%s%s)", xg_client_name(dc->c),
+        xg_client_log(XG_LOG_INFO, dc->c, "authenticated (%s%s%s)",
             sgrant, cid ? ", client_id " : "", safe);
     }
     res = json_pack("{s:s, s:i, s:s, s:s, s:s, s:[]}",
@@ -1214,14 +1208,14 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
                             || data[i] == '\r' || data[i] == '\n'); i++) {
     }
     if (i < len && data[i] == '[') {
-        xg_log_info("%s: batch request refused", xg_client_name(dc->c));
+        xg_client_log(XG_LOG_INFO, dc->c, "batch request refused");
         dr_error(dc, NULL, -32600, "Invalid Request",
             "batch requests are not supported");
         return;
     }
     if (xg_jscan_object(data, len, keys, 1, v) != XG_OK) {
-        xg_log_info("%s: unparseable request (%zu bytes)",
-            xg_client_name(dc->c), len);
+        xg_client_log(XG_LOG_INFO, dc->c, "unparseable request (%zu bytes)",
+            len);
         dr_error(dc, NULL, -32700, "Parse error", NULL);
         return;
     }
@@ -1247,8 +1241,8 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     }
     if (len > DR_MAX_FRAME) {
         /* the exchange refuses it (with no id); answer with the id */
-        xg_log_info("%s: request of %zu bytes over 32 kB refused",
-            xg_client_name(dc->c), len);
+        xg_client_log(XG_LOG_INFO, dc->c, "request of %zu bytes over 32 kB "
+            "refused", len);
         id = dr_strndup_span(&v[0]);
         dr_error(dc, id, -32600, "request entity too large", NULL);
         goto done;
@@ -1258,7 +1252,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     work = xg_jscan_splice(data, len, &v[0], "0", 1, &wlen);
     req = json_loadb(work, wlen, JSON_REJECT_DUPLICATES, &jerr);
     if (req == NULL || !json_is_object(req)) {
-        xg_log_info("%s: unparseable request: %s", xg_client_name(dc->c),
+        xg_client_log(XG_LOG_INFO, dc->c, "unparseable request: %s",
             req ? "not an object" : jerr.text);
         dr_error(dc, NULL, -32700, "Parse error", NULL);
         goto done;
@@ -1279,8 +1273,8 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
         json_object_set_new(req, "params", params);
     }
     if (dr_rate_exceeded(dc)) {
-        xg_log_warn("%s: over client_rate: %s refused",
-            xg_client_name(dc->c), method);
+        xg_client_log(XG_LOG_WARN, dc->c, "over client_rate: %s refused",
+            method);
         d->requests_rejected++;
         dr_error(dc, id, 10028, "too_many_requests", NULL);
         goto done;
@@ -1315,8 +1309,8 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
         goto done;
     }
     if (strncmp(method, "private/", 8) == 0 && !dc->authed) {
-        xg_log_info("%s: %s before public/auth: 13009",
-            xg_client_name(dc->c), method);
+        xg_client_log(XG_LOG_INFO, dc->c, "%s before public/auth: 13009",
+            method);
         dr_error(dc, id, 13009, "unauthorized", NULL);
         goto done;
     }
@@ -1345,7 +1339,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
             goto done;
         }
         dc->notify_gaps = en == NULL || json_is_true(en);
-        xg_log_info("%s: gap notices %s", xg_client_name(dc->c),
+        xg_client_log(XG_LOG_INFO, dc->c, "gap notices %s",
             dc->notify_gaps ? "enabled" : "disabled");
         dr_reply_json(dc, id, json_pack("{s:b}", "enabled",
             dc->notify_gaps));
@@ -1353,8 +1347,8 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     }
     if (strcmp(method, "private/enable_cancel_on_disconnect") == 0) {
         dc->cod = 1;
-        xg_log_info("%s: cancel-on-disconnect enabled (emulated per client)",
-            xg_client_name(dc->c));
+        xg_client_log(XG_LOG_INFO, dc->c, "cancel-on-disconnect enabled "
+            "(emulated per client)");
         dr_reply(dc, id, "\"ok\"");
         goto done;
     }
@@ -1523,6 +1517,7 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     xg_session_set_limits(d->s, d->cf->request_timeout_ms,
         conf->queue_limit, conf->queue_timeout_ms);
     d->track.name = d->name;
+    d->track.up = up;
     d->track.base = d->base;
     d->track.max_held = DR_MAX_HELD;
     d->track.retry_ms = DR_FETCH_RETRY_MS;

@@ -112,8 +112,8 @@ dr_tracked_check(struct dr *d, struct dr_client *dc)
         || xg_session_state(d->s) != XG_SESSION_READY) {
         return;
     }
-    xg_log_info("%s: checking %zu tracked orders against the exchange's "
-        "open orders", xg_client_name(dc->c), n);
+    xg_client_log(XG_LOG_INFO, dc->c, "checking %zu tracked orders against the "
+        "exchange's open orders", n);
     q = dr_internal(K_ORDERS_CHECK, "private/get_open_orders", NULL);
     q->client = dc->rc;
     q->chan = xg_calloc(n, sizeof(char *));
@@ -171,8 +171,8 @@ dr_on_tracked_check(struct dr *d, struct xg_reg_req *q,
         return;     /* it left: its cancel-on-disconnect checks anew */
     }
     if ((open = dr_open_set(result)) == NULL) {
-        xg_log_warn("%s: the check of its tracked orders failed: %.*s",
-            xg_client_name(dc->c),
+        xg_client_log(XG_LOG_WARN, dc->c, "the check of its tracked orders "
+            "failed: %.*s",
             error->p ? (int) (error->len > 200 ? 200 : error->len) : 9,
             error->p ? error->p : "no result");
         return;
@@ -196,9 +196,8 @@ dr_on_tracked_check(struct dr *d, struct xg_reg_req *q,
     json_decref(open);
     dc->check_at = 2 * dc->rc->norders > DR_COD_CHECK_MIN
                    ? 2 * dc->rc->norders : DR_COD_CHECK_MIN;
-    xg_log_info("%s: %zu of %d tracked orders no longer open, forgotten; "
-        "%zu tracked", xg_client_name(dc->c), gone, q->nchan,
-        dc->rc->norders);
+    xg_client_log(XG_LOG_INFO, dc->c, "%zu of %d tracked orders no longer "
+        "open, forgotten; %zu tracked", gone, q->nchan, dc->rc->norders);
 }
 
 static struct dr_cod *
@@ -240,8 +239,9 @@ dr_cod_unref(struct dr *d, struct dr_cod *cod)
     if (cod->next != NULL) {
         cod->next->prev = cod->prev;
     }
-    xg_log_info("%s: cancel-on-disconnect (%s) done: %zu orders cancelled",
-        cod->name, cod->reason, json_object_size(cod->cancelled));
+    xg_upstream_log(XG_LOG_INFO, d->up, "%s: cancel-on-disconnect (%s) done: "
+        "%zu orders cancelled", cod->name, cod->reason,
+        json_object_size(cod->cancelled));
     dr_cod_free(cod);
 }
 
@@ -255,8 +255,8 @@ dr_cod_cancel(struct dr *d, struct dr_cod *cod, const char *oid)
         return;
     }
     json_object_set_new(cod->cancelled, oid, json_true());
-    xg_log_warn("%s: cancel-on-disconnect (%s): cancelling order %s",
-        cod->name, cod->reason, oid);
+    xg_upstream_log(XG_LOG_WARN, d->up, "%s: cancel-on-disconnect (%s): "
+        "cancelling order %s", cod->name, cod->reason, oid);
     q = dr_internal(K_CANCEL, "private/cancel",
         json_pack("{s:s}", "order_id", oid));
     q->client_id = xg_strdup(oid);
@@ -275,9 +275,9 @@ dr_cod_check(struct dr *d, struct dr_cod *cod)
     if (cod->checking || json_object_size(cod->check) == 0) {
         return;
     }
-    xg_log_info("%s: cancel-on-disconnect (%s): checking %zu orders against "
-        "the exchange's open orders", cod->name, cod->reason,
-        json_object_size(cod->check));
+    xg_upstream_log(XG_LOG_INFO, d->up, "%s: cancel-on-disconnect (%s): "
+        "checking %zu orders against the exchange's open orders", cod->name,
+        cod->reason, json_object_size(cod->check));
     q = dr_internal(K_COD_CHECK, "private/get_open_orders", NULL);
     q->tag = cod->id;
     cod->checking = 1;
@@ -303,8 +303,9 @@ dr_on_cod_check(struct dr *d, struct xg_reg_req *q,
     check = cod->check;
     cod->check = json_object();
     if ((open = dr_open_set(result)) == NULL) {
-        xg_log_warn("%s: cancel-on-disconnect: private/get_open_orders "
-            "failed (%.*s): cancelling its %zu orders unchecked", cod->name,
+        xg_upstream_log(XG_LOG_WARN, d->up, "%s: cancel-on-disconnect: "
+            "private/get_open_orders failed (%.*s): cancelling its %zu orders "
+            "unchecked", cod->name,
             error->p ? (int) (error->len > 200 ? 200 : error->len) : 9,
             error->p ? error->p : "no result", json_object_size(check));
     }
@@ -326,8 +327,9 @@ dr_on_cod_check(struct dr *d, struct xg_reg_req *q,
         }
     }
     if (open != NULL) {
-        xg_log_info("%s: cancel-on-disconnect: %zu of its %zu orders still "
-            "open", cod->name, nopen, json_object_size(check));
+        xg_upstream_log(XG_LOG_INFO, d->up, "%s: cancel-on-disconnect: %zu of "
+            "its %zu orders still open", cod->name, nopen,
+            json_object_size(check));
     }
     json_decref(open);
     json_decref(check);
@@ -355,9 +357,9 @@ dr_on_cod_order(struct dr *d, struct xg_reg_req *q,
                 json_object_set_new(cod->owned, oid, json_true());
             }
             if (json_object_get(cod->owned, oid) != NULL) {
-                xg_log_info("%s: cancel-on-disconnect: %s answered after "
-                    "the client left: order %s is open", cod->name,
-                    q->method, oid);
+                xg_upstream_log(XG_LOG_INFO, d->up, "%s: cancel-on-disconnect: "
+                    "%s answered after the client left: order %s is open",
+                    cod->name, q->method, oid);
                 dr_cod_cancel(d, cod, oid);
             }
         }
@@ -374,12 +376,11 @@ dr_on_cod_cancel(struct dr *d, struct xg_reg_req *q,
     const char *oid = q->client_id ? q->client_id : "?";
 
     if (error->p != NULL) {
-        xg_log_warn("upstream %s: cancel-on-disconnect: %s refused: %.*s",
-            d->name, oid, (int) (error->len > 200 ? 200 : error->len),
-            error->p);
+        xg_upstream_log(XG_LOG_WARN, d->up, "cancel-on-disconnect: %s refused: "
+            "%.*s", oid, (int) (error->len > 200 ? 200 : error->len), error->p);
     } else {
-        xg_log_info("upstream %s: cancel-on-disconnect: order %s cancelled",
-            d->name, oid);
+        xg_upstream_log(XG_LOG_INFO, d->up, "cancel-on-disconnect: order %s "
+            "cancelled", oid);
     }
     if (cod != NULL) {
         dr_cod_unref(d, cod);
@@ -407,9 +408,9 @@ dr_cod_lost(struct dr *d, struct xg_reg_req *q)
         json_object_set_new(cod->check, q->client_id, json_true());
         dr_cod_check(d, cod);
     } else if (cod != NULL) {
-        xg_log_warn("%s: cancel-on-disconnect: %s in flight when the "
-            "connection dropped: the order it may have placed is unknown "
-            "and is not cancelled", cod->name, q->method);
+        xg_upstream_log(XG_LOG_WARN, d->up, "%s: cancel-on-disconnect: %s in "
+            "flight when the connection dropped: the order it may have placed "
+            "is unknown and is not cancelled", cod->name, q->method);
     }
     xg_registry_req_free(q);
     if (cod != NULL) {

@@ -197,6 +197,7 @@ dr_book_parse(struct xg_track *t, const char *data, size_t len,
     /* no mark is taken before applying: a malformed snapshot would leave
        it behind, stale, while the chain goes on (xg_book_replaced() gives
        the replaced state of a valid one instead) */
+    xg_book_set_log(b->book, d->up);    /* its own lines name the upstream */
     r = xg_venue_deribit_book_apply_text(b->book, v.p, v.len);
     switch (r) {
     case XG_BOOK_APPLIED:
@@ -204,8 +205,8 @@ dr_book_parse(struct xg_track *t, const char *data, size_t len,
     case XG_BOOK_SNAPSHOT:
         break;
     case XG_BOOK_GAP:
-        xg_log_warn("upstream %s: %s: gap at change_id %llu: resubscribing "
-            "for a new snapshot", d->name, ch->name,
+        xg_upstream_log(XG_LOG_WARN, d->up, "%s: gap at change_id %llu: "
+            "resubscribing for a new snapshot", ch->name,
             (unsigned long long) xg_book_seq(b->book));
         d->book_gaps++;
         xg_track_gap(t, ch->last_data_ms, "change_id gap");
@@ -218,12 +219,12 @@ dr_book_parse(struct xg_track *t, const char *data, size_t len,
         if (xg_book_synced(b->book)) {
             /* clients hold the book in sync: a message it rejected would
                break theirs; the next change is a gap, which resyncs */
-            xg_log_warn("upstream %s: %s: %s; dropped", d->name, ch->name,
+            xg_upstream_log(XG_LOG_WARN, d->up, "%s: %s; dropped", ch->name,
                 xg_book_last_error(b->book));
             return XG_TRACK_DROP;
         }
-        xg_log_warn("upstream %s: %s: %s; passed through (the book is not "
-            "in sync)", d->name, ch->name, xg_book_last_error(b->book));
+        xg_upstream_log(XG_LOG_WARN, d->up, "%s: %s; passed through (the book "
+            "is not in sync)", ch->name, xg_book_last_error(b->book));
         return XG_TRACK_PASS;
     }
     /* a snapshot: bridge those who hold the old book, the others get it */
@@ -231,8 +232,8 @@ dr_book_parse(struct xg_track *t, const char *data, size_t len,
     if (from != NULL) {
         bridge = xg_venue_deribit_book_bridge(from, b->book, NULL);
         d->book_resyncs++;
-        xg_log_info("upstream %s: %s: new snapshot bridged with a change "
-            "(%llu -> %llu)", d->name, ch->name,
+        xg_upstream_log(XG_LOG_INFO, d->up, "%s: new snapshot bridged with a "
+            "change (%llu -> %llu)", ch->name,
             (unsigned long long) xg_book_state_seq(from),
             (unsigned long long) xg_book_seq(b->book));
     }
@@ -516,8 +517,8 @@ dr_trades_fetch(struct xg_track *t, const struct xg_track_seq *seq)
         json_int_t now = (json_int_t) (xg_wall_us() / 1000);
 
         if (tr->last_seq != 0) {
-            xg_log_info("upstream %s: %s: fetching the account's trades "
-                "after trade_seq %llu", t->env->name, t->name,
+            xg_track_log(XG_LOG_INFO, t, "%s: fetching the account's trades "
+                "after trade_seq %llu", t->name,
                 (unsigned long long) tr->last_seq);
             q = dr_internal(K_BACKFILL,
                 "private/get_user_trades_by_instrument",
@@ -526,8 +527,8 @@ dr_trades_fetch(struct xg_track *t, const struct xg_track_seq *seq)
                     (json_int_t) tr->last_seq + 1, "count", 1000, "sorting",
                     "asc"));
         } else {
-            xg_log_info("upstream %s: %s: fetching the account's trades "
-                "since the channel was subscribed", t->env->name, t->name);
+            xg_track_log(XG_LOG_INFO, t, "%s: fetching the account's trades "
+                "since the channel was subscribed", t->name);
             q = dr_internal(K_BACKFILL,
                 "private/get_user_trades_by_instrument_and_time",
                 json_pack("{s:s, s:I, s:I, s:i, s:s}", "instrument_name",
@@ -554,13 +555,12 @@ dr_trades_fetch(struct xg_track *t, const struct xg_track_seq *seq)
         "sorting", "asc");
     if (to != 0) {
         json_object_set_new(params, "end_seq", json_integer((json_int_t) to));
-        xg_log_info("upstream %s: %s: trades %llu..%llu missed during the "
-            "outage: backfilling", t->env->name, t->name,
+        xg_track_log(XG_LOG_INFO, t, "%s: trades %llu..%llu missed during the "
+            "outage: backfilling", t->name,
             (unsigned long long) from, (unsigned long long) to);
     } else {
-        xg_log_info("upstream %s: %s: trades from %llu on missed during the "
-            "outage: backfilling", t->env->name, t->name,
-            (unsigned long long) from);
+        xg_track_log(XG_LOG_INFO, t, "%s: trades from %llu on missed during "
+            "the outage: backfilling", t->name, (unsigned long long) from);
     }
     xg_track_send(t, dr_internal(K_BACKFILL,
         "public/get_last_trades_by_instrument", params));
@@ -583,7 +583,7 @@ dr_trades_apply(struct xg_track *t, const struct xg_reg_req *q,
         return XG_ERROR;
     }
     tr->last_seq = dr_trades_send_after(t, json_incref(arr), tr->last_seq);
-    xg_log_info("upstream %s: %s: %llu trades backfilled%s", t->env->name,
+    xg_track_log(XG_LOG_INFO, t, "%s: %llu trades backfilled%s",
         t->name, (unsigned long long) (tr->last_seq - before),
         more ? " (more were missed: over 1000)" : "");
     if (more) {
@@ -728,9 +728,8 @@ dr_ctrades_fetch(struct xg_track *t, const struct xg_track_seq *seq)
     json_int_t from, now = (json_int_t) (xg_wall_us() / 1000);
 
     from = c->last_ts != 0 ? c->last_ts : (json_int_t) c->since_wall_ms;
-    xg_log_info("upstream %s: %s: fetching the %s trades since %lld",
-        t->env->name, t->name, c->user ? "account's" : "market's",
-        (long long) from);
+    xg_track_log(XG_LOG_INFO, t, "%s: fetching the %s trades since %lld",
+        t->name, c->user ? "account's" : "market's", (long long) from);
     xg_track_send(t, dr_internal(K_CTRADES, c->user
         ? "private/get_user_trades_by_currency_and_time"
         : "public/get_last_trades_by_currency_and_time",
@@ -759,7 +758,7 @@ dr_ctrades_apply(struct xg_track *t, const struct xg_reg_req *q,
         dr_notify(t->env->ctx, t->chan, keep);
     }
     d->currency_trades_backfilled += json_array_size(keep);
-    xg_log_info("upstream %s: %s: %zu trades backfilled%s", t->env->name,
+    xg_track_log(XG_LOG_INFO, t, "%s: %zu trades backfilled%s",
         t->name, json_array_size(keep),
         more ? " (more were missed: over 1000)" : "");
     if (more) {
@@ -1055,8 +1054,8 @@ dr_orders_fetch(struct xg_track *t, const struct xg_track_seq *seq)
         - (json_int_t) (now > t->gap_from_ms ? now - t->gap_from_ms : 0);
     json_decref(o->fetched);
     o->fetched = json_array();
-    xg_log_info("upstream %s: %s: fetching the account's orders to "
-        "reconcile %zu remembered", t->env->name, t->name,
+    xg_track_log(XG_LOG_INFO, t, "%s: fetching the account's orders to "
+        "reconcile %zu remembered", t->name,
         json_object_size(o->seen));
     if (o->instrument != NULL) {
         q[0] = dr_internal(K_ORDERS, "private/get_open_orders_by_instrument",
@@ -1116,8 +1115,8 @@ dr_orders_apply(struct xg_track *t, const struct xg_reg_req *q,
         if (strncmp(q->method, "private/get_order_history_by_", 29) == 0
             && json_array_size(r) >= DR_ORDERS_HISTORY
             && oldest >= o->gap_wall_ms) {
-            xg_log_warn("upstream %s: %s: over %d orders closed since: the "
-                "older ones are not reconciled", t->env->name, t->name,
+            xg_track_log(XG_LOG_WARN, t, "%s: over %d orders closed since: the "
+                "older ones are not reconciled", t->name,
                 DR_ORDERS_HISTORY);
             xg_track_notice(t, "orders beyond the reconcile");
         }
@@ -1165,8 +1164,8 @@ dr_orders_ask_missing(struct xg_track *t, struct dr_orders *o)
     }
     json_decref(ids);
     if (n > 0) {
-        xg_log_info("upstream %s: %s: %d open orders in neither list: "
-            "asking their state", t->env->name, t->name, n);
+        xg_track_log(XG_LOG_INFO, t, "%s: %d open orders in neither list: "
+            "asking their state", t->name, n);
     }
     if (more) {
         xg_track_notice(t, "orders beyond the reconcile");
@@ -1233,8 +1232,8 @@ dr_orders_complete(struct xg_track *t)
     o->fetched = NULL;
     d->orders_reconciled += sent;
     d->orders_reconciles++;
-    xg_log_info("upstream %s: %s: reconciled %zu orders after the outage",
-        t->env->name, t->name, sent);
+    xg_track_log(XG_LOG_INFO, t, "%s: reconciled %zu orders after the outage",
+        t->name, sent);
 }
 
 /* Its fetch dying with the connection delivers what it held. */

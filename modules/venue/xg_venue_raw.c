@@ -138,8 +138,8 @@ raw_queue_push(struct raw *r, struct raw_client *rc, const void *data,
 
     if (r->nqueued >= r->ucf->queue_limit) {
         r->queue_dropped++;
-        xg_log_warn("upstream %s: queue_limit %u reached: dropping a message "
-            "of %zu bytes from %s", r->name, r->ucf->queue_limit, len,
+        xg_upstream_log(XG_LOG_WARN, r->up, "queue_limit %u reached: dropping "
+            "a message of %zu bytes from %s", r->ucf->queue_limit, len,
             xg_client_name(rc->c));
         return;
     }
@@ -173,8 +173,8 @@ raw_on_queue_timeout(evutil_socket_t fd, short what, void *arg)
     }
     if (n > 0) {
         r->queue_dropped += n;
-        xg_log_warn("upstream %s: %zu queued message%s dropped after "
-            "queue_timeout %llums", r->name, n, n == 1 ? "" : "s",
+        xg_upstream_log(XG_LOG_WARN, r->up, "%zu queued message%s dropped "
+            "after queue_timeout %llums", n, n == 1 ? "" : "s",
             (unsigned long long) r->ucf->queue_timeout_ms);
     }
     raw_queue_arm(r);   /* early by the coarse clock, or the next head */
@@ -237,9 +237,9 @@ raw_remember(struct raw *r, struct raw_client *rc, const void *data,
             r->replay_refused++;
             if (!r->over_logged) {
                 r->over_logged = 1;
-                xg_log_warn("upstream %s: replay_limit %u reached: a new "
-                    "replay text from %s is sent but not remembered",
-                    r->name, r->cf->replay_limit, xg_client_name(rc->c));
+                xg_upstream_log(XG_LOG_WARN, r->up, "replay_limit %u reached: "
+                    "a new replay text from %s is sent but not remembered",
+                    r->cf->replay_limit, xg_client_name(rc->c));
             }
             return 0;
         }
@@ -248,8 +248,8 @@ raw_remember(struct raw *r, struct raw_client *rc, const void *data,
         t->len = len;
         memcpy(t->data, data, len);
         raw_textv_add(&r->texts, t);
-        xg_log_debug("upstream %s: replay text %zu (%zu bytes) remembered "
-            "from %s", r->name, r->texts.n, len, xg_client_name(rc->c));
+        xg_upstream_log(XG_LOG_DEBUG, r->up, "replay text %zu (%zu bytes) "
+            "remembered from %s", r->texts.n, len, xg_client_name(rc->c));
     }
     for (i = 0; i < rc->texts.n; i++) {
         if (rc->texts.v[i] == t) {
@@ -276,8 +276,8 @@ raw_text_unref(struct raw *r, struct raw_text *t)
     memmove(&r->texts.v[i], &r->texts.v[i + 1],
         (--r->texts.n - i) * sizeof(*r->texts.v));
     r->over_logged = 0;
-    xg_log_debug("upstream %s: a replay text (%zu bytes) forgotten, %zu "
-        "left", r->name, t->len, r->texts.n);
+    xg_upstream_log(XG_LOG_DEBUG, r->up, "a replay text (%zu bytes) forgotten, "
+        "%zu left", t->len, r->texts.n);
     free(t);
 }
 
@@ -302,8 +302,8 @@ raw_on_open(void *p, struct xg_conn *c)
         }
     }
     r->replayed += r->texts.n;
-    xg_log_info("upstream %s: %zu on_open and %zu replay message%s sent, "
-        "%zu queued to follow", r->name, r->cf->non_open, r->texts.n,
+    xg_upstream_log(XG_LOG_INFO, r->up, "%zu on_open and %zu replay message%s "
+        "sent, %zu queued to follow", r->cf->non_open, r->texts.n,
         r->texts.n == 1 ? "" : "s", nqueued);
     xg_upstream_restored(r->up);
     evtimer_del(r->ev_queue);
@@ -328,8 +328,8 @@ raw_on_message(void *p, struct xg_conn *c, const unsigned char *data,
     if (!xg_wsproto_utf8_valid(data, len)) {
         /* a binary frame (compressed?): WebSocket clients would fail */
         r->not_text++;
-        xg_log_debug("upstream %s: a message of %zu bytes that is not "
-            "UTF-8 text dropped", r->name, len);
+        xg_upstream_log(XG_LOG_DEBUG, r->up, "a message of %zu bytes that is "
+            "not UTF-8 text dropped", len);
         return;
     }
     r->to_clients++;
@@ -391,8 +391,8 @@ raw_client_message(void *p, void *cs, const unsigned char *data, size_t len)
         /* only a TCP line can be: the upstream takes text frames only */
         r->not_text++;
         xg_client_count_error(rc->c);
-        xg_log_warn("upstream %s: a message of %zu bytes from %s that is not "
-            "UTF-8 text dropped", r->name, len, xg_client_name(rc->c));
+        xg_upstream_log(XG_LOG_WARN, r->up, "a message of %zu bytes from %s "
+            "that is not UTF-8 text dropped", len, xg_client_name(rc->c));
         return;
     }
     if (r->cf->nreplay > 0 && raw_is_replay(r, data, len)) {

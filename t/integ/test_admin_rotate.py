@@ -123,13 +123,13 @@ def body(h):
     wait_for(logged(r"admin: POST /upstreams/sim/rotate from "
                     r"127\.0\.0\.1:%d \(origin https://ops\.example:8443\): "
                     r"202 " % port2), 5, what="the second 202 in the log")
-    wait_for(logged(r"upstream sim: rotation #1 started \(admin request from "
+    wait_for(logged(r"upstream sim#2: rotation #1 started \(admin request from "
                     r"127\.0\.0\.1:%d\): #1 -> #2$" % port1), 5,
              what="the start in the log")
-    wait_for(logged(r"upstream sim: rotation #1 failed: #2 rotation not "
+    wait_for(logged(r"upstream sim#2: rotation #1 failed: #2 rotation not "
                     r"supported by this protocol yet \(raw\); #1 keeps "
                     r"serving"), 5, what="the failure in the log")
-    wait_for(logged(r"upstream sim: rotation #1: #2 closed"), 5,
+    wait_for(logged(r"upstream sim#2: rotation #1: #2 closed"), 5,
              what="the close in the log")
 
 

@@ -207,7 +207,7 @@ chmod 600 "$T/api.secret" "$T/sub/bot.secret"
 : > "$T/ca.pem"
 export XG_T_ID=eNvId-1234 XG_T_SECRET=eNvSeCrEt-upstream XG_T_BOT=eNvSeCrEt-bot
 cat > "$T/main.conf" <<CONF
-error_log $T/x.log warn;
+error_log $T/x.log warn json;
 allow_remote off;
 pid run/exgate.pid;
 admin 127.0.0.1:8610;
@@ -298,7 +298,8 @@ for want in "auth client_signature env:XG_T_ID file:$T/conf.d/../api.secret;" \
     'close_timeout 2500ms;' 'multiplier 1.5;' 'stale book.* 90s;' \
     'stale trades.* 120s;' 'url wss://test.deribit.com:8443/ws/api/v2?x=1;' \
     'admin_origin http://localhost:3000;' 'max_connection_age 24h;' \
-    "pid $T/run/exgate.pid;"
+    "pid $T/run/exgate.pid;" \
+    "error_log $T/x.log warn json;"
 do
     grep -qF -- "$want" "$tmp/dump1" || fail "-T lacks: $want"
 done
@@ -322,4 +323,23 @@ out=$($X -t -c "$tmp/elsewhere/default.conf" 2>&1) || fail "-t on -T of the defa
 $X -T -c "$tmp/elsewhere/default.conf" > "$tmp/dump4" 2>/dev/null || fail "-T again"
 cmp -s "$tmp/dump3" "$tmp/dump4" || fail "-T of the default conf is not a fixed point"
 $X -T -c "$tmp/bad.conf" > "$tmp/dump5" 2>&1; [ $? -eq 1 ] || fail "-T on a bad conf must exit 1"
+
+# Under systemd (JOURNAL_STREAM names stderr's device:inode) every line
+# starts with its syslog priority, so that journalctl -p finds them; on
+# any other stderr (or a JOURNAL_STREAM naming another file) no prefix.
+printf 'upstream x {\n url ws://127.0.0.1:1/;\n protocol raw;\n}\n' > "$tmp/j.conf"
+: > "$tmp/j.err"; : > "$tmp/other"
+JOURNAL_STREAM=$(stat -c '%d:%i' "$tmp/j.err") timeout -s INT 2 \
+    $X -c "$tmp/j.conf" 2>> "$tmp/j.err"
+grep -q '^<6>[0-9T:.Z-]* \[info\] exgate [0-9.]*: started' "$tmp/j.err" \
+    || fail "journal: no <6> on info: $(head -3 "$tmp/j.err")"
+grep -q '^<4>[0-9T:.Z-]* \[warn\] upstream x#1: connecting -> down' "$tmp/j.err" \
+    || fail "journal: no <4> on warn: $(head -5 "$tmp/j.err")"
+grep -qv '^<[0-9]>' "$tmp/j.err" && fail "journal: a line without priority"
+for js in "" "$(stat -c '%d:%i' "$tmp/other")" "garbage"; do
+    : > "$tmp/j.err"
+    JOURNAL_STREAM=$js timeout -s INT 1 $X -c "$tmp/j.conf" 2>> "$tmp/j.err"
+    grep -q '\[info\] exgate [0-9.]*: started' "$tmp/j.err" || fail "no log with JOURNAL_STREAM=$js"
+    grep -q '^<' "$tmp/j.err" && fail "priority prefix with JOURNAL_STREAM=$js"
+done
 echo "PASS"

@@ -42,7 +42,7 @@ async def chunking(h):
               15, "restored")
     gh.uh.wait_for(lambda: len(h.control("stats")["subscribed"])
                    == len(CHANNELS), 10, what="every channel restored")
-    lines = h.log_lines(r"upstream sim: public/subscribe of \d+ channels")
+    lines = h.log_lines(r"upstream sim#\d+: public/subscribe of \d+ channels")
     sizes = [(int(m.group(1)), int(m.group(2))) for m in
              (re.search(r"of (\d+) channels \((\d+) bytes\)", l)
               for l in lines[-10:]) if m]

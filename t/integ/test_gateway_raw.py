@@ -205,10 +205,10 @@ async def body(h):
     subs = check_counts(h, nconn, "stall")
     check(subs.get(CH_E) == 1, "E subscribed %r times" % subs.get(CH_E))
     check(u["queued"] == 0 and u["replay_texts"] == 4, "status %r" % u)
-    check(h.log_lines(r"upstream sim: queue_limit 3 reached: dropping a "
+    check(h.log_lines(r"upstream sim#\d+: queue_limit 3 reached: dropping a "
                       r"message of \d+ bytes from client ws#"),
           "no queue_limit line")
-    check(h.log_lines(r"upstream sim: 1 queued message dropped after "
+    check(h.log_lines(r"upstream sim#\d+: 1 queued message dropped after "
                       r"queue_timeout 2000ms"), "no queue_timeout line")
 
     # B unsubscribed (a remembered text too: it contains "subscribe"),
@@ -250,7 +250,7 @@ async def body(h):
     check(u["replay_texts"] == 5 and u["replay_refused"] == 2, "status %r" % u)
     check(subscribes(h)[0].get("ticker.ETH-26DEC26.100ms") == 1,
           "the sixth text did not go upstream")
-    check(h.log_lines(r"upstream sim: replay_limit 5 reached: a new replay "
+    check(h.log_lines(r"upstream sim#\d+: replay_limit 5 reached: a new replay "
                       r"text from client ws#\d+ .* is sent but not "
                       r"remembered"), "no replay_limit line")
 
@@ -266,7 +266,7 @@ async def body(h):
     # JSON-RPC error line would be Deribit's words on any exchange)
     check(d.raw == [], "a reply in some protocol's words: %r" % d.raw[:3])
     check(h.up()["messages_from_clients"] == 18, "status %r" % h.up())
-    check(h.log_lines(r"upstream sim: a message of 9 bytes from client tcp#\d+"
+    check(h.log_lines(r"upstream sim#\d+: a message of 9 bytes from client tcp#\d+"
                       r" .* that is not UTF-8 text dropped"),
           "no not-UTF-8 line")
     sys.stdout.write("stall: %d connections in all, %.1fs from stall on to "

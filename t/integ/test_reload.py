@@ -293,7 +293,7 @@ async def body(h):
             check(u["connection_id"] == u0["connection_id"] + 1,
                   "reload %d: %d new upstream connections, not 1"
                   % (n, u["connection_id"] - u0["connection_id"]))
-            if h.log_lines(r"upstream sim: reload: .*cannot rotate"):
+            if h.log_lines(r"upstream sim#\d+: reload: .*cannot rotate"):
                 rotations_pending = True
             else:
                 check(u["rotations"] == u0["rotations"] + 1,
@@ -352,7 +352,7 @@ async def body(h):
             check(all(u["name"] != "up2" for u in h.status()["upstreams"]),
                   "up2 still in /status")
             uh.wait_for(lambda: h.log_lines(
-                r"upstream up2: closed \(removed by a reload\)"), 5,
+                r"upstream up2#\d+: closed \(removed by a reload\)"), 5,
                 what="up2 closed")
         for c in clients:
             check(c.closed is None, "reload %d (%s): %s was closed: %r"

@@ -4,6 +4,7 @@
  */
 #include "xg_core.h"
 #include "xg_conf.h"
+#include "xg_log.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -101,6 +102,7 @@ START_TEST(t_minimal)
     ck_assert_ptr_null(errs);
     ck_assert_str_eq(mc->error_log, "stderr");
     ck_assert_int_eq(mc->error_log_level, 1);
+    ck_assert_int_eq(mc->error_log_format, XG_LOG_TEXT);
     ck_assert_str_eq(mc->upstreams->name, "deribit");
     ck_assert_int_eq(mc->upstreams->url.tls, 1);
     ck_assert_str_eq(mc->upstreams->url.host, "www.deribit.com");
@@ -117,6 +119,22 @@ START_TEST(t_minimal)
     ck_assert_int_eq(mc->listens->next->addr.port, 8601);
     ck_assert_int_eq(mc->admin_set, 1);
     ck_assert_int_eq(mc->admin.port, 8610);
+    xg_conf_free(mc);
+}
+END_TEST
+
+START_TEST(t_error_log_json)
+{
+    struct xg_main_conf *mc = load(UPSTREAM "error_log stderr debug json;\n");
+
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_ptr_null(errs);
+    ck_assert_int_eq(mc->error_log_level, XG_LOG_DEBUG);
+    ck_assert_int_eq(mc->error_log_format, XG_LOG_JSON);
+    xg_conf_free(mc);
+    mc = load(UPSTREAM "error_log stderr warn text;\n");
+    ck_assert_ptr_nonnull(mc);
+    ck_assert_int_eq(mc->error_log_format, XG_LOG_TEXT);
     xg_conf_free(mc);
 }
 END_TEST
@@ -427,7 +445,7 @@ START_TEST(t_wrong_arity)
         "t.conf:2: invalid number of arguments in \"admin\" directive");
     expect_error(UPSTREAM "error_log;\n",
         "t.conf:2: invalid number of arguments in \"error_log\" directive");
-    expect_error(UPSTREAM "error_log a b c;\n",
+    expect_error(UPSTREAM "error_log a b c d;\n",
         "t.conf:2: invalid number of arguments in \"error_log\" directive");
 }
 END_TEST
@@ -468,6 +486,10 @@ START_TEST(t_bad_values)
         "t.conf:1: \"max_message\": 10 is out of range");
     expect_error(UPSTREAM "error_log stderr loud;\n",
         "t.conf:2: \"error_log\": unknown level \"loud\"");
+    expect_error(UPSTREAM "error_log stderr info xml;\n",
+        "t.conf:2: \"error_log\": unknown format \"xml\" (text, json)");
+    expect_error(UPSTREAM "error_log stderr info JSON;\n",
+        "t.conf:2: \"error_log\": unknown format \"JSON\" (text, json)");
     expect_error("upstream d { url ws://h/; protocol ftp; }\n",
         "t.conf:1: \"protocol\": unknown protocol \"ftp\"");
     expect_error("upstream d { url ws://h/; ping 10s; ping_timeout 5s; }\n",
@@ -1426,6 +1448,7 @@ conf_suite(void)
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, t_minimal);
+    tcase_add_test(tc, t_error_log_json);
     tcase_add_test(tc, t_comments_and_layout);
     tcase_add_test(tc, t_double_quotes_escapes);
     tcase_add_test(tc, t_single_quotes_and_unknown_escape);

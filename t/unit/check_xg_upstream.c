@@ -945,11 +945,12 @@ START_TEST(rotate_make_before_break)
     ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
     ck_assert_int_eq(srv.max_live, 2);
     ck_assert_ptr_nonnull(strstr(log_text(),
-        "upstream u: rotation #1 started (test): #1 -> #2\n"));
+        "upstream u#2: rotation #1 started (test): #1 -> #2\n"));
     ck_assert_ptr_nonnull(strstr(log_text(),
         "ms: #2 primary, #1 retiring\n"));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 done in "));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1: #1 "
+    ck_assert_ptr_nonnull(strstr(log_text(),
+        "upstream u#2: rotation #1 done in "));
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#1: rotation #1: #1 "
         "closed ("));
     /* And the next rotation may start. */
     ck_assert_int_eq(xg_upstream_rotate(up, "next"), XG_OK);
@@ -1003,7 +1004,7 @@ START_TEST(rotate_failure_retried_after_delay)
     ck_assert_int_eq(tp_last->opens, 1);
     ck_assert_int_eq(tp_last->downs, 0);
     ck_assert_int_eq(status_int("disconnects"), 0);
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#2: rotation #1 "
         "failed: #2 http 503"));
     ck_assert_ptr_nonnull(strstr(log_text(), "#1 keeps serving, retry in "
         "300ms\n"));
@@ -1012,7 +1013,7 @@ START_TEST(rotate_failure_retried_after_delay)
     ck_assert_msg(t_retry - t_fail >= 280, "retried after %llu ms",
         (unsigned long long) (t_retry - t_fail));
     ck_assert(run_until(rot_failed_twice, 3000));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #2 "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#3: rotation #2 "
         "started (test, retry 1): #1 -> #3\n"));
     ck_assert_int_eq(srv.nconns, 3);
     /* The server accepts again: the next retry takes over. */
@@ -1182,9 +1183,9 @@ START_TEST(max_connection_age_rotates)
     ck_assert_int_eq(srv.conns[1].close_code, 1000);
     ck_assert_ptr_nonnull(strstr(tp_last->events, "down#1:retiring:"));
     ck_assert_ptr_nonnull(strstr(tp_last->events, "down#2:retiring:"));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#2: rotation #1 "
         "started (max_connection_age 400ms): #1 -> #2\n"));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #2 "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#3: rotation #2 "
         "started (max_connection_age 400ms): #2 -> #3\n"));
     ck_assert_int_eq(status_int("rotations_failed"), 0);
     ck_assert_int_eq(status_int("disconnects"), 0);
@@ -1489,7 +1490,7 @@ START_TEST(admin_rotate)
         "{\"upstream\":\"u\",\"rotation\":1,\"from\":1,\"to\":2}\n"));
     ck_assert_ptr_nonnull(strstr(log_text(), " (origin "
         "http://localhost:3000): 202 {\"upstream\":\"u\",\"rotation\":2,"));
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#2: rotation #1 "
         "started (admin request from 127.0.0.1:"));
     ck_assert_ptr_nonnull(strstr(log_text(), "admin: DELETE "
         "/upstreams/u/rotate from 127.0.0.1:"));
@@ -1574,7 +1575,7 @@ START_TEST(reconf_url_rotates)
     ck_assert_int_eq(srv.max_live, 2);
     ck_assert_uint_eq(xg_upstream_conn_id(up), 2);
     ck_assert_int_eq(xg_upstream_state(up), XG_UP_READY);
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: rotation #1 "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#2: rotation #1 "
         "started (reload: url, header changed): #1 -> #2\n"));
     /* done: nothing more follows */
     run_for(300);
@@ -1620,7 +1621,7 @@ START_TEST(reconf_norot_reconnects)
     ck_assert_str_eq(srv.conns[1].path, "/ws4");
     ck_assert_int_eq(srv.max_live, 1);
     ck_assert_int_eq(status_int("rotations"), 0);
-    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u: reload: url "
+    ck_assert_ptr_nonnull(strstr(log_text(), "upstream u#1: reload: url "
         "changed: protocol test-norot cannot rotate: reconnecting to apply "
         "it\n"));
     run_for(300);
