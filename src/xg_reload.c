@@ -313,7 +313,9 @@ diff_upstream(struct xg_reload_item *it, const struct xg_upstream_conf *old,
     }
     pm = xg_venue_find(new->protocol);
     if (strcmp(old->protocol, new->protocol) != 0) {
+        /* the other protocol's directives differ too: say the one cause */
         it->op = XG_RELOAD_RESTART;
+        snprintf(it->changed, sizeof(it->changed), "protocol");
     } else if (pm != NULL && pm->create != NULL && pm->reconf == NULL) {
         /* the module cannot take a new conf: a new instance must */
         it->op = XG_RELOAD_RESTART;

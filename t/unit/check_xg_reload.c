@@ -235,6 +235,7 @@ START_TEST(t_protocol_restarts)
     xg_reload_diff(x, y, &p);
     ck_assert_int_eq(up_item(&p, "a")->op, XG_RELOAD_KEEP);
     ck_assert_int_eq(up_item(&p, "b")->op, XG_RELOAD_RESTART);
+    ck_assert_str_eq(up_item(&p, "b")->changed, "protocol");
     ck_assert_int_eq(listen_item(&p, 9100)->op, XG_RELOAD_KEEP);
     ck_assert_int_eq(listen_item(&p, 9101)->op, XG_RELOAD_RESTART);
     ck_assert_str_eq(listen_item(&p, 9101)->changed, "upstream restarted");
