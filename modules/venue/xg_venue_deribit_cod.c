@@ -418,3 +418,45 @@ dr_cod_lost(struct dr *d, struct xg_reg_req *q)
     }
     return 1;
 }
+
+/* ---- the upstream's own cancel-on-disconnect across a rotation ---- */
+
+/*
+ * C, the old primary, retires after a rotation (xg_session.h): with
+ * cancel_on_disconnect on, its close would cancel every order placed
+ * through it, so it is switched off on C first; the session retires C
+ * once the answer (or the timeout) is in.
+ */
+void
+dr_retiring(void *p, struct xg_conn *c)
+{
+    struct dr *d = p;
+
+    if (!d->cf->cod) {
+        return;
+    }
+    xg_log_info("upstream %s#%u: retiring: private/disable_cancel_on_"
+        "disconnect before the close", d->name, xg_conn_id(c));
+    dr_send_on(d, dr_internal(K_COD_OFF,
+        "private/disable_cancel_on_disconnect",
+        json_pack("{s:s}", "scope", "connection")), c);
+}
+
+/* The answer to the above on the retiring connection. */
+void
+dr_on_cod_off(struct dr *d, struct xg_reg_req *q, const struct xg_jspan *error)
+{
+    unsigned id = q->conn != NULL ? xg_conn_id(q->conn) : 0;
+
+    if (error->p != NULL) {
+        d->cod_off_failed++;
+        xg_log_warn("upstream %s#%u: private/disable_cancel_on_disconnect "
+            "refused: %.*s; its close may cancel the orders placed through "
+            "it", d->name, id, (int) (error->len > 200 ? 200 : error->len),
+            error->p);
+        return;
+    }
+    d->cod_offs++;
+    xg_log_info("upstream %s#%u: cancel-on-disconnect disabled before the "
+        "close", d->name, id);
+}
