@@ -262,6 +262,8 @@ struct exsim_stats {
     uint64_t auth_ok, auth_fail;
     uint64_t published, delivered;
     uint64_t cod_cancels;
+    uint64_t closes_cod_on;       /* authenticated connections gone with
+                                     cancel-on-disconnect on */
     uint64_t rate_limited;
     uint64_t heartbeat_closes;
     uint64_t slow_closes;

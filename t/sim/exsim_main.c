@@ -242,7 +242,7 @@ stats_json(void)
         }
     }
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:o, s:I,"
-        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O, s:O, s:O}",
+        " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O, s:O, s:O}",
         "connections_total", (json_int_t) ex->st.connections_total,
         "upgrades", (json_int_t) ex->st.upgrades,
         "refused", (json_int_t) ex->st.refused,
@@ -255,6 +255,7 @@ stats_json(void)
         "published", (json_int_t) ex->st.published,
         "orders_open", (json_int_t) exsim_orders_open(),
         "cod_cancels", (json_int_t) ex->st.cod_cancels,
+        "closes_cod_on", (json_int_t) ex->st.closes_cod_on,
         "delivered", (json_int_t) ex->st.delivered,
         "rate_limited", (json_int_t) ex->st.rate_limited,
         "heartbeat_closes", (json_int_t) ex->st.heartbeat_closes,
