@@ -11,8 +11,8 @@
   (backfills), the ticker's unrepaired gap; `refuse on` + `drop` -> the
   state gauges leave ready, connect failures (http), the breaker opens,
   a request queued, one over queue_limit rejected; `refuse off` -> ready;
-  POST /upstreams/sim/rotate (deribit cannot rotate yet) -> a failed
-  rotation, the connection unchanged;
+  POST /upstreams/sim/rotate -> a rotation done (none failed), the new
+  connection's id, the upstream up throughout;
 - no configured secret (the upstream's client secret, the bots' client
   secret) appears in any scrape.
 """
@@ -260,18 +260,19 @@ async def body(h):
                      "the client gone")
     check(s8.up("exgate_upstream_clients") == 0, "no client")
 
-    # a rotation, which deribit cannot do yet: counted as failed, the
-    # connection serves on
+    # a rotation: the new connection restores the session and takes
+    # over, the upstream stays up
     req = urllib.request.Request("http://127.0.0.1:%d/upstreams/sim/rotate"
                                  % h.admin_port, data=b"", method="POST")
     with urllib.request.urlopen(req, timeout=5) as r:
         check(r.status == 202, "rotate: %d" % r.status)
     s9 = wait_scrape(h, lambda x: x.up(
-        "exgate_upstream_rotations_failed_total") == 1, "a failed rotation")
-    check(s9.up("exgate_upstream_rotations_total") == 0, "none done")
+        "exgate_upstream_rotations_total") == 1, "a rotation done")
+    check(s9.up("exgate_upstream_rotations_failed_total") == 0, "none failed")
     check(s9.up("exgate_upstream_up") == 1
           and s9.up("exgate_upstream_connection_id")
-          == s8.up("exgate_upstream_connection_id"), "the primary serves on")
+          == s8.up("exgate_upstream_connection_id") + 1,
+          "the new connection serves")
 
     for text in scrapes:
         for secret in (EXSIM_SECRET, BOT_SECRET):
