@@ -113,6 +113,7 @@ struct ss_chan {
     struct event           *ev_retry;     /* unconfirmed: the next attempt */
     struct event           *ev_stale;     /* the silence bound */
     int                     rot;          /* SR_CH_*, during a rotation */
+    int                     rot_dropped;  /* a message of B was dropped */
     struct ss_msg          *held;         /* B's messages held meanwhile */
     size_t                  nheld, held_cap;
 };
@@ -1403,6 +1404,7 @@ ss_rot_reset_cb(struct xg_reg_channel *ch, void *arg)
 
     if (sc != NULL) {
         sc->rot = SR_CH_NONE;
+        sc->rot_dropped = 0;
         ss_chan_unhold(sc);
     }
 }
@@ -1501,6 +1503,7 @@ ss_rot_drain(struct xg_session *s, struct ss_chan *sc)
         if (v != XG_CROSS_DROP) {
             break;
         }
+        sc->rot_dropped = 1;
     }
     if (i == sc->nheld || v == XG_CROSS_WAIT) {
         for (k = 0; k < i; k++) {
@@ -1548,6 +1551,7 @@ ss_rot_data(struct xg_session *s, struct xg_conn *c,
         ss_rot_hold(s, sc, data, len);
         return 1;
     case XG_CROSS_DROP:
+        sc->rot_dropped = 1;
         return 1;
     case XG_CROSS_DROP_SWITCH:
         sc->rot = SR_CH_SWITCHED;
@@ -1749,8 +1753,11 @@ ss_rot_keep_cb(struct xg_reg_channel *ch, void *arg)
 
     switch (ch->state) {
     case XG_CHAN_CONFIRMED:
-        if (sc == NULL || sc->rot == SR_CH_NONE) {
-            ch->state = XG_CHAN_PENDING;    /* not on B: subscribed anew */
+        /* B subscribes it at the end of its steps; past them, a channel
+           not on B is subscribed anew when B takes over */
+        if (l->s->rot->phase != SR_STEPS
+            && (sc == NULL || sc->rot == SR_CH_NONE)) {
+            ch->state = XG_CHAN_PENDING;
             ch->sent = 0;
         }
         break;
@@ -1811,7 +1818,7 @@ ss_rot_force_cb(struct xg_reg_channel *ch, void *arg)
         }
         ss_rot_release(s, sc, 0);
         if (s->ops->cross_done != NULL) {
-            s->ops->cross_done(s->owner, ch);
+            s->ops->cross_done(s->owner, ch, sc->rot_dropped);
         }
     } else if (ch->state == XG_CHAN_CONFIRMED && !r->a_lost
                && (sc == NULL || sc->rot != SR_CH_SWITCHED)) {
@@ -1823,6 +1830,7 @@ ss_rot_force_cb(struct xg_reg_channel *ch, void *arg)
     }
     if (sc != NULL) {
         sc->rot = SR_CH_NONE;
+        sc->rot_dropped = 0;
         ss_chan_unhold(sc);
     }
 }

@@ -199,10 +199,11 @@ struct xg_session_ops {
      * CH switches to the new connection with nothing that lined up (LOST
      * 1: the old connection was lost): continuity as after an outage.
      * The new connection's data held for CH is passed through data()
-     * next, then cross_done().
+     * next, then cross_done(); DROPPED 1: some of the new connection's
+     * data on CH was dropped as delivered (a snapshot, say).
      */
     void (*cross_force)(void *owner, struct xg_reg_channel *ch, int lost);
-    void (*cross_done)(void *owner, struct xg_reg_channel *ch);
+    void (*cross_done)(void *owner, struct xg_reg_channel *ch, int dropped);
     /*
      * C, the old primary, retires now that the new one is promoted: what
      * it must say before its close (its answers are waited for).

@@ -195,7 +195,7 @@ void dr_retiring(void *p, struct xg_conn *c);
 enum xg_track_cross dr_cross(void *p, struct xg_reg_channel *ch,
     const char *data, size_t len);
 void dr_cross_force(void *p, struct xg_reg_channel *ch, int lost);
-void dr_cross_done(void *p, struct xg_reg_channel *ch);
+void dr_cross_done(void *p, struct xg_reg_channel *ch, int dropped);
 void dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc);
 void dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch);
 void dr_track_fanout(void *ctx, void *chan, const char *data, size_t len);

@@ -1435,15 +1435,16 @@ dr_cross_force(void *p, struct xg_reg_channel *ch, int lost)
     }
 }
 
-/* After B's held data went through: a book still not in sync (nothing of
-   B's chain lined up, no snapshot held) gets a new snapshot to bridge. */
+/* After B's held data went through: a book not in sync whose snapshot of
+   B's was dropped (the old connection was lost after it) gets a new
+   snapshot to bridge; else B's snapshot is still to come. */
 void
-dr_cross_done(void *p, struct xg_reg_channel *ch)
+dr_cross_done(void *p, struct xg_reg_channel *ch, int dropped)
 {
     struct dr *d = p;
     struct dr_book *b = dr_book_of(ch);
 
-    if (b != NULL && ch->state == XG_CHAN_CONFIRMED
+    if (b != NULL && dropped && ch->state == XG_CHAN_CONFIRMED
         && !xg_book_synced(b->book)) {
         xg_log_info("upstream %s: %s: no snapshot of the new connection to "
             "bridge: resubscribing", d->name, ch->name);
