@@ -1447,18 +1447,24 @@ ss_rot_cross(struct xg_session *s, struct xg_reg_channel *ch,
                                  : XG_CROSS_SWITCH;
 }
 
-static void
+/*
+ * Holds DATA of B for SC: 1. Past the bound while switching, the switch
+ * ends now and 0 says DATA goes out after what was held; before (B still
+ * restoring) it is dropped, a gap the channel's continuity will see.
+ */
+static int
 ss_rot_hold(struct xg_session *s, struct ss_chan *sc, const char *data,
     size_t len)
 {
     if (sc->nheld >= SS_ROT_MAX_HELD) {
-        if (s->rot->phase == SR_CROSS) {
-            xg_log_warn("upstream %s: rotation #%u -> #%u: %zu messages of "
-                "\"%s\" held: switching now", s->name, s->rot->a_id,
-                s->rot->b_id, sc->nheld, sc->ch->name);
-            ss_rot_end(s, "held bound");
+        if (s->rot->phase != SR_CROSS) {
+            return 1;
         }
-        return;     /* a gap the channel's continuity sees */
+        xg_log_warn("upstream %s: rotation #%u -> #%u: %zu messages of "
+            "\"%s\" held: switching now", s->name, s->rot->a_id,
+            s->rot->b_id, sc->nheld, sc->ch->name);
+        ss_rot_end(s, "held bound");
+        return 0;
     }
     if (sc->nheld == sc->held_cap) {
         sc->held_cap = sc->held_cap ? sc->held_cap * 2 : 8;
@@ -1467,6 +1473,7 @@ ss_rot_hold(struct xg_session *s, struct ss_chan *sc, const char *data,
     sc->held[sc->nheld].p = xg_strndup(data, len);
     sc->held[sc->nheld].len = len;
     sc->nheld++;
+    return 1;
 }
 
 /* SC's held messages from FROM on go out as B's stream; all are freed. */
@@ -1543,13 +1550,11 @@ ss_rot_data(struct xg_session *s, struct xg_conn *c,
         return 0;
     }
     if (r->phase != SR_CROSS || sc->rot != SR_CH_ON_B || sc->nheld > 0) {
-        ss_rot_hold(s, sc, data, len);
-        return 1;
+        return ss_rot_hold(s, sc, data, len);
     }
     switch (ss_rot_cross(s, ch, data, len)) {
     case XG_CROSS_WAIT:
-        ss_rot_hold(s, sc, data, len);
-        return 1;
+        return ss_rot_hold(s, sc, data, len);
     case XG_CROSS_DROP:
         sc->rot_dropped = 1;
         return 1;
@@ -1822,11 +1827,13 @@ ss_rot_force_cb(struct xg_reg_channel *ch, void *arg)
         }
     } else if (ch->state == XG_CHAN_CONFIRMED && !r->a_lost
                && (sc == NULL || sc->rot != SR_CH_SWITCHED)) {
-        /* confirmed on A during the rotation: not on B yet */
+        /* confirmed on A during the rotation: subscribed on B now, what
+           B brings checked as after an outage */
         r->forced++;
-        s->ops->stale(s->owner, ch, xg_now_ms());
+        if (s->ops->cross_force != NULL) {
+            s->ops->cross_force(s->owner, ch, 0);
+        }
         xg_session_resubscribe(s, ch);
-        s->ops->restale(s->owner, ch);
     }
     if (sc != NULL) {
         sc->rot = SR_CH_NONE;
@@ -1851,6 +1858,7 @@ ss_rot_end(struct xg_session *s, const char *why)
     xg_upstream_promote(s->up, r->b);
     s->conn = r->b;
     if (r->a_lost) {
+        s->restore_start_ms = r->start_ms;
         ss_ready(s, 0);
     }
     xg_registry_channel_foreach(s->reg, ss_rot_force_cb, s);
