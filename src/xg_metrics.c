@@ -185,6 +185,18 @@ static const struct m_metric m_table[] = {
     UP_VALUE("exgate_upstream_currency_trades_backfilled_total", CTR,
         "currency_trades_backfilled", "Trades delivered by currency trades "
         "backfills."),
+    { "exgate_upstream_rotation_switches_total", CTR, "Channels switched "
+      "to a rotation's new connection, by how: in_line (where its stream "
+      "lined up), quiet (nothing to line up), outage (continuity as after "
+      "an outage).",
+      UP, M_VALUE, "rotation_switches_in_line", "how", "in_line", 0, NULL,
+      NULL },
+    { "exgate_upstream_rotation_switches_total", CTR, NULL,
+      UP, M_VALUE, "rotation_switches_quiet", "how", "quiet", 0, NULL,
+      NULL },
+    { "exgate_upstream_rotation_switches_total", CTR, NULL,
+      UP, M_VALUE, "rotation_switches_forced", "how", "outage", 0, NULL,
+      NULL },
 
     /* ---- listeners ---- */
     { "exgate_listener_info", GAUGE, "The listener's kind and upstream, as "
