@@ -121,6 +121,9 @@ struct ss_chan {
 static void ss_flush(struct xg_session *s);
 static void ss_ready(struct xg_session *s, int tell);
 static void ss_rot_free(struct xg_session *s);
+static void ss_rot_unsubscribe(struct xg_session *s, char **names, size_t n);
+static int ss_rot_late_answer(struct xg_session *s,
+    const struct xg_reg_req *q);
 
 /* Frees the messages held for SC during a rotation. */
 static void
@@ -350,6 +353,7 @@ ss_flush(struct xg_session *s)
         return;
     }
     if (s->nunsub > 0) {
+        ss_rot_unsubscribe(s, s->unsub_batch, s->nunsub);
         ss_send_batches(s, 0, s->unsub_batch, s->nunsub, NULL);
         s->nunsub = 0;
     }
@@ -577,8 +581,13 @@ xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error)
 {
     char *errtext = NULL;
-    json_t *res = s->ops->sub_result(s->owner, q, result, error, &errtext);
+    json_t *res;
     int i;
+
+    if (ss_rot_late_answer(s, q)) {
+        return;
+    }
+    res = s->ops->sub_result(s->owner, q, result, error, &errtext);
 
     if (res == NULL) {
         xg_upstream_log(XG_LOG_WARN, s->up, "subscribe of %d channels failed: "
@@ -1603,6 +1612,71 @@ ss_rot_names_cb(struct xg_reg_channel *ch, void *arg)
 }
 
 static void ss_rot_cross_start(struct xg_session *s);
+
+/*
+ * An unsubscribe batch NAMES[0..N-1] goes to the primary A while B
+ * restores or switches: the channels B holds are unsubscribed on B too
+ * (either answer settles the channel).
+ */
+static void
+ss_rot_unsubscribe(struct xg_session *s, char **names, size_t n)
+{
+    struct ss_rot *r = s->rot;
+    struct ss_rot_names l = { s, NULL, 0, 0 };
+    struct xg_reg_channel *ch;
+    size_t i;
+
+    if (r == NULL || r->failed || r->phase == SR_RETIRE) {
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        ch = xg_registry_channel(s->reg, names[i]);
+        if (ch != NULL && ch->sess != NULL
+            && ((struct ss_chan *) ch->sess)->rot != SR_CH_NONE) {
+            ((struct ss_chan *) ch->sess)->rot = SR_CH_NONE;
+            ss_chan_unhold(ch->sess);
+            ss_batch_add(&l.names, &l.n, &l.cap, names[i]);
+        }
+    }
+    if (l.n > 0) {
+        ss_send_batches(s, 0, l.names, l.n, r->b);
+    }
+    free(l.names);
+}
+
+/*
+ * Q, a subscribe sent on A, is answered after B was promoted: what it
+ * subscribed lives on A, which is closing, so it is done again on B (a
+ * client's new channel, a book's resync). Returns 1 when it was such an
+ * answer.
+ */
+static int
+ss_rot_late_answer(struct xg_session *s, const struct xg_reg_req *q)
+{
+    struct xg_reg_channel *ch;
+    int i;
+
+    if (s->rot == NULL || s->rot->phase != SR_RETIRE || q->conn == NULL
+        || q->conn != s->rot->a) {
+        return 0;
+    }
+    for (i = 0; i < q->nchan; i++) {
+        ch = xg_registry_channel(s->reg, q->chan[i]);
+        if (ch == NULL || ch->state != XG_CHAN_PENDING) {
+            continue;
+        }
+        xg_log_info("upstream %s: rotation #%u -> #%u: \"%s\" was "
+            "subscribed on #%u: again on #%u", s->name, s->rot->a_id,
+            s->rot->b_id, ch->name, s->rot->a_id, s->rot->b_id);
+        if (q->tag == XG_SESSION_RESUB) {
+            xg_session_resubscribe(s, ch);
+        } else {
+            ch->sent = 0;
+            xg_session_want(s, ch);
+        }
+    }
+    return 1;
+}
 
 /* B's restore: the venue's steps, then every confirmed channel. */
 static void

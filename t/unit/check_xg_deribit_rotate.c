@@ -20,6 +20,7 @@
     "\"enabled_features\":[]}"
 #define BOOK     "book.BTC-PERPETUAL.100ms"
 #define TRADES   "trades.BTC-PERPETUAL.raw"
+#define TICKER   "ticker.BTC-PERPETUAL.100ms"
 #define COD_OFF  "private/disable_cancel_on_disconnect"
 
 /* ---- helpers ---- */
@@ -412,6 +413,55 @@ START_TEST(old_lost_takeover)
 }
 END_TEST
 
+/*
+ * Channels that change while B restores: one the client leaves is
+ * unsubscribed on B too; one whose subscribe was sent on A and answered
+ * after B's promotion is subscribed again on B (A is closing), and the
+ * client's answer waits for B's.
+ */
+START_TEST(channels_during_rotation)
+{
+    struct fx_client *a = start_with(AUTH_CREDS,
+        "[\"" BOOK "\",\"" TRADES "\"]");
+    json_t *tick, *qb, *q, *r;
+
+    cl_sendf(a, "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":"
+        "\"public/subscribe\",\"params\":{\"channels\":[\"" TICKER "\"]}}");
+    tick = expect_on(1, "private/subscribe");
+    ck_assert(ex_channels_are(tick, TICKER, NULL));
+    fx_rotate();
+    ex_wait_conn(2);
+    qb = serve_restore(2, 0, 1);
+    ck_assert(ex_channels_are(qb, BOOK, TRADES, NULL));
+    cl_sendf(a, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":"
+        "\"public/unsubscribe\",\"params\":{\"channels\":[\"" BOOK "\"]}}");
+    r = cl_answer(a, "3");
+    q = expect_on(2, "private/unsubscribe");
+    ck_assert(ex_channels_are(q, BOOK, NULL));
+    ex_answer(q, "[\"" BOOK "\"]");
+    q = expect_on(1, "private/unsubscribe");
+    ck_assert(ex_channels_are(q, BOOK, NULL));
+    ex_answer(q, "[\"" BOOK "\"]");
+    confirm_all(qb);
+    loop_for(100);
+    ck_assert_int_eq(status_int("rotations"), 1);
+    ck_assert(ex_is_open(1));       /* its subscribe is in flight */
+    ex_answer(tick, "[\"" TICKER "\"]");
+    q = expect_on(2, "private/subscribe");
+    ck_assert(ex_channels_are(q, TICKER, NULL));
+    cl_quiet(a, 50);
+    confirm_all(q);
+    r = cl_answer(a, "2");
+    ck_assert_str_eq(fx_text(fx_get(r, "result")), "[\"" TICKER "\"]");
+    wait_closed(1);
+    ex_pushf_on(2, "{\"jsonrpc\":\"2.0\",\"method\":\"subscription\","
+        "\"params\":{\"channel\":\"" TICKER "\",\"data\":{\"mark_price\":1}}}");
+    cl_note(a, TICKER);
+    cl_quiet(a, 100);
+    ex_quiet(0);
+}
+END_TEST
+
 static Suite *
 rotate_suite(void)
 {
@@ -426,6 +476,7 @@ rotate_suite(void)
     tcase_add_test(tc, inflight_after_promote);
     tcase_add_test(tc, refused_or_lost);
     tcase_add_test(tc, old_lost_takeover);
+    tcase_add_test(tc, channels_during_rotation);
     suite_add_tcase(s, tc);
     return s;
 }
