@@ -1159,6 +1159,7 @@ struct ss_ids {
     struct xg_conn  *c;
     uint64_t        *ids;
     size_t           n, cap;
+    int              orphans;   /* and those written on no connection */
 };
 
 static void
@@ -1166,7 +1167,7 @@ ss_ids_cb(struct xg_reg_req *q, void *arg)
 {
     struct ss_ids *l = arg;
 
-    if (q->conn != l->c) {
+    if (q->conn != l->c && !(l->orphans && q->conn == NULL)) {
         return;
     }
     if (l->n == l->cap) {
@@ -1182,11 +1183,11 @@ ss_ids_cb(struct xg_reg_req *q, void *arg)
  * (else queued first, in their order).
  */
 static void
-ss_down_requests(struct xg_session *s, struct xg_conn *c, unsigned *replayed,
-    unsigned *lost)
+ss_down_requests(struct xg_session *s, struct xg_conn *c, int primary,
+    unsigned *replayed, unsigned *lost)
 {
     struct xg_reg_req *q, *replay = NULL, *nx;
-    struct ss_ids l = { c, NULL, 0, 0 };
+    struct ss_ids l = { c, NULL, 0, 0, primary };
     size_t i;
 
     *replayed = *lost = 0;
@@ -1283,7 +1284,8 @@ xg_session_down(struct xg_session *s, struct xg_conn *c, unsigned *replayed,
             ss_rot_free(s);
         }
     }
-    ss_down_requests(s, c, replayed, lost);
+    /* sent while no connection was up: the primary's to settle */
+    ss_down_requests(s, c, how != XG_SESSION_DOWN_OTHER, replayed, lost);
     if (how == XG_SESSION_DOWN_TAKEOVER) {
         ss_rot_keep_channels(s);
         /* after the venue's trackers went down with A */
@@ -1558,8 +1560,9 @@ ss_rot_data(struct xg_session *s, struct xg_conn *c,
     if (r->phase == SR_RETIRE || sc->rot == SR_CH_SWITCHED) {
         return 0;
     }
-    if (r->phase != SR_CROSS || sc->rot != SR_CH_ON_B || sc->nheld > 0) {
-        return ss_rot_hold(s, sc, data, len);
+    if (r->phase != SR_CROSS || sc->rot != SR_CH_ON_B || sc->nheld > 0
+        || r->a_lost) {
+        return ss_rot_hold(s, sc, data, len);   /* a_lost: B takes over */
     }
     switch (ss_rot_cross(s, ch, data, len)) {
     case XG_CROSS_WAIT:
@@ -1971,7 +1974,7 @@ static void
 ss_rot_check_retire(struct xg_session *s, struct xg_conn *c)
 {
     struct ss_rot *r = s->rot;
-    struct ss_ids l = { c, NULL, 0, 0 };
+    struct ss_ids l = { c, NULL, 0, 0, 0 };
 
     if (r == NULL || r->phase != SR_RETIRE || c == NULL || c != r->a
         || r->retired) {
