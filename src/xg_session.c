@@ -1281,6 +1281,9 @@ xg_session_down(struct xg_session *s, struct xg_conn *c, unsigned *replayed,
     } else if (r != NULL && c == r->a) {
         r->a = NULL;
         if (r->b == NULL || r->phase == SR_RETIRE) {
+            xg_log_info("upstream %s: rotation #%u -> #%u finished: #%u "
+                "closed %llu ms after the start", s->name, r->a_id, r->b_id,
+                r->a_id, (unsigned long long) (xg_now_ms() - r->start_ms));
             ss_rot_free(s);
         }
     }

@@ -10,7 +10,9 @@ placing and cancelling orders through all the rotations (so requests are
 in flight on the old connection when it is replaced).
 
 50 rotations in a row through POST /upstreams/sim/rotate, each after the
-previous one closed its old connection. Checked at the end:
+previous one closed its old connection; exsim answers each new
+connection's subscribe 100 ms late, with its snapshots and data flowing
+already, so that exgate holds them and lines them up. Checked at the end:
 - /status: rotations 50, rotations_failed 0, disconnects 0, one
   connection; no channel switched "as after an outage" (all in line or
   quiet), no book gap or bridge;
@@ -137,6 +139,9 @@ async def body(h):
     stop = asyncio.Event()
     placed, slow = [], []
     h.control("delay public/get_time 150")
+    # B's subscribe answered late, its data flowing already: held by
+    # exgate until the answer, then lined up with what A delivered
+    h.control("delay private/subscribe 100")
     churner = asyncio.ensure_future(churn(clients[2], low, stop, placed,
                                           slow))
     rnd = random.Random(12)
