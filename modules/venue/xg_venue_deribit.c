@@ -636,7 +636,7 @@ dr_classify(void *p, struct xg_conn *conn, const char *data, size_t len,
     struct dr *d = p;
     struct xg_jspan v[6], c[1];
 
-    if (xg_conn_role(conn) == XG_CONN_PRIMARY) {
+    if (conn == NULL || xg_conn_role(conn) == XG_CONN_PRIMARY) {
         d->last_in_ms = xg_now_ms();    /* the heartbeat watch is its */
     }
     if (xg_jscan_object(data, len, keys, 6, v) != XG_OK) {
