@@ -1889,8 +1889,13 @@ ss_rot_force_cb(struct xg_reg_channel *ch, void *arg)
     struct ss_rot *r = s->rot;
     struct ss_chan *sc = ch->sess;
 
-    if (sc != NULL && sc->rot == SR_CH_ON_B) {
-        /* on B, not in line: continuity as after an outage */
+    if (sc != NULL && (sc->rot == SR_CH_ON_B
+                       || (r->a_lost && sc->rot == SR_CH_SWITCHED))) {
+        /* on B, not in line: continuity as after an outage (with A lost,
+           a channel switched already too: its tracker went down with A) */
+        if (sc->rot == SR_CH_SWITCHED) {
+            sc->rot_dropped = 1;
+        }
         if (sc->nheld > 0 || ss_rot_cross(s, ch, NULL, 0) == XG_CROSS_WAIT
             || r->a_lost) {
             r->forced++;
@@ -1934,8 +1939,15 @@ ss_rot_end(struct xg_session *s, const char *why)
     uint64_t ms;
 
     evtimer_del(r->ev_bound);
-    r->phase = SR_RETIRE;
     xg_upstream_promote(s->up, r->b);
+    if (xg_conn_role(r->b) != XG_CONN_PRIMARY) {
+        /* the upstream would not promote it (logged): B is on its way
+           out, its loss ends the rotation */
+        r->failed = 1;
+        ss_rot_reset_channels(s);
+        return;
+    }
+    r->phase = SR_RETIRE;
     s->conn = r->b;
     if (r->a_lost) {
         s->restore_start_ms = r->start_ms;

@@ -462,6 +462,68 @@ START_TEST(channels_during_rotation)
 }
 END_TEST
 
+/*
+ * A is lost while channels switch: the book (switched already) and the
+ * trades (B ahead, held) go on from B as after a reconnect: the book is
+ * resubscribed on B and bridged from what the client holds, the trade A
+ * never delivered is backfilled before B's held ones.
+ */
+START_TEST(old_lost_while_switching)
+{
+    struct fx_client *a = start_with(AUTH_CREDS,
+        "[\"" BOOK "\",\"" TRADES "\"]");
+    json_t *q, *r;
+    int i;
+
+    push_book(1, "snapshot", -1, 10, "[[\"new\",100.0,1.0]]");
+    book_note(a, "snapshot", -1, 10);
+    push_trades(1, 1, 3);
+    trades_note(a, 1, 3);
+    fx_rotate();
+    ex_wait_conn(2);
+    q = serve_restore(2, 0, 1);
+    push_book(2, "snapshot", -1, 10, "[[\"new\",100.0,1.0]]");
+    push_trades(2, 5, 6);
+    confirm_all(q);
+    loop_for(100);
+    ck_assert_int_eq(status_int("rotations"), 0);   /* trades wait */
+    ex_drop_on(1);
+    /* the book's resubscribe and the backfill, in either order */
+    r = NULL;
+    for (i = 0; i < 3; i++) {
+        int conn = 0;
+        const char *m;
+
+        q = ex_next(FX_WAIT_MS, &conn);
+        ck_assert_msg(q != NULL && conn == 2, "frame %d", i);
+        m = fx_str(q, "method");
+        if (strcmp(m, "public/get_last_trades_by_instrument") == 0) {
+            r = q;
+            ck_assert_int_eq(fx_int(r, "params.start_seq"), 4);
+            continue;
+        }
+        ck_assert_msg(strcmp(m, "private/unsubscribe") == 0
+            || strcmp(m, "private/subscribe") == 0, "%s", fx_text(q));
+        ck_assert(ex_channels_are(q, BOOK, NULL));
+        confirm_all(q);
+    }
+    ck_assert_ptr_nonnull(r);
+    ex_answer(r, "{\"trades\":[{\"trade_seq\":4,\"trade_id\":\"T-4\","
+        "\"timestamp\":1,\"price\":60000.5,\"instrument_name\":"
+        "\"BTC-PERPETUAL\",\"direction\":\"buy\",\"amount\":10.0}],"
+        "\"has_more\":false}");
+    trades_note(a, 4, 4);
+    trades_note(a, 5, 6);
+    push_book(2, "snapshot", -1, 40, "[[\"new\",100.0,3.0]]");
+    book_note(a, "change", 10, 40);
+    ck_assert_int_eq(status_int("rotations"), 1);
+    ck_assert_int_eq(status_int("connection_id"), 2);
+    push_trades(2, 7, 7);
+    trades_note(a, 7, 7);
+    cl_quiet(a, 100);
+}
+END_TEST
+
 static Suite *
 rotate_suite(void)
 {
@@ -477,6 +539,7 @@ rotate_suite(void)
     tcase_add_test(tc, refused_or_lost);
     tcase_add_test(tc, old_lost_takeover);
     tcase_add_test(tc, channels_during_rotation);
+    tcase_add_test(tc, old_lost_while_switching);
     suite_add_tcase(s, tc);
     return s;
 }
