@@ -2,131 +2,17 @@
  * xg_session.c: the exchange-independent session of one upstream: the
  * restore, the request table, the subscription engine (see xg_session.h).
  */
-#include "xg_core.h"
-#include "xg_client.h"
-#include "xg_log.h"
-#include "xg_venue.h"
-#include "xg_session.h"
+#include "xg_session_int.h"
 
 #include <fnmatch.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define SS_RETRY_MIN_MS     1000        /* unconfirmed channel: first retry */
 #define SS_RETRY_MAX_MS     30000       /* ... doubling up to this */
 #define SS_MAX_LISTED       100         /* names listed in /status */
-#define SS_ROT_SWITCH_MS    2000        /* a rotation's channels line up
-                                           within this, or are switched as
-                                           after an outage */
-#define SS_ROT_MAX_HELD     1000        /* the new connection's messages
-                                           held per channel meanwhile */
-#define SS_ROT_RETIRE_MS    10000       /* the old connection's requests:
-                                           waited for at most this (or
-                                           request_timeout, if longer) */
-#define SS_TAG_ROT          2           /* a rotation's subscribe batch */
-
-struct ss_rot;
-
-struct xg_session {
-    struct xg_upstream           *up;
-    const char                   *name;
-    struct event_base            *base;
-    struct xg_registry           *reg;
-    const struct xg_stale        *stale;
-    size_t                        nstale;
-    size_t                        batch_bytes;
-    const struct xg_session_ops  *ops;
-    void                         *owner;
-    int                           ready;     /* state == READY */
-    enum xg_session_state         st;
-    int                           step;      /* the venue's restore step */
-    int                           subs_left; /* restore subscribe batches */
-    uint64_t                      restore_start_ms;
-    uint64_t                      last_restore_ms;
-    uint64_t                      restores;
-    uint64_t                      linger_ms;
-    struct event                 *ev_flush;    /* batches, once per pass */
-    struct event                 *ev_linger;   /* the earliest linger end */
-    char                        **sub_batch;
-    size_t                        nsub, sub_cap;
-    char                        **unsub_batch;
-    size_t                        nunsub, unsub_cap;
-    uint64_t                      stale_resubscribes;
-    uint64_t                      resubscribe_retries;
-    struct xg_client            **to;        /* fan-out recipients */
-    size_t                        to_cap;
-    uint64_t                      messages_in;
-    uint64_t                      request_ms;
-    unsigned                      queue_limit;
-    uint64_t                      queue_ms;
-    struct xg_conn               *conn;      /* the primary */
-    struct ss_rot                *rot;       /* a rotation in progress */
-    uint64_t                      rot_in_line; /* channels switched: */
-    uint64_t                      rot_quiet;
-    uint64_t                      rot_forced;
-};
-
-/* What a rotation is doing (see xg_session.h). */
-enum ss_rot_phase {
-    SR_STEPS = 0,       /* the venue's restore steps on B */
-    SR_SUBS,            /* the channels' subscribes on B */
-    SR_CROSS,           /* the channels switching to B */
-    SR_RETIRE           /* B promoted; A's requests answered, then A
-                           retired */
-};
-
-struct ss_rot {
-    struct xg_conn     *a, *b;
-    enum ss_rot_phase   phase;
-    int                 step;
-    int                 subs_left;
-    int                 a_lost;      /* the primary went while B restored */
-    int                 failed;      /* B was retired: ignore it */
-    int                 retired;     /* A was retired */
-    unsigned            a_id, b_id;
-    unsigned            in_line, quiet, forced;  /* channels switched */
-    uint64_t            start_ms;
-    struct event       *ev_bound;    /* the switch bound, then the retire
-                                        bound */
-    struct event       *ev_check;    /* the end check, once per pass */
-};
-
-/* A message of B held for a channel during a rotation. */
-struct ss_msg {
-    char     *p;
-    size_t    len;
-};
-
-/* A channel's place in a rotation (ss_chan.rot). */
-enum {
-    SR_CH_NONE = 0,     /* not subscribed on B */
-    SR_CH_SENT,         /* its subscribe on B is out */
-    SR_CH_ON_B,         /* confirmed on B, not switched */
-    SR_CH_SWITCHED      /* B's data goes out, A's is dropped */
-};
-
-/* The session's per-channel timers (ch->sess), made when first needed. */
-struct ss_chan {
-    struct xg_session      *s;
-    struct xg_reg_channel  *ch;
-    struct event           *ev_retry;     /* unconfirmed: the next attempt */
-    struct event           *ev_stale;     /* the silence bound */
-    int                     rot;          /* SR_CH_*, during a rotation */
-    int                     rot_dropped;  /* a message of B was dropped */
-    struct ss_msg          *held;         /* B's messages held meanwhile */
-    size_t                  nheld, held_cap;
-};
 
 static void ss_flush(struct xg_session *s);
-static void ss_ready(struct xg_session *s, int tell);
-static void ss_rot_free(struct xg_session *s);
-static void ss_rot_unsubscribe(struct xg_session *s, char **names, size_t n);
-static int ss_rot_late_answer(struct xg_session *s,
-    const struct xg_reg_req *q);
 
-/* Frees the messages held for SC during a rotation. */
-static void
+void
 ss_chan_unhold(struct ss_chan *sc)
 {
     size_t i;
@@ -154,7 +40,7 @@ ss_chan_free(void *p)
     free(sc);
 }
 
-static struct ss_chan *
+struct ss_chan *
 ss_chan(struct xg_session *s, struct xg_reg_channel *ch)
 {
     struct ss_chan *sc = ch->sess;
@@ -168,7 +54,7 @@ ss_chan(struct xg_session *s, struct xg_reg_channel *ch)
     return sc;
 }
 
-static void
+void
 ss_timer(struct event *ev, uint64_t ms)
 {
     struct timeval tv;
@@ -250,7 +136,7 @@ xg_session_flush_soon(struct xg_session *s)
 
 /* ---- batches ---- */
 
-static void
+void
 ss_batch_add(char ***a, size_t *n, size_t *cap, const char *name)
 {
     if (*n == *cap) {
@@ -266,7 +152,7 @@ ss_batch_add(char ***a, size_t *n, size_t *cap, const char *name)
  * ON NULL: through the venue, to the primary; else a rotation's
  * subscribes on ON. Returns the number of requests.
  */
-static int
+int
 ss_send_batches(struct xg_session *s, int subscribe, char **names, size_t n,
     struct xg_conn *on)
 {
@@ -771,7 +657,7 @@ ss_log_unknown(const struct xg_session *s, const struct xg_jspan *id)
 
 /* DATA on CH as any message of the channel's stream: the venue's
    continuity first, then (if it says so) every subscriber. */
-static void
+void
 ss_deliver(struct xg_session *s, struct xg_reg_channel *ch, const char *data,
     size_t len, const struct xg_umsg *m)
 {
@@ -789,13 +675,6 @@ ss_deliver(struct xg_session *s, struct xg_reg_channel *ch, const char *data,
         xg_session_fanout(s, ch, data, len);
     }
 }
-
-static void ss_rot_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
-    const struct xg_jspan *result, const struct xg_jspan *error);
-static int ss_rot_data(struct xg_session *s, struct xg_conn *c,
-    struct xg_reg_channel *ch, const char *data, size_t len);
-static void ss_rot_after(struct xg_session *s, struct xg_reg_channel *ch);
-static void ss_rot_check_retire(struct xg_session *s, struct xg_conn *c);
 
 void
 xg_session_message(struct xg_session *s, struct xg_conn *c, const char *data,
@@ -1155,12 +1034,6 @@ xg_session_take(struct xg_session *s, const struct xg_jspan *id)
     return q;
 }
 
-struct ss_ids {
-    struct xg_conn  *c;
-    uint64_t        *ids;
-    size_t           n, cap;
-    int              orphans;   /* and those written on no connection */
-};
 
 static void
 ss_ids_cb(struct xg_reg_req *q, void *arg)
@@ -1242,9 +1115,6 @@ ss_down_requests(struct xg_session *s, struct xg_conn *c, int primary,
     }
 }
 
-static void ss_rot_keep_channels(struct xg_session *s);
-static void ss_rot_check_soon(struct xg_session *s);
-
 enum xg_session_down
 xg_session_down(struct xg_session *s, struct xg_conn *c, unsigned *replayed,
     unsigned *lost)
@@ -1262,8 +1132,8 @@ xg_session_down(struct xg_session *s, struct xg_conn *c, unsigned *replayed,
             r->a = NULL;
             r->a_lost = 1;
             how = XG_SESSION_DOWN_TAKEOVER;
-            xg_log_warn("upstream %s: rotation #%u -> #%u: #%u lost while "
-                "#%u restores: #%u will take over", s->name, r->a_id,
+            xg_upstream_log(XG_LOG_WARN, s->up, "rotation of #%u to #%u: #%u "
+                "lost while #%u restores: #%u will take over", r->a_id,
                 r->b_id, r->a_id, r->b_id, r->b_id);
         } else if (r != NULL && r->phase == SR_RETIRE) {
             /* the new primary went before the old one retired */
@@ -1281,9 +1151,9 @@ xg_session_down(struct xg_session *s, struct xg_conn *c, unsigned *replayed,
     } else if (r != NULL && c == r->a) {
         r->a = NULL;
         if (r->b == NULL || r->phase == SR_RETIRE) {
-            xg_log_info("upstream %s: rotation #%u -> #%u finished: #%u "
-                "closed %llu ms after the start", s->name, r->a_id, r->b_id,
-                r->a_id, (unsigned long long) (xg_now_ms() - r->start_ms));
+            xg_upstream_log(XG_LOG_INFO, s->up, "rotation of #%u to #%u "
+                "finished: #%u closed, #%u serves", r->a_id, r->b_id,
+                r->a_id, r->b_id);
             ss_rot_free(s);
         }
     }
@@ -1301,7 +1171,7 @@ xg_session_down(struct xg_session *s, struct xg_conn *c, unsigned *replayed,
 
 /* Restore done: what was queued goes out (replays first), then what was
    asked for meanwhile, and the upstream is READY. */
-static void
+void
 ss_ready(struct xg_session *s, int tell)
 {
     struct xg_reg_req *q;
@@ -1363,8 +1233,6 @@ xg_session_open(struct xg_session *s, struct xg_conn *c)
     ss_restore_run(s);
 }
 
-static void ss_rot_run(struct xg_session *s);
-
 void
 xg_session_step_done(struct xg_session *s, struct xg_conn *c)
 {
@@ -1389,669 +1257,6 @@ struct xg_conn *
 xg_session_conn(const struct xg_session *s)
 {
     return s->conn;
-}
-
-/* ---- a make-before-break rotation (see xg_session.h) ---- */
-
-static void ss_rot_end(struct xg_session *s, const char *why);
-
-/* Frees the rotation (not the channels' held messages: see
-   ss_rot_reset_channels()). */
-static void
-ss_rot_free(struct xg_session *s)
-{
-    struct ss_rot *r = s->rot;
-
-    if (r == NULL) {
-        return;
-    }
-    event_free(r->ev_bound);
-    event_free(r->ev_check);
-    free(r);
-    s->rot = NULL;
-}
-
-static void
-ss_rot_reset_cb(struct xg_reg_channel *ch, void *arg)
-{
-    struct ss_chan *sc = ch->sess;
-
-    if (sc != NULL) {
-        sc->rot = SR_CH_NONE;
-        sc->rot_dropped = 0;
-        ss_chan_unhold(sc);
-    }
-}
-
-/* Every channel out of the rotation, its held messages dropped. */
-static void
-ss_rot_reset_channels(struct xg_session *s)
-{
-    xg_registry_channel_foreach(s->reg, ss_rot_reset_cb, NULL);
-}
-
-/* The rotation failed on B for WHY: B is retired, A untouched. */
-static void
-ss_rot_fail(struct xg_session *s, const char *why)
-{
-    struct ss_rot *r = s->rot;
-
-    xg_log_warn("upstream %s: rotation #%u -> #%u failed: %s", s->name,
-        r->a_id, r->b_id, why);
-    r->failed = 1;
-    evtimer_del(r->ev_bound);
-    ss_rot_reset_channels(s);
-    xg_upstream_retire(s->up, r->b, why);
-}
-
-static void
-ss_rot_check_soon(struct xg_session *s)
-{
-    if (s->rot != NULL) {
-        event_active(s->rot->ev_check, EV_TIMEOUT, 1);
-    }
-}
-
-/* Where DATA (NULL: nothing yet) of B stands on CH. */
-static enum xg_track_cross
-ss_rot_cross(struct xg_session *s, struct xg_reg_channel *ch,
-    const char *data, size_t len)
-{
-    return s->ops->cross != NULL ? s->ops->cross(s->owner, ch, data, len)
-                                 : XG_CROSS_SWITCH;
-}
-
-/*
- * Holds DATA of B for SC: 1. Past the bound while switching, the switch
- * ends now and 0 says DATA goes out after what was held; before (B still
- * restoring) it is dropped, a gap the channel's continuity will see.
- */
-static int
-ss_rot_hold(struct xg_session *s, struct ss_chan *sc, const char *data,
-    size_t len)
-{
-    if (sc->nheld >= SS_ROT_MAX_HELD) {
-        if (s->rot->phase != SR_CROSS) {
-            return 1;
-        }
-        xg_log_warn("upstream %s: rotation #%u -> #%u: %zu messages of "
-            "\"%s\" held: switching now", s->name, s->rot->a_id,
-            s->rot->b_id, sc->nheld, sc->ch->name);
-        ss_rot_end(s, "held bound");
-        return 0;
-    }
-    if (sc->nheld == sc->held_cap) {
-        sc->held_cap = sc->held_cap ? sc->held_cap * 2 : 8;
-        sc->held = xg_realloc(sc->held, sc->held_cap * sizeof(*sc->held));
-    }
-    sc->held[sc->nheld].p = xg_strndup(data, len);
-    sc->held[sc->nheld].len = len;
-    sc->nheld++;
-    return 1;
-}
-
-/* SC's held messages from FROM on go out as B's stream; all are freed. */
-static void
-ss_rot_release(struct xg_session *s, struct ss_chan *sc, size_t from)
-{
-    struct ss_msg *m = sc->held;
-    size_t i, n = sc->nheld;
-
-    sc->held = NULL;
-    sc->nheld = sc->held_cap = 0;
-    for (i = 0; i < n; i++) {
-        if (i >= from) {
-            ss_deliver(s, sc->ch, m[i].p, m[i].len, NULL);
-        }
-        free(m[i].p);
-    }
-    free(m);
-}
-
-/*
- * Goes through SC's held messages of B in order while they stand behind
- * what A delivered (dropped) or line up (the channel switches: what
- * follows goes out); stops at one that is ahead.
- */
-static void
-ss_rot_drain(struct xg_session *s, struct ss_chan *sc)
-{
-    enum xg_track_cross v = XG_CROSS_WAIT;
-    size_t i, k;
-
-    for (i = 0; i < sc->nheld; i++) {
-        v = ss_rot_cross(s, sc->ch, sc->held[i].p, sc->held[i].len);
-        if (v != XG_CROSS_DROP) {
-            break;
-        }
-        sc->rot_dropped = 1;
-    }
-    if (i == sc->nheld || v == XG_CROSS_WAIT) {
-        for (k = 0; k < i; k++) {
-            free(sc->held[k].p);
-        }
-        memmove(sc->held, sc->held + i, (sc->nheld - i) * sizeof(*sc->held));
-        sc->nheld -= i;
-        return;
-    }
-    sc->rot = SR_CH_SWITCHED;
-    s->rot->in_line++;
-    ss_rot_release(s, sc, v == XG_CROSS_SWITCH ? i : i + 1);
-}
-
-/*
- * DATA on CH during the rotation, from C: 1 when the rotation took it
- * (held, dropped, or delivered as the message CH switches at), 0 when it
- * goes out as usual.
- */
-static int
-ss_rot_data(struct xg_session *s, struct xg_conn *c,
-    struct xg_reg_channel *ch, const char *data, size_t len)
-{
-    struct ss_rot *r = s->rot;
-    struct ss_chan *sc;
-
-    if (c != r->b) {
-        /* A's: dropped once the channel is on B (or A retires) */
-        sc = ch->sess;
-        return c != s->conn || (sc != NULL && sc->rot == SR_CH_SWITCHED);
-    }
-    if (r->failed) {
-        return 1;
-    }
-    sc = ss_chan(s, ch);
-    if (r->phase == SR_RETIRE || sc->rot == SR_CH_SWITCHED) {
-        return 0;
-    }
-    if (r->phase != SR_CROSS || sc->rot != SR_CH_ON_B || sc->nheld > 0
-        || r->a_lost) {
-        return ss_rot_hold(s, sc, data, len);   /* a_lost: B takes over */
-    }
-    switch (ss_rot_cross(s, ch, data, len)) {
-    case XG_CROSS_WAIT:
-        return ss_rot_hold(s, sc, data, len);
-    case XG_CROSS_DROP:
-        sc->rot_dropped = 1;
-        return 1;
-    case XG_CROSS_DROP_SWITCH:
-        sc->rot = SR_CH_SWITCHED;
-        r->in_line++;
-        ss_rot_check_soon(s);
-        return 1;
-    default:
-        sc->rot = SR_CH_SWITCHED;
-        r->in_line++;
-        ss_rot_check_soon(s);
-        return 0;               /* it goes out: B's stream from here */
-    }
-}
-
-/* A delivered DATA on CH: B's held messages may line up now. */
-static void
-ss_rot_after(struct xg_session *s, struct xg_reg_channel *ch)
-{
-    struct ss_chan *sc = ch->sess;
-
-    if (s->rot == NULL || s->rot->phase != SR_CROSS || sc == NULL
-        || sc->rot != SR_CH_ON_B || sc->nheld == 0) {
-        return;
-    }
-    ss_rot_drain(s, sc);
-    ss_rot_check_soon(s);
-}
-
-struct ss_rot_names {
-    struct xg_session  *s;
-    char              **names;
-    size_t              n, cap;
-};
-
-static void
-ss_rot_names_cb(struct xg_reg_channel *ch, void *arg)
-{
-    struct ss_rot_names *l = arg;
-
-    if (ch->state == XG_CHAN_CONFIRMED) {
-        ss_chan(l->s, ch)->rot = SR_CH_SENT;
-        ss_batch_add(&l->names, &l->n, &l->cap, ch->name);
-    }
-}
-
-static void ss_rot_cross_start(struct xg_session *s);
-
-/*
- * An unsubscribe batch NAMES[0..N-1] goes to the primary A while B
- * restores or switches: the channels B holds are unsubscribed on B too
- * (either answer settles the channel).
- */
-static void
-ss_rot_unsubscribe(struct xg_session *s, char **names, size_t n)
-{
-    struct ss_rot *r = s->rot;
-    struct ss_rot_names l = { s, NULL, 0, 0 };
-    struct xg_reg_channel *ch;
-    size_t i;
-
-    if (r == NULL || r->failed || r->phase == SR_RETIRE) {
-        return;
-    }
-    for (i = 0; i < n; i++) {
-        ch = xg_registry_channel(s->reg, names[i]);
-        if (ch != NULL && ch->sess != NULL
-            && ((struct ss_chan *) ch->sess)->rot != SR_CH_NONE) {
-            ((struct ss_chan *) ch->sess)->rot = SR_CH_NONE;
-            ss_chan_unhold(ch->sess);
-            ss_batch_add(&l.names, &l.n, &l.cap, names[i]);
-        }
-    }
-    if (l.n > 0) {
-        ss_send_batches(s, 0, l.names, l.n, r->b);
-    }
-    free(l.names);
-}
-
-/*
- * Q, a subscribe sent on A, is answered after B was promoted: what it
- * subscribed lives on A, which is closing, so it is done again on B (a
- * client's new channel, a book's resync). Returns 1 when it was such an
- * answer.
- */
-static int
-ss_rot_late_answer(struct xg_session *s, const struct xg_reg_req *q)
-{
-    struct xg_reg_channel *ch;
-    int i;
-
-    if (s->rot == NULL || s->rot->phase != SR_RETIRE || q->conn == NULL
-        || q->conn != s->rot->a) {
-        return 0;
-    }
-    for (i = 0; i < q->nchan; i++) {
-        ch = xg_registry_channel(s->reg, q->chan[i]);
-        if (ch == NULL || ch->state != XG_CHAN_PENDING) {
-            continue;
-        }
-        xg_log_info("upstream %s: rotation #%u -> #%u: \"%s\" was "
-            "subscribed on #%u: again on #%u", s->name, s->rot->a_id,
-            s->rot->b_id, ch->name, s->rot->a_id, s->rot->b_id);
-        if (q->tag == XG_SESSION_RESUB) {
-            xg_session_resubscribe(s, ch);
-        } else {
-            ch->sent = 0;
-            xg_session_want(s, ch);
-        }
-    }
-    return 1;
-}
-
-/* B's restore: the venue's steps, then every confirmed channel. */
-static void
-ss_rot_run(struct xg_session *s)
-{
-    struct ss_rot *r = s->rot;
-    struct ss_rot_names l = { s, NULL, 0, 0 };
-    int rc;
-
-    while ((rc = s->ops->restore_step(s->owner, r->b, r->step)) == XG_OK) {
-        r->step++;
-    }
-    if (rc == XG_AGAIN) {
-        r->step++;
-        return;
-    }
-    r->phase = SR_SUBS;
-    xg_registry_channel_foreach(s->reg, ss_rot_names_cb, &l);
-    if (l.n > 0) {
-        xg_log_info("upstream %s: rotation #%u -> #%u: subscribing %zu "
-            "channels on #%u", s->name, r->a_id, r->b_id, l.n, r->b_id);
-        r->subs_left = ss_send_batches(s, 1, l.names, l.n, r->b);
-    }
-    free(l.names);
-    if (r->subs_left == 0) {
-        ss_rot_cross_start(s);
-    }
-}
-
-/* The answer on B to a subscribe batch of the rotation: every channel
-   must be in it, or the rotation fails. */
-static void
-ss_rot_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
-    const struct xg_jspan *result, const struct xg_jspan *error)
-{
-    struct ss_rot *r = s->rot;
-    char *errtext = NULL, why[320];
-    json_t *res;
-    int i;
-    size_t k;
-
-    if (r == NULL || r->failed || q->conn != r->b || r->phase != SR_SUBS) {
-        return;
-    }
-    res = s->ops->sub_result(s->owner, q, result, error, &errtext);
-    for (i = 0; i < q->nchan; i++) {
-        struct xg_reg_channel *ch = xg_registry_channel(s->reg, q->chan[i]);
-        int ok = 0;
-
-        for (k = 0; res != NULL && k < json_array_size(res); k++) {
-            const char *n = json_string_value(json_array_get(res, k));
-
-            if (n != NULL && strcmp(n, q->chan[i]) == 0) {
-                ok = 1;
-                break;
-            }
-        }
-        if (!ok) {
-            snprintf(why, sizeof(why), "channel \"%.100s\" refused on #%u: "
-                "%.160s", q->chan[i], r->b_id, errtext != NULL ? errtext
-                : "not in the result");
-            json_decref(res);
-            free(errtext);
-            ss_rot_fail(s, why);
-            return;
-        }
-        if (ch != NULL && ch->sess != NULL
-            && ((struct ss_chan *) ch->sess)->rot == SR_CH_SENT) {
-            ((struct ss_chan *) ch->sess)->rot = SR_CH_ON_B;
-        }
-    }
-    json_decref(res);
-    free(errtext);
-    if (--r->subs_left == 0) {
-        ss_rot_cross_start(s);
-    }
-}
-
-static void
-ss_rot_drain_cb(struct xg_reg_channel *ch, void *arg)
-{
-    struct ss_chan *sc = ch->sess;
-
-    if (sc != NULL && sc->rot == SR_CH_ON_B && sc->nheld > 0) {
-        ss_rot_drain(arg, sc);
-    }
-}
-
-/* B is restored: each channel switches where it lines up, within the
-   bound. */
-static void
-ss_rot_cross_start(struct xg_session *s)
-{
-    struct ss_rot *r = s->rot;
-
-    r->phase = SR_CROSS;
-    xg_log_info("upstream %s: rotation #%u -> #%u: #%u restored in %llu ms, "
-        "switching %zu channels", s->name, r->a_id, r->b_id, r->b_id,
-        (unsigned long long) (xg_now_ms() - r->start_ms),
-        xg_registry_nchannels(s->reg));
-    if (r->a_lost) {
-        ss_rot_check_soon(s);   /* nothing to line up with */
-        return;
-    }
-    ss_timer(r->ev_bound, SS_ROT_SWITCH_MS);
-    xg_registry_channel_foreach(s->reg, ss_rot_drain_cb, s);
-    ss_rot_check_soon(s);
-}
-
-struct ss_rot_scan {
-    struct xg_session  *s;
-    size_t              waiting;
-};
-
-static void
-ss_rot_scan_cb(struct xg_reg_channel *ch, void *arg)
-{
-    struct ss_rot_scan *sc = arg;
-    struct ss_chan *c = ch->sess;
-
-    if (c != NULL && c->rot == SR_CH_ON_B && (c->nheld > 0
-        || ss_rot_cross(sc->s, ch, NULL, 0) == XG_CROSS_WAIT)) {
-        sc->waiting++;
-    }
-}
-
-/* Once per loop pass while switching: is every channel on B (or free to
-   switch with nothing in line)? */
-static void
-ss_rot_on_check(evutil_socket_t fd, short what, void *arg)
-{
-    struct xg_session *s = arg;
-    struct ss_rot_scan scan = { s, 0 };
-
-    if (s->rot == NULL || s->rot->failed || s->rot->phase != SR_CROSS) {
-        return;
-    }
-    if (s->rot->a_lost) {
-        ss_rot_end(s, "the old connection was lost");
-        return;
-    }
-    xg_registry_channel_foreach(s->reg, ss_rot_scan_cb, &scan);
-    if (scan.waiting == 0) {
-        ss_rot_end(s, "in line");
-    }
-}
-
-static void
-ss_rot_keep_cb(struct xg_reg_channel *ch, void *arg)
-{
-    struct ss_rot_names *l = arg;
-    struct ss_chan *sc = ch->sess;
-
-    switch (ch->state) {
-    case XG_CHAN_CONFIRMED:
-        /* B subscribes it at the end of its steps; past them, a channel
-           not on B is subscribed anew when B takes over */
-        if (l->s->rot->phase != SR_STEPS
-            && (sc == NULL || sc->rot == SR_CH_NONE)) {
-            ch->state = XG_CHAN_PENDING;
-            ch->sent = 0;
-        }
-        break;
-    case XG_CHAN_PENDING:
-        ch->sent = 0;       /* its subscribe went with A */
-        break;
-    default:
-        if (ch->nsubs > 0 || ch->nwaiters > 0) {
-            ch->state = XG_CHAN_PENDING;
-            ch->sent = 0;
-        } else {
-            ss_batch_add(&l->names, &l->n, &l->cap, ch->name);
-        }
-        break;
-    }
-}
-
-/*
- * A was lost while B restores: the channels B holds stay confirmed, the
- * others are subscribed on B when it takes over (the registry's reset
- * after an outage, for the channels B does not hold).
- */
-static void
-ss_rot_keep_channels(struct xg_session *s)
-{
-    struct ss_rot_names l = { s, NULL, 0, 0 };
-    struct xg_reg_channel *ch;
-    size_t i;
-
-    xg_registry_channel_foreach(s->reg, ss_rot_keep_cb, &l);
-    for (i = 0; i < l.n; i++) {
-        if ((ch = xg_registry_channel(s->reg, l.names[i])) != NULL) {
-            xg_registry_channel_delete(s->reg, ch);
-        }
-        free(l.names[i]);
-    }
-    free(l.names);
-}
-
-static void
-ss_rot_force_cb(struct xg_reg_channel *ch, void *arg)
-{
-    struct xg_session *s = arg;
-    struct ss_rot *r = s->rot;
-    struct ss_chan *sc = ch->sess;
-
-    if (sc != NULL && (sc->rot == SR_CH_ON_B
-                       || (r->a_lost && sc->rot == SR_CH_SWITCHED))) {
-        /* on B, not in line: continuity as after an outage (with A lost,
-           a channel switched already too: its tracker went down with A) */
-        if (sc->rot == SR_CH_SWITCHED) {
-            sc->rot_dropped = 1;
-        }
-        if (sc->nheld > 0 || ss_rot_cross(s, ch, NULL, 0) == XG_CROSS_WAIT
-            || r->a_lost) {
-            r->forced++;
-        } else {
-            r->quiet++;
-        }
-        sc->rot = SR_CH_SWITCHED;
-        if (s->ops->cross_force != NULL) {
-            s->ops->cross_force(s->owner, ch, r->a_lost);
-        }
-        ss_rot_release(s, sc, 0);
-        if (s->ops->cross_done != NULL) {
-            s->ops->cross_done(s->owner, ch, sc->rot_dropped);
-        }
-    } else if (ch->state == XG_CHAN_CONFIRMED && !r->a_lost
-               && (sc == NULL || sc->rot != SR_CH_SWITCHED)) {
-        /* confirmed on A during the rotation: subscribed on B now, what
-           B brings checked as after an outage */
-        r->forced++;
-        if (s->ops->cross_force != NULL) {
-            s->ops->cross_force(s->owner, ch, 0);
-        }
-        xg_session_resubscribe(s, ch);
-    }
-    if (sc != NULL) {
-        sc->rot = SR_CH_NONE;
-        sc->rot_dropped = 0;
-        ss_chan_unhold(sc);
-    }
-}
-
-/*
- * The switch is over (WHY): B is promoted, the channels not in line
- * switch as after an outage, and A retires (its last words, then its
- * requests in flight answered). With A lost, B takes over as a restore.
- */
-static void
-ss_rot_end(struct xg_session *s, const char *why)
-{
-    struct ss_rot *r = s->rot;
-    uint64_t ms;
-
-    evtimer_del(r->ev_bound);
-    xg_upstream_promote(s->up, r->b);
-    if (xg_conn_role(r->b) != XG_CONN_PRIMARY) {
-        /* the upstream would not promote it (logged): B is on its way
-           out, its loss ends the rotation */
-        r->failed = 1;
-        ss_rot_reset_channels(s);
-        return;
-    }
-    r->phase = SR_RETIRE;
-    s->conn = r->b;
-    if (r->a_lost) {
-        s->restore_start_ms = r->start_ms;
-        ss_ready(s, 0);
-    }
-    xg_registry_channel_foreach(s->reg, ss_rot_force_cb, s);
-    s->rot_in_line += r->in_line;
-    s->rot_quiet += r->quiet;
-    s->rot_forced += r->forced;
-    xg_log_info("upstream %s: rotation #%u -> #%u: switched (%s) %llu ms "
-        "after the start: %u channels in line, %u quiet, %u as after an "
-        "outage", s->name, r->a_id, r->b_id, why,
-        (unsigned long long) (xg_now_ms() - r->start_ms), r->in_line,
-        r->quiet, r->forced);
-    if (r->a == NULL) {
-        ss_rot_free(s);
-        return;
-    }
-    if (s->ops->retiring != NULL) {
-        s->ops->retiring(s->owner, r->a);
-    }
-    ms = s->request_ms + 1000 > SS_ROT_RETIRE_MS ? s->request_ms + 1000
-                                                 : SS_ROT_RETIRE_MS;
-    ss_timer(r->ev_bound, ms);
-    ss_rot_check_retire(s, r->a);
-}
-
-static void
-ss_rot_count_cb(struct xg_reg_req *q, void *arg)
-{
-    struct ss_ids *l = arg;
-
-    l->n += q->conn == l->c;
-}
-
-/* C answered something: once the retiring A has no request in flight,
-   it is retired. */
-static void
-ss_rot_check_retire(struct xg_session *s, struct xg_conn *c)
-{
-    struct ss_rot *r = s->rot;
-    struct ss_ids l = { c, NULL, 0, 0, 0 };
-
-    if (r == NULL || r->phase != SR_RETIRE || c == NULL || c != r->a
-        || r->retired) {
-        return;
-    }
-    xg_registry_inflight_foreach(s->reg, ss_rot_count_cb, &l);
-    if (l.n > 0) {
-        return;
-    }
-    r->retired = 1;
-    evtimer_del(r->ev_bound);
-    xg_log_info("upstream %s: rotation #%u -> #%u: #%u has no request in "
-        "flight: retiring it", s->name, r->a_id, r->b_id, r->a_id);
-    xg_upstream_retire(s->up, r->a, "rotated");
-}
-
-/* The switch bound ran out (the channels not in line switch as after an
-   outage), or the retire bound (A is retired with what it still has in
-   flight). */
-static void
-ss_rot_on_bound(evutil_socket_t fd, short what, void *arg)
-{
-    struct xg_session *s = arg;
-    struct ss_rot *r = s->rot;
-
-    if (r == NULL || r->failed) {
-        return;
-    }
-    if (r->phase == SR_CROSS) {
-        ss_rot_end(s, "bound");
-        return;
-    }
-    if (r->phase == SR_RETIRE && r->a != NULL && !r->retired) {
-        r->retired = 1;
-        xg_log_warn("upstream %s: rotation #%u -> #%u: #%u still has "
-            "requests in flight: retiring it all the same", s->name,
-            r->a_id, r->b_id, r->a_id);
-        xg_upstream_retire(s->up, r->a, "rotated");
-    }
-}
-
-void
-xg_session_rotate(struct xg_session *s, struct xg_conn *c)
-{
-    struct ss_rot *r;
-
-    if (s->rot != NULL || s->st != XG_SESSION_READY || s->conn == NULL) {
-        xg_upstream_retire(s->up, c, "the session is not ready to rotate");
-        return;
-    }
-    r = xg_calloc(1, sizeof(*r));
-    r->a = s->conn;
-    r->b = c;
-    r->a_id = xg_conn_id(r->a);
-    r->b_id = xg_conn_id(c);
-    r->start_ms = xg_now_ms();
-    r->ev_bound = evtimer_new(s->base, ss_rot_on_bound, s);
-    r->ev_check = event_new(s->base, -1, 0, ss_rot_on_check, s);
-    s->rot = r;
-    xg_log_info("upstream %s: rotation #%u -> #%u: restoring the session on "
-        "#%u while #%u serves", s->name, r->a_id, r->b_id, r->b_id, r->a_id);
-    ss_rot_run(s);
 }
 
 /* ---- /status ---- */
