@@ -435,8 +435,8 @@ dr_retiring(void *p, struct xg_conn *c)
     if (!d->cf->cod) {
         return;
     }
-    xg_log_info("upstream %s#%u: retiring: private/disable_cancel_on_"
-        "disconnect before the close", d->name, xg_conn_id(c));
+    xg_conn_log(XG_LOG_INFO, c, "retiring: "
+        "private/disable_cancel_on_disconnect before the close");
     dr_send_on(d, dr_internal(K_COD_OFF,
         "private/disable_cancel_on_disconnect",
         json_pack("{s:s}", "scope", "connection")), c);
@@ -446,17 +446,16 @@ dr_retiring(void *p, struct xg_conn *c)
 void
 dr_on_cod_off(struct dr *d, struct xg_reg_req *q, const struct xg_jspan *error)
 {
-    unsigned id = q->conn != NULL ? xg_conn_id(q->conn) : 0;
+    struct xg_conn *c = q->conn;    /* the answer came on it: still open */
 
     if (error->p != NULL) {
         d->cod_off_failed++;
-        xg_log_warn("upstream %s#%u: private/disable_cancel_on_disconnect "
+        xg_conn_log(XG_LOG_WARN, c, "private/disable_cancel_on_disconnect "
             "refused: %.*s; its close may cancel the orders placed through "
-            "it", d->name, id, (int) (error->len > 200 ? 200 : error->len),
-            error->p);
+            "it", (int) (error->len > 200 ? 200 : error->len), error->p);
         return;
     }
     d->cod_offs++;
-    xg_log_info("upstream %s#%u: cancel-on-disconnect disabled before the "
-        "close", d->name, id);
+    xg_conn_log(XG_LOG_INFO, c, "cancel-on-disconnect disabled before the "
+        "close");
 }

@@ -1446,8 +1446,8 @@ dr_cross_done(void *p, struct xg_reg_channel *ch, int dropped)
 
     if (b != NULL && dropped && ch->state == XG_CHAN_CONFIRMED
         && !xg_book_synced(b->book)) {
-        xg_log_info("upstream %s: %s: no snapshot of the new connection to "
-            "bridge: resubscribing", d->name, ch->name);
+        xg_upstream_log(XG_LOG_INFO, d->up, "%s: no snapshot of the new "
+            "connection to bridge: resubscribing", ch->name);
         xg_track_gap(ch->ext, ch->last_data_ms, "rotation");
         xg_session_resubscribe(d->s, ch);
     }

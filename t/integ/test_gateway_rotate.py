@@ -247,8 +247,8 @@ async def body(h):
 
     times = [int(x) for x in
              [l.split("ms after the start")[0].rsplit(" ", 1)[-1]
-              for l in h.log_lines(r"upstream sim: rotation #\d+: #\d+ "
-                                   r"closed \(.*ms after the start")]]
+              for l in h.log_lines(r"upstream sim#\d+: rotation #\d+: "
+                                   r"#\d+ closed \(.*ms after the start")]]
     check(len(times) == ROTATIONS, "%d close lines" % len(times))
     # old connections waited for the slow request in flight on them
     check(max(times[PLAIN:]) >= 100, "no rotation waited for a request: "
