@@ -12,6 +12,7 @@
 #include "xg_core.h"
 #include "xg_client.h"
 #include "xg_client_int.h"
+#include "xg_io.h"
 #include "xg_listen.h"
 #include "xg_log.h"
 #include "xg_venue.h"
@@ -98,11 +99,17 @@ msg_line_done(const void *data, size_t len, void *arg)
     xg_msg_unref(arg);
 }
 
-/* M's line to TCP client C: to the socket now, or the rest by reference. */
+static struct xg_io_stats *client_io(struct xg_client *c);
+
+/*
+ * M's line (NMSGS messages) to TCP client C: to the socket now, or the
+ * rest by reference.
+ */
 static int
-tcp_send_msg(struct xg_client *c, struct xg_msg *m)
+tcp_send_msg(struct xg_client *c, struct xg_msg *m, size_t nmsgs)
 {
-    size_t n = xg_bev_send_now(c->bev, m->data, m->len + 1);
+    size_t n = xg_bev_send_now(c->bev, m->data, m->len + 1, nmsgs,
+        client_io(c));
 
     if (n == m->len + 1) {
         return XG_OK;
@@ -145,6 +152,11 @@ struct xg_fanout {
     size_t               nmsgs;
     size_t               bytes;
     struct event        *ev;
+    /* counters for /status: the batches, and the clients' socket I/O */
+    uint64_t             batches;
+    uint64_t             batch_msgs;
+    uint64_t             batches_by_msgs[XG_IO_BUCKETS];
+    struct xg_io_stats   io;
 };
 
 static void output_check(struct xg_client *c);
@@ -173,6 +185,9 @@ xg_client_fanout_flush(struct xg_fanout *fo)
     }
     fo->nmsgs = 0;
     fo->bytes = 0;
+    fo->batches++;
+    fo->batch_msgs += n;
+    fo->batches_by_msgs[xg_io_bucket(n)]++;
     if (n == 1) {
         for (i = 0; i < fo->nto; i++) {
             xg_client_send_msg(fo->to[i], fo->msgs[0]);
@@ -216,7 +231,7 @@ xg_client_fanout_flush(struct xg_fanout *fo)
                 line = xg_msg_new(text, total - 1);
                 free(text);
             }
-            if (tcp_send_msg(c, line) != XG_OK) {
+            if (tcp_send_msg(c, line, n) != XG_OK) {
                 continue;
             }
         }
@@ -236,6 +251,38 @@ static void
 fanout_on_pass(evutil_socket_t fd, short what, void *arg)
 {
     xg_client_fanout_flush(arg);
+}
+
+/* The counters C's socket I/O adds to: its loop's fan-out's. */
+static struct xg_io_stats *
+client_io(struct xg_client *c)
+{
+    return &c->l->fo->io;
+}
+
+/*
+ * See xg_client.h. Messages per batch and per send, the sends that found
+ * a socket full, and the writes of queued output, since the start.
+ */
+void
+xg_client_fanout_status(json_t *root, void *arg)
+{
+    const struct xg_fanout *fo = arg;
+    json_t *o = xg_io_json(&fo->io), *h = json_object();
+    int i;
+
+    for (i = 0; i < XG_IO_BUCKETS; i++) {
+        json_object_set_new(h, xg_io_bucket_name(i),
+            json_integer((json_int_t) fo->batches_by_msgs[i]));
+    }
+    /* client sockets are read for requests only: not what this is for */
+    json_object_del(o, "reads");
+    json_object_del(o, "read_bytes");
+    json_object_set_new(o, "batches", json_integer((json_int_t) fo->batches));
+    json_object_set_new(o, "batch_messages",
+        json_integer((json_int_t) fo->batch_msgs));
+    json_object_set_new(o, "batches_by_messages", h);
+    json_object_set_new(root, "fanout", o);
 }
 
 /* See xg_client.h. */
@@ -538,7 +585,7 @@ xg_client_send_msg(struct xg_client *c, struct xg_msg *m)
         if (xg_ws_send_frame(c->ws, m->frame) != XG_OK) {
             return XG_ERROR;
         }
-    } else if (tcp_send_msg(c, m) != XG_OK) {
+    } else if (tcp_send_msg(c, m, 1) != XG_OK) {
         return XG_ERROR;
     }
     client_count_out(c, 1);
@@ -761,6 +808,7 @@ xg_client_new_ws(struct xg_listener *l, evutil_socket_t fd,
     o.log_name = c->name;
     o.owner_logs = 1;   /* open and closed are logged here, once */
     o.direct_output = 1;    /* the fan-out sends a loop pass's batch */
+    o.io = client_io(c);
     c->ws = xg_ws_accept(l->base, fd, NULL, &o, ws_check, &ws_cbs, c);
     return c;
 }
@@ -779,6 +827,7 @@ xg_client_new_tcp(struct xg_listener *l, evutil_socket_t fd,
         return NULL;
     }
     bufferevent_setcb(c->bev, tcp_read, tcp_write, tcp_event, c);
+    xg_bev_count_writes(c->bev, client_io(c));
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     xg_log_info("%s: open", c->name);
     c->cs = l->pm->client_open(l->pp, c);

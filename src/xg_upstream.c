@@ -357,6 +357,7 @@ conn_connect(struct xg_upstream *up, struct xg_conn *c)
     opts.log_name = c->log_name;
     /* up_set_state() logs every transition: one line per event. */
     opts.owner_logs = 1;
+    opts.io = &up->io;
 
     timer_arm(c->ev_deadline,
         up->conf->connect_timeout_ms + XG_UP_DEADLINE_GRACE_MS);

@@ -52,6 +52,7 @@
 struct xg_frame {
     unsigned       refs;
     size_t         len;
+    size_t         nmsgs;       /* messages in it, for the counters */
     unsigned char  data[];
 };
 
@@ -90,6 +91,7 @@ struct xg_ws {
     struct evutil_addrinfo  *ai_list;
     struct evutil_addrinfo  *ai_next;
     char                     connect_err[400];
+    size_t                   in_left;       /* input left after a feed */
 
     int                      busy;
     unsigned                 freed:1;       /* xg_ws_free() while busy */
@@ -256,6 +258,24 @@ fd_nodelay(evutil_socket_t fd)
 
     /* Small messages are the norm: never let Nagle hold one back. */
     (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/*
+ * Makes BEV, which becomes the connection's, read and write as much at a
+ * time as the options say, and count its writes when asked.
+ */
+static void
+ws_bev_tune(struct xg_ws *ws, struct bufferevent *bev)
+{
+    if (ws->opts.read_max > 0) {
+        bufferevent_set_max_single_read(bev, ws->opts.read_max);
+    }
+    if (ws->opts.write_max > 0) {
+        bufferevent_set_max_single_write(bev, ws->opts.write_max);
+    }
+    if (ws->direct && ws->opts.io != NULL) {
+        xg_bev_count_writes(bev, ws->opts.io);
+    }
 }
 
 /* ---- going down --------------------------------------------------------- */
@@ -1030,6 +1050,7 @@ ws_cli_tls_start(struct xg_ws *ws)
     bufferevent_setfd(ws->bev, -1);
     bufferevent_free(ws->bev);
     ws->bev = nb;
+    ws_bev_tune(ws, nb);
     bufferevent_openssl_set_allow_dirty_shutdown(nb, 1);
     bufferevent_setcb(nb, ws_read_cb, ws_write_cb, ws_event_cb, ws);
     bufferevent_enable(nb, EV_READ | EV_WRITE);
@@ -1118,6 +1139,7 @@ ws_try_connect(struct xg_ws *ws)
             continue;
         }
         ws->bev = bev;
+        ws_bev_tune(ws, bev);
         return;
     }
     ws_fail(ws, 0, "%s", ws->connect_err[0] ? ws->connect_err
@@ -1202,6 +1224,14 @@ ws_read_cb(struct bufferevent *bev, void *arg)
 
     ws_enter(ws);
     ws->last_rx_ms = xg_now_ms();
+    if (ws->opts.io != NULL) {
+        /* one read per callback: the bytes it added to what was left */
+        size_t have = evbuffer_get_length(bufferevent_get_input(bev));
+
+        ws->opts.io->reads++;
+        ws->opts.io->read_bytes += have > ws->in_left ? have - ws->in_left
+            : 0;
+    }
     if (!ws_dead(ws)) {
         if (ws->state == XG_WS_TLS && ws->server) {
             /* Data means the tls handshake is over, event or not. */
@@ -1225,6 +1255,9 @@ ws_read_cb(struct bufferevent *bev, void *arg)
         default:
             break;
         }
+    }
+    if (ws->opts.io != NULL && ws->bev == bev) {
+        ws->in_left = evbuffer_get_length(bufferevent_get_input(bev));
     }
     ws_leave(ws);
 }
@@ -1522,6 +1555,9 @@ xg_ws_accept(struct event_base *base, evutil_socket_t fd, SSL_CTX *tls,
         ws->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
         ws->direct = opts->direct_output;
     }
+    if (ws->bev != NULL) {
+        ws_bev_tune(ws, ws->bev);
+    }
     ws_accept_common(ws, check);
     if (ws->bev == NULL) {
         evutil_closesocket(fd);
@@ -1544,6 +1580,7 @@ xg_ws_accept_bev(struct event_base *base, struct bufferevent *bev,
     snprintf(ws->peer, sizeof(ws->peer), "%s", peer ? peer : "pair");
     ws->state = XG_WS_HANDSHAKE;
     ws->bev = bev;
+    ws_bev_tune(ws, bev);
     return ws_accept_common(ws, check);
 }
 
@@ -1740,6 +1777,7 @@ frame_new(int opcode, const void *data, size_t len)
     f = xg_malloc(sizeof(*f) + n + len);
     f->refs = 1;
     f->len = n + len;
+    f->nmsgs = 1;
     memcpy(f->data, hdr, n);
     if (len > 0) {
         memcpy(f->data + n, data, len);
@@ -1765,6 +1803,7 @@ xg_frame_texts(const void *const *data, const size_t *len, size_t n)
     }
     f = xg_malloc(sizeof(*f) + total);
     f->refs = 1;
+    f->nmsgs = n;
     for (i = 0; i < n; i++) {
         h = xg_wsproto_frame_header(hdr, WSLAY_TEXT_FRAME, len[i], NULL);
         memcpy(f->data + off, hdr, h);
@@ -1820,7 +1859,8 @@ xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f)
     {
         return XG_ERROR;
     }
-    n = ws->direct ? xg_bev_send_now(ws->bev, f->data, f->len) : 0;
+    n = ws->direct ? xg_bev_send_now(ws->bev, f->data, f->len, f->nmsgs,
+        ws->opts.io) : 0;
     if (n == f->len) {
         return XG_OK;
     }
@@ -1845,18 +1885,62 @@ xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f)
  * bufferevent's own write meets it again and reports it.
  */
 size_t
-xg_bev_send_now(struct bufferevent *bev, const void *data, size_t len)
+xg_bev_send_now(struct bufferevent *bev, const void *data, size_t len,
+    size_t nmsgs, struct xg_io_stats *io)
 {
     evutil_socket_t fd = bufferevent_getfd(bev);
     ssize_t n;
 
+    if (io != NULL) {
+        io->msgs += nmsgs;
+        io->msg_bytes += len;
+    }
     if (fd < 0 || evbuffer_get_length(bufferevent_get_output(bev)) != 0
         || !(bufferevent_get_enabled(bev) & EV_WRITE))
     {
+        if (io != NULL) {
+            io->queued_bytes += len;
+        }
         return 0;
     }
     do {
         n = send(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
+    if (io != NULL) {
+        if (n > 0) {
+            size_t m = (size_t) n == len ? nmsgs
+                : ((size_t) n * nmsgs + len / 2) / len;
+
+            /* the messages whose bytes went, to the nearest whole one */
+            xg_io_sent(io, (size_t) n, m > 0 ? m : 1);
+            if ((size_t) n < len) {
+                io->partial++;
+            }
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            io->would_block++;
+        }
+        io->queued_bytes += n > 0 ? len - (size_t) n : len;
+    }
     return n > 0 ? (size_t) n : 0;
+}
+
+/* Counts what libevent drains from an output buffer: its socket writes. */
+static void
+bev_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+    struct xg_io_stats *io = arg;
+
+    if (info->n_deleted > 0) {
+        io->queued_writes++;
+        xg_io_sent(io, info->n_deleted, 0);
+    }
+}
+
+/* See xg_ws.h. */
+int
+xg_bev_count_writes(struct bufferevent *bev, struct xg_io_stats *io)
+{
+    return evbuffer_add_cb(bufferevent_get_output(bev), bev_out_cb, io)
+        != NULL ? XG_OK : XG_ERROR;
 }

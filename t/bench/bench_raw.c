@@ -160,7 +160,7 @@ up_forward(struct evbuffer *in)
             continue;
         }
         out = bufferevent_get_output(c->bev);
-        sent = xg_bev_send_now(c->bev, ch->data, n);
+        sent = xg_bev_send_now(c->bev, ch->data, n, 1, NULL);
         if (sent < n) {
             ch->refs++;
             evbuffer_add_reference(out, ch->data + sent, n - sent,
