@@ -15,7 +15,12 @@
  *   hold     N connections held open (for the memory scenario), subscribed
  *            on request from stdin.
  *
- * One JSON line goes to stdout per run; progress and errors to stderr.
+ * One JSON line goes to stdout per run, after {"window":"start"} and
+ * {"window":"end"} as the measuring window opens and closes (a driver
+ * reads the system's own counters then); progress and errors to stderr.
+ * The run's JSON has the client's CPU time in the window and its wait for
+ * a CPU (client_cpu_s, client_wait_s): together near the window's length,
+ * the client set the pace, not the system.
  *
  * The handshake and frame headers use src/xg_wsproto.h; frames are read
  * by a small in-place parser of our own rather than by xg_ws: a load
@@ -143,6 +148,8 @@ static struct {
     uint64_t     t_rate;        /* ns: the new rate is in force after it */
     double       cpu0, cpu1;    /* the system under test, seconds */
     double       self0, self1;  /* this process */
+    double       wait0, wait1;  /* its wait for a CPU */
+    uint64_t     reads, reads0, reads1;  /* socket reads that got bytes */
 } B;
 
 static uint64_t
@@ -448,18 +455,71 @@ scan_u64(const char *p, const char *end, const char *key, size_t klen,
 
 static void restore_check(struct conn *c, int ch, uint64_t ts, uint64_t now);
 
+/* The digits at *P (before END) as a number; -1 when there are none. */
+static int
+digits(const char **p, const char *end, uint64_t *out)
+{
+    const char *q = *p;
+    uint64_t v = 0;
+
+    while (q < end && *q >= '0' && *q <= '9') {
+        v = v * 10 + (uint64_t) (*q - '0');
+        q++;
+    }
+    if (q == *p) {
+        return -1;
+    }
+    *p = q;
+    *out = v;
+    return 0;
+}
+
+/*
+ * exsim's bench message as it sends it (and exgate, raw and nginx pass it
+ * on): channel, seq and ts_ns read at their known places, without a scan.
+ * Returns -1 for anything else, which takes the general path.
+ */
+static int
+fast_fields(const char *m, size_t len, uint64_t *chn, uint64_t *seq,
+    uint64_t *ts)
+{
+    static const char k0[] = "{\"jsonrpc\":\"2.0\",\"method\":\"subscription\","
+        "\"params\":{\"channel\":\"bench.";
+    static const char k1[] = "\",\"data\":{\"seq\":";
+    static const char k2[] = ",\"ts_ns\":";
+    const char *p = m + sizeof(k0) - 1, *end = m + len;
+
+    if (len < sizeof(k0) - 1 + sizeof(k1) - 1 + sizeof(k2) - 1 + 3
+        || memcmp(m, k0, sizeof(k0) - 1) != 0 || digits(&p, end, chn) != 0
+        || (size_t) (end - p) < sizeof(k1) - 1
+        || memcmp(p, k1, sizeof(k1) - 1) != 0)
+    {
+        return -1;
+    }
+    p += sizeof(k1) - 1;
+    if (digits(&p, end, seq) != 0 || (size_t) (end - p) < sizeof(k2) - 1
+        || memcmp(p, k2, sizeof(k2) - 1) != 0)
+    {
+        return -1;
+    }
+    p += sizeof(k2) - 1;
+    return digits(&p, end, ts);
+}
+
 static void
 on_message(struct conn *c, const char *m, size_t len, uint64_t now)
 {
     static const char kch[] = "\"channel\":\"bench.";
-    const char *end = m + len, *p;
+    const char *end = m + len, *p = NULL;
     uint64_t chn, seq, ts;
     int ch;
 
     B.total_msgs++;
-    if (scan_u64(m, end, kch, sizeof(kch) - 1, &chn, &p) == 0) {
-        if (scan_u64(p, end, "\"seq\":", 6, &seq, &p) != 0
-            || scan_u64(p, end, "\"ts_ns\":", 8, &ts, NULL) != 0
+    if (fast_fields(m, len, &chn, &seq, &ts) == 0
+        || scan_u64(m, end, kch, sizeof(kch) - 1, &chn, &p) == 0)
+    {
+        if ((p != NULL && (scan_u64(p, end, "\"seq\":", 6, &seq, &p) != 0
+            || scan_u64(p, end, "\"ts_ns\":", 8, &ts, NULL) != 0))
             || chn < (uint64_t) B.chan0
             || chn >= (uint64_t) (B.chan0 + B.nchan))
         {
@@ -649,6 +709,7 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     now = now_ns();
+    B.reads++;
     len = have + (size_t) r;
     p = buf;
     if (c->state == C_HANDSHAKE) {
@@ -751,6 +812,27 @@ self_cpu(void)
         + (double) ru.ru_stime.tv_sec + (double) ru.ru_stime.tv_usec / 1e6;
 }
 
+/*
+ * Seconds this process waited for a CPU while runnable (the scheduler's
+ * run_delay, /proc/self/schedstat), or -1 where the kernel has none. With
+ * the CPU time it says whether the client could have done more: a client
+ * that ran or waited to run all the time was the bottleneck.
+ */
+static double
+self_wait(void)
+{
+    unsigned long long run, delay;
+    FILE *fp = fopen("/proc/self/schedstat", "r");
+    int ok;
+
+    if (fp == NULL) {
+        return -1;
+    }
+    ok = fscanf(fp, "%llu %llu", &run, &delay) == 2;
+    fclose(fp);
+    return ok ? (double) delay / 1e9 : -1;
+}
+
 static void
 window_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -764,13 +846,23 @@ window_cb(evutil_socket_t fd, short what, void *arg)
         B.anchor_shift = 0;
         B.cpu0 = sut_cpu();
         B.self0 = self_cpu();
+        B.wait0 = self_wait();
+        B.reads0 = B.reads;
         arm(B.tick, B.duration_s);
+        /* for a driver that reads the system's own counters over the
+           window (run_bench: exgate's /status) */
+        printf("{\"window\":\"start\"}\n");
+        fflush(stdout);
         return;
     }
     B.in_window = 0;
     B.t_win1 = now;
     B.cpu1 = sut_cpu();
     B.self1 = self_cpu();
+    B.wait1 = self_wait();
+    B.reads1 = B.reads;
+    printf("{\"window\":\"end\"}\n");
+    fflush(stdout);
     finish();
 }
 
@@ -1142,6 +1234,13 @@ finish(void)
         json_object_set_new(o, "bad_messages",
             json_integer((json_int_t) B.errors_rpc));
         json_object_set_new(o, "client_cpu_s", json_real(B.self1 - B.self0));
+        if (B.wait0 >= 0 && B.wait1 >= 0) {
+            json_object_set_new(o, "client_wait_s",
+                json_real(B.wait1 - B.wait0));
+        }
+        json_object_set_new(o, "client_reads",
+            json_integer((json_int_t) (B.reads1 >= B.reads0
+                ? B.reads1 - B.reads0 : 0)));
         if (B.cpu0 >= 0 && B.cpu1 >= 0 && B.t_win0 != 0) {
             json_object_set_new(o, "sut_cpu_s", json_real(B.cpu1 - B.cpu0));
             json_object_set_new(o, "sut_cpu_s_per_m", json_real(B.deliveries
