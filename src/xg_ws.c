@@ -48,6 +48,8 @@
 #define WS_DEFAULT_MAX_MESSAGE   ((size_t) 16 * 1024 * 1024)
 #define WS_DEFAULT_TIMEOUT_MS    10000
 #define WS_DEFAULT_CLOSE_MS      3000
+#define WS_READ_CHUNK            (64 * 1024)    /* one recv of read_more */
+#define WS_LIBEVENT_READ         4096   /* libevent 2.1's EVBUFFER_MAX_READ */
 
 struct xg_frame {
     unsigned       refs;
@@ -1217,20 +1219,78 @@ ws_resolve(struct xg_ws *ws)
 
 /* ---- bufferevent callbacks ---------------------------------------------- */
 
+/*
+ * libevent 2.1 reads at most 4096 bytes a read callback (EVBUFFER_MAX_READ
+ * in its buffer.c, whatever max_single_read says): 13 bench messages, all
+ * that one loop pass could then fan out, one send(2) per client for each.
+ * A plain connection with opts.read_max reads on, one recv(2) per 64 KiB,
+ * until the socket is dry or read_max bytes came in this callback. An
+ * error or EOF is left to libevent's next read, which meets it again and
+ * reports it. (A socket bufferevent keeps the end of its input frozen but
+ * while it reads itself; so do we.)
+ */
+static void ws_read_into(struct xg_ws *ws, struct evbuffer *in,
+    evutil_socket_t fd);
+
+static void
+ws_read_more(struct xg_ws *ws, struct bufferevent *bev)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+
+    evbuffer_unfreeze(in, 0);
+    ws_read_into(ws, in, fd);
+    evbuffer_freeze(in, 0);
+}
+
+static void
+ws_read_into(struct xg_ws *ws, struct evbuffer *in, evutil_socket_t fd)
+{
+    size_t got = 0;
+
+    while (fd >= 0 && got < ws->opts.read_max) {
+        struct evbuffer_iovec v;
+        size_t want = ws->opts.read_max - got;
+        ssize_t n;
+
+        if (want > WS_READ_CHUNK) {
+            want = WS_READ_CHUNK;
+        }
+        if (evbuffer_reserve_space(in, (ev_ssize_t) want, &v, 1) != 1) {
+            return;
+        }
+        do {
+            n = recv(fd, v.iov_base, want, MSG_DONTWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n <= 0) {
+            return;     /* the space stays reserved, uncommitted */
+        }
+        v.iov_len = (size_t) n;
+        evbuffer_commit_space(in, &v, 1);
+        got += (size_t) n;
+        if (ws->opts.io != NULL) {
+            ws->opts.io->reads++;
+            ws->opts.io->read_bytes += (size_t) n;
+        }
+        if ((size_t) n < want) {
+            return;     /* dry */
+        }
+    }
+}
+
 static void
 ws_read_cb(struct bufferevent *bev, void *arg)
 {
     struct xg_ws *ws = arg;
+    size_t have = evbuffer_get_length(bufferevent_get_input(bev));
+    /* one read per callback: the bytes it added to what was left */
+    size_t got = have > ws->in_left ? have - ws->in_left : 0;
 
     ws_enter(ws);
     ws->last_rx_ms = xg_now_ms();
     if (ws->opts.io != NULL) {
-        /* one read per callback: the bytes it added to what was left */
-        size_t have = evbuffer_get_length(bufferevent_get_input(bev));
-
         ws->opts.io->reads++;
-        ws->opts.io->read_bytes += have > ws->in_left ? have - ws->in_left
-            : 0;
+        ws->opts.io->read_bytes += got;
     }
     if (!ws_dead(ws)) {
         if (ws->state == XG_WS_TLS && ws->server) {
@@ -1250,13 +1310,20 @@ ws_read_cb(struct bufferevent *bev, void *arg)
             break;
         case XG_WS_OPEN:
         case XG_WS_CLOSING:
+            /* libevent reads what FIONREAD shows, up to 4096: less
+               means the socket is dry, and a recv would find nothing */
+            if (ws->opts.read_max > 0 && !ws->tls && !ws->discard
+                && got >= WS_LIBEVENT_READ)
+            {
+                ws_read_more(ws, bev);
+            }
             ws_feed(ws);
             break;
         default:
             break;
         }
     }
-    if (ws->opts.io != NULL && ws->bev == bev) {
+    if (ws->bev == bev) {
         ws->in_left = evbuffer_get_length(bufferevent_get_input(bev));
     }
     ws_leave(ws);

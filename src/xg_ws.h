@@ -102,7 +102,11 @@ struct xg_ws_opts {
      * socket reads, and with direct_output its writes. NULL: none.
      */
     struct xg_io_stats *io;
-    /* Bytes one socket read may take; 0: libevent's default (16 KiB). */
+    /*
+     * Bytes one read callback may take from a plain socket once open: it
+     * reads on until the socket is dry or this much came in. 0: what
+     * libevent reads, at most 4 KiB a callback (and TLS: one record).
+     */
     size_t             read_max;
     /* Bytes one write of queued output may take; 0: libevent's (16 KiB). */
     size_t             write_max;

@@ -5,7 +5,9 @@
  * and copies every byte exsim sends (already framed: server frames are
  * unmasked, so they are valid for any client) to all N client sockets.
  *
- * Nothing is parsed or routed: each read from the upstream is copied once
+ * Nothing is parsed or routed: what one read callback gets from the
+ * upstream (libevent's read of at most 4 KiB, then recv(2) until the socket
+ * is dry or 256 KiB came in, as exgate reads its upstreams) is copied once
  * into a refcounted chunk and written to every client's socket at once
  * when nothing is queued for it (xg_bev_send_now, the gateway's own
  * output path), else appended by reference to the client's libevent
@@ -50,6 +52,7 @@
 
 #define OUT_HIGH   (1u << 20)
 #define OUT_LOW    (256u << 10)
+#define READ_MAX   (256u << 10)     /* exgate's XG_UP_READ_MAX */
 
 struct client {
     struct client      *next, *prev;
@@ -236,12 +239,48 @@ up_forward(struct evbuffer *in)
     }
 }
 
+/* Reads on until the socket is dry or READ_MAX came in (see xg_ws.c). */
+static void
+up_read_more(struct bufferevent *bev)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    size_t got = 0;
+
+    evbuffer_unfreeze(in, 0);
+    while (got < READ_MAX) {
+        struct evbuffer_iovec v;
+        size_t want = READ_MAX - got > 65536 ? 65536 : READ_MAX - got;
+        ssize_t n;
+
+        if (evbuffer_reserve_space(in, (ev_ssize_t) want, &v, 1) != 1) {
+            break;
+        }
+        n = recv(fd, v.iov_base, want, MSG_DONTWAIT);
+        if (n <= 0) {
+            break;
+        }
+        v.iov_len = (size_t) n;
+        evbuffer_commit_space(in, &v, 1);
+        got += (size_t) n;
+        R.up_io.reads++;
+        if ((size_t) n < want) {
+            break;
+        }
+    }
+    evbuffer_freeze(in, 0);
+}
+
 static void
 up_read(struct bufferevent *bev, void *arg)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
 
     R.up_io.reads++;
+    /* under 4096 bytes from libevent: the socket is dry (see xg_ws.c) */
+    if (R.up_open && evbuffer_get_length(in) >= 4096) {
+        up_read_more(bev);
+    }
     R.up_io.read_bytes += evbuffer_get_length(in);
 
     if (!R.up_open) {

@@ -815,6 +815,77 @@ START_TEST(test_direct_output_order)
 }
 END_TEST
 
+/*
+ * read_max: a read callback reads on past libevent's 4 KiB until the
+ * socket is dry, and every message arrives whole and in order across the
+ * chunks; the counters see every byte once. The sender batches as the
+ * fan-out does (xg_frame_texts, direct_output, a large write_max). Fails
+ * without ws_read_more (a read callback per 4 KiB: over 70 reads for
+ * 300 KiB), or if a chunk boundary loses or repeats bytes.
+ */
+START_TEST(test_read_more_and_counters)
+{
+    enum { N = 1000, LEN = 300, BATCH = 100 };
+    struct xg_io_stats cio, sio;
+    struct xg_ws_opts o;
+    const void *data[BATCH];
+    size_t len[BATCH], total = 0, i, by = 0;
+    char (*msgs)[LEN] = malloc((size_t) N * LEN);
+    int k;
+
+    memset(&cio, 0, sizeof(cio));
+    memset(&sio, 0, sizeof(sio));
+    default_opts(&o);
+    o.read_max = 256 * 1024;
+    o.io = &cio;
+    srv_opts.direct_output = 1;
+    srv_opts.io = &sio;
+    srv_opts.write_max = 4 * 1024 * 1024;
+    open_pair(&o);
+    cli.check_seq = 1;
+    memset(&cio, 0, sizeof(cio));           /* the upgrade aside */
+    memset(&sio, 0, sizeof(sio));
+    for (k = 0; k < N; k++) {
+        memset(msgs[k], 'x', LEN);
+        msgs[k][snprintf(msgs[k], LEN, "%d ", k)] = 'x';
+    }
+    for (k = 0; k < N; k += BATCH) {
+        struct xg_frame *f;
+
+        for (i = 0; i < BATCH; i++) {
+            data[i] = msgs[k + (int) i];
+            len[i] = LEN;
+        }
+        f = xg_frame_texts(data, len, BATCH);
+        total += xg_frame_len(f);
+        ck_assert_int_eq(xg_ws_send_frame(srv.ws, f), XG_OK);
+        xg_frame_unref(f);
+    }
+    RUN_UNTIL(cli.nmsg == N || cli.downs, 10000);
+    ck_assert_int_eq(cli.downs, 0);
+    ck_assert_int_eq(cli.nmsg, N);
+    ck_assert_int_eq(cli.seq_bad, 0);
+    ck_assert_uint_eq(cli.msg_len, LEN);
+    ck_assert(memcmp(cli.msg, msgs[N - 1], LEN) == 0);
+    /* read on until dry: far fewer reads than one per 4 KiB */
+    ck_assert_uint_eq(cio.read_bytes, total);
+    ck_assert_uint_gt(cio.reads, 0);
+    ck_assert_uint_lt(cio.reads, total / 4096 / 2);
+    /* the sender's counters: every byte once, every send in a bucket */
+    RUN_UNTIL(xg_ws_output_len(srv.ws) == 0, 2000);
+    ck_assert_uint_eq(sio.msgs, N);
+    ck_assert_uint_eq(sio.msg_bytes, total);
+    ck_assert_uint_eq(sio.send_bytes, total);
+    for (i = 0; i < XG_IO_BUCKETS; i++) {
+        by += sio.by_msgs[i];
+    }
+    ck_assert_uint_eq(by, sio.sends);
+    ck_assert_uint_ge(sio.send_msgs + sio.sends, N);
+    ck_assert_uint_le(sio.send_msgs, N + sio.sends);
+    free(msgs);
+}
+END_TEST
+
 START_TEST(test_output_len_and_drain)
 {
     struct xg_ws_opts o;
@@ -1600,6 +1671,7 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_half_frame_then_stall);
     tcase_add_test(tc, test_fanout_frame);
     tcase_add_test(tc, test_direct_output_order);
+    tcase_add_test(tc, test_read_more_and_counters);
     tcase_add_test(tc, test_output_len_and_drain);
     tcase_add_test(tc, test_send_invalid_utf8_refused);
     tcase_add_test(tc, test_free_inside_callback);
