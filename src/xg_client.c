@@ -30,6 +30,13 @@
 #define XG_CLIENT_TCP_CLOSE_WAIT_S  5   /* flushing before a TCP close */
 #define XG_CLIENT_WS_CLOSE_MS       2000
 #define XG_CLIENT_HANDSHAKE_MS      10000
+/*
+ * Bytes one write of a client's queued output may take (libevent's
+ * default is 16 KiB a writable wakeup): a client that fell behind gets
+ * its queue, batch after batch, in one writev(2) as far as its socket
+ * takes it.
+ */
+#define XG_CLIENT_WRITE_MAX         (4 * 1024 * 1024)
 
 struct xg_gateway_stats xg_gateway_stats;
 
@@ -809,6 +816,7 @@ xg_client_new_ws(struct xg_listener *l, evutil_socket_t fd,
     o.owner_logs = 1;   /* open and closed are logged here, once */
     o.direct_output = 1;    /* the fan-out sends a loop pass's batch */
     o.io = client_io(c);
+    o.write_max = XG_CLIENT_WRITE_MAX;
     c->ws = xg_ws_accept(l->base, fd, NULL, &o, ws_check, &ws_cbs, c);
     return c;
 }
@@ -828,6 +836,7 @@ xg_client_new_tcp(struct xg_listener *l, evutil_socket_t fd,
     }
     bufferevent_setcb(c->bev, tcp_read, tcp_write, tcp_event, c);
     xg_bev_count_writes(c->bev, client_io(c));
+    bufferevent_set_max_single_write(c->bev, XG_CLIENT_WRITE_MAX);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     xg_log_info("%s: open", c->name);
     c->cs = l->pm->client_open(l->pp, c);

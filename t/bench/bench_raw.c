@@ -53,6 +53,7 @@
 #define OUT_HIGH   (1u << 20)
 #define OUT_LOW    (256u << 10)
 #define READ_MAX   (256u << 10)     /* exgate's XG_UP_READ_MAX */
+#define WRITE_MAX  (4u << 20)       /* exgate's XG_CLIENT_WRITE_MAX */
 
 struct client {
     struct client      *next, *prev;
@@ -470,6 +471,7 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     c->bev = bufferevent_socket_new(R.base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, client_read, client_write, client_event, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+    bufferevent_set_max_single_write(c->bev, WRITE_MAX);
     xg_bev_count_writes(c->bev, &R.io);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     c->next = R.clients;
