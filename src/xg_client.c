@@ -142,8 +142,12 @@ tcp_send_msg(struct xg_client *c, struct xg_msg *m, size_t nmsgs)
  * closed or freed, and as soon as a notification has other recipients.
  */
 
-#define FANOUT_MAX_MSGS   256
-#define FANOUT_MAX_BYTES  (256 * 1024)
+/*
+ * A batch holds what one read of the upstream brings (up to 256 KiB, see
+ * xg_upstream.c), so that a loop pass costs each client one send(2).
+ */
+#define FANOUT_MAX_MSGS   1024
+#define FANOUT_MAX_BYTES  (512 * 1024)
 
 /*
  * The batch belongs to one event loop: its end-of-pass event is made on
