@@ -74,16 +74,25 @@ struct xg_msg {
     char             data[];    /* LEN bytes, then '\n' for TCP lines */
 };
 
-struct xg_msg *
-xg_msg_new(const void *data, size_t len)
+/* A message of LEN bytes left for the caller to fill, then '\n'. */
+static struct xg_msg *
+msg_alloc(size_t len)
 {
     struct xg_msg *m = xg_malloc(sizeof(*m) + len + 1);
 
     m->refs = 1;
     m->len = len;
     m->frame = NULL;
-    memcpy(m->data, data, len);
     m->data[len] = '\n';
+    return m;
+}
+
+struct xg_msg *
+xg_msg_new(const void *data, size_t len)
+{
+    struct xg_msg *m = msg_alloc(len);
+
+    memcpy(m->data, data, len);
     return m;
 }
 
@@ -188,7 +197,6 @@ xg_client_fanout_flush(struct xg_fanout *fo)
     size_t len[FANOUT_MAX_MSGS];
     struct xg_frame *frame = NULL;
     struct xg_msg *line = NULL;
-    char *text;
     size_t i, n = fo->nmsgs, off;
 
     if (n == 0) {
@@ -232,15 +240,14 @@ xg_client_fanout_flush(struct xg_fanout *fo)
                 for (k = 0; k < n; k++) {
                     total += fo->msgs[k]->len + 1;
                 }
-                text = xg_malloc(total);
+                /* the lines back to back, written in place: the last
+                   '\n' is the message's own */
+                line = msg_alloc(total - 1);
                 for (k = 0, off = 0; k < n; k++) {
-                    memcpy(text + off, fo->msgs[k]->data,
+                    memcpy(line->data + off, fo->msgs[k]->data,
                         fo->msgs[k]->len + 1);
                     off += fo->msgs[k]->len + 1;
                 }
-                /* xg_msg_new adds the last '\n' itself */
-                line = xg_msg_new(text, total - 1);
-                free(text);
             }
             if (tcp_send_msg(c, line, n) != XG_OK) {
                 continue;
