@@ -9,7 +9,10 @@
  * counts bytes. Deliveries/s = bytes read in the window / frame size.
  *
  *   bench_limit -n N [-k K] [--size SIZE] [--warmup S] [--duration S]
- *               [--cpus W,R] [--label TEXT]
+ *               [--cpus W,R] [--label TEXT] [--zerocopy]
+ *
+ * --zerocopy sends with MSG_ZEROCOPY (completions read off the error
+ * queue after each send), to see whether it helps at these sizes.
  *
  * --cpus pins the writer to CPU W and the reader to CPU R, as run_bench
  * pins a system under test (W) and the bench client (R). Prints one JSON
@@ -167,6 +170,31 @@ make_block(int k, size_t size, size_t *flen)
 }
 
 /*
+ * --zerocopy: MSG_ZEROCOPY sends; reads the completions off socket FD's
+ * error queue so that it never fills. Returns how many were read.
+ */
+static unsigned long
+zc_reap(int fd)
+{
+    char ctl[256];
+    struct msghdr mh;
+    unsigned long n = 0;
+
+    while (n < 1024) {      /* a reset socket may answer forever */
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_control = ctl;
+        mh.msg_controllen = sizeof(ctl);
+        if (recvmsg(fd, &mh, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+            break;
+        }
+        n++;
+    }
+    return n;
+}
+
+static int zerocopy;
+
+/*
  * Sends BLOCK round-robin on the N sockets FD, each from where it left
  * off, until every reader end has gone.
  */
@@ -198,7 +226,10 @@ writer(const int *fd, int n, const char *block, size_t blen)
                 continue;
             }
             w = send(fd[i], block + off[i], blen - off[i],
-                MSG_DONTWAIT | MSG_NOSIGNAL);
+                MSG_DONTWAIT | MSG_NOSIGNAL | (zerocopy ? MSG_ZEROCOPY : 0));
+            if (zerocopy) {
+                zc_reap(fd[i]);
+            }
             if (w > 0) {
                 off[i] = (off[i] + (size_t) w) % blen;
                 progress = 1;
@@ -420,7 +451,8 @@ static void
 usage(void)
 {
     fprintf(stderr, "usage: bench_limit -n N [-k K] [--size SIZE] "
-        "[--warmup S] [--duration S] [--cpus W,R] [--label TEXT]\n"
+        "[--warmup S] [--duration S] [--cpus W,R] [--label TEXT] "
+        "[--zerocopy]\n"
         "       bench_limit --serve -n N [-k K] [--size SIZE] "
         "[--cpus W,R]\n");
     exit(2);
@@ -438,6 +470,7 @@ main(int argc, char **argv)
         { "cpus", required_argument, NULL, 'c' },
         { "label", required_argument, NULL, 'l' },
         { "serve", no_argument, NULL, 'S' },
+        { "zerocopy", no_argument, NULL, 'Z' },
         { NULL, 0, NULL, 0 }
     };
     int serving = 0;
@@ -469,6 +502,7 @@ main(int argc, char **argv)
             break;
         case 'l': label = optarg; break;
         case 'S': serving = 1; break;
+        case 'Z': zerocopy = 1; break;
         default: usage();
         }
     }
@@ -517,6 +551,11 @@ main(int argc, char **argv)
         }
         /* as exgate and the bench client set them */
         setsockopt(wfd[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (zerocopy && setsockopt(wfd[i], SOL_SOCKET, SO_ZEROCOPY, &one,
+            sizeof(one)) != 0)
+        {
+            die("SO_ZEROCOPY");
+        }
         setsockopt(rfd[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     close(lfd);

@@ -5,23 +5,31 @@ Runs, side by side in one run on 127.0.0.1, against one `exsim --bench 300`:
 
   fanout   one bench channel to N = 1, 10, 100, 1000 clients, flat out and at
            1k and 10k msgs/s, through each of
+             limit   t/bench/bench_limit: a plain writer and a plain reader,
+                     N sockets, 64 pre-framed messages a send (flat only:
+                     what the kernel delivers, the flat-out yardstick)
+             client-cap  the bench client reading bench_limit --serve
+                     (flat only: the most the bench client can measure)
              direct  N clients straight to exsim (each its own upstream)
              raw     t/bench/bench_raw: one upstream, bytes copied to N sockets
              exgate  one exgate websocket listener (one upstream subscription)
+             exgate-tcp  the same over a tcp listener
              nginx   nginx as a 1:1 WebSocket proxy (skipped if not installed)
+           and, at N=100, each system again at half its flat-out rate
   restore  exsim `drop` -> first message on every channel, 1/100/1000 channels
   memory   exgate RSS per idle and per subscribed client, 1k and 10k clients
   idle     exgate CPU over 60 s with 100 idle clients
 
-Prints one JSON line per measurement as it goes, then a table and the
-targets of issue 7 with their verdicts. The systems under test run on CPU 1,
+Prints one JSON line per measurement as it goes, then a table, the fan-out
+counters, and the targets of issues 7 and 16 with their verdicts. The systems under test run on CPU 1,
 exsim and the bench client on CPU 0 (taskset), when there are 2 CPUs.
 
 Usage: run_bench.py [--builddir DIR] [--duration S] [--warmup S]
                     [--only fanout,restore,memory,idle] [--smoke] [--out FILE]
                     [--no-pin] [--clients 1,10,100,1000] [--rates 0,1000,10000]
-                    [--repeat 3]
-                    [--systems direct,raw,exgate,exgate-tcp,nginx]
+                    [--repeat 3] [--half-clients 100] [--perf DIR]
+                    [--systems limit,client-cap,direct,raw,exgate,exgate-tcp,
+                               nginx]
 BENCH_NGINX=PATH picks the nginx binary, BENCH_NGINX=none skips nginx.
 """
 
@@ -506,6 +514,23 @@ class Bench:
             out.append(d)
         return out
 
+    def perf_window(self, what, pid, name):
+        """--perf DIR: `perf record -g` of PID over the measuring window,
+        to DIR/NAME.data (its cost is in that point's figures)."""
+        if what == "start":
+            os.makedirs(self.a.perf, exist_ok=True)
+            self.perf = subprocess.Popen(
+                ["perf", "record", "-g", "-q", "-p", str(pid), "-o",
+                 os.path.join(self.a.perf, name + ".data")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        elif getattr(self, "perf", None) is not None:
+            self.perf.send_signal(signal.SIGINT)
+            try:
+                self.perf.wait(30)
+            except subprocess.TimeoutExpired:
+                self.perf.kill()
+            self.perf = None
+
     def limit_point(self, n, rnd=1, k=LIMIT_K):
         """The limit probe: bench_limit's own writer and reader."""
         label = "limit n=%d k=%d" % (n, k)
@@ -595,6 +620,9 @@ class Bench:
             snaps[what + "_gen"] = proc_cpu(self.exsim.pid)
             if system in ("exgate", "exgate-tcp", "raw"):
                 snaps[what] = self.io_snapshot(system, raw)
+            if self.a.perf and system in ("exgate", "exgate-tcp", "raw"):
+                self.perf_window(what, pids[0], "%s-n%d-%s-r%d" % (
+                    system, n, rate or "flat", rnd))
 
         try:
             r = self.client(url, n, ["--rate", str(rate), "--duration",
@@ -1200,6 +1228,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=3,
                     help="rounds of the fan-out points the targets use "
                     "(N=100 flat and 1k/s); the targets are medians")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="perf record -g of exgate and raw over each "
+                    "window, into DIR (for profiles, not for figures)")
     ap.add_argument("--no-pin", action="store_true",
                     help="do not pin processes to CPUs with taskset")
     a = ap.parse_args()
