@@ -577,8 +577,10 @@ class Bench:
             return self.limit_point(n, rnd)
         label = "%s n=%d rate=%s" % (system, n, rate or "flat")
         # the clients join at 10 msgs/s; the bench client sets RATE once
-        # every one of them is subscribed
+        # every one of them is subscribed (flat out: paced by credit it
+        # gives, none left over from the last point)
         self.control("rate 10")
+        self.control("credit -1")
         raw = None
         cap = None
         snaps = {}
