@@ -31,6 +31,7 @@ Usage: run_bench.py [--builddir DIR] [--duration S] [--warmup S]
                     [--systems limit,client-cap,direct,raw,exgate,exgate-tcp,
                                nginx]
 BENCH_NGINX=PATH picks the nginx binary, BENCH_NGINX=none skips nginx.
+BENCH_EXGATE=PATH runs another exgate binary with this build's tools.
 """
 
 import argparse
@@ -77,7 +78,7 @@ def out_limit_for(n):
 # The fan-out points the targets use; run --repeat times, with every
 # system at N=100 and with these at N=1000 flat out.
 TARGET_POINTS = [(100, 0), (100, 1000), (1000, 0)]
-ROUND_SYSTEMS_1000 = ("limit", "client-cap", "raw", "exgate", "exgate-tcp")
+ROUND_SYSTEMS_1000 = ("limit", "raw", "exgate", "exgate-tcp")
 
 RATE_CAP = {"direct": 300_000, "nginx": 300_000, "raw": 1_000_000,
             "exgate": 1_000_000, "exgate-tcp": 1_000_000}
@@ -188,6 +189,10 @@ class Bench:
             "raw": os.path.join(self.bd, "t", "bench", "bench_raw"),
             "limit": os.path.join(self.bd, "t", "bench", "bench_limit"),
         }
+        # another exgate binary with this build's bench tools and exsim
+        # (e.g. an older commit's, for a before/after in one setting)
+        if os.environ.get("BENCH_EXGATE"):
+            self.bin["exgate"] = os.environ["BENCH_EXGATE"]
         for k, p in self.bin.items():
             if not os.access(p, os.X_OK):
                 raise BenchError("%s not built: %s (run make first)" % (k, p))
@@ -713,9 +718,9 @@ class Bench:
                     continue
                 if self.a.smoke and not rate and system not in FLAT_ONLY:
                     continue
-                if rnd > 1 and n == 1000 and system not in \
-                        ROUND_SYSTEMS_1000:
-                    continue
+                if rnd > 1 and (system == "client-cap" or (
+                        n == 1000 and system not in ROUND_SYSTEMS_1000)):
+                    continue    # diagnostics and references: one round
                 if rate * n > RATE_CAP.get(system, 0):
                     if rnd == 1:
                         self.note("fanout %s n=%d rate=%d: offered %d "
@@ -1067,13 +1072,16 @@ class Bench:
             bound = sum(1 for r in rs if r.get("client_bound"))
             raw, raws, _ = self.ratios("raw", "limit", "deliveries_per_s",
                                        clients=n, rate=0)
+            # a client-bound figure is a lower bound of exgate's: it meets
+            # the target when it reaches it, and is no verdict when not
+            met = v >= 0.5 or (None if 2 * bound > len(rs) else False)
             add("fanout N=%d flat: exgate / limit (K=%d) deliveries/s"
-                % (n, LIMIT_K), round(v, 3), ">= 0.5", v >= 0.5,
+                % (n, LIMIT_K), round(v, 3), ">= 0.5", met,
                 "%.0f vs %.0f deliveries/s%s%s%s" % (
                     pair[0], pair[1], rounds(vs, "%.3f"),
                     "; raw / limit %.3f" % raw if raw is not None else "",
-                    "; client-bound in %d of %d rounds (not a verdict)"
-                    % (bound, len(rs)) if bound else ""))
+                    "; client-bound in %d of %d rounds (a lower bound of "
+                    "exgate's)" % (bound, len(rs)) if bound else ""))
         worst, parts = None, []
         for n in (1, 10, 100, 1000):
             for rate in (1000, 10000):
@@ -1312,7 +1320,8 @@ def main():
         print("%s, measured in this run:" % title)
         for t in ts:
             print("  %-4s %-62s %s (limit %s)%s" % (
-                "met" if t["met"] else "MISS", t["target"], t["value"],
+                "n/a" if t["met"] is None else "met" if t["met"] else "MISS",
+                t["target"], t["value"],
                 t["limit"], "; " + t["detail"] if t["detail"] else ""))
     for n in b.notes:
         print("note: %s" % n)
