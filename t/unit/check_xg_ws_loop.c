@@ -1212,6 +1212,83 @@ START_TEST(test_bytes_glued_to_101)
 }
 END_TEST
 
+/* Our client opened against a raw server that answered 101; LFD its. */
+static struct raw *
+raw_server_open(int *lfd)
+{
+    struct xg_ws_opts o;
+    struct raw *r;
+    char key[25], acc[29], resp[512];
+    uint16_t port;
+    int n;
+
+    default_opts(&o);
+    *lfd = raw_listen(&port);
+    r = raw_server_accept(*lfd, &o, key);
+    xg_wsproto_accept(key, 24, acc);
+    n = snprintf(resp, sizeof(resp), "HTTP/1.1 101 Switching "
+        "Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: %s\r\n\r\n", acc);
+    raw_send(r, resp, (size_t) n);
+    RUN_UNTIL(cli.opened || cli.downs, 2000);
+    ck_assert_int_eq(cli.opened, 1);
+    return r;
+}
+
+/*
+ * What a client connection receives: text (UTF-8, one frame and
+ * fragmented around a ping), then binary, all glued in one send, arrive
+ * as sent and as text or binary; text that is not UTF-8 closes with 1007;
+ * a frame with RSV1 set (no extension was agreed) with 1002. Guards the
+ * receive path that spares wslay's byte-at-a-time UTF-8 check.
+ */
+START_TEST(test_client_receives_text_binary)
+{
+    unsigned char buf[256];
+    struct raw *r;
+    size_t n = 0;
+    int lfd;
+
+    r = raw_server_open(&lfd);
+    n += mkframe(buf + n, 1, 1, "h\xc3\xa9llo", 6, NULL);
+    n += mkframe(buf + n, 0, 1, "fr", 2, NULL);
+    n += mkframe(buf + n, 1, 9, "pi", 2, NULL);             /* a ping */
+    n += mkframe(buf + n, 1, 0, "ag \xe2\x82\xac", 6, NULL);
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.nmsg == 2 || cli.downs, 2000);
+    ck_assert_int_eq(cli.nmsg, 2);
+    ck_assert_int_eq(cli.binary, 0);
+    ck_assert_uint_eq(cli.msg_len, 8);
+    ck_assert(memcmp(cli.msg, "frag \xe2\x82\xac", 8) == 0);
+    n = mkframe(buf, 1, 2, "\xff\xfe", 2, NULL);
+    n += mkframe(buf + n, 1, 1, "text", 4, NULL);
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.nmsg == 4 || cli.downs, 2000);
+    ck_assert_int_eq(cli.nmsg, 4);
+    ck_assert_int_eq(cli.binary, 0);
+    ck_assert(memcmp(cli.msg, "text", 4) == 0);
+    n = mkframe(buf, 1, 1, "ok \xc0\x80", 5, NULL);
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.downs, 3000);
+    ck_assert_int_eq(cli.nmsg, 4);
+    ck_assert_msg(strstr(cli.reason, "1007") != NULL, "%s", cli.reason);
+    raw_free(r);
+    close(lfd);
+
+    free(cli.msg);
+    memset(&cli, 0, sizeof(cli));
+    r = raw_server_open(&lfd);
+    n = mkframe(buf, 1, 1, "rsv1", 4, NULL);
+    buf[0] |= 0x40;
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.downs, 3000);
+    ck_assert_int_eq(cli.nmsg, 0);
+    ck_assert_msg(strstr(cli.reason, "1002") != NULL, "%s", cli.reason);
+    raw_free(r);
+    close(lfd);
+}
+END_TEST
+
 static void
 client_against(const char *answer, struct xg_ws_opts *o)
 {
@@ -1672,6 +1749,7 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_fanout_frame);
     tcase_add_test(tc, test_direct_output_order);
     tcase_add_test(tc, test_read_more_and_counters);
+    tcase_add_test(tc, test_client_receives_text_binary);
     tcase_add_test(tc, test_output_len_and_drain);
     tcase_add_test(tc, test_send_invalid_utf8_refused);
     tcase_add_test(tc, test_free_inside_callback);
