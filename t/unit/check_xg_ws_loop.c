@@ -1289,6 +1289,116 @@ START_TEST(test_client_receives_text_binary)
 }
 END_TEST
 
+/*
+ * Sends N bytes to our client in pieces of 1 to 4096 bytes (most of them
+ * a few bytes, so frame headers are cut anywhere), running the loop after
+ * each piece so that each is read on its own.
+ */
+static void
+raw_send_split(struct raw *r, const unsigned char *p, size_t n)
+{
+    static const size_t sizes[] = { 1, 2, 1, 3, 5, 1, 8, 13, 1, 4096 };
+    size_t off = 0, k = 0, t;
+
+    while (off < n) {
+        t = sizes[k++ % XG_NELEM(sizes)];
+        if (t > n - off) {
+            t = n - off;
+        }
+        raw_send(r, p + off, t);
+        off += t;
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        event_base_loop(base, EVLOOP_NONBLOCK);
+    }
+}
+
+/*
+ * The walk over received frame headers that tags text for wslay
+ * (ws_rx_tag) stays in step with wslay when headers and payloads arrive
+ * cut anywhere: 7-bit, 16-bit and 64-bit lengths, text and binary (whose
+ * bytes look like frame headers), a fragmented message around a ping.
+ * Each message arrives as sent and typed, the connection stays open, and
+ * at the end the tag is still in step (see the last step).
+ */
+START_TEST(test_client_rx_tag_split)
+{
+    const size_t big = 70000;
+    unsigned char *buf = xg_malloc(big + 64), *pay = xg_malloc(big);
+    struct raw *r;
+    size_t n, i;
+    int lfd, k = 0;
+
+    r = raw_server_open(&lfd);
+    n = mkframe(buf, 1, 1, "h\xc3\xa9llo", 6, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(cli.nmsg == ++k || cli.downs, 2000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert(cli.msg_len == 6 && memcmp(cli.msg, "h\xc3\xa9llo", 6) == 0);
+
+    for (i = 0; i < big; i++) {
+        pay[i] = (unsigned char) (i * 7);       /* 0x81 0x7e ... too */
+    }
+    n = mkframe(buf, 1, 2, pay, big, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(cli.nmsg == ++k || cli.downs, 5000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert_int_eq(cli.binary, 1);
+    ck_assert(cli.msg_len == big && memcmp(cli.msg, pay, big) == 0);
+
+    memset(pay, 'a', big);
+    memcpy(pay + 297, "\xe2\x82\xac", 3);
+    n = mkframe(buf, 1, 1, pay, 300, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(cli.nmsg == ++k || cli.downs, 2000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert_int_eq(cli.binary, 0);
+    ck_assert(cli.msg_len == 300 && memcmp(cli.msg, pay, 300) == 0);
+
+    memcpy(pay + big - 3, "\xe2\x82\xac", 3);
+    n = mkframe(buf, 1, 1, pay, big, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(cli.nmsg == ++k || cli.downs, 5000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert_int_eq(cli.binary, 0);
+    ck_assert(cli.msg_len == big && memcmp(cli.msg, pay, big) == 0);
+
+    n = mkframe(buf, 0, 1, "frag", 4, NULL);
+    n += mkframe(buf + n, 1, 9, "pi", 2, NULL);
+    n += mkframe(buf + n, 1, 0, " \xe2\x82\xac", 4, NULL);
+    n += mkframe(buf + n, 1, 1, "last", 4, NULL);
+    raw_send_split(r, buf, n);
+    k += 2;
+    RUN_UNTIL(cli.nmsg == k || cli.downs, 2000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert(cli.msg_len == 4 && memcmp(cli.msg, "last", 4) == 0);
+    ck_assert_int_eq(cli.downs, 0);
+
+    /*
+     * Still in step after all that: the first fragment of a text message
+     * that is not UTF-8 is left unchecked by wslay (tagged), so nothing
+     * closes before the message ends (our client sends nothing: its
+     * pong to the ping above was read first); then exgate's check closes
+     * 1007. Out of step, wslay would check it and send its close at once.
+     */
+    RUN_UNTIL(raw_pump(r) && 0, 100);  /* 100 ms, reading what came */
+    r->len = 0;
+    n = mkframe(buf, 0, 1, "bad \xc0\x80", 6, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(raw_pump(r) && r->len > 0, 300);
+    ck_assert_uint_eq(r->len, 0);
+    ck_assert_int_eq(cli.downs, 0);
+    n = mkframe(buf, 1, 0, " end", 4, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(cli.downs, 3000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert_msg(strstr(cli.reason, "1007") != NULL, "%s", cli.reason);
+    free(buf);
+    free(pay);
+    raw_free(r);
+    close(lfd);
+}
+END_TEST
+
 static void
 client_against(const char *answer, struct xg_ws_opts *o)
 {
@@ -1750,6 +1860,7 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_direct_output_order);
     tcase_add_test(tc, test_read_more_and_counters);
     tcase_add_test(tc, test_client_receives_text_binary);
+    tcase_add_test(tc, test_client_rx_tag_split);
     tcase_add_test(tc, test_output_len_and_drain);
     tcase_add_test(tc, test_send_invalid_utf8_refused);
     tcase_add_test(tc, test_free_inside_callback);
