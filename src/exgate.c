@@ -312,6 +312,7 @@ main(int argc, char **argv)
             xg_admin_allow_origins(m.admin, m.conf->admin_origins,
                 m.conf->nadmin_origins);
             xg_admin_status_hook(m.admin, xg_listen_status, m.ls);
+            xg_admin_status_hook(m.admin, xg_client_fanout_status, m.fo);
         }
     }
 

@@ -4,7 +4,8 @@
   `prometheus`); without promtool the test is SKIPPED (exit 77) with a
   message, never passed;
 - the samples follow what the test does to exsim: a client subscribes ->
-  channels and clients gauges; a forwarded request -> requests answered;
+  channels and clients gauges, the upstream's socket reads, the fan-out
+  counters (batches and sends, each in one bucket of messages); a forwarded request -> requests answered;
   `gap` -> book gaps and bridges; `stall` + a request -> timed_out; a
   request in flight + `drop` -> outcome_unknown, a disconnect (lost),
   connects, restores and the restore histogram, the orders reconcile
@@ -154,6 +155,33 @@ async def body(h):
           > s.up("exgate_upstream_messages_in_total"), "messages in")
     check(s1.up("exgate_upstream_bytes_in_total")
           > s.up("exgate_upstream_bytes_in_total") + 100, "bytes in")
+    check(s1.up("exgate_upstream_reads_total")
+          > s.up("exgate_upstream_reads_total"), "socket reads")
+    check(s1.up("exgate_upstream_read_bytes_total")
+          >= s1.up("exgate_upstream_bytes_in_total"),
+          "read bytes (frames, headers included) at least the payload")
+    # the fan-out counters: every batch and every send in one bucket
+    batches = s1.get("exgate_fanout_batches_total")
+    sends = s1.get("exgate_fanout_sends_total")
+    check(batches >= 3 and sends >= 3, "batches %r, sends %r"
+          % (batches, sends))
+    check(s1.get("exgate_fanout_batch_messages_total") >= batches,
+          "messages in batches")
+    check(s1.get("exgate_fanout_send_messages_total") >= sends
+          and s1.get("exgate_fanout_send_bytes_total") > 100 * sends / 10,
+          "messages and bytes sent")
+    for name, total in (("exgate_fanout_batches_by_messages_total", batches),
+                        ("exgate_fanout_sends_by_messages_total", sends)):
+        by = {dict(l)["messages"]: v for (n, l), v in s1.samples.items()
+              if n == name}
+        check(len(by) == 12 and "1" in by and "2048+" in by
+              and sum(by.values()) == total, "%s: %r, total %r"
+                  % (name, by, total))
+    for name in ("exgate_fanout_would_block_total",
+                 "exgate_fanout_partial_sends_total",
+                 "exgate_fanout_queued_writes_total",
+                 "exgate_fanout_queued_bytes_total"):
+        check(s1.get(name) >= 0, name)
 
     # a forwarded request, answered
     r = await a.call("public/get_time", {}, id=4)

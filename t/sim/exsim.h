@@ -299,6 +299,9 @@ struct exsim {
     struct event           *agg_ev;          /* 100 ms aggregation timer */
     uint64_t                agg_ticks;
     struct event           *bench_ev;
+    /* flat-out bench paced by its reader: messages a channel may still
+       publish, given by `credit N`; -1: no pacing */
+    long long               bench_credit;
     /* faults */
     int                     stall;
     int                     refuse;          /* HTTP status or 0 */
