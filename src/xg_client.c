@@ -12,6 +12,7 @@
 #include "xg_core.h"
 #include "xg_client.h"
 #include "xg_client_int.h"
+#include "xg_io.h"
 #include "xg_listen.h"
 #include "xg_log.h"
 #include "xg_venue.h"
@@ -29,6 +30,13 @@
 #define XG_CLIENT_TCP_CLOSE_WAIT_S  5   /* flushing before a TCP close */
 #define XG_CLIENT_WS_CLOSE_MS       2000
 #define XG_CLIENT_HANDSHAKE_MS      10000
+/*
+ * Bytes one write of a client's queued output may take (libevent's
+ * default is 16 KiB a writable wakeup): a client that fell behind gets
+ * its queue, batch after batch, in one writev(2) as far as its socket
+ * takes it.
+ */
+#define XG_CLIENT_WRITE_MAX         (4 * 1024 * 1024)
 
 struct xg_gateway_stats xg_gateway_stats;
 
@@ -66,16 +74,25 @@ struct xg_msg {
     char             data[];    /* LEN bytes, then '\n' for TCP lines */
 };
 
-struct xg_msg *
-xg_msg_new(const void *data, size_t len)
+/* A message of LEN bytes left for the caller to fill, then '\n'. */
+static struct xg_msg *
+msg_alloc(size_t len)
 {
     struct xg_msg *m = xg_malloc(sizeof(*m) + len + 1);
 
     m->refs = 1;
     m->len = len;
     m->frame = NULL;
-    memcpy(m->data, data, len);
     m->data[len] = '\n';
+    return m;
+}
+
+struct xg_msg *
+xg_msg_new(const void *data, size_t len)
+{
+    struct xg_msg *m = msg_alloc(len);
+
+    memcpy(m->data, data, len);
     return m;
 }
 
@@ -98,11 +115,17 @@ msg_line_done(const void *data, size_t len, void *arg)
     xg_msg_unref(arg);
 }
 
-/* M's line to TCP client C: to the socket now, or the rest by reference. */
+static struct xg_io_stats *client_io(struct xg_client *c);
+
+/*
+ * M's line (NMSGS messages) to TCP client C: to the socket now, or the
+ * rest by reference.
+ */
 static int
-tcp_send_msg(struct xg_client *c, struct xg_msg *m)
+tcp_send_msg(struct xg_client *c, struct xg_msg *m, size_t nmsgs)
 {
-    size_t n = xg_bev_send_now(c->bev, m->data, m->len + 1);
+    size_t n = xg_bev_send_now(c->bev, m->data, m->len + 1, nmsgs,
+        client_io(c));
 
     if (n == m->len + 1) {
         return XG_OK;
@@ -128,8 +151,12 @@ tcp_send_msg(struct xg_client *c, struct xg_msg *m)
  * closed or freed, and as soon as a notification has other recipients.
  */
 
-#define FANOUT_MAX_MSGS   256
-#define FANOUT_MAX_BYTES  (256 * 1024)
+/*
+ * A batch holds what one read of the upstream brings (up to 256 KiB, see
+ * xg_upstream.c), so that a loop pass costs each client one send(2).
+ */
+#define FANOUT_MAX_MSGS   1024
+#define FANOUT_MAX_BYTES  (512 * 1024)
 
 /*
  * The batch belongs to one event loop: its end-of-pass event is made on
@@ -145,6 +172,11 @@ struct xg_fanout {
     size_t               nmsgs;
     size_t               bytes;
     struct event        *ev;
+    /* counters for /status: the batches, and the clients' socket I/O */
+    uint64_t             batches;
+    uint64_t             batch_msgs;
+    uint64_t             batches_by_msgs[XG_IO_BUCKETS];
+    struct xg_io_stats   io;
 };
 
 static void output_check(struct xg_client *c);
@@ -165,7 +197,6 @@ xg_client_fanout_flush(struct xg_fanout *fo)
     size_t len[FANOUT_MAX_MSGS];
     struct xg_frame *frame = NULL;
     struct xg_msg *line = NULL;
-    char *text;
     size_t i, n = fo->nmsgs, off;
 
     if (n == 0) {
@@ -173,6 +204,9 @@ xg_client_fanout_flush(struct xg_fanout *fo)
     }
     fo->nmsgs = 0;
     fo->bytes = 0;
+    fo->batches++;
+    fo->batch_msgs += n;
+    fo->batches_by_msgs[xg_io_bucket(n)]++;
     if (n == 1) {
         for (i = 0; i < fo->nto; i++) {
             xg_client_send_msg(fo->to[i], fo->msgs[0]);
@@ -206,17 +240,16 @@ xg_client_fanout_flush(struct xg_fanout *fo)
                 for (k = 0; k < n; k++) {
                     total += fo->msgs[k]->len + 1;
                 }
-                text = xg_malloc(total);
+                /* the lines back to back, written in place: the last
+                   '\n' is the message's own */
+                line = msg_alloc(total - 1);
                 for (k = 0, off = 0; k < n; k++) {
-                    memcpy(text + off, fo->msgs[k]->data,
+                    memcpy(line->data + off, fo->msgs[k]->data,
                         fo->msgs[k]->len + 1);
                     off += fo->msgs[k]->len + 1;
                 }
-                /* xg_msg_new adds the last '\n' itself */
-                line = xg_msg_new(text, total - 1);
-                free(text);
             }
-            if (tcp_send_msg(c, line) != XG_OK) {
+            if (tcp_send_msg(c, line, n) != XG_OK) {
                 continue;
             }
         }
@@ -236,6 +269,38 @@ static void
 fanout_on_pass(evutil_socket_t fd, short what, void *arg)
 {
     xg_client_fanout_flush(arg);
+}
+
+/* The counters C's socket I/O adds to: its loop's fan-out's. */
+static struct xg_io_stats *
+client_io(struct xg_client *c)
+{
+    return &c->l->fo->io;
+}
+
+/*
+ * See xg_client.h. Messages per batch and per send, the sends that found
+ * a socket full, and the writes of queued output, since the start.
+ */
+void
+xg_client_fanout_status(json_t *root, void *arg)
+{
+    const struct xg_fanout *fo = arg;
+    json_t *o = xg_io_json(&fo->io), *h = json_object();
+    int i;
+
+    for (i = 0; i < XG_IO_BUCKETS; i++) {
+        json_object_set_new(h, xg_io_bucket_name(i),
+            json_integer((json_int_t) fo->batches_by_msgs[i]));
+    }
+    /* client sockets are read for requests only: not what this is for */
+    json_object_del(o, "reads");
+    json_object_del(o, "read_bytes");
+    json_object_set_new(o, "batches", json_integer((json_int_t) fo->batches));
+    json_object_set_new(o, "batch_messages",
+        json_integer((json_int_t) fo->batch_msgs));
+    json_object_set_new(o, "batches_by_messages", h);
+    json_object_set_new(root, "fanout", o);
 }
 
 /* See xg_client.h. */
@@ -566,7 +631,7 @@ xg_client_send_msg(struct xg_client *c, struct xg_msg *m)
         if (xg_ws_send_frame(c->ws, m->frame) != XG_OK) {
             return XG_ERROR;
         }
-    } else if (tcp_send_msg(c, m) != XG_OK) {
+    } else if (tcp_send_msg(c, m, 1) != XG_OK) {
         return XG_ERROR;
     }
     client_count_out(c, 1);
@@ -793,6 +858,8 @@ xg_client_new_ws(struct xg_listener *l, evutil_socket_t fd,
     o.log_ctx = &lctx;
     o.owner_logs = 1;   /* open and closed are logged here, once */
     o.direct_output = 1;    /* the fan-out sends a loop pass's batch */
+    o.io = client_io(c);
+    o.write_max = XG_CLIENT_WRITE_MAX;
     c->ws = xg_ws_accept(l->base, fd, NULL, &o, ws_check, &ws_cbs, c);
     return c;
 }
@@ -811,6 +878,8 @@ xg_client_new_tcp(struct xg_listener *l, evutil_socket_t fd,
         return NULL;
     }
     bufferevent_setcb(c->bev, tcp_read, tcp_write, tcp_event, c);
+    xg_bev_count_writes(c->bev, client_io(c));
+    bufferevent_set_max_single_write(c->bev, XG_CLIENT_WRITE_MAX);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     xg_client_log(XG_LOG_INFO, c, "open");
     c->cs = l->pm->client_open(l->pp, c);

@@ -20,6 +20,7 @@
 #include "xg_conf.h"
 
 #include <event2/event.h>
+#include <jansson.h>
 
 struct xg_client;
 struct xg_listener;
@@ -112,6 +113,12 @@ void xg_client_fanout(const void *key, struct xg_client *const *to, size_t n,
     const void *data, size_t len);
 /* Sends FO's held batch now. */
 void xg_client_fanout_flush(struct xg_fanout *fo);
+/*
+ * The /status hook (an xg_admin_status_cb, ARG the struct xg_fanout):
+ * sets "fanout" in ROOT to the fan-out's counters, the batches by their
+ * messages and the clients' sends (see struct xg_io_stats).
+ */
+void xg_client_fanout_status(json_t *root, void *arg);
 
 /*
  * Starts closing C with CODE (a WebSocket close code; TCP clients just

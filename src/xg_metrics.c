@@ -29,6 +29,7 @@ enum m_scope {
     M_UPSTREAM,     /* each of "upstreams", labelled upstream="NAME" */
     M_LISTENER,     /* each of "listeners", labelled listener="ADDR" */
     M_DOCUMENT,     /* the /status document itself */
+    M_FANOUT,       /* the document's "fanout" object */
     M_PROCESS       /* xg_metrics_process() */
 };
 
@@ -76,6 +77,9 @@ static const char *const m_build_info[] = { "version", "libevent", "openssl",
 /* A number from an upstream's /status object, as a counter or a gauge. */
 #define UP_VALUE(name, type, key, help) \
     { name, type, help, UP, M_VALUE, key, NULL, NULL, 0, NULL, NULL }
+/* A counter from the document's "fanout" object. */
+#define FO_VALUE(name, key, help) \
+    { name, CTR, help, M_FANOUT, M_VALUE, key, NULL, NULL, 0, NULL, NULL }
 /* One outcome of exgate_upstream_requests_total. */
 #define UP_OUTCOME(key, outcome, help) \
     { "exgate_upstream_requests_total", CTR, help, UP, M_VALUE, key, \
@@ -133,6 +137,12 @@ static const struct m_metric m_table[] = {
     /* ---- upstream: traffic, channels, clients ---- */
     UP_VALUE("exgate_upstream_messages_in_total", CTR, "messages_in",
         "Messages received from the exchange."),
+    UP_VALUE("exgate_upstream_reads_total", CTR, "reads",
+        "Socket reads of the upstream's connections (what one read "
+        "carries is what one loop pass fans out)."),
+    UP_VALUE("exgate_upstream_read_bytes_total", CTR, "read_bytes",
+        "Bytes the upstream's socket reads took, frame headers and TLS "
+        "records included."),
     UP_VALUE("exgate_upstream_bytes_in_total", CTR, "bytes_in",
         "Bytes of message payload received from the exchange."),
     UP_VALUE("exgate_upstream_channels", GAUGE, "channels",
@@ -185,6 +195,18 @@ static const struct m_metric m_table[] = {
     UP_VALUE("exgate_upstream_currency_trades_backfilled_total", CTR,
         "currency_trades_backfilled", "Trades delivered by currency trades "
         "backfills."),
+    { "exgate_upstream_rotation_switches_total", CTR, "Channels switched "
+      "to a rotation's new connection, by how: in_line (where its stream "
+      "lined up), quiet (nothing to line up), outage (continuity as after "
+      "an outage).",
+      UP, M_VALUE, "rotation_switches_in_line", "how", "in_line", 0, NULL,
+      NULL },
+    { "exgate_upstream_rotation_switches_total", CTR, NULL,
+      UP, M_VALUE, "rotation_switches_quiet", "how", "quiet", 0, NULL,
+      NULL },
+    { "exgate_upstream_rotation_switches_total", CTR, NULL,
+      UP, M_VALUE, "rotation_switches_forced", "how", "outage", 0, NULL,
+      NULL },
 
     /* ---- listeners ---- */
     { "exgate_listener_info", GAUGE, "The listener's kind and upstream, as "
@@ -207,6 +229,36 @@ static const struct m_metric m_table[] = {
       "result: ok (the new conf runs), error (the running conf was kept, "
       "or a listener could not be opened again).",
       M_DOCUMENT, M_MAP, "reloads", "result", NULL, 0, NULL, NULL },
+
+    /* ---- the fan-out to the clients ---- */
+    FO_VALUE("exgate_fanout_batches_total", "batches", "Batches: the "
+        "notifications held and sent together in one loop pass."),
+    FO_VALUE("exgate_fanout_batch_messages_total", "batch_messages",
+        "Notifications in those batches."),
+    { "exgate_fanout_batches_by_messages_total", CTR, "Batches by the "
+      "messages they held (1, 2-3, 4-7, ..., 2048+).",
+      M_FANOUT, M_MAP, "batches_by_messages", "messages", NULL, 0, NULL,
+      NULL },
+    FO_VALUE("exgate_fanout_sends_total", "sends", "Socket writes to "
+        "clients that took bytes, first tries and writes of queued output "
+        "alike."),
+    FO_VALUE("exgate_fanout_send_bytes_total", "send_bytes", "Bytes those "
+        "writes took."),
+    FO_VALUE("exgate_fanout_send_messages_total", "send_messages",
+        "Messages those writes carried (queued output: its bytes over the "
+        "mean message size)."),
+    { "exgate_fanout_sends_by_messages_total", CTR, "Socket writes to "
+      "clients by the messages they carried (1, 2-3, 4-7, ..., 2048+).",
+      M_FANOUT, M_MAP, "sends_by_messages", "messages", NULL, 0, NULL,
+      NULL },
+    FO_VALUE("exgate_fanout_would_block_total", "would_block", "First "
+        "tries that found a client's socket full."),
+    FO_VALUE("exgate_fanout_partial_sends_total", "partial", "First tries "
+        "a client's socket took only part of."),
+    FO_VALUE("exgate_fanout_queued_writes_total", "queued_writes",
+        "Writes of a client's queued output, each on a writable wakeup."),
+    FO_VALUE("exgate_fanout_queued_bytes_total", "queued_bytes", "Bytes "
+        "that went to a client's queue instead of its socket."),
 
     /* ---- the process ---- */
     { "process_cpu_seconds_total", CTR, "User and system CPU time spent.",
@@ -470,6 +522,11 @@ m_scope_rows(struct m_out *o, const struct m_metric *row,
         break;
     case M_DOCUMENT:
         m_row(o, row, status, labels);
+        return;
+    case M_FANOUT:
+        if ((obj = json_object_get(status, "fanout")) != NULL) {
+            m_row(o, row, obj, labels);
+        }
         return;
     case M_PROCESS:
     default:

@@ -113,6 +113,8 @@ struct xg_reg_req {
                                             log's durations); 0: neither */
     uint64_t                replay_of;   /* the id it had when its
                                             connection was lost; 0: none */
+    void                   *conn;        /* in flight: the connection it
+                                            was written on (opaque here) */
     struct xg_reg_req      *hnext;       /* in-flight hash chain */
     struct xg_reg_req      *prev, *next; /* in-flight list or queue */
 };

@@ -687,6 +687,9 @@ xg_reload_admin_start(struct xg_running *r, const struct xg_main_conf *mc)
     if (r->ls != NULL) {
         xg_admin_status_hook(a, xg_listen_status, r->ls);
     }
+    if (r->fo != NULL) {
+        xg_admin_status_hook(a, xg_client_fanout_status, r->fo);
+    }
     xg_admin_status_hook(a, xg_reload_status, r);
     return a;
 }

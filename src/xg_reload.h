@@ -127,7 +127,8 @@ struct xg_running {
 
 /*
  * Starts the admin endpoint of MC (admin_set) for R: bound, its origins
- * allowed, the listeners' and the reloads' status hooks added. Returns
+ * allowed, the listeners', the fan-out's and the reloads' status hooks
+ * added. Returns
  * it, or NULL (logged) when the address cannot be bound.
  */
 struct xg_admin *xg_reload_admin_start(struct xg_running *r,

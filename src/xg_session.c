@@ -2,71 +2,35 @@
  * xg_session.c: the exchange-independent session of one upstream: the
  * restore, the request table, the subscription engine (see xg_session.h).
  */
-#include "xg_core.h"
-#include "xg_client.h"
-#include "xg_log.h"
-#include "xg_venue.h"
-#include "xg_session.h"
+#include "xg_session_int.h"
 
 #include <fnmatch.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #define SS_RETRY_MIN_MS     1000        /* unconfirmed channel: first retry */
 #define SS_RETRY_MAX_MS     30000       /* ... doubling up to this */
 #define SS_MAX_LISTED       100         /* names listed in /status */
 
-struct xg_session {
-    struct xg_upstream           *up;
-    const char                   *name;
-    struct event_base            *base;
-    struct xg_registry           *reg;
-    const struct xg_stale        *stale;
-    size_t                        nstale;
-    size_t                        batch_bytes;
-    const struct xg_session_ops  *ops;
-    void                         *owner;
-    int                           ready;     /* state == READY */
-    enum xg_session_state         st;
-    int                           step;      /* the venue's restore step */
-    int                           subs_left; /* restore subscribe batches */
-    uint64_t                      restore_start_ms;
-    uint64_t                      last_restore_ms;
-    uint64_t                      restores;
-    uint64_t                      linger_ms;
-    struct event                 *ev_flush;    /* batches, once per pass */
-    struct event                 *ev_linger;   /* the earliest linger end */
-    char                        **sub_batch;
-    size_t                        nsub, sub_cap;
-    char                        **unsub_batch;
-    size_t                        nunsub, unsub_cap;
-    uint64_t                      stale_resubscribes;
-    uint64_t                      resubscribe_retries;
-    struct xg_client            **to;        /* fan-out recipients */
-    size_t                        to_cap;
-    uint64_t                      messages_in;
-    uint64_t                      request_ms;
-    unsigned                      queue_limit;
-    uint64_t                      queue_ms;
-};
-
-/* The session's per-channel timers (ch->sess), made when first needed. */
-struct ss_chan {
-    struct xg_session      *s;
-    struct xg_reg_channel  *ch;
-    struct event           *ev_retry;     /* unconfirmed: the next attempt */
-    struct event           *ev_stale;     /* the silence bound */
-};
-
 static void ss_flush(struct xg_session *s);
-static void ss_ready(struct xg_session *s);
+
+void
+ss_chan_unhold(struct ss_chan *sc)
+{
+    size_t i;
+
+    for (i = 0; i < sc->nheld; i++) {
+        free(sc->held[i].p);
+    }
+    free(sc->held);
+    sc->held = NULL;
+    sc->nheld = sc->held_cap = 0;
+}
 
 static void
 ss_chan_free(void *p)
 {
     struct ss_chan *sc = p;
 
+    ss_chan_unhold(sc);
     if (sc->ev_retry != NULL) {
         event_free(sc->ev_retry);
     }
@@ -76,7 +40,7 @@ ss_chan_free(void *p)
     free(sc);
 }
 
-static struct ss_chan *
+struct ss_chan *
 ss_chan(struct xg_session *s, struct xg_reg_channel *ch)
 {
     struct ss_chan *sc = ch->sess;
@@ -90,7 +54,7 @@ ss_chan(struct xg_session *s, struct xg_reg_channel *ch)
     return sc;
 }
 
-static void
+void
 ss_timer(struct event *ev, uint64_t ms)
 {
     struct timeval tv;
@@ -146,6 +110,7 @@ xg_session_free(struct xg_session *s)
     if (s == NULL) {
         return;
     }
+    ss_rot_free(s);
     event_free(s->ev_flush);
     event_free(s->ev_linger);
     free(s->to);
@@ -171,7 +136,7 @@ xg_session_flush_soon(struct xg_session *s)
 
 /* ---- batches ---- */
 
-static void
+void
 ss_batch_add(char ***a, size_t *n, size_t *cap, const char *name)
 {
     if (*n == *cap) {
@@ -184,10 +149,12 @@ ss_batch_add(char ***a, size_t *n, size_t *cap, const char *name)
 /*
  * Sends NAMES as (un)subscribe requests, each under the venue's message
  * size; the names move into the requests (NAMES[i] NULL afterwards).
- * Returns the number of requests.
+ * ON NULL: through the venue, to the primary; else a rotation's
+ * subscribes on ON. Returns the number of requests.
  */
-static int
-ss_send_batches(struct xg_session *s, int subscribe, char **names, size_t n)
+int
+ss_send_batches(struct xg_session *s, int subscribe, char **names, size_t n,
+    struct xg_conn *on)
 {
     size_t i = 0;
     int batches = 0;
@@ -211,7 +178,12 @@ ss_send_batches(struct xg_session *s, int subscribe, char **names, size_t n)
         }
         xg_upstream_log(XG_LOG_DEBUG, s->up, "%s of %d channels (%zu bytes)",
             q->method, q->nchan, bytes);
-        s->ops->send(s->owner, q);
+        if (on != NULL) {
+            q->tag = SS_TAG_ROT;
+            xg_session_send_on(s, q, on);
+        } else {
+            s->ops->send(s->owner, q);
+        }
         batches++;
     }
     return batches;
@@ -267,11 +239,12 @@ ss_flush(struct xg_session *s)
         return;
     }
     if (s->nunsub > 0) {
-        ss_send_batches(s, 0, s->unsub_batch, s->nunsub);
+        ss_rot_unsubscribe(s, s->unsub_batch, s->nunsub);
+        ss_send_batches(s, 0, s->unsub_batch, s->nunsub, NULL);
         s->nunsub = 0;
     }
     if (s->nsub > 0) {
-        ss_send_batches(s, 1, s->sub_batch, s->nsub);
+        ss_send_batches(s, 1, s->sub_batch, s->nsub, NULL);
         s->nsub = 0;
     }
 }
@@ -316,7 +289,7 @@ ss_collect_send(struct xg_session *s, size_t *nchan)
         *nchan = col.n;
     }
     if (col.n > 0) {
-        batches = ss_send_batches(s, 1, col.names, col.n);
+        batches = ss_send_batches(s, 1, col.names, col.n, NULL);
     }
     free(col.names);
     return batches;
@@ -510,8 +483,13 @@ xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error)
 {
     char *errtext = NULL;
-    json_t *res = s->ops->sub_result(s->owner, q, result, error, &errtext);
+    json_t *res;
     int i;
+
+    if (ss_rot_late_answer(s, q)) {
+        return;
+    }
+    res = s->ops->sub_result(s->owner, q, result, error, &errtext);
 
     if (res == NULL) {
         xg_upstream_log(XG_LOG_WARN, s->up, "subscribe of %d channels failed: "
@@ -567,7 +545,7 @@ xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
     xg_session_flush_soon(s);   /* confirmed with nobody left: unsubscribe */
     if (s->st == XG_SESSION_RESTORING && s->step < 0
         && q->tag != XG_SESSION_RESUB && --s->subs_left == 0) {
-        ss_ready(s);
+        ss_ready(s, 1);
     }
 }
 
@@ -693,8 +671,30 @@ ss_log_unknown(const struct xg_session *s, const struct xg_jspan *id)
         (int) (id->len > 40 ? 40 : id->len), id->p);
 }
 
+/* DATA on CH as any message of the channel's stream: the venue's
+   continuity first, then (if it says so) every subscriber. */
 void
-xg_session_message(struct xg_session *s, const char *data, size_t len)
+ss_deliver(struct xg_session *s, struct xg_reg_channel *ch, const char *data,
+    size_t len, const struct xg_umsg *m)
+{
+    struct xg_umsg none;
+
+    if (m == NULL) {
+        memset(&none, 0, sizeof(none));
+        none.kind = XG_UMSG_DATA;
+        none.chan = ch->name;
+        none.chan_len = strlen(ch->name);
+        m = &none;
+    }
+    ch->last_data_ms = xg_now_ms();
+    if (s->ops->data(s->owner, ch, data, len, m)) {
+        xg_session_fanout(s, ch, data, len);
+    }
+}
+
+void
+xg_session_message(struct xg_session *s, struct xg_conn *c, const char *data,
+    size_t len)
 {
     struct xg_umsg m;
     struct xg_reg_req *q;
@@ -702,7 +702,7 @@ xg_session_message(struct xg_session *s, const char *data, size_t len)
 
     s->messages_in++;
     memset(&m, 0, sizeof(m));
-    s->ops->classify(s->owner, data, len, &m);
+    s->ops->classify(s->owner, c, data, len, &m);
     switch (m.kind) {
     case XG_UMSG_ANSWER:
         if ((q = xg_session_take(s, &m.id)) == NULL) {
@@ -715,14 +715,18 @@ xg_session_message(struct xg_session *s, const char *data, size_t len)
                 (unsigned long long) (xg_now_ms() - q->log_ms),
                 m.error.p != NULL ? " with an error" : "");
         }
-        if (q->kind == XG_REQ_SUB) {
+        if (q->kind == XG_REQ_SUB && q->tag == SS_TAG_ROT) {
+            ss_rot_sub_answer(s, q, &m.result, &m.error);
+        } else if (q->kind == XG_REQ_SUB) {
             xg_session_sub_answer(s, q, &m.result, &m.error);
         } else if (q->kind == XG_REQ_UNSUB) {
             xg_session_unsub_answer(s, q);
         } else if (s->ops->answer(s->owner, q, data, len, &m)) {
+            ss_rot_check_retire(s, c);
             return;             /* kept */
         }
         xg_registry_req_free(q);
+        ss_rot_check_retire(s, c);
         return;
     case XG_UMSG_DATA:
         ch = xg_registry_channel_n(s->reg, m.chan, m.chan_len);
@@ -731,9 +735,12 @@ xg_session_message(struct xg_session *s, const char *data, size_t len)
                 "no subscriber", (int) m.chan_len, m.chan);
             return;
         }
-        ch->last_data_ms = xg_now_ms();
-        if (s->ops->data(s->owner, ch, data, len, &m)) {
-            xg_session_fanout(s, ch, data, len);
+        if (s->rot != NULL && ss_rot_data(s, c, ch, data, len)) {
+            return;             /* held or dropped by the rotation */
+        }
+        ss_deliver(s, ch, data, len, &m);
+        if (s->rot != NULL) {
+            ss_rot_after(s, ch);
         }
         return;
     default:
@@ -933,6 +940,13 @@ ss_log_sent(const struct xg_session *s, const struct xg_reg_req *q)
 int
 xg_session_send(struct xg_session *s, struct xg_reg_req *q)
 {
+    return xg_session_send_on(s, q, s->conn);
+}
+
+int
+xg_session_send_on(struct xg_session *s, struct xg_reg_req *q,
+    struct xg_conn *c)
+{
     static const char *const keys[] = { "id" };
     struct xg_jspan v[1];
     char idbuf[24];
@@ -949,6 +963,7 @@ xg_session_send(struct xg_session *s, struct xg_reg_req *q)
         return XG_ERROR;
     }
     ss_req_disarm(q);
+    q->conn = c;
     id = xg_registry_inflight_add(s->reg, q, 0);
     if (q->timed && s->request_ms != 0) {
         ss_req_arm(s, q, s->request_ms);
@@ -959,7 +974,7 @@ xg_session_send(struct xg_session *s, struct xg_reg_req *q)
     q->log_ms = xg_now_ms();
     snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long) id);
     out = xg_jscan_splice(q->text, q->len, &v[0], idbuf, strlen(idbuf), &n);
-    rc = s->ops->write(s->owner, out, n);
+    rc = c != NULL ? s->ops->write(s->owner, c, out, n) : XG_ERROR;
     free(out);
     if (rc != XG_OK) {
         /* no connection: xg_session_down() will sort the request out */
@@ -1004,6 +1019,7 @@ ss_on_request_expired(evutil_socket_t fd, short what, void *arg)
 {
     struct xg_reg_req *q = arg;
     struct xg_session *s = q->sess;
+    struct xg_conn *c = q->conn;
     int queued = q->up_id == 0;
 
     if (queued) {
@@ -1014,6 +1030,9 @@ ss_on_request_expired(evutil_socket_t fd, short what, void *arg)
     q->deadline_ms = 0;
     if (!s->ops->expired(s->owner, q, queued)) {
         xg_registry_req_free(q);
+    }
+    if (!queued) {
+        ss_rot_check_retire(s, c);
     }
 }
 
@@ -1031,15 +1050,41 @@ xg_session_take(struct xg_session *s, const struct xg_jspan *id)
     return q;
 }
 
-void
-xg_session_down(struct xg_session *s, unsigned *replayed, unsigned *lost)
+
+static void
+ss_ids_cb(struct xg_reg_req *q, void *arg)
+{
+    struct ss_ids *l = arg;
+
+    if (q->conn != l->c && !(l->orphans && q->conn == NULL)) {
+        return;
+    }
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->ids = xg_realloc(l->ids, l->cap * sizeof(*l->ids));
+    }
+    l->ids[l->n++] = q->up_id;
+}
+
+/*
+ * The requests in flight on C, now lost with it: each goes to ops->lost();
+ * those to replay are sent again on the primary when the session is ready
+ * (else queued first, in their order).
+ */
+static void
+ss_down_requests(struct xg_session *s, struct xg_conn *c, int primary,
+    unsigned *replayed, unsigned *lost)
 {
     struct xg_reg_req *q, *replay = NULL, *nx;
+    struct ss_ids l = { c, NULL, 0, 0, primary };
+    size_t i;
 
-    s->st = XG_SESSION_DOWN;
-    s->ready = 0;
     *replayed = *lost = 0;
-    while ((q = xg_registry_inflight_pop(s->reg)) != NULL) {
+    xg_registry_inflight_foreach(s->reg, ss_ids_cb, &l);
+    for (i = 0; i < l.n; i++) {
+        if ((q = xg_registry_inflight_take(s->reg, l.ids[i])) == NULL) {
+            continue;
+        }
         ss_req_disarm(q);
         switch (s->ops->lost(s->owner, q)) {
         case XG_LOST_REPLAY:
@@ -1061,6 +1106,21 @@ xg_session_down(struct xg_session *s, unsigned *replayed, unsigned *lost)
             break;
         }
     }
+    free(l.ids);
+    if (s->ready) {
+        /* another connection serves: in their order (REPLAY is reversed) */
+        for (q = NULL; replay != NULL; replay = nx) {
+            nx = replay->next;
+            replay->next = q;
+            q = replay;
+        }
+        for (; q != NULL; q = nx) {
+            nx = q->next;
+            q->next = NULL;
+            xg_session_send(s, q);
+        }
+        return;
+    }
     for (q = replay; q != NULL; q = nx) {
         nx = q->next;
         if (!q->nolimit && s->queue_ms != 0) {
@@ -1071,12 +1131,64 @@ xg_session_down(struct xg_session *s, unsigned *replayed, unsigned *lost)
     }
 }
 
+enum xg_session_down
+xg_session_down(struct xg_session *s, struct xg_conn *c, unsigned *replayed,
+    unsigned *lost)
+{
+    struct ss_rot *r = s->rot;
+    enum xg_session_down how = XG_SESSION_DOWN_OTHER;
+
+    if (c == s->conn) {
+        s->st = XG_SESSION_DOWN;
+        s->ready = 0;
+        s->conn = NULL;
+        how = XG_SESSION_DOWN_PRIMARY;
+        if (r != NULL && !r->failed && r->phase != SR_RETIRE) {
+            /* B restores on: it takes over when it is done */
+            r->a = NULL;
+            r->a_lost = 1;
+            how = XG_SESSION_DOWN_TAKEOVER;
+            xg_upstream_log(XG_LOG_WARN, s->up, "rotation of #%u to #%u: #%u "
+                "lost while #%u restores: #%u will take over", r->a_id,
+                r->b_id, r->a_id, r->b_id, r->b_id);
+        } else if (r != NULL && r->phase == SR_RETIRE) {
+            /* the new primary went before the old one retired */
+            r->b = NULL;
+            if (r->a != NULL) {
+                xg_upstream_retire(s->up, r->a, "the new primary was lost");
+            }
+        } else if (r != NULL) {
+            ss_rot_free(s);
+        }
+    } else if (r != NULL && c == r->b) {
+        /* the rotation failed; with the primary gone, the session too */
+        how = r->a_lost ? XG_SESSION_DOWN_PRIMARY : XG_SESSION_DOWN_OTHER;
+        ss_rot_free(s);
+    } else if (r != NULL && c == r->a) {
+        r->a = NULL;
+        if (r->b == NULL || r->phase == SR_RETIRE) {
+            xg_upstream_log(XG_LOG_INFO, s->up, "rotation of #%u to #%u "
+                "finished: #%u closed, #%u serves", r->a_id, r->b_id,
+                r->a_id, r->b_id);
+            ss_rot_free(s);
+        }
+    }
+    /* sent while no connection was up: the primary's to settle */
+    ss_down_requests(s, c, how != XG_SESSION_DOWN_OTHER, replayed, lost);
+    if (how == XG_SESSION_DOWN_TAKEOVER) {
+        ss_rot_keep_channels(s);
+        /* after the venue's trackers went down with A */
+        ss_rot_check_soon(s);
+    }
+    return how;
+}
+
 /* ---- the connection: restore, ready, down ---- */
 
 /* Restore done: what was queued goes out (replays first), then what was
    asked for meanwhile, and the upstream is READY. */
-static void
-ss_ready(struct xg_session *s)
+void
+ss_ready(struct xg_session *s, int tell)
 {
     struct xg_reg_req *q;
     size_t nq = 0;
@@ -1093,7 +1205,9 @@ ss_ready(struct xg_session *s)
     xg_upstream_log(XG_LOG_INFO, s->up, "restored in %llu ms: %zu channels, "
         "%zu queued requests sent", (unsigned long long) s->last_restore_ms,
         xg_registry_nchannels(s->reg), nq);
-    xg_upstream_restored(s->up);
+    if (tell) {
+        xg_upstream_restored(s->up);
+    }
     xg_session_flush_soon(s);
 }
 
@@ -1105,7 +1219,8 @@ ss_restore_run(struct xg_session *s)
     size_t n;
     int rc;
 
-    while ((rc = s->ops->restore_step(s->owner, s->step)) == XG_OK) {
+    while ((rc = s->ops->restore_step(s->owner, s->conn, s->step))
+           == XG_OK) {
         s->step++;
     }
     if (rc == XG_AGAIN) {
@@ -1119,13 +1234,14 @@ ss_restore_run(struct xg_session *s)
             n);
     }
     if (s->subs_left == 0) {
-        ss_ready(s);
+        ss_ready(s, 1);
     }
 }
 
 void
-xg_session_open(struct xg_session *s)
+xg_session_open(struct xg_session *s, struct xg_conn *c)
 {
+    s->conn = c;
     s->st = XG_SESSION_RESTORING;
     s->ready = 0;
     s->step = 0;
@@ -1134,9 +1250,15 @@ xg_session_open(struct xg_session *s)
 }
 
 void
-xg_session_step_done(struct xg_session *s)
+xg_session_step_done(struct xg_session *s, struct xg_conn *c)
 {
-    if (s->st == XG_SESSION_RESTORING && s->step >= 0) {
+    if (s->rot != NULL && c == s->rot->b) {
+        if (!s->rot->failed && s->rot->phase == SR_STEPS) {
+            ss_rot_run(s);
+        }
+        return;
+    }
+    if (c == s->conn && s->st == XG_SESSION_RESTORING && s->step >= 0) {
         ss_restore_run(s);
     }
 }
@@ -1145,6 +1267,12 @@ enum xg_session_state
 xg_session_state(const struct xg_session *s)
 {
     return s->st;
+}
+
+struct xg_conn *
+xg_session_conn(const struct xg_session *s)
+{
+    return s->conn;
 }
 
 /* ---- /status ---- */
@@ -1190,4 +1318,10 @@ xg_session_status(struct xg_session *s, json_t *obj)
     json_object_set_new(obj, "unconfirmed_channels", l.arr);
     json_object_set_new(obj, "unconfirmed_count",
         json_integer((json_int_t) l.n));
+    json_object_set_new(obj, "rotation_switches_in_line",
+        json_integer((json_int_t) s->rot_in_line));
+    json_object_set_new(obj, "rotation_switches_quiet",
+        json_integer((json_int_t) s->rot_quiet));
+    json_object_set_new(obj, "rotation_switches_forced",
+        json_integer((json_int_t) s->rot_forced));
 }

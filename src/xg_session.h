@@ -28,6 +28,23 @@
  * them through its request table, and gets called back for what depends
  * on the exchange (what a confirmation means for its continuity trackers,
  * how a client's subscribe is answered).
+ *
+ * Connections. Every request remembers the connection it was written on
+ * (q->conn); new requests go to the primary (xg_session_conn()), and the
+ * loss of a connection settles only the requests in flight on it. A
+ * make-before-break rotation (xg_session_rotate()) restores the session
+ * on a second connection B while the primary A serves on: the venue's
+ * steps on B, then every confirmed channel subscribed on B, verified;
+ * B's data is held meanwhile. Then each channel switches to B where B's
+ * stream lines up with what its subscribers got from A (the venue's
+ * cross(), from its continuity trackers); A's data on a switched channel
+ * is dropped. Once every channel is on B (or the switch bound ran out:
+ * the channels left switch as after an outage, bridged or fetched), B is
+ * promoted, the venue is told A retires (ops->retiring: its last words,
+ * such as disabling cancel-on-disconnect), and A is retired once its
+ * requests in flight are answered or timed out. A refusal on B, or B
+ * lost, fails the rotation with A untouched; A lost while B restores:
+ * B takes over when its restore is done.
  */
 #ifndef XG_SESSION_H
 #define XG_SESSION_H
@@ -35,12 +52,14 @@
 #include "xg_core.h"
 #include "xg_jscan.h"
 #include "xg_registry.h"
+#include "xg_track.h"
 
 #include <event2/event.h>
 #include <jansson.h>
 
 struct xg_session;
 struct xg_upstream;
+struct xg_conn;
 
 /* Request kinds the session owns (the venue's own kinds stay below). */
 #define XG_REQ_SUB      100      /* a subscribe batch */
@@ -91,9 +110,12 @@ enum xg_lost {
 
 /* What the session calls in its venue (OWNER is the venue's instance). */
 struct xg_session_ops {
-    /* Reads one upstream message into *M (kind IGNORE for the rest). */
-    void (*classify)(void *owner, const char *data, size_t len,
-        struct xg_umsg *m);
+    /*
+     * Reads one upstream message from connection C into *M (kind IGNORE
+     * for the rest; a heartbeat is answered on C).
+     */
+    void (*classify)(void *owner, struct xg_conn *c, const char *data,
+        size_t len, struct xg_umsg *m);
     /*
      * The answer M (DATA, LEN: the whole message) to the venue's request
      * Q (a client's or its own; the session's (un)subscribes never come
@@ -108,8 +130,9 @@ struct xg_session_ops {
      */
     int (*data)(void *owner, struct xg_reg_channel *ch, const char *data,
         size_t len, const struct xg_umsg *m);
-    /* Writes one message upstream; XG_ERROR when no connection is open. */
-    int (*write)(void *owner, const char *data, size_t len);
+    /* Writes one message on C; XG_ERROR when C is not open. */
+    int (*write)(void *owner, struct xg_conn *c, const char *data,
+        size_t len);
     /*
      * Q's deadline passed, in flight (QUEUED 0) or waiting for the
      * connection (QUEUED 1): tell whoever waits. Returns 1 when it kept Q
@@ -145,12 +168,13 @@ struct xg_session_ops {
     /* SR, a client's subscribe request, is complete: answer and free it. */
     void (*subreq_done)(void *owner, struct xg_reg_subreq *sr);
     /*
-     * Restore step STEP (0, 1, ...) of a new connection, before the
-     * subscriptions: XG_AGAIN when it sent a request whose answer will
-     * call xg_session_step_done(), XG_OK when this step has nothing to
-     * do, XG_DONE when the venue has no such step (its steps are over).
+     * Restore step STEP (0, 1, ...) of the new connection C, before the
+     * subscriptions: XG_AGAIN when it sent a request on C (with
+     * xg_session_send_on()) whose answer will call
+     * xg_session_step_done(), XG_OK when this step has nothing to do,
+     * XG_DONE when the venue has no such step (its steps are over).
      */
-    int (*restore_step)(void *owner, int step);
+    int (*restore_step)(void *owner, struct xg_conn *c, int step);
     /*
      * CH's name given to the client whose registry owner is CLIENT, on a
      * subscribe of kind FLAGS (the venue's): 1 when the client may have
@@ -161,6 +185,30 @@ struct xg_session_ops {
     void (*joined)(void *owner, void *client, struct xg_reg_channel *ch,
         int live);
     void (*left)(void *owner, void *client, struct xg_reg_channel *ch);
+
+    /* ---- a rotation (NULL: every channel switches at B's first
+       message, and nothing is said on A) ---- */
+    /*
+     * DATA (LEN bytes; NULL: nothing yet), a message of the rotation's
+     * new connection on CH, against what CH's subscribers got from the
+     * old one (see enum xg_track_cross in src/xg_track.h).
+     */
+    enum xg_track_cross (*cross)(void *owner, struct xg_reg_channel *ch,
+        const char *data, size_t len);
+    /*
+     * CH switches to the new connection with nothing that lined up (LOST
+     * 1: the old connection was lost): continuity as after an outage.
+     * The new connection's data held for CH is passed through data()
+     * next, then cross_done(); DROPPED 1: some of the new connection's
+     * data on CH was dropped as delivered (a snapshot, say).
+     */
+    void (*cross_force)(void *owner, struct xg_reg_channel *ch, int lost);
+    void (*cross_done)(void *owner, struct xg_reg_channel *ch, int dropped);
+    /*
+     * C, the old primary, retires now that the new one is promoted: what
+     * it must say before its close (its answers are waited for).
+     */
+    void (*retiring)(void *owner, struct xg_conn *c);
 };
 
 /* The session's connection state. */
@@ -188,15 +236,26 @@ void xg_session_set_linger(struct xg_session *s, uint64_t ms);
 /* ---- the connection: restore, ready, down ---- */
 
 /*
- * A new connection is open: the restore runs the venue's steps in order,
- * then subscribes every channel held, then (READY) sends what was queued
- * and tells the upstream (xg_upstream_restored()). While the session is
- * not ready nothing is batched (the restore sends everything pending).
+ * C, a new primary connection, is open: the restore runs the venue's
+ * steps in order, then subscribes every channel held, then (READY) sends
+ * what was queued and tells the upstream (xg_upstream_restored()). While
+ * the session is not ready nothing is batched (the restore sends
+ * everything pending).
  */
-void xg_session_open(struct xg_session *s);
-/* The venue's restore step answered well: the next one. */
-void xg_session_step_done(struct xg_session *s);
+void xg_session_open(struct xg_session *s, struct xg_conn *c);
+/* The venue's restore step on C answered well: the next one. */
+void xg_session_step_done(struct xg_session *s, struct xg_conn *c);
 enum xg_session_state xg_session_state(const struct xg_session *s);
+/* The primary connection (new requests go to it), or NULL. */
+struct xg_conn *xg_session_conn(const struct xg_session *s);
+
+/*
+ * C, a ROTATING connection (src/xg_venue.h), is open beside the primary:
+ * the rotation described at the top of this file starts. It ends with
+ * xg_upstream_promote(C) and xg_upstream_retire() of the old primary, or
+ * with xg_upstream_retire(C) when C is refused something.
+ */
+void xg_session_rotate(struct xg_session *s, struct xg_conn *c);
 
 /* CH (pending) is wanted: it goes into the next subscribe batch. */
 void xg_session_want(struct xg_session *s, struct xg_reg_channel *ch);
@@ -217,11 +276,13 @@ void xg_session_unsub_answer(struct xg_session *s, const struct xg_reg_req *q);
 void xg_session_resubscribe(struct xg_session *s, struct xg_reg_channel *ch);
 
 /*
- * One message from the exchange: the venue classifies it; an answer goes
- * to the request it answers, data to its channel's subscribers (one copy
- * shared by all, xg_client_fanout()).
+ * One message from the exchange on connection C: the venue classifies
+ * it; an answer goes to the request it answers (whatever connection it
+ * came on), data to its channel's subscribers (one copy shared by all,
+ * xg_client_fanout()) unless a rotation holds or drops it.
  */
-void xg_session_message(struct xg_session *s, const char *data, size_t len);
+void xg_session_message(struct xg_session *s, struct xg_conn *c,
+    const char *data, size_t len);
 
 /*
  * DATA (LEN bytes, copied) to every subscriber of CH, one shared copy
@@ -269,12 +330,15 @@ void xg_session_set_limits(struct xg_session *s, uint64_t request_ms,
     unsigned limit, uint64_t queue_ms);
 
 /*
- * Puts Q in flight under a fresh id and writes it: Q->text holds the
- * request with some "id" member, replaced here. Takes ownership of Q.
- * XG_ERROR when the write failed (the loss of the connection sorts Q
- * out).
+ * Puts Q in flight under a fresh id and writes it on the primary: Q->text
+ * holds the request with some "id" member, replaced here. Takes
+ * ownership of Q. XG_ERROR when the write failed (the loss of the
+ * connection sorts Q out).
  */
 int xg_session_send(struct xg_session *s, struct xg_reg_req *q);
+/* The same on connection C (a restore step, an answer on C's own). */
+int xg_session_send_on(struct xg_session *s, struct xg_reg_req *q,
+    struct xg_conn *c);
 
 /*
  * Sends Q when ready, else queues it (q->nolimit: past the limit and with
@@ -300,13 +364,25 @@ void xg_session_untime(struct xg_reg_req *q);
 struct xg_reg_req *xg_session_take(struct xg_session *s,
     const struct xg_jspan *id);
 
+/* What the loss of a connection means for the venue. */
+enum xg_session_down {
+    XG_SESSION_DOWN_PRIMARY = 0, /* the session is down: its channels and
+                                    trackers as after any outage */
+    XG_SESSION_DOWN_TAKEOVER,    /* the primary is lost, a rotation's
+                                    connection takes over: trackers as
+                                    after an outage, channels kept */
+    XG_SESSION_DOWN_OTHER        /* a rotating or retiring connection:
+                                    nothing else changes */
+};
+
 /*
- * The connection is gone (state DOWN): every request in flight goes to
- * ops->lost(); those to replay are queued first, in their order.
- * *REPLAYED and *LOST get the counts.
+ * Connection C is gone: every request in flight on C goes to
+ * ops->lost(); those to replay are queued first, in their order (sent at
+ * once when the session is ready on another connection). *REPLAYED and
+ * *LOST get the counts. Returns what the loss means.
  */
-void xg_session_down(struct xg_session *s, unsigned *replayed,
-    unsigned *lost);
+enum xg_session_down xg_session_down(struct xg_session *s, struct xg_conn *c,
+    unsigned *replayed, unsigned *lost);
 
 
 /* Adds the session's counters to an upstream's /status object. */

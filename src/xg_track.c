@@ -395,6 +395,30 @@ xg_track_retry(struct xg_track *t, struct xg_reg_req *q, const char *why,
     return 1;
 }
 
+enum xg_track_cross
+xg_track_cross(struct xg_track *t, const char *data, size_t len)
+{
+    if (t->state != XG_TRACK_LIVE && t->state != XG_TRACK_GAP) {
+        return XG_CROSS_WAIT;   /* its fetch decides what was delivered */
+    }
+    if (t->kind->cross == NULL) {
+        return XG_CROSS_SWITCH;
+    }
+    return t->kind->cross(t, data, len);
+}
+
+void
+xg_track_cross_force(struct xg_track *t, uint64_t since_ms, int lost)
+{
+    if (!lost && (t->kind->flags & XG_TRACK_CROSS_GAP)) {
+        xg_track_gap(t, since_ms, "rotation: not in line");
+        lost = 1;
+    }
+    if (lost) {
+        xg_track_resume(t, "rotation: switched");
+    }
+}
+
 void
 xg_track_fanout(struct xg_track *t, const char *data, size_t len)
 {

@@ -59,6 +59,23 @@ enum xg_track_verdict {
                             fetched (struct xg_track_seq says which) */
 };
 
+/*
+ * Where a message of a new connection stands against what the channel's
+ * subscribers got from the old one, during a make-before-break rotation
+ * (src/xg_session.h): the channel switches to the new connection at the
+ * first message that lines up.
+ */
+enum xg_track_cross {
+    XG_CROSS_SWITCH = 0, /* it follows what was delivered: switch at it
+                            (it goes through the kind's parse) */
+    XG_CROSS_DROP,       /* delivered already by the old connection, and
+                            the next one may not follow on: drop it */
+    XG_CROSS_DROP_SWITCH,/* delivered already, and the next one follows
+                            on what was delivered: drop it and switch */
+    XG_CROSS_WAIT        /* ahead of what was delivered: keep it until
+                            the old connection catches up */
+};
+
 /* A message's place in the stream, as the kind's parse found it. */
 struct xg_track_seq {
     uint64_t  from, to;  /* XG_TRACK_FETCH: what is missing (to 0: up to
@@ -94,11 +111,24 @@ struct xg_track_kind {
     /* The stream broke (connection lost, stale, a gap in the data). */
     void       (*lost)(struct xg_track *t);
     void       (*free)(void *data);
+    /*
+     * A rotation's new connection sent DATA on the channel: where it
+     * stands (see enum xg_track_cross). DATA NULL asks whether the
+     * channel may switch now with nothing from the new connection that
+     * lines up (XG_CROSS_SWITCH) or must wait for it (XG_CROSS_WAIT).
+     * NULL: the channel switches at the new connection's first message.
+     */
+    enum xg_track_cross (*cross)(struct xg_track *t, const char *data,
+        size_t len);
 };
 
 /* A fetch that dies with its connection keeps its held messages (HELD)
    instead of releasing them: what it fetched is fetched again first. */
 #define XG_TRACK_KEEP_HELD  0x1
+/* A switch to a rotation's new connection that nothing lined up for
+   leaves a gap: the kind checks (and fetches) what follows as after an
+   outage. */
+#define XG_TRACK_CROSS_GAP  0x2
 
 /*
  * What trackers share: the creator's, and it outlives them. The engine
@@ -211,6 +241,24 @@ void xg_track_answer(struct xg_track *t, const struct xg_reg_req *q,
  */
 int xg_track_retry(struct xg_track *t, struct xg_reg_req *q, const char *why,
     int len);
+
+/*
+ * Where DATA (borrowed; NULL: nothing yet), a message of a rotation's new
+ * connection on T's channel, stands against what T delivered (see enum
+ * xg_track_cross). While T fetches or holds, the channel waits.
+ */
+enum xg_track_cross xg_track_cross(struct xg_track *t, const char *data,
+    size_t len);
+
+/*
+ * T's channel switches to a rotation's new connection without a message
+ * that lined up (the rotation's bound ran out, or the old connection was
+ * lost: LOST 1, T went down with it). A kind with XG_TRACK_CROSS_GAP is
+ * put in a gap from SINCE_MS, and every kind resumes as after an outage
+ * when LOST, so that what the new connection does not line up with is
+ * fetched or bridged.
+ */
+void xg_track_cross_force(struct xg_track *t, uint64_t since_ms, int lost);
 
 /* For the kind: DATA to the channel's subscribers. */
 void xg_track_fanout(struct xg_track *t, const char *data, size_t len);

@@ -43,6 +43,14 @@
 
 /* A close frame's reason holds at most 123 bytes (RFC 6455 5.5.1). */
 #define XG_UP_CLOSE_REASON_MAX  123
+/*
+ * Bytes one read callback takes from the upstream socket at most: what is
+ * there, up to this, goes out in one loop pass (about 850 messages of
+ * 300 bytes), so a burst is fanned out in large batches, one send(2) per
+ * client for each, while one pass stays short enough for the loop's other
+ * work.
+ */
+#define XG_UP_READ_MAX          (256 * 1024)
 
 /* See xg_upstream_int.h. */
 const unsigned xg_upstream_restore_le_ms[XG_UP_RESTORE_LE_N] = {
@@ -361,6 +369,8 @@ conn_connect(struct xg_upstream *up, struct xg_conn *c)
     opts.log_ctx = &lctx;
     /* up_set_state() logs every transition: one line per event. */
     opts.owner_logs = 1;
+    opts.io = &up->io;
+    opts.read_max = XG_UP_READ_MAX;
     c->gen = up->conf_gen;
 
     timer_arm(c->ev_deadline,

@@ -87,7 +87,8 @@ const char *xg_upstream_state_name(enum xg_upstream_state s);
  * Returns UP's /status object (new reference): name, state, url,
  * connection_id, connects, disconnects, reconnect_attempts, breaker,
  * breaker_trips,
- * last_error, state_since_s, messages_in, bytes_in, disconnect_reasons
+ * last_error, state_since_s, messages_in, bytes_in, reads and
+ * read_bytes (socket reads, TLS records included), disconnect_reasons
  * and connect_failure_reasons (a count per class: closed, lost, timeout,
  * connect, dns, tls, http, protocol, stop, error), restore_seconds (the
  * restore duration histogram: le, cumulative counts, sum, count),

@@ -12,6 +12,7 @@
 #include "xg_venue.h"
 #include "xg_reconnect.h"
 #include "xg_upstream.h"
+#include "xg_io.h"
 
 #include <event2/event.h>
 
@@ -143,6 +144,8 @@ struct xg_upstream {
     uint64_t                        rotations_failed;
     uint64_t                        messages_in;
     uint64_t                        bytes_in;
+    struct xg_io_stats              io;         /* socket reads, of every
+                                                   connection */
     uint64_t                        disconnects_by[UP_WHY_N];
     uint64_t                        connect_failures_by[UP_WHY_N];
     uint64_t                        restore_hist[XG_UP_RESTORE_BUCKETS];

@@ -150,6 +150,10 @@ xg_upstream_status(const struct xg_upstream *up)
     json_object_set_new(o, "messages_in",
         json_integer((json_int_t) up->messages_in));
     json_object_set_new(o, "bytes_in", json_integer((json_int_t) up->bytes_in));
+    /* socket reads, for the messages one read carries */
+    json_object_set_new(o, "reads", json_integer((json_int_t) up->io.reads));
+    json_object_set_new(o, "read_bytes",
+        json_integer((json_int_t) up->io.read_bytes));
     json_object_set_new(o, "disconnect_reasons",
         up_why_json(up->disconnects_by));
     json_object_set_new(o, "connect_failure_reasons",

@@ -15,6 +15,7 @@
 
 #include "xg_core.h"
 #include "xg_conf.h"
+#include "xg_io.h"
 
 #include <event2/event.h>
 #include <event2/dns.h>
@@ -99,6 +100,19 @@ struct xg_ws_opts {
      * message is cheaper with libevent's one writev per loop turn.
      */
     int                direct_output;
+    /*
+     * Counters the connection adds to (borrowed: must outlive it): its
+     * socket reads, and with direct_output its writes. NULL: none.
+     */
+    struct xg_io_stats *io;
+    /*
+     * Bytes one read callback may take from a plain socket once open: it
+     * reads on until the socket is dry or this much came in. 0: what
+     * libevent reads, at most 4 KiB a callback (and TLS: one record).
+     */
+    size_t             read_max;
+    /* Bytes one write of queued output may take; 0: libevent's (16 KiB). */
+    size_t             write_max;
 };
 
 /*
@@ -192,10 +206,18 @@ int xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f);
  * its output buffer is empty; returns the bytes the socket took (0 when
  * output is queued, the socket is full, or on an error). The caller
  * queues the rest in the output buffer. Not for TLS or paired
- * bufferevents.
+ * bufferevents. DATA holds NMSGS messages; the send, and the bytes left
+ * for the caller to queue, are counted in IO (NULL: not counted).
  */
 struct bufferevent;
 size_t xg_bev_send_now(struct bufferevent *bev, const void *data,
-    size_t len);
+    size_t len, size_t nmsgs, struct xg_io_stats *io);
+
+/*
+ * Counts in IO every write libevent makes from BEV's output buffer (the
+ * bytes it drains), as writes of queued output. Returns XG_OK, or
+ * XG_ERROR when the callback cannot be added.
+ */
+int xg_bev_count_writes(struct bufferevent *bev, struct xg_io_stats *io);
 
 #endif

@@ -192,14 +192,21 @@ static int
 dr_timed(const struct xg_reg_req *q)
 {
     return q->kind == K_CLIENT || q->kind == K_BACKFILL || q->kind == K_ORDERS
-           || q->kind == K_CTRADES;
+           || q->kind == K_CTRADES || q->kind == K_COD_OFF;
 }
 
 int
 dr_send(struct dr *d, struct xg_reg_req *q)
 {
+    return dr_send_on(d, q, xg_session_conn(d->s));
+}
+
+/* The same on connection C (a restore step, a heartbeat answer). */
+int
+dr_send_on(struct dr *d, struct xg_reg_req *q, struct xg_conn *c)
+{
     q->timed = dr_timed(q);
-    return xg_session_send(d->s, q);
+    return xg_session_send_on(d->s, q, c);
 }
 
 /* Builds an internal request {"jsonrpc":"2.0","id":0,"method":M,"params":P}. */
@@ -351,7 +358,7 @@ dr_auth_params(struct dr *d)
  * private/enable_cancel_on_disconnect; then the session subscribes.
  */
 static int
-dr_restore_step(void *p, int step)
+dr_restore_step(void *p, struct xg_conn *c, int step)
 {
     struct dr *d = p;
     const struct dr_conf *cf = d->cf;
@@ -361,11 +368,12 @@ dr_restore_step(void *p, int step)
         if (cf->auth == DR_AUTH_NONE) {
             return XG_OK;
         }
-        xg_upstream_log(XG_LOG_INFO, d->up, "restore: public/auth (%s, scope "
+        xg_conn_log(XG_LOG_INFO, c, "restore: public/auth (%s, scope "
             "%s)", cf->auth == DR_AUTH_SIGNATURE
             ? "client_signature" : "client_credentials",
             cf->auth_scope ? cf->auth_scope : "connection");
-        dr_send(d, dr_internal(K_AUTH, "public/auth", dr_auth_params(d)));
+        dr_send_on(d, dr_internal(K_AUTH, "public/auth", dr_auth_params(d)),
+            c);
         return XG_AGAIN;
     case 1:
         if (cf->heartbeat_ms == 0) {
@@ -374,20 +382,21 @@ dr_restore_step(void *p, int step)
         {
             json_int_t s = (json_int_t) ((cf->heartbeat_ms + 999) / 1000);
 
-            xg_upstream_log(XG_LOG_INFO, d->up, "restore: public/set_heartbeat "
+            xg_conn_log(XG_LOG_INFO, c, "restore: public/set_heartbeat "
                 "%lld s", (long long) s);
-            dr_send(d, dr_internal(K_HEARTBEAT, "public/set_heartbeat",
-                json_pack("{s:I}", "interval", s)));
+            dr_send_on(d, dr_internal(K_HEARTBEAT, "public/set_heartbeat",
+                json_pack("{s:I}", "interval", s)), c);
         }
         return XG_AGAIN;
     case 2:
         if (!cf->cod) {
             return XG_OK;
         }
-        xg_upstream_log(XG_LOG_INFO, d->up, "restore: "
+        xg_conn_log(XG_LOG_INFO, c, "restore: "
             "private/enable_cancel_on_disconnect");
-        dr_send(d, dr_internal(K_COD, "private/enable_cancel_on_disconnect",
-            json_pack("{s:s}", "scope", "connection")));
+        dr_send_on(d, dr_internal(K_COD,
+            "private/enable_cancel_on_disconnect",
+            json_pack("{s:s}", "scope", "connection")), c);
         return XG_AGAIN;
     }
     return XG_DONE;
@@ -433,16 +442,29 @@ dr_on_client_answer(struct dr *d, struct xg_reg_req *q, const char *data,
     free(out);
 }
 
+/* A restore step on C was refused: C fails (a rotation's C is retired,
+   the primary serving on). */
 static void
-dr_fail(struct dr *d, const char *what, const struct xg_jspan *error)
+dr_fail(struct dr *d, struct xg_conn *c, const char *what,
+    const struct xg_jspan *error)
 {
     char reason[256];
 
     snprintf(reason, sizeof(reason), "%s refused: %.*s", what,
         error->p ? (int) (error->len > 180 ? 180 : error->len) : 7,
         error->p ? error->p : "no answer");
-    xg_upstream_log(XG_LOG_ERROR, d->up, "%s", reason);
-    xg_upstream_fail(d->up, reason);
+    if (c != NULL) {
+        xg_conn_log(XG_LOG_ERROR, c, "%s", reason);
+    } else {
+        xg_upstream_log(XG_LOG_ERROR, d->up, "%s", reason);
+    }
+    if (c != NULL && xg_conn_role(c) == XG_CONN_ROTATING) {
+        xg_upstream_retire(d->up, c, reason);
+        return;
+    }
+    if (c == NULL || c == xg_session_conn(d->s)) {
+        xg_upstream_fail(d->up, reason);
+    }
 }
 
 static int
@@ -471,22 +493,25 @@ dr_answer(void *p, struct xg_reg_req *q, const char *data, size_t len,
                     dr_auth_params(d)));
                 break;
             }
-            dr_fail(d, "public/auth", error);
+            dr_fail(d, q->conn, "public/auth", error);
             break;
         }
         r = json_loadb(result->p, result->len, 0, NULL);
         dr_refresh_schedule(d, r);
         json_decref(r);
-        xg_session_step_done(d->s);
+        xg_session_step_done(d->s, q->conn);
         break;
     case K_HEARTBEAT:
     case K_COD:
         /* restore steps: a refusal fails the connection */
         if (error->p != NULL) {
-            dr_fail(d, q->method, error);
+            dr_fail(d, q->conn, q->method, error);
             break;
         }
-        xg_session_step_done(d->s);
+        xg_session_step_done(d->s, q->conn);
+        break;
+    case K_COD_OFF:
+        dr_on_cod_off(d, q, error);
         break;
     case K_TEST:
         break;
@@ -602,7 +627,8 @@ dr_data(void *p, struct xg_reg_channel *ch, const char *data, size_t len,
 /* Reads a Deribit message: an answer (by id), a subscription
    notification (by channel), or what the module handles itself. */
 static void
-dr_classify(void *p, const char *data, size_t len, struct xg_umsg *m)
+dr_classify(void *p, struct xg_conn *conn, const char *data, size_t len,
+    struct xg_umsg *m)
 {
     static const char *keys[] = { "id", "method", "params", "result",
                                   "error", "testnet" };
@@ -610,7 +636,9 @@ dr_classify(void *p, const char *data, size_t len, struct xg_umsg *m)
     struct dr *d = p;
     struct xg_jspan v[6], c[1];
 
-    d->last_in_ms = xg_now_ms();
+    if (conn == NULL || xg_conn_role(conn) == XG_CONN_PRIMARY) {
+        d->last_in_ms = xg_now_ms();    /* the heartbeat watch is its */
+    }
     if (xg_jscan_object(data, len, keys, 6, v) != XG_OK) {
         xg_upstream_log(XG_LOG_WARN, d->up, "a message that is not a JSON "
             "object dropped (%zu bytes)", len);
@@ -647,8 +675,8 @@ dr_classify(void *p, const char *data, size_t len, struct xg_umsg *m)
         if (v[2].p != NULL
             && xg_jscan_object(v[2].p, v[2].len, tk, 1, t) == XG_OK
             && xg_jscan_str_eq(&t[0], "test_request")) {
-            /* answered here, never forwarded to a client */
-            dr_send(d, dr_internal(K_TEST, "public/test", NULL));
+            /* answered here, on its connection, never forwarded */
+            dr_send_on(d, dr_internal(K_TEST, "public/test", NULL), conn);
         }
         return;
     }
@@ -668,16 +696,22 @@ dr_on_message(void *p, struct xg_conn *c, const unsigned char *udata,
 {
     struct dr *d = p;
 
-    xg_session_message(d->s, (const char *) udata, len);
+    xg_session_message(d->s, c, (const char *) udata, len);
 }
 
+/* A new primary restores the session; a rotation's new connection
+   restores it beside the primary, then takes over (xg_session.h). */
 static void
 dr_on_open(void *p, struct xg_conn *c)
 {
     struct dr *d = p;
 
+    if (xg_conn_role(c) == XG_CONN_ROTATING) {
+        xg_session_rotate(d->s, c);
+        return;
+    }
     d->last_in_ms = xg_now_ms();
-    xg_session_open(d->s);
+    xg_session_open(d->s, c);
 }
 
 /*
@@ -769,6 +803,25 @@ dr_on_down(void *p, struct xg_conn *c, const char *reason)
     struct dr *d = p;
     unsigned lost, replayed;
 
+    /* in flight on C: replay what is harmless, report the rest unknown */
+    switch (xg_session_down(d->s, c, &replayed, &lost)) {
+    case XG_SESSION_DOWN_OTHER:
+        xg_conn_log(XG_LOG_INFO, c, "%s connection down (%s): %u requests "
+            "replayed, %u with unknown outcome",
+            xg_conn_role_name(xg_conn_role(c)), reason, replayed, lost);
+        return;
+    case XG_SESSION_DOWN_TAKEOVER:
+        /* the rotation's connection takes over: continuity as after an
+           outage, its channels kept */
+        d->last_in_ms = xg_now_ms();
+        dr_tracks_down(d);
+        xg_conn_log(XG_LOG_INFO, c, "down (%s): %u requests replayed, %u "
+            "with unknown outcome; the rotation takes over", reason,
+            replayed, lost);
+        return;
+    default:
+        break;
+    }
     evtimer_del(d->ev_refresh);
     if (d->cf->auth_scope == NULL
         || strncmp(d->cf->auth_scope, "session:", 8) != 0) {
@@ -776,8 +829,6 @@ dr_on_down(void *p, struct xg_conn *c, const char *reason)
         free(d->refresh_token);
         d->refresh_token = NULL;
     }
-    /* in flight: replay what is harmless, report the rest as unknown */
-    xg_session_down(d->s, &replayed, &lost);
     dr_tracks_down(d);
     xg_registry_upstream_reset(d->reg);
     xg_upstream_log(XG_LOG_INFO, d->up, "down (%s): %u requests to replay, %u "
@@ -930,6 +981,10 @@ dr_cod_status(struct dr *d, json_t *obj)
         json_integer((json_int_t) d->cod_checks));
     json_object_set_new(obj, "cod_cancels",
         json_integer((json_int_t) d->cod_cancels));
+    json_object_set_new(obj, "cod_disabled_on_retire",
+        json_integer((json_int_t) d->cod_offs));
+    json_object_set_new(obj, "cod_disable_failed",
+        json_integer((json_int_t) d->cod_off_failed));
 }
 
 static void
@@ -1420,11 +1475,9 @@ dr_session_send(void *p, struct xg_reg_req *q)
 }
 
 static int
-dr_write(void *p, const char *data, size_t len)
+dr_write(void *p, struct xg_conn *c, const char *data, size_t len)
 {
-    struct dr *d = p;
-
-    return xg_upstream_send(d->up, data, len);
+    return xg_upstream_send_on(c, data, len);
 }
 
 /* Deribit answers a subscribe with the list of channels it took. */
@@ -1493,7 +1546,11 @@ static const struct xg_session_ops dr_session_ops = {
     .restore_step = dr_restore_step,
     .allowed = dr_allowed,
     .joined = dr_joined,
-    .left = dr_left
+    .left = dr_left,
+    .cross = dr_cross,
+    .cross_force = dr_cross_force,
+    .cross_done = dr_cross_done,
+    .retiring = dr_retiring
 };
 
 /* ---- life cycle and /status ---- */
@@ -1808,6 +1865,6 @@ const struct xg_venue xg_venue_deribit = {
     "/ws/api/v2",   /* Deribit's own path: a bot changes only the host */
     0,
     dr_dump,
-    0,          /* rotates: not yet (the upstream closes a rotation's conn) */
+    1,          /* rotates: make-before-break (src/xg_session.h) */
     dr_reconf
 };

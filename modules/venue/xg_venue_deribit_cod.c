@@ -418,3 +418,44 @@ dr_cod_lost(struct dr *d, struct xg_reg_req *q)
     }
     return 1;
 }
+
+/* ---- the upstream's own cancel-on-disconnect across a rotation ---- */
+
+/*
+ * C, the old primary, retires after a rotation (xg_session.h): with
+ * cancel_on_disconnect on, its close would cancel every order placed
+ * through it, so it is switched off on C first; the session retires C
+ * once the answer (or the timeout) is in.
+ */
+void
+dr_retiring(void *p, struct xg_conn *c)
+{
+    struct dr *d = p;
+
+    if (!d->cf->cod) {
+        return;
+    }
+    xg_conn_log(XG_LOG_INFO, c, "retiring: "
+        "private/disable_cancel_on_disconnect before the close");
+    dr_send_on(d, dr_internal(K_COD_OFF,
+        "private/disable_cancel_on_disconnect",
+        json_pack("{s:s}", "scope", "connection")), c);
+}
+
+/* The answer to the above on the retiring connection. */
+void
+dr_on_cod_off(struct dr *d, struct xg_reg_req *q, const struct xg_jspan *error)
+{
+    struct xg_conn *c = q->conn;    /* the answer came on it: still open */
+
+    if (error->p != NULL) {
+        d->cod_off_failed++;
+        xg_conn_log(XG_LOG_WARN, c, "private/disable_cancel_on_disconnect "
+            "refused: %.*s; its close may cancel the orders placed through "
+            "it", (int) (error->len > 200 ? 200 : error->len), error->p);
+        return;
+    }
+    d->cod_offs++;
+    xg_conn_log(XG_LOG_INFO, c, "cancel-on-disconnect disabled before the "
+        "close");
+}

@@ -83,7 +83,9 @@ enum dr_kind {
     K_CTRADES,         /* a currency's trades missed during an outage */
     K_ORDERS_CHECK,    /* a client's tracked orders against get_open_orders */
     K_COD_CHECK,       /* the same for a client that left, before cancels */
-    K_COD_ORDER        /* an order request of a client that left (COD on) */
+    K_COD_ORDER,       /* an order request of a client that left (COD on) */
+    K_COD_OFF          /* a rotation: private/disable_cancel_on_disconnect
+                          on the old connection before its close */
 };
 
 struct dr_client;
@@ -120,6 +122,8 @@ struct dr {
     uint64_t               cod_last_id;
     uint64_t               cod_checks;    /* get_open_orders sent for them */
     uint64_t               cod_cancels;   /* private/cancel sent */
+    uint64_t               cod_offs;      /* disabled on a retiring conn */
+    uint64_t               cod_off_failed;
 };
 
 struct dr_client {
@@ -181,6 +185,14 @@ void dr_on_cod_order(struct dr *d, struct xg_reg_req *q,
 void dr_on_tracked_check(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);
 int dr_send(struct dr *d, struct xg_reg_req *q);
+int dr_send_on(struct dr *d, struct xg_reg_req *q, struct xg_conn *c);
+void dr_on_cod_off(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *error);
+void dr_retiring(void *p, struct xg_conn *c);
+enum xg_track_cross dr_cross(void *p, struct xg_reg_channel *ch,
+    const char *data, size_t len);
+void dr_cross_force(void *p, struct xg_reg_channel *ch, int lost);
+void dr_cross_done(void *p, struct xg_reg_channel *ch, int dropped);
 void dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc);
 void dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch);
 void dr_track_fanout(void *ctx, void *chan, const char *data, size_t len);

@@ -168,6 +168,24 @@ dr_book_needs(const struct dr_book *b, const struct dr_client *dc)
     return 0;
 }
 
+/* The `data` object of a notification (DATA, LEN) into *V: XG_ERROR
+   when it has none. */
+static int
+dr_note_data(const char *data, size_t len, struct xg_jspan *v)
+{
+    static const char *const pkeys[] = { "params" }, *const dkeys[] = {
+        "data" };
+    struct xg_jspan params;
+
+    if (xg_jscan_object(data, len, pkeys, 1, &params) != XG_OK
+        || params.p == NULL
+        || xg_jscan_object(params.p, params.len, dkeys, 1, v) != XG_OK
+        || v->p == NULL) {
+        return XG_ERROR;
+    }
+    return XG_OK;
+}
+
 /*
  * A notification on a book channel: keeps the book and decides what each
  * subscriber gets: the original bytes (a change in the chain), or nothing
@@ -177,21 +195,16 @@ static enum xg_track_verdict
 dr_book_parse(struct xg_track *t, const char *data, size_t len,
     struct xg_track_seq *seq)
 {
-    static const char *const pkeys[] = { "params" }, *const dkeys[] = {
-        "data" };
     struct dr *d = t->env->ctx;
     struct xg_reg_channel *ch = t->chan;
     struct dr_book *b = t->data;
     const struct xg_book_state *from;
-    struct xg_jspan params, v;
+    struct xg_jspan v;
     enum xg_book_result r;
     char *bridge = NULL;
     size_t i;
 
-    if (xg_jscan_object(data, len, pkeys, 1, &params) != XG_OK
-        || params.p == NULL
-        || xg_jscan_object(params.p, params.len, dkeys, 1, &v) != XG_OK
-        || v.p == NULL) {
+    if (dr_note_data(data, len, &v) != XG_OK) {
         return XG_TRACK_PASS;
     }
     /* no mark is taken before applying: a malformed snapshot would leave
@@ -260,10 +273,47 @@ dr_book_parse(struct xg_track *t, const char *data, size_t len,
     return XG_TRACK_DROP;
 }
 
+/*
+ * A rotation's new connection on a book channel: its chain takes over at
+ * the change that chains on what clients hold (prev_change_id = the
+ * book's change_id), or right after its message at that change_id; what
+ * is older was delivered already, what is newer waits for the old
+ * connection to catch up. A book not in sync has nothing to line up with.
+ */
+static enum xg_track_cross
+dr_book_cross(struct xg_track *t, const char *data, size_t len)
+{
+    static const char *const keys[] = { "type", "change_id",
+        "prev_change_id" };
+    struct dr_book *b = t->data;
+    uint64_t seq = xg_book_seq(b->book), id, prev;
+    struct xg_jspan v, k[3];
+
+    if (!xg_book_synced(b->book)) {
+        return XG_CROSS_SWITCH;
+    }
+    if (data == NULL) {
+        return XG_CROSS_WAIT;
+    }
+    if (dr_note_data(data, len, &v) != XG_OK
+        || xg_jscan_object(v.p, v.len, keys, 3, k) != XG_OK
+        || xg_jscan_uint(&k[1], &id) != XG_OK) {
+        return XG_CROSS_SWITCH;     /* its parse says what it is */
+    }
+    if (!xg_jscan_str_eq(&k[0], "snapshot") && k[2].p != NULL
+        && xg_jscan_uint(&k[2], &prev) == XG_OK && prev == seq) {
+        return XG_CROSS_SWITCH;
+    }
+    if (id == seq) {
+        return XG_CROSS_DROP_SWITCH;
+    }
+    return id < seq ? XG_CROSS_DROP : XG_CROSS_WAIT;
+}
+
 /* A book is repaired by a new snapshot, not a fetch: nothing is held. */
 static const struct xg_track_kind dr_book_kind = {
     "book", "resync", 0, dr_book_create, dr_book_parse, NULL, NULL, NULL,
-    dr_book_lost, dr_book_free
+    dr_book_lost, dr_book_free, dr_book_cross
 };
 
 /* CH's book, or NULL (not a book channel, or not made yet). */
@@ -593,10 +643,33 @@ dr_trades_apply(struct xg_track *t, const struct xg_reg_req *q,
     return XG_OK;
 }
 
+/*
+ * A rotation's new connection on a trades channel: it takes over at the
+ * trade after the last delivered (one at or below it means its next one
+ * follows: the parse drops what was delivered); trades further on wait
+ * for the old connection. An account's trade_seqs skip: never waited for.
+ */
+static enum xg_track_cross
+dr_trades_cross(struct xg_track *t, const char *data, size_t len)
+{
+    struct dr_trades *tr = t->data;
+    uint64_t min, max;
+
+    if (data == NULL || tr->last_seq == 0
+        || dr_trades_scan(data, len, &min, &max) == 0) {
+        return XG_CROSS_SWITCH;
+    }
+    if (max <= tr->last_seq) {
+        return XG_CROSS_DROP_SWITCH;
+    }
+    return tr->user || min <= tr->last_seq + 1 ? XG_CROSS_SWITCH
+                                                : XG_CROSS_WAIT;
+}
+
 static const struct xg_track_kind dr_trades_kind = {
-    "trades", "backfill", XG_TRACK_KEEP_HELD, dr_trades_create,
-    dr_trades_parse, dr_trades_fetch, dr_trades_apply, NULL, NULL,
-    dr_trades_free
+    "trades", "backfill", XG_TRACK_KEEP_HELD | XG_TRACK_CROSS_GAP,
+    dr_trades_create, dr_trades_parse, dr_trades_fetch, dr_trades_apply,
+    NULL, NULL, dr_trades_free, dr_trades_cross
 };
 
 /* ---- trades of a currency: backfill by time after an outage ---- */
@@ -769,10 +842,56 @@ dr_ctrades_apply(struct xg_track *t, const struct xg_reg_req *q,
     return XG_OK;
 }
 
+/*
+ * The same for a currency's trades, instrument by instrument: all
+ * delivered already, it switches after; a trade further on than the one
+ * after its instrument's last waits (not for an account's trades).
+ */
+static enum xg_track_cross
+dr_ctrades_cross(struct xg_track *t, const char *data, size_t len)
+{
+    struct dr_ctrades *c = t->data;
+    json_t *m, *dat, *v, *seen, *last;
+    int fresh = 0, ahead = 0;
+    const char *in;
+    size_t i;
+
+    if (data == NULL) {
+        return XG_CROSS_SWITCH;
+    }
+    m = json_loadb(data, len, 0, NULL);
+    dat = json_object_get(json_object_get(m, "params"), "data");
+    seen = json_object();
+    json_array_foreach(dat, i, v) {
+        json_t *sq = json_object_get(v, "trade_seq");
+
+        in = json_string_value(json_object_get(v, "instrument_name"));
+        if (in == NULL || !json_is_integer(sq)) {
+            fresh = 1;
+            continue;
+        }
+        if ((last = json_object_get(seen, in)) == NULL) {
+            last = json_object_get(c->seqs, in);
+        }
+        if (last != NULL && json_integer_value(sq)
+                            <= json_integer_value(last)) {
+            continue;               /* delivered */
+        }
+        fresh = 1;
+        ahead |= !c->user && last != NULL
+                 && json_integer_value(sq) > json_integer_value(last) + 1;
+        json_object_set_new(seen, in, json_integer(json_integer_value(sq)));
+    }
+    json_decref(seen);
+    json_decref(m);
+    return !fresh ? XG_CROSS_DROP_SWITCH : ahead ? XG_CROSS_WAIT
+                                                 : XG_CROSS_SWITCH;
+}
+
 static const struct xg_track_kind dr_ctrades_kind = {
-    "trades", "backfill", XG_TRACK_KEEP_HELD, dr_ctrades_create,
-    dr_ctrades_parse, dr_ctrades_fetch, dr_ctrades_apply, NULL, NULL,
-    dr_ctrades_free
+    "trades", "backfill", XG_TRACK_KEEP_HELD | XG_TRACK_CROSS_GAP,
+    dr_ctrades_create, dr_ctrades_parse, dr_ctrades_fetch, dr_ctrades_apply,
+    NULL, NULL, dr_ctrades_free, dr_ctrades_cross
 };
 
 /* ---- user.orders: reconcile after an outage ---- */
@@ -1236,11 +1355,14 @@ dr_orders_complete(struct xg_track *t)
         t->name, sent);
 }
 
-/* Its fetch dying with the connection delivers what it held. */
+/* Its fetch dying with the connection delivers what it held. A rotation
+   switches it at the new connection's first message (its parse drops a
+   state delivered already): nothing is lost, the new connection was
+   subscribed before. */
 static const struct xg_track_kind dr_orders_kind = {
     "orders", "reconcile", 0, dr_orders_create, dr_orders_parse,
     dr_orders_fetch, dr_orders_apply, dr_orders_complete, NULL,
-    dr_orders_free
+    dr_orders_free, NULL
 };
 
 /* The channels followed by a tracker, by kind. */
@@ -1291,6 +1413,43 @@ dr_track_confirmed(struct dr *d, struct xg_reg_channel *ch)
 
     if (t != NULL) {
         xg_track_resume(t, "confirmed");
+    }
+}
+
+/* ---- a rotation's switch (xg_session.h), decided by the trackers ---- */
+
+/* The session's cross(): where B's DATA stands on CH. */
+enum xg_track_cross
+dr_cross(void *p, struct xg_reg_channel *ch, const char *data, size_t len)
+{
+    return ch->ext != NULL ? xg_track_cross(ch->ext, data, len)
+                           : XG_CROSS_SWITCH;
+}
+
+/* The session's cross_force(): CH switches with nothing in line. */
+void
+dr_cross_force(void *p, struct xg_reg_channel *ch, int lost)
+{
+    if (ch->ext != NULL) {
+        xg_track_cross_force(ch->ext, ch->last_data_ms, lost);
+    }
+}
+
+/* After B's held data went through: a book not in sync whose snapshot of
+   B's was dropped (the old connection was lost after it) gets a new
+   snapshot to bridge; else B's snapshot is still to come. */
+void
+dr_cross_done(void *p, struct xg_reg_channel *ch, int dropped)
+{
+    struct dr *d = p;
+    struct dr_book *b = dr_book_of(ch);
+
+    if (b != NULL && dropped && ch->state == XG_CHAN_CONFIRMED
+        && !xg_book_synced(b->book)) {
+        xg_upstream_log(XG_LOG_INFO, d->up, "%s: no snapshot of the new "
+            "connection to bridge: resubscribing", ch->name);
+        xg_track_gap(ch->ext, ch->last_data_ms, "rotation");
+        xg_session_resubscribe(d->s, ch);
     }
 }
 

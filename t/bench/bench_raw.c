@@ -5,7 +5,9 @@
  * and copies every byte exsim sends (already framed: server frames are
  * unmasked, so they are valid for any client) to all N client sockets.
  *
- * Nothing is parsed or routed: each read from the upstream is copied once
+ * Nothing is parsed or routed: what one read callback gets from the
+ * upstream (libevent's read of at most 4 KiB, then recv(2) until the socket
+ * is dry or 256 KiB came in, as exgate reads its upstreams) is copied once
  * into a refcounted chunk and written to every client's socket at once
  * when nothing is queued for it (xg_bev_send_now, the gateway's own
  * output path), else appended by reference to the client's libevent
@@ -19,7 +21,9 @@
  *   bench_raw --upstream HOST:PORT[/PATH] [--listen ADDR:PORT] -n N
  *             [--channels K] [--first-channel I]
  *
- * Prints "bench_raw ready port=P" once it listens.
+ * Prints "bench_raw ready port=P" once it listens, and on SIGUSR1 and at
+ * the exit "bench_raw io {...}" on stderr: the counters exgate shows in
+ * /status "fanout" (the clients' sends) with the upstream's reads.
  */
 #include "config.h"
 
@@ -44,9 +48,12 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <jansson.h>
 
 #define OUT_HIGH   (1u << 20)
 #define OUT_LOW    (256u << 10)
+#define READ_MAX   (256u << 10)     /* exgate's XG_UP_READ_MAX */
+#define WRITE_MAX  (4u << 20)       /* exgate's XG_CLIENT_WRITE_MAX */
 
 struct client {
     struct client      *next, *prev;
@@ -73,6 +80,12 @@ static struct {
     int                    paused;
     char                   key[XG_WSPROTO_KEY_LEN + 1];
     unsigned long long     chunks, bytes;
+    uint64_t               frame_left;  /* bytes of the frame being read */
+    unsigned char          hdr[10];     /* a frame header split by a read */
+    size_t                 nhdr;
+    struct xg_io_stats     io;          /* the clients' sends */
+    struct xg_io_stats     up_io;       /* the upstream's reads */
+    uint64_t               up_msgs;     /* and the frames they carried */
 } R;
 
 static void
@@ -133,6 +146,52 @@ up_resume_check(void)
     bufferevent_enable(R.up, EV_READ);
 }
 
+/*
+ * The frames that end in the N bytes at P, the stream being at a frame
+ * boundary before the first call: for the counters only, nothing is
+ * checked.
+ */
+static size_t
+count_frames(const unsigned char *p, size_t n)
+{
+    size_t frames = 0;
+
+    while (n > 0) {
+        size_t need, take;
+        uint64_t pl;
+        int i;
+
+        if (R.frame_left > 0) {
+            take = R.frame_left < n ? (size_t) R.frame_left : n;
+            R.frame_left -= take;
+            p += take;
+            n -= take;
+            frames += R.frame_left == 0;
+            continue;
+        }
+        R.hdr[R.nhdr++] = *p++;
+        n--;
+        if (R.nhdr < 2) {
+            continue;
+        }
+        pl = R.hdr[1] & 0x7f;
+        need = pl == 126 ? 4 : pl == 127 ? 10 : 2;
+        if (R.nhdr < need) {
+            continue;
+        }
+        if (pl >= 126) {
+            pl = 0;
+            for (i = 2; i < (int) need; i++) {
+                pl = (pl << 8) | R.hdr[i];
+            }
+        }
+        R.nhdr = 0;
+        R.frame_left = pl;
+        frames += pl == 0;
+    }
+    return frames;
+}
+
 /* Forwards everything read (after the upgrade answer) to every client. */
 static void
 up_forward(struct evbuffer *in)
@@ -140,7 +199,7 @@ up_forward(struct evbuffer *in)
     size_t n = evbuffer_get_length(in);
     struct chunk *ch;
     struct client *c;
-    size_t sent;
+    size_t sent, nmsgs;
     int over = 0;
 
     if (n == 0 || R.nopen == 0) {
@@ -153,6 +212,8 @@ up_forward(struct evbuffer *in)
     }
     evbuffer_remove(in, ch->data, n);
     ch->refs = 1;
+    nmsgs = count_frames((const unsigned char *) ch->data, n);
+    R.up_msgs += nmsgs;
     for (c = R.clients; c != NULL; c = c->next) {
         struct evbuffer *out;
 
@@ -160,7 +221,7 @@ up_forward(struct evbuffer *in)
             continue;
         }
         out = bufferevent_get_output(c->bev);
-        sent = xg_bev_send_now(c->bev, ch->data, n);
+        sent = xg_bev_send_now(c->bev, ch->data, n, nmsgs, &R.io);
         if (sent < n) {
             ch->refs++;
             evbuffer_add_reference(out, ch->data + sent, n - sent,
@@ -179,10 +240,49 @@ up_forward(struct evbuffer *in)
     }
 }
 
+/* Reads on until the socket is dry or READ_MAX came in (see xg_ws.c). */
+static void
+up_read_more(struct bufferevent *bev)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    size_t got = 0;
+
+    evbuffer_unfreeze(in, 0);
+    while (got < READ_MAX) {
+        struct evbuffer_iovec v;
+        size_t want = READ_MAX - got > 65536 ? 65536 : READ_MAX - got;
+        ssize_t n;
+
+        if (evbuffer_reserve_space(in, (ev_ssize_t) want, &v, 1) != 1) {
+            break;
+        }
+        n = recv(fd, v.iov_base, want, MSG_DONTWAIT);
+        if (n <= 0) {
+            break;
+        }
+        v.iov_len = (size_t) n;
+        evbuffer_commit_space(in, &v, 1);
+        got += (size_t) n;
+        R.up_io.reads++;
+        if ((size_t) n < want) {
+            break;
+        }
+    }
+    evbuffer_freeze(in, 0);
+}
+
 static void
 up_read(struct bufferevent *bev, void *arg)
 {
     struct evbuffer *in = bufferevent_get_input(bev);
+
+    R.up_io.reads++;
+    /* under 4096 bytes from libevent: the socket is dry (see xg_ws.c) */
+    if (R.up_open && evbuffer_get_length(in) >= 4096) {
+        up_read_more(bev);
+    }
+    R.up_io.read_bytes += evbuffer_get_length(in);
 
     if (!R.up_open) {
         struct xg_wsproto_resp resp;
@@ -371,6 +471,8 @@ on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     c->bev = bufferevent_socket_new(R.base, fd, BEV_OPT_CLOSE_ON_FREE);
     bufferevent_setcb(c->bev, client_read, client_write, client_event, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+    bufferevent_set_max_single_write(c->bev, WRITE_MAX);
+    xg_bev_count_writes(c->bev, &R.io);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     c->next = R.clients;
     if (R.clients != NULL) {
@@ -384,6 +486,31 @@ static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
     event_base_loopbreak(R.base);
+}
+
+/*
+ * SIGUSR1 (and the exit): one line on stderr, "bench_raw io {...}", with
+ * the counters exgate shows in /status "fanout" (the clients' sends) and
+ * the upstream's reads and messages, so that run_bench can take them over
+ * its measuring window.
+ */
+static void
+io_report(evutil_socket_t sig, short what, void *arg)
+{
+    json_t *o = xg_io_json(&R.io);
+    char *txt;
+
+    json_object_set_new(o, "reads", json_integer((json_int_t)
+        R.up_io.reads));
+    json_object_set_new(o, "read_bytes", json_integer((json_int_t)
+        R.up_io.read_bytes));
+    json_object_set_new(o, "messages_in", json_integer((json_int_t)
+        R.up_msgs));
+    txt = json_dumps(o, JSON_COMPACT);
+    fprintf(stderr, "bench_raw io %s\n", txt);
+    fflush(stderr);
+    free(txt);
+    json_decref(o);
 }
 
 int
@@ -400,7 +527,7 @@ main(int argc, char **argv)
     const char *up = NULL, *listen_at = "127.0.0.1:0", *slash, *colon;
     struct sockaddr_in sin;
     socklen_t sl = sizeof(sin);
-    struct event *sig;
+    struct event *sig, *usr1;
     struct rlimit rl;
     char host[64];
     int o;
@@ -463,12 +590,15 @@ main(int argc, char **argv)
     getsockname(evconnlistener_get_fd(R.lev), (struct sockaddr *) &sin, &sl);
     sig = evsignal_new(R.base, SIGTERM, on_signal, NULL);
     event_add(sig, NULL);
+    usr1 = evsignal_new(R.base, SIGUSR1, io_report, NULL);
+    event_add(usr1, NULL);
     printf("bench_raw ready port=%d\n", ntohs(sin.sin_port));
     fflush(stdout);
     event_base_dispatch(R.base);
 
     fprintf(stderr, "bench_raw: forwarded %llu bytes in %llu reads\n",
         R.bytes, R.chunks);
+    io_report(-1, 0, NULL);
     while (R.clients != NULL) {
         client_free(R.clients);
     }
@@ -477,6 +607,7 @@ main(int argc, char **argv)
     }
     evconnlistener_free(R.lev);
     event_free(sig);
+    event_free(usr1);
     event_base_free(R.base);
     return 0;
 }

@@ -5,24 +5,33 @@ Runs, side by side in one run on 127.0.0.1, against one `exsim --bench 300`:
 
   fanout   one bench channel to N = 1, 10, 100, 1000 clients, flat out and at
            1k and 10k msgs/s, through each of
+             limit   t/bench/bench_limit: a plain writer and a plain reader,
+                     N sockets, 64 pre-framed messages a send (flat only:
+                     what the kernel delivers, the flat-out yardstick)
+             client-cap  the bench client reading bench_limit --serve
+                     (flat only: the most the bench client can measure)
              direct  N clients straight to exsim (each its own upstream)
              raw     t/bench/bench_raw: one upstream, bytes copied to N sockets
              exgate  one exgate websocket listener (one upstream subscription)
+             exgate-tcp  the same over a tcp listener
              nginx   nginx as a 1:1 WebSocket proxy (skipped if not installed)
+           and, at N=100, each system again at half its flat-out rate
   restore  exsim `drop` -> first message on every channel, 1/100/1000 channels
   memory   exgate RSS per idle and per subscribed client, 1k and 10k clients
   idle     exgate CPU over 60 s with 100 idle clients
 
-Prints one JSON line per measurement as it goes, then a table and the
-targets of issue 7 with their verdicts. The systems under test run on CPU 1,
+Prints one JSON line per measurement as it goes, then a table, the fan-out
+counters, and the targets of issues 7 and 16 with their verdicts. The systems under test run on CPU 1,
 exsim and the bench client on CPU 0 (taskset), when there are 2 CPUs.
 
 Usage: run_bench.py [--builddir DIR] [--duration S] [--warmup S]
                     [--only fanout,restore,memory,idle] [--smoke] [--out FILE]
                     [--no-pin] [--clients 1,10,100,1000] [--rates 0,1000,10000]
-                    [--repeat 3]
-                    [--systems direct,raw,exgate,exgate-tcp,nginx]
+                    [--repeat 3] [--half-clients 100] [--perf DIR]
+                    [--systems limit,client-cap,direct,raw,exgate,exgate-tcp,
+                               nginx]
 BENCH_NGINX=PATH picks the nginx binary, BENCH_NGINX=none skips nginx.
+BENCH_EXGATE=PATH runs another exgate binary with this build's tools.
 """
 
 import argparse
@@ -37,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -65,11 +75,60 @@ def out_limit_for(n):
     return max(OUT_LIMIT_MIN, min(OUT_LIMIT_MAX, (2 << 30) // max(n, 1)))
 
 
-# The fan-out points the targets use; run --repeat times.
-TARGET_POINTS = [(100, 0), (100, 1000)]
+# The fan-out points the targets use; run --repeat times, with every
+# system at N=100 and with these at N=1000 flat out.
+TARGET_POINTS = [(100, 0), (100, 1000), (1000, 0)]
+ROUND_SYSTEMS_1000 = ("limit", "raw", "exgate", "exgate-tcp")
 
 RATE_CAP = {"direct": 300_000, "nginx": 300_000, "raw": 1_000_000,
             "exgate": 1_000_000, "exgate-tcp": 1_000_000}
+
+# The limit probe (t/bench/bench_limit): K pre-framed messages per send.
+LIMIT_K = 64
+# Systems that only run flat out: the probe, and the bench client reading
+# the probe's writer as a WebSocket server (what the bench can measure).
+FLAT_ONLY = ("limit", "client-cap")
+# A point whose reader ran or waited to run more than this share of the
+# window was limited by its reader: marked client-bound, not a verdict.
+CLIENT_BOUND = 0.9
+
+
+def client_busy(r):
+    """The share of the window the reader of fan-out result R ran or
+    waited to run (CPU time plus the scheduler's run delay), or None."""
+    win = r.get("window_s")
+    cpu = r.get("client_cpu_s")
+    if not win or cpu is None:
+        return None
+    return (cpu + max(r.get("client_wait_s") or 0, 0)) / win
+
+
+def is_client_bound(r):
+    b = client_busy(r)
+    return b is not None and b > CLIENT_BOUND
+
+
+IO_KEYS = ("sends", "send_bytes", "send_messages", "would_block", "partial",
+           "queued_writes", "queued_bytes", "batches", "batch_messages",
+           "up_reads", "up_read_bytes", "up_messages")
+
+
+def io_summary(a, b):
+    """The fan-out counters over a window, from two snapshots A and B (as
+    made by Bench.io_snapshot): totals, means and the sends and batches by
+    the messages they carried."""
+    d = {k: b.get(k, 0) - a.get(k, 0) for k in IO_KEYS if k in b}
+    for h in ("sends_by_messages", "batches_by_messages"):
+        if h in b:
+            d[h] = {k: v - a.get(h, {}).get(k, 0) for k, v in b[h].items()}
+
+    def per(x, y):
+        return round(d[x] / d[y], 2) if d.get(y) else None
+    d["msgs_per_send"] = per("send_messages", "sends")
+    d["bytes_per_send"] = per("send_bytes", "sends")
+    d["msgs_per_batch"] = per("batch_messages", "batches")
+    d["msgs_per_read"] = per("up_messages", "up_reads")
+    return d
 
 
 class BenchError(Exception):
@@ -119,6 +178,7 @@ class Bench:
         self.exsim = None
         self.gate = None
         self.nginx = None
+        self.half_ns = [int(x) for x in args.half_clients.split(",") if x]
         ncpu = os.cpu_count() or 1
         self.taskset = (shutil.which("taskset")
                         if ncpu >= 2 and not args.no_pin else None)
@@ -127,7 +187,12 @@ class Bench:
             "exgate": os.path.join(self.bd, "src", "exgate"),
             "client": os.path.join(self.bd, "t", "bench", "bench_client"),
             "raw": os.path.join(self.bd, "t", "bench", "bench_raw"),
+            "limit": os.path.join(self.bd, "t", "bench", "bench_limit"),
         }
+        # another exgate binary with this build's bench tools and exsim
+        # (e.g. an older commit's, for a before/after in one setting)
+        if os.environ.get("BENCH_EXGATE"):
+            self.bin["exgate"] = os.environ["BENCH_EXGATE"]
         for k, p in self.bin.items():
             if not os.access(p, os.X_OK):
                 raise BenchError("%s not built: %s (run make first)" % (k, p))
@@ -383,19 +448,35 @@ class Bench:
 
     # ---- the bench client -----------------------------------------------
 
-    def client(self, url, n, args, cpu_pids, label, timeout=120):
+    def client(self, url, n, args, cpu_pids, label, timeout=120,
+               on_window=None):
+        """Runs the bench client; ON_WINDOW("start" / "end") is called as
+        its measuring window opens and closes (to read a system's own
+        counters over the window). Returns its JSON result."""
         argv = [self.bin["client"], "--url", url, "-n", str(n),
                 "--label", label, "--timeout", "60"] + args
         if cpu_pids:
             argv += ["--cpu-pid", ",".join(str(p) for p in cpu_pids)]
         p = self.spawn("client", argv, 0)
+        killer = threading.Timer(timeout, p.kill)
+        killer.start()
+        lines = []
         try:
-            out, _ = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
+            for line in p.stdout:
+                if line.startswith('{"window":'):
+                    if on_window is not None:
+                        try:
+                            on_window(json.loads(line)["window"])
+                        except (OSError, ValueError, KeyError,
+                                BenchError) as e:
+                            self.note("%s: window counters: %s" % (label, e))
+                    continue
+                if line.startswith("{"):
+                    lines.append(line)
+            p.wait()
+        finally:
+            killer.cancel()
         self.procs.remove(p)
-        lines = [l for l in out.splitlines() if l.startswith("{")]
         if not lines:
             raise BenchError("bench_client %s: no JSON line (rc %s):\n%s" % (
                 label, p.returncode, self.err_tail("client")))
@@ -403,12 +484,113 @@ class Bench:
 
     # ---- scenario 1-4: fan-out ------------------------------------------
 
-    def fanout_point(self, system, n, rate, rnd=1):
+    def io_snapshot(self, system, raw=None):
+        """The fan-out counters of SYSTEM now, flattened: exgate's /status
+        "fanout" and its upstream's reads, or what bench_raw prints on
+        SIGUSR1 (read back after the point: None here)."""
+        if system == "raw":
+            raw.send_signal(signal.SIGUSR1)
+            return None
+        st = self.status()
+        d = dict(st.get("fanout", {}))
+        ups = st.get("upstreams") or [{}]
+        d["up_reads"] = ups[0].get("reads", 0)
+        d["up_read_bytes"] = ups[0].get("read_bytes", 0)
+        d["up_messages"] = ups[0].get("messages_in", 0)
+        return d
+
+    def raw_snapshots(self, skip):
+        """bench_raw's counter lines after the first SKIP of raw.err, as
+        snapshots like io_snapshot's."""
+        out = []
+        try:
+            with open(os.path.join(self.tmp, "raw.err")) as f:
+                lines = [l for l in f if l.startswith("bench_raw io ")]
+        except OSError:
+            return out
+        for l in lines[skip:]:
+            d = json.loads(l[len("bench_raw io "):])
+            d["up_reads"] = d.pop("reads", 0)
+            d["up_read_bytes"] = d.pop("read_bytes", 0)
+            d["up_messages"] = d.pop("messages_in", 0)
+            # each upstream read is one batch
+            d["batches"] = d["up_reads"]
+            d["batch_messages"] = d["up_messages"]
+            out.append(d)
+        return out
+
+    def perf_window(self, what, pid, name):
+        """--perf DIR: `perf record -g` of PID over the measuring window,
+        to DIR/NAME.data (its cost is in that point's figures)."""
+        if what == "start":
+            os.makedirs(self.a.perf, exist_ok=True)
+            self.perf = subprocess.Popen(
+                ["perf", "record", "-g", "-q", "-p", str(pid), "-o",
+                 os.path.join(self.a.perf, name + ".data")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        elif getattr(self, "perf", None) is not None:
+            self.perf.send_signal(signal.SIGINT)
+            try:
+                self.perf.wait(30)
+            except subprocess.TimeoutExpired:
+                self.perf.kill()
+            self.perf = None
+
+    def limit_point(self, n, rnd=1, k=LIMIT_K):
+        """The limit probe: bench_limit's own writer and reader."""
+        label = "limit n=%d k=%d" % (n, k)
+        argv = [self.bin["limit"], "-n", str(n), "-k", str(k), "--warmup",
+                str(self.a.warmup), "--duration", str(self.a.duration),
+                "--label", label]
+        if self.taskset:
+            argv += ["--cpus", "1,0"]     # as the systems and the client
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True,
+                               timeout=60 + self.a.warmup + self.a.duration)
+        except subprocess.TimeoutExpired:
+            raise BenchError("%s: timed out" % label)
+        lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+        if p.returncode != 0 or not lines:
+            raise BenchError("%s: rc %s: %s" % (label, p.returncode,
+                                                p.stderr.strip()[-300:]))
+        r = json.loads(lines[-1])
+        d = r.get("deliveries") or 0
+        out = {
+            "scenario": "fanout", "system": "limit", "clients": n, "rate": 0,
+            "msg_bytes": SIZE, "round": rnd, "k": k,
+            "deliveries_per_s": round(r.get("deliveries_per_s", 0)),
+            "sut_cpu_s": r.get("writer_cpu_s"),
+            "sut_cpu_s_per_m": (r["writer_cpu_s"] / (d / 1e6)
+                                if d and r.get("writer_cpu_s", -1) >= 0
+                                else None),
+            "client_cpu_s": r.get("reader_cpu_s"),
+            "client_wait_s": r.get("reader_wait_s"),
+            "window_s": r.get("window_s"), "reads": r.get("reads"),
+            "gaps": 0, "closed": 0, "ok": bool(r.get("ok")),
+        }
+        self.mark(out)
+        self.emit(out)
+
+    def mark(self, out):
+        busy = client_busy(out)
+        if busy is not None:
+            out["client_busy"] = round(busy, 3)
+        out["client_bound"] = is_client_bound(out)
+
+    def fanout_point(self, system, n, rate, rnd=1, half=False):
+        if system == "limit":
+            return self.limit_point(n, rnd)
         label = "%s n=%d rate=%s" % (system, n, rate or "flat")
         # the clients join at 10 msgs/s; the bench client sets RATE once
-        # every one of them is subscribed
+        # every one of them is subscribed (flat out: paced by credit it
+        # gives, none left over from the last point)
         self.control("rate 10")
+        self.control("credit -1")
         raw = None
+        cap = None
+        snaps = {}
+        raw_skip = len(self.raw_snapshots(0))
+        extra = ["--control", str(self.ctl_port), "--start-rate", str(rate)]
         if system == "direct":
             url, pids = self.ws_url, [self.exsim.pid]
         elif system in ("exgate", "exgate-tcp"):
@@ -421,6 +603,19 @@ class Bench:
                 url = "tcp://127.0.0.1:%d" % self.gate_tcp_port
         elif system == "nginx":
             url, pids = self.nginx_url, [self.nginx.pid]
+        elif system == "client-cap":
+            # the probe's writer as a WebSocket server: sequenced messages,
+            # K a send, nothing else done; exsim is not involved
+            argv = [self.bin["limit"], "--serve", "-n", str(n), "-k",
+                    str(LIMIT_K)]
+            if self.taskset:
+                argv += ["--cpus", "1,0"]
+            cap = self.spawn("cap", argv, None)
+            m = self.readline(cap, r"bench_limit ready port=(\d+)", 10,
+                              "client-cap")
+            url = "ws://127.0.0.1:%s/ws/api/v2" % m.group(1)
+            pids = [cap.pid]
+            extra = []
         else:
             raw = self.spawn("raw", [self.bin["raw"], "--upstream",
                                      "127.0.0.1:%d/ws/api/v2" % self.ws_port,
@@ -428,28 +623,44 @@ class Bench:
             m = self.readline(raw, r"bench_raw ready port=(\d+)", 10, "raw")
             url = "ws://127.0.0.1:%s/ws/api/v2" % m.group(1)
             pids = [raw.pid]
+        def on_window(what):
+            snaps[what + "_gen"] = proc_cpu(self.exsim.pid)
+            if system in ("exgate", "exgate-tcp", "raw"):
+                snaps[what] = self.io_snapshot(system, raw)
+            if self.a.perf and system in ("exgate", "exgate-tcp", "raw"):
+                self.perf_window(what, pids[0], "%s-n%d-%s-r%d" % (
+                    system, n, rate or "flat", rnd))
+
         try:
             r = self.client(url, n, ["--rate", str(rate), "--duration",
                                      str(self.a.duration), "--warmup",
-                                     str(self.a.warmup), "--control",
-                                     str(self.ctl_port), "--start-rate",
-                                     str(rate)], pids, label)
+                                     str(self.a.warmup)] + extra, pids,
+                            label, on_window=on_window)
         finally:
-            if raw is not None:
-                try:
-                    raw.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
-                self.stop(raw)
-        self.wait_unsubscribed()
+            for helper in (raw, cap):
+                if helper is not None:
+                    try:
+                        helper.wait(5)
+                    except subprocess.TimeoutExpired:
+                        pass
+                    self.stop(helper)
+        if system == "raw":
+            rs = self.raw_snapshots(raw_skip)
+            if len(rs) >= 2:
+                snaps["start"], snaps["end"] = rs[0], rs[1]
+        if system != "client-cap":
+            self.wait_unsubscribed()
         lat = r.get("lat_intended_us") if rate else r.get("lat_us")
         out = {
-            "scenario": "fanout", "system": system, "clients": n,
+            "scenario": "fanout_half" if half else "fanout",
+            "system": system, "clients": n,
             "rate": rate, "msg_bytes": SIZE, "round": rnd,
             "deliveries_per_s": round(r.get("deliveries_per_s", 0)),
             "sut_cpu_s_per_m": r.get("sut_cpu_s_per_m"),
             "sut_cpu_s": r.get("sut_cpu_s"),
             "client_cpu_s": r.get("client_cpu_s"),
+            "client_wait_s": r.get("client_wait_s"),
+            "client_reads": r.get("client_reads"),
             "window_s": r.get("window_s"),
             "latency_basis": "intended" if rate else "sent",
             "lat_us": lat, "lat_sent_us": r.get("lat_us"),
@@ -458,20 +669,43 @@ class Bench:
             "setup_s": r.get("setup_s"),
             "last_close": r.get("last_close"), "ok": r.get("ok"),
         }
+        if snaps.get("start") and snaps.get("end"):
+            out["io"] = io_summary(snaps["start"], snaps["end"])
+        if "start_gen" in snaps and "end_gen" in snaps and system not in (
+                "direct", "client-cap"):
+            # exsim, the generator, shares the bench client's CPU
+            out["gen_cpu_s"] = round(snaps["end_gen"] - snaps["start_gen"],
+                                     2)
+        self.mark(out)
         if not r.get("ok"):
             out["error"] = self.err_tail("client", 3).strip()[-300:]
         self.emit(out)
 
+    def run_point(self, system, n, rate, rnd, half=False):
+        try:
+            self.fanout_point(system, n, rate, rnd, half)
+        except (BenchError, OSError, ValueError,
+                subprocess.SubprocessError) as e:
+            self.note("fanout %s n=%d rate=%d failed: %s"
+                      % (system, n, rate, e))
+            self.emit({"scenario": "fanout_half" if half else "fanout",
+                       "system": system, "clients": n, "rate": rate,
+                       "round": rnd, "ok": False, "error": str(e)[:300]})
+
     def fanout(self):
-        systems = ["direct", "raw", "exgate", "exgate-tcp"]
-        if "nginx" in self.a.systems.split(",") and self.start_nginx():
+        want = self.a.systems.split(",")
+        systems = ["limit", "client-cap", "direct", "raw", "exgate",
+                   "exgate-tcp"]
+        if "nginx" in want and self.start_nginx():
             systems.append("nginx")
-        systems = [x for x in systems if x in self.a.systems.split(",")]
+        systems = [x for x in systems if x in want]
         ns = [2] if self.a.smoke else [int(x) for x in
                                        self.a.clients.split(",")]
         rates = [1000] if self.a.smoke else [int(x) for x in
                                              self.a.rates.split(",")]
         points = [(n, rate, 1) for n in ns for rate in rates]
+        if self.a.smoke:
+            points.insert(0, (2, 0, 1))     # flat out: the probes only
         # The points the targets read are run again, after the whole set,
         # each round all systems one after the other: the targets are the
         # medians of per-round ratios, so one noisy minute moves no target.
@@ -480,22 +714,33 @@ class Bench:
                        if n in ns and rate in rates]
         for n, rate, rnd in points:
             for system in systems:
-                if rate * n > RATE_CAP[system]:
+                if system in FLAT_ONLY and rate:
+                    continue
+                if self.a.smoke and not rate and system not in FLAT_ONLY:
+                    continue
+                if rnd > 1 and (system == "client-cap" or (
+                        n == 1000 and system not in ROUND_SYSTEMS_1000)):
+                    continue    # diagnostics and references: one round
+                if rate * n > RATE_CAP.get(system, 0):
                     if rnd == 1:
                         self.note("fanout %s n=%d rate=%d: offered %d "
                                   "deliveries/s is over its %d cap: not run"
                                   % (system, n, rate, n * rate,
                                      RATE_CAP[system]))
                     continue
-                try:
-                    self.fanout_point(system, n, rate, rnd)
-                except (BenchError, OSError, ValueError,
-                        subprocess.SubprocessError) as e:
-                    self.note("fanout %s n=%d rate=%d failed: %s"
-                              % (system, n, rate, e))
-                    self.emit({"scenario": "fanout", "system": system,
-                               "clients": n, "rate": rate, "round": rnd,
-                               "ok": False, "error": str(e)[:300]})
+                self.run_point(system, n, rate, rnd)
+        # p99 at half of each system's own flat-out rate (its first round):
+        # latency under a load it can carry, whatever that load is
+        if 0 in rates and not self.a.smoke:
+            for n in [x for x in ns if x in self.half_ns]:
+                for system in systems:
+                    if system in FLAT_ONLY:
+                        continue
+                    f = self.find("fanout", system=system, clients=n, rate=0)
+                    if not f or not f.get("deliveries_per_s"):
+                        continue
+                    rate = max(1, int(f["deliveries_per_s"] / n / 2))
+                    self.run_point(system, n, rate, 1, half=True)
         if self.nginx is not None:
             self.stop(self.nginx)
             self.nginx = None
@@ -643,6 +888,32 @@ class Bench:
         mid = pairs[(len(pairs) - 1) // 2]    # the median round's figures
         return statistics.median(out), out, mid[1:]
 
+    def limit_of(self, r):
+        """The limit probe's result of R's point (same N, same round)."""
+        return self.find("fanout", system="limit", clients=r["clients"],
+                         rate=0, round=r.get("round", 1))
+
+    def row(self, r):
+        lat = r.get("lat_us") or {}
+        cpu = r.get("sut_cpu_s_per_m")
+        busy = client_busy(r)
+        lim = self.limit_of(r) if not r["rate"] else None
+        return ("%-10s %5d %6s %11s %9s %9s %9s %9s %10s %5s %6s %5s %6s%s"
+                % (r["system"] if r["system"] != "limit"
+                   else "limit k%d" % r.get("k", LIMIT_K), r["clients"],
+                   "flat" if not r["rate"] else "%dk" % (r["rate"] // 1000),
+                   r.get("deliveries_per_s", "-") if r.get("ok") is not False
+                   or "deliveries_per_s" in r else "FAIL",
+                   "%.2f" % cpu if cpu is not None else "-",
+                   *("%.0f" % lat[k] if k in lat else "-"
+                     for k in ("p50", "p99", "p999", "max")),
+                   r.get("gaps", "-"), r.get("closed", "-"),
+                   "%.0f" % (100 * busy) if busy is not None else "-",
+                   "%.3f" % (r["deliveries_per_s"] / lim["deliveries_per_s"])
+                   if lim and lim.get("deliveries_per_s")
+                   and r.get("deliveries_per_s") else "-",
+                   "  client-bound" if r.get("client_bound") else ""))
+
     def table(self):
         out = []
         fan = [r for r in self.results if r["scenario"] == "fanout"]
@@ -650,33 +921,31 @@ class Bench:
             out.append("fan-out, %d-byte messages (latency in us: flat out vs "
                        "the embedded send time, fixed rates vs the intended "
                        "send time)" % SIZE)
-            hdr = ("%-10s %5s %6s %11s %9s %9s %9s %9s %10s %5s %6s"
+            hdr = ("%-10s %5s %6s %11s %9s %9s %9s %9s %10s %5s %6s %5s %6s"
                    % ("system", "N", "rate", "deliv/s", "cpu s/M", "p50",
-                      "p99", "p99.9", "max", "gaps", "closed"))
+                      "p99", "p99.9", "max", "gaps", "closed", "cli%",
+                      "/limit"))
             out.append(hdr)
             out.append("-" * len(hdr))
             for r in fan:
                 if r.get("round", 1) != 1:
                     continue
-                lat = r.get("lat_us") or {}
-                cpu = r.get("sut_cpu_s_per_m")
-                out.append("%-10s %5d %6s %11s %9s %9s %9s %9s %10s %5s %6s" % (
-                    r["system"], r["clients"],
-                    "flat" if not r["rate"] else "%dk" % (r["rate"] // 1000),
-                    r.get("deliveries_per_s", "-") if r.get("ok") is not False
-                    or "deliveries_per_s" in r else "FAIL",
-                    "%.2f" % cpu if cpu is not None else "-",
-                    *("%.0f" % lat[k] if k in lat else "-"
-                      for k in ("p50", "p99", "p999", "max")),
-                    r.get("gaps", "-"), r.get("closed", "-")))
+                out.append(self.row(r))
             out.append("(cpu s/M: CPU-seconds of the system under test per "
-                       "million deliveries; for direct that is exsim itself)")
+                       "million deliveries; for direct that is exsim itself, "
+                       "for limit the probe's writer; cli%%: the share of the "
+                       "window the bench client (limit: the probe's reader) "
+                       "ran or waited to run, over %.0f%% marks the point "
+                       "client-bound: the reader, not the system, set the "
+                       "pace; /limit: deliveries over the limit probe's at "
+                       "K=%d in the same round)" % (CLIENT_BOUND * 100,
+                                                    LIMIT_K))
             if self.a.repeat > 1:
                 out.append("target points, %d rounds: median (min..max)"
                            % self.a.repeat)
                 for n, rate in TARGET_POINTS:
-                    for system in ("direct", "raw", "exgate", "exgate-tcp",
-                                   "nginx"):
+                    for system in ("limit", "client-cap", "direct", "raw",
+                                   "exgate", "exgate-tcp", "nginx"):
                         rs = [r for r in fan if r["system"] == system
                               and r["clients"] == n and r["rate"] == rate
                               and r.get("deliveries_per_s")]
@@ -684,11 +953,20 @@ class Bench:
                             continue
 
                         def span(vals, f):
+                            if not vals:
+                                return "-"
                             return "%s (%s..%s)" % (
                                 f % statistics.median(vals), f % min(vals),
                                 f % max(vals))
+                        lims = []
+                        for r in rs:
+                            lim = self.limit_of(r)
+                            if lim and lim.get("deliveries_per_s"):
+                                lims.append(r["deliveries_per_s"]
+                                            / lim["deliveries_per_s"])
+                        bound = sum(1 for r in rs if r.get("client_bound"))
                         out.append("%-10s %5d %6s deliv/s %s  cpu s/M %s  "
-                                   "p99 us %s" % (
+                                   "p99 us %s%s%s" % (
                                        system, n, "flat" if not rate else
                                        "%dk" % (rate // 1000),
                                        span([r["deliveries_per_s"]
@@ -697,7 +975,59 @@ class Bench:
                                              if r.get("sut_cpu_s_per_m")],
                                             "%.2f"),
                                        span([r["lat_us"]["p99"] for r in rs
-                                             if r.get("lat_us")], "%.0f")))
+                                             if r.get("lat_us")], "%.0f"),
+                                       "  /limit %s" % span(lims, "%.3f")
+                                       if lims and not rate else "",
+                                       "  client-bound in %d of %d rounds"
+                                       % (bound, len(rs)) if bound else ""))
+            half = [r for r in self.results
+                    if r["scenario"] == "fanout_half"]
+            if half:
+                out.append("at half of each system's own flat-out rate "
+                           "(latency vs the intended send time, us)")
+                for r in half:
+                    lat = r.get("lat_us") or {}
+                    out.append("%-10s %5d %6d/s %9s deliv/s  p50 %s  p99 %s"
+                               "  p99.9 %s  max %s  gaps %s  closed %s%s" % (
+                                   r["system"], r["clients"], r["rate"],
+                                   r.get("deliveries_per_s", "-"),
+                                   *("%.0f" % lat[k] if k in lat else "-"
+                                     for k in ("p50", "p99", "p999", "max")),
+                                   r.get("gaps", "-"), r.get("closed", "-"),
+                                   "  client-bound" if r.get("client_bound")
+                                   else ""))
+            io = [r for r in fan if r.get("io") and not r["rate"]]
+            if io:
+                out.append("fan-out counters over the window, flat out "
+                           "(msgs/read: upstream messages per socket read; "
+                           "msgs/batch: per fan-out batch; msgs/send and "
+                           "KiB/send: per write to a client socket; full: "
+                           "sends that found the socket full, part: sends it "
+                           "took part of, queued: writes of queued output, "
+                           "all per second)")
+                for r in io:
+                    d = r["io"]
+                    w = r.get("window_s") or 1
+                    out.append(
+                        "%-10s %5d r%d  msgs/read %s  msgs/batch %s  "
+                        "msgs/send %s  KiB/send %s  sends/s %.0f  full/s "
+                        "%.0f  part/s %.0f  queued/s %.0f" % (
+                            r["system"], r["clients"], r.get("round", 1),
+                            d.get("msgs_per_read"), d.get("msgs_per_batch"),
+                            d.get("msgs_per_send"),
+                            "%.1f" % (d["bytes_per_send"] / 1024)
+                            if d.get("bytes_per_send") else "-",
+                            d.get("sends", 0) / w,
+                            d.get("would_block", 0) / w,
+                            d.get("partial", 0) / w,
+                            d.get("queued_writes", 0) / w))
+                    h = d.get("sends_by_messages") or {}
+                    tot = sum(h.values())
+                    if tot:
+                        out.append("%-10s %5s     sends by messages: %s" % (
+                            "", "", "  ".join(
+                                "%s %.1f%%" % (k, 100.0 * v / tot)
+                                for k, v in h.items() if v)))
         for r in self.results:
             if r["scenario"] == "restore":
                 out.append("restore %4d channels: from drop max %s ms, from "
@@ -716,6 +1046,78 @@ class Bench:
                            " %s%%" % (r["clients"], r["cpu_s"], r["seconds"],
                                       r["cpu_percent"]))
         return "\n".join(out)
+
+    def targets16(self):
+        """Issue 16's targets: flat out against the limit probe, CPU per
+        delivery against raw, p99 at 1k msgs/s x 100 clients, nothing
+        lost."""
+        t = []
+
+        def add(name, value, limit, met, detail):
+            t.append({"issue": 16, "target": name, "value": value,
+                      "limit": limit, "met": met, "detail": detail})
+
+        def rounds(vals, f):
+            return "" if len(vals) < 2 else "; median of %d rounds: %s" % (
+                len(vals), ", ".join(f % v for v in vals))
+
+        for n in (100, 1000):
+            v, vs, pair = self.ratios("exgate", "limit", "deliveries_per_s",
+                                      clients=n, rate=0)
+            if v is None:
+                continue
+            rs = [r for r in self.results if r.get("scenario") == "fanout"
+                  and r.get("system") == "exgate" and r.get("clients") == n
+                  and r.get("rate") == 0]
+            bound = sum(1 for r in rs if r.get("client_bound"))
+            raw, raws, _ = self.ratios("raw", "limit", "deliveries_per_s",
+                                       clients=n, rate=0)
+            # a client-bound figure is a lower bound of exgate's: it meets
+            # the target when it reaches it, and is no verdict when not
+            met = v >= 0.5 or (None if 2 * bound > len(rs) else False)
+            add("fanout N=%d flat: exgate / limit (K=%d) deliveries/s"
+                % (n, LIMIT_K), round(v, 3), ">= 0.5", met,
+                "%.0f vs %.0f deliveries/s%s%s%s" % (
+                    pair[0], pair[1], rounds(vs, "%.3f"),
+                    "; raw / limit %.3f" % raw if raw is not None else "",
+                    "; client-bound in %d of %d rounds (a lower bound of "
+                    "exgate's)" % (bound, len(rs)) if bound else ""))
+        worst, parts = None, []
+        for n in (1, 10, 100, 1000):
+            for rate in (1000, 10000):
+                v, vs, pair = self.ratios("exgate", "raw", "sut_cpu_s_per_m",
+                                          clients=n, rate=rate)
+                if v is None:
+                    continue
+                parts.append("N=%d %dk %.2f" % (n, rate // 1000, v))
+                if worst is None or v > worst:
+                    worst = v
+        if worst is not None:
+            add("CPU per delivery at 1k and 10k msgs/s: exgate / raw, worst N",
+                round(worst, 3), "<= 1.1", worst <= 1.1, ", ".join(parts))
+        p99s = [r["lat_us"]["p99"] for r in self.results
+                if r.get("scenario") == "fanout" and r.get("system") == "exgate"
+                and r.get("clients") == 100 and r.get("rate") == 1000
+                and r.get("lat_us")]
+        if p99s:
+            v = statistics.median(p99s)
+            add("p99 at 1k msgs/s x 100 clients, exgate (us, intended time)",
+                round(v), "<= 1200", v <= 1200, rounds(p99s, "%.0f")[2:])
+        fan = [r for r in self.results if r.get("scenario") in
+               ("fanout", "fanout_half") and r.get("system") not in FLAT_ONLY
+               and r.get("ok") is not False]
+        if fan:
+            bad = ["%s N=%d rate=%s: gaps %s closed %s" % (
+                r["system"], r["clients"], r["rate"], r.get("gaps"),
+                r.get("closed")) for r in fan
+                if r.get("gaps") or r.get("closed")]
+            failed = [r for r in self.results if r.get("scenario") in
+                      ("fanout", "fanout_half") and r.get("ok") is False]
+            add("nothing lost: gaps and closes at every fan-out point",
+                len(bad) + len(failed), "== 0", not bad and not failed,
+                "; ".join(bad[:5]) + ("; %d points failed" % len(failed)
+                                      if failed else ""))
+        return t
 
     def targets(self):
         t = []
@@ -825,14 +1227,20 @@ def main():
                     help="fan-out client counts")
     ap.add_argument("--rates", default="0,1000,10000",
                     help="fan-out rates, 0 = flat out")
-    ap.add_argument("--systems", default="direct,raw,exgate,exgate-tcp,nginx",
-                    help="fan-out systems")
+    ap.add_argument("--systems", default="limit,client-cap,direct,raw,"
+                    "exgate,exgate-tcp,nginx", help="fan-out systems")
+    ap.add_argument("--half-clients", default="100",
+                    help="client counts at which every system also runs at "
+                    "half its flat-out rate (p99 under a load it carries)")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny sizes, for the smoke test")
     ap.add_argument("--out", help="also write the JSON lines to this file")
     ap.add_argument("--repeat", type=int, default=3,
                     help="rounds of the fan-out points the targets use "
                     "(N=100 flat and 1k/s); the targets are medians")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="perf record -g of exgate and raw over each "
+                    "window, into DIR (for profiles, not for figures)")
     ap.add_argument("--no-pin", action="store_true",
                     help="do not pin processes to CPUs with taskset")
     a = ap.parse_args()
@@ -892,7 +1300,8 @@ def main():
             failed = True
         b.close()
     targets = b.targets()
-    for t in targets:
+    targets16 = b.targets16()
+    for t in targets + targets16:
         b.emit(dict(scenario="target", **t))
     elapsed = time.monotonic() - t0
     print()
@@ -903,12 +1312,16 @@ def main():
               mach["date"], mach["nproc"], mach["cpu"], mach["kernel"],
               mach["loadavg"], load_end, mach["pinning"]))
     print(b.table())
-    if targets:
+    for title, ts in (("targets (issue 7)", targets),
+                      ("targets (issue 16)", targets16)):
+        if not ts:
+            continue
         print()
-        print("targets (issue 7), measured in this run:")
-        for t in targets:
+        print("%s, measured in this run:" % title)
+        for t in ts:
             print("  %-4s %-62s %s (limit %s)%s" % (
-                "met" if t["met"] else "MISS", t["target"], t["value"],
+                "n/a" if t["met"] is None else "met" if t["met"] else "MISS",
+                t["target"], t["value"],
                 t["limit"], "; " + t["detail"] if t["detail"] else ""))
     for n in b.notes:
         print("note: %s" % n)

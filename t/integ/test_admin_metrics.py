@@ -4,15 +4,16 @@
   `prometheus`); without promtool the test is SKIPPED (exit 77) with a
   message, never passed;
 - the samples follow what the test does to exsim: a client subscribes ->
-  channels and clients gauges; a forwarded request -> requests answered;
+  channels and clients gauges, the upstream's socket reads, the fan-out
+  counters (batches and sends, each in one bucket of messages); a forwarded request -> requests answered;
   `gap` -> book gaps and bridges; `stall` + a request -> timed_out; a
   request in flight + `drop` -> outcome_unknown, a disconnect (lost),
   connects, restores and the restore histogram, the orders reconcile
   (backfills), the ticker's unrepaired gap; `refuse on` + `drop` -> the
   state gauges leave ready, connect failures (http), the breaker opens,
   a request queued, one over queue_limit rejected; `refuse off` -> ready;
-  POST /upstreams/sim/rotate (deribit cannot rotate yet) -> a failed
-  rotation, the connection unchanged;
+  POST /upstreams/sim/rotate -> a rotation done (none failed), the new
+  connection's id, the upstream up throughout;
 - no configured secret (the upstream's client secret, the bots' client
   secret) appears in any scrape.
 """
@@ -155,6 +156,33 @@ async def body(h):
           > s.up("exgate_upstream_messages_in_total"), "messages in")
     check(s1.up("exgate_upstream_bytes_in_total")
           > s.up("exgate_upstream_bytes_in_total") + 100, "bytes in")
+    check(s1.up("exgate_upstream_reads_total")
+          > s.up("exgate_upstream_reads_total"), "socket reads")
+    check(s1.up("exgate_upstream_read_bytes_total")
+          >= s1.up("exgate_upstream_bytes_in_total"),
+          "read bytes (frames, headers included) at least the payload")
+    # the fan-out counters: every batch and every send in one bucket
+    batches = s1.get("exgate_fanout_batches_total")
+    sends = s1.get("exgate_fanout_sends_total")
+    check(batches >= 3 and sends >= 3, "batches %r, sends %r"
+          % (batches, sends))
+    check(s1.get("exgate_fanout_batch_messages_total") >= batches,
+          "messages in batches")
+    check(s1.get("exgate_fanout_send_messages_total") >= sends
+          and s1.get("exgate_fanout_send_bytes_total") > 100 * sends / 10,
+          "messages and bytes sent")
+    for name, total in (("exgate_fanout_batches_by_messages_total", batches),
+                        ("exgate_fanout_sends_by_messages_total", sends)):
+        by = {dict(l)["messages"]: v for (n, l), v in s1.samples.items()
+              if n == name}
+        check(len(by) == 12 and "1" in by and "2048+" in by
+              and sum(by.values()) == total, "%s: %r, total %r"
+                  % (name, by, total))
+    for name in ("exgate_fanout_would_block_total",
+                 "exgate_fanout_partial_sends_total",
+                 "exgate_fanout_queued_writes_total",
+                 "exgate_fanout_queued_bytes_total"):
+        check(s1.get(name) >= 0, name)
 
     # a forwarded request, answered
     r = await a.call("public/get_time", {}, id=4)
@@ -261,18 +289,19 @@ async def body(h):
                      "the client gone")
     check(s8.up("exgate_upstream_clients") == 0, "no client")
 
-    # a rotation, which deribit cannot do yet: counted as failed, the
-    # connection serves on
+    # a rotation: the new connection restores the session and takes
+    # over, the upstream stays up
     req = urllib.request.Request("http://127.0.0.1:%d/upstreams/sim/rotate"
                                  % h.admin_port, data=b"", method="POST")
     with urllib.request.urlopen(req, timeout=5) as r:
         check(r.status == 202, "rotate: %d" % r.status)
     s9 = wait_scrape(h, lambda x: x.up(
-        "exgate_upstream_rotations_failed_total") == 1, "a failed rotation")
-    check(s9.up("exgate_upstream_rotations_total") == 0, "none done")
+        "exgate_upstream_rotations_total") == 1, "a rotation done")
+    check(s9.up("exgate_upstream_rotations_failed_total") == 0, "none failed")
     check(s9.up("exgate_upstream_up") == 1
           and s9.up("exgate_upstream_connection_id")
-          == s8.up("exgate_upstream_connection_id"), "the primary serves on")
+          == s8.up("exgate_upstream_connection_id") + 1,
+          "the new connection serves")
 
     # reloads: one that runs, one whose conf is broken (kept)
     check(s9.get("exgate_reloads_total", result="ok") == 0

@@ -1,12 +1,17 @@
 #!/bin/bash
 # Smoke test of the benchmark drivers (t/bench), so they cannot rot
-# silently: run_bench.py --smoke runs the bench client with N=2 at 1k
-# msgs/s against exsim directly, through the raw baseline, through exgate
-# (and nginx when installed), for half a second each, plus one restore, a
-# small memory hold and a short idle check. Asserts that every JSON line parses, that
-# every fan-out run received messages with no sequence gap, and that the
-# restore and hold runs completed. The numbers themselves are not judged:
-# benchmarks are not tests.
+# silently: run_bench.py --smoke runs the limit probe (bench_limit) and the
+# bench client against the probe's writer flat out with N=2, then the bench
+# client with N=2 at 1k msgs/s against exsim directly, through the raw
+# baseline, through exgate (and nginx when installed), for half a second
+# each, plus one restore, a small memory hold and a short idle check.
+# Asserts that every JSON line parses, that every fan-out run received
+# messages with no sequence gap, that the probe ran, that every point
+# carries the client's share of its core and the client-bound mark that
+# follows from it (and that the table prints the mark), that exgate's and
+# raw's send counters were read over the window, and that the restore and
+# hold runs completed. The numbers themselves are not judged: benchmarks
+# are not tests.
 set -u
 B=${XG_BUILDDIR:-.}
 S=${XG_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -25,19 +30,45 @@ if ! "$PY" "$S/t/bench/run_bench.py" --smoke --builddir "$B" \
     tail -n 30 "$tmp/stdout" "$tmp/stderr"
     exit 1
 fi
-"$PY" - "$tmp/out.jsonl" <<'PYEOF' || { tail -n 30 "$tmp/stdout" "$tmp/stderr"; exit 1; }
+"$PY" - "$tmp/out.jsonl" "$tmp/stdout" "$S/t/bench" <<'PYEOF' || { tail -n 30 "$tmp/stdout" "$tmp/stderr"; exit 1; }
 import json, sys
+sys.path.insert(0, sys.argv[3])
+import run_bench
 lines = open(sys.argv[1]).read().splitlines()
+table = open(sys.argv[2]).read()
 rs = [json.loads(l) for l in lines]          # every line must parse
 def fail(msg):
     print("FAIL: " + msg)
     sys.exit(1)
 fan = [r for r in rs if r["scenario"] == "fanout"]
 systems = {r["system"] for r in fan}
-for s in ("direct", "raw", "exgate"):
+for s in ("limit", "client-cap", "direct", "raw", "exgate"):
     if s not in systems:
         fail("no fan-out result for %s" % s)
 for r in fan:
+    # the reader's share of its core, and the mark that follows from it
+    busy = run_bench.client_busy(r)
+    if busy is None or busy <= 0 or "client_bound" not in r:
+        fail("%s: no client CPU share: %r" % (r["system"], r))
+    if r["client_bound"] != (busy > run_bench.CLIENT_BOUND):
+        fail("%s: client_bound %r with a share of %.3f"
+             % (r["system"], r["client_bound"], busy))
+    name = "limit" if r["system"] == "limit" else r["system"] + " "
+    row = [l for l in table.splitlines() if l.startswith(name)]
+    if not row or ("client-bound" in row[0]) != r["client_bound"]:
+        fail("%s: the table's row %r does not show client_bound %r"
+             % (r["system"], row[:1], r["client_bound"]))
+    if r["system"] == "limit":
+        if r.get("k") != run_bench.LIMIT_K or r.get("deliveries_per_s", 0) \
+                <= 0 or not r.get("ok") or r["rate"] != 0:
+            fail("limit probe: %r" % r)
+        continue
+    if r["system"] in ("exgate", "raw"):
+        io = r.get("io") or {}
+        if io.get("sends", 0) <= 0 or (io.get("msgs_per_send") or 0) < 1 \
+                or sum(io.get("sends_by_messages", {}).values()) \
+                != io["sends"] or io.get("up_reads", 0) <= 0:
+            fail("%s: send counters over the window: %r" % (r["system"], io))
     if not r.get("ok") or r.get("deliveries_per_s", 0) <= 0:
         fail("fan-out %s n=%s rate=%s received nothing: %r"
              % (r["system"], r["clients"], r["rate"], r))
@@ -49,6 +80,19 @@ for r in fan:
     if r["rate"] and r["latency_basis"] != "intended":
         fail("fan-out %s at a fixed rate: no intended-time latency"
              % r["system"])
+# the mark as the table prints it, on both sides of the line
+class NoLimit:
+    def limit_of(self, r):
+        return None
+for busy, bound in ((0.95, True), (0.5, False)):
+    r = {"system": "exgate", "clients": 2, "rate": 0, "window_s": 1.0,
+         "client_cpu_s": busy - 0.05, "client_wait_s": 0.05,
+         "deliveries_per_s": 1, "gaps": 0, "closed": 0}
+    run_bench.Bench.mark(None, r)
+    if r["client_bound"] != bound or ("client-bound" in
+            run_bench.Bench.row(NoLimit(), r)) != bound:
+        fail("a point whose client ran or waited %.0f%% of the window: "
+             "client_bound %r" % (100 * busy, r["client_bound"]))
 rest = [r for r in rs if r["scenario"] == "restore"]
 if not rest or not rest[0]["ok"] or not rest[0]["cycles"] \
         or rest[0]["from_drop_ms_max"] <= 0:

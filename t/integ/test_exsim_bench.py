@@ -1,7 +1,9 @@
 """exsim: bench mode. --bench SIZE publishes SIZE-byte notifications on
 bench.N carrying a sequence number and the CLOCK_MONOTONIC send time, flat
 out at rate 0 (without starving the loop: the control port and requests
-still answer) or at a set rate; `burst N` sends N per channel.
+still answer) or at a set rate; `burst N` sends N per channel; flat out
+paced by `credit N` sends exactly the credit given, then waits for more,
+until `credit -1`.
 """
 import asyncio
 import json
@@ -15,6 +17,23 @@ from exsim_util import Exsim, check, main, run  # noqa: E402
 import websockets  # noqa: E402
 
 SIZE = 300
+
+
+async def count_for(ws, secs, after_ns):
+    """Bench messages sent at or after AFTER_NS that arrive within SECS."""
+    n = 0
+    end = time.monotonic() + secs
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return n
+        try:
+            m = json.loads(await asyncio.wait_for(ws.recv(), left))
+        except asyncio.TimeoutError:
+            return n
+        ch = m.get("params", {}).get("channel", "")
+        if ch.startswith("bench.") and m["params"]["data"]["ts_ns"] >= after_ns:
+            n += 1
 
 
 async def take(ws, n, channel, after_ns=0, timeout=20):
@@ -94,6 +113,22 @@ def test():
             check(sim.control("burst 50")["updates"] == 50, "burst")
             got = await take(ws, 50, "bench.0", after_ns=t4)
             check(seq_ok(got), "burst seq")
+
+            # flat out paced by credit: exactly what was granted goes out
+            check(sim.control("credit 30")["credit"] == 30, "credit 30")
+            await count_for(ws, 0.3, 0)         # the rest of the burst
+            t5 = time.monotonic_ns()
+            check(sim.control("rate 0")["ok"], "rate 0")
+            n = await count_for(ws, 0.7, t5)
+            check(n == 30, "credit 30 let %d through" % n)
+            check(sim.control("credit 10")["ok"], "credit 10")
+            n = await count_for(ws, 0.7, t5)
+            check(n == 10, "credit 10 more let %d through" % n)
+            check(sim.control("credit -1")["credit"] == -1, "credit -1")
+            got = await take(ws, 2000, "bench.0", after_ns=t5)
+            check(seq_ok(got), "flat out again after credit -1")
+            check(sim.control("credit x").get("ok") is False, "credit x")
+            sim.control("rate 0.001")
             await ws.close()
 
         run(go())

@@ -262,6 +262,8 @@ struct exsim_stats {
     uint64_t auth_ok, auth_fail;
     uint64_t published, delivered;
     uint64_t cod_cancels;
+    uint64_t closes_cod_on;       /* authenticated connections gone with
+                                     cancel-on-disconnect on */
     uint64_t rate_limited;
     uint64_t heartbeat_closes;
     uint64_t slow_closes;
@@ -297,6 +299,9 @@ struct exsim {
     struct event           *agg_ev;          /* 100 ms aggregation timer */
     uint64_t                agg_ticks;
     struct event           *bench_ev;
+    /* flat-out bench paced by its reader: messages a channel may still
+       publish, given by `credit N`; -1: no pacing */
+    long long               bench_credit;
     /* faults */
     int                     stall;
     int                     refuse;          /* HTTP status or 0 */

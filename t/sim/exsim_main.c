@@ -125,7 +125,10 @@ static void bench_arm(void);
 /*
  * Rate > 0: as many rounds as the clock asks for. Rate 0 (flat out): up to
  * BENCH_BATCH messages a channel per loop turn, only while no subscriber
- * has more than BENCH_MAX_OUTPUT queued, so the loop keeps serving I/O.
+ * has more than BENCH_MAX_OUTPUT queued, so the loop keeps serving I/O,
+ * and, once `credit` was given, only as many as the credit allows: the
+ * bench client grants more as its slowest connection catches up, which
+ * paces a gateway that queues for its clients instead of pushing back.
  */
 static void
 bench_cb(evutil_socket_t fd, short what, void *arg)
@@ -158,8 +161,12 @@ bench_cb(evutil_socket_t fd, short what, void *arg)
         if (ch->kind != EXSIM_CH_BENCH || ch->nsubs == 0) {
             continue;
         }
-        for (i = 0; i < BENCH_BATCH && !bench_backlogged(ch); i++) {
+        for (i = 0; i < BENCH_BATCH && !bench_backlogged(ch)
+             && ex->bench_credit != 0; i++) {
             bench_publish(ch);
+            if (ex->bench_credit > 0) {
+                ex->bench_credit--;
+            }
         }
     }
     bench_arm();
@@ -181,8 +188,8 @@ bench_arm(void)
             backlog |= bench_backlogged(ch);
         }
     }
-    if (!subs) {
-        return;     /* idle until a subscribe kicks us */
+    if (!subs || ex->bench_credit == 0) {
+        return;     /* idle until a subscribe or a credit kicks us */
     }
     /* backlogged: on_drain kicks us, the 1 ms timer is a fallback */
     tv.tv_usec = backlog ? 1000 : 0;
@@ -242,7 +249,7 @@ stats_json(void)
         }
     }
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:o, s:I,"
-        " s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O, s:O, s:O}",
+        " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O, s:O, s:O}",
         "connections_total", (json_int_t) ex->st.connections_total,
         "upgrades", (json_int_t) ex->st.upgrades,
         "refused", (json_int_t) ex->st.refused,
@@ -255,6 +262,7 @@ stats_json(void)
         "published", (json_int_t) ex->st.published,
         "orders_open", (json_int_t) exsim_orders_open(),
         "cod_cancels", (json_int_t) ex->st.cod_cancels,
+        "closes_cod_on", (json_int_t) ex->st.closes_cod_on,
         "delivered", (json_int_t) ex->st.delivered,
         "rate_limited", (json_int_t) ex->st.rate_limited,
         "heartbeat_closes", (json_int_t) ex->st.heartbeat_closes,
@@ -513,6 +521,20 @@ ctl_command(struct exsim_ctl *k, char *line)
         }
         ch->gap = 1;
         return ctl_ok();
+    }
+    if (strcmp(cmd, "credit") == 0) {
+        if (parse_long(a1, -1, 1000000000, &n) != 0) {
+            return ctl_err("credit N (-1: no pacing, else N more)", NULL);
+        }
+        if (n < 0) {
+            ex->bench_credit = -1;
+        } else {
+            ex->bench_credit = (ex->bench_credit < 0 ? 0 : ex->bench_credit)
+                + n;
+        }
+        exsim_bench_kick();
+        return json_pack("{s:b, s:I}", "ok", 1, "credit",
+            (json_int_t) ex->bench_credit);
     }
     if (strcmp(cmd, "burst") == 0) {
         if (parse_long(a1, 1, 1000000, &n) != 0) {
@@ -910,6 +932,7 @@ main(int argc, char **argv)
 
     memset(&exs, 0, sizeof(exs));
     ex = &exs;
+    ex->bench_credit = -1;          /* flat out is not paced */
     ex->o.listen = "127.0.0.1:0";
     ex->o.control = "127.0.0.1:0";
     ex->o.rate = 10;

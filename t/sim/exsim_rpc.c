@@ -1573,6 +1573,7 @@ static void
 dispatch(struct req *r, json_t *params)
 {
     json_t *result = NULL, *err = NULL, *fail;
+    json_int_t ms;
     size_t i;
     int handled = 0;
 
@@ -1621,11 +1622,16 @@ dispatch(struct req *r, json_t *params)
     if (result == NULL && err == NULL) {
         err = exsim_error_obj(11094, NULL, NULL, NULL);
     }
+    ms = json_integer_value(json_object_get(ex->delay_method, r->method));
     if (r->after == NULL) {
-        json_int_t ms = json_integer_value(json_object_get(ex->delay_method,
-            r->method));
-
         respond_later(r->c, r->rid, result, err, ms > 0 ? (uint64_t) ms : 0);
+        return;
+    }
+    if (ms > 0) {
+        /* a slow subscribe answer: the subscription is live at once, its
+           snapshots and data go out before the answer */
+        send_after(r);
+        respond_later(r->c, r->rid, result, err, (uint64_t) ms);
         return;
     }
     respond(r->c, r->rid, result, err);

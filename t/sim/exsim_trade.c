@@ -980,6 +980,7 @@ exsim_trade_conn_gone(struct exsim_conn *c)
     if (!c->cod || c->auth[0] == '\0') {
         return;
     }
+    ex->st.closes_cod_on++;
     for (o = ex->orders; o != NULL; o = next) {
         next = o->next;
         if (order_open(o) && (ex->cod_account || o->conn_id == c->id)) {

@@ -137,13 +137,13 @@ fake_lost(struct xg_track *t)
 
 static const struct xg_track_kind fake_kind = {
     "fake", "fetch", XG_TRACK_KEEP_HELD, fake_create, fake_parse, fake_fetch,
-    fake_apply, fake_complete, fake_lost, free
+    fake_apply, fake_complete, fake_lost, free, NULL
 };
 
 /* The same, releasing what it held when its connection drops. */
 static const struct xg_track_kind fake_kind_release = {
     "fake", "fetch", 0, fake_create, fake_parse, fake_fetch, fake_apply,
-    fake_complete, fake_lost, free
+    fake_complete, fake_lost, free, NULL
 };
 
 /* ---- the fake callbacks ---- */

@@ -388,6 +388,37 @@ START_TEST(test_utf8)
 }
 END_TEST
 
+/*
+ * Long text, checked eight ASCII bytes at a time: one bad byte, or one
+ * good or truncated sequence, at every offset of a 40-byte line.
+ */
+START_TEST(test_utf8_long)
+{
+    unsigned char b[48];
+    size_t i;
+
+    for (i = 0; i < 40; i++) {
+        memset(b, 'a', sizeof(b));
+        b[i] = 0xff;
+        ck_assert_msg(!xg_wsproto_utf8_valid(b, 40), "0xff at %zu", i);
+        b[i] = 0x80;
+        ck_assert_msg(!xg_wsproto_utf8_valid(b, 40), "0x80 at %zu", i);
+        memset(b, 'a', sizeof(b));
+        if (i + 3 <= 40) {
+            memcpy(b + i, "\xe2\x82\xac", 3);
+            ck_assert_msg(xg_wsproto_utf8_valid(b, 40), "euro at %zu", i);
+            ck_assert_msg(!xg_wsproto_utf8_valid(b, i + 2),
+                "euro cut at %zu", i);
+            memcpy(b + i, "\xed\xa0\x80", 3);
+            ck_assert_msg(!xg_wsproto_utf8_valid(b, 40),
+                "surrogate at %zu", i);
+        }
+    }
+    memset(b, 'a', sizeof(b));
+    ck_assert(xg_wsproto_utf8_valid(b, sizeof(b)));
+}
+END_TEST
+
 START_TEST(test_utf8_trim)
 {
     const char *s = "a\xc3\xa9\xe2\x82\xac";    /* 1 + 2 + 3 bytes */
@@ -460,6 +491,7 @@ ws_suite(void)
     tcase_add_test(tc, test_frame_header_lengths);
     tcase_add_test(tc, test_close_frame);
     tcase_add_test(tc, test_utf8);
+    tcase_add_test(tc, test_utf8_long);
     tcase_add_test(tc, test_utf8_trim);
     tcase_add_test(tc, test_close_reason_len);
     tcase_add_test(tc, test_ssl_error_append);

@@ -815,6 +815,77 @@ START_TEST(test_direct_output_order)
 }
 END_TEST
 
+/*
+ * read_max: a read callback reads on past libevent's 4 KiB until the
+ * socket is dry, and every message arrives whole and in order across the
+ * chunks; the counters see every byte once. The sender batches as the
+ * fan-out does (xg_frame_texts, direct_output, a large write_max). Fails
+ * without ws_read_more (a read callback per 4 KiB: over 70 reads for
+ * 300 KiB), or if a chunk boundary loses or repeats bytes.
+ */
+START_TEST(test_read_more_and_counters)
+{
+    enum { N = 1000, LEN = 300, BATCH = 100 };
+    struct xg_io_stats cio, sio;
+    struct xg_ws_opts o;
+    const void *data[BATCH];
+    size_t len[BATCH], total = 0, i, by = 0;
+    char (*msgs)[LEN] = malloc((size_t) N * LEN);
+    int k;
+
+    memset(&cio, 0, sizeof(cio));
+    memset(&sio, 0, sizeof(sio));
+    default_opts(&o);
+    o.read_max = 256 * 1024;
+    o.io = &cio;
+    srv_opts.direct_output = 1;
+    srv_opts.io = &sio;
+    srv_opts.write_max = 4 * 1024 * 1024;
+    open_pair(&o);
+    cli.check_seq = 1;
+    memset(&cio, 0, sizeof(cio));           /* the upgrade aside */
+    memset(&sio, 0, sizeof(sio));
+    for (k = 0; k < N; k++) {
+        memset(msgs[k], 'x', LEN);
+        msgs[k][snprintf(msgs[k], LEN, "%d ", k)] = 'x';
+    }
+    for (k = 0; k < N; k += BATCH) {
+        struct xg_frame *f;
+
+        for (i = 0; i < BATCH; i++) {
+            data[i] = msgs[k + (int) i];
+            len[i] = LEN;
+        }
+        f = xg_frame_texts(data, len, BATCH);
+        total += xg_frame_len(f);
+        ck_assert_int_eq(xg_ws_send_frame(srv.ws, f), XG_OK);
+        xg_frame_unref(f);
+    }
+    RUN_UNTIL(cli.nmsg == N || cli.downs, 10000);
+    ck_assert_int_eq(cli.downs, 0);
+    ck_assert_int_eq(cli.nmsg, N);
+    ck_assert_int_eq(cli.seq_bad, 0);
+    ck_assert_uint_eq(cli.msg_len, LEN);
+    ck_assert(memcmp(cli.msg, msgs[N - 1], LEN) == 0);
+    /* read on until dry: far fewer reads than one per 4 KiB */
+    ck_assert_uint_eq(cio.read_bytes, total);
+    ck_assert_uint_gt(cio.reads, 0);
+    ck_assert_uint_lt(cio.reads, total / 4096 / 2);
+    /* the sender's counters: every byte once, every send in a bucket */
+    RUN_UNTIL(xg_ws_output_len(srv.ws) == 0, 2000);
+    ck_assert_uint_eq(sio.msgs, N);
+    ck_assert_uint_eq(sio.msg_bytes, total);
+    ck_assert_uint_eq(sio.send_bytes, total);
+    for (i = 0; i < XG_IO_BUCKETS; i++) {
+        by += sio.by_msgs[i];
+    }
+    ck_assert_uint_eq(by, sio.sends);
+    ck_assert_uint_ge(sio.send_msgs + sio.sends, N);
+    ck_assert_uint_le(sio.send_msgs, N + sio.sends);
+    free(msgs);
+}
+END_TEST
+
 START_TEST(test_output_len_and_drain)
 {
     struct xg_ws_opts o;
@@ -1138,6 +1209,193 @@ START_TEST(test_bytes_glued_to_101)
     close(lfd);
     RUN_UNTIL(cli.downs, 2000);
     ck_assert_str_eq(cli.reason, "eof");
+}
+END_TEST
+
+/* Our client opened against a raw server that answered 101; LFD its. */
+static struct raw *
+raw_server_open(int *lfd)
+{
+    struct xg_ws_opts o;
+    struct raw *r;
+    char key[25], acc[29], resp[512];
+    uint16_t port;
+    int n;
+
+    default_opts(&o);
+    *lfd = raw_listen(&port);
+    r = raw_server_accept(*lfd, &o, key);
+    xg_wsproto_accept(key, 24, acc);
+    n = snprintf(resp, sizeof(resp), "HTTP/1.1 101 Switching "
+        "Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Accept: %s\r\n\r\n", acc);
+    raw_send(r, resp, (size_t) n);
+    RUN_UNTIL(cli.opened || cli.downs, 2000);
+    ck_assert_int_eq(cli.opened, 1);
+    return r;
+}
+
+/*
+ * What a client connection receives: text (UTF-8, one frame and
+ * fragmented around a ping), then binary, all glued in one send, arrive
+ * as sent and as text or binary; text that is not UTF-8 closes with 1007;
+ * a frame with RSV1 set (no extension was agreed) with 1002. Guards the
+ * receive path that spares wslay's byte-at-a-time UTF-8 check.
+ */
+START_TEST(test_client_receives_text_binary)
+{
+    unsigned char buf[256];
+    struct raw *r;
+    size_t n = 0;
+    int lfd;
+
+    r = raw_server_open(&lfd);
+    n += mkframe(buf + n, 1, 1, "h\xc3\xa9llo", 6, NULL);
+    n += mkframe(buf + n, 0, 1, "fr", 2, NULL);
+    n += mkframe(buf + n, 1, 9, "pi", 2, NULL);             /* a ping */
+    n += mkframe(buf + n, 1, 0, "ag \xe2\x82\xac", 6, NULL);
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.nmsg == 2 || cli.downs, 2000);
+    ck_assert_int_eq(cli.nmsg, 2);
+    ck_assert_int_eq(cli.binary, 0);
+    ck_assert_uint_eq(cli.msg_len, 8);
+    ck_assert(memcmp(cli.msg, "frag \xe2\x82\xac", 8) == 0);
+    n = mkframe(buf, 1, 2, "\xff\xfe", 2, NULL);
+    n += mkframe(buf + n, 1, 1, "text", 4, NULL);
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.nmsg == 4 || cli.downs, 2000);
+    ck_assert_int_eq(cli.nmsg, 4);
+    ck_assert_int_eq(cli.binary, 0);
+    ck_assert(memcmp(cli.msg, "text", 4) == 0);
+    n = mkframe(buf, 1, 1, "ok \xc0\x80", 5, NULL);
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.downs, 3000);
+    ck_assert_int_eq(cli.nmsg, 4);
+    ck_assert_msg(strstr(cli.reason, "1007") != NULL, "%s", cli.reason);
+    raw_free(r);
+    close(lfd);
+
+    free(cli.msg);
+    memset(&cli, 0, sizeof(cli));
+    r = raw_server_open(&lfd);
+    n = mkframe(buf, 1, 1, "rsv1", 4, NULL);
+    buf[0] |= 0x40;
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.downs, 3000);
+    ck_assert_int_eq(cli.nmsg, 0);
+    ck_assert_msg(strstr(cli.reason, "1002") != NULL, "%s", cli.reason);
+    raw_free(r);
+    close(lfd);
+}
+END_TEST
+
+/*
+ * Sends N bytes to our client in pieces of 1 to 4096 bytes (most of them
+ * a few bytes, so frame headers are cut anywhere), running the loop after
+ * each piece so that each is read on its own.
+ */
+static void
+raw_send_split(struct raw *r, const unsigned char *p, size_t n)
+{
+    static const size_t sizes[] = { 1, 2, 1, 3, 5, 1, 8, 13, 1, 4096 };
+    size_t off = 0, k = 0, t;
+
+    while (off < n) {
+        t = sizes[k++ % XG_NELEM(sizes)];
+        if (t > n - off) {
+            t = n - off;
+        }
+        raw_send(r, p + off, t);
+        off += t;
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        event_base_loop(base, EVLOOP_NONBLOCK);
+    }
+}
+
+/*
+ * The walk over received frame headers that tags text for wslay
+ * (ws_rx_tag) stays in step with wslay when headers and payloads arrive
+ * cut anywhere: 7-bit, 16-bit and 64-bit lengths, text and binary (whose
+ * bytes look like frame headers), a fragmented message around a ping.
+ * Each message arrives as sent and typed, the connection stays open, and
+ * at the end the tag is still in step (see the last step).
+ */
+START_TEST(test_client_rx_tag_split)
+{
+    const size_t big = 70000;
+    unsigned char *buf = xg_malloc(big + 64), *pay = xg_malloc(big);
+    struct raw *r;
+    size_t n, i;
+    int lfd, k = 0;
+
+    r = raw_server_open(&lfd);
+    n = mkframe(buf, 1, 1, "h\xc3\xa9llo", 6, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(cli.nmsg == ++k || cli.downs, 2000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert(cli.msg_len == 6 && memcmp(cli.msg, "h\xc3\xa9llo", 6) == 0);
+
+    for (i = 0; i < big; i++) {
+        pay[i] = (unsigned char) (i * 7);       /* 0x81 0x7e ... too */
+    }
+    n = mkframe(buf, 1, 2, pay, big, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(cli.nmsg == ++k || cli.downs, 5000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert_int_eq(cli.binary, 1);
+    ck_assert(cli.msg_len == big && memcmp(cli.msg, pay, big) == 0);
+
+    memset(pay, 'a', big);
+    memcpy(pay + 297, "\xe2\x82\xac", 3);
+    n = mkframe(buf, 1, 1, pay, 300, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(cli.nmsg == ++k || cli.downs, 2000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert_int_eq(cli.binary, 0);
+    ck_assert(cli.msg_len == 300 && memcmp(cli.msg, pay, 300) == 0);
+
+    memcpy(pay + big - 3, "\xe2\x82\xac", 3);
+    n = mkframe(buf, 1, 1, pay, big, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(cli.nmsg == ++k || cli.downs, 5000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert_int_eq(cli.binary, 0);
+    ck_assert(cli.msg_len == big && memcmp(cli.msg, pay, big) == 0);
+
+    n = mkframe(buf, 0, 1, "frag", 4, NULL);
+    n += mkframe(buf + n, 1, 9, "pi", 2, NULL);
+    n += mkframe(buf + n, 1, 0, " \xe2\x82\xac", 4, NULL);
+    n += mkframe(buf + n, 1, 1, "last", 4, NULL);
+    raw_send_split(r, buf, n);
+    k += 2;
+    RUN_UNTIL(cli.nmsg == k || cli.downs, 2000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert(cli.msg_len == 4 && memcmp(cli.msg, "last", 4) == 0);
+    ck_assert_int_eq(cli.downs, 0);
+
+    /*
+     * Still in step after all that: the first fragment of a text message
+     * that is not UTF-8 is left unchecked by wslay (tagged), so nothing
+     * closes before the message ends (our client sends nothing: its
+     * pong to the ping above was read first); then exgate's check closes
+     * 1007. Out of step, wslay would check it and send its close at once.
+     */
+    RUN_UNTIL(raw_pump(r) && 0, 100);  /* 100 ms, reading what came */
+    r->len = 0;
+    n = mkframe(buf, 0, 1, "bad \xc0\x80", 6, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(raw_pump(r) && r->len > 0, 300);
+    ck_assert_uint_eq(r->len, 0);
+    ck_assert_int_eq(cli.downs, 0);
+    n = mkframe(buf, 1, 0, " end", 4, NULL);
+    raw_send_split(r, buf, n);
+    RUN_UNTIL(cli.downs, 3000);
+    ck_assert_int_eq(cli.nmsg, k);
+    ck_assert_msg(strstr(cli.reason, "1007") != NULL, "%s", cli.reason);
+    free(buf);
+    free(pay);
+    raw_free(r);
+    close(lfd);
 }
 END_TEST
 
@@ -1600,6 +1858,9 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_half_frame_then_stall);
     tcase_add_test(tc, test_fanout_frame);
     tcase_add_test(tc, test_direct_output_order);
+    tcase_add_test(tc, test_read_more_and_counters);
+    tcase_add_test(tc, test_client_receives_text_binary);
+    tcase_add_test(tc, test_client_rx_tag_split);
     tcase_add_test(tc, test_output_len_and_drain);
     tcase_add_test(tc, test_send_invalid_utf8_refused);
     tcase_add_test(tc, test_free_inside_callback);

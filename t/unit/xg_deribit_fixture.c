@@ -10,6 +10,7 @@
 #include "xg_listen.h"
 #include "xg_log.h"
 #include "xg_upstream.h"
+#include "xg_venue.h"
 #include "xg_ws.h"
 
 #include "xg_deribit_fixture.h"
@@ -270,6 +271,56 @@ ex_pushf(const char *fmt, ...)
     va_end(ap);
     ex_push(s);
     free(s);
+}
+
+void
+ex_push_on(int conn, const char *text)
+{
+    ck_assert_msg(conn >= 1 && conn <= ex.n && ex.ws[conn] != NULL
+        && ex.open[conn], "%sexchange: connection %d is not open", at, conn);
+    ex_send(ex.ws[conn], text);
+}
+
+void
+ex_pushf_on(int conn, const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+
+    va_start(ap, fmt);
+    ck_assert_int_ge(vasprintf(&s, fmt, ap), 0);
+    va_end(ap);
+    ex_push_on(conn, s);
+    free(s);
+}
+
+int
+ex_is_open(int conn)
+{
+    return conn >= 1 && conn <= ex.n && ex.ws[conn] != NULL && ex.open[conn];
+}
+
+void
+ex_drop_on(int conn)
+{
+    ck_assert_msg(ex_is_open(conn), "exchange: connection %d: nothing to "
+        "drop", conn);
+    xg_ws_free(ex.ws[conn]);
+    ex.ws[conn] = NULL;
+    ex.open[conn] = 0;
+}
+
+void
+fx_rotate(void)
+{
+    ck_assert_int_eq(xg_upstream_rotate(xg_upstream_find(ups, "x"), "test"),
+        XG_OK);
+}
+
+json_t *
+fx_status(void)
+{
+    return keep(xg_upstream_status(xg_upstream_find(ups, "x")));
 }
 
 void

@@ -85,6 +85,19 @@ void ex_push(const char *text);
 void ex_pushf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Drops the current connection (TCP closed, no close frame). */
 void ex_drop(void);
+/* The same three on connection CONN (1, 2, ...), whichever is current. */
+void ex_push_on(int conn, const char *text);
+void ex_pushf_on(int conn, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void ex_drop_on(int conn);
+/* 1 while connection CONN is open (exgate has not closed it). */
+int ex_is_open(int conn);
+
+/* Starts a make-before-break rotation of upstream "x" (as the admin
+   endpoint does). */
+void fx_rotate(void);
+/* Upstream "x"'s /status object (kept). */
+json_t *fx_status(void);
 
 /* The connection frame REQ came on (0: not a frame exgate sent). */
 int ex_conn_of(json_t *req);
