@@ -14,11 +14,15 @@ from bnsim_util import Bn, Bnsim, check, main, run  # noqa: E402
 
 import websockets  # noqa: E402
 
-PUBLIC = {"btcusdt@depth@100ms", "btcusdt@bookTicker", "btcusdt@trade"}
+PUBLIC = {"btcusdt@depth@100ms", "btcusdt@bookTicker", "btcusdt@trade",
+          "btcusdt@depth5@100ms", "!bookTicker"}
 MARKET = {"btcusdt@aggTrade", "btcusdt@markPrice@1s", "btcusdt@kline_1m",
-          "btcusdt@ticker", "btcusdt@miniTicker"}
-SPOT = PUBLIC | {"btcusdt@aggTrade", "btcusdt@kline_1m", "btcusdt@ticker",
-                 "btcusdt@miniTicker"}
+          "btcusdt@ticker", "btcusdt@miniTicker", "!miniTicker@arr",
+          "!markPrice@arr@1s"}
+SPOT = {"btcusdt@depth@100ms", "btcusdt@bookTicker", "btcusdt@trade",
+        "btcusdt@aggTrade", "btcusdt@kline_1m", "btcusdt@ticker",
+        "btcusdt@miniTicker", "btcusdt@depth10", "btcusdt@depth5@100ms",
+        "!miniTicker@arr", "!ticker@arr"}
 
 
 async def served(sim, path, streams):
@@ -73,6 +77,16 @@ async def lenient(sim):
 async def spot(sim):
     res = await served(sim, "/stream", SPOT)
     check(res == SPOT, "spot served %r" % sorted(res))
+    # shapes of partial depth and an all-market array
+    c = await Bn.open(sim.url("/stream?streams=btcusdt@depth5@100ms/"
+                              "!miniTicker@arr"))
+    _, d = await c.data("btcusdt@depth5@100ms")
+    check(set(d) == {"lastUpdateId", "bids", "asks"} and len(d["bids"]) == 5
+          and len(d["asks"]) == 5, "partial depth %r" % d)
+    _, d = await c.data("!miniTicker@arr")
+    check(isinstance(d, list) and len(d) == 8
+          and d[0]["e"] == "24hrMiniTicker", "arr %r" % d[:1])
+    await c.close()
     await refused(sim, "/public/ws")
     await refused(sim, "/market/stream")
 
