@@ -198,7 +198,9 @@ class Bn:
         kw.setdefault("ping_interval", None)
         kw.setdefault("compression", None)
         ws = await websockets.connect(url, **kw)
-        return cls(ws)
+        c = cls(ws)
+        c.url = url
+        return c
 
     async def _read(self):
         try:
@@ -246,8 +248,9 @@ class Bn:
         while True:
             left = end - time.monotonic()
             if left <= 0:
-                raise Fail("no event%s in %.1fs" % (
-                    " on " + stream if stream else "", timeout))
+                raise Fail("no event%s in %.1fs on %s (closed: %r)" % (
+                    " of " + stream if stream else "", timeout, self.url,
+                    self.closed.result() if self.closed.done() else None))
             try:
                 s, d, _ = await asyncio.wait_for(self.events.get(), left)
             except asyncio.TimeoutError:

@@ -40,6 +40,7 @@ def spot(sim):
         asks = [float(p) for p, _ in d["asks"]]
         check(bids == sorted(bids, reverse=True) and asks == sorted(asks)
               and bids[0] < asks[0], "depth order")
+    weighted(sim, "/api/v3/depth", 250, symbol="BTCUSDT", limit=9000)
     d = weighted(sim, "/api/v3/depth", 5, symbol="BTCUSDT")
     check(len(d["bids"]) <= 100, "default limit 100")
     info = weighted(sim, "/api/v3/exchangeInfo", 20)
@@ -89,7 +90,7 @@ def spot(sim):
             ("/api/v3/depth", {"symbol": "btcusdt"}, 400, -1121),
             ("/api/v3/depth", {"symbol": "BTCUSDT", "limit": "x"}, 400,
              -1100),
-            ("/api/v3/depth", {"symbol": "BTCUSDT", "limit": "5001"}, 400,
+            ("/api/v3/depth", {"symbol": "BTCUSDT", "limit": "0"}, 400,
              -1100),
             ("/api/v3/klines", {"symbol": "BTCUSDT"}, 400, -1102),
             ("/api/v3/klines", {"symbol": "BTCUSDT", "interval": "7m"}, 400,
