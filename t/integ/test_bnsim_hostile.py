@@ -7,10 +7,13 @@ syntactically a stream (code 2 "invalid stream", then close; open with
 1 MiB message (close 1009), a binary frame (close 1003), huge upgrade
 headers and URLs (HTTP 400), unknown paths (404). REST: a huge query
 (414), a huge header or too many headers (431), a garbage request line
-(400), a body too big (413). After all that bnsim still serves.
+(400), a body too big (413). After all that bnsim still serves. And
+2,000 random control messages per market, each answered exactly once.
 """
 import asyncio
+import json
 import os
+import random
 import socket
 import sys
 
@@ -162,7 +165,62 @@ def rest(sim):
     s.close()
 
 
+def fuzz_value(rng, depth=0):
+    r = rng.random()
+    if depth > 3 or r < 0.3:
+        return rng.choice([0, -1, 1 << 70, 1.5, True, None, "", "x",
+                           "btcusdt@trade", "combined", "@@", "\u00e9"])
+    if r < 0.65:
+        return [fuzz_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {rng.choice(["method", "params", "id", "x"]):
+            fuzz_value(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+async def fuzz(sim):
+    """2,000 random control messages (limit lifted): each gets exactly one
+    answer, or an invalid stream closes the connection; nothing else."""
+    rng = random.Random(7)
+    c = await Bn.open(sim.url("/ws"))
+    answered = closes = 0
+    for i in range(2000):
+        msg = {}
+        for k in ("method", "params", "id"):
+            if rng.random() < 0.85:
+                msg[k] = fuzz_value(rng)
+        if rng.random() < 0.6:
+            msg["method"] = rng.choice(["SUBSCRIBE", "UNSUBSCRIBE",
+                                        "LIST_SUBSCRIPTIONS", "SET_PROPERTY",
+                                        "GET_PROPERTY"])
+        text = json.dumps(msg)
+        if rng.random() < 0.1:
+            text = text[:rng.randrange(len(text) + 1)]
+        await c.send(text)
+        try:
+            reply, raw = await c.reply(5)
+        except asyncio.TimeoutError:
+            code, _ = await c.wait_closed()
+            check(code == 1008, "%r: no answer, close %r" % (text, code))
+            closes += 1
+            c = await Bn.open(sim.url("/ws"))
+            continue
+        check(("result" in reply) != ("error" in reply) and "id" in reply,
+              "%r -> %r" % (text, raw))
+        answered += 1
+        if "error" in reply and "invalid stream" in reply["error"]["msg"]:
+            code, _ = await c.wait_closed()
+            check(code == 1008, "invalid stream close %r" % code)
+            closes += 1
+            c = await Bn.open(sim.url("/ws"))
+    check(answered >= 1900 and sim.alive(), "fuzz: %d answered" % answered)
+    await c.close()
+    print("fuzz: %d answered, %d closes" % (answered, closes))
+
+
 def test():
+    for market in ("usdm", "spot"):
+        with Bnsim("--market", market, "--msg-limit", "100000",
+                   "--rate", "5") as sim:
+            run(fuzz(sim))
     with Bnsim("--market", "spot", "--rate", "20") as sim:
         run(answers(sim))
         rest(sim)
