@@ -65,6 +65,13 @@ async def commands(sim):
 
     # close CODE REASON
     c = await Bn.open(sim.url("/ws/btcusdt@trade"))
+    x = await Bn.open(sim.url("/stream?streams=btcusdt@trade/nosuch@x"))
+    st = sim.stats()
+    check(st["subscribed"] == {"btcusdt@trade": 2, "nosuch@x": 1}
+          and st["connections_open"] == 2 and st["streams_open"] == 3,
+          "subscribed %r" % st["subscribed"])
+    await x.close()
+    await sim.wait_stats(lambda s: s["connections_open"] == 1, "one open")
     r = sim.control("close 4000 going away now")
     check(r["ok"] and r["closed"] == 1, "close %r" % r)
     code, reason = await c.wait_closed()
