@@ -1,7 +1,8 @@
 """bnsim: a strict book client per market (spot: U == previous u + 1;
 USDⓈ-M: pu == previous u) takes REST depth, then applies the stream by
 Binance's documented sync rules on several clients at once (combined,
-raw and SUBSCRIBE'd, two symbols, two depth speeds); `gap STREAM` breaks
+raw and SUBSCRIBE'd, two symbols, two depth speeds; USDⓈ-M ids jump
+between events unless --contiguous-ids, as Binance's do); `gap STREAM` breaks
 exactly the chains of that stream, once, and a resync from REST depth
 recovers them; after `rate 0` every book equals REST depth, id and
 levels.
@@ -21,6 +22,7 @@ class Keeper:
         self.sim, self.market, self.c, self.name = sim, market, c, name
         self.books = {}          # symbol -> Book or list (buffering)
         self.breaks = 0
+        self.jumps = 0           # usdm events with U > pu + 1
         self.resyncs = 0
         self.stop = False
 
@@ -37,6 +39,8 @@ class Keeper:
         else:
             check("pu" not in d, "spot depth with pu %r" % d)
         check(d["U"] <= d["u"], "U > u in %r" % d)
+        if self.market == "usdm" and d["U"] > d["pu"] + 1:
+            self.jumps += 1
         sym = d["s"]
         b = self.books.get(sym)
         if b is None:
@@ -63,7 +67,7 @@ class Keeper:
             self.on_event(d)
 
 
-async def scenario(sim, market):
+async def scenario(sim, market, extra):
     pre = "" if market == "spot" else "/public"
     a = await Bn.open(sim.url(pre + "/stream?streams=btcusdt@depth@100ms"))
     b = await Bn.open(sim.url(pre + "/ws/btcusdt@depth"))
@@ -104,6 +108,11 @@ async def scenario(sim, market):
                   "differs from REST depth (id %d)" % (
                       k.name, sym, book.id, len(book.bids), len(book.asks),
                       snap["lastUpdateId"]))
+    jumps = sum(k.jumps for k in ks)
+    if market == "usdm" and "--contiguous-ids" not in extra:
+        check(jumps > 0, "usdm update ids never jumped")
+    else:
+        check(jumps == 0, "%d usdm id jumps with --contiguous-ids" % jumps)
     n = sum(x.applied for k in ks for x in k.books.values())
     for x in (a, b, c):
         await x.close()
@@ -114,10 +123,11 @@ def test():
     total = {}
     for market, extra in (("spot", ()), ("usdm", ()),
                           ("spot", ("--no-aggregate",)),
-                          ("usdm", ("--no-aggregate",))):
+                          ("usdm", ("--no-aggregate", "--contiguous-ids"))):
         with Bnsim("--market", market, "--rate", "100", "--symbols", "3",
                    *extra) as sim:
-            total[market + "".join(extra)] = run(scenario(sim, market))
+            total[market + "".join(extra)] = run(scenario(sim, market,
+                                                          extra))
     print("events applied: %r" % total)
 
 
