@@ -4,7 +4,7 @@ prefixes) and charges Binance's weight, shown in X-MBX-USED-WEIGHT-1M;
 bad parameters get Binance's codes (-1102, -1121, -1100, -1120); over the
 weight limit the answer is 429 with Retry-After, a request that ignores
 it gets 418 (ban), and after the ban and the window all is well again;
-keep-alive works.
+keep-alive works; rest-fail and rest-delay do what they say.
 """
 import http.client
 import os
@@ -178,10 +178,37 @@ def limits(sim):
           and s["rest_weight_max"] <= 120, "stats %r" % s)
 
 
+def faults(sim):
+    """rest-fail STATUS COUNT answers the next COUNT requests with STATUS;
+    rest-delay MS holds every answer MS ms."""
+    for bad in ("rest-fail", "rest-fail 200", "rest-fail 599",
+                "rest-fail 500 x", "rest-delay", "rest-delay -1",
+                "rest-delay 600001"):
+        r = sim.control(bad)
+        check(r.get("ok") is False, "%r -> %r" % (bad, r))
+    check(sim.control("rest-fail 503 2")["rest_fail"] == 2, "rest-fail")
+    for _ in range(2):
+        st, _, body = sim.get("/api/v3/depth", symbol="BTCUSDT")
+        check(st == 503 and body["code"] == -1000, "failed: %d %r"
+              % (st, body))
+    st, _, _ = sim.get("/api/v3/depth", symbol="BTCUSDT")
+    check(st == 200 and sim.stats()["rest_failed"] == 2, "after rest-fail")
+    check(sim.control("rest-delay 400")["rest_delay_ms"] == 400, "delay")
+    t0 = time.monotonic()
+    sim.json("/api/v3/ping")
+    el = time.monotonic() - t0
+    check(0.35 <= el < 3, "rest-delay 400: %.2fs" % el)
+    sim.control("rest-delay 0")
+    t0 = time.monotonic()
+    sim.json("/api/v3/ping")
+    check(time.monotonic() - t0 < 0.35, "rest-delay 0")
+
+
 def test():
     with Bnsim("--market", "spot", "--rate", "50") as sim:
         time.sleep(0.5)
         spot(sim)
+        faults(sim)
     with Bnsim("--market", "usdm", "--rate", "50") as sim:
         time.sleep(0.5)
         usdm(sim)
