@@ -580,11 +580,14 @@ END_TEST
 
 /* ---- the retry backoff, on a real loop ---- */
 
-/* Runs the loop until a request is sent; returns the ms it took. */
+/*
+ * Runs the loop until a request is sent; returns the ms since T0 (taken
+ * before the timer was armed, so that a preemption between the two cannot
+ * make the wait look shorter than the timer).
+ */
 static uint64_t
-loop_until_sent(void)
+loop_until_sent(uint64_t t0)
 {
-    uint64_t t0 = xg_now_ms();
     int n = nsent;
 
     while (nsent == n && xg_now_ms() - t0 < 2000) {
@@ -619,11 +622,11 @@ START_TEST(retry_backs_off)
     int i;
 
     for (i = 0; i < 3; i++) {
-        uint64_t took;
+        uint64_t took, t0 = xg_now_ms();
 
         retried(t, nsent - 1);
         ck_assert_int_eq(feed(t, "9"), 0);       /* live: held */
-        took = loop_until_sent();
+        took = loop_until_sent(t0);
         ck_assert_ptr_eq(sent[nsent - 1], q);    /* the same request */
         ck_assert_uint_eq(q->tag, t->tag);
         ck_assert_uint_eq(q->attempts, (unsigned) i + 1);

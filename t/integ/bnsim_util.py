@@ -1,0 +1,338 @@
+"""bnsim_util: helpers for tests that run the Binance simulator t/sim/bnsim.
+
+Generic on purpose, so any test may import it (the later Binance venue
+tests too):
+
+    from bnsim_util import Bnsim, Bn, check, main, run
+    with Bnsim("--market", "usdm", "--rate", "50") as sim:
+        sim.control("stats")                    # one control command -> dict
+        status, headers, body = sim.get("/fapi/v1/depth", symbol="BTCUSDT")
+        async def go():
+            c = await Bn.open(sim.url("/public/ws"))
+            r = await c.call("SUBSCRIBE", ["btcusdt@depth@100ms"])
+            stream, data = await c.data()      # next market event
+        run(go())
+    # leaving the block sends `quit` and fails unless bnsim exited 0 with
+    # no Python traceback in its stderr.
+
+Uses /usr/bin/python3 with the `websockets` module (>= 10) and nothing else.
+"""
+
+import asyncio
+import http.client
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import websockets
+
+from exsim_util import check, main, run  # noqa: F401  (re-exported)
+from upstream_harness import Fail, exsim_control
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.environ.get("XG_SRCDIR") or os.path.abspath(
+    os.path.join(HERE, "..", ".."))
+BNSIM = os.path.join(SRCDIR, "t", "sim", "bnsim")
+
+
+class Bnsim:
+    """One bnsim process on free loopback ports (ws_port, rest_port,
+    control_port)."""
+
+    def __init__(self, *args, ready_timeout=15):
+        if not os.access(BNSIM, os.X_OK):
+            raise Fail("bnsim not executable: %s" % BNSIM)
+        self.tmp = tempfile.mkdtemp(prefix="bnsim-test-")
+        self.err_path = os.path.join(self.tmp, "bnsim.err")
+        err = open(self.err_path, "w")
+        cmd = [BNSIM, "--listen", "127.0.0.1:0", "--rest", "127.0.0.1:0",
+               "--control", "127.0.0.1:0"]
+        self.proc = subprocess.Popen(cmd + list(args), stdout=subprocess.PIPE,
+                                     stderr=err, stdin=subprocess.DEVNULL,
+                                     text=True)
+        err.close()
+        end = time.monotonic() + ready_timeout
+        line = ""
+        while time.monotonic() < end:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            m = re.match(r"bnsim ready ws=(\d+) rest=(\d+) control=(\d+)$",
+                         line.strip())
+            if m:
+                self.ws_port, self.rest_port, self.control_port = (
+                    int(m.group(1)), int(m.group(2)), int(m.group(3)))
+                return
+        self.kill()
+        raise Fail("bnsim gave no ready line (got %r); stderr:\n%s"
+                   % (line, self.log()))
+
+    def url(self, path="/ws"):
+        return "ws://127.0.0.1:%d%s" % (self.ws_port, path)
+
+    def control(self, cmd, timeout=5):
+        """Sends one control line; returns the parsed one-line JSON reply."""
+        return exsim_control(self.control_port, cmd, timeout)
+
+    def stats(self):
+        return self.control("stats")
+
+    async def wait_stats(self, pred, what, timeout=10):
+        """Polls `stats` until PRED(stats) holds; returns that stats object."""
+        end = time.monotonic() + timeout
+        while True:
+            st = self.stats()
+            if pred(st):
+                return st
+            if time.monotonic() >= end:
+                raise Fail("timed out after %.0fs waiting for %s: %r"
+                           % (timeout, what, st))
+            await asyncio.sleep(0.02)
+
+    def request(self, method, target, headers=None, timeout=10):
+        """One HTTP request on a new connection: (status, headers, text)."""
+        c = http.client.HTTPConnection("127.0.0.1", self.rest_port,
+                                       timeout=timeout)
+        try:
+            c.request(method, target, headers=headers or {})
+            r = c.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, \
+                r.read().decode()
+        finally:
+            c.close()
+
+    def get(self, path, **params):
+        """GET PATH?params: (status, headers, parsed JSON or None)."""
+        q = "&".join("%s=%s" % kv for kv in params.items())
+        status, h, text = self.request("GET", path + ("?" + q if q else ""))
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            raise Fail("GET %s: not JSON: %r" % (path, text[:200]))
+        return status, h, body
+
+    def json(self, path, **params):
+        """GET that must answer 200; returns the body."""
+        status, h, body = self.get(path, **params)
+        check(status == 200, "GET %s %r: %d %r" % (path, params, status, body))
+        return body
+
+    def log(self):
+        try:
+            with open(self.err_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, timeout=10):
+        """`quit`, then waits; returns the exit code (SIGKILL after timeout)."""
+        if self.proc.poll() is None:
+            try:
+                self.control("quit", timeout=3)
+            except (OSError, Fail):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    def check_clean_exit(self):
+        rc = self.stop()
+        log = self.log()
+        check(rc == 0 and "Traceback" not in log,
+              "bnsim exit %r; log tail:\n%s" % (rc, log[-3000:]))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is None:
+            self.check_clean_exit()
+        else:
+            self.kill()
+            sys.stderr.write("--- bnsim log (tail) ---\n%s\n"
+                             % self.log()[-4000:])
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        return False
+
+
+class Bn:
+    """A Binance market-stream client over one WebSocket connection.
+
+    Replies (frames with "result" or "error") go to self.replies, keyed by
+    the raw text so tests can check ids byte for byte; market events go to
+    self.events as (stream or None, data, raw text): combined frames are
+    unwrapped, raw ones have stream None.
+    """
+
+    _ids = itertools.count(1)
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.replies = asyncio.Queue()
+        self.events = asyncio.Queue()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def open(cls, url, **kw):
+        kw.setdefault("max_size", 64 << 20)
+        kw.setdefault("ping_interval", None)
+        kw.setdefault("compression", None)
+        ws = await websockets.connect(url, **kw)
+        c = cls(ws)
+        c.url = url
+        return c
+
+    async def _read(self):
+        try:
+            async for raw in self.ws:
+                msg = json.loads(raw)
+                if isinstance(msg, dict) and ("result" in msg
+                                              or "error" in msg):
+                    await self.replies.put((msg, raw))
+                elif (isinstance(msg, dict) and "stream" in msg
+                      and "data" in msg):
+                    await self.events.put((msg["stream"], msg["data"], raw))
+                else:
+                    await self.events.put((None, msg, raw))
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if not self.closed.done():
+                self.closed.set_result((self.ws.close_code,
+                                        self.ws.close_reason))
+
+    async def send(self, obj):
+        await self.ws.send(obj if isinstance(obj, (str, bytes))
+                           else json.dumps(obj))
+
+    async def reply(self, timeout=5):
+        """The next reply: (parsed, raw text)."""
+        return await asyncio.wait_for(self.replies.get(), timeout)
+
+    async def call(self, method, params=None, id=None, timeout=5):
+        """Sends one control message; returns the parsed reply, which must
+        carry the same id."""
+        if id is None:
+            id = next(self._ids)
+        req = {"method": method, "id": id}
+        if params is not None:
+            req["params"] = params
+        await self.send(req)
+        msg, raw = await self.reply(timeout)
+        check(msg.get("id") == id, "reply id %r for %r" % (msg, id))
+        return msg
+
+    async def data(self, stream=None, timeout=5):
+        """The next event (of STREAM if given): (stream, data)."""
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise Fail("no event%s in %.1fs on %s (closed: %r)" % (
+                    " of " + stream if stream else "", timeout, self.url,
+                    self.closed.result() if self.closed.done() else None))
+            try:
+                s, d, _ = await asyncio.wait_for(self.events.get(), left)
+            except asyncio.TimeoutError:
+                continue
+            if stream is None or s == stream:
+                return s, d
+
+    def drain(self):
+        """Everything queued now: a list of (stream, data, raw)."""
+        out = []
+        while not self.events.empty():
+            out.append(self.events.get_nowait())
+        return out
+
+    async def wait_closed(self, timeout=5):
+        """Waits for the connection to end; returns (close code, reason)."""
+        return await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+
+    async def close(self):
+        await self.ws.close()
+        try:
+            await asyncio.wait_for(self.reader, 5)
+        except (asyncio.TimeoutError, Exception):
+            self.reader.cancel()
+
+
+class Book:
+    """A strict local order book kept by Binance's documented rules
+    (exchange-protocols E3): spot drops u <= lastUpdateId, the first
+    applied event has U <= lastUpdateId + 1 <= u and every later one
+    U == previous u + 1; USDⓈ-M drops u < lastUpdateId, the first has
+    U <= lastUpdateId <= u and every later one pu == previous u. When the
+    snapshot was taken right after an event was published, lastUpdateId is
+    that event's u and the next event has U = lastUpdateId + 1 and
+    pu == lastUpdateId: the documented first-event rule has a hole there,
+    and this client (like ccxt) also takes pu == lastUpdateId
+    (counted in first_by_pu). Quantities are exact decimal strings; "0" removes a level."""
+
+    def __init__(self, market, snapshot):
+        self.usdm = market == "usdm"
+        self.id = snapshot["lastUpdateId"]
+        self.bids = {p: q for p, q in snapshot["bids"]}
+        self.asks = {p: q for p, q in snapshot["asks"]}
+        self.synced = False
+        self.applied = 0
+        self.first_by_pu = 0
+
+    def apply(self, ev):
+        """Applies one depthUpdate; returns False when it is dropped as
+        old; raises Fail on a chain break."""
+        U, u = ev["U"], ev["u"]
+        if not self.synced:
+            if (u < self.id) if self.usdm else (u <= self.id):
+                return False
+            if self.usdm:
+                ok = U <= self.id <= u
+                if not ok and ev["pu"] == self.id:
+                    ok = True
+                    self.first_by_pu += 1
+            else:
+                ok = U <= self.id + 1 <= u
+            check(ok, "first event U=%d u=%d does not cover "
+                  "lastUpdateId %d" % (U, u, self.id))
+            self.synced = True
+        elif self.usdm:
+            check(ev["pu"] == self.id, "chain break: pu=%d, previous u=%d"
+                  % (ev["pu"], self.id))
+        else:
+            check(U == self.id + 1, "chain break: U=%d, previous u=%d"
+                  % (U, self.id))
+        for side, book in (("b", self.bids), ("a", self.asks)):
+            for p, q in ev[side]:
+                if float(q) == 0:
+                    book.pop(p, None)
+                else:
+                    book[p] = q
+        self.id = u
+        self.applied += 1
+        return True
+
+    def same_as(self, snapshot):
+        """Whether this book equals SNAPSHOT (levels and id)."""
+        return (self.id == snapshot["lastUpdateId"]
+                and self.bids == {p: q for p, q in snapshot["bids"]}
+                and self.asks == {p: q for p, q in snapshot["asks"]})
