@@ -323,7 +323,9 @@ main(int argc, char **argv)
 
     memset(&m, 0, sizeof(m));
     m.conf_path = path;
-    m.r.conf = xg_conf_load(path, &errors);
+    /* -s needs the pid directive, not the secrets (they may be unset) */
+    m.r.conf = sig != NULL ? xg_conf_load_unsealed(path, &errors)
+                           : xg_conf_load(path, &errors);
     print_errors(errors);
     free(errors);
     if (m.r.conf == NULL) {

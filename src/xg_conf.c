@@ -1139,7 +1139,7 @@ conf_secret_read(struct xg_conf *cf, const struct xg_conf_stmt *st,
             xg_conf_error(cf, st, "secret \"env:\" names no variable");
             return NULL;
         }
-        v = getenv(spec + 4);
+        v = cf->no_secrets ? "-" : getenv(spec + 4);
         if (v == NULL || *v == '\0') {
             xg_conf_error(cf, st, "secret: environment variable \"%s\" is "
                 "not set", spec + 4);
@@ -1162,6 +1162,9 @@ conf_secret_read(struct xg_conf *cf, const struct xg_conf_stmt *st,
             } else {
                 snprintf(path, sizeof(path), "%s", spec + 5);
             }
+        }
+        if (cf->no_secrets) {
+            return xg_strdup("-");
         }
         /*
          * O_NONBLOCK: a FIFO (or a device) must not hang the start or a
@@ -1361,18 +1364,31 @@ conf_finish(struct xg_conf *cf, struct stmt_list *root, char **errors)
     return mc;
 }
 
-struct xg_main_conf *
-xg_conf_load(const char *path, char **errors)
+static struct xg_main_conf *
+conf_load(const char *path, int no_secrets, char **errors)
 {
     struct stmt_list root = { 0 };
     struct xg_conf cf;
 
     memset(&cf, 0, sizeof(cf));
+    cf.no_secrets = no_secrets;
     cf.main = xg_calloc(1, sizeof(*cf.main));
     cf.main->refs = 1;
     cf.main->path = xg_strdup(path);
     parse_file(&cf, path, 0, NULL, &root);
     return conf_finish(&cf, &root, errors);
+}
+
+struct xg_main_conf *
+xg_conf_load(const char *path, char **errors)
+{
+    return conf_load(path, 0, errors);
+}
+
+struct xg_main_conf *
+xg_conf_load_unsealed(const char *path, char **errors)
+{
+    return conf_load(path, 1, errors);
 }
 
 struct xg_main_conf *

@@ -258,6 +258,9 @@ struct xg_conf {
     int                   nreading;
     /* the upstream block being read, whose secrets xg_conf_secret() notes */
     struct xg_upstream_conf *upstream;
+    /* 1: env:/file: secrets are not read (each is "-"), see
+       xg_conf_load_unsealed() */
+    int                   no_secrets;
 };
 
 /*
@@ -266,6 +269,12 @@ struct xg_conf {
  * and warning line, "FILE:LINE: message\n" each, or NULL when there is none.
  */
 struct xg_main_conf *xg_conf_load(const char *path, char **errors);
+/*
+ * The same, but no env:/file: secret is read (each holds "-"): for
+ * `exgate -s`, which needs the pid directive, not the secrets, and may
+ * run where they are not set. Never give this conf to anything that runs.
+ */
+struct xg_main_conf *xg_conf_load_unsealed(const char *path, char **errors);
 
 /* The same for TEXT, as if read from a file named NAME (tests, fuzzing). */
 struct xg_main_conf *xg_conf_load_string(const char *name, const char *text,

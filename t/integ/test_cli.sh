@@ -173,12 +173,19 @@ pid=
 
 # -s: signals through the pid file of the conf's pid directive (relative
 # to the conf's directory): reload, stop; the file goes with the stop.
+# -s needs no secret: the conf's env: and file: secrets are not read (the
+# daemon has XG_T_PID_SECRET, the -s commands do not).
 cat > "$tmp/pid.conf" <<CONF
 error_log $tmp/pid.log debug;
 pid run.pid;
+upstream r {
+    url ws://127.0.0.1:1/;
+    on_open env:XG_T_PID_SECRET;
+}
 CONF
 (cd / && $X -s reload -c "$tmp/pid.conf" 2>/dev/null) && fail "-s with no pid file"
-$X -c "$tmp/pid.conf" 2>/dev/null & pid=$!
+XG_T_PID_SECRET='{"op":"hello"}' $X -c "$tmp/pid.conf" 2>/dev/null & pid=$!
+for i in $(seq 200); do [ -s "$tmp/run.pid" ] && break; sleep 0.1; done
 for i in $(seq 200); do [ -s "$tmp/run.pid" ] && break; sleep 0.1; done
 [ "$(cat "$tmp/run.pid" 2>&1)" = "$pid" ] || fail "pid file: $(cat "$tmp/run.pid" 2>&1)"
 (cd / && $X -s reload -c "$tmp/pid.conf") || fail "-s reload"
