@@ -49,4 +49,33 @@ const char *xg_io_bucket_name(int i);
 /* The bucket of by_msgs that a count of N (>= 1) falls in. */
 int xg_io_bucket(uint64_t n);
 
+/*
+ * The peer of socket FD as "1.2.3.4:5", "[::1]:5" or "unix" into BUF
+ * ("?" when it has none); SA's address the same way.
+ */
+struct sockaddr;
+void xg_format_addr(const struct sockaddr *sa, char *buf, size_t len);
+void xg_fd_peer(int fd, char *buf, size_t len);
+/* TCP_NODELAY on FD (errors ignored: not every socket is TCP). */
+void xg_fd_nodelay(int fd);
+
+struct bufferevent;
+/*
+ * Sends DATA on the socket of plain socket bufferevent BEV at once when
+ * its output buffer is empty; returns the bytes the socket took (0 when
+ * output is queued, the socket is full, or on an error). The caller
+ * queues the rest in the output buffer. Not for TLS or paired
+ * bufferevents. DATA holds NMSGS messages; the send, and the bytes left
+ * for the caller to queue, are counted in IO (NULL: not counted).
+ */
+size_t xg_bev_send_now(struct bufferevent *bev, const void *data,
+    size_t len, size_t nmsgs, struct xg_io_stats *io);
+
+/*
+ * Counts in IO every write libevent makes from BEV's output buffer (the
+ * bytes it drains), as writes of queued output. Returns XG_OK, or
+ * XG_ERROR when the callback cannot be added.
+ */
+int xg_bev_count_writes(struct bufferevent *bev, struct xg_io_stats *io);
+
 #endif

@@ -19,6 +19,7 @@
  * event, so it never runs inside a call the owner made.
  */
 #include "xg_core.h"
+#include "xg_frame.h"
 #include "xg_log.h"
 #include "xg_tls.h"
 #include "xg_ws.h"
@@ -50,13 +51,6 @@
 #define WS_DEFAULT_CLOSE_MS      3000
 #define WS_READ_CHUNK            (64 * 1024)    /* one recv of read_more */
 #define WS_LIBEVENT_READ         4096   /* libevent 2.1's EVBUFFER_MAX_READ */
-
-struct xg_frame {
-    unsigned       refs;
-    size_t         len;
-    size_t         nmsgs;       /* messages in it, for the counters */
-    unsigned char  data[];
-};
 
 /* The argument of an evdns request: outlives the ws if it is freed. */
 struct ws_dnsreq {
@@ -193,23 +187,6 @@ state_name(enum xg_ws_state st)
     return "?";
 }
 
-static const char *
-close_code_text(int code)
-{
-    switch (code) {
-    case 1000: return "normal";
-    case 1001: return "going away";
-    case 1002: return "protocol error";
-    case 1003: return "unsupported data";
-    case 1005: return "no status";
-    case 1007: return "invalid utf-8";
-    case 1008: return "policy violation";
-    case 1009: return "message too big";
-    case 1011: return "internal error";
-    default:   return "other";
-    }
-}
-
 /*
  * One log line about WS: about what its owner said it is (an upstream's
  * connection, a client) when it said, else prefixed with its name.
@@ -251,48 +228,6 @@ ws_set_state(struct xg_ws *ws, enum xg_ws_state st)
     if (st != XG_WS_DOWN && !ws->freed && ws->cbs->on_state != NULL) {
         ws->cbs->on_state(ws, st, ws->arg);
     }
-}
-
-static void
-format_addr(const struct sockaddr *sa, char *buf, size_t len)
-{
-    char ip[INET6_ADDRSTRLEN];
-
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *) sa;
-        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-        snprintf(buf, len, "%s:%u", ip, ntohs(s4->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *) sa;
-        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-        snprintf(buf, len, "[%s]:%u", ip, ntohs(s6->sin6_port));
-    } else {
-        snprintf(buf, len, "unix");
-    }
-}
-
-static void
-fd_peer(evutil_socket_t fd, char *buf, size_t len)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl;
-
-    memset(&ss, 0, sizeof(ss));
-    sl = sizeof(ss);
-    if (getpeername(fd, (struct sockaddr *) &ss, &sl) != 0) {
-        snprintf(buf, len, "?");
-        return;
-    }
-    format_addr((struct sockaddr *) &ss, buf, len);
-}
-
-static void
-fd_nodelay(evutil_socket_t fd)
-{
-    int one = 1;
-
-    /* Small messages are the norm: never let Nagle hold one back. */
-    (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 /*
@@ -754,7 +689,7 @@ ws_after_io(struct xg_ws *ws)
             code = wslay_event_get_status_code_sent(ws->wslay);
             if (ws->reason[0] == '\0') {
                 snprintf(ws->reason, sizeof(ws->reason),
-                    "%s: sent close %d", close_code_text(code), code);
+                    "%s: sent close %d", xg_wsproto_close_text(code), code);
             }
             ws_log(ws, XG_LOG_INFO, "%s", ws->reason);
             ws_enter_closing(ws, 1);
@@ -1185,7 +1120,7 @@ ws_tcp_connected(struct xg_ws *ws)
     evutil_socket_t fd;
 
     fd = bufferevent_getfd(ws->bev);
-    fd_nodelay(fd);
+    xg_fd_nodelay(fd);
     if (ws->ai_list != NULL) {
         evutil_freeaddrinfo(ws->ai_list);
         ws->ai_list = ws->ai_next = NULL;
@@ -1208,7 +1143,7 @@ ws_try_connect(struct xg_ws *ws)
 
     while ((ai = ws->ai_next) != NULL) {
         ws->ai_next = ai->ai_next;
-        format_addr(ai->ai_addr, ws->peer, sizeof(ws->peer));
+        xg_format_addr(ai->ai_addr, ws->peer, sizeof(ws->peer));
         fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
             0);
         if (fd < 0) {
@@ -1699,10 +1634,10 @@ xg_ws_accept(struct event_base *base, evutil_socket_t fd, SSL_CTX *tls,
     if (opts->log_name != NULL) {
         ws->name = xg_strdup(opts->log_name);
     }
-    fd_peer(fd, ws->peer, sizeof(ws->peer));
+    xg_fd_peer(fd, ws->peer, sizeof(ws->peer));
     evutil_make_socket_nonblocking(fd);
     evutil_make_socket_closeonexec(fd);
-    fd_nodelay(fd);
+    xg_fd_nodelay(fd);
     ws->tls = tls != NULL;
     ws->state = ws->tls ? XG_WS_TLS : XG_WS_HANDSHAKE;
     if (tls != NULL) {
@@ -1934,84 +1869,7 @@ xg_ws_set_arg(struct xg_ws *ws, void *arg)
     ws->arg = arg;
 }
 
-/* ---- fan-out frames ------------------------------------------------------ */
-
-static struct xg_frame *
-frame_new(int opcode, const void *data, size_t len)
-{
-    unsigned char hdr[XG_WSPROTO_MAX_FRAME_HEADER];
-    struct xg_frame *f;
-    size_t n;
-
-    n = xg_wsproto_frame_header(hdr, opcode, len, NULL);
-    f = xg_malloc(sizeof(*f) + n + len);
-    f->refs = 1;
-    f->len = n + len;
-    f->nmsgs = 1;
-    memcpy(f->data, hdr, n);
-    if (len > 0) {
-        memcpy(f->data + n, data, len);
-    }
-    return f;
-}
-
-struct xg_frame *
-xg_frame_text(const void *data, size_t len)
-{
-    return frame_new(WSLAY_TEXT_FRAME, data, len);
-}
-
-struct xg_frame *
-xg_frame_texts(const void *const *data, const size_t *len, size_t n)
-{
-    unsigned char hdr[XG_WSPROTO_MAX_FRAME_HEADER];
-    struct xg_frame *f;
-    size_t i, total = 0, off = 0, h;
-
-    for (i = 0; i < n; i++) {
-        total += XG_WSPROTO_MAX_FRAME_HEADER + len[i];
-    }
-    f = xg_malloc(sizeof(*f) + total);
-    f->refs = 1;
-    f->nmsgs = n;
-    for (i = 0; i < n; i++) {
-        h = xg_wsproto_frame_header(hdr, WSLAY_TEXT_FRAME, len[i], NULL);
-        memcpy(f->data + off, hdr, h);
-        off += h;
-        if (len[i] > 0) {
-            memcpy(f->data + off, data[i], len[i]);
-            off += len[i];
-        }
-    }
-    f->len = off;
-    return f;
-}
-
-struct xg_frame *
-xg_frame_binary(const void *data, size_t len)
-{
-    return frame_new(WSLAY_BINARY_FRAME, data, len);
-}
-
-void
-xg_frame_ref(struct xg_frame *f)
-{
-    f->refs++;
-}
-
-void
-xg_frame_unref(struct xg_frame *f)
-{
-    if (f != NULL && --f->refs == 0) {
-        free(f);
-    }
-}
-
-size_t
-xg_frame_len(const struct xg_frame *f)
-{
-    return f->len;
-}
+/* ---- fan-out frames (src/xg_frame.c) -------------------------------------- */
 
 static void
 frame_cleanup(const void *data, size_t len, void *extra)
@@ -2042,75 +1900,4 @@ xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f)
         return XG_ERROR;
     }
     return XG_OK;
-}
-
-/*
- * Output without the event loop in the way, as redis writes to its
- * clients before it goes back to epoll_wait (handleClientsWithPendingWrites):
- * when nothing is queued ahead, the bytes go to the socket at once and a
- * reader that keeps up costs one send(2) per batch, with no evbuffer chain
- * to allocate and no EPOLL_CTL_MOD to arm and then disarm the write event.
- * Only what the socket does not take is queued by the caller, after which
- * libevent writes as usual. An error writes nothing here; the
- * bufferevent's own write meets it again and reports it.
- */
-size_t
-xg_bev_send_now(struct bufferevent *bev, const void *data, size_t len,
-    size_t nmsgs, struct xg_io_stats *io)
-{
-    evutil_socket_t fd = bufferevent_getfd(bev);
-    ssize_t n;
-
-    if (io != NULL) {
-        io->msgs += nmsgs;
-        io->msg_bytes += len;
-    }
-    if (fd < 0 || evbuffer_get_length(bufferevent_get_output(bev)) != 0
-        || !(bufferevent_get_enabled(bev) & EV_WRITE))
-    {
-        if (io != NULL) {
-            io->queued_bytes += len;
-        }
-        return 0;
-    }
-    do {
-        n = send(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-    if (io != NULL) {
-        if (n > 0) {
-            size_t m = (size_t) n == len ? nmsgs
-                : ((size_t) n * nmsgs + len / 2) / len;
-
-            /* the messages whose bytes went, to the nearest whole one */
-            xg_io_sent(io, (size_t) n, m > 0 ? m : 1);
-            if ((size_t) n < len) {
-                io->partial++;
-            }
-        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            io->would_block++;
-        }
-        io->queued_bytes += n > 0 ? len - (size_t) n : len;
-    }
-    return n > 0 ? (size_t) n : 0;
-}
-
-/* Counts what libevent drains from an output buffer: its socket writes. */
-static void
-bev_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
-    void *arg)
-{
-    struct xg_io_stats *io = arg;
-
-    if (info->n_deleted > 0) {
-        io->queued_writes++;
-        xg_io_sent(io, info->n_deleted, 0);
-    }
-}
-
-/* See xg_ws.h. */
-int
-xg_bev_count_writes(struct bufferevent *bev, struct xg_io_stats *io)
-{
-    return evbuffer_add_cb(bufferevent_get_output(bev), bev_out_cb, io)
-        != NULL ? XG_OK : XG_ERROR;
 }

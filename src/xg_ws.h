@@ -16,6 +16,7 @@
 #include "xg_core.h"
 #include "xg_conf.h"
 #include "xg_io.h"
+#include "xg_frame.h"
 
 #include <event2/event.h>
 #include <event2/dns.h>
@@ -173,51 +174,11 @@ const char *xg_ws_peer(const struct xg_ws *ws);   /* "127.0.0.1:5555" */
 void xg_ws_set_arg(struct xg_ws *ws, void *arg);
 
 /*
- * The fan-out primitive: one server-to-client frame (header + payload)
- * encoded once in a refcounted buffer and appended by reference to any
- * number of server connections. xg_frame_text() returns it with one
- * reference held by the caller.
- */
-struct xg_frame;
-
-/* DATA must be valid UTF-8 (as any text wslay accepted is). */
-struct xg_frame *xg_frame_text(const void *data, size_t len);
-struct xg_frame *xg_frame_binary(const void *data, size_t len);
-/*
- * N text messages encoded back to back in one frame buffer (N frames), so
- * a batch of notifications costs each recipient one reference.
- */
-struct xg_frame *xg_frame_texts(const void *const *data, const size_t *len,
-    size_t n);
-void xg_frame_ref(struct xg_frame *f);
-void xg_frame_unref(struct xg_frame *f);
-/* The encoded length: header + payload. */
-size_t xg_frame_len(const struct xg_frame *f);
-/*
  * Appends F by reference (one more reference, dropped when the bytes are
  * written or the connection freed) to the output of server connection
  * WS, after everything queued before. XG_ERROR when WS is a client (its
  * frames must be masked) or not open.
  */
 int xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f);
-
-/*
- * Sends DATA on the socket of plain socket bufferevent BEV at once when
- * its output buffer is empty; returns the bytes the socket took (0 when
- * output is queued, the socket is full, or on an error). The caller
- * queues the rest in the output buffer. Not for TLS or paired
- * bufferevents. DATA holds NMSGS messages; the send, and the bytes left
- * for the caller to queue, are counted in IO (NULL: not counted).
- */
-struct bufferevent;
-size_t xg_bev_send_now(struct bufferevent *bev, const void *data,
-    size_t len, size_t nmsgs, struct xg_io_stats *io);
-
-/*
- * Counts in IO every write libevent makes from BEV's output buffer (the
- * bytes it drains), as writes of queued output. Returns XG_OK, or
- * XG_ERROR when the callback cannot be added.
- */
-int xg_bev_count_writes(struct bufferevent *bev, struct xg_io_stats *io);
 
 #endif

@@ -635,3 +635,21 @@ xg_wsproto_utf8_trim(const char *s, size_t len, size_t max)
     }
     return n;
 }
+
+/* See xg_wsproto.h. */
+const char *
+xg_wsproto_close_text(int code)
+{
+    switch (code) {
+    case 1000: return "normal";
+    case 1001: return "going away";
+    case 1002: return "protocol error";
+    case 1003: return "unsupported data";
+    case 1005: return "no status";
+    case 1007: return "invalid utf-8";
+    case 1008: return "policy violation";
+    case 1009: return "message too big";
+    case 1011: return "internal error";
+    default:   return "other";
+    }
+}

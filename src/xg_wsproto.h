@@ -144,4 +144,7 @@ int xg_wsproto_utf8_valid(const unsigned char *s, size_t len);
  */
 size_t xg_wsproto_utf8_trim(const char *s, size_t len, size_t max);
 
+/* A close code's name for logs ("normal", "going away", ..., "other"). */
+const char *xg_wsproto_close_text(int code);
+
 #endif
