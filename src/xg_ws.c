@@ -1979,6 +1979,13 @@ xg_ws_close(struct xg_ws *ws, int code, const char *reason)
     ws_after_io(ws);
 }
 
+/* See xg_ws.h. */
+uint64_t
+xg_ws_rx_ms(const struct xg_ws *ws)
+{
+    return ws->last_rx_ms;
+}
+
 size_t
 xg_ws_output_len(const struct xg_ws *ws)
 {
