@@ -9,6 +9,7 @@
 #include <string.h>
 
 #define JSCAN_MAX_DEPTH 64
+#define JSCAN_MAX_KEYS  16      /* key lengths measured once a call */
 
 static size_t
 skip_ws(const char *d, size_t len, size_t i)
@@ -96,12 +97,15 @@ int
 xg_jscan_object(const char *data, size_t len, const char *const *keys,
     int nkeys, struct xg_jspan *vals)
 {
-    size_t i;
+    size_t i, klen[JSCAN_MAX_KEYS];
     int k;
 
     for (k = 0; k < nkeys; k++) {
         vals[k].p = NULL;
         vals[k].len = 0;
+        if (k < JSCAN_MAX_KEYS) {
+            klen[k] = strlen(keys[k]);
+        }
     }
     i = skip_ws(data, len, 0);
     if (i >= len || data[i] != '{') {
@@ -132,7 +136,7 @@ xg_jscan_object(const char *data, size_t len, const char *const *keys,
             return XG_ERROR;
         }
         for (k = 0; k < nkeys; k++) {
-            size_t kl = strlen(keys[k]);
+            size_t kl = k < JSCAN_MAX_KEYS ? klen[k] : strlen(keys[k]);
 
             if (vals[k].p == NULL && ke - 1 - ks == kl
                 && memcmp(data + ks, keys[k], kl) == 0) {
