@@ -132,10 +132,15 @@ xg_jscan_object(const char *data, size_t len, const char *const *keys,
             return XG_ERROR;
         }
         for (k = 0; k < nkeys; k++) {
-            size_t kl = strlen(keys[k]);
+            size_t kl = ke - 1 - ks;
 
-            if (vals[k].p == NULL && ke - 1 - ks == kl
-                && memcmp(data + ks, keys[k], kl) == 0) {
+            /* KEYS[k] is this member's key: the first byte, then the
+               rest, then KEYS[k] ends there (strnlen: the key read may
+               hold a NUL; no strlen of every key for every member) */
+            if (vals[k].p == NULL && (kl == 0 ? keys[k][0] == '\0'
+                : keys[k][0] == data[ks]
+                  && strncmp(keys[k], data + ks, kl) == 0
+                  && strnlen(keys[k], kl + 1) == kl)) {
                 vals[k].p = data + vs;
                 vals[k].len = ve - vs;
             }

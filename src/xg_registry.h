@@ -59,6 +59,8 @@ struct xg_reg_channel {
     int                     stale_set;     /* stale_ms looked up */
     uint64_t                stale_ms;      /* silence bound (0: none) */
     uint64_t                stale_from_ms; /* silent since (for notices) */
+    int                     no_ext;      /* the module found no ext for
+                                            this name: not looked for again */
     struct xg_reg_channel  *hnext;       /* hash chain */
 };
 

@@ -675,7 +675,7 @@ ss_log_unknown(const struct xg_session *s, const struct xg_jspan *id)
    continuity first, then (if it says so) every subscriber. */
 void
 ss_deliver(struct xg_session *s, struct xg_reg_channel *ch, const char *data,
-    size_t len, const struct xg_umsg *m)
+    size_t len, const struct xg_umsg *m, uint64_t now)
 {
     struct xg_umsg none;
 
@@ -686,7 +686,7 @@ ss_deliver(struct xg_session *s, struct xg_reg_channel *ch, const char *data,
         none.chan_len = strlen(ch->name);
         m = &none;
     }
-    ch->last_data_ms = xg_now_ms();
+    ch->last_data_ms = now;
     if (s->ops->data(s->owner, ch, data, len, m)) {
         xg_session_fanout(s, ch, data, len);
     }
@@ -738,7 +738,7 @@ xg_session_message(struct xg_session *s, struct xg_conn *c, const char *data,
         if (s->rot != NULL && ss_rot_data(s, c, ch, data, len)) {
             return;             /* held or dropped by the rotation */
         }
-        ss_deliver(s, ch, data, len, &m);
+        ss_deliver(s, ch, data, len, &m, xg_conn_rx_ms(c));
         if (s->rot != NULL) {
             ss_rot_after(s, ch);
         }

@@ -144,9 +144,9 @@ void ss_batch_add(char ***a, size_t *n, size_t *cap, const char *name);
 int ss_send_batches(struct xg_session *s, int subscribe, char **names,
     size_t n, struct xg_conn *on);
 /* DATA on CH through the venue's continuity to its subscribers (M NULL:
-   a message held earlier). */
+   a message held earlier), as of NOW (xg_now_ms(): its read's time). */
 void ss_deliver(struct xg_session *s, struct xg_reg_channel *ch,
-    const char *data, size_t len, const struct xg_umsg *m);
+    const char *data, size_t len, const struct xg_umsg *m, uint64_t now);
 /* READY: the queue and the pending channels go out; TELL: the upstream
    is told it is restored. */
 void ss_ready(struct xg_session *s, int tell);

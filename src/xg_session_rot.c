@@ -113,7 +113,7 @@ ss_rot_release(struct xg_session *s, struct ss_chan *sc, size_t from)
     sc->nheld = sc->held_cap = 0;
     for (i = 0; i < n; i++) {
         if (i >= from) {
-            ss_deliver(s, sc->ch, m[i].p, m[i].len, NULL);
+            ss_deliver(s, sc->ch, m[i].p, m[i].len, NULL, xg_now_ms());
         }
         free(m[i].p);
     }

@@ -656,7 +656,7 @@ up_on_message(struct xg_ws *ws, int binary, const unsigned char *data,
     }
     up->messages_in++;
     up->bytes_in += len;
-    c->last_data_ms = xg_now_ms();
+    c->last_data_ms = xg_ws_rx_ms(ws);
     if (up->proto != NULL && up->proto->on_message != NULL
         && (c == up->primary || c->proto_opened))
     {
@@ -1689,6 +1689,13 @@ enum xg_conn_role
 xg_conn_role(const struct xg_conn *c)
 {
     return c->role;
+}
+
+/* See xg_venue.h. */
+uint64_t
+xg_conn_rx_ms(const struct xg_conn *c)
+{
+    return c->last_data_ms;
 }
 
 /* See xg_venue.h. */

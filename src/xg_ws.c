@@ -51,6 +51,7 @@
 #define WS_DEFAULT_CLOSE_MS      3000
 #define WS_READ_CHUNK            (64 * 1024)    /* one recv of read_more */
 #define WS_LIBEVENT_READ         4096   /* libevent 2.1's EVBUFFER_MAX_READ */
+#define WS_TLS_READ_CHUNK        (16 * 1024)    /* one TLS record at most */
 
 /* The argument of an evdns request: outlives the ws if it is freed. */
 struct ws_dnsreq {
@@ -1266,6 +1267,7 @@ ws_resolve(struct xg_ws *ws)
  */
 static void ws_read_into(struct xg_ws *ws, struct evbuffer *in,
     evutil_socket_t fd);
+static void ws_event_cb(struct bufferevent *bev, short what, void *arg);
 
 static void
 ws_read_more(struct xg_ws *ws, struct bufferevent *bev)
@@ -1313,6 +1315,67 @@ ws_read_into(struct xg_ws *ws, struct evbuffer *in, evutil_socket_t fd)
     }
 }
 
+/*
+ * Over TLS libevent's bufferevent_openssl hands over one TLS record a read
+ * callback (4096 bytes and what is left of that record): with a peer that
+ * writes a record a message, a loop pass and a fan-out batch a message.
+ * An open connection with opts.read_max reads on with SSL_read until
+ * OpenSSL wants more from a dry socket, or read_max bytes came in and
+ * OpenSSL holds nothing more. OpenSSL reads ahead (as much as the socket
+ * has, not a record header and then its body, two reads a record): safe
+ * as this drains all it read ahead, so nothing waits in OpenSSL while the
+ * socket is dry. The peer's close_notify or an error ends the loop and is
+ * returned (BEV_EVENT_EOF, BEV_EVENT_ERROR, as libevent would report it:
+ * dirty shutdowns are allowed) for the caller to report once it fed what
+ * came before: the socket may have nothing more to wake libevent with.
+ * Anything else (a renegotiation that must write) is left to libevent's
+ * next read, which meets it again.
+ */
+static short
+ws_read_more_tls(struct xg_ws *ws, struct bufferevent *bev)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    size_t got = 0;
+    int n;
+
+    if (ssl == NULL) {
+        return 0;
+    }
+    SSL_set_read_ahead(ssl, 1);
+    while (got < ws->opts.read_max || SSL_has_pending(ssl)) {
+        struct evbuffer_iovec v;
+
+        if (evbuffer_reserve_space(in, WS_TLS_READ_CHUNK, &v, 1) != 1) {
+            return 0;
+        }
+        ERR_clear_error();
+        n = SSL_read(ssl, v.iov_base, WS_TLS_READ_CHUNK);
+        if (n <= 0) {
+            switch (SSL_get_error(ssl, n)) {
+            case SSL_ERROR_WANT_READ:
+                return 0;       /* dry */
+            case SSL_ERROR_ZERO_RETURN:
+                return BEV_EVENT_EOF;
+            case SSL_ERROR_SYSCALL:
+                return ERR_peek_error() == 0 ? BEV_EVENT_EOF
+                    : BEV_EVENT_ERROR;
+            case SSL_ERROR_SSL:
+                return BEV_EVENT_ERROR;
+            default:
+                return 0;
+            }
+        }
+        v.iov_len = (size_t) n;
+        evbuffer_commit_space(in, &v, 1);
+        got += (size_t) n;
+        if (ws->opts.io != NULL) {
+            ws->opts.io->read_bytes += (size_t) n;
+        }
+    }
+    return 0;
+}
+
 static void
 ws_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -1320,6 +1383,7 @@ ws_read_cb(struct bufferevent *bev, void *arg)
     size_t have = evbuffer_get_length(bufferevent_get_input(bev));
     /* one read per callback: the bytes it added to what was left */
     size_t got = have > ws->in_left ? have - ws->in_left : 0;
+    short end = 0;
 
     ws_enter(ws);
     ws->last_rx_ms = xg_now_ms();
@@ -1352,7 +1416,15 @@ ws_read_cb(struct bufferevent *bev, void *arg)
             {
                 ws_read_more(ws, bev);
             }
+            /* over TLS also when discarding: nothing may stay read
+               ahead in OpenSSL */
+            if (ws->opts.read_max > 0 && ws->tls) {
+                end = ws_read_more_tls(ws, bev);
+            }
             ws_feed(ws);
+            if (end != 0 && !ws_dead(ws) && ws->bev == bev) {
+                ws_event_cb(bev, BEV_EVENT_READING | end, ws);
+            }
             break;
         default:
             break;
@@ -1840,6 +1912,13 @@ xg_ws_close(struct xg_ws *ws, int code, const char *reason)
         return;
     }
     ws_after_io(ws);
+}
+
+/* See xg_ws.h. */
+uint64_t
+xg_ws_rx_ms(const struct xg_ws *ws)
+{
+    return ws->last_rx_ms;
 }
 
 size_t

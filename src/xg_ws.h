@@ -169,6 +169,12 @@ void xg_ws_free(struct xg_ws *ws);
 /* Bytes queued for output and not yet written to the socket. */
 size_t xg_ws_output_len(const struct xg_ws *ws);
 
+/*
+ * xg_now_ms() as of the last read from the peer: in on_message, the read
+ * that brought the message (one clock read a read, not one a message).
+ */
+uint64_t xg_ws_rx_ms(const struct xg_ws *ws);
+
 enum xg_ws_state xg_ws_state(const struct xg_ws *ws);
 const char *xg_ws_peer(const struct xg_ws *ws);   /* "127.0.0.1:5555" */
 void xg_ws_set_arg(struct xg_ws *ws, void *arg);

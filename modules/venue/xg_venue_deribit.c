@@ -636,8 +636,10 @@ dr_classify(void *p, struct xg_conn *conn, const char *data, size_t len,
     struct dr *d = p;
     struct xg_jspan v[6], c[1];
 
-    if (conn == NULL || xg_conn_role(conn) == XG_CONN_PRIMARY) {
+    if (conn == NULL) {
         d->last_in_ms = xg_now_ms();    /* the heartbeat watch is its */
+    } else if (xg_conn_role(conn) == XG_CONN_PRIMARY) {
+        d->last_in_ms = xg_conn_rx_ms(conn);
     }
     if (xg_jscan_object(data, len, keys, 6, v) != XG_OK) {
         xg_upstream_log(XG_LOG_WARN, d->up, "a message that is not a JSON "

@@ -1370,15 +1370,20 @@ static const struct xg_track_kind *const dr_track_kinds[] = {
     &dr_book_kind, &dr_trades_kind, &dr_ctrades_kind, &dr_orders_kind
 };
 
-/* CH's tracker, made now if its name is one a tracker kind follows. */
+/* CH's tracker, made now if its name is one a tracker kind follows (the
+   name alone says: a name none follows is not tried again, a message). */
 struct xg_track *
 dr_track_get(struct dr *d, struct xg_reg_channel *ch)
 {
     size_t i;
 
+    if (ch->ext != NULL || ch->no_ext) {
+        return ch->ext;
+    }
     for (i = 0; ch->ext == NULL && i < XG_NELEM(dr_track_kinds); i++) {
         ch->ext = xg_track_new(dr_track_kinds[i], &d->track, ch->name, ch);
     }
+    ch->no_ext = ch->ext == NULL;
     return ch->ext;
 }
 

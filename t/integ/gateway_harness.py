@@ -22,14 +22,16 @@ import websockets  # noqa: E402
 
 
 def start(h, upstream_body="    protocol deribit;\n", main_extra="",
-          level="debug", sim_args=(), ws_extra="", tcp_extra=""):
-    """Starts exsim and exgate with one upstream `sim`, a websocket and a
-    tcp listener; sets h.ws_url and h.tcp_port."""
+          level="debug", sim_args=(), ws_extra="", tcp_extra="",
+          scheme="ws"):
+    """Starts exsim and exgate with one upstream `sim` (SCHEME "wss" when
+    exsim serves TLS), a websocket and a tcp listener; sets h.ws_url and
+    h.tcp_port."""
     if h.sim is None:
         h.start_sim(*sim_args)
     h.gw_ws_port = free_port()
     h.gw_tcp_port = free_port()
-    url = "ws://127.0.0.1:%d/ws/api/v2" % h.ws_port
+    url = "%s://127.0.0.1:%d/ws/api/v2" % (scheme, h.ws_port)
     conf = ("%s"
             "upstream sim {\n    url %s;\n%s}\n"
             "listen 127.0.0.1:%d websocket upstream=sim%s;\n"

@@ -9,29 +9,16 @@ by address. exsim saw the server name (SNI) "localhost" in every handshake
 of the two by name, and none in those by address (RFC 6066)."""
 
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from upstream_harness import OPENSSL, check, free_port, run  # noqa: E402
+from upstream_harness import check, free_port, run  # noqa: E402
 
 POLICY = "    reconnect fixed { delay 150ms; }\n    connect_timeout 3s;\n"
 
 
-def make_cert(h):
-    cert = os.path.join(h.tmp, "cert.pem")
-    key = os.path.join(h.tmp, "key.pem")
-    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                    "-keyout", key, "-out", cert, "-days", "1",
-                    "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return cert, key
-
-
 def body(h):
-    cert, key = make_cert(h)
+    cert, key = h.make_cert()
     tls_sim = h.start_sim("--tls-cert", cert, "--tls-key", key)
     closed = free_port()
     h.start_gate_conf(

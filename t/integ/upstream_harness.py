@@ -140,6 +140,19 @@ class Harness:
         """One control command to the first exsim; its JSON reply."""
         return self.sim.control(cmd, timeout)
 
+    def make_cert(self):
+        """A self-signed certificate for localhost and 127.0.0.1 in the
+        temp dir, made by the openssl CLI: (cert path, key path)."""
+        cert = os.path.join(self.tmp, "cert.pem")
+        key = os.path.join(self.tmp, "key.pem")
+        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048",
+                        "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+                        "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        return cert, key
+
     def start_gate(self, upstream_body, url=None, level="debug"):
         """Writes a conf with one upstream `sim` and starts exgate on it."""
         if url is None:

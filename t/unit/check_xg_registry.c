@@ -45,6 +45,23 @@ START_TEST(test_jscan_string_id_and_nested_keys)
 }
 END_TEST
 
+/* Keys matched whole: a prefix, a longer key, a key read with a NUL
+   after a wanted key's bytes, and the empty key. */
+START_TEST(test_jscan_key_match)
+{
+    const char *keys[] = { "id", "i", "", "ids" };
+    struct xg_jspan v[4];
+    const char m[] = "{\"idx\":1,\"id\\u0000\":2,\"i\0ab\":3,\"id\":4,"
+                     "\"\":5}";
+
+    ck_assert_int_eq(xg_jscan_object(m, sizeof(m) - 1, keys, 4, v), XG_OK);
+    ck_assert(v[0].p != NULL && v[0].len == 1 && v[0].p[0] == '4');
+    ck_assert(v[1].p == NULL);      /* "i\0ab" is not "i" */
+    ck_assert(v[2].p != NULL && v[2].len == 1 && v[2].p[0] == '5');
+    ck_assert(v[3].p == NULL);
+}
+END_TEST
+
 START_TEST(test_jscan_bad_input)
 {
     const char *keys[] = { "id" };
@@ -548,6 +565,7 @@ registry_suite(void)
 
     tcase_add_test(tc, test_jscan_members);
     tcase_add_test(tc, test_jscan_string_id_and_nested_keys);
+    tcase_add_test(tc, test_jscan_key_match);
     tcase_add_test(tc, test_jscan_bad_input);
     tcase_add_test(tc, test_jscan_depth_limit);
     tcase_add_test(tc, test_jscan_uint_and_splice);
