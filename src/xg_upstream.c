@@ -1695,7 +1695,7 @@ xg_conn_role(const struct xg_conn *c)
 uint64_t
 xg_conn_rx_ms(const struct xg_conn *c)
 {
-    return c->last_data_ms;
+    return c != NULL ? c->last_data_ms : xg_now_ms();
 }
 
 /* See xg_venue.h. */

@@ -249,7 +249,10 @@ void xg_upstream_log_ctx(const struct xg_upstream *up, struct xg_log_ctx *ctx);
 void xg_conn_log_ctx(const struct xg_conn *c, struct xg_log_ctx *ctx);
 /* C's role now (it changes on promote). */
 enum xg_conn_role xg_conn_role(const struct xg_conn *c);
-/* When C last brought a message: xg_now_ms() as of the read it came in. */
+/*
+ * When C last brought a message: xg_now_ms() as of the read it came in;
+ * C NULL (a message fed with no connection: tests, fuzzing): now.
+ */
 uint64_t xg_conn_rx_ms(const struct xg_conn *c);
 /* "primary", "rotating", "retiring", as in logs and /status. */
 const char *xg_conn_role_name(enum xg_conn_role r);
