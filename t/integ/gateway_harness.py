@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 import time
 
@@ -166,6 +167,45 @@ def seq_holes(client, ch):
           "%s: trade_seq out of order or repeated: %r"
           % (client.name, [(x, y) for x, y in zip(s, s[1:]) if y <= x][:5]))
     return [(x, y) for x, y in zip(s, s[1:]) if y != x + 1]
+
+
+async def burst_through(h, clients, ch, n):
+    """Subscribes CLIENTS to bench channel CH (exsim --bench, --rate 1),
+    stops exgate (SIGSTOP) while exsim publishes N messages at once, lets
+    it go on, and checks that every client got all N, whole and in order
+    (data.seq consecutive). Returns /status before and after."""
+    for i, c in enumerate(clients):
+        r = await c.call("public/subscribe", {"channels": [ch]}, id=i + 1)
+        check(r.get("result") == [ch], "%s: subscribe %r" % (c.name, r))
+    for c in clients:
+        await c.wait_notes(ch, 1)      # the 1 msg/s stream reached each
+    h.control("rate 0.001")
+    await asyncio.sleep(0.2)
+    s0 = h.status()
+    have = [c.count(ch) for c in clients]
+    os.kill(h.gate.pid, signal.SIGSTOP)
+    try:
+        r = h.control("burst %d" % n)
+        check(r.get("ok"), "burst: %r" % r)
+        await asyncio.sleep(0.3)
+    finally:
+        os.kill(h.gate.pid, signal.SIGCONT)
+    for c, k in zip(clients, have):
+        await c.wait_notes(ch, k + n, timeout=20)
+    for c in clients:
+        q = [m["params"]["data"]["seq"] for cc, m in c.notes if cc == ch]
+        check(q == list(range(q[0], q[0] + len(q))),
+              "%s: not in order or not whole: %d messages, first %s"
+              % (c.name, len(q), q[:3]))
+    return s0, h.status()
+
+
+def batches_of_128_or_more(s0, s1):
+    """Fan-out batches of 128 messages or more between /status S0 and S1."""
+    f0, f1 = s0["fanout"], s1["fanout"]
+    return sum(f1["batches_by_messages"][k] - f0["batches_by_messages"][k]
+               for k in ("128-255", "256-511", "512-1023", "1024-2047",
+                         "2048+"))
 
 
 def wait_ready(h, timeout=10):

@@ -17,19 +17,11 @@ socket holds what its buffer takes when exgate goes on:
   sends_by_messages, and the messages sent are the deliveries.
 """
 
-import asyncio
-import os
-import signal
-
 import gateway_harness as gh
 from gateway_harness import check, WSClient, TCPClient
 
 CH = "bench.0"
 N = 3000
-
-
-def seqs(client):
-    return [m["params"]["data"]["seq"] for c, m in client.notes if c == CH]
 
 
 async def body(h):
@@ -40,41 +32,17 @@ async def body(h):
           await WSClient("ws-b").connect(h.ws_url),
           await TCPClient("tcp-c").connect(h.tcp_port),
           await TCPClient("tcp-d").connect(h.tcp_port)]
-    for i, c in enumerate(cl):
-        r = await c.call("public/subscribe", {"channels": [CH]}, id=i + 1)
-        check(r.get("result") == [CH], "%s: subscribe %r" % (c.name, r))
+    s0, s1 = await gh.burst_through(h, cl, CH, N)
     for c in cl:
-        await c.wait_notes(CH, 1)      # the 1 msg/s stream reached each
-    h.control("rate 0.001")
-    await asyncio.sleep(0.2)
-    s0 = h.status()
-    have = [c.count(CH) for c in cl]
-    os.kill(h.gate.pid, signal.SIGSTOP)
-    try:
-        r = h.control("burst %d" % N)
-        check(r.get("ok"), "burst: %r" % r)
-        await asyncio.sleep(0.3)
-    finally:
-        os.kill(h.gate.pid, signal.SIGCONT)
-    for c, n in zip(cl, have):
-        await c.wait_notes(CH, n + N, timeout=20)
-    for c in cl:
-        q = seqs(c)
-        check(q == list(range(q[0], q[0] + len(q))),
-              "%s: not in order or not whole: %d messages, first %s"
-              % (c.name, len(q), q[:3]))
         check(not c.other, "%s: something else arrived: %r"
               % (c.name, c.other[:2]))
-    s1 = h.status()
     u0, u1 = s0["upstreams"][0], s1["upstreams"][0]
     reads = u1["reads"] - u0["reads"]
     msgs = u1["messages_in"] - u0["messages_in"]
     check(msgs >= N and reads > 0 and msgs / reads > 4096 / 304,
           "upstream: %d messages in %d reads" % (msgs, reads))
     f0, f1 = s0["fanout"], s1["fanout"]
-    big = sum(f1["batches_by_messages"][k] - f0["batches_by_messages"][k]
-              for k in ("128-255", "256-511", "512-1023", "1024-2047",
-                        "2048+"))
+    big = gh.batches_of_128_or_more(s0, s1)
     check(big > 0, "no batch of 128 messages or more: %r"
           % f1["batches_by_messages"])
     check(sum(f1["sends_by_messages"].values()) == f1["sends"],

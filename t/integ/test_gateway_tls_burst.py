@@ -13,19 +13,11 @@ the upstream socket holds many TLS records when exgate goes on:
   messages, 16 KiB, 53 of these).
 """
 
-import asyncio
-import os
-import signal
-
 import gateway_harness as gh
 from gateway_harness import check, WSClient, TCPClient
 
 CH = "bench.0"
 N = 3000
-
-
-def seqs(client):
-    return [m["params"]["data"]["seq"] for c, m in client.notes if c == CH]
 
 
 async def body(h):
@@ -37,38 +29,13 @@ async def body(h):
     gh.wait_ready(h)
     cl = [await WSClient("ws-a").connect(h.ws_url),
           await TCPClient("tcp-b").connect(h.tcp_port)]
-    for i, c in enumerate(cl):
-        r = await c.call("public/subscribe", {"channels": [CH]}, id=i + 1)
-        check(r.get("result") == [CH], "%s: subscribe %r" % (c.name, r))
-    for c in cl:
-        await c.wait_notes(CH, 1)      # the 1 msg/s stream reached each
-    h.control("rate 0.001")
-    await asyncio.sleep(0.2)
-    s0 = h.status()
-    have = [c.count(CH) for c in cl]
-    os.kill(h.gate.pid, signal.SIGSTOP)
-    try:
-        r = h.control("burst %d" % N)
-        check(r.get("ok"), "burst: %r" % r)
-        await asyncio.sleep(0.3)
-    finally:
-        os.kill(h.gate.pid, signal.SIGCONT)
-    for c, n in zip(cl, have):
-        await c.wait_notes(CH, n + N, timeout=20)
-    for c in cl:
-        q = seqs(c)
-        check(q == list(range(q[0], q[0] + len(q))),
-              "%s: not in order or not whole: %d messages, first %s"
-              % (c.name, len(q), q[:3]))
-    s1 = h.status()
+    s0, s1 = await gh.burst_through(h, cl, CH, N)
     u0, u1 = s0["upstreams"][0], s1["upstreams"][0]
     reads = u1["reads"] - u0["reads"]
     msgs = u1["messages_in"] - u0["messages_in"]
     f0, f1 = s0["fanout"], s1["fanout"]
     batches = f1["batches"] - f0["batches"]
-    big = sum(f1["batches_by_messages"][k] - f0["batches_by_messages"][k]
-              for k in ("128-255", "256-511", "512-1023", "1024-2047",
-                        "2048+"))
+    big = gh.batches_of_128_or_more(s0, s1)
     print("tls upstream: %d messages in %d reads (%.1f a read), %d batches"
           " (%.1f messages a batch), %d of 128 or more"
           % (msgs, reads, msgs / max(reads, 1), batches,
