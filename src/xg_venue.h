@@ -153,6 +153,18 @@ struct xg_venue {
      * a create(): it cannot follow, and a reload restarts the upstream.
      */
     void  (*reconf)(void *p, const struct xg_upstream_conf *conf);
+
+    /*
+     * The REST front (`listen ... http upstream=NAME;`, src/xg_rest.c):
+     * a GET of PATH (percent-decoded, no query) with QUERY (the raw query
+     * string without '?', NULL: none) answered from the module's own
+     * state (Binance: /api/v3/depth from the gateway's book). Returns the
+     * JSON body (malloc'd, *LEN bytes) for a 200, or NULL to proxy the
+     * request to the upstream's rest_url. NULL hook: every request is
+     * proxied.
+     */
+    char *(*rest_local)(void *p, const char *path, const char *query,
+        size_t *len);
 };
 
 /* The protocol modules compiled in (NULL-terminated). */
