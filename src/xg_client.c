@@ -62,6 +62,8 @@ struct xg_client {
     struct event        *ev_close;      /* the asynchronous close */
     uint64_t             soft_since_ms; /* over the soft limit since */
     struct event        *ev_soft;       /* its deadline, made when needed */
+    char                *path;          /* WebSocket: the upgrade's path and
+                                           query, NULL: TCP */
     struct xg_client    *prev, *next;   /* in the listener's list */
 };
 
@@ -395,6 +397,7 @@ client_destroy(struct xg_client *c, const char *reason)
     if (c->ev_soft != NULL) {
         event_free(c->ev_soft);
     }
+    free(c->path);
     free(c);
 }
 
@@ -487,6 +490,12 @@ const struct xg_gateway_conf *
 xg_client_conf(const struct xg_client *c)
 {
     return c->l->gc;
+}
+
+const char *
+xg_client_path(const struct xg_client *c)
+{
+    return c->path;
 }
 
 struct event_base *
@@ -669,6 +678,8 @@ ws_check(struct xg_ws *ws, const char *path, void *arg)
             "\"%s\"", path, want);
         return 404;
     }
+    free(c->path);
+    c->path = xg_strdup(path);
     /* this client is already counted */
     if (lc->max_clients != 0 && c->l->nclients > lc->max_clients) {
         xg_client_log(XG_LOG_WARN, c, "refused: listener %s is at max_clients "

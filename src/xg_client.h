@@ -143,6 +143,11 @@ void xg_client_log(int level, const struct xg_client *c, const char *fmt, ...)
 /* The gateway settings that apply to C. */
 const struct xg_gateway_conf *xg_client_conf(const struct xg_client *c);
 struct event_base *xg_client_base(const struct xg_client *c);
+/*
+ * The path C's WebSocket upgrade asked for, query string included
+ * ("/stream?streams=a/b"), or NULL for a TCP client.
+ */
+const char *xg_client_path(const struct xg_client *c);
 /* Counts a client error (bad input, refused request) in the totals. */
 void xg_client_count_error(struct xg_client *c);
 

@@ -498,6 +498,10 @@ upstream_block(struct xg_conf *cf, const struct xg_conf_stmt *st,
                 proto_mismatch(cf, &proto[i], uc);
             }
         }
+        if (pm != NULL && uc->max_connection_age_ms == 0) {
+            /* not set in the block (its bounds refuse 0) */
+            uc->max_connection_age_ms = pm->max_connection_age_ms;
+        }
         if (pm != NULL && pm->create_conf != NULL) {
             const struct xg_command *own[2] = { pm->commands, NULL };
 

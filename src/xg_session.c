@@ -1325,3 +1325,54 @@ xg_session_status(struct xg_session *s, json_t *obj)
     json_object_set_new(obj, "rotation_switches_forced",
         json_integer((json_int_t) s->rot_forced));
 }
+
+/* ---- `stale PATTERN DURATION;` for the venues' conf ---- */
+
+int
+xg_stale_set(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    struct xg_stale **v, size_t *n)
+{
+    uint64_t ms;
+
+    if (st->args[1][0] == '\0' || strlen(st->args[1]) > 256) {
+        return xg_conf_error(cf, st, "\"stale\": the channel pattern must "
+            "be 1 to 256 characters");
+    }
+    if (xg_conf_parse_duration(st->args[2], &ms) != XG_OK || ms < 100
+        || ms > (uint64_t) 24 * 3600 * 1000) {
+        return xg_conf_error(cf, st, "\"stale\": \"%s\" is not a duration "
+            "between 100ms and 24h", st->args[2]);
+    }
+    *v = xg_realloc(*v, (*n + 1) * sizeof(**v));
+    (*v)[*n].pattern = xg_strdup(st->args[1]);
+    (*v)[*n].ms = ms;
+    (*n)++;
+    return XG_OK;
+}
+
+void
+xg_stale_dump(struct xg_conf_dump *d, const char *name,
+    const struct xg_stale *v, size_t n)
+{
+    char buf[32];
+    size_t i;
+
+    if (n == 0) {
+        xg_conf_dump_comment(d, "%s: none", name);
+    }
+    for (i = 0; i < n; i++) {
+        xg_conf_dump_words(d, name, v[i].pattern,
+            xg_conf_fmt_duration(v[i].ms, buf, sizeof(buf)), NULL);
+    }
+}
+
+void
+xg_stale_free(struct xg_stale *v, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        free(v[i].pattern);
+    }
+    free(v);
+}

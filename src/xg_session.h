@@ -211,6 +211,21 @@ struct xg_session_ops {
     void (*retiring)(void *owner, struct xg_conn *c);
 };
 
+/*
+ * The `stale PATTERN DURATION;` directive of a venue's conf (repeatable;
+ * the first matching line wins): appends to *V (*N entries), or returns
+ * XG_ERROR with the conf error said at ST's file:line.
+ */
+struct xg_conf;
+struct xg_conf_stmt;
+struct xg_conf_dump;
+int xg_stale_set(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    struct xg_stale **v, size_t *n);
+/* The stale lines for `exgate -T` (a comment when there is none). */
+void xg_stale_dump(struct xg_conf_dump *d, const char *name,
+    const struct xg_stale *v, size_t n);
+void xg_stale_free(struct xg_stale *v, size_t n);
+
 /* The session's connection state. */
 enum xg_session_state {
     XG_SESSION_DOWN = 0,

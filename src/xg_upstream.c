@@ -376,7 +376,8 @@ conn_connect(struct xg_upstream *up, struct xg_conn *c)
     timer_arm(c->ev_deadline,
         up->conf->connect_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
     /* Failures found at once come back through on_down, later. */
-    c->ws = xg_ws_connect(up->base, up->dns, &up->conf->url, &opts,
+    c->ws = xg_ws_connect(up->base, up->dns,
+        up->url != NULL ? up->url : &up->conf->url, &opts,
         &up_ws_cbs, up);
 }
 
@@ -1870,4 +1871,16 @@ xg_upstream_status_all(const struct xg_upstream_set *set)
         json_array_append_new(a, xg_upstream_status(up));
     }
     return a;
+}
+
+void
+xg_upstream_set_url(struct xg_upstream *up, const struct xg_url *url)
+{
+    up->url = url;
+}
+
+struct evdns_base *
+xg_upstream_dns(const struct xg_upstream *up)
+{
+    return up->dns;
 }

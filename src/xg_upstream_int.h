@@ -94,6 +94,7 @@ struct xg_upstream {
     char                           *name;      /* its own copy: stays */
     struct event_base              *base;
     struct evdns_base              *dns;
+    const struct xg_url            *url;       /* NULL: the conf's */
     const struct xg_venue   *proto;     /* NULL: none (unit tests) */
     void                           *proto_p;
 

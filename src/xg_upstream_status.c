@@ -25,7 +25,7 @@ static const char *const up_why_names[UP_WHY_N] = {
 void
 xg_upstream_url(const struct xg_upstream *up, char *buf, size_t len)
 {
-    const struct xg_url *u = &up->conf->url;
+    const struct xg_url *u = up->url != NULL ? up->url : &up->conf->url;
     size_t plen = strcspn(u->path, "?");
     int v6 = strchr(u->host, ':') != NULL;
 

@@ -165,6 +165,12 @@ struct xg_venue {
      */
     char *(*rest_local)(void *p, const char *path, const char *query,
         size_t *len);
+
+    /*
+     * max_connection_age for an upstream of this protocol whose block
+     * does not set it (0: none): Binance closes every connection at 24 h.
+     */
+    uint64_t                  max_connection_age_ms;
 };
 
 /* The protocol modules compiled in (NULL-terminated). */
@@ -271,6 +277,14 @@ const char *xg_conn_role_name(enum xg_conn_role r);
 /* The upstream C belongs to. */
 struct xg_upstream *xg_conn_upstream(const struct xg_conn *c);
 struct event_base *xg_upstream_base(const struct xg_upstream *up);
+struct evdns_base *xg_upstream_dns(const struct xg_upstream *up);
+/*
+ * New connections of UP go to URL (borrowed: it must outlive UP or the
+ * next call; NULL: the conf's url again): for a module that connects to
+ * a route under the host its conf names (Binance USDⓈ-M's /public).
+ */
+struct xg_url;
+void xg_upstream_set_url(struct xg_upstream *up, const struct xg_url *url);
 void *xg_upstream_proto(const struct xg_upstream *up);
 
 #endif

@@ -1674,10 +1674,7 @@ dr_conf_free(void *p)
     free(c->auth_scope);
     free(c->auth_id_src);
     free(c->auth_secret_src);
-    for (size_t i = 0; i < c->nstale; i++) {
-        free(c->stale[i].pattern);
-    }
-    free(c->stale);
+    xg_stale_free(c->stale, c->nstale);
     free(c);
 }
 
@@ -1749,22 +1746,8 @@ dr_set_stale(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
 {
     struct dr_conf *c = conf;
-    uint64_t ms;
 
-    if (st->args[1][0] == '\0' || strlen(st->args[1]) > 256) {
-        return xg_conf_error(cf, st, "\"stale\": the channel pattern must "
-            "be 1 to 256 characters");
-    }
-    if (xg_conf_parse_duration(st->args[2], &ms) != XG_OK || ms < 100
-        || ms > (uint64_t) 24 * 3600 * 1000) {
-        return xg_conf_error(cf, st, "\"stale\": \"%s\" is not a duration "
-            "between 100ms and 24h", st->args[2]);
-    }
-    c->stale = xg_realloc(c->stale, (c->nstale + 1) * sizeof(*c->stale));
-    c->stale[c->nstale].pattern = xg_strdup(st->args[1]);
-    c->stale[c->nstale].ms = ms;
-    c->nstale++;
-    return XG_OK;
+    return xg_stale_set(cf, st, &c->stale, &c->nstale);
 }
 
 static const struct xg_conf_bounds dr_bounds_hb = { 1000, 3600 * 1000 };
@@ -1797,8 +1780,6 @@ dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     const void *conf)
 {
     const struct dr_conf *c = conf;
-    char buf[32];
-    size_t i;
 
     if (cmd->set == dr_set_auth) {
         if (c->auth == DR_AUTH_NONE) {
@@ -1818,13 +1799,7 @@ dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
             xg_conf_dump_words(d, cmd->name, c->auth_scope, NULL);
         }
     } else if (cmd->set == dr_set_stale) {
-        if (c->nstale == 0) {
-            xg_conf_dump_comment(d, "%s: none", cmd->name);
-        }
-        for (i = 0; i < c->nstale; i++) {
-            xg_conf_dump_words(d, cmd->name, c->stale[i].pattern,
-                xg_conf_fmt_duration(c->stale[i].ms, buf, sizeof(buf)), NULL);
-        }
+        xg_stale_dump(d, cmd->name, c->stale, c->nstale);
     } else {
         return XG_AGAIN;
     }
@@ -1868,5 +1843,7 @@ const struct xg_venue xg_venue_deribit = {
     0,
     dr_dump,
     1,          /* rotates: make-before-break (src/xg_session.h) */
-    dr_reconf
+    dr_reconf,
+    NULL,       /* rest_local: no REST front of its own */
+    0           /* max_connection_age: none unless the conf says */
 };

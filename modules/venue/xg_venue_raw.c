@@ -648,5 +648,7 @@ const struct xg_venue xg_venue_raw = {
     1,          /* no in-band client auth: listeners say client_auth=off */
     raw_dump,
     0,          /* rotates: no (the upstream closes a rotation's conn) */
-    raw_reconf
+    raw_reconf,
+    NULL,       /* rest_local: no REST front of its own */
+    0           /* max_connection_age: none unless the conf says */
 };
