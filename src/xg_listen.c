@@ -489,7 +489,7 @@ listen_prepare(const struct xg_main_conf *mc, const struct xg_listen_conf *lc,
     }
     client_auth = g != NULL && g->client_auth >= 0
                   ? g->client_auth : xg_gateway_conf_get(mc)->client_auth;
-    if ((*pm)->trusts_clients && client_auth) {
+    if ((*pm)->trusts_clients == XG_VENUE_TRUSTS && client_auth) {
         snprintf(err, errlen, "listener %s:%u: protocol %s cannot "
             "authenticate local clients and trusts every one: say so with "
             "client_auth=off on the listen line (or client_auth off;)",

@@ -50,6 +50,9 @@ enum xg_conn_role {
     XG_CONN_RETIRING    /* replaced by a promoted one, closing soon */
 };
 
+#define XG_VENUE_TRUSTS  1
+#define XG_VENUE_PUBLIC  2
+
 struct xg_venue {
     const char               *name;         /* as in `protocol NAME;` */
     /*
@@ -124,9 +127,12 @@ struct xg_venue {
      */
     const char               *default_path;
     /*
-     * 1 when the module cannot authenticate local clients in band, so
-     * that every client of its listeners is trusted: a listener on it
-     * must then say client_auth=off (or inherit `client_auth off;`).
+     * XG_VENUE_TRUSTS when the module cannot authenticate local clients
+     * in band, so that every client of its listeners is trusted: a
+     * listener on it must then say client_auth=off (or inherit
+     * `client_auth off;`). XG_VENUE_PUBLIC when it serves public data
+     * only, so that there is nothing to authenticate and client_auth does
+     * not apply. 0: it authenticates them.
      */
     int                       trusts_clients;
 

@@ -1004,6 +1004,18 @@ bn_allowed(void *p, void *client, const char *name, int flags)
     return 1;
 }
 
+/* A client joined or left a stream: nothing to send it (a Binance client
+   takes its own book snapshot). */
+static void
+bn_joined(void *p, void *client, struct xg_reg_channel *ch, int live)
+{
+}
+
+static void
+bn_left(void *p, void *client, struct xg_reg_channel *ch)
+{
+}
+
 static enum xg_track_cross
 bn_cross(void *p, struct xg_reg_channel *ch, const char *data, size_t len)
 {
@@ -1062,6 +1074,8 @@ static const struct xg_session_ops bn_session_ops = {
     .subreq_done = bn_subreq_done,
     .restore_step = bn_restore_step,
     .allowed = bn_allowed,
+    .joined = bn_joined,
+    .left = bn_left,
     .cross = bn_cross,
     .cross_force = bn_cross_force,
     .retiring = bn_retiring
@@ -1773,12 +1787,14 @@ bn_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     json_error_t jerr;
     json_t *req, *params;
     const char *method;
-    char *id = NULL, **names = NULL, msg[160];
+    char *id = NULL, **names = NULL, msg[256];
     size_t n = 0;
     int r;
 
     b->control_in++;
-    req = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* ids may be past 2^63 (USDⓈ-M: unsigned); they are echoed as sent */
+    req = json_loadb(data, len, JSON_REJECT_DUPLICATES
+        | JSON_DECODE_INT_AS_REAL, &jerr);
     if (req == NULL) {
         snprintf(msg, sizeof(msg), "Invalid JSON: %s at line %d column %d",
             jerr.text, jerr.line, jerr.column);
@@ -1937,7 +1953,8 @@ bn_rest_local(void *p, const char *path, const char *query, size_t *len)
         "@depth@250ms", "@depth@500ms", "@depth@1000ms" };
     struct bn *b = p;
     char sym[64], lim[16], name[96], *best = NULL, *body;
-    unsigned long long best_id = 0, limit = 100, id;
+    unsigned long long best_id = 0, limit = 100;
+    uint64_t id;
     size_t i, blen = 0, l;
 
     if (strcmp(path, b->market == XG_BN_SPOT ? "/api/v3/depth"
@@ -2169,7 +2186,7 @@ const struct xg_venue xg_venue_binance = {
     .client_too_big = "{\"error\":{\"code\":2,\"msg\":\"Invalid request: "
                       "message too large\"},\"id\":null}",
     .default_path = "/*",
-    .trusts_clients = 1,    /* market data: no client auth */
+    .trusts_clients = XG_VENUE_PUBLIC,  /* public market data only */
     .dump = bn_dump,
     .rotates = 1,
     .reconf = bn_reconf,
