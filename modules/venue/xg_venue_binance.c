@@ -272,10 +272,11 @@ bn_shard_holding(struct bn *b, const char *name)
 
 /*
  * The shard a new stream NAME goes on: one of its route with room, or a
- * new one (NULL when BN_MAX_SHARDS are open: logged).
+ * new one (NULL when BN_MAX_SHARDS are open: logged). ADD[i] streams are
+ * about to go on shard i besides those it holds.
  */
 static struct bn_shard *
-bn_shard_for(struct bn *b, const char *name)
+bn_shard_for(struct bn *b, const char *name, const size_t *add)
 {
     enum bn_route route = bn_route_of(b, name);
     struct bn_shard *sh = bn_shard_holding(b, name);
@@ -287,7 +288,7 @@ bn_shard_for(struct bn *b, const char *name)
     for (i = 0; i < b->nshards; i++) {
         sh = b->shards[i];
         if (sh->route == route && !sh->stopping
-            && xg_registry_nchannels(sh->reg) < bn_max_streams(b))
+            && xg_registry_nchannels(sh->reg) + add[i] < bn_max_streams(b))
         {
             return sh;
         }
@@ -832,9 +833,8 @@ bn_session_send(void *p, struct xg_reg_req *q)
 {
     struct bn_shard *sh = p;
 
-    if (xg_session_submit(sh->s, q) != XG_OK) {
-        xg_registry_req_free(q);
-    }
+    (void) xg_session_send(sh->s, q);   /* a failed write: the loss of the
+                                           connection settles Q */
 }
 
 /*
@@ -1530,6 +1530,7 @@ bn_client_subscribe(struct bn_client *bc, const char *id, char **names,
     struct bn_req *r = xg_calloc(1, sizeof(*r));
     unsigned max = xg_client_conf(bc->c)->client_max_channels;
     size_t i, j, k, other, held = bn_client_nstreams(bc);
+    size_t add[BN_MAX_SHARDS] = { 0 };
     char token[32];
     int failed = 0;
 
@@ -1540,9 +1541,19 @@ bn_client_subscribe(struct bn_client *bc, const char *id, char **names,
     r->next = bc->reqs;
     bc->reqs = r;
     snprintf(token, sizeof(token), "%llu", (unsigned long long) r->seq);
-    for (i = 0; i < n; i++) {
-        of[i] = bn_shard_for(b, names[i]);
+    for (i = 0; i < n && !failed; i++) {
+        for (j = 0; j < i && strcmp(names[j], names[i]) != 0; j++) {
+            /* a name twice in one request goes where the first went */
+        }
+        if (j < i) {
+            of[i] = of[j];
+            continue;
+        }
+        of[i] = bn_shard_for(b, names[i], add);
         failed |= of[i] == NULL;
+        if (!failed && xg_registry_channel(of[i]->reg, names[i]) == NULL) {
+            add[of[i]->idx]++;
+        }
     }
     if (failed) {
         if (r->id != NULL) {
