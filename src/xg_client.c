@@ -492,6 +492,14 @@ xg_client_conf(const struct xg_client *c)
     return c->l->gc;
 }
 
+void
+xg_client_set_ping(struct xg_client *c, uint64_t ping_ms, uint64_t timeout_ms)
+{
+    if (c->ws != NULL) {
+        xg_ws_set_ping(c->ws, ping_ms, timeout_ms);
+    }
+}
+
 const char *
 xg_client_path(const struct xg_client *c)
 {

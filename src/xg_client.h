@@ -148,6 +148,13 @@ struct event_base *xg_client_base(const struct xg_client *c);
  * ("/stream?streams=a/b"), or NULL for a TCP client.
  */
 const char *xg_client_path(const struct xg_client *c);
+/*
+ * A WebSocket client C is pinged every PING_MS (0: never) and closed
+ * after TIMEOUT_MS (0: never) with nothing from it (a pong counts), as an
+ * exchange does; nothing for a TCP client.
+ */
+void xg_client_set_ping(struct xg_client *c, uint64_t ping_ms,
+    uint64_t timeout_ms);
 /* Counts a client error (bad input, refused request) in the totals. */
 void xg_client_count_error(struct xg_client *c);
 

@@ -47,6 +47,7 @@ struct xg_conf_stmt {
 #define XG_CONF_TAKE12      (XG_CONF_TAKE1 | XG_CONF_TAKE2)
 #define XG_CONF_TAKE23      (XG_CONF_TAKE2 | XG_CONF_TAKE3)
 #define XG_CONF_TAKE123     (XG_CONF_TAKE1 | XG_CONF_TAKE2 | XG_CONF_TAKE3)
+#define XG_CONF_TAKE13      (XG_CONF_TAKE1 | XG_CONF_TAKE3)
 #define XG_CONF_1MORE       0x1000  /* one or more */
 #define XG_CONF_2MORE       0x2000  /* two or more */
 #define XG_CONF_ARGS_MASK   0x3f00

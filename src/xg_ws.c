@@ -745,6 +745,23 @@ ws_feed(struct xg_ws *ws)
     }
 }
 
+/* Starts the ping and silence timers of the open WS from its opts. */
+static void
+ws_ping_arm(struct xg_ws *ws)
+{
+    event_del(ws->ev_ping);
+    evtimer_del(ws->ev_silence);
+    if (ws->opts.ping_ms > 0) {
+        struct timeval tv;
+        tv.tv_sec = (time_t) (ws->opts.ping_ms / 1000);
+        tv.tv_usec = (suseconds_t) ((ws->opts.ping_ms % 1000) * 1000);
+        event_add(ws->ev_ping, &tv);
+    }
+    if (ws->opts.ping_timeout_ms > 0) {
+        timer_add_ms(ws->ev_silence, ws->opts.ping_timeout_ms);
+    }
+}
+
 static void
 ws_ping_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -844,15 +861,7 @@ ws_open(struct xg_ws *ws)
     }
     evtimer_del(ws->ev_deadline);
     ws->last_rx_ms = xg_now_ms();
-    if (ws->opts.ping_ms > 0) {
-        struct timeval tv;
-        tv.tv_sec = (time_t) (ws->opts.ping_ms / 1000);
-        tv.tv_usec = (suseconds_t) ((ws->opts.ping_ms % 1000) * 1000);
-        event_add(ws->ev_ping, &tv);
-    }
-    if (ws->opts.ping_timeout_ms > 0) {
-        timer_add_ms(ws->ev_silence, ws->opts.ping_timeout_ms);
-    }
+    ws_ping_arm(ws);
     if (!ws->opts.owner_logs) {
         ws_log(ws, XG_LOG_INFO, "open");
     }
@@ -1979,4 +1988,14 @@ xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f)
         return XG_ERROR;
     }
     return XG_OK;
+}
+
+void
+xg_ws_set_ping(struct xg_ws *ws, uint64_t ping_ms, uint64_t timeout_ms)
+{
+    ws->opts.ping_ms = ping_ms;
+    ws->opts.ping_timeout_ms = timeout_ms;
+    if (ws->state == XG_WS_OPEN && !ws->ending) {
+        ws_ping_arm(ws);
+    }
 }

@@ -178,6 +178,11 @@ uint64_t xg_ws_rx_ms(const struct xg_ws *ws);
 enum xg_ws_state xg_ws_state(const struct xg_ws *ws);
 const char *xg_ws_peer(const struct xg_ws *ws);   /* "127.0.0.1:5555" */
 void xg_ws_set_arg(struct xg_ws *ws, void *arg);
+/*
+ * From now on WS pings its peer every PING_MS (0: never) and fails with
+ * "ping timeout" after TIMEOUT_MS (0: never) with nothing received.
+ */
+void xg_ws_set_ping(struct xg_ws *ws, uint64_t ping_ms, uint64_t timeout_ms);
 
 /*
  * Appends F by reference (one more reference, dropped when the bytes are

@@ -81,6 +81,8 @@ struct bn_conf {
     unsigned        max_streams;    /* 0: the market's (1024, 200) */
     unsigned        control_rate;   /* 0: the market's (3/s, 8/s) */
     int             client_ping;
+    uint64_t        client_ping_ms;     /* 0: the market's (20 s, 3 min) */
+    uint64_t        client_pong_ms;     /* 0: the market's (1 min, 10 min) */
     struct xg_stale *stale;
     size_t          nstale;
 };
@@ -185,7 +187,7 @@ struct bn {
     uint64_t                    shards_refused;
 };
 
-static const struct bn_conf bn_defaults = { -1, 0, 0, 0, NULL, 0 };
+static const struct bn_conf bn_defaults = { -1, 0, 0, 0, 0, 0, NULL, 0 };
 
 static void bn_shard_flush_pace(struct bn_shard *sh, struct bn_pace *pc);
 static struct bn_shard *bn_shard_new(struct bn *b, enum bn_route route);
@@ -1737,6 +1739,13 @@ bn_client_open(void *p, struct xg_client *c)
 
     bc->b = b;
     bc->c = c;
+    if (b->cf->client_ping) {
+        /* as Binance: 20 s and 1 min on spot, 3 min and 10 min futures */
+        xg_client_set_ping(c, b->cf->client_ping_ms ? b->cf->client_ping_ms
+            : b->market == XG_BN_SPOT ? 20000 : 180000,
+            b->cf->client_pong_ms ? b->cf->client_pong_ms
+            : b->market == XG_BN_SPOT ? 60000 : 600000);
+    }
     b->linger_ms = xg_client_conf(c)->unsubscribe_linger_ms;
     for (i = 0; i < b->nshards; i++) {
         xg_session_set_linger(b->shards[i]->s, b->linger_ms);
@@ -2136,6 +2145,38 @@ bn_set_market(struct xg_conf *cf, const struct xg_conf_stmt *st,
     return XG_OK;
 }
 
+/* client_ping on|off [INTERVAL TIMEOUT]; */
+static int
+bn_set_client_ping(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct bn_conf *c = conf;
+
+    if (strcmp(st->args[1], "on") == 0) {
+        c->client_ping = 1;
+    } else if (strcmp(st->args[1], "off") == 0) {
+        c->client_ping = 0;
+    } else {
+        return xg_conf_error(cf, st, "\"client_ping\": \"%s\" is not on or "
+            "off", st->args[1]);
+    }
+    if (st->nargs == 3) {
+        return xg_conf_error(cf, st, "\"client_ping\": give the interval "
+            "and the timeout, or neither");
+    }
+    if (st->nargs == 4
+        && (xg_conf_parse_duration(st->args[2], &c->client_ping_ms) != XG_OK
+            || xg_conf_parse_duration(st->args[3], &c->client_pong_ms)
+               != XG_OK
+            || c->client_ping_ms < 1000 || c->client_pong_ms < 1000
+            || c->client_ping_ms > 3600000 || c->client_pong_ms > 3600000))
+    {
+        return xg_conf_error(cf, st, "\"client_ping\": the interval and the "
+            "timeout must be durations between 1s and 1h");
+    }
+    return XG_OK;
+}
+
 static int
 bn_set_stale(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
@@ -2156,8 +2197,8 @@ static const struct xg_command bn_commands[] = {
       xg_conf_set_uint, BN(max_streams), &bn_bounds_streams },
     { "control_rate", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_uint,
       BN(control_rate), &bn_bounds_rate },
-    { "client_ping", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_flag,
-      BN(client_ping), NULL },
+    { "client_ping", XG_CONF_UPSTREAM | XG_CONF_TAKE13, bn_set_client_ping,
+      0, NULL },
     { "stale", XG_CONF_UPSTREAM | XG_CONF_TAKE2 | XG_CONF_MULTI, bn_set_stale,
       0, NULL },
     XG_CONF_NULL_COMMAND
@@ -2172,6 +2213,17 @@ bn_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     if (cmd->set == bn_set_market) {
         xg_conf_dump_words(d, cmd->name, c->market == XG_BN_USDM ? "usdm"
             : "spot", NULL);
+    } else if (cmd->set == bn_set_client_ping) {
+        char a[32], t[32];
+
+        if (c->client_ping_ms != 0) {
+            xg_conf_dump_words(d, cmd->name, c->client_ping ? "on" : "off",
+                xg_conf_fmt_duration(c->client_ping_ms, a, sizeof(a)),
+                xg_conf_fmt_duration(c->client_pong_ms, t, sizeof(t)), NULL);
+        } else {
+            xg_conf_dump_words(d, cmd->name, c->client_ping ? "on" : "off",
+                NULL);
+        }
     } else if (cmd->set == bn_set_stale) {
         xg_stale_dump(d, cmd->name, c->stale, c->nstale);
     } else {
