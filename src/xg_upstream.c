@@ -1753,12 +1753,14 @@ xg_upstream_reconf(struct xg_upstream *up,
     {
         return XG_ERROR;
     }
+    if (up->proto_p != NULL && up->proto->reconf != NULL
+        && up->proto->reconf(up->proto_p, conf) != XG_OK)
+    {
+        return XG_ERROR;
+    }
     up->conf = conf;
     xg_reconnect_reconf(&up->rc, conf);
     xg_reconnect_reconf(&up->rot_rc, conf);
-    if (up->proto_p != NULL && up->proto->reconf != NULL) {
-        up->proto->reconf(up->proto_p, conf);
-    }
     if (reconnect_why != NULL) {
         up->conf_gen++;
         up_copy_text(up->conf_why, sizeof(up->conf_why), reconnect_why);

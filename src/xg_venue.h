@@ -155,10 +155,12 @@ struct xg_venue {
      * protocol; the old conf is freed after this returns): point whatever
      * the instance kept of the old conf at CONF. Limits apply from the
      * next event that uses them, credentials from the next connection's
-     * restore (a rotation's, when they changed). NULL, for a module with
-     * a create(): it cannot follow, and a reload restarts the upstream.
+     * restore (a rotation's, when they changed). Returns XG_ERROR, with
+     * nothing changed, when the instance cannot follow this change (the
+     * reload restarts the upstream); NULL, for a module with a create():
+     * it never can.
      */
-    void  (*reconf)(void *p, const struct xg_upstream_conf *conf);
+    int   (*reconf)(void *p, const struct xg_upstream_conf *conf);
 
     /*
      * The REST front (`listen ... http upstream=NAME;`, src/xg_rest.c):

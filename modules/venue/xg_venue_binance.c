@@ -1198,10 +1198,10 @@ bn_child_status(void *p, json_t *obj)
     json_decref(o);
 }
 
-static void
+static int
 bn_child_reconf(void *p, const struct xg_upstream_conf *conf)
 {
-    /* the parent's reconf made CONF and points the shard at it */
+    return XG_OK;   /* the parent's reconf made CONF for the shard */
 }
 
 static const struct xg_venue bn_child_venue = {
@@ -2079,14 +2079,22 @@ bn_destroy(void *p)
 
 /*
  * A reload: the new conf from now on, for every shard (a child's conf is
- * copied again; a changed url rotates it like the upstream's own).
+ * copied again; a changed url rotates it like the upstream's own). A
+ * changed market cannot be followed: the upstream is restarted.
  */
-static void
+static int
 bn_reconf(void *p, const struct xg_upstream_conf *conf)
 {
+    const struct bn_conf *nc = conf->proto_conf ? conf->proto_conf
+                                                : &bn_defaults;
     struct bn *b = p;
     unsigned i;
 
+    if ((nc->market == XG_BN_USDM ? XG_BN_USDM : XG_BN_SPOT) != b->market) {
+        xg_upstream_log(XG_LOG_INFO, b->up, "reload: market changed, the "
+            "upstream restarts");
+        return XG_ERROR;
+    }
     b->ucf = conf;
     b->cf = conf->proto_conf ? conf->proto_conf : &bn_defaults;
     for (i = 0; i < b->nshards; i++) {
@@ -2106,6 +2114,7 @@ bn_reconf(void *p, const struct xg_upstream_conf *conf)
             memcmp(&old, &sh->url, sizeof(old)) != 0
             ? "reload: url changed" : NULL);
     }
+    return XG_OK;
 }
 
 /* ---- conf ---------------------------------------------------------------- */

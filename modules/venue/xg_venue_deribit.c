@@ -1812,7 +1812,7 @@ dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
  * step; the request and queue bounds from the next request; the stale
  * bounds from each channel's next silence timer.
  */
-static void
+static int
 dr_reconf(void *p, const struct xg_upstream_conf *conf)
 {
     struct dr *d = p;
@@ -1821,6 +1821,7 @@ dr_reconf(void *p, const struct xg_upstream_conf *conf)
     xg_session_set_limits(d->s, d->cf->request_timeout_ms,
         conf->queue_limit, conf->queue_timeout_ms);
     xg_session_set_stale(d->s, d->cf->stale, d->cf->nstale);
+    return XG_OK;
 }
 
 const struct xg_venue xg_venue_deribit = {

@@ -620,13 +620,14 @@ raw_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
  * sent on the next connection, its queue bounds hold from the next
  * request, replay and replay_limit from the next text a client sends.
  */
-static void
+static int
 raw_reconf(void *p, const struct xg_upstream_conf *conf)
 {
     struct raw *r = p;
 
     r->cf = conf->proto_conf ? conf->proto_conf : &raw_defaults;
     r->ucf = conf;
+    return XG_OK;
 }
 
 const struct xg_venue xg_venue_raw = {
