@@ -239,7 +239,9 @@ conn_error(struct rest_conn *c, char *buf, size_t len)
         xg_tls_error(c->ssl, tls, sizeof(tls));
         bev = evhttp_connection_get_bufferevent(c->evcon);
         while (bev != NULL && (e = bufferevent_get_openssl_error(bev)) != 0) {
-            xg_log_ssl_error_append(tls, sizeof(tls), e);
+            if (strncmp(tls, "certificate verify failed", 25) != 0) {
+                xg_log_ssl_error_append(tls, sizeof(tls), e);
+            }
         }
     }
     if (tls[0] != '\0') {
