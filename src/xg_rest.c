@@ -922,6 +922,7 @@ struct xg_rest_front {
     uint64_t                    proxied;
     uint64_t                    cache_hits;
     uint64_t                    cache_fetches;
+    uint64_t                    cache_shared;  /* waited for a fetch */
     uint64_t                    refused;       /* signed, 404, 405, bounds */
     uint64_t                    backoff_answers;
 };
@@ -1219,7 +1220,9 @@ front_cached(struct xg_rest_front *f, struct xg_rest *rest,
     fr->ce = ce;
     fr->wnext = ce->waiters;
     ce->waiters = fr;
-    if (ce->g == NULL) {
+    if (ce->g != NULL) {
+        f->cache_shared++;
+    } else {
         f->cache_fetches++;
         ce->g = xg_rest_get(rest, key, 0, front_on_cache_answer, ce);
         if (ce->g == NULL) {
@@ -1495,6 +1498,8 @@ xg_rest_front_status(const struct xg_rest_front *f, json_t *obj)
         f->cache_hits));
     json_object_set_new(obj, "cache_fetches", json_integer((json_int_t)
         f->cache_fetches));
+    json_object_set_new(obj, "cache_shared", json_integer((json_int_t)
+        f->cache_shared));
     json_object_set_new(obj, "refused", json_integer((json_int_t)
         f->refused));
     json_object_set_new(obj, "backoff_answers", json_integer((json_int_t)
