@@ -227,7 +227,7 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
 {
     struct xg_main_conf *mc = conf;
     struct xg_listen_conf *lc, **tail;
-    int i, gk, bad = 0;
+    int i, gk, bad = 0, max_clients_set = 0;
 
     lc = xg_calloc(1, sizeof(*lc));
     xg_conf_cleanup_add(cf, listen_free, lc);
@@ -304,6 +304,7 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
                 continue;
             }
             lc->max_clients = (unsigned) v;
+            max_clients_set = 1;
         } else if (strncmp(a, "sndbuf=", 7) == 0) {
             if (lc->sndbuf != 0) {
                 xg_conf_error(cf, st, "\"listen\": duplicate \"sndbuf=\"");
@@ -331,6 +332,14 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
     }
     if (lc->upstream_name == NULL && !bad) {
         xg_conf_error(cf, st, "\"listen\": missing \"upstream=NAME\"");
+        bad = 1;
+    }
+    if (lc->kind == XG_LISTEN_HTTP && (max_clients_set || lc->sndbuf != 0
+        || lc->gateway_conf != NULL))
+    {
+        /* the REST front has no clients of the venue to bound or admit */
+        xg_conf_error(cf, st, "\"listen\": http listeners take only "
+            "\"upstream=\"");
         bad = 1;
     }
     if (lc->path != NULL && lc->kind != XG_LISTEN_WEBSOCKET) {
@@ -836,8 +845,10 @@ core_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
             if (lc->kind == XG_LISTEN_WEBSOCKET) {
                 xg_conf_dump_kv(d, "path", lc->path);
             }
-            snprintf(num, sizeof(num), "%u", lc->max_clients);
-            xg_conf_dump_kv(d, "max_clients", num);
+            if (lc->kind != XG_LISTEN_HTTP) {
+                snprintf(num, sizeof(num), "%u", lc->max_clients);
+                xg_conf_dump_kv(d, "max_clients", num);
+            }
             if (lc->sndbuf != 0) {
                 xg_conf_dump_kv(d, "sndbuf", xg_conf_fmt_size(lc->sndbuf, num,
                     sizeof(num)));

@@ -714,6 +714,12 @@ START_TEST(conf_refusals)
         "listen 127.0.0.1:8701 http upstream=u path=/x;\n",
         "t.conf:5: \"listen\": \"path=\" is for websocket listeners only");
     conf_refused("upstream u {\n url ws://h/;\n rest_url http://h;\n}\n"
+        "listen 127.0.0.1:8701 http upstream=u max_clients=5;\n",
+        "t.conf:5: \"listen\": http listeners take only \"upstream=\"");
+    conf_refused("upstream u {\n url ws://h/;\n rest_url http://h;\n}\n"
+        "listen 127.0.0.1:8701 http upstream=u client_auth=off;\n",
+        "t.conf:5: \"listen\": http listeners take only \"upstream=\"");
+    conf_refused("upstream u {\n url ws://h/;\n rest_url http://h;\n}\n"
         "listen 10.1.2.3:8701 http upstream=u;\n",
         "t.conf:5: \"listen\": 10.1.2.3 is not a loopback address");
     conf_refused("upstream u {\n url ws://h/;\n}\n"
@@ -740,7 +746,7 @@ START_TEST(conf_dump_http)
     ck_assert_msg(strstr(text, "    rest_url http://h:8080/p;\n") != NULL,
         "%s", text);
     ck_assert_msg(strstr(text, "    rest_cache 5s;\n") != NULL, "%s", text);
-    ck_assert_msg(strstr(text, "listen 127.0.0.1:8701 http upstream=u")
+    ck_assert_msg(strstr(text, "listen 127.0.0.1:8701 http upstream=u;\n")
         != NULL, "%s", text);
     /* the dump loads to the same dump */
     mc2 = load(text, &errors);
