@@ -634,6 +634,41 @@ START_TEST(tls_verified)
 }
 END_TEST
 
+/* Over TLS: kept alive, and a closed connection replaced, not reused. */
+START_TEST(tls_keep_alive)
+{
+    struct event_base *base = event_base_new();
+    struct server s;
+    struct xg_main_conf *mc;
+    struct xg_rest *r;
+    struct answer a[5];
+    const char *paths[5] = { "/ok", "/ok", "/close", "/ok", "/ok" };
+    char url[128], extra[600];
+    int i;
+
+    make_cert("good", "DNS:localhost,IP:127.0.0.1");
+    server_start(&s, base, server_ctx("good"));
+    snprintf(url, sizeof(url), "https://127.0.0.1:%u", s.port);
+    snprintf(extra, sizeof(extra), "    tls_ca %s/good.pem;\n", tmpdir);
+    mc = conf_for(url, extra);
+    r = client(base, mc);
+    memset(a, 0, sizeof(a));
+    for (i = 0; i < 5; i++) {
+        xg_rest_get(r, paths[i], 3000, answer_cb, &a[i]);
+        run_until(base, &a[i].called, 5000);
+        ck_assert_msg(a[i].status == 200, "%d: %d %s", i, a[i].status,
+            a[i].err);
+    }
+    ck_assert_int_eq(status_int(r, "connections_made"), 2);
+    ck_assert_int_eq(status_int(r, "retries"), 0);
+    xg_rest_free(r);
+    xg_conf_free(mc);
+    server_stop(&s);
+    event_base_free(base);
+    rm_tmpdir();
+}
+END_TEST
+
 /* ---- conf ---------------------------------------------------------------- */
 
 START_TEST(conf_rest_url)
@@ -787,6 +822,7 @@ rest_suite(void)
     tcase_add_test(tc, cancel_and_free_in_flight);
     tcase_add_test(tc, many_at_once);
     tcase_add_test(tc, tls_verified);
+    tcase_add_test(tc, tls_keep_alive);
     suite_add_tcase(s, tc);
     tc = tcase_create("conf");
     tcase_add_test(tc, conf_rest_url);
