@@ -8,12 +8,15 @@
 #include "xg_conf.h"
 #include "xg_rest.h"
 #include "xg_tls.h"
+#include "xg_upstream.h"
+#include "xg_venue.h"
 
 #include <check.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +81,8 @@ server_cb(struct evhttp_request *req, void *arg)
         server_reply(req, 200, "{\"ok\":1}", NULL);
     } else if (strncmp(uri, "/q?", 3) == 0) {
         server_reply(req, 200, uri + 3, NULL);
+    } else if (strncmp(uri, "/api/v3/echo?", 13) == 0) {
+        server_reply(req, 200, uri + 13, NULL);
     } else if (strcmp(uri, "/429") == 0) {
         server_reply(req, 429, "{\"code\":-1003}", "1");
     } else if (strcmp(uri, "/418") == 0) {
@@ -90,7 +95,8 @@ server_cb(struct evhttp_request *req, void *arg)
         evhttp_send_reply(req, 200, NULL, b);
         evbuffer_free(b);
         free(big);
-    } else if (strcmp(uri, "/hang") == 0) {
+    } else if (strcmp(uri, "/hang") == 0
+               || strcmp(uri, "/api/v3/hang") == 0) {
         /* never answered: evhttp_free() drops it */
     } else if (strcmp(uri, "/close") == 0) {
         evhttp_add_header(evhttp_request_get_output_headers(req),
@@ -529,6 +535,118 @@ START_TEST(many_at_once)
 }
 END_TEST
 
+/* ---- the front, on a venue that answers some requests itself ---------- */
+
+static char *
+test_rest_local(void *p, const char *path, const char *query, size_t *len)
+{
+    char *b;
+
+    if (strcmp(path, "/api/v3/depth") != 0 || query == NULL
+        || strstr(query, "symbol=HELD") == NULL)
+    {
+        return NULL;
+    }
+    b = strdup("{\"lastUpdateId\":42}");
+    *len = strlen(b);
+    return b;
+}
+
+static const struct xg_venue test_venue = {
+    .name = "test",
+    .rest_local = test_rest_local
+};
+
+static void
+no_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int len, void *arg)
+{
+    evutil_closesocket(fd);
+}
+
+START_TEST(front_local_and_proxied)
+{
+    struct event_base *base = event_base_new();
+    struct server s;
+    struct xg_main_conf *mc, *mc2;
+    struct xg_upstream *up;
+    struct xg_rest_front *f;
+    struct xg_rest *r;
+    struct evconnlistener *evl;
+    struct sockaddr_in sin;
+    socklen_t sl = sizeof(sin);
+    struct answer a, b, c, d;
+    char url[64];
+    json_t *st;
+
+    server_start(&s, base, NULL);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", s.port);
+    mc = conf_for(url, NULL);
+    up = xg_upstream_create_proto(base, NULL, mc->upstreams, &test_venue);
+    ck_assert_ptr_nonnull(up);
+    ck_assert_ptr_nonnull(xg_upstream_rest(up));
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    evl = evconnlistener_new_bind(base, no_accept, NULL,
+        LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE, -1,
+        (struct sockaddr *) &sin, sizeof(sin));
+    ck_assert_ptr_nonnull(evl);
+    ck_assert_int_eq(getsockname(evconnlistener_get_fd(evl),
+        (struct sockaddr *) &sin, &sl), 0);
+    f = xg_rest_front_new(base, evl, up, &test_venue, NULL, "front");
+    ck_assert_ptr_nonnull(f);
+    /* a REST client of its own talks to the front */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", ntohs(sin.sin_port));
+    mc2 = conf_for(url, NULL);
+    r = client(base, mc2);
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    memset(&c, 0, sizeof(c));
+    memset(&d, 0, sizeof(d));
+    /* answered by the venue: the exchange is not asked */
+    xg_rest_get(r, "/api/v3/depth?symbol=HELD&limit=5", 0, answer_cb, &a);
+    run_until(base, &a.called, 3000);
+    ck_assert_int_eq(a.status, 200);
+    ck_assert_str_eq(a.body, "{\"lastUpdateId\":42}");
+    ck_assert_uint_eq(s.requests, 0);
+    /* not by the venue: proxied, query and all */
+    xg_rest_get(r, "/api/v3/echo?symbol=OTHER&x=%41", 0, answer_cb, &b);
+    run_until(base, &b.called, 3000);
+    ck_assert_int_eq(b.status, 200);
+    ck_assert_str_eq(b.body, "symbol=OTHER&x=%41");
+    ck_assert_str_eq(b.weight, "7");
+    ck_assert_uint_eq(s.requests, 1);
+    xg_rest_get(r, "/wapi/v3/x", 0, answer_cb, &c);
+    run_until(base, &c.called, 3000);
+    ck_assert_int_eq(c.status, 404);
+    /* the exchange's own 404 is passed on */
+    xg_rest_get(r, "/api/v3/nothing", 0, answer_cb, &d);
+    run_until(base, &d.called, 3000);
+    ck_assert_int_eq(d.status, 404);
+    ck_assert_str_eq(d.body, "{\"code\":-1}");
+    st = json_object();
+    xg_rest_front_status(f, st);
+    ck_assert_int_eq(json_integer_value(json_object_get(st, "local")), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(st, "proxied")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(st, "refused")), 1);
+    json_decref(st);
+    /* freed with a request in flight (its GET is cancelled) */
+    memset(&a, 0, sizeof(a));
+    xg_rest_get(r, "/api/v3/hang", 0, answer_cb, &a);
+    run_until(base, NULL, 200);
+    xg_rest_front_free(f);
+    run_until(base, &a.called, 3000);
+    ck_assert_int_eq(a.status, 0);
+    xg_rest_free(r);
+    xg_upstream_free(up);
+    xg_conf_free(mc);
+    xg_conf_free(mc2);
+    server_stop(&s);
+    event_base_free(base);
+}
+END_TEST
+
 /* ---- TLS ----------------------------------------------------------------- */
 
 static char tmpdir[256];
@@ -821,6 +939,7 @@ rest_suite(void)
     tcase_add_test(tc, timeout_refused_bad_path);
     tcase_add_test(tc, cancel_and_free_in_flight);
     tcase_add_test(tc, many_at_once);
+    tcase_add_test(tc, front_local_and_proxied);
     tcase_add_test(tc, tls_verified);
     tcase_add_test(tc, tls_keep_alive);
     suite_add_tcase(s, tc);
