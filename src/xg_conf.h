@@ -166,6 +166,11 @@ struct xg_upstream_conf {
     uint64_t              stable_ms;
     unsigned              max_attempts;  /* 0: unlimited */
 
+    /* the REST side (src/xg_rest.h): `rest_url`, `rest_cache` */
+    struct xg_url         rest_url;     /* tls: https; path without query */
+    int                   rest_url_set;
+    uint64_t              rest_cache_ms;  /* exchangeInfo; 0: off */
+
     /* space for protocol modules (the gateway core) */
     void                 *proto_conf;
 
@@ -182,7 +187,8 @@ struct xg_upstream_conf {
 
 enum xg_listen_kind {
     XG_LISTEN_WEBSOCKET = 1,
-    XG_LISTEN_TCP
+    XG_LISTEN_TCP,
+    XG_LISTEN_HTTP          /* the REST front (src/xg_rest.h) */
 };
 
 struct xg_listen_conf {
@@ -429,6 +435,9 @@ const char *xg_conf_fmt_size(uint64_t bytes, char *buf, size_t len);
 const char *xg_conf_fmt_addr(const struct xg_addr *a, char *buf, size_t len);
 /* ws[s]://HOST[:PORT]/PATH, the port only when not the scheme's own */
 const char *xg_conf_fmt_url(const struct xg_url *u, char *buf, size_t len);
+/* The same as http[s]:// (rest_url). */
+const char *xg_conf_fmt_http_url(const struct xg_url *u, char *buf,
+    size_t len);
 
 /*
  * Where the secret SPEC written at ST comes from, for the dump: "env:NAME"

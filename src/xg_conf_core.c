@@ -30,6 +30,9 @@ static const struct xg_conf_bounds bounds_age = { 60 * 1000,
 static const struct xg_conf_bounds bounds_queue = { 0, 1000000 };
 /* queue_timeout: 0 (no deadline)..1h */
 static const struct xg_conf_bounds bounds_queue_ms = { 0, 3600 * 1000 };
+/* rest_cache: 0 (off)..1d */
+static const struct xg_conf_bounds bounds_rest_cache = { 0,
+    24ULL * 3600 * 1000 };
 
 /* ---- main context --------------------------------------------------------- */
 
@@ -224,7 +227,7 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
 {
     struct xg_main_conf *mc = conf;
     struct xg_listen_conf *lc, **tail;
-    int i, gk, bad = 0;
+    int i, gk, bad = 0, max_clients_set = 0;
 
     lc = xg_calloc(1, sizeof(*lc));
     xg_conf_cleanup_add(cf, listen_free, lc);
@@ -240,9 +243,11 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
         lc->kind = XG_LISTEN_WEBSOCKET;
     } else if (strcmp(st->args[2], "tcp") == 0) {
         lc->kind = XG_LISTEN_TCP;
+    } else if (strcmp(st->args[2], "http") == 0) {
+        lc->kind = XG_LISTEN_HTTP;
     } else {
-        xg_conf_error(cf, st, "\"listen\": kind must be \"websocket\" or "
-            "\"tcp\", not \"%s\"", st->args[2]);
+        xg_conf_error(cf, st, "\"listen\": kind must be \"websocket\", "
+            "\"tcp\" or \"http\", not \"%s\"", st->args[2]);
         bad = 1;
     }
     for (i = 3; i < st->nargs; i++) {
@@ -299,6 +304,7 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
                 continue;
             }
             lc->max_clients = (unsigned) v;
+            max_clients_set = 1;
         } else if (strncmp(a, "sndbuf=", 7) == 0) {
             if (lc->sndbuf != 0) {
                 xg_conf_error(cf, st, "\"listen\": duplicate \"sndbuf=\"");
@@ -328,7 +334,15 @@ set_listen(struct xg_conf *cf, const struct xg_conf_stmt *st,
         xg_conf_error(cf, st, "\"listen\": missing \"upstream=NAME\"");
         bad = 1;
     }
-    if (lc->path != NULL && lc->kind == XG_LISTEN_TCP) {
+    if (lc->kind == XG_LISTEN_HTTP && (max_clients_set || lc->sndbuf != 0
+        || lc->gateway_conf != NULL))
+    {
+        /* the REST front has no clients of the venue to bound or admit */
+        xg_conf_error(cf, st, "\"listen\": http listeners take only "
+            "\"upstream=\"");
+        bad = 1;
+    }
+    if (lc->path != NULL && lc->kind != XG_LISTEN_WEBSOCKET) {
         xg_conf_error(cf, st, "\"listen\": \"path=\" is for websocket "
             "listeners only");
         bad = 1;
@@ -565,6 +579,7 @@ set_upstream(struct xg_conf *cf, const struct xg_conf_stmt *st,
     uc->close_timeout_ms = 3000;
     uc->queue_limit = 1000;
     uc->queue_timeout_ms = 30000;
+    uc->rest_cache_ms = 60000;
 
     cf->upstream = uc;
     upstream_block(cf, st, uc);
@@ -605,6 +620,44 @@ set_url(struct xg_conf *cf, const struct xg_conf_stmt *st,
             strchr(st->args[1], '?') != NULL ? "?..." : "");
     }
     uc->url_set = 1;
+    return XG_OK;
+}
+
+/*
+ * `rest_url http[s]://HOST[:PORT][/PATH];`: the base the REST client's
+ * paths are appended to; no query, no fragment.
+ */
+static int
+set_rest_url(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_upstream_conf *uc = conf;
+    const char *a = st->args[1];
+    char ws[2048];
+    size_t n;
+
+    if (strncmp(a, "http://", 7) == 0) {
+        snprintf(ws, sizeof(ws), "ws://%s", a + 7);
+    } else if (strncmp(a, "https://", 8) == 0) {
+        snprintf(ws, sizeof(ws), "wss://%s", a + 8);
+    } else {
+        ws[0] = '\0';
+    }
+    if (ws[0] == '\0' || strlen(a) >= sizeof(ws) - 1
+        || strpbrk(a, "?#") != NULL
+        || xg_conf_parse_url(ws, &uc->rest_url) != XG_OK)
+    {
+        return xg_conf_error(cf, st, "\"rest_url\": bad url \"%.*s%s\" "
+            "(http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH], no "
+            "query)", (int) strcspn(a, "?"), a,
+            strchr(a, '?') != NULL ? "?..." : "");
+    }
+    /* "/" and "/v/" are appended to as "" and "/v" */
+    n = strlen(uc->rest_url.path);
+    while (n > 0 && uc->rest_url.path[n - 1] == '/') {
+        uc->rest_url.path[--n] = '\0';
+    }
+    uc->rest_url_set = 1;
     return XG_OK;
 }
 
@@ -714,6 +767,9 @@ static const struct xg_command core_commands[] = {
     { "pid", XG_CONF_MAIN | XG_CONF_TAKE1, set_pid, MAIN(pid), NULL },
 
     { "url", XG_CONF_UPSTREAM | XG_CONF_TAKE1, set_url, 0, NULL },
+    { "rest_url", XG_CONF_UPSTREAM | XG_CONF_TAKE1, set_rest_url, 0, NULL },
+    { "rest_cache", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_duration,
+      UP(rest_cache_ms), &bounds_rest_cache },
     { "protocol", XG_CONF_UPSTREAM | XG_CONF_TAKE1, set_protocol, 0, NULL },
     { "tls_ca", XG_CONF_UPSTREAM | XG_CONF_TAKE1, set_tls_ca, 0, NULL },
     { "tls_verify", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_flag,
@@ -788,13 +844,15 @@ core_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
             xg_conf_dump_word(d, xg_conf_fmt_addr(&lc->addr, buf,
                 sizeof(buf)));
             xg_conf_dump_word(d, lc->kind == XG_LISTEN_TCP ? "tcp"
-                : "websocket");
+                : lc->kind == XG_LISTEN_HTTP ? "http" : "websocket");
             xg_conf_dump_kv(d, "upstream", lc->upstream_name);
             if (lc->kind == XG_LISTEN_WEBSOCKET) {
                 xg_conf_dump_kv(d, "path", lc->path);
             }
-            snprintf(num, sizeof(num), "%u", lc->max_clients);
-            xg_conf_dump_kv(d, "max_clients", num);
+            if (lc->kind != XG_LISTEN_HTTP) {
+                snprintf(num, sizeof(num), "%u", lc->max_clients);
+                xg_conf_dump_kv(d, "max_clients", num);
+            }
             if (lc->sndbuf != 0) {
                 xg_conf_dump_kv(d, "sndbuf", xg_conf_fmt_size(lc->sndbuf, num,
                     sizeof(num)));
@@ -822,6 +880,14 @@ core_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     } else if (cmd->set == set_url) {
         xg_conf_dump_words(d, cmd->name, xg_conf_fmt_url(&uc->url, buf,
             sizeof(buf)), NULL);
+    } else if (cmd->set == set_rest_url) {
+        if (!uc->rest_url_set) {
+            xg_conf_dump_comment(d, "%s: not set (no REST client)",
+                cmd->name);
+        } else {
+            xg_conf_dump_words(d, cmd->name, xg_conf_fmt_http_url(
+                &uc->rest_url, buf, sizeof(buf)), NULL);
+        }
     } else if (cmd->set == set_protocol) {
         xg_conf_dump_words(d, cmd->name, uc->protocol, NULL);
     } else if (cmd->set == set_tls_ca) {

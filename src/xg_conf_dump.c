@@ -211,6 +211,20 @@ xg_conf_fmt_url(const struct xg_url *u, char *buf, size_t len)
     return buf;
 }
 
+const char *
+xg_conf_fmt_http_url(const struct xg_url *u, char *buf, size_t len)
+{
+    char port[8] = "";
+    int v6 = strchr(u->host, ':') != NULL;
+
+    if (u->port != (u->tls ? 443 : 80)) {
+        snprintf(port, sizeof(port), ":%u", u->port);
+    }
+    snprintf(buf, len, "%s://%s%s%s%s%s", u->tls ? "https" : "http",
+        v6 ? "[" : "", u->host, v6 ? "]" : "", port, u->path);
+    return buf;
+}
+
 char *
 xg_conf_abs_path(const char *path)
 {

@@ -12,6 +12,7 @@
 #include "xg_client_int.h"
 #include "xg_listen.h"
 #include "xg_log.h"
+#include "xg_rest.h"
 #include "xg_venue.h"
 #include "xg_upstream.h"
 
@@ -481,7 +482,15 @@ listen_prepare(const struct xg_main_conf *mc, const struct xg_listen_conf *lc,
     int e, client_auth;
 
     *pm = lc->upstream ? xg_venue_find(lc->upstream->protocol) : NULL;
-    if (*pm == NULL || (*pm)->client_open == NULL) {
+    if (lc->kind == XG_LISTEN_HTTP) {
+        /* the REST front: no clients of the venue, its rest_url instead */
+        if (lc->upstream == NULL || !lc->upstream->rest_url_set) {
+            snprintf(err, errlen, "listener %s:%u: http: upstream \"%s\" "
+                "has no \"rest_url\"", lc->addr.host, lc->addr.port,
+                lc->upstream_name);
+            return XG_ERROR;
+        }
+    } else if (*pm == NULL || (*pm)->client_open == NULL) {
         snprintf(err, errlen, "listener %s:%u: upstream \"%s\" speaks a "
             "protocol that serves no local clients", lc->addr.host,
             lc->addr.port, lc->upstream_name);
@@ -489,7 +498,9 @@ listen_prepare(const struct xg_main_conf *mc, const struct xg_listen_conf *lc,
     }
     client_auth = g != NULL && g->client_auth >= 0
                   ? g->client_auth : xg_gateway_conf_get(mc)->client_auth;
-    if ((*pm)->trusts_clients == XG_VENUE_TRUSTS && client_auth) {
+    if (lc->kind != XG_LISTEN_HTTP
+        && (*pm)->trusts_clients == XG_VENUE_TRUSTS && client_auth)
+    {
         snprintf(err, errlen, "listener %s:%u: protocol %s cannot "
             "authenticate local clients and trusts every one: say so with "
             "client_auth=off on the listen line (or client_auth off;)",
@@ -597,11 +608,21 @@ listen_open(struct xg_listen_set *ls, struct event_base *base,
         return XG_ERROR;
     }
     evconnlistener_set_error_cb(l->evl, on_accept_error);
+    if (lc->kind == XG_LISTEN_HTTP) {
+        /* the front owns the socket from now on (l->evl is borrowed) */
+        l->front = xg_rest_front_new(base, l->evl, up, pm, l->pp, l->addr);
+        if (l->front == NULL) {
+            free(l->gc_own);
+            free(l);
+            return XG_ERROR;
+        }
+    }
     l->ev_resume = evtimer_new(base, on_resume, l);
     l->next = ls->first;
     ls->first = l;
     xg_log_info("listener %s: %s clients for upstream \"%s\"%s%s", l->addr,
-        lc->kind == XG_LISTEN_WEBSOCKET ? "websocket" : "tcp",
+        lc->kind == XG_LISTEN_WEBSOCKET ? "websocket"
+        : lc->kind == XG_LISTEN_HTTP ? "http (REST front)" : "tcp",
         lc->upstream_name, lc->kind == XG_LISTEN_WEBSOCKET ? " on " : "",
         lc->kind == XG_LISTEN_WEBSOCKET ? lc->path : "");
     return XG_OK;
@@ -623,6 +644,19 @@ xg_listen_start_all(struct event_base *base, struct xg_fanout *fo,
     return ls;
 }
 
+/* Closes L's socket (an http listener's front with it). */
+static void
+listen_unbind(struct xg_listener *l)
+{
+    if (l->front != NULL) {
+        xg_rest_front_free(l->front);   /* frees l->evl */
+        l->front = NULL;
+    } else if (l->evl != NULL) {
+        evconnlistener_free(l->evl);
+    }
+    l->evl = NULL;
+}
+
 /* Frees L (out of every list), its clients torn down at once. */
 static void
 listen_free(struct xg_listener *l, const char *reason)
@@ -630,9 +664,7 @@ listen_free(struct xg_listener *l, const char *reason)
     while (l->clients != NULL) {
         xg_client_free(l->clients, reason);
     }
-    if (l->evl != NULL) {
-        evconnlistener_free(l->evl);
-    }
+    listen_unbind(l);
     event_free(l->ev_resume);
     if (l->ev_reap != NULL) {
         event_free(l->ev_reap);
@@ -717,10 +749,7 @@ xg_listen_close(struct xg_listen_set *ls, struct xg_listener *l, int code,
     l->conf_ref = xg_conf_ref(mc);
     l->closed_cb = cb;
     l->closed_arg = arg;
-    if (l->evl != NULL) {
-        evconnlistener_free(l->evl);
-        l->evl = NULL;
-    }
+    listen_unbind(l);
     evtimer_del(l->ev_resume);
     xg_log_info("listener %s: closed for new clients (%s), closing its %u "
         "client%s", l->addr, reason, l->nclients, l->nclients == 1 ? "" : "s");
@@ -764,10 +793,7 @@ xg_listen_stop_all(struct xg_listen_set *ls)
             cn = xg_client_next(c);
             xg_client_close(c, 1001, "exgate stopping");
         }
-        if (l->evl != NULL) {
-            evconnlistener_free(l->evl);
-            l->evl = NULL;
-        }
+        listen_unbind(l);
         evtimer_del(l->ev_resume);
     }
 }
@@ -799,13 +825,19 @@ xg_listen_status(json_t *obj, void *arg)
     struct xg_listener *l;
 
     for (l = ls->first; l != NULL; l = l->next) {
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}",
+        json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}",
             "address", l->addr,
-            "kind", l->lc->kind == XG_LISTEN_WEBSOCKET ? "websocket" : "tcp",
+            "kind", l->lc->kind == XG_LISTEN_WEBSOCKET ? "websocket"
+            : l->lc->kind == XG_LISTEN_HTTP ? "http" : "tcp",
             "upstream", l->lc->upstream_name,
             "clients", (json_int_t) l->nclients,
             "messages_out", (json_int_t) l->messages_out,
-            "slow_consumer_closes", (json_int_t) l->slow_consumer_closes));
+            "slow_consumer_closes", (json_int_t) l->slow_consumer_closes);
+
+        if (l->front != NULL) {
+            xg_rest_front_status(l->front, o);
+        }
+        json_array_append_new(arr, o);
     }
     json_object_set_new(obj, "listeners", arr);
     json_object_set_new(obj, "messages_out",

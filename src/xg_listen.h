@@ -1,6 +1,7 @@
 /*
- * xg_listen.h: the local listeners (`listen ADDR:PORT websocket|tcp
- * upstream=NAME [path=P] [max_clients=N];`) and the gateway core's
+ * xg_listen.h: the local listeners (`listen ADDR:PORT websocket|tcp|http
+ * upstream=NAME [path=P] [max_clients=N];`; http is the REST front of
+ * src/xg_rest.h) and the gateway core's
  * main-context directives (module xg_gateway_module).
  */
 #ifndef XG_LISTEN_H
@@ -28,7 +29,8 @@ struct xg_listener {
     const struct xg_gateway_conf *gc;
     struct event_base            *base;
     struct xg_fanout             *fo;
-    struct evconnlistener        *evl;
+    struct evconnlistener        *evl;         /* http: the front's */
+    struct xg_rest_front         *front;       /* http: the REST front */
     struct event                 *ev_resume;   /* after EMFILE */
     struct xg_upstream           *up;
     const struct xg_venue *pm;

@@ -208,6 +208,17 @@ static const struct m_metric m_table[] = {
       UP, M_VALUE, "rotation_switches_forced", "how", "outage", 0, NULL,
       NULL },
 
+    /* ---- upstream: its REST client (src/xg_rest.h) ---- */
+    { "exgate_rest_requests_total", CTR, "GETs of the upstream's REST "
+      "client, by class: the answer's status class (2xx ...), error (no "
+      "answer: connect, tls, timeout, too big), backoff (refused at once "
+      "while backing off after a 429 or 418).",
+      UP, M_MAP, "rest.requests", "class", NULL, 0, NULL, NULL },
+    UP_VALUE("exgate_rest_backoff_total", CTR, "rest.backoffs",
+        "429 and 418 answers that made the REST client back off."),
+    UP_VALUE("exgate_rest_used_weight", GAUGE, "rest.used_weight",
+        "The exchange's last X-MBX-USED-WEIGHT-1M."),
+
     /* ---- listeners ---- */
     { "exgate_listener_info", GAUGE, "The listener's kind and upstream, as "
       "labels; always 1.",
@@ -433,11 +444,27 @@ m_histogram(struct m_out *o, const struct m_metric *row,
 
 /* The samples of ROW from OBJ (one upstream, listener, ...), labelled
    with LABELS (its identity). */
+/* The member at KEY of OBJ, "a.b" for member b of member a. */
+static const json_t *
+m_get(const json_t *obj, const char *key)
+{
+    const char *dot = strchr(key, '.');
+    char head[64];
+
+    if (dot == NULL || (size_t) (dot - key) >= sizeof(head)) {
+        return json_object_get(obj, key);
+    }
+    memcpy(head, key, (size_t) (dot - key));
+    head[dot - key] = '\0';
+    obj = json_object_get(obj, head);
+    return obj != NULL ? m_get(obj, dot + 1) : NULL;
+}
+
 static void
 m_row(struct m_out *o, const struct m_metric *row, const json_t *obj,
     struct evbuffer *labels)
 {
-    const json_t *v = row->key != NULL ? json_object_get(obj, row->key) : obj;
+    const json_t *v = row->key != NULL ? m_get(obj, row->key) : obj;
     const char *s, *k;
     const json_t *mv;
     unsigned i;

@@ -64,4 +64,42 @@ void xg_rest_status(const struct xg_rest *r, json_t *obj);
 struct xg_upstream;
 struct xg_rest *xg_upstream_rest(const struct xg_upstream *up);
 
+/* The largest answer body the client takes (bigger: status 0, "too big"). */
+#define XG_REST_MAX_BODY    (16 * 1024 * 1024)
+
+/*
+ * Milliseconds R still backs off for (0: not backing off), and the status
+ * (429 or 418) that started it in *STATUS when STATUS is not NULL.
+ */
+uint64_t xg_rest_backoff_ms(const struct xg_rest *r, int *status);
+
+/* The conf's rest_cache: how long the front keeps exchangeInfo (0: off). */
+uint64_t xg_rest_cache_ms(const struct xg_rest *r);
+
+/* ---- the REST front: `listen ADDR http upstream=NAME;` ---- */
+
+struct xg_rest_front;
+struct evconnlistener;
+struct xg_venue;
+
+/*
+ * Serves HTTP on EVL (takes ownership: freed with the front) for the
+ * upstream UP (borrowed; must outlive the front), whose venue VENUE (may
+ * be NULL) with instance VP answers what it can itself (rest_local in
+ * src/xg_venue.h); the rest is proxied through xg_upstream_rest(UP),
+ * exchangeInfo cached for the upstream's rest_cache. NAME is the
+ * listener's address, for logs. NULL (logged) when it cannot be made;
+ * EVL is freed then too.
+ */
+struct xg_rest_front *xg_rest_front_new(struct event_base *base,
+    struct evconnlistener *evl, struct xg_upstream *up,
+    const struct xg_venue *venue, void *vp, const char *name);
+/*
+ * Closes F's listener and every connection at once (answers in flight
+ * are dropped, their GETs cancelled), then frees F. NULL is fine.
+ */
+void xg_rest_front_free(struct xg_rest_front *f);
+/* Adds F's counters (requests, by status class, cached, ...) to OBJ. */
+void xg_rest_front_status(const struct xg_rest_front *f, json_t *obj);
+
 #endif

@@ -25,6 +25,7 @@
 #include "xg_reconnect.h"
 #include "xg_upstream.h"
 #include "xg_upstream_int.h"
+#include "xg_rest.h"
 #include "xg_ws.h"
 
 #include <stdio.h>
@@ -1163,6 +1164,13 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
         xg_upstream_log(XG_LOG_ERROR, up, "cannot create timers");
         goto fail;
     }
+    if (conf->rest_url_set) {
+        /* before the venue's create(), which may use it */
+        up->rest = xg_rest_new(base, dns, conf, up->name);
+        if (up->rest == NULL) {
+            goto fail;
+        }
+    }
     up->proto = proto;
     if (up->proto != NULL && up->proto->create != NULL) {
         up->proto_p = up->proto->create(up, conf);
@@ -1284,6 +1292,7 @@ xg_upstream_free(struct xg_upstream *up)
     if (up->proto_p != NULL && up->proto->destroy != NULL) {
         up->proto->destroy(up->proto_p);
     }
+    xg_rest_free(up->rest);
     if (up->ev_retry != NULL) {
         event_free(up->ev_retry);
     }
@@ -1761,12 +1770,25 @@ xg_upstream_reconf(struct xg_upstream *up,
     up->conf = conf;
     xg_reconnect_reconf(&up->rc, conf);
     xg_reconnect_reconf(&up->rot_rc, conf);
+    if (up->rest != NULL) {
+        /* without a rest_url now, its GETs fail until one comes back */
+        xg_rest_reconf(up->rest, conf);
+    } else if (conf->rest_url_set) {
+        up->rest = xg_rest_new(up->base, up->dns, conf, up->name);
+    }
     if (reconnect_why != NULL) {
         up->conf_gen++;
         up_copy_text(up->conf_why, sizeof(up->conf_why), reconnect_why);
         up_rotate_if_stale(up);
     }
     return XG_OK;
+}
+
+/* See xg_rest.h. */
+struct xg_rest *
+xg_upstream_rest(const struct xg_upstream *up)
+{
+    return up->rest != NULL && up->conf->rest_url_set ? up->rest : NULL;
 }
 
 /* See xg_upstream.h. */

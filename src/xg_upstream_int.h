@@ -97,6 +97,8 @@ struct xg_upstream {
     const struct xg_url            *url;       /* NULL: the conf's */
     const struct xg_venue   *proto;     /* NULL: none (unit tests) */
     void                           *proto_p;
+    struct xg_rest                 *rest;      /* made once a conf has a
+                                                  rest_url (xg_rest.h) */
 
     enum xg_upstream_state          state;     /* the primary's, or down ... */
     uint64_t                        state_since_ms;

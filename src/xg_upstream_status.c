@@ -9,6 +9,7 @@
 #include "xg_reconnect.h"
 #include "xg_upstream.h"
 #include "xg_upstream_int.h"
+#include "xg_rest.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -171,6 +172,9 @@ xg_upstream_status(const struct xg_upstream *up)
         json_array_append_new(conns, up_conn_json(up->other, now));
     }
     json_object_set_new(o, "connections", conns);
+    if (xg_upstream_rest(up) != NULL) {
+        xg_rest_status(up->rest, o);
+    }
     if (up->proto != NULL && up->proto->status != NULL && up->proto_p) {
         up->proto->status(up->proto_p, o);
     }

@@ -230,6 +230,7 @@ unsubscribe_linger 2s;
 include conf.d/*.conf;
 listen 127.0.0.1:8600 websocket upstream=a path=/ws/api/v2 max_clients=10 sndbuf=64k client_auth=off;
 listen 127.0.0.1:8601 tcp upstream=b client_credentials=bot-c:env:XG_T_BOT client_credentials=bot-d:file:sub/bot.secret;
+listen 127.0.0.1:8602 http upstream=c;
 CONF
 cat > "$T/conf.d/a.conf" <<'CONF'
 upstream a {
@@ -275,6 +276,8 @@ cat > "$T/conf.d/c.conf" <<'CONF'
 upstream c {
     url ws://127.0.0.1:9/feed;
     protocol raw;
+    rest_url https://api.example.com:8443/base/;
+    rest_cache 5s;
     on_open env:XG_T_SECRET;
     on_open '{"op":"hello"}';
     replay '"op":"subscribe"';
@@ -306,6 +309,8 @@ for want in "auth client_signature env:XG_T_ID file:$T/conf.d/../api.secret;" \
     'stale trades.* 120s;' 'url wss://test.deribit.com:8443/ws/api/v2?x=1;' \
     'admin_origin http://localhost:3000;' 'max_connection_age 24h;' \
     "pid $T/run/exgate.pid;" \
+    'rest_url https://api.example.com:8443/base;' \
+    'listen 127.0.0.1:8602 http upstream=c;' \
     "error_log $T/x.log warn json;"
 do
     grep -qF -- "$want" "$tmp/dump1" || fail "-T lacks: $want"
