@@ -1259,6 +1259,7 @@ bn_shard_conf(struct bn_shard *sh, const struct xg_upstream_conf *conf)
     u->name = sh->name;
     u->proto_conf = sh;
     u->next = NULL;
+    u->rest_url_set = 0;    /* the parent's REST client serves every shard */
     bn_shard_url(sh, conf);
     u->url = sh->url;
 }
