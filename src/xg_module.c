@@ -13,6 +13,7 @@ extern const struct xg_module xg_core_module;
 extern const struct xg_module xg_gateway_module;
 extern const struct xg_venue xg_venue_deribit;
 extern const struct xg_venue xg_venue_raw;
+extern const struct xg_venue xg_venue_binance;
 extern const struct xg_module xg_reconnect_module;
 
 const struct xg_module *const xg_modules[] = {
@@ -25,6 +26,7 @@ const struct xg_module *const xg_modules[] = {
 const struct xg_venue *const xg_venues[] = {
     &xg_venue_raw,
     &xg_venue_deribit,
+    &xg_venue_binance,
     NULL
 };
 
