@@ -474,8 +474,9 @@ bn_levels_diff(struct bn_buf *b, const struct bn_levels *from,
  *   pass as they come, a gap with a gap notice, and a fetch is tried
  *   again after env->retry_max_ms.
  *
- * Memory: BN_BOOK_MAX_LEVELS per side, twice while a bridge is due (the
- * subscribers' book and the truth); held events: the engine's max_held.
+ * Memory: BN_BOOK_MAX_LEVELS per side, at most three times while a bridge
+ * is due (the subscribers' book, the truth, a snapshot waiting for its
+ * first event); held events: the engine's max_held.
  */
 
 struct bn_book {
@@ -506,11 +507,10 @@ struct bn_ev {
 static void *
 bn_book_create(const char *name, enum xg_bn_market m)
 {
-    static const char *const spot[] = { "depth", "depth@100ms",
-        "depth@1000ms", NULL };
-    static const char *const usdm[] = { "depth", "depth@100ms",
-        "depth@500ms", NULL };
-    const char *const *sp = m == XG_BN_SPOT ? spot : usdm;
+    /* the diff depth streams of either market (xg_venue_binance.h) */
+    static const char *const speeds[] = { "depth", "depth@100ms",
+        "depth@500ms", "depth@1000ms", NULL };
+    const char *const *sp = speeds;
     char sym[BN_SYM_MAX + 1];
     const char *rest;
     struct bn_book *b;
@@ -1068,6 +1068,7 @@ struct bn_trades {
     uint64_t           last;        /* last id delivered */
     uint64_t           to;          /* the fetch's last id */
     int                cut;         /* its first ids beyond the bound */
+    int                want;        /* a fetch of ours is current */
 };
 
 static void *
@@ -1140,13 +1141,21 @@ bn_trades_parse(struct xg_track *t, const char *data, size_t len,
     struct bn_trades *tr = t->data;
     uint64_t id;
 
+    int gave_up = 0;
+
+    if (tr->want && t->state != XG_TRACK_FETCHING) {
+        /* LIVE: the engine gave our fetch up (with a gap notice), the
+           jump it was for stays; GAP: it died with its connection */
+        tr->want = 0;
+        gave_up = t->state == XG_TRACK_LIVE;
+    }
     if (bn_trades_id(tr, data, len, &id) != XG_OK) {
         return XG_TRACK_PASS;       /* not a trade: as it is */
     }
     if (tr->has_last && id <= tr->last) {
         return XG_TRACK_DROP;       /* delivered already */
     }
-    if (tr->has_last && id > tr->last + 1) {
+    if (tr->has_last && id > tr->last + 1 && !gave_up) {
         seq->from = tr->last + 1;
         seq->to = id - 1;
         return XG_TRACK_FETCH;
@@ -1187,6 +1196,7 @@ bn_trades_fetch(struct xg_track *t, const struct xg_track_seq *seq)
         from = to - BN_TRADES_MAX + 1;
     }
     tr->to = to;
+    tr->want = 1;
     snprintf(path, sizeof(path), "%s/%s?symbol=%s&fromId=%llu&limit=%llu",
         tr->market == XG_BN_SPOT ? "/api/v3" : "/fapi/v1",
         tr->agg ? "aggTrades" : "historicalTrades", tr->sym,
@@ -1309,6 +1319,7 @@ bn_trades_apply(struct xg_track *t, const struct xg_reg_req *q,
         }
         tr->last = tr->to;
     }
+    tr->want = 0;
     return XG_OK;
 }
 
