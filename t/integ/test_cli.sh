@@ -231,6 +231,7 @@ include conf.d/*.conf;
 listen 127.0.0.1:8600 websocket upstream=a path=/ws/api/v2 max_clients=10 sndbuf=64k client_auth=off;
 listen 127.0.0.1:8601 tcp upstream=b client_credentials=bot-c:env:XG_T_BOT client_credentials=bot-d:file:sub/bot.secret;
 listen 127.0.0.1:8602 http upstream=c;
+listen 127.0.0.1:8603 websocket upstream=d;
 CONF
 cat > "$T/conf.d/a.conf" <<'CONF'
 upstream a {
@@ -272,6 +273,18 @@ upstream b {
     auth client_credentials plainid env:XG_T_SECRET;
 }
 CONF
+cat > "$T/conf.d/d.conf" <<'CONF'
+upstream d {
+    url wss://fstream.binance.com;
+    protocol binance;
+    market usdm;
+    rest_url https://fapi.binance.com;
+    max_streams_per_connection 150;
+    control_rate 6;
+    client_ping on 30s 2m;
+    stale *@depth* 10s;
+}
+CONF
 cat > "$T/conf.d/c.conf" <<'CONF'
 upstream c {
     url ws://127.0.0.1:9/feed;
@@ -311,6 +324,8 @@ for want in "auth client_signature env:XG_T_ID file:$T/conf.d/../api.secret;" \
     "pid $T/run/exgate.pid;" \
     'rest_url https://api.example.com:8443/base;' \
     'listen 127.0.0.1:8602 http upstream=c;' \
+    'market usdm;' 'client_ping on 30s 120s;' 'stale *@depth* 10s;' \
+    'max_streams_per_connection 150;' 'max_connection_age 23h;' \
     "error_log $T/x.log warn json;"
 do
     grep -qF -- "$want" "$tmp/dump1" || fail "-T lacks: $want"
@@ -325,8 +340,9 @@ cmp -s "$tmp/dump1" "$tmp/dump2" || fail "-T is not a fixed point: $(diff "$tmp/
 # apply (it uses exponential), nor include.
 $X -T -c "$S/conf/exgate.conf" > "$tmp/dump3" 2>/dev/null || fail "-T default conf"
 while read -r ctx name; do
-    # the default conf has a deribit upstream: raw's directives do not apply
-    case "$ctx" in reconnect:fixed|upstream:raw|any) continue ;; esac
+    # the default conf has a deribit upstream: raw's and binance's
+    # directives do not apply
+    case "$ctx" in reconnect:fixed|upstream:raw|upstream:binance|any) continue ;; esac
     grep -Eq "^\s*(# )?$name( |;|:|\$)" "$tmp/dump3" \
         || fail "-T of the default conf lacks \"$name\" ($ctx)"
 done <<< "$names"

@@ -526,8 +526,8 @@ END_TEST
 START_TEST(t_listen_errors)
 {
     expect_error(UPSTREAM "listen 127.0.0.1:1 udp upstream=d;\n",
-        "t.conf:2: \"listen\": kind must be \"websocket\" or \"tcp\", not "
-        "\"udp\"");
+        "t.conf:2: \"listen\": kind must be \"websocket\", \"tcp\" or "
+        "\"http\", not \"udp\"");
     expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=nope;\n",
         "t.conf:2: \"listen\": no upstream named \"nope\"");
     expect_error(UPSTREAM "listen 127.0.0.1:1 tcp upstream=d color=red;\n",
@@ -675,7 +675,7 @@ START_TEST(t_proto_directive_on_raw)
     mc = load("upstream x {\n url ws://h/;\n stale book.* 5s;\n}\n");
     ck_assert_ptr_null(mc);
     ck_assert_str_eq(errs, "t.conf:3: \"stale\" is a directive of "
-        "protocol deribit; upstream \"x\" uses raw\n");
+        "protocols deribit, binance; upstream \"x\" uses raw\n");
 }
 END_TEST
 
@@ -707,8 +707,10 @@ START_TEST(t_proto_directives_all_refused_on_raw)
     ck_assert_ptr_null(mc);
     for (i = 0; i < XG_NELEM(lines); i++) {
         snprintf(want, sizeof(want), "t.conf:%zu: \"%.*s\" is a directive of "
-            "protocol deribit; upstream \"x\" uses raw\n", i + 2,
-            (int) strcspn(lines[i], " "), lines[i]);
+            "protocol%s; upstream \"x\" uses raw\n", i + 2,
+            (int) strcspn(lines[i], " "), lines[i],
+            strncmp(lines[i], "stale", 5) == 0 ? "s deribit, binance"
+                                               : " deribit");
         ck_assert_msg(strstr(errs, want) != NULL, "expected \"%s\" in \"%s\"",
             want, errs);
     }
@@ -765,7 +767,7 @@ START_TEST(t_proto_directive_unknown_protocol)
         " protocol ftp;\n}\n");
     ck_assert_ptr_null(mc);
     ck_assert_str_eq(errs, "t.conf:4: \"protocol\": unknown protocol \"ftp\" "
-        "(raw, deribit)\n");
+        "(raw, deribit, binance)\n");
 }
 END_TEST
 
