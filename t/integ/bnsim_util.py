@@ -258,6 +258,12 @@ class Bn:
         """The next reply: (parsed, raw text)."""
         return await asyncio.wait_for(self.replies.get(), timeout)
 
+    def no_reply(self, what):
+        """Fails (naming WHAT) when a reply is queued that nobody read."""
+        if not self.replies.empty():
+            raise Fail("%s: a reply nobody asked for: %r"
+                       % (what, self.replies.get_nowait()[1]))
+
     async def call(self, method, params=None, id=None, timeout=5):
         """Sends one control message; returns the parsed reply, which must
         carry the same id."""
