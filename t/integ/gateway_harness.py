@@ -471,7 +471,8 @@ async def bn_faults(h, name, plan, gap_streams, rnd, pause=(0.2, 0.8),
     """Applies PLAN (see fault_plan) to upstream NAME and its bnsim: `drop`
     and `shutdown` are bnsim control commands, `rotate` is POST
     /upstreams/NAME/rotate, `gap` is bnsim's `gap S` for a stream S of
-    GAP_STREAMS. After each fault but a gap, waits until bnsim holds as
+    GAP_STREAMS (a list, or a function of bnsim's stats returning one:
+    the streams the gateway holds upstream are its choice). After each fault but a gap, waits until bnsim holds as
     many streams as before on new connections only; then awaits
     AFTER(i, fault) if given and pauses a random time in PAUSE. Returns
     the seconds each restore took, by fault kind."""
@@ -488,7 +489,8 @@ async def bn_faults(h, name, plan, gap_streams, rnd, pause=(0.2, 0.8),
         elif f == "shutdown":
             check(sim.control("shutdown").get("ok"), "bnsim shutdown")
         elif f == "gap":
-            s = rnd.choice(gap_streams)
+            s = rnd.choice(sorted(gap_streams(st)) if callable(gap_streams)
+                           else gap_streams)
             check(sim.control("gap " + s).get("ok"), "bnsim gap %s" % s)
         elif f == "rotate":
             code, body = await asyncio.to_thread(rotate_upstream, h, name)
