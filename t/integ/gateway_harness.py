@@ -472,10 +472,11 @@ async def bn_faults(h, name, plan, gap_streams, rnd, pause=(0.2, 0.8),
     and `shutdown` are bnsim control commands, `rotate` is POST
     /upstreams/NAME/rotate, `gap` is bnsim's `gap S` for a stream S of
     GAP_STREAMS (a list, or a function of bnsim's stats returning one:
-    the streams the gateway holds upstream are its choice). After each fault but a gap, waits until bnsim holds as
-    many streams as before on new connections only; then awaits
-    AFTER(i, fault) if given and pauses a random time in PAUSE. Returns
-    the seconds each restore took, by fault kind."""
+    the streams the gateway holds upstream are its choice). After each
+    fault but a gap, waits until bnsim holds as many streams as before on
+    new connections only; then awaits AFTER(i, fault) if given and pauses
+    a random time in PAUSE. Returns the seconds each restore took, by
+    fault kind."""
     sim = h.bn[name]["sim"]
     streams = sim.stats()["streams_open"]
     check(streams > 0, "%s: bnsim holds no stream before the faults" % name)

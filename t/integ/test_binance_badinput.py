@@ -13,6 +13,8 @@ combined, ccxt-style) the whole time, while other clients send:
   {"error":{"code":2,"msg":"Invalid request: invalid stream"},"id":N}
   byte for byte, never passed upstream (bnsim counts no invalid-stream
   close and no new connection);
+- a path naming a non-stream (/ws/@@@lixo, a bad name in ?streams=, a
+  300-byte name) -> HTTP 4xx at the upgrade or close 1008, no data;
 - a 1 MiB + 1 text message (over client_max_message 1m) -> close 1009;
 - a binary frame -> close 1003;
 - a WebSocket ping -> a pong with its payload;
@@ -31,6 +33,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import websockets  # noqa: E402
+
 import gateway_harness as gh  # noqa: E402
 from gateway_harness import check  # noqa: E402
 from bnsim_util import Bn, http_request, depth_path  # noqa: E402
@@ -95,6 +99,24 @@ async def invalid_streams(h, up, path):
               "%s: SUBSCRIBE [%s] answered %r, expected %s" % (
                   up, p, raw, INVALID_STREAM + ',"id":%d}' % (60 + i)))
         await c.close()
+
+
+async def bad_path_streams(h, up):
+    """A path naming something that is not a stream: refused at the
+    upgrade (HTTP 4xx) or closed with 1008, no data either way."""
+    pre = "" if h.bn[up]["market"] == "spot" else "/public"
+    for path in ("/ws/@@@lixo", pre + "/stream?streams=btcusdt@trade/@@@x",
+                 "/ws/" + "a" * 300 + "@trade"):
+        try:
+            c = await Bn.open(gh.bn_url(h, up, path))
+        except websockets.exceptions.InvalidStatusCode as e:
+            check(400 <= e.status_code < 500, "%s %s: upgrade answered %d"
+                  % (up, path, e.status_code))
+            continue
+        code, reason = await c.wait_closed(10)
+        check(code == 1008, "%s %s: close %r %r, expected 1008 (or a 4xx "
+              "upgrade answer)" % (up, path[:40], code, reason))
+        check(c.events.empty(), "%s %s: data on a refused path" % (up, path))
 
 
 async def big_message(h, up, path):
@@ -178,7 +200,7 @@ async def body(h, sims):
                              unknown_method(h, up, path),
                              invalid_streams(h, up, path),
                              big_message(h, up, path), binary(h, up, path),
-                             ping(h, up, path))
+                             ping(h, up, path), bad_path_streams(h, up))
         await asyncio.to_thread(rest_bounds, h, up)
         h.status()
         for u, cs in by.items():

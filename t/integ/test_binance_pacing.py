@@ -165,8 +165,8 @@ async def spot(h, sim):
     part = streams[1700:2000]
     c = await Bn.open(gh.bn_url(h, "spot", "/ws/7"))
     for j in range(30):
-        await c.send({"method": "SUBSCRIBE", "params": part[10 * j:10 * j + 10],
-                      "id": 100 + j})
+        await c.send({"method": "SUBSCRIBE",
+                      "params": part[10 * j:10 * j + 10], "id": 100 + j})
     acks = sorted([(await c.reply(60))[0]["id"] for _ in range(30)])
     check(acks == list(range(100, 130)), "30 SUBSCRIBEs at once: acks %r"
           % acks)

@@ -30,6 +30,11 @@ from gateway_harness import check  # noqa: E402
 from bnsim_util import Bn, TradeClient  # noqa: E402
 
 SIM = ["--rate", "30", "--symbols", "2"]
+# docs/binance.md (the venue's) leaves a USDⓈ-M @trade gap unfilled, since
+# /fapi/v1/historicalTrades wants an API key; the issue asks every id, and
+# /fapi/v1/trades?limit=1000 (no key) holds the last 1000 ids.
+USDM_TRADE_NOTE = (" (USDⓈ-M @trade: issue 13 asks every id; "
+                   "/fapi/v1/trades?limit=1000 needs no API key)")
 
 CLIENTS = {
     "spot": [
@@ -65,7 +70,9 @@ def check_ids(up, tcs, when):
         for key in t.ids:
             holes = t.holes(key)
             check(not holes, "%s %s: %s %s: ids not one by one: %r (of %d)"
-                  % (up, when, t.name, key, holes[:5], len(t.ids[key])))
+                  "%s" % (up, when, t.name, key, holes[:5], len(t.ids[key]),
+                          USDM_TRADE_NOTE if (up, key[0]) == ("usdm", "trade")
+                          else ""))
         check(not t.bn.closed.done(), "%s %s: %s closed %r" % (
             up, when, t.name, t.bn.closed.result() if t.bn.closed.done()
             else None))
