@@ -21,7 +21,8 @@ and an http listener. Many clients at once:
   ack;
 - acks are {"result":null,"id":<id>} byte for byte, for ids of every type
   Binance takes (spot: 0, negative, 2^53+1, 2^63-1, strings, null;
-  USDⓈ-M: unsigned, up to 2^63-1), pipelined, exactly one per request,
+  USDⓈ-M: unsigned up to 2^64-1, and strings and null too: the gateway
+  answers its clients itself), pipelined, exactly one per request,
   also when five clients use the same id at once (ccxt's ids are per
   socket and all start at 1);
 - the same stream held by five clients is one upstream subscription
@@ -258,8 +259,9 @@ async def ids(h):
                                 '"1"', "null", "42", "42"]),
             ("spot", "/stream", ["3", '"s"', "null", "18014398509481985"]),
             ("usdm", "/fapi/public/ws/20", ["1", "0", "9007199254740993",
-                                            "9223372036854775807", "5",
-                                            "5"])):
+                                            "9223372036854775807",
+                                            "18446744073709551615", "5",
+                                            "5", '"u-1"', "null"])):
         c = await Bn.open(gh.bn_url(h, up, path))
         for t in idtexts:      # pipelined
             await c.send('{"method":"SUBSCRIBE","params":'
