@@ -41,6 +41,36 @@ SRCDIR = os.environ.get("XG_SRCDIR") or os.path.abspath(
 BNSIM = os.path.join(SRCDIR, "t", "sim", "bnsim")
 
 
+def http_request(port, method, target, headers=None, timeout=10):
+    """One HTTP request to 127.0.0.1:PORT on a new connection:
+    (status, headers with lower-case names, text)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, target, headers=headers or {})
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, \
+            r.read().decode()
+    finally:
+        c.close()
+
+
+def http_json(port, path, **params):
+    """GET PATH?params on 127.0.0.1:PORT that must answer 200 with JSON;
+    returns the body."""
+    q = "&".join("%s=%s" % kv for kv in params.items())
+    status, _, text = http_request(port, "GET", path + ("?" + q if q else ""))
+    check(status == 200, "GET :%d%s %r: %d %r" % (port, path, params, status,
+                                                  text[:300]))
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise Fail("GET :%d%s: not JSON: %r" % (port, path, text[:200]))
+
+
+def depth_path(market):
+    return "/api/v3/depth" if market == "spot" else "/fapi/v1/depth"
+
+
 class Bnsim:
     """One bnsim process on free loopback ports (ws_port, rest_port,
     control_port)."""
@@ -97,15 +127,7 @@ class Bnsim:
 
     def request(self, method, target, headers=None, timeout=10):
         """One HTTP request on a new connection: (status, headers, text)."""
-        c = http.client.HTTPConnection("127.0.0.1", self.rest_port,
-                                       timeout=timeout)
-        try:
-            c.request(method, target, headers=headers or {})
-            r = c.getresponse()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, \
-                r.read().decode()
-        finally:
-            c.close()
+        return http_request(self.rest_port, method, target, headers, timeout)
 
     def get(self, path, **params):
         """GET PATH?params: (status, headers, parsed JSON or None)."""
@@ -187,6 +209,7 @@ class Bn:
 
     def __init__(self, ws):
         self.ws = ws
+        self.trace = None        # a list: every frame as (kind, raw) in order
         self.replies = asyncio.Queue()
         self.events = asyncio.Queue()
         self.closed = asyncio.get_running_loop().create_future()
@@ -205,9 +228,15 @@ class Bn:
     async def _read(self):
         try:
             async for raw in self.ws:
-                msg = json.loads(raw)
-                if isinstance(msg, dict) and ("result" in msg
-                                              or "error" in msg):
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    msg = None          # not JSON: an event with data None
+                is_reply = isinstance(msg, dict) and ("result" in msg
+                                                      or "error" in msg)
+                if self.trace is not None:
+                    self.trace.append(("reply" if is_reply else "event", raw))
+                if is_reply:
                     await self.replies.put((msg, raw))
                 elif (isinstance(msg, dict) and "stream" in msg
                       and "data" in msg):
@@ -228,6 +257,12 @@ class Bn:
     async def reply(self, timeout=5):
         """The next reply: (parsed, raw text)."""
         return await asyncio.wait_for(self.replies.get(), timeout)
+
+    def no_reply(self, what):
+        """Fails (naming WHAT) when a reply is queued that nobody read."""
+        if not self.replies.empty():
+            raise Fail("%s: a reply nobody asked for: %r"
+                       % (what, self.replies.get_nowait()[1]))
 
     async def call(self, method, params=None, id=None, timeout=5):
         """Sends one control message; returns the parsed reply, which must
@@ -336,3 +371,111 @@ class Book:
         return (self.id == snapshot["lastUpdateId"]
                 and self.bids == {p: q for p, q in snapshot["bids"]}
                 and self.asks == {p: q for p, q in snapshot["asks"]})
+
+
+class DepthClient:
+    """A strict book client on one Bn connection, as a bot does it: the
+    first depthUpdate of a book is buffered (left in the queue), a REST
+    snapshot is taken through SNAP(symbol) (a coroutine function: the
+    gateway's REST front, say), taken again while it is older than the
+    first buffered event (E3 step 4), then Book applies every event.
+    Books are keyed by stream name (combined framing) or symbol (raw).
+    Nothing is forgiven: a chain break, a snapshot the stream cannot
+    continue from, an event that is not a depthUpdate (serverShutdown
+    included) is recorded in self.errors (then the book is resynced from
+    SNAP so later events are checked too)."""
+
+    def __init__(self, name, market, bn, snap):
+        self.name, self.market, self.bn, self.snap = name, market, bn, snap
+        self.books = {}
+        self.errors = []
+        self.events = 0
+        self.snapshots = 0
+        self.stop = False
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _snapshot(self, sym, first):
+        for _ in range(20):
+            s = await self.snap(sym)
+            self.snapshots += 1
+            L = s["lastUpdateId"]
+            old = (L + 1 < first["U"]) if self.market == "spot" \
+                else (L < first["pu"])
+            if not old:
+                return s
+            await asyncio.sleep(0.1)
+        self.errors.append("%s %s: 20 snapshots older than the first "
+                           "buffered event (U=%d)" % (self.name, sym,
+                                                      first["U"]))
+        return s
+
+    async def _run(self):
+        while True:
+            try:
+                stream, d, _ = await asyncio.wait_for(self.bn.events.get(),
+                                                      0.2)
+            except asyncio.TimeoutError:
+                if self.stop:
+                    return
+                continue
+            self.events += 1
+            if not isinstance(d, dict) or d.get("e") != "depthUpdate":
+                self.errors.append("%s: not a depthUpdate on %s: %.200r"
+                                   % (self.name, stream, d))
+                continue
+            key = stream or d["s"]
+            b = self.books.get(key)
+            if b is None:
+                snap = await self._snapshot(d["s"], d)
+                b = self.books[key] = Book(self.market, snap)
+            try:
+                b.apply(d)
+            except Fail as e:
+                self.errors.append("%s %s: %s" % (self.name, key, e))
+                nb = Book(self.market, await self.snap(d["s"]))
+                self.books[key] = nb
+
+    async def finish(self):
+        self.stop = True
+        await self.task
+
+
+class TradeClient:
+    """Records the trade ids one Bn connection receives: t of each
+    `trade` and a of each `aggTrade`, per (kind, symbol); anything else
+    (serverShutdown included) is recorded in self.errors."""
+
+    def __init__(self, name, bn):
+        self.name, self.bn = name, bn
+        self.ids = {}            # ("trade"|"aggTrade", SYMBOL) -> [ids]
+        self.errors = []
+        self.stop = False
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self):
+        while True:
+            try:
+                stream, d, _ = await asyncio.wait_for(self.bn.events.get(),
+                                                      0.2)
+            except asyncio.TimeoutError:
+                if self.stop:
+                    return
+                continue
+            e = d.get("e") if isinstance(d, dict) else None
+            if e == "trade":
+                self.ids.setdefault((e, d["s"]), []).append(d["t"])
+            elif e == "aggTrade":
+                self.ids.setdefault((e, d["s"]), []).append(d["a"])
+            else:
+                self.errors.append("%s: not a trade on %s: %.200r"
+                                   % (self.name, stream, d))
+
+    def holes(self, key):
+        """The pairs of neighbours in KEY's ids that are not id, id + 1
+        (a repeat, a step back or a hole)."""
+        s = self.ids.get(key, [])
+        return [(x, y) for x, y in zip(s, s[1:]) if y != x + 1]
+
+    async def finish(self):
+        self.stop = True
+        await self.task

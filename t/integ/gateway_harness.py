@@ -364,3 +364,145 @@ def run(name, body):
         if h.gate is not None and h.gate.poll() is None:
             stop_clean(h)
     uh.run(name, sync_body)
+
+
+# ---- Binance (protocol binance) against t/sim/bnsim -------------------
+
+
+def binance_conf(ups, level_extra=""):
+    """The conf text of one Binance upstream per item of UPS, a list of
+    dicts with name, sim (a bnsim_util.Bnsim), market ("spot" or "usdm"),
+    extra (more upstream directives), ws_port and http_port: the upstream
+    (spot url .../stream, usdm the bare host: the gateway adds the routes),
+    a websocket listener for every path and an http listener."""
+    out = [level_extra]
+    for u in ups:
+        sim = u["sim"]
+        url = "ws://127.0.0.1:%d%s" % (sim.ws_port, "/stream"
+                                       if u["market"] == "spot" else "")
+        out.append("upstream %s {\n"
+                   "    url %s;\n"
+                   "    protocol binance;\n"
+                   "    market %s;\n"
+                   "    rest_url http://127.0.0.1:%d;\n"
+                   "    reconnect fixed { delay 50ms; }\n"
+                   "%s}\n"
+                   "listen 127.0.0.1:%d websocket upstream=%s path=/*;\n"
+                   "listen 127.0.0.1:%d http upstream=%s;\n"
+                   % (u["name"], url, u["market"], sim.rest_port,
+                      u.get("extra", ""), u["ws_port"], u["name"],
+                      u["http_port"], u["name"]))
+    return "".join(out)
+
+
+def start_binance(h, ups, level="info", main_extra="client_auth off;\n"):
+    """Starts exgate with the Binance upstreams UPS (see binance_conf; the
+    ports are filled in here) and sets h.bn[name] to the item, so
+    h.bn[name]["ws_port"] / ["http_port"] / ["sim"] / ["market"].
+    Binance's market streams have no login, so its listeners trust their
+    clients: MAIN_EXTRA says client_auth off."""
+    h.bn = {}
+    for u in ups:
+        u.setdefault("ws_port", free_port())
+        u.setdefault("http_port", free_port())
+        h.bn[u["name"]] = u
+    h.start_gate_conf(binance_conf(ups, main_extra), level)
+
+
+def bn_url(h, name, path):
+    """ws:// URL of PATH on upstream NAME's websocket listener."""
+    return "ws://127.0.0.1:%d%s" % (h.bn[name]["ws_port"], path)
+
+
+def rotate_upstream(h, name):
+    """POST /upstreams/NAME/rotate on the admin listener: (status, body)."""
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(
+        "http://127.0.0.1:%d/upstreams/%s/rotate" % (h.admin_port, name),
+        data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def run_binance(name, sims, body, timeout=120):
+    """Runs BODY(h, sims) under upstream_harness.run with one bnsim per
+    item of SIMS ({label: [bnsim args]}), passed as {label: Bnsim}; then
+    stops exgate (it must exit 0, no sanitizer report) and every bnsim (a
+    clean exit, no traceback). A failure prints exgate's and bnsim's logs."""
+    import contextlib
+    from bnsim_util import Bnsim
+
+    def sync_body(h):
+        with contextlib.ExitStack() as st:
+            ss = {}
+            for label, args in sims.items():
+                ss[label] = st.enter_context(Bnsim(*args))
+            asyncio.run(asyncio.wait_for(body(h, ss), timeout))
+            if h.gate is not None and h.gate.poll() is None:
+                stop_clean(h)
+    uh.run(name, sync_body)
+
+
+def fault_plan(rnd, drops=20, rotations=10, gaps=5, shutdowns=3):
+    """The faults of the Binance continuity tests, shuffled by RND."""
+    plan = (["drop"] * drops + ["rotate"] * rotations + ["gap"] * gaps
+            + ["shutdown"] * shutdowns)
+    rnd.shuffle(plan)
+    return plan
+
+
+async def bn_wait_restored(sim, prev_max_id, streams, what, timeout=30):
+    """Waits until bnsim SIM holds STREAMS streams again, all on
+    connections opened after connection PREV_MAX_ID (the old ones gone);
+    returns that stats object."""
+    def ok(st):
+        ids = [c["id"] for c in st["conns"]]
+        return (ids and min(ids) > prev_max_id
+                and st["streams_open"] == streams)
+    return await sim.wait_stats(ok, what, timeout)
+
+
+async def bn_faults(h, name, plan, gap_streams, rnd, pause=(0.2, 0.8),
+                    after=None):
+    """Applies PLAN (see fault_plan) to upstream NAME and its bnsim: `drop`
+    and `shutdown` are bnsim control commands, `rotate` is POST
+    /upstreams/NAME/rotate, `gap` is bnsim's `gap S` for a stream S of
+    GAP_STREAMS (a list, or a function of bnsim's stats returning one:
+    the streams the gateway holds upstream are its choice). After each
+    fault but a gap, waits until bnsim holds as many streams as before on
+    new connections only; then awaits AFTER(i, fault) if given and pauses
+    a random time in PAUSE. Returns the seconds each restore took, by
+    fault kind."""
+    sim = h.bn[name]["sim"]
+    streams = sim.stats()["streams_open"]
+    check(streams > 0, "%s: bnsim holds no stream before the faults" % name)
+    took = {}
+    for i, f in enumerate(plan):
+        st = sim.stats()
+        prev = max(c["id"] for c in st["conns"])
+        t0 = time.monotonic()
+        if f == "drop":
+            check(sim.control("drop").get("ok"), "bnsim drop")
+        elif f == "shutdown":
+            check(sim.control("shutdown").get("ok"), "bnsim shutdown")
+        elif f == "gap":
+            s = rnd.choice(sorted(gap_streams(st)) if callable(gap_streams)
+                           else gap_streams)
+            check(sim.control("gap " + s).get("ok"), "bnsim gap %s" % s)
+        elif f == "rotate":
+            code, body = await asyncio.to_thread(rotate_upstream, h, name)
+            check(code == 202, "%s: rotate %d %s" % (name, code, body))
+        else:
+            raise Fail("unknown fault %r" % f)
+        if f != "gap":
+            await bn_wait_restored(sim, prev, streams, "%s: restored after "
+                                   "fault %d (%s)" % (name, i + 1, f))
+            took.setdefault(f, []).append(time.monotonic() - t0)
+        if after is not None:
+            await after(i, f)
+        await asyncio.sleep(rnd.uniform(*pause))
+    return took
