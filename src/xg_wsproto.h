@@ -16,12 +16,18 @@
 #include <sys/types.h>
 #include <time.h>
 
-/* The largest HTTP head (request or response line + headers + CRLFCRLF). */
-#define XG_WSPROTO_MAX_HEAD    8192
+/*
+ * The largest HTTP head (request or response line + headers + CRLFCRLF):
+ * room for the longest target and 8 KiB of headers.
+ */
+#define XG_WSPROTO_MAX_HEAD    40960
 /* The most header lines accepted in one head. */
 #define XG_WSPROTO_MAX_HEADERS 64
-/* A request target longer than this is answered 414. */
-#define XG_WSPROTO_MAX_PATH    2048
+/*
+ * A request target longer than this is answered 414. Binance's combined
+ * streams put every stream in the URL: 1024 names are about 25 KiB.
+ */
+#define XG_WSPROTO_MAX_PATH    32768
 /* A Sec-WebSocket-Key is base64 of 16 bytes: 24 characters. */
 #define XG_WSPROTO_KEY_LEN     24
 /* A Sec-WebSocket-Accept is base64 of a SHA-1: 28 characters. */

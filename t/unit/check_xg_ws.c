@@ -105,7 +105,7 @@ END_TEST
 static void
 expect_bad(const char *from, const char *to, int status)
 {
-    char buf[16384];
+    char buf[XG_WSPROTO_MAX_HEAD * 2];
     struct xg_wsproto_req r;
     const char *p;
     size_t pre;
@@ -123,7 +123,7 @@ expect_bad(const char *from, const char *to, int status)
 
 START_TEST(test_request_bad)
 {
-    char longpath[3000];
+    char longpath[XG_WSPROTO_MAX_PATH + 2];
 
     expect_bad("GET ", "POST ", 405);
     expect_bad("HTTP/1.1\r\nHost", "HTTP/1.0\r\nHost", 400);
