@@ -80,6 +80,7 @@ struct bn_conf {
     int             market;         /* enum xg_bn_market; -1: not set */
     unsigned        max_streams;    /* 0: the market's (1024, 200) */
     unsigned        control_rate;   /* 0: the market's (3/s, 8/s) */
+    unsigned        rest_weight;    /* 0: the market's (2400, 960) */
     int             client_ping;
     uint64_t        client_ping_ms;     /* 0: the market's (20 s, 3 min) */
     uint64_t        client_pong_ms;     /* 0: the market's (1 min, 10 min) */
@@ -103,14 +104,22 @@ struct bn_pace {
     size_t          nout;
 };
 
-/* A tracker's REST GET in flight. */
+/* A tracker's REST GET, waiting for the weight budget or in flight. */
 struct bn_get {
     struct bn_shard    *sh;
     struct xg_track    *t;
     struct xg_reg_req  *q;
-    struct xg_rest_get *g;
-    struct bn_get      *prev, *next;
+    struct xg_rest_get *g;          /* NULL: waiting */
+    unsigned            weight;
+    int                 delayed;        /* it waited for the budget */
+    struct bn_get      *prev, *next;    /* the shard's */
+    struct bn_get      *wnext;          /* the venue's waiting FIFO */
 };
+
+/* The request weight the venue's own GETs spent in the last minute. */
+#define BN_WEIGHT_RING  512
+#define BN_WEIGHT_MS    60000
+#define BN_REST_INFLIGHT 4
 
 struct bn;
 
@@ -175,6 +184,14 @@ struct bn {
     uint64_t                    linger_ms;  /* the clients' conf's */
     uint64_t                    conn_times[BN_CONNS_MAX]; /* a ring */
     unsigned                    nconn_times, conn_head;
+    /* the REST weight budget of the trackers' GETs */
+    struct bn_get              *wait_head, **wait_tail;
+    unsigned                    rest_inflight;
+    uint64_t                    w_ms[BN_WEIGHT_RING];
+    unsigned                    w_n[BN_WEIGHT_RING];
+    unsigned                    w_head, w_count;
+    struct event               *ev_rest;
+    uint64_t                    rest_delayed;   /* GETs that waited */
     /* the fan-out's recipient lists, reused */
     struct xg_client          **to_raw, **to_comb;
     size_t                      to_cap;
@@ -187,9 +204,11 @@ struct bn {
     uint64_t                    shards_refused;
 };
 
-static const struct bn_conf bn_defaults = { -1, 0, 0, 0, 0, 0, NULL, 0 };
+static const struct bn_conf bn_defaults = { -1, 0, 0, 0, 0, 0, 0, NULL, 0 };
 
 static void bn_shard_flush_pace(struct bn_shard *sh, struct bn_pace *pc);
+static void bn_on_rest(void *arg, int status, const char *body, size_t len,
+    const struct evkeyvalq *headers, const char *err);
 static struct bn_shard *bn_shard_new(struct bn *b, enum bn_route route);
 
 /* ---- stream names -------------------------------------------------------- */
@@ -523,12 +542,153 @@ bn_get_unlink(struct bn_get *g)
     }
 }
 
+/*
+ * Binance's request weight of GET PATH (rest-api.md, E2, E4): depth by its
+ * limit, the trade lists by market; 20 for anything else.
+ */
+static unsigned
+bn_rest_weight(const struct bn *b, const char *path)
+{
+    const char *l = strstr(path, "limit=");
+    unsigned long limit = l != NULL ? strtoul(l + 6, NULL, 10) : 100;
+    int spot = b->market == XG_BN_SPOT;
+
+    if (strstr(path, "/depth?") != NULL) {
+        if (spot) {
+            return limit <= 100 ? 5 : limit <= 500 ? 25
+                   : limit <= 1000 ? 50 : 250;
+        }
+        return limit <= 50 ? 2 : limit <= 100 ? 5 : limit <= 500 ? 10 : 20;
+    }
+    if (strstr(path, "/historicalTrades?") != NULL) {
+        return spot ? 25 : 20;
+    }
+    if (strstr(path, "/aggTrades?") != NULL) {
+        return spot ? 4 : 20;
+    }
+    return 20;
+}
+
+static unsigned
+bn_rest_budget(const struct bn *b)
+{
+    /* about 40 % of Binance's 6000 (spot) and 2400 (USDⓈ-M) a minute: the
+       rest is the REST front's, for the clients */
+    return b->cf->rest_weight ? b->cf->rest_weight
+           : b->market == XG_BN_SPOT ? 2400 : 960;
+}
+
+/* The weight spent in the last minute (older entries dropped). */
+static unsigned
+bn_rest_spent(struct bn *b, uint64_t now)
+{
+    unsigned i, sum = 0;
+
+    while (b->w_count > 0) {
+        i = (b->w_head + BN_WEIGHT_RING - b->w_count) % BN_WEIGHT_RING;
+        if (now - b->w_ms[i] < BN_WEIGHT_MS) {
+            break;
+        }
+        b->w_count--;
+    }
+    for (i = 0; i < b->w_count; i++) {
+        sum += b->w_n[(b->w_head + BN_WEIGHT_RING - 1 - i) % BN_WEIGHT_RING];
+    }
+    return sum;
+}
+
+/*
+ * Sends the waiting GETs in order while the budget and BN_REST_INFLIGHT
+ * allow; else arms the timer for when the oldest spending expires.
+ */
+static void
+bn_rest_pump(struct bn *b)
+{
+    struct xg_rest *rest = xg_upstream_rest(b->up);
+    uint64_t now = xg_now_ms();
+    struct bn_get *g;
+    struct timeval tv;
+
+    while ((g = b->wait_head) != NULL && b->rest_inflight < BN_REST_INFLIGHT) {
+        unsigned spent = bn_rest_spent(b, now);
+
+        if (spent > 0 && spent + g->weight > bn_rest_budget(b)) {
+            uint64_t oldest = b->w_ms[(b->w_head + BN_WEIGHT_RING
+                                       - b->w_count) % BN_WEIGHT_RING];
+            uint64_t ms = oldest + BN_WEIGHT_MS - now + 10;
+
+            if (!g->delayed) {
+                g->delayed = 1;
+                b->rest_delayed++;
+            }
+            tv.tv_sec = (time_t) (ms / 1000);
+            tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
+            evtimer_add(b->ev_rest, &tv);
+            return;
+        }
+        b->wait_head = g->wnext;
+        if (b->wait_head == NULL) {
+            b->wait_tail = &b->wait_head;
+        }
+        g->wnext = NULL;
+        if (b->w_count == BN_WEIGHT_RING) {
+            b->w_count--;       /* the oldest is forgotten */
+        }
+        b->w_ms[b->w_head] = now;
+        b->w_n[b->w_head] = g->weight;
+        b->w_head = (b->w_head + 1) % BN_WEIGHT_RING;
+        b->w_count++;
+        b->rest_inflight++;
+        g->g = xg_rest_get(rest, g->q->text, BN_REST_TIMEOUT_MS, bn_on_rest,
+            g);
+    }
+}
+
+static void
+bn_on_rest_timer(evutil_socket_t fd, short what, void *arg)
+{
+    bn_rest_pump(arg);
+}
+
+/* Takes G out of the venue's waiting FIFO (it is there). */
+static void
+bn_rest_unwait(struct bn *b, struct bn_get *g)
+{
+    struct bn_get **pp;
+
+    for (pp = &b->wait_head; *pp != g; pp = &(*pp)->wnext) {
+        /* it is there */
+    }
+    *pp = g->wnext;
+    if (b->wait_tail == &g->wnext) {
+        b->wait_tail = pp;
+    }
+}
+
+/* Drops G, waiting or in flight, and its request. */
+static void
+bn_get_drop(struct bn_get *g)
+{
+    struct bn *b = g->sh->b;
+
+    bn_get_unlink(g);
+    if (g->g != NULL) {
+        xg_rest_cancel(g->g);
+        b->rest_inflight--;
+    } else {
+        bn_rest_unwait(b, g);
+    }
+    xg_registry_req_free(g->q);
+    free(g);
+}
+
 /* A tracker's REST answer: to the tracker, or retried later. */
 static void
 bn_on_rest(void *arg, int status, const char *body, size_t len,
     const struct evkeyvalq *headers, const char *err)
 {
     struct bn_get *g = arg;
+    struct bn *b = g->sh->b;
     struct xg_track *t = g->t;
     struct xg_reg_req *q = g->q;
     struct xg_jspan result = { NULL, 0 }, error = { NULL, 0 };
@@ -536,6 +696,8 @@ bn_on_rest(void *arg, int status, const char *body, size_t len,
 
     bn_get_unlink(g);
     free(g);
+    b->rest_inflight--;
+    bn_rest_pump(b);    /* the next one goes first: T may send another */
     if (status == 200) {
         result.p = body;
         result.len = len;
@@ -590,12 +752,15 @@ bn_track_send(void *ctx, void *chan, struct xg_reg_req *q)
     g->sh = sh;
     g->t = ch->ext;
     g->q = q;
+    g->weight = bn_rest_weight(sh->b, q->text);
     g->next = sh->gets;
     if (sh->gets != NULL) {
         sh->gets->prev = g;
     }
     sh->gets = g;
-    g->g = xg_rest_get(rest, q->text, BN_REST_TIMEOUT_MS, bn_on_rest, g);
+    *sh->b->wait_tail = g;
+    sh->b->wait_tail = &g->wnext;
+    bn_rest_pump(sh->b);
 }
 
 static void
@@ -670,13 +835,11 @@ bn_track_free(void *ext)
     for (g = sh->gets; g != NULL; g = next) {
         next = g->next;
         if (g->t == t) {
-            bn_get_unlink(g);
-            xg_rest_cancel(g->g);
-            xg_registry_req_free(g->q);
-            free(g);
+            bn_get_drop(g);
         }
     }
     xg_track_free(t);
+    bn_rest_pump(sh->b);
 }
 
 static void
@@ -1364,10 +1527,7 @@ bn_shard_free(struct bn_shard *sh)
         xg_upstream_free(sh->up);   /* on_down first: the shard lives */
     }
     while ((g = sh->gets) != NULL) {
-        bn_get_unlink(g);
-        xg_rest_cancel(g->g);
-        xg_registry_req_free(g->q);
-        free(g);
+        bn_get_drop(g);
     }
     xg_registry_free(sh->reg);
     xg_session_free(sh->s);
@@ -1472,6 +1632,12 @@ bn_status(void *p, json_t *obj)
         json_integer((json_int_t) b->rest_depth_local));
     json_object_set_new(obj, "connections_refused",
         json_integer((json_int_t) b->shards_refused));
+    json_object_set_new(obj, "rest_weight_spent", json_integer((json_int_t)
+        bn_rest_spent(b, xg_now_ms())));
+    json_object_set_new(obj, "rest_weight_budget",
+        json_integer((json_int_t) bn_rest_budget(b)));
+    json_object_set_new(obj, "rest_gets_delayed",
+        json_integer((json_int_t) b->rest_delayed));
     if (xg_upstream_rest(b->up) != NULL) {
         xg_rest_status(xg_upstream_rest(b->up), obj);
     }
@@ -2044,6 +2210,8 @@ bn_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     b->name = xg_upstream_name(up);
     b->base = xg_upstream_base(up);
     b->market = b->cf->market == XG_BN_USDM ? XG_BN_USDM : XG_BN_SPOT;
+    b->wait_tail = &b->wait_head;
+    b->ev_rest = evtimer_new(b->base, bn_on_rest_timer, b);
     sh = xg_calloc(1, sizeof(*sh));
     sh->up = up;
     sh->name = (char *) b->name;
@@ -2073,6 +2241,7 @@ bn_destroy(void *p)
     for (i = b->nshards; i-- > 0;) {
         bn_shard_free(b->shards[i]);
     }
+    event_free(b->ev_rest);
     free(b->to_raw);
     free(b->to_comb);
     free(b);
@@ -2198,6 +2367,7 @@ bn_set_stale(struct xg_conf *cf, const struct xg_conf_stmt *st,
 
 static const struct xg_conf_bounds bn_bounds_streams = { 1, 1024 };
 static const struct xg_conf_bounds bn_bounds_rate = { 1, BN_PACE_MAX };
+static const struct xg_conf_bounds bn_bounds_weight = { 50, 1000000 };
 
 #define BN(f) offsetof(struct bn_conf, f)
 
@@ -2207,6 +2377,8 @@ static const struct xg_command bn_commands[] = {
       xg_conf_set_uint, BN(max_streams), &bn_bounds_streams },
     { "control_rate", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_uint,
       BN(control_rate), &bn_bounds_rate },
+    { "rest_weight", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_uint,
+      BN(rest_weight), &bn_bounds_weight },
     { "client_ping", XG_CONF_UPSTREAM | XG_CONF_TAKE13, bn_set_client_ping,
       0, NULL },
     { "stale", XG_CONF_UPSTREAM | XG_CONF_TAKE2 | XG_CONF_MULTI, bn_set_stale,

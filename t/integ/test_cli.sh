@@ -281,6 +281,7 @@ upstream d {
     rest_url https://fapi.binance.com;
     max_streams_per_connection 150;
     control_rate 6;
+    rest_weight 1200;
     client_ping on 30s 2m;
     stale *@depth* 10s;
 }
