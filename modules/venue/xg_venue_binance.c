@@ -1596,6 +1596,15 @@ bn_on_stop(void *p)
 }
 
 static void
+bn_repairing_cb(struct xg_reg_channel *ch, void *arg)
+{
+    size_t *n = arg;
+    struct xg_track *t = ch->ext;
+
+    *n += t != NULL && t->state != XG_TRACK_LIVE;
+}
+
+static void
 bn_status(void *p, json_t *obj)
 {
     struct bn *b = p;
@@ -1638,6 +1647,25 @@ bn_status(void *p, json_t *obj)
         json_integer((json_int_t) bn_rest_budget(b)));
     json_object_set_new(obj, "rest_gets_delayed",
         json_integer((json_int_t) b->rest_delayed));
+    {
+        size_t waiting = 0, repairing = 0;
+        struct bn_get *g;
+
+        for (g = b->wait_head; g != NULL; g = g->wnext) {
+            waiting++;
+        }
+        for (i = 0; i < b->nshards; i++) {
+            xg_registry_channel_foreach(b->shards[i]->reg, bn_repairing_cb,
+                &repairing);
+        }
+        json_object_set_new(obj, "rest_gets_waiting",
+            json_integer((json_int_t) waiting));
+        json_object_set_new(obj, "rest_gets_in_flight",
+            json_integer((json_int_t) b->rest_inflight));
+        /* streams whose tracker fetches, holds or waits for a gap */
+        json_object_set_new(obj, "streams_repairing",
+            json_integer((json_int_t) repairing));
+    }
     if (xg_upstream_rest(b->up) != NULL) {
         xg_rest_status(xg_upstream_rest(b->up), obj);
     }

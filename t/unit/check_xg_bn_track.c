@@ -542,7 +542,7 @@ START_TEST(spot_first_sync)
     ex_init(&x, XG_BN_SPOT, 500);
     ck_assert_int_eq(ex_feed(&x, t, 2, B0, A0), 0);
     ck_assert_int_eq(nsent, 1);
-    ck_assert_str_eq(sent[0]->text, "/api/v3/depth?symbol=BTCUSDT&limit=5000");
+    ck_assert_str_eq(sent[0]->text, "/api/v3/depth?symbol=BTCUSDT&limit=1000");
     ck_assert(!has_depth(t));
     ex_feed(&x, t, 3, "[[\"99.00\",\"0\"]]", "[]");
     snap = ex_snapshot(&x);        /* at u 505: the third event syncs */
@@ -679,7 +679,7 @@ START_TEST(stale_snapshot_refetched)
     ck_assert_int_eq(nout, 0);
     wait_sent(2);                   /* the retry */
     ck_assert_uint_eq(env.retries, 1);
-    ck_assert_str_eq(sent[1]->text, "/api/v3/depth?symbol=BTCUSDT&limit=5000");
+    ck_assert_str_eq(sent[1]->text, "/api/v3/depth?symbol=BTCUSDT&limit=1000");
     snap = ex_snapshot(&x);         /* at 52 */
     ex_feed(&x, t, 1, "[[\"99.00\",\"0\"]]", "[]");     /* 53 syncs */
     answer(t, snap);
