@@ -124,6 +124,17 @@ async def settle(h, up, dcs):
     """bnsim's market stops; every book must equal its REST depth."""
     sim = h.bn[up]["sim"]
     check(sim.control("rate 0")["ok"], "rate 0")
+    # the gateway's own snapshots may wait for its REST weight budget
+    # (rest_weight): every book repaired and nothing waiting first
+    end = time.monotonic() + 90
+    while True:
+        u = [x for x in h.status()["upstreams"] if x["name"] == up][0]
+        if u["streams_repairing"] == 0 and u["rest_gets_waiting"] == 0:
+            break
+        check(time.monotonic() < end, "%s: still repairing after 90 s: %d "
+              "streams, %d GETs waiting" % (up, u["streams_repairing"],
+                                           u["rest_gets_waiting"]))
+        await asyncio.sleep(0.5)
     await asyncio.sleep(3)      # the 1000 ms streams push their last change
     for d in dcs:
         await d.finish()
