@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // bot.js: an unmodified ccxt binance / binanceusdm bot whose only change is
 // its URLs. It runs watchOrderBook, watchTrades, watchTicker and watchOHLCV
-// for each symbol at once for --seconds, checks what it gets, and prints one
-// line of JSON (before it, a line "ready S" once every watch has had its
-// first update, S seconds after the start). Exit 0 only when no call threw
-// and every watch was fed until the end; 1 otherwise (the exception is
-// printed); 2 for bad arguments.
+// for each symbol at once for --seconds (or until SIGTERM, once it has
+// printed "ready"), checks what it gets, and prints one line of JSON
+// (before it, a line "ready S" once every watch has had its first update,
+// S seconds after the start). Exit 0 only when no call threw and every
+// watch was fed until the end; 1 otherwise (the exception is printed); 2
+// for bad arguments.
 //
 //   node bot.js --exchange binance --ws ws://127.0.0.1:8700/stream/ws \
 //       --rest http://127.0.0.1:8701 --symbols BTC/USDT,ETH/USDT --seconds 30
@@ -219,7 +220,11 @@ async function main() {
         }));
     }
 
-    const timer = new Promise((resolve) => setTimeout(resolve, o.seconds * 1000));
+    // the run ends after --seconds, or at SIGTERM (a test ends it early)
+    const timer = new Promise((resolve) => {
+        setTimeout(resolve, o.seconds * 1000);
+        process.on('SIGTERM', resolve);
+    });
     await Promise.race([timer, Promise.all(loops)]);
     const end = Date.now();
     done = true;
@@ -232,8 +237,9 @@ async function main() {
         }
     }
     summary.seconds = Math.round((end - t0) / 100) / 10;
-    await ex.close();
-    await Promise.all(loops);
+    // a server that reads nothing (stalled) would hold the close forever
+    const closing = ex.close().then(() => Promise.all(loops));
+    await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 3000))]);
     return summary;
 }
 
