@@ -28,7 +28,9 @@
 // not below its best ask, or whose nonce goes back (or repeats, on spot);
 // trade ids that repeat, go back or skip (more than --max-trade-gaps ids
 // missing); candles whose time goes back or whose high is below the low; a
-// watch with no update at all, or none in the last --fresh seconds.
+// watch with no update at all, or none in the last --fresh seconds. The
+// summary's "last" holds, per symbol, the book (nonce, bids, asks) and the
+// last trade id the bot has at the end, for the caller to compare.
 
 'use strict';
 
@@ -108,9 +110,11 @@ async function main() {
     const t0 = Date.now();
     const summary = {exchange: o.exchange, ccxt: ccxtVersion(), ok: true,
         seconds: 0, markets: 0, updates: {}, trades: 0, trade_gaps: 0,
-        book_levels: {}, failures: []};
+        book_levels: {}, failures: [], last: {}};
     let done = false;
     let fed = 0;
+    const books = {};
+    const lastTrade = {};
     const nwatch = 4 * o.symbols.length;
     const last = {};
 
@@ -158,6 +162,7 @@ async function main() {
             const bid = ob.bids.length ? ob.bids[0][0] : undefined;
             const ask = ob.asks.length ? ob.asks[0][0] : undefined;
             summary.book_levels[sym] = [ob.bids.length, ob.asks.length];
+            books[sym] = ob;
             if (bid === undefined || ask === undefined) {
                 return 'one-sided book: ' + ob.bids.length + ' bids, '
                     + ob.asks.length + ' asks';
@@ -195,6 +200,7 @@ async function main() {
                     }
                 }
                 tid = id;
+                lastTrade[sym] = id;
                 summary.trades++;
             }
             return undefined;
@@ -237,6 +243,15 @@ async function main() {
         }
     }
     summary.seconds = Math.round((end - t0) / 100) / 10;
+    // what the bot holds at the end, for a test to compare with the market
+    for (const sym of o.symbols) {
+        const ob = books[sym];
+        summary.last[sym] = {
+            nonce: ob ? ob.nonce : null,
+            bids: ob ? Array.from(ob.bids, (l) => [l[0], l[1]]) : [],
+            asks: ob ? Array.from(ob.asks, (l) => [l[0], l[1]]) : [],
+            trade: lastTrade[sym] === undefined ? null : lastTrade[sym]};
+    }
     // a server that reads nothing (stalled) would hold the close forever
     const closing = ex.close().then(() => Promise.all(loops));
     await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 3000))]);

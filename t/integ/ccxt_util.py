@@ -160,3 +160,27 @@ def brief(summary):
     return json.dumps({k: summary.get(k) for k in
                        ("exchange", "ccxt", "seconds", "markets", "updates",
                         "trades", "trade_gaps")}, separators=(",", ":"))
+
+
+def same_as_market(sim, market, summary):
+    """Fail unless the bot's last books (nonce and every level) and last
+    trade ids equal bnsim's REST depth and trades. Call it with bnsim's
+    market still (`rate 0`) and the bot stopped after its last events."""
+    pre = "/api/v3" if market == "spot" else "/fapi/v1"
+    for sym, got in summary["last"].items():
+        name = sym.split(":")[0].replace("/", "")
+        d = sim.json(pre + "/depth", symbol=name, limit=1000)
+        for side in ("bids", "asks"):
+            want = [[float(p), float(q)] for p, q in d[side]]
+            if got[side] != want:
+                raise Fail("%s %s: the bot's %s differ from bnsim's depth:"
+                           "\n bot   %s\n bnsim %s" % (market, sym, side,
+                                                      got[side][:12],
+                                                      want[:12]))
+        if got["nonce"] != d["lastUpdateId"]:
+            raise Fail("%s %s: the bot's book is at %s, bnsim's depth at %s"
+                       % (market, sym, got["nonce"], d["lastUpdateId"]))
+        t = sim.json(pre + "/trades", symbol=name, limit=1)
+        if got["trade"] != t[-1]["id"]:
+            raise Fail("%s %s: the bot's last trade is %s, bnsim's %s"
+                       % (market, sym, got["trade"], t[-1]["id"]))

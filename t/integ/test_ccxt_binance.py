@@ -26,12 +26,15 @@ and the books' depth snapshots go through the REST front).
 Once every watch has had its first update, DROPS bnsim `drop`s (every
 upstream connection reset) alternate with ROTATIONS POST
 /upstreams/bn/rotate, each after the upstream is ready again, then the bot
-runs on for TAIL seconds and is stopped. Checked:
+runs on for TAIL seconds, the market stops, and the bot is stopped. Checked:
 - the bot exits 0: no exception from ccxt (a client socket closed, a
   ChecksumError from a broken U/u or pu chain, a failed snapshot), books
   uncrossed with nonces that never go back, no trade id twice, out of
   order or missing (the gateway backfills), candles in order, and every
   watch fed in its last 5 seconds;
+- then bnsim's market stops: each of the bot's books (nonce and every
+  level) and last trade ids equal bnsim's REST depth and trades (a bridge
+  that leaves a stale level passes ccxt's own U/u checks, not this);
 - /status: the rotations all done, none failed, the drops counted as
   disconnects, client_errors 0; bnsim: no 1008 close (pacing);
 - exgate exits 0 on SIGTERM with no sanitizer report.
@@ -50,7 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import upstream_harness as uh  # noqa: E402
 from bnsim_util import Bnsim  # noqa: E402
-from ccxt_util import Bot, brief, need_bot  # noqa: E402
+from ccxt_util import Bot, brief, need_bot, same_as_market  # noqa: E402
 from upstream_harness import check, free_port  # noqa: E402
 
 DROPS = 5
@@ -69,7 +72,10 @@ def rotate(h, n):
         check(r.status == 202, "rotate: %d" % r.status)
         body = json.loads(r.read().decode())
     check(body.get("rotation") == n, "rotation %d answered %r" % (n, body))
-    h.wait_up(lambda u: u["rotations"] == n and u["state"] == "ready", 10,
+    # over when the old connection is gone (make-before-break)
+    h.wait_up(lambda u: u["rotations"] == n and u["state"] == "ready"
+              and len(u["connections"]) == 1
+              and u["connection_id"] == body["to"], 10,
               "rotation %d over" % n, name="bn")
 
 
@@ -112,6 +118,8 @@ def one(h, market):
                     rotate(h, rotations)
             faults = time.monotonic() - t0
             time.sleep(TAIL)
+            sim.control("rate 0")
+            time.sleep(2)
             bot.stop()
             s = bot.finish()
         finally:
@@ -119,6 +127,7 @@ def one(h, market):
         print("%s through exgate, fed after %.1f s, %d drops and %d rotations"
               " in %.1f s: %s" % (market, ready, drops, rotations, faults,
                                   brief(s)))
+        same_as_market(sim, market, s)
         u = h.up("bn")
         check(u["rotations"] == ROTATIONS and u["rotations_failed"] == 0
               and u["disconnects"] >= DROPS, "%s: status %r" % (market, u))

@@ -2,9 +2,10 @@
 """An unmodified ccxt binance and binanceusdm bot (t/ccxt/bot.js: ccxt
 4.5.84, watchOrderBook, watchTrades, watchTicker and watchOHLCV on two
 symbols at once, URLs changed) runs straight against bnsim, spot and usdm,
-with no exception: loadMarkets reads the three exchangeInfos, every watch
-is fed to the end, books are uncrossed with rising nonces, trade ids have no
-hole. bnsim's stats show the sockets ccxt opens: spot /ws/<n>, usdm
+with no exception: loadMarkets reads the exchangeInfos, every watch is fed
+to the end, books are uncrossed with rising nonces, trade ids have no hole;
+once bnsim's market stops, each book (nonce and every level) and last trade
+id equals bnsim's REST depth and trades. bnsim's stats show the sockets ccxt opens: spot /ws/<n>, usdm
 /public/ws/<n> (depth, trade) and /market/ws/<n> (ticker, kline).
 
 This is the same bot test_ccxt_binance.py runs through exgate, here with
@@ -16,13 +17,14 @@ node or t/ccxt/node_modules, fails under CI=true.
 import os
 import re
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bnsim_util import Bnsim, check, main  # noqa: E402
-from ccxt_util import Bot, brief, need_bot  # noqa: E402
+from ccxt_util import Bot, brief, need_bot, same_as_market  # noqa: E402
 
-SECONDS = 8
+SECONDS = 30       # the bot's bound; the test ends it sooner
 
 
 def one(market):
@@ -36,10 +38,17 @@ def one(market):
         try:
             bot.wait_ready(SECONDS)
             st = sim.stats()
+            time.sleep(3)
+            # the market stops; the bot's books and trades must end as
+            # bnsim's REST has them
+            sim.control("rate 0")
+            time.sleep(1.5)
+            bot.stop()
             s = bot.finish()
         finally:
             bot.close()
         print("%s: %s" % (market, brief(s)))
+        same_as_market(sim, market, s)
         check(s["markets"] == 8, "%s: %d markets" % (market, s["markets"]))
         check(s["trade_gaps"] == 0, "%s: trade gaps" % market)
         paths = sorted(c["path"] for c in st["conns"])
