@@ -278,7 +278,7 @@ diff_upstream(struct xg_reload_item *it, const struct xg_upstream_conf *old,
     const struct xg_venue *pm;
     struct rl_dirs a = { 0 }, b = { 0 };
     char *ta, *tb;
-    int rot;
+    int rot, restart = 0;
 
     it->old = old;
     it->new = new;
@@ -296,6 +296,15 @@ diff_upstream(struct xg_reload_item *it, const struct xg_upstream_conf *old,
     dirs_parse(&b, tb);
     rot = dirs_diff(&a, &b, NULL, rl_rotate_names, it->changed,
         sizeof(it->changed));
+    pm = xg_venue_find(new->protocol);
+    if (pm != NULL && pm->restart_names != NULL
+        && strcmp(old->protocol, new->protocol) == 0)
+    {
+        char scratch[sizeof(it->changed)];
+
+        restart = dirs_diff(&a, &b, NULL, pm->restart_names, scratch,
+            sizeof(scratch));
+    }
     free(ta);
     free(tb);
     dirs_free(&a);
@@ -311,11 +320,13 @@ diff_upstream(struct xg_reload_item *it, const struct xg_upstream_conf *old,
         }
         rot = 1;
     }
-    pm = xg_venue_find(new->protocol);
     if (strcmp(old->protocol, new->protocol) != 0) {
         /* the other protocol's directives differ too: say the one cause */
         it->op = XG_RELOAD_RESTART;
         snprintf(it->changed, sizeof(it->changed), "protocol");
+    } else if (restart) {
+        /* what the instance was built for changed (Binance's market) */
+        it->op = XG_RELOAD_RESTART;
     } else if (pm != NULL && pm->create != NULL && pm->reconf == NULL) {
         /* the module cannot take a new conf: a new instance must */
         it->op = XG_RELOAD_RESTART;

@@ -175,6 +175,13 @@ struct xg_venue {
         size_t *len);
 
     /*
+     * The module's directives (NULL-terminated; NULL: none) whose change
+     * a reload cannot apply to the running instance: the upstream is
+     * restarted instead (its clients closed with 1001).
+     */
+    const char *const        *restart_names;
+
+    /*
      * max_connection_age for an upstream of this protocol whose block
      * does not set it (0: none): Binance closes every connection at 24 h.
      */

@@ -2442,6 +2442,9 @@ bn_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     return XG_OK;
 }
 
+/* A market is what every shard's route and every tracker was made for. */
+static const char *const bn_restart_names[] = { "market", NULL };
+
 const struct xg_venue xg_venue_binance = {
     .name = "binance",
     .commands = bn_commands,
@@ -2464,5 +2467,6 @@ const struct xg_venue xg_venue_binance = {
     .rotates = 1,
     .reconf = bn_reconf,
     .rest_local = bn_rest_local,
+    .restart_names = bn_restart_names,
     .max_connection_age_ms = 23ULL * 3600 * 1000
 };
