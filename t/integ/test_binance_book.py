@@ -153,7 +153,7 @@ async def settle(h, up, dcs):
                   % (d.name, key))
             sym = key.split("@")[0].upper()
             if sym not in truth:
-                truth[sym] = sim.json(path, symbol=sym, limit=LIMIT)
+                truth[sym] = sim.oracle_json(path, symbol=sym, limit=LIMIT)
             t = truth[sym]
             check(b.same_as(t), "%s %s: book id %d (%d bids, %d asks) is "
                   "not bnsim's depth id %d (%d bids, %d asks); levels "

@@ -124,10 +124,10 @@ async def settle(h, up, tcs):
         for (kind, sym), ids in sorted(t.ids.items()):
             if (kind, sym) not in last:
                 if kind == "trade":
-                    r = sim.json(p + "/trades", symbol=sym, limit=1)
+                    r = sim.oracle_json(p + "/trades", symbol=sym, limit=1)
                     last[kind, sym] = r[-1]["id"]
                 else:
-                    r = sim.json(p + "/aggTrades", symbol=sym, limit=1)
+                    r = sim.oracle_json(p + "/aggTrades", symbol=sym, limit=1)
                     last[kind, sym] = r[-1]["a"]
             check(ids[-1] == last[kind, sym],
                   "%s: %s %s %s: last id %d, bnsim's last %d" % (
