@@ -145,6 +145,32 @@ class Bnsim:
         check(status == 200, "GET %s %r: %d %r" % (path, params, status, body))
         return body
 
+    def oracle_json(self, path, window=60, **params):
+        """GET PATH?params for a test's own comparison (bnsim's truth),
+        which shares bnsim's one REST weight budget with whatever else
+        asks it (a gateway). Fails when bnsim has banned anyone (418: a
+        request during a 429's Retry-After; the gateway's to explain);
+        after a 429, waits for the next weight WINDOW (bnsim's
+        --weight-window) so as not to be banned itself, then GETs (once
+        more after a 429 of its own)."""
+        st = self.stats()
+        check(st["rest_418"] == 0, "bnsim answered %d REST requests 418 "
+              "before this test asked it anything itself (banned: asked "
+              "during a 429's Retry-After); %d 429s, weight max %d in a "
+              "window" % (st["rest_418"], st["rest_429"],
+                          st["rest_weight_max"]))
+        for _ in range(2):
+            if st["rest_429"] > getattr(self, "_oracle_429", 0):
+                time.sleep(window - time.time() % window + 0.2)
+            self._oracle_429 = st["rest_429"]
+            status, h, body = self.get(path, **params)
+            if status != 429:
+                break
+            st = self.stats()
+        check(status == 200, "GET %s %r: %d %r" % (path, params, status,
+                                                   body))
+        return body
+
     def log(self):
         try:
             with open(self.err_path) as f:

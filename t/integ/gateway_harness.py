@@ -483,7 +483,7 @@ async def bn_faults(h, name, plan, gap_streams, rnd, pause=(0.2, 0.8),
     took = {}
     for i, f in enumerate(plan):
         st = sim.stats()
-        prev = max(c["id"] for c in st["conns"])
+        prev = max([c["id"] for c in st["conns"]], default=0)
         t0 = time.monotonic()
         if f == "drop":
             check(sim.control("drop").get("ok"), "bnsim drop")

@@ -75,6 +75,18 @@ async def open_client(h, up, path, subs, n):
                        snapper(h, up))
 
 
+def differ(book, snap):
+    """Up to 3 levels per side where BOOK and SNAP differ."""
+    out = []
+    for side, mine in (("bids", book.bids), ("asks", book.asks)):
+        theirs = {p: q for p, q in snap[side]}
+        keys = sorted(set(mine) | set(theirs), key=float)
+        bad = [(p, mine.get(p), theirs.get(p)) for p in keys
+               if mine.get(p) != theirs.get(p)]
+        out.append("%s %r" % (side, bad[:3]))
+    return ", ".join(out)
+
+
 def depth_streams(st):
     return [s for s in st["subscribed"] if "@depth" in s]
 
@@ -152,13 +164,14 @@ async def settle(h, up, dcs):
                   % (d.name, key))
             sym = key.split("@")[0].upper()
             if sym not in truth:
-                truth[sym] = sim.json(path, symbol=sym, limit=LIMIT)
+                truth[sym] = sim.oracle_json(path, symbol=sym, limit=LIMIT)
             t = truth[sym]
             check(b.same_as(t), "%s %s: book id %d (%d bids, %d asks) is "
-                  "not bnsim's depth id %d (%d bids, %d asks)%s" % (
+                  "not bnsim's depth id %d (%d bids, %d asks); levels "
+                  "differing (price: client, bnsim): %s" % (
                       d.name, key, b.id, len(b.bids), len(b.asks),
                       t["lastUpdateId"], len(t["bids"]), len(t["asks"]),
-                      "" if b.id != t["lastUpdateId"] else ": levels differ"))
+                      differ(b, t)))
     # the gateway's REST depth: bnsim's, and from its book
     r0 = sim.stats()["rest_requests"]
     port = h.bn[up]["http_port"]

@@ -12,7 +12,8 @@ and an http listener. Many clients at once:
   /fapi/public/ws/<n>, /fapi/market/ws/<n>, /public/stream?streams=,
   /market/ws/<stream> and unrouted /ws/<stream>: /ws... raw payloads,
   /stream... {"stream":"<name>","data":{...}}, each event of the right
-  symbol and kind;
+  symbol and kind; a /stream?streams= URL of 160 names (2.9 kB; bnsim
+  takes 32 kB, a 1024-stream URL) is served whole;
 - SET_PROPERTY combined switches the framing of the events after its
   ack (both ways), GET_PROPERTY reports it (false on /ws, true on
   /stream);
@@ -35,6 +36,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import websockets  # noqa: E402
+
 import gateway_harness as gh  # noqa: E402
 from gateway_harness import check  # noqa: E402
 from bnsim_util import Bn  # noqa: E402
@@ -167,6 +170,41 @@ async def framing(h):
         print("%s %s: %d+%d events, %s" % (up, path, len(evs), len(more),
                                            "combined" if comb else "raw"))
     return clients
+
+
+async def long_url(h):
+    """/stream?streams= naming 160 streams (every kind bnsim has of its
+    eight symbols but diff depth, about 2.9 kB): all held, listed in
+    order, the frequent ones delivering."""
+    syms = ["btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt",
+            "dogeusdt", "adausdt", "ltcusdt"]
+    kinds = (["trade", "aggTrade", "bookTicker", "miniTicker", "ticker",
+              "depth5", "depth10", "depth20"]
+             + ["kline_" + i for i in ("1m", "3m", "5m", "15m", "30m", "1h",
+                                       "2h", "4h", "6h", "1d")])
+    kinds += ["depth5@100ms", "depth20@100ms"]
+    streams = ["%s@%s" % (s, k) for s in syms for k in kinds]
+    url = "/stream?streams=" + "/".join(streams)
+    check(len(streams) == 160 and len(url) > 2048, "%d streams, %d bytes"
+          % (len(streams), len(url)))
+    try:
+        c = await Bn.open(gh.bn_url(h, "spot", url))
+    except websockets.exceptions.InvalidStatusCode as e:
+        raise gh.Fail("a %d-byte /stream?streams= URL of 160 streams: "
+                      "upgrade answered HTTP %d" % (len(url), e.status_code))
+    msg, raw = await control(c, "LIST_SUBSCRIPTIONS", None, "1")
+    check(msg == {"result": streams, "id": 1}, "a %d-byte URL of 160 "
+          "streams: LIST_SUBSCRIPTIONS has %d" % (
+              len(url), len(msg.get("result") or [])))
+    want = {"%s@%s" % (s, k) for s in syms for k in ("bookTicker", "ticker")}
+    seen = set()
+    while not want <= seen:
+        stream, d = await c.data(timeout=15)
+        check(stream in streams, "an event of %r" % stream)
+        seen.add(stream)
+    await c.close()
+    print("spot: a %d-byte /stream?streams= URL of 160 streams: %d "
+          "delivering" % (len(url), len(seen)))
 
 
 async def properties(h):
@@ -331,6 +369,7 @@ async def body(h, sims):
     clients = await framing(h)
     await asyncio.gather(properties(h), per_client_lists(h), ids(h),
                          shared(h))
+    await long_url(h)
     # the framing clients saw no close and no reply they did not ask for
     for c, up, path, subs, exp, comb in clients:
         check(not c.closed.done(), "%s closed: %r" % (path, c.closed.result()

@@ -30,9 +30,10 @@ from gateway_harness import check  # noqa: E402
 from bnsim_util import Bn, TradeClient  # noqa: E402
 
 SIM = ["--rate", "30", "--symbols", "2"]
-# docs/binance.md (the venue's) leaves a USDⓈ-M @trade gap unfilled, since
-# /fapi/v1/historicalTrades wants an API key; the issue asks every id, and
-# /fapi/v1/trades?limit=1000 (no key) holds the last 1000 ids.
+# docs/binance.md says a USDⓈ-M @trade gap is not filled, since Binance's
+# /fapi/v1/historicalTrades wants an API key (bnsim serves it without one);
+# the issue asks every id, and /fapi/v1/trades?limit=1000 (no key) holds
+# the last 1000.
 USDM_TRADE_NOTE = (" (USDⓈ-M @trade: issue 13 asks every id; "
                    "/fapi/v1/trades?limit=1000 needs no API key)")
 
@@ -124,10 +125,10 @@ async def settle(h, up, tcs):
         for (kind, sym), ids in sorted(t.ids.items()):
             if (kind, sym) not in last:
                 if kind == "trade":
-                    r = sim.json(p + "/trades", symbol=sym, limit=1)
+                    r = sim.oracle_json(p + "/trades", symbol=sym, limit=1)
                     last[kind, sym] = r[-1]["id"]
                 else:
-                    r = sim.json(p + "/aggTrades", symbol=sym, limit=1)
+                    r = sim.oracle_json(p + "/aggTrades", symbol=sym, limit=1)
                     last[kind, sym] = r[-1]["a"]
             check(ids[-1] == last[kind, sym],
                   "%s: %s %s %s: last id %d, bnsim's last %d" % (
