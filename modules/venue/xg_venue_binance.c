@@ -616,11 +616,13 @@ bn_rest_pump(struct bn *b)
             uint64_t oldest = b->w_ms[(b->w_head + BN_WEIGHT_RING
                                        - b->w_count) % BN_WEIGHT_RING];
             uint64_t ms = oldest + BN_WEIGHT_MS - now + 10;
+            struct bn_get *w;
 
-            if (!g->delayed) {
-                g->delayed = 1;
-                b->rest_delayed++;
+            for (w = g; w != NULL; w = w->wnext) {
+                b->rest_delayed += !w->delayed;
+                w->delayed = 1;
             }
+
             tv.tv_sec = (time_t) (ms / 1000);
             tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
             evtimer_add(b->ev_rest, &tv);
@@ -641,6 +643,11 @@ bn_rest_pump(struct bn *b)
         b->rest_inflight++;
         g->g = xg_rest_get(rest, g->q->text, BN_REST_TIMEOUT_MS, bn_on_rest,
             g);
+        if (g->g == NULL) {
+            /* no event could be made: a failed GET, retried by its
+               tracker (the callback would never come) */
+            bn_on_rest(g, 0, NULL, 0, NULL, "out of events");
+        }
     }
 }
 
