@@ -23,6 +23,8 @@ Checked:
 - 200 requests from 20 threads at once all answered, over at most 8
   connections to bnsim;
 - a reload that changes rest_url sends the next GETs to the new host;
+- clients that leave before their answer, and a stop (SIGTERM) with
+  answers in flight: exit 0, no sanitizer report;
   `exgate -t` refuses `listen ... http` on an upstream without rest_url
   at the listen line;
 - /status ("rest" of the upstream, the listener's counters) and /metrics.
@@ -359,6 +361,42 @@ def many(h, a, pa):
     check(rest["in_flight"] == 0 and rest["waiting"] == 0, "rest %r" % rest)
 
 
+def gone(h, a, pa):
+    """Clients that leave before their answer, and a stop with answers
+    in flight: nothing breaks (a sanitizer build reports nothing)."""
+    a.control("rest-delay 300")
+    socks = []
+    for i in range(20):
+        s = socket.create_connection(("127.0.0.1", pa), timeout=5)
+        s.sendall(b"GET /api/v3/depth?symbol=BTCUSDT&limit=%d HTTP/1.1\r\n"
+                  b"Host: x\r\n\r\n" % (5 + i))
+        socks.append(s)
+    time.sleep(0.05)
+    for s in socks:
+        s.close()
+    time.sleep(0.5)
+    a.control("rest-delay 0")
+    s, _, _ = req(pa, "GET", "/api/v3/ping")
+    check(s == 200, "after clients left: %d" % s)
+    rest = h.up("a")["rest"]
+    check(rest["in_flight"] == 0 and rest["waiting"] == 0, "rest %r" % rest)
+
+
+def stop_in_flight(h, a, pa):
+    a.control("rest-delay 2000")
+    socks = []
+    for i in range(10):
+        s = socket.create_connection(("127.0.0.1", pa), timeout=5)
+        s.sendall(b"GET /api/v3/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks.append(s)
+    uh.wait_for(lambda: h.up("a")["rest"]["in_flight"] > 0, 5,
+                what="GETs in flight")
+    h.finish()      # SIGTERM: exit 0, no sanitizer report
+    for s in socks:
+        s.close()
+    a.control("rest-delay 0")
+
+
 def reload_url(h, confs, c):
     with open(os.path.join(h.tmp, "exgate.conf"), "w") as f:
         confs.rest_a = c.rest_port
@@ -406,7 +444,8 @@ def body(h):
         check(h.log_lines(r"\[debug\] rest front 127\.0\.0\.1:\d+: client "
                           r"127\.0\.0\.1:\d+: GET /api/v3/depth"),
               "no debug line per request")
-        h.finish()
+        gone(h, c, confs.pa)
+        stop_in_flight(h, c, confs.pa)
 
 
 if __name__ == "__main__":
