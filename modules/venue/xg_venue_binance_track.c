@@ -762,8 +762,15 @@ bn_book_deliver(struct xg_track *t, struct bn_book *b, const struct bn_ev *e,
         if (bn_book_may_fetch(t, b)) {
             return XG_TRACK_FETCH;  /* held until the snapshot */
         }
-        bn_levels_free(b->cli);     /* their chain goes on: no bridge */
-        b->cli = NULL;
+        if (b->cli != NULL) {
+            if (b->synced) {
+                /* in line again (the truth is at this u): no bridge */
+                bn_levels_free(b->cli);
+                b->cli = NULL;
+            } else {
+                bn_apply(b->cli, e);    /* still what they have */
+            }
+        }
         bn_book_delivered(b, e->u, e->E, e->T);
         seq->lined = 1;
         return XG_TRACK_PASS;

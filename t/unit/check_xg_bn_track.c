@@ -925,6 +925,46 @@ START_TEST(outage_nothing_missed)
 }
 END_TEST
 
+/*
+ * After an outage the new connection first continues what was delivered
+ * (passed: the snapshot is newer), then skips: the bridge starts from the
+ * book the clients have with what was passed, not from the one at the
+ * drop.
+ */
+START_TEST(outage_continues_then_skips)
+{
+    struct ex x;
+    struct xg_track *t = synced(&x, XG_BN_SPOT);
+    struct cl c;
+    char *d, *snap;
+    int from;
+
+    cl_init(&c, XG_BN_SPOT);
+    d = xg_bn_book_depth(t, 1000, &(size_t) { 0 });
+    cl_snapshot(&c, d);
+    free(d);
+    from = nout;
+    xg_track_down(t, now_ms);
+    xg_track_resume(t, "confirmed");
+    ex_feed(&x, t, 1, "[[\"99.50\",\"8.000\"]]", "[]");  /* continues */
+    free(ex_event(&x, 1, "[[\"100.00\",\"0\"]]", "[]"));  /* lost */
+    ex_feed(&x, t, 1, "[]", "[[\"101.00\",\"6.000\"]]");
+    snap = ex_snapshot(&x);
+    answer(t, snap);
+    free(snap);
+    ck_assert_int_eq(nout, from + 1);   /* the one that continued */
+    ex_feed(&x, t, 1, "[[\"95.00\",\"1\"]]", "[]");      /* syncs */
+    ck_assert_int_eq(nout, from + 2);   /* the bridge */
+    ck_assert_int_eq(nnotice, 0);
+    cl_take(&c, from);
+    ck_assert_int_eq(c.breaks, 0);
+    ck_assert(cl_equals(&c, &x));
+    cl_free(&c);
+    ex_free(&x);
+    xg_track_free(t);
+}
+END_TEST
+
 /* The snapshot's fetch dies with the connection: the held events kept,
    fetched again at the confirm, bridged. */
 START_TEST(fetch_dies_with_connection)
@@ -1793,6 +1833,7 @@ bn_track_suite(void)
         stale_snapshot_refetched, stale_snapshot_gives_up, duplicate_dropped,
         spot_live_gap_bridged, usdm_live_gap_bridged, spot_outage_bridged,
         usdm_outage_bridged, outage_nothing_missed,
+        outage_continues_then_skips,
         fetch_dies_with_connection, rest_error_retried, never_synced_passes,
         bridge_given_up, bad_snapshot, bad_events, spot_cross, usdm_cross,
         depth_json, levels_capped, held_bounded, NULL
