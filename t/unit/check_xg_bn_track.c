@@ -33,7 +33,7 @@
 static struct xg_track_env env;
 static struct event_base *base;
 static uint64_t now_ms;
-static struct xg_reg_req *sent[MAXQ];  /* GETs sent, in order; NULL: answered */
+static struct xg_reg_req *sent[MAXQ];  /* GETs in order; NULL: answered */
 static int nsent;
 static char *out[MAXOUT];              /* what subscribers got, in order */
 static int nout;
@@ -459,8 +459,10 @@ has_depth(struct xg_track *t)
 }
 
 /* Levels used by the tests. */
-#define B0 "[[\"100.00\",\"1.000\"],[\"99.50\",\"2.000\"],[\"99.00\",\"3.000\"]]"
-#define A0 "[[\"100.50\",\"1.000\"],[\"101.00\",\"2.000\"],[\"101.50\",\"3.000\"]]"
+#define B0 "[[\"100.00\",\"1.000\"],[\"99.50\",\"2.000\"]," \
+    "[\"99.00\",\"3.000\"]]"
+#define A0 "[[\"100.50\",\"1.000\"],[\"101.00\",\"2.000\"]," \
+    "[\"101.50\",\"3.000\"]]"
 
 /*
  * A spot or USDⓈ-M tracker synced at once: the first event held, the
@@ -589,13 +591,15 @@ START_TEST(spot_sync_rule)
 {
     struct xg_track *t = track(XG_BN_SPOT, "btcusdt@depth");
 
-    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,\"s\":\"BTCUSDT\","
+    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,"
+        "\"s\":\"BTCUSDT\","
         "\"U\":10,\"u\":20,\"b\":[[\"1.0\",\"1\"]],\"a\":[]}"), 0);
     answer(t, "{\"lastUpdateId\":20,\"bids\":[[\"1.0\",\"1\"],"
         "[\"0.5\",\"2\"]],\"asks\":[[\"2.0\",\"1\"]]}");
     ck_assert_int_eq(nout, 1);      /* passed (nothing delivered before) */
     ck_assert(!has_depth(t));
-    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":2,\"s\":\"BTCUSDT\","
+    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":2,"
+        "\"s\":\"BTCUSDT\","
         "\"U\":21,\"u\":25,\"b\":[[\"0.5\",\"0\"]],\"a\":[]}"), 1);
     {
         json_t *d = depth_of(t, 10);
@@ -712,12 +716,14 @@ START_TEST(stale_snapshot_gives_up)
     ck_assert_int_eq(nout, 1);
     ck_assert(!has_depth(t));
     /* within the hold-off, the next events pass without a fetch */
-    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,\"s\":\"BTCUSDT\","
+    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,"
+        "\"s\":\"BTCUSDT\","
         "\"U\":111,\"u\":112,\"b\":[],\"a\":[]}"), 1);
     ck_assert_int_eq(nsent, 4);
     /* after it, a fetch again */
     now_ms += 10;
-    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,\"s\":\"BTCUSDT\","
+    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,"
+        "\"s\":\"BTCUSDT\","
         "\"U\":113,\"u\":114,\"b\":[],\"a\":[]}"), 0);
     ck_assert_int_eq(nsent, 5);
     xg_track_free(t);
