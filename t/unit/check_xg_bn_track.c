@@ -971,6 +971,116 @@ START_TEST(outage_continues_then_skips)
 }
 END_TEST
 
+/* Runs the loop until nout reaches N or MS milliseconds pass. */
+static void
+wait_out(int n, int ms)
+{
+    struct timeval tv = { 0, 10000 };
+    int i;
+
+    for (i = 0; nout < n && i < ms / 10; i++) {
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+    }
+}
+
+/*
+ * A quiet market: after an outage the snapshot comes and no event
+ * follows; 2 s later the subscribers are bridged to the snapshot itself
+ * (U = delivered+1, u = lastUpdateId); the next event continues it. With
+ * OVERLAP, the next event overlaps the snapshot after all: held, fetched
+ * again, bridged again; no client sees a break either way.
+ */
+static void
+quiet(enum xg_bn_market m, int overlap)
+{
+    struct ex x;
+    struct xg_track *t = synced(&x, m);
+    struct cl c;
+    char *d, *snap;
+    json_t *br;
+    uint64_t du = x.u, L;
+    int from;
+
+    cl_init(&c, m);
+    d = xg_bn_book_depth(t, 1000, &(size_t) { 0 });
+    cl_snapshot(&c, d);
+    free(d);
+    from = nout;
+    ck_assert(!xg_bn_track_repairing(t));
+    xg_track_down(t, now_ms);
+    ck_assert(xg_bn_track_repairing(t));
+    free(ex_event(&x, 2, "[[\"99.50\",\"0\"]]", "[[\"104.00\",\"2\"]]"));
+    xg_track_resume(t, "confirmed");
+    snap = ex_snapshot(&x);
+    L = x.u;
+    answer(t, snap);
+    free(snap);
+    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
+    ck_assert(xg_bn_track_repairing(t));    /* the bridge is due */
+    ck_assert(!has_depth(t));
+    ck_assert_int_eq(nout, from);
+    wait_out(from + 1, 5000);
+    ck_assert_int_eq(nout, from + 1);
+    ck_assert(!xg_bn_track_repairing(t));
+    br = json_loads(out[from], 0, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(br, "U")), du + 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(br, "u")), L);
+    if (m == XG_BN_USDM) {
+        ck_assert_int_eq(json_integer_value(json_object_get(br, "pu")), du);
+        ck_assert_int_eq(json_integer_value(json_object_get(br, "E")), x.E);
+    }
+    json_decref(br);
+    d = xg_bn_book_depth(t, 1000, &(size_t) { 0 });
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_nonnull(strstr(d, "\"lastUpdateId\":"));
+    free(d);
+    if (overlap) {
+        /* an event that began before the snapshot: U <= L < u */
+        char ev[256];
+
+        x.u = L - 1;
+        free(ex_event(&x, 3, "[[\"90.00\",\"1\"]]", "[]"));
+        snprintf(ev, sizeof(ev), m == XG_BN_SPOT
+            ? "{\"e\":\"depthUpdate\",\"E\":1,\"s\":\"BTCUSDT\",\"U\":%llu,"
+              "\"u\":%llu,\"b\":[[\"90.00\",\"1\"]],\"a\":[]}"
+            : "{\"e\":\"depthUpdate\",\"E\":1,\"T\":1,\"s\":\"BTCUSDT\","
+              "\"U\":%llu,\"u\":%llu,\"pu\":%llu,\"b\":[[\"90.00\",\"1\"]],"
+              "\"a\":[]}", (unsigned long long) L,
+            (unsigned long long) x.u, (unsigned long long) L - 1);
+        ck_assert_int_eq(feed(t, ev), 0);       /* held: fetched again */
+        ck_assert_int_eq(t->state, XG_TRACK_FETCHING);
+        snap = ex_snapshot(&x);
+        ex_feed(&x, t, 1, "[]", "[[\"104.00\",\"0\"]]");
+        answer(t, snap);
+        free(snap);
+        /* the second bridge (USDⓈ-M syncs at the overlapping event
+           itself, U <= L <= u: then the next event too) */
+        ck_assert_int_eq(nout, from + (m == XG_BN_SPOT ? 2 : 3));
+    } else {
+        ck_assert_int_eq(ex_feed(&x, t, 1, "[[\"90.00\",\"1\"]]", "[]"), 1);
+    }
+    cl_take(&c, from);
+    ck_assert_int_eq(c.breaks, 0);
+    ck_assert(cl_equals(&c, &x));
+    ck_assert_int_eq(nnotice, 0);
+    cl_free(&c);
+    ex_free(&x);
+    xg_track_free(t);
+}
+
+START_TEST(spot_quiet_bridged)
+{
+    quiet(XG_BN_SPOT, _i);
+}
+END_TEST
+
+START_TEST(usdm_quiet_bridged)
+{
+    quiet(XG_BN_USDM, _i);
+}
+END_TEST
+
 /* The snapshot's fetch dies with the connection: the held events kept,
    fetched again at the confirm, bridged. */
 START_TEST(fetch_dies_with_connection)
@@ -1957,6 +2067,12 @@ bn_track_suite(void)
 
     add_case(s, "book", book);
     add_case(s, "trades", trades);
+    tc = tcase_create("quiet");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_loop_test(tc, spot_quiet_bridged, 0, 2);
+    tcase_add_loop_test(tc, usdm_quiet_bridged, 0, 2);
+    suite_add_tcase(s, tc);
     tc = tcase_create("random");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
