@@ -471,7 +471,9 @@ bn_levels_diff(struct bn_buf *b, const struct bn_levels *from,
  *   subscriber gets ONE bridging depthUpdate (U = du+1, USDⓈ-M pu = du,
  *   u, E and T of the first synced event past du) carrying every level
  *   that differs between the book they have and the truth ("0" for a
- *   level gone), then Binance's events unchanged.
+ *   level gone), then Binance's events unchanged. A snapshot that no
+ *   event follows within BN_QUIET_MS (a quiet market) is bridged to by
+ *   itself; an event that overlaps it after all is a gap, bridged again.
  * - a channel that never delivered anything has its first events held
  *   while the first snapshot is fetched, then passes them all, in order:
  *   a client syncing on its own needs every one of them.
