@@ -56,4 +56,12 @@ char *xg_bn_book_depth(struct xg_track *t, unsigned limit, size_t *len);
 /* 1 when T is a depth tracker (of either market). */
 int xg_bn_track_is_book(const struct xg_track *t);
 
+/*
+ * 1 when T's subscribers wait for a repair: T fetches or holds (not
+ * LIVE), or T is a book whose bridge is still due (its snapshot came but
+ * no event has synced it yet; a quiet market is bridged BN_QUIET_MS,
+ * 2 s, after the snapshot).
+ */
+int xg_bn_track_repairing(const struct xg_track *t);
+
 #endif

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
 #include <jansson.h>
 
 /* Levels kept per side of a book: the spot snapshot gives 5000, events
@@ -28,6 +29,10 @@
 #define BN_BOOK_MAX_LEVELS  10000
 /* Ids one trades backfill asks for at most; the rest: a gap notice. */
 #define BN_TRADES_MAX       1000
+/* After an outage, a snapshot that no event followed for this long is
+   bridged to by itself (a quiet market: nothing is coming to sync with);
+   longer than the slowest stream's interval (1000 ms). */
+#define BN_QUIET_MS         2000
 /* Longest symbol in a stream name. */
 #define BN_SYM_MAX          32
 /* Longest price or quantity text kept. */
@@ -466,7 +471,9 @@ bn_levels_diff(struct bn_buf *b, const struct bn_levels *from,
  *   subscriber gets ONE bridging depthUpdate (U = du+1, USDⓈ-M pu = du,
  *   u, E and T of the first synced event past du) carrying every level
  *   that differs between the book they have and the truth ("0" for a
- *   level gone), then Binance's events unchanged.
+ *   level gone), then Binance's events unchanged. A snapshot that no
+ *   event follows within BN_QUIET_MS (a quiet market) is bridged to by
+ *   itself; an event that overlaps it after all is a gap, bridged again.
  * - a channel that never delivered anything has its first events held
  *   while the first snapshot is fetched, then passes them all, in order:
  *   a client syncing on its own needs every one of them.
@@ -490,6 +497,10 @@ struct bn_book {
     struct bn_levels  *snap;        /* a snapshot waiting for its first
                                        event; NULL: none */
     uint64_t           snap_id;     /* its lastUpdateId */
+    uint64_t           snap_E, snap_T; /* its E and T (USDⓈ-M), or 0 */
+    struct event      *quiet;       /* bridges to the snapshot when no
+                                       event came (BN_QUIET_MS) */
+    struct xg_track   *t;           /* for the timer */
     int                delivered;   /* anything handed out yet */
     uint64_t           du, dE, dT;  /* the last event handed out */
     int                want;        /* a fetch of ours is current */
@@ -547,6 +558,9 @@ bn_book_free(void *p)
 {
     struct bn_book *b = p;
 
+    if (b->quiet != NULL) {
+        event_free(b->quiet);
+    }
     bn_levels_clear(&b->book);
     bn_levels_free(b->cli);
     bn_levels_free(b->snap);
@@ -717,37 +731,37 @@ bn_book_delivered(struct bn_book *b, uint64_t u, uint64_t E, uint64_t T)
     b->noticed = 0;
 }
 
-/* Sends the bridge from what subscribers have (b->cli) to the truth,
-   which E (past du) just brought up to date; E replaced by it. */
+/* Sends the bridge from what subscribers have (b->cli) to TO, the truth
+   at U (E and T its times), in place of Binance's event at U. */
 static void
-bn_book_bridge(struct xg_track *t, struct bn_book *b, const struct bn_ev *e)
+bn_book_bridge(struct xg_track *t, struct bn_book *b,
+    const struct bn_levels *to, uint64_t u, uint64_t E, uint64_t T)
 {
     struct bn_buf o = { NULL, 0, 0 };
     size_t n;
 
     if (b->market == XG_BN_SPOT) {
         bn_buf_fmt(&o, "{\"e\":\"depthUpdate\",\"E\":%llu,\"s\":\"%s\","
-            "\"U\":%llu,\"u\":%llu,\"b\":", (unsigned long long) e->E,
-            b->sym, (unsigned long long) b->du + 1,
-            (unsigned long long) e->u);
+            "\"U\":%llu,\"u\":%llu,\"b\":", (unsigned long long) E,
+            b->sym, (unsigned long long) b->du + 1, (unsigned long long) u);
     } else {
         bn_buf_fmt(&o, "{\"e\":\"depthUpdate\",\"E\":%llu,\"T\":%llu,"
             "\"s\":\"%s\",\"U\":%llu,\"u\":%llu,\"pu\":%llu,\"b\":",
-            (unsigned long long) e->E, (unsigned long long) e->T, b->sym,
-            (unsigned long long) b->du + 1, (unsigned long long) e->u,
+            (unsigned long long) E, (unsigned long long) T, b->sym,
+            (unsigned long long) b->du + 1, (unsigned long long) u,
             (unsigned long long) b->du);
     }
-    n = bn_levels_diff(&o, b->cli, &b->book, 0);
+    n = bn_levels_diff(&o, b->cli, to, 0);
     bn_buf_str(&o, ",\"a\":");
-    n += bn_levels_diff(&o, b->cli, &b->book, 1);
+    n += bn_levels_diff(&o, b->cli, to, 1);
     bn_buf_str(&o, "}");
     xg_track_log(XG_LOG_INFO, t, "%s: bridged %llu -> %llu with %zu levels",
-        t->name, (unsigned long long) b->du, (unsigned long long) e->u, n);
+        t->name, (unsigned long long) b->du, (unsigned long long) u, n);
     xg_track_fanout(t, o.p, o.len);
     free(o.p);
     bn_levels_free(b->cli);
     b->cli = NULL;
-    bn_book_delivered(b, e->u, e->E, e->T);
+    bn_book_delivered(b, u, E, T);
 }
 
 /* Step two: what the subscribers get of E. */
@@ -762,8 +776,15 @@ bn_book_deliver(struct xg_track *t, struct bn_book *b, const struct bn_ev *e,
         if (bn_book_may_fetch(t, b)) {
             return XG_TRACK_FETCH;  /* held until the snapshot */
         }
-        bn_levels_free(b->cli);     /* their chain goes on: no bridge */
-        b->cli = NULL;
+        if (b->cli != NULL) {
+            if (b->synced) {
+                /* in line again (the truth is at this u): no bridge */
+                bn_levels_free(b->cli);
+                b->cli = NULL;
+            } else {
+                bn_apply(b->cli, e);    /* still what they have */
+            }
+        }
         bn_book_delivered(b, e->u, e->E, e->T);
         seq->lined = 1;
         return XG_TRACK_PASS;
@@ -771,7 +792,7 @@ bn_book_deliver(struct xg_track *t, struct bn_book *b, const struct bn_ev *e,
     /* a gap in what they got */
     if (b->cli != NULL) {
         if (b->synced) {
-            bn_book_bridge(t, b, e);
+            bn_book_bridge(t, b, &b->book, e->u, e->E, e->T);
             seq->lined = 1;
             return XG_TRACK_DROP;
         }
@@ -896,11 +917,49 @@ bn_book_apply(struct xg_track *t, const struct xg_reg_req *q,
     for (k = 0; k < 2; k++) {
         bn_levels_apply(lv, k, side[k]);
     }
-    json_decref(r);
     bn_levels_free(b->snap);
     b->snap = lv;
     b->snap_id = id;
+    b->snap_E = b->snap_T = 0;
+    (void) bn_json_uint(json_object_get(r, "E"), &b->snap_E);
+    (void) bn_json_uint(json_object_get(r, "T"), &b->snap_T);
+    json_decref(r);
     return XG_OK;
+}
+
+/*
+ * A snapshot after an outage that no event followed for BN_QUIET_MS: the
+ * market is quiet, so it is the truth now and the next event will start
+ * right after it. The subscribers are bridged to it; should the next
+ * event overlap it after all, that shows as a gap and is bridged again.
+ */
+static void
+bn_book_on_quiet(evutil_socket_t fd, short what, void *arg)
+{
+    struct bn_book *b = arg;
+    struct xg_track *t = b->t;
+
+    if (t->state != XG_TRACK_LIVE || b->snap == NULL || b->cli == NULL
+        || !b->delivered || b->snap_id < b->du) {
+        return;     /* synced by an event, broken again, or behind */
+    }
+    bn_levels_clear(&b->book);
+    b->book = *b->snap;
+    free(b->snap);
+    b->snap = NULL;
+    b->synced = 1;
+    b->bu = b->snap_id;
+    b->stale = 0;
+    if (b->snap_id == b->du) {
+        bn_levels_free(b->cli);     /* what they have: in line */
+        b->cli = NULL;
+        return;
+    }
+    xg_track_log(XG_LOG_INFO, t, "%s: no event %d ms after the snapshot: "
+        "bridging to it", t->name, BN_QUIET_MS);
+    bn_book_bridge(t, b, &b->book, b->snap_id,
+        b->snap_E != 0 ? b->snap_E : b->dE,
+        b->snap_T != 0 ? b->snap_T : b->snap_E != 0 ? b->snap_E : b->dT);
 }
 
 /*
@@ -952,6 +1011,16 @@ bn_book_complete(struct xg_track *t)
         b->hold_off_ms = bn_now(t) + t->env->retry_max_ms;
     }
     b->want = 0;
+    if (b->snap != NULL && b->cli != NULL && t->env->base != NULL) {
+        struct timeval tv = { BN_QUIET_MS / 1000,
+                              (BN_QUIET_MS % 1000) * 1000 };
+
+        if (b->quiet == NULL) {
+            b->quiet = evtimer_new(t->env->base, bn_book_on_quiet, b);
+        }
+        b->t = t;
+        evtimer_add(b->quiet, &tv);
+    }
 }
 
 /* The stream broke: what subscribers have is kept to bridge from. */
@@ -1023,6 +1092,25 @@ int
 xg_bn_track_is_book(const struct xg_track *t)
 {
     return t != NULL && (t->kind == &bn_book_spot || t->kind == &bn_book_usdm);
+}
+
+/* See xg_venue_binance.h. */
+int
+xg_bn_track_repairing(const struct xg_track *t)
+{
+    const struct bn_book *b;
+
+    if (t == NULL) {
+        return 0;
+    }
+    if (t->state != XG_TRACK_LIVE) {
+        return 1;
+    }
+    if (!xg_bn_track_is_book(t)) {
+        return 0;
+    }
+    b = t->data;
+    return b->cli != NULL;
 }
 
 /* See xg_venue_binance.h. LIMIT 0 means Binance's default, 100. */

@@ -27,13 +27,13 @@
 
 /* ---- the environment: requests recorded, outputs collected ---- */
 
-#define MAXQ    256
+#define MAXQ    1024
 #define MAXOUT  8192
 
 static struct xg_track_env env;
 static struct event_base *base;
 static uint64_t now_ms;
-static struct xg_reg_req *sent[MAXQ];  /* GETs sent, in order; NULL: answered */
+static struct xg_reg_req *sent[MAXQ];  /* GETs in order; NULL: answered */
 static int nsent;
 static char *out[MAXOUT];              /* what subscribers got, in order */
 static int nout;
@@ -459,8 +459,10 @@ has_depth(struct xg_track *t)
 }
 
 /* Levels used by the tests. */
-#define B0 "[[\"100.00\",\"1.000\"],[\"99.50\",\"2.000\"],[\"99.00\",\"3.000\"]]"
-#define A0 "[[\"100.50\",\"1.000\"],[\"101.00\",\"2.000\"],[\"101.50\",\"3.000\"]]"
+#define B0 "[[\"100.00\",\"1.000\"],[\"99.50\",\"2.000\"]," \
+    "[\"99.00\",\"3.000\"]]"
+#define A0 "[[\"100.50\",\"1.000\"],[\"101.00\",\"2.000\"]," \
+    "[\"101.50\",\"3.000\"]]"
 
 /*
  * A spot or USDⓈ-M tracker synced at once: the first event held, the
@@ -589,13 +591,15 @@ START_TEST(spot_sync_rule)
 {
     struct xg_track *t = track(XG_BN_SPOT, "btcusdt@depth");
 
-    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,\"s\":\"BTCUSDT\","
+    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,"
+        "\"s\":\"BTCUSDT\","
         "\"U\":10,\"u\":20,\"b\":[[\"1.0\",\"1\"]],\"a\":[]}"), 0);
     answer(t, "{\"lastUpdateId\":20,\"bids\":[[\"1.0\",\"1\"],"
         "[\"0.5\",\"2\"]],\"asks\":[[\"2.0\",\"1\"]]}");
     ck_assert_int_eq(nout, 1);      /* passed (nothing delivered before) */
     ck_assert(!has_depth(t));
-    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":2,\"s\":\"BTCUSDT\","
+    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":2,"
+        "\"s\":\"BTCUSDT\","
         "\"U\":21,\"u\":25,\"b\":[[\"0.5\",\"0\"]],\"a\":[]}"), 1);
     {
         json_t *d = depth_of(t, 10);
@@ -712,12 +716,14 @@ START_TEST(stale_snapshot_gives_up)
     ck_assert_int_eq(nout, 1);
     ck_assert(!has_depth(t));
     /* within the hold-off, the next events pass without a fetch */
-    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,\"s\":\"BTCUSDT\","
+    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,"
+        "\"s\":\"BTCUSDT\","
         "\"U\":111,\"u\":112,\"b\":[],\"a\":[]}"), 1);
     ck_assert_int_eq(nsent, 4);
     /* after it, a fetch again */
     now_ms += 10;
-    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,\"s\":\"BTCUSDT\","
+    ck_assert_int_eq(feed(t, "{\"e\":\"depthUpdate\",\"E\":1,"
+        "\"s\":\"BTCUSDT\","
         "\"U\":113,\"u\":114,\"b\":[],\"a\":[]}"), 0);
     ck_assert_int_eq(nsent, 5);
     xg_track_free(t);
@@ -922,6 +928,156 @@ START_TEST(outage_nothing_missed)
     ck_assert(has_depth(t));
     ex_free(&x);
     xg_track_free(t);
+}
+END_TEST
+
+/*
+ * After an outage the new connection first continues what was delivered
+ * (passed: the snapshot is newer), then skips: the bridge starts from the
+ * book the clients have with what was passed, not from the one at the
+ * drop.
+ */
+START_TEST(outage_continues_then_skips)
+{
+    struct ex x;
+    struct xg_track *t = synced(&x, XG_BN_SPOT);
+    struct cl c;
+    char *d, *snap;
+    int from;
+
+    cl_init(&c, XG_BN_SPOT);
+    d = xg_bn_book_depth(t, 1000, &(size_t) { 0 });
+    cl_snapshot(&c, d);
+    free(d);
+    from = nout;
+    xg_track_down(t, now_ms);
+    xg_track_resume(t, "confirmed");
+    ex_feed(&x, t, 1, "[[\"99.50\",\"8.000\"]]", "[]");  /* continues */
+    free(ex_event(&x, 1, "[[\"100.00\",\"0\"]]", "[]"));  /* lost */
+    ex_feed(&x, t, 1, "[]", "[[\"101.00\",\"6.000\"]]");
+    snap = ex_snapshot(&x);
+    answer(t, snap);
+    free(snap);
+    ck_assert_int_eq(nout, from + 1);   /* the one that continued */
+    ex_feed(&x, t, 1, "[[\"95.00\",\"1\"]]", "[]");      /* syncs */
+    ck_assert_int_eq(nout, from + 2);   /* the bridge */
+    ck_assert_int_eq(nnotice, 0);
+    cl_take(&c, from);
+    ck_assert_int_eq(c.breaks, 0);
+    ck_assert(cl_equals(&c, &x));
+    cl_free(&c);
+    ex_free(&x);
+    xg_track_free(t);
+}
+END_TEST
+
+/* Runs the loop until nout reaches N or MS milliseconds pass. */
+static void
+wait_out(int n, int ms)
+{
+    struct timeval tv = { 0, 10000 };
+    int i;
+
+    for (i = 0; nout < n && i < ms / 10; i++) {
+        event_base_loopexit(base, &tv);
+        event_base_dispatch(base);
+    }
+}
+
+/*
+ * A quiet market: after an outage the snapshot comes and no event
+ * follows; 2 s later the subscribers are bridged to the snapshot itself
+ * (U = delivered+1, u = lastUpdateId); the next event continues it. With
+ * OVERLAP, the next event overlaps the snapshot after all: held, fetched
+ * again, bridged again; no client sees a break either way.
+ */
+static void
+quiet(enum xg_bn_market m, int overlap)
+{
+    struct ex x;
+    struct xg_track *t = synced(&x, m);
+    struct cl c;
+    char *d, *snap;
+    json_t *br;
+    uint64_t du = x.u, L;
+    int from;
+
+    cl_init(&c, m);
+    d = xg_bn_book_depth(t, 1000, &(size_t) { 0 });
+    cl_snapshot(&c, d);
+    free(d);
+    from = nout;
+    ck_assert(!xg_bn_track_repairing(t));
+    xg_track_down(t, now_ms);
+    ck_assert(xg_bn_track_repairing(t));
+    free(ex_event(&x, 2, "[[\"99.50\",\"0\"]]", "[[\"104.00\",\"2\"]]"));
+    xg_track_resume(t, "confirmed");
+    snap = ex_snapshot(&x);
+    L = x.u;
+    answer(t, snap);
+    free(snap);
+    ck_assert_int_eq(t->state, XG_TRACK_LIVE);
+    ck_assert(xg_bn_track_repairing(t));    /* the bridge is due */
+    ck_assert(!has_depth(t));
+    ck_assert_int_eq(nout, from);
+    wait_out(from + 1, 5000);
+    ck_assert_int_eq(nout, from + 1);
+    ck_assert(!xg_bn_track_repairing(t));
+    br = json_loads(out[from], 0, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(br, "U")), du + 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(br, "u")), L);
+    if (m == XG_BN_USDM) {
+        ck_assert_int_eq(json_integer_value(json_object_get(br, "pu")), du);
+        ck_assert_int_eq(json_integer_value(json_object_get(br, "E")), x.E);
+    }
+    json_decref(br);
+    d = xg_bn_book_depth(t, 1000, &(size_t) { 0 });
+    ck_assert_ptr_nonnull(d);
+    ck_assert_ptr_nonnull(strstr(d, "\"lastUpdateId\":"));
+    free(d);
+    if (overlap) {
+        /* an event that began before the snapshot: U <= L < u */
+        char ev[256];
+
+        x.u = L - 1;
+        free(ex_event(&x, 3, "[[\"90.00\",\"1\"]]", "[]"));
+        snprintf(ev, sizeof(ev), m == XG_BN_SPOT
+            ? "{\"e\":\"depthUpdate\",\"E\":1,\"s\":\"BTCUSDT\",\"U\":%llu,"
+              "\"u\":%llu,\"b\":[[\"90.00\",\"1\"]],\"a\":[]}"
+            : "{\"e\":\"depthUpdate\",\"E\":1,\"T\":1,\"s\":\"BTCUSDT\","
+              "\"U\":%llu,\"u\":%llu,\"pu\":%llu,\"b\":[[\"90.00\",\"1\"]],"
+              "\"a\":[]}", (unsigned long long) L,
+            (unsigned long long) x.u, (unsigned long long) L - 1);
+        ck_assert_int_eq(feed(t, ev), 0);       /* held: fetched again */
+        ck_assert_int_eq(t->state, XG_TRACK_FETCHING);
+        snap = ex_snapshot(&x);
+        ex_feed(&x, t, 1, "[]", "[[\"104.00\",\"0\"]]");
+        answer(t, snap);
+        free(snap);
+        /* the second bridge (USDⓈ-M syncs at the overlapping event
+           itself, U <= L <= u: then the next event too) */
+        ck_assert_int_eq(nout, from + (m == XG_BN_SPOT ? 2 : 3));
+    } else {
+        ck_assert_int_eq(ex_feed(&x, t, 1, "[[\"90.00\",\"1\"]]", "[]"), 1);
+    }
+    cl_take(&c, from);
+    ck_assert_int_eq(c.breaks, 0);
+    ck_assert(cl_equals(&c, &x));
+    ck_assert_int_eq(nnotice, 0);
+    cl_free(&c);
+    ex_free(&x);
+    xg_track_free(t);
+}
+
+START_TEST(spot_quiet_bridged)
+{
+    quiet(XG_BN_SPOT, _i);
+}
+END_TEST
+
+START_TEST(usdm_quiet_bridged)
+{
+    quiet(XG_BN_USDM, _i);
 }
 END_TEST
 
@@ -1769,6 +1925,109 @@ START_TEST(trade_cross)
 }
 END_TEST
 
+/* Answers the current backfill with the exchange's rows: fromId, limit
+   read from its path, up to the newest id TOP. */
+static void
+trades_answer(struct xg_track *t, enum xg_bn_market m, int agg,
+    uint64_t top)
+{
+    struct xg_reg_req *q = last_q();
+    unsigned long long from, limit;
+    const char *f = strstr(q->text, "fromId="), *l = strstr(q->text,
+        "limit=");
+    char *rows;
+    struct xg_jspan r, e = { NULL, 0 };
+
+    ck_assert(f != NULL && l != NULL);
+    from = strtoull(f + 7, NULL, 10);
+    limit = strtoull(l + 6, NULL, 10);
+    ck_assert_uint_le(limit, 1000);
+    if (from + limit - 1 < top) {
+        top = from + limit - 1;
+    }
+    rows = top >= from ? trade_rows(m, agg, from, top) : xg_strdup("[]");
+    r.p = rows;
+    r.len = strlen(rows);
+    xg_track_answer(t, q, &r, &e);
+    xg_registry_req_free(q);
+    free(rows);
+}
+
+/*
+ * Trades through faults at random: ids lost live, outages with the new
+ * connection repeating old ones, rotations switched with nothing in line,
+ * duplicates, backfills answered late or refused for now. Every id once,
+ * in order, and no gap notice.
+ */
+static void
+random_trades(enum xg_bn_market m, int agg, unsigned seed)
+{
+    struct xg_track *t = track(m, agg ? "btcusdt@aggTrade"
+                                      : "btcusdt@trade");
+    uint64_t id = 5000, first = id + 1;
+    int step, down = 0, i;
+
+    srand(seed);
+    for (step = 0; step < 2000; step++) {
+        int r = rand() % 100;
+
+        id++;
+        if (step > 0 && (r < 5 || down)) {
+            /* lost */
+        } else {
+            trade_feed(t, m, agg, id);
+            if (r < 10) {
+                trade_feed(t, m, agg, id);
+            }
+        }
+        if (r >= 97 && !down) {
+            xg_track_down(t, now_ms);
+            down = 1 + rand() % 5;
+        } else if (down && --down == 0) {
+            xg_track_resume(t, "confirmed");
+            for (i = 4; i > 0; i--) {
+                trade_feed(t, m, agg, id - (uint64_t) i);
+            }
+        } else if (r == 96) {
+            xg_track_cross_force(t, now_ms, 0);
+        }
+        if (nsent > 0 && sent[nsent - 1] != NULL && rand() % 3 == 0) {
+            if (rand() % 10 == 0) {
+                answer_status(t, 429);
+            } else {
+                trades_answer(t, m, agg, id);
+            }
+        }
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        now_ms++;
+    }
+    if (down) {
+        xg_track_resume(t, "confirmed");
+    }
+    trade_feed(t, m, agg, ++id);
+    for (i = 0; i < 50 && t->state != XG_TRACK_LIVE; i++) {
+        if (sent[nsent - 1] != NULL && sent[nsent - 1]->tag == t->tag) {
+            trades_answer(t, m, agg, id);
+        } else {
+            event_base_loop(base, EVLOOP_ONCE);
+        }
+    }
+    ck_assert_int_eq(trade_feed(t, m, agg, ++id), 1);
+    ck_assert_int_eq(nnotice, 0);
+    ck_assert_int_eq(nout, (int) (id - first + 1));
+    for (i = 0; i < nout; i++) {
+        ck_assert_uint_eq(out_id(i, agg), first + (uint64_t) i);
+    }
+    xg_track_free(t);
+}
+
+START_TEST(trades_random_faults)
+{
+    random_trades(_i % 2 ? XG_BN_USDM : XG_BN_SPOT, _i / 2 % 2,
+        7 + (unsigned) _i);
+}
+END_TEST
+
 /* ---- the suite ---- */
 
 static void
@@ -1793,6 +2052,7 @@ bn_track_suite(void)
         stale_snapshot_refetched, stale_snapshot_gives_up, duplicate_dropped,
         spot_live_gap_bridged, usdm_live_gap_bridged, spot_outage_bridged,
         usdm_outage_bridged, outage_nothing_missed,
+        outage_continues_then_skips,
         fetch_dies_with_connection, rest_error_retried, never_synced_passes,
         bridge_given_up, bad_snapshot, bad_events, spot_cross, usdm_cross,
         depth_json, levels_capped, held_bounded, NULL
@@ -1807,11 +2067,18 @@ bn_track_suite(void)
 
     add_case(s, "book", book);
     add_case(s, "trades", trades);
+    tc = tcase_create("quiet");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_loop_test(tc, spot_quiet_bridged, 0, 2);
+    tcase_add_loop_test(tc, usdm_quiet_bridged, 0, 2);
+    suite_add_tcase(s, tc);
     tc = tcase_create("random");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, spot_random_faults, 0, 8);
     tcase_add_loop_test(tc, usdm_random_faults, 0, 8);
+    tcase_add_loop_test(tc, trades_random_faults, 0, 8);
     suite_add_tcase(s, tc);
     return s;
 }
