@@ -5,10 +5,11 @@ watchOHLCV on BTC and ETH at once, only its URLs changed) runs against
 bnsim through exgate across drops and rotations without an exception.
 
 Per market, bnsim (--market spot, then usdm) and exgate with the issue's
-conf:
+conf (usdm's url as README writes it: the host, the venue adds the
+route):
 
     upstream bn {
-        url       ws://127.0.0.1:WS/stream;
+        url       ws://127.0.0.1:WS/stream;    # usdm: ws://127.0.0.1:WS
         rest_url  http://127.0.0.1:REST;
         protocol  binance;
         market    spot;            # usdm
@@ -90,14 +91,15 @@ def one(h, market):
         ws_port, http_port = free_port(), free_port()
         h.start_gate_conf(
             "upstream bn {\n"
-            "    url ws://127.0.0.1:%d/stream;\n"
+            "    url ws://127.0.0.1:%d%s;\n"
             "    rest_url http://127.0.0.1:%d;\n"
             "    protocol binance;\n"
             "    market %s;\n"
             "}\n"
             "listen 127.0.0.1:%d websocket upstream=bn path=/*;\n"
             "listen 127.0.0.1:%d http upstream=bn;\n"
-            % (sim.ws_port, sim.rest_port, market, ws_port, http_port),
+            % (sim.ws_port, "/stream" if market == "spot" else "",
+               sim.rest_port, market, ws_port, http_port),
             level="info")
         h.wait_up(lambda u: u["state"] == "ready", 10, "upstream ready",
                   name="bn")
