@@ -1608,7 +1608,7 @@ bn_repairing_cb(struct xg_reg_channel *ch, void *arg)
     size_t *n = arg;
     struct xg_track *t = ch->ext;
 
-    *n += t != NULL && t->state != XG_TRACK_LIVE;
+    *n += t != NULL && xg_bn_track_repairing(t);
 }
 
 static void

@@ -404,11 +404,13 @@ bn_levels_json(struct bn_buf *b, const struct bn_levels *lv, int k,
  * Appends, for side K, every level that differs between FROM (what the
  * subscribers have) and TO (the truth): TO's level where it is new or its
  * quantity changed, quantity "0" where FROM's level is gone. In the
- * side's order.
+ * side's order. FULL 1: every level of TO, changed or not, so that a
+ * client whose own snapshot is newer than FROM (it took one from the
+ * exchange while the gateway repaired) still ends with the truth.
  */
 static size_t
 bn_levels_diff(struct bn_buf *b, const struct bn_levels *from,
-    const struct bn_levels *to, int k)
+    const struct bn_levels *to, int k, int full)
 {
     const struct bn_side *f = &from->s[k], *t = &to->s[k];
     size_t i = 0, j = 0, n = 0;
@@ -435,7 +437,7 @@ bn_levels_diff(struct bn_buf *b, const struct bn_levels *from,
             q = t->v[j].q;
             i++;
             j++;
-            if (strcmp(f->v[i - 1].q, q) == 0
+            if (!full && strcmp(f->v[i - 1].q, q) == 0
                 && strcmp(f->v[i - 1].p, p) == 0) {
                 continue;
             }
@@ -751,9 +753,11 @@ bn_book_bridge(struct xg_track *t, struct bn_book *b,
             (unsigned long long) b->du + 1, (unsigned long long) u,
             (unsigned long long) b->du);
     }
-    n = bn_levels_diff(&o, b->cli, to, 0);
+    /* every level of the truth: some client may hold a snapshot of its
+       own newer than what was delivered (see bn_levels_diff) */
+    n = bn_levels_diff(&o, b->cli, to, 0, 1);
     bn_buf_str(&o, ",\"a\":");
-    n += bn_levels_diff(&o, b->cli, to, 1);
+    n += bn_levels_diff(&o, b->cli, to, 1, 1);
     bn_buf_str(&o, "}");
     xg_track_log(XG_LOG_INFO, t, "%s: bridged %llu -> %llu with %zu levels",
         t->name, (unsigned long long) b->du, (unsigned long long) u, n);
