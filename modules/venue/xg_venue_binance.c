@@ -566,6 +566,9 @@ bn_rest_weight(const struct bn *b, const char *path)
     if (strstr(path, "/aggTrades?") != NULL) {
         return spot ? 4 : 20;
     }
+    if (strstr(path, "/trades?") != NULL) {
+        return spot ? 25 : 5;
+    }
     return 20;
 }
 

@@ -1297,10 +1297,18 @@ bn_trades_fetch(struct xg_track *t, const struct xg_track_seq *seq)
     }
     tr->to = to;
     tr->want = 1;
-    snprintf(path, sizeof(path), "%s/%s?symbol=%s&fromId=%llu&limit=%llu",
-        tr->market == XG_BN_SPOT ? "/api/v3" : "/fapi/v1",
-        tr->agg ? "aggTrades" : "historicalTrades", tr->sym,
-        (unsigned long long) from, (unsigned long long) (to - from + 1));
+    if (tr->market == XG_BN_USDM && !tr->agg) {
+        /* USDⓈ-M's historicalTrades wants an API key (MARKET_DATA), which
+           exgate has not: the newest 1000 trades (no key) cover a short
+           outage, and what they do not is a gap notice */
+        snprintf(path, sizeof(path), "/fapi/v1/trades?symbol=%s&limit=1000",
+            tr->sym);
+    } else {
+        snprintf(path, sizeof(path), "%s/%s?symbol=%s&fromId=%llu&"
+            "limit=%llu", tr->market == XG_BN_SPOT ? "/api/v3" : "/fapi/v1",
+            tr->agg ? "aggTrades" : "historicalTrades", tr->sym,
+            (unsigned long long) from, (unsigned long long) (to - from + 1));
+    }
     xg_track_log(XG_LOG_INFO, t, "%s: ids %llu..%llu missed: backfilling%s",
         t->name, (unsigned long long) tr->last + 1, (unsigned long long) to,
         tr->cut ? " the newest 1000" : "");

@@ -1694,9 +1694,15 @@ backfill(enum xg_bn_market m, int agg)
     ck_assert_int_eq(trade_feed(t, m, agg, 9), 0);      /* old ones */
     ck_assert_int_eq(trade_feed(t, m, agg, 15), 0);
     ck_assert_int_eq(nsent, 1);
-    snprintf(path, sizeof(path), "%s/%s?symbol=BTCUSDT&fromId=12&limit=3",
-        m == XG_BN_SPOT ? "/api/v3" : "/fapi/v1",
-        agg ? "aggTrades" : "historicalTrades");
+    if (m == XG_BN_USDM && !agg) {
+        /* USDⓈ-M's historicalTrades wants a key: the newest trades */
+        snprintf(path, sizeof(path), "/fapi/v1/trades?symbol=BTCUSDT&"
+            "limit=1000");
+    } else {
+        snprintf(path, sizeof(path), "%s/%s?symbol=BTCUSDT&fromId=12&"
+            "limit=3", m == XG_BN_SPOT ? "/api/v3" : "/fapi/v1",
+            agg ? "aggTrades" : "historicalTrades");
+    }
     ck_assert_str_eq(sent[0]->text, path);
     ck_assert_int_eq(trade_feed(t, m, agg, 16), 0);     /* held */
     rows = trade_rows(m, agg, 11, 15);  /* overlaps both ends */
@@ -1940,10 +1946,16 @@ trades_answer(struct xg_track *t, enum xg_bn_market m, int agg,
     char *rows;
     struct xg_jspan r, e = { NULL, 0 };
 
-    ck_assert(f != NULL && l != NULL);
-    from = strtoull(f + 7, NULL, 10);
+    ck_assert(l != NULL);
     limit = strtoull(l + 6, NULL, 10);
     ck_assert_uint_le(limit, 1000);
+    if (f == NULL) {
+        /* USDⓈ-M /trades: the newest LIMIT trades up to TOP */
+        ck_assert(m == XG_BN_USDM && !agg);
+        from = top >= limit ? top - limit + 1 : 1;
+    } else {
+        from = strtoull(f + 7, NULL, 10);
+    }
     if (from + limit - 1 < top) {
         top = from + limit - 1;
     }
