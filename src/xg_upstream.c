@@ -770,6 +770,34 @@ static const struct xg_ws_cbs up_ws_cbs = {
 
 /* ---- timers ------------------------------------------------------------ */
 
+/*
+ * 1 when the protocol module's connection budget says WHAT (a new
+ * connection) must wait: the retry timer is armed for then, logged once
+ * per wait. 0: go ahead (the module counted it).
+ */
+static int
+up_connect_wait(struct xg_upstream *up, const char *what)
+{
+    uint64_t ms;
+
+    if (up->proto == NULL || up->proto->connect_take == NULL
+        || up->proto_p == NULL
+        || (ms = up->proto->connect_take(up->proto_p)) == 0)
+    {
+        up->budget_logged = 0;
+        return 0;
+    }
+    if (!up->budget_logged) {
+        up->budget_logged = 1;
+        xg_upstream_log(XG_LOG_WARN, up, "%s held for %llu ms: the "
+            "protocol's connection budget is spent", what,
+            (unsigned long long) ms);
+    }
+    up->budget_waits++;
+    timer_arm(up->ev_retry, ms);
+    return 1;
+}
+
 static void
 up_on_retry(evutil_socket_t fd, short what, void *arg)
 {
@@ -782,6 +810,9 @@ up_on_retry(evutil_socket_t fd, short what, void *arg)
     if (up->state == XG_UP_OPEN) {
         xg_reconnect_trial(&up->rc);
         why = "breaker half-open: one trial";
+    }
+    if (up_connect_wait(up, "connection")) {
+        return;
     }
     if (up->primary_id > 0) {
         up->reconnect_attempts++;
@@ -1405,6 +1436,17 @@ up_rotate(struct xg_upstream *up, const char *why, int retry,
     } else if (up->other != NULL) {
         snprintf(no, sizeof(no), "rotation #%u is still retiring #%u",
             up->other->rotation, up->other->id);
+    }
+    if (no[0] == '\0' && up->proto != NULL && up->proto->connect_take != NULL
+        && up->proto_p != NULL)
+    {
+        uint64_t ms = up->proto->connect_take(up->proto_p);
+
+        if (ms != 0) {
+            up->budget_waits++;
+            snprintf(no, sizeof(no), "the protocol's connection budget is "
+                "spent for %llu ms", (unsigned long long) ms);
+        }
     }
     if (no[0] == '\0') {
         up_unpark(up, UP_PARK_OTHER);

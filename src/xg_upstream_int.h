@@ -95,6 +95,9 @@ struct xg_upstream {
     struct event_base              *base;
     struct evdns_base              *dns;
     const struct xg_url            *url;       /* NULL: the conf's */
+    int                             budget_logged; /* connect_take said
+                                                      wait, logged */
+    uint64_t                        budget_waits;  /* attempts it held */
     const struct xg_venue   *proto;     /* NULL: none (unit tests) */
     void                           *proto_p;
     struct xg_rest                 *rest;      /* made once a conf has a

@@ -164,6 +164,8 @@ xg_upstream_status(const struct xg_upstream *up)
         json_integer((json_int_t) up->rotations));
     json_object_set_new(o, "rotations_failed",
         json_integer((json_int_t) up->rotations_failed));
+    json_object_set_new(o, "connect_budget_waits",
+        json_integer((json_int_t) up->budget_waits));
     conns = json_array();
     if (up->primary != NULL) {
         json_array_append_new(conns, up_conn_json(up->primary, now));

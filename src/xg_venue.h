@@ -175,6 +175,15 @@ struct xg_venue {
         size_t *len);
 
     /*
+     * A new connection of the upstream (a first attempt, a reconnect, a
+     * rotation) is about to be made: 0 to go ahead (the module counts
+     * it), or the milliseconds to wait before asking again (Binance: 300
+     * connections per 5 minutes). A reconnect waits that long; a rotation
+     * is refused and retried later. NULL: no budget.
+     */
+    uint64_t (*connect_take)(void *p);
+
+    /*
      * The module's directives (NULL-terminated; NULL: none) whose change
      * a reload cannot apply to the running instance: the upstream is
      * restarted instead (its clients closed with 1001).

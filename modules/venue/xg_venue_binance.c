@@ -1258,16 +1258,47 @@ static const struct xg_session_ops bn_session_ops = {
 
 /* ---- shards: their connections ------------------------------------------ */
 
-static void
-bn_shard_on_open(struct bn_shard *sh, struct xg_conn *c)
+/*
+ * The connection budget of every shard together (B1: 300 connection
+ * attempts per 5 minutes per IP): 0 and the attempt counted, or the
+ * milliseconds until the oldest of the last 300 is 5 minutes old.
+ */
+static uint64_t
+bn_connect_take(struct bn *b)
 {
-    struct bn *b = sh->b;
+    uint64_t now = xg_now_ms(), oldest;
 
-    b->conn_times[b->conn_head] = xg_now_ms();
+    if (b->nconn_times == BN_CONNS_MAX) {
+        oldest = b->conn_times[b->conn_head];   /* the ring is full */
+        if (now - oldest < BN_CONNS_WINDOW_MS) {
+            return oldest + BN_CONNS_WINDOW_MS - now;
+        }
+    }
+    b->conn_times[b->conn_head] = now;
     b->conn_head = (b->conn_head + 1) % BN_CONNS_MAX;
     if (b->nconn_times < BN_CONNS_MAX) {
         b->nconn_times++;
     }
+    return 0;
+}
+
+static uint64_t
+bn_on_connect_take(void *p)
+{
+    return bn_connect_take(p);
+}
+
+static uint64_t
+bn_child_connect_take(void *p)
+{
+    struct bn_shard *sh = p;
+
+    return bn_connect_take(sh->b);
+}
+
+static void
+bn_shard_on_open(struct bn_shard *sh, struct xg_conn *c)
+{
     if (xg_conn_role(c) == XG_CONN_ROTATING) {
         xg_session_rotate(sh->s, c);
         return;
@@ -1386,6 +1417,7 @@ static const struct xg_venue bn_child_venue = {
     .on_down = bn_child_on_down,
     .status = bn_child_status,
     .rotates = 1,
+    .connect_take = bn_child_connect_take,
     .reconf = bn_child_reconf
 };
 
@@ -1437,18 +1469,6 @@ bn_shard_conf(struct bn_shard *sh, const struct xg_upstream_conf *conf)
     u->url = sh->url;
 }
 
-/* 1 when one more connection would pass 300 per 5 minutes. */
-static int
-bn_conns_spent(const struct bn *b)
-{
-    uint64_t oldest;
-
-    if (b->nconn_times < BN_CONNS_MAX) {
-        return 0;
-    }
-    oldest = b->conn_times[b->conn_head];   /* the ring is full */
-    return xg_now_ms() - oldest < BN_CONNS_WINDOW_MS;
-}
 
 static void
 bn_shard_init(struct bn *b, struct bn_shard *sh)
@@ -1489,13 +1509,6 @@ bn_shard_new(struct bn *b, enum bn_route route)
         xg_upstream_log(XG_LOG_ERROR, b->up, "%u connections open already: "
             "no room for another %s stream", b->nshards,
             bn_route_names[route]);
-        return NULL;
-    }
-    if (bn_conns_spent(b)) {
-        b->shards_refused++;
-        xg_upstream_log(XG_LOG_ERROR, b->up, "%u connections made in the "
-            "last 5 minutes (Binance allows %u): no new one now",
-            BN_CONNS_MAX, BN_CONNS_MAX);
         return NULL;
     }
     sh = xg_calloc(1, sizeof(*sh));
@@ -2478,5 +2491,6 @@ const struct xg_venue xg_venue_binance = {
     .reconf = bn_reconf,
     .rest_local = bn_rest_local,
     .restart_names = bn_restart_names,
+    .connect_take = bn_on_connect_take,
     .max_connection_age_ms = 23ULL * 3600 * 1000
 };

@@ -1846,6 +1846,7 @@ const struct xg_venue xg_venue_deribit = {
     1,          /* rotates: make-before-break (src/xg_session.h) */
     dr_reconf,
     NULL,       /* rest_local: no REST front of its own */
+    NULL,       /* connect_take: no connection budget */
     NULL,       /* restart_names: a reload applies every change */
     0           /* max_connection_age: none unless the conf says */
 };

@@ -651,6 +651,7 @@ const struct xg_venue xg_venue_raw = {
     0,          /* rotates: no (the upstream closes a rotation's conn) */
     raw_reconf,
     NULL,       /* rest_local: no REST front of its own */
+    NULL,       /* connect_take: no connection budget */
     NULL,       /* restart_names: a reload applies every change */
     0           /* max_connection_age: none unless the conf says */
 };
