@@ -64,6 +64,8 @@ struct xg_client {
     struct event        *ev_soft;       /* its deadline, made when needed */
     char                *path;          /* WebSocket: the upgrade's path and
                                            query, NULL: TCP */
+    uint64_t             rate_start_ms; /* client_rate: this second's start */
+    unsigned             rate_count;    /*              messages in it */
     struct xg_client    *prev, *next;   /* in the listener's list */
 };
 
@@ -490,6 +492,23 @@ const struct xg_gateway_conf *
 xg_client_conf(const struct xg_client *c)
 {
     return c->l->gc;
+}
+
+int
+xg_client_rate_exceeded(struct xg_client *c)
+{
+    unsigned rate = xg_client_conf(c)->client_rate;
+    uint64_t now;
+
+    if (rate == 0) {
+        return 0;
+    }
+    now = xg_now_ms();
+    if (now - c->rate_start_ms >= 1000) {
+        c->rate_start_ms = now;
+        c->rate_count = 0;
+    }
+    return ++c->rate_count > rate;
 }
 
 void

@@ -149,6 +149,11 @@ struct event_base *xg_client_base(const struct xg_client *c);
  */
 const char *xg_client_path(const struct xg_client *c);
 /*
+ * Counts one request of C against client_rate: 1 when it is over the
+ * rate in this second (the venue refuses it in its protocol's words).
+ */
+int xg_client_rate_exceeded(struct xg_client *c);
+/*
  * A WebSocket client C is pinged every PING_MS (0: never) and closed
  * after TIMEOUT_MS (0: never) with nothing from it (a pong counts), as an
  * exchange does; nothing for a TCP client.

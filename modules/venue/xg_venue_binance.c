@@ -164,8 +164,6 @@ struct bn_client {
     int                     combined;
     struct xg_reg_client   *rc[BN_MAX_SHARDS];
     struct bn_req          *reqs;
-    uint64_t                rate_start_ms;
-    unsigned                rate_count;
     struct bn_client       *prev, *next;
 };
 
@@ -1696,23 +1694,6 @@ bn_status(void *p, json_t *obj)
 
 /* ---- clients ------------------------------------------------------------- */
 
-/* 1 when the client is over client_rate messages in this second. */
-static int
-bn_rate_exceeded(struct bn_client *bc)
-{
-    unsigned rate = xg_client_conf(bc->c)->client_rate;
-    uint64_t now;
-
-    if (rate == 0) {
-        return 0;
-    }
-    now = xg_now_ms();
-    if (now - bc->rate_start_ms >= 1000) {
-        bc->rate_start_ms = now;
-        bc->rate_count = 0;
-    }
-    return ++bc->rate_count > rate;
-}
 
 static struct xg_reg_client *
 bn_client_rc(struct bn_client *bc, struct bn_shard *sh)
@@ -2051,7 +2032,7 @@ bn_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     } else {
         id = xg_strdup("null");
     }
-    if (bn_rate_exceeded(bc)) {
+    if (xg_client_rate_exceeded(bc->c)) {
         xg_client_log(XG_LOG_WARN, bc->c, "over client_rate %u/s: a message "
             "refused", xg_client_conf(bc->c)->client_rate);
         bn_error(bc, id, -1003, "Too many requests: over client_rate");

@@ -1229,23 +1229,6 @@ dr_client_set_heartbeat(struct dr_client *dc, const char *id, json_t *params)
     dr_reply(dc, id, "\"ok\"");
 }
 
-/* 1 when the client is over client_rate requests in this second. */
-static int
-dr_rate_exceeded(struct dr_client *dc)
-{
-    unsigned rate = xg_client_conf(dc->c)->client_rate;
-    uint64_t now;
-
-    if (rate == 0) {
-        return 0;
-    }
-    now = xg_now_ms();
-    if (now - dc->rate_start_ms >= 1000) {
-        dc->rate_start_ms = now;
-        dc->rate_count = 0;
-    }
-    return ++dc->rate_count > rate;
-}
 
 static void
 dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
@@ -1329,7 +1312,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
         params = json_object();
         json_object_set_new(req, "params", params);
     }
-    if (dr_rate_exceeded(dc)) {
+    if (xg_client_rate_exceeded(dc->c)) {
         xg_client_log(XG_LOG_WARN, dc->c, "over client_rate: %s refused",
             method);
         d->requests_rejected++;

@@ -137,8 +137,6 @@ struct dr_client {
     uint64_t               hb_ms;
     int                    hb_waiting;
     struct event          *ev_hb;
-    uint64_t               rate_start_ms;
-    unsigned               rate_count;
     int                    notify_gaps;   /* exgate/notify_gaps enabled */
     struct dr_client      *prev, *next;
 };
