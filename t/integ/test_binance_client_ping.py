@@ -8,6 +8,8 @@ exgate with a spot upstream on bnsim and `client_ping on 1s 3s;`:
 - a websockets client (which answers every ping) on a stream stays open
   for the same 6 s and keeps receiving;
 - on an upstream without client_ping, a silent client gets no ping in 2.5 s.
+With `client_rate 5;`, ten requests at once get five answers and five
+-1003 errors, each with its own id, and the connection stays.
 Then a reload that changes `market` restarts the upstream (the venue
 cannot switch markets live: it says so and exgate builds it anew), and one
 that changes `control_rate` only is taken live (same connection id).
@@ -105,7 +107,8 @@ async def body(h, sims):
     gh.start_binance(h, [
         {"name": "pinged", "sim": sims["spot"], "market": "spot",
          "extra": "    client_ping on 1s 3s;\n"},
-        {"name": "quiet", "sim": sims["spot"], "market": "spot"}])
+        {"name": "quiet", "sim": sims["spot"], "market": "spot"}],
+        main_extra="client_rate 5;\n")
     # a websockets client on a stream: it answers the pings itself
     live = await Bn.open(gh.bn_url(h, "pinged", "/ws/btcusdt@trade"))
     loop = asyncio.get_running_loop()
@@ -133,6 +136,20 @@ async def body(h, sims):
     s.close()
     check(not any(op == 0x9 for _, op, _ in got) and not closed,
           "without client_ping: %r, closed %s" % (got, closed))
+
+    # client_rate 5: ten requests at once, the last five refused with
+    # Binance's -1003 and the client's own ids; the connection stays
+    rc = await Bn.open(gh.bn_url(h, "quiet", "/ws"))
+    for i in range(10):
+        await rc.send({"method": "LIST_SUBSCRIPTIONS", "id": 100 + i})
+    got = [await rc.reply() for _ in range(10)]
+    ok = [m for m, _ in got if "result" in m]
+    over = [m for m, _ in got if m.get("error", {}).get("code") == -1003]
+    check(len(ok) == 5 and len(over) == 5
+          and [m["id"] for m, _ in got] == list(range(100, 110)),
+          "client_rate 5: %r" % [raw for _, raw in got])
+    check(not rc.closed.done(), "closed for going over client_rate")
+    await rc.close()
 
     # reloads: control_rate live, market by a restart
     c0 = h.up("pinged")["connection_id"]
