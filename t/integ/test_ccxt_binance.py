@@ -2,7 +2,8 @@
 """Issue 13, "Done when": an unmodified ccxt binance and binanceusdm bot
 (t/ccxt/bot.js, ccxt 4.5.84: watchOrderBook, watchTrades, watchTicker and
 watchOHLCV on BTC and ETH at once, only its URLs changed) runs against
-bnsim through exgate across drops and rotations without an exception.
+bnsim through exgate across drops and rotations (and gaps and
+serverShutdowns) without an exception.
 
 Per market, bnsim (--market spot, then usdm) and exgate with the issue's
 conf (usdm's url as README writes it: the host, the venue adds the
@@ -24,10 +25,15 @@ urls.api.ws.future = ws://127.0.0.1:P/fapi/ws (ccxt opens
 dapiPublic = http://127.0.0.1:Q/api/v3, /fapi/v1, /dapi/v1 (loadMarkets
 and the books' depth snapshots go through the REST front).
 
-Once every watch has had its first update, DROPS bnsim `drop`s (every
-upstream connection reset) alternate with ROTATIONS POST
-/upstreams/bn/rotate, each after the upstream is ready again, then the bot
-runs on for TAIL seconds, the market stops, and the bot is stopped. Checked:
+Once every watch has had its first update, the faults of PLAN, one every
+EVERY seconds, each after the upstream is ready again: 5 bnsim `drop`s
+(every upstream connection reset), 5 rotations (POST
+/upstreams/bn/rotate), 2 `gap`s (the next btcusdt@depth@100ms and
+ethusdt@trade events are not sent) and 2 `shutdown`s (serverShutdown, then
+close 1001: the venue rotates). The Done when asks for drops and
+rotations; gaps and shutdowns are what else an unmodified ccxt would throw
+on. Then the bot runs on for TAIL seconds, the market stops, and the bot
+is stopped. Checked:
 - the bot exits 0: no exception from ccxt (a client socket closed, a
   ChecksumError from a broken U/u or pu chain, a failed snapshot), books
   uncrossed with nonces that never go back, no trade id twice, out of
@@ -36,8 +42,8 @@ runs on for TAIL seconds, the market stops, and the bot is stopped. Checked:
 - then bnsim's market stops: each of the bot's books (nonce and every
   level) and last trade ids equal bnsim's REST depth and trades (a bridge
   that leaves a stale level passes ccxt's own U/u checks, not this);
-- /status: the rotations all done, none failed, the drops counted as
-  disconnects, client_errors 0; bnsim: no 1008 close (pacing);
+- /status: one rotation per rotate and shutdown, none failed, one
+  disconnect per drop, client_errors 0; bnsim: no 1008 close (pacing);
 - exgate exits 0 on SIGTERM with no sanitizer report.
 
 Skips (77) without node or t/ccxt/node_modules; under CI=true that is a
@@ -57,15 +63,17 @@ from bnsim_util import Bnsim  # noqa: E402
 from ccxt_util import Bot, brief, need_bot, same_as_market  # noqa: E402
 from upstream_harness import check, free_port  # noqa: E402
 
-DROPS = 5
-ROTATIONS = 5
-EVERY = 1.5        # seconds between faults
+# the faults, one every EVERY seconds once the bot is fed
+PLAN = ("drop", "rotate", "gap", "drop", "rotate", "shutdown") * 2 \
+    + ("drop", "rotate")
+EVERY = 1.5
 READY = 15         # the bot's watches are all fed within this
 TAIL = 8           # seconds the bot runs on after the last fault
 SECONDS = 300      # the bot's bound; the test ends it after TAIL
 
 
-def rotate(h, n):
+def rotate(h):
+    n = h.up("bn")["rotations"] + 1
     req = urllib.request.Request(
         "http://127.0.0.1:%d/upstreams/bn/rotate" % h.admin_port,
         data=b"", method="POST")
@@ -84,6 +92,16 @@ def drop(h, sim, n):
     sim.control("drop")
     h.wait_up(lambda u: u["disconnects"] >= n and u["state"] == "ready", 10,
               "back up after drop %d" % n, name="bn")
+
+
+def shutdown(h, sim):
+    """serverShutdown on every connection (closed 1001 0.5 s later): the
+    venue rotates at once."""
+    n = h.up("bn")["rotations"] + 1
+    sim.control("shutdown")
+    h.wait_up(lambda u: u["rotations"] == n and u["state"] == "ready"
+              and len(u["connections"]) == 1, 10,
+              "rotation %d (serverShutdown) over" % n, name="bn")
 
 
 def one(h, market):
@@ -109,15 +127,20 @@ def one(h, market):
         try:
             ready = bot.wait_ready(READY)
             t0 = time.monotonic()
-            drops = rotations = 0
-            while drops < DROPS or rotations < ROTATIONS:
+            drops = 0
+            for fault in PLAN:
                 time.sleep(EVERY)
-                if drops <= rotations and drops < DROPS:
+                if fault == "drop":
                     drops += 1
                     drop(h, sim, drops)
+                elif fault == "rotate":
+                    rotate(h)
+                elif fault == "shutdown":
+                    shutdown(h, sim)
                 else:
-                    rotations += 1
-                    rotate(h, rotations)
+                    # the next depth event of BTC and trade of ETH are lost
+                    sim.control("gap btcusdt@depth@100ms")
+                    sim.control("gap ethusdt@trade")
             faults = time.monotonic() - t0
             time.sleep(TAIL)
             sim.control("rate 0")
@@ -126,20 +149,32 @@ def one(h, market):
             s = bot.finish()
         finally:
             bot.close()
-        print("%s through exgate, fed after %.1f s, %d drops and %d rotations"
-              " in %.1f s: %s" % (market, ready, drops, rotations, faults,
-                                  brief(s)))
+        print("%s through exgate, fed after %.1f s, %s in %.1f s: %s"
+              % (market, ready, counts(), faults, brief(s)))
         same_as_market(sim, market, s)
         u = h.up("bn")
-        check(u["rotations"] == ROTATIONS and u["rotations_failed"] == 0
-              and u["disconnects"] >= DROPS, "%s: status %r" % (market, u))
+        check(u["rotations"] == PLAN.count("rotate") + PLAN.count("shutdown")
+              and u["rotations_failed"] == 0 and u["disconnects"] == drops,
+              "%s: status %r" % (market, u))
         check(h.status()["client_errors"] == 0, "%s: client_errors in"
               " /status" % market)
         st = sim.stats()
         check(st["closes_1008"] == 0, "%s: bnsim closed %d connections with"
               " 1008" % (market, st["closes_1008"]))
+        # the faults were real: events lost, serverShutdowns seen (the
+        # venue rotates away before bnsim's 1001, so no shutdown_closes)
+        check(st["gapped"] == 2 * PLAN.count("gap"), "%s: bnsim gapped %d"
+              % (market, st["gapped"]))
+        seen = u["shards"][0].get("server_shutdowns")
+        check(seen == PLAN.count("shutdown"), "%s: %r serverShutdowns seen"
+              % (market, seen))
         h.finish()
         h.gate = None
+
+
+def counts():
+    return ", ".join("%d %ss" % (PLAN.count(f), f)
+                     for f in ("drop", "rotate", "gap", "shutdown"))
 
 
 def body(h):
