@@ -1687,9 +1687,6 @@ bn_status(void *p, json_t *obj)
         json_object_set_new(obj, "streams_repairing",
             json_integer((json_int_t) repairing));
     }
-    if (xg_upstream_rest(b->up) != NULL) {
-        xg_rest_status(xg_upstream_rest(b->up), obj);
-    }
 }
 
 /* ---- clients ------------------------------------------------------------- */
