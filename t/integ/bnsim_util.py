@@ -27,6 +27,7 @@ import re
 import signal
 import subprocess
 import sys
+import shutil
 import tempfile
 import time
 
@@ -219,6 +220,8 @@ class Bnsim:
                              % self.log()[-4000:])
         if self.proc.stdout:
             self.proc.stdout.close()
+        # its log was shown above when it failed: the directory goes
+        shutil.rmtree(self.tmp, ignore_errors=True)
         return False
 
 
