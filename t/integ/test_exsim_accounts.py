@@ -12,6 +12,8 @@ client_signature), orders by all four:
   cancels that account's orders only;
 - credits are per account: one account running dry (10028, close) leaves
   the other's pool and the per-IP pool alone; stats "accounts" counts it;
+- sessions and nonces are per key: the same names in two accounts are
+  two different things;
 - the default key (--client-id/--client-secret) still works as before;
 - a malformed or duplicate --account is refused at start.
 """
@@ -229,6 +231,30 @@ def test():
             check({d["order_id"] for d in seen} == mine["a"],
                   "a2 COD notes %r" % seen)
             check(await quiet_notes(b1, ch, 0.3) == [], "b saw a's COD")
+
+            # sessions are per key: a's logout of session "shared" leaves
+            # b's session of the same name alive
+            toks = {}
+            for cid in ACCTS:
+                y = await Rpc.open(sim.url())
+                toks[cid] = (y, await y.result("public/auth", {
+                    "grant_type": "client_credentials", "client_id": cid,
+                    "client_secret": ACCTS[cid], "scope": "session:shared"}))
+            ya = toks["acct-a"][0]
+            await ya.send({"jsonrpc": "2.0", "id": 1, "method":
+                           "private/logout", "params": {}})
+            cc = await ya.wait_closed(5)
+            check(cc[0] == 1000, "a's logout closed with %r" % (cc,))
+            z = await Rpc.open(sim.url())
+            r = await z.call("public/auth", {
+                "grant_type": "refresh_token",
+                "refresh_token": toks["acct-b"][1]["refresh_token"]})
+            check("result" in r, "b's session after a's logout %r" % r)
+            r = await z.result("private/get_open_orders_by_instrument",
+                               {"instrument_name": I})
+            check({o["order_id"] for o in r} == {bid}, "z is b: %r" % r)
+            for c in (toks["acct-b"][0], z):
+                await c.close()
 
             # credits per account: a2 runs acct-a dry
             loop = asyncio.get_running_loop()
