@@ -1060,7 +1060,11 @@ main(int argc, char **argv)
         return 2;
     }
     /* the default account first, then --account in the order given */
-    exsim_account_add(ex->o.client_id, ex->o.client_secret);
+    if (exsim_account_add(ex->o.client_id, ex->o.client_secret) != 0) {
+        fprintf(stderr, "exsim: --client-id must not be empty\n");
+        free(extra);
+        return 2;
+    }
     for (i = 0; i < nextra; i++) {
         char *id = xg_strdup(extra[i]);
         char *colon = strchr(id, ':');
