@@ -72,8 +72,11 @@ struct exsim_ippool {
     struct exsim_credits  cr;
 };
 
+struct exsim_account;
+
 struct exsim_token {
     struct exsim_token *next;
+    struct exsim_account *acct;  /* whose key issued it */
     char      access[96];
     char      refresh[96];
     char     *session;       /* NULL: connection scope */
@@ -87,12 +90,14 @@ struct exsim_token {
 
 struct exsim_session {
     struct exsim_session *next;
+    struct exsim_account *acct;
     char     *name;
     uint64_t  refreshed_us;
 };
 
 struct exsim_nonce {
     struct exsim_nonce *next;
+    struct exsim_account *acct;
     char     *key;          /* "ts\nnonce" */
     uint64_t  seen_us;
 };
@@ -106,6 +111,7 @@ struct exsim_conn {
     int                  closing;    /* we started a close, ignore input */
     int                  logout;     /* closed by private/logout: no COD */
     char                 auth[96];   /* access token this conn is authed by */
+    struct exsim_account *acct;      /* the account of that token, or NULL */
     int                  cod;        /* cancel-on-disconnect enabled */
     double               hb_interval;/* seconds, 0: off */
     struct event        *hb_ev;
@@ -209,9 +215,33 @@ struct exsim_instr {
     int64_t  high, low;
     struct exsim_trade_rec *trades;   /* ring */
     size_t   ntrades, trade_head;
-    /* position of the (single) simulated account */
-    double   pos_lots;
-    double   pos_avg;
+};
+
+/* An account's position in one instrument. */
+struct exsim_pos {
+    struct exsim_pos         *next;
+    const struct exsim_instr *instr;
+    double                    lots;
+    double                    avg;
+};
+
+/*
+ * A simulated account (one API key): the default one (--client-id,
+ * --client-secret) first, then one per --account ID:SECRET. Orders,
+ * positions, user trades, user.* notifications, the authenticated credit
+ * pool, cancel-on-disconnect of account scope, sessions and nonces are
+ * per account.
+ */
+struct exsim_account {
+    struct exsim_account *next;
+    char                 *id;
+    char                 *secret;
+    struct exsim_credits  credits;
+    int                   cod_account;     /* account-scope COD */
+    struct exsim_pos     *pos;
+    json_t               *user_trades;     /* oldest first */
+    uint64_t              orders_placed;
+    uint64_t              rate_limited;
 };
 
 struct exsim_order {
@@ -230,6 +260,7 @@ struct exsim_order {
     char     cancel_reason[32];
     uint64_t created_ms, updated_ms;
     uint64_t conn_id;
+    struct exsim_account *acct;
 };
 
 struct exsim_opts {
@@ -290,9 +321,8 @@ struct exsim {
     struct exsim_token     *tokens;
     struct exsim_session   *sessions;
     struct exsim_nonce     *nonces;
-    struct exsim_credits    account;         /* the authenticated pool */
+    struct exsim_account   *accounts;        /* the default one first */
     struct exsim_ippool    *ippools;
-    int                     cod_account;     /* account-scope COD default */
     uint64_t                rng;
     double                  rate;
     struct event           *market_ev;       /* rate timer */
@@ -350,6 +380,8 @@ void exsim_send_json(struct exsim_conn *c, json_t *msg);  /* steals msg */
 void exsim_notify_conn(struct exsim_conn *c, const char *channel,
     json_t *data);                                         /* steals data */
 void exsim_publish(struct exsim_chan *ch, json_t *data);   /* steals data */
+void exsim_publish_account(struct exsim_chan *ch, struct exsim_account *a,
+    json_t *data);                                         /* steals data */
 void exsim_publish_text(struct exsim_chan *ch, const char *text, size_t len);
 void exsim_credits_init(struct exsim_credits *cr);
 struct exsim_chan *exsim_chan_find(const char *name);
@@ -365,6 +397,9 @@ int exsim_auth_check(struct exsim_conn *c, json_t *params, json_t **err);
 void exsim_auth_logout(struct exsim_conn *c, json_t *params);
 void exsim_auth_conn_gone(struct exsim_conn *c);
 void exsim_auth_free_all(void);
+struct exsim_account *exsim_account_find(const char *id);
+int exsim_account_add(const char *id, const char *secret);
+void exsim_accounts_free(void);
 
 /* exsim_sig.c */
 /*
@@ -408,7 +443,7 @@ json_t *exsim_trade_method(struct exsim_conn *c, const char *method,
     json_t *params, json_t **err, int *handled);
 void exsim_trade_after_step(struct exsim_instr *in);
 void exsim_trade_conn_gone(struct exsim_conn *c);
-size_t exsim_orders_open(void);
+size_t exsim_orders_open(const struct exsim_account *a);   /* NULL: all */
 void exsim_trade_free_all(void);
 
 #endif

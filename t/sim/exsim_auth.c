@@ -1,8 +1,9 @@
 /*
  * exsim_auth.c: public/auth (exchange-protocols.md A2): the three grants,
  * connection and session scopes, token expiry, refresh, logout, and the
- * 16-session limit. There is one simulated account (--client-id,
- * --client-secret).
+ * 16-session limit. Accounts: the default one (--client-id,
+ * --client-secret) and one per --account ID:SECRET; tokens, sessions (16 per
+ * account) and nonces belong to the account whose key made them.
  *
  * Error choices (documented in docs/simulator.md): wrong client id or secret ->
  * 13004 invalid_credentials; a bad signature, a timestamp outside the 60 s
@@ -96,12 +97,12 @@ token_string(char *out, size_t len)
 }
 
 static struct exsim_session *
-session_find(const char *name)
+session_find(struct exsim_account *a, const char *name)
 {
     struct exsim_session *s;
 
     for (s = ex->sessions; s != NULL; s = s->next) {
-        if (strcmp(s->name, name) == 0) {
+        if (s->acct == a && strcmp(s->name, name) == 0) {
             return s;
         }
     }
@@ -109,12 +110,14 @@ session_find(const char *name)
 }
 
 static void
-session_invalidate(const char *name)
+session_invalidate(struct exsim_account *a, const char *name)
 {
     struct exsim_token *t;
 
     for (t = ex->tokens; t != NULL; t = t->next) {
-        if (t->session != NULL && strcmp(t->session, name) == 0) {
+        if (t->acct == a && t->session != NULL
+            && strcmp(t->session, name) == 0)
+        {
             t->valid = 0;
             t->refresh_valid = 0;
         }
@@ -122,12 +125,12 @@ session_invalidate(const char *name)
 }
 
 static void
-session_remove(const char *name)
+session_remove(struct exsim_account *a, const char *name)
 {
     struct exsim_session **pp, *s;
 
     for (pp = &ex->sessions; (s = *pp) != NULL; pp = &s->next) {
-        if (strcmp(s->name, name) == 0) {
+        if (s->acct == a && strcmp(s->name, name) == 0) {
             *pp = s->next;
             free(s->name);
             free(s);
@@ -136,15 +139,21 @@ session_remove(const char *name)
     }
 }
 
-/* Finds or opens session NAME; the 17th evicts the least recently refreshed. */
+/*
+ * Finds or opens session NAME of account A; A's 17th evicts its least
+ * recently refreshed.
+ */
 static void
-session_touch(const char *name)
+session_touch(struct exsim_account *a, const char *name)
 {
-    struct exsim_session *s = session_find(name), *o, *old = NULL;
+    struct exsim_session *s = session_find(a, name), *o, *old = NULL;
     int n = 0;
 
     if (s == NULL) {
         for (o = ex->sessions; o != NULL; o = o->next) {
+            if (o->acct != a) {
+                continue;
+            }
             n++;
             if (old == NULL || o->refreshed_us < old->refreshed_us) {
                 old = o;
@@ -153,10 +162,11 @@ session_touch(const char *name)
         if (n >= MAX_SESSIONS && old != NULL) {
             xg_log_info("exsim: session limit, session %s evicted",
                 old->name);
-            session_invalidate(old->name);
-            session_remove(old->name);
+            session_invalidate(a, old->name);
+            session_remove(a, old->name);
         }
         s = xg_calloc(1, sizeof(*s));
+        s->acct = a;
         s->name = xg_strdup(name);
         s->next = ex->sessions;
         ex->sessions = s;
@@ -171,9 +181,9 @@ deny(int code, const char *reason, const char *param)
     return exsim_error_obj(code, NULL, reason, param);
 }
 
-/* Checks a client_signature grant; 0 or an error in *err. */
+/* Checks a client_signature grant for account A; 0 or an error in *err. */
 static int
-check_signature(json_t *params, json_t **err)
+check_signature(struct exsim_account *a, json_t *params, json_t **err)
 {
     json_t *jts = json_object_get(params, "timestamp");
     const char *nonce = json_string_value(json_object_get(params, "nonce"));
@@ -220,7 +230,7 @@ check_signature(json_t *params, json_t **err)
         return -1;
     }
     snprintf(ts, sizeof(ts), "%lld", (long long) tsv);
-    if (exsim_sig_compute(ex->o.client_secret, ts, nonce, data, want) != 0
+    if (exsim_sig_compute(a->secret, ts, nonce, data, want) != 0
         || strcmp(want, sig) != 0)
     {
         *err = deny(EXSIM_E_UNAUTHORIZED, "invalid signature", "signature");
@@ -234,13 +244,14 @@ check_signature(json_t *params, json_t **err)
             free(n);
             continue;
         }
-        if (strcmp(n->key, nonce) == 0) {
+        if (n->acct == a && strcmp(n->key, nonce) == 0) {
             *err = deny(EXSIM_E_UNAUTHORIZED, "nonce already used", "nonce");
             return -1;
         }
         pp = &n->next;
     }
     n = xg_calloc(1, sizeof(*n));
+    n->acct = a;
     n->key = xg_strdup(nonce);
     n->seen_us = mono;
     n->next = ex->nonces;
@@ -281,6 +292,7 @@ exsim_auth_handle(struct exsim_conn *c, json_t *params, json_t **err)
     const char *cid = json_string_value(json_object_get(params, "client_id"));
     char *session = NULL, *extra = NULL, *tok, *save = NULL, *sc = NULL;
     struct exsim_token *t, *old = NULL;
+    struct exsim_account *acct = NULL;
     double expires = ex->o.expires_in;
     json_t *res;
     size_t extra_len = 0;
@@ -303,20 +315,20 @@ exsim_auth_handle(struct exsim_conn *c, json_t *params, json_t **err)
         const char *sec = json_string_value(json_object_get(params,
             "client_secret"));
 
-        if (cid == NULL || sec == NULL || strcmp(cid, ex->o.client_id) != 0
-            || strcmp(sec, ex->o.client_secret) != 0)
-        {
+        acct = cid != NULL ? exsim_account_find(cid) : NULL;
+        if (acct == NULL || sec == NULL || strcmp(sec, acct->secret) != 0) {
             xg_log_info("%s: auth: invalid credentials", c->name);
             *err = deny(EXSIM_E_BAD_CREDS, NULL, NULL);
             return NULL;
         }
     } else if (strcmp(grant, "client_signature") == 0) {
-        if (cid == NULL || strcmp(cid, ex->o.client_id) != 0) {
+        acct = cid != NULL ? exsim_account_find(cid) : NULL;
+        if (acct == NULL) {
             xg_log_info("%s: auth: unknown client_id", c->name);
             *err = deny(EXSIM_E_BAD_CREDS, NULL, NULL);
             return NULL;
         }
-        if (check_signature(params, err) != 0) {
+        if (check_signature(acct, params, err) != 0) {
             xg_log_info("%s: auth: signature refused", c->name);
             return NULL;
         }
@@ -344,6 +356,7 @@ exsim_auth_handle(struct exsim_conn *c, json_t *params, json_t **err)
         if (old->session != NULL) {
             session = xg_strdup(old->session);
         }
+        acct = old->acct;
         sc = xg_strdup(old->scope);
     } else {
         *err = deny(EXSIM_E_PARAMS, "unknown grant_type", "grant_type");
@@ -404,9 +417,10 @@ exsim_auth_handle(struct exsim_conn *c, json_t *params, json_t **err)
     }
     tokens_prune();
     if (session != NULL) {
-        session_touch(session);
+        session_touch(acct, session);
     }
     t = xg_calloc(1, sizeof(*t));
+    t->acct = acct;
     token_string(t->access, sizeof(t->access));
     token_string(t->refresh, sizeof(t->refresh));
     t->session = session;
@@ -420,12 +434,16 @@ exsim_auth_handle(struct exsim_conn *c, json_t *params, json_t **err)
     t->next = ex->tokens;
     ex->tokens = t;
     snprintf(c->auth, sizeof(c->auth), "%s", t->access);
+    c->acct = acct;
+    if (acct->cod_account) {
+        c->cod = 1;
+    }
     ex->st.auth_ok++;
     /* GRANT is one of the three names checked above */
     json_object_set_new(ex->st.grants, grant, json_integer(1
         + json_integer_value(json_object_get(ex->st.grants, grant))));
-    xg_log_info("%s: auth ok (%s, %s, expires in %g s)", c->name, grant,
-        session ? session : "connection", expires);
+    xg_log_info("%s: auth ok (%s, account %s, %s, expires in %g s)",
+        c->name, grant, acct->id, session ? session : "connection", expires);
 
     res = json_pack("{s:s, s:I, s:s, s:s, s:s, s:[]}",
         "access_token", t->access,
@@ -483,8 +501,9 @@ exsim_auth_fork(struct exsim_conn *c, json_t *params, json_t **err)
     /* the old scope with its session:NAME swapped for the new name */
     rest = strchr(old->scope, ' ');
     snprintf(scope, sizeof(scope), "session:%s%s", name, rest ? rest : "");
-    session_touch(name);
+    session_touch(old->acct, name);
     t = xg_calloc(1, sizeof(*t));
+    t->acct = old->acct;
     token_string(t->access, sizeof(t->access));
     token_string(t->refresh, sizeof(t->refresh));
     t->session = xg_strdup(name);
@@ -556,6 +575,7 @@ exsim_auth_check(struct exsim_conn *c, json_t *params, json_t **err)
         /* a session token authenticates the connection it is used on */
         snprintf(c->auth, sizeof(c->auth), "%s", t->access);
     }
+    c->acct = t->acct;
     return 0;
 fail:
     if (err != NULL) {
@@ -581,8 +601,8 @@ exsim_auth_logout(struct exsim_conn *c, json_t *params)
     if (t->session != NULL) {
         char *name = xg_strdup(t->session);
 
-        session_invalidate(name);
-        session_remove(name);
+        session_invalidate(t->acct, name);
+        session_remove(t->acct, name);
         free(name);
     } else {
         t->valid = 0;
@@ -627,5 +647,63 @@ exsim_auth_free_all(void)
         ex->nonces = n->next;
         free(n->key);
         free(n);
+    }
+}
+
+/* The account whose client_id is ID, or NULL. */
+struct exsim_account *
+exsim_account_find(const char *id)
+{
+    struct exsim_account *a;
+
+    for (a = ex->accounts; a != NULL; a = a->next) {
+        if (strcmp(a->id, id) == 0) {
+            return a;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Adds account ID with SECRET at the end of the list (the first added is
+ * the default). Returns 0, or -1 when ID is empty or already taken.
+ */
+int
+exsim_account_add(const char *id, const char *secret)
+{
+    struct exsim_account *a, **pp;
+
+    if (*id == '\0' || exsim_account_find(id) != NULL) {
+        return -1;
+    }
+    a = xg_calloc(1, sizeof(*a));
+    a->id = xg_strdup(id);
+    a->secret = xg_strdup(secret);
+    exsim_credits_init(&a->credits);
+    a->user_trades = json_array();
+    for (pp = &ex->accounts; *pp != NULL; pp = &(*pp)->next) {
+        /* to the tail */
+    }
+    *pp = a;
+    return 0;
+}
+
+/* Frees every account with its positions and trades (quit). */
+void
+exsim_accounts_free(void)
+{
+    struct exsim_account *a;
+    struct exsim_pos *p;
+
+    while ((a = ex->accounts) != NULL) {
+        ex->accounts = a->next;
+        while ((p = a->pos) != NULL) {
+            a->pos = p->next;
+            free(p);
+        }
+        json_decref(a->user_trades);
+        free(a->id);
+        free(a->secret);
+        free(a);
     }
 }

@@ -239,8 +239,16 @@ bench_set_rate(double hz)
 static json_t *
 stats_json(void)
 {
-    json_t *subs = json_object();
+    json_t *subs = json_object(), *accts = json_object();
     struct exsim_chan *ch;
+    struct exsim_account *a;
+
+    for (a = ex->accounts; a != NULL; a = a->next) {
+        json_object_set_new(accts, a->id, json_pack("{s:I, s:I, s:I}",
+            "orders_placed", (json_int_t) a->orders_placed,
+            "orders_open", (json_int_t) exsim_orders_open(a),
+            "rate_limited", (json_int_t) a->rate_limited));
+    }
 
     for (ch = ex->chans; ch != NULL; ch = ch->lnext) {
         if (ch->nsubs > 0) {
@@ -249,7 +257,8 @@ stats_json(void)
         }
     }
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:o, s:I,"
-        " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O, s:O, s:O}",
+        " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O, s:O, s:O,"
+        " s:o}",
         "connections_total", (json_int_t) ex->st.connections_total,
         "upgrades", (json_int_t) ex->st.upgrades,
         "refused", (json_int_t) ex->st.refused,
@@ -260,7 +269,7 @@ stats_json(void)
         "requests", ex->st.requests,
         "subscribed", subs,
         "published", (json_int_t) ex->st.published,
-        "orders_open", (json_int_t) exsim_orders_open(),
+        "orders_open", (json_int_t) exsim_orders_open(NULL),
         "cod_cancels", (json_int_t) ex->st.cod_cancels,
         "closes_cod_on", (json_int_t) ex->st.closes_cod_on,
         "delivered", (json_int_t) ex->st.delivered,
@@ -272,7 +281,8 @@ stats_json(void)
         "rate", ex->rate,
         "subscribes", ex->sub_counts,
         "grants", ex->st.grants,
-        "tls_sni", ex->st.tls_sni);
+        "tls_sni", ex->st.tls_sni,
+        "accounts", accts);
 }
 
 /* ---- control port ------------------------------------------------------- */
@@ -813,6 +823,7 @@ usage(FILE *fp)
 "usage: exsim [--listen ADDR:PORT] [--control ADDR:PORT]\n"
 "             [--tls-cert FILE --tls-key FILE] [--rate HZ]\n"
 "             [--instruments A,B,...] [--client-id ID --client-secret S]\n"
+"             [--account ID:SECRET ...]\n"
 "             [--expires-in SECONDS] [--min-heartbeat SECONDS] [--seed N]\n"
 "             [--bench SIZE] [--no-rate-limit] [--raw-unauth-omit]\n"
 "             [--require-access-token] [--string-timestamp]\n"
@@ -881,6 +892,7 @@ free_all(void)
     }
     exsim_trade_free_all();
     exsim_auth_free_all();
+    exsim_accounts_free();
     exsim_ippools_free();
     exsim_market_free();
     json_decref(ex->st.requests);
@@ -923,10 +935,14 @@ main(int argc, char **argv)
         { "production", no_argument, NULL, 7 },
         { "log-level", required_argument, NULL, 8 },
         { "max-output", required_argument, NULL, 9 },
+        { "account", required_argument, NULL, 10 },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
     struct exsim exs;
+    struct exsim_account *a;
+    const char **extra = NULL;
+    size_t nextra = 0, i;
     double v;
     int ch, rc = 1;
 
@@ -1009,21 +1025,64 @@ main(int argc, char **argv)
             }
             ex->o.max_output = (size_t) v;
             break;
+        case 10:
+            {
+                const char *colon = strchr(optarg, ':');
+
+                if (colon == NULL || colon == optarg || colon[1] == '\0') {
+                    fprintf(stderr, "exsim: --account %s: expected"
+                        " ID:SECRET\n", optarg);
+                    free(extra);
+                    return 2;
+                }
+                extra = xg_realloc(extra, (nextra + 1) * sizeof(*extra));
+                extra[nextra++] = optarg;
+            }
+            break;
         case 'h':
+            free(extra);
             usage(stdout);
             return 0;
         default:
+            free(extra);
             usage(stderr);
             return 2;
         }
     }
     if (optind != argc) {
+        free(extra);
         usage(stderr);
         return 2;
     }
     if ((ex->o.tls_cert == NULL) != (ex->o.tls_key == NULL)) {
         fprintf(stderr, "exsim: --tls-cert and --tls-key go together\n");
+        free(extra);
         return 2;
+    }
+    /* the default account first, then --account in the order given */
+    if (exsim_account_add(ex->o.client_id, ex->o.client_secret) != 0) {
+        fprintf(stderr, "exsim: --client-id must not be empty\n");
+        free(extra);
+        return 2;
+    }
+    for (i = 0; i < nextra; i++) {
+        char *id = xg_strdup(extra[i]);
+        char *colon = strchr(id, ':');
+
+        *colon = '\0';
+        if (exsim_account_add(id, colon + 1) != 0) {
+            fprintf(stderr, "exsim: --account %s: client id already used\n",
+                id);
+            free(id);
+            free(extra);
+            exsim_accounts_free();
+            return 2;
+        }
+        free(id);
+    }
+    free(extra);
+    for (a = ex->accounts; a != NULL; a = a->next) {
+        xg_log_info("exsim: account %s", a->id);
     }
     signal(SIGPIPE, SIG_IGN);
     ex->rng = ex->o.seed;
@@ -1050,7 +1109,6 @@ main(int argc, char **argv)
     ex->delay_method = json_object();
     ex->fail_method = json_object();
     ex->sub_counts = json_object();
-    exsim_credits_init(&ex->account);
     if (ex->base == NULL || exsim_market_init(ex->o.instruments) != 0) {
         goto out;
     }

@@ -91,16 +91,26 @@ is_matching(const char *m)
     return 0;
 }
 
-/* Charges the request; -1 when the pool is empty (10028 then close). */
+/*
+ * Charges the request to C's account once authenticated (*ACCT set to it),
+ * else to its IP (*ACCT NULL); -1 when the pool is empty (10028 then close).
+ */
 static int
-credits_charge(struct exsim_conn *c, const char *method)
+credits_charge(struct exsim_conn *c, const char *method,
+    struct exsim_account **acct)
 {
     struct exsim_credits *cr;
 
+    *acct = NULL;
     if (ex->o.no_rate_limit) {
         return 0;
     }
-    cr = exsim_conn_authed(c) ? &ex->account : c->anon;
+    if (exsim_conn_authed(c) && c->acct != NULL) {
+        *acct = c->acct;
+        cr = &c->acct->credits;
+    } else {
+        cr = c->anon;
+    }
     if (strcmp(method, "public/subscribe") == 0
         || strcmp(method, "private/subscribe") == 0)
     {
@@ -187,12 +197,10 @@ exsim_notify_conn(struct exsim_conn *c, const char *channel, json_t *data)
     exsim_send_json(c, notification(channel, data));
 }
 
-/*
- * Publishes TEXT to every subscriber of CH: the frame is encoded once and
- * shared by reference (xg_frame). Borrows TEXT.
- */
-void
-exsim_publish_text(struct exsim_chan *ch, const char *text, size_t len)
+/* TEXT to CH's subscribers, only those of account A unless A is NULL. */
+static void
+publish_text(struct exsim_chan *ch, struct exsim_account *a,
+    const char *text, size_t len)
 {
     struct xg_frame *f;
     size_t i;
@@ -208,7 +216,7 @@ exsim_publish_text(struct exsim_chan *ch, const char *text, size_t len)
     for (i = 0; i < ch->nsubs; i++) {
         struct exsim_conn *c = ch->subs[i];
 
-        if (!conn_usable(c)) {
+        if (!conn_usable(c) || (a != NULL && c->acct != a)) {
             continue;
         }
         if (xg_ws_send_frame(c->ws, f) == XG_OK) {
@@ -219,9 +227,24 @@ exsim_publish_text(struct exsim_chan *ch, const char *text, size_t len)
     xg_frame_unref(f);
 }
 
-/* Publishes DATA (stolen) on CH as a Deribit subscription notification. */
+/*
+ * Publishes TEXT to every subscriber of CH: the frame is encoded once and
+ * shared by reference (xg_frame). Borrows TEXT.
+ */
 void
-exsim_publish(struct exsim_chan *ch, json_t *data)
+exsim_publish_text(struct exsim_chan *ch, const char *text, size_t len)
+{
+    publish_text(ch, NULL, text, len);
+}
+
+/*
+ * Publishes DATA (stolen) on CH as a Deribit subscription notification to
+ * the subscribers authenticated as account A (a user.* channel), or to
+ * every subscriber when A is NULL.
+ */
+void
+exsim_publish_account(struct exsim_chan *ch, struct exsim_account *a,
+    json_t *data)
 {
     json_t *msg;
     char *s;
@@ -234,9 +257,16 @@ exsim_publish(struct exsim_chan *ch, json_t *data)
     s = json_dumps(msg, JSON_COMPACT | JSON_REAL_PRECISION(12));
     json_decref(msg);
     if (s != NULL) {
-        exsim_publish_text(ch, s, strlen(s));
+        publish_text(ch, a, s, strlen(s));
         free(s);
     }
+}
+
+/* Publishes DATA (stolen) on CH as a Deribit subscription notification. */
+void
+exsim_publish(struct exsim_chan *ch, json_t *data)
+{
+    exsim_publish_account(ch, NULL, data);
 }
 
 static const char *
@@ -833,7 +863,6 @@ on_open(struct xg_ws *ws, void *arg)
     struct exsim_conn *c = arg;
 
     c->open = 1;
-    c->cod = ex->cod_account;
     ex->st.upgrades++;
     ex->st.connections_open++;
     if (ex->st.connections_open > ex->st.max_concurrent) {
@@ -1335,7 +1364,7 @@ m_enable_cod(struct req *r, json_t *params, json_t **err)
     }
     r->c->cod = 1;
     if (account) {
-        ex->cod_account = 1;
+        r->c->acct->cod_account = 1;
     }
     return json_string("ok");
 }
@@ -1350,7 +1379,7 @@ m_disable_cod(struct req *r, json_t *params, json_t **err)
     }
     r->c->cod = 0;
     if (account) {
-        ex->cod_account = 0;
+        r->c->acct->cod_account = 0;
     }
     return json_string("ok");
 }
@@ -1364,7 +1393,7 @@ m_get_cod(struct req *r, json_t *params, json_t **err)
         return NULL;
     }
     return json_pack("{s:s, s:b}", "scope", account ? "account" : "connection",
-        "enabled", account ? ex->cod_account : r->c->cod);
+        "enabled", account ? r->c->acct->cod_account : r->c->cod);
 }
 
 /* ---- subscriptions ------------------------------------------------------ */
@@ -1647,6 +1676,7 @@ handle_message(struct exsim_conn *c, const char *data, size_t len)
     json_error_t jerr;
     json_t *msg, *id, *params, *jv;
     const char *method;
+    struct exsim_account *acct;
 
     memset(&r, 0, sizeof(r));
     r.c = c;
@@ -1719,10 +1749,14 @@ handle_message(struct exsim_conn *c, const char *data, size_t len)
     }
     r.method = method;
     count_request(method);
-    if (credits_charge(c, method) != 0) {
-        xg_log_info("%s: credits exhausted by %s, 10028 then close", c->name,
-            method);
+    if (credits_charge(c, method, &acct) != 0) {
+        xg_log_info("%s: credits exhausted by %s (%s %s), 10028 then close",
+            c->name, method, acct ? "account" : "ip",
+            acct ? acct->id : xg_ws_peer(c->ws));
         ex->st.rate_limited++;
+        if (acct != NULL) {
+            acct->rate_limited++;
+        }
         respond(c, r.rid, NULL, exsim_error_obj(EXSIM_E_TOO_MANY, NULL, NULL,
             NULL));
         exsim_conn_close(c, 1008, "too_many_requests");

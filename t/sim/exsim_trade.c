@@ -1,7 +1,10 @@
 /*
- * exsim_trade.c: orders of the one simulated account, a deterministic
+ * exsim_trade.c: orders of the simulated accounts, a deterministic
  * matching rule, user.* notifications and cancel-on-disconnect
- * (exchange-protocols.md A5).
+ * (exchange-protocols.md A5). Every order, position and user trade belongs
+ * to one account: a connection sees, changes and is notified of its
+ * account's only, and another account's order id is unknown to it (11044,
+ * as for an order that does not exist).
  *
  * Matching rule:
  *  1. A new buy (sell) takes the public asks (bids) priced at or better
@@ -111,17 +114,32 @@ user_trade_json(const struct exsim_order *o, const struct exsim_trade_rec *t,
     return j;
 }
 
-static json_t *
-position_json(const struct exsim_instr *in)
+/* A's position in IN, or NULL when it never traded it. */
+static struct exsim_pos *
+pos_find(struct exsim_account *a, const struct exsim_instr *in)
 {
-    double size = exsim_amount(in, (int64_t) in->pos_lots);
+    struct exsim_pos *p;
+
+    for (p = a->pos; p != NULL; p = p->next) {
+        if (p->instr == in) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static json_t *
+position_json(struct exsim_account *a, const struct exsim_instr *in)
+{
+    struct exsim_pos *p = pos_find(a, in);
+    double size = exsim_amount(in, p ? (int64_t) p->lots : 0);
 
     return json_pack("{s:s, s:f, s:s, s:f, s:s, s:f, s:f, s:f, s:f, s:f,"
         " s:f, s:f, s:f, s:i}",
         "instrument_name", in->name,
         "size", size,
         "direction", size > 0 ? "buy" : size < 0 ? "sell" : "zero",
-        "average_price", in->pos_avg,
+        "average_price", p ? p->avg : 0.0,
         "kind", in->kind,
         "mark_price", exsim_price(in, in->last_price),
         "index_price", in->index_price,
@@ -160,24 +178,20 @@ user_match(const struct exsim_chan *ch, const struct exsim_instr *in)
 
 static json_t *bad(json_t **err, const char *reason, const char *param);
 
-/* The account's trades, oldest first, for the user-trades methods. */
+/* An account's trades, oldest first, for the user-trades methods. */
 #define EXSIM_USER_TRADES_MAX 10000
-static json_t *user_trades;
 
 static void
-user_trades_record(json_t *trades)
+user_trades_record(struct exsim_account *a, json_t *trades)
 {
     json_t *v;
     size_t i;
 
-    if (user_trades == NULL) {
-        user_trades = json_array();
-    }
     json_array_foreach(trades, i, v) {
-        json_array_append_new(user_trades, json_deep_copy(v));
+        json_array_append_new(a->user_trades, json_deep_copy(v));
     }
-    while (json_array_size(user_trades) > EXSIM_USER_TRADES_MAX) {
-        json_array_remove(user_trades, 0);
+    while (json_array_size(a->user_trades) > EXSIM_USER_TRADES_MAX) {
+        json_array_remove(a->user_trades, 0);
     }
 }
 
@@ -188,7 +202,8 @@ user_trades_record(json_t *trades)
  * (default: asc); {"trades":[...],"has_more":bool}.
  */
 static json_t *
-user_trades_query(json_t *params, int by_time, json_t **err)
+user_trades_query(struct exsim_account *a, json_t *params, int by_time,
+    json_t **err)
 {
     const char *name = json_string_value(json_object_get(params,
         "instrument_name"));
@@ -224,9 +239,9 @@ user_trades_query(json_t *params, int by_time, json_t **err)
     if (jc) {
         count = json_integer_value(jc);
     }
-    n = json_array_size(user_trades);
+    n = json_array_size(a->user_trades);
     for (i = 0; i < n; i++) {
-        json_t *t = json_array_get(user_trades, desc ? n - 1 - i : i);
+        json_t *t = json_array_get(a->user_trades, desc ? n - 1 - i : i);
         json_int_t k = json_integer_value(json_object_get(t, kf));
 
         if (strcmp(json_string_value(json_object_get(t, "instrument_name")),
@@ -249,7 +264,7 @@ user_trades_query(json_t *params, int by_time, json_t **err)
  * sorting asc|desc|default (default: desc); {"trades":[...],"has_more"}.
  */
 static json_t *
-user_trades_by_currency(json_t *params, json_t **err)
+user_trades_by_currency(struct exsim_account *a, json_t *params, json_t **err)
 {
     const char *cur = json_string_value(json_object_get(params, "currency"));
     const char *kind = json_string_value(json_object_get(params, "kind"));
@@ -276,7 +291,7 @@ user_trades_by_currency(json_t *params, json_t **err)
         count = (size_t) json_integer_value(jc);
     }
     all = json_array();
-    json_array_foreach(user_trades, i, t) {
+    json_array_foreach(a->user_trades, i, t) {
         const struct exsim_instr *in = exsim_instr_find(json_string_value(
             json_object_get(t, "instrument_name")) ?: "");
         json_int_t ts = json_integer_value(json_object_get(t, "timestamp"));
@@ -296,15 +311,19 @@ user_trades_by_currency(json_t *params, json_t **err)
     return json_pack("{s:o, s:b}", "trades", out, "has_more", more);
 }
 
-/* Publishes an order update and its trades (TRADES borrowed, may be NULL). */
+/*
+ * Publishes an order update and its trades (TRADES borrowed, may be NULL)
+ * to the subscribers of the order's account.
+ */
 static void
 user_publish(const struct exsim_order *o, json_t *trades)
 {
     struct exsim_chan *ch;
     const struct exsim_instr *in = o->instr;
+    struct exsim_account *a = o->acct;
 
     if (trades != NULL) {
-        user_trades_record(trades);
+        user_trades_record(a, trades);
     }
 
     for (ch = ex->chans; ch != NULL; ch = ch->lnext) {
@@ -315,7 +334,7 @@ user_publish(const struct exsim_order *o, json_t *trades)
             if (trades != NULL && (strcmp(ch->fcur, "any") == 0
                 || strcmp(ch->fcur, in->currency) == 0))
             {
-                exsim_publish(ch, portfolio_json(in->currency));
+                exsim_publish_account(ch, a, portfolio_json(in->currency));
             }
             continue;
         }
@@ -325,38 +344,48 @@ user_publish(const struct exsim_order *o, json_t *trades)
         if (ch->kind == EXSIM_CH_USER_ORDERS) {
             /* [UNVERIFIED] C.8: raw carries one object, others an array */
             if (ch->interval == 0) {
-                exsim_publish(ch, order_json(o));
+                exsim_publish_account(ch, a, order_json(o));
             } else {
-                exsim_publish(ch, json_pack("[o]", order_json(o)));
+                exsim_publish_account(ch, a, json_pack("[o]", order_json(o)));
             }
         } else if (ch->kind == EXSIM_CH_USER_TRADES) {
             if (trades != NULL && json_array_size(trades) > 0) {
-                exsim_publish(ch, json_deep_copy(trades));
+                exsim_publish_account(ch, a, json_deep_copy(trades));
             }
         } else if (ch->kind == EXSIM_CH_USER_CHANGES) {
-            exsim_publish(ch, json_pack("{s:s, s:[o], s:o, s:[o]}",
+            exsim_publish_account(ch, a, json_pack("{s:s, s:[o], s:o, s:[o]}",
                 "instrument_name", in->name,
                 "orders", order_json(o),
                 "trades", trades ? json_deep_copy(trades) : json_array(),
-                "positions", position_json(in)));
+                "positions", position_json(a, in)));
         }
     }
 }
 
 static void
-position_add(struct exsim_instr *in, int dir, int64_t lots, double price)
+position_add(struct exsim_account *a, const struct exsim_instr *in, int dir,
+    int64_t lots, double price)
 {
-    double before = in->pos_lots, after = before + dir * (double) lots;
+    struct exsim_pos *p = pos_find(a, in);
+    double before, after;
 
+    if (p == NULL) {
+        p = xg_calloc(1, sizeof(*p));
+        p->instr = in;
+        p->next = a->pos;
+        a->pos = p;
+    }
+    before = p->lots;
+    after = before + dir * (double) lots;
     if (after == 0) {
-        in->pos_avg = 0;
+        p->avg = 0;
     } else if ((before >= 0 && dir > 0) || (before <= 0 && dir < 0)) {
-        in->pos_avg = (in->pos_avg * fabs(before) + price * (double) lots)
+        p->avg = (p->avg * fabs(before) + price * (double) lots)
             / fabs(after);
     } else if ((before > 0 && after < 0) || (before < 0 && after > 0)) {
-        in->pos_avg = price;
+        p->avg = price;
     }
-    in->pos_lots = after;
+    p->lots = after;
 }
 
 static void
@@ -371,7 +400,7 @@ order_fill(struct exsim_order *o, int64_t lots, int64_t price)
     if (o->filled >= o->lots) {
         snprintf(o->state, sizeof(o->state), "filled");
     }
-    position_add(o->instr, o->dir, lots, px);
+    position_add(o->acct, o->instr, o->dir, lots, px);
 }
 
 /* Fills O against the public book as far as its limit allows (rule 1). */
@@ -469,18 +498,19 @@ order_settle(struct exsim_order *o)
     }
 }
 
+/* Account A's order ID; another account's is not found. */
 static struct exsim_order *
-order_find(const char *id)
+order_find(struct exsim_account *a, const char *id)
 {
     struct exsim_order *o;
 
     for (o = ex->orders; id != NULL && o != NULL; o = o->next) {
-        if (strcmp(o->order_id, id) == 0) {
+        if (o->acct == a && strcmp(o->order_id, id) == 0) {
             return o;
         }
     }
     for (o = ex->closed; id != NULL && o != NULL; o = o->next) {
-        if (strcmp(o->order_id, id) == 0) {
+        if (o->acct == a && strcmp(o->order_id, id) == 0) {
             return o;
         }
     }
@@ -573,6 +603,7 @@ place(struct exsim_conn *c, int dir, json_t *params, json_t **err)
     o.reduce_only = json_is_true(json_object_get(params, "reduce_only"));
     o.created_ms = o.updated_ms = now_ms();
     o.conn_id = c->id;
+    o.acct = c->acct;
     snprintf(o.state, sizeof(o.state), "open");
     if (strcmp(in->currency, "BTC") == 0) {
         snprintf(o.order_id, sizeof(o.order_id), "%llu",
@@ -596,6 +627,7 @@ place(struct exsim_conn *c, int dir, json_t *params, json_t **err)
     }
     op = xg_malloc(sizeof(*op));
     *op = o;
+    op->acct->orders_placed++;
     op->next = ex->orders;
     ex->orders = op;
     if (strcmp(op->tif, "fill_or_kill") == 0 && available(op) < op->lots) {
@@ -614,8 +646,9 @@ place(struct exsim_conn *c, int dir, json_t *params, json_t **err)
                 "user_request");
         }
     }
-    xg_log_info("%s: %s %s %s x%lld: %s", c->name, dir > 0 ? "buy" : "sell",
-        in->name, op->order_id, (long long) op->lots, op->state);
+    xg_log_info("%s: %s %s %s x%lld for %s: %s", c->name,
+        dir > 0 ? "buy" : "sell", in->name, op->order_id,
+        (long long) op->lots, op->acct->id, op->state);
     user_publish(op, json_array_size(trades) ? trades : NULL);
     res = json_pack("{s:o, s:o}", "order", order_json(op), "trades", trades);
     order_settle(op);
@@ -640,9 +673,9 @@ not_open(json_t **err)
 }
 
 static json_t *
-edit(json_t *params, json_t **err)
+edit(struct exsim_account *a, json_t *params, json_t **err)
 {
-    struct exsim_order *o = order_find(json_string_value(
+    struct exsim_order *o = order_find(a, json_string_value(
         json_object_get(params, "order_id")));
     int64_t lots, price;
     json_t *trades, *res;
@@ -715,13 +748,13 @@ f_label(const struct exsim_order *o, json_t *params)
 }
 
 static json_t *
-open_orders(json_t *params, order_filter f)
+open_orders(struct exsim_account *a, json_t *params, order_filter f)
 {
     json_t *arr = json_array();
     struct exsim_order *o;
 
     for (o = ex->orders; o != NULL; o = o->next) {
-        if (order_open(o) && f(o, params)) {
+        if (o->acct == a && order_open(o) && f(o, params)) {
             json_array_insert_new(arr, 0, order_json(o));
         }
     }
@@ -738,7 +771,8 @@ open_orders(json_t *params, order_filter f)
  * closed orders are remembered.
  */
 static json_t *
-order_history(json_t *params, int by_currency, json_t **err)
+order_history(struct exsim_account *a, json_t *params, int by_currency,
+    json_t **err)
 {
     const char *name = json_string_value(json_object_get(params,
         "instrument_name"));
@@ -774,7 +808,8 @@ order_history(json_t *params, int by_currency, json_t **err)
     arr = json_array();
     for (o = ex->closed; o != NULL
          && (json_int_t) json_array_size(arr) < count; o = o->next) {
-        if ((by_currency ? !f_currency(o, params) : o->instr != in)
+        if (o->acct != a
+            || (by_currency ? !f_currency(o, params) : o->instr != in)
             || (!unfilled && o->filled == 0
                 && strcmp(o->state, "filled") != 0)) {
             continue;
@@ -789,14 +824,14 @@ order_history(json_t *params, int by_currency, json_t **err)
 }
 
 static json_t *
-cancel_many(json_t *params, order_filter f)
+cancel_many(struct exsim_account *a, json_t *params, order_filter f)
 {
     struct exsim_order *o, *next;
     json_int_t n = 0;
 
     for (o = ex->orders; o != NULL; o = next) {
         next = o->next;
-        if (order_open(o) && f(o, params)) {
+        if (o->acct == a && order_open(o) && f(o, params)) {
             cancel_one(o, "user_request");
             n++;
         }
@@ -816,6 +851,7 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
     const char *m = method + strlen("private/");
     struct exsim_order *o;
     struct exsim_instr *in;
+    struct exsim_account *a;
 
     static const char *names[] = { "buy", "sell", "edit", "cancel",
         "cancel_all", "cancel_all_by_instrument", "cancel_all_by_currency",
@@ -840,14 +876,15 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
     if (exsim_auth_check(c, params, err) != 0) {
         return NULL;
     }
+    a = c->acct;
     if (strcmp(m, "buy") == 0 || strcmp(m, "sell") == 0) {
         return place(c, m[0] == 'b' ? 1 : -1, params, err);
     }
     if (strcmp(m, "edit") == 0) {
-        return edit(params, err);
+        return edit(a, params, err);
     }
     if (strcmp(m, "cancel") == 0) {
-        o = order_find(json_string_value(json_object_get(params,
+        o = order_find(a, json_string_value(json_object_get(params,
             "order_id")));
         if (o == NULL || !order_open(o)) {
             return not_open(err);
@@ -856,46 +893,46 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
         return order_json(o);
     }
     if (strcmp(m, "cancel_all") == 0) {
-        return cancel_many(params, f_all);
+        return cancel_many(a, params, f_all);
     }
     if (strcmp(m, "cancel_all_by_instrument") == 0) {
-        return cancel_many(params, f_instr);
+        return cancel_many(a, params, f_instr);
     }
     if (strcmp(m, "cancel_all_by_currency") == 0) {
-        return cancel_many(params, f_currency);
+        return cancel_many(a, params, f_currency);
     }
     if (strcmp(m, "cancel_by_label") == 0) {
-        return cancel_many(params, f_label);
+        return cancel_many(a, params, f_label);
     }
     if (strcmp(m, "get_open_orders") == 0) {
-        return open_orders(params, f_all);
+        return open_orders(a, params, f_all);
     }
     if (strcmp(m, "get_open_orders_by_instrument") == 0) {
-        return open_orders(params, f_instr);
+        return open_orders(a, params, f_instr);
     }
     if (strcmp(m, "get_open_orders_by_currency") == 0) {
-        return open_orders(params, f_currency);
+        return open_orders(a, params, f_currency);
     }
     if (strcmp(m, "get_open_orders_by_label") == 0) {
-        return open_orders(params, f_label);
+        return open_orders(a, params, f_label);
     }
     if (strcmp(m, "get_user_trades_by_currency_and_time") == 0) {
-        return user_trades_by_currency(params, err);
+        return user_trades_by_currency(a, params, err);
     }
     if (strcmp(m, "get_order_history_by_instrument") == 0) {
-        return order_history(params, 0, err);
+        return order_history(a, params, 0, err);
     }
     if (strcmp(m, "get_order_history_by_currency") == 0) {
-        return order_history(params, 1, err);
+        return order_history(a, params, 1, err);
     }
     if (strcmp(m, "get_user_trades_by_instrument") == 0) {
-        return user_trades_query(params, 0, err);
+        return user_trades_query(a, params, 0, err);
     }
     if (strcmp(m, "get_user_trades_by_instrument_and_time") == 0) {
-        return user_trades_query(params, 1, err);
+        return user_trades_query(a, params, 1, err);
     }
     if (strcmp(m, "get_order_state") == 0) {
-        o = order_find(json_string_value(json_object_get(params,
+        o = order_find(a, json_string_value(json_object_get(params,
             "order_id")));
         if (o == NULL) {
             *err = exsim_error_obj(11044, "order_not_found", NULL, NULL);
@@ -906,7 +943,7 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
     if (strcmp(m, "get_position") == 0) {
         in = exsim_instr_find(json_string_value(json_object_get(params,
             "instrument_name")) ?: "");
-        return in ? position_json(in) : bad(err, "instrument not found",
+        return in ? position_json(a, in) : bad(err, "instrument not found",
             "instrument_name");
     }
     if (strcmp(m, "get_positions") == 0) {
@@ -915,10 +952,12 @@ exsim_trade_method(struct exsim_conn *c, const char *method, json_t *params,
         json_t *arr = json_array();
 
         for (in = ex->instrs; in != NULL; in = in->next) {
-            if (in->pos_lots != 0 && (cur == NULL || strcmp(cur, "any") == 0
+            struct exsim_pos *p = pos_find(a, in);
+
+            if (p != NULL && p->lots != 0 && (cur == NULL || strcmp(cur, "any") == 0
                 || strcmp(cur, in->currency) == 0))
             {
-                json_array_append_new(arr, position_json(in));
+                json_array_append_new(arr, position_json(a, in));
             }
         }
         return arr;
@@ -968,8 +1007,8 @@ exsim_trade_after_step(struct exsim_instr *in)
 
 /*
  * C is gone without logout: with cancel-on-disconnect on, cancel the
- * orders it created (connection scope) or all of the account's orders
- * (account scope), counted in cod_cancels.
+ * orders it created (connection scope) or all of its account's orders
+ * (account scope), counted in cod_cancels. Other accounts' orders stay.
  */
 void
 exsim_trade_conn_gone(struct exsim_conn *c)
@@ -977,13 +1016,15 @@ exsim_trade_conn_gone(struct exsim_conn *c)
     struct exsim_order *o, *next;
     uint64_t n = 0;
 
-    if (!c->cod || c->auth[0] == '\0') {
+    if (!c->cod || c->auth[0] == '\0' || c->acct == NULL) {
         return;
     }
     ex->st.closes_cod_on++;
     for (o = ex->orders; o != NULL; o = next) {
         next = o->next;
-        if (order_open(o) && (ex->cod_account || o->conn_id == c->id)) {
+        if (o->acct == c->acct && order_open(o)
+            && (c->acct->cod_account || o->conn_id == c->id))
+        {
             cancel_one(o, "cancel_on_disconnect");
             n++;
         }
@@ -995,15 +1036,15 @@ exsim_trade_conn_gone(struct exsim_conn *c)
     }
 }
 
-/* Open orders, for stats. */
+/* Open orders of account A (NULL: of all), for stats. */
 size_t
-exsim_orders_open(void)
+exsim_orders_open(const struct exsim_account *a)
 {
     struct exsim_order *o;
     size_t n = 0;
 
     for (o = ex->orders; o != NULL; o = o->next) {
-        n += order_open(o);
+        n += order_open(o) && (a == NULL || o->acct == a);
     }
     return n;
 }
@@ -1022,6 +1063,4 @@ exsim_trade_free_all(void)
         ex->closed = o->next;
         free(o);
     }
-    json_decref(user_trades);
-    user_trades = NULL;
 }
