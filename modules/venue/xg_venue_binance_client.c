@@ -146,9 +146,31 @@ bn_client_nstreams(const struct bn_client *bc)
     return n;
 }
 
+/* 1 when BC holds stream NAME (on SH, the shard holding it, or NULL). */
+static int
+bn_client_holds(const struct bn_client *bc, struct bn_shard *sh,
+    const char *name)
+{
+    struct xg_reg_client *rc = sh != NULL ? bc->rc[sh->idx] : NULL;
+    struct xg_reg_channel *ch;
+    size_t k;
+
+    if (rc == NULL || (ch = xg_registry_channel(sh->reg, name)) == NULL) {
+        return 0;
+    }
+    for (k = 0; k < rc->nchans; k++) {
+        if (rc->chans[k] == ch) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /*
  * Subscribes BC to NAMES[0..N-1] (valid names), answering ID (raw JSON;
- * NULL: no answer) once every shard has answered its part.
+ * NULL: no answer) once every shard has answered its part. New names
+ * past client_max_channels (counted over every shard) are left out here,
+ * before they are given a shard, so that they open no connection.
  */
 static void
 bn_client_subscribe(struct bn_client *bc, const char *id, char **names,
@@ -159,7 +181,8 @@ bn_client_subscribe(struct bn_client *bc, const char *id, char **names,
     char **part = xg_calloc(n, sizeof(*part));
     struct bn_req *r = xg_calloc(1, sizeof(*r));
     unsigned max = xg_client_conf(bc->c)->client_max_channels;
-    size_t i, j, k, other, held = bn_client_nstreams(bc);
+    size_t i, j, k, other, held = bn_client_nstreams(bc), left = 0;
+    size_t room = max > held ? max - held : 0;
     size_t add[BN_MAX_SHARDS] = { 0 };
     char token[32];
     int failed = 0;
@@ -179,11 +202,23 @@ bn_client_subscribe(struct bn_client *bc, const char *id, char **names,
             of[i] = of[j];
             continue;
         }
+        if (!bn_client_holds(bc, bn_shard_holding(b, names[i]), names[i])) {
+            if (room == 0) {
+                of[i] = NULL;   /* left out, as the session would */
+                left++;
+                continue;
+            }
+            room--;
+        }
         of[i] = bn_shard_for(b, names[i], add);
         failed |= of[i] == NULL;
         if (!failed && xg_registry_channel(of[i]->reg, names[i]) == NULL) {
             add[of[i]->idx]++;
         }
+    }
+    if (left > 0) {
+        xg_client_log(XG_LOG_WARN, bc->c, "at client_max_channels %u: %zu "
+            "streams left out", max, left);
     }
     if (failed) {
         if (r->id != NULL) {
