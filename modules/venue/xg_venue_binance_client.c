@@ -475,6 +475,19 @@ bn_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     int r;
 
     b->control_in++;
+    if (xg_client_rate_exceeded(bc->c)) {
+        /* every message counts, valid or not: refused before the parse */
+        if (xg_jscan_object(data, len, keys, 1, v) == XG_OK
+            && v[0].p != NULL)
+        {
+            id = xg_strndup(v[0].p, v[0].len);
+        }
+        xg_client_log(XG_LOG_WARN, bc->c, "over client_rate %u/s: a message "
+            "refused", xg_client_conf(bc->c)->client_rate);
+        bn_error(bc, id, -1003, "Too many requests: over client_rate");
+        free(id);
+        return;
+    }
     /* ids may be past 2^63 (USDⓈ-M: unsigned); they are echoed as sent */
     req = json_loadb(data, len, JSON_REJECT_DUPLICATES
         | JSON_DECODE_INT_AS_REAL, &jerr);
@@ -495,12 +508,6 @@ bn_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
         id = xg_strndup(v[0].p, v[0].len);
     } else {
         id = xg_strdup("null");
-    }
-    if (xg_client_rate_exceeded(bc->c)) {
-        xg_client_log(XG_LOG_WARN, bc->c, "over client_rate %u/s: a message "
-            "refused", xg_client_conf(bc->c)->client_rate);
-        bn_error(bc, id, -1003, "Too many requests: over client_rate");
-        goto done;
     }
     method = json_string_value(json_object_get(req, "method"));
     params = json_object_get(req, "params");

@@ -9,7 +9,8 @@ exgate with a spot upstream on bnsim and `client_ping on 1s 3s;`:
   for the same 6 s and keeps receiving;
 - on an upstream without client_ping, a silent client gets no ping in 2.5 s.
 With `client_rate 5;`, ten requests at once get five answers and five
--1003 errors, each with its own id, and the connection stays.
+-1003 errors, each with its own id, and the connection stays; ten invalid
+JSON messages get five code 3 and five -1003 (they count too).
 Then a reload that changes `market` restarts the upstream (the venue
 cannot switch markets live: it says so and exgate builds it anew), and one
 that changes `control_rate` only is taken live (same connection id).
@@ -149,6 +150,14 @@ async def body(h, sims):
           and [m["id"] for m, _ in got] == list(range(100, 110)),
           "client_rate 5: %r" % [raw for _, raw in got])
     check(not rc.closed.done(), "closed for going over client_rate")
+    # invalid JSON counts too: a flood of it is not answered one for one
+    await asyncio.sleep(1.1)
+    for i in range(10):
+        await rc.send("{not json %d" % i)
+    got = [await rc.reply() for _ in range(10)]
+    codes = sorted(m["error"]["code"] for m, _ in got)
+    check(codes == [-1003] * 5 + [3] * 5, "invalid JSON over client_rate: %r"
+          % [raw for _, raw in got])
     await rc.close()
 
     # reloads: control_rate live, market by a restart
