@@ -173,11 +173,12 @@ tcp_send_msg(struct xg_client *c, struct xg_msg *m, size_t nmsgs)
 #define FANOUT_MAX_MSGS   1024
 #define FANOUT_MAX_BYTES  (512 * 1024)
 /*
- * The buffer grows to the largest batch and stays, unless a single
- * message made it larger than a full batch can be: then it is let go.
+ * The buffer grows (doubling) to the largest batch and stays, unless a
+ * single message made it larger than a full batch can make it: then it
+ * is let go.
  */
-#define FANOUT_BUF_KEEP   (FANOUT_MAX_BYTES \
-                           + FANOUT_MAX_MSGS * XG_WSPROTO_MAX_FRAME_HEADER)
+#define FANOUT_BUF_KEEP   (2 * (FANOUT_MAX_BYTES \
+                           + FANOUT_MAX_MSGS * XG_WSPROTO_MAX_FRAME_HEADER))
 
 /* Where a notification's bytes are in the batch's buffer. */
 struct fanout_span {
