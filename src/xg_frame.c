@@ -62,6 +62,18 @@ xg_frame_texts(const void *const *data, const size_t *len, size_t n)
 }
 
 struct xg_frame *
+xg_frame_encoded(const void *data, size_t len, size_t nmsgs)
+{
+    struct xg_frame *f = xg_malloc(sizeof(*f) + len);
+
+    f->refs = 1;
+    f->len = len;
+    f->nmsgs = nmsgs;
+    memcpy(f->data, data, len);
+    return f;
+}
+
+struct xg_frame *
 xg_frame_binary(const void *data, size_t len)
 {
     return frame_new(WSLAY_BINARY_FRAME, data, len);

@@ -29,6 +29,11 @@ struct xg_frame *xg_frame_binary(const void *data, size_t len);
  */
 struct xg_frame *xg_frame_texts(const void *const *data, const size_t *len,
     size_t n);
+/*
+ * A copy of LEN bytes of frames already encoded back to back (NMSGS
+ * messages), e.g. a fan-out batch written in a buffer that is reused.
+ */
+struct xg_frame *xg_frame_encoded(const void *data, size_t len, size_t nmsgs);
 void xg_frame_ref(struct xg_frame *f);
 void xg_frame_unref(struct xg_frame *f);
 /* The encoded length: header + payload. */

@@ -27,11 +27,21 @@ struct xg_jspan {
 /*
  * Scans DATA (LEN bytes), which must hold one JSON object, for the
  * top-level members named KEYS[0..NKEYS-1] and fills VALS[i] with the raw
- * text of each one's value (strings keep their quotes). A key written with
- * escapes never matches. Nested values deeper than 64 levels are refused.
+ * text of each one's value (strings keep their quotes). KEYS are distinct;
+ * a key written with escapes never matches, and a member named twice
+ * gives its first value. Nested values deeper than 64 levels are refused.
  * Returns XG_OK, or XG_ERROR when DATA is not one object.
  */
 int xg_jscan_object(const char *data, size_t len, const char *const *keys,
+    int nkeys, struct xg_jspan *vals);
+
+/*
+ * The same scan, but it ends with XG_OK as soon as every one of KEYS has
+ * its value: what follows is neither read nor checked. For a value whose
+ * text a scan of the object around it has walked already (balanced
+ * brackets, closed strings), such as a notification's "params".
+ */
+int xg_jscan_find(const char *data, size_t len, const char *const *keys,
     int nkeys, struct xg_jspan *vals);
 
 /* 1 when SPAN is the JSON string S written without escapes, else 0. */

@@ -1990,6 +1990,37 @@ xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f)
     return XG_OK;
 }
 
+int
+xg_ws_send_encoded(struct xg_ws *ws, const unsigned char *data, size_t len,
+    size_t nmsgs, struct xg_frame **keep)
+{
+    struct xg_frame *f;
+    size_t n;
+
+    if (ws == NULL || !ws->server || ws_dead(ws) || ws->state != XG_WS_OPEN
+        || ws->ending || ws->bev == NULL)
+    {
+        return XG_ERROR;
+    }
+    n = ws->direct ? xg_bev_send_now(ws->bev, data, len, nmsgs, ws->opts.io)
+        : 0;
+    if (n == len) {
+        return XG_OK;
+    }
+    if (*keep == NULL) {
+        *keep = xg_frame_encoded(data, len, nmsgs);
+    }
+    f = *keep;
+    f->refs++;
+    if (evbuffer_add_reference(bufferevent_get_output(ws->bev), f->data + n,
+            f->len - n, frame_cleanup, f) != 0)
+    {
+        f->refs--;
+        return XG_ERROR;
+    }
+    return XG_OK;
+}
+
 void
 xg_ws_set_ping(struct xg_ws *ws, uint64_t ping_ms, uint64_t timeout_ms)
 {

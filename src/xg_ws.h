@@ -191,5 +191,16 @@ void xg_ws_set_ping(struct xg_ws *ws, uint64_t ping_ms, uint64_t timeout_ms);
  * frames must be masked) or not open.
  */
 int xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f);
+/*
+ * The same for LEN bytes of frames encoded back to back (NMSGS messages)
+ * at DATA, borrowed for the call only (a buffer the caller reuses): what
+ * the socket does not take at once (direct_output) is appended by
+ * reference from *KEEP, made first when NULL (xg_frame_encoded(): one
+ * reference for the caller to drop), so that a batch sent to many
+ * connections is copied once at most, and not at all when every socket
+ * takes it. XG_ERROR as xg_ws_send_frame().
+ */
+int xg_ws_send_encoded(struct xg_ws *ws, const unsigned char *data,
+    size_t len, size_t nmsgs, struct xg_frame **keep);
 
 #endif

@@ -558,19 +558,28 @@ xg_wsproto_close_frame(unsigned char *out, int code, const char *reason,
 /*
  * Hand-written (see the header): the RFC 3629 table of well-formed byte
  * sequences, checked one code point at a time, and ASCII, which is most
- * of what an exchange sends, eight bytes at a time (every upstream text
- * message is checked, a byte at a time it was a visible part of the cost
- * of a message fanned out to few clients).
+ * of what an exchange sends, 32 bytes at a time, then eight (every
+ * upstream text message is checked, a byte at a time it was a visible
+ * part of the cost of a message fanned out to few clients, eight at a
+ * time still a tenth of exgate's instructions at one client).
  */
 int
 xg_wsproto_utf8_valid(const unsigned char *s, size_t len)
 {
     size_t i, n, k;
     unsigned char c, lo, hi;
-    uint64_t w;
+    uint64_t w, x[4];
 
     i = 0;
     while (i < len) {
+        if (len - i >= 32) {
+            memcpy(x, s + i, 32);
+            if (((x[0] | x[1] | x[2] | x[3])
+                 & UINT64_C(0x8080808080808080)) == 0) {
+                i += 32;
+                continue;
+            }
+        }
         if (len - i >= 8) {
             memcpy(&w, s + i, 8);
             if ((w & UINT64_C(0x8080808080808080)) == 0) {

@@ -658,7 +658,9 @@ dr_classify(void *p, struct xg_conn *conn, const char *data, size_t len,
         return;
     }
     if (xg_jscan_str_eq(&v[1], "subscription") && v[2].p != NULL) {
-        if (xg_jscan_object(v[2].p, v[2].len, ckeys, 1, c) != XG_OK
+        /* the scan above walked params whole: up to "channel" is enough
+           (it comes first, before the data, in what Deribit sends) */
+        if (xg_jscan_find(v[2].p, v[2].len, ckeys, 1, c) != XG_OK
             || c[0].p == NULL || c[0].len < 2 || c[0].p[0] != '"') {
             xg_upstream_log(XG_LOG_WARN, d->up, "subscription message without "
                 "a channel dropped");

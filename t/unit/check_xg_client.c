@@ -265,6 +265,174 @@ START_TEST(fanout_loops_in_turn)
 }
 END_TEST
 
+/* ---- a WebSocket client ------------------------------------------------- */
+
+/*
+ * LP with a WebSocket client instead, its socket's send buffer small so
+ * that a batch of a few KiB is taken in part; the bot's handshake is done
+ * here.
+ */
+static void
+loop_open_ws(struct loop *lp)
+{
+    static const char req[] = "GET /ws/api/v2 HTTP/1.1\r\nHost: test\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n";
+    char head[1024];
+    size_t got = 0;
+    int sv[2], sndbuf = 4096, i;
+
+    memset(lp, 0, sizeof(*lp));
+    lp->base = event_base_new();
+    ck_assert_ptr_nonnull(lp->base);
+    lp->fo = xg_client_fanout_new(lp->base);
+    ck_assert_ptr_nonnull(lp->fo);
+    lp->l.lc = mc->listens;
+    lp->l.gc = xg_gateway_conf_get(mc);
+    lp->l.base = lp->base;
+    lp->l.fo = lp->fo;
+    lp->l.pm = &cp_module;
+    snprintf(lp->l.addr, sizeof(lp->l.addr), "test");
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    ck_assert_int_eq(fcntl(sv[1], F_SETFL, O_NONBLOCK), 0);
+    ck_assert_int_eq(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf,
+        sizeof(sndbuf)), 0);
+    lp->peer = sv[1];
+    lp->l.nclients++;
+    lp->c = xg_client_new_ws(&lp->l, sv[0], NULL);
+    ck_assert_ptr_nonnull(lp->c);
+    ck_assert_int_eq(write(lp->peer, req, sizeof(req) - 1),
+        (int) sizeof(req) - 1);
+    for (i = 0; i < 100 && strstr(head, "\r\n\r\n") == NULL; i++) {
+        ssize_t n;
+
+        head[got] = '\0';
+        loop_pass(lp);
+        n = read(lp->peer, head + got, sizeof(head) - 1 - got);
+        if (n > 0) {
+            got += (size_t) n;
+        }
+        head[got] = '\0';
+    }
+    ck_assert_msg(strncmp(head, "HTTP/1.1 101", 12) == 0, "answer: %s", head);
+    /* a 101 head and nothing after it */
+    ck_assert(strstr(head, "\r\n\r\n") + 4 == head + got);
+}
+
+/*
+ * Reads WANT text frames from LP's bot end, running LP's loop in between
+ * (so that what is queued gets written): their payloads, each followed by
+ * '\n', into OUT (CAP bytes).
+ */
+static void
+peer_frames(struct loop *lp, int want, char *out, size_t cap)
+{
+    static unsigned char in[1 << 20];
+    size_t have = 0, pos = 0, o = 0;
+    int got = 0, i;
+
+    for (i = 0; i < 10000 && got < want; i++) {
+        ssize_t n;
+
+        loop_pass(lp);
+        n = read(lp->peer, in + have, sizeof(in) - have);
+        if (n > 0) {
+            have += (size_t) n;
+        }
+        for (;;) {
+            size_t hl = 2, pl;
+
+            if (have - pos < 2) {
+                break;
+            }
+            ck_assert_int_eq(in[pos], 0x81);    /* FIN, text, no RSV */
+            pl = in[pos + 1];
+            ck_assert_int_lt((int) pl, 127);    /* not masked, < 64 KiB */
+            if (pl == 126) {
+                if (have - pos < 4) {
+                    break;
+                }
+                pl = (size_t) in[pos + 2] << 8 | in[pos + 3];
+                hl = 4;
+            }
+            if (have - pos < hl + pl) {
+                break;
+            }
+            ck_assert(o + pl + 1 < cap);
+            memcpy(out + o, in + pos + hl, pl);
+            o += pl;
+            out[o++] = '\n';
+            pos += hl + pl;
+            got++;
+        }
+    }
+    out[o] = '\0';
+    ck_assert_int_eq(got, want);
+    ck_assert_int_eq((int) pos, (int) have);
+}
+
+/* A counter of LP's fan-out, as /status shows it. */
+static long long
+fanout_io(struct loop *lp, const char *name)
+{
+    json_t *root = json_object();
+    long long v;
+
+    xg_client_fanout_status(root, lp->fo);
+    v = json_integer_value(json_object_get(json_object_get(root, "fanout"),
+        name));
+    json_decref(root);
+    return v;
+}
+
+/*
+ * The fan-out encodes a batch's frames in a buffer it reuses for the next
+ * batch. A batch the socket takes only in part must be queued from a copy
+ * of its own: here the second batch is encoded while the first one's rest
+ * still waits, and the bot must get both whole and in order. Then the
+ * socket, drained, takes a batch whole, and an answer comes after it.
+ */
+START_TEST(fanout_ws_partial_batch_kept)
+{
+    static char want[200000], got[200000];
+    struct loop a;
+    static int key;
+    char msg[400];
+    size_t w = 0;
+    int b, k;
+
+    loop_open_ws(&a);
+    for (b = 0; b < 2; b++) {
+        for (k = 0; k < 100; k++) {
+            int n = snprintf(msg, sizeof(msg), "{\"batch\":%d,\"k\":%d,"
+                "\"pad\":\"%0250d\"}", b, k, b * 1000 + k);
+
+            fanout(&a, &key, msg);
+            memcpy(want + w, msg, (size_t) n);
+            w += (size_t) n;
+            want[w++] = '\n';
+        }
+        loop_pass(&a);      /* the batch goes out: in part, then queued */
+    }
+    want[w] = '\0';
+    /* the first batch was taken in part, and the second one queued */
+    ck_assert_int_ge(fanout_io(&a, "partial") + fanout_io(&a, "would_block"),
+        1);
+    ck_assert_int_gt(fanout_io(&a, "queued_bytes"), 25000);
+    peer_frames(&a, 200, got, sizeof(got));
+    ck_assert_str_eq(got, want);
+
+    fanout(&a, &key, "{\"n\":1}");
+    fanout(&a, &key, "{\"n\":2}");
+    ck_assert_int_eq(xg_client_send(a.c, "{\"r\":1}", 7), XG_OK);
+    peer_frames(&a, 3, got, sizeof(got));
+    ck_assert_str_eq(got, "{\"n\":1}\n{\"n\":2}\n{\"r\":1}\n");
+    loop_close(&a);
+    loop_free(&a);
+}
+END_TEST
+
 static Suite *
 client_suite(void)
 {
@@ -276,6 +444,7 @@ client_suite(void)
     tcase_add_test(tc, fanout_flushed_before_answer);
     tcase_add_test(tc, fanout_two_loops_side_by_side);
     tcase_add_test(tc, fanout_loops_in_turn);
+    tcase_add_test(tc, fanout_ws_partial_batch_kept);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -122,6 +122,312 @@ START_TEST(test_jscan_uint_and_splice)
 }
 END_TEST
 
+/*
+ * The scanner walks words, not bytes: against the byte-at-a-time scanner
+ * it replaced (below, as it was), on random objects and their random
+ * mutations at every alignment, each in a buffer of exactly its length:
+ * the same verdict and the same spans, and xg_jscan_find() the same spans
+ * where that scan succeeded.
+ */
+static size_t
+ref_skip_ws(const char *d, size_t len, size_t i)
+{
+    while (i < len && (d[i] == ' ' || d[i] == '\t' || d[i] == '\n'
+            || d[i] == '\r')) {
+        i++;
+    }
+    return i;
+}
+
+static size_t
+ref_skip_string(const char *d, size_t len, size_t i)
+{
+    i++;
+    while (i < len) {
+        if (d[i] == '\\') {
+            i += 2;
+            continue;
+        }
+        if (d[i] == '"') {
+            return i + 1;
+        }
+        i++;
+    }
+    return 0;
+}
+
+static size_t
+ref_skip_value(const char *d, size_t len, size_t i)
+{
+    int depth = 0;
+
+    if (i >= len) {
+        return 0;
+    }
+    if (d[i] == '"') {
+        return ref_skip_string(d, len, i);
+    }
+    if (d[i] != '{' && d[i] != '[') {
+        size_t s = i;
+
+        while (i < len && d[i] != ',' && d[i] != '}' && d[i] != ']'
+               && d[i] != ' ' && d[i] != '\t' && d[i] != '\n'
+               && d[i] != '\r' && d[i] != ':' && d[i] != '"') {
+            i++;
+        }
+        return i > s ? i : 0;
+    }
+    while (i < len) {
+        char c = d[i];
+
+        if (c == '"') {
+            i = ref_skip_string(d, len, i);
+            if (i == 0) {
+                return 0;
+            }
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            if (++depth > 64) {
+                return 0;
+            }
+        } else if (c == '}' || c == ']') {
+            if (--depth == 0) {
+                return i + 1;
+            }
+        }
+        i++;
+    }
+    return 0;
+}
+
+static int
+ref_jscan(const char *data, size_t len, const char *const *keys, int nkeys,
+    struct xg_jspan *vals)
+{
+    size_t i;
+    int k;
+
+    for (k = 0; k < nkeys; k++) {
+        vals[k].p = NULL;
+        vals[k].len = 0;
+    }
+    i = ref_skip_ws(data, len, 0);
+    if (i >= len || data[i] != '{') {
+        return XG_ERROR;
+    }
+    i = ref_skip_ws(data, len, i + 1);
+    if (i < len && data[i] == '}') {
+        return ref_skip_ws(data, len, i + 1) == len ? XG_OK : XG_ERROR;
+    }
+    for (;;) {
+        size_t ks, ke, vs, ve;
+
+        if (i >= len || data[i] != '"') {
+            return XG_ERROR;
+        }
+        ks = i + 1;
+        ke = ref_skip_string(data, len, i);
+        if (ke == 0) {
+            return XG_ERROR;
+        }
+        i = ref_skip_ws(data, len, ke);
+        if (i >= len || data[i] != ':') {
+            return XG_ERROR;
+        }
+        vs = ref_skip_ws(data, len, i + 1);
+        ve = ref_skip_value(data, len, vs);
+        if (ve == 0) {
+            return XG_ERROR;
+        }
+        for (k = 0; k < nkeys; k++) {
+            size_t kl = ke - 1 - ks;
+
+            if (vals[k].p == NULL && strlen(keys[k]) == kl
+                && memcmp(keys[k], data + ks, kl) == 0) {
+                vals[k].p = data + vs;
+                vals[k].len = ve - vs;
+            }
+        }
+        i = ref_skip_ws(data, len, ve);
+        if (i < len && data[i] == ',') {
+            i = ref_skip_ws(data, len, i + 1);
+            continue;
+        }
+        if (i < len && data[i] == '}') {
+            return ref_skip_ws(data, len, i + 1) == len ? XG_OK : XG_ERROR;
+        }
+        return XG_ERROR;
+    }
+}
+
+static unsigned long jrand_state = 1;
+
+static unsigned
+jrand(unsigned n)
+{
+    jrand_state = jrand_state * 6364136223846793005UL + 1442695040888963407UL;
+    return (unsigned) ((jrand_state >> 33) % n);
+}
+
+static void
+jgen_put(char *b, size_t *n, size_t cap, const char *s, size_t len)
+{
+    if (*n + len < cap) {
+        memcpy(b + *n, s, len);
+        *n += len;
+    }
+}
+
+/* A random string: short or long, with escapes (quotes, backslashes). */
+static void
+jgen_string(char *b, size_t *n, size_t cap)
+{
+    static const char *const keys[] = { "id", "params", "channel", "a",
+        "", "ids", "i" };
+    size_t len, i;
+
+    if (jrand(3) == 0) {
+        const char *k = keys[jrand(XG_NELEM(keys))];
+
+        jgen_put(b, n, cap, "\"", 1);
+        jgen_put(b, n, cap, k, strlen(k));
+        jgen_put(b, n, cap, "\"", 1);
+        return;
+    }
+    len = jrand(4) == 0 ? jrand(80) : jrand(10);
+    jgen_put(b, n, cap, "\"", 1);
+    for (i = 0; i < len; i++) {
+        switch (jrand(12)) {
+        case 0:
+            jgen_put(b, n, cap, "\\\"", 2);
+            break;
+        case 1:
+            jgen_put(b, n, cap, "\\\\", 2);
+            break;
+        case 2:
+            jgen_put(b, n, cap, "{", 1);
+            break;
+        case 3:
+            jgen_put(b, n, cap, "]", 1);
+            break;
+        default:
+            jgen_put(b, n, cap, "x", 1);
+            break;
+        }
+    }
+    jgen_put(b, n, cap, "\"", 1);
+}
+
+static void
+jgen_value(char *b, size_t *n, size_t cap, int depth)
+{
+    static const char *const ws[] = { "", "", "", " ", "\n\t", "\r " };
+    static const char *const lits[] = { "1", "-12.5e3", "true", "null",
+        "123456789012345678901234567890", "0" };
+    const char *sp = ws[jrand(XG_NELEM(ws))];
+    int i, m;
+
+    jgen_put(b, n, cap, sp, strlen(sp));
+    switch (depth > 5 ? jrand(2) : jrand(4)) {
+    case 0:
+        jgen_string(b, n, cap);
+        break;
+    case 1: {
+        const char *l = lits[jrand(XG_NELEM(lits))];
+
+        jgen_put(b, n, cap, l, strlen(l));
+        break;
+    }
+    case 2:
+        jgen_put(b, n, cap, "[", 1);
+        m = (int) jrand(5);
+        for (i = 0; i < m; i++) {
+            if (i > 0) {
+                jgen_put(b, n, cap, ",", 1);
+            }
+            jgen_value(b, n, cap, depth + 1);
+        }
+        jgen_put(b, n, cap, "]", 1);
+        break;
+    default:
+        jgen_put(b, n, cap, "{", 1);
+        m = (int) jrand(5);
+        for (i = 0; i < m; i++) {
+            if (i > 0) {
+                jgen_put(b, n, cap, ",", 1);
+            }
+            jgen_string(b, n, cap);
+            sp = ws[jrand(XG_NELEM(ws))];
+            jgen_put(b, n, cap, sp, strlen(sp));
+            jgen_put(b, n, cap, ":", 1);
+            jgen_value(b, n, cap, depth + 1);
+        }
+        jgen_put(b, n, cap, "}", 1);
+        break;
+    }
+}
+
+START_TEST(test_jscan_words_as_bytes)
+{
+    static const char mut[] = "\"\\{}[]:, x\0\x80";
+    const char *keys[] = { "id", "params", "channel", "", "ids" };
+    struct xg_jspan v[5], w[5];
+    char b[4096];
+    int t, k, ok = 0, found = 0;
+
+    for (t = 0; t < 40000; t++) {
+        size_t n = 0, off = jrand(8), j, nmut;
+        char *buf;
+        int r, rr, nk = 1 + (int) jrand(XG_NELEM(keys));
+
+        jgen_put(b, &n, sizeof(b), "{", 1);
+        for (k = 0; k < (int) jrand(6); k++) {
+            if (k > 0) {
+                jgen_put(b, &n, sizeof(b), ",", 1);
+            }
+            jgen_string(b, &n, sizeof(b));
+            jgen_put(b, &n, sizeof(b), ":", 1);
+            jgen_value(b, &n, sizeof(b), 0);
+        }
+        jgen_put(b, &n, sizeof(b), "}", 1);
+        /* half of them mutated: bytes replaced, or cut short */
+        nmut = jrand(2) ? 0 : 1 + jrand(3);
+        for (j = 0; j < nmut && n > 0; j++) {
+            b[jrand((unsigned) n)] = mut[jrand(sizeof(mut) - 1)];
+        }
+        if (jrand(8) == 0 && n > 0) {
+            n = jrand((unsigned) n);
+        }
+        /* at OFF in a buffer that ends where the text does */
+        buf = malloc(off + n + 1);
+        memcpy(buf + off, b, n);
+        rr = ref_jscan(buf + off, n, keys, nk, v);
+        r = xg_jscan_object(buf + off, n, keys, nk, w);
+        ck_assert_msg(r == rr, "case %d: %d, not %d: %.*s", t, r, rr,
+            (int) n, b);
+        for (k = 0; rr == XG_OK && k < nk; k++) {
+            ck_assert_msg(v[k].p == w[k].p && v[k].len == w[k].len,
+                "case %d key %s: %.*s", t, keys[k], (int) n, b);
+        }
+        if (rr == XG_OK) {
+            ok++;
+            ck_assert_int_eq(xg_jscan_find(buf + off, n, keys, nk, w), XG_OK);
+            for (k = 0; k < nk; k++) {
+                ck_assert_msg(v[k].p == w[k].p && v[k].len == w[k].len,
+                    "find, case %d key %s: %.*s", t, keys[k], (int) n, b);
+                found += v[k].p != NULL;
+            }
+        }
+        free(buf);
+    }
+    /* the generator reaches both verdicts and the keys */
+    ck_assert_int_gt(ok, 10000);
+    ck_assert_int_lt(ok, 38000);
+    ck_assert_int_gt(found, 5000);
+}
+END_TEST
+
 /* Three clients, one channel: one upstream subscribe, refcounted leave. */
 START_TEST(test_refcount_one_upstream_subscribe)
 {
@@ -569,6 +875,7 @@ registry_suite(void)
     tcase_add_test(tc, test_jscan_bad_input);
     tcase_add_test(tc, test_jscan_depth_limit);
     tcase_add_test(tc, test_jscan_uint_and_splice);
+    tcase_add_test(tc, test_jscan_words_as_bytes);
     tcase_add_test(tc, test_refcount_one_upstream_subscribe);
     tcase_add_test(tc, test_unsubscribe_all_is_per_client);
     tcase_add_test(tc, test_client_free_stamps_idle);

@@ -389,28 +389,29 @@ START_TEST(test_utf8)
 END_TEST
 
 /*
- * Long text, checked eight ASCII bytes at a time: one bad byte, or one
- * good or truncated sequence, at every offset of a 40-byte line.
+ * Long text, checked 32 then eight ASCII bytes at a time: one bad byte,
+ * or one good or truncated sequence, at every offset of a 100-byte line
+ * (three blocks of 32, then words and bytes).
  */
 START_TEST(test_utf8_long)
 {
-    unsigned char b[48];
+    unsigned char b[112];
     size_t i;
 
-    for (i = 0; i < 40; i++) {
+    for (i = 0; i < 100; i++) {
         memset(b, 'a', sizeof(b));
         b[i] = 0xff;
-        ck_assert_msg(!xg_wsproto_utf8_valid(b, 40), "0xff at %zu", i);
+        ck_assert_msg(!xg_wsproto_utf8_valid(b, 100), "0xff at %zu", i);
         b[i] = 0x80;
-        ck_assert_msg(!xg_wsproto_utf8_valid(b, 40), "0x80 at %zu", i);
+        ck_assert_msg(!xg_wsproto_utf8_valid(b, 100), "0x80 at %zu", i);
         memset(b, 'a', sizeof(b));
-        if (i + 3 <= 40) {
+        if (i + 3 <= 100) {
             memcpy(b + i, "\xe2\x82\xac", 3);
-            ck_assert_msg(xg_wsproto_utf8_valid(b, 40), "euro at %zu", i);
+            ck_assert_msg(xg_wsproto_utf8_valid(b, 100), "euro at %zu", i);
             ck_assert_msg(!xg_wsproto_utf8_valid(b, i + 2),
                 "euro cut at %zu", i);
             memcpy(b + i, "\xed\xa0\x80", 3);
-            ck_assert_msg(!xg_wsproto_utf8_valid(b, 40),
+            ck_assert_msg(!xg_wsproto_utf8_valid(b, 100),
                 "surrogate at %zu", i);
         }
     }
