@@ -352,6 +352,7 @@ xg_listen_conf_key(struct xg_conf *cf, const struct xg_conf_stmt *st,
     g->creds[g->ncreds].id = id;
     g->creds[g->ncreds].secret = secret;
     g->creds[g->ncreds].src = xg_conf_secret_source(st, colon + 1);
+    g->creds[g->ncreds].account = NULL;     /* the listener form has none */
     g->ncreds++;
     return XG_OK;
 }
