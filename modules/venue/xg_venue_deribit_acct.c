@@ -243,14 +243,23 @@ dr_accts_reconf(struct dr *d, const struct xg_upstream_conf *conf)
     unsigned i;
 
     for (i = 0; i < d->nacct && pc != NULL && i < pc->naccounts; i++) {
+        const struct dr_conf *old;
+        int rekey;
+
         a = d->accts[i];
+        old = &a->cf[a->cur];
         a->cur ^= 1;
         dr_acct_conf(a, conf, pc->accounts[i].cf);
+        /* the same env:/file: names may hold a new key: the connection
+           is rotated onto it (make before break) */
+        rekey = strcmp(old->auth_id, a->cf[a->cur].auth_id) != 0
+                || strcmp(old->auth_secret, a->cf[a->cur].auth_secret) != 0;
         a->d->cf = &a->cf[a->cur];
         xg_session_set_limits(a->d->s, a->d->cf->request_timeout_ms,
             conf->queue_limit, conf->queue_timeout_ms);
         xg_session_set_stale(a->d->s, a->d->cf->stale, a->d->cf->nstale);
-        (void) xg_upstream_reconf(a->up, &a->ucf[a->cur], NULL);
+        (void) xg_upstream_reconf(a->up, &a->ucf[a->cur],
+            rekey ? "reload: the account's key changed" : NULL);
     }
 }
 

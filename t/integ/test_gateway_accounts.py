@@ -22,12 +22,18 @@ accounts (--account):
   channels; a bot whose credentials name an account the upstream lacks is
   refused at public/auth (13004); a bot bound to desk-a cannot
   re-authenticate as desk-b on the same connection;
-- exgate -T shows the account blocks with their secrets by source.
+- fills: a position taken by a desk-a bot is desk-a's (get_position
+  through the other desk-a bot and at exsim), desk-b's is its own;
+- exgate -T shows the account blocks with their secrets by source;
+- a reload with the same conf leaves every connection alone; a reload
+  whose desk-a secret (file:) changed rotates desk-a's connection onto it:
+  a wrong one fails the rotation and the old connection serves on.
 """
 
 import asyncio
 import json
 import os
+import signal
 import subprocess
 
 import gateway_harness as gh
@@ -42,7 +48,7 @@ SECRETS = {"XG_T_ACCT_A": "secret-a", "XG_T_ACCT_B": "secret-b",
 
 UPSTREAM = """    protocol deribit;
     reconnect fixed { delay 100ms; }
-    account desk-a { auth client_credentials acct-a env:XG_T_ACCT_A; }
+    account desk-a { auth client_credentials acct-a file:%s; }
     account desk-b { auth client_signature acct-b env:XG_T_ACCT_B; }
 """
 MAIN = """client_credentials bot-a1 env:XG_T_BOT account=desk-a;
@@ -110,7 +116,11 @@ def chain_ok(c):
 
 async def body(h):
     os.environ.update(SECRETS)
-    gh.start(h, UPSTREAM, main_extra=MAIN, level="info",
+    keyfile = os.path.join(h.tmp, "desk-a.key")
+    with open(keyfile, "w") as f:
+        f.write("secret-a\n")
+    os.chmod(keyfile, 0o600)
+    gh.start(h, UPSTREAM % keyfile, main_extra=MAIN, level="info",
              sim_args=("--account", "acct-a:secret-a",
                        "--account", "acct-b:secret-b",
                        "--no-rate-limit"))  # the budget: test_gateway_budget
@@ -247,6 +257,49 @@ async def body(h):
           "cancel of another account's order: %r" % r)
     check(victim in await direct_open(h, "acct-a", "secret-a"),
           "the other account's order was cancelled")
+
+    # fills: each account's position is its own
+    r = await bots["bot-a1"].call("private/buy", {
+        "instrument_name": BTC, "amount": 10, "type": "market"}, id="mkt")
+    check(r.get("result", {}).get("order", {}).get("order_state")
+          == "filled", "desk-a market buy: %r" % r)
+    r = await bots["bot-b1"].call("private/sell", {
+        "instrument_name": BTC, "amount": 20, "type": "market"}, id="mkt")
+    check(r.get("result", {}).get("order", {}).get("order_state")
+          == "filled", "desk-b market sell: %r" % r)
+    for name, want in (("bot-a2", 10), ("bot-b2", -20)):
+        r = await bots[name].call("private/get_position",
+                                  {"instrument_name": BTC}, id="pos")
+        check(r.get("result", {}).get("size") == want,
+              "%s: position %r, want %d" % (name, r, want))
+
+    # reloads: the same conf; then desk-a's key changed (a wrong one)
+    log_rot = len(h.log_lines(r"sim/desk-a.*rotat"))
+    h.gate.send_signal(signal.SIGHUP)
+    await asyncio.sleep(1.0)
+    check(acct_status(h, "desk-a")["connects"] == connects_a + 10
+          and acct_status(h, "desk-b")["connects"] == connects_b,
+          "a reload with the same conf reconnected an account")
+    with open(keyfile, "w") as f:
+        f.write("wrong-secret\n")
+    h.gate.send_signal(signal.SIGHUP)
+    uh.wait_for(lambda: h.log_lines(r"sim/desk-a.*rotation.*fail"), 10,
+                what="desk-a's rotation onto a wrong key to fail")
+    check(len(h.log_lines(r"sim/desk-a.*rotat")) > log_rot,
+          "no rotation of desk-a on its new key")
+    check(acct_status(h, "desk-b")["connects"] == connects_b,
+          "desk-a's key change touched desk-b")
+    r = await bots["bot-a2"].call("private/get_position",
+                                  {"instrument_name": BTC}, id="pos2")
+    check(r.get("result", {}).get("size") == 10,
+          "desk-a after the failed rotation: %r" % r)
+    with open(keyfile, "w") as f:
+        f.write("secret-a\n")
+    h.gate.send_signal(signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    check(not any(c.closed for c in bots.values()),
+          "a bot was closed by a reload")
+
     print("accounts: %d orders at desk-a, %d at desk-b, %d outcome unknown, "
           "20 drops" % (len(open_a), len(open_b), unknown))
     for c in list(bots.values()) + [n, z]:
