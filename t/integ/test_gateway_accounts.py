@@ -33,8 +33,10 @@ accounts (--account):
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
+import urllib.request
 
 import gateway_harness as gh
 import upstream_harness as uh
@@ -248,6 +250,20 @@ async def body(h):
                 and "user." in json.dumps(m)]
         check(not gaps, "%s got gap notices on its account: %r"
               % (name, gaps[:2]))
+
+    # /metrics: each account's connection under its own name
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics"
+                                % h.admin_port, timeout=5) as r:
+        text = r.read().decode()
+    for want in ('exgate_upstream_up{upstream="sim/desk-a"} 1',
+                 'exgate_upstream_up{upstream="sim/desk-b"} 1',
+                 'exgate_upstream_connects_total{upstream="sim/desk-a"} %d'
+                 % (connects_a + 10)):
+        check(want in text, "/metrics lacks %r" % want)
+    if shutil.which("promtool"):
+        p = subprocess.run(["promtool", "check", "metrics"], input=text,
+                           capture_output=True, text=True, timeout=30)
+        check(p.returncode == 0, "promtool: %s%s" % (p.stdout, p.stderr))
 
     # the other account's order: refused as exsim refuses it
     victim = sorted(open_a)[0]
