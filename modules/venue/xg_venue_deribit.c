@@ -246,6 +246,19 @@ dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
     xg_registry_req_free(q);
 }
 
+/* {"jsonrpc":"2.0","id":ID,"error":ERROR}, both raw JSON text (an
+   exchange's error object, passed on). */
+void
+dr_error_raw(struct dr_client *dc, const char *id, const char *error)
+{
+    size_t n = strlen(id) + strlen(error) + 64;
+    char *s = xg_malloc(n);
+
+    snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":%s}", id, error);
+    xg_client_count_error(dc->c);
+    dr_client_send_str(dc, s);
+}
+
 /* Answers a complete subscribe request and frees it. */
 static void
 dr_subreq_answer(struct dr *d, struct xg_reg_subreq *sr)
@@ -257,13 +270,7 @@ dr_subreq_answer(struct dr *d, struct xg_reg_subreq *sr)
     }
     if (dc != NULL) {
         if (sr->error != NULL) {
-            size_t n = strlen(sr->client_id) + strlen(sr->error) + 64;
-            char *s = xg_malloc(n);
-
-            snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":%s}",
-                sr->client_id, sr->error);
-            xg_client_count_error(dc->c);
-            dr_client_send_str(dc, s);
+            dr_error_raw(dc, sr->client_id, sr->error);
         } else {
             json_t *arr = json_array();
             int i;

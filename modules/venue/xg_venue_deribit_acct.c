@@ -58,7 +58,7 @@ struct dr_split {
     struct dr_split    *next;
 };
 
-/* ---- conf ---------------------------------------------------------------- */
+/* ---- conf ------------------------------------------------------------- */
 
 static const struct xg_command *dr_account_tables[2];
 
@@ -521,14 +521,7 @@ dr_acct_split_answer(struct dr_client *dc, struct xg_reg_subreq *sr)
     }
     *pp = sp->next;
     if (sp->error != NULL) {
-        size_t n = strlen(sp->id) + strlen(sp->error) + 64;
-        char *s = xg_malloc(n);
-
-        snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":%s}",
-            sp->id, sp->error);
-        xg_client_count_error(m->c);
-        xg_client_send(m->c, s, strlen(s));
-        free(s);
+        dr_error_raw(m, sp->id, sp->error);
     } else {
         arr = json_array();
         for (i = 0; i < sp->n; i++) {

@@ -249,6 +249,7 @@ struct dr_client *dr_client_new(struct dr *d, struct xg_client *c);
 void dr_error(struct dr_client *dc, const char *id, int code,
     const char *message, const char *data);
 void dr_reply_json(struct dr_client *dc, const char *id, json_t *result);
+void dr_error_raw(struct dr_client *dc, const char *id, const char *error);
 void *dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
     const struct dr_conf *cf);
 void dr_free(struct dr *d);
