@@ -31,6 +31,7 @@ struct xg_gateway_cred {
     char *id;
     char *secret;
     char *src;      /* where the secret comes from (env:/file:), for -T */
+    char *account;  /* account=NAME: the upstream account it trades on */
 };
 
 struct xg_gateway_conf {

@@ -37,6 +37,7 @@ struct xg_conf_stmt {
 #define XG_CONF_UPSTREAM    0x0002
 #define XG_CONF_RECONNECT   0x0004  /* reconnect POLICY { ... } */
 #define XG_CONF_BREAKER     0x0008  /* breaker { ... } */
+#define XG_CONF_ACCOUNT     0x0010  /* account NAME { ... } */
 #define XG_CONF_CTX_MASK    0x00ff
 
 /* Arity: how many arguments after the name. */
@@ -445,6 +446,9 @@ const char *xg_conf_fmt_http_url(const struct xg_url *u, char *buf,
  * conf file). Returns a malloc'd string; never reads the secret.
  */
 char *xg_conf_secret_source(const struct xg_conf_stmt *st, const char *spec);
+/* Whether S is a name: letters, digits, "_", "-", "." (upstreams,
+   accounts). */
+int xg_conf_name_ok(const char *s);
 
 /* PATH made absolute against the working directory (malloc'd). */
 char *xg_conf_abs_path(const char *path);

@@ -374,8 +374,9 @@ upstream_free(void *p)
     free(uc);
 }
 
-static int
-valid_name(const char *s)
+/* See xg_conf.h. */
+int
+xg_conf_name_ok(const char *s)
 {
     if (*s == '\0') {
         return 0;
@@ -553,7 +554,7 @@ set_upstream(struct xg_conf *cf, const struct xg_conf_stmt *st,
     struct xg_main_conf *mc = conf;
     struct xg_upstream_conf *uc, **tail;
 
-    if (!valid_name(st->args[1])) {
+    if (!xg_conf_name_ok(st->args[1])) {
         return xg_conf_error(cf, st, "bad upstream name \"%s\" (letters, "
             "digits, \"_\", \"-\", \".\")", st->args[1]);
     }

@@ -72,6 +72,7 @@ gw_conf_free(void *p)
         }
         free(gc->creds[i].secret);
         free(gc->creds[i].src);
+        free(gc->creds[i].account);
     }
     free(gc->creds);
     free(gc);
@@ -135,6 +136,14 @@ gw_set_credentials(struct xg_conf *cf, const struct xg_conf_stmt *st,
                 "client id \"%s\"", st->args[1]);
         }
     }
+    if (st->nargs == 4 && (strncmp(st->args[3], "account=", 8) != 0
+                           || !xg_conf_name_ok(st->args[3] + 8)))
+    {
+        return xg_conf_error(cf, st, "\"client_credentials\": the third "
+            "word must be account=NAME (letters, digits, \"_\", \"-\", "
+            "\".\"), "
+            "not \"%s\"", st->args[3]);
+    }
     secret = xg_conf_secret(cf, st, st->args[2]);
     if (secret == NULL) {
         return XG_ERROR;
@@ -148,6 +157,8 @@ gw_set_credentials(struct xg_conf *cf, const struct xg_conf_stmt *st,
     gc->creds[gc->ncreds].id = xg_strdup(st->args[1]);
     gc->creds[gc->ncreds].secret = secret;
     gc->creds[gc->ncreds].src = xg_conf_secret_source(st, st->args[2]);
+    gc->creds[gc->ncreds].account = st->nargs == 4
+                                    ? xg_strdup(st->args[3] + 8) : NULL;
     gc->ncreds++;
     return XG_OK;
 }
@@ -192,7 +203,7 @@ static const struct xg_conf_bounds bounds_linger = { 0, 3600 * 1000 };
 #define GW(f) offsetof(struct xg_gateway_conf, f)
 
 static const struct xg_command gw_commands[] = {
-    { "client_credentials", XG_CONF_MAIN | XG_CONF_TAKE2 | XG_CONF_MULTI,
+    { "client_credentials", XG_CONF_MAIN | XG_CONF_TAKE23 | XG_CONF_MULTI,
       gw_set_credentials, 0, NULL },
     { "client_auth", XG_CONF_MAIN | XG_CONF_TAKE1, gw_set_flag,
       GW(client_auth), NULL },
@@ -226,8 +237,14 @@ gw_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
             xg_conf_dump_comment(d, "%s: none", cmd->name);
         }
         for (i = 0; i < gc->ncreds; i++) {
-            xg_conf_dump_words(d, cmd->name, gc->creds[i].id,
-                gc->creds[i].src, NULL);
+            xg_conf_dump_begin(d);
+            xg_conf_dump_word(d, cmd->name);
+            xg_conf_dump_word(d, gc->creds[i].id);
+            xg_conf_dump_word(d, gc->creds[i].src);
+            if (gc->creds[i].account != NULL) {
+                xg_conf_dump_kv(d, "account", gc->creds[i].account);
+            }
+            xg_conf_dump_end(d);
         }
     } else if (cmd->set == gw_set_output_limit) {
         xg_conf_dump_words(d, cmd->name,
@@ -273,6 +290,7 @@ listen_gw_free(void *p)
         OPENSSL_cleanse(g->creds[i].secret, strlen(g->creds[i].secret));
         free(g->creds[i].secret);
         free(g->creds[i].src);
+        free(g->creds[i].account);
     }
     free(g->creds);
     free(g);
@@ -334,6 +352,7 @@ xg_listen_conf_key(struct xg_conf *cf, const struct xg_conf_stmt *st,
     g->creds[g->ncreds].id = id;
     g->creds[g->ncreds].secret = secret;
     g->creds[g->ncreds].src = xg_conf_secret_source(st, colon + 1);
+    g->creds[g->ncreds].account = NULL;     /* the listener form has none */
     g->ncreds++;
     return XG_OK;
 }

@@ -531,6 +531,40 @@ m_row(struct m_out *o, const struct m_metric *row, const json_t *obj,
     }
 }
 
+/* ROW for OBJ, labelled IDLABEL="its IDKEY" (none: no row). */
+static void
+m_object_row(struct m_out *o, const struct m_metric *row, const json_t *obj,
+    const char *idkey, const char *idlabel, struct evbuffer *labels)
+{
+    const char *id = json_string_value(json_object_get(obj, idkey));
+
+    if (id == NULL) {
+        return;
+    }
+    evbuffer_drain(labels, evbuffer_get_length(labels));
+    m_label(labels, idlabel, id);
+    m_row(o, row, obj, labels);
+}
+
+/* ROW for each child upstream in UP's array KEY (not UP itself again). */
+static void
+m_children_rows(struct m_out *o, const struct m_metric *row, const json_t *up,
+    const char *key, struct evbuffer *labels)
+{
+    const char *name = json_string_value(json_object_get(up, "name"));
+    const json_t *a = json_object_get(up, key), *ch;
+    const char *cn;
+    size_t i;
+
+    for (i = 0; name != NULL && i < json_array_size(a); i++) {
+        ch = json_array_get(a, i);
+        cn = json_string_value(json_object_get(ch, "name"));
+        if (cn != NULL && strcmp(cn, name) != 0) {
+            m_object_row(o, row, ch, "name", "upstream", labels);
+        }
+    }
+}
+
 /* ROW for every object of its scope. */
 static void
 m_scope_rows(struct m_out *o, const struct m_metric *row,
@@ -564,16 +598,15 @@ m_scope_rows(struct m_out *o, const struct m_metric *row,
     }
     a = json_object_get(status, array);
     for (i = 0; i < json_array_size(a); i++) {
-        const char *id;
-
         obj = json_array_get(a, i);
-        id = json_string_value(json_object_get(obj, idkey));
-        if (id == NULL) {
-            continue;
+        m_object_row(o, row, obj, idkey, idlabel, labels);
+        if (row->scope == M_UPSTREAM) {
+            /* an upstream's own connections that are upstreams of their
+               own (Deribit's accounts, Binance's shards past the first):
+               rows labelled with their names ("deribit/desk-a") */
+            m_children_rows(o, row, obj, "accounts", labels);
+            m_children_rows(o, row, obj, "shards", labels);
         }
-        evbuffer_drain(labels, evbuffer_get_length(labels));
-        m_label(labels, idlabel, id);
-        m_row(o, row, obj, labels);
     }
     evbuffer_drain(labels, evbuffer_get_length(labels));
 }

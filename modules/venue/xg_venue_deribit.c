@@ -131,7 +131,7 @@ dr_reply(struct dr_client *dc, const char *id, const char *result)
     dr_client_send_str(dc, s);
 }
 
-static void
+void
 dr_reply_json(struct dr_client *dc, const char *id, json_t *result)
 {
     char *r = json_dumps(result, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -142,7 +142,7 @@ dr_reply_json(struct dr_client *dc, const char *id, json_t *result)
 }
 
 /* A JSON-RPC error; ID NULL -> "id":null; REASON, if any, in data.reason. */
-static void
+void
 dr_error(struct dr_client *dc, const char *id, int code, const char *message,
     const char *reason)
 {
@@ -246,21 +246,31 @@ dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
     xg_registry_req_free(q);
 }
 
+/* {"jsonrpc":"2.0","id":ID,"error":ERROR}, both raw JSON text (an
+   exchange's error object, passed on). */
+void
+dr_error_raw(struct dr_client *dc, const char *id, const char *error)
+{
+    size_t n = strlen(id) + strlen(error) + 64;
+    char *s = xg_malloc(n);
+
+    snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":%s}", id, error);
+    xg_client_count_error(dc->c);
+    dr_client_send_str(dc, s);
+}
+
 /* Answers a complete subscribe request and frees it. */
 static void
 dr_subreq_answer(struct dr *d, struct xg_reg_subreq *sr)
 {
     struct dr_client *dc = sr->client ? sr->client->owner : NULL;
 
+    if (dc != NULL && dr_acct_split_answer(dc, sr)) {
+        dc = NULL;      /* a part: answered with the other part */
+    }
     if (dc != NULL) {
         if (sr->error != NULL) {
-            size_t n = strlen(sr->client_id) + strlen(sr->error) + 64;
-            char *s = xg_malloc(n);
-
-            snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":%s}",
-                sr->client_id, sr->error);
-            xg_client_count_error(dc->c);
-            dr_client_send_str(dc, s);
+            dr_error_raw(dc, sr->client_id, sr->error);
         } else {
             json_t *arr = json_array();
             int i;
@@ -884,10 +894,10 @@ dr_client_hb(evutil_socket_t fd, short what, void *arg)
     evtimer_add(dc->ev_hb, &tv);
 }
 
-static void *
-dr_client_open(void *p, struct xg_client *c)
+/* A client of D on connection C (a twin too: xg_venue_deribit_acct.c). */
+struct dr_client *
+dr_client_new(struct dr *d, struct xg_client *c)
 {
-    struct dr *d = p;
     struct dr_client *dc = xg_calloc(1, sizeof(*dc));
 
     dc->d = d;
@@ -903,6 +913,12 @@ dr_client_open(void *p, struct xg_client *c)
     d->clients = dc;
     d->nclients++;
     return dc;
+}
+
+static void *
+dr_client_open(void *p, struct xg_client *c)
+{
+    return dr_client_new(p, c);
 }
 
 struct dr_cod_scan {
@@ -991,12 +1007,11 @@ dr_cod_status(struct dr *d, json_t *obj)
         json_integer((json_int_t) d->cod_off_failed));
 }
 
-static void
-dr_client_close(void *p, void *cs, const char *reason)
+/* DC leaves D (its twin first): cancel-on-disconnect, channels, state. */
+void
+dr_client_free(struct dr *d, struct dr_client *dc, const char *reason)
 {
-    struct dr *d = p;
-    struct dr_client *dc = cs;
-
+    dr_acct_client_close(dc, reason);
     if (dc->cod) {
         dr_client_cod(d, dc, reason);
     }
@@ -1015,6 +1030,12 @@ dr_client_close(void *p, void *cs, const char *reason)
     OPENSSL_cleanse(dc->refresh, sizeof(dc->refresh));
     free(dc);
     xg_session_flush_soon(d->s);
+}
+
+static void
+dr_client_close(void *p, void *cs, const char *reason)
+{
+    dr_client_free(p, cs, reason);
 }
 
 static int
@@ -1063,7 +1084,7 @@ dr_client_auth(struct dr_client *dc, const char *id, json_t *params)
     const char *cid = json_string_value(json_object_get(params, "client_id"));
     json_t *state = json_object_get(params, "state");
     char token[48], refresh[48];
-    int ok = 0, i;
+    int ok = 0, i = -1;
     json_t *res;
 
     if (grant == NULL) {
@@ -1128,6 +1149,14 @@ dr_client_auth(struct dr_client *dc, const char *id, json_t *params)
         dr_error(dc, id, 13004, "invalid_credentials", NULL);
         return;
     }
+    if (dr_acct_bind(dc->d, dc, i >= 0 ? gc->creds[i].account : NULL)
+        != XG_OK)
+    {
+        dr_error(dc, id, 13004, "invalid_credentials",
+            "the client's account is not on this upstream, or another "
+            "account is bound to this connection");
+        return;
+    }
     dc->authed = 1;
     memcpy(token, "xg.", 3);
     dr_random_hex(token + 3, 16);
@@ -1180,8 +1209,8 @@ dr_client_subscribe(struct dr *d, struct dr_client *dc, const char *id,
         }
         names[i] = (char *) s;
     }
-    xg_session_subscribe(d->s, dc->rc, id, names, n,
-        gc->client_max_channels, public_only);
+    dr_acct_subscribe(d, dc, id, names, n, gc->client_max_channels,
+        public_only);
     free(names);
 }
 
@@ -1206,6 +1235,10 @@ dr_client_unsubscribe(struct dr *d, struct dr_client *dc, const char *id,
         names[i] = (char *) json_string_value(json_array_get(chans, i));
     }
     xg_session_unsubscribe(d->s, dc->rc, names, n, res);
+    if (dc->twin != NULL) {
+        /* a name it does not hold adds nothing: the same list for both */
+        xg_session_unsubscribe(dc->twin->d->s, dc->twin->rc, names, n, res);
+    }
     free(names);
     dr_reply_json(dc, id, res);
 }
@@ -1369,6 +1402,10 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     if (strcmp(method, "public/unsubscribe_all") == 0
         || strcmp(method, "private/unsubscribe_all") == 0) {
         xg_session_unsubscribe(d->s, dc->rc, NULL, 0, NULL);
+        if (dc->twin != NULL) {
+            xg_session_unsubscribe(dc->twin->d->s, dc->twin->rc, NULL, 0,
+                NULL);
+        }
         dr_reply(dc, id, "\"ok\"");
         goto done;
     }
@@ -1381,6 +1418,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
             goto done;
         }
         dc->notify_gaps = en == NULL || json_is_true(en);
+        dr_acct_sync(dc);
         xg_client_log(XG_LOG_INFO, dc->c, "gap notices %s",
             dc->notify_gaps ? "enabled" : "disabled");
         dr_reply_json(dc, id, json_pack("{s:b}", "enabled",
@@ -1389,6 +1427,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     }
     if (strcmp(method, "private/enable_cancel_on_disconnect") == 0) {
         dc->cod = 1;
+        dr_acct_sync(dc);
         xg_client_log(XG_LOG_INFO, dc->c, "cancel-on-disconnect enabled "
             "(emulated per client)");
         dr_reply(dc, id, "\"ok\"");
@@ -1396,6 +1435,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     }
     if (strcmp(method, "private/disable_cancel_on_disconnect") == 0) {
         dc->cod = 0;
+        dr_acct_sync(dc);
         dr_reply(dc, id, "\"ok\"");
         goto done;
     }
@@ -1407,28 +1447,43 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     if (strcmp(method, "private/logout") == 0) {
         /* as Deribit: no answer, the connection closes, no COD */
         dc->cod = 0;
+        dr_acct_sync(dc);
         xg_client_close(dc->c, 1000, "logout");
         goto done;
     }
 
-    /* anything else goes to the exchange under a fresh id */
+    /* anything else goes to the exchange under a fresh id: private
+       methods over the client's account connection */
     {
         struct xg_reg_req *q;
+        struct dr_client *tc = dc;
+        struct dr *td = d;
         char *text;
         size_t tlen;
+
+        if (strncmp(method, "private/", 8) == 0
+            && (tc = dr_acct_route(dc, &td)) == NULL)
+        {
+            xg_client_log(XG_LOG_INFO, dc->c, "%s without an account: "
+                "13009", method);
+            d->account_refused++;
+            dr_error(dc, id, 13009, "unauthorized",
+                "no exchange account for this client");
+            goto done;
+        }
 
         if (json_object_get(params, "access_token") != NULL) {
             /* the local token means nothing upstream; the session is ours */
             json_object_del(params, "access_token");
             text = json_dumps(req, JSON_COMPACT);
             tlen = strlen(text);
-            q = xg_registry_req_new(K_CLIENT, dc->rc, id, method, text, tlen);
+            q = xg_registry_req_new(K_CLIENT, tc->rc, id, method, text, tlen);
             free(text);
         } else {
-            q = xg_registry_req_new(K_CLIENT, dc->rc, id, method, work,
+            q = xg_registry_req_new(K_CLIENT, tc->rc, id, method, work,
                 wlen);
         }
-        dr_submit(d, q, dc);
+        dr_submit(td, q, tc);
     }
 done:
     json_decref(req);
@@ -1543,15 +1598,19 @@ static const struct xg_session_ops dr_session_ops = {
 /* ---- life cycle and /status ---- */
 
 static const struct dr_conf dr_defaults = {
-    DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, NULL, 0, NULL, NULL
+    .auth = DR_AUTH_NONE,
+    .request_timeout_ms = 10000
 };
 
-static void *
-dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
+/* An instance on UP with the venue conf CF (an account's for a child). */
+void *
+dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
+    const struct dr_conf *cf)
 {
     struct dr *d = xg_calloc(1, sizeof(*d));
+
     d->up = up;
-    d->cf = conf->proto_conf ? conf->proto_conf : &dr_defaults;
+    d->cf = cf;
     d->name = xg_upstream_name(up);
     d->base = xg_upstream_base(up);
     d->reg = xg_registry_new();
@@ -1578,18 +1637,30 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     return d;
 }
 
-static void
-dr_destroy(void *p)
+static void *
+dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
 {
-    struct dr *d = p;
+    struct dr *d = dr_new(up, conf, conf->proto_conf ? conf->proto_conf
+                                                     : &dr_defaults);
 
+    if (dr_accts_create(d, conf) != XG_OK) {
+        dr_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void
+dr_free(struct dr *d)
+{
     if (d == NULL) {
         return;
     }
     while (d->clients != NULL) {
         /* the listeners free their clients first; this is a last resort */
-        dr_client_close(d, d->clients, "upstream destroyed");
+        dr_client_free(d, d->clients, "upstream destroyed");
     }
+    dr_accts_free(d);
     while (d->cods != NULL) {
         struct dr_cod *cod = d->cods;
 
@@ -1605,9 +1676,15 @@ dr_destroy(void *p)
 }
 
 static void
-dr_status(void *p, json_t *obj)
+dr_destroy(void *p)
 {
-    struct dr *d = p;
+    dr_free(p);
+}
+
+/* /status of one instance (an account's too). */
+void
+dr_status_obj(struct dr *d, json_t *obj)
+{
 
     json_object_set_new(obj, "channels",
         json_integer((json_int_t) xg_registry_nchannels(d->reg)));
@@ -1644,6 +1721,15 @@ dr_status(void *p, json_t *obj)
     dr_cod_status(d, obj);
 }
 
+static void
+dr_status(void *p, json_t *obj)
+{
+    struct dr *d = p;
+
+    dr_status_obj(d, obj);
+    dr_accts_status(d, obj);
+}
+
 /* ---- conf directives (upstream context) ---- */
 
 static void
@@ -1660,6 +1746,7 @@ dr_conf_free(void *p)
     free(c->auth_id_src);
     free(c->auth_secret_src);
     xg_stale_free(c->stale, c->nstale);
+    dr_account_conf_free(c);
     free(c);
 }
 
@@ -1741,13 +1828,16 @@ static const struct xg_conf_bounds dr_bounds_timeout = { 0, 3600 * 1000 };
 #define DR(f) offsetof(struct dr_conf, f)
 
 static const struct xg_command dr_commands[] = {
-    { "auth", XG_CONF_UPSTREAM | XG_CONF_TAKE3, dr_set_auth, 0, NULL },
-    { "auth_scope", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_set_auth_scope, 0,
-      NULL },
-    { "heartbeat", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_duration,
-      DR(heartbeat_ms), &dr_bounds_hb },
-    { "cancel_on_disconnect", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
-      xg_conf_set_flag, DR(cod), NULL },
+    { "auth", XG_CONF_UPSTREAM | XG_CONF_ACCOUNT | XG_CONF_TAKE3, dr_set_auth,
+      0, NULL },
+    { "auth_scope", XG_CONF_UPSTREAM | XG_CONF_ACCOUNT | XG_CONF_TAKE1,
+      dr_set_auth_scope, 0, NULL },
+    { "heartbeat", XG_CONF_UPSTREAM | XG_CONF_ACCOUNT | XG_CONF_TAKE1,
+      xg_conf_set_duration, DR(heartbeat_ms), &dr_bounds_hb },
+    { "cancel_on_disconnect", XG_CONF_UPSTREAM | XG_CONF_ACCOUNT
+      | XG_CONF_TAKE1, xg_conf_set_flag, DR(cod), NULL },
+    { "account", XG_CONF_UPSTREAM | XG_CONF_TAKE1 | XG_CONF_BLOCK
+      | XG_CONF_MULTI, dr_set_account, 0, NULL },
     { "request_timeout", XG_CONF_UPSTREAM | XG_CONF_TAKE1,
       xg_conf_set_duration, DR(request_timeout_ms), &dr_bounds_timeout },
     { "stale", XG_CONF_UPSTREAM | XG_CONF_TAKE2 | XG_CONF_MULTI, dr_set_stale,
@@ -1785,6 +1875,8 @@ dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
         }
     } else if (cmd->set == dr_set_stale) {
         xg_stale_dump(d, cmd->name, c->stale, c->nstale);
+    } else if (cmd->set == dr_set_account) {
+        dr_account_dump(d, cmd, c);
     } else {
         return XG_AGAIN;
     }
@@ -1806,8 +1898,18 @@ dr_reconf(void *p, const struct xg_upstream_conf *conf)
     xg_session_set_limits(d->s, d->cf->request_timeout_ms,
         conf->queue_limit, conf->queue_timeout_ms);
     xg_session_set_stale(d->s, d->cf->stale, d->cf->nstale);
+    dr_accts_reconf(d, conf);
     return XG_OK;
 }
+
+/* An account's instance: its parent's reconf gave it its conf. */
+static int
+dr_acct_reconf(void *p, const struct xg_upstream_conf *conf)
+{
+    return XG_OK;
+}
+
+static const char *const dr_restart_names[] = { "account", NULL };
 
 const struct xg_venue xg_venue_deribit = {
     "deribit",
@@ -1832,6 +1934,23 @@ const struct xg_venue xg_venue_deribit = {
     dr_reconf,
     NULL,       /* rest_local: no REST front of its own */
     NULL,       /* connect_take: no connection budget */
-    NULL,       /* restart_names: a reload applies every change */
+    dr_restart_names,   /* a changed account list restarts */
     0           /* max_connection_age: none unless the conf says */
+};
+
+/* An account's connection: a child upstream of a Deribit upstream, with
+   no clients of its own (its twins are made by the parent). */
+void *dr_acct_create(struct xg_upstream *up,
+    const struct xg_upstream_conf *conf);
+
+const struct xg_venue xg_venue_deribit_account = {
+    .name = "deribit",
+    .create = dr_acct_create,
+    .destroy = dr_destroy,
+    .on_open = dr_on_open,
+    .on_message = dr_on_message,
+    .on_down = dr_on_down,
+    .status = dr_status,
+    .rotates = 1,
+    .reconf = dr_acct_reconf
 };

@@ -53,6 +53,8 @@ enum dr_auth_kind {
 };
 
 
+struct dr_account;
+
 struct dr_conf {
     enum dr_auth_kind  auth;
     char              *auth_id;
@@ -65,6 +67,14 @@ struct dr_conf {
     size_t             nstale;
     char              *auth_id_src;      /* env:/file: of the id, or NULL */
     char              *auth_secret_src;  /* env:/file: of the secret (-T) */
+    struct dr_account *accounts;         /* account NAME { ... }, in order */
+    size_t             naccounts;
+};
+
+/* `account NAME { auth ...; cancel_on_disconnect ...; heartbeat ...; }` */
+struct dr_account {
+    char              *name;
+    struct dr_conf    *cf;
 };
 
 
@@ -90,6 +100,8 @@ enum dr_kind {
 
 struct dr_client;
 struct dr_cod;
+struct dr_acct;
+struct dr_split;
 
 struct dr {
     struct xg_upstream    *up;
@@ -124,6 +136,13 @@ struct dr {
     uint64_t               cod_cancels;   /* private/cancel sent */
     uint64_t               cod_offs;      /* disabled on a retiring conn */
     uint64_t               cod_off_failed;
+    /* accounts (xg_venue_deribit_acct.c): the upstream's children, one
+       connection each, or the account this instance is (parent set) */
+    struct dr_acct       **accts;
+    unsigned               nacct;
+    struct dr             *parent;
+    uint64_t               split_seq;
+    uint64_t               account_refused;   /* private calls without one */
 };
 
 struct dr_client {
@@ -139,6 +158,9 @@ struct dr_client {
     struct event          *ev_hb;
     int                    notify_gaps;   /* exgate/notify_gaps enabled */
     struct dr_client      *prev, *next;
+    struct dr_client      *twin;          /* on its account's instance */
+    struct dr_client      *main;          /* a twin: the client's own */
+    struct dr_split       *splits;        /* subscribes over both */
 };
 
 
@@ -203,5 +225,35 @@ void dr_track_send(void *ctx, void *chan, struct xg_reg_req *q);
 void dr_tracked_answer(struct dr *d, struct dr_client *dc, const char *method,
     const struct xg_jspan *result);
 void dr_tracks_down(struct dr *d);
+
+/* accounts (xg_venue_deribit_acct.c) */
+int dr_set_account(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf);
+void dr_account_dump(struct xg_conf_dump *dump, const struct xg_command *cmd,
+    const struct dr_conf *c);
+void dr_account_conf_free(struct dr_conf *c);
+int dr_accts_create(struct dr *d, const struct xg_upstream_conf *conf);
+void dr_accts_free(struct dr *d);
+void dr_accts_reconf(struct dr *d, const struct xg_upstream_conf *conf);
+void dr_accts_status(struct dr *d, json_t *obj);
+int dr_acct_bind(struct dr *d, struct dr_client *dc, const char *account);
+struct dr_client *dr_acct_route(struct dr_client *dc, struct dr **dp);
+void dr_acct_sync(struct dr_client *dc);
+void dr_acct_client_close(struct dr_client *dc, const char *reason);
+void dr_acct_subscribe(struct dr *d, struct dr_client *dc, const char *id,
+    char **names, size_t n, unsigned max, int public_only);
+int dr_acct_split_answer(struct dr_client *dc, struct xg_reg_subreq *sr);
+int dr_is_private_channel(const char *name);
+void dr_client_free(struct dr *d, struct dr_client *dc, const char *reason);
+struct dr_client *dr_client_new(struct dr *d, struct xg_client *c);
+void dr_error(struct dr_client *dc, const char *id, int code,
+    const char *message, const char *data);
+void dr_reply_json(struct dr_client *dc, const char *id, json_t *result);
+void dr_error_raw(struct dr_client *dc, const char *id, const char *error);
+void *dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
+    const struct dr_conf *cf);
+void dr_free(struct dr *d);
+void dr_status_obj(struct dr *d, json_t *obj);
+extern const struct xg_venue xg_venue_deribit_account;
 
 #endif

@@ -221,6 +221,7 @@ admin 127.0.0.1:8610;
 admin_origin http://localhost:3000;
 client_credentials bot-a env:XG_T_BOT;
 client_credentials bot-b file:sub/bot.secret;
+client_credentials bot-e env:XG_T_BOT account=desk-1;
 client_auth on;
 client_max_message 2m;
 client_output_limit 16m 4m 30s;
@@ -271,6 +272,7 @@ upstream b {
     protocol deribit;
     reconnect fixed { delay 2s; }
     auth client_credentials plainid env:XG_T_SECRET;
+    account desk-1 { auth client_signature env:XG_T_ID env:XG_T_SECRET; cancel_on_disconnect on; heartbeat 30s; }
 }
 CONF
 cat > "$T/conf.d/d.conf" <<'CONF'
@@ -317,6 +319,9 @@ for want in "auth client_signature env:XG_T_ID file:$T/conf.d/../api.secret;" \
     "auth client_credentials plainid env:XG_T_SECRET;" \
     "client_credentials bot-a env:XG_T_BOT;" \
     "client_credentials bot-b file:$T/sub/bot.secret;" \
+    "client_credentials bot-e env:XG_T_BOT account=desk-1;" \
+    "account desk-1 {" "auth client_signature env:XG_T_ID env:XG_T_SECRET;" \
+    "heartbeat 30s;" \
     "client_credentials=bot-c:env:XG_T_BOT client_credentials=bot-d:file:$T/sub/bot.secret;" \
     "tls_ca $T/conf.d/../ca.pem;" 'header X-Api "a b;c";' "header X-Two \"it's \\\"q\\\"\";" \
     'close_timeout 2500ms;' 'multiplier 1.5;' 'stale book.* 90s;' \

@@ -348,8 +348,17 @@ ctl_command(struct exsim_ctl *k, char *line)
         return stats_json();
     }
     if (strcmp(cmd, "drop") == 0) {
+        /* drop [public|ACCOUNT_ID]: every connection, or those not
+           authenticated, or those of one account */
         n = 0;
         for (c = ex->conns; c != NULL; c = c->next) {
+            if (a1 != NULL && (strcmp(a1, "public") == 0
+                               ? c->acct != NULL
+                               : c->acct == NULL
+                                 || strcmp(c->acct->id, a1) != 0))
+            {
+                continue;
+            }
             if (!c->down && c->ws != NULL) {
                 exsim_conn_drop(c);
                 n++;

@@ -718,6 +718,55 @@ START_TEST(t_proto_directives_all_refused_on_raw)
 }
 END_TEST
 
+/*
+ * account NAME { ... }: a name, auth required, no duplicate, only the
+ * account's directives inside, a block; client_credentials account=NAME.
+ */
+START_TEST(t_accounts)
+{
+    struct xg_main_conf *mc;
+
+#define ACCT_UP(body) "upstream x {\n url ws://h/;\n protocol deribit;\n" \
+    body "}\n"
+    setenv("XG_T_SECRET", "s3cr3t", 1);
+    mc = load(ACCT_UP(
+        " account desk-a { auth client_signature id env:XG_T_SECRET;"
+        " cancel_on_disconnect on; heartbeat 10s; }\n"
+        " account desk-b { auth client_credentials id2 env:XG_T_SECRET; }\n")
+        "client_credentials bot env:XG_T_SECRET account=desk-a;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    xg_conf_free(mc);
+    expect_error(ACCT_UP(" account desk-a { cancel_on_disconnect on; }\n"),
+        "t.conf:4: \"account\": \"desk-a\" has no auth");
+    expect_error(ACCT_UP(
+        " account a { auth client_signature id env:XG_T_SECRET; }\n"
+        " account a { auth client_signature id env:XG_T_SECRET; }\n"),
+        "t.conf:5: \"account\": duplicate account \"a\"");
+    expect_error(ACCT_UP(
+        " account \"a b\" { auth client_signature id env:XG_T_SECRET; }\n"),
+        "t.conf:4: \"account\": bad name \"a b\"");
+    expect_error(ACCT_UP(
+        " account a { auth client_signature id env:XG_T_SECRET;\n"
+        "  stale book.* 1s; }\n"),
+        "t.conf:5: \"stale\" directive is not allowed here");
+    expect_error(ACCT_UP(
+        " account a { auth client_signature id env:XG_T_NOPE; }\n"),
+        "XG_T_NOPE");
+    expect_error(ACCT_UP(" account a;\n"),
+        "t.conf:4: \"account\" directive needs a { } block");
+    expect_error("upstream x {\n url ws://h/;\n protocol raw;\n"
+        " account a { auth client_signature id env:XG_T_SECRET; }\n}\n",
+        "t.conf:4: \"account\" is a directive of protocol deribit");
+    expect_error(ACCT_UP("") "client_credentials bot env:XG_T_SECRET a=b;\n",
+        "t.conf:5: \"client_credentials\": the third word must be "
+        "account=NAME");
+    expect_error(ACCT_UP("") "client_credentials bot env:XG_T_SECRET "
+        "account=;\n", "the third word must be account=NAME");
+#undef ACCT_UP
+    unsetenv("XG_T_SECRET");
+}
+END_TEST
+
 /* The same directives stay valid on a deribit upstream, on either side. */
 START_TEST(t_proto_directives_on_deribit)
 {
@@ -1491,6 +1540,7 @@ conf_suite(void)
     tcase_add_test(tc, t_proto_directive_on_raw);
     tcase_add_test(tc, t_proto_directives_all_refused_on_raw);
     tcase_add_test(tc, t_proto_directives_on_deribit);
+    tcase_add_test(tc, t_accounts);
     tcase_add_test(tc, t_proto_directive_unknown_protocol);
     tcase_add_test(tc, t_proto_directive_in_main);
     tcase_add_test(tc, t_proto_directive_from_include);
