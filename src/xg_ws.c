@@ -23,6 +23,7 @@
 #include "xg_log.h"
 #include "xg_tls.h"
 #include "xg_ws.h"
+#include "xg_ws_int.h"
 #include "xg_wsproto.h"
 
 #include <arpa/inet.h>
@@ -46,87 +47,6 @@
 #include <openssl/rand.h>
 #include <wslay/wslay.h>
 
-#define WS_DEFAULT_MAX_MESSAGE   ((size_t) 16 * 1024 * 1024)
-#define WS_DEFAULT_TIMEOUT_MS    10000
-#define WS_DEFAULT_CLOSE_MS      3000
-#define WS_READ_CHUNK            (64 * 1024)    /* one recv of read_more */
-#define WS_LIBEVENT_READ         4096   /* libevent 2.1's EVBUFFER_MAX_READ */
-#define WS_TLS_READ_CHUNK        (16 * 1024)    /* one TLS record at most */
-
-/* The argument of an evdns request: outlives the ws if it is freed. */
-struct ws_dnsreq {
-    struct xg_ws  *ws;
-};
-
-struct xg_ws {
-    struct event_base       *base;
-    struct evdns_base       *dns;
-    int                      server;
-    int                      tls;
-    enum xg_ws_state         state;
-    struct bufferevent      *bev;
-    SSL_CTX                 *ssl_ctx;       /* client side: our reference */
-    wslay_event_context_ptr  wslay;
-    const struct xg_ws_cbs  *cbs;
-    void                    *arg;
-    xg_ws_accept_cb          check;
-    struct xg_ws_opts        opts;          /* strings below are copies */
-    char                    *name;
-    struct xg_log_ctx       *lctx;      /* what its lines are about, or
-                                           NULL: NAME is their prefix */
-    struct xg_url            url;
-    char                     host[256];     /* url host without brackets */
-    char                     peer[300];
-    char                     key[XG_WSPROTO_KEY_LEN + 1];
-
-    struct event            *ev_deadline;   /* connect/tls/handshake/close */
-    struct event            *ev_ping;
-    struct event            *ev_silence;
-    struct event            *ev_down;
-    uint64_t                 last_rx_ms;
-
-    struct ws_dnsreq        *dnsreq;
-    struct evdns_getaddrinfo_request *dns_handle;
-    struct evutil_addrinfo  *ai_list;
-    struct evutil_addrinfo  *ai_next;
-    char                     connect_err[400];
-    size_t                   in_left;       /* input left after a feed */
-
-    int                      busy;
-    unsigned                 freed:1;       /* xg_ws_free() while busy */
-    unsigned                 ending:1;      /* flushing, then down */
-    unsigned                 discard:1;     /* closing: input ignored */
-    unsigned                 shut_wr:1;
-    unsigned                 release_bev:1;
-    unsigned                 down_queued:1;
-    unsigned                 direct:1;      /* opts.direct_output, no TLS */
-
-    /*
-     * The message being received. wslay runs without buffering: it would
-     * allocate each frame's announced length up front, so a peer could pin
-     * max_message bytes per connection while sending next to nothing.
-     * Here memory grows with the bytes that really arrive.
-     */
-    unsigned char           *rx;
-    size_t                   rx_len;
-    size_t                   rx_cap;
-    unsigned                 rx_ctrl:1;     /* current frame is control */
-    unsigned                 rx_over:1;     /* over the limit: ignore */
-    unsigned                 rx_tag:1;      /* see ws_rx_tag */
-    unsigned char            rx_hdr[XG_WSPROTO_MAX_FRAME_HEADER];
-    size_t                   rx_nhdr;       /* header bytes seen so far */
-    uint64_t                 rx_left;       /* payload bytes to pass */
-
-    char                     reason[512];
-    int                      http_status;
-    int                      retry_after_s;
-    int                      close_code;
-    int                      by_us;
-};
-
-static void ws_read_cb(struct bufferevent *bev, void *arg);
-static void ws_write_cb(struct bufferevent *bev, void *arg);
-static void ws_event_cb(struct bufferevent *bev, short what, void *arg);
 static void ws_feed(struct xg_ws *ws);
 static void ws_after_io(struct xg_ws *ws);
 static void ws_destroy(struct xg_ws *ws);
@@ -158,22 +78,6 @@ ws_leave(struct xg_ws *ws)
     return 0;
 }
 
-static int
-ws_dead(const struct xg_ws *ws)
-{
-    return ws->freed || ws->state == XG_WS_DOWN;
-}
-
-static void
-timer_add_ms(struct event *ev, uint64_t ms)
-{
-    struct timeval tv;
-
-    tv.tv_sec = (time_t) (ms / 1000);
-    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-    evtimer_add(ev, &tv);
-}
-
 static const char *
 state_name(enum xg_ws_state st)
 {
@@ -188,15 +92,7 @@ state_name(enum xg_ws_state st)
     return "?";
 }
 
-/*
- * One log line about WS: about what its owner said it is (an upstream's
- * connection, a client) when it said, else prefixed with its name.
- */
-static void
-ws_log(const struct xg_ws *ws, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
+void
 ws_log(const struct xg_ws *ws, int level, const char *fmt, ...)
 {
     char msg[1024];
@@ -235,7 +131,7 @@ ws_set_state(struct xg_ws *ws, enum xg_ws_state st)
  * Makes BEV, which becomes the connection's, read and write as much at a
  * time as the options say, and count its writes when asked.
  */
-static void
+void
 ws_bev_tune(struct xg_ws *ws, struct bufferevent *bev)
 {
     if (ws->opts.read_max > 0) {
@@ -302,16 +198,7 @@ ws_down_now(struct xg_ws *ws)
     }
 }
 
-/*
- * Takes the connection down for the reason FMT (kept if one was already
- * recorded). With FLUSH, what is queued for output is written first,
- * within close_timeout_ms.
- */
-static void
-ws_fail(struct xg_ws *ws, int flush, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
+void
 ws_fail(struct xg_ws *ws, int flush, const char *fmt, ...)
 {
     va_list ap;
@@ -832,7 +719,7 @@ ws_deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- open ---------------------------------------------------------------- */
 
-static void
+void
 ws_open(struct xg_ws *ws)
 {
     int r;
@@ -885,7 +772,7 @@ ws_open(struct xg_ws *ws)
  * Looks for a complete HTTP head in the input. Returns its length, 0 if
  * more is needed, -1 when none fits in the bound. *P gets its bytes.
  */
-static ssize_t
+ssize_t
 ws_find_head(struct xg_ws *ws, const char **p)
 {
     struct evbuffer *in;
@@ -901,66 +788,6 @@ ws_find_head(struct xg_ws *ws, const char **p)
         return 0;
     }
     return xg_wsproto_head_len(*p, len, XG_WSPROTO_MAX_HEAD);
-}
-
-/* ---- server handshake -------------------------------------------------- */
-
-static void
-ws_srv_refuse(struct xg_ws *ws, int status, const char *error)
-{
-    char buf[512];
-    struct evbuffer *in;
-    size_t n;
-
-    in = bufferevent_get_input(ws->bev);
-    evbuffer_drain(in, evbuffer_get_length(in));
-    bufferevent_disable(ws->bev, EV_READ);
-    n = xg_wsproto_error_response(buf, sizeof(buf), status, error);
-    evbuffer_add(bufferevent_get_output(ws->bev), buf, n);
-    ws->http_status = status;
-    ws_fail(ws, 1, "handshake refused: %d %s", status, error);
-}
-
-static void
-ws_srv_handshake(struct xg_ws *ws)
-{
-    struct xg_wsproto_req req;
-    char accept[XG_WSPROTO_ACCEPT_LEN + 1];
-    const char *p;
-    ssize_t hl;
-    int status;
-
-    hl = ws_find_head(ws, &p);
-    if (hl == 0) {
-        return;
-    }
-    if (hl < 0) {
-        ws_srv_refuse(ws, 431, "request head too large");
-        return;
-    }
-    if (xg_wsproto_parse_request(p, (size_t) hl, &req) != XG_OK) {
-        ws_srv_refuse(ws, req.status, req.error);
-        return;
-    }
-    status = ws->check ? ws->check(ws, req.path, ws->arg) : 0;
-    if (ws_dead(ws)) {
-        return;
-    }
-    if (status != 0 && (status < 400 || status > 599)) {
-        status = 500;   /* a refusal must be an error status */
-    }
-    if (status != 0) {
-        ws_srv_refuse(ws, status, status == 404 ? "no such path"
-            : xg_wsproto_status_text(status));
-        return;
-    }
-    evbuffer_drain(bufferevent_get_input(ws->bev), (size_t) hl);
-    xg_wsproto_accept(req.key, XG_WSPROTO_KEY_LEN, accept);
-    evbuffer_add_printf(bufferevent_get_output(ws->bev),
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", accept);
-    ws_log(ws, XG_LOG_DEBUG, "upgrade %s", req.path);
-    ws_open(ws);
 }
 
 /* ---- client handshake -------------------------------------------------- */
@@ -1276,7 +1103,6 @@ ws_resolve(struct xg_ws *ws)
  */
 static void ws_read_into(struct xg_ws *ws, struct evbuffer *in,
     evutil_socket_t fd);
-static void ws_event_cb(struct bufferevent *bev, short what, void *arg);
 
 static void
 ws_read_more(struct xg_ws *ws, struct bufferevent *bev)
@@ -1385,7 +1211,7 @@ ws_read_more_tls(struct xg_ws *ws, struct bufferevent *bev)
     return 0;
 }
 
-static void
+void
 ws_read_cb(struct bufferevent *bev, void *arg)
 {
     struct xg_ws *ws = arg;
@@ -1445,7 +1271,7 @@ ws_read_cb(struct bufferevent *bev, void *arg)
     ws_leave(ws);
 }
 
-static void
+void
 ws_write_cb(struct bufferevent *bev, void *arg)
 {
     struct xg_ws *ws = arg;
@@ -1509,7 +1335,7 @@ ws_tls_reason(struct xg_ws *ws, char *buf, size_t len)
     }
 }
 
-static void
+void
 ws_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct xg_ws *ws = arg;
@@ -1571,7 +1397,7 @@ ws_event_cb(struct bufferevent *bev, short what, void *arg)
 
 /* ---- construction ---------------------------------------------------------- */
 
-static struct xg_ws *
+struct xg_ws *
 ws_new(struct event_base *base, const struct xg_ws_opts *opts,
     const struct xg_ws_cbs *cbs, void *arg)
 {
@@ -1680,93 +1506,6 @@ xg_ws_connect(struct event_base *base, struct evdns_base *dns,
     timer_add_ms(ws->ev_deadline, ws->opts.connect_timeout_ms);
     ws_resolve(ws);
     return ws;
-}
-
-static struct xg_ws *
-ws_accept_common(struct xg_ws *ws, xg_ws_accept_cb check)
-{
-    char name[400];
-
-    ws->server = 1;
-    ws->check = check;
-    if (ws->name == NULL) {
-        snprintf(name, sizeof(name), "ws client %s", ws->peer);
-        ws->name = xg_strdup(name);
-    }
-    timer_add_ms(ws->ev_deadline, ws->opts.handshake_timeout_ms);
-    if (ws->bev != NULL) {
-        bufferevent_setcb(ws->bev, ws_read_cb, ws_write_cb, ws_event_cb, ws);
-        bufferevent_enable(ws->bev, EV_READ | EV_WRITE);
-    }
-    ws_log(ws, XG_LOG_DEBUG, "accepted%s", ws->tls ? " (tls)" : "");
-    return ws;
-}
-
-struct xg_ws *
-xg_ws_accept(struct event_base *base, evutil_socket_t fd, SSL_CTX *tls,
-    const struct xg_ws_opts *opts, xg_ws_accept_cb check,
-    const struct xg_ws_cbs *cbs, void *arg)
-{
-    struct xg_ws *ws;
-    SSL *ssl;
-    char err[512];
-
-    ws = ws_new(base, opts, cbs, arg);
-    if (opts->log_name != NULL) {
-        ws->name = xg_strdup(opts->log_name);
-    }
-    xg_fd_peer(fd, ws->peer, sizeof(ws->peer));
-    evutil_make_socket_nonblocking(fd);
-    evutil_make_socket_closeonexec(fd);
-    xg_fd_nodelay(fd);
-    ws->tls = tls != NULL;
-    ws->state = ws->tls ? XG_WS_TLS : XG_WS_HANDSHAKE;
-    if (tls != NULL) {
-        ERR_clear_error();
-        ssl = SSL_new(tls);
-        if (ssl == NULL) {
-            evutil_closesocket(fd);
-            ws_accept_common(ws, check);
-            snprintf(err, sizeof(err), "SSL_new: ");
-            ws_fail(ws, 0, "tls: %s", xg_log_ssl_errors(err, sizeof(err)));
-            return ws;
-        }
-        ws->bev = bufferevent_openssl_socket_new(base, fd, ssl,
-            BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-        if (ws->bev != NULL) {
-            bufferevent_openssl_set_allow_dirty_shutdown(ws->bev, 1);
-        }
-    } else {
-        ws->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-        ws->direct = opts->direct_output;
-    }
-    if (ws->bev != NULL) {
-        ws_bev_tune(ws, ws->bev);
-    }
-    ws_accept_common(ws, check);
-    if (ws->bev == NULL) {
-        evutil_closesocket(fd);
-        ws_fail(ws, 0, "cannot make a bufferevent");
-    }
-    return ws;
-}
-
-struct xg_ws *
-xg_ws_accept_bev(struct event_base *base, struct bufferevent *bev,
-    const char *peer, const struct xg_ws_opts *opts, xg_ws_accept_cb check,
-    const struct xg_ws_cbs *cbs, void *arg)
-{
-    struct xg_ws *ws;
-
-    ws = ws_new(base, opts, cbs, arg);
-    if (opts->log_name != NULL) {
-        ws->name = xg_strdup(opts->log_name);
-    }
-    snprintf(ws->peer, sizeof(ws->peer), "%s", peer ? peer : "pair");
-    ws->state = XG_WS_HANDSHAKE;
-    ws->bev = bev;
-    ws_bev_tune(ws, bev);
-    return ws_accept_common(ws, check);
 }
 
 /* ---- owner API ----------------------------------------------------------- */
@@ -1955,70 +1694,6 @@ void
 xg_ws_set_arg(struct xg_ws *ws, void *arg)
 {
     ws->arg = arg;
-}
-
-/* ---- fan-out frames (src/xg_frame.c) -------------------------------------- */
-
-static void
-frame_cleanup(const void *data, size_t len, void *extra)
-{
-    xg_frame_unref(extra);
-}
-
-int
-xg_ws_send_frame(struct xg_ws *ws, struct xg_frame *f)
-{
-    size_t n;
-
-    if (ws == NULL || !ws->server || ws_dead(ws) || ws->state != XG_WS_OPEN
-        || ws->ending || ws->bev == NULL)
-    {
-        return XG_ERROR;
-    }
-    n = ws->direct ? xg_bev_send_now(ws->bev, f->data, f->len, f->nmsgs,
-        ws->opts.io) : 0;
-    if (n == f->len) {
-        return XG_OK;
-    }
-    f->refs++;
-    if (evbuffer_add_reference(bufferevent_get_output(ws->bev), f->data + n,
-            f->len - n, frame_cleanup, f) != 0)
-    {
-        f->refs--;
-        return XG_ERROR;
-    }
-    return XG_OK;
-}
-
-int
-xg_ws_send_encoded(struct xg_ws *ws, const unsigned char *data, size_t len,
-    size_t nmsgs, struct xg_frame **keep)
-{
-    struct xg_frame *f;
-    size_t n;
-
-    if (ws == NULL || !ws->server || ws_dead(ws) || ws->state != XG_WS_OPEN
-        || ws->ending || ws->bev == NULL)
-    {
-        return XG_ERROR;
-    }
-    n = ws->direct ? xg_bev_send_now(ws->bev, data, len, nmsgs, ws->opts.io)
-        : 0;
-    if (n == len) {
-        return XG_OK;
-    }
-    if (*keep == NULL) {
-        *keep = xg_frame_encoded(data, len, nmsgs);
-    }
-    f = *keep;
-    f->refs++;
-    if (evbuffer_add_reference(bufferevent_get_output(ws->bev), f->data + n,
-            f->len - n, frame_cleanup, f) != 0)
-    {
-        f->refs--;
-        return XG_ERROR;
-    }
-    return XG_OK;
 }
 
 void

@@ -1074,6 +1074,35 @@ dr_str_eq_ct(const char *a, const char *b)
     return n == strlen(b) && CRYPTO_memcmp(a, b, n) == 0;
 }
 
+/*
+ * A client_signature whose signature is good: its nonce must be new for
+ * that client_id while the timestamp T is in the window (Deribit: 13009).
+ * A full nonce store refuses (10028) rather than forget a live nonce.
+ * Answers the refusal itself; returns XG_OK when the auth may go on.
+ */
+static int
+dr_client_nonce(struct dr_client *dc, const char *id, const char *cid,
+    const char *nonce, long long t, long long now)
+{
+    int rc = xg_nonce_use(dc->d->nonces, cid, nonce, (uint64_t) t,
+        (uint64_t) now);
+    char safe[65];
+
+    if (rc == XG_OK) {
+        return XG_OK;
+    }
+    dr_log_safe(cid, safe, sizeof(safe));
+    xg_client_log(XG_LOG_WARN, dc->c, "public/auth (client_signature) "
+        "refused for client_id \"%s\": %s", safe, rc == XG_ERROR
+        ? "nonce already used" : "nonce store full");
+    if (rc == XG_ERROR) {
+        dr_error(dc, id, 13009, "unauthorized", "nonce already used");
+    } else {
+        dr_error(dc, id, 10028, "too_many_requests", "nonce store full");
+    }
+    return XG_ERROR;
+}
+
 /* public/auth from a local client: the gateway's own credentials policy. */
 static void
 dr_client_auth(struct dr_client *dc, const char *id, json_t *params)
@@ -1122,6 +1151,9 @@ dr_client_auth(struct dr_client *dc, const char *id, json_t *params)
             dr_signature(gc->creds[i].secret, ts, nonce, data ? data : "",
                 want);
             ok = dr_str_eq_ct(sig, want);
+        }
+        if (ok && dr_client_nonce(dc, id, cid, nonce, t, now) != XG_OK) {
+            return;
         }
     } else if (strcmp(grant, "refresh_token") == 0) {
         const char *rt = json_string_value(json_object_get(params,
@@ -1614,6 +1646,7 @@ dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
     d->name = xg_upstream_name(up);
     d->base = xg_upstream_base(up);
     d->reg = xg_registry_new();
+    d->nonces = xg_nonce_new(DR_SIG_WINDOW_MS, DR_NONCE_MAX);
     xg_registry_set_channel_free(d->reg, dr_track_free);
     d->s = xg_session_new(up, d->name, d->base, d->reg, d->cf->stale,
         d->cf->nstale, DR_BATCH_BYTES, &dr_session_ops, d);
@@ -1670,6 +1703,7 @@ dr_free(struct dr *d)
     event_free(d->ev_tick);
     event_free(d->ev_refresh);
     free(d->refresh_token);
+    xg_nonce_free(d->nonces);
     xg_registry_free(d->reg);
     xg_session_free(d->s);
     free(d);

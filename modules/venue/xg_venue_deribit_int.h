@@ -15,6 +15,7 @@
 #include "xg_venue_deribit.h"
 #include "xg_jscan.h"
 #include "xg_log.h"
+#include "xg_nonce.h"
 #include "xg_venue.h"
 #include "xg_registry.h"
 #include "xg_session.h"
@@ -38,6 +39,8 @@
 #define DR_MIN_CLIENT_HB_S  10             /* as Deribit: interval >= 10 */
 #define DR_TOKEN_TTL_S      31536000
 #define DR_SIG_WINDOW_MS    60000          /* client_signature timestamps */
+#define DR_NONCE_MAX        4096           /* client_signature nonces held
+                                              (per upstream, for the window) */
 #define DR_FETCH_RETRY_MS   200            /* a fetch refused for now: first
                                               retry, doubling ... */
 #define DR_FETCH_RETRY_MAX_MS 3200         /* ... up to this */
@@ -126,6 +129,7 @@ struct dr {
     uint64_t               requests_rejected;  /* refused by exgate */
     struct xg_track_env    track;          /* its continuity trackers' */
     char                  *refresh_token;
+    struct xg_nonce       *nonces;       /* local client_signature nonces */
     struct event          *ev_tick;
     struct event          *ev_refresh;
     struct dr_client      *clients;

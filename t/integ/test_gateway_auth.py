@@ -3,7 +3,9 @@ cancel-on-disconnect, against exsim:
 
 - wrong client credentials -> 13004; a private call before auth -> 13009;
   a private channel in public/subscribe is left out; client_signature
-  (HMAC as Deribit) and the refresh_token grant work;
+  (HMAC as Deribit) and the refresh_token grant work; a replayed
+  client_signature nonce (same client_id, within the window) and a spent
+  refresh token are refused with 13009;
 - the upstream token is refreshed before expiry (exsim --expires-in 2)
   with the refresh_token grant, which exsim accepts (no fallback to a new
   client_credentials auth): no reconnect, private calls keep working;
@@ -71,6 +73,22 @@ async def body(h):
                                      "refresh_token": res["refresh_token"]},
                      id=6)
     check("result" in r, "refresh grant %r" % r)
+    # the refresh token is single-use: the spent one is refused, the new
+    # one works once
+    r2 = await a.call("public/auth", {"grant_type": "refresh_token",
+                                      "refresh_token": res["refresh_token"]},
+                      id=61)
+    check(r2.get("error", {}).get("code") == 13009,
+          "a spent refresh token: %r" % r2)
+    new = r["result"]["refresh_token"]
+    check(new != res["refresh_token"], "a new refresh token: %r" % r)
+    r = await a.call("public/auth", {"grant_type": "refresh_token",
+                                     "refresh_token": new}, id=62)
+    check("result" in r, "the new refresh token: %r" % r)
+    r2 = await a.call("public/auth", {"grant_type": "refresh_token",
+                                      "refresh_token": new}, id=63)
+    check(r2.get("error", {}).get("code") == 13009,
+          "the new refresh token used twice: %r" % r2)
     r = await a.call("public/auth", {"grant_type": "refresh_token",
                                      "refresh_token": "xgr.bogus"}, id=7)
     check("error" in r, "a bogus refresh token was accepted: %r" % r)
@@ -99,6 +117,27 @@ async def body(h):
                                       "nonce": nonce, "signature": sig},
                       id="old")
     check(r.get("error", {}).get("code") == 13004, "stale timestamp %r" % r)
+    # a nonce is single-use per client_id within the 60 s window: the
+    # replayed request is refused on another connection and on the same
+    signed = {"grant_type": "client_signature", "client_id": "bot2",
+              "timestamp": ts, "nonce": nonce, "data": "", "signature": sig}
+    r = await t2.call("public/auth", signed, id="replay")
+    check(r.get("error", {}).get("code") == 13009, "replayed nonce %r" % r)
+    r = await t.call("public/auth", signed, id="replay2")
+    check(r.get("error", {}).get("code") == 13009,
+          "replayed nonce, same connection %r" % r)
+    check(len(h.log_lines("nonce already used")) == 2, "replays logged")
+    # the same nonce under another client_id, and a new nonce, are fresh
+    sig1 = hmac.new(b"bot-secret", ("%d\n%s\n" % (ts, nonce)).encode(),
+                    hashlib.sha256).hexdigest()
+    r = await t2.call("public/auth", dict(signed, client_id="bot",
+                                          signature=sig1), id="other-id")
+    check("result" in r, "the nonce of another client_id %r" % r)
+    sig2 = hmac.new(b"bot2-secret", ("%d\n%s\n" % (ts, "n2")).encode(),
+                    hashlib.sha256).hexdigest()
+    r = await t2.call("public/auth", dict(signed, nonce="n2",
+                                          signature=sig2), id="fresh")
+    check("result" in r, "a fresh nonce %r" % r)
 
     # private calls with the local token in params work (it is stripped)
     r = await a.call("private/get_positions",
