@@ -22,6 +22,8 @@ accounts (--account):
   channels; a bot whose credentials name an account the upstream lacks is
   refused at public/auth (13004); a bot bound to desk-a cannot
   re-authenticate as desk-b on the same connection;
+- a desk-a bot's own (emulated) cancel-on-disconnect cancels, on desk-a,
+  exactly the orders it placed when it leaves;
 - fills: a position taken by a desk-a bot is desk-a's (get_position
   through the other desk-a bot and at exsim), desk-b's is its own;
 - exgate -T shows the account blocks with their secrets by source;
@@ -288,6 +290,32 @@ async def body(h):
                                   {"instrument_name": BTC}, id="pos")
         check(r.get("result", {}).get("size") == want,
               "%s: position %r, want %d" % (name, r, want))
+
+    # a desk-a bot with its own cancel-on-disconnect leaves
+    c = WSClient("bot-a3")
+    await c.connect(h.ws_url)
+    r = await login(c, "bot-a1")
+    check("result" in r, "bot-a3 auth: %r" % r)
+    r = await c.call("private/enable_cancel_on_disconnect", {}, id="cod")
+    check(r.get("result") == "ok", "cod: %r" % r)
+    mine = set()
+    for k in range(3):
+        r = await c.call("private/buy", {
+            "instrument_name": BTC, "amount": 10, "type": "limit",
+            "price": 50 + k}, id="cod-buy-%d" % k)
+        mine.add(r["result"]["order"]["order_id"])
+    before = await direct_open(h, "acct-a", "secret-a")
+    check(mine <= before, "bot-a3's orders open")
+    await c.close()
+    end = asyncio.get_event_loop().time() + 5
+    while True:
+        now_open = await direct_open(h, "acct-a", "secret-a")
+        if now_open == before - mine:
+            break
+        check(asyncio.get_event_loop().time() < end,
+              "after bot-a3 left: %d open, want %d" % (
+                  len(now_open), len(before - mine)))
+        await asyncio.sleep(0.1)
 
     # reloads: the same conf; then desk-a's key changed (a wrong one)
     log_rot = len(h.log_lines(r"sim/desk-a.*rotat"))
