@@ -29,7 +29,10 @@ accounts (--account):
 - exgate -T shows the account blocks with their secrets by source;
 - a reload with the same conf leaves every connection alone; a reload
   whose desk-a secret (file:) changed rotates desk-a's connection onto it:
-  a wrong one fails the rotation and the old connection serves on.
+  a wrong one fails the rotation and the old connection serves on;
+- a reload that adds an account opens its connection (a new bot trades on
+  it at once), and one that removes an account closes its bots (1012) and
+  its connection, with desk-a's and the public connection untouched.
 """
 
 import asyncio
@@ -48,6 +51,7 @@ BTC = "BTC-PERPETUAL"
 BOOK = "book.%s.100ms" % BTC
 ORDERS = "user.orders.%s.raw" % BTC
 SECRETS = {"XG_T_ACCT_A": "secret-a", "XG_T_ACCT_B": "secret-b",
+           "XG_T_ACCT_C": "secret-c",
            "XG_T_BOT": "bot-secret"}
 
 UPSTREAM = """    protocol deribit;
@@ -127,6 +131,7 @@ async def body(h):
     gh.start(h, UPSTREAM % keyfile, main_extra=MAIN, level="info",
              sim_args=("--account", "acct-a:secret-a",
                        "--account", "acct-b:secret-b",
+                       "--account", "acct-c:secret-c",
                        "--no-rate-limit"))  # the budget: test_gateway_budget
     await wait_ready_all(h)
     u = h.up()
@@ -343,6 +348,47 @@ async def body(h):
     await asyncio.sleep(0.5)
     check(not any(c.closed for c in bots.values()),
           "a bot was closed by a reload")
+
+    # a reload that adds desk-c and removes desk-b
+    uh.wait_for(lambda: acct_status(h, "desk-a")["state"] == "ready", 10,
+                what="desk-a ready")
+    connects_a = acct_status(h, "desk-a")["connects"]
+    connects_pub = h.up()["connects"]
+    path = os.path.join(h.tmp, "exgate.conf")
+    with open(path) as f:
+        conf = f.read()
+    conf = conf.replace(
+        "    account desk-b { auth client_signature acct-b env:XG_T_ACCT_B; }",
+        "    account desk-c { auth client_credentials acct-c env:XG_T_ACCT_C; }")
+    conf = conf.replace("account=desk-b;", "account=desk-c;")
+    with open(path, "w") as f:
+        f.write(conf)
+    h.gate.send_signal(signal.SIGHUP)
+    for name in ("bot-b1", "bot-b2"):
+        await bots[name].wait_closed(5)
+    check(bots["bot-b1"].closed[0] == 1012,
+          "bot-b1 of the removed account: %r" % (bots["bot-b1"].closed,))
+    await wait_ready_all(h)
+    check([a["account"] for a in h.up()["accounts"]] == ["desk-a", "desk-c"],
+          "accounts after the reload: %r" % [
+              a["account"] for a in h.up()["accounts"]])
+    c = WSClient("bot-c")
+    await c.connect(h.ws_url)
+    r = await login(c, "bot-b1")        # its credentials name desk-c now
+    check("result" in r, "bot-b1 on desk-c: %r" % r)
+    r = await c.call("private/buy", {"instrument_name": BTC, "amount": 10,
+                                     "type": "limit", "price": 77}, id="c")
+    oid = r.get("result", {}).get("order", {}).get("order_id")
+    check(oid in await direct_open(h, "acct-c", "secret-c"),
+          "desk-c's order: %r" % r)
+    check(acct_status(h, "desk-a")["connects"] == connects_a
+          and h.up()["connects"] == connects_pub,
+          "the account reload reconnected desk-a or the public connection: "
+          "%d->%d, %d->%d" % (connects_a, acct_status(h, "desk-a")["connects"],
+                             connects_pub, h.up()["connects"]))
+    check(not bots["bot-a1"].closed and not bots["bot-a2"].closed,
+          "a desk-a bot was closed by the account reload")
+    await c.close()
 
     print("accounts: %d orders at desk-a, %d at desk-b, %d outcome unknown, "
           "20 drops" % (len(open_a), len(open_b), unknown))
