@@ -1102,7 +1102,7 @@ xg_conf_secret(struct xg_conf *cf, const struct xg_conf_stmt *st,
     char *v = conf_secret_read(cf, st, spec);
     EVP_MD_CTX *md;
 
-    if (v == NULL || uc == NULL) {
+    if (v == NULL || uc == NULL || cf->secrets_apart) {
         return v;
     }
     md = EVP_MD_CTX_new();

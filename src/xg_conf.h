@@ -266,6 +266,9 @@ struct xg_conf {
     int                   nreading;
     /* the upstream block being read, whose secrets xg_conf_secret() notes */
     struct xg_upstream_conf *upstream;
+    /* set while a block whose secrets its module compares on reload
+       itself is read (Deribit's accounts): they stay out of the digest */
+    int                      secrets_apart;
     /* 1: env:/file: secrets are not read (each is "-"), see
        xg_conf_load_unsealed() */
     int                   no_secrets;

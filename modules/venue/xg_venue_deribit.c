@@ -1943,7 +1943,6 @@ dr_acct_reconf(void *p, const struct xg_upstream_conf *conf)
     return XG_OK;
 }
 
-static const char *const dr_restart_names[] = { "account", NULL };
 
 const struct xg_venue xg_venue_deribit = {
     "deribit",
@@ -1968,7 +1967,7 @@ const struct xg_venue xg_venue_deribit = {
     dr_reconf,
     NULL,       /* rest_local: no REST front of its own */
     NULL,       /* connect_take: no connection budget */
-    dr_restart_names,   /* a changed account list restarts */
+    NULL,       /* restart_names: a reload applies every change */
     0           /* max_connection_age: none unless the conf says */
 };
 

@@ -85,6 +85,7 @@ dr_set_account(struct xg_conf *cf, const struct xg_conf_stmt *st,
     struct dr_conf *c = conf, *ac;
     const struct xg_venue *v = xg_venue_find("deribit");
     size_t i;
+    int n;
 
     if (!xg_conf_name_ok(st->args[1])) {
         return xg_conf_error(cf, st, "\"account\": bad name \"%s\" (letters, "
@@ -99,9 +100,13 @@ dr_set_account(struct xg_conf *cf, const struct xg_conf_stmt *st,
     ac = v->create_conf(cf);
     dr_account_tables[0] = v->commands;
     dr_account_tables[1] = NULL;
-    if (xg_conf_dispatch(cf, st->block, st->nblock, XG_CONF_ACCOUNT,
-            dr_account_tables, ac) != 0)
-    {
+    /* an account's key is compared on reload by dr_accts_reconf(), which
+       rotates that account's connection only, not the upstream's */
+    cf->secrets_apart = 1;
+    n = xg_conf_dispatch(cf, st->block, st->nblock, XG_CONF_ACCOUNT,
+        dr_account_tables, ac);
+    cf->secrets_apart = 0;
+    if (n != 0) {
         return XG_ERROR;
     }
     if (ac->auth == DR_AUTH_NONE) {
@@ -180,36 +185,60 @@ dr_acct_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     return d;
 }
 
+/* A new account NAME (conf CF) of D, its connection started; NULL when
+   its upstream cannot be made (logged). */
+static struct dr_acct *
+dr_acct_new(struct dr *d, const struct xg_upstream_conf *conf,
+    const char *name, const struct dr_conf *cf)
+{
+    struct dr_acct *a = xg_calloc(1, sizeof(*a));
+    size_t n;
+
+    a->parent = d;
+    n = strlen(d->name) + strlen(name) + 2;
+    a->name = xg_malloc(n);
+    snprintf(a->name, n, "%s/%s", d->name, name);
+    a->acct = a->name + strlen(d->name) + 1;
+    dr_acct_conf(a, conf, cf);
+    a->up = xg_upstream_create_proto(d->base, xg_upstream_dns(d->up),
+        &a->ucf[a->cur], &xg_venue_deribit_account);
+    if (a->up == NULL) {
+        xg_upstream_log(XG_LOG_ERROR, d->up, "account %s: cannot create its "
+            "connection", name);
+        free(a->name);
+        free(a);
+        return NULL;
+    }
+    xg_upstream_start(a->up);
+    return a;
+}
+
+/* A's connection and instance go; its twins with them (last resort). */
+static void
+dr_acct_free(struct dr_acct *a)
+{
+    xg_upstream_free(a->up);    /* frees its instance */
+    free(a->name);
+    free(a);
+}
+
 int
 dr_accts_create(struct dr *d, const struct xg_upstream_conf *conf)
 {
     const struct dr_conf *pc = conf->proto_conf;
     struct dr_acct *a;
-    size_t i, n;
+    size_t i;
 
     if (pc == NULL || pc->naccounts == 0) {
         return XG_OK;
     }
     d->accts = xg_calloc(pc->naccounts, sizeof(*d->accts));
     for (i = 0; i < pc->naccounts; i++) {
-        a = xg_calloc(1, sizeof(*a));
-        a->parent = d;
-        n = strlen(d->name) + strlen(pc->accounts[i].name) + 2;
-        a->name = xg_malloc(n);
-        snprintf(a->name, n, "%s/%s", d->name, pc->accounts[i].name);
-        a->acct = a->name + strlen(d->name) + 1;
-        dr_acct_conf(a, conf, pc->accounts[i].cf);
-        a->up = xg_upstream_create_proto(d->base, xg_upstream_dns(d->up),
-            &a->ucf[a->cur], &xg_venue_deribit_account);
-        if (a->up == NULL) {
-            xg_upstream_log(XG_LOG_ERROR, d->up, "account %s: cannot create "
-                "its connection", a->acct);
-            free(a->name);
-            free(a);
+        a = dr_acct_new(d, conf, pc->accounts[i].name, pc->accounts[i].cf);
+        if (a == NULL) {
             return XG_ERROR;
         }
         d->accts[d->nacct++] = a;
-        xg_upstream_start(a->up);
     }
     xg_upstream_log(XG_LOG_INFO, d->up, "%u account%s, a connection each",
         d->nacct, d->nacct == 1 ? "" : "s");
@@ -222,45 +251,93 @@ dr_accts_free(struct dr *d)
     unsigned i;
 
     for (i = 0; i < d->nacct; i++) {
-        xg_upstream_free(d->accts[i]->up);   /* frees its instance */
-        free(d->accts[i]->name);
-        free(d->accts[i]);
+        dr_acct_free(d->accts[i]);
     }
     free(d->accts);
     d->accts = NULL;
     d->nacct = 0;
 }
 
+/* Whether what the account's connection was opened with changed. */
+static int
+dr_acct_rekey(const struct dr_conf *o, const struct dr_conf *n)
+{
+    return o->auth != n->auth || strcmp(o->auth_id, n->auth_id) != 0
+           || strcmp(o->auth_secret, n->auth_secret) != 0
+           || (o->auth_scope == NULL) != (n->auth_scope == NULL)
+           || (o->auth_scope != NULL
+               && strcmp(o->auth_scope, n->auth_scope) != 0)
+           || o->cod != n->cod || o->heartbeat_ms != n->heartbeat_ms;
+}
+
 /*
- * A reload with the same accounts (another list restarts the upstream,
- * dr_restart_names): each account's conf again, from the new CONF.
+ * A reload: the accounts of the new CONF, matched by name. One that
+ * stays gets its new conf (a changed key, scope, heartbeat or
+ * cancel-on-disconnect rotates its connection onto it, make before
+ * break); a new one gets its connection; a removed one's bots are closed
+ * (1012: they could not trade any more) and its connection goes.
  */
 void
 dr_accts_reconf(struct dr *d, const struct xg_upstream_conf *conf)
 {
     const struct dr_conf *pc = conf->proto_conf;
-    struct dr_acct *a;
-    unsigned i;
+    size_t na = pc != NULL ? pc->naccounts : 0, i;
+    struct dr_acct **now = xg_calloc(na + 1, sizeof(*now)), *a;
+    struct dr_client *dc, *next;
+    unsigned k, n = 0;
 
-    for (i = 0; i < d->nacct && pc != NULL && i < pc->naccounts; i++) {
+    for (i = 0; i < na; i++) {
         const struct dr_conf *old;
-        int rekey;
 
-        a = d->accts[i];
+        for (a = NULL, k = 0; k < d->nacct; k++) {
+            if (d->accts[k] != NULL
+                && strcmp(d->accts[k]->acct, pc->accounts[i].name) == 0)
+            {
+                a = d->accts[k];
+                d->accts[k] = NULL;     /* kept */
+                break;
+            }
+        }
+        if (a == NULL) {
+            a = dr_acct_new(d, conf, pc->accounts[i].name,
+                pc->accounts[i].cf);
+            if (a != NULL) {
+                xg_upstream_log(XG_LOG_INFO, d->up, "reload: account %s "
+                    "added", a->acct);
+                now[n++] = a;
+            }
+            continue;
+        }
         old = &a->cf[a->cur];
         a->cur ^= 1;
         dr_acct_conf(a, conf, pc->accounts[i].cf);
-        /* the same env:/file: names may hold a new key: the connection
-           is rotated onto it (make before break) */
-        rekey = strcmp(old->auth_id, a->cf[a->cur].auth_id) != 0
-                || strcmp(old->auth_secret, a->cf[a->cur].auth_secret) != 0;
         a->d->cf = &a->cf[a->cur];
         xg_session_set_limits(a->d->s, a->d->cf->request_timeout_ms,
             conf->queue_limit, conf->queue_timeout_ms);
         xg_session_set_stale(a->d->s, a->d->cf->stale, a->d->cf->nstale);
         (void) xg_upstream_reconf(a->up, &a->ucf[a->cur],
-            rekey ? "reload: the account's key changed" : NULL);
+            dr_acct_rekey(old, a->d->cf)
+            ? "reload: the account's auth, heartbeat or "
+              "cancel_on_disconnect changed" : NULL);
+        now[n++] = a;
     }
+    for (k = 0; k < d->nacct; k++) {
+        if ((a = d->accts[k]) == NULL) {
+            continue;
+        }
+        for (dc = d->clients; dc != NULL; dc = next) {
+            next = dc->next;
+            if (dc->twin != NULL && dc->twin->d == a->d) {
+                xg_client_close(dc->c, 1012, "its account was removed");
+            }
+        }
+        xg_upstream_log(XG_LOG_INFO, d->up, "reload: account %s removed",
+            a->acct);
+        dr_acct_free(a);
+    }
+    free(d->accts);
+    d->accts = now;
+    d->nacct = n;
 }
 
 void

@@ -22,12 +22,17 @@ accounts (--account):
   channels; a bot whose credentials name an account the upstream lacks is
   refused at public/auth (13004); a bot bound to desk-a cannot
   re-authenticate as desk-b on the same connection;
+- a desk-a bot's own (emulated) cancel-on-disconnect cancels, on desk-a,
+  exactly the orders it placed when it leaves;
 - fills: a position taken by a desk-a bot is desk-a's (get_position
   through the other desk-a bot and at exsim), desk-b's is its own;
 - exgate -T shows the account blocks with their secrets by source;
 - a reload with the same conf leaves every connection alone; a reload
   whose desk-a secret (file:) changed rotates desk-a's connection onto it:
-  a wrong one fails the rotation and the old connection serves on.
+  a wrong one fails the rotation and the old connection serves on;
+- a reload that adds an account opens its connection (a new bot trades on
+  it at once), and one that removes an account closes its bots (1012) and
+  its connection, with desk-a's and the public connection untouched.
 """
 
 import asyncio
@@ -46,6 +51,7 @@ BTC = "BTC-PERPETUAL"
 BOOK = "book.%s.100ms" % BTC
 ORDERS = "user.orders.%s.raw" % BTC
 SECRETS = {"XG_T_ACCT_A": "secret-a", "XG_T_ACCT_B": "secret-b",
+           "XG_T_ACCT_C": "secret-c",
            "XG_T_BOT": "bot-secret"}
 
 UPSTREAM = """    protocol deribit;
@@ -125,6 +131,7 @@ async def body(h):
     gh.start(h, UPSTREAM % keyfile, main_extra=MAIN, level="info",
              sim_args=("--account", "acct-a:secret-a",
                        "--account", "acct-b:secret-b",
+                       "--account", "acct-c:secret-c",
                        "--no-rate-limit"))  # the budget: test_gateway_budget
     await wait_ready_all(h)
     u = h.up()
@@ -289,6 +296,32 @@ async def body(h):
         check(r.get("result", {}).get("size") == want,
               "%s: position %r, want %d" % (name, r, want))
 
+    # a desk-a bot with its own cancel-on-disconnect leaves
+    c = WSClient("bot-a3")
+    await c.connect(h.ws_url)
+    r = await login(c, "bot-a1")
+    check("result" in r, "bot-a3 auth: %r" % r)
+    r = await c.call("private/enable_cancel_on_disconnect", {}, id="cod")
+    check(r.get("result") == "ok", "cod: %r" % r)
+    mine = set()
+    for k in range(3):
+        r = await c.call("private/buy", {
+            "instrument_name": BTC, "amount": 10, "type": "limit",
+            "price": 50 + k}, id="cod-buy-%d" % k)
+        mine.add(r["result"]["order"]["order_id"])
+    before = await direct_open(h, "acct-a", "secret-a")
+    check(mine <= before, "bot-a3's orders open")
+    await c.close()
+    end = asyncio.get_event_loop().time() + 5
+    while True:
+        now_open = await direct_open(h, "acct-a", "secret-a")
+        if now_open == before - mine:
+            break
+        check(asyncio.get_event_loop().time() < end,
+              "after bot-a3 left: %d open, want %d" % (
+                  len(now_open), len(before - mine)))
+        await asyncio.sleep(0.1)
+
     # reloads: the same conf; then desk-a's key changed (a wrong one)
     log_rot = len(h.log_lines(r"sim/desk-a.*rotat"))
     h.gate.send_signal(signal.SIGHUP)
@@ -315,6 +348,47 @@ async def body(h):
     await asyncio.sleep(0.5)
     check(not any(c.closed for c in bots.values()),
           "a bot was closed by a reload")
+
+    # a reload that adds desk-c and removes desk-b
+    uh.wait_for(lambda: acct_status(h, "desk-a")["state"] == "ready", 10,
+                what="desk-a ready")
+    connects_a = acct_status(h, "desk-a")["connects"]
+    connects_pub = h.up()["connects"]
+    path = os.path.join(h.tmp, "exgate.conf")
+    with open(path) as f:
+        conf = f.read()
+    conf = conf.replace(
+        "    account desk-b { auth client_signature acct-b env:XG_T_ACCT_B; }",
+        "    account desk-c { auth client_credentials acct-c env:XG_T_ACCT_C; }")
+    conf = conf.replace("account=desk-b;", "account=desk-c;")
+    with open(path, "w") as f:
+        f.write(conf)
+    h.gate.send_signal(signal.SIGHUP)
+    for name in ("bot-b1", "bot-b2"):
+        await bots[name].wait_closed(5)
+    check(bots["bot-b1"].closed[0] == 1012,
+          "bot-b1 of the removed account: %r" % (bots["bot-b1"].closed,))
+    await wait_ready_all(h)
+    check([a["account"] for a in h.up()["accounts"]] == ["desk-a", "desk-c"],
+          "accounts after the reload: %r" % [
+              a["account"] for a in h.up()["accounts"]])
+    c = WSClient("bot-c")
+    await c.connect(h.ws_url)
+    r = await login(c, "bot-b1")        # its credentials name desk-c now
+    check("result" in r, "bot-b1 on desk-c: %r" % r)
+    r = await c.call("private/buy", {"instrument_name": BTC, "amount": 10,
+                                     "type": "limit", "price": 77}, id="c")
+    oid = r.get("result", {}).get("order", {}).get("order_id")
+    check(oid in await direct_open(h, "acct-c", "secret-c"),
+          "desk-c's order: %r" % r)
+    check(acct_status(h, "desk-a")["connects"] == connects_a
+          and h.up()["connects"] == connects_pub,
+          "the account reload reconnected desk-a or the public connection: "
+          "%d->%d, %d->%d" % (connects_a, acct_status(h, "desk-a")["connects"],
+                             connects_pub, h.up()["connects"]))
+    check(not bots["bot-a1"].closed and not bots["bot-a2"].closed,
+          "a desk-a bot was closed by the account reload")
+    await c.close()
 
     print("accounts: %d orders at desk-a, %d at desk-b, %d outcome unknown, "
           "20 drops" % (len(open_a), len(open_b), unknown))
