@@ -25,8 +25,11 @@
  *                    order)
  *
  * Each step waits request_timeout once sent; a step lost with the
- * connection is sent again on the next one; an error or a timeout makes
- * the outcome unknown. The client that asked gets one
+ * connection is sent again on the next one; one refused for now
+ * (maintenance, rate limits) again after a backoff while the
+ * request_timeout from its first send lasts (not once the next wait
+ * would end past it). Any other error, or request_timeout without an
+ * answer, makes the outcome unknown. The client that asked gets one
  * {"jsonrpc":"2.0","method":"exgate/order_outcome","params":{"request_id":
  * ID,"method":M,"outcome":O,"order":{...}}} with its id verbatim. To find a
  * buy or sell the gateway labels each one forwarded for such a client when
@@ -56,6 +59,7 @@ enum dr_oc_step {
 };
 
 struct dr_outcome {
+    struct dr          *d;
     uint64_t            id;         /* the tag of its lookups */
     struct dr_client   *dc;         /* NULL: its client left */
     uint64_t            cod;        /* then its dr_cod's id, or 0 */
@@ -63,6 +67,10 @@ struct dr_outcome {
     char               *method;
     json_t             *params;     /* the request's */
     int                 step;
+    uint64_t            until_ms;   /* a refused step is retried until
+                                       then (0: not asked yet) */
+    uint64_t            retry_ms;   /* the next retry's wait */
+    struct event       *ev_retry;
     struct dr_outcome  *prev, *next;
 };
 
@@ -227,6 +235,9 @@ dr_oc_unlink(struct dr *d, struct dr_outcome *oc)
     if (oc->next != NULL) {
         oc->next->prev = oc->prev;
     }
+    if (oc->ev_retry != NULL) {
+        event_free(oc->ev_retry);
+    }
     json_decref(oc->params);
     free(oc->client_id);
     free(oc->method);
@@ -308,6 +319,49 @@ dr_oc_send(struct dr *d, struct dr_outcome *oc)
     q = dr_internal(K_OUTCOME, lm, p);
     q->tag = oc->id;
     dr_submit(d, q, NULL);
+}
+
+static void
+dr_oc_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct dr_outcome *oc = arg;
+
+    dr_oc_send(oc->d, oc);
+}
+
+/*
+ * Q, OC's step, was refused with a transient ERROR (maintenance, rate
+ * limits): sent again after a backoff while the request_timeout that
+ * started with its first send lasts. Returns 1 when it will be.
+ */
+static int
+dr_oc_retry(struct dr *d, struct dr_outcome *oc, struct xg_reg_req *q,
+    const struct xg_jspan *error)
+{
+    uint64_t now = xg_now_ms();
+    struct timeval tv;
+
+    if (error->p == NULL || !dr_error_transient(error)) {
+        return 0;
+    }
+    if (oc->until_ms == 0) {
+        oc->until_ms = (q->log_ms != 0 ? q->log_ms : now)
+                       + d->cf->request_timeout_ms;
+        oc->retry_ms = DR_FETCH_RETRY_MS;
+    }
+    if (now + oc->retry_ms >= oc->until_ms) {
+        return 0;
+    }
+    if (oc->ev_retry == NULL) {
+        oc->ev_retry = evtimer_new(d->base, dr_oc_retry_cb, oc);
+    }
+    tv.tv_sec = (time_t) (oc->retry_ms / 1000);
+    tv.tv_usec = (suseconds_t) ((oc->retry_ms % 1000) * 1000);
+    evtimer_add(oc->ev_retry, &tv);
+    if (oc->retry_ms < DR_FETCH_RETRY_MAX_MS) {
+        oc->retry_ms *= 2;
+    }
+    return 1;
 }
 
 /*
@@ -395,6 +449,7 @@ dr_outcome_lost(struct dr *d, struct dr_client *dc, struct xg_reg_req *q,
         return 0;
     }
     oc = xg_calloc(1, sizeof(*oc));
+    oc->d = d;
     oc->id = ++d->outcome_last_id;
     oc->dc = dc;
     oc->cod = dc == NULL ? cod : 0;
@@ -451,6 +506,9 @@ dr_outcome_answer(struct dr *d, struct xg_reg_req *q,
     }
     r = result->p != NULL ? json_loadb(result->p, result->len, 0, NULL)
                           : NULL;
+    if (r == NULL && dr_oc_retry(d, oc, q, error)) {
+        return;
+    }
     if (r == NULL) {
         if (oc->dc != NULL) {
             xg_client_log(XG_LOG_WARN, oc->dc->c, "order outcome of %s %s: "
