@@ -98,17 +98,31 @@ dr_outcome_label_make(char *buf, size_t n, uint64_t seq, uint64_t k)
 int
 dr_outcome_label_parse(const char *label, uint64_t *seq, uint64_t *k)
 {
-    unsigned long long a, b;
-    int used = 0;
+    uint64_t v[2] = { 0, 0 };
+    const char *p;
+    int i;
 
-    if (label == NULL || strncmp(label, "xg-", 3) != 0
-        || label[3] < '0' || label[3] > '9'
-        || sscanf(label + 3, "%llu-%llu%n", &a, &b, &used) != 2
-        || label[3 + used] != '\0') {
+    if (label == NULL || strncmp(label, "xg-", 3) != 0) {
         return -1;
     }
-    *seq = a;
-    *k = b;
+    p = label + 3;
+    for (i = 0; i < 2; i++) {
+        if (*p < '0' || *p > '9') {
+            return -1;
+        }
+        for (; *p >= '0' && *p <= '9'; p++) {
+            if (v[i] > (UINT64_MAX - (uint64_t) (*p - '0')) / 10) {
+                return -1;
+            }
+            v[i] = v[i] * 10 + (uint64_t) (*p - '0');
+        }
+        if (*p != (i == 0 ? '-' : '\0')) {
+            return -1;
+        }
+        p++;
+    }
+    *seq = v[0];
+    *k = v[1];
     return 0;
 }
 
