@@ -45,6 +45,9 @@ struct xg_gateway_conf {
     unsigned                client_rate;   /* requests/s, 0: no limit */
     unsigned                client_max_channels;
     uint64_t                unsubscribe_linger_ms;
+    int                     order_outcome; /* 0 (default) or 1: every
+                                              client gets exgate/
+                                              order_outcome (Deribit) */
 };
 
 /* The defaults when the conf sets nothing (never NULL). */

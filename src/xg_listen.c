@@ -47,7 +47,8 @@ static const struct xg_gateway_conf gw_defaults = {
     60000,
     0,                      /* client_rate: unlimited */
     10000,                  /* client_max_channels */
-    0                       /* unsubscribe_linger */
+    0,                      /* unsubscribe_linger */
+    0                       /* order_outcome off */
 };
 
 const struct xg_gateway_conf *
@@ -207,6 +208,8 @@ static const struct xg_command gw_commands[] = {
       gw_set_credentials, 0, NULL },
     { "client_auth", XG_CONF_MAIN | XG_CONF_TAKE1, gw_set_flag,
       GW(client_auth), NULL },
+    { "order_outcome", XG_CONF_MAIN | XG_CONF_TAKE1, gw_set_flag,
+      GW(order_outcome), NULL },
     { "client_max_message", XG_CONF_MAIN | XG_CONF_TAKE1, gw_set_size,
       GW(client_max_message), &bounds_msg },
     { "client_output_limit", XG_CONF_MAIN | XG_CONF_TAKE3,
@@ -277,6 +280,7 @@ struct listen_gw {
     struct xg_gateway_cred *creds;
     int                     ncreds;
     int                     client_auth;    /* -1: as the top level */
+    int                     order_outcome;  /* -1: as the top level */
 };
 
 static void
@@ -306,12 +310,14 @@ xg_listen_conf_key(struct xg_conf *cf, const struct xg_conf_stmt *st,
     int i, on;
 
     if (strncmp(arg, "client_credentials=", 19) != 0
-        && strncmp(arg, "client_auth=", 12) != 0) {
+        && strncmp(arg, "client_auth=", 12) != 0
+        && strncmp(arg, "order_outcome=", 14) != 0) {
         return XG_AGAIN;
     }
     if (g == NULL) {
         g = xg_calloc(1, sizeof(*g));
         g->client_auth = -1;
+        g->order_outcome = -1;
         lc->gateway_conf = g;
         xg_conf_cleanup_add(cf, listen_gw_free, g);
     }
@@ -321,6 +327,14 @@ xg_listen_conf_key(struct xg_conf *cf, const struct xg_conf_stmt *st,
                 "on or off, not \"%s\"", arg + 12);
         }
         g->client_auth = on;
+        return XG_OK;
+    }
+    if (strncmp(arg, "order_outcome=", 14) == 0) {
+        if (xg_conf_parse_flag(arg + 14, &on) != XG_OK) {
+            return xg_conf_error(cf, st, "\"listen\": order_outcome must be "
+                "on or off, not \"%s\"", arg + 14);
+        }
+        g->order_outcome = on;
         return XG_OK;
     }
     v = arg + 19;
@@ -372,6 +386,10 @@ xg_listen_conf_dump(struct xg_conf_dump *d, const struct xg_listen_conf *lc)
     if (g->client_auth >= 0) {
         xg_conf_dump_word(d, g->client_auth ? "client_auth=on"
             : "client_auth=off");
+    }
+    if (g->order_outcome >= 0) {
+        xg_conf_dump_word(d, g->order_outcome ? "order_outcome=on"
+            : "order_outcome=off");
     }
     for (i = 0; i < g->ncreds; i++) {
         n = strlen(g->creds[i].id) + strlen(g->creds[i].src) + 21;
@@ -578,6 +596,9 @@ listen_set_conf(struct xg_listener *l, const struct xg_main_conf *mc,
         }
         if (g->client_auth >= 0) {
             l->gc_own->client_auth = g->client_auth;
+        }
+        if (g->order_outcome >= 0) {
+            l->gc_own->order_outcome = g->order_outcome;
         }
         l->gc = l->gc_own;
     }

@@ -192,7 +192,8 @@ static int
 dr_timed(const struct xg_reg_req *q)
 {
     return q->kind == K_CLIENT || q->kind == K_BACKFILL || q->kind == K_ORDERS
-           || q->kind == K_CTRADES || q->kind == K_COD_OFF;
+           || q->kind == K_CTRADES || q->kind == K_COD_OFF
+           || q->kind == K_OUTCOME;
 }
 
 int
@@ -233,7 +234,8 @@ dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
 {
     /* a client's cancel-on-disconnect waits for the exchange however long
        it takes: its orders must not outlive it */
-    q->nolimit = q->kind == K_CANCEL || q->kind == K_COD_CHECK;
+    q->nolimit = q->kind == K_CANCEL || q->kind == K_COD_CHECK
+                 || q->kind == K_OUTCOME;
     q->timed = dr_timed(q);
     if (xg_session_submit(d->s, q) == XG_OK) {
         return;
@@ -546,6 +548,9 @@ dr_answer(void *p, struct xg_reg_req *q, const char *data, size_t len,
     case K_COD_ORDER:
         dr_on_cod_order(d, q, result);
         break;
+    case K_OUTCOME:
+        dr_outcome_answer(d, q, result, error);
+        break;
     }
     return 0;
 }
@@ -743,7 +748,7 @@ dr_lost(void *p, struct xg_reg_req *q)
         return XG_LOST_KEPT;        /* settled by the client's COD */
     }
     if ((q->kind == K_CLIENT && dc != NULL && dr_is_replayable(q->method))
-        || q->kind == K_COD_CHECK) {
+        || q->kind == K_COD_CHECK || q->kind == K_OUTCOME) {
         return XG_LOST_REPLAY;
     }
     if (q->kind == K_CLIENT && dc != NULL) {
@@ -754,6 +759,7 @@ dr_lost(void *p, struct xg_reg_req *q)
             "the request reached the exchange connection but its answer "
             "was lost; check the state (e.g. open orders) before retrying");
         d->requests_outcome_unknown++;
+        dr_outcome_lost(d, dc, q, 0);   /* looked up after the restore */
         return XG_LOST_UNKNOWN;
     }
     return XG_LOST_FREE;
@@ -771,6 +777,12 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
     struct dr *d = p;
     struct dr_client *dc = q->client ? q->client->owner : NULL;
 
+    if (q->kind == K_OUTCOME) {
+        struct xg_jspan none = { NULL, 0 };
+
+        dr_outcome_answer(d, q, &none, &none);  /* the outcome is unknown */
+        return 0;
+    }
     if (queued) {
         if (dc != NULL) {
             d->requests_rejected++;
@@ -962,6 +974,7 @@ dr_client_cod(struct dr *d, struct dr_client *dc, const char *reason)
         json_object_set_new(cod->check, dc->rc->orders[i], json_true());
     }
     xg_registry_inflight_foreach(d->reg, dr_cod_scan_cb, &sc);
+    cod->refs += dr_outcome_gone(d, dc, cod->id);
     if (dc->rc->norders == 0 && cod->refs == 0) {
         dr_cod_free(cod);
         return;
@@ -1015,6 +1028,7 @@ dr_client_free(struct dr *d, struct dr_client *dc, const char *reason)
     if (dc->cod) {
         dr_client_cod(d, dc, reason);
     }
+    dr_outcome_gone(d, dc, 0);      /* no outcome to send any more */
     dr_books_left(dc);
     xg_registry_client_free(d->reg, dc->rc, xg_now_ms());
     event_free(dc->ev_hb);
@@ -1457,6 +1471,22 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
             dc->notify_gaps));
         goto done;
     }
+    if (strcmp(method, "exgate/notify_order_outcome") == 0) {
+        json_t *en = json_object_get(params, "enabled");
+
+        if (en != NULL && !json_is_boolean(en)) {
+            dr_error(dc, id, -32602, "Invalid params",
+                "enabled must be a boolean");
+            goto done;
+        }
+        dc->notify_outcome = en == NULL || json_is_true(en) ? 1 : -1;
+        dr_acct_sync(dc);
+        xg_client_log(XG_LOG_INFO, dc->c, "order outcomes %s",
+            dc->notify_outcome > 0 ? "enabled" : "disabled");
+        dr_reply_json(dc, id, json_pack("{s:b}", "enabled",
+            dc->notify_outcome > 0));
+        goto done;
+    }
     if (strcmp(method, "private/enable_cancel_on_disconnect") == 0) {
         dc->cod = 1;
         dr_acct_sync(dc);
@@ -1492,6 +1522,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
         struct dr *td = d;
         char *text;
         size_t tlen;
+        int relabel;
 
         if (strncmp(method, "private/", 8) == 0
             && (tc = dr_acct_route(dc, &td)) == NULL)
@@ -1504,7 +1535,8 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
             goto done;
         }
 
-        if (json_object_get(params, "access_token") != NULL) {
+        relabel = dr_outcome_label(dc, method, params);
+        if (relabel || json_object_get(params, "access_token") != NULL) {
             /* the local token means nothing upstream; the session is ours */
             json_object_del(params, "access_token");
             text = json_dumps(req, JSON_COMPACT);
@@ -1700,6 +1732,7 @@ dr_free(struct dr *d)
         d->cods = cod->next;
         dr_cod_free(cod);
     }
+    dr_outcome_free_all(d);
     event_free(d->ev_tick);
     event_free(d->ev_refresh);
     free(d->refresh_token);
@@ -1753,6 +1786,7 @@ dr_status_obj(struct dr *d, json_t *obj)
     xg_session_status(d->s, obj);
     json_object_set_new(obj, "clients", json_integer((json_int_t) d->nclients));
     dr_cod_status(d, obj);
+    dr_outcome_status(d, obj);
 }
 
 static void

@@ -441,6 +441,7 @@ dr_acct_sync(struct dr_client *dc)
     if (dc->twin != NULL) {
         dc->twin->cod = dc->cod;
         dc->twin->notify_gaps = dc->notify_gaps;
+        dc->twin->notify_outcome = dc->notify_outcome;
     }
 }
 

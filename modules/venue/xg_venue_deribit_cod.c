@@ -408,15 +408,47 @@ dr_cod_lost(struct dr *d, struct xg_reg_req *q)
         json_object_set_new(cod->check, q->client_id, json_true());
         dr_cod_check(d, cod);
     } else if (cod != NULL) {
-        xg_upstream_log(XG_LOG_WARN, d->up, "%s: cancel-on-disconnect: %s in "
-            "flight when the connection dropped: the order it may have placed "
-            "is unknown and is not cancelled", cod->name, q->method);
+        xg_upstream_log(XG_LOG_INFO, d->up, "%s: cancel-on-disconnect: %s in "
+            "flight when the connection dropped", cod->name, q->method);
+        if (dr_outcome_lost(d, NULL, q, cod->id)) {
+            /* looked up after the restore: the lookup holds COD's
+               reference (dr_cod_outcome) */
+            xg_registry_req_free(q);
+            return 1;
+        }
+        xg_upstream_log(XG_LOG_WARN, d->up, "%s: cancel-on-disconnect: the "
+            "order %s may have placed is unknown and is not cancelled",
+            cod->name, q->method);
     }
     xg_registry_req_free(q);
     if (cod != NULL) {
         dr_cod_unref(d, cod);
     }
     return 1;
+}
+
+/*
+ * A lookup of the client that left with COD_ID settled
+ * (xg_venue_deribit_outcome.c): OPEN_OID, when not NULL, is an order its
+ * lost buy or sell placed that is open: its own, cancelled. Drops the
+ * lookup's reference.
+ */
+void
+dr_cod_outcome(struct dr *d, uint64_t cod_id, const char *open_oid)
+{
+    struct dr_cod *cod = dr_cod_find(d, cod_id);
+
+    if (cod == NULL) {
+        return;
+    }
+    if (open_oid != NULL) {
+        json_object_set_new(cod->owned, open_oid, json_true());
+        xg_upstream_log(XG_LOG_INFO, d->up, "%s: cancel-on-disconnect: "
+            "order %s, placed by a request whose answer was lost, is open",
+            cod->name, open_oid);
+        dr_cod_cancel(d, cod, open_oid);
+    }
+    dr_cod_unref(d, cod);
 }
 
 /* ---- the upstream's own cancel-on-disconnect across a rotation ---- */

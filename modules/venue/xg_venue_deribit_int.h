@@ -97,8 +97,9 @@ enum dr_kind {
     K_ORDERS_CHECK,    /* a client's tracked orders against get_open_orders */
     K_COD_CHECK,       /* the same for a client that left, before cancels */
     K_COD_ORDER,       /* an order request of a client that left (COD on) */
-    K_COD_OFF          /* a rotation: private/disable_cancel_on_disconnect
+    K_COD_OFF,         /* a rotation: private/disable_cancel_on_disconnect
                           on the old connection before its close */
+    K_OUTCOME          /* a lost order answer's lookup (outcome.c) */
 };
 
 struct dr_client;
@@ -147,6 +148,13 @@ struct dr {
     struct dr             *parent;
     uint64_t               split_seq;
     uint64_t               account_refused;   /* private calls without one */
+    struct dr_outcome     *outcomes;     /* lost order answers looked up */
+    uint64_t               outcome_last_id;
+    uint64_t               outcome_lookups;  /* started */
+    uint64_t               outcome_notices;  /* exgate/order_outcome sent */
+    uint64_t               outcomes_by[4];   /* by enum dr_oc_result */
+    uint64_t               label_seq_base;   /* xg-SEQ-N: SEQ's first */
+    uint64_t               label_clients;
 };
 
 struct dr_client {
@@ -165,6 +173,10 @@ struct dr_client {
     struct dr_client      *twin;          /* on its account's instance */
     struct dr_client      *main;          /* a twin: the client's own */
     struct dr_split       *splits;        /* subscribes over both */
+    int                    notify_outcome; /* exgate/notify_order_outcome:
+                                              1 on, -1 off, 0 as listener */
+    uint64_t               label_seq;     /* its labels' SEQ (0: none yet) */
+    uint64_t               label_n;       /* its labelled orders */
 };
 
 
@@ -259,5 +271,34 @@ void *dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
 void dr_free(struct dr *d);
 void dr_status_obj(struct dr *d, json_t *obj);
 extern const struct xg_venue xg_venue_deribit_account;
+/* ---- lost order answers resolved (xg_venue_deribit_outcome.c) ---- */
+
+#define DR_LABEL_MAX        64             /* Deribit's label length */
+
+enum dr_oc_result {
+    OC_PLACED = 0,
+    OC_NOT_PLACED,
+    OC_CANCELLED,
+    OC_UNKNOWN
+};
+
+struct dr_outcome;
+
+void dr_cod_outcome(struct dr *d, uint64_t cod_id, const char *open_oid);
+void dr_outcome_answer(struct dr *d, struct xg_reg_req *q,
+    const struct xg_jspan *result, const struct xg_jspan *error);
+int dr_outcome_edit_applied(json_t *order, json_t *params);
+json_t * dr_outcome_find_label(json_t *orders, const char *label);
+void dr_outcome_free_all(struct dr *d);
+unsigned dr_outcome_gone(struct dr *d, struct dr_client *dc, uint64_t cod);
+int dr_outcome_label(struct dr_client *dc, const char *method,
+    json_t *params);
+int dr_outcome_label_make(char *buf, size_t n, uint64_t seq, uint64_t k);
+int dr_outcome_label_parse(const char *label, uint64_t *seq, uint64_t *k);
+int dr_outcome_lost(struct dr *d, struct dr_client *dc, struct xg_reg_req *q,
+    uint64_t cod);
+int dr_outcome_method(const char *method);
+void dr_outcome_status(struct dr *d, json_t *obj);
+int dr_outcome_wanted(const struct dr_client *dc);
 
 #endif

@@ -1,6 +1,6 @@
 """exsim: the control port, one command per line, one JSON reply each:
 drop, close CODE [REASON], stall on|off, refuse on|off [STATUS], rate,
-burst, delay METHOD MS, stats, quit, and bad commands. (reject-auth, reject-channel and gap
+burst, delay METHOD MS, hold METHOD MS, stats, quit, and bad commands. (reject-auth, reject-channel and gap
 are exercised in test_exsim_auth, test_exsim_subscribe, test_exsim_book.)
 """
 import asyncio
@@ -14,7 +14,7 @@ from exsim_util import Exsim, Rpc, check, main, run  # noqa: E402
 
 import websockets  # noqa: E402
 
-STATS_KEYS = {"connections_total", "connections_open", "max_concurrent",
+STATS_KEYS = {"connections_total", "held_lost", "connections_open", "max_concurrent",
               "auth_ok", "auth_fail", "requests", "subscribed", "published",
               "orders_open", "cod_cancels"}
 
@@ -38,6 +38,8 @@ def test():
                     "reject-auth", "delay", "delay public/test",
                     "delay public/test -1", "delay public/test 600001",
                     "delay public/test 5ms", "delay public/test x",
+                    "hold", "hold public/test", "hold public/test -1",
+                    "hold public/test 600001", "hold public/test x",
                     "fail", "fail public/test", "fail public/test 11051",
                     "fail public/test x 1", "fail public/test 11051 -1",
                     "fail public/test 11051 1x"):
@@ -146,6 +148,21 @@ def test():
             t0 = time.monotonic()
             await c.result("public/get_time")
             check(time.monotonic() - t0 < 0.5, "delay 0 ends it")
+            # hold: that method runs late (counted then), others at once
+            check(sim.control("hold public/get_time 800")["ok"], "hold")
+            t0 = time.monotonic()
+            slow = asyncio.ensure_future(c.call("public/get_time"))
+            await c.result("public/test")
+            fast = time.monotonic() - t0
+            check(sim.stats()["requests"].get("public/get_time") == 3,
+                  "a held request is not run (nor counted) yet")
+            r = await asyncio.wait_for(slow, 5)
+            took = time.monotonic() - t0
+            check("result" in r and fast < 0.5 and 0.75 <= took <= 3,
+                  "held get_time %r after %.3f s (test after %.3f s)"
+                  % (r, took, fast))
+            check(sim.control("hold public/get_time 0")["ok"], "unhold")
+            check(sim.stats()["held_lost"] == 0, "nothing held was lost")
             await c.close()
 
             # maintenance: platform_state says so, most methods fail 11051
@@ -193,7 +210,7 @@ def test():
         check(st["connections_total"] == 11 and st["refused"] == 2,
               "connections_total %r" % st)
         check(st["upgrades"] in (8, 9), "upgrades %r" % st)
-        check(st["requests"].get("public/get_time") == 3,
+        check(st["requests"].get("public/get_time") == 4,
               "get_time requests %r" % st["requests"])
         check(st["published"] > 0, "published")
         t0 = time.monotonic()

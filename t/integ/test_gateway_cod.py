@@ -190,8 +190,8 @@ async def check_lost(h, d):
 async def cancel_lost(h, d):
     """A cancel whose answer is lost with the connection is not sent again
     blind: its order is checked again (exsim had cancelled it). A buy in
-    flight lost with the connection: its order is unknown, and the client's
-    COD still ends."""
+    flight lost with the connection: its order is looked up by the label
+    exgate gave it, found open and cancelled, and the client's COD ends."""
     c = await cod_client(h, WSClient, "ws-cancel-lost")
     f1 = (await buy(c, BTC, 1000, 1))["order_id"]
     await wait_open(h, {f1}, "cancel lost: before")
@@ -212,14 +212,16 @@ async def cancel_lost(h, d):
     h.control("delay private/buy 0")
     h.control("drop")
     gh.wait_ready(h)
-    await wait_open(h, {f2}, "cancel lost: f1 cancelled, the ETH order "
-                    "whose answer was lost stays")
-    await settled_cancels(h, n0, 1, "cancel lost: not sent again")
+    await wait_open(h, set(), "cancel lost: f1 cancelled, the ETH order "
+                    "whose answer was lost found and cancelled")
+    await settled_cancels(h, n0, 2, "cancel lost: f1's not sent again, "
+                          "f2's once")
     gh.uh.wait_for(lambda: h.up()["cod_pending"] == 0, 5,
                    what="the client's COD ended")
     check(h.log_lines(r"private/buy in flight when the connection dropped"),
-          "the unknown order is logged")
-    await gh.direct_call(h, "private/cancel", {"order_id": f2})
+          "the lost buy is logged")
+    check(h.log_lines(r"order %s, placed by a request whose answer was lost"
+                      % f2), "the found order is logged")
 
 
 async def bounded(h, d):

@@ -298,6 +298,8 @@ struct exsim_stats {
     uint64_t rate_limited;
     uint64_t heartbeat_closes;
     uint64_t slow_closes;
+    uint64_t held_lost;           /* `hold` requests whose connection was
+                                     gone before they ran (never run) */
     json_t  *requests;       /* method -> count */
     json_t  *grants;         /* grant_type -> public/auth answered ok */
     json_t  *tls_sni;        /* server name -> TLS handshakes with it */
@@ -341,7 +343,11 @@ struct exsim {
     json_t                 *mute_chan;       /* name -> true: not published */
     json_t                 *delay_method;    /* method -> ms its answer waits */
     json_t                 *fail_method;     /* method -> [code, calls left] */
-    struct exsim_delayed   *delayed;         /* answers waiting to go out */
+    struct exsim_delayed   *delayed;         /* answers waiting to go out,
+                                                and requests held */
+    json_t                 *hold_method;     /* method -> ms it waits
+                                                before it runs */
+    int                     unheld;          /* running a held request */
     json_t                 *sub_counts;      /* name -> subscribes confirmed */
     struct exsim_stats      st;
     struct exsim_ctl       *ctls;
@@ -359,6 +365,8 @@ struct exsim_delayed {
     char                 *text;
     size_t                len;
     struct event         *ev;
+    int                   run;       /* a request held by `hold`: run it
+                                        (not an answer to send) */
 };
 void exsim_delayed_free_all(void);
 

@@ -257,8 +257,8 @@ stats_json(void)
         }
     }
     return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:O, s:o, s:I,"
-        " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O, s:O, s:O,"
-        " s:o}",
+        " s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f, s:O, s:O,"
+        " s:O, s:o}",
         "connections_total", (json_int_t) ex->st.connections_total,
         "upgrades", (json_int_t) ex->st.upgrades,
         "refused", (json_int_t) ex->st.refused,
@@ -276,6 +276,7 @@ stats_json(void)
         "rate_limited", (json_int_t) ex->st.rate_limited,
         "heartbeat_closes", (json_int_t) ex->st.heartbeat_closes,
         "slow_closes", (json_int_t) ex->st.slow_closes,
+        "held_lost", (json_int_t) ex->st.held_lost,
         "stall", ex->stall,
         "maintenance", ex->maintenance,
         "rate", ex->rate,
@@ -454,6 +455,24 @@ ctl_command(struct exsim_ctl *k, char *line)
             json_object_del(ex->delay_method, a1);
         }
         xg_log_info("exsim: control: delay %s %lld ms", a1, v);
+        return ctl_ok();
+    }
+    if (strcmp(cmd, "hold") == 0) {
+        char *ms = strtok_r(NULL, " \t\r", &save), *end = NULL;
+        long long v;
+
+        errno = 0;
+        v = ms != NULL ? strtoll(ms, &end, 10) : -1;
+        if (a1 == NULL || ms == NULL || errno != 0 || end == ms || *end
+            || v < 0 || v > 600000) {
+            return ctl_err("hold METHOD MS (0..600000; 0: no hold)", NULL);
+        }
+        if (v > 0) {
+            json_object_set_new(ex->hold_method, a1, json_integer(v));
+        } else {
+            json_object_del(ex->hold_method, a1);
+        }
+        xg_log_info("exsim: control: hold %s %lld ms", a1, v);
         return ctl_ok();
     }
     if (strcmp(cmd, "fail") == 0) {
@@ -910,6 +929,7 @@ free_all(void)
     json_decref(ex->reject_chan);
     json_decref(ex->mute_chan);
     json_decref(ex->delay_method);
+    json_decref(ex->hold_method);
     json_decref(ex->fail_method);
     exsim_delayed_free_all();
     json_decref(ex->sub_counts);
@@ -1116,6 +1136,7 @@ main(int argc, char **argv)
     ex->reject_chan = json_object();
     ex->mute_chan = json_object();
     ex->delay_method = json_object();
+    ex->hold_method = json_object();
     ex->fail_method = json_object();
     ex->sub_counts = json_object();
     if (ex->base == NULL || exsim_market_init(ex->o.instruments) != 0) {

@@ -336,6 +336,9 @@ delayed_unlink(struct exsim_delayed *dl)
     free(dl);
 }
 
+static void handle_message(struct exsim_conn *c, const char *data,
+    size_t len);
+
 static void
 delayed_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -344,11 +347,20 @@ delayed_cb(evutil_socket_t fd, short what, void *arg)
 
     for (c = ex->conns; c != NULL; c = c->next) {
         if (c->id == dl->conn_id) {
-            if (conn_usable(c)) {
-                send_text(c, dl->text, dl->len);
-            }
             break;
         }
+    }
+    if (c != NULL && conn_usable(c) && dl->run) {
+        ex->unheld = 1;
+        handle_message(c, dl->text, dl->len);
+        ex->unheld = 0;
+    } else if (c != NULL && conn_usable(c)) {
+        send_text(c, dl->text, dl->len);
+    } else if (dl->run) {
+        /* as a request lost before it reached the matching engine */
+        ex->st.held_lost++;
+        xg_log_info("exsim: a held request of conn %llu never ran: the "
+            "connection is gone", (unsigned long long) dl->conn_id);
     }
     delayed_unlink(dl);
 }
@@ -361,13 +373,18 @@ exsim_delayed_free_all(void)
     }
 }
 
-/* Sends TEXT on C after MS milliseconds, if C is still there then. */
+/*
+ * Sends TEXT on C after MS milliseconds, if C is still there then (RUN:
+ * TEXT is a request C sent, run then).
+ */
 static void
-send_later(struct exsim_conn *c, const char *text, size_t len, uint64_t ms)
+send_later(struct exsim_conn *c, const char *text, size_t len, uint64_t ms,
+    int run)
 {
     struct exsim_delayed *dl = xg_calloc(1, sizeof(*dl));
     struct timeval tv;
 
+    dl->run = run;
     dl->conn_id = c->id;
     dl->text = xg_strndup(text, len);
     dl->len = len;
@@ -418,7 +435,7 @@ respond_later(struct exsim_conn *c, const char *rid, json_t *result,
         (unsigned long long) (out - c->us_in),
         ex->o.production ? "false" : "true");
     if (delay_ms > 0) {
-        send_later(c, s, n, delay_ms);
+        send_later(c, s, n, delay_ms, 0);
     } else {
         send_text(c, s, n);
     }
@@ -1677,6 +1694,7 @@ handle_message(struct exsim_conn *c, const char *data, size_t len)
     json_t *msg, *id, *params, *jv;
     const char *method;
     struct exsim_account *acct;
+    json_int_t hold;
 
     memset(&r, 0, sizeof(r));
     r.c = c;
@@ -1748,6 +1766,13 @@ handle_message(struct exsim_conn *c, const char *data, size_t len)
         json_object_set_new(msg, "params", params);
     }
     r.method = method;
+    if (!ex->unheld
+        && (hold = json_integer_value(json_object_get(ex->hold_method,
+                method))) > 0) {
+        /* the `hold` control: it runs later, if C is still there */
+        send_later(c, data, len, (uint64_t) hold, 1);
+        goto done;
+    }
     count_request(method);
     if (credits_charge(c, method, &acct) != 0) {
         xg_log_info("%s: credits exhausted by %s (%s %s), 10028 then close",
