@@ -167,26 +167,14 @@ found:
     }
 }
 
-/* I is at the start of a value; returns the index after it, or 0. */
+/*
+ * The walk of a container from I, inside DEPTH levels of brackets (0:
+ * I is at the opening one): to the index after the bracket that closes
+ * the outermost, or 0 when the text ends first or nests too deep.
+ */
 static size_t
-skip_value(const char *d, size_t len, size_t i)
+skip_nested(const char *d, size_t len, size_t i, int depth)
 {
-    int depth = 0;
-
-    if (i >= len) {
-        return 0;
-    }
-    if (d[i] == '"') {
-        return skip_string(d, len, i);
-    }
-    if (d[i] != '{' && d[i] != '[') {
-        size_t s = i;
-
-        while (i < len && !(JCLASS(d[i]) & J_ENDS)) {
-            i++;
-        }
-        return i > s ? i : 0;
-    }
     while (i < len) {
         char c;
 
@@ -227,6 +215,27 @@ skip_value(const char *d, size_t len, size_t i)
         i++;
     }
     return 0;
+}
+
+/* I is at the start of a value; returns the index after it, or 0. */
+static size_t
+skip_value(const char *d, size_t len, size_t i)
+{
+    if (i >= len) {
+        return 0;
+    }
+    if (d[i] == '"') {
+        return skip_string(d, len, i);
+    }
+    if (d[i] != '{' && d[i] != '[') {
+        size_t s = i;
+
+        while (i < len && !(JCLASS(d[i]) & J_ENDS)) {
+            i++;
+        }
+        return i > s ? i : 0;
+    }
+    return skip_nested(d, len, i, 0);
 }
 
 /*
@@ -318,6 +327,24 @@ xg_jscan_find(const char *data, size_t len, const char *const *keys,
     int nkeys, struct xg_jspan *vals)
 {
     return jscan(data, len, keys, nkeys, vals, 1);
+}
+
+size_t
+xg_jscan_string(const char *data, size_t len, size_t i)
+{
+    if (i >= len || data[i] != '"') {
+        return 0;
+    }
+    return skip_string(data, len, i);
+}
+
+size_t
+xg_jscan_close(const char *data, size_t len, size_t i, int depth)
+{
+    if (depth < 1 || depth > JSCAN_MAX_DEPTH) {
+        return 0;
+    }
+    return skip_nested(data, len, i, depth);
 }
 
 int
