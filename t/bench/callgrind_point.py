@@ -79,27 +79,34 @@ class CallgrindBench(run_bench.Bench):
 
 
 def annotate(path, top):
-    """Total Ir and the TOP functions by their own (self) cost."""
-    out = subprocess.run(["callgrind_annotate", "--inclusive=no",
+    """Total Ir and the TOP functions by their own (self) cost; the rows
+    of one function (callgrind_annotate lists what was inlined into it
+    from a header as a row of that header) are added up."""
+    out = subprocess.run(["callgrind_annotate", "--inclusive=no", "--auto=no",
                           "--threshold=100", path], capture_output=True,
                          text=True, check=True).stdout
     total = None
-    rows = []
+    cost = {}
     for line in out.splitlines():
         m = re.match(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+PROGRAM TOTALS", line)
         if m:
             total = int(m.group(1).replace(",", ""))
             continue
-        m = re.match(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(\S+)", line)
+        m = re.match(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.+?)(?: \[.*\])?$",
+                     line)
+        if not m or total is None:
+            continue
+        ir = int(m.group(1).replace(",", ""))
         # callgrind_annotate lists the event loop and main (and what is
         # below main) at their inclusive cost: not entries of the profile
-        if m and total is not None and len(rows) < top \
-                and int(m.group(1).replace(",", "")) < total * 0.95:
-            fn = m.group(2)
-            fn = fn.split(":", 1)[1] if ":" in fn else fn
-            rows.append((fn, int(m.group(1).replace(",", ""))))
+        if ir >= total * 0.95:
+            continue
+        fn = m.group(2)
+        fn = fn.split(":", 1)[1] if ":" in fn else fn
+        cost[fn] = cost.get(fn, 0) + ir
     if total is None:
         raise run_bench.BenchError("no PROGRAM TOTALS in %s" % path)
+    rows = sorted(cost.items(), key=lambda x: -x[1])[:top]
     return total, rows
 
 
