@@ -18,8 +18,11 @@ Usage: callgrind_point.py [--builddir DIR] [--system exgate|raw]
                           [--warmup 0.5] [--top 15] [--keep DIR]
 BENCH_EXGATE=PATH measures another exgate binary, as for run_bench.py.
 Prints one JSON line ({"system", "clients", "rate", "deliveries", "ir",
-"ir_per_delivery", "top": [[function, Ir per delivery], ...]}) and the
-top entries as a table.
+"ir_per_delivery", "msgs_per_read", "msgs_per_batch", "top": [[function,
+Ir per delivery], ...]}) and the top entries as a table. Compare points
+whose messages per read and per batch are alike: a loaded machine (or
+valgrind's slowness) lets more messages gather a loop pass, which
+spreads the per-pass work over more deliveries.
 """
 
 import argparse
@@ -156,6 +159,10 @@ def main():
            "deliveries": round(deliveries), "ir": total,
            "ir_per_delivery": round(total / deliveries),
            "gaps": r.get("gaps"), "closed": r.get("closed"),
+           # what a loop pass carried: fewer messages a read or a batch
+           # spread the per-pass work over fewer deliveries
+           "msgs_per_read": (r.get("io") or {}).get("msgs_per_read"),
+           "msgs_per_batch": (r.get("io") or {}).get("msgs_per_batch"),
            "top": [[fn, round(ir / deliveries, 1)] for fn, ir in rows]}
     print(json.dumps(res))
     for fn, per in res["top"]:
