@@ -416,6 +416,9 @@ wsl_on_frame_start(wslay_event_context_ptr ctx,
     if (ws->rx_ctrl || ws->rx_over) {
         return;
     }
+    ws->rx_whole = NULL;
+    ws->rx_one = f->fin && f->opcode != WSLAY_CONTINUATION_FRAME;
+    ws->rx_frame_len = f->payload_length;
     if (f->opcode != WSLAY_CONTINUATION_FRAME) {
         ws->rx_len = 0;     /* a new message */
     }
@@ -442,6 +445,12 @@ wsl_on_frame_chunk(wslay_event_context_ptr ctx,
         ws_rx_too_big(ws, ctx);     /* cannot happen: checked at start */
         return;
     }
+    if (ws->rx_one && c->data_length == ws->rx_frame_len) {
+        /* the whole message in wslay's buffer: wsl_on_msg follows */
+        ws->rx_whole = c->data;
+        ws->rx_whole_len = c->data_length;
+        return;
+    }
     need = ws->rx_len + c->data_length;
     if (need > ws->rx_cap) {
         cap = ws->rx_cap ? ws->rx_cap : 4096;
@@ -464,7 +473,7 @@ wsl_on_msg(wslay_event_context_ptr ctx,
 {
     struct xg_ws *ws = user;
     char text[2 * XG_WSPROTO_MAX_CLOSE_REASON];
-    const unsigned char *data;
+    const unsigned char *data, *whole;
     size_t len;
     int binary;
 
@@ -474,6 +483,8 @@ wsl_on_msg(wslay_event_context_ptr ctx,
     switch (m->opcode) {
     case WSLAY_TEXT_FRAME:
     case WSLAY_BINARY_FRAME:
+        whole = ws->rx_whole;
+        ws->rx_whole = NULL;
         if (ws->ending || ws->discard || ws->rx_over) {
             return;
         }
@@ -493,8 +504,13 @@ wsl_on_msg(wslay_event_context_ptr ctx,
          * valid UTF-8 independent of the wslay build. On a client
          * connection this is the only check (see ws_rx_tag).
          */
-        data = ws->rx_len ? ws->rx : (const unsigned char *) "";
-        len = ws->rx_len;
+        if (whole != NULL) {
+            data = whole;
+            len = ws->rx_whole_len;
+        } else {
+            data = ws->rx_len ? ws->rx : (const unsigned char *) "";
+            len = ws->rx_len;
+        }
         ws->rx_len = 0;
         if (!binary && !xg_wsproto_utf8_valid(data, len)) {
             snprintf(ws->reason, sizeof(ws->reason),
