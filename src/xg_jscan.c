@@ -8,6 +8,11 @@
 
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define J_SSE2 1
+#endif
+
 #define JSCAN_MAX_DEPTH 64
 
 /*
@@ -89,6 +94,36 @@ skip_ws(const char *d, size_t len, size_t i)
     return i;
 }
 
+#ifdef J_SSE2
+/*
+ * Where SSE2 is there (every x86-64), sixteen bytes at a time: a bit of
+ * the mask for each byte, in the order of the bytes.
+ */
+static inline unsigned
+mask16_eq2(const char *p, char a, char b)
+{
+    __m128i w = _mm_loadu_si128((const __m128i *) (const void *) p);
+
+    return (unsigned) _mm_movemask_epi8(_mm_or_si128(
+        _mm_cmpeq_epi8(w, _mm_set1_epi8(a)),
+        _mm_cmpeq_epi8(w, _mm_set1_epi8(b))));
+}
+
+/* The quotes and brackets of the sixteen bytes at P ('{' and '[' differ
+   in 0x20 only, as '}' and ']' do). */
+static inline unsigned
+mask16_stop(const char *p)
+{
+    __m128i w = _mm_loadu_si128((const __m128i *) (const void *) p);
+    __m128i u = _mm_or_si128(w, _mm_set1_epi8(0x20));
+
+    return (unsigned) _mm_movemask_epi8(_mm_or_si128(
+        _mm_cmpeq_epi8(w, _mm_set1_epi8('"')),
+        _mm_or_si128(_mm_cmpeq_epi8(u, _mm_set1_epi8('{')),
+            _mm_cmpeq_epi8(u, _mm_set1_epi8('}')))));
+}
+#endif
+
 /*
  * The rest of a long string from I (not escaped: what came before it was
  * walked), by memchr(3): it beats a walk of words after a few of them.
@@ -135,6 +170,21 @@ skip_string(const char *d, size_t len, size_t i)
         uint64_t m;
 
         /* to the next quote or backslash */
+#ifdef J_SSE2
+        while (len - i >= 16) {
+            unsigned m16;
+
+            if (words++ == JSCAN_SHORT_WORDS) {
+                return skip_long_string(d, len, i);
+            }
+            m16 = mask16_eq2(d + i, '"', '\\');
+            if (m16 != 0) {
+                i += (size_t) __builtin_ctz(m16);
+                goto found;
+            }
+            i += 16;
+        }
+#endif
         while (len - i >= 8) {
             uint64_t w;
 
@@ -167,30 +217,29 @@ found:
     }
 }
 
-/* I is at the start of a value; returns the index after it, or 0. */
+/*
+ * The walk of a container from I, inside DEPTH levels of brackets (0:
+ * I is at the opening one): to the index after the bracket that closes
+ * the outermost, or 0 when the text ends first or nests too deep.
+ */
 static size_t
-skip_value(const char *d, size_t len, size_t i)
+skip_nested(const char *d, size_t len, size_t i, int depth)
 {
-    int depth = 0;
-
-    if (i >= len) {
-        return 0;
-    }
-    if (d[i] == '"') {
-        return skip_string(d, len, i);
-    }
-    if (d[i] != '{' && d[i] != '[') {
-        size_t s = i;
-
-        while (i < len && !(JCLASS(d[i]) & J_ENDS)) {
-            i++;
-        }
-        return i > s ? i : 0;
-    }
     while (i < len) {
         char c;
 
         /* to the next quote or bracket */
+#ifdef J_SSE2
+        if (len - i >= 16) {
+            unsigned m16 = mask16_stop(d + i);
+
+            if (m16 == 0) {
+                i += 16;
+                continue;
+            }
+            i += (size_t) __builtin_ctz(m16);
+        } else
+#endif
         if (len - i >= 8) {
             uint64_t w = load8(d + i), u = w | (J_ONES * 0x20), m;
 
@@ -227,6 +276,27 @@ skip_value(const char *d, size_t len, size_t i)
         i++;
     }
     return 0;
+}
+
+/* I is at the start of a value; returns the index after it, or 0. */
+static size_t
+skip_value(const char *d, size_t len, size_t i)
+{
+    if (i >= len) {
+        return 0;
+    }
+    if (d[i] == '"') {
+        return skip_string(d, len, i);
+    }
+    if (d[i] != '{' && d[i] != '[') {
+        size_t s = i;
+
+        while (i < len && !(JCLASS(d[i]) & J_ENDS)) {
+            i++;
+        }
+        return i > s ? i : 0;
+    }
+    return skip_nested(d, len, i, 0);
 }
 
 /*
@@ -318,6 +388,24 @@ xg_jscan_find(const char *data, size_t len, const char *const *keys,
     int nkeys, struct xg_jspan *vals)
 {
     return jscan(data, len, keys, nkeys, vals, 1);
+}
+
+size_t
+xg_jscan_string(const char *data, size_t len, size_t i)
+{
+    if (i >= len || data[i] != '"') {
+        return 0;
+    }
+    return skip_string(data, len, i);
+}
+
+size_t
+xg_jscan_close(const char *data, size_t len, size_t i, int depth)
+{
+    if (depth < 1 || depth > JSCAN_MAX_DEPTH) {
+        return 0;
+    }
+    return skip_nested(data, len, i, depth);
 }
 
 int

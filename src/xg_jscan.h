@@ -44,6 +44,24 @@ int xg_jscan_object(const char *data, size_t len, const char *const *keys,
 int xg_jscan_find(const char *data, size_t len, const char *const *keys,
     int nkeys, struct xg_jspan *vals);
 
+/*
+ * For a reader that matched the start of a message byte for byte and
+ * walks only the rest: DATA[I] must be a '"'; returns the index after the
+ * string's closing quote (a backslash escapes the byte after it), or 0
+ * when DATA[I] is not a quote or DATA ends inside the string.
+ */
+size_t xg_jscan_string(const char *data, size_t len, size_t i);
+
+/*
+ * The rest of a container whose text before I is DEPTH (1 to 64) levels
+ * of opened brackets and nothing unclosed else (no string left open):
+ * walks DATA from I as xg_jscan_object() walks a member's value (balanced
+ * brackets, closed strings, at most 64 levels in all) and returns the
+ * index after the bracket that closes the outermost level, or 0 when DATA
+ * ends first, nests too deep, or DEPTH is out of range.
+ */
+size_t xg_jscan_close(const char *data, size_t len, size_t i, int depth);
+
 /* 1 when SPAN is the JSON string S written without escapes, else 0. */
 int xg_jscan_str_eq(const struct xg_jspan *span, const char *s);
 

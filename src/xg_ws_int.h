@@ -86,6 +86,13 @@ struct xg_ws {
     size_t                   rx_cap;
     unsigned                 rx_ctrl:1;     /* current frame is control */
     unsigned                 rx_over:1;     /* over the limit: ignore */
+    unsigned                 rx_one:1;      /* frame is a whole message */
+    uint64_t                 rx_frame_len;  /* its payload length */
+    /* a message that came as one frame in one chunk: in wslay's buffer,
+       valid until wslay reads again (on_msg follows the chunk at once),
+       handed over there rather than copied to rx */
+    const unsigned char     *rx_whole;
+    size_t                   rx_whole_len;
     unsigned                 rx_tag:1;      /* see ws_rx_tag */
     unsigned char            rx_hdr[XG_WSPROTO_MAX_FRAME_HEADER];
     size_t                   rx_nhdr;       /* header bytes seen so far */

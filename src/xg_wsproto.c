@@ -11,6 +11,10 @@
 #include <strings.h>
 #include <time.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -561,8 +565,30 @@ xg_wsproto_close_frame(unsigned char *out, int code, const char *reason,
  * of what an exchange sends, 32 bytes at a time, then eight (every
  * upstream text message is checked, a byte at a time it was a visible
  * part of the cost of a message fanned out to few clients, eight at a
- * time still a tenth of exgate's instructions at one client).
+ * time still a tenth of exgate's instructions at one client). Where
+ * SSE2 is there (every x86-64): 64 bytes at a time, then 16, and the
+ * last 16 of the text at once when fewer are left (all of them ASCII:
+ * the text is valid, what of them came before was checked).
  */
+#if defined(__SSE2__)
+static inline int
+ascii16(const unsigned char *p)
+{
+    return _mm_movemask_epi8(_mm_loadu_si128((const __m128i *)
+        (const void *) p)) == 0;
+}
+
+static inline int
+ascii64(const unsigned char *p)
+{
+    const __m128i *q = (const __m128i *) (const void *) p;
+
+    return _mm_movemask_epi8(_mm_or_si128(
+        _mm_or_si128(_mm_loadu_si128(q), _mm_loadu_si128(q + 1)),
+        _mm_or_si128(_mm_loadu_si128(q + 2), _mm_loadu_si128(q + 3)))) == 0;
+}
+#endif
+
 int
 xg_wsproto_utf8_valid(const unsigned char *s, size_t len)
 {
@@ -572,6 +598,21 @@ xg_wsproto_utf8_valid(const unsigned char *s, size_t len)
 
     i = 0;
     while (i < len) {
+#if defined(__SSE2__)
+        if (len - i >= 64) {
+            if (ascii64(s + i)) {
+                i += 64;
+                continue;
+            }
+        } else if (len - i >= 16) {
+            if (ascii16(s + i)) {
+                i += 16;
+                continue;
+            }
+        } else if (len >= 16 && ascii16(s + len - 16)) {
+            return 1;
+        }
+#endif
         if (len - i >= 32) {
             memcpy(x, s + i, 32);
             if (((x[0] | x[1] | x[2] | x[3])

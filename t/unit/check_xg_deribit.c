@@ -272,6 +272,67 @@ START_TEST(upstream_heartbeat)
 }
 END_TEST
 
+/*
+ * Notifications as Deribit writes them take a fast path in the classify
+ * (its head matched byte for byte): every one that is not whole JSON is
+ * dropped as the full scan drops it (truncated, a string left open by an
+ * escape, brackets unbalanced, nested too deep, bytes after its end), and
+ * the same notification in another shape is routed as before.
+ */
+START_TEST(notification_shapes)
+{
+    static const char head[] = "{\"jsonrpc\":\"2.0\",\"method\":"
+        "\"subscription\",\"params\":{\"channel\":\"" TICK_BTC "\"";
+    static const char *const bad[] = {
+        ",\"data\":{\"a\":1}}",              /* the message's '}' missing */
+        ",\"data\":{\"a\":1}}}}",
+        ",\"data\":{\"a\":\"x\\\"}}}",       /* an escaped quote */
+        ",\"data\":{\"a\":\"x\\",
+        ",\"data\":{\"a\":[1}}}",
+        ",\"data\":{\"a\":1}}} x",
+        ",\"data\":{\"a\":1}},}",
+    };
+    struct fx_client *a;
+    json_t *n;
+    char deep[400];
+    size_t i;
+    int k, len;
+
+    fx_start("", "");
+    ex_wait_conn(1);
+    a = cl_connect("a");
+    cl_subscribe(a, "public/subscribe", "1", "[\"" TICK_BTC "\"]");
+    confirm_all(ex_expect("public/subscribe"));
+    cl_answer(a, "1");
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ex_pushf("%s%s", head, bad[i]);
+    }
+    /* 64 levels in params pass, 65 do not */
+    for (k = 63; k <= 64; k++) {
+        len = snprintf(deep, sizeof(deep), "%s,\"data\":", head);
+        memset(deep + len, '[', (size_t) k);
+        memset(deep + len + k, ']', (size_t) k);
+        snprintf(deep + len + 2 * k, sizeof(deep) - len - 2 * k, "}}");
+        ex_push(deep);
+    }
+    ex_pushf("%s,\"data\":{\"n\":1}}}", head);
+    ex_pushf("{\"jsonrpc\":\"2.0\",\"method\":\"subscription\",\"params\":"
+        "{\"data\":{\"n\":2},\"channel\":\"" TICK_BTC "\"},\"usIn\":1}");
+    ex_pushf("%s,\"data\":{\"n\":3,\"s\":\"}]\\\"{\"}}}", head);
+    n = cl_note(a, TICK_BTC);
+    ck_assert_msg(strspn(strstr(fx_text(n), "\"data\":") + 7, "[") == 63,
+        "%s", fx_text(n));
+    n = cl_note(a, TICK_BTC);
+    ck_assert_int_eq(fx_int(n, "params.data.n"), 1);
+    n = cl_note(a, TICK_BTC);
+    ck_assert_int_eq(fx_int(n, "params.data.n"), 2);
+    n = cl_note(a, TICK_BTC);
+    ck_assert_int_eq(fx_int(n, "params.data.n"), 3);
+    ck_assert_str_eq(fx_str(n, "params.data.s"), "}]\"{");
+    cl_quiet(a, 100);
+}
+END_TEST
+
 /* Connection-level methods are answered by exgate per client, with the
    client's id, and send nothing upstream. */
 START_TEST(client_local_methods)
@@ -1463,6 +1524,7 @@ deribit_suite(void)
     ADD(tc, restore_order);
     ADD(tc, restore_signature);
     ADD(tc, upstream_heartbeat);
+    ADD(tc, notification_shapes);
     ADD(tc, client_local_methods);
     ADD(tc, id_remap);
     ADD(tc, replay_vs_outcome_unknown);

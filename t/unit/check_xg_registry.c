@@ -863,6 +863,116 @@ START_TEST(test_channel_ext_freed)
 }
 END_TEST
 
+/*
+ * xg_jscan_string() and xg_jscan_close(), the walk of the rest of a
+ * message whose start a reader matched byte for byte: strings, escapes,
+ * truncation and the depth limit, counted from the outermost bracket.
+ */
+START_TEST(test_jscan_close_cases)
+{
+    static const struct {
+        const char *text;       /* the rest, after DEPTH opened brackets */
+        int         depth;
+        size_t      end;        /* what xg_jscan_close() returns */
+    } cases[] = {
+        { "}", 1, 1 },
+        { "\"a\":1}", 1, 6 },
+        { "\"a\":1}}  ", 2, 7 },
+        { "\"a\":\"}]\\\"{\"}x", 1, 12 },    /* brackets in a string */
+        { "\"a\":[1,{\"b\":[]}]},", 1, 17 },
+        { "\"a\":1", 1, 0 },                  /* truncated */
+        { "\"a\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 1, 0 },
+        { "\"a\":\"x\\\"}", 1, 0 },         /* the quote is escaped */
+        { "\"a\":\"x\\", 1, 0 },             /* a backslash ends it */
+        { "\"a\":1}", 2, 0 },                 /* one level short */
+        { "\"a\":1}", 0, 0 },                 /* no level opened */
+        { "\"a\":1}", 65, 0 },
+        { "", 1, 0 },
+    };
+    char buf[200];
+    size_t i;
+    int n;
+
+    for (i = 0; i < XG_NELEM(cases); i++) {
+        const char *t = cases[i].text;
+
+        ck_assert_msg(xg_jscan_close(t, strlen(t), 0, cases[i].depth)
+            == cases[i].end, "case %zu: %s", i, t);
+    }
+    /* a string: from its opening quote to after its closing one */
+    ck_assert_uint_eq(xg_jscan_string("\"ab\\\"c\":", 8, 0), 7);
+    ck_assert_uint_eq(xg_jscan_string("x\"\"", 3, 1), 3);
+    ck_assert_uint_eq(xg_jscan_string("\"ab", 3, 0), 0);
+    ck_assert_uint_eq(xg_jscan_string("\"ab\\", 4, 0), 0);
+    ck_assert_uint_eq(xg_jscan_string("\"ab\\\"", 5, 0), 0);
+    ck_assert_uint_eq(xg_jscan_string("ab\"", 3, 0), 0);
+    ck_assert_uint_eq(xg_jscan_string("\"", 1, 1), 0);
+    /* 64 levels in all, the ones opened before I among them */
+    for (n = 0; n < 63; n++) {
+        buf[n] = '[';
+    }
+    memset(buf + n, ']', 64);
+    ck_assert_uint_eq(xg_jscan_close(buf, 127, 0, 1), 127);
+    ck_assert_uint_eq(xg_jscan_close(buf, 127, 0, 2), 0);
+    ck_assert_uint_eq(xg_jscan_close(buf + 1, 126, 0, 2), 126);
+    ck_assert_uint_eq(xg_jscan_close(buf + 62, 65, 0, 63), 65);
+    ck_assert_uint_eq(xg_jscan_close(buf + 62, 65, 0, 64), 0);
+}
+END_TEST
+
+/*
+ * The same walk against the reference scan of the whole container (as
+ * the full scan of a Deribit notification walks its params): random
+ * objects and mutations, each in a buffer of exactly its length, the
+ * rest walked from after the first member's key: the same end, or 0 for
+ * both.
+ */
+START_TEST(test_jscan_close_as_reference)
+{
+    static const char mut[] = "\"\\{}[]:, x\0\x80";
+    char b[4096];
+    int t, ok = 0;
+
+    for (t = 0; t < 40000; t++) {
+        size_t n = 0, j, nmut, ks, r, rr;
+        char *buf;
+        int k;
+
+        jgen_put(b, &n, sizeof(b), "{\"channel\":", 11);
+        jgen_string(b, &n, sizeof(b));
+        for (k = 0; k < (int) jrand(5); k++) {
+            jgen_put(b, &n, sizeof(b), ",", 1);
+            jgen_string(b, &n, sizeof(b));
+            jgen_put(b, &n, sizeof(b), ":", 1);
+            jgen_value(b, &n, sizeof(b), 1);
+        }
+        jgen_put(b, &n, sizeof(b), "}", 1);
+        if (jrand(2) == 0) {
+            jgen_put(b, &n, sizeof(b), "}", 1);
+        }
+        /* mutated after the head: bytes replaced, or cut short */
+        nmut = jrand(2) ? 0 : 1 + jrand(3);
+        for (j = 0; j < nmut && n > 12; j++) {
+            b[12 + jrand((unsigned) n - 12)] = mut[jrand(sizeof(mut) - 1)];
+        }
+        if (jrand(8) == 0) {
+            n = 11 + jrand((unsigned) n - 11);
+        }
+        buf = malloc(n + 1);
+        memcpy(buf, b, n);
+        rr = ref_skip_value(buf, n, 0);
+        ks = xg_jscan_string(buf, n, 11);
+        r = ks == 0 ? 0 : xg_jscan_close(buf, n, ks, 1);
+        ck_assert_msg(r == rr, "case %d: %zu, not %zu: %.*s", t, r, rr,
+            (int) n, b);
+        ok += r != 0;
+        free(buf);
+    }
+    ck_assert_int_gt(ok, 10000);
+    ck_assert_int_lt(ok, 38000);
+}
+END_TEST
+
 static Suite *
 registry_suite(void)
 {
@@ -876,6 +986,8 @@ registry_suite(void)
     tcase_add_test(tc, test_jscan_depth_limit);
     tcase_add_test(tc, test_jscan_uint_and_splice);
     tcase_add_test(tc, test_jscan_words_as_bytes);
+    tcase_add_test(tc, test_jscan_close_cases);
+    tcase_add_test(tc, test_jscan_close_as_reference);
     tcase_add_test(tc, test_refcount_one_upstream_subscribe);
     tcase_add_test(tc, test_unsubscribe_all_is_per_client);
     tcase_add_test(tc, test_client_free_stamps_idle);

@@ -420,6 +420,46 @@ START_TEST(test_utf8_long)
 }
 END_TEST
 
+/*
+ * Every length from 0 to 200, in a buffer of exactly that length (a
+ * read past it shows under ASan): all ASCII; one bad byte, a good and a
+ * truncated sequence at every offset; the blocks of 64 and 16 and the
+ * last 16 bytes read at once all meet each of them.
+ */
+START_TEST(test_utf8_lengths)
+{
+    size_t len, i;
+
+    for (len = 0; len <= 200; len++) {
+        unsigned char *b = malloc(len + 1);
+
+        memset(b, 'a', len);
+        ck_assert_msg(xg_wsproto_utf8_valid(b, len), "ascii %zu", len);
+        for (i = 0; i < len; i++) {
+            memset(b, 'a', len);
+            b[i] = 0xfe;
+            ck_assert_msg(!xg_wsproto_utf8_valid(b, len), "0xfe at %zu/%zu",
+                i, len);
+            b[i] = 0xbf;
+            ck_assert_msg(!xg_wsproto_utf8_valid(b, len), "0xbf at %zu/%zu",
+                i, len);
+            b[i] = 0xc3;
+            ck_assert_msg(!xg_wsproto_utf8_valid(b, len), "cut at %zu/%zu",
+                i, len);
+            if (i + 2 <= len) {
+                b[i + 1] = 0xa9;
+                ck_assert_msg(xg_wsproto_utf8_valid(b, len),
+                    "e-acute at %zu/%zu", i, len);
+                b[i + 1] = 0x29;
+                ck_assert_msg(!xg_wsproto_utf8_valid(b, len),
+                    "bad second byte at %zu/%zu", i, len);
+            }
+        }
+        free(b);
+    }
+}
+END_TEST
+
 START_TEST(test_utf8_trim)
 {
     const char *s = "a\xc3\xa9\xe2\x82\xac";    /* 1 + 2 + 3 bytes */
@@ -493,6 +533,7 @@ ws_suite(void)
     tcase_add_test(tc, test_close_frame);
     tcase_add_test(tc, test_utf8);
     tcase_add_test(tc, test_utf8_long);
+    tcase_add_test(tc, test_utf8_lengths);
     tcase_add_test(tc, test_utf8_trim);
     tcase_add_test(tc, test_close_reason_len);
     tcase_add_test(tc, test_ssl_error_append);

@@ -1290,6 +1290,60 @@ START_TEST(test_client_receives_text_binary)
 END_TEST
 
 /*
+ * The same walk when many frames come in one read, each header whole
+ * (read in place, not byte by byte): 7-bit, 16-bit and 64-bit lengths,
+ * text, binary whose bytes look like frame headers, a fragmented message
+ * around a ping, a frame that ends the read exactly and one cut by it.
+ * Each message arrives as sent and typed, and a frame with RSV1 set is
+ * still refused with 1002 (tagged RSV2 as well).
+ */
+START_TEST(test_client_rx_tag_glued)
+{
+    const size_t big = 70000;
+    unsigned char *buf = xg_malloc(2 * big + 256), *pay = xg_malloc(big);
+    struct raw *r;
+    size_t n = 0, i, cut;
+    int lfd;
+
+    for (i = 0; i < big; i++) {
+        pay[i] = (unsigned char) (i * 7);       /* 0x81 0x7e ... too */
+    }
+    r = raw_server_open(&lfd);
+    n += mkframe(buf + n, 1, 1, "h\xc3\xa9llo", 6, NULL);
+    n += mkframe(buf + n, 1, 2, pay, 300, NULL);
+    n += mkframe(buf + n, 1, 2, pay, big, NULL);
+    n += mkframe(buf + n, 0, 1, "frag", 4, NULL);
+    n += mkframe(buf + n, 1, 9, "pi", 2, NULL);
+    n += mkframe(buf + n, 1, 0, " \xe2\x82\xac", 4, NULL);
+    cut = n;
+    memset(pay, 'a', 300);
+    n += mkframe(buf + n, 1, 1, pay, 300, NULL);
+    raw_send(r, buf, cut + 3);      /* the last header cut by the read */
+    RUN_UNTIL(cli.nmsg == 4 || cli.downs, 5000);
+    ck_assert_int_eq(cli.nmsg, 4);
+    ck_assert(cli.msg_len == 8 && memcmp(cli.msg, "frag \xe2\x82\xac", 8)
+        == 0);
+    raw_send(r, buf + cut + 3, n - cut - 3);
+    RUN_UNTIL(cli.nmsg == 5 || cli.downs, 2000);
+    ck_assert_int_eq(cli.nmsg, 5);
+    ck_assert_int_eq(cli.binary, 0);
+    ck_assert(cli.msg_len == 300 && memcmp(cli.msg, pay, 300) == 0);
+    n = mkframe(buf, 1, 1, "text", 4, NULL);
+    n += mkframe(buf + n, 1, 1, "rsv1", 4, NULL);
+    buf[6] |= 0x40;
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.downs, 3000);
+    ck_assert_int_eq(cli.nmsg, 6);
+    ck_assert(cli.msg_len == 4 && memcmp(cli.msg, "text", 4) == 0);
+    ck_assert_msg(strstr(cli.reason, "1002") != NULL, "%s", cli.reason);
+    free(buf);
+    free(pay);
+    raw_free(r);
+    close(lfd);
+}
+END_TEST
+
+/*
  * Sends N bytes to our client in pieces of 1 to 4096 bytes (most of them
  * a few bytes, so frame headers are cut anywhere), running the loop after
  * each piece so that each is read on its own.
@@ -1862,6 +1916,7 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_read_more_and_counters);
     tcase_add_test(tc, test_client_receives_text_binary);
     tcase_add_test(tc, test_client_rx_tag_split);
+    tcase_add_test(tc, test_client_rx_tag_glued);
     tcase_add_test(tc, test_output_len_and_drain);
     tcase_add_test(tc, test_send_invalid_utf8_refused);
     tcase_add_test(tc, test_free_inside_callback);
