@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import gateway_harness as gh
 from gateway_harness import check, free_port, WSClient
@@ -246,6 +247,15 @@ async def body(h):
     check(p3["reconnects"] >= 3 and p3["errors"] >= 1,
           "reconnects/errors %r" % p3)
     check(bot.closed is None, "bot closed: %r" % (bot.closed,))
+    url = "http://127.0.0.1:%d/metrics" % h.admin_port
+    with urllib.request.urlopen(url, timeout=5) as m:
+        metrics = m.read().decode()
+    for line in ('exgate_publish_connected{upstream="sim"} 1',
+                 'exgate_publish_dropped_total{upstream="sim"} %d'
+                 % p3["dropped"],
+                 'exgate_publish_reconnects_total{upstream="sim"} %d'
+                 % p3["reconnects"]):
+        check(line in metrics.splitlines(), "/metrics lacks %r" % line)
     sys.stderr.write("outage: %d dropped (%d at the wrong password), %d "
                      "lost in flight, hole of %d seqs, %d reconnects\n"
                      % (p3["dropped"], d_before, p3["lost"], hole,
