@@ -204,9 +204,10 @@ rd_timer(struct event *ev, uint64_t ms)
     evtimer_add(ev, &tv);
 }
 
-/* The connection failed or went down for REASON: schedule the next try. */
+/* The connection failed or went down for REASON: schedule the next try,
+   logged at LEVEL. */
 static void
-rd_failed(struct xg_redis *r, const char *reason)
+rd_failed_at(struct xg_redis *r, int level, const char *reason)
 {
     struct xg_reconnect_failure f;
     struct xg_reconnect_decision d;
@@ -228,11 +229,17 @@ rd_failed(struct xg_redis *r, const char *reason)
             "(max_attempts): not publishing", reason, r->rc.max_attempts);
         return;
     }
-    rd_log(XG_LOG_WARN, r, "%s; retry in %llums%s (%llu dropped so far)",
+    rd_log(level, r, "%s; retry in %llums%s (%llu dropped so far)",
         reason, (unsigned long long) d.delay_ms,
         d.action == XG_RECONNECT_OPEN ? " (breaker open)" : "",
         (unsigned long long) r->dropped);
     rd_timer(r->ev_retry, d.delay_ms);
+}
+
+static void
+rd_failed(struct xg_redis *r, const char *reason)
+{
+    rd_failed_at(r, XG_LOG_WARN, reason);
 }
 
 /* Frees the context, if any (its unanswered XADDs are counted lost). */
@@ -281,10 +288,9 @@ rd_on_auth(redisAsyncContext *ac, void *reply, void *priv)
     } else {
         snprintf(why, sizeof(why), "auth failed: no answer");
     }
-    rd_log(XG_LOG_ERROR, r, "%s", why);
     r->errors++;
     rd_close(r);
-    rd_failed(r, why);
+    rd_failed_at(r, XG_LOG_ERROR, why);
 }
 
 static void
