@@ -684,6 +684,8 @@ static int
 rd_set_password(struct xg_conf *cf, const struct xg_conf_stmt *st,
     struct xg_publish_conf *pc, const char *spec)
 {
+    int apart = cf->secrets_apart;
+
     if (pc->password_src != NULL) {
         return xg_conf_error(cf, st, "\"publish\": password given twice");
     }
@@ -692,7 +694,11 @@ rd_set_password(struct xg_conf *cf, const struct xg_conf_stmt *st,
         return xg_conf_error(cf, st, "\"publish\": the password must be a "
             "reference, env:NAME or file:PATH, never the password itself");
     }
+    /* out of the upstream's digest: a new password must not rotate the
+       exchange connection; xg_redis_reconf() compares it itself */
+    cf->secrets_apart = 1;
     pc->password = xg_conf_secret(cf, st, spec);
+    cf->secrets_apart = apart;
     if (pc->password == NULL) {
         return XG_ERROR;
     }

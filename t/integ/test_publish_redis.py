@@ -11,7 +11,9 @@ redis-server on a free loopback port, exsim, and a local bot:
   error and retries, no crash; back with the right one: exgate reconnects
   by itself, publishing resumes, and the first seq after the hole is the
   bot's count at that notification (the dropped ones spent their seqs:
-  no reuse), the hole covered by dropped + lost.
+  no reuse), the hole covered by dropped + lost;
+- a reload with another prefix: the seqs and the epoch go on under the
+  new keys, and the exchange connection is not touched.
 
 Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
@@ -19,6 +21,7 @@ Skips (exit 77) only when /usr/bin/redis-server is missing.
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -98,10 +101,10 @@ def start_redis(h, port, password):
             time.sleep(0.05)
 
 
-def stream(r, ch):
+def stream(r, ch, prefix=PREFIX):
     """The entries of CH's stream: [(id, {field: bytes})]."""
     out = []
-    for eid, fields in r.cmd("XRANGE", "%s:sim:%s" % (PREFIX, ch), "-", "+"):
+    for eid, fields in r.cmd("XRANGE", "%s:sim:%s" % (prefix, ch), "-", "+"):
         out.append((eid.decode(), dict(zip([f.decode() for f in fields[::2]],
                                            fields[1::2]))))
     return out
@@ -260,6 +263,29 @@ async def body(h):
                      "lost in flight, hole of %d seqs, %d reconnects\n"
                      % (p3["dropped"], d_before, p3["lost"], hole,
                         p3["reconnects"]))
+
+    # a reload with another prefix: the publisher reconnects, its seqs
+    # and epoch go on under the new keys; the exchange connection stays
+    connects = h.up()["connects"]
+    path = os.path.join(h.tmp, "exgate.conf")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("prefix=%s " % PREFIX, "prefix=%s2 " % PREFIX))
+    last = int(stream(rc, BOOK)[-1][1]["seq"])
+    h.gate.send_signal(signal.SIGHUP)
+    h.wait_up(lambda u: u["publish"]["prefix"] == PREFIX + "2"
+              and u["publish"]["connected"], 10, "reload applied")
+    nb = bot.count(BOOK)
+    await bot.wait_notes(BOOK, nb + 50, timeout=10)
+    h.wait_up(lambda u: u["publish"]["in_flight"] == 0, 5, "answered")
+    ents = stream(rc, BOOK, PREFIX + "2")
+    check(ents and int(ents[0][1]["seq"]) > last
+          and ents[0][1]["epoch"].decode() == epoch,
+          "after the reload: first seq %s after %d" % (
+              ents[0][1]["seq"] if ents else None, last))
+    check(h.up()["connects"] == connects, "the reload reconnected the "
+          "exchange")
     await bot.close()
     rc.close()
 
