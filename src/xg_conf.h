@@ -132,6 +132,7 @@ struct xg_breaker_conf {
 };
 
 struct xg_reconnect_policy;
+struct xg_publish_conf;
 
 struct xg_upstream_conf {
     char                 *name;
@@ -174,6 +175,9 @@ struct xg_upstream_conf {
 
     /* space for protocol modules (the gateway core) */
     void                 *proto_conf;
+
+    /* `publish redis://...` (src/xg_redis.h), or NULL */
+    struct xg_publish_conf *publish;
 
     /*
      * A digest of every secret read in the block (their values, with

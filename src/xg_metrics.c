@@ -219,6 +219,27 @@ static const struct m_metric m_table[] = {
     UP_VALUE("exgate_rest_used_weight", GAUGE, "rest.used_weight",
         "The exchange's last X-MBX-USED-WEIGHT-1M."),
 
+    /* ---- upstream: its publisher into Redis (src/xg_redis.h) ---- */
+    { "exgate_publish_connected", GAUGE, "1 when the upstream's publish "
+      "connection to Redis is up (and authenticated), else 0.",
+      UP, M_IS, "publish.state", NULL, "connected", 0, NULL, NULL },
+    UP_VALUE("exgate_publish_entries_total", CTR, "publish.published",
+        "Stream entries Redis accepted (XADD answered with an id)."),
+    UP_VALUE("exgate_publish_bytes_total", CTR, "publish.bytes",
+        "Notification bytes in the entries Redis accepted."),
+    UP_VALUE("exgate_publish_dropped_total", CTR, "publish.dropped",
+        "Notifications not written: Redis down, connecting, or too slow "
+        "(the in-flight bound); their sequence numbers are spent."),
+    UP_VALUE("exgate_publish_lost_total", CTR, "publish.lost",
+        "Entries sent but unanswered when the connection went down (they "
+        "may or may not be in the stream)."),
+    UP_VALUE("exgate_publish_errors_total", CTR, "publish.errors",
+        "Error answers from Redis (XADD refused, AUTH failed)."),
+    UP_VALUE("exgate_publish_reconnects_total", CTR, "publish.reconnects",
+        "Connection attempts to Redis after the first one."),
+    UP_VALUE("exgate_publish_in_flight", GAUGE, "publish.in_flight",
+        "Entries sent to Redis and not yet answered."),
+
     /* ---- listeners ---- */
     { "exgate_listener_info", GAUGE, "The listener's kind and upstream, as "
       "labels; always 1.",

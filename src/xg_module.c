@@ -15,11 +15,13 @@ extern const struct xg_venue xg_venue_deribit;
 extern const struct xg_venue xg_venue_raw;
 extern const struct xg_venue xg_venue_binance;
 extern const struct xg_module xg_reconnect_module;
+extern const struct xg_module xg_redis_module;
 
 const struct xg_module *const xg_modules[] = {
     &xg_core_module,
     &xg_gateway_module,
     &xg_reconnect_module,
+    &xg_redis_module,
     NULL
 };
 

@@ -3,6 +3,7 @@
  * restore, the request table, the subscription engine (see xg_session.h).
  */
 #include "xg_session_int.h"
+#include "xg_redis.h"
 
 #include <fnmatch.h>
 
@@ -631,11 +632,23 @@ ss_on_stale(evutil_socket_t fd, short what, void *arg)
 /* ---- messages from the exchange ---- */
 
 void
+xg_session_publish(struct xg_session *s, struct xg_reg_channel *ch,
+    const char *data, size_t len)
+{
+    struct xg_redis *pub = xg_upstream_publisher(s->up);
+
+    if (pub != NULL) {
+        xg_redis_publish(pub, ch->name, data, len);
+    }
+}
+
+void
 xg_session_fanout(struct xg_session *s, struct xg_reg_channel *ch,
     const char *data, size_t len)
 {
     size_t i;
 
+    xg_session_publish(s, ch, data, len);
     if (ch->nsubs == 0) {
         return;
     }

@@ -301,9 +301,17 @@ void xg_session_message(struct xg_session *s, struct xg_conn *c,
 
 /*
  * DATA (LEN bytes, copied) to every subscriber of CH, one shared copy
- * (the same batching as a notification passed through).
+ * (the same batching as a notification passed through). It is published
+ * first (xg_session_publish()).
  */
 void xg_session_fanout(struct xg_session *s, struct xg_reg_channel *ch,
+    const char *data, size_t len);
+/*
+ * DATA, a notification of CH, to the upstream's `publish` (xg_redis.h)
+ * when it has one: what xg_session_fanout() does first, for a venue that
+ * hands a notification to its subscribers one by one (a book snapshot).
+ */
+void xg_session_publish(struct xg_session *s, struct xg_reg_channel *ch,
     const char *data, size_t len);
 
 /* ---- a client's channels ---- */

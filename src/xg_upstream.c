@@ -25,6 +25,7 @@
 #include "xg_reconnect.h"
 #include "xg_upstream.h"
 #include "xg_upstream_int.h"
+#include "xg_redis.h"
 #include "xg_rest.h"
 #include "xg_ws.h"
 
@@ -1202,6 +1203,9 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
             goto fail;
         }
     }
+    if (conf->publish != NULL) {
+        up->pub = xg_redis_new(base, up->name, conf);
+    }
     up->proto = proto;
     if (up->proto != NULL && up->proto->create != NULL) {
         up->proto_p = up->proto->create(up, conf);
@@ -1324,6 +1328,7 @@ xg_upstream_free(struct xg_upstream *up)
         up->proto->destroy(up->proto_p);
     }
     xg_rest_free(up->rest);
+    xg_redis_free(up->pub);
     if (up->ev_retry != NULL) {
         event_free(up->ev_retry);
     }
@@ -1818,6 +1823,11 @@ xg_upstream_reconf(struct xg_upstream *up,
     } else if (conf->rest_url_set) {
         up->rest = xg_rest_new(up->base, up->dns, conf, up->name);
     }
+    if (up->pub != NULL) {
+        xg_redis_reconf(up->pub, conf);
+    } else if (conf->publish != NULL) {
+        up->pub = xg_redis_new(up->base, up->name, conf);
+    }
     if (reconnect_why != NULL) {
         up->conf_gen++;
         up_copy_text(up->conf_why, sizeof(up->conf_why), reconnect_why);
@@ -1831,6 +1841,14 @@ struct xg_rest *
 xg_upstream_rest(const struct xg_upstream *up)
 {
     return up->rest != NULL && up->conf->rest_url_set ? up->rest : NULL;
+}
+
+/* See xg_redis.h. */
+struct xg_redis *
+xg_upstream_publisher(const struct xg_upstream *up)
+{
+    return up != NULL && up->pub != NULL && up->conf->publish != NULL
+        ? up->pub : NULL;
 }
 
 /* See xg_upstream.h. */

@@ -102,6 +102,8 @@ struct xg_upstream {
     void                           *proto_p;
     struct xg_rest                 *rest;      /* made once a conf has a
                                                   rest_url (xg_rest.h) */
+    struct xg_redis                *pub;       /* made once a conf has a
+                                                  publish (xg_redis.h) */
 
     enum xg_upstream_state          state;     /* the primary's, or down ... */
     uint64_t                        state_since_ms;

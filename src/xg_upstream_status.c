@@ -9,6 +9,7 @@
 #include "xg_reconnect.h"
 #include "xg_upstream.h"
 #include "xg_upstream_int.h"
+#include "xg_redis.h"
 #include "xg_rest.h"
 
 #include <stdio.h>
@@ -177,6 +178,7 @@ xg_upstream_status(const struct xg_upstream *up)
     if (xg_upstream_rest(up) != NULL) {
         xg_rest_status(up->rest, o);
     }
+    xg_redis_status(xg_upstream_publisher(up), o);
     if (up->proto != NULL && up->proto->status != NULL && up->proto_p) {
         up->proto->status(up->proto_p, o);
     }

@@ -250,6 +250,7 @@ dr_book_parse(struct xg_track *t, const char *data, size_t len,
             (unsigned long long) xg_book_state_seq(from),
             (unsigned long long) xg_book_seq(b->book));
     }
+    xg_session_publish(d->s, ch, data, len);   /* the stream gets it */
     {
         /* each text encoded once, shared by reference */
         struct xg_msg *snap = xg_msg_new(data, len);

@@ -5,6 +5,7 @@
 #include "xg_core.h"
 #include "xg_conf.h"
 #include "xg_log.h"
+#include "xg_redis.h"
 
 #include <check.h>
 #include <stdio.h>
@@ -1491,6 +1492,103 @@ START_TEST(t_dump_secret_by_source)
 }
 END_TEST
 
+/* ---- publish redis:// (src/xg_redis.h) --------------------------------- */
+
+#define PUB_UP(p) "upstream d { url ws://127.0.0.1:1/; protocol deribit;\n" \
+    p "\n}\n"
+
+START_TEST(t_publish_values)
+{
+    struct xg_main_conf *mc;
+    const struct xg_publish_conf *pc;
+    char *text;
+
+    setenv("XG_T_REDIS_PW", "pw-never-shown", 1);
+    mc = load(PUB_UP("publish redis://10.0.0.5;"));
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    pc = mc->upstreams->publish;
+    ck_assert_str_eq(pc->addr.host, "10.0.0.5");
+    ck_assert_uint_eq(pc->addr.port, 6379);
+    ck_assert_str_eq(pc->prefix, "exgate");
+    ck_assert_uint_eq(pc->maxlen, 100000);
+    ck_assert_ptr_null(pc->password);
+    xg_conf_free(mc);
+
+    mc = load(PUB_UP("publish redis://:env:XG_T_REDIS_PW@127.0.0.1:6390/ "
+        "prefix=core.a maxlen=1000;"));
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    pc = mc->upstreams->publish;
+    ck_assert_uint_eq(pc->addr.port, 6390);
+    ck_assert_str_eq(pc->prefix, "core.a");
+    ck_assert_uint_eq(pc->maxlen, 1000);
+    ck_assert_str_eq(pc->password, "pw-never-shown");
+    text = dump(mc);
+    ck_assert_ptr_null(strstr(text, "never-shown"));
+    ck_assert_ptr_nonnull(strstr(text, "publish redis://127.0.0.1:6390 "
+        "prefix=core.a maxlen=1000 password=env:XG_T_REDIS_PW;"));
+    free(text);
+    xg_conf_free(mc);
+
+    mc = load(PUB_UP("publish redis://[::1]:7000 "
+        "password=env:XG_T_REDIS_PW maxlen=100000000;"));
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    pc = mc->upstreams->publish;
+    ck_assert_str_eq(pc->addr.host, "::1");
+    ck_assert_str_eq(pc->password, "pw-never-shown");
+    xg_conf_free(mc);
+    unsetenv("XG_T_REDIS_PW");
+}
+END_TEST
+
+START_TEST(t_publish_errors)
+{
+    setenv("XG_T_REDIS_PW", "pw-never-shown", 1);
+    expect_error(PUB_UP("publish rediss://127.0.0.1:6379;"),
+        "t.conf:2: \"publish\": rediss:// (TLS) is not supported: this "
+        "build's hiredis has no SSL");
+    expect_error(PUB_UP("publish http://127.0.0.1:6379;"),
+        "t.conf:2: \"publish\": bad url \"http...\"");
+    expect_error(PUB_UP("publish redis://;"),
+        "t.conf:2: \"publish\": bad url: no host");
+    expect_error(PUB_UP("publish redis://127.0.0.1:99999;"),
+        "t.conf:2: \"publish\": bad url: bad host or port");
+    expect_error(PUB_UP("publish redis://127.0.0.1:6379/0;"),
+        "t.conf:2: \"publish\": bad url: bad host or port");
+    expect_error(PUB_UP("\npublish redis://user:env:X@127.0.0.1;"),
+        "t.conf:3: \"publish\": bad url: the part before \"@\" must be "
+        "\":PASSWORD_REF\"");
+    /* a password written out is refused and never echoed */
+    expect_error(PUB_UP("publish redis://:hunter2@127.0.0.1;"),
+        "t.conf:2: \"publish\": the password must be a reference");
+    ck_assert_ptr_null(strstr(errs, "hunter2"));
+    expect_error(PUB_UP("publish redis://127.0.0.1 password=hunter2;"),
+        "t.conf:2: \"publish\": the password must be a reference");
+    ck_assert_ptr_null(strstr(errs, "hunter2"));
+    expect_error(PUB_UP("publish redis://:env:XG_T_REDIS_PW@127.0.0.1 "
+        "password=env:XG_T_REDIS_PW;"),
+        "t.conf:2: \"publish\": password given twice");
+    expect_error(PUB_UP("publish redis://127.0.0.1 "
+        "password=env:XG_T_REDIS_UNSET_X;"),
+        "t.conf:2: secret: environment variable \"XG_T_REDIS_UNSET_X\"");
+    expect_error(PUB_UP("publish redis://127.0.0.1 maxlen=999;"),
+        "t.conf:2: \"publish\": bad maxlen \"999\" (1000 to 100000000 "
+        "entries)");
+    expect_error(PUB_UP("publish redis://127.0.0.1 maxlen=100000001;"),
+        "t.conf:2: \"publish\": bad maxlen");
+    expect_error(PUB_UP("publish redis://127.0.0.1 prefix=a/b;"),
+        "t.conf:2: \"publish\": bad prefix \"a/b\"");
+    expect_error(PUB_UP("publish redis://127.0.0.1 prefix=;"),
+        "t.conf:2: \"publish\": bad prefix \"\"");
+    expect_error(PUB_UP("publish redis://127.0.0.1 maxlne=5;"),
+        "t.conf:2: \"publish\": unknown parameter \"maxlne\"");
+    expect_error(PUB_UP("publish redis://127.0.0.1;\npublish redis://h;"),
+        "t.conf:3: ");
+    expect_error("publish redis://127.0.0.1;\n" UPSTREAM,
+        "t.conf:1: \"publish\" directive is not allowed here");
+    unsetenv("XG_T_REDIS_PW");
+}
+END_TEST
+
 static Suite *
 conf_suite(void)
 {
@@ -1568,6 +1666,8 @@ conf_suite(void)
     tcase_add_test(tc, t_dump_urls_and_addresses);
     tcase_add_test(tc, t_dump_round_trip);
     tcase_add_test(tc, t_dump_secret_by_source);
+    tcase_add_test(tc, t_publish_values);
+    tcase_add_test(tc, t_publish_errors);
     suite_add_tcase(s, tc);
     return s;
 }

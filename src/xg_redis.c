@@ -1,0 +1,855 @@
+/*
+ * xg_redis.c: an upstream's publisher into Redis Streams (see
+ * xg_redis.h), and its `publish` directive.
+ *
+ * States: DOWN (waiting for the retry timer, or given up), CONNECTING
+ * (the TCP connect is in flight, under connect_timeout), AUTH (AUTH sent,
+ * its answer not yet in, also under connect_timeout), CONNECTED. Only
+ * CONNECTED writes entries; every other state drops them.
+ *
+ * hiredis calls every reply callback in order, so the sizes of the
+ * unanswered XADDs are a FIFO ring: a reply (or, when the context is
+ * freed, the NULL reply of each command it still had) pops one. The
+ * context is only ever freed through rd_close(), which detaches it from R
+ * first (ac->data = NULL) so its disconnect callback knows it is expected;
+ * hiredis defers a free asked for inside one of its callbacks until the
+ * callback returns, and a new context is only made from a timer, so the
+ * replies of two contexts never interleave.
+ */
+#include "xg_core.h"
+#include "xg_redis.h"
+#include "xg_log.h"
+#include "xg_reconnect.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+#include <openssl/rand.h>
+
+enum rd_state {
+    RD_DOWN = 0,
+    RD_CONNECTING,
+    RD_AUTH,
+    RD_CONNECTED,
+    RD_OFF          /* no `publish` in the conf (after a reload) */
+};
+
+static const char *const rd_state_names[] = {
+    "disconnected", "connecting", "authenticating", "connected", "off"
+};
+
+/* One channel ever published: its stream key and its sequence number. */
+struct rd_chan {
+    char            *name;
+    char            *key;       /* PREFIX:UPSTREAM:CHANNEL */
+    size_t           keylen;
+    uint64_t         seq;       /* the last one taken */
+    struct rd_chan  *hnext;
+};
+
+struct xg_redis {
+    struct event_base              *base;
+    char                           *name;      /* the upstream's */
+    const struct xg_upstream_conf  *uc;        /* borrowed; reconf swaps */
+    const struct xg_publish_conf   *pc;        /* uc->publish, or NULL */
+    char                            where[300]; /* "HOST:PORT" for logs */
+    char                            epoch[17];
+
+    redisAsyncContext              *ac;
+    enum rd_state                   state;
+    struct xg_reconnect             rc;
+    struct event                   *ev_retry;
+    struct event                   *ev_timeout;
+    int                             gave_up;
+    int                             err_logged;  /* this connection */
+
+    /* the unanswered XADDs' sizes, a FIFO ring */
+    uint32_t                       *ring;
+    size_t                          ring_head, inflight;
+    size_t                          inflight_bytes;
+
+    struct rd_chan                **buckets;
+    size_t                          nbuckets, nchans;
+
+    uint64_t                        published;   /* XADDs Redis accepted */
+    uint64_t                        bytes;       /* their data bytes */
+    uint64_t                        dropped;     /* not written */
+    uint64_t                        lost;        /* written, no answer */
+    uint64_t                        errors;      /* error replies */
+    uint64_t                        connects;    /* connections ready */
+    uint64_t                        attempts;    /* connects tried */
+    uint64_t                        disconnects;
+    char                            last_id[48];
+    char                            last_error[160];
+};
+
+static void rd_connect(struct xg_redis *r);
+static void rd_close(struct xg_redis *r);
+
+/* OpenSSL's CSPRNG, for the epoch and the policy's jitter. */
+static uint64_t
+rd_rand(void *arg)
+{
+    uint64_t v;
+
+    if (RAND_bytes((unsigned char *) &v, sizeof(v)) != 1) {
+        v = xg_now_us() * 0x9e3779b97f4a7c15ULL;
+    }
+    return v;
+}
+
+static void
+rd_log(int level, const struct xg_redis *r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+rd_log(int level, const struct xg_redis *r, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    if (level > xg_log_level) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    xg_log(level, "publish %s -> redis %s: %s", r->name, r->where, msg);
+}
+
+static void
+rd_copy(char *dst, size_t len, const char *src, size_t n)
+{
+    if (n >= len) {
+        n = len - 1;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* ---- channels ------------------------------------------------------------ */
+
+static size_t
+rd_hash(const char *s)
+{
+    size_t h = 5381;
+
+    while (*s != '\0') {
+        h = h * 33 + (unsigned char) *s++;
+    }
+    return h;
+}
+
+static void
+rd_chan_key(struct xg_redis *r, struct rd_chan *c)
+{
+    const char *prefix = r->pc != NULL ? r->pc->prefix
+        : XG_REDIS_DEFAULT_PREFIX;
+    size_t n = strlen(prefix) + strlen(r->name) + strlen(c->name) + 3;
+
+    free(c->key);
+    c->key = xg_malloc(n);
+    c->keylen = (size_t) snprintf(c->key, n, "%s:%s:%s", prefix, r->name,
+        c->name);
+}
+
+static struct rd_chan *
+rd_chan_get(struct xg_redis *r, const char *name)
+{
+    struct rd_chan *c, **nb;
+    size_t i, h = rd_hash(name);
+
+    for (c = r->buckets[h % r->nbuckets]; c != NULL; c = c->hnext) {
+        if (strcmp(c->name, name) == 0) {
+            return c;
+        }
+    }
+    if (r->nchans >= r->nbuckets * 2) {
+        nb = xg_calloc(r->nbuckets * 4, sizeof(*nb));
+        for (i = 0; i < r->nbuckets; i++) {
+            while ((c = r->buckets[i]) != NULL) {
+                r->buckets[i] = c->hnext;
+                c->hnext = nb[rd_hash(c->name) % (r->nbuckets * 4)];
+                nb[rd_hash(c->name) % (r->nbuckets * 4)] = c;
+            }
+        }
+        free(r->buckets);
+        r->buckets = nb;
+        r->nbuckets *= 4;
+    }
+    c = xg_calloc(1, sizeof(*c));
+    c->name = xg_strdup(name);
+    rd_chan_key(r, c);
+    c->hnext = r->buckets[h % r->nbuckets];
+    r->buckets[h % r->nbuckets] = c;
+    r->nchans++;
+    return c;
+}
+
+/* ---- the connection ------------------------------------------------------ */
+
+static void
+rd_timer(struct event *ev, uint64_t ms)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t) (ms / 1000);
+    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
+    evtimer_add(ev, &tv);
+}
+
+/* The connection failed or went down for REASON: schedule the next try,
+   logged at LEVEL. */
+static void
+rd_failed_at(struct xg_redis *r, int level, const char *reason)
+{
+    struct xg_reconnect_failure f;
+    struct xg_reconnect_decision d;
+    struct xg_reconnect_env env;
+
+    rd_copy(r->last_error, sizeof(r->last_error), reason, strlen(reason));
+    r->state = RD_DOWN;
+    evtimer_del(r->ev_timeout);
+    f.reason = reason;
+    f.http_status = 0;
+    f.retry_after_s = -1;
+    env.now_ms = xg_now_ms();
+    env.rand = rd_rand;
+    env.rand_arg = NULL;
+    xg_reconnect_failed(&r->rc, &f, &env, &d);
+    if (d.action == XG_RECONNECT_GIVE_UP) {
+        r->gave_up = 1;
+        rd_log(XG_LOG_ERROR, r, "%s; giving up after %u attempts in a row "
+            "(max_attempts): not publishing", reason, r->rc.max_attempts);
+        return;
+    }
+    rd_log(level, r, "%s; retry in %llums%s (%llu dropped so far)",
+        reason, (unsigned long long) d.delay_ms,
+        d.action == XG_RECONNECT_OPEN ? " (breaker open)" : "",
+        (unsigned long long) r->dropped);
+    rd_timer(r->ev_retry, d.delay_ms);
+}
+
+static void
+rd_failed(struct xg_redis *r, const char *reason)
+{
+    rd_failed_at(r, XG_LOG_WARN, reason);
+}
+
+/* Frees the context, if any (its unanswered XADDs are counted lost). */
+static void
+rd_close(struct xg_redis *r)
+{
+    redisAsyncContext *ac = r->ac;
+
+    r->ac = NULL;
+    evtimer_del(r->ev_timeout);
+    if (ac != NULL) {
+        ac->data = NULL;
+        redisAsyncFree(ac);
+    }
+}
+
+static void
+rd_ready(struct xg_redis *r)
+{
+    r->state = RD_CONNECTED;
+    r->connects++;
+    r->last_error[0] = '\0';
+    evtimer_del(r->ev_timeout);
+    xg_reconnect_ready(&r->rc, xg_now_ms());
+    rd_log(XG_LOG_INFO, r, "connected%s", r->pc->password != NULL
+        ? " (auth ok)" : "");
+}
+
+static void
+rd_on_auth(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct xg_redis *r = ac->data;
+    redisReply *rep = reply;
+    char why[200];
+
+    if (r == NULL || r->ac != ac || r->state != RD_AUTH) {
+        return;
+    }
+    if (rep != NULL && rep->type == REDIS_REPLY_STATUS) {
+        rd_ready(r);
+        return;
+    }
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+        snprintf(why, sizeof(why), "auth failed: %.*s",
+            (int) (rep->len > 120 ? 120 : rep->len), rep->str);
+    } else {
+        snprintf(why, sizeof(why), "auth failed: no answer");
+    }
+    r->errors++;
+    rd_close(r);
+    rd_failed_at(r, XG_LOG_ERROR, why);
+}
+
+static void
+rd_on_connect(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext *ac = (redisAsyncContext *) cac;
+    struct xg_redis *r = ac->data;
+    char why[200];
+
+    if (r == NULL || r->ac != ac) {
+        return;
+    }
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback */
+        snprintf(why, sizeof(why), "connect failed: %s",
+            ac->errstr[0] != '\0' ? ac->errstr : "error");
+        ac->data = NULL;
+        r->ac = NULL;
+        rd_failed(r, why);
+        return;
+    }
+    if (r->pc->password == NULL) {
+        rd_ready(r);
+        return;
+    }
+    /* not freed from here (hiredis is not in a callback yet): if it
+       cannot be sent, the connect timeout ends the attempt */
+    r->state = RD_AUTH;
+    (void) redisAsyncCommand(ac, rd_on_auth, NULL, "AUTH %s",
+        r->pc->password);
+}
+
+static void
+rd_on_disconnect(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext *ac = (redisAsyncContext *) cac;
+    struct xg_redis *r = ac->data;
+    char why[200];
+
+    if (r == NULL || r->ac != ac) {
+        return;     /* rd_close() asked for it */
+    }
+    /* hiredis frees the context after this callback */
+    ac->data = NULL;
+    r->ac = NULL;
+    r->disconnects++;
+    snprintf(why, sizeof(why), "connection lost: %s",
+        ac->err != 0 && ac->errstr[0] != '\0' ? ac->errstr : "closed");
+    rd_failed(r, why);
+}
+
+static void
+rd_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_redis *r = arg;
+    char why[80];
+
+    if (r->state != RD_CONNECTING && r->state != RD_AUTH) {
+        return;
+    }
+    snprintf(why, sizeof(why), "%s timeout (%llums)",
+        r->state == RD_AUTH ? "auth" : "connect",
+        (unsigned long long) r->uc->connect_timeout_ms);
+    rd_close(r);
+    rd_failed(r, why);
+}
+
+static void
+rd_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_redis *r = arg;
+
+    if (r->state == RD_DOWN && r->ac == NULL && r->pc != NULL) {
+        rd_connect(r);
+    }
+}
+
+static void
+rd_connect(struct xg_redis *r)
+{
+    redisAsyncContext *ac;
+    char why[200];
+
+    r->attempts++;
+    r->err_logged = 0;
+    r->state = RD_CONNECTING;
+    ac = redisAsyncConnect(r->pc->addr.host, r->pc->addr.port);
+    if (ac == NULL) {
+        rd_failed(r, "connect failed: out of memory");
+        return;
+    }
+    if (ac->err != 0) {
+        snprintf(why, sizeof(why), "connect failed: %s", ac->errstr);
+        redisAsyncFree(ac);
+        rd_failed(r, why);
+        return;
+    }
+    ac->data = r;
+    r->ac = ac;
+    if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
+        rd_close(r);
+        rd_failed(r, "connect failed: cannot attach to the loop");
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, rd_on_connect);
+    redisAsyncSetDisconnectCallback(ac, rd_on_disconnect);
+    if (r->uc->connect_timeout_ms > 0) {
+        rd_timer(r->ev_timeout, r->uc->connect_timeout_ms);
+    }
+}
+
+/* ---- entries ------------------------------------------------------------- */
+
+static void
+rd_on_xadd(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct xg_redis *r = priv;
+    redisReply *rep = reply;
+    uint32_t size;
+
+    if (r->inflight == 0) {
+        return;     /* cannot happen: every XADD pushed one */
+    }
+    size = r->ring[r->ring_head];
+    r->ring_head = (r->ring_head + 1) % XG_REDIS_MAX_INFLIGHT;
+    r->inflight--;
+    r->inflight_bytes -= size;
+    if (rep == NULL) {
+        r->lost++;
+        return;
+    }
+    if (rep->type == REDIS_REPLY_STRING) {
+        r->published++;
+        r->bytes += size;
+        rd_copy(r->last_id, sizeof(r->last_id), rep->str, rep->len);
+        return;
+    }
+    r->errors++;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        rd_copy(r->last_error, sizeof(r->last_error), rep->str, rep->len);
+    } else {
+        snprintf(r->last_error, sizeof(r->last_error), "XADD: unexpected "
+            "reply type %d", rep->type);
+    }
+    if (!r->err_logged) {
+        /* once per connection: a misconfigured Redis answers every one */
+        r->err_logged = 1;
+        rd_log(XG_LOG_ERROR, r, "XADD failed: %s", r->last_error);
+    }
+}
+
+/* See xg_redis.h. */
+void
+xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
+    size_t len)
+{
+    struct rd_chan *c;
+    size_t tail;
+
+    if (r->pc == NULL) {
+        return;
+    }
+    c = rd_chan_get(r, chan);
+    c->seq++;
+    if (r->state != RD_CONNECTED || r->ac == NULL
+        || r->inflight >= XG_REDIS_MAX_INFLIGHT
+        || len > XG_REDIS_MAX_INFLIGHT_BYTES - r->inflight_bytes)
+    {
+        r->dropped++;
+        return;
+    }
+    if (redisAsyncCommand(r->ac, rd_on_xadd, r,
+            "XADD %b MAXLEN ~ %llu * seq %llu epoch %s data %b",
+            c->key, c->keylen, (unsigned long long) r->pc->maxlen,
+            (unsigned long long) c->seq, r->epoch, data, len) != REDIS_OK)
+    {
+        r->dropped++;
+        return;
+    }
+    tail = (r->ring_head + r->inflight) % XG_REDIS_MAX_INFLIGHT;
+    r->ring[tail] = (uint32_t) len;
+    r->inflight++;
+    r->inflight_bytes += len;
+}
+
+/* ---- life ---------------------------------------------------------------- */
+
+static void
+rd_set_conf(struct xg_redis *r, const struct xg_upstream_conf *uc)
+{
+    r->uc = uc;
+    r->pc = uc->publish;
+    if (r->pc != NULL) {
+        snprintf(r->where, sizeof(r->where), "%s%s%s:%u",
+            strchr(r->pc->addr.host, ':') != NULL ? "[" : "",
+            r->pc->addr.host,
+            strchr(r->pc->addr.host, ':') != NULL ? "]" : "",
+            (unsigned) r->pc->addr.port);
+    }
+}
+
+/* See xg_redis.h. */
+struct xg_redis *
+xg_redis_new(struct event_base *base, const char *name,
+    const struct xg_upstream_conf *uc)
+{
+    struct xg_redis *r = xg_calloc(1, sizeof(*r));
+
+    r->base = base;
+    r->name = xg_strdup(name);
+    rd_set_conf(r, uc);
+    snprintf(r->epoch, sizeof(r->epoch), "%016llx",
+        (unsigned long long) rd_rand(NULL));
+    xg_reconnect_init(&r->rc, uc);
+    r->ev_retry = evtimer_new(base, rd_on_retry, r);
+    r->ev_timeout = evtimer_new(base, rd_on_timeout, r);
+    if (r->ev_retry == NULL || r->ev_timeout == NULL) {
+        xg_log_error("publish %s: cannot create timers", name);
+        abort();
+    }
+    r->ring = xg_calloc(XG_REDIS_MAX_INFLIGHT, sizeof(*r->ring));
+    r->nbuckets = 64;
+    r->buckets = xg_calloc(r->nbuckets, sizeof(*r->buckets));
+    rd_log(XG_LOG_INFO, r, "publishing to streams %s:%s:CHANNEL, maxlen ~%llu, "
+        "epoch %s%s", r->pc->prefix, r->name,
+        (unsigned long long) r->pc->maxlen, r->epoch,
+        r->pc->password != NULL ? ", auth" : "");
+    rd_connect(r);
+    return r;
+}
+
+/* See xg_redis.h. */
+void
+xg_redis_free(struct xg_redis *r)
+{
+    struct rd_chan *c;
+    size_t i;
+
+    if (r == NULL) {
+        return;
+    }
+    rd_close(r);
+    if (r->ev_retry != NULL) {
+        event_free(r->ev_retry);
+    }
+    if (r->ev_timeout != NULL) {
+        event_free(r->ev_timeout);
+    }
+    xg_reconnect_free(&r->rc);
+    for (i = 0; i < r->nbuckets; i++) {
+        while ((c = r->buckets[i]) != NULL) {
+            r->buckets[i] = c->hnext;
+            free(c->name);
+            free(c->key);
+            free(c);
+        }
+    }
+    free(r->buckets);
+    free(r->ring);
+    free(r->name);
+    free(r);
+}
+
+static int
+rd_same_target(const struct xg_publish_conf *a, const struct xg_publish_conf *b)
+{
+    return strcmp(a->addr.host, b->addr.host) == 0
+        && a->addr.port == b->addr.port
+        && strcmp(a->prefix, b->prefix) == 0
+        && (a->password == NULL) == (b->password == NULL)
+        && (a->password == NULL || strcmp(a->password, b->password) == 0);
+}
+
+/* See xg_redis.h. */
+void
+xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
+{
+    const struct xg_publish_conf *old = r->pc;
+    struct rd_chan *c;
+    size_t i;
+    int again;
+
+    again = old == NULL || uc->publish == NULL
+        || !rd_same_target(old, uc->publish);
+    rd_set_conf(r, uc);
+    xg_reconnect_reconf(&r->rc, uc);
+    if (!again) {
+        return;
+    }
+    for (i = 0; i < r->nbuckets; i++) {
+        for (c = r->buckets[i]; c != NULL; c = c->hnext) {
+            rd_chan_key(r, c);
+        }
+    }
+    rd_close(r);
+    evtimer_del(r->ev_retry);
+    r->gave_up = 0;
+    if (r->pc == NULL) {
+        r->state = RD_OFF;
+        xg_log_info("publish %s: no publish in the new conf: not publishing",
+            r->name);
+        return;
+    }
+    rd_log(XG_LOG_INFO, r, "the conf changed: connecting again");
+    r->state = RD_DOWN;
+    rd_connect(r);
+}
+
+/* See xg_redis.h. */
+int
+xg_redis_enabled(const struct xg_redis *r)
+{
+    return r != NULL && r->pc != NULL;
+}
+
+/* See xg_redis.h. */
+void
+xg_redis_status(const struct xg_redis *r, json_t *obj)
+{
+    json_t *o;
+    char url[320];
+
+    if (r == NULL || r->pc == NULL) {
+        return;
+    }
+    o = json_object();
+    snprintf(url, sizeof(url), "redis://%s", r->where);
+    json_object_set_new(o, "url", json_string(url));
+    json_object_set_new(o, "state", json_string(r->gave_up ? "gave_up"
+        : rd_state_names[r->state]));
+    json_object_set_new(o, "connected", json_boolean(r->state
+        == RD_CONNECTED));
+    json_object_set_new(o, "auth", json_boolean(r->pc->password != NULL));
+    json_object_set_new(o, "prefix", json_string(r->pc->prefix));
+    json_object_set_new(o, "maxlen", json_integer((json_int_t)
+        r->pc->maxlen));
+    json_object_set_new(o, "epoch", json_string(r->epoch));
+    json_object_set_new(o, "channels", json_integer((json_int_t) r->nchans));
+    json_object_set_new(o, "published", json_integer((json_int_t)
+        r->published));
+    json_object_set_new(o, "bytes", json_integer((json_int_t) r->bytes));
+    json_object_set_new(o, "dropped", json_integer((json_int_t) r->dropped));
+    json_object_set_new(o, "lost", json_integer((json_int_t) r->lost));
+    json_object_set_new(o, "errors", json_integer((json_int_t) r->errors));
+    json_object_set_new(o, "connects", json_integer((json_int_t)
+        r->connects));
+    json_object_set_new(o, "reconnects", json_integer((json_int_t)
+        (r->attempts > 0 ? r->attempts - 1 : 0)));
+    json_object_set_new(o, "disconnects", json_integer((json_int_t)
+        r->disconnects));
+    json_object_set_new(o, "in_flight", json_integer((json_int_t)
+        r->inflight));
+    json_object_set_new(o, "in_flight_bytes", json_integer((json_int_t)
+        r->inflight_bytes));
+    json_object_set_new(o, "last_id", r->last_id[0] != '\0'
+        ? json_string(r->last_id) : json_null());
+    json_object_set_new(o, "last_error", r->last_error[0] != '\0'
+        ? json_string(r->last_error) : json_null());
+    json_object_set_new(obj, "publish", o);
+}
+
+/* ---- the `publish` directive --------------------------------------------- */
+
+static void
+rd_conf_free(void *p)
+{
+    struct xg_publish_conf *pc = p;
+
+    if (pc->password != NULL) {
+        OPENSSL_cleanse(pc->password, strlen(pc->password));
+        free(pc->password);
+    }
+    free(pc->password_src);
+    free(pc->prefix);
+    free(pc);
+}
+
+static int
+rd_prefix_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > XG_REDIS_MAX_PREFIX) {
+        return 0;
+    }
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        "0123456789_-.:{}") == n;
+}
+
+static int
+rd_set_password(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    struct xg_publish_conf *pc, const char *spec)
+{
+    int apart = cf->secrets_apart;
+
+    if (pc->password_src != NULL) {
+        return xg_conf_error(cf, st, "\"publish\": password given twice");
+    }
+    if (strncmp(spec, "env:", 4) != 0 && strncmp(spec, "file:", 5) != 0) {
+        /* never echo it: it may be the password itself */
+        return xg_conf_error(cf, st, "\"publish\": the password must be a "
+            "reference, env:NAME or file:PATH, never the password itself");
+    }
+    /* out of the upstream's digest: a new password must not rotate the
+       exchange connection; xg_redis_reconf() compares it itself */
+    cf->secrets_apart = 1;
+    pc->password = xg_conf_secret(cf, st, spec);
+    cf->secrets_apart = apart;
+    if (pc->password == NULL) {
+        return XG_ERROR;
+    }
+    pc->password_src = xg_conf_secret_source(st, spec);
+    return XG_OK;
+}
+
+/*
+ * `publish redis://[:PASSWORD_REF@]HOST[:PORT] [prefix=P] [maxlen=N]
+ * [password=PASSWORD_REF];` in an upstream block.
+ */
+static int
+rd_set_publish(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf)
+{
+    struct xg_upstream_conf *uc = conf;
+    struct xg_publish_conf *pc;
+    const char *a = st->args[1], *hp, *at, *end;
+    char hostport[300], spec[300];
+    uint64_t v;
+    size_t n;
+    int i;
+
+    if (uc->publish != NULL) {
+        return xg_conf_error(cf, st, "\"publish\" is duplicate");
+    }
+    if (strncmp(a, "rediss://", 9) == 0) {
+        return xg_conf_error(cf, st, "\"publish\": rediss:// (TLS) is not "
+            "supported: this build's hiredis has no SSL; use redis:// on a "
+            "trusted network or a TLS tunnel");
+    }
+    if (strncmp(a, "redis://", 8) != 0) {
+        return xg_conf_error(cf, st, "\"publish\": bad url \"%.*s...\" "
+            "(redis://[:PASSWORD_REF@]HOST[:PORT])", (int) strcspn(a, ":@"),
+            a);
+    }
+    pc = xg_conf_calloc(cf, sizeof(*pc), rd_conf_free);
+    pc->file = st->file;
+    pc->line = st->line;
+    pc->maxlen = XG_REDIS_DEFAULT_MAXLEN;
+    hp = a + 8;
+    at = strrchr(hp, '@');
+    if (at != NULL) {
+        if (hp[0] != ':' || (size_t) (at - hp - 1) >= sizeof(spec)) {
+            return xg_conf_error(cf, st, "\"publish\": bad url: the part "
+                "before \"@\" must be \":PASSWORD_REF\" (env:NAME or "
+                "file:PATH)");
+        }
+        memcpy(spec, hp + 1, (size_t) (at - hp - 1));
+        spec[at - hp - 1] = '\0';
+        if (rd_set_password(cf, st, pc, spec) != XG_OK) {
+            return XG_ERROR;
+        }
+        hp = at + 1;
+    }
+    end = hp + strlen(hp);
+    if (end > hp && end[-1] == '/') {
+        end--;
+    }
+    n = (size_t) (end - hp);
+    if (n == 0 || n + 8 >= sizeof(hostport)) {
+        return xg_conf_error(cf, st, "\"publish\": bad url: no host "
+            "(redis://[:PASSWORD_REF@]HOST[:PORT])");
+    }
+    memcpy(hostport, hp, n);
+    hostport[n] = '\0';
+    /* no port: Redis' own (a bare IPv6 address needs brackets) */
+    if ((hostport[0] == '[' && hostport[n - 1] == ']')
+        || (hostport[0] != '[' && strchr(hostport, ':') == NULL))
+    {
+        snprintf(hostport + n, sizeof(hostport) - n, ":%d",
+            XG_REDIS_DEFAULT_PORT);
+    }
+    if (xg_conf_parse_addr(hostport, &pc->addr) != XG_OK
+        || pc->addr.port == 0)
+    {
+        return xg_conf_error(cf, st, "\"publish\": bad url: bad host or "
+            "port \"%.*s\" (redis://[:PASSWORD_REF@]HOST[:PORT])", (int) n,
+            hp);
+    }
+    for (i = 2; i < st->nargs; i++) {
+        a = st->args[i];
+        if (strncmp(a, "prefix=", 7) == 0) {
+            if (!rd_prefix_ok(a + 7)) {
+                return xg_conf_error(cf, st, "\"publish\": bad prefix "
+                    "\"%s\" (1 to %d of letters, digits, \"_-.:{}\")", a + 7,
+                    XG_REDIS_MAX_PREFIX);
+            }
+            free(pc->prefix);
+            pc->prefix = xg_strdup(a + 7);
+        } else if (strncmp(a, "maxlen=", 7) == 0) {
+            if (xg_conf_parse_uint(a + 7, &v) != XG_OK
+                || v < XG_REDIS_MIN_MAXLEN || v > XG_REDIS_MAX_MAXLEN)
+            {
+                return xg_conf_error(cf, st, "\"publish\": bad maxlen "
+                    "\"%s\" (%d to %d entries)", a + 7, XG_REDIS_MIN_MAXLEN,
+                    XG_REDIS_MAX_MAXLEN);
+            }
+            pc->maxlen = v;
+        } else if (strncmp(a, "password=", 9) == 0) {
+            if (rd_set_password(cf, st, pc, a + 9) != XG_OK) {
+                return XG_ERROR;
+            }
+        } else {
+            return xg_conf_error(cf, st, "\"publish\": unknown parameter "
+                "\"%.*s\" (prefix=, maxlen=, password=)",
+                (int) strcspn(a, "="), a);
+        }
+    }
+    if (pc->prefix == NULL) {
+        pc->prefix = xg_strdup(XG_REDIS_DEFAULT_PREFIX);
+    }
+    uc->publish = pc;
+    return XG_OK;
+}
+
+static int
+rd_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
+    const void *conf)
+{
+    const struct xg_upstream_conf *uc = conf;
+    const struct xg_publish_conf *pc = uc->publish;
+    char buf[320], addr[300];
+
+    if (pc == NULL) {
+        xg_conf_dump_comment(d, "%s: not set (nothing published)",
+            cmd->name);
+        return XG_OK;
+    }
+    xg_conf_dump_begin(d);
+    xg_conf_dump_word(d, cmd->name);
+    snprintf(buf, sizeof(buf), "redis://%s", xg_conf_fmt_addr(&pc->addr,
+        addr, sizeof(addr)));
+    xg_conf_dump_word(d, buf);
+    xg_conf_dump_kv(d, "prefix", pc->prefix);
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long) pc->maxlen);
+    xg_conf_dump_kv(d, "maxlen", buf);
+    if (pc->password_src != NULL) {
+        xg_conf_dump_kv(d, "password", pc->password_src);
+    }
+    xg_conf_dump_end(d);
+    return XG_OK;
+}
+
+static const struct xg_command rd_commands[] = {
+    { "publish", XG_CONF_UPSTREAM | XG_CONF_1MORE, rd_set_publish, 0, NULL },
+    XG_CONF_NULL_COMMAND
+};
+
+const struct xg_module xg_redis_module = {
+    "redis",
+    rd_commands,
+    rd_dump
+};

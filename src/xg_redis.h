@@ -1,0 +1,108 @@
+/*
+ * xg_redis.h: an upstream's publisher into Redis Streams (issue 17, the
+ * core side of core -> edge distribution).
+ *
+ *   publish redis://[:PASSWORD_REF@]HOST[:PORT] [prefix=P] [maxlen=N]
+ *           [password=PASSWORD_REF];
+ *
+ * in an upstream block appends every notification the upstream fans out
+ * on a channel to the stream PREFIX:UPSTREAM:CHANNEL with
+ *
+ *   XADD KEY MAXLEN ~ N * seq SEQ epoch EPOCH data BYTES
+ *
+ * SEQ counts the channel's notifications (1, 2, ...), EPOCH is 64 random
+ * bits in hex drawn when the publisher starts (so with the process), and
+ * BYTES is the notification as local clients get it.
+ *
+ * The connection is exgate's own hiredis async context on the loop
+ * (hiredis' libevent adapter: no thread). It connects, sends AUTH when a
+ * password is set, and reconnects through the upstream's reconnect policy
+ * (src/xg_reconnect.h: the same policy, breaker, stable and max_attempts
+ * as the upstream's WebSocket, on a supervisor of its own). Commands are
+ * pipelined and bounded (XG_REDIS_MAX_INFLIGHT commands and
+ * XG_REDIS_MAX_INFLIGHT_BYTES bytes unanswered): while Redis is down,
+ * connecting, or too slow to answer, a notification is dropped and
+ * counted, never buffered, and its sequence number is spent all the same,
+ * so a consumer sees the hole. Nothing here ever closes a client.
+ *
+ * Not in this slice: rediss:// (the hiredis 0.14 of Debian 12 has no
+ * SSL; refused at conf time), book snapshots for late joiners, the edge.
+ */
+#ifndef XG_REDIS_H
+#define XG_REDIS_H
+
+#include "xg_core.h"
+#include "xg_conf.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct event_base;
+
+#define XG_REDIS_DEFAULT_PORT         6379
+#define XG_REDIS_DEFAULT_PREFIX       "exgate"
+#define XG_REDIS_DEFAULT_MAXLEN       100000
+#define XG_REDIS_MIN_MAXLEN           1000
+#define XG_REDIS_MAX_MAXLEN           100000000
+#define XG_REDIS_MAX_PREFIX           64
+/* Unanswered commands and their bytes at most; beyond, entries drop. */
+#define XG_REDIS_MAX_INFLIGHT         16384
+#define XG_REDIS_MAX_INFLIGHT_BYTES   (32u * 1024 * 1024)
+
+/* `publish ...` of one upstream (uc->publish), owned by the conf. */
+struct xg_publish_conf {
+    const char  *file;
+    int          line;
+    struct xg_addr addr;        /* host and port */
+    char        *password;      /* the secret's value, or NULL */
+    char        *password_src;  /* env:NAME or file:PATH, for -T */
+    char        *prefix;
+    uint64_t     maxlen;
+};
+
+/* The module that owns `publish` (listed in src/xg_module.c). */
+extern const struct xg_module xg_redis_module;
+
+struct xg_redis;
+
+/*
+ * A publisher for upstream NAME after UC (borrowed; uc->publish set),
+ * on BASE: it starts connecting at once. Never returns NULL.
+ */
+struct xg_redis *xg_redis_new(struct event_base *base, const char *name,
+    const struct xg_upstream_conf *uc);
+/* Closes R's connection (unanswered entries are counted lost); frees R. */
+void xg_redis_free(struct xg_redis *r);
+
+/*
+ * A reload: R follows UC (borrowed) from now on and keeps its channels'
+ * sequence numbers and its epoch. Another address, password or prefix
+ * drops the connection and connects again at once; without `publish` in
+ * UC, R disconnects and publishes nothing until one comes back.
+ */
+void xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc);
+
+/* Whether R publishes (its conf has `publish`). */
+int xg_redis_enabled(const struct xg_redis *r);
+
+/*
+ * One notification DATA (LEN bytes) on channel CHAN: its sequence number
+ * is taken, then the entry is queued to Redis or, when it cannot be now,
+ * dropped and counted. Never blocks, never fails loudly.
+ */
+void xg_redis_publish(struct xg_redis *r, const char *chan,
+    const char *data, size_t len);
+
+/*
+ * UP's publisher when its conf has `publish`, else NULL: what the
+ * session's fan-out tests (src/xg_upstream.c).
+ */
+struct xg_upstream;
+struct xg_redis *xg_upstream_publisher(const struct xg_upstream *up);
+
+/* Adds R's figures to OBJ as "publish": {...}; never the password. */
+void xg_redis_status(const struct xg_redis *r, json_t *obj);
+
+#endif
