@@ -1537,19 +1537,23 @@ static const struct xg_session_ops dr_session_ops = {
     .cross = dr_cross,
     .cross_force = dr_cross_force,
     .cross_done = dr_cross_done,
-    .retiring = dr_retiring
+    .retiring = dr_retiring,
+    .cost = dr_cost
 };
 
 /* ---- life cycle and /status ---- */
 
 static const struct dr_conf dr_defaults = {
-    DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, NULL, 0, NULL, NULL
+    DR_AUTH_NONE, NULL, NULL, NULL, 0, 0, 10000, NULL, 0, NULL, NULL, 1,
+    { 0, 0, 0, 0 }, { 0, 0, 0, 0 }
 };
 
 static void *
 dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
 {
     struct dr *d = xg_calloc(1, sizeof(*d));
+    struct xg_budget_conf bc;
+
     d->up = up;
     d->cf = conf->proto_conf ? conf->proto_conf : &dr_defaults;
     d->name = xg_upstream_name(up);
@@ -1560,6 +1564,8 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
         d->cf->nstale, DR_BATCH_BYTES, &dr_session_ops, d);
     xg_session_set_limits(d->s, d->cf->request_timeout_ms,
         conf->queue_limit, conf->queue_timeout_ms);
+    dr_budget_conf(d->cf, &bc);
+    xg_session_set_budget(d->s, &bc);
     d->track.name = d->name;
     d->track.up = up;
     d->track.base = d->base;
@@ -1670,6 +1676,7 @@ dr_create_conf(struct xg_conf *cf)
     struct dr_conf *c = xg_conf_calloc(cf, sizeof(*c), dr_conf_free);
 
     c->request_timeout_ms = 10000;
+    c->rate_limit = 1;
     return c;
 }
 
@@ -1752,11 +1759,16 @@ static const struct xg_command dr_commands[] = {
       xg_conf_set_duration, DR(request_timeout_ms), &dr_bounds_timeout },
     { "stale", XG_CONF_UPSTREAM | XG_CONF_TAKE2 | XG_CONF_MULTI, dr_set_stale,
       0, NULL },
+    { "rate_limit", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_flag,
+      DR(rate_limit), NULL },
+    { "rate_limit_pool", XG_CONF_UPSTREAM | XG_CONF_TAKE3 | XG_CONF_MULTI,
+      dr_set_rate_limit_pool, 0, NULL },
     XG_CONF_NULL_COMMAND
 };
 
 /*
- * auth, auth_scope and stale for `exgate -T`; the others are generic.
+ * auth, auth_scope, stale and rate_limit_pool for `exgate -T`; the others
+ * are generic.
  * The id and the secret of `auth` are shown by source, never by value
  * (a plain id is not a secret and is shown as written).
  */
@@ -1785,6 +1797,8 @@ dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
         }
     } else if (cmd->set == dr_set_stale) {
         xg_stale_dump(d, cmd->name, c->stale, c->nstale);
+    } else if (cmd->set == dr_set_rate_limit_pool) {
+        dr_budget_dump(d, cmd->name, c);
     } else {
         return XG_AGAIN;
     }
@@ -1795,16 +1809,20 @@ dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
  * A reload (xg_venue.h): the new conf from now on. The auth grant is
  * read at each restore's auth step, the heartbeat at its set_heartbeat
  * step; the request and queue bounds from the next request; the stale
- * bounds from each channel's next silence timer.
+ * bounds from each channel's next silence timer; the request budget at
+ * once (its pools keep their levels).
  */
 static int
 dr_reconf(void *p, const struct xg_upstream_conf *conf)
 {
     struct dr *d = p;
+    struct xg_budget_conf bc;
 
     d->cf = conf->proto_conf ? conf->proto_conf : &dr_defaults;
     xg_session_set_limits(d->s, d->cf->request_timeout_ms,
         conf->queue_limit, conf->queue_timeout_ms);
+    dr_budget_conf(d->cf, &bc);
+    xg_session_set_budget(d->s, &bc);
     xg_session_set_stale(d->s, d->cf->stale, d->cf->nstale);
     return XG_OK;
 }
