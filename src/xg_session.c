@@ -1243,11 +1243,15 @@ xg_session_submit(struct xg_session *s, struct xg_reg_req *q)
         ss_budget_cost(s, q);
     }
     xg_registry_queue_push(s->reg, q, 0);
-    q->log_ms = xg_now_ms();
     if (s->ready) {
-        ss_budget_run(s);       /* at once when it can be paid for */
+        q->log_ms = 0;          /* sent at once, if it can be paid for */
+        ss_budget_run(s);
+        if (q->up_id == 0) {
+            q->log_ms = xg_now_ms();    /* it waits in the queue */
+        }
         return XG_OK;
     }
+    q->log_ms = xg_now_ms();
     if (xg_log_level >= XG_LOG_DEBUG) {
         char cid[96];
 
