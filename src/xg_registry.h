@@ -75,8 +75,9 @@ struct xg_reg_client {
     char                  **orders;      /* open order ids it placed */
     size_t                  norders, orders_cap;
     uint64_t                rr_stamp;    /* the session's round robin over
-                                            the budget's queue: when it was
-                                            last served (0: never) */
+                                            the budget's queue: requests
+                                            served, raised to the session's
+                                            clock when it starts waiting */
 };
 
 /*

@@ -1012,8 +1012,8 @@ ss_held_push(struct xg_session *s, uint64_t id)
 }
 
 /* 1 when A comes before B (NULL) in the queue's round robin: the
-   session's own first, then the client served longest ago (FIFO on a
-   tie: A is found after B). */
+   session's own first, then the client that had the fewest requests
+   served (its stamp; FIFO on a tie: A is found after B). */
 static int
 ss_rr_before(const struct xg_reg_req *a, const struct xg_reg_req *b)
 {
@@ -1094,7 +1094,8 @@ ss_budget_run(struct xg_session *s)
         q = best;
         xg_registry_queue_take(s->reg, q);
         if (q->client != NULL) {
-            q->client->rr_stamp = ++s->rr_seq;
+            s->rr_vtime = q->client->rr_stamp;
+            q->client->rr_stamp++;
         }
         if (q->bwaited) {
             s->budget_waited++;
@@ -1241,6 +1242,10 @@ xg_session_submit(struct xg_session *s, struct xg_reg_req *q)
     q->bwaited = 0;
     if (budget) {
         ss_budget_cost(s, q);
+    }
+    if (q->client != NULL && q->client->rr_stamp < s->rr_vtime) {
+        q->client->rr_stamp = s->rr_vtime;  /* no credit banked while it
+                                               had nothing waiting */
     }
     xg_registry_queue_push(s->reg, q, 0);
     if (s->ready) {

@@ -72,7 +72,8 @@ struct xg_session {
     uint64_t                     *held;      /* ids of requests held for
                                                 the budget, in order */
     size_t                        held_first, nheld, held_cap;
-    uint64_t                      rr_seq;    /* the round robin's stamps */
+    uint64_t                      rr_vtime;  /* the round robin: the
+                                                stamp last served */
     uint64_t                      budget_waited; /* requests that waited */
 };
 

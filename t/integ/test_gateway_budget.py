@@ -14,6 +14,14 @@ its credits on (exchange-protocols.md A6):
 - matching engine: 6 s of private/buy the same way, paid from its own
   pool (tier 4 here: a burst of 20, 5/s): not rate-limited, at least 90 %
   of that budget;
+- the gateway's own requests go first: with `heartbeat 1s` exsim sends a
+  test_request every second, each answer costs credits like any request,
+  and none is late behind the bots' queue (exsim closes for a late one:
+  its heartbeat_closes stays 0); a bot holds a channel, and for 8 s of
+  get_time the connection is dropped twice: each restore (auth,
+  set_heartbeat, the subscribe) is paid from the same budget, done in
+  under 2 s though the bots' requests fill the queue, and exsim still
+  never rate-limits;
 - /status shows the pools and the requests that waited, /metrics counts
   them (promtool, when installed, accepts the exposition);
 - with `rate_limit off;` the same bots make exsim answer 10028 and close
@@ -39,6 +47,7 @@ QUEUE_TIMEOUT = 4.0
 
 UPSTREAM = """    protocol deribit;
     auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;
+    heartbeat 1s;
     queue_timeout 4s;
     rate_limit on;
     rate_limit_pool non_matching %d %d;
@@ -139,7 +148,7 @@ def promtool(h):
 async def with_budget(h):
     os.environ["XG_TEST_EXSIM_SECRET"] = "exsim-secret"
     gh.start(h, UPSTREAM, "client_auth off;\n", level="info",
-             sim_args=("--rate", "0"))
+             sim_args=("--rate", "0", "--min-heartbeat", "1"))
     gh.wait_ready(h)
     bots = [await Bot(i, 5 + 5 * i).open(h.ws_url) for i in range(10)]
 
@@ -185,7 +194,36 @@ async def with_budget(h):
 
     u = h.up()
     check(u["connects"] == 1, "upstream connects %d" % u["connects"])
-    check(not h.log_lines(r"1008|too_many_requests"),
+    st = h.sim.control("stats")
+    check(st["heartbeat_closes"] == 0, "late heartbeat answers: %r" % st)
+
+    # restores under load: two drops during 8 s of get_time
+    sub = await gh.WSClient("sub").connect(h.ws_url)
+    r = await sub.call("public/subscribe",
+                       {"channels": ["ticker.BTC-PERPETUAL.100ms"]}, id=1)
+    check(r.get("result") == ["ticker.BTC-PERPETUAL.100ms"], "sub %r" % r)
+
+    async def drops():
+        for _ in range(2):
+            await asyncio.sleep(2.5)
+            n = h.up()["restores"]
+            h.sim.control("drop")
+            end = time.monotonic() + 10
+            while h.up()["restores"] == n and time.monotonic() < end:
+                await asyncio.sleep(0.05)
+            ms = h.up()["last_restore_ms"]
+            print("restore under load: %d ms" % ms)
+            check(ms < 2000, "restore took %d ms behind the bots" % ms)
+    await asyncio.gather(greedy(bots, "public/get_time", {}, 8), drops())
+    st = h.sim.control("stats")
+    check(st["rate_limited"] == 0, "exsim rate-limited %d times (restores)"
+          % st["rate_limited"])
+    check(st["heartbeat_closes"] == 0, "late heartbeat answers: %r" % st)
+    check(st["subscribed"].get("ticker.BTC-PERPETUAL.100ms") == 1,
+          "resubscribed: %r" % st["subscribed"])
+    check(h.up()["connects"] == 3, "connects %r" % h.up()["connects"])
+    await sub.close()
+    check(not h.log_lines(r"1008|too_many_requests"),  # drops: 1000
           "the exchange closed or refused: %r"
           % h.log_lines(r"1008|too_many_requests")[:3])
     m = promtool(h)
@@ -198,7 +236,7 @@ async def with_budget(h):
 
 
 async def without_budget(h):
-    sim = h.start_sim("--rate", "0")
+    sim = h.start_sim("--rate", "0", "--min-heartbeat", "1")
     port = gh.free_port()
     conf = ("client_auth off;\n"
             "upstream off {\n    url ws://127.0.0.1:%d/ws/api/v2;\n"
