@@ -22,6 +22,9 @@ its credits on (exchange-protocols.md A6):
   set_heartbeat, the subscribe) is paid from the same budget, done in
   under 2 s though the bots' requests fill the queue, and exsim still
   never rate-limits;
+- subscribes are batched as before and each batch pays the subscribe
+  pool (3000 of 30000, 10000/s): 14 one after the other take their time
+  and are not rate-limited;
 - /status shows the pools and the requests that waited, /metrics counts
   them (promtool, when installed, accepts the exposition);
 - with `rate_limit off;` the same bots make exsim answer 10028 and close
@@ -222,6 +225,31 @@ async def with_budget(h):
     check(st["subscribed"].get("ticker.BTC-PERPETUAL.100ms") == 1,
           "resubscribed: %r" % st["subscribed"])
     check(h.up()["connects"] == 3, "connects %r" % h.up()["connects"])
+    await sub.close()
+
+    # subscribes pay their own pool: 14 one after the other are 14
+    # batches of 3000 credits from 30000 refilled at 10000/s: 9 at once
+    # (the reserve kept), then one each 0.3 s
+    names = ["%s.%s.100ms" % (k, i) for k in ("ticker", "book", "trades")
+             for i in ("BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-26DEC26")]
+    names += ["ticker.BTC-PERPETUAL.agg2", "ticker.ETH-PERPETUAL.agg2",
+              "book.BTC-PERPETUAL.agg2", "book.ETH-PERPETUAL.agg2",
+              "deribit_price_index.btc_usd"]
+    sub = await gh.WSClient("sub2").connect(h.ws_url)
+    spent0 = h.up()["budget"]["pools"]["subscribe"]["spent"]
+    t0 = time.monotonic()
+    for n, name in enumerate(names):
+        r = await sub.call("public/subscribe", {"channels": [name]},
+                           id=100 + n)
+        check(r.get("result") == [name], "subscribe %s: %r" % (name, r))
+    took = time.monotonic() - t0
+    spent = h.up()["budget"]["pools"]["subscribe"]["spent"] - spent0
+    print("14 subscribes one by one: %.2f s, %d credits" % (took, spent))
+    check(spent == 14 * 3000, "subscribe credits %r" % spent)
+    check(took >= 1.2, "14 subscribes in %.2f s: not paced" % took)
+    st = h.sim.control("stats")
+    check(st["rate_limited"] == 0, "exsim rate-limited %d times (subscribe)"
+          % st["rate_limited"])
     await sub.close()
     check(not h.log_lines(r"1008|too_many_requests"),  # drops: 1000
           "the exchange closed or refused: %r"
