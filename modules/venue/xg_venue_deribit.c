@@ -241,7 +241,10 @@ dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
     if (dc != NULL) {
         d->requests_rejected++;
         dr_error(dc, q->client_id, 13028, "upstream unavailable",
-            "the exchange connection is down and the request queue is full");
+            xg_session_state(d->s) == XG_SESSION_READY
+            ? "the request queue is full (waiting for the request budget)"
+            : "the exchange connection is down and the request queue is "
+              "full");
     }
     xg_registry_req_free(q);
 }
@@ -764,11 +767,16 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
     if (queued) {
         if (dc != NULL) {
             d->requests_rejected++;
+            int ready = xg_session_state(d->s) == XG_SESSION_READY;
+
             xg_session_log_req(XG_LOG_WARN, d->s, q, "%s waited queue_timeout "
-                "for the exchange connection", q->method);
-            dr_error(dc, q->client_id, 13028, "upstream unavailable",
-                "the exchange connection did not come back within "
-                "queue_timeout; the request was not sent");
+                "for the %s", q->method, ready ? "request budget"
+                : "exchange connection");
+            dr_error(dc, q->client_id, 13028, "upstream unavailable", ready
+                ? "the request budget did not allow it within "
+                  "queue_timeout; the request was not sent"
+                : "the exchange connection did not come back within "
+                  "queue_timeout; the request was not sent");
         } else {
             xg_session_log_req(XG_LOG_WARN, d->s, q, "%s dropped after "
                 "queue_timeout", q->method);

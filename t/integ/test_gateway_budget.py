@@ -22,6 +22,8 @@ its credits on (exchange-protocols.md A6):
   set_heartbeat, the subscribe) is paid from the same budget, done in
   under 2 s though the bots' requests fill the queue, and exsim still
   never rate-limits;
+- an upstream without auth (public data) has the same budget, which
+  exsim keeps per IP: 5 s of get_time, not rate-limited, at least 90 %;
 - subscribes are batched as before and each batch pays the subscribe
   pool (3000 of 30000, 10000/s): 14 one after the other take their time
   and are not rate-limited;
@@ -70,6 +72,7 @@ class Bot:
         self.out = {}           # id -> send time
         self.answered = []      # answer times of results
         self.timed_out = 0      # the gateway's queue_timeout (13028)
+        self.reasons = set()    # ... and what it said
         self.other = []         # anything else
         self.n = 0
         self.sem = None
@@ -91,6 +94,8 @@ class Bot:
                     self.answered.append(time.monotonic())
                 elif msg.get("error", {}).get("code") == 13028:
                     self.timed_out += 1
+                    self.reasons.add(msg["error"].get("data", {})
+                                     .get("reason"))
                 else:
                     self.other.append(msg)
                 self.sem.release()
@@ -150,9 +155,16 @@ def promtool(h):
 
 async def with_budget(h):
     os.environ["XG_TEST_EXSIM_SECRET"] = "exsim-secret"
-    gh.start(h, UPSTREAM, "client_auth off;\n", level="info",
-             sim_args=("--rate", "0", "--min-heartbeat", "1"))
+    h.start_sim("--rate", "0", "--min-heartbeat", "1")
+    pub_port = gh.free_port()
+    gh.start(h, UPSTREAM, "client_auth off;\n"
+             "upstream pub {\n    url ws://127.0.0.1:%d/ws/api/v2;\n"
+             "    protocol deribit;\n    queue_timeout 4s;\n}\n"
+             "listen 127.0.0.1:%d websocket upstream=pub;\n"
+             % (h.ws_port, pub_port), level="info")
     gh.wait_ready(h)
+    h.wait_up(lambda u: u.get("state") == "ready", 10, "pub ready",
+              name="pub")
     bots = [await Bot(i, 5 + 5 * i).open(h.ws_url) for i in range(10)]
 
     # non-matching: 20 s of get_time
@@ -173,6 +185,10 @@ async def with_budget(h):
     check(spread <= 20, "spread %.1f %% > 20 %%: %r" % (spread, counts))
     check(ratio >= 90, "throughput %.1f %% of the budget" % ratio)
     check(timed_out > 0, "the greedy bots did wait past queue_timeout")
+    reasons = set().union(*(b.reasons for b in bots))
+    check(reasons == {"the request budget did not allow it within "
+                      "queue_timeout; the request was not sent"},
+          "queue_timeout reasons %r" % reasons)
 
     u = h.up()
     b = u["budget"]
@@ -254,6 +270,20 @@ async def with_budget(h):
     check(not h.log_lines(r"1008|too_many_requests"),  # drops: 1000
           "the exchange closed or refused: %r"
           % h.log_lines(r"1008|too_many_requests")[:3])
+    # no auth: the gateway's address pays (exsim: per IP), the same pools
+    pub = [await Bot(i, 5 + 5 * i).open("ws://127.0.0.1:%d/ws/api/v2"
+                                        % pub_port) for i in range(10)]
+    t, counts = await greedy(pub, "public/get_time", {}, 5)
+    allowed = (NM_BURST + NM_REFILL * t) / NM_COST
+    print("public (per IP): %d answered in %.0f s, the budget allows %.0f: "
+          "%.1f %%" % (sum(counts), t, allowed, sum(counts) / allowed * 100))
+    st = h.sim.control("stats")
+    check(st["rate_limited"] == 0, "exsim rate-limited %d times (public)"
+          % st["rate_limited"])
+    check(sum(counts) >= 0.9 * allowed, "public throughput %r" % counts)
+    for bt in pub:
+        await bt.close()
+
     m = promtool(h)
     check("exgate_upstream_requests_waited_total{upstream=\"sim\"}" in m
           and 'exgate_upstream_budget_level{upstream="sim",pool="matching"}'
