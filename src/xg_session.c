@@ -9,6 +9,8 @@
 #define SS_RETRY_MIN_MS     1000        /* unconfirmed channel: first retry */
 #define SS_RETRY_MAX_MS     30000       /* ... doubling up to this */
 #define SS_MAX_LISTED       100         /* names listed in /status */
+#define SS_RR_SLACK         4           /* the budget's round robin: turns
+                                           a client may make up for */
 
 static void ss_flush(struct xg_session *s);
 static void ss_on_budget(evutil_socket_t fd, short what, void *arg);
@@ -1243,9 +1245,11 @@ xg_session_submit(struct xg_session *s, struct xg_reg_req *q)
     if (budget) {
         ss_budget_cost(s, q);
     }
-    if (q->client != NULL && q->client->rr_stamp < s->rr_vtime) {
-        q->client->rr_stamp = s->rr_vtime;  /* no credit banked while it
-                                               had nothing waiting */
+    if (q->client != NULL && q->client->rr_stamp + SS_RR_SLACK
+                             < s->rr_vtime) {
+        /* no credit banked while it had nothing waiting, beyond a few
+           turns (missed between an answer and the next request) */
+        q->client->rr_stamp = s->rr_vtime - SS_RR_SLACK;
     }
     xg_registry_queue_push(s->reg, q, 0);
     if (s->ready) {

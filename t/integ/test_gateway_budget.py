@@ -1,7 +1,7 @@
 """The request budget of an account, shared fairly (issue 15).
 
 Ten bots on one account, each as greedy as the next but not equally so
-(bot i keeps 5 + 5 i requests outstanding: 5 to 50), against exsim with
+(bot i keeps 10 + 5 i requests outstanding: 10 to 55), against exsim with
 its credits on (exchange-protocols.md A6):
 
 - non-matching: 20 s of public/get_time. exsim never rate-limits the
@@ -9,7 +9,7 @@ its credits on (exchange-protocols.md A6):
   closed (no 1008, one connect), every request gets its answer or the
   gateway's queue_timeout error, the answered requests per bot are within
   20 % of the mean (round robin: a FIFO would share in proportion to the
-  windows, 1:10), and the answers are at least 90 % of what the budget
+  windows, up to 1:5.5), and the answers are at least 90 % of what the budget
   allows in that time (the burst and the refill of the conf's pool);
 - matching engine: 6 s of private/buy the same way, paid from its own
   pool (tier 4 here: a burst of 20, 5/s): not rate-limited, at least 90 %
@@ -165,7 +165,7 @@ async def with_budget(h):
     gh.wait_ready(h)
     h.wait_up(lambda u: u.get("state") == "ready", 10, "pub ready",
               name="pub")
-    bots = [await Bot(i, 5 + 5 * i).open(h.ws_url) for i in range(10)]
+    bots = [await Bot(i, 10 + 5 * i).open(h.ws_url) for i in range(10)]
 
     # non-matching: 20 s of get_time
     await asyncio.sleep(0.5)        # the restore's credits back
@@ -175,7 +175,7 @@ async def with_budget(h):
     allowed = (NM_BURST + NM_REFILL * t) / NM_COST
     ratio = sum(counts) / allowed * 100
     timed_out = sum(b.timed_out for b in bots)
-    print("non_matching: answered per bot %s (windows 5..50), spread %.1f %% "
+    print("non_matching: answered per bot %s (windows 10..55), spread %.1f %% "
           "of the mean; %d answered in %.0f s, the budget allows %.0f: "
           "%.1f %%; %d timed out in the queue"
           % (counts, spread, sum(counts), t, allowed, ratio, timed_out))
@@ -271,7 +271,7 @@ async def with_budget(h):
           "the exchange closed or refused: %r"
           % h.log_lines(r"1008|too_many_requests")[:3])
     # no auth: the gateway's address pays (exsim: per IP), the same pools
-    pub = [await Bot(i, 5 + 5 * i).open("ws://127.0.0.1:%d/ws/api/v2"
+    pub = [await Bot(i, 10 + 5 * i).open("ws://127.0.0.1:%d/ws/api/v2"
                                         % pub_port) for i in range(10)]
     t, counts = await greedy(pub, "public/get_time", {}, 5)
     allowed = (NM_BURST + NM_REFILL * t) / NM_COST
@@ -305,7 +305,7 @@ async def without_budget(h):
     h.start_gate_conf(conf, "info")
     h.wait_up(lambda u: u.get("state") == "ready", 10, "ready", name="off")
     url = "ws://127.0.0.1:%d/ws/api/v2" % port
-    bots = [await Bot(i, 5 + 5 * i).open(url) for i in range(10)]
+    bots = [await Bot(i, 10 + 5 * i).open(url) for i in range(10)]
     t0 = time.monotonic()
     await asyncio.gather(*(b.run("public/get_time", {}, t0 + 3)
                            for b in bots))
