@@ -766,9 +766,9 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
 
     if (queued) {
         if (dc != NULL) {
-            d->requests_rejected++;
             int ready = xg_session_state(d->s) == XG_SESSION_READY;
 
+            d->requests_rejected++;
             xg_session_log_req(XG_LOG_WARN, d->s, q, "%s waited queue_timeout "
                 "for the %s", q->method, ready ? "request budget"
                 : "exchange connection");
