@@ -166,6 +166,13 @@ static const struct m_metric m_table[] = {
     UP_OUTCOME("requests_timed_out", "timed_out", NULL),
     UP_OUTCOME("requests_outcome_unknown", "outcome_unknown", NULL),
     UP_OUTCOME("requests_rejected", "rejected", NULL),
+    UP_VALUE("exgate_upstream_requests_waited_total", CTR, "budget.waited",
+        "Requests that waited for the exchange's request budget (the "
+        "gateway's mirror of its credits) before they were sent."),
+    { "exgate_upstream_budget_level", GAUGE, "What each pool of the "
+      "request budget holds now, in the exchange's units (Deribit: "
+      "credits; matching: requests), by pool.",
+      UP, M_MAP, "budget.levels", "pool", NULL, 0, NULL, NULL },
 
     /* ---- upstream: continuity ---- */
     UP_VALUE("exgate_upstream_book_gaps_total", CTR, "book_gaps",

@@ -707,6 +707,25 @@ xg_registry_queue_take(struct xg_registry *r, struct xg_reg_req *q)
 }
 
 struct xg_reg_req *
+xg_registry_queue_head(const struct xg_registry *r)
+{
+    return r->queue.head;
+}
+
+struct xg_reg_req *
+xg_registry_inflight_get(const struct xg_registry *r, uint64_t up_id)
+{
+    struct xg_reg_req *q = r->req_tab[up_id % REG_REQ_BUCKETS];
+
+    for (; q != NULL; q = q->hnext) {
+        if (q->up_id == up_id) {
+            return q;
+        }
+    }
+    return NULL;
+}
+
+struct xg_reg_req *
 xg_registry_queue_pop(struct xg_registry *r)
 {
     struct xg_reg_req *q = r->queue.head;

@@ -74,6 +74,10 @@ struct xg_reg_client {
     size_t                  nsubreqs, subreqs_cap;
     char                  **orders;      /* open order ids it placed */
     size_t                  norders, orders_cap;
+    uint64_t                rr_stamp;    /* the session's round robin over
+                                            the budget's queue: requests
+                                            served, raised to the session's
+                                            clock when it starts waiting */
 };
 
 /*
@@ -117,6 +121,12 @@ struct xg_reg_req {
                                             connection was lost; 0: none */
     void                   *conn;        /* in flight: the connection it
                                             was written on (opaque here) */
+    int                     held;        /* in flight but not written yet:
+                                            waits for the request budget */
+    int                     bwaited;     /* it waited for the budget */
+    unsigned                bpool;       /* its budget pool and cost (the
+                                            session's, src/xg_budget.h) */
+    double                  bcost;
     struct xg_reg_req      *hnext;       /* in-flight hash chain */
     struct xg_reg_req      *prev, *next; /* in-flight list or queue */
 };
@@ -287,6 +297,11 @@ void xg_registry_queue_take(struct xg_registry *r, struct xg_reg_req *q);
 /* Appends Q to the queue (or puts it first when FRONT). Owns Q. */
 void xg_registry_queue_push(struct xg_registry *r, struct xg_reg_req *q,
     int front);
+/* The first queued request (the next ones follow q->next), or NULL. */
+struct xg_reg_req *xg_registry_queue_head(const struct xg_registry *r);
+/* The request in flight under UP_ID (left in flight), or NULL. */
+struct xg_reg_req *xg_registry_inflight_get(const struct xg_registry *r,
+    uint64_t up_id);
 /* Removes and returns the first queued request, or NULL. */
 struct xg_reg_req *xg_registry_queue_pop(struct xg_registry *r);
 size_t xg_registry_nqueued(const struct xg_registry *r);

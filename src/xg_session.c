@@ -10,8 +10,11 @@
 #define SS_RETRY_MIN_MS     1000        /* unconfirmed channel: first retry */
 #define SS_RETRY_MAX_MS     30000       /* ... doubling up to this */
 #define SS_MAX_LISTED       100         /* names listed in /status */
+#define SS_RR_SLACK         4           /* the budget's round robin: turns
+                                           a client may make up for */
 
 static void ss_flush(struct xg_session *s);
+static void ss_on_budget(evutil_socket_t fd, short what, void *arg);
 
 void
 ss_chan_unhold(struct ss_chan *sc)
@@ -90,6 +93,7 @@ xg_session_new(struct xg_upstream *up, const char *name,
     s->owner = owner;
     s->ev_flush = event_new(base, -1, 0, ss_on_flush, s);
     s->ev_linger = evtimer_new(base, ss_on_flush, s);
+    s->ev_budget = evtimer_new(base, ss_on_budget, s);
     xg_registry_set_session_free(reg, ss_chan_free);
     return s;
 }
@@ -114,6 +118,8 @@ xg_session_free(struct xg_session *s)
     ss_rot_free(s);
     event_free(s->ev_flush);
     event_free(s->ev_linger);
+    event_free(s->ev_budget);
+    free(s->held);
     free(s->to);
     ss_names_free(s->sub_batch, &s->nsub);
     free(s->sub_batch);
@@ -950,42 +956,237 @@ ss_log_sent(const struct xg_session *s, const struct xg_reg_req *q)
         queued, replay);
 }
 
+/* ---- the request budget ---- */
+
+static int
+ss_budget_on(const struct xg_session *s)
+{
+    return s->budget.on && s->ops->cost != NULL;
+}
+
+/* Q's pool and cost, from the venue. */
+static void
+ss_budget_cost(struct xg_session *s, struct xg_reg_req *q)
+{
+    q->bcost = 0;
+    q->bpool = s->ops->cost(s->owner, q, &q->bcost);
+}
+
+/* Arms the budget timer to fire US microseconds from now. */
+static void
+ss_budget_arm(struct xg_session *s, uint64_t us)
+{
+    struct timeval tv;
+
+    if (us > (uint64_t) 3600 * 1000000) {
+        us = (uint64_t) 3600 * 1000000;     /* a pool that never refills:
+                                               looked at again hourly */
+    }
+    tv.tv_sec = (time_t) (us / 1000000);
+    tv.tv_usec = (suseconds_t) (us % 1000000);
+    event_add(s->ev_budget, &tv);
+}
+
+static int ss_write(struct xg_session *s, struct xg_reg_req *q);
+static void ss_put_in_flight(struct xg_session *s, struct xg_reg_req *q,
+    struct xg_conn *c);
+
+/* The held request first in line (dropping the ids of those gone:
+   answered by a timeout or lost with their connection), or NULL. */
+static struct xg_reg_req *
+ss_held_head(struct xg_session *s)
+{
+    struct xg_reg_req *q;
+
+    while (s->nheld > 0) {
+        q = xg_registry_inflight_get(s->reg, s->held[s->held_first]);
+        if (q != NULL && q->held) {
+            return q;
+        }
+        s->held_first++;
+        s->nheld--;
+    }
+    s->held_first = 0;
+    return NULL;
+}
+
+static void
+ss_held_push(struct xg_session *s, uint64_t id)
+{
+    if (s->held_first + s->nheld == s->held_cap) {
+        if (s->held_first > 0) {
+            memmove(s->held, s->held + s->held_first,
+                s->nheld * sizeof(*s->held));
+            s->held_first = 0;
+        } else {
+            s->held_cap = s->held_cap ? s->held_cap * 2 : 16;
+            s->held = xg_realloc(s->held, s->held_cap * sizeof(*s->held));
+        }
+    }
+    s->held[s->held_first + s->nheld++] = id;
+}
+
+/* 1 when A comes before B (NULL) in the queue's round robin: the
+   session's own first, then the client that had the fewest requests
+   served (its stamp; FIFO on a tie: A is found after B). */
+static int
+ss_rr_before(const struct xg_reg_req *a, const struct xg_reg_req *b)
+{
+    if (b == NULL) {
+        return 1;
+    }
+    if ((a->client == NULL) != (b->client == NULL)) {
+        return a->client == NULL;
+    }
+    return a->client != NULL && a->client->rr_stamp < b->client->rr_stamp;
+}
+
+/*
+ * Writes what the budget pays for now: the held requests first, in their
+ * order (nothing else while one waits); then, when ready, the queue,
+ * round-robin across its clients. What is left waits for the timer, armed
+ * for the earliest moment one of them can be paid.
+ */
+static void
+ss_budget_run(struct xg_session *s)
+{
+    uint64_t now = xg_now_us(), wait = UINT64_MAX;
+    uint64_t pw[XG_BUDGET_POOLS], w;
+    double pc[XG_BUDGET_POOLS];
+    struct xg_reg_req *q, *best;
+    unsigned i;
+
+    event_del(s->ev_budget);
+    while ((q = ss_held_head(s)) != NULL) {
+        if (ss_budget_on(s)
+            && (wait = xg_budget_wait_us(&s->budget, q->bpool, q->bcost,
+                    now)) > 0)
+        {
+            ss_budget_arm(s, wait);
+            return;
+        }
+        s->held_first++;
+        s->nheld--;
+        q->held = 0;
+        xg_budget_spend(&s->budget, q->bpool, q->bcost, now);
+        ss_write(s, q);
+    }
+    if (!s->ready) {
+        return;
+    }
+    for ( ;; ) {
+        for (i = 0; i < XG_BUDGET_POOLS; i++) {
+            pw[i] = UINT64_MAX;     /* not looked at yet */
+            pc[i] = 0;
+        }
+        wait = UINT64_MAX;
+        best = NULL;
+        for (q = xg_registry_queue_head(s->reg); q != NULL; q = q->next) {
+            unsigned p = q->bpool < XG_BUDGET_POOLS ? q->bpool : 0;
+
+            if (!ss_budget_on(s)) {
+                w = 0;
+            } else if (pw[p] != UINT64_MAX && pc[p] == q->bcost) {
+                w = pw[p];      /* the pool's answer for this cost */
+            } else {
+                w = pw[p] = xg_budget_wait_us(&s->budget, p, q->bcost, now);
+                pc[p] = q->bcost;
+            }
+            if (w > 0) {
+                q->bwaited = 1;
+                if (w < wait) {
+                    wait = w;
+                }
+                continue;
+            }
+            if (ss_rr_before(q, best)) {
+                best = q;
+            }
+        }
+        if (best == NULL) {
+            break;
+        }
+        q = best;
+        xg_registry_queue_take(s->reg, q);
+        if (q->client != NULL) {
+            s->rr_vtime = q->client->rr_stamp;
+            q->client->rr_stamp++;
+        }
+        if (q->bwaited) {
+            s->budget_waited++;
+        }
+        xg_budget_spend(&s->budget, q->bpool, q->bcost, now);
+        ss_req_disarm(q);
+        ss_put_in_flight(s, q, s->conn);
+        ss_write(s, q);
+    }
+    if (wait != UINT64_MAX) {
+        ss_budget_arm(s, wait);
+    }
+}
+
+static void
+ss_on_budget(evutil_socket_t fd, short what, void *arg)
+{
+    ss_budget_run(arg);
+}
+
+void
+xg_session_set_budget(struct xg_session *s, const struct xg_budget_conf *cf)
+{
+    int was = ss_budget_on(s);
+
+    xg_budget_configure(&s->budget, cf, xg_now_us());
+    if (was != ss_budget_on(s)) {
+        xg_upstream_log(XG_LOG_INFO, s->up, "request budget %s",
+            ss_budget_on(s) ? "on" : "off");
+    }
+    if (s->nheld > 0 || (s->ready && xg_registry_nqueued(s->reg) > 0)) {
+        ss_budget_run(s);       /* the pools changed: what waits may go */
+    }
+}
+
+/* ---- requests: in flight ---- */
+
 int
 xg_session_send(struct xg_session *s, struct xg_reg_req *q)
 {
     return xg_session_send_on(s, q, s->conn);
 }
 
-int
-xg_session_send_on(struct xg_session *s, struct xg_reg_req *q,
+/* Puts Q in flight on C under a fresh id (its request_timeout armed). */
+static void
+ss_put_in_flight(struct xg_session *s, struct xg_reg_req *q,
     struct xg_conn *c)
 {
+    q->conn = c;
+    xg_registry_inflight_add(s->reg, q, 0);
+    if (q->timed && s->request_ms != 0) {
+        ss_req_arm(s, q, s->request_ms);
+    }
+}
+
+/* Writes Q (in flight) on its connection, its id spliced in. */
+static int
+ss_write(struct xg_session *s, struct xg_reg_req *q)
+{
     static const char *const keys[] = { "id" };
+    struct xg_conn *c = q->conn;
     struct xg_jspan v[1];
     char idbuf[24];
-    uint64_t id;
     size_t n;
     char *out;
     int rc;
 
-    if (xg_jscan_object(q->text, q->len, keys, 1, v) != XG_OK
-        || v[0].p == NULL) {
-        xg_upstream_log(XG_LOG_ERROR, s->up, "internal: request without id "
-            "dropped");
-        xg_registry_req_free(q);
-        return XG_ERROR;
-    }
-    ss_req_disarm(q);
-    q->conn = c;
-    id = xg_registry_inflight_add(s->reg, q, 0);
-    if (q->timed && s->request_ms != 0) {
-        ss_req_arm(s, q, s->request_ms);
-    }
     if (xg_log_level >= XG_LOG_DEBUG) {
         ss_log_sent(s, q);
     }
     q->log_ms = xg_now_ms();
-    snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long) id);
+    if (xg_jscan_object(q->text, q->len, keys, 1, v) != XG_OK
+        || v[0].p == NULL) {
+        return XG_ERROR;        /* checked before it went in flight */
+    }
+    snprintf(idbuf, sizeof(idbuf), "%llu", (unsigned long long) q->up_id);
     out = xg_jscan_splice(q->text, q->len, &v[0], idbuf, strlen(idbuf), &n);
     rc = c != NULL ? s->ops->write(s->owner, c, out, n) : XG_ERROR;
     free(out);
@@ -998,9 +1199,49 @@ xg_session_send_on(struct xg_session *s, struct xg_reg_req *q,
 }
 
 int
+xg_session_send_on(struct xg_session *s, struct xg_reg_req *q,
+    struct xg_conn *c)
+{
+    static const char *const keys[] = { "id" };
+    struct xg_jspan v[1];
+
+    if (xg_jscan_object(q->text, q->len, keys, 1, v) != XG_OK
+        || v[0].p == NULL) {
+        xg_upstream_log(XG_LOG_ERROR, s->up, "internal: request without id "
+            "dropped");
+        xg_registry_req_free(q);
+        return XG_ERROR;
+    }
+    ss_req_disarm(q);
+    ss_put_in_flight(s, q, c);
+    if (ss_budget_on(s)) {
+        uint64_t now = xg_now_us();
+
+        ss_budget_cost(s, q);
+        if (ss_held_head(s) != NULL
+            || xg_budget_wait_us(&s->budget, q->bpool, q->bcost, now) > 0)
+        {
+            /* in flight already (its answer, timeout and loss handled as
+               any other's), written when the budget allows */
+            q->held = 1;
+            ss_held_push(s, q->up_id);
+            s->budget_waited++;
+            xg_session_log_req(XG_LOG_DEBUG, s, q, "%s held for the request "
+                "budget (%zu held)", q->method ? q->method : "?", s->nheld);
+            ss_budget_run(s);
+            return XG_OK;
+        }
+        xg_budget_spend(&s->budget, q->bpool, q->bcost, now);
+    }
+    return ss_write(s, q);
+}
+
+int
 xg_session_submit(struct xg_session *s, struct xg_reg_req *q)
 {
-    if (s->ready) {
+    int budget = ss_budget_on(s);
+
+    if (s->ready && !budget) {
         xg_session_send(s, q);
         return XG_OK;
     }
@@ -1013,7 +1254,25 @@ xg_session_submit(struct xg_session *s, struct xg_reg_req *q)
     if (!q->nolimit && s->queue_ms != 0) {
         ss_req_arm(s, q, s->queue_ms);
     }
+    q->bwaited = 0;
+    if (budget) {
+        ss_budget_cost(s, q);
+    }
+    if (q->client != NULL && q->client->rr_stamp + SS_RR_SLACK
+                             < s->rr_vtime) {
+        /* no credit banked while it had nothing waiting, beyond a few
+           turns (missed between an answer and the next request) */
+        q->client->rr_stamp = s->rr_vtime - SS_RR_SLACK;
+    }
     xg_registry_queue_push(s->reg, q, 0);
+    if (s->ready) {
+        q->log_ms = 0;          /* sent at once, if it can be paid for */
+        ss_budget_run(s);
+        if (q->up_id == 0) {
+            q->log_ms = xg_now_ms();    /* it waits in the queue */
+        }
+        return XG_OK;
+    }
     q->log_ms = xg_now_ms();
     if (xg_log_level >= XG_LOG_DEBUG) {
         char cid[96];
@@ -1033,18 +1292,20 @@ ss_on_request_expired(evutil_socket_t fd, short what, void *arg)
     struct xg_reg_req *q = arg;
     struct xg_session *s = q->sess;
     struct xg_conn *c = q->conn;
-    int queued = q->up_id == 0;
+    int inflight = q->up_id != 0;
+    int queued = !inflight || q->held;  /* held: never written */
 
-    if (queued) {
+    if (!inflight) {
         xg_registry_queue_take(s->reg, q);
     } else {
         q = xg_registry_inflight_take(s->reg, q->up_id);
+        q->held = 0;
     }
     q->deadline_ms = 0;
     if (!s->ops->expired(s->owner, q, queued)) {
         xg_registry_req_free(q);
     }
-    if (!queued) {
+    if (inflight) {
         ss_rot_check_retire(s, c);
     }
 }
@@ -1099,6 +1360,17 @@ ss_down_requests(struct xg_session *s, struct xg_conn *c, int primary,
             continue;
         }
         ss_req_disarm(q);
+        if (q->held && q->client != NULL) {
+            /* a client's, held for the budget: never written, so sent
+               again as it is, whatever it does */
+            q->held = 0;
+            q->replay_of = q->up_id;
+            q->next = replay;
+            replay = q;
+            (*replayed)++;
+            continue;
+        }
+        q->held = 0;
         switch (s->ops->lost(s->owner, q)) {
         case XG_LOST_REPLAY:
             xg_session_log_req(XG_LOG_INFO, s, q, "%s lost with the "
@@ -1136,6 +1408,10 @@ ss_down_requests(struct xg_session *s, struct xg_conn *c, int primary,
     }
     for (q = replay; q != NULL; q = nx) {
         nx = q->next;
+        q->bwaited = 0;
+        if (ss_budget_on(s)) {
+            ss_budget_cost(s, q);
+        }
         if (!q->nolimit && s->queue_ms != 0) {
             ss_req_arm(s, q, s->queue_ms);
         }
@@ -1208,9 +1484,15 @@ ss_ready(struct xg_session *s, int tell)
 
     s->st = XG_SESSION_READY;
     s->ready = 1;
-    while ((q = xg_registry_queue_pop(s->reg)) != NULL) {
-        xg_session_send(s, q);
-        nq++;
+    if (ss_budget_on(s)) {
+        nq = xg_registry_nqueued(s->reg);
+        ss_budget_run(s);       /* as the budget allows, round robin */
+        nq -= xg_registry_nqueued(s->reg);
+    } else {
+        while ((q = xg_registry_queue_pop(s->reg)) != NULL) {
+            xg_session_send(s, q);
+            nq++;
+        }
     }
     ss_collect_send(s, NULL);
     s->last_restore_ms = xg_now_ms() - s->restore_start_ms;
@@ -1308,6 +1590,45 @@ ss_list_unconfirmed_cb(struct xg_reg_channel *ch, void *arg)
     }
 }
 
+/*
+ * "budget": {"rate_limit": BOOL, "pools": {NAME: {"level", "max",
+ * "refill", "spent"}}, "levels": {NAME: LEVEL}, "waiting": N (held and,
+ * while ready, queued), "waited": N (requests that waited for it)}.
+ */
+static void
+ss_budget_status(struct xg_session *s, json_t *obj)
+{
+    json_t *b, *pools, *levels;
+    uint64_t now = xg_now_us();
+    size_t waiting;
+    unsigned i;
+
+    if (s->ops->cost == NULL) {
+        return;     /* the venue has no budget */
+    }
+    (void) ss_held_head(s);
+    waiting = s->nheld + (s->ready ? xg_registry_nqueued(s->reg) : 0);
+    b = json_object();
+    pools = json_object();
+    levels = json_object();
+    for (i = 0; i < s->budget.npools; i++) {
+        struct xg_budget_pool *p = &s->budget.pool[i];
+        double level = xg_budget_level(&s->budget, i, now);
+
+        json_object_set_new(pools, p->cf.name, json_pack("{s:f, s:f, s:f, "
+            "s:f}", "level", level, "max", p->cf.max, "refill", p->cf.refill,
+            "spent", p->spent));
+        json_object_set_new(levels, p->cf.name, json_real(level));
+    }
+    json_object_set_new(b, "rate_limit", json_boolean(ss_budget_on(s)));
+    json_object_set_new(b, "pools", pools);
+    json_object_set_new(b, "levels", levels);
+    json_object_set_new(b, "waiting", json_integer((json_int_t) waiting));
+    json_object_set_new(b, "waited",
+        json_integer((json_int_t) s->budget_waited));
+    json_object_set_new(obj, "budget", b);
+}
+
 void
 xg_session_status(struct xg_session *s, json_t *obj)
 {
@@ -1337,6 +1658,7 @@ xg_session_status(struct xg_session *s, json_t *obj)
         json_integer((json_int_t) s->rot_quiet));
     json_object_set_new(obj, "rotation_switches_forced",
         json_integer((json_int_t) s->rot_forced));
+    ss_budget_status(s, obj);
 }
 
 /* ---- `stale PATTERN DURATION;` for the venues' conf ---- */

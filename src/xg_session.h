@@ -209,6 +209,13 @@ struct xg_session_ops {
      * it must say before its close (its answers are waited for).
      */
     void (*retiring)(void *owner, struct xg_conn *c);
+
+    /* ---- the request budget (NULL: the session spends none) ---- */
+    /*
+     * The pool that request Q is paid from (an index into the conf of
+     * xg_session_set_budget()), and in *COST what it costs there.
+     */
+    unsigned (*cost)(void *owner, const struct xg_reg_req *q, double *cost);
 };
 
 /*
@@ -353,19 +360,30 @@ void xg_session_set_limits(struct xg_session *s, uint64_t request_ms,
     unsigned limit, uint64_t queue_ms);
 
 /*
+ * The request budget from CF (borrowed for this call) from now on (see
+ * above; CF->on 0: none, and whatever waited goes out). A reload keeps
+ * the pools' levels.
+ */
+struct xg_budget_conf;
+void xg_session_set_budget(struct xg_session *s,
+    const struct xg_budget_conf *cf);
+
+/*
  * Puts Q in flight under a fresh id and writes it on the primary: Q->text
  * holds the request with some "id" member, replaced here. Takes
  * ownership of Q. XG_ERROR when the write failed (the loss of the
  * connection sorts Q out).
  */
 int xg_session_send(struct xg_session *s, struct xg_reg_req *q);
-/* The same on connection C (a restore step, an answer on C's own). */
+/* The same on connection C (a restore step, an answer on C's own).
+   Held (not written yet) while the budget cannot pay for it. */
 int xg_session_send_on(struct xg_session *s, struct xg_reg_req *q,
     struct xg_conn *c);
 
 /*
- * Sends Q when ready, else queues it (q->nolimit: past the limit and with
- * no deadline). XG_ERROR when the queue is full: Q stays the caller's.
+ * Sends Q when ready (and the budget pays for it), else queues it
+ * (q->nolimit: past the limit and with no deadline). XG_ERROR when the
+ * queue is full: Q stays the caller's.
  */
 int xg_session_submit(struct xg_session *s, struct xg_reg_req *q);
 

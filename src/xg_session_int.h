@@ -7,6 +7,7 @@
 #define XG_SESSION_INT_H
 
 #include "xg_core.h"
+#include "xg_budget.h"
 #include "xg_client.h"
 #include "xg_log.h"
 #include "xg_venue.h"
@@ -66,6 +67,14 @@ struct xg_session {
     uint64_t                      rot_in_line; /* channels switched: */
     uint64_t                      rot_quiet;
     uint64_t                      rot_forced;
+    struct xg_budget              budget;    /* the exchange's credits */
+    struct event                 *ev_budget; /* the next wait's end */
+    uint64_t                     *held;      /* ids of requests held for
+                                                the budget, in order */
+    size_t                        held_first, nheld, held_cap;
+    uint64_t                      rr_vtime;  /* the round robin: the
+                                                stamp last served */
+    uint64_t                      budget_waited; /* requests that waited */
 };
 
 /* What a rotation is doing (see xg_session.h). */

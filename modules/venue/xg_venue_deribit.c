@@ -243,7 +243,10 @@ dr_submit(struct dr *d, struct xg_reg_req *q, struct dr_client *dc)
     if (dc != NULL) {
         d->requests_rejected++;
         dr_error(dc, q->client_id, 13028, "upstream unavailable",
-            "the exchange connection is down and the request queue is full");
+            xg_session_state(d->s) == XG_SESSION_READY
+            ? "the request queue is full (waiting for the request budget)"
+            : "the exchange connection is down and the request queue is "
+              "full");
     }
     xg_registry_req_free(q);
 }
@@ -828,12 +831,17 @@ dr_expired(void *p, struct xg_reg_req *q, int queued)
     }
     if (queued) {
         if (dc != NULL) {
+            int ready = xg_session_state(d->s) == XG_SESSION_READY;
+
             d->requests_rejected++;
             xg_session_log_req(XG_LOG_WARN, d->s, q, "%s waited queue_timeout "
-                "for the exchange connection", q->method);
-            dr_error(dc, q->client_id, 13028, "upstream unavailable",
-                "the exchange connection did not come back within "
-                "queue_timeout; the request was not sent");
+                "for the %s", q->method, ready ? "request budget"
+                : "exchange connection");
+            dr_error(dc, q->client_id, 13028, "upstream unavailable", ready
+                ? "the request budget did not allow it within "
+                  "queue_timeout; the request was not sent"
+                : "the exchange connection did not come back within "
+                  "queue_timeout; the request was not sent");
         } else {
             xg_session_log_req(XG_LOG_WARN, d->s, q, "%s dropped after "
                 "queue_timeout", q->method);
@@ -1699,14 +1707,16 @@ static const struct xg_session_ops dr_session_ops = {
     .cross = dr_cross,
     .cross_force = dr_cross_force,
     .cross_done = dr_cross_done,
-    .retiring = dr_retiring
+    .retiring = dr_retiring,
+    .cost = dr_cost
 };
 
 /* ---- life cycle and /status ---- */
 
 static const struct dr_conf dr_defaults = {
     .auth = DR_AUTH_NONE,
-    .request_timeout_ms = 10000
+    .request_timeout_ms = 10000,
+    .rate_limit = 1
 };
 
 /* An instance on UP with the venue conf CF (an account's for a child). */
@@ -1715,6 +1725,7 @@ dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
     const struct dr_conf *cf)
 {
     struct dr *d = xg_calloc(1, sizeof(*d));
+    struct xg_budget_conf bc;
 
     d->up = up;
     d->cf = cf;
@@ -1727,6 +1738,8 @@ dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
         d->cf->nstale, DR_BATCH_BYTES, &dr_session_ops, d);
     xg_session_set_limits(d->s, d->cf->request_timeout_ms,
         conf->queue_limit, conf->queue_timeout_ms);
+    dr_budget_conf(d->cf, &bc);
+    xg_session_set_budget(d->s, &bc);
     d->track.name = d->name;
     d->track.up = up;
     d->track.base = d->base;
@@ -1868,6 +1881,7 @@ dr_create_conf(struct xg_conf *cf)
     struct dr_conf *c = xg_conf_calloc(cf, sizeof(*c), dr_conf_free);
 
     c->request_timeout_ms = 10000;
+    c->rate_limit = 1;
     return c;
 }
 
@@ -1953,11 +1967,16 @@ static const struct xg_command dr_commands[] = {
       xg_conf_set_duration, DR(request_timeout_ms), &dr_bounds_timeout },
     { "stale", XG_CONF_UPSTREAM | XG_CONF_TAKE2 | XG_CONF_MULTI, dr_set_stale,
       0, NULL },
+    { "rate_limit", XG_CONF_UPSTREAM | XG_CONF_TAKE1, xg_conf_set_flag,
+      DR(rate_limit), NULL },
+    { "rate_limit_pool", XG_CONF_UPSTREAM | XG_CONF_TAKE3 | XG_CONF_MULTI,
+      dr_set_rate_limit_pool, 0, NULL },
     XG_CONF_NULL_COMMAND
 };
 
 /*
- * auth, auth_scope and stale for `exgate -T`; the others are generic.
+ * auth, auth_scope, stale and rate_limit_pool for `exgate -T`; the others
+ * are generic.
  * The id and the secret of `auth` are shown by source, never by value
  * (a plain id is not a secret and is shown as written).
  */
@@ -1988,6 +2007,8 @@ dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
         xg_stale_dump(d, cmd->name, c->stale, c->nstale);
     } else if (cmd->set == dr_set_account) {
         dr_account_dump(d, cmd, c);
+    } else if (cmd->set == dr_set_rate_limit_pool) {
+        dr_budget_dump(d, cmd->name, c);
     } else {
         return XG_AGAIN;
     }
@@ -1998,16 +2019,20 @@ dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
  * A reload (xg_venue.h): the new conf from now on. The auth grant is
  * read at each restore's auth step, the heartbeat at its set_heartbeat
  * step; the request and queue bounds from the next request; the stale
- * bounds from each channel's next silence timer.
+ * bounds from each channel's next silence timer; the request budget at
+ * once (its pools keep their levels).
  */
 static int
 dr_reconf(void *p, const struct xg_upstream_conf *conf)
 {
     struct dr *d = p;
+    struct xg_budget_conf bc;
 
     d->cf = conf->proto_conf ? conf->proto_conf : &dr_defaults;
     xg_session_set_limits(d->s, d->cf->request_timeout_ms,
         conf->queue_limit, conf->queue_timeout_ms);
+    dr_budget_conf(d->cf, &bc);
+    xg_session_set_budget(d->s, &bc);
     xg_session_set_stale(d->s, d->cf->stale, d->cf->nstale);
     dr_accts_reconf(d, conf);
     return XG_OK;

@@ -166,6 +166,11 @@ dr_acct_conf(struct dr_acct *a, const struct xg_upstream_conf *conf,
     c->request_timeout_ms = pc->request_timeout_ms;
     c->stale = pc->stale;
     c->nstale = pc->nstale;
+    /* the request budget's settings are the upstream's; each account has
+       a budget of its own (its session's) */
+    c->rate_limit = pc->rate_limit;
+    memcpy(c->rl_max, pc->rl_max, sizeof(c->rl_max));
+    memcpy(c->rl_refill, pc->rl_refill, sizeof(c->rl_refill));
     *u = *conf;
     u->name = a->name;
     u->proto_conf = a;
@@ -284,6 +289,7 @@ dr_accts_reconf(struct dr *d, const struct xg_upstream_conf *conf)
     size_t na = pc != NULL ? pc->naccounts : 0, i;
     struct dr_acct **now = xg_calloc(na + 1, sizeof(*now)), *a;
     struct dr_client *dc, *next;
+    struct xg_budget_conf bc;
     unsigned k, n = 0;
 
     for (i = 0; i < na; i++) {
@@ -315,6 +321,8 @@ dr_accts_reconf(struct dr *d, const struct xg_upstream_conf *conf)
         xg_session_set_limits(a->d->s, a->d->cf->request_timeout_ms,
             conf->queue_limit, conf->queue_timeout_ms);
         xg_session_set_stale(a->d->s, a->d->cf->stale, a->d->cf->nstale);
+        dr_budget_conf(a->d->cf, &bc);
+        xg_session_set_budget(a->d->s, &bc);
         (void) xg_upstream_reconf(a->up, &a->ucf[a->cur],
             dr_acct_rekey(old, a->d->cf)
             ? "reload: the account's auth, heartbeat or "

@@ -9,6 +9,7 @@
 #define XG_VENUE_DERIBIT_INT_H
 
 #include "xg_core.h"
+#include "xg_budget.h"
 #include "xg_client.h"
 #include "xg_conf.h"
 #include "xg_book.h"
@@ -49,6 +50,15 @@
                                               continuity fetch is out */
 /* ---- conf ---- */
 
+/* The request budget's pools (xg_venue_deribit_budget.c). */
+enum {
+    DR_POOL_NON_MATCHING = 0,
+    DR_POOL_MATCHING,
+    DR_POOL_SUBSCRIBE,
+    DR_POOL_INSTRUMENTS,
+    DR_POOLS
+};
+
 enum dr_auth_kind {
     DR_AUTH_NONE = 0,
     DR_AUTH_CREDENTIALS,
@@ -72,6 +82,9 @@ struct dr_conf {
     char              *auth_secret_src;  /* env:/file: of the secret (-T) */
     struct dr_account *accounts;         /* account NAME { ... }, in order */
     size_t             naccounts;
+    int                rate_limit;       /* the request budget: on, off */
+    double             rl_max[DR_POOLS];    /* rate_limit_pool (0: */
+    double             rl_refill[DR_POOLS]; /* Deribit's default) */
 };
 
 /* `account NAME { auth ...; cancel_on_disconnect ...; heartbeat ...; }` */
@@ -203,6 +216,12 @@ void dr_books_left(struct dr_client *dc);
 void dr_cod_check(struct dr *d, struct dr_cod *cod);
 void dr_cod_free(struct dr_cod *cod);
 int dr_cod_lost(struct dr *d, struct xg_reg_req *q);
+void dr_budget_conf(const struct dr_conf *cf, struct xg_budget_conf *bc);
+void dr_budget_dump(struct xg_conf_dump *d, const char *name,
+    const struct dr_conf *c);
+unsigned dr_cost(void *p, const struct xg_reg_req *q, double *cost);
+int dr_set_rate_limit_pool(struct xg_conf *cf, const struct xg_conf_stmt *st,
+    const struct xg_command *cmd, void *conf);
 int dr_error_transient(const struct xg_jspan *error);
 void dr_fetch_answer(struct dr *d, struct xg_reg_req *q,
     const struct xg_jspan *result, const struct xg_jspan *error);

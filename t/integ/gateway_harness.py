@@ -27,7 +27,12 @@ def start(h, upstream_body="    protocol deribit;\n", main_extra="",
           scheme="ws"):
     """Starts exsim and exgate with one upstream `sim` (SCHEME "wss" when
     exsim serves TLS), a websocket and a tcp listener; sets h.ws_url and
-    h.tcp_port."""
+    h.tcp_port. An exsim without credits (--no-rate-limit) gets a Deribit
+    upstream without the request budget (`rate_limit off;`), unless the
+    body says otherwise: the gateway's mirror follows the exchange."""
+    if ("--no-rate-limit" in sim_args and "protocol deribit" in upstream_body
+            and "rate_limit " not in upstream_body):
+        upstream_body += "    rate_limit off;\n"
     if h.sim is None:
         h.start_sim(*sim_args)
     h.gw_ws_port = free_port()

@@ -693,6 +693,8 @@ START_TEST(t_proto_directives_all_refused_on_raw)
         "cancel_on_disconnect on;",
         "request_timeout 5s;",
         "stale book.* 5s;",
+        "rate_limit off;",
+        "rate_limit_pool matching 50 20;",
     };
     char text[2048], want[256];
     struct xg_main_conf *mc;
@@ -805,6 +807,45 @@ START_TEST(t_proto_directives_on_deribit)
         " heartbaet 10s;\n}\n",
         "t.conf:4: unknown directive \"heartbaet\" (did you mean "
         "\"heartbeat\"?)");
+}
+END_TEST
+
+/* The request budget: rate_limit, and rate_limit_pool once per pool,
+   each burst able to pay for one request. */
+START_TEST(t_proto_rate_limit)
+{
+    struct xg_main_conf *mc;
+
+    mc = load("upstream x {\n url ws://h/;\n protocol deribit;\n"
+        " rate_limit off;\n rate_limit_pool matching 50 20;\n"
+        " rate_limit_pool non_matching 1500 1000.5;\n}\n"
+        "listen 127.0.0.1:1 tcp upstream=x;\n");
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    xg_conf_free(mc);
+    expect_error("upstream x {\n url ws://h/;\n protocol deribit;\n"
+        " rate_limit_pool orders 50 20;\n}\n",
+        "t.conf:4: \"rate_limit_pool\": the pool must be non_matching, "
+        "matching, subscribe or get_instruments, not \"orders\"");
+    expect_error("upstream x {\n url ws://h/;\n protocol deribit;\n"
+        " rate_limit_pool matching 50 20;\n"
+        " rate_limit_pool matching 20 5;\n}\n",
+        "t.conf:5: \"rate_limit_pool\": matching is set twice");
+    expect_error("upstream x {\n url ws://h/;\n protocol deribit;\n"
+        " rate_limit_pool subscribe 2000 10000;\n}\n",
+        "t.conf:4: \"rate_limit_pool\": subscribe: a burst of 2000 cannot "
+        "pay for one request (3000)");
+    expect_error("upstream x {\n url ws://h/;\n protocol deribit;\n"
+        " rate_limit_pool matching 20 0;\n}\n",
+        "t.conf:4: \"rate_limit_pool\": the burst and the refill must be "
+        "positive numbers, not \"20\" \"0\"");
+    expect_error("upstream x {\n url ws://h/;\n protocol deribit;\n"
+        " rate_limit_pool matching 20 5x;\n}\n",
+        "t.conf:4: \"rate_limit_pool\": the burst and the refill must be "
+        "positive numbers, not \"20\" \"5x\"");
+    expect_error("upstream x {\n url ws://h/;\n protocol deribit;\n"
+        " rate_limit maybe;\n}\n",
+        "t.conf:4: \"rate_limit\" must be \"on\" or \"off\", not "
+        "\"maybe\"");
 }
 END_TEST
 
@@ -1639,6 +1680,7 @@ conf_suite(void)
     tcase_add_test(tc, t_proto_directives_all_refused_on_raw);
     tcase_add_test(tc, t_proto_directives_on_deribit);
     tcase_add_test(tc, t_accounts);
+    tcase_add_test(tc, t_proto_rate_limit);
     tcase_add_test(tc, t_proto_directive_unknown_protocol);
     tcase_add_test(tc, t_proto_directive_in_main);
     tcase_add_test(tc, t_proto_directive_from_include);
