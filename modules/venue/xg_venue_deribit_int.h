@@ -261,6 +261,12 @@ void dr_tracked_answer(struct dr *d, struct dr_client *dc, const char *method,
     const struct xg_jspan *result);
 void dr_tracks_down(struct dr *d);
 
+/* auth (xg_venue_deribit_auth.c) */
+void dr_client_auth(struct dr_client *dc, const char *id, json_t *params);
+void dr_random_hex(char *out, size_t nbytes);
+void dr_signature(const char *secret, const char *ts, const char *nonce,
+    const char *data, char *out);
+
 /* accounts (xg_venue_deribit_acct.c) */
 int dr_set_account(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf);
