@@ -439,40 +439,27 @@ ctl_command(struct exsim_ctl *k, char *line)
         }
         return ctl_ok();
     }
-    if (strcmp(cmd, "delay") == 0) {
+    if (strcmp(cmd, "delay") == 0 || strcmp(cmd, "hold") == 0) {
+        /* delay: the answer waits; hold: the request itself waits, and
+           runs only if its connection is still open then */
+        int hold = cmd[0] == 'h';
         char *ms = strtok_r(NULL, " \t\r", &save), *end = NULL;
+        json_t *tab = hold ? ex->hold_method : ex->delay_method;
         long long v;
 
         errno = 0;
         v = ms != NULL ? strtoll(ms, &end, 10) : -1;
         if (a1 == NULL || ms == NULL || errno != 0 || end == ms || *end
             || v < 0 || v > 600000) {
-            return ctl_err("delay METHOD MS (0..600000; 0: no delay)", NULL);
+            return ctl_err(hold ? "hold METHOD MS (0..600000; 0: no hold)"
+                : "delay METHOD MS (0..600000; 0: no delay)", NULL);
         }
         if (v > 0) {
-            json_object_set_new(ex->delay_method, a1, json_integer(v));
+            json_object_set_new(tab, a1, json_integer(v));
         } else {
-            json_object_del(ex->delay_method, a1);
+            json_object_del(tab, a1);
         }
-        xg_log_info("exsim: control: delay %s %lld ms", a1, v);
-        return ctl_ok();
-    }
-    if (strcmp(cmd, "hold") == 0) {
-        char *ms = strtok_r(NULL, " \t\r", &save), *end = NULL;
-        long long v;
-
-        errno = 0;
-        v = ms != NULL ? strtoll(ms, &end, 10) : -1;
-        if (a1 == NULL || ms == NULL || errno != 0 || end == ms || *end
-            || v < 0 || v > 600000) {
-            return ctl_err("hold METHOD MS (0..600000; 0: no hold)", NULL);
-        }
-        if (v > 0) {
-            json_object_set_new(ex->hold_method, a1, json_integer(v));
-        } else {
-            json_object_del(ex->hold_method, a1);
-        }
-        xg_log_info("exsim: control: hold %s %lld ms", a1, v);
+        xg_log_info("exsim: control: %s %s %lld ms", cmd, a1, v);
         return ctl_ok();
     }
     if (strcmp(cmd, "fail") == 0) {
