@@ -187,6 +187,15 @@ static const struct m_metric m_table[] = {
         "Channel gaps that could not be repaired."),
     UP_VALUE("exgate_upstream_gap_notices_total", CTR, "gap_notices",
         "exgate/gap notices sent to clients."),
+    UP_VALUE("exgate_upstream_order_outcome_lookups_total", CTR,
+        "order_outcome_lookups", "Order requests whose answer was lost "
+        "with the connection, looked up after the restore."),
+    UP_VALUE("exgate_upstream_order_outcome_pending", GAUGE,
+        "order_outcome_pending", "Lost order answers still being looked "
+        "up."),
+    { "exgate_upstream_order_outcomes_total", CTR, "Lost order answers "
+      "resolved, by outcome (exgate/order_outcome).",
+      UP, M_MAP, "order_outcomes", "outcome", NULL, 0, NULL, NULL },
     UP_VALUE("exgate_upstream_stale_resubscribes_total", CTR,
         "stale_resubscribes", "Channels resubscribed after going silent "
         "for their stale bound."),

@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import time
+import urllib.request
 
 import gateway_harness as gh
 from gateway_harness import check, WSClient, TCPClient, Direct
@@ -241,6 +242,16 @@ async def main_scenario(h):
     await plain.close()
     st = h.up()
     check(st["order_outcome_pending"] == 0, "lookups left: %r" % st)
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics"
+                                % h.admin_port, timeout=5) as r:
+        text = r.read().decode()
+    for k, v in st["order_outcomes"].items():
+        want = ('exgate_upstream_order_outcomes_total{upstream="sim",'
+                'outcome="%s"} %d' % (k, v))
+        check(want in text, "/metrics lacks %r" % want)
+    check(st["order_outcomes"]["placed"] == counts.get("placed", 0),
+          "/status placed %r, the bot counted %r" % (
+              st["order_outcomes"], counts))
     print("order outcomes: %r; %d open cancelled by COD; rounds took %.1f s"
           % (counts, len(still_open), wall))
 
