@@ -50,6 +50,7 @@ struct rd_chan {
     char            *key;       /* PREFIX:UPSTREAM:CHANNEL */
     size_t           keylen;
     uint64_t         seq;       /* the last one taken */
+    int              cleared;   /* its stream DELeted in this epoch */
     struct rd_chan  *hnext;
 };
 
@@ -257,8 +258,24 @@ rd_close(struct xg_redis *r)
 }
 
 static void
+rd_on_set(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct xg_redis *r = ac->data;
+    redisReply *rep = reply;
+
+    if (r == NULL || rep == NULL || rep->type != REDIS_REPLY_ERROR) {
+        return;
+    }
+    r->errors++;
+    rd_copy(r->last_error, sizeof(r->last_error), rep->str, rep->len);
+    rd_log(XG_LOG_ERROR, r, "SET epoch failed: %s", r->last_error);
+}
+
+static void
 rd_ready(struct xg_redis *r)
 {
+    char key[XG_REDIS_MAX_PREFIX + 300];
+
     r->state = RD_CONNECTED;
     r->connects++;
     r->last_error[0] = '\0';
@@ -266,6 +283,11 @@ rd_ready(struct xg_redis *r)
     xg_reconnect_ready(&r->rc, xg_now_ms());
     rd_log(XG_LOG_INFO, r, "connected%s", r->pc->password != NULL
         ? " (auth ok)" : "");
+    /* first in the pipeline: an edge reading the key after an entry of
+       this connection sees this epoch */
+    snprintf(key, sizeof(key), "%s:%s:epoch", r->pc->prefix, r->name);
+    (void) redisAsyncCommand(r->ac, rd_on_set, NULL, "SET %s %s", key,
+        r->epoch);
 }
 
 static void
@@ -442,6 +464,19 @@ rd_on_xadd(redisAsyncContext *ac, void *reply, void *priv)
     }
 }
 
+/* A DEL of a channel's stream answered: if it was not done, the next
+   entry sends it again. */
+static void
+rd_on_del(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rd_chan *c = priv;
+    redisReply *rep = reply;
+
+    if (rep == NULL || rep->type != REDIS_REPLY_INTEGER) {
+        c->cleared = 0;
+    }
+}
+
 /* See xg_redis.h. */
 void
 xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
@@ -462,10 +497,23 @@ xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
         r->dropped++;
         return;
     }
+    if (!c->cleared) {
+        /* the channel's first entry in this epoch: the ids start again
+           at 1-0, below what an older epoch left in the stream */
+        if (redisAsyncCommand(r->ac, rd_on_del, c, "DEL %b", c->key,
+                c->keylen) != REDIS_OK)
+        {
+            r->dropped++;
+            return;
+        }
+        c->cleared = 1;
+    }
+    /* the id is the seq: an edge resumes with XREAD ... SEQ-0 */
     if (redisAsyncCommand(r->ac, rd_on_xadd, r,
-            "XADD %b MAXLEN ~ %llu * seq %llu epoch %s data %b",
+            "XADD %b MAXLEN ~ %llu %llu-0 seq %llu epoch %s data %b",
             c->key, c->keylen, (unsigned long long) r->pc->maxlen,
-            (unsigned long long) c->seq, r->epoch, data, len) != REDIS_OK)
+            (unsigned long long) c->seq, (unsigned long long) c->seq,
+            r->epoch, data, len) != REDIS_OK)
     {
         r->dropped++;
         return;
@@ -583,6 +631,7 @@ xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
     for (i = 0; i < r->nbuckets; i++) {
         for (c = r->buckets[i]; c != NULL; c = c->hnext) {
             rd_chan_key(r, c);
+            c->cleared = 0;
         }
     }
     rd_close(r);

@@ -8,11 +8,15 @@
  * in an upstream block appends every notification the upstream fans out
  * on a channel to the stream PREFIX:UPSTREAM:CHANNEL with
  *
- *   XADD KEY MAXLEN ~ N * seq SEQ epoch EPOCH data BYTES
+ *   XADD KEY MAXLEN ~ N SEQ-0 seq SEQ epoch EPOCH data BYTES
  *
- * SEQ counts the channel's notifications (1, 2, ...), EPOCH is 64 random
- * bits in hex drawn when the publisher starts (so with the process), and
- * BYTES is the notification as local clients get it.
+ * SEQ counts the channel's notifications (1, 2, ...) and is also the
+ * entry's id, so an edge resumes with XREAD ... STREAMS KEY LAST_SEQ-0.
+ * EPOCH is 64 random bits in hex drawn when the publisher starts (so with
+ * the process), written to PREFIX:UPSTREAM:epoch (SET) at each connect;
+ * the first entry of a channel in an epoch is preceded by a DEL of its
+ * stream (same pipeline), so the ids restart at 1-0. BYTES is the
+ * notification as local clients get it.
  *
  * The connection is exgate's own hiredis async context on the loop
  * (hiredis' libevent adapter: no thread). It connects, sends AUTH when a
