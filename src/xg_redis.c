@@ -88,6 +88,13 @@ struct xg_redis {
     uint64_t                        disconnects;
     char                            last_id[48];
     char                            last_error[160];
+
+    /* the interest poll in flight (xg_redis_interest_poll()) */
+    xg_redis_interest_fn           *ifn;
+    void                           *iarg;
+    int                             ipending;
+    uint64_t                        ipolls;      /* answered */
+    size_t                          iwanted;     /* the last answer's */
 };
 
 static void rd_connect(struct xg_redis *r);
@@ -524,6 +531,91 @@ xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
     r->inflight_bytes += len;
 }
 
+/* ---- interest ------------------------------------------------------------ */
+
+static void
+rd_on_interest(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct xg_redis *r = priv;
+    redisReply *rep = reply;
+    xg_redis_interest_fn *fn = r->ifn;
+    void *arg = r->iarg;
+    char **names;
+    size_t i, n = 0;
+
+    r->ipending = 0;
+    r->ifn = NULL;
+    r->iarg = NULL;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        if (rep != NULL) {
+            r->errors++;
+            if (rep->type == REDIS_REPLY_ERROR) {
+                rd_copy(r->last_error, sizeof(r->last_error), rep->str,
+                    rep->len);
+            }
+        }
+        if (fn != NULL) {
+            fn(arg, NULL, 0);
+        }
+        return;
+    }
+    r->ipolls++;
+    names = xg_calloc(rep->elements + 1, sizeof(*names));
+    for (i = 0; i < rep->elements; i++) {
+        redisReply *e = rep->element[i];
+
+        /* a member is a channel name: no NUL inside, not empty */
+        if (e->type == REDIS_REPLY_STRING && e->len > 0
+            && strlen(e->str) == e->len)
+        {
+            names[n++] = e->str;
+        }
+    }
+    r->iwanted = n;
+    if (fn != NULL) {
+        fn(arg, names, n);
+    }
+    free(names);
+}
+
+/* See xg_redis.h. */
+int
+xg_redis_interest_poll(struct xg_redis *r, xg_redis_interest_fn *fn,
+    void *arg)
+{
+    char key[XG_REDIS_MAX_PREFIX + 300], now[32];
+
+    if (r->pc == NULL || r->state != RD_CONNECTED || r->ac == NULL
+        || r->ipending)
+    {
+        return XG_ERROR;
+    }
+    snprintf(key, sizeof(key), "%s:%s:interest", r->pc->prefix, r->name);
+    snprintf(now, sizeof(now), "%llu", (unsigned long long) (xg_wall_us() / 1000));
+    if (redisAsyncCommand(r->ac, NULL, NULL, "ZREMRANGEBYSCORE %s -inf %s",
+            key, now) != REDIS_OK
+        || redisAsyncCommand(r->ac, rd_on_interest, r,
+            "ZRANGEBYSCORE %s (%s +inf LIMIT 0 %d", key, now,
+            XG_REDIS_INTEREST_MAX) != REDIS_OK)
+    {
+        return XG_ERROR;
+    }
+    r->ipending = 1;
+    r->ifn = fn;
+    r->iarg = arg;
+    return XG_OK;
+}
+
+/* See xg_redis.h. */
+void
+xg_redis_interest_cancel(struct xg_redis *r, void *arg)
+{
+    if (r != NULL && r->iarg == arg) {
+        r->ifn = NULL;
+        r->iarg = NULL;
+    }
+}
+
 /* ---- life ---------------------------------------------------------------- */
 
 static void
@@ -694,6 +786,10 @@ xg_redis_status(const struct xg_redis *r, json_t *obj)
         r->inflight));
     json_object_set_new(o, "in_flight_bytes", json_integer((json_int_t)
         r->inflight_bytes));
+    json_object_set_new(o, "interest_polls", json_integer((json_int_t)
+        r->ipolls));
+    json_object_set_new(o, "interest_wanted", json_integer((json_int_t)
+        r->iwanted));
     json_object_set_new(o, "last_id", r->last_id[0] != '\0'
         ? json_string(r->last_id) : json_null());
     json_object_set_new(o, "last_error", r->last_error[0] != '\0'
