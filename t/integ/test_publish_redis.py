@@ -8,7 +8,8 @@ redis-server on a free loopback port, exsim, and a local bot:
   data; MAXLEN ~ bounds the stream;
 - a stream left by an older epoch (a stale core's entry 999999-0, put
   there before exgate starts) is DELeted before the channel's first entry:
-  the ids start again at 1-0 and no XADD is refused;
+  the ids start again at 1-0 and no XADD is refused; XREAD after SEQ-0
+  (an edge's resume) gives seq SEQ+1;
 - redis-server killed mid-stream: the bot keeps getting data and is never
   closed, /status shows the publisher disconnected and `dropped` counting;
 - redis-server back on the same port with a wrong password: a logged auth
@@ -207,6 +208,13 @@ async def body(h):
           % (rc.cmd("GET", "%s:sim:epoch" % PREFIX), epoch))
     bseq = await check_stream(rc, bot, BOOK, epoch)
     tseq = await check_stream(rc, bot, TRADES, epoch, first=1)
+    # what an edge does: resume after the seq it has, by id
+    k = tseq[len(tseq) // 2]
+    got = rc.cmd("XREAD", "COUNT", 1, "STREAMS", "%s:sim:%s" % (PREFIX,
+                                                              TRADES),
+                 "%d-0" % k)
+    check(got and got[0][1][0][1][1] == str(k + 1).encode(),
+          "XREAD after %d-0: %r" % (k, got))
     xlen = rc.cmd("XLEN", "%s:sim:%s" % (PREFIX, BOOK))
     check(bseq[-1] > MAXLEN * 2 and MAXLEN <= xlen <= MAXLEN + 200,
           "MAXLEN ~%d: %d entries kept of %d" % (MAXLEN, xlen, bseq[-1]))
