@@ -114,7 +114,7 @@ si_got(void *arg, char *const *names, size_t n)
 {
     struct xg_session *s = arg;
     char **want;
-    size_t i, k = 0;
+    size_t i, nok = 0, k = 0;
 
     if (names == NULL) {
         return;
@@ -122,12 +122,12 @@ si_got(void *arg, char *const *names, size_t n)
     want = xg_calloc(n + 1, sizeof(*want));
     for (i = 0; i < n; i++) {
         if (si_name_ok(names[i])) {
-            want[k++] = names[i];
+            want[nok++] = names[i];
         }
     }
-    qsort(want, k, sizeof(*want), si_cmp);
-    for (i = 1, n = k, k = k > 0 ? 1 : 0; i < n; i++) {
-        if (strcmp(want[i], want[k - 1]) != 0) {
+    qsort(want, nok, sizeof(*want), si_cmp);
+    for (i = 0; i < nok; i++) {     /* a set has no duplicates: be sure */
+        if (k == 0 || strcmp(want[i], want[k - 1]) != 0) {
             want[k++] = want[i];
         }
     }
