@@ -168,8 +168,8 @@ void ss_ready(struct xg_session *s, int tell);
 
 /* Starts S's interest polls (once a second, while it publishes). */
 void ss_interest_start(struct xg_session *s);
-/* Cancels S's poll in flight and its timer (the registry frees its
-   client). */
+/* Cancels S's poll in flight and frees its timer (its client is freed
+   by xg_session_interest_stop(), before the registry). */
 void ss_interest_free(struct xg_session *s);
 /* SR is complete: the venue answers its client, or (the session's own
    interest client) it is freed. */

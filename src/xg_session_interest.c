@@ -160,6 +160,26 @@ ss_interest_start(struct xg_session *s)
     }
 }
 
+/* See xg_session.h. */
+void
+xg_session_interest_stop(struct xg_session *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->interest_pub != NULL) {
+        xg_redis_interest_cancel(s->interest_pub, s);
+        s->interest_pub = NULL;
+    }
+    if (s->ev_interest != NULL) {
+        event_del(s->ev_interest);
+    }
+    if (s->interest != NULL) {
+        xg_registry_client_free(s->reg, s->interest, xg_now_ms());
+        s->interest = NULL;
+    }
+}
+
 /* See xg_session_int.h. */
 void
 ss_interest_free(struct xg_session *s)

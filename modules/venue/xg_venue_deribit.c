@@ -1572,6 +1572,7 @@ dr_free(struct dr *d)
     event_free(d->ev_refresh);
     free(d->refresh_token);
     xg_nonce_free(d->nonces);
+    xg_session_interest_stop(d->s);
     xg_registry_free(d->reg);
     xg_session_free(d->s);
     free(d);
