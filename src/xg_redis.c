@@ -50,6 +50,7 @@ struct rd_chan {
     char            *key;       /* PREFIX:UPSTREAM:CHANNEL */
     size_t           keylen;
     uint64_t         seq;       /* the last one taken */
+    int              cleared;   /* its stream DELeted in this epoch */
     struct rd_chan  *hnext;
 };
 
@@ -87,6 +88,13 @@ struct xg_redis {
     uint64_t                        disconnects;
     char                            last_id[48];
     char                            last_error[160];
+
+    /* the interest poll in flight (xg_redis_interest_poll()) */
+    xg_redis_interest_fn           *ifn;
+    void                           *iarg;
+    int                             ipending;
+    uint64_t                        ipolls;      /* answered */
+    size_t                          iwanted;     /* the last answer's */
 };
 
 static void rd_connect(struct xg_redis *r);
@@ -257,8 +265,24 @@ rd_close(struct xg_redis *r)
 }
 
 static void
+rd_on_set(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct xg_redis *r = ac->data;
+    redisReply *rep = reply;
+
+    if (r == NULL || rep == NULL || rep->type != REDIS_REPLY_ERROR) {
+        return;
+    }
+    r->errors++;
+    rd_copy(r->last_error, sizeof(r->last_error), rep->str, rep->len);
+    rd_log(XG_LOG_ERROR, r, "SET epoch failed: %s", r->last_error);
+}
+
+static void
 rd_ready(struct xg_redis *r)
 {
+    char key[XG_REDIS_MAX_PREFIX + 300];
+
     r->state = RD_CONNECTED;
     r->connects++;
     r->last_error[0] = '\0';
@@ -266,6 +290,11 @@ rd_ready(struct xg_redis *r)
     xg_reconnect_ready(&r->rc, xg_now_ms());
     rd_log(XG_LOG_INFO, r, "connected%s", r->pc->password != NULL
         ? " (auth ok)" : "");
+    /* first in the pipeline: an edge reading the key after an entry of
+       this connection sees this epoch */
+    snprintf(key, sizeof(key), "%s:%s:epoch", r->pc->prefix, r->name);
+    (void) redisAsyncCommand(r->ac, rd_on_set, NULL, "SET %s %s", key,
+        r->epoch);
 }
 
 static void
@@ -442,6 +471,19 @@ rd_on_xadd(redisAsyncContext *ac, void *reply, void *priv)
     }
 }
 
+/* A DEL of a channel's stream answered: if it was not done, the next
+   entry sends it again. */
+static void
+rd_on_del(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rd_chan *c = priv;
+    redisReply *rep = reply;
+
+    if (rep == NULL || rep->type != REDIS_REPLY_INTEGER) {
+        c->cleared = 0;
+    }
+}
+
 /* See xg_redis.h. */
 void
 xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
@@ -462,10 +504,23 @@ xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
         r->dropped++;
         return;
     }
+    if (!c->cleared) {
+        /* the channel's first entry in this epoch: the ids start again
+           at 1-0, below what an older epoch left in the stream */
+        if (redisAsyncCommand(r->ac, rd_on_del, c, "DEL %b", c->key,
+                c->keylen) != REDIS_OK)
+        {
+            r->dropped++;
+            return;
+        }
+        c->cleared = 1;
+    }
+    /* the id is the seq: an edge resumes with XREAD ... SEQ-0 */
     if (redisAsyncCommand(r->ac, rd_on_xadd, r,
-            "XADD %b MAXLEN ~ %llu * seq %llu epoch %s data %b",
+            "XADD %b MAXLEN ~ %llu %llu-0 seq %llu epoch %s data %b",
             c->key, c->keylen, (unsigned long long) r->pc->maxlen,
-            (unsigned long long) c->seq, r->epoch, data, len) != REDIS_OK)
+            (unsigned long long) c->seq, (unsigned long long) c->seq,
+            r->epoch, data, len) != REDIS_OK)
     {
         r->dropped++;
         return;
@@ -474,6 +529,91 @@ xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
     r->ring[tail] = (uint32_t) len;
     r->inflight++;
     r->inflight_bytes += len;
+}
+
+/* ---- interest ------------------------------------------------------------ */
+
+static void
+rd_on_interest(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct xg_redis *r = priv;
+    redisReply *rep = reply;
+    xg_redis_interest_fn *fn = r->ifn;
+    void *arg = r->iarg;
+    char **names;
+    size_t i, n = 0;
+
+    r->ipending = 0;
+    r->ifn = NULL;
+    r->iarg = NULL;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        if (rep != NULL) {
+            r->errors++;
+            if (rep->type == REDIS_REPLY_ERROR) {
+                rd_copy(r->last_error, sizeof(r->last_error), rep->str,
+                    rep->len);
+            }
+        }
+        if (fn != NULL) {
+            fn(arg, NULL, 0);
+        }
+        return;
+    }
+    r->ipolls++;
+    names = xg_calloc(rep->elements + 1, sizeof(*names));
+    for (i = 0; i < rep->elements; i++) {
+        redisReply *e = rep->element[i];
+
+        /* a member is a channel name: no NUL inside, not empty */
+        if (e->type == REDIS_REPLY_STRING && e->len > 0
+            && strlen(e->str) == e->len)
+        {
+            names[n++] = e->str;
+        }
+    }
+    r->iwanted = n;
+    if (fn != NULL) {
+        fn(arg, names, n);
+    }
+    free(names);
+}
+
+/* See xg_redis.h. */
+int
+xg_redis_interest_poll(struct xg_redis *r, xg_redis_interest_fn *fn,
+    void *arg)
+{
+    char key[XG_REDIS_MAX_PREFIX + 300], now[32];
+
+    if (r->pc == NULL || r->state != RD_CONNECTED || r->ac == NULL
+        || r->ipending)
+    {
+        return XG_ERROR;
+    }
+    snprintf(key, sizeof(key), "%s:%s:interest", r->pc->prefix, r->name);
+    snprintf(now, sizeof(now), "%llu", (unsigned long long) (xg_wall_us() / 1000));
+    if (redisAsyncCommand(r->ac, NULL, NULL, "ZREMRANGEBYSCORE %s -inf %s",
+            key, now) != REDIS_OK
+        || redisAsyncCommand(r->ac, rd_on_interest, r,
+            "ZRANGEBYSCORE %s (%s +inf LIMIT 0 %d", key, now,
+            XG_REDIS_INTEREST_MAX) != REDIS_OK)
+    {
+        return XG_ERROR;
+    }
+    r->ipending = 1;
+    r->ifn = fn;
+    r->iarg = arg;
+    return XG_OK;
+}
+
+/* See xg_redis.h. */
+void
+xg_redis_interest_cancel(struct xg_redis *r, void *arg)
+{
+    if (r != NULL && r->iarg == arg) {
+        r->ifn = NULL;
+        r->iarg = NULL;
+    }
 }
 
 /* ---- life ---------------------------------------------------------------- */
@@ -583,6 +723,7 @@ xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
     for (i = 0; i < r->nbuckets; i++) {
         for (c = r->buckets[i]; c != NULL; c = c->hnext) {
             rd_chan_key(r, c);
+            c->cleared = 0;
         }
     }
     rd_close(r);
@@ -645,6 +786,10 @@ xg_redis_status(const struct xg_redis *r, json_t *obj)
         r->inflight));
     json_object_set_new(o, "in_flight_bytes", json_integer((json_int_t)
         r->inflight_bytes));
+    json_object_set_new(o, "interest_polls", json_integer((json_int_t)
+        r->ipolls));
+    json_object_set_new(o, "interest_wanted", json_integer((json_int_t)
+        r->iwanted));
     json_object_set_new(o, "last_id", r->last_id[0] != '\0'
         ? json_string(r->last_id) : json_null());
     json_object_set_new(o, "last_error", r->last_error[0] != '\0'

@@ -8,11 +8,15 @@
  * in an upstream block appends every notification the upstream fans out
  * on a channel to the stream PREFIX:UPSTREAM:CHANNEL with
  *
- *   XADD KEY MAXLEN ~ N * seq SEQ epoch EPOCH data BYTES
+ *   XADD KEY MAXLEN ~ N SEQ-0 seq SEQ epoch EPOCH data BYTES
  *
- * SEQ counts the channel's notifications (1, 2, ...), EPOCH is 64 random
- * bits in hex drawn when the publisher starts (so with the process), and
- * BYTES is the notification as local clients get it.
+ * SEQ counts the channel's notifications (1, 2, ...) and is also the
+ * entry's id, so an edge resumes with XREAD ... STREAMS KEY LAST_SEQ-0.
+ * EPOCH is 64 random bits in hex drawn when the publisher starts (so with
+ * the process), written to PREFIX:UPSTREAM:epoch (SET) at each connect;
+ * the first entry of a channel in an epoch is preceded by a DEL of its
+ * stream (same pipeline), so the ids restart at 1-0. BYTES is the
+ * notification as local clients get it.
  *
  * The connection is exgate's own hiredis async context on the loop
  * (hiredis' libevent adapter: no thread). It connects, sends AUTH when a
@@ -101,6 +105,33 @@ void xg_redis_publish(struct xg_redis *r, const char *chan,
  */
 struct xg_upstream;
 struct xg_redis *xg_upstream_publisher(const struct xg_upstream *up);
+
+/*
+ * Interest (issue 17): edges declare the channels their bots hold with
+ * ZADD PREFIX:UPSTREAM:interest EXPIRY_UNIX_MS CHANNEL, refreshed every
+ * ttl/3 (ttl XG_REDIS_INTEREST_TTL_MS).
+ */
+#define XG_REDIS_INTEREST_TTL_MS      30000
+#define XG_REDIS_INTEREST_MAX         10000   /* channels read at most */
+
+/*
+ * An interest poll's result: the channels NAMES[0..N-1] some edge wants
+ * now (borrowed for the call), or NAMES NULL when the poll got no answer
+ * (connection lost, error reply).
+ */
+typedef void xg_redis_interest_fn(void *arg, char *const *names, size_t n);
+
+/*
+ * Polls R's interest set on its connection, pipelined with the entries:
+ * ZREMRANGEBYSCORE KEY -inf NOW (the expired go), then ZRANGEBYSCORE KEY
+ * (NOW +inf LIMIT 0 XG_REDIS_INTEREST_MAX; FN(ARG, ...) gets the answer
+ * later, unless cancelled. Returns XG_ERROR (FN not called) when R is not
+ * connected or a poll of R is still unanswered.
+ */
+int xg_redis_interest_poll(struct xg_redis *r, xg_redis_interest_fn *fn,
+    void *arg);
+/* The unanswered poll of ARG, if any, calls nothing when answered. */
+void xg_redis_interest_cancel(struct xg_redis *r, void *arg);
 
 /* Adds R's figures to OBJ as "publish": {...}; never the password. */
 void xg_redis_status(const struct xg_redis *r, json_t *obj);

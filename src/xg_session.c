@@ -95,6 +95,7 @@ xg_session_new(struct xg_upstream *up, const char *name,
     s->ev_linger = evtimer_new(base, ss_on_flush, s);
     s->ev_budget = evtimer_new(base, ss_on_budget, s);
     xg_registry_set_session_free(reg, ss_chan_free);
+    ss_interest_start(s);
     return s;
 }
 
@@ -116,6 +117,7 @@ xg_session_free(struct xg_session *s)
         return;
     }
     ss_rot_free(s);
+    ss_interest_free(s);
     event_free(s->ev_flush);
     event_free(s->ev_linger);
     event_free(s->ev_budget);
@@ -543,7 +545,7 @@ xg_session_sub_answer(struct xg_session *s, const struct xg_reg_req *q,
         }
         for (j = 0; j < ndone; j++) {
             ss_log_subreq(s, done[j], q, "answered");
-            s->ops->subreq_done(s->owner, done[j]);
+            ss_subreq_done(s, done[j]);
         }
         free(done);
     }
@@ -652,7 +654,7 @@ void
 xg_session_fanout(struct xg_session *s, struct xg_reg_channel *ch,
     const char *data, size_t len)
 {
-    size_t i;
+    size_t i, n = 0;
 
     xg_session_publish(s, ch, data, len);
     if (ch->nsubs == 0) {
@@ -663,9 +665,13 @@ xg_session_fanout(struct xg_session *s, struct xg_reg_channel *ch,
         s->to = xg_realloc(s->to, s->to_cap * sizeof(*s->to));
     }
     for (i = 0; i < ch->nsubs; i++) {
-        s->to[i] = ch->subs[i]->out;
+        if (ch->subs[i]->out != NULL) {     /* not the interest holder */
+            s->to[n++] = ch->subs[i]->out;
+        }
     }
-    xg_client_fanout(ch, s->to, ch->nsubs, data, len);
+    if (n > 0) {
+        xg_client_fanout(ch, s->to, n, data, len);
+    }
 }
 
 /* The debug line of an answer to no request in flight: most often one
@@ -785,7 +791,9 @@ xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
         struct xg_reg_channel *ch;
         int r;
 
-        if (!s->ops->allowed(s->owner, rc->owner, sr->chan[i], flags)) {
+        if (rc != s->interest
+            && !s->ops->allowed(s->owner, rc->owner, sr->chan[i], flags))
+        {
             xg_registry_subreq_set(sr, (int) i, -1);
             continue;
         }
@@ -803,7 +811,9 @@ xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
         case XG_SUB_NEW:
         case XG_SUB_WAIT:
             xg_registry_subreq_wait(sr, (int) i, ch);
-            s->ops->joined(s->owner, rc->owner, ch, 0);
+            if (rc != s->interest) {
+                s->ops->joined(s->owner, rc->owner, ch, 0);
+            }
             if (ch->state == XG_CHAN_PENDING) {
                 xg_session_want(s, ch);
             }
@@ -821,12 +831,12 @@ xg_session_subscribe(struct xg_session *s, struct xg_reg_client *rc,
     }
     if (sr->outstanding == 0) {
         ss_log_subreq(s, sr, NULL, "answered at once");
-        s->ops->subreq_done(s->owner, sr);
+        ss_subreq_done(s, sr);
     } else {
         ss_log_subreq(s, sr, NULL, "waiting for the exchange");
     }
     /* after the answer: what a late joiner gets (a book's snapshot) */
-    for (i = 0; i < nlive; i++) {
+    for (i = 0; i < nlive && rc != s->interest; i++) {
         s->ops->joined(s->owner, rc->owner, live[i], 1);
     }
     free(live);
@@ -840,7 +850,7 @@ xg_session_unsubscribe(struct xg_session *s, struct xg_reg_client *rc,
     size_t i;
 
     if (names == NULL) {
-        for (i = 0; i < rc->nchans; i++) {
+        for (i = 0; i < rc->nchans && rc != s->interest; i++) {
             s->ops->left(s->owner, rc->owner, rc->chans[i]);
         }
         xg_registry_unsubscribe_all(s->reg, rc, now);
@@ -853,7 +863,9 @@ xg_session_unsubscribe(struct xg_session *s, struct xg_reg_client *rc,
         if (ch == NULL) {
             continue;
         }
-        s->ops->left(s->owner, rc->owner, ch);
+        if (rc != s->interest) {
+            s->ops->left(s->owner, rc->owner, ch);
+        }
         if (xg_registry_unsubscribe(s->reg, rc, ch, now) && left != NULL) {
             json_array_append_new(left, json_string(names[i]));
         }

@@ -249,6 +249,12 @@ struct xg_session *xg_session_new(struct xg_upstream *up, const char *name,
     struct event_base *base,
     struct xg_registry *reg, const struct xg_stale *stale, size_t nstale,
     size_t batch_bytes, const struct xg_session_ops *ops, void *owner);
+/*
+ * S lets go of the channels edges wanted (src/xg_session_interest.c):
+ * its registry client is freed and it polls no more. Call it before the
+ * registry is freed.
+ */
+void xg_session_interest_stop(struct xg_session *s);
 /* Frees S and its timers (not the registry). */
 void xg_session_free(struct xg_session *s);
 

@@ -75,6 +75,10 @@ struct xg_session {
     uint64_t                      rr_vtime;  /* the round robin: the
                                                 stamp last served */
     uint64_t                      budget_waited; /* requests that waited */
+    struct xg_reg_client         *interest;  /* edges' channels' holder
+                                                (xg_session_interest.c) */
+    struct xg_redis              *interest_pub; /* polled through */
+    struct event                 *ev_interest;  /* the next poll */
 };
 
 /* What a rotation is doing (see xg_session.h). */
@@ -159,6 +163,17 @@ void ss_deliver(struct xg_session *s, struct xg_reg_channel *ch,
 /* READY: the queue and the pending channels go out; TELL: the upstream
    is told it is restored. */
 void ss_ready(struct xg_session *s, int tell);
+
+/* ---- xg_session_interest.c ---- */
+
+/* Starts S's interest polls (once a second, while it publishes). */
+void ss_interest_start(struct xg_session *s);
+/* Cancels S's poll in flight and frees its timer (its client is freed
+   by xg_session_interest_stop(), before the registry). */
+void ss_interest_free(struct xg_session *s);
+/* SR is complete: the venue answers its client, or (the session's own
+   interest client) it is freed. */
+void ss_subreq_done(struct xg_session *s, struct xg_reg_subreq *sr);
 
 /* ---- xg_session_rot.c, for the rest of the session ---- */
 

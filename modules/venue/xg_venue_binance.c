@@ -960,6 +960,7 @@ bn_shard_free(struct bn_shard *sh)
     while ((g = sh->gets) != NULL) {
         bn_get_drop(g);
     }
+    xg_session_interest_stop(sh->s);
     xg_registry_free(sh->reg);
     xg_session_free(sh->s);
     event_free(sh->ev_pace);

@@ -540,7 +540,7 @@ dr_gap_notice(struct dr *d, struct xg_reg_channel *ch, uint64_t duration_ms,
     for (i = 0; i < ch->nsubs; i++) {
         struct dr_client *dc = ch->subs[i]->owner;
 
-        if (!dc->notify_gaps) {
+        if (ch->subs[i]->out == NULL || !dc->notify_gaps) {
             continue;
         }
         if (m == NULL) {
@@ -1572,6 +1572,7 @@ dr_free(struct dr *d)
     event_free(d->ev_refresh);
     free(d->refresh_token);
     xg_nonce_free(d->nonces);
+    xg_session_interest_stop(d->s);
     xg_registry_free(d->reg);
     xg_session_free(d->s);
     free(d);

@@ -260,6 +260,9 @@ dr_book_parse(struct xg_track *t, const char *data, size_t len,
         for (i = 0; i < ch->nsubs; i++) {
             struct dr_client *dc = ch->subs[i]->owner;
 
+            if (ch->subs[i]->out == NULL) {
+                continue;       /* the session's interest holder */
+            }
             xg_client_send_msg(dc->c, br == NULL || dr_book_needs(b, dc)
                                       ? snap : br);
         }

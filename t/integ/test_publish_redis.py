@@ -3,8 +3,13 @@ redis-server on a free loopback port, exsim, and a local bot:
 
 - with requirepass and password=env:, every notification the bot got on a
   book and a trades channel is in the channel's stream, in order, with
-  seq 1, 2, ... (the bot's own count), one epoch (the one /status shows)
-  and byte-identical data; MAXLEN ~ bounds the stream;
+  seq 1, 2, ... (the bot's own count) and the entry id SEQ-0, one epoch
+  (the one /status shows, also in PREFIX:sim:epoch) and byte-identical
+  data; MAXLEN ~ bounds the stream;
+- a stream left by an older epoch (a stale core's entry 999999-0, put
+  there before exgate starts) is DELeted before the channel's first entry:
+  the ids start again at 1-0 and no XADD is refused; XREAD after SEQ-0
+  (an edge's resume) gives seq SEQ+1;
 - redis-server killed mid-stream: the bot keeps getting data and is never
   closed, /status shows the publisher disconnected and `dropped` counting;
 - redis-server back on the same port with a wrong password: a logged auth
@@ -142,6 +147,8 @@ async def check_stream(r, c, ch, epoch, first=None):
                          % (ch, len(ents), len(texts), bad[:5] + bad[-3:]))
         sys.stderr.write("first texts %r\n" % [t[:150] for t in texts[:3]])
     for eid, f in ents:
+        check(eid == "%s-0" % f["seq"].decode(), "%s: entry id %s for seq "
+              "%s" % (ch, eid, f["seq"]))
         check(f["epoch"].decode() == epoch, "%s: epoch %r in %s, /status "
               "says %s" % (ch, f["epoch"], eid, epoch))
         k = int(f["seq"])
@@ -160,6 +167,12 @@ async def body(h):
     rport = free_port()
     red = start_redis(h, rport, PW)
     os.environ["XG_TEST_REDIS_PW"] = PW
+    # what a core of an older epoch left behind
+    rc = Resp(rport, PW)
+    rc.cmd("XADD", "%s:sim:%s" % (PREFIX, TRADES), "999999-0", "seq",
+           "999999", "epoch", "00000000000000ff", "data", "stale")
+    rc.cmd("SET", "%s:sim:epoch" % PREFIX, "00000000000000ff")
+    rc.close()
     gh.start(h, "    protocol deribit;\n"
              "    reconnect exponential { initial 100ms; max 400ms; "
              "jitter none; }\n"
@@ -190,8 +203,18 @@ async def body(h):
     p1 = pub(h)
     rate = (p1["published"] - n0) / (time.monotonic() - t0)
     rc = Resp(rport, PW)
+    check(rc.cmd("GET", "%s:sim:epoch" % PREFIX) == epoch.encode(),
+          "epoch key %r, /status says %s"
+          % (rc.cmd("GET", "%s:sim:epoch" % PREFIX), epoch))
     bseq = await check_stream(rc, bot, BOOK, epoch)
     tseq = await check_stream(rc, bot, TRADES, epoch, first=1)
+    # what an edge does: resume after the seq it has, by id
+    k = tseq[len(tseq) // 2]
+    got = rc.cmd("XREAD", "COUNT", 1, "STREAMS", "%s:sim:%s" % (PREFIX,
+                                                              TRADES),
+                 "%d-0" % k)
+    check(got and got[0][1][0][1][1] == str(k + 1).encode(),
+          "XREAD after %d-0: %r" % (k, got))
     xlen = rc.cmd("XLEN", "%s:sim:%s" % (PREFIX, BOOK))
     check(bseq[-1] > MAXLEN * 2 and MAXLEN <= xlen <= MAXLEN + 200,
           "MAXLEN ~%d: %d entries kept of %d" % (MAXLEN, xlen, bseq[-1]))
@@ -236,8 +259,10 @@ async def body(h):
     p3 = pub(h)
     rc = Resp(rport, PW)
     keys = sorted(k.decode() for k in rc.cmd("KEYS", PREFIX + ":*"))
-    check(keys == sorted("%s:sim:%s" % (PREFIX, c) for c in (BOOK, TRADES)),
-          "keys %r" % keys)
+    check(keys == sorted("%s:sim:%s" % (PREFIX, c)
+                         for c in (BOOK, TRADES, "epoch")), "keys %r" % keys)
+    check(rc.cmd("GET", "%s:sim:epoch" % PREFIX) == epoch.encode(),
+          "epoch not written again at the reconnect")
     bseq2 = await check_stream(rc, bot, BOOK, epoch)
     tseq2 = await check_stream(rc, bot, TRADES, epoch)
     hole = (bseq2[0] - bseq[-1] - 1) + (tseq2[0] - tseq[-1] - 1)
