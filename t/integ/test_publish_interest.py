@@ -18,13 +18,12 @@ The test itself plays the edge (a RESP client doing ZADD/ZREM):
 Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
 
-import os
 import sys
 import time
 
 import gateway_harness as gh
 from gateway_harness import check, free_port, WSClient
-from test_publish_redis import REDIS, Resp, start_redis
+from test_publish_redis import Resp, run_with_redis, start_redis
 
 TICKER = "ticker.BTC-PERPETUAL.100ms"
 TRADES = "trades.BTC-PERPETUAL.100ms"
@@ -110,8 +109,4 @@ async def body(h):
 
 
 if __name__ == "__main__":
-    if not os.access(REDIS, os.X_OK):
-        sys.stderr.write("SKIP: %s is missing (apt-get install redis-server)"
-                         "\n" % REDIS)
-        sys.exit(77)
-    gh.run("publish_interest", body)
+    run_with_redis("publish_interest", body)

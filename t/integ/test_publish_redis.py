@@ -315,9 +315,14 @@ async def body(h):
     rc.close()
 
 
-if __name__ == "__main__":
+def run_with_redis(name, body):
+    """gh.run(NAME, BODY), or SKIP (77) when redis-server is missing."""
     if not os.access(REDIS, os.X_OK):
         sys.stderr.write("SKIP: %s is missing (apt-get install redis-server)"
                          "\n" % REDIS)
         sys.exit(77)
-    gh.run("publish_redis", body)
+    gh.run(name, body)
+
+
+if __name__ == "__main__":
+    run_with_redis("publish_redis", body)
