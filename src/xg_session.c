@@ -10,7 +10,7 @@
 #define SS_RETRY_MIN_MS     1000        /* unconfirmed channel: first retry */
 #define SS_RETRY_MAX_MS     30000       /* ... doubling up to this */
 #define SS_MAX_LISTED       100         /* names listed in /status */
-#define SS_RR_SLACK         4           /* the budget's round robin: turns
+#define SS_RR_SLACK         32          /* the budget's round robin: turns
                                            a client may make up for */
 
 static void ss_flush(struct xg_session *s);
