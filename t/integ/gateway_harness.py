@@ -96,16 +96,17 @@ class Book:
 
 class Direct:
     """A connection straight to exsim, authenticated as the account the
-    gateway uses (client_credentials exsim / exsim-secret): what another
-    bot of the same account does behind the gateway's back."""
+    gateway uses (client_credentials exsim / exsim-secret, or another
+    --account CID / SECRET): what another bot of the same account does
+    behind the gateway's back."""
 
-    async def open(self, h):
+    async def open(self, h, cid="exsim", secret="exsim-secret"):
         self.ws = await websockets.connect("ws://127.0.0.1:%d/ws/api/v2"
                                            % h.ws_port)
         self.id = 0
         await self.call("public/auth", {
-            "grant_type": "client_credentials", "client_id": "exsim",
-            "client_secret": "exsim-secret"})
+            "grant_type": "client_credentials", "client_id": cid,
+            "client_secret": secret})
         return self
 
     async def call(self, method, params):
@@ -139,9 +140,11 @@ class Direct:
             pass
 
 
-async def direct_call(h, method, params):
-    """One authenticated call on a fresh direct connection: its result."""
-    d = await Direct().open(h)
+async def direct_call(h, method, params, cid="exsim",
+                      secret="exsim-secret"):
+    """One authenticated call on a fresh direct connection (as account
+    CID): its result."""
+    d = await Direct().open(h, cid, secret)
     try:
         return await d.call(method, params)
     finally:

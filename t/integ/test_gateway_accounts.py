@@ -77,17 +77,8 @@ def acct_status(h, name):
 
 async def direct_open(h, cid, secret):
     """Open orders of exsim account CID, asked of exsim directly."""
-    d = gh.Direct()
-    d.ws = await gh.websockets.connect("ws://127.0.0.1:%d/ws/api/v2"
-                                       % h.ws_port)
-    d.id = 0
-    await d.call("public/auth", {"grant_type": "client_credentials",
-                                 "client_id": cid, "client_secret": secret})
-    try:
-        r = await d.call("private/get_open_orders_by_instrument",
-                         {"instrument_name": BTC})
-    finally:
-        await d.close()
+    r = await gh.direct_call(h, "private/get_open_orders_by_instrument",
+                             {"instrument_name": BTC}, cid, secret)
     return set(o["order_id"] for o in r)
 
 

@@ -25,16 +25,7 @@ client_credentials bot-b env:XG_T_BOT account=desk-b;
 
 
 async def direct(h, cid, secret, method, params):
-    d = gh.Direct()
-    d.ws = await gh.websockets.connect("ws://127.0.0.1:%d/ws/api/v2"
-                                       % h.ws_port)
-    d.id = 0
-    await d.call("public/auth", {"grant_type": "client_credentials",
-                                 "client_id": cid, "client_secret": secret})
-    try:
-        return await d.call(method, params)
-    finally:
-        await d.close()
+    return await gh.direct_call(h, method, params, cid, secret)
 
 
 async def bot(h, cid):
