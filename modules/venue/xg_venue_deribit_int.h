@@ -319,7 +319,6 @@ unsigned dr_outcome_gone(struct dr *d, struct dr_client *dc, uint64_t cod);
 int dr_outcome_label(struct dr_client *dc, const char *method,
     json_t *params);
 int dr_outcome_label_make(char *buf, size_t n, uint64_t seq, uint64_t k);
-int dr_outcome_label_parse(const char *label, uint64_t *seq, uint64_t *k);
 int dr_outcome_lost(struct dr *d, struct dr_client *dc, struct xg_reg_req *q,
     uint64_t cod);
 int dr_outcome_method(const char *method);

@@ -92,41 +92,6 @@ dr_outcome_label_make(char *buf, size_t n, uint64_t seq, uint64_t k)
 }
 
 /*
- * Reads a label made by dr_outcome_label_make: 0 and *SEQ, *K set, or -1
- * when LABEL is not one (a bot's own label).
- */
-int
-dr_outcome_label_parse(const char *label, uint64_t *seq, uint64_t *k)
-{
-    uint64_t v[2] = { 0, 0 };
-    const char *p;
-    int i;
-
-    if (label == NULL || strncmp(label, "xg-", 3) != 0) {
-        return -1;
-    }
-    p = label + 3;
-    for (i = 0; i < 2; i++) {
-        if (*p < '0' || *p > '9') {
-            return -1;
-        }
-        for (; *p >= '0' && *p <= '9'; p++) {
-            if (v[i] > (UINT64_MAX - (uint64_t) (*p - '0')) / 10) {
-                return -1;
-            }
-            v[i] = v[i] * 10 + (uint64_t) (*p - '0');
-        }
-        if (*p != (i == 0 ? '-' : '\0')) {
-            return -1;
-        }
-        p++;
-    }
-    *seq = v[0];
-    *k = v[1];
-    return 0;
-}
-
-/*
  * The order with LABEL in ORDERS (an array, borrowed), the newest by
  * creation_timestamp when several have it; borrowed, or NULL.
  */

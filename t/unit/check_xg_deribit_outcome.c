@@ -13,12 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-START_TEST(test_label_roundtrip)
+START_TEST(test_label_length)
 {
     static const uint64_t v[] = { 0, 1, 42, 1764788888000001ULL,
                                   UINT64_MAX };
     char buf[DR_LABEL_MAX + 1];
-    uint64_t seq, k;
     size_t i, j;
     int n;
 
@@ -27,30 +26,10 @@ START_TEST(test_label_roundtrip)
             n = dr_outcome_label_make(buf, sizeof(buf), v[i], v[j]);
             ck_assert_int_le(n, DR_LABEL_MAX);
             ck_assert_int_eq((int) strlen(buf), n);
-            ck_assert_int_eq(dr_outcome_label_parse(buf, &seq, &k), 0);
-            ck_assert(seq == v[i] && k == v[j]);
         }
     }
     n = dr_outcome_label_make(buf, sizeof(buf), 1764788888000001ULL, 7);
     ck_assert_str_eq(buf, "xg-1764788888000001-7");
-}
-END_TEST
-
-START_TEST(test_label_not_ours)
-{
-    static const char *const bad[] = { "", "xg", "xg-", "xg-1", "xg-1-",
-        "xg--1-2", "xg-1-2-3", "xg-1-2 ", "xg-a-1", "XG-1-2", "bot-1",
-        "xg-1-2x", "xg- 1-2", "xg-1--2", "xg-1-+2", "xg-+1-2",
-        "xg-18446744073709551616-1", "xg-1-99999999999999999999", NULL };
-    uint64_t seq = 9, k = 9;
-    int i;
-
-    for (i = 0; bad[i] != NULL; i++) {
-        ck_assert_msg(dr_outcome_label_parse(bad[i], &seq, &k) == -1,
-            "\"%s\" read as a label of ours", bad[i]);
-    }
-    ck_assert_int_eq(dr_outcome_label_parse(NULL, &seq, &k), -1);
-    ck_assert(seq == 9 && k == 9);
 }
 END_TEST
 
@@ -130,8 +109,7 @@ outcome_suite(void)
     Suite *s = suite_create("xg_deribit_outcome");
     TCase *tc = tcase_create("pure");
 
-    tcase_add_test(tc, test_label_roundtrip);
-    tcase_add_test(tc, test_label_not_ours);
+    tcase_add_test(tc, test_label_length);
     tcase_add_test(tc, test_find_label);
     tcase_add_test(tc, test_edit_applied);
     tcase_add_test(tc, test_methods);
