@@ -60,8 +60,6 @@ struct dr_split {
 
 /* ---- conf ------------------------------------------------------------- */
 
-static const struct xg_command *dr_account_tables[2];
-
 void
 dr_account_conf_free(struct dr_conf *c)
 {
@@ -84,6 +82,7 @@ dr_set_account(struct xg_conf *cf, const struct xg_conf_stmt *st,
 {
     struct dr_conf *c = conf, *ac;
     const struct xg_venue *v = xg_venue_find("deribit");
+    const struct xg_command *tables[2] = { v->commands, NULL };
     size_t i;
     int n;
 
@@ -98,13 +97,11 @@ dr_set_account(struct xg_conf *cf, const struct xg_conf_stmt *st,
         }
     }
     ac = v->create_conf(cf);
-    dr_account_tables[0] = v->commands;
-    dr_account_tables[1] = NULL;
     /* an account's key is compared on reload by dr_accts_reconf(), which
        rotates that account's connection only, not the upstream's */
     cf->secrets_apart = 1;
     n = xg_conf_dispatch(cf, st->block, st->nblock, XG_CONF_ACCOUNT,
-        dr_account_tables, ac);
+        tables, ac);
     cf->secrets_apart = 0;
     if (n != 0) {
         return XG_ERROR;
@@ -592,7 +589,7 @@ dr_acct_split_answer(struct dr_client *dc, struct xg_reg_subreq *sr)
         }
     }
     if (sp == NULL) {
-        return 1;       /* its client's other part failed it already */
+        return 1;       /* a part of none: never answered on its own */
     }
     if (sr->error != NULL && sp->error == NULL) {
         sp->error = xg_strdup(sr->error);
