@@ -2,24 +2,20 @@
  * xg_redis.c: an upstream's publisher into Redis Streams (see
  * xg_redis.h), and its `publish` directive.
  *
- * States: DOWN (waiting for the retry timer, or given up), CONNECTING
- * (the TCP connect is in flight, under connect_timeout), AUTH (AUTH sent,
- * its answer not yet in, also under connect_timeout), CONNECTED. Only
- * CONNECTED writes entries; every other state drops them.
+ * The connection is an xg_rconn (src/xg_rconn.h: connect, AUTH,
+ * timeouts, the reconnect policy); only while it is ready are entries
+ * written, otherwise they are dropped.
  *
  * hiredis calls every reply callback in order, so the sizes of the
  * unanswered XADDs are a FIFO ring: a reply (or, when the context is
- * freed, the NULL reply of each command it still had) pops one. The
- * context is only ever freed through rd_close(), which detaches it from R
- * first (ac->data = NULL) so its disconnect callback knows it is expected;
- * hiredis defers a free asked for inside one of its callbacks until the
- * callback returns, and a new context is only made from a timer, so the
- * replies of two contexts never interleave.
+ * freed, the NULL reply of each command it still had) pops one. A new
+ * context is only made from a timer, so the replies of two contexts never
+ * interleave.
  */
 #include "xg_core.h"
 #include "xg_redis.h"
 #include "xg_log.h"
-#include "xg_reconnect.h"
+#include "xg_rconn.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,20 +25,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
-#include <openssl/rand.h>
-
-enum rd_state {
-    RD_DOWN = 0,
-    RD_CONNECTING,
-    RD_AUTH,
-    RD_CONNECTED,
-    RD_OFF          /* no `publish` in the conf (after a reload) */
-};
-
-static const char *const rd_state_names[] = {
-    "disconnected", "connecting", "authenticating", "connected", "off"
-};
+#include <openssl/crypto.h>
 
 /* One channel ever published: its stream key and its sequence number. */
 struct rd_chan {
@@ -59,15 +42,10 @@ struct xg_redis {
     char                           *name;      /* the upstream's */
     const struct xg_upstream_conf  *uc;        /* borrowed; reconf swaps */
     const struct xg_publish_conf   *pc;        /* uc->publish, or NULL */
-    char                            where[300]; /* "HOST:PORT" for logs */
     char                            epoch[17];
 
-    redisAsyncContext              *ac;
-    enum rd_state                   state;
-    struct xg_reconnect             rc;
-    struct event                   *ev_retry;
-    struct event                   *ev_timeout;
-    int                             gave_up;
+    struct xg_rconn                *conn;       /* NULL: no `publish` */
+    redisAsyncContext              *ac;         /* while it is ready */
     int                             err_logged;  /* this connection */
 
     /* the unanswered XADDs' sizes, a FIFO ring */
@@ -83,9 +61,6 @@ struct xg_redis {
     uint64_t                        dropped;     /* not written */
     uint64_t                        lost;        /* written, no answer */
     uint64_t                        errors;      /* error replies */
-    uint64_t                        connects;    /* connections ready */
-    uint64_t                        attempts;    /* connects tried */
-    uint64_t                        disconnects;
     char                            last_id[48];
     char                            last_error[160];
 
@@ -96,21 +71,6 @@ struct xg_redis {
     uint64_t                        ipolls;      /* answered */
     size_t                          iwanted;     /* the last answer's */
 };
-
-static void rd_connect(struct xg_redis *r);
-static void rd_close(struct xg_redis *r);
-
-/* OpenSSL's CSPRNG, for the epoch and the policy's jitter. */
-static uint64_t
-rd_rand(void *arg)
-{
-    uint64_t v;
-
-    if (RAND_bytes((unsigned char *) &v, sizeof(v)) != 1) {
-        v = xg_now_us() * 0x9e3779b97f4a7c15ULL;
-    }
-    return v;
-}
 
 static void
 rd_log(int level, const struct xg_redis *r, const char *fmt, ...)
@@ -128,7 +88,8 @@ rd_log(int level, const struct xg_redis *r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    xg_log(level, "publish %s -> redis %s: %s", r->name, r->where, msg);
+    xg_log(level, "publish %s -> redis %s: %s", r->name,
+        r->conn != NULL ? xg_rconn_where(r->conn) : "-", msg);
 }
 
 static void
@@ -203,74 +164,12 @@ rd_chan_get(struct xg_redis *r, const char *name)
 /* ---- the connection ------------------------------------------------------ */
 
 static void
-rd_timer(struct event *ev, uint64_t ms)
-{
-    struct timeval tv;
-
-    tv.tv_sec = (time_t) (ms / 1000);
-    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-    evtimer_add(ev, &tv);
-}
-
-/* The connection failed or went down for REASON: schedule the next try,
-   logged at LEVEL. */
-static void
-rd_failed_at(struct xg_redis *r, int level, const char *reason)
-{
-    struct xg_reconnect_failure f;
-    struct xg_reconnect_decision d;
-    struct xg_reconnect_env env;
-
-    rd_copy(r->last_error, sizeof(r->last_error), reason, strlen(reason));
-    r->state = RD_DOWN;
-    evtimer_del(r->ev_timeout);
-    f.reason = reason;
-    f.http_status = 0;
-    f.retry_after_s = -1;
-    env.now_ms = xg_now_ms();
-    env.rand = rd_rand;
-    env.rand_arg = NULL;
-    xg_reconnect_failed(&r->rc, &f, &env, &d);
-    if (d.action == XG_RECONNECT_GIVE_UP) {
-        r->gave_up = 1;
-        rd_log(XG_LOG_ERROR, r, "%s; giving up after %u attempts in a row "
-            "(max_attempts): not publishing", reason, r->rc.max_attempts);
-        return;
-    }
-    rd_log(level, r, "%s; retry in %llums%s (%llu dropped so far)",
-        reason, (unsigned long long) d.delay_ms,
-        d.action == XG_RECONNECT_OPEN ? " (breaker open)" : "",
-        (unsigned long long) r->dropped);
-    rd_timer(r->ev_retry, d.delay_ms);
-}
-
-static void
-rd_failed(struct xg_redis *r, const char *reason)
-{
-    rd_failed_at(r, XG_LOG_WARN, reason);
-}
-
-/* Frees the context, if any (its unanswered XADDs are counted lost). */
-static void
-rd_close(struct xg_redis *r)
-{
-    redisAsyncContext *ac = r->ac;
-
-    r->ac = NULL;
-    evtimer_del(r->ev_timeout);
-    if (ac != NULL) {
-        ac->data = NULL;
-        redisAsyncFree(ac);
-    }
-}
-
-static void
 rd_on_set(redisAsyncContext *ac, void *reply, void *priv)
 {
-    struct xg_redis *r = ac->data;
+    struct xg_redis *r = priv;
     redisReply *rep = reply;
 
-    if (r == NULL || rep == NULL || rep->type != REDIS_REPLY_ERROR) {
+    if (ac->data == NULL || rep == NULL || rep->type != REDIS_REPLY_ERROR) {
         return;
     }
     r->errors++;
@@ -279,156 +178,57 @@ rd_on_set(redisAsyncContext *ac, void *reply, void *priv)
 }
 
 static void
-rd_ready(struct xg_redis *r)
+rd_on_ready(void *arg, redisAsyncContext *ac)
 {
+    struct xg_redis *r = arg;
     char key[XG_REDIS_MAX_PREFIX + 300];
 
-    r->state = RD_CONNECTED;
-    r->connects++;
+    r->ac = ac;
+    r->err_logged = 0;
     r->last_error[0] = '\0';
-    evtimer_del(r->ev_timeout);
-    xg_reconnect_ready(&r->rc, xg_now_ms());
-    rd_log(XG_LOG_INFO, r, "connected%s", r->pc->password != NULL
-        ? " (auth ok)" : "");
     /* first in the pipeline: an edge reading the key after an entry of
        this connection sees this epoch */
     snprintf(key, sizeof(key), "%s:%s:epoch", r->pc->prefix, r->name);
-    (void) redisAsyncCommand(r->ac, rd_on_set, NULL, "SET %s %s", key,
-        r->epoch);
+    (void) redisAsyncCommand(ac, rd_on_set, r, "SET %s %s", key, r->epoch);
 }
 
 static void
-rd_on_auth(redisAsyncContext *ac, void *reply, void *priv)
+rd_on_down(void *arg, const char *reason)
 {
-    struct xg_redis *r = ac->data;
-    redisReply *rep = reply;
-    char why[200];
+    struct xg_redis *r = arg;
 
-    if (r == NULL || r->ac != ac || r->state != RD_AUTH) {
-        return;
-    }
-    if (rep != NULL && rep->type == REDIS_REPLY_STATUS) {
-        rd_ready(r);
-        return;
-    }
-    if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
-        snprintf(why, sizeof(why), "auth failed: %.*s",
-            (int) (rep->len > 120 ? 120 : rep->len), rep->str);
-    } else {
-        snprintf(why, sizeof(why), "auth failed: no answer");
-    }
-    r->errors++;
-    rd_close(r);
-    rd_failed_at(r, XG_LOG_ERROR, why);
-}
-
-static void
-rd_on_connect(const redisAsyncContext *cac, int status)
-{
-    redisAsyncContext *ac = (redisAsyncContext *) cac;
-    struct xg_redis *r = ac->data;
-    char why[200];
-
-    if (r == NULL || r->ac != ac) {
-        return;
-    }
-    if (status != REDIS_OK) {
-        /* hiredis frees the context after this callback */
-        snprintf(why, sizeof(why), "connect failed: %s",
-            ac->errstr[0] != '\0' ? ac->errstr : "error");
-        ac->data = NULL;
-        r->ac = NULL;
-        rd_failed(r, why);
-        return;
-    }
-    if (r->pc->password == NULL) {
-        rd_ready(r);
-        return;
-    }
-    /* not freed from here (hiredis is not in a callback yet): if it
-       cannot be sent, the connect timeout ends the attempt */
-    r->state = RD_AUTH;
-    (void) redisAsyncCommand(ac, rd_on_auth, NULL, "AUTH %s",
-        r->pc->password);
-}
-
-static void
-rd_on_disconnect(const redisAsyncContext *cac, int status)
-{
-    redisAsyncContext *ac = (redisAsyncContext *) cac;
-    struct xg_redis *r = ac->data;
-    char why[200];
-
-    if (r == NULL || r->ac != ac) {
-        return;     /* rd_close() asked for it */
-    }
-    /* hiredis frees the context after this callback */
-    ac->data = NULL;
     r->ac = NULL;
-    r->disconnects++;
-    snprintf(why, sizeof(why), "connection lost: %s",
-        ac->err != 0 && ac->errstr[0] != '\0' ? ac->errstr : "closed");
-    rd_failed(r, why);
+    rd_copy(r->last_error, sizeof(r->last_error), reason, strlen(reason));
 }
 
 static void
-rd_on_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    struct xg_redis *r = arg;
-    char why[80];
-
-    if (r->state != RD_CONNECTING && r->state != RD_AUTH) {
-        return;
-    }
-    snprintf(why, sizeof(why), "%s timeout (%llums)",
-        r->state == RD_AUTH ? "auth" : "connect",
-        (unsigned long long) r->uc->connect_timeout_ms);
-    rd_close(r);
-    rd_failed(r, why);
-}
-
-static void
-rd_on_retry(evutil_socket_t fd, short what, void *arg)
+rd_note(void *arg, char *buf, size_t len)
 {
     struct xg_redis *r = arg;
 
-    if (r->state == RD_DOWN && r->ac == NULL && r->pc != NULL) {
-        rd_connect(r);
-    }
+    snprintf(buf, len, " (%llu dropped so far)",
+        (unsigned long long) r->dropped);
 }
 
-static void
-rd_connect(struct xg_redis *r)
-{
-    redisAsyncContext *ac;
-    char why[200];
+static const struct xg_rconn_cbs rd_conn_cbs = {
+    rd_on_ready,
+    rd_on_down,
+    rd_note
+};
 
-    r->attempts++;
-    r->err_logged = 0;
-    r->state = RD_CONNECTING;
-    ac = redisAsyncConnect(r->pc->addr.host, r->pc->addr.port);
-    if (ac == NULL) {
-        rd_failed(r, "connect failed: out of memory");
-        return;
-    }
-    if (ac->err != 0) {
-        snprintf(why, sizeof(why), "connect failed: %s", ac->errstr);
-        redisAsyncFree(ac);
-        rd_failed(r, why);
-        return;
-    }
-    ac->data = r;
-    r->ac = ac;
-    if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
-        rd_close(r);
-        rd_failed(r, "connect failed: cannot attach to the loop");
-        return;
-    }
-    redisAsyncSetConnectCallback(ac, rd_on_connect);
-    redisAsyncSetDisconnectCallback(ac, rd_on_disconnect);
-    if (r->uc->connect_timeout_ms > 0) {
-        rd_timer(r->ev_timeout, r->uc->connect_timeout_ms);
-    }
+/* A connection for R's conf (r->pc set), started. */
+static void
+rd_conn_new(struct xg_redis *r)
+{
+    char prefix[400];
+
+    snprintf(prefix, sizeof(prefix), "publish %s -> redis %s%s%s:%u",
+        r->name, strchr(r->pc->addr.host, ':') != NULL ? "[" : "",
+        r->pc->addr.host, strchr(r->pc->addr.host, ':') != NULL ? "]" : "",
+        (unsigned) r->pc->addr.port);
+    r->conn = xg_rconn_new(r->base, prefix, &r->pc->addr, r->pc->password,
+        r->uc, &rd_conn_cbs, r);
+    xg_rconn_start(r->conn);
 }
 
 /* ---- entries ------------------------------------------------------------- */
@@ -497,8 +297,7 @@ xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
     }
     c = rd_chan_get(r, chan);
     c->seq++;
-    if (r->state != RD_CONNECTED || r->ac == NULL
-        || r->inflight >= XG_REDIS_MAX_INFLIGHT
+    if (r->ac == NULL || r->inflight >= XG_REDIS_MAX_INFLIGHT
         || len > XG_REDIS_MAX_INFLIGHT_BYTES - r->inflight_bytes)
     {
         r->dropped++;
@@ -585,8 +384,7 @@ xg_redis_interest_poll(struct xg_redis *r, xg_redis_interest_fn *fn,
 {
     char key[XG_REDIS_MAX_PREFIX + 300], now[32];
 
-    if (r->pc == NULL || r->state != RD_CONNECTED || r->ac == NULL
-        || r->ipending)
+    if (r->pc == NULL || r->ac == NULL || r->ipending)
     {
         return XG_ERROR;
     }
@@ -618,20 +416,6 @@ xg_redis_interest_cancel(struct xg_redis *r, void *arg)
 
 /* ---- life ---------------------------------------------------------------- */
 
-static void
-rd_set_conf(struct xg_redis *r, const struct xg_upstream_conf *uc)
-{
-    r->uc = uc;
-    r->pc = uc->publish;
-    if (r->pc != NULL) {
-        snprintf(r->where, sizeof(r->where), "%s%s%s:%u",
-            strchr(r->pc->addr.host, ':') != NULL ? "[" : "",
-            r->pc->addr.host,
-            strchr(r->pc->addr.host, ':') != NULL ? "]" : "",
-            (unsigned) r->pc->addr.port);
-    }
-}
-
 /* See xg_redis.h. */
 struct xg_redis *
 xg_redis_new(struct event_base *base, const char *name,
@@ -641,24 +425,18 @@ xg_redis_new(struct event_base *base, const char *name,
 
     r->base = base;
     r->name = xg_strdup(name);
-    rd_set_conf(r, uc);
+    r->uc = uc;
+    r->pc = uc->publish;
     snprintf(r->epoch, sizeof(r->epoch), "%016llx",
-        (unsigned long long) rd_rand(NULL));
-    xg_reconnect_init(&r->rc, uc);
-    r->ev_retry = evtimer_new(base, rd_on_retry, r);
-    r->ev_timeout = evtimer_new(base, rd_on_timeout, r);
-    if (r->ev_retry == NULL || r->ev_timeout == NULL) {
-        xg_log_error("publish %s: cannot create timers", name);
-        abort();
-    }
+        (unsigned long long) xg_rconn_rand(NULL));
     r->ring = xg_calloc(XG_REDIS_MAX_INFLIGHT, sizeof(*r->ring));
     r->nbuckets = 64;
     r->buckets = xg_calloc(r->nbuckets, sizeof(*r->buckets));
+    rd_conn_new(r);
     rd_log(XG_LOG_INFO, r, "publishing to streams %s:%s:CHANNEL, maxlen ~%llu, "
         "epoch %s%s", r->pc->prefix, r->name,
         (unsigned long long) r->pc->maxlen, r->epoch,
         r->pc->password != NULL ? ", auth" : "");
-    rd_connect(r);
     return r;
 }
 
@@ -672,14 +450,8 @@ xg_redis_free(struct xg_redis *r)
     if (r == NULL) {
         return;
     }
-    rd_close(r);
-    if (r->ev_retry != NULL) {
-        event_free(r->ev_retry);
-    }
-    if (r->ev_timeout != NULL) {
-        event_free(r->ev_timeout);
-    }
-    xg_reconnect_free(&r->rc);
+    r->ac = NULL;
+    xg_rconn_free(r->conn);     /* unanswered XADDs count lost */
     for (i = 0; i < r->nbuckets; i++) {
         while ((c = r->buckets[i]) != NULL) {
             r->buckets[i] = c->hnext;
@@ -694,16 +466,6 @@ xg_redis_free(struct xg_redis *r)
     free(r);
 }
 
-static int
-rd_same_target(const struct xg_publish_conf *a, const struct xg_publish_conf *b)
-{
-    return strcmp(a->addr.host, b->addr.host) == 0
-        && a->addr.port == b->addr.port
-        && strcmp(a->prefix, b->prefix) == 0
-        && (a->password == NULL) == (b->password == NULL)
-        && (a->password == NULL || strcmp(a->password, b->password) == 0);
-}
-
 /* See xg_redis.h. */
 void
 xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
@@ -714,9 +476,15 @@ xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
     int again;
 
     again = old == NULL || uc->publish == NULL
-        || !rd_same_target(old, uc->publish);
-    rd_set_conf(r, uc);
-    xg_reconnect_reconf(&r->rc, uc);
+        || strcmp(old->prefix, uc->publish->prefix) != 0
+        || r->conn == NULL
+        || !xg_rconn_same(r->conn, &uc->publish->addr,
+            uc->publish->password);
+    r->uc = uc;
+    r->pc = uc->publish;
+    if (r->conn != NULL) {
+        xg_rconn_reconf(r->conn, uc);
+    }
     if (!again) {
         return;
     }
@@ -726,18 +494,16 @@ xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
             c->cleared = 0;
         }
     }
-    rd_close(r);
-    evtimer_del(r->ev_retry);
-    r->gave_up = 0;
+    r->ac = NULL;
+    xg_rconn_free(r->conn);
+    r->conn = NULL;
     if (r->pc == NULL) {
-        r->state = RD_OFF;
         xg_log_info("publish %s: no publish in the new conf: not publishing",
             r->name);
         return;
     }
     rd_log(XG_LOG_INFO, r, "the conf changed: connecting again");
-    r->state = RD_DOWN;
-    rd_connect(r);
+    rd_conn_new(r);
 }
 
 /* See xg_redis.h. */
@@ -758,12 +524,11 @@ xg_redis_status(const struct xg_redis *r, json_t *obj)
         return;
     }
     o = json_object();
-    snprintf(url, sizeof(url), "redis://%s", r->where);
+    snprintf(url, sizeof(url), "redis://%s", xg_rconn_where(r->conn));
     json_object_set_new(o, "url", json_string(url));
-    json_object_set_new(o, "state", json_string(r->gave_up ? "gave_up"
-        : rd_state_names[r->state]));
-    json_object_set_new(o, "connected", json_boolean(r->state
-        == RD_CONNECTED));
+    json_object_set_new(o, "state", json_string(
+        xg_rconn_state_name(r->conn)));
+    json_object_set_new(o, "connected", json_boolean(r->ac != NULL));
     json_object_set_new(o, "auth", json_boolean(r->pc->password != NULL));
     json_object_set_new(o, "prefix", json_string(r->pc->prefix));
     json_object_set_new(o, "maxlen", json_integer((json_int_t)
@@ -775,13 +540,15 @@ xg_redis_status(const struct xg_redis *r, json_t *obj)
     json_object_set_new(o, "bytes", json_integer((json_int_t) r->bytes));
     json_object_set_new(o, "dropped", json_integer((json_int_t) r->dropped));
     json_object_set_new(o, "lost", json_integer((json_int_t) r->lost));
-    json_object_set_new(o, "errors", json_integer((json_int_t) r->errors));
+    json_object_set_new(o, "errors", json_integer((json_int_t) (r->errors
+        + xg_rconn_auth_errors(r->conn))));
     json_object_set_new(o, "connects", json_integer((json_int_t)
-        r->connects));
+        xg_rconn_connects(r->conn)));
     json_object_set_new(o, "reconnects", json_integer((json_int_t)
-        (r->attempts > 0 ? r->attempts - 1 : 0)));
+        (xg_rconn_attempts(r->conn) > 0 ? xg_rconn_attempts(r->conn) - 1
+        : 0)));
     json_object_set_new(o, "disconnects", json_integer((json_int_t)
-        r->disconnects));
+        xg_rconn_disconnects(r->conn)));
     json_object_set_new(o, "in_flight", json_integer((json_int_t)
         r->inflight));
     json_object_set_new(o, "in_flight_bytes", json_integer((json_int_t)

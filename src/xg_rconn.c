@@ -1,0 +1,492 @@
+/*
+ * xg_rconn.c: one Redis connection kept up (see xg_rconn.h).
+ *
+ * The context is only ever freed through rc_close(), which detaches it
+ * first (ac->data = NULL) so that its disconnect callback knows it was
+ * expected; hiredis defers a free asked for inside one of its callbacks
+ * until the callback returns.
+ */
+#include "xg_core.h"
+#include "xg_rconn.h"
+#include "xg_log.h"
+#include "xg_reconnect.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+struct xg_rconn {
+    struct event_base              *base;
+    char                           *prefix;     /* of its log lines */
+    struct xg_addr                  addr;
+    char                           *password;
+    char                            where[300];
+    const struct xg_upstream_conf  *uc;
+    const struct xg_rconn_cbs      *cbs;
+    void                           *arg;
+
+    redisAsyncContext              *ac;
+    enum xg_rconn_state             state;
+    struct xg_reconnect             rc;
+    struct event                   *ev_retry;
+    struct event                   *ev_timeout;
+    int                             gave_up;
+
+    uint64_t                        connects;
+    uint64_t                        attempts;
+    uint64_t                        disconnects;
+    uint64_t                        auth_errors;
+    char                            last_error[160];
+};
+
+static const char *const rc_state_names[] = {
+    "disconnected", "connecting", "authenticating", "connected", "off"
+};
+
+static void rc_connect(struct xg_rconn *r);
+
+/* See xg_rconn.h. */
+uint64_t
+xg_rconn_rand(void *arg)
+{
+    uint64_t v;
+
+    if (RAND_bytes((unsigned char *) &v, sizeof(v)) != 1) {
+        v = xg_now_us() * 0x9e3779b97f4a7c15ULL;
+    }
+    return v;
+}
+
+static void
+rc_log(int level, const struct xg_rconn *r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+rc_log(int level, const struct xg_rconn *r, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    if (level > xg_log_level) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    xg_log(level, "%s: %s", r->prefix, msg);
+}
+
+static void
+rc_copy(char *dst, size_t len, const char *src, size_t n)
+{
+    if (n >= len) {
+        n = len - 1;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void
+rc_timer(struct event *ev, uint64_t ms)
+{
+    struct timeval tv;
+
+    tv.tv_sec = (time_t) (ms / 1000);
+    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
+    evtimer_add(ev, &tv);
+}
+
+/* Frees the context, if any, with no callback to the owner. */
+static void
+rc_close(struct xg_rconn *r)
+{
+    redisAsyncContext *ac = r->ac;
+
+    r->ac = NULL;
+    evtimer_del(r->ev_timeout);
+    if (ac != NULL) {
+        ac->data = NULL;
+        redisAsyncFree(ac);
+    }
+}
+
+/* The connection failed or went down for REASON: the next try is
+   scheduled, logged at LEVEL; the owner is told. */
+static void
+rc_failed_at(struct xg_rconn *r, int level, const char *reason)
+{
+    struct xg_reconnect_failure f;
+    struct xg_reconnect_decision d;
+    struct xg_reconnect_env env;
+    char note[160];
+
+    rc_copy(r->last_error, sizeof(r->last_error), reason, strlen(reason));
+    r->state = XG_RCONN_DOWN;
+    evtimer_del(r->ev_timeout);
+    f.reason = reason;
+    f.http_status = 0;
+    f.retry_after_s = -1;
+    env.now_ms = xg_now_ms();
+    env.rand = xg_rconn_rand;
+    env.rand_arg = NULL;
+    xg_reconnect_failed(&r->rc, &f, &env, &d);
+    note[0] = '\0';
+    if (r->cbs->note != NULL) {
+        r->cbs->note(r->arg, note, sizeof(note));
+    }
+    if (d.action == XG_RECONNECT_GIVE_UP) {
+        r->gave_up = 1;
+        rc_log(XG_LOG_ERROR, r, "%s; giving up after %u attempts in a row "
+            "(max_attempts)%s", reason, r->rc.max_attempts, note);
+    } else {
+        rc_log(level, r, "%s; retry in %llums%s%s", reason,
+            (unsigned long long) d.delay_ms,
+            d.action == XG_RECONNECT_OPEN ? " (breaker open)" : "", note);
+        rc_timer(r->ev_retry, d.delay_ms);
+    }
+    if (r->cbs->on_down != NULL) {
+        r->cbs->on_down(r->arg, reason);
+    }
+}
+
+static void
+rc_ready(struct xg_rconn *r)
+{
+    r->state = XG_RCONN_READY;
+    r->connects++;
+    r->last_error[0] = '\0';
+    evtimer_del(r->ev_timeout);
+    xg_reconnect_ready(&r->rc, xg_now_ms());
+    rc_log(XG_LOG_INFO, r, "connected%s", r->password != NULL
+        ? " (auth ok)" : "");
+    r->cbs->on_ready(r->arg, r->ac);
+}
+
+static void
+rc_on_auth(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct xg_rconn *r = ac->data;
+    redisReply *rep = reply;
+    char why[200];
+
+    if (r == NULL || r->ac != ac || r->state != XG_RCONN_AUTH) {
+        return;
+    }
+    if (rep != NULL && rep->type == REDIS_REPLY_STATUS) {
+        rc_ready(r);
+        return;
+    }
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR) {
+        snprintf(why, sizeof(why), "auth failed: %.*s",
+            (int) (rep->len > 120 ? 120 : rep->len), rep->str);
+    } else {
+        snprintf(why, sizeof(why), "auth failed: no answer");
+    }
+    r->auth_errors++;
+    rc_close(r);
+    rc_failed_at(r, XG_LOG_ERROR, why);
+}
+
+static void
+rc_on_connect(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext *ac = (redisAsyncContext *) cac;
+    struct xg_rconn *r = ac->data;
+    char why[200];
+
+    if (r == NULL || r->ac != ac) {
+        return;
+    }
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback */
+        snprintf(why, sizeof(why), "connect failed: %s",
+            ac->errstr[0] != '\0' ? ac->errstr : "error");
+        ac->data = NULL;
+        r->ac = NULL;
+        rc_failed_at(r, XG_LOG_WARN, why);
+        return;
+    }
+    if (r->password == NULL) {
+        rc_ready(r);
+        return;
+    }
+    /* not freed from here (hiredis is not in a callback yet): if it
+       cannot be sent, the connect timeout ends the attempt */
+    r->state = XG_RCONN_AUTH;
+    (void) redisAsyncCommand(ac, rc_on_auth, NULL, "AUTH %s", r->password);
+}
+
+static void
+rc_on_disconnect(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext *ac = (redisAsyncContext *) cac;
+    struct xg_rconn *r = ac->data;
+    char why[200];
+
+    if (r == NULL || r->ac != ac) {
+        return;     /* rc_close() asked for it */
+    }
+    /* hiredis frees the context after this callback */
+    ac->data = NULL;
+    r->ac = NULL;
+    r->disconnects++;
+    snprintf(why, sizeof(why), "connection lost: %s",
+        ac->err != 0 && ac->errstr[0] != '\0' ? ac->errstr : "closed");
+    rc_failed_at(r, XG_LOG_WARN, why);
+}
+
+static void
+rc_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_rconn *r = arg;
+    char why[80];
+
+    if (r->state != XG_RCONN_CONNECTING && r->state != XG_RCONN_AUTH) {
+        return;
+    }
+    snprintf(why, sizeof(why), "%s timeout (%llums)",
+        r->state == XG_RCONN_AUTH ? "auth" : "connect",
+        (unsigned long long) r->uc->connect_timeout_ms);
+    rc_close(r);
+    rc_failed_at(r, XG_LOG_WARN, why);
+}
+
+static void
+rc_on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_rconn *r = arg;
+
+    if (r->state == XG_RCONN_DOWN && r->ac == NULL) {
+        rc_connect(r);
+    }
+}
+
+static void
+rc_connect(struct xg_rconn *r)
+{
+    redisAsyncContext *ac;
+    char why[200];
+
+    r->attempts++;
+    r->state = XG_RCONN_CONNECTING;
+    ac = redisAsyncConnect(r->addr.host, r->addr.port);
+    if (ac == NULL) {
+        rc_failed_at(r, XG_LOG_WARN, "connect failed: out of memory");
+        return;
+    }
+    if (ac->err != 0) {
+        snprintf(why, sizeof(why), "connect failed: %s", ac->errstr);
+        redisAsyncFree(ac);
+        rc_failed_at(r, XG_LOG_WARN, why);
+        return;
+    }
+    ac->data = r;
+    r->ac = ac;
+    if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
+        rc_close(r);
+        rc_failed_at(r, XG_LOG_WARN,
+            "connect failed: cannot attach to the loop");
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, rc_on_connect);
+    redisAsyncSetDisconnectCallback(ac, rc_on_disconnect);
+    if (r->uc->connect_timeout_ms > 0) {
+        rc_timer(r->ev_timeout, r->uc->connect_timeout_ms);
+    }
+}
+
+static void
+rc_set_target(struct xg_rconn *r, const struct xg_addr *addr,
+    const char *password)
+{
+    int v6 = strchr(addr->host, ':') != NULL;
+
+    r->addr = *addr;
+    if (r->password != NULL) {
+        OPENSSL_cleanse(r->password, strlen(r->password));
+        free(r->password);
+    }
+    r->password = password != NULL ? xg_strdup(password) : NULL;
+    snprintf(r->where, sizeof(r->where), "%s%s%s:%u", v6 ? "[" : "",
+        addr->host, v6 ? "]" : "", (unsigned) addr->port);
+}
+
+/* See xg_rconn.h. */
+struct xg_rconn *
+xg_rconn_new(struct event_base *base, const char *prefix,
+    const struct xg_addr *addr, const char *password,
+    const struct xg_upstream_conf *uc, const struct xg_rconn_cbs *cbs,
+    void *arg)
+{
+    struct xg_rconn *r = xg_calloc(1, sizeof(*r));
+
+    r->base = base;
+    r->prefix = xg_strdup(prefix);
+    r->uc = uc;
+    r->cbs = cbs;
+    r->arg = arg;
+    r->state = XG_RCONN_OFF;
+    rc_set_target(r, addr, password);
+    xg_reconnect_init(&r->rc, uc);
+    r->ev_retry = evtimer_new(base, rc_on_retry, r);
+    r->ev_timeout = evtimer_new(base, rc_on_timeout, r);
+    if (r->ev_retry == NULL || r->ev_timeout == NULL) {
+        xg_log_error("%s: cannot create timers", prefix);
+        abort();
+    }
+    return r;
+}
+
+/* See xg_rconn.h. */
+void
+xg_rconn_free(struct xg_rconn *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    rc_close(r);
+    event_free(r->ev_retry);
+    event_free(r->ev_timeout);
+    xg_reconnect_free(&r->rc);
+    if (r->password != NULL) {
+        OPENSSL_cleanse(r->password, strlen(r->password));
+        free(r->password);
+    }
+    free(r->prefix);
+    free(r);
+}
+
+/* See xg_rconn.h. */
+void
+xg_rconn_start(struct xg_rconn *r)
+{
+    rc_close(r);
+    evtimer_del(r->ev_retry);
+    r->gave_up = 0;
+    r->state = XG_RCONN_DOWN;
+    rc_connect(r);
+}
+
+/* See xg_rconn.h. */
+void
+xg_rconn_stop(struct xg_rconn *r)
+{
+    rc_close(r);
+    evtimer_del(r->ev_retry);
+    r->state = XG_RCONN_OFF;
+}
+
+/* See xg_rconn.h. */
+void
+xg_rconn_fail(struct xg_rconn *r, int level, const char *reason)
+{
+    if (r->state == XG_RCONN_OFF || r->state == XG_RCONN_DOWN) {
+        return;
+    }
+    if (r->state == XG_RCONN_READY) {
+        r->disconnects++;
+    }
+    rc_close(r);
+    rc_failed_at(r, level, reason);
+}
+
+/* See xg_rconn.h. */
+void
+xg_rconn_reconf(struct xg_rconn *r, const struct xg_upstream_conf *uc)
+{
+    r->uc = uc;
+    xg_reconnect_reconf(&r->rc, uc);
+}
+
+/* See xg_rconn.h. */
+int
+xg_rconn_same(const struct xg_rconn *r, const struct xg_addr *addr,
+    const char *password)
+{
+    return strcmp(r->addr.host, addr->host) == 0
+        && r->addr.port == addr->port
+        && (r->password == NULL) == (password == NULL)
+        && (password == NULL || strcmp(r->password, password) == 0);
+}
+
+/* See xg_rconn.h. */
+void
+xg_rconn_retarget(struct xg_rconn *r, const struct xg_addr *addr,
+    const char *password)
+{
+    if (xg_rconn_same(r, addr, password)) {
+        return;
+    }
+    rc_set_target(r, addr, password);
+    if (r->state != XG_RCONN_OFF) {
+        xg_rconn_start(r);
+    }
+}
+
+redisAsyncContext *
+xg_rconn_ctx(const struct xg_rconn *r)
+{
+    return r->state == XG_RCONN_READY ? r->ac : NULL;
+}
+
+enum xg_rconn_state
+xg_rconn_state(const struct xg_rconn *r)
+{
+    return r->state;
+}
+
+const char *
+xg_rconn_state_name(const struct xg_rconn *r)
+{
+    return r->gave_up ? "gave_up" : rc_state_names[r->state];
+}
+
+int
+xg_rconn_gave_up(const struct xg_rconn *r)
+{
+    return r->gave_up;
+}
+
+const char *
+xg_rconn_where(const struct xg_rconn *r)
+{
+    return r->where;
+}
+
+const char *
+xg_rconn_last_error(const struct xg_rconn *r)
+{
+    return r->last_error;
+}
+
+uint64_t
+xg_rconn_connects(const struct xg_rconn *r)
+{
+    return r->connects;
+}
+
+uint64_t
+xg_rconn_attempts(const struct xg_rconn *r)
+{
+    return r->attempts;
+}
+
+uint64_t
+xg_rconn_disconnects(const struct xg_rconn *r)
+{
+    return r->disconnects;
+}
+
+uint64_t
+xg_rconn_auth_errors(const struct xg_rconn *r)
+{
+    return r->auth_errors;
+}
