@@ -109,9 +109,10 @@ struct xg_addr {
     uint16_t port;
 };
 
-/* A ws:// or wss:// URL. */
+/* A ws:// or wss:// URL (or, for `protocol edge`, redis://HOST[:PORT]). */
 struct xg_url {
     int      tls;
+    int      redis;          /* redis://: path "/" */
     char     host[256];
     uint16_t port;
     char     path[1024];     /* with the query, starts with '/' */

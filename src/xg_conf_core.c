@@ -589,6 +589,19 @@ set_upstream(struct xg_conf *cf, const struct xg_conf_stmt *st,
     if (!uc->url_set) {
         xg_conf_error(cf, st, "upstream \"%s\" has no \"url\"", uc->name);
     }
+    if (uc->url_set) {
+        const struct xg_venue *pm = xg_venue_find(uc->protocol != NULL
+            ? uc->protocol : "raw");
+
+        if (pm != NULL && pm->connect != NULL && !uc->url.redis) {
+            xg_conf_error(cf, st, "upstream \"%s\": protocol %s reads "
+                "from Redis: its \"url\" is redis://HOST[:PORT]", uc->name,
+                pm->name);
+        } else if (pm != NULL && pm->connect == NULL && uc->url.redis) {
+            xg_conf_error(cf, st, "upstream \"%s\": a redis:// \"url\" "
+                "needs \"protocol edge;\"", uc->name);
+        }
+    }
     if (uc->protocol == NULL) {
         uc->protocol = xg_strdup("raw");
     }
@@ -612,7 +625,34 @@ set_url(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const struct xg_command *cmd, void *conf)
 {
     struct xg_upstream_conf *uc = conf;
+    const char *a = st->args[1];
+    char ws[600];
 
+    if (strncmp(a, "rediss://", 9) == 0) {
+        return xg_conf_error(cf, st, "\"url\": rediss:// is not supported: "
+            "the hiredis of this build has no TLS (use redis:// on a "
+            "trusted network or through a TLS tunnel)");
+    }
+    if (strncmp(a, "redis://", 8) == 0) {
+        /* redis://HOST[:PORT][/]: no credentials (`password`), no db */
+        snprintf(ws, sizeof(ws), "ws://%s", a + 8);
+        if (strlen(a) >= sizeof(ws) - 8 || strpbrk(a + 8, "@?#") != NULL
+            || xg_conf_parse_url(ws, &uc->url) != XG_OK
+            || strcmp(uc->url.path, "/") != 0)
+        {
+            return xg_conf_error(cf, st, "\"url\": bad url \"%s\" "
+                "(redis://HOST[:PORT]; a password goes in \"password\")",
+                strchr(a, '@') != NULL ? "redis://..." : a);
+        }
+        if (strchr(a + 8 + (a[8] == '[' ? strcspn(a + 8, "]") : 0), ':')
+            == NULL)
+        {
+            uc->url.port = 6379;
+        }
+        uc->url.redis = 1;
+        uc->url_set = 1;
+        return XG_OK;
+    }
     if (xg_conf_parse_url(st->args[1], &uc->url) != XG_OK) {
         /* The query may carry a credential: never echo it (SIGHUP logs). */
         return xg_conf_error(cf, st, "\"url\": bad url \"%.*s%s\" (ws://HOST"

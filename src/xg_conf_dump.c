@@ -203,8 +203,13 @@ xg_conf_fmt_url(const struct xg_url *u, char *buf, size_t len)
     char port[8] = "";
     int v6 = strchr(u->host, ':') != NULL;
 
-    if (u->port != (u->tls ? 443 : 80)) {
+    if (u->port != (u->redis ? 6379 : u->tls ? 443 : 80)) {
         snprintf(port, sizeof(port), ":%u", u->port);
+    }
+    if (u->redis) {
+        snprintf(buf, len, "redis://%s%s%s%s", v6 ? "[" : "", u->host,
+            v6 ? "]" : "", port);
+        return buf;
     }
     snprintf(buf, len, "%s://%s%s%s%s%s", u->tls ? "wss" : "ws",
         v6 ? "[" : "", u->host, v6 ? "]" : "", port, u->path);

@@ -378,6 +378,10 @@ conn_connect(struct xg_upstream *up, struct xg_conn *c)
     timer_arm(c->ev_deadline,
         up->conf->connect_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
     /* Failures found at once come back through on_down, later. */
+    if (up->proto != NULL && up->proto->connect != NULL) {
+        c->ws = up->proto->connect(up->proto_p, c, &opts, &up_ws_cbs, up);
+        return;
+    }
     c->ws = xg_ws_connect(up->base, up->dns,
         up->url != NULL ? up->url : &up->conf->url, &opts,
         &up_ws_cbs, up);

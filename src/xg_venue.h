@@ -42,6 +42,9 @@ struct xg_upstream;
 struct xg_log_ctx;
 struct xg_client;
 struct xg_conn;
+struct xg_ws;
+struct xg_ws_opts;
+struct xg_ws_cbs;
 
 /* What a connection is to its upstream (see above). */
 enum xg_conn_role {
@@ -195,6 +198,18 @@ struct xg_venue {
      * does not set it (0: none): Binance closes every connection at 24 h.
      */
     uint64_t                  max_connection_age_ms;
+
+    /*
+     * A module that is its own transport (issue 17's edge: the
+     * "exchange" is a core exgate behind Redis Streams): makes connection
+     * C's link (xg_ws_link_new() with OPTS, CBS and ARG, which the upstream
+     * gives as for a WebSocket) and returns it; the upstream then treats
+     * it as any connection. Its upstreams take a redis:// url. NULL: the
+     * upstream opens a WebSocket to its url.
+     */
+    struct xg_ws *(*connect)(void *p, struct xg_conn *c,
+        const struct xg_ws_opts *opts, const struct xg_ws_cbs *cbs,
+        void *arg);
 };
 
 /* The protocol modules compiled in (NULL-terminated). */

@@ -53,14 +53,14 @@ static void ws_destroy(struct xg_ws *ws);
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void
+void
 ws_enter(struct xg_ws *ws)
 {
     ws->busy++;
 }
 
 /* Returns 1 when WS is gone and must not be touched. */
-static int
+int
 ws_leave(struct xg_ws *ws)
 {
     if (--ws->busy > 0) {
@@ -1557,6 +1557,10 @@ ws_destroy(struct xg_ws *ws)
 {
     int i;
 
+    if (ws->link != NULL) {
+        ws->link->free(ws->link_p);
+        ws->link = NULL;
+    }
     if (ws->dnsreq != NULL) {
         ws->dnsreq->ws = NULL;      /* its callback frees it */
         ws->dnsreq = NULL;
@@ -1625,6 +1629,14 @@ ws_send(struct xg_ws *ws, int opcode, const void *data, size_t len)
     size_t n;
     int r;
 
+    if (ws != NULL && ws->link != NULL) {
+        if (ws_dead(ws) || ws->state != XG_WS_OPEN
+            || opcode != WSLAY_TEXT_FRAME)
+        {
+            return XG_ERROR;
+        }
+        return ws->link->send(ws->link_p, data, len);
+    }
     if (ws == NULL || ws_dead(ws) || ws->state != XG_WS_OPEN || ws->ending
         || ws->bev == NULL)
     {
@@ -1687,6 +1699,15 @@ xg_ws_close(struct xg_ws *ws, int code, const char *reason)
         return;
     }
     ws->by_us = 1;
+    if (ws->link != NULL) {
+        ws->link->close(ws->link_p);
+        if (ws->state == XG_WS_OPEN) {
+            ws_fail(ws, 0, "closed (%d)", code);
+        } else {
+            ws_fail(ws, 0, "closed by the owner before open");
+        }
+        return;
+    }
     if (ws->state != XG_WS_OPEN) {
         ws_fail(ws, 0, "closed by the owner before open");
         return;

@@ -150,6 +150,43 @@ struct xg_ws *xg_ws_accept_bev(struct event_base *base,
     xg_ws_accept_cb check, const struct xg_ws_cbs *cbs, void *arg);
 
 /*
+ * A link: a connection whose far end is not a socket but a part of this
+ * process that speaks for the peer (issue 17's edge: the exchange's
+ * messages come out of Redis Streams, modules/venue/xg_venue_edge.c).
+ * Its owner sees an ordinary client connection: the same callbacks, and
+ * xg_ws_send_text(), xg_ws_close(), xg_ws_free(), xg_ws_state(),
+ * xg_ws_rx_ms() behave as for a socket. The link (LP) gets:
+ *  - send: one text message from the owner; XG_OK, or XG_ERROR when it
+ *    cannot take it (the owner's send fails);
+ *  - close: the owner closes; the link stops talking (the connection is
+ *    reported down right after);
+ *  - free: the connection is freed: LP must go. Called when the
+ *    connection is destroyed, which may be inside xg_ws_link_message()
+ *    (it then returns XG_ERROR: the link must not touch itself again).
+ * The link reports with the three calls below, never from inside
+ * xg_ws_link_new().
+ */
+struct xg_ws_link {
+    int   (*send)(void *lp, const void *data, size_t len);
+    void  (*close)(void *lp);
+    void  (*free)(void *lp);
+};
+
+/* A link connection in state CONNECTING (opts: log names, max_message). */
+struct xg_ws *xg_ws_link_new(struct event_base *base,
+    const struct xg_ws_opts *opts, const struct xg_ws_cbs *cbs, void *arg,
+    const struct xg_ws_link *link, void *lp);
+/* The link is up: OPEN, on_open. */
+void xg_ws_link_open(struct xg_ws *ws);
+/*
+ * One message from the far end: on_message (text). XG_ERROR when the
+ * connection is down or was freed meanwhile (then LP is gone too).
+ */
+int xg_ws_link_message(struct xg_ws *ws, const void *data, size_t len);
+/* The link failed for REASON: down, on_down follows from its own event. */
+void xg_ws_link_fail(struct xg_ws *ws, const char *reason);
+
+/*
  * Queues one message (copied). XG_ERROR when the connection is not open,
  * or for text that is not valid UTF-8 (the peer would close with 1007).
  */

@@ -98,6 +98,10 @@ struct xg_ws {
     size_t                   rx_nhdr;       /* header bytes seen so far */
     uint64_t                 rx_left;       /* payload bytes to pass */
 
+    /* a link (xg_ws_link_new()), else NULL */
+    const struct xg_ws_link *link;
+    void                    *link_p;
+
     char                     reason[512];
     int                      http_status;
     int                      retry_after_s;
@@ -125,6 +129,11 @@ timer_add_ms(struct event *ev, uint64_t ms)
 }
 
 /* ---- xg_ws.c, for the server side ---- */
+
+/* Around a call to the owner: while busy, xg_ws_free() is deferred;
+   ws_leave() returns 1 when WS was freed meanwhile (and is gone). */
+void ws_enter(struct xg_ws *ws);
+int ws_leave(struct xg_ws *ws);
 
 /*
  * One log line about WS: about what its owner said it is (an upstream's

@@ -1850,7 +1850,8 @@ const struct xg_venue xg_venue_deribit = {
     NULL,       /* rest_local: no REST front of its own */
     NULL,       /* connect_take: no connection budget */
     NULL,       /* restart_names: a reload applies every change */
-    0           /* max_connection_age: none unless the conf says */
+    0,          /* max_connection_age: none unless the conf says */
+    NULL        /* connect: a WebSocket to the url */
 };
 
 /* An account's connection: a child upstream of a Deribit upstream, with
