@@ -1568,6 +1568,7 @@ dr_free(struct dr *d)
         dr_cod_free(cod);
     }
     dr_outcome_free_all(d);
+    dr_edge_free(d);
     event_free(d->ev_tick);
     event_free(d->ev_refresh);
     free(d->refresh_token);
@@ -1632,6 +1633,7 @@ dr_status(void *p, json_t *obj)
 
     dr_status_obj(d, obj);
     dr_accts_status(d, obj);
+    dr_edge_status(d, obj);
 }
 
 /* ---- conf directives (upstream context) ---- */
@@ -1655,7 +1657,7 @@ dr_conf_free(void *p)
 }
 
 /* The per-upstream conf, with its defaults (xg_venue.h create_conf). */
-static void *
+void *
 dr_create_conf(struct xg_conf *cf)
 {
     struct dr_conf *c = xg_conf_calloc(cf, sizeof(*c), dr_conf_free);
@@ -1852,6 +1854,43 @@ const struct xg_venue xg_venue_deribit = {
     NULL,       /* restart_names: a reload applies every change */
     0,          /* max_connection_age: none unless the conf says */
     NULL        /* connect: a WebSocket to the url */
+};
+
+/* A reload of an edge (xg_venue_edge.c): its Redis side, then Deribit's. */
+static int
+dr_edge_reconf_hook(void *p, const struct xg_upstream_conf *conf)
+{
+    if (dr_edge_reconf(p, conf) != XG_OK) {
+        return XG_ERROR;
+    }
+    return dr_reconf(p, conf);
+}
+
+/*
+ * `protocol edge`: the Deribit venue whose exchange is a core exgate
+ * behind Redis Streams (xg_venue_edge.c is its transport). Its bots see
+ * Deribit; its own directives are the edge's.
+ */
+const struct xg_venue xg_venue_edge = {
+    .name = "edge",
+    .commands = dr_edge_commands,
+    .create_conf = dr_edge_create_conf,
+    .create = dr_create,
+    .destroy = dr_destroy,
+    .on_open = dr_on_open,
+    .on_message = dr_on_message,
+    .on_down = dr_on_down,
+    .status = dr_status,
+    .client_open = dr_client_open,
+    .client_message = dr_client_message,
+    .client_close = dr_client_close,
+    .client_too_big = "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,"
+        "\"message\":\"request entity too large\"}}",
+    .default_path = "/ws/api/v2",
+    .dump = dr_edge_dump,
+    .rotates = 0,
+    .reconf = dr_edge_reconf_hook,
+    .connect = dr_edge_connect
 };
 
 /* An account's connection: a child upstream of a Deribit upstream, with
