@@ -255,6 +255,14 @@ struct xg_session *xg_session_new(struct xg_upstream *up, const char *name,
  * registry is freed.
  */
 void xg_session_interest_stop(struct xg_session *s);
+/*
+ * Whether S takes private channels (Deribit's "user.") from the edges'
+ * interest: 1 when its own connection is authenticated, so that an
+ * edge's bots, whose requests run on that account (the core's request
+ * service), get its private channels as a local bot of it would. 0 (the
+ * default): they are ignored.
+ */
+void xg_session_interest_private(struct xg_session *s, int allow);
 /* Frees S and its timers (not the registry). */
 void xg_session_free(struct xg_session *s);
 

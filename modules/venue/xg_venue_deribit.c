@@ -1519,6 +1519,7 @@ dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
         conf->queue_limit, conf->queue_timeout_ms);
     dr_budget_conf(d->cf, &bc);
     xg_session_set_budget(d->s, &bc);
+    xg_session_interest_private(d->s, d->cf->auth != DR_AUTH_NONE);
     d->track.name = d->name;
     d->track.up = up;
     d->track.base = d->base;
@@ -1816,6 +1817,7 @@ dr_reconf(void *p, const struct xg_upstream_conf *conf)
     dr_budget_conf(d->cf, &bc);
     xg_session_set_budget(d->s, &bc);
     xg_session_set_stale(d->s, d->cf->stale, d->cf->nstale);
+    xg_session_interest_private(d->s, d->cf->auth != DR_AUTH_NONE);
     dr_accts_reconf(d, conf);
     return XG_OK;
 }

@@ -519,7 +519,7 @@ el_name_ok(const char *name)
 {
     size_t i, n = strlen(name);
 
-    if (n == 0 || n > 256 || strncmp(name, "user.", 5) == 0) {
+    if (n == 0 || n > 256) {
         return 0;
     }
     for (i = 0; i < n; i++) {
@@ -547,8 +547,8 @@ el_subscribe(struct edge_link *l, const char *vid, json_t *params)
 
         if (name == NULL || !el_name_ok(name)) {
             if (name != NULL) {
-                el_log(XG_LOG_INFO, l, "%s: not served through the core "
-                    "(private or malformed)", name);
+                el_log(XG_LOG_INFO, l, "%s: not a channel name: refused",
+                    name);
             }
             continue;
         }
