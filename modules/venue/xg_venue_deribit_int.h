@@ -168,6 +168,7 @@ struct dr {
     uint64_t               outcomes_by[4];   /* by enum dr_oc_result */
     uint64_t               label_seq_base;   /* xg-SEQ-N: SEQ's first */
     uint64_t               label_clients;
+    struct dr_edges       *edges;        /* requests from edges, or NULL */
 };
 
 struct dr_client {
@@ -291,11 +292,29 @@ void dr_error(struct dr_client *dc, const char *id, int code,
     const char *message, const char *data);
 void dr_reply_json(struct dr_client *dc, const char *id, json_t *result);
 void dr_error_raw(struct dr_client *dc, const char *id, const char *error);
+char *dr_error_text(const struct dr *d, const char *id, int code,
+    const char *message, const char *reason);
+void dr_client_message(void *p, void *cs, const unsigned char *udata,
+    size_t len);
+int dr_is_local_method(const char *method);
 void *dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
     const struct dr_conf *cf);
 void dr_free(struct dr *d);
 void dr_status_obj(struct dr *d, json_t *obj);
 extern const struct xg_venue xg_venue_deribit_account;
+/* ---- requests from edges (xg_venue_deribit_edges.c) ---- */
+
+struct dr_edges;
+
+struct dr_edges *dr_edges_new(struct dr *d, const struct xg_upstream_conf *uc);
+void dr_edges_reconf(struct dr_edges *es, const struct xg_upstream_conf *uc);
+void dr_edges_free(struct dr_edges *es);
+void dr_edges_status(const struct dr_edges *es, json_t *obj);
+int dr_edge_name_ok(const char *name, size_t len);
+int dr_edge_decimal_ok(const char *s, size_t len);
+char *dr_edge_body(const char *body, size_t len, const char *rid,
+    const char **why);
+
 /* ---- lost order answers resolved (xg_venue_deribit_outcome.c) ---- */
 
 #define DR_LABEL_MAX        64             /* Deribit's label length */
