@@ -23,7 +23,8 @@ PREFIX:sim:ans:EDGE.
 - redis-server restarted: the reader reconnects by itself and serves
   again;
 - /status "publish"."requests" and /metrics exgate_publish_requests_total
-  agree with what was sent.
+  agree with what was sent; `promtool check metrics` passes (when
+  promtool is installed).
 
 Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
@@ -36,6 +37,7 @@ import urllib.request
 
 import gateway_harness as gh
 from gateway_harness import check, free_port
+from test_admin_metrics import PROMTOOL, Scrape
 from test_publish_redis import Resp, run_with_redis, start_redis
 
 PREFIX = "xgq"
@@ -293,6 +295,10 @@ async def body(h):
     for k in ("served", "refused", "stale"):
         check(metric(h, k) == r[k], "/metrics %s %d, /status %d"
               % (k, metric(h, k), r[k]))
+    if PROMTOOL is not None:
+        sc = Scrape(h)      # promtool check metrics passes
+        check(sc.up("exgate_publish_requests_total", result="served")
+              == r["served"], "promtool-checked scrape disagrees")
     a.close()
 
 
