@@ -47,7 +47,8 @@ static uint64_t client_seq;
 
 enum client_kind {
     CLIENT_WS = 1,
-    CLIENT_TCP
+    CLIENT_TCP,
+    CLIENT_SINK         /* no connection: xg_client_new_sink() */
 };
 
 struct xg_client {
@@ -70,6 +71,11 @@ struct xg_client {
     uint64_t             rate_start_ms; /* client_rate: this second's start */
     unsigned             rate_count;    /*              messages in it */
     struct xg_client    *prev, *next;   /* in the listener's list */
+    /* CLIENT_SINK (l NULL): where its messages go, its settings */
+    xg_client_sink_cb   *sink;
+    void                *sink_arg;
+    const struct xg_gateway_conf *sink_gc;
+    struct event_base   *sink_base;
 };
 
 /* ---- shared messages ---- */
@@ -482,6 +488,12 @@ xg_client_close(struct xg_client *c, int code, const char *reason)
     if (c->closing) {
         return;
     }
+    if (c->kind == CLIENT_SINK) {
+        /* its owner sees it closing and lets it go */
+        c->closing = 1;
+        xg_client_log(XG_LOG_INFO, c, "closing (%d \"%s\")", code, reason);
+        return;
+    }
     xg_client_fanout_flush(c->l->fo);
     c->closing = 1;
     c->close_code = code;
@@ -533,7 +545,7 @@ xg_client_log(int level, const struct xg_client *c, const char *fmt, ...)
 const struct xg_gateway_conf *
 xg_client_conf(const struct xg_client *c)
 {
-    return c->l->gc;
+    return c->l != NULL ? c->l->gc : c->sink_gc;
 }
 
 int
@@ -542,7 +554,7 @@ xg_client_rate_exceeded(struct xg_client *c)
     unsigned rate = xg_client_conf(c)->client_rate;
     uint64_t now;
 
-    if (rate == 0) {
+    if (rate == 0 || c->kind == CLIENT_SINK) {
         return 0;
     }
     now = xg_now_ms();
@@ -570,7 +582,7 @@ xg_client_path(const struct xg_client *c)
 struct event_base *
 xg_client_base(const struct xg_client *c)
 {
-    return c->l->base;
+    return c->l != NULL ? c->l->base : c->sink_base;
 }
 
 void
@@ -676,6 +688,13 @@ output_check(struct xg_client *c)
 int
 xg_client_send(struct xg_client *c, const void *data, size_t len)
 {
+    if (c->kind == CLIENT_SINK) {
+        if (c->closing) {
+            return XG_ERROR;
+        }
+        c->sink(c->sink_arg, data, len);
+        return XG_OK;
+    }
     xg_client_fanout_flush(c->l->fo);
     if (c->closing) {
         return XG_ERROR;
@@ -698,6 +717,9 @@ xg_client_send(struct xg_client *c, const void *data, size_t len)
 int
 xg_client_send_msg(struct xg_client *c, struct xg_msg *m)
 {
+    if (c->kind == CLIENT_SINK) {
+        return xg_client_send(c, m->data, m->len);
+    }
     xg_client_fanout_flush(c->l->fo);
     if (c->closing) {
         return XG_ERROR;
@@ -965,4 +987,37 @@ xg_client_new_tcp(struct xg_listener *l, evutil_socket_t fd,
     c->cs = l->pm->client_open(l->pp, c);
     c->opened = 1;
     return c;
+}
+
+/* ---- clients with no connection ---- */
+
+/* See xg_client.h. */
+struct xg_client *
+xg_client_new_sink(struct event_base *base, const struct xg_gateway_conf *gc,
+    const char *name, xg_client_sink_cb *sink, void *arg)
+{
+    struct xg_client *c = xg_calloc(1, sizeof(*c));
+
+    c->kind = CLIENT_SINK;
+    c->id = ++client_seq;
+    snprintf(c->name, sizeof(c->name), "client %s", name);
+    c->sink = sink;
+    c->sink_arg = arg;
+    c->sink_gc = gc;
+    c->sink_base = base;
+    return c;
+}
+
+/* See xg_client.h. */
+void
+xg_client_sink_conf(struct xg_client *c, const struct xg_gateway_conf *gc)
+{
+    c->sink_gc = gc;
+}
+
+/* See xg_client.h. */
+void
+xg_client_sink_free(struct xg_client *c)
+{
+    free(c);
 }

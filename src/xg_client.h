@@ -167,4 +167,29 @@ void xg_client_set_ping(struct xg_client *c, uint64_t ping_ms,
 /* Counts a client error (bad input, refused request) in the totals. */
 void xg_client_count_error(struct xg_client *c);
 
+/* ---- clients with no connection ---- */
+
+/* Where a sink client's messages go: DATA, LEN bytes, borrowed. */
+typedef void xg_client_sink_cb(void *arg, const char *data, size_t len);
+
+/*
+ * A client with no listener and no socket, for a part of exgate that
+ * hands a venue requests on someone else's behalf (issue 17: an edge's
+ * requests served by the core, one such client per edge). Everything
+ * sent to it (xg_client_send(), xg_client_send_msg()) goes at once, in
+ * order, to SINK(ARG, ...); GC (borrowed: xg_client_sink_conf() replaces
+ * it on a reload) are its gateway settings, except client_rate, which a
+ * sink client is never held to (whoever feeds it limits its own
+ * senders). Logs name it "client NAME". xg_client_close() only marks it
+ * closing (nothing more is sent); its owner calls the venue's
+ * client_open and client_close itself and frees it with
+ * xg_client_sink_free() after the latter. Never returns NULL.
+ */
+struct xg_client *xg_client_new_sink(struct event_base *base,
+    const struct xg_gateway_conf *gc, const char *name,
+    xg_client_sink_cb *sink, void *arg);
+void xg_client_sink_conf(struct xg_client *c,
+    const struct xg_gateway_conf *gc);
+void xg_client_sink_free(struct xg_client *c);
+
 #endif

@@ -181,6 +181,13 @@ struct xg_upstream_conf {
     struct xg_publish_conf *publish;
 
     /*
+     * The conf this block is in (same lifetime): its main-context
+     * settings, for a part of the upstream that needs the gateway's
+     * (xg_gateway_conf_get(uc->main)).
+     */
+    const struct xg_main_conf *main;
+
+    /*
      * A digest of every secret read in the block (their values, with
      * where they come from), so that a reload sees a secret file whose
      * content changed although the conf text did not. Never shown.

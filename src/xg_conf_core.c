@@ -567,6 +567,7 @@ set_upstream(struct xg_conf *cf, const struct xg_conf_stmt *st,
     uc = xg_calloc(1, sizeof(*uc));
     xg_conf_cleanup_add(cf, upstream_free, uc);
     uc->name = xg_strdup(st->args[1]);
+    uc->main = mc;
     uc->file = st->file;
     uc->line = st->line;
     uc->tls_verify = 1;

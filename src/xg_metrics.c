@@ -255,6 +255,19 @@ static const struct m_metric m_table[] = {
         "Connection attempts to Redis after the first one."),
     UP_VALUE("exgate_publish_in_flight", GAUGE, "publish.in_flight",
         "Entries sent to Redis and not yet answered."),
+    { "exgate_publish_requests_total", CTR, "Requests edges put on the "
+      "upstream's request stream, by result: served (run as a local bot's), "
+      "refused (malformed, a local method, over a bound: never run), "
+      "stale (older than request_timeout: never run).",
+      UP, M_VALUE, "publish.requests.served", "result", "served", 0, NULL,
+      NULL },
+    { "exgate_publish_requests_total", NULL, NULL, UP, M_VALUE,
+      "publish.requests.refused", "result", "refused", 0, NULL, NULL },
+    { "exgate_publish_requests_total", NULL, NULL, UP, M_VALUE,
+      "publish.requests.stale", "result", "stale", 0, NULL, NULL },
+    UP_VALUE("exgate_publish_requests_in_flight", GAUGE,
+        "publish.requests.in_flight",
+        "Edges' requests run and not yet answered."),
 
     /* ---- listeners ---- */
     { "exgate_listener_info", GAUGE, "The listener's kind and upstream, as "

@@ -70,6 +70,10 @@ struct xg_redis {
     int                             ipending;
     uint64_t                        ipolls;      /* answered */
     size_t                          iwanted;     /* the last answer's */
+
+    /* answers to edges' requests (xg_redis_answer()) */
+    size_t                          ans_inflight;
+    uint64_t                        ans_lost;    /* written, no answer */
 };
 
 static void
@@ -328,6 +332,46 @@ xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
     r->ring[tail] = (uint32_t) len;
     r->inflight++;
     r->inflight_bytes += len;
+}
+
+/* An answer's XADD answered: only an error is of interest. */
+static void
+rd_on_answer(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct xg_redis *r = priv;
+    redisReply *rep = reply;
+
+    r->ans_inflight--;
+    if (rep == NULL) {
+        r->ans_lost++;
+        return;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        r->errors++;
+        rd_copy(r->last_error, sizeof(r->last_error), rep->str, rep->len);
+    }
+}
+
+/* See xg_redis.h. */
+int
+xg_redis_answer(struct xg_redis *r, const char *edge, const char *rid,
+    const char *data, size_t len)
+{
+    if (r->pc == NULL || r->ac == NULL
+        || r->ans_inflight >= XG_REDIS_MAX_INFLIGHT
+        || len > XG_REDIS_MAX_INFLIGHT_BYTES - r->inflight_bytes)
+    {
+        return XG_ERROR;
+    }
+    if (redisAsyncCommand(r->ac, rd_on_answer, r,
+            "XADD %s:%s:ans:%s MAXLEN ~ %d * rid %s body %b", r->pc->prefix,
+            r->name, edge, XG_REDIS_ANSWERS_MAXLEN, rid, data, len)
+        != REDIS_OK)
+    {
+        return XG_ERROR;
+    }
+    r->ans_inflight++;
+    return XG_OK;
 }
 
 /* ---- interest ------------------------------------------------------------ */

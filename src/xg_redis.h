@@ -133,6 +133,24 @@ int xg_redis_interest_poll(struct xg_redis *r, xg_redis_interest_fn *fn,
 /* The unanswered poll of ARG, if any, calls nothing when answered. */
 void xg_redis_interest_cancel(struct xg_redis *r, void *arg);
 
+/*
+ * Requests from edges (issue 17; served by the Deribit venue,
+ * modules/venue/xg_venue_deribit_edges.c): the answer to an edge's
+ * request goes to its own stream, PREFIX:UPSTREAM:ans:EDGE, trimmed to
+ * about XG_REDIS_ANSWERS_MAXLEN entries.
+ */
+#define XG_REDIS_ANSWERS_MAXLEN       10000
+
+/*
+ * Writes DATA (LEN bytes), the answer to request RID of edge EDGE (both
+ * checked by the caller: EDGE a safe name, RID decimal), pipelined with
+ * the entries: XADD PREFIX:UPSTREAM:ans:EDGE MAXLEN ~ N * rid RID body
+ * DATA. XG_ERROR when it cannot be now (not connected, too much
+ * unanswered): the caller counts it lost.
+ */
+int xg_redis_answer(struct xg_redis *r, const char *edge, const char *rid,
+    const char *data, size_t len);
+
 /* Adds R's figures to OBJ as "publish": {...}; never the password. */
 void xg_redis_status(const struct xg_redis *r, json_t *obj);
 

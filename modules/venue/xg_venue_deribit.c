@@ -95,10 +95,13 @@ dr_reply_json(struct dr_client *dc, const char *id, json_t *result)
     json_decref(result);
 }
 
-/* A JSON-RPC error; ID NULL -> "id":null; REASON, if any, in data.reason. */
-void
-dr_error(struct dr_client *dc, const char *id, int code, const char *message,
-    const char *reason)
+/*
+ * The text of a JSON-RPC error of D (malloc'd): ID NULL -> "id":null;
+ * REASON, if any, in data.reason.
+ */
+char *
+dr_error_text(const struct dr *d, const char *id, int code,
+    const char *message, const char *reason)
 {
     json_t *err = json_pack("{s:i, s:s}", "code", code, "message", message);
     char *e, *s;
@@ -115,10 +118,18 @@ dr_error(struct dr_client *dc, const char *id, int code, const char *message,
     snprintf(s, n, "{\"jsonrpc\":\"2.0\",\"id\":%s,\"error\":%s,"
         "\"usIn\":%llu,\"usOut\":%llu,\"usDiff\":0,\"testnet\":%s}",
         id ? id : "null", e, (unsigned long long) xg_wall_us(),
-        (unsigned long long) xg_wall_us(), dc->d->testnet ? "true" : "false");
+        (unsigned long long) xg_wall_us(), d->testnet ? "true" : "false");
     free(e);
+    return s;
+}
+
+/* A JSON-RPC error to DC (see dr_error_text()). */
+void
+dr_error(struct dr_client *dc, const char *id, int code, const char *message,
+    const char *reason)
+{
     xg_client_count_error(dc->c);
-    dr_client_send_str(dc, s);
+    dr_client_send_str(dc, dr_error_text(dc->d, id, code, message, reason));
 }
 
 /* ---- upstream sending ---- */
@@ -1140,8 +1151,42 @@ dr_client_set_heartbeat(struct dr_client *dc, const char *id, json_t *params)
     dr_reply(dc, id, "\"ok\"");
 }
 
+/*
+ * The methods a client's connection answers here (dr_client_message()),
+ * never sent to the exchange: what an edge answers for its own bots.
+ */
+static const char *const dr_local_methods[] = {
+    "public/auth", "public/set_heartbeat", "public/disable_heartbeat",
+    "public/test", "public/subscribe", "private/subscribe",
+    "public/unsubscribe", "private/unsubscribe", "public/unsubscribe_all",
+    "private/unsubscribe_all", "private/enable_cancel_on_disconnect",
+    "private/disable_cancel_on_disconnect",
+    "private/get_cancel_on_disconnect", "private/logout", NULL
+};
 
-static void
+/* 1 when METHOD is answered by the client's connection (exgate/ too). */
+int
+dr_is_local_method(const char *method)
+{
+    int i;
+
+    if (strncmp(method, "exgate/", 7) == 0) {
+        return 1;
+    }
+    for (i = 0; dr_local_methods[i] != NULL; i++) {
+        if (strcmp(method, dr_local_methods[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * One request of client DC (a bot's message, or an edge's request:
+ * xg_venue_deribit_edges.c): answered here (dr_is_local_method()), or
+ * forwarded under a fresh id with its answer coming back to DC.
+ */
+void
 dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
 {
     static const char *keys[] = { "id" };
@@ -1548,6 +1593,7 @@ dr_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
         dr_free(d);
         return NULL;
     }
+    d->edges = dr_edges_new(d, conf);
     return d;
 }
 
@@ -1557,6 +1603,7 @@ dr_free(struct dr *d)
     if (d == NULL) {
         return;
     }
+    dr_edges_free(d->edges);    /* its clients first */
     while (d->clients != NULL) {
         /* the listeners free their clients first; this is a last resort */
         dr_client_free(d, d->clients, "upstream destroyed");
@@ -1635,6 +1682,7 @@ dr_status(void *p, json_t *obj)
     dr_status_obj(d, obj);
     dr_accts_status(d, obj);
     dr_edge_status(d, obj);
+    dr_edges_status(d->edges, obj);
 }
 
 /* ---- conf directives (upstream context) ---- */
@@ -1819,6 +1867,11 @@ dr_reconf(void *p, const struct xg_upstream_conf *conf)
     xg_session_set_stale(d->s, d->cf->stale, d->cf->nstale);
     xg_session_interest_private(d->s, d->cf->auth != DR_AUTH_NONE);
     dr_accts_reconf(d, conf);
+    if (d->edges != NULL) {
+        dr_edges_reconf(d->edges, conf);
+    } else {
+        d->edges = dr_edges_new(d, conf);
+    }
     return XG_OK;
 }
 

@@ -170,6 +170,7 @@ struct dr {
     uint64_t               label_seq_base;   /* xg-SEQ-N: SEQ's first */
     uint64_t               label_clients;
     struct dr_edge        *edge;         /* protocol edge (xg_venue_edge.c) */
+    struct dr_edges       *edges;        /* requests from edges, or NULL */
 };
 
 struct dr_client {
@@ -293,6 +294,11 @@ void dr_error(struct dr_client *dc, const char *id, int code,
     const char *message, const char *data);
 void dr_reply_json(struct dr_client *dc, const char *id, json_t *result);
 void dr_error_raw(struct dr_client *dc, const char *id, const char *error);
+char *dr_error_text(const struct dr *d, const char *id, int code,
+    const char *message, const char *reason);
+void dr_client_message(void *p, void *cs, const unsigned char *udata,
+    size_t len);
+int dr_is_local_method(const char *method);
 void *dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
     const struct dr_conf *cf);
 void dr_free(struct dr *d);
@@ -314,6 +320,19 @@ struct xg_ws *dr_edge_connect(void *p, struct xg_conn *c,
 int dr_edge_reconf(struct dr *d, const struct xg_upstream_conf *conf);
 void dr_edge_status(struct dr *d, json_t *obj);
 void dr_edge_free(struct dr *d);
+/* ---- requests from edges (xg_venue_deribit_edges.c) ---- */
+
+struct dr_edges;
+
+struct dr_edges *dr_edges_new(struct dr *d, const struct xg_upstream_conf *uc);
+void dr_edges_reconf(struct dr_edges *es, const struct xg_upstream_conf *uc);
+void dr_edges_free(struct dr_edges *es);
+void dr_edges_status(const struct dr_edges *es, json_t *obj);
+int dr_edge_name_ok(const char *name, size_t len);
+int dr_edge_decimal_ok(const char *s, size_t len);
+char *dr_edge_body(const char *body, size_t len, const char *rid,
+    const char **why);
+
 /* ---- lost order answers resolved (xg_venue_deribit_outcome.c) ---- */
 
 #define DR_LABEL_MAX        64             /* Deribit's label length */
