@@ -147,6 +147,8 @@ struct edge_link {
     int                     dead;       /* closed or freed: quiet */
     long long               rd_id;      /* CLIENT ID of rd, -1: unknown */
     int                     reading;
+    int                     in_read;    /* delivering an XREAD's entries */
+    unsigned                chans_gen;  /* bumped when a channel goes */
     int                     unblocking;
     int                     dirty;      /* the read set changed */
     uint64_t                read_ms;
@@ -306,7 +308,7 @@ el_dirty(struct edge_link *l)
         (void) redisAsyncCommand(l->cac, NULL, NULL, "CLIENT UNBLOCK %lld",
             l->rd_id);
     }
-    if (!l->reading) {
+    if (!l->reading && !l->in_read) {
         el_read(l);
     }
 }
@@ -590,6 +592,7 @@ el_unsubscribe(struct edge_link *l, const char *vid, json_t *params, int all)
     size_t i, at;
     char *res;
 
+    l->chans_gen++;
     if (all) {
         for (i = 0; i < l->nchans; i++) {
             el_chan_free(l->chans[i]);
@@ -925,9 +928,11 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
             return;
         }
     } else if (rep->type == REDIS_REPLY_ARRAY) {
+        l->in_read = 1;
         for (i = 0; i < rep->elements; i++) {
             redisReply *st = rep->element[i], *ents;
             int is_ans;
+            unsigned gen;
             struct el_chan *c = NULL;
 
             if (st->type != REDIS_REPLY_ARRAY || st->elements != 2
@@ -938,6 +943,7 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
             }
             is_ans = strcmp(st->element[0]->str, l->ans_key) == 0;
             ents = st->element[1];
+            gen = l->chans_gen + 1;
             for (j = 0; j < ents->elements; j++) {
                 redisReply *en = ents->element[j];
                 const redisReply *f1, *f2, *f3;
@@ -963,9 +969,12 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                     continue;
                 }
                 /* the channel may have gone meanwhile (an unsubscribe
-                   from inside a delivery): found again every entry */
-                c = el_chan_by_key(l, st->element[0]->str,
-                    st->element[0]->len);
+                   from inside a delivery): found again when one went */
+                if (gen != l->chans_gen) {
+                    gen = l->chans_gen;
+                    c = el_chan_by_key(l, st->element[0]->str,
+                        st->element[0]->len);
+                }
                 if (c == NULL || c->state != ELC_READ) {
                     break;
                 }
@@ -1011,6 +1020,7 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
             }
         }
     }
+    l->in_read = 0;
     if (!l->dead) {
         el_read(l);
     }
@@ -1025,7 +1035,9 @@ el_read(struct edge_link *l)
     size_t *argl, i, k = 0, n = 0;
     char (*ids)[32], cnt[16], blk[16];
 
-    if (l->dead || l->reading || l->rac == NULL || !l->ans_known) {
+    if (l->dead || l->reading || l->in_read || l->rac == NULL
+        || !l->ans_known)
+    {
         return;
     }
     for (i = 0; i < l->nchans; i++) {
