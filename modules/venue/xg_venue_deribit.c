@@ -1528,6 +1528,7 @@ static const struct xg_session_ops dr_session_ops = {
     .allowed = dr_allowed,
     .joined = dr_joined,
     .left = dr_left,
+    .snapshot = dr_book_snapshot,
     .cross = dr_cross,
     .cross_force = dr_cross_force,
     .cross_done = dr_cross_done,

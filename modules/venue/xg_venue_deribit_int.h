@@ -216,6 +216,7 @@ struct dr_cod {
 void dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch, int live);
 void dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch);
 void dr_books_left(struct dr_client *dc);
+char *dr_book_snapshot(void *p, struct xg_reg_channel *ch, size_t *len);
 void dr_cod_check(struct dr *d, struct dr_cod *cod);
 void dr_cod_free(struct dr_cod *cod);
 int dr_cod_lost(struct dr *d, struct xg_reg_req *q);
