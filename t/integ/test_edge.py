@@ -70,7 +70,7 @@ def check_bot(c, bids, asks, cid):
     check(gh.seq_holes(c, TRADES) == [], "%s: trade_seq holes %r"
           % (c.name, gh.seq_holes(c, TRADES)[:5]))
     check(c.closed is None, "%s: closed %r" % (c.name, c.closed))
-    return b.n, len(s), b.bridges
+    return b.n, len(s)
 
 
 async def settle_all(h, bots):
@@ -173,7 +173,7 @@ async def body(h):
     stats = await settle_all(h, bots1 + bots2)
     u1, u2 = e1.up(), e2.up()
     print("%d drops, %d redis restarts, %d core restarts, 1 edge restart "
-          "in %.1f s; edge1 %s; per bot (book messages, trades, bridges) %r"
+          "in %.1f s; edge1 %s; per bot (book messages, trades) %r"
           % (DROPS, REDIS_RESTARTS, CORE_RESTARTS, time.monotonic() - t0,
              {k: u1["edge"].get(k) for k in (
                  "links", "entries", "snapshots", "answers", "gaps",
