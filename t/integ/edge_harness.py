@@ -11,7 +11,7 @@ import time
 import gateway_harness as gh
 from gateway_harness import check, free_port
 from upstream_harness import EXGATE, wait_for
-from test_publish_redis import start_redis
+from test_publish_redis import start_redis  # noqa: F401 (re-exported)
 
 PREFIX = "xge"
 

@@ -16,6 +16,12 @@ while exsim's market moves:
   and orders: private/buy at the edge is placed at exsim (read back
   directly), its answer carries the bot's own id, user.orders through the
   edge shows it, private/cancel cancels it;
+- Redis away (stopped for 1 s): an order waits in the edge's queue and is
+  placed once it is back;
+- the core away (SIGSTOP): an order gets 13888 (outcome unknown) at the
+  edge's request_timeout (3 s), and the core, resumed later, does not run
+  it (it is older than the core's request_timeout: counted stale); exsim
+  never sees it;
 - /status of the edges shows the Redis side (entries, snapshots,
   answers, links, epoch changes).
 
@@ -25,6 +31,7 @@ Skips (exit 77) only when /usr/bin/redis-server is missing.
 import asyncio
 import os
 import random
+import signal
 import sys
 import time
 
@@ -124,10 +131,12 @@ async def body(h):
     rnd = random.Random(17)
     redis = eh.Redis(h)
     eh.start_core(h, redis,
-                  "    auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;\n",
+                  "    auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;\n"
+                  "    request_timeout 3s;\n",
                   "client_auth off;\nunsubscribe_linger 3s;\n",
                   sim_args=("--no-rate-limit", "--rate", "50"))
-    e1 = eh.Edge(h, "edge1", redis.port, main_extra=MAIN).start()
+    e1 = eh.Edge(h, "edge1", redis.port, main_extra=MAIN,
+                 extra="    request_timeout 3s;\n").start()
     e2 = eh.Edge(h, "edge2", redis.port, main_extra=MAIN).start()
     for e in (e1, e2):
         e.wait_up(lambda u: u["state"] == "ready", 10, "ready")
@@ -169,6 +178,44 @@ async def body(h):
     for c in bots1 + bots2:
         await c.wait_notes(BOOK, c.count(BOOK) + 5, timeout=20)
     await orders_through(h, bots1[1], 2, bots1[0])
+
+    # Redis away: an order waits for it (queue_timeout), then is placed
+    redis.proc.terminate()
+    redis.proc.wait(5)
+    key = await bots1[0].request("private/buy", {
+        "instrument_name": "BTC-PERPETUAL", "amount": 10, "type": "limit",
+        "price": 900, "label": "edge-queued"}, id=777)
+    await asyncio.sleep(1.0)
+    redis.proc = eh.start_redis(h, redis.port, None)
+    r = await bots1[0].answer(key, timeout=10)
+    check("result" in r and r["id"] == 777, "queued buy %r" % r)
+    await asyncio.sleep(1.5)    # the interest again (Redis lost it)
+
+    # the core away (stopped): the order's answer never comes; the bot
+    # gets 13888 (outcome unknown) at the edge's request_timeout, and the
+    # core, back later, does not run a request older than its own
+    os.kill(h.gate.pid, signal.SIGSTOP)
+    try:
+        t1 = time.monotonic()
+        r = await bots1[0].call("private/buy", {
+            "instrument_name": "BTC-PERPETUAL", "amount": 10,
+            "type": "limit", "price": 901, "label": "edge-late"}, id=778,
+            timeout=10)
+        took = time.monotonic() - t1
+        check(r.get("error", {}).get("code") == 13888,
+              "buy with the core stopped: %r" % r)
+        check(2.5 < took < 5, "13888 after %.1f s" % took)
+        await asyncio.sleep(1.5)
+    finally:
+        os.kill(h.gate.pid, signal.SIGCONT)
+    await asyncio.sleep(1.5)
+    opens = await gh.direct_call(h, "private/get_open_orders_by_instrument",
+                                 {"instrument_name": "BTC-PERPETUAL"})
+    labels = [o.get("label") for o in opens]
+    check("edge-late" not in labels and "edge-queued" in labels,
+          "labels open at exsim %r" % labels)
+    req = h.up()["publish"]["requests"]
+    check(req.get("stale", 0) >= 1, "core requests %r" % req)
 
     stats = await settle_all(h, bots1 + bots2)
     u1, u2 = e1.up(), e2.up()
