@@ -12,11 +12,14 @@ PREFIX:sim:ans:EDGE.
   of the same account and with exsim's orders_placed);
 - a request whose ts is older than request_timeout (2 s) is never run:
   no answer, exsim's orders_placed unchanged, counted stale;
-- malformed entries (no body, a bad edge name, a bad rid, a body that is
-  not JSON, a body id that is not the rid) and a local method
+- malformed entries (no body, bad edge names, a bad rid, a body that is
+  not JSON or has a NUL, a body id that is not the rid) and a local method
   (public/subscribe: -32601) are refused and counted, the readable ones
   answered with an error, and the next good request is served;
 - two edges: each stream has its own edge's answers only;
+- the exchange connection dropped with a read and an order in flight
+  (exsim's delay and hold): the read is sent again and answered, the
+  order gets 13028 and is never run;
 - the reader's connection killed (CLIENT KILL; the stream stays): the
   requests after it are served, and none before it runs twice (exsim's
   orders_placed moves by exactly the new buys);
@@ -214,10 +217,13 @@ async def body(h):
     a.xadd(edge=a.name, rid=10, ts=now_ms(), body="{not json")
     a.xadd(edge=a.name, rid=11, ts=now_ms(), body=json.dumps(
         {"jsonrpc": "2.0", "id": 12, "method": "public/get_time"}))
+    a.xadd(edge="e" * 65, rid=13, ts=now_ms(), body="{}")   # too long
+    a.xadd(edge=a.name, rid=14, ts=now_ms(),                 # a NUL
+           body=b'{"jsonrpc":"2.0","id":14,"method":"public/get_time"\x00}')
     sub = a.send("public/subscribe", {"channels": ["ticker.%s.raw" % BTC]})
     good = a.send("public/get_time", {})
     check(isinstance(a.result(good), int), "get_time after the bad ones")
-    for bad in (10, 11):
+    for bad in (10, 11, 14):
         e = a.answer(bad)
         check(e.get("error", {}).get("code") == -32600,
               "malformed %d answered %r" % (bad, e))
@@ -227,8 +233,8 @@ async def body(h):
           "local method answered %r" % e)
     check(7 not in a.got and 8 not in a.got, "unanswerable entries answered")
     r1 = reqs(h)
-    check(r1["refused"] - r0["refused"] == 6
-          and r1["malformed"] - r0["malformed"] == 5
+    check(r1["refused"] - r0["refused"] == 8
+          and r1["malformed"] - r0["malformed"] == 7
           and r1["served"] - r0["served"] == 1,
           "counts before %r after %r" % (r0, r1))
 
@@ -243,10 +249,31 @@ async def body(h):
     b.poll(300)
     check(set(b.got) == set(rb), "edge B got %r, sent %r" % (sorted(b.got),
                                                              rb))
-    check(set(a.got) <= a.sent | {10, 11}, "edge A got answers it did not "
+    check(set(a.got) <= a.sent | {10, 11, 14}, "edge A got answers it did not "
           "ask for: %r" % sorted(set(a.got) - a.sent))
     check(not set(a.got) & set(rb), "edge A got edge B's answers")
     check(reqs(h)["edges"] == 2, "edges %r" % reqs(h))
+
+    # ---- in flight when the exchange connection drops: the read is sent
+    # again, the order is not (13028), as for a local bot
+    p0 = placed(h)
+    h.control("hold private/buy 3000")
+    h.control("delay public/get_time 3000")
+    buy = a.send("private/buy", {"instrument_name": BTC, "amount": 10,
+                                 "type": "limit", "price": 995})
+    read = a.send("public/get_time", {})
+    h.wait_up(lambda u: u["pending_requests"] == 2, 2, "both in flight")
+    time.sleep(0.1)             # written to exsim (loopback)
+    h.control("drop")
+    h.control("delay public/get_time 0")
+    e = a.answer(buy)
+    check(e.get("error", {}).get("code") == 13028, "order in flight at the "
+          "drop answered %r, want 13028" % e)
+    check(isinstance(a.result(read), int), "the read was not replayed")
+    h.control("hold private/buy 0")
+    time.sleep(0.2)
+    check(placed(h) == p0, "the held buy ran after the drop")
+    gh.wait_ready(h)
 
     # ---- the reader's connection killed: on from its last id, none twice
     p0 = placed(h)
