@@ -17,6 +17,8 @@ PREFIX:sim:ans:EDGE.
   (public/subscribe: -32601) are refused and counted, the readable ones
   answered with an error, and the next good request is served;
 - two edges: each stream has its own edge's answers only;
+- an edge with queue_limit (3) requests in flight (exsim holds them):
+  its next one is answered 13028 (never run); another edge's is served;
 - the exchange connection dropped with a read and an order in flight
   (exsim's delay and hold): the read is sent again and answered, the
   order gets 13028 and is never run;
@@ -51,6 +53,7 @@ UPSTREAM = """    protocol deribit;
     auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;
     reconnect fixed { delay 50ms; }
     request_timeout 2s;
+    queue_limit 3;
     publish redis://127.0.0.1:%d prefix=""" + PREFIX + """ password=env:XG_TEST_REDIS_PW;
 """
 
@@ -239,8 +242,8 @@ async def body(h):
           "counts before %r after %r" % (r0, r1))
 
     # ---- two edges: their own answers only
-    ra = [a.send("public/get_time", {}) for _ in range(5)]
-    rb = [b.send("public/get_time", {}) for _ in range(5)]
+    ra = [a.send("public/get_time", {}) for _ in range(3)]   # queue_limit
+    rb = [b.send("public/get_time", {}) for _ in range(3)]
     for x in ra:
         a.result(x)
     for x in rb:
@@ -253,6 +256,23 @@ async def body(h):
           "ask for: %r" % sorted(set(a.got) - a.sent))
     check(not set(a.got) & set(rb), "edge A got edge B's answers")
     check(reqs(h)["edges"] == 2, "edges %r" % reqs(h))
+
+    # ---- queue_limit (3) requests of one edge in flight: the next is
+    # refused at once, the other edge is not held up
+    h.control("hold public/get_time 800")
+    held = [b.send("public/get_time", {}) for _ in range(3)]
+    h.wait_up(lambda u: u["publish"]["requests"]["in_flight"] == 3, 2,
+              "edge B's 3 requests in flight")
+    over = b.send("public/get_time", {})
+    e = b.answer(over)
+    check(e.get("error", {}).get("code") == 13028
+          and "queue_limit" in e["error"]["data"]["reason"],
+          "over queue_limit: %r" % e)
+    other = a.send("public/get_time", {})
+    for x in held + [other]:
+        check(isinstance((b if x in b.sent else a).result(x), int),
+              "held get_time %d" % x)
+    h.control("hold public/get_time 0")
 
     # ---- in flight when the exchange connection drops: the read is sent
     # again, the order is not (13028), as for a local bot
