@@ -36,12 +36,13 @@ Skips (exit 77) only when /usr/bin/redis-server is missing.
 
 import json
 import os
+import sys
 import re
 import time
 import urllib.request
 
 import gateway_harness as gh
-from gateway_harness import check, free_port
+from gateway_harness import check, free_port, WSClient
 from test_admin_metrics import PROMTOOL, Scrape
 from test_publish_redis import Resp, run_with_redis, start_redis
 
@@ -335,6 +336,25 @@ async def body(h):
     check(placed(h) == p0 + 1, "after the restart: orders_placed %d, want "
           "%d" % (placed(h), p0 + 1))
     a.result(a.send("private/cancel", {"order_id": oid}))
+
+    # ---- round trips: through the wire, and a local bot's beside it
+    wire, local = [], []
+    bot = await WSClient("bot").connect(h.ws_url)
+    for i in range(200):
+        t = time.perf_counter()
+        a.result(a.send("public/get_time", {}))
+        wire.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        r = await bot.call("public/get_time", {}, id=i + 1)
+        local.append(time.perf_counter() - t)
+        check(isinstance(r.get("result"), int), "bot get_time %r" % r)
+    await bot.close()
+    wire.sort()
+    local.sort()
+    sys.stderr.write("public/get_time round trip, 200 sequential: through "
+                     "redis p50 %.0f us p99 %.0f us; local bot p50 %.0f us "
+                     "p99 %.0f us\n" % (wire[100] * 1e6, wire[197] * 1e6,
+                                         local[100] * 1e6, local[197] * 1e6))
 
     # ---- counters
     r = reqs(h)
