@@ -243,6 +243,10 @@ static const struct m_metric m_table[] = {
         "Stream entries Redis accepted (XADD answered with an id)."),
     UP_VALUE("exgate_publish_bytes_total", CTR, "publish.bytes",
         "Notification bytes in the entries Redis accepted."),
+    UP_VALUE("exgate_publish_snapshots_total", CTR, "publish.snapshots",
+        "Book snapshots Redis accepted beside the streams (HSET "
+        "PREFIX:UPSTREAM:CHANNEL:snap), about one a second per book "
+        "channel, and one with each snapshot entry."),
     UP_VALUE("exgate_publish_dropped_total", CTR, "publish.dropped",
         "Notifications not written: Redis down, connecting, or too slow "
         "(the in-flight bound); their sequence numbers are spent."),

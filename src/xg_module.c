@@ -12,6 +12,7 @@
 extern const struct xg_module xg_core_module;
 extern const struct xg_module xg_gateway_module;
 extern const struct xg_venue xg_venue_deribit;
+extern const struct xg_venue xg_venue_edge;
 extern const struct xg_venue xg_venue_raw;
 extern const struct xg_venue xg_venue_binance;
 extern const struct xg_module xg_reconnect_module;
@@ -28,6 +29,7 @@ const struct xg_module *const xg_modules[] = {
 const struct xg_venue *const xg_venues[] = {
     &xg_venue_raw,
     &xg_venue_deribit,
+    &xg_venue_edge,
     &xg_venue_binance,
     NULL
 };

@@ -30,12 +30,17 @@
 /* One channel ever published: its stream key and its sequence number. */
 struct rd_chan {
     char            *name;
-    char            *key;       /* PREFIX:UPSTREAM:CHANNEL */
+    char            *key;       /* PREFIX:UPSTREAM:CHANNEL:snap, the
+                                   stream's key its first KEYLEN bytes */
     size_t           keylen;
     uint64_t         seq;       /* the last one taken */
+    uint64_t         snap_ms;   /* last snapshot tried (0: due now) */
     int              cleared;   /* its stream DELeted in this epoch */
     struct rd_chan  *hnext;
 };
+
+#define RD_SNAP_SUFFIX      ":snap"
+#define RD_SNAP_SUFFIX_LEN  (sizeof(RD_SNAP_SUFFIX) - 1)
 
 struct xg_redis {
     struct event_base              *base;
@@ -58,6 +63,7 @@ struct xg_redis {
 
     uint64_t                        published;   /* XADDs Redis accepted */
     uint64_t                        bytes;       /* their data bytes */
+    uint64_t                        snapshots;   /* HSETs Redis accepted */
     uint64_t                        dropped;     /* not written */
     uint64_t                        lost;        /* written, no answer */
     uint64_t                        errors;      /* error replies */
@@ -124,12 +130,13 @@ rd_chan_key(struct xg_redis *r, struct rd_chan *c)
 {
     const char *prefix = r->pc != NULL ? r->pc->prefix
         : XG_REDIS_DEFAULT_PREFIX;
-    size_t n = strlen(prefix) + strlen(r->name) + strlen(c->name) + 3;
+    size_t n = strlen(prefix) + strlen(r->name) + strlen(c->name) + 3
+        + RD_SNAP_SUFFIX_LEN;
 
     free(c->key);
     c->key = xg_malloc(n);
-    c->keylen = (size_t) snprintf(c->key, n, "%s:%s:%s", prefix, r->name,
-        c->name);
+    c->keylen = (size_t) snprintf(c->key, n, "%s:%s:%s" RD_SNAP_SUFFIX,
+        prefix, r->name, c->name) - RD_SNAP_SUFFIX_LEN;
 }
 
 static struct rd_chan *
@@ -186,6 +193,8 @@ rd_on_ready(void *arg, redisAsyncContext *ac)
 {
     struct xg_redis *r = arg;
     char key[XG_REDIS_MAX_PREFIX + 300];
+    struct rd_chan *c;
+    size_t i;
 
     r->ac = ac;
     r->err_logged = 0;
@@ -194,6 +203,13 @@ rd_on_ready(void *arg, redisAsyncContext *ac)
        this connection sees this epoch */
     snprintf(key, sizeof(key), "%s:%s:epoch", r->pc->prefix, r->name);
     (void) redisAsyncCommand(ac, rd_on_set, r, "SET %s %s", key, r->epoch);
+    /* this Redis may have lost the snapshots (a restart): every channel's
+       is due with its next entry */
+    for (i = 0; i < r->nbuckets; i++) {
+        for (c = r->buckets[i]; c != NULL; c = c->hnext) {
+            c->snap_ms = 0;
+        }
+    }
 }
 
 static void
@@ -237,6 +253,42 @@ rd_conn_new(struct xg_redis *r)
 
 /* ---- entries ------------------------------------------------------------- */
 
+/* The size of the oldest unanswered XADD or HSET, popped: its answer is
+   in (hiredis answers in order). */
+static uint32_t
+rd_pop(struct xg_redis *r)
+{
+    uint32_t size;
+
+    if (r->inflight == 0) {
+        return 0;   /* cannot happen: every XADD and HSET pushed one */
+    }
+    size = r->ring[r->ring_head];
+    r->ring_head = (r->ring_head + 1) % XG_REDIS_MAX_INFLIGHT;
+    r->inflight--;
+    r->inflight_bytes -= size;
+    return size;
+}
+
+/* Whether a command of LEN more bytes may be sent now. */
+static int
+rd_room(const struct xg_redis *r, size_t len)
+{
+    return r->ac != NULL
+        && r->inflight < XG_REDIS_MAX_INFLIGHT
+        && len <= XG_REDIS_MAX_INFLIGHT_BYTES - r->inflight_bytes;
+}
+
+static void
+rd_push(struct xg_redis *r, size_t len)
+{
+    size_t tail = (r->ring_head + r->inflight) % XG_REDIS_MAX_INFLIGHT;
+
+    r->ring[tail] = (uint32_t) len;
+    r->inflight++;
+    r->inflight_bytes += len;
+}
+
 static void
 rd_on_xadd(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -244,13 +296,7 @@ rd_on_xadd(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *rep = reply;
     uint32_t size;
 
-    if (r->inflight == 0) {
-        return;     /* cannot happen: every XADD pushed one */
-    }
-    size = r->ring[r->ring_head];
-    r->ring_head = (r->ring_head + 1) % XG_REDIS_MAX_INFLIGHT;
-    r->inflight--;
-    r->inflight_bytes -= size;
+    size = rd_pop(r);
     if (rep == NULL) {
         r->lost++;
         return;
@@ -275,8 +321,37 @@ rd_on_xadd(redisAsyncContext *ac, void *reply, void *priv)
     }
 }
 
-/* A DEL of a channel's stream answered: if it was not done, the next
-   entry sends it again. */
+/* A snapshot's HSET answered (a lost one is not counted: it was no
+   entry, and the next one replaces it). */
+static void
+rd_on_snap(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct xg_redis *r = priv;
+    redisReply *rep = reply;
+
+    (void) rd_pop(r);
+    if (rep == NULL) {
+        return;
+    }
+    if (rep->type == REDIS_REPLY_INTEGER) {
+        r->snapshots++;
+        return;
+    }
+    r->errors++;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        rd_copy(r->last_error, sizeof(r->last_error), rep->str, rep->len);
+    } else {
+        snprintf(r->last_error, sizeof(r->last_error), "HSET: unexpected "
+            "reply type %d", rep->type);
+    }
+    if (!r->err_logged) {
+        r->err_logged = 1;
+        rd_log(XG_LOG_ERROR, r, "HSET snapshot failed: %s", r->last_error);
+    }
+}
+
+/* A DEL of a channel's stream (and snapshot) answered: if it was not
+   done, the next entry sends it again. */
 static void
 rd_on_del(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -288,30 +363,55 @@ rd_on_del(redisAsyncContext *ac, void *reply, void *priv)
     }
 }
 
-/* See xg_redis.h. */
-void
-xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
-    size_t len)
+/*
+ * C's snapshot SNAP (SLEN bytes) as of entry C->seq, just queued: its
+ * HSET follows. Returns 0 when there is no room for it now.
+ */
+static int
+rd_snap_write(struct xg_redis *r, struct rd_chan *c, const char *snap,
+    size_t slen)
+{
+    if (!rd_room(r, slen)
+        || redisAsyncCommand(r->ac, rd_on_snap, r,
+            "HSET %b seq %llu epoch %s data %b", c->key,
+            c->keylen + RD_SNAP_SUFFIX_LEN, (unsigned long long) c->seq,
+            r->epoch, snap, slen) != REDIS_OK)
+    {
+        return 0;
+    }
+    rd_push(r, slen);
+    return 1;
+}
+
+/*
+ * An entry of CHAN: DATA is the channel's whole state itself (SELF 1),
+ * or SNAP(ARG) renders it when it is due (SNAP NULL: never).
+ */
+static void
+rd_publish(struct xg_redis *r, const char *chan, const char *data,
+    size_t len, int self, xg_redis_snap_fn *snap, void *arg)
 {
     struct rd_chan *c;
-    size_t tail;
+    uint64_t now;
+    size_t slen;
+    char *text;
 
     if (r->pc == NULL) {
         return;
     }
     c = rd_chan_get(r, chan);
     c->seq++;
-    if (r->ac == NULL || r->inflight >= XG_REDIS_MAX_INFLIGHT
-        || len > XG_REDIS_MAX_INFLIGHT_BYTES - r->inflight_bytes)
-    {
+    if (!rd_room(r, len)) {
         r->dropped++;
-        return;
+        return;     /* and no snapshot: it would claim a missing entry */
     }
     if (!c->cleared) {
         /* the channel's first entry in this epoch: the ids start again
-           at 1-0, below what an older epoch left in the stream */
-        if (redisAsyncCommand(r->ac, rd_on_del, c, "DEL %b", c->key,
-                c->keylen) != REDIS_OK)
+           at 1-0, below what an older epoch left in the stream; its
+           snapshot goes with it */
+        if (redisAsyncCommand(r->ac, rd_on_del, c, "DEL %b %b", c->key,
+                c->keylen, c->key, c->keylen + RD_SNAP_SUFFIX_LEN)
+            != REDIS_OK)
         {
             r->dropped++;
             return;
@@ -328,10 +428,42 @@ xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
         r->dropped++;
         return;
     }
-    tail = (r->ring_head + r->inflight) % XG_REDIS_MAX_INFLIGHT;
-    r->ring[tail] = (uint32_t) len;
-    r->inflight++;
-    r->inflight_bytes += len;
+    rd_push(r, len);
+    if (self) {
+        /* no room: due again with the next entry */
+        c->snap_ms = rd_snap_write(r, c, data, len) ? xg_now_ms() : 0;
+        return;
+    }
+    if (snap == NULL) {
+        return;
+    }
+    now = xg_now_ms();
+    if (c->snap_ms != 0 && now - c->snap_ms < XG_REDIS_SNAP_EVERY_MS) {
+        return;
+    }
+    /* tried at most once a second, written or not (a channel with no
+       such state, a book out of sync, no room) */
+    c->snap_ms = now;
+    if ((text = snap(arg, &slen)) != NULL) {
+        (void) rd_snap_write(r, c, text, slen);
+        free(text);
+    }
+}
+
+/* See xg_redis.h. */
+void
+xg_redis_publish(struct xg_redis *r, const char *chan, const char *data,
+    size_t len, xg_redis_snap_fn *snap, void *arg)
+{
+    rd_publish(r, chan, data, len, 0, snap, arg);
+}
+
+/* See xg_redis.h. */
+void
+xg_redis_publish_snapshot(struct xg_redis *r, const char *chan,
+    const char *data, size_t len)
+{
+    rd_publish(r, chan, data, len, 1, NULL, NULL);
 }
 
 /* An answer's XADD answered: only an error is of interest. */
@@ -536,6 +668,7 @@ xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
         for (c = r->buckets[i]; c != NULL; c = c->hnext) {
             rd_chan_key(r, c);
             c->cleared = 0;
+            c->snap_ms = 0;
         }
     }
     r->ac = NULL;
@@ -582,6 +715,8 @@ xg_redis_status(const struct xg_redis *r, json_t *obj)
     json_object_set_new(o, "published", json_integer((json_int_t)
         r->published));
     json_object_set_new(o, "bytes", json_integer((json_int_t) r->bytes));
+    json_object_set_new(o, "snapshots", json_integer((json_int_t)
+        r->snapshots));
     json_object_set_new(o, "dropped", json_integer((json_int_t) r->dropped));
     json_object_set_new(o, "lost", json_integer((json_int_t) r->lost));
     json_object_set_new(o, "errors", json_integer((json_int_t) (r->errors

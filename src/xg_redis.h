@@ -29,8 +29,21 @@
  * counted, never buffered, and its sequence number is spent all the same,
  * so a consumer sees the hole. Nothing here ever closes a client.
  *
+ * Book snapshots (issue 17): beside the stream of a channel whose state
+ * a whole-state message can give (a Deribit delta book), the hash
+ *
+ *   HSET KEY:snap seq SEQ epoch EPOCH data BYTES
+ *
+ * holds that state as of entry SEQ (SEQ included), so a late reader
+ * delivers BYTES and then reads the stream after SEQ-0. It is sent right
+ * after the XADD of entry SEQ in the same pipeline (Redis runs them in
+ * that order), only when that XADD was sent: always when the entry is a
+ * snapshot itself, otherwise at most once a second per channel
+ * (XG_REDIS_SNAP_EVERY_MS), the text rendered by the caller only then.
+ * The DEL of a new epoch takes KEY:snap with the stream.
+ *
  * Not in this slice: rediss:// (the hiredis 0.14 of Debian 12 has no
- * SSL; refused at conf time), book snapshots for late joiners, the edge.
+ * SSL; refused at conf time), the edge.
  */
 #ifndef XG_REDIS_H
 #define XG_REDIS_H
@@ -54,6 +67,8 @@ struct event_base;
 /* Unanswered commands and their bytes at most; beyond, entries drop. */
 #define XG_REDIS_MAX_INFLIGHT         16384
 #define XG_REDIS_MAX_INFLIGHT_BYTES   (32u * 1024 * 1024)
+/* A channel's snapshot is written at most this often, but on a snapshot. */
+#define XG_REDIS_SNAP_EVERY_MS        1000
 
 /* `publish ...` of one upstream (uc->publish), owned by the conf. */
 struct xg_publish_conf {
@@ -92,11 +107,29 @@ void xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc);
 int xg_redis_enabled(const struct xg_redis *r);
 
 /*
+ * The whole state of a channel as of the entry just queued, as one
+ * notification of its own (a Deribit book "snapshot"): malloc'd text (the
+ * publisher frees it) with its length in *LEN, or NULL when there is none
+ * now (not a channel with such a state, or not in sync).
+ */
+typedef char *xg_redis_snap_fn(void *arg, size_t *len);
+
+/*
  * One notification DATA (LEN bytes) on channel CHAN: its sequence number
  * is taken, then the entry is queued to Redis or, when it cannot be now,
- * dropped and counted. Never blocks, never fails loudly.
+ * dropped and counted. Once the entry is queued and the channel's
+ * snapshot is due, SNAP(ARG) (when SNAP is not NULL) renders it, and its
+ * HSET follows the XADD. Never blocks, never fails loudly.
  */
 void xg_redis_publish(struct xg_redis *r, const char *chan,
+    const char *data, size_t len, xg_redis_snap_fn *snap, void *arg);
+
+/*
+ * Same for DATA, a notification that is itself the channel's whole state
+ * (a Deribit book "snapshot"): once the entry is queued, DATA is written
+ * as the channel's snapshot too, whenever the last one was.
+ */
+void xg_redis_publish_snapshot(struct xg_redis *r, const char *chan,
     const char *data, size_t len);
 
 /*

@@ -639,14 +639,44 @@ ss_on_stale(evutil_socket_t fd, short what, void *arg)
 
 /* ---- messages from the exchange ---- */
 
+/* What the publisher's snapshot callback needs: the venue asked. */
+struct ss_snap {
+    struct xg_session      *s;
+    struct xg_reg_channel  *ch;
+};
+
+static char *
+ss_snapshot(void *arg, size_t *len)
+{
+    struct ss_snap *a = arg;
+
+    return a->s->ops->snapshot(a->s->owner, a->ch, len);
+}
+
 void
 xg_session_publish(struct xg_session *s, struct xg_reg_channel *ch,
     const char *data, size_t len)
 {
     struct xg_redis *pub = xg_upstream_publisher(s->up);
+    struct ss_snap a;
+
+    if (pub == NULL) {
+        return;
+    }
+    a.s = s;
+    a.ch = ch;
+    xg_redis_publish(pub, ch->name, data, len,
+        s->ops->snapshot != NULL ? ss_snapshot : NULL, &a);
+}
+
+void
+xg_session_publish_snapshot(struct xg_session *s, struct xg_reg_channel *ch,
+    const char *data, size_t len)
+{
+    struct xg_redis *pub = xg_upstream_publisher(s->up);
 
     if (pub != NULL) {
-        xg_redis_publish(pub, ch->name, data, len);
+        xg_redis_publish_snapshot(pub, ch->name, data, len);
     }
 }
 

@@ -185,6 +185,14 @@ struct xg_session_ops {
     void (*joined)(void *owner, void *client, struct xg_reg_channel *ch,
         int live);
     void (*left)(void *owner, void *client, struct xg_reg_channel *ch);
+    /*
+     * CH's whole state as of the message just delivered, as one
+     * notification of its own (a book snapshot), for the upstream's
+     * `publish`: malloc'd text and its length in *LEN, or NULL when the
+     * channel has none now. Asked only when one is due (xg_redis.h).
+     * NULL: the venue has no such state.
+     */
+    char *(*snapshot)(void *owner, struct xg_reg_channel *ch, size_t *len);
 
     /* ---- a rotation (NULL: every channel switches at B's first
        message, and nothing is said on A) ---- */
@@ -255,6 +263,14 @@ struct xg_session *xg_session_new(struct xg_upstream *up, const char *name,
  * registry is freed.
  */
 void xg_session_interest_stop(struct xg_session *s);
+/*
+ * Whether S takes private channels (Deribit's "user.") from the edges'
+ * interest: 1 when its own connection is authenticated, so that an
+ * edge's bots, whose requests run on that account (the core's request
+ * service), get its private channels as a local bot of it would. 0 (the
+ * default): they are ignored.
+ */
+void xg_session_interest_private(struct xg_session *s, int allow);
 /* Frees S and its timers (not the registry). */
 void xg_session_free(struct xg_session *s);
 
@@ -321,11 +337,18 @@ void xg_session_fanout(struct xg_session *s, struct xg_reg_channel *ch,
     const char *data, size_t len);
 /*
  * DATA, a notification of CH, to the upstream's `publish` (xg_redis.h)
- * when it has one: what xg_session_fanout() does first, for a venue that
- * hands a notification to its subscribers one by one (a book snapshot).
+ * when it has one: what xg_session_fanout() does first. When CH's
+ * snapshot is due, the venue's snapshot() renders it as of DATA.
  */
 void xg_session_publish(struct xg_session *s, struct xg_reg_channel *ch,
     const char *data, size_t len);
+/*
+ * Same for DATA, a notification that is CH's whole state itself (a book
+ * snapshot), for a venue that hands it to its subscribers one by one: it
+ * is also written as CH's snapshot.
+ */
+void xg_session_publish_snapshot(struct xg_session *s,
+    struct xg_reg_channel *ch, const char *data, size_t len);
 
 /* ---- a client's channels ---- */
 

@@ -79,6 +79,7 @@ struct xg_session {
                                                 (xg_session_interest.c) */
     struct xg_redis              *interest_pub; /* polled through */
     struct event                 *ev_interest;  /* the next poll */
+    int                           interest_private; /* user. taken */
 };
 
 /* What a rotation is doing (see xg_session.h). */

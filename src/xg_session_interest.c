@@ -8,7 +8,9 @@
  * subscribe path applies to them: batching, restore after a reconnect,
  * stale resubscribes, and unsubscribe_linger once a channel leaves the
  * set (and no local bot holds it). Private channels (Deribit's "user.")
- * are never taken from it: an edge's bots have no account here yet.
+ * are taken from it only when the session's own connection is
+ * authenticated (xg_session_interest_private()): an edge's bots then act
+ * on that account through the core's request service.
  *
  * A poll without an answer (Redis down) changes nothing: the channels
  * held stay held until a poll says otherwise. Without `publish` (a
@@ -31,12 +33,12 @@ si_cmp(const void *a, const void *b)
 }
 
 static int
-si_name_ok(const char *name)
+si_name_ok(const char *name, int priv)
 {
     size_t i, n = strlen(name);
 
     if (n == 0 || n > XG_SESSION_INTEREST_MAX_NAME
-        || strncmp(name, "user.", 5) == 0)
+        || (!priv && strncmp(name, "user.", 5) == 0))
     {
         return 0;
     }
@@ -121,7 +123,7 @@ si_got(void *arg, char *const *names, size_t n)
     }
     want = xg_calloc(n + 1, sizeof(*want));
     for (i = 0; i < n; i++) {
-        if (si_name_ok(names[i])) {
+        if (si_name_ok(names[i], s->interest_private)) {
             want[nok++] = names[i];
         }
     }
@@ -201,4 +203,11 @@ ss_subreq_done(struct xg_session *s, struct xg_reg_subreq *sr)
         return;
     }
     s->ops->subreq_done(s->owner, sr);
+}
+
+/* See xg_session.h. */
+void
+xg_session_interest_private(struct xg_session *s, int allow)
+{
+    s->interest_private = allow;
 }

@@ -1678,6 +1678,13 @@ xg_upstream_base(const struct xg_upstream *up)
 }
 
 /* The protocol module instance of UP, or NULL without a module. */
+const struct xg_upstream_conf *
+xg_upstream_conf_of(const struct xg_upstream *up)
+{
+    return up->conf;
+}
+
+/* See xg_venue.h. */
 void *
 xg_upstream_proto(const struct xg_upstream *up)
 {

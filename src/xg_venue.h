@@ -325,5 +325,11 @@ struct evdns_base *xg_upstream_dns(const struct xg_upstream *up);
 struct xg_url;
 void xg_upstream_set_url(struct xg_upstream *up, const struct xg_url *url);
 void *xg_upstream_proto(const struct xg_upstream *up);
+/*
+ * The conf UP runs on now (a reload replaces it: read it again, do not
+ * keep it past the next reconf).
+ */
+const struct xg_upstream_conf *xg_upstream_conf_of(
+    const struct xg_upstream *up);
 
 #endif

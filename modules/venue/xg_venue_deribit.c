@@ -1528,6 +1528,7 @@ static const struct xg_session_ops dr_session_ops = {
     .allowed = dr_allowed,
     .joined = dr_joined,
     .left = dr_left,
+    .snapshot = dr_book_snapshot,
     .cross = dr_cross,
     .cross_force = dr_cross_force,
     .cross_done = dr_cross_done,
@@ -1564,6 +1565,7 @@ dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
         conf->queue_limit, conf->queue_timeout_ms);
     dr_budget_conf(d->cf, &bc);
     xg_session_set_budget(d->s, &bc);
+    xg_session_interest_private(d->s, d->cf->auth != DR_AUTH_NONE);
     d->track.name = d->name;
     d->track.up = up;
     d->track.base = d->base;
@@ -1615,6 +1617,7 @@ dr_free(struct dr *d)
         dr_cod_free(cod);
     }
     dr_outcome_free_all(d);
+    dr_edge_free(d);
     event_free(d->ev_tick);
     event_free(d->ev_refresh);
     free(d->refresh_token);
@@ -1679,6 +1682,7 @@ dr_status(void *p, json_t *obj)
 
     dr_status_obj(d, obj);
     dr_accts_status(d, obj);
+    dr_edge_status(d, obj);
     dr_edges_status(d->edges, obj);
 }
 
@@ -1703,7 +1707,7 @@ dr_conf_free(void *p)
 }
 
 /* The per-upstream conf, with its defaults (xg_venue.h create_conf). */
-static void *
+void *
 dr_create_conf(struct xg_conf *cf)
 {
     struct dr_conf *c = xg_conf_calloc(cf, sizeof(*c), dr_conf_free);
@@ -1862,6 +1866,7 @@ dr_reconf(void *p, const struct xg_upstream_conf *conf)
     dr_budget_conf(d->cf, &bc);
     xg_session_set_budget(d->s, &bc);
     xg_session_set_stale(d->s, d->cf->stale, d->cf->nstale);
+    xg_session_interest_private(d->s, d->cf->auth != DR_AUTH_NONE);
     dr_accts_reconf(d, conf);
     if (d->edges != NULL) {
         dr_edges_reconf(d->edges, conf);
@@ -1905,6 +1910,43 @@ const struct xg_venue xg_venue_deribit = {
     NULL,       /* restart_names: a reload applies every change */
     0,          /* max_connection_age: none unless the conf says */
     NULL        /* connect: a WebSocket to the url */
+};
+
+/* A reload of an edge (xg_venue_edge.c): its Redis side, then Deribit's. */
+static int
+dr_edge_reconf_hook(void *p, const struct xg_upstream_conf *conf)
+{
+    if (dr_edge_reconf(p, conf) != XG_OK) {
+        return XG_ERROR;
+    }
+    return dr_reconf(p, conf);
+}
+
+/*
+ * `protocol edge`: the Deribit venue whose exchange is a core exgate
+ * behind Redis Streams (xg_venue_edge.c is its transport). Its bots see
+ * Deribit; its own directives are the edge's.
+ */
+const struct xg_venue xg_venue_edge = {
+    .name = "edge",
+    .commands = dr_edge_commands,
+    .create_conf = dr_edge_create_conf,
+    .create = dr_create,
+    .destroy = dr_destroy,
+    .on_open = dr_on_open,
+    .on_message = dr_on_message,
+    .on_down = dr_on_down,
+    .status = dr_status,
+    .client_open = dr_client_open,
+    .client_message = dr_client_message,
+    .client_close = dr_client_close,
+    .client_too_big = "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,"
+        "\"message\":\"request entity too large\"}}",
+    .default_path = "/ws/api/v2",
+    .dump = dr_edge_dump,
+    .rotates = 0,
+    .reconf = dr_edge_reconf_hook,
+    .connect = dr_edge_connect
 };
 
 /* An account's connection: a child upstream of a Deribit upstream, with

@@ -85,6 +85,7 @@ struct dr_conf {
     int                rate_limit;       /* the request budget: on, off */
     double             rl_max[DR_POOLS];    /* rate_limit_pool (0: */
     double             rl_refill[DR_POOLS]; /* Deribit's default) */
+    struct dr_edge_conf *edge;           /* protocol edge, else NULL */
 };
 
 /* `account NAME { auth ...; cancel_on_disconnect ...; heartbeat ...; }` */
@@ -168,6 +169,7 @@ struct dr {
     uint64_t               outcomes_by[4];   /* by enum dr_oc_result */
     uint64_t               label_seq_base;   /* xg-SEQ-N: SEQ's first */
     uint64_t               label_clients;
+    struct dr_edge        *edge;         /* protocol edge (xg_venue_edge.c) */
     struct dr_edges       *edges;        /* requests from edges, or NULL */
 };
 
@@ -214,6 +216,7 @@ struct dr_cod {
 void dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch, int live);
 void dr_book_left(struct dr_client *dc, struct xg_reg_channel *ch);
 void dr_books_left(struct dr_client *dc);
+char *dr_book_snapshot(void *p, struct xg_reg_channel *ch, size_t *len);
 void dr_cod_check(struct dr *d, struct dr_cod *cod);
 void dr_cod_free(struct dr_cod *cod);
 int dr_cod_lost(struct dr *d, struct xg_reg_req *q);
@@ -302,6 +305,22 @@ void *dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
 void dr_free(struct dr *d);
 void dr_status_obj(struct dr *d, json_t *obj);
 extern const struct xg_venue xg_venue_deribit_account;
+void *dr_create_conf(struct xg_conf *cf);
+
+/* ---- protocol edge: Deribit out of a core's Redis (xg_venue_edge.c) ---- */
+
+struct dr_edge_conf;
+struct dr_edge;
+struct xg_conf_dump;
+extern const struct xg_command dr_edge_commands[];
+void *dr_edge_create_conf(struct xg_conf *cf);
+int dr_edge_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
+    const void *conf);
+struct xg_ws *dr_edge_connect(void *p, struct xg_conn *c,
+    const struct xg_ws_opts *opts, const struct xg_ws_cbs *cbs, void *arg);
+int dr_edge_reconf(struct dr *d, const struct xg_upstream_conf *conf);
+void dr_edge_status(struct dr *d, json_t *obj);
+void dr_edge_free(struct dr *d);
 /* ---- requests from edges (xg_venue_deribit_edges.c) ---- */
 
 struct dr_edges;

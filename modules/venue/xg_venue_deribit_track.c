@@ -250,7 +250,8 @@ dr_book_parse(struct xg_track *t, const char *data, size_t len,
             (unsigned long long) xg_book_state_seq(from),
             (unsigned long long) xg_book_seq(b->book));
     }
-    xg_session_publish(d->s, ch, data, len);   /* the stream gets it */
+    /* the stream gets it, and it is the channel's snapshot there too */
+    xg_session_publish_snapshot(d->s, ch, data, len);
     {
         /* each text encoded once, shared by reference */
         struct xg_msg *snap = xg_msg_new(data, len);
@@ -357,6 +358,25 @@ dr_book_joined(struct dr_client *dc, struct xg_reg_channel *ch, int live)
         }
         b->need[b->nneed++] = dc;
     }
+}
+
+/*
+ * The session's snapshot(): CH's book as one `snapshot` notification as
+ * of the change just applied (the publish's snapshot beside the stream),
+ * or NULL when CH has no book or it is not in sync.
+ */
+char *
+dr_book_snapshot(void *p, struct xg_reg_channel *ch, size_t *len)
+{
+    struct dr_book *b = dr_book_of(ch);
+    char *s;
+
+    if (b == NULL
+        || (s = xg_venue_deribit_book_snapshot(b->book, NULL)) == NULL) {
+        return NULL;
+    }
+    *len = strlen(s);
+    return s;
 }
 
 /* DC left CH (or is gone): forget that it waits for a snapshot. */

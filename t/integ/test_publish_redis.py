@@ -260,7 +260,8 @@ async def body(h):
     rc = Resp(rport, PW)
     keys = sorted(k.decode() for k in rc.cmd("KEYS", PREFIX + ":*"))
     check(keys == sorted("%s:sim:%s" % (PREFIX, c)
-                         for c in (BOOK, TRADES, "epoch")), "keys %r" % keys)
+                         for c in (BOOK, TRADES, "epoch", BOOK + ":snap")),
+          "keys %r" % keys)
     check(rc.cmd("GET", "%s:sim:epoch" % PREFIX) == epoch.encode(),
           "epoch not written again at the reconnect")
     bseq2 = await check_stream(rc, bot, BOOK, epoch)

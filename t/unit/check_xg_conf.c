@@ -713,7 +713,8 @@ START_TEST(t_proto_directives_all_refused_on_raw)
             "protocol%s; upstream \"x\" uses raw\n", i + 2,
             (int) strcspn(lines[i], " "), lines[i],
             strncmp(lines[i], "stale", 5) == 0 ? "s deribit, binance"
-                                               : " deribit");
+            : strncmp(lines[i], "request_timeout", 15) == 0
+            ? "s deribit, edge" : " deribit");
         ck_assert_msg(strstr(errs, want) != NULL, "expected \"%s\" in \"%s\"",
             want, errs);
     }
@@ -725,6 +726,62 @@ END_TEST
  * account NAME { ... }: a name, auth required, no duplicate, only the
  * account's directives inside, a block; client_credentials account=NAME.
  */
+/* protocol edge: its url is redis://, its directives, their errors. */
+START_TEST(t_edge)
+{
+    struct xg_main_conf *mc;
+
+#define EDGE_UP(url, body) "upstream deribit {\n url " url ";\n" \
+    " protocol edge;\n" body "}\n"
+    setenv("XG_T_SECRET", "s3cr3t", 1);
+    mc = load(EDGE_UP("redis://10.0.0.5:6379",
+        " source core1;\n prefix xg:a;\n password env:XG_T_SECRET;\n"
+        " edge_id host-1.deribit;\n request_timeout 5s;\n"));
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_int_eq(mc->upstreams->url.redis, 1);
+    ck_assert_int_eq(mc->upstreams->url.port, 6379);
+    ck_assert_str_eq(mc->upstreams->url.host, "10.0.0.5");
+    xg_conf_free(mc);
+    /* the port defaults to 6379, an IPv6 address in brackets */
+    mc = load(EDGE_UP("redis://[::1]", ""));
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_int_eq(mc->upstreams->url.port, 6379);
+    xg_conf_free(mc);
+    mc = load(EDGE_UP("redis://h:7000/", ""));
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_int_eq(mc->upstreams->url.port, 7000);
+    xg_conf_free(mc);
+    expect_error(EDGE_UP("ws://h/", ""), "t.conf:1: upstream \"deribit\": "
+        "protocol edge reads from Redis: its \"url\" is "
+        "redis://HOST[:PORT]");
+    expect_error("upstream x {\n url redis://h;\n protocol deribit;\n}\n",
+        "t.conf:1: upstream \"x\": a redis:// \"url\" needs "
+        "\"protocol edge;\"");
+    expect_error("upstream x {\n url redis://h;\n}\n",
+        "a redis:// \"url\" needs \"protocol edge;\"");
+    expect_error(EDGE_UP("rediss://h", ""), "t.conf:2: \"url\": rediss:// "
+        "is not supported");
+    expect_error(EDGE_UP("redis://:pw@h", ""), "t.conf:2: \"url\": bad url "
+        "\"redis://...\" (redis://HOST[:PORT]; a password goes in "
+        "\"password\")");
+    expect_error(EDGE_UP("redis://h/3", ""), "\"url\": bad url");
+    expect_error(EDGE_UP("redis://h:99999", ""), "\"url\": bad url");
+    expect_error(EDGE_UP("redis://h", " password hunter2;\n"),
+        "t.conf:4: \"password\": env:NAME or file:PATH, never the "
+        "password itself");
+    expect_error(EDGE_UP("redis://h", " edge_id \"a b\";\n"),
+        "t.conf:4: \"edge_id\": 1 to 64 of letters");
+    expect_error(EDGE_UP("redis://h", " prefix \"a b\";\n"),
+        "t.conf:4: \"prefix\": 1 to 64 of letters");
+    expect_error(EDGE_UP("redis://h", " source \"a/b\";\n"),
+        "t.conf:4: \"source\": bad upstream name");
+    expect_error(EDGE_UP("redis://h", " auth client_credentials a "
+        "env:XG_T_SECRET;\n"), "t.conf:4: \"auth\" is a directive of "
+        "protocol deribit");
+#undef EDGE_UP
+}
+END_TEST
+
 START_TEST(t_accounts)
 {
     struct xg_main_conf *mc;
@@ -858,7 +915,7 @@ START_TEST(t_proto_directive_unknown_protocol)
         " protocol ftp;\n}\n");
     ck_assert_ptr_null(mc);
     ck_assert_str_eq(errs, "t.conf:4: \"protocol\": unknown protocol \"ftp\" "
-        "(raw, deribit, binance)\n");
+        "(raw, deribit, edge, binance)\n");
 }
 END_TEST
 
@@ -1680,6 +1737,7 @@ conf_suite(void)
     tcase_add_test(tc, t_proto_directives_all_refused_on_raw);
     tcase_add_test(tc, t_proto_directives_on_deribit);
     tcase_add_test(tc, t_accounts);
+    tcase_add_test(tc, t_edge);
     tcase_add_test(tc, t_proto_rate_limit);
     tcase_add_test(tc, t_proto_directive_unknown_protocol);
     tcase_add_test(tc, t_proto_directive_in_main);

@@ -1,0 +1,151 @@
+"""Core and edges (issue 17): a real redis-server on a free loopback
+port, exsim, the core exgate (the harness's own, upstream `sim` with
+`publish`), and edge exgates (`protocol edge`) started here, each with its
+own conf, log, admin port and listeners. Used by test_edge*.py."""
+
+import os
+import signal
+import subprocess
+import time
+
+import gateway_harness as gh
+from gateway_harness import check, free_port
+from upstream_harness import EXGATE, wait_for
+from test_publish_redis import start_redis
+
+PREFIX = "xge"
+
+
+class Edge:
+    """One edge exgate reading upstream `sim` from the core's Redis."""
+
+    def __init__(self, h, name, rport, extra="", main_extra="",
+                 password=None, level="info"):
+        self.h = h
+        self.name = name
+        self.rport = rport
+        self.extra = extra
+        self.main_extra = main_extra
+        self.password = password
+        self.level = level
+        self.ws_port = free_port()
+        self.tcp_port = free_port()
+        self.admin_port = free_port()
+        self.conf = os.path.join(h.tmp, "%s.conf" % name)
+        self.log_path = os.path.join(h.tmp, "%s.log" % name)
+        self.proc = None
+        self.ws_url = "ws://127.0.0.1:%d/ws/api/v2" % self.ws_port
+
+    def start(self):
+        pw = ""
+        env = dict(os.environ)
+        if self.password is not None:
+            pw = "    password env:XG_EDGE_REDIS_PW;\n"
+            env["XG_EDGE_REDIS_PW"] = self.password
+        with open(self.conf, "w") as f:
+            f.write("error_log stderr %s;\n%s"
+                    "upstream sim {\n"
+                    "    url redis://127.0.0.1:%d;\n"
+                    "    protocol edge;\n"
+                    "    prefix %s;\n"
+                    "    edge_id %s;\n"
+                    "    reconnect fixed { delay 100ms; }\n%s%s"
+                    "}\n"
+                    "listen 127.0.0.1:%d websocket upstream=sim;\n"
+                    "listen 127.0.0.1:%d tcp upstream=sim;\n"
+                    "admin 127.0.0.1:%d;\n"
+                    % (self.level, self.main_extra, self.rport, PREFIX,
+                       self.name, pw, self.extra, self.ws_port,
+                       self.tcp_port, self.admin_port))
+        logf = open(self.log_path, "a")
+        self.proc = subprocess.Popen([EXGATE, "-c", self.conf], stdout=logf,
+                                     stderr=logf, stdin=subprocess.DEVNULL,
+                                     env=env)
+        logf.close()
+        self.h.procs.append(self.proc)
+        wait_for(self.try_status, 10, what="%s /status" % self.name)
+        return self
+
+    def try_status(self):
+        if self.proc.poll() is not None:
+            raise gh.Fail("%s exited with %s:\n%s"
+                          % (self.name, self.proc.returncode, self.log()))
+        import json
+        import urllib.request
+        url = "http://127.0.0.1:%d/status" % self.admin_port
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return json.loads(r.read().decode())
+
+    def up(self):
+        for u in self.try_status()["upstreams"]:
+            if u["name"] == "sim":
+                return u
+        raise gh.Fail("%s: no upstream sim" % self.name)
+
+    def wait_up(self, pred, timeout, what):
+        def probe():
+            u = self.up()
+            return u if pred(u) else None
+        try:
+            return wait_for(probe, timeout, what="%s: %s" % (self.name, what))
+        except gh.Fail as e:
+            raise gh.Fail("%s; last status %r" % (e, self.up()))
+
+    def log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        """SIGTERM: exit 0 and no sanitizer report."""
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(10)
+        log = self.log()
+        check("Sanitizer" not in log and "runtime error" not in log,
+              "%s: sanitizer report in its log" % self.name)
+        check(rc == 0, "%s: exit code %r after SIGTERM" % (self.name, rc))
+
+
+class Redis:
+    """The redis-server the core publishes to, restartable on its port."""
+
+    def __init__(self, h, password=None):
+        self.h = h
+        self.port = free_port()
+        self.password = password
+        self.proc = start_redis(h, self.port, password)
+
+    def restart(self, down_s=0.3):
+        self.proc.terminate()
+        self.proc.wait(5)
+        time.sleep(down_s)
+        self.proc = start_redis(self.h, self.port, self.password)
+
+
+def start_core(h, redis, upstream_extra="", main_extra="", sim_args=(),
+               level="info"):
+    """exsim and the core exgate: upstream `sim` publishing to REDIS."""
+    gh.start(h, "    protocol deribit;\n"
+             "    publish redis://127.0.0.1:%d prefix=%s;\n"
+             "    reconnect fixed { delay 100ms; }\n%s"
+             % (redis.port, PREFIX, upstream_extra),
+             main_extra, level=level, sim_args=sim_args)
+    gh.wait_ready(h)
+    h.wait_up(lambda u: u.get("publish", {}).get("connected"), 10,
+              "publish connected")
+
+
+def restart_core(h):
+    """SIGTERM to the core (exit 0 checked), then the same conf again."""
+    gh.stop_clean(h)
+    conf = os.path.join(h.tmp, "exgate.conf")
+    logf = open(h.log_path, "a")
+    p = subprocess.Popen([EXGATE, "-c", conf], stdout=logf, stderr=logf,
+                         stdin=subprocess.DEVNULL)
+    logf.close()
+    h.procs.append(p)
+    h.gate = p
+    wait_for(h.try_status, 10, what="core /status")
+    gh.wait_ready(h)

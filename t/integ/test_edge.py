@@ -1,0 +1,197 @@
+"""Core and edges over Redis Streams (issue 17), end to end: a real
+redis-server, exsim, a core exgate (`publish`) and two edge exgates
+(`protocol edge`), each edge with a WebSocket and a TCP bot that change
+nothing compared with bots on the core (same Deribit protocol, same URL
+path, local auth).
+
+Across 10 upstream drops (exsim `drop`), 5 Redis restarts (its data lost:
+no persistence), 3 core restarts (a new epoch each) and an edge restart,
+while exsim's market moves:
+
+- no bot of an edge is ever closed (the restarted edge's own bots aside);
+- every bot's book is one chain from its single snapshot (the bridging
+  changes included) and equals exsim's book at the end;
+- every bot's trade_seq is each trade once, in order, no hole;
+- requests go through the core: public/get_time, public/get_order_book,
+  and orders: private/buy at the edge is placed at exsim (read back
+  directly), its answer carries the bot's own id, user.orders through the
+  edge shows it, private/cancel cancels it;
+- /status of the edges shows the Redis side (entries, snapshots,
+  answers, links, epoch changes).
+
+Skips (exit 77) only when /usr/bin/redis-server is missing.
+"""
+
+import asyncio
+import os
+import random
+import sys
+import time
+
+import gateway_harness as gh
+from gateway_harness import check, WSClient, TCPClient
+import edge_harness as eh
+
+BOOK = "book.BTC-PERPETUAL.100ms"
+TRADES = "trades.BTC-PERPETUAL.100ms"
+ORDERS = "user.orders.BTC-PERPETUAL.raw"
+MAIN = ("client_credentials bot env:XG_TEST_BOT_SECRET;\n")
+DROPS, REDIS_RESTARTS, CORE_RESTARTS = 10, 5, 3
+
+
+async def connect_bots(edge, tag):
+    ws = await WSClient("%s-ws" % tag).connect(edge.ws_url)
+    tcp = await TCPClient("%s-tcp" % tag).connect(edge.tcp_port)
+    for i, c in enumerate((ws, tcp)):
+        r = await c.call("public/auth", {
+            "grant_type": "client_credentials", "client_id": "bot",
+            "client_secret": "bot-secret"}, id=100 + i)
+        check("result" in r, "%s: auth %r" % (c.name, r))
+        r = await c.call("public/subscribe",
+                         {"channels": [BOOK, TRADES]}, id=200 + i)
+        check(sorted(r.get("result", [])) == sorted([BOOK, TRADES]),
+              "%s: subscribe %r" % (c.name, r))
+    for c in (ws, tcp):
+        await c.wait_notes(BOOK, 2, timeout=15)
+        await c._wait(lambda c=c: len(gh.trade_seqs(c, TRADES)) >= 1, 15,
+                      "first trade")
+    return [ws, tcp]
+
+
+def check_bot(c, bids, asks, cid):
+    b = gh.Book(c.name, BOOK)
+    b.feed(c, 0)
+    check(b.snapshots == 1, "%s: %d snapshots" % (c.name, b.snapshots))
+    check(b.change_id == cid, "%s: at change_id %s, exchange %s"
+          % (c.name, b.change_id, cid))
+    check(b.bids == bids and b.asks == asks,
+          "%s: book differs from the exchange's" % c.name)
+    s = gh.trade_seqs(c, TRADES)
+    check(gh.seq_holes(c, TRADES) == [], "%s: trade_seq holes %r"
+          % (c.name, gh.seq_holes(c, TRADES)[:5]))
+    check(c.closed is None, "%s: closed %r" % (c.name, c.closed))
+    return b.n, len(s), b.bridges
+
+
+async def settle_all(h, bots):
+    """Stops the market; every bot's book and trades against exsim's."""
+    h.control("rate 0")
+    await asyncio.sleep(1.5)
+    res = await gh.direct_call(h, "public/get_order_book",
+                               {"instrument_name": "BTC-PERPETUAL",
+                                "depth": 1000})
+    bids = {p: a for p, a in res["bids"]}
+    asks = {p: a for p, a in res["asks"]}
+    for c in bots:
+        await c._wait(lambda c=c: any(
+            m["params"]["data"].get("change_id") == res["change_id"]
+            for ch, m in c.notes[-50:] if ch == BOOK), 10,
+            "the book at change_id %s" % res["change_id"])
+    out = [check_bot(c, bids, asks, res["change_id"]) for c in bots]
+    h.control("rate 50")
+    return out
+
+
+async def orders_through(h, c, n):
+    """A buy at the edge placed at exsim, then cancelled; its answers
+    carry the bot's own ids."""
+    rid = 9000000000000 + n
+    r = await c.call("private/buy", {
+        "instrument_name": "BTC-PERPETUAL", "amount": 10, "type": "limit",
+        "price": 1000 + n, "label": "edge-%d" % n}, id=rid, timeout=10)
+    check(r.get("id") == rid and "result" in r, "%s: buy %r" % (c.name, r))
+    oid = r["result"]["order"]["order_id"]
+    opens = await gh.direct_call(h, "private/get_open_orders_by_instrument",
+                                 {"instrument_name": "BTC-PERPETUAL"})
+    check(any(o["order_id"] == oid for o in opens),
+          "%s: order %s not open at exsim" % (c.name, oid))
+    await c._wait(lambda: any(
+        isinstance(m["params"]["data"], dict)
+        and m["params"]["data"].get("order_id") == oid
+        for ch, m in c.notes if ch == ORDERS), 10, "user.orders of %s" % oid)
+    r = await c.call("private/cancel", {"order_id": oid}, id=rid + 1,
+                     timeout=10)
+    check(r.get("result", {}).get("order_state") == "cancelled",
+          "%s: cancel %r" % (c.name, r))
+    return oid
+
+
+async def body(h):
+    os.environ["XG_TEST_EXSIM_SECRET"] = "exsim-secret"
+    os.environ["XG_TEST_BOT_SECRET"] = "bot-secret"
+    rnd = random.Random(17)
+    redis = eh.Redis(h)
+    eh.start_core(h, redis,
+                  "    auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;\n",
+                  "client_auth off;\nunsubscribe_linger 3s;\n",
+                  sim_args=("--no-rate-limit", "--rate", "50"))
+    e1 = eh.Edge(h, "edge1", redis.port, main_extra=MAIN).start()
+    e2 = eh.Edge(h, "edge2", redis.port, main_extra=MAIN).start()
+    for e in (e1, e2):
+        e.wait_up(lambda u: u["state"] == "ready", 10, "ready")
+    bots1 = await connect_bots(e1, "e1")
+    bots2 = await connect_bots(e2, "e2")
+    t0 = time.monotonic()
+
+    # requests through the core
+    c = bots1[0]
+    r = await c.call("public/get_time", {}, id="t1", timeout=10)
+    check(isinstance(r.get("result"), int), "get_time %r" % r)
+    r = await c.call("private/subscribe", {"channels": [ORDERS]}, id=300,
+                     timeout=10)
+    check(r.get("result") == [ORDERS], "user.orders subscribe %r" % r)
+    await asyncio.sleep(1.5)    # the core takes it from the interest
+    await orders_through(h, c, 1)
+
+    # the faults, interleaved
+    faults = (["drop"] * DROPS + ["redis"] * REDIS_RESTARTS
+              + ["core"] * CORE_RESTARTS)
+    rnd.shuffle(faults)
+    for i, f in enumerate(faults):
+        n = bots1[0].count(BOOK)
+        await bots1[0].wait_notes(BOOK, n + 3, timeout=20)
+        if f == "drop":
+            h.control("drop")
+        elif f == "redis":
+            redis.restart()
+        else:
+            eh.restart_core(h)
+        await asyncio.sleep(0.3 + rnd.random() * 0.5)
+    # the edge restart: its bots come back on the new process
+    for c in bots2:
+        await c.close()
+    e2.stop()
+    e2.start()
+    e2.wait_up(lambda u: u["state"] == "ready", 10, "ready after restart")
+    bots2 = await connect_bots(e2, "e2b")
+    for c in bots1 + bots2:
+        await c.wait_notes(BOOK, c.count(BOOK) + 5, timeout=20)
+    await orders_through(h, bots1[1], 2)
+
+    stats = await settle_all(h, bots1 + bots2)
+    u1, u2 = e1.up(), e2.up()
+    print("%d drops, %d redis restarts, %d core restarts, 1 edge restart "
+          "in %.1f s; edge1 %s; per bot (book messages, trades, bridges) %r"
+          % (DROPS, REDIS_RESTARTS, CORE_RESTARTS, time.monotonic() - t0,
+             {k: u1["edge"].get(k) for k in (
+                 "links", "entries", "snapshots", "answers", "gaps",
+                 "epoch_changes", "requests_lost")}, stats))
+    check(u1["edge"]["epoch_changes"] >= CORE_RESTARTS,
+          "edge1 saw %d epoch changes" % u1["edge"]["epoch_changes"])
+    for c in bots1 + bots2:
+        await c.close()
+    e1.stop()
+    e2.stop()
+
+
+def sync_body(h):
+    asyncio.run(asyncio.wait_for(body(h), 240))
+    if h.gate is not None and h.gate.poll() is None:
+        gh.stop_clean(h)
+
+
+if __name__ == "__main__":
+    if not os.access("/usr/bin/redis-server", os.X_OK):
+        sys.stderr.write("SKIP: /usr/bin/redis-server is missing\n")
+        sys.exit(77)
+    gh.uh.run("edge", sync_body)
