@@ -586,6 +586,31 @@ dr_stale(void *p, struct xg_reg_channel *ch, uint64_t now)
     }
 }
 
+/*
+ * A hole in the core's stream of channel NAME (an edge: entries the core
+ * could not write, or trimmed before the edge read them): a book's chain
+ * shows it by itself (a resubscribe, a new snapshot); a sequence is
+ * fetched with the next data; anything else gets a gap notice.
+ */
+void
+dr_edge_hole(struct dr *d, const char *name)
+{
+    struct xg_reg_channel *ch = xg_registry_channel(d->reg, name);
+
+    if (ch == NULL
+        || xg_venue_deribit_book_kind(name) == XG_BOOK_DELTA)
+    {
+        return;
+    }
+    if (ch->ext != NULL) {
+        xg_track_gap(ch->ext, ch->last_data_ms, "a hole in the core's "
+            "stream");
+    } else if (!dr_chan_recovers(ch)) {
+        dr_gap_notice(d, ch, xg_now_ms() - ch->last_data_ms, "a hole in "
+            "the core's stream");
+    }
+}
+
 /* CH was resubscribed after going stale: fetches that start now. */
 static void
 dr_restale(void *p, struct xg_reg_channel *ch)

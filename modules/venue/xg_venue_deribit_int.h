@@ -321,6 +321,7 @@ struct xg_ws *dr_edge_connect(void *p, struct xg_conn *c,
 int dr_edge_reconf(struct dr *d, const struct xg_upstream_conf *conf);
 void dr_edge_status(struct dr *d, json_t *obj);
 void dr_edge_free(struct dr *d);
+void dr_edge_hole(struct dr *d, const char *name);
 /* ---- requests from edges (xg_venue_deribit_edges.c) ---- */
 
 struct dr_edges;

@@ -87,7 +87,8 @@ struct dr_edge_conf {
 
 enum el_chan_state {
     ELC_START = 0,      /* where to start is being asked */
-    ELC_SNAP,           /* a book waiting for the core's snapshot */
+    ELC_WAIT,           /* asked again soon: a book without the core's
+                           snapshot yet, or a stream of another epoch */
     ELC_READ            /* in the XREAD */
 };
 
@@ -130,6 +131,7 @@ struct dr_edge {
     uint64_t            entries, bytes, gaps, snapshots, answers;
     uint64_t            requests, requests_lost, requests_expired;
     uint64_t            stale_answers, epoch_changes, links;
+    uint64_t            stale_entries;
 };
 
 struct edge_link {
@@ -362,22 +364,57 @@ el_ask_free(struct el_ask *a)
     free(a);
 }
 
+/*
+ * Whether an entry's or a snapshot's EPOCH (LEN bytes) is the link's.
+ * An unknown link epoch (the core never wrote its key) takes it. A
+ * different one is data an older core left (the new one deletes it with
+ * its first entry) or the first of a newer core: either way it is not
+ * delivered, and the key is asked at once, which tells (el_on_epoch).
+ */
+static int
+el_epoch_is(struct edge_link *l, const char *epoch, size_t len)
+{
+    if (l->epoch[0] == '\0') {
+        snprintf(l->epoch, sizeof(l->epoch), "%.*s",
+            (int) (len > 32 ? 32 : len), epoch);
+        return 1;
+    }
+    if (strlen(l->epoch) == len && memcmp(l->epoch, epoch, len) == 0) {
+        return 1;
+    }
+    l->e->stale_entries++;
+    l->epoch_at = 0;    /* the next tick asks the key */
+    return 0;
+}
+
 /* XREVRANGE KEY + - COUNT 1: a channel starts after the stream's end. */
+static const redisReply *el_hash_get(const redisReply *rep,
+    const char *field);
+
 static void
 el_on_tail(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct el_ask *a = priv;
     struct el_chan *c = el_ask_take(ac, a);
     redisReply *rep = reply;
+    const redisReply *en, *ep;
     uint64_t seq = 0;
 
     if (c != NULL && rep != NULL && rep->type == REDIS_REPLY_ARRAY) {
         if (rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_ARRAY
-            && rep->element[0]->elements > 0
-            && rep->element[0]->element[0]->type == REDIS_REPLY_STRING)
+            && rep->element[0]->elements == 2
+            && rep->element[0]->element[0]->type == REDIS_REPLY_STRING
+            && rep->element[0]->element[1]->type == REDIS_REPLY_ARRAY)
         {
-            (void) el_seq_of_id(rep->element[0]->element[0]->str,
-                rep->element[0]->element[0]->len, &seq);
+            en = rep->element[0];
+            ep = el_hash_get(en->element[1], "epoch");
+            if (ep != NULL && !el_epoch_is(a->l, ep->str, ep->len)) {
+                c->state = ELC_WAIT;    /* an older core's: asked again */
+                el_ask_free(a);
+                return;
+            }
+            (void) el_seq_of_id(en->element[0]->str, en->element[0]->len,
+                &seq);
         }
         c->last = seq;
         c->state = ELC_READ;
@@ -415,7 +452,6 @@ el_on_snap(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *rep = reply;
     const redisReply *seq, *ep, *data;
     uint64_t s;
-    char why[160];
 
     el_ask_free(a);
     if (c == NULL || rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
@@ -429,18 +465,11 @@ el_on_snap(redisAsyncContext *ac, void *reply, void *priv)
     {
         /* not there yet: the core subscribes on our interest; the tick
            asks again */
-        c->state = ELC_SNAP;
+        c->state = ELC_WAIT;
         return;
     }
-    if (l->epoch[0] == '\0') {
-        snprintf(l->epoch, sizeof(l->epoch), "%.*s", (int) ep->len,
-            ep->str);
-    } else if (strlen(l->epoch) != ep->len
-        || memcmp(l->epoch, ep->str, ep->len) != 0)
-    {
-        snprintf(why, sizeof(why), "the core restarted: epoch %s -> %.*s",
-            l->epoch, (int) (ep->len > 32 ? 32 : ep->len), ep->str);
-        el_fail(l, why);
+    if (!el_epoch_is(l, ep->str, ep->len)) {
+        c->state = ELC_WAIT;    /* an older core's: asked again */
         return;
     }
     c->last = s;
@@ -468,7 +497,7 @@ el_chan_start(struct edge_link *l, struct el_chan *c)
     a->name = xg_strdup(c->name);
     a->gen = c->gen;
     if (c->book) {
-        c->state = ELC_SNAP;
+        c->state = ELC_START;
         r = redisAsyncCommand(l->cac, el_on_snap, a, "HGETALL %s:snap",
             c->key);
     } else {
@@ -986,17 +1015,13 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                 {
                     continue;
                 }
-                if (l->epoch[0] == '\0') {
-                    snprintf(l->epoch, sizeof(l->epoch), "%.*s",
-                        (int) (f2->len > 32 ? 32 : f2->len), f2->str);
-                } else if (strlen(l->epoch) != f2->len
-                    || memcmp(l->epoch, f2->str, f2->len) != 0)
-                {
-                    snprintf(why, sizeof(why), "the core restarted: epoch "
-                        "%s -> %.*s", l->epoch,
-                        (int) (f2->len > 32 ? 32 : f2->len), f2->str);
-                    el_fail(l, why);
-                    return;
+                if (!el_epoch_is(l, f2->str, f2->len)) {
+                    /* not this epoch's: the channel starts again soon
+                       (its stream is replaced by the new core's) */
+                    c->state = ELC_WAIT;
+                    c->asked_ms = xg_now_ms();
+                    l->dirty = 1;
+                    break;
                 }
                 if (seq <= c->last) {
                     continue;   /* seen (a snapshot's own entry) */
@@ -1007,6 +1032,8 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                         "not in the stream (trimmed, or dropped by the "
                         "core)", c->name, (unsigned long long) c->last + 1,
                         (unsigned long long) seq - 1);
+                    /* the venue repairs what it can from the next data */
+                    dr_edge_hole(l->d, c->name);
                 }
                 c->last = seq;
                 l->e->entries++;
@@ -1274,7 +1301,7 @@ el_tick(evutil_socket_t fd, short what, void *arg)
     for (i = 0; i < l->nchans; i++) {
         struct el_chan *c = l->chans[i];
 
-        if (c->state != ELC_SNAP) {
+        if (c->state != ELC_WAIT) {
             continue;
         }
         if (!c->warned && now - c->since_ms > EL_SNAP_WARN_MS) {
@@ -1471,6 +1498,8 @@ dr_edge_status(struct dr *d, json_t *obj)
         json_integer((json_int_t) e->stale_answers));
     json_object_set_new(o, "epoch_changes",
         json_integer((json_int_t) e->epoch_changes));
+    json_object_set_new(o, "stale_entries",
+        json_integer((json_int_t) e->stale_entries));
     if (l != NULL) {
         json_t *rs = json_object();
 

@@ -70,7 +70,7 @@ def check_bot(c, bids, asks, cid):
     check(gh.seq_holes(c, TRADES) == [], "%s: trade_seq holes %r"
           % (c.name, gh.seq_holes(c, TRADES)[:5]))
     check(c.closed is None, "%s: closed %r" % (c.name, c.closed))
-    return b.n, len(s), b.bridges
+    return b.n, len(s)
 
 
 async def settle_all(h, bots):
@@ -92,9 +92,10 @@ async def settle_all(h, bots):
     return out
 
 
-async def orders_through(h, c, n):
-    """A buy at the edge placed at exsim, then cancelled; its answers
-    carry the bot's own ids."""
+async def orders_through(h, c, n, watcher):
+    """A buy by C at the edge placed at exsim, then cancelled; its
+    answers carry the bot's own ids; WATCHER (a bot on user.orders) sees
+    the order."""
     rid = 9000000000000 + n
     r = await c.call("private/buy", {
         "instrument_name": "BTC-PERPETUAL", "amount": 10, "type": "limit",
@@ -105,10 +106,11 @@ async def orders_through(h, c, n):
                                  {"instrument_name": "BTC-PERPETUAL"})
     check(any(o["order_id"] == oid for o in opens),
           "%s: order %s not open at exsim" % (c.name, oid))
-    await c._wait(lambda: any(
+    await watcher._wait(lambda: any(
         isinstance(m["params"]["data"], dict)
         and m["params"]["data"].get("order_id") == oid
-        for ch, m in c.notes if ch == ORDERS), 10, "user.orders of %s" % oid)
+        for ch, m in watcher.notes if ch == ORDERS), 10,
+        "user.orders of %s" % oid)
     r = await c.call("private/cancel", {"order_id": oid}, id=rid + 1,
                      timeout=10)
     check(r.get("result", {}).get("order_state") == "cancelled",
@@ -141,7 +143,7 @@ async def body(h):
                      timeout=10)
     check(r.get("result") == [ORDERS], "user.orders subscribe %r" % r)
     await asyncio.sleep(1.5)    # the core takes it from the interest
-    await orders_through(h, c, 1)
+    await orders_through(h, c, 1, c)
 
     # the faults, interleaved
     faults = (["drop"] * DROPS + ["redis"] * REDIS_RESTARTS
@@ -166,12 +168,12 @@ async def body(h):
     bots2 = await connect_bots(e2, "e2b")
     for c in bots1 + bots2:
         await c.wait_notes(BOOK, c.count(BOOK) + 5, timeout=20)
-    await orders_through(h, bots1[1], 2)
+    await orders_through(h, bots1[1], 2, bots1[0])
 
     stats = await settle_all(h, bots1 + bots2)
     u1, u2 = e1.up(), e2.up()
     print("%d drops, %d redis restarts, %d core restarts, 1 edge restart "
-          "in %.1f s; edge1 %s; per bot (book messages, trades, bridges) %r"
+          "in %.1f s; edge1 %s; per bot (book messages, trades) %r"
           % (DROPS, REDIS_RESTARTS, CORE_RESTARTS, time.monotonic() - t0,
              {k: u1["edge"].get(k) for k in (
                  "links", "entries", "snapshots", "answers", "gaps",
