@@ -12,11 +12,16 @@ PREFIX:sim:ans:EDGE.
   of the same account and with exsim's orders_placed);
 - a request whose ts is older than request_timeout (2 s) is never run:
   no answer, exsim's orders_placed unchanged, counted stale;
-- malformed entries (no body, a bad edge name, a bad rid, a body that is
-  not JSON, a body id that is not the rid) and a local method
+- malformed entries (no body, bad edge names, a bad rid, a body that is
+  not JSON or has a NUL, a body id that is not the rid) and a local method
   (public/subscribe: -32601) are refused and counted, the readable ones
   answered with an error, and the next good request is served;
 - two edges: each stream has its own edge's answers only;
+- an edge with queue_limit (3) requests in flight (exsim holds them):
+  its next one is answered 13028 (never run); another edge's is served;
+- the exchange connection dropped with a read and an order in flight
+  (exsim's delay and hold): the read is sent again and answered, the
+  order gets 13028 and is never run;
 - the reader's connection killed (CLIENT KILL; the stream stays): the
   requests after it are served, and none before it runs twice (exsim's
   orders_placed moves by exactly the new buys);
@@ -31,12 +36,13 @@ Skips (exit 77) only when /usr/bin/redis-server is missing.
 
 import json
 import os
+import sys
 import re
 import time
 import urllib.request
 
 import gateway_harness as gh
-from gateway_harness import check, free_port
+from gateway_harness import check, free_port, WSClient
 from test_admin_metrics import PROMTOOL, Scrape
 from test_publish_redis import Resp, run_with_redis, start_redis
 
@@ -48,6 +54,7 @@ UPSTREAM = """    protocol deribit;
     auth client_credentials exsim env:XG_TEST_EXSIM_SECRET;
     reconnect fixed { delay 50ms; }
     request_timeout 2s;
+    queue_limit 3;
     publish redis://127.0.0.1:%d prefix=""" + PREFIX + """ password=env:XG_TEST_REDIS_PW;
 """
 
@@ -214,10 +221,13 @@ async def body(h):
     a.xadd(edge=a.name, rid=10, ts=now_ms(), body="{not json")
     a.xadd(edge=a.name, rid=11, ts=now_ms(), body=json.dumps(
         {"jsonrpc": "2.0", "id": 12, "method": "public/get_time"}))
+    a.xadd(edge="e" * 65, rid=13, ts=now_ms(), body="{}")   # too long
+    a.xadd(edge=a.name, rid=14, ts=now_ms(),                 # a NUL
+           body=b'{"jsonrpc":"2.0","id":14,"method":"public/get_time"\x00}')
     sub = a.send("public/subscribe", {"channels": ["ticker.%s.raw" % BTC]})
     good = a.send("public/get_time", {})
     check(isinstance(a.result(good), int), "get_time after the bad ones")
-    for bad in (10, 11):
+    for bad in (10, 11, 14):
         e = a.answer(bad)
         check(e.get("error", {}).get("code") == -32600,
               "malformed %d answered %r" % (bad, e))
@@ -227,14 +237,14 @@ async def body(h):
           "local method answered %r" % e)
     check(7 not in a.got and 8 not in a.got, "unanswerable entries answered")
     r1 = reqs(h)
-    check(r1["refused"] - r0["refused"] == 6
-          and r1["malformed"] - r0["malformed"] == 5
+    check(r1["refused"] - r0["refused"] == 8
+          and r1["malformed"] - r0["malformed"] == 7
           and r1["served"] - r0["served"] == 1,
           "counts before %r after %r" % (r0, r1))
 
     # ---- two edges: their own answers only
-    ra = [a.send("public/get_time", {}) for _ in range(5)]
-    rb = [b.send("public/get_time", {}) for _ in range(5)]
+    ra = [a.send("public/get_time", {}) for _ in range(3)]   # queue_limit
+    rb = [b.send("public/get_time", {}) for _ in range(3)]
     for x in ra:
         a.result(x)
     for x in rb:
@@ -243,10 +253,48 @@ async def body(h):
     b.poll(300)
     check(set(b.got) == set(rb), "edge B got %r, sent %r" % (sorted(b.got),
                                                              rb))
-    check(set(a.got) <= a.sent | {10, 11}, "edge A got answers it did not "
+    check(set(a.got) <= a.sent | {10, 11, 14}, "edge A got answers it did not "
           "ask for: %r" % sorted(set(a.got) - a.sent))
     check(not set(a.got) & set(rb), "edge A got edge B's answers")
     check(reqs(h)["edges"] == 2, "edges %r" % reqs(h))
+
+    # ---- queue_limit (3) requests of one edge in flight: the next is
+    # refused at once, the other edge is not held up
+    h.control("hold public/get_time 800")
+    held = [b.send("public/get_time", {}) for _ in range(3)]
+    h.wait_up(lambda u: u["publish"]["requests"]["in_flight"] == 3, 2,
+              "edge B's 3 requests in flight")
+    over = b.send("public/get_time", {})
+    e = b.answer(over)
+    check(e.get("error", {}).get("code") == 13028
+          and "queue_limit" in e["error"]["data"]["reason"],
+          "over queue_limit: %r" % e)
+    other = a.send("public/get_time", {})
+    for x in held + [other]:
+        check(isinstance((b if x in b.sent else a).result(x), int),
+              "held get_time %d" % x)
+    h.control("hold public/get_time 0")
+
+    # ---- in flight when the exchange connection drops: the read is sent
+    # again, the order is not (13028), as for a local bot
+    p0 = placed(h)
+    h.control("hold private/buy 3000")
+    h.control("delay public/get_time 3000")
+    buy = a.send("private/buy", {"instrument_name": BTC, "amount": 10,
+                                 "type": "limit", "price": 995})
+    read = a.send("public/get_time", {})
+    h.wait_up(lambda u: u["pending_requests"] == 2, 2, "both in flight")
+    time.sleep(0.1)             # written to exsim (loopback)
+    h.control("drop")
+    h.control("delay public/get_time 0")
+    e = a.answer(buy)
+    check(e.get("error", {}).get("code") == 13028, "order in flight at the "
+          "drop answered %r, want 13028" % e)
+    check(isinstance(a.result(read), int), "the read was not replayed")
+    h.control("hold private/buy 0")
+    time.sleep(0.2)
+    check(placed(h) == p0, "the held buy ran after the drop")
+    gh.wait_ready(h)
 
     # ---- the reader's connection killed: on from its last id, none twice
     p0 = placed(h)
@@ -288,6 +336,25 @@ async def body(h):
     check(placed(h) == p0 + 1, "after the restart: orders_placed %d, want "
           "%d" % (placed(h), p0 + 1))
     a.result(a.send("private/cancel", {"order_id": oid}))
+
+    # ---- round trips: through the wire, and a local bot's beside it
+    wire, local = [], []
+    bot = await WSClient("bot").connect(h.ws_url)
+    for i in range(200):
+        t = time.perf_counter()
+        a.result(a.send("public/get_time", {}))
+        wire.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        r = await bot.call("public/get_time", {}, id=i + 1)
+        local.append(time.perf_counter() - t)
+        check(isinstance(r.get("result"), int), "bot get_time %r" % r)
+    await bot.close()
+    wire.sort()
+    local.sort()
+    sys.stderr.write("public/get_time round trip, 200 sequential: through "
+                     "redis p50 %.0f us p99 %.0f us; local bot p50 %.0f us "
+                     "p99 %.0f us\n" % (wire[100] * 1e6, wire[197] * 1e6,
+                                         local[100] * 1e6, local[197] * 1e6))
 
     # ---- counters
     r = reqs(h)
