@@ -273,6 +273,39 @@ static const struct m_metric m_table[] = {
         "publish.requests.in_flight",
         "Edges' requests run and not yet answered."),
 
+    /* ---- upstream: an edge reading a core's Redis (protocol edge) ---- */
+    { "exgate_edge_connected", GAUGE, "1 when both of the edge's Redis "
+      "connections (commands, reads) are up, else 0.",
+      UP, M_IS, "edge.state", NULL, "connected", 0, NULL, NULL },
+    UP_VALUE("exgate_edge_entries_total", CTR, "edge.entries",
+        "Stream entries delivered to the edge's venue."),
+    UP_VALUE("exgate_edge_bytes_total", CTR, "edge.bytes",
+        "Their data bytes."),
+    { "exgate_edge_lag_seconds", GAUGE, "Age of the last entry delivered "
+      "(the core's clock against the edge's).",
+      UP, M_VALUE, "edge.lag_ms", NULL, NULL, 0.001, NULL, NULL },
+    UP_VALUE("exgate_edge_gaps_total", CTR, "edge.gaps",
+        "Holes in a stream (entries the core dropped, or trimmed before "
+        "the edge read them)."),
+    UP_VALUE("exgate_edge_snapshots_total", CTR, "edge.snapshots",
+        "Books started from the core's snapshot."),
+    UP_VALUE("exgate_edge_links_total", CTR, "edge.links",
+        "Links to the core made (one, plus one per core restart)."),
+    UP_VALUE("exgate_edge_epoch_changes_total", CTR, "edge.epoch_changes",
+        "Core restarts seen (a new epoch)."),
+    UP_VALUE("exgate_edge_requests_total", CTR, "edge.requests",
+        "Requests sent to the core."),
+    UP_VALUE("exgate_edge_answers_total", CTR, "edge.answers",
+        "Answers from the core handed to the venue."),
+    UP_VALUE("exgate_edge_requests_lost_total", CTR, "edge.requests_lost",
+        "Orders written to Redis whose write was not acknowledged before "
+        "the connection went (13028)."),
+    UP_VALUE("exgate_edge_requests_expired_total", CTR,
+        "edge.requests_expired",
+        "Requests that could not be written within queue_timeout."),
+    UP_VALUE("exgate_edge_in_flight", GAUGE, "edge.in_flight",
+        "Requests sent to the core and not answered."),
+
     /* ---- listeners ---- */
     { "exgate_listener_info", GAUGE, "The listener's kind and upstream, as "
       "labels; always 1.",

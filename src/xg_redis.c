@@ -420,10 +420,11 @@ rd_publish(struct xg_redis *r, const char *chan, const char *data,
     }
     /* the id is the seq: an edge resumes with XREAD ... SEQ-0 */
     if (redisAsyncCommand(r->ac, rd_on_xadd, r,
-            "XADD %b MAXLEN ~ %llu %llu-0 seq %llu epoch %s data %b",
+            "XADD %b MAXLEN ~ %llu %llu-0 seq %llu epoch %s ts %llu data %b",
             c->key, c->keylen, (unsigned long long) r->pc->maxlen,
             (unsigned long long) c->seq, (unsigned long long) c->seq,
-            r->epoch, data, len) != REDIS_OK)
+            r->epoch, (unsigned long long) (xg_wall_us() / 1000), data,
+            len) != REDIS_OK)
     {
         r->dropped++;
         return;

@@ -8,7 +8,7 @@
  * in an upstream block appends every notification the upstream fans out
  * on a channel to the stream PREFIX:UPSTREAM:CHANNEL with
  *
- *   XADD KEY MAXLEN ~ N SEQ-0 seq SEQ epoch EPOCH data BYTES
+ *   XADD KEY MAXLEN ~ N SEQ-0 seq SEQ epoch EPOCH ts MS data BYTES
  *
  * SEQ counts the channel's notifications (1, 2, ...) and is also the
  * entry's id, so an edge resumes with XREAD ... STREAMS KEY LAST_SEQ-0.

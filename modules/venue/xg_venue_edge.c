@@ -132,6 +132,8 @@ struct dr_edge {
     uint64_t            requests, requests_lost, requests_expired;
     uint64_t            stale_answers, epoch_changes, links;
     uint64_t            stale_entries;
+    uint64_t            lag_ms;         /* the last entry's age */
+    char                last_id[48];    /* the last entry delivered */
 };
 
 struct edge_link {
@@ -932,6 +934,20 @@ el_send(void *lp, const void *data, size_t len)
 
 /* ---- reading ---------------------------------------------------------------- */
 
+/* An entry's age (its core's wall clock, unix ms, against ours: the
+   hosts' clocks must agree, NTP's tens of microseconds). */
+static void
+el_lag(struct dr_edge *e, const redisReply *ts)
+{
+    uint64_t t, now;
+
+    if (ts == NULL || el_seq_of_id(ts->str, ts->len, &t) != XG_OK) {
+        return;
+    }
+    now = xg_wall_us() / 1000;
+    e->lag_ms = now > t ? now - t : 0;
+}
+
 static void
 el_on_read(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -1036,6 +1052,9 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                     dr_edge_hole(l->d, c->name);
                 }
                 c->last = seq;
+                el_lag(l->e, el_hash_get(en->element[1], "ts"));
+                snprintf(l->e->last_id, sizeof(l->e->last_id), "%.*s",
+                    (int) en->element[0]->len, en->element[0]->str);
                 l->e->entries++;
                 l->e->bytes += f3->len;
                 if (xg_ws_link_message(l->ws, f3->str, f3->len) != XG_OK) {
@@ -1500,6 +1519,9 @@ dr_edge_status(struct dr *d, json_t *obj)
         json_integer((json_int_t) e->epoch_changes));
     json_object_set_new(o, "stale_entries",
         json_integer((json_int_t) e->stale_entries));
+    json_object_set_new(o, "lag_ms", json_integer((json_int_t) e->lag_ms));
+    json_object_set_new(o, "last_id", e->last_id[0] != '\0'
+        ? json_string(e->last_id) : json_null());
     if (l != NULL) {
         json_t *rs = json_object();
 
@@ -1514,6 +1536,10 @@ dr_edge_status(struct dr *d, json_t *obj)
             json_integer((json_int_t) waiting));
         json_object_set_new(o, "in_flight",
             json_integer((json_int_t) l->nreqs));
+        json_object_set_new(o, "state", json_string(
+            xg_rconn_state(l->cmd) == XG_RCONN_READY
+            && xg_rconn_state(l->rd) == XG_RCONN_READY ? "connected"
+            : "disconnected"));
         json_object_set_new(rs, "cmd",
             json_string(xg_rconn_state_name(l->cmd)));
         json_object_set_new(rs, "read",

@@ -276,6 +276,17 @@ upstream b {
     account desk-1 { auth client_signature env:XG_T_ID env:XG_T_SECRET; cancel_on_disconnect on; heartbeat 30s; }
 }
 CONF
+cat > "$T/conf.d/e.conf" <<'CONF'
+upstream e {
+    url redis://127.0.0.1:6390;
+    protocol edge;
+    source b;
+    prefix core;
+    password env:XG_T_SECRET;
+    edge_id host-1.e;
+    request_timeout 4s;
+}
+CONF
 cat > "$T/conf.d/d.conf" <<'CONF'
 upstream d {
     url wss://fstream.binance.com;
@@ -348,9 +359,9 @@ cmp -s "$tmp/dump1" "$tmp/dump2" || fail "-T is not a fixed point: $(diff "$tmp/
 # apply (it uses exponential), nor include.
 $X -T -c "$S/conf/exgate.conf" > "$tmp/dump3" 2>/dev/null || fail "-T default conf"
 while read -r ctx name; do
-    # the default conf has a deribit upstream: raw's and binance's
+    # the default conf has a deribit upstream: raw's, binance's and edge's
     # directives do not apply
-    case "$ctx" in reconnect:fixed|upstream:raw|upstream:binance|any) continue ;; esac
+    case "$ctx" in reconnect:fixed|upstream:raw|upstream:binance|upstream:edge|any) continue ;; esac
     grep -Eq "^\s*(# )?$name( |;|:|\$)" "$tmp/dump3" \
         || fail "-T of the default conf lacks \"$name\" ($ctx)"
 done <<< "$names"

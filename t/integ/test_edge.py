@@ -38,6 +38,7 @@ import time
 import gateway_harness as gh
 from gateway_harness import check, WSClient, TCPClient
 import edge_harness as eh
+from test_admin_metrics import Scrape
 
 BOOK = "book.BTC-PERPETUAL.100ms"
 TRADES = "trades.BTC-PERPETUAL.100ms"
@@ -225,8 +226,23 @@ async def body(h):
              {k: u1["edge"].get(k) for k in (
                  "links", "entries", "snapshots", "answers", "gaps",
                  "epoch_changes", "requests_lost")}, stats))
-    check(u1["edge"]["epoch_changes"] >= CORE_RESTARTS,
-          "edge1 saw %d epoch changes" % u1["edge"]["epoch_changes"])
+    check(u1["edge"]["epoch_changes"] == CORE_RESTARTS
+          and u1["edge"]["links"] == CORE_RESTARTS + 1,
+          "edge1 saw %d epoch changes, made %d links"
+          % (u1["edge"]["epoch_changes"], u1["edge"]["links"]))
+    check(u1["edge"]["state"] == "connected"
+          and u1["edge"]["redis"]["connects"] >= 2,
+          "edge1 redis side %r" % u1["edge"])
+    # /metrics of an edge: promtool-clean, and as /status says
+    m = Scrape(e1)
+    check(m.get("exgate_edge_connected", upstream="sim") == 1,
+          "exgate_edge_connected")
+    check(m.get("exgate_edge_epoch_changes_total", upstream="sim")
+          == CORE_RESTARTS, "exgate_edge_epoch_changes_total")
+    check(m.get("exgate_edge_entries_total", upstream="sim")
+          >= u1["edge"]["entries"], "exgate_edge_entries_total")
+    check(0 <= m.get("exgate_edge_lag_seconds", upstream="sim") < 5,
+          "exgate_edge_lag_seconds")
     for c in bots1 + bots2:
         await c.close()
     e1.stop()
