@@ -1971,6 +1971,7 @@ const struct xg_venue xg_venue_edge = {
     .dump = dr_edge_dump,
     .rotates = 0,
     .reconf = dr_edge_reconf_hook,
+    .restart_names = dr_edge_restart_names,
     .connect = dr_edge_connect
 };
 

@@ -313,6 +313,7 @@ struct dr_edge_conf;
 struct dr_edge;
 struct xg_conf_dump;
 extern const struct xg_command dr_edge_commands[];
+extern const char *const dr_edge_restart_names[];
 void *dr_edge_create_conf(struct xg_conf *cf);
 int dr_edge_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     const void *conf);

@@ -1667,6 +1667,11 @@ dr_edge_set(struct xg_conf *cf, const struct xg_conf_stmt *st,
 
 static const struct xg_conf_bounds el_bounds_timeout = { 0, 3600 * 1000 };
 
+/* What a reload cannot change under a running edge: another core. */
+const char *const dr_edge_restart_names[] = {
+    "url", "source", "prefix", "edge_id", NULL
+};
+
 const struct xg_command dr_edge_commands[] = {
     { "source", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_edge_set, 0, NULL },
     { "prefix", XG_CONF_UPSTREAM | XG_CONF_TAKE1, dr_edge_set, 0, NULL },
@@ -1709,39 +1714,29 @@ dr_edge_dump(struct xg_conf_dump *dd, const struct xg_command *cmd,
 }
 
 /*
- * A reload: the same core (address, password, prefix, source, edge id)
- * goes on with the link's connections following the new timeouts and
- * policy; another one restarts the upstream (XG_ERROR).
+ * A reload the upstream goes on through (a change of url, source,
+ * prefix or edge_id restarts it instead: dr_edge_restart_names): the
+ * link's connections follow the new timeouts and policy, and a new
+ * password (the same env: or file: with another value too) at once.
  */
 int
 dr_edge_reconf(struct dr *d, const struct xg_upstream_conf *conf)
 {
-    const struct dr_edge_conf *a = d->cf->edge, *b;
     const struct dr_conf *nc = conf->proto_conf;
+    const struct dr_edge_conf *b = nc != NULL ? nc->edge : NULL;
     struct xg_addr addr;
 
-    b = nc != NULL ? nc->edge : NULL;
-    if (a == NULL || b == NULL
-        || strcmp(a->prefix, b->prefix) != 0
-        || strcmp(a->source, b->source) != 0
-        || (a->edge_id == NULL) != (b->edge_id == NULL)
-        || (a->edge_id != NULL && strcmp(a->edge_id, b->edge_id) != 0)
-        || (a->password == NULL) != (b->password == NULL)
-        || (a->password != NULL && strcmp(a->password, b->password) != 0))
-    {
+    if (b == NULL) {
         return XG_ERROR;
     }
     memset(&addr, 0, sizeof(addr));
     snprintf(addr.host, sizeof(addr.host), "%s", conf->url.host);
     addr.port = conf->url.port;
-    if (d->edge != NULL && d->edge->link != NULL
-        && !xg_rconn_same(d->edge->link->cmd, &addr, b->password))
-    {
-        return XG_ERROR;
-    }
     if (d->edge != NULL && d->edge->link != NULL) {
         xg_rconn_reconf(d->edge->link->cmd, conf);
         xg_rconn_reconf(d->edge->link->rd, conf);
+        xg_rconn_retarget(d->edge->link->cmd, &addr, b->password);
+        xg_rconn_retarget(d->edge->link->rd, &addr, b->password);
     }
     return XG_OK;
 }

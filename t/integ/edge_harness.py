@@ -34,14 +34,13 @@ class Edge:
         self.conf = os.path.join(h.tmp, "%s.conf" % name)
         self.log_path = os.path.join(h.tmp, "%s.log" % name)
         self.proc = None
+        self.prefix = PREFIX
         self.ws_url = "ws://127.0.0.1:%d/ws/api/v2" % self.ws_port
 
-    def start(self):
+    def _write_conf(self, password):
         pw = ""
-        env = dict(os.environ)
-        if self.password is not None:
+        if password is not None:
             pw = "    password env:XG_EDGE_REDIS_PW;\n"
-            env["XG_EDGE_REDIS_PW"] = self.password
         with open(self.conf, "w") as f:
             f.write("error_log stderr %s;\n%s"
                     "upstream sim {\n"
@@ -54,9 +53,15 @@ class Edge:
                     "listen 127.0.0.1:%d websocket upstream=sim;\n"
                     "listen 127.0.0.1:%d tcp upstream=sim;\n"
                     "admin 127.0.0.1:%d;\n"
-                    % (self.level, self.main_extra, self.rport, PREFIX,
+                    % (self.level, self.main_extra, self.rport, self.prefix,
                        self.name, pw, self.extra, self.ws_port,
                        self.tcp_port, self.admin_port))
+
+    def start(self):
+        env = dict(os.environ)
+        if self.password is not None:
+            env["XG_EDGE_REDIS_PW"] = self.password
+        self._write_conf(self.password)
         logf = open(self.log_path, "a")
         self.proc = subprocess.Popen([EXGATE, "-c", self.conf], stdout=logf,
                                      stderr=logf, stdin=subprocess.DEVNULL,
@@ -65,6 +70,24 @@ class Edge:
         self.h.procs.append(self.proc)
         wait_for(self.try_status, 10, what="%s /status" % self.name)
         return self
+
+    def reload(self, extra, prefix=PREFIX):
+        """The conf again with EXTRA in the upstream block (and PREFIX),
+        SIGHUP; waits until /status counts the reload; returns whether it
+        went well."""
+        self.extra = extra
+        self.prefix = prefix
+        before = self.try_status()["reloads"]
+        self._write_conf(self.password)
+        self.proc.send_signal(signal.SIGHUP)
+        end = time.monotonic() + 10
+        while True:
+            now = self.try_status()["reloads"]
+            if now["ok"] + now["error"] > before["ok"] + before["error"]:
+                return now["ok"] > before["ok"]
+            check(time.monotonic() < end, "%s: reload not done in 10 s"
+                  % self.name)
+            time.sleep(0.1)
 
     def try_status(self):
         if self.proc.poll() is not None:

@@ -22,6 +22,8 @@ while exsim's market moves:
   edge's request_timeout (3 s), and the core, resumed later, does not run
   it (it is older than the core's request_timeout: counted stale); exsim
   never sees it;
+- reloads: a new request_timeout keeps the link and the bots; another
+  prefix restarts the edge's upstream (its bots closed with 1001);
 - /status of the edges shows the Redis side (entries, snapshots,
   answers, links, epoch changes).
 
@@ -217,6 +219,25 @@ async def body(h):
           "labels open at exsim %r" % labels)
     req = h.up()["publish"]["requests"]
     check(req.get("stale", 0) >= 1, "core requests %r" % req)
+
+    # a reload that keeps the core (a new request_timeout): the link
+    # stays, the bots see nothing; one that names another prefix
+    # restarts the upstream (its bots closed with 1001, as for any
+    # upstream whose change cannot be applied in place)
+    links = e1.up()["edge"]["links"]
+    check(e1.reload("    request_timeout 4s;\n"), "edge1 reload refused")
+    await asyncio.sleep(0.5)
+    check(e1.up()["edge"]["links"] == links, "the reload remade the link")
+    for c in bots1:
+        await c.wait_notes(BOOK, c.count(BOOK) + 3, timeout=10)
+    check(e2.reload("", prefix="other"), "edge2 reload refused")
+    for c in bots2:
+        await c.wait_closed(timeout=10)
+        check(c.closed[0] in (1001, "eof"), "%s: closed %r"
+              % (c.name, c.closed))
+    check(e2.reload(""), "edge2 reload back refused")
+    e2.wait_up(lambda u: u["state"] == "ready", 10, "ready after reloads")
+    bots2 = await connect_bots(e2, "e2c")
 
     stats = await settle_all(h, bots1 + bots2)
     u1, u2 = e1.up(), e2.up()
