@@ -271,6 +271,12 @@ void xg_session_interest_stop(struct xg_session *s);
  * default): they are ignored.
  */
 void xg_session_interest_private(struct xg_session *s, int allow);
+/*
+ * Whether NAME may stand in the interest set: 1 to 256 bytes, no spaces,
+ * quotes, backslashes or control bytes, and a private ("user.") one only
+ * with PRIV. What an edge declares is what a core takes.
+ */
+int xg_session_interest_name_ok(const char *name, int priv);
 /* Frees S and its timers (not the registry). */
 void xg_session_free(struct xg_session *s);
 

@@ -32,8 +32,9 @@ si_cmp(const void *a, const void *b)
     return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-static int
-si_name_ok(const char *name, int priv)
+/* See xg_session.h. */
+int
+xg_session_interest_name_ok(const char *name, int priv)
 {
     size_t i, n = strlen(name);
 
@@ -123,7 +124,7 @@ si_got(void *arg, char *const *names, size_t n)
     }
     want = xg_calloc(n + 1, sizeof(*want));
     for (i = 0; i < n; i++) {
-        if (si_name_ok(names[i], s->interest_private)) {
+        if (xg_session_interest_name_ok(names[i], s->interest_private)) {
             want[nok++] = names[i];
         }
     }

@@ -47,6 +47,7 @@
 #include "xg_conf.h"
 #include "xg_log.h"
 #include "xg_rconn.h"
+#include "xg_session.h"
 #include "xg_redis.h"
 #include "xg_upstream.h"
 #include "xg_venue.h"
@@ -547,24 +548,6 @@ el_interest(struct edge_link *l, struct el_chan **cs, size_t n)
     free(argl);
 }
 
-static int
-el_name_ok(const char *name)
-{
-    size_t i, n = strlen(name);
-
-    if (n == 0 || n > 256) {
-        return 0;
-    }
-    for (i = 0; i < n; i++) {
-        if ((unsigned char) name[i] <= ' ' || name[i] == '"'
-            || name[i] == '\\' || (unsigned char) name[i] >= 0x7f)
-        {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static void
 el_subscribe(struct edge_link *l, const char *vid, json_t *params)
 {
@@ -578,7 +561,7 @@ el_subscribe(struct edge_link *l, const char *vid, json_t *params)
     json_array_foreach(chs, i, v) {
         const char *name = json_string_value(v);
 
-        if (name == NULL || !el_name_ok(name)) {
+        if (name == NULL || !xg_session_interest_name_ok(name, 1)) {
             if (name != NULL) {
                 el_log(XG_LOG_INFO, l, "%s: not a channel name: refused",
                     name);
