@@ -596,10 +596,10 @@ set_upstream(struct xg_conf *cf, const struct xg_conf_stmt *st,
 
         if (pm != NULL && pm->connect != NULL && !uc->url.redis) {
             xg_conf_error(cf, st, "upstream \"%s\": protocol %s reads "
-                "from Redis: its \"url\" is redis://HOST[:PORT]", uc->name,
-                pm->name);
+                "from Redis: its \"url\" is redis[s]://HOST[:PORT]",
+                uc->name, pm->name);
         } else if (pm != NULL && pm->connect == NULL && uc->url.redis) {
-            xg_conf_error(cf, st, "upstream \"%s\": a redis:// \"url\" "
+            xg_conf_error(cf, st, "upstream \"%s\": a redis[s]:// \"url\" "
                 "needs \"protocol edge;\"", uc->name);
         }
     }
@@ -629,28 +629,29 @@ set_url(struct xg_conf *cf, const struct xg_conf_stmt *st,
     const char *a = st->args[1];
     char ws[600];
 
-    if (strncmp(a, "rediss://", 9) == 0) {
-        return xg_conf_error(cf, st, "\"url\": rediss:// is not supported: "
-            "the hiredis of this build has no TLS (use redis:// on a "
-            "trusted network or through a TLS tunnel)");
-    }
-    if (strncmp(a, "redis://", 8) == 0) {
-        /* redis://HOST[:PORT][/]: no credentials (`password`), no db */
-        snprintf(ws, sizeof(ws), "ws://%s", a + 8);
-        if (strlen(a) >= sizeof(ws) - 8 || strpbrk(a + 8, "@?#") != NULL
+    if (strncmp(a, "redis://", 8) == 0 || strncmp(a, "rediss://", 9) == 0) {
+        /* redis[s]://HOST[:PORT][/]: no credentials (`password`), no db;
+           rediss:// is TLS, verified with tls_ca and tls_verify */
+        int tls = a[5] == 's';
+        const char *hp = a + (tls ? 9 : 8);
+
+        snprintf(ws, sizeof(ws), "ws://%s", hp);
+        if (strlen(a) >= sizeof(ws) - 8 || strpbrk(hp, "@?#") != NULL
             || xg_conf_parse_url(ws, &uc->url) != XG_OK
             || strcmp(uc->url.path, "/") != 0)
         {
             return xg_conf_error(cf, st, "\"url\": bad url \"%s\" "
-                "(redis://HOST[:PORT]; a password goes in \"password\")",
-                strchr(a, '@') != NULL ? "redis://..." : a);
+                "(redis[s]://HOST[:PORT]; a password goes in "
+                "\"password\")", strchr(a, '@') != NULL
+                ? (tls ? "rediss://..." : "redis://...") : a);
         }
-        if (strchr(a + 8 + (a[8] == '[' ? strcspn(a + 8, "]") : 0), ':')
+        if (strchr(hp + (hp[0] == '[' ? strcspn(hp, "]") : 0), ':')
             == NULL)
         {
             uc->url.port = 6379;
         }
         uc->url.redis = 1;
+        uc->url.tls = tls;
         uc->url_set = 1;
         return XG_OK;
     }

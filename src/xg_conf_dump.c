@@ -207,7 +207,8 @@ xg_conf_fmt_url(const struct xg_url *u, char *buf, size_t len)
         snprintf(port, sizeof(port), ":%u", u->port);
     }
     if (u->redis) {
-        snprintf(buf, len, "redis://%s%s%s%s", v6 ? "[" : "", u->host,
+        snprintf(buf, len, "%s://%s%s%s%s", u->tls ? "rediss" : "redis",
+            v6 ? "[" : "", u->host,
             v6 ? "]" : "", port);
         return buf;
     }

@@ -10,6 +10,7 @@
 #include "xg_rconn.h"
 #include "xg_log.h"
 #include "xg_reconnect.h"
+#include "xg_rtls.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +35,10 @@ struct xg_rconn {
     void                           *arg;
 
     redisAsyncContext              *ac;
+    struct xg_rtls                 *tun;        /* rediss://: its tunnel */
+    int                             tls;
+    char                           *tls_ca;
+    int                             tls_verify;
     enum xg_rconn_state             state;
     struct xg_reconnect             rc;
     struct event                   *ev_retry;
@@ -116,6 +121,17 @@ rc_close(struct xg_rconn *r)
         ac->data = NULL;
         redisAsyncFree(ac);
     }
+    xg_rtls_free(r->tun);
+    r->tun = NULL;
+}
+
+/* REASON, or what the TLS tunnel says failed first. */
+static const char *
+rc_why(const struct xg_rconn *r, const char *reason)
+{
+    const char *w = r->tun != NULL ? xg_rtls_why(r->tun) : NULL;
+
+    return w != NULL && strcmp(w, "closed by hiredis") != 0 ? w : reason;
 }
 
 /* The connection failed or went down for REASON: the next try is
@@ -188,7 +204,8 @@ rc_on_auth(redisAsyncContext *ac, void *reply, void *priv)
         snprintf(why, sizeof(why), "auth failed: %.*s",
             (int) (rep->len > 120 ? 120 : rep->len), rep->str);
     } else {
-        snprintf(why, sizeof(why), "auth failed: no answer");
+        snprintf(why, sizeof(why), "auth failed: %s",
+            rc_why(r, "no answer"));
     }
     r->auth_errors++;
     rc_close(r);
@@ -211,6 +228,8 @@ rc_on_connect(const redisAsyncContext *cac, int status)
             ac->errstr[0] != '\0' ? ac->errstr : "error");
         ac->data = NULL;
         r->ac = NULL;
+        xg_rtls_free(r->tun);
+        r->tun = NULL;
         rc_failed_at(r, XG_LOG_WARN, why);
         return;
     }
@@ -239,7 +258,10 @@ rc_on_disconnect(const redisAsyncContext *cac, int status)
     r->ac = NULL;
     r->disconnects++;
     snprintf(why, sizeof(why), "connection lost: %s",
-        ac->err != 0 && ac->errstr[0] != '\0' ? ac->errstr : "closed");
+        rc_why(r, ac->err != 0 && ac->errstr[0] != '\0' ? ac->errstr
+        : "closed"));
+    xg_rtls_free(r->tun);
+    r->tun = NULL;
     rc_failed_at(r, XG_LOG_WARN, why);
 }
 
@@ -277,14 +299,28 @@ rc_connect(struct xg_rconn *r)
 
     r->attempts++;
     r->state = XG_RCONN_CONNECTING;
-    ac = redisAsyncConnect(r->addr.host, r->addr.port);
+    if (r->tls) {
+        r->tun = xg_rtls_new(r->base, r->addr.host, r->addr.port, r->tls_ca,
+            r->tls_verify, why, sizeof(why));
+        if (r->tun == NULL) {
+            rc_failed_at(r, XG_LOG_WARN, why);
+            return;
+        }
+        ac = redisAsyncConnectUnix(xg_rtls_path(r->tun));
+    } else {
+        ac = redisAsyncConnect(r->addr.host, r->addr.port);
+    }
     if (ac == NULL) {
+        xg_rtls_free(r->tun);
+        r->tun = NULL;
         rc_failed_at(r, XG_LOG_WARN, "connect failed: out of memory");
         return;
     }
     if (ac->err != 0) {
         snprintf(why, sizeof(why), "connect failed: %s", ac->errstr);
         redisAsyncFree(ac);
+        xg_rtls_free(r->tun);
+        r->tun = NULL;
         rc_failed_at(r, XG_LOG_WARN, why);
         return;
     }
@@ -360,8 +396,20 @@ xg_rconn_free(struct xg_rconn *r)
         OPENSSL_cleanse(r->password, strlen(r->password));
         free(r->password);
     }
+    free(r->tls_ca);
     free(r->prefix);
     free(r);
+}
+
+/* See xg_rconn.h. */
+void
+xg_rconn_set_tls(struct xg_rconn *r, int tls, const char *tls_ca,
+    int tls_verify)
+{
+    r->tls = tls;
+    free(r->tls_ca);
+    r->tls_ca = tls_ca != NULL ? xg_strdup(tls_ca) : NULL;
+    r->tls_verify = tls_verify;
 }
 
 /* See xg_rconn.h. */

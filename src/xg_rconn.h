@@ -65,6 +65,14 @@ struct xg_rconn *xg_rconn_new(struct event_base *base, const char *prefix,
     const struct xg_addr *addr, const char *password,
     const struct xg_upstream_conf *uc, const struct xg_rconn_cbs *cbs,
     void *arg);
+/*
+ * rediss://: with TLS 1, each attempt goes through a TLS tunnel
+ * (xg_rtls.h), the chain checked against TLS_CA (copied; NULL: the
+ * system store) and the host, unless TLS_VERIFY is 0. From the next
+ * attempt on.
+ */
+void xg_rconn_set_tls(struct xg_rconn *rc, int tls, const char *tls_ca,
+    int tls_verify);
 /* Drops the connection (no on_down) and frees RC. NULL is fine. */
 void xg_rconn_free(struct xg_rconn *rc);
 /* Connects now (again, after a stop or a give-up; attempts start anew). */

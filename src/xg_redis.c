@@ -248,6 +248,7 @@ rd_conn_new(struct xg_redis *r)
         (unsigned) r->pc->addr.port);
     r->conn = xg_rconn_new(r->base, prefix, &r->pc->addr, r->pc->password,
         r->uc, &rd_conn_cbs, r);
+    xg_rconn_set_tls(r->conn, r->pc->tls, r->uc->tls_ca, r->uc->tls_verify);
     xg_rconn_start(r->conn);
 }
 
@@ -654,6 +655,7 @@ xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
 
     again = old == NULL || uc->publish == NULL
         || strcmp(old->prefix, uc->publish->prefix) != 0
+        || old->tls != uc->publish->tls
         || r->conn == NULL
         || !xg_rconn_same(r->conn, &uc->publish->addr,
             uc->publish->password);
@@ -702,7 +704,8 @@ xg_redis_status(const struct xg_redis *r, json_t *obj)
         return;
     }
     o = json_object();
-    snprintf(url, sizeof(url), "redis://%s", xg_rconn_where(r->conn));
+    snprintf(url, sizeof(url), "%s://%s", r->pc->tls ? "rediss" : "redis",
+        xg_rconn_where(r->conn));
     json_object_set_new(o, "url", json_string(url));
     json_object_set_new(o, "state", json_string(
         xg_rconn_state_name(r->conn)));
@@ -817,21 +820,18 @@ rd_set_publish(struct xg_conf *cf, const struct xg_conf_stmt *st,
     if (uc->publish != NULL) {
         return xg_conf_error(cf, st, "\"publish\" is duplicate");
     }
-    if (strncmp(a, "rediss://", 9) == 0) {
-        return xg_conf_error(cf, st, "\"publish\": rediss:// (TLS) is not "
-            "supported: this build's hiredis has no SSL; use redis:// on a "
-            "trusted network or a TLS tunnel");
-    }
-    if (strncmp(a, "redis://", 8) != 0) {
+    if (strncmp(a, "redis://", 8) != 0 && strncmp(a, "rediss://", 9) != 0) {
         return xg_conf_error(cf, st, "\"publish\": bad url \"%.*s...\" "
-            "(redis://[:PASSWORD_REF@]HOST[:PORT])", (int) strcspn(a, ":@"),
-            a);
+            "(redis[s]://[:PASSWORD_REF@]HOST[:PORT])",
+            (int) strcspn(a, ":@"), a);
     }
     pc = xg_conf_calloc(cf, sizeof(*pc), rd_conf_free);
     pc->file = st->file;
     pc->line = st->line;
     pc->maxlen = XG_REDIS_DEFAULT_MAXLEN;
-    hp = a + 8;
+    /* rediss://: TLS, verified with the upstream's tls_ca and tls_verify */
+    pc->tls = a[5] == 's';
+    hp = a + (pc->tls ? 9 : 8);
     at = strrchr(hp, '@');
     if (at != NULL) {
         if (hp[0] != ':' || (size_t) (at - hp - 1) >= sizeof(spec)) {
@@ -922,7 +922,8 @@ rd_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     }
     xg_conf_dump_begin(d);
     xg_conf_dump_word(d, cmd->name);
-    snprintf(buf, sizeof(buf), "redis://%s", xg_conf_fmt_addr(&pc->addr,
+    snprintf(buf, sizeof(buf), "%s://%s", pc->tls ? "rediss" : "redis",
+        xg_conf_fmt_addr(&pc->addr,
         addr, sizeof(addr)));
     xg_conf_dump_word(d, buf);
     xg_conf_dump_kv(d, "prefix", pc->prefix);

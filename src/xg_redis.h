@@ -79,6 +79,7 @@ struct xg_publish_conf {
     char        *password_src;  /* env:NAME or file:PATH, for -T */
     char        *prefix;
     uint64_t     maxlen;
+    int          tls;           /* rediss:// (src/xg_rtls.h) */
 };
 
 /* The module that owns `publish` (listed in src/xg_module.c). */

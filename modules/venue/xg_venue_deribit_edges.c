@@ -661,10 +661,12 @@ de_target(struct dr_edges *es, const struct xg_upstream_conf *uc)
             (unsigned) pc->addr.port);
         es->conn = xg_rconn_new(es->d->base, prefix, &pc->addr,
             pc->password, uc, &de_conn_cbs, es);
+        xg_rconn_set_tls(es->conn, pc->tls, uc->tls_ca, uc->tls_verify);
         xg_rconn_start(es->conn);
         return;
     }
     xg_rconn_reconf(es->conn, uc);
+    xg_rconn_set_tls(es->conn, pc->tls, uc->tls_ca, uc->tls_verify);
     if (xg_rconn_state(es->conn) == XG_RCONN_OFF) {
         xg_rconn_start(es->conn);
     }

@@ -1457,6 +1457,8 @@ dr_edge_connect(void *p, struct xg_conn *conn, const struct xg_ws_opts *opts,
         d->name, xg_conn_id(conn), addr.host, addr.port);
     l->rd = xg_rconn_new(d->base, pfx, &addr, ec->password, uc, &el_rd_cbs,
         l);
+    xg_rconn_set_tls(l->cmd, uc->url.tls, uc->tls_ca, uc->tls_verify);
+    xg_rconn_set_tls(l->rd, uc->url.tls, uc->tls_ca, uc->tls_verify);
     xg_rconn_start(l->cmd);
     xg_rconn_start(l->rd);
     return l->ws;
@@ -1652,7 +1654,7 @@ static const struct xg_conf_bounds el_bounds_timeout = { 0, 3600 * 1000 };
 
 /* What a reload cannot change under a running edge: another core. */
 const char *const dr_edge_restart_names[] = {
-    "url", "source", "prefix", "edge_id", NULL
+    "url", "tls_ca", "tls_verify", "source", "prefix", "edge_id", NULL
 };
 
 const struct xg_command dr_edge_commands[] = {

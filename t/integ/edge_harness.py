@@ -20,7 +20,7 @@ class Edge:
     """One edge exgate reading upstream `sim` from the core's Redis."""
 
     def __init__(self, h, name, rport, extra="", main_extra="",
-                 password=None, level="info"):
+                 password=None, level="info", scheme="redis"):
         self.h = h
         self.name = name
         self.rport = rport
@@ -34,6 +34,7 @@ class Edge:
         self.conf = os.path.join(h.tmp, "%s.conf" % name)
         self.log_path = os.path.join(h.tmp, "%s.log" % name)
         self.proc = None
+        self.scheme = scheme
         self.prefix = PREFIX
         self.ws_url = "ws://127.0.0.1:%d/ws/api/v2" % self.ws_port
 
@@ -44,7 +45,7 @@ class Edge:
         with open(self.conf, "w") as f:
             f.write("error_log stderr %s;\n%s"
                     "upstream sim {\n"
-                    "    url redis://127.0.0.1:%d;\n"
+                    "    url %s://127.0.0.1:%d;\n"
                     "    protocol edge;\n"
                     "    prefix %s;\n"
                     "    edge_id %s;\n"
@@ -53,7 +54,8 @@ class Edge:
                     "listen 127.0.0.1:%d websocket upstream=sim;\n"
                     "listen 127.0.0.1:%d tcp upstream=sim;\n"
                     "admin 127.0.0.1:%d;\n"
-                    % (self.level, self.main_extra, self.rport, self.prefix,
+                    % (self.level, self.main_extra, self.scheme, self.rport,
+                       self.prefix,
                        self.name, pw, self.extra, self.ws_port,
                        self.tcp_port, self.admin_port))
 

@@ -753,16 +753,22 @@ START_TEST(t_edge)
     xg_conf_free(mc);
     expect_error(EDGE_UP("ws://h/", ""), "t.conf:1: upstream \"deribit\": "
         "protocol edge reads from Redis: its \"url\" is "
-        "redis://HOST[:PORT]");
+        "redis[s]://HOST[:PORT]");
     expect_error("upstream x {\n url redis://h;\n protocol deribit;\n}\n",
-        "t.conf:1: upstream \"x\": a redis:// \"url\" needs "
+        "t.conf:1: upstream \"x\": a redis[s]:// \"url\" needs "
         "\"protocol edge;\"");
     expect_error("upstream x {\n url redis://h;\n}\n",
-        "a redis:// \"url\" needs \"protocol edge;\"");
-    expect_error(EDGE_UP("rediss://h", ""), "t.conf:2: \"url\": rediss:// "
-        "is not supported");
+        "a redis[s]:// \"url\" needs \"protocol edge;\"");
+    /* rediss://: TLS, the same port by default */
+    mc = load(EDGE_UP("rediss://h", ""));
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    ck_assert_int_eq(mc->upstreams->url.tls, 1);
+    ck_assert_int_eq(mc->upstreams->url.port, 6379);
+    xg_conf_free(mc);
+    expect_error(EDGE_UP("rediss://:pw@h", ""), "t.conf:2: \"url\": bad url "
+        "\"rediss://...\"");
     expect_error(EDGE_UP("redis://:pw@h", ""), "t.conf:2: \"url\": bad url "
-        "\"redis://...\" (redis://HOST[:PORT]; a password goes in "
+        "\"redis://...\" (redis[s]://HOST[:PORT]; a password goes in "
         "\"password\")");
     expect_error(EDGE_UP("redis://h/3", ""), "\"url\": bad url");
     expect_error(EDGE_UP("redis://h:99999", ""), "\"url\": bad url");
@@ -1627,6 +1633,17 @@ START_TEST(t_publish_values)
     free(text);
     xg_conf_free(mc);
 
+    /* rediss://: TLS (src/xg_rtls.h), written back as such */
+    mc = load(PUB_UP("publish rediss://10.0.0.5:6380;"));
+    ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
+    pc = mc->upstreams->publish;
+    ck_assert_int_eq(pc->tls, 1);
+    ck_assert_uint_eq(pc->addr.port, 6380);
+    text = dump(mc);
+    ck_assert_ptr_nonnull(strstr(text, "publish rediss://10.0.0.5:6380 "));
+    free(text);
+    xg_conf_free(mc);
+
     mc = load(PUB_UP("publish redis://[::1]:7000 "
         "password=env:XG_T_REDIS_PW maxlen=100000000;"));
     ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
@@ -1641,9 +1658,8 @@ END_TEST
 START_TEST(t_publish_errors)
 {
     setenv("XG_T_REDIS_PW", "pw-never-shown", 1);
-    expect_error(PUB_UP("publish rediss://127.0.0.1:6379;"),
-        "t.conf:2: \"publish\": rediss:// (TLS) is not supported: this "
-        "build's hiredis has no SSL");
+    expect_error(PUB_UP("publish rediss://;"),
+        "t.conf:2: \"publish\": bad url: no host");
     expect_error(PUB_UP("publish http://127.0.0.1:6379;"),
         "t.conf:2: \"publish\": bad url \"http...\"");
     expect_error(PUB_UP("publish redis://;"),
