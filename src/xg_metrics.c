@@ -284,6 +284,9 @@ static const struct m_metric m_table[] = {
     { "exgate_edge_lag_seconds", GAUGE, "Age of the last entry delivered "
       "(the core's clock against the edge's).",
       UP, M_VALUE, "edge.lag_ms", NULL, NULL, 0.001, NULL, NULL },
+    UP_VALUE("exgate_edge_lag_entries", GAUGE, "edge.lag_entries",
+        "Entries the edge is behind the end of its most behind stream "
+        "(polled every 2 s)."),
     UP_VALUE("exgate_edge_gaps_total", CTR, "edge.gaps",
         "Holes in a stream (entries the core dropped, or trimmed before "
         "the edge read them)."),

@@ -68,6 +68,8 @@
 #define EL_COUNT            1000     /* XREAD COUNT per stream */
 #define EL_READ_GRACE_MS    5000     /* an XREAD past BLOCK + this: dead */
 #define EL_EPOCH_POLL_MS    1000
+#define EL_LAG_POLL_MS      2000     /* the streams' ends, for lag_entries */
+#define EL_LAG_POLL_MAX     1000     /* channels asked per poll at most */
 #define EL_SNAP_RETRY_MS    200
 #define EL_SNAP_WARN_MS     10000
 #define EL_ANS_MAXLEN       10000
@@ -134,6 +136,9 @@ struct dr_edge {
     uint64_t            stale_answers, epoch_changes, links;
     uint64_t            stale_entries;
     uint64_t            lag_ms;         /* the last entry's age */
+    uint64_t            lag_entries;    /* behind the streams' ends, at
+                                           the last poll (the largest) */
+    uint64_t            lag_poll;       /* the poll being summed */
     char                last_id[48];    /* the last entry delivered */
 };
 
@@ -167,7 +172,8 @@ struct edge_link {
     struct el_out          *out, **out_tail;
     struct event           *ev_out;
     struct event           *ev_tick;
-    uint64_t                epoch_at, interest_at;
+    uint64_t                epoch_at, interest_at, lag_at;
+    size_t                  lag_next;   /* the round robin of the poll */
 };
 
 static void el_read(struct edge_link *l);
@@ -1272,6 +1278,69 @@ static const struct xg_rconn_cbs el_rd_cbs = {
     el_rd_ready, el_rd_down, NULL
 };
 
+/* XREVRANGE KEY + - COUNT 1 of the lag poll: how far behind. */
+static void
+el_on_lag(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct el_ask *a = priv;
+    struct el_chan *c = el_ask_take(ac, a);
+    redisReply *rep = reply;
+    uint64_t seq;
+
+    if (c != NULL && c->state == ELC_READ && rep != NULL
+        && rep->type == REDIS_REPLY_ARRAY && rep->elements > 0
+        && rep->element[0]->type == REDIS_REPLY_ARRAY
+        && rep->element[0]->elements > 0
+        && rep->element[0]->element[0]->type == REDIS_REPLY_STRING
+        && el_seq_of_id(rep->element[0]->element[0]->str,
+            rep->element[0]->element[0]->len, &seq) == XG_OK
+        && seq > c->last && seq - c->last > a->l->e->lag_poll)
+    {
+        a->l->e->lag_poll = seq - c->last;
+    }
+    el_ask_free(a);
+}
+
+/* The end of the lag poll (a PING after its XREVRANGEs): its result. */
+static void
+el_on_lag_done(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct edge_link *l = priv;
+
+    if (ac->data == NULL || l->cac != ac || reply == NULL) {
+        return;
+    }
+    l->e->lag_entries = l->e->lag_poll;
+}
+
+/* Asks the end of up to EL_LAG_POLL_MAX streams read, round robin. */
+static void
+el_lag_poll(struct edge_link *l)
+{
+    struct el_ask *a;
+    struct el_chan *c;
+    size_t i, n = l->nchans < EL_LAG_POLL_MAX ? l->nchans : EL_LAG_POLL_MAX;
+
+    l->e->lag_poll = 0;
+    for (i = 0; i < n; i++) {
+        c = l->chans[(l->lag_next + i) % l->nchans];
+        if (c->state != ELC_READ) {
+            continue;
+        }
+        a = xg_calloc(1, sizeof(*a));
+        a->l = l;
+        a->name = xg_strdup(c->name);
+        a->gen = c->gen;
+        if (redisAsyncCommand(l->cac, el_on_lag, a,
+                "XREVRANGE %s + - COUNT 1", c->key) != REDIS_OK)
+        {
+            el_ask_free(a);
+        }
+    }
+    l->lag_next = l->nchans > 0 ? (l->lag_next + n) % l->nchans : 0;
+    (void) redisAsyncCommand(l->cac, el_on_lag_done, l, "PING");
+}
+
 /* Every EL_TICK_MS: interest, the epoch, books waiting, deadlines. */
 static void
 el_tick(evutil_socket_t fd, short what, void *arg)
@@ -1295,6 +1364,10 @@ el_tick(evutil_socket_t fd, short what, void *arg)
         l->epoch_at = now;
         (void) redisAsyncCommand(l->cac, el_on_epoch, l, "GET %s:epoch",
             l->src);
+    }
+    if (now - l->lag_at >= EL_LAG_POLL_MS) {
+        l->lag_at = now;
+        el_lag_poll(l);
     }
     if (now - l->interest_at >= XG_REDIS_INTEREST_TTL_MS / 3) {
         l->interest_at = now;
@@ -1505,6 +1578,8 @@ dr_edge_status(struct dr *d, json_t *obj)
     json_object_set_new(o, "stale_entries",
         json_integer((json_int_t) e->stale_entries));
     json_object_set_new(o, "lag_ms", json_integer((json_int_t) e->lag_ms));
+    json_object_set_new(o, "lag_entries",
+        json_integer((json_int_t) e->lag_entries));
     json_object_set_new(o, "last_id", e->last_id[0] != '\0'
         ? json_string(e->last_id) : json_null());
     if (l != NULL) {

@@ -264,6 +264,8 @@ async def body(h):
           >= u1["edge"]["entries"], "exgate_edge_entries_total")
     check(0 <= m.get("exgate_edge_lag_seconds", upstream="sim") < 5,
           "exgate_edge_lag_seconds")
+    check(0 <= m.get("exgate_edge_lag_entries", upstream="sim") < 1000,
+          "exgate_edge_lag_entries")
     for c in bots1 + bots2:
         await c.close()
     e1.stop()
