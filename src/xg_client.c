@@ -340,7 +340,9 @@ xg_client_fanout_new(struct event_base *base)
 {
     struct xg_fanout *fo = xg_calloc(1, sizeof(*fo));
 
-    fo->ev = event_new(base, -1, 0, fanout_on_pass, fo);
+    /* persistent, never added: active once a pass, without the
+       event_del libevent does for a plain event each time it runs */
+    fo->ev = event_new(base, -1, EV_PERSIST, fanout_on_pass, fo);
     if (fo->ev == NULL) {
         free(fo);
         return NULL;

@@ -94,6 +94,10 @@ struct xg_ws {
     const unsigned char     *rx_whole;
     size_t                   rx_whole_len;
     unsigned                 rx_tag:1;      /* see ws_rx_tag */
+    unsigned                 rx_frag:1;     /* wslay is inside a fragmented
+                                               message (see ws_rx_whole) */
+    unsigned                 rx_inplace:1;  /* on_message has a message in
+                                               the input (ws_rx_whole) */
     unsigned char            rx_hdr[XG_WSPROTO_MAX_FRAME_HEADER];
     size_t                   rx_nhdr;       /* header bytes seen so far */
     uint64_t                 rx_left;       /* payload bytes to pass */

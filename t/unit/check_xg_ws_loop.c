@@ -1212,19 +1212,18 @@ START_TEST(test_bytes_glued_to_101)
 }
 END_TEST
 
-/* Our client opened against a raw server that answered 101; LFD its. */
+/* Our client (options O) opened against a raw server that answered 101;
+   LFD its listener. */
 static struct raw *
-raw_server_open(int *lfd)
+raw_server_open_opts(int *lfd, struct xg_ws_opts *o)
 {
-    struct xg_ws_opts o;
     struct raw *r;
     char key[25], acc[29], resp[512];
     uint16_t port;
     int n;
 
-    default_opts(&o);
     *lfd = raw_listen(&port);
-    r = raw_server_accept(*lfd, &o, key);
+    r = raw_server_accept(*lfd, o, key);
     xg_wsproto_accept(key, 24, acc);
     n = snprintf(resp, sizeof(resp), "HTTP/1.1 101 Switching "
         "Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -1234,6 +1233,146 @@ raw_server_open(int *lfd)
     ck_assert_int_eq(cli.opened, 1);
     return r;
 }
+
+/* Our client opened against a raw server that answered 101; LFD its. */
+static struct raw *
+raw_server_open(int *lfd)
+{
+    struct xg_ws_opts o;
+
+    default_opts(&o);
+    return raw_server_open_opts(lfd, &o);
+}
+
+/* Our client, given BUF in one send: its messages, then its close code. */
+static void
+client_gets(struct xg_ws_opts *o, const unsigned char *buf, size_t n,
+    int nmsg)
+{
+    struct raw *r;
+    int lfd;
+
+    free(cli.msg);
+    memset(&cli, 0, sizeof(cli));
+    r = raw_server_open_opts(&lfd, o);
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.downs, 3000);
+    ck_assert_int_eq(cli.nmsg, nmsg);
+    raw_free(r);
+    close(lfd);
+}
+
+/*
+ * Whole unfragmented text frames glued in one read (what an upstream
+ * receives most), next to the frames that are not such and must get what
+ * they got from wslay: each refused as before, the messages before them
+ * delivered as sent. 7-bit, 16-bit and empty payloads; then a masked text
+ * frame (1002), a 16-bit length that fits 7 bits (1002), a text frame
+ * over max_message (1009), a close from the server (its code), a
+ * fragmented text message whose continuation is glued to its start, and
+ * bad UTF-8 in a whole frame (1007).
+ */
+START_TEST(test_client_whole_frames)
+{
+    unsigned char buf[4096], pay[1200];
+    struct xg_ws_opts o;
+    size_t n;
+
+    default_opts(&o);
+    memset(pay, 'p', sizeof(pay));
+    n = mkframe(buf, 1, 1, "one", 3, NULL);
+    n += mkframe(buf + n, 1, 1, pay, 200, NULL);
+    n += mkframe(buf + n, 1, 1, "", 0, NULL);
+    n += mkframe(buf + n, 1, 1, "four", 4, NULL);
+    n += mkframe(buf + n, 1, 1, "masked", 6, M);
+    n += mkframe(buf + n, 1, 1, "after", 5, NULL);
+    client_gets(&o, buf, n, 4);
+    ck_assert(cli.msg_len == 4 && memcmp(cli.msg, "four", 4) == 0);
+    ck_assert_msg(strstr(cli.reason, "1002") != NULL, "%s", cli.reason);
+
+    n = mkframe(buf, 1, 1, "one", 3, NULL);
+    buf[n++] = 0x81;
+    buf[n++] = 126;
+    buf[n++] = 0;
+    buf[n++] = 5;
+    memcpy(buf + n, "short", 5);
+    n += 5;
+    client_gets(&o, buf, n, 1);
+    ck_assert_msg(strstr(cli.reason, "1002") != NULL, "%s", cli.reason);
+
+    o.max_message = 1000;
+    n = mkframe(buf, 1, 1, pay, 1000, NULL);
+    n += mkframe(buf + n, 1, 1, pay, 1001, NULL);
+    n += mkframe(buf + n, 1, 1, "after", 5, NULL);
+    client_gets(&o, buf, n, 1);
+    ck_assert_uint_eq(cli.msg_len, 1000);
+    ck_assert_msg(strstr(cli.reason, "1009") != NULL, "%s", cli.reason);
+    default_opts(&o);
+
+    n = mkframe(buf, 1, 1, "one", 3, NULL);
+    n += mkframe(buf + n, 1, 1, "two", 3, NULL);
+    n += mkframe(buf + n, 1, 8, "\x03\xe9" "bye", 5, NULL);
+    n += mkframe(buf + n, 1, 1, "after", 5, NULL);
+    client_gets(&o, buf, n, 2);
+    ck_assert(cli.msg_len == 3 && memcmp(cli.msg, "two", 3) == 0);
+    ck_assert_int_eq(cli.close_code, 1001);
+
+    n = mkframe(buf, 0, 1, "fr", 2, NULL);
+    n += mkframe(buf + n, 1, 0, "ag", 2, NULL);
+    n += mkframe(buf + n, 1, 1, "next", 4, NULL);
+    n += mkframe(buf + n, 1, 1, "bad \xc0\x80", 6, NULL);
+    n += mkframe(buf + n, 1, 1, "after", 5, NULL);
+    client_gets(&o, buf, n, 2);
+    ck_assert(cli.msg_len == 4 && memcmp(cli.msg, "next", 4) == 0);
+    ck_assert_msg(strstr(cli.reason, "1007") != NULL, "%s", cli.reason);
+}
+END_TEST
+
+/*
+ * Whole text frames glued in one read, the owner closing or freeing the
+ * connection from on_message at the first: a close goes on with the
+ * messages already read (wslay did the same), our close frame goes out and
+ * the connection ends at the close timeout; a free delivers no more.
+ */
+START_TEST(test_client_whole_frames_owner)
+{
+    unsigned char buf[256];
+    struct raw *r;
+    size_t n;
+    int lfd;
+
+    n = mkframe(buf, 1, 1, "one", 3, NULL);
+    n += mkframe(buf + n, 1, 1, "two", 3, NULL);
+    n += mkframe(buf + n, 1, 1, "three", 5, NULL);
+    r = raw_server_open(&lfd);
+    cli.close_in_msg = 1000;
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.downs, 3000);
+    ck_assert_int_eq(cli.nmsg, 3);
+    ck_assert(cli.msg_len == 5 && memcmp(cli.msg, "three", 5) == 0);
+    ck_assert_str_eq(cli.reason, "close timeout");
+    RUN_UNTIL(raw_pump(r) && r->len >= 8, 500);
+    ck_assert_uint_ge(r->len, 8);
+    ck_assert_int_eq(r->buf[0], 0x88);         /* our close, masked */
+    ck_assert_int_eq((r->buf[6] ^ r->buf[2]) << 8 | (r->buf[7] ^ r->buf[3]),
+        1000);
+    raw_free(r);
+    close(lfd);
+
+    free(cli.msg);
+    memset(&cli, 0, sizeof(cli));
+    n = mkframe(buf, 1, 1, "one", 3, NULL);
+    n += mkframe(buf + n, 1, 1, "two", 3, NULL);
+    r = raw_server_open(&lfd);
+    cli.free_in_msg = 1;
+    raw_send(r, buf, n);
+    RUN_UNTIL(cli.nmsg > 1, 300);
+    ck_assert_int_eq(cli.nmsg, 1);
+    ck_assert_int_eq(cli.downs, 0);
+    raw_free(r);
+    close(lfd);
+}
+END_TEST
 
 /*
  * What a client connection receives: text (UTF-8, one frame and
@@ -1917,6 +2056,8 @@ ws_loop_suite(void)
     tcase_add_test(tc, test_client_receives_text_binary);
     tcase_add_test(tc, test_client_rx_tag_split);
     tcase_add_test(tc, test_client_rx_tag_glued);
+    tcase_add_test(tc, test_client_whole_frames);
+    tcase_add_test(tc, test_client_whole_frames_owner);
     tcase_add_test(tc, test_output_len_and_drain);
     tcase_add_test(tc, test_send_invalid_utf8_refused);
     tcase_add_test(tc, test_free_inside_callback);
