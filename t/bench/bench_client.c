@@ -73,6 +73,7 @@ struct conn {
     uint64_t     *next_seq;     /* per channel: last seq + 1, 0: none */
     uint64_t     *restored;     /* per channel: restore cycle seen */
     uint64_t      got;          /* flat out: messages since the rate */
+    uint32_t     *win_got;      /* per channel: deliveries in the window */
     char          key[XG_WSPROTO_KEY_LEN + 1];
 };
 
@@ -96,6 +97,7 @@ static struct {
     const char  *label;
     int          cpu_pids[8];   /* the system under test, for its CPU */
     int          ncpu_pids;
+    int          sync;          /* --sync: the window opens when told */
     /* state */
     struct event_base *base;
     struct conn *c;
@@ -627,6 +629,7 @@ on_message(struct conn *c, const char *m, size_t len, uint64_t now)
         }
         if (B.in_window) {
             B.deliveries++;
+            c->win_got[ch]++;
             B.bytes += len;
             bench_hist_add(&B.h_send, (int64_t) (now - ts));
             if (B.rate > 0) {
@@ -1267,6 +1270,37 @@ stdin_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* ---- sync: a window opened at a time the driver gives -------------------- */
+
+/*
+ * --sync: once every connection is answered the client prints
+ * {"ready":N} and waits for "start NS" on stdin, NS a CLOCK_MONOTONIC time
+ * in nanoseconds (the clock is the machine's, so two clients given the
+ * same NS measure over the same window, e.g. one on a core and one on an
+ * edge). "quit" ends the run.
+ */
+static void
+sync_cb(evutil_socket_t fd, short what, void *arg)
+{
+    char line[128];
+    ssize_t r = read(0, line, sizeof(line) - 1);
+    unsigned long long at;
+    uint64_t now;
+
+    if (r <= 0 || strncmp(line, "quit", 4) == 0) {
+        B.failed = 1;
+        finish();
+        return;
+    }
+    line[r] = '\0';
+    if (sscanf(line, "start %llu", &at) != 1) {
+        fprintf(stderr, "bench_client: sync: bad line %s", line);
+        return;
+    }
+    now = now_ns();
+    arm(B.tick, at > now ? (double) (at - now) / 1e9 : 0);
+}
+
 /* ---- the whole run ------------------------------------------------------ */
 
 static void
@@ -1299,12 +1333,41 @@ all_acked(void)
            answer would skip what it sent flat out in the meantime */
         B.t_rate = now_ns();
         rs_send(cmd);
+    } else if (B.mode == M_RUN && B.sync) {
+        printf("{\"ready\":%d}\n", B.nacked);
+        fflush(stdout);
+        B.stdin_ev = event_new(B.base, 0, EV_READ | EV_PERSIST, sync_cb,
+            NULL);
+        event_add(B.stdin_ev, NULL);
     } else if (B.mode == M_RUN) {
         arm(B.tick, B.warmup_s);
     } else if (B.mode == M_HOLD) {
         printf("{\"subscribed\":%d,\"failed\":%d}\n", B.nacked, B.nclosed);
         fflush(stdout);
     }
+}
+
+/*
+ * The fewest channels any connection got a message on in the window: a
+ * channel that never flowed (e.g. not yet wanted through an edge) shows
+ * here, not as a gap.
+ */
+static int
+channels_seen_min(void)
+{
+    int i, k, min = B.nchan;
+
+    for (i = 0; i < B.n; i++) {
+        int seen = 0;
+
+        for (k = 0; k < B.nchan; k++) {
+            seen += B.c[i].win_got[k] > 0;
+        }
+        if (seen < min) {
+            min = seen;
+        }
+    }
+    return min;
 }
 
 static json_t *
@@ -1383,6 +1446,8 @@ finish(void)
             json_object_set_new(o, "sut_cpu_s_per_m", json_real(B.deliveries
                 ? (B.cpu1 - B.cpu0) / ((double) B.deliveries / 1e6) : 0));
         }
+        json_object_set_new(o, "channels_seen_min", json_integer(
+            (json_int_t) channels_seen_min()));
         json_object_set_new(o, "lat_us", hist_json(&B.h_send));
         if (B.rate > 0) {
             json_object_set_new(o, "lat_intended_us", hist_json(&B.h_int));
@@ -1521,6 +1586,9 @@ usage(void)
 "         [--start-rate HZ (with --control: exsim's rate once all joined)]\n"
 "         [--window N (flat out: exsim paced so that no connection lags\n"
 "          more than N messages; 0: not paced; default 8192)]\n"
+"         [--sync (run, without --start-rate: once all are answered print\n"
+"          {\"ready\":N} and open the window at the CLOCK_MONOTONIC ns\n"
+"          given on stdin as \"start NS\"; --warmup is not used)]\n"
 "       bench_client --selftest   (checks the histogram)\n"
 "HOST is a numeric IPv4 address. Prints one JSON line per run.\n");
     exit(2);
@@ -1546,6 +1614,7 @@ main(int argc, char **argv)
         { "cpu-pid", required_argument, NULL, 'p' },
         { "start-rate", required_argument, NULL, 's' },
         { "window", required_argument, NULL, 'W' },
+        { "sync", no_argument, NULL, 'S' },
         { NULL, 0, NULL, 0 }
     };
     struct rlimit rl;
@@ -1592,6 +1661,7 @@ main(int argc, char **argv)
         case 'l': B.label = optarg; break;
         case 's': B.start_rate = atof(optarg); break;
         case 'W': B.window = (uint64_t) atoll(optarg); break;
+        case 'S': B.sync = 1; break;
         case 'p': {
             char *save = NULL, *t, *dup = strdup(optarg);
 
@@ -1612,7 +1682,8 @@ main(int argc, char **argv)
         || B.warmup_s < 0 || B.duration_s <= 0 || B.rate < 0
         || B.repeat < 1 || B.inflight_max < 1 || B.timeout_s <= 0
         || ((B.mode == M_RESTORE || B.start_rate >= 0)
-            && B.control_port <= 0))
+            && B.control_port <= 0)
+        || (B.sync && (B.mode != M_RUN || B.start_rate >= 0)))
     {
         usage();
     }
@@ -1635,9 +1706,10 @@ main(int argc, char **argv)
     for (i = 0; i < B.n; i++) {
         B.c[i].fd = -1;
         B.c[i].next_seq = calloc((size_t) B.nchan, sizeof(uint64_t));
+        B.c[i].win_got = calloc((size_t) B.nchan, sizeof(uint32_t));
         B.c[i].restored = B.mode == M_RESTORE
             ? calloc((size_t) B.nchan, sizeof(uint64_t)) : NULL;
-        if (B.c[i].next_seq == NULL) {
+        if (B.c[i].next_seq == NULL || B.c[i].win_got == NULL) {
             die("out of memory");
         }
     }
@@ -1668,6 +1740,7 @@ main(int argc, char **argv)
         free(c->left);
         free(c->frag);
         free(c->next_seq);
+        free(c->win_got);
         free(c->restored);
     }
     free(B.c);

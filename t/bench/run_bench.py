@@ -19,19 +19,32 @@ Runs, side by side in one run on 127.0.0.1, against one `exsim --bench 300`:
   restore  exsim `drop` -> first message on every channel, 1/100/1000 channels
   memory   exgate RSS per idle and per subscribed client, 1k and 10k clients
   idle     exgate CPU over 60 s with 100 idle clients
+  edge     issue 17: a real redis-server (no persistence), a core exgate
+           publishing into it and an edge exgate reading it; bots on the
+           core's and on the edge's listener over one window (--sync) on
+           100 channels at 10/s each (1k msgs/s) and at 1000/s each (100k
+           msgs/s), and on 1 channel at 1000/s: latency on the intended-
+           time basis and the edge's added latency; then the core alone
+           writing into Redis with exsim flat out, 1 and 100 channels,
+           paced by Redis' acknowledgements and unpaced (skipped with a
+           note when /usr/bin/redis-server is missing)
 
 Prints one JSON line per measurement as it goes, then a table, the fan-out
-counters, and the targets of issues 7 and 16 with their verdicts. The systems under test run on CPU 1,
+counters, and the targets of issues 7, 16 and 17 with their verdicts. The systems under test run on CPU 1,
 exsim and the bench client on CPU 0 (taskset), when there are 2 CPUs.
 
 Usage: run_bench.py [--builddir DIR] [--duration S] [--warmup S]
-                    [--only fanout,restore,memory,idle] [--smoke] [--out FILE]
+                    [--only fanout,restore,memory,idle,edge] [--smoke]
+                    [--out FILE]
                     [--no-pin] [--clients 1,10,100,1000] [--rates 0,1000,10000]
                     [--repeat 3] [--half-clients 100] [--perf DIR] [--tls]
                     [--systems limit,client-cap,direct,raw,exgate,exgate-tcp,
                                nginx]
 BENCH_NGINX=PATH picks the nginx binary, BENCH_NGINX=none skips nginx.
 BENCH_EXGATE=PATH runs another exgate binary with this build's tools.
+BENCH_REDIS=PATH picks the redis-server binary. Edge scenario options:
+--edge-points 10x100,1000x100,1000x1 --edge-publish paced:1,paced:100,
+flat:1,flat:100 --edge-bots 1 --edge-warmup 1 --redis-cpu 0.
 """
 
 import argparse
@@ -72,6 +85,11 @@ OUT_LIMIT_MIN = 4 << 20
 # upstream
 TLS_SYSTEMS = ("limit", "exgate", "exgate-tcp")
 OUT_LIMIT_MAX = 32 << 20
+# The edge scenario (issue 17): the prefix of the core's streams
+EDGE_PREFIX = "xgb"
+# paced publish throughput: entries on their way at most (the core's own
+# in-flight bound is 16384: below it nothing is dropped)
+PUB_WINDOW = 12000
 
 
 def out_limit_for(n):
@@ -182,6 +200,10 @@ class Bench:
         self.gate = None
         self.nginx = None
         self.half_ns = [int(x) for x in args.half_clients.split(",") if x]
+        self.core = self.edge = self.redis = None
+        self.redis_bin = os.environ.get("BENCH_REDIS",
+                                        "/usr/bin/redis-server")
+        self.redis_cpu = None if args.redis_cpu < 0 else args.redis_cpu
         ncpu = os.cpu_count() or 1
         self.taskset = (shutil.which("taskset")
                         if ncpu >= 2 and not args.no_pin else None)
@@ -886,6 +908,425 @@ class Bench:
                    "cpu_percent": round(100.0 * (c1 - c0) / (t1 - t0), 4),
                    "ok": held == n})
 
+    # ---- scenario 7: core and edge (issue 17) ---------------------------
+
+    def start_redis(self):
+        """A fresh redis-server on a free loopback port, no persistence,
+        pinned with --redis-cpu. Returns its process."""
+        for attempt in range(4):
+            port = free_port()
+            p = self.spawn("redis", [self.redis_bin, "--port", str(port),
+                                     "--bind", "127.0.0.1", "--save", "",
+                                     "--appendonly", "no", "--loglevel",
+                                     "warning", "--logfile",
+                                     os.path.join(self.tmp, "redis.log")],
+                           self.redis_cpu)
+            end = time.monotonic() + 10
+            while time.monotonic() < end and p.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 1).close()
+                    self.redis, self.redis_port = p, port
+                    return p
+                except OSError:
+                    time.sleep(0.05)
+            self.stop(p)
+        raise BenchError("redis-server did not start: %s"
+                         % self.err_tail("redis", 5))
+
+    def resp(self):
+        """A RESP client on the bench's redis-server (the tests' own)."""
+        from test_publish_redis import Resp
+        return Resp(self.redis_port)
+
+    def start_exgate(self, name, body, check):
+        """An exgate of the edge scenario with conf BODY (its error_log and
+        admin added here), pinned on CPU 1; waits until CHECK(status) is
+        true. Returns (process, admin port)."""
+        for attempt in range(4):
+            admin = free_port()
+            ports = [free_port() for _ in range(body.count("%d"))]
+            conf = os.path.join(self.tmp, name + ".conf")
+            log = os.path.join(self.tmp, name + ".log")
+            with open(log, "w"):
+                pass
+            with open(conf, "w") as f:
+                f.write("error_log %s warn;\n" % log + body % tuple(ports)
+                        + "admin 127.0.0.1:%d;\n" % admin)
+            p = self.spawn(name, [self.bin["exgate"], "-c", conf], 1)
+            end = time.monotonic() + 15
+            last = None
+            while time.monotonic() < end and p.poll() is None:
+                try:
+                    last = self.status_of(admin)
+                    if check(last):
+                        return p, admin, ports
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            self.stop(p)
+            with open(log) as f:
+                text = f.read()
+            if "already in use" in text + self.err_tail(name) \
+                    and attempt < 3:
+                continue
+            raise BenchError("%s did not start: %s%s; last status %r" % (
+                name, self.err_tail(name, 5), text[-1500:],
+                (last or {}).get("upstreams")))
+        raise BenchError("%s: no free ports" % name)
+
+    def status_of(self, admin):
+        url = "http://127.0.0.1:%d/status" % admin
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.loads(r.read().decode())
+
+    @staticmethod
+    def up_of(st):
+        for u in st.get("upstreams", []):
+            if u.get("name") == "sim":
+                return u
+        return {}
+
+    def start_core(self):
+        """The core: upstream sim on exsim with `publish` to the bench's
+        redis-server, a websocket listener for its local bots."""
+        body = ("client_output_limit %d 0 0;\n" % OUT_LIMIT_MAX
+                + "upstream sim {\n    url %s;\n" % self.ws_url
+                + "    protocol deribit;\n"
+                "    reconnect fixed { delay 1ms; }\n"
+                "    publish redis://127.0.0.1:%d prefix=%s;\n"
+                % (self.redis_port, EDGE_PREFIX) + "}\n"
+                "listen 127.0.0.1:%d websocket upstream=sim;\n")
+        p, admin, ports = self.start_exgate(
+            "core", body,
+            lambda st: self.up_of(st).get("state") == "ready"
+            and self.up_of(st).get("publish", {}).get("connected"))
+        self.core, self.core_admin = p, admin
+        self.core_url = "ws://127.0.0.1:%d/ws/api/v2" % ports[0]
+
+    def start_edge(self):
+        """An edge: protocol edge on the bench's redis-server, source sim,
+        a websocket listener for its bots."""
+        body = ("client_output_limit %d 0 0;\n" % OUT_LIMIT_MAX
+                + "upstream sim {\n"
+                "    url redis://127.0.0.1:%d;\n" % self.redis_port
+                + "    protocol edge;\n    source sim;\n"
+                "    prefix %s;\n    edge_id bench;\n" % EDGE_PREFIX
+                + "    reconnect fixed { delay 100ms; }\n}\n"
+                "listen 127.0.0.1:%d websocket upstream=sim;\n")
+        p, admin, ports = self.start_exgate(
+            "edge", body, lambda st: self.up_of(st).get("state") == "ready")
+        self.edge, self.edge_admin = p, admin
+        self.edge_url = "ws://127.0.0.1:%d/ws/api/v2" % ports[0]
+
+    def stop_edge_set(self):
+        for name in ("edge", "core", "redis"):
+            p = getattr(self, name, None)
+            if p is not None:
+                rc = self.stop(p, 10)
+                if name != "redis" and rc not in (0, None):
+                    self.note("%s exited with %s: %s" % (
+                        name, rc, self.err_tail(name, 5)))
+            setattr(self, name, None)
+        self.wait_unsubscribed()
+
+    def window_snapshot(self):
+        """CPU of every process of the edge scenario, the core's publish
+        and upstream counters, the edge's, and Redis' XADD count."""
+        d = {"t": time.monotonic()}
+        for name in ("core", "edge", "redis", "exsim"):
+            p = getattr(self, name, None)
+            if p is not None:
+                d[name + "_cpu"] = proc_runtime(p.pid)
+        if getattr(self, "core", None) is not None:
+            st = self.status_of(self.core_admin)
+            u = self.up_of(st)
+            d["pub"] = dict(u.get("publish", {}))
+            d["messages_in"] = u.get("messages_in", 0)
+            d["core_sends"] = st.get("fanout", {}).get("sends", 0)
+        if getattr(self, "edge", None) is not None:
+            st = self.status_of(self.edge_admin)
+            d["edge_st"] = dict(self.up_of(st).get("edge", {}))
+            d["edge_sends"] = st.get("fanout", {}).get("sends", 0)
+        r = self.resp()
+        try:
+            info = r.cmd("INFO", "commandstats").decode()
+        finally:
+            r.close()
+        for cmd in ("xadd", "xread"):
+            m = re.search(r"cmdstat_%s:calls=(\d+),usec=(\d+)" % cmd, info)
+            d[cmd + "_calls"] = int(m.group(1)) if m else 0
+            d[cmd + "_usec"] = int(m.group(2)) if m else 0
+        return d
+
+    @staticmethod
+    def window_delta(a, b):
+        w = b["t"] - a["t"]
+        out = {"window_s": round(w, 3)}
+        for name in ("core", "edge", "redis", "exsim"):
+            k = name + "_cpu"
+            if a.get(k) is not None and b.get(k) is not None:
+                out[name + "_cpu_s"] = round(b[k] - a[k], 4)
+                out[name + "_cpu_pct"] = round(100 * (b[k] - a[k]) / w, 1)
+        if "pub" in a and "pub" in b:
+            for k in ("published", "dropped", "lost", "errors", "bytes",
+                      "snapshots"):
+                out["pub_" + k] = b["pub"].get(k, 0) - a["pub"].get(k, 0)
+            out["pub_in_flight_end"] = b["pub"].get("in_flight")
+            out["messages_in"] = b["messages_in"] - a["messages_in"]
+        if "edge_st" in a and "edge_st" in b:
+            for k in ("entries", "gaps", "links", "epoch_changes"):
+                out["edge_" + k] = (b["edge_st"].get(k, 0)
+                                    - a["edge_st"].get(k, 0))
+            out["edge_redis"] = b["edge_st"].get("redis")
+        for k in ("core_sends", "edge_sends"):
+            if k in a and k in b:
+                out[k] = b[k] - a[k]      # writes to the bots' sockets
+        # what Redis spent on the commands (INFO commandstats)
+        for cmd in ("xadd", "xread"):
+            n = b[cmd + "_calls"] - a[cmd + "_calls"]
+            out[cmd + "_calls"] = n
+            out[cmd + "_us_per_call"] = round(
+                (b[cmd + "_usec"] - a[cmd + "_usec"]) / n, 2) if n else None
+        return out
+
+    def sync_client(self, name, url, nch, rate, cpu_pids, label):
+        """A bench client with --sync on URL: N bots, NCH channels, at
+        RATE per channel; a thread collects its stdout."""
+        argv = [self.bin["client"], "--url", url, "-n",
+                str(self.a.edge_bots), "--channels", str(nch), "--rate",
+                str(rate), "--duration", str(self.a.duration), "--sync",
+                "--label", label, "--timeout", "120",
+                "--cpu-pid", ",".join(str(p) for p in cpu_pids)]
+        p = self.spawn(name, argv, 0, stdin=subprocess.PIPE)
+        p.lines = []
+        p.ready = threading.Event()
+
+        def reader():
+            for line in p.stdout:
+                if line.startswith('{"ready":'):
+                    p.ready.set()
+                elif line.startswith("{") and not line.startswith(
+                        '{"window":'):
+                    p.lines.append(line)
+        p.thread = threading.Thread(target=reader, daemon=True)
+        p.thread.start()
+        return p
+
+    def wait_flowing(self, nch, timeout=30):
+        """Until the core publishes every channel and the edge reads them
+        all (its bots' channels are wanted through the interest set, polled
+        once a second)."""
+        end = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < end:
+            pub = self.up_of(self.status_of(self.core_admin)).get(
+                "publish", {})
+            ed = self.up_of(self.status_of(self.edge_admin)).get("edge", {})
+            last = (pub.get("channels"), ed.get("channels"),
+                    ed.get("entries"))
+            if (pub.get("channels", 0) >= nch and ed.get("channels", 0)
+                    >= nch and not ed.get("channels_waiting")):
+                return
+            time.sleep(0.1)
+        raise BenchError("edge: channels not flowing after %d s: core "
+                         "publishes %s, edge reads %s (entries %s)"
+                         % ((timeout,) + tuple(last or (None,) * 3)))
+
+    def edge_latency_point(self, point, rnd):
+        """Bots on the core and on the edge, NCH channels at RATE each, one
+        window for both (--sync): latency on the intended-time basis."""
+        rate, nch = point
+        label = "edge rate=%d x %d" % (rate, nch)
+        self.start_redis()
+        self.start_core()
+        self.start_edge()
+        self.control("credit -1")
+        self.control("rate %d" % rate)
+        cl = {}
+        try:
+            cl["core"] = self.sync_client("client-core", self.core_url, nch,
+                                          rate, [self.core.pid],
+                                          "core " + label)
+            cl["edge"] = self.sync_client("client-edge", self.edge_url, nch,
+                                          rate, [self.edge.pid],
+                                          "edge " + label)
+            for k, p in cl.items():
+                if not p.ready.wait(60):
+                    raise BenchError("%s bots not subscribed: %s" % (
+                        k, self.err_tail(p.bench_name, 5)))
+            self.wait_flowing(nch)
+            # the window opens after the warm-up, at one instant for both
+            start = time.monotonic_ns() + int(self.a.edge_warmup * 1e9)
+            for p in cl.values():
+                p.stdin.write("start %d\n" % start)
+                p.stdin.flush()
+            time.sleep(max(0, (start - time.monotonic_ns()) / 1e9))
+            a = self.window_snapshot()
+            time.sleep(self.a.duration)
+            b = self.window_snapshot()
+            res = {}
+            for k, p in cl.items():
+                p.wait(60)
+                p.thread.join(5)
+                if not p.lines:
+                    raise BenchError("%s bench client: no result: %s" % (
+                        k, self.err_tail(p.bench_name, 5)))
+                res[k] = json.loads(p.lines[-1])
+        finally:
+            for p in cl.values():
+                self.stop(p)
+            self.control("rate 10")
+        out = {"scenario": "edge", "kind": "latency", "round": rnd,
+               "rate": rate, "channels": nch, "bots": self.a.edge_bots,
+               "offered_msgs_per_s": rate * nch, "msg_bytes": SIZE}
+        for k, r in res.items():
+            out[k] = {
+                "deliveries_per_s": round(r.get("deliveries_per_s", 0)),
+                "lat_us": r.get("lat_intended_us"),
+                "lat_sent_us": r.get("lat_us"),
+                "gaps": r.get("gaps"), "closed": r.get("closed"),
+                "seq_resets": r.get("seq_resets"),
+                "channels_seen_min": r.get("channels_seen_min"),
+                "client_cpu_s": r.get("client_cpu_s"),
+                "client_wait_s": r.get("client_wait_s"),
+                "window_s": r.get("window_s"), "ok": r.get("ok")}
+            self.mark(out[k])
+        out["added_us"] = {q: round(out["edge"]["lat_us"][q]
+                                    - out["core"]["lat_us"][q], 1)
+                           for q in ("p50", "p99", "p999")
+                           if out["edge"].get("lat_us")
+                           and out["core"].get("lat_us")}
+        out["sys"] = self.window_delta(a, b)
+        out["ok"] = all(out[k]["ok"] and out[k]["channels_seen_min"] == nch
+                        for k in ("core", "edge"))
+        self.stop_edge_set()
+        self.emit(out)
+
+    def edge_publish_point(self, point, rnd):
+        """The core alone, NCH channels wanted through the interest set (no
+        bot, no edge), exsim flat out: what the core writes into Redis.
+        MODE paced: exsim publishes on credit, given as Redis acknowledges
+        the core's XADDs (read from the core's /status every 2 ms), so that
+        at most PUB_WINDOW entries are on their way and none is dropped;
+        flat: exsim unpaced (it waits only for the core to read), more than
+        the core can write, the rest dropped and counted."""
+        mode, nch = point
+        self.start_redis()
+        self.start_core()
+        r = self.resp()
+        try:
+            exp = int(time.time() * 1000) + 600000
+            args = []
+            for i in range(nch):
+                args += [exp, "bench.%d" % i]
+            r.cmd("ZADD", "%s:sim:interest" % EDGE_PREFIX, *args)
+        finally:
+            r.close()
+        try:
+            end = time.monotonic() + 30
+            while self.up_of(self.status_of(self.core_admin)).get(
+                    "publish", {}).get("channels", 0) < nch:
+                if time.monotonic() > end:
+                    raise BenchError("publish: the core does not publish "
+                                     "%d channels" % nch)
+                self.control("burst 1")
+                time.sleep(0.1)
+            stop = threading.Event()
+            pacer = None
+            if mode == "paced":
+                self.control("credit %d" % PUB_WINDOW)
+                pacer = threading.Thread(target=self.pub_pacer, args=(stop,),
+                                         daemon=True)
+            else:
+                self.control("credit -1")
+            self.control("rate 0")
+            if pacer is not None:
+                pacer.start()
+            time.sleep(self.a.edge_warmup)
+            a = self.window_snapshot()
+            time.sleep(self.a.duration)
+            b = self.window_snapshot()
+        finally:
+            stop.set()
+            if pacer is not None:
+                pacer.join(5)
+            self.control("credit -1")
+            self.control("rate 10")
+        d = self.window_delta(a, b)
+        w = d["window_s"]
+        out = {"scenario": "edge", "kind": "publish", "round": rnd,
+               "mode": mode, "channels": nch, "msg_bytes": SIZE,
+               "published_per_s": round(d.get("pub_published", 0) / w),
+               "xadd_per_s": round(d["xadd_calls"] / w),
+               "messages_in_per_s": round(d.get("messages_in", 0) / w),
+               "dropped_per_s": round(d.get("pub_dropped", 0) / w),
+               "sys": d, "ok": d.get("pub_published", 0) > 0
+               and not d.get("pub_errors") and not d.get("pub_lost")}
+        self.stop_edge_set()
+        self.emit(out)
+
+    def pub_pacer(self, stop):
+        """Gives exsim one credit for every entry the core's /status says
+        Redis took (published) or the core let go (dropped, errors),
+        every 2 ms, until STOP."""
+        def done():
+            pub = self.up_of(self.status_of(self.core_admin)).get(
+                "publish", {})
+            return (pub.get("published", 0) + pub.get("dropped", 0)
+                    + pub.get("errors", 0) + pub.get("lost", 0))
+        last = done()
+        while not stop.wait(0.002):
+            try:
+                now = done()
+                if now > last:
+                    self.control("credit %d" % (now - last))
+                    last = now
+            except (OSError, BenchError, ValueError) as e:
+                self.note("publish pacer: %s" % e)
+                return
+
+    def edge_scenario(self):
+        if not os.access(self.redis_bin, os.X_OK):
+            self.note("edge: %s missing (Debian: apt-get install "
+                      "redis-server): edge scenario skipped"
+                      % self.redis_bin)
+            return
+        lat = [tuple(int(v) for v in x.split("x"))
+               for x in self.a.edge_points.split(",") if x]
+        pub = []
+        for x in self.a.edge_publish.split(","):
+            if x:
+                mode, n = x.split(":")
+                if mode not in ("paced", "flat"):
+                    raise BenchError("--edge-publish: %r" % x)
+                pub.append((mode, int(n)))
+        if self.a.smoke:
+            lat, pub = [(10, 10)], [("paced", 1)]
+        for rnd in range(1, self.a.repeat + 1):
+            for pt in lat:
+                self.run_edge(self.edge_latency_point, pt, rnd)
+            for pt in pub:
+                self.run_edge(self.edge_publish_point, pt, rnd)
+
+    def run_edge(self, fn, arg, rnd):
+        try:
+            fn(arg, rnd)
+        except (BenchError, OSError, ValueError,
+                subprocess.SubprocessError) as e:
+            self.note("edge %s %s round %d failed: %s" % (
+                fn.__name__, arg, rnd, e))
+            out = {"scenario": "edge", "round": rnd, "ok": False,
+                   "error": str(e)[:300]}
+            if fn == self.edge_latency_point:
+                out.update(kind="latency", rate=arg[0], channels=arg[1])
+            else:
+                out.update(kind="publish", mode=arg[0], channels=arg[1])
+            self.emit(out)
+            try:
+                self.stop_edge_set()
+            except BenchError as e2:
+                self.note("edge: after the failure: %s" % e2)
+
     # ---- the table and the targets --------------------------------------
 
     def find(self, scenario, **kw):
@@ -1072,6 +1513,190 @@ class Bench:
                            " %s%%" % (r["clients"], r["cpu_s"], r["seconds"],
                                       r["cpu_percent"]))
         return "\n".join(out)
+
+    def edge_rows(self, kind, **kw):
+        return [r for r in self.results if r.get("scenario") == "edge"
+                and r.get("kind") == kind and r.get("ok") is not False
+                and all(r.get(k) == v for k, v in kw.items())]
+
+    def edge_table(self):
+        """The edge scenario: median (min..max) over the rounds."""
+        def span(vals, f="%.0f"):
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                return "-"
+            if len(vals) == 1:
+                return f % vals[0]
+            return "%s (%s..%s)" % (f % statistics.median(vals),
+                                    f % min(vals), f % max(vals))
+        out = []
+        lat = [r for r in self.results if r.get("scenario") == "edge"
+               and r.get("kind") == "latency"]
+        if lat:
+            out.append("core and edge (issue 17): bots on the core's and on "
+                       "the edge's listener in one window, latency vs the "
+                       "intended send time in us, median (min..max) of %d "
+                       "rounds; redis-server %s" % (
+                           self.a.repeat, "on CPU %d" % self.redis_cpu
+                           if self.taskset and self.redis_cpu is not None
+                           else "not pinned"))
+            seen = []
+            for r in lat:
+                key = (r["rate"], r["channels"])
+                if key in seen:
+                    continue
+                seen.append(key)
+                rs = self.edge_rows("latency", rate=key[0], channels=key[1])
+                nfail = sum(1 for x in lat if (x["rate"], x["channels"])
+                            == key and x.get("ok") is False)
+                out.append("  %d/s x %d channels (%d msgs/s)%s" % (
+                    key[0], key[1], key[0] * key[1],
+                    ": %d rounds failed" % nfail if nfail else ""))
+                if not rs:
+                    continue
+                for side in ("core", "edge"):
+                    out.append(
+                        "    %-4s deliv/s %s  p50 %s  p99 %s  p99.9 %s  "
+                        "max %s  gaps %s  closed %s%s" % (
+                            side,
+                            span([x[side]["deliveries_per_s"] for x in rs]),
+                            *(span([(x[side].get("lat_us") or {}).get(q)
+                                    for x in rs])
+                              for q in ("p50", "p99", "p999", "max")),
+                            sum(x[side].get("gaps") or 0 for x in rs),
+                            sum(x[side].get("closed") or 0 for x in rs),
+                            "  client-bound in %d" % sum(
+                                1 for x in rs if x[side].get("client_bound"))
+                            if any(x[side].get("client_bound") for x in rs)
+                            else ""))
+                out.append("    added (edge - core): p50 %s  p99 %s  p99.9 "
+                           "%s" % tuple(span([x["added_us"].get(q)
+                                              for x in rs])
+                                        for q in ("p50", "p99", "p999")))
+                out.append("    CPU %%: core %s  edge %s  redis %s  exsim "
+                           "%s;  core dropped %s entries, edge saw %s holes"
+                           % (*(span([x["sys"].get(n + "_cpu_pct")
+                                      for x in rs], "%.1f")
+                                for n in ("core", "edge", "redis", "exsim")),
+                              sum(x["sys"].get("pub_dropped", 0) for x in rs),
+                              sum(x["sys"].get("edge_gaps", 0) for x in rs)))
+                out.append("    bot socket writes per message: core %s  "
+                           "edge %s" % tuple(span([
+                               x["sys"].get(k, 0) / max(1, x["sys"].get(
+                                   "messages_in", 0)) for x in rs], "%.2f")
+                               for k in ("core_sends", "edge_sends")))
+                out.append("    redis: XREADs per entry %s, us per XADD %s, "
+                           "per XREAD %s" % (
+                               span([x["sys"]["xread_calls"]
+                                     / max(1, x["sys"]["xadd_calls"])
+                                     for x in rs], "%.2f"),
+                               span([x["sys"].get("xadd_us_per_call")
+                                     for x in rs], "%.1f"),
+                               span([x["sys"].get("xread_us_per_call")
+                                     for x in rs], "%.1f")))
+        pub = [r for r in self.results if r.get("scenario") == "edge"
+               and r.get("kind") == "publish"]
+        if pub:
+            out.append("core publish throughput into Redis (no bot, no edge; "
+                       "channels wanted through the interest set), "
+                       "messages/s, median (min..max) of %d rounds"
+                       % self.a.repeat)
+            seen = []
+            for r in pub:
+                key = (r["mode"], r["channels"])
+                if key in seen:
+                    continue
+                seen.append(key)
+                rs = self.edge_rows("publish", mode=key[0], channels=key[1])
+                if not rs:
+                    out.append("  %-5s %3d channels: failed" % key)
+                    continue
+                out.append(
+                    "  %-5s %3d channels: published %s  exsim->core %s  "
+                    "dropped %s  CPU %%: core %s  redis %s  exsim %s  "
+                    "redis us per XADD %s" % (
+                        key[0], key[1],
+                        span([x["published_per_s"] for x in rs]),
+                        span([x["messages_in_per_s"] for x in rs]),
+                        span([x["dropped_per_s"] for x in rs]),
+                        *(span([x["sys"].get(n + "_cpu_pct") for x in rs],
+                               "%.1f") for n in ("core", "redis", "exsim")),
+                        span([x["sys"].get("xadd_us_per_call") for x in rs],
+                             "%.2f")))
+        return "\n".join(out)
+
+    def targets17(self):
+        """Issue 17's targets: p99 added by an edge, publish throughput,
+        nothing lost at the edge points."""
+        t = []
+
+        def add(name, value, limit, met, detail):
+            t.append({"issue": 17, "target": name, "value": value,
+                      "limit": limit, "met": met, "detail": detail})
+
+        keys = []
+        for r in self.results:
+            if r.get("scenario") == "edge" and r.get("kind") == "latency" \
+                    and (r["rate"], r["channels"]) not in keys:
+                keys.append((r["rate"], r["channels"]))
+        for rate, nch in keys:
+            rs = self.edge_rows("latency", rate=rate, channels=nch)
+            rs = [r for r in rs if r.get("added_us", {}).get("p99")
+                  is not None]
+            if not rs:
+                continue
+            v = statistics.median(r["added_us"]["p99"] for r in rs)
+            p50 = statistics.median(r["added_us"]["p50"] for r in rs)
+            add("p99 added by an edge, %d/s x %d channels (us, intended "
+                "time)" % (rate, nch), round(v, 1), "<= 300", v <= 300,
+                "p50 added %.0f; rounds: %s; edge p99 %.0f, core p99 %.0f "
+                "(medians)" % (
+                    p50, ", ".join("%.0f" % r["added_us"]["p99"]
+                                   for r in rs),
+                    statistics.median(r["edge"]["lat_us"]["p99"]
+                                      for r in rs),
+                    statistics.median(r["core"]["lat_us"]["p99"]
+                                      for r in rs)))
+        for nch in (1, 100):
+            rs = self.edge_rows("publish", mode="paced", channels=nch)
+            if not rs:
+                continue
+            v = statistics.median(r["published_per_s"] for r in rs)
+            fl = self.edge_rows("publish", mode="flat", channels=nch)
+            add("core publish into Redis, %d channel%s, paced (msgs/s)"
+                % (nch, "s" if nch > 1 else ""), round(v), ">= 200000",
+                v >= 200000,
+                "rounds: %s; redis CPU %.0f%%, core %.0f%% (medians)%s" % (
+                    ", ".join("%d" % r["published_per_s"] for r in rs),
+                    statistics.median(r["sys"].get("redis_cpu_pct", 0)
+                                      for r in rs),
+                    statistics.median(r["sys"].get("core_cpu_pct", 0)
+                                      for r in rs),
+                    "; flat out unpaced %d published, %d dropped (medians)"
+                    % (statistics.median(r["published_per_s"] for r in fl),
+                       statistics.median(r["dropped_per_s"] for r in fl))
+                    if fl else ""))
+        lat = [r for r in self.results if r.get("scenario") == "edge"
+               and r.get("kind") == "latency"]
+        if lat:
+            bad = []
+            for r in lat:
+                if r.get("ok") is False and "core" not in r:
+                    bad.append("%d/s x %d round %d failed" % (
+                        r["rate"], r["channels"], r["round"]))
+                    continue
+                for side in ("core", "edge"):
+                    x = r[side]
+                    if x.get("gaps") or x.get("closed") or \
+                            x.get("channels_seen_min") != r["channels"]:
+                        bad.append("%d/s x %d r%d %s: gaps %s closed %s "
+                                   "channels %s" % (
+                                       r["rate"], r["channels"], r["round"],
+                                       side, x.get("gaps"), x.get("closed"),
+                                       x.get("channels_seen_min")))
+            add("nothing lost: gaps and closes at the core's and the edge's "
+                "bots", len(bad), "== 0", not bad, "; ".join(bad[:4]))
+        return t
 
     def targets16(self):
         """Issue 16's targets: flat out against the limit probe, CPU per
@@ -1266,7 +1891,7 @@ def main():
     ap.add_argument("--builddir", default=os.getcwd())
     ap.add_argument("--duration", type=float, default=4.0)
     ap.add_argument("--warmup", type=float, default=0.5)
-    ap.add_argument("--only", default="fanout,restore,memory,idle")
+    ap.add_argument("--only", default="fanout,restore,memory,idle,edge")
     ap.add_argument("--clients", default="1,10,100,1000",
                     help="fan-out client counts")
     ap.add_argument("--rates", default="0,1000,10000",
@@ -1289,6 +1914,23 @@ def main():
                     help="exsim serves wss:// (a certificate made here) and "
                     "exgate reads it over TLS; only limit, exgate and "
                     "exgate-tcp run")
+    ap.add_argument("--edge-points", default="10x100,1000x100,1000x1",
+                    help="edge scenario: latency points, RATExCHANNELS, "
+                    "RATE messages/s on each channel (10x100: 1k msgs/s "
+                    "over 100 channels)")
+    ap.add_argument("--edge-bots", type=int, default=1,
+                    help="edge scenario: bots on the core and on the edge")
+    ap.add_argument("--edge-publish",
+                    default="paced:1,paced:100,flat:1,flat:100",
+                    help="edge scenario: publish throughput points, "
+                    "MODE:CHANNELS (paced: exsim on credit as Redis "
+                    "acknowledges; flat: exsim unpaced)")
+    ap.add_argument("--edge-warmup", type=float, default=1.0,
+                    help="edge scenario: seconds of warm-up once every "
+                    "channel flows")
+    ap.add_argument("--redis-cpu", type=int, default=0,
+                    help="the CPU redis-server is pinned on (-1: not "
+                    "pinned)")
     ap.add_argument("--no-pin", action="store_true",
                     help="do not pin processes to CPUs with taskset")
     a = ap.parse_args()
@@ -1297,6 +1939,7 @@ def main():
         open(a.out, "w").close()
     if a.smoke:
         a.duration, a.warmup = min(a.duration, 0.5), min(a.warmup, 0.2)
+        a.edge_warmup = min(a.edge_warmup, 0.3)
         a.repeat = 1
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1329,6 +1972,8 @@ def main():
                 b.memory()
             if "idle" in only:
                 b.idle()
+        if "edge" in only:
+            b.edge_scenario()
     except (BenchError, OSError, ValueError, subprocess.SubprocessError) as e:
         b.note("aborted: %s" % e)
         failed = True
@@ -1349,7 +1994,8 @@ def main():
         b.close()
     targets = b.targets()
     targets16 = b.targets16()
-    for t in targets + targets16:
+    targets17 = b.targets17()
+    for t in targets + targets16 + targets17:
         b.emit(dict(scenario="target", **t))
     elapsed = time.monotonic() - t0
     print()
@@ -1360,8 +2006,12 @@ def main():
               mach["date"], mach["nproc"], mach["cpu"], mach["kernel"],
               mach["loadavg"], load_end, mach["pinning"]))
     print(b.table())
+    et = b.edge_table()
+    if et:
+        print(et)
     for title, ts in (("targets (issue 7)", targets),
-                      ("targets (issue 16)", targets16)):
+                      ("targets (issue 16)", targets16),
+                      ("targets (issue 17)", targets17)):
         if not ts:
             continue
         print()
