@@ -200,7 +200,6 @@ struct fanout_span {
  * set, so that clients of two sets on one loop still see one order.
  */
 struct xg_fanout {
-    const void          *key;
     struct xg_client   **to;
     size_t               nto, to_cap;
     unsigned char       *buf;       /* the batch's frames, back to back */
@@ -365,8 +364,8 @@ xg_client_fanout_free(struct xg_fanout *fo)
 }
 
 void
-xg_client_fanout(const void *key, struct xg_client *const *to, size_t n,
-    const void *data, size_t len)
+xg_client_fanout(struct xg_client *const *to, size_t n, const void *data,
+    size_t len)
 {
     struct xg_fanout *fo;
     size_t need;
@@ -375,7 +374,7 @@ xg_client_fanout(const void *key, struct xg_client *const *to, size_t n,
         return;
     }
     fo = to[0]->l->fo;
-    if (fo->nmsgs > 0 && (fo->key != key || fo->nto != n
+    if (fo->nmsgs > 0 && (fo->nto != n
         || memcmp(fo->to, to, n * sizeof(*to)) != 0
         || fo->nmsgs == FANOUT_MAX_MSGS
         || fo->bytes + len > FANOUT_MAX_BYTES))
@@ -389,7 +388,6 @@ xg_client_fanout(const void *key, struct xg_client *const *to, size_t n,
         }
         memcpy(fo->to, to, n * sizeof(*to));
         fo->nto = n;
-        fo->key = key;
         event_active(fo->ev, EV_TIMEOUT, 1);
     }
     need = fo->len + XG_WSPROTO_MAX_FRAME_HEADER + len;

@@ -108,12 +108,13 @@ void xg_client_fanout_free(struct xg_fanout *fo);
 /*
  * Fans one notification (DATA, LEN: copied) out to the N clients TO,
  * through the fan-out of their listeners' loop. Consecutive calls with
- * the same KEY and the same recipients are held and sent at the end of
+ * the same recipients (whatever the channel: a bot on 100 channels gets a
+ * burst over all of them in one write) are held and sent at the end of
  * the loop pass as one shared buffer, one reference per client; anything
  * else written to a client, and any close, sends the held batch first,
  * so every client sees the same order as without batching.
  */
-void xg_client_fanout(const void *key, struct xg_client *const *to, size_t n,
+void xg_client_fanout(struct xg_client *const *to, size_t n,
     const void *data, size_t len);
 /* Sends FO's held batch now. */
 void xg_client_fanout_flush(struct xg_fanout *fo);

@@ -700,7 +700,7 @@ xg_session_fanout(struct xg_session *s, struct xg_reg_channel *ch,
         }
     }
     if (n > 0) {
-        xg_client_fanout(ch, s->to, n, data, len);
+        xg_client_fanout(s->to, n, data, len);
     }
 }
 

@@ -348,7 +348,7 @@ bn_fanout(struct bn *b, struct xg_reg_channel *ch, const char *raw,
         }
     }
     if (nraw > 0) {
-        xg_client_fanout(ch, b->to_raw, nraw, raw, rlen);
+        xg_client_fanout(b->to_raw, nraw, raw, rlen);
     }
     if (ncomb > 0) {
         if (comb == NULL) {
@@ -362,8 +362,7 @@ bn_fanout(struct bn *b, struct xg_reg_channel *ch, const char *raw,
             made[clen++] = '}';
             comb = made;
         }
-        xg_client_fanout((const char *) ch + 1, b->to_comb, ncomb, comb,
-            clen);
+        xg_client_fanout(b->to_comb, ncomb, comb, clen);
     }
     b->messages_out += nraw + ncomb;
     free(made);

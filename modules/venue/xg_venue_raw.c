@@ -333,7 +333,7 @@ raw_on_message(void *p, struct xg_conn *c, const unsigned char *data,
         return;
     }
     r->to_clients++;
-    xg_client_fanout(r, r->to, r->nclients, data, len);
+    xg_client_fanout(r->to, r->nclients, data, len);
 }
 
 static void

@@ -137,9 +137,9 @@ peer_read(struct loop *lp)
 }
 
 static void
-fanout(struct loop *lp, const void *key, const char *text)
+fanout(struct loop *lp, const char *text)
 {
-    xg_client_fanout(key, &lp->c, 1, text, strlen(text));
+    xg_client_fanout(&lp->c, 1, text, strlen(text));
 }
 
 static void
@@ -171,11 +171,10 @@ teardown(void)
 START_TEST(fanout_at_end_of_pass)
 {
     struct loop a;
-    static int key;
 
     loop_open(&a);
-    fanout(&a, &key, "n1");
-    fanout(&a, &key, "n2");
+    fanout(&a, "n1");
+    fanout(&a, "n2");
     ck_assert_str_eq(peer_read(&a), "");
     loop_pass(&a);
     ck_assert_str_eq(peer_read(&a), "n1\nn2\n");
@@ -190,11 +189,10 @@ END_TEST
 START_TEST(fanout_flushed_before_answer)
 {
     struct loop a;
-    static int key;
 
     loop_open(&a);
-    fanout(&a, &key, "n1");
-    fanout(&a, &key, "n2");
+    fanout(&a, "n1");
+    fanout(&a, "n2");
     ck_assert_int_eq(xg_client_send(a.c, "r", 1), XG_OK);
     loop_pass(&a);
     ck_assert_str_eq(peer_read(&a), "n1\nn2\nr\n");
@@ -213,19 +211,18 @@ END_TEST
 START_TEST(fanout_two_loops_side_by_side)
 {
     struct loop a, b;
-    static int key_a, key_b;
 
     loop_open(&a);
     loop_open(&b);
-    fanout(&a, &key_a, "a1");
+    fanout(&a, "a1");
     loop_pass(&a);
     ck_assert_str_eq(peer_read(&a), "a1\n");
 
-    fanout(&b, &key_b, "b1");
+    fanout(&b, "b1");
     loop_pass(&b);
     ck_assert_str_eq(peer_read(&b), "b1\n");
     /* and the other way round */
-    fanout(&a, &key_a, "a2");
+    fanout(&a, "a2");
     loop_pass(&a);
     ck_assert_str_eq(peer_read(&a), "a2\n");
     ck_assert_str_eq(peer_read(&b), "");
@@ -246,17 +243,16 @@ END_TEST
 START_TEST(fanout_loops_in_turn)
 {
     struct loop a, b;
-    static int key;
 
     loop_open(&a);
-    fanout(&a, &key, "a1");
+    fanout(&a, "a1");
     loop_pass(&a);
     ck_assert_str_eq(peer_read(&a), "a1\n");
     loop_close(&a);
 
     loop_open(&b);
-    fanout(&b, &key, "b1");
-    fanout(&b, &key, "b2");
+    fanout(&b, "b1");
+    fanout(&b, "b2");
     loop_pass(&b);
     ck_assert_str_eq(peer_read(&b), "b1\nb2\n");
     loop_close(&b);
@@ -397,7 +393,6 @@ START_TEST(fanout_ws_partial_batch_kept)
 {
     static char want[200000], got[200000];
     struct loop a;
-    static int key;
     char msg[400];
     size_t w = 0;
     int b, k;
@@ -408,7 +403,7 @@ START_TEST(fanout_ws_partial_batch_kept)
             int n = snprintf(msg, sizeof(msg), "{\"batch\":%d,\"k\":%d,"
                 "\"pad\":\"%0250d\"}", b, k, b * 1000 + k);
 
-            fanout(&a, &key, msg);
+            fanout(&a, msg);
             memcpy(want + w, msg, (size_t) n);
             w += (size_t) n;
             want[w++] = '\n';
@@ -423,8 +418,8 @@ START_TEST(fanout_ws_partial_batch_kept)
     peer_frames(&a, 200, got, sizeof(got));
     ck_assert_str_eq(got, want);
 
-    fanout(&a, &key, "{\"n\":1}");
-    fanout(&a, &key, "{\"n\":2}");
+    fanout(&a, "{\"n\":1}");
+    fanout(&a, "{\"n\":2}");
     ck_assert_int_eq(xg_client_send(a.c, "{\"r\":1}", 7), XG_OK);
     peer_frames(&a, 3, got, sizeof(got));
     ck_assert_str_eq(got, "{\"n\":1}\n{\"n\":2}\n{\"r\":1}\n");
