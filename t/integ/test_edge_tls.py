@@ -17,7 +17,6 @@ Skips (exit 77) only when /usr/bin/redis-server is missing.
 
 import asyncio
 import os
-import subprocess
 import sys
 import time
 
@@ -32,25 +31,7 @@ REDIS = "/usr/bin/redis-server"
 
 
 def start_tls_redis(h, port, cert, key):
-    p = subprocess.Popen([REDIS, "--port", "0", "--tls-port", str(port),
-                          "--bind", "127.0.0.1", "--save", "",
-                          "--appendonly", "no", "--loglevel", "warning",
-                          "--tls-cert-file", cert, "--tls-key-file", key,
-                          "--tls-ca-cert-file", cert,
-                          "--tls-auth-clients", "no"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         stdin=subprocess.DEVNULL)
-    h.procs.append(p)
-    import socket
-    end = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return p
-        except OSError:
-            if time.monotonic() > end or p.poll() is not None:
-                raise gh.Fail("redis-server (tls) did not start on %d" % port)
-            time.sleep(0.05)
+    return eh.start_redis(h, port, None, tls=(cert, key))
 
 
 class TlsRedis:

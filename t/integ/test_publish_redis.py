@@ -87,9 +87,15 @@ class Resp:
         self.s.close()
 
 
-def start_redis(h, port, password):
+def start_redis(h, port, password, tls=None):
+    """A redis-server on PORT (with --requirepass PASSWORD unless None);
+    TLS (cert, key): on a TLS port only, no plain one."""
     args = [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--loglevel", "warning"]
+    if tls is not None:
+        args[1:3] = ["--port", "0", "--tls-port", str(port)]
+        args += ["--tls-cert-file", tls[0], "--tls-key-file", tls[1],
+                 "--tls-ca-cert-file", tls[0], "--tls-auth-clients", "no"]
     if password is not None:
         args += ["--requirepass", password]
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL,
