@@ -115,9 +115,18 @@ track_hold(struct xg_track *t, const char *data, size_t len)
         t->held_cap = t->held_cap ? t->held_cap * 2 : 8;
         t->held = xg_realloc(t->held, t->held_cap * sizeof(*t->held));
     }
-    t->held[t->nheld].p = xg_strndup(data, len);
+    t->held[t->nheld].p = data != NULL ? xg_strndup(data, len) : NULL;
     t->held[t->nheld].len = len;
+    t->held[t->nheld].since_ms = 0;
     t->nheld++;
+}
+
+/* A hole among the held messages, at its place (xg_track_hole()). */
+static void
+track_hold_hole(struct xg_track *t, uint64_t since_ms)
+{
+    track_hold(t, NULL, 0);
+    t->held[t->nheld - 1].since_ms = since_ms;
 }
 
 /*
@@ -134,6 +143,15 @@ track_release(struct xg_track *t)
     t->held = NULL;
     t->nheld = t->held_cap = 0;
     for (i = 0; i < n; i++) {
+        if (m[i].p == NULL) {
+            /* a hole in the stream; in a gap already (the connection
+               went): the resume fetches past it */
+            if (t->state != XG_TRACK_GAP) {
+                xg_track_hole(t, m[i].since_ms, "a hole in the stream "
+                    "while fetching");
+            }
+            continue;
+        }
         if (xg_track_message(t, m[i].p, m[i].len)) {
             xg_track_fanout(t, m[i].p, m[i].len);
         }
@@ -300,6 +318,17 @@ xg_track_gap(struct xg_track *t, uint64_t since_ms, const char *why)
     if (t->kind->lost != NULL) {
         t->kind->lost(t);
     }
+}
+
+void
+xg_track_hole(struct xg_track *t, uint64_t since_ms, const char *why)
+{
+    if (t->state == XG_TRACK_FETCHING || t->state == XG_TRACK_HELD) {
+        track_hold_hole(t, since_ms);
+        return;
+    }
+    xg_track_gap(t, since_ms, why);
+    xg_track_resume(t, why);
 }
 
 void

@@ -159,8 +159,9 @@ struct xg_track_env {
 };
 
 struct xg_track_msg {
-    char     *p;
+    char     *p;        /* NULL: a hole in the stream here (xg_track_hole) */
     size_t    len;
+    uint64_t  since_ms; /* a hole's: the last data before it */
 };
 
 struct xg_track_retry;
@@ -211,6 +212,16 @@ void xg_track_down(struct xg_track *t, uint64_t since_ms);
  * kind's parse.
  */
 void xg_track_gap(struct xg_track *t, uint64_t since_ms, const char *why);
+
+/*
+ * A hole in T's stream at this point, the stream going on (entries an
+ * edge's core dropped or trimmed): what follows may miss some, so T goes
+ * into a gap and fetches what its kind can (xg_track_gap(), then
+ * xg_track_resume()). While T holds messages (a fetch under way) the hole
+ * is held at its place among them and taken when they are released: a
+ * fetch that ends must not hide a hole that came after its range.
+ */
+void xg_track_hole(struct xg_track *t, uint64_t since_ms, const char *why);
 
 /*
  * T's channel is back (WHY: confirmed by the exchange, or resubscribed

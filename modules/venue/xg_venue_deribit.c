@@ -589,8 +589,11 @@ dr_stale(void *p, struct xg_reg_channel *ch, uint64_t now)
 /*
  * A hole in the core's stream of channel NAME (an edge: entries the core
  * could not write, or trimmed before the edge read them): a book's chain
- * shows it by itself (a resubscribe, a new snapshot); a sequence is
- * fetched with the next data; anything else gets a gap notice.
+ * shows it by itself (a resubscribe, a new snapshot); a tracked channel's
+ * tracker repairs it (trades by trade_seq from the next data, a
+ * currency's trades and user.orders fetched now; during a fetch the hole
+ * waits at its place among the held messages); anything else gets a gap
+ * notice.
  */
 void
 dr_edge_hole(struct dr *d, const char *name)
@@ -603,7 +606,7 @@ dr_edge_hole(struct dr *d, const char *name)
         return;
     }
     if (ch->ext != NULL) {
-        xg_track_gap(ch->ext, ch->last_data_ms, "a hole in the core's "
+        xg_track_hole(ch->ext, ch->last_data_ms, "a hole in the core's "
             "stream");
     } else if (!dr_chan_recovers(ch)) {
         dr_gap_notice(d, ch, xg_now_ms() - ch->last_data_ms, "a hole in "

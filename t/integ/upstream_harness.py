@@ -261,20 +261,41 @@ class Harness:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def other_logs(h):
+    """The warnings and errors of every other process' log in the test's
+    directory (an edge's, a second exgate's), for a failure's report."""
+    out = []
+    for f in sorted(os.listdir(h.tmp)):
+        path = os.path.join(h.tmp, f)
+        if not f.endswith(".log") or path == h.log_path:
+            continue
+        try:
+            with open(path, errors="replace") as fh:
+                lines = [l.rstrip("\n") for l in fh
+                         if re.search(r"\[(warn|error)\]|backfill", l)]
+        except OSError:
+            continue
+        out.append("--- %s (warnings, errors, backfills; tail) ---\n%s"
+                   % (f, "\n".join(lines[-60:])))
+    return "".join(s + "\n" for s in out)
+
+
 def run(name, body):
-    """Runs BODY(harness); prints the log on failure; exits 0 or 1."""
+    """Runs BODY(harness); prints the logs on failure; exits 0 or 1."""
     h = Harness(name)
     try:
         body(h)
         h.finish()
     except Fail as e:
-        sys.stderr.write("FAIL %s: %s\n--- exgate log (tail) ---\n%s\n"
-                         % (name, e, "\n".join(h.log().splitlines()[-80:])))
+        sys.stderr.write("FAIL %s: %s\n--- exgate log (tail) ---\n%s\n%s"
+                         % (name, e, "\n".join(h.log().splitlines()[-80:]),
+                            other_logs(h)))
         h.close()
         sys.exit(1)
     except BaseException:
-        sys.stderr.write("--- exgate log (tail) ---\n%s\n"
-                         % "\n".join(h.log().splitlines()[-80:]))
+        sys.stderr.write("--- exgate log (tail) ---\n%s\n%s"
+                         % ("\n".join(h.log().splitlines()[-80:]),
+                            other_logs(h)))
         h.close()
         raise
     h.close()

@@ -477,6 +477,63 @@ START_TEST(down_while_fetching_releases)
 }
 END_TEST
 
+/* A hole in the stream (an edge's) while a fetch is under way: it waits
+   at its place among the held messages, so what skips after it is
+   fetched too, not passed once the first fetch is done. */
+START_TEST(hole_while_fetching_kept_in_place)
+{
+    struct xg_track *t = track_fetching(&fake_kind);
+
+    ck_assert_int_eq(feed(t, "6"), 0);
+    xg_track_hole(t, 1500, "a hole");
+    ck_assert_int_eq(t->state, XG_TRACK_FETCHING);
+    ck_assert_int_eq(feed(t, "9"), 0);           /* 7, 8 in the hole */
+    ck_assert_int_eq(t->nheld, 4);
+    answer(t, 0, "3-4");
+    expect(t, XG_TRACK_FETCHING, "1,2,3,4,5,6,");
+    ck_assert_int_eq(nsent, 2);
+    ck_assert_uint_eq(fetch_from, 7);
+    ck_assert_uint_eq(fetch_to, 8);
+    ck_assert_int_eq(t->nheld, 1);               /* "9" */
+    answer(t, 1, "7-8");
+    expect(t, XG_TRACK_LIVE, "1,2,3,4,5,6,7,8,9,");
+    noticed(0, NULL);
+    xg_track_free(t);
+}
+END_TEST
+
+/* A hole while live: a gap at once, the kind's lost and resume run. */
+START_TEST(hole_while_live)
+{
+    struct xg_track *t = track(&fake_kind);
+
+    ck_assert_int_eq(feed(t, "1"), 1);
+    xg_track_hole(t, 900, "a hole");
+    ck_assert_int_eq(nlost, 1);
+    ck_assert_int_eq(nfetch, 1);                 /* the resume asked */
+    ck_assert_int_eq(t->state, XG_TRACK_GAP);
+    ck_assert_uint_eq(t->gap_from_ms, 900);
+    ck_assert_int_eq(feed(t, "4"), 0);           /* 2, 3 fetched */
+    answer(t, 0, "2-3");
+    expect(t, XG_TRACK_LIVE, "1,2,3,4,");
+    xg_track_free(t);
+}
+END_TEST
+
+/* A hole held when the connection goes: the resume fetches past it. */
+START_TEST(hole_held_then_down)
+{
+    struct xg_track *t = track_fetching(&fake_kind_release);
+
+    xg_track_hole(t, 1500, "a hole");
+    nreq = 0;
+    xg_track_down(t, 1600);
+    expect(t, XG_TRACK_GAP, "1,2,5,");
+    ck_assert_int_eq(t->nheld, 0);
+    xg_track_free(t);
+}
+END_TEST
+
 START_TEST(down_with_nothing_held)
 {
     struct xg_track *t = track_refetching();
@@ -712,7 +769,8 @@ track_suite(void)
         confirm_fetches, stale_gap_fetches_at_resume,
         down_while_fetching_keeps_held, held_with_nothing_to_fetch,
         down_while_fetching_releases, down_with_nothing_held, state_names,
-        NULL
+        hole_while_fetching_kept_in_place, hole_while_live,
+        hole_held_then_down, NULL
     };
     const TTest *const give_up[] = {
         held_bound_gives_up, held_bound_while_held, failed_answer_gives_up,
