@@ -36,12 +36,22 @@ def check(cond, msg):
         raise Fail(msg)
 
 
+_ports_given = set()
+
+
 def free_port():
-    """A port that was free a moment ago (bind 0, read it back)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    """A port that was free a moment ago (bind 0, read it back), and not
+    one this process handed out before: nothing is bound on those until
+    the conf they go in starts, and the kernel may give the same one twice
+    in a row (a core's admin port once came back equal to its listener's)."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _ports_given:
+            break
+    _ports_given.add(port)
     return port
 
 
