@@ -694,6 +694,13 @@ xg_redis_enabled(const struct xg_redis *r)
 }
 
 /* See xg_redis.h. */
+int
+xg_redis_writable(const struct xg_redis *r)
+{
+    return r != NULL && r->pc != NULL && r->ac != NULL;
+}
+
+/* See xg_redis.h. */
 void
 xg_redis_status(const struct xg_redis *r, json_t *obj)
 {

@@ -107,6 +107,10 @@ void xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc);
 /* Whether R publishes (its conf has `publish`). */
 int xg_redis_enabled(const struct xg_redis *r);
 
+/* Whether an answer written now (xg_redis_answer()) goes out: R
+   publishes and its connection is up. */
+int xg_redis_writable(const struct xg_redis *r);
+
 /*
  * The whole state of a channel as of the entry just queued, as one
  * notification of its own (a Deribit book "snapshot"): malloc'd text (the

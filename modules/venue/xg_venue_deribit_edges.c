@@ -25,7 +25,11 @@
  * from there: only what arrives after it started. After a reconnect it
  * reads on from the last id it read, so no entry is ever run twice. A
  * read that has no reply within DR_EDGES_BLOCK_MS + connect_timeout drops
- * the connection (a Redis that stopped answering).
+ * the connection (a Redis that stopped answering). Nothing is read while
+ * the publisher's connection is down (after a Redis restart the reader
+ * may be back first): a request run then would have its answer lost, an
+ * order placed that its bot is told may not be. Entries that arrive in
+ * that state are read again once it is up.
  *
  * Refused, counted and logged, never run: an entry without edge, rid, ts
  * or body; an edge name outside [A-Za-z0-9_.-]{1,64}; a rid or ts that is
@@ -51,6 +55,7 @@
 #define DR_EDGES_IDLE_MS    60000     /* an edge's client is freed after */
 #define DR_EDGES_BLOCK_MS   1000      /* XREAD BLOCK */
 #define DR_EDGES_COUNT      256       /* entries one XREAD takes */
+#define DR_EDGES_WAIT_MS    50        /* the publisher down: read later */
 #define DR_EDGE_NAME_MAX    64
 #define DR_RID_MAX          20        /* digits of a uint64 */
 
@@ -74,6 +79,9 @@ struct dr_edges {
     char                            last_id[48];  /* "": not known yet */
     int                             reading;   /* an XREAD or XREVRANGE */
     struct event                   *ev_read;   /* its deadline */
+    struct event                   *ev_wait;   /* the publisher is down:
+                                                  read again later */
+    uint64_t                        waits;     /* reads put off so */
     struct dr_edge                 *edges;
     unsigned                        nedges;
 
@@ -528,6 +536,11 @@ de_on_read(redisAsyncContext *ac, void *reply, void *priv)
             continue;
         }
         for (j = 0; j < s->element[1]->elements; j++) {
+            if (!xg_redis_writable(xg_upstream_publisher(es->d->up))) {
+                /* the rest is read again from last_id, when answers
+                   can go out */
+                break;
+            }
             de_entry(es, s->element[1]->element[j]);
         }
     }
@@ -578,6 +591,11 @@ de_read(struct dr_edges *es)
     if (es->ac == NULL || es->reading) {
         return;
     }
+    if (!xg_redis_writable(xg_upstream_publisher(es->d->up))) {
+        es->waits++;
+        de_timer(es->ev_wait, DR_EDGES_WAIT_MS);
+        return;
+    }
     if (es->last_id[0] == '\0') {
         rc = redisAsyncCommand(es->ac, de_on_last, es,
             "XREVRANGE %s + - COUNT 1", es->key);
@@ -604,6 +622,12 @@ de_on_read_timeout(evutil_socket_t fd, short what, void *arg)
         DR_EDGES_BLOCK_MS, (unsigned long long) (DR_EDGES_BLOCK_MS
         + es->uc->connect_timeout_ms));
     xg_rconn_fail(es->conn, XG_LOG_WARN, why);
+}
+
+static void
+de_on_wait(evutil_socket_t fd, short what, void *arg)
+{
+    de_read(arg);
 }
 
 static void
@@ -694,6 +718,7 @@ dr_edges_new(struct dr *d, const struct xg_upstream_conf *uc)
     es = xg_calloc(1, sizeof(*es));
     es->d = d;
     es->ev_read = evtimer_new(d->base, de_on_read_timeout, es);
+    es->ev_wait = evtimer_new(d->base, de_on_wait, es);
     de_target(es, uc);
     return es;
 }
@@ -738,6 +763,7 @@ dr_edges_free(struct dr_edges *es)
         de_edge_free(es->edges, "upstream destroyed");
     }
     event_free(es->ev_read);
+    event_free(es->ev_wait);
     free(es);
 }
 
@@ -770,10 +796,12 @@ dr_edges_status(const struct dr_edges *es, json_t *obj)
         es->answers_lost));
     json_object_set_new(o, "notices_dropped", json_integer((json_int_t)
         es->notices_dropped));
+    json_object_set_new(o, "waits", json_integer((json_int_t) es->waits));
     json_object_set_new(o, "state", json_string(
         xg_rconn_state_name(es->conn)));
     json_object_set_new(o, "reading", json_boolean(es->ac != NULL
-        && es->last_id[0] != '\0'));
+        && es->last_id[0] != '\0' && xg_redis_writable(
+            xg_upstream_publisher(es->d->up))));
     json_object_set_new(o, "last_id", es->last_id[0] != '\0'
         ? json_string(es->last_id) : json_null());
     json_object_set_new(o, "connects", json_integer((json_int_t)

@@ -25,6 +25,10 @@ PREFIX:sim:ans:EDGE.
 - the reader's connection killed (CLIENT KILL; the stream stays): the
   requests after it are served, and none before it runs twice (exsim's
   orders_placed moves by exactly the new buys);
+- the publish connection down with the reader up (its AUTH refused:
+  the password changed, its connection killed): a request is not run
+  (orders_placed unchanged, the read put off: `waits`) until the
+  publisher is back, then run once and answered, no answer lost;
 - redis-server restarted: the reader reconnects by itself and serves
   again;
 - /status "publish"."requests" and /metrics exgate_publish_requests_total
@@ -313,6 +317,49 @@ async def body(h):
           % (placed(h), p0 + 1))
     check(reqs(h)["served"] == s0 + 1, "served %d, want %d (an entry run "
           "twice?)" % (reqs(h)["served"], s0 + 1))
+    a.result(a.send("private/cancel", {"order_id": oid}))
+
+    # ---- the publish connection down, the reader up (after a Redis
+    # restart the reader may be back first): nothing is run while an
+    # answer could not be written; once it is up the request is run,
+    # once, and answered
+    p0 = placed(h)
+    r0 = reqs(h)
+    ctl = Resp(rport, PW)
+    mine = {c.s.getsockname()[1] for c in (a.r, b.r, ctl)}
+    ctl.cmd("CONFIG", "SET", "requirepass", PW + "-changed")
+    killed = 0
+    listing = ctl.cmd("CLIENT", "LIST").decode()
+    for line in listing.splitlines():
+        f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        # the test's own, the reader (blocked in XREAD), and the killer
+        # of the phase before (closed, not yet reaped)
+        if (int(f["addr"].rsplit(":", 1)[1]) in mine
+                or f["cmd"] in ("xread", "client|kill")):
+            continue
+        ctl.cmd("CLIENT", "KILL", "ID", f["id"])
+        killed += 1
+    check(killed == 1, "%d connections killed, want the publisher's: %s"
+          % (killed, listing))
+    h.wait_up(lambda u: not u["publish"]["connected"], 5,
+              "the publish connection down (its AUTH refused)")
+    rid = a.send("private/buy", {"instrument_name": BTC, "amount": 10,
+                                 "type": "limit", "price": 995})
+    time.sleep(0.6)
+    r1 = reqs(h)
+    check(placed(h) == p0 and r1["served"] == r0["served"],
+          "a request was run while its answer could not be written "
+          "(orders_placed %d -> %d)" % (p0, placed(h)))
+    check(r1["waits"] > r0["waits"] and r1["reading"] is False,
+          "the reader did not wait for the publisher: %r" % r1)
+    ctl.cmd("CONFIG", "SET", "requirepass", PW)
+    ctl.close()
+    oid = a.result(rid, timeout=10)["order"]["order_id"]
+    check(placed(h) == p0 + 1 and reqs(h)["answers_lost"]
+          == r0["answers_lost"], "after the publisher came back: "
+          "orders_placed %d, want %d; answers_lost %d -> %d"
+          % (placed(h), p0 + 1, r0["answers_lost"],
+             reqs(h)["answers_lost"]))
     a.result(a.send("private/cancel", {"order_id": oid}))
 
     # ---- redis-server restarted: served again
