@@ -15,7 +15,8 @@
  * go on the upstream's own authenticated connection (the unnamed
  * account). Whatever the venue sends that client goes out through the
  * publisher's pipeline (xg_redis_answer()) to PREFIX:UPSTREAM:ans:EDGE
- * when it is an answer (it has an id, the RID); a notification (an
+ * when it is an answer (it has an id, the RID), held in order while that
+ * connection cannot take it (de_write()); a notification (an
  * exgate/order_outcome) has no place on the wire and is dropped, counted.
  *
  * The reader has a Redis connection of its own (an xg_rconn with the
@@ -56,8 +57,19 @@
 #define DR_EDGES_BLOCK_MS   1000      /* XREAD BLOCK */
 #define DR_EDGES_COUNT      256       /* entries one XREAD takes */
 #define DR_EDGES_WAIT_MS    50        /* the publisher down: read later */
+#define DR_EDGES_ANS_HELD   1024      /* answers held while it is down */
 #define DR_EDGE_NAME_MAX    64
 #define DR_RID_MAX          20        /* digits of a uint64 */
+
+/* An answer the publish connection could not take yet, held. */
+struct de_ans {
+    struct de_ans      *next;
+    uint64_t            at_ms;
+    char                edge[DR_EDGE_NAME_MAX + 1];
+    char                rid[DR_RID_MAX + 1];
+    char               *data;
+    size_t              len;
+};
 
 /* One edge that sent requests: its client. */
 struct dr_edge {
@@ -82,6 +94,9 @@ struct dr_edges {
     struct event                   *ev_wait;   /* the publisher is down:
                                                   read again later */
     uint64_t                        waits;     /* reads put off so */
+    struct de_ans                  *held, **held_tail;  /* answers, in
+                                                  order (de_write()) */
+    unsigned                        nheld;
     struct dr_edge                 *edges;
     unsigned                        nedges;
 
@@ -214,20 +229,81 @@ dr_edge_body(const char *body, size_t len, const char *rid,
 
 /* ---- answers ---- */
 
-/* DATA goes to EDGE's answer stream as the answer to RID. */
+/*
+ * Writes the answers held, in order, while the publish connection takes
+ * them; drops (lost, logged) those held longer than request_timeout: the
+ * edge has answered its bot already. Returns 1 when none is left.
+ */
+static int
+de_flush(struct dr_edges *es)
+{
+    struct xg_redis *pub = xg_upstream_publisher(es->d->up);
+    uint64_t now = xg_now_ms(), max = es->d->cf->request_timeout_ms;
+    struct de_ans *a;
+
+    while ((a = es->held) != NULL) {
+        if (max != 0 && now - a->at_ms > max) {
+            es->answers_lost++;
+            de_log(XG_LOG_WARN, es, "the answer to edge %s's request %s is "
+                "lost: held %llu ms for the publish connection, over "
+                "request_timeout", a->edge, a->rid,
+                (unsigned long long) (now - a->at_ms));
+        } else if (xg_redis_answer(pub, a->edge, a->rid, a->data, a->len)
+                   == XG_OK)
+        {
+            es->answers++;
+        } else {
+            return 0;
+        }
+        es->held = a->next;
+        es->nheld--;
+        free(a->data);
+        free(a);
+    }
+    es->held_tail = &es->held;
+    return 1;
+}
+
+/*
+ * DATA goes to EDGE's answer stream as the answer to RID: now, or held
+ * (in order, up to DR_EDGES_ANS_HELD, for request_timeout) while the
+ * publish connection cannot take it (down, or its in-flight bound).
+ */
 static void
 de_write(struct dr_edges *es, const char *edge, const char *rid,
     const char *data, size_t len)
 {
     struct xg_redis *pub = xg_upstream_publisher(es->d->up);
+    struct de_ans *a;
 
-    if (pub == NULL || xg_redis_answer(pub, edge, rid, data, len) != XG_OK) {
+    if (pub == NULL) {
         es->answers_lost++;
-        de_log(XG_LOG_WARN, es, "the answer to edge %s's request %s is lost "
-            "(the publish connection is down or full)", edge, rid);
         return;
     }
-    es->answers++;
+    if (de_flush(es) && xg_redis_answer(pub, edge, rid, data, len) == XG_OK) {
+        es->answers++;
+        return;
+    }
+    if (es->nheld >= DR_EDGES_ANS_HELD) {
+        es->answers_lost++;
+        de_log(XG_LOG_WARN, es, "the answer to edge %s's request %s is lost "
+            "(the publish connection cannot take it and %u are held)", edge,
+            rid, es->nheld);
+        return;
+    }
+    a = xg_calloc(1, sizeof(*a));
+    a->at_ms = xg_now_ms();
+    snprintf(a->edge, sizeof(a->edge), "%s", edge);
+    snprintf(a->rid, sizeof(a->rid), "%s", rid);
+    a->data = xg_strndup(data, len);
+    a->len = len;
+    if (es->held == NULL) {
+        es->held_tail = &es->held;
+    }
+    *es->held_tail = a;
+    es->held_tail = &a->next;
+    es->nheld++;
+    de_timer(es->ev_wait, DR_EDGES_WAIT_MS);
 }
 
 /* An error of ours to EDGE's request RID, which is not run. */
@@ -624,10 +700,16 @@ de_on_read_timeout(evutil_socket_t fd, short what, void *arg)
     xg_rconn_fail(es->conn, XG_LOG_WARN, why);
 }
 
+/* The publisher was down: answers held go out, reading goes on. */
 static void
 de_on_wait(evutil_socket_t fd, short what, void *arg)
 {
-    de_read(arg);
+    struct dr_edges *es = arg;
+
+    if (!de_flush(es)) {
+        de_timer(es->ev_wait, DR_EDGES_WAIT_MS);
+    }
+    de_read(es);
 }
 
 static void
@@ -764,6 +846,13 @@ dr_edges_free(struct dr_edges *es)
     }
     event_free(es->ev_read);
     event_free(es->ev_wait);
+    while (es->held != NULL) {
+        struct de_ans *a = es->held;
+
+        es->held = a->next;
+        free(a->data);
+        free(a);
+    }
     free(es);
 }
 
@@ -797,6 +886,8 @@ dr_edges_status(const struct dr_edges *es, json_t *obj)
     json_object_set_new(o, "notices_dropped", json_integer((json_int_t)
         es->notices_dropped));
     json_object_set_new(o, "waits", json_integer((json_int_t) es->waits));
+    json_object_set_new(o, "answers_held", json_integer((json_int_t)
+        es->nheld));
     json_object_set_new(o, "state", json_string(
         xg_rconn_state_name(es->conn)));
     json_object_set_new(o, "reading", json_boolean(es->ac != NULL

@@ -28,7 +28,9 @@ PREFIX:sim:ans:EDGE.
 - the publish connection down with the reader up (its AUTH refused:
   the password changed, its connection killed): a request is not run
   (orders_placed unchanged, the read put off: `waits`) until the
-  publisher is back, then run once and answered, no answer lost;
+  publisher is back, then run once and answered, no answer lost; an
+  order's answer coming back from exsim while the publisher is down is
+  held (answers_held 1) and written once it is back;
 - redis-server restarted: the reader reconnects by itself and serves
   again;
 - /status "publish"."requests" and /metrics exgate_publish_requests_total
@@ -145,6 +147,30 @@ def placed(h):
 def reading(h):
     r = h.up().get("publish", {}).get("requests")
     return r is not None and r["reading"]
+
+
+def publisher_down(h, ctl, mine):
+    """Kills the core's publish connection and keeps it out (the password
+    changed: its AUTH is refused) while the request reader, already in,
+    stays; MINE: the test's own connections. CONFIG SET requirepass back
+    lets it in again."""
+    ports = {c.s.getsockname()[1] for c in mine}
+    ctl.cmd("CONFIG", "SET", "requirepass", PW + "-changed")
+    killed = []
+    listing = ctl.cmd("CLIENT", "LIST").decode()
+    for line in listing.splitlines():
+        f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        # the test's own, the reader (blocked in XREAD), and a killer of
+        # a phase before (closed, not yet reaped)
+        if (int(f["addr"].rsplit(":", 1)[1]) in ports
+                or f["cmd"] in ("xread", "client|kill")):
+            continue
+        ctl.cmd("CLIENT", "KILL", "ID", f["id"])
+        killed.append(f["id"])
+    check(len(killed) == 1, "%d connections killed, want the publisher's: "
+          "%s" % (len(killed), listing))
+    h.wait_up(lambda u: not u["publish"]["connected"], 5,
+              "the publish connection down (its AUTH refused)")
 
 
 def metric(h, result):
@@ -326,23 +352,7 @@ async def body(h):
     p0 = placed(h)
     r0 = reqs(h)
     ctl = Resp(rport, PW)
-    mine = {c.s.getsockname()[1] for c in (a.r, b.r, ctl)}
-    ctl.cmd("CONFIG", "SET", "requirepass", PW + "-changed")
-    killed = 0
-    listing = ctl.cmd("CLIENT", "LIST").decode()
-    for line in listing.splitlines():
-        f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-        # the test's own, the reader (blocked in XREAD), and the killer
-        # of the phase before (closed, not yet reaped)
-        if (int(f["addr"].rsplit(":", 1)[1]) in mine
-                or f["cmd"] in ("xread", "client|kill")):
-            continue
-        ctl.cmd("CLIENT", "KILL", "ID", f["id"])
-        killed += 1
-    check(killed == 1, "%d connections killed, want the publisher's: %s"
-          % (killed, listing))
-    h.wait_up(lambda u: not u["publish"]["connected"], 5,
-              "the publish connection down (its AUTH refused)")
+    publisher_down(h, ctl, (a.r, b.r, ctl))
     rid = a.send("private/buy", {"instrument_name": BTC, "amount": 10,
                                  "type": "limit", "price": 995})
     time.sleep(0.6)
@@ -353,7 +363,6 @@ async def body(h):
     check(r1["waits"] > r0["waits"] and r1["reading"] is False,
           "the reader did not wait for the publisher: %r" % r1)
     ctl.cmd("CONFIG", "SET", "requirepass", PW)
-    ctl.close()
     oid = a.result(rid, timeout=10)["order"]["order_id"]
     check(placed(h) == p0 + 1 and reqs(h)["answers_lost"]
           == r0["answers_lost"], "after the publisher came back: "
@@ -361,6 +370,25 @@ async def body(h):
           % (placed(h), p0 + 1, r0["answers_lost"],
              reqs(h)["answers_lost"]))
     a.result(a.send("private/cancel", {"order_id": oid}))
+    # an order run, its answer coming back while the publisher is down:
+    # held, written once it is up (not lost)
+    h.wait_up(lambda u: u["publish"]["connected"], 5, "the publisher back")
+    h.control("delay private/buy 1000")
+    p0 = placed(h)
+    rid = a.send("private/buy", {"instrument_name": BTC, "amount": 10,
+                                 "type": "limit", "price": 994})
+    gh.uh.wait_for(lambda: placed(h) == p0 + 1, 5, what="the buy placed")
+    publisher_down(h, ctl, (a.r, b.r, ctl))
+    h.wait_up(lambda u: u["publish"]["requests"]["answers_held"] == 1, 5,
+              "the answer held")
+    ctl.cmd("CONFIG", "SET", "requirepass", PW)
+    h.control("delay private/buy 0")
+    oid = a.result(rid, timeout=10)["order"]["order_id"]
+    r1 = reqs(h)
+    check(r1["answers_held"] == 0 and r1["answers_lost"]
+          == r0["answers_lost"], "the held answer: %r" % r1)
+    a.result(a.send("private/cancel", {"order_id": oid}))
+    ctl.close()
 
     # ---- redis-server restarted: served again
     a.close()
