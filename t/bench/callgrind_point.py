@@ -125,15 +125,7 @@ def main():
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--keep", metavar="DIR",
                     help="keep the callgrind dumps in DIR")
-    a = ap.parse_args()
-    # what run_bench.Bench reads of its arguments
-    a.tls = False
-    a.no_pin = False
-    a.perf = None
-    a.out = None
-    a.smoke = False
-    a.half_clients = ""
-    a.sut_name = "exgate" if a.system == "exgate" else "raw"
+    a = run_bench.point_args(ap.parse_args())
     outdir = a.keep or tempfile.mkdtemp(prefix="xg-callgrind-")
     os.makedirs(outdir, exist_ok=True)
     for f in glob.glob(os.path.join(outdir, "cg.*")):

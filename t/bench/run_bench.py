@@ -152,6 +152,20 @@ def io_summary(a, b):
     return d
 
 
+
+def point_args(a):
+    """Fills in A (a tool's parsed arguments: builddir, system, clients,
+    rate, duration, warmup) with what Bench reads of its arguments
+    otherwise, at their defaults: the one-point tools (callgrind_point.py,
+    syscalls_point.py) measure a fan-out point as make bench does."""
+    for k, v in (("tls", False), ("no_pin", False), ("perf", None),
+                 ("out", None), ("smoke", False), ("half_clients", ""),
+                 ("redis_cpu", -1)):
+        if not hasattr(a, k):
+            setattr(a, k, v)
+    a.sut_name = "exgate" if a.system == "exgate" else "raw"
+    return a
+
 class BenchError(Exception):
     pass
 

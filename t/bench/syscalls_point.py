@@ -94,15 +94,7 @@ def main():
     ap.add_argument("--rate", type=int, default=10000)
     ap.add_argument("--duration", type=float, default=4.0)
     ap.add_argument("--warmup", type=float, default=0.5)
-    a = ap.parse_args()
-    # what run_bench.Bench reads of its arguments
-    a.tls = False
-    a.no_pin = False
-    a.perf = None
-    a.out = None
-    a.smoke = False
-    a.half_clients = ""
-    a.sut_name = "exgate" if a.system == "exgate" else "raw"
+    a = run_bench.point_args(ap.parse_args())
     fd, outfile = tempfile.mkstemp(prefix="xg-perfstat-")
     os.close(fd)
     b = PerfStatBench(a, outfile)
