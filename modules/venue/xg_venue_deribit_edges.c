@@ -242,7 +242,9 @@ de_flush(struct dr_edges *es)
     struct de_ans *a;
 
     while ((a = es->held) != NULL) {
-        if (max != 0 && now - a->at_ms > max) {
+        if (!xg_redis_enabled(pub)) {
+            es->answers_lost++;     /* a reload took `publish` away */
+        } else if (max != 0 && now - a->at_ms > max) {
             es->answers_lost++;
             de_log(XG_LOG_WARN, es, "the answer to edge %s's request %s is "
                 "lost: held %llu ms for the publish connection, over "
