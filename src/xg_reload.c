@@ -270,10 +270,13 @@ find_listen(const struct xg_main_conf *mc, const struct xg_listen_conf *lc)
     return NULL;
 }
 
-/* What happens to OLD, an upstream of the running conf, given NEW. */
+/*
+ * What happens to OLD, an upstream of the running conf, given NEW; UP is
+ * the upstream running on OLD (NULL: the conf alone decides).
+ */
 static void
 diff_upstream(struct xg_reload_item *it, const struct xg_upstream_conf *old,
-    const struct xg_upstream_conf *new)
+    const struct xg_upstream_conf *new, const struct xg_upstream *up)
 {
     const struct xg_venue *pm;
     struct rl_dirs a = { 0 }, b = { 0 };
@@ -332,6 +335,14 @@ diff_upstream(struct xg_reload_item *it, const struct xg_upstream_conf *old,
         it->op = XG_RELOAD_RESTART;
         list_add(it->changed, sizeof(it->changed), "(protocol module "
             "without reconf)");
+    } else if (up != NULL && xg_upstream_reconf_check(up, new) != XG_OK) {
+        /*
+         * Its instance cannot follow NEW (what it was built for changed):
+         * asked now, before anything changes, so that the reconf of the
+         * upstreams that stay cannot fail once the old conf is going.
+         */
+        it->op = XG_RELOAD_RESTART;
+        it->why = "its venue cannot follow that in place";
     } else if (it->changed[0] == '\0') {
         it->op = XG_RELOAD_KEEP;
     } else {
@@ -409,10 +420,13 @@ diff_listen(const struct xg_reload_plan *plan, struct xg_reload_item *it,
     it->op = it->changed[0] != '\0' ? XG_RELOAD_APPLY : XG_RELOAD_KEEP;
 }
 
-/* See xg_reload.h. */
-int
-xg_reload_diff(const struct xg_main_conf *old, const struct xg_main_conf *new,
-    struct xg_reload_plan *plan)
+/*
+ * xg_reload_diff(), asking each upstream of UPS (NULL: none) that runs
+ * on OLD whether it can follow its new conf in place.
+ */
+static int
+reload_plan(const struct xg_main_conf *old, const struct xg_main_conf *new,
+    const struct xg_upstream_set *ups, struct xg_reload_plan *plan)
 {
     static const char *const skip[] = { "upstream", "listen", NULL };
     const struct xg_upstream_conf *uc;
@@ -430,11 +444,12 @@ xg_reload_diff(const struct xg_main_conf *old, const struct xg_main_conf *new,
     plan->ups = xg_calloc(n + 1, sizeof(*plan->ups));
     for (uc = old->upstreams; uc != NULL; uc = uc->next) {
         diff_upstream(&plan->ups[plan->nups++], uc,
-            find_upstream(new, uc->name));
+            find_upstream(new, uc->name),
+            ups != NULL ? xg_upstream_find(ups, uc->name) : NULL);
     }
     for (uc = new->upstreams; uc != NULL; uc = uc->next) {
         if (find_upstream(old, uc->name) == NULL) {
-            diff_upstream(&plan->ups[plan->nups++], NULL, uc);
+            diff_upstream(&plan->ups[plan->nups++], NULL, uc, NULL);
         }
     }
 
@@ -482,6 +497,14 @@ xg_reload_diff(const struct xg_main_conf *old, const struct xg_main_conf *new,
         changes += i == 0 || plan->main_changed[i] == ',';
     }
     return changes;
+}
+
+/* See xg_reload.h. */
+int
+xg_reload_diff(const struct xg_main_conf *old, const struct xg_main_conf *new,
+    struct xg_reload_plan *plan)
+{
+    return reload_plan(old, new, NULL, plan);
 }
 
 /* See xg_reload.h. */
@@ -853,8 +876,9 @@ log_plan(const struct xg_running *r, const struct xg_reload_plan *plan)
                 "(1001) and its connection (1000)");
             break;
         case XG_RELOAD_RESTART:
-            log_up(r, uc->name, "reload: %s changed: restarted (its "
-                "clients closed with 1001)", it->changed);
+            log_up(r, uc->name, "reload: %s changed%s%s: restarted (its "
+                "clients closed with 1001)", it->changed,
+                it->why != NULL ? ", " : "", it->why != NULL ? it->why : "");
             break;
         }
     }
@@ -905,7 +929,7 @@ xg_reload_apply(struct xg_running *r, struct xg_main_conf *next,
     size_t i;
 
     *errors = NULL;
-    xg_reload_diff(old, next, &plan);
+    reload_plan(old, next, r->ups, &plan);
     made = xg_calloc(plan.nups + 1, sizeof(*made));
     gone = xg_calloc(plan.nups + 1, sizeof(*gone));
     opened = xg_calloc(plan.nlistens + 1, sizeof(*opened));
@@ -972,7 +996,12 @@ xg_reload_apply(struct xg_running *r, struct xg_main_conf *next,
             retiring_start(gone[i]);
         }
     }
-    /* the upstreams that stay run on the new conf */
+    /*
+     * The upstreams that stay run on the new conf. reload_plan() asked
+     * each one (xg_upstream_reconf_check()) and restarts those that
+     * cannot follow it, so none of these fails, and none is left on the
+     * old conf freed below.
+     */
     for (i = 0; i < plan.nups; i++) {
         it = &plan.ups[i];
         if (it->op == XG_RELOAD_KEEP || it->op == XG_RELOAD_APPLY
@@ -984,9 +1013,9 @@ xg_reload_apply(struct xg_running *r, struct xg_main_conf *next,
             if (up != NULL && xg_upstream_reconf(up, it->new,
                 it->op == XG_RELOAD_ROTATE ? why : NULL) != XG_OK)
             {
-                /* diff_upstream() restarts those: cannot happen */
-                xg_upstream_log(XG_LOG_ERROR, up, "reload: cannot take the "
-                    "new conf");
+                /* a venue whose reconf_check() broke its contract */
+                xg_upstream_log(XG_LOG_ERROR, up, "reload: its venue "
+                    "refused the new conf it had accepted");
             }
         }
     }

@@ -10,6 +10,9 @@
  *   url, tls_*, header,     the same, and the connection is replaced by a
  *   auth, heartbeat, ...    make-before-break rotation
  *   protocol changed        restarted (as removed, then added)
+ *   a change its venue      restarted the same way (the running instance
+ *   cannot follow           is asked before anything changes: struct
+ *                           xg_venue's restart_names and reconf_check)
  *   added                   started
  *   removed                 its listeners' clients closed (WebSocket 1001
  *                           "server reloading", TCP closed), then its
@@ -66,6 +69,8 @@ struct xg_reload_item {
     const void         *old;
     const void         *new;
     char                changed[512];
+    const char         *why;    /* a RESTART the changes alone do not
+                                   explain, said in the log (NULL: none) */
 };
 
 struct xg_reload_plan {
@@ -142,7 +147,10 @@ struct xg_admin *xg_reload_admin_start(struct xg_running *r,
 int xg_reload(struct xg_running *r, const char *path);
 
 /*
- * Applies NEXT (a loaded conf; R takes it over whatever happens) to R.
+ * Applies NEXT (a loaded conf; R takes it over whatever happens) to R,
+ * by the plan of xg_reload_diff() in which, besides, an upstream whose
+ * running venue cannot follow its new conf in place (reconf_check) is
+ * restarted.
  * Writes each error, one line each, to *ERRORS (malloc'd, or NULL when
  * there is none). Returns XG_OK; XG_ERROR with nothing changed; or
  * XG_AGAIN when NEXT runs but a listener that had to be closed and

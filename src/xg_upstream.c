@@ -1812,18 +1812,32 @@ xg_upstream_find(const struct xg_upstream_set *set, const char *name)
 
 /* See xg_upstream.h. */
 int
-xg_upstream_reconf(struct xg_upstream *up,
-    const struct xg_upstream_conf *conf, const char *reconnect_why)
+xg_upstream_reconf_check(const struct xg_upstream *up,
+    const struct xg_upstream_conf *conf)
 {
     if (up->proto != NULL && up->proto->create != NULL
         && up->proto->reconf == NULL)
     {
         return XG_ERROR;
     }
-    if (up->proto_p != NULL && up->proto->reconf != NULL
-        && up->proto->reconf(up->proto_p, conf) != XG_OK)
+    if (up->proto_p != NULL && up->proto->reconf_check != NULL
+        && up->proto->reconf_check(up->proto_p, conf) != XG_OK)
     {
         return XG_ERROR;
+    }
+    return XG_OK;
+}
+
+/* See xg_upstream.h. */
+int
+xg_upstream_reconf(struct xg_upstream *up,
+    const struct xg_upstream_conf *conf, const char *reconnect_why)
+{
+    if (xg_upstream_reconf_check(up, conf) != XG_OK) {
+        return XG_ERROR;
+    }
+    if (up->proto_p != NULL && up->proto->reconf != NULL) {
+        up->proto->reconf(up->proto_p, conf);
     }
     up->conf = conf;
     xg_reconnect_reconf(&up->rc, conf);

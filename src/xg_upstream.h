@@ -143,11 +143,21 @@ void xg_upstream_set_add(struct xg_upstream_set *set, struct xg_upstream *up);
  * primary is replaced by a make-before-break rotation as soon as the
  * upstream is ready with no other connection (a reconnect, logged, when
  * its protocol cannot rotate). Returns XG_ERROR, with nothing changed,
- * when the protocol module cannot take a new conf (the caller restarts
- * the upstream).
+ * when xg_upstream_reconf_check() says no (the caller restarts the
+ * upstream); otherwise it cannot fail.
  */
 int xg_upstream_reconf(struct xg_upstream *up,
     const struct xg_upstream_conf *conf, const char *reconnect_why);
+
+/*
+ * Whether xg_upstream_reconf(UP, CONF) would take CONF: XG_OK, or
+ * XG_ERROR when UP's protocol module cannot follow it in place (it has
+ * no reconf, or its reconf_check refuses CONF). Changes nothing; asked by
+ * a reload before it commits to its plan, so that the answer cannot
+ * change before the reconf.
+ */
+int xg_upstream_reconf_check(const struct xg_upstream *up,
+    const struct xg_upstream_conf *conf);
 
 /*
  * Takes UP out of its set (if any), for a reload that removes it: the

@@ -155,15 +155,16 @@ struct xg_venue {
 
     /*
      * A reload replaced the upstream's conf with CONF (the same name and
-     * protocol; the old conf is freed after this returns): point whatever
-     * the instance kept of the old conf at CONF. Limits apply from the
-     * next event that uses them, credentials from the next connection's
-     * restore (a rotation's, when they changed). Returns XG_ERROR, with
-     * nothing changed, when the instance cannot follow this change (the
-     * reload restarts the upstream); NULL, for a module with a create():
-     * it never can.
+     * protocol, one that reconf_check() accepted; the old conf is freed
+     * after this returns): point whatever the instance kept of the old
+     * conf at CONF. Limits apply from the next event that uses them,
+     * credentials from the next connection's restore (a rotation's, when
+     * they changed). Cannot fail: what the instance cannot follow,
+     * reconf_check() refuses before anything changes. NULL, for a module
+     * with a create(): it follows no change (the reload restarts the
+     * upstream).
      */
-    int   (*reconf)(void *p, const struct xg_upstream_conf *conf);
+    void  (*reconf)(void *p, const struct xg_upstream_conf *conf);
 
     /*
      * The REST front (`listen ... http upstream=NAME;`, src/xg_rest.c):
@@ -210,6 +211,18 @@ struct xg_venue {
     struct xg_ws *(*connect)(void *p, struct xg_conn *c,
         const struct xg_ws_opts *opts, const struct xg_ws_cbs *cbs,
         void *arg);
+
+    /*
+     * Whether the instance can follow CONF, a reload's new conf for its
+     * upstream, in place: XG_OK, or XG_ERROR when what it was built for
+     * changed (the reload then restarts the upstream instead, its clients
+     * closed with 1001). Asked while the reload is planned, before
+     * anything changes; answers from CONF and from what the instance was
+     * built with, never from its run-time state, so that the answer still
+     * holds when reconf() follows. Changes nothing, logs nothing. NULL:
+     * it can follow any conf.
+     */
+    int   (*reconf_check)(void *p, const struct xg_upstream_conf *conf);
 };
 
 /* The protocol modules compiled in (NULL-terminated). */

@@ -809,10 +809,10 @@ bn_child_status(void *p, json_t *obj)
     json_decref(o);
 }
 
-static int
+static void
 bn_child_reconf(void *p, const struct xg_upstream_conf *conf)
 {
-    return XG_OK;   /* the parent's reconf made CONF for the shard */
+    /* the parent's reconf made CONF for the shard */
 }
 
 static const struct xg_venue bn_child_venue = {
@@ -1151,23 +1151,33 @@ bn_destroy(void *p)
 }
 
 /*
- * A reload: the new conf from now on, for every shard (a child's conf is
- * copied again; a changed url rotates it like the upstream's own). A
- * changed market cannot be followed: the upstream is restarted.
+ * Whether a reload can go on to CONF in place (xg_venue.h): a changed
+ * market cannot be followed, every shard's route and tracker was made
+ * for it; the upstream is restarted instead. (bn_restart_names restarts
+ * it before this is asked; this answers for the instance itself.)
  */
 static int
-bn_reconf(void *p, const struct xg_upstream_conf *conf)
+bn_reconf_check(void *p, const struct xg_upstream_conf *conf)
 {
     const struct bn_conf *nc = conf->proto_conf ? conf->proto_conf
                                                 : &bn_defaults;
+    const struct bn *b = p;
+
+    return (nc->market == XG_BN_USDM ? XG_BN_USDM : XG_BN_SPOT) == b->market
+        ? XG_OK : XG_ERROR;
+}
+
+/*
+ * A reload (bn_reconf_check() said yes): the new conf from now on, for
+ * every shard (a child's conf is copied again; a changed url rotates it
+ * like the upstream's own).
+ */
+static void
+bn_reconf(void *p, const struct xg_upstream_conf *conf)
+{
     struct bn *b = p;
     unsigned i;
 
-    if ((nc->market == XG_BN_USDM ? XG_BN_USDM : XG_BN_SPOT) != b->market) {
-        xg_upstream_log(XG_LOG_INFO, b->up, "reload: market changed, the "
-            "upstream restarts");
-        return XG_ERROR;
-    }
     b->ucf = conf;
     b->cf = conf->proto_conf ? conf->proto_conf : &bn_defaults;
     for (i = 0; i < b->nshards; i++) {
@@ -1187,7 +1197,6 @@ bn_reconf(void *p, const struct xg_upstream_conf *conf)
             memcmp(&old, &sh->url, sizeof(old)) != 0
             ? "reload: url changed" : NULL);
     }
-    return XG_OK;
 }
 
 /* ---- conf ---------------------------------------------------------------- */
@@ -1341,6 +1350,7 @@ const struct xg_venue xg_venue_binance = {
     .dump = bn_dump,
     .rotates = 1,
     .reconf = bn_reconf,
+    .reconf_check = bn_reconf_check,
     .rest_local = bn_rest_local,
     .restart_names = bn_restart_names,
     .connect_take = bn_on_connect_take,

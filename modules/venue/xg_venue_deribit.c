@@ -1882,7 +1882,7 @@ dr_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
  * bounds from each channel's next silence timer; the request budget at
  * once (its pools keep their levels).
  */
-static int
+static void
 dr_reconf(void *p, const struct xg_upstream_conf *conf)
 {
     struct dr *d = p;
@@ -1901,14 +1901,12 @@ dr_reconf(void *p, const struct xg_upstream_conf *conf)
     } else {
         d->edges = dr_edges_new(d, conf);
     }
-    return XG_OK;
 }
 
 /* An account's instance: its parent's reconf gave it its conf. */
-static int
+static void
 dr_acct_reconf(void *p, const struct xg_upstream_conf *conf)
 {
-    return XG_OK;
 }
 
 
@@ -1937,17 +1935,16 @@ const struct xg_venue xg_venue_deribit = {
     NULL,       /* connect_take: no connection budget */
     NULL,       /* restart_names: a reload applies every change */
     0,          /* max_connection_age: none unless the conf says */
-    NULL        /* connect: a WebSocket to the url */
+    NULL,       /* connect: a WebSocket to the url */
+    NULL        /* reconf_check: it follows any conf */
 };
 
 /* A reload of an edge (xg_venue_edge.c): its Redis side, then Deribit's. */
-static int
+static void
 dr_edge_reconf_hook(void *p, const struct xg_upstream_conf *conf)
 {
-    if (dr_edge_reconf(p, conf) != XG_OK) {
-        return XG_ERROR;
-    }
-    return dr_reconf(p, conf);
+    dr_edge_reconf(p, conf);
+    dr_reconf(p, conf);
 }
 
 /*
@@ -1975,7 +1972,8 @@ const struct xg_venue xg_venue_edge = {
     .rotates = 0,
     .reconf = dr_edge_reconf_hook,
     .restart_names = dr_edge_restart_names,
-    .connect = dr_edge_connect
+    .connect = dr_edge_connect,
+    .reconf_check = dr_edge_reconf_check
 };
 
 /* An account's connection: a child upstream of a Deribit upstream, with

@@ -319,7 +319,8 @@ int dr_edge_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     const void *conf);
 struct xg_ws *dr_edge_connect(void *p, struct xg_conn *c,
     const struct xg_ws_opts *opts, const struct xg_ws_cbs *cbs, void *arg);
-int dr_edge_reconf(struct dr *d, const struct xg_upstream_conf *conf);
+int dr_edge_reconf_check(void *p, const struct xg_upstream_conf *conf);
+void dr_edge_reconf(struct dr *d, const struct xg_upstream_conf *conf);
 void dr_edge_status(struct dr *d, json_t *obj);
 void dr_edge_free(struct dr *d);
 void dr_edge_hole(struct dr *d, const char *name);

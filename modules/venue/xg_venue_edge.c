@@ -1774,21 +1774,31 @@ dr_edge_dump(struct xg_conf_dump *dd, const struct xg_command *cmd,
 }
 
 /*
- * A reload the upstream goes on through (a change of url, source,
- * prefix or edge_id restarts it instead: dr_edge_restart_names): the
- * link's connections follow the new timeouts and policy, and a new
- * password (the same env: or file: with another value too) at once.
+ * Whether an edge can go on through a reload to CONF (xg_venue.h's
+ * reconf_check): only on a conf that has its edge block, which every
+ * `protocol edge` upstream's has (a change of url, source, prefix or
+ * edge_id restarts it before this is asked: dr_edge_restart_names).
  */
 int
+dr_edge_reconf_check(void *p, const struct xg_upstream_conf *conf)
+{
+    const struct dr_conf *nc = conf->proto_conf;
+
+    return nc != NULL && nc->edge != NULL ? XG_OK : XG_ERROR;
+}
+
+/*
+ * A reload the upstream goes on through (dr_edge_reconf_check() said
+ * so): the link's connections follow the new timeouts and policy, and a
+ * new password (the same env: or file: with another value too) at once.
+ */
+void
 dr_edge_reconf(struct dr *d, const struct xg_upstream_conf *conf)
 {
     const struct dr_conf *nc = conf->proto_conf;
-    const struct dr_edge_conf *b = nc != NULL ? nc->edge : NULL;
+    const struct dr_edge_conf *b = nc->edge;
     struct xg_addr addr;
 
-    if (b == NULL) {
-        return XG_ERROR;
-    }
     memset(&addr, 0, sizeof(addr));
     snprintf(addr.host, sizeof(addr.host), "%s", conf->url.host);
     addr.port = conf->url.port;
@@ -1798,5 +1808,4 @@ dr_edge_reconf(struct dr *d, const struct xg_upstream_conf *conf)
         xg_rconn_retarget(d->edge->link->cmd, &addr, b->password);
         xg_rconn_retarget(d->edge->link->rd, &addr, b->password);
     }
-    return XG_OK;
 }

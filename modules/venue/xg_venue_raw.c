@@ -620,14 +620,13 @@ raw_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
  * sent on the next connection, its queue bounds hold from the next
  * request, replay and replay_limit from the next text a client sends.
  */
-static int
+static void
 raw_reconf(void *p, const struct xg_upstream_conf *conf)
 {
     struct raw *r = p;
 
     r->cf = conf->proto_conf ? conf->proto_conf : &raw_defaults;
     r->ucf = conf;
-    return XG_OK;
 }
 
 const struct xg_venue xg_venue_raw = {
@@ -654,5 +653,6 @@ const struct xg_venue xg_venue_raw = {
     NULL,       /* connect_take: no connection budget */
     NULL,       /* restart_names: a reload applies every change */
     0,          /* max_connection_age: none unless the conf says */
-    NULL        /* connect: a WebSocket to the url */
+    NULL,       /* connect: a WebSocket to the url */
+    NULL        /* reconf_check: it follows any conf */
 };

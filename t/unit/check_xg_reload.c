@@ -1,11 +1,17 @@
 /*
  * check_xg_reload.c: the conf diff of a reload (xg_reload_diff()): what
  * each change of a conf does to each upstream and listener, and that
- * nothing unchanged is touched.
+ * nothing unchanged is touched; and xg_reload_apply() on a running
+ * upstream whose venue cannot follow a change.
  */
 #include "xg_core.h"
 #include "xg_conf.h"
+#include "xg_log.h"
 #include "xg_reload.h"
+#include "xg_upstream.h"
+#include "xg_venue.h"
+
+#include <event2/event.h>
 
 #include <check.h>
 #include <stdio.h>
@@ -350,6 +356,184 @@ START_TEST(t_conf_ref)
 }
 END_TEST
 
+/* ---- applying a plan: a venue that cannot follow a change ------------- */
+
+/*
+ * A venue of the test's own, built for its upstream's queue_limit as
+ * Binance's instance is for its market: a reload can change anything
+ * else in place, a new queue_limit it cannot follow.
+ */
+struct tv {
+    const struct xg_upstream_conf  *conf;
+    unsigned                        built_for;
+};
+
+static void *
+tv_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
+{
+    struct tv *t = xg_calloc(1, sizeof(*t));
+
+    t->conf = conf;
+    t->built_for = conf->queue_limit;
+    return t;
+}
+
+static void
+tv_destroy(void *p)
+{
+    free(p);
+}
+
+static int
+tv_reconf_check(void *p, const struct xg_upstream_conf *conf)
+{
+    const struct tv *t = p;
+
+    return conf->queue_limit == t->built_for ? XG_OK : XG_ERROR;
+}
+
+static void
+tv_reconf(void *p, const struct xg_upstream_conf *conf)
+{
+    struct tv *t = p;
+
+    ck_assert_uint_eq(conf->queue_limit, t->built_for);
+    t->conf = conf;
+}
+
+static const struct xg_venue tv_venue = {
+    .name = "test",
+    .create = tv_create,
+    .destroy = tv_destroy,
+    .reconf = tv_reconf,
+    .reconf_check = tv_reconf_check
+};
+
+#define TV_CONF \
+    "upstream a {\n" \
+    "    url ws://127.0.0.1:1/x;\n" \
+    "    protocol raw;\n" \
+    "%s" \
+    "}\n"
+
+static struct xg_main_conf *
+tv_conf(const char *extra)
+{
+    char text[1024];
+
+    snprintf(text, sizeof(text), TV_CONF, extra);
+    return conf_text(text);
+}
+
+/*
+ * The log goes to a file (at info) while a reload runs: made and removed
+ * by the tcase's unchecked fixture, so that a failed test leaves none.
+ */
+static char tv_log_path[64];
+
+static void
+tv_log_setup(void)
+{
+    int fd;
+
+    snprintf(tv_log_path, sizeof(tv_log_path), "/tmp/check_xg_reload.XXXXXX");
+    fd = mkstemp(tv_log_path);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+}
+
+static void
+tv_log_teardown(void)
+{
+    unlink(tv_log_path);
+}
+
+static const char *
+tv_log_text(void)
+{
+    static char buf[1 << 16];
+    FILE *f = fopen(tv_log_path, "r");
+    size_t n;
+
+    ck_assert_ptr_nonnull(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/*
+ * Reloads R (upstream "a" on tv_venue) with EXTRA in a's block; returns
+ * the upstream called "a" afterwards, checked to run on the new conf.
+ */
+static struct xg_upstream *
+tv_reload(struct xg_running *r, const char *extra)
+{
+    struct xg_upstream *up;
+    char *errs = NULL;
+
+    ck_assert_int_eq(xg_reload_apply(r, tv_conf(extra), &errs), XG_OK);
+    ck_assert_ptr_null(errs);
+    up = xg_upstream_find(r->ups, "a");
+    ck_assert_ptr_nonnull(up);
+    /* nothing runs on the conf the reload freed */
+    ck_assert_ptr_eq(xg_upstream_conf_of(up), r->conf->upstreams);
+    return up;
+}
+
+static void
+tv_on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    event_base_loopbreak(arg);
+}
+
+START_TEST(t_apply_venue_refuses)
+{
+    struct timeval tv = { 0, 300 * 1000 };
+    struct xg_running r;
+    struct xg_upstream *up, *up2;
+    struct event *ev;
+
+    ck_assert_int_eq(xg_log_open(tv_log_path, XG_LOG_INFO), XG_OK);
+
+    memset(&r, 0, sizeof(r));
+    r.base = event_base_new();
+    r.conf = tv_conf("");
+    r.ups = xg_upstream_set_new();
+    up = xg_upstream_create_proto(r.base, NULL, r.conf->upstreams,
+        &tv_venue);
+    ck_assert_ptr_nonnull(up);
+    xg_upstream_set_add(r.ups, up);
+    xg_upstream_start(up);
+
+    /* a change the venue follows: the same upstream, on the new conf */
+    ck_assert_ptr_eq(tv_reload(&r, "    connect_timeout 3s;\n"), up);
+    ck_assert_ptr_eq(((struct tv *) xg_upstream_proto(up))->conf,
+        r.conf->upstreams);
+
+    /* one it cannot: restarted on the new conf, and the log says why */
+    up2 = tv_reload(&r, "    connect_timeout 3s;\n    queue_limit 7;\n");
+    ck_assert_ptr_ne(up2, up);
+    ck_assert_msg(strstr(tv_log_text(), "upstream a: reload: "
+        "queue_limit changed, its venue cannot follow that in place: "
+        "restarted (its clients closed with 1001)") != NULL, "log: %s",
+        tv_log_text());
+
+    /* the old one closes and is freed from the loop */
+    ev = evtimer_new(r.base, tv_on_timeout, r.base);
+    evtimer_add(ev, &tv);
+    event_base_dispatch(r.base);
+    event_free(ev);
+    ck_assert_ptr_null(r.retiring);
+
+    xg_log_open("stderr", XG_LOG_ERROR);
+    xg_reload_free(&r);
+    xg_upstream_free_all(r.ups);
+    xg_conf_free(r.conf);
+    event_base_free(r.base);
+}
+END_TEST
+
 static Suite *
 reload_suite(void)
 {
@@ -368,6 +552,10 @@ reload_suite(void)
     tcase_add_test(tc, t_listener_kind_or_upstream);
     tcase_add_test(tc, t_main_directives);
     tcase_add_test(tc, t_conf_ref);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("apply");
+    tcase_add_unchecked_fixture(tc, tv_log_setup, tv_log_teardown);
+    tcase_add_test(tc, t_apply_venue_refuses);
     suite_add_tcase(s, tc);
     return s;
 }

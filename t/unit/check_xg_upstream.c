@@ -184,14 +184,13 @@ tp_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     return t;
 }
 
-static int
+static void
 tp_reconf(void *p, const struct xg_upstream_conf *conf)
 {
     struct tp *t = p;
 
     t->conf = conf;
     tp_event(t, "reconf");
-    return XG_OK;
 }
 
 static void
