@@ -266,8 +266,8 @@ xg_client_fanout_flush(struct xg_fanout *fo)
     for (i = 0; i < fo->nto; i++) {
         struct xg_client *c = fo->to[i];
 
-        if (c->closing) {
-            continue;
+        if (c->closing || c->kind == CLIENT_SINK) {
+            continue;       /* a sink had its copy at once */
         }
         if (c->kind == CLIENT_WS) {
             if (xg_ws_send_encoded(c->ws, fo->buf, len, n, &frame)
@@ -367,13 +367,24 @@ void
 xg_client_fanout(struct xg_client *const *to, size_t n, const void *data,
     size_t len)
 {
-    struct xg_fanout *fo;
-    size_t need;
+    struct xg_fanout *fo = NULL;
+    size_t need, i;
 
-    if (n == 0) {
+    /* a sink has no listener, so no loop's batch: its copy goes where
+       its messages go, at once (its order is kept: xg_client_send() to
+       it does not wait either); the batch skips it */
+    for (i = 0; i < n; i++) {
+        if (to[i]->kind != CLIENT_SINK) {
+            if (fo == NULL) {
+                fo = to[i]->l->fo;
+            }
+        } else if (!to[i]->closing) {
+            to[i]->sink(to[i]->sink_arg, data, len);
+        }
+    }
+    if (fo == NULL) {
         return;
     }
-    fo = to[0]->l->fo;
     if (fo->nmsgs > 0 && (fo->nto != n
         || memcmp(fo->to, to, n * sizeof(*to)) != 0
         || fo->nmsgs == FANOUT_MAX_MSGS

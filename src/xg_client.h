@@ -112,7 +112,9 @@ void xg_client_fanout_free(struct xg_fanout *fo);
  * burst over all of them in one write) are held and sent at the end of
  * the loop pass as one shared buffer, one reference per client; anything
  * else written to a client, and any close, sends the held batch first,
- * so every client sees the same order as without batching.
+ * so every client sees the same order as without batching. A sink client
+ * among TO (it has no listener, so no loop) gets its copy at once, as
+ * everything sent to it.
  */
 void xg_client_fanout(struct xg_client *const *to, size_t n,
     const void *data, size_t len);

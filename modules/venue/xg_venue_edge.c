@@ -13,7 +13,9 @@
  *    with XREAD BLOCK on a connection of its own. A book channel starts
  *    from the core's last-value snapshot (HGETALL PREFIX:SOURCE:CHANNEL:snap:
  *    the snapshot is delivered, then the entries after its seq), any other
- *    channel from the stream's end. public/unsubscribe: reading stops (the
+ *    channel from the stream's end. At most EL_MAX_CHANNELS channels: a
+ *    subscribe that would take the link past them is refused whole
+ *    (11052, logged). public/unsubscribe: reading stops (the
  *    core lets a channel go once no edge refreshes it and its linger is
  *    over).
  *  - Every other request goes to the core: XADD PREFIX:SOURCE:req * edge
@@ -74,7 +76,8 @@
 #define EL_SNAP_WARN_MS     10000
 #define EL_ANS_MAXLEN       10000
 #define EL_REQ_MAXLEN       100000
-#define EL_MAX_CHANNELS     10000
+#define EL_MAX_CHANNELS     XG_REDIS_INTEREST_MAX   /* the core reads no
+                                                       more of the interest */
 
 /* ---- conf ---------------------------------------------------------------- */
 
@@ -560,7 +563,7 @@ el_subscribe(struct edge_link *l, const char *vid, json_t *params)
     json_t *chs = json_object_get(params, "channels"), *v, *ok;
     struct el_chan **added, *c;
     size_t i, nadded = 0;
-    char *res;
+    char *res, why[80];
 
     ok = json_array();
     added = xg_calloc(json_array_size(chs) + 1, sizeof(*added));
@@ -575,10 +578,25 @@ el_subscribe(struct edge_link *l, const char *vid, json_t *params)
             continue;
         }
         json_array_append(ok, v);
-        if (el_chan_find(l, name, NULL) != NULL
-            || l->nchans >= EL_MAX_CHANNELS)
-        {
+        if (el_chan_find(l, name, NULL) != NULL) {
             continue;
+        }
+        if (l->nchans >= EL_MAX_CHANNELS) {
+            /* the whole request is refused (the venue answers its bots
+               with this error): what it added is taken back */
+            el_log(XG_LOG_WARN, l, "%s: the edge holds %d channels, its "
+                "limit: a subscribe of %zu channels refused", name,
+                EL_MAX_CHANNELS, json_array_size(chs));
+            while (nadded > 0) {
+                el_chan_free(l->chans[--l->nchans]);
+                nadded--;
+            }
+            free(added);
+            json_decref(ok);
+            snprintf(why, sizeof(why), "the edge holds %d channels, its "
+                "limit", EL_MAX_CHANNELS);
+            el_error(l, vid, 11052, "subscribe_error_unsubscribed", why);
+            return;
         }
         c = xg_calloc(1, sizeof(*c));
         c->name = xg_strdup(name);

@@ -428,6 +428,70 @@ START_TEST(fanout_ws_partial_batch_kept)
 }
 END_TEST
 
+/* ---- a sink client (no listener) among the fan-out's recipients -------- */
+
+static char sink_got[256];
+
+static void
+sink_cb(void *arg, const char *data, size_t len)
+{
+    size_t have = strlen(sink_got);
+
+    ck_assert_uint_lt(have + len + 1, sizeof(sink_got));
+    memcpy(sink_got + have, data, len);
+    sink_got[have + len] = '\n';
+    sink_got[have + len + 1] = '\0';
+    (*(int *) arg)++;
+}
+
+/*
+ * A sink client (the core's client for an edge, issue 17) has no
+ * listener, so no loop's batch: a fan-out to it goes where its messages
+ * go, at once and in order, whether it is alone, first or last among the
+ * recipients; the socket clients beside it get theirs at the end of the
+ * pass as before. Before the guard, the fan-out took the batch from the
+ * first recipient's listener (NULL for a sink: a crash), and the batch's
+ * flush wrote to a sink as to a TCP client (no bufferevent: a crash).
+ */
+START_TEST(fanout_to_sink)
+{
+    struct loop a;
+    struct xg_client *sink, *to[2];
+    int calls = 0;
+
+    loop_open(&a);
+    sink_got[0] = '\0';
+    sink = xg_client_new_sink(a.base, a.l.gc, "edge-test", sink_cb, &calls);
+
+    /* alone */
+    to[0] = sink;
+    xg_client_fanout(to, 1, "s1", 2);
+    ck_assert_str_eq(sink_got, "s1\n");
+    /* first, then last, beside a TCP client */
+    to[1] = a.c;
+    xg_client_fanout(to, 2, "s2", 2);
+    ck_assert_str_eq(sink_got, "s1\ns2\n");
+    ck_assert_str_eq(peer_read(&a), "");
+    to[0] = a.c;
+    to[1] = sink;
+    xg_client_fanout(to, 2, "s3", 2);
+    ck_assert_str_eq(sink_got, "s1\ns2\ns3\n");
+    loop_pass(&a);
+    ck_assert_str_eq(peer_read(&a), "s2\ns3\n");
+    ck_assert_int_eq(calls, 3);
+    /* a closing sink gets nothing more */
+    xg_client_close(sink, 1000, "test");
+    xg_client_fanout(to, 2, "s4", 2);
+    loop_pass(&a);
+    ck_assert_str_eq(peer_read(&a), "s4\n");
+    ck_assert_int_eq(calls, 3);
+
+    xg_client_sink_free(sink);
+    loop_close(&a);
+    loop_free(&a);
+}
+END_TEST
+
 static Suite *
 client_suite(void)
 {
@@ -440,6 +504,7 @@ client_suite(void)
     tcase_add_test(tc, fanout_two_loops_side_by_side);
     tcase_add_test(tc, fanout_loops_in_turn);
     tcase_add_test(tc, fanout_ws_partial_batch_kept);
+    tcase_add_test(tc, fanout_to_sink);
     suite_add_tcase(s, tc);
     return s;
 }
