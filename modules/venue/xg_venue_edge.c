@@ -767,8 +767,15 @@ el_forward(struct edge_link *l, const char *vid, const char *method,
     uc = xg_upstream_conf_of(l->d->up);
     limit = uc != NULL && uc->queue_limit > 0 ? uc->queue_limit : 1000;
     if (l->nreqs >= limit) {
+        const char *why = l->cac == NULL ? "redis unreachable"
+                                         : "the core is not answering";
+
+        el_log(XG_LOG_WARN, l, "%s (id %.64s) refused: %zu requests wait for "
+            "the core, queue_limit %zu (%s)", method, vid, l->nreqs, limit,
+            why);
         el_error(l, vid, 10028, "too_many_requests",
-            "queue_limit: the core is not answering");
+            l->cac == NULL ? "queue_limit: redis unreachable"
+                           : "queue_limit: the core is not answering");
         return XG_OK;
     }
     q = xg_calloc(1, sizeof(*q));
@@ -872,6 +879,9 @@ el_expire_reqs(struct edge_link *l, uint64_t now)
             *pp = q->next;
             l->nreqs--;
             l->e->requests_expired++;
+            el_log(XG_LOG_WARN, l, "request (id %.64s) refused: not written to "
+                "redis within queue_timeout %llu ms", q->vid,
+                (unsigned long long) qt);
             el_error(l, q->vid, 13028, "upstream unavailable",
                 "queue_timeout: redis unreachable");
             el_req_free(q);

@@ -99,6 +99,9 @@ async def queue_limit(h, redis, edge, bot):
         check('"code":10028' in t, "over queue_limit: %s" % t)
     took = time.monotonic() - t0
     check(took < 1, "10028 after %.2f s" % took)
+    check(edge.log().count("refused: 3 requests wait for the core, "
+                           "queue_limit 3 (redis unreachable)") == 2,
+          "no log line for each request over queue_limit")
     await asyncio.sleep(0.5)
     for rid in IDS[:3]:
         check(raw_answer(bot, rid) is None, "answered with redis away: %s"
@@ -133,6 +136,8 @@ async def queue_timeout(h, redis, edge, bot):
     took = time.monotonic() - t0
     check('"code":13028' in t, "queue_timeout: %s" % t)
     check(0.8 <= took <= 3, "13028 after %.2f s" % took)
+    check("refused: not written to redis within queue_timeout 1000 ms"
+          in edge.log(), "no log line for the request over queue_timeout")
     check(edge.up()["edge"]["requests_expired"] == exp0 + 1,
           "requests_expired %r" % edge.up()["edge"])
     redis_start(h, redis, edge)
