@@ -1532,6 +1532,8 @@ dr_edge_connect(void *p, struct xg_conn *conn, const struct xg_ws_opts *opts,
         l);
     xg_rconn_set_tls(l->cmd, uc->url.tls, uc->tls_ca, uc->tls_verify);
     xg_rconn_set_tls(l->rd, uc->url.tls, uc->tls_ca, uc->tls_verify);
+    /* its XREAD answers: about twelve objects an entry */
+    xg_rconn_set_block_replies(l->rd, 1);
     xg_rconn_start(l->cmd);
     xg_rconn_start(l->rd);
     return l->ws;
