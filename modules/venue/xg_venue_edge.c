@@ -168,7 +168,7 @@ struct edge_link {
     int                     ans_known;
     struct el_chan        **chans;
     size_t                  nchans, cap;
-    char                   *xread;      /* the XREAD's RESP, reused */
+    char                   *xread;      /* a command's RESP, reused */
     size_t                  xread_cap;
     struct el_req          *reqs;
     size_t                  nreqs;
@@ -1146,6 +1146,16 @@ el_bulk(char *p, const char *s, size_t len)
     return p + len + 4;
 }
 
+/* The link's command buffer, NEED bytes at least. */
+static void
+el_buf(struct edge_link *l, size_t need)
+{
+    if (need > l->xread_cap) {
+        l->xread = xg_realloc(l->xread, need);
+        l->xread_cap = need;
+    }
+}
+
 /*
  * Issues the next XREAD BLOCK on rd, over every channel in the read set
  * and the answer stream. The command is written in RESP here, into a
@@ -1175,10 +1185,7 @@ el_read(struct edge_link *l)
             need += l->chans[i]->keylen + 80;
         }
     }
-    if (need > l->xread_cap) {
-        l->xread = xg_realloc(l->xread, need);
-        l->xread_cap = need;
-    }
+    el_buf(l, need);
     p = l->xread;
     *p++ = '*';
     p = el_u64(p, 6 + 2 * (n + 1));
@@ -1417,7 +1424,10 @@ el_lag_poll(struct edge_link *l)
 {
     struct el_ask *a;
     struct el_chan *c;
+    static const char head[] = "*6\r\n$9\r\nXREVRANGE\r\n";
+    static const char tail[] = "$1\r\n+\r\n$1\r\n-\r\n$5\r\nCOUNT\r\n$1\r\n1\r\n";
     size_t i, n = l->nchans < EL_LAG_POLL_MAX ? l->nchans : EL_LAG_POLL_MAX;
+    char *p;
 
     l->e->lag_poll = 0;
     for (i = 0; i < n; i++) {
@@ -1429,8 +1439,15 @@ el_lag_poll(struct edge_link *l)
         a->l = l;
         a->name = xg_strdup(c->name);
         a->gen = c->gen;
-        if (redisAsyncCommand(l->cac, el_on_lag, a,
-                "XREVRANGE %s + - COUNT 1", c->key) != REDIS_OK)
+        /* written here, as the XREAD is: up to a thousand of them */
+        el_buf(l, c->keylen + sizeof(head) + sizeof(tail) + 32);
+        p = l->xread;
+        memcpy(p, head, sizeof(head) - 1);
+        p = el_bulk(p + sizeof(head) - 1, c->key, c->keylen);
+        memcpy(p, tail, sizeof(tail) - 1);
+        p += sizeof(tail) - 1;
+        if (redisAsyncFormattedCommand(l->cac, el_on_lag, a, l->xread,
+                (size_t) (p - l->xread)) != REDIS_OK)
         {
             el_ask_free(a);
         }
@@ -1631,8 +1648,10 @@ dr_edge_connect(void *p, struct xg_conn *conn, const struct xg_ws_opts *opts,
         l);
     xg_rconn_set_tls(l->cmd, uc->url.tls, uc->tls_ca, uc->tls_verify);
     xg_rconn_set_tls(l->rd, uc->url.tls, uc->tls_ca, uc->tls_verify);
-    /* its XREAD answers: about twelve objects an entry */
+    /* its XREAD answers: about twelve objects an entry; cmd's lag
+       poll: a whole entry for each channel every EL_LAG_POLL_MS */
     xg_rconn_set_block_replies(l->rd, 1);
+    xg_rconn_set_block_replies(l->cmd, 1);
     xg_rconn_start(l->cmd);
     xg_rconn_start(l->rd);
     return l->ws;
