@@ -8,6 +8,7 @@
  */
 #include "xg_core.h"
 #include "xg_rconn.h"
+#include "xg_rreply.h"
 #include "xg_log.h"
 #include "xg_reconnect.h"
 #include "xg_rtls.h"
@@ -39,6 +40,7 @@ struct xg_rconn {
     int                             tls;
     char                           *tls_ca;
     int                             tls_verify;
+    int                             block_replies;
     enum xg_rconn_state             state;
     struct xg_reconnect             rc;
     struct event                   *ev_retry;
@@ -326,6 +328,10 @@ rc_connect(struct xg_rconn *r)
     }
     ac->data = r;
     r->ac = ac;
+    if (r->block_replies) {
+        /* before any reply: AUTH's is freed by the same functions */
+        ac->c.reader->fn = xg_rreply_functions();
+    }
     if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
         rc_close(r);
         rc_failed_at(r, XG_LOG_WARN,
@@ -410,6 +416,13 @@ xg_rconn_set_tls(struct xg_rconn *r, int tls, const char *tls_ca,
     free(r->tls_ca);
     r->tls_ca = tls_ca != NULL ? xg_strdup(tls_ca) : NULL;
     r->tls_verify = tls_verify;
+}
+
+/* See xg_rconn.h. */
+void
+xg_rconn_set_block_replies(struct xg_rconn *r, int on)
+{
+    r->block_replies = on;
 }
 
 /* See xg_rconn.h. */

@@ -73,6 +73,12 @@ struct xg_rconn *xg_rconn_new(struct event_base *base, const char *prefix,
  */
 void xg_rconn_set_tls(struct xg_rconn *rc, int tls, const char *tls_ca,
     int tls_verify);
+/*
+ * With ON, each context parses its replies with xg_rreply's functions
+ * (one block per reply, xg_rreply.h): for a connection whose replies are
+ * large trees, the edge's XREAD. From the next attempt on.
+ */
+void xg_rconn_set_block_replies(struct xg_rconn *rc, int on);
 /* Drops the connection (no on_down) and frees RC. NULL is fine. */
 void xg_rconn_free(struct xg_rconn *rc);
 /* Connects now (again, after a stop or a give-up; attempts start anew). */

@@ -101,6 +101,7 @@ enum el_chan_state {
 struct el_chan {
     char               *name;
     char               *key;        /* PREFIX:SOURCE:CHANNEL */
+    size_t              keylen;
     enum el_chan_state  state;
     int                 book;       /* starts from the snapshot */
     uint64_t            last;       /* the last seq delivered */
@@ -170,6 +171,8 @@ struct edge_link {
     int                     ans_known;
     struct el_chan        **chans;
     size_t                  nchans, cap;
+    char                   *xread;      /* a command's RESP, reused */
+    size_t                  xread_cap;
     struct el_req          *reqs;
     size_t                  nreqs;
     struct el_out          *out, **out_tail;
@@ -289,15 +292,22 @@ el_chan_find(struct edge_link *l, const char *name, size_t *at)
     return NULL;
 }
 
+/*
+ * The channel of stream KEY (LEN bytes), looked for from *AT on (and
+ * *AT set past it): an XREAD answer names its streams in the order the
+ * command did, so going through one finds each at once.
+ */
 static struct el_chan *
-el_chan_by_key(struct edge_link *l, const char *key, size_t len)
+el_chan_by_key(struct edge_link *l, const char *key, size_t len, size_t *at)
 {
-    size_t i;
+    size_t i, k;
 
-    for (i = 0; i < l->nchans; i++) {
-        if (strlen(l->chans[i]->key) == len
+    for (k = 0; k < l->nchans; k++) {
+        i = (*at + k) % l->nchans;
+        if (l->chans[i]->keylen == len
             && memcmp(l->chans[i]->key, key, len) == 0)
         {
+            *at = i + 1;
             return l->chans[i];
         }
     }
@@ -600,7 +610,8 @@ el_subscribe(struct edge_link *l, const char *vid, json_t *params)
         }
         c = xg_calloc(1, sizeof(*c));
         c->name = xg_strdup(name);
-        c->key = xg_malloc(strlen(l->src) + strlen(name) + 2);
+        c->keylen = strlen(l->src) + strlen(name) + 1;
+        c->key = xg_malloc(c->keylen + 1);
         sprintf(c->key, "%s:%s", l->src, name);
         c->book = xg_venue_deribit_book_kind(name) == XG_BOOK_DELTA;
         c->since_ms = xg_now_ms();
@@ -951,18 +962,56 @@ el_send(void *lp, const void *data, size_t len)
 
 /* ---- reading ---------------------------------------------------------------- */
 
-/* An entry's age (its core's wall clock, unix ms, against ours: the
-   hosts' clocks must agree, NTP's tens of microseconds). */
+/* An entry's age (its core's wall clock, unix ms, against ours, NOW:
+   the hosts' clocks must agree, NTP's tens of microseconds). */
 static void
-el_lag(struct dr_edge *e, const redisReply *ts)
+el_lag(struct dr_edge *e, const redisReply *ts, uint64_t now)
 {
-    uint64_t t, now;
+    uint64_t t;
 
     if (ts == NULL || el_seq_of_id(ts->str, ts->len, &t) != XG_OK) {
         return;
     }
-    now = xg_wall_us() / 1000;
     e->lag_ms = now > t ? now - t : 0;
+}
+
+/* A channel entry's fields, found in one pass over its pairs (the first
+   of a name, as el_hash_get() finds it). */
+struct el_fields {
+    const redisReply   *seq, *epoch, *data, *ts;
+};
+
+static void
+el_fields(const redisReply *rep, struct el_fields *f)
+{
+    const redisReply *k, *v;
+    size_t i;
+
+    memset(f, 0, sizeof(*f));
+    for (i = 0; i + 1 < rep->elements; i += 2) {
+        k = rep->element[i];
+        v = rep->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+        if (k->len == 3 && f->seq == NULL
+            && memcmp(k->str, "seq", 3) == 0)
+        {
+            f->seq = v;
+        } else if (k->len == 5 && f->epoch == NULL
+            && memcmp(k->str, "epoch", 5) == 0)
+        {
+            f->epoch = v;
+        } else if (k->len == 4 && f->data == NULL
+            && memcmp(k->str, "data", 4) == 0)
+        {
+            f->data = v;
+        } else if (k->len == 2 && f->ts == NULL
+            && memcmp(k->str, "ts", 2) == 0)
+        {
+            f->ts = v;
+        }
+    }
 }
 
 static void
@@ -971,7 +1020,8 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
     struct edge_link *l = ac->data != NULL ? ((struct edge_link *) priv)
                                            : NULL;
     redisReply *rep = reply;
-    size_t i, j;
+    size_t i, j, n, at = 0;
+    uint64_t now = 0;
     char why[200];
 
     if (l == NULL || l->rac != ac) {
@@ -1008,7 +1058,8 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
             gen = l->chans_gen + 1;
             for (j = 0; j < ents->elements; j++) {
                 redisReply *en = ents->element[j];
-                const redisReply *f1, *f2, *f3;
+                const redisReply *f1, *f2;
+                struct el_fields f;
                 uint64_t seq;
 
                 if (en->type != REDIS_REPLY_ARRAY || en->elements != 2
@@ -1035,20 +1086,18 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                 if (gen != l->chans_gen) {
                     gen = l->chans_gen;
                     c = el_chan_by_key(l, st->element[0]->str,
-                        st->element[0]->len);
+                        st->element[0]->len, &at);
                 }
                 if (c == NULL || c->state != ELC_READ) {
                     break;
                 }
-                f1 = el_hash_get(en->element[1], "seq");
-                f2 = el_hash_get(en->element[1], "epoch");
-                f3 = el_hash_get(en->element[1], "data");
-                if (f1 == NULL || f2 == NULL || f3 == NULL
-                    || el_seq_of_id(f1->str, f1->len, &seq) != XG_OK)
+                el_fields(en->element[1], &f);
+                if (f.seq == NULL || f.epoch == NULL || f.data == NULL
+                    || el_seq_of_id(f.seq->str, f.seq->len, &seq) != XG_OK)
                 {
                     continue;
                 }
-                if (!el_epoch_is(l, f2->str, f2->len)) {
+                if (!el_epoch_is(l, f.epoch->str, f.epoch->len)) {
                     /* not this epoch's: the channel starts again soon
                        (its stream is replaced by the new core's) */
                     c->state = ELC_WAIT;
@@ -1069,12 +1118,19 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                     dr_edge_hole(l->d, c->name);
                 }
                 c->last = seq;
-                el_lag(l->e, el_hash_get(en->element[1], "ts"));
-                snprintf(l->e->last_id, sizeof(l->e->last_id), "%.*s",
-                    (int) en->element[0]->len, en->element[0]->str);
+                if (now == 0) {
+                    now = xg_wall_us() / 1000;  /* once a reply */
+                }
+                el_lag(l->e, f.ts, now);
+                n = en->element[0]->len < sizeof(l->e->last_id) - 1
+                    ? en->element[0]->len : sizeof(l->e->last_id) - 1;
+                memcpy(l->e->last_id, en->element[0]->str, n);
+                l->e->last_id[n] = '\0';
                 l->e->entries++;
-                l->e->bytes += f3->len;
-                if (xg_ws_link_message(l->ws, f3->str, f3->len) != XG_OK) {
+                l->e->bytes += f.data->len;
+                if (xg_ws_link_message(l->ws, f.data->str, f.data->len)
+                    != XG_OK)
+                {
                     return;     /* the link is gone */
                 }
                 if (l->dead) {
@@ -1089,62 +1145,111 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
     }
 }
 
-/* Issues the next XREAD BLOCK on rd, over every channel in the read set
-   and the answer stream. */
+/* V in decimal at P; returns the end. */
+static char *
+el_u64(char *p, uint64_t v)
+{
+    char t[20];
+    size_t n = 0;
+
+    do {
+        t[n++] = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0) {
+        *p++ = t[--n];
+    }
+    return p;
+}
+
+/* S (LEN bytes) as a RESP bulk string at P; returns the end. */
+static char *
+el_bulk(char *p, const char *s, size_t len)
+{
+    *p++ = '$';
+    p = el_u64(p, len);
+    memcpy(p, "\r\n", 2);
+    memcpy(p + 2, s, len);
+    memcpy(p + 2 + len, "\r\n", 2);
+    return p + len + 4;
+}
+
+/* The link's command buffer, NEED bytes at least. */
+static void
+el_buf(struct edge_link *l, size_t need)
+{
+    if (need > l->xread_cap) {
+        l->xread = xg_realloc(l->xread, need);
+        l->xread_cap = need;
+    }
+}
+
+/*
+ * Issues the next XREAD BLOCK on rd, over every channel in the read set
+ * and the answer stream. The command is written in RESP here, into a
+ * buffer the link keeps: it names every channel, and is sent again after
+ * every answer, so hiredis' formatting (an sds grown per argument) was a
+ * large part of the edge's work per entry (docs/performance.md).
+ */
 static void
 el_read(struct edge_link *l)
 {
-    const char **argv;
-    size_t *argl, i, k = 0, n = 0;
-    char (*ids)[32], cnt[16], blk[16];
+    static const char head[] = "$5\r\nXREAD\r\n$5\r\nCOUNT\r\n";
+    static const char block[] = "$5\r\nBLOCK\r\n";
+    static const char streams[] = "$7\r\nSTREAMS\r\n";
+    size_t i, n = 0, need, alen;
+    char *p, id[24], *q;
 
     if (l->dead || l->reading || l->in_read || l->rac == NULL
         || !l->ans_known)
     {
         return;
     }
-    for (i = 0; i < l->nchans; i++) {
-        n += l->chans[i]->state == ELC_READ;
-    }
-    argv = xg_calloc(8 + 2 * (n + 1), sizeof(*argv));
-    argl = xg_calloc(8 + 2 * (n + 1), sizeof(*argl));
-    ids = xg_calloc(n + 1, sizeof(*ids));
-    snprintf(cnt, sizeof(cnt), "%d", EL_COUNT);
-    snprintf(blk, sizeof(blk), "%d", EL_BLOCK_MS);
-    argv[k++] = "XREAD";
-    argv[k++] = "COUNT";
-    argv[k++] = cnt;
-    argv[k++] = "BLOCK";
-    argv[k++] = blk;
-    argv[k++] = "STREAMS";
+    alen = strlen(l->ans_key);
+    need = 128 + 2 * (alen + 32) + sizeof(l->ans_last);
     for (i = 0; i < l->nchans; i++) {
         if (l->chans[i]->state == ELC_READ) {
-            argv[k++] = l->chans[i]->key;
+            n++;
+            need += l->chans[i]->keylen + 80;
         }
     }
-    argv[k++] = l->ans_key;
-    n = 0;
+    el_buf(l, need);
+    p = l->xread;
+    *p++ = '*';
+    p = el_u64(p, 6 + 2 * (n + 1));
+    memcpy(p, "\r\n", 2);
+    p += 2;
+    memcpy(p, head, sizeof(head) - 1);
+    p += sizeof(head) - 1;
+    q = el_u64(id, EL_COUNT);
+    p = el_bulk(p, id, (size_t) (q - id));
+    memcpy(p, block, sizeof(block) - 1);
+    p += sizeof(block) - 1;
+    q = el_u64(id, EL_BLOCK_MS);
+    p = el_bulk(p, id, (size_t) (q - id));
+    memcpy(p, streams, sizeof(streams) - 1);
+    p += sizeof(streams) - 1;
     for (i = 0; i < l->nchans; i++) {
         if (l->chans[i]->state == ELC_READ) {
-            snprintf(ids[n], sizeof(ids[n]), "%llu-0",
-                (unsigned long long) l->chans[i]->last);
-            argv[k++] = ids[n++];
+            p = el_bulk(p, l->chans[i]->key, l->chans[i]->keylen);
         }
     }
-    argv[k++] = l->ans_last;
-    for (i = 0; i < k; i++) {
-        argl[i] = strlen(argv[i]);
+    p = el_bulk(p, l->ans_key, alen);
+    for (i = 0; i < l->nchans; i++) {
+        if (l->chans[i]->state == ELC_READ) {
+            q = el_u64(id, l->chans[i]->last);
+            memcpy(q, "-0", 2);
+            p = el_bulk(p, id, (size_t) (q + 2 - id));
+        }
     }
-    if (redisAsyncCommandArgv(l->rac, el_on_read, l, (int) k, argv, argl)
-        == REDIS_OK)
+    p = el_bulk(p, l->ans_last, strlen(l->ans_last));
+    if (redisAsyncFormattedCommand(l->rac, el_on_read, l, l->xread,
+            (size_t) (p - l->xread)) == REDIS_OK)
     {
         l->reading = 1;
         l->dirty = 0;
         l->read_ms = xg_now_ms();
     }
-    free(argv);
-    free(argl);
-    free(ids);
 }
 
 /* ---- the two connections ------------------------------------------------------ */
@@ -1347,7 +1452,10 @@ el_lag_poll(struct edge_link *l)
 {
     struct el_ask *a;
     struct el_chan *c;
+    static const char head[] = "*6\r\n$9\r\nXREVRANGE\r\n";
+    static const char tail[] = "$1\r\n+\r\n$1\r\n-\r\n$5\r\nCOUNT\r\n$1\r\n1\r\n";
     size_t i, n = l->nchans < EL_LAG_POLL_MAX ? l->nchans : EL_LAG_POLL_MAX;
+    char *p;
 
     l->e->lag_poll = 0;
     for (i = 0; i < n; i++) {
@@ -1359,8 +1467,15 @@ el_lag_poll(struct edge_link *l)
         a->l = l;
         a->name = xg_strdup(c->name);
         a->gen = c->gen;
-        if (redisAsyncCommand(l->cac, el_on_lag, a,
-                "XREVRANGE %s + - COUNT 1", c->key) != REDIS_OK)
+        /* written here, as the XREAD is: up to a thousand of them */
+        el_buf(l, c->keylen + sizeof(head) + sizeof(tail) + 32);
+        p = l->xread;
+        memcpy(p, head, sizeof(head) - 1);
+        p = el_bulk(p + sizeof(head) - 1, c->key, c->keylen);
+        memcpy(p, tail, sizeof(tail) - 1);
+        p += sizeof(tail) - 1;
+        if (redisAsyncFormattedCommand(l->cac, el_on_lag, a, l->xread,
+                (size_t) (p - l->xread)) != REDIS_OK)
         {
             el_ask_free(a);
         }
@@ -1466,6 +1581,7 @@ el_free(void *lp)
     }
     free(l->chans);
     free(l->ans_key);
+    free(l->xread);
     free(l);
 }
 
@@ -1560,6 +1676,10 @@ dr_edge_connect(void *p, struct xg_conn *conn, const struct xg_ws_opts *opts,
         l);
     xg_rconn_set_tls(l->cmd, uc->url.tls, uc->tls_ca, uc->tls_verify);
     xg_rconn_set_tls(l->rd, uc->url.tls, uc->tls_ca, uc->tls_verify);
+    /* its XREAD answers: about twelve objects an entry; cmd's lag
+       poll: a whole entry for each channel every EL_LAG_POLL_MS */
+    xg_rconn_set_block_replies(l->rd, 1);
+    xg_rconn_set_block_replies(l->cmd, 1);
     xg_rconn_start(l->cmd);
     xg_rconn_start(l->rd);
     return l->ws;

@@ -16,6 +16,7 @@ message work at one client").
 Usage: callgrind_point.py [--builddir DIR] [--system exgate|raw]
                           [--clients 1] [--rate 10000] [--duration 4]
                           [--warmup 0.5] [--top 15] [--keep DIR]
+       callgrind_point.py --edge RATExNCH [--redis] [--duration 4] ...
 BENCH_EXGATE=PATH measures another exgate binary, as for run_bench.py.
 Prints one JSON line ({"system", "clients", "rate", "deliveries", "ir",
 "ir_per_delivery", "msgs_per_read", "msgs_per_batch", "top": [[function,
@@ -23,6 +24,14 @@ Ir per delivery], ...]}) and the top entries as a table. Compare points
 whose messages per read and per batch are alike: a loaded machine (or
 valgrind's slowness) lets more messages gather a loop pass, which
 spreads the per-pass work over more deliveries.
+
+--edge RATExNCH runs run_bench.py's edge latency point instead (a
+redis-server, a core exgate publishing into it, the edge exgate under
+callgrind, one bot on each), the counters zeroed and dumped around the
+point's window, and divides the edge's Ir by the stream entries it read in
+the window ("ir_per_entry"; entries_per_read tells how many a XREAD reply
+carried). --redis runs redis-server under callgrind as well and adds its
+Ir per entry (the core's XADDs and the edge's XREADs both).
 """
 
 import argparse
@@ -46,23 +55,41 @@ class CallgrindBench(run_bench.Bench):
         super().__init__(args)
         self.outdir = outdir
         self.sut_pid = None
+        self.pids = {}
         self.window = None
         self.results_seen = []
 
     def spawn(self, name, argv, cpu, stdin=subprocess.DEVNULL):
-        if name == self.a.sut_name:
+        traced = name in self.a.traced
+        if traced:
             argv = ["valgrind", "--tool=callgrind", "-q",
                     "--callgrind-out-file=%s" % os.path.join(
                         self.outdir, "cg.%p")] + argv
         p = super().spawn(name, argv, cpu, stdin)
+        if traced:
+            self.pids[name] = p.pid
         if name == self.a.sut_name:
             self.sut_pid = p.pid
         return p
 
     def callgrind_control(self, flag):
-        subprocess.run(["callgrind_control", flag, str(self.sut_pid)],
-                       check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=60)
+        for name, pid in self.pids.items():
+            if name in ("edge", "redis") and getattr(self, name) is None:
+                continue    # not of this point
+            subprocess.run(["callgrind_control", flag, str(pid)],
+                           check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=60)
+
+    def window_snapshot(self):
+        # the edge point's window, as io_snapshot's for a fan-out point
+        if self.window is None:
+            d = super().window_snapshot()
+            self.callgrind_control("-z")
+            self.window = "open"
+            return d
+        self.callgrind_control("-d")
+        self.window = None
+        return super().window_snapshot()
 
     def io_snapshot(self, system, raw=None):
         # called once as the window opens and once as it closes: zero
@@ -125,12 +152,24 @@ def main():
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--keep", metavar="DIR",
                     help="keep the callgrind dumps in DIR")
+    ap.add_argument("--edge", metavar="RATExNCH",
+                    help="the edge exgate of run_bench's edge latency point")
+    ap.add_argument("--redis", action="store_true",
+                    help="with --edge: redis-server under callgrind too")
+    ap.add_argument("--edge-bots", type=int, default=1)
+    ap.add_argument("--edge-warmup", type=float, default=1.0)
     a = run_bench.point_args(ap.parse_args())
+    a.traced = [a.sut_name]
+    if a.edge:
+        a.sut_name = "edge"
+        a.traced = ["edge"] + (["redis"] if a.redis else [])
     outdir = a.keep or tempfile.mkdtemp(prefix="xg-callgrind-")
     os.makedirs(outdir, exist_ok=True)
     for f in glob.glob(os.path.join(outdir, "cg.*")):
         os.unlink(f)
     b = CallgrindBench(a, outdir)
+    if a.edge:
+        return edge_point(a, b, outdir)
     try:
         b.start_exsim()
         b.fanout_point(a.system, a.clients, a.rate)
@@ -160,6 +199,58 @@ def main():
     print(json.dumps(res))
     for fn, per in res["top"]:
         print("  %8.1f  %s" % (per, fn))
+    if not a.keep:
+        for f in glob.glob(os.path.join(outdir, "cg.*")):
+            os.unlink(f)
+        os.rmdir(outdir)
+    return 0
+
+
+def edge_point(a, b, outdir):
+    """--edge: the edge latency point with the edge (and with --redis,
+    redis-server) under callgrind; Ir per stream entry the edge read."""
+    rate, nch = (int(v) for v in a.edge.split("x"))
+    try:
+        b.start_exsim()
+        b.edge_latency_point((rate, nch), 1)
+    finally:
+        b.stop_edge_set()
+        for p in list(b.procs):
+            b.stop(p, 30)
+        b.close()
+    rs = [x for x in b.results_seen if x.get("scenario") == "edge"]
+    if not rs or "sys" not in rs[-1]:
+        raise run_bench.BenchError("edge point failed: %s" % (
+            rs[-1].get("error") if rs else "no result"))
+    r = rs[-1]
+    entries = r["sys"].get("edge_entries") or 0
+    if entries <= 0:
+        raise run_bench.BenchError("edge read no entries in the window")
+    res = {"system": "edge", "rate": rate, "channels": nch,
+           "entries": entries, "xread_calls": r["sys"].get("xread_calls"),
+           # an XREAD answer carries the entries of all channels since the
+           # last one: fewer per read spread its work over fewer entries
+           "entries_per_read": round(entries / r["sys"]["xread_calls"], 1)
+           if r["sys"].get("xread_calls") else None,
+           "edge_sends": r["sys"].get("edge_sends"),
+           "gaps": r["edge"].get("gaps") if "edge" in r else None}
+    for name in a.traced:
+        pid = b.pids.get(name)
+        dump = os.path.join(outdir, "cg.%d.1" % pid) if pid else None
+        if dump is None or not os.path.exists(dump):
+            raise run_bench.BenchError("no callgrind dump of %s in %s"
+                                       % (name, outdir))
+        total, rows = annotate(dump, a.top)
+        key = "" if name == "edge" else name + "_"
+        res[key + "ir"] = total
+        res[key + "ir_per_entry"] = round(total / entries)
+        res[key + "top"] = [[fn, round(ir / entries, 1)] for fn, ir in rows]
+    print(json.dumps(res))
+    for name in a.traced:
+        key = "" if name == "edge" else name + "_"
+        print("%s: %d Ir per entry" % (name, res[key + "ir_per_entry"]))
+        for fn, per in res[key + "top"]:
+            print("  %8.1f  %s" % (per, fn))
     if not a.keep:
         for f in glob.glob(os.path.join(outdir, "cg.*")):
             os.unlink(f)

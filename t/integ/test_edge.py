@@ -33,6 +33,7 @@ Skips (exit 77) only when /usr/bin/redis-server is missing.
 import asyncio
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -41,6 +42,7 @@ import gateway_harness as gh
 from gateway_harness import check, WSClient, TCPClient
 import edge_harness as eh
 from test_admin_metrics import Scrape
+from test_publish_redis import Resp
 
 BOOK = "book.BTC-PERPETUAL.100ms"
 TRADES = "trades.BTC-PERPETUAL.100ms"
@@ -266,6 +268,18 @@ async def body(h):
           "exgate_edge_lag_seconds")
     check(0 <= m.get("exgate_edge_lag_entries", upstream="sim") < 1000,
           "exgate_edge_lag_entries")
+    # the last entry edge1 delivered, by its id (copied once an entry):
+    # the whole id of an entry of one of its streams
+    last = e1.up()["edge"]["last_id"]
+    check(re.fullmatch(r"[1-9][0-9]*-0", last or "") is not None,
+          "edge1 last_id %r" % last)
+    r = Resp(redis.port)
+    try:
+        found = [ch for ch in (BOOK, TRADES) if r.cmd(
+            "XRANGE", "%s:sim:%s" % (e1.prefix, ch), last, last)]
+    finally:
+        r.close()
+    check(found, "edge1 last_id %s is in none of its streams" % last)
     for c in bots1 + bots2:
         await c.close()
     e1.stop()
