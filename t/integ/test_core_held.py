@@ -180,8 +180,8 @@ async def body(h):
               "the publisher back")
     r0 = reqs(h)
     old = held_while_down(h, ctl, e, 1)[0]
-    u = h.wait_up(lambda u: u["publish"]["requests"]["answers_held"] == 1,
-                  5, "the answer held")
+    h.wait_up(lambda u: u["publish"]["requests"]["answers_held"] == 1,
+              5, "the answer held")
     t0 = time.monotonic()
     h.wait_up(lambda u: u["publish"]["requests"]["answers_held"] == 0,
               TIMEOUT_S + 3, "the held answer dropped")
