@@ -36,11 +36,15 @@ struct rd_chan {
     uint64_t         seq;       /* the last one taken */
     uint64_t         snap_ms;   /* last snapshot tried (0: due now) */
     int              cleared;   /* its stream DELeted in this epoch */
+    uint64_t         rung;      /* the bell it was last named in */
     struct rd_chan  *hnext;
 };
 
 #define RD_SNAP_SUFFIX      ":snap"
 #define RD_SNAP_SUFFIX_LEN  (sizeof(RD_SNAP_SUFFIX) - 1)
+/* A bell names at most this many bytes of channels; past it, "all". */
+#define RD_BELL_MAX_NAMES   16384
+#define RD_BELL_MAXLEN      10000
 
 struct xg_redis {
     struct event_base              *base;
@@ -80,6 +84,16 @@ struct xg_redis {
     /* answers to edges' requests (xg_redis_answer()) */
     size_t                          ans_inflight;
     uint64_t                        ans_lost;    /* written, no answer */
+
+    /* the bell (rd_ring()): the channels written in this loop pass */
+    struct event                   *ev_bell;
+    int                             bell_armed;
+    int                             bell_all;    /* name them all */
+    int                             bell_cleared;  /* DELeted this epoch */
+    uint64_t                        bell_seq;    /* the last one taken */
+    char                           *bell_names;  /* space-separated */
+    size_t                          bell_len;
+    uint64_t                        bells;       /* written */
 };
 
 static void
@@ -174,6 +188,8 @@ rd_chan_get(struct xg_redis *r, const char *name)
 
 /* ---- the connection ------------------------------------------------------ */
 
+static void rd_bell_arm(struct xg_redis *r);
+
 static void
 rd_on_set(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -210,6 +226,10 @@ rd_on_ready(void *arg, redisAsyncContext *ac)
             c->snap_ms = 0;
         }
     }
+    /* the last connection's last entries may be in Redis without their
+       bell: this one names every channel */
+    r->bell_all = 1;
+    rd_bell_arm(r);
 }
 
 static void
@@ -384,6 +404,137 @@ rd_snap_write(struct xg_redis *r, struct rd_chan *c, const char *snap,
     return 1;
 }
 
+/* ---- the bell -------------------------------------------------------------- */
+
+/*
+ * An edge reads its channels only when told they have news: it blocks on
+ * one stream, PREFIX:UPSTREAM:bell, instead of on every channel it holds
+ * (an XREAD costs Redis about 2 000 instructions per key named, news or
+ * not, and as much again to block on it: 101 keys were 200 us of Redis
+ * time per wake, 10 000 would be 20 ms). At the end of each loop pass
+ * that wrote entries, one
+ *
+ *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 10000 N-0 epoch EPOCH ch "C1 C2 ..."
+ *
+ * names the channels written in it (or "all 1": more than
+ * RD_BELL_MAX_NAMES bytes of them, or the first after a connect, which
+ * may follow entries of the connection before whose bell never went).
+ * It goes after their XADDs in the same pipeline, so Redis has every
+ * entry a bell names. N counts the bells of the epoch, taken whether the
+ * bell is written or not: an edge that sees a jump reads everything.
+ */
+static void
+rd_on_bell_del(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct xg_redis *r = priv;
+    redisReply *rep = reply;
+
+    if (ac->data != NULL && (rep == NULL || rep->type != REDIS_REPLY_INTEGER)) {
+        r->bell_cleared = 0;
+    }
+}
+
+static void
+rd_on_bell_xadd(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct xg_redis *r = priv;
+    redisReply *rep = reply;
+
+    (void) rd_pop(r);
+    if (rep == NULL) {
+        return;
+    }
+    if (rep->type == REDIS_REPLY_STRING) {
+        r->bells++;
+        return;
+    }
+    r->errors++;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        rd_copy(r->last_error, sizeof(r->last_error), rep->str, rep->len);
+    }
+    if (!r->err_logged) {
+        r->err_logged = 1;
+        rd_log(XG_LOG_ERROR, r, "XADD bell failed: %s", r->last_error);
+    }
+}
+
+static void
+rd_on_bell(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_redis *r = arg;
+    char key[XG_REDIS_MAX_PREFIX + 300];
+    size_t klen;
+    int all = r->bell_all || r->bell_len > RD_BELL_MAX_NAMES;
+
+    r->bell_armed = 0;
+    if (r->pc == NULL || (r->bell_len == 0 && !r->bell_all)) {
+        return;
+    }
+    r->bell_seq++;
+    r->bell_all = 0;
+    klen = (size_t) snprintf(key, sizeof(key), "%s:%s:bell", r->pc->prefix,
+        r->name);
+    if (!rd_room(r, r->bell_len)) {
+        goto done;      /* the seq jumps: edges read all */
+    }
+    if (!r->bell_cleared) {
+        if (redisAsyncCommand(r->ac, rd_on_bell_del, r, "DEL %b", key, klen)
+            != REDIS_OK)
+        {
+            goto done;
+        }
+        r->bell_cleared = 1;
+    }
+    if ((all ? redisAsyncCommand(r->ac, rd_on_bell_xadd, r,
+                "XADD %b MAXLEN ~ %d %llu-0 epoch %s all 1", key, klen,
+                RD_BELL_MAXLEN, (unsigned long long) r->bell_seq, r->epoch)
+             : redisAsyncCommand(r->ac, rd_on_bell_xadd, r,
+                "XADD %b MAXLEN ~ %d %llu-0 epoch %s ch %b", key, klen,
+                RD_BELL_MAXLEN, (unsigned long long) r->bell_seq, r->epoch,
+                r->bell_names, r->bell_len))
+        == REDIS_OK)
+    {
+        rd_push(r, r->bell_len);
+    }
+done:
+    r->bell_len = 0;
+}
+
+/* Arms the bell for the end of this loop pass. */
+static void
+rd_bell_arm(struct xg_redis *r)
+{
+    if (!r->bell_armed) {
+        r->bell_armed = 1;
+        event_active(r->ev_bell, 0, 0);
+    }
+}
+
+/* C's entry was just written: the pass's bell names it, once. */
+static void
+rd_ring(struct xg_redis *r, struct rd_chan *c)
+{
+    size_t n;
+
+    if (c->rung == r->bell_seq + 1) {
+        return;
+    }
+    c->rung = r->bell_seq + 1;
+    if (r->bell_len <= RD_BELL_MAX_NAMES) {
+        n = strlen(c->name);
+        if (r->bell_len + n + 1 <= RD_BELL_MAX_NAMES + 1) {
+            if (r->bell_len > 0) {
+                r->bell_names[r->bell_len++] = ' ';
+            }
+            memcpy(r->bell_names + r->bell_len, c->name, n);
+            r->bell_len += n;
+        } else {
+            r->bell_len = RD_BELL_MAX_NAMES + 1;    /* all */
+        }
+    }
+    rd_bell_arm(r);
+}
+
 /*
  * An entry of CHAN: DATA is the channel's whole state itself (SELF 1),
  * or SNAP(ARG) renders it when it is due (SNAP NULL: never).
@@ -431,6 +582,7 @@ rd_publish(struct xg_redis *r, const char *chan, const char *data,
         return;
     }
     rd_push(r, len);
+    rd_ring(r, c);
     if (self) {
         /* no room: due again with the next entry */
         c->snap_ms = rd_snap_write(r, c, data, len) ? xg_now_ms() : 0;
@@ -610,6 +762,8 @@ xg_redis_new(struct event_base *base, const char *name,
     r->ring = xg_calloc(XG_REDIS_MAX_INFLIGHT, sizeof(*r->ring));
     r->nbuckets = 64;
     r->buckets = xg_calloc(r->nbuckets, sizeof(*r->buckets));
+    r->bell_names = xg_malloc(RD_BELL_MAX_NAMES + 1);
+    r->ev_bell = event_new(base, -1, 0, rd_on_bell, r);
     rd_conn_new(r);
     rd_log(XG_LOG_INFO, r, "publishing to streams %s:%s:CHANNEL, maxlen ~%llu, "
         "epoch %s%s", r->pc->prefix, r->name,
@@ -640,6 +794,8 @@ xg_redis_free(struct xg_redis *r)
     }
     free(r->buckets);
     free(r->ring);
+    event_free(r->ev_bell);
+    free(r->bell_names);
     free(r->name);
     free(r);
 }
@@ -674,6 +830,8 @@ xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
             c->snap_ms = 0;
         }
     }
+    r->bell_cleared = 0;
+    r->bell_len = 0;
     r->ac = NULL;
     xg_rconn_free(r->conn);
     r->conn = NULL;
@@ -728,6 +886,7 @@ xg_redis_status(const struct xg_redis *r, json_t *obj)
     json_object_set_new(o, "bytes", json_integer((json_int_t) r->bytes));
     json_object_set_new(o, "snapshots", json_integer((json_int_t)
         r->snapshots));
+    json_object_set_new(o, "bells", json_integer((json_int_t) r->bells));
     json_object_set_new(o, "dropped", json_integer((json_int_t) r->dropped));
     json_object_set_new(o, "lost", json_integer((json_int_t) r->lost));
     json_object_set_new(o, "errors", json_integer((json_int_t) (r->errors

@@ -109,6 +109,10 @@ struct el_chan {
     uint64_t            asked_ms;   /* its start last asked at */
     int                 warned;
     unsigned            gen;        /* a new one for every (re)start */
+    int                 due;        /* named in the next XREAD */
+    uint64_t            listed;     /* the XREAD it was last named in */
+    size_t              at;         /* in l->chans */
+    struct el_chan     *hnext;      /* in l->htab */
 };
 
 struct el_req {
@@ -139,6 +143,7 @@ struct dr_edge {
     uint64_t            requests, requests_lost, requests_expired;
     uint64_t            stale_answers, epoch_changes, links;
     uint64_t            stale_entries;
+    uint64_t            bells, bell_gaps, all_reads;
     uint64_t            lag_ms;         /* the last entry's age */
     uint64_t            lag_entries;    /* behind the streams' ends, at
                                            the last poll (the largest) */
@@ -169,8 +174,14 @@ struct edge_link {
     char                   *ans_key;
     char                    ans_last[48];
     int                     ans_known;
+    char                   *bell_key;
+    uint64_t                bell_last;  /* the last bell read */
+    int                     bell_known;
+    uint64_t                read_gen;   /* XREADs sent */
     struct el_chan        **chans;
     size_t                  nchans, cap;
+    struct el_chan        **htab;       /* by name */
+    size_t                  hsize;
     char                   *xread;      /* a command's RESP, reused */
     size_t                  xread_cap;
     struct el_req          *reqs;
@@ -276,42 +287,124 @@ el_error(struct edge_link *l, const char *vid, int code, const char *msg,
 
 /* ---- channels ------------------------------------------------------------- */
 
-static struct el_chan *
-el_chan_find(struct edge_link *l, const char *name, size_t *at)
-{
-    size_t i;
+/* ---- channels by name ------------------------------------------------------ */
 
-    for (i = 0; i < l->nchans; i++) {
-        if (strcmp(l->chans[i]->name, name) == 0) {
-            if (at != NULL) {
-                *at = i;
-            }
-            return l->chans[i];
+static size_t
+el_hash(const char *s, size_t len)
+{
+    size_t h = 5381, i;
+
+    for (i = 0; i < len; i++) {
+        h = h * 33 + (unsigned char) s[i];
+    }
+    return h;
+}
+
+/* The channel NAME (LEN bytes, not terminated), or NULL. */
+static struct el_chan *
+el_chan_lookup(struct edge_link *l, const char *name, size_t len)
+{
+    struct el_chan *c;
+
+    if (l->hsize == 0) {
+        return NULL;
+    }
+    for (c = l->htab[el_hash(name, len) % l->hsize]; c != NULL;
+        c = c->hnext)
+    {
+        if (strlen(c->name) == len && memcmp(c->name, name, len) == 0) {
+            return c;
         }
     }
     return NULL;
 }
 
-/*
- * The channel of stream KEY (LEN bytes), looked for from *AT on (and
- * *AT set past it): an XREAD answer names its streams in the order the
- * command did, so going through one finds each at once.
- */
-static struct el_chan *
-el_chan_by_key(struct edge_link *l, const char *key, size_t len, size_t *at)
+/* C, new, goes last in l->chans and into the table. */
+static void
+el_chan_add(struct edge_link *l, struct el_chan *c)
 {
-    size_t i, k;
+    struct el_chan **nt, *x;
+    size_t i, h, nsize;
 
-    for (k = 0; k < l->nchans; k++) {
-        i = (*at + k) % l->nchans;
-        if (l->chans[i]->keylen == len
-            && memcmp(l->chans[i]->key, key, len) == 0)
-        {
-            *at = i + 1;
-            return l->chans[i];
+    if (l->nchans == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 16;
+        l->chans = xg_realloc(l->chans, l->cap * sizeof(*l->chans));
+    }
+    c->at = l->nchans;
+    l->chans[l->nchans++] = c;
+    if (l->nchans > 2 * l->hsize) {
+        nsize = l->hsize ? 4 * l->hsize : 64;
+        nt = xg_calloc(nsize, sizeof(*nt));
+        for (i = 0; i < l->nchans - 1; i++) {
+            x = l->chans[i];
+            h = el_hash(x->name, strlen(x->name)) % nsize;
+            x->hnext = nt[h];
+            nt[h] = x;
+        }
+        free(l->htab);
+        l->htab = nt;
+        l->hsize = nsize;
+    }
+    h = el_hash(c->name, strlen(c->name)) % l->hsize;
+    c->hnext = l->htab[h];
+    l->htab[h] = c;
+}
+
+static void el_chan_free(struct el_chan *c);
+
+/* C out of l->chans (the last one takes its place) and the table; freed. */
+static void
+el_chan_remove(struct edge_link *l, struct el_chan *c)
+{
+    struct el_chan **pp;
+
+    for (pp = &l->htab[el_hash(c->name, strlen(c->name)) % l->hsize];
+        *pp != NULL; pp = &(*pp)->hnext)
+    {
+        if (*pp == c) {
+            *pp = c->hnext;
+            break;
         }
     }
-    return NULL;
+    l->chans[c->at] = l->chans[--l->nchans];
+    l->chans[c->at]->at = c->at;
+    el_chan_free(c);
+}
+
+static struct el_chan *
+el_chan_find(struct edge_link *l, const char *name, size_t *at)
+{
+    struct el_chan *c = el_chan_lookup(l, name, strlen(name));
+
+    if (c != NULL && at != NULL) {
+        *at = c->at;
+    }
+    return c;
+}
+
+/* The channel of stream KEY (LEN bytes): PREFIX:SOURCE:CHANNEL. */
+static struct el_chan *
+el_chan_by_key(struct edge_link *l, const char *key, size_t len)
+{
+    size_t n = strlen(l->src);
+
+    if (len <= n + 1 || memcmp(key, l->src, n) != 0 || key[n] != ':') {
+        return NULL;
+    }
+    return el_chan_lookup(l, key + n + 1, len - n - 1);
+}
+
+/* Every channel read is named in the next XREAD (after a reconnect, a
+   hole in the bells, or a bell that says "all"). */
+static void
+el_all_due(struct edge_link *l)
+{
+    size_t i;
+
+    for (i = 0; i < l->nchans; i++) {
+        l->chans[i]->due = 1;
+    }
+    l->e->all_reads++;
 }
 
 static void
@@ -440,6 +533,7 @@ el_on_tail(redisAsyncContext *ac, void *reply, void *priv)
         }
         c->last = seq;
         c->state = ELC_READ;
+        c->due = 1;
         el_dirty(a->l);
     }
     /* no answer: the connection went; its ready asks again */
@@ -496,6 +590,7 @@ el_on_snap(redisAsyncContext *ac, void *reply, void *priv)
     }
     c->last = s;
     c->state = ELC_READ;
+    c->due = 1;
     l->e->snapshots++;
     el_later(l, xg_strndup(data->str, data->len));
     el_dirty(l);
@@ -598,7 +693,7 @@ el_subscribe(struct edge_link *l, const char *vid, json_t *params)
                 "limit: a subscribe of %zu channels refused", name,
                 EL_MAX_CHANNELS, json_array_size(chs));
             while (nadded > 0) {
-                el_chan_free(l->chans[--l->nchans]);
+                el_chan_remove(l, l->chans[l->nchans - 1]);
                 nadded--;
             }
             free(added);
@@ -615,11 +710,7 @@ el_subscribe(struct edge_link *l, const char *vid, json_t *params)
         sprintf(c->key, "%s:%s", l->src, name);
         c->book = xg_venue_deribit_book_kind(name) == XG_BOOK_DELTA;
         c->since_ms = xg_now_ms();
-        if (l->nchans == l->cap) {
-            l->cap = l->cap ? 2 * l->cap : 16;
-            l->chans = xg_realloc(l->chans, l->cap * sizeof(*l->chans));
-        }
-        l->chans[l->nchans++] = c;
+        el_chan_add(l, c);
         added[nadded++] = c;
     }
     el_interest(l, added, nadded);
@@ -647,6 +738,9 @@ el_unsubscribe(struct edge_link *l, const char *vid, json_t *params, int all)
             el_chan_free(l->chans[i]);
         }
         l->nchans = 0;
+        if (l->hsize > 0) {
+            memset(l->htab, 0, l->hsize * sizeof(*l->htab));
+        }
         el_dirty(l);
         el_answer(l, vid, "\"ok\"");
         return;
@@ -659,8 +753,7 @@ el_unsubscribe(struct edge_link *l, const char *vid, json_t *params, int all)
             continue;
         }
         json_array_append(ok, v);
-        el_chan_free(c);
-        l->chans[at] = l->chans[--l->nchans];
+        el_chan_remove(l, c);
     }
     el_dirty(l);
     res = json_dumps(ok, JSON_COMPACT);
@@ -1014,13 +1107,87 @@ el_fields(const redisReply *rep, struct el_fields *f)
     }
 }
 
+/*
+ * The bell's entries (see src/xg_redis.c, "the bell"): each names the
+ * channels the core wrote in one loop pass, and those the edge reads are
+ * named in its next XREAD. One named in the XREAD that brought the bell
+ * has been read already: Redis ran that XREAD after the bell, so after
+ * the entries the bell names.
+ */
+static void
+el_on_bells(struct edge_link *l, const redisReply *ents)
+{
+    const redisReply *en, *k, *v, *ep, *ch;
+    struct el_chan *c;
+    const char *p, *end, *sp;
+    uint64_t seq;
+    size_t j, i;
+    int all;
+
+    for (j = 0; j < ents->elements; j++) {
+        en = ents->element[j];
+        if (en->type != REDIS_REPLY_ARRAY || en->elements != 2
+            || en->element[0]->type != REDIS_REPLY_STRING
+            || en->element[1]->type != REDIS_REPLY_ARRAY
+            || el_seq_of_id(en->element[0]->str, en->element[0]->len, &seq)
+               != XG_OK)
+        {
+            continue;
+        }
+        all = 0;
+        if (seq != l->bell_last + 1) {
+            /* bells trimmed, or not written by the core: read all */
+            l->e->bell_gaps++;
+            all = 1;
+        }
+        l->bell_last = seq;
+        l->e->bells++;
+        ep = ch = NULL;
+        for (i = 0; i + 1 < en->element[1]->elements; i += 2) {
+            k = en->element[1]->element[i];
+            v = en->element[1]->element[i + 1];
+            if (k->type != REDIS_REPLY_STRING
+                || v->type != REDIS_REPLY_STRING)
+            {
+                continue;
+            }
+            if (k->len == 5 && memcmp(k->str, "epoch", 5) == 0) {
+                ep = v;
+            } else if (k->len == 2 && memcmp(k->str, "ch", 2) == 0) {
+                ch = v;
+            } else if (k->len == 3 && memcmp(k->str, "all", 3) == 0) {
+                all = 1;
+            }
+        }
+        if (ep != NULL && !el_epoch_is(l, ep->str, ep->len)) {
+            continue;   /* a new core's: the epoch key tells */
+        }
+        if (all) {
+            el_all_due(l);
+            continue;
+        }
+        if (ch == NULL) {
+            continue;
+        }
+        for (p = ch->str, end = ch->str + ch->len; p < end; p = sp + 1) {
+            if ((sp = memchr(p, ' ', (size_t) (end - p))) == NULL) {
+                sp = end;
+            }
+            c = el_chan_lookup(l, p, (size_t) (sp - p));
+            if (c != NULL && c->listed != l->read_gen) {
+                c->due = 1;
+            }
+        }
+    }
+}
+
 static void
 el_on_read(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct edge_link *l = ac->data != NULL ? ((struct edge_link *) priv)
                                            : NULL;
     redisReply *rep = reply;
-    size_t i, j, n, at = 0;
+    size_t i, j, n;
     uint64_t now = 0;
     char why[200];
 
@@ -1032,7 +1199,11 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
     if (rep == NULL) {
         return;     /* the connection went: its ready reads again */
     }
-    if (rep->type == REDIS_REPLY_ERROR) {
+    if (rep->type == REDIS_REPLY_NIL) {
+        /* a second without a bell: read everything once, whatever
+           could have been missed (a core older than the bell) */
+        el_all_due(l);
+    } else if (rep->type == REDIS_REPLY_ERROR) {
         if (strncmp(rep->str, "UNBLOCKED", 9) != 0) {
             snprintf(why, sizeof(why), "XREAD failed: %.*s",
                 (int) (rep->len > 120 ? 120 : rep->len), rep->str);
@@ -1051,6 +1222,10 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                 || st->element[0]->type != REDIS_REPLY_STRING
                 || st->element[1]->type != REDIS_REPLY_ARRAY)
             {
+                continue;
+            }
+            if (strcmp(st->element[0]->str, l->bell_key) == 0) {
+                el_on_bells(l, st->element[1]);
                 continue;
             }
             is_ans = strcmp(st->element[0]->str, l->ans_key) == 0;
@@ -1086,7 +1261,7 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                 if (gen != l->chans_gen) {
                     gen = l->chans_gen;
                     c = el_chan_by_key(l, st->element[0]->str,
-                        st->element[0]->len, &at);
+                        st->element[0]->len);
                 }
                 if (c == NULL || c->state != ELC_READ) {
                     break;
@@ -1137,6 +1312,16 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                     return;
                 }
             }
+            if (!is_ans && ents->elements >= EL_COUNT) {
+                /* more than COUNT: the rest in the next XREAD */
+                if (gen != l->chans_gen) {
+                    c = el_chan_by_key(l, st->element[0]->str,
+                        st->element[0]->len);
+                }
+                if (c != NULL && c->state == ELC_READ) {
+                    c->due = 1;
+                }
+            }
         }
     }
     l->in_read = 0;
@@ -1185,11 +1370,13 @@ el_buf(struct edge_link *l, size_t need)
 }
 
 /*
- * Issues the next XREAD BLOCK on rd, over every channel in the read set
- * and the answer stream. The command is written in RESP here, into a
- * buffer the link keeps: it names every channel, and is sent again after
- * every answer, so hiredis' formatting (an sds grown per argument) was a
- * large part of the edge's work per entry (docs/performance.md).
+ * Issues the next XREAD BLOCK on rd, over the bell, the answer stream and
+ * the channels due (named by a bell, just started, or all of them: see
+ * el_on_bells()); each named is no longer due, unless its answer says so.
+ * The command is written in RESP here, into a buffer the link keeps: it
+ * is sent again after every answer, and hiredis' formatting (an sds grown
+ * per argument) was a large part of the edge's work per entry
+ * (docs/performance.md).
  */
 static void
 el_read(struct edge_link *l)
@@ -1197,26 +1384,29 @@ el_read(struct edge_link *l)
     static const char head[] = "$5\r\nXREAD\r\n$5\r\nCOUNT\r\n";
     static const char block[] = "$5\r\nBLOCK\r\n";
     static const char streams[] = "$7\r\nSTREAMS\r\n";
-    size_t i, n = 0, need, alen;
+    size_t i, n = 0, need, alen, blen;
+    struct el_chan *c;
     char *p, id[24], *q;
 
     if (l->dead || l->reading || l->in_read || l->rac == NULL
-        || !l->ans_known)
+        || !l->ans_known || !l->bell_known)
     {
         return;
     }
     alen = strlen(l->ans_key);
-    need = 128 + 2 * (alen + 32) + sizeof(l->ans_last);
+    blen = strlen(l->bell_key);
+    need = 160 + 2 * (alen + blen + 64) + sizeof(l->ans_last);
     for (i = 0; i < l->nchans; i++) {
-        if (l->chans[i]->state == ELC_READ) {
+        if (l->chans[i]->state == ELC_READ && l->chans[i]->due) {
             n++;
             need += l->chans[i]->keylen + 80;
         }
     }
     el_buf(l, need);
+    l->read_gen++;
     p = l->xread;
     *p++ = '*';
-    p = el_u64(p, 6 + 2 * (n + 1));
+    p = el_u64(p, 6 + 2 * (n + 2));
     memcpy(p, "\r\n", 2);
     p += 2;
     memcpy(p, head, sizeof(head) - 1);
@@ -1229,26 +1419,39 @@ el_read(struct edge_link *l)
     p = el_bulk(p, id, (size_t) (q - id));
     memcpy(p, streams, sizeof(streams) - 1);
     p += sizeof(streams) - 1;
-    for (i = 0; i < l->nchans; i++) {
-        if (l->chans[i]->state == ELC_READ) {
-            p = el_bulk(p, l->chans[i]->key, l->chans[i]->keylen);
-        }
-    }
+    p = el_bulk(p, l->bell_key, blen);
     p = el_bulk(p, l->ans_key, alen);
     for (i = 0; i < l->nchans; i++) {
-        if (l->chans[i]->state == ELC_READ) {
-            q = el_u64(id, l->chans[i]->last);
+        c = l->chans[i];
+        if (c->state == ELC_READ && c->due) {
+            p = el_bulk(p, c->key, c->keylen);
+        }
+    }
+    q = el_u64(id, l->bell_last);
+    memcpy(q, "-0", 2);
+    p = el_bulk(p, id, (size_t) (q + 2 - id));
+    p = el_bulk(p, l->ans_last, strlen(l->ans_last));
+    for (i = 0; i < l->nchans; i++) {
+        c = l->chans[i];
+        if (c->state == ELC_READ && c->due) {
+            q = el_u64(id, c->last);
             memcpy(q, "-0", 2);
             p = el_bulk(p, id, (size_t) (q + 2 - id));
         }
     }
-    p = el_bulk(p, l->ans_last, strlen(l->ans_last));
     if (redisAsyncFormattedCommand(l->rac, el_on_read, l, l->xread,
             (size_t) (p - l->xread)) == REDIS_OK)
     {
         l->reading = 1;
         l->dirty = 0;
         l->read_ms = xg_now_ms();
+        for (i = 0; i < l->nchans; i++) {
+            c = l->chans[i];
+            if (c->state == ELC_READ && c->due) {
+                c->due = 0;
+                c->listed = l->read_gen;
+            }
+        }
     }
 }
 
@@ -1333,6 +1536,33 @@ el_on_ans_tail(redisAsyncContext *ac, void *reply, void *priv)
     el_read(l);
 }
 
+/* XREVRANGE of the bell: bells are read from its end on, and every
+   channel once (what came before it). */
+static void
+el_on_bell_tail(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct edge_link *l = priv;
+    redisReply *rep = reply;
+    uint64_t seq = 0;
+
+    if (ac->data == NULL || l->cac != ac || rep == NULL
+        || rep->type != REDIS_REPLY_ARRAY)
+    {
+        return;
+    }
+    if (rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_ARRAY
+        && rep->element[0]->elements > 0
+        && rep->element[0]->element[0]->type == REDIS_REPLY_STRING)
+    {
+        (void) el_seq_of_id(rep->element[0]->element[0]->str,
+            rep->element[0]->element[0]->len, &seq);
+    }
+    l->bell_last = seq;
+    l->bell_known = 1;
+    el_all_due(l);
+    el_read(l);
+}
+
 static void
 el_cmd_ready(void *arg, redisAsyncContext *ac)
 {
@@ -1346,6 +1576,10 @@ el_cmd_ready(void *arg, redisAsyncContext *ac)
     if (!l->ans_known) {
         (void) redisAsyncCommand(ac, el_on_ans_tail, l,
             "XREVRANGE %s + - COUNT 1", l->ans_key);
+    }
+    if (!l->bell_known) {
+        (void) redisAsyncCommand(ac, el_on_bell_tail, l,
+            "XREVRANGE %s + - COUNT 1", l->bell_key);
     }
     el_interest(l, NULL, 0);
     l->interest_at = xg_now_ms();
@@ -1390,6 +1624,7 @@ el_rd_ready(void *arg, redisAsyncContext *ac)
     l->rac = ac;
     l->rd_id = -1;
     l->reading = 0;
+    el_all_due(l);      /* whatever came while it was away */
     (void) redisAsyncCommand(ac, el_on_client_id, l, "CLIENT ID");
 }
 
@@ -1580,7 +1815,9 @@ el_free(void *lp)
         el_chan_free(l->chans[i]);
     }
     free(l->chans);
+    free(l->htab);
     free(l->ans_key);
+    free(l->bell_key);
     free(l->xread);
     free(l);
 }
@@ -1651,6 +1888,9 @@ dr_edge_connect(void *p, struct xg_conn *conn, const struct xg_ws_opts *opts,
     n = strlen(l->src) + strlen(l->e->id) + 8;
     l->ans_key = xg_malloc(n);
     snprintf(l->ans_key, n, "%s:ans:%s", l->src, l->e->id);
+    n = strlen(l->src) + sizeof(":bell");
+    l->bell_key = xg_malloc(n);
+    snprintf(l->bell_key, n, "%s:bell", l->src);
     l->ws = xg_ws_link_new(d->base, opts, cbs, arg, &el_link_ops, l);
     l->ev_out = event_new(d->base, -1, 0, el_out_cb, l);
     l->ev_tick = event_new(d->base, -1, EV_PERSIST, el_tick, l);
@@ -1725,6 +1965,11 @@ dr_edge_status(struct dr *d, json_t *obj)
         json_integer((json_int_t) e->epoch_changes));
     json_object_set_new(o, "stale_entries",
         json_integer((json_int_t) e->stale_entries));
+    json_object_set_new(o, "bells", json_integer((json_int_t) e->bells));
+    json_object_set_new(o, "bell_gaps",
+        json_integer((json_int_t) e->bell_gaps));
+    json_object_set_new(o, "all_reads",
+        json_integer((json_int_t) e->all_reads));
     json_object_set_new(o, "lag_ms", json_integer((json_int_t) e->lag_ms));
     json_object_set_new(o, "lag_entries",
         json_integer((json_int_t) e->lag_entries));

@@ -266,8 +266,27 @@ async def body(h):
     rc = Resp(rport, PW)
     keys = sorted(k.decode() for k in rc.cmd("KEYS", PREFIX + ":*"))
     check(keys == sorted("%s:sim:%s" % (PREFIX, c)
-                         for c in (BOOK, TRADES, "epoch", BOOK + ":snap")),
+                         for c in (BOOK, TRADES, "epoch", "bell",
+                                   BOOK + ":snap")),
           "keys %r" % keys)
+    # the bell: after the restart (Redis lost it) its first entry names
+    # all channels, each later one those of one loop pass; ids go on
+    # with no hole, the epoch is the core's
+    bells = rc.cmd("XRANGE", "%s:sim:bell" % PREFIX, "-", "+")
+    ids = [int(b[0].split(b"-")[0]) for b in bells]
+    check(len(bells) > 10 and ids == list(range(ids[0], ids[0] + len(ids))),
+          "bell ids %r" % ids[:20])
+    f0 = dict(zip(bells[0][1][::2], bells[0][1][1::2]))
+    check(f0.get(b"all") == b"1" and f0.get(b"epoch") == epoch.encode(),
+          "the first bell after a reconnect: %r" % f0)
+    named = set()
+    for b in bells[1:]:
+        f = dict(zip(b[1][::2], b[1][1::2]))
+        check(f.get(b"epoch") == epoch.encode() and b"ch" in f,
+              "bell %r" % f)
+        named.update(f[b"ch"].decode().split(" "))
+    check(named == {BOOK, TRADES}, "bells named %r" % named)
+    check(pub(h)["bells"] >= ids[-1] - ids[0], "bells %r" % pub(h)["bells"])
     check(rc.cmd("GET", "%s:sim:epoch" % PREFIX) == epoch.encode(),
           "epoch not written again at the reconnect")
     bseq2 = await check_stream(rc, bot, BOOK, epoch)
