@@ -247,6 +247,9 @@ static const struct m_metric m_table[] = {
         "Book snapshots Redis accepted beside the streams (HSET "
         "PREFIX:UPSTREAM:CHANNEL:snap), about one a second per book "
         "channel, and one with each snapshot entry."),
+    UP_VALUE("exgate_publish_bells_total", CTR, "publish.bells",
+        "Bells Redis accepted (XADD PREFIX:UPSTREAM:bell): one per loop "
+        "pass that wrote entries, naming their channels for edges."),
     UP_VALUE("exgate_publish_dropped_total", CTR, "publish.dropped",
         "Notifications not written: Redis down, connecting, or too slow "
         "(the in-flight bound); their sequence numbers are spent."),
@@ -290,6 +293,15 @@ static const struct m_metric m_table[] = {
     UP_VALUE("exgate_edge_gaps_total", CTR, "edge.gaps",
         "Holes in a stream (entries the core dropped, or trimmed before "
         "the edge read them)."),
+    UP_VALUE("exgate_edge_bells_total", CTR, "edge.bells",
+        "Bells read: each names channels the core wrote, which the edge "
+        "then reads."),
+    UP_VALUE("exgate_edge_bell_gaps_total", CTR, "edge.bell_gaps",
+        "Holes in the bell (trimmed, or not written by the core): each "
+        "makes the edge read all its channels once."),
+    UP_VALUE("exgate_edge_all_reads_total", CTR, "edge.all_reads",
+        "Reads of every channel the edge holds (at a connect, a hole in "
+        "the bell, a bell saying all, a second without a bell)."),
     UP_VALUE("exgate_edge_snapshots_total", CTR, "edge.snapshots",
         "Books started from the core's snapshot."),
     UP_VALUE("exgate_edge_links_total", CTR, "edge.links",

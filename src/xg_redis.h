@@ -42,6 +42,13 @@
  * (XG_REDIS_SNAP_EVERY_MS), the text rendered by the caller only then.
  * The DEL of a new epoch takes KEY:snap with the stream.
  *
+ * The bell (issue 17): after each loop pass that wrote entries,
+ *
+ *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 10000 N-0 epoch EPOCH ch "C1 C2 ..."
+ *
+ * names their channels (or "all 1"), so that an edge blocks on the bell
+ * and reads only the channels with news (xg_redis.c, "the bell").
+ *
  * Not in this slice: rediss:// (the hiredis 0.14 of Debian 12 has no
  * SSL; refused at conf time), the edge.
  */
