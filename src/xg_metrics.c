@@ -275,6 +275,46 @@ static const struct m_metric m_table[] = {
     UP_VALUE("exgate_publish_requests_in_flight", GAUGE,
         "publish.requests.in_flight",
         "Edges' requests run and not yet answered."),
+    UP_VALUE("exgate_publish_requests_malformed_total", CTR,
+        "publish.requests.malformed",
+        "Of the refused requests, those that could not be read (a field "
+        "missing, a bad edge name, rid or ts, a body that is not a "
+        "request)."),
+    UP_VALUE("exgate_publish_requests_edges", GAUGE,
+        "publish.requests.edges",
+        "Edges the core holds a client for (at most 256)."),
+    { "exgate_publish_requests_answers_total", CTR, "Answers to edges' "
+      "requests, by result: written (sent on the publish connection to "
+      "the edge's answer stream), lost (never written: over the 1024 "
+      "held, held longer than request_timeout, or held when a reload "
+      "removed publish).",
+      UP, M_VALUE, "publish.requests.answers", "result", "written", 0,
+      NULL, NULL },
+    { "exgate_publish_requests_answers_total", NULL, NULL, UP, M_VALUE,
+      "publish.requests.answers_lost", "result", "lost", 0, NULL, NULL },
+    UP_VALUE("exgate_publish_requests_answers_held", GAUGE,
+        "publish.requests.answers_held",
+        "Answers held while the publish connection cannot take them (at "
+        "most 1024, each for request_timeout)."),
+    UP_VALUE("exgate_publish_requests_notices_dropped_total", CTR,
+        "publish.requests.notices_dropped",
+        "Notifications to an edge's client (exgate/order_outcome) not "
+        "written: the wire has no place for them."),
+    UP_VALUE("exgate_publish_requests_waits_total", CTR,
+        "publish.requests.waits",
+        "Reads of the request stream put off while the publish connection "
+        "was down."),
+    { "exgate_publish_requests_reader_connected", GAUGE, "1 when the "
+      "connection that reads the request stream is up (and "
+      "authenticated), else 0.",
+      UP, M_IS, "publish.requests.state", NULL, "connected", 0, NULL,
+      NULL },
+    UP_VALUE("exgate_publish_requests_reader_connects_total", CTR,
+        "publish.requests.connects",
+        "Connections the request stream's reader made."),
+    UP_VALUE("exgate_publish_requests_reader_errors_total", CTR,
+        "publish.requests.errors",
+        "Error answers to the reader's commands (XREAD, XREVRANGE, AUTH)."),
 
     /* ---- upstream: an edge reading a core's Redis (protocol edge) ---- */
     { "exgate_edge_connected", GAUGE, "1 when both of the edge's Redis "

@@ -232,7 +232,8 @@ dr_edge_body(const char *body, size_t len, const char *rid,
 /*
  * Writes the answers held, in order, while the publish connection takes
  * them; drops (lost, logged) those held longer than request_timeout: the
- * edge has answered its bot already. Returns 1 when none is left.
+ * edge has answered its bot already; and all of them (lost, one line)
+ * once a reload removed `publish`. Returns 1 when none is left.
  */
 static int
 de_flush(struct dr_edges *es)
@@ -240,10 +241,14 @@ de_flush(struct dr_edges *es)
     struct xg_redis *pub = xg_upstream_publisher(es->d->up);
     uint64_t now = xg_now_ms(), max = es->d->cf->request_timeout_ms;
     struct de_ans *a;
+    unsigned gone = 0;
 
     while ((a = es->held) != NULL) {
         if (!xg_redis_enabled(pub)) {
-            es->answers_lost++;     /* a reload took `publish` away */
+            /* a reload took `publish` away: no connection will take
+               them; one line for all, not up to 1024 */
+            es->answers_lost++;
+            gone++;
         } else if (max != 0 && now - a->at_ms > max) {
             es->answers_lost++;
             de_log(XG_LOG_WARN, es, "the answer to edge %s's request %s is "
@@ -263,6 +268,10 @@ de_flush(struct dr_edges *es)
         free(a);
     }
     es->held_tail = &es->held;
+    if (gone > 0) {
+        de_log(XG_LOG_WARN, es, "%u held answer%s to edges dropped (lost): "
+            "publish removed by a reload", gone, gone == 1 ? "" : "s");
+    }
     return 1;
 }
 

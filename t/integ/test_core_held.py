@@ -22,10 +22,16 @@ asked, so the core gets the answers in the edge's order.
   never written once the publisher is back; the next request is served
   and answered;
 - a reload that removes `publish` while 5 answers are held drops them
-  (counted in answers_lost, seen once a reload brings `publish` back),
-  none is written, the edge is served again after; exgate exits 0 on
-  SIGTERM with no sanitizer report (leaks included) in a build with
-  --enable-sanitizers.
+  with one warn line ("5 held answers to edges dropped (lost): publish
+  removed by a reload"), counted in answers_lost (seen once a reload
+  brings `publish` back), none is written, the edge is served again
+  after; exgate exits 0 on SIGTERM with no sanitizer report (leaks
+  included) in a build with --enable-sanitizers;
+- /metrics follows /status throughout: after each step
+  exgate_publish_requests_answers_held is answers_held and
+  exgate_publish_requests_answers_total{result="written|lost"} are
+  answers and answers_lost (each scrape through `promtool check metrics`
+  when promtool is installed, as in test_admin_metrics.py).
 
 Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
@@ -35,9 +41,11 @@ import os
 import re
 import signal
 import time
+import urllib.request
 
 import gateway_harness as gh
 from gateway_harness import check, free_port
+from test_admin_metrics import LABEL, PROMTOOL, SAMPLE, Scrape
 from test_core_requests import (PREFIX, PW, Edge, now_ms, publisher_down,
                                 reading)
 from test_publish_redis import Resp, run_with_redis, start_redis
@@ -55,6 +63,46 @@ UPSTREAM = """    protocol deribit;
 
 def reqs(h):
     return h.up()["publish"]["requests"]
+
+
+class Samples:
+    """One /metrics answer as samples, as Scrape has them, for a machine
+    without promtool (Scrape checks every answer with it)."""
+
+    def __init__(self, h):
+        url = "http://127.0.0.1:%d/metrics" % h.admin_port
+        with urllib.request.urlopen(url, timeout=5) as r:
+            self.text = r.read().decode()
+        self.samples = {}
+        for line in self.text.splitlines():
+            m = SAMPLE.match(line)
+            if not line.startswith("#") and m is not None:
+                labels = frozenset(LABEL.findall(m.group(2) or ""))
+                self.samples[(m.group(1), labels)] = float(m.group(3))
+
+
+def answers_metrics(h):
+    """(written, lost, held) of upstream sim from a scrape of /metrics."""
+    sc = Scrape(h) if PROMTOOL is not None else Samples(h)
+    out = []
+    for name, labels in (
+            ("exgate_publish_requests_answers_total", {"result": "written"}),
+            ("exgate_publish_requests_answers_total", {"result": "lost"}),
+            ("exgate_publish_requests_answers_held", {})):
+        key = (name, frozenset(dict(labels, upstream="sim").items()))
+        check(key in sc.samples, "no sample %s%r in /metrics:\n%s"
+              % (name, labels, sc.text))
+        out.append(int(sc.samples[key]))
+    return tuple(out)
+
+
+def check_metrics(h, r, what):
+    """/metrics has what R (a /status publish.requests taken when nothing
+    changes) has: answers, answers_lost, answers_held."""
+    m = answers_metrics(h)
+    want = (r["answers"], r["answers_lost"], r["answers_held"])
+    check(m == want, "%s: /metrics answers (written, lost, held) %r, "
+          "/status %r" % (what, m, want))
 
 
 def send_many(e, n):
@@ -157,6 +205,7 @@ async def body(h):
     check(lost == rids[HELD_MAX:], "logged lost %d answers %r..., want the "
           "last %d sent %r..." % (len(lost), lost[:3], n - HELD_MAX,
                                   rids[HELD_MAX:HELD_MAX + 3]))
+    check_metrics(h, r1, "%d held, %d lost" % (HELD_MAX, n - HELD_MAX))
     ctl.cmd("CONFIG", "SET", "requirepass", PW)
     h.wait_up(lambda u: u["publish"]["requests"]["answers_held"] == 0, 10,
               "the held answers written")
@@ -164,6 +213,7 @@ async def body(h):
     check(r2["answers"] - r1["answers"] == HELD_MAX
           and r2["answers_lost"] == r1["answers_lost"],
           "after the publisher came back: before %r after %r" % (r1, r2))
+    check_metrics(h, r2, "the held answers written")
     got = answered(ctl, e)
     check(got[0] < rids[0], "the first request's answer is not on the "
           "stream")
@@ -198,6 +248,7 @@ async def body(h):
     lines = h.log_lines(pat)
     check(len(lines) == 1 and int(re.search(pat, lines[0]).group(1))
           > TIMEOUT_S * 1000, "log of the stale held answer: %r" % lines)
+    check_metrics(h, r1, "the stale held answer dropped")
     ctl.cmd("CONFIG", "SET", "requirepass", PW)
     h.wait_up(lambda u: u["publish"]["connected"] and reading(h), 5,
               "the publisher back")
@@ -216,9 +267,17 @@ async def body(h):
               "%d answers held" % k)
     line = [x for x in open(os.path.join(h.tmp, "exgate.conf"))
             if x.lstrip().startswith("publish ")][0]
+    check_metrics(h, reqs(h), "%d answers held" % k)
     reload_conf(h, lambda t: t.replace(line, ""))
     h.wait_up(lambda u: "publish" not in u, 5, "publish gone from /status")
-    time.sleep(0.3)         # the held answers' next try (every 50 ms)
+    pat = (r"\[warn\] upstream sim#\d+: requests from edges: (\d+) held "
+           r"answers? to edges dropped \(lost\): publish removed by a reload")
+    gh.uh.wait_for(lambda: h.log_lines(pat), 5,
+                   what="the log line of the held answers dropped")
+    time.sleep(0.3)         # the held answers' next tries (every 50 ms)
+    lines = h.log_lines(pat)
+    check([int(re.search(pat, x).group(1)) for x in lines] == [k],
+          "log of the %d held answers the reload dropped: %r" % (k, lines))
     gh.wait_ready(h)
     ctl.cmd("CONFIG", "SET", "requirepass", PW)
     reload_conf(h, lambda t: t.replace("    queue_limit 2000;\n",
@@ -230,6 +289,7 @@ async def body(h):
           and r1["answers_lost"] == r0["answers_lost"] + k
           and r1["answers"] == r0["answers"], "the answers held at the "
           "reload: before %r after %r" % (r0, r1))
+    check_metrics(h, r1, "the %d answers the reload dropped" % k)
     nxt = e.send("public/get_time", {})
     check(isinstance(e.result(nxt), int), "the next request after the "
           "reloads")

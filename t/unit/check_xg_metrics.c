@@ -33,7 +33,14 @@ static const char status_doc[] =
     "   \"channels\":5,\"pending_requests\":2,\"queued_requests\":1,"
     "   \"last_restore_ms\":250,\"restores\":3,"
     "   \"requests_answered\":10,\"requests_timed_out\":1,"
-    "   \"requests_outcome_unknown\":2,\"requests_rejected\":3},"
+    "   \"requests_outcome_unknown\":2,\"requests_rejected\":3,"
+    "   \"publish\":{\"state\":\"connected\",\"published\":7,"
+    "    \"requests\":{\"served\":11,\"refused\":4,\"malformed\":1,"
+    "     \"stale\":2,\"in_flight\":3,\"edges\":2,\"answers\":9,"
+    "     \"answers_lost\":76,\"notices_dropped\":1,\"waits\":5,"
+    "     \"answers_held\":1024,\"state\":\"connecting\","
+    "     \"reading\":false,\"last_id\":\"1-0\",\"connects\":2,"
+    "     \"errors\":1,\"last_error\":\"HUSH\"}}},"
     "  {\"name\":\"raw\",\"state\":\"down\",\"protocol\":\"raw\","
     "   \"reconnect\":\"fixed\",\"connection_id\":1,\"connects\":0,"
     "   \"breaker\":\"off\",\"messages_in\":0}],"
@@ -155,6 +162,41 @@ START_TEST(values_and_labels)
 }
 END_TEST
 
+/* The publisher's requests from edges (/status "publish"."requests"):
+   answers by result as one family, held as a gauge, the reader's state. */
+START_TEST(publish_requests)
+{
+    render(NULL);
+    LINE("exgate_publish_connected{upstream=\"deribit\"} 1");
+    LINE("exgate_publish_requests_total{upstream=\"deribit\","
+        "result=\"refused\"} 4");
+    LINE("exgate_publish_requests_in_flight{upstream=\"deribit\"} 3");
+    LINE("exgate_publish_requests_malformed_total{upstream=\"deribit\"} 1");
+    LINE("exgate_publish_requests_edges{upstream=\"deribit\"} 2");
+    LINE("# TYPE exgate_publish_requests_answers_total counter");
+    LINE("exgate_publish_requests_answers_total{upstream=\"deribit\","
+        "result=\"written\"} 9");
+    LINE("exgate_publish_requests_answers_total{upstream=\"deribit\","
+        "result=\"lost\"} 76");
+    LINE("# TYPE exgate_publish_requests_answers_held gauge");
+    LINE("exgate_publish_requests_answers_held{upstream=\"deribit\"} 1024");
+    LINE("exgate_publish_requests_notices_dropped_total{upstream="
+        "\"deribit\"} 1");
+    LINE("exgate_publish_requests_waits_total{upstream=\"deribit\"} 5");
+    LINE("exgate_publish_requests_reader_connected{upstream=\"deribit\"} 0");
+    LINE("exgate_publish_requests_reader_connects_total{upstream="
+        "\"deribit\"} 2");
+    LINE("exgate_publish_requests_reader_errors_total{upstream=\"deribit\"}"
+        " 1");
+    ck_assert_int_eq(count_lines("# HELP exgate_publish_requests_answers_"
+        "total "), 1);
+    /* an upstream without publish has none of them */
+    ck_assert_int_eq(count_lines("exgate_publish_requests_answers_held{"
+        "upstream=\"raw\""), 0);
+    ck_assert_int_eq(count_lines("exgate_publish_requests_"), 14);
+}
+END_TEST
+
 START_TEST(histogram)
 {
     render(NULL);
@@ -250,6 +292,7 @@ metrics_suite(void)
 
     tcase_add_checked_fixture(tc, NULL, teardown);
     tcase_add_test(tc, values_and_labels);
+    tcase_add_test(tc, publish_requests);
     tcase_add_test(tc, histogram);
     tcase_add_test(tc, families_grouped);
     tcase_add_test(tc, process_figures);
