@@ -68,6 +68,10 @@
 #define EL_TICK_MS          100
 #define EL_BLOCK_MS         1000     /* XREAD BLOCK */
 #define EL_COUNT            1000     /* XREAD COUNT per stream */
+#define EL_HOT_READS        4        /* news in one of the last this many
+                                        XREADs: named in every one */
+#define EL_BELL_STALE_READS 256      /* the bell unread for more XREADs:
+                                        its end is asked again */
 #define EL_READ_GRACE_MS    5000     /* an XREAD past BLOCK + this: dead */
 #define EL_EPOCH_POLL_MS    1000
 #define EL_LAG_POLL_MS      2000     /* the streams' ends, for lag_entries */
@@ -111,6 +115,7 @@ struct el_chan {
     unsigned            gen;        /* a new one for every (re)start */
     int                 due;        /* named in the next XREAD */
     uint64_t            listed;     /* the XREAD it was last named in */
+    uint64_t            news_gen;   /* the last XREAD that brought news */
     size_t              at;         /* in l->chans */
     struct el_chan     *hnext;      /* in l->htab */
 };
@@ -176,7 +181,10 @@ struct edge_link {
     int                     ans_known;
     char                   *bell_key;
     uint64_t                bell_last;  /* the last bell read */
-    int                     bell_known;
+    int                     bell_known; /* bell_last is the bell's
+                                           position: reading it */
+    int                     bell_asking;  /* its end asked */
+    uint64_t                bell_gen;   /* the last XREAD that named it */
     uint64_t                read_gen;   /* XREADs sent */
     struct el_chan        **chans;
     size_t                  nchans, cap;
@@ -1312,14 +1320,15 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                     return;
                 }
             }
-            if (!is_ans && ents->elements >= EL_COUNT) {
-                /* more than COUNT: the rest in the next XREAD */
+            if (!is_ans && ents->elements > 0) {
                 if (gen != l->chans_gen) {
                     c = el_chan_by_key(l, st->element[0]->str,
                         st->element[0]->len);
                 }
                 if (c != NULL && c->state == ELC_READ) {
-                    c->due = 1;
+                    c->news_gen = l->read_gen;
+                    /* more than COUNT: the rest in the next XREAD */
+                    c->due = ents->elements >= EL_COUNT;
                 }
             }
         }
@@ -1370,9 +1379,30 @@ el_buf(struct edge_link *l, size_t need)
 }
 
 /*
- * Issues the next XREAD BLOCK on rd, over the bell, the answer stream and
- * the channels due (named by a bell, just started, or all of them: see
- * el_on_bells()); each named is no longer due, unless its answer says so.
+ * Whether C is named in the next XREAD: due (named by a bell, just
+ * started, all of them: see el_on_bells()), or hot: news in one of the
+ * last EL_HOT_READS. A hot channel's entry wakes the XREAD itself, a
+ * round trip before its bell would; a quiet one costs nothing.
+ */
+static int
+el_named(const struct edge_link *l, const struct el_chan *c)
+{
+    return c->state == ELC_READ
+        && (c->due || (c->news_gen != 0
+                       && l->read_gen - c->news_gen < EL_HOT_READS));
+}
+
+static void el_bell_ask(struct edge_link *l);
+
+/*
+ * Issues the next XREAD BLOCK on rd, over the answer stream, the channels
+ * el_named() names, and the bell when some channel is not named: while
+ * every channel is, the bell would only wake the edge a second time for
+ * each loop pass of the core. Without the bell's position (not read
+ * since every channel was named last, or not known yet) every channel is
+ * named until its end is known (el_bell_ask()). Each channel named is no
+ * longer due, unless its answer says so.
+ *
  * The command is written in RESP here, into a buffer the link keeps: it
  * is sent again after every answer, and hiredis' formatting (an sds grown
  * per argument) was a large part of the edge's work per entry
@@ -1387,26 +1417,43 @@ el_read(struct edge_link *l)
     size_t i, n = 0, need, alen, blen;
     struct el_chan *c;
     char *p, id[24], *q;
+    int cold = 0, bell, all;
 
     if (l->dead || l->reading || l->in_read || l->rac == NULL
-        || !l->ans_known || !l->bell_known)
+        || !l->ans_known)
     {
         return;
+    }
+    for (i = 0; i < l->nchans; i++) {
+        c = l->chans[i];
+        cold |= c->state == ELC_READ && !el_named(l, c);
+    }
+    if (cold && l->bell_known
+        && l->read_gen - l->bell_gen > EL_BELL_STALE_READS)
+    {
+        /* behind by as many bells as the core's loop passes since:
+           the end is asked rather than all of them read */
+        l->bell_known = 0;
+    }
+    bell = cold && l->bell_known;
+    all = cold && !l->bell_known;
+    if (all) {
+        el_bell_ask(l);
     }
     alen = strlen(l->ans_key);
     blen = strlen(l->bell_key);
     need = 160 + 2 * (alen + blen + 64) + sizeof(l->ans_last);
     for (i = 0; i < l->nchans; i++) {
-        if (l->chans[i]->state == ELC_READ && l->chans[i]->due) {
+        c = l->chans[i];
+        if (c->state == ELC_READ && (all || el_named(l, c))) {
             n++;
-            need += l->chans[i]->keylen + 80;
+            need += c->keylen + 80;
         }
     }
     el_buf(l, need);
-    l->read_gen++;
     p = l->xread;
     *p++ = '*';
-    p = el_u64(p, 6 + 2 * (n + 2));
+    p = el_u64(p, 6 + 2 * (n + 1 + bell));
     memcpy(p, "\r\n", 2);
     p += 2;
     memcpy(p, head, sizeof(head) - 1);
@@ -1419,21 +1466,25 @@ el_read(struct edge_link *l)
     p = el_bulk(p, id, (size_t) (q - id));
     memcpy(p, streams, sizeof(streams) - 1);
     p += sizeof(streams) - 1;
-    p = el_bulk(p, l->bell_key, blen);
+    if (bell) {
+        p = el_bulk(p, l->bell_key, blen);
+    }
     p = el_bulk(p, l->ans_key, alen);
     for (i = 0; i < l->nchans; i++) {
         c = l->chans[i];
-        if (c->state == ELC_READ && c->due) {
+        if (c->state == ELC_READ && (all || el_named(l, c))) {
             p = el_bulk(p, c->key, c->keylen);
         }
     }
-    q = el_u64(id, l->bell_last);
-    memcpy(q, "-0", 2);
-    p = el_bulk(p, id, (size_t) (q + 2 - id));
+    if (bell) {
+        q = el_u64(id, l->bell_last);
+        memcpy(q, "-0", 2);
+        p = el_bulk(p, id, (size_t) (q + 2 - id));
+    }
     p = el_bulk(p, l->ans_last, strlen(l->ans_last));
     for (i = 0; i < l->nchans; i++) {
         c = l->chans[i];
-        if (c->state == ELC_READ && c->due) {
+        if (c->state == ELC_READ && (all || el_named(l, c))) {
             q = el_u64(id, c->last);
             memcpy(q, "-0", 2);
             p = el_bulk(p, id, (size_t) (q + 2 - id));
@@ -1447,10 +1498,14 @@ el_read(struct edge_link *l)
         l->read_ms = xg_now_ms();
         for (i = 0; i < l->nchans; i++) {
             c = l->chans[i];
-            if (c->state == ELC_READ && c->due) {
+            if (c->state == ELC_READ && (all || el_named(l, c))) {
                 c->due = 0;
-                c->listed = l->read_gen;
+                c->listed = l->read_gen + 1;
             }
+        }
+        l->read_gen++;      /* after: el_named() reads it */
+        if (bell) {
+            l->bell_gen = l->read_gen;
         }
     }
 }
@@ -1545,10 +1600,12 @@ el_on_bell_tail(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *rep = reply;
     uint64_t seq = 0;
 
-    if (ac->data == NULL || l->cac != ac || rep == NULL
-        || rep->type != REDIS_REPLY_ARRAY)
-    {
-        return;
+    if (ac->data == NULL || l->cac != ac || rep == NULL) {
+        return;     /* gone: the cmd connection's ready asks again */
+    }
+    l->bell_asking = 0;
+    if (rep->type != REDIS_REPLY_ARRAY) {
+        return;     /* asked again by the next read that needs it */
     }
     if (rep->elements > 0 && rep->element[0]->type == REDIS_REPLY_ARRAY
         && rep->element[0]->elements > 0
@@ -1559,8 +1616,24 @@ el_on_bell_tail(redisAsyncContext *ac, void *reply, void *priv)
     }
     l->bell_last = seq;
     l->bell_known = 1;
+    l->bell_gen = l->read_gen;
+    /* what came before the end: every channel once more */
     el_all_due(l);
-    el_read(l);
+    el_dirty(l);
+}
+
+/* Asks the bell's end on cmd (once at a time; again at its ready). */
+static void
+el_bell_ask(struct edge_link *l)
+{
+    if (l->bell_asking || l->cac == NULL) {
+        return;
+    }
+    if (redisAsyncCommand(l->cac, el_on_bell_tail, l,
+            "XREVRANGE %s + - COUNT 1", l->bell_key) == REDIS_OK)
+    {
+        l->bell_asking = 1;
+    }
 }
 
 static void
@@ -1577,9 +1650,9 @@ el_cmd_ready(void *arg, redisAsyncContext *ac)
         (void) redisAsyncCommand(ac, el_on_ans_tail, l,
             "XREVRANGE %s + - COUNT 1", l->ans_key);
     }
+    l->bell_asking = 0;     /* the last one's answer is not coming */
     if (!l->bell_known) {
-        (void) redisAsyncCommand(ac, el_on_bell_tail, l,
-            "XREVRANGE %s + - COUNT 1", l->bell_key);
+        el_bell_ask(l);
     }
     el_interest(l, NULL, 0);
     l->interest_at = xg_now_ms();

@@ -5,16 +5,19 @@ quiet ones (tickers of instruments exsim does not list: the core asks for
 them, exsim leaves them out, nothing is ever written on them).
 
 The core rings PREFIX:sim:bell after each loop pass that wrote entries,
-naming their channels; the edge blocks on the bell and its answer stream
-only, and names a channel in its XREAD when a bell named it. Checked over
-3 s of Redis' MONITOR: the edge's XREADs (at least 20: the book alone is
-10 a second) name the bell, the answer stream and at most the 2 live
-channels, at least 90 % of them (each of them named all 302 channels
-before the bell); the bot's book is one unbroken change_id chain and
-its trade_seqs go on without a hole. Then a Redis restart: the bell is
-gone with Redis (the core's next bell says "all", the edge reads every
-channel once: /status all_reads grows) and both channels go on, still
-without a gap.
+naming their channels; the edge names in its XREAD the bell, its answer
+stream, the channels a bell named and those with news in its last 4
+XREADs. Checked over 3 s of Redis' MONITOR: the edge's XREADs (at least
+20: the book alone is 10 a second) name at most 4 streams, at least 90 %
+of them (each named all 302 channels before the bell), and the bell in
+90 %. With the book alone (every channel hot) the bell is left out: at
+least 80 % of the XREADs over 2 s name 2 streams (the answers and the
+book), so a pass of the core wakes the edge once. Trades subscribed
+again (a cold channel: the bell is read again from its end) flow; then
+a Redis restart: the bell is gone with Redis (the core's next bell says
+"all", the edge reads every channel once: /status all_reads grows) and
+both channels go on: the book one unbroken change_id chain, trade_seqs
+without a hole.
 
 Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
@@ -36,9 +39,9 @@ QUIET = ["ticker.QZ%03d-PERPETUAL.100ms" % i for i in range(300)]
 MAIN = "client_credentials bot env:XG_TEST_BOT_SECRET;\n"
 
 
-def monitor_xreads(port, bell, seconds):
-    """The XREADs naming BELL that Redis ran in SECONDS: the number of
-    streams each named (MONITOR lines, parsed)."""
+def monitor_xreads(port, key, seconds):
+    """The XREADs naming KEY (the edge's answer stream) that Redis ran in
+    SECONDS: (the number of streams each named, whether it named BELL)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
     buf = b""
@@ -55,11 +58,11 @@ def monitor_xreads(port, bell, seconds):
     s.close()
     out = []
     for line in buf.split(b"\r\n"):
-        if b'"XREAD"' not in line or bell.encode() not in line:
+        if b'"XREAD"' not in line or key.encode() not in line:
             continue
         # +TS [DB ADDR] "XREAD" "COUNT" "N" "BLOCK" "MS" "STREAMS" k.. id..
         nargs = line.count(b'" "') + 1
-        out.append((nargs - 6) // 2)
+        out.append(((nargs - 6) // 2, b':bell"' in line))
     return out
 
 
@@ -69,8 +72,8 @@ def chain_ok(c):
     return b
 
 
-def trades_ok(c):
-    seqs = gh.trade_seqs(c, TRADES)
+def trades_ok(c, since=0):
+    seqs = gh.trade_seqs(c, TRADES)[since:]
     check(seqs == list(range(seqs[0], seqs[0] + len(seqs))),
           "%s: trade_seq holes: %r" % (c.name, [
               (a, b) for a, b in zip(seqs, seqs[1:]) if b != a + 1][:5]))
@@ -99,14 +102,18 @@ async def body(h):
     edge.wait_up(lambda u: u["edge"]["channels"] == 302
                  and u["edge"]["channels_waiting"] == 0, 10, "302 read")
 
-    bell = "%s:sim:bell" % eh.PREFIX
+    ans = "%s:sim:ans:edge1" % eh.PREFIX
     loop = asyncio.get_running_loop()
-    n = await loop.run_in_executor(None, monitor_xreads, redis.port, bell,
-                                   3.0)
+    xr = await loop.run_in_executor(None, monitor_xreads, redis.port, ans,
+                                    3.0)
+    n = [k for k, _ in xr]
     small = sum(1 for k in n if k <= 4)
     check(len(n) >= 20, "only %d XREADs of the edge in 3 s" % len(n))
     check(small >= 0.9 * len(n), "XREADs naming at most 4 streams: %d of "
           "%d (streams named: %r)" % (small, len(n), sorted(n)[-10:]))
+    check(sum(1 for _, b in xr if b) >= 0.9 * len(xr),
+          "the bell named in %d of %d XREADs" % (sum(1 for _, b in xr if b),
+                                                 len(xr)))
     st = edge.up()["edge"]
     check(st["bells"] > 20 and st["bell_gaps"] == 0,
           "edge bells %r gaps %r" % (st["bells"], st["bell_gaps"]))
@@ -114,6 +121,27 @@ async def body(h):
     info = rc.cmd("INFO", "commandstats").decode()
     rc.close()
     xread = [ln for ln in info.splitlines() if ln.startswith("cmdstat_xread:")]
+
+    # every channel hot (the book alone, 10 a second): the bell is left
+    # out, an entry wakes the edge once
+    r = await bot.call("public/unsubscribe", {"channels": [TRADES] + QUIET},
+                       id=3, timeout=10)
+    check(len(r.get("result", [])) == 301, "unsubscribe: %r" % str(r)[:300])
+    edge.wait_up(lambda u: u["edge"]["channels"] == 1, 10, "1 channel")
+    await asyncio.sleep(0.5)
+    xr1 = await loop.run_in_executor(None, monitor_xreads, redis.port, ans,
+                                     2.0)
+    nobell = sum(1 for k, b in xr1 if not b and k == 2)
+    check(len(xr1) >= 10 and nobell >= 0.8 * len(xr1),
+          "the book alone: %d of %d XREADs without the bell: %r"
+          % (nobell, len(xr1), xr1[:20]))
+    # a cold channel again: the bell is read again from its end
+    t_since = len(gh.trade_seqs(bot, TRADES))
+    r = await bot.call("public/subscribe", {"channels": [TRADES]}, id=4)
+    check(r.get("result") == [TRADES], "subscribe again: %r" % r)
+    await bot._wait(lambda: len(gh.trade_seqs(bot, TRADES)) >= t_since + 3,
+                    15, "trades after subscribing again")
+    st = edge.up()["edge"]
 
     # Redis restarts: the bell starts again from the core's next, which
     # names all channels; the edge reads everything once and goes on
@@ -127,13 +155,14 @@ async def body(h):
                     "trades after the restart")
     b = chain_ok(bot)
     check(b.snapshots >= 1, "no book snapshot")
-    ntr = trades_ok(bot)
+    ntr = trades_ok(bot, t_since)
     check(bot.closed is None, "bot closed %r" % (bot.closed,))
     await bot.close()
     edge.stop()
     print("edge XREADs in 3 s: %d, streams named: median %d, max %d; "
+          "the book alone: %d of %d XREADs without the bell; "
           "%s; book notes %d, trades %d in order; %.1f s"
-          % (len(n), sorted(n)[len(n) // 2], max(n),
+          % (len(n), sorted(n)[len(n) // 2], max(n), nobell, len(xr1),
              xread[0] if xread else "-", bot.count(BOOK), ntr,
              time.monotonic() - t0))
 
