@@ -43,7 +43,7 @@ Usage: run_bench.py [--builddir DIR] [--duration S] [--warmup S]
 BENCH_NGINX=PATH picks the nginx binary, BENCH_NGINX=none skips nginx.
 BENCH_EXGATE=PATH runs another exgate binary with this build's tools.
 BENCH_REDIS=PATH picks the redis-server binary. Edge scenario options:
---edge-points 10x100,1000x100,1000x1 --edge-publish paced:1,paced:100,
+--edge-points 10x100,10x100s,1000x100,1000x1 --edge-publish paced:1,paced:100,
 flat:1,flat:100 --edge-bots 1 --edge-warmup 1 --redis-cpu 0.
 """
 
@@ -1149,12 +1149,14 @@ class Bench:
     def edge_latency_point(self, point, rnd):
         """Bots on the core and on the edge, NCH channels at RATE each, one
         window for both (--sync): latency on the intended-time basis."""
-        rate, nch = point
-        label = "edge rate=%d x %d" % (rate, nch)
+        rate, nch, spread = point
+        label = "edge rate=%d x %d%s" % (rate, nch, " spread" if spread
+                                         else "")
         self.start_redis()
         self.start_core()
         self.start_edge()
         self.control("credit -1")
+        self.control("spread %s" % ("on" if spread else "off"))
         self.control("rate %d" % rate)
         cl = {}
         try:
@@ -1189,9 +1191,11 @@ class Bench:
         finally:
             for p in cl.values():
                 self.stop(p)
+            self.control("spread off")
             self.control("rate 10")
         out = {"scenario": "edge", "kind": "latency", "round": rnd,
-               "rate": rate, "channels": nch, "bots": self.a.edge_bots,
+               "rate": rate, "channels": nch, "spread": spread,
+               "bots": self.a.edge_bots,
                "offered_msgs_per_s": rate * nch, "msg_bytes": SIZE}
         for k, r in res.items():
             out[k] = {
@@ -1305,8 +1309,14 @@ class Bench:
                       "redis-server): edge scenario skipped"
                       % self.redis_bin)
             return
-        lat = [tuple(int(v) for v in x.split("x"))
-               for x in self.a.edge_points.split(",") if x]
+        lat = []
+        for x in self.a.edge_points.split(","):
+            m = re.fullmatch(r"(\d+)x(\d+)(s?)", x)
+            if x and m is None:
+                raise BenchError("--edge-points: %r" % x)
+            if x:
+                lat.append((int(m.group(1)), int(m.group(2)),
+                            m.group(3) == "s"))
         pub = []
         for x in self.a.edge_publish.split(","):
             if x:
@@ -1315,7 +1325,7 @@ class Bench:
                     raise BenchError("--edge-publish: %r" % x)
                 pub.append((mode, int(n)))
         if self.a.smoke:
-            lat, pub = [(10, 10)], [("paced", 1)]
+            lat, pub = [(10, 10, False)], [("paced", 1)]
         for rnd in range(1, self.a.repeat + 1):
             for pt in lat:
                 self.run_edge(self.edge_latency_point, pt, rnd)
@@ -1556,15 +1566,19 @@ class Bench:
                            else "not pinned"))
             seen = []
             for r in lat:
-                key = (r["rate"], r["channels"])
+                key = (r["rate"], r["channels"], r.get("spread", False))
                 if key in seen:
                     continue
                 seen.append(key)
-                rs = self.edge_rows("latency", rate=key[0], channels=key[1])
-                nfail = sum(1 for x in lat if (x["rate"], x["channels"])
+                rs = self.edge_rows("latency", rate=key[0], channels=key[1],
+                                    spread=key[2])
+                nfail = sum(1 for x in lat if (x["rate"], x["channels"],
+                                               x.get("spread", False))
                             == key and x.get("ok") is False)
-                out.append("  %d/s x %d channels (%d msgs/s)%s" % (
+                out.append("  %d/s x %d channels (%d msgs/s)%s%s" % (
                     key[0], key[1], key[0] * key[1],
+                    ", spread (one channel at a time)" if key[2] else
+                    (", every channel at once" if key[1] > 1 else ""),
                     ": %d rounds failed" % nfail if nfail else ""))
                 if not rs:
                     continue
@@ -1650,19 +1664,23 @@ class Bench:
 
         keys = []
         for r in self.results:
+            k = (r.get("rate"), r.get("channels"), r.get("spread", False))
             if r.get("scenario") == "edge" and r.get("kind") == "latency" \
-                    and (r["rate"], r["channels"]) not in keys:
-                keys.append((r["rate"], r["channels"]))
-        for rate, nch in keys:
-            rs = self.edge_rows("latency", rate=rate, channels=nch)
+                    and k not in keys:
+                keys.append(k)
+        for rate, nch, spread in keys:
+            rs = self.edge_rows("latency", rate=rate, channels=nch,
+                                spread=spread)
             rs = [r for r in rs if r.get("added_us", {}).get("p99")
                   is not None]
             if not rs:
                 continue
             v = statistics.median(r["added_us"]["p99"] for r in rs)
             p50 = statistics.median(r["added_us"]["p50"] for r in rs)
-            add("p99 added by an edge, %d/s x %d channels (us, intended "
-                "time)" % (rate, nch), round(v, 1), "<= 300", v <= 300,
+            add("p99 added by an edge, %d/s x %d channels%s (us, intended "
+                "time)" % (rate, nch, " spread" if spread else
+                           (" at once" if nch > 1 else "")),
+                round(v, 1), "<= 300", v <= 300,
                 "p50 added %.0f; rounds: %s; edge p99 %.0f, core p99 %.0f "
                 "(medians)" % (
                     p50, ", ".join("%.0f" % r["added_us"]["p99"]
@@ -1928,10 +1946,12 @@ def main():
                     help="exsim serves wss:// (a certificate made here) and "
                     "exgate reads it over TLS; only limit, exgate and "
                     "exgate-tcp run")
-    ap.add_argument("--edge-points", default="10x100,1000x100,1000x1",
-                    help="edge scenario: latency points, RATExCHANNELS, "
+    ap.add_argument("--edge-points", default="10x100,10x100s,1000x100,"
+                    "1000x1",
+                    help="edge scenario: latency points, RATExCHANNELS[s], "
                     "RATE messages/s on each channel (10x100: 1k msgs/s "
-                    "over 100 channels)")
+                    "over 100 channels, every channel at once each 1/RATE "
+                    "s; with s, spread: one channel at a time in turn)")
     ap.add_argument("--edge-bots", type=int, default=1,
                     help="edge scenario: bots on the core and on the edge")
     ap.add_argument("--edge-publish",

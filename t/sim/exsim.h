@@ -334,6 +334,9 @@ struct exsim {
     /* flat-out bench paced by its reader: messages a channel may still
        publish, given by `credit N`; -1: no pacing */
     long long               bench_credit;
+    int                     bench_spread;   /* rate > 0: channels in turn,
+                                               not all at once */
+    size_t                  bench_next;     /* the next channel's turn */
     /* faults */
     int                     stall;
     int                     refuse;          /* HTTP status or 0 */

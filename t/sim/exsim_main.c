@@ -122,6 +122,43 @@ bench_round(long count)
 
 static void bench_arm(void);
 
+/* Subscribed bench channels. */
+static size_t
+bench_channels(void)
+{
+    struct exsim_chan *ch;
+    size_t nch = 0;
+
+    for (ch = ex->chans; ch != NULL; ch = ch->lnext) {
+        nch += ch->kind == EXSIM_CH_BENCH && ch->nsubs > 0;
+    }
+    return nch;
+}
+
+/*
+ * Spread (`spread on`): COUNT messages one at a time, each on the next
+ * subscribed bench channel in turn: each channel still gets the rate, but
+ * no two at the same instant (a timer of 1 ms), where a round publishes
+ * on every channel at once.
+ */
+static void
+bench_in_turn(long count)
+{
+    struct exsim_chan *ch;
+    size_t nch = bench_channels(), k;
+    long i;
+
+    for (i = 0; i < count && nch > 0; i++) {
+        k = ex->bench_next++ % nch;
+        for (ch = ex->chans; ch != NULL; ch = ch->lnext) {
+            if (ch->kind == EXSIM_CH_BENCH && ch->nsubs > 0 && k-- == 0) {
+                bench_publish(ch);
+                break;
+            }
+        }
+    }
+}
+
 /*
  * Rate > 0: as many rounds as the clock asks for. Rate 0 (flat out): up to
  * BENCH_BATCH messages a channel per loop turn, only while no subscriber
@@ -140,6 +177,20 @@ bench_cb(evutil_socket_t fd, short what, void *arg)
 
     if (ex->stall) {
         bench_arm();
+        return;
+    }
+    if (ex->rate > 0 && ex->bench_spread) {
+        double hz = ex->rate * (double) bench_channels();
+
+        steps = (double) (now - bench_last_us) / 1e6 * hz + bench_carry;
+        bench_last_us = now;
+        n = (long) steps;
+        bench_carry = steps - (double) n;
+        if ((double) n > hz / 10 + 1) {
+            n = (long) (hz / 10 + 1);
+            bench_carry = 0;
+        }
+        bench_in_turn(n);
         return;
     }
     if (ex->rate > 0) {
@@ -223,7 +274,7 @@ bench_set_rate(double hz)
         return;
     }
     ex->bench_ev = event_new(ex->base, -1, EV_PERSIST, bench_cb, NULL);
-    period = 1.0 / hz;
+    period = ex->bench_spread ? 0.001 : 1.0 / hz;
     if (period < 0.001) {
         period = 0.001;
     }
@@ -528,6 +579,18 @@ ctl_command(struct exsim_ctl *k, char *line)
             bench_set_rate(hz);
         } else {
             exsim_market_set_rate(hz);
+        }
+        return ctl_ok();
+    }
+    if (strcmp(cmd, "spread") == 0) {
+        if (a1 == NULL || (strcmp(a1, "on") != 0 && strcmp(a1, "off") != 0)
+            || ex->o.bench_size <= 0)
+        {
+            return ctl_err("spread on|off (with --bench)", NULL);
+        }
+        ex->bench_spread = strcmp(a1, "on") == 0;
+        if (ex->rate > 0) {
+            bench_set_rate(ex->rate);   /* its timer's period */
         }
         return ctl_ok();
     }
