@@ -339,6 +339,11 @@ static const struct m_metric m_table[] = {
     UP_VALUE("exgate_edge_bell_gaps_total", CTR, "edge.bell_gaps",
         "Holes in the bell (trimmed, or not written by the core): each "
         "makes the edge read all its channels once."),
+    UP_VALUE("exgate_edge_entries_carried_total", CTR,
+        "edge.entries_carried",
+        "Entries delivered from the bell that carried them (a loop pass "
+        "of the core with few and small entries), without reading their "
+        "streams."),
     UP_VALUE("exgate_edge_all_reads_total", CTR, "edge.all_reads",
         "Reads of every channel the edge holds (at a connect, a hole in "
         "the bell, a bell saying all, a second without a bell)."),

@@ -45,6 +45,18 @@ struct rd_chan {
 /* A bell names at most this many bytes of channels; past it, "all". */
 #define RD_BELL_MAX_NAMES   16384
 #define RD_BELL_MAXLEN      10000
+/* A pass's entries ride in its bell when they are this few and small. */
+#define RD_BELL_INLINE_MAX      32
+#define RD_BELL_INLINE_BYTES    8192
+
+/* An entry carried in the bell: its channel's name and data in
+   r->bell_data. */
+struct rd_bell_ent {
+    size_t      name, nlen;
+    size_t      data, dlen;
+    uint64_t    seq;
+    char        seqs[24];
+};
 
 struct xg_redis {
     struct event_base              *base;
@@ -93,6 +105,11 @@ struct xg_redis {
     uint64_t                        bell_seq;    /* the last one taken */
     char                           *bell_names;  /* space-separated */
     size_t                          bell_len;
+    struct rd_bell_ent             *bell_ents;   /* carried, or none */
+    size_t                          bell_nents;
+    int                             bell_over;   /* too many to carry */
+    char                           *bell_data;
+    size_t                          bell_dlen;
     uint64_t                        bells;       /* written */
 };
 
@@ -462,42 +479,73 @@ static void
 rd_on_bell(evutil_socket_t fd, short what, void *arg)
 {
     struct xg_redis *r = arg;
-    char key[XG_REDIS_MAX_PREFIX + 300];
-    size_t klen;
-    int all = r->bell_all || r->bell_len > RD_BELL_MAX_NAMES;
+    char key[XG_REDIS_MAX_PREFIX + 300], id[32], ts[24], maxlen[16];
+    const char *argv[12 + 6 * RD_BELL_INLINE_MAX];
+    size_t argl[12 + 6 * RD_BELL_INLINE_MAX], i, size;
+    struct rd_bell_ent *e;
+    int all = r->bell_all || r->bell_len > RD_BELL_MAX_NAMES, n = 0;
 
     r->bell_armed = 0;
     if (r->pc == NULL || (r->bell_len == 0 && !r->bell_all)) {
-        return;
+        goto done;
     }
     r->bell_seq++;
     r->bell_all = 0;
-    klen = (size_t) snprintf(key, sizeof(key), "%s:%s:bell", r->pc->prefix,
-        r->name);
-    if (!rd_room(r, r->bell_len)) {
+    size = r->bell_len + (r->bell_over ? 0 : r->bell_dlen);
+    snprintf(key, sizeof(key), "%s:%s:bell", r->pc->prefix, r->name);
+    if (!rd_room(r, size)) {
         goto done;      /* the seq jumps: edges read all */
     }
     if (!r->bell_cleared) {
-        if (redisAsyncCommand(r->ac, rd_on_bell_del, r, "DEL %b", key, klen)
+        if (redisAsyncCommand(r->ac, rd_on_bell_del, r, "DEL %s", key)
             != REDIS_OK)
         {
             goto done;
         }
         r->bell_cleared = 1;
     }
-    if ((all ? redisAsyncCommand(r->ac, rd_on_bell_xadd, r,
-                "XADD %b MAXLEN ~ %d %llu-0 epoch %s all 1", key, klen,
-                RD_BELL_MAXLEN, (unsigned long long) r->bell_seq, r->epoch)
-             : redisAsyncCommand(r->ac, rd_on_bell_xadd, r,
-                "XADD %b MAXLEN ~ %d %llu-0 epoch %s ch %b", key, klen,
-                RD_BELL_MAXLEN, (unsigned long long) r->bell_seq, r->epoch,
-                r->bell_names, r->bell_len))
+    snprintf(maxlen, sizeof(maxlen), "%d", RD_BELL_MAXLEN);
+    snprintf(id, sizeof(id), "%llu-0", (unsigned long long) r->bell_seq);
+    snprintf(ts, sizeof(ts), "%llu",
+        (unsigned long long) (xg_wall_us() / 1000));
+#define RD_ARG(s, l)  do { argv[n] = (s); argl[n++] = (l); } while (0)
+    RD_ARG("XADD", 4);
+    RD_ARG(key, strlen(key));
+    RD_ARG("MAXLEN", 6);
+    RD_ARG("~", 1);
+    RD_ARG(maxlen, strlen(maxlen));
+    RD_ARG(id, strlen(id));
+    RD_ARG("epoch", 5);
+    RD_ARG(r->epoch, strlen(r->epoch));
+    RD_ARG("ts", 2);
+    RD_ARG(ts, strlen(ts));
+    if (all) {
+        RD_ARG("all", 3);
+        RD_ARG("1", 1);
+    } else {
+        RD_ARG("ch", 2);
+        RD_ARG(r->bell_names, r->bell_len);
+        for (i = 0; !r->bell_over && i < r->bell_nents; i++) {
+            e = &r->bell_ents[i];
+            RD_ARG("c", 1);
+            RD_ARG(r->bell_data + e->name, e->nlen);
+            RD_ARG("s", 1);
+            RD_ARG(e->seqs, strlen(e->seqs));
+            RD_ARG("d", 1);
+            RD_ARG(r->bell_data + e->data, e->dlen);
+        }
+    }
+#undef RD_ARG
+    if (redisAsyncCommandArgv(r->ac, rd_on_bell_xadd, r, n, argv, argl)
         == REDIS_OK)
     {
-        rd_push(r, r->bell_len);
+        rd_push(r, size);
     }
 done:
     r->bell_len = 0;
+    r->bell_nents = 0;
+    r->bell_dlen = 0;
+    r->bell_over = 0;
 }
 
 /* Arms the bell for the end of this loop pass. */
@@ -510,18 +558,42 @@ rd_bell_arm(struct xg_redis *r)
     }
 }
 
-/* C's entry was just written: the pass's bell names it, once. */
+/*
+ * C's entry DATA (LEN bytes, seq c->seq) was just written: the pass's
+ * bell names C, once, and carries the entry itself while the pass's
+ * entries are few and small (an edge then needs no second read).
+ */
 static void
-rd_ring(struct xg_redis *r, struct rd_chan *c)
+rd_ring(struct xg_redis *r, struct rd_chan *c, const char *data, size_t len)
 {
-    size_t n;
+    struct rd_bell_ent *e;
+    size_t n = strlen(c->name);
 
+    if (!r->bell_over) {
+        if (r->bell_nents == RD_BELL_INLINE_MAX
+            || r->bell_dlen + n + len > RD_BELL_INLINE_BYTES)
+        {
+            r->bell_over = 1;
+        } else {
+            e = &r->bell_ents[r->bell_nents++];
+            e->name = r->bell_dlen;
+            e->nlen = n;
+            memcpy(r->bell_data + r->bell_dlen, c->name, n);
+            e->data = r->bell_dlen + n;
+            e->dlen = len;
+            memcpy(r->bell_data + e->data, data, len);
+            r->bell_dlen += n + len;
+            e->seq = c->seq;
+            snprintf(e->seqs, sizeof(e->seqs), "%llu",
+                (unsigned long long) c->seq);
+        }
+    }
+    rd_bell_arm(r);
     if (c->rung == r->bell_seq + 1) {
         return;
     }
     c->rung = r->bell_seq + 1;
     if (r->bell_len <= RD_BELL_MAX_NAMES) {
-        n = strlen(c->name);
         if (r->bell_len + n + 1 <= RD_BELL_MAX_NAMES + 1) {
             if (r->bell_len > 0) {
                 r->bell_names[r->bell_len++] = ' ';
@@ -532,7 +604,6 @@ rd_ring(struct xg_redis *r, struct rd_chan *c)
             r->bell_len = RD_BELL_MAX_NAMES + 1;    /* all */
         }
     }
-    rd_bell_arm(r);
 }
 
 /*
@@ -582,7 +653,7 @@ rd_publish(struct xg_redis *r, const char *chan, const char *data,
         return;
     }
     rd_push(r, len);
-    rd_ring(r, c);
+    rd_ring(r, c, data, len);
     if (self) {
         /* no room: due again with the next entry */
         c->snap_ms = rd_snap_write(r, c, data, len) ? xg_now_ms() : 0;
@@ -763,6 +834,8 @@ xg_redis_new(struct event_base *base, const char *name,
     r->nbuckets = 64;
     r->buckets = xg_calloc(r->nbuckets, sizeof(*r->buckets));
     r->bell_names = xg_malloc(RD_BELL_MAX_NAMES + 1);
+    r->bell_ents = xg_calloc(RD_BELL_INLINE_MAX, sizeof(*r->bell_ents));
+    r->bell_data = xg_malloc(RD_BELL_INLINE_BYTES);
     r->ev_bell = event_new(base, -1, 0, rd_on_bell, r);
     rd_conn_new(r);
     rd_log(XG_LOG_INFO, r, "publishing to streams %s:%s:CHANNEL, maxlen ~%llu, "
@@ -796,6 +869,8 @@ xg_redis_free(struct xg_redis *r)
     free(r->ring);
     event_free(r->ev_bell);
     free(r->bell_names);
+    free(r->bell_ents);
+    free(r->bell_data);
     free(r->name);
     free(r);
 }
@@ -832,6 +907,9 @@ xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
     }
     r->bell_cleared = 0;
     r->bell_len = 0;
+    r->bell_nents = 0;
+    r->bell_dlen = 0;
+    r->bell_over = 0;
     r->ac = NULL;
     xg_rconn_free(r->conn);
     r->conn = NULL;

@@ -116,6 +116,7 @@ struct el_chan {
     int                 due;        /* named in the next XREAD */
     uint64_t            listed;     /* the XREAD it was last named in */
     uint64_t            news_gen;   /* the last XREAD that brought news */
+    uint64_t            carried;    /* the last bell that carried one */
     size_t              at;         /* in l->chans */
     struct el_chan     *hnext;      /* in l->htab */
 };
@@ -148,7 +149,7 @@ struct dr_edge {
     uint64_t            requests, requests_lost, requests_expired;
     uint64_t            stale_answers, epoch_changes, links;
     uint64_t            stale_entries;
-    uint64_t            bells, bell_gaps, all_reads;
+    uint64_t            bells, bell_gaps, all_reads, carried;
     uint64_t            lag_ms;         /* the last entry's age */
     uint64_t            lag_entries;    /* behind the streams' ends, at
                                            the last poll (the largest) */
@@ -1116,19 +1117,63 @@ el_fields(const redisReply *rep, struct el_fields *f)
 }
 
 /*
- * The bell's entries (see src/xg_redis.c, "the bell"): each names the
- * channels the core wrote in one loop pass, and those the edge reads are
- * named in its next XREAD. One named in the XREAD that brought the bell
- * has been read already: Redis ran that XREAD after the bell, so after
- * the entries the bell names.
+ * Entry SEQ of C (its id ID, IDLEN bytes; TS the core's wall clock, or
+ * NULL), of the link's epoch, to the venue: one seen is skipped, a jump
+ * is a hole (counted, logged, repaired by the venue). Returns XG_ERROR
+ * when the link is gone.
  */
-static void
-el_on_bells(struct edge_link *l, const redisReply *ents)
+static int
+el_deliver(struct edge_link *l, struct el_chan *c, uint64_t seq,
+    const redisReply *ts, const char *id, size_t idlen, const char *data,
+    size_t len, uint64_t *now)
 {
-    const redisReply *en, *k, *v, *ep, *ch;
+    if (seq <= c->last) {
+        return XG_OK;   /* seen (a snapshot's own entry, or its bell's) */
+    }
+    if (seq != c->last + 1 && c->last != 0) {
+        l->e->gaps++;
+        el_log(XG_LOG_WARN, l, "%s: entries %llu to %llu are not in the "
+            "stream (trimmed, or dropped by the core)", c->name,
+            (unsigned long long) c->last + 1, (unsigned long long) seq - 1);
+        /* the venue repairs what it can from the next data */
+        dr_edge_hole(l->d, c->name);
+    }
+    c->last = seq;
+    if (*now == 0) {
+        *now = xg_wall_us() / 1000;     /* once a reply */
+    }
+    el_lag(l->e, ts, *now);
+    if (idlen > sizeof(l->e->last_id) - 1) {
+        idlen = sizeof(l->e->last_id) - 1;
+    }
+    memcpy(l->e->last_id, id, idlen);
+    l->e->last_id[idlen] = '\0';
+    l->e->entries++;
+    l->e->bytes += len;
+    if (xg_ws_link_message(l->ws, data, len) != XG_OK || l->dead) {
+        return XG_ERROR;
+    }
+    return XG_OK;
+}
+
+/*
+ * The bell's entries (see src/xg_redis.c, "the bell"): each names the
+ * channels the core wrote in one loop pass, and carries the entries
+ * themselves when they were few and small (c, s, d: channel, seq, data).
+ * A carried entry that is the next of a channel read is delivered here;
+ * any other channel named is named in the next XREAD, except one named
+ * in the XREAD that brought the bell: Redis ran that XREAD after the
+ * bell, so after the entries the bell names. Returns XG_ERROR when the
+ * link is gone.
+ */
+static int
+el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
+{
+    const redisReply *en, *k, *v, *ep, *ch, *ts, *cn, *sq;
     struct el_chan *c;
     const char *p, *end, *sp;
-    uint64_t seq;
+    char id[32];
+    uint64_t seq, s;
     size_t j, i;
     int all;
 
@@ -1150,7 +1195,7 @@ el_on_bells(struct edge_link *l, const redisReply *ents)
         }
         l->bell_last = seq;
         l->e->bells++;
-        ep = ch = NULL;
+        ep = ch = ts = NULL;
         for (i = 0; i + 1 < en->element[1]->elements; i += 2) {
             k = en->element[1]->element[i];
             v = en->element[1]->element[i + 1];
@@ -1159,10 +1204,15 @@ el_on_bells(struct edge_link *l, const redisReply *ents)
             {
                 continue;
             }
+            if (k->len == 1) {
+                break;      /* the carried entries, after the rest */
+            }
             if (k->len == 5 && memcmp(k->str, "epoch", 5) == 0) {
                 ep = v;
             } else if (k->len == 2 && memcmp(k->str, "ch", 2) == 0) {
                 ch = v;
+            } else if (k->len == 2 && memcmp(k->str, "ts", 2) == 0) {
+                ts = v;
             } else if (k->len == 3 && memcmp(k->str, "all", 3) == 0) {
                 all = 1;
             }
@@ -1174,6 +1224,33 @@ el_on_bells(struct edge_link *l, const redisReply *ents)
             el_all_due(l);
             continue;
         }
+        /* the carried entries: c CHANNEL s SEQ d DATA, in order */
+        for (; i + 5 < en->element[1]->elements; i += 6) {
+            cn = en->element[1]->element[i + 1];
+            sq = en->element[1]->element[i + 3];
+            v = en->element[1]->element[i + 5];
+            if (cn->type != REDIS_REPLY_STRING
+                || sq->type != REDIS_REPLY_STRING
+                || v->type != REDIS_REPLY_STRING
+                || el_seq_of_id(sq->str, sq->len, &s) != XG_OK
+                || (c = el_chan_lookup(l, cn->str, cn->len)) == NULL
+                || c->state != ELC_READ || c->due)
+            {
+                continue;
+            }
+            if (s > c->last + 1 && c->last != 0) {
+                c->due = 1;     /* a hole: its stream tells */
+                continue;
+            }
+            snprintf(id, sizeof(id), "%llu-0", (unsigned long long) s);
+            c->carried = l->e->bells;
+            l->e->carried += s > c->last;
+            if (el_deliver(l, c, s, ts, id, strlen(id), v->str, v->len,
+                    now) != XG_OK)
+            {
+                return XG_ERROR;
+            }
+        }
         if (ch == NULL) {
             continue;
         }
@@ -1182,11 +1259,14 @@ el_on_bells(struct edge_link *l, const redisReply *ents)
                 sp = end;
             }
             c = el_chan_lookup(l, p, (size_t) (sp - p));
-            if (c != NULL && c->listed != l->read_gen) {
+            if (c != NULL && c->listed != l->read_gen
+                && c->carried != l->e->bells)
+            {
                 c->due = 1;
             }
         }
     }
+    return XG_OK;
 }
 
 static void
@@ -1195,7 +1275,7 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
     struct edge_link *l = ac->data != NULL ? ((struct edge_link *) priv)
                                            : NULL;
     redisReply *rep = reply;
-    size_t i, j, n;
+    size_t i, j;
     uint64_t now = 0;
     char why[200];
 
@@ -1233,7 +1313,9 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                 continue;
             }
             if (strcmp(st->element[0]->str, l->bell_key) == 0) {
-                el_on_bells(l, st->element[1]);
+                if (el_on_bells(l, st->element[1], &now) != XG_OK) {
+                    return;     /* the link is gone */
+                }
                 continue;
             }
             is_ans = strcmp(st->element[0]->str, l->ans_key) == 0;
@@ -1288,36 +1370,11 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                     l->dirty = 1;
                     break;
                 }
-                if (seq <= c->last) {
-                    continue;   /* seen (a snapshot's own entry) */
-                }
-                if (seq != c->last + 1 && c->last != 0) {
-                    l->e->gaps++;
-                    el_log(XG_LOG_WARN, l, "%s: entries %llu to %llu are "
-                        "not in the stream (trimmed, or dropped by the "
-                        "core)", c->name, (unsigned long long) c->last + 1,
-                        (unsigned long long) seq - 1);
-                    /* the venue repairs what it can from the next data */
-                    dr_edge_hole(l->d, c->name);
-                }
-                c->last = seq;
-                if (now == 0) {
-                    now = xg_wall_us() / 1000;  /* once a reply */
-                }
-                el_lag(l->e, f.ts, now);
-                n = en->element[0]->len < sizeof(l->e->last_id) - 1
-                    ? en->element[0]->len : sizeof(l->e->last_id) - 1;
-                memcpy(l->e->last_id, en->element[0]->str, n);
-                l->e->last_id[n] = '\0';
-                l->e->entries++;
-                l->e->bytes += f.data->len;
-                if (xg_ws_link_message(l->ws, f.data->str, f.data->len)
+                if (el_deliver(l, c, seq, f.ts, en->element[0]->str,
+                        en->element[0]->len, f.data->str, f.data->len, &now)
                     != XG_OK)
                 {
                     return;     /* the link is gone */
-                }
-                if (l->dead) {
-                    return;
                 }
             }
             if (!is_ans && ents->elements > 0) {
@@ -2043,6 +2100,8 @@ dr_edge_status(struct dr *d, json_t *obj)
         json_integer((json_int_t) e->bell_gaps));
     json_object_set_new(o, "all_reads",
         json_integer((json_int_t) e->all_reads));
+    json_object_set_new(o, "entries_carried",
+        json_integer((json_int_t) e->carried));
     json_object_set_new(o, "lag_ms", json_integer((json_int_t) e->lag_ms));
     json_object_set_new(o, "lag_entries",
         json_integer((json_int_t) e->lag_entries));

@@ -5,9 +5,10 @@ quiet ones (tickers of instruments exsim does not list: the core asks for
 them, exsim leaves them out, nothing is ever written on them).
 
 The core rings PREFIX:sim:bell after each loop pass that wrote entries,
-naming their channels; the edge names in its XREAD the bell, its answer
-stream, the channels a bell named and those with news in its last 4
-XREADs. Checked over 3 s of Redis' MONITOR: the edge's XREADs (at least
+naming their channels and carrying their entries when they are few and
+small; the edge delivers those from the bell and names in its XREAD the
+bell, its answer stream, the channels a bell named without carrying
+them, and those with news in its last 4 XREADs. Checked over 3 s of Redis' MONITOR: the edge's XREADs (at least
 20: the book alone is 10 a second) name at most 4 streams, at least 90 %
 of them (each named all 302 channels before the bell), and the bell in
 90 %. With the book alone (every channel hot) the bell is left out: at
@@ -117,6 +118,8 @@ async def body(h):
     st = edge.up()["edge"]
     check(st["bells"] > 20 and st["bell_gaps"] == 0,
           "edge bells %r gaps %r" % (st["bells"], st["bell_gaps"]))
+    check(st["entries_carried"] > 20, "entries delivered from the bell: %r"
+          % st["entries_carried"])
     rc = Resp(redis.port)
     info = rc.cmd("INFO", "commandstats").decode()
     rc.close()

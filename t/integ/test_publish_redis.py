@@ -286,6 +286,22 @@ async def body(h):
               "bell %r" % f)
         named.update(f[b"ch"].decode().split(" "))
     check(named == {BOOK, TRADES}, "bells named %r" % named)
+    # the entries a bell carries (c CHANNEL s SEQ d DATA) are the streams'
+    carried = 0
+    for b in bells[1:]:
+        kv = b[1]
+        for i in range(0, len(kv) - 1, 2):
+            if kv[i] != b"c":
+                continue
+            ch, seq, data = kv[i + 1].decode(), kv[i + 3], kv[i + 5]
+            got = rc.cmd("XRANGE", "%s:sim:%s" % (PREFIX, ch),
+                         seq + b"-0", seq + b"-0")
+            if got:
+                f = dict(zip(got[0][1][::2], got[0][1][1::2]))
+                check(f[b"data"] == data, "bell %s carries %s %s unlike "
+                      "the stream" % (b[0], ch, seq))
+                carried += 1
+    check(carried > 0, "no bell carried an entry")
     check(pub(h)["bells"] >= ids[-1] - ids[0], "bells %r" % pub(h)["bells"])
     check(rc.cmd("GET", "%s:sim:epoch" % PREFIX) == epoch.encode(),
           "epoch not written again at the reconnect")
