@@ -431,11 +431,15 @@ rd_snap_write(struct xg_redis *r, struct rd_chan *c, const char *snap,
  * time per wake, 10 000 would be 20 ms). At the end of each loop pass
  * that wrote entries, one
  *
- *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 10000 N-0 epoch EPOCH ch "C1 C2 ..."
+ *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 10000 N-0 epoch EPOCH ts MS
+ *        ch "C1 C2 ..." [c CHANNEL s SEQ d DATA]...
  *
- * names the channels written in it (or "all 1": more than
- * RD_BELL_MAX_NAMES bytes of them, or the first after a connect, which
- * may follow entries of the connection before whose bell never went).
+ * names the channels written in it, and carries the entries themselves
+ * when they are at most RD_BELL_INLINE_MAX and RD_BELL_INLINE_BYTES (an
+ * edge delivers those without reading their streams); or it says
+ * "all 1": more than RD_BELL_MAX_NAMES bytes of names, or the first bell
+ * after a connect, which may follow entries of the connection before
+ * whose bell never went.
  * It goes after their XADDs in the same pipeline, so Redis has every
  * entry a bell names. N counts the bells of the epoch, taken whether the
  * bell is written or not: an edge that sees a jump reads everything.

@@ -44,10 +44,12 @@
  *
  * The bell (issue 17): after each loop pass that wrote entries,
  *
- *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 10000 N-0 epoch EPOCH ch "C1 C2 ..."
+ *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 10000 N-0 epoch EPOCH ts MS
+ *        ch "C1 C2 ..." [c CHANNEL s SEQ d DATA]...
  *
- * names their channels (or "all 1"), so that an edge blocks on the bell
- * and reads only the channels with news (xg_redis.c, "the bell").
+ * names their channels (or "all 1") and carries the entries when they
+ * are few and small, so that an edge blocks on the bell and reads only
+ * the channels with news (xg_redis.c, "the bell").
  *
  * Not in this slice: rediss:// (the hiredis 0.14 of Debian 12 has no
  * SSL; refused at conf time), the edge.
