@@ -44,10 +44,12 @@ struct rd_chan {
 #define RD_SNAP_SUFFIX_LEN  (sizeof(RD_SNAP_SUFFIX) - 1)
 /* A bell names at most this many bytes of channels; past it, "all". */
 #define RD_BELL_MAX_NAMES   16384
-#define RD_BELL_MAXLEN      10000
+/* Bells kept: a reader further behind reads every channel once. */
+#define RD_BELL_MAXLEN      1000
 /* A pass's entries ride in its bell when they are this few and small. */
-#define RD_BELL_INLINE_MAX      32
-#define RD_BELL_INLINE_BYTES    8192
+#define RD_BELL_INLINE_MAX      256
+#define RD_BELL_INLINE_BYTES    65536
+#define RD_BELL_ARGS            (12 + 6 * RD_BELL_INLINE_MAX)
 
 /* An entry carried in the bell: its channel's name and data in
    r->bell_data. */
@@ -110,6 +112,8 @@ struct xg_redis {
     int                             bell_over;   /* too many to carry */
     char                           *bell_data;
     size_t                          bell_dlen;
+    const char                    **bell_argv;   /* the bell's XADD */
+    size_t                         *bell_argl;
     uint64_t                        bells;       /* written */
 };
 
@@ -431,7 +435,7 @@ rd_snap_write(struct xg_redis *r, struct rd_chan *c, const char *snap,
  * time per wake, 10 000 would be 20 ms). At the end of each loop pass
  * that wrote entries, one
  *
- *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 10000 N-0 epoch EPOCH ts MS
+ *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 1000 N-0 epoch EPOCH ts MS
  *        ch "C1 C2 ..." [c CHANNEL s SEQ d DATA]...
  *
  * names the channels written in it, and carries the entries themselves
@@ -484,8 +488,8 @@ rd_on_bell(evutil_socket_t fd, short what, void *arg)
 {
     struct xg_redis *r = arg;
     char key[XG_REDIS_MAX_PREFIX + 300], id[32], ts[24], maxlen[16];
-    const char *argv[12 + 6 * RD_BELL_INLINE_MAX];
-    size_t argl[12 + 6 * RD_BELL_INLINE_MAX], i, size;
+    const char **argv = r->bell_argv;
+    size_t *argl = r->bell_argl, i, size;
     struct rd_bell_ent *e;
     int all = r->bell_all || r->bell_len > RD_BELL_MAX_NAMES, n = 0;
 
@@ -840,6 +844,8 @@ xg_redis_new(struct event_base *base, const char *name,
     r->bell_names = xg_malloc(RD_BELL_MAX_NAMES + 1);
     r->bell_ents = xg_calloc(RD_BELL_INLINE_MAX, sizeof(*r->bell_ents));
     r->bell_data = xg_malloc(RD_BELL_INLINE_BYTES);
+    r->bell_argv = xg_calloc(RD_BELL_ARGS, sizeof(*r->bell_argv));
+    r->bell_argl = xg_calloc(RD_BELL_ARGS, sizeof(*r->bell_argl));
     r->ev_bell = event_new(base, -1, 0, rd_on_bell, r);
     rd_conn_new(r);
     rd_log(XG_LOG_INFO, r, "publishing to streams %s:%s:CHANNEL, maxlen ~%llu, "
@@ -875,6 +881,8 @@ xg_redis_free(struct xg_redis *r)
     free(r->bell_names);
     free(r->bell_ents);
     free(r->bell_data);
+    free(r->bell_argv);
+    free(r->bell_argl);
     free(r->name);
     free(r);
 }

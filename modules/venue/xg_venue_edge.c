@@ -68,10 +68,6 @@
 #define EL_TICK_MS          100
 #define EL_BLOCK_MS         1000     /* XREAD BLOCK */
 #define EL_COUNT            1000     /* XREAD COUNT per stream */
-#define EL_HOT_READS        4        /* news in one of the last this many
-                                        XREADs: named in every one */
-#define EL_BELL_STALE_READS 256      /* the bell unread for more XREADs:
-                                        its end is asked again */
 #define EL_READ_GRACE_MS    5000     /* an XREAD past BLOCK + this: dead */
 #define EL_EPOCH_POLL_MS    1000
 #define EL_LAG_POLL_MS      2000     /* the streams' ends, for lag_entries */
@@ -115,7 +111,6 @@ struct el_chan {
     unsigned            gen;        /* a new one for every (re)start */
     int                 due;        /* named in the next XREAD */
     uint64_t            listed;     /* the XREAD it was last named in */
-    uint64_t            news_gen;   /* the last XREAD that brought news */
     uint64_t            carried;    /* the last bell that carried one */
     size_t              at;         /* in l->chans */
     struct el_chan     *hnext;      /* in l->htab */
@@ -185,7 +180,6 @@ struct edge_link {
     int                     bell_known; /* bell_last is the bell's
                                            position: reading it */
     int                     bell_asking;  /* its end asked */
-    uint64_t                bell_gen;   /* the last XREAD that named it */
     uint64_t                read_gen;   /* XREADs sent */
     struct el_chan        **chans;
     size_t                  nchans, cap;
@@ -1377,15 +1371,14 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                     return;     /* the link is gone */
                 }
             }
-            if (!is_ans && ents->elements > 0) {
+            if (!is_ans && ents->elements >= EL_COUNT) {
+                /* more than COUNT: the rest in the next XREAD */
                 if (gen != l->chans_gen) {
                     c = el_chan_by_key(l, st->element[0]->str,
                         st->element[0]->len);
                 }
                 if (c != NULL && c->state == ELC_READ) {
-                    c->news_gen = l->read_gen;
-                    /* more than COUNT: the rest in the next XREAD */
-                    c->due = ents->elements >= EL_COUNT;
+                    c->due = 1;
                 }
             }
         }
@@ -1435,30 +1428,14 @@ el_buf(struct edge_link *l, size_t need)
     }
 }
 
-/*
- * Whether C is named in the next XREAD: due (named by a bell, just
- * started, all of them: see el_on_bells()), or hot: news in one of the
- * last EL_HOT_READS. A hot channel's entry wakes the XREAD itself, a
- * round trip before its bell would; a quiet one costs nothing.
- */
-static int
-el_named(const struct edge_link *l, const struct el_chan *c)
-{
-    return c->state == ELC_READ
-        && (c->due || (c->news_gen != 0
-                       && l->read_gen - c->news_gen < EL_HOT_READS));
-}
-
 static void el_bell_ask(struct edge_link *l);
 
 /*
- * Issues the next XREAD BLOCK on rd, over the answer stream, the channels
- * el_named() names, and the bell when some channel is not named: while
- * every channel is, the bell would only wake the edge a second time for
- * each loop pass of the core. Without the bell's position (not read
- * since every channel was named last, or not known yet) every channel is
- * named until its end is known (el_bell_ask()). Each channel named is no
- * longer due, unless its answer says so.
+ * Issues the next XREAD BLOCK on rd, over the bell, the answer stream and
+ * the channels due (named by a bell that did not carry their entries,
+ * just started, or all of them: see el_on_bells()); each named is no
+ * longer due, unless its answer says so. Until the bell's position is
+ * known (el_bell_ask()) every channel is named and the bell is not.
  *
  * The command is written in RESP here, into a buffer the link keeps: it
  * is sent again after every answer, and hiredis' formatting (an sds grown
@@ -1474,26 +1451,13 @@ el_read(struct edge_link *l)
     size_t i, n = 0, need, alen, blen;
     struct el_chan *c;
     char *p, id[24], *q;
-    int cold = 0, bell, all;
+    int bell = l->bell_known, all = !l->bell_known;
 
     if (l->dead || l->reading || l->in_read || l->rac == NULL
         || !l->ans_known)
     {
         return;
     }
-    for (i = 0; i < l->nchans; i++) {
-        c = l->chans[i];
-        cold |= c->state == ELC_READ && !el_named(l, c);
-    }
-    if (cold && l->bell_known
-        && l->read_gen - l->bell_gen > EL_BELL_STALE_READS)
-    {
-        /* behind by as many bells as the core's loop passes since:
-           the end is asked rather than all of them read */
-        l->bell_known = 0;
-    }
-    bell = cold && l->bell_known;
-    all = cold && !l->bell_known;
     if (all) {
         el_bell_ask(l);
     }
@@ -1502,7 +1466,7 @@ el_read(struct edge_link *l)
     need = 160 + 2 * (alen + blen + 64) + sizeof(l->ans_last);
     for (i = 0; i < l->nchans; i++) {
         c = l->chans[i];
-        if (c->state == ELC_READ && (all || el_named(l, c))) {
+        if (c->state == ELC_READ && (all || c->due)) {
             n++;
             need += c->keylen + 80;
         }
@@ -1529,7 +1493,7 @@ el_read(struct edge_link *l)
     p = el_bulk(p, l->ans_key, alen);
     for (i = 0; i < l->nchans; i++) {
         c = l->chans[i];
-        if (c->state == ELC_READ && (all || el_named(l, c))) {
+        if (c->state == ELC_READ && (all || c->due)) {
             p = el_bulk(p, c->key, c->keylen);
         }
     }
@@ -1541,7 +1505,7 @@ el_read(struct edge_link *l)
     p = el_bulk(p, l->ans_last, strlen(l->ans_last));
     for (i = 0; i < l->nchans; i++) {
         c = l->chans[i];
-        if (c->state == ELC_READ && (all || el_named(l, c))) {
+        if (c->state == ELC_READ && (all || c->due)) {
             q = el_u64(id, c->last);
             memcpy(q, "-0", 2);
             p = el_bulk(p, id, (size_t) (q + 2 - id));
@@ -1553,16 +1517,13 @@ el_read(struct edge_link *l)
         l->reading = 1;
         l->dirty = 0;
         l->read_ms = xg_now_ms();
+        l->read_gen++;
         for (i = 0; i < l->nchans; i++) {
             c = l->chans[i];
-            if (c->state == ELC_READ && (all || el_named(l, c))) {
+            if (c->state == ELC_READ && (all || c->due)) {
                 c->due = 0;
-                c->listed = l->read_gen + 1;
+                c->listed = l->read_gen;
             }
-        }
-        l->read_gen++;      /* after: el_named() reads it */
-        if (bell) {
-            l->bell_gen = l->read_gen;
         }
     }
 }
@@ -1673,7 +1634,6 @@ el_on_bell_tail(redisAsyncContext *ac, void *reply, void *priv)
     }
     l->bell_last = seq;
     l->bell_known = 1;
-    l->bell_gen = l->read_gen;
     /* what came before the end: every channel once more */
     el_all_due(l);
     el_dirty(l);
