@@ -1616,7 +1616,8 @@ class Bench:
                 out.append("    redis: XREADs per entry %s, us per XADD %s, "
                            "per XREAD %s" % (
                                span([x["sys"]["xread_calls"]
-                                     / max(1, x["sys"]["xadd_calls"])
+                                     / max(1, x["sys"].get("pub_published")
+                                           or x["sys"]["xadd_calls"])
                                      for x in rs], "%.2f"),
                                span([x["sys"].get("xadd_us_per_call")
                                      for x in rs], "%.1f"),
