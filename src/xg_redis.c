@@ -331,6 +331,24 @@ rd_push(struct xg_redis *r, size_t len)
     r->inflight_bytes += len;
 }
 
+/* An error answer (or one of another type) to WHAT: counted, kept, and
+   logged once per connection (a misconfigured Redis answers every one). */
+static void
+rd_error(struct xg_redis *r, const redisReply *rep, const char *what)
+{
+    r->errors++;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        rd_copy(r->last_error, sizeof(r->last_error), rep->str, rep->len);
+    } else {
+        snprintf(r->last_error, sizeof(r->last_error), "%s: unexpected "
+            "reply type %d", what, rep->type);
+    }
+    if (!r->err_logged) {
+        r->err_logged = 1;
+        rd_log(XG_LOG_ERROR, r, "%s failed: %s", what, r->last_error);
+    }
+}
+
 static void
 rd_on_xadd(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -349,18 +367,7 @@ rd_on_xadd(redisAsyncContext *ac, void *reply, void *priv)
         rd_copy(r->last_id, sizeof(r->last_id), rep->str, rep->len);
         return;
     }
-    r->errors++;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        rd_copy(r->last_error, sizeof(r->last_error), rep->str, rep->len);
-    } else {
-        snprintf(r->last_error, sizeof(r->last_error), "XADD: unexpected "
-            "reply type %d", rep->type);
-    }
-    if (!r->err_logged) {
-        /* once per connection: a misconfigured Redis answers every one */
-        r->err_logged = 1;
-        rd_log(XG_LOG_ERROR, r, "XADD failed: %s", r->last_error);
-    }
+    rd_error(r, rep, "XADD");
 }
 
 /* A snapshot's HSET answered (a lost one is not counted: it was no
@@ -379,17 +386,7 @@ rd_on_snap(redisAsyncContext *ac, void *reply, void *priv)
         r->snapshots++;
         return;
     }
-    r->errors++;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        rd_copy(r->last_error, sizeof(r->last_error), rep->str, rep->len);
-    } else {
-        snprintf(r->last_error, sizeof(r->last_error), "HSET: unexpected "
-            "reply type %d", rep->type);
-    }
-    if (!r->err_logged) {
-        r->err_logged = 1;
-        rd_log(XG_LOG_ERROR, r, "HSET snapshot failed: %s", r->last_error);
-    }
+    rd_error(r, rep, "HSET snapshot");
 }
 
 /* A DEL of a channel's stream (and snapshot) answered: if it was not
@@ -473,14 +470,7 @@ rd_on_bell_xadd(redisAsyncContext *ac, void *reply, void *priv)
         r->bells++;
         return;
     }
-    r->errors++;
-    if (rep->type == REDIS_REPLY_ERROR) {
-        rd_copy(r->last_error, sizeof(r->last_error), rep->str, rep->len);
-    }
-    if (!r->err_logged) {
-        r->err_logged = 1;
-        rd_log(XG_LOG_ERROR, r, "XADD bell failed: %s", r->last_error);
-    }
+    rd_error(r, rep, "XADD bell");
 }
 
 static void
