@@ -425,8 +425,11 @@ el_dirty(struct edge_link *l)
     l->dirty = 1;
     if (l->reading && !l->unblocking && l->cac != NULL && l->rd_id >= 0) {
         l->unblocking = 1;
-        (void) redisAsyncCommand(l->cac, NULL, NULL, "CLIENT UNBLOCK %lld",
-            l->rd_id);
+        /* ERROR: the XREAD answers -UNBLOCKED; without it, it answers
+           nil as on its timeout, which el_on_read() takes for a second
+           without a bell and reads every channel */
+        (void) redisAsyncCommand(l->cac, NULL, NULL,
+            "CLIENT UNBLOCK %lld ERROR", l->rd_id);
     }
     if (!l->reading && !l->in_read) {
         el_read(l);
