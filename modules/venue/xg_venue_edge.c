@@ -427,7 +427,10 @@ el_dirty(struct edge_link *l)
         l->unblocking = 1;
         /* ERROR: the XREAD answers -UNBLOCKED; without it, it answers
            nil as on its timeout, which el_on_read() takes for a second
-           without a bell and reads every channel */
+           without a bell and reads every channel. Nothing is lost with
+           the channels it named: it was blocked, so they had nothing
+           past their ids, and what came since has a bell past
+           bell_last, which the next XREAD reads */
         (void) redisAsyncCommand(l->cac, NULL, NULL,
             "CLIENT UNBLOCK %lld ERROR", l->rd_id);
     }
