@@ -180,6 +180,9 @@ struct edge_link {
     int                     bell_known; /* bell_last is the bell's
                                            position: reading it */
     int                     bell_asking;  /* its end asked */
+    int                     read_bell;  /* the XREAD in flight names it */
+    uint64_t                bell_ms;    /* a bell last read (or every
+                                           channel read for want of one) */
     uint64_t                read_gen;   /* XREADs sent */
     struct el_chan        **chans;
     size_t                  nchans, cap;
@@ -1291,6 +1294,7 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
         /* a second without a bell: read everything once, whatever
            could have been missed (a core older than the bell) */
         el_all_due(l);
+        l->bell_ms = xg_now_ms();
     } else if (rep->type == REDIS_REPLY_ERROR) {
         if (strncmp(rep->str, "UNBLOCKED", 9) != 0) {
             snprintf(why, sizeof(why), "XREAD failed: %.*s",
@@ -1313,6 +1317,7 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
                 continue;
             }
             if (strcmp(st->element[0]->str, l->bell_key) == 0) {
+                l->bell_ms = xg_now_ms();
                 if (el_on_bells(l, st->element[1], &now) != XG_OK) {
                     return;     /* the link is gone */
                 }
@@ -1390,9 +1395,19 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
         }
     }
     l->in_read = 0;
-    if (!l->dead) {
-        el_read(l);
+    if (l->dead) {
+        return;
     }
+    if (l->read_bell && rep->type != REDIS_REPLY_NIL
+        && xg_now_ms() - l->bell_ms >= EL_BLOCK_MS)
+    {
+        /* a second without a bell, though answers or wakes kept the
+           XREAD from timing out: as its nil, every channel once (a
+           lost bell's entries must not wait for the next bell) */
+        el_all_due(l);
+        l->bell_ms = xg_now_ms();
+    }
+    el_read(l);
 }
 
 /* V in decimal at P; returns the end. */
@@ -1524,6 +1539,7 @@ el_read(struct edge_link *l)
         l->dirty = 0;
         l->read_ms = xg_now_ms();
         l->read_gen++;
+        l->read_bell = bell;
         for (i = 0; i < l->nchans; i++) {
             c = l->chans[i];
             if (c->state == ELC_READ && (all || c->due)) {
@@ -1640,6 +1656,7 @@ el_on_bell_tail(redisAsyncContext *ac, void *reply, void *priv)
     }
     l->bell_last = seq;
     l->bell_known = 1;
+    l->bell_ms = xg_now_ms();
     /* what came before the end: every channel once more */
     el_all_due(l);
     el_dirty(l);
