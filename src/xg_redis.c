@@ -44,11 +44,15 @@ struct rd_chan {
 #define RD_SNAP_SUFFIX_LEN  (sizeof(RD_SNAP_SUFFIX) - 1)
 /* A bell names at most this many bytes of channels; past it, "all". */
 #define RD_BELL_MAX_NAMES   16384
-/* Bells kept: a reader further behind reads every channel once. */
-#define RD_BELL_MAXLEN      1000
+/* Bells kept: a reader further behind reads every channel once (four
+   of its XREAD COUNTs: one batch behind is no hole). */
+#define RD_BELL_MAXLEN      4000
+/* With no bell for this long, an empty one: a lost bell shows as a hole
+   in the numbers within it, and a quiet core is told from a gone one. */
+#define RD_BELL_IDLE_MS     1000
 /* A pass's entries ride in its bell when they are this few and small. */
-#define RD_BELL_INLINE_MAX      256
-#define RD_BELL_INLINE_BYTES    65536
+#define RD_BELL_INLINE_MAX      64
+#define RD_BELL_INLINE_BYTES    16384
 #define RD_BELL_ARGS            (12 + 6 * RD_BELL_INLINE_MAX)
 
 /* An entry carried in the bell: its channel's name and data in
@@ -103,6 +107,9 @@ struct xg_redis {
     struct event                   *ev_bell;
     int                             bell_armed;
     int                             bell_all;    /* name them all */
+    int                             bell_idle;   /* an empty one due */
+    struct event                   *ev_idle;
+    uint64_t                        bell_ms;     /* the last one sent */
     int                             bell_cleared;  /* DELeted this epoch */
     uint64_t                        bell_seq;    /* the last one taken */
     char                           *bell_names;  /* space-separated */
@@ -432,7 +439,7 @@ rd_snap_write(struct xg_redis *r, struct rd_chan *c, const char *snap,
  * time per wake, 10 000 would be 20 ms). At the end of each loop pass
  * that wrote entries, one
  *
- *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 1000 N-0 epoch EPOCH ts MS
+ *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 4000 N-0 epoch EPOCH ts MS
  *        ch "C1 C2 ..." [c CHANNEL s SEQ d DATA]...
  *
  * names the channels written in it, and carries the entries themselves
@@ -484,11 +491,15 @@ rd_on_bell(evutil_socket_t fd, short what, void *arg)
     int all = r->bell_all || r->bell_len > RD_BELL_MAX_NAMES, n = 0;
 
     r->bell_armed = 0;
-    if (r->pc == NULL || (r->bell_len == 0 && !r->bell_all)) {
+    if (r->pc == NULL || (r->bell_len == 0 && !r->bell_all
+                          && !r->bell_idle))
+    {
         goto done;
     }
     r->bell_seq++;
     r->bell_all = 0;
+    r->bell_idle = 0;
+    r->bell_ms = xg_now_ms();
     size = r->bell_len + (r->bell_over ? 0 : r->bell_dlen);
     snprintf(key, sizeof(key), "%s:%s:bell", r->pc->prefix, r->name);
     if (!rd_room(r, size)) {
@@ -520,6 +531,9 @@ rd_on_bell(evutil_socket_t fd, short what, void *arg)
     if (all) {
         RD_ARG("all", 3);
         RD_ARG("1", 1);
+    } else if (r->bell_len == 0) {
+        RD_ARG("idle", 4);
+        RD_ARG("1", 1);
     } else {
         RD_ARG("ch", 2);
         RD_ARG(r->bell_names, r->bell_len);
@@ -544,6 +558,18 @@ done:
     r->bell_nents = 0;
     r->bell_dlen = 0;
     r->bell_over = 0;
+}
+
+/* Twice every RD_BELL_IDLE_MS: an empty bell when none went for it. */
+static void
+rd_on_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_redis *r = arg;
+
+    if (r->ac != NULL && xg_now_ms() - r->bell_ms >= RD_BELL_IDLE_MS) {
+        r->bell_idle = 1;
+        rd_bell_arm(r);
+    }
 }
 
 /* Arms the bell for the end of this loop pass. */
@@ -821,6 +847,7 @@ xg_redis_new(struct event_base *base, const char *name,
     const struct xg_upstream_conf *uc)
 {
     struct xg_redis *r = xg_calloc(1, sizeof(*r));
+    struct timeval tv;
 
     r->base = base;
     r->name = xg_strdup(name);
@@ -837,6 +864,12 @@ xg_redis_new(struct event_base *base, const char *name,
     r->bell_argv = xg_calloc(RD_BELL_ARGS, sizeof(*r->bell_argv));
     r->bell_argl = xg_calloc(RD_BELL_ARGS, sizeof(*r->bell_argl));
     r->ev_bell = event_new(base, -1, 0, rd_on_bell, r);
+    r->ev_idle = event_new(base, -1, EV_PERSIST, rd_on_idle, r);
+    /* checked twice a period: an empty bell 1 to 1.5 periods after
+       the last one */
+    tv.tv_sec = RD_BELL_IDLE_MS / 2000;
+    tv.tv_usec = (RD_BELL_IDLE_MS / 2 % 1000) * 1000;
+    event_add(r->ev_idle, &tv);
     rd_conn_new(r);
     rd_log(XG_LOG_INFO, r, "publishing to streams %s:%s:CHANNEL, maxlen ~%llu, "
         "epoch %s%s", r->pc->prefix, r->name,
@@ -868,6 +901,7 @@ xg_redis_free(struct xg_redis *r)
     free(r->buckets);
     free(r->ring);
     event_free(r->ev_bell);
+    event_free(r->ev_idle);
     free(r->bell_names);
     free(r->bell_ents);
     free(r->bell_data);

@@ -67,6 +67,9 @@
 
 #define EL_TICK_MS          100
 #define EL_BLOCK_MS         1000     /* XREAD BLOCK */
+#define EL_BELL_QUIET_MS    3000     /* no bell this long (the core rings
+                                        an empty one every second): every
+                                        channel read once */
 #define EL_COUNT            1000     /* XREAD COUNT per stream */
 #define EL_READ_GRACE_MS    5000     /* an XREAD past BLOCK + this: dead */
 #define EL_EPOCH_POLL_MS    1000
@@ -1291,10 +1294,7 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
         return;     /* the connection went: its ready reads again */
     }
     if (rep->type == REDIS_REPLY_NIL) {
-        /* a second without a bell: read everything once, whatever
-           could have been missed (a core older than the bell) */
-        el_all_due(l);
-        l->bell_ms = xg_now_ms();
+        /* a second without any news: below */
     } else if (rep->type == REDIS_REPLY_ERROR) {
         if (strncmp(rep->str, "UNBLOCKED", 9) != 0) {
             snprintf(why, sizeof(why), "XREAD failed: %.*s",
@@ -1398,12 +1398,13 @@ el_on_read(redisAsyncContext *ac, void *reply, void *priv)
     if (l->dead) {
         return;
     }
-    if (l->read_bell && rep->type != REDIS_REPLY_NIL
-        && xg_now_ms() - l->bell_ms >= EL_BLOCK_MS)
+    if ((l->read_bell || rep->type == REDIS_REPLY_NIL)
+        && xg_now_ms() - l->bell_ms >= EL_BELL_QUIET_MS)
     {
-        /* a second without a bell, though answers or wakes kept the
-           XREAD from timing out: as its nil, every channel once (a
-           lost bell's entries must not wait for the next bell) */
+        /* no bell, not even the core's empty one of every second (a
+           core gone, or older than the bell), whether the XREAD timed
+           out or answers kept it busy: every channel once, so that no
+           entry waits for a bell that is not coming */
         el_all_due(l);
         l->bell_ms = xg_now_ms();
     }

@@ -1,16 +1,17 @@
-"""An entry whose bell never came is delivered within about a second even
-while the edge's XREAD never times out (issue 17, the bell).
+"""A quiet core and a silent one, as an edge tells them apart (issue 17,
+the bell).
 
-The core takes a bell's number whether it writes it or not (no room in
-its in-flight bound, the connection gone): an edge learns of a lost bell
-from the hole before the next one, or, when none comes, from a second
-without any bell (the XREAD's nil: every channel is read once). A bot
-that polls (public/get_time every 300 ms, answered on the edge's answer
-stream) keeps that XREAD from ever timing out. Here the core's channel
-stays silent and the test writes the entry a lost bell would have named,
-as the core writes it (id SEQ-0, seq, epoch, ts, data), into the stream
-of a channel the bot holds: the bot must get it within 4 s while it
-keeps polling.
+The core rings an empty bell every second when it wrote nothing, so a
+lost bell (its number is taken whether it is written or not) shows as a
+hole in the numbers within a second, and a quiet core costs nothing:
+over 4 s of a quiet channel, with a bot polling (public/get_time every
+300 ms, through the core: answers on the edge's answer stream keep its
+XREAD from ever timing out), the edge reads at least 2 empty bells and
+never every channel. Then the core stops (SIGSTOP: no bells at all) and
+the test writes an entry into the stream of the channel the bot holds,
+as the core writes it (id SEQ-0, seq, epoch, ts, data) but without a
+bell: after 3 s without any bell the edge reads every channel once, and
+the bot gets the entry within 6 s.
 
 Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
@@ -18,6 +19,7 @@ Skips (exit 77) only when /usr/bin/redis-server is missing.
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 
@@ -60,32 +62,46 @@ async def body(h):
             await asyncio.sleep(0.3)
 
     task = asyncio.create_task(poll())
-    await asyncio.sleep(2.0)
-    rc = Resp(redis.port)
-    epoch = rc.cmd("GET", "%s:sim:epoch" % eh.PREFIX).decode()
-    note = {"jsonrpc": "2.0", "method": "subscription",
-            "params": {"channel": QUIET, "data": {
-                "instrument_name": "QW001-PERPETUAL", "timestamp": 1,
-                "last_price": 1.0}}}
-    rc.cmd("XADD", "%s:sim:%s" % (eh.PREFIX, QUIET), "1-0", "seq", "1",
-           "epoch", epoch, "ts", str(int(time.time() * 1000)),
-           "data", json.dumps(note))
-    rc.close()
-    t0 = time.monotonic()
-    reads0 = edge.up()["edge"]["all_reads"]
-    try:
-        await bot.wait_notes(QUIET, 1, timeout=4)
-    finally:
-        stop = True
-    dt = time.monotonic() - t0
+    await asyncio.sleep(1.0)
+    st0 = edge.up()["edge"]
+    await asyncio.sleep(4.0)
+    st1 = edge.up()["edge"]
+    stop = True
     await task
+    check(st1["bells"] - st0["bells"] >= 2, "empty bells in 4 s: %d"
+          % (st1["bells"] - st0["bells"]))
+    check(st1["all_reads"] == st0["all_reads"] and st1["bell_gaps"] == 0,
+          "a quiet core made the edge read every channel: %r -> %r"
+          % (st0, st1))
+
+    # the core silent: an entry without its bell is found all the same
+    os.kill(h.gate.pid, signal.SIGSTOP)
+    try:
+        rc = Resp(redis.port)
+        epoch = rc.cmd("GET", "%s:sim:epoch" % eh.PREFIX).decode()
+        note = {"jsonrpc": "2.0", "method": "subscription",
+                "params": {"channel": QUIET, "data": {
+                    "instrument_name": "QW001-PERPETUAL", "timestamp": 1,
+                    "last_price": 1.0}}}
+        rc.cmd("XADD", "%s:sim:%s" % (eh.PREFIX, QUIET), "1-0", "seq", "1",
+               "epoch", epoch, "ts", str(int(time.time() * 1000)),
+               "data", json.dumps(note))
+        rc.close()
+        t0 = time.monotonic()
+        reads0 = edge.up()["edge"]["all_reads"]
+        await bot.wait_notes(QUIET, 1, timeout=6)
+        dt = time.monotonic() - t0
+    finally:
+        os.kill(h.gate.pid, signal.SIGCONT)
     st = edge.up()["edge"]
     check(bot.closed is None, "bot closed %r" % (bot.closed,))
     await bot.close()
     edge.stop()
-    print("the entry without its bell delivered after %.2f s, %d polls, "
-          "%d reads of every channel" % (dt, polls[0],
-                                         st["all_reads"] - reads0))
+    print("quiet core: %d empty bells in 4 s, %d polls, no read of every "
+          "channel; silent core: the entry without its bell delivered "
+          "after %.2f s, %d reads of every channel"
+          % (st1["bells"] - st0["bells"], polls[0], dt,
+             st["all_reads"] - reads0))
 
 
 def sync_body(h):
