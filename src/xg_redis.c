@@ -44,15 +44,15 @@ struct rd_chan {
 #define RD_SNAP_SUFFIX_LEN  (sizeof(RD_SNAP_SUFFIX) - 1)
 /* A bell names at most this many bytes of channels; past it, "all". */
 #define RD_BELL_MAX_NAMES   16384
-/* Bells kept: a reader further behind reads every channel once (four
+/* Bells kept: a reader further behind reads every channel once (two
    of its XREAD COUNTs: one batch behind is no hole). */
-#define RD_BELL_MAXLEN      4000
+#define RD_BELL_MAXLEN      2000
 /* With no bell for this long, an empty one: a lost bell shows as a hole
    in the numbers within it, and a quiet core is told from a gone one. */
 #define RD_BELL_IDLE_MS     1000
 /* A pass's entries ride in its bell when they are this few and small. */
-#define RD_BELL_INLINE_MAX      64
-#define RD_BELL_INLINE_BYTES    16384
+#define RD_BELL_INLINE_MAX      128
+#define RD_BELL_INLINE_BYTES    32768
 #define RD_BELL_ARGS            (12 + 6 * RD_BELL_INLINE_MAX)
 
 /* An entry carried in the bell: its channel's name and data in
@@ -439,7 +439,7 @@ rd_snap_write(struct xg_redis *r, struct rd_chan *c, const char *snap,
  * time per wake, 10 000 would be 20 ms). At the end of each loop pass
  * that wrote entries, one
  *
- *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 4000 N-0 epoch EPOCH ts MS
+ *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 2000 N-0 epoch EPOCH ts MS
  *        ch "C1 C2 ..." [c CHANNEL s SEQ d DATA]...
  *
  * names the channels written in it, and carries the entries themselves

@@ -44,7 +44,7 @@
  *
  * The bell (issue 17): after each loop pass that wrote entries,
  *
- *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 4000 N-0 epoch EPOCH ts MS
+ *   XADD PREFIX:UPSTREAM:bell MAXLEN ~ 2000 N-0 epoch EPOCH ts MS
  *        ch "C1 C2 ..." [c CHANNEL s SEQ d DATA]...
  *
  * names their channels (or "all 1") and carries the entries when they
