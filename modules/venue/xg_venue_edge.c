@@ -42,45 +42,7 @@
  * data: a book's change_id chain breaks (it resubscribes: a new
  * snapshot), a trade_seq jumps (it backfills through the core).
  */
-#include "xg_core.h"
-#include "xg_venue_deribit.h"
-#include "xg_venue_deribit_int.h"
-#include "xg_book.h"
-#include "xg_conf.h"
-#include "xg_log.h"
-#include "xg_rconn.h"
-#include "xg_session.h"
-#include "xg_redis.h"
-#include "xg_upstream.h"
-#include "xg_venue.h"
-#include "xg_ws.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
-#include <event2/event.h>
-#include <hiredis/hiredis.h>
-#include <hiredis/async.h>
-#include <openssl/crypto.h>
-
-#define EL_TICK_MS          100
-#define EL_BLOCK_MS         1000     /* XREAD BLOCK */
-#define EL_BELL_QUIET_MS    3000     /* no bell this long (the core rings
-                                        an empty one every second): every
-                                        channel read once */
-#define EL_COUNT            1000     /* XREAD COUNT per stream */
-#define EL_READ_GRACE_MS    5000     /* an XREAD past BLOCK + this: dead */
-#define EL_EPOCH_POLL_MS    1000
-#define EL_LAG_POLL_MS      2000     /* the streams' ends, for lag_entries */
-#define EL_LAG_POLL_MAX     1000     /* channels asked per poll at most */
-#define EL_SNAP_RETRY_MS    200
-#define EL_SNAP_WARN_MS     10000
-#define EL_ANS_MAXLEN       10000
-#define EL_REQ_MAXLEN       100000
-#define EL_MAX_CHANNELS     XG_REDIS_INTEREST_MAX   /* the core reads no
-                                                       more of the interest */
+#include "xg_venue_edge_int.h"
 
 /* ---- conf ---------------------------------------------------------------- */
 
@@ -92,124 +54,9 @@ struct dr_edge_conf {
     char        *edge_id;       /* NULL: HOSTNAME.UPSTREAM */
 };
 
-/* ---- state --------------------------------------------------------------- */
-
-enum el_chan_state {
-    ELC_START = 0,      /* where to start is being asked */
-    ELC_WAIT,           /* asked again soon: a book without the core's
-                           snapshot yet, or a stream of another epoch */
-    ELC_READ            /* in the XREAD */
-};
-
-struct el_chan {
-    char               *name;
-    char               *key;        /* PREFIX:SOURCE:CHANNEL */
-    size_t              keylen;
-    enum el_chan_state  state;
-    int                 book;       /* starts from the snapshot */
-    uint64_t            last;       /* the last seq delivered */
-    uint64_t            since_ms;   /* subscribed at */
-    uint64_t            asked_ms;   /* its start last asked at */
-    int                 warned;
-    unsigned            gen;        /* a new one for every (re)start */
-    int                 due;        /* named in the next XREAD */
-    uint64_t            listed;     /* the XREAD it was last named in */
-    uint64_t            carried;    /* the last bell that carried one */
-    size_t              at;         /* in l->chans */
-    struct el_chan     *hnext;      /* in l->htab */
-};
-
-struct el_req {
-    uint64_t            rid;
-    char               *vid;        /* the venue's id, as JSON text */
-    char               *body;       /* with "id": RID */
-    int                 read;       /* may be written again */
-    int                 written;    /* XADD sent on this connection */
-    int                 acked;      /* XADD answered with an id */
-    uint64_t            queued_ms;
-    unsigned            cgen;       /* the cmd connection it went on */
-    struct el_req      *next;
-};
-
-/* A message for the venue, delivered from the loop, not from its send. */
-struct el_out {
-    char               *data;
-    size_t              len;
-    struct el_out      *next;
-};
-
-/* Per upstream, across links. */
-struct dr_edge {
-    char                id[80];
-    uint64_t            rid_base, rid_n;
-    struct edge_link   *link;       /* the newest */
-    uint64_t            entries, bytes, gaps, snapshots, answers;
-    uint64_t            requests, requests_lost, requests_expired;
-    uint64_t            stale_answers, epoch_changes, links;
-    uint64_t            stale_entries;
-    uint64_t            bells, bell_gaps, all_reads, carried;
-    uint64_t            lag_ms;         /* the last entry's age */
-    uint64_t            lag_entries;    /* behind the streams' ends, at
-                                           the last poll (the largest) */
-    uint64_t            lag_poll;       /* the poll being summed */
-    char                last_id[48];    /* the last entry delivered */
-};
-
-struct edge_link {
-    struct dr              *d;
-    struct dr_edge         *e;
-    struct xg_ws           *ws;
-    struct xg_rconn        *cmd, *rd;
-    redisAsyncContext      *cac, *rac;
-    unsigned                cgen;       /* cmd connections made */
-    unsigned                rgen;
-    char                    src[200];   /* PREFIX:SOURCE */
-    char                    epoch[40];  /* "" until known */
-    int                     epoch_asked;
-    int                     opened;
-    int                     dead;       /* closed or freed: quiet */
-    long long               rd_id;      /* CLIENT ID of rd, -1: unknown */
-    int                     reading;
-    int                     in_read;    /* delivering an XREAD's entries */
-    unsigned                chans_gen;  /* bumped when a channel goes */
-    int                     unblocking;
-    int                     dirty;      /* the read set changed */
-    uint64_t                read_ms;
-    char                   *ans_key;
-    char                    ans_last[48];
-    int                     ans_known;
-    char                   *bell_key;
-    uint64_t                bell_last;  /* the last bell read */
-    int                     bell_known; /* bell_last is the bell's
-                                           position: reading it */
-    int                     bell_asking;  /* its end asked */
-    int                     read_bell;  /* the XREAD in flight names it */
-    uint64_t                bell_ms;    /* a bell last read (or every
-                                           channel read for want of one) */
-    uint64_t                read_gen;   /* XREADs sent */
-    struct el_chan        **chans;
-    size_t                  nchans, cap;
-    struct el_chan        **htab;       /* by name */
-    size_t                  hsize;
-    char                   *xread;      /* a command's RESP, reused */
-    size_t                  xread_cap;
-    struct el_req          *reqs;
-    size_t                  nreqs;
-    struct el_out          *out, **out_tail;
-    struct event           *ev_out;
-    struct event           *ev_tick;
-    uint64_t                epoch_at, interest_at, lag_at;
-    size_t                  lag_next;   /* the round robin of the poll */
-};
-
-static void el_read(struct edge_link *l);
 static void el_flush_reqs(struct edge_link *l);
 
-static void
-el_log(int level, const struct edge_link *l, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
+void
 el_log(int level, const struct edge_link *l, const char *fmt, ...)
 {
     char msg[512];
@@ -310,7 +157,7 @@ el_hash(const char *s, size_t len)
 }
 
 /* The channel NAME (LEN bytes, not terminated), or NULL. */
-static struct el_chan *
+struct el_chan *
 el_chan_lookup(struct edge_link *l, const char *name, size_t len)
 {
     struct el_chan *c;
@@ -392,7 +239,7 @@ el_chan_find(struct edge_link *l, const char *name, size_t *at)
 }
 
 /* The channel of stream KEY (LEN bytes): PREFIX:SOURCE:CHANNEL. */
-static struct el_chan *
+struct el_chan *
 el_chan_by_key(struct edge_link *l, const char *key, size_t len)
 {
     size_t n = strlen(l->src);
@@ -405,7 +252,7 @@ el_chan_by_key(struct edge_link *l, const char *key, size_t len)
 
 /* Every channel read is named in the next XREAD (after a reconnect, a
    hole in the bells, or a bell that says "all"). */
-static void
+void
 el_all_due(struct edge_link *l)
 {
     size_t i;
@@ -446,7 +293,7 @@ el_dirty(struct edge_link *l)
 }
 
 /* Whether a seq text of an entry id "SEQ-0" parses. */
-static int
+int
 el_seq_of_id(const char *id, size_t len, uint64_t *seq)
 {
     uint64_t v = 0;
@@ -501,7 +348,7 @@ el_ask_free(struct el_ask *a)
  * its first entry) or the first of a newer core: either way it is not
  * delivered, and the key is asked at once, which tells (el_on_epoch).
  */
-static int
+int
 el_epoch_is(struct edge_link *l, const char *epoch, size_t len)
 {
     if (l->epoch[0] == '\0') {
@@ -518,8 +365,6 @@ el_epoch_is(struct edge_link *l, const char *epoch, size_t len)
 }
 
 /* XREVRANGE KEY + - COUNT 1: a channel starts after the stream's end. */
-static const redisReply *el_hash_get(const redisReply *rep,
-    const char *field);
 
 static void
 el_on_tail(redisAsyncContext *ac, void *reply, void *priv)
@@ -555,7 +400,7 @@ el_on_tail(redisAsyncContext *ac, void *reply, void *priv)
     el_ask_free(a);
 }
 
-static const redisReply *
+const redisReply *
 el_hash_get(const redisReply *rep, const char *field)
 {
     size_t i;
@@ -915,7 +760,7 @@ el_forward(struct edge_link *l, const char *vid, const char *method,
 }
 
 /* An answer entry: RID's venue id back in, to the venue. */
-static int
+int
 el_on_answer(struct edge_link *l, const char *rid_s, size_t rid_len,
     const char *body, size_t len)
 {
@@ -1068,489 +913,6 @@ el_send(void *lp, const void *data, size_t len)
     return r;
 }
 
-/* ---- reading ---------------------------------------------------------------- */
-
-/* An entry's age (its core's wall clock, unix ms, against ours, NOW:
-   the hosts' clocks must agree, NTP's tens of microseconds). */
-static void
-el_lag(struct dr_edge *e, const redisReply *ts, uint64_t now)
-{
-    uint64_t t;
-
-    if (ts == NULL || el_seq_of_id(ts->str, ts->len, &t) != XG_OK) {
-        return;
-    }
-    e->lag_ms = now > t ? now - t : 0;
-}
-
-/* A channel entry's fields, found in one pass over its pairs (the first
-   of a name, as el_hash_get() finds it). */
-struct el_fields {
-    const redisReply   *seq, *epoch, *data, *ts;
-};
-
-static void
-el_fields(const redisReply *rep, struct el_fields *f)
-{
-    const redisReply *k, *v;
-    size_t i;
-
-    memset(f, 0, sizeof(*f));
-    for (i = 0; i + 1 < rep->elements; i += 2) {
-        k = rep->element[i];
-        v = rep->element[i + 1];
-        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
-            continue;
-        }
-        if (k->len == 3 && f->seq == NULL
-            && memcmp(k->str, "seq", 3) == 0)
-        {
-            f->seq = v;
-        } else if (k->len == 5 && f->epoch == NULL
-            && memcmp(k->str, "epoch", 5) == 0)
-        {
-            f->epoch = v;
-        } else if (k->len == 4 && f->data == NULL
-            && memcmp(k->str, "data", 4) == 0)
-        {
-            f->data = v;
-        } else if (k->len == 2 && f->ts == NULL
-            && memcmp(k->str, "ts", 2) == 0)
-        {
-            f->ts = v;
-        }
-    }
-}
-
-/*
- * Entry SEQ of C (its id ID, IDLEN bytes; TS the core's wall clock, or
- * NULL), of the link's epoch, to the venue: one seen is skipped, a jump
- * is a hole (counted, logged, repaired by the venue). Returns XG_ERROR
- * when the link is gone.
- */
-static int
-el_deliver(struct edge_link *l, struct el_chan *c, uint64_t seq,
-    const redisReply *ts, const char *id, size_t idlen, const char *data,
-    size_t len, uint64_t *now)
-{
-    if (seq <= c->last) {
-        return XG_OK;   /* seen (a snapshot's own entry, or its bell's) */
-    }
-    if (seq != c->last + 1 && c->last != 0) {
-        l->e->gaps++;
-        el_log(XG_LOG_WARN, l, "%s: entries %llu to %llu are not in the "
-            "stream (trimmed, or dropped by the core)", c->name,
-            (unsigned long long) c->last + 1, (unsigned long long) seq - 1);
-        /* the venue repairs what it can from the next data */
-        dr_edge_hole(l->d, c->name);
-    }
-    c->last = seq;
-    if (*now == 0) {
-        *now = xg_wall_us() / 1000;     /* once a reply */
-    }
-    el_lag(l->e, ts, *now);
-    if (idlen > sizeof(l->e->last_id) - 1) {
-        idlen = sizeof(l->e->last_id) - 1;
-    }
-    memcpy(l->e->last_id, id, idlen);
-    l->e->last_id[idlen] = '\0';
-    l->e->entries++;
-    l->e->bytes += len;
-    if (xg_ws_link_message(l->ws, data, len) != XG_OK || l->dead) {
-        return XG_ERROR;
-    }
-    return XG_OK;
-}
-
-/*
- * The bell's entries (see src/xg_redis.c, "the bell"): each names the
- * channels the core wrote in one loop pass, and carries the entries
- * themselves when they were few and small (c, s, d: channel, seq, data).
- * A carried entry that is the next of a channel read is delivered here;
- * any other channel named is named in the next XREAD, except one named
- * in the XREAD that brought the bell: Redis ran that XREAD after the
- * bell, so after the entries the bell names. Returns XG_ERROR when the
- * link is gone.
- */
-static int
-el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
-{
-    const redisReply *en, *k, *v, *ep, *ch, *ts, *cn, *sq;
-    struct el_chan *c;
-    const char *p, *end, *sp;
-    char id[32];
-    uint64_t seq, s;
-    size_t j, i;
-    int all;
-
-    for (j = 0; j < ents->elements; j++) {
-        en = ents->element[j];
-        if (en->type != REDIS_REPLY_ARRAY || en->elements != 2
-            || en->element[0]->type != REDIS_REPLY_STRING
-            || en->element[1]->type != REDIS_REPLY_ARRAY
-            || el_seq_of_id(en->element[0]->str, en->element[0]->len, &seq)
-               != XG_OK)
-        {
-            continue;
-        }
-        all = 0;
-        if (seq != l->bell_last + 1) {
-            /* bells trimmed, or not written by the core: read all */
-            l->e->bell_gaps++;
-            all = 1;
-        }
-        l->bell_last = seq;
-        l->e->bells++;
-        ep = ch = ts = NULL;
-        for (i = 0; i + 1 < en->element[1]->elements; i += 2) {
-            k = en->element[1]->element[i];
-            v = en->element[1]->element[i + 1];
-            if (k->type != REDIS_REPLY_STRING
-                || v->type != REDIS_REPLY_STRING)
-            {
-                continue;
-            }
-            if (k->len == 1) {
-                break;      /* the carried entries, after the rest */
-            }
-            if (k->len == 5 && memcmp(k->str, "epoch", 5) == 0) {
-                ep = v;
-            } else if (k->len == 2 && memcmp(k->str, "ch", 2) == 0) {
-                ch = v;
-            } else if (k->len == 2 && memcmp(k->str, "ts", 2) == 0) {
-                ts = v;
-            } else if (k->len == 3 && memcmp(k->str, "all", 3) == 0) {
-                all = 1;
-            }
-        }
-        if (ep != NULL && !el_epoch_is(l, ep->str, ep->len)) {
-            continue;   /* a new core's: the epoch key tells */
-        }
-        if (all) {
-            el_all_due(l);
-            continue;
-        }
-        /* the carried entries: c CHANNEL s SEQ d DATA, in order */
-        for (; i + 5 < en->element[1]->elements; i += 6) {
-            cn = en->element[1]->element[i + 1];
-            sq = en->element[1]->element[i + 3];
-            v = en->element[1]->element[i + 5];
-            if (cn->type != REDIS_REPLY_STRING
-                || sq->type != REDIS_REPLY_STRING
-                || v->type != REDIS_REPLY_STRING
-                || el_seq_of_id(sq->str, sq->len, &s) != XG_OK
-                || (c = el_chan_lookup(l, cn->str, cn->len)) == NULL
-                || c->state != ELC_READ || c->due)
-            {
-                continue;
-            }
-            if (s > c->last + 1 && c->last != 0) {
-                c->due = 1;     /* a hole: its stream tells */
-                continue;
-            }
-            snprintf(id, sizeof(id), "%llu-0", (unsigned long long) s);
-            c->carried = l->e->bells;
-            l->e->carried += s > c->last;
-            if (el_deliver(l, c, s, ts, id, strlen(id), v->str, v->len,
-                    now) != XG_OK)
-            {
-                return XG_ERROR;
-            }
-        }
-        if (ch == NULL) {
-            continue;
-        }
-        for (p = ch->str, end = ch->str + ch->len; p < end; p = sp + 1) {
-            if ((sp = memchr(p, ' ', (size_t) (end - p))) == NULL) {
-                sp = end;
-            }
-            c = el_chan_lookup(l, p, (size_t) (sp - p));
-            if (c != NULL && c->listed != l->read_gen
-                && c->carried != l->e->bells)
-            {
-                c->due = 1;
-            }
-        }
-    }
-    return XG_OK;
-}
-
-static void
-el_on_read(redisAsyncContext *ac, void *reply, void *priv)
-{
-    struct edge_link *l = ac->data != NULL ? ((struct edge_link *) priv)
-                                           : NULL;
-    redisReply *rep = reply;
-    size_t i, j;
-    uint64_t now = 0;
-    char why[200];
-
-    if (l == NULL || l->rac != ac) {
-        return;
-    }
-    l->reading = 0;
-    l->unblocking = 0;
-    if (rep == NULL) {
-        return;     /* the connection went: its ready reads again */
-    }
-    if (rep->type == REDIS_REPLY_NIL) {
-        /* a second without any news: below */
-    } else if (rep->type == REDIS_REPLY_ERROR) {
-        if (strncmp(rep->str, "UNBLOCKED", 9) != 0) {
-            snprintf(why, sizeof(why), "XREAD failed: %.*s",
-                (int) (rep->len > 120 ? 120 : rep->len), rep->str);
-            xg_rconn_fail(l->rd, XG_LOG_ERROR, why);
-            return;
-        }
-    } else if (rep->type == REDIS_REPLY_ARRAY) {
-        l->in_read = 1;
-        for (i = 0; i < rep->elements; i++) {
-            redisReply *st = rep->element[i], *ents;
-            int is_ans;
-            unsigned gen;
-            struct el_chan *c = NULL;
-
-            if (st->type != REDIS_REPLY_ARRAY || st->elements != 2
-                || st->element[0]->type != REDIS_REPLY_STRING
-                || st->element[1]->type != REDIS_REPLY_ARRAY)
-            {
-                continue;
-            }
-            if (strcmp(st->element[0]->str, l->bell_key) == 0) {
-                l->bell_ms = xg_now_ms();
-                if (el_on_bells(l, st->element[1], &now) != XG_OK) {
-                    return;     /* the link is gone */
-                }
-                continue;
-            }
-            is_ans = strcmp(st->element[0]->str, l->ans_key) == 0;
-            ents = st->element[1];
-            gen = l->chans_gen + 1;
-            for (j = 0; j < ents->elements; j++) {
-                redisReply *en = ents->element[j];
-                const redisReply *f1, *f2;
-                struct el_fields f;
-                uint64_t seq;
-
-                if (en->type != REDIS_REPLY_ARRAY || en->elements != 2
-                    || en->element[0]->type != REDIS_REPLY_STRING
-                    || en->element[1]->type != REDIS_REPLY_ARRAY)
-                {
-                    continue;
-                }
-                if (is_ans) {
-                    snprintf(l->ans_last, sizeof(l->ans_last), "%.*s",
-                        (int) en->element[0]->len, en->element[0]->str);
-                    f1 = el_hash_get(en->element[1], "rid");
-                    f2 = el_hash_get(en->element[1], "body");
-                    if (f1 != NULL && f2 != NULL
-                        && el_on_answer(l, f1->str, f1->len, f2->str,
-                            f2->len) != XG_OK)
-                    {
-                        return;     /* the link is gone */
-                    }
-                    continue;
-                }
-                /* the channel may have gone meanwhile (an unsubscribe
-                   from inside a delivery): found again when one went */
-                if (gen != l->chans_gen) {
-                    gen = l->chans_gen;
-                    c = el_chan_by_key(l, st->element[0]->str,
-                        st->element[0]->len);
-                }
-                if (c == NULL || c->state != ELC_READ) {
-                    break;
-                }
-                el_fields(en->element[1], &f);
-                if (f.seq == NULL || f.epoch == NULL || f.data == NULL
-                    || el_seq_of_id(f.seq->str, f.seq->len, &seq) != XG_OK)
-                {
-                    continue;
-                }
-                if (!el_epoch_is(l, f.epoch->str, f.epoch->len)) {
-                    /* not this epoch's: the channel starts again soon
-                       (its stream is replaced by the new core's) */
-                    c->state = ELC_WAIT;
-                    c->asked_ms = xg_now_ms();
-                    l->dirty = 1;
-                    break;
-                }
-                if (el_deliver(l, c, seq, f.ts, en->element[0]->str,
-                        en->element[0]->len, f.data->str, f.data->len, &now)
-                    != XG_OK)
-                {
-                    return;     /* the link is gone */
-                }
-            }
-            if (!is_ans && ents->elements >= EL_COUNT) {
-                /* more than COUNT: the rest in the next XREAD */
-                if (gen != l->chans_gen) {
-                    c = el_chan_by_key(l, st->element[0]->str,
-                        st->element[0]->len);
-                }
-                if (c != NULL && c->state == ELC_READ) {
-                    c->due = 1;
-                }
-            }
-        }
-    }
-    l->in_read = 0;
-    if (l->dead) {
-        return;
-    }
-    if ((l->read_bell || rep->type == REDIS_REPLY_NIL)
-        && xg_now_ms() - l->bell_ms >= EL_BELL_QUIET_MS)
-    {
-        /* no bell, not even the core's empty one of every second (a
-           core gone, or older than the bell), whether the XREAD timed
-           out or answers kept it busy: every channel once, so that no
-           entry waits for a bell that is not coming */
-        el_all_due(l);
-        l->bell_ms = xg_now_ms();
-    }
-    el_read(l);
-}
-
-/* V in decimal at P; returns the end. */
-static char *
-el_u64(char *p, uint64_t v)
-{
-    char t[20];
-    size_t n = 0;
-
-    do {
-        t[n++] = (char) ('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (n > 0) {
-        *p++ = t[--n];
-    }
-    return p;
-}
-
-/* S (LEN bytes) as a RESP bulk string at P; returns the end. */
-static char *
-el_bulk(char *p, const char *s, size_t len)
-{
-    *p++ = '$';
-    p = el_u64(p, len);
-    memcpy(p, "\r\n", 2);
-    memcpy(p + 2, s, len);
-    memcpy(p + 2 + len, "\r\n", 2);
-    return p + len + 4;
-}
-
-/* The link's command buffer, NEED bytes at least. */
-static void
-el_buf(struct edge_link *l, size_t need)
-{
-    if (need > l->xread_cap) {
-        l->xread = xg_realloc(l->xread, need);
-        l->xread_cap = need;
-    }
-}
-
-static void el_bell_ask(struct edge_link *l);
-
-/*
- * Issues the next XREAD BLOCK on rd, over the bell, the answer stream and
- * the channels due (named by a bell that did not carry their entries,
- * just started, or all of them: see el_on_bells()); each named is no
- * longer due, unless its answer says so. Until the bell's position is
- * known (el_bell_ask()) every channel is named and the bell is not.
- *
- * The command is written in RESP here, into a buffer the link keeps: it
- * is sent again after every answer, and hiredis' formatting (an sds grown
- * per argument) was a large part of the edge's work per entry
- * (docs/performance.md).
- */
-static void
-el_read(struct edge_link *l)
-{
-    static const char head[] = "$5\r\nXREAD\r\n$5\r\nCOUNT\r\n";
-    static const char block[] = "$5\r\nBLOCK\r\n";
-    static const char streams[] = "$7\r\nSTREAMS\r\n";
-    size_t i, n = 0, need, alen, blen;
-    struct el_chan *c;
-    char *p, id[24], *q;
-    int bell = l->bell_known, all = !l->bell_known;
-
-    if (l->dead || l->reading || l->in_read || l->rac == NULL
-        || !l->ans_known)
-    {
-        return;
-    }
-    if (all) {
-        el_bell_ask(l);
-    }
-    alen = strlen(l->ans_key);
-    blen = strlen(l->bell_key);
-    need = 160 + 2 * (alen + blen + 64) + sizeof(l->ans_last);
-    for (i = 0; i < l->nchans; i++) {
-        c = l->chans[i];
-        if (c->state == ELC_READ && (all || c->due)) {
-            n++;
-            need += c->keylen + 80;
-        }
-    }
-    el_buf(l, need);
-    p = l->xread;
-    *p++ = '*';
-    p = el_u64(p, 6 + 2 * (n + 1 + bell));
-    memcpy(p, "\r\n", 2);
-    p += 2;
-    memcpy(p, head, sizeof(head) - 1);
-    p += sizeof(head) - 1;
-    q = el_u64(id, EL_COUNT);
-    p = el_bulk(p, id, (size_t) (q - id));
-    memcpy(p, block, sizeof(block) - 1);
-    p += sizeof(block) - 1;
-    q = el_u64(id, EL_BLOCK_MS);
-    p = el_bulk(p, id, (size_t) (q - id));
-    memcpy(p, streams, sizeof(streams) - 1);
-    p += sizeof(streams) - 1;
-    if (bell) {
-        p = el_bulk(p, l->bell_key, blen);
-    }
-    p = el_bulk(p, l->ans_key, alen);
-    for (i = 0; i < l->nchans; i++) {
-        c = l->chans[i];
-        if (c->state == ELC_READ && (all || c->due)) {
-            p = el_bulk(p, c->key, c->keylen);
-        }
-    }
-    if (bell) {
-        q = el_u64(id, l->bell_last);
-        memcpy(q, "-0", 2);
-        p = el_bulk(p, id, (size_t) (q + 2 - id));
-    }
-    p = el_bulk(p, l->ans_last, strlen(l->ans_last));
-    for (i = 0; i < l->nchans; i++) {
-        c = l->chans[i];
-        if (c->state == ELC_READ && (all || c->due)) {
-            q = el_u64(id, c->last);
-            memcpy(q, "-0", 2);
-            p = el_bulk(p, id, (size_t) (q + 2 - id));
-        }
-    }
-    if (redisAsyncFormattedCommand(l->rac, el_on_read, l, l->xread,
-            (size_t) (p - l->xread)) == REDIS_OK)
-    {
-        l->reading = 1;
-        l->dirty = 0;
-        l->read_ms = xg_now_ms();
-        l->read_gen++;
-        l->read_bell = bell;
-        for (i = 0; i < l->nchans; i++) {
-            c = l->chans[i];
-            if (c->state == ELC_READ && (all || c->due)) {
-                c->due = 0;
-                c->listed = l->read_gen;
-            }
-        }
-    }
-}
-
 /* ---- the two connections ------------------------------------------------------ */
 
 static void
@@ -1664,7 +1026,7 @@ el_on_bell_tail(redisAsyncContext *ac, void *reply, void *priv)
 }
 
 /* Asks the bell's end on cmd (once at a time; again at its ready). */
-static void
+void
 el_bell_ask(struct edge_link *l)
 {
     if (l->bell_asking || l->cac == NULL) {
