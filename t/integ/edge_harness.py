@@ -174,3 +174,43 @@ def restart_core(h):
     h.gate = p
     wait_for(h.try_status, 10, what="core /status")
     gh.wait_ready(h)
+
+
+BOT_MAIN = "client_credentials bot env:XG_TEST_BOT_SECRET;\n"
+
+
+async def core_edge_bot(h, edge_main="", sim_args=()):
+    """A redis-server, the core (client_auth off; exsim with SIM_ARGS) and
+    edge `edge1` (with EDGE_MAIN in its main context) ready, and one
+    WebSocket bot on the edge authenticated as `bot`: (redis, edge,
+    bot)."""
+    from gateway_harness import WSClient
+    os.environ["XG_TEST_BOT_SECRET"] = "bot-secret"
+    redis = Redis(h)
+    start_core(h, redis, main_extra="client_auth off;\n", sim_args=sim_args)
+    edge = Edge(h, "edge1", redis.port, main_extra=BOT_MAIN + edge_main)
+    edge.start()
+    edge.wait_up(lambda u: u["state"] == "ready", 10, "ready")
+    bot = await WSClient("bot").connect(edge.ws_url)
+    r = await bot.call("public/auth", {
+        "grant_type": "client_credentials", "client_id": "bot",
+        "client_secret": "bot-secret"}, id=1)
+    check("result" in r, "auth %r" % r)
+    return redis, edge, bot
+
+
+def run(name, body, timeout):
+    """BODY(h), a coroutine function, under upstream_harness.run within
+    TIMEOUT s, the core stopped cleanly after; SKIP (77) when
+    /usr/bin/redis-server is missing."""
+    import asyncio
+    import sys
+    if not os.access("/usr/bin/redis-server", os.X_OK):
+        sys.stderr.write("SKIP: /usr/bin/redis-server is missing\n")
+        sys.exit(77)
+
+    def sync_body(h):
+        asyncio.run(asyncio.wait_for(body(h), timeout))
+        if h.gate is not None and h.gate.poll() is None:
+            gh.stop_clean(h)
+    gh.uh.run(name, sync_body)

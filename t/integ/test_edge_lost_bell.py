@@ -20,30 +20,17 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
 
-import gateway_harness as gh
-from gateway_harness import check, WSClient
+from gateway_harness import check
 import edge_harness as eh
 from test_publish_redis import Resp
 
 QUIET = "ticker.QW001-PERPETUAL.100ms"
-MAIN = "client_credentials bot env:XG_TEST_BOT_SECRET;\n"
 
 
 async def body(h):
-    os.environ["XG_TEST_BOT_SECRET"] = "bot-secret"
-    redis = eh.Redis(h)
-    eh.start_core(h, redis, main_extra="client_auth off;\n")
-    edge = eh.Edge(h, "edge1", redis.port, main_extra=MAIN)
-    edge.start()
-    edge.wait_up(lambda u: u["state"] == "ready", 10, "ready")
-    bot = await WSClient("bot").connect(edge.ws_url)
-    r = await bot.call("public/auth", {
-        "grant_type": "client_credentials", "client_id": "bot",
-        "client_secret": "bot-secret"}, id=1)
-    check("result" in r, "auth %r" % r)
+    redis, edge, bot = await eh.core_edge_bot(h, "")
     r = await bot.call("public/subscribe", {"channels": [QUIET]}, id=2)
     check(r.get("result") == [QUIET], "subscribe: %r" % r)
     edge.wait_up(lambda u: u["edge"]["channels"] == 1
@@ -104,14 +91,5 @@ async def body(h):
              st["all_reads"] - reads0))
 
 
-def sync_body(h):
-    asyncio.run(asyncio.wait_for(body(h), 60))
-    if h.gate is not None and h.gate.poll() is None:
-        gh.stop_clean(h)
-
-
 if __name__ == "__main__":
-    if not os.access("/usr/bin/redis-server", os.X_OK):
-        sys.stderr.write("SKIP: /usr/bin/redis-server is missing\n")
-        sys.exit(77)
-    gh.uh.run("edge_lost_bell", sync_body)
+    eh.run("edge_lost_bell", body, 60)

@@ -15,34 +15,18 @@ Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
 
 import asyncio
-import os
-import sys
-import time
 
-import gateway_harness as gh
-from gateway_harness import check, WSClient
+from gateway_harness import check
 import edge_harness as eh
 from test_edge_bell import monitor_xreads
 
 BOOK = "book.BTC-PERPETUAL.100ms"
 QUIET = ["ticker.QY%03d-PERPETUAL.100ms" % i for i in range(200)]
 EXTRA = "ticker.QX999-PERPETUAL.100ms"
-MAIN = "client_credentials bot env:XG_TEST_BOT_SECRET;\n"
 
 
 async def body(h):
-    os.environ["XG_TEST_BOT_SECRET"] = "bot-secret"
-    redis = eh.Redis(h)
-    eh.start_core(h, redis, main_extra="client_auth off;\n")
-    edge = eh.Edge(h, "edge1", redis.port, main_extra=MAIN +
-                   "client_max_channels 1000;\n")
-    edge.start()
-    edge.wait_up(lambda u: u["state"] == "ready", 10, "ready")
-    bot = await WSClient("bot").connect(edge.ws_url)
-    r = await bot.call("public/auth", {
-        "grant_type": "client_credentials", "client_id": "bot",
-        "client_secret": "bot-secret"}, id=1)
-    check("result" in r, "auth %r" % r)
+    redis, edge, bot = await eh.core_edge_bot(h, "client_max_channels 1000;\n")
     r = await bot.call("public/subscribe", {"channels": [BOOK] + QUIET},
                        id=2, timeout=10)
     check(len(r.get("result", [])) == 201, "subscribe: %r" % str(r)[:300])
@@ -83,14 +67,5 @@ async def body(h):
           % (len(big), len(xr)))
 
 
-def sync_body(h):
-    asyncio.run(asyncio.wait_for(body(h), 90))
-    if h.gate is not None and h.gate.poll() is None:
-        gh.stop_clean(h)
-
-
 if __name__ == "__main__":
-    if not os.access("/usr/bin/redis-server", os.X_OK):
-        sys.stderr.write("SKIP: /usr/bin/redis-server is missing\n")
-        sys.exit(77)
-    gh.uh.run("edge_unblock", sync_body)
+    eh.run("edge_unblock", body, 90)
