@@ -50,10 +50,10 @@ struct rd_chan {
 /* With no bell for this long, an empty one: a lost bell shows as a hole
    in the numbers within it, and a quiet core is told from a gone one. */
 #define RD_BELL_IDLE_MS     1000
-/* A pass's entries ride in its bell when they are this few and small. */
-#define RD_BELL_INLINE_MAX      128
+/* A pass's entries ride in its bell when they are at most carry= (at
+   most XG_REDIS_MAX_CARRY) and this small in all. */
 #define RD_BELL_INLINE_BYTES    32768
-#define RD_BELL_ARGS            (12 + 6 * RD_BELL_INLINE_MAX)
+#define RD_BELL_ARGS            (12 + 6 * XG_REDIS_MAX_CARRY)
 
 /* An entry carried in the bell: its channel's name and data in
    r->bell_data. */
@@ -443,7 +443,7 @@ rd_snap_write(struct xg_redis *r, struct rd_chan *c, const char *snap,
  *        ch "C1 C2 ..." [c CHANNEL s SEQ d DATA]...
  *
  * names the channels written in it, and carries the entries themselves
- * when they are at most RD_BELL_INLINE_MAX and RD_BELL_INLINE_BYTES (an
+ * when they are at most carry= and RD_BELL_INLINE_BYTES (an
  * edge delivers those without reading their streams); or it says
  * "all 1": more than RD_BELL_MAX_NAMES bytes of names, or the first bell
  * after a connect, which may follow entries of the connection before
@@ -594,7 +594,7 @@ rd_ring(struct xg_redis *r, struct rd_chan *c, const char *data, size_t len)
     size_t n = strlen(c->name);
 
     if (!r->bell_over) {
-        if (r->bell_nents == RD_BELL_INLINE_MAX
+        if (r->bell_nents >= r->pc->carry
             || r->bell_dlen + n + len > RD_BELL_INLINE_BYTES)
         {
             r->bell_over = 1;
@@ -859,7 +859,7 @@ xg_redis_new(struct event_base *base, const char *name,
     r->nbuckets = 64;
     r->buckets = xg_calloc(r->nbuckets, sizeof(*r->buckets));
     r->bell_names = xg_malloc(RD_BELL_MAX_NAMES + 1);
-    r->bell_ents = xg_calloc(RD_BELL_INLINE_MAX, sizeof(*r->bell_ents));
+    r->bell_ents = xg_calloc(XG_REDIS_MAX_CARRY, sizeof(*r->bell_ents));
     r->bell_data = xg_malloc(RD_BELL_INLINE_BYTES);
     r->bell_argv = xg_calloc(RD_BELL_ARGS, sizeof(*r->bell_argv));
     r->bell_argl = xg_calloc(RD_BELL_ARGS, sizeof(*r->bell_argl));
@@ -993,6 +993,8 @@ xg_redis_status(const struct xg_redis *r, json_t *obj)
     json_object_set_new(o, "prefix", json_string(r->pc->prefix));
     json_object_set_new(o, "maxlen", json_integer((json_int_t)
         r->pc->maxlen));
+    json_object_set_new(o, "carry", json_integer((json_int_t)
+        r->pc->carry));
     json_object_set_new(o, "epoch", json_string(r->epoch));
     json_object_set_new(o, "channels", json_integer((json_int_t) r->nchans));
     json_object_set_new(o, "published", json_integer((json_int_t)
@@ -1083,7 +1085,7 @@ rd_set_password(struct xg_conf *cf, const struct xg_conf_stmt *st,
 
 /*
  * `publish redis://[:PASSWORD_REF@]HOST[:PORT] [prefix=P] [maxlen=N]
- * [password=PASSWORD_REF];` in an upstream block.
+ * [carry=N] [password=PASSWORD_REF];` in an upstream block.
  */
 static int
 rd_set_publish(struct xg_conf *cf, const struct xg_conf_stmt *st,
@@ -1109,6 +1111,7 @@ rd_set_publish(struct xg_conf *cf, const struct xg_conf_stmt *st,
     pc->file = st->file;
     pc->line = st->line;
     pc->maxlen = XG_REDIS_DEFAULT_MAXLEN;
+    pc->carry = XG_REDIS_MAX_CARRY;
     /* rediss://: TLS, verified with the upstream's tls_ca and tls_verify */
     pc->tls = a[5] == 's';
     hp = a + (pc->tls ? 9 : 8);
@@ -1170,13 +1173,22 @@ rd_set_publish(struct xg_conf *cf, const struct xg_conf_stmt *st,
                     XG_REDIS_MAX_MAXLEN);
             }
             pc->maxlen = v;
+        } else if (strncmp(a, "carry=", 6) == 0) {
+            if (xg_conf_parse_uint(a + 6, &v) != XG_OK
+                || v > XG_REDIS_MAX_CARRY)
+            {
+                return xg_conf_error(cf, st, "\"publish\": bad carry "
+                    "\"%s\" (0 to %d entries a bell carries)", a + 6,
+                    XG_REDIS_MAX_CARRY);
+            }
+            pc->carry = (unsigned) v;
         } else if (strncmp(a, "password=", 9) == 0) {
             if (rd_set_password(cf, st, pc, a + 9) != XG_OK) {
                 return XG_ERROR;
             }
         } else {
             return xg_conf_error(cf, st, "\"publish\": unknown parameter "
-                "\"%.*s\" (prefix=, maxlen=, password=)",
+                "\"%.*s\" (prefix=, maxlen=, carry=, password=)",
                 (int) strcspn(a, "="), a);
         }
     }
@@ -1209,6 +1221,8 @@ rd_dump(struct xg_conf_dump *d, const struct xg_command *cmd,
     xg_conf_dump_kv(d, "prefix", pc->prefix);
     snprintf(buf, sizeof(buf), "%llu", (unsigned long long) pc->maxlen);
     xg_conf_dump_kv(d, "maxlen", buf);
+    snprintf(buf, sizeof(buf), "%u", pc->carry);
+    xg_conf_dump_kv(d, "carry", buf);
     if (pc->password_src != NULL) {
         xg_conf_dump_kv(d, "password", pc->password_src);
     }

@@ -3,7 +3,7 @@
  * core side of core -> edge distribution).
  *
  *   publish redis://[:PASSWORD_REF@]HOST[:PORT] [prefix=P] [maxlen=N]
- *           [password=PASSWORD_REF];
+ *           [carry=N] [password=PASSWORD_REF];
  *
  * in an upstream block appends every notification the upstream fans out
  * on a channel to the stream PREFIX:UPSTREAM:CHANNEL with
@@ -71,6 +71,8 @@ struct event_base;
 #define XG_REDIS_DEFAULT_PREFIX       "exgate"
 #define XG_REDIS_DEFAULT_MAXLEN       100000
 #define XG_REDIS_MIN_MAXLEN           1000
+/* carry=: a loop pass's entries ride in its bell when at most this many */
+#define XG_REDIS_MAX_CARRY            128
 #define XG_REDIS_MAX_MAXLEN           100000000
 #define XG_REDIS_MAX_PREFIX           64
 /* Unanswered commands and their bytes at most; beyond, entries drop. */
@@ -88,6 +90,7 @@ struct xg_publish_conf {
     char        *password_src;  /* env:NAME or file:PATH, for -T */
     char        *prefix;
     uint64_t     maxlen;
+    unsigned     carry;         /* entries a bell carries, at most */
     int          tls;           /* rediss:// (src/xg_rtls.h) */
 };
 

@@ -1615,13 +1615,15 @@ START_TEST(t_publish_values)
     ck_assert_uint_eq(pc->addr.port, 6379);
     ck_assert_str_eq(pc->prefix, "exgate");
     ck_assert_uint_eq(pc->maxlen, 100000);
+    ck_assert_uint_eq(pc->carry, 128);
     ck_assert_ptr_null(pc->password);
     xg_conf_free(mc);
 
     mc = load(PUB_UP("publish redis://:env:XG_T_REDIS_PW@127.0.0.1:6390/ "
-        "prefix=core.a maxlen=1000;"));
+        "prefix=core.a maxlen=1000 carry=0;"));
     ck_assert_msg(mc != NULL, "%s", errs ? errs : "");
     pc = mc->upstreams->publish;
+    ck_assert_uint_eq(pc->carry, 0);
     ck_assert_uint_eq(pc->addr.port, 6390);
     ck_assert_str_eq(pc->prefix, "core.a");
     ck_assert_uint_eq(pc->maxlen, 1000);
@@ -1629,7 +1631,7 @@ START_TEST(t_publish_values)
     text = dump(mc);
     ck_assert_ptr_null(strstr(text, "never-shown"));
     ck_assert_ptr_nonnull(strstr(text, "publish redis://127.0.0.1:6390 "
-        "prefix=core.a maxlen=1000 password=env:XG_T_REDIS_PW;"));
+        "prefix=core.a maxlen=1000 carry=0 password=env:XG_T_REDIS_PW;"));
     free(text);
     xg_conf_free(mc);
 
@@ -1689,6 +1691,13 @@ START_TEST(t_publish_errors)
         "entries)");
     expect_error(PUB_UP("publish redis://127.0.0.1 maxlen=100000001;"),
         "t.conf:2: \"publish\": bad maxlen");
+    expect_error(PUB_UP("publish redis://127.0.0.1 carry=129;"),
+        "t.conf:2: \"publish\": bad carry \"129\" (0 to 128 entries a "
+        "bell carries)");
+    expect_error(PUB_UP("publish redis://127.0.0.1 carry=-1;"),
+        "t.conf:2: \"publish\": bad carry \"-1\"");
+    expect_error(PUB_UP("publish redis://127.0.0.1 carry=;"),
+        "t.conf:2: \"publish\": bad carry \"\"");
     expect_error(PUB_UP("publish redis://127.0.0.1 prefix=a/b;"),
         "t.conf:2: \"publish\": bad prefix \"a/b\"");
     expect_error(PUB_UP("publish redis://127.0.0.1 prefix=;"),
