@@ -179,15 +179,17 @@ def restart_core(h):
 BOT_MAIN = "client_credentials bot env:XG_TEST_BOT_SECRET;\n"
 
 
-async def core_edge_bot(h, edge_main="", sim_args=()):
-    """A redis-server, the core (client_auth off; exsim with SIM_ARGS) and
+async def core_edge_bot(h, edge_main="", sim_args=(), core_extra=""):
+    """A redis-server, the core (client_auth off; CORE_EXTRA in its
+    upstream block; exsim with SIM_ARGS) and
     edge `edge1` (with EDGE_MAIN in its main context) ready, and one
     WebSocket bot on the edge authenticated as `bot`: (redis, edge,
     bot)."""
     from gateway_harness import WSClient
     os.environ["XG_TEST_BOT_SECRET"] = "bot-secret"
     redis = Redis(h)
-    start_core(h, redis, main_extra="client_auth off;\n", sim_args=sim_args)
+    start_core(h, redis, upstream_extra=core_extra,
+               main_extra="client_auth off;\n", sim_args=sim_args)
     edge = Edge(h, "edge1", redis.port, main_extra=BOT_MAIN + edge_main)
     edge.start()
     edge.wait_up(lambda u: u["state"] == "ready", 10, "ready")
