@@ -69,7 +69,7 @@ struct event_base;
 
 #define XG_REDIS_DEFAULT_PORT         6379
 #define XG_REDIS_DEFAULT_PREFIX       "exgate"
-#define XG_REDIS_DEFAULT_MAXLEN       100000
+#define XG_REDIS_DEFAULT_MAXLEN       10000
 #define XG_REDIS_MIN_MAXLEN           1000
 /* carry=: a loop pass's entries ride in its bell when at most this many */
 #define XG_REDIS_MAX_CARRY            128

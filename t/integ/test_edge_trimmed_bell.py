@@ -7,7 +7,7 @@ counts it (/status edge.bell_gaps), reads every channel once (all_reads)
 from the last seq it delivered, and its bot sees nothing but the entries
 in order: the raw book's change_id chain unbroken, every trade_seq once
 and in order, no close, no gap notice. The channels' own streams
-(maxlen 100000) still hold what the edge missed, so nothing is rebuilt.
+(maxlen 10000: 10 s of the raw book) still hold what the edge missed, so nothing is rebuilt.
 
 Skips (exit 77) only when /usr/bin/redis-server is missing.
 """

@@ -1614,7 +1614,7 @@ START_TEST(t_publish_values)
     ck_assert_str_eq(pc->addr.host, "10.0.0.5");
     ck_assert_uint_eq(pc->addr.port, 6379);
     ck_assert_str_eq(pc->prefix, "exgate");
-    ck_assert_uint_eq(pc->maxlen, 100000);
+    ck_assert_uint_eq(pc->maxlen, 10000);
     ck_assert_uint_eq(pc->carry, 128);
     ck_assert_ptr_null(pc->password);
     xg_conf_free(mc);
