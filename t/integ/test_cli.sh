@@ -272,7 +272,7 @@ upstream b {
     protocol deribit;
     reconnect fixed { delay 2s; }
     auth client_credentials plainid env:XG_T_SECRET;
-    publish redis://:env:XG_T_SECRET@127.0.0.1:6390 prefix=core maxlen=5000;
+    publish redis://:env:XG_T_SECRET@127.0.0.1:6390 prefix=core maxlen=5000 carry=7;
     account desk-1 { auth client_signature env:XG_T_ID env:XG_T_SECRET; cancel_on_disconnect on; heartbeat 30s; }
 }
 CONF
@@ -344,7 +344,7 @@ for want in "auth client_signature env:XG_T_ID file:$T/conf.d/../api.secret;" \
     'listen 127.0.0.1:8602 http upstream=c;' \
     'market usdm;' 'client_ping on 30s 120s;' 'stale *@depth* 10s;' \
     'max_streams_per_connection 150;' 'max_connection_age 23h;' \
-    'publish redis://127.0.0.1:6390 prefix=core maxlen=5000 password=env:XG_T_SECRET;' \
+    'publish redis://127.0.0.1:6390 prefix=core maxlen=5000 carry=7 password=env:XG_T_SECRET;' \
     "error_log $T/x.log warn json;"
 do
     grep -qF -- "$want" "$tmp/dump1" || fail "-T lacks: $want"
