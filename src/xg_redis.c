@@ -64,6 +64,16 @@ struct rd_bell_ent {
     char        seqs[24];
 };
 
+/* A command formatted and held for the end of the pass (rd_send()). */
+struct rd_def {
+    char               *cmd;
+    size_t              len;
+    redisCallbackFn    *fn;
+    void               *priv;
+    size_t              size;       /* for rd_push(), when push */
+    int                 push;
+};
+
 struct xg_redis {
     struct event_base              *base;
     char                           *name;      /* the upstream's */
@@ -122,6 +132,11 @@ struct xg_redis {
     const char                    **bell_argv;   /* the bell's XADD */
     size_t                         *bell_argl;
     uint64_t                        bells;       /* written */
+
+    /* the pass's commands held back while its bell may carry them
+       (rd_send()): sent after that bell, or before one that does not */
+    struct rd_def                  *def;
+    size_t                          ndef, def_cap, def_bytes;
 };
 
 static void
@@ -324,8 +339,9 @@ static int
 rd_room(const struct xg_redis *r, size_t len)
 {
     return r->ac != NULL
-        && r->inflight < XG_REDIS_MAX_INFLIGHT
-        && len <= XG_REDIS_MAX_INFLIGHT_BYTES - r->inflight_bytes;
+        && r->inflight + r->ndef < XG_REDIS_MAX_INFLIGHT
+        && len + r->def_bytes <= XG_REDIS_MAX_INFLIGHT_BYTES
+                                 - r->inflight_bytes;
 }
 
 static void
@@ -336,6 +352,89 @@ rd_push(struct xg_redis *r, size_t len)
     r->ring[tail] = (uint32_t) len;
     r->inflight++;
     r->inflight_bytes += len;
+}
+
+static void rd_on_xadd(redisAsyncContext *ac, void *reply, void *priv);
+static void rd_on_del(redisAsyncContext *ac, void *reply, void *priv);
+
+/*
+ * Sends a command of the pass's entries (an entry's DEL, XADD or
+ * snapshot HSET; PUSH: counted in flight with SIZE bytes). While the
+ * pass's bell may still carry its entries (carry= above 0 and not yet
+ * over it), the command is formatted and held, and goes out after that
+ * bell (rd_on_bell()): an edge then has the pass's entries once Redis
+ * ran one XADD, not after all of them. Returns REDIS_OK or REDIS_ERR.
+ */
+static int
+rd_send(struct xg_redis *r, redisCallbackFn *fn, void *priv, int push,
+    size_t size, const char *fmt, ...)
+{
+    struct rd_def *d;
+    va_list ap;
+    char *cmd;
+    int rc, len;
+
+    va_start(ap, fmt);
+    if (r->pc->carry == 0 || r->bell_over) {
+        rc = redisvAsyncCommand(r->ac, fn, priv, fmt, ap);
+        va_end(ap);
+        if (rc == REDIS_OK && push) {
+            rd_push(r, size);
+        }
+        return rc;
+    }
+    len = redisvFormatCommand(&cmd, fmt, ap);
+    va_end(ap);
+    if (len < 0) {
+        return REDIS_ERR;
+    }
+    if (r->ndef == r->def_cap) {
+        r->def_cap = r->def_cap == 0 ? 64 : 2 * r->def_cap;
+        r->def = xg_realloc(r->def, r->def_cap * sizeof(*r->def));
+    }
+    d = &r->def[r->ndef++];
+    d->cmd = cmd;
+    d->len = (size_t) len;
+    d->fn = fn;
+    d->priv = priv;
+    d->size = size;
+    d->push = push;
+    if (push) {
+        r->def_bytes += size;
+    }
+    rd_bell_arm(r);
+    return REDIS_OK;
+}
+
+/*
+ * Sends the held commands, in order; with no connection (it went in this
+ * pass) they are dropped: an XADD counts dropped (its seq spent: edges
+ * see the hole), a DEL is due again.
+ */
+static void
+rd_send_held(struct xg_redis *r)
+{
+    struct rd_def *d;
+    size_t i;
+
+    for (i = 0; i < r->ndef; i++) {
+        d = &r->def[i];
+        if (r->ac != NULL
+            && redisAsyncFormattedCommand(r->ac, d->fn, d->priv, d->cmd,
+                d->len) == REDIS_OK)
+        {
+            if (d->push) {
+                rd_push(r, d->size);
+            }
+        } else if (d->fn == rd_on_xadd) {
+            r->dropped++;
+        } else if (d->fn == rd_on_del) {
+            ((struct rd_chan *) d->priv)->cleared = 0;
+        }
+        redisFreeCommand(d->cmd);
+    }
+    r->ndef = 0;
+    r->def_bytes = 0;
 }
 
 /* An error answer (or one of another type) to WHAT: counted, kept, and
@@ -418,14 +517,13 @@ rd_snap_write(struct xg_redis *r, struct rd_chan *c, const char *snap,
     size_t slen)
 {
     if (!rd_room(r, slen)
-        || redisAsyncCommand(r->ac, rd_on_snap, r,
+        || rd_send(r, rd_on_snap, r, 1, slen,
             "HSET %b seq %llu epoch %s data %b", c->key,
             c->keylen + RD_SNAP_SUFFIX_LEN, (unsigned long long) c->seq,
             r->epoch, snap, slen) != REDIS_OK)
     {
         return 0;
     }
-    rd_push(r, slen);
     return 1;
 }
 
@@ -448,8 +546,12 @@ rd_snap_write(struct xg_redis *r, struct rd_chan *c, const char *snap,
  * "all 1": more than RD_BELL_MAX_NAMES bytes of names, or the first bell
  * after a connect, which may follow entries of the connection before
  * whose bell never went.
- * It goes after their XADDs in the same pipeline, so Redis has every
- * entry a bell names. N counts the bells of the epoch, taken whether the
+ * A bell that only names goes after the entries' XADDs in the same
+ * pipeline, so Redis has every entry it names; one that carries them
+ * goes before them (rd_send()), so that an edge has the pass's entries
+ * after one XADD of Redis' time, not after all of them (an edge reads
+ * a channel whose carried entry it could not take until its stream has
+ * it). N counts the bells of the epoch, taken whether the
  * bell is written or not: an edge that sees a jump reads everything.
  */
 static void
@@ -495,6 +597,9 @@ rd_on_bell(evutil_socket_t fd, short what, void *arg)
                           && !r->bell_idle))
     {
         goto done;
+    }
+    if (all || r->bell_over || r->bell_nents == 0) {
+        rd_send_held(r);    /* a bell that carries nothing follows them */
     }
     r->bell_seq++;
     r->bell_all = 0;
@@ -554,6 +659,7 @@ rd_on_bell(evutil_socket_t fd, short what, void *arg)
         rd_push(r, size);
     }
 done:
+    rd_send_held(r);        /* after the bell that carries them */
     r->bell_len = 0;
     r->bell_nents = 0;
     r->bell_dlen = 0;
@@ -597,7 +703,10 @@ rd_ring(struct xg_redis *r, struct rd_chan *c, const char *data, size_t len)
         if (r->bell_nents >= r->pc->carry
             || r->bell_dlen + n + len > RD_BELL_INLINE_BYTES)
         {
+            /* the bell names them only: an edge reads their streams, so
+               the entries go before it, the rest of the pass at once */
             r->bell_over = 1;
+            rd_send_held(r);
         } else {
             e = &r->bell_ents[r->bell_nents++];
             e->name = r->bell_dlen;
@@ -656,7 +765,7 @@ rd_publish(struct xg_redis *r, const char *chan, const char *data,
         /* the channel's first entry in this epoch: the ids start again
            at 1-0, below what an older epoch left in the stream; its
            snapshot goes with it */
-        if (redisAsyncCommand(r->ac, rd_on_del, c, "DEL %b %b", c->key,
+        if (rd_send(r, rd_on_del, c, 0, 0, "DEL %b %b", c->key,
                 c->keylen, c->key, c->keylen + RD_SNAP_SUFFIX_LEN)
             != REDIS_OK)
         {
@@ -666,7 +775,7 @@ rd_publish(struct xg_redis *r, const char *chan, const char *data,
         c->cleared = 1;
     }
     /* the id is the seq: an edge resumes with XREAD ... SEQ-0 */
-    if (redisAsyncCommand(r->ac, rd_on_xadd, r,
+    if (rd_send(r, rd_on_xadd, r, 1, len,
             "XADD %b MAXLEN ~ %llu %llu-0 seq %llu epoch %s ts %llu data %b",
             c->key, c->keylen, (unsigned long long) r->pc->maxlen,
             (unsigned long long) c->seq, (unsigned long long) c->seq,
@@ -676,7 +785,6 @@ rd_publish(struct xg_redis *r, const char *chan, const char *data,
         r->dropped++;
         return;
     }
-    rd_push(r, len);
     rd_ring(r, c, data, len);
     if (self) {
         /* no room: due again with the next entry */
@@ -889,6 +997,7 @@ xg_redis_free(struct xg_redis *r)
         return;
     }
     r->ac = NULL;
+    rd_send_held(r);            /* freed */
     xg_rconn_free(r->conn);     /* unanswered XADDs count lost */
     for (i = 0; i < r->nbuckets; i++) {
         while ((c = r->buckets[i]) != NULL) {
@@ -907,6 +1016,7 @@ xg_redis_free(struct xg_redis *r)
     free(r->bell_data);
     free(r->bell_argv);
     free(r->bell_argl);
+    free(r->def);
     free(r->name);
     free(r);
 }
@@ -920,6 +1030,7 @@ xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
     size_t i;
     int again;
 
+    rd_send_held(r);        /* before carry= changes under them */
     again = old == NULL || uc->publish == NULL
         || strcmp(old->prefix, uc->publish->prefix) != 0
         || old->tls != uc->publish->tls
@@ -947,6 +1058,7 @@ xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
     r->bell_dlen = 0;
     r->bell_over = 0;
     r->ac = NULL;
+    rd_send_held(r);        /* dropped: the connection goes */
     xg_rconn_free(r->conn);
     r->conn = NULL;
     if (r->pc == NULL) {

@@ -464,6 +464,7 @@ el_chan_start(struct edge_link *l, struct el_chan *c)
     int r;
 
     c->gen++;
+    c->want = 0;
     c->asked_ms = xg_now_ms();
     if (l->cac == NULL) {
         c->state = ELC_START;

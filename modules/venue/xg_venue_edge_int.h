@@ -68,6 +68,7 @@ struct el_chan {
     int                 due;        /* named in the next XREAD */
     uint64_t            listed;     /* the XREAD it was last named in */
     uint64_t            carried;    /* the last bell that carried one */
+    uint64_t            want;       /* the last seq a bell carried */
     size_t              at;         /* in l->chans */
     struct el_chan     *hnext;      /* in l->htab */
 };

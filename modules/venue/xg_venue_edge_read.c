@@ -106,10 +106,12 @@ el_deliver(struct edge_link *l, struct el_chan *c, uint64_t seq,
  * channels the core wrote in one loop pass, and carries the entries
  * themselves when they were few and small (c, s, d: channel, seq, data).
  * A carried entry that is the next of a channel read is delivered here;
- * any other channel named is named in the next XREAD, except one named
- * in the XREAD that brought the bell: Redis ran that XREAD after the
- * bell, so after the entries the bell names. Returns XG_ERROR when the
- * link is gone.
+ * a channel with one it cannot take is read until it has it (c->want:
+ * the core sends a bell that carries before the entries' XADDs). Any
+ * other channel named is named in the next XREAD, except one named in
+ * the XREAD that brought the bell: a bell that only names goes after the
+ * entries' XADDs, so Redis ran that XREAD after them. Returns XG_ERROR
+ * when the link is gone.
  */
 static int
 el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
@@ -179,8 +181,14 @@ el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
                 || v->type != REDIS_REPLY_STRING
                 || el_seq_of_id(sq->str, sq->len, &s) != XG_OK
                 || (c = el_chan_lookup(l, cn->str, cn->len)) == NULL
-                || c->state != ELC_READ || c->due)
+                || c->state != ELC_READ)
             {
+                continue;
+            }
+            if (s > c->want) {
+                c->want = s;    /* read until it has that far */
+            }
+            if (c->due) {
                 continue;
             }
             if (s > c->last + 1 && c->last != 0) {
@@ -401,6 +409,18 @@ el_buf(struct edge_link *l, size_t need)
  * per argument) was a large part of the edge's work per entry
  * (docs/performance.md).
  */
+/*
+ * Whether C is named in the next XREAD: all are, or it is due, or a bell
+ * carried an entry of it that it could not take (a hole before it, or
+ * it was due): the core sends a carrying bell before the entries' XADDs,
+ * so a read that Redis ran in between finds the stream short of it.
+ */
+static int
+el_named(const struct el_chan *c, int all)
+{
+    return c->state == ELC_READ && (all || c->due || c->last < c->want);
+}
+
 void
 el_read(struct edge_link *l)
 {
@@ -425,7 +445,7 @@ el_read(struct edge_link *l)
     need = 160 + 2 * (alen + blen + 64) + sizeof(l->ans_last);
     for (i = 0; i < l->nchans; i++) {
         c = l->chans[i];
-        if (c->state == ELC_READ && (all || c->due)) {
+        if (el_named(c, all)) {
             n++;
             need += c->keylen + 80;
         }
@@ -452,7 +472,7 @@ el_read(struct edge_link *l)
     p = el_bulk(p, l->ans_key, alen);
     for (i = 0; i < l->nchans; i++) {
         c = l->chans[i];
-        if (c->state == ELC_READ && (all || c->due)) {
+        if (el_named(c, all)) {
             p = el_bulk(p, c->key, c->keylen);
         }
     }
@@ -464,7 +484,7 @@ el_read(struct edge_link *l)
     p = el_bulk(p, l->ans_last, strlen(l->ans_last));
     for (i = 0; i < l->nchans; i++) {
         c = l->chans[i];
-        if (c->state == ELC_READ && (all || c->due)) {
+        if (el_named(c, all)) {
             q = el_u64(id, c->last);
             memcpy(q, "-0", 2);
             p = el_bulk(p, id, (size_t) (q + 2 - id));
@@ -480,7 +500,7 @@ el_read(struct edge_link *l)
         l->read_bell = bell;
         for (i = 0; i < l->nchans; i++) {
             c = l->chans[i];
-            if (c->state == ELC_READ && (all || c->due)) {
+            if (el_named(c, all)) {
                 c->due = 0;
                 c->listed = l->read_gen;
             }

@@ -26,6 +26,7 @@ Skips (exit 77) only when /usr/bin/redis-server is missing.
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import time
@@ -42,9 +43,10 @@ STRIKES = ["BTC-25DEC26-%d-C" % (50000 + 1000 * i) for i in range(150)]
 OPTS = ["book.%s.100ms" % s for s in STRIKES]
 
 
-def monitor_xreads(port, key, seconds):
+def monitor_xreads(port, key, seconds, raw=None):
     """The XREADs naming KEY (the edge's answer stream) that Redis ran in
-    SECONDS: (the number of streams each named, whether it named BELL)."""
+    SECONDS: (the number of streams each named, whether it named BELL);
+    MONITOR's lines appended to RAW, a list, if given."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     s.sendall(b"*1\r\n$7\r\nMONITOR\r\n")
     buf = b""
@@ -60,6 +62,8 @@ def monitor_xreads(port, key, seconds):
         buf += d
     s.close()
     out = []
+    if raw is not None:
+        raw.extend(buf.split(b"\r\n"))
     for line in buf.split(b"\r\n"):
         if b'"XREAD"' not in line or key.encode() not in line:
             continue
@@ -67,6 +71,28 @@ def monitor_xreads(port, key, seconds):
         nargs = line.count(b'" "') + 1
         out.append(((nargs - 6) // 2, b':bell"' in line))
     return out
+
+
+def bell_order(lines):
+    """(before, after): of the bells that carried entries, how many Redis
+    ran before the XADD of the first entry they carry, and how many
+    after it."""
+    at = {}
+    for i, ln in enumerate(lines):
+        m = re.search(rb'"XADD" "[^"]*:sim:([^"]+)" "MAXLEN" "~" "\d+" '
+                      rb'"(\d+)-0" "seq"', ln)
+        if m:
+            at[(m.group(1), m.group(2))] = i
+    before = after = 0
+    for i, ln in enumerate(lines):
+        m = re.search(rb'"XADD" "[^"]*:sim:bell" .* "c" "([^"]+)" "s" '
+                      rb'"(\d+)" "d"', ln)
+        if m and (m.group(1), m.group(2)) in at:
+            if at[(m.group(1), m.group(2))] > i:
+                before += 1
+            else:
+                after += 1
+    return before, after
 
 
 def chain_ok(c):
@@ -98,8 +124,13 @@ async def body(h):
 
     ans = "%s:sim:ans:edge1" % eh.PREFIX
     loop = asyncio.get_running_loop()
+    lines = []
     xr = await loop.run_in_executor(None, monitor_xreads, redis.port, ans,
-                                    3.0)
+                                    3.0, lines)
+    # a bell that carries goes before its entries' XADDs
+    bo = bell_order(lines)
+    check(bo[0] >= 10 and bo[1] == 0, "carrying bells before / after "
+          "their entries' XADDs: %r" % (bo,))
     n = [k for k, _ in xr]
     small = sum(1 for k in n if k <= 4)
     check(len(n) >= 20, "only %d XREADs of the edge in 3 s" % len(n))
@@ -196,9 +227,11 @@ async def body(h):
     await bot.close()
     edge.stop()
     print("edge XREADs in 3 s: %d, streams named: median %d, max %d; "
+          "%d carrying bells ran before their entries' XADDs, %d after; "
           "the book alone: %d XREADs naming 2 streams of %d; "
           "%s; book notes %d, trades %d in order; %.1f s"
-          % (len(n), sorted(n)[len(n) // 2], max(n), two, len(xr1),
+          % (len(n), sorted(n)[len(n) // 2], max(n), bo[0], bo[1], two,
+             len(xr1),
              xread[0] if xread else "-", bot.count(BOOK), ntr,
              time.monotonic() - t0))
 
