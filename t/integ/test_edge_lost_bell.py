@@ -11,7 +11,12 @@ never every channel. Then the core stops (SIGSTOP: no bells at all) and
 the test writes an entry into the stream of the channel the bot holds,
 as the core writes it (id SEQ-0, seq, epoch, ts, data) but without a
 bell: after 3 s without any bell the edge reads every channel once, and
-the bot gets the entry within 6 s.
+the bot gets the entry within 6 s. Then, the core still stopped, the
+test rings as the core does: a bell carrying entry 3 (entry 2 missing:
+the edge cannot take it), an empty bell 0.3 s later, and 0.3 s after
+that the XADDs of entries 2 and 3 (a carrying bell goes before its
+entries' XADDs): the bot gets 2 and 3 within 1.5 s of the XADDs, with
+no read of every channel.
 
 Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
@@ -78,6 +83,47 @@ async def body(h):
         reads0 = edge.up()["edge"]["all_reads"]
         await bot.wait_notes(QUIET, 1, timeout=6)
         dt = time.monotonic() - t0
+
+        # a bell that carries an entry the edge cannot take (entry 3, 2
+        # missing) goes before the entries' XADDs, as the core sends it;
+        # an empty bell wakes the edge in between: it reads the channel
+        # on until the stream has entry 3, and gets 2 and 3 as soon as
+        # they land (not 3 s later, when it would read everything)
+        rc = Resp(redis.port)
+        bell = "%s:sim:bell" % eh.PREFIX
+        key = "%s:sim:%s" % (eh.PREFIX, QUIET)
+        n = int(rc.cmd("XREVRANGE", bell, "+", "-", "COUNT", "1")[0][0]
+                .split(b"-")[0])
+        reads1 = edge.up()["edge"]["all_reads"]
+
+        def entry(seq):
+            note["params"]["data"]["last_price"] = float(seq)
+            return json.dumps(note)
+
+        def ms():
+            return str(int(time.time() * 1000))
+        rc.cmd("XADD", bell, "%d-0" % (n + 1), "epoch", epoch, "ts", ms(),
+               "ch", QUIET, "c", QUIET, "s", "3", "d", entry(3))
+        await asyncio.sleep(0.3)
+        rc.cmd("XADD", bell, "%d-0" % (n + 2), "epoch", epoch, "ts", ms(),
+               "idle", "1")
+        await asyncio.sleep(0.3)
+        for q in (2, 3):
+            rc.cmd("XADD", key, "%d-0" % q, "seq", str(q), "epoch", epoch,
+                   "ts", ms(), "data", entry(q))
+        t1 = time.monotonic()
+        await bot.wait_notes(QUIET, 3, timeout=6)
+        dt2 = time.monotonic() - t1
+        rc.close()
+        prices = [m["params"]["data"]["last_price"] for ch, m in bot.notes
+                  if ch == QUIET]
+        check(prices == [1.0, 2.0, 3.0], "entries %r" % prices)
+        st2 = edge.up()["edge"]
+        check(dt2 < 1.5 and st2["all_reads"] == reads1
+              and st2["bell_gaps"] == 0,
+              "entries 2 and 3 after %.2f s, %d reads of every channel, "
+              "%d bell gaps" % (dt2, st2["all_reads"] - reads1,
+                                st2["bell_gaps"]))
     finally:
         os.kill(h.gate.pid, signal.SIGCONT)
     st = edge.up()["edge"]
@@ -86,9 +132,10 @@ async def body(h):
     edge.stop()
     print("quiet core: %d empty bells in 4 s, %d polls, no read of every "
           "channel; silent core: the entry without its bell delivered "
-          "after %.2f s, %d reads of every channel"
+          "after %.2f s, %d reads of every channel; a carried entry "
+          "after a hole: read from the stream %.2f s after its XADD"
           % (st1["bells"] - st0["bells"], polls[0], dt,
-             st["all_reads"] - reads0))
+             st["all_reads"] - reads0, dt2))
 
 
 if __name__ == "__main__":
