@@ -456,6 +456,52 @@ el_on_snap(redisAsyncContext *ac, void *reply, void *priv)
     el_dirty(l);
 }
 
+/* The bell's last id when a channel's start was read (el_chan_start()):
+   the channel is named until a later bell is read. */
+static void
+el_on_fence(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct el_ask *a = priv;
+    struct el_chan *c = el_ask_take(ac, a);
+    redisReply *rep = reply;
+    uint64_t seq = 0;
+
+    /* no answer: the connection went; its ready asks again */
+    if (c != NULL && rep != NULL) {
+        if (rep != NULL && rep->type == REDIS_REPLY_ARRAY
+            && rep->elements > 0
+            && rep->element[0]->type == REDIS_REPLY_ARRAY
+            && rep->element[0]->elements > 0
+            && rep->element[0]->element[0]->type == REDIS_REPLY_STRING)
+        {
+            (void) el_seq_of_id(rep->element[0]->element[0]->str,
+                rep->element[0]->element[0]->len, &seq);
+        }
+        c->fence = seq;     /* none, or not known: not named for it */
+        el_dirty(a->l);
+    }
+    el_ask_free(a);
+}
+
+/* Asks the bell's last id for C (el_on_fence()), after where C starts. */
+static void
+el_fence_ask(struct edge_link *l, struct el_chan *c)
+{
+    struct el_ask *a;
+
+    c->fence = UINT64_MAX;
+    a = xg_calloc(1, sizeof(*a));
+    a->l = l;
+    a->name = xg_strdup(c->name);
+    a->gen = c->gen;
+    if (redisAsyncCommand(l->cac, el_on_fence, a, "XREVRANGE %s + - COUNT 1",
+            l->bell_key) != REDIS_OK)
+    {
+        el_ask_free(a);
+        c->fence = 0;
+    }
+}
+
 /* Asks where channel C starts (cmd connection ready). */
 static void
 el_chan_start(struct edge_link *l, struct el_chan *c)
@@ -465,6 +511,7 @@ el_chan_start(struct edge_link *l, struct el_chan *c)
 
     c->gen++;
     c->want = 0;
+    c->fence = UINT64_MAX;      /* until el_on_fence() */
     c->asked_ms = xg_now_ms();
     if (l->cac == NULL) {
         c->state = ELC_START;
@@ -485,7 +532,12 @@ el_chan_start(struct edge_link *l, struct el_chan *c)
     }
     if (r != REDIS_OK) {
         el_ask_free(a);
+        return;
     }
+    /* after it on the same connection: a bell Redis had when it read
+       where C starts may carry an entry of C whose XADD it had not run
+       (the core sends a carrying bell first) */
+    el_fence_ask(l, c);
 }
 
 /* ZADD the interest in NAMES (all channels when N is 0). */
@@ -1063,6 +1115,8 @@ el_cmd_ready(void *arg, redisAsyncContext *ac)
     for (i = 0; i < l->nchans; i++) {
         if (l->chans[i]->state != ELC_READ) {
             el_chan_start(l, l->chans[i]);
+        } else if (l->chans[i]->fence == UINT64_MAX) {
+            el_fence_ask(l, l->chans[i]);   /* its answer was lost */
         }
     }
     el_flush_reqs(l);

@@ -69,6 +69,8 @@ struct el_chan {
     uint64_t            listed;     /* the XREAD it was last named in */
     uint64_t            carried;    /* the last bell that carried one */
     uint64_t            want;       /* the last seq a bell carried */
+    uint64_t            fence;      /* the bell's last when it started:
+                                       named until a later one is read */
     size_t              at;         /* in l->chans */
     struct el_chan     *hnext;      /* in l->htab */
 };

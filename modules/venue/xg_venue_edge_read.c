@@ -181,12 +181,15 @@ el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
                 || v->type != REDIS_REPLY_STRING
                 || el_seq_of_id(sq->str, sq->len, &s) != XG_OK
                 || (c = el_chan_lookup(l, cn->str, cn->len)) == NULL
-                || c->state != ELC_READ)
+                || c->state == ELC_WAIT)
             {
                 continue;
             }
             if (s > c->want) {
                 c->want = s;    /* read until it has that far */
+            }
+            if (c->state != ELC_READ) {
+                continue;       /* starting: where from may be before s */
             }
             if (c->due) {
                 continue;
@@ -412,13 +415,19 @@ el_buf(struct edge_link *l, size_t need)
 /*
  * Whether C is named in the next XREAD: all are, or it is due, or a bell
  * carried an entry of it that it could not take (a hole before it, or
- * it was due): the core sends a carrying bell before the entries' XADDs,
- * so a read that Redis ran in between finds the stream short of it.
+ * it was due, or it was starting): the core sends a carrying bell before
+ * the entries' XADDs, so a read that Redis ran in between finds the
+ * stream short of it. For the same reason a channel that started (its
+ * snapshot or its stream's end read) is named until the link has read a
+ * bell after c->fence, the last one Redis had then: that bell went after
+ * the XADDs of every bell before it, and a bell the link read before the
+ * channel was known carried nothing for it.
  */
 static int
-el_named(const struct el_chan *c, int all)
+el_named(const struct edge_link *l, const struct el_chan *c, int all)
 {
-    return c->state == ELC_READ && (all || c->due || c->last < c->want);
+    return c->state == ELC_READ
+        && (all || c->due || c->last < c->want || l->bell_last <= c->fence);
 }
 
 void
@@ -445,7 +454,7 @@ el_read(struct edge_link *l)
     need = 160 + 2 * (alen + blen + 64) + sizeof(l->ans_last);
     for (i = 0; i < l->nchans; i++) {
         c = l->chans[i];
-        if (el_named(c, all)) {
+        if (el_named(l, c, all)) {
             n++;
             need += c->keylen + 80;
         }
@@ -472,7 +481,7 @@ el_read(struct edge_link *l)
     p = el_bulk(p, l->ans_key, alen);
     for (i = 0; i < l->nchans; i++) {
         c = l->chans[i];
-        if (el_named(c, all)) {
+        if (el_named(l, c, all)) {
             p = el_bulk(p, c->key, c->keylen);
         }
     }
@@ -484,7 +493,7 @@ el_read(struct edge_link *l)
     p = el_bulk(p, l->ans_last, strlen(l->ans_last));
     for (i = 0; i < l->nchans; i++) {
         c = l->chans[i];
-        if (el_named(c, all)) {
+        if (el_named(l, c, all)) {
             q = el_u64(id, c->last);
             memcpy(q, "-0", 2);
             p = el_bulk(p, id, (size_t) (q + 2 - id));
@@ -500,7 +509,7 @@ el_read(struct edge_link *l)
         l->read_bell = bell;
         for (i = 0; i < l->nchans; i++) {
             c = l->chans[i];
-            if (el_named(c, all)) {
+            if (el_named(l, c, all)) {
                 c->due = 0;
                 c->listed = l->read_gen;
             }
