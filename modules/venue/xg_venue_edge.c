@@ -468,7 +468,7 @@ el_on_fence(redisAsyncContext *ac, void *reply, void *priv)
 
     /* no answer: the connection went; its ready asks again */
     if (c != NULL && rep != NULL) {
-        if (rep != NULL && rep->type == REDIS_REPLY_ARRAY
+        if (rep->type == REDIS_REPLY_ARRAY
             && rep->elements > 0
             && rep->element[0]->type == REDIS_REPLY_ARRAY
             && rep->element[0]->elements > 0

@@ -419,9 +419,10 @@ el_buf(struct edge_link *l, size_t need)
  * the entries' XADDs, so a read that Redis ran in between finds the
  * stream short of it. For the same reason a channel that started (its
  * snapshot or its stream's end read) is named until the link has read a
- * bell after c->fence, the last one Redis had then: that bell went after
- * the XADDs of every bell before it, and a bell the link read before the
- * channel was known carried nothing for it.
+ * bell after c->fence, the last one Redis had then: a bell before it may
+ * have carried an entry the start missed (read before the channel was
+ * known, or while it started), and the read that brings the next one ran
+ * after that bell, so after the XADDs of every bell before it.
  */
 static int
 el_named(const struct edge_link *l, const struct el_chan *c, int all)
