@@ -194,8 +194,11 @@ el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
             if (c->due) {
                 continue;
             }
-            if (s > c->last + 1 && c->last != 0) {
-                c->due = 1;     /* a hole: its stream tells */
+            if (s > c->last + 1) {
+                /* a hole, or (last 0: started on an empty stream) the
+                   entries before it may be in the same reply, after the
+                   bell: its stream tells */
+                c->due = 1;
                 continue;
             }
             snprintf(id, sizeof(id), "%llu-0", (unsigned long long) s);

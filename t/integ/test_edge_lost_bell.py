@@ -16,7 +16,11 @@ test rings as the core does: a bell carrying entry 3 (entry 2 missing:
 the edge cannot take it), an empty bell 0.3 s later, and 0.3 s after
 that the XADDs of entries 2 and 3 (a carrying bell goes before its
 entries' XADDs): the bot gets 2 and 3 within 1.5 s of the XADDs, with
-no read of every channel.
+no read of every channel. Last, a channel started on an empty stream
+that never saw entry 1's bell gets a bell carrying entry 2, and the
+XADDs of 1 and 2 0.3 s later: the bot gets 1 and 2, in order (not 2
+alone, as when a channel with no entry yet took any carried entry as
+its first).
 
 Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
@@ -32,6 +36,7 @@ import edge_harness as eh
 from test_publish_redis import Resp
 
 QUIET = "ticker.QW001-PERPETUAL.100ms"
+QUIET2 = "ticker.QW002-PERPETUAL.100ms"
 
 
 async def body(h):
@@ -114,7 +119,6 @@ async def body(h):
         t1 = time.monotonic()
         await bot.wait_notes(QUIET, 3, timeout=6)
         dt2 = time.monotonic() - t1
-        rc.close()
         prices = [m["params"]["data"]["last_price"] for ch, m in bot.notes
                   if ch == QUIET]
         check(prices == [1.0, 2.0, 3.0], "entries %r" % prices)
@@ -124,6 +128,31 @@ async def body(h):
               "entries 2 and 3 after %.2f s, %d reads of every channel, "
               "%d bell gaps" % (dt2, st2["all_reads"] - reads1,
                                 st2["bell_gaps"]))
+
+        # a channel started on an empty stream (its last seq 0) that
+        # missed its entry 1's bell (read while it started): the next bell
+        # carries entry 2 before the XADDs of 1 and 2 land; the edge must
+        # not take 2 as its first entry, it reads the stream and gets 1
+        r = await bot.call("public/subscribe", {"channels": [QUIET2]},
+                           id=3)
+        check(r.get("result") == [QUIET2], "subscribe: %r" % r)
+        edge.wait_up(lambda u: u["edge"]["channels"] == 2
+                     and u["edge"]["channels_waiting"] == 0, 10, "2 read")
+        await asyncio.sleep(0.3)
+        note["params"]["channel"] = QUIET2
+        key2 = "%s:sim:%s" % (eh.PREFIX, QUIET2)
+        rc.cmd("XADD", bell, "%d-0" % (n + 3), "epoch", epoch, "ts", ms(),
+               "ch", QUIET2, "c", QUIET2, "s", "2", "d", entry(2))
+        await asyncio.sleep(0.3)
+        for q in (1, 2):
+            rc.cmd("XADD", key2, "%d-0" % q, "seq", str(q), "epoch", epoch,
+                   "ts", ms(), "data", entry(q))
+        rc.close()
+        await bot.wait_notes(QUIET2, 2, timeout=3)
+        p2 = [m["params"]["data"]["last_price"] for ch, m in bot.notes
+              if ch == QUIET2]
+        check(p2 == [1.0, 2.0], "entries of a channel started empty: %r"
+              % p2)
     finally:
         os.kill(h.gate.pid, signal.SIGCONT)
     st = edge.up()["edge"]
