@@ -209,10 +209,15 @@ def main():
 def edge_point(a, b, outdir):
     """--edge: the edge latency point with the edge (and with --redis,
     redis-server) under callgrind; Ir per stream entry the edge read."""
-    rate, nch = (int(v) for v in a.edge.split("x"))
+    m = re.fullmatch(r"(\d+)x(\d+)(s?)", a.edge or "")
+    if m is None:
+        sys.stderr.write("--edge: RATExNCH[s], as run_bench.py's "
+                         "--edge-points\n")
+        return 2
+    rate, nch, spread = int(m.group(1)), int(m.group(2)), m.group(3) == "s"
     try:
         b.start_exsim()
-        b.edge_latency_point((rate, nch), 1)
+        b.edge_latency_point((rate, nch, spread), 1)
     finally:
         b.stop_edge_set()
         for p in list(b.procs):
