@@ -404,18 +404,6 @@ el_buf(struct edge_link *l, size_t need)
 }
 
 /*
- * Issues the next XREAD BLOCK on rd, over the bell, the answer stream and
- * the channels due (named by a bell that did not carry their entries,
- * just started, or all of them: see el_on_bells()); each named is no
- * longer due, unless its answer says so. Until the bell's position is
- * known (el_bell_ask()) every channel is named and the bell is not.
- *
- * The command is written in RESP here, into a buffer the link keeps: it
- * is sent again after every answer, and hiredis' formatting (an sds grown
- * per argument) was a large part of the edge's work per entry
- * (docs/performance.md).
- */
-/*
  * Whether C is named in the next XREAD: all are, or it is due, or a bell
  * carried an entry of it that it could not take (a hole before it, or
  * it was due, or it was starting): the core sends a carrying bell before
@@ -434,6 +422,17 @@ el_named(const struct edge_link *l, const struct el_chan *c, int all)
         && (all || c->due || c->last < c->want || l->bell_last <= c->fence);
 }
 
+/*
+ * Issues the next XREAD BLOCK on rd, over the bell, the answer stream and
+ * the channels el_named() names (see el_on_bells()); each named is no
+ * longer due, unless its answer says so. Until the bell's position is
+ * known (el_bell_ask()) every channel is named and the bell is not.
+ *
+ * The command is written in RESP here, into a buffer the link keeps: it
+ * is sent again after every answer, and hiredis' formatting (an sds grown
+ * per argument) was a large part of the edge's work per entry
+ * (docs/performance.md).
+ */
 void
 el_read(struct edge_link *l)
 {
