@@ -201,6 +201,41 @@ void xg_redis_interest_cancel(struct xg_redis *r, void *arg);
 int xg_redis_answer(struct xg_redis *r, const char *edge, const char *rid,
     const char *data, size_t len);
 
+/*
+ * The entries a bell carries (src/xg_redis.c, "the bell") are one field,
+ * "e": a record each, back to back,
+ *
+ *   CHANNEL SP SEQ SP LEN LF DATA
+ *
+ * CHANNEL without spaces (the bell's "ch" is space-separated too), SEQ
+ * (at least 1) and LEN decimal. A record's head is at most
+ * XG_REDIS_CARRIED_HEAD bytes besides CHANNEL.
+ */
+#define XG_REDIS_CARRIED_HEAD         43
+
+struct xg_redis_carried {
+    const char  *chan;
+    size_t       clen;
+    const char  *seq;           /* its digits, SEQLEN of them */
+    size_t       seqlen;
+    uint64_t     seqn;
+    const char  *data;
+    size_t       len;
+};
+
+/* Writes the record of DATA (LEN bytes), entry SEQ of CHAN (CLEN bytes),
+   at BUF, which has room for CLEN + XG_REDIS_CARRIED_HEAD + LEN bytes;
+   returns the bytes written. */
+size_t xg_redis_carried_put(char *buf, const char *chan, size_t clen,
+    uint64_t seq, const char *data, size_t len);
+
+/*
+ * The record at *P (before END) into *REC (pointing into the buffer),
+ * and *P past it: 1. At END: 0. A malformed record: -1, *P unchanged.
+ */
+int xg_redis_carried_next(const char **p, const char *end,
+    struct xg_redis_carried *rec);
+
 /* Adds R's figures to OBJ as "publish": {...}; never the password. */
 void xg_redis_status(const struct xg_redis *r, json_t *obj);
 

@@ -104,7 +104,7 @@ el_deliver(struct edge_link *l, struct el_chan *c, uint64_t seq,
 /*
  * The bell's entries (see src/xg_redis.c, "the bell"): each names the
  * channels the core wrote in one loop pass, and carries the entries
- * themselves when they were few and small (c, s, d: channel, seq, data).
+ * themselves when they were few and small (e: xg_redis_carried_next()).
  * A carried entry that is the next of a channel read is delivered here;
  * a channel with one it cannot take is read until it has it (c->want:
  * the core sends a bell that carries before the entries' XADDs). Any
@@ -116,13 +116,14 @@ el_deliver(struct edge_link *l, struct el_chan *c, uint64_t seq,
 static int
 el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
 {
-    const redisReply *en, *k, *v, *ep, *ch, *ts, *cn, *sq;
+    const redisReply *en, *k, *v, *ep, *ch, *ts, *e;
+    struct xg_redis_carried rec;
     struct el_chan *c;
     const char *p, *end, *sp;
     char id[32];
     uint64_t seq, s;
     size_t j, i;
-    int all;
+    int all, rc;
 
     for (j = 0; j < ents->elements; j++) {
         en = ents->element[j];
@@ -142,7 +143,7 @@ el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
         }
         l->bell_last = seq;
         l->e->bells++;
-        ep = ch = ts = NULL;
+        ep = ch = ts = e = NULL;
         for (i = 0; i + 1 < en->element[1]->elements; i += 2) {
             k = en->element[1]->element[i];
             v = en->element[1]->element[i + 1];
@@ -151,10 +152,9 @@ el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
             {
                 continue;
             }
-            if (k->len == 1) {
-                break;      /* the carried entries, after the rest */
-            }
-            if (k->len == 5 && memcmp(k->str, "epoch", 5) == 0) {
+            if (k->len == 1 && k->str[0] == 'e') {
+                e = v;
+            } else if (k->len == 5 && memcmp(k->str, "epoch", 5) == 0) {
                 ep = v;
             } else if (k->len == 2 && memcmp(k->str, "ch", 2) == 0) {
                 ch = v;
@@ -171,16 +171,21 @@ el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
             el_all_due(l);
             continue;
         }
-        /* the carried entries: c CHANNEL s SEQ d DATA, in order */
-        for (; i + 5 < en->element[1]->elements; i += 6) {
-            cn = en->element[1]->element[i + 1];
-            sq = en->element[1]->element[i + 3];
-            v = en->element[1]->element[i + 5];
-            if (cn->type != REDIS_REPLY_STRING
-                || sq->type != REDIS_REPLY_STRING
-                || v->type != REDIS_REPLY_STRING
-                || el_seq_of_id(sq->str, sq->len, &s) != XG_OK
-                || (c = el_chan_lookup(l, cn->str, cn->len)) == NULL
+        /* the carried entries, in order */
+        p = e != NULL ? e->str : NULL;
+        end = e != NULL ? e->str + e->len : NULL;
+        while (p != NULL
+               && (rc = xg_redis_carried_next(&p, end, &rec)) != 0)
+        {
+            if (rc < 0) {
+                /* not the core's: its streams tell */
+                el_log(XG_LOG_WARN, l, "bell %llu carries a malformed "
+                    "entry: reading every channel", (unsigned long long) seq);
+                el_all_due(l);
+                break;
+            }
+            s = rec.seqn;
+            if ((c = el_chan_lookup(l, rec.chan, rec.clen)) == NULL
                 || c->state == ELC_WAIT)
             {
                 continue;
@@ -201,11 +206,12 @@ el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
                 c->due = 1;
                 continue;
             }
-            snprintf(id, sizeof(id), "%llu-0", (unsigned long long) s);
+            memcpy(id, rec.seq, rec.seqlen);    /* at most 20 digits */
+            memcpy(id + rec.seqlen, "-0", 3);
             c->carried = l->e->bells;
             l->e->carried += s > c->last;
-            if (el_deliver(l, c, s, ts, id, strlen(id), v->str, v->len,
-                    now) != XG_OK)
+            if (el_deliver(l, c, s, ts, id, rec.seqlen + 2, rec.data,
+                    rec.len, now) != XG_OK)
             {
                 return XG_ERROR;
             }

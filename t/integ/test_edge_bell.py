@@ -34,7 +34,7 @@ import time
 import gateway_harness as gh
 from gateway_harness import check
 import edge_harness as eh
-from test_publish_redis import Resp
+from test_publish_redis import Resp, carried_entries
 
 BOOK = "book.BTC-PERPETUAL.100ms"
 TRADES = "trades.BTC-PERPETUAL.100ms"
@@ -73,6 +73,16 @@ def monitor_xreads(port, key, seconds, raw=None):
     return out
 
 
+def unquote(q):
+    """An argument as Redis' MONITOR quotes it (sdscatrepr())."""
+    esc = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"a": b"\a",
+           b"b": b"\b", b"\\": b"\\", b'"': b'"'}
+    return re.sub(rb'\\(x[0-9a-f]{2}|.)',
+                  lambda m: (bytes([int(m.group(1)[1:], 16)])
+                             if len(m.group(1)) == 3
+                             else esc.get(m.group(1), m.group(1))), q)
+
+
 def bell_order(lines):
     """(before, after): of the bells that carried entries, how many Redis
     ran before the XADD of the first entry they carry, and how many
@@ -85,10 +95,15 @@ def bell_order(lines):
             at[(m.group(1), m.group(2))] = i
     before = after = 0
     for i, ln in enumerate(lines):
-        m = re.search(rb'"XADD" "[^"]*:sim:bell" .* "c" "([^"]+)" "s" '
-                      rb'"(\d+)" "d"', ln)
-        if m and (m.group(1), m.group(2)) in at:
-            if at[(m.group(1), m.group(2))] > i:
+        # the carried entries: field "e", as MONITOR quotes it
+        m = re.search(rb'"XADD" "[^"]*:sim:bell" .* "e" "((?:[^"\\]|\\.)*)"',
+                      ln)
+        if not m:
+            continue
+        first = carried_entries(unquote(m.group(1)))[0]
+        k = (first[0].encode(), b"%d" % first[1])
+        if k in at:
+            if at[k] > i:
                 before += 1
             else:
                 after += 1

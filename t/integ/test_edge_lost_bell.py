@@ -33,7 +33,7 @@ import time
 
 from gateway_harness import check
 import edge_harness as eh
-from test_publish_redis import Resp
+from test_publish_redis import Resp, carried
 
 QUIET = "ticker.QW001-PERPETUAL.100ms"
 QUIET2 = "ticker.QW002-PERPETUAL.100ms"
@@ -108,7 +108,7 @@ async def body(h):
         def ms():
             return str(int(time.time() * 1000))
         rc.cmd("XADD", bell, "%d-0" % (n + 1), "epoch", epoch, "ts", ms(),
-               "ch", QUIET, "c", QUIET, "s", "3", "d", entry(3))
+               "ch", QUIET, "e", carried((QUIET, 3, entry(3))))
         await asyncio.sleep(0.3)
         rc.cmd("XADD", bell, "%d-0" % (n + 2), "epoch", epoch, "ts", ms(),
                "idle", "1")
@@ -142,7 +142,7 @@ async def body(h):
         note["params"]["channel"] = QUIET2
         key2 = "%s:sim:%s" % (eh.PREFIX, QUIET2)
         rc.cmd("XADD", bell, "%d-0" % (n + 3), "epoch", epoch, "ts", ms(),
-               "ch", QUIET2, "c", QUIET2, "s", "2", "d", entry(2))
+               "ch", QUIET2, "e", carried((QUIET2, 2, entry(2))))
         await asyncio.sleep(0.3)
         for q in (1, 2):
             rc.cmd("XADD", key2, "%d-0" % q, "seq", str(q), "epoch", epoch,

@@ -27,7 +27,7 @@ import time
 
 from gateway_harness import check, Fail, WSClient
 import edge_harness as eh
-from test_publish_redis import Resp
+from test_publish_redis import Resp, carried
 
 BOOK = "book.BTC-PERPETUAL.raw"
 
@@ -85,7 +85,7 @@ async def body(h):
 
         def ring(b, k):
             rc.cmd("XADD", bell, "%d-0" % b, "epoch", epoch, "ts", ms(),
-                   "ch", BOOK, "c", BOOK, "s", str(seq + k), "d", entry(k))
+                   "ch", BOOK, "e", carried((BOOK, seq + k, entry(k))))
 
         # a whole pass: bell carrying L+1, then its XADD
         ring(n + 1, 1)
