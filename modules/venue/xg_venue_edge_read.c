@@ -110,8 +110,14 @@ el_deliver(struct edge_link *l, struct el_chan *c, uint64_t seq,
  * the core sends a bell that carries before the entries' XADDs). Any
  * other channel named is named in the next XREAD, except one named in
  * the XREAD that brought the bell: a bell that only names goes after the
- * entries' XADDs, so Redis ran that XREAD after them. Returns XG_ERROR
- * when the link is gone.
+ * entries' XADDs, so Redis ran that XREAD after them. After a hole in
+ * the bells' numbers every channel is read, and the carried entries still
+ * set c->want: that read may run before their XADDs (a carrying bell of
+ * 16 or more goes a round trip before them) and return at once with the
+ * entries of the bells missed. Past a malformed record, whose channels it
+ * cannot know, every channel is read until a later bell is (c->fence):
+ * Redis ran that bell after this one's XADDs. Returns XG_ERROR when the
+ * link is gone.
  */
 static int
 el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
@@ -168,8 +174,7 @@ el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
             continue;   /* a new core's: the epoch key tells */
         }
         if (all) {
-            el_all_due(l);
-            continue;
+            el_all_due(l);      /* and what the bell carries, below */
         }
         /* the carried entries, in order */
         p = e != NULL ? e->str : NULL;
@@ -182,6 +187,12 @@ el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
                 el_log(XG_LOG_WARN, l, "bell %llu carries a malformed "
                     "entry: reading every channel", (unsigned long long) seq);
                 el_all_due(l);
+                for (i = 0; i < l->nchans; i++) {
+                    c = l->chans[i];
+                    if (c->fence != UINT64_MAX && c->fence < seq) {
+                        c->fence = seq;     /* UINT64_MAX: starting */
+                    }
+                }
                 break;
             }
             s = rec.seqn;
