@@ -357,6 +357,7 @@ rd_push(struct xg_redis *r, size_t len)
 
 static void rd_on_xadd(redisAsyncContext *ac, void *reply, void *priv);
 static void rd_on_del(redisAsyncContext *ac, void *reply, void *priv);
+static void rd_on_bell_del(redisAsyncContext *ac, void *reply, void *priv);
 
 /* Holds CMD (LEN bytes, formatted; the held list frees it) for
    rd_send_held(). */
@@ -450,6 +451,8 @@ rd_send_held(struct xg_redis *r)
             r->dropped++;
         } else if (d->fn == rd_on_del) {
             ((struct rd_chan *) d->priv)->cleared = 0;
+        } else if (d->fn == rd_on_bell_del) {
+            r->bell_cleared = 0;
         }
         redisFreeCommand(d->cmd);
     }
@@ -1171,14 +1174,18 @@ xg_redis_reconf(struct xg_redis *r, const struct xg_upstream_conf *uc)
     size_t i;
     int again;
 
-    r->bell_wait = 0;
-    rd_send_held(r);        /* before carry= changes under them */
     again = old == NULL || uc->publish == NULL
         || strcmp(old->prefix, uc->publish->prefix) != 0
         || old->tls != uc->publish->tls
         || r->conn == NULL
         || !xg_rconn_same(r->conn, &uc->publish->addr,
             uc->publish->password);
+    r->bell_wait = 0;
+    if (!again) {
+        /* before carry= changes under them (else dropped below, with
+           the connection: sent now, they would count lost) */
+        rd_send_held(r);
+    }
     r->uc = uc;
     r->pc = uc->publish;
     if (r->conn != NULL) {

@@ -13,13 +13,17 @@ chain and every trade once and in order, and `held` is back to 0.
 Then the connection is killed while a bell is unanswered (a second pause,
 CLIENT KILL of the core's publish connection): what was held is dropped
 and counted (`dropped`, its seqs spent), the core reconnects, and the
-edge repairs the hole: no gap notice, no close.
+edge repairs the hole: no gap notice, no close. Last, a reload that
+changes the prefix while a bell waits: the connection goes and what was
+held is dropped (never written), not sent on the closing connection and
+counted lost.
 
 Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
 
 import asyncio
 import os
+import signal
 import time
 
 import gateway_harness as gh
@@ -154,12 +158,41 @@ async def body(h):
     e2 = edge.up()["edge"]
     await bot.close()
     edge.stop()
+
+    # 3. a reload that changes the prefix while a bell waits: the
+    # connection goes, and what was held is dropped (never written), not
+    # sent on the old connection to be counted lost
+    h.control("rate 1")
+    await asyncio.sleep(0.5)
+    pause(redis.port, 3000)
+    h.control("burst 40")
+    held3, _ = await watch_held(h, 0.8)
+    check(held3 >= 16, "third pause: %d held" % held3)
+    p3 = h.up()["publish"]
+    path = os.path.join(h.tmp, "exgate.conf")
+    with open(path) as f:
+        text = f.read()
+    check("prefix=%s;" % eh.PREFIX in text, "core conf: %r" % text[:400])
+    with open(path, "w") as f:
+        f.write(text.replace("prefix=%s;" % eh.PREFIX,
+                             "prefix=%sx;" % eh.PREFIX))
+    h.gate.send_signal(signal.SIGHUP)
+    h.wait_up(lambda u: u["publish"]["prefix"] == eh.PREFIX + "x"
+              and u["publish"]["held"] == 0, 10, "the new prefix")
+    p4 = h.up()["publish"]
+    check(p4["dropped"] - p3["dropped"] >= 16
+          and p4["lost"] - p3["lost"] <= p3["in_flight"],
+          "reload while %d held (%d in flight): %d dropped, %d lost"
+          % (held3, p3["in_flight"], p4["dropped"] - p3["dropped"],
+             p4["lost"] - p3["lost"]))
+    Resp(redis.port).cmd("CLIENT", "UNPAUSE")
     print("writes paused 1.5 s: %d commands held, %d in flight, 0 dropped;"
           " killed while a bell waited (%d held): %d dropped, edge gaps %d; "
-          "book in one chain (%d bridges), %d trades in order"
+          "book in one chain (%d bridges), %d trades in order; a reload to "
+          "a new prefix while %d held: %d dropped, %d lost"
           % (held, inflight, held2, p2["dropped"] - p1["dropped"],
-             e2["gaps"],
-             b.bridges, len(gh.trade_seqs(bot, TRADES))))
+             e2["gaps"], b.bridges, len(gh.trade_seqs(bot, TRADES)),
+             held3, p4["dropped"] - p3["dropped"], p4["lost"] - p3["lost"]))
 
 
 if __name__ == "__main__":
