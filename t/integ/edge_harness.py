@@ -201,6 +201,40 @@ async def core_edge_bot(h, edge_main="", sim_args=(), core_extra=""):
     return redis, edge, bot
 
 
+RAW_BOOK = "book.BTC-PERPETUAL.raw"
+RAW_TRADES = "trades.BTC-PERPETUAL.raw"
+
+
+async def raw_book_bot(h, rate=1000):
+    """core_edge_bot with the core authenticated for raw channels, its bot
+    subscribed to RAW_BOOK and RAW_TRADES at exsim rate RATE, and both
+    flowing: (redis, edge, bot)."""
+    os.environ["XG_TEST_EXSIM_SECRET"] = "exsim-secret"
+    redis, edge, bot = await core_edge_bot(
+        h, "", core_extra="    auth client_credentials exsim "
+        "env:XG_TEST_EXSIM_SECRET;\n")
+    r = await bot.call("public/subscribe",
+                       {"channels": [RAW_BOOK, RAW_TRADES]}, id=2)
+    check(r.get("result") == [RAW_BOOK, RAW_TRADES], "subscribe: %r" % r)
+    h.control("rate %d" % rate)
+    await bot.wait_notes(RAW_BOOK, 50 if rate >= 1000 else 30, timeout=15)
+    await bot._wait(lambda: len(gh.trade_seqs(bot, RAW_TRADES)) >= 3, 15,
+                    "trades")
+    return redis, edge, bot
+
+
+def rewrite_core_conf(h, old, new):
+    """Replaces OLD (which must be there) with NEW in the core's conf and
+    sends the core SIGHUP (a reload)."""
+    path = os.path.join(h.tmp, "exgate.conf")
+    with open(path) as f:
+        text = f.read()
+    check(old in text, "core conf: %r" % text[:400])
+    with open(path, "w") as f:
+        f.write(text.replace(old, new))
+    h.gate.send_signal(signal.SIGHUP)
+
+
 def run(name, body, timeout):
     """BODY(h), a coroutine function, under upstream_harness.run within
     TIMEOUT s, the core stopped cleanly after; SKIP (77) when

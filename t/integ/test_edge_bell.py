@@ -25,9 +25,7 @@ Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
 
 import asyncio
-import os
 import re
-import signal
 import socket
 import time
 
@@ -196,15 +194,9 @@ async def body(h):
     # every entry read from the streams the bells name. (Whether one loop
     # pass of the core writes more than the default 128 depends on how
     # exsim's writes and the core's reads interleave: not a test.)
-    path = os.path.join(h.tmp, "exgate.conf")
-    with open(path) as f:
-        text = f.read()
-    check("prefix=%s;" % eh.PREFIX in text, "core conf: %r" % text[:400])
-    with open(path, "w") as f:
-        f.write(text.replace("prefix=%s;" % eh.PREFIX,
-                             "prefix=%s carry=0;" % eh.PREFIX))
     connects = h.up()["publish"]["connects"]
-    h.gate.send_signal(signal.SIGHUP)
+    eh.rewrite_core_conf(h, "prefix=%s;" % eh.PREFIX,
+                         "prefix=%s carry=0;" % eh.PREFIX)
     h.wait_up(lambda u: u["publish"]["carry"] == 0, 10, "carry=0 applied")
     check(h.up()["publish"]["connects"] == connects,
           "carry= reconnected the publisher")

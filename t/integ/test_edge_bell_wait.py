@@ -23,7 +23,6 @@ Skips (exit 77) only when /usr/bin/redis-server is missing.
 
 import asyncio
 import os
-import signal
 import time
 
 import gateway_harness as gh
@@ -31,8 +30,8 @@ from gateway_harness import check
 import edge_harness as eh
 from test_publish_redis import Resp
 
-BOOK = "book.BTC-PERPETUAL.raw"
-TRADES = "trades.BTC-PERPETUAL.raw"
+BOOK = eh.RAW_BOOK
+TRADES = eh.RAW_TRADES
 
 
 def local_ports(pid, port):
@@ -75,17 +74,7 @@ async def watch_held(h, secs):
 
 
 async def body(h):
-    os.environ["XG_TEST_EXSIM_SECRET"] = "exsim-secret"
-    redis, edge, bot = await eh.core_edge_bot(
-        h, "", core_extra="    auth client_credentials exsim "
-        "env:XG_TEST_EXSIM_SECRET;\n")
-    r = await bot.call("public/subscribe", {"channels": [BOOK, TRADES]},
-                       id=2)
-    check(r.get("result") == [BOOK, TRADES], "subscribe: %r" % r)
-    h.control("rate 100")
-    await bot.wait_notes(BOOK, 30, timeout=15)
-    await bot._wait(lambda: len(gh.trade_seqs(bot, TRADES)) >= 3, 15,
-                    "trades")
+    redis, edge, bot = await eh.raw_book_bot(h, rate=100)
     p0 = h.up()["publish"]
 
     # 1. writes paused: the bell waits, the entries are held, not dropped
@@ -169,14 +158,8 @@ async def body(h):
     held3, _ = await watch_held(h, 0.8)
     check(held3 >= 16, "third pause: %d held" % held3)
     p3 = h.up()["publish"]
-    path = os.path.join(h.tmp, "exgate.conf")
-    with open(path) as f:
-        text = f.read()
-    check("prefix=%s;" % eh.PREFIX in text, "core conf: %r" % text[:400])
-    with open(path, "w") as f:
-        f.write(text.replace("prefix=%s;" % eh.PREFIX,
-                             "prefix=%sx;" % eh.PREFIX))
-    h.gate.send_signal(signal.SIGHUP)
+    eh.rewrite_core_conf(h, "prefix=%s;" % eh.PREFIX,
+                         "prefix=%sx;" % eh.PREFIX)
     h.wait_up(lambda u: u["publish"]["prefix"] == eh.PREFIX + "x"
               and u["publish"]["held"] == 0, 10, "the new prefix")
     p4 = h.up()["publish"]

@@ -21,8 +21,8 @@ from gateway_harness import check
 import edge_harness as eh
 from test_publish_redis import Resp
 
-BOOK = "book.BTC-PERPETUAL.raw"
-TRADES = "trades.BTC-PERPETUAL.raw"
+BOOK = eh.RAW_BOOK
+TRADES = eh.RAW_TRADES
 BEHIND = 2600
 
 
@@ -39,17 +39,7 @@ def bell_ids(port):
 
 
 async def body(h):
-    os.environ["XG_TEST_EXSIM_SECRET"] = "exsim-secret"
-    redis, edge, bot = await eh.core_edge_bot(
-        h, "", core_extra="    auth client_credentials exsim "
-        "env:XG_TEST_EXSIM_SECRET;\n")
-    r = await bot.call("public/subscribe", {"channels": [BOOK, TRADES]},
-                       id=2)
-    check(r.get("result") == [BOOK, TRADES], "subscribe: %r" % r)
-    h.control("rate 1000")
-    await bot.wait_notes(BOOK, 50, timeout=15)
-    await bot._wait(lambda: len(gh.trade_seqs(bot, TRADES)) >= 3, 15,
-                    "trades")
+    redis, edge, bot = await eh.raw_book_bot(h)
 
     e0 = edge.up()["edge"]
     os.kill(edge.proc.pid, signal.SIGSTOP)
