@@ -134,6 +134,7 @@ struct xg_redis {
        and every command while a carrying bell is unanswered */
     struct rd_def                  *def;
     size_t                          ndef, def_cap, def_bytes;
+    uint64_t                        ready_ms;    /* this connection's */
     int                             bell_wait;   /* that bell's answer */
     uint64_t                        bell_waits;  /* waited for, in all */
 };
@@ -256,6 +257,7 @@ rd_on_ready(void *arg, redisAsyncContext *ac)
     size_t i;
 
     r->ac = ac;
+    r->ready_ms = xg_now_ms();
     r->err_logged = 0;
     r->last_error[0] = '\0';
     /* first in the pipeline: an edge reading the key after an entry of
@@ -1231,6 +1233,13 @@ int
 xg_redis_writable(const struct xg_redis *r)
 {
     return r != NULL && r->pc != NULL && r->ac != NULL;
+}
+
+/* See xg_redis.h. */
+uint64_t
+xg_redis_ready_ms(const struct xg_redis *r)
+{
+    return r != NULL && r->ac != NULL ? r->ready_ms : 0;
 }
 
 /* See xg_redis.h. */

@@ -123,6 +123,9 @@ int xg_redis_enabled(const struct xg_redis *r);
    publishes and its connection is up. */
 int xg_redis_writable(const struct xg_redis *r);
 
+/* When R's connection came up (xg_now_ms()), or 0 when it is down. */
+uint64_t xg_redis_ready_ms(const struct xg_redis *r);
+
 /*
  * The whole state of a channel as of the entry just queued, as one
  * notification of its own (a Deribit book "snapshot"): malloc'd text (the

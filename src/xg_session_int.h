@@ -80,6 +80,10 @@ struct xg_session {
     struct xg_redis              *interest_pub; /* polled through */
     struct event                 *ev_interest;  /* the next poll */
     int                           interest_private; /* user. taken */
+    uint64_t                      interest_conn;    /* the last answer's
+                                                       connection (ready) */
+    uint64_t                      interest_keep;    /* held stay till */
+    int                           interest_kept;    /* logged */
 };
 
 /* What a rotation is doing (see xg_session.h). */

@@ -13,8 +13,13 @@
  * on that account through the core's request service.
  *
  * A poll without an answer (Redis down) changes nothing: the channels
- * held stay held until a poll says otherwise. Without `publish` (a
- * reload removed it) the session lets go of them all.
+ * held stay held until a poll says otherwise. Nor does the first
+ * interest TTL of a new connection take any away: a Redis restarted
+ * without its data has an empty set until each edge declares its
+ * channels again (at once when its own connection is back, else within
+ * ttl/3), and the edges' bots would meanwhile lose what the core let go
+ * (trades published by nobody: a hole no sequence number shows). Without
+ * `publish` (a reload removed it) the session lets go of them all.
  */
 #include "xg_session_int.h"
 #include "xg_redis.h"
@@ -53,9 +58,10 @@ xg_session_interest_name_ok(const char *name, int priv)
     return 1;
 }
 
-/* The session's interest is WANT[0..NWANT-1] (sorted, unique) now. */
+/* The session's interest is WANT[0..NWANT-1] (sorted, unique) now;
+   with KEEP, and what it holds besides. */
 static void
-si_apply(struct xg_session *s, char **want, size_t nwant)
+si_apply(struct xg_session *s, char **want, size_t nwant, int keep)
 {
     struct xg_reg_client *rc = s->interest;
     char **held, **add, **rem;
@@ -82,7 +88,17 @@ si_apply(struct xg_session *s, char **want, size_t nwant)
         if (c < 0) {
             add[nadd++] = want[i++];
         } else if (c > 0) {
-            rem[nrem++] = held[j++];
+            if (!keep) {
+                rem[nrem++] = held[j];
+            } else if (!s->interest_kept) {
+                s->interest_kept = 1;
+                xg_upstream_log(XG_LOG_INFO, s->up, "interest: %s and "
+                    "others no longer in the set are kept until %llu s "
+                    "after the connection to redis (it may have lost the "
+                    "set)", held[j],
+                    (unsigned long long) XG_REDIS_INTEREST_TTL_MS / 1000);
+            }
+            j++;
         } else {
             i++;
             j++;
@@ -118,9 +134,19 @@ si_got(void *arg, char *const *names, size_t n)
     struct xg_session *s = arg;
     char **want;
     size_t i, nok = 0, k = 0;
+    uint64_t conn;
 
     if (names == NULL) {
         return;
+    }
+    conn = xg_redis_ready_ms(s->interest_pub);
+    if (conn != s->interest_conn) {
+        /* another connection: see the top of this file */
+        s->interest_conn = conn;
+        if (s->interest != NULL && s->interest->nchans > 0) {
+            s->interest_keep = conn + XG_REDIS_INTEREST_TTL_MS;
+            s->interest_kept = 0;
+        }
     }
     want = xg_calloc(n + 1, sizeof(*want));
     for (i = 0; i < n; i++) {
@@ -134,7 +160,7 @@ si_got(void *arg, char *const *names, size_t n)
             want[k++] = want[i];
         }
     }
-    si_apply(s, want, k);
+    si_apply(s, want, k, xg_now_ms() < s->interest_keep);
     free(want);
 }
 
@@ -148,7 +174,7 @@ si_on_tick(evutil_socket_t fd, short what, void *arg)
         s->interest_pub = pub;
         (void) xg_redis_interest_poll(pub, si_got, s);
     } else if (s->interest != NULL && s->interest->nchans > 0) {
-        si_apply(s, NULL, 0);
+        si_apply(s, NULL, 0, 0);
     }
     ss_timer(s->ev_interest, XG_SESSION_INTEREST_POLL_MS);
 }

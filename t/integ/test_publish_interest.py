@@ -13,7 +13,12 @@ The test itself plays the edge (a RESP client doing ZADD/ZREM):
   (1.5 s);
 - the other left to expire (score now + 1.5 s): the core removes the
   member (ZREMRANGEBYSCORE) and unsubscribes it after the linger;
-- /status shows the polls and the channels wanted.
+- /status shows the polls and the channels wanted;
+- redis restarted without its data (the set empty until the edge
+  declares again): for one interest TTL (30 s) after the connect the core
+  keeps what it held, so the edges' bots lose nothing meanwhile; then it
+  lets go of a channel nobody declared again, and keeps the one the edge
+  did.
 
 Skips (exit 77) only when /usr/bin/redis-server is missing.
 """
@@ -42,7 +47,7 @@ def now_ms():
 
 async def body(h):
     rport = free_port()
-    start_redis(h, rport, None)
+    redis = start_redis(h, rport, None)
     gh.start(h, "    protocol deribit;\n"
              "    publish redis://127.0.0.1:%d prefix=%s;\n"
              % (rport, PREFIX),
@@ -101,11 +106,39 @@ async def body(h):
     check(rc.cmd("ZSCORE", KEY, TICKER) is None, "expired member kept")
     check(not subs(h), "exsim subscriptions left %r" % subs(h))
     check(h.up()["publish"]["errors"] == 0, "%r" % h.up()["publish"])
+    rc.close()
+
+    # redis restarted without its data: the set is empty until the edge
+    # declares again; meanwhile (one TTL after the connect) the core keeps
+    # what it held, then lets go of what nobody declared
+    rc = Resp(rport)
+    rc.cmd("ZADD", KEY, now_ms() + 60000, TICKER, now_ms() + 60000, TRADES)
+    gh.uh.wait_for(lambda: subs(h).get(TICKER) and subs(h).get(TRADES), 5,
+                   what="interest subscribed again")
+    rc.close()
+    redis.terminate()
+    redis.wait(5)
+    time.sleep(0.3)
+    redis = start_redis(h, rport, None)
+    h.wait_up(lambda u: u["publish"]["connected"], 10, "publish back")
+    t3 = time.monotonic()
+    time.sleep(4)       # polls of an empty set, past the 1.5 s linger
+    check(subs(h).get(TICKER) and subs(h).get(TRADES),
+          "dropped after redis lost the set: %r" % subs(h))
+    rc = Resp(rport)
+    rc.cmd("ZADD", KEY, now_ms() + 60000, TICKER)   # the edge is back
+    gh.uh.wait_for(lambda: TRADES not in subs(h), 40,
+                   what="trades let go one TTL after the connect")
+    kept = time.monotonic() - t3
+    check(kept > 28 and subs(h).get(TICKER),
+          "trades let go %.1f s after the connect (TTL 30 s), ticker %r"
+          % (kept, subs(h)))
+    rc.close()
     sys.stderr.write("interest: subscribed %.2f s after the ZADD, "
                      "unsubscribed %.2f s after the ZREM, %.2f s after "
-                     "a 1.5 s expiry (linger 1.5 s)\n" % (took, gone,
-                                                          expired))
-    rc.close()
+                     "a 1.5 s expiry (linger 1.5 s); after redis lost the "
+                     "set, the undeclared channel kept %.1f s\n"
+                     % (took, gone, expired, kept))
 
 
 if __name__ == "__main__":
