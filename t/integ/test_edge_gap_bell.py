@@ -79,6 +79,17 @@ async def body(h):
                        "ts", ms(), "idle", "1")
                 await asyncio.sleep(0.3)
 
+        async def delivered(b, count):
+            """Seconds until QUIET's COUNT-th entry reached the bot (at
+            most 1.5), empty bells B, B+1, ... ringing meanwhile."""
+            t = time.monotonic()
+            bells = asyncio.create_task(idle_bells(b, 7))
+            try:
+                await bot.wait_notes(QUIET, count, timeout=1.5)
+                return time.monotonic() - t
+            finally:
+                await bells
+
         def prices(ch):
             return [m["params"]["data"]["last_price"] for c, m in bot.notes
                     if c == ch]
@@ -91,13 +102,7 @@ async def body(h):
                "ch", QUIET, "e", carried((QUIET, 1, entry(QUIET, 1))))
         await asyncio.sleep(0.3)
         xadd(QUIET, 1)
-        t1 = time.monotonic()
-        bells = asyncio.create_task(idle_bells(n + 3, 7))
-        try:
-            await bot.wait_notes(QUIET, 1, timeout=1.5)
-            dt1 = time.monotonic() - t1
-        finally:
-            await bells
+        dt1 = await delivered(n + 3, 1)
         check(prices(QUIET2) == [1.0], "%s: %r" % (QUIET2, prices(QUIET2)))
         check(edge.up()["edge"]["bell_gaps"] > gaps0, "no bell gap seen")
 
@@ -109,13 +114,7 @@ async def body(h):
                b"bad record\n" + carried((QUIET, 2, entry(QUIET, 2))))
         await asyncio.sleep(0.3)
         xadd(QUIET, 2)
-        t2 = time.monotonic()
-        bells = asyncio.create_task(idle_bells(n + 11, 7))
-        try:
-            await bot.wait_notes(QUIET, 2, timeout=1.5)
-            dt2 = time.monotonic() - t2
-        finally:
-            await bells
+        dt2 = await delivered(n + 11, 2)
         check(prices(QUIET) == [1.0, 2.0], "%s: %r" % (QUIET, prices(QUIET)))
         check(prices(QUIET2) == [1.0, 2.0], "%s: %r"
               % (QUIET2, prices(QUIET2)))
