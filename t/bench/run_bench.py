@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""exgate benchmarks: the standard set behind `make bench`.
+"""exgate benchmarks: the standard sets behind `make bench` (fanout,
+restore, memory, idle) and `make bench-edge` (edge).
 
 Runs, side by side in one run on 127.0.0.1, against one `exsim --bench 300`:
 
