@@ -122,14 +122,14 @@ el_deliver(struct edge_link *l, struct el_chan *c, uint64_t seq,
 static int
 el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
 {
-    const redisReply *en, *k, *v, *ep, *ch, *ts, *e;
+    const redisReply *en, *k, *v, *ep, *ch, *ts, *e, *lts;
     struct xg_redis_carried rec;
     struct el_chan *c;
     const char *p, *end, *sp;
     char id[32];
     uint64_t seq, s;
     size_t j, i;
-    int all, rc;
+    int all, rc, fresh;
 
     for (j = 0; j < ents->elements; j++) {
         en = ents->element[j];
@@ -176,7 +176,9 @@ el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
         if (all) {
             el_all_due(l);      /* and what the bell carries, below */
         }
-        /* the carried entries, in order */
+        /* the carried entries, in order; the lag from the first that
+           is new (they share the bell's ts: one parse, not one each) */
+        lts = ts;
         p = e != NULL ? e->str : NULL;
         end = e != NULL ? e->str + e->len : NULL;
         while (p != NULL
@@ -220,11 +222,15 @@ el_on_bells(struct edge_link *l, const redisReply *ents, uint64_t *now)
             memcpy(id, rec.seq, rec.seqlen);    /* at most 20 digits */
             memcpy(id + rec.seqlen, "-0", 3);
             c->carried = l->e->bells;
-            l->e->carried += s > c->last;
-            if (el_deliver(l, c, s, ts, id, rec.seqlen + 2, rec.data,
+            fresh = s > c->last;
+            l->e->carried += fresh;
+            if (el_deliver(l, c, s, lts, id, rec.seqlen + 2, rec.data,
                     rec.len, now) != XG_OK)
             {
                 return XG_ERROR;
+            }
+            if (fresh) {
+                lts = NULL;
             }
         }
         if (ch == NULL) {

@@ -118,13 +118,40 @@ async def body(h):
         rc.close()
         check(got, "bot2 (started the book after the bell) did not get "
               "L+2 within %.2f s of its XADD" % dt)
+
+        # the edge's lag (/status edge.lag_ms) from the entries a bell
+        # carries: the bell's ts, read once for the first new one (an
+        # entry seen before it does not count)
+        def ring_at(b, ts, *ks):
+            rc.cmd("XADD", bell, "%d-0" % b, "epoch", epoch, "ts", ts,
+                   "ch", BOOK, "e", carried(*[(BOOK, seq + k, entry(k))
+                                              for k in ks]))
+
+        def got_k(k):
+            return lambda: any(
+                m["params"]["data"].get("change_id") == cid + k
+                for c, m in bot2.notes if c == BOOK)
+        rc = Resp(redis.port)
+        ring_at(n + 4, str(int(time.time() * 1000) - 5000), 3)
+        await bot2._wait(got_k(3), 3, "L+3 from its bell")
+        lag_old = edge.up()["edge"]["lag_ms"]
+        ring_at(n + 5, str(int(time.time() * 1000) - 20000), 2)
+        ring_at(n + 6, ms(), 3, 4)
+        await bot2._wait(got_k(4), 3, "L+4 from its bell")
+        lag_new = edge.up()["edge"]["lag_ms"]
+        rc.close()
+        check(4500 <= lag_old < 15000 and lag_new < 1000,
+              "lag from a bell 5 s old %r ms, then from a bell with only a "
+              "seen entry 20 s old and a bell of now %r ms"
+              % (lag_old, lag_new))
     finally:
         os.kill(h.gate.pid, signal.SIGCONT)
     await bot.close()
     await bot2.close()
     edge.stop()
     print("a book started between its carrying bell and the XADD: the "
-          "entry delivered %.2f s after the XADD" % dt)
+          "entry delivered %.2f s after the XADD; lag from carried entries "
+          "%d ms (a bell 5 s old), then %d ms" % (dt, lag_old, lag_new))
 
 
 if __name__ == "__main__":
