@@ -350,7 +350,7 @@ up_read(struct bufferevent *bev, void *arg)
          * "interactive" (Linux's pingpong: an ACK every second segment,
          * sent as it arrives, in exsim's send on the loopback), and the
          * kernel billed those ACKs to exsim: 0.7 fewer softirqs a read
-         * than exgate, most of exgate's excess CPU at one client
+         * than exgate, a part of exgate's excess CPU at one client
          * (docs/performance.md, "The upstream's ACKs"; run_bench reports
          * acks/read for both).
          */
