@@ -108,6 +108,10 @@ ROUND_SYSTEMS_1000 = ("limit", "raw", "exgate", "exgate-tcp")
 CPU_POINTS = [(1, 1000), (1, 10000), (10, 1000), (10, 10000), (100, 10000),
               (1000, 1000)]
 CPU_SYSTEMS = ("raw", "exgate")
+# Up to this N the CPU target reads raw and exgate run at the same moment
+# (Bench.paired_point): a point's CPU time there is small enough for one
+# 4 s window of machine noise to decide a 10 % question.
+PAIRED_MAX_N = 10
 # References no target reads below N=100 (direct: N clients straight to
 # exsim; client-cap: what the bench client takes): --reference-min-n
 # keeps them to the larger N, which keeps `make bench` under 10 minutes.
@@ -675,16 +679,30 @@ class Bench:
     def fanout_point(self, system, n, rate, rnd=1, half=False):
         if system == "limit":
             return self.limit_point(n, rnd)
-        label = "%s n=%d rate=%s" % (system, n, rate or "flat")
         # the clients join at 10 msgs/s; the bench client sets RATE once
         # every one of them is subscribed (flat out: paced by credit it
         # gives, none left over from the last point)
         self.control("rate 10")
         self.control("credit -1")
-        raw = None
-        cap = None
-        snaps = {}
-        raw_skip = len(self.raw_snapshots(0))
+        pt = self.point_start(system, n, rate, rnd)
+        try:
+            r = self.client(pt["url"], n, pt["args"], pt["pids"],
+                            pt["label"], on_window=pt["on_window"])
+        finally:
+            self.point_helpers_stop(pt)
+        if system != "client-cap":
+            self.wait_unsubscribed()
+        self.point_finish(pt, r, "fanout_half" if half else "fanout")
+
+    def point_start(self, system, n, rate, rnd):
+        """What a fan-out point of SYSTEM needs before its bench client
+        runs: the system started (a fresh exgate, a bench_raw, the
+        probe's writer), its URL, the client's arguments and the window
+        hook that reads the system's own counters."""
+        pt = {"system": system, "n": n, "rate": rate, "rnd": rnd,
+              "raw": None, "cap": None, "snaps": {},
+              "label": "%s n=%d rate=%s" % (system, n, rate or "flat"),
+              "raw_skip": len(self.raw_snapshots(0))}
         extra = ["--control", str(self.ctl_port), "--start-rate", str(rate)]
         if system == "direct":
             url, pids = self.ws_url, [self.exsim.pid]
@@ -705,53 +723,59 @@ class Bench:
                     str(LIMIT_K)]
             if self.taskset:
                 argv += ["--cpus", "1,0"]
-            cap = self.spawn("cap", argv, None)
-            m = self.readline(cap, r"bench_limit ready port=(\d+)", 10,
+            pt["cap"] = self.spawn("cap", argv, None)
+            m = self.readline(pt["cap"], r"bench_limit ready port=(\d+)", 10,
                               "client-cap")
             url = "ws://127.0.0.1:%s/ws/api/v2" % m.group(1)
-            pids = [cap.pid]
+            pids = [pt["cap"].pid]
             extra = []
         else:
-            raw = self.spawn("raw", [self.bin["raw"], "--upstream",
-                                     "127.0.0.1:%d/ws/api/v2" % self.ws_port,
-                                     "-n", str(n)], 1)
-            m = self.readline(raw, r"bench_raw ready port=(\d+)", 10, "raw")
+            pt["raw"] = self.spawn("raw", [
+                self.bin["raw"], "--upstream",
+                "127.0.0.1:%d/ws/api/v2" % self.ws_port, "-n", str(n)], 1)
+            m = self.readline(pt["raw"], r"bench_raw ready port=(\d+)", 10,
+                              "raw")
             url = "ws://127.0.0.1:%s/ws/api/v2" % m.group(1)
-            pids = [raw.pid]
+            pids = [pt["raw"].pid]
+        snaps = pt["snaps"]
+
         def on_window(what):
             snaps[what + "_gen"] = proc_cpu(self.exsim.pid)
             if system in ("exgate", "exgate-tcp", "raw"):
-                snaps[what] = self.io_snapshot(system, raw)
+                snaps[what] = self.io_snapshot(system, pt["raw"])
                 if system != "raw":     # bench_raw counts its own
                     snaps[what + "_acks"] = tcp_acks(pids[0], self.ws_port)
             if self.a.perf and system in ("exgate", "exgate-tcp", "raw"):
                 self.perf_window(what, pids[0], "%s-n%d-%s-r%d" % (
                     system, n, rate or "flat", rnd))
 
-        try:
-            r = self.client(url, n, ["--rate", str(rate), "--duration",
-                                     str(self.a.duration), "--warmup",
-                                     str(self.a.warmup)] + extra, pids,
-                            label, on_window=on_window)
-        finally:
-            for helper in (raw, cap):
-                if helper is not None:
-                    try:
-                        helper.wait(5)
-                    except subprocess.TimeoutExpired:
-                        pass
-                    self.stop(helper)
+        pt.update(url=url, pids=pids, on_window=on_window,
+                  args=["--rate", str(rate), "--duration",
+                        str(self.a.duration), "--warmup",
+                        str(self.a.warmup)] + extra)
+        return pt
+
+    def point_helpers_stop(self, pt):
+        for helper in (pt["raw"], pt["cap"]):
+            if helper is not None:
+                try:
+                    helper.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+                self.stop(helper)
+
+    def point_finish(self, pt, r, scenario):
+        """The point's result line from the bench client's result R."""
+        system, rate, snaps = pt["system"], pt["rate"], pt["snaps"]
         if system == "raw":
-            rs = self.raw_snapshots(raw_skip)
+            rs = self.raw_snapshots(pt["raw_skip"])
             if len(rs) >= 2:
                 snaps["start"], snaps["end"] = rs[0], rs[1]
-        if system != "client-cap":
-            self.wait_unsubscribed()
         lat = r.get("lat_intended_us") if rate else r.get("lat_us")
         out = {
-            "scenario": "fanout_half" if half else "fanout",
-            "system": system, "clients": n,
-            "rate": rate, "msg_bytes": SIZE, "round": rnd,
+            "scenario": scenario,
+            "system": system, "clients": pt["n"],
+            "rate": rate, "msg_bytes": SIZE, "round": pt["rnd"],
             "deliveries_per_s": round(r.get("deliveries_per_s", 0)),
             "sut_cpu_s_per_m": r.get("sut_cpu_s_per_m"),
             "sut_cpu_s": r.get("sut_cpu_s"),
@@ -780,6 +804,59 @@ class Bench:
         if not r.get("ok"):
             out["error"] = self.err_tail("client", 3).strip()[-300:]
         self.emit(out)
+
+    def paired_point(self, n, rate, rnd):
+        """raw and exgate at the same point at the same moment: both on
+        CPU 1, fed by the one exsim (the same messages, sent to the two
+        upstream connections together), each read by its own bench
+        client on CPU 0 over windows that open within milliseconds of
+        each other. Their CPU per delivery is then measured in the same
+        machine state: on a shared VM one client's CPU time moves by a
+        third from one 4 s window to the next (docs/performance.md,
+        "Raw and exgate at the same moment"), which sequential rounds
+        cannot tell from a difference of 10 %. Each pays for sharing the
+        CPU with the other, alike. Results are "fanout_paired" lines."""
+        self.control("rate 10")
+        self.control("credit -1")
+        pts, res, errs = [], {}, {}
+        try:
+            # exgate first: restarting it waits for exsim to have no bench
+            # subscriber left, which bench_raw's would be
+            for system in ("exgate", "raw"):
+                pts.append(self.point_start(system, n, rate, rnd))
+
+            def run(pt):
+                try:
+                    res[pt["system"]] = self.client(
+                        pt["url"], n, pt["args"], pt["pids"],
+                        pt["label"] + " paired", on_window=pt["on_window"])
+                except (BenchError, OSError, ValueError) as e:
+                    errs[pt["system"]] = e
+
+            th = [threading.Thread(target=run, args=(pt,)) for pt in pts]
+            for t in th:
+                t.start()
+            for t in th:
+                t.join()
+        finally:
+            for pt in pts:
+                self.point_helpers_stop(pt)
+        if errs:
+            raise BenchError("; ".join("%s: %s" % kv for kv in errs.items()))
+        self.wait_unsubscribed()
+        for pt in pts:
+            self.point_finish(pt, res[pt["system"]], "fanout_paired")
+
+    def run_paired(self, n, rate, rnd):
+        try:
+            self.paired_point(n, rate, rnd)
+        except (BenchError, OSError, ValueError,
+                subprocess.SubprocessError) as e:
+            self.note("fanout paired n=%d rate=%d failed: %s" % (n, rate, e))
+            for system in CPU_SYSTEMS:
+                self.emit({"scenario": "fanout_paired", "system": system,
+                           "clients": n, "rate": rate, "round": rnd,
+                           "ok": False, "error": str(e)[:300]})
 
     def run_point(self, system, n, rate, rnd, half=False):
         try:
@@ -816,9 +893,13 @@ class Bench:
         # The points the targets read are run again, after the whole set,
         # each round all systems one after the other: the targets are the
         # medians of per-round ratios, so one noisy minute moves no target.
+        # (The CPU points up to PAIRED_MAX_N are run again at the same
+        # moment instead, below.)
         for rnd in range(2, self.a.repeat + 1):
             points += [(n, rate, rnd) for n, rate in TARGET_POINTS
-                       + CPU_POINTS if n in ns and rate in rates]
+                       + [(n, r) for n, r in CPU_POINTS
+                          if n > PAIRED_MAX_N or not self.a.paired_rounds]
+                       if n in ns and rate in rates]
         for n, rate, rnd in points:
             for system in systems:
                 if system in FLAT_ONLY and rate:
@@ -842,6 +923,12 @@ class Bench:
                                      RATE_CAP[system]))
                     continue
                 self.run_point(system, n, rate, rnd)
+        # the CPU target's points with few clients, raw and exgate at once
+        if not self.a.smoke and all(x in systems for x in CPU_SYSTEMS):
+            for rnd in range(1, self.a.paired_rounds + 1):
+                for n, rate in CPU_POINTS:
+                    if n <= PAIRED_MAX_N and n in ns and rate in rates:
+                        self.run_paired(n, rate, rnd)
         # p99 at half of each system's own flat-out rate (its first round):
         # latency under a load it can carry, whatever that load is
         if 0 in rates and not self.a.smoke:
@@ -1413,14 +1500,14 @@ class Bench:
                 return r
         return None
 
-    def ratios(self, num, den, key, **kw):
+    def ratios(self, num, den, key, scenario="fanout", **kw):
         """NUM's KEY over DEN's KEY at the fan-out point KW, one ratio per
         round in which both ran: (median, [per round], the two figures of
         the median round, the lower middle one for an even count)."""
         out, pairs = [], []
-        for rnd in range(1, self.a.repeat + 1):
-            a = self.find("fanout", system=num, round=rnd, **kw)
-            b = self.find("fanout", system=den, round=rnd, **kw)
+        for rnd in range(1, max(self.a.repeat, self.a.paired_rounds) + 1):
+            a = self.find(scenario, system=num, round=rnd, **kw)
+            b = self.find(scenario, system=den, round=rnd, **kw)
             if a and b and a.get(key) and b.get(key):
                 out.append(a[key] / b[key])
                 pairs.append((a[key] / b[key], a[key], b[key]))
@@ -1538,6 +1625,27 @@ class Bench:
                                    r.get("gaps", "-"), r.get("closed", "-"),
                                    "  client-bound" if r.get("client_bound")
                                    else ""))
+            paired = [r for r in self.results
+                      if r["scenario"] == "fanout_paired"]
+            if paired:
+                out.append("raw and exgate at the same moment (CPU-s per "
+                           "million deliveries, by round; the ratio is "
+                           "exgate / raw in the round)")
+                for n, rate in CPU_POINTS:
+                    rows = []
+                    for rnd in range(1, self.a.paired_rounds + 1):
+                        by = {r["system"]: r for r in paired
+                              if r["clients"] == n and r["rate"] == rate
+                              and r["round"] == rnd
+                              and r.get("sut_cpu_s_per_m")}
+                        if len(by) == 2:
+                            rows.append((by["raw"]["sut_cpu_s_per_m"],
+                                         by["exgate"]["sut_cpu_s_per_m"]))
+                    if rows:
+                        out.append("N=%-4d %3dk  %s" % (
+                            n, rate // 1000, "  ".join(
+                                "%.2f/%.2f=%.2f" % (x, y, y / x)
+                                for x, y in rows)))
             io = [r for r in fan if r.get("io") and not r["rate"]]
             if io:
                 out.append("fan-out counters over the window, flat out "
@@ -1822,14 +1930,29 @@ class Bench:
                     "; raw / limit %.3f" % raw if raw is not None else "",
                     "; client-bound in %d of %d rounds (a lower bound of "
                     "exgate's)" % (bound, len(rs)) if bound else ""))
-        worst, parts = None, []
+        worst, parts, seq = None, [], []
         for n in (1, 10, 100, 1000):
             for rate in (1000, 10000):
-                v, vs, pair = self.ratios("exgate", "raw", "sut_cpu_s_per_m",
-                                          clients=n, rate=rate)
-                if v is None:
+                # up to PAIRED_MAX_N the rounds at the same moment decide;
+                # the sequential ones are shown beside them
+                v, vs, _ = self.ratios("exgate", "raw", "sut_cpu_s_per_m",
+                                       "fanout_paired", clients=n, rate=rate)
+                sv, svs, _ = self.ratios("exgate", "raw", "sut_cpu_s_per_m",
+                                         clients=n, rate=rate)
+                if v is not None:
+                    parts.append("N=%d %dk %.2f (at the same moment, %d "
+                                 "rounds %.2f..%.2f)" % (
+                                     n, rate // 1000, v, len(vs), min(vs),
+                                     max(vs)))
+                    if sv is not None:
+                        seq.append("N=%d %dk %.2f (%s)" % (
+                            n, rate // 1000, sv,
+                            ", ".join("%.2f" % x for x in svs)))
+                elif sv is not None:
+                    v = sv
+                    parts.append("N=%d %dk %.2f" % (n, rate // 1000, v))
+                else:
                     continue
-                parts.append("N=%d %dk %.2f" % (n, rate // 1000, v))
                 if worst is None or v > worst:
                     worst = v
         acks = []
@@ -1849,6 +1972,8 @@ class Bench:
         if worst is not None:
             add("CPU per delivery at 1k and 10k msgs/s: exgate / raw, worst N",
                 round(worst, 3), "<= 1.1", worst <= 1.1, ", ".join(parts)
+                + ("; one after the other: " + ", ".join(seq)
+                   if seq else "")
                 + ("; upstream ACKs per read: " + ", ".join(acks)
                    if acks else ""))
         p99s = [r["lat_us"]["p99"] for r in self.results
@@ -1878,7 +2003,7 @@ class Bench:
                     "at half of its own flat-out rate: " + ", ".join(half)
                     if half else "") if x))
         fan = [r for r in self.results if r.get("scenario") in
-               ("fanout", "fanout_half") and r.get("system") not in FLAT_ONLY
+               ("fanout", "fanout_half", "fanout_paired") and r.get("system") not in FLAT_ONLY
                and r.get("ok") is not False]
         if fan:
             bad = ["%s N=%d rate=%s: gaps %s closed %s" % (
@@ -1886,7 +2011,8 @@ class Bench:
                 r.get("closed")) for r in fan
                 if r.get("gaps") or r.get("closed")]
             failed = [r for r in self.results if r.get("scenario") in
-                      ("fanout", "fanout_half") and r.get("ok") is False]
+                      ("fanout", "fanout_half", "fanout_paired")
+                      and r.get("ok") is False]
             add("nothing lost: gaps and closes at every fan-out point",
                 len(bad) + len(failed), "== 0", not bad and not failed,
                 "; ".join(bad[:5]) + ("; %d points failed" % len(failed)
@@ -2016,6 +2142,10 @@ def main():
                     help="rounds of the fan-out points the targets use "
                     "(N=100 flat and 1k/s, N=1000 flat; raw and exgate at "
                     "1k and 10k msgs/s); the targets are medians")
+    ap.add_argument("--paired-rounds", type=int, default=5,
+                    help="rounds in which raw and exgate run at the same "
+                    "moment, at the CPU target's points up to N=%d; the "
+                    "target reads these there" % PAIRED_MAX_N)
     ap.add_argument("--perf", metavar="DIR",
                     help="perf record -g of exgate and raw over each "
                     "window, into DIR (for profiles, not for figures)")
