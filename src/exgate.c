@@ -16,6 +16,7 @@
 #include "xg_listen.h"
 #include "xg_reload.h"
 #include "xg_tls.h"
+#include "xg_timer.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -46,7 +47,7 @@ struct xg_main {
     struct xg_running        r;
     const char              *conf_path;
     struct event            *ev_term, *ev_int, *ev_hup, *ev_usr1;
-    struct event            *ev_stop_deadline;
+    struct xg_timer         *ev_stop_deadline;
 };
 
 static void
@@ -233,8 +234,8 @@ begin_stop(struct xg_main *m, const char *why)
     m->r.stopping = 1;
     notify("STOPPING=1");
     xg_log_info("exgate: %s, stopping", why);
-    m->ev_stop_deadline = evtimer_new(m->r.base, on_stop_deadline, m);
-    evtimer_add(m->ev_stop_deadline, &tv);
+    m->ev_stop_deadline = xg_timer_new(m->r.base, on_stop_deadline, m);
+    xg_timer_add(m->ev_stop_deadline, &tv);
 
     /* upstreams: close each with 1000 (and listeners), then stop_done() */
     if (m->r.ls != NULL) {
@@ -442,7 +443,7 @@ main(int argc, char **argv)
     event_free(m.ev_hup);
     event_free(m.ev_usr1);
     if (m.ev_stop_deadline != NULL) {
-        event_free(m.ev_stop_deadline);
+        xg_timer_free(m.ev_stop_deadline);
     }
     evdns_base_free(m.r.dns, 0);
     event_base_free(m.r.base);

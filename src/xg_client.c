@@ -18,6 +18,7 @@
 #include "xg_venue.h"
 #include "xg_ws.h"
 #include "xg_wsproto.h"
+#include "xg_timer.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -65,7 +66,7 @@ struct xg_client {
     char                 close_reason[96];
     struct event        *ev_close;      /* the asynchronous close */
     uint64_t             soft_since_ms; /* over the soft limit since */
-    struct event        *ev_soft;       /* its deadline, made when needed */
+    struct xg_timer     *ev_soft;       /* its deadline, made when needed */
     char                *path;          /* WebSocket: the upgrade's path and
                                            query, NULL: TCP */
     uint64_t             rate_start_ms; /* client_rate: this second's start */
@@ -456,7 +457,7 @@ client_destroy(struct xg_client *c, const char *reason)
     }
     event_free(c->ev_close);
     if (c->ev_soft != NULL) {
-        event_free(c->ev_soft);
+        xg_timer_free(c->ev_soft);
     }
     free(c->path);
     free(c);
@@ -642,13 +643,13 @@ output_soft_arm(struct xg_client *c, uint64_t ms)
     struct timeval tv;
 
     if (c->ev_soft == NULL) {
-        c->ev_soft = evtimer_new(c->l->base, output_on_soft, c);
-    } else if (evtimer_pending(c->ev_soft, NULL)) {
+        c->ev_soft = xg_timer_new(c->l->base, output_on_soft, c);
+    } else if (xg_timer_pending(c->ev_soft)) {
         return;
     }
     tv.tv_sec = (time_t) (ms / 1000);
     tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-    evtimer_add(c->ev_soft, &tv);
+    xg_timer_add(c->ev_soft, &tv);
 }
 
 /*
@@ -686,7 +687,7 @@ output_check(struct xg_client *c)
     } else {
         c->soft_since_ms = 0;
         if (c->ev_soft != NULL) {
-            evtimer_del(c->ev_soft);
+            xg_timer_del(c->ev_soft);
         }
         return;
     }

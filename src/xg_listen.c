@@ -15,6 +15,7 @@
 #include "xg_rest.h"
 #include "xg_venue.h"
 #include "xg_upstream.h"
+#include "xg_timer.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -496,7 +497,7 @@ on_accept_error(struct evconnlistener *evl, void *arg)
         xg_log_warn("listener %s: accept: %s: pausing for %d ms", l->addr,
             strerror(err), XG_LISTEN_PAUSE_MS);
         evconnlistener_disable(l->evl);
-        evtimer_add(l->ev_resume, &tv);
+        xg_timer_add(l->ev_resume, &tv);
         return;
     }
     xg_log_warn("listener %s: accept: %s", l->addr, strerror(err));
@@ -657,7 +658,7 @@ listen_open(struct xg_listen_set *ls, struct event_base *base,
             return XG_ERROR;
         }
     }
-    l->ev_resume = evtimer_new(base, on_resume, l);
+    l->ev_resume = xg_timer_new(base, on_resume, l);
     l->next = ls->first;
     ls->first = l;
     xg_log_info("listener %s: %s clients for upstream \"%s\"%s%s", l->addr,
@@ -705,7 +706,7 @@ listen_free(struct xg_listener *l, const char *reason)
         xg_client_free(l->clients, reason);
     }
     listen_unbind(l);
-    event_free(l->ev_resume);
+    xg_timer_free(l->ev_resume);
     if (l->ev_reap != NULL) {
         event_free(l->ev_reap);
     }
@@ -790,7 +791,7 @@ xg_listen_close(struct xg_listen_set *ls, struct xg_listener *l, int code,
     l->closed_cb = cb;
     l->closed_arg = arg;
     listen_unbind(l);
-    evtimer_del(l->ev_resume);
+    xg_timer_del(l->ev_resume);
     xg_log_info("listener %s: closed for new clients (%s), closing its %u "
         "client%s", l->addr, reason, l->nclients, l->nclients == 1 ? "" : "s");
     l->ev_reap = event_new(l->base, -1, 0, on_reap, l);
@@ -834,7 +835,7 @@ xg_listen_stop_all(struct xg_listen_set *ls)
             xg_client_close(c, 1001, "exgate stopping");
         }
         listen_unbind(l);
-        evtimer_del(l->ev_resume);
+        xg_timer_del(l->ev_resume);
     }
 }
 

@@ -9,6 +9,7 @@
 
 #include "xg_core.h"
 #include "xg_conf.h"
+#include "xg_timer.h"
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -31,7 +32,7 @@ struct xg_listener {
     struct xg_fanout             *fo;
     struct evconnlistener        *evl;         /* http: the front's */
     struct xg_rest_front         *front;       /* http: the REST front */
-    struct event                 *ev_resume;   /* after EMFILE */
+    struct xg_timer              *ev_resume;   /* after EMFILE */
     struct xg_upstream           *up;
     const struct xg_venue *pm;
     void                         *pp;          /* the module instance */

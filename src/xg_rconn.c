@@ -12,6 +12,7 @@
 #include "xg_log.h"
 #include "xg_reconnect.h"
 #include "xg_rtls.h"
+#include "xg_timer.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -43,8 +44,8 @@ struct xg_rconn {
     int                             block_replies;
     enum xg_rconn_state             state;
     struct xg_reconnect             rc;
-    struct event                   *ev_retry;
-    struct event                   *ev_timeout;
+    struct xg_timer                *ev_retry;
+    struct xg_timer                *ev_timeout;
     int                             gave_up;
 
     uint64_t                        connects;
@@ -101,16 +102,6 @@ rc_copy(char *dst, size_t len, const char *src, size_t n)
     dst[n] = '\0';
 }
 
-static void
-rc_timer(struct event *ev, uint64_t ms)
-{
-    struct timeval tv;
-
-    tv.tv_sec = (time_t) (ms / 1000);
-    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-    evtimer_add(ev, &tv);
-}
-
 /* Frees the context, if any, with no callback to the owner. */
 static void
 rc_close(struct xg_rconn *r)
@@ -118,7 +109,7 @@ rc_close(struct xg_rconn *r)
     redisAsyncContext *ac = r->ac;
 
     r->ac = NULL;
-    evtimer_del(r->ev_timeout);
+    xg_timer_del(r->ev_timeout);
     if (ac != NULL) {
         ac->data = NULL;
         redisAsyncFree(ac);
@@ -148,7 +139,7 @@ rc_failed_at(struct xg_rconn *r, int level, const char *reason)
 
     rc_copy(r->last_error, sizeof(r->last_error), reason, strlen(reason));
     r->state = XG_RCONN_DOWN;
-    evtimer_del(r->ev_timeout);
+    xg_timer_del(r->ev_timeout);
     f.reason = reason;
     f.http_status = 0;
     f.retry_after_s = -1;
@@ -168,7 +159,7 @@ rc_failed_at(struct xg_rconn *r, int level, const char *reason)
         rc_log(level, r, "%s; retry in %llums%s%s", reason,
             (unsigned long long) d.delay_ms,
             d.action == XG_RECONNECT_OPEN ? " (breaker open)" : "", note);
-        rc_timer(r->ev_retry, d.delay_ms);
+        xg_timer_add_ms(r->ev_retry, d.delay_ms);
     }
     if (r->cbs->on_down != NULL) {
         r->cbs->on_down(r->arg, reason);
@@ -181,7 +172,7 @@ rc_ready(struct xg_rconn *r)
     r->state = XG_RCONN_READY;
     r->connects++;
     r->last_error[0] = '\0';
-    evtimer_del(r->ev_timeout);
+    xg_timer_del(r->ev_timeout);
     xg_reconnect_ready(&r->rc, xg_now_ms());
     rc_log(XG_LOG_INFO, r, "connected%s", r->password != NULL
         ? " (auth ok)" : "");
@@ -341,7 +332,7 @@ rc_connect(struct xg_rconn *r)
     redisAsyncSetConnectCallback(ac, rc_on_connect);
     redisAsyncSetDisconnectCallback(ac, rc_on_disconnect);
     if (r->uc->connect_timeout_ms > 0) {
-        rc_timer(r->ev_timeout, r->uc->connect_timeout_ms);
+        xg_timer_add_ms(r->ev_timeout, r->uc->connect_timeout_ms);
     }
 }
 
@@ -378,8 +369,8 @@ xg_rconn_new(struct event_base *base, const char *prefix,
     r->state = XG_RCONN_OFF;
     rc_set_target(r, addr, password);
     xg_reconnect_init(&r->rc, uc);
-    r->ev_retry = evtimer_new(base, rc_on_retry, r);
-    r->ev_timeout = evtimer_new(base, rc_on_timeout, r);
+    r->ev_retry = xg_timer_new(base, rc_on_retry, r);
+    r->ev_timeout = xg_timer_new(base, rc_on_timeout, r);
     if (r->ev_retry == NULL || r->ev_timeout == NULL) {
         xg_log_error("%s: cannot create timers", prefix);
         abort();
@@ -395,8 +386,8 @@ xg_rconn_free(struct xg_rconn *r)
         return;
     }
     rc_close(r);
-    event_free(r->ev_retry);
-    event_free(r->ev_timeout);
+    xg_timer_free(r->ev_retry);
+    xg_timer_free(r->ev_timeout);
     xg_reconnect_free(&r->rc);
     if (r->password != NULL) {
         OPENSSL_cleanse(r->password, strlen(r->password));
@@ -430,7 +421,7 @@ void
 xg_rconn_start(struct xg_rconn *r)
 {
     rc_close(r);
-    evtimer_del(r->ev_retry);
+    xg_timer_del(r->ev_retry);
     r->gave_up = 0;
     r->state = XG_RCONN_DOWN;
     rc_connect(r);
@@ -441,7 +432,7 @@ void
 xg_rconn_stop(struct xg_rconn *r)
 {
     rc_close(r);
-    evtimer_del(r->ev_retry);
+    xg_timer_del(r->ev_retry);
     r->state = XG_RCONN_OFF;
 }
 

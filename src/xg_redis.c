@@ -16,6 +16,7 @@
 #include "xg_redis.h"
 #include "xg_log.h"
 #include "xg_rconn.h"
+#include "xg_timer.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -115,7 +116,7 @@ struct xg_redis {
     int                             bell_armed;
     int                             bell_all;    /* name them all */
     int                             bell_idle;   /* an empty one due */
-    struct event                   *ev_idle;
+    struct xg_timer                *ev_idle;
     uint64_t                        bell_ms;     /* the last one sent */
     int                             bell_cleared;  /* DELeted this epoch */
     uint64_t                        bell_seq;    /* the last one taken */
@@ -1119,12 +1120,12 @@ xg_redis_new(struct event_base *base, const char *name,
     r->bell_argv = xg_calloc(RD_BELL_ARGS, sizeof(*r->bell_argv));
     r->bell_argl = xg_calloc(RD_BELL_ARGS, sizeof(*r->bell_argl));
     r->ev_bell = event_new(base, -1, 0, rd_on_bell, r);
-    r->ev_idle = event_new(base, -1, EV_PERSIST, rd_on_idle, r);
+    r->ev_idle = xg_timer_new_persist(base, rd_on_idle, r);
     /* checked twice a period: an empty bell 1 to 1.5 periods after
        the last one */
     tv.tv_sec = RD_BELL_IDLE_MS / 2000;
     tv.tv_usec = (RD_BELL_IDLE_MS / 2 % 1000) * 1000;
-    event_add(r->ev_idle, &tv);
+    xg_timer_add(r->ev_idle, &tv);
     rd_conn_new(r);
     rd_log(XG_LOG_INFO, r, "publishing to streams %s:%s:CHANNEL, maxlen ~%llu, "
         "epoch %s%s", r->pc->prefix, r->name,
@@ -1157,7 +1158,7 @@ xg_redis_free(struct xg_redis *r)
     free(r->buckets);
     free(r->ring);
     event_free(r->ev_bell);
-    event_free(r->ev_idle);
+    xg_timer_free(r->ev_idle);
     free(r->bell_names);
     free(r->bell_data);
     free(r->bell_argv);

@@ -616,7 +616,7 @@ xg_registry_req_free(struct xg_reg_req *q)
     free(q->method);
     free(q->text);
     if (q->ev != NULL) {
-        event_free(q->ev);
+        xg_timer_free(q->ev);
     }
     free(q);
 }

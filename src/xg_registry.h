@@ -18,6 +18,7 @@
 #define XG_REGISTRY_H
 
 #include "xg_core.h"
+#include "xg_timer.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -112,7 +113,7 @@ struct xg_reg_req {
     int                     timed;       /* request_timeout applies */
     int                     nolimit;     /* queued past queue_limit and
                                             queue_timeout (must go out) */
-    struct event           *ev;          /* its deadline timer, given by
+    struct xg_timer        *ev;          /* its deadline timer, given by
                                             the session (freed with it) */
     void                   *sess;        /* the session that timed it */
     uint64_t                log_ms;      /* queued or sent then (for the

@@ -16,6 +16,7 @@
 #include "xg_log.h"
 #include "xg_upstream.h"
 #include "xg_venue.h"
+#include "xg_timer.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -530,7 +531,7 @@ struct xg_reload_retiring {
     struct xg_main_conf        *conf;
     unsigned                    nlisteners;  /* closing, clients left */
     int                         stopping;
-    struct event               *ev_deadline; /* for the clients' closes */
+    struct xg_timer            *ev_deadline; /* for the clients' closes */
     struct event               *ev_free;
     struct xg_reload_retiring  *next;
 };
@@ -554,7 +555,7 @@ retiring_free(struct xg_reload_retiring *t)
         xg_listen_forget_upstream(t->r->ls, t->up);
     }
     xg_upstream_free(t->up);
-    event_free(t->ev_deadline);
+    xg_timer_free(t->ev_deadline);
     event_free(t->ev_free);
     xg_conf_free(t->conf);
     free(t);
@@ -586,7 +587,7 @@ retiring_stop(struct xg_reload_retiring *t)
         return;
     }
     t->stopping = 1;
-    evtimer_del(t->ev_deadline);
+    xg_timer_del(t->ev_deadline);
     xg_upstream_stop(t->up, retiring_stopped, t);
 }
 
@@ -623,7 +624,7 @@ retiring_new(struct xg_running *r, struct xg_upstream *up,
     t->r = r;
     t->up = up;
     t->conf = xg_conf_ref(conf);
-    t->ev_deadline = evtimer_new(r->base, retiring_on_deadline, t);
+    t->ev_deadline = xg_timer_new(r->base, retiring_on_deadline, t);
     t->ev_free = event_new(r->base, -1, 0, retiring_on_free, t);
     t->next = r->retiring;
     r->retiring = t;
@@ -642,7 +643,7 @@ retiring_start(struct xg_reload_retiring *t)
         retiring_stop(t);
         return;
     }
-    evtimer_add(t->ev_deadline, &tv);
+    xg_timer_add(t->ev_deadline, &tv);
 }
 
 /* The retiring entry of UP in R, or NULL. */

@@ -27,6 +27,7 @@
 #include "xg_tls.h"
 #include "xg_upstream.h"
 #include "xg_venue.h"
+#include "xg_timer.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -96,7 +97,7 @@ struct xg_rest_get {
     struct evbuffer            *body;
     struct evkeyvalq            headers;
     char                        err[256];
-    struct event               *ev_timeout;
+    struct xg_timer            *ev_timeout;
     struct event               *ev_done;
     struct xg_rest_get         *prev, *next;   /* in r->gets, FIFO */
 };
@@ -356,7 +357,7 @@ static void
 get_free(struct xg_rest_get *g)
 {
     if (g->ev_timeout != NULL) {
-        event_free(g->ev_timeout);
+        xg_timer_free(g->ev_timeout);
     }
     if (g->ev_done != NULL) {
         event_free(g->ev_done);
@@ -391,7 +392,7 @@ get_finish(struct xg_rest_get *g, int status, int cls, const char *fmt, ...)
         va_end(ap);
     }
     g->done = 1;
-    evtimer_del(g->ev_timeout);
+    xg_timer_del(g->ev_timeout);
     event_active(g->ev_done, EV_TIMEOUT, 1);
 }
 
@@ -733,7 +734,7 @@ xg_rest_get(struct xg_rest *r, const char *pathquery, uint64_t timeout_ms,
     g->body = evbuffer_new();
     g->headers.tqh_first = NULL;     /* TAILQ_INIT */
     g->headers.tqh_last = &g->headers.tqh_first;
-    g->ev_timeout = evtimer_new(r->base, get_on_timeout, g);
+    g->ev_timeout = xg_timer_new(r->base, get_on_timeout, g);
     g->ev_done = event_new(r->base, -1, 0, get_on_done, g);
     if (g->body == NULL || g->ev_timeout == NULL || g->ev_done == NULL) {
         xg_log_error("rest %s: out of events", r->name);
@@ -767,7 +768,7 @@ xg_rest_get(struct xg_rest *r, const char *pathquery, uint64_t timeout_ms,
     r->nwaiting++;
     tv.tv_sec = (time_t) (g->timeout_ms / 1000);
     tv.tv_usec = (suseconds_t) (g->timeout_ms % 1000) * 1000;
-    evtimer_add(g->ev_timeout, &tv);
+    xg_timer_add(g->ev_timeout, &tv);
     rest_dispatch(r);
     return g;
 }

@@ -4,6 +4,7 @@
  */
 #include "xg_session_int.h"
 #include "xg_redis.h"
+#include "xg_timer.h"
 
 #include <fnmatch.h>
 
@@ -36,10 +37,10 @@ ss_chan_free(void *p)
 
     ss_chan_unhold(sc);
     if (sc->ev_retry != NULL) {
-        event_free(sc->ev_retry);
+        xg_timer_free(sc->ev_retry);
     }
     if (sc->ev_stale != NULL) {
-        event_free(sc->ev_stale);
+        xg_timer_free(sc->ev_stale);
     }
     free(sc);
 }
@@ -56,16 +57,6 @@ ss_chan(struct xg_session *s, struct xg_reg_channel *ch)
         ch->sess = sc;
     }
     return sc;
-}
-
-void
-ss_timer(struct event *ev, uint64_t ms)
-{
-    struct timeval tv;
-
-    tv.tv_sec = (time_t) (ms / 1000);
-    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-    event_add(ev, &tv);
 }
 
 static void
@@ -92,8 +83,8 @@ xg_session_new(struct xg_upstream *up, const char *name,
     s->ops = ops;
     s->owner = owner;
     s->ev_flush = event_new(base, -1, 0, ss_on_flush, s);
-    s->ev_linger = evtimer_new(base, ss_on_flush, s);
-    s->ev_budget = evtimer_new(base, ss_on_budget, s);
+    s->ev_linger = xg_timer_new(base, ss_on_flush, s);
+    s->ev_budget = xg_timer_new(base, ss_on_budget, s);
     xg_registry_set_session_free(reg, ss_chan_free);
     ss_interest_start(s);
     return s;
@@ -119,8 +110,8 @@ xg_session_free(struct xg_session *s)
     ss_rot_free(s);
     ss_interest_free(s);
     event_free(s->ev_flush);
-    event_free(s->ev_linger);
-    event_free(s->ev_budget);
+    xg_timer_free(s->ev_linger);
+    xg_timer_free(s->ev_budget);
     free(s->held);
     free(s->to);
     ss_names_free(s->sub_batch, &s->nsub);
@@ -239,7 +230,7 @@ ss_flush(struct xg_session *s)
     }
     free(keep);
     if (nkeep > 0) {
-        ss_timer(s->ev_linger, first - now);
+        xg_timer_add_ms(s->ev_linger, first - now);
     }
     if (!s->ready) {
         /* the restore sends everything pending; nothing to batch now */
@@ -375,9 +366,9 @@ ss_arm_stale(struct xg_session *s, struct xg_reg_channel *ch)
     }
     sc = ss_chan(s, ch);
     if (sc->ev_stale == NULL) {
-        sc->ev_stale = evtimer_new(s->base, ss_on_stale, sc);
+        sc->ev_stale = xg_timer_new(s->base, ss_on_stale, sc);
     }
-    ss_timer(sc->ev_stale, stale);
+    xg_timer_add_ms(sc->ev_stale, stale);
 }
 
 /*
@@ -399,9 +390,9 @@ ss_unconfirmed(struct xg_session *s, struct xg_reg_channel *ch)
         ch->stale_from_ms = ch->last_data_ms;
     }
     if (sc->ev_retry == NULL) {
-        sc->ev_retry = evtimer_new(s->base, ss_on_retry, sc);
+        sc->ev_retry = xg_timer_new(s->base, ss_on_retry, sc);
     }
-    ss_timer(sc->ev_retry, ch->retry_ms);
+    xg_timer_add_ms(sc->ev_retry, ch->retry_ms);
     xg_upstream_log(XG_LOG_WARN, s->up, "channel \"%s\" not confirmed on "
         "resubscribe (attempt %u): retrying in %u ms; its %zu clients stay "
         "subscribed", ch->name, ch->retries + 1, ch->retry_ms, ch->nsubs);
@@ -619,11 +610,11 @@ ss_on_stale(evutil_socket_t fd, short what, void *arg)
         return;                 /* armed again when it is confirmed */
     }
     if (now < ch->last_data_ms + stale) {
-        ss_timer(sc->ev_stale, ch->last_data_ms + stale - now);
+        xg_timer_add_ms(sc->ev_stale, ch->last_data_ms + stale - now);
         return;
     }
     if (ch->nsubs == 0 || !s->ready) {
-        ss_timer(sc->ev_stale, stale);
+        xg_timer_add_ms(sc->ev_stale, stale);
         return;
     }
     xg_upstream_log(XG_LOG_WARN, s->up, "channel \"%s\" silent for %llu ms "
@@ -948,24 +939,24 @@ ss_client_id(const struct xg_reg_req *q, char *buf, size_t len)
 
 static void ss_on_request_expired(evutil_socket_t fd, short what, void *arg);
 
-/* Starts Q's deadline timer (MS from now): one libevent timer per request
-   that has a deadline, freed with the request. */
+/* Starts Q's deadline timer (MS from now): one timer (xg_timer.h) per
+   request that has a deadline, freed with the request. */
 static void
 ss_req_arm(struct xg_session *s, struct xg_reg_req *q, uint64_t ms)
 {
     if (q->ev == NULL) {
-        q->ev = evtimer_new(s->base, ss_on_request_expired, q);
+        q->ev = xg_timer_new(s->base, ss_on_request_expired, q);
     }
     q->deadline_ms = xg_now_ms() + ms;
     q->sess = s;
-    ss_timer(q->ev, ms);
+    xg_timer_add_ms(q->ev, ms);
 }
 
 static void
 ss_req_disarm(struct xg_reg_req *q)
 {
     if (q->ev != NULL) {
-        event_del(q->ev);
+        xg_timer_del(q->ev);
     }
     q->deadline_ms = 0;
 }
@@ -1026,7 +1017,7 @@ ss_budget_arm(struct xg_session *s, uint64_t us)
     }
     tv.tv_sec = (time_t) (us / 1000000);
     tv.tv_usec = (suseconds_t) (us % 1000000);
-    event_add(s->ev_budget, &tv);
+    xg_timer_add(s->ev_budget, &tv);
 }
 
 static int ss_write(struct xg_session *s, struct xg_reg_req *q);
@@ -1098,7 +1089,7 @@ ss_budget_run(struct xg_session *s)
     struct xg_reg_req *q, *best;
     unsigned i;
 
-    event_del(s->ev_budget);
+    xg_timer_del(s->ev_budget);
     while ((q = ss_held_head(s)) != NULL) {
         if (ss_budget_on(s)
             && (wait = xg_budget_wait_us(&s->budget, q->bpool, q->bcost,

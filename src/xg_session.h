@@ -7,7 +7,7 @@
  * - the request table: fresh ids (the client's id bytes kept), in flight
  *   and queued while the connection is not ready (bounded, with
  *   deadlines), replay or "outcome unknown" when the connection is lost,
- *   a libevent timer per deadline;
+ *   a timer (xg_timer.h) per deadline;
  *
  * and the subscription engine:
  *

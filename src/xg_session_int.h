@@ -12,6 +12,7 @@
 #include "xg_log.h"
 #include "xg_venue.h"
 #include "xg_session.h"
+#include "xg_timer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +50,7 @@ struct xg_session {
     uint64_t                      restores;
     uint64_t                      linger_ms;
     struct event                 *ev_flush;    /* batches, once per pass */
-    struct event                 *ev_linger;   /* the earliest linger end */
+    struct xg_timer              *ev_linger;   /* the earliest linger end */
     char                        **sub_batch;
     size_t                        nsub, sub_cap;
     char                        **unsub_batch;
@@ -68,7 +69,7 @@ struct xg_session {
     uint64_t                      rot_quiet;
     uint64_t                      rot_forced;
     struct xg_budget              budget;    /* the exchange's credits */
-    struct event                 *ev_budget; /* the next wait's end */
+    struct xg_timer              *ev_budget; /* the next wait's end */
     uint64_t                     *held;      /* ids of requests held for
                                                 the budget, in order */
     size_t                        held_first, nheld, held_cap;
@@ -78,7 +79,7 @@ struct xg_session {
     struct xg_reg_client         *interest;  /* edges' channels' holder
                                                 (xg_session_interest.c) */
     struct xg_redis              *interest_pub; /* polled through */
-    struct event                 *ev_interest;  /* the next poll */
+    struct xg_timer              *ev_interest;  /* the next poll */
     int                           interest_private; /* user. taken */
     uint64_t                      interest_conn;    /* the last answer's
                                                        connection (ready) */
@@ -106,7 +107,7 @@ struct ss_rot {
     unsigned            a_id, b_id;
     unsigned            in_line, quiet, forced;  /* channels switched */
     uint64_t            start_ms;
-    struct event       *ev_bound;    /* the switch bound, then the retire
+    struct xg_timer    *ev_bound;    /* the switch bound, then the retire
                                         bound */
     struct event       *ev_check;    /* the end check, once per pass */
 };
@@ -129,8 +130,8 @@ enum {
 struct ss_chan {
     struct xg_session      *s;
     struct xg_reg_channel  *ch;
-    struct event           *ev_retry;     /* unconfirmed: the next attempt */
-    struct event           *ev_stale;     /* the silence bound */
+    struct xg_timer        *ev_retry;     /* unconfirmed: the next attempt */
+    struct xg_timer        *ev_stale;     /* the silence bound */
     int                     rot;          /* SR_CH_*, during a rotation */
     int                     rot_dropped;  /* a message of B was dropped */
     struct ss_msg          *held;         /* B's messages held meanwhile */
@@ -150,8 +151,6 @@ struct ss_ids {
 struct ss_chan *ss_chan(struct xg_session *s, struct xg_reg_channel *ch);
 /* Frees the messages held for SC during a rotation. */
 void ss_chan_unhold(struct ss_chan *sc);
-/* Arms EV to fire MS from now. */
-void ss_timer(struct event *ev, uint64_t ms);
 /* Appends a copy of NAME to the array *A (*N used, *CAP allocated). */
 void ss_batch_add(char ***a, size_t *n, size_t *cap, const char *name);
 /*

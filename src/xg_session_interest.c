@@ -25,6 +25,7 @@
 #include "xg_redis.h"
 #include "xg_registry.h"
 #include "xg_upstream.h"
+#include "xg_timer.h"
 
 #include <event2/event.h>
 
@@ -176,16 +177,16 @@ si_on_tick(evutil_socket_t fd, short what, void *arg)
     } else if (s->interest != NULL && s->interest->nchans > 0) {
         si_apply(s, NULL, 0, 0);
     }
-    ss_timer(s->ev_interest, XG_SESSION_INTEREST_POLL_MS);
+    xg_timer_add_ms(s->ev_interest, XG_SESSION_INTEREST_POLL_MS);
 }
 
 /* See xg_session_int.h. */
 void
 ss_interest_start(struct xg_session *s)
 {
-    s->ev_interest = evtimer_new(s->base, si_on_tick, s);
+    s->ev_interest = xg_timer_new(s->base, si_on_tick, s);
     if (s->ev_interest != NULL) {
-        ss_timer(s->ev_interest, XG_SESSION_INTEREST_POLL_MS);
+        xg_timer_add_ms(s->ev_interest, XG_SESSION_INTEREST_POLL_MS);
     }
 }
 
@@ -201,7 +202,7 @@ xg_session_interest_stop(struct xg_session *s)
         s->interest_pub = NULL;
     }
     if (s->ev_interest != NULL) {
-        event_del(s->ev_interest);
+        xg_timer_del(s->ev_interest);
     }
     if (s->interest != NULL) {
         xg_registry_client_free(s->reg, s->interest, xg_now_ms());
@@ -217,7 +218,7 @@ ss_interest_free(struct xg_session *s)
         xg_redis_interest_cancel(s->interest_pub, s);
     }
     if (s->ev_interest != NULL) {
-        event_free(s->ev_interest);
+        xg_timer_free(s->ev_interest);
     }
 }
 

@@ -4,6 +4,7 @@
  * channel switched where its stream lines up, B promoted, A retired.
  */
 #include "xg_session_int.h"
+#include "xg_timer.h"
 
 static void ss_rot_end(struct xg_session *s, const char *why);
 
@@ -17,7 +18,7 @@ ss_rot_free(struct xg_session *s)
     if (r == NULL) {
         return;
     }
-    event_free(r->ev_bound);
+    xg_timer_free(r->ev_bound);
     event_free(r->ev_check);
     free(r);
     s->rot = NULL;
@@ -51,7 +52,7 @@ ss_rot_fail(struct xg_session *s, const char *why)
     xg_upstream_log(XG_LOG_WARN, s->up, "rotation of #%u to #%u failed: %s",
         r->a_id, r->b_id, why);
     r->failed = 1;
-    evtimer_del(r->ev_bound);
+    xg_timer_del(r->ev_bound);
     ss_rot_reset_channels(s);
     xg_upstream_retire(s->up, r->b, why);
 }
@@ -401,7 +402,7 @@ ss_rot_cross_start(struct xg_session *s)
         ss_rot_check_soon(s);   /* nothing to line up with */
         return;
     }
-    ss_timer(r->ev_bound, SS_ROT_SWITCH_MS);
+    xg_timer_add_ms(r->ev_bound, SS_ROT_SWITCH_MS);
     xg_registry_channel_foreach(s->reg, ss_rot_drain_cb, s);
     ss_rot_check_soon(s);
 }
@@ -552,7 +553,7 @@ ss_rot_end(struct xg_session *s, const char *why)
     struct ss_rot *r = s->rot;
     uint64_t ms;
 
-    evtimer_del(r->ev_bound);
+    xg_timer_del(r->ev_bound);
     xg_upstream_promote(s->up, r->b);
     if (xg_conn_role(r->b) != XG_CONN_PRIMARY) {
         /* the upstream would not promote it (logged): B is on its way
@@ -585,7 +586,7 @@ ss_rot_end(struct xg_session *s, const char *why)
     }
     ms = s->request_ms + 1000 > SS_ROT_RETIRE_MS ? s->request_ms + 1000
                                                  : SS_ROT_RETIRE_MS;
-    ss_timer(r->ev_bound, ms);
+    xg_timer_add_ms(r->ev_bound, ms);
     ss_rot_check_retire(s, r->a);
 }
 
@@ -614,7 +615,7 @@ ss_rot_check_retire(struct xg_session *s, struct xg_conn *c)
         return;
     }
     r->retired = 1;
-    evtimer_del(r->ev_bound);
+    xg_timer_del(r->ev_bound);
     xg_upstream_log(XG_LOG_INFO, s->up, "rotation of #%u to #%u: #%u has no "
         "request in flight: retiring it", r->a_id, r->b_id, r->a_id);
     xg_upstream_retire(s->up, r->a, "rotated");
@@ -660,7 +661,7 @@ xg_session_rotate(struct xg_session *s, struct xg_conn *c)
     r->a_id = xg_conn_id(r->a);
     r->b_id = xg_conn_id(c);
     r->start_ms = xg_now_ms();
-    r->ev_bound = evtimer_new(s->base, ss_rot_on_bound, s);
+    r->ev_bound = xg_timer_new(s->base, ss_rot_on_bound, s);
     r->ev_check = event_new(s->base, -1, 0, ss_rot_on_check, s);
     s->rot = r;
     xg_upstream_log(XG_LOG_INFO, s->up, "rotation of #%u to #%u: restoring the "

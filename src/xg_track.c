@@ -16,7 +16,7 @@
 struct xg_track_retry {
     struct xg_track        *t;
     struct xg_reg_req      *q;
-    struct event           *ev;
+    struct xg_timer        *ev;
     struct xg_track_retry  *prev, *next;
 };
 
@@ -81,7 +81,7 @@ track_retries_cancel(struct xg_track *t)
 
     while ((r = t->retry) != NULL) {
         t->retry = r->next;
-        event_free(r->ev);
+        xg_timer_free(r->ev);
         xg_registry_req_free(r->q);
         free(r);
     }
@@ -102,7 +102,7 @@ track_on_retry(evutil_socket_t fd, short what, void *arg)
     if (r->next != NULL) {
         r->next->prev = r->prev;
     }
-    event_free(r->ev);
+    xg_timer_free(r->ev);
     free(r);
     t->env->retries++;
     t->env->send(t->env->ctx, t->chan, q);
@@ -412,7 +412,7 @@ xg_track_retry(struct xg_track *t, struct xg_reg_req *q, const char *why,
     r = xg_calloc(1, sizeof(*r));
     r->t = t;
     r->q = q;
-    r->ev = evtimer_new(t->env->base, track_on_retry, r);
+    r->ev = xg_timer_new(t->env->base, track_on_retry, r);
     r->next = t->retry;
     if (t->retry != NULL) {
         t->retry->prev = r;
@@ -420,7 +420,7 @@ xg_track_retry(struct xg_track *t, struct xg_reg_req *q, const char *why,
     t->retry = r;
     tv.tv_sec = (time_t) (ms / 1000);
     tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-    evtimer_add(r->ev, &tv);
+    xg_timer_add(r->ev, &tv);
     return 1;
 }
 

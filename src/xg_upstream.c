@@ -28,6 +28,7 @@
 #include "xg_redis.h"
 #include "xg_rest.h"
 #include "xg_ws.h"
+#include "xg_timer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,22 +223,12 @@ conn_set_state(struct xg_conn *c, enum up_conn_state s, const char *reason)
 }
 
 static void
-timer_arm(struct event *ev, uint64_t ms)
-{
-    struct timeval tv;
-
-    tv.tv_sec = (time_t) (ms / 1000);
-    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-    evtimer_add(ev, &tv);
-}
-
-static void
 up_cancel_timers(struct xg_upstream *up)
 {
-    evtimer_del(up->ev_retry);
-    evtimer_del(up->ev_stable);
-    evtimer_del(up->ev_idle);
-    evtimer_del(up->ev_rotate);
+    xg_timer_del(up->ev_retry);
+    xg_timer_del(up->ev_stable);
+    xg_timer_del(up->ev_idle);
+    xg_timer_del(up->ev_rotate);
     up->retry_held = 0;
 }
 
@@ -264,15 +255,15 @@ conn_new(struct xg_upstream *up, enum xg_conn_role role)
     c->state = UP_CONN_CONNECTING;
     snprintf(c->log_name, sizeof(c->log_name), "upstream %s#%u",
         up->conf->name, c->id);
-    c->ev_deadline = evtimer_new(up->base, conn_on_deadline, c);
-    c->ev_age = evtimer_new(up->base, conn_on_age, c);
+    c->ev_deadline = xg_timer_new(up->base, conn_on_deadline, c);
+    c->ev_age = xg_timer_new(up->base, conn_on_age, c);
     if (c->ev_deadline == NULL || c->ev_age == NULL) {
         xg_conn_log(XG_LOG_ERROR, c, "cannot create timers");
         if (c->ev_deadline != NULL) {
-            event_free(c->ev_deadline);
+            xg_timer_free(c->ev_deadline);
         }
         if (c->ev_age != NULL) {
-            event_free(c->ev_age);
+            xg_timer_free(c->ev_age);
         }
         free(c);
         return NULL;
@@ -290,8 +281,8 @@ conn_free(struct xg_conn *c)
     if (c->ws != NULL) {
         xg_ws_free(c->ws);
     }
-    event_free(c->ev_deadline);
-    event_free(c->ev_age);
+    xg_timer_free(c->ev_deadline);
+    xg_timer_free(c->ev_age);
     free(c);
 }
 
@@ -336,12 +327,12 @@ conn_arm_age(struct xg_conn *c)
 {
     uint64_t age = c->up->conf->max_connection_age_ms, lived;
 
-    evtimer_del(c->ev_age);
+    xg_timer_del(c->ev_age);
     if (age == 0 || c->opened_ms == 0) {
         return;
     }
     lived = xg_now_ms() - c->opened_ms;
-    timer_arm(c->ev_age, lived < age ? age - lived : 0);
+    xg_timer_add_ms(c->ev_age, lived < age ? age - lived : 0);
 }
 
 /*
@@ -375,7 +366,7 @@ conn_connect(struct xg_upstream *up, struct xg_conn *c)
     opts.read_max = XG_UP_READ_MAX;
     c->gen = up->conf_gen;
 
-    timer_arm(c->ev_deadline,
+    xg_timer_add_ms(c->ev_deadline,
         up->conf->connect_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
     /* Failures found at once come back through on_down, later. */
     if (up->proto != NULL && up->proto->connect != NULL) {
@@ -409,7 +400,7 @@ up_release_retry(struct xg_upstream *up, const char *why)
     }
     xg_upstream_log(XG_LOG_INFO, up, "rotation #%u will not take over (%s): "
         "reconnect in %llums", up->rot_n, why, (unsigned long long) delay);
-    timer_arm(up->ev_retry, delay);
+    xg_timer_add_ms(up->ev_retry, delay);
 }
 
 /*
@@ -464,7 +455,7 @@ up_rotation_failed(struct xg_upstream *up, struct xg_conn *c,
         reason, up->primary->id, (unsigned long long) d.delay_ms);
     up->rot_due_for = up->primary->id;
     up->rot_due_retry = 0;  /* set when the timer fires */
-    timer_arm(up->ev_rotate, d.delay_ms);
+    xg_timer_add_ms(up->ev_rotate, d.delay_ms);
 }
 
 /*
@@ -488,7 +479,7 @@ up_other_lost(struct xg_upstream *up, const char *reason, int park)
         xg_ws_free(c->ws);
     }
     c->ws = NULL;
-    evtimer_del(c->ev_deadline);
+    xg_timer_del(c->ev_deadline);
     if (c->role == XG_CONN_ROTATING && c->state != UP_CONN_CLOSING) {
         up_rotation_failed(up, c, copy, 1);
     } else if (c->role == XG_CONN_RETIRING) {
@@ -521,9 +512,9 @@ conn_close(struct xg_upstream *up, struct xg_conn *c, const char *why)
 
     up_copy_text(reason, sizeof(reason), why != NULL ? why : "retired");
     conn_set_state(c, UP_CONN_CLOSING, reason);
-    evtimer_del(c->ev_deadline);
-    evtimer_del(c->ev_age);
-    timer_arm(c->ev_deadline,
+    xg_timer_del(c->ev_deadline);
+    xg_timer_del(c->ev_age);
+    xg_timer_add_ms(c->ev_deadline,
         up->conf->close_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
     /* Not open yet: dropped, and on_down follows all the same. */
     xg_ws_close(c->ws, 1000, reason);
@@ -571,8 +562,8 @@ up_on_state(struct xg_ws *ws, enum xg_ws_state st, void *arg)
         } else {
             conn_set_state(c, UP_CONN_HANDSHAKE, NULL);
         }
-        evtimer_del(c->ev_deadline);
-        timer_arm(c->ev_deadline,
+        xg_timer_del(c->ev_deadline);
+        xg_timer_add_ms(c->ev_deadline,
             up->conf->handshake_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
         break;
     default:
@@ -587,10 +578,10 @@ up_on_state(struct xg_ws *ws, enum xg_ws_state st, void *arg)
 static void
 up_became_ready(struct xg_upstream *up, const char *reason)
 {
-    evtimer_del(up->primary->ev_deadline);
+    xg_timer_del(up->primary->ev_deadline);
     up_set_state(up, XG_UP_READY, reason, -1, NULL);
     xg_reconnect_ready(&up->rc, xg_now_ms());
-    timer_arm(up->ev_stable, up->rc.stable_ms);
+    xg_timer_add_ms(up->ev_stable, up->rc.stable_ms);
     up_rotate_if_due(up);
 }
 
@@ -601,7 +592,7 @@ up_other_open(struct xg_upstream *up, struct xg_conn *c)
     char why[160];
 
     conn_set_state(c, UP_CONN_RESTORING, "open");
-    timer_arm(c->ev_deadline, up->conf->restore_timeout_ms);
+    xg_timer_add_ms(c->ev_deadline, up->conf->restore_timeout_ms);
     if (up->proto == NULL || !up->proto->rotates) {
         snprintf(why, sizeof(why), "rotation not supported by this "
             "protocol yet (%s)", up->proto != NULL ? up->proto->name
@@ -628,7 +619,7 @@ up_on_open(struct xg_ws *ws, void *arg)
     if (c == NULL || up->stopping) {
         return;
     }
-    evtimer_del(c->ev_deadline);
+    xg_timer_del(c->ev_deadline);
     up->connects++;
     c->opened_ms = xg_now_ms();
     c->last_data_ms = c->opened_ms;
@@ -637,7 +628,7 @@ up_on_open(struct xg_ws *ws, void *arg)
         return;
     }
     if (up->conf->idle_timeout_ms > 0) {
-        timer_arm(up->ev_idle, up->conf->idle_timeout_ms);
+        xg_timer_add_ms(up->ev_idle, up->conf->idle_timeout_ms);
     }
     conn_arm_age(c);
     if (up->proto == NULL || up->proto->on_open == NULL) {
@@ -646,7 +637,7 @@ up_on_open(struct xg_ws *ws, void *arg)
     }
     /* State and deadline first: on_open may call restored() at once. */
     up_set_state(up, XG_UP_RESTORING, "open", -1, NULL);
-    timer_arm(c->ev_deadline, up->conf->restore_timeout_ms);
+    xg_timer_add_ms(c->ev_deadline, up->conf->restore_timeout_ms);
     c->proto_opened = 1;
     up->proto->on_open(up->proto_p, c);
 }
@@ -724,8 +715,8 @@ up_primary_lost(struct xg_upstream *up, enum up_why why, const char *reason,
 
     up->primary = NULL;
     c->ws = NULL;
-    evtimer_del(c->ev_deadline);
-    evtimer_del(c->ev_age);
+    xg_timer_del(c->ev_deadline);
+    xg_timer_del(c->ev_age);
     if (park) {
         up_park(up, UP_PARK_PRIMARY, ws, 1001, reason);
         ws = NULL;
@@ -799,7 +790,7 @@ up_connect_wait(struct xg_upstream *up, const char *what)
             (unsigned long long) ms);
     }
     up->budget_waits++;
-    timer_arm(up->ev_retry, ms);
+    xg_timer_add_ms(up->ev_retry, ms);
     return 1;
 }
 
@@ -930,7 +921,7 @@ conn_on_age(evutil_socket_t fd, short what, void *arg)
     }
     if (lived < age) {
         /* libevent's coarse clock fired a few ms early: wait the rest. */
-        timer_arm(c->ev_age, age - lived);
+        xg_timer_add_ms(c->ev_age, age - lived);
         return;
     }
     up->rot_due_for = c->id;
@@ -972,7 +963,7 @@ up_on_stable(evutil_socket_t fd, short what, void *arg)
          * libevent's coarse monotonic clock can fire a timer a few ms
          * before our precise one says it is due: wait for the rest.
          */
-        timer_arm(up->ev_stable, up->rc.stable_ms - up_for);
+        xg_timer_add_ms(up->ev_stable, up->rc.stable_ms - up_for);
         return;
     }
     if (xg_reconnect_check_stable(&up->rc, now)) {
@@ -998,7 +989,7 @@ up_on_idle(evutil_socket_t fd, short what, void *arg)
     /* Re-armed lazily: cheaper than moving a timer on every message. */
     if (now - last < idle) {
         /* (Also when libevent's coarse clock fired a few ms early.) */
-        timer_arm(up->ev_idle, idle - (now - last));
+        xg_timer_add_ms(up->ev_idle, idle - (now - last));
         return;
     }
     snprintf(reason, sizeof(reason), "idle timeout (no data for %llums)",
@@ -1050,8 +1041,8 @@ up_failed(struct xg_upstream *up, struct xg_conn *c, enum up_why why,
         up_copy_text(up->last_error, sizeof(up->last_error), reason);
     }
     reason = up->last_error;
-    evtimer_del(up->ev_stable);
-    evtimer_del(up->ev_idle);
+    xg_timer_del(up->ev_stable);
+    xg_timer_del(up->ev_idle);
     if (up->stopping) {
         why = UP_WHY_STOP;
     }
@@ -1122,7 +1113,7 @@ up_failed(struct xg_upstream *up, struct xg_conn *c, enum up_why why,
         up->retry_held = 1;
         return;
     }
-    timer_arm(up->ev_retry, d.delay_ms);
+    xg_timer_add_ms(up->ev_retry, d.delay_ms);
 }
 
 /*
@@ -1190,10 +1181,10 @@ xg_upstream_create_proto(struct event_base *base, struct evdns_base *dns,
     up_set_log_name(up);
     xg_reconnect_init(&up->rc, conf);
     xg_reconnect_init(&up->rot_rc, conf);
-    up->ev_retry = evtimer_new(base, up_on_retry, up);
-    up->ev_stable = evtimer_new(base, up_on_stable, up);
-    up->ev_idle = evtimer_new(base, up_on_idle, up);
-    up->ev_rotate = evtimer_new(base, up_on_rotate_retry, up);
+    up->ev_retry = xg_timer_new(base, up_on_retry, up);
+    up->ev_stable = xg_timer_new(base, up_on_stable, up);
+    up->ev_idle = xg_timer_new(base, up_on_idle, up);
+    up->ev_rotate = xg_timer_new(base, up_on_rotate_retry, up);
     if (up->ev_retry == NULL || up->ev_stable == NULL || up->ev_idle == NULL
         || up->ev_rotate == NULL)
     {
@@ -1255,7 +1246,7 @@ xg_upstream_start(struct xg_upstream *up)
         return;
     }
     /* Through the timer, so the first attempt runs inside the loop. */
-    timer_arm(up->ev_retry, 0);
+    xg_timer_add_ms(up->ev_retry, 0);
 }
 
 /* See xg_upstream.h. */
@@ -1289,9 +1280,9 @@ xg_upstream_stop(struct xg_upstream *up, xg_upstream_stopped_cb cb,
     c = up->primary;
     if (c != NULL && up_is_open(up) && xg_ws_state(c->ws) == XG_WS_OPEN) {
         up_set_state(up, XG_UP_STOPPING, "stop", -1, NULL);
-        evtimer_del(c->ev_deadline);
-        evtimer_del(c->ev_age);
-        timer_arm(c->ev_deadline,
+        xg_timer_del(c->ev_deadline);
+        xg_timer_del(c->ev_age);
+        xg_timer_add_ms(c->ev_deadline,
             up->conf->close_timeout_ms + XG_UP_DEADLINE_GRACE_MS);
         xg_ws_close(c->ws, 1000, "shutdown");
         return;
@@ -1334,16 +1325,16 @@ xg_upstream_free(struct xg_upstream *up)
     xg_rest_free(up->rest);
     xg_redis_free(up->pub);
     if (up->ev_retry != NULL) {
-        event_free(up->ev_retry);
+        xg_timer_free(up->ev_retry);
     }
     if (up->ev_stable != NULL) {
-        event_free(up->ev_stable);
+        xg_timer_free(up->ev_stable);
     }
     if (up->ev_idle != NULL) {
-        event_free(up->ev_idle);
+        xg_timer_free(up->ev_idle);
     }
     if (up->ev_rotate != NULL) {
-        event_free(up->ev_rotate);
+        xg_timer_free(up->ev_rotate);
     }
     xg_reconnect_free(&up->rc);
     xg_reconnect_free(&up->rot_rc);
@@ -1472,7 +1463,7 @@ up_rotate(struct xg_upstream *up, const char *why, int retry,
         }
         return XG_ERROR;
     }
-    evtimer_del(up->ev_rotate);
+    xg_timer_del(up->ev_rotate);
     up->rot_due_for = 0;
     if (!retry) {
         up->rot_retries = 0;
@@ -1516,7 +1507,7 @@ up_rotate_if_stale(struct xg_upstream *up)
     if (up->stopping || up->primary == NULL
         || up->primary->gen == up->conf_gen || up->state != XG_UP_READY
         || up->other != NULL || up->rot_due_for != 0
-        || evtimer_pending(up->ev_rotate, NULL))
+        || xg_timer_pending(up->ev_rotate))
     {
         return;
     }
@@ -1552,7 +1543,7 @@ up_rotate_if_due(struct xg_upstream *up)
     if (up->state != XG_UP_READY || up->other != NULL) {
         return;
     }
-    if (!up->rot_due_retry && evtimer_pending(up->ev_rotate, NULL)) {
+    if (!up->rot_due_retry && xg_timer_pending(up->ev_rotate)) {
         return;     /* a failure's backoff runs: its timer will call */
     }
     up_rotate(up, up->rot_why, up->rot_due_retry, NULL, NULL, 0);
@@ -1588,7 +1579,7 @@ xg_upstream_promote(struct xg_upstream *up, struct xg_conn *c)
             "open rotating connection", c != NULL ? c->id : 0);
         return;
     }
-    evtimer_del(c->ev_deadline);
+    xg_timer_del(c->ev_deadline);
     up_count_restore(up, now - c->opened_ms);
     up->rotations++;
     up->rot_retries = 0;
@@ -1603,10 +1594,10 @@ xg_upstream_promote(struct xg_upstream *up, struct xg_conn *c)
     up_set_log_name(up);
     if (old != NULL) {
         old->role = XG_CONN_RETIRING;
-        evtimer_del(old->ev_age);
+        xg_timer_del(old->ev_age);
         /* The module retires it; if it never does, the deadline will. */
-        evtimer_del(old->ev_deadline);
-        timer_arm(old->ev_deadline, up->conf->restore_timeout_ms);
+        xg_timer_del(old->ev_deadline);
+        xg_timer_add_ms(old->ev_deadline, up->conf->restore_timeout_ms);
         up->other = old;
         xg_conn_log(XG_LOG_INFO, c, "rotation #%u done in %llums: #%u "
             "primary, #%u retiring", c->rotation,
@@ -1618,12 +1609,12 @@ xg_upstream_promote(struct xg_upstream *up, struct xg_conn *c)
     }
     conn_arm_age(c);
     if (up->conf->idle_timeout_ms > 0) {
-        evtimer_del(up->ev_idle);
-        timer_arm(up->ev_idle, up->conf->idle_timeout_ms);
+        xg_timer_del(up->ev_idle);
+        xg_timer_add_ms(up->ev_idle, up->conf->idle_timeout_ms);
     }
     if (up->state != XG_UP_READY) {
         /* The primary went down meanwhile: this one takes over. */
-        evtimer_del(up->ev_retry);
+        xg_timer_del(up->ev_retry);
         up->retry_held = 0;
         up->gave_up = 0;
         snprintf(took, sizeof(took), "rotation #%u took over", c->rotation);

@@ -13,6 +13,7 @@
 #include "xg_reconnect.h"
 #include "xg_upstream.h"
 #include "xg_io.h"
+#include "xg_timer.h"
 
 #include <event2/event.h>
 
@@ -76,9 +77,9 @@ struct xg_conn {
                                               it connected */
     struct xg_ws           *ws;            /* NULL once detached */
     int                     proto_opened;  /* on_open ran: on_down is owed */
-    struct event           *ev_deadline;   /* connect, handshake, restore,
+    struct xg_timer        *ev_deadline;   /* connect, handshake, restore,
                                               close */
-    struct event           *ev_age;        /* max_connection_age (primary) */
+    struct xg_timer        *ev_age;        /* max_connection_age (primary) */
     char                    log_name[320]; /* "upstream u#13" */
 };
 
@@ -117,9 +118,9 @@ struct xg_upstream {
     struct xg_ws                   *parked[UP_PARK_N];
 
     struct xg_reconnect             rc;
-    struct event                   *ev_retry;
-    struct event                   *ev_stable;
-    struct event                   *ev_idle;
+    struct xg_timer                *ev_retry;
+    struct xg_timer                *ev_stable;
+    struct xg_timer                *ev_idle;
     uint64_t                        retry_at_ms;
     int                             retry_held; /* a rotating connection
                                                    may take over first */
@@ -127,7 +128,7 @@ struct xg_upstream {
 
     /* rotation: its own backoff, so that it never touches the primary's */
     struct xg_reconnect             rot_rc;
-    struct event                   *ev_rotate;  /* the retry after a failure */
+    struct xg_timer                *ev_rotate;  /* the retry after a failure */
     unsigned                        rot_n;      /* rotations started */
     uint64_t                        rot_started_ms;
     char                            rot_why[96];

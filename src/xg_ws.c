@@ -25,6 +25,7 @@
 #include "xg_ws.h"
 #include "xg_ws_int.h"
 #include "xg_wsproto.h"
+#include "xg_timer.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -166,9 +167,9 @@ ws_release_bev(struct xg_ws *ws)
 static void
 ws_stop_timers(struct xg_ws *ws)
 {
-    evtimer_del(ws->ev_deadline);
-    event_del(ws->ev_ping);
-    evtimer_del(ws->ev_silence);
+    xg_timer_del(ws->ev_deadline);
+    xg_timer_del(ws->ev_ping);
+    xg_timer_del(ws->ev_silence);
 }
 
 /* The end: close the socket now and report on_down from its own event. */
@@ -218,10 +219,10 @@ ws_fail(struct xg_ws *ws, int flush, const char *fmt, ...)
         && evbuffer_get_length(bufferevent_get_output(ws->bev)) > 0)
     {
         ws->ending = 1;
-        event_del(ws->ev_ping);
-        evtimer_del(ws->ev_silence);
-        evtimer_del(ws->ev_deadline);
-        timer_add_ms(ws->ev_deadline, ws->opts.close_timeout_ms);
+        xg_timer_del(ws->ev_ping);
+        xg_timer_del(ws->ev_silence);
+        xg_timer_del(ws->ev_deadline);
+        xg_timer_add_ms(ws->ev_deadline, ws->opts.close_timeout_ms);
         if (ws->state == XG_WS_OPEN) {
             ws_set_state(ws, XG_WS_CLOSING);
         }
@@ -594,10 +595,10 @@ ws_enter_closing(struct xg_ws *ws, int discard)
     if (ws->state != XG_WS_OPEN) {
         return;
     }
-    event_del(ws->ev_ping);
-    evtimer_del(ws->ev_silence);
-    evtimer_del(ws->ev_deadline);
-    timer_add_ms(ws->ev_deadline, ws->opts.close_timeout_ms);
+    xg_timer_del(ws->ev_ping);
+    xg_timer_del(ws->ev_silence);
+    xg_timer_del(ws->ev_deadline);
+    xg_timer_add_ms(ws->ev_deadline, ws->opts.close_timeout_ms);
     if (discard) {
         ws->discard = 1;
         if (ws->bev != NULL && !ws->rx_inplace) {
@@ -777,16 +778,16 @@ ws_feed(struct xg_ws *ws)
 static void
 ws_ping_arm(struct xg_ws *ws)
 {
-    event_del(ws->ev_ping);
-    evtimer_del(ws->ev_silence);
+    xg_timer_del(ws->ev_ping);
+    xg_timer_del(ws->ev_silence);
     if (ws->opts.ping_ms > 0) {
         struct timeval tv;
         tv.tv_sec = (time_t) (ws->opts.ping_ms / 1000);
         tv.tv_usec = (suseconds_t) ((ws->opts.ping_ms % 1000) * 1000);
-        event_add(ws->ev_ping, &tv);
+        xg_timer_add(ws->ev_ping, &tv);
     }
     if (ws->opts.ping_timeout_ms > 0) {
-        timer_add_ms(ws->ev_silence, ws->opts.ping_timeout_ms);
+        xg_timer_add_ms(ws->ev_silence, ws->opts.ping_timeout_ms);
     }
 }
 
@@ -822,7 +823,7 @@ ws_silence_cb(evutil_socket_t fd, short what, void *arg)
         if (idle >= ws->opts.ping_timeout_ms) {
             ws_fail(ws, 0, "ping timeout");
         } else {
-            timer_add_ms(ws->ev_silence, ws->opts.ping_timeout_ms - idle);
+            xg_timer_add_ms(ws->ev_silence, ws->opts.ping_timeout_ms - idle);
         }
     }
     ws_leave(ws);
@@ -887,7 +888,7 @@ ws_open(struct xg_ws *ws)
         wslay_event_config_set_allowed_rsv_bits(ws->wslay, WSLAY_RSV1_BIT);
         ws->rx_tag = 1;
     }
-    evtimer_del(ws->ev_deadline);
+    xg_timer_del(ws->ev_deadline);
     ws->last_rx_ms = xg_now_ms();
     ws_ping_arm(ws);
     if (!ws->opts.owner_logs) {
@@ -951,8 +952,8 @@ ws_cli_start_handshake(struct xg_ws *ws)
     if (ws_dead(ws)) {
         return;
     }
-    evtimer_del(ws->ev_deadline);
-    timer_add_ms(ws->ev_deadline, ws->opts.handshake_timeout_ms);
+    xg_timer_del(ws->ev_deadline);
+    xg_timer_add_ms(ws->ev_deadline, ws->opts.handshake_timeout_ms);
     def_port = ws->url.tls ? 443 : 80;
     if (strchr(ws->host, ':') != NULL) {
         snprintf(hosthdr, sizeof(hosthdr), "[%s]", ws->host);
@@ -1578,9 +1579,9 @@ ws_new(struct event_base *base, const struct xg_ws_opts *opts,
     if (ws->opts.close_timeout_ms == 0) {
         ws->opts.close_timeout_ms = WS_DEFAULT_CLOSE_MS;
     }
-    ws->ev_deadline = evtimer_new(base, ws_deadline_cb, ws);
-    ws->ev_ping = event_new(base, -1, EV_PERSIST, ws_ping_cb, ws);
-    ws->ev_silence = evtimer_new(base, ws_silence_cb, ws);
+    ws->ev_deadline = xg_timer_new(base, ws_deadline_cb, ws);
+    ws->ev_ping = xg_timer_new_persist(base, ws_ping_cb, ws);
+    ws->ev_silence = xg_timer_new(base, ws_silence_cb, ws);
     ws->ev_down = evtimer_new(base, ws_down_event, ws);
     if (ws->ev_deadline == NULL || ws->ev_ping == NULL
         || ws->ev_silence == NULL || ws->ev_down == NULL)
@@ -1644,7 +1645,7 @@ xg_ws_connect(struct event_base *base, struct evdns_base *dns,
         /* The first load of a trust store is slow: start the clock after. */
         event_base_update_cache_time(ws->base);
     }
-    timer_add_ms(ws->ev_deadline, ws->opts.connect_timeout_ms);
+    xg_timer_add_ms(ws->ev_deadline, ws->opts.connect_timeout_ms);
     ws_resolve(ws);
     return ws;
 }
@@ -1670,9 +1671,9 @@ ws_destroy(struct xg_ws *ws)
     if (ws->ai_list != NULL) {
         evutil_freeaddrinfo(ws->ai_list);
     }
-    event_free(ws->ev_deadline);
-    event_free(ws->ev_ping);
-    event_free(ws->ev_silence);
+    xg_timer_free(ws->ev_deadline);
+    xg_timer_free(ws->ev_ping);
+    xg_timer_free(ws->ev_silence);
     event_free(ws->ev_down);
     if (ws->bev != NULL) {
         bufferevent_free(ws->bev);

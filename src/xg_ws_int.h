@@ -11,6 +11,7 @@
 #include "xg_log.h"
 #include "xg_ws.h"
 #include "xg_wsproto.h"
+#include "xg_timer.h"
 
 #include <sys/types.h>
 #include <time.h>
@@ -53,9 +54,9 @@ struct xg_ws {
     char                     peer[300];
     char                     key[XG_WSPROTO_KEY_LEN + 1];
 
-    struct event            *ev_deadline;   /* connect/tls/handshake/close */
-    struct event            *ev_ping;
-    struct event            *ev_silence;
+    struct xg_timer         *ev_deadline;   /* connect/tls/handshake/close */
+    struct xg_timer         *ev_ping;
+    struct xg_timer         *ev_silence;
     struct event            *ev_down;
     uint64_t                 last_rx_ms;
 
@@ -119,17 +120,6 @@ static inline int
 ws_dead(const struct xg_ws *ws)
 {
     return ws->freed || ws->state == XG_WS_DOWN;
-}
-
-/* Arms the timer EV to fire MS from now. */
-static inline void
-timer_add_ms(struct event *ev, uint64_t ms)
-{
-    struct timeval tv;
-
-    tv.tv_sec = (time_t) (ms / 1000);
-    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-    evtimer_add(ev, &tv);
 }
 
 /* ---- xg_ws.c, for the server side ---- */

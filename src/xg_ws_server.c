@@ -96,7 +96,7 @@ ws_accept_common(struct xg_ws *ws, xg_ws_accept_cb check)
         snprintf(name, sizeof(name), "ws client %s", ws->peer);
         ws->name = xg_strdup(name);
     }
-    timer_add_ms(ws->ev_deadline, ws->opts.handshake_timeout_ms);
+    xg_timer_add_ms(ws->ev_deadline, ws->opts.handshake_timeout_ms);
     if (ws->bev != NULL) {
         bufferevent_setcb(ws->bev, ws_read_cb, ws_write_cb, ws_event_cb, ws);
         bufferevent_enable(ws->bev, EV_READ | EV_WRITE);

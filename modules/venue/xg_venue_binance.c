@@ -40,6 +40,7 @@
 #include "xg_log.h"
 #include "xg_upstream.h"
 #include "xg_venue_binance_int.h"
+#include "xg_timer.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -246,7 +247,7 @@ bn_pace_arm(struct bn_shard *sh)
     }
     tv.tv_sec = (time_t) (best / 1000);
     tv.tv_usec = (suseconds_t) ((best % 1000) * 1000 + 1000);
-    evtimer_add(sh->ev_pace, &tv);
+    xg_timer_add(sh->ev_pace, &tv);
 }
 
 /* Sends what PC may send now, in order. */
@@ -900,7 +901,7 @@ bn_shard_init(struct bn *b, struct bn_shard *sh)
     sh->track.fanout = bn_track_fanout;
     sh->track.notice = bn_track_notice;
     sh->track.now = bn_track_now;
-    sh->ev_pace = evtimer_new(b->base, bn_on_pace, sh);
+    sh->ev_pace = xg_timer_new(b->base, bn_on_pace, sh);
 }
 
 /* A new shard on ROUTE, its connection started; NULL when none can be
@@ -962,7 +963,7 @@ bn_shard_free(struct bn_shard *sh)
     xg_session_interest_stop(sh->s);
     xg_registry_free(sh->reg);
     xg_session_free(sh->s);
-    event_free(sh->ev_pace);
+    xg_timer_free(sh->ev_pace);
     if (sh->child) {
         free(sh->name);
     }
@@ -1114,7 +1115,7 @@ bn_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     b->base = xg_upstream_base(up);
     b->market = b->cf->market == XG_BN_USDM ? XG_BN_USDM : XG_BN_SPOT;
     b->wait_tail = &b->wait_head;
-    b->ev_rest = evtimer_new(b->base, bn_on_rest_timer, b);
+    b->ev_rest = xg_timer_new(b->base, bn_on_rest_timer, b);
     sh = xg_calloc(1, sizeof(*sh));
     sh->up = up;
     sh->name = (char *) b->name;
@@ -1144,7 +1145,7 @@ bn_destroy(void *p)
     for (i = b->nshards; i-- > 0;) {
         bn_shard_free(b->shards[i]);
     }
-    event_free(b->ev_rest);
+    xg_timer_free(b->ev_rest);
     free(b->to_raw);
     free(b->to_comb);
     free(b);

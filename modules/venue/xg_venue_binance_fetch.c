@@ -11,6 +11,7 @@
 #include "xg_log.h"
 #include "xg_upstream.h"
 #include "xg_venue_binance_int.h"
+#include "xg_timer.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -121,7 +122,7 @@ bn_rest_pump(struct bn *b)
 
             tv.tv_sec = (time_t) (ms / 1000);
             tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-            evtimer_add(b->ev_rest, &tv);
+            xg_timer_add(b->ev_rest, &tv);
             return;
         }
         b->wait_head = g->wnext;

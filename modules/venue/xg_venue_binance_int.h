@@ -17,6 +17,7 @@
 #include "xg_track.h"
 #include "xg_venue.h"
 #include "xg_venue_binance.h"
+#include "xg_timer.h"
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -105,7 +106,7 @@ struct bn_shard {
     struct xg_session      *s;
     struct xg_track_env     track;
     struct bn_pace          pace[3];
-    struct event           *ev_pace;
+    struct xg_timer        *ev_pace;
     struct bn_get          *gets;
     int                     stopping;
     uint64_t                shutdowns;  /* serverShutdown events */
@@ -155,7 +156,7 @@ struct bn {
     uint64_t                    w_ms[BN_WEIGHT_RING];
     unsigned                    w_n[BN_WEIGHT_RING];
     unsigned                    w_head, w_count;
-    struct event               *ev_rest;
+    struct xg_timer            *ev_rest;
     uint64_t                    rest_delayed;   /* GETs that waited */
     /* the fan-out's recipient lists, reused */
     struct xg_client          **to_raw, **to_comb;

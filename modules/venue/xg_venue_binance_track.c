@@ -14,6 +14,7 @@
 #include "xg_registry.h"
 #include "xg_track.h"
 #include "xg_venue_binance.h"
+#include "xg_timer.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -500,7 +501,7 @@ struct bn_book {
                                        event; NULL: none */
     uint64_t           snap_id;     /* its lastUpdateId */
     uint64_t           snap_E, snap_T; /* its E and T (USDⓈ-M), or 0 */
-    struct event      *quiet;       /* bridges to the snapshot when no
+    struct xg_timer   *quiet;       /* bridges to the snapshot when no
                                        event came (BN_QUIET_MS) */
     struct xg_track   *t;           /* for the timer */
     int                delivered;   /* anything handed out yet */
@@ -561,7 +562,7 @@ bn_book_free(void *p)
     struct bn_book *b = p;
 
     if (b->quiet != NULL) {
-        event_free(b->quiet);
+        xg_timer_free(b->quiet);
     }
     bn_levels_clear(&b->book);
     bn_levels_free(b->cli);
@@ -1020,10 +1021,10 @@ bn_book_complete(struct xg_track *t)
                               (BN_QUIET_MS % 1000) * 1000 };
 
         if (b->quiet == NULL) {
-            b->quiet = evtimer_new(t->env->base, bn_book_on_quiet, b);
+            b->quiet = xg_timer_new(t->env->base, bn_book_on_quiet, b);
         }
         b->t = t;
-        evtimer_add(b->quiet, &tv);
+        xg_timer_add(b->quiet, &tv);
     }
 }
 

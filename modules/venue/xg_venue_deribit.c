@@ -19,6 +19,7 @@
  * client.
  */
 #include "xg_venue_deribit_int.h"
+#include "xg_timer.h"
 
 /*
  * The methods whose outcome is harmless to repeat: replayed after a
@@ -145,7 +146,7 @@ dr_tick_arm(struct dr *d)
 {
     struct timeval tv = { DR_TICK_MS / 1000, 0 };
 
-    event_add(d->ev_tick, &tv);
+    xg_timer_add(d->ev_tick, &tv);
 }
 
 /*
@@ -299,7 +300,7 @@ dr_refresh_schedule(struct dr *d, json_t *result)
     }
     tv.tv_sec = (time_t) (ms / 1000);
     tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-    evtimer_add(d->ev_refresh, &tv);
+    xg_timer_add(d->ev_refresh, &tv);
     xg_upstream_log(XG_LOG_INFO, d->up, "token valid for %lld s, refresh in "
         "%llu ms", (long long) json_integer_value(exp),
         (unsigned long long) ms);
@@ -892,7 +893,7 @@ dr_on_down(void *p, struct xg_conn *c, const char *reason)
     default:
         break;
     }
-    evtimer_del(d->ev_refresh);
+    xg_timer_del(d->ev_refresh);
     if (d->cf->auth_scope == NULL
         || strncmp(d->cf->auth_scope, "session:", 8) != 0) {
         /* connection-scoped tokens died with the socket */
@@ -947,7 +948,7 @@ dr_client_hb(evutil_socket_t fd, short what, void *arg)
     xg_client_send(dc->c, tr, sizeof(tr) - 1);
     tv.tv_sec = (time_t) (dc->hb_ms / 1000);
     tv.tv_usec = (suseconds_t) ((dc->hb_ms % 1000) * 1000);
-    evtimer_add(dc->ev_hb, &tv);
+    xg_timer_add(dc->ev_hb, &tv);
 }
 
 /* A client of D on connection C (a twin too: xg_venue_deribit_acct.c). */
@@ -961,7 +962,7 @@ dr_client_new(struct dr *d, struct xg_client *c)
     dc->rc = xg_registry_client_new(d->reg, dc, c);
     dc->authed = !xg_client_conf(c)->client_auth;
     xg_session_set_linger(d->s, xg_client_conf(c)->unsubscribe_linger_ms);
-    dc->ev_hb = evtimer_new(d->base, dr_client_hb, dc);
+    dc->ev_hb = xg_timer_new(d->base, dr_client_hb, dc);
     dc->next = d->clients;
     if (d->clients) {
         d->clients->prev = dc;
@@ -1075,7 +1076,7 @@ dr_client_free(struct dr *d, struct dr_client *dc, const char *reason)
     dr_outcome_gone(d, dc, 0);      /* no outcome to send any more */
     dr_books_left(dc);
     xg_registry_client_free(d->reg, dc->rc, xg_now_ms());
-    event_free(dc->ev_hb);
+    xg_timer_free(dc->ev_hb);
     if (dc->prev) {
         dc->prev->next = dc->next;
     } else {
@@ -1175,7 +1176,7 @@ dr_client_set_heartbeat(struct dr_client *dc, const char *id, json_t *params)
     dc->hb_waiting = 0;
     tv.tv_sec = (time_t) (dc->hb_ms / 1000);
     tv.tv_usec = (suseconds_t) ((dc->hb_ms % 1000) * 1000);
-    evtimer_add(dc->ev_hb, &tv);
+    xg_timer_add(dc->ev_hb, &tv);
     dr_reply(dc, id, "\"ok\"");
 }
 
@@ -1316,7 +1317,7 @@ dr_client_message(void *p, void *cs, const unsigned char *udata, size_t len)
     if (strcmp(method, "public/disable_heartbeat") == 0) {
         dc->hb_ms = 0;
         dc->hb_waiting = 0;
-        evtimer_del(dc->ev_hb);
+        xg_timer_del(dc->ev_hb);
         dr_reply(dc, id, "\"ok\"");
         goto done;
     }
@@ -1606,8 +1607,8 @@ dr_new(struct xg_upstream *up, const struct xg_upstream_conf *conf,
     d->track.fanout = dr_track_fanout;
     d->track.notice = dr_track_notice;
     d->track.now = dr_track_now;
-    d->ev_tick = evtimer_new(d->base, dr_on_tick, d);
-    d->ev_refresh = evtimer_new(d->base, dr_on_refresh, d);
+    d->ev_tick = xg_timer_new(d->base, dr_on_tick, d);
+    d->ev_refresh = xg_timer_new(d->base, dr_on_refresh, d);
     dr_tick_arm(d);
     return d;
 }
@@ -1646,8 +1647,8 @@ dr_free(struct dr *d)
     }
     dr_outcome_free_all(d);
     dr_edge_free(d);
-    event_free(d->ev_tick);
-    event_free(d->ev_refresh);
+    xg_timer_free(d->ev_tick);
+    xg_timer_free(d->ev_refresh);
     free(d->refresh_token);
     xg_nonce_free(d->nonces);
     xg_session_interest_stop(d->s);

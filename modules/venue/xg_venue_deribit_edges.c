@@ -46,6 +46,7 @@
 #include "xg_rconn.h"
 #include "xg_redis.h"
 #include "xg_upstream.h"
+#include "xg_timer.h"
 
 #include <stdarg.h>
 
@@ -78,7 +79,7 @@ struct dr_edge {
     struct xg_client   *c;          /* a sink client */
     struct dr_client   *dc;
     unsigned            inflight;   /* requests run and not answered */
-    struct event       *ev_idle;
+    struct xg_timer    *ev_idle;
     struct dr_edge     *prev, *next;
 };
 
@@ -90,8 +91,8 @@ struct dr_edges {
     char                            key[XG_REDIS_MAX_PREFIX + 300];
     char                            last_id[48];  /* "": not known yet */
     int                             reading;   /* an XREAD or XREVRANGE */
-    struct event                   *ev_read;   /* its deadline */
-    struct event                   *ev_wait;   /* the publisher is down:
+    struct xg_timer                *ev_read;   /* its deadline */
+    struct xg_timer                *ev_wait;   /* the publisher is down:
                                                   read again later */
     uint64_t                        waits;     /* reads put off so */
     struct de_ans                  *held, **held_tail;  /* answers, in
@@ -130,16 +131,6 @@ de_log(int level, const struct dr_edges *es, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     xg_upstream_log(level, es->d->up, "requests from edges: %s", msg);
-}
-
-static void
-de_timer(struct event *ev, uint64_t ms)
-{
-    struct timeval tv;
-
-    tv.tv_sec = (time_t) (ms / 1000);
-    tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-    evtimer_add(ev, &tv);
 }
 
 /* ---- checks (t/unit/check_xg_deribit_edges.c) ---- */
@@ -314,7 +305,7 @@ de_write(struct dr_edges *es, const char *edge, const char *rid,
     *es->held_tail = a;
     es->held_tail = &a->next;
     es->nheld++;
-    de_timer(es->ev_wait, DR_EDGES_WAIT_MS);
+    xg_timer_add_ms(es->ev_wait, DR_EDGES_WAIT_MS);
 }
 
 /* An error of ours to EDGE's request RID, which is not run. */
@@ -354,7 +345,7 @@ de_sink(void *arg, const char *data, size_t len)
     rid[v[0].len] = '\0';
     de_write(es, e->name, rid, data, len);
     if (e->inflight > 0 && --e->inflight == 0) {
-        de_timer(e->ev_idle, DR_EDGES_IDLE_MS);
+        xg_timer_add_ms(e->ev_idle, DR_EDGES_IDLE_MS);
     }
 }
 
@@ -376,7 +367,7 @@ de_edge_free(struct dr_edge *e, const char *reason)
     es->nedges--;
     dr_client_free(es->d, e->dc, reason);
     xg_client_sink_free(e->c);
-    event_free(e->ev_idle);
+    xg_timer_free(e->ev_idle);
     free(e);
 }
 
@@ -420,7 +411,7 @@ de_edge_get(struct dr_edges *es, const char *edge)
         xg_gateway_conf_get(es->uc->main), name, de_sink, e);
     e->dc = dr_client_new(es->d, e->c);
     e->dc->authed = 1;      /* its edge authenticated its bots */
-    e->ev_idle = evtimer_new(es->d->base, de_on_idle, e);
+    e->ev_idle = xg_timer_new(es->d->base, de_on_idle, e);
     e->next = es->edges;
     if (es->edges != NULL) {
         es->edges->prev = e;
@@ -568,7 +559,7 @@ de_entry(struct dr_edges *es, const redisReply *ent)
     free(method);
     es->served++;
     e->inflight++;
-    evtimer_del(e->ev_idle);
+    xg_timer_del(e->ev_idle);
     dr_client_message(es->d, e->dc, (const unsigned char *) body->str,
         body->len);
 }
@@ -604,7 +595,7 @@ de_on_read(redisAsyncContext *ac, void *reply, void *priv)
         return;     /* that connection is gone: on_ready reads again */
     }
     es->reading = 0;
-    evtimer_del(es->ev_read);
+    xg_timer_del(es->ev_read);
     if (rep->type == REDIS_REPLY_NIL) {
         de_read(es);
         return;
@@ -646,7 +637,7 @@ de_on_last(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     es->reading = 0;
-    evtimer_del(es->ev_read);
+    xg_timer_del(es->ev_read);
     if (rep->type != REDIS_REPLY_ARRAY) {
         de_reply_error(es, "XREVRANGE", rep);
         return;
@@ -680,7 +671,7 @@ de_read(struct dr_edges *es)
     }
     if (!xg_redis_writable(xg_upstream_publisher(es->d->up))) {
         es->waits++;
-        de_timer(es->ev_wait, DR_EDGES_WAIT_MS);
+        xg_timer_add_ms(es->ev_wait, DR_EDGES_WAIT_MS);
         return;
     }
     if (es->last_id[0] == '\0') {
@@ -696,7 +687,7 @@ de_read(struct dr_edges *es)
         return;
     }
     es->reading = 1;
-    de_timer(es->ev_read, DR_EDGES_BLOCK_MS + es->uc->connect_timeout_ms);
+    xg_timer_add_ms(es->ev_read, DR_EDGES_BLOCK_MS + es->uc->connect_timeout_ms);
 }
 
 static void
@@ -718,7 +709,7 @@ de_on_wait(evutil_socket_t fd, short what, void *arg)
     struct dr_edges *es = arg;
 
     if (!de_flush(es)) {
-        de_timer(es->ev_wait, DR_EDGES_WAIT_MS);
+        xg_timer_add_ms(es->ev_wait, DR_EDGES_WAIT_MS);
     }
     de_read(es);
 }
@@ -740,7 +731,7 @@ de_on_down(void *arg, const char *reason)
 
     es->ac = NULL;
     es->reading = 0;
-    evtimer_del(es->ev_read);
+    xg_timer_del(es->ev_read);
     snprintf(es->last_error, sizeof(es->last_error), "%s", reason);
 }
 
@@ -767,7 +758,7 @@ de_target(struct dr_edges *es, const struct xg_upstream_conf *uc)
             xg_rconn_stop(es->conn);
             es->ac = NULL;
             es->reading = 0;
-            evtimer_del(es->ev_read);
+            xg_timer_del(es->ev_read);
             xg_rconn_start(es->conn);
         }
     }
@@ -810,8 +801,8 @@ dr_edges_new(struct dr *d, const struct xg_upstream_conf *uc)
     }
     es = xg_calloc(1, sizeof(*es));
     es->d = d;
-    es->ev_read = evtimer_new(d->base, de_on_read_timeout, es);
-    es->ev_wait = evtimer_new(d->base, de_on_wait, es);
+    es->ev_read = xg_timer_new(d->base, de_on_read_timeout, es);
+    es->ev_wait = xg_timer_new(d->base, de_on_wait, es);
     de_target(es, uc);
     return es;
 }
@@ -836,7 +827,7 @@ dr_edges_reconf(struct dr_edges *es, const struct xg_upstream_conf *uc)
         }
         es->ac = NULL;
         es->reading = 0;
-        evtimer_del(es->ev_read);
+        xg_timer_del(es->ev_read);
         return;
     }
     de_target(es, uc);
@@ -855,8 +846,8 @@ dr_edges_free(struct dr_edges *es)
     while (es->edges != NULL) {
         de_edge_free(es->edges, "upstream destroyed");
     }
-    event_free(es->ev_read);
-    event_free(es->ev_wait);
+    xg_timer_free(es->ev_read);
+    xg_timer_free(es->ev_wait);
     while (es->held != NULL) {
         struct de_ans *a = es->held;
 

@@ -21,6 +21,7 @@
 #include "xg_registry.h"
 #include "xg_session.h"
 #include "xg_track.h"
+#include "xg_timer.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -145,8 +146,8 @@ struct dr {
     struct xg_track_env    track;          /* its continuity trackers' */
     char                  *refresh_token;
     struct xg_nonce       *nonces;       /* local client_signature nonces */
-    struct event          *ev_tick;
-    struct event          *ev_refresh;
+    struct xg_timer       *ev_tick;
+    struct xg_timer       *ev_refresh;
     struct dr_client      *clients;
     unsigned               nclients;
     struct dr_cod         *cods;         /* clients that left, COD unsettled */
@@ -183,7 +184,7 @@ struct dr_client {
     size_t                 check_at;      /* tracked orders: check at this */
     uint64_t               hb_ms;
     int                    hb_waiting;
-    struct event          *ev_hb;
+    struct xg_timer       *ev_hb;
     int                    notify_gaps;   /* exgate/notify_gaps enabled */
     struct dr_client      *prev, *next;
     struct dr_client      *twin;          /* on its account's instance */

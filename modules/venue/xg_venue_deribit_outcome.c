@@ -46,6 +46,7 @@
  * orders its cancel-on-disconnect owns.
  */
 #include "xg_venue_deribit_int.h"
+#include "xg_timer.h"
 
 #define DR_OC_HISTORY_COUNT 200     /* closed orders a history step reads */
 
@@ -70,7 +71,7 @@ struct dr_outcome {
     uint64_t            until_ms;   /* a refused step is retried until
                                        then (0: not asked yet) */
     uint64_t            retry_ms;   /* the next retry's wait */
-    struct event       *ev_retry;
+    struct xg_timer    *ev_retry;
     struct dr_outcome  *prev, *next;
 };
 
@@ -215,7 +216,7 @@ dr_oc_unlink(struct dr *d, struct dr_outcome *oc)
         oc->next->prev = oc->prev;
     }
     if (oc->ev_retry != NULL) {
-        event_free(oc->ev_retry);
+        xg_timer_free(oc->ev_retry);
     }
     json_decref(oc->params);
     free(oc->client_id);
@@ -332,11 +333,11 @@ dr_oc_retry(struct dr *d, struct dr_outcome *oc, struct xg_reg_req *q,
         return 0;
     }
     if (oc->ev_retry == NULL) {
-        oc->ev_retry = evtimer_new(d->base, dr_oc_retry_cb, oc);
+        oc->ev_retry = xg_timer_new(d->base, dr_oc_retry_cb, oc);
     }
     tv.tv_sec = (time_t) (oc->retry_ms / 1000);
     tv.tv_usec = (suseconds_t) ((oc->retry_ms % 1000) * 1000);
-    evtimer_add(oc->ev_retry, &tv);
+    xg_timer_add(oc->ev_retry, &tv);
     if (oc->retry_ms < DR_FETCH_RETRY_MAX_MS) {
         oc->retry_ms *= 2;
     }

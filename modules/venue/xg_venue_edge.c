@@ -43,6 +43,7 @@
  * snapshot), a trade_seq jumps (it backfills through the core).
  */
 #include "xg_venue_edge_int.h"
+#include "xg_timer.h"
 
 /* ---- conf ---------------------------------------------------------------- */
 
@@ -1312,7 +1313,7 @@ el_close(void *lp)
     l->cac = l->rac = NULL;
     xg_rconn_stop(l->cmd);
     xg_rconn_stop(l->rd);
-    evtimer_del(l->ev_tick);
+    xg_timer_del(l->ev_tick);
 }
 
 static void
@@ -1331,7 +1332,7 @@ el_free(void *lp)
        contexts' data is cleared first, so they return at once */
     xg_rconn_free(l->cmd);
     xg_rconn_free(l->rd);
-    event_free(l->ev_tick);
+    xg_timer_free(l->ev_tick);
     event_free(l->ev_out);
     while ((o = l->out) != NULL) {
         l->out = o->next;
@@ -1424,7 +1425,7 @@ dr_edge_connect(void *p, struct xg_conn *conn, const struct xg_ws_opts *opts,
     snprintf(l->bell_key, n, "%s:bell", l->src);
     l->ws = xg_ws_link_new(d->base, opts, cbs, arg, &el_link_ops, l);
     l->ev_out = event_new(d->base, -1, 0, el_out_cb, l);
-    l->ev_tick = event_new(d->base, -1, EV_PERSIST, el_tick, l);
+    l->ev_tick = xg_timer_new_persist(d->base, el_tick, l);
     if (l->ev_out == NULL || l->ev_tick == NULL) {
         xg_log_error("edge: cannot create events");
         abort();
@@ -1432,7 +1433,7 @@ dr_edge_connect(void *p, struct xg_conn *conn, const struct xg_ws_opts *opts,
     {
         struct timeval tv = { 0, EL_TICK_MS * 1000 };
 
-        event_add(l->ev_tick, &tv);
+        xg_timer_add(l->ev_tick, &tv);
     }
     memset(&addr, 0, sizeof(addr));
     snprintf(addr.host, sizeof(addr.host), "%s", uc->url.host);

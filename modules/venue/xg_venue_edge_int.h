@@ -17,6 +17,7 @@
 #include "xg_upstream.h"
 #include "xg_venue.h"
 #include "xg_ws.h"
+#include "xg_timer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -153,7 +154,7 @@ struct edge_link {
     size_t                  nreqs;
     struct el_out          *out, **out_tail;
     struct event           *ev_out;
-    struct event           *ev_tick;
+    struct xg_timer        *ev_tick;
     uint64_t                epoch_at, interest_at, lag_at;
     size_t                  lag_next;   /* the round robin of the poll */
 };

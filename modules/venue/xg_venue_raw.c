@@ -18,6 +18,7 @@
 #include "xg_log.h"
 #include "xg_venue.h"
 #include "xg_wsproto.h"
+#include "xg_timer.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,7 @@ struct raw {
     int                     over_logged;    /* replay_limit reached, said */
     struct raw_queued      *qhead, **qtail;
     size_t                  nqueued;
-    struct event           *ev_queue;       /* the head's queue_timeout */
+    struct xg_timer        *ev_queue;       /* the head's queue_timeout */
 
     uint64_t                from_clients;
     uint64_t                to_upstream;
@@ -109,7 +110,7 @@ raw_queue_arm(struct raw *r)
     ms = r->qhead->deadline_ms > now ? r->qhead->deadline_ms - now : 0;
     tv.tv_sec = (time_t) (ms / 1000);
     tv.tv_usec = (suseconds_t) ((ms % 1000) * 1000);
-    evtimer_add(r->ev_queue, &tv);
+    xg_timer_add(r->ev_queue, &tv);
 }
 
 /* Unlinks and returns the head of the queue. */
@@ -306,7 +307,7 @@ raw_on_open(void *p, struct xg_conn *c)
         "sent, %zu queued to follow", r->cf->non_open, r->texts.n,
         r->texts.n == 1 ? "" : "s", nqueued);
     xg_upstream_restored(r->up);
-    evtimer_del(r->ev_queue);
+    xg_timer_del(r->ev_queue);
     while (r->qhead != NULL) {
         if (raw_send(r, r->qhead->data, r->qhead->len) != XG_OK) {
             raw_queue_arm(r);   /* kept for the next connection */
@@ -453,7 +454,7 @@ raw_create(struct xg_upstream *up, const struct xg_upstream_conf *conf)
     r->name = xg_upstream_name(up);
     r->ucf = conf;
     r->qtail = &r->qhead;
-    r->ev_queue = evtimer_new(xg_upstream_base(up), raw_on_queue_timeout, r);
+    r->ev_queue = xg_timer_new(xg_upstream_base(up), raw_on_queue_timeout, r);
     if (r->ev_queue == NULL) {
         free(r);
         return NULL;
@@ -477,7 +478,7 @@ raw_destroy(void *p)
         free(r->texts.v[--r->texts.n]);     /* no client holds one now */
     }
     free(r->texts.v);
-    event_free(r->ev_queue);
+    xg_timer_free(r->ev_queue);
     free(r->to);
     free(r->clients);
     free(r);
