@@ -221,9 +221,10 @@ found:
  * The walk of a container from I, inside DEPTH levels of brackets (0:
  * I is at the opening one): to the index after the bracket that closes
  * the outermost, or 0 when the text ends first or nests too deep.
+ * Stop by stop (a quote, a bracket), each string by skip_string().
  */
 static size_t
-skip_nested(const char *d, size_t len, size_t i, int depth)
+skip_nested_walk(const char *d, size_t len, size_t i, int depth)
 {
     while (i < len) {
         char c;
@@ -277,6 +278,132 @@ skip_nested(const char *d, size_t len, size_t i, int depth)
     }
     return 0;
 }
+
+#ifdef J_SSE2
+/* The quotes and brackets of the sixteen bytes W, and its quotes and
+   backslashes: what a walk outside a string and inside one stops at. */
+static inline unsigned
+mask_out(__m128i w)
+{
+    __m128i u = _mm_or_si128(w, _mm_set1_epi8(0x20));
+
+    /* '{' and '[' differ in 0x20 only, as '}' and ']' do */
+    return (unsigned) _mm_movemask_epi8(_mm_or_si128(
+        _mm_cmpeq_epi8(w, _mm_set1_epi8('"')),
+        _mm_or_si128(_mm_cmpeq_epi8(u, _mm_set1_epi8('{')),
+            _mm_cmpeq_epi8(u, _mm_set1_epi8('}')))));
+}
+
+static inline unsigned
+mask_in(__m128i w)
+{
+    return (unsigned) _mm_movemask_epi8(_mm_or_si128(
+        _mm_cmpeq_epi8(w, _mm_set1_epi8('"')),
+        _mm_cmpeq_epi8(w, _mm_set1_epi8('\\'))));
+}
+
+/*
+ * The same walk sixteen bytes at a time, strings included: the bits of
+ * a block that matter in the state the walk is in (outside a string:
+ * quotes and brackets; inside: quotes and backslashes) are taken one
+ * after the other, and at a quote the block's other mask is made from
+ * the same load, where skip_nested_walk() called skip_string() for every
+ * string and loaded the bytes after it again. A block wholly inside a
+ * string hands the rest of it to memchr(3) (skip_long_string()). The
+ * last bytes, under sixteen, go one at a time. skip_nested_walk() gives
+ * the same answer for every text (t/unit/check_xg_jscan.c compares them
+ * on random texts).
+ */
+static size_t
+skip_nested(const char *d, size_t len, size_t i, int depth)
+{
+    int in_str = 0;
+
+    if (len - i < 32) {
+        return skip_nested_walk(d, len, i, depth);    /* a block or two */
+    }
+    while (i + 16 <= len) {
+        __m128i w = _mm_loadu_si128((const __m128i *) (const void *) (d + i));
+        size_t b = i;
+        unsigned m;
+
+        if (in_str) {
+            m = mask_in(w);
+            if (m == 0) {
+                i = skip_long_string(d, len, b + 16);
+                if (i == 0) {
+                    return 0;
+                }
+                in_str = 0;
+                continue;
+            }
+        } else {
+            m = mask_out(w);
+            if (m == 0) {
+                i = b + 16;
+                continue;
+            }
+        }
+        i = b + 16;
+        do {
+            unsigned k = (unsigned) __builtin_ctz(m);
+            char c = d[b + k];
+
+            if (in_str) {
+                if (c == '"') {
+                    in_str = 0;
+                    m = mask_out(w) & (~1u << k);
+                } else if (k >= 14) {
+                    /* a backslash: the byte it escapes ends the block or
+                       is the next block's first */
+                    i = b + k + 2;
+                    break;
+                } else {
+                    m &= ~0u << (k + 2);
+                }
+            } else if (c == '"') {
+                in_str = 1;
+                m = mask_in(w) & (~1u << k);
+            } else if ((c | 0x20) == '{') {
+                if (++depth > JSCAN_MAX_DEPTH) {
+                    return 0;
+                }
+                m &= m - 1;
+            } else {                        /* '}' or ']' */
+                if (--depth == 0) {
+                    return b + k + 1;
+                }
+                m &= m - 1;
+            }
+        } while (m != 0);
+    }
+    while (i < len) {
+        char c = d[i];
+
+        if (in_str) {
+            if (c == '"') {
+                in_str = 0;
+            } else if (c == '\\') {
+                i++;
+            }
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            if (++depth > JSCAN_MAX_DEPTH) {
+                return 0;
+            }
+        } else if (c == '}' || c == ']') {
+            if (--depth == 0) {
+                return i + 1;
+            }
+        }
+        i++;
+    }
+    return 0;
+}
+#else
+#define skip_nested skip_nested_walk
+#endif
 
 /* I is at the start of a value; returns the index after it, or 0. */
 static size_t
