@@ -15,7 +15,6 @@
 #include "xg_rest.h"
 #include "xg_venue.h"
 #include "xg_upstream.h"
-#include "xg_timer.h"
 
 #include <errno.h>
 #include <netinet/in.h>

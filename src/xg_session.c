@@ -4,7 +4,6 @@
  */
 #include "xg_session_int.h"
 #include "xg_redis.h"
-#include "xg_timer.h"
 
 #include <fnmatch.h>
 

@@ -25,7 +25,6 @@
 #include "xg_redis.h"
 #include "xg_registry.h"
 #include "xg_upstream.h"
-#include "xg_timer.h"
 
 #include <event2/event.h>
 

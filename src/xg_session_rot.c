@@ -4,7 +4,6 @@
  * channel switched where its stream lines up, B promoted, A retired.
  */
 #include "xg_session_int.h"
-#include "xg_timer.h"
 
 static void ss_rot_end(struct xg_session *s, const char *why);
 

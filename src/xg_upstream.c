@@ -28,7 +28,6 @@
 #include "xg_redis.h"
 #include "xg_rest.h"
 #include "xg_ws.h"
-#include "xg_timer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

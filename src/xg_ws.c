@@ -25,7 +25,6 @@
 #include "xg_ws.h"
 #include "xg_ws_int.h"
 #include "xg_wsproto.h"
-#include "xg_timer.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

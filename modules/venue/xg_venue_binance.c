@@ -40,7 +40,6 @@
 #include "xg_log.h"
 #include "xg_upstream.h"
 #include "xg_venue_binance_int.h"
-#include "xg_timer.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -19,7 +19,6 @@
  * client.
  */
 #include "xg_venue_deribit_int.h"
-#include "xg_timer.h"
 
 /*
  * The methods whose outcome is harmless to repeat: replayed after a

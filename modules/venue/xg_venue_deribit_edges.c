@@ -46,7 +46,6 @@
 #include "xg_rconn.h"
 #include "xg_redis.h"
 #include "xg_upstream.h"
-#include "xg_timer.h"
 
 #include <stdarg.h>
 

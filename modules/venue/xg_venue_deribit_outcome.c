@@ -46,7 +46,6 @@
  * orders its cancel-on-disconnect owns.
  */
 #include "xg_venue_deribit_int.h"
-#include "xg_timer.h"
 
 #define DR_OC_HISTORY_COUNT 200     /* closed orders a history step reads */
 

@@ -43,7 +43,6 @@
  * snapshot), a trade_seq jumps (it backfills through the core).
  */
 #include "xg_venue_edge_int.h"
-#include "xg_timer.h"
 
 /* ---- conf ---------------------------------------------------------------- */
 
