@@ -310,7 +310,7 @@ mask_in(__m128i w)
  * the same load, where skip_nested_walk() called skip_string() for every
  * string and loaded the bytes after it again. A block wholly inside a
  * string hands the rest of it to memchr(3) (skip_long_string()). The
- * last bytes, under sixteen, go one at a time. skip_nested_walk() gives
+ * last bytes, under sixteen, go to skip_nested_walk(), which gives
  * the same answer for every text (t/unit/check_xg_jscan.c compares them
  * on random texts).
  */
@@ -377,29 +377,19 @@ skip_nested(const char *d, size_t len, size_t i, int depth)
             }
         } while (m != 0);
     }
-    while (i < len) {
-        char c = d[i];
-
-        if (in_str) {
-            if (c == '"') {
-                in_str = 0;
-            } else if (c == '\\') {
-                i++;
-            }
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (c == '{' || c == '[') {
-            if (++depth > JSCAN_MAX_DEPTH) {
-                return 0;
-            }
-        } else if (c == '}' || c == ']') {
-            if (--depth == 0) {
-                return i + 1;
-            }
+    /* the last bytes, under sixteen: the rest of the string the walk is
+       in (skip_string() starts after the index it is given), then the
+       walk by stops */
+    if (in_str) {
+        if (i > len) {
+            return 0;               /* a backslash was the last byte */
         }
-        i++;
+        i = skip_string(d, len, i - 1);
+        if (i == 0) {
+            return 0;
+        }
     }
-    return 0;
+    return skip_nested_walk(d, len, i, depth);
 }
 #else
 #define skip_nested skip_nested_walk
