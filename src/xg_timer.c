@@ -28,7 +28,6 @@ struct xg_timers {
     size_t              n, cap;
     uint64_t            armed_ns;   /* what fd or ev is set to; 0: not */
     uint64_t            seq;        /* adds so far: the tie-break */
-    unsigned long       pass;       /* passes run so far */
     int                 in_pass;    /* due timers being run */
     size_t              refs;       /* timers alive, and a running pass */
     struct xg_timers   *next;
@@ -41,7 +40,6 @@ struct xg_timer {
     uint64_t            due_ns;
     uint64_t            seq;
     uint64_t            interval_ns; /* persistent: what it was added for */
-    unsigned long       pass;        /* the pass it was added in */
     size_t              idx;         /* place in the heap + 1; 0: none */
     int                 persist;
 };
@@ -227,14 +225,14 @@ timers_unref(struct xg_timers *ts)
 /*
  * A pass: every timer due now that was added before the pass began runs,
  * earliest first; one added (or added again) by a callback of the pass
- * waits for the next, so a timer that adds itself for 0 ms cannot hold
- * the loop. A persistent timer is added again before its callback runs.
+ * (its seq is the pass's first or later) waits for the next, so a timer
+ * that adds itself for 0 ms cannot hold the loop. A persistent timer is
+ * added again before its callback runs.
  */
 static void
 timers_run(struct xg_timers *ts)
 {
-    uint64_t now = now_ns();
-    unsigned long pass = ++ts->pass;
+    uint64_t now = now_ns(), seq0 = ts->seq;
 
     ts->refs++;                     /* a callback may free the last timer */
     ts->in_pass = 1;
@@ -242,7 +240,7 @@ timers_run(struct xg_timers *ts)
     while (ts->n > 0) {
         struct xg_timer *t = ts->heap[0];
 
-        if (t->due_ns > now || t->pass == pass) {
+        if (t->due_ns > now || t->seq >= seq0) {
             break;
         }
         heap_remove(ts, t);
@@ -252,7 +250,6 @@ timers_run(struct xg_timers *ts)
                 t->due_ns = now + t->interval_ns;
             }
             t->seq = ts->seq++;
-            t->pass = pass;
             heap_insert(ts, t);
         }
         t->cb(-1, EV_TIMEOUT, t->arg);
@@ -355,7 +352,6 @@ timer_add_ns(struct xg_timer *t, uint64_t in)
     t->due_ns = now_ns() + in;
     t->interval_ns = in;
     t->seq = ts->seq++;
-    t->pass = ts->pass;
     heap_insert(ts, t);
     timers_arm(ts);
 }

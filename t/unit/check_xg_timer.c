@@ -2,9 +2,10 @@
  * check_xg_timer.c: exgate's timers (src/xg_timer.c) on a real event
  * base: they fall due in deadline order, then in the order they were
  * added; deleting, adding again and freeing work from any callback, a
- * timer's own included; one added for 0 ms from a callback runs in the
- * next pass, not in a loop; a persistent one comes back for its interval;
- * and the loop ends when no timer is pending, as with libevent's.
+ * timer's own included; one added for 0 ms from a callback, or a
+ * persistent one of 0 ms, runs in the next pass, not in a loop; a
+ * persistent one comes back for its interval; and the loop ends when no
+ * timer is pending, as with libevent's.
  */
 #include "xg_core.h"
 #include "xg_timer.h"
@@ -152,6 +153,38 @@ START_TEST(zero_from_callback_runs_next_pass)
 }
 END_TEST
 
+/* A persistent timer of 0 ms: added again for "now" before its callback
+   runs, so only the pass's own bound keeps it to one run a pass. */
+static struct xg_timer *zero_per;
+static int zero_runs;
+
+static void
+on_zero_per(evutil_socket_t fd, short what, void *arg)
+{
+    note('z');
+    if (++zero_runs == 3) {
+        xg_timer_del(zero_per);
+    }
+}
+
+START_TEST(persistent_zero_once_a_pass)
+{
+    int i;
+
+    zero_per = xg_timer_new_persist(base, on_zero_per, NULL);
+    xg_timer_add_ms(zero_per, 0);
+    for (i = 0; i < 20 && zero_runs < 3; i++) {
+        size_t before = norder;
+
+        event_base_loop(base, EVLOOP_ONCE);
+        ck_assert_uint_le(norder - before, 1);  /* one run a pass */
+    }
+    ck_assert_str_eq(order, "zzz");
+    ck_assert(!xg_timer_pending(zero_per));
+    xg_timer_free(zero_per);
+}
+END_TEST
+
 /* Callbacks that free timers: their own, and one due in the same pass. */
 static struct xg_timer *self_t, *other_t;
 
@@ -279,6 +312,7 @@ main(void)
     tcase_add_test(tc, deadline_order);
     tcase_add_test(tc, same_deadline_in_added_order);
     tcase_add_test(tc, zero_from_callback_runs_next_pass);
+    tcase_add_test(tc, persistent_zero_once_a_pass);
     tcase_add_test(tc, free_from_callback);
     tcase_add_test(tc, persistent);
     tcase_add_test(tc, earlier_deadline_moves_the_wake);
