@@ -621,19 +621,20 @@ class Bench:
     def perf_window(self, what, pid, name):
         """--perf DIR: `perf record -g` of PID over the measuring window,
         to DIR/NAME.data (its cost is in that point's figures)."""
+        perfs = self.__dict__.setdefault("perfs", {})  # by PID: paired
         if what == "start":
             os.makedirs(self.a.perf, exist_ok=True)
-            self.perf = subprocess.Popen(
+            perfs[pid] = subprocess.Popen(
                 ["perf", "record", "-g", "-q", "-p", str(pid), "-o",
                  os.path.join(self.a.perf, name + ".data")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        elif getattr(self, "perf", None) is not None:
-            self.perf.send_signal(signal.SIGINT)
+        elif perfs.get(pid) is not None:
+            perf = perfs.pop(pid)
+            perf.send_signal(signal.SIGINT)
             try:
-                self.perf.wait(30)
+                perf.wait(30)
             except subprocess.TimeoutExpired:
-                self.perf.kill()
-            self.perf = None
+                perf.kill()
 
     def limit_point(self, n, rnd=1, k=LIMIT_K):
         """The limit probe: bench_limit's own writer and reader."""
@@ -694,14 +695,15 @@ class Bench:
             self.wait_unsubscribed()
         self.point_finish(pt, r, "fanout_half" if half else "fanout")
 
-    def point_start(self, system, n, rate, rnd):
+    def point_start(self, system, n, rate, rnd, paired=False):
         """What a fan-out point of SYSTEM needs before its bench client
         runs: the system started (a fresh exgate, a bench_raw, the
         probe's writer), its URL, the client's arguments and the window
         hook that reads the system's own counters."""
         pt = {"system": system, "n": n, "rate": rate, "rnd": rnd,
               "raw": None, "cap": None, "snaps": {},
-              "label": "%s n=%d rate=%s" % (system, n, rate or "flat"),
+              "label": "%s n=%d rate=%s%s" % (system, n, rate or "flat",
+                                               " paired" if paired else ""),
               "raw_skip": len(self.raw_snapshots(0))}
         extra = ["--control", str(self.ctl_port), "--start-rate", str(rate)]
         if system == "direct":
@@ -746,8 +748,9 @@ class Bench:
                 if system != "raw":     # bench_raw counts its own
                     snaps[what + "_acks"] = tcp_acks(pids[0], self.ws_port)
             if self.a.perf and system in ("exgate", "exgate-tcp", "raw"):
-                self.perf_window(what, pids[0], "%s-n%d-%s-r%d" % (
-                    system, n, rate or "flat", rnd))
+                self.perf_window(what, pids[0], "%s-n%d-%s-r%d%s" % (
+                    system, n, rate or "flat", rnd,
+                    "-paired" if paired else ""))
 
         pt.update(url=url, pids=pids, on_window=on_window,
                   args=["--rate", str(rate), "--duration",
@@ -812,8 +815,8 @@ class Bench:
         client on CPU 0 over windows that open within milliseconds of
         each other. Their CPU per delivery is then measured in the same
         machine state: on a shared VM one client's CPU time moves by a
-        third from one 4 s window to the next (docs/performance.md,
-        "Raw and exgate at the same moment"), which sequential rounds
+        third from one 4 s window to the next (docs/performance.md, How
+        it measures, "At the same moment"), which sequential rounds
         cannot tell from a difference of 10 %. Each pays for sharing the
         CPU with the other, alike. Results are "fanout_paired" lines."""
         self.control("rate 10")
@@ -823,13 +826,13 @@ class Bench:
             # exgate first: restarting it waits for exsim to have no bench
             # subscriber left, which bench_raw's would be
             for system in ("exgate", "raw"):
-                pts.append(self.point_start(system, n, rate, rnd))
+                pts.append(self.point_start(system, n, rate, rnd, True))
 
             def run(pt):
                 try:
                     res[pt["system"]] = self.client(
-                        pt["url"], n, pt["args"], pt["pids"],
-                        pt["label"] + " paired", on_window=pt["on_window"])
+                        pt["url"], n, pt["args"], pt["pids"], pt["label"],
+                        on_window=pt["on_window"])
                 except (BenchError, OSError, ValueError) as e:
                     errs[pt["system"]] = e
 
@@ -924,11 +927,17 @@ class Bench:
                     continue
                 self.run_point(system, n, rate, rnd)
         # the CPU target's points with few clients, raw and exgate at once
-        if not self.a.smoke and all(x in systems for x in CPU_SYSTEMS):
-            for rnd in range(1, self.a.paired_rounds + 1):
-                for n, rate in CPU_POINTS:
-                    if n <= PAIRED_MAX_N and n in ns and rate in rates:
-                        self.run_paired(n, rate, rnd)
+        # (the smoke run: one round at its own point, so the path is run)
+        if all(x in systems for x in CPU_SYSTEMS):
+            if self.a.smoke:
+                pairs, nrounds = [(ns[0], rates[0])], 1
+            else:
+                pairs = [(n, r) for n, r in CPU_POINTS
+                         if n <= PAIRED_MAX_N and n in ns and r in rates]
+                nrounds = self.a.paired_rounds
+            for rnd in range(1, nrounds + 1):
+                for n, rate in pairs:
+                    self.run_paired(n, rate, rnd)
         # p99 at half of each system's own flat-out rate (its first round):
         # latency under a load it can carry, whatever that load is
         if 0 in rates and not self.a.smoke:
@@ -1631,9 +1640,10 @@ class Bench:
                 out.append("raw and exgate at the same moment (CPU-s per "
                            "million deliveries, by round; the ratio is "
                            "exgate / raw in the round)")
-                for n, rate in CPU_POINTS:
+                for n, rate in sorted({(r["clients"], r["rate"])
+                                       for r in paired}):
                     rows = []
-                    for rnd in range(1, self.a.paired_rounds + 1):
+                    for rnd in sorted({r["round"] for r in paired}):
                         by = {r["system"]: r for r in paired
                               if r["clients"] == n and r["rate"] == rate
                               and r["round"] == rnd

@@ -94,6 +94,19 @@ for r in fan:
     if r["rate"] and r["latency_basis"] != "intended":
         fail("fan-out %s at a fixed rate: no intended-time latency"
              % r["system"])
+# raw and exgate at the same moment: both ran, over the same point and
+# round, each with its own CPU per delivery, and the table shows the pair
+paired = [r for r in rs if r["scenario"] == "fanout_paired"]
+if sorted(r["system"] for r in paired) != ["exgate", "raw"]:
+    fail("at the same moment: want one raw and one exgate line: %r" % paired)
+for r in paired:
+    if not r.get("ok") or r.get("deliveries_per_s", 0) <= 0 \
+            or not r.get("sut_cpu_s_per_m") or r["gaps"] or r["closed"]:
+        fail("at the same moment, %s: %r" % (r["system"], r))
+if len({(r["clients"], r["rate"], r["round"]) for r in paired}) != 1:
+    fail("at the same moment: not one point and round: %r" % paired)
+if "raw and exgate at the same moment" not in table:
+    fail("the table has no line for the rounds at the same moment")
 # the mark as the table prints it, on both sides of the line
 class NoLimit:
     def limit_of(self, r):
