@@ -166,3 +166,29 @@ print("PASS test_bench_smoke: %d JSON lines, %d fan-out runs (%s), "
       "%d edge runs" % (len(rs), len(fan), ", ".join(sorted(systems)),
                         len(edge)))
 PYEOF
+
+# before_after.py: one round each of two binaries (here both the build's
+# exgate) at a small point; both rounds must be read and the medians print
+if ! "$PY" "$S/t/bench/before_after.py" --builddir "$B" \
+    --old "$B/src/exgate" --rounds 1 --clients 2 --rate 100 \
+    --duration 0.5 --warmup 0.2 --out "$tmp/ba.jsonl" > "$tmp/ba.out" \
+    2> "$tmp/ba.err"; then
+    echo "FAIL: before_after.py exited non-zero"
+    tail -n 20 "$tmp/ba.out" "$tmp/ba.err"
+    exit 1
+fi
+"$PY" - "$tmp/ba.jsonl" "$tmp/ba.out" <<'PYEOF' || { cat "$tmp/ba.out"; exit 1; }
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+out = open(sys.argv[2]).read()
+if sorted(r["binary"] for r in rows) != ["new", "old"]:
+    sys.exit("FAIL: before_after.py: rounds %r" % rows)
+for r in rows:
+    for k in ("exgate_p99", "exgate_sent_p99", "raw_p99", "raw_sent_p99"):
+        if not r[k] > 0:
+            sys.exit("FAIL: before_after.py: %s in %r" % (k, r))
+for w in ("median old", "median new"):
+    if w not in out:
+        sys.exit("FAIL: before_after.py printed no %r" % w)
+print("PASS before_after.py: one round of each binary")
+PYEOF
