@@ -255,6 +255,7 @@ class Bench:
         self.exsim = None
         self.gate = None
         self.nginx = None
+        self.perfs = {}     # --perf: a recorder by PID (paired: two at once)
         self.half_ns = [int(x) for x in args.half_clients.split(",") if x]
         self.core = self.edge = self.redis = None
         self.redis_bin = os.environ.get("BENCH_REDIS",
@@ -621,7 +622,7 @@ class Bench:
     def perf_window(self, what, pid, name):
         """--perf DIR: `perf record -g` of PID over the measuring window,
         to DIR/NAME.data (its cost is in that point's figures)."""
-        perfs = self.__dict__.setdefault("perfs", {})  # by PID: paired
+        perfs = self.perfs
         if what == "start":
             os.makedirs(self.a.perf, exist_ok=True)
             perfs[pid] = subprocess.Popen(

@@ -16,8 +16,10 @@
 # both bots got every channel with no gap or close and an added latency
 # is reported, the core published with nothing dropped, and the issue 17
 # targets print; with no redis-server (BENCH_REDIS names another binary)
-# the scenario must say it was skipped. The numbers themselves are not
-# judged: benchmarks are not tests.
+# the scenario must say it was skipped. Then before_after.py runs one
+# round of each of two binaries (both the build's exgate) at a small
+# point: both rounds read, the medians printed. The numbers themselves
+# are not judged: benchmarks are not tests.
 set -u
 B=${XG_BUILDDIR:-.}
 S=${XG_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
