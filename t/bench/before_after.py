@@ -81,6 +81,10 @@ def main():
     ap.add_argument("--warmup", type=float, default=0.5)
     ap.add_argument("--out")
     a = ap.parse_args()
+    if a.rounds < 1 or a.clients < 1 or a.rate < 1 or a.duration <= 0:
+        ap.error("--rounds, --clients and --rate must be at least 1, "
+                 "--duration over 0 (a fixed-rate point: p99 on the "
+                 "intended-time basis)")
     a.builddir = os.path.abspath(a.builddir)
     new = a.new or os.path.join(a.builddir, "src", "exgate")
     bins = {"old": os.path.abspath(a.old), "new": os.path.abspath(new)}

@@ -194,3 +194,13 @@ for w in ("median old", "median new"):
         sys.exit("FAIL: before_after.py printed no %r" % w)
 print("PASS before_after.py: one round of each binary")
 PYEOF
+# bad arguments: a clear error and exit 2, no run
+"$PY" "$S/t/bench/before_after.py" --builddir "$B" --old "$B/src/exgate" \
+    --rounds 0 > "$tmp/ba0.out" 2>&1
+rc=$?
+if [ "$rc" != 2 ] || ! grep -q "must be at least 1" "$tmp/ba0.out"; then
+    echo "FAIL: before_after.py --rounds 0: exit $rc"
+    cat "$tmp/ba0.out"
+    exit 1
+fi
+echo "PASS before_after.py refuses --rounds 0"
