@@ -38,6 +38,7 @@ struct xg_rconn {
 
     redisAsyncContext              *ac;
     struct xg_rtls                 *tun;        /* rediss://: its tunnel */
+    int                             linked;     /* hiredis connected */
     int                             tls;
     char                           *tls_ca;
     int                             tls_verify;
@@ -205,6 +206,22 @@ rc_on_auth(redisAsyncContext *ac, void *reply, void *priv)
     rc_failed_at(r, XG_LOG_ERROR, why);
 }
 
+/* Connected end to end (for rediss://, the server's certificate checked):
+   AUTH if there is a password, else ready. */
+static void
+rc_linked(struct xg_rconn *r)
+{
+    if (r->password == NULL) {
+        rc_ready(r);
+        return;
+    }
+    /* not freed from here (hiredis is not in a callback yet): if it
+       cannot be sent, the connect timeout ends the attempt */
+    r->state = XG_RCONN_AUTH;
+    (void) redisAsyncCommand(r->ac, rc_on_auth, NULL, "AUTH %s",
+        r->password);
+}
+
 static void
 rc_on_connect(const redisAsyncContext *cac, int status)
 {
@@ -226,14 +243,22 @@ rc_on_connect(const redisAsyncContext *cac, int status)
         rc_failed_at(r, XG_LOG_WARN, why);
         return;
     }
-    if (r->password == NULL) {
-        rc_ready(r);
-        return;
+    r->linked = 1;
+    if (r->tun != NULL && !xg_rtls_up(r->tun)) {
+        return;     /* only the tunnel's end: rc_on_tls_up() goes on */
     }
-    /* not freed from here (hiredis is not in a callback yet): if it
-       cannot be sent, the connect timeout ends the attempt */
-    r->state = XG_RCONN_AUTH;
-    (void) redisAsyncCommand(ac, rc_on_auth, NULL, "AUTH %s", r->password);
+    rc_linked(r);
+}
+
+/* rediss://: the tunnel's TLS handshake and checks are done. */
+static void
+rc_on_tls_up(void *arg)
+{
+    struct xg_rconn *r = arg;
+
+    if (r->state == XG_RCONN_CONNECTING && r->ac != NULL && r->linked) {
+        rc_linked(r);
+    }
 }
 
 static void
@@ -249,8 +274,12 @@ rc_on_disconnect(const redisAsyncContext *cac, int status)
     /* hiredis frees the context after this callback */
     ac->data = NULL;
     r->ac = NULL;
-    r->disconnects++;
-    snprintf(why, sizeof(why), "connection lost: %s",
+    if (r->state == XG_RCONN_READY) {
+        r->disconnects++;
+    }
+    snprintf(why, sizeof(why), "%s: %s", r->state == XG_RCONN_READY
+        ? "connection lost" : r->state == XG_RCONN_AUTH ? "auth failed"
+        : "connect failed",
         rc_why(r, ac->err != 0 && ac->errstr[0] != '\0' ? ac->errstr
         : "closed"));
     xg_rtls_free(r->tun);
@@ -292,9 +321,10 @@ rc_connect(struct xg_rconn *r)
 
     r->attempts++;
     r->state = XG_RCONN_CONNECTING;
+    r->linked = 0;
     if (r->tls) {
         r->tun = xg_rtls_new(r->base, r->addr.host, r->addr.port, r->tls_ca,
-            r->tls_verify, why, sizeof(why));
+            r->tls_verify, rc_on_tls_up, r, why, sizeof(why));
         if (r->tun == NULL) {
             rc_failed_at(r, XG_LOG_WARN, why);
             return;

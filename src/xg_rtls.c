@@ -41,6 +41,8 @@ struct xg_rtls {
     char                    dir[64];
     char                    path[108];
     int                     connected;
+    void                  (*on_up)(void *arg);
+    void                   *arg;
     char                    why[256];   /* the first failure */
 };
 
@@ -127,6 +129,9 @@ rt_tls_event(struct bufferevent *bev, short what, void *arg)
 
     if (what & BEV_EVENT_CONNECTED) {
         t->connected = 1;
+        if (t->on_up != NULL) {
+            t->on_up(t->arg);   /* may free T: nothing after it */
+        }
         return;
     }
     if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
@@ -182,7 +187,8 @@ rt_accept(struct evconnlistener *lev, evutil_socket_t fd,
 /* See xg_rtls.h. */
 struct xg_rtls *
 xg_rtls_new(struct event_base *base, const char *host, uint16_t port,
-    const char *tls_ca, int tls_verify, char *err, size_t errlen)
+    const char *tls_ca, int tls_verify, void (*on_up)(void *arg), void *arg,
+    char *err, size_t errlen)
 {
     struct xg_rtls *t = xg_calloc(1, sizeof(*t));
     struct sockaddr_un sun;
@@ -191,6 +197,8 @@ xg_rtls_new(struct event_base *base, const char *host, uint16_t port,
     evutil_socket_t fd;
 
     t->base = base;
+    t->on_up = on_up;
+    t->arg = arg;
     snprintf(t->dir, sizeof(t->dir), "/tmp/exgate-rtls-XXXXXX");
     if (mkdtemp(t->dir) == NULL) {
         snprintf(err, errlen, "tls: cannot make a private directory: %s",
@@ -271,6 +279,13 @@ const char *
 xg_rtls_path(const struct xg_rtls *t)
 {
     return t->path;
+}
+
+/* See xg_rtls.h. */
+int
+xg_rtls_up(const struct xg_rtls *t)
+{
+    return t->connected;
 }
 
 /* See xg_rtls.h. */

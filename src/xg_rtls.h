@@ -17,10 +17,18 @@
 struct event_base;
 struct xg_rtls;
 
-/* A tunnel connecting to HOST:PORT now; NULL with ERR filled on failure. */
+/*
+ * A tunnel connecting to HOST:PORT now; NULL with ERR filled on failure.
+ * ON_UP(ARG) is called once, from the loop, when the TLS handshake and
+ * the checks are done: hiredis' own connect (to the unix socket) says
+ * nothing about the server, so its owner waits for this too. ON_UP may
+ * free the tunnel.
+ */
 struct xg_rtls *xg_rtls_new(struct event_base *base, const char *host,
-    uint16_t port, const char *tls_ca, int tls_verify, char *err,
-    size_t errlen);
+    uint16_t port, const char *tls_ca, int tls_verify,
+    void (*on_up)(void *arg), void *arg, char *err, size_t errlen);
+/* 1 once the server's side is up (ON_UP was called). */
+int xg_rtls_up(const struct xg_rtls *t);
 /* The unix socket hiredis connects to (gone once it did). */
 const char *xg_rtls_path(const struct xg_rtls *t);
 /* Why the tunnel ended, or NULL while it runs. */

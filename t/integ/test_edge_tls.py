@@ -82,11 +82,24 @@ async def body(h):
                  scheme="rediss").start()
     wait_for(lambda: "certificate verify failed" in e2.log(), 10,
              what="notrust: certificate verify failed in its log")
-    time.sleep(0.5)
-    u2 = e2.up()
-    check(u2.get("edge", {}).get("state") != "connected"
-          and u2.get("edge", {}).get("entries", 0) == 0,
-          "the untrusting edge connected: %r" % u2)
+    # hiredis' own connect (to the tunnel's unix socket) succeeds at
+    # once: neither Redis connection may count as up before the server's
+    # certificate is checked, at any moment of an attempt (one every
+    # 100 ms here)
+    seen = set()
+    for _ in range(15):
+        u2 = e2.up()
+        ed = u2.get("edge", {})
+        seen.add((ed.get("state"), ed.get("redis", {}).get("cmd"),
+                  ed.get("redis", {}).get("read")))
+        check(ed.get("state") != "connected" and ed.get("entries", 0) == 0
+              and ed.get("redis", {}).get("connects", 0) == 0
+              and ed.get("redis", {}).get("cmd") != "connected"
+              and ed.get("redis", {}).get("read") != "connected",
+              "the untrusting edge connected: %r" % u2)
+        time.sleep(0.04)
+    check("connect failed: tls: certificate verify failed" in e2.log(),
+          "a failed handshake is a failed connect in the log")
 
     # Redis restarted: TLS again, and the trades go on
     n = len(gh.trade_seqs(bot, TRADES))
