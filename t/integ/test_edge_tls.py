@@ -122,6 +122,29 @@ async def body(h):
     e1.stop()
     e2.stop()
 
+    # a password over TLS: AUTH goes once the handshake is done (from the
+    # tunnel's callback), and a wrong one is an auth failure, never up
+    pport = free_port()
+    eh.start_redis(h, pport, "tlspw", tls=(cert, key))
+    e3 = eh.Edge(h, "tlspw", pport, main_extra="client_auth off;\n",
+                 extra="    tls_ca %s;\n" % cert, password="tlspw",
+                 scheme="rediss").start()
+    e3.wait_up(lambda u: u["edge"].get("redis", {}).get("cmd") == "connected"
+               and u["edge"].get("redis", {}).get("read") == "connected",
+               10, "authenticated over tls")
+    check("connected (auth ok)" in e3.log(), "auth ok over tls in the log")
+    e4 = eh.Edge(h, "tlsbadpw", pport, main_extra="client_auth off;\n",
+                 extra="    tls_ca %s;\n" % cert, password="wrong",
+                 scheme="rediss").start()
+    wait_for(lambda: "auth failed" in e4.log(), 10,
+             what="tlsbadpw: auth failed in its log")
+    ed = e4.up().get("edge", {})
+    check(ed.get("redis", {}).get("connects", 0) == 0
+          and ed.get("redis", {}).get("cmd") != "connected",
+          "a wrong password over tls connected: %r" % ed)
+    e3.stop()
+    e4.stop()
+
 
 def sync_body(h):
     asyncio.run(asyncio.wait_for(body(h), 120))
