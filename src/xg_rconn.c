@@ -47,6 +47,7 @@ struct xg_rconn {
     struct xg_reconnect             rc;
     struct xg_timer                *ev_retry;
     struct xg_timer                *ev_timeout;
+    struct xg_timer                *ev_tls_up;  /* rc_on_tls_up() */
     int                             gave_up;
 
     uint64_t                        connects;
@@ -111,6 +112,7 @@ rc_close(struct xg_rconn *r)
 
     r->ac = NULL;
     xg_timer_del(r->ev_timeout);
+    xg_timer_del(r->ev_tls_up);
     if (ac != NULL) {
         ac->data = NULL;
         redisAsyncFree(ac);
@@ -250,13 +252,25 @@ rc_on_connect(const redisAsyncContext *cac, int status)
     rc_linked(r);
 }
 
-/* rediss://: the tunnel's TLS handshake and checks are done. */
+/* rediss://: the tunnel's TLS handshake and checks are done. Goes on
+   from a timer, not inside the tunnel's bufferevent callback: what the
+   owner's on_ready does may free the tunnel. */
 static void
 rc_on_tls_up(void *arg)
 {
     struct xg_rconn *r = arg;
 
-    if (r->state == XG_RCONN_CONNECTING && r->ac != NULL && r->linked) {
+    xg_timer_add_ms(r->ev_tls_up, 0);
+}
+
+static void
+rc_on_tls_up_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct xg_rconn *r = arg;
+
+    if (r->state == XG_RCONN_CONNECTING && r->ac != NULL && r->linked
+        && r->tun != NULL && xg_rtls_up(r->tun))
+    {
         rc_linked(r);
     }
 }
@@ -401,7 +415,10 @@ xg_rconn_new(struct event_base *base, const char *prefix,
     xg_reconnect_init(&r->rc, uc);
     r->ev_retry = xg_timer_new(base, rc_on_retry, r);
     r->ev_timeout = xg_timer_new(base, rc_on_timeout, r);
-    if (r->ev_retry == NULL || r->ev_timeout == NULL) {
+    r->ev_tls_up = xg_timer_new(base, rc_on_tls_up_timer, r);
+    if (r->ev_retry == NULL || r->ev_timeout == NULL
+        || r->ev_tls_up == NULL)
+    {
         xg_log_error("%s: cannot create timers", prefix);
         abort();
     }
@@ -418,6 +435,7 @@ xg_rconn_free(struct xg_rconn *r)
     rc_close(r);
     xg_timer_free(r->ev_retry);
     xg_timer_free(r->ev_timeout);
+    xg_timer_free(r->ev_tls_up);
     xg_reconnect_free(&r->rc);
     if (r->password != NULL) {
         OPENSSL_cleanse(r->password, strlen(r->password));
