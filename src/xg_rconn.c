@@ -38,7 +38,6 @@ struct xg_rconn {
 
     redisAsyncContext              *ac;
     struct xg_rtls                 *tun;        /* rediss://: its tunnel */
-    int                             linked;     /* hiredis connected */
     int                             tls;
     char                           *tls_ca;
     int                             tls_verify;
@@ -245,7 +244,6 @@ rc_on_connect(const redisAsyncContext *cac, int status)
         rc_failed_at(r, XG_LOG_WARN, why);
         return;
     }
-    r->linked = 1;
     if (r->tun != NULL && !xg_rtls_up(r->tun)) {
         return;     /* only the tunnel's end: rc_on_tls_up() goes on */
     }
@@ -268,7 +266,9 @@ rc_on_tls_up_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct xg_rconn *r = arg;
 
-    if (r->state == XG_RCONN_CONNECTING && r->ac != NULL && r->linked
+    /* hiredis marks its context connected before rc_on_connect() */
+    if (r->state == XG_RCONN_CONNECTING && r->ac != NULL
+        && (r->ac->c.flags & REDIS_CONNECTED)
         && r->tun != NULL && xg_rtls_up(r->tun))
     {
         rc_linked(r);
@@ -335,7 +335,6 @@ rc_connect(struct xg_rconn *r)
 
     r->attempts++;
     r->state = XG_RCONN_CONNECTING;
-    r->linked = 0;
     if (r->tls) {
         r->tun = xg_rtls_new(r->base, r->addr.host, r->addr.port, r->tls_ca,
             r->tls_verify, rc_on_tls_up, r, why, sizeof(why));

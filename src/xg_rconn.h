@@ -40,7 +40,8 @@ enum xg_rconn_state {
 };
 
 struct xg_rconn_cbs {
-    /* Connected (and authenticated): AC takes commands until on_down. */
+    /* Connected (for rediss://, the TLS handshake and certificate check
+       done; and authenticated): AC takes commands until on_down. */
     void  (*on_ready)(void *arg, struct redisAsyncContext *ac);
     /*
      * The connection went down, or an attempt failed, for REASON (the
