@@ -239,6 +239,10 @@ size_t xg_redis_carried_put(char *buf, const char *chan, size_t clen,
 int xg_redis_carried_next(const char **p, const char *end,
     struct xg_redis_carried *rec);
 
+/* The MAXLEN of a bell of SIZE bytes (its names and what it carries):
+   about 512 kB of such bells, at least 16 and at most 2000. */
+size_t xg_redis_bell_keep(size_t size);
+
 /* Adds R's figures to OBJ as "publish": {...}; never the password. */
 void xg_redis_status(const struct xg_redis *r, json_t *obj);
 

@@ -1,6 +1,6 @@
 """An edge further behind than the bell keeps (issue 17, the bell).
 
-The core keeps about 2000 bells (MAXLEN ~ 2000). An edge stopped
+The core keeps up to 2000 small bells (MAXLEN ~ 2000). An edge stopped
 (SIGSTOP) while the core rings 2600 more finds, when it goes on, that the
 bell after the last one it read is gone: a hole in the bell numbers. It
 counts it (/status edge.bell_gaps), reads every channel once (all_reads)

@@ -113,6 +113,21 @@ START_TEST(good_then_bad)
 }
 END_TEST
 
+/* The bells kept: about 512 kB of them, at least 16, at most 2000. */
+START_TEST(bell_keep)
+{
+    ck_assert_uint_eq(xg_redis_bell_keep(0), 2000);
+    ck_assert_uint_eq(xg_redis_bell_keep(1), 2000);
+    ck_assert_uint_eq(xg_redis_bell_keep(262), 2000);   /* 524288 / 262 */
+    ck_assert_uint_eq(xg_redis_bell_keep(263), 1993);
+    ck_assert_uint_eq(xg_redis_bell_keep(1500), 349);
+    ck_assert_uint_eq(xg_redis_bell_keep(30400), 17);   /* 100 x 300 B */
+    ck_assert_uint_eq(xg_redis_bell_keep(32768), 16);
+    ck_assert_uint_eq(xg_redis_bell_keep(40000), 16);
+    ck_assert_uint_eq(xg_redis_bell_keep((size_t) -1), 16);
+}
+END_TEST
+
 static Suite *
 carried_suite(void)
 {
@@ -122,6 +137,7 @@ carried_suite(void)
     tcase_add_test(tc, round_trip);
     tcase_add_test(tc, malformed);
     tcase_add_test(tc, good_then_bad);
+    tcase_add_test(tc, bell_keep);
     suite_add_tcase(s, tc);
     return s;
 }
