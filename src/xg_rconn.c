@@ -22,7 +22,7 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
+#include <sys/socket.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -327,6 +327,149 @@ rc_on_retry(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* ---- hiredis on the loop ------------------------------------------------- */
+
+/*
+ * hiredis' own libevent adapter (hiredis/adapters/libevent.h) adds its
+ * read event again after every read (an epoll_ctl each way) and hiredis
+ * reads 16 kB at a time: an edge's 32 kB reply was two reads, four
+ * epoll_ctl and a loop pass between them. This adapter keeps the read
+ * event persistent and reads what the socket has in one recv() of up to
+ * RC_READ_MAX bytes, feeds it to the context's reader and runs the
+ * replies' callbacks (redisProcessCallbacks(), what
+ * redisAsyncHandleRead() runs after its own read); the end of the
+ * stream, an error, or a context not yet connected go to
+ * redisAsyncHandleRead(), which reads again and sees them. Writing is
+ * hiredis' own, as in its adapter. Written here because hiredis 0.14
+ * has no adapter that does either.
+ */
+#define RC_READ_MAX     (256 * 1024)
+
+/* exported by hiredis 0.14 and later, declared in async.h from 1.0 */
+void redisProcessCallbacks(redisAsyncContext *ac);
+
+struct rc_ev {
+    redisAsyncContext  *ac;
+    struct event       *rev;
+    struct event       *wev;
+    int                 reading;
+};
+
+static char rc_rbuf[RC_READ_MAX];       /* one loop, one thread */
+
+static void
+rc_ev_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    struct rc_ev *e = arg;
+    redisAsyncContext *ac = e->ac;
+    ssize_t n;
+
+    (void) what;
+    /* E may be freed by what follows (the context's cleanup) */
+    if ((ac->c.flags & REDIS_CONNECTED) == 0 || ac->c.err != 0) {
+        redisAsyncHandleRead(ac);
+        return;
+    }
+    n = recv(fd, rc_rbuf, sizeof(rc_rbuf), 0);
+    if (n <= 0 || redisReaderFeed(ac->c.reader, rc_rbuf, (size_t) n)
+                  != REDIS_OK)
+    {
+        redisAsyncHandleRead(ac);
+        return;
+    }
+    redisProcessCallbacks(ac);
+}
+
+static void
+rc_ev_on_write(evutil_socket_t fd, short what, void *arg)
+{
+    struct rc_ev *e = arg;
+
+    (void) fd;
+    (void) what;
+    redisAsyncHandleWrite(e->ac);
+}
+
+static void
+rc_ev_add_read(void *priv)
+{
+    struct rc_ev *e = priv;
+
+    if (!e->reading) {
+        e->reading = 1;
+        event_add(e->rev, NULL);
+    }
+}
+
+static void
+rc_ev_del_read(void *priv)
+{
+    struct rc_ev *e = priv;
+
+    if (e->reading) {
+        e->reading = 0;
+        event_del(e->rev);
+    }
+}
+
+static void
+rc_ev_add_write(void *priv)
+{
+    event_add(((struct rc_ev *) priv)->wev, NULL);
+}
+
+static void
+rc_ev_del_write(void *priv)
+{
+    event_del(((struct rc_ev *) priv)->wev);
+}
+
+static void
+rc_ev_cleanup(void *priv)
+{
+    struct rc_ev *e = priv;
+
+    event_free(e->rev);
+    event_free(e->wev);
+    free(e);
+}
+
+/* AC on BASE; XG_OK, or XG_ERROR (nothing attached). */
+static int
+rc_ev_attach(redisAsyncContext *ac, struct event_base *base)
+{
+    struct rc_ev *e;
+
+    if (ac->ev.data != NULL) {
+        return XG_ERROR;
+    }
+    e = xg_calloc(1, sizeof(*e));
+    e->ac = ac;
+    e->rev = event_new(base, ac->c.fd, EV_READ | EV_PERSIST, rc_ev_on_read,
+        e);
+    e->wev = event_new(base, ac->c.fd, EV_WRITE, rc_ev_on_write, e);
+    if (e->rev == NULL || e->wev == NULL) {
+        if (e->rev != NULL) {
+            event_free(e->rev);
+        }
+        if (e->wev != NULL) {
+            event_free(e->wev);
+        }
+        free(e);
+        return XG_ERROR;
+    }
+    ac->ev.addRead = rc_ev_add_read;
+    ac->ev.delRead = rc_ev_del_read;
+    ac->ev.addWrite = rc_ev_add_write;
+    ac->ev.delWrite = rc_ev_del_write;
+    ac->ev.cleanup = rc_ev_cleanup;
+    ac->ev.data = e;
+    /* as hiredis' adapter: both, for the connect's completion */
+    rc_ev_add_read(e);
+    rc_ev_add_write(e);
+    return XG_OK;
+}
+
 static void
 rc_connect(struct xg_rconn *r)
 {
@@ -366,7 +509,7 @@ rc_connect(struct xg_rconn *r)
         /* before any reply: AUTH's is freed by the same functions */
         ac->c.reader->fn = xg_rreply_functions();
     }
-    if (redisLibeventAttach(ac, r->base) != REDIS_OK) {
+    if (rc_ev_attach(ac, r->base) != XG_OK) {
         rc_close(r);
         rc_failed_at(r, XG_LOG_WARN,
             "connect failed: cannot attach to the loop");
