@@ -37,7 +37,8 @@
 #define EL_COUNT            1000     /* XREAD COUNT per stream */
 #define EL_READ_GRACE_MS    5000     /* an XREAD past BLOCK + this: dead */
 #define EL_EPOCH_POLL_MS    1000
-#define EL_LAG_POLL_MS      2000     /* the streams' ends, for lag_entries */
+#define EL_LAG_POLL_MS      2000     /* a round of the streams' ends, for
+                                        lag_entries, a slice a tick */
 #define EL_LAG_POLL_MAX     1000     /* channels asked per poll at most */
 #define EL_SNAP_RETRY_MS    200
 #define EL_SNAP_WARN_MS     10000
@@ -155,8 +156,9 @@ struct edge_link {
     struct el_out          *out, **out_tail;
     struct event           *ev_out;
     struct xg_timer        *ev_tick;
-    uint64_t                epoch_at, interest_at, lag_at;
+    uint64_t                epoch_at, interest_at;
     size_t                  lag_next;   /* the round robin of the poll */
+    size_t                  lag_left;   /* of its round (el_lag_poll()) */
 };
 
 /* xg_venue_edge.c */
