@@ -47,15 +47,13 @@ struct rd_chan {
 #define RD_BELL_MAX_NAMES   16384
 /* Bells kept (xg_redis_bell_keep()): a reader further behind reads
    every channel once. At most two of its XREAD COUNTs (one batch behind
-   is no hole), and about RD_BELL_KEEP_BYTES of bells, but never fewer
-   than RD_BELL_MINLEN: what a bell carries is in the channels' streams
-   too, and a stream that grows costs Redis fresh memory on every XADD
-   (a bell of 30 kB: 19 us of Redis' time while the stream grows, 4.5 us
-   once it is trimmed and its memory reused, measured with INFO
-   commandstats; 2000 such bells would be 60 MB). */
-#define RD_BELL_MAXLEN      2000
-#define RD_BELL_MINLEN      16
-#define RD_BELL_KEEP_BYTES  (512 * 1024)
+   is no hole), and the newest that sum to at most XG_REDIS_BELL_KEEP_BYTES,
+   but never fewer than XG_REDIS_BELL_MINLEN: what a bell carries is in
+   the channels' streams too, and a stream that grows costs Redis fresh
+   memory on every XADD (a bell of 30 kB: 19 us of Redis' time while the
+   stream grows, 4.5 us once it is trimmed and its memory reused,
+   measured with INFO commandstats; 2000 such bells would be 60 MB). */
+#define RD_BELL_MAXLEN      XG_REDIS_BELL_MAXLEN
 /* With no bell for this long, an empty one: a lost bell shows as a hole
    in the numbers within it, and a quiet core is told from a gone one. */
 #define RD_BELL_IDLE_MS     1000
@@ -137,6 +135,7 @@ struct xg_redis {
     const char                    **bell_argv;   /* the bell's XADD */
     size_t                         *bell_argl;
     uint64_t                        bells;       /* written */
+    struct xg_redis_bell_keep       bell_keep;   /* what the stream has */
 
     /* the pass's commands held back while its bell may carry them
        (rd_send()): sent after that bell, or before one that does not;
@@ -678,8 +677,10 @@ rd_on_bell(evutil_socket_t fd, short what, void *arg)
             goto done;
         }
         r->bell_cleared = 1;
+        xg_redis_bell_keep_reset(&r->bell_keep);
     }
-    snprintf(maxlen, sizeof(maxlen), "%zu", xg_redis_bell_keep(size));
+    snprintf(maxlen, sizeof(maxlen), "%zu",
+        xg_redis_bell_keep(&r->bell_keep, size));
     snprintf(id, sizeof(id), "%llu-0", (unsigned long long) r->bell_seq);
     snprintf(ts, sizeof(ts), "%llu",
         (unsigned long long) (xg_wall_us() / 1000));
@@ -736,13 +737,35 @@ done:
     r->bell_over = 0;
 }
 
-size_t
-xg_redis_bell_keep(size_t size)
+void
+xg_redis_bell_keep_reset(struct xg_redis_bell_keep *k)
 {
-    size_t n = size > 0 ? RD_BELL_KEEP_BYTES / size : RD_BELL_MAXLEN;
+    k->head = 0;
+    k->n = 0;
+    k->bytes = 0;
+}
 
-    return n < RD_BELL_MINLEN ? RD_BELL_MINLEN
-           : n > RD_BELL_MAXLEN ? RD_BELL_MAXLEN : n;
+size_t
+xg_redis_bell_keep(struct xg_redis_bell_keep *k, size_t size)
+{
+    uint32_t s = size > UINT32_MAX ? UINT32_MAX : (uint32_t) size;
+
+    if (k->n == XG_REDIS_BELL_MAXLEN) {
+        k->bytes -= k->sizes[k->head];
+        k->head = (k->head + 1) % XG_REDIS_BELL_MAXLEN;
+        k->n--;
+    }
+    k->sizes[(k->head + k->n) % XG_REDIS_BELL_MAXLEN] = s;
+    k->bytes += s;
+    k->n++;
+    while (k->n > XG_REDIS_BELL_MINLEN
+           && k->bytes > XG_REDIS_BELL_KEEP_BYTES)
+    {
+        k->bytes -= k->sizes[k->head];
+        k->head = (k->head + 1) % XG_REDIS_BELL_MAXLEN;
+        k->n--;
+    }
+    return k->n;
 }
 
 /* V in decimal at BUF (room for 20 digits); returns the digits written.

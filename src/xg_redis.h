@@ -239,9 +239,28 @@ size_t xg_redis_carried_put(char *buf, const char *chan, size_t clen,
 int xg_redis_carried_next(const char **p, const char *end,
     struct xg_redis_carried *rec);
 
-/* The MAXLEN of a bell of SIZE bytes (its names and what it carries):
-   about 512 kB of such bells, at least 16 and at most 2000. */
-size_t xg_redis_bell_keep(size_t size);
+/*
+ * The bells a publisher's bell stream keeps: the newest whose sizes (the
+ * names and what each carries) sum to at most XG_REDIS_BELL_KEEP_BYTES,
+ * at least XG_REDIS_BELL_MINLEN and at most XG_REDIS_BELL_MAXLEN of them
+ * (src/xg_redis.c, "the bell").
+ */
+#define XG_REDIS_BELL_MAXLEN        2000
+#define XG_REDIS_BELL_MINLEN        16
+#define XG_REDIS_BELL_KEEP_BYTES    (512 * 1024)
+
+struct xg_redis_bell_keep {
+    uint32_t    sizes[XG_REDIS_BELL_MAXLEN];   /* a ring, oldest at head */
+    size_t      head, n;
+    size_t      bytes;                          /* the sum of the n */
+};
+
+/* The stream is empty (the bell was DELeted). */
+void xg_redis_bell_keep_reset(struct xg_redis_bell_keep *k);
+
+/* A bell of SIZE bytes goes in: the MAXLEN its XADD trims to (the bells
+   the stream keeps, this one included). */
+size_t xg_redis_bell_keep(struct xg_redis_bell_keep *k, size_t size);
 
 /* Adds R's figures to OBJ as "publish": {...}; never the password. */
 void xg_redis_status(const struct xg_redis *r, json_t *obj);

@@ -6,8 +6,9 @@ A bell that carries a loop pass's entries holds a second copy of them
 together, 20 times a second: every pass is a bell of about 26 kB that
 carries its entries (a pass is what one read of exsim's burst brought:
 a bell of 5 to 30 kB). After 4 s (80 bursts) the bell stream holds about
-512 kB of bells (each XADD's MAXLEN ~ is 512 kB over its own size, at
-least 16), not 2000, checked with XLEN and MEMORY USAGE; the edge, which keeps up,
+512 kB of bells (each XADD's MAXLEN ~ counts the newest bells that sum
+to at most 512 kB, at least 16), not 2000, checked with XLEN, the bells'
+own sizes and MEMORY USAGE; the edge, which keeps up,
 sees no hole in the bell numbers (bell_gaps 0), delivers the entries from
 the bells (entries_carried), and its bot has every channel whole and in
 order (data.seq consecutive), with no gap notice and no close.
@@ -63,8 +64,8 @@ async def body(h):
           % (big, n))
     check(b1 - b0 >= RATE * SECONDS, "%d bells in %d s" % (b1 - b0,
                                                           SECONDS))
-    # each XADD trims to about 512 kB over its own size (at least 16):
-    # what is kept is about 512 kB, and less than one bell more
+    # each XADD trims to the newest bells that sum to at most 512 kB (at
+    # least 16); MAXLEN ~ may keep a few small ones more
     check(16 <= n < b1 - b0 and sum(sizes) <= 512 * 1024 + max(sizes),
           "the bell stream holds %d bells (of %d rung), %d bytes"
           % (n, b1 - b0, sum(sizes)))

@@ -113,18 +113,42 @@ START_TEST(good_then_bad)
 }
 END_TEST
 
-/* The bells kept: about 512 kB of them, at least 16, at most 2000. */
+/* The bells kept: the newest that sum to at most 512 kB, at least 16,
+   at most 2000. */
 START_TEST(bell_keep)
 {
-    ck_assert_uint_eq(xg_redis_bell_keep(0), 2000);
-    ck_assert_uint_eq(xg_redis_bell_keep(1), 2000);
-    ck_assert_uint_eq(xg_redis_bell_keep(262), 2000);   /* 524288 / 262 */
-    ck_assert_uint_eq(xg_redis_bell_keep(263), 1993);
-    ck_assert_uint_eq(xg_redis_bell_keep(1500), 349);
-    ck_assert_uint_eq(xg_redis_bell_keep(30400), 17);   /* 100 x 300 B */
-    ck_assert_uint_eq(xg_redis_bell_keep(32768), 16);
-    ck_assert_uint_eq(xg_redis_bell_keep(40000), 16);
-    ck_assert_uint_eq(xg_redis_bell_keep((size_t) -1), 16);
+    static struct xg_redis_bell_keep k;     /* 8 kB */
+    size_t i, n = 0;
+
+    xg_redis_bell_keep_reset(&k);
+    /* small bells: 2000 at most */
+    for (i = 0; i < 2500; i++) {
+        n = xg_redis_bell_keep(&k, 100);
+        ck_assert_uint_eq(n, i < 2000 ? i + 1 : 2000);
+    }
+    ck_assert_uint_eq(k.bytes, 200000);
+    /* bells of 30400 bytes (100 entries of 300): 512 kB of them */
+    for (i = 0; i < 100; i++) {
+        n = xg_redis_bell_keep(&k, 30400);
+        ck_assert_uint_le(k.bytes, XG_REDIS_BELL_KEEP_BYTES);
+    }
+    ck_assert_uint_eq(n, 17);               /* 17 x 30400 = 516800 */
+    /* small ones after them push the big ones out, never past 512 kB */
+    for (i = 0; i < 30; i++) {
+        n = xg_redis_bell_keep(&k, 300);
+        ck_assert_uint_le(k.bytes, XG_REDIS_BELL_KEEP_BYTES);
+    }
+    ck_assert_uint_eq(n, 16 + 30);          /* 16 x 30400 + 30 x 300 */
+    /* bells over 32 kB: 16 of them, whatever their bytes */
+    for (i = 0; i < 40; i++) {
+        n = xg_redis_bell_keep(&k, 49152);
+    }
+    ck_assert_uint_eq(n, 16);
+    ck_assert_uint_eq(k.bytes, 16 * 49152);
+    /* the stream DELeted: empty again */
+    xg_redis_bell_keep_reset(&k);
+    ck_assert_uint_eq(xg_redis_bell_keep(&k, 30400), 1);
+    ck_assert_uint_eq(k.bytes, 30400);
 }
 END_TEST
 
