@@ -679,8 +679,12 @@ rd_on_bell(evutil_socket_t fd, short what, void *arg)
         r->bell_cleared = 1;
         xg_redis_bell_keep_reset(&r->bell_keep);
     }
+    /* what this bell holds in the stream: an "all" or "idle" one next
+       to nothing */
     snprintf(maxlen, sizeof(maxlen), "%zu",
-        xg_redis_bell_keep(&r->bell_keep, size));
+        xg_redis_bell_keep(&r->bell_keep, all || r->bell_len == 0 ? 0
+            : r->bell_len + (!r->bell_over && r->bell_nents > 0
+                             ? r->bell_dlen : 0)));
     snprintf(id, sizeof(id), "%llu-0", (unsigned long long) r->bell_seq);
     snprintf(ts, sizeof(ts), "%llu",
         (unsigned long long) (xg_wall_us() / 1000));
