@@ -605,10 +605,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 'R':
             if (fz.nans < FZ_ANSWERS) {
-                char *sp = memchr(p, ' ', len);
+                char *sp = memchr(p, ' ', len), num[8];
                 struct fz_answer *a = &fz.ans[fz.nans++];
+                size_t k = len < sizeof(num) - 1 ? len : sizeof(num) - 1;
 
-                a->status = (int) strtol((const char *) p, NULL, 10);
+                /* P is not NUL-terminated: strtol() on it ran past the
+                   input when a record ended in digits */
+                memcpy(num, p, k);
+                num[k] = '\0';
+                a->status = (int) strtol(num, NULL, 10);
                 if (a->status < 100 || a->status > 599) {
                     a->status = 200;
                 }
