@@ -45,15 +45,6 @@ struct rd_chan {
 #define RD_SNAP_SUFFIX_LEN  (sizeof(RD_SNAP_SUFFIX) - 1)
 /* A bell names at most this many bytes of channels; past it, "all". */
 #define RD_BELL_MAX_NAMES   16384
-/* Bells kept (xg_redis_bell_keep()): a reader further behind reads
-   every channel once. At most two of its XREAD COUNTs (one batch behind
-   is no hole), and the newest that sum to at most XG_REDIS_BELL_KEEP_BYTES,
-   but never fewer than XG_REDIS_BELL_MINLEN: what a bell carries is in
-   the channels' streams too, and a stream that grows costs Redis fresh
-   memory on every XADD (a bell of 30 kB: 19 us of Redis' time while the
-   stream grows, 4.5 us once it is trimmed and its memory reused,
-   measured with INFO commandstats; 2000 such bells would be 60 MB). */
-#define RD_BELL_MAXLEN      XG_REDIS_BELL_MAXLEN
 /* With no bell for this long, an empty one: a lost bell shows as a hole
    in the numbers within it, and a quiet core is told from a gone one. */
 #define RD_BELL_IDLE_MS     1000
@@ -741,6 +732,14 @@ done:
     r->bell_over = 0;
 }
 
+/* Bells kept: a reader further behind reads every channel once. At
+   most two of its XREAD COUNTs (one batch behind is no hole), and the
+   newest that sum to at most XG_REDIS_BELL_KEEP_BYTES, but never fewer
+   than XG_REDIS_BELL_MINLEN: what a bell carries is in
+   the channels' streams too, and a stream that grows costs Redis fresh
+   memory on every XADD (a bell of 30 kB: 19 us of Redis' time while the
+   stream grows, 4.5 us once it is trimmed and its memory reused,
+   measured with INFO commandstats; 2000 such bells would be 60 MB). */
 void
 xg_redis_bell_keep_reset(struct xg_redis_bell_keep *k)
 {
