@@ -350,9 +350,8 @@ void redisProcessCallbacks(redisAsyncContext *ac);
 
 struct rc_ev {
     redisAsyncContext  *ac;
-    struct event       *rev;
+    struct event       *rev;        /* persistent */
     struct event       *wev;
-    int                 reading;
 };
 
 static char rc_rbuf[RC_READ_MAX];       /* one loop, one thread */
@@ -390,26 +389,19 @@ rc_ev_on_write(evutil_socket_t fd, short what, void *arg)
     redisAsyncHandleWrite(e->ac);
 }
 
+/* hiredis asks for reading after every read: event_add() of an event
+   already added changes nothing (no epoll_ctl), event_del() of one not
+   added neither */
 static void
 rc_ev_add_read(void *priv)
 {
-    struct rc_ev *e = priv;
-
-    if (!e->reading) {
-        e->reading = 1;
-        event_add(e->rev, NULL);
-    }
+    event_add(((struct rc_ev *) priv)->rev, NULL);
 }
 
 static void
 rc_ev_del_read(void *priv)
 {
-    struct rc_ev *e = priv;
-
-    if (e->reading) {
-        e->reading = 0;
-        event_del(e->rev);
-    }
+    event_del(((struct rc_ev *) priv)->rev);
 }
 
 static void
